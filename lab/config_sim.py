@@ -1,0 +1,254 @@
+"""Experiment-schema section for the serving simulator (`sim:` in experiments/*.yaml; issue 4).
+
+    sim:
+      hardware: {name: h100}
+      model: {name: qwen3-8b}
+      replicas: 8
+      workload: {kind: closed_loop, lengths: {source: csv, csv_path: $DATA/azure2023_splitwise_conv.csv}}
+      acceptance: {source: parametric, parametric: {kind: iid, alpha: 0.8, concentration: 4}}
+      policies: [{kind: mtp}, {kind: fixed_k, k: 3}, {kind: prefix}]
+      sweep: {axis: concurrency, values: [1, 8, 32, 128]}
+      sla: {tok_s_per_user: [40, 80]}
+
+Every block has defaults, unknown keys are errors, and cross-field rules (a trace workload needs a
+path, fixed_k needs k, ...) are checked here so that a bad config fails at `lab validate`, not mid-run.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from lab.config_base import StrictModel
+
+HARDWARE_NAMES = ("h100", "h200", "a100-80g", "b200", "cpu")
+POLICY_KINDS = ("ar", "mtp", "fixed_k", "threshold", "smartspec", "prefix", "prefix_async")
+
+
+class HardwareSpec(StrictModel):
+    name: str = Field("h100", description=f"built-in profile {HARDWARE_NAMES} or a label when profile_csv is set")
+    profile_csv: str | None = Field(
+        None, description="measured step-time CSV (columns tokens, step_ms); switches the cost model to a table")
+    tp: int = Field(1, ge=1, le=64, description="tensor-parallel degree (GPUs per replica)")
+    mfu: float | None = Field(None, gt=0, le=1, description="achievable fraction of peak FLOPs; default per profile")
+    bw_efficiency: float | None = Field(None, gt=0, le=1,
+                                        description="achievable fraction of peak memory bandwidth; default per profile")
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.profile_csv is None and self.name not in HARDWARE_NAMES:
+            raise ValueError(f"hardware.name {self.name!r} is not built in {HARDWARE_NAMES}; set profile_csv")
+        return self
+
+
+class ModelSpec(StrictModel):
+    name: str = Field("qwen3-8b", description="model shape from sim/models.py (qwen3-8b, llama-2-7b, ...)")
+    drafter_layers: int = Field(2, ge=0, le=16,
+                                description="drafter decoder layers of target width (DSpark: 2); prices drafting")
+
+
+class CostSpec(StrictModel):
+    step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
+    layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
+    request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")
+    spec_overhead_ms: float = Field(0.3, ge=0,
+                                    description="extra per-step cost of any speculative mode (sampler, rejection)")
+    cuda_graph_buckets: list[int] | None = Field(
+        None, description="token counts captured as CUDA graphs; a step is padded up to the next bucket "
+                          "(jagged SPS); above the last bucket the step runs eagerly")
+    eager_penalty: float = Field(1.1, ge=1, description="step-time multiplier when no CUDA graph bucket fits")
+
+    @model_validator(mode="after")
+    def _sorted(self):
+        b = self.cuda_graph_buckets
+        if b is not None and (not b or any(x < 1 for x in b) or b != sorted(set(b))):
+            raise ValueError("cost.cuda_graph_buckets must be a non-empty strictly increasing list of ints >= 1")
+        return self
+
+
+class BatchingSpec(StrictModel):
+    max_num_seqs: int = Field(256, ge=1, le=8192, description="sequences in one batch")
+    max_batched_tokens: int = Field(8192, ge=16, description="tokens in one step (decode + drafts + prefill chunk)")
+    chunked_prefill: bool = Field(True, description="split prompts into chunks that fit the token budget")
+    kv_capacity_tokens: int | None = Field(
+        None, ge=1, description="KV cache size in tokens per replica; default: from GPU memory and model shape")
+    gpu_mem_util: float = Field(0.9, gt=0, le=1, description="fraction of GPU memory for weights + KV")
+
+
+class LengthSpec(StrictModel):
+    source: Literal["fixed", "csv", "recorded"] = Field(
+        "fixed", description="fixed numbers, sampled rows of a CSV (num_prefill_tokens, num_decode_tokens), "
+                             "or the recorded output length of the replayed prompt")
+    prompt_tokens: int = Field(512, ge=1)
+    output_tokens: int = Field(256, ge=1)
+    csv_path: str | None = Field(None, description="CSV with num_prefill_tokens,num_decode_tokens; $VARS expand")
+    max_prompt_tokens: int = Field(32768, ge=1, description="longer prompts are clipped")
+    max_output_tokens: int = Field(8192, ge=1, description="longer outputs are clipped")
+
+    @model_validator(mode="after")
+    def _csv(self):
+        if self.source == "csv" and not self.csv_path:
+            raise ValueError("lengths.source 'csv' needs lengths.csv_path")
+        return self
+
+
+class WorkloadSpec(StrictModel):
+    kind: Literal["poisson", "gamma", "closed_loop", "trace"] = Field(
+        "closed_loop", description="Poisson, bursty gamma, N concurrent users, or replay of an arrival CSV")
+    rate: float = Field(1.0, gt=0, description="requests/s (poisson, gamma); the sweep axis 'rate' overrides it")
+    cv: float = Field(2.0, gt=0, description="gamma inter-arrival coefficient of variation (burstiness)")
+    concurrency: int = Field(8, ge=1, description="closed-loop users; the sweep axis 'concurrency' overrides it")
+    think_time_s: float = Field(0.0, ge=0, description="closed-loop pause between a reply and the next request")
+    trace_path: str | None = Field(None, description="arrival CSV arrived_at,num_prefill_tokens,num_decode_tokens")
+    time_scale: float = Field(1.0, gt=0, description="trace replay: arrival times are multiplied by this")
+    lengths: LengthSpec = Field(default_factory=LengthSpec)
+    duration_s: float = Field(600.0, gt=0, description="simulated seconds of arrivals (trace: cut at this time)")
+    warmup_s: float = Field(30.0, ge=0, description="requests arriving before this are excluded from metrics")
+    drain: bool = Field(True, description="after duration_s, keep running until admitted requests finish")
+    drain_limit_s: float = Field(600.0, ge=0, description="longest drain; later requests are reported unfinished")
+    max_requests: int | None = Field(None, ge=1, description="cap on arrivals")
+
+    @model_validator(mode="after")
+    def _trace(self):
+        if self.kind == "trace" and not self.trace_path:
+            raise ValueError("workload.kind 'trace' needs workload.trace_path")
+        if self.warmup_s >= self.duration_s:
+            raise ValueError("workload.warmup_s must be below workload.duration_s")
+        return self
+
+
+class ParametricSpec(StrictModel):
+    kind: Literal["iid", "curve"] = Field("iid", description="i.i.d. per-position rate, or a per-position curve")
+    alpha: float = Field(0.8, gt=0, lt=1, description="iid: conditional acceptance rate per position")
+    rates: list[float] | None = Field(None, description="curve: conditional rate per position, length max_draft")
+    concentration: float | None = Field(
+        None, gt=0, description="if set, each request-step draws its rate from Beta(mean, concentration) and the "
+                                "drafter's confidence reports it (heterogeneity the prefix scheduler can exploit)")
+    confidence_noise: float = Field(0.0, ge=0, description="std of logit noise added to reported confidences")
+    output_tokens: int = Field(256, ge=1, description="'recorded' output length for parametric sources")
+
+    @model_validator(mode="after")
+    def _rates(self):
+        if self.kind == "curve":
+            if not self.rates or any(not 0 <= r <= 1 for r in self.rates):
+                raise ValueError("parametric.rates must be a non-empty list of values in [0, 1] for kind 'curve'")
+        return self
+
+
+class AcceptanceSpec(StrictModel):
+    source: Literal["run", "traces", "parametric"] = Field(
+        "parametric", description="run: this run's traces/ dir; traces: explicit paths; parametric: what-if")
+    paths: list[str] = Field(default_factory=list, description="trace files or directories (source: traces)")
+    method: str | None = Field(None, description="trace method to replay (default: the only one, or dspark)")
+    temperature: float | None = Field(None, ge=0, description="trace temperature to replay (default: lowest)")
+    datasets: dict[str, float] | None = Field(None, description="dataset -> mixing weight (default: equal)")
+    table: Literal["auto", "anchors", "rounds"] = Field(
+        "auto", description="auto: anchors (exact) where recorded, rounds (approximate) otherwise")
+    max_draft: int = Field(7, ge=1, le=32, description="gamma: longest verify length a policy may pick")
+    use_calibration: bool = Field(True, description="apply calibration.json (STS) to confidences when present")
+    calibration_path: str | None = Field(None, description="default: the run's calibration.json")
+    parametric: ParametricSpec = Field(default_factory=ParametricSpec)
+
+    @model_validator(mode="after")
+    def _paths(self):
+        if self.source == "traces" and not self.paths:
+            raise ValueError("acceptance.source 'traces' needs acceptance.paths")
+        if self.parametric.kind == "curve" and self.parametric.rates and len(self.parametric.rates) < self.max_draft:
+            raise ValueError(f"parametric.rates has {len(self.parametric.rates)} values, max_draft is {self.max_draft}")
+        return self
+
+
+class PolicySpec(StrictModel):
+    kind: Literal[POLICY_KINDS] = Field(description=f"one of {POLICY_KINDS}")  # type: ignore[valid-type]
+    name: str | None = Field(None, description="label in results (default: kind, plus k/threshold)")
+    k: int | None = Field(None, ge=0, le=32, description="fixed_k: verify length")
+    threshold: float | None = Field(None, ge=0, le=1, description="threshold: stop at first confidence below it")
+    max_draft: int | None = Field(None, ge=1, le=32, description="cap on verify length (default acceptance.max_draft)")
+    method: str | None = Field(None, description="trace method this policy replays (e.g. mtp); default: acceptance's")
+    alpha: float | None = Field(None, gt=0, lt=1,
+                                description="parametric override of the acceptance rate for this policy (e.g. MTP)")
+    stale_steps: int = Field(2, ge=0, le=8, description="prefix_async: age of the confidences that set the budget")
+    k0_bonus: float = Field(1.1, ge=1, description="smartspec: goodput bonus for k=0")
+    ema: float = Field(0.15, gt=0, le=1, description="smartspec: weight of the newest acceptance observation")
+
+    @model_validator(mode="after")
+    def _kind_fields(self):
+        if self.kind == "fixed_k" and self.k is None:
+            raise ValueError("policy kind 'fixed_k' needs k")
+        if self.kind == "threshold" and self.threshold is None:
+            raise ValueError("policy kind 'threshold' needs threshold")
+        return self
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.kind == "fixed_k":
+            return f"fixed_k{self.k}"
+        if self.kind == "threshold":
+            return f"threshold{self.threshold:g}"
+        if self.kind == "mtp":
+            return "mtp1"
+        return self.kind
+
+
+class SweepSpec(StrictModel):
+    axis: Literal["concurrency", "rate", "none"] = Field("concurrency", description="what the sweep varies")
+    values: list[float] = Field(default_factory=lambda: [1, 4, 16, 64], description="points on the axis")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="repeats per point (seed offsets)")
+    workers: int = Field(0, ge=0, description="worker processes; 0 = all local cores, 1 = in process")
+    backend: Literal["process", "ray"] = Field("process", description="ray needs the optional `ray` extra")
+
+    @model_validator(mode="after")
+    def _values(self):
+        if self.axis != "none" and (not self.values or any(v <= 0 for v in self.values)):
+            raise ValueError("sweep.values must be a non-empty list of positive numbers")
+        return self
+
+
+class SlaSpec(StrictModel):
+    tok_s_per_user: list[float] = Field(default_factory=lambda: [20.0, 40.0, 80.0],
+                                        description="SLA points: per-user tok/s = 1000 / TPOT_ms")
+    percentile: float = Field(50, ge=1, le=99,
+                              description="TPOT percentile that must meet the SLA (50: median user, 90: P90)")
+    ttft_cap_s: float | None = Field(None, gt=0, description="goodput: a request must also meet this TTFT")
+    baseline: str = Field("mtp1", description="policy label the gains are reported against")
+
+
+class CalibrationSpec(StrictModel):
+    holdout_frac: float = Field(0.5, gt=0, lt=1, description="prompts held out to evaluate ECE after fitting")
+    t_min: float = Field(0.25, gt=0)
+    t_max: float = Field(4.0, gt=0)
+    grid: int = Field(61, ge=3, description="temperatures tried per position (log-spaced)")
+    bins: int = Field(20, ge=2, description="ECE bins")
+    table: Literal["auto", "anchors", "rounds"] = "auto"
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.t_min >= self.t_max:
+            raise ValueError("calibration.t_min must be below t_max")
+        return self
+
+
+class SimSection(StrictModel):
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    cost: CostSpec = Field(default_factory=CostSpec)
+    replicas: int = Field(1, ge=1, le=4096)
+    router: Literal["round_robin", "least_loaded"] = "round_robin"
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    acceptance: AcceptanceSpec = Field(default_factory=AcceptanceSpec)
+    policies: list[PolicySpec] = Field(default_factory=lambda: [PolicySpec(kind="mtp"), PolicySpec(kind="prefix")],
+                                       min_length=1)
+    sweep: SweepSpec = Field(default_factory=SweepSpec)
+    sla: SlaSpec = Field(default_factory=SlaSpec)
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    plots: bool = Field(True, description="write PNG plots under sim/")
+
+    @model_validator(mode="after")
+    def _unique_labels(self):
+        labels = [p.label() for p in self.policies]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"sim.policies labels must be unique, repeated: {dupes} (set name:)")
+        return self

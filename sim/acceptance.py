@@ -1,0 +1,189 @@
+"""Acceptance sources: what a verify step of length l accepts, and the confidences a policy sees.
+
+    src = TraceSource.from_frame(read_traces(dir), method="dspark", max_draft=7, temps=None, weights=None)
+    src = ParametricSource(max_draft=7, alpha=0.8)                    # i.i.d. what-if
+    slot = src.new_request(rng)            # (start, length, recorded_output_len) of the replayed prompt
+    conf, state, kcap = src.draw(rows_or_n, rng)  # conf[R, gamma] for the policy; state for accept()
+    accepted = src.accept(state, lengths, rng)    # int[R], 0..lengths
+
+Trace replay (DESIGN.md): with dense `anchors` (greedy), a request walks its recorded output: a step at
+position t with verify length l accepts min(l, accepted(t)) and moves to t + that + 1 -- exact for any
+policy. With `rounds` only, request r replays its recorded rounds in order (l <= k accepts min(l, accepted)
+under greedy; under sampling the accept_prob prefix product with the run's RNG) -- approximate, and
+labelled so. A request whose workload output is longer than the recording wraps around it.
+Policies only ever get `conf`; outcomes stay inside accept().
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lab.errors import LabError
+
+
+def apply_temperatures(conf: np.ndarray, temps: list[float] | None) -> np.ndarray:
+    """Sequential temperature scaling: c'_k = sigmoid(logit(c_k) / T_k) per position (sim/calibrate.py)."""
+    if not temps:
+        return conf
+    c = np.clip(conf.astype(np.float64), 1e-6, 1 - 1e-6)
+    t = np.ones(conf.shape[1])
+    n = min(len(temps), conf.shape[1])
+    t[:n] = temps[:n]
+    if len(temps) < conf.shape[1]:
+        t[n:] = temps[-1]
+    out = 1.0 / (1.0 + np.exp(-np.log(c / (1 - c)) / t))
+    return np.where(conf > 0, out, 0.0).astype(conf.dtype)
+
+
+class TraceSource:
+    """Packed replay arrays: one row per anchor position (anchors) or per recorded round (rounds)."""
+
+    kind = "trace"
+
+    def __init__(self, conf, accepted, kcap, accept_prob, starts, lengths, out_lens, prompt_weights,
+                 exact: bool, sampled: bool, max_draft: int, label: str):
+        self.conf = conf  # [N, gamma] float32, 0 beyond the row's k
+        self.accepted = accepted  # [N] int
+        self.kcap = kcap  # [N] int: drafts recorded at this row
+        self.accept_prob = accept_prob  # [N, gamma] float32 (rounds under sampling) or None
+        self.starts, self.lengths, self.out_lens = starts, lengths, out_lens  # per prompt
+        self.prompt_p = prompt_weights / prompt_weights.sum()
+        self.exact = exact
+        self.sampled = sampled
+        self.max_draft = max_draft
+        self.label = label
+        self.advance_by_tokens = exact  # anchors: move by accepted + 1 tokens; rounds: one round
+        self._cum = np.cumsum(self.prompt_p)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, method: str | None, max_draft: int, temperature: float | None = None,
+                   weights: dict[str, float] | None = None, table: str = "auto",
+                   temps: list[float] | None = None, where: str = "traces") -> "TraceSource":
+        if len(frame) == 0:
+            raise LabError(f"{where}: no trace rows to replay")
+        methods = sorted(frame["method"].unique())
+        if method is None:
+            method = methods[0] if len(methods) == 1 else ("dspark" if "dspark" in methods else None)
+            if method is None:
+                raise LabError(f"{where}: several methods {methods}; set sim.acceptance.method")
+        if method not in methods:
+            raise LabError(f"{where}: method {method!r} not in traces (found {methods})")
+        f = frame[frame["method"] == method]
+        temps_avail = sorted(f["temperature"].unique())
+        temp = min(temps_avail) if temperature is None else temperature
+        f = f[np.isclose(f["temperature"], temp)]
+        if len(f) == 0:
+            raise LabError(f"{where}: no rows of method {method!r} at temperature {temp} (found {temps_avail})")
+        has_anchors = (f["table"] == "anchors").any()
+        if table == "auto":
+            table = "anchors" if has_anchors else "rounds"
+        f = f[f["table"] == table]
+        if len(f) == 0:
+            raise LabError(f"{where}: no {table!r} rows for method {method!r}")
+        datasets = sorted(f["dataset"].unique())
+        if weights:
+            unknown = sorted(set(weights) - set(datasets))
+            if unknown:
+                raise LabError(f"sim.acceptance.datasets: {unknown} not in traces of {method!r} (found {datasets})")
+            f = f[f["dataset"].isin([d for d, w in weights.items() if w > 0])]
+        f = f.sort_values(["dataset", "prompt_id", "step"], kind="stable")
+        n = len(f)
+        gamma = max_draft
+        conf = np.zeros((n, gamma), np.float32)
+        aprob = np.zeros((n, gamma), np.float32)
+        kk = f["k"].to_numpy().astype(np.int64)
+        for i, (c, p) in enumerate(zip(f["confidence"].to_numpy(), f["accept_prob"].to_numpy())):
+            m = min(len(c), gamma)
+            conf[i, :m] = c[:m]
+            aprob[i, :m] = p[:m]
+        conf = apply_temperatures(conf, temps)
+        accepted = np.minimum(f["accepted"].to_numpy().astype(np.int64), gamma)
+        kcap = np.minimum(kk, gamma)
+        keys = (f["dataset"] + "\x00" + f["prompt_id"]).to_numpy()
+        change = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        starts = change.astype(np.int64)
+        lengths = np.diff(np.r_[change, n]).astype(np.int64)
+        ds = f["dataset"].to_numpy()[starts]
+        if table == "anchors":
+            out_lens = lengths + 1
+        else:
+            out_lens = np.add.reduceat(accepted + 1, starts) if n else lengths
+        w = np.ones(len(starts))
+        if weights:
+            # a dataset's weight is split evenly over its prompts
+            for d in np.unique(ds):
+                sel = ds == d
+                w[sel] = weights.get(d, 0.0) / sel.sum()
+        sampled = temp > 0 and table == "rounds"
+        label = f"{method}:{table}:{'exact' if table == 'anchors' else 'approximate'}:T{temp:g}"
+        return cls(conf, accepted, kcap, aprob if sampled else None, starts, lengths, out_lens, w,
+                   exact=table == "anchors", sampled=sampled, max_draft=gamma, label=label)
+
+    def new_request(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        i = int(np.searchsorted(self._cum, rng.random() * self._cum[-1], side="right"))
+        i = min(i, len(self.starts) - 1)
+        return int(self.starts[i]), int(self.lengths[i]), int(self.out_lens[i])
+
+    def draw(self, rows: np.ndarray, rng: np.random.Generator):
+        return self.conf[rows], rows, self.kcap[rows]
+
+    def accept(self, rows: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.accept_prob is None:
+            return np.minimum(lengths, self.accepted[rows])
+        ok = rng.random((len(rows), self.max_draft)) < self.accept_prob[rows]
+        lead = np.cumprod(ok, axis=1)
+        return np.minimum(lead.sum(axis=1), lengths)
+
+
+class ParametricSource:
+    """I.i.d. or per-position-curve acceptance; optional per-(request, step) Beta heterogeneity.
+
+    With `concentration`, each request-step draws a rate a ~ Beta(mean, concentration); the drafter's
+    confidence reports a (calibrated), plus optional logit noise. Positions accept independently with
+    their rate, so accepted = number of leading successes.
+    """
+
+    kind = "parametric"
+    exact = False
+    sampled = True
+    advance_by_tokens = True
+
+    def __init__(self, max_draft: int, alpha: float = 0.8, rates: list[float] | None = None,
+                 concentration: float | None = None, confidence_noise: float = 0.0, output_tokens: int = 256):
+        self.max_draft = max_draft
+        r = np.asarray(rates[:max_draft] if rates else [alpha] * max_draft, dtype=np.float64)
+        self.rates = r
+        self.concentration = concentration
+        self.noise = confidence_noise
+        self.out_len = output_tokens
+        self.label = f"parametric:{'curve' if rates else f'iid{alpha:g}'}" + (
+            f":beta{concentration:g}" if concentration else "")
+
+    def new_request(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        return 0, 1, self.out_len
+
+    def draw(self, rows: np.ndarray, rng: np.random.Generator):
+        n = len(rows)
+        if self.concentration:
+            m = np.clip(self.rates, 1e-4, 1 - 1e-4)
+            # one draw per request-step, scaled per position by the curve's shape relative to its mean
+            a = rng.beta(m[0] * self.concentration, (1 - m[0]) * self.concentration, size=(n, 1))
+            true = np.clip(a * (m / m[0]), 0.0, 1.0)
+        else:
+            true = np.broadcast_to(self.rates, (n, self.max_draft))
+        conf = true
+        if self.noise > 0:
+            c = np.clip(true, 1e-6, 1 - 1e-6)
+            z = np.log(c / (1 - c)) + rng.normal(0, self.noise, size=c.shape)
+            conf = 1 / (1 + np.exp(-z))
+        return conf, true, None
+
+    def accept(self, true: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        ok = rng.random(true.shape) < true
+        lead = np.cumprod(ok, axis=1)
+        return np.minimum(lead.sum(axis=1), lengths)
+
+
+def expected_tokens_iid(alpha: float, k: int) -> float:
+    """E[tokens per step] = (1 - a^(k+1)) / (1 - a) for i.i.d. acceptance a and verify length k."""
+    return (1 - alpha ** (k + 1)) / (1 - alpha)
