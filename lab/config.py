@@ -58,6 +58,7 @@ class DecodeSection(StrictModel):
     temperatures: list[float] = Field(default_factory=lambda: [0.0])
     baseline: bool = Field(True, description="also run plain autoregressive decoding for wall-clock speedup")
     stop_at_eos: bool = True
+    anchors: bool = Field(True, description="greedy runs also record dense anchor traces (exact sim replay)")
 
     @field_validator("temperatures")
     @classmethod

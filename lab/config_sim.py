@@ -208,7 +208,7 @@ class SweepSpec(StrictModel):
 class SlaSpec(StrictModel):
     tok_s_per_user: list[float] = Field(default_factory=lambda: [20.0, 40.0, 80.0],
                                         description="SLA points: per-user tok/s = 1000 / TPOT_ms")
-    percentile: float = Field(50, ge=1, le=99,
+    percentile: Literal[50, 90, 99] = Field(50,
                               description="TPOT percentile that must meet the SLA (50: median user, 90: P90)")
     ttft_cap_s: float | None = Field(None, gt=0, description="goodput: a request must also meet this TTFT")
     baseline: str = Field("mtp1", description="policy label the gains are reported against")
@@ -244,6 +244,15 @@ class SimSection(StrictModel):
     sla: SlaSpec = Field(default_factory=SlaSpec)
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     plots: bool = Field(True, description="write PNG plots under sim/")
+
+    @model_validator(mode="after")
+    def _axis_fits_workload(self):
+        if self.sweep.axis == "concurrency" and self.workload.kind != "closed_loop":
+            raise ValueError("sweep.axis 'concurrency' needs workload.kind closed_loop "
+                             "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")
+        if self.sweep.axis == "rate" and self.workload.kind == "closed_loop":
+            raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma or trace)")
+        return self
 
     @model_validator(mode="after")
     def _unique_labels(self):

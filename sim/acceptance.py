@@ -82,10 +82,14 @@ class TraceSource:
             raise LabError(f"{where}: no {table!r} rows for method {method!r}")
         datasets = sorted(f["dataset"].unique())
         if weights:
-            unknown = sorted(set(weights) - set(datasets))
+            # a name absent from every method's traces is a typo; one absent only for this method is skipped
+            unknown = sorted(set(weights) - set(frame["dataset"].unique()))
             if unknown:
-                raise LabError(f"sim.acceptance.datasets: {unknown} not in traces of {method!r} (found {datasets})")
+                raise LabError(f"sim.acceptance.datasets: {unknown} not in traces (found {datasets})")
             f = f[f["dataset"].isin([d for d, w in weights.items() if w > 0])]
+            if len(f) == 0:
+                raise LabError(f"sim.acceptance.datasets: none of {sorted(weights)} has {method!r} rows "
+                               f"(it has {datasets})")
         f = f.sort_values(["dataset", "prompt_id", "step"], kind="stable")
         n = len(f)
         gamma = max_draft
@@ -124,7 +128,9 @@ class TraceSource:
         i = min(i, len(self.starts) - 1)
         return int(self.starts[i]), int(self.lengths[i]), int(self.out_lens[i])
 
-    def draw(self, rows: np.ndarray, rng: np.random.Generator):
+    def draw(self, n: int, start: np.ndarray, pos: np.ndarray, plen: np.ndarray, rng: np.random.Generator):
+        """Confidences [n, gamma] at each request's current replay row, the opaque state, per-row k caps."""
+        rows = start + pos % plen
         return self.conf[rows], rows, self.kcap[rows]
 
     def accept(self, rows: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -156,29 +162,53 @@ class ParametricSource:
         self.concentration = concentration
         self.noise = confidence_noise
         self.out_len = output_tokens
+        m = np.clip(self.rates, 1e-4, 1 - 1e-4)
+        # each request-step's rate a scales the curve: position j accepts with a * rates[j] / rates[0]
+        self._shape = (m / m[0]) if rates else np.ones(max_draft)
+        self._flat = not rates or bool(np.allclose(self.rates, self.rates[0]))
+        self._clip = bool(np.any(self._shape > 1))
         self.label = f"parametric:{'curve' if rates else f'iid{alpha:g}'}" + (
             f":beta{concentration:g}" if concentration else "")
+
+    BLOCK = 1 << 15  # random draws are made in blocks; per-step work is then slicing
 
     def new_request(self, rng: np.random.Generator) -> tuple[int, int, int]:
         return 0, 1, self.out_len
 
-    def draw(self, rows: np.ndarray, rng: np.random.Generator):
-        n = len(rows)
+    def _refill(self, rng: np.random.Generator, n: int) -> None:
+        size = max(self.BLOCK, n)
+        m0 = float(np.clip(self.rates[0], 1e-4, 1 - 1e-4))
         if self.concentration:
-            m = np.clip(self.rates, 1e-4, 1 - 1e-4)
-            # one draw per request-step, scaled per position by the curve's shape relative to its mean
-            a = rng.beta(m[0] * self.concentration, (1 - m[0]) * self.concentration, size=(n, 1))
-            true = np.clip(a * (m / m[0]), 0.0, 1.0)
+            a = rng.beta(m0 * self.concentration, (1 - m0) * self.concentration, size=size)
         else:
-            true = np.broadcast_to(self.rates, (n, self.max_draft))
+            a = np.full(size, m0)
+        self._a = np.clip(a, 1e-9, 1 - 1e-9)
+        self._loga = np.log(self._a)
+        self._logu = np.log(rng.random(size))  # used by the flat (iid) fast path
+        self._i = 0
+
+    def draw(self, n: int, start, pos, plen, rng: np.random.Generator):
+        i = getattr(self, "_i", None)
+        if i is None or i + n > len(self._a):
+            self._refill(rng, n)
+            i = 0
+        self._i = i + n
+        sl = slice(i, i + n)
+        true = self._a[sl, None] * self._shape
+        if self._clip:
+            np.clip(true, 0.0, 1.0, out=true)
         conf = true
         if self.noise > 0:
             c = np.clip(true, 1e-6, 1 - 1e-6)
             z = np.log(c / (1 - c)) + rng.normal(0, self.noise, size=c.shape)
             conf = 1 / (1 + np.exp(-z))
-        return conf, true, None
+        return conf, (sl, true), None
 
-    def accept(self, true: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def accept(self, state, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        sl, true = state
+        if self._flat:
+            # leading successes of i.i.d. Bernoulli(a): P(X >= k) = a^k = P(log u <= k log a)
+            return np.minimum((self._logu[sl] / self._loga[sl]).astype(np.int64), lengths)
         ok = rng.random(true.shape) < true
         lead = np.cumprod(ok, axis=1)
         return np.minimum(lead.sum(axis=1), lengths)

@@ -153,6 +153,19 @@ class CostModel:
             t = t + (max(dc, self._draft_weights) + self._draft_fixed + self.spec_overhead_s)
         return t * mult
 
+    @property
+    def t_per_kv_token(self) -> float:
+        return self._t_per_kv_token
+
+    def linear_sps_params(self):
+        """Constants of a speculative step's cost for the hot path, or None when the curve is a table,
+        bucket-padded or has a TP link term (callers then use step_time_vec):
+        step_time = max(tokens * f, W) + c_fixed + max(n_reqs * d_tok, d_w) + kv_sum * t_kv + n_reqs * c_req."""
+        if self.table_tokens is not None or self._bucket_list is not None or self._t_per_token_link:
+            return None
+        return (self._t_per_token_flops, self._t_weights, self._fixed + self.spec_overhead_s + self._draft_fixed,
+                self.request_overhead_s, self.max_draft * self._draft_per_token, self._draft_weights)
+
     def sps_table(self, max_tokens: int, kv_per_req: float = 1024, spec: bool = True) -> np.ndarray:
         """SPS(B) for B = 1..max_tokens at one request per token (the 'profiled once at init' table)."""
         b = np.arange(1, max_tokens + 1)

@@ -16,29 +16,44 @@ import numpy as np
 from sim.policies.base import Policy
 
 
+_AR = np.arange(1 << 17)  # shared index ramp: slicing it is cheaper than np.arange per step
+
+
 def sorted_survival(conf: np.ndarray, max_draft: int) -> tuple[np.ndarray, np.ndarray]:
     """(order, values): flat indices of (r, j) by descending prefix survival, ties by position."""
-    a = np.cumprod(conf[:, :max_draft], axis=1)
-    flat = a.ravel()
-    order = np.argsort(-flat, kind="stable")
+    if conf.shape[1] > max_draft:
+        conf = conf[:, :max_draft]
+    flat = conf.cumprod(axis=1).ravel()
+    order = (-flat).argsort(kind="stable")
     return order, flat[order]
 
 
 def best_count(values: np.ndarray, n: int, sps, budget: int, early_stop: bool) -> int:
-    """How many of the sorted candidates Algorithm 1 admits (values: descending survivals)."""
-    m = min(int(np.count_nonzero(values > 0)), max(budget, 0))
+    """How many of the sorted candidates Algorithm 1 admits (values: descending survivals).
+
+    theta[i] = (n + sum of the first i values) * SPS(n + i), i = 0..m; greedy admission stops at the first
+    i with theta[i+1] <= theta[i]; the global variant takes the first argmax.
+    """
+    m = values.size
+    if m and values[m - 1] <= 0:
+        m = int(np.count_nonzero(values > 0))
+    if budget < m:
+        m = max(budget, 0)
     if m == 0:
         return 0
-    b = np.arange(n, n + m + 1)
-    tau = np.empty(m + 1)
-    tau[0] = n
-    np.cumsum(values[:m], out=tau[1:])
-    tau[1:] += n
-    theta = tau * sps(b)
+    s = sps(_AR[n:n + m + 1])
+    theta = values[:m].cumsum()
+    theta += n
+    theta *= s[1:]
+    theta0 = n * s[0]
     if early_stop:
-        worse = np.flatnonzero(theta[1:] <= theta[:-1])
-        return int(worse[0]) if worse.size else m
-    return int(np.argmax(theta))  # first maximum: ties keep the cheaper batch
+        if theta[0] <= theta0:
+            return 0
+        worse = theta[1:] <= theta[:-1]
+        i = int(worse.argmax()) if m > 1 else 0
+        return i + 1 if m > 1 and worse[i] else m
+    i = int(theta.argmax())
+    return i + 1 if theta[i] > theta0 else 0  # first maximum: ties keep the cheaper batch
 
 
 def prefix_schedule(conf: np.ndarray, sps, budget: int, max_draft: int | None = None,
@@ -47,7 +62,9 @@ def prefix_schedule(conf: np.ndarray, sps, budget: int, max_draft: int | None = 
     g = min(g, max_draft or g)
     order, values = sorted_survival(conf, g)
     count = best_count(values, n, sps, budget, early_stop)
-    return np.bincount(order[:count] // g, minlength=n).astype(np.int64)
+    if count == 0:
+        return np.zeros(n, np.int64)
+    return np.bincount(order[:count] // g, minlength=n)
 
 
 class PrefixPolicy(Policy):

@@ -1,0 +1,100 @@
+"""Derived numbers from traces, computed here and never stored twice. The glossary lives here.
+
+Glossary (DESIGN.md, vLLM's spec-decode counters):
+- tau (acceptance length) = mean over rounds of accepted + 1 (the bonus or recovered token included).
+- survival s_j = P(accepted >= j), j = 1..k; vLLM's num_accepted_tokens_per_pos[j-1] / num_drafts.
+- conditional rate c_j = s_j / s_(j-1) (s_0 = 1): the paper's Fig. 2 per-position acceptance.
+- draft acceptance rate = accepted draft tokens / drafted tokens (vLLM's spec_decode acceptance rate).
+- ECE: expected calibration error of a score against 0/1 outcomes, equal-width bins.
+
+    python -c "from lab.trace import read_traces; from lab.metrics import tau_table; print(tau_table(read_traces('runs/...')))"
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def tau(frame: pd.DataFrame) -> float:
+    """Mean tokens emitted per verify round (accepted + 1)."""
+    if len(frame) == 0:
+        return float("nan")
+    return float((frame["accepted"].to_numpy(dtype=np.float64) + 1.0).mean())
+
+
+def survival(frame: pd.DataFrame, max_k: int | None = None) -> np.ndarray:
+    """s_j = P(accepted >= j | round drafted at least j tokens), j = 1..max_k."""
+    k = frame["k"].to_numpy()
+    accepted = frame["accepted"].to_numpy()
+    max_k = int(max_k if max_k is not None else (k.max() if len(k) else 0))
+    out = np.full(max_k, np.nan)
+    for j in range(1, max_k + 1):
+        eligible = k >= j
+        if eligible.any():
+            out[j - 1] = float((accepted[eligible] >= j).mean())
+    return out
+
+
+def conditional_rates(frame: pd.DataFrame, max_k: int | None = None) -> np.ndarray:
+    """c_j = P(accepted >= j | accepted >= j-1, drafted >= j), j = 1..max_k."""
+    k = frame["k"].to_numpy()
+    accepted = frame["accepted"].to_numpy()
+    max_k = int(max_k if max_k is not None else (k.max() if len(k) else 0))
+    out = np.full(max_k, np.nan)
+    for j in range(1, max_k + 1):
+        reached = (k >= j) & (accepted >= j - 1)
+        if reached.any():
+            out[j - 1] = float((accepted[reached] >= j).mean())
+    return out
+
+
+def vllm_counters(frame: pd.DataFrame) -> dict:
+    """The same numbers vLLM exports: spec_decode_num_drafts, _num_draft_tokens, _num_accepted_tokens,
+    _num_accepted_tokens_per_pos (cumulative: position j counts drafts with at least j+1 accepted)."""
+    k = frame["k"].to_numpy()
+    accepted = frame["accepted"].to_numpy()
+    max_k = int(k.max()) if len(k) else 0
+    per_pos = [int((accepted >= j + 1).sum()) for j in range(max_k)]
+    return {
+        "num_drafts": int((k > 0).sum()),
+        "num_draft_tokens": int(k.sum()),
+        "num_accepted_tokens": int(accepted.sum()),
+        "num_accepted_tokens_per_pos": per_pos,
+    }
+
+
+def draft_acceptance_rate(frame: pd.DataFrame) -> float:
+    drafted = frame["k"].sum()
+    return float(frame["accepted"].sum() / drafted) if drafted else float("nan")
+
+
+def tau_table(frame: pd.DataFrame, by=("method", "dataset", "temperature")) -> pd.DataFrame:
+    """tau per group plus the counts behind it; rows = groups."""
+    rows = []
+    for key, group in frame.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key)), "tau": tau(group), "rounds": len(group),
+                     "draft_acceptance_rate": draft_acceptance_rate(group), "prompts": group["prompt_id"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def ece(scores: np.ndarray, outcomes: np.ndarray, bins: int = 20) -> float:
+    """Expected calibration error: sum over equal-width bins of |mean score - mean outcome| * bin weight."""
+    scores = np.asarray(scores, dtype=np.float64)
+    outcomes = np.asarray(outcomes, dtype=np.float64)
+    if scores.size == 0:
+        return float("nan")
+    index = np.minimum((scores * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        in_bin = index == b
+        if in_bin.any():
+            total += in_bin.mean() * abs(scores[in_bin].mean() - outcomes[in_bin].mean())
+    return float(total)
+
+
+def percentiles(values, qs=(50, 90, 99)) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {f"p{q}": float("nan") for q in qs}
+    return {f"p{q}": float(np.percentile(values, q)) for q in qs}

@@ -1,0 +1,25 @@
+"""MTP-1 drafter: a one-layer next-next-token module (DeepSeek-V3's MTP), the paper's production baseline.
+
+    spec = DrafterSpec(name="mtp", method="mtp", block_size=1)
+    drafter = MTPDrafter.from_spec(spec, target, run.path("drafters", "mtp"))
+
+Entry t combines the target's hidden state at t with the embedding of token t+1 and predicts token t+2:
+u = M([norm(h_t); norm(emb(x_(t+1)))]), one decoder layer, the frozen LM head. It drafts one token per
+round by default (block_size 1); with block_size > 1 it chains, feeding its own output back. Trained
+with CE on the regenerated tokens. h_t is the deepest tapped layer (see chain.py for why).
+"""
+from __future__ import annotations
+
+import torch
+
+from real.drafters.chain import ChainDraftModel, ChainDrafter
+from real.drafters.layers import FrozenIO, draft_dims
+
+
+class MTPDrafter(ChainDrafter):
+    method = "mtp"
+
+    @classmethod
+    def build_model(cls, spec, target, d2t: torch.Tensor) -> ChainDraftModel:
+        dims = draft_dims(target, spec, vocab_size=d2t.numel(), layers=1)
+        return ChainDraftModel(dims, FrozenIO(target, d2t), mode="mtp").to(target.device)

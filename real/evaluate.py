@@ -1,0 +1,146 @@
+"""The evaluate stage: every drafter x every dataset x every temperature, against plain decoding.
+
+    lab run experiments/smoke.yaml --stages evaluate
+
+For each (dataset, temperature) and each prompt, the target first decodes autoregressively (the
+baseline and, under greedy, the reference output), then each drafter spec-decodes the same prompt, so
+that timings are taken side by side. Writes, inside the run directory:
+  traces/rounds__<drafter>__<dataset>__T<t>.parquet    one row per verify round (lab/trace.py)
+  traces/anchors__<drafter>__<dataset>__T0.parquet     greedy only: a draft at every output position
+  decode/<dataset>__T<t>.parquet                       per prompt and method: tokens, timings, identity
+  tau.csv                                              tau, speedup and identity per group
+A (dataset, temperature) whose files exist is skipped, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from lab.io import atomic_path, write_text_atomic
+from lab.metrics import tau
+from lab.runs import RunContext
+from lab.trace import StepRecord, read_traces, shard_name, write_shard
+from real.anchors import anchor_steps
+from real.decode import DecodeResult, StepInfo, autoregressive_decode, speculative_decode
+from real.drafters import build_drafter
+from real.plots import plot_positions
+from real.prompts import encode_prompt, load_prompt_sets
+from real.targets import load_target
+from real.verify import GREEDY_EPS
+
+AR_METHOD = "ar"
+
+
+def stable_seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:4], "little")
+
+
+def to_records(steps: list[StepInfo], table: str, run_id: str, method: str, target: str, dataset: str,
+               prompt_id: str, temperature: float) -> list[StepRecord]:
+    return [StepRecord(run_id=run_id, method=method, target=target, dataset=dataset, prompt_id=prompt_id,
+                       table=table, temperature=temperature, step=i if table == "rounds" else s.context_len,
+                       context_len=s.context_len, k=s.k, accepted=s.accepted, accept_prob=s.accept_prob,
+                       confidence=s.confidence, draft_ms=s.draft_ms, verify_ms=s.verify_ms)
+            for i, s in enumerate(steps)]
+
+
+def decode_row(method: str, prompt_id: str, result: DecodeResult, reference: list[int] | None) -> dict:
+    return {"method": method, "prompt_id": prompt_id, "tokens": result.tokens, "n_tokens": len(result.tokens),
+            "prefill_ms": result.prefill_ms, "decode_ms": result.decode_ms, "wall_ms": result.wall_ms,
+            "rounds": len(result.steps),
+            "identical_to_ar": None if reference is None else result.tokens == reference}
+
+
+def _warm_up(target, prompt_ids: list[int]) -> None:
+    autoregressive_decode(target, prompt_ids[:16], max_new_tokens=4)
+
+
+def evaluate_group(ctx: RunContext, target, drafters, dataset: str, prompts, encoded, temperature: float) -> None:
+    """Decode one dataset at one temperature with the baseline and every drafter; write its files."""
+    cfg = ctx.cfg
+    greedy = temperature < GREEDY_EPS
+    run_id, max_new = ctx.run_id, cfg.decode.max_new_tokens
+    rounds = {d.name: [] for d in drafters}
+    anchors = {d.name: [] for d in drafters}
+    rows = []
+    desc = f"{dataset} T={temperature:g}"
+    for prompt, prompt_ids in tqdm(list(zip(prompts, encoded)), desc=desc, disable=not ctx.show_progress):
+        seed = stable_seed(cfg.seed, dataset, temperature, prompt.prompt_id)
+        reference = None
+        if cfg.decode.baseline or greedy:
+            gen = torch.Generator().manual_seed(seed)
+            base = autoregressive_decode(target, prompt_ids, max_new, temperature, gen, cfg.decode.stop_at_eos)
+            rows.append(decode_row(AR_METHOD, prompt.prompt_id, base, None))
+            reference = base.tokens if greedy else None
+        for drafter in drafters:
+            gen = torch.Generator().manual_seed(seed)
+            result = speculative_decode(target, drafter, prompt_ids, max_new, temperature, gen,
+                                        cfg.decode.stop_at_eos)
+            rows.append(decode_row(drafter.name, prompt.prompt_id, result, reference))
+            rounds[drafter.name] += to_records(result.steps, "rounds", run_id, drafter.name, target.name,
+                                               dataset, prompt.prompt_id, temperature)
+            if greedy and cfg.decode.anchors:
+                steps = anchor_steps(target, drafter, prompt_ids, reference)
+                anchors[drafter.name] += to_records(steps, "anchors", run_id, drafter.name, target.name,
+                                                    dataset, prompt.prompt_id, temperature)
+    for drafter in drafters:
+        write_shard(rounds[drafter.name], ctx.path("traces", shard_name(drafter.name, dataset, "rounds", temperature)))
+        if anchors[drafter.name]:
+            write_shard(anchors[drafter.name],
+                        ctx.path("traces", shard_name(drafter.name, dataset, "anchors", temperature)))
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "dataset", dataset)
+    frame.insert(1, "temperature", temperature)
+    with atomic_path(decode_path(ctx, dataset, temperature)) as tmp:
+        frame.to_parquet(tmp)
+
+
+def decode_path(ctx: RunContext, dataset: str, temperature: float):
+    return ctx.path("decode", f"{dataset}__T{temperature:g}.parquet")
+
+
+def summarize(ctx: RunContext) -> pd.DataFrame:
+    """tau, speedup vs autoregressive decoding (tokens/s ratio, same prompts) and greedy identity."""
+    decode = pd.concat([pd.read_parquet(p) for p in sorted(ctx.path("decode").glob("*.parquet"))],
+                       ignore_index=True)
+    traces = read_traces(ctx.path("traces"))
+    rounds = traces[traces["table"] == "rounds"]
+    rows = []
+    for (dataset, temperature), group in decode.groupby(["dataset", "temperature"]):
+        base = group[group["method"] == AR_METHOD]
+        base_tps = base["n_tokens"].sum() / base["wall_ms"].sum() * 1000.0 if len(base) else float("nan")
+        for method, runs in group[group["method"] != AR_METHOD].groupby("method"):
+            tps = runs["n_tokens"].sum() / runs["wall_ms"].sum() * 1000.0
+            sel = rounds[(rounds["method"] == method) & (rounds["dataset"] == dataset)
+                         & (rounds["temperature"] == temperature)]
+            identical = runs["identical_to_ar"].dropna()
+            rows.append({"method": method, "dataset": dataset, "temperature": temperature, "tau": tau(sel),
+                         "rounds": len(sel), "prompts": len(runs), "tokens_per_s": tps,
+                         "ar_tokens_per_s": base_tps, "speedup": tps / base_tps,
+                         "identical_to_ar": float(identical.mean()) if len(identical) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def run_stage(ctx: RunContext) -> None:
+    cfg = ctx.cfg
+    target = load_target(cfg.target)
+    prompt_sets = load_prompt_sets(cfg.prompts)
+    drafters = [build_drafter(spec, target, ctx.path("drafters", spec.name)) for spec in cfg.drafters]
+    warmed = False
+    for dataset, prompts in prompt_sets.items():
+        encoded = [encode_prompt(target.tokenizer, p, cfg.prompts.chat_template, cfg.prompts.max_prompt_tokens)
+                   for p in prompts]
+        for temperature in cfg.decode.temperatures:
+            if decode_path(ctx, dataset, temperature).exists():
+                continue
+            if not warmed:
+                _warm_up(target, encoded[0])
+                warmed = True
+            evaluate_group(ctx, target, drafters, dataset, prompts, encoded, temperature)
+    summary = summarize(ctx)
+    write_text_atomic(ctx.path("tau.csv"), summary.to_csv(index=False))
+    plot_positions(ctx.root)
+    ctx.mark_done("evaluate", {"groups": len(summary)})

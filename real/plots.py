@@ -1,0 +1,45 @@
+"""Acceptance plots of an evaluated run: per-position conditional and survival curves (PNG).
+
+    python -m real.plots runs/<name>/<run_id>
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lab.metrics import conditional_rates, survival  # noqa: E402
+from lab.trace import read_traces  # noqa: E402
+
+
+def plot_positions(run_dir: Path) -> list[Path]:
+    traces = read_traces(run_dir / "traces")
+    rounds = traces[traces["table"] == "rounds"]
+    written = []
+    for temperature, by_t in rounds.groupby("temperature"):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for method, group in by_t.groupby("method"):
+            cond, surv = conditional_rates(group), survival(group)
+            positions = range(1, len(cond) + 1)
+            axes[0].plot(positions, cond, marker="o", label=method)
+            axes[1].plot(positions, surv, marker="o", label=method)
+        axes[0].set(title=f"conditional acceptance c_j (T={temperature:g})", xlabel="draft position j",
+                    ylabel="P(acc >= j | acc >= j-1)", ylim=(0, 1.02))
+        axes[1].set(title=f"survival s_j (T={temperature:g})", xlabel="draft position j",
+                    ylabel="P(accepted >= j)", ylim=(0, 1.02))
+        axes[0].legend()
+        fig.tight_layout()
+        path = run_dir / f"acceptance_T{temperature:g}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in plot_positions(Path(sys.argv[1])):
+        print(p)

@@ -1,0 +1,206 @@
+"""SLA sweeps: run every policy over the sweep axis on local worker processes (or Ray), build the frontier
+(per-user tok/s vs throughput per GPU), interpolate throughput at each SLA, report gains.
+
+    results = run_sweep(inputs)                 # one row per (policy, value, seed)
+    sla = sla_table(results, sim_cfg)           # throughput per GPU at each SLA + gains
+    plot_results(results, sla, sim_cfg, out_dir)
+
+Per-user speed at a point is 1000 / TPOT_pXX (sla.percentile: 50 = the median user, 90 = the slowest 10%).
+Throughput at an SLA s is the best throughput on the policy's frontier with speed >= s, linearly
+interpolated between adjacent sweep points that straddle s; NaN when no point meets s.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+
+from lab.errors import LabError
+
+_INPUTS = None
+
+
+def _init_worker(inputs):
+    global _INPUTS
+    _INPUTS = inputs
+
+
+def _run_point(task):
+    from sim.simulate import simulate
+
+    label, value, seed = task
+    return simulate(_INPUTS, label, value, seed).summary
+
+
+def sweep_tasks(sim) -> list[tuple[str, float | None, int]]:
+    values = sim.sweep.values if sim.sweep.axis != "none" else [None]
+    return [(p.label(), v, s) for p in sim.policies for v in values for s in sim.sweep.seeds]
+
+
+def run_sweep(inputs, show_progress: bool = False, workers: int | None = None) -> pd.DataFrame:
+    sim = inputs.sim
+    tasks = sweep_tasks(sim)
+    n = workers if workers is not None else (sim.sweep.workers or os.cpu_count() or 1)
+    n = max(1, min(n, len(tasks)))
+    if sim.sweep.backend == "ray":
+        rows = _run_ray(inputs, tasks)
+    elif n == 1:
+        _init_worker(inputs)
+        rows = [_run_point(t) for t in _progress(tasks, show_progress)]
+    else:
+        # biggest points first so that the pool drains evenly
+        order = sorted(range(len(tasks)), key=lambda i: -(tasks[i][1] or 0))
+        with ProcessPoolExecutor(max_workers=n, initializer=_init_worker, initargs=(inputs,)) as pool:
+            done = list(_progress(pool.map(_run_point, [tasks[i] for i in order]), show_progress, len(tasks)))
+        rows = [None] * len(tasks)
+        for i, row in zip(order, done):
+            rows[i] = row
+    return pd.DataFrame(rows)
+
+
+def _progress(it, show: bool, total: int | None = None):
+    if not show:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc="sim sweep", leave=False)
+
+
+def _run_ray(inputs, tasks):
+    try:
+        import ray
+    except ImportError:
+        raise LabError("sim.sweep.backend 'ray' needs Ray: pip install 'dspark-lab[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True)
+    ref = ray.put(inputs)
+
+    @ray.remote
+    def point(inp, task):
+        _init_worker(inp)
+        return _run_point(task)
+
+    return ray.get([point.remote(ref, t) for t in tasks])
+
+
+# ---- frontier and SLA ------------------------------------------------------------------------------
+def frontier(results: pd.DataFrame, percentile: int = 50) -> pd.DataFrame:
+    """Mean over seeds per (policy, value): speed (tok/s/user at the TPOT percentile) and throughput/GPU."""
+    col = f"tpot_ms_p{percentile}"
+    f = results.groupby(["policy", "kind", "value"], as_index=False, dropna=False).agg(
+        tpot=(col, "mean"), throughput_per_gpu=("throughput_per_gpu", "mean"),
+        verify_per_req_step=("verify_per_req_step", "mean"), tau=("tau", "mean"))
+    f["tok_s_user"] = 1000.0 / f["tpot"]
+    return f.sort_values(["policy", "value"]).reset_index(drop=True)
+
+
+def throughput_at(speed: np.ndarray, thr: np.ndarray, sla: float) -> float:
+    """Best throughput with speed >= sla along a sweep (points in sweep order), interpolating crossings."""
+    best = np.nan
+    ok = np.isfinite(speed) & np.isfinite(thr)
+    speed, thr = speed[ok], thr[ok]
+    for i in range(len(speed)):
+        if speed[i] >= sla:
+            best = thr[i] if np.isnan(best) else max(best, thr[i])
+        if i + 1 < len(speed) and (speed[i] - sla) * (speed[i + 1] - sla) < 0:
+            w = (speed[i] - sla) / (speed[i] - speed[i + 1])
+            y = thr[i] + w * (thr[i + 1] - thr[i])
+            best = y if np.isnan(best) else max(best, y)
+    return float(best)
+
+
+def sla_table(results: pd.DataFrame, sim) -> pd.DataFrame:
+    front = frontier(results, sim.sla.percentile)
+    rows = []
+    kinds = dict(zip(front["policy"], front["kind"]))
+    for s in sim.sla.tok_s_per_user:
+        thr = {}
+        for policy, g in front.groupby("policy", sort=False):
+            thr[policy] = throughput_at(g["tok_s_user"].to_numpy(), g["throughput_per_gpu"].to_numpy(), s)
+        base = thr.get(sim.sla.baseline, np.nan)
+        fixed = [v for p, v in thr.items() if kinds[p] == "fixed_k" and np.isfinite(v)]
+        best_fixed = max(fixed) if fixed else np.nan
+        for policy, v in thr.items():
+            rows.append({"sla_tok_s_user": s, "percentile": sim.sla.percentile, "policy": policy,
+                         "throughput_per_gpu": v, "gain_vs_baseline": _gain(v, base),
+                         "gain_vs_best_fixed_k": _gain(v, best_fixed), "baseline": sim.sla.baseline})
+    return pd.DataFrame(rows)
+
+
+def _gain(v: float, base: float) -> float:
+    if not np.isfinite(v):
+        return np.nan
+    if not np.isfinite(base) or base <= 0:
+        return np.inf  # the baseline cannot meet this SLA at all
+    return v / base - 1.0
+
+
+def plot_results(results: pd.DataFrame, sla: pd.DataFrame, sim, out_dir) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lab.io import atomic_path
+
+    front = frontier(results, sim.sla.percentile)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for policy, g in front.groupby("policy", sort=False):
+        ax.plot(g["tok_s_user"], g["throughput_per_gpu"], marker="o", label=policy)
+    for s in sim.sla.tok_s_per_user:
+        ax.axvline(s, color="grey", ls=":", lw=1)
+    ax.set_xlabel(f"per-user tok/s (1000 / TPOT P{sim.sla.percentile})")
+    ax.set_ylabel("output tok/s per GPU")
+    ax.set_title("Throughput vs SLA (Fig. 7 shape)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_dir / "fig7_sla.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for policy, g in front.groupby("policy", sort=False):
+        ax.plot(g["value"], g["verify_per_req_step"], marker="o", label=policy)
+    ax.set_xlabel(sim.sweep.axis)
+    ax.set_ylabel("verify tokens per request per step")
+    if sim.sweep.axis != "none":
+        ax.set_xscale("log")
+    ax.set_title("Verify budget vs load (Fig. 8 shape)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_dir / "fig8_budget.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[str]) -> str:
+    acc = sorted(set(results["acceptance"]))
+    exact = bool(results["exact_replay"].all())
+    lines = ["## Serving simulation", "",
+             f"{sim.replicas} x {sim.hardware.name} (tp {sim.hardware.tp}), model {sim.model.name}, "
+             f"workload {sim.workload.kind}, sweep {sim.sweep.axis} {sim.sweep.values}.",
+             f"Acceptance: {', '.join(acc)} ({'exact anchor replay' if exact else 'approximate or parametric'}).",
+             *[f"Note: {n}." for n in notes], "",
+             f"Throughput per GPU (output tok/s) at each SLA (per-user tok/s at TPOT P{sim.sla.percentile}); "
+             f"gains vs {sim.sla.baseline} and vs the best fixed-k:", "",
+             "| SLA tok/s/user | policy | tok/s/GPU | vs baseline | vs best fixed-k |", "|---|---|---|---|---|"]
+    for _, r in sla.iterrows():
+        lines.append(f"| {r.sla_tok_s_user:g} | {r.policy} | {_fmt(r.throughput_per_gpu)} | "
+                     f"{_pct(r.gain_vs_baseline)} | {_pct(r.gain_vs_best_fixed_k)} |")
+    unfinished = int(results["unfinished"].sum())
+    lines += ["", f"Points: {len(results)}; unfinished requests over all points: {unfinished}; "
+                  f"simulator wall time {results['wall_s'].sum():.1f} s.", ""]
+    return "\n".join(lines)
+
+
+def _fmt(v):
+    return "n/a" if not np.isfinite(v) else f"{v:,.0f}"
+
+
+def _pct(v):
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "n/a"
+    if np.isinf(v):
+        return "baseline misses SLA"
+    return f"{v * 100:+.1f}%"

@@ -1,0 +1,20 @@
+"""Shared fixtures: tiny random targets (built once per session), offline hub, a scratch run dir."""
+import os
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3():
+    from real.targets import tiny_target
+
+    return tiny_target("qwen3", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3():
+    from real.targets import tiny_target
+
+    return tiny_target("gemma3", dtype="float32")

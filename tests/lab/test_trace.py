@@ -1,0 +1,60 @@
+"""Trace Parquet round trip and the reader's validation."""
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lab.errors import LabError
+from lab.metrics import conditional_rates, survival, tau, vllm_counters
+from lab.trace import ARROW_SCHEMA, StepRecord, read_traces, write_shard
+
+
+def record(k, accepted, **kw):
+    base = dict(run_id="r", method="m", target="t", dataset="d", prompt_id="p0", table="rounds",
+                temperature=0.0, step=0, context_len=10, k=k, accepted=accepted,
+                accept_prob=[1.0] * accepted + [0.0] * (k - accepted), confidence=[0.5] * k)
+    base.update(kw)
+    return StepRecord(**base)
+
+
+def test_round_trip_and_metrics(tmp_path):
+    records = [record(3, 3), record(3, 1), record(3, 0), record(2, 2)]
+    write_shard(records, tmp_path / "a.parquet")
+    frame = read_traces(tmp_path)
+    assert len(frame) == 4 and list(frame["accepted"]) == [3, 1, 0, 2]
+    assert tau(frame) == pytest.approx((4 + 2 + 1 + 3) / 4)
+    assert survival(frame).tolist() == pytest.approx([3 / 4, 2 / 4, 1 / 3])
+    assert conditional_rates(frame).tolist() == pytest.approx([3 / 4, 2 / 3, 1.0])
+    assert vllm_counters(frame)["num_accepted_tokens_per_pos"] == [3, 2, 1]
+
+
+def test_writer_refuses_inconsistent_records(tmp_path):
+    with pytest.raises(LabError, match="accepted=4 outside 0..k=3"):
+        bad = record(3, 3)
+        bad.accepted = 4
+        write_shard([bad], tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda t: t.set_column(t.schema.get_field_index("accepted"), "accepted", pa.array([5], pa.int16())),
+     "outside 0..k"),
+    (lambda t: t.set_column(t.schema.get_field_index("confidence"), "confidence",
+                            pa.array([[0.1]], pa.list_(pa.float32()))), "len\\(confidence\\)=1 but k=3"),
+    (lambda t: t.replace_schema_metadata({b"dspark_lab_schema_version": b"99"}), "schema version 99"),
+    (lambda t: t.replace_schema_metadata({}), "not a DSpark Lab trace"),
+    (lambda t: t.drop_columns(["k"]), "missing columns"),
+])
+def test_reader_rejects_bad_traces(tmp_path, mutate, message):
+    from lab.trace import records_to_table
+
+    table = mutate(records_to_table([record(3, 1)]))
+    pq.write_table(table, tmp_path / "x.parquet")
+    with pytest.raises(LabError, match=message):
+        read_traces(tmp_path / "x.parquet")
+
+
+def test_reader_rejects_garbage_file(tmp_path):
+    (tmp_path / "x.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(LabError, match="not a readable Parquet trace"):
+        read_traces(tmp_path)
+    assert ARROW_SCHEMA.field("k").type == pa.int16()

@@ -1,0 +1,126 @@
+"""Acceptance sources: i.i.d. formula, curves, exact anchor replay, round replay, dataset mixing, calibration."""
+import numpy as np
+import pytest
+
+from lab.errors import LabError
+from lab.trace import read_traces
+from sim.acceptance import ParametricSource, TraceSource, apply_temperatures, expected_tokens_iid
+from sim.simulate import prepare_inputs, simulate
+from tests.sim.conftest import make_sim
+
+
+@pytest.mark.parametrize("alpha,k", [(0.6, 1), (0.8, 3), (0.9, 7)])
+def test_iid_tokens_per_step_formula(alpha, k):
+    rng = np.random.default_rng(1)
+    src = ParametricSource(7, alpha=alpha)
+    n = 200_000
+    conf, state, _ = src.draw(n, None, None, None, rng)
+    acc = src.accept(state, np.full(n, k), rng)
+    assert np.allclose(conf, alpha)
+    expected = (1 - alpha ** (k + 1)) / (1 - alpha)
+    assert expected == pytest.approx(expected_tokens_iid(alpha, k))
+    se = np.sqrt(np.var(acc + 1) / n)
+    assert abs((acc + 1).mean() - expected) < 5 * se
+
+
+def test_curve_tokens_per_step():
+    rng = np.random.default_rng(2)
+    rates = [0.9, 0.8, 0.7, 0.6]
+    src = ParametricSource(4, rates=rates)
+    n = 200_000
+    _, state, _ = src.draw(n, None, None, None, rng)
+    acc = src.accept(state, np.full(n, 4), rng)
+    expected = 1 + sum(np.prod(rates[: j + 1]) for j in range(4))
+    assert abs((acc + 1).mean() - expected) < 0.01
+
+
+def test_iid_through_the_simulator():
+    sim = make_sim(acceptance={"source": "parametric", "parametric": {"kind": "iid", "alpha": 0.7}},
+                   workload={"kind": "closed_loop", "concurrency": 8, "duration_s": 30, "warmup_s": 1,
+                             "lengths": {"source": "fixed", "prompt_tokens": 16, "output_tokens": 4000}},
+                   policies=[{"kind": "fixed_k", "k": 3}])
+    s = simulate(prepare_inputs(sim), "fixed_k3", None, 0).summary
+    assert s["tau"] == pytest.approx(expected_tokens_iid(0.7, 3), rel=0.02)
+    assert s["verify_per_req_step"] == pytest.approx(3.0)
+
+
+def test_anchor_replay_is_exact(trace_dir):
+    frame = read_traces(trace_dir)
+    src = TraceSource.from_frame(frame, "dspark", 7, weights={"gsm8k": 1.0})
+    assert src.exact and "anchors" in src.label
+    start, length = int(src.starts[0]), int(src.lengths[0])
+    acc_t = src.accepted[start:start + length]
+    for ell in (0, 1, 3, 7):
+        # hand walk: at position t, verify length l accepts min(l, accepted(t)), moves by that + 1
+        pos, walk = 0, []
+        while pos < length:
+            a = min(ell, acc_t[pos])
+            walk.append(a)
+            pos += a + 1
+        got, pos = [], 0
+        rng = np.random.default_rng(0)
+        while pos < length:
+            _, state, kcap = src.draw(1, np.array([start]), np.array([pos]), np.array([length]), rng)
+            a = int(src.accept(state, np.minimum(np.array([ell]), kcap), rng)[0])
+            got.append(a)
+            pos += a + 1
+        assert got == walk
+
+
+def test_rounds_replay_greedy_truncates(trace_dir):
+    frame = read_traces(trace_dir)
+    src = TraceSource.from_frame(frame, "dspark", 7, table="rounds", weights={"gsm8k": 1.0})
+    assert not src.exact and "approximate" in src.label
+    rows = np.arange(10)
+    acc = src.accept(rows, np.full(10, 2), None)
+    assert np.array_equal(acc, np.minimum(2, src.accepted[rows]))
+
+
+def test_rounds_replay_sampling_uses_accept_prob(tmp_path):
+    from lab.trace import StepRecord, write_shard
+
+    recs = [StepRecord("r", "dspark", "t", "d", f"p{i}", "rounds", 1.0, 0, 10, 3, 0, [0.5, 0.5, 0.5],
+                       [0.5, 0.5, 0.5]) for i in range(4)]
+    write_shard(recs, tmp_path / "r.parquet")
+    src = TraceSource.from_frame(read_traces(tmp_path), None, 3)
+    assert src.sampled
+    rows = np.zeros(100_000, np.int64)
+    acc = src.accept(rows, np.full(len(rows), 3), np.random.default_rng(0))
+    assert abs((acc + 1).mean() - expected_tokens_iid(0.5, 3)) < 0.02
+
+
+def test_dataset_weights_and_errors(trace_dir):
+    frame = read_traces(trace_dir)
+    src = TraceSource.from_frame(frame, "dspark", 7, weights={"gsm8k": 1.0, "mtbench": 0.0})
+    rng = np.random.default_rng(0)
+    gsm_starts = set(src.starts.tolist())
+    assert all(src.new_request(rng)[0] in gsm_starts for _ in range(50))
+    with pytest.raises(LabError, match="not in traces"):
+        TraceSource.from_frame(frame, "eagle3", 7)
+    with pytest.raises(LabError, match="several methods"):
+        TraceSource.from_frame(frame.assign(method=frame["dataset"]), None, 7)
+    with pytest.raises(LabError, match="none of"):
+        TraceSource.from_frame(frame, "mtp", 7, weights={"mtbench": 1.0})
+    with pytest.raises(LabError, match="nope"):
+        TraceSource.from_frame(frame, "dspark", 7, weights={"nope": 1.0})
+
+
+def test_apply_temperatures_is_order_preserving_and_identity_at_one():
+    c = np.array([[0.9, 0.6, 0.0], [0.3, 0.99, 0.5]], np.float32)
+    assert np.allclose(apply_temperatures(c, [1.0, 1.0, 1.0]), c, atol=1e-6)
+    hot = apply_temperatures(c, [2.0, 2.0, 2.0])
+    assert hot[0, 0] < 0.9 and hot[1, 0] > 0.3 and hot[0, 2] == 0.0
+
+
+def test_trace_replay_through_the_simulator(trace_dir, tmp_path):
+    sim = make_sim(acceptance={"source": "traces", "paths": [str(trace_dir)], "method": "dspark",
+                               "datasets": {"gsm8k": 0.5, "mtbench": 0.5}},
+                   workload={"kind": "closed_loop", "concurrency": 8, "duration_s": 20, "warmup_s": 1,
+                             "lengths": {"source": "recorded", "prompt_tokens": 64}},
+                   policies=[{"kind": "prefix"}, {"kind": "mtp", "method": "mtp"}])
+    inputs = prepare_inputs(sim)
+    a = simulate(inputs, "prefix", None, 0).summary
+    b = simulate(inputs, "mtp1", None, 0).summary
+    assert a["exact_replay"] and "anchors" in a["acceptance"]
+    assert "mtp:rounds" in b["acceptance"]
+    assert a["tau"] > b["tau"] > 1.0

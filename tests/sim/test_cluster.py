@@ -1,0 +1,103 @@
+"""Cluster invariants: determinism, accounting of every request, Little's law, admission, routing."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.simulate import prepare_inputs, simulate
+from tests.sim.conftest import make_sim
+
+
+def _sim(**kw):
+    base = dict(replicas=2, acceptance={"source": "parametric",
+                                         "parametric": {"kind": "iid", "alpha": 0.75, "concentration": 3}},
+                workload={"kind": "poisson", "rate": 20, "duration_s": 30, "warmup_s": 2,
+                          "lengths": {"source": "fixed", "prompt_tokens": 200, "output_tokens": 120}},
+                policies=[{"kind": "prefix"}, {"kind": "fixed_k", "k": 2}])
+    base.update(kw)
+    return make_sim(**base)
+
+
+def test_same_seed_identical_different_seed_differs():
+    inputs = prepare_inputs(_sim())
+    a = simulate(inputs, "prefix", None, seed=3)
+    b = simulate(inputs, "prefix", None, seed=3)
+    c = simulate(inputs, "prefix", None, seed=4)
+    pd.testing.assert_frame_equal(a.requests, b.requests)
+    drop = ["wall_s"]
+    sa = {k: v for k, v in a.summary.items() if k not in drop}
+    sb = {k: v for k, v in b.summary.items() if k not in drop}
+    assert str(sa) == str(sb)
+    assert not a.requests["finish"].equals(c.requests["finish"])
+
+
+def test_every_request_finishes_or_is_reported_unfinished():
+    # no drain and a load above capacity: some requests must be left unfinished, and say so
+    sim = _sim(workload={"kind": "poisson", "rate": 400, "duration_s": 5, "warmup_s": 0.5, "drain": False,
+                         "lengths": {"source": "fixed", "prompt_tokens": 200, "output_tokens": 300}})
+    res = simulate(prepare_inputs(sim), "prefix", None, 0)
+    f, s = res.requests, res.summary
+    assert s["unfinished"] > 0
+    assert s["finished"] + s["unfinished"] == s["requests"] == len(f)
+    assert f.loc[f["finish"].notna(), "output_len"].gt(0).all()
+    # with drain every request finishes, and the first token precedes the finish
+    res = simulate(prepare_inputs(_sim()), "prefix", None, 0)
+    f = res.requests
+    assert res.summary["unfinished"] == 0
+    assert (f["first_token"] >= f["arrival"]).all() and (f["finish"] >= f["first_token"]).all()
+
+
+def test_kv_admission_rejects_requests_that_can_never_fit():
+    sim = _sim(batching={"kv_capacity_tokens": 1000},
+               workload={"kind": "poisson", "rate": 5, "duration_s": 10, "warmup_s": 1,
+                         "lengths": {"source": "fixed", "prompt_tokens": 900, "output_tokens": 200}})
+    res = simulate(prepare_inputs(sim), "prefix", None, 0)
+    assert res.summary["rejected"] == res.summary["requests"] == res.summary["unfinished"] > 0
+
+
+def test_kv_capacity_limits_concurrency():
+    # room for exactly two requests per replica: never more than two in a batch
+    sim = _sim(replicas=1, batching={"kv_capacity_tokens": 2 * 320},
+               workload={"kind": "closed_loop", "concurrency": 8, "duration_s": 10, "warmup_s": 1,
+                         "lengths": {"source": "fixed", "prompt_tokens": 200, "output_tokens": 120}})
+    res = simulate(prepare_inputs(sim), "prefix", None, 0, keep_cluster=True)
+    assert res.summary["mean_decode_batch"] <= 2.0 + 1e-9
+    assert res.summary["finished"] > 0
+
+
+def test_littles_law():
+    sim = _sim(workload={"kind": "poisson", "rate": 30, "duration_s": 60, "warmup_s": 1, "drain": True,
+                         "lengths": {"source": "fixed", "prompt_tokens": 300, "output_tokens": 100}})
+    res = simulate(prepare_inputs(sim), "prefix", None, 0, keep_cluster=True)
+    f = res.requests
+    T = res.summary["sim_time_s"]
+    L = res.cluster.time_average_in_system(T)  # the simulator's own occupancy counter, integrated over time
+    lam = len(f) / T
+    W = (f["finish"] - f["arrival"]).mean()
+    assert L > 1.0
+    assert L == pytest.approx(lam * W, rel=1e-6)
+
+
+def test_routers_and_closed_loop_concurrency():
+    for router in ("round_robin", "least_loaded"):
+        sim = _sim(replicas=3, router=router,
+                   workload={"kind": "closed_loop", "concurrency": 9, "duration_s": 20, "warmup_s": 2,
+                             "lengths": {"source": "fixed", "prompt_tokens": 100, "output_tokens": 50}})
+        res = simulate(prepare_inputs(sim), "prefix", None, 0, keep_cluster=True)
+        counts = np.bincount(res.requests["replica"], minlength=3)
+        assert counts.min() > 0.2 * counts.sum()
+        # closed loop: never more than 9 requests in the system
+        arr, fin = res.requests["arrival"].to_numpy(), res.requests["finish"].to_numpy()
+        for t in np.linspace(1, 19, 25):
+            assert ((arr <= t) & ~(fin <= t)).sum() <= 9
+
+
+def test_speculation_beats_ar_at_low_load_and_budget_shrinks_with_load():
+    rows = {}
+    for users in (2, 64):
+        sim = _sim(replicas=1, policies=[{"kind": "ar"}, {"kind": "prefix"}],
+                   workload={"kind": "closed_loop", "concurrency": users, "duration_s": 20, "warmup_s": 2,
+                             "lengths": {"source": "fixed", "prompt_tokens": 1000, "output_tokens": 200}})
+        inputs = prepare_inputs(sim)
+        rows[users] = {p: simulate(inputs, p, None, 0).summary for p in ("ar", "prefix")}
+    assert rows[2]["prefix"]["tpot_ms_p50"] < 0.6 * rows[2]["ar"]["tpot_ms_p50"]
+    assert rows[64]["prefix"]["verify_per_req_step"] < rows[2]["prefix"]["verify_per_req_step"]

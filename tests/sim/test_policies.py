@@ -1,0 +1,124 @@
+"""Algorithm 1 (hand-computed batches, the paper's Appendix A example), the async variant, other policies."""
+import numpy as np
+import pytest
+
+from lab.config_sim import PolicySpec
+from sim.policies import make_policy, prefix_schedule, trim_to_budget
+from sim.policies.prefix import best_count, sorted_survival
+from sim.policies.prefix_async import PrefixAsyncPolicy
+
+
+def table_sps(table: dict):
+    return lambda b: np.array([table[int(x)] for x in np.atleast_1d(b)], dtype=float)
+
+
+def test_hand_batch_greedy_stops_at_first_drop():
+    conf = np.array([[0.9, 0.5], [0.8, 0.1]])
+    # survivals: r0 0.9, 0.45; r1 0.8, 0.08 -> order 0.9, 0.8, 0.45, 0.08
+    sps = table_sps({2: 1.0, 3: 0.9, 4: 0.8, 5: 0.6, 6: 0.55})
+    # theta: 2.0 -> 2.9*0.9=2.61 -> 3.7*0.8=2.96 -> 4.15*0.6=2.49 (stop)
+    assert prefix_schedule(conf, sps, budget=10).tolist() == [1, 1]
+    assert prefix_schedule(conf, sps, budget=10, early_stop=False).tolist() == [1, 1]
+    assert prefix_schedule(conf, sps, budget=1).tolist() == [1, 0]
+    assert prefix_schedule(conf, sps, budget=0).tolist() == [0, 0]
+
+
+def test_hand_batch_jagged_sps_greedy_vs_global():
+    conf = np.array([[0.95, 0.95], [0.95, 0.9]])
+    sps = table_sps({2: 1.0, 3: 0.6, 4: 0.58, 5: 0.56, 6: 0.55})
+    # theta: 2.0, 2.95*0.6=1.77 (greedy stops here), 3.9*.58=2.262, 4.8025*.56=2.689, 5.6575*.55=3.112
+    assert prefix_schedule(conf, sps, budget=10).tolist() == [0, 0]
+    assert prefix_schedule(conf, sps, budget=10, early_stop=False).tolist() == [2, 2]
+
+
+def test_sort_is_prefix_consistent_with_ties():
+    conf = np.array([[1.0, 1.0, 0.5], [1.0, 0.2, 0.9]])
+    order, values = sorted_survival(conf, 3)
+    seen = {0: -1, 1: -1}
+    for flat in order:
+        r, j = divmod(int(flat), 3)
+        assert j == seen[r] + 1  # every row's positions come in order
+        seen[r] = j
+    assert np.all(np.diff(values) <= 0)
+
+
+def _first_token_dist(search_early_stop: bool, retrospective: bool):
+    """Appendix A: vocab {A, B}, target p = (0.7, 0.3), draft q = (0.5, 0.5), SPS(1, 2, 3) = 1.0, 0.5, 0.45.
+
+    Enumerate both drafts; the scheduler's scores are either the accept probabilities min(1, p/q) of the
+    drafted tokens (retrospective: they depend on the target) or a fixed confidence 0.8 (drafter-only).
+    Returns P(first emitted token = A)."""
+    p, q = {"A": 0.7, "B": 0.3}, {"A": 0.5, "B": 0.5}
+    acc = {x: min(1.0, p[x] / q[x]) for x in "AB"}
+    resid = {x: max(0.0, p[x] - q[x]) for x in "AB"}
+    z = sum(resid.values())
+    sps = table_sps({1: 1.0, 2: 0.5, 3: 0.45})
+    prob_a = 0.0
+    for x1 in "AB":
+        for x2 in "AB":
+            w = q[x1] * q[x2]
+            conf = np.array([[acc[x1], acc[x2]]]) if retrospective else np.array([[0.8, 0.8]])
+            ell = int(prefix_schedule(conf, sps, budget=2, early_stop=search_early_stop)[0])
+            if ell == 0:
+                prob_a += w * p["A"]
+            else:  # first token: the draft if accepted, else the residual sample
+                prob_a += w * (acc[x1] * (x1 == "A") + (1 - acc[x1]) * resid["A"] / z)
+    return prob_a
+
+
+def test_appendix_a_example():
+    # searching past the first non-improvement with outcome-revealing scores distorts the output
+    assert _first_token_dist(search_early_stop=False, retrospective=True) == pytest.approx(0.85)
+    # Algorithm 1's early stop keeps the target distribution
+    assert _first_token_dist(search_early_stop=True, retrospective=True) == pytest.approx(0.7)
+    # drafter-only confidences are lossless under either search (the async variant's case)
+    assert _first_token_dist(search_early_stop=False, retrospective=False) == pytest.approx(0.7)
+    assert _first_token_dist(search_early_stop=True, retrospective=False) == pytest.approx(0.7)
+
+
+def test_async_budget_comes_from_two_steps_back():
+    sps = lambda b: 1.0 / (1.0 + 0.02 * np.asarray(b, float))  # noqa: E731
+    pol = PrefixAsyncPolicy(max_draft=4, stale_steps=2)
+    high = np.full((3, 4), 0.99)
+    low = np.full((3, 4), 0.05)
+    k_high = best_count(sorted_survival(high, 4)[1], 3, sps, 100, early_stop=False)
+    assert k_high > 0
+    assert pol.choose(high, 3, 100, sps).sum() == k_high
+    assert pol.choose(high, 3, 100, sps).sum() == k_high
+    # confidences collapse now, but the budget still comes from two steps back ...
+    got = pol.choose(low, 3, 100, sps)
+    assert got.sum() == k_high
+    # ... and is allocated by current survival: rows with higher current confidence get the tokens
+    mixed = np.array([[0.9, 0.9, 0.9, 0.9], [0.01, 0.01, 0.01, 0.01], [0.5, 0.5, 0.5, 0.5]])
+    pol.choose(low, 3, 100, sps)
+    got = pol.choose(mixed, 3, 100, sps)  # budget from `low` (2 steps back): Algorithm 1 on it admits ~nothing
+    assert got.sum() == best_count(sorted_survival(low, 4)[1], 3, sps, 100, early_stop=False)
+    pol2 = PrefixAsyncPolicy(max_draft=4, stale_steps=0)
+    got = pol2.choose(mixed, 3, 5, sps)
+    assert got.tolist()[0] >= got.tolist()[2] >= got.tolist()[1] and got.sum() <= 5
+
+
+def test_simple_policies():
+    conf = np.array([[0.9, 0.4, 0.9], [0.6, 0.6, 0.6]])
+    flat = lambda b: np.ones(np.shape(b))  # noqa: E731
+    assert make_policy(PolicySpec(kind="threshold", threshold=0.5), 3).choose(conf, 2, 10, flat).tolist() == [1, 3]
+    assert make_policy(PolicySpec(kind="fixed_k", k=5), 3).choose(None, 2, 10, flat).tolist() == [3, 3]
+    assert make_policy(PolicySpec(kind="fixed_k", k=3), 7).choose(None, 3, 7, flat).tolist() == [3, 2, 2]
+    assert make_policy(PolicySpec(kind="mtp"), 7).choose(None, 2, 10, flat).tolist() == [1, 1]
+    ar = make_policy(PolicySpec(kind="ar"), 7)
+    assert not ar.spec and ar.choose(None, 2, 10, flat).tolist() == [0, 0]
+    assert trim_to_budget(np.array([7, 1, 7, 3]), 9).tolist() == [3, 1, 3, 2]
+    assert trim_to_budget(np.array([2, 2]), 0).tolist() == [0, 0]
+
+
+def test_smartspec_reacts_to_cost_and_acceptance():
+    pol = make_policy(PolicySpec(kind="smartspec"), 7)
+    flat = lambda b: np.ones(np.shape(b))  # noqa: E731
+    steep = lambda b: 1.0 / np.asarray(b, float)  # noqa: E731  (compute bound: each token costs the same)
+    assert pol.choose(None, 4, 100, flat).tolist() == [7] * 4
+    assert pol.choose(None, 4, 100, steep).tolist() == [0] * 4
+    for _ in range(50):  # observed acceptance collapses -> alpha falls -> shorter k even when verify is cheap
+        pol.observe(np.full(4, 3), np.zeros(4, np.int64))
+    assert pol.alpha < 0.05
+    mild = lambda b: 1.0 / (1.0 + 0.05 * np.asarray(b, float))  # noqa: E731
+    assert pol.choose(None, 4, 100, mild).tolist() == [0] * 4
