@@ -146,8 +146,9 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> N
 class DrafterTrainer:
     """Model, optimizer, schedule and checkpoints of one drafter. The constructor does no I/O."""
 
-    def __init__(self, spec, target, d2t: torch.Tensor, section, directory: Path, dist: Dist = Dist()):
-        self.spec, self.section, self.directory, self.dist = spec, section, Path(directory), dist
+    def __init__(self, spec, target, d2t: torch.Tensor, section, directory: Path | None, dist: Dist = Dist()):
+        self.spec, self.section, self.dist = spec, section, dist
+        self.directory = Path(directory) if directory is not None else None
         self.model = drafter_class(spec.method).build_model(spec, target, d2t)
         self.model.train()
         self.weights = loss_weights(spec)

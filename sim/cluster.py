@@ -360,7 +360,9 @@ class Cluster:
             "steps": sum(r.n_steps for r in reps),
             "decode_steps": sum(r.decode_steps for r in reps),
             "busy_time_s": sum(r.busy_time for r in reps),
-            "verify_per_req_step": sum(r.sum_l for r in reps) / sum_r if sum_r else float("nan"),
+            # tokens verified per request per step, the request's own token included (MTP-1: 2)
+            "verify_per_req_step": 1 + sum(r.sum_l for r in reps) / sum_r if sum_r else float("nan"),
+            "draft_per_req_step": sum(r.sum_l for r in reps) / sum_r if sum_r else float("nan"),
             "tau": sum(r.sum_emit for r in reps) / sum_r if sum_r else float("nan"),
             "mean_decode_batch": sum_r / max(sum(r.decode_steps for r in reps), 1),
             "mean_step_tokens": sum(r.sum_batch_tokens for r in reps) / max(sum(r.n_steps for r in reps), 1),

@@ -43,6 +43,8 @@ class CostModel:
         bw = hw.mem_bw_tbs * 1e12 * hw.bw_eff * tp
         flops = hw.peak_tflops * 1e12 * hw.mfu * tp
         # per-step constants, precomputed so that step_time is a handful of float ops
+        self._bw = bw
+        self._moe = bool(m.moe_experts)
         self._t_weights = m.active_weight_bytes / bw
         self._t_per_token_flops = m.flops_per_token / flops
         self._t_per_kv_token = m.kv_bytes_per_token / bw
@@ -105,7 +107,8 @@ class CostModel:
             w = (tokens - tt[i - 1]) / (tt[i] - tt[i - 1])
             return ts[i - 1] + w * (ts[i] - ts[i - 1])
         compute = tokens * self._t_per_token_flops
-        return compute if compute > self._t_weights else self._t_weights
+        w = self.model.weight_bytes_read(tokens) / self._bw if self._moe else self._t_weights
+        return compute if compute > w else w
 
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool) -> float:
         """Seconds for one engine step with `tokens` query tokens, reading `kv_sum` cached tokens."""
@@ -145,7 +148,8 @@ class CostModel:
                 core = np.where(tokens > tt[-1], ts[-1] + slope * (tokens - tt[-1]), core)
             t = core + kv_sum * self._t_per_kv_token
         else:
-            t = np.maximum(tokens * self._t_per_token_flops, self._t_weights)
+            w = self.model.weight_bytes_read(tokens) / self._bw if self._moe else self._t_weights
+            t = np.maximum(tokens * self._t_per_token_flops, w)
             t = t + (kv_sum * self._t_per_kv_token + self._fixed) + tokens * self._t_per_token_link
         t = t + n_reqs * self.request_overhead_s
         if spec:
@@ -161,7 +165,7 @@ class CostModel:
         """Constants of a speculative step's cost for the hot path, or None when the curve is a table,
         bucket-padded or has a TP link term (callers then use step_time_vec):
         step_time = max(tokens * f, W) + c_fixed + max(n_reqs * d_tok, d_w) + kv_sum * t_kv + n_reqs * c_req."""
-        if self.table_tokens is not None or self._bucket_list is not None or self._t_per_token_link:
+        if self.table_tokens is not None or self._bucket_list is not None or self._t_per_token_link or self._moe:
             return None
         return (self._t_per_token_flops, self._t_weights, self._fixed + self.spec_overhead_s + self._draft_fixed,
                 self.request_overhead_s, self.max_draft * self._draft_per_token, self._draft_weights)

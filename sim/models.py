@@ -25,6 +25,9 @@ class ModelShape:
     bytes_per_param: float = 2.0
     kv_bytes_per_elem: float = 2.0
     kv_dim_override: int | None = None  # MLA: compressed latent width per layer instead of 2*kv_heads*head_dim
+    moe_experts: int = 0  # routed experts per MoE layer (0: dense)
+    moe_top_k: int = 0  # routed experts per token
+    expert_params_b: float = 0.0  # all routed-expert parameters, billions (part of params_b)
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -38,6 +41,15 @@ class ModelShape:
     @property
     def active_weight_bytes(self) -> float:
         return self.active_params_b * 1e9 * self.bytes_per_param
+
+    def weight_bytes_read(self, tokens):
+        """Bytes of weights one step reads: dense parts always; routed experts as touched by `tokens`
+        tokens with uniform routing, 1 - (1 - k/E)^tokens of them (dense models: active weights)."""
+        if not self.moe_experts:
+            return self.active_weight_bytes
+        dense = (self.active_params_b - self.expert_params_b * self.moe_top_k / self.moe_experts) * 1e9
+        touched = 1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** tokens
+        return (dense + self.expert_params_b * 1e9 * touched) * self.bytes_per_param
 
     @property
     def flops_per_token(self) -> float:
@@ -57,9 +69,10 @@ MODELS: dict[str, ModelShape] = {m.name: m for m in [
     ModelShape("gemma3-12b", 12.2, 12.2, 48, 3840, 8, 256),
     ModelShape("llama-3.1-8b", 8.0, 8.0, 32, 4096, 8, 128),
     ModelShape("llama-2-7b", 6.7, 6.7, 32, 4096, 32, 128),
-    # assumption: ~284B total / ~13B active MoE, 43 layers, MLA-like 576-wide compressed KV, FP8 weights
+    # assumption: ~284B total / ~13B active MoE (256 routed experts, 8 per token, ~276B in experts), 43 layers,
+    # MLA-like 576-wide compressed KV, FP8 weights. Step bytes grow with tokens as more experts are touched.
     ModelShape("deepseek-v4-flash-like", 284.0, 13.0, 43, 4096, 1, 576, bytes_per_param=1.0,
-               kv_bytes_per_elem=1.0, kv_dim_override=576),
+               kv_bytes_per_elem=1.0, kv_dim_override=576, moe_experts=256, moe_top_k=8, expert_params_b=276.0),
 ]}
 
 

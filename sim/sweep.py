@@ -163,7 +163,7 @@ def plot_results(results: pd.DataFrame, sla: pd.DataFrame, sim, out_dir) -> None
     for policy, g in front.groupby("policy", sort=False):
         ax.plot(g["value"], g["verify_per_req_step"], marker="o", label=policy)
     ax.set_xlabel(sim.sweep.axis)
-    ax.set_ylabel("verify tokens per request per step")
+    ax.set_ylabel("verify tokens per request per step (incl. its own)")
     if sim.sweep.axis != "none":
         ax.set_xscale("log")
     ax.set_title("Verify budget vs load (Fig. 8 shape)")

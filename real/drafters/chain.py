@@ -154,16 +154,21 @@ class ChainDrafter(TrainedDrafter):
         model = self.model
         dev = model.norm.weight.device
         cache = state.extra.setdefault("chain", {"k": None, "v": None, "n": 0})
-        p, n = len(state.tokens), cache["n"]
-        # new context entries n..P-1: feature at t with the token at t+1 (the anchor for t = P-1)
-        nxt = torch.tensor(state.tokens[n + 1:] + [anchor], device=dev)
-        a_in, res = model.entry(model.fuse(state.features[n:p].to(dev)), nxt)
-        q_new, k_new, v_new = model.layer.qkv(a_in, torch.arange(n, p, device=dev))
-        cache["k"] = k_new if cache["k"] is None else torch.cat([cache["k"], k_new])
-        cache["v"] = v_new if cache["v"] is None else torch.cat([cache["v"], v_new])
-        cache["n"] = p
+        p = len(state.tokens)
+        # Entries t <= P-2 pair features[t] with the committed token t+1 and are cached for good; entry P-1
+        # pairs features[P-1] with the anchor and is recomputed each round (the anchor may change).
+        n, feats = cache["n"], state.features.to(dev)
+        if n < p - 1:
+            a_in, _ = model.entry(model.fuse(feats[n:p - 1]), torch.tensor(state.tokens[n + 1:p], device=dev))
+            _, k_new, v_new = model.layer.qkv(a_in, torch.arange(n, p - 1, device=dev))
+            cache["k"] = k_new if cache["k"] is None else torch.cat([cache["k"], k_new])
+            cache["v"] = v_new if cache["v"] is None else torch.cat([cache["v"], v_new])
+            cache["n"] = p - 1
+        a_in, r = model.entry(model.fuse(feats[p - 1:p]), torch.tensor([anchor], device=dev))
+        q, k_last, v_last = model.layer.qkv(a_in, torch.tensor([p - 1], device=dev))
+        ctx_k = k_last if cache["k"] is None else torch.cat([cache["k"], k_last])  # [P, Hkv, hd]
+        ctx_v = v_last if cache["v"] is None else torch.cat([cache["v"], v_last])
         ctx_len = torch.tensor([p], device=dev)
-        q, r = q_new[-1:], res[-1:]
         picks, qs, conf, dks, dvs = [], [], [], [], []
         o = None
         for i in range(k):
@@ -174,7 +179,7 @@ class ChainDrafter(TrainedDrafter):
                 dvs.append(vv)
             dk = torch.stack(dks, 1) if dks else None
             dv = torch.stack(dvs, 1) if dvs else None
-            o = model.layer.finish(r, chain_attend(q, cache["k"], cache["v"], ctx_len, dk, dv))  # [1, d]
+            o = model.layer.finish(r, chain_attend(q, ctx_k, ctx_v, ctx_len, dk, dv))  # [1, d]
             idx, qd, p_pick = sample_slot(model.logits(o)[0], temperature, generator)
             picks.append(idx)
             qs.append(qd)

@@ -41,7 +41,8 @@ def test_iid_through_the_simulator():
                    policies=[{"kind": "fixed_k", "k": 3}])
     s = simulate(prepare_inputs(sim), "fixed_k3", None, 0).summary
     assert s["tau"] == pytest.approx(expected_tokens_iid(0.7, 3), rel=0.02)
-    assert s["verify_per_req_step"] == pytest.approx(3.0)
+    assert s["draft_per_req_step"] == pytest.approx(3.0)
+    assert s["verify_per_req_step"] == pytest.approx(4.0)
 
 
 def test_anchor_replay_is_exact(trace_dir):

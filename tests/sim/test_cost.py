@@ -61,3 +61,13 @@ def test_kv_capacity_and_tp():
     assert tp2.kv_capacity_tokens(0.9) > 0
     one = CostModel(get_hardware("h100"), get_model("qwen3-32b"))
     assert tp2.step_time(1, 0, 1, False) < one.step_time(1, 0, 1, False)
+
+
+def test_moe_reads_more_experts_as_tokens_grow():
+    m = get_model("deepseek-v4-flash-like")
+    assert m.weight_bytes_read(1) == pytest.approx(m.active_weight_bytes)
+    assert m.weight_bytes_read(2048) == pytest.approx(m.weight_bytes, rel=0.02)
+    cm = CostModel(get_hardware("h200"), m, tp=4)
+    t = cm.step_time_vec(np.array([1, 8, 64, 512]), 0, 1, False)
+    assert np.all(np.diff(t) > 0) and t[2] > 5 * t[0]
+    assert np.allclose(t, [cm.step_time(x, 0, 1, False) for x in (1, 8, 64, 512)])

@@ -1,0 +1,37 @@
+"""DSpark Lab dashboard, home page of a Streamlit multipage app (pages/ holds the others).
+
+    pip install -e '.[dash]'
+    streamlit run dashboards/app.py                      # http://localhost:8501
+    DSPARK_LAB_RUNS=/data/runs streamlit run dashboards/app.py --server.headless true --server.port 8599
+
+Reads run directories (runs/<name>/<run_id>/) through lab, read only, and runs live ablations through sim.
+The runs root is picked in the sidebar (default ./runs, or $DSPARK_LAB_RUNS).
+"""
+import sys
+from pathlib import Path
+
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:  # so that `streamlit run` works without `pip install -e .`
+    sys.path.insert(0, _REPO)
+
+import streamlit as st  # noqa: E402
+
+from dashboards import data, ui  # noqa: E402
+
+root, _ = ui.page("DSpark Lab", pick_run=False)
+runs = data.run_dirs(root)
+st.metric("Runs found", len(runs))
+st.markdown(f"""
+Runs root: `{root}`. Pages (left):
+
+- **Runs**: every run with its manifest, config and REPORT.md.
+- **Acceptance**: tau per method x dataset (Table-1 layout), per-position conditional and survival curves,
+  vLLM-compatible spec-decode counters.
+- **Calibration**: reliability of the prefix-product confidence against the accepted prefix, ECE per
+  position, STS temperatures from calibration.json.
+- **Throughput vs SLA**: the run's sim/results.parquet frontier per policy and the sla.csv gains table.
+- **Live ablation**: run the serving simulator in process on a small workload (a run's traces or
+  parametric acceptance) with your choice of policies, hardware, concurrency and block size.
+
+Make a run with `lab run experiments/smoke.yaml`; this app never writes into a run directory.
+""")

@@ -1,0 +1,45 @@
+"""Runs page: every run under the runs root with its manifest; the picked run's REPORT.md, config, plots.
+
+    streamlit run dashboards/app.py        # then "Runs" in the page list
+"""
+import re
+import sys
+from pathlib import Path
+
+_REPO = str(Path(__file__).resolve().parents[2])
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+import streamlit as st  # noqa: E402
+
+from dashboards import data, ui  # noqa: E402
+
+root, run = ui.page("Runs")
+table = data.runs_table(root)
+if table.empty:
+    st.info(f"No runs under `{root}`. Make one with `lab run experiments/smoke.yaml`.")
+    st.stop()
+st.dataframe(table.drop(columns=["path"]), hide_index=True, width="stretch")
+
+st.header(f"Run {run.parent.name}/{run.name}")
+manifest = data.manifest(run)
+cols = st.columns(4)
+cols[0].metric("seed", str(manifest.get("seed", "")))
+cols[1].metric("config hash", str(manifest.get("config_hash", "")))
+cols[2].metric("git sha", str(manifest.get("git_sha", ""))[:10])
+cols[3].metric("CPUs", str(manifest.get("hardware", {}).get("cpus", "")))
+with st.expander("manifest.json"):
+    st.json(manifest)
+config = data.text(run, "config.yaml")
+if config:
+    with st.expander("config.yaml"):
+        st.code(config, language="yaml")
+
+report = data.text(run, "REPORT.md")
+if report:
+    # images are shown below with st.image: markdown cannot reach files inside the run directory
+    st.markdown(re.sub(r"^!\[[^\]]*\]\([^)]*\)\s*$", "", report, flags=re.M))
+else:
+    st.info("No REPORT.md yet: `lab run <experiment.yaml> --stages report`.")
+for png in data.pngs(run):
+    st.image(str(png), caption=png.relative_to(run).as_posix())

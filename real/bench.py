@@ -1,0 +1,126 @@
+"""Benchmarks of the foundation on a real target (BENCHMARKS.md quotes its output).
+
+    python -m real.bench --target gemma3-270m --prompts 8 --max-new-tokens 96 --out bench.json
+
+Measures, side by side in one process and per dtype (fp32, bf16):
+- prefill throughput (tokens/s over a 256-token prompt), 1-token decode and 16-token verify throughput;
+- n-gram spec decoding vs our own autoregressive decoding on the same PyPI prompts (wall-clock ratio)
+  and the fraction of prompts whose output is identical (bf16 divergence is measured, never hidden);
+- transformers' own prompt-lookup assisted generation vs its own greedy generate(), same prompts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from tqdm import tqdm
+
+from lab.config import DatasetSpec, PromptsSection, TargetSection
+from real.decode import autoregressive_decode, speculative_decode
+from real.drafters.ngram import NgramDrafter
+from real.prompts import encode_prompt, load_prompt_sets
+from real.targets import load_target
+
+
+def timed(fn, repeats: int = 3) -> float:
+    """Median wall seconds of fn()."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def forward_throughput(target, context_len: int = 256) -> dict:
+    ids = torch.randint(100, 5000, (1, context_len), generator=torch.Generator().manual_seed(0))
+
+    def prefill():
+        target.forward(ids, target.new_cache())
+
+    cache = target.new_cache()
+    target.forward(ids, cache)
+    target.crop(cache, 0)
+
+    def step(n):
+        target.forward(ids[:, :n], cache)
+        target.crop(cache, n)  # roll back so every repeat sees the same context
+
+    prefill_s, decode_s, verify_s = timed(prefill), timed(lambda: step(1), 7), timed(lambda: step(16), 7)
+    return {"prefill_tokens_per_s": context_len / prefill_s, "decode_tokens_per_s": 1 / decode_s,
+            "verify16_ms": verify_s * 1000, "decode_ms": decode_s * 1000,
+            "verify16_tokens_per_s": 16 / verify_s, "verify16_over_decode_time": verify_s / decode_s}
+
+
+def spec_vs_ar(target, encoded, max_new: int, drafter) -> dict:
+    ar_s = spec_s = ar_tokens = spec_tokens = identical = rounds = accepted = 0
+    for ids in tqdm(encoded, desc="ngram vs AR", leave=False):
+        base = autoregressive_decode(target, ids, max_new)
+        spec = speculative_decode(target, drafter, ids, max_new)
+        ar_s += base.wall_ms / 1000
+        spec_s += spec.wall_ms / 1000
+        ar_tokens += len(base.tokens)
+        spec_tokens += len(spec.tokens)
+        identical += spec.tokens == base.tokens
+        rounds += len(spec.steps)
+        accepted += sum(s.accepted for s in spec.steps)
+    return {"ar_tokens_per_s": ar_tokens / ar_s, "ngram_tokens_per_s": spec_tokens / spec_s,
+            "ngram_speedup": (spec_tokens / spec_s) / (ar_tokens / ar_s), "tau": (accepted + rounds) / rounds,
+            "identical_prompts": identical, "prompts": len(encoded)}
+
+
+def hf_prompt_lookup(target, encoded, max_new: int, lookup_tokens: int) -> dict:
+    plain_s = assisted_s = plain_tokens = assisted_tokens = identical = 0
+    eos = sorted(target.eos_token_ids)
+    for ids in tqdm(encoded, desc="transformers prompt lookup", leave=False):
+        inputs = torch.tensor([ids])
+        common = dict(max_new_tokens=max_new, do_sample=False, eos_token_id=eos, pad_token_id=eos[0])
+        start = time.perf_counter()
+        plain = target.model.generate(inputs, **common)[0, len(ids):].tolist()
+        plain_s += time.perf_counter() - start
+        start = time.perf_counter()
+        assisted = target.model.generate(inputs, prompt_lookup_num_tokens=lookup_tokens, **common)[0, len(ids):].tolist()
+        assisted_s += time.perf_counter() - start
+        plain_tokens += len(plain)
+        assisted_tokens += len(assisted)
+        identical += plain == assisted
+    return {"hf_greedy_tokens_per_s": plain_tokens / plain_s, "hf_prompt_lookup_tokens_per_s": assisted_tokens / assisted_s,
+            "hf_prompt_lookup_speedup": (assisted_tokens / assisted_s) / (plain_tokens / plain_s),
+            "identical_prompts": identical, "prompts": len(encoded)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="gemma3-270m")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per dataset")
+    parser.add_argument("--datasets", default="humaneval,sharegpt")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--block-size", type=int, default=7)
+    parser.add_argument("--chat-template", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    section = PromptsSection(datasets=[DatasetSpec(name=n, cap=args.prompts) for n in args.datasets.split(",")])
+    prompt_sets = load_prompt_sets(section)
+    results = {"target": args.target, "threads": torch.get_num_threads(), "by_dtype": {}}
+    for dtype in args.dtypes.split(","):
+        target = load_target(TargetSection(name=args.target, dtype=dtype))
+        encoded = [encode_prompt(target.tokenizer, p, args.chat_template, 512)
+                   for prompts in prompt_sets.values() for p in prompts]
+        autoregressive_decode(target, encoded[0], 4)  # warm-up
+        drafter = NgramDrafter("ngram", args.block_size, ngram_max=4, ngram_min=1)
+        row = {"forward": forward_throughput(target),
+               "ngram_vs_ar": spec_vs_ar(target, encoded, args.max_new_tokens, drafter),
+               "transformers": hf_prompt_lookup(target, encoded, args.max_new_tokens, args.block_size)}
+        results["by_dtype"][dtype] = row
+        print(json.dumps({dtype: row}, indent=1), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
