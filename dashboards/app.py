@@ -7,6 +7,7 @@
 Reads run directories (runs/<name>/<run_id>/) through lab, read only, and runs live ablations through sim.
 The runs root is picked in the sidebar (default ./runs, or $DSPARK_LAB_RUNS).
 """
+
 import sys
 from pathlib import Path
 
@@ -14,9 +15,9 @@ _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:  # so that `streamlit run` works without `pip install -e .`
     sys.path.insert(0, _REPO)
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from dashboards import data, ui  # noqa: E402
+from dashboards import data, ui
 
 root, _ = ui.page("DSpark Lab", pick_run=False)
 runs = data.run_dirs(root)

@@ -11,6 +11,7 @@ Caches are keyed by path plus `mtime` (data.stamp(run): the newest mtime under t
 stage shows up on reload.
 Nothing here imports torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,16 +65,25 @@ def runs_table(root: str) -> pd.DataFrame:
     rows = []
     for run in run_dirs(root):
         m = _json(run / "manifest.json") or {}
-        stages = sorted(p.stem for p in (run / ".stages").glob("*.done")) if (run / ".stages").is_dir() else []
+        stages = (
+            sorted(p.stem for p in (run / ".stages").glob("*.done")) if (run / ".stages").is_dir() else []
+        )
         opened = m.get("opened_at")
-        rows.append({
-            "name": m.get("name", run.parent.name), "run_id": m.get("run_id", run.name),
-            "opened": pd.to_datetime(opened, unit="s").strftime("%Y-%m-%d %H:%M") if opened else "",
-            "stages_done": ", ".join(stages), "seed": m.get("seed"), "config_hash": m.get("config_hash", ""),
-            "git_sha": str(m.get("git_sha", ""))[:10], "traces": (run / "traces").is_dir(),
-            "calibration": (run / "calibration.json").is_file(), "sim": (run / "sim" / "results.parquet").is_file(),
-            "path": str(run),
-        })
+        rows.append(
+            {
+                "name": m.get("name", run.parent.name),
+                "run_id": m.get("run_id", run.name),
+                "opened": pd.to_datetime(opened, unit="s").strftime("%Y-%m-%d %H:%M") if opened else "",
+                "stages_done": ", ".join(stages),
+                "seed": m.get("seed"),
+                "config_hash": m.get("config_hash", ""),
+                "git_sha": str(m.get("git_sha", ""))[:10],
+                "traces": (run / "traces").is_dir(),
+                "calibration": (run / "calibration.json").is_file(),
+                "sim": (run / "sim" / "results.parquet").is_file(),
+                "path": str(run),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -122,8 +132,16 @@ def positions(run: str, mtime: float, table: str) -> pd.DataFrame:
     rows = []
     for (method, dataset, temp), g in f.groupby(["method", "dataset", "temperature"], sort=True):
         for j, (c, s) in enumerate(zip(conditional_rates(g), survival(g)), start=1):
-            rows.append({"method": method, "dataset": dataset, "temperature": float(temp), "position": j,
-                         "conditional": c, "survival": s})
+            rows.append(
+                {
+                    "method": method,
+                    "dataset": dataset,
+                    "temperature": float(temp),
+                    "position": j,
+                    "conditional": c,
+                    "survival": s,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -151,16 +169,26 @@ def reliability_bins(scores: np.ndarray, outcomes: np.ndarray, bins: int = 20) -
     idx = np.minimum((scores * bins).astype(int), bins - 1)
     cnt = np.bincount(idx, minlength=bins)
     keep = cnt > 0
-    return pd.DataFrame({
-        "bin_lo": (np.arange(bins) / bins)[keep], "count": cnt[keep],
-        "mean_confidence": np.bincount(idx, weights=scores, minlength=bins)[keep] / cnt[keep],
-        "accept_rate": np.bincount(idx, weights=outcomes, minlength=bins)[keep] / cnt[keep],
-    })
+    return pd.DataFrame(
+        {
+            "bin_lo": (np.arange(bins) / bins)[keep],
+            "count": cnt[keep],
+            "mean_confidence": np.bincount(idx, weights=scores, minlength=bins)[keep] / cnt[keep],
+            "accept_rate": np.bincount(idx, weights=outcomes, minlength=bins)[keep] / cnt[keep],
+        }
+    )
 
 
 @st.cache_data(show_spinner="Computing reliability ...")
-def reliability(run: str, mtime: float, method: str, temperature: float, table: str,
-                temps: tuple[float, ...] | None, bins: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reliability(
+    run: str,
+    mtime: float,
+    method: str,
+    temperature: float,
+    table: str,
+    temps: tuple[float, ...] | None,
+    bins: int = 20,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cumulative-product confidences prod_{j<=k} c_j (STS-scaled when temps) against 1[accepted >= k].
 
     Returns (diagram points per variant, ECE per position per variant). Arrays come from
@@ -193,10 +221,16 @@ def reliability(run: str, mtime: float, method: str, temperature: float, table: 
         points.append(b)
         for k in range(gamma):
             rows = valid[:, k]
-            per_pos.append({"variant": name, "position": k + 1, "n": int(rows.sum()),
-                            "mean_confidence": float(p[rows, k].mean()) if rows.any() else np.nan,
-                            "accept_rate": float(label[rows, k].mean()) if rows.any() else np.nan,
-                            "ece": ece(p[rows, k], label[rows, k], bins)})
+            per_pos.append(
+                {
+                    "variant": name,
+                    "position": k + 1,
+                    "n": int(rows.sum()),
+                    "mean_confidence": float(p[rows, k].mean()) if rows.any() else np.nan,
+                    "accept_rate": float(label[rows, k].mean()) if rows.any() else np.nan,
+                    "ece": ece(p[rows, k], label[rows, k], bins),
+                }
+            )
     return pd.concat(points, ignore_index=True), pd.DataFrame(per_pos)
 
 
@@ -219,8 +253,12 @@ def frontier(results: pd.DataFrame, percentile: int = 50) -> pd.DataFrame:
 
 def gains_wide(sla: pd.DataFrame) -> pd.DataFrame:
     """sla.csv pivoted: one row per SLA point, throughput and gains per policy as columns."""
-    wide = sla.pivot_table(index="sla_tok_s_user", columns="policy",
-                           values=["throughput_per_gpu", "gain_vs_baseline", "gain_vs_best_fixed_k"], sort=False)
+    wide = sla.pivot_table(
+        index="sla_tok_s_user",
+        columns="policy",
+        values=["throughput_per_gpu", "gain_vs_baseline", "gain_vs_best_fixed_k"],
+        sort=False,
+    )
     wide.columns = [f"{policy} {metric}" for metric, policy in wide.columns]
     return wide.reset_index()
 

@@ -1,8 +1,9 @@
 """Shared page furniture: the sidebar (runs root + run picker, kept across pages), error guard, charts.
 
-    root, run = ui.page("Acceptance")      # sets the page config, draws the sidebar, returns the picked run
-    with ui.guard(): ...                   # a LabError (corrupt trace, bad knob) becomes one st.error line
+root, run = ui.page("Acceptance")      # sets the page config, draws the sidebar, returns the picked run
+with ui.guard(): ...                   # a LabError (corrupt trace, bad knob) becomes one st.error line
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,11 @@ def sidebar(pick_run: bool = True) -> tuple[str, Path | None]:
     if "runs_root" not in ss:
         ss["runs_root"] = data.default_root()
     ss["runs_root"] = ss["runs_root"]  # re-assigning keeps a widget's value when another page is shown
-    root = st.sidebar.text_input("Runs root", key="runs_root",
-                                 help=f"a directory of runs/<name>/<run_id>/ (default ./runs or ${data.RUNS_ENV})")
+    root = st.sidebar.text_input(
+        "Runs root",
+        key="runs_root",
+        help=f"a directory of runs/<name>/<run_id>/ (default ./runs or ${data.RUNS_ENV})",
+    )
     runs = data.run_dirs(root)
     if not runs:
         st.sidebar.warning(f"No run directories (*/*/manifest.json) under {root}")
@@ -62,36 +66,73 @@ def guard():
 
 def frontier_chart(front: pd.DataFrame, slas=(), percentile: int = 50) -> alt.Chart:
     """Per-user tok/s (x) vs output tok/s per GPU (y), one line per policy, dotted rules at the SLA points."""
-    f = front.replace([float("inf"), float("-inf")], float("nan")).dropna(subset=["tok_s_user",
-                                                                                   "throughput_per_gpu"])
-    lines = alt.Chart(f).mark_line(point=True).encode(
-        x=alt.X("tok_s_user:Q", title=f"per-user tok/s (1000 / TPOT P{percentile})"),
-        y=alt.Y("throughput_per_gpu:Q", title="output tok/s per GPU"),
-        color=alt.Color("policy:N"),
-        tooltip=["policy", "value", alt.Tooltip("tok_s_user:Q", format=".1f"),
-                 alt.Tooltip("throughput_per_gpu:Q", format=",.0f"), alt.Tooltip("tau:Q", format=".2f")])
+    f = front.replace([float("inf"), float("-inf")], float("nan")).dropna(
+        subset=["tok_s_user", "throughput_per_gpu"]
+    )
+    lines = (
+        alt.Chart(f)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("tok_s_user:Q", title=f"per-user tok/s (1000 / TPOT P{percentile})"),
+            y=alt.Y("throughput_per_gpu:Q", title="output tok/s per GPU"),
+            color=alt.Color("policy:N"),
+            tooltip=[
+                "policy",
+                "value",
+                alt.Tooltip("tok_s_user:Q", format=".1f"),
+                alt.Tooltip("throughput_per_gpu:Q", format=",.0f"),
+                alt.Tooltip("tau:Q", format=".2f"),
+            ],
+        )
+    )
     if len(slas):
-        rules = alt.Chart(pd.DataFrame({"sla": list(slas)})).mark_rule(strokeDash=[3, 3], color="grey").encode(
-            x="sla:Q")
+        rules = (
+            alt.Chart(pd.DataFrame({"sla": list(slas)}))
+            .mark_rule(strokeDash=[3, 3], color="grey")
+            .encode(x="sla:Q")
+        )
         return (lines + rules).properties(height=380)
     return lines.properties(height=380)
 
 
 def curve_chart(frame: pd.DataFrame, y: str, color: str, title: str) -> alt.Chart:
-    return alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("position:O", title="draft position j"), y=alt.Y(f"{y}:Q", title=title,
-                                                                scale=alt.Scale(domain=[0, 1])),
-        color=f"{color}:N", tooltip=[color, "position", alt.Tooltip(f"{y}:Q", format=".3f")]).properties(height=300)
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("position:O", title="draft position j"),
+            y=alt.Y(f"{y}:Q", title=title, scale=alt.Scale(domain=[0, 1])),
+            color=f"{color}:N",
+            tooltip=[color, "position", alt.Tooltip(f"{y}:Q", format=".3f")],
+        )
+        .properties(height=300)
+    )
 
 
 def reliability_chart(points: pd.DataFrame) -> alt.Chart:
-    diag = alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]})).mark_line(
-        strokeDash=[3, 3], color="grey").encode(x="x:Q", y="y:Q")
-    pts = alt.Chart(points).mark_line(point=True).encode(
-        x=alt.X("mean_confidence:Q", title="predicted P(accepted >= k) (prefix product)",
-                scale=alt.Scale(domain=[0, 1])),
-        y=alt.Y("accept_rate:Q", title="observed accept-prefix rate", scale=alt.Scale(domain=[0, 1])),
-        color="variant:N", size=alt.Size("count:Q", legend=None),
-        tooltip=["variant", "count", alt.Tooltip("mean_confidence:Q", format=".3f"),
-                 alt.Tooltip("accept_rate:Q", format=".3f")])
+    diag = (
+        alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]}))
+        .mark_line(strokeDash=[3, 3], color="grey")
+        .encode(x="x:Q", y="y:Q")
+    )
+    pts = (
+        alt.Chart(points)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(
+                "mean_confidence:Q",
+                title="predicted P(accepted >= k) (prefix product)",
+                scale=alt.Scale(domain=[0, 1]),
+            ),
+            y=alt.Y("accept_rate:Q", title="observed accept-prefix rate", scale=alt.Scale(domain=[0, 1])),
+            color="variant:N",
+            size=alt.Size("count:Q", legend=None),
+            tooltip=[
+                "variant",
+                "count",
+                alt.Tooltip("mean_confidence:Q", format=".3f"),
+                alt.Tooltip("accept_rate:Q", format=".3f"),
+            ],
+        )
+    )
     return (diag + pts).properties(height=380)

@@ -1,7 +1,8 @@
 """Runs page: every run under the runs root with its manifest; the picked run's REPORT.md, config, plots.
 
-    streamlit run dashboards/app.py        # then "Runs" in the page list
+streamlit run dashboards/app.py        # then "Runs" in the page list
 """
+
 import re
 import sys
 from pathlib import Path
@@ -10,9 +11,9 @@ _REPO = str(Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from dashboards import data, ui  # noqa: E402
+from dashboards import data, ui
 
 root, run = ui.page("Runs")
 table = data.runs_table(root)
@@ -38,7 +39,7 @@ if config:
 report = data.text(run, "REPORT.md")
 if report:
     # images are shown below with st.image: markdown cannot reach files inside the run directory
-    st.markdown(re.sub(r"^!\[[^\]]*\]\([^)]*\)\s*$", "", report, flags=re.M))
+    st.markdown(re.sub(r"^!\[[^\]]*\]\([^)]*\)\s*$", "", report, flags=re.MULTILINE))
 else:
     st.info("No REPORT.md yet: `lab run <experiment.yaml> --stages report`.")
 for png in data.pngs(run):

@@ -3,6 +3,7 @@ curves, and vLLM-compatible spec-decode counters, for the picked run.
 
     streamlit run dashboards/app.py        # then "Acceptance"
 """
+
 import sys
 from pathlib import Path
 
@@ -10,9 +11,9 @@ _REPO = str(Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from dashboards import data, ui  # noqa: E402
+from dashboards import data, ui
 
 root, run = ui.page("Acceptance")
 if run is None:
@@ -39,8 +40,13 @@ st.dataframe(by_table, hide_index=True, width="stretch")
 
 st.header("Per-position acceptance")
 tables = sorted(by_table["table"].unique())
-table = st.radio("Trace table", tables, index=tables.index("rounds") if "rounds" in tables else 0,
-                 horizontal=True, help="rounds: what decoding did; anchors: a draft at every output position")
+table = st.radio(
+    "Trace table",
+    tables,
+    index=tables.index("rounds") if "rounds" in tables else 0,
+    horizontal=True,
+    help="rounds: what decoding did; anchors: a draft at every output position",
+)
 pos = data.positions(str(run), mtime, table)
 if pos.empty:
     st.info(f"No {table} rows with drafts.")
@@ -57,9 +63,13 @@ else:
         st.dataframe(pos.drop(columns=["series"]), hide_index=True, width="stretch")
 
 st.header("vLLM spec-decode counters")
-st.caption("spec_decode_num_drafts, _num_draft_tokens, _num_accepted_tokens and _num_accepted_tokens_per_pos "
-           "(lab.metrics.vllm_counters), per method x dataset x temperature x table.")
+st.caption(
+    "spec_decode_num_drafts, _num_draft_tokens, _num_accepted_tokens and _num_accepted_tokens_per_pos "
+    "(lab.metrics.vllm_counters), per method x dataset x temperature x table."
+)
 counters = data.counters(str(run), mtime)
 shown = counters.copy()
-shown["num_accepted_tokens_per_pos"] = shown["num_accepted_tokens_per_pos"].map(lambda v: ", ".join(map(str, v)))
+shown["num_accepted_tokens_per_pos"] = shown["num_accepted_tokens_per_pos"].map(
+    lambda v: ", ".join(map(str, v))
+)
 st.dataframe(shown, hide_index=True, width="stretch")

@@ -3,6 +3,7 @@ outcome accepted >= k, ECE per position (lab.metrics.ece), and STS temperatures 
 
     streamlit run dashboards/app.py        # then "Calibration"
 """
+
 import sys
 from pathlib import Path
 
@@ -10,10 +11,10 @@ _REPO = str(Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+import pandas as pd
+import streamlit as st
 
-from dashboards import data, ui  # noqa: E402
+from dashboards import data, ui
 
 root, run = ui.page("Calibration")
 if run is None:
@@ -37,24 +38,31 @@ temps_avail = sorted(frame.loc[frame["method"] == method, "temperature"].unique(
 temperature = c2.selectbox("Temperature", temps_avail, format_func="{:g}".format)
 sub = frame[(frame["method"] == method) & (frame["temperature"] == temperature)]
 tables = sorted(sub["table"].unique())
-default_table = (methods_cal.get(method, {}).get("table") or "rounds")
-table = c3.selectbox("Trace table", tables, index=tables.index(default_table) if default_table in tables else 0)
+default_table = methods_cal.get(method, {}).get("table") or "rounds"
+table = c3.selectbox(
+    "Trace table", tables, index=tables.index(default_table) if default_table in tables else 0
+)
 bins = c4.number_input("Bins", min_value=2, max_value=50, value=int((cal or {}).get("bins", 20)))
 
 sts = methods_cal.get(method, {}).get("temperatures")
 with ui.guard():
-    points, per_pos = data.reliability(str(run), mtime, method, float(temperature), table,
-                                       tuple(sts) if sts else None, int(bins))
+    points, per_pos = data.reliability(
+        str(run), mtime, method, float(temperature), table, tuple(sts) if sts else None, int(bins)
+    )
 if points.empty:
     st.info("No drafted positions for this selection.")
     st.stop()
-st.caption("Prediction: prefix product of the drafter's per-position confidences (STS-scaled where "
-           "calibration.json has temperatures); outcome: 1 if the accepted prefix reaches position k. "
-           "All drafted positions pooled; all prompts (the calibrate stage reports held-out ECE below).")
+st.caption(
+    "Prediction: prefix product of the drafter's per-position confidences (STS-scaled where "
+    "calibration.json has temperatures); outcome: 1 if the accepted prefix reaches position k. "
+    "All drafted positions pooled; all prompts (the calibrate stage reports held-out ECE below)."
+)
 st.altair_chart(ui.reliability_chart(points), width="stretch")
 
 st.subheader("ECE per position (lab.metrics.ece)")
-wide = per_pos.pivot_table(index="position", columns="variant", values=["ece", "mean_confidence", "accept_rate"])
+wide = per_pos.pivot_table(
+    index="position", columns="variant", values=["ece", "mean_confidence", "accept_rate"]
+)
 wide.columns = [f"{metric} ({variant})" for metric, variant in wide.columns]
 wide.insert(0, "n", per_pos[per_pos["variant"] == "raw"].set_index("position")["n"])
 st.dataframe(wide.reset_index(), hide_index=True, width="stretch")
@@ -66,11 +74,15 @@ elif method not in methods_cal:
     st.info(f"calibration.json has no entry for {method!r} (it has {sorted(methods_cal)}).")
 else:
     m = methods_cal[method]
-    sts_frame = pd.DataFrame({"position": range(1, len(m["temperatures"]) + 1), "temperature": m["temperatures"]})
+    sts_frame = pd.DataFrame(
+        {"position": range(1, len(m["temperatures"]) + 1), "temperature": m["temperatures"]}
+    )
     for key in ("ece_before", "ece_after"):
         if key in m and len(m[key]) == len(sts_frame):
             sts_frame[f"{key} (held out)"] = m[key]
     st.dataframe(sts_frame, hide_index=True, width="stretch")
-    st.caption(f"Fitted on {m.get('n_fit_prompts', '?')} prompts ({m.get('n_fit_rows', '?')} rows), evaluated on "
-               f"{m.get('n_eval_prompts', '?')} held-out prompts ({m.get('n_eval_rows', '?')} rows); "
-               f"table {m.get('table', '?')}.")
+    st.caption(
+        f"Fitted on {m.get('n_fit_prompts', '?')} prompts ({m.get('n_fit_rows', '?')} rows), evaluated on "
+        f"{m.get('n_eval_prompts', '?')} held-out prompts ({m.get('n_eval_rows', '?')} rows); "
+        f"table {m.get('table', '?')}."
+    )

@@ -4,6 +4,7 @@ hardware, model, block size and concurrency points; plot the frontier and tabula
 
     streamlit run dashboards/app.py        # then "Live ablation"; a default sweep takes about a second
 """
+
 import json
 import sys
 from pathlib import Path
@@ -12,12 +13,12 @@ _REPO = str(Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-import altair as alt  # noqa: E402
-import streamlit as st  # noqa: E402
+import altair as alt
+import streamlit as st
 
-from dashboards import data, ui  # noqa: E402
-from lab.config_sim import HARDWARE_NAMES, PolicySpec  # noqa: E402
-from sim.models import MODELS  # noqa: E402
+from dashboards import data, ui
+from lab.config_sim import HARDWARE_NAMES, PolicySpec
+from sim.models import MODELS
 
 POLICY_CHOICES = ["mtp1", "fixed_k", "threshold", "smartspec", "prefix", "prefix_async", "ar"]
 CONCURRENCY = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -32,12 +33,18 @@ if has_traces:
 with st.form("ablation"):
     st.subheader("Acceptance")
     sources = (["run traces"] if has_traces else []) + ["parametric"]
-    source = st.radio("Source", sources, horizontal=True,
-                      help="run traces: replay the picked run's traces (anchors exact, rounds approximate)")
+    source = st.radio(
+        "Source",
+        sources,
+        horizontal=True,
+        help="run traces: replay the picked run's traces (anchors exact, rounds approximate)",
+    )
     a1, a2, a3 = st.columns(3)
     if has_traces:
         method = a1.selectbox("Trace method", sorted(frame["method"].unique()))
-        temperature = a2.selectbox("Trace temperature", sorted(frame["temperature"].unique()), format_func="{:g}".format)
+        temperature = a2.selectbox(
+            "Trace temperature", sorted(frame["temperature"].unique()), format_func="{:g}".format
+        )
         use_cal = a3.checkbox("Apply calibration.json (STS)", value=True)
     alpha = a1.slider("Parametric alpha (per-position rate)", 0.3, 0.97, 0.8, 0.01)
     concentration = a2.number_input("Parametric Beta concentration (0: none)", 0.0, 100.0, 4.0)
@@ -87,19 +94,39 @@ if submitted:
         st.error("Pick at least one policy (fixed_k needs a k <= block size) and one concurrency value.")
         st.stop()
     if source == "parametric":
-        acceptance = {"source": "parametric", "max_draft": block,
-                      "parametric": {"kind": "iid", "alpha": alpha, "concentration": concentration or None}}
+        acceptance = {
+            "source": "parametric",
+            "max_draft": block,
+            "parametric": {"kind": "iid", "alpha": alpha, "concentration": concentration or None},
+        }
     else:
-        acceptance = {"source": "run", "method": method, "temperature": float(temperature), "max_draft": block,
-                      "use_calibration": use_cal}
-    sim = {"hardware": {"name": hardware, "tp": tp}, "model": {"name": model}, "replicas": 1,
-           "workload": {"kind": "closed_loop", "duration_s": float(duration), "warmup_s": duration / 10,
-                        "lengths": {"source": "fixed", "prompt_tokens": int(prompt_tokens),
-                                    "output_tokens": int(output_tokens)}},
-           "acceptance": acceptance, "policies": specs,
-           "sweep": {"axis": "concurrency", "values": sorted(values), "seeds": [0], "workers": 1},
-           "sla": {"tok_s_per_user": sla_points or [50.0], "percentile": 50, "baseline": "mtp1"},
-           "plots": False}
+        acceptance = {
+            "source": "run",
+            "method": method,
+            "temperature": float(temperature),
+            "max_draft": block,
+            "use_calibration": use_cal,
+        }
+    sim = {
+        "hardware": {"name": hardware, "tp": tp},
+        "model": {"name": model},
+        "replicas": 1,
+        "workload": {
+            "kind": "closed_loop",
+            "duration_s": float(duration),
+            "warmup_s": duration / 10,
+            "lengths": {
+                "source": "fixed",
+                "prompt_tokens": int(prompt_tokens),
+                "output_tokens": int(output_tokens),
+            },
+        },
+        "acceptance": acceptance,
+        "policies": specs,
+        "sweep": {"axis": "concurrency", "values": sorted(values), "seeds": [0], "workers": 1},
+        "sla": {"tok_s_per_user": sla_points or [50.0], "percentile": 50, "baseline": "mtp1"},
+        "plots": False,
+    }
     labels = [PolicySpec(**s).label() for s in specs]
     sim["sla"]["baseline"] = "mtp1" if "mtp1" in labels else labels[0]
     st.session_state["ablation_request"] = (json.dumps(sim), str(run) if source != "parametric" else None)
@@ -115,15 +142,35 @@ cfg = json.loads(sim_json)
 front = data.frontier(results, 50)
 st.subheader("Frontier")
 st.altair_chart(ui.frontier_chart(front, cfg["sla"]["tok_s_per_user"]), width="stretch")
-st.caption(f"{cfg['hardware']['name']} (tp {cfg['hardware']['tp']}), {cfg['model']['name']}, "
-           f"acceptance {', '.join(sorted(results['acceptance'].unique()))}; "
-           f"simulator wall time {results['wall_s'].sum():.2f} s." + "".join(f" {n}." for n in notes))
+st.caption(
+    f"{cfg['hardware']['name']} (tp {cfg['hardware']['tp']}), {cfg['model']['name']}, "
+    f"acceptance {', '.join(sorted(results['acceptance'].unique()))}; "
+    f"simulator wall time {results['wall_s'].sum():.2f} s." + "".join(f" {n}." for n in notes)
+)
 st.subheader(f"Throughput per GPU at each SLA, gains vs {cfg['sla']['baseline']} and the best fixed-k")
 st.dataframe(sla, hide_index=True, width="stretch")
 st.subheader("Verify tokens per request per step vs load")
-st.altair_chart(alt.Chart(front).mark_line(point=True).encode(
-    x=alt.X("value:Q", title="concurrency", scale=alt.Scale(type="log")),
-    y=alt.Y("verify_per_req_step:Q", title="verify tokens / request / step"), color="policy:N"), width="stretch")
-cols = ["policy", "value", "throughput_per_gpu", "tpot_ms_p50", "tok_s_user_p50", "ttft_s_p50", "tau",
-        "verify_per_req_step", "finished", "unfinished", "wall_s"]
+st.altair_chart(
+    alt.Chart(front)
+    .mark_line(point=True)
+    .encode(
+        x=alt.X("value:Q", title="concurrency", scale=alt.Scale(type="log")),
+        y=alt.Y("verify_per_req_step:Q", title="verify tokens / request / step"),
+        color="policy:N",
+    ),
+    width="stretch",
+)
+cols = [
+    "policy",
+    "value",
+    "throughput_per_gpu",
+    "tpot_ms_p50",
+    "tok_s_user_p50",
+    "ttft_s_p50",
+    "tau",
+    "verify_per_req_step",
+    "finished",
+    "unfinished",
+    "wall_s",
+]
 st.dataframe(results[[c for c in cols if c in results]], hide_index=True, width="stretch")

@@ -56,10 +56,49 @@ def best_count(values: np.ndarray, n: int, sps, budget: int, early_stop: bool) -
     return i + 1 if theta[i] > theta0 else 0  # first maximum: ties keep the cheaper batch
 
 
+SMALL = 32  # up to this many candidates, pure Python beats numpy's per-call overhead
+
+
+def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) -> np.ndarray:
+    """Same result as the numpy path, for tiny batches (most steps of a lightly loaded replica)."""
+    n = conf.shape[0]
+    cand = []
+    for r, row in enumerate(conf.tolist()):
+        a = 1.0
+        base = r * g
+        for j in range(g):
+            a *= row[j]
+            if a <= 0:
+                break
+            cand.append((-a, base + j))  # ties: row-major order, so each row's positions stay in order
+    cand.sort()
+    m = min(len(cand), max(budget, 0))
+    lengths = [0] * n
+    if m == 0:
+        return np.zeros(n, np.int64)
+    s = sps(_AR[n:n + m + 1]).tolist()
+    best = n * s[0]
+    tau = float(n)
+    count = 0
+    for i in range(m):
+        tau -= cand[i][0]
+        th = tau * s[i + 1]
+        if th > best:
+            best = th
+            count = i + 1
+        elif early_stop:
+            break
+    for i in range(count):
+        lengths[cand[i][1] // g] += 1
+    return np.array(lengths, np.int64)
+
+
 def prefix_schedule(conf: np.ndarray, sps, budget: int, max_draft: int | None = None,
                     early_stop: bool = True) -> np.ndarray:
     n, g = conf.shape
     g = min(g, max_draft or g)
+    if n * g <= SMALL:
+        return _prefix_small(conf, sps, budget, g, early_stop)
     order, values = sorted_survival(conf, g)
     count = best_count(values, n, sps, budget, early_stop)
     if count == 0:

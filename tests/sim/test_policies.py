@@ -122,3 +122,24 @@ def test_smartspec_reacts_to_cost_and_acceptance():
     assert pol.alpha < 0.05
     mild = lambda b: 1.0 / (1.0 + 0.05 * np.asarray(b, float))  # noqa: E731
     assert pol.choose(None, 4, 100, mild).tolist() == [0] * 4
+
+
+def test_small_batch_fast_path_matches_numpy_path(monkeypatch):
+    from sim.policies import prefix as P
+
+    rng = np.random.default_rng(0)
+    orig = P.SMALL
+    for trial in range(400):
+        n, g = int(rng.integers(1, 4)), int(rng.integers(1, 8))
+        conf = rng.random((n, g))
+        conf[rng.random((n, g)) < 0.1] = 1.0
+        conf[rng.random((n, g)) < 0.05] = 0.0
+        tab = np.r_[0, np.sort(rng.random(40))[::-1]] + rng.random(41) * 0.05 * (trial % 2)  # jagged half the time
+        sps = lambda b, tab=tab: tab[np.asarray(b)]  # noqa: E731
+        budget = int(rng.integers(0, 30))
+        for early in (True, False):
+            small = P._prefix_small(conf, sps, budget, g, early)
+            monkeypatch.setattr(P, "SMALL", -1)
+            big = P.prefix_schedule(conf, sps, budget, None, early)
+            monkeypatch.setattr(P, "SMALL", orig)
+            assert small.tolist() == big.tolist()
