@@ -73,6 +73,10 @@ class BatchingSpec(StrictModel):
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica; default: from GPU memory and model shape")
     gpu_mem_util: float = Field(0.9, gt=0, le=1, description="fraction of GPU memory for weights + KV")
+    disaggregated_prefill: bool = Field(
+        False, description="prefill runs on separate prefill nodes (PD disaggregation): a request reaches its "
+                           "decode replica with its KV after one prefill pass priced by the cost model "
+                           "(prefill-node queueing is not modelled); TTFT = that pass")
 
 
 class LengthSpec(StrictModel):
@@ -129,9 +133,8 @@ class ParametricSpec(StrictModel):
 
     @model_validator(mode="after")
     def _rates(self):
-        if self.kind == "curve":
-            if not self.rates or any(not 0 <= r <= 1 for r in self.rates):
-                raise ValueError("parametric.rates must be a non-empty list of values in [0, 1] for kind 'curve'")
+        if self.kind == "curve" and (not self.rates or any(not 0 <= r <= 1 for r in self.rates)):
+            raise ValueError("parametric.rates must be a non-empty list of values in [0, 1] for kind 'curve'")
         return self
 
 

@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from lab.errors import LabError
 from lab.io import atomic_path, write_json_atomic
 from lab.runs import RunContext
 from real.drafters import drafter_class
+from real.drafters.layers import init_weights
 from real.drafters.trained import save_model
 from real.losses import block_loss, loss_weights
 from real.prepare import PreparedData, Sequence, load_prepared
@@ -138,6 +140,7 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> N
     for name, value in tensors.items():
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in groups]  # JSON made it a list
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
@@ -146,10 +149,12 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> N
 class DrafterTrainer:
     """Model, optimizer, schedule and checkpoints of one drafter. The constructor does no I/O."""
 
-    def __init__(self, spec, target, d2t: torch.Tensor, section, directory: Path | None, dist: Dist = Dist()):
+    def __init__(self, spec, target, d2t: torch.Tensor, section, directory: Path | None, dist: Dist = Dist(),
+                 seed: int = 0):
         self.spec, self.section, self.dist = spec, section, dist
         self.directory = Path(directory) if directory is not None else None
         self.model = drafter_class(spec.method).build_model(spec, target, d2t)
+        init_weights(self.model, generator=torch.Generator().manual_seed(seed))  # same init on every rank
         self.model.train()
         self.weights = loss_weights(spec)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -262,6 +267,7 @@ class DrafterTrainer:
         fields = ["step", "lr", "loss", "ce", "soft_ce", "l1", "conf", "tau"] + [f"accept@{j + 1}" for j in range(k)] \
             + ["grad_norm", "seconds", "feature_seconds", "sequences", "tokens", "anchor_slots"]
         new = not path.is_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             if new:
@@ -329,7 +335,8 @@ def train(ctx: RunContext, target, specs=None) -> dict:
         raise LabError(f"train.batch_size {section.batch_size} must be a multiple of the {dist.world} ranks")
     data = load_prepared(ctx.path("data"))
     trainers = [DrafterTrainer(s, target, draft_vocab(data.token_counts, s.draft_vocab_size), section,
-                               ctx.path("drafters", s.name), dist) for s in specs]
+                               ctx.path("drafters", s.name), dist, seed=cfg.seed * 1_000_003 + zlib.crc32(s.name.encode()))
+                for s in specs]
     generator = torch.Generator().manual_seed(cfg.seed)
     states = [(t.resume(), t) for t in trainers]
     for _, t in states:

@@ -58,7 +58,7 @@ class TraceSource:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, method: str | None, max_draft: int, temperature: float | None = None,
                    weights: dict[str, float] | None = None, table: str = "auto",
-                   temps: list[float] | None = None, where: str = "traces") -> "TraceSource":
+                   temps: list[float] | None = None, where: str = "traces") -> TraceSource:
         if len(frame) == 0:
             raise LabError(f"{where}: no trace rows to replay")
         methods = sorted(frame["method"].unique())

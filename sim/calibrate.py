@@ -24,7 +24,6 @@ def ece(prob: np.ndarray, label: np.ndarray, bins: int = 20) -> float:
     if prob.size == 0:
         return float("nan")
     idx = np.minimum((prob * bins).astype(np.int64), bins - 1)
-    cnt = np.bincount(idx, minlength=bins)
     sp = np.bincount(idx, weights=prob, minlength=bins)
     sl = np.bincount(idx, weights=label.astype(np.float64), minlength=bins)
     return float(np.abs(sp - sl).sum() / prob.size)
@@ -100,7 +99,7 @@ def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int) -> dict:
         if len(keys) < 2:
             raise LabError(f"calibrate: method {method!r} has {len(keys)} prompt(s) with drafts; need >= 2 to split")
         perm = rng.permutation(len(keys))
-        n_eval = max(1, int(round(spec.holdout_frac * len(keys))))
+        n_eval = max(1, round(spec.holdout_frac * len(keys)))
         n_eval = min(n_eval, len(keys) - 1)
         eval_keys = {tuple(k) for k in keys[perm[:n_eval]]}
         is_eval = np.array([(d, p) in eval_keys for d, p in zip(f["dataset"], f["prompt_id"])])

@@ -77,7 +77,7 @@ class Replica:
     makes each step a handful of whole-array numpy operations instead of gathers and scatters.
     """
 
-    def __init__(self, idx: int, cluster: "Cluster", policy):
+    def __init__(self, idx: int, cluster: Cluster, policy):
         b = cluster.batching
         self.idx = idx
         self.cl = cluster
@@ -126,9 +126,18 @@ class Replica:
             self.queue.popleft()
             self.kv_reserved += need
             start, length, _ = cl.acceptance_slot(rid)
-            self.prefilling.append([rid, int(req.prompt_len[rid]), 0, start, length])
             req.replica[rid] = self.idx
             self.n_active += 1
+            if cl.disaggregated:  # KV arrives from a prefill node: decode right away
+                row = np.array([[rid, start, length, 0, int(req.output_len[rid]) - 1, self.decode_steps]], np.int64)
+                self.dec = np.concatenate([self.dec, row]) if len(self.dec) else row
+                self.kv_dec += int(req.prompt_len[rid]) + 1
+                if row[0, REM] <= 0:
+                    self.dec = self.dec[:-1]
+                    self.kv_dec -= int(req.prompt_len[rid]) + 1
+                    self._release(rid, self.cl.env.now)
+            else:
+                self.prefilling.append([rid, int(req.prompt_len[rid]), 0, start, length])
 
     def _release(self, rid: int, now: float):
         cl = self.cl
@@ -173,7 +182,7 @@ class Replica:
                 if fast is not None:
                     f, w, c0, creq, d_tok, d_w = fast
                     dc = n_req * d_tok
-                    c = c0 + (dc if dc > d_w else d_w) + (kv_dec + p0) * cost.t_per_kv_token + n_req * creq
+                    c = c0 + (max(d_w, dc)) + (kv_dec + p0) * cost.t_per_kv_token + n_req * creq
 
                     def sps(b, _p0=p0, _c=c, _f=f, _w=w):
                         return 1.0 / (np.maximum((b + _p0) * _f, _w) + _c)
@@ -282,6 +291,7 @@ class Cluster:
         self.in_system = 0
         self._area = 0.0
         self._last_t = 0.0
+        self.disaggregated = bool(getattr(batching, "disaggregated_prefill", False))
         self.replicas = [Replica(i, self, policy_factory()) for i in range(n_replicas)]
 
     # ---- arrivals ----------------------------------------------------------------------------------
@@ -299,7 +309,15 @@ class Cluster:
         else:
             rep = self.replicas[self._rr % len(self.replicas)]
             self._rr += 1
-        rep.enqueue(rid)
+        if self.disaggregated:
+            # one prefill pass on a prefill node emits the first token, then the KV moves to `rep`
+            t_pf = self.cost.step_time(int(prompt_len), int(prompt_len), 1, False)
+            self.req.first_token[rid] = now + t_pf
+            self.count_tokens(now + t_pf, 1)
+            ev = self.env.timeout(t_pf)
+            ev.callbacks.append(lambda _e, rep=rep, rid=rid: rep.enqueue(rid))
+        else:
+            rep.enqueue(rid)
         return rid
 
     def acceptance_slot(self, rid: int):

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lab.errors import LabError
 from sim.hardware import Hardware, get_hardware, load_profile_csv
 from sim.models import ModelShape, get_model
-from lab.errors import LabError
 
 
 @dataclass
@@ -65,7 +65,7 @@ class CostModel:
             self._ts = [float(x) for x in self.table_s]
 
     @classmethod
-    def from_config(cls, sim) -> "CostModel":
+    def from_config(cls, sim) -> CostModel:
         hw_cfg = sim.hardware
         model = get_model(sim.model.name)
         table_tokens = table_s = None
@@ -108,7 +108,7 @@ class CostModel:
             return ts[i - 1] + w * (ts[i] - ts[i - 1])
         compute = tokens * self._t_per_token_flops
         w = self.model.weight_bytes_read(tokens) / self._bw if self._moe else self._t_weights
-        return compute if compute > w else w
+        return max(w, compute)
 
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool) -> float:
         """Seconds for one engine step with `tokens` query tokens, reading `kv_sum` cached tokens."""
@@ -127,7 +127,7 @@ class CostModel:
         if spec:
             draft_tokens = n_reqs * self.max_draft
             dc = draft_tokens * self._draft_per_token
-            t += (dc if dc > self._draft_weights else self._draft_weights) + self._draft_fixed + self.spec_overhead_s
+            t += (max(self._draft_weights, dc)) + self._draft_fixed + self.spec_overhead_s
         return t * mult
 
     def step_time_vec(self, tokens: np.ndarray, kv_sum: float, n_reqs: int, spec: bool) -> np.ndarray:

@@ -38,12 +38,13 @@ def _pct(values: np.ndarray, name: str, out: dict) -> None:
 
 
 def summarize(frame: pd.DataFrame, window: tuple[float, float], n_gpus: int, tokens_in_window: int,
-              ttft_cap_s: float | None = None, tpot_cap_ms: float | None = None) -> dict:
+              ttft_cap_s: float | None = None, tpot_cap_ms: float | None = None,
+              sla_tok_s_user: list[float] | None = None) -> dict:
     f = per_request(frame)
     t0, t1 = window
     span = max(t1 - t0, 1e-9)
     m = f[(f["arrival"] >= t0) & (f["arrival"] <= t1)]
-    out: dict = {"requests": int(len(f)), "measured_requests": int(len(m)),
+    out: dict = {"requests": len(f), "measured_requests": len(m),
                  "finished": int(f["finished"].sum()), "unfinished": int((~f["finished"]).sum()),
                  "measured_unfinished": int((~m["finished"]).sum())}
     done = m[m["finished"]]
@@ -59,4 +60,9 @@ def summarize(frame: pd.DataFrame, window: tuple[float, float], n_gpus: int, tok
     if tpot_cap_ms is not None:
         good &= ~(m["tpot_ms"].to_numpy() > tpot_cap_ms)
     out["goodput_req_s"] = float(good.sum()) / span
+    # goodput at each per-user SLA: finished, TPOT <= 1000 / SLA (and the TTFT cap if one is set)
+    tpot = m["tpot_ms"].to_numpy()
+    for s in sla_tok_s_user or []:
+        ok = good & ~(tpot > 1000.0 / s)
+        out[f"goodput_req_s_at_{s:g}"] = float(ok.sum()) / span
     return out

@@ -145,22 +145,29 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     axis = sim.sweep.axis
     if wl.kind == "closed_loop":
         closed = {"think": wl.think_time_s, "stop_at": wl.duration_s, "lengths": lengths}
-    cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.batching, rng,
-                      kv_capacity=kv_cap, router=sim.router, window=(wl.warmup_s, wl.duration_s),
-                      closed_loop=closed)
-    if wl.kind == "closed_loop":
-        users = int(value) if (axis == "concurrency" and value is not None) else wl.concurrency
-        cluster.start_closed_loop(users)
-    else:
+    end = wl.duration_s
+    arrivals = None
+    if wl.kind != "closed_loop":
         rate = wl.rate * value if (axis == "rate" and value is not None and wl.kind != "trace") else None
         trace = inputs.arrival_trace
         if wl.kind == "trace" and axis == "rate" and value is not None:
             trace = trace.copy()
             trace[:, 0] /= value  # rate multiplier = 1 / time scale
-        times, p, o = open_loop_arrivals(wl, lengths, rng, trace=trace, rate=rate)
-        env.process(cluster.open_loop(times, p, o))
+        arrivals = open_loop_arrivals(wl, lengths, rng, trace=trace, rate=rate)
+        if wl.kind == "trace" and len(arrivals[0]):
+            end = min(end, float(arrivals[0][-1]))  # a replayed trace ends with its last arrival
+    if end <= wl.warmup_s:
+        raise LabError(f"sim.workload.warmup_s {wl.warmup_s} is not below the last arrival at {end:.1f} s")
+    cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.batching, rng,
+                      kv_capacity=kv_cap, router=sim.router, window=(wl.warmup_s, end),
+                      closed_loop=closed)
+    if wl.kind == "closed_loop":
+        users = int(value) if (axis == "concurrency" and value is not None) else wl.concurrency
+        cluster.start_closed_loop(users)
+    else:
+        env.process(cluster.open_loop(*arrivals))
     t0 = time.perf_counter()
-    env.run(until=wl.duration_s)
+    env.run(until=end)
     if wl.drain and not cluster.all_done():
         done = env.event()
         cluster_done_hook(cluster, done)
@@ -168,8 +175,8 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     wall = time.perf_counter() - t0
     frame = cluster.requests_frame()
     n_gpus = sim.replicas * sim.hardware.tp
-    summary = summarize(frame, (wl.warmup_s, wl.duration_s), n_gpus, cluster.tokens_in_window,
-                        ttft_cap_s=sim.sla.ttft_cap_s)
+    summary = summarize(frame, (wl.warmup_s, end), n_gpus, cluster.tokens_in_window,
+                        ttft_cap_s=sim.sla.ttft_cap_s, sla_tok_s_user=sim.sla.tok_s_per_user)
     summary.update(cluster.step_stats())
     summary.update({
         "policy": label, "kind": spec.kind, "value": float(value) if value is not None else float("nan"),
@@ -214,4 +221,4 @@ def run_stage(ctx) -> None:
     if sim.plots:
         plot_results(results, sla, sim, out)
     write_text_atomic(out / "summary.md", summary_markdown(results, sla, sim, inputs.notes))
-    ctx.mark_done("sim", {"points": int(len(results))})
+    ctx.mark_done("sim", {"points": len(results)})

@@ -120,12 +120,16 @@ def sla_table(results: pd.DataFrame, sim) -> pd.DataFrame:
         for policy, g in front.groupby("policy", sort=False):
             thr[policy] = throughput_at(g["tok_s_user"].to_numpy(), g["throughput_per_gpu"].to_numpy(), s)
         base = thr.get(sim.sla.baseline, np.nan)
+        has_base = sim.sla.baseline in thr
+        has_fixed = any(kinds[p] == "fixed_k" for p in thr)
         fixed = [v for p, v in thr.items() if kinds[p] == "fixed_k" and np.isfinite(v)]
         best_fixed = max(fixed) if fixed else np.nan
         for policy, v in thr.items():
             rows.append({"sla_tok_s_user": s, "percentile": sim.sla.percentile, "policy": policy,
-                         "throughput_per_gpu": v, "gain_vs_baseline": _gain(v, base),
-                         "gain_vs_best_fixed_k": _gain(v, best_fixed), "baseline": sim.sla.baseline})
+                         "throughput_per_gpu": v,
+                         "gain_vs_baseline": _gain(v, base) if has_base else np.nan,
+                         "gain_vs_best_fixed_k": _gain(v, best_fixed) if has_fixed else np.nan,
+                         "baseline": sim.sla.baseline})
     return pd.DataFrame(rows)
 
 
@@ -177,20 +181,29 @@ def plot_results(results: pd.DataFrame, sla: pd.DataFrame, sim, out_dir) -> None
 def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[str]) -> str:
     acc = sorted(set(results["acceptance"]))
     exact = bool(results["exact_replay"].all())
-    lines = ["## Serving simulation", "",
-             f"{sim.replicas} x {sim.hardware.name} (tp {sim.hardware.tp}), model {sim.model.name}, "
-             f"workload {sim.workload.kind}, sweep {sim.sweep.axis} {sim.sweep.values}.",
+    lines = [(f"{sim.replicas} x {sim.hardware.name} (tp {sim.hardware.tp}), model {sim.model.name}, "
+              f"workload {sim.workload.kind}, sweep {sim.sweep.axis} {sim.sweep.values}."),
              f"Acceptance: {', '.join(acc)} ({'exact anchor replay' if exact else 'approximate or parametric'}).",
              *[f"Note: {n}." for n in notes], "",
-             f"Throughput per GPU (output tok/s) at each SLA (per-user tok/s at TPOT P{sim.sla.percentile}); "
-             f"gains vs {sim.sla.baseline} and vs the best fixed-k:", "",
+             (f"Throughput per GPU (output tok/s) at each SLA (per-user tok/s at TPOT P{sim.sla.percentile}); "
+              f"gains vs {sim.sla.baseline} and vs the best fixed-k:"), "",
              "| SLA tok/s/user | policy | tok/s/GPU | vs baseline | vs best fixed-k |", "|---|---|---|---|---|"]
     for _, r in sla.iterrows():
         lines.append(f"| {r.sla_tok_s_user:g} | {r.policy} | {_fmt(r.throughput_per_gpu)} | "
                      f"{_pct(r.gain_vs_baseline)} | {_pct(r.gain_vs_best_fixed_k)} |")
+    lines += ["", "Per point (mean over seeds):", "",
+              (f"| policy | {sim.sweep.axis} | tok/s/GPU | TPOT P50 / P90 ms | TTFT P50 / P99 s | tau | "
+               "verify tok/req/step |"), "|---|---|---|---|---|---|---|"]
+    cols = ["throughput_per_gpu", "tpot_ms_p50", "tpot_ms_p90", "ttft_s_p50", "ttft_s_p99", "tau",
+            "verify_per_req_step"]
+    per = results.groupby(["policy", "value"], sort=False, dropna=False)[cols].mean().reset_index()
+    for _, r in per.iterrows():
+        lines.append(f"| {r.policy} | {r.value:g} | {_fmt(r.throughput_per_gpu)} | {r.tpot_ms_p50:.1f} / "
+                     f"{r.tpot_ms_p90:.1f} | {r.ttft_s_p50:.2f} / {r.ttft_s_p99:.2f} | {r.tau:.2f} | "
+                     f"{r.verify_per_req_step:.2f} |")
     unfinished = int(results["unfinished"].sum())
-    lines += ["", f"Points: {len(results)}; unfinished requests over all points: {unfinished}; "
-                  f"simulator wall time {results['wall_s'].sum():.1f} s.", ""]
+    lines += ["", (f"Points: {len(results)}; unfinished requests over all points: {unfinished}; "
+                   f"simulator wall time {results['wall_s'].sum():.1f} s."), ""]
     return "\n".join(lines)
 
 

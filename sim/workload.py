@@ -61,7 +61,7 @@ class LengthSampler:
     max_output: int
 
     @classmethod
-    def from_spec(cls, spec, table: np.ndarray | None) -> "LengthSampler":
+    def from_spec(cls, spec, table: np.ndarray | None) -> LengthSampler:
         return cls(spec.source, spec.prompt_tokens, spec.output_tokens, table, spec.max_prompt_tokens,
                    spec.max_output_tokens)
 

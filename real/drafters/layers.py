@@ -161,11 +161,12 @@ class FrozenIO(nn.Module):
         return self.d2t[draft_ids]
 
 
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
+def init_weights(module: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+    """N(0, std) linear / embedding weights, zero biases; norms stay at one. Seeded by `generator`."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=std)
+            nn.init.normal_(m.weight, std=std, generator=generator)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=std)
+            nn.init.normal_(m.weight, std=std, generator=generator)

@@ -7,7 +7,7 @@ It never sees the outcomes of the step it is planning.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -15,7 +15,6 @@ import numpy as np
 
 from sim.policies.base import Policy
 
-
 _AR = np.arange(1 << 17)  # shared index ramp: slicing it is cheaper than np.arange per step
 
 

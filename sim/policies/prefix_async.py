@@ -3,7 +3,10 @@
 The engine must know the next step's size before the current step ends, so the total verify budget K comes
 from confidences `stale_steps` (default 2) steps old: K = global argmax of Theta over the stale sorted
 survivals (no early stop, since a stale budget cannot peek at outcomes; a global search also copes with a
-jagged SPS). K is then allocated across the current batch by current prefix survival (dynamic top-K).
+jagged SPS). The stale search fixes the step's size in tokens, B* = R' + K (what a CUDA-graph engine must
+know in advance); the current batch of R requests gets K_now = B* - R draft tokens, allocated by current
+prefix survival (dynamic top-K). Keeping B* rather than K avoids spilling into the next padding bucket
+when requests joined or left in between.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ class PrefixAsyncPolicy(Policy):
         order, values = sorted_survival(conf, g)
         self._history.append((values, n))
         stale_values, stale_n = self._history[0]  # oldest kept: stale_steps old once warmed up
-        k = best_count(stale_values, stale_n, sps, budget, early_stop=False)
-        k = min(k, int(np.count_nonzero(values > 0)), budget)
+        k_stale = best_count(stale_values, stale_n, sps, budget, early_stop=False)
+        k = stale_n + k_stale - n  # same step size in tokens as planned
+        k = max(0, min(k, int(np.count_nonzero(values > 0)), budget))
         return np.bincount(order[:k] // g, minlength=n).astype(np.int64)

@@ -8,11 +8,11 @@ from tests.sim.conftest import make_sim
 
 
 def _sim(**kw):
-    base = dict(replicas=2, acceptance={"source": "parametric",
-                                         "parametric": {"kind": "iid", "alpha": 0.75, "concentration": 3}},
-                workload={"kind": "poisson", "rate": 20, "duration_s": 30, "warmup_s": 2,
-                          "lengths": {"source": "fixed", "prompt_tokens": 200, "output_tokens": 120}},
-                policies=[{"kind": "prefix"}, {"kind": "fixed_k", "k": 2}])
+    base = {"replicas": 2,
+            "acceptance": {"source": "parametric", "parametric": {"kind": "iid", "alpha": 0.75, "concentration": 3}},
+            "workload": {"kind": "poisson", "rate": 20, "duration_s": 30, "warmup_s": 2,
+                         "lengths": {"source": "fixed", "prompt_tokens": 200, "output_tokens": 120}},
+            "policies": [{"kind": "prefix"}, {"kind": "fixed_k", "k": 2}]}
     base.update(kw)
     return make_sim(**base)
 
@@ -101,3 +101,51 @@ def test_speculation_beats_ar_at_low_load_and_budget_shrinks_with_load():
         rows[users] = {p: simulate(inputs, p, None, 0).summary for p in ("ar", "prefix")}
     assert rows[2]["prefix"]["tpot_ms_p50"] < 0.6 * rows[2]["ar"]["tpot_ms_p50"]
     assert rows[64]["prefix"]["verify_per_req_step"] < rows[2]["prefix"]["verify_per_req_step"]
+
+
+def test_serving_metrics_by_hand():
+    from sim.serving_metrics import summarize
+
+    f = pd.DataFrame({"arrival": [0.0, 1.0, 2.0, 9.5], "first_token": [0.5, 1.2, 2.1, np.nan],
+                      "finish": [1.5, 3.2, 2.1, np.nan], "prompt_len": [10] * 4, "output_len": [11, 5, 1, 7],
+                      "replica": [0] * 4, "steps": [0] * 4})
+    s = summarize(f, (0.0, 10.0), n_gpus=2, tokens_in_window=100, ttft_cap_s=0.4, sla_tok_s_user=[1.0, 5.0, 50.0])
+    # TPOT: (1.5 - 0.5) / 10 = 100 ms and (3.2 - 1.2) / 4 = 500 ms; one-token output has no TPOT
+    assert s["tpot_ms_p50"] == pytest.approx(300.0)
+    assert s["tok_s_user_mean"] == pytest.approx((10.0 + 2.0) / 2)
+    assert s["ttft_s_p50"] == pytest.approx(0.2)
+    assert s["throughput_per_gpu"] == pytest.approx(5.0)
+    assert (s["finished"], s["unfinished"]) == (3, 1)
+    assert s["goodput_req_s"] == pytest.approx(2 / 10)  # request 0 misses the 0.4 s TTFT cap
+    assert s["goodput_req_s_at_1"] == pytest.approx(2 / 10)  # TPOT <= 1 s: requests 1 and 2
+    assert s["goodput_req_s_at_5"] == pytest.approx(1 / 10)  # TPOT <= 200 ms: request 1 (500 ms) misses
+    assert s["goodput_req_s_at_50"] == pytest.approx(1 / 10)  # TPOT <= 20 ms: only the one-token request
+
+
+def test_disaggregated_prefill():
+    sim = _sim(batching={"disaggregated_prefill": True},
+               workload={"kind": "closed_loop", "concurrency": 6, "duration_s": 10, "warmup_s": 1,
+                         "lengths": {"source": "fixed", "prompt_tokens": 2000, "output_tokens": 40}})
+    res = simulate(prepare_inputs(sim), "prefix", None, 0, keep_cluster=True)
+    f = res.requests
+    assert res.summary["unfinished"] == 0 and len(f) > 20
+    ttft = (f["first_token"] - f["arrival"]).to_numpy()
+    # TTFT is one prefill pass of 2000 tokens, identical for every request (no prefill queueing)
+    assert np.allclose(ttft, ttft[0]) and ttft[0] > 0
+    # decode steps carry no prefill tokens: at most R * (1 + 7) tokens per step
+    assert res.summary["mean_step_tokens"] <= 6 * 8
+
+
+def test_workload_generators():
+    from sim.workload import LengthSampler, open_loop_arrivals
+
+    sim = _sim(workload={"kind": "gamma", "rate": 50, "cv": 3.0, "duration_s": 400, "warmup_s": 1})
+    lengths = LengthSampler.from_spec(sim.workload.lengths, None)
+    times, p, o = open_loop_arrivals(sim.workload, lengths, np.random.default_rng(0))
+    gaps = np.diff(times)
+    assert gaps.mean() == pytest.approx(1 / 50, rel=0.1)
+    assert gaps.std() / gaps.mean() == pytest.approx(3.0, rel=0.15)
+    sim = _sim(workload={"kind": "poisson", "rate": 50, "duration_s": 400, "warmup_s": 1})
+    gaps = np.diff(open_loop_arrivals(sim.workload, lengths, np.random.default_rng(0))[0])
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.05)
+    assert (p == 512).all() and (o == 256).all()  # LengthSpec defaults

@@ -73,3 +73,33 @@ def test_missing_files_and_inconsistent_setups(tmp_path):
 def test_trace_method_errors(trace_dir):
     with pytest.raises(LabError, match="eagle3"):
         prepare_inputs(make_sim(acceptance={"source": "traces", "paths": [str(trace_dir)], "method": "eagle3"}))
+
+
+def test_cli_exit_code_2_on_bad_sim_config(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((root / "experiments" / "fig8_budget.yaml").read_text())
+    data["sim"]["policies"] = [{"kind": "fixed_k"}]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    out = subprocess.run([sys.executable, "-m", "lab.cli", "validate", str(bad)], cwd=root,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2
+    assert "sim.policies.0" in out.stderr and "needs k" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_sim_experiments_validate():
+    from pathlib import Path
+
+    from lab.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("fig7_sla", "fig8_budget", "sim_azure_bench"):
+        cfg = load_config(root / "experiments" / f"{name}.yaml")
+        assert cfg.sim is not None and "sim" in cfg.stages

@@ -77,7 +77,7 @@ def test_appendix_a_example():
 
 
 def test_async_budget_comes_from_two_steps_back():
-    sps = lambda b: 1.0 / (1.0 + 0.02 * np.asarray(b, float))  # noqa: E731
+    sps = lambda b: 1.0 / (1.0 + 0.02 * np.asarray(b, float))
     pol = PrefixAsyncPolicy(max_draft=4, stale_steps=2)
     high = np.full((3, 4), 0.99)
     low = np.full((3, 4), 0.05)
@@ -100,7 +100,7 @@ def test_async_budget_comes_from_two_steps_back():
 
 def test_simple_policies():
     conf = np.array([[0.9, 0.4, 0.9], [0.6, 0.6, 0.6]])
-    flat = lambda b: np.ones(np.shape(b))  # noqa: E731
+    flat = lambda b: np.ones(np.shape(b))
     assert make_policy(PolicySpec(kind="threshold", threshold=0.5), 3).choose(conf, 2, 10, flat).tolist() == [1, 3]
     assert make_policy(PolicySpec(kind="fixed_k", k=5), 3).choose(None, 2, 10, flat).tolist() == [3, 3]
     assert make_policy(PolicySpec(kind="fixed_k", k=3), 7).choose(None, 3, 7, flat).tolist() == [3, 2, 2]
@@ -113,14 +113,14 @@ def test_simple_policies():
 
 def test_smartspec_reacts_to_cost_and_acceptance():
     pol = make_policy(PolicySpec(kind="smartspec"), 7)
-    flat = lambda b: np.ones(np.shape(b))  # noqa: E731
-    steep = lambda b: 1.0 / np.asarray(b, float)  # noqa: E731  (compute bound: each token costs the same)
+    flat = lambda b: np.ones(np.shape(b))
+    steep = lambda b: 1.0 / np.asarray(b, float)
     assert pol.choose(None, 4, 100, flat).tolist() == [7] * 4
     assert pol.choose(None, 4, 100, steep).tolist() == [0] * 4
     for _ in range(50):  # observed acceptance collapses -> alpha falls -> shorter k even when verify is cheap
         pol.observe(np.full(4, 3), np.zeros(4, np.int64))
     assert pol.alpha < 0.05
-    mild = lambda b: 1.0 / (1.0 + 0.05 * np.asarray(b, float))  # noqa: E731
+    mild = lambda b: 1.0 / (1.0 + 0.05 * np.asarray(b, float))
     assert pol.choose(None, 4, 100, mild).tolist() == [0] * 4
 
 
@@ -135,7 +135,7 @@ def test_small_batch_fast_path_matches_numpy_path(monkeypatch):
         conf[rng.random((n, g)) < 0.1] = 1.0
         conf[rng.random((n, g)) < 0.05] = 0.0
         tab = np.r_[0, np.sort(rng.random(40))[::-1]] + rng.random(41) * 0.05 * (trial % 2)  # jagged half the time
-        sps = lambda b, tab=tab: tab[np.asarray(b)]  # noqa: E731
+        sps = lambda b, tab=tab: tab[np.asarray(b)]
         budget = int(rng.integers(0, 30))
         for early in (True, False):
             small = P._prefix_small(conf, sps, budget, g, early)
@@ -143,3 +143,15 @@ def test_small_batch_fast_path_matches_numpy_path(monkeypatch):
             big = P.prefix_schedule(conf, sps, budget, None, early)
             monkeypatch.setattr(P, "SMALL", orig)
             assert small.tolist() == big.tolist()
+
+
+def test_async_keeps_the_planned_step_size_when_the_batch_changes():
+    sps = lambda b: 1.0 / (1.0 + 0.02 * np.asarray(b, float))
+    pol = PrefixAsyncPolicy(max_draft=4, stale_steps=2)
+    high3 = np.full((3, 4), 0.99)
+    k3 = best_count(sorted_survival(high3, 4)[1], 3, sps, 100, early_stop=False)
+    pol.choose(high3, 3, 100, sps)
+    pol.choose(high3, 3, 100, sps)
+    # one more request joined: the step keeps B* = 3 + k3 tokens, so one draft fewer
+    got = pol.choose(np.full((4, 4), 0.99), 4, 100, sps)
+    assert 4 + got.sum() == 3 + k3

@@ -33,7 +33,7 @@ def test_md1_pollaczek_khinchine(tmp_path):
     S = float(np.median(s1))
     assert np.allclose(s1, S, rtol=1e-9)
     rho = 0.6
-    f, service, wait = _queue_sim(tmp_path, rho / S, lengths, 20000 * S / rho)
+    _, service, wait = _queue_sim(tmp_path, rho / S, lengths, 20000 * S / rho)
     assert np.allclose(service, S, rtol=1e-9)
     expected = rho * S / (2 * (1 - rho))
     assert abs(wait.mean() - expected) / expected < 0.08, (wait.mean(), expected)

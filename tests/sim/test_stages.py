@@ -114,3 +114,15 @@ def test_throughput_at_sla_interpolates_the_frontier():
     assert table.loc[(150.0, "prefix"), "throughput_per_gpu"] == pytest.approx(400.0)
     assert table.loc[(150.0, "prefix"), "gain_vs_baseline"] == pytest.approx(400.0 / 200.0 - 1)
     assert np.isinf(table.loc[(300.0, "prefix"), "gain_vs_baseline"])  # baseline cannot reach 300
+
+
+def test_ray_backend_without_ray_is_a_clear_error():
+    import importlib.util
+
+    from lab.errors import LabError
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed here")
+    sim = make_sim(sweep={"axis": "none", "backend": "ray"})
+    with pytest.raises(LabError, match="pip install"):
+        run_sweep(prepare_inputs(sim))
