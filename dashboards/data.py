@@ -6,7 +6,6 @@
 
 Every number shown by a page comes from lab.metrics, lab.report or sim (tau, survival, conditional rates,
 vLLM counters, ECE, STS prefix probabilities, frontier, SLA table); this module only groups and caches.
-The one exception is `reliability_bins` (the points of a reliability diagram), proposed for lab.metrics.
 Caches are keyed by path plus `mtime` (data.stamp(run): the newest mtime under the run), so a rerun
 stage shows up on reload.
 Nothing here imports torch.
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lab.metrics import conditional_rates, ece, survival, tau_table, vllm_counters
+from lab.metrics import conditional_rates, ece, reliability_bins, survival, tau_table, vllm_counters
 from lab.report import table1_layout
 from lab.trace import read_traces
 
@@ -157,26 +156,6 @@ def counters(run: str, mtime: float) -> pd.DataFrame:
 # ---- calibration -----------------------------------------------------------------------------------
 def calibration(run: str | Path) -> dict | None:
     return _json(Path(run) / "calibration.json")
-
-
-def reliability_bins(scores: np.ndarray, outcomes: np.ndarray, bins: int = 20) -> pd.DataFrame:
-    """Points of a reliability diagram, with the same equal-width bins as lab.metrics.ece.
-
-    PROPOSAL: move to lab.metrics (next to ece) so that sim/calibrate.plot_reliability shares it.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    outcomes = np.asarray(outcomes, dtype=np.float64)
-    idx = np.minimum((scores * bins).astype(int), bins - 1)
-    cnt = np.bincount(idx, minlength=bins)
-    keep = cnt > 0
-    return pd.DataFrame(
-        {
-            "bin_lo": (np.arange(bins) / bins)[keep],
-            "count": cnt[keep],
-            "mean_confidence": np.bincount(idx, weights=scores, minlength=bins)[keep] / cnt[keep],
-            "accept_rate": np.bincount(idx, weights=outcomes, minlength=bins)[keep] / cnt[keep],
-        }
-    )
 
 
 @st.cache_data(show_spinner="Computing reliability ...")

@@ -22,6 +22,7 @@ from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
 
 STAGES = ("prepare", "train", "evaluate", "calibrate", "sim", "report")
+REAL_STAGES = ("prepare", "train", "evaluate")
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
 
 
@@ -75,12 +76,26 @@ class ExperimentConfig(StrictModel):
     run_id: str | None = Field(None, description="default: name + hash of the config, so reruns resume")
     stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
     target: TargetSection = Field(default_factory=TargetSection)
-    prompts: PromptsSection
+    prompts: PromptsSection | None = Field(None, description="needed by the real stages (evaluate)")
     decode: DecodeSection = Field(default_factory=DecodeSection)
-    drafters: list[DrafterSpec] = Field(min_length=1)
+    drafters: list[DrafterSpec] = Field(default_factory=list, description="needed by the real stages")
     prepare: PrepareSection = Field(default_factory=PrepareSection)
     train: TrainSection = Field(default_factory=TrainSection)
     sim: SimSection | None = None
+
+    @model_validator(mode="after")
+    def _real_stages_have_inputs(self):
+        real = [s for s in self.stages if s in REAL_STAGES]
+        if real and self.prompts is None:
+            raise ValueError(f"stages {real} need a prompts section")
+        if real and not self.drafters:
+            raise ValueError(f"stages {real} need at least one drafter")
+        return self
+
+    def require_real_inputs(self, stage: str) -> None:
+        """Raise LabError when a real stage was asked for (e.g. via --stages) without its sections."""
+        if self.prompts is None or not self.drafters:
+            raise LabError(f"stage {stage!r} needs the experiment's prompts and drafters sections")
 
     @model_validator(mode="after")
     def _unique_drafter_names(self):

@@ -78,19 +78,35 @@ def tau_table(frame: pd.DataFrame, by=("method", "dataset", "temperature")) -> p
     return pd.DataFrame(rows)
 
 
+def _bin_index(scores: np.ndarray, bins: int) -> np.ndarray:
+    return np.minimum((scores * bins).astype(np.int64), bins - 1)
+
+
 def ece(scores: np.ndarray, outcomes: np.ndarray, bins: int = 20) -> float:
     """Expected calibration error: sum over equal-width bins of |mean score - mean outcome| * bin weight."""
     scores = np.asarray(scores, dtype=np.float64)
     outcomes = np.asarray(outcomes, dtype=np.float64)
     if scores.size == 0:
         return float("nan")
-    index = np.minimum((scores * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        in_bin = index == b
-        if in_bin.any():
-            total += in_bin.mean() * abs(scores[in_bin].mean() - outcomes[in_bin].mean())
-    return float(total)
+    index = _bin_index(scores, bins)
+    sum_scores = np.bincount(index, weights=scores, minlength=bins)
+    sum_outcomes = np.bincount(index, weights=outcomes, minlength=bins)
+    return float(np.abs(sum_scores - sum_outcomes).sum() / scores.size)
+
+
+def reliability_bins(scores: np.ndarray, outcomes: np.ndarray, bins: int = 20) -> pd.DataFrame:
+    """Points of a reliability diagram on the same equal-width bins as `ece` (empty bins dropped)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    outcomes = np.asarray(outcomes, dtype=np.float64)
+    index = _bin_index(scores, bins)
+    count = np.bincount(index, minlength=bins)
+    keep = count > 0
+    return pd.DataFrame({
+        "bin_lo": (np.arange(bins) / bins)[keep],
+        "count": count[keep],
+        "mean_confidence": np.bincount(index, weights=scores, minlength=bins)[keep] / count[keep],
+        "accept_rate": np.bincount(index, weights=outcomes, minlength=bins)[keep] / count[keep],
+    })
 
 
 def percentiles(values, qs=(50, 90, 99)) -> dict[str, float]:

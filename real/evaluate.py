@@ -126,6 +126,7 @@ def summarize(ctx: RunContext) -> pd.DataFrame:
 
 def run_stage(ctx: RunContext) -> None:
     cfg = ctx.cfg
+    cfg.require_real_inputs("evaluate")
     target = load_target(cfg.target)
     prompt_sets = load_prompt_sets(cfg.prompts)
     drafters = [build_drafter(spec, target, ctx.path("drafters", spec.name)) for spec in cfg.drafters]

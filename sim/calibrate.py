@@ -17,16 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import LabError
-
-
-def ece(prob: np.ndarray, label: np.ndarray, bins: int = 20) -> float:
-    """Expected calibration error with equal-width bins."""
-    if prob.size == 0:
-        return float("nan")
-    idx = np.minimum((prob * bins).astype(np.int64), bins - 1)
-    sp = np.bincount(idx, weights=prob, minlength=bins)
-    sl = np.bincount(idx, weights=label.astype(np.float64), minlength=bins)
-    return float(np.abs(sp - sl).sum() / prob.size)
+from lab.metrics import ece, reliability_bins
 
 
 def _logit(c: np.ndarray) -> np.ndarray:
@@ -83,17 +74,24 @@ def _arrays(f: pd.DataFrame, gamma: int):
     return conf, kcap, f["accepted"].to_numpy().astype(np.int64)
 
 
-def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int) -> dict:
-    """Fit STS per method on a trace frame; returns the calibration.json payload."""
+def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int, temperature: float | None = None) -> dict:
+    """Fit STS per method on a trace frame; returns the calibration.json payload.
+
+    Each method is fitted on the rows the simulator replays by default: the given sampling temperature
+    (default: the method's lowest) and, with table 'auto', anchors where recorded, rounds otherwise —
+    acceptance at T=0 and T=1 differs, so one set of temperatures must not mix them.
+    """
     if len(frame) == 0:
         raise LabError("calibrate: no trace rows")
     grid = np.geomspace(spec.t_min, spec.t_max, spec.grid)
     rng = np.random.default_rng(seed)
     methods = {}
     for method, f in frame.groupby("method", sort=True):
+        sampling_t = float(f["temperature"].min()) if temperature is None else temperature
+        f = f[np.isclose(f["temperature"].to_numpy(), sampling_t)]
         table = spec.table
         if table == "auto":
-            table = "rounds" if (f["table"] == "rounds").any() else "anchors"
+            table = "anchors" if (f["table"] == "anchors").any() else "rounds"
         f = f[(f["table"] == table) & (f["k"] > 0)]
         keys = np.array(sorted(set(zip(f["dataset"], f["prompt_id"]))), dtype=object)
         if len(keys) < 2:
@@ -108,7 +106,7 @@ def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int) -> dict:
         temps = fit_sts(fit_c, fit_k, fit_a, grid, spec.bins)
         ones = np.ones(gamma)
         methods[str(method)] = {
-            "temperatures": [float(t) for t in temps], "table": table,
+            "temperatures": [float(t) for t in temps], "table": table, "sampling_temperature": sampling_t,
             "ece_before": per_position_ece(ev_c, ev_k, ev_a, ones, spec.bins),
             "ece_after": per_position_ece(ev_c, ev_k, ev_a, temps, spec.bins),
             "n_fit_rows": int((~is_eval).sum()), "n_eval_rows": int(is_eval.sum()),
@@ -136,12 +134,9 @@ def plot_reliability(payload: dict, path, bins: int) -> None:
         for name, temps in (("before", np.ones(g)), ("after STS", np.asarray(m["temperatures"]))):
             p = prefix_probs(conf, temps)[valid]
             y = label[valid]
-            idx = np.minimum((p * bins).astype(int), bins - 1)
-            cnt = np.bincount(idx, minlength=bins)
-            keep = cnt > 0
-            mp = np.bincount(idx, weights=p, minlength=bins)[keep] / cnt[keep]
-            my = np.bincount(idx, weights=y, minlength=bins)[keep] / cnt[keep]
-            ax.plot(mp, my, marker="o", label=f"{name} (ECE {ece(p, y, bins):.3f})")
+            points = reliability_bins(p, y, bins)
+            ax.plot(points["mean_confidence"], points["accept_rate"], marker="o",
+                    label=f"{name} (ECE {ece(p, y, bins):.3f})")
         ax.plot([0, 1], [0, 1], color="grey", ls=":")
         ax.set_title(f"{method}: prefix survival, held-out prompts")
         ax.set_xlabel("predicted P(accepted >= k)")
@@ -173,7 +168,8 @@ def run_stage(ctx) -> None:
             raise LabError(f"calibrate: {tdir} does not exist; run the evaluate stage first "
                            "(or set sim.acceptance.source: traces with paths)")
         frame = read_traces(tdir)
-    payload = calibrate_frame(frame, sim.calibration, ctx.cfg.seed, sim.acceptance.max_draft)
+    payload = calibrate_frame(frame, sim.calibration, ctx.cfg.seed, sim.acceptance.max_draft,
+                              sim.acceptance.temperature)
     plot_reliability(payload, ctx.path("reliability.png"), sim.calibration.bins)
     for m in payload["methods"].values():
         m.pop("_eval")

@@ -132,9 +132,10 @@ class FrozenIO(nn.Module):
         t2d = torch.full((vocab,), d2t.numel(), dtype=torch.long)
         t2d[d2t.long()] = torch.arange(d2t.numel())
         self.register_buffer("t2d", t2d, persistent=False)
-        # Full vocab shares the target's storage; a reduced vocab copies its Vd rows (small).
-        self.register_buffer("head_weight", head.detach() if full else head.detach()[d2t.to(head.device)].clone(),
-                             persistent=False)
+        # Full vocab shares the target's storage (and dtype); a reduced vocab copies its Vd rows in float32
+        # (small), so that a bf16 target still gives the drafter an fp32 output layer.
+        rows = head.detach() if full else head.detach()[d2t.to(head.device)].float()
+        self.register_buffer("head_weight", rows, persistent=False)
         self.softcap = getattr(target.config, "final_logit_softcapping", None)
 
     @property
