@@ -189,6 +189,8 @@ def load_target(section: TargetSection) -> Target:
         path = embedded_model_dir(section.name)
     else:
         path = Path(os.path.expandvars(os.path.expanduser(section.path)))
+        if "$" in str(path):
+            raise LabError(f"target.path {section.path!r}: environment variable not set")
         if not (path / "config.json").is_file():
             raise LabError(f"target.path {section.path!r}: no config.json there (expected a local checkpoint)")
     tokenizer = AutoTokenizer.from_pretrained(path)
