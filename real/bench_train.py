@@ -25,7 +25,7 @@ def drafter_specs(block: int, layers: int, rank: int, vocab: int | None) -> list
     return [{"name": "dspark", "method": "dspark", "num_layers": layers, "markov_rank": rank, **common},
             {"name": "dflash", "method": "dflash", "num_layers": layers, **common},
             {"name": "eagle3", "method": "eagle3", **common},
-            {"name": "mtp", "method": "mtp", **{**common, "block_size": 1}}]
+            {"name": "mtp", "method": "mtp", **common, "block_size": 1}]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vocab", type=int, default=8192, help="draft vocab size; 0 = full")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--autocast", default="off", choices=["off", "bf16"])
+    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--only", default="", help="comma-separated drafter names (default: all four)")
     ap.add_argument("--out", default="/tmp/dspark-bench")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -50,11 +52,12 @@ def main(argv: list[str] | None = None) -> None:
         "name": "bench", "output_dir": args.out, "run_id": f"{args.target}-{time.strftime('%H%M%S')}",
         "target": {"name": args.target, "dtype": args.dtype},
         "prompts": {"datasets": [{"name": "sharegpt", "cap": args.prompts}]},
-        "drafters": drafter_specs(args.block, args.layers, args.rank, args.vocab or None),
+        "drafters": [d for d in drafter_specs(args.block, args.layers, args.rank, args.vocab or None)
+                     if not args.only or d["name"] in args.only.split(",")],
         "prepare": {"datasets": [{"name": "sharegpt", "cap": args.prompts}], "max_new_tokens": args.max_new_tokens,
                     "feature_mode": "online", "max_prompt_tokens": 128},
         "train": {"steps": args.steps, "batch_size": args.batch, "num_anchors": args.anchors,
-                  "autocast": args.autocast, "save_every": args.steps},
+                  "autocast": args.autocast, "save_every": args.steps, "lr": args.lr},
     })
     ctx = open_run(cfg)
     from real import prepare, train

@@ -69,7 +69,7 @@ def block_loss(logits: torch.Tensor, conf_logits: torch.Tensor | None, labels: t
     """logits: [N, k, Vd] draft logits; conf_logits: [N, k] or None; labels: [N, k] draft ids (Vd = out of
     the draft vocab); target_logp: [N, k, Vd] log p_t over the draft vocab (normalised over the full
     vocab); valid: [N, k] bool. Returns (loss scalar, metrics dict of floats)."""
-    n, k, vd = logits.shape
+    _n, k, vd = logits.shape
     logits = logits.float()
     # [N, k] weights: decay times the contiguous valid prefix
     prefix = torch.cumprod(valid.long(), dim=1).bool()
@@ -81,7 +81,8 @@ def block_loss(logits: torch.Tensor, conf_logits: torch.Tensor | None, labels: t
     p_t = target_logp.float().exp()  # [N, k, Vd]
     outside = (1.0 - p_t.sum(-1)).clamp_min(0.0)  # [N, k] target mass outside the draft vocab
     l1 = (p_d - p_t).abs().sum(-1) + outside  # [N, k] = 2 TV
-    tv = 0.5 * l1
+    # a bf16 target's log-normaliser can leave sum(p_t) a hair above 1; TV is a probability
+    tv = (0.5 * l1).clamp(0.0, 1.0)
 
     total = logits.new_zeros(())
     parts = {}

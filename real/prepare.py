@@ -112,7 +112,7 @@ def collect_prompts(section, tokenizer) -> list[dict]:
 
 def split_heldout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     order = np.random.default_rng(seed).permutation(n)
-    n_held = int(round(n * fraction))
+    n_held = round(n * fraction)
     if fraction > 0 and n >= 2:
         n_held = max(1, min(n - 1, n_held))
     return sorted(order[n_held:].tolist()), sorted(order[:n_held].tolist())
@@ -140,8 +140,8 @@ def regenerate_batch(target, prompts: list[list[int]], section, seed: int) -> li
         input_ids[row, width - len(ids):] = torch.tensor(ids)
         attention[row, width - len(ids):] = 1
     sample = section.temperature > 0
-    kwargs = dict(do_sample=sample, max_new_tokens=section.max_new_tokens, pad_token_id=pad,
-                  eos_token_id=sorted(target.eos_token_ids))
+    kwargs = {"do_sample": sample, "max_new_tokens": section.max_new_tokens, "pad_token_id": pad,
+              "eos_token_id": sorted(target.eos_token_ids)}
     if sample:
         kwargs.update(temperature=section.temperature, top_p=section.top_p, top_k=section.top_k)
     else:

@@ -149,9 +149,9 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> N
 class DrafterTrainer:
     """Model, optimizer, schedule and checkpoints of one drafter. The constructor does no I/O."""
 
-    def __init__(self, spec, target, d2t: torch.Tensor, section, directory: Path | None, dist: Dist = Dist(),
+    def __init__(self, spec, target, d2t: torch.Tensor, section, directory: Path | None, dist: Dist | None = None,
                  seed: int = 0):
-        self.spec, self.section, self.dist = spec, section, dist
+        self.spec, self.section, self.dist = spec, section, dist or Dist()
         self.directory = Path(directory) if directory is not None else None
         self.model = drafter_class(spec.method).build_model(spec, target, d2t)
         init_weights(self.model, generator=torch.Generator().manual_seed(seed))  # same init on every rank
@@ -162,7 +162,7 @@ class DrafterTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(section.steps, section.warmup_fraction, section.min_lr_ratio))
         self.net = self.model
-        if dist.world > 1:
+        if self.dist.world > 1:
             dev = target.device
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)

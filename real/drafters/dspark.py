@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from real.drafters.backbone import ParallelDraftModel, ParallelDrafter
+from real.drafters.backbone import ParallelDrafter, ParallelDraftModel
 from real.drafters.layers import FrozenIO, draft_dims
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from real.drafters.chain import ChainDraftModel, ChainDrafter
+from real.drafters.chain import ChainDrafter, ChainDraftModel
 from real.drafters.layers import FrozenIO, draft_dims
 
 

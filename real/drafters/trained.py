@@ -88,6 +88,24 @@ class TrainedDrafter(Drafter):
             raise ValueError(f"{self.name}: needs target features (needs_features=True)")
         return DraftState(tokens=list(prompt_ids), features=prompt_features)
 
+    @torch.inference_mode()
+    def teacher_forced_drafts(self, features: torch.Tensor, ids: torch.Tensor, anchors: torch.Tensor):
+        """Greedy drafts at many anchors of one known sequence in one batched pass (dense anchor traces).
+
+        features: [T, n_tap*d]; ids: [T] (prompt + the target's greedy output); anchors: [A] positions P >= 1.
+        Returns drafts [A, k] target ids and confidences [A, k]. Slot j is conditioned on the true tokens
+        before it, so drafts agree with propose() up to and including the first mismatch: the accepted
+        length (longest prefix equal to ids[P+1:]) is exact; later slots may differ.
+        """
+        dev = self.model.io.d2t.device
+        logits, conf = self.model(features.to(dev), ids.to(dev), anchors.to(dev))  # [A, k, Vd], [A, k]
+        picks = logits.argmax(-1)  # [A, k] draft ids
+        if conf is not None:
+            confidence = torch.sigmoid(conf.float())
+        else:
+            confidence = torch.softmax(logits.float(), -1).gather(-1, picks[..., None]).squeeze(-1)
+        return self.model.io.to_target(picks), confidence
+
     def make_proposal(self, picks: list[int], qs: list[torch.Tensor | None], conf: list[float]) -> Proposal:
         io = self.model.io
         ids = torch.tensor(picks, dtype=torch.long, device=io.d2t.device)

@@ -45,8 +45,14 @@ def test_bad_overrides_name_the_field(override, fragment):
 def test_unknown_top_level_key_and_missing_section():
     with pytest.raises(LabError, match="surprise: unknown key"):
         config_from_dict({**MINIMAL, "surprise": 1})
-    with pytest.raises(LabError, match="drafters: required key is missing"):
+    with pytest.raises(LabError, match="need at least one drafter"):
         config_from_dict({k: v for k, v in MINIMAL.items() if k != "drafters"})
+    with pytest.raises(LabError, match="name: required key is missing"):
+        config_from_dict({k: v for k, v in MINIMAL.items() if k != "name"})
+    sim_only = config_from_dict({"name": "s", "stages": ["sim"]})
+    assert sim_only.prompts is None and sim_only.drafters == []
+    with pytest.raises(LabError, match="needs the experiment's prompts"):
+        sim_only.require_real_inputs("evaluate")
 
 
 def test_apply_override_creates_missing_mappings():

@@ -14,7 +14,6 @@ from real.train import DrafterTrainer, draft_vocab, sample_anchors, slot_targets
 from real.verify import verify_sampling
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models: one intra-op thread is ~20x faster than two on a shared 2-core box (spin contention)."""
@@ -25,15 +24,15 @@ def one_thread():
 
 
 SPECS = {
-    "dspark": dict(method="dspark", block_size=4, markov_rank=8),
-    "dspark-gated": dict(method="dspark", block_size=4, markov_rank=8, markov_variant="gated"),
-    "dspark-rnn-narrow": dict(method="dspark", block_size=4, markov_rank=8, markov_variant="rnn",
-                              hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1, head_dim=16),
-    "dspark-vocab": dict(method="dspark", block_size=4, markov_rank=8, draft_vocab_size=256),
-    "dflash": dict(method="dflash", block_size=4),
-    "eagle3": dict(method="eagle3", block_size=4),
-    "eagle3-vocab": dict(method="eagle3", block_size=3, draft_vocab_size=256),
-    "mtp": dict(method="mtp", block_size=1),
+    "dspark": {"method": "dspark", "block_size": 4, "markov_rank": 8},
+    "dspark-gated": {"method": "dspark", "block_size": 4, "markov_rank": 8, "markov_variant": "gated"},
+    "dspark-rnn-narrow": {"method": "dspark", "block_size": 4, "markov_rank": 8, "markov_variant": "rnn",
+                              "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "num_kv_heads": 1, "head_dim": 16},
+    "dspark-vocab": {"method": "dspark", "block_size": 4, "markov_rank": 8, "draft_vocab_size": 256},
+    "dflash": {"method": "dflash", "block_size": 4},
+    "eagle3": {"method": "eagle3", "block_size": 4},
+    "eagle3-vocab": {"method": "eagle3", "block_size": 3, "draft_vocab_size": 256},
+    "mtp": {"method": "mtp", "block_size": 1},
 }
 
 
@@ -221,3 +220,28 @@ def test_rejection_sampling_with_drafter_q_is_lossless():
 def expected(logits: torch.Tensor, observed: np.ndarray) -> np.ndarray:
     p = torch.softmax(logits.double(), -1).numpy()
     return p / p.sum() * observed.sum()
+
+
+@pytest.mark.parametrize("name", ["dspark", "dflash", "eagle3", "mtp"])
+def test_teacher_forced_drafts_give_exact_accept_lengths(tiny_qwen3, name):
+    """One batched pass over a known greedy output gives the same accepted length as propose() at every anchor."""
+    target = tiny_qwen3
+    seq = a_sequence(target, n_new=40)
+    spec = make_spec(name, draft_vocab_size=512)
+    model = train_briefly(target, spec, [seq], steps=25)
+    drafter = drafter_class(spec.method)(name, spec.block_size, model.eval())
+    k = spec.block_size
+    anchors = torch.arange(seq.prompt_len, seq.ids.numel() - k - 1)
+    drafts, conf = drafter.teacher_forced_drafts(seq.features, seq.ids, anchors)
+    assert drafts.shape == conf.shape == (anchors.numel(), k)
+    total = 0
+    for row, p in enumerate(anchors.tolist()):
+        state = drafter.start(seq.ids[:p].tolist(), seq.features[:p])
+        proposal = drafter.propose(state, int(seq.ids[p]), k, 0.0, None)
+        truth = seq.ids[p + 1:p + 1 + k]
+        acc_prop = int(torch.cumprod((proposal.tokens == truth).long(), 0).sum())
+        acc_tf = int(torch.cumprod((drafts[row] == truth).long(), 0).sum())
+        assert acc_prop == acc_tf, (p, proposal.tokens, drafts[row], truth)
+        assert torch.equal(proposal.tokens[: acc_prop + 1], drafts[row, : acc_prop + 1])
+        total += acc_prop
+    assert total > 0  # trained on this very sequence: some drafts are accepted

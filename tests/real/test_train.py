@@ -18,10 +18,10 @@ from real.prepare import Sequence, target_features
 from real.train import Dist, DrafterTrainer, draft_vocab, lr_lambda, sample_anchors
 
 METHODS = {
-    "dspark": dict(method="dspark", block_size=4, markov_rank=8, draft_vocab_size=512),
-    "dflash": dict(method="dflash", block_size=4, draft_vocab_size=512),
-    "eagle3": dict(method="eagle3", block_size=4, draft_vocab_size=512),
-    "mtp": dict(method="mtp", block_size=1, draft_vocab_size=512),
+    "dspark": {"method": "dspark", "block_size": 4, "markov_rank": 8, "draft_vocab_size": 512},
+    "dflash": {"method": "dflash", "block_size": 4, "draft_vocab_size": 512},
+    "eagle3": {"method": "eagle3", "block_size": 4, "draft_vocab_size": 512},
+    "mtp": {"method": "mtp", "block_size": 1, "draft_vocab_size": 512},
 }
 
 
@@ -49,7 +49,7 @@ def counts_of(target, seqs):
     return counts
 
 
-def make_trainer(target, name, seqs, directory=None, steps=20, dist=Dist()):
+def make_trainer(target, name, seqs, directory=None, steps=20, dist=None):
     spec = DrafterSpec(name=name, **METHODS[name])
     section = TrainSection(steps=steps, batch_size=len(seqs), num_anchors=12, lr=3e-3)
     return DrafterTrainer(spec, target, draft_vocab(counts_of(target, seqs), spec.draft_vocab_size),
@@ -234,3 +234,25 @@ def test_ddp_two_gloo_ranks_match_one_process(tiny_qwen3, tmp_path):
     ddp = load_file(out)
     for key, value in single.model.state_dict().items():
         assert torch.allclose(value, ddp[key], atol=1e-6), key
+
+
+def test_block_loss_on_literal_distributions():
+    from real.losses import LossWeights, block_loss
+
+    w = LossWeights(ce=0.1, l1=0.9, conf=1.0, soft_ce=0.0, gamma_decay=4.0, step_decay=None)
+    p_d = torch.tensor([[[0.5, 0.5], [0.9, 0.1]]])  # [N=1, k=2, Vd=2]
+    logits = p_d.log()
+    labels = torch.tensor([[0, 0]])
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    _, same = block_loss(logits, torch.zeros(1, 2), labels, p_d.log(), valid, w)
+    assert same["l1"] == pytest.approx(0.0, abs=1e-6) and same["tau"] == pytest.approx(3.0)
+    # target puts 0.8 inside the draft vocab, 0.2 outside: TV adds the outside mass
+    p_t = torch.tensor([[[0.8, 0.0], [0.8, 0.0]]]).clamp_min(1e-12)
+    _, m = block_loss(logits, torch.zeros(1, 2), labels, p_t.log(), valid, w)
+    tv = torch.tensor([0.5 * (0.3 + 0.5 + 0.2), 0.5 * (0.1 + 0.1 + 0.2)])
+    assert m["accept@1"] == pytest.approx(1 - float(tv[0]), abs=1e-5)
+    assert m["tau"] == pytest.approx(1 + (1 - float(tv[0])) * (1 + (1 - float(tv[1]))), abs=1e-5)
+    weights = torch.exp(-torch.arange(2) / 4.0)
+    assert m["l1"] == pytest.approx(float((2 * tv * weights).sum() / weights.sum()), abs=1e-5)
+    ce = -torch.log(torch.tensor([0.5, 0.9]))
+    assert m["ce"] == pytest.approx(float((ce * weights).sum() / weights.sum()), abs=1e-5)
