@@ -49,6 +49,16 @@ def position_table(traces: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def calibration_table(payload: dict) -> pd.DataFrame:
+    rows = []
+    for method, entry in payload.get("methods", {}).items():
+        for j, (temp, before, after) in enumerate(zip(entry["temperatures"], entry["ece_before"],
+                                                      entry["ece_after"]), start=1):
+            rows.append({"method": method, "table": entry.get("table"), "T": entry.get("sampling_temperature"),
+                         "position": j, "sts_temperature": temp, "ece_before": before, "ece_after": after})
+    return pd.DataFrame(rows)
+
+
 def build_report(ctx: RunContext) -> str:
     cfg = ctx.cfg
     lines = [f"# {cfg.name} — run {ctx.run_id}", "",
@@ -77,8 +87,10 @@ def build_report(ctx: RunContext) -> str:
                       markdown_table(positions), ""]
     calibration = ctx.path("calibration.json")
     if calibration.exists():
-        data = json.loads(calibration.read_text())
-        lines += ["## Confidence calibration (STS)", "", "```json", json.dumps(data, indent=1)[:3000], "```", ""]
+        lines += ["## Confidence calibration (STS)", "",
+                  "Per-position temperatures fitted left to right on held-out prompts; ECE of the prefix "
+                  "product before and after, on the evaluation prompts (`calibration.json`, `reliability.png`).", "",
+                  markdown_table(calibration_table(json.loads(calibration.read_text())), "{:.4f}"), ""]
     sim_summary = ctx.path("sim", "summary.md")
     if sim_summary.exists():
         lines += ["## Serving simulation", "", sim_summary.read_text(), ""]
