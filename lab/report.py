@@ -62,10 +62,10 @@ def calibration_table(payload: dict) -> pd.DataFrame:
 def build_report(ctx: RunContext) -> str:
     cfg = ctx.cfg
     lines = [f"# {cfg.name} — run {ctx.run_id}", "",
-             f"Target: `{cfg.target.name}` ({cfg.target.dtype} on {cfg.target.device}); "
-             f"drafters: {', '.join(d.name for d in cfg.drafters)}; max_new_tokens {cfg.decode.max_new_tokens}.",
-             "All numbers below were measured in this run; speedups compare the drafter and plain decoding of "
-             "the same prompts, decoded side by side.", ""]
+             (f"Target: `{cfg.target.name}` ({cfg.target.dtype} on {cfg.target.device}); "
+             f"drafters: {', '.join(d.name for d in cfg.drafters)}; max_new_tokens {cfg.decode.max_new_tokens}."),
+             ("All numbers below were measured in this run; speedups compare the drafter and plain decoding of "
+             "the same prompts, decoded side by side."), ""]
     tau_path = ctx.path("tau.csv")
     if tau_path.exists():
         summary = pd.read_csv(tau_path)
@@ -75,8 +75,8 @@ def build_report(ctx: RunContext) -> str:
         greedy = summary[summary["temperature"] == 0]
         if len(greedy):
             lines += ["## Greedy identity: spec-decoded output == the target's own greedy output", "",
-                      f"Fraction of prompts identical token for token ({cfg.target.dtype}). In bf16 a k-token "
-                      "verify can pick a different argmax than a 1-token decode; fp32 must be 1.000.", "",
+                      (f"Fraction of prompts identical token for token ({cfg.target.dtype}). In bf16 a k-token "
+                      "verify can pick a different argmax than a 1-token decode; fp32 must be 1.000."), "",
                       markdown_table(greedy[["method", "dataset", "prompts", "identical_to_ar"]]), ""]
         lines += ["Full table: `tau.csv`.", ""]
     if ctx.path("traces").exists():
@@ -88,8 +88,8 @@ def build_report(ctx: RunContext) -> str:
     calibration = ctx.path("calibration.json")
     if calibration.exists():
         lines += ["## Confidence calibration (STS)", "",
-                  "Per-position temperatures fitted left to right on held-out prompts; ECE of the prefix "
-                  "product before and after, on the evaluation prompts (`calibration.json`, `reliability.png`).", "",
+                  ("Per-position temperatures fitted left to right on held-out prompts; ECE of the prefix "
+                  "product before and after, on the evaluation prompts (`calibration.json`, `reliability.png`)."), "",
                   markdown_table(calibration_table(json.loads(calibration.read_text())), "{:.4f}"), ""]
     sim_summary = ctx.path("sim", "summary.md")
     if sim_summary.exists():

@@ -6,7 +6,7 @@ atomically. A stage is one registry line.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 STAGE_FUNCTIONS: dict[str, str] = {
     "prepare": "real.prepare:run_stage",

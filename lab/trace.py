@@ -90,7 +90,7 @@ def shard_name(method: str, dataset: str, table: str, temperature: float) -> str
 def _read_one(path: Path) -> pd.DataFrame:
     try:
         pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
+    except Exception as exc:  # noqa: BLE001 -- pyarrow raises several types for corrupt files
         raise LabError(f"{path}: not a readable Parquet trace ({type(exc).__name__}: {exc})") from None
     meta = pf.schema_arrow.metadata or {}
     version = meta.get(b"dspark_lab_schema_version")

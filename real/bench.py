@@ -76,7 +76,7 @@ def hf_prompt_lookup(target, encoded, max_new: int, lookup_tokens: int) -> dict:
     eos = sorted(target.eos_token_ids)
     for ids in tqdm(encoded, desc="transformers prompt lookup", leave=False):
         inputs = torch.tensor([ids])
-        common = dict(max_new_tokens=max_new, do_sample=False, eos_token_id=eos, pad_token_id=eos[0])
+        common = {"max_new_tokens": max_new, "do_sample": False, "eos_token_id": eos, "pad_token_id": eos[0]}
         start = time.perf_counter()
         plain = target.model.generate(inputs, **common)[0, len(ids):].tolist()
         plain_s += time.perf_counter() - start

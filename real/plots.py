@@ -10,10 +10,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from lab.metrics import conditional_rates, survival  # noqa: E402
-from lab.trace import read_traces  # noqa: E402
+from lab.metrics import conditional_rates, survival
+from lab.trace import read_traces
 
 
 def plot_positions(run_dir: Path) -> list[Path]:

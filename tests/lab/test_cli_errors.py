@@ -20,7 +20,7 @@ GOOD = {"name": "cli", "output_dir": "runs", "stages": ["evaluate"],
 
 def lab(args, cwd):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "lab.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lab.cli", *args], cwd=cwd, capture_output=True, text=True, check=False,
                           env=env, timeout=300)
 
 

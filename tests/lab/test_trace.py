@@ -9,9 +9,9 @@ from lab.trace import ARROW_SCHEMA, StepRecord, read_traces, write_shard
 
 
 def record(k, accepted, **kw):
-    base = dict(run_id="r", method="m", target="t", dataset="d", prompt_id="p0", table="rounds",
-                temperature=0.0, step=0, context_len=10, k=k, accepted=accepted,
-                accept_prob=[1.0] * accepted + [0.0] * (k - accepted), confidence=[0.5] * k)
+    base = {"run_id": "r", "method": "m", "target": "t", "dataset": "d", "prompt_id": "p0", "table": "rounds",
+                "temperature": 0.0, "step": 0, "context_len": 10, "k": k, "accepted": accepted,
+                "accept_prob": [1.0] * accepted + [0.0] * (k - accepted), "confidence": [0.5] * k}
     base.update(kw)
     return StepRecord(**base)
 

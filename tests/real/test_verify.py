@@ -77,7 +77,7 @@ def test_rejection_sampling_preserves_target_distribution(q_kind):
     for j, tokens in enumerate(_emitted_by_position(result, drafts, k + 1)):
         observed = np.bincount(tokens, minlength=vocab)
         expected = p[j].double().numpy() / p[j].double().sum().item() * observed.sum()
-        stat, pvalue = chisquare(observed, expected)
+        _stat, pvalue = chisquare(observed, expected)
         assert pvalue > 1e-3, f"position {j}: chi-square p={pvalue:.2e}, observed {observed}, expected {expected}"
 
 
