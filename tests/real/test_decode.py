@@ -6,6 +6,8 @@ from real.decode import autoregressive_decode, speculative_decode
 from real.drafters.ngram import NgramDrafter
 from tests.real.drafters_for_tests import NoisyOracleDrafter
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SUBJECTS = ["the ocean", "prime numbers", "a red bicycle", "Paris in spring", "binary search", "coffee",
             "the moon landing", "a quiet library", "recursion", "volcanoes"]
 

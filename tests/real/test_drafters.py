@@ -13,14 +13,7 @@ from real.prepare import Sequence, target_features
 from real.train import DrafterTrainer, draft_vocab, sample_anchors, slot_targets
 from real.verify import verify_sampling
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is ~20x faster than two on a shared 2-core box (spin contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SPECS = {

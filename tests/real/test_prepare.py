@@ -11,13 +11,7 @@ from lab.runs import open_run
 from real import prepare
 from real.prepare import cache_size_bytes, load_prepared, split_heldout
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def experiment(tmp_path, n_prompts=12, **prep):
