@@ -37,8 +37,8 @@ def timed(fn, repeats: int = 3) -> float:
 def forward_throughput(target, context_len: int = 256) -> dict:
     ids = torch.randint(100, 5000, (1, context_len), generator=torch.Generator().manual_seed(0))
 
-    def prefill():
-        target.forward(ids, target.new_cache())
+    def prefill():  # as the decode loop prefills: logits of the last position only
+        target.forward(ids, target.new_cache(), last_logits_only=True)
 
     cache = target.new_cache()
     target.forward(ids, cache)

@@ -65,7 +65,7 @@ def autoregressive_decode(target: Target, prompt_ids: list[int], max_new_tokens:
     device, eos_ids = target.device, target.eos_token_ids
     cache = target.new_cache()
     start = _now_ms(device)
-    logits = target.forward(torch.tensor([prompt_ids]), cache).logits[:, -1]  # [1, V]
+    logits = target.forward(torch.tensor([prompt_ids]), cache, last_logits_only=True).logits[:, -1]  # [1, V]
     target.crop(cache, 0)
     token = int(sample_token(logits, temperature, generator)[0])
     prefill_done = _now_ms(device)
@@ -89,7 +89,8 @@ def speculative_decode(target: Target, drafter: Drafter, prompt_ids: list[int], 
     k_full = block_size or drafter.block_size
     cache = target.new_cache()
     start = _now_ms(device)
-    prefill = target.forward(torch.tensor([prompt_ids]), cache, with_features=drafter.needs_features)
+    prefill = target.forward(torch.tensor([prompt_ids]), cache, with_features=drafter.needs_features,
+                             last_logits_only=True)
     target.crop(cache, 0)
     anchor = int(sample_token(prefill.logits[:, -1], temperature, generator)[0])
     prompt_features = prefill.features[0] if prefill.features is not None else None  # [P, n_tap*d]

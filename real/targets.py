@@ -117,15 +117,19 @@ class Target:
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: DynamicCache | None = None, with_features: bool = False,
-                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> TargetOutput:
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                last_logits_only: bool = False) -> TargetOutput:
         """Run the target over input_ids [B, T] appended to `cache`.
+
+        last_logits_only: logits for the last position only ([B, 1, V]) -- a prefill needs no more, and
+        the LM head over every prompt position is the most expensive part of a CPU prefill.
 
         The caller must follow every forward that used a cache with crop(cache, n) — n tokens rejected,
         0 if none: sliding-window layers keep their past until then so that a rejection can roll back.
         """
         out = self.model(input_ids=input_ids.to(self.device), cache=cache, use_cache=cache is not None,
                          output_hidden_states=with_features, attention_mask=attention_mask,
-                         position_ids=position_ids)
+                         position_ids=position_ids, logits_to_keep=1 if last_logits_only else 0)
         features = last_hidden = None
         if with_features:
             hidden = out.hidden_states  # tuple of N + 1 tensors [B, T, d]; [0] = embeddings

@@ -222,7 +222,9 @@ def test_ddp_two_gloo_ranks_match_one_process(tiny_qwen3, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     out = str(tmp_path / "ddp.safetensors")
-    mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    # fork, not spawn: a spawned child re-runs __main__, which Streamlit's AppTest (tests/dashboards) may
+    # have left pointing at a dashboard page when the whole suite runs in one process.
+    mp.start_processes(_ddp_worker, args=(2, port, out), nprocs=2, join=True, start_method="fork")
     seqs = sequences(tiny_qwen3)
     single = make_trainer(tiny_qwen3, "dspark", seqs)
     run_steps(single, seqs, torch.Generator().manual_seed(0), 2)
