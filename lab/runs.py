@@ -45,13 +45,20 @@ class RunContext:
         write_json_atomic(self._marker(stage), {"stage": stage, "finished_at": time.time(), **(summary or {})})
 
 
-def _git_sha() -> str:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=False,
                              cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """The lab's commit and whether its tracked files had uncommitted changes when the run opened."""
+    sha = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_sha": sha or "unknown", "git_dirty": None if status is None else bool(status)}
 
 
 def package_versions() -> dict[str, str]:
@@ -84,7 +91,7 @@ def open_run(cfg: ExperimentConfig, show_progress: bool = True) -> RunContext:
         write_text_atomic(config_path, config_text)
     write_json_atomic(root / "manifest.json", {
         "run_id": root.name, "name": cfg.name, "seed": cfg.seed, "config_hash": cfg.content_hash(),
-        "git_sha": _git_sha(), "packages": package_versions(), "hardware": hardware_summary(),
+        **git_state(), "packages": package_versions(), "hardware": hardware_summary(),
         "opened_at": time.time(),
     })
     return RunContext(cfg=cfg, root=root, show_progress=show_progress)
