@@ -10,6 +10,7 @@ resolved sizes). real/train.py adds optimizer.safetensors and train_state.json f
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from pathlib import Path
 
 import torch
@@ -67,8 +68,9 @@ class TrainedDrafter(Drafter):
         self.model = model.eval()
 
     @classmethod
+    @abstractmethod
     def build_model(cls, spec, target, d2t: torch.Tensor) -> torch.nn.Module:
-        raise NotImplementedError
+        """The method's nn.Module for this target and draft vocabulary (d2t: draft id -> target id)."""
 
     @classmethod
     def from_spec(cls, spec, target, checkpoint_dir: Path | None = None):

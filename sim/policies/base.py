@@ -7,6 +7,7 @@ It never sees the outcomes of the step it is planning.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 SpsFn = Callable[[np.ndarray], np.ndarray]  # decode tokens in the step (R + sum l) -> steps per second
 
 
-class Policy:
+class Policy(ABC):
     name = "base"
     needs_conf = True  # False: the replica skips asking the drafter for confidences
     spec = True  # False: no drafter runs (AR), so the cost model omits the draft pass
@@ -22,8 +23,9 @@ class Policy:
     def __init__(self, max_draft: int):
         self.max_draft = max_draft
 
+    @abstractmethod
     def choose(self, conf: np.ndarray | None, n: int, budget: int, sps: SpsFn) -> np.ndarray:
-        raise NotImplementedError
+        """Verify lengths [n] for this step from the drafters' confidences (never outcomes)."""
 
     def observe(self, lengths: np.ndarray, accepted: np.ndarray) -> None:
         """Called after each step with what the engine logged (past outcomes only)."""
