@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from real.drafters.base import DraftState, Proposal
-from real.drafters.layers import DraftDims, FrozenIO, RMSNorm, SwiGLU, init_weights, rope
+from real.drafters.layers import DraftDims, FrozenIO, RMSNorm, SwiGLU, draft_dims, init_weights, rope
 from real.drafters.trained import TrainedDrafter, sample_slot
 
 
@@ -146,7 +146,15 @@ class ChainDraftModel(nn.Module):
 
 
 class ChainDrafter(TrainedDrafter):
-    """Drafts one token per step, feeding its own hidden state back (EAGLE-3 / MTP chain drafting)."""
+    """Drafts one token per step, feeding its own hidden state back (EAGLE-3 / MTP chain drafting).
+
+    Subclasses set `method` ("eagle3" or "mtp"), which is also the ChainDraftModel mode.
+    """
+
+    @classmethod
+    def build_model(cls, spec, target, d2t: torch.Tensor) -> ChainDraftModel:
+        dims = draft_dims(target, spec, vocab_size=d2t.numel(), layers=1)
+        return ChainDraftModel(dims, FrozenIO(target, d2t), mode=cls.method).to(target.device)
 
     @torch.inference_mode()
     def propose(self, state: DraftState, anchor: int, k: int, temperature: float,

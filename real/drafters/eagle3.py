@@ -10,16 +10,9 @@ EAGLE-3 fuses 3 layers and uses a 32k draft vocabulary (draft_vocab_size here) a
 """
 from __future__ import annotations
 
-import torch
-
-from real.drafters.chain import ChainDrafter, ChainDraftModel
-from real.drafters.layers import FrozenIO, draft_dims
+from real.drafters.chain import ChainDrafter
 
 
 class Eagle3Drafter(ChainDrafter):
     method = "eagle3"
 
-    @classmethod
-    def build_model(cls, spec, target, d2t: torch.Tensor) -> ChainDraftModel:
-        dims = draft_dims(target, spec, vocab_size=d2t.numel(), layers=1)
-        return ChainDraftModel(dims, FrozenIO(target, d2t), mode="eagle3").to(target.device)

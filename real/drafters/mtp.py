@@ -10,16 +10,9 @@ with CE on the regenerated tokens. h_t is the deepest tapped layer (see chain.py
 """
 from __future__ import annotations
 
-import torch
-
-from real.drafters.chain import ChainDrafter, ChainDraftModel
-from real.drafters.layers import FrozenIO, draft_dims
+from real.drafters.chain import ChainDrafter
 
 
 class MTPDrafter(ChainDrafter):
     method = "mtp"
 
-    @classmethod
-    def build_model(cls, spec, target, d2t: torch.Tensor) -> ChainDraftModel:
-        dims = draft_dims(target, spec, vocab_size=d2t.numel(), layers=1)
-        return ChainDraftModel(dims, FrozenIO(target, d2t), mode="mtp").to(target.device)
