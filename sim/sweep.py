@@ -147,7 +147,6 @@ def plot_results(results: pd.DataFrame, sla: pd.DataFrame, sim, out_dir) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lab.io import atomic_path
 
     front = frontier(results, sim.sla.percentile)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -158,11 +157,7 @@ def plot_results(results: pd.DataFrame, sla: pd.DataFrame, sim, out_dir) -> None
     ax.set_xlabel(f"per-user tok/s (1000 / TPOT P{sim.sla.percentile})")
     ax.set_ylabel("output tok/s per GPU")
     ax.set_title("Throughput vs SLA (Fig. 7 shape)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out_dir / "fig7_sla.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(fig, ax, out_dir / "fig7_sla.png")
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for policy, g in front.groupby("policy", sort=False):
         ax.plot(g["value"], g["verify_per_req_step"], marker="o", label=policy)
@@ -171,9 +166,18 @@ def plot_results(results: pd.DataFrame, sla: pd.DataFrame, sim, out_dir) -> None
     if sim.sweep.axis != "none":
         ax.set_xscale("log")
     ax.set_title("Verify budget vs load (Fig. 8 shape)")
+    _save(fig, ax, out_dir / "fig8_budget.png")
+
+
+def _save(fig, ax, path) -> None:
+    """Legend, layout, atomic PNG write, close."""
+    import matplotlib.pyplot as plt
+
+    from lab.io import atomic_path
+
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out_dir / "fig8_budget.png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
