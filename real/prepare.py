@@ -28,10 +28,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
+from transformers import LogitsProcessorList
 
 from lab.errors import LabError
 from lab.io import atomic_path, write_json_atomic, write_text_atomic
 from lab.runs import RunContext
+from real.sampling import TopKTopPSampler
 
 STAGE = "prepare"
 DTYPE_BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
@@ -139,17 +141,13 @@ def regenerate_batch(target, prompts: list[list[int]], section, seed: int) -> li
     for row, ids in enumerate(prompts):
         input_ids[row, width - len(ids):] = torch.tensor(ids)
         attention[row, width - len(ids):] = 1
-    sample = section.temperature > 0
-    kwargs = {"do_sample": sample, "max_new_tokens": section.max_new_tokens, "pad_token_id": pad,
-              "eos_token_id": sorted(target.eos_token_ids)}
-    if sample:
-        kwargs.update(temperature=section.temperature, top_p=section.top_p, top_k=section.top_k)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
-    with torch.random.fork_rng(devices=[] if target.device.type == "cpu" else [target.device]):
-        torch.manual_seed(seed)
-        out = target.model.generate(input_ids=input_ids.to(target.device), attention_mask=attention.to(target.device),
-                                    **kwargs)
+    kwargs = {"do_sample": False, "max_new_tokens": section.max_new_tokens, "pad_token_id": pad,
+              "eos_token_id": sorted(target.eos_token_ids), "temperature": None, "top_p": None, "top_k": None}
+    if section.temperature > 0:  # the sampler draws the token; generate's greedy step reads it back
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [TopKTopPSampler(section.temperature, section.top_k, section.top_p, seed)])
+    out = target.model.generate(input_ids=input_ids.to(target.device), attention_mask=attention.to(target.device),
+                                **kwargs)
     return [_cut_at_eos(row[width:].tolist(), target.eos_token_ids, pad) for row in out]
 
 
