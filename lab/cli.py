@@ -41,6 +41,8 @@ def cmd_run(args) -> int:
         if ctx.stage_done(stage) and not args.force:
             print(f"[{stage}] done already, skipped (use --force to redo)")
             continue
+        if args.force:
+            ctx.redo(stage)
         start = time.perf_counter()
         print(f"[{stage}] starting")
         stage_function(stage)(ctx)

@@ -3,6 +3,7 @@
     ctx = open_run(cfg)            # creates or resumes the directory; writes config + manifest
     ctx.path("traces")             # a sub-path inside the run
     ctx.stage_done("evaluate")     # True once the stage wrote its completion marker
+    ctx.redo("train")              # --force: forget the marker; the stage also drops its resumable parts
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class RunContext:
     root: Path
     show_progress: bool = True
     notes: dict = field(default_factory=dict)
+    forced: set[str] = field(default_factory=set)  # stages rerun with --force: start over, no resume
 
     @property
     def run_id(self) -> str:
@@ -40,6 +42,10 @@ class RunContext:
 
     def stage_done(self, stage: str) -> bool:
         return self._marker(stage).exists()
+
+    def redo(self, stage: str) -> None:
+        self._marker(stage).unlink(missing_ok=True)
+        self.forced.add(stage)
 
     def mark_done(self, stage: str, summary: dict | None = None) -> None:
         write_json_atomic(self._marker(stage), {"stage": stage, "finished_at": time.time(), **(summary or {})})

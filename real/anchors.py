@@ -27,7 +27,8 @@ def anchor_steps(target: Target, drafter: Drafter, prompt_ids: list[int], output
     features = None
     if drafter.needs_features:
         full = torch.tensor([list(prompt_ids) + list(output_ids)])  # [1, P + n]
-        features = target.forward(full, None, with_features=True, last_logits_only=True).features[0]  # [P+n, F]
+        out = target.forward(full, None, with_features=True, last_logits_only=True)
+        features = drafter.select_features(out.features, out.last_hidden)[0]  # [P+n, F]
     n_prompt = len(prompt_ids)
     state = drafter.start(list(prompt_ids), features[:n_prompt] if features is not None else None)
     steps = []

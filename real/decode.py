@@ -93,7 +93,8 @@ def speculative_decode(target: Target, drafter: Drafter, prompt_ids: list[int], 
                              last_logits_only=True)
     target.crop(cache, 0)
     anchor = int(sample_token(prefill.logits[:, -1], temperature, generator)[0])
-    prompt_features = prefill.features[0] if prefill.features is not None else None  # [P, n_tap*d]
+    prompt_features = drafter.select_features(prefill.features, prefill.last_hidden)  # [1, P, F] or None
+    prompt_features = prompt_features[0] if prompt_features is not None else None
     state = drafter.start(list(prompt_ids), prompt_features)
     prefill_done = _now_ms(device)
 
@@ -116,7 +117,8 @@ def speculative_decode(target: Target, drafter: Drafter, prompt_ids: list[int], 
         t2 = _now_ms(device)
 
         accepted_tokens = draft[:accepted].tolist()
-        features = out.features[0, : accepted + 1] if out.features is not None else None  # [a+1, n_tap*d]
+        features = drafter.select_features(out.features, out.last_hidden)  # [1, k+1, F] or None
+        features = features[0, : accepted + 1] if features is not None else None  # [a+1, F]
         drafter.commit(state, [anchor] + accepted_tokens, features)
         steps.append(StepInfo(context_len=context_len, k=k, accepted=accepted,
                               accept_prob=result.accept_prob[0].tolist(),

@@ -258,6 +258,8 @@ def prepare(ctx: RunContext, target) -> dict:
     if not items:
         raise LabError("prepare.datasets: no prompts found")
     train_idx, held_idx = split_heldout(len(items), section.heldout_fraction, ctx.cfg.seed)
+    if STAGE in ctx.forced:  # --force: regenerate instead of resuming from earlier part files
+        shutil.rmtree(out / "regen", ignore_errors=True)
     records = regenerate(ctx, target, items, out)
     train = [records[i] for i in train_idx]
     heldout = [records[i] for i in held_idx]

@@ -154,6 +154,7 @@ class DrafterTrainer:
         self.spec, self.section, self.dist = spec, section, dist or Dist()
         self.directory = Path(directory) if directory is not None else None
         self.model = drafter_class(spec.method).build_model(spec, target, d2t)
+        self.select_features = drafter_class(spec.method).select_features  # tapped, or MTP's final hidden
         init_weights(self.model, generator=torch.Generator().manual_seed(seed))  # same init on every rank
         self.model.train()
         self.weights = loss_weights(spec)
@@ -184,8 +185,9 @@ class DrafterTrainer:
             sync = contextlib.nullcontext() if last or self.dist.world == 1 else self.net.no_sync()
             with sync:
                 anc = anc.to(seq.features.device)
+                features = self.select_features(seq.features, seq.last_hidden)  # [T, F]
                 with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.autocast):
-                    logits, conf = self.net(seq.features, seq.ids.to(seq.features.device), anc)
+                    logits, conf = self.net(features, seq.ids.to(seq.features.device), anc)
                 labels, logp, valid = slot_targets(self.model.io, seq, anc, k)
                 loss, metrics = block_loss(logits, conf, labels, logp, valid, self.weights)
                 (loss / len(seqs)).backward()
@@ -223,7 +225,9 @@ class DrafterTrainer:
         shutil.rmtree(tag, ignore_errors=True)
         os.replace(tmp, tag)
         finished = self.step >= self.section.steps
-        save_model(self.model, self.spec, self.directory, extra={"step": self.step, "finished": finished})
+        save_model(self.model, self.spec, self.directory, extra={
+            "step": self.step, "finished": finished,
+            "feature_source": drafter_class(self.spec.method).feature_source})
         write_json_atomic(self.directory / STATE_FILE, {
             "step": self.step, "state_dir": tag.name, "finished": finished,
             "spec": self.spec.model_dump(mode="json"), "train": self.section.model_dump(mode="json"),
@@ -334,6 +338,10 @@ def train(ctx: RunContext, target, specs=None) -> dict:
     if section.batch_size % dist.world:
         raise LabError(f"train.batch_size {section.batch_size} must be a multiple of the {dist.world} ranks")
     data = load_prepared(ctx.path("data"))
+    if STAGE in ctx.forced and dist.main:  # --force: train from scratch instead of resuming
+        for s in specs:
+            shutil.rmtree(ctx.path("drafters", s.name), ignore_errors=True)
+    dist.barrier()
     trainers = [DrafterTrainer(s, target, draft_vocab(data.token_counts, s.draft_vocab_size), section,
                                ctx.path("drafters", s.name), dist, seed=cfg.seed * 1_000_003 + zlib.crc32(s.name.encode()))
                 for s in specs]

@@ -2,7 +2,8 @@
 
 A drafter keeps per-request state in a DraftState it creates in `start`. Each round the decode loop
 calls `propose(state, anchor, k, temperature, generator)` and, after verification, `commit(state,
-tokens, features)` with the tokens that entered the context and the target features at those tokens.
+tokens, features)` with the tokens that entered the context and the target features at those tokens
+(`select_features` says which: the tapped layers, or the final hidden state for MTP).
 
     state = drafter.start(prompt_ids, prompt_features)   # prompt_features: [P, n_tap*d] or None
     proposal = drafter.propose(state, anchor, k=7, temperature=0.0, generator=g)
@@ -39,11 +40,17 @@ class Drafter(ABC):
     """Base class; subclasses override `propose` and, if they keep caches, `start`/`commit`."""
 
     method: str = "base"
-    needs_features: bool = False  # True: the loop computes tapped target features for it
+    needs_features: bool = False  # True: the loop computes target features for it
+    feature_source: str = "tapped"  # "tapped": the tapped layers, concatenated; "final": the final hidden state
 
     def __init__(self, name: str, block_size: int):
         self.name = name
         self.block_size = block_size
+
+    @classmethod
+    def select_features(cls, tapped: torch.Tensor | None, final: torch.Tensor | None) -> torch.Tensor | None:
+        """What this drafter reads of a target forward: tapped [..., n_tap*d] or final hidden [..., d]."""
+        return final if cls.feature_source == "final" else tapped
 
     def start(self, prompt_ids: list[int], prompt_features: torch.Tensor | None) -> DraftState:
         return DraftState(tokens=list(prompt_ids), features=prompt_features)

@@ -6,9 +6,9 @@
 Entry t pairs a feature h_t of the target at position t with the token x_(t+1) and predicts x_(t+2).
   eagle3: h_t = fc([H^(l1); ...; H^(l5)]) (Linear(5 d_t -> d), the same 5 tapped layers as DSpark);
           the decoder layer attends from [norm(emb(x)); norm(h)] (2d input), residual h.
-  mtp:    h_t = the deepest tapped layer's output (the decode loop hands drafters tapped features
-          only, not the final hidden state); u = M([norm(h); norm(emb(x))]) (2d -> d), a standard
-          decoder layer over u — DeepSeek-V3's MTP module.
+  mtp:    h_t = the target's final hidden state at t (MTPDrafter.feature_source = "final");
+          u = M([norm(h); norm(emb(x))]) (2d -> d), a standard decoder layer over u — DeepSeek-V3's
+          MTP module.
 Step 0 entries over the context are cached (keys at positions <= t are visible, causal). Drafting
 step i >= 1 feeds the layer's own output o_(i-1) back as h with the token drafted at step i-1, at
 position P-1+i, and attends to the cached context plus this chain's own earlier steps — the same
@@ -98,11 +98,10 @@ class ChainDraftModel(nn.Module):
         init_weights(self)
 
     def fuse(self, features: torch.Tensor) -> torch.Tensor:
-        """features: [N, n_tap*d_t] -> h [N, d]."""
+        """features: [N, n_tap*d_t] tapped layers (eagle3) or [N, d_t] final hidden (mtp) -> h [N, d]."""
         if self.mode == "eagle3":
             return self.fc(features.to(self.fc.weight.dtype))
-        d_t = self.dims.target_hidden
-        return self.h_proj(features[..., -d_t:].to(self.norm.weight.dtype))
+        return self.h_proj(features.to(self.norm.weight.dtype))
 
     def entry(self, h: torch.Tensor, x_ids: torch.Tensor):
         """h: [N, d]; x_ids: [N] target ids -> (attention input [N, in_dim], residual [N, d])."""

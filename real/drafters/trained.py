@@ -34,7 +34,7 @@ def save_model(model: torch.nn.Module, spec, directory: Path, extra: dict | None
                                               "dims": model.dims.to_dict(), **(extra or {})})
 
 
-def load_model_state(directory: Path | None, spec) -> dict[str, torch.Tensor]:
+def load_model_state(directory: Path | None, spec, feature_source: str = "tapped") -> dict[str, torch.Tensor]:
     if directory is None or not (Path(directory) / MODEL_FILE).is_file():
         raise LabError(f"drafter {spec.name!r}: no trained weights at {directory}/{MODEL_FILE}; "
                        "run the train stage first")
@@ -44,6 +44,10 @@ def load_model_state(directory: Path | None, spec) -> dict[str, torch.Tensor]:
         if saved.get("method") not in (None, spec.method):
             raise LabError(f"drafter {spec.name!r}: checkpoint {directory} holds a {saved.get('method')} "
                            f"drafter, the spec says {spec.method}")
+        trained_on = json.loads(meta_path.read_text()).get("feature_source", "tapped")
+        if trained_on != feature_source:  # e.g. an MTP trained before it read the final hidden state
+            raise LabError(f"drafter {spec.name!r}: checkpoint {directory} was trained on {trained_on} target "
+                           f"features, this code feeds it {feature_source} ones; retrain it (lab run --force)")
     return load_file(str(Path(directory) / MODEL_FILE))
 
 
@@ -74,7 +78,7 @@ class TrainedDrafter(Drafter):
 
     @classmethod
     def from_spec(cls, spec, target, checkpoint_dir: Path | None = None):
-        state = load_model_state(checkpoint_dir, spec)
+        state = load_model_state(checkpoint_dir, spec, cls.feature_source)
         model = cls.build_model(spec, target, state["io.d2t"])
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -57,7 +57,8 @@ def test_shapes_and_confidence(tiny_qwen3, name):
     cls, model = build(target, spec)
     seq = a_sequence(target)
     anchors = sample_anchors(seq.ids.numel(), seq.prompt_len, 6, torch.Generator().manual_seed(0))
-    logits, conf = model(seq.features, seq.ids, anchors)
+    feats = cls.select_features(seq.features, seq.last_hidden)  # [T, F]: tapped, or MTP's final hidden
+    logits, conf = model(feats, seq.ids, anchors)
     vd = spec.draft_vocab_size or target.vocab_size
     assert logits.shape == (6, spec.block_size, vd)
     if spec.method == "dspark":
@@ -71,7 +72,7 @@ def test_shapes_and_confidence(tiny_qwen3, name):
     assert float(logp.exp().sum(-1).max()) <= 1.0 + 1e-4  # p_t over the draft vocab, normalised over V
 
     drafter = cls(name, spec.block_size, model.eval())
-    state = drafter.start(seq.ids[:20].tolist(), seq.features[:20])
+    state = drafter.start(seq.ids[:20].tolist(), feats[:20])
     greedy = drafter.propose(state, int(seq.ids[20]), spec.block_size, 0.0, None)
     assert greedy.tokens.shape == (spec.block_size,) and greedy.probs is None
     sampled = drafter.propose(state, int(seq.ids[20]), spec.block_size, 1.0, torch.Generator().manual_seed(0))
@@ -225,11 +226,12 @@ def test_teacher_forced_drafts_give_exact_accept_lengths(tiny_qwen3, name):
     drafter = drafter_class(spec.method)(name, spec.block_size, model.eval())
     k = spec.block_size
     anchors = torch.arange(seq.prompt_len, seq.ids.numel() - k - 1)
-    drafts, conf = drafter.teacher_forced_drafts(seq.features, seq.ids, anchors)
+    feats = drafter.select_features(seq.features, seq.last_hidden)  # [T, F]
+    drafts, conf = drafter.teacher_forced_drafts(feats, seq.ids, anchors)
     assert drafts.shape == conf.shape == (anchors.numel(), k)
     total = 0
     for row, p in enumerate(anchors.tolist()):
-        state = drafter.start(seq.ids[:p].tolist(), seq.features[:p])
+        state = drafter.start(seq.ids[:p].tolist(), feats[:p])
         proposal = drafter.propose(state, int(seq.ids[p]), k, 0.0, None)
         truth = seq.ids[p + 1:p + 1 + k]
         acc_prop = int(torch.cumprod((proposal.tokens == truth).long(), 0).sum())

@@ -191,6 +191,45 @@ def test_train_stage_resumes_after_interruption(tiny_qwen3, tmp_path, monkeypatc
         assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
 
 
+def test_force_retrains_from_scratch(tiny_qwen3, tmp_path):
+    """`lab run --force` reruns train from step 0 (not a no-op resume of the finished checkpoint)."""
+    from real import prepare, train
+
+    ctx = experiment(tmp_path, [{"name": "dflash", **METHODS["dflash"]}])
+    prepare.run_stage(ctx, target=tiny_qwen3)
+    train.run_stage(ctx, target=tiny_qwen3)
+    log = ctx.path("drafters", "dflash", "train_log.csv")
+    (ctx.path("drafters", "dflash") / "stale.txt").write_text("from the first run")
+    train.run_stage(ctx, target=tiny_qwen3)  # done: a plain rerun keeps everything
+    assert (ctx.path("drafters", "dflash") / "stale.txt").exists()
+    ctx.redo("train")
+    train.run_stage(ctx, target=tiny_qwen3)
+    assert ctx.stage_done("train")
+    assert not (ctx.path("drafters", "dflash") / "stale.txt").exists()
+    assert [int(r["step"]) for r in csv.DictReader(log.open())] == [1, 2, 3, 4]
+
+
+def test_mtp_reads_the_final_hidden_state(tiny_qwen3, tmp_path):
+    """MTP trains and drafts on the target's final hidden state; a checkpoint trained on tapped features
+    (before this was so) is refused with a clear error instead of drafting garbage."""
+    from real import prepare, train
+
+    ctx = experiment(tmp_path, [{"name": "mtp", **METHODS["mtp"]}])
+    prepare.run_stage(ctx, target=tiny_qwen3)
+    train.run_stage(ctx, target=tiny_qwen3)
+    spec, directory = ctx.cfg.drafters[0], ctx.path("drafters", "mtp")
+    meta_path = directory / "drafter.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["feature_source"] == "final"
+    drafter = build_drafter(spec, tiny_qwen3, directory)
+    tapped = torch.randn(5, len(tiny_qwen3.tap_layers) * tiny_qwen3.hidden_size)
+    final = torch.randn(5, tiny_qwen3.hidden_size)
+    assert drafter.select_features(tapped, final) is final
+    meta_path.write_text(json.dumps({**meta, "feature_source": "tapped"}))
+    with pytest.raises(LabError, match="trained on tapped target features"):
+        build_drafter(spec, tiny_qwen3, directory)
+
+
 def _ddp_worker(rank, world, port, out_path):
     import torch.distributed as tdist
     from safetensors.torch import save_file
