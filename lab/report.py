@@ -49,6 +49,14 @@ def position_table(traces: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def time_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """tau.csv -> per (method, temperature) means over datasets of the cost columns."""
+    cols = ["tau", "draft_ms", "verify_ms", "ar_ms_per_token", "tau_break_even", "speedup"]
+    table = summary.groupby(["method", "temperature"], sort=False)[cols].mean().reset_index()
+    table["tau_for_1.6x"] = 1.6 * table["tau_break_even"]
+    return table
+
+
 def calibration_table(payload: dict) -> pd.DataFrame:
     rows = []
     for method, entry in payload.get("methods", {}).items():
@@ -72,6 +80,12 @@ def build_report(ctx: RunContext) -> str:
         lines += ["## Acceptance length tau (accepted + 1 per round)", "", markdown_table(table1_layout(summary, "tau")), ""]
         lines += ["## Wall-clock speedup vs autoregressive decoding (tokens/s ratio)", "",
                   markdown_table(table1_layout(summary, "speedup")), ""]
+        if "tau_break_even" in summary:
+            lines += ["## Where the time goes (mean over datasets)", "",
+                      ("ms per verify round (drafting + verification) against the baseline's ms per token. "
+                      "tau_break_even = round ms / AR ms per token: the acceptance length at which a drafter "
+                      "only pays for itself; tau_for_1.6x is 1.6 times that. Prefill is left out."), "",
+                      markdown_table(time_table(summary)), ""]
         greedy = summary[summary["temperature"] == 0]
         if len(greedy):
             lines += ["## Greedy identity: spec-decoded output == the target's own greedy output", "",

@@ -103,7 +103,10 @@ def decode_path(ctx: RunContext, dataset: str, temperature: float):
 
 
 def summarize(ctx: RunContext) -> pd.DataFrame:
-    """tau, speedup vs autoregressive decoding (tokens/s ratio, same prompts) and greedy identity."""
+    """tau, speedup vs autoregressive decoding (tokens/s ratio, same prompts) and greedy identity, plus
+    where the time goes: draft and verify ms per round, the baseline's ms per token, and the tau at which
+    this drafter's rounds would break even with plain decoding (tau_break_even = round ms / AR ms per token;
+    speedup ~ tau / tau_break_even, prefill aside)."""
     decode = pd.concat([pd.read_parquet(p) for p in sorted(ctx.path("decode").glob("*.parquet"))],
                        ignore_index=True)
     traces = read_traces(ctx.path("traces"))
@@ -112,15 +115,21 @@ def summarize(ctx: RunContext) -> pd.DataFrame:
     for (dataset, temperature), group in decode.groupby(["dataset", "temperature"]):
         base = group[group["method"] == AR_METHOD]
         base_tps = base["n_tokens"].sum() / base["wall_ms"].sum() * 1000.0 if len(base) else float("nan")
+        steps_after_prefill = (base["n_tokens"] - 1).clip(lower=0).sum()
+        ar_ms = base["decode_ms"].sum() / steps_after_prefill if steps_after_prefill else float("nan")
         for method, runs in group[group["method"] != AR_METHOD].groupby("method"):
             tps = runs["n_tokens"].sum() / runs["wall_ms"].sum() * 1000.0
             sel = rounds[(rounds["method"] == method) & (rounds["dataset"] == dataset)
                          & (rounds["temperature"] == temperature)]
             identical = runs["identical_to_ar"].dropna()
+            round_ms = float(sel["draft_ms"].mean() + sel["verify_ms"].mean()) if len(sel) else float("nan")
             rows.append({"method": method, "dataset": dataset, "temperature": temperature, "tau": tau(sel),
                          "rounds": len(sel), "prompts": len(runs), "tokens_per_s": tps,
                          "ar_tokens_per_s": base_tps, "speedup": tps / base_tps,
-                         "identical_to_ar": float(identical.mean()) if len(identical) else float("nan")})
+                         "identical_to_ar": float(identical.mean()) if len(identical) else float("nan"),
+                         "draft_ms": float(sel["draft_ms"].mean()) if len(sel) else float("nan"),
+                         "verify_ms": float(sel["verify_ms"].mean()) if len(sel) else float("nan"),
+                         "ar_ms_per_token": ar_ms, "tau_break_even": round_ms / ar_ms})
     return pd.DataFrame(rows)
 
 
