@@ -57,6 +57,24 @@ def time_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def training_table(drafters_dir) -> pd.DataFrame:
+    """Each drafter's train_log.csv -> loss, analytic tau and first-slot acceptance on the training batches,
+    averaged over the first and the last tenth of its steps (a learning curve in two points)."""
+    rows = []
+    for log_path in sorted(drafters_dir.glob("*/train_log.csv")):
+        log = pd.read_csv(log_path)
+        if log.empty:
+            continue
+        window = max(1, len(log) // 10)
+        first, last = log.head(window), log.tail(window)
+        rows.append({"drafter": log_path.parent.name, "steps": int(log["step"].max()),
+                     "loss first": first["loss"].mean(), "loss last": last["loss"].mean(),
+                     "tau first": first["tau"].mean(), "tau last": last["tau"].mean(),
+                     "accept@1 first": first["accept@1"].mean(), "accept@1 last": last["accept@1"].mean(),
+                     "s/step": log["seconds"].mean()})
+    return pd.DataFrame(rows)
+
+
 def calibration_table(payload: dict) -> pd.DataFrame:
     rows = []
     for method, entry in payload.get("methods", {}).items():
@@ -74,6 +92,13 @@ def build_report(ctx: RunContext) -> str:
              f"drafters: {', '.join(d.name for d in cfg.drafters)}; max_new_tokens {cfg.decode.max_new_tokens}."),
              ("All numbers below were measured in this run; speedups compare the drafter and plain decoding of "
              "the same prompts, decoded side by side."), ""]
+    training = training_table(ctx.path("drafters"))
+    if len(training):
+        lines += ["## Training (on the training batches, from each drafter's train_log.csv)", "",
+                  ("Means over the first and the last tenth of the steps. accept@1 = 1 - TV(p_draft, p_target) "
+                  "of the first slot (its T=1 acceptance rate, teacher-forced); analytic tau = 1 + sum_j "
+                  "prod_(i<=j) accept@i; s/step = the drafter's own update time."), "",
+                  markdown_table(training), ""]
     tau_path = ctx.path("tau.csv")
     if tau_path.exists():
         summary = pd.read_csv(tau_path)
