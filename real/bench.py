@@ -6,7 +6,9 @@ Measures, side by side in one process and per dtype (fp32, bf16):
 - prefill throughput (tokens/s over a 256-token prompt), 1-token decode and 16-token verify throughput;
 - n-gram spec decoding vs our own autoregressive decoding on the same PyPI prompts (wall-clock ratio)
   and the fraction of prompts whose output is identical (bf16 divergence is measured, never hidden);
-- transformers' own prompt-lookup assisted generation vs its own greedy generate(), same prompts.
+- transformers' own prompt-lookup assisted generation vs its own greedy generate(), same prompts;
+- with --assistant PATH, transformers' assisted generation with that small LM the same way (on a GPU:
+  Qwen3-0.6B assisting Qwen3-4B/8B, next to the lab's own drafters; none exists for Gemma3-270M).
 """
 from __future__ import annotations
 
@@ -71,35 +73,42 @@ def spec_vs_ar(target, encoded, max_new: int, drafter) -> dict:
             "identical_prompts": identical, "prompts": len(encoded)}
 
 
-def hf_prompt_lookup(target, encoded, max_new: int, lookup_tokens: int) -> dict:
+def hf_assisted(target, encoded, max_new: int, label: str, **assist) -> dict:
+    """transformers' assisted generation (`assist`: prompt_lookup_num_tokens=k, or assistant_model=a
+    small LM sharing the tokenizer) vs its own greedy generate(), same prompts, side by side."""
     plain_s = assisted_s = plain_tokens = assisted_tokens = identical = 0
     eos = sorted(target.eos_token_ids)
-    for ids in tqdm(encoded, desc="transformers prompt lookup", leave=False):
+    for ids in tqdm(encoded, desc=f"transformers {label}", leave=False):
         inputs = torch.tensor([ids])
         common = {"max_new_tokens": max_new, "do_sample": False, "eos_token_id": eos, "pad_token_id": eos[0]}
         start = time.perf_counter()
         plain = target.model.generate(inputs, **common)[0, len(ids):].tolist()
         plain_s += time.perf_counter() - start
         start = time.perf_counter()
-        assisted = target.model.generate(inputs, prompt_lookup_num_tokens=lookup_tokens, **common)[0, len(ids):].tolist()
+        assisted = target.model.generate(inputs, **assist, **common)[0, len(ids):].tolist()
         assisted_s += time.perf_counter() - start
         plain_tokens += len(plain)
         assisted_tokens += len(assisted)
         identical += plain == assisted
-    return {"hf_greedy_tokens_per_s": plain_tokens / plain_s, "hf_prompt_lookup_tokens_per_s": assisted_tokens / assisted_s,
-            "hf_prompt_lookup_speedup": (assisted_tokens / assisted_s) / (plain_tokens / plain_s),
+    return {"hf_greedy_tokens_per_s": plain_tokens / plain_s, f"hf_{label}_tokens_per_s": assisted_tokens / assisted_s,
+            f"hf_{label}_speedup": (assisted_tokens / assisted_s) / (plain_tokens / plain_s),
             "identical_prompts": identical, "prompts": len(encoded)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", default="gemma3-270m")
+    parser.add_argument("--target", default="gemma3-270m", help="embedded or tiny-* name, or a label with --target-path")
+    parser.add_argument("--target-path", default=None, help="local checkpoint directory of the target")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per dataset")
     parser.add_argument("--datasets", default="humaneval,sharegpt")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--block-size", type=int, default=7)
     parser.add_argument("--chat-template", action="store_true")
+    parser.add_argument("--assistant", default=None,
+                        help="local path of a small LM with the target's tokenizer (e.g. Qwen3-0.6B for "
+                             "Qwen3-8B): adds transformers' assisted generation with it, side by side")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -107,14 +116,20 @@ def main() -> None:
     prompt_sets = load_prompt_sets(section)
     results = {"target": args.target, "threads": torch.get_num_threads(), "by_dtype": {}}
     for dtype in args.dtypes.split(","):
-        target = load_target(TargetSection(name=args.target, dtype=dtype))
+        target = load_target(TargetSection(name=args.target, path=args.target_path, dtype=dtype, device=args.device))
         encoded = [encode_prompt(target.tokenizer, p, args.chat_template, 512)
                    for prompts in prompt_sets.values() for p in prompts]
         autoregressive_decode(target, encoded[0], 4)  # warm-up
         drafter = NgramDrafter("ngram", args.block_size, ngram_max=4, ngram_min=1)
         row = {"forward": forward_throughput(target),
                "ngram_vs_ar": spec_vs_ar(target, encoded, args.max_new_tokens, drafter),
-               "transformers": hf_prompt_lookup(target, encoded, args.max_new_tokens, args.block_size)}
+               "transformers": hf_assisted(target, encoded, args.max_new_tokens, "prompt_lookup",
+                                           prompt_lookup_num_tokens=args.block_size)}
+        if args.assistant:
+            assistant = load_target(TargetSection(name="assistant", path=args.assistant, dtype=dtype,
+                                                  device=args.device))
+            row["transformers_assistant"] = hf_assisted(target, encoded, args.max_new_tokens, "assistant",
+                                                        assistant_model=assistant.model)
         results["by_dtype"][dtype] = row
         print(json.dumps({dtype: row}, indent=1), flush=True)
     if args.out:
