@@ -38,7 +38,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert (summary["tau"] >= 1.0).all() and (summary["tau_break_even"] > 0).all()
 
     report = (run / "REPORT.md").read_text()
-    for section in ("Training (on the training batches", "Acceptance length tau", "Where the time goes", "Greedy identity", "Per-position acceptance",
+    for section in ("Training (on the training batches", "Acceptance length tau", "Where the time goes", "dspark against each drafter", "Greedy identity", "Per-position acceptance",
                     "Confidence calibration", "Serving simulation"):
         assert section in report, section
     assert list(run.glob("*.png")) and (run / "sim").is_dir()
