@@ -144,8 +144,8 @@ def run_stage(ctx: RunContext) -> None:
         encoded = [encode_prompt(target.tokenizer, p, cfg.prompts.chat_template, cfg.prompts.max_prompt_tokens)
                    for p in prompts]
         for temperature in cfg.decode.temperatures:
-            if decode_path(ctx, dataset, temperature).exists():
-                continue
+            if decode_path(ctx, dataset, temperature).exists() and "evaluate" not in ctx.forced:
+                continue  # resumed run: this group is done (--force decodes it again)
             if not warmed:
                 _warm_up(target, encoded[0])
                 warmed = True

@@ -16,13 +16,17 @@ SHRINK = ["prompts.datasets=[{name: humaneval, cap: 2}]", "decode.max_new_tokens
           "sim.sweep.values=[1, 4]"]
 
 
-def test_smoke_pipeline_end_to_end(tmp_path):
+def lab_run(tmp_path, *extra):
     args = [sys.executable, "-m", "lab.cli", "run", str(ROOT / "experiments" / "smoke.yaml"), "--quiet",
-            "--set", f"output_dir={tmp_path}", "--set", "run_id=e2e"]
+            "--set", f"output_dir={tmp_path}", "--set", "run_id=e2e", *extra]
     for item in SHRINK:
         args += ["--set", item]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900, check=False)
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900, check=False)
+
+
+def test_smoke_pipeline_end_to_end(tmp_path):
+    done = lab_run(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "smoke" / "e2e"
 
@@ -43,3 +47,13 @@ def test_smoke_pipeline_end_to_end(tmp_path):
         assert section in report, section
     assert list(run.glob("*.png")) and (run / "sim").is_dir()
     assert "finished in" in done.stdout and "[report]" in done.stdout
+
+    # a second run skips every finished stage; --force redoes the listed ones
+    decoded = run / "decode" / "humaneval__T0.parquet"
+    before = decoded.stat().st_mtime_ns
+    again = lab_run(tmp_path)
+    assert again.returncode == 0 and again.stdout.count("done already") == 6
+    assert decoded.stat().st_mtime_ns == before
+    forced = lab_run(tmp_path, "--stages", "evaluate", "--force")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert decoded.stat().st_mtime_ns != before
