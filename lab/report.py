@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lab.io import write_text_atomic
-from lab.metrics import conditional_rates, survival
+from lab.metrics import conditional_rates
 from lab.runs import RunContext
 from lab.trace import read_traces
 
@@ -101,6 +101,11 @@ def calibration_table(payload: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def section(title: str, explanation: str, table: pd.DataFrame, floatfmt: str = "{:.3f}") -> list[str]:
+    """A REPORT.md section: heading, one paragraph saying how to read it, the table."""
+    return [f"## {title}", "", explanation, "", markdown_table(table, floatfmt), ""]
+
+
 def build_report(ctx: RunContext) -> str:
     cfg = ctx.cfg
     lines = [f"# {cfg.name} — run {ctx.run_id}", "",
@@ -110,11 +115,10 @@ def build_report(ctx: RunContext) -> str:
              "the same prompts, decoded side by side."), ""]
     training = training_table(ctx.path("drafters"))
     if len(training):
-        lines += ["## Training (on the training batches, from each drafter's train_log.csv)", "",
-                  ("Means over the first and the last tenth of the steps. accept@1 = 1 - TV(p_draft, p_target) "
-                  "of the first slot (its T=1 acceptance rate, teacher-forced); analytic tau = 1 + sum_j "
-                  "prod_(i<=j) accept@i; s/step = the drafter's own update time."), "",
-                  markdown_table(training), ""]
+        lines += section("Training (on the training batches, from each drafter's train_log.csv)",
+                         "Means over the first and the last tenth of the steps. accept@1 = 1 - TV(p_draft, "
+                         "p_target) of the first slot (its T=1 acceptance rate, teacher-forced); analytic tau = "
+                         "1 + sum_j prod_(i<=j) accept@i; s/step = the drafter's own update time.", training)
     tau_path = ctx.path("tau.csv")
     if tau_path.exists():
         summary = pd.read_csv(tau_path)
@@ -124,37 +128,36 @@ def build_report(ctx: RunContext) -> str:
         dspark = next((d.name for d in cfg.drafters if d.method == "dspark"), None)
         ratios = ratio_table(summary, dspark) if dspark else pd.DataFrame()
         if len(ratios):
-            lines += [f"## {dspark} against each drafter (tau ratio, macro over datasets)", "",
-                      ("The paper reports DSpark +16-18% over DFlash and +27-31% over EAGLE-3 on Qwen3 "
-                      "(drafters trained to convergence); these are this run's numbers."), "",
-                      markdown_table(ratios), ""]
+            lines += section(f"{dspark} against each drafter (tau ratio, macro over datasets)",
+                             "The paper reports DSpark +16-18% over DFlash and +27-31% over EAGLE-3 on Qwen3 "
+                             "(drafters trained to convergence); these are this run's numbers.", ratios)
         if "tau_break_even" in summary:
-            lines += ["## Where the time goes (mean over datasets)", "",
-                      ("ms per verify round (drafting + verification) against the baseline's ms per token. "
-                      "tau_break_even = round ms / AR ms per token: the acceptance length at which a drafter "
-                      "only pays for itself; tau_for_1.6x is 1.6 times that. Prefill is left out."), "",
-                      markdown_table(time_table(summary)), ""]
+            lines += section("Where the time goes (mean over datasets)",
+                             "ms per verify round (drafting + verification) against the baseline's ms per token. "
+                             "tau_break_even = round ms / AR ms per token: the acceptance length at which a "
+                             "drafter only pays for itself; tau_for_1.6x is 1.6 times that. Prefill is left out.",
+                             time_table(summary))
         greedy = summary[summary["temperature"] == 0]
         if len(greedy):
-            lines += ["## Greedy identity: spec-decoded output == the target's own greedy output", "",
-                      (f"Fraction of prompts identical token for token ({cfg.target.dtype}). In bf16 a k-token "
-                      "verify can pick a different argmax than a 1-token decode; fp32 must be 1.000."), "",
-                      markdown_table(greedy[["method", "dataset", "prompts", "identical_to_ar"]]), ""]
+            lines += section("Greedy identity: spec-decoded output == the target's own greedy output",
+                             f"Fraction of prompts identical token for token ({cfg.target.dtype}). In bf16 a "
+                             "k-token verify can pick a different argmax than a 1-token decode; fp32 must be 1.000.",
+                             greedy[["method", "dataset", "prompts", "identical_to_ar"]])
         lines += ["Full table: `tau.csv`.", ""]
     if ctx.path("traces").exists():
         positions = position_table(read_traces(ctx.path("traces")))
         if len(positions):
-            lines += ["## Per-position acceptance", "",
-                      ("conditional c_j = P(accepted >= j | accepted >= j-1), in brackets the drafts that reached "
-                      "position j (c1 = P(first draft accepted)). rounds: real decode rounds; anchors (greedy): a "
-                      "draft at every position of the target's own output. A falling c_j is suffix decay."), "",
-                      markdown_table(positions), ""]
+            lines += section("Per-position acceptance",
+                             "conditional c_j = P(accepted >= j | accepted >= j-1), in brackets the drafts that "
+                             "reached position j (c1 = P(first draft accepted)). rounds: real decode rounds; anchors "
+                             "(greedy): a draft at every position of the target's own output. A falling c_j is "
+                             "suffix decay.", positions)
     calibration = ctx.path("calibration.json")
     if calibration.exists():
-        lines += ["## Confidence calibration (STS)", "",
-                  ("Per-position temperatures fitted left to right on held-out prompts; ECE of the prefix "
-                  "product before and after, on the evaluation prompts (`calibration.json`, `reliability.png`)."), "",
-                  markdown_table(calibration_table(json.loads(calibration.read_text())), "{:.4f}"), ""]
+        lines += section("Confidence calibration (STS)",
+                         "Per-position temperatures fitted left to right on held-out prompts; ECE of the prefix "
+                         "product before and after, on the evaluation prompts (`calibration.json`, "
+                         "`reliability.png`).", calibration_table(json.loads(calibration.read_text())), "{:.4f}")
     sim_summary = ctx.path("sim", "summary.md")
     if sim_summary.exists():
         lines += ["## Serving simulation", "", sim_summary.read_text(), ""]
