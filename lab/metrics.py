@@ -35,17 +35,24 @@ def survival(frame: pd.DataFrame, max_k: int | None = None) -> np.ndarray:
     return out
 
 
-def conditional_rates(frame: pd.DataFrame, max_k: int | None = None) -> np.ndarray:
-    """c_j = P(accepted >= j | accepted >= j-1, drafted >= j), j = 1..max_k."""
+def conditional_counts(frame: pd.DataFrame, max_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per position j = 1..max_k: drafts that reached j (drafted >= j, accepted >= j-1) and of those the
+    ones accepted at j -> (reached [max_k], passed [max_k]) integer counts."""
     k = frame["k"].to_numpy()
     accepted = frame["accepted"].to_numpy()
     max_k = int(max_k if max_k is not None else (k.max() if len(k) else 0))
-    out = np.full(max_k, np.nan)
+    reached, passed = np.zeros(max_k, dtype=np.int64), np.zeros(max_k, dtype=np.int64)
     for j in range(1, max_k + 1):
-        reached = (k >= j) & (accepted >= j - 1)
-        if reached.any():
-            out[j - 1] = float((accepted[reached] >= j).mean())
-    return out
+        mask = (k >= j) & (accepted >= j - 1)
+        reached[j - 1], passed[j - 1] = mask.sum(), (accepted[mask] >= j).sum()
+    return reached, passed
+
+
+def conditional_rates(frame: pd.DataFrame, max_k: int | None = None) -> np.ndarray:
+    """c_j = P(accepted >= j | accepted >= j-1, drafted >= j), j = 1..max_k (NaN where none reached j)."""
+    reached, passed = conditional_counts(frame, max_k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(reached > 0, passed / np.maximum(reached, 1), np.nan)
 
 
 def vllm_counters(frame: pd.DataFrame) -> dict:

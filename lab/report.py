@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lab.io import write_text_atomic
-from lab.metrics import conditional_rates
+from lab.metrics import conditional_counts
 from lab.runs import RunContext
 from lab.trace import read_traces
 
@@ -43,12 +43,9 @@ def position_table(traces: pd.DataFrame) -> pd.DataFrame:
     is "c_j (n)" with n the drafts that reached position j (late positions rest on few drafts)."""
     rows = []
     for (table, temperature, method), group in traces.groupby(["table", "temperature", "method"]):
-        cond = conditional_rates(group)
-        k, accepted = group["k"].to_numpy(), group["accepted"].to_numpy()
         row = {"table": table, "temperature": temperature, "method": method}
-        for j, c in enumerate(cond, start=1):
-            reached = int(((k >= j) & (accepted >= j - 1)).sum())
-            row[f"c{j}"] = "n/a" if reached == 0 else f"{c:.2f} ({reached})"
+        for j, (reached, passed) in enumerate(zip(*conditional_counts(group)), start=1):
+            row[f"c{j}"] = "n/a" if reached == 0 else f"{passed / reached:.2f} ({reached})"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -19,7 +19,7 @@ import torch
 
 from lab.config import TargetSection
 from lab.config_base import DatasetSpec
-from real.prepare import regenerate_batch
+from real.prepare import left_padded, regenerate_batch
 from real.prompts import encode_prompt, load_dataset
 from real.targets import load_target
 
@@ -29,20 +29,13 @@ def stock_generate(target, prompts: list[list[int]], section, seed: int) -> list
     hooks = dict(target.lm_head._forward_pre_hooks)
     target.lm_head._forward_pre_hooks.clear()
     try:
-        tok = target.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else min(target.eos_token_ids)
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # [B, W] left padded
-        attention = torch.zeros_like(input_ids)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
+        input_ids, attention, pad = left_padded(target, prompts)
         torch.manual_seed(seed)
         out = target.model.generate(input_ids=input_ids, attention_mask=attention, do_sample=True,
                                     temperature=section.temperature, top_p=section.top_p, top_k=section.top_k,
                                     max_new_tokens=section.max_new_tokens, pad_token_id=pad,
                                     eos_token_id=sorted(target.eos_token_ids))
-        return [row[width:].tolist() for row in out]
+        return [row[input_ids.shape[1]:].tolist() for row in out]
     finally:
         target.lm_head._forward_pre_hooks.update(hooks)
 

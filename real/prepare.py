@@ -130,24 +130,31 @@ def _cut_at_eos(ids: list[int], eos: set[int], pad: int | None) -> list[int]:
     return ids
 
 
-@torch.inference_mode()
-def regenerate_batch(target, prompts: list[list[int]], section, seed: int) -> list[list[int]]:
-    """Responses to a batch of prompts (left-padded), sampled by the target itself; greedy when T = 0."""
+def left_padded(target, prompts: list[list[int]]):
+    """A batch for `generate`: input_ids and attention_mask [B, W] left-padded on the target's device, and
+    the pad id (the tokenizer's, else the smallest EOS id)."""
     tok = target.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else min(target.eos_token_ids)
     width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # [B, W] left padded
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # [B, W]
     attention = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, ids in enumerate(prompts):
         input_ids[row, width - len(ids):] = torch.tensor(ids)
         attention[row, width - len(ids):] = 1
+    return input_ids.to(target.device), attention.to(target.device), pad
+
+
+@torch.inference_mode()
+def regenerate_batch(target, prompts: list[list[int]], section, seed: int) -> list[list[int]]:
+    """Responses to a batch of prompts (left-padded), sampled by the target itself; greedy when T = 0."""
+    input_ids, attention, pad = left_padded(target, prompts)
+    width = input_ids.shape[1]
     kwargs = {"do_sample": False, "max_new_tokens": section.max_new_tokens, "pad_token_id": pad,
               "eos_token_id": sorted(target.eos_token_ids), "temperature": None, "top_p": None, "top_k": None}
     if section.temperature > 0:  # the sampler draws the token; generate's greedy step reads it back
         kwargs["logits_processor"] = LogitsProcessorList(
             [TopKTopPSampler(section.temperature, section.top_k, section.top_p, seed)])
-    out = target.model.generate(input_ids=input_ids.to(target.device), attention_mask=attention.to(target.device),
-                                **kwargs)
+    out = target.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
     return [_cut_at_eos(row[width:].tolist(), target.eos_token_ids, pad) for row in out]
 
 

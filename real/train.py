@@ -153,8 +153,8 @@ class DrafterTrainer:
                  seed: int = 0):
         self.spec, self.section, self.dist = spec, section, dist or Dist()
         self.directory = Path(directory) if directory is not None else None
-        self.model = drafter_class(spec.method).build_model(spec, target, d2t)
-        self.select_features = drafter_class(spec.method).select_features  # tapped, or MTP's final hidden
+        self.drafter_cls = drafter_class(spec.method)  # select_features: tapped, or MTP's final hidden
+        self.model = self.drafter_cls.build_model(spec, target, d2t)
         init_weights(self.model, generator=torch.Generator().manual_seed(seed))  # same init on every rank
         self.model.train()
         self.weights = loss_weights(spec)
@@ -185,7 +185,7 @@ class DrafterTrainer:
             sync = contextlib.nullcontext() if last or self.dist.world == 1 else self.net.no_sync()
             with sync:
                 anc = anc.to(seq.features.device)
-                features = self.select_features(seq.features, seq.last_hidden)  # [T, F]
+                features = self.drafter_cls.select_features(seq.features, seq.last_hidden)  # [T, F]
                 with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.autocast):
                     logits, conf = self.net(features, seq.ids.to(seq.features.device), anc)
                 labels, logp, valid = slot_targets(self.model.io, seq, anc, k)
@@ -227,7 +227,7 @@ class DrafterTrainer:
         finished = self.step >= self.section.steps
         save_model(self.model, self.spec, self.directory, extra={
             "step": self.step, "finished": finished,
-            "feature_source": drafter_class(self.spec.method).feature_source})
+            "feature_source": self.drafter_cls.feature_source})
         write_json_atomic(self.directory / STATE_FILE, {
             "step": self.step, "state_dir": tag.name, "finished": finished,
             "spec": self.spec.model_dump(mode="json"), "train": self.section.model_dump(mode="json"),

@@ -147,7 +147,6 @@ def plot_results(results: pd.DataFrame, sla: pd.DataFrame, sim, out_dir) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     front = frontier(results, sim.sla.percentile)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for policy, g in front.groupby("policy", sort=False):

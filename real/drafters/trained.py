@@ -40,11 +40,12 @@ def load_model_state(directory: Path | None, spec, feature_source: str = "tapped
                        "run the train stage first")
     meta_path = Path(directory) / META_FILE
     if meta_path.is_file():
-        saved = json.loads(meta_path.read_text()).get("spec", {})
+        meta = json.loads(meta_path.read_text())
+        saved = meta.get("spec", {})
         if saved.get("method") not in (None, spec.method):
             raise LabError(f"drafter {spec.name!r}: checkpoint {directory} holds a {saved.get('method')} "
                            f"drafter, the spec says {spec.method}")
-        trained_on = json.loads(meta_path.read_text()).get("feature_source", "tapped")
+        trained_on = meta.get("feature_source", "tapped")
         if trained_on != feature_source:  # e.g. an MTP trained before it read the final hidden state
             raise LabError(f"drafter {spec.name!r}: checkpoint {directory} was trained on {trained_on} target "
                            f"features, this code feeds it {feature_source} ones; retrain it (lab run --force)")
