@@ -20,6 +20,8 @@ from lab.config_base import DatasetSpec, StrictModel
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
+from lab.slug import Slug
+from lab.yaml_load import load_yaml_bytes, load_yaml_text
 
 STAGES = ("prepare", "train", "evaluate", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
@@ -29,7 +31,7 @@ EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
 class TargetSection(StrictModel):
     name: str = Field("gemma3-270m", description="embedded target name, or a label when `path` is set")
     path: str | None = Field(None, description="local checkpoint directory (Qwen3 / Gemma3); $VARS expand")
-    device: str = Field("cpu", description="cpu, cuda, cuda:1, ...")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|mps)$", description="cpu, cuda, cuda:N or mps")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     tap_layers: list[int] | None = Field(None, description="target layers fed to drafters; default: spec rule")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
@@ -64,10 +66,10 @@ class DecodeSection(StrictModel):
 
 
 class ExperimentConfig(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Slug
     seed: int = 0
     output_dir: str = "runs"
-    run_id: str | None = Field(None, description="default: name + hash of the config, so reruns resume")
+    run_id: Slug | None = Field(None, description="default: name + hash of the config, so reruns resume")
     stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
     target: TargetSection = Field(default_factory=TargetSection)
     prompts: PromptsSection | None = Field(None, description="needed by the real stages (evaluate)")
@@ -115,25 +117,26 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
         message = "unknown key"
     elif err["type"] == "missing":
         message = "required key is missing"
+    elif err["type"] == "string_pattern_mismatch" and err["loc"][-1:] == ("device",):
+        message = f"{err['input']!r} is not a device: expected cpu, cuda, cuda:N or mps"
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{source}: {field}: {message}{more}"
 
 
-def apply_override(data: dict, dotted: str) -> None:
-    """Set data[a][b][c] = value from 'a.b.c=value'; the value is parsed as YAML; list indices allowed."""
+def apply_override(data: dict, dotted: str) -> dict:
+    """Return data with data[a][b][c] = value from 'a.b.c=value'; the value is parsed as YAML; list indices
+    allowed. Copy-on-write: only the containers along the path are copied, `data` itself is not changed."""
     if "=" not in dotted:
         raise LabError(f"override {dotted!r}: expected KEY.PATH=VALUE")
     key, raw = dotted.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
         raise LabError(f"override {dotted!r}: empty key segment")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise LabError(f"override {dotted!r}: value is not valid YAML") from None
-    node: Any = data
-    for i, part in enumerate(parts[:-1]):
-        node = _step_into(node, part, dotted, create=True)
+    value = load_yaml_text(raw, f"override {dotted!r}")
+    root: Any = dict(data)
+    node = root
+    for part in parts[:-1]:
+        node = _step_into(node, part, dotted)
     last = parts[-1]
     if isinstance(node, list):
         node[_list_index(node, last, dotted)] = value
@@ -141,6 +144,7 @@ def apply_override(data: dict, dotted: str) -> None:
         node[last] = value
     else:
         raise LabError(f"override {dotted!r}: {'.'.join(parts[:-1])} is not a mapping")
+    return root
 
 
 def _list_index(node: list, part: str, dotted: str) -> int:
@@ -149,12 +153,19 @@ def _list_index(node: list, part: str, dotted: str) -> int:
     return int(part)
 
 
-def _step_into(node: Any, part: str, dotted: str, create: bool) -> Any:
+def _shallow_copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+
+
+def _step_into(node: Any, part: str, dotted: str) -> Any:
+    """The child `part` of node, replaced in node by a shallow copy (a new mapping when missing) and returned."""
     if isinstance(node, list):
-        return node[_list_index(node, part, dotted)]
+        index = _list_index(node, part, dotted)
+        node[index] = _shallow_copy(node[index])
+        return node[index]
     if isinstance(node, dict):
-        if part not in node or node[part] is None:
-            node[part] = {}
+        child = node.get(part)
+        node[part] = {} if child is None else _shallow_copy(child)
         return node[part]
     raise LabError(f"override {dotted!r}: cannot descend into {part!r}")
 
@@ -164,20 +175,19 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise LabError(f"{path}: experiment file not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LabError(f"{path}: malformed YAML{where}") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read ({exc.strerror})") from None
+    data = load_yaml_bytes(raw, str(path))
     if not isinstance(data, dict):
         raise LabError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     return data
 
 
 def config_from_dict(data: dict, source: str = "<config>", overrides: list[str] | None = None) -> ExperimentConfig:
-    data = json.loads(json.dumps(data))  # deep copy, plain types
+    # No deep copy: overrides copy only what they change, and the loader bounded alias expansion.
     for item in overrides or []:
-        apply_override(data, item)
+        data = apply_override(data, item)
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:

