@@ -5,7 +5,9 @@
     lab targets [--prepare gemma3-270m]
     lab traces runs/<name>/<run_id>/traces
 
-Errors a user can cause print one line `error: ...` and exit with status 2.
+Errors a user can cause print one line `error: ...` and exit with status 2. A run directory is locked
+while `lab run` uses it; a done stage reruns when its inputs changed (lab/freshness.py); CPU threads and
+the OpenMP wait policy are chosen before torch is imported (lab/threads.py).
 """
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ import time
 
 from lab.config import STAGES, load_config
 from lab.errors import LabError
+from lab.threads import WAIT_POLICY_ENV
 
 
 def _parse_stages(text: str | None) -> list[str] | None:
     if text is None:
         return None
     stages = [s.strip() for s in text.split(",") if s.strip()]
+    if not stages:
+        raise LabError(f"--stages: empty; name at least one of {list(STAGES)} (or leave --stages out)")
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise LabError(f"--stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
@@ -30,23 +35,37 @@ def _parse_stages(text: str | None) -> list[str] | None:
 
 
 def cmd_run(args) -> int:
+    from lab.freshness import stale_reason
+    from lab.preflight import check_inputs
     from lab.runs import open_run
     from lab.stages import stage_function
+    from lab.threads import apply_thread_policy
 
     cfg = load_config(args.config, args.set)
     stages = _parse_stages(args.stages) or cfg.stages
+    check_inputs(cfg, stages)
     ctx = open_run(cfg, show_progress=not args.quiet)
-    print(f"run directory: {ctx.root}")
-    for stage in stages:
-        if ctx.stage_done(stage) and not args.force:
-            print(f"[{stage}] done already, skipped (use --force to redo)")
-            continue
-        if args.force:
-            ctx.redo(stage)
-        start = time.perf_counter()
-        print(f"[{stage}] starting")
-        stage_function(stage)(ctx)
-        print(f"[{stage}] finished in {time.perf_counter() - start:.1f} s")
+    choice = apply_thread_policy(cfg.threads)
+    print(f"run directory: {ctx.root}  (threads {choice.threads}: {choice.reason})")
+    ran: set[str] = set()
+    try:
+        for stage in stages:
+            if args.force:
+                ctx.redo(stage)  # the old marker and outputs stay until the rerun succeeds
+            elif ctx.stage_done(stage):
+                reason = stale_reason(ctx, stage, ran)
+                if reason is None:
+                    print(f"[{stage}] done already, skipped (use --force to redo)")
+                    continue
+                print(f"[{stage}] outputs are stale ({reason}): running it again")
+                ctx.redo(stage)
+            start = time.perf_counter()
+            print(f"[{stage}] starting")
+            stage_function(stage)(ctx)
+            ran.add(stage)
+            print(f"[{stage}] finished in {time.perf_counter() - start:.1f} s")
+    finally:
+        ctx.close()
     report = ctx.path("REPORT.md")
     if report.exists():
         print(f"report: {report}")
@@ -54,8 +73,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from lab.preflight import check_inputs
+
     for path in args.configs:
         cfg = load_config(path, args.set)
+        check_inputs(cfg, STAGES)
         print(f"{path}: ok (run id {cfg.resolved_run_id()}, stages {','.join(cfg.stages)})")
     return 0
 
@@ -110,11 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for key, value in WAIT_POLICY_ENV.items():  # before anything imports torch (and its OpenMP runtime)
+        os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`lab traces ... | head`): stop writing; Python would otherwise print a
+        # second traceback while flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("error: <stdout>: closed by the reader before the output was written (broken pipe)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -71,6 +71,8 @@ class ExperimentConfig(StrictModel):
     output_dir: str = "runs"
     run_id: Slug | None = Field(None, description="default: name + hash of the config, so reruns resume")
     stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="CPU intra-op threads; auto: the cores other processes leave free (lab/threads.py)")
     target: TargetSection = Field(default_factory=TargetSection)
     prompts: PromptsSection | None = Field(None, description="needed by the real stages (evaluate)")
     decode: DecodeSection = Field(default_factory=DecodeSection)
@@ -102,7 +104,7 @@ class ExperimentConfig(StrictModel):
         return self
 
     def content_hash(self) -> str:
-        payload = self.model_dump(mode="json", exclude={"run_id", "stages"})
+        payload = self.model_dump(mode="json", exclude={"run_id", "stages", "threads"})  # not results
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
     def resolved_run_id(self) -> str:

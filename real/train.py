@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -29,15 +30,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as tdist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from lab.errors import LabError
-from lab.io import atomic_path, write_json_atomic
+from lab.io import DIR_MODE, TMP_SUFFIX, atomic_path, write_json_atomic
 from lab.runs import RunContext
 from real.drafters import drafter_class
 from real.drafters.layers import init_weights
-from real.drafters.trained import save_model
+from real.drafters.trained import read_safetensors, save_model
 from real.losses import block_loss, loss_weights
 from real.prepare import PreparedData, Sequence, load_prepared
 
@@ -172,6 +173,7 @@ class DrafterTrainer:
         self.autocast = use_autocast(section.autocast, target.device.type)
         self.device_type = target.device.type
         self.last_metrics: dict = {}
+        self.logged_through = 0  # the last step in train_log.csv: a step is never logged twice
 
     # -- training
     def train_step(self, seqs: list[Sequence], anchors: list[torch.Tensor]) -> dict:
@@ -214,9 +216,10 @@ class DrafterTrainer:
         if not self.dist.main:
             return
         tag = self.state_dir(self.step)
-        tmp = self.directory / f".{tag.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # a name of this process's own: a leftover of a killed run is swept up by lab.runs.open_run
+        tmp = Path(tempfile.mkdtemp(prefix=f".{tag.name}.", suffix=TMP_SUFFIX, dir=self.directory))
+        os.chmod(tmp, DIR_MODE)
         model_state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
         save_file(model_state, str(tmp / "model.safetensors"))
         opt_tensors, groups = optimizer_tensors(self.optimizer)
@@ -252,11 +255,12 @@ class DrafterTrainer:
             raise LabError(f"drafters/{self.spec.name}: checkpoint was trained with a different train section; "
                            f"delete {self.directory} to retrain")
         tag = self.directory / state["state_dir"]
-        model_state = load_file(str(tag / "model.safetensors"))
+        what = f"drafter {self.spec.name!r} training state"
+        model_state = read_safetensors(tag / "model.safetensors", what)
         self.model.load_state_dict(model_state, strict=False)
-        load_optimizer(self.optimizer, load_file(str(tag / "optimizer.safetensors")), state["param_groups"])
+        load_optimizer(self.optimizer, read_safetensors(tag / "optimizer.safetensors", what), state["param_groups"])
         self.scheduler.load_state_dict(state["scheduler"])
-        rng = load_file(str(tag / "rng.safetensors"))
+        rng = read_safetensors(tag / "rng.safetensors", what)
         torch.set_rng_state(rng["torch_cpu"])
         self.step, self.finished = int(state["step"]), bool(state["finished"])
         self.last_metrics = state.get("metrics", {})
@@ -264,7 +268,7 @@ class DrafterTrainer:
 
     # -- log
     def log(self, metrics: dict) -> None:
-        if not self.dist.main:
+        if not self.dist.main or metrics["step"] <= self.logged_through:
             return
         path = self.directory / LOG_FILE
         k = self.spec.block_size
@@ -277,6 +281,7 @@ class DrafterTrainer:
             if new:
                 writer.writeheader()
             writer.writerow({f: metrics.get(f, "") for f in fields})
+        self.logged_through = metrics["step"]
 
     def truncate_log(self) -> None:
         """Drop log rows past the resumed step (written after the last checkpoint)."""
@@ -287,6 +292,7 @@ class DrafterTrainer:
             rows = list(csv.DictReader(fh))
             fields = rows[0].keys() if rows else []
         kept = [r for r in rows if int(r["step"]) <= self.step]
+        self.logged_through = max((int(r["step"]) for r in kept), default=0)
         with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(fields))
             writer.writeheader()
@@ -338,12 +344,14 @@ def train(ctx: RunContext, target, specs=None) -> dict:
     if section.batch_size % dist.world:
         raise LabError(f"train.batch_size {section.batch_size} must be a multiple of the {dist.world} ranks")
     data = load_prepared(ctx.path("data"))
-    if STAGE in ctx.forced and dist.main:  # --force: train from scratch instead of resuming
-        for s in specs:
-            shutil.rmtree(ctx.path("drafters", s.name), ignore_errors=True)
+    forced = STAGE in ctx.forced  # --force or stale inputs: train from scratch beside the old drafters
+    directories = {s.name: retrain_dir(ctx, s.name) if forced else ctx.path("drafters", s.name) for s in specs}
+    if forced and dist.main:
+        for directory in directories.values():
+            shutil.rmtree(directory, ignore_errors=True)
     dist.barrier()
     trainers = [DrafterTrainer(s, target, draft_vocab(data.token_counts, s.draft_vocab_size), section,
-                               ctx.path("drafters", s.name), dist, seed=cfg.seed * 1_000_003 + zlib.crc32(s.name.encode()))
+                               directories[s.name], dist, seed=cfg.seed * 1_000_003 + zlib.crc32(s.name.encode()))
                 for s in specs]
     generator = torch.Generator().manual_seed(cfg.seed)
     states = [(t.resume(), t) for t in trainers]
@@ -379,7 +387,26 @@ def train(ctx: RunContext, target, specs=None) -> dict:
                 t.save(generator.get_state())
         bar.set_postfix(postfix)
         dist.barrier()
+    if forced and dist.main:
+        for t in trainers:
+            replace_dir(t.directory, ctx.path("drafters", t.spec.name))
+    dist.barrier()
     return {t.spec.name: t.last_metrics for t in trainers}
+
+
+def retrain_dir(ctx: RunContext, name: str) -> Path:
+    """Where a forced retrain of drafter `name` writes until it has finished (swept up if it never does)."""
+    return ctx.path("drafters", f".{name}.retrain{TMP_SUFFIX}")
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put the finished directory `new` where `final` is; the old one is removed only after the swap."""
+    old = final.with_name(f".{final.name}.old{TMP_SUFFIX}")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_stage(ctx: RunContext, target=None) -> None:

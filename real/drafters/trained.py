@@ -40,7 +40,10 @@ def load_model_state(directory: Path | None, spec, feature_source: str = "tapped
                        "run the train stage first")
     meta_path = Path(directory) / META_FILE
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LabError(f"{meta_path}: unreadable drafter metadata ({exc}); retrain it (lab run --force)") from None
         saved = meta.get("spec", {})
         if saved.get("method") not in (None, spec.method):
             raise LabError(f"drafter {spec.name!r}: checkpoint {directory} holds a {saved.get('method')} "
@@ -49,7 +52,16 @@ def load_model_state(directory: Path | None, spec, feature_source: str = "tapped
         if trained_on != feature_source:  # e.g. an MTP trained before it read the final hidden state
             raise LabError(f"drafter {spec.name!r}: checkpoint {directory} was trained on {trained_on} target "
                            f"features, this code feeds it {feature_source} ones; retrain it (lab run --force)")
-    return load_file(str(Path(directory) / MODEL_FILE))
+    return read_safetensors(Path(directory) / MODEL_FILE, f"drafter {spec.name!r}")
+
+
+def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """load_file, with a truncated or corrupt file reported as one LabError line instead of a traceback."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 -- safetensors raises its own error type, OSError, ValueError
+        raise LabError(f"{path}: {what}: unreadable checkpoint ({type(exc).__name__}: {exc}); "
+                       "retrain it (lab run --stages train --force)") from None
 
 
 def sample_slot(logits: torch.Tensor, temperature: float, generator: torch.Generator | None):

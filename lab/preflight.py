@@ -1,0 +1,39 @@
+"""Checks of an experiment's input files that need no model: what `lab validate` and `lab run` check first.
+
+    check_inputs(cfg, stages=cfg.stages)    # LabError naming the field, e.g. prompts.datasets[0].path
+
+Prompt files (evaluation and training sets) must exist, parse and hold at least one non-empty prompt; a
+target checkpoint directory must exist and hold config.json. `lab run` checks only what its stages read,
+so a mistake in the evaluate section stops the run before prepare and train spend their hours.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lab.config import REAL_STAGES, ExperimentConfig
+from lab.errors import LabError
+from lab.prompt_files import read_prompt_file
+
+
+def check_target_path(path: str) -> None:
+    expanded = Path(os.path.expandvars(os.path.expanduser(path)))
+    if "$" in str(expanded):
+        raise LabError(f"target.path {path!r}: environment variable not set")
+    if not (expanded / "config.json").is_file():
+        raise LabError(f"target.path {path!r}: no config.json there (expected a local checkpoint)")
+
+
+def check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...]) -> None:
+    """Raise LabError at the first input file that `stages` would read and cannot."""
+    real = [s for s in stages if s in REAL_STAGES]
+    if real and cfg.target.path:
+        check_target_path(cfg.target.path)
+    if "prepare" in stages:
+        for i, spec in enumerate(cfg.prepare.datasets):
+            if spec.path:
+                read_prompt_file(spec.path, f"prepare.datasets[{i}]")
+    if "evaluate" in stages and cfg.prompts is not None:
+        for i, spec in enumerate(cfg.prompts.datasets):
+            if spec.path:
+                read_prompt_file(spec.path, f"prompts.datasets[{i}]")

@@ -1,0 +1,55 @@
+"""DeepSpec JSONL prompt files, read and checked without torch, so that `lab validate` can check them.
+
+    turns = read_jsonl_turns(Path("prompts.jsonl"))     # [["first user turn", ...], ...] or LabError
+    turns = read_prompt_file(spec.path, "prompts.datasets[0]")   # the same, for a config's path field
+
+One {"turns": ["first user turn", ...]} per line; blank lines are skipped. A malformed line, a line
+without a non-empty list of strings, a first turn that is blank, or a file without any prompt is a
+LabError naming file:line. real/prompts.py reads evaluation and training sets through this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from lab.errors import LabError
+
+
+def read_prompt_file(path: str, where: str) -> list[list[str]]:
+    """The prompts of a config's `path` field ($VARS and ~ expand); a missing file names `where`.path."""
+    file = Path(os.path.expandvars(os.path.expanduser(path)))
+    if not file.is_file():
+        raise LabError(f"{where}.path: prompt file {path!r} not found (relative to {Path.cwd()})")
+    return read_jsonl_turns(file)
+
+
+def read_jsonl_turns(path: Path) -> list[list[str]]:
+    """Every line's "turns" list; blank lines skipped; a malformed line is a LabError naming file:line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read prompt file ({exc.strerror})") from None
+    rows = []
+    # Split on \n only: some prompts hold a bare \r, which universal-newline reading would split on.
+    for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
+        line = line_bytes.decode("utf-8", errors="replace").strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LabError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+        rows.append(turns_of(obj, f"{path}:{number}"))
+    if not rows:
+        raise LabError(f'{path}: no prompts in the file (expected one {{"turns": [...]}} per line)')
+    return rows
+
+
+def turns_of(obj, where: str) -> list[str]:
+    turns = obj.get("turns") if isinstance(obj, dict) else None
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        raise LabError(f'{where}: expected {{"turns": ["first user turn", ...]}} with a non-empty list of strings')
+    if not turns[0].strip():
+        raise LabError(f"{where}: the first turn is empty; every prompt needs text")
+    return turns
