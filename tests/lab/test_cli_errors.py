@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -41,18 +43,33 @@ def workdir(tmp_path):
     (tmp_path / "garbage.parquet").write_bytes(b"PAR1 but not really")
     bad_trace = StepRecord("x", "m", "t", "d", "p", "rounds", 0.0, 0, 5, 2, 1, [1.0, 0.0], [1.0, 1.0])
     write_shard([bad_trace], tmp_path / "inconsistent.parquet")
-    import pyarrow.parquet as pq
-
     table = pq.read_table(tmp_path / "inconsistent.parquet")
+    nulls = table.set_column(table.schema.get_field_index("accept_prob"), "accept_prob",
+                             pa.array([None], pa.list_(pa.float32())))
+    pq.write_table(nulls, tmp_path / "nulls.parquet")
     table = table.set_column(table.schema.get_field_index("accepted"), "accepted",
-                             __import__("pyarrow").array([3], __import__("pyarrow").int16()))
+                             pa.array([3], pa.int16()))
     pq.write_table(table, tmp_path / "inconsistent.parquet")
+    truncated = tmp_path / "runs" / "cli" / "trunc" / "drafters" / "dspark" / "model.safetensors"
+    truncated.parent.mkdir(parents=True)
+    truncated.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": {\"dtype")  # cut off mid-header
     return tmp_path
 
 
 def write(workdir, name, text):
     (workdir / name).write_text(text)
     return name
+
+
+def write_bytes(workdir, name, data):
+    (workdir / name).write_bytes(data)
+    return name
+
+
+# 2 KB that expands to 10**9 strings (the probe's bomb took 110 s and then MemoryError)
+ALIAS_BOMB = "name: bomb\na: &a [" + ",".join(["x"] * 10) + "]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8))
+EMPTY_TURN = '{"turns": ["fine"]}\n{"turns": [""]}\n'
 
 
 CASES = [
@@ -78,6 +95,60 @@ CASES = [
     ("corrupt Parquet", lambda w: ["traces", "garbage.parquet"], "not a readable Parquet trace"),
     ("inconsistent Parquet", lambda w: ["traces", "inconsistent.parquet"], "accepted=3 outside 0..k=2"),
     ("missing trace path", lambda w: ["traces", "no/such/dir"], "trace path does not exist"),
+    # names that become paths are slugs (a drafter named ../../victim trained outside its run)
+    ("run_id climbing out of output_dir", lambda w: ["validate", "good.yaml", "--set", "run_id=../.."],
+     "run_id: Value error, '../..' is not a slug"),
+    ("absolute run_id", lambda w: ["run", "good.yaml", "--set", "run_id=/tmp/elsewhere"], "'/tmp/elsewhere' is not a slug"),
+    ("run_id '.'", lambda w: ["validate", "good.yaml", "--set", "run_id=."], "run_id: Value error, '.' is not a slug"),
+    ("name with ..", lambda w: ["validate", "good.yaml", "--set", "name=a..b"], "name: Value error, 'a..b' is not"),
+    ("drafter name with a path", lambda w: ["run", "good.yaml", "--set", "drafters.0.name=../../victim"],
+     "drafters.0.name: Value error, '../../victim' is not a slug"),
+    ("dataset name with a path", lambda w: ["validate", "good.yaml", "--set", "prompts.datasets.0.name=../x"],
+     "prompts.datasets.0.name: Value error"),
+    ("training dataset name with a path", lambda w: ["validate", "good.yaml", "--set", "prepare={datasets: [{name: a/b}]}"],
+     "prepare.datasets.0.name: Value error"),
+    ("policy label with a path",
+     lambda w: ["validate", "good.yaml", "--set", "sim={policies: [{kind: prefix, name: ../p}]}"],
+     "sim.policies.0.name: Value error"),
+    # YAML that used to give tracebacks or wrong configs
+    ("binary YAML", lambda w: ["validate", write_bytes(w, "b.yaml", bytes(range(256)) * 4)], "b.yaml: not a UTF-8 text file"),
+    ("alias bomb YAML", lambda w: ["validate", write(w, "bomb.yaml", ALIAS_BOMB)], "bomb.yaml: YAML aliases expand"),
+    ("duplicate YAML key", lambda w: ["validate", write(w, "d.yaml", "name: a\nseed: 1\nseed: 2\n")],
+     "d.yaml: duplicate key 'seed' at line 3"),
+    ("device that does not exist", lambda w: ["validate", "good.yaml", "--set", "target.device=tpu"],
+     "target.device: 'tpu' is not a device: expected cpu, cuda, cuda:N or mps"),
+    ("device with a bad index", lambda w: ["validate", "good.yaml", "--set", "target.device=cuda:x"], "is not a device"),
+    ("threads below one", lambda w: ["validate", "good.yaml", "--set", "threads=0"], "threads"),
+    ("output_dir is a file", lambda w: ["run", "good.yaml", "--set", f"output_dir={write(w, 'afile', 'x')}"],
+     "afile: is a file, a directory is needed here"),
+    ("empty --stages", lambda w: ["run", "good.yaml", "--stages", ""], "--stages: empty"),
+    ("empty --stages list", lambda w: ["run", "good.yaml", "--stages", " , "], "--stages: empty"),
+    # input files checked at validate, and at run before any stage starts
+    ("empty prompt file at validate",
+     lambda w: ["validate", "good.yaml", "--set", f"prompts.datasets.0.path={write(w, 'e.jsonl', '')}"],
+     "e.jsonl: no prompts in the file"),
+    ("empty prompt file at run",
+     lambda w: ["run", "good.yaml", "--set", f"prompts.datasets.0.path={write(w, 'e.jsonl', chr(10))}"],
+     "e.jsonl: no prompts in the file"),
+    ("empty first turn",
+     lambda w: ["validate", "good.yaml", "--set", f"prompts.datasets.0.path={write(w, 't.jsonl', EMPTY_TURN)}"],
+     "t.jsonl:2: the first turn is empty"),
+    ("empty first turn at run",
+     lambda w: ["run", "good.yaml", "--set", f"prompts.datasets.0.path={write(w, 't.jsonl', EMPTY_TURN)}"],
+     "t.jsonl:2: the first turn is empty"),
+    ("missing prompt file at validate",
+     lambda w: ["validate", "good.yaml", "--set", "prompts.datasets.0.path=missing.jsonl"],
+     "prompts.datasets[0].path: prompt file 'missing.jsonl' not found"),
+    ("missing training prompt file at validate",
+     lambda w: ["validate", "good.yaml", "--set", "prepare={datasets: [{name: own, path: missing.jsonl}]}"],
+     "prepare.datasets[0].path: prompt file 'missing.jsonl' not found"),
+    ("missing model path at validate", lambda w: ["validate", "good.yaml", "--set", "target.path=/no/such/model"],
+     "target.path '/no/such/model': no config.json there"),
+    ("null accept_prob list in a trace", lambda w: ["traces", "nulls.parquet"], "row 0 has no accept_prob list"),
+    ("truncated drafter checkpoint at evaluate",
+     lambda w: ["run", "good.yaml", "--stages", "evaluate", "--force", "--set", "run_id=trunc",
+                "--set", "drafters.0={name: dspark, method: dspark, num_layers: 1, draft_vocab_size: 64}"],
+     "drafters/dspark/model.safetensors: drafter 'dspark': unreadable checkpoint"),
 ]
 
 
@@ -91,3 +162,31 @@ def test_bad_input_gives_one_line_and_exit_2(workdir, label, make_args, fragment
     assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(existing) == before
+
+
+def test_second_lab_run_of_a_run_id_stops_at_once(workdir):
+    """Two `lab run` of one run id both did all the work and train_log.csv got every step twice."""
+    code = ("import time; from lab.config import load_config; from lab.runs import open_run; "
+            "ctx = open_run(load_config('good.yaml', ['run_id=busy'])); print('locked', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=workdir, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = lab(["run", "good.yaml", "--set", "run_id=busy"], workdir)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: runs/cli/busy: in use by pid {holder.pid}"
+    assert "starting" not in result.stdout
+
+
+def test_traces_into_a_closed_pipe_is_one_line(workdir):
+    """`lab traces ... | head` gave a BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "lab.cli", "traces", "runs/cli/existing/traces"], cwd=workdir,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    child.stdout.close()  # the reader is gone before anything is written
+    stderr = child.stderr.read()
+    assert child.wait(timeout=120) == 2, stderr
+    assert stderr.strip() == "error: <stdout>: closed by the reader before the output was written (broken pipe)"
