@@ -81,6 +81,7 @@ class RunContext:
         manifest.setdefault("stages", {})[stage] = {"finished_at": now, **provenance}
         write_json_atomic(manifest_path, manifest)
         write_json_atomic(self._marker(stage), {"stage": stage, "finished_at": now, **(summary or {})})
+        self.forced.discard(stage)  # redone: done again
 
     def close(self) -> None:
         if self.lock is not None:

@@ -209,6 +209,44 @@ def test_force_retrains_from_scratch(tiny_qwen3, tmp_path):
     assert [int(r["step"]) for r in csv.DictReader(log.open())] == [1, 2, 3, 4]
 
 
+def test_failed_force_keeps_the_old_drafter_and_marker(tiny_qwen3, tmp_path, monkeypatch):
+    """--force used to rmtree drafters/<name> before retraining: a retrain that then failed lost the old
+    weights. Now the retrain writes beside them and replaces them only once it has finished."""
+    from real import prepare, train
+
+    ctx = experiment(tmp_path, [{"name": "dflash", **METHODS["dflash"]}])
+    prepare.run_stage(ctx, target=tiny_qwen3)
+    train.run_stage(ctx, target=tiny_qwen3)
+    directory = ctx.path("drafters", "dflash")
+    before = {p.name: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    original_log = train.DrafterTrainer.log
+
+    def crash_at_step_3(self, metrics):
+        original_log(self, metrics)
+        if metrics["step"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.DrafterTrainer, "log", crash_at_step_3)
+    ctx.redo("train")
+    with pytest.raises(KeyboardInterrupt):
+        train.run_stage(ctx, target=tiny_qwen3)
+    assert {p.name: p.read_bytes() for p in directory.rglob("*") if p.is_file()} == before
+    assert (ctx.root / ".stages" / "train.done").exists()
+    monkeypatch.setattr(train.DrafterTrainer, "log", original_log)
+    train.run_stage(ctx, target=tiny_qwen3)  # still forced: retrains from scratch and swaps in
+    assert ctx.stage_done("train") and not list(ctx.path("drafters").glob(".*"))
+    assert [int(r["step"]) for r in csv.DictReader((directory / "train_log.csv").open())] == [1, 2, 3, 4]
+    assert json.loads((directory / "train_state.json").read_text())["finished"]
+
+
+def test_a_step_is_never_logged_twice(tiny_qwen3, tmp_path):
+    seqs = sequences(tiny_qwen3, n=1, n_new=8)
+    trainer = make_trainer(tiny_qwen3, "dspark", seqs, directory=tmp_path)
+    for step in (1, 2, 2, 1, 3):  # e.g. a second writer replaying steps the log already holds
+        trainer.log({"step": step, "loss": 0.5})
+    assert [int(r["step"]) for r in csv.DictReader((tmp_path / "train_log.csv").open())] == [1, 2, 3]
+
+
 def test_mtp_reads_the_final_hidden_state(tiny_qwen3, tmp_path):
     """MTP trains and drafts on the target's final hidden state; a checkpoint trained on tapped features
     (before this was so) is refused with a clear error instead of drafting garbage."""
