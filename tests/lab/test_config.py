@@ -1,4 +1,5 @@
 """The experiment schema: strict keys, dotted overrides re-validated, every shipped YAML validates."""
+import json
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,63 @@ def test_apply_override_creates_missing_mappings():
     assert apply_override(data, "a.b.c=3") == {"a": {"x": [1, 2], "b": {"c": 3}}}
     assert apply_override(data, "a.x.1=5") == {"a": {"x": [1, 5]}}
     assert data == {"a": {"x": [1, 2]}}  # copy-on-write: the loaded document is never changed
+
+
+def test_yaml_loader_is_libyaml_rejects_duplicates_and_keeps_merges():
+    import yaml
+
+    from lab.yaml_load import Loader, load_yaml_text
+
+    if hasattr(yaml, "CSafeLoader"):
+        assert Loader is yaml.CSafeLoader  # the pure-Python loader took 367 s on a 50 MB file
+    with pytest.raises(LabError, match=r"x.yaml: duplicate key 'b' at line 3, column 3 \(first at line 2"):
+        load_yaml_text("a:\n  b: 1\n  b: 2\n", "x.yaml")
+    merged = load_yaml_text("base: &base {k: 1, v: 2}\nuse:\n  <<: *base\n  v: 3\n", "x.yaml")
+    assert merged["use"] == {"k": 1, "v": 3}
+    reused = load_yaml_text("a: &a [1, 2, 3]\nb: [*a, *a, *a]\n", "x.yaml")
+    assert reused["b"] == [[1, 2, 3]] * 3
+    with pytest.raises(LabError, match="YAML nested too deeply|malformed YAML"):
+        load_yaml_text("[" * 100_000 + "]" * 100_000, "deep.yaml")
+
+
+def test_alias_bomb_is_refused_before_it_expands():
+    import time
+
+    from lab.yaml_load import load_yaml_text
+
+    bomb = "a: &a [" + ",".join(["x"] * 10) + "]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8))
+    start = time.perf_counter()
+    with pytest.raises(LabError, match="YAML aliases expand to more than"):
+        load_yaml_text(bomb, "bomb.yaml")
+    assert time.perf_counter() - start < 5  # the count is memoised: no walk over 10**9 values
+
+
+@pytest.mark.parametrize("field, value", [
+    ("name", "../x"), ("name", ".hidden"), ("run_id", "../.."), ("run_id", "/abs"), ("run_id", "."),
+    ("run_id", "a/b"), ("run_id", "a..b"), ("run_id", ""), ("drafters.0.name", "../../victim"),
+    ("prompts.datasets.0.name", "x/y"), ("prepare.datasets.0.name", ".."),
+])
+def test_every_name_that_becomes_a_path_is_a_slug(field, value):
+    data = {**MINIMAL, "prepare": {"datasets": [{"name": "ok"}]}}
+    data = apply_override(data, f"{field}={json.dumps(value)}")
+    with pytest.raises(LabError, match=rf"{field}: Value error, .* is not a slug"):
+        config_from_dict(data)
+
+
+def test_slugs_and_devices_that_are_fine():
+    cfg = config_from_dict({**MINIMAL, "run_id": "run-1.v2_a", "target": {"name": "tiny-qwen3", "device": "cuda:3"}})
+    assert cfg.resolved_run_id() == "run-1.v2_a"
+    for device in ("cpu", "cuda", "mps"):
+        assert config_from_dict({**MINIMAL, "target": {"name": "tiny-qwen3", "device": device}}).target.device == device
+    for device in ("tpu", "cuda:", "cuda:-1", "CPU", "cpu "):
+        with pytest.raises(LabError, match="is not a device"):
+            config_from_dict({**MINIMAL, "target": {"name": "tiny-qwen3", "device": device}})
+
+
+def test_threads_option_does_not_change_the_run_id():
+    auto = config_from_dict(MINIMAL)
+    assert auto.threads == "auto"
+    assert config_from_dict({**MINIMAL, "threads": 1}).resolved_run_id() == auto.resolved_run_id()
+    with pytest.raises(LabError, match="threads"):
+        config_from_dict({**MINIMAL, "threads": 0})

@@ -141,3 +141,35 @@ def test_stage_is_stale_when_an_earlier_stage_ran_or_finished_after_it(tmp_path)
     os.utime(prompts, (future, future))  # the prompt file was edited after evaluate finished
     assert stale_reason(ctx, "evaluate", set()) == f"{prompts} changed after it"
     ctx.close()
+
+
+SIM_ONLY = """name: fresh
+stages: [sim, report]
+sim:
+  workload: {kind: closed_loop, concurrency: 2, duration_s: 5, warmup_s: 1}
+  acceptance: {source: parametric, max_draft: 3}
+  policies: [{kind: mtp, alpha: 0.8}, {kind: prefix}]
+  sweep: {axis: none, values: [1], seeds: [0]}
+  plots: false
+"""
+
+
+def test_lab_run_reruns_a_report_made_before_its_inputs(tmp_path):
+    """A finished REPORT.md stayed stale when an earlier stage was rerun (`--stages sim --force`)."""
+    (tmp_path / "s.yaml").write_text(SIM_ONLY)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+    def lab(*args):
+        result = subprocess.run([sys.executable, "-m", "lab.cli", "run", "s.yaml", "--quiet", *args], cwd=tmp_path,
+                                capture_output=True, text=True, env=env, timeout=600, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    lab()
+    report = next(tmp_path.rglob("REPORT.md"))
+    first = report.stat().st_mtime_ns
+    assert "[report] done already, skipped" in lab()  # nothing changed: nothing reruns
+    assert "[report]" not in lab("--stages", "sim", "--force")
+    out = lab()
+    assert "[sim] done already, skipped" in out
+    assert "[report] outputs are stale (sim finished after it)" in out and report.stat().st_mtime_ns > first
