@@ -124,18 +124,13 @@ CASES = [
     ("empty --stages", lambda w: ["run", "good.yaml", "--stages", ""], "--stages: empty"),
     ("empty --stages list", lambda w: ["run", "good.yaml", "--stages", " , "], "--stages: empty"),
     # input files checked at validate, and at run before any stage starts
-    ("empty prompt file at validate",
-     lambda w: ["validate", "good.yaml", "--set", f"prompts.datasets.0.path={write(w, 'e.jsonl', '')}"],
-     "e.jsonl: no prompts in the file"),
-    ("empty prompt file at run",
-     lambda w: ["run", "good.yaml", "--set", f"prompts.datasets.0.path={write(w, 'e.jsonl', chr(10))}"],
-     "e.jsonl: no prompts in the file"),
-    ("empty first turn",
-     lambda w: ["validate", "good.yaml", "--set", f"prompts.datasets.0.path={write(w, 't.jsonl', EMPTY_TURN)}"],
-     "t.jsonl:2: the first turn is empty"),
-    ("empty first turn at run",
-     lambda w: ["run", "good.yaml", "--set", f"prompts.datasets.0.path={write(w, 't.jsonl', EMPTY_TURN)}"],
-     "t.jsonl:2: the first turn is empty"),
+    *[(f"{label} at {command}",
+       lambda w, command=command, name=name, text=text: [
+           command, "good.yaml", "--set", f"prompts.datasets.0.path={write(w, name, text)}"], fragment)
+      for command in ("validate", "run")
+      for label, name, text, fragment in [
+          ("empty prompt file", "e.jsonl", "\n", "e.jsonl: no prompts in the file"),
+          ("empty first turn", "t.jsonl", EMPTY_TURN, "t.jsonl:2: the first turn is empty")]],
     ("missing prompt file at validate",
      lambda w: ["validate", "good.yaml", "--set", "prompts.datasets.0.path=missing.jsonl"],
      "prompts.datasets[0].path: prompt file 'missing.jsonl' not found"),

@@ -1,5 +1,6 @@
 """Training: loss goes down, exact checkpoint resume, schedule, draft vocab, the whole train stage on a
 tiny target (prepare -> train -> from_spec -> decode), and a 2-process gloo DDP run."""
+import contextlib
 import csv
 import json
 import os
@@ -155,6 +156,25 @@ def test_train_stage_end_to_end(tiny_qwen3, tmp_path):
         assert speculative_decode(tiny_qwen3, drafter, prompt, 16).tokens == ref
 
 
+@contextlib.contextmanager
+def crash_after_step(step, monkeypatch):
+    """Within the block, training raises KeyboardInterrupt right after logging `step` (a kill at that point)."""
+    from real import train
+
+    original_log = train.DrafterTrainer.log
+
+    def crash(self, metrics):
+        original_log(self, metrics)
+        if metrics["step"] == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.DrafterTrainer, "log", crash)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(train.DrafterTrainer, "log", original_log)
+
+
 def test_train_stage_resumes_after_interruption(tiny_qwen3, tmp_path, monkeypatch):
     """Killed after step 3 (checkpoint at 2), then resumed to 4: the same weights and log as an
     uninterrupted run."""
@@ -169,17 +189,8 @@ def test_train_stage_resumes_after_interruption(tiny_qwen3, tmp_path, monkeypatc
 
     part = experiment(tmp_path / "b", drafters)
     prepare.run_stage(part, target=tiny_qwen3)
-    original_log = train.DrafterTrainer.log
-
-    def crash_after_step_3(self, metrics):
-        original_log(self, metrics)
-        if metrics["step"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train.DrafterTrainer, "log", crash_after_step_3)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_after_step(3, monkeypatch), pytest.raises(KeyboardInterrupt):
         train.train(part, tiny_qwen3)
-    monkeypatch.setattr(train.DrafterTrainer, "log", original_log)
     assert json.loads(part.path("drafters", "dspark", "train_state.json").read_text())["step"] == 2
     train.train(part, tiny_qwen3)
     for name in ("dspark", "eagle3"):
@@ -219,20 +230,11 @@ def test_failed_force_keeps_the_old_drafter_and_marker(tiny_qwen3, tmp_path, mon
     train.run_stage(ctx, target=tiny_qwen3)
     directory = ctx.path("drafters", "dflash")
     before = {p.name: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
-    original_log = train.DrafterTrainer.log
-
-    def crash_at_step_3(self, metrics):
-        original_log(self, metrics)
-        if metrics["step"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train.DrafterTrainer, "log", crash_at_step_3)
     ctx.redo("train")
-    with pytest.raises(KeyboardInterrupt):
+    with crash_after_step(3, monkeypatch), pytest.raises(KeyboardInterrupt):
         train.run_stage(ctx, target=tiny_qwen3)
     assert {p.name: p.read_bytes() for p in directory.rglob("*") if p.is_file()} == before
     assert (ctx.root / ".stages" / "train.done").exists()
-    monkeypatch.setattr(train.DrafterTrainer, "log", original_log)
     train.run_stage(ctx, target=tiny_qwen3)  # still forced: retrains from scratch and swaps in
     assert ctx.stage_done("train") and not list(ctx.path("drafters").glob(".*"))
     assert [int(r["step"]) for r in csv.DictReader((directory / "train_log.csv").open())] == [1, 2, 3, 4]
