@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -71,7 +71,7 @@ class ExperimentConfig(StrictModel):
     output_dir: str = "runs"
     run_id: Slug | None = Field(None, description="default: name + hash of the config, so reruns resume")
     stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
-    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    threads: int | str = Field(
         "auto", description="CPU intra-op threads; auto: the cores other processes leave free (lab/threads.py)")
     target: TargetSection = Field(default_factory=TargetSection)
     prompts: PromptsSection | None = Field(None, description="needed by the real stages (evaluate)")
@@ -80,6 +80,13 @@ class ExperimentConfig(StrictModel):
     prepare: PrepareSection = Field(default_factory=PrepareSection)
     train: TrainSection = Field(default_factory=TrainSection)
     sim: SimSection | None = None
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: int | str) -> int | str:
+        if value != "auto" and not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{value!r}: expected a number of threads >= 1, or auto")
+        return value
 
     @model_validator(mode="after")
     def _real_stages_have_inputs(self):

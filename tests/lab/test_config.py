@@ -119,5 +119,6 @@ def test_threads_option_does_not_change_the_run_id():
     auto = config_from_dict(MINIMAL)
     assert auto.threads == "auto"
     assert config_from_dict({**MINIMAL, "threads": 1}).resolved_run_id() == auto.resolved_run_id()
-    with pytest.raises(LabError, match="threads"):
-        config_from_dict({**MINIMAL, "threads": 0})
+    for bad in (0, "many"):
+        with pytest.raises(LabError, match="threads: Value error, .* expected a number of threads >= 1, or auto"):
+            config_from_dict({**MINIMAL, "threads": bad})
