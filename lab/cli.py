@@ -43,7 +43,7 @@ def cmd_run(args) -> int:
 
     cfg = load_config(args.config, args.set)
     stages = _parse_stages(args.stages) or cfg.stages
-    check_inputs(cfg, stages)
+    check_inputs(cfg, stages, args.config)
     ctx = open_run(cfg, show_progress=not args.quiet)
     choice = apply_thread_policy(cfg.threads)
     print(f"run directory: {ctx.root}  (threads {choice.threads}: {choice.reason})")
@@ -75,11 +75,17 @@ def cmd_run(args) -> int:
 def cmd_validate(args) -> int:
     from lab.preflight import check_inputs
 
-    for path in args.configs:
-        cfg = load_config(path, args.set)
-        check_inputs(cfg, STAGES)
+    failed = 0
+    for path in args.configs:  # every file is checked; one error line per bad file
+        try:
+            cfg = load_config(path, args.set)
+            check_inputs(cfg, STAGES, path)
+        except LabError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         print(f"{path}: ok (run id {cfg.resolved_run_id()}, stages {','.join(cfg.stages)})")
-    return 0
+    return 2 if failed else 0
 
 
 def cmd_targets(args) -> int:

@@ -1,6 +1,6 @@
 """Checks of an experiment's input files that need no model: what `lab validate` and `lab run` check first.
 
-    check_inputs(cfg, stages=cfg.stages)    # LabError naming the field, e.g. prompts.datasets[0].path
+    check_inputs(cfg, cfg.stages, "x.yaml")  # LabError "x.yaml: prompts.datasets[0].path: ..." at the first bad input
 
 Prompt files (evaluation and training sets) must exist, parse and hold at least one non-empty prompt; a
 target checkpoint directory must exist and hold config.json. `lab run` checks only what its stages read,
@@ -24,8 +24,16 @@ def check_target_path(path: str) -> None:
         raise LabError(f"target.path {path!r}: no config.json there (expected a local checkpoint)")
 
 
-def check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...]) -> None:
-    """Raise LabError at the first input file that `stages` would read and cannot."""
+def check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...], source: str) -> None:
+    """Raise LabError, prefixed with the experiment file `source`, at the first input `stages` would read
+    and cannot."""
+    try:
+        _check_inputs(cfg, stages)
+    except LabError as exc:
+        raise LabError(f"{source}: {exc}") from None
+
+
+def _check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...]) -> None:
     real = [s for s in stages if s in REAL_STAGES]
     if real and cfg.target.path:
         check_target_path(cfg.target.path)
