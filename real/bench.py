@@ -23,6 +23,7 @@ from lab.config import DatasetSpec, PromptsSection, TargetSection
 from real.decode import autoregressive_decode, speculative_decode
 from real.drafters.ngram import NgramDrafter
 from real.prompts import encode_prompt, load_prompt_sets
+from real.rng import device_generator
 from real.targets import load_target
 
 
@@ -37,7 +38,7 @@ def timed(fn, repeats: int = 3) -> float:
 
 
 def forward_throughput(target, context_len: int = 256) -> dict:
-    ids = torch.randint(100, 5000, (1, context_len), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(100, 5000, (1, context_len), generator=device_generator("cpu", 0))
 
     def prefill():  # as the decode loop prefills: logits of the last position only
         target.forward(ids, target.new_cache(), last_logits_only=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from lab.io import atomic_path, write_text_atomic
@@ -28,6 +27,7 @@ from real.decode import DecodeResult, StepInfo, autoregressive_decode, speculati
 from real.drafters import build_drafter
 from real.plots import plot_positions
 from real.prompts import encode_prompt, load_prompt_sets
+from real.rng import device_generator
 from real.targets import load_target
 from real.verify import GREEDY_EPS
 
@@ -71,12 +71,12 @@ def evaluate_group(ctx: RunContext, target, drafters, dataset: str, prompts, enc
         seed = stable_seed(cfg.seed, dataset, temperature, prompt.prompt_id)
         reference = None
         if cfg.decode.baseline or greedy:
-            gen = torch.Generator().manual_seed(seed)
+            gen = device_generator(target.device, seed)
             base = autoregressive_decode(target, prompt_ids, max_new, temperature, gen, cfg.decode.stop_at_eos)
             rows.append(decode_row(AR_METHOD, prompt.prompt_id, base, None))
             reference = base.tokens if greedy else None
         for drafter in drafters:
-            gen = torch.Generator().manual_seed(seed)
+            gen = device_generator(target.device, seed)
             result = speculative_decode(target, drafter, prompt_ids, max_new, temperature, gen,
                                         cfg.decode.stop_at_eos)
             rows.append(decode_row(drafter.name, prompt.prompt_id, result, reference))

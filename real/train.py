@@ -40,6 +40,7 @@ from real.drafters.layers import init_weights
 from real.drafters.trained import save_model
 from real.losses import block_loss, loss_weights
 from real.prepare import PreparedData, Sequence, load_prepared
+from real.rng import device_generator
 
 STAGE = "train"
 STATE_FILE = "train_state.json"
@@ -155,7 +156,7 @@ class DrafterTrainer:
         self.directory = Path(directory) if directory is not None else None
         self.drafter_cls = drafter_class(spec.method)  # select_features: tapped, or MTP's final hidden
         self.model = self.drafter_cls.build_model(spec, target, d2t)
-        init_weights(self.model, generator=torch.Generator().manual_seed(seed))  # same init on every rank
+        init_weights(self.model, generator=device_generator(self.model, seed))  # same init on every rank
         self.model.train()
         self.weights = loss_weights(spec)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -314,7 +315,7 @@ class BatchPlan:
         n = len(self.usable)
         epoch, offset = divmod(slot, n)
         if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            g = device_generator("cpu", self.seed * 7919 + epoch)
             self._perms = {epoch: torch.randperm(n, generator=g).tolist()}
         return self.usable[self._perms[epoch][offset]]
 
@@ -345,7 +346,7 @@ def train(ctx: RunContext, target, specs=None) -> dict:
     trainers = [DrafterTrainer(s, target, draft_vocab(data.token_counts, s.draft_vocab_size), section,
                                ctx.path("drafters", s.name), dist, seed=cfg.seed * 1_000_003 + zlib.crc32(s.name.encode()))
                 for s in specs]
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = device_generator("cpu", cfg.seed)  # host-side: anchors and batch plan
     states = [(t.resume(), t) for t in trainers]
     for _, t in states:
         t.truncate_log()
