@@ -11,6 +11,7 @@ final layer), plus the final normed hidden state.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,15 @@ def default_tap_layers(num_layers: int, num_tapped: int = NUM_TAPPED_LAYERS) -> 
     if num_layers >= 8:
         return [round(1 + i * (num_layers - 4) / (num_tapped - 1)) for i in range(num_tapped)]
     return list(range(num_layers - 1))[:num_tapped]
+
+
+def cache_kwarg(model) -> str:
+    """The name under which this transformers version's forward takes the KV cache: `past_key_values`
+    in older 5.x (5.17), `cache` in newer ones (5.24, where the old name is a deprecation shim).
+    Passing the wrong one is silent: the model swallows it in **kwargs and runs without a cache, so the
+    next token's logits are those of a one-token prompt (seen on 5.17)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _contiguous_input(module, args):
@@ -61,6 +71,7 @@ class Target:
                            "(the final layer is never tapped)")
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.cache_kwarg = cache_kwarg(self.model)
         if not getattr(self.lm_head, "_lab_contiguous_hook", False):
             self.lm_head.register_forward_pre_hook(_contiguous_input)
             self.lm_head._lab_contiguous_hook = True
@@ -138,7 +149,8 @@ class Target:
         The caller must follow every forward that used a cache with crop(cache, n) — n tokens rejected,
         0 if none: sliding-window layers keep their past until then so that a rejection can roll back.
         """
-        out = self.model(input_ids=input_ids.to(self.device), cache=cache, use_cache=cache is not None,
+        kv = {self.cache_kwarg: cache}
+        out = self.model(input_ids=input_ids.to(self.device), **kv, use_cache=cache is not None,
                          output_hidden_states=with_features, attention_mask=attention_mask,
                          position_ids=position_ids, logits_to_keep=1 if last_logits_only else 0)
         features = last_hidden = None
