@@ -30,7 +30,9 @@ class TargetSection(StrictModel):
     name: str = Field("gemma3-270m", description="embedded target name, or a label when `path` is set")
     path: str | None = Field(None, description="local checkpoint directory (Qwen3 / Gemma3); $VARS expand")
     device: str = Field("cpu", description="cpu, cuda, cuda:1, ...")
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 where the device runs it natively (CUDA; CPUs with AVX512-BF16 "
+        "or AMX), float32 elsewhere; the resolved dtype is recorded in the run's target.json and REPORT.md")
     tap_layers: list[int] | None = Field(None, description="target layers fed to drafters; default: spec rule")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 

@@ -103,10 +103,23 @@ def section(title: str, explanation: str, table: pd.DataFrame, floatfmt: str = "
     return [f"## {title}", "", explanation, "", markdown_table(table, floatfmt), ""]
 
 
+def target_line(ctx: RunContext) -> tuple[str, str]:
+    """The target as the real stages recorded it in target.json (the resolved dtype when the YAML says
+    auto, the CPU capability or the GPU's name); the YAML's own words when no real stage ran."""
+    cfg, path = ctx.cfg, ctx.path("target.json")
+    if not path.exists():
+        return cfg.target.dtype, f"{cfg.target.dtype} on {cfg.target.device}"
+    rec = json.loads(path.read_text())
+    dtype = rec["dtype"] + (" (auto)" if rec.get("dtype_requested") == "auto" else "")
+    where = rec.get("cuda_device") or f"CPU capability {rec.get('cpu_capability')}"
+    return rec["dtype"], f"{dtype} on {rec['device']}, {where}"
+
+
 def build_report(ctx: RunContext) -> str:
     cfg = ctx.cfg
+    dtype, target_desc = target_line(ctx)
     lines = [f"# {cfg.name} — run {ctx.run_id}", "",
-             (f"Target: `{cfg.target.name}` ({cfg.target.dtype} on {cfg.target.device}); "
+             (f"Target: `{cfg.target.name}` ({target_desc}); "
              f"drafters: {', '.join(d.name for d in cfg.drafters)}; max_new_tokens {cfg.decode.max_new_tokens}."),
              ("All numbers below were measured in this run; speedups compare the drafter and plain decoding of "
              "the same prompts, decoded side by side."), ""]
@@ -137,7 +150,7 @@ def build_report(ctx: RunContext) -> str:
         greedy = summary[summary["temperature"] == 0]
         if len(greedy):
             lines += section("Greedy identity: spec-decoded output == the target's own greedy output",
-                             f"Fraction of prompts identical token for token ({cfg.target.dtype}). In bf16 a "
+                             f"Fraction of prompts identical token for token ({dtype}). In bf16 a "
                              "k-token verify can pick a different argmax than a 1-token decode; fp32 must be 1.000.",
                              greedy[["method", "dataset", "prompts", "identical_to_ar"]])
         lines += ["Full table: `tau.csv`.", ""]

@@ -28,7 +28,7 @@ from real.drafters import build_drafter
 from real.plots import plot_positions
 from real.prompts import encode_prompt, load_prompt_sets
 from real.rng import device_generator
-from real.targets import load_target
+from real.targets import load_run_target
 from real.verify import GREEDY_EPS
 
 AR_METHOD = "ar"
@@ -136,7 +136,7 @@ def summarize(ctx: RunContext) -> pd.DataFrame:
 def run_stage(ctx: RunContext) -> None:
     cfg = ctx.cfg
     cfg.require_real_inputs("evaluate")
-    target = load_target(cfg.target)
+    target = load_run_target(ctx)
     prompt_sets = load_prompt_sets(cfg.prompts)
     drafters = [build_drafter(spec, target, ctx.path("drafters", spec.name)) for spec in cfg.drafters]
     warmed = False

@@ -388,11 +388,11 @@ def run_stage(ctx: RunContext, target=None) -> None:
         print(f"train: done already ({ctx.path('drafters')})")
         return
     if target is None:
-        from real.targets import load_target
+        from real.targets import load_run_target
 
         if ctx.cfg.target.device.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        target = load_target(ctx.cfg.target)
+        target = load_run_target(ctx)
     results = train(ctx, target)
     dist = Dist(tdist.get_rank(), tdist.get_world_size()) if tdist.is_initialized() else Dist()
     if dist.main:
