@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from lab.config import RANDOM_INIT_NOTE
 from lab.io import write_text_atomic
 from lab.metrics import conditional_counts
 from lab.runs import RunContext
@@ -118,7 +119,12 @@ def target_line(ctx: RunContext) -> tuple[str, str]:
 def build_report(ctx: RunContext) -> str:
     cfg = ctx.cfg
     dtype, target_desc = target_line(ctx)
-    lines = [f"# {cfg.name} — run {ctx.run_id}", "",
+    lines = [f"# {cfg.name} — run {ctx.run_id}", ""]
+    if cfg.target.init == "random":
+        lines += [(f"**{RANDOM_INIT_NOTE.capitalize()}.** The target `{cfg.target.name}` is a weights-free "
+                   "sizing target (real architecture and tokenizer, random weights): its step times and the "
+                   "pipeline are real, every acceptance length, rate and speedup below is not."), ""]
+    lines += [
              (f"Target: `{cfg.target.name}` ({target_desc}); "
              f"drafters: {', '.join(d.name for d in cfg.drafters)}; max_new_tokens {cfg.decode.max_new_tokens}."),
              ("All numbers below were measured in this run; speedups compare the drafter and plain decoding of "

@@ -18,6 +18,7 @@ import hashlib
 import pandas as pd
 from tqdm import tqdm
 
+from lab.config import RANDOM_INIT_NOTE
 from lab.io import atomic_path, write_text_atomic
 from lab.metrics import tau
 from lab.runs import RunContext
@@ -130,7 +131,10 @@ def summarize(ctx: RunContext) -> pd.DataFrame:
                          "identical_to_ar": float(identical.mean()) if len(identical) else float("nan"),
                          "draft_ms": draft_ms, "verify_ms": verify_ms, "ar_ms_per_token": ar_ms,
                          "tau_break_even": (draft_ms + verify_ms) / ar_ms})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if ctx.cfg.target.init == "random":  # a weights-free sizing target: its drafts match nothing real
+        frame["note"] = RANDOM_INIT_NOTE
+    return frame
 
 
 def run_stage(ctx: RunContext) -> None:

@@ -232,6 +232,10 @@ def load_target(section: TargetSection) -> Target:
         raise LabError(f"target.device {section.device!r}: CUDA is not available on this machine")
     dtype_name = resolve_dtype(section.dtype, section.device)
     dtype = DTYPES[dtype_name]
+    if section.init == "random":
+        from real.sizing import load_random_target
+
+        return load_random_target(section, dtype_name)
     if section.path is None and section.name.startswith("tiny-"):
         target = tiny_target(section.name.removeprefix("tiny-"), dtype=dtype_name)
         target.model.to(section.device)
@@ -260,7 +264,7 @@ TARGET_RECORD = "target.json"
 def target_record(target: Target, section: TargetSection) -> dict:
     """What a run's numbers were measured on: the dtype actually used (target.dtype may say auto)."""
     dtype = str(target.dtype).removeprefix("torch.")
-    return {"name": target.name, "dtype": dtype, "dtype_requested": section.dtype,
+    return {"name": target.name, "init": section.init, "dtype": dtype, "dtype_requested": section.dtype,
             "device": str(target.device), "cpu_capability": cpu_capability(),
             "cpu_bf16_native": cpu_runs_bf16_natively(),
             "cuda_device": torch.cuda.get_device_name(target.device) if target.device.type == "cuda" else None}
