@@ -63,7 +63,7 @@ def autoregressive_decode(target: Target, prompt_ids: list[int], max_new_tokens:
                           generator: torch.Generator | None = None, stop_at_eos: bool = True) -> DecodeResult:
     """The baseline: one target forward per token, same sampling rule as the verifier's."""
     device, eos_ids = target.device, target.eos_token_ids
-    cache = target.new_cache()
+    cache = target.new_cache(max_len=len(prompt_ids) + max_new_tokens + 2)
     start = _now_ms(device)
     logits = target.forward(torch.tensor([prompt_ids]), cache, last_logits_only=True).logits[:, -1]  # [1, V]
     target.crop(cache, 0)
@@ -87,7 +87,7 @@ def speculative_decode(target: Target, drafter: Drafter, prompt_ids: list[int], 
     device, eos_ids = target.device, target.eos_token_ids
     eos_for_verify = eos_ids if stop_at_eos else None
     k_full = block_size or drafter.block_size
-    cache = target.new_cache()
+    cache = target.new_cache(max_len=len(prompt_ids) + max_new_tokens + k_full + 2)
     start = _now_ms(device)
     prefill = target.forward(torch.tensor([prompt_ids]), cache, with_features=drafter.needs_features,
                              last_logits_only=True)

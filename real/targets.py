@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from lab.config import TargetSection
 from lab.errors import LabError
 from lab.io import write_json_atomic
+from real.static_step import GraphedSteps, StaticKV, resolve_engine
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -99,6 +100,9 @@ class Target:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.cache_kwarg = cache_kwarg(self.model)
+        self.engine = "eager"  # or static / graphs (real/static_step.py); load_target sets it from the YAML
+        self._static_kv: StaticKV | None = None
+        self._graphs = GraphedSteps()
         if not getattr(self.lm_head, "_lab_contiguous_hook", False):
             self.lm_head.register_forward_pre_hook(_contiguous_input)
             self.lm_head._lab_contiguous_hook = True
@@ -151,8 +155,16 @@ class Target:
             return 151669
         return 4 if self.config.model_type.startswith("gemma") else int(self.tokenizer.pad_token_id or 0)
 
-    def new_cache(self) -> DynamicCache:
-        """A KV cache that can be rolled back, sliding-window layers included."""
+    def new_cache(self, max_len: int | None = None) -> DynamicCache | StaticKV:
+        """A KV cache that can be rolled back, sliding-window layers included. With engine static / graphs
+        and the request's max_len given: the target's one preallocated StaticKV, emptied (reallocated, and
+        the captured graphs dropped, only when a request needs more room)."""
+        if self.engine != "eager" and max_len is not None:
+            if self._static_kv is None or self._static_kv.max_len < max_len:
+                self._graphs.reset()
+                self._static_kv = StaticKV(self.num_layers, max(int(max_len), 256))
+            self._static_kv.rewind()
+            return self._static_kv
         cache = DynamicCache(config=self.model.config)
         for layer in cache.layers:
             if hasattr(layer, "activate_past_recording"):
@@ -165,9 +177,9 @@ class Target:
         cache.crop(-int(tokens_to_remove))
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, cache: DynamicCache | None = None, with_features: bool = False,
-                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                last_logits_only: bool = False) -> TargetOutput:
+    def forward(self, input_ids: torch.Tensor, cache: DynamicCache | StaticKV | None = None,
+                with_features: bool = False, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, last_logits_only: bool = False) -> TargetOutput:
         """Run the target over input_ids [B, T] appended to `cache`.
 
         last_logits_only: logits for the last position only ([B, 1, V]) -- a prefill needs no more, and
@@ -175,9 +187,20 @@ class Target:
 
         The caller must follow every forward that used a cache with crop(cache, n) — n tokens rejected,
         0 if none: sliding-window layers keep their past until then so that a rejection can roll back.
+        With engine graphs, batch-1 steps over the StaticKV replay a captured CUDA graph.
         """
+        input_ids = input_ids.to(self.device)
+        if self.engine == "graphs" and self._graphs.usable(input_ids, cache, attention_mask, position_ids,
+                                                           last_logits_only):
+            return self._graphs.run(self._forward_eager, input_ids, cache, with_features)  # pragma: no cover
+        return self._forward_eager(input_ids, cache, with_features, attention_mask, position_ids,
+                                   last_logits_only)
+
+    def _forward_eager(self, input_ids: torch.Tensor, cache, with_features: bool = False,
+                       attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                       last_logits_only: bool = False) -> TargetOutput:
         kv = {self.cache_kwarg: cache}
-        out = self.model(input_ids=input_ids.to(self.device), **kv, use_cache=cache is not None,
+        out = self.model(input_ids=input_ids, **kv, use_cache=cache is not None,
                          output_hidden_states=with_features, attention_mask=attention_mask,
                          position_ids=position_ids, logits_to_keep=1 if last_logits_only else 0)
         features = last_hidden = None
@@ -227,6 +250,13 @@ def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: in
 
 
 def load_target(section: TargetSection) -> Target:
+    """The target an experiment names, on its engine (target.engine; auto: graphs on CUDA, else eager)."""
+    target = _load_model(section)
+    target.engine = resolve_engine(section.engine, section.device)
+    return target
+
+
+def _load_model(section: TargetSection) -> Target:
     """Load the target an experiment names: a local checkpoint directory or an embedded model."""
     if section.device.startswith("cuda") and not torch.cuda.is_available():
         raise LabError(f"target.device {section.device!r}: CUDA is not available on this machine")
@@ -264,7 +294,8 @@ TARGET_RECORD = "target.json"
 def target_record(target: Target, section: TargetSection) -> dict:
     """What a run's numbers were measured on: the dtype actually used (target.dtype may say auto)."""
     dtype = str(target.dtype).removeprefix("torch.")
-    return {"name": target.name, "init": section.init, "dtype": dtype, "dtype_requested": section.dtype,
+    return {"name": target.name, "init": section.init, "engine": target.engine, "dtype": dtype,
+            "dtype_requested": section.dtype,
             "device": str(target.device), "cpu_capability": cpu_capability(),
             "cpu_bf16_native": cpu_runs_bf16_natively(),
             "cuda_device": torch.cuda.get_device_name(target.device) if target.device.type == "cuda" else None}
