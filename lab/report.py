@@ -14,7 +14,7 @@ import pandas as pd
 
 from lab.config import RANDOM_INIT_NOTE
 from lab.io import write_text_atomic
-from lab.metrics import conditional_counts
+from lab.metrics import conditional_counts, reported_speedup
 from lab.runs import RunContext
 from lab.trace import read_traces
 
@@ -138,9 +138,18 @@ def build_report(ctx: RunContext) -> str:
     tau_path = ctx.path("tau.csv")
     if tau_path.exists():
         summary = pd.read_csv(tau_path)
+        flagged = summary[summary["speedup_unexplained"]] if "speedup_unexplained" in summary else summary[:0]
+        summary = summary.assign(speedup=reported_speedup(summary))  # flagged values never print as results
         lines += ["## Acceptance length tau (accepted + 1 per round)", "", markdown_table(table1_layout(summary, "tau")), ""]
         lines += ["## Wall-clock speedup vs autoregressive decoding (tokens/s ratio)", "",
                   markdown_table(table1_layout(summary, "speedup")), ""]
+        if len(flagged):
+            lines += section("Flagged speedups (not results)",
+                             "These measured speedups exceed what the run's own tau and step times can explain "
+                             "(bound = tau x AR ms per token / (draft ms + verify ms) x 1.1), so they are shown "
+                             "n/a above: a cold or disturbed timer, not the drafter. Rerun before quoting them.",
+                             flagged[["method", "dataset", "temperature", "tau", "speedup", "speedup_bound",
+                                      "ar_ms_per_token", "draft_ms", "verify_ms"]])
         dspark = next((d.name for d in cfg.drafters if d.method == "dspark"), None)
         ratios = ratio_table(summary, dspark) if dspark else pd.DataFrame()
         if len(ratios):

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from real.drafters.trained import save_model
 from real.losses import block_loss, loss_weights
 from real.prepare import PreparedData, Sequence, load_prepared
 from real.rng import device_generator
+from real.timing import now_ms
 
 STAGE = "train"
 STATE_FILE = "train_state.json"
@@ -179,7 +179,7 @@ class DrafterTrainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         k = self.spec.block_size
-        t0 = time.perf_counter()
+        t0 = now_ms(self.device_type)
         sums: dict[str, float] = {}
         for i, (seq, anc) in enumerate(zip(seqs, anchors)):
             last = i == len(seqs) - 1
@@ -199,7 +199,7 @@ class DrafterTrainer:
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         self.step += 1
-        seconds = time.perf_counter() - t0
+        seconds = (now_ms(self.device_type) - t0) / 1000.0
         tokens = sum(int(s.ids.numel()) for s in seqs)
         self.last_metrics = {"step": self.step, "lr": lr, **sums, "grad_norm": float(grad_norm),
                              "seconds": seconds, "sequences": len(seqs), "tokens": tokens,
@@ -364,9 +364,9 @@ def train(ctx: RunContext, target, specs=None) -> dict:
                disable=not (ctx.show_progress and dist.main))
     for step in bar:
         batch = plan.step(step, generator)[dist.rank::dist.world]
-        t0 = time.perf_counter()
+        t0 = now_ms(target.device)
         seqs = [data.sequence("train", idx, target, section.max_length) for idx, _ in batch]
-        feature_s = time.perf_counter() - t0
+        feature_s = (now_ms(target.device) - t0) / 1000.0
         anchors = [a for _, a in batch]
         postfix = {}
         for t in active:
