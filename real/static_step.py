@@ -55,9 +55,13 @@ class StaticKV(Cache):
             layer.cumulative_length.zero_()
 
     def crop(self, tokens_to_remove: int) -> None:
-        # the base class also accepts 0 (DynamicCache semantics: trim sliding layers); nothing to trim here
-        if tokens_to_remove:
-            super().crop(-abs(int(tokens_to_remove)))
+        """Forget the last |tokens_to_remove| positions: the counters move back in place (the tensors keep
+        their static addresses for CUDA graphs); 0 is a no-op. transformers' StaticLayer.crop (5.2x)
+        does the same and is missing in 5.17, so it is done here."""
+        n = abs(int(tokens_to_remove))
+        if n:
+            for layer in self.layers:
+                layer.cumulative_length.sub_(n)
 
 
 @dataclass

@@ -113,9 +113,10 @@ class Dist:
 
 
 def init_distributed(device_type: str) -> Dist:
-    """torchrun sets WORLD_SIZE / RANK / MASTER_ADDR; one process per device."""
+    """torchrun sets WORLD_SIZE / RANK / MASTER_ADDR; one process per device. Under torchrun even one
+    process joins a process group (and wraps DDP), so `--nproc_per_node 1` exercises the DDP path."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return Dist()
     if not tdist.is_initialized():
         tdist.init_process_group("nccl" if device_type == "cuda" else "gloo")
@@ -164,7 +165,7 @@ class DrafterTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(section.steps, section.warmup_fraction, section.min_lr_ratio))
         self.net = self.model
-        if self.dist.world > 1:
+        if self.dist.world > 1 or tdist.is_initialized():
             dev = target.device
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
