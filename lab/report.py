@@ -113,7 +113,8 @@ def target_line(ctx: RunContext) -> tuple[str, str]:
     rec = json.loads(path.read_text())
     dtype = rec["dtype"] + (" (auto)" if rec.get("dtype_requested") == "auto" else "")
     where = rec.get("cuda_device") or f"CPU capability {rec.get('cpu_capability')}"
-    return rec["dtype"], f"{dtype} on {rec['device']}, {where}"
+    engine = f", {rec['engine']} engine" if rec.get("engine") else ""
+    return rec["dtype"], f"{dtype} on {rec['device']}, {where}{engine}"
 
 
 def build_report(ctx: RunContext) -> str:
