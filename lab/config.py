@@ -26,20 +26,40 @@ from lab.yaml_load import load_yaml_bytes, load_yaml_text
 STAGES = ("prepare", "train", "evaluate", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
+# Weights-free sizing targets (target.init: random): architecture from real/presets/<name>.json
+PRESET_TARGETS = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b",
+                  "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b")
+RANDOM_INIT_NOTE = "timing only: acceptance meaningless"  # on every output of a random-init target's run
 
 
 class TargetSection(StrictModel):
     name: str = Field("gemma3-270m", description="embedded target name, or a label when `path` is set")
     path: str | None = Field(None, description="local checkpoint directory (Qwen3 / Gemma3); $VARS expand")
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|mps)$", description="cpu, cuda, cuda:N or mps")
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 where the device runs it natively (CUDA; CPUs with AVX512-BF16 "
+        "or AMX), float32 elsewhere; the resolved dtype is recorded in the run's target.json and REPORT.md")
     tap_layers: list[int] | None = Field(None, description="target layers fed to drafters; default: spec rule")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained", description="random: a weights-free sizing target built from a shipped config "
+        f"(name one of {PRESET_TARGETS}); timing only, acceptance meaningless")
+    engine: Literal["auto", "eager", "static", "graphs"] = Field(
+        "auto", description="target forward: eager (DynamicCache), static (StaticCache), graphs (StaticCache "
+        "+ CUDA graphs, CUDA only); auto = graphs on CUDA, eager elsewhere")
 
     @model_validator(mode="after")
     def _embedded_or_path(self):
-        if self.path is None and self.name not in EMBEDDED_TARGETS:
-            raise ValueError(f"target.name {self.name!r} is not embedded {EMBEDDED_TARGETS}; set target.path")
+        if self.init == "random":
+            if self.path is not None:
+                raise ValueError("target.path: a random-init target is built from a preset; drop path")
+            if self.name not in PRESET_TARGETS:
+                raise ValueError(f"target.name {self.name!r}: no preset for init: random; one of {PRESET_TARGETS}")
+        elif self.path is None and self.name not in EMBEDDED_TARGETS:
+            raise ValueError(f"target.name {self.name!r} is not embedded {EMBEDDED_TARGETS}; set target.path "
+                             f"(or init: random for a weights-free preset {PRESET_TARGETS})")
+        if self.engine == "graphs" and not self.device.startswith("cuda"):
+            raise ValueError(f"target.engine graphs needs a CUDA device, not {self.device!r}")
         return self
 
 

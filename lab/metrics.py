@@ -6,6 +6,9 @@ Glossary (DESIGN.md, vLLM's spec-decode counters):
 - conditional rate c_j = s_j / s_(j-1) (s_0 = 1): the paper's Fig. 2 per-position acceptance.
 - draft acceptance rate = accepted draft tokens / drafted tokens (vLLM's spec_decode acceptance rate).
 - ECE: expected calibration error of a score against 0/1 outcomes, equal-width bins.
+- speedup bound = tau x AR ms per token / (draft ms + verify ms per round) x 1.1: the most wall-clock
+  speedup a run's own acceptance and step times can explain (prefill aside). A measured speedup above it
+  is flagged, not reported (cold first timers, a noisy neighbour, a broken baseline).
 
     python -c "from lab.trace import read_traces; from lab.metrics import tau_table; print(tau_table(read_traces('runs/...')))"
 """
@@ -121,3 +124,28 @@ def percentiles(values, qs=(50, 90, 99)) -> dict[str, float]:
     if values.size == 0:
         return {f"p{q}": float("nan") for q in qs}
     return {f"p{q}": float(np.percentile(values, q)) for q in qs}
+
+
+SPEEDUP_SLACK = 1.1  # room for prefill and bookkeeping the per-round means leave out
+
+
+def speedup_bound(tau_value, ar_ms_per_token, draft_ms, verify_ms, slack: float = SPEEDUP_SLACK):
+    """tau tokens per (draft + verify) round against ar_ms_per_token per token, times `slack`."""
+    return tau_value * ar_ms_per_token / (draft_ms + verify_ms) * slack
+
+
+def flag_unexplained_speedups(summary: pd.DataFrame, slack: float = SPEEDUP_SLACK) -> pd.DataFrame:
+    """Adds speedup_bound and speedup_unexplained (speedup > bound) to a tau.csv frame. A row without
+    rounds or timings has a NaN bound and is not flagged."""
+    out = summary.copy()
+    out["speedup_bound"] = speedup_bound(out["tau"], out["ar_ms_per_token"], out["draft_ms"], out["verify_ms"],
+                                         slack)
+    out["speedup_unexplained"] = (out["speedup"] > out["speedup_bound"]).fillna(False).astype(bool)
+    return out
+
+
+def reported_speedup(summary: pd.DataFrame) -> pd.Series:
+    """The speedup column with flagged values blanked (NaN): what a report may print as a result."""
+    if "speedup_unexplained" not in summary:
+        return summary["speedup"]
+    return summary["speedup"].where(~summary["speedup_unexplained"].astype(bool))

@@ -12,8 +12,9 @@ import json
 import numpy as np
 import pandas as pd
 
+from lab.config import RANDOM_INIT_NOTE
 from lab.io import write_text_atomic
-from lab.metrics import conditional_counts
+from lab.metrics import conditional_counts, reported_speedup
 from lab.runs import RunContext
 from lab.trace import read_traces
 
@@ -103,10 +104,29 @@ def section(title: str, explanation: str, table: pd.DataFrame, floatfmt: str = "
     return [f"## {title}", "", explanation, "", markdown_table(table, floatfmt), ""]
 
 
+def target_line(ctx: RunContext) -> tuple[str, str]:
+    """The target as the real stages recorded it in target.json (the resolved dtype when the YAML says
+    auto, the CPU capability or the GPU's name); the YAML's own words when no real stage ran."""
+    cfg, path = ctx.cfg, ctx.path("target.json")
+    if not path.exists():
+        return cfg.target.dtype, f"{cfg.target.dtype} on {cfg.target.device}"
+    rec = json.loads(path.read_text())
+    dtype = rec["dtype"] + (" (auto)" if rec.get("dtype_requested") == "auto" else "")
+    where = rec.get("cuda_device") or f"CPU capability {rec.get('cpu_capability')}"
+    engine = f", {rec['engine']} engine" if rec.get("engine") else ""
+    return rec["dtype"], f"{dtype} on {rec['device']}, {where}{engine}"
+
+
 def build_report(ctx: RunContext) -> str:
     cfg = ctx.cfg
-    lines = [f"# {cfg.name} — run {ctx.run_id}", "",
-             (f"Target: `{cfg.target.name}` ({cfg.target.dtype} on {cfg.target.device}); "
+    dtype, target_desc = target_line(ctx)
+    lines = [f"# {cfg.name} — run {ctx.run_id}", ""]
+    if cfg.target.init == "random":
+        lines += [(f"**{RANDOM_INIT_NOTE.capitalize()}.** The target `{cfg.target.name}` is a weights-free "
+                   "sizing target (real architecture and tokenizer, random weights): its step times and the "
+                   "pipeline are real, every acceptance length, rate and speedup below is not."), ""]
+    lines += [
+             (f"Target: `{cfg.target.name}` ({target_desc}); "
              f"drafters: {', '.join(d.name for d in cfg.drafters)}; max_new_tokens {cfg.decode.max_new_tokens}."),
              ("All numbers below were measured in this run; speedups compare the drafter and plain decoding of "
              "the same prompts, decoded side by side."), ""]
@@ -119,9 +139,18 @@ def build_report(ctx: RunContext) -> str:
     tau_path = ctx.path("tau.csv")
     if tau_path.exists():
         summary = pd.read_csv(tau_path)
+        flagged = summary[summary["speedup_unexplained"]] if "speedup_unexplained" in summary else summary[:0]
+        summary = summary.assign(speedup=reported_speedup(summary))  # flagged values never print as results
         lines += ["## Acceptance length tau (accepted + 1 per round)", "", markdown_table(table1_layout(summary, "tau")), ""]
         lines += ["## Wall-clock speedup vs autoregressive decoding (tokens/s ratio)", "",
                   markdown_table(table1_layout(summary, "speedup")), ""]
+        if len(flagged):
+            lines += section("Flagged speedups (not results)",
+                             "These measured speedups exceed what the run's own tau and step times can explain "
+                             "(bound = tau x AR ms per token / (draft ms + verify ms) x 1.1), so they are shown "
+                             "n/a above: a cold or disturbed timer, not the drafter. Rerun before quoting them.",
+                             flagged[["method", "dataset", "temperature", "tau", "speedup", "speedup_bound",
+                                      "ar_ms_per_token", "draft_ms", "verify_ms"]])
         dspark = next((d.name for d in cfg.drafters if d.method == "dspark"), None)
         ratios = ratio_table(summary, dspark) if dspark else pd.DataFrame()
         if len(ratios):
@@ -137,7 +166,7 @@ def build_report(ctx: RunContext) -> str:
         greedy = summary[summary["temperature"] == 0]
         if len(greedy):
             lines += section("Greedy identity: spec-decoded output == the target's own greedy output",
-                             f"Fraction of prompts identical token for token ({cfg.target.dtype}). In bf16 a "
+                             f"Fraction of prompts identical token for token ({dtype}). In bf16 a "
                              "k-token verify can pick a different argmax than a 1-token decode; fp32 must be 1.000.",
                              greedy[["method", "dataset", "prompts", "identical_to_ar"]])
         lines += ["Full table: `tau.csv`.", ""]

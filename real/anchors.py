@@ -11,13 +11,13 @@ verify_ms is NaN in these rows: no per-anchor verify pass exists.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
 from real.decode import StepInfo
 from real.drafters.base import Drafter
 from real.targets import Target
+from real.timing import now_ms
 
 
 @torch.inference_mode()
@@ -35,9 +35,9 @@ def anchor_steps(target: Target, drafter: Drafter, prompt_ids: list[int], output
     # The last output token has no known continuation, so anchors stop one short of the end.
     for t in range(len(output_ids) - 1):
         anchor = output_ids[t]
-        t0 = time.perf_counter()
+        t0 = now_ms(target.device)
         proposal = drafter.propose(state, anchor, k, 0.0, None)
-        draft_ms = (time.perf_counter() - t0) * 1000.0
+        draft_ms = now_ms(target.device) - t0
         truth = output_ids[t + 1: t + 1 + k]
         draft = proposal.tokens.tolist()[: len(truth)]  # near the end only the known continuation counts
         confidence = proposal.confidence.float().tolist()[: len(draft)]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 from tqdm import tqdm
@@ -23,21 +22,24 @@ from lab.config import DatasetSpec, PromptsSection, TargetSection
 from real.decode import autoregressive_decode, speculative_decode
 from real.drafters.ngram import NgramDrafter
 from real.prompts import encode_prompt, load_prompt_sets
+from real.rng import device_generator
 from real.targets import load_target
+from real.timing import stopwatch
 
 
-def timed(fn, repeats: int = 3) -> float:
-    """Median wall seconds of fn()."""
+def timed(fn, repeats: int = 3, device=None) -> float:
+    """Median wall seconds of fn(), after one warm-up call, the device synchronized around each."""
+    fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        with stopwatch(device) as watch:
+            fn()
+        times.append(watch.seconds)
     return sorted(times)[len(times) // 2]
 
 
 def forward_throughput(target, context_len: int = 256) -> dict:
-    ids = torch.randint(100, 5000, (1, context_len), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(100, 5000, (1, context_len), generator=device_generator("cpu", 0))
 
     def prefill():  # as the decode loop prefills: logits of the last position only
         target.forward(ids, target.new_cache(), last_logits_only=True)
@@ -81,12 +83,12 @@ def hf_assisted(target, encoded, max_new: int, label: str, **assist) -> dict:
     for ids in tqdm(encoded, desc=f"transformers {label}", leave=False):
         inputs = torch.tensor([ids])
         common = {"max_new_tokens": max_new, "do_sample": False, "eos_token_id": eos, "pad_token_id": eos[0]}
-        start = time.perf_counter()
-        plain = target.model.generate(inputs, **common)[0, len(ids):].tolist()
-        plain_s += time.perf_counter() - start
-        start = time.perf_counter()
-        assisted = target.model.generate(inputs, **assist, **common)[0, len(ids):].tolist()
-        assisted_s += time.perf_counter() - start
+        with stopwatch(target.device) as plain_watch:
+            plain = target.model.generate(inputs, **common)[0, len(ids):].tolist()
+        with stopwatch(target.device) as assisted_watch:
+            assisted = target.model.generate(inputs, **assist, **common)[0, len(ids):].tolist()
+        plain_s += plain_watch.seconds
+        assisted_s += assisted_watch.seconds
         plain_tokens += len(plain)
         assisted_tokens += len(assisted)
         identical += plain == assisted

@@ -10,13 +10,13 @@ result equals the target's own greedy output token for token.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
 
 from real.drafters.base import Drafter
 from real.targets import Target
+from real.timing import now_ms
 from real.verify import NO_TOKEN, sample_token, verify
 
 
@@ -43,12 +43,6 @@ class DecodeResult:
         return self.prefill_ms + self.decode_ms
 
 
-def _now_ms(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() * 1000.0
-
-
 def _finish(tokens: list[int], max_new_tokens: int, eos_ids: set[int], stop_at_eos: bool) -> list[int]:
     out = tokens[:max_new_tokens]
     if stop_at_eos:
@@ -63,19 +57,19 @@ def autoregressive_decode(target: Target, prompt_ids: list[int], max_new_tokens:
                           generator: torch.Generator | None = None, stop_at_eos: bool = True) -> DecodeResult:
     """The baseline: one target forward per token, same sampling rule as the verifier's."""
     device, eos_ids = target.device, target.eos_token_ids
-    cache = target.new_cache()
-    start = _now_ms(device)
+    cache = target.new_cache(max_len=len(prompt_ids) + max_new_tokens + 2)
+    start = now_ms(device)
     logits = target.forward(torch.tensor([prompt_ids]), cache, last_logits_only=True).logits[:, -1]  # [1, V]
     target.crop(cache, 0)
     token = int(sample_token(logits, temperature, generator)[0])
-    prefill_done = _now_ms(device)
+    prefill_done = now_ms(device)
     tokens = [token]
     while len(tokens) < max_new_tokens and not (stop_at_eos and token in eos_ids):
         logits = target.forward(torch.tensor([[token]]), cache).logits[:, -1]
         target.crop(cache, 0)
         token = int(sample_token(logits, temperature, generator)[0])
         tokens.append(token)
-    end = _now_ms(device)
+    end = now_ms(device)
     return DecodeResult(tokens=tokens, prefill_ms=prefill_done - start, decode_ms=end - prefill_done)
 
 
@@ -87,8 +81,8 @@ def speculative_decode(target: Target, drafter: Drafter, prompt_ids: list[int], 
     device, eos_ids = target.device, target.eos_token_ids
     eos_for_verify = eos_ids if stop_at_eos else None
     k_full = block_size or drafter.block_size
-    cache = target.new_cache()
-    start = _now_ms(device)
+    cache = target.new_cache(max_len=len(prompt_ids) + max_new_tokens + k_full + 2)
+    start = now_ms(device)
     prefill = target.forward(torch.tensor([prompt_ids]), cache, with_features=drafter.needs_features,
                              last_logits_only=True)
     target.crop(cache, 0)
@@ -96,15 +90,15 @@ def speculative_decode(target: Target, drafter: Drafter, prompt_ids: list[int], 
     prompt_features = drafter.select_features(prefill.features, prefill.last_hidden)  # [1, P, F] or None
     prompt_features = prompt_features[0] if prompt_features is not None else None
     state = drafter.start(list(prompt_ids), prompt_features)
-    prefill_done = _now_ms(device)
+    prefill_done = now_ms(device)
 
     tokens, steps = [anchor], []
     finished = stop_at_eos and anchor in eos_ids
     while len(tokens) < max_new_tokens and not finished:
         context_len = len(prompt_ids) + len(tokens) - 1  # the anchor is not in the KV cache yet
-        t0 = _now_ms(device)
+        t0 = now_ms(device)
         proposal = drafter.propose(state, anchor, k_full, temperature, generator)
-        t1 = _now_ms(device)
+        t1 = now_ms(device)
         draft = proposal.tokens.to(device)  # [k]
         k = int(draft.numel())
         verify_input = torch.cat([torch.tensor([anchor], device=device), draft])[None]  # [1, k+1]
@@ -114,7 +108,7 @@ def speculative_decode(target: Target, drafter: Drafter, prompt_ids: list[int], 
                         generator, eos_for_verify)
         accepted = int(result.accepted[0])
         target.crop(cache, k - accepted)  # keep the anchor and the accepted drafts
-        t2 = _now_ms(device)
+        t2 = now_ms(device)
 
         accepted_tokens = draft[:accepted].tolist()
         features = drafter.select_features(out.features, out.last_hidden)  # [1, k+1, F] or None
@@ -131,6 +125,6 @@ def speculative_decode(target: Target, drafter: Drafter, prompt_ids: list[int], 
         tokens.append(next_token)
         anchor = next_token
         finished = stop_at_eos and next_token in eos_ids
-    end = _now_ms(device)
+    end = now_ms(device)
     return DecodeResult(tokens=_finish(tokens, max_new_tokens, eos_ids, stop_at_eos),
                         prefill_ms=prefill_done - start, decode_ms=end - prefill_done, steps=steps)

@@ -289,9 +289,9 @@ def run_stage(ctx: RunContext, target=None) -> None:
         print(f"prepare: done already ({ctx.path('data')})")
         return
     if target is None:
-        from real.targets import load_target
+        from real.targets import load_run_target
 
-        target = load_target(ctx.cfg.target)
+        target = load_run_target(ctx)
     summary = prepare(ctx, target)
     ctx.mark_done(STAGE, summary)
     print(f"prepare: {summary['train_sequences']} train / {summary['heldout_sequences']} heldout sequences, "

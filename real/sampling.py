@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from real.rng import device_generator
+
 
 def top_k_top_p(scores: torch.Tensor, temperature: float, top_k: int, top_p: float):
     """scores: [B, V] -> kept logits [B, k] (temperature applied, -inf where top-p drops) and their ids [B, k]."""
@@ -36,7 +38,7 @@ class TopKTopPSampler(LogitsProcessor):
         if temperature <= 0:
             raise ValueError("TopKTopPSampler is for sampling (temperature > 0)")
         self.temperature, self.top_k, self.top_p = float(temperature), int(top_k), float(top_p)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = device_generator("cpu", seed)  # draws on the host: probs go .cpu() first
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         """scores: [B, V] -> [B, V]: 0 at the drawn token, -inf elsewhere."""

@@ -1,6 +1,7 @@
 """Target models: Qwen3 / Gemma3 from a local path, the embedded Gemma3-270M, tiny random test targets.
 
     target = load_target(cfg.target)                 # from an experiment's `target:` section
+    target = load_run_target(ctx)                    # the same, recorded in <run>/target.json
     target = tiny_target("qwen3", dtype="float32")   # tests: random weights, real Qwen3 tokenizer
     out = target.forward(ids, cache, with_features=True)   # logits + tapped hidden states
 
@@ -11,6 +12,7 @@ final layer), plus the final normed hidden state.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,35 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from lab.config import TargetSection
 from lab.errors import LabError
+from lab.io import write_json_atomic
+from real.static_step import GraphedSteps, StaticKV, resolve_engine
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_capability() -> str:
+    """torch's kernel level for this CPU: "AVX2", "AVX512", "DEFAULT", "VSX", "ZVECTOR", "SVE256", ..."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def cpu_runs_bf16_natively() -> bool:
+    """AVX512-BF16 or AMX tiles: the x86 instructions that make bf16 matmuls fast. torch's capability
+    string stops at "AVX512" (which alone does not do bf16), so ask cpuinfo through torch.cpu. On an
+    AVX2 CPU a bf16 4x640 @ 640x8192 matmul measured 170 ms against 10 ms in fp32 (issue 8)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """target.dtype `auto` -> bfloat16 on CUDA (float16 on cards without bf16) and on CPUs that run bf16
+    natively, float32 elsewhere; an explicit dtype is kept."""
+    if dtype != "auto":
+        return dtype
+    if torch.device(device).type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if torch.device(device).type == "cpu" and cpu_runs_bf16_natively():
+        return "bfloat16"
+    return "float32"
 NUM_TAPPED_LAYERS = 5
 
 
@@ -30,6 +59,15 @@ def default_tap_layers(num_layers: int, num_tapped: int = NUM_TAPPED_LAYERS) -> 
     if num_layers >= 8:
         return [round(1 + i * (num_layers - 4) / (num_tapped - 1)) for i in range(num_tapped)]
     return list(range(num_layers - 1))[:num_tapped]
+
+
+def cache_kwarg(model) -> str:
+    """The name under which this transformers version's forward takes the KV cache: `past_key_values`
+    in older 5.x (5.17), `cache` in newer ones (5.24, where the old name is a deprecation shim).
+    Passing the wrong one is silent: the model swallows it in **kwargs and runs without a cache, so the
+    next token's logits are those of a one-token prompt (seen on 5.17)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _contiguous_input(module, args):
@@ -61,6 +99,10 @@ class Target:
                            "(the final layer is never tapped)")
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.cache_kwarg = cache_kwarg(self.model)
+        self.engine = "eager"  # or static / graphs (real/static_step.py); load_target sets it from the YAML
+        self._static_kv: StaticKV | None = None
+        self._graphs = GraphedSteps()
         if not getattr(self.lm_head, "_lab_contiguous_hook", False):
             self.lm_head.register_forward_pre_hook(_contiguous_input)
             self.lm_head._lab_contiguous_hook = True
@@ -113,8 +155,16 @@ class Target:
             return 151669
         return 4 if self.config.model_type.startswith("gemma") else int(self.tokenizer.pad_token_id or 0)
 
-    def new_cache(self) -> DynamicCache:
-        """A KV cache that can be rolled back, sliding-window layers included."""
+    def new_cache(self, max_len: int | None = None) -> DynamicCache | StaticKV:
+        """A KV cache that can be rolled back, sliding-window layers included. With engine static / graphs
+        and the request's max_len given: the target's one preallocated StaticKV, emptied (reallocated, and
+        the captured graphs dropped, only when a request needs more room)."""
+        if self.engine != "eager" and max_len is not None:
+            if self._static_kv is None or self._static_kv.max_len < max_len:
+                self._graphs.reset()
+                self._static_kv = StaticKV(self.num_layers, max(int(max_len), 256))
+            self._static_kv.rewind()
+            return self._static_kv
         cache = DynamicCache(config=self.model.config)
         for layer in cache.layers:
             if hasattr(layer, "activate_past_recording"):
@@ -127,9 +177,9 @@ class Target:
         cache.crop(-int(tokens_to_remove))
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, cache: DynamicCache | None = None, with_features: bool = False,
-                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                last_logits_only: bool = False) -> TargetOutput:
+    def forward(self, input_ids: torch.Tensor, cache: DynamicCache | StaticKV | None = None,
+                with_features: bool = False, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, last_logits_only: bool = False) -> TargetOutput:
         """Run the target over input_ids [B, T] appended to `cache`.
 
         last_logits_only: logits for the last position only ([B, 1, V]) -- a prefill needs no more, and
@@ -137,8 +187,20 @@ class Target:
 
         The caller must follow every forward that used a cache with crop(cache, n) — n tokens rejected,
         0 if none: sliding-window layers keep their past until then so that a rejection can roll back.
+        With engine graphs, batch-1 steps over the StaticKV replay a captured CUDA graph.
         """
-        out = self.model(input_ids=input_ids.to(self.device), cache=cache, use_cache=cache is not None,
+        input_ids = input_ids.to(self.device)
+        if self.engine == "graphs" and self._graphs.usable(input_ids, cache, attention_mask, position_ids,
+                                                           last_logits_only):
+            return self._graphs.run(self._forward_eager, input_ids, cache, with_features)  # pragma: no cover
+        return self._forward_eager(input_ids, cache, with_features, attention_mask, position_ids,
+                                   last_logits_only)
+
+    def _forward_eager(self, input_ids: torch.Tensor, cache, with_features: bool = False,
+                       attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                       last_logits_only: bool = False) -> TargetOutput:
+        kv = {self.cache_kwarg: cache}
+        out = self.model(input_ids=input_ids, **kv, use_cache=cache is not None,
                          output_hidden_states=with_features, attention_mask=attention_mask,
                          position_ids=position_ids, logits_to_keep=1 if last_logits_only else 0)
         features = last_hidden = None
@@ -188,12 +250,24 @@ def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: in
 
 
 def load_target(section: TargetSection) -> Target:
+    """The target an experiment names, on its engine (target.engine; auto: graphs on CUDA, else eager)."""
+    target = _load_model(section)
+    target.engine = resolve_engine(section.engine, section.device)
+    return target
+
+
+def _load_model(section: TargetSection) -> Target:
     """Load the target an experiment names: a local checkpoint directory or an embedded model."""
-    dtype = DTYPES[section.dtype]
     if section.device.startswith("cuda") and not torch.cuda.is_available():
         raise LabError(f"target.device {section.device!r}: CUDA is not available on this machine")
+    dtype_name = resolve_dtype(section.dtype, section.device)
+    dtype = DTYPES[dtype_name]
+    if section.init == "random":
+        from real.sizing import load_random_target
+
+        return load_random_target(section, dtype_name)
     if section.path is None and section.name.startswith("tiny-"):
-        target = tiny_target(section.name.removeprefix("tiny-"), dtype=section.dtype)
+        target = tiny_target(section.name.removeprefix("tiny-"), dtype=dtype_name)
         target.model.to(section.device)
         if section.tap_layers:
             target = Target(target.model, target.tokenizer, target.name, section.tap_layers)
@@ -212,3 +286,23 @@ def load_target(section: TargetSection) -> Target:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=section.attn_implementation)
     model.to(section.device)
     return Target(model, tokenizer, name=section.name, tap_layers=section.tap_layers)
+
+
+TARGET_RECORD = "target.json"
+
+
+def target_record(target: Target, section: TargetSection) -> dict:
+    """What a run's numbers were measured on: the dtype actually used (target.dtype may say auto)."""
+    dtype = str(target.dtype).removeprefix("torch.")
+    return {"name": target.name, "init": section.init, "engine": target.engine, "dtype": dtype,
+            "dtype_requested": section.dtype,
+            "device": str(target.device), "cpu_capability": cpu_capability(),
+            "cpu_bf16_native": cpu_runs_bf16_natively(),
+            "cuda_device": torch.cuda.get_device_name(target.device) if target.device.type == "cuda" else None}
+
+
+def load_run_target(ctx) -> Target:
+    """load_target for a run's stage; writes <run>/target.json, which REPORT.md quotes."""
+    target = load_target(ctx.cfg.target)
+    write_json_atomic(ctx.path(TARGET_RECORD), target_record(target, ctx.cfg.target))
+    return target

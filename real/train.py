@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,8 @@ from real.drafters.layers import init_weights
 from real.drafters.trained import read_safetensors, save_model
 from real.losses import block_loss, loss_weights
 from real.prepare import PreparedData, Sequence, load_prepared
+from real.rng import device_generator
+from real.timing import now_ms
 
 STAGE = "train"
 STATE_FILE = "train_state.json"
@@ -113,9 +114,10 @@ class Dist:
 
 
 def init_distributed(device_type: str) -> Dist:
-    """torchrun sets WORLD_SIZE / RANK / MASTER_ADDR; one process per device."""
+    """torchrun sets WORLD_SIZE / RANK / MASTER_ADDR; one process per device. Under torchrun even one
+    process joins a process group (and wraps DDP), so `--nproc_per_node 1` exercises the DDP path."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return Dist()
     if not tdist.is_initialized():
         tdist.init_process_group("nccl" if device_type == "cuda" else "gloo")
@@ -156,7 +158,7 @@ class DrafterTrainer:
         self.directory = Path(directory) if directory is not None else None
         self.drafter_cls = drafter_class(spec.method)  # select_features: tapped, or MTP's final hidden
         self.model = self.drafter_cls.build_model(spec, target, d2t)
-        init_weights(self.model, generator=torch.Generator().manual_seed(seed))  # same init on every rank
+        init_weights(self.model, generator=device_generator(self.model, seed))  # same init on every rank
         self.model.train()
         self.weights = loss_weights(spec)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -164,7 +166,7 @@ class DrafterTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(section.steps, section.warmup_fraction, section.min_lr_ratio))
         self.net = self.model
-        if self.dist.world > 1:
+        if self.dist.world > 1 or tdist.is_initialized():
             dev = target.device
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
@@ -180,7 +182,7 @@ class DrafterTrainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         k = self.spec.block_size
-        t0 = time.perf_counter()
+        t0 = now_ms(self.device_type)
         sums: dict[str, float] = {}
         for i, (seq, anc) in enumerate(zip(seqs, anchors)):
             last = i == len(seqs) - 1
@@ -200,7 +202,7 @@ class DrafterTrainer:
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         self.step += 1
-        seconds = time.perf_counter() - t0
+        seconds = (now_ms(self.device_type) - t0) / 1000.0
         tokens = sum(int(s.ids.numel()) for s in seqs)
         self.last_metrics = {"step": self.step, "lr": lr, **sums, "grad_norm": float(grad_norm),
                              "seconds": seconds, "sequences": len(seqs), "tokens": tokens,
@@ -320,7 +322,7 @@ class BatchPlan:
         n = len(self.usable)
         epoch, offset = divmod(slot, n)
         if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            g = device_generator("cpu", self.seed * 7919 + epoch)
             self._perms = {epoch: torch.randperm(n, generator=g).tolist()}
         return self.usable[self._perms[epoch][offset]]
 
@@ -353,7 +355,7 @@ def train(ctx: RunContext, target, specs=None) -> dict:
     trainers = [DrafterTrainer(s, target, draft_vocab(data.token_counts, s.draft_vocab_size), section,
                                directories[s.name], dist, seed=cfg.seed * 1_000_003 + zlib.crc32(s.name.encode()))
                 for s in specs]
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = device_generator("cpu", cfg.seed)  # host-side: anchors and batch plan
     states = [(t.resume(), t) for t in trainers]
     for _, t in states:
         t.truncate_log()
@@ -371,9 +373,9 @@ def train(ctx: RunContext, target, specs=None) -> dict:
                disable=not (ctx.show_progress and dist.main))
     for step in bar:
         batch = plan.step(step, generator)[dist.rank::dist.world]
-        t0 = time.perf_counter()
+        t0 = now_ms(target.device)
         seqs = [data.sequence("train", idx, target, section.max_length) for idx, _ in batch]
-        feature_s = time.perf_counter() - t0
+        feature_s = (now_ms(target.device) - t0) / 1000.0
         anchors = [a for _, a in batch]
         postfix = {}
         for t in active:
@@ -414,11 +416,11 @@ def run_stage(ctx: RunContext, target=None) -> None:
         print(f"train: done already ({ctx.path('drafters')})")
         return
     if target is None:
-        from real.targets import load_target
+        from real.targets import load_run_target
 
         if ctx.cfg.target.device.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        target = load_target(ctx.cfg.target)
+        target = load_run_target(ctx)
     results = train(ctx, target)
     dist = Dist(tdist.get_rank(), tdist.get_world_size()) if tdist.is_initialized() else Dist()
     if dist.main:

@@ -1,0 +1,121 @@
+"""Engine step benchmark: one target forward (batch x query tokens over a context of KV), eager vs static.
+
+    python -m real.bench_step --target gemma3-270m --dtype float32 --batches 1,4 --queries 1,8 --context 256
+    python -m real.bench_step --target qwen3-4b --init random --device cuda --engines eager,static,graphs
+
+Per point: a prefill of `context` random tokens per row, two warm-up steps, then `repeats` timed steps,
+each followed by a rollback so every repeat sees the same context (what a verify does). Reports the median
+and p90 wall ms (the device synchronized around each step) and the process CPU ms per step. The static
+engine's last logits are compared with eager's (max abs diff) so a fast path cannot be a wrong one.
+--weights-read prints, instead of measuring, what reading a target's weights once costs on the sim's GPU
+profiles (params x bytes / bandwidth): the floor of a decode step there. BENCHMARKS.md quotes the output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+from tqdm import tqdm
+
+from lab.config import TargetSection
+from real.rng import device_generator
+from real.static_step import StaticKV
+from real.targets import cpu_capability, load_target
+from real.timing import now_ms
+
+
+def time_steps(target, engine: str, batch: int, query: int, context: int, repeats: int) -> dict:
+    """Median / p90 wall ms and CPU ms of one step of `query` tokens per row over `context` tokens of KV."""
+    device = target.device
+    ids = torch.randint(100, 5000, (batch, context + query), generator=device_generator("cpu", batch * 1000 + query))
+    target.engine = engine
+    if engine == "eager":
+        cache = target.new_cache()
+    elif batch == 1:
+        cache = target.new_cache(max_len=context + query + 8)  # the decode loop's own cache (graphs need it)
+    else:
+        cache = StaticKV(target.num_layers, context + query + 8)
+    target.forward(ids[:, :context], cache, last_logits_only=True)
+    target.crop(cache, 0)
+    step_ids = ids[:, context:]  # [B, query]
+    walls, cpus = [], []
+    for i in range(repeats + 2):  # two warm-up steps, not recorded
+        cpu0, t0 = time.process_time(), now_ms(device)
+        out = target.forward(step_ids, cache)
+        wall, cpu = now_ms(device) - t0, (time.process_time() - cpu0) * 1000.0
+        target.crop(cache, query)
+        if i >= 2:
+            walls.append(wall)
+            cpus.append(cpu)
+    walls.sort()
+    return {"engine": engine, "batch": batch, "query_tokens": query, "context_len": context,
+            "step_ms": walls[len(walls) // 2], "step_ms_p90": walls[min(len(walls) - 1, int(0.9 * len(walls)))],
+            "cpu_ms": sorted(cpus)[len(cpus) // 2], "repeats": repeats, "last_logits": out.logits[:, -1].float().cpu()}
+
+
+def weights_read_rows(target_name: str) -> list[dict]:
+    """params x 2 bytes (bf16) / peak bandwidth for the sim's GPU profiles: computed, not measured."""
+    from real.sizing import build_preset_model, preset_config
+    from sim.hardware import get_hardware
+
+    model = build_preset_model(preset_config(target_name), "meta", torch.bfloat16)
+    params = sum(p.numel() for p in model.parameters())
+    return [{"target": target_name, "gpu": name, "params": params,
+             "weights_read_ms": params * 2 / (get_hardware(name).mem_bw_tbs * 1e12) * 1000.0}
+            for name in ("h100", "h200")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="gemma3-270m")
+    parser.add_argument("--init", default="pretrained", choices=["pretrained", "random"])
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--engines", default="eager,static")
+    parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--queries", default="1,8")
+    parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--weights-read", action="store_true", help="print the GPU weights-read bounds and exit")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.weights_read:
+        for row in weights_read_rows(args.target):
+            print(json.dumps(row))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    target = load_target(TargetSection(name=args.target, init=args.init, dtype=args.dtype, device=args.device))
+    points = [(e, int(b), int(q)) for b in args.batches.split(",") for q in args.queries.split(",")
+              for e in args.engines.split(",")]
+    rows, reference = [], {}
+    for engine, batch, query in tqdm(points, desc="steps"):
+        row = time_steps(target, engine, batch, query, args.context, args.repeats)
+        logits = row.pop("last_logits")
+        if engine == "eager":
+            reference[(batch, query)] = logits
+        elif (batch, query) in reference:
+            row["max_abs_diff_vs_eager"] = float((logits - reference[(batch, query)]).abs().max())
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    result = {"target": args.target, "init": args.init, "dtype": args.dtype, "device": args.device,
+              "hardware": torch.cuda.get_device_name() if args.device.startswith("cuda") else
+              f"cpu {cpu_capability()} {torch.get_num_threads()} threads",
+              "cpu_capability": cpu_capability(), "load_average": os.getloadavg(), "rows": rows}
+    print("| engine | batch | query tokens | context | step ms (median) | p90 | CPU ms | max |diff| vs eager |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        diff = r.get("max_abs_diff_vs_eager")
+        print(f"| {r['engine']} | {r['batch']} | {r['query_tokens']} | {r['context_len']} | {r['step_ms']:.1f} | "
+              f"{r['step_ms_p90']:.1f} | {r['cpu_ms']:.1f} | {'' if diff is None else f'{diff:.1e}'} |")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
