@@ -185,7 +185,7 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
     acc = sorted(set(results["acceptance"]))
     exact = bool(results["exact_replay"].all())
     lines = [(f"{sim.replicas} x {sim.hardware.name} (tp {sim.hardware.tp}), model {sim.model.name}, "
-              f"workload {sim.workload.kind}, sweep {sim.sweep.axis} {sim.sweep.values}."),
+              f"workload {sim.workload.kind}, {sweep_description(sim.sweep)}."),
              f"Acceptance: {', '.join(acc)} ({'exact anchor replay' if exact else 'approximate or parametric'}).",
              *[f"Note: {n}." for n in notes], "",
              (f"Throughput per GPU (output tok/s) at each SLA (per-user tok/s at TPOT P{sim.sla.percentile}); "
@@ -195,7 +195,7 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
         lines.append(f"| {r.sla_tok_s_user:g} | {r.policy} | {_fmt(r.throughput_per_gpu)} | "
                      f"{_pct(r.gain_vs_baseline)} | {_pct(r.gain_vs_best_fixed_k)} |")
     lines += ["", "Per point (mean over seeds):", "",
-              (f"| policy | {sim.sweep.axis} | tok/s/GPU | TPOT P50 / P90 ms | TTFT P50 / P99 s | tau | "
+              (f"| policy | {sim.sweep.axis if sim.sweep.axis != 'none' else 'point'} | tok/s/GPU | TPOT P50 / P90 ms | TTFT P50 / P99 s | tau | "
                "verify tok/req/step |"), "|---|---|---|---|---|---|---|"]
     cols = ["throughput_per_gpu", "tpot_ms_p50", "tpot_ms_p90", "ttft_s_p50", "ttft_s_p99", "tau",
             "verify_per_req_step"]
@@ -208,6 +208,13 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
     lines += ["", (f"Points: {len(results)}; unfinished requests over all points: {unfinished}; "
                    f"simulator wall time {results['wall_s'].sum():.1f} s."), ""]
     return "\n".join(lines)
+
+
+def sweep_description(sweep) -> str:
+    """'sweep concurrency [1, 8]', or 'one point (no sweep)' when the axis is none (its values are unused)."""
+    if sweep.axis == "none":
+        return "one point (no sweep)"
+    return f"sweep {sweep.axis} [{', '.join(f'{v:g}' for v in sweep.values)}]"
 
 
 def _fmt(v):

@@ -126,3 +126,16 @@ def test_ray_backend_without_ray_is_a_clear_error():
     sim = make_sim(sweep={"axis": "none", "backend": "ray"})
     with pytest.raises(LabError, match="pip install"):
         run_sweep(prepare_inputs(sim))
+
+
+def test_summary_says_what_was_swept():
+    from sim.sweep import summary_markdown
+
+    sim = make_sim(workload={"kind": "closed_loop", "duration_s": 4, "warmup_s": 1,
+                             "lengths": {"source": "fixed", "prompt_tokens": 32, "output_tokens": 32}})
+    res = run_sweep(prepare_inputs(sim), workers=1)
+    text = summary_markdown(res, sla_table(res, sim), sim, [])
+    assert "one point (no sweep)" in text and "[1, 4, 16, 64]" not in text and "none" not in text
+    swept = make_sim(workload=sim.workload.model_dump(), sweep={"axis": "concurrency", "values": [2, 16]})
+    res = run_sweep(prepare_inputs(swept), workers=1)
+    assert "sweep concurrency [2, 16]." in summary_markdown(res, sla_table(res, swept), swept, [])
