@@ -59,11 +59,11 @@ def test_missing_files_and_inconsistent_setups(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(LabError, match="lacks columns"):
         prepare_inputs(make_sim(workload={"kind": "trace", "trace_path": str(bad)}, sweep={"axis": "rate"}))
-    with pytest.raises(LabError, match="does not fit"):
+    with pytest.raises(LabError, match="no KV memory"):
         from sim.simulate import simulate
 
         simulate(prepare_inputs(make_sim(model={"name": "qwen3-32b"}, hardware={"name": "a100-80g"},
-                                         batching={"gpu_mem_util": 0.5})), "ar")
+                                         engine={"gpu_memory_utilization": 0.5})), "ar")
     corrupt = tmp_path / "c.parquet"
     corrupt.write_bytes(b"not parquet")
     with pytest.raises(LabError, match="not a readable Parquet"):
