@@ -45,9 +45,10 @@ class RequestTable:
     """Per-request records in growable numpy arrays (index = request id)."""
 
     FIELDS = ("arrival", "first_token", "finish", "prompt_len", "output_len", "replica", "steps", "preemptions")
-    # frame() column names: the per-request log format (sim/serving_metrics.LOG_COLUMNS), then extras
-    COLUMNS = {"arrival": "arrival_s", "prompt_len": "input_tokens", "output_len": "output_tokens",
-               "first_token": "first_token_s", "finish": "finish_s"}
+    # frame() columns (field, name): the per-request log format (sim/serving_metrics.LOG_COLUMNS), then extras
+    COLUMNS = (("arrival", "arrival_s"), ("prompt_len", "input_tokens"), ("output_len", "output_tokens"),
+               ("first_token", "first_token_s"), ("finish", "finish_s"), ("replica", "replica"),
+               ("steps", "steps"), ("preemptions", "preemptions"))
 
     def __init__(self, capacity: int = 1024):
         self.n = 0
@@ -74,9 +75,8 @@ class RequestTable:
 
     def frame(self) -> pd.DataFrame:
         cols = {"request_id": np.arange(self.n).astype(str)}
-        for name in ("arrival", "prompt_len", "output_len", "first_token", "finish", "replica", "steps",
-                     "preemptions"):
-            cols[self.COLUMNS.get(name, name)] = getattr(self, name)[: self.n]
+        for field, name in self.COLUMNS:
+            cols[name] = getattr(self, field)[: self.n]
         return pd.DataFrame(cols)
 
 
@@ -92,7 +92,7 @@ NCOL = 9
 class Prefill:
     """A running request in its prefill (or, after a preemption, its recompute) phase."""
 
-    __slots__ = ("rid", "left", "done", "pstart", "plen", "held", "adm", "resume")
+    __slots__ = ("adm", "done", "held", "left", "plen", "pstart", "resume", "rid")
 
     def __init__(self, rid, left, pstart, plen, held, adm, resume):
         self.rid, self.left, self.done, self.pstart, self.plen = rid, left, 0, pstart, plen
@@ -196,8 +196,7 @@ class Replica:
             kv_pf += item.done + c
             n_pf += c
         self.sum_running += self.n_active
-        if self.n_active > self.peak_running:
-            self.peak_running = self.n_active
+        self.peak_running = max(self.peak_running, self.n_active)
         return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, chunks)
 
     def _choose(self, dec, r):

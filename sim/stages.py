@@ -100,9 +100,9 @@ def fidelity_frame(points, reference_log: pd.DataFrame) -> pd.DataFrame:
 def fidelity_markdown(fidelity: pd.DataFrame, where: str) -> str:
     """The 'Simulator vs the replayed log' section of summary.md (and so of REPORT.md)."""
     lines = [f"### Simulator vs the replayed log ({where})", "",
-             "Same arrivals, input and output tokens; vLLM benchmark definitions (sim/serving_metrics.py): "
-             "TPOT = (E2E - TTFT) / (output tokens - 1), throughput = output tokens / (last finish - first "
-             "arrival).", "", "| policy | point | metric | sim | log | error |", "|---|---|---|---|---|---|"]
+             ("Same arrivals, input and output tokens; vLLM benchmark definitions (sim/serving_metrics.py): "
+              "TPOT = (E2E - TTFT) / (output tokens - 1), throughput = output tokens / (last finish - first "
+              "arrival)."), "", "| policy | point | metric | sim | log | error |", "|---|---|---|---|---|---|"]
     for _, r in fidelity.iterrows():
         point = "-" if not np.isfinite(r.value) else f"{r.value:g}"
         err = "n/a" if not np.isfinite(r.rel_error) else f"{r.rel_error * 100:+.1f}%"
