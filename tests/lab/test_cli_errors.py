@@ -78,7 +78,22 @@ CASES = [
     ("corrupt Parquet", lambda w: ["traces", "garbage.parquet"], "not a readable Parquet trace"),
     ("inconsistent Parquet", lambda w: ["traces", "inconsistent.parquet"], "accepted=3 outside 0..k=2"),
     ("missing trace path", lambda w: ["traces", "no/such/dir"], "trace path does not exist"),
+    ("unknown KV policy", lambda w: ["validate", sim_yaml(w, {"engine": {"kv_policy": "lru"}})],
+     "sim.engine.kv_policy"),
+    ("engine given under both names", lambda w: ["validate", sim_yaml(w, {"engine": {}, "batching": {}})],
+     "give sim.engine only"),
+    ("replay_log without a log", lambda w: ["validate", sim_yaml(w, {"workload": {"kind": "replay_log"}})],
+     "needs workload.log_path"),
+    ("missing per-request log", lambda w: ["run", sim_yaml(w, {"workload": {"kind": "replay_log",
+                                                                            "log_path": "no/requests.parquet"}})],
+     "sim.workload.log_path: no/requests.parquet does not exist"),
 ]
+
+
+def sim_yaml(workdir, sim: dict) -> str:
+    """An experiment with only the sim stage and this sim: section."""
+    data = {**GOOD, "stages": ["sim"], "sim": {"sweep": {"axis": "none", "workers": 1}, **sim}}
+    return write(workdir, "sim.yaml", yaml.safe_dump(data))
 
 
 @pytest.mark.parametrize("label, make_args, fragment", CASES, ids=[c[0] for c in CASES])

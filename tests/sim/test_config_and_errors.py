@@ -103,3 +103,16 @@ def test_sim_experiments_validate():
     for name in ("fig7_sla", "fig8_budget", "sim_azure_bench"):
         cfg = load_config(root / "experiments" / f"{name}.yaml")
         assert cfg.sim is not None and "sim" in cfg.stages
+
+
+def test_engine_settings_and_the_old_batching_name():
+    c = cfg({"batching": {"max_batched_tokens": 4096, "gpu_mem_util": 0.5, "chunked_prefill": False}})
+    e = c.sim.engine
+    assert (e.max_num_batched_tokens, e.gpu_memory_utilization, e.enable_chunked_prefill) == (4096, 0.5, False)
+    assert e.kv_policy == "paged" and e.block_size == 16
+    with pytest.raises(LabError, match="sim.engine.max_batched_tokens"):
+        cfg({"engine": {"max_batched_tokens": 4096}})  # the new section takes vLLM's names only
+    wl = cfg({}).sim.workload
+    assert (wl.warmup, wl.duration) == (30.0, 600.0)
+    wl = cfg({"workload": {"kind": "replay_log", "log_path": "x.parquet"}, "sweep": {"axis": "none"}}).sim.workload
+    assert (wl.warmup, wl.duration) == (0.0, float("inf"))
