@@ -18,6 +18,7 @@ import pandas as pd
 
 from lab.errors import LabError
 from lab.metrics import ece, reliability_bins
+from sim.trace_rows import pack_rows, select_rows
 
 
 def _logit(c: np.ndarray) -> np.ndarray:
@@ -65,15 +66,6 @@ def per_position_ece(conf, kcap, accepted, temps, bins) -> list[float]:
     return out
 
 
-def _arrays(f: pd.DataFrame, gamma: int):
-    conf = np.zeros((len(f), gamma))
-    for i, c in enumerate(f["confidence"].to_numpy()):
-        m = min(len(c), gamma)
-        conf[i, :m] = c[:m]
-    kcap = np.minimum(f["k"].to_numpy().astype(np.int64), gamma)
-    return conf, kcap, f["accepted"].to_numpy().astype(np.int64)
-
-
 def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int, temperature: float | None = None) -> dict:
     """Fit STS per method on a trace frame; returns the calibration.json payload.
 
@@ -86,13 +78,10 @@ def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int, temperatur
     grid = np.geomspace(spec.t_min, spec.t_max, spec.grid)
     rng = np.random.default_rng(seed)
     methods = {}
-    for method, f in frame.groupby("method", sort=True):
-        sampling_t = float(f["temperature"].min()) if temperature is None else temperature
-        f = f[np.isclose(f["temperature"].to_numpy(), sampling_t)]
-        table = spec.table
-        if table == "auto":
-            table = "anchors" if (f["table"] == "anchors").any() else "rounds"
-        f = f[(f["table"] == table) & (f["k"] > 0)]
+    for method in sorted(frame["method"].unique()):
+        sel = select_rows(frame, method, temperature, spec.table, where="calibrate")
+        table, sampling_t = sel.table, sel.temperature
+        f = sel.rows[sel.rows["k"] > 0]
         keys = np.array(sorted(set(zip(f["dataset"], f["prompt_id"]))), dtype=object)
         if len(keys) < 2:
             raise LabError(f"calibrate: method {method!r} has {len(keys)} prompt(s) with drafts; need >= 2 to split")
@@ -101,8 +90,8 @@ def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int, temperatur
         n_eval = min(n_eval, len(keys) - 1)
         eval_keys = {tuple(k) for k in keys[perm[:n_eval]]}
         is_eval = np.array([(d, p) in eval_keys for d, p in zip(f["dataset"], f["prompt_id"])])
-        fit_c, fit_k, fit_a = _arrays(f[~is_eval], gamma)
-        ev_c, ev_k, ev_a = _arrays(f[is_eval], gamma)
+        fit_c, _, fit_k, fit_a = pack_rows(f[~is_eval], gamma)
+        ev_c, _, ev_k, ev_a = pack_rows(f[is_eval], gamma)
         temps = fit_sts(fit_c, fit_k, fit_a, grid, spec.bins)
         ones = np.ones(gamma)
         methods[str(method)] = {
