@@ -82,11 +82,12 @@ class RequestTable:
 
 # columns of a replica's dense decode-state matrix (one row per request in the decode phase):
 # request id, replay start row and length, replay position, output tokens still to emit, decode-step
-# counter value when the request started decoding (steps taken = counter now - this), tokens in the
-# sequence (prompt + generated: the KV the next step reads), KV units held (blocks, or reserved tokens),
-# admission order (the newest running request is preempted first)
-RID, PSTART, PLEN, POS, REM, ENTRY, SEQ, HELD, ADM = range(9)
-NCOL = 9
+# counter value when the request started decoding (steps taken = counter now - this), prompt + output
+# tokens (so the sequence so far, whose KV the next step reads, is TOT - REM), KV units held (blocks, or
+# reserved tokens), admission order (the newest running request is preempted first), and the longest
+# sequence its blocks hold with this step's draft slots (HELD x block_size - lookahead: beyond it, grow)
+RID, PSTART, PLEN, POS, REM, ENTRY, TOT, HELD, ADM, CAP = range(10)
+NCOL = 10
 
 
 class Prefill:
@@ -119,7 +120,8 @@ class Replica:
         self.kv = make_kv_cache(e, cluster.kv_capacity)
         self.lookahead = policy.max_verify()  # KV slots a decode step reserves for drafts
         self.dec = np.zeros((0, NCOL), np.int64)
-        self.kv_dec = 0  # KV tokens held by decoding requests (sum of SEQ)
+        self.kv_dec = 0  # KV tokens held by decoding requests (sum of their sequences, TOT - REM)
+        self._headroom = 0  # a lower bound on min(CAP - sequence) over decode rows: >= 0 means none must grow
         self.prefilling: list[Prefill] = []
         self.resume: dict[int, tuple] = {}  # preempted request -> (pstart, plen, pos, rem, entry, generated)
         self.n_active = 0
@@ -127,6 +129,7 @@ class Replica:
         self._preempted = False  # this step preempted: no admissions (vLLM)
         self._joining: list[tuple] = []  # decode rows admitted during planning, joining from the next step
         self.wake: simpy.Event | None = None
+        self._track_pos = cluster.source.kind == "trace"
         self._fast = cluster.cost.linear_sps_params()  # None when buckets/table make SPS jagged
         # step statistics
         self.busy_time = 0.0
@@ -152,6 +155,7 @@ class Replica:
     # ---- the engine loop -------------------------------------------------------------------------------
     def run(self):
         env = self.cl.env
+        step_time = self.cl.cost.step_time
         while True:
             step = self.plan()
             if step is None:
@@ -162,7 +166,7 @@ class Replica:
                 self.wake = None
                 continue
             tokens, kv_read, n_req, spec = step[0], step[1], step[2], step[3]
-            dt = self.cl.cost.step_time(tokens, kv_read, n_req, spec)
+            dt = step_time(tokens, kv_read, n_req, spec)
             yield env.timeout(dt)
             self.busy_time += dt
             self.n_steps += 1
@@ -170,13 +174,13 @@ class Replica:
             self.apply(env.now, *step[4:])
 
     def plan(self):
-        """Build one step: (tokens, kv read, requests, spec, lengths, state, chunks), or None when idle."""
+        """Build one step: (tokens, kv read, requests, spec, lengths, state, drafts, chunks), or None when idle."""
         self._preempted = False
         if self._joining:  # admitted with their KV (disaggregated) while the last step ran
             rows = np.array(self._joining, np.int64)
             rows[:, ENTRY] = self.decode_steps
             self._joining = []
-            self.kv_dec += int(rows[:, SEQ].sum())
+            self.kv_dec += int((rows[:, TOT] - rows[:, REM]).sum())
             self._add_rows(rows)
         if self.kv.paged and len(self.dec):
             self._grow_decodes()
@@ -197,7 +201,7 @@ class Replica:
             n_pf += c
         self.sum_running += self.n_active
         self.peak_running = max(self.peak_running, self.n_active)
-        return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, chunks)
+        return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, n_spec, chunks)
 
     def _choose(self, dec, r):
         """The policy's verify lengths [r] from the drafters' confidences, and the acceptance state."""
@@ -230,13 +234,23 @@ class Replica:
     # ---- KV: growth, preemption, admission -----------------------------------------------------------
     def _grow_decodes(self):
         """Paged: every decode request's blocks cover its sequence + this step's drafts; else preempt."""
+        if self._headroom >= 0:
+            return
         dec, kv = self.dec, self.kv
-        need = blocks_for(dec[:, SEQ] + self.lookahead, kv.block_size)
-        grow = need - dec[:, HELD]
-        total = int(grow[grow > 0].sum())
+        if len(dec) <= 8 and self._grow_few(dec, kv):
+            return
+        seq = dec[:, TOT] - dec[:, REM]
+        gap = dec[:, CAP] - seq
+        rows = np.flatnonzero(gap < 0)
+        bs = kv.block_size
+        need = blocks_for(seq[rows] + self.lookahead, bs)
+        total = int((need - dec[rows, HELD]).sum())
         if total <= kv.free:
             kv.free -= total
-            np.maximum(dec[:, HELD], need, out=dec[:, HELD])
+            dec[rows, HELD] = need
+            dec[rows, CAP] = need * bs - self.lookahead
+            gap[rows] = dec[rows, CAP] - seq[rows]
+            self._headroom = int(gap.min()) if len(gap) else 0
             return
         # short of blocks: in admission order, each request grows; while it cannot, preempt the newest
         alive = np.ones(len(dec), bool)
@@ -244,9 +258,10 @@ class Replica:
             if not alive[i]:
                 continue
             while True:
-                held = kv.grow(int(dec[i, HELD]), int(dec[i, SEQ]) + self.lookahead)
+                held = kv.grow(int(dec[i, HELD]), int(seq[i]) + self.lookahead)
                 if held is not None:
                     dec[i, HELD] = held
+                    dec[i, CAP] = held * bs - self.lookahead
                     break
                 victim = self._newest_running(dec, alive)
                 if victim is None or victim == ("dec", i):
@@ -258,7 +273,27 @@ class Replica:
                     alive[victim[1]] = False
                 else:
                     self._preempt_prefill(victim[1])
-        self.dec = dec[alive]
+        self.dec = dec = dec[alive]
+        self._headroom = int((dec[:, CAP] - dec[:, TOT] + dec[:, REM]).min()) if len(dec) else 0
+
+    def _grow_few(self, dec, kv) -> bool:
+        """_grow_decodes for a handful of rows in plain Python (numpy calls cost more there); False when the
+        blocks run out (the caller then preempts)."""
+        bs, look = kv.block_size, self.lookahead
+        head = 1 << 62
+        for i, row in enumerate(dec.tolist()):
+            seq = row[TOT] - row[REM]
+            gap = row[CAP] - seq
+            if gap < 0:
+                held = kv.grow(row[HELD], seq + look)
+                if held is None:
+                    return False
+                cap = held * bs - look
+                dec[i, HELD], dec[i, CAP] = held, cap
+                gap = cap - seq
+            head = min(head, gap)
+        self._headroom = head
+        return True
 
     def _newest_running(self, dec, alive):
         best, best_adm = None, -1
@@ -273,10 +308,10 @@ class Replica:
 
     def _preempt_decode(self, row):
         rid = int(row[RID])
-        gen = int(row[SEQ]) - int(self.cl.req.prompt_len[rid])
+        gen = int(row[TOT]) - int(row[REM]) - int(self.cl.req.prompt_len[rid])
         self.resume[rid] = (int(row[PSTART]), int(row[PLEN]), int(row[POS]), int(row[REM]), int(row[ENTRY]), gen)
         self.kv.release(int(row[HELD]))
-        self.kv_dec -= int(row[SEQ])
+        self.kv_dec -= int(row[TOT]) - int(row[REM])
         self._requeue(rid)
 
     def _preempt_prefill(self, item: Prefill):
@@ -352,7 +387,7 @@ class Replica:
                 if output <= 1:
                     self._release(rid, cl.env.now, held)
                     continue
-                self._joining.append((rid, start, length, 0, output - 1, -1, prompt + 1, held, self._next_adm()))
+                self._joining.append((rid, start, length, 0, output - 1, -1, prompt + output, held, self._next_adm()))
                 continue
             if left <= 0:
                 break
@@ -382,7 +417,15 @@ class Replica:
         return self._adm
 
     def _add_rows(self, rows):
+        """Append decode rows (all columns but CAP, which follows from HELD)."""
         add = np.asarray(rows, np.int64)
+        if self.kv.paged:
+            cap = add[:, HELD] * self.kv.block_size - self.lookahead
+        else:  # a reservation covers the whole output
+            cap = np.full(len(add), 1 << 62)
+        add = np.column_stack([add, cap])
+        head = int((cap - add[:, TOT] + add[:, REM]).min())
+        self._headroom = min(self._headroom, head) if len(self.dec) else head
         self.dec = np.concatenate([self.dec, add]) if len(self.dec) else add
 
     def _release(self, rid: int, now: float, held: int):
@@ -392,7 +435,7 @@ class Replica:
         self.cl.on_finish(rid, now)
 
     # ---- after the step ------------------------------------------------------------------------------
-    def apply(self, now: float, lengths, state, chunks):
+    def apply(self, now: float, lengths, state, n_spec: int, chunks):
         """What the step did: accepted drafts, emitted tokens, finished requests, completed prefills."""
         cl = self.cl
         dec = self.dec
@@ -402,16 +445,16 @@ class Replica:
                 accepted = cl.source.accept(state, lengths, cl.rng)
                 self.policy.observe(lengths, accepted)
                 emitted = accepted + 1
-                if cl.source.kind == "trace":  # parametric sources have no replay position
+                if self._track_pos:  # parametric sources have no replay position
                     dec[:, POS] += emitted if cl.source.advance_by_tokens else 1
-                self.sum_l += int(lengths.sum())
+                self.sum_l += n_spec
             else:
                 emitted = 1
             rem = dec[:, REM]
             out = np.minimum(emitted, rem)
             rem -= out
-            dec[:, SEQ] += out
             n_out = int(out.sum())
+            self._headroom -= n_out  # no sequence grew by more than all of them together
             self.kv_dec += n_out
             self.decode_steps += 1
             self.sum_r += r
@@ -423,7 +466,7 @@ class Replica:
                 for row in dec[finished]:
                     rid = int(row[RID])
                     req.steps[rid] = self.decode_steps - row[ENTRY]
-                    self.kv_dec -= int(row[SEQ])
+                    self.kv_dec -= int(row[TOT]) - int(row[REM])
                     self._release(rid, now, int(row[HELD]))
                 self.dec = dec[~finished]
         if chunks:
@@ -448,7 +491,8 @@ class Replica:
             if rem <= 0:
                 self._release(rid, now, item.held)
             else:
-                rows.append((rid, item.pstart, item.plen, pos, rem, entry, item.done + 1, item.held, item.adm))
+                tot = int(req.prompt_len[rid] + req.output_len[rid])
+                rows.append((rid, item.pstart, item.plen, pos, rem, entry, tot, item.held, item.adm))
                 self.kv_dec += item.done + 1
         self.prefilling = [item for item in self.prefilling if item.left > 0]
         if rows:

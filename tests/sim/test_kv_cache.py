@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lab.errors import LabError
-from sim.cluster import HELD, SEQ, Replica
+from sim.cluster import HELD, REM, TOT, Replica
 from sim.kv_cache import PagedKV, ReserveKV, blocks_for, kv_cache_blocks
 from sim.simulate import prepare_inputs, simulate
 from tests.sim.conftest import make_sim
@@ -75,7 +75,7 @@ def test_block_accounting_under_pressure_with_speculation(monkeypatch):
         kv = self.kv
         held = int(self.dec[:, HELD].sum()) + sum(p.held for p in self.prefilling)
         assert held + kv.free == kv.total and kv.free >= 0
-        assert np.all(self.dec[:, HELD] * kv.block_size >= self.dec[:, SEQ] + self.lookahead)
+        assert np.all(self.dec[:, HELD] * kv.block_size >= self.dec[:, TOT] - self.dec[:, REM] + self.lookahead)
         checks.append(1)
         return step
 
