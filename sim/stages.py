@@ -3,7 +3,7 @@
     lab run experiments/fig7_sla.yaml        # runs the stages its YAML lists; each calls a function here
     run_calibrate(ctx)   # STS on the run's traces (or sim.acceptance paths) -> calibration.json, reliability.png
     run_sim(ctx)         # sweep every policy -> sim/results.parquet, requests.parquet, sla.csv, plots, summary.md
-                         # and, replaying a real engine's log (workload.kind replay_log), sim/fidelity.csv
+                         # and, replaying a real engine's log (workload.kind replay_log), fidelity.csv/.png
 
 Kept apart from sim/simulate.py (one point) and sim/sweep.py (many points) so that neither imports the other
 back. Outputs are written atomically; a finished stage is skipped.
@@ -78,6 +78,8 @@ def run_sim(ctx) -> None:
         section = fidelity_markdown(fidelity, sim.workload.log_path)
         print(section)
         text += "\n" + section
+        if sim.plots:
+            plot_fidelity(points, inputs.reference_log, out / "fidelity.png")
     write_text_atomic(out / "summary.md", text)
     ctx.mark_done("sim", {"points": len(results)})
 
@@ -95,6 +97,34 @@ def fidelity_frame(points, reference_log: pd.DataFrame) -> pd.DataFrame:
         t.insert(0, "policy", summary["policy"])
         frames.append(t)
     return pd.concat(frames, ignore_index=True)
+
+
+def plot_fidelity(points, reference_log: pd.DataFrame, path) -> None:
+    """fidelity.png: per-request TTFT, TPOT and E2E distributions (CDFs), the log against each sweep point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.serving_metrics import per_request
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    curves = [("log", per_request(reference_log))]
+    curves += [(f"sim {s['policy']}" + ("" if not np.isfinite(s["value"]) else f" @ {s['value']:g}"), per_request(log))
+               for s, log in points]
+    for ax, (col, label) in zip(axes, (("ttft_s", "TTFT (s)"), ("tpot_ms", "TPOT (ms)"), ("e2e_s", "E2E (s)"))):
+        for name, per in curves:
+            x = np.sort(per.loc[per["finished"], col].to_numpy(np.float64))
+            x = x[np.isfinite(x)]
+            ax.plot(x, np.arange(1, len(x) + 1) / max(len(x), 1), label=name, lw=2 if name == "log" else 1)
+        ax.set_xlabel(label)
+        ax.set_ylabel("fraction of requests")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Simulator vs the replayed per-request log")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
 
 
 def fidelity_markdown(fidelity: pd.DataFrame, where: str) -> str:

@@ -105,6 +105,7 @@ def test_replay_log_stage_writes_requests_and_the_error_table(tmp_path):
     np.testing.assert_allclose(fid["sim"], expected["sim"])
     np.testing.assert_allclose(fid["log"], expected["log"])
     np.testing.assert_allclose(fid["rel_error"], fid["sim"] / fid["log"] - 1)
+    assert ctx.path("sim", "fidelity.png").stat().st_size > 1000
     summary = ctx.path("sim", "summary.md").read_text()
     assert "Simulator vs the replayed log" in summary and "| ar | - | tpot_mean_ms |" in summary
 
