@@ -24,6 +24,7 @@ from sim.cost import CostModel
 from sim.kv_cache import GIB, activation_reserve_bytes, kv_cache_blocks
 from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
+from sim.trace_rows import resolve_method
 from sim.workload import LengthSampler, load_arrival_trace, load_length_table, open_loop_arrivals
 
 
@@ -101,7 +102,7 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0) -> SimInput
         if len(keep) < len(log):
             inputs.notes.append(f"{len(log) - len(keep)} logged requests without output tokens are not replayed")
         inputs.notes.append(f"replaying {len(keep)} requests of {path}")
-    if wl.replay and wl.warmup >= float(inputs.arrival_trace[-1, 0]) * wl.time_scale:
+    if wl.replay and wl.warmup > 0 and wl.warmup >= float(inputs.arrival_trace[-1, 0]) * wl.time_scale:
         raise LabError(f"sim.workload.warmup_s: {wl.warmup:g} s is not below the replay's last arrival at "
                        f"{inputs.arrival_trace[-1, 0] * wl.time_scale:.1f} s (replays default to 0)")
     # fail early on sources that cannot be built (unknown method, dataset weights, ...)
@@ -120,16 +121,12 @@ def build_source(inputs: SimInputs, spec):
         rates = None if spec.alpha else p.rates
         return ParametricSource(gamma, alpha=alpha, rates=rates, concentration=p.concentration,
                                 confidence_noise=p.confidence_noise, output_tokens=p.output_tokens)
-    method = spec.method or acc.method
+    method = resolve_method(inputs.traces, spec.method or acc.method, inputs.traces_where)
     temps = None
     if inputs.calibration:
-        methods = inputs.calibration.get("methods", {})
-        if method is None and len(set(inputs.traces["method"])) == 1:
-            method_key = inputs.traces["method"].iloc[0]
-        else:
-            method_key = method or "dspark"
-        if method_key in methods:
-            temps = methods[method_key].get("temperatures")
+        fitted = inputs.calibration.get("methods", {})
+        if method in fitted:
+            temps = fitted[method].get("temperatures")
     return TraceSource.from_frame(inputs.traces, method, gamma, acc.temperature, acc.datasets, acc.table,
                                   temps=temps, where=inputs.traces_where)
 
@@ -182,7 +179,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
             trace[:, 0] /= value  # rate multiplier = 1 / time scale
         arrivals = open_loop_arrivals(wl, lengths, rng, trace=trace, rate=rate)
         if wl.replay and len(arrivals[0]):
-            end = min(end, float(arrivals[0][-1]))  # arrivals stop with the recording's last one
+            end = max(min(end, float(arrivals[0][-1])), 1e-9)  # arrivals stop with the recording's last one
     if end <= warmup:
         raise LabError(f"sim.workload.warmup_s {warmup:g} is not below the last arrival at {end:.1f} s")
     # a replay is measured over all its requests and their whole run (vLLM's benchmark); a synthetic

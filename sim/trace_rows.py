@@ -1,5 +1,6 @@
 """Which trace rows a replay, a calibration or a reliability diagram uses, and their packed arrays.
 
+    method = resolve_method(frame, method=None)           # the given one, else the only one, else dspark
     sel = select_rows(frame, method=None, temperature=None, table="auto", weights=None, where="traces")
     sel.rows, sel.method, sel.temperature, sel.table      # rows sorted by (dataset, prompt_id, step)
     conf, accept_prob, kcap, accepted = pack_rows(sel.rows, gamma)
@@ -27,9 +28,8 @@ class Selection:
     table: str
 
 
-def select_rows(frame: pd.DataFrame, method: str | None = None, temperature: float | None = None,
-                table: str = "auto", weights: dict[str, float] | None = None, where: str = "traces") -> Selection:
-    """The rows of one method at one sampling temperature from one table (LabError naming `where` if none)."""
+def resolve_method(frame: pd.DataFrame, method: str | None = None, where: str = "traces") -> str:
+    """The method to use: the given one (it must be in the traces), else the only one, else dspark."""
     if len(frame) == 0:
         raise LabError(f"{where}: no trace rows")
     methods = sorted(frame["method"].unique())
@@ -39,6 +39,13 @@ def select_rows(frame: pd.DataFrame, method: str | None = None, temperature: flo
             raise LabError(f"{where}: several methods {methods}; set sim.acceptance.method")
     if method not in methods:
         raise LabError(f"{where}: method {method!r} not in traces (found {methods})")
+    return str(method)
+
+
+def select_rows(frame: pd.DataFrame, method: str | None = None, temperature: float | None = None,
+                table: str = "auto", weights: dict[str, float] | None = None, where: str = "traces") -> Selection:
+    """The rows of one method at one sampling temperature from one table (LabError naming `where` if none)."""
+    method = resolve_method(frame, method, where)
     f = frame[frame["method"] == method]
     temps_avail = sorted(f["temperature"].unique())
     temp = float(min(temps_avail)) if temperature is None else float(temperature)

@@ -116,3 +116,12 @@ def test_bad_request_logs_are_one_line_errors(tmp_path):
     for path, match in ((tmp_path / "none.parquet", "does not exist"), (bad, "lacks columns")):
         with pytest.raises(LabError, match=f"sim.workload.log_path: .*{match}"):
             prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": str(path)}))
+
+
+def test_a_one_request_log_replays(tmp_path):
+    path = tmp_path / "one.csv"
+    _log().iloc[:1].to_csv(path, index=False)  # CSV is read too; its only arrival is at t = 0
+    sim = make_sim(workload={"kind": "replay_log", "log_path": str(path), "warmup_s": None, "duration_s": None},
+                   policies=[{"kind": "ar"}])
+    s = simulate(prepare_inputs(sim), "ar", None, 0).summary
+    assert (s["requests"], s["finished"]) == (1, 1) and s["throughput_tok_s"] > 0
