@@ -170,21 +170,21 @@ def reliability(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cumulative-product confidences prod_{j<=k} c_j (STS-scaled when temps) against 1[accepted >= k].
 
-    Returns (diagram points per variant, ECE per position per variant). Arrays come from
-    sim.acceptance.TraceSource (the simulator's own packing), prefix products from sim.calibrate.
+    Returns (diagram points per variant, ECE per position per variant). Rows and arrays come from
+    sim.trace_rows (the simulator's own selection and packing), prefix products from sim.calibrate.
     """
-    from sim.acceptance import TraceSource
     from sim.calibrate import prefix_probs
+    from sim.trace_rows import pack_rows, select_rows
 
     f = traces(run, mtime)
     f = f[(f["method"] == method) & np.isclose(f["temperature"], temperature) & (f["table"] == table)]
     gamma = int(f["k"].max()) if len(f) else 0
     if gamma < 1:
         return pd.DataFrame(), pd.DataFrame()
-    src = TraceSource.from_frame(f, method, gamma, temperature, table=table, where=f"{run}/traces")
+    conf, _, kcap, accepted = pack_rows(select_rows(f, method, temperature, table, where=f"{run}/traces").rows, gamma)
     pos = np.arange(gamma)[None, :]
-    valid = src.kcap[:, None] > pos  # [n, gamma]: position drafted
-    label = (src.accepted[:, None] > pos).astype(np.float64)  # [n, gamma]: accepted prefix reaches it
+    valid = kcap[:, None] > pos  # [n, gamma]: position drafted
+    label = (accepted[:, None] > pos).astype(np.float64)  # [n, gamma]: accepted prefix reaches it
     variants = [("raw", np.ones(gamma))]
     if temps:
         t = np.ones(gamma)
@@ -194,7 +194,7 @@ def reliability(
         variants.append(("STS", t))
     points, per_pos = [], []
     for name, t in variants:
-        p = prefix_probs(src.conf, t)
+        p = prefix_probs(conf, t)
         b = reliability_bins(p[valid], label[valid], bins)
         b["variant"] = name
         points.append(b)

@@ -12,8 +12,8 @@ STAGE_FUNCTIONS: dict[str, str] = {
     "prepare": "real.prepare:run_stage",
     "train": "real.train:run_stage",
     "evaluate": "real.evaluate:run_stage",
-    "calibrate": "sim.calibrate:run_stage",
-    "sim": "sim.simulate:run_stage",
+    "calibrate": "sim.stages:run_calibrate",
+    "sim": "sim.stages:run_sim",
     "report": "lab.report:run_stage",
 }
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lab.errors import LabError
+from sim.trace_rows import pack_rows, select_rows
 
 
 def apply_temperatures(conf: np.ndarray, temps: list[float] | None) -> np.ndarray:
@@ -59,50 +59,12 @@ class TraceSource:
     def from_frame(cls, frame: pd.DataFrame, method: str | None, max_draft: int, temperature: float | None = None,
                    weights: dict[str, float] | None = None, table: str = "auto",
                    temps: list[float] | None = None, where: str = "traces") -> TraceSource:
-        if len(frame) == 0:
-            raise LabError(f"{where}: no trace rows to replay")
-        methods = sorted(frame["method"].unique())
-        if method is None:
-            method = methods[0] if len(methods) == 1 else ("dspark" if "dspark" in methods else None)
-            if method is None:
-                raise LabError(f"{where}: several methods {methods}; set sim.acceptance.method")
-        if method not in methods:
-            raise LabError(f"{where}: method {method!r} not in traces (found {methods})")
-        f = frame[frame["method"] == method]
-        temps_avail = sorted(f["temperature"].unique())
-        temp = min(temps_avail) if temperature is None else temperature
-        f = f[np.isclose(f["temperature"], temp)]
-        if len(f) == 0:
-            raise LabError(f"{where}: no rows of method {method!r} at temperature {temp} (found {temps_avail})")
-        has_anchors = (f["table"] == "anchors").any()
-        if table == "auto":
-            table = "anchors" if has_anchors else "rounds"
-        f = f[f["table"] == table]
-        if len(f) == 0:
-            raise LabError(f"{where}: no {table!r} rows for method {method!r}")
-        datasets = sorted(f["dataset"].unique())
-        if weights:
-            # a name absent from every method's traces is a typo; one absent only for this method is skipped
-            unknown = sorted(set(weights) - set(frame["dataset"].unique()))
-            if unknown:
-                raise LabError(f"sim.acceptance.datasets: {unknown} not in traces (found {datasets})")
-            f = f[f["dataset"].isin([d for d, w in weights.items() if w > 0])]
-            if len(f) == 0:
-                raise LabError(f"sim.acceptance.datasets: none of {sorted(weights)} has {method!r} rows "
-                               f"(it has {datasets})")
-        f = f.sort_values(["dataset", "prompt_id", "step"], kind="stable")
+        sel = select_rows(frame, method, temperature, table, weights, where)
+        f, method, temp, table = sel.rows, sel.method, sel.temperature, sel.table
         n = len(f)
         gamma = max_draft
-        conf = np.zeros((n, gamma), np.float32)
-        aprob = np.zeros((n, gamma), np.float32)
-        kk = f["k"].to_numpy().astype(np.int64)
-        for i, (c, p) in enumerate(zip(f["confidence"].to_numpy(), f["accept_prob"].to_numpy())):
-            m = min(len(c), gamma)
-            conf[i, :m] = c[:m]
-            aprob[i, :m] = p[:m]
+        conf, aprob, kcap, accepted = pack_rows(f, gamma)
         conf = apply_temperatures(conf, temps)
-        accepted = np.minimum(f["accepted"].to_numpy().astype(np.int64), gamma)
-        kcap = np.minimum(kk, gamma)
         keys = (f["dataset"] + "\x00" + f["prompt_id"]).to_numpy()
         change = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         starts = change.astype(np.int64)
@@ -116,8 +78,8 @@ class TraceSource:
         if weights:
             # a dataset's weight is split evenly over its prompts
             for d in np.unique(ds):
-                sel = ds == d
-                w[sel] = weights.get(d, 0.0) / sel.sum()
+                mine = ds == d
+                w[mine] = weights.get(d, 0.0) / mine.sum()
         sampled = temp > 0 and table == "rounds"
         label = f"{method}:{table}:{'exact' if table == 'anchors' else 'approximate'}:T{temp:g}"
         return cls(conf, accepted, kcap, aprob if sampled else None, starts, lengths, out_lens, w,
@@ -202,13 +164,15 @@ class ParametricSource:
             c = np.clip(true, 1e-6, 1 - 1e-6)
             z = np.log(c / (1 - c)) + rng.normal(0, self.noise, size=c.shape)
             conf = 1 / (1 + np.exp(-z))
-        return conf, (sl, true), None
+        # the state holds views of this block's arrays, not indices: another replica's draw may refill
+        # the block before this step's accept(), and the outcomes must stay those of these confidences
+        return conf, (self._logu[sl], self._loga[sl], true), None
 
     def accept(self, state, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        sl, true = state
+        logu, loga, true = state
         if self._flat:
             # leading successes of i.i.d. Bernoulli(a): P(X >= k) = a^k = P(log u <= k log a)
-            return np.minimum((self._logu[sl] / self._loga[sl]).astype(np.int64), lengths)
+            return np.minimum((logu / loga).astype(np.int64), lengths)
         ok = rng.random(true.shape) < true
         lead = np.cumprod(ok, axis=1)
         return np.minimum(lead.sum(axis=1), lengths)

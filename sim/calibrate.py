@@ -1,6 +1,6 @@
 """Confidence calibration: Sequential Temperature Scaling (STS, paper Sec. 3.2.1) on held-out trace rows.
 
-    lab run experiments/fig7_sla.yaml        # stage 'calibrate' calls run_stage(ctx)
+    lab run experiments/fig7_sla.yaml        # stage 'calibrate' (sim/stages.run_calibrate) fits and writes
     fit = fit_sts(conf[n, gamma], kcap[n], accepted[n], grid, bins)   # pure numpy, used by real/ too
 
 The drafter's per-position score c_j = sigmoid(z_j) estimates P(position j accepted | earlier accepted);
@@ -18,6 +18,7 @@ import pandas as pd
 
 from lab.errors import LabError
 from lab.metrics import ece, reliability_bins
+from sim.trace_rows import pack_rows, select_rows
 
 
 def _logit(c: np.ndarray) -> np.ndarray:
@@ -65,15 +66,6 @@ def per_position_ece(conf, kcap, accepted, temps, bins) -> list[float]:
     return out
 
 
-def _arrays(f: pd.DataFrame, gamma: int):
-    conf = np.zeros((len(f), gamma))
-    for i, c in enumerate(f["confidence"].to_numpy()):
-        m = min(len(c), gamma)
-        conf[i, :m] = c[:m]
-    kcap = np.minimum(f["k"].to_numpy().astype(np.int64), gamma)
-    return conf, kcap, f["accepted"].to_numpy().astype(np.int64)
-
-
 def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int, temperature: float | None = None) -> dict:
     """Fit STS per method on a trace frame; returns the calibration.json payload.
 
@@ -86,13 +78,10 @@ def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int, temperatur
     grid = np.geomspace(spec.t_min, spec.t_max, spec.grid)
     rng = np.random.default_rng(seed)
     methods = {}
-    for method, f in frame.groupby("method", sort=True):
-        sampling_t = float(f["temperature"].min()) if temperature is None else temperature
-        f = f[np.isclose(f["temperature"].to_numpy(), sampling_t)]
-        table = spec.table
-        if table == "auto":
-            table = "anchors" if (f["table"] == "anchors").any() else "rounds"
-        f = f[(f["table"] == table) & (f["k"] > 0)]
+    for method in sorted(frame["method"].unique()):
+        sel = select_rows(frame, method, temperature, spec.table, where="calibrate")
+        table, sampling_t = sel.table, sel.temperature
+        f = sel.rows[sel.rows["k"] > 0]
         keys = np.array(sorted(set(zip(f["dataset"], f["prompt_id"]))), dtype=object)
         if len(keys) < 2:
             raise LabError(f"calibrate: method {method!r} has {len(keys)} prompt(s) with drafts; need >= 2 to split")
@@ -101,8 +90,8 @@ def calibrate_frame(frame: pd.DataFrame, spec, seed: int, gamma: int, temperatur
         n_eval = min(n_eval, len(keys) - 1)
         eval_keys = {tuple(k) for k in keys[perm[:n_eval]]}
         is_eval = np.array([(d, p) in eval_keys for d, p in zip(f["dataset"], f["prompt_id"])])
-        fit_c, fit_k, fit_a = _arrays(f[~is_eval], gamma)
-        ev_c, ev_k, ev_a = _arrays(f[is_eval], gamma)
+        fit_c, _, fit_k, fit_a = pack_rows(f[~is_eval], gamma)
+        ev_c, _, ev_k, ev_a = pack_rows(f[is_eval], gamma)
         temps = fit_sts(fit_c, fit_k, fit_a, grid, spec.bins)
         ones = np.ones(gamma)
         methods[str(method)] = {
@@ -146,32 +135,3 @@ def plot_reliability(payload: dict, path, bins: int) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-
-
-def run_stage(ctx) -> None:
-    """The `calibrate` stage: read the run's traces (or sim.acceptance paths), fit STS, write outputs."""
-    from lab.config_sim import SimSection
-    from lab.io import write_json_atomic
-    from lab.trace import read_traces
-
-    out = ctx.path("calibration.json")
-    if ctx.stage_done("calibrate") and out.exists():
-        return
-    sim = ctx.cfg.sim or SimSection()
-    if sim.acceptance.source == "traces":
-        from sim.simulate import expand
-
-        frame = pd.concat([read_traces(expand(p)) for p in sim.acceptance.paths], ignore_index=True)
-    else:
-        tdir = ctx.path("traces")
-        if not tdir.is_dir():
-            raise LabError(f"calibrate: {tdir} does not exist; run the evaluate stage first "
-                           "(or set sim.acceptance.source: traces with paths)")
-        frame = read_traces(tdir)
-    payload = calibrate_frame(frame, sim.calibration, ctx.cfg.seed, sim.acceptance.max_draft,
-                              sim.acceptance.temperature)
-    plot_reliability(payload, ctx.path("reliability.png"), sim.calibration.bins)
-    for m in payload["methods"].values():
-        m.pop("_eval")
-    write_json_atomic(out, payload)
-    ctx.mark_done("calibrate", {"methods": sorted(payload["methods"])})

@@ -1,4 +1,5 @@
-"""Policy registry: kind -> factory. A new policy is one file plus one line here (DESIGN.md rule 2).
+"""Policy registry: kind -> factory. A new policy is one file plus one line here (DESIGN.md rule 2) and its
+name in lab.config_sim.POLICY_KINDS, the one list of names (lab cannot import sim; a test keeps the two equal).
 
     policy = make_policy(PolicySpec(kind="prefix"), max_draft=7)
 """

@@ -150,7 +150,22 @@ CASES = [
      lambda w: ["run", "good.yaml", "--stages", "evaluate", "--force", "--set", "run_id=trunc",
                 "--set", "drafters.0={name: dspark, method: dspark, num_layers: 1, draft_vocab_size: 64}"],
      "drafters/dspark/model.safetensors: drafter 'dspark': unreadable checkpoint"),
+    ("unknown KV policy", lambda w: ["validate", sim_yaml(w, {"engine": {"kv_policy": "lru"}})],
+     "sim.engine.kv_policy"),
+    ("engine given under both names", lambda w: ["validate", sim_yaml(w, {"engine": {}, "batching": {}})],
+     "give sim.engine only"),
+    ("replay_log without a log", lambda w: ["validate", sim_yaml(w, {"workload": {"kind": "replay_log"}})],
+     "needs workload.log_path"),
+    ("missing per-request log", lambda w: ["run", sim_yaml(w, {"workload": {"kind": "replay_log",
+                                                                            "log_path": "no/requests.parquet"}})],
+     "sim.workload.log_path: no/requests.parquet does not exist"),
 ]
+
+
+def sim_yaml(workdir, sim: dict) -> str:
+    """An experiment with only the sim stage and this sim: section."""
+    data = {**GOOD, "stages": ["sim"], "sim": {"sweep": {"axis": "none", "workers": 1}, **sim}}
+    return write(workdir, "sim.yaml", yaml.safe_dump(data))
 
 
 @pytest.mark.parametrize("label, make_args, fragment", CASES, ids=[c[0] for c in CASES])

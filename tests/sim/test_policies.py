@@ -155,3 +155,14 @@ def test_async_keeps_the_planned_step_size_when_the_batch_changes():
     # one more request joined: the step keeps B* = 3 + k3 tokens, so one draft fewer
     got = pol.choose(np.full((4, 4), 0.99), 4, 100, sps)
     assert 4 + got.sum() == 3 + k3
+
+
+def test_policy_names_have_one_source():
+    """The config's names (what `lab validate` accepts) are exactly the registry's (what `lab run` builds)."""
+    from lab.config_sim import POLICY_KINDS, PolicySpec
+    from sim.policies import POLICIES, make_policy
+
+    assert sorted(POLICIES) == sorted(POLICY_KINDS)
+    for kind in POLICY_KINDS:
+        spec = PolicySpec(kind=kind, k=2 if kind == "fixed_k" else None, threshold=0.5 if kind == "threshold" else None)
+        assert make_policy(spec, 7).max_verify() <= 7
