@@ -150,7 +150,7 @@ def curve_chart(frame: pd.DataFrame, y: str, color: str, title: str, n: str, n_t
     """One line per series over draft positions, a point per position with its sample count n in the
     tooltip (and as the point's size when size_by_n)."""
     base = alt.Chart(frame).encode(
-        x=alt.X("position:O", title="draft position j"),
+        x=alt.X("position:O", title="draft position j", axis=alt.Axis(labelAngle=0)),
         y=alt.Y(f"{y}:Q", title=title, scale=alt.Scale(domain=[0, 1])),
         color=alt.Color(f"{color}:N", title=None, legend=alt.Legend(orient="bottom", columns=2, labelLimit=400)),
         tooltip=[color, "position", alt.Tooltip(f"{y}:Q", format=".3f"), alt.Tooltip(f"{n}:Q", title=n_title)],

@@ -27,7 +27,7 @@ NGRAM_K, NGRAM_ACCEPTED = [1, 1, 1, 4, 0], [0, 0, 0, 4, 0]
 PIECES = [f"w{i} " for i in range(9)]
 
 
-def record(method, dataset, table, temperature, step, k, accepted, prompt_id="p0", conf=0.5, run_id="demo-0001"):
+def record(method, dataset, table, temperature, step, k, accepted, prompt_id="p0", conf=0.6, run_id="demo-0001"):
     return StepRecord(
         run_id=run_id,
         method=method,

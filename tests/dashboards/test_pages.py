@@ -72,10 +72,10 @@ def test_acceptance_page(runs_root):
 def test_calibration_page(runs_root):
     at = _run(PAGES["Calibration"], runs_root["root"])
     per_pos = _find(at, "ece (raw)").set_index("position")
-    # confidences 0.5 everywhere: prefix products 0.5, 0.25, 0.125 vs accept-prefix rates over both datasets
+    # confidences 0.6 everywhere: prefix products 0.6, 0.36, 0.216 vs accept-prefix rates over both datasets
     rates = [np.mean([a > k for a in [0, 1, 2, 3, 3, 3, 3, 3]]) for k in range(3)]
     expected = [
-        ece(np.full(8, 0.5 ** (k + 1)), np.array([a > k for a in [0, 1, 2, 3, 3, 3, 3, 3]]), 10)
+        ece(np.full(8, 0.6 ** (k + 1)), np.array([a > k for a in [0, 1, 2, 3, 3, 3, 3, 3]]), 10)
         for k in range(3)
     ]
     assert per_pos["ece (raw)"].tolist() == pytest.approx(expected, abs=1e-6)
