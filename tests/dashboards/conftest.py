@@ -47,9 +47,16 @@ def record(method, dataset, table, temperature, step, k, accepted, prompt_id="p0
     )
 
 
+def dspark_confidence(step: int) -> float:
+    """0.85 at each dataset's first round, 0.45 elsewhere: reliability bins with unequal counts (2 vs 6);
+    with 10 bins the 3 prefix products of each value land in 6 distinct bins, raw and after STS."""
+    return 0.85 if step == 0 else 0.45
+
+
 def _dspark(dataset: str, table: str, accepted: list[int], run_id: str) -> list[StepRecord]:
     return [
-        record("dspark", dataset, table, 0.0, i, 3, a, prompt_id=f"p{i % 2}", run_id=run_id)
+        record("dspark", dataset, table, 0.0, i, 3, a, prompt_id=f"p{i % 2}", conf=dspark_confidence(i),
+               run_id=run_id)
         for i, a in enumerate(accepted)
     ]
 

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lab.metrics import ece
+from tests.dashboards.conftest import ACCEPTED, dspark_confidence
 
 DASH = Path(__file__).resolve().parents[2] / "dashboards"
 PAGES = {p.stem.split("_", 1)[1]: p for p in (DASH / "pages").glob("*.py")}
@@ -72,12 +73,12 @@ def test_acceptance_page(runs_root):
 def test_calibration_page(runs_root):
     at = _run(PAGES["Calibration"], runs_root["root"])
     per_pos = _find(at, "ece (raw)").set_index("position")
-    # confidences 0.6 everywhere: prefix products 0.6, 0.36, 0.216 vs accept-prefix rates over both datasets
-    rates = [np.mean([a > k for a in [0, 1, 2, 3, 3, 3, 3, 3]]) for k in range(3)]
-    expected = [
-        ece(np.full(8, 0.6 ** (k + 1)), np.array([a > k for a in [0, 1, 2, 3, 3, 3, 3, 3]]), 10)
-        for k in range(3)
-    ]
+    # dspark rows of both datasets: accepted and per-position confidence (0.9 at step 0, 0.6 after); the
+    # prediction at position k is the prefix product conf^k against the outcome accepted >= k
+    accepted = np.array(ACCEPTED["gsm8k"] + ACCEPTED["humaneval"])
+    conf = np.array([dspark_confidence(i) for i in range(4)] * 2)
+    rates = [np.mean(accepted > k) for k in range(3)]
+    expected = [ece(conf ** (k + 1), accepted > k, 10) for k in range(3)]
     assert per_pos["ece (raw)"].tolist() == pytest.approx(expected, abs=1e-6)
     assert per_pos["accept_rate (raw)"].tolist() == pytest.approx(rates)
     assert "ece (STS)" in per_pos.columns
