@@ -235,10 +235,13 @@ def pick_default(options: list, preferred=PREFERRED_METHOD) -> int:
 
 
 # ---- traces ----------------------------------------------------------------------------------------
-@st.cache_data(show_spinner="Reading traces ...")
+@st.cache_resource(show_spinner="Reading traces ...", max_entries=8)
 def trace_shards(run: str, mtime: float) -> tuple[pd.DataFrame, list[str], list[str]]:
     """(rows of every readable shard under <run>/traces, the readable shard paths, one line per shard that
-    was skipped: lab.trace's LabError text naming the file and what is wrong)."""
+    was skipped: lab.trace's LabError text naming the file and what is wrong).
+
+    A shared resource, not a copy per call (unpickling a large trace frame on every rerun was the pages'
+    main cost): callers select and derive, never modify it in place."""
     tdir = Path(run) / "traces"
     empty = pd.DataFrame(columns=["run_id", *GROUP, "prompt_id", "step", "k", "accepted"])
     if not tdir.is_dir():
@@ -384,14 +387,13 @@ def reliability(
 
     Returns (diagram points per variant, ECE per position per variant). Arrays come from
     sim.acceptance.TraceSource (the simulator's own packing), prefix products from sim.calibrate.
-    datasets: only these datasets' rows (default: all).
     """
     from sim.acceptance import TraceSource
     from sim.calibrate import prefix_probs
 
     f = traces(run, mtime)
     f = f[(f["method"] == method) & np.isclose(f["temperature"], temperature) & (f["table"] == table)]
-    if datasets:
+    if datasets:  # the page's dataset filter (default: every dataset)
         f = f[f["dataset"].isin(datasets)]
     gamma = int(f["k"].max()) if len(f) else 0
     if gamma < 1:

@@ -88,7 +88,7 @@ def skipped_shards(problems: list[str]) -> None:
         st.warning(f"Skipped a trace shard: {p}. The other shards are shown.")
 
 
-def filters(cover: pd.DataFrame, key: str, multi_drafter: bool = True):
+def filters(cover: pd.DataFrame, key: str, multi_drafter: bool = True, default_table: str = "rounds"):
     """Drafter(s), dataset(s), temperature and table pickers over a coverage frame (data.coverage).
     Defaults: every drafter (or dspark when one is picked), every dataset, the lowest temperature, rounds."""
     c1, c2, c3, c4 = st.columns(4)
@@ -105,7 +105,7 @@ def filters(cover: pd.DataFrame, key: str, multi_drafter: bool = True):
     table = c4.selectbox(
         "Trace table",
         tables,
-        index=tables.index("rounds") if "rounds" in tables else 0,
+        index=tables.index(default_table) if default_table in tables else 0,
         key=f"{key}_table",
         help="rounds: what decoding did; anchors: a draft at every output position (greedy only)",
     )
@@ -152,7 +152,7 @@ def curve_chart(frame: pd.DataFrame, y: str, color: str, title: str, n: str, n_t
     base = alt.Chart(frame).encode(
         x=alt.X("position:O", title="draft position j", axis=alt.Axis(labelAngle=0)),
         y=alt.Y(f"{y}:Q", title=title, scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color(f"{color}:N", title=None, legend=alt.Legend(orient="bottom", columns=2, labelLimit=400)),
+        color=alt.Color(f"{color}:N", title=None, legend=alt.Legend(orient="bottom", columns=1, labelLimit=500)),
         tooltip=[color, "position", alt.Tooltip(f"{y}:Q", format=".3f"), alt.Tooltip(f"{n}:Q", title=n_title)],
     )
     point = base.mark_point(filled=True, opacity=1)
@@ -216,8 +216,9 @@ def frontier_section(results: pd.DataFrame | None, sla: pd.DataFrame | None, sla
     st.subheader("Frontier")
     st.altair_chart(frontier_chart(front, slas, percentile), width="stretch")
     for group in data.coinciding(front):
-        st.info(f"{' and '.join(group)} coincide: identical points at every sweep value, so one line hides "
-                "the other.")
+        names = f"{', '.join(group[:-1])} and {group[-1]}"
+        st.info(f"{names} coincide: identical points at every sweep value, so one line hides the other"
+                + ("s." if len(group) > 2 else "."))
     acc = ", ".join(sorted(map(str, results["acceptance"].unique()))) if "acceptance" in results else "?"
     exact = bool(results["exact_replay"].all()) if "exact_replay" in results else False
     st.caption(

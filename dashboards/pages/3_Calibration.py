@@ -29,9 +29,11 @@ cover = cover[cover["drafted_tokens"] > 0]
 if cover.empty:
     st.info(f"No readable trace rows with drafts in {run}: run the evaluate stage.")
     st.stop()
-drafters, datasets, temperature, table = ui.filters(cover, "cal", multi_drafter=False)
-method = drafters[0]
 methods_cal = (cal or {}).get("methods", {})
+# the table the calibrate stage fitted dspark (or the first drafter) on, so its held-out ECE matches
+fitted_table = (methods_cal.get(data.PREFERRED_METHOD) or next(iter(methods_cal.values()), {})).get("table", "rounds")
+drafters, datasets, temperature, table = ui.filters(cover, "cal", multi_drafter=False, default_table=fitted_table)
+method = drafters[0]
 bins = st.number_input("Bins", min_value=2, max_value=50, value=int((cal or {}).get("bins", 20)))
 if not datasets:
     st.info("Pick at least one dataset.")

@@ -8,7 +8,7 @@ that Vega renders (ui.RENDER_OPTIONS asks for the SVG renderer). AppTest cannot 
     DSPARK_LAB_SCREENSHOTS=/tmp/shots python -m pytest -q tests/dashboards/test_browser.py   # PNG per page
 
 Skips (with the reason) only when no Chromium binary or no playwright package is installed; CI installs
-both (.ci/run, the dev extra).
+both (.ci/run, the dev extra) and sets DSPARK_LAB_REQUIRE_BROWSER=1, which turns that skip into a failure.
 """
 
 import os
@@ -77,12 +77,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _unavailable(reason: str):
+    if os.environ.get("DSPARK_LAB_REQUIRE_BROWSER"):  # CI (.ci/run) installs both: missing is a failure
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _unavailable("playwright is not installed (pip install -e '.[dev]')")
     binary = _chromium()
     if binary is None:
-        pytest.skip(f"no Chromium binary ({', '.join(CHROMIUM_NAMES)} or $CHROMIUM): apt-get install chromium")
+        _unavailable(f"no Chromium binary ({', '.join(CHROMIUM_NAMES)} or $CHROMIUM): apt-get install chromium")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=binary, args=["--no-sandbox", "--disable-gpu"])
         yield b
