@@ -88,11 +88,15 @@ def _with_columns(read: Callable[[Path], pd.DataFrame], columns) -> Callable[[Pa
     return reader
 
 
-def _json_object(path: Path) -> dict:
-    value = json.loads(path.read_text())
+def _mapping(path: Path, parse: Callable[[str], object], kind: str) -> dict:
+    value = parse(path.read_text())
     if not isinstance(value, dict):
-        raise LabError(f"{path}: expected a JSON object, found {type(value).__name__}")
+        raise LabError(f"{path}: expected a {kind}, found {type(value).__name__}")
     return value
+
+
+def _json_object(path: Path) -> dict:
+    return _mapping(path, json.loads, "JSON object")
 
 
 def _calibration_payload(path: Path) -> dict:
@@ -108,10 +112,7 @@ def _calibration_payload(path: Path) -> dict:
 
 
 def _yaml_mapping(path: Path) -> dict:
-    value = yaml.safe_load(path.read_text())
-    if not isinstance(value, dict):
-        raise LabError(f"{path}: expected a YAML mapping")
-    return value
+    return _mapping(path, yaml.safe_load, "YAML mapping")
 
 
 # ---- runs ------------------------------------------------------------------------------------------
@@ -339,7 +340,7 @@ def absent_drafters(cover: pd.DataFrame, drafters: list[str], datasets: list[str
         if c.empty:
             reason = f"no {table} rows at T={temperature:g}"
             if skipped:
-                reason += f" (its shard was skipped: {skipped[0]})"
+                reason += f" (its shard {Path(skipped[0].split(': ', 1)[0]).name} was skipped, see above)"
             lines.append(f"{name}: {reason}")
         elif int(c["drafted_tokens"].sum()) == 0:
             lines.append(f"{name}: {int(c['rounds'].sum())} {table} rows at T={temperature:g}, none drafted a token (k = 0)")

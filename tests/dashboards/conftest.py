@@ -190,6 +190,16 @@ def build_root(root: Path) -> dict:
     return {"root": root, "run": run, "old": root / "zzz" / "zzz-0001", "results": results, "sla": sla}
 
 
+def frames(at) -> list[pd.DataFrame]:
+    """Every st.dataframe an AppTest run shows."""
+    return [d.value for d in at.dataframe]
+
+
+def find(at, column: str) -> pd.DataFrame:
+    """The first dataframe with this column."""
+    return next(f for f in frames(at) if column in f.columns)
+
+
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory):
     return build_root(tmp_path_factory.mktemp("runs"))

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.dashboards.conftest import find
+
 DASH = Path(__file__).resolve().parents[2] / "dashboards"
 PAGES = {p.stem.split("_", 1)[1]: p for p in (DASH / "pages").glob("*.py")}
 
@@ -21,14 +23,6 @@ def _open(page: str, root, timeout=60) -> AppTest:
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     return at
-
-
-def _frames(at):
-    return [d.value for d in at.dataframe]
-
-
-def _find(at, column):
-    return next(f for f in _frames(at) if column in f.columns)
 
 
 @pytest.fixture
@@ -50,15 +44,8 @@ def test_empty_tau_csv_is_one_line_and_traces_still_shown(copy_run):
     (run / "tau.csv").write_text("")
     at = _open("Acceptance", root)
     _one_error(at, str(run / "tau.csv"), "empty file")
-    assert "draft_acceptance_rate" in _find(at, "draft_acceptance_rate").columns
+    assert "draft_acceptance_rate" in find(at, "draft_acceptance_rate").columns
     assert len(at.get("vega_lite_chart")) == 2
-
-
-def test_tau_csv_without_columns_names_them(copy_run):
-    root, run = copy_run
-    (run / "tau.csv").write_text("a,b\n1,2\n")
-    at = _open("Acceptance", root)
-    _one_error(at, "tau.csv: missing columns ['method', 'dataset', 'temperature', 'tau']")
 
 
 def test_truncated_results_parquet_is_one_line_and_sla_still_shown(copy_run):
@@ -67,7 +54,7 @@ def test_truncated_results_parquet_is_one_line_and_sla_still_shown(copy_run):
     path.write_bytes(path.read_bytes()[:300])
     at = _open("Throughput_vs_SLA", root)
     _one_error(at, str(path), "not a readable Parquet table")
-    assert "gain_vs_baseline" in _find(at, "gain_vs_baseline").columns
+    assert "gain_vs_baseline" in find(at, "gain_vs_baseline").columns
 
 
 def test_malformed_calibration_json_is_named_not_called_missing(copy_run):
@@ -76,15 +63,20 @@ def test_malformed_calibration_json_is_named_not_called_missing(copy_run):
     at = _open("Calibration", root)
     _one_error(at, str(run / "calibration.json"), "not valid JSON")
     assert not any("No calibration.json" in i.value for i in at.info)
-    assert "ece (raw)" in _find(at, "ece (raw)").columns and "ece (STS)" not in _find(at, "ece (raw)").columns
+    assert "ece (raw)" in find(at, "ece (raw)").columns and "ece (STS)" not in find(at, "ece (raw)").columns
     assert len(at.get("vega_lite_chart")) == 1
 
 
-def test_calibration_json_with_bad_temperatures_is_named(copy_run):
+@pytest.mark.parametrize("page, name, content, message", [
+    ("Acceptance", "tau.csv", "a,b\n1,2\n", "tau.csv: missing columns ['method', 'dataset', 'temperature', 'tau']"),
+    ("Calibration", "calibration.json", '{"methods": {"dspark": {"temperatures": "hot"}}}',
+     "methods.dspark.temperatures is not a non-empty list of positive numbers"),
+    ("Live_ablation", "config.yaml", "- just\n- a list\n", "config.yaml: expected a YAML mapping, found list"),
+])
+def test_wrong_content_is_named(copy_run, page, name, content, message):
     root, run = copy_run
-    (run / "calibration.json").write_text('{"methods": {"dspark": {"temperatures": "hot"}}}')
-    at = _open("Calibration", root)
-    _one_error(at, "methods.dspark.temperatures is not a non-empty list of positive numbers")
+    (run / name).write_text(content)
+    _one_error(_open(page, root), message)
 
 
 @pytest.mark.parametrize("page", ["Acceptance", "Calibration", "Live_ablation", "Compare_runs", "Prompt_viewer"])
@@ -99,7 +91,7 @@ def test_truncated_trace_shard_is_skipped_with_a_warning(copy_run, runs_root, pa
     warnings = [w.value for w in at.warning if "Skipped a trace shard" in w.value]
     assert len(warnings) == 1 and str(shard) in warnings[0] and "not a readable Parquet trace" in warnings[0]
     if page == "Acceptance":
-        by_table = _find(at, "draft_acceptance_rate")
+        by_table = find(at, "draft_acceptance_rate")
         assert {"mtp", "ngram"} <= set(by_table["method"])  # the other methods are still there
         assert set(by_table[by_table["method"] == "dspark"]["dataset"]) == {"humaneval"}
     if page == "Live_ablation":  # parametric mode still runs
@@ -107,7 +99,7 @@ def test_truncated_trace_shard_is_skipped_with_a_warning(copy_run, runs_root, pa
         next(s for s in at.slider if s.label == "Simulated seconds").set_value(5)
         at.button[0].click().run()
         assert not at.exception and not at.error
-        assert set(_find(at, "gain_vs_baseline")["policy"]) == {"mtp1", "fixed_k2", "fixed_k3", "prefix"}
+        assert set(find(at, "gain_vs_baseline")["policy"]) == {"mtp1", "fixed_k2", "fixed_k3", "prefix"}
 
 
 @pytest.mark.parametrize("page", ["app", "Runs", "Acceptance", "Calibration", "Throughput_vs_SLA",
@@ -122,7 +114,7 @@ def test_malformed_manifest_is_named_on_the_runs_page(copy_run):
     (run / "manifest.json").write_text("{not json")
     at = _open("Runs", root)
     _one_error(at, str(run / "manifest.json"), "not valid JSON")
-    assert _find(at, "problem")["problem"].iloc[0].startswith(str(run / "manifest.json"))
+    assert find(at, "problem")["problem"].iloc[0].startswith(str(run / "manifest.json"))
 
 
 def test_defaults_are_the_newest_run_and_dspark(runs_root):
@@ -135,7 +127,7 @@ def test_defaults_are_the_newest_run_and_dspark(runs_root):
 
 def test_survival_is_unconditional_and_absent_drafters_are_named(runs_root):
     at = _open("Acceptance", runs_root["root"])
-    pos = _find(at, "survival")
+    pos = find(at, "survival")
     ngram = pos[pos["method"] == "ngram"].sort_values("position")
     # rounds drafted k = 1, 1, 1, 4, 0 and accepted 0, 0, 0, 4, 0: one round in five reaches every position
     assert ngram["survival"].tolist() == pytest.approx([0.2] * 4)
@@ -143,24 +135,24 @@ def test_survival_is_unconditional_and_absent_drafters_are_named(runs_root):
     assert ngram["reached"].tolist() == [4, 1, 1, 1]
     next(s for s in at.selectbox if s.label == "Temperature").set_value(1.0).run()
     assert any("ngram: 3 rounds rows at T=1, none drafted a token" in w.value for w in at.warning)
-    assert "ngram" not in set(_find(at, "survival")["method"])
+    assert "ngram" not in set(find(at, "survival")["method"])
 
 
 def test_acceptance_filters(runs_root):
     at = _open("Acceptance", runs_root["root"])
     next(m for m in at.multiselect if m.label == "Drafters").set_value(["mtp"]).run()
     next(m for m in at.multiselect if m.label == "Datasets").set_value(["humaneval"]).run()
-    by_table = _find(at, "draft_acceptance_rate")
+    by_table = find(at, "draft_acceptance_rate")
     assert by_table[["method", "dataset"]].values.tolist() == [["mtp", "humaneval"]]
     next(s for s in at.selectbox if s.label == "Trace table").set_value("anchors").run()
-    assert set(_find(at, "draft_acceptance_rate")["table"]) == {"anchors"}
+    assert set(find(at, "draft_acceptance_rate")["table"]) == {"anchors"}
 
 
 def test_sts_only_at_its_fitted_temperature(runs_root):
     at = _open("Calibration", runs_root["root"])
-    assert "ece (STS)" in _find(at, "ece (raw)").columns
+    assert "ece (STS)" in find(at, "ece (raw)").columns
     next(s for s in at.selectbox if s.label == "Temperature").set_value(1.0).run()
-    assert "ece (STS)" not in _find(at, "ece (raw)").columns
+    assert "ece (STS)" not in find(at, "ece (raw)").columns
     assert any("fitted at sampling temperature T=0; not applied at T=1" in i.value for i in at.info)
 
 
@@ -178,7 +170,7 @@ def test_gains_are_percentages_like_summary_md(runs_root):
     from sim.sweep import _pct
 
     at = _open("Throughput_vs_SLA", runs_root["root"])
-    shown = _find(at, "gain_vs_baseline")
+    shown = find(at, "gain_vs_baseline")
     assert shown["gain_vs_baseline"].tolist() == [_pct(v) for v in runs_root["sla"]["gain_vs_baseline"]]
     assert any(v.endswith("%") for v in shown["gain_vs_baseline"])
 
@@ -192,7 +184,7 @@ def test_live_ablation_replays_the_runs_mtp_traces_and_hides_parametric_knobs(ru
     next(s for s in at.slider if s.label == "Block size (max verify length)").set_value(3)
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    points = _find(at, "tpot_ms_p50")
+    points = find(at, "tpot_ms_p50")
     caption = " ".join(c.value for c in at.caption)
     assert "mtp:" in caption and "dspark:" in caption  # each policy's acceptance source is named
     assert len(points) == 4 * 3
@@ -203,7 +195,7 @@ def test_live_ablation_replays_the_runs_mtp_traces_and_hides_parametric_knobs(ru
 def test_compare_runs_side_by_side(runs_root):
     at = _open("Compare_runs", runs_root["root"])
     assert not at.error
-    tau = _find(at, "tau B - A").set_index(["method", "dataset"])
+    tau = find(at, "tau B - A").set_index(["method", "dataset"])
     assert tau.loc[("dspark", "humaneval"), "tau A"] == pytest.approx(4.0)
     assert tau.loc[("dspark", "humaneval"), "tau B"] == pytest.approx(2.0)
     assert tau.loc[("dspark", "humaneval"), "tau B - A"] == pytest.approx(-2.0)
@@ -217,6 +209,6 @@ def test_prompt_viewer_marks_accepted_spans_and_tau_per_prompt(runs_root):
     drafts = html.split('class="draft"')[1:]
     assert len(drafts) == 2 and ">w1 w2 w3 </span>" in drafts[0] and ">w5 w6 w7 </span>" in drafts[1]
     assert 'title="round 1: the target' in html and ">w4 </span>" in html
-    per_prompt = _find(at, "prompt_id").set_index("prompt_id")
+    per_prompt = find(at, "prompt_id").set_index("prompt_id")
     assert per_prompt.loc["p0", "dspark"] == pytest.approx(4.0) and per_prompt.loc["p1", "mtp"] == pytest.approx(2.0)
     assert any(t.value == "Write a function <f>." for t in at.text)

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lab.metrics import ece
-from tests.dashboards.conftest import ACCEPTED, dspark_confidence
+from tests.dashboards.conftest import ACCEPTED, dspark_confidence, find
 
 DASH = Path(__file__).resolve().parents[2] / "dashboards"
 PAGES = {p.stem.split("_", 1)[1]: p for p in (DASH / "pages").glob("*.py")}
@@ -25,14 +25,6 @@ def _run(page: Path, root, timeout=30) -> AppTest:
     return at
 
 
-def _frames(at):
-    return [d.value for d in at.dataframe]
-
-
-def _find(at, column):
-    return next(f for f in _frames(at) if column in f.columns)
-
-
 def test_home_counts_runs(runs_root):
     at = _run(DASH / "app.py", runs_root["root"])
     assert at.metric[0].value == "2"
@@ -40,7 +32,7 @@ def test_home_counts_runs(runs_root):
 
 def test_runs_page(runs_root):
     at = _run(PAGES["Runs"], runs_root["root"])
-    table = _find(at, "run_id")
+    table = find(at, "run_id")
     assert table["run_id"].tolist() == ["demo-0001", "zzz-0001"]  # newest first
     assert table["directory"].tolist() == ["demo/demo-0001", "zzz/zzz-0001"]
     assert bool(table["sim"].iloc[0]) and bool(table["calibration"].iloc[0])
@@ -50,20 +42,20 @@ def test_runs_page(runs_root):
 
 def test_acceptance_page(runs_root):
     at = _run(PAGES["Acceptance"], runs_root["root"])
-    t1 = _find(at, "macro")
+    t1 = find(at, "macro")
     row = t1[t1["method"] == "dspark"].iloc[0]
     assert (row["gsm8k"], row["humaneval"], row["macro"]) == pytest.approx((2.5, 4.0, 3.25))
-    by_table = _find(at, "draft_acceptance_rate")
+    by_table = find(at, "draft_acceptance_rate")
     rounds = by_table[(by_table["method"] == "dspark")].set_index("dataset")
     assert rounds.loc["gsm8k", "tau"] == pytest.approx(2.5) and rounds.loc[
         "humaneval", "tau"
     ] == pytest.approx(4.0)
-    pos = _find(at, "survival").set_index(["method", "dataset", "position"])
+    pos = find(at, "survival").set_index(["method", "dataset", "position"])
     assert pos.loc[("dspark", "gsm8k", 1), "survival"] == pytest.approx(0.75)
     assert pos.loc[("dspark", "gsm8k", 3), "conditional"] == pytest.approx(0.5)
     assert pos.loc[("dspark", "gsm8k", 3), "reached"] == 2  # n behind c_3: rounds with accepted >= 2
     assert pos.loc[("dspark", "gsm8k", 3), "rounds"] == 4  # n behind s_3: every round
-    counters = _find(at, "num_drafts")
+    counters = find(at, "num_drafts")
     g = counters[(counters["dataset"] == "gsm8k") & (counters["method"] == "dspark")].iloc[0]
     assert (g["num_drafts"], g["num_draft_tokens"], g["num_accepted_tokens"]) == (4, 12, 6)
     assert g["num_accepted_tokens_per_pos"] == "3, 2, 1"
@@ -72,7 +64,7 @@ def test_acceptance_page(runs_root):
 
 def test_calibration_page(runs_root):
     at = _run(PAGES["Calibration"], runs_root["root"])
-    per_pos = _find(at, "ece (raw)").set_index("position")
+    per_pos = find(at, "ece (raw)").set_index("position")
     # dspark rows of both datasets: accepted and per-position confidence (0.9 at step 0, 0.6 after); the
     # prediction at position k is the prefix product conf^k against the outcome accepted >= k
     accepted = np.array(ACCEPTED["gsm8k"] + ACCEPTED["humaneval"])
@@ -83,20 +75,20 @@ def test_calibration_page(runs_root):
     assert per_pos["accept_rate (raw)"].tolist() == pytest.approx(rates)
     assert "ece (STS)" in per_pos.columns
     assert len(at.get("vega_lite_chart")) == 1  # the reliability diagram
-    sts = _find(at, "ece_after (held out)")
+    sts = find(at, "ece_after (held out)")
     assert sts["temperature"].tolist() == [1.5, 1.2, 1.0]
     assert sts["ece_after (held out)"].tolist() == [0.03, 6e-22, 0.01]
 
 
 def test_throughput_page(runs_root):
     at = _run(PAGES["Throughput_vs_SLA"], runs_root["root"])
-    sla = _find(at, "gain_vs_baseline")
+    sla = find(at, "gain_vs_baseline")
     expected = runs_root["sla"]
     assert sla["policy"].tolist() == expected["policy"].tolist()
     assert sla["throughput_per_gpu"].to_numpy() == pytest.approx(
         expected["throughput_per_gpu"].to_numpy(), nan_ok=True
     )
-    front = _find(at, "tok_s_user")
+    front = find(at, "tok_s_user")
     assert set(front["policy"]) == {"mtp1", "fixed_k2", "prefix"}
     assert len(at.get("vega_lite_chart")) >= 1
 
@@ -110,9 +102,9 @@ def test_live_ablation_runs_the_simulator(runs_root, source):
     at.button[0].click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-    sla = _find(at, "gain_vs_baseline")
+    sla = find(at, "gain_vs_baseline")
     assert set(sla["policy"]) == {"mtp1", "fixed_k2", "fixed_k3", "prefix"}
-    points = _find(at, "tpot_ms_p50")
+    points = find(at, "tpot_ms_p50")
     assert len(points) == 4 * 3 and (points["throughput_per_gpu"] > 0).all()
     acc = "parametric" if source == "parametric" else "dspark:anchors:exact"
     assert all(acc in c.value for c in at.caption if "acceptance" in c.value) and any(
