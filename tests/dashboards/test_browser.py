@@ -206,7 +206,7 @@ def test_live_ablation_draws_after_a_run(browser, app_url):
     assert load["lines"] >= 4 and load["points"] >= 12, load
     # trace mode: the parametric controls are gone
     page.get_by_text("run traces", exact=True).click()
-    _settle(page)
-    assert page.get_by_text("Parametric alpha (per-position rate)").count() == 0
-    assert page.get_by_text("MTP-1 baseline: the run's 'mtp' traces", exact=False).count() == 1
+    page.get_by_text("MTP-1 baseline: the run's 'mtp' traces", exact=False).wait_for(timeout=PAGE_TIMEOUT_MS)
+    # the rerun removes the parametric controls (stale elements fade first, then go)
+    page.get_by_text("Parametric alpha (per-position rate)").wait_for(state="detached", timeout=PAGE_TIMEOUT_MS)
     page.close()
