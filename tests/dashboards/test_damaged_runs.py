@@ -71,6 +71,7 @@ def test_malformed_calibration_json_is_named_not_called_missing(copy_run):
     ("Acceptance", "tau.csv", "a,b\n1,2\n", "tau.csv: missing columns ['method', 'dataset', 'temperature', 'tau']"),
     ("Calibration", "calibration.json", '{"methods": {"dspark": {"temperatures": "hot"}}}',
      "methods.dspark.temperatures is not a non-empty list of positive numbers"),
+    ("Prompt_viewer", "decode/humaneval__T0.parquet", "PAR1 truncated", "not a readable Parquet decode file"),
     ("Live_ablation", "config.yaml", "- just\n- a list\n", "config.yaml: expected a YAML mapping, found list"),
 ])
 def test_wrong_content_is_named(copy_run, page, name, content, message):
