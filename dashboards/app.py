@@ -23,16 +23,21 @@ root, _ = ui.page("DSpark Lab", pick_run=False)
 runs = data.run_dirs(root)
 st.metric("Runs found", len(runs))
 st.markdown(f"""
-Runs root: `{root}`. Pages (left):
+Runs root: `{root}` (newest run first in the sidebar). Pages (left):
 
 - **Runs**: every run with its manifest, config and REPORT.md.
-- **Acceptance**: tau per method x dataset (Table-1 layout), per-position conditional and survival curves,
-  vLLM-compatible spec-decode counters.
+- **Acceptance**: tau per drafter x dataset (Table-1 layout), per-position survival (over all rounds) and
+  conditional curves with their sample counts, vLLM-compatible spec-decode counters; filters for drafter,
+  dataset, temperature and trace table.
 - **Calibration**: reliability of the prefix-product confidence against the accepted prefix, ECE per
-  position, STS temperatures from calibration.json.
-- **Throughput vs SLA**: the run's sim/results.parquet frontier per policy and the sla.csv gains table.
+  position, STS temperatures from calibration.json (applied only at the temperature they were fitted on).
+- **Throughput vs SLA**: the run's sim/results.parquet frontier per policy with the SLA points labelled and
+  the sla.csv gains in percent.
 - **Live ablation**: run the serving simulator in process on a small workload (a run's traces or
   parametric acceptance) with your choice of policies, hardware, concurrency and block size.
+- **Compare runs**: two runs side by side: tau, acceptance curves, SLA frontiers.
+- **Prompt viewer**: one prompt of decode/*.parquet with the accepted draft spans of each round marked,
+  and tau per prompt.
 
 Make a run with `lab run experiments/smoke.yaml`; this app never writes into a run directory.
 """)

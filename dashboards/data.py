@@ -1,44 +1,144 @@
-"""Cached loaders for the dashboards: run directories in, DataFrames out, through lab and sim only.
+"""Loaders for the dashboards: run directories in, DataFrames out, through lab and sim only.
 
     from dashboards import data
-    runs = data.runs_table("runs")                     # one row per runs/<name>/<run_id>/manifest.json
-    frame = data.traces(run_dir, data.stamp(run_dir))  # lab.trace.read_traces, cached until files change
+    runs = data.run_dirs("runs")                        # newest first (manifest opened_at, else mtime)
+    frame = data.traces(run_dir, data.stamp(run_dir))   # every readable trace shard; bad shards skipped
+    tau = data.tau_csv(run_dir, data.stamp(run_dir))    # None if absent; LabError naming the file if bad
+
+Every file a page reads goes through `guarded_read`: a missing file is None, a file that exists but cannot
+be read (empty, truncated, malformed, wrong columns) is one LabError "<path>: <what is wrong>", which the
+page shows as one red line (ui.attempt / ui.guard). Trace shards are read one by one, so a corrupt shard
+is reported and skipped instead of hiding every other method.
 
 Every number shown by a page comes from lab.metrics, lab.report or sim (tau, survival, conditional rates,
-vLLM counters, ECE, STS prefix probabilities, frontier, SLA table); this module only groups and caches.
-Caches are keyed by path plus `mtime` (data.stamp(run): the newest mtime under the run), so a rerun
-stage shows up on reload.
-Nothing here imports torch.
+vLLM counters, ECE, STS prefix probabilities, frontier, SLA table); this module only reads, groups and
+caches. Caches are keyed by path plus `mtime` (data.stamp(run): the newest mtime under the run), so a
+rerun stage shows up on reload. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import streamlit as st
+import yaml
 
-from lab.metrics import conditional_rates, ece, reliability_bins, survival, tau_table, vllm_counters
+from lab.errors import LabError
+from lab.metrics import (
+    conditional_counts,
+    conditional_rates,
+    ece,
+    reliability_bins,
+    survival,
+    tau_table,
+    vllm_counters,
+)
 from lab.report import table1_layout
-from lab.trace import read_traces
+from lab.trace import read_traces, trace_files
 
 RUNS_ENV = "DSPARK_LAB_RUNS"
 GROUP = ["method", "dataset", "temperature", "table"]
+PREFERRED_METHOD = "dspark"  # the default drafter wherever a page picks one
+TAU_COLUMNS = ("method", "dataset", "temperature", "tau")
+RESULTS_COLUMNS = ("policy", "value", "tpot_ms_p50", "throughput_per_gpu")
+SLA_COLUMNS = ("sla_tok_s_user", "policy", "throughput_per_gpu", "gain_vs_baseline", "gain_vs_best_fixed_k")
+DECODE_COLUMNS = ("method", "prompt_id", "tokens", "n_tokens")
+
+T = TypeVar("T")
 
 
+# ---- the one guarded read --------------------------------------------------------------------------
+def guarded_read(path: str | Path, reader: Callable[[Path], T], what: str) -> T | None:
+    """Read `path` with `reader`: None if it does not exist, LabError("<path>: <what is wrong>") if it
+    exists but cannot be read as a `what` (empty, truncated, malformed, missing columns)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return reader(path)
+    except LabError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise LabError(f"{path}: empty file (no header, no rows)") from None
+    except json.JSONDecodeError as exc:
+        raise LabError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except yaml.YAMLError as exc:
+        raise LabError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise LabError(f"{path}: not a readable {what} ({type(exc).__name__}: {detail[:160]})") from None
+
+
+def _with_columns(read: Callable[[Path], pd.DataFrame], columns) -> Callable[[Path], pd.DataFrame]:
+    def reader(path: Path) -> pd.DataFrame:
+        frame = read(path)
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise LabError(f"{path}: missing columns {missing} (has {list(frame.columns)})")
+        return frame
+
+    return reader
+
+
+def _mapping(path: Path, parse: Callable[[str], object], kind: str) -> dict:
+    value = parse(path.read_text())
+    if not isinstance(value, dict):
+        raise LabError(f"{path}: expected a {kind}, found {type(value).__name__}")
+    return value
+
+
+def _json_object(path: Path) -> dict:
+    return _mapping(path, json.loads, "JSON object")
+
+
+def _calibration_payload(path: Path) -> dict:
+    payload = _json_object(path)
+    methods = payload.get("methods")
+    if not isinstance(methods, dict):
+        raise LabError(f"{path}: no \"methods\" object")
+    for name, entry in methods.items():
+        temps = entry.get("temperatures") if isinstance(entry, dict) else None
+        if not (isinstance(temps, list) and temps and all(isinstance(t, (int, float)) and t > 0 for t in temps)):
+            raise LabError(f"{path}: methods.{name}.temperatures is not a non-empty list of positive numbers")
+    return payload
+
+
+def _yaml_mapping(path: Path) -> dict:
+    return _mapping(path, yaml.safe_load, "YAML mapping")
+
+
+# ---- runs ------------------------------------------------------------------------------------------
 def default_root() -> str:
     return os.environ.get(RUNS_ENV, "runs")
 
 
+def opened_at(run: Path) -> float:
+    """When the run was opened: manifest.json's opened_at, else the manifest file's mtime."""
+    try:
+        return float(json.loads((run / "manifest.json").read_text())["opened_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            return (run / "manifest.json").stat().st_mtime
+        except OSError:
+            return 0.0
+
+
 def run_dirs(root: str | Path) -> list[Path]:
-    """Run directories under root: <root>/<name>/<run_id>/manifest.json (or root itself is a run)."""
+    """Run directories under root, newest first: <root>/<name>/<run_id>/manifest.json (or root is a run)."""
     root = Path(root)
     if (root / "manifest.json").is_file():
         return [root]
-    return sorted(p.parent for p in root.glob("*/*/manifest.json"))
+    runs = [p.parent for p in root.glob("*/*/manifest.json")]
+    # newest first; a copy of a run keeps its opened_at, so the directory's own mtime breaks the tie
+    return sorted(runs, key=lambda r: (opened_at(r), (r / "manifest.json").stat().st_mtime, str(r)), reverse=True)
 
 
 def stamp(run: str | Path) -> float:
@@ -53,33 +153,38 @@ def stamp(run: str | Path) -> float:
     return newest
 
 
-def _json(path: Path) -> dict | None:
+def run_label(run: Path, root: str | Path) -> str:
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
+        return run.relative_to(root).as_posix() or run.name
+    except ValueError:
+        return run.as_posix()
 
 
 def runs_table(root: str) -> pd.DataFrame:
+    """One row per run (newest first); a manifest that cannot be read is named in `problem`."""
     rows = []
     for run in run_dirs(root):
-        m = _json(run / "manifest.json") or {}
-        stages = (
-            sorted(p.stem for p in (run / ".stages").glob("*.done")) if (run / ".stages").is_dir() else []
-        )
-        opened = m.get("opened_at")
+        problem = ""
+        try:
+            m = manifest(run)
+        except LabError as exc:
+            m, problem = {}, str(exc)
+        stages = sorted(p.stem for p in (run / ".stages").glob("*.done")) if (run / ".stages").is_dir() else []
         rows.append(
             {
+                "directory": run_label(run, root),
                 "name": m.get("name", run.parent.name),
                 "run_id": m.get("run_id", run.name),
-                "opened": pd.to_datetime(opened, unit="s").strftime("%Y-%m-%d %H:%M") if opened else "",
+                "opened": pd.Timestamp(opened_at(run), unit="s").strftime("%Y-%m-%d %H:%M:%S"),
                 "stages_done": ", ".join(stages),
                 "seed": m.get("seed"),
                 "config_hash": m.get("config_hash", ""),
                 "git_sha": str(m.get("git_sha", ""))[:10],
                 "traces": (run / "traces").is_dir(),
+                "decode": (run / "decode").is_dir(),
                 "calibration": (run / "calibration.json").is_file(),
                 "sim": (run / "sim" / "results.parquet").is_file(),
+                "problem": problem,
                 "path": str(run),
             }
         )
@@ -87,29 +192,87 @@ def runs_table(root: str) -> pd.DataFrame:
 
 
 def manifest(run: str | Path) -> dict:
-    return _json(Path(run) / "manifest.json") or {}
+    return guarded_read(Path(run) / "manifest.json", _json_object, "JSON object") or {}
 
 
 def text(run: str | Path, name: str) -> str | None:
-    p = Path(run) / name
-    return p.read_text() if p.is_file() else None
+    return guarded_read(Path(run) / name, Path.read_text, "text file")
 
 
 def pngs(run: str | Path) -> list[Path]:
     return sorted(Path(run).rglob("*.png"))
 
 
-# ---- acceptance ------------------------------------------------------------------------------------
-@st.cache_data(show_spinner="Reading traces ...")
+def _image_bytes(path: Path) -> bytes:
+    from PIL import Image
+
+    raw = path.read_bytes()
+    try:
+        Image.open(io.BytesIO(raw)).verify()
+    except (OSError, SyntaxError) as exc:  # PIL reports a broken PNG as SyntaxError
+        raise LabError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+    return raw
+
+
+def image(path: str | Path) -> bytes | None:
+    """A PNG's bytes, checked by PIL (a truncated plot is one LabError line, not a broken image)."""
+    return guarded_read(path, _image_bytes, "image")
+
+
+def config(run: str | Path) -> dict:
+    """The run's config.yaml as a mapping ({} when absent)."""
+    return guarded_read(Path(run) / "config.yaml", _yaml_mapping, "YAML mapping") or {}
+
+
+def drafter_methods(run: str | Path) -> dict[str, str]:
+    """Drafter name -> method from config.yaml (e.g. {"mtp": "mtp", "dspark": "dspark"})."""
+    drafters = config(run).get("drafters") or []
+    return {d["name"]: d.get("method", d["name"]) for d in drafters if isinstance(d, dict) and "name" in d}
+
+
+def pick_default(options: list, preferred=PREFERRED_METHOD) -> int:
+    """Index of the preferred option (dspark) when present, else 0."""
+    return options.index(preferred) if preferred in options else 0
+
+
+# ---- traces ----------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner="Reading traces ...", max_entries=8)
+def trace_shards(run: str, mtime: float) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """(rows of every readable shard under <run>/traces, the readable shard paths, one line per shard that
+    was skipped: lab.trace's LabError text naming the file and what is wrong).
+
+    A shared resource, not a copy per call (unpickling a large trace frame on every rerun was the pages'
+    main cost): callers select and derive, never modify it in place."""
+    tdir = Path(run) / "traces"
+    empty = pd.DataFrame(columns=["run_id", *GROUP, "prompt_id", "step", "k", "accepted"])
+    if not tdir.is_dir():
+        return empty, [], []
+    try:
+        files = trace_files(tdir)
+    except LabError as exc:
+        return empty, [], [str(exc)]
+    frames, good, problems = [], [], []
+    for f in files:
+        try:
+            frames.append(read_traces(f))
+            good.append(str(f))
+        except LabError as exc:
+            problems.append(str(exc))
+    return (pd.concat(frames, ignore_index=True) if frames else empty), good, problems
+
+
 def traces(run: str, mtime: float) -> pd.DataFrame:
-    """All shards under <run>/traces, validated by lab.trace (LabError on a corrupt shard)."""
-    return read_traces(Path(run) / "traces")
+    """All readable trace rows of the run (see trace_problems for the shards that were skipped)."""
+    return trace_shards(run, mtime)[0]
+
+
+def trace_problems(run: str, mtime: float) -> list[str]:
+    return trace_shards(run, mtime)[2]
 
 
 @st.cache_data(show_spinner=False)
 def tau_csv(run: str, mtime: float) -> pd.DataFrame | None:
-    p = Path(run) / "tau.csv"
-    return pd.read_csv(p) if p.is_file() else None
+    return guarded_read(Path(run) / "tau.csv", _with_columns(pd.read_csv, TAU_COLUMNS), "CSV table")
 
 
 def table1(tau: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -124,21 +287,34 @@ def tau_by_table(run: str, mtime: float) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
+def coverage(run: str, mtime: float) -> pd.DataFrame:
+    """Per method x dataset x temperature x table: rounds and drafted tokens (to say why a curve is absent)."""
+    f = traces(run, mtime)
+    if f.empty:
+        return pd.DataFrame(columns=[*GROUP, "rounds", "drafted_tokens"])
+    return f.groupby(GROUP, sort=True).agg(rounds=("k", "size"), drafted_tokens=("k", "sum")).reset_index()
+
+
+@st.cache_data(show_spinner=False)
 def positions(run: str, mtime: float, table: str) -> pd.DataFrame:
-    """Long frame: method, dataset, temperature, position, conditional c_j, survival s_j (lab.metrics)."""
+    """Long frame per method x dataset x temperature x position j: survival s_j over all `rounds` of the
+    group, and the conditional rate c_j over the `reached` drafts that drafted and reached j (lab.metrics)."""
     f = traces(run, mtime)
     f = f[f["table"] == table]
     rows = []
     for (method, dataset, temp), g in f.groupby(["method", "dataset", "temperature"], sort=True):
-        for j, (c, s) in enumerate(zip(conditional_rates(g), survival(g)), start=1):
+        reached, _ = conditional_counts(g)
+        for j, (c, s, n) in enumerate(zip(conditional_rates(g), survival(g), reached), start=1):
             rows.append(
                 {
                     "method": method,
                     "dataset": dataset,
                     "temperature": float(temp),
                     "position": j,
-                    "conditional": c,
                     "survival": s,
+                    "rounds": len(g),
+                    "conditional": c,
+                    "reached": int(n),
                 }
             )
     return pd.DataFrame(rows)
@@ -153,9 +329,48 @@ def counters(run: str, mtime: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def absent_drafters(cover: pd.DataFrame, drafters: list[str], datasets: list[str], temperature: float,
+                    table: str, problems: list[str]) -> list[str]:
+    """One line per selected drafter that has no curve in this slice, with the reason."""
+    lines = []
+    for name in drafters:
+        c = cover[(cover["method"] == name) & cover["dataset"].isin(datasets)
+                  & np.isclose(cover["temperature"].astype(float), temperature) & (cover["table"] == table)]
+        skipped = [p for p in problems if f"__{name}__" in Path(p.split(": ", 1)[0]).name]
+        if c.empty:
+            reason = f"no {table} rows at T={temperature:g}"
+            if skipped:
+                reason += f" (its shard {Path(skipped[0].split(': ', 1)[0]).name} was skipped, see above)"
+            lines.append(f"{name}: {reason}")
+        elif int(c["drafted_tokens"].sum()) == 0:
+            lines.append(f"{name}: {int(c['rounds'].sum())} {table} rows at T={temperature:g}, none drafted a token (k = 0)")
+    return lines
+
+
 # ---- calibration -----------------------------------------------------------------------------------
-def calibration(run: str | Path) -> dict | None:
-    return _json(Path(run) / "calibration.json")
+@st.cache_data(show_spinner=False)
+def calibration(run: str | Path, mtime: float | None = None) -> dict | None:
+    """calibration.json (None if absent; LabError if malformed)."""
+    return guarded_read(Path(run) / "calibration.json", _calibration_payload, "calibration file")
+
+
+def sts_temperatures(cal: dict | None, method: str, temperature: float) -> tuple[list[float] | None, str]:
+    """(STS temperatures to apply to this method at this sampling temperature, a note saying why not).
+
+    STS is fitted per sampling temperature (sim.calibrate writes `sampling_temperature`); temperatures fitted
+    at one sampling temperature are not applied to another."""
+    entry = ((cal or {}).get("methods") or {}).get(method)
+    if not cal:
+        return None, "no calibration.json in this run"
+    if entry is None:
+        return None, f"calibration.json has no entry for {method!r}"
+    fitted = entry.get("sampling_temperature")
+    if fitted is None:
+        return list(entry["temperatures"]), "calibration.json does not record its sampling temperature"
+    if not np.isclose(float(fitted), temperature):
+        return None, (f"STS temperatures of {method!r} were fitted at sampling temperature T={float(fitted):g}; "
+                      f"not applied at T={temperature:g}")
+    return list(entry["temperatures"]), ""
 
 
 @st.cache_data(show_spinner="Computing reliability ...")
@@ -167,6 +382,7 @@ def reliability(
     table: str,
     temps: tuple[float, ...] | None,
     bins: int = 20,
+    datasets: tuple[str, ...] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cumulative-product confidences prod_{j<=k} c_j (STS-scaled when temps) against 1[accepted >= k].
 
@@ -178,6 +394,8 @@ def reliability(
 
     f = traces(run, mtime)
     f = f[(f["method"] == method) & np.isclose(f["temperature"], temperature) & (f["table"] == table)]
+    if datasets:  # the page's dataset filter (default: every dataset)
+        f = f[f["dataset"].isin(datasets)]
     gamma = int(f["k"].max()) if len(f) else 0
     if gamma < 1:
         return pd.DataFrame(), pd.DataFrame()
@@ -215,12 +433,16 @@ def reliability(
 
 # ---- simulation ------------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False)
-def sim_outputs(run: str, mtime: float) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """<run>/sim/results.parquet and sla.csv (either may be None)."""
-    d = Path(run) / "sim"
-    results = pd.read_parquet(d / "results.parquet") if (d / "results.parquet").is_file() else None
-    sla = pd.read_csv(d / "sla.csv") if (d / "sla.csv").is_file() else None
-    return results, sla
+def sim_results(run: str, mtime: float) -> pd.DataFrame | None:
+    """<run>/sim/results.parquet (None if absent; LabError if unreadable)."""
+    return guarded_read(Path(run) / "sim" / "results.parquet",
+                        _with_columns(pd.read_parquet, RESULTS_COLUMNS), "Parquet table")
+
+
+@st.cache_data(show_spinner=False)
+def sim_sla(run: str, mtime: float) -> pd.DataFrame | None:
+    """<run>/sim/sla.csv (None if absent; LabError if unreadable)."""
+    return guarded_read(Path(run) / "sim" / "sla.csv", _with_columns(pd.read_csv, SLA_COLUMNS), "CSV table")
 
 
 def frontier(results: pd.DataFrame, percentile: int = 50) -> pd.DataFrame:
@@ -230,14 +452,49 @@ def frontier(results: pd.DataFrame, percentile: int = 50) -> pd.DataFrame:
     return sim_frontier(results, percentile)
 
 
+def coinciding(front: pd.DataFrame, columns=("tok_s_user", "throughput_per_gpu")) -> list[list[str]]:
+    """Groups of policies whose frontier points are identical (drawn on top of each other)."""
+    series = {}
+    for policy, g in front.groupby("policy", sort=False):
+        series[policy] = g.sort_values("value")[["value", *columns]].to_numpy(dtype=np.float64)
+    groups: list[list[str]] = []
+    for policy, points in series.items():
+        for group in groups:
+            other = series[group[0]]
+            if other.shape == points.shape and np.allclose(other, points, rtol=1e-9, atol=0, equal_nan=True):
+                group.append(policy)
+                break
+        else:
+            groups.append([policy])
+    return [g for g in groups if len(g) > 1]
+
+
+def percent(v) -> str:
+    """A gain as summary.md writes it (+12.3%, n/a, baseline misses SLA): sim.sweep's own formatter."""
+    from sim.sweep import _pct
+
+    return _pct(v)
+
+
+def sla_display(sla: pd.DataFrame) -> pd.DataFrame:
+    """sla.csv with the gains as percentages, as in sim/summary.md."""
+    shown = sla.copy()
+    for column in ("gain_vs_baseline", "gain_vs_best_fixed_k"):
+        shown[column] = shown[column].map(percent)
+    return shown
+
+
 def gains_wide(sla: pd.DataFrame) -> pd.DataFrame:
-    """sla.csv pivoted: one row per SLA point, throughput and gains per policy as columns."""
+    """sla.csv pivoted: one row per SLA point, throughput and gains (percent) per policy as columns."""
     wide = sla.pivot_table(
         index="sla_tok_s_user",
         columns="policy",
         values=["throughput_per_gpu", "gain_vs_baseline", "gain_vs_best_fixed_k"],
         sort=False,
     )
+    for column in wide.columns:
+        if column[0].startswith("gain"):
+            wide[column] = wide[column].map(percent)
     wide.columns = [f"{policy} {metric}" for metric, policy in wide.columns]
     return wide.reset_index()
 
@@ -247,11 +504,11 @@ def ablation(sim_json: str, run: str | None, mtime: float | None, seed: int = 0)
     """Run a small sweep in process: sim.simulate.prepare_inputs + sim.sweep.run_sweep(workers=1) + sla_table.
 
     sim_json: a lab.config_sim.SimSection as JSON (validated here, so a bad knob is one LabError line).
+    run: the run directory when acceptance.source is 'run' (None otherwise); mtime keys the cache.
     """
     from pydantic import ValidationError
 
     from lab.config_sim import SimSection
-    from lab.errors import LabError
     from sim.simulate import prepare_inputs
     from sim.sweep import run_sweep, sla_table
 
@@ -263,3 +520,52 @@ def ablation(sim_json: str, run: str | None, mtime: float | None, seed: int = 0)
     inputs = prepare_inputs(sim, Path(run) if run else None, seed)
     results = run_sweep(inputs, show_progress=False, workers=1)
     return results, sla_table(results, sim), list(inputs.notes)
+
+
+# ---- per-prompt decode files -----------------------------------------------------------------------
+def decode_files(run: str | Path) -> list[Path]:
+    """<run>/decode/<dataset>__T<t>.parquet, sorted."""
+    d = Path(run) / "decode"
+    return sorted(d.glob("*.parquet")) if d.is_dir() else []
+
+
+@st.cache_data(show_spinner=False)
+def decode_frame(path: str, mtime: float) -> pd.DataFrame | None:
+    """One decode file: a row per prompt x method (tokens, timings; prompt and token_text when recorded)."""
+    return guarded_read(path, _with_columns(pd.read_parquet, DECODE_COLUMNS), "Parquet decode file")
+
+
+def round_spans(n_tokens: int, accepted: list[int]) -> list[tuple[int, int, int, str]]:
+    """Split a speculative decode's emitted tokens into (start, end, round, kind) spans, kind "prefill"
+    (the first token, from the prefill), "draft" (the drafts accepted in a round) or "target" (the round's
+    bonus or corrected token from the target). Round r emits accepted[r] drafts then one target token
+    (real/decode.py); the output may be cut at max_new_tokens or EOS, so spans are clipped to n_tokens."""
+    spans = [(0, min(1, n_tokens), -1, "prefill")] if n_tokens else []
+    pos = 1
+    for r, a in enumerate(accepted):
+        if pos >= n_tokens:
+            break
+        if a:
+            spans.append((pos, min(pos + a, n_tokens), r, "draft"))
+        if pos + a < n_tokens:
+            spans.append((pos + a, pos + a + 1, r, "target"))
+        pos += a + 1
+    return spans
+
+
+def rounds_of(run: str, mtime: float, method: str, dataset: str, temperature: float, prompt_id: str) -> pd.DataFrame:
+    """The rounds-table rows of one decode (one prompt, one drafter), in decode order."""
+    f = traces(run, mtime)
+    f = f[(f["table"] == "rounds") & (f["method"] == method) & (f["dataset"] == dataset)
+          & np.isclose(f["temperature"].astype(float), temperature) & (f["prompt_id"] == prompt_id)]
+    return f.sort_values("step")
+
+
+@st.cache_data(show_spinner=False)
+def prompt_tau(run: str, mtime: float, dataset: str, temperature: float) -> pd.DataFrame:
+    """tau per prompt (rows) and drafter (columns) from the rounds table (lab.metrics.tau_table)."""
+    f = traces(run, mtime)
+    f = f[(f["table"] == "rounds") & (f["dataset"] == dataset) & np.isclose(f["temperature"].astype(float), temperature)]
+    if f.empty:
+        return pd.DataFrame()
+    return tau_table(f, by=("prompt_id", "method")).pivot(index="prompt_id", columns="method", values="tau").reset_index()

@@ -2,8 +2,11 @@
 
 Glossary (DESIGN.md, vLLM's spec-decode counters):
 - tau (acceptance length) = mean over rounds of accepted + 1 (the bonus or recovered token included).
-- survival s_j = P(accepted >= j), j = 1..k; vLLM's num_accepted_tokens_per_pos[j-1] / num_drafts.
-- conditional rate c_j = s_j / s_(j-1) (s_0 = 1): the paper's Fig. 2 per-position acceptance.
+- survival s_j = P(accepted >= j) over ALL verify rounds, j = 1..k (a round that drafted fewer than j
+  tokens counts as not reaching j, so s_j never rises with j); vLLM's num_accepted_tokens_per_pos[j-1] /
+  num_drafts when every round drafts.
+- conditional rate c_j = P(accepted >= j | accepted >= j-1, drafted >= j) = s_j / s_(j-1) (s_0 = 1) when
+  every round drafts k tokens: the paper's Fig. 2 per-position acceptance.
 - draft acceptance rate = accepted draft tokens / drafted tokens (vLLM's spec_decode acceptance rate).
 - ECE: expected calibration error of a score against 0/1 outcomes, equal-width bins.
 - speedup bound = tau x AR ms per token / (draft ms + verify ms per round) x 1.1: the most wall-clock
@@ -26,16 +29,16 @@ def tau(frame: pd.DataFrame) -> float:
 
 
 def survival(frame: pd.DataFrame, max_k: int | None = None) -> np.ndarray:
-    """s_j = P(accepted >= j | round drafted at least j tokens), j = 1..max_k."""
+    """s_j = P(accepted >= j) over every round of the frame, j = 1..max_k (NaN for an empty frame).
+
+    Unconditional: a round that drafted fewer than j tokens did not reach j, so it counts in the
+    denominator; the curve is non-increasing. The rounds behind every point: len(frame)."""
     k = frame["k"].to_numpy()
     accepted = frame["accepted"].to_numpy()
     max_k = int(max_k if max_k is not None else (k.max() if len(k) else 0))
-    out = np.full(max_k, np.nan)
-    for j in range(1, max_k + 1):
-        eligible = k >= j
-        if eligible.any():
-            out[j - 1] = float((accepted[eligible] >= j).mean())
-    return out
+    if len(accepted) == 0:
+        return np.full(max_k, np.nan)
+    return np.array([float((accepted >= j).mean()) for j in range(1, max_k + 1)])
 
 
 def conditional_counts(frame: pd.DataFrame, max_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ baseline and, under greedy, the reference output), then each drafter spec-decode
 that timings are taken side by side. Writes, inside the run directory:
   traces/rounds__<drafter>__<dataset>__T<t>.parquet    one row per verify round (lab/trace.py)
   traces/anchors__<drafter>__<dataset>__T0.parquet     greedy only: a draft at every output position
-  decode/<dataset>__T<t>.parquet                       per prompt and method: tokens, timings, identity
+  decode/<dataset>__T<t>.parquet                       per prompt and method: tokens, timings, identity,
+                                                       the prompt text and each emitted token's text
   tau.csv                                              tau, speedup and identity per group
 A (dataset, temperature) whose files exist is skipped, so an interrupted run resumes.
 """
@@ -48,8 +49,13 @@ def to_records(steps: list[StepInfo], table: str, run_id: str, method: str, targ
             for i, s in enumerate(steps)]
 
 
-def decode_row(method: str, prompt_id: str, result: DecodeResult, reference: list[int] | None) -> dict:
-    return {"method": method, "prompt_id": prompt_id, "tokens": result.tokens, "n_tokens": len(result.tokens),
+def decode_row(method: str, prompt_id: str, result: DecodeResult, reference: list[int] | None,
+               prompt_text: str, tokenizer) -> dict:
+    """One decode/*.parquet row. prompt and token_text (each emitted token decoded on its own) let the
+    dashboard's prompt viewer show the text with the accepted draft spans of each round marked."""
+    return {"method": method, "prompt_id": prompt_id, "prompt": prompt_text,
+            "tokens": result.tokens, "token_text": tokenizer.batch_decode([[t] for t in result.tokens]),
+            "n_tokens": len(result.tokens),
             "prefill_ms": result.prefill_ms, "decode_ms": result.decode_ms, "wall_ms": result.wall_ms,
             "rounds": len(result.steps),
             "identical_to_ar": None if reference is None else result.tokens == reference}
@@ -82,13 +88,14 @@ def evaluate_group(ctx: RunContext, target, drafters, dataset: str, prompts, enc
         if cfg.decode.baseline or greedy:
             gen = device_generator(target.device, seed)
             base = autoregressive_decode(target, prompt_ids, max_new, temperature, gen, cfg.decode.stop_at_eos)
-            rows.append(decode_row(AR_METHOD, prompt.prompt_id, base, None))
+            rows.append(decode_row(AR_METHOD, prompt.prompt_id, base, None, prompt.turns[0], target.tokenizer))
             reference = base.tokens if greedy else None
         for drafter in drafters:
             gen = device_generator(target.device, seed)
             result = speculative_decode(target, drafter, prompt_ids, max_new, temperature, gen,
                                         cfg.decode.stop_at_eos)
-            rows.append(decode_row(drafter.name, prompt.prompt_id, result, reference))
+            rows.append(decode_row(drafter.name, prompt.prompt_id, result, reference, prompt.turns[0],
+                                   target.tokenizer))
             rounds[drafter.name] += to_records(result.steps, "rounds", run_id, drafter.name, target.name,
                                                dataset, prompt.prompt_id, temperature)
             if greedy and cfg.decode.anchors:

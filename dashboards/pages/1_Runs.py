@@ -16,31 +16,38 @@ import streamlit as st
 from dashboards import data, ui
 
 root, run = ui.page("Runs")
-table = data.runs_table(root)
-if table.empty:
-    st.info(f"No runs under `{root}`. Make one with `lab run experiments/smoke.yaml`.")
+if run is None:
     st.stop()
-st.dataframe(table.drop(columns=["path"]), hide_index=True, width="stretch")
+table = data.runs_table(root)
+st.dataframe(
+    table.drop(columns=["path"] + ([] if table["problem"].astype(bool).any() else ["problem"])),
+    hide_index=True,
+    width="stretch",
+    height=min(38 + 35 * len(table), 560),  # every run visible without scrolling (up to ~15)
+)
+st.caption("Newest first (manifest opened_at). `directory` tells copies of one run apart.")
 
-st.header(f"Run {run.parent.name}/{run.name}")
-manifest = data.manifest(run)
+st.header(f"Run {data.run_label(run, root)}")
+manifest = ui.attempt(data.manifest, run) or {}
 cols = st.columns(4)
 cols[0].metric("seed", str(manifest.get("seed", "")))
 cols[1].metric("config hash", str(manifest.get("config_hash", "")))
 cols[2].metric("git sha", str(manifest.get("git_sha", ""))[:10])
-cols[3].metric("CPUs", str(manifest.get("hardware", {}).get("cpus", "")))
+cols[3].metric("CPUs", str((manifest.get("hardware") or {}).get("cpus", "")))
 with st.expander("manifest.json"):
     st.json(manifest)
-config = data.text(run, "config.yaml")
+config = ui.attempt(data.text, run, "config.yaml")
 if config:
     with st.expander("config.yaml"):
         st.code(config, language="yaml")
 
-report = data.text(run, "REPORT.md")
+report = ui.attempt(data.text, run, "REPORT.md")
 if report:
     # images are shown below with st.image: markdown cannot reach files inside the run directory
     st.markdown(re.sub(r"^!\[[^\]]*\]\([^)]*\)\s*$", "", report, flags=re.MULTILINE))
 else:
     st.info("No REPORT.md yet: `lab run <experiment.yaml> --stages report`.")
 for png in data.pngs(run):
-    st.image(str(png), caption=png.relative_to(run).as_posix())
+    image = ui.attempt(data.image, png)
+    if image is not None:
+        st.image(image, caption=png.relative_to(run).as_posix())

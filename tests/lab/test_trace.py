@@ -1,4 +1,5 @@
 """Trace Parquet round trip and the reader's validation."""
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -22,9 +23,23 @@ def test_round_trip_and_metrics(tmp_path):
     frame = read_traces(tmp_path)
     assert len(frame) == 4 and list(frame["accepted"]) == [3, 1, 0, 2]
     assert tau(frame) == pytest.approx((4 + 2 + 1 + 3) / 4)
-    assert survival(frame).tolist() == pytest.approx([3 / 4, 2 / 4, 1 / 3])
+    assert survival(frame).tolist() == pytest.approx([3 / 4, 2 / 4, 1 / 4])  # over all 4 rounds
     assert conditional_rates(frame).tolist() == pytest.approx([3 / 4, 2 / 3, 1.0])
     assert vllm_counters(frame)["num_accepted_tokens_per_pos"] == [3, 2, 1]
+
+
+def test_survival_is_unconditional_and_never_rises():
+    """Rounds that drafted fewer tokens (an n-gram drafter's short or empty proposals) count as not reaching
+    the later positions: conditioning on drafted >= j made s_j rise with j."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"k": [1, 1, 1, 4, 0], "accepted": [0, 0, 0, 4, 0]})
+    s = survival(frame)
+    assert s.tolist() == pytest.approx([1 / 5] * 4)
+    assert (np.diff(s) <= 0).all()
+    # the conditional rate is the one conditioned on reaching (and drafting) position j
+    assert conditional_rates(frame).tolist() == pytest.approx([1 / 4, 1.0, 1.0, 1.0])
+    assert survival(frame.iloc[:0], max_k=3).shape == (3,)
 
 
 def test_writer_refuses_inconsistent_records(tmp_path):

@@ -35,6 +35,11 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert set(traces["table"]) == {"rounds", "anchors"}
     assert (traces[traces["table"] == "anchors"]["temperature"] == 0).all()
 
+    decoded_rows = pd.read_parquet(run / "decode" / "humaneval__T1.parquet")
+    # the prompt viewer's inputs: the prompt text and one text piece per emitted token
+    assert (decoded_rows["token_text"].map(len) == decoded_rows["n_tokens"]).all()
+    assert (decoded_rows["prompt"].str.len() > 0).all()
+
     summary = pd.read_csv(run / "tau.csv")
     assert set(summary["temperature"]) == {0.0, 1.0}
     greedy = summary[summary["temperature"] == 0]

@@ -1,0 +1,215 @@
+"""Damaged copies of the demo run (conftest.py): each bad file is one red line in the main area naming the
+file and what is wrong, the rest of the page still works; a bad trace shard is a warning and is skipped.
+Also the pages' choices: defaults (newest run, dspark), filters, STS only at its fitted temperature,
+absent drafters named, coinciding policies named, the Live ablation's MTP baseline and controls, the two
+new pages."""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.dashboards.conftest import find
+
+DASH = Path(__file__).resolve().parents[2] / "dashboards"
+PAGES = {p.stem.split("_", 1)[1]: p for p in (DASH / "pages").glob("*.py")}
+
+
+def _open(page: str, root, timeout=60) -> AppTest:
+    at = AppTest.from_file(str(PAGES[page] if page != "app" else DASH / "app.py"), default_timeout=timeout)
+    at.session_state["runs_root"] = str(root)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def copy_run(runs_root, tmp_path):
+    """A fresh copy of the demo run alone under a new root; returns (root, run)."""
+    run = tmp_path / "root" / "demo" / "demo-0001"
+    shutil.copytree(runs_root["run"], run)
+    return tmp_path / "root", run
+
+
+def _one_error(at, *parts):
+    assert len(at.error) == 1, [e.value for e in at.error]
+    for part in parts:
+        assert part in at.error[0].value, at.error[0].value
+
+
+def test_empty_tau_csv_is_one_line_and_traces_still_shown(copy_run):
+    root, run = copy_run
+    (run / "tau.csv").write_text("")
+    at = _open("Acceptance", root)
+    _one_error(at, str(run / "tau.csv"), "empty file")
+    assert "draft_acceptance_rate" in find(at, "draft_acceptance_rate").columns
+    assert len(at.get("vega_lite_chart")) == 2
+
+
+def test_truncated_results_parquet_is_one_line_and_sla_still_shown(copy_run):
+    root, run = copy_run
+    path = run / "sim" / "results.parquet"
+    path.write_bytes(path.read_bytes()[:300])
+    at = _open("Throughput_vs_SLA", root)
+    _one_error(at, str(path), "not a readable Parquet table")
+    assert "gain_vs_baseline" in find(at, "gain_vs_baseline").columns
+
+
+def test_malformed_calibration_json_is_named_not_called_missing(copy_run):
+    root, run = copy_run
+    (run / "calibration.json").write_text('{"methods": {"dspark": ')
+    at = _open("Calibration", root)
+    _one_error(at, str(run / "calibration.json"), "not valid JSON")
+    assert not any("No calibration.json" in i.value for i in at.info)
+    assert "ece (raw)" in find(at, "ece (raw)").columns and "ece (STS)" not in find(at, "ece (raw)").columns
+    assert len(at.get("vega_lite_chart")) == 1
+
+
+@pytest.mark.parametrize("page, name, content, message", [
+    ("Acceptance", "tau.csv", "a,b\n1,2\n", "tau.csv: missing columns ['method', 'dataset', 'temperature', 'tau']"),
+    ("Calibration", "calibration.json", '{"methods": {"dspark": {"temperatures": "hot"}}}',
+     "methods.dspark.temperatures is not a non-empty list of positive numbers"),
+    ("Prompt_viewer", "decode/humaneval__T0.parquet", "PAR1 truncated", "not a readable Parquet decode file"),
+    ("Live_ablation", "config.yaml", "- just\n- a list\n", "config.yaml: expected a YAML mapping, found list"),
+])
+def test_wrong_content_is_named(copy_run, page, name, content, message):
+    root, run = copy_run
+    (run / name).write_text(content)
+    _one_error(_open(page, root), message)
+
+
+@pytest.mark.parametrize("page", ["Acceptance", "Calibration", "Live_ablation", "Compare_runs", "Prompt_viewer"])
+def test_truncated_trace_shard_is_skipped_with_a_warning(copy_run, runs_root, page):
+    root, run = copy_run
+    if page == "Compare_runs":  # needs a second run
+        shutil.copytree(runs_root["old"], root / "zzz" / "zzz-0001")
+    shard = run / "traces" / "rounds__dspark__gsm8k__T0.parquet"
+    shard.write_bytes(shard.read_bytes()[:200])
+    at = _open(page, root)
+    assert not at.error, [e.value for e in at.error]
+    warnings = [w.value for w in at.warning if "Skipped a trace shard" in w.value]
+    assert len(warnings) == 1 and str(shard) in warnings[0] and "not a readable Parquet trace" in warnings[0]
+    if page == "Acceptance":
+        by_table = find(at, "draft_acceptance_rate")
+        assert {"mtp", "ngram"} <= set(by_table["method"])  # the other methods are still there
+        assert set(by_table[by_table["method"] == "dspark"]["dataset"]) == {"humaneval"}
+    if page == "Live_ablation":  # parametric mode still runs
+        at.radio[0].set_value("parametric").run()
+        next(s for s in at.slider if s.label == "Simulated seconds").set_value(5)
+        at.button[0].click().run()
+        assert not at.exception and not at.error
+        assert set(find(at, "gain_vs_baseline")["policy"]) == {"mtp1", "fixed_k2", "fixed_k3", "prefix"}
+
+
+@pytest.mark.parametrize("page", ["app", "Runs", "Acceptance", "Calibration", "Throughput_vs_SLA",
+                                  "Live_ablation", "Compare_runs", "Prompt_viewer"])
+def test_empty_runs_root_is_one_red_line(tmp_path, page):
+    at = _open(page, tmp_path)
+    _one_error(at, str(tmp_path), "no run directories")
+
+
+def test_malformed_manifest_is_named_on_the_runs_page(copy_run):
+    root, run = copy_run
+    (run / "manifest.json").write_text("{not json")
+    at = _open("Runs", root)
+    _one_error(at, str(run / "manifest.json"), "not valid JSON")
+    assert find(at, "problem")["problem"].iloc[0].startswith(str(run / "manifest.json"))
+
+
+def test_defaults_are_the_newest_run_and_dspark(runs_root):
+    at = _open("Calibration", runs_root["root"])
+    assert at.sidebar.selectbox[0].value == "demo/demo-0001"  # newest, although zzz/ sorts last
+    assert next(s for s in at.selectbox if s.label == "Drafter").value == "dspark"
+    at = _open("Live_ablation", runs_root["root"])
+    assert next(s for s in at.selectbox if s.label == "Trace method").value == "dspark"
+
+
+def test_survival_is_unconditional_and_absent_drafters_are_named(runs_root):
+    at = _open("Acceptance", runs_root["root"])
+    pos = find(at, "survival")
+    ngram = pos[pos["method"] == "ngram"].sort_values("position")
+    # rounds drafted k = 1, 1, 1, 4, 0 and accepted 0, 0, 0, 4, 0: one round in five reaches every position
+    assert ngram["survival"].tolist() == pytest.approx([0.2] * 4)
+    assert ngram["rounds"].tolist() == [5] * 4
+    assert ngram["reached"].tolist() == [4, 1, 1, 1]
+    next(s for s in at.selectbox if s.label == "Temperature").set_value(1.0).run()
+    assert any("ngram: 3 rounds rows at T=1, none drafted a token" in w.value for w in at.warning)
+    assert "ngram" not in set(find(at, "survival")["method"])
+
+
+def test_acceptance_filters(runs_root):
+    at = _open("Acceptance", runs_root["root"])
+    next(m for m in at.multiselect if m.label == "Drafters").set_value(["mtp"]).run()
+    next(m for m in at.multiselect if m.label == "Datasets").set_value(["humaneval"]).run()
+    by_table = find(at, "draft_acceptance_rate")
+    assert by_table[["method", "dataset"]].values.tolist() == [["mtp", "humaneval"]]
+    next(s for s in at.selectbox if s.label == "Trace table").set_value("anchors").run()
+    assert set(find(at, "draft_acceptance_rate")["table"]) == {"anchors"}
+
+
+def test_sts_only_at_its_fitted_temperature(runs_root):
+    at = _open("Calibration", runs_root["root"])
+    assert "ece (STS)" in find(at, "ece (raw)").columns
+    next(s for s in at.selectbox if s.label == "Temperature").set_value(1.0).run()
+    assert "ece (STS)" not in find(at, "ece (raw)").columns
+    assert any("fitted at sampling temperature T=0; not applied at T=1" in i.value for i in at.info)
+
+
+def test_coinciding_policies_are_named(copy_run):
+    root, run = copy_run
+    path = run / "sim" / "results.parquet"
+    results = pd.read_parquet(path)
+    twin = results[results["policy"] == "prefix"].assign(policy="prefix_twin")
+    pd.concat([results, twin], ignore_index=True).to_parquet(path)
+    at = _open("Throughput_vs_SLA", root)
+    assert any("prefix and prefix_twin coincide" in i.value for i in at.info)
+
+
+def test_gains_are_percentages_like_summary_md(runs_root):
+    from sim.sweep import _pct
+
+    at = _open("Throughput_vs_SLA", runs_root["root"])
+    shown = find(at, "gain_vs_baseline")
+    assert shown["gain_vs_baseline"].tolist() == [_pct(v) for v in runs_root["sla"]["gain_vs_baseline"]]
+    assert any(v.endswith("%") for v in shown["gain_vs_baseline"])
+
+
+def test_live_ablation_replays_the_runs_mtp_traces_and_hides_parametric_knobs(runs_root):
+    at = _open("Live_ablation", runs_root["root"])
+    assert at.radio[0].value == "run traces"
+    labels = {s.label for s in at.slider}
+    assert "Parametric alpha (per-position rate)" not in labels and "MTP-1 alpha (parametric)" not in labels
+    next(s for s in at.slider if s.label == "Simulated seconds").set_value(5)
+    next(s for s in at.slider if s.label == "Block size (max verify length)").set_value(3)
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    points = find(at, "tpot_ms_p50")
+    caption = " ".join(c.value for c in at.caption)
+    assert "mtp:" in caption and "dspark:" in caption  # each policy's acceptance source is named
+    assert len(points) == 4 * 3
+    at.radio[0].set_value("parametric").run()
+    assert "Parametric alpha (per-position rate)" in {s.label for s in at.slider}
+
+
+def test_compare_runs_side_by_side(runs_root):
+    at = _open("Compare_runs", runs_root["root"])
+    assert not at.error
+    tau = find(at, "tau B - A").set_index(["method", "dataset"])
+    assert tau.loc[("dspark", "humaneval"), "tau A"] == pytest.approx(4.0)
+    assert tau.loc[("dspark", "humaneval"), "tau B"] == pytest.approx(2.0)
+    assert tau.loc[("dspark", "humaneval"), "tau B - A"] == pytest.approx(-2.0)
+    assert len(at.get("vega_lite_chart")) == 5  # two curves per run, A's frontier (B has no sim/)
+    assert any("No sim/ outputs" in i.value for i in at.info)
+
+
+def test_prompt_viewer_marks_accepted_spans_and_tau_per_prompt(runs_root):
+    at = _open("Prompt_viewer", runs_root["root"])
+    html = next(m.value for m in at.markdown if 'class="decoded"' in m.value)
+    drafts = html.split('class="draft"')[1:]
+    assert len(drafts) == 2 and ">w1 w2 w3 </span>" in drafts[0] and ">w5 w6 w7 </span>" in drafts[1]
+    assert 'title="round 1: the target' in html and ">w4 </span>" in html
+    per_prompt = find(at, "prompt_id").set_index("prompt_id")
+    assert per_prompt.loc["p0", "dspark"] == pytest.approx(4.0) and per_prompt.loc["p1", "mtp"] == pytest.approx(2.0)
+    assert any(t.value == "Write a function <f>." for t in at.text)
