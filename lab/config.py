@@ -17,11 +17,12 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lab.config_base import DatasetSpec, StrictModel
+from lab.config_engine import EngineSection
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
 
-STAGES = ("prepare", "train", "evaluate", "calibrate", "sim", "report")
+STAGES = ("prepare", "train", "evaluate", "engine", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
 
@@ -76,6 +77,7 @@ class ExperimentConfig(StrictModel):
     prepare: PrepareSection = Field(default_factory=PrepareSection)
     train: TrainSection = Field(default_factory=TrainSection)
     sim: SimSection | None = None
+    engine: EngineSection | None = Field(None, description="a real serving engine beside the lab (vLLM)")
 
     @model_validator(mode="after")
     def _real_stages_have_inputs(self):

@@ -113,9 +113,8 @@ def setup_engine(engine: str = "vllm", venv: str | Path | None = None, device: s
     else:
         log(f"{engine}: [3/4] CUDA machine: nothing to remove")
     log(f"{engine}: [4/4] checking `import vllm` in the new environment")
-    out = _run([str(venv_python(venv)), "-c", "import vllm, torch, transformers; "
-                "print(vllm.__version__, torch.__version__, transformers.__version__)"],
-               "import vllm", show=False)
+    check = "import vllm, torch, transformers; print(vllm.__version__, torch.__version__, transformers.__version__)"
+    out = _run([str(venv_python(venv)), "-c", check], "import vllm", show=False)
     versions = out[-1].split()
     if len(versions) != 3:
         raise LabError(f"engine setup: import vllm printed {out[-1]!r}, expected three versions")
