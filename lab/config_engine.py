@@ -84,10 +84,22 @@ class LoadSpec(StrictModel):
 
 
 class StepProfileSpec(StrictModel):
+    """A full grid batch x query_tokens x context_len (the shared step-profile format needs one)."""
     batches: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
-    prompt_tokens: list[int] = Field(default_factory=lambda: [64, 512], min_length=1)
-    output_tokens: int = Field(32, ge=4, description="decode steps measured per batch")
+    query_tokens: list[int] = Field(default_factory=lambda: [1, 64, 256], min_length=1,
+                                    description="1 = decode steps; more = prefill of that many new tokens")
+    context_lens: list[int] = Field(default_factory=lambda: [0, 256, 1024], min_length=1,
+                                    description="KV tokens before the step (prefill: a cached shared prefix)")
+    output_tokens: int = Field(24, ge=4, description="decode steps measured per decode point")
     repeats: int = Field(2, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _axes(self):
+        for label, axis in (("batches", self.batches), ("query_tokens", self.query_tokens),
+                            ("context_lens", self.context_lens)):
+            if axis != sorted(set(axis)) or axis[0] < (0 if label == "context_lens" else 1):
+                raise ValueError(f"step_profile.{label} must be strictly increasing (and positive)")
+        return self
 
 
 class EngineSection(StrictModel):
@@ -114,6 +126,14 @@ class EngineSection(StrictModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"engine.{label} names must be unique, repeated: {dupes}")
+        prof = self.step_profile
+        if prof and prof.batches[-1] * prof.query_tokens[-1] > self.max_num_batched_tokens:
+            raise ValueError("engine.step_profile: largest batch x query_tokens exceeds max_num_batched_tokens "
+                             f"{self.max_num_batched_tokens} (the step would be chunked)")
+        if prof and prof.batches[-1] > self.max_num_seqs:
+            raise ValueError(f"engine.step_profile: largest batch exceeds max_num_seqs {self.max_num_seqs}")
+        if prof and prof.context_lens[-1] + prof.query_tokens[-1] + prof.output_tokens > self.max_model_len:
+            raise ValueError("engine.step_profile: context + query + output tokens exceed max_model_len")
         for load in self.loads:
             if load.prompt_tokens + load.output_tokens > self.max_model_len:
                 raise ValueError(f"engine.loads {load.name!r}: prompt_tokens + output_tokens exceed max_model_len "
