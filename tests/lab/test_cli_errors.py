@@ -78,6 +78,18 @@ CASES = [
     ("corrupt Parquet", lambda w: ["traces", "garbage.parquet"], "not a readable Parquet trace"),
     ("inconsistent Parquet", lambda w: ["traces", "inconsistent.parquet"], "accepted=3 outside 0..k=2"),
     ("missing trace path", lambda w: ["traces", "no/such/dir"], "trace path does not exist"),
+    ("unknown engine", lambda w: ["engine", "setup", "sglang"], "engine 'sglang': unknown"),
+    ("engine venv is a file", lambda w: ["engine", "setup", "vllm", "--device", "cpu", "--venv", "good.yaml"],
+     "exists and is not a directory"),
+    ("engine stage without an engine section", lambda w: ["run", "good.yaml", "--stages", "engine"],
+     "stage 'engine' needs an engine section"),
+    ("engine environment missing", lambda w: ["run", "good.yaml", "--stages", "engine", "--set",
+                                              "engine.venv=/no/such/venv"], "run `lab engine setup vllm`"),
+    ("engine port not loopback-safe", lambda w: ["validate", "good.yaml", "--set", "engine.port=80"], "engine.port"),
+    ("engine host not loopback", lambda w: ["validate", "good.yaml", "--set", "engine.host=0.0.0.0"], "engine.host"),
+    ("engine load longer than the model", lambda w: ["validate", "good.yaml", "--set",
+                                                     "engine.loads=[{name: x, prompt_tokens: 4000}]"],
+     "exceed max_model_len"),
 ]
 
 
