@@ -66,17 +66,33 @@ class CostSpec(StrictModel):
         return self
 
 
-class BatchingSpec(StrictModel):
-    max_num_seqs: int = Field(256, ge=1, le=8192, description="sequences in one batch")
-    max_batched_tokens: int = Field(8192, ge=16, description="tokens in one step (decode + drafts + prefill chunk)")
-    chunked_prefill: bool = Field(True, description="split prompts into chunks that fit the token budget")
+class EngineSpec(StrictModel):
+    """One replica's engine settings, named as vLLM names them (sim/kv_cache.py, sim/cluster.py)."""
+
+    kv_policy: Literal["paged", "reserve"] = Field(
+        "paged", description="paged: vLLM's KV blocks, admission by the blocks needed now, growth per step, "
+                             "preemption by recompute; reserve: prompt + output reserved at admission (old model)")
+    block_size: int = Field(16, ge=1, le=1024, description="token slots per KV block (paged)")
+    max_num_seqs: int = Field(256, ge=1, le=8192, description="requests running at once")
+    max_num_batched_tokens: int = Field(8192, ge=16,
+                                        description="tokens in one step (decode + drafts + prefill chunks)")
+    enable_chunked_prefill: bool = Field(True, description="split prompts into chunks that fit the token budget")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1,
+                                          description="fraction of GPU memory for weights, activations and KV")
+    activation_reserve_gib: float | None = Field(
+        None, ge=0, description="per-GPU memory kept from the KV cache for activations (vLLM's profiled peak); "
+                                "default: an estimate from the model width and max_num_batched_tokens")
     kv_capacity_tokens: int | None = Field(
-        None, ge=1, description="KV cache size in tokens per replica; default: from GPU memory and model shape")
-    gpu_mem_util: float = Field(0.9, gt=0, le=1, description="fraction of GPU memory for weights + KV")
+        None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     disaggregated_prefill: bool = Field(
         False, description="prefill runs on separate prefill nodes (PD disaggregation): a request reaches its "
                            "decode replica with its KV after one prefill pass priced by the cost model "
                            "(prefill-node queueing is not modelled); TTFT = that pass")
+
+
+# `batching:` is the engine section's old name; its keys map onto the vLLM names
+_BATCHING_KEYS = {"max_batched_tokens": "max_num_batched_tokens", "chunked_prefill": "enable_chunked_prefill",
+                  "gpu_mem_util": "gpu_memory_utilization"}
 
 
 class LengthSpec(StrictModel):
@@ -96,27 +112,58 @@ class LengthSpec(StrictModel):
         return self
 
 
+REPLAY_KINDS = ("trace", "replay_log")  # workloads that replay recorded arrivals
+
+
 class WorkloadSpec(StrictModel):
-    kind: Literal["poisson", "gamma", "closed_loop", "trace"] = Field(
-        "closed_loop", description="Poisson, bursty gamma, N concurrent users, or replay of an arrival CSV")
+    kind: Literal["poisson", "gamma", "closed_loop", "trace", "replay_log"] = Field(
+        "closed_loop", description="Poisson, bursty gamma, N concurrent users, replay of an arrival CSV, or replay "
+                                   "of a real engine's per-request log (compared with it: sim/fidelity.csv)")
     rate: float = Field(1.0, gt=0, description="requests/s (poisson, gamma); the sweep axis 'rate' overrides it")
     cv: float = Field(2.0, gt=0, description="gamma inter-arrival coefficient of variation (burstiness)")
     concurrency: int = Field(8, ge=1, description="closed-loop users; the sweep axis 'concurrency' overrides it")
     think_time_s: float = Field(0.0, ge=0, description="closed-loop pause between a reply and the next request")
     trace_path: str | None = Field(None, description="arrival CSV arrived_at,num_prefill_tokens,num_decode_tokens")
+    log_path: str | None = Field(
+        None, description="replay_log: per-request log (Parquet or CSV: request_id, arrival_s, input_tokens, "
+                          "output_tokens, first_token_s, finish_s); a relative path is looked up in the run first")
     time_scale: float = Field(1.0, gt=0, description="trace replay: arrival times are multiplied by this")
     lengths: LengthSpec = Field(default_factory=LengthSpec)
-    duration_s: float = Field(600.0, gt=0, description="simulated seconds of arrivals (trace: cut at this time)")
-    warmup_s: float = Field(30.0, ge=0, description="requests arriving before this are excluded from metrics")
+    duration_s: float | None = Field(
+        None, gt=0, description="simulated seconds of arrivals; default 600, replays: the whole recording (cut at "
+                                "this time when set)")
+    warmup_s: float | None = Field(
+        None, ge=0, description="requests arriving before this are excluded from metrics; default 30 s, replays: 0 "
+                                "(a replay is measured over its whole length, as vLLM's benchmark does)")
     drain: bool = Field(True, description="after duration_s, keep running until admitted requests finish")
     drain_limit_s: float = Field(600.0, ge=0, description="longest drain; later requests are reported unfinished")
     max_requests: int | None = Field(None, ge=1, description="cap on arrivals")
+
+    @property
+    def replay(self) -> bool:
+        return self.kind in REPLAY_KINDS
+
+    @property
+    def warmup(self) -> float:
+        """warmup_s, or its default for the kind."""
+        if self.warmup_s is not None:
+            return self.warmup_s
+        return 0.0 if self.replay else 30.0
+
+    @property
+    def duration(self) -> float:
+        """duration_s, or its default: 600 s, or no cut for replays."""
+        if self.duration_s is not None:
+            return self.duration_s
+        return float("inf") if self.replay else 600.0
 
     @model_validator(mode="after")
     def _trace(self):
         if self.kind == "trace" and not self.trace_path:
             raise ValueError("workload.kind 'trace' needs workload.trace_path")
-        if self.warmup_s >= self.duration_s:
+        if self.kind == "replay_log" and not self.log_path:
+            raise ValueError("workload.kind 'replay_log' needs workload.log_path")
+        if self.warmup >= self.duration:
             raise ValueError("workload.warmup_s must be below workload.duration_s")
         return self
 
@@ -238,7 +285,7 @@ class SimSection(StrictModel):
     cost: CostSpec = Field(default_factory=CostSpec)
     replicas: int = Field(1, ge=1, le=4096)
     router: Literal["round_robin", "least_loaded"] = "round_robin"
-    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     acceptance: AcceptanceSpec = Field(default_factory=AcceptanceSpec)
     policies: list[PolicySpec] = Field(default_factory=lambda: [PolicySpec(kind="mtp"), PolicySpec(kind="prefix")],
@@ -248,13 +295,24 @@ class SimSection(StrictModel):
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     plots: bool = Field(True, description="write PNG plots under sim/")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_batching_name(cls, data):
+        if isinstance(data, dict) and "batching" in data:
+            if "engine" in data:
+                raise ValueError("give sim.engine only (sim.batching is its old name)")
+            data = dict(data)
+            old = data.pop("batching") or {}
+            data["engine"] = {_BATCHING_KEYS.get(k, k): v for k, v in old.items()} if isinstance(old, dict) else old
+        return data
+
     @model_validator(mode="after")
     def _axis_fits_workload(self):
         if self.sweep.axis == "concurrency" and self.workload.kind != "closed_loop":
             raise ValueError("sweep.axis 'concurrency' needs workload.kind closed_loop "
                              "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")
         if self.sweep.axis == "rate" and self.workload.kind == "closed_loop":
-            raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma or trace)")
+            raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma, trace or replay_log)")
         return self
 
     @model_validator(mode="after")

@@ -202,13 +202,15 @@ class ParametricSource:
             c = np.clip(true, 1e-6, 1 - 1e-6)
             z = np.log(c / (1 - c)) + rng.normal(0, self.noise, size=c.shape)
             conf = 1 / (1 + np.exp(-z))
-        return conf, (sl, true), None
+        # the state holds views of this block's arrays, not indices: another replica's draw may refill
+        # the block before this step's accept(), and the outcomes must stay those of these confidences
+        return conf, (self._logu[sl], self._loga[sl], true), None
 
     def accept(self, state, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        sl, true = state
+        logu, loga, true = state
         if self._flat:
             # leading successes of i.i.d. Bernoulli(a): P(X >= k) = a^k = P(log u <= k log a)
-            return np.minimum((self._logu[sl] / self._loga[sl]).astype(np.int64), lengths)
+            return np.minimum((logu / loga).astype(np.int64), lengths)
         ok = rng.random(true.shape) < true
         lead = np.cumprod(ok, axis=1)
         return np.minimum(lead.sum(axis=1), lengths)

@@ -30,7 +30,7 @@ def bench_config(args, duration: float) -> SimSection:
     return SimSection.model_validate({
         "hardware": {"name": args.hardware}, "model": {"name": args.model, "drafter_layers": 2},
         "replicas": args.replicas, "router": "round_robin",
-        "batching": {"max_num_seqs": 256, "max_batched_tokens": 4096},
+        "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 4096},
         "workload": {"kind": "trace", "trace_path": args.trace, "time_scale": args.time_scale,
                      "duration_s": duration, "warmup_s": 0.0, "drain": True, "drain_limit_s": 3600},
         "acceptance": acc, "policies": [{"kind": args.policy}], "sweep": {"axis": "none"},

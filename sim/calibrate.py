@@ -1,6 +1,6 @@
 """Confidence calibration: Sequential Temperature Scaling (STS, paper Sec. 3.2.1) on held-out trace rows.
 
-    lab run experiments/fig7_sla.yaml        # stage 'calibrate' calls run_stage(ctx)
+    lab run experiments/fig7_sla.yaml        # stage 'calibrate' (sim/stages.run_calibrate) fits and writes
     fit = fit_sts(conf[n, gamma], kcap[n], accepted[n], grid, bins)   # pure numpy, used by real/ too
 
 The drafter's per-position score c_j = sigmoid(z_j) estimates P(position j accepted | earlier accepted);
@@ -146,32 +146,3 @@ def plot_reliability(payload: dict, path, bins: int) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-
-
-def run_stage(ctx) -> None:
-    """The `calibrate` stage: read the run's traces (or sim.acceptance paths), fit STS, write outputs."""
-    from lab.config_sim import SimSection
-    from lab.io import write_json_atomic
-    from lab.trace import read_traces
-
-    out = ctx.path("calibration.json")
-    if ctx.stage_done("calibrate") and out.exists():
-        return
-    sim = ctx.cfg.sim or SimSection()
-    if sim.acceptance.source == "traces":
-        from sim.simulate import expand
-
-        frame = pd.concat([read_traces(expand(p)) for p in sim.acceptance.paths], ignore_index=True)
-    else:
-        tdir = ctx.path("traces")
-        if not tdir.is_dir():
-            raise LabError(f"calibrate: {tdir} does not exist; run the evaluate stage first "
-                           "(or set sim.acceptance.source: traces with paths)")
-        frame = read_traces(tdir)
-    payload = calibrate_frame(frame, sim.calibration, ctx.cfg.seed, sim.acceptance.max_draft,
-                              sim.acceptance.temperature)
-    plot_reliability(payload, ctx.path("reliability.png"), sim.calibration.bins)
-    for m in payload["methods"].values():
-        m.pop("_eval")
-    write_json_atomic(out, payload)
-    ctx.mark_done("calibrate", {"methods": sorted(payload["methods"])})

@@ -1,15 +1,22 @@
 """The serving cluster as SimPy processes: a router and replicas running continuous batching.
 
-    cl = Cluster(env, cost, policy_factory, source, n_replicas, batching, rng, ...)
+    cl = Cluster(env, cost, policy_factory, source, n_replicas, engine, rng, kv_capacity=...)
     cl.submit(prompt_len, output_len)      # route a request now
-    env.run(until=...) ; cl.requests_frame()
+    env.run(until=...) ; cl.requests_frame()   # per-request log (sim/serving_metrics.py LOG_COLUMNS + extras)
 
 One SimPy event per engine step (never per token); per-step work is numpy over the batch's slot arrays.
-A replica step: admit queued requests (free slot and KV reservation of prompt + output, no preemption);
-decode requests get 1 + l_r tokens with l_r from the policy (token budget max_batched_tokens - R);
-prefill chunks fill what remains (chunked prefill); the step lasts cost.step_time(...); then the
-acceptance source says what each verify accepted. The step that completes a prompt's prefill emits its
-first token (TTFT), as in vLLM.
+A replica step, as vLLM V1's scheduler builds it (engine settings: lab/config_sim.EngineSpec):
+  plan    running decode requests first: each grows its KV to the sequence + the policy's most drafts
+          (paged: when the blocks run out, the most recently admitted running request is preempted, its
+          blocks freed, and it goes back to the front of the queue; on readmission its prompt + generated
+          tokens are recomputed as prefill). The policy picks verify lengths l_r (token budget
+          max_num_batched_tokens - R). Running prefills get chunks FCFS in the budget left (growing their
+          KV, preempting newer prefills when short), then - unless this step preempted - queued requests
+          are admitted while a sequence slot, budget and the blocks of their first chunk are free.
+  prefill the step lasts cost.step_time(...); chunks advance; the step that completes a prompt's prefill
+          emits its first token (TTFT), as in vLLM.
+  apply   the acceptance source says what each verify accepted; finished requests free their KV.
+kv_policy 'reserve' (the old model) instead reserves prompt + output at admission and never preempts.
 """
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ from collections import deque
 import numpy as np
 import pandas as pd
 import simpy
+
+from sim.kv_cache import blocks_for, make_kv_cache
 
 
 class CountingEnvironment(simpy.Environment):
@@ -35,7 +44,11 @@ class CountingEnvironment(simpy.Environment):
 class RequestTable:
     """Per-request records in growable numpy arrays (index = request id)."""
 
-    FIELDS = ("arrival", "first_token", "finish", "prompt_len", "output_len", "replica", "steps")
+    FIELDS = ("arrival", "first_token", "finish", "prompt_len", "output_len", "replica", "steps", "preemptions")
+    # frame() columns (field, name): the per-request log format (sim/serving_metrics.LOG_COLUMNS), then extras
+    COLUMNS = (("arrival", "arrival_s"), ("prompt_len", "input_tokens"), ("output_len", "output_tokens"),
+               ("first_token", "first_token_s"), ("finish", "finish_s"), ("replica", "replica"),
+               ("steps", "steps"), ("preemptions", "preemptions"))
 
     def __init__(self, capacity: int = 1024):
         self.n = 0
@@ -46,6 +59,7 @@ class RequestTable:
         self.output_len = np.zeros(capacity, np.int64)
         self.replica = np.full(capacity, -1, np.int64)
         self.steps = np.zeros(capacity, np.int64)
+        self.preemptions = np.zeros(capacity, np.int64)
 
     def add(self, t: float, prompt: int, output: int) -> int:
         if self.n == len(self.arrival):
@@ -60,14 +74,30 @@ class RequestTable:
         return i
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({f: getattr(self, f)[: self.n] for f in self.FIELDS})
+        cols = {"request_id": np.arange(self.n).astype(str)}
+        for field, name in self.COLUMNS:
+            cols[name] = getattr(self, field)[: self.n]
+        return pd.DataFrame(cols)
 
 
 # columns of a replica's dense decode-state matrix (one row per request in the decode phase):
 # request id, replay start row and length, replay position, output tokens still to emit, decode-step
-# counter value when the request started decoding (steps taken = counter now - this)
-RID, PSTART, PLEN, POS, REM, ENTRY = range(6)
-NCOL = 6
+# counter value when the request started decoding (steps taken = counter now - this), tokens in the
+# sequence (prompt + generated: the KV the next step reads), KV units held (blocks, or reserved tokens),
+# admission order (the newest running request is preempted first)
+RID, PSTART, PLEN, POS, REM, ENTRY, SEQ, HELD, ADM = range(9)
+NCOL = 9
+
+
+class Prefill:
+    """A running request in its prefill (or, after a preemption, its recompute) phase."""
+
+    __slots__ = ("adm", "done", "held", "left", "plen", "pstart", "resume", "rid")
+
+    def __init__(self, rid, left, pstart, plen, held, adm, resume):
+        self.rid, self.left, self.done, self.pstart, self.plen = rid, left, 0, pstart, plen
+        self.held, self.adm = held, adm
+        self.resume = resume  # None, or (pos, rem, entry, generated) of a preempted decode
 
 
 class Replica:
@@ -78,21 +108,26 @@ class Replica:
     """
 
     def __init__(self, idx: int, cluster: Cluster, policy):
-        b = cluster.batching
+        e = cluster.engine
         self.idx = idx
         self.cl = cluster
         self.policy = policy
         self.queue: deque = deque()
-        self.max_seqs = b.max_num_seqs
-        self.max_tokens = b.max_batched_tokens
-        self.chunked = b.chunked_prefill
-        self.kv_cap = cluster.kv_capacity
-        self.kv_reserved = 0
+        self.max_seqs = e.max_num_seqs
+        self.max_tokens = e.max_num_batched_tokens
+        self.chunked = e.enable_chunked_prefill
+        self.kv = make_kv_cache(e, cluster.kv_capacity)
+        self.lookahead = policy.max_verify()  # KV slots a decode step reserves for drafts
         self.dec = np.zeros((0, NCOL), np.int64)
-        self.kv_dec = 0  # KV tokens held by decoding requests (prompt + emitted)
-        self.prefilling: list[list[int]] = []  # [rid, tokens left, tokens done, pstart, plen]
+        self.kv_dec = 0  # KV tokens held by decoding requests (sum of SEQ)
+        self.prefilling: list[Prefill] = []
+        self.resume: dict[int, tuple] = {}  # preempted request -> (pstart, plen, pos, rem, entry, generated)
         self.n_active = 0
+        self._adm = 0
+        self._preempted = False  # this step preempted: no admissions (vLLM)
+        self._joining: list[tuple] = []  # decode rows admitted during planning, joining from the next step
         self.wake: simpy.Event | None = None
+        self._fast = cluster.cost.linear_sps_params()  # None when buckets/table make SPS jagged
         # step statistics
         self.busy_time = 0.0
         self.n_steps = 0
@@ -101,6 +136,9 @@ class Replica:
         self.sum_l = 0  # sum over steps of verify (draft) tokens
         self.sum_emit = 0  # decode tokens emitted
         self.sum_batch_tokens = 0
+        self.sum_running = 0  # sum over steps of running requests
+        self.peak_running = 0
+        self.n_preemptions = 0
         self.process = cluster.env.process(self.run())
 
     def load(self) -> int:
@@ -111,173 +149,322 @@ class Replica:
         if self.wake is not None and not self.wake.triggered:
             self.wake.succeed()
 
-    def _admit(self):
-        cl = self.cl
-        req = cl.req
-        while self.queue and self.n_active < self.max_seqs:
-            rid = self.queue[0]
-            need = int(req.prompt_len[rid] + req.output_len[rid])
-            if need > self.kv_cap:  # can never fit: left unfinished, reported as rejected
-                self.queue.popleft()
-                cl.rejected.append(rid)
-                continue
-            if self.kv_reserved + need > self.kv_cap:
-                break
-            self.queue.popleft()
-            self.kv_reserved += need
-            start, length, _ = cl.acceptance_slot(rid)
-            req.replica[rid] = self.idx
-            self.n_active += 1
-            if cl.disaggregated:  # KV arrives from a prefill node: decode right away
-                row = np.array([[rid, start, length, 0, int(req.output_len[rid]) - 1, self.decode_steps]], np.int64)
-                self.dec = np.concatenate([self.dec, row]) if len(self.dec) else row
-                self.kv_dec += int(req.prompt_len[rid]) + 1
-                if row[0, REM] <= 0:
-                    self.dec = self.dec[:-1]
-                    self.kv_dec -= int(req.prompt_len[rid]) + 1
-                    self._release(rid, self.cl.env.now)
-            else:
-                self.prefilling.append([rid, int(req.prompt_len[rid]), 0, start, length])
-
-    def _release(self, rid: int, now: float):
-        cl = self.cl
-        cl.req.finish[rid] = now
-        self.kv_reserved -= int(cl.req.prompt_len[rid] + cl.req.output_len[rid])
-        self.n_active -= 1
-        cl.on_finish(rid, now)
-
+    # ---- the engine loop -------------------------------------------------------------------------------
     def run(self):
-        cl = self.cl
-        env = cl.env
-        cost = cl.cost
-        src = cl.source
-        rng = cl.rng
-        policy = self.policy
-        spec = policy.spec
-        max_tokens = self.max_tokens
-        req = cl.req
-        advance_tokens = src.advance_by_tokens
-        track_pos = src.kind == "trace"  # parametric sources have no replay position
-        fast = cost.linear_sps_params()  # None when buckets/table make SPS jagged
+        env = self.cl.env
         while True:
-            if self.queue:
-                self._admit()
-            if self.n_active == 0:
+            step = self.plan()
+            if step is None:
+                if self.n_active:
+                    continue  # admitted work that starts next iteration (disaggregated KV arrivals)
                 self.wake = env.event()
                 yield self.wake
                 self.wake = None
                 continue
-            dec = self.dec
-            r = len(dec)
-            pending = 0
-            for item in self.prefilling:
-                pending += item[1]
-            lengths = None
-            n_spec = 0
-            kv_dec = self.kv_dec
-            if r and spec:
-                conf, state, kcap = src.draw(r, dec[:, PSTART], dec[:, POS], dec[:, PLEN], rng)
-                p0 = min(pending, max_tokens - r)
-                n_req = r + len(self.prefilling)
-                if fast is not None:
-                    f, w, c0, creq, d_tok, d_w = fast
-                    dc = n_req * d_tok
-                    c = c0 + (max(d_w, dc)) + (kv_dec + p0) * cost.t_per_kv_token + n_req * creq
-
-                    def sps(b, _p0=p0, _c=c, _f=f, _w=w):
-                        return 1.0 / (np.maximum((b + _p0) * _f, _w) + _c)
-                else:
-                    def sps(b, _p0=p0, _kv=kv_dec + p0, _n=n_req):
-                        return 1.0 / cost.step_time_vec(b + _p0, _kv, _n, True)
-
-                lengths = policy.choose(conf, r, max_tokens - r, sps)
-                if kcap is not None:
-                    lengths = np.minimum(lengths, kcap)
-                n_spec = int(lengths.sum())
-            # prefill chunks, FCFS, in the budget left
-            left = max_tokens - r - n_spec
-            chunks = []
-            kv_pf = 0
-            n_pf_tok = 0
-            for item in self.prefilling:
-                if left <= 0:
-                    break
-                need = item[1]
-                c = need if need <= left else (left if self.chunked else 0)
-                if c == 0 and r == 0 and not chunks:
-                    c = need  # an unchunkable prompt larger than the budget runs alone
-                if c <= 0:
-                    continue
-                chunks.append((item, c))
-                kv_pf += item[2] + c
-                n_pf_tok += c
-                left -= c
-            tokens = r + n_spec + n_pf_tok
-            dt = cost.step_time(tokens, kv_dec + kv_pf, r + len(chunks), spec and r > 0)
+            tokens, kv_read, n_req, spec = step[0], step[1], step[2], step[3]
+            dt = self.cl.cost.step_time(tokens, kv_read, n_req, spec)
             yield env.timeout(dt)
-            now = env.now
             self.busy_time += dt
             self.n_steps += 1
             self.sum_batch_tokens += tokens
-            # ---- apply the step's outcome ----
-            if r:
-                if lengths is not None:
-                    accepted = src.accept(state, lengths, rng)
-                    policy.observe(lengths, accepted)
-                    emitted = accepted + 1
-                    if track_pos:
-                        dec[:, POS] += emitted if advance_tokens else 1
+            self.apply(env.now, *step[4:])
+
+    def plan(self):
+        """Build one step: (tokens, kv read, requests, spec, lengths, state, chunks), or None when idle."""
+        self._preempted = False
+        if self._joining:  # admitted with their KV (disaggregated) while the last step ran
+            rows = np.array(self._joining, np.int64)
+            rows[:, ENTRY] = self.decode_steps
+            self._joining = []
+            self.kv_dec += int(rows[:, SEQ].sum())
+            self._add_rows(rows)
+        if self.kv.paged and len(self.dec):
+            self._grow_decodes()
+        dec = self.dec
+        r = len(dec)
+        lengths = state = None
+        n_spec = 0
+        spec = self.policy.spec and r > 0
+        if spec:
+            lengths, state = self._choose(dec, r)
+            n_spec = int(lengths.sum())
+        chunks = self._schedule_prefill(self.max_tokens - r - n_spec, r)
+        if r == 0 and not chunks:
+            return None
+        kv_pf = n_pf = 0
+        for item, c in chunks:
+            kv_pf += item.done + c
+            n_pf += c
+        self.sum_running += self.n_active
+        self.peak_running = max(self.peak_running, self.n_active)
+        return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, chunks)
+
+    def _choose(self, dec, r):
+        """The policy's verify lengths [r] from the drafters' confidences, and the acceptance state."""
+        cl = self.cl
+        conf, state, kcap = cl.source.draw(r, dec[:, PSTART], dec[:, POS], dec[:, PLEN], cl.rng)
+        pending = 0
+        for item in self.prefilling:
+            pending += item.left
+        p0 = min(pending, self.max_tokens - r)
+        lengths = self.policy.choose(conf, r, self.max_tokens - r, self._sps(p0, r + len(self.prefilling), p0))
+        if kcap is not None:
+            lengths = np.minimum(lengths, kcap)
+        return lengths, state
+
+    def _sps(self, p0: int, n_req: int, kv_pf: int):
+        """Steps per second of this batch as a function of its decode tokens (the policy's SPS curve)."""
+        cost = self.cl.cost
+        kv = self.kv_dec + kv_pf
+        if self._fast is not None:
+            f, w, c0, creq, d_tok, d_w = self._fast
+            c = c0 + max(d_w, n_req * d_tok) + (kv + p0) * cost.t_per_kv_token + n_req * creq
+
+            def sps(b, _p0=p0, _c=c, _f=f, _w=w):
+                return 1.0 / (np.maximum((b + _p0) * _f, _w) + _c)
+        else:
+            def sps(b, _p0=p0, _kv=kv, _n=n_req):
+                return 1.0 / cost.step_time_vec(b + _p0, _kv, _n, True)
+        return sps
+
+    # ---- KV: growth, preemption, admission -----------------------------------------------------------
+    def _grow_decodes(self):
+        """Paged: every decode request's blocks cover its sequence + this step's drafts; else preempt."""
+        dec, kv = self.dec, self.kv
+        need = blocks_for(dec[:, SEQ] + self.lookahead, kv.block_size)
+        grow = need - dec[:, HELD]
+        total = int(grow[grow > 0].sum())
+        if total <= kv.free:
+            kv.free -= total
+            np.maximum(dec[:, HELD], need, out=dec[:, HELD])
+            return
+        # short of blocks: in admission order, each request grows; while it cannot, preempt the newest
+        alive = np.ones(len(dec), bool)
+        for i in np.argsort(dec[:, ADM], kind="stable"):
+            if not alive[i]:
+                continue
+            while True:
+                held = kv.grow(int(dec[i, HELD]), int(dec[i, SEQ]) + self.lookahead)
+                if held is not None:
+                    dec[i, HELD] = held
+                    break
+                victim = self._newest_running(dec, alive)
+                if victim is None or victim == ("dec", i):
+                    self._preempt_decode(dec[i])
+                    alive[i] = False
+                    break
+                if victim[0] == "dec":
+                    self._preempt_decode(dec[victim[1]])
+                    alive[victim[1]] = False
                 else:
-                    emitted = 1
-                rem = dec[:, REM]
-                out = np.minimum(emitted, rem)
-                rem -= out
-                n_out = int(out.sum())
-                self.kv_dec += n_out
-                self.decode_steps += 1
-                self.sum_r += r
-                self.sum_l += n_spec
-                self.sum_emit += n_out
-                cl.count_tokens(now, n_out)
-                if rem.min() == 0:
-                    finished = rem == 0
-                    for row in dec[finished]:
-                        rid = int(row[RID])
-                        req.steps[rid] = self.decode_steps - row[ENTRY]
-                        self.kv_dec -= int(req.prompt_len[rid] + req.output_len[rid])
-                        self._release(rid, now)
-                    self.dec = dec = dec[~finished]
-            if chunks:
-                new_rows = []
-                for item, c in chunks:
-                    item[1] -= c
-                    item[2] += c
-                    if item[1] == 0:
-                        rid = item[0]
-                        req.first_token[rid] = now
-                        cl.count_tokens(now, 1)
-                        target = int(req.output_len[rid])
-                        if target <= 1:
-                            self._release(rid, now)
-                        else:
-                            new_rows.append((rid, item[3], item[4], 0, target - 1, self.decode_steps))
-                            self.kv_dec += item[2] + 1
-                self.prefilling = [item for item in self.prefilling if item[1] > 0]
-                if new_rows:
-                    add = np.array(new_rows, np.int64)
-                    self.dec = np.concatenate([self.dec, add]) if len(self.dec) else add
+                    self._preempt_prefill(victim[1])
+        self.dec = dec[alive]
+
+    def _newest_running(self, dec, alive):
+        best, best_adm = None, -1
+        if self.prefilling:
+            best, best_adm = ("pf", self.prefilling[-1]), self.prefilling[-1].adm
+        live = np.flatnonzero(alive)
+        if len(live):
+            j = live[np.argmax(dec[live, ADM])]
+            if dec[j, ADM] > best_adm:
+                best = ("dec", int(j))
+        return best
+
+    def _preempt_decode(self, row):
+        rid = int(row[RID])
+        gen = int(row[SEQ]) - int(self.cl.req.prompt_len[rid])
+        self.resume[rid] = (int(row[PSTART]), int(row[PLEN]), int(row[POS]), int(row[REM]), int(row[ENTRY]), gen)
+        self.kv.release(int(row[HELD]))
+        self.kv_dec -= int(row[SEQ])
+        self._requeue(rid)
+
+    def _preempt_prefill(self, item: Prefill):
+        self.prefilling.remove(item)
+        if item.resume is not None:
+            self.resume[item.rid] = (item.pstart, item.plen, *item.resume)
+        else:  # not decoded yet: its acceptance slot is kept for the restart
+            self.resume[item.rid] = (item.pstart, item.plen, None)
+        self.kv.release(item.held)
+        self._requeue(item.rid)
+
+    def _requeue(self, rid: int):
+        self.n_active -= 1
+        self.n_preemptions += 1
+        self.cl.req.preemptions[rid] += 1
+        self.queue.appendleft(rid)
+        self._preempted = True
+
+    def _schedule_prefill(self, left: int, r: int) -> list:
+        """Prefill chunks for this step: running prefills FCFS, then admissions; [(Prefill, tokens)]."""
+        chunks = []
+        kv = self.kv
+        i = 0
+        while i < len(self.prefilling) and left > 0:
+            item = self.prefilling[i]
+            c = self._chunk(item.left, left, r, chunks)
+            if c <= 0:
+                i += 1
+                continue
+            held = kv.grow(item.held, item.done + c)
+            while held is None:  # paged and short: preempt newer prefills, or this one
+                victim = self.prefilling[-1]
+                self._preempt_prefill(victim)
+                if victim is item:
+                    break
+                held = kv.grow(item.held, item.done + c)
+            if held is None:
+                break
+            item.held = held
+            chunks.append((item, c))
+            left -= c
+            i += 1
+        if not self._preempted and self.queue:
+            self._admit(left, r, chunks)
+        return chunks
+
+    def _chunk(self, need: int, left: int, r: int, chunks) -> int:
+        if need <= left:
+            return need
+        if self.chunked:
+            return left
+        return need if (r == 0 and not chunks) else 0  # an unchunkable prompt larger than the budget runs alone
+
+    def _admit(self, left: int, r: int, chunks: list):
+        """Admit queued requests FCFS while a sequence slot, token budget and first-chunk KV are free."""
+        cl, kv, req = self.cl, self.kv, self.cl.req
+        while self.queue and self.n_active < self.max_seqs:
+            rid = self.queue[0]
+            prompt, output = int(req.prompt_len[rid]), int(req.output_len[rid])
+            if not kv.fits_ever(prompt + output + (self.lookahead if kv.paged else 0)):
+                self.queue.popleft()  # can never fit: left unfinished, reported as rejected
+                cl.rejected.append(rid)
+                continue
+            slot = self.resume.get(rid)
+            if slot is None and cl.disaggregated:  # arrives with its prompt's KV: decodes from the next step
+                held = kv.admit(prompt, output, prompt + 1)
+                if held is None:
+                    break
+                self.queue.popleft()
+                start, length, _ = cl.acceptance_slot(rid)
+                req.replica[rid] = self.idx
+                self.n_active += 1
+                if output <= 1:
+                    self._release(rid, cl.env.now, held)
+                    continue
+                self._joining.append((rid, start, length, 0, output - 1, -1, prompt + 1, held, self._next_adm()))
+                continue
+            if left <= 0:
+                break
+            resume = slot[2:] if slot is not None and slot[2] is not None else None
+            todo = prompt + (resume[3] if resume else 0)  # a preempted request recomputes its output too
+            c = self._chunk(todo, left, r, chunks)
+            if c <= 0:
+                break
+            held = kv.admit(prompt, output, c)
+            if held is None:
+                break
+            self.queue.popleft()
+            if slot is not None:
+                del self.resume[rid]
+                start, length = slot[0], slot[1]
+            else:
+                start, length, _ = cl.acceptance_slot(rid)
+                req.replica[rid] = self.idx
+            item = Prefill(rid, todo, start, length, held, self._next_adm(), resume)
+            self.prefilling.append(item)
+            self.n_active += 1
+            chunks.append((item, c))
+            left -= c
+
+    def _next_adm(self) -> int:
+        self._adm += 1
+        return self._adm
+
+    def _add_rows(self, rows):
+        add = np.asarray(rows, np.int64)
+        self.dec = np.concatenate([self.dec, add]) if len(self.dec) else add
+
+    def _release(self, rid: int, now: float, held: int):
+        self.cl.req.finish[rid] = now
+        self.kv.release(held)
+        self.n_active -= 1
+        self.cl.on_finish(rid, now)
+
+    # ---- after the step ------------------------------------------------------------------------------
+    def apply(self, now: float, lengths, state, chunks):
+        """What the step did: accepted drafts, emitted tokens, finished requests, completed prefills."""
+        cl = self.cl
+        dec = self.dec
+        r = len(dec)
+        if r:
+            if lengths is not None:
+                accepted = cl.source.accept(state, lengths, cl.rng)
+                self.policy.observe(lengths, accepted)
+                emitted = accepted + 1
+                if cl.source.kind == "trace":  # parametric sources have no replay position
+                    dec[:, POS] += emitted if cl.source.advance_by_tokens else 1
+                self.sum_l += int(lengths.sum())
+            else:
+                emitted = 1
+            rem = dec[:, REM]
+            out = np.minimum(emitted, rem)
+            rem -= out
+            dec[:, SEQ] += out
+            n_out = int(out.sum())
+            self.kv_dec += n_out
+            self.decode_steps += 1
+            self.sum_r += r
+            self.sum_emit += n_out
+            cl.count_tokens(now, n_out)
+            if rem.min() == 0:
+                finished = rem == 0
+                req = cl.req
+                for row in dec[finished]:
+                    rid = int(row[RID])
+                    req.steps[rid] = self.decode_steps - row[ENTRY]
+                    self.kv_dec -= int(row[SEQ])
+                    self._release(rid, now, int(row[HELD]))
+                self.dec = dec[~finished]
+        if chunks:
+            self._finish_chunks(now, chunks)
+
+    def _finish_chunks(self, now: float, chunks):
+        cl, req = self.cl, self.cl.req
+        rows = []
+        for item, c in chunks:
+            item.left -= c
+            item.done += c
+            if item.left:
+                continue
+            rid = item.rid
+            cl.count_tokens(now, 1)
+            if item.resume is None:  # the prompt's prefill emits the first token
+                req.first_token[rid] = now
+                pos, rem, entry = 0, int(req.output_len[rid]) - 1, self.decode_steps
+            else:  # a recompute emits the next token
+                pos, rem, entry, _ = item.resume
+                rem -= 1
+            if rem <= 0:
+                self._release(rid, now, item.held)
+            else:
+                rows.append((rid, item.pstart, item.plen, pos, rem, entry, item.done + 1, item.held, item.adm))
+                self.kv_dec += item.done + 1
+        self.prefilling = [item for item in self.prefilling if item.left > 0]
+        if rows:
+            self._add_rows(rows)
 
 
 class Cluster:
     """Router + replicas + bookkeeping. `policy_factory()` makes one policy object per replica."""
 
-    def __init__(self, env, cost, policy_factory, source, n_replicas: int, batching, rng: np.random.Generator,
+    def __init__(self, env, cost, policy_factory, source, n_replicas: int, engine, rng: np.random.Generator,
                  kv_capacity: int, router: str = "round_robin", window: tuple[float, float] = (0.0, float("inf")),
                  closed_loop: dict | None = None):
         self.env = env
         self.cost = cost
         self.source = source
-        self.batching = batching
+        self.engine = engine
         self.rng = rng
         self.kv_capacity = kv_capacity
         self.router = router
@@ -291,7 +478,7 @@ class Cluster:
         self.in_system = 0
         self._area = 0.0
         self._last_t = 0.0
-        self.disaggregated = bool(getattr(batching, "disaggregated_prefill", False))
+        self.disaggregated = bool(engine.disaggregated_prefill)
         self.replicas = [Replica(i, self, policy_factory()) for i in range(n_replicas)]
 
     # ---- arrivals ----------------------------------------------------------------------------------
@@ -385,4 +572,9 @@ class Cluster:
             "mean_decode_batch": sum_r / max(sum(r.decode_steps for r in reps), 1),
             "mean_step_tokens": sum(r.sum_batch_tokens for r in reps) / max(sum(r.n_steps for r in reps), 1),
             "decode_tokens": sum(r.sum_emit for r in reps),
+            # running requests (decoding + prefilling) per replica: mean over steps and peak
+            "mean_running": sum(r.sum_running for r in reps) / max(sum(r.n_steps for r in reps), 1),
+            "peak_running": max(r.peak_running for r in reps),
+            "preemptions": sum(r.n_preemptions for r in reps),
+            "kv_capacity_tokens": reps[0].kv.capacity_tokens,
         }

@@ -1,12 +1,9 @@
-"""The one place that wires a simulation run: config -> inputs -> cluster -> metrics (and the `sim` stage).
+"""The one place that wires a simulation run: config -> inputs -> cluster -> metrics.
 
-    lab run experiments/fig7_sla.yaml                       # stage 'sim' calls run_stage(ctx)
     inputs = prepare_inputs(sim_cfg, run_root, seed)        # all file reading happens here, once
     result = simulate(inputs, policy_label, value, seed)    # one point: RunResult(summary, requests, cluster)
 
-Outputs of the stage under <run>/sim/: results.parquet (one row per policy x sweep point x seed),
-sla.csv (throughput per GPU at each SLA, gains vs the baseline and the best fixed-k), fig7_sla.png,
-fig8_budget.png, summary.md (embedded by the report).
+The `sim` stage that sweeps points and writes outputs is sim/stages.py.
 """
 from __future__ import annotations
 
@@ -24,8 +21,9 @@ from lab.errors import LabError
 from sim.acceptance import ParametricSource, TraceSource
 from sim.cluster import Cluster, CountingEnvironment
 from sim.cost import CostModel
+from sim.kv_cache import GIB, activation_reserve_bytes, kv_cache_blocks
 from sim.policies import make_policy
-from sim.serving_metrics import summarize
+from sim.serving_metrics import read_request_log, summarize
 from sim.workload import LengthSampler, load_arrival_trace, load_length_table, open_loop_arrivals
 
 
@@ -44,6 +42,7 @@ class SimInputs:
     calibration: dict | None = None
     length_table: np.ndarray | None = None
     arrival_trace: np.ndarray | None = None
+    reference_log: pd.DataFrame | None = None  # replay_log: the real engine's per-request log
     notes: list[str] = field(default_factory=list)
 
 
@@ -91,6 +90,20 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0) -> SimInput
         inputs.length_table = load_length_table(wl.lengths.csv_path)
     if wl.kind == "trace":
         inputs.arrival_trace = load_arrival_trace(wl.trace_path)
+    elif wl.kind == "replay_log":
+        path = expand(wl.log_path)
+        if not path.is_absolute() and run_root is not None and (Path(run_root) / path).exists():
+            path = Path(run_root) / path
+        log = read_request_log(path)
+        inputs.reference_log = log
+        keep = log[log["output_tokens"] >= 1].sort_values("arrival_s", kind="stable")
+        inputs.arrival_trace = keep[["arrival_s", "input_tokens", "output_tokens"]].to_numpy(np.float64)
+        if len(keep) < len(log):
+            inputs.notes.append(f"{len(log) - len(keep)} logged requests without output tokens are not replayed")
+        inputs.notes.append(f"replaying {len(keep)} requests of {path}")
+    if wl.replay and wl.warmup >= float(inputs.arrival_trace[-1, 0]) * wl.time_scale:
+        raise LabError(f"sim.workload.warmup_s: {wl.warmup:g} s is not below the replay's last arrival at "
+                       f"{inputs.arrival_trace[-1, 0] * wl.time_scale:.1f} s (replays default to 0)")
     # fail early on sources that cannot be built (unknown method, dataset weights, ...)
     for spec in sim.policies:
         build_source(inputs, spec)
@@ -128,6 +141,19 @@ def policy_spec(sim, label: str):
     raise LabError(f"sim.policies: no policy labelled {label!r}")
 
 
+def kv_capacity_tokens(sim, cost) -> int:
+    """KV slots per replica: engine.kv_capacity_tokens, or vLLM's memory split (sim/kv_cache.py)."""
+    e = sim.engine
+    if e.kv_capacity_tokens:
+        return e.kv_capacity_tokens
+    m = cost.model
+    reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
+               else activation_reserve_bytes(m.hidden, e.max_num_batched_tokens))
+    blocks = kv_cache_blocks(cost.hw.mem_gib * GIB, e.gpu_memory_utilization, m.weight_bytes, reserve,
+                             e.block_size * m.kv_bytes_per_token, cost.tp, where=f"sim: model {m.name}")
+    return blocks * e.block_size
+
+
 def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: int = 0,
              keep_cluster: bool = False) -> RunResult:
     """Run one point: policy `label` at sweep value `value` (concurrency or rate multiplier) and seed."""
@@ -136,31 +162,34 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     wl = sim.workload
     rng = np.random.default_rng([inputs.seed, seed])
     cost = CostModel.from_config(sim)
-    kv_cap = sim.batching.kv_capacity_tokens or cost.kv_capacity_tokens(sim.batching.gpu_mem_util)
+    kv_cap = kv_capacity_tokens(sim, cost)
     source = build_source(inputs, spec)
     gamma = sim.acceptance.max_draft
     env = CountingEnvironment()
     lengths = LengthSampler.from_spec(wl.lengths, inputs.length_table)
     closed = None
     axis = sim.sweep.axis
+    end = wl.duration
+    warmup = wl.warmup
     if wl.kind == "closed_loop":
-        closed = {"think": wl.think_time_s, "stop_at": wl.duration_s, "lengths": lengths}
-    end = wl.duration_s
+        closed = {"think": wl.think_time_s, "stop_at": end, "lengths": lengths}
     arrivals = None
     if wl.kind != "closed_loop":
-        rate = wl.rate * value if (axis == "rate" and value is not None and wl.kind != "trace") else None
+        rate = wl.rate * value if (axis == "rate" and value is not None and not wl.replay) else None
         trace = inputs.arrival_trace
-        if wl.kind == "trace" and axis == "rate" and value is not None:
+        if wl.replay and axis == "rate" and value is not None:
             trace = trace.copy()
             trace[:, 0] /= value  # rate multiplier = 1 / time scale
         arrivals = open_loop_arrivals(wl, lengths, rng, trace=trace, rate=rate)
-        if wl.kind == "trace" and len(arrivals[0]):
-            end = min(end, float(arrivals[0][-1]))  # a replayed trace ends with its last arrival
-    if end <= wl.warmup_s:
-        raise LabError(f"sim.workload.warmup_s {wl.warmup_s} is not below the last arrival at {end:.1f} s")
-    cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.batching, rng,
-                      kv_capacity=kv_cap, router=sim.router, window=(wl.warmup_s, end),
-                      closed_loop=closed)
+        if wl.replay and len(arrivals[0]):
+            end = min(end, float(arrivals[0][-1]))  # arrivals stop with the recording's last one
+    if end <= warmup:
+        raise LabError(f"sim.workload.warmup_s {warmup:g} is not below the last arrival at {end:.1f} s")
+    # a replay is measured over all its requests and their whole run (vLLM's benchmark); a synthetic
+    # workload over requests arriving in [warmup, duration] and tokens emitted then (steady state)
+    window = (warmup, float("inf") if wl.replay else end)
+    cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.engine, rng,
+                      kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed)
     if wl.kind == "closed_loop":
         users = int(value) if (axis == "concurrency" and value is not None) else wl.concurrency
         cluster.start_closed_loop(users)
@@ -175,14 +204,16 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     wall = time.perf_counter() - t0
     frame = cluster.requests_frame()
     n_gpus = sim.replicas * sim.hardware.tp
-    summary = summarize(frame, (wl.warmup_s, end), n_gpus, cluster.tokens_in_window,
+    summary = summarize(frame, window, n_gpus, None if wl.replay else cluster.tokens_in_window,
                         ttft_cap_s=sim.sla.ttft_cap_s, sla_tok_s_user=sim.sla.tok_s_per_user)
-    summary.update(cluster.step_stats())
+    stats = cluster.step_stats()
+    summary.update(stats)
     summary.update({
         "policy": label, "kind": spec.kind, "value": float(value) if value is not None else float("nan"),
         "axis": axis, "seed": seed, "acceptance": source.label, "exact_replay": bool(source.exact),
+        "kv_policy": sim.engine.kv_policy,
         "sim_time_s": env.now, "wall_s": wall, "events": env.n_events, "rejected": len(cluster.rejected),
-        "utilization": cluster.step_stats()["busy_time_s"] / (sim.replicas * max(env.now, 1e-9)),
+        "utilization": stats["busy_time_s"] / (sim.replicas * max(env.now, 1e-9)),
     })
     return RunResult(summary, frame, cluster if keep_cluster else None)
 
@@ -197,28 +228,3 @@ def cluster_done_hook(cluster: Cluster, done):
             done.succeed()
 
     cluster.on_finish = on_finish
-
-
-def run_stage(ctx) -> None:
-    """The `sim` stage: sweep every policy, write results.parquet, sla.csv, plots and summary.md."""
-    from lab.io import atomic_path, write_text_atomic
-    from sim.sweep import plot_results, run_sweep, sla_table, summary_markdown
-
-    sim = ctx.cfg.sim
-    if sim is None:
-        raise LabError(f"{ctx.cfg.name}: stage 'sim' needs a sim: section in the experiment YAML")
-    out = ctx.path("sim")
-    if ctx.stage_done("sim") and (out / "results.parquet").exists():
-        return
-    inputs = prepare_inputs(sim, ctx.root, ctx.cfg.seed)
-    results = run_sweep(inputs, show_progress=ctx.show_progress)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "results.parquet") as tmp:
-        results.to_parquet(tmp, index=False)
-    sla = sla_table(results, sim)
-    with atomic_path(out / "sla.csv") as tmp:
-        sla.to_csv(tmp, index=False)
-    if sim.plots:
-        plot_results(results, sla, sim, out)
-    write_text_atomic(out / "summary.md", summary_markdown(results, sla, sim, inputs.notes))
-    ctx.mark_done("sim", {"points": len(results)})

@@ -2,6 +2,7 @@
 (per-user tok/s vs throughput per GPU), interpolate throughput at each SLA, report gains.
 
     results = run_sweep(inputs)                 # one row per (policy, value, seed)
+    points = sweep_points(inputs, with_requests=True)   # [(summary, per-request log)] per point
     sla = sla_table(results, sim_cfg)           # throughput per GPU at each SLA + gains
     plot_results(results, sla, sim_cfg, out_dir)
 
@@ -18,20 +19,26 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import LabError
+from sim.simulate import simulate
 
 _INPUTS = None
+_WITH_REQUESTS = False
 
 
-def _init_worker(inputs):
-    global _INPUTS
-    _INPUTS = inputs
+def _init_worker(inputs, with_requests: bool = False):
+    global _INPUTS, _WITH_REQUESTS
+    _INPUTS, _WITH_REQUESTS = inputs, with_requests
 
 
 def _run_point(task):
-    from sim.simulate import simulate
-
+    """(summary, per-request log with policy/value/seed columns, or None) of one sweep point."""
     label, value, seed = task
-    return simulate(_INPUTS, label, value, seed).summary
+    res = simulate(_INPUTS, label, value, seed)
+    if not _WITH_REQUESTS:
+        return res.summary, None
+    log = res.requests
+    log["policy"], log["value"], log["seed"] = label, float("nan") if value is None else float(value), seed
+    return res.summary, log
 
 
 def sweep_tasks(sim) -> list[tuple[str, float | None, int]]:
@@ -40,24 +47,30 @@ def sweep_tasks(sim) -> list[tuple[str, float | None, int]]:
 
 
 def run_sweep(inputs, show_progress: bool = False, workers: int | None = None) -> pd.DataFrame:
+    """One row per (policy, value, seed)."""
+    return pd.DataFrame([summary for summary, _ in sweep_points(inputs, show_progress, workers)])
+
+
+def sweep_points(inputs, show_progress: bool = False, workers: int | None = None,
+                 with_requests: bool = False) -> list[tuple[dict, pd.DataFrame | None]]:
+    """Every sweep point's (summary, per-request log or None), in sweep_tasks order."""
     sim = inputs.sim
     tasks = sweep_tasks(sim)
     n = workers if workers is not None else (sim.sweep.workers or os.cpu_count() or 1)
     n = max(1, min(n, len(tasks)))
     if sim.sweep.backend == "ray":
-        rows = _run_ray(inputs, tasks)
-    elif n == 1:
-        _init_worker(inputs)
-        rows = [_run_point(t) for t in _progress(tasks, show_progress)]
-    else:
-        # biggest points first so that the pool drains evenly
-        order = sorted(range(len(tasks)), key=lambda i: -(tasks[i][1] or 0))
-        with ProcessPoolExecutor(max_workers=n, initializer=_init_worker, initargs=(inputs,)) as pool:
-            done = list(_progress(pool.map(_run_point, [tasks[i] for i in order]), show_progress, len(tasks)))
-        rows = [None] * len(tasks)
-        for i, row in zip(order, done):
-            rows[i] = row
-    return pd.DataFrame(rows)
+        return _run_ray(inputs, tasks, with_requests)
+    if n == 1:
+        _init_worker(inputs, with_requests)
+        return [_run_point(t) for t in _progress(tasks, show_progress)]
+    # biggest points first so that the pool drains evenly
+    order = sorted(range(len(tasks)), key=lambda i: -(tasks[i][1] or 0))
+    with ProcessPoolExecutor(max_workers=n, initializer=_init_worker, initargs=(inputs, with_requests)) as pool:
+        done = list(_progress(pool.map(_run_point, [tasks[i] for i in order]), show_progress, len(tasks)))
+    points = [None] * len(tasks)
+    for i, point in zip(order, done):
+        points[i] = point
+    return points
 
 
 def _progress(it, show: bool, total: int | None = None):
@@ -68,7 +81,7 @@ def _progress(it, show: bool, total: int | None = None):
     return tqdm(it, total=total, desc="sim sweep", leave=False)
 
 
-def _run_ray(inputs, tasks):
+def _run_ray(inputs, tasks, with_requests: bool):
     try:
         import ray
     except ImportError:
@@ -79,7 +92,7 @@ def _run_ray(inputs, tasks):
 
     @ray.remote
     def point(inp, task):
-        _init_worker(inp)
+        _init_worker(inp, with_requests)
         return _run_point(task)
 
     return ray.get([point.remote(ref, t) for t in tasks])
@@ -185,7 +198,7 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
     acc = sorted(set(results["acceptance"]))
     exact = bool(results["exact_replay"].all())
     lines = [(f"{sim.replicas} x {sim.hardware.name} (tp {sim.hardware.tp}), model {sim.model.name}, "
-              f"workload {sim.workload.kind}, sweep {sim.sweep.axis} {sim.sweep.values}."),
+              f"workload {sim.workload.kind}, {sweep_description(sim.sweep)}."),
              f"Acceptance: {', '.join(acc)} ({'exact anchor replay' if exact else 'approximate or parametric'}).",
              *[f"Note: {n}." for n in notes], "",
              (f"Throughput per GPU (output tok/s) at each SLA (per-user tok/s at TPOT P{sim.sla.percentile}); "
@@ -195,7 +208,7 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
         lines.append(f"| {r.sla_tok_s_user:g} | {r.policy} | {_fmt(r.throughput_per_gpu)} | "
                      f"{_pct(r.gain_vs_baseline)} | {_pct(r.gain_vs_best_fixed_k)} |")
     lines += ["", "Per point (mean over seeds):", "",
-              (f"| policy | {sim.sweep.axis} | tok/s/GPU | TPOT P50 / P90 ms | TTFT P50 / P99 s | tau | "
+              (f"| policy | {sim.sweep.axis if sim.sweep.axis != 'none' else 'point'} | tok/s/GPU | TPOT P50 / P90 ms | TTFT P50 / P99 s | tau | "
                "verify tok/req/step |"), "|---|---|---|---|---|---|---|"]
     cols = ["throughput_per_gpu", "tpot_ms_p50", "tpot_ms_p90", "ttft_s_p50", "ttft_s_p99", "tau",
             "verify_per_req_step"]
@@ -208,6 +221,13 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
     lines += ["", (f"Points: {len(results)}; unfinished requests over all points: {unfinished}; "
                    f"simulator wall time {results['wall_s'].sum():.1f} s."), ""]
     return "\n".join(lines)
+
+
+def sweep_description(sweep) -> str:
+    """'sweep concurrency [1, 8]', or 'one point (no sweep)' when the axis is none (its values are unused)."""
+    if sweep.axis == "none":
+        return "one point (no sweep)"
+    return f"sweep {sweep.axis} [{', '.join(f'{v:g}' for v in sweep.values)}]"
 
 
 def _fmt(v):

@@ -1,4 +1,5 @@
-"""Workloads: who asks for what, when. Poisson, bursty (gamma), closed-loop N users, or a replayed trace.
+"""Workloads: who asks for what, when. Poisson, bursty (gamma), closed-loop N users, or a replay (an arrival
+CSV trace, or a real engine's per-request log read by sim/serving_metrics.read_request_log).
 
     lengths = LengthSampler.from_spec(spec.lengths, table)     # table = load_length_table(csv) or None
     times, prompts, outputs = open_loop_arrivals(spec, lengths, rng)
@@ -81,10 +82,10 @@ class LengthSampler:
 
 def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
                        trace: np.ndarray | None = None, rate: float | None = None):
-    """Arrival times (s), prompt and output lengths for poisson, gamma and trace workloads."""
-    duration = spec.duration_s
+    """Arrival times (s), prompt and output lengths for poisson, gamma and replayed (trace, replay_log) ones."""
+    duration = spec.duration
     cap = spec.max_requests or 10**9
-    if spec.kind == "trace":
+    if spec.replay:
         times = trace[:, 0] * spec.time_scale
         keep = times <= duration
         times = times[keep][:cap]

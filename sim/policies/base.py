@@ -27,6 +27,10 @@ class Policy(ABC):
     def choose(self, conf: np.ndarray | None, n: int, budget: int, sps: SpsFn) -> np.ndarray:
         """Verify lengths [n] for this step from the drafters' confidences (never outcomes)."""
 
+    def max_verify(self) -> int:
+        """Most draft tokens a request may verify in one step (the KV slots a step reserves for them)."""
+        return self.max_draft if self.spec else 0
+
     def observe(self, lengths: np.ndarray, accepted: np.ndarray) -> None:
         """Called after each step with what the engine logged (past outcomes only)."""
 

@@ -15,5 +15,8 @@ class FixedKPolicy(Policy):
         self.k = min(k, max_draft)
         self.spec = self.k > 0
 
+    def max_verify(self) -> int:
+        return self.k
+
     def choose(self, conf, n, budget, sps):
         return trim_to_budget(np.full(n, self.k, dtype=np.int64), budget)

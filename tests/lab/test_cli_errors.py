@@ -90,7 +90,22 @@ CASES = [
     ("engine load longer than the model", lambda w: ["validate", "good.yaml", "--set",
                                                      "engine.loads=[{name: x, prompt_tokens: 4000}]"],
      "exceed max_model_len"),
+    ("unknown KV policy", lambda w: ["validate", sim_yaml(w, {"engine": {"kv_policy": "lru"}})],
+     "sim.engine.kv_policy"),
+    ("engine given under both names", lambda w: ["validate", sim_yaml(w, {"engine": {}, "batching": {}})],
+     "give sim.engine only"),
+    ("replay_log without a log", lambda w: ["validate", sim_yaml(w, {"workload": {"kind": "replay_log"}})],
+     "needs workload.log_path"),
+    ("missing per-request log", lambda w: ["run", sim_yaml(w, {"workload": {"kind": "replay_log",
+                                                                            "log_path": "no/requests.parquet"}})],
+     "sim.workload.log_path: no/requests.parquet does not exist"),
 ]
+
+
+def sim_yaml(workdir, sim: dict) -> str:
+    """An experiment with only the sim stage and this sim: section."""
+    data = {**GOOD, "stages": ["sim"], "sim": {"sweep": {"axis": "none", "workers": 1}, **sim}}
+    return write(workdir, "sim.yaml", yaml.safe_dump(data))
 
 
 @pytest.mark.parametrize("label, make_args, fragment", CASES, ids=[c[0] for c in CASES])

@@ -125,3 +125,51 @@ def test_trace_replay_through_the_simulator(trace_dir, tmp_path):
     assert a["exact_replay"] and "anchors" in a["acceptance"]
     assert "mtp:rounds" in b["acceptance"]
     assert a["tau"] > b["tau"] > 1.0
+
+
+def test_beta_outcomes_survive_a_refill_by_another_replica(monkeypatch):
+    # replica A draws, replica B's draw refills the block, then A's step ends: A's outcomes must be those
+    # of the draws its confidences came from (issue 9, bug 6)
+    monkeypatch.setattr(ParametricSource, "BLOCK", 16)
+    rng = np.random.default_rng(5)
+    src = ParametricSource(7, alpha=0.8, concentration=3.0)
+    for _ in range(20):
+        _, state_a, _ = src.draw(10, None, None, None, rng)
+        full = np.full(10, 7)
+        before = src.accept(state_a, full, rng)
+        src.draw(10, None, None, None, rng)  # replica B: 10 + 10 > 16 forces a refill
+        after = src.accept(state_a, full, rng)
+        np.testing.assert_array_equal(after, before)
+
+
+def test_beta_outcomes_match_their_confidences_with_two_replicas(monkeypatch):
+    """Through the cluster: every accept() equals the outcome fixed when its confidences were drawn."""
+    monkeypatch.setattr(ParametricSource, "BLOCK", 24)
+    draws, mismatches = [], []
+    orig_draw, orig_accept = ParametricSource.draw, ParametricSource.accept
+
+    def draw(self, n, *a):
+        conf, state, kcap = orig_draw(self, n, *a)
+        fixed = orig_accept(self, state, np.full(n, self.max_draft), None)  # flat path: no RNG used
+        draws.append(id(state))
+        state_outcomes[id(state)] = fixed
+        return conf, state, kcap
+
+    def accept(self, state, lengths, rng):
+        out = orig_accept(self, state, lengths, rng)
+        if not np.array_equal(out, np.minimum(state_outcomes[id(state)], lengths)):
+            mismatches.append(id(state))
+        return out
+
+    state_outcomes = {}
+    monkeypatch.setattr(ParametricSource, "draw", draw)
+    monkeypatch.setattr(ParametricSource, "accept", accept)
+    sim = make_sim(replicas=2,
+                   acceptance={"source": "parametric", "parametric": {"kind": "iid", "alpha": 0.8,
+                                                                      "concentration": 3}},
+                   workload={"kind": "closed_loop", "concurrency": 12, "duration_s": 5, "warmup_s": 1,
+                             "lengths": {"source": "fixed", "prompt_tokens": 32, "output_tokens": 200}},
+                   policies=[{"kind": "prefix"}])
+    simulate(prepare_inputs(sim), "prefix", None, 0)
+    assert len(draws) > 100
+    assert mismatches == []

@@ -27,7 +27,7 @@ def test_same_seed_identical_different_seed_differs():
     sa = {k: v for k, v in a.summary.items() if k not in drop}
     sb = {k: v for k, v in b.summary.items() if k not in drop}
     assert str(sa) == str(sb)
-    assert not a.requests["finish"].equals(c.requests["finish"])
+    assert not a.requests["finish_s"].equals(c.requests["finish_s"])
 
 
 def test_every_request_finishes_or_is_reported_unfinished():
@@ -38,16 +38,16 @@ def test_every_request_finishes_or_is_reported_unfinished():
     f, s = res.requests, res.summary
     assert s["unfinished"] > 0
     assert s["finished"] + s["unfinished"] == s["requests"] == len(f)
-    assert f.loc[f["finish"].notna(), "output_len"].gt(0).all()
+    assert f.loc[f["finish_s"].notna(), "output_tokens"].gt(0).all()
     # with drain every request finishes, and the first token precedes the finish
     res = simulate(prepare_inputs(_sim()), "prefix", None, 0)
     f = res.requests
     assert res.summary["unfinished"] == 0
-    assert (f["first_token"] >= f["arrival"]).all() and (f["finish"] >= f["first_token"]).all()
+    assert (f["first_token_s"] >= f["arrival_s"]).all() and (f["finish_s"] >= f["first_token_s"]).all()
 
 
 def test_kv_admission_rejects_requests_that_can_never_fit():
-    sim = _sim(batching={"kv_capacity_tokens": 1000},
+    sim = _sim(engine={"kv_policy": "reserve", "kv_capacity_tokens": 1000},
                workload={"kind": "poisson", "rate": 5, "duration_s": 10, "warmup_s": 1,
                          "lengths": {"source": "fixed", "prompt_tokens": 900, "output_tokens": 200}})
     res = simulate(prepare_inputs(sim), "prefix", None, 0)
@@ -56,7 +56,7 @@ def test_kv_admission_rejects_requests_that_can_never_fit():
 
 def test_kv_capacity_limits_concurrency():
     # room for exactly two requests per replica: never more than two in a batch
-    sim = _sim(replicas=1, batching={"kv_capacity_tokens": 2 * 320},
+    sim = _sim(replicas=1, engine={"kv_policy": "reserve", "kv_capacity_tokens": 2 * 320},
                workload={"kind": "closed_loop", "concurrency": 8, "duration_s": 10, "warmup_s": 1,
                          "lengths": {"source": "fixed", "prompt_tokens": 200, "output_tokens": 120}})
     res = simulate(prepare_inputs(sim), "prefix", None, 0, keep_cluster=True)
@@ -72,7 +72,7 @@ def test_littles_law():
     T = res.summary["sim_time_s"]
     L = res.cluster.time_average_in_system(T)  # the simulator's own occupancy counter, integrated over time
     lam = len(f) / T
-    W = (f["finish"] - f["arrival"]).mean()
+    W = (f["finish_s"] - f["arrival_s"]).mean()
     assert L > 1.0
     assert L == pytest.approx(lam * W, rel=1e-6)
 
@@ -86,7 +86,7 @@ def test_routers_and_closed_loop_concurrency():
         counts = np.bincount(res.requests["replica"], minlength=3)
         assert counts.min() > 0.2 * counts.sum()
         # closed loop: never more than 9 requests in the system
-        arr, fin = res.requests["arrival"].to_numpy(), res.requests["finish"].to_numpy()
+        arr, fin = res.requests["arrival_s"].to_numpy(), res.requests["finish_s"].to_numpy()
         for t in np.linspace(1, 19, 25):
             assert ((arr <= t) & ~(fin <= t)).sum() <= 9
 
@@ -106,8 +106,9 @@ def test_speculation_beats_ar_at_low_load_and_budget_shrinks_with_load():
 def test_serving_metrics_by_hand():
     from sim.serving_metrics import summarize
 
-    f = pd.DataFrame({"arrival": [0.0, 1.0, 2.0, 9.5], "first_token": [0.5, 1.2, 2.1, np.nan],
-                      "finish": [1.5, 3.2, 2.1, np.nan], "prompt_len": [10] * 4, "output_len": [11, 5, 1, 7],
+    f = pd.DataFrame({"request_id": list("abcd"), "arrival_s": [0.0, 1.0, 2.0, 9.5],
+                      "first_token_s": [0.5, 1.2, 2.1, np.nan], "finish_s": [1.5, 3.2, 2.1, np.nan],
+                      "input_tokens": [10] * 4, "output_tokens": [11, 5, 1, 7],
                       "replica": [0] * 4, "steps": [0] * 4})
     s = summarize(f, (0.0, 10.0), n_gpus=2, tokens_in_window=100, ttft_cap_s=0.4, sla_tok_s_user=[1.0, 5.0, 50.0])
     # TPOT: (1.5 - 0.5) / 10 = 100 ms and (3.2 - 1.2) / 4 = 500 ms; one-token output has no TPOT
@@ -123,13 +124,13 @@ def test_serving_metrics_by_hand():
 
 
 def test_disaggregated_prefill():
-    sim = _sim(batching={"disaggregated_prefill": True},
+    sim = _sim(engine={"disaggregated_prefill": True},
                workload={"kind": "closed_loop", "concurrency": 6, "duration_s": 10, "warmup_s": 1,
                          "lengths": {"source": "fixed", "prompt_tokens": 2000, "output_tokens": 40}})
     res = simulate(prepare_inputs(sim), "prefix", None, 0, keep_cluster=True)
     f = res.requests
     assert res.summary["unfinished"] == 0 and len(f) > 20
-    ttft = (f["first_token"] - f["arrival"]).to_numpy()
+    ttft = (f["first_token_s"] - f["arrival_s"]).to_numpy()
     # TTFT is one prefill pass of 2000 tokens, identical for every request (no prefill queueing)
     assert np.allclose(ttft, ttft[0]) and ttft[0] > 0
     # decode steps carry no prefill tokens: at most R * (1 + 7) tokens per step

@@ -59,11 +59,11 @@ def test_missing_files_and_inconsistent_setups(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(LabError, match="lacks columns"):
         prepare_inputs(make_sim(workload={"kind": "trace", "trace_path": str(bad)}, sweep={"axis": "rate"}))
-    with pytest.raises(LabError, match="does not fit"):
+    with pytest.raises(LabError, match="no KV memory"):
         from sim.simulate import simulate
 
         simulate(prepare_inputs(make_sim(model={"name": "qwen3-32b"}, hardware={"name": "a100-80g"},
-                                         batching={"gpu_mem_util": 0.5})), "ar")
+                                         engine={"gpu_memory_utilization": 0.5})), "ar")
     corrupt = tmp_path / "c.parquet"
     corrupt.write_bytes(b"not parquet")
     with pytest.raises(LabError, match="not a readable Parquet"):
@@ -103,3 +103,16 @@ def test_sim_experiments_validate():
     for name in ("fig7_sla", "fig8_budget", "sim_azure_bench"):
         cfg = load_config(root / "experiments" / f"{name}.yaml")
         assert cfg.sim is not None and "sim" in cfg.stages
+
+
+def test_engine_settings_and_the_old_batching_name():
+    c = cfg({"batching": {"max_batched_tokens": 4096, "gpu_mem_util": 0.5, "chunked_prefill": False}})
+    e = c.sim.engine
+    assert (e.max_num_batched_tokens, e.gpu_memory_utilization, e.enable_chunked_prefill) == (4096, 0.5, False)
+    assert e.kv_policy == "paged" and e.block_size == 16
+    with pytest.raises(LabError, match="sim.engine.max_batched_tokens"):
+        cfg({"engine": {"max_batched_tokens": 4096}})  # the new section takes vLLM's names only
+    wl = cfg({}).sim.workload
+    assert (wl.warmup, wl.duration) == (30.0, 600.0)
+    wl = cfg({"workload": {"kind": "replay_log", "log_path": "x.parquet"}, "sweep": {"axis": "none"}}).sim.workload
+    assert (wl.warmup, wl.duration) == (0.0, float("inf"))

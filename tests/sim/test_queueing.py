@@ -12,17 +12,17 @@ from tests.sim.conftest import make_sim
 
 
 def _queue_sim(tmp_path, rate, lengths, duration):
-    sim = make_sim(batching={"max_num_seqs": 1, "max_batched_tokens": 4096},
+    sim = make_sim(engine={"max_num_seqs": 1, "max_num_batched_tokens": 4096},
                    workload={"kind": "poisson", "rate": rate, "duration_s": duration, "warmup_s": duration * 0.05,
                              "lengths": lengths, "drain": True, "drain_limit_s": 1e5})
     inputs = prepare_inputs(sim)
     res = simulate(inputs, "ar", None, seed=0)
-    f = res.requests.sort_values("arrival").reset_index(drop=True)
-    assert f["finish"].notna().all()
+    f = res.requests.sort_values("arrival_s").reset_index(drop=True)
+    assert f["finish_s"].notna().all()
     # single server FIFO: service starts at max(arrival, previous finish)
-    start = np.maximum(f["arrival"].to_numpy(), np.r_[0.0, f["finish"].to_numpy()[:-1]])
-    service = f["finish"].to_numpy() - start
-    wait = start - f["arrival"].to_numpy()
+    start = np.maximum(f["arrival_s"].to_numpy(), np.r_[0.0, f["finish_s"].to_numpy()[:-1]])
+    service = f["finish_s"].to_numpy() - start
+    wait = start - f["arrival_s"].to_numpy()
     return f, service, wait
 
 
@@ -53,11 +53,11 @@ def test_mg1_and_mm1(tmp_path):
     rho = 0.5
     f, service, wait = _queue_sim(tmp_path, rho / es, lengths, 12000 * es / rho)
     es, es2 = service.mean(), (service**2).mean()
-    lam = len(f) / f["arrival"].max()
+    lam = len(f) / f["arrival_s"].max()
     pk = lam * es2 / (2 * (1 - lam * es))
     assert abs(wait.mean() - pk) / pk < 0.12, (wait.mean(), pk)
     cv2 = service.var() / es**2
     assert 0.85 < cv2 < 1.15
-    sojourn = (f["finish"] - f["arrival"]).mean()
+    sojourn = (f["finish_s"] - f["arrival_s"]).mean()
     mm1 = 1 / (1 / es - lam)
     assert abs(sojourn - mm1) / mm1 < 0.12, (sojourn, mm1)

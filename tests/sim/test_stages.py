@@ -39,7 +39,7 @@ def _experiment(tmp_path, sim):
 
 
 def test_calibrate_and_sim_stages_on_run_traces(tmp_path, trace_dir):
-    from sim import calibrate, simulate
+    from sim import stages
 
     sim = {"replicas": 1, "model": {"name": "llama-2-7b"},
            "workload": {"kind": "closed_loop", "duration_s": 15, "warmup_s": 2,
@@ -50,12 +50,12 @@ def test_calibrate_and_sim_stages_on_run_traces(tmp_path, trace_dir):
            "sla": {"tok_s_per_user": [50, 100]}}
     ctx = open_run(_experiment(tmp_path, sim), show_progress=False)
     trace_dir.rename(ctx.path("traces"))
-    calibrate.run_stage(ctx)
+    stages.run_calibrate(ctx)
     cal = json.loads(ctx.path("calibration.json").read_text())
     assert set(cal["methods"]) == {"dspark", "mtp"}
     assert len(cal["methods"]["dspark"]["temperatures"]) == 7
     assert ctx.path("reliability.png").stat().st_size > 1000
-    simulate.run_stage(ctx)
+    stages.run_sim(ctx)
     out = ctx.path("sim")
     res = pd.read_parquet(out / "results.parquet")
     assert len(res) == 3 * 2 and set(res["policy"]) == {"mtp1", "fixed_k2", "prefix"}
@@ -68,19 +68,19 @@ def test_calibrate_and_sim_stages_on_run_traces(tmp_path, trace_dir):
     assert "calibrated" in text and "| SLA tok/s/user |" in text
     assert ctx.stage_done("sim") and ctx.stage_done("calibrate")
     mtime = (out / "results.parquet").stat().st_mtime_ns
-    simulate.run_stage(ctx)  # resumable: a finished stage is skipped
+    stages.run_sim(ctx)  # resumable: a finished stage is skipped
     assert (out / "results.parquet").stat().st_mtime_ns == mtime
 
 
 def test_sim_stage_without_traces_is_a_lab_error(tmp_path):
     from lab.errors import LabError
-    from sim import calibrate, simulate
+    from sim import stages
 
     ctx = open_run(_experiment(tmp_path, {"acceptance": {"source": "run"}}), show_progress=False)
     with pytest.raises(LabError, match="evaluate"):
-        simulate.run_stage(ctx)
+        stages.run_sim(ctx)
     with pytest.raises(LabError, match="evaluate"):
-        calibrate.run_stage(ctx)
+        stages.run_calibrate(ctx)
 
 
 def test_parallel_sweep_matches_serial():
@@ -126,3 +126,16 @@ def test_ray_backend_without_ray_is_a_clear_error():
     sim = make_sim(sweep={"axis": "none", "backend": "ray"})
     with pytest.raises(LabError, match="pip install"):
         run_sweep(prepare_inputs(sim))
+
+
+def test_summary_says_what_was_swept():
+    from sim.sweep import summary_markdown
+
+    sim = make_sim(workload={"kind": "closed_loop", "duration_s": 4, "warmup_s": 1,
+                             "lengths": {"source": "fixed", "prompt_tokens": 32, "output_tokens": 32}})
+    res = run_sweep(prepare_inputs(sim), workers=1)
+    text = summary_markdown(res, sla_table(res, sim), sim, [])
+    assert "one point (no sweep)" in text and "[1, 4, 16, 64]" not in text and "none" not in text
+    swept = make_sim(workload=sim.workload.model_dump(), sweep={"axis": "concurrency", "values": [2, 16]})
+    res = run_sweep(prepare_inputs(swept), workers=1)
+    assert "sweep concurrency [2, 16]." in summary_markdown(res, sla_table(res, swept), swept, [])

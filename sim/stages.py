@@ -1,0 +1,110 @@
+"""The simulator's two pipeline stages (registered in lab/stages.py): `calibrate` and `sim`.
+
+    lab run experiments/fig7_sla.yaml        # runs the stages its YAML lists; each calls a function here
+    run_calibrate(ctx)   # STS on the run's traces (or sim.acceptance paths) -> calibration.json, reliability.png
+    run_sim(ctx)         # sweep every policy -> sim/results.parquet, requests.parquet, sla.csv, plots, summary.md
+                         # and, replaying a real engine's log (workload.kind replay_log), sim/fidelity.csv
+
+Kept apart from sim/simulate.py (one point) and sim/sweep.py (many points) so that neither imports the other
+back. Outputs are written atomically; a finished stage is skipped.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lab.errors import LabError
+from lab.io import atomic_path, write_json_atomic, write_text_atomic
+
+
+def run_calibrate(ctx) -> None:
+    """Read the run's traces (or sim.acceptance paths), fit STS, write calibration.json and reliability.png."""
+    from lab.config_sim import SimSection
+    from lab.trace import read_traces
+    from sim.calibrate import calibrate_frame, plot_reliability
+    from sim.simulate import expand
+
+    out = ctx.path("calibration.json")
+    if ctx.stage_done("calibrate") and out.exists():
+        return
+    sim = ctx.cfg.sim or SimSection()
+    if sim.acceptance.source == "traces":
+        frame = pd.concat([read_traces(expand(p)) for p in sim.acceptance.paths], ignore_index=True)
+    else:
+        tdir = ctx.path("traces")
+        if not tdir.is_dir():
+            raise LabError(f"calibrate: {tdir} does not exist; run the evaluate stage first "
+                           "(or set sim.acceptance.source: traces with paths)")
+        frame = read_traces(tdir)
+    payload = calibrate_frame(frame, sim.calibration, ctx.cfg.seed, sim.acceptance.max_draft,
+                              sim.acceptance.temperature)
+    plot_reliability(payload, ctx.path("reliability.png"), sim.calibration.bins)
+    for m in payload["methods"].values():
+        m.pop("_eval")
+    write_json_atomic(out, payload)
+    ctx.mark_done("calibrate", {"methods": sorted(payload["methods"])})
+
+
+def run_sim(ctx) -> None:
+    """Sweep every policy; write results.parquet, requests.parquet, sla.csv, plots, summary.md (+ fidelity.csv)."""
+    from sim.simulate import prepare_inputs
+    from sim.sweep import plot_results, sla_table, summary_markdown, sweep_points
+
+    sim = ctx.cfg.sim
+    if sim is None:
+        raise LabError(f"{ctx.cfg.name}: stage 'sim' needs a sim: section in the experiment YAML")
+    out = ctx.path("sim")
+    if ctx.stage_done("sim") and (out / "results.parquet").exists():
+        return
+    inputs = prepare_inputs(sim, ctx.root, ctx.cfg.seed)
+    points = sweep_points(inputs, show_progress=ctx.show_progress, with_requests=True)
+    results = pd.DataFrame([summary for summary, _ in points])
+    requests = pd.concat([log for _, log in points], ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "results.parquet") as tmp:
+        results.to_parquet(tmp, index=False)
+    with atomic_path(out / "requests.parquet") as tmp:
+        requests.to_parquet(tmp, index=False)
+    sla = sla_table(results, sim)
+    with atomic_path(out / "sla.csv") as tmp:
+        sla.to_csv(tmp, index=False)
+    if sim.plots:
+        plot_results(results, sla, sim, out)
+    text = summary_markdown(results, sla, sim, inputs.notes)
+    if inputs.reference_log is not None:
+        fidelity = fidelity_frame(points, inputs.reference_log)
+        with atomic_path(out / "fidelity.csv") as tmp:
+            fidelity.to_csv(tmp, index=False)
+        section = fidelity_markdown(fidelity, sim.workload.log_path)
+        print(section)
+        text += "\n" + section
+    write_text_atomic(out / "summary.md", text)
+    ctx.mark_done("sim", {"points": len(results)})
+
+
+def fidelity_frame(points, reference_log: pd.DataFrame) -> pd.DataFrame:
+    """The error table of every sweep point against the replayed log: policy, value, seed, metric, sim, log,
+    rel_error (sim / log - 1)."""
+    from sim.serving_metrics import fidelity_table
+
+    frames = []
+    for summary, log in points:
+        t = fidelity_table(log, reference_log)
+        t.insert(0, "seed", summary["seed"])
+        t.insert(0, "value", summary["value"])
+        t.insert(0, "policy", summary["policy"])
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True)
+
+
+def fidelity_markdown(fidelity: pd.DataFrame, where: str) -> str:
+    """The 'Simulator vs the replayed log' section of summary.md (and so of REPORT.md)."""
+    lines = [f"### Simulator vs the replayed log ({where})", "",
+             ("Same arrivals, input and output tokens; vLLM benchmark definitions (sim/serving_metrics.py): "
+              "TPOT = (E2E - TTFT) / (output tokens - 1), throughput = output tokens / (last finish - first "
+              "arrival)."), "", "| policy | point | metric | sim | log | error |", "|---|---|---|---|---|---|"]
+    for _, r in fidelity.iterrows():
+        point = "-" if not np.isfinite(r.value) else f"{r.value:g}"
+        err = "n/a" if not np.isfinite(r.rel_error) else f"{r.rel_error * 100:+.1f}%"
+        lines.append(f"| {r.policy} | {point} | {r.metric} | {r.sim:.4g} | {r.log:.4g} | {err} |")
+    return "\n".join(lines) + "\n"
