@@ -22,7 +22,7 @@ from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
 
-STAGES = ("prepare", "train", "evaluate", "engine", "calibrate", "sim", "report")
+STAGES = ("prepare", "train", "evaluate", "engine", "fidelity", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
 

@@ -28,9 +28,8 @@ import pandas as pd
 
 from lab.errors import LabError
 from lab.io import atomic_path
+from sim.serving_metrics import LOG_COLUMNS, fidelity_metrics
 from sim.workload import LengthSampler, load_arrival_trace, open_loop_arrivals
-
-LOG_COLUMNS = ("request_id", "arrival_s", "input_tokens", "output_tokens", "first_token_s", "finish_s")
 
 
 class RandomTokens:
@@ -220,20 +219,8 @@ def write_request_log(frame: pd.DataFrame, path: Path) -> None:
 
 
 def load_summary(frame: pd.DataFrame, records: list[StreamRecord]) -> dict:
-    """Counts and the vLLM-benchmark metrics of one load (TTFT/TPOT/E2E in ms, throughput in tok/s)."""
-    from lab.metrics import percentiles
-
-    ok = frame.dropna(subset=["finish_s"])
+    """Counts, errors and the vLLM-benchmark metrics of one load (sim.serving_metrics.fidelity_metrics)."""
+    ok = int(frame["finish_s"].notna().sum())
     errors = sorted({r.error for r in records if r.error})
-    out = {"requests": len(frame), "completed": len(ok), "failed": len(frame) - len(ok), "errors": errors[:5]}
-    if len(ok):
-        ttft = (ok["first_token_s"] - ok["arrival_s"]) * 1000
-        e2e = (ok["finish_s"] - ok["arrival_s"]) * 1000
-        multi = ok["output_tokens"] > 1
-        tpot = (e2e - ttft)[multi] / (ok["output_tokens"][multi] - 1)
-        span = ok["finish_s"].max() - frame["arrival_s"].min()
-        out.update(ttft_ms=percentiles(ttft, (50, 90)) | {"mean": float(ttft.mean())},
-                   tpot_ms=percentiles(tpot, (50, 90)) | {"mean": float(tpot.mean())} if len(tpot) else {},
-                   e2e_ms=percentiles(e2e, (50, 90)) | {"mean": float(e2e.mean())},
-                   output_tok_s=float(ok["output_tokens"].sum() / span) if span > 0 else None)
-    return out
+    return {"requests": len(frame), "completed": ok, "failed": len(frame) - ok, "errors": errors[:5],
+            **fidelity_metrics(frame)}

@@ -136,9 +136,9 @@ def _drive(ctx, base_url: str, variant, load, tokens, forced: bool) -> None:
     write_json_atomic(folder / "spec_counters.json", table)
     write_json_atomic(folder / "summary.json", summary)
     write_request_log(frame, folder / "requests.parquet")  # last: its presence marks the load done
-    tpot = summary.get("tpot_ms", {}).get("mean", float("nan"))
     log(f"engine {variant.name}/{load.name}: {summary['completed']}/{summary['requests']} requests, "
-        f"TPOT mean {tpot:.1f} ms, {summary.get('output_tok_s') or 0:.1f} tok/s, tau {table['derived']['tau']}")
+        f"TPOT mean {summary['tpot_mean_ms']:.1f} ms, {summary['throughput_tok_s']:.1f} tok/s, "
+        f"tau {table['derived']['tau']}")
 
 
 def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path) -> None:

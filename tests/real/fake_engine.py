@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 
+from typing_extensions import Self
+
 
 class FakeEngine:
     def __init__(self, step_s: float = 0.005, tokens_per_step: int = 1, k: int = 0, health_after_s: float = 0.0,
@@ -121,7 +123,7 @@ class FakeEngine:
         self._server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def __enter__(self) -> FakeEngine:
+    def __enter__(self) -> Self:
         ready = threading.Event()
 
         def serve() -> None:

@@ -1,4 +1,5 @@
 """The load generator, the /metrics scrape and the step profiler against an in-process fake engine (fast)."""
+import itertools
 import math
 import time
 
@@ -8,7 +9,14 @@ import pytest
 
 from lab.config_engine import LoadSpec, StepProfileSpec
 from lab.metrics import vllm_counters
-from real.engine.loadgen import LOG_COLUMNS, RandomTokens, TextTokens, plan_requests, run_load, write_request_log
+from real.engine.loadgen import (
+    LOG_COLUMNS,
+    RandomTokens,
+    TextTokens,
+    plan_requests,
+    run_load,
+    write_request_log,
+)
 from real.engine.metrics import counter_table, parse_prometheus, scrape_spec_counters, spec_counters
 from tests.real.fake_engine import FakeEngine
 
@@ -19,7 +27,7 @@ def test_poisson_load_logs_every_request_in_the_shared_format(tmp_path):
     load = LoadSpec(name="p", kind="poisson", rate=40.0, prompt_tokens=7, output_tokens=5, max_requests=12,
                     duration_s=10, timeout_s=30)
     with FakeEngine(step_s=0.01) as engine:
-        frame, records = run_load(engine.base_url, load, TOKENS, show_progress=False)
+        frame, _records = run_load(engine.base_url, load, TOKENS, show_progress=False)
     assert list(frame.columns) == list(LOG_COLUMNS)
     assert len(frame) == 12 and engine.completions == 12
     assert (frame["output_tokens"] == 5).all() and (frame["input_tokens"] == 7).all()
@@ -75,7 +83,7 @@ def test_load_is_cut_at_its_timeout_and_unfinished_requests_are_nan():
 def test_text_tokens_take_windows_of_the_stream():
     source = TextTokens(list(range(10)))
     window = source.take(15, np.random.default_rng(0))
-    assert len(window) == 15 and all((b - a) % 10 == 1 for a, b in zip(window, window[1:]))
+    assert len(window) == 15 and all((b - a) % 10 == 1 for a, b in itertools.pairwise(window))
 
 
 VLLM_METRICS = """# HELP vllm:spec_decode_num_drafts_total Number of spec decoding drafts.

@@ -56,18 +56,17 @@ def test_health_timeout_stops_the_server_and_quotes_its_log(tmp_path):
     port = free_port()
     server = EngineServer(fake_argv(port, "--never-healthy"), None, tmp_path / "server.log", port,
                           startup_timeout_s=1.5, poll_s=0.1)
-    with pytest.raises(LabError, match=r"no healthy /health within 2 s; .*fake engine: serving model"):
-        with server:
-            pass
+    with pytest.raises(LabError, match=r"no healthy /health within 2 s; .*fake engine: serving model"), server:
+        pass
     assert server.proc is None and port_is_free(port)
 
 
 def test_a_server_that_exits_during_start_up_is_reported(tmp_path):
     port = free_port()
-    with pytest.raises(LabError, match="exited with status 3 before it was healthy.*exiting on purpose"):
-        with EngineServer(fake_argv(port, "--never-healthy", "--exit-after", "0.3"), None, tmp_path / "s.log",
-                          port, startup_timeout_s=30, poll_s=0.1):
-            pass
+    server = EngineServer(fake_argv(port, "--never-healthy", "--exit-after", "0.3"), None, tmp_path / "s.log",
+                          port, startup_timeout_s=30, poll_s=0.1)
+    with pytest.raises(LabError, match="exited with status 3 before it was healthy.*exiting on purpose"), server:
+        pass
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "error"])
@@ -75,14 +74,13 @@ def test_server_is_stopped_on_ctrl_c_sigterm_and_errors(tmp_path, how):
     port = free_port()
     server = EngineServer(fake_argv(port), None, tmp_path / "s.log", port, startup_timeout_s=30, poll_s=0.1)
     expected = RuntimeError if how == "error" else KeyboardInterrupt
-    with pytest.raises(expected):
-        with server:
-            pid = server.proc.pid
-            if how == "ctrl-c":
-                raise KeyboardInterrupt
-            if how == "sigterm":
-                os.kill(os.getpid(), signal.SIGTERM)
-            raise RuntimeError("a stage failed")
+    with pytest.raises(expected), server:
+        pid = server.proc.pid
+        if how == "ctrl-c":
+            raise KeyboardInterrupt
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("a stage failed")
     assert not alive(pid) and port_is_free(port)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or how != "sigterm"
 
