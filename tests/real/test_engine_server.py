@@ -142,7 +142,7 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
     (model / "config.json").write_text(json.dumps({"vocab_size": 3000}))
     port = free_port()
     experiment = {
-        "name": "eng", "output_dir": str(tmp_path / "runs"), "stages": ["engine"],
+        "name": "eng", "output_dir": str(tmp_path / "runs"), "stages": ["engine", "fidelity"],
         "engine": {"venv": str(venv), "model": str(model), "port": port, "startup_timeout_s": 30,
                    "variants": [{"name": "nospec"},
                                 {"name": "ngram", "speculative": {"method": "ngram", "num_speculative_tokens": 2}}],
@@ -170,6 +170,10 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
     assert sorted(zip(summary["variant"], summary["load"])) == [("ngram", "low"), ("ngram", "users"),
                                                                 ("nospec", "low"), ("nospec", "users")]
     assert port_is_free(port)
+    # the simulator replayed every load, configured from the engine's profile and counters
+    fidelity = pd.read_csv(run / "engine" / "fidelity.csv")
+    assert len(fidelity) == 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
+    assert "| ngram | users |" in (run / "engine" / "fidelity.md").read_text()
     # resumable: a second run with one load's log removed drives that load only
     (run / "engine" / "nospec" / "low" / "requests.parquet").unlink()
     before = (run / "engine" / "ngram" / "low" / "requests.parquet").stat().st_mtime_ns
@@ -178,3 +182,25 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
     assert (run / "engine" / "nospec" / "low" / "requests.parquet").exists()
     assert (run / "engine" / "ngram" / "low" / "requests.parquet").stat().st_mtime_ns == before
     assert config_from_dict(experiment).engine.variants[1].speculative.vllm_config()["method"] == "ngram"
+
+
+def test_acceptance_curve_counts_steps_without_a_draft_as_rejections():
+    from real.engine.fidelity import acceptance_curve
+
+    # 2 requests x 11 tokens: 1 from prefill each, 20 from decode steps; 8 accepted -> 12 steps, 6 drafted
+    frame = pd.DataFrame({"output_tokens": [11, 11], "finish_s": [1.0, 2.0]})
+    counters = {"delta": {"num_drafts": 6, "num_accepted_tokens": 8, "num_accepted_tokens_per_pos": [5, 3, 0]}}
+    rates = acceptance_curve(counters, frame)
+    assert rates == pytest.approx([5 / 12, 3 / 5, 0.0])
+    # tokens per step implied by the curve equal what vLLM emitted: 1 + sum of survivals = 20 / 12
+    assert 1 + 5 / 12 + 3 / 12 == pytest.approx(20 / 12)
+
+
+def test_server_kv_settings_read_from_vllms_log(tmp_path):
+    from real.engine.fidelity import server_kv_settings
+
+    log = tmp_path / "server.log"
+    log.write_text("INFO [kv_cache_utils.py:1] CPU KV cache size: 43,680 tokens\n"
+                   "INFO config ... block_size=128, enable_prefix_caching=True\n")
+    assert server_kv_settings(log) == {"kv_capacity_tokens": 43680, "block_size": 128}
+    assert server_kv_settings(tmp_path / "absent.log") == {}
