@@ -174,6 +174,7 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
     fidelity = pd.read_csv(run / "engine" / "fidelity.csv")
     assert len(fidelity) == 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
     assert "| ngram | users |" in (run / "engine" / "fidelity.md").read_text()
+    assert (run / "engine" / "fidelity.png").stat().st_size > 1000
     # resumable: a second run with one load's log removed drives that load only
     (run / "engine" / "nospec" / "low" / "requests.parquet").unlink()
     before = (run / "engine" / "ngram" / "low" / "requests.parquet").stat().st_mtime_ns
@@ -204,3 +205,13 @@ def test_server_kv_settings_read_from_vllms_log(tmp_path):
                    "INFO config ... block_size=128, enable_prefix_caching=True\n")
     assert server_kv_settings(log) == {"kv_capacity_tokens": 43680, "block_size": 128}
     assert server_kv_settings(tmp_path / "absent.log") == {}
+
+
+def test_cost_table_from_a_profile_never_falls_with_more_tokens(tmp_path):
+    from real.engine.fidelity import profile_as_token_table
+
+    rows = pd.DataFrame({"batch": [1, 2, 1, 2], "query_tokens": [1, 1, 8, 8], "context_len": [0] * 4,
+                         "step_ms": [10.0, 12.0, 30.0, 25.0], "step_ms_p90": [0.0] * 4, "repeats": [1] * 4})
+    rows.to_csv(tmp_path / "p.csv", index=False)
+    table = pd.read_csv(profile_as_token_table(tmp_path / "p.csv", tmp_path / "t.csv"))
+    assert table["tokens"].tolist() == [1, 2, 8, 16] and table["step_ms"].tolist() == [10.0, 12.0, 30.0, 30.0]
