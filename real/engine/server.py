@@ -4,7 +4,7 @@
     with EngineServer(argv, env, run_dir / "engine/nospec/server.log", port=8765) as server:
         ...  # server.base_url == "http://127.0.0.1:8765"
 
-Start: the port must be free, then /health is polled until it answers 200; if the process exits or the
+Start: the port must be free, then /health and /v1/models are polled until both answer 200; if the process exits or the
 timeout passes first, the server is stopped and a LabError carries the log's last lines. Stop (normal exit,
 errors, Ctrl-C, SIGTERM): SIGTERM to the whole process group (vLLM spawns workers), SIGKILL after a grace
 period. The server's stdout/stderr go to the log file, which is kept. Loopback (127.0.0.1) only.
@@ -30,6 +30,9 @@ from real.embedded import log
 
 HOST = "127.0.0.1"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # what `vllm serve` runs
+# vLLM answers /health before its OpenAI routes exist (they are added after the renderer's warm-up; a
+# completion sent in between gets 405): ready means both answer 200
+READY_PATHS = ("/health", "/v1/models")
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -111,12 +114,11 @@ class EngineServer:
             if self.proc.poll() is not None:
                 raise LabError(f"{self.label}: server exited with status {self.proc.returncode} before it was "
                                f"healthy; {self.log_path}: {last_lines(self.log_path)}")
-            status, _ = http_get(f"{self.base_url}/health", timeout=2.0)
-            if status == 200:
+            if all(http_get(f"{self.base_url}{path}", timeout=2.0)[0] == 200 for path in READY_PATHS):
                 return
             now = time.perf_counter()
             if now - start > self.startup_timeout_s:
-                raise LabError(f"{self.label}: no healthy /health within {self.startup_timeout_s:.0f} s; "
+                raise LabError(f"{self.label}: no healthy /health + /v1/models within {self.startup_timeout_s:.0f} s; "
                                f"{self.log_path}: {last_lines(self.log_path)}")
             if now >= next_note:
                 log(f"{self.label}: still starting ({now - start:.0f} s): {last_lines(self.log_path, 1)[:120]}")

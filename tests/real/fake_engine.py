@@ -2,7 +2,7 @@
 
 In process (loadgen tests):      with FakeEngine(step_s=0.01) as engine: engine.base_url ...
 As the server command (lifecycle): python fake_engine.py --model M --port N [--health-after S]
-                                  [--never-healthy] [--exit-after S] [--step-s S]
+                                  [--never-healthy] [--models-after S] [--exit-after S] [--step-s S]
 
 Each completion streams `max_tokens` tokens, one chunk per simulated engine step of `step_s` seconds
 (`tokens_per_step` tokens per chunk with speculation on), with vLLM's continuous usage stats, then a usage
@@ -23,9 +23,10 @@ from typing_extensions import Self
 
 class FakeEngine:
     def __init__(self, step_s: float = 0.005, tokens_per_step: int = 1, k: int = 0, health_after_s: float = 0.0,
-                 never_healthy: bool = False, port: int = 0):
+                 never_healthy: bool = False, port: int = 0, models_after_s: float = 0.0):
         self.step_s, self.tokens_per_step, self.k = step_s, tokens_per_step, k
         self.health_after_s, self.never_healthy, self.port = health_after_s, never_healthy, port
+        self.models_after_s = max(models_after_s, health_after_s)
         self.started = time.monotonic()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -57,6 +58,10 @@ class FakeEngine:
             if path == "/health":
                 healthy = not self.never_healthy and time.monotonic() - self.started >= self.health_after_s
                 await self._reply(writer, 200 if healthy else 503, "text/plain", b"")
+            elif path == "/v1/models":  # like vLLM: the OpenAI routes come up after /health
+                up = not self.never_healthy and time.monotonic() - self.started >= self.models_after_s
+                await self._reply(writer, 200 if up else 404, "application/json",
+                                  b'{"object": "list", "data": [{"id": "target"}]}' if up else b"")
             elif path == "/metrics":
                 await self._reply(writer, 200, "text/plain; version=0.0.4", self.metrics_text().encode())
             elif path == "/v1/completions" and method == "POST":
@@ -157,12 +162,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--step-s", type=float, default=0.002)
     parser.add_argument("--health-after", type=float, default=0.0)
     parser.add_argument("--never-healthy", action="store_true")
+    parser.add_argument("--models-after", type=float, default=0.0)
     parser.add_argument("--exit-after", type=float, default=None)
     parser.add_argument("--speculative-config", default=None)
     args, _unknown = parser.parse_known_args(argv)  # vllm serve flags this fake does not model
     k = json.loads(args.speculative_config)["num_speculative_tokens"] if args.speculative_config else 0
     engine = FakeEngine(step_s=args.step_s, tokens_per_step=2 if k else 1, k=k, health_after_s=args.health_after,
-                        never_healthy=args.never_healthy, port=args.port)
+                        never_healthy=args.never_healthy, port=args.port, models_after_s=args.models_after)
     print(f"fake engine: serving {args.model} on 127.0.0.1:{args.port} (k={k})", flush=True)
 
     async def run() -> None:

@@ -43,11 +43,12 @@ def alive(pid: int) -> bool:
 def test_server_is_healthy_inside_the_block_and_stopped_after_with_its_log_kept(tmp_path):
     port = free_port()
     log = tmp_path / "engine" / "server.log"
-    with EngineServer(fake_argv(port, "--health-after", "0.5"), None, log, port, startup_timeout_s=30,
-                      poll_s=0.1) as server:
+    # /health answers after 0.3 s, the completion routes after 0.8 s (vLLM's order): ready means both
+    with EngineServer(fake_argv(port, "--health-after", "0.3", "--models-after", "0.8"), None, log, port,
+                      startup_timeout_s=30, poll_s=0.1) as server:
         pid = server.proc.pid
         assert http_get(f"{server.base_url}/health")[0] == 200
-        assert server.startup_s >= 0.5
+        assert server.startup_s >= 0.8
     assert not alive(pid) and port_is_free(port)
     assert "fake engine: serving model" in log.read_text()
 
@@ -56,7 +57,7 @@ def test_health_timeout_stops_the_server_and_quotes_its_log(tmp_path):
     port = free_port()
     server = EngineServer(fake_argv(port, "--never-healthy"), None, tmp_path / "server.log", port,
                           startup_timeout_s=1.5, poll_s=0.1)
-    with pytest.raises(LabError, match=r"no healthy /health within 2 s; .*fake engine: serving model"), server:
+    with pytest.raises(LabError, match=r"no healthy /health \+ /v1/models within 2 s; .*fake engine: serving model"), server:
         pass
     assert server.proc is None and port_is_free(port)
 
