@@ -29,11 +29,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variant", default="nospec")
     parser.add_argument("--load", default="high")
     parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the lab's loop (default: the engine's worker threads)")
     args = parser.parse_args(argv)
     run = Path(args.run)
     cfg = load_config(run / "config.yaml")
     load = next(x for x in cfg.engine.loads if x.name == args.load)
     summary = json.loads((run / "engine" / args.variant / args.load / "summary.json").read_text())
+    engine_threads = json.loads((run / "engine" / "step_profile.json").read_text()).get("threads")
+    torch.set_num_threads(args.threads or engine_threads or torch.get_num_threads())
     target = load_target(cfg.target.model_copy(update={"dtype": cfg.engine.dtype}))
     vocab = target.config.vocab_size
     gen = torch.Generator().manual_seed(0)
