@@ -5,7 +5,8 @@
 For every engine variant x load of the run (engine/<variant>/<load>/requests.parquet), the simulator replays
 that per-request log (workload kind replay_log: same arrivals, input and output tokens) configured only from
 what the engine stage recorded:
-- step cost: the engine's measured step profile (engine/step_profile.csv, source vllm);
+- step cost: the engine's measured step profile (engine/step_profile.csv, source vllm), read at the
+  load's mean KV length;
 - batching: vLLM's max_num_seqs and max_num_batched_tokens, paged KV with the KV capacity and block size
   the server's log reports (VLLM_CPU_KVCACHE_SPACE decides it);
 - speculation: none -> policy ar; ngram (k drafts) -> fixed_k with k, acceptance a per-position curve from
@@ -60,21 +61,29 @@ def acceptance_curve(counters: dict, frame: pd.DataFrame) -> list[float]:
     return [float(np.clip(r, 0.0, 1.0)) for r in rates]
 
 
-def profile_as_token_table(profile_csv: Path, out: Path) -> Path:
+def profile_as_token_table(profile_csv: Path, out: Path, context: float) -> Path:
     """The shared step profile reduced to the cost table sim/cost.py reads on this branch (tokens, step_ms):
-    step tokens = batch x query_tokens, at the profile's middle context length, non-decreasing in tokens.
-    (Branch i9-sim-cost reads the full profile as the cost; this reduction stands in until it is merged.)"""
+    step tokens = batch x query_tokens, step_ms interpolated over the profile's context lengths at `context`
+    (a load's mean KV length), non-decreasing in tokens. (Branch i9-sim-cost reads the full profile as the
+    cost; this reduction stands in until the two simulator branches are merged.)"""
     frame = pd.read_csv(profile_csv)
-    contexts = sorted(frame["context_len"].unique())
-    mid = frame[frame["context_len"] == contexts[len(contexts) // 2]]
-    table = pd.DataFrame({"tokens": mid["batch"] * mid["query_tokens"], "step_ms": mid["step_ms"]})
-    table = table.groupby("tokens", as_index=False)["step_ms"].mean().sort_values("tokens")
+    rows = []
+    for (batch, query), group in frame.groupby(["batch", "query_tokens"]):
+        group = group.sort_values("context_len")
+        rows.append({"tokens": int(batch * query),
+                     "step_ms": float(np.interp(context, group["context_len"], group["step_ms"]))})
+    table = pd.DataFrame(rows).groupby("tokens", as_index=False)["step_ms"].mean().sort_values("tokens")
     # more tokens never cost less: measurement noise must not give the cost a falling last segment, which
     # sim/cost.py extends linearly (to negative step times far above the measured range)
     table["step_ms"] = table["step_ms"].cummax()
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     return out
+
+
+def mean_context(frame: pd.DataFrame) -> float:
+    """A load's mean KV length over its decode: prompt + half the output."""
+    return float((frame["input_tokens"] + frame["output_tokens"] / 2).mean())
 
 
 def sim_section(engine, variant, load_dir: Path, cost_csv: Path, kv: dict, rates: list[float] | None) -> SimSection:
@@ -115,7 +124,6 @@ def run_stage(ctx) -> None:
     profile = root / "step_profile.csv"
     if not profile.exists():
         raise LabError(f"fidelity: {profile} missing; run the engine stage with engine.step_profile set")
-    cost_csv = profile_as_token_table(profile, root / "fidelity" / "cost_tokens.csv")
     rows = []
     for variant in engine.variants:
         kv = server_kv_settings(root / variant.name / "server.log")
@@ -124,6 +132,8 @@ def run_stage(ctx) -> None:
             if not (load_dir / "requests.parquet").exists():
                 raise LabError(f"fidelity: {load_dir / 'requests.parquet'} missing; run the engine stage first")
             real = pd.read_parquet(load_dir / "requests.parquet")
+            cost_csv = profile_as_token_table(profile, root / "fidelity" / variant.name / load.name / "cost_tokens.csv",
+                                              mean_context(real))
             rates = None
             if variant.speculative.method != "none":
                 rates = acceptance_curve(json.loads((load_dir / "spec_counters.json").read_text()), real)
