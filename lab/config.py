@@ -17,13 +17,14 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lab.config_base import DatasetSpec, StrictModel
+from lab.config_engine import EngineSection
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
 from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes, load_yaml_text
 
-STAGES = ("prepare", "train", "evaluate", "calibrate", "sim", "report")
+STAGES = ("prepare", "train", "evaluate", "engine", "fidelity", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
 # Weights-free sizing targets (target.init: random): architecture from real/presets/<name>.json
@@ -100,6 +101,7 @@ class ExperimentConfig(StrictModel):
     prepare: PrepareSection = Field(default_factory=PrepareSection)
     train: TrainSection = Field(default_factory=TrainSection)
     sim: SimSection | None = None
+    engine: EngineSection | None = Field(None, description="a real serving engine beside the lab (vLLM)")
 
     @field_validator("threads")
     @classmethod

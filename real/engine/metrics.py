@@ -1,0 +1,82 @@
+"""The engine's Prometheus /metrics, parsed into the lab's speculative-decoding counter table.
+
+    before = scrape_spec_counters("http://127.0.0.1:8765")
+    ...   # drive the load
+    table = counter_table(before, scrape_spec_counters(url))   # {"before", "after", "delta"}
+
+vLLM exports vllm:spec_decode_num_drafts, _num_draft_tokens, _num_accepted_tokens (counters, `_total` in
+the text format) and _num_accepted_tokens_per_pos (one sample per `position` label, cumulative: position j
+counts drafts with at least j+1 accepted). They are returned under the names lab.metrics.vllm_counters
+uses for the lab's own traces (num_drafts, num_draft_tokens, num_accepted_tokens,
+num_accepted_tokens_per_pos), summed over engines, so both sides compare key by key.
+"""
+from __future__ import annotations
+
+import re
+
+from lab.errors import LabError
+from real.engine.server import http_get
+
+PREFIX = "vllm:spec_decode_"
+SCALARS = ("num_drafts", "num_draft_tokens", "num_accepted_tokens")
+PER_POS = "num_accepted_tokens_per_pos"
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{([^}]*)\})?\s+([-+0-9.eEinfNa]+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) for every sample line of the Prometheus text format."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match:
+            labels = dict(_LABEL.findall(match.group(3) or ""))
+            out.append((match.group(1), labels, float(match.group(4))))
+    return out
+
+
+def spec_counters(text: str) -> dict:
+    """The lab's counter table from one /metrics body (zeros when speculation is off)."""
+    table: dict = {name: 0 for name in SCALARS}
+    per_pos: dict[int, int] = {}
+    for name, labels, value in parse_prometheus(text):
+        if not name.startswith(PREFIX) or name.endswith("_created"):
+            continue
+        short = name[len(PREFIX):].removesuffix("_total")
+        if short in SCALARS:
+            table[short] += int(value)
+        elif short == PER_POS and "position" in labels:
+            pos = int(labels["position"])
+            per_pos[pos] = per_pos.get(pos, 0) + int(value)
+    table[PER_POS] = [per_pos.get(j, 0) for j in range(max(per_pos) + 1)] if per_pos else []
+    return table
+
+
+def scrape_spec_counters(base_url: str) -> dict:
+    status, body = http_get(f"{base_url}/metrics", timeout=10.0)
+    if status != 200:
+        raise LabError(f"engine: {base_url}/metrics answered {status or 'nothing'}")
+    return spec_counters(body)
+
+
+def delta(before: dict, after: dict) -> dict:
+    out = {name: after[name] - before[name] for name in SCALARS}
+    width = max(len(before[PER_POS]), len(after[PER_POS]))
+    after_pos = list(after[PER_POS]) + [0] * (width - len(after[PER_POS]))
+    before_pos = list(before[PER_POS]) + [0] * (width - len(before[PER_POS]))
+    out[PER_POS] = [a - b for a, b in zip(after_pos, before_pos)]
+    return out
+
+
+def counter_table(before: dict, after: dict) -> dict:
+    """{"before", "after", "delta"} plus the derived acceptance of the delta (tau as in lab.metrics)."""
+    d = delta(before, after)
+    drafts = d["num_drafts"]
+    derived = {
+        "draft_acceptance_rate": d["num_accepted_tokens"] / d["num_draft_tokens"] if d["num_draft_tokens"] else None,
+        "tau": 1 + d["num_accepted_tokens"] / drafts if drafts else None,
+        "survival": [c / drafts for c in d[PER_POS]] if drafts else [],
+    }
+    return {"before": before, "after": after, "delta": d, "derived": derived}

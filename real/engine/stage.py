@@ -1,0 +1,168 @@
+"""The `engine` stage: serve the run's target with vLLM (its own environment), drive the loads, profile.
+
+    lab run experiments/fidelity_vllm.yaml --stages engine
+
+For each engine.variants entry (a speculative config) one `vllm serve` is started, health-checked and
+stopped; each engine.loads entry is driven against it. Outputs, all under <run>/engine/:
+    engine.json                         settings, versions, argv and start-up time per variant
+    step_profile.csv / .json            step times (first variant, when engine.step_profile is set)
+    <variant>/server.log                the server's own log (kept)
+    <variant>/<load>/requests.parquet   the shared per-request log
+    <variant>/<load>/spec_counters.json vLLM's spec-decode counters before/after/delta (lab.metrics names)
+    <variant>/<load>/summary.json       TTFT/TPOT/E2E and throughput of the load
+    summary.csv                         one row per variant x load
+Resumable: a load whose requests.parquet exists is not driven again; a variant with every load done is
+not started at all.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from lab.errors import LabError
+from lab.io import write_json_atomic, write_text_atomic
+from real.embedded import embedded_model_dir, log
+from real.engine.loadgen import RandomTokens, TextTokens, load_summary, run_load, write_request_log
+from real.engine.metrics import counter_table, scrape_spec_counters
+from real.engine.server import EngineServer, vllm_command
+from real.engine.setup import read_marker, require_engine
+
+SERVED_NAME = "target"
+
+
+def served_model_dir(cfg) -> Path:
+    """The checkpoint directory vLLM serves: engine.model, target.path, or the embedded model's cache."""
+    section = cfg.engine
+    if section.model:
+        path = Path(section.model).expanduser()
+    elif cfg.target.path:
+        path = Path(cfg.target.path).expanduser()
+    elif cfg.target.name.startswith("tiny-"):
+        raise LabError(f"target.name {cfg.target.name!r}: built in memory, vLLM needs a checkpoint directory; "
+                       "set engine.model or target.path")
+    else:
+        path = embedded_model_dir(cfg.target.name)
+    if not (path / "config.json").is_file():
+        raise LabError(f"engine.model {path}: not a checkpoint directory (no config.json)")
+    return path
+
+
+def prompt_tokens_source(cfg, model_dir: Path):
+    """Real text (the experiment's prompt datasets, tokenized) when a prompts section exists, else random ids."""
+    if cfg.prompts is None:
+        vocab = json.loads((model_dir / "config.json").read_text())
+        vocab_size = vocab.get("vocab_size") or vocab.get("text_config", {}).get("vocab_size")
+        return RandomTokens(int(vocab_size))
+    from transformers import AutoTokenizer
+
+    from real.prompts import load_prompt_sets
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    ids: list[int] = []
+    for prompts in load_prompt_sets(cfg.prompts).values():
+        for prompt in prompts:
+            ids += tokenizer("\n\n".join(prompt.turns), add_special_tokens=False)["input_ids"]
+    return TextTokens(ids)
+
+
+def _variant_done(ctx, variant, loads) -> bool:
+    return all(ctx.path("engine", variant.name, load.name, "requests.parquet").exists() for load in loads)
+
+
+def run_stage(ctx) -> None:
+    cfg = ctx.cfg
+    section = cfg.engine
+    if section is None:
+        raise LabError("stage 'engine' needs an engine section in the experiment")
+    venv = require_engine(section.venv, section.kind)
+    model_dir = served_model_dir(cfg)
+    tokens = prompt_tokens_source(cfg, model_dir)
+    forced = "engine" in ctx.forced
+    info_path = ctx.path("engine", "engine.json")
+    info = json.loads(info_path.read_text()) if info_path.exists() and not forced else {}
+    info.update(engine=read_marker(venv), model=str(model_dir), settings=section.model_dump(mode="json"))
+    info.setdefault("variants", {})
+    summaries = []
+    for index, variant in enumerate(section.variants):
+        want_profile = index == 0 and section.step_profile is not None and (
+            forced or not ctx.path("engine", "step_profile.csv").exists())
+        if _variant_done(ctx, variant, section.loads) and not forced and not want_profile:
+            log(f"engine {variant.name}: every load done already, not started")
+        else:
+            argv, env = vllm_command(section, variant.speculative, model_dir, venv, SERVED_NAME)
+            server = EngineServer(argv, env, ctx.path("engine", variant.name, "server.log"), section.port,
+                                  section.startup_timeout_s, label=f"vllm {variant.name}")
+            with server:
+                info["variants"][variant.name] = {"argv": argv, "startup_s": round(server.startup_s, 1),
+                                                  "env": {k: env[k] for k in env if k.startswith("VLLM_CPU")}}
+                write_json_atomic(info_path, info)
+                if want_profile:
+                    _profile(ctx, server.base_url, section, tokens, model_dir, venv)
+                for load in section.loads:
+                    _drive(ctx, server.base_url, variant, load, tokens, forced)
+        for load in section.loads:
+            summary = json.loads(ctx.path("engine", variant.name, load.name, "summary.json").read_text())
+            summaries.append({"variant": variant.name, "load": load.name, **_flat(summary)})
+    write_text_atomic(ctx.path("engine", "summary.csv"), pd.DataFrame(summaries).to_csv(index=False))
+    write_json_atomic(info_path, info)
+    ctx.mark_done("engine", {"variants": len(section.variants), "loads": len(section.loads)})
+
+
+def _flat(summary: dict) -> dict:
+    out = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            out.update({f"{key}_{k}": v for k, v in value.items()})
+        elif not isinstance(value, list):
+            out[key] = value
+    return out
+
+
+def _drive(ctx, base_url: str, variant, load, tokens, forced: bool) -> None:
+    folder = ctx.path("engine", variant.name, load.name)
+    if (folder / "requests.parquet").exists() and not forced:
+        log(f"engine {variant.name}/{load.name}: done already")
+        return
+    before = scrape_spec_counters(base_url)
+    start = time.perf_counter()
+    frame, records = run_load(base_url, load, tokens, SERVED_NAME, show_progress=ctx.show_progress)
+    wall = time.perf_counter() - start
+    table = counter_table(before, scrape_spec_counters(base_url))
+    summary = {"wall_s": round(wall, 2), **load_summary(frame, records)}
+    write_json_atomic(folder / "spec_counters.json", table)
+    write_json_atomic(folder / "summary.json", summary)
+    write_request_log(frame, folder / "requests.parquet")  # last: its presence marks the load done
+    log(f"engine {variant.name}/{load.name}: {summary['completed']}/{summary['requests']} requests, "
+        f"TPOT mean {summary['tpot_mean_ms']:.1f} ms, {summary['throughput_tok_s']:.1f} tok/s, "
+        f"tau {table['derived']['tau']}")
+
+
+def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path) -> None:
+    from real.engine.step_profile import measure_step_profile
+    from sim.step_profile import write_profile
+
+    rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, show_progress=ctx.show_progress)
+    marker = read_marker(venv) or {}
+    threads = section.threads_bind
+    meta = {"source": "vllm", "model": str(model_dir), "dtype": section.dtype, "device": marker.get("device", "cpu"),
+            "hardware": f"{platform.processor() or platform.machine()} {threads or 'default'} threads (vLLM)",
+            "cpu_capability": None, "threads": _thread_count(threads),
+            "versions": {k: marker[k] for k in ("version", "torch", "transformers") if k in marker},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_profile(ctx.path("engine"), rows, meta)
+    log(f"engine: step profile of {len(rows)} points written to {ctx.path('engine', 'step_profile.csv')}")
+
+
+def _thread_count(bind: str | None) -> int | None:
+    """Cores named by a VLLM_CPU_OMP_THREADS_BIND value like '0-1' or '0,2,4-5'."""
+    if not bind or bind in ("auto", "all"):
+        return None
+    count = 0
+    for part in bind.split("|")[0].split(","):
+        lo, _, hi = part.partition("-")
+        count += (int(hi) - int(lo) + 1) if hi else 1
+    return count

