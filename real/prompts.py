@@ -35,6 +35,7 @@ import numpy as np
 
 from lab.config import DatasetSpec, PromptsSection
 from lab.errors import LabError
+from lab.paths import expand_path
 from real.embedded import cache_root, log
 
 # The paper's evaluation counts (seeded shuffle, then capped); mt-bench is evaluated on its first turn.
@@ -86,7 +87,7 @@ def _turns_of(obj, where: str) -> list[str]:
 
 
 def _jsonl_source(spec: DatasetSpec, where: str) -> list[list[str]]:
-    path = Path(spec.path)
+    path = expand_path(spec.path)
     if not path.is_file():
         raise LabError(f"{where}.path: prompt file {spec.path!r} not found (relative to {Path.cwd()})")
     return read_jsonl_turns(path)

@@ -11,7 +11,6 @@ final layer), plus the final normed hidden state.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from lab.config import TargetSection
 from lab.errors import LabError
+from lab.paths import expand_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NUM_TAPPED_LAYERS = 5
@@ -203,7 +203,7 @@ def load_target(section: TargetSection) -> Target:
 
         path = embedded_model_dir(section.name)
     else:
-        path = Path(os.path.expandvars(os.path.expanduser(section.path)))
+        path = expand_path(section.path)
         if "$" in str(path):
             raise LabError(f"target.path {section.path!r}: environment variable not set")
         if not (path / "config.json").is_file():

@@ -11,7 +11,6 @@ fig8_budget.png, summary.md (embedded by the report).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +20,13 @@ import pandas as pd
 import simpy
 
 from lab.errors import LabError
+from lab.paths import expand_path
 from sim.acceptance import ParametricSource, TraceSource
 from sim.cluster import Cluster, CountingEnvironment
 from sim.cost import CostModel
 from sim.policies import make_policy
 from sim.serving_metrics import summarize
 from sim.workload import LengthSampler, load_arrival_trace, load_length_table, open_loop_arrivals
-
-
-def expand(path: str) -> Path:
-    return Path(os.path.expandvars(os.path.expanduser(path)))
 
 
 @dataclass
@@ -69,14 +65,14 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0) -> SimInput
                            "or set acceptance.source to traces/parametric")
         inputs.traces, inputs.traces_where = read_traces(tdir), str(tdir)
     elif acc.source == "traces":
-        files = [expand(p) for p in acc.paths]
+        files = [expand_path(p) for p in acc.paths]
         for p in files:
             if not p.exists():
                 raise LabError(f"sim.acceptance.paths: {p} does not exist")
         inputs.traces = pd.concat([read_traces(p) for p in files], ignore_index=True)
         inputs.traces_where = ", ".join(str(p) for p in files)
     if acc.use_calibration and acc.source != "parametric":
-        cal = expand(acc.calibration_path) if acc.calibration_path else (
+        cal = expand_path(acc.calibration_path) if acc.calibration_path else (
             Path(run_root) / "calibration.json" if run_root else None)
         if cal is not None and cal.is_file():
             try:
