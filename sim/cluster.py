@@ -158,7 +158,6 @@ class Replica:
         req = cl.req
         advance_tokens = src.advance_by_tokens
         track_pos = src.kind == "trace"  # parametric sources have no replay position
-        fast = cost.linear_sps_params()  # None when buckets/table make SPS jagged
         while True:
             if self.queue:
                 self._admit()
@@ -179,17 +178,7 @@ class Replica:
                 conf, state, kcap = src.draw(r, dec[:, PSTART], dec[:, POS], dec[:, PLEN], rng)
                 p0 = min(pending, max_tokens - r)
                 n_req = r + len(self.prefilling)
-                if fast is not None:
-                    f, w, c0, creq, d_tok, d_w = fast
-                    dc = n_req * d_tok
-                    c = c0 + (max(d_w, dc)) + (kv_dec + p0) * cost.t_per_kv_token + n_req * creq
-
-                    def sps(b, _p0=p0, _c=c, _f=f, _w=w):
-                        return 1.0 / (np.maximum((b + _p0) * _f, _w) + _c)
-                else:
-                    def sps(b, _p0=p0, _kv=kv_dec + p0, _n=n_req):
-                        return 1.0 / cost.step_time_vec(b + _p0, _kv, _n, True)
-
+                sps = cost.sps_curve(p0, kv_dec + p0, n_req)
                 lengths = policy.choose(conf, r, max_tokens - r, sps)
                 if kcap is not None:
                     lengths = np.minimum(lengths, kcap)

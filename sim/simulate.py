@@ -40,6 +40,7 @@ class SimInputs:
     calibration: dict | None = None
     length_table: np.ndarray | None = None
     arrival_trace: np.ndarray | None = None
+    cost: CostModel | None = None  # built once here (it may read a step profile)
     notes: list[str] = field(default_factory=list)
 
 
@@ -54,7 +55,7 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0) -> SimInput
     """Read traces, calibration and workload CSVs named by the config; LabError on anything missing."""
     from lab.trace import read_traces
 
-    inputs = SimInputs(sim=sim, seed=seed)
+    inputs = SimInputs(sim=sim, seed=seed, cost=CostModel.from_config(sim, run_root))
     acc = sim.acceptance
     if acc.source == "run":
         if run_root is None:
@@ -131,7 +132,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     spec = policy_spec(sim, label)
     wl = sim.workload
     rng = np.random.default_rng([inputs.seed, seed])
-    cost = CostModel.from_config(sim)
+    cost = inputs.cost if inputs.cost is not None else CostModel.from_config(sim)
     kv_cap = sim.batching.kv_capacity_tokens or cost.kv_capacity_tokens(sim.batching.gpu_mem_util)
     source = build_source(inputs, spec)
     gamma = sim.acceptance.max_draft
