@@ -22,7 +22,7 @@ from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
 from lab.paths import UserPath
 
-STAGES = ("prepare", "train", "evaluate", "calibrate", "sim", "report")
+STAGES = ("prepare", "train", "evaluate", "profile", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
 
@@ -64,6 +64,27 @@ class DecodeSection(StrictModel):
         return values
 
 
+class ProfileSection(StrictModel):
+    """`lab profile`: the target's forward step time on its device over batch x query tokens x context
+    (written as step_profile.csv/json in the run directory; the simulator's `cost.profile: run`)."""
+
+    batch: list[int] = Field(default_factory=lambda: [1, 4, 16], description="requests per step")
+    query_tokens: list[int] = Field(default_factory=lambda: [1, 4, 8],
+                                    description="new tokens per request (1: decode; 1 + drafts: verify)")
+    context_len: list[int] = Field(default_factory=lambda: [128, 512], description="cached tokens per request")
+    repeats: int = Field(5, ge=1, le=1000, description="timed steps per point (median and p90 reported)")
+    warmup: int = Field(2, ge=0, le=100, description="untimed steps before each point's timed ones")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _grid(self):
+        for name, low in (("batch", 1), ("query_tokens", 1), ("context_len", 0)):
+            values = getattr(self, name)
+            if not values or any(v < low for v in values) or len(set(values)) != len(values):
+                raise ValueError(f"profile.{name} must be a non-empty list of distinct integers >= {low}")
+        return self
+
+
 class ExperimentConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -76,6 +97,7 @@ class ExperimentConfig(StrictModel):
     drafters: list[DrafterSpec] = Field(default_factory=list, description="needed by the real stages")
     prepare: PrepareSection = Field(default_factory=PrepareSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    profile: ProfileSection = Field(default_factory=ProfileSection)
     sim: SimSection | None = None
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ STAGE_FUNCTIONS: dict[str, str] = {
     "prepare": "real.prepare:run_stage",
     "train": "real.train:run_stage",
     "evaluate": "real.evaluate:run_stage",
+    "profile": "real.profile:run_stage",
     "calibrate": "sim.calibrate:run_stage",
     "sim": "sim.simulate:run_stage",
     "report": "lab.report:run_stage",

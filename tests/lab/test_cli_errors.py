@@ -78,6 +78,15 @@ CASES = [
     ("corrupt Parquet", lambda w: ["traces", "garbage.parquet"], "not a readable Parquet trace"),
     ("inconsistent Parquet", lambda w: ["traces", "inconsistent.parquet"], "accepted=3 outside 0..k=2"),
     ("missing trace path", lambda w: ["traces", "no/such/dir"], "trace path does not exist"),
+    ("empty profile grid", lambda w: ["profile", "good.yaml", "--set", "profile.batch=[]"], "profile"),
+    ("unknown hardware preset", lambda w: ["validate", write(w, "hw.yaml", yaml.safe_dump(
+        {**GOOD, "sim": {"hardware": {"preset": "tpu9"}}}))], "sim.hardware"),
+    ("unknown model name", lambda w: ["validate", write(w, "mo.yaml", yaml.safe_dump(
+        {**GOOD, "sim": {"model": {"name": "gpt-9"}}}))], "sim.model"),
+    ("missing step profile", lambda w: ["run", write(w, "sp.yaml", yaml.safe_dump(
+        {"name": "sp", "stages": ["sim"], "sim": {"hardware": {"preset": "cpu"}, "cost": {"profile": "run"},
+                                                  "acceptance": {"source": "parametric"}}}))],
+     "run the profile stage first"),
 ]
 
 
