@@ -14,7 +14,6 @@ run` (or a path) as its step cost.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import time
 
 import numpy as np
@@ -22,9 +21,8 @@ import torch
 from tqdm import tqdm
 
 from lab.config import ProfileSection
+from lab.runs import package_versions
 from sim.step_profile import CSV_NAME, write_profile
-
-VERSIONED_PACKAGES = ("torch", "transformers", "numpy")
 
 
 def _sync(device: torch.device) -> None:
@@ -77,12 +75,7 @@ def device_meta(target, model_label: str) -> dict:
         hardware = torch.cuda.get_device_name(device)
     else:
         hardware = f"cpu {capability} {threads} threads"
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    versions = package_versions()
     return {"source": "lab", "model": model_label, "dtype": str(target.dtype).removeprefix("torch."),
             "device": str(device), "hardware": hardware,
             "cpu_capability": capability if device.type == "cpu" else None,
