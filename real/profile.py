@@ -5,8 +5,8 @@
 
 One step = one target forward of `batch` requests, each appending `query_tokens` new tokens to a KV cache of
 `context_len` tokens, with logits for every new position (a verify step). Per (batch, context) the cache is
-filled once (untimed, last-position logits only); every step is then rolled back (crop) so that each repeat
-sees the same context. `warmup` untimed steps precede the `repeats` timed ones; on CUDA the device is
+filled once (untimed: one row prefilled, repeated to `batch` rows); every step is then rolled back (crop) so
+that each repeat sees the same context. `warmup` untimed steps precede the `repeats` timed ones; on CUDA the device is
 synchronised around each timed step. The result is sim/step_profile.py's shared format, written as
 step_profile.csv + step_profile.json into the run directory; the simulator uses it with `sim.cost.profile:
 run` (or a path) as its step cost.
@@ -41,10 +41,13 @@ def measure_profile(target, section: ProfileSection, show_progress: bool = True)
     for batch, context in points:
         cache = target.new_cache()
         if context:
-            # prompt ids [batch, context]: random tokens of the ordinary vocabulary range
-            prompt = torch.randint(100, 5000, (batch, context), generator=generator)
+            # prompt ids [1, context]: random tokens of the ordinary vocabulary range, prefilled once and the
+            # cache repeated to `batch` rows (a step's cost does not depend on what the KV holds)
+            prompt = torch.randint(100, 5000, (1, context), generator=generator)
             target.forward(prompt, cache, last_logits_only=True)
             target.crop(cache, 0)
+            if batch > 1:
+                cache.batch_repeat_interleave(batch)
         for query in section.query_tokens:
             step_ids = torch.randint(100, 5000, (batch, query), generator=generator)  # [batch, query]
             times = []
