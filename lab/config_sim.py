@@ -1,7 +1,7 @@
 """Experiment-schema section for the serving simulator (`sim:` in experiments/*.yaml; issue 4).
 
     sim:
-      hardware: {name: h100}
+      hardware: {preset: h100}          # or spec: {...} / spec: card.yaml (sim/presets/hardware.yaml)
       model: {name: qwen3-8b}
       replicas: 8
       workload: {kind: closed_loop, lengths: {source: csv, csv_path: $DATA/azure2023_splitwise_conv.csv}}
