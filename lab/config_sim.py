@@ -1,7 +1,7 @@
 """Experiment-schema section for the serving simulator (`sim:` in experiments/*.yaml; issue 4).
 
     sim:
-      hardware: {name: h100}
+      hardware: {preset: h100}          # or spec: {...} / spec: card.yaml (sim/presets/hardware.yaml)
       model: {name: qwen3-8b}
       replicas: 8
       workload: {kind: closed_loop, lengths: {source: csv, csv_path: $DATA/azure2023_splitwise_conv.csv}}
@@ -15,43 +15,188 @@ path, fixed_k needs k, ...) are checked here so that a bad config fails at `lab 
 """
 from __future__ import annotations
 
-from typing import Literal
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+import yaml
+from pydantic import AliasChoices, BeforeValidator, Field, model_validator
 
 from lab.config_base import StrictModel
+from lab.errors import LabError
+from lab.paths import UserPath, expand_path
 from lab.slug import Slug
 
-HARDWARE_NAMES = ("h100", "h200", "a100-80g", "b200", "cpu")
 POLICY_KINDS = ("ar", "mtp", "fixed_k", "threshold", "smartspec", "prefix", "prefix_async")
 
-
-class HardwareSpec(StrictModel):
-    name: str = Field("h100", description=f"built-in profile {HARDWARE_NAMES} or a label when profile_csv is set")
-    profile_csv: str | None = Field(
-        None, description="measured step-time CSV (columns tokens, step_ms); switches the cost model to a table")
-    tp: int = Field(1, ge=1, le=64, description="tensor-parallel degree (GPUs per replica)")
-    mfu: float | None = Field(None, gt=0, le=1, description="achievable fraction of peak FLOPs; default per profile")
-    bw_efficiency: float | None = Field(None, gt=0, le=1,
-                                        description="achievable fraction of peak memory bandwidth; default per profile")
-
-    @model_validator(mode="after")
-    def _known(self):
-        if self.profile_csv is None and self.name not in HARDWARE_NAMES:
-            raise ValueError(f"hardware.name {self.name!r} is not built in {HARDWARE_NAMES}; set profile_csv")
-        return self
+# ---- hardware, model and step cost (issue 9) -------------------------------------------------------------
+# The presets are data files under sim/presets/ (the one source of hardware and model names); lab reads them
+# as data, never importing sim.
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "sim" / "presets"
+DTYPES = ("fp32", "bf16", "fp16", "fp8")
 
 
-class ModelSpec(StrictModel):
-    name: str = Field("qwen3-8b", description="model shape from sim/models.py (qwen3-8b, llama-2-7b, ...)")
-    drafter_layers: int = Field(2, ge=0, le=16,
-                                description="drafter decoder layers of target width (DSpark: 2); prices drafting")
+def _read_presets(file_name: str) -> dict[str, dict]:
+    path = PRESETS_DIR / file_name
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise LabError(f"{path}: presets must be a mapping of name -> mapping")
+    return data
 
 
-class CostSpec(StrictModel):
+@functools.cache
+def hardware_presets() -> dict[str, dict]:
+    """sim/presets/hardware.yaml: preset name -> spec-sheet mapping (HardwareSheet fields)."""
+    return _read_presets("hardware.yaml")
+
+
+@functools.cache
+def model_presets() -> dict[str, dict]:
+    """sim/presets/models.yaml: preset name -> model-shape mapping (sim.models.ModelShape fields)."""
+    return _read_presets("models.yaml")
+
+
+HARDWARE_NAMES = tuple(hardware_presets())
+MODEL_NAMES = tuple(model_presets())
+
+
+class InterconnectSheet(StrictModel):
+    kind: Literal["nvlink", "pcie", "infinity_fabric", "ethernet", "none"] = Field(
+        description="the link tensor-parallel all-reduces and expert all-to-alls use")
+    bandwidth_gbs: float = Field(gt=0, description="per GPU and direction, GB/s")
+    latency_us: float = Field(0.0, ge=0, description="per collective call, microseconds")
+
+
+class HardwareSheet(StrictModel):
+    """One accelerator from its spec sheet: the schema of every preset in sim/presets/hardware.yaml and of a
+    YAML's own `sim.hardware.spec`."""
+
+    name: str = Field(description="label in results")
+    description: str | None = None
+    sources: list[str] = Field(default_factory=list, description="public spec-sheet URLs the numbers come from")
+    peak_tflops: dict[Literal[DTYPES], float] = Field(  # type: ignore[valid-type]
+        description="dense (no sparsity) peak TFLOP/s per dtype, e.g. {bf16: 989.4, fp8: 1978.9}", min_length=1)
+    mem_bw_tbs: float = Field(gt=0, description="peak memory bandwidth, TB/s")
+    mem_gib: float = Field(gt=0, description="memory size, GiB (GPU vendors' GB)")
+    interconnect: InterconnectSheet = Field(
+        default_factory=lambda: InterconnectSheet(kind="none", bandwidth_gbs=1.0),
+        description="GPU-to-GPU link (kind none: a single device)")
+    mfu: float = Field(0.45, gt=0, le=1, description="achievable fraction of peak FLOP/s")
+    bw_efficiency: float = Field(0.70, gt=0, le=1, description="achievable fraction of peak memory bandwidth")
     step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
     layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
     request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")
+
+    @model_validator(mode="after")
+    def _positive_peaks(self):
+        if any(v <= 0 for v in self.peak_tflops.values()):
+            raise ValueError("peak_tflops values must be positive")
+        return self
+
+    def peak_for(self, dtype: str) -> float:
+        """Dense peak TFLOP/s for `dtype` (fp16 falls back to bf16 and back)."""
+        for key in (dtype, {"fp16": "bf16", "bf16": "fp16"}.get(dtype)):
+            if key in self.peak_tflops:
+                return self.peak_tflops[key]
+        raise LabError(f"sim.hardware: {self.name} gives no peak_tflops for {dtype} (has {sorted(self.peak_tflops)})")
+
+
+def _load_spec_file(value):
+    """`spec: path/to/card.yaml` -> the mapping in that file (read at validation, so `lab validate` checks it)."""
+    if not isinstance(value, str):
+        return value
+    path = expand_path(value)
+    if not path.is_file():
+        raise ValueError(f"spec file {value!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise ValueError(f"spec file {value!r} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"spec file {value!r} must hold one mapping of HardwareSheet fields")  # noqa: TRY004 - pydantic reports ValueError
+    return data
+
+
+class HardwareSpec(StrictModel):
+    preset: str | None = Field(None, validation_alias=AliasChoices("preset", "name"),
+                               description="a preset of sim/presets/hardware.yaml (`name:` is accepted too)")
+    spec: Annotated[HardwareSheet | None, BeforeValidator(_load_spec_file)] = Field(
+        None, description="the device's own spec sheet: a mapping of HardwareSheet fields or a path to a YAML file "
+                          "holding one")
+    tp: int = Field(1, ge=1, le=64, description="tensor-parallel degree (GPUs per replica)")
+    ep: int = Field(1, ge=1, le=1024, description="expert-parallel degree for MoE models: routed experts are "
+                                                  "spread over this many GPUs (data-parallel replicas or TP "
+                                                  "ranks) and tokens reach them through an all-to-all")
+    interconnect: InterconnectSheet | None = Field(None, description="override of the sheet's link (e.g. PCIe)")
+    mfu: float | None = Field(None, gt=0, le=1, description="override of the sheet's achievable FLOP/s fraction")
+    bw_efficiency: float | None = Field(None, gt=0, le=1,
+                                        description="override of the sheet's achievable bandwidth fraction")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.preset is not None and self.spec is not None:
+            raise ValueError("give hardware.preset or hardware.spec, not both")
+        if self.preset is not None and self.preset not in HARDWARE_NAMES:
+            raise ValueError(f"hardware preset {self.preset!r} is not one of {HARDWARE_NAMES}; "
+                             "or describe the device with hardware.spec")
+        return self
+
+    @property
+    def described(self) -> bool:
+        """True when the YAML named the device (a preset or a spec) rather than taking the default."""
+        return self.preset is not None or self.spec is not None
+
+    def sheet(self) -> HardwareSheet:
+        """The effective spec sheet: preset or own spec (default h100), with this section's overrides."""
+        sheet = self.spec or HardwareSheet.model_validate(hardware_presets()[self.preset or "h100"])
+        update = {k: v for k, v in (("interconnect", self.interconnect), ("mfu", self.mfu),
+                                    ("bw_efficiency", self.bw_efficiency)) if v is not None}
+        return sheet.model_copy(update=update) if update else sheet
+
+    @property
+    def label(self) -> str:
+        return self.sheet().name
+
+
+class ModelSpec(StrictModel):
+    name: str | None = Field("qwen3-8b", description="a preset of sim/presets/models.yaml (qwen3-8b, llama-2-7b, "
+                                                     "...); with `config` a label (default: from the config)")
+    config: UserPath | None = Field(None, description="a Hugging Face config.json (dense or MoE: Qwen3-MoE, "
+                                                      "DeepSeek-V3 styles); read at validation")
+    dtype: Literal[DTYPES] | None = Field(None, description="weight precision; default: preset's, else the "  # type: ignore[valid-type]
+                                                            "config's torch_dtype, else bf16")
+    kv_dtype: Literal[DTYPES] | None = Field(None, description="KV-cache precision; default: the weights'")  # type: ignore[valid-type]
+    drafter_layers: int = Field(2, ge=0, le=16,
+                                description="drafter decoder layers of target width (DSpark: 2); prices drafting")
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.config is None:
+            if self.name not in MODEL_NAMES:
+                raise ValueError(f"model {self.name!r} is not a preset {MODEL_NAMES}; or set model.config "
+                                 "to a Hugging Face config.json")
+            return self
+        path = expand_path(self.config)
+        if not path.is_file():
+            raise ValueError(f"model.config {self.config!r} not found")
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            raise ValueError(f"model.config {self.config!r} is not valid JSON") from None
+        if not isinstance(data, dict) or "hidden_size" not in data and "text_config" not in data:
+            raise ValueError(f"model.config {self.config!r} has no hidden_size: not a transformer config.json")
+        return self
+
+
+class CostSpec(StrictModel):
+    profile: UserPath | Literal["run"] | None = Field(
+        None, description="a measured step profile (step_profile.csv, its .json or their directory; `run`: this "
+                          "run's own, written by `lab profile`) used as the step cost instead of the roofline")
+    step_overhead_ms: float | None = Field(None, ge=0, description="override of the hardware's per-step overhead")
+    layer_overhead_us: float | None = Field(None, ge=0, description="override of the hardware's per-layer overhead")
+    request_overhead_us: float | None = Field(None, ge=0,
+                                              description="override of the hardware's per-request overhead")
     spec_overhead_ms: float = Field(0.3, ge=0,
                                     description="extra per-step cost of any speculative mode (sampler, rejection)")
     cuda_graph_buckets: list[int] | None = Field(
@@ -102,7 +247,7 @@ class LengthSpec(StrictModel):
                              "or the recorded output length of the replayed prompt")
     prompt_tokens: int = Field(512, ge=1)
     output_tokens: int = Field(256, ge=1)
-    csv_path: str | None = Field(None, description="CSV with num_prefill_tokens,num_decode_tokens; $VARS expand")
+    csv_path: UserPath | None = Field(None, description="CSV with num_prefill_tokens,num_decode_tokens; $VARS expand")
     max_prompt_tokens: int = Field(32768, ge=1, description="longer prompts are clipped")
     max_output_tokens: int = Field(8192, ge=1, description="longer outputs are clipped")
 
@@ -124,8 +269,8 @@ class WorkloadSpec(StrictModel):
     cv: float = Field(2.0, gt=0, description="gamma inter-arrival coefficient of variation (burstiness)")
     concurrency: int = Field(8, ge=1, description="closed-loop users; the sweep axis 'concurrency' overrides it")
     think_time_s: float = Field(0.0, ge=0, description="closed-loop pause between a reply and the next request")
-    trace_path: str | None = Field(None, description="arrival CSV arrived_at,num_prefill_tokens,num_decode_tokens")
-    log_path: str | None = Field(
+    trace_path: UserPath | None = Field(None, description="arrival CSV arrived_at,num_prefill_tokens,num_decode_tokens")
+    log_path: UserPath | None = Field(
         None, description="replay_log: per-request log (Parquet or CSV: request_id, arrival_s, input_tokens, "
                           "output_tokens, first_token_s, finish_s); a relative path is looked up in the run first")
     time_scale: float = Field(1.0, gt=0, description="trace replay: arrival times are multiplied by this")
@@ -189,7 +334,7 @@ class ParametricSpec(StrictModel):
 class AcceptanceSpec(StrictModel):
     source: Literal["run", "traces", "parametric"] = Field(
         "parametric", description="run: this run's traces/ dir; traces: explicit paths; parametric: what-if")
-    paths: list[str] = Field(default_factory=list, description="trace files or directories (source: traces)")
+    paths: list[UserPath] = Field(default_factory=list, description="trace files or directories (source: traces)")
     method: str | None = Field(None, description="trace method to replay (default: the only one, or dspark)")
     temperature: float | None = Field(None, ge=0, description="trace temperature to replay (default: lowest)")
     datasets: dict[str, float] | None = Field(None, description="dataset -> mixing weight (default: equal)")
@@ -197,7 +342,7 @@ class AcceptanceSpec(StrictModel):
         "auto", description="auto: anchors (exact) where recorded, rounds (approximate) otherwise")
     max_draft: int = Field(7, ge=1, le=32, description="gamma: longest verify length a policy may pick")
     use_calibration: bool = Field(True, description="apply calibration.json (STS) to confidences when present")
-    calibration_path: str | None = Field(None, description="default: the run's calibration.json")
+    calibration_path: UserPath | None = Field(None, description="default: the run's calibration.json")
     parametric: ParametricSpec = Field(default_factory=ParametricSpec)
 
     @model_validator(mode="after")
@@ -314,6 +459,13 @@ class SimSection(StrictModel):
                              "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")
         if self.sweep.axis == "rate" and self.workload.kind == "closed_loop":
             raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma, trace or replay_log)")
+        return self
+
+    @model_validator(mode="after")
+    def _profile_needs_a_device(self):
+        if self.cost.profile is not None and not self.hardware.described and self.engine.kv_capacity_tokens is None:
+            raise ValueError("sim.cost.profile gives step times but not memory: name the device it was measured on "
+                             "(sim.hardware.preset or spec) or set sim.engine.kv_capacity_tokens")
         return self
 
     @model_validator(mode="after")

@@ -8,16 +8,14 @@ so a mistake in the evaluate section stops the run before prepare and train spen
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from lab.config import REAL_STAGES, ExperimentConfig
 from lab.errors import LabError
+from lab.paths import expand_path
 from lab.prompt_files import read_prompt_file
 
 
 def check_target_path(path: str) -> None:
-    expanded = Path(os.path.expandvars(os.path.expanduser(path)))
+    expanded = expand_path(path)
     if "$" in str(expanded):
         raise LabError(f"target.path {path!r}: environment variable not set")
     if not (expanded / "config.json").is_file():

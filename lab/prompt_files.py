@@ -10,15 +10,15 @@ LabError naming file:line. real/prompts.py reads evaluation and training sets th
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from lab.errors import LabError
+from lab.paths import expand_path
 
 
 def read_prompt_file(path: str, where: str) -> list[list[str]]:
     """The prompts of a config's `path` field ($VARS and ~ expand); a missing file names `where`.path."""
-    file = Path(os.path.expandvars(os.path.expanduser(path)))
+    file = expand_path(path)
     if not file.is_file():
         raise LabError(f"{where}.path: prompt file {path!r} not found (relative to {Path.cwd()})")
     return read_jsonl_turns(file)

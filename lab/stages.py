@@ -12,6 +12,7 @@ STAGE_FUNCTIONS: dict[str, str] = {
     "prepare": "real.prepare:run_stage",
     "train": "real.train:run_stage",
     "evaluate": "real.evaluate:run_stage",
+    "profile": "real.profile:run_stage",
     "engine": "real.engine.stage:run_stage",
     "fidelity": "real.engine.fidelity:run_stage",
     "calibrate": "sim.stages:run_calibrate",

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from lab.config import EMBEDDED_TARGETS
 from lab.errors import LabError
+from lab.paths import expand_path
 
 CACHE_ENV = "DSPARK_LAB_CACHE"
 MARKER = "dspark_embedded.json"
@@ -83,7 +84,7 @@ def log(message: str) -> None:
 def cache_root() -> Path:
     """$DSPARK_LAB_CACHE, default ~/.cache/dspark-lab: embedded models and downloaded wheels live here."""
     raw = os.environ.get(CACHE_ENV) or "~/.cache/dspark-lab"
-    return Path(os.path.expandvars(os.path.expanduser(raw)))
+    return expand_path(raw)
 
 
 def model_cache_dir(name: str) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from lab.config import TargetSection
 from lab.errors import LabError
 from lab.io import write_json_atomic
+from lab.paths import expand_path
 from real.static_step import GraphedSteps, StaticKV, resolve_engine
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -277,7 +277,7 @@ def _load_model(section: TargetSection) -> Target:
 
         path = embedded_model_dir(section.name)
     else:
-        path = Path(os.path.expandvars(os.path.expanduser(section.path)))
+        path = expand_path(section.path)
         if "$" in str(path):
             raise LabError(f"target.path {section.path!r}: environment variable not set")
         if not (path / "config.json").is_file():

@@ -8,12 +8,14 @@
 Setup mirrors the Vidur anchor: Llama-2-7B on an A100-80G profile, 8 replicas, round-robin, chunked
 prefill, speculative decoding with the DSpark prefix scheduler (gamma 7) over a parametric acceptance source
 (per-request-step Beta(0.8, 4) rates; swap in recorded traces with --traces DIR). Prints simulated seconds,
-requests, engine steps, decode tokens, events, wall time and the per-wall-second rates.
+requests, engine steps, decode tokens, events, wall time beside process CPU time (the machine is shared:
+wall time moves with the load, CPU time much less) and the load average, and the per-second rates.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import sys
 import time
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
 
             duration = float(load_arrival_trace(args.trace)[-1, 0]) * args.time_scale + 1.0  # the whole trace
         sim = bench_config(args, duration)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         inputs = prepare_inputs(sim)
         if args.what == "hour":
             import numpy as np
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
         res = simulate(inputs, sim.policies[0].label(), None, 0)
         if prof:
             prof.disable()
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -90,7 +92,8 @@ def main(argv=None) -> int:
     print(f"  simulated {s['sim_time_s']:.0f} s, requests {s['requests']} (unfinished {s['unfinished']}), "
           f"utilization {s['utilization']:.2f}, mean decode batch {s['mean_decode_batch']:.2f}, tau {s['tau']:.2f}")
     print(f"  steps {s['steps']:,}, decode tokens {s['decode_tokens']:,}, events {s['events']:,}")
-    print(f"  event loop {loop:.1f} s, wall {wall:.1f} s (incl. reading inputs)")
+    print(f"  event loop {loop:.1f} s, wall {wall:.1f} s, process CPU {cpu:.1f} s (incl. reading inputs); "
+          f"load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"  per wall second (loop): {s['steps'] / loop:,.0f} steps, {s['decode_tokens'] / loop:,.0f} decode tokens, "
           f"{s['events'] / loop:,.0f} events; {loop / max(s['steps'], 1) * 1e6:.1f} us per step")
     if prof:

@@ -130,7 +130,6 @@ class Replica:
         self._joining: list[tuple] = []  # decode rows admitted during planning, joining from the next step
         self.wake: simpy.Event | None = None
         self._track_pos = cluster.source.kind == "trace"
-        self._fast = cluster.cost.linear_sps_params()  # None when buckets/table make SPS jagged
         # step statistics
         self.busy_time = 0.0
         self.n_steps = 0
@@ -218,18 +217,7 @@ class Replica:
 
     def _sps(self, p0: int, n_req: int, kv_pf: int):
         """Steps per second of this batch as a function of its decode tokens (the policy's SPS curve)."""
-        cost = self.cl.cost
-        kv = self.kv_dec + kv_pf
-        if self._fast is not None:
-            f, w, c0, creq, d_tok, d_w = self._fast
-            c = c0 + max(d_w, n_req * d_tok) + (kv + p0) * cost.t_per_kv_token + n_req * creq
-
-            def sps(b, _p0=p0, _c=c, _f=f, _w=w):
-                return 1.0 / (np.maximum((b + _p0) * _f, _w) + _c)
-        else:
-            def sps(b, _p0=p0, _kv=kv, _n=n_req):
-                return 1.0 / cost.step_time_vec(b + _p0, _kv, _n, True)
-        return sps
+        return self.cl.cost.sps_curve(p0, self.kv_dec + kv_pf, n_req)
 
     # ---- KV: growth, preemption, admission -----------------------------------------------------------
     def _grow_decodes(self):

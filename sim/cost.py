@@ -1,25 +1,46 @@
 """Cost model: the wall time of one engine step, and the steps-per-second curve SPS(B) policies use.
 
-    cm = CostModel.from_config(sim_cfg)          # no I/O unless hardware.profile_csv is set
-    cm.step_time(tokens, kv_sum, n_reqs, spec)   # seconds, scalar (hot path, pure Python)
-    cm.step_time_vec(tokens_array, kv_sum, n_reqs, spec)   # numpy, for a policy's SPS curve
+The one place the step-cost formula lives (cluster.py and the policies call it, never rebuild it).
 
-Roofline mode: t = max(FLOPs / (mfu * peak), (weights + KV bytes) / (bw_eff * BW)) / tp
-  + n_layers * c_layer + n_reqs * c_req + c_step (+ TP all-reduce) + drafter pass + spec overhead,
-with tokens = sum over requests of (1 + l_r) plus prefill chunk tokens, kv_sum = sum of KV lengths read.
-Table mode: a measured step_ms(tokens) table (hardware.profile_csv), linearly interpolated, plus the KV
-read term. Optional CUDA-graph buckets pad a step up to the next captured size (jagged SPS, as real engines).
+    cm = CostModel.from_config(sim, run_root)     # reads a step profile when sim.cost.profile is set
+    cm.step_time(tokens, kv_sum, n_reqs, spec)    # seconds, scalar (hot path, pure Python)
+    cm.step_time_vec(tokens_array, kv_sum, n_reqs, spec)   # numpy, same batch, different verify budgets
+    sps = cm.sps_curve(prefill_tokens, kv_sum, n_reqs)     # b -> steps/s of a speculative step with b tokens
+    cm.kv_capacity_tokens(gpu_mem_util)           # KV tokens one replica holds, from the hardware's memory
+
+tokens = query tokens in the step (sum over requests of 1 + drafts, plus prefill chunk tokens);
+kv_sum = cached tokens the step's requests attend to; n_reqs = requests in the step.
+
+Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
+tp GPUs:
+    compute = (tokens x 2 x active params + tokens x (kv_sum / n_reqs) x attention FLOPs per cached token)
+              / (tp x mfu x peak[dtype])
+    memory  = (weights read(tokens) + kv_sum x KV bytes per token) / (tp x bw_efficiency x bandwidth)
+    t = max(compute, memory) + step + n_layers x layer + n_reqs x request overhead
+        + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
+          configured link, + its latency) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
+          hidden x activation bytes x (ep-1)/ep on the link, + latency)
+        + drafter pass + speculative overhead (when the step verifies drafts).
+Profile (sim.cost.profile: a measured step_profile.csv, sim/step_profile.py): t = the profile's step time
+at (n_reqs, tokens / n_reqs, kv_sum / n_reqs), interpolated. It already holds attention, KV reads,
+overheads and the parallel layout it was measured on, so nothing of the roofline is added; the drafter pass
+is the profile's step over the drafter's share of layers. KV capacity still comes from the hardware sheet.
+Optional CUDA-graph buckets pad a step up to the next captured size (jagged SPS, as real engines) in
+either mode.
 """
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from lab.errors import LabError
-from sim.hardware import Hardware, get_hardware, load_profile_csv
-from sim.models import ModelShape, get_model
+from lab.paths import expand_path
+from sim.hardware import Hardware, achievable_bandwidth, achievable_flops, hardware_from_config
+from sim.models import ModelShape, model_from_config
+from sim.step_profile import CSV_NAME, StepProfile, read_profile
 
 
 @dataclass
@@ -27,106 +48,100 @@ class CostModel:
     hw: Hardware
     model: ModelShape
     tp: int = 1
+    ep: int = 1
     drafter_layers: int = 2
     max_draft: int = 7
-    step_overhead_s: float = 0.13e-3
-    layer_overhead_s: float = 32e-6
-    request_overhead_s: float = 4e-6
+    step_overhead_s: float | None = None  # None: the hardware sheet's
+    layer_overhead_s: float | None = None
+    request_overhead_s: float | None = None
     spec_overhead_s: float = 0.3e-3
     buckets: tuple[int, ...] | None = None
     eager_penalty: float = 1.1
-    table_tokens: np.ndarray | None = None  # measured profile (tokens, seconds)
-    table_s: np.ndarray | None = None
+    profile: StepProfile | None = None
 
     def __post_init__(self):
         hw, m, tp = self.hw, self.model, self.tp
-        bw = hw.mem_bw_tbs * 1e12 * hw.bw_eff * tp
-        flops = hw.peak_tflops * 1e12 * hw.mfu * tp
+        if self.step_overhead_s is None:
+            self.step_overhead_s = hw.step_overhead_ms / 1e3
+        if self.layer_overhead_s is None:
+            self.layer_overhead_s = hw.layer_overhead_us / 1e6
+        if self.request_overhead_s is None:
+            self.request_overhead_s = hw.request_overhead_us / 1e6
+        bw = achievable_bandwidth(hw) * tp
+        flops = achievable_flops(hw, m.dtype) * tp
         # per-step constants, precomputed so that step_time is a handful of float ops
         self._bw = bw
         self._moe = bool(m.moe_experts)
-        self._t_weights = m.active_weight_bytes / bw
+        self._t_weights = m.weight_bytes_read(1, self.ep) / bw if self._moe else m.active_weight_bytes / bw
         self._t_per_token_flops = m.flops_per_token / flops
+        self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         self._t_per_kv_token = m.kv_bytes_per_token / bw
         self._fixed = self.step_overhead_s + m.n_layers * self.layer_overhead_s
-        if tp > 1:  # two all-reduces per layer
-            self._fixed += 2 * m.n_layers * hw.link_latency_us * 1e-6
-            self._t_per_token_link = 2 * m.n_layers * m.hidden * 2 / (hw.link_gbs * 1e9)
-        else:
-            self._t_per_token_link = 0.0
-        frac = self.drafter_layers / m.n_layers
-        self._draft_weights = frac * self._t_weights
-        self._draft_per_token = frac * self._t_per_token_flops
+        self._t_per_token_link = 0.0
+        link = hw.interconnect
+        act_bytes = 4.0 if m.dtype == "fp32" else 2.0
+        if tp > 1:  # two ring all-reduces of the hidden states per layer
+            self._fixed += 2 * m.n_layers * link.latency_us * 1e-6
+            self._t_per_token_link += (2 * m.n_layers * 2 * (tp - 1) / tp * m.hidden * act_bytes
+                                       / (link.bandwidth_gbs * 1e9))
+        if self.ep > 1 and self._moe:  # dispatch + combine all-to-all per MoE layer
+            self._fixed += 2 * m.n_moe_layers * link.latency_us * 1e-6
+            self._t_per_token_link += (2 * m.n_moe_layers * m.moe_top_k * m.hidden * act_bytes
+                                       * (self.ep - 1) / self.ep / (link.bandwidth_gbs * 1e9))
+        self._frac = self.drafter_layers / m.n_layers
+        self._draft_weights = self._frac * m.active_weight_bytes / bw
+        self._draft_per_token = self._frac * self._t_per_token_flops
         self._draft_fixed = self.drafter_layers * self.layer_overhead_s
         self._bucket_list = list(self.buckets) if self.buckets else None
         self._bucket_max = self.buckets[-1] if self.buckets else 0
-        if self.table_tokens is not None:
-            self._tt = [float(x) for x in self.table_tokens]
-            self._ts = [float(x) for x in self.table_s]
 
     @classmethod
-    def from_config(cls, sim) -> CostModel:
-        hw_cfg = sim.hardware
-        model = get_model(sim.model.name)
-        table_tokens = table_s = None
-        if hw_cfg.profile_csv:
-            table_tokens, step_ms = load_profile_csv(_expand(hw_cfg.profile_csv))
-            table_s = step_ms / 1e3
-            hw = get_hardware("h100") if hw_cfg.name not in _known() else get_hardware(hw_cfg.name)
-        else:
-            hw = get_hardware(hw_cfg.name, hw_cfg.mfu, hw_cfg.bw_efficiency)
+    def from_config(cls, sim, run_root: str | Path | None = None) -> CostModel:
+        """The cost model a `sim:` section describes; `run_root` resolves `cost.profile: run`."""
         c = sim.cost
-        return cls(hw=hw, model=model, tp=hw_cfg.tp, drafter_layers=sim.model.drafter_layers,
-                   max_draft=sim.acceptance.max_draft, step_overhead_s=c.step_overhead_ms / 1e3,
-                   layer_overhead_s=c.layer_overhead_us / 1e6, request_overhead_s=c.request_overhead_us / 1e6,
+        return cls(hw=hardware_from_config(sim.hardware), model=model_from_config(sim.model), tp=sim.hardware.tp,
+                   ep=sim.hardware.ep, drafter_layers=sim.model.drafter_layers, max_draft=sim.acceptance.max_draft,
+                   step_overhead_s=None if c.step_overhead_ms is None else c.step_overhead_ms / 1e3,
+                   layer_overhead_s=None if c.layer_overhead_us is None else c.layer_overhead_us / 1e6,
+                   request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
                    buckets=tuple(c.cuda_graph_buckets) if c.cuda_graph_buckets else None,
-                   eager_penalty=c.eager_penalty, table_tokens=table_tokens, table_s=table_s)
+                   eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root))
 
     # ---- KV capacity -------------------------------------------------------------------------------
     def kv_capacity_tokens(self, gpu_mem_util: float) -> int:
-        budget = self.hw.mem_gib * 2**30 * gpu_mem_util * self.tp - self.model.weight_bytes
+        """KV tokens one replica (tp GPUs) holds: memory x utilisation minus the resident weights."""
+        weights = self.model.resident_weight_bytes(self.ep)
+        budget = self.hw.mem_gib * 2**30 * gpu_mem_util * self.tp - weights
         if budget <= 0:
-            raise LabError(f"sim: model {self.model.name} ({self.model.weight_bytes / 2**30:.0f} GiB) does not fit "
+            raise LabError(f"sim: model {self.model.name} ({weights / 2**30:.0f} GiB) does not fit "
                            f"{self.tp} x {self.hw.name}; raise hardware.tp or set batching.kv_capacity_tokens")
         return int(budget / self.model.kv_bytes_per_token)
 
     # ---- step time ---------------------------------------------------------------------------------
-    def _core(self, tokens: float) -> float:
-        """Time of the token-proportional part (weights/FLOPs), before KV and overheads."""
-        if self.table_tokens is not None:
-            tt, ts = self._tt, self._ts
-            if tokens <= tt[0]:
-                return ts[0]
-            if tokens >= tt[-1]:
-                if len(tt) == 1:
-                    return ts[0] * tokens / tt[0]
-                slope = (ts[-1] - ts[-2]) / (tt[-1] - tt[-2])
-                return ts[-1] + slope * (tokens - tt[-1])
-            i = bisect.bisect_left(tt, tokens)
-            w = (tokens - tt[i - 1]) / (tt[i] - tt[i - 1])
-            return ts[i - 1] + w * (ts[i] - ts[i - 1])
-        compute = tokens * self._t_per_token_flops
-        w = self.model.weight_bytes_read(tokens) / self._bw if self._moe else self._t_weights
-        return max(w, compute)
-
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool) -> float:
-        """Seconds for one engine step with `tokens` query tokens, reading `kv_sum` cached tokens."""
+        """Seconds for one engine step with `tokens` query tokens of `n_reqs` requests reading `kv_sum`
+        cached tokens (a speculative step also pays the drafter pass)."""
         mult = 1.0
         if self._bucket_list is not None:
             if tokens <= self._bucket_max:
                 tokens = self._bucket_list[bisect.bisect_left(self._bucket_list, tokens)]
             else:
                 mult = self.eager_penalty
-        t = self._core(tokens)
-        if self.table_tokens is None:
-            t += kv_sum * self._t_per_kv_token + self._fixed + tokens * self._t_per_token_link
-        else:
-            t += kv_sum * self._t_per_kv_token
+        reqs = n_reqs if n_reqs > 0 else 1
+        if self.profile is not None:
+            ctx = kv_sum / reqs
+            t = self.profile.step_ms(reqs, tokens / reqs, ctx) * 1e-3
+            if spec:
+                t += self._frac * self.profile.step_ms(reqs, self.max_draft, ctx) * 1e-3 + self.spec_overhead_s
+            return t * mult
+        weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
+        compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+        memory = weights + kv_sum * self._t_per_kv_token
+        t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link
         t += n_reqs * self.request_overhead_s
         if spec:
-            draft_tokens = n_reqs * self.max_draft
-            dc = draft_tokens * self._draft_per_token
+            dc = n_reqs * self.max_draft * self._draft_per_token
             t += (max(self._draft_weights, dc)) + self._draft_fixed + self.spec_overhead_s
         return t * mult
 
@@ -140,35 +155,44 @@ class CostModel:
             inside = idx < len(b)
             tokens = np.where(inside, b[np.minimum(idx, len(b) - 1)], tokens)
             mult = np.where(inside, 1.0, self.eager_penalty)
-        if self.table_tokens is not None:
-            tt, ts = self.table_tokens.astype(np.float64), self.table_s
-            core = np.interp(tokens, tt, ts)
-            if len(tt) > 1:
-                slope = (ts[-1] - ts[-2]) / (tt[-1] - tt[-2])
-                core = np.where(tokens > tt[-1], ts[-1] + slope * (tokens - tt[-1]), core)
-            t = core + kv_sum * self._t_per_kv_token
-        else:
-            w = self.model.weight_bytes_read(tokens) / self._bw if self._moe else self._t_weights
-            t = np.maximum(tokens * self._t_per_token_flops, w)
-            t = t + (kv_sum * self._t_per_kv_token + self._fixed) + tokens * self._t_per_token_link
-        t = t + n_reqs * self.request_overhead_s
+        reqs = n_reqs if n_reqs > 0 else 1
+        if self.profile is not None:
+            ctx = kv_sum / reqs
+            t = self.profile.step_ms_many(reqs, tokens / reqs, ctx) * 1e-3
+            if spec:
+                t = t + (self._frac * self.profile.step_ms(reqs, self.max_draft, ctx) * 1e-3 + self.spec_overhead_s)
+            return t * mult
+        weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
+        compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+        t = np.maximum(compute, weights + kv_sum * self._t_per_kv_token)
+        t = t + self._fixed + tokens * self._t_per_token_link + n_reqs * self.request_overhead_s
         if spec:
             dc = n_reqs * self.max_draft * self._draft_per_token
             t = t + (max(dc, self._draft_weights) + self._draft_fixed + self.spec_overhead_s)
         return t * mult
 
+    def sps_curve(self, prefill_tokens: int, kv_sum: float, n_reqs: int):
+        """SPS(b): steps per second of a speculative step verifying b tokens beside `prefill_tokens` prefill
+        tokens, `n_reqs` requests, `kv_sum` cached tokens (what a policy maximises tau x SPS over).
+        A closed form on the plain roofline (the hot path); step_time_vec otherwise."""
+        if self.profile is not None or self._bucket_list is not None or self._t_per_token_link or self._moe:
+            def sps(b, _p0=prefill_tokens, _kv=kv_sum, _n=n_reqs):
+                return 1.0 / self.step_time_vec(b + _p0, _kv, _n, True)
+            return sps
+        reqs = n_reqs if n_reqs > 0 else 1
+        f = self._t_per_token_flops + kv_sum / reqs * self._t_attn
+        memory = self._t_weights + kv_sum * self._t_per_kv_token
+        dc = n_reqs * self.max_draft * self._draft_per_token
+        c = (self._fixed + self.spec_overhead_s + self._draft_fixed + n_reqs * self.request_overhead_s
+             + (max(self._draft_weights, dc)))
+
+        def sps(b, _p0=prefill_tokens, _f=f, _m=memory, _c=c):
+            return 1.0 / (np.maximum((b + _p0) * _f, _m) + _c)
+        return sps
+
     @property
     def t_per_kv_token(self) -> float:
         return self._t_per_kv_token
-
-    def linear_sps_params(self):
-        """Constants of a speculative step's cost for the hot path, or None when the curve is a table,
-        bucket-padded or has a TP link term (callers then use step_time_vec):
-        step_time = max(tokens * f, W) + c_fixed + max(n_reqs * d_tok, d_w) + kv_sum * t_kv + n_reqs * c_req."""
-        if self.table_tokens is not None or self._bucket_list is not None or self._t_per_token_link or self._moe:
-            return None
-        return (self._t_per_token_flops, self._t_weights, self._fixed + self.spec_overhead_s + self._draft_fixed,
-                self.request_overhead_s, self.max_draft * self._draft_per_token, self._draft_weights)
 
     def sps_table(self, max_tokens: int, kv_per_req: float = 1024, spec: bool = True) -> np.ndarray:
         """SPS(B) for B = 1..max_tokens at one request per token (the 'profiled once at init' table)."""
@@ -176,13 +200,16 @@ class CostModel:
         return 1.0 / self.step_time_vec(b, kv_per_req * b, int(b[0]), spec)
 
 
-def _known():
-    from sim.hardware import HARDWARE
-
-    return HARDWARE
-
-
-def _expand(path: str) -> str:
-    import os
-
-    return os.path.expandvars(os.path.expanduser(path))
+def load_cost_profile(setting: str | None, run_root: str | Path | None) -> StepProfile | None:
+    """The step profile `sim.cost.profile` names: a path, or `run` (the run's own from `lab profile`)."""
+    if setting is None:
+        return None
+    if setting == "run":
+        if run_root is None:
+            raise LabError("sim.cost.profile: 'run' needs a run directory (lab run, after the profile stage)")
+        path = Path(run_root) / CSV_NAME
+        if not path.is_file():
+            raise LabError(f"sim.cost.profile: 'run' but {path} does not exist; run the profile stage first "
+                           "(lab profile X.yaml, or stages: [profile, ...])")
+        return read_profile(path)
+    return read_profile(expand_path(setting))

@@ -1,33 +1,70 @@
-"""Model shapes as data: parameters, layers and KV bytes per token (what the cost model needs).
+"""Model shapes as data: parameters, layers, KV bytes per token and experts (what the cost model needs).
 
-    m = get_model("qwen3-8b"); m.kv_bytes_per_token; m.weight_bytes
+    m = get_model("qwen3-8b")                    # a preset of sim/presets/models.yaml
+    m = from_hf_config("path/config.json")       # any Hugging Face config.json, dense or MoE
+    m = model_from_config(sim.model)             # what the simulator calls: preset or config, dtype overrides
+    m.kv_bytes_per_token; m.weight_bytes; m.weight_bytes_read(tokens)
 
-Shapes follow the public configs (Qwen3, Gemma3, Llama); the DeepSeek-V4-Flash-like MoE is an
-assumption-labelled stand-in (active parameters drive FLOPs and bytes read per token; MLA-style compressed
-KV). Add a model by adding one entry.
+MoE: active parameters per token drive FLOPs; total parameters set memory; the weights one step reads grow
+with the tokens in it, since more distinct experts are touched: with E routed experts and k per token,
+E * (1 - (1 - k/E)^tokens) of them under uniform routing. Configs read: Qwen3-MoE / Qwen2-MoE
+(num_experts, num_experts_per_tok, moe_intermediate_size, shared_expert_intermediate_size, decoder_sparse_step,
+mlp_only_layers), DeepSeek-V3 (n_routed_experts, n_shared_experts, first_k_dense_replace, moe_layer_freq and
+MLA's q_lora_rank / kv_lora_rank / qk_nope_head_dim / qk_rope_head_dim / v_head_dim: the KV cache holds
+kv_lora_rank + qk_rope_head_dim values per layer), Mixtral (num_local_experts), and dense Llama / Qwen3 /
+Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from lab.config_sim import MODEL_NAMES, ModelSpec, model_presets
 from lab.errors import LabError
+from lab.paths import expand_path
+
+DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
+TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 @dataclass(frozen=True)
 class ModelShape:
     name: str
-    params_b: float  # total parameters, billions
-    active_params_b: float  # parameters touched per token (== params_b for dense models)
+    params_b: float  # total parameters, billions (memory)
     n_layers: int
     hidden: int
+    n_heads: int
     n_kv_heads: int
     head_dim: int
-    bytes_per_param: float = 2.0
-    kv_bytes_per_elem: float = 2.0
+    active_params_b: float | None = None  # parameters a token's matmuls touch (None: params_b)
+    dtype: str = "bf16"  # weights
+    kv_dtype: str | None = None  # KV cache (None: as the weights)
     kv_dim_override: int | None = None  # MLA: compressed latent width per layer instead of 2*kv_heads*head_dim
+    attn_dim: int | None = None  # sum of query-key and value widths over heads (None: 2 * n_heads * head_dim)
     moe_experts: int = 0  # routed experts per MoE layer (0: dense)
     moe_top_k: int = 0  # routed experts per token
     expert_params_b: float = 0.0  # all routed-expert parameters, billions (part of params_b)
+    moe_layers: int | None = None  # layers with routed experts (None: all, when moe_experts)
+    source: str | None = None
+
+    def __post_init__(self):
+        if self.active_params_b is None:
+            object.__setattr__(self, "active_params_b", self.params_b)
+        for field_name in ("dtype", "kv_dtype"):
+            value = getattr(self, field_name)
+            if value is not None and value not in DTYPE_BYTES:
+                raise LabError(f"model {self.name}: {field_name} {value!r} is not one of {sorted(DTYPE_BYTES)}")
+        if self.moe_experts and not 0 < self.moe_top_k <= self.moe_experts:
+            raise LabError(f"model {self.name}: experts per token {self.moe_top_k} not in 1..{self.moe_experts}")
+
+    @property
+    def bytes_per_param(self) -> float:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def kv_bytes_per_elem(self) -> float:
+        return DTYPE_BYTES[self.kv_dtype or self.dtype]
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -42,41 +79,128 @@ class ModelShape:
     def active_weight_bytes(self) -> float:
         return self.active_params_b * 1e9 * self.bytes_per_param
 
-    def weight_bytes_read(self, tokens):
-        """Bytes of weights one step reads: dense parts always; routed experts as touched by `tokens`
-        tokens with uniform routing, 1 - (1 - k/E)^tokens of them (dense models: active weights)."""
+    def resident_weight_bytes(self, ep: int = 1) -> float:
+        """Weights one expert-parallel rank holds: everything but the routed experts, plus 1/ep of those."""
+        return (self.params_b - self.expert_params_b * (1.0 - 1.0 / ep)) * 1e9 * self.bytes_per_param
+
+    def weight_bytes_read(self, tokens, ep: int = 1):
+        """Bytes of weights one step of `tokens` tokens reads on one rank: the dense parts always; of its E/ep
+        routed experts the ones the ep ranks' tokens touch (each rank assumed as busy), 1 - (1 - k/E)^(ep x
+        tokens) of them under uniform routing (dense models: the active weights)."""
         if not self.moe_experts:
             return self.active_weight_bytes
         dense = (self.active_params_b - self.expert_params_b * self.moe_top_k / self.moe_experts) * 1e9
-        touched = 1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** tokens
-        return (dense + self.expert_params_b * 1e9 * touched) * self.bytes_per_param
+        touched = 1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** (tokens * ep)
+        return (dense + self.expert_params_b * 1e9 / ep * touched) * self.bytes_per_param
 
     @property
     def flops_per_token(self) -> float:
+        """Matmul FLOPs per token outside attention scores: 2 x active parameters."""
         return 2.0 * self.active_params_b * 1e9
+
+    @property
+    def attn_flops_per_context_token(self) -> float:
+        """FLOPs one query token spends per cached token it attends to (QK^T and AV over all layers)."""
+        width = self.attn_dim if self.attn_dim else 2 * self.n_heads * self.head_dim
+        return 2.0 * self.n_layers * width
+
+    @property
+    def n_moe_layers(self) -> int:
+        if not self.moe_experts:
+            return 0
+        return self.moe_layers if self.moe_layers is not None else self.n_layers
 
     @property
     def layer_params_b(self) -> float:
         return self.active_params_b / self.n_layers
 
 
-MODELS: dict[str, ModelShape] = {m.name: m for m in [
-    ModelShape("qwen3-4b", 4.0, 4.0, 36, 2560, 8, 128),
-    ModelShape("qwen3-8b", 8.2, 8.2, 36, 4096, 8, 128),
-    ModelShape("qwen3-14b", 14.8, 14.8, 40, 5120, 8, 128),
-    ModelShape("qwen3-32b", 32.8, 32.8, 64, 5120, 8, 128),
-    ModelShape("gemma3-270m", 0.27, 0.27, 18, 640, 1, 256),
-    ModelShape("gemma3-12b", 12.2, 12.2, 48, 3840, 8, 256),
-    ModelShape("llama-3.1-8b", 8.0, 8.0, 32, 4096, 8, 128),
-    ModelShape("llama-2-7b", 6.7, 6.7, 32, 4096, 32, 128),
-    # assumption: ~284B total / ~13B active MoE (256 routed experts, 8 per token, ~276B in experts), 43 layers,
-    # MLA-like 576-wide compressed KV, FP8 weights. Step bytes grow with tokens as more experts are touched.
-    ModelShape("deepseek-v4-flash-like", 284.0, 13.0, 43, 4096, 1, 576, bytes_per_param=1.0,
-               kv_bytes_per_elem=1.0, kv_dim_override=576, moe_experts=256, moe_top_k=8, expert_params_b=276.0),
-]}
-
-
 def get_model(name: str) -> ModelShape:
-    if name not in MODELS:
-        raise LabError(f"sim.model.name: unknown model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name]
+    """A preset of sim/presets/models.yaml."""
+    if name not in MODEL_NAMES:
+        raise LabError(f"sim.model.name: unknown model {name!r}; presets: {list(MODEL_NAMES)}")
+    return ModelShape(name=name, **model_presets()[name])
+
+
+def model_from_config(spec: ModelSpec) -> ModelShape:
+    """The model a `sim.model` section describes: a preset or a config.json, with its dtype overrides."""
+    if spec.config:
+        model = from_hf_config(expand_path(spec.config), name=spec.name if "name" in spec.model_fields_set else None)
+    else:
+        model = get_model(spec.name)
+    update = {k: v for k, v in (("dtype", spec.dtype), ("kv_dtype", spec.kv_dtype)) if v is not None}
+    return replace(model, **update) if update else model
+
+
+def from_hf_config(path: str | Path, name: str | None = None) -> ModelShape:
+    """Shape of a Hugging Face config.json (see the module docstring for the keys read)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"{path}: not a readable config.json ({exc})") from None
+    cfg = {**raw, **raw.get("text_config", {})} if isinstance(raw.get("text_config"), dict) else raw
+
+    def need(key):
+        if key not in cfg:
+            raise LabError(f"{path}: config.json has no {key!r}")
+        return cfg[key]
+
+    h, n_layers, n_heads = int(need("hidden_size")), int(need("num_hidden_layers")), int(need("num_attention_heads"))
+    vocab = int(need("vocab_size"))
+    n_kv = int(cfg.get("num_key_value_heads") or n_heads)
+    head_dim = int(cfg.get("head_dim") or h // n_heads)
+    tied = bool(cfg.get("tie_word_embeddings", True))
+    inter = int(cfg.get("intermediate_size") or 4 * h)
+
+    kv_dim = attn_dim = None
+    if cfg.get("kv_lora_rank"):  # MLA (DeepSeek-V2/V3)
+        kv_lora, rope = int(cfg["kv_lora_rank"]), int(cfg.get("qk_rope_head_dim", 64))
+        nope, v_dim = int(cfg.get("qk_nope_head_dim", 128)), int(cfg.get("v_head_dim", 128))
+        q_lora = cfg.get("q_lora_rank")
+        q_proj = h * int(q_lora) + int(q_lora) * n_heads * (nope + rope) if q_lora else h * n_heads * (nope + rope)
+        attn = q_proj + h * (kv_lora + rope) + kv_lora * n_heads * (nope + v_dim) + n_heads * v_dim * h
+        kv_dim, attn_dim = kv_lora + rope, n_heads * (nope + rope + v_dim)
+    else:
+        attn = 2 * h * n_heads * head_dim + 2 * h * n_kv * head_dim
+
+    experts = int(cfg.get("num_experts") or cfg.get("n_routed_experts") or cfg.get("num_local_experts") or 0)
+    top_k = int(cfg.get("num_experts_per_tok") or 0) if experts else 0
+    if experts and not top_k:
+        raise LabError(f"{path}: MoE config ({experts} experts) has no num_experts_per_tok")
+    moe_inter = int(cfg.get("moe_intermediate_size") or inter)
+    shared = 3 * h * moe_inter * int(cfg.get("n_shared_experts") or 0)
+    shared += 3 * h * int(cfg.get("shared_expert_intermediate_size") or 0)
+    moe_layer_ids = [i for i in range(n_layers) if experts and _is_moe_layer(cfg, i)]
+    n_moe = len(moe_layer_ids)
+    routed_per_layer = experts * 3 * h * moe_inter
+    mlp = (n_layers - n_moe) * 3 * h * inter + n_moe * (routed_per_layer + shared + h * experts)
+    embed = vocab * h
+    total = embed * (1 if tied else 2) + n_layers * (attn + 2 * h) + mlp + h
+    expert_total = n_moe * routed_per_layer
+    # an untied input embedding is a row lookup: memory, but neither read whole nor multiplied per step
+    active = total - (0 if tied else embed) - (expert_total * (1 - top_k / experts) if experts else 0)
+
+    dtype = kv_dtype = TORCH_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16")
+    quant = cfg.get("quantization_config") or {}
+    if isinstance(quant, dict) and "fp8" in str(quant.get("quant_method", "")).lower():
+        dtype = "fp8"  # fp8 weights; the KV cache stays in the activation dtype (vLLM's kv_cache_dtype auto)
+    label = name or cfg.get("_name_or_path") or path.parent.name or str(cfg.get("model_type", "model"))
+    return ModelShape(name=str(label), params_b=total / 1e9, active_params_b=active / 1e9, n_layers=n_layers,
+                      hidden=h, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, dtype=dtype, kv_dtype=kv_dtype,
+                      kv_dim_override=kv_dim, attn_dim=attn_dim, moe_experts=experts, moe_top_k=top_k,
+                      expert_params_b=expert_total / 1e9, moe_layers=n_moe if experts else None,
+                      source=str(path))
+
+
+def _is_moe_layer(cfg: dict, i: int) -> bool:
+    if "first_k_dense_replace" in cfg or "moe_layer_freq" in cfg:  # DeepSeek-V3
+        return i >= int(cfg.get("first_k_dense_replace", 0)) and i % int(cfg.get("moe_layer_freq", 1)) == 0
+    if i in (cfg.get("mlp_only_layers") or []):  # Qwen3-MoE / Qwen2-MoE
+        return False
+    step = int(cfg.get("decoder_sparse_step") or 1)
+    return (i + 1) % step == 0
+
+
+# kept for callers that list the presets (dashboards): name -> shape
+MODELS: dict[str, ModelShape] = {name: get_model(name) for name in MODEL_NAMES}

@@ -8,7 +8,6 @@ The `sim` stage that sweeps points and writes outputs is sim/stages.py.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 import simpy
 
 from lab.errors import LabError
+from lab.paths import expand_path
 from sim.acceptance import ParametricSource, TraceSource
 from sim.cluster import Cluster, CountingEnvironment
 from sim.cost import CostModel
@@ -26,10 +26,6 @@ from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
 from sim.trace_rows import resolve_method
 from sim.workload import LengthSampler, load_arrival_trace, load_length_table, open_loop_arrivals
-
-
-def expand(path: str) -> Path:
-    return Path(os.path.expandvars(os.path.expanduser(path)))
 
 
 @dataclass
@@ -44,6 +40,7 @@ class SimInputs:
     length_table: np.ndarray | None = None
     arrival_trace: np.ndarray | None = None
     reference_log: pd.DataFrame | None = None  # replay_log: the real engine's per-request log
+    cost: CostModel | None = None  # built once here (it may read a step profile)
     notes: list[str] = field(default_factory=list)
 
 
@@ -58,7 +55,7 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0) -> SimInput
     """Read traces, calibration and workload CSVs named by the config; LabError on anything missing."""
     from lab.trace import read_traces
 
-    inputs = SimInputs(sim=sim, seed=seed)
+    inputs = SimInputs(sim=sim, seed=seed, cost=CostModel.from_config(sim, run_root))
     acc = sim.acceptance
     if acc.source == "run":
         if run_root is None:
@@ -69,14 +66,14 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0) -> SimInput
                            "or set acceptance.source to traces/parametric")
         inputs.traces, inputs.traces_where = read_traces(tdir), str(tdir)
     elif acc.source == "traces":
-        files = [expand(p) for p in acc.paths]
+        files = [expand_path(p) for p in acc.paths]
         for p in files:
             if not p.exists():
                 raise LabError(f"sim.acceptance.paths: {p} does not exist")
         inputs.traces = pd.concat([read_traces(p) for p in files], ignore_index=True)
         inputs.traces_where = ", ".join(str(p) for p in files)
     if acc.use_calibration and acc.source != "parametric":
-        cal = expand(acc.calibration_path) if acc.calibration_path else (
+        cal = expand_path(acc.calibration_path) if acc.calibration_path else (
             Path(run_root) / "calibration.json" if run_root else None)
         if cal is not None and cal.is_file():
             try:
@@ -92,7 +89,7 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0) -> SimInput
     if wl.kind == "trace":
         inputs.arrival_trace = load_arrival_trace(wl.trace_path)
     elif wl.kind == "replay_log":
-        path = expand(wl.log_path)
+        path = expand_path(wl.log_path)
         if not path.is_absolute() and run_root is not None and (Path(run_root) / path).exists():
             path = Path(run_root) / path
         log = read_request_log(path)
@@ -146,7 +143,7 @@ def kv_capacity_tokens(sim, cost) -> int:
     m = cost.model
     reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
                else activation_reserve_bytes(m.hidden, e.max_num_batched_tokens))
-    blocks = kv_cache_blocks(cost.hw.mem_gib * GIB, e.gpu_memory_utilization, m.weight_bytes, reserve,
+    blocks = kv_cache_blocks(cost.hw.mem_gib * GIB, e.gpu_memory_utilization, m.resident_weight_bytes(cost.ep), reserve,
                              e.block_size * m.kv_bytes_per_token, cost.tp, where=f"sim: model {m.name}")
     return blocks * e.block_size
 
@@ -158,7 +155,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     spec = policy_spec(sim, label)
     wl = sim.workload
     rng = np.random.default_rng([inputs.seed, seed])
-    cost = CostModel.from_config(sim)
+    cost = inputs.cost if inputs.cost is not None else CostModel.from_config(sim)
     kv_cap = kv_capacity_tokens(sim, cost)
     source = build_source(inputs, spec)
     gamma = sim.acceptance.max_draft

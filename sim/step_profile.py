@@ -67,7 +67,8 @@ class StepProfile:
     repeats: np.ndarray  # int64 [rows]
     meta: dict
     path: Path | None = None
-    _grid: tuple = field(default=(), repr=False, compare=False)
+    _grid: tuple = field(default=(), repr=False, compare=False)  # (axes as lists, values as nested lists)
+    _values: np.ndarray | None = field(default=None, repr=False, compare=False)  # [n_batch, n_query, n_context]
 
     def __post_init__(self):
         where = str(self.path) if self.path else "step profile"
@@ -85,6 +86,7 @@ class StepProfile:
             raise LabError(f"{where}: rows must cover every batch x query_tokens x context_len combination; "
                            f"missing batch={axes[0][i]} query_tokens={axes[1][j]} context_len={axes[2][k]}")
         object.__setattr__(self, "_grid", ([[float(v) for v in a] for a in axes], values.tolist()))
+        object.__setattr__(self, "_values", values)
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -127,14 +129,38 @@ class StepProfile:
         return total
 
     def step_ms_many(self, batch, query_tokens, context_len) -> np.ndarray:
-        """step_ms over arrays (broadcast together); returns float64 of the broadcast shape."""
+        """step_ms over arrays (broadcast together, vectorised); float64 of the broadcast shape."""
+        axes, _ = self._grid
+        values = self._values
         b, q, c = np.broadcast_arrays(np.asarray(batch, float), np.asarray(query_tokens, float),
                                       np.asarray(context_len, float))
-        out = np.empty(b.shape)
-        flat = out.reshape(-1)
-        for i, (x, y, z) in enumerate(zip(b.reshape(-1), q.reshape(-1), c.reshape(-1))):
-            flat[i] = self.step_ms(x, y, z)
+        located = [_locate_many(np.asarray(axis), x) for axis, x in zip(axes, (b, q, c))]
+        out = _multilinear_many(values, located)
+        if any(np.any(w > 1.0) for _, w in located):
+            clamped = [(i, np.minimum(w, 1.0)) for i, w in located]
+            out = np.maximum(out, _multilinear_many(values, clamped))
         return out
+
+
+def _locate_many(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised _locate: segment indices and weights for every entry of x."""
+    if len(axis) == 1:
+        return np.zeros(x.shape, dtype=np.int64), np.zeros(x.shape)
+    i = np.clip(np.searchsorted(axis, x, side="right") - 1, 0, len(axis) - 2)
+    w = (x - axis[i]) / (axis[i + 1] - axis[i])
+    return i, np.where(x <= axis[0], 0.0, w)
+
+
+def _multilinear_many(values: np.ndarray, located) -> np.ndarray:
+    (ib, wb), (iq, wq), (ic, wc) = located
+    # pad each axis of one value so that index + 1 exists (its weight is always 0)
+    padded = np.pad(values, [(0, 1) if n == 1 else (0, 0) for n in values.shape], mode="edge")
+    total = np.zeros(ib.shape)
+    for db, fb in ((0, 1.0 - wb), (1, wb)):
+        for dq, fq in ((0, 1.0 - wq), (1, wq)):
+            for dc, fc in ((0, 1.0 - wc), (1, wc)):
+                total = total + fb * fq * fc * padded[ib + db, iq + dq, ic + dc]
+    return total
 
 
 def _locate(axis: list[float], x: float) -> tuple[int, float]:

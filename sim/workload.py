@@ -11,20 +11,19 @@ Constructors do no I/O; load_length_table / load_arrival_trace are the only read
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lab.errors import LabError
+from lab.paths import expand_path
 
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 
 
 def _read_csv(path: str, field: str, columns) -> pd.DataFrame:
-    p = Path(os.path.expandvars(os.path.expanduser(path)))
+    p = expand_path(path)
     if not p.is_file():
         raise LabError(f"{field}: {p} does not exist")
     try:

@@ -171,6 +171,15 @@ CASES = [
     ("missing per-request log", lambda w: ["run", sim_yaml(w, {"workload": {"kind": "replay_log",
                                                                             "log_path": "no/requests.parquet"}})],
      "sim.workload.log_path: no/requests.parquet does not exist"),
+    ("empty profile grid", lambda w: ["profile", "good.yaml", "--set", "profile.batch=[]"], "profile"),
+    ("unknown hardware preset", lambda w: ["validate", write(w, "hw.yaml", yaml.safe_dump(
+        {**GOOD, "sim": {"hardware": {"preset": "tpu9"}}}))], "sim.hardware"),
+    ("unknown model name", lambda w: ["validate", write(w, "mo.yaml", yaml.safe_dump(
+        {**GOOD, "sim": {"model": {"name": "gpt-9"}}}))], "sim.model"),
+    ("missing step profile", lambda w: ["run", write(w, "sp.yaml", yaml.safe_dump(
+        {"name": "sp", "stages": ["sim"], "sim": {"hardware": {"preset": "cpu"}, "cost": {"profile": "run"},
+                                                  "acceptance": {"source": "parametric"}}}))],
+     "run the profile stage first"),
 ]
 
 

@@ -1,7 +1,9 @@
-"""Cost model: roofline by hand, memory-bound flatness, CUDA-graph padding, measured tables, KV capacity."""
+"""Cost model: roofline by hand, memory-bound flatness, CUDA-graph padding, measured profiles, KV capacity,
+TP on the configured link, expert parallelism."""
 import numpy as np
 import pytest
 
+from lab.config_sim import SimSection
 from lab.errors import LabError
 from sim.cost import CostModel
 from sim.hardware import get_hardware
@@ -12,13 +14,13 @@ from tests.sim.conftest import make_sim
 def test_roofline_by_hand():
     hw, m = get_hardware("h100"), get_model("llama-2-7b")
     cm = CostModel(hw, m, step_overhead_s=0, layer_overhead_s=0, request_overhead_s=0, spec_overhead_s=0)
-    bw = 3.35e12 * hw.bw_eff
+    bw = 3.35e12 * hw.bw_efficiency
     weights = 6.7e9 * 2 / bw
     assert cm.step_time(1, 0, 1, False) == pytest.approx(weights)
     assert m.kv_bytes_per_token == 2 * 32 * 32 * 128 * 2
     assert cm.step_time(1, 10_000, 1, False) == pytest.approx(weights + 10_000 * m.kv_bytes_per_token / bw)
     big = 8192
-    assert cm.step_time(big, 0, 1, False) == pytest.approx(big * 2 * 6.7e9 / (989.5e12 * hw.mfu))
+    assert cm.step_time(big, 0, 1, False) == pytest.approx(big * 2 * 6.7e9 / (989.4e12 * hw.mfu))
     # memory bound: 64 tokens cost the same as 1; compute bound: cost grows with tokens
     assert cm.step_time(64, 0, 1, False) == cm.step_time(1, 0, 1, False)
     assert cm.step_time(4096, 0, 1, False) > 1.5 * cm.step_time(64, 0, 1, False)
@@ -37,18 +39,79 @@ def test_cuda_graph_buckets_make_sps_jagged():
     assert sps[256] < 0.95 * sps[255]
 
 
-def test_measured_table(tmp_path):
-    csv = tmp_path / "p.csv"
-    csv.write_text("tokens,step_ms\n1,10\n64,10\n512,20\n")
-    sim = make_sim(hardware={"name": "mybox", "profile_csv": str(csv)}, cost={"step_overhead_ms": 0})
+def write_grid_profile(directory, ms):
+    from sim.step_profile import write_profile
+
+    rows = [{"batch": b, "query_tokens": q, "context_len": c, "step_ms": ms(b, q, c), "step_ms_p90": ms(b, q, c),
+             "repeats": 3} for b in (1, 8) for q in (1, 8) for c in (0, 1024)]
+    meta = {"source": "lab", "model": "llama-2-7b", "dtype": "bf16", "device": "cuda", "hardware": "rtx-4090",
+            "cpu_capability": None, "threads": None, "versions": {}, "created": "2026-11-26T00:00:00"}
+    write_profile(directory, rows, meta)
+    return directory
+
+
+def test_measured_profile_is_the_step_cost_without_kv_on_top(tmp_path):
+    def ms(b, q, c):
+        return 10 + 0.1 * b * q + 0.002 * b * c
+    write_grid_profile(tmp_path, ms)
+    sim = make_sim(hardware={"preset": "rtx-4090"}, cost={"profile": str(tmp_path)})
     cm = CostModel.from_config(sim)
-    assert cm.step_time(32, 0, 0, False) == pytest.approx(0.010)
-    assert cm.step_time(288, 0, 0, False) == pytest.approx(0.015)
-    assert cm.step_time(1024, 0, 0, False) == pytest.approx(0.020 + 512 * (0.010 / 448))
-    bad = tmp_path / "bad.csv"
-    bad.write_text("tokens,ms\n1,2\n")
-    with pytest.raises(LabError, match="tokens, step_ms"):
-        CostModel.from_config(make_sim(hardware={"name": "x", "profile_csv": str(bad)}))
+    # the profile's own number, interpolated: no KV-read time, no overheads added on top
+    assert cm.step_time(8, 8 * 1024, 8, False) == pytest.approx(ms(8, 1, 1024) / 1e3)
+    assert cm.step_time(16, 4 * 512, 4, False) == pytest.approx(ms(4, 4, 512) / 1e3)
+    vec = cm.step_time_vec(np.array([4, 16, 32]), 4 * 512, 4, True)
+    assert np.allclose(vec, [cm.step_time(t, 4 * 512, 4, True) for t in (4, 16, 32)])
+    # KV capacity from the named device (24 GiB), not H100's 80
+    cap = cm.kv_capacity_tokens(0.9)
+    assert cap == int((24 * 2**30 * 0.9 - 6.7e9 * 2) / (2 * 32 * 32 * 128 * 2))
+
+
+def test_profile_without_a_device_fails_at_validate(tmp_path):
+    write_grid_profile(tmp_path, lambda b, q, c: 5.0)
+    data = make_sim().model_dump()
+    data.pop("hardware")
+    data["cost"]["profile"] = str(tmp_path)
+    with pytest.raises(ValueError, match="name the device"):
+        SimSection.model_validate(data)
+    data["batching"]["kv_capacity_tokens"] = 1000
+    SimSection.model_validate(data)  # memory given directly
+    with pytest.raises(LabError, match="does not exist"):
+        CostModel.from_config(make_sim(hardware={"preset": "l40s"}, cost={"profile": str(tmp_path / "none")}))
+
+
+def test_sps_curve_is_the_step_time():
+    for sim in (make_sim(), make_sim(cost={"cuda_graph_buckets": [8, 64]}), make_sim(hardware={"tp": 2})):
+        cm = CostModel.from_config(sim)
+        b = np.array([1, 7, 30, 200])
+        sps = cm.sps_curve(16, 5000, 6)(b)
+        assert np.allclose(sps, [1 / cm.step_time(int(x) + 16, 5000, 6, True) for x in b])
+
+
+def test_tp_all_reduce_priced_on_the_configured_link():
+    m = get_model("llama-2-7b")
+    nvlink = CostModel(get_hardware("h100"), m, tp=2)
+    pcie = get_hardware("h100").model_copy(update={"interconnect": get_hardware("rtx-4090").interconnect})
+    slow = CostModel(pcie, m, tp=2)
+    gap = slow.step_time(1024, 0, 8, False) - nvlink.step_time(1024, 0, 8, False)
+    per_token = 2 * 32 * 2 * 0.5 * 4096 * 2  # bytes: 2 all-reduces x layers x ring factor x hidden x bf16
+    latency = 2 * 32 * (15 - 8) * 1e-6
+    assert gap == pytest.approx(1024 * per_token * (1 / 25e9 - 1 / 450e9) + latency)
+    section = make_sim(hardware={"preset": "h100", "tp": 2,
+                                 "interconnect": {"kind": "pcie", "bandwidth_gbs": 25, "latency_us": 15}})
+    assert CostModel.from_config(section).step_time(1024, 0, 8, False) == pytest.approx(
+        slow.step_time(1024, 0, 8, False))
+
+
+def test_expert_parallel_all_to_all_and_memory():
+    m = get_model("deepseek-v4-flash-like")
+    one = CostModel(get_hardware("h200"), m, tp=4)
+    ep2 = CostModel(get_hardware("h200"), m, tp=4, ep=2)
+    assert ep2.kv_capacity_tokens(0.9) > one.kv_capacity_tokens(0.9)  # half the experts resident
+    # a decode step of few tokens: each rank reads fewer expert bytes; the all-to-all adds latency
+    link = get_hardware("h200").interconnect
+    a2a = 2 * 43 * (link.latency_us * 1e-6 + 1 * 8 * 4096 * 2 * 0.5 / (link.bandwidth_gbs * 1e9))
+    reads = (m.weight_bytes_read(1, 2) - m.weight_bytes_read(1)) / one._bw
+    assert ep2.step_time(1, 0, 1, False) - one.step_time(1, 0, 1, False) == pytest.approx(a2a + reads)
 
 
 def test_kv_capacity_and_tp():

@@ -103,3 +103,19 @@ def test_missing_meta_key_and_missing_files(tmp_path):
     with pytest.raises(LabError, match="meta needs 'created'"):
         write_profile(tmp_path, grid_rows(), meta)
     assert not (tmp_path / CSV_NAME).exists()  # nothing written when the input is bad
+
+
+def test_vectorised_matches_scalar(tmp_path):
+    rows = grid_rows()
+    rows[-1]["step_ms"] = 0.1  # a noisy corner: the extension floor matters
+    write_profile(tmp_path, rows, META)
+    prof = read_profile(tmp_path)
+    b = [0.5, 1, 3, 16, 40, 7]
+    q = [1, 2, 8, 9, 3, 20]
+    c = [0, 700, 2048, 5000, 100, 3000]
+    assert prof.step_ms_many(b, q, c).tolist() == pytest.approx([prof.step_ms(*x) for x in zip(b, q, c)])
+    single = grid_rows(batches=(2,), queries=(1, 4), contexts=(64,))
+    write_profile(tmp_path / "one", single, META)
+    one = read_profile(tmp_path / "one")
+    assert one.step_ms_many([1, 5], [2, 8], [0, 999]).tolist() == pytest.approx(
+        [one.step_ms(1, 2, 0), one.step_ms(5, 8, 999)])

@@ -1,0 +1,25 @@
+"""User-given paths: one place that expands ~ and $VARS, and the config type that documents it.
+
+    from lab.paths import expand_path, UserPath
+    expand_path("$DATA/azure.csv")      # -> Path('/work/shared/data/azure.csv') when DATA is set
+    class Section(StrictModel):
+        trace_path: UserPath | None = None   # kept as written in the YAML; expanded where it is opened
+
+Paths are stored as written (so a run id does not depend on one machine's environment) and expanded with
+expand_path at the moment a file is opened.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+UserPath = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1),
+                     Field(description="a file path; ~ and $VARS expand when it is opened")]
+
+
+def expand_path(raw: str | os.PathLike) -> Path:
+    """`raw` with ~ and $VARS (or ${VARS}) expanded; an unset variable stays as written."""
+    return Path(os.path.expandvars(os.path.expanduser(os.fspath(raw))))

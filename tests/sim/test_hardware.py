@@ -1,0 +1,93 @@
+"""Hardware from a spec sheet and models from a config.json: presets, own specs, validation at `lab validate`."""
+import pytest
+import yaml
+
+from lab.config import config_from_dict
+from lab.config_sim import HARDWARE_NAMES, MODEL_NAMES, PRESETS_DIR, HardwareSheet
+from lab.errors import LabError
+from sim.cost import CostModel
+from sim.hardware import get_hardware
+from sim.models import MODELS, from_hf_config, get_model
+from tests.sim.conftest import make_sim
+
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+NEW_CARDS = ("rtx-4090", "l40s", "rtx-pro-6000", "h20", "mi300x")
+
+
+def experiment(sim: dict) -> dict:
+    return {"name": "hw", "stages": ["sim"], "sim": {"acceptance": {"source": "parametric"}, **sim}}
+
+
+def test_every_preset_is_a_valid_sheet_with_cited_sources():
+    raw = yaml.safe_load((PRESETS_DIR / "hardware.yaml").read_text())
+    assert tuple(raw) == HARDWARE_NAMES and set(NEW_CARDS) <= set(HARDWARE_NAMES)
+    for name in HARDWARE_NAMES:
+        sheet = get_hardware(name)
+        assert sheet.name == name and sheet.peak_tflops and sheet.mem_gib > 0
+        if name != "cpu":
+            assert sheet.sources and all(s.startswith("https://") for s in sheet.sources), name
+    assert get_hardware("rtx-4090").interconnect.kind == "pcie"
+    assert get_hardware("h100").interconnect.kind == "nvlink"
+
+
+def test_model_presets_build_and_names_come_from_one_file():
+    raw = yaml.safe_load((PRESETS_DIR / "models.yaml").read_text())
+    assert tuple(raw) == MODEL_NAMES == tuple(MODELS)
+    for name in MODEL_NAMES:
+        assert get_model(name).kv_bytes_per_token > 0
+
+
+def test_own_spec_mapping_and_spec_file(tmp_path):
+    sheet = {"name": "mycard", "peak_tflops": {"bf16": 100}, "mem_bw_tbs": 1.0, "mem_gib": 16,
+             "interconnect": {"kind": "pcie", "bandwidth_gbs": 25, "latency_us": 10}}
+    inline = make_sim(hardware={"spec": sheet})
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(sheet))
+    from_file = make_sim(hardware={"spec": str(tmp_path / "card.yaml")})
+    assert inline.hardware.sheet() == from_file.hardware.sheet() == HardwareSheet.model_validate(sheet)
+    cm = CostModel.from_config(from_file)
+    assert cm.hw.name == "mycard"
+    # 16 GiB cannot hold llama-2-7b's 13.4 GB at 0.5 utilisation
+    with pytest.raises(LabError, match="does not fit"):
+        cm.kv_capacity_tokens(0.5)
+
+
+@pytest.mark.parametrize("sim, message", [
+    ({"hardware": {"preset": "tpu9"}}, "sim.hardware"),
+    ({"hardware": {"preset": "h100", "spec": {"name": "x"}}}, "sim.hardware"),
+    ({"hardware": {"spec": "/nonexistent/card.yaml"}}, "spec file"),
+    ({"hardware": {"spec": {"name": "x", "peak_tflops": {"bf16": 1}, "mem_bw_tbs": 1}}}, "mem_gib"),
+    ({"model": {"name": "gpt-9"}}, "sim.model"),
+    ({"model": {"config": "/nonexistent/config.json"}}, "not found"),
+])
+def test_mistakes_fail_at_validate(sim, message):
+    with pytest.raises(LabError, match=message):
+        config_from_dict(experiment(sim), "x.yaml")
+
+
+def test_qwen3_moe_config():
+    m = from_hf_config(DATA / "qwen3_30b_a3b_config.json")
+    # Qwen3-30B-A3B: 30.5B total, 3.3B activated (the model card; 3.0B without the input-embedding lookup)
+    assert m.params_b == pytest.approx(30.5, abs=0.2)
+    assert m.active_params_b + 151936 * 2048 / 1e9 == pytest.approx(3.3, abs=0.1)
+    assert (m.moe_experts, m.moe_top_k, m.n_moe_layers) == (128, 8, 48)
+    assert m.kv_bytes_per_token == 48 * 2 * 4 * 128 * 2
+    # distinct experts touched: E (1 - (1 - k/E)^tokens)
+    expert_b = m.expert_params_b * 1e9 * 2
+    dense = m.weight_bytes_read(1) - expert_b * 8 / 128
+    assert m.weight_bytes_read(64) == pytest.approx(dense + expert_b * (1 - (1 - 8 / 128) ** 64))
+
+
+def test_deepseek_v3_config_mla_shared_experts_fp8():
+    m = from_hf_config(DATA / "deepseek_v3_config.json")
+    assert m.params_b == pytest.approx(671, rel=0.01)
+    assert m.active_params_b + 129280 * 7168 / 1e9 == pytest.approx(37, rel=0.02)
+    assert m.n_moe_layers == 58 and m.dtype == "fp8" and m.kv_dtype == "bf16"
+    assert m.kv_bytes_per_token == 61 * (512 + 64) * 2  # MLA latent + rope key, bf16
+
+
+def test_model_config_in_a_sim_section(tmp_path):
+    sim = make_sim(model={"name": None, "config": str(DATA / "qwen3_30b_a3b_config.json")},
+                   hardware={"preset": "rtx-pro-6000", "ep": 2})
+    cm = CostModel.from_config(sim)
+    assert cm.model.name and cm.model.moe_experts == 128 and cm.ep == 2
+    assert cm.step_time(64, 0, 8, False) > cm.step_time(1, 0, 1, False)
