@@ -115,7 +115,7 @@ class CostModel:
         budget = self.hw.mem_gib * 2**30 * gpu_mem_util * self.tp - weights
         if budget <= 0:
             raise LabError(f"sim: model {self.model.name} ({weights / 2**30:.0f} GiB) does not fit "
-                           f"{self.tp} x {self.hw.name}; raise hardware.tp or set batching.kv_capacity_tokens")
+                           f"{self.tp} x {self.hw.name}; raise hardware.tp or set engine.kv_capacity_tokens")
         return int(budget / self.model.kv_bytes_per_token)
 
     # ---- step time ---------------------------------------------------------------------------------

@@ -20,16 +20,16 @@ from lab.io import atomic_path, write_json_atomic, write_text_atomic
 def run_calibrate(ctx) -> None:
     """Read the run's traces (or sim.acceptance paths), fit STS, write calibration.json and reliability.png."""
     from lab.config_sim import SimSection
+    from lab.paths import expand_path
     from lab.trace import read_traces
     from sim.calibrate import calibrate_frame, plot_reliability
-    from sim.simulate import expand
 
     out = ctx.path("calibration.json")
     if ctx.stage_done("calibrate") and out.exists():
         return
     sim = ctx.cfg.sim or SimSection()
     if sim.acceptance.source == "traces":
-        frame = pd.concat([read_traces(expand(p)) for p in sim.acceptance.paths], ignore_index=True)
+        frame = pd.concat([read_traces(expand_path(p)) for p in sim.acceptance.paths], ignore_index=True)
     else:
         tdir = ctx.path("traces")
         if not tdir.is_dir():

@@ -61,37 +61,12 @@ def acceptance_curve(counters: dict, frame: pd.DataFrame) -> list[float]:
     return [float(np.clip(r, 0.0, 1.0)) for r in rates]
 
 
-def profile_as_token_table(profile_csv: Path, out: Path, context: float) -> Path:
-    """The shared step profile reduced to the cost table sim/cost.py reads on this branch (tokens, step_ms):
-    step tokens = batch x query_tokens, step_ms interpolated over the profile's context lengths at `context`
-    (a load's mean KV length), non-decreasing in tokens. (Branch i9-sim-cost reads the full profile as the
-    cost; this reduction stands in until the two simulator branches are merged.)"""
-    frame = pd.read_csv(profile_csv)
-    rows = []
-    for (batch, query), group in frame.groupby(["batch", "query_tokens"]):
-        group = group.sort_values("context_len")
-        rows.append({"tokens": int(batch * query),
-                     "step_ms": float(np.interp(context, group["context_len"], group["step_ms"]))})
-    table = pd.DataFrame(rows).groupby("tokens", as_index=False)["step_ms"].mean().sort_values("tokens")
-    # more tokens never cost less: measurement noise must not give the cost a falling last segment, which
-    # sim/cost.py extends linearly (to negative step times far above the measured range)
-    table["step_ms"] = table["step_ms"].cummax()
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
-    return out
-
-
-def mean_context(frame: pd.DataFrame) -> float:
-    """A load's mean KV length over its decode: prompt + half the output."""
-    return float((frame["input_tokens"] + frame["output_tokens"] / 2).mean())
-
-
-def sim_section(engine, variant, load_dir: Path, cost_csv: Path, kv: dict, rates: list[float] | None) -> SimSection:
+def sim_section(engine, variant, load_dir: Path, profile: Path, kv: dict, rates: list[float] | None) -> SimSection:
     spec = variant.speculative
     data = {
-        "hardware": {"name": "cpu-vllm", "profile_csv": str(cost_csv)},
+        "hardware": {"preset": "cpu"},  # memory only: the measured profile is the step cost
         "model": {"name": "gemma3-270m", "drafter_layers": 0},
-        "cost": {"spec_overhead_ms": 0.0},
+        "cost": {"profile": str(profile), "spec_overhead_ms": 0.0},
         "engine": {"kv_policy": "paged", "block_size": kv.get("block_size", DEFAULT_BLOCK_SIZE),
                    "max_num_seqs": engine.max_num_seqs, "max_num_batched_tokens": engine.max_num_batched_tokens,
                    **({"kv_capacity_tokens": kv["kv_capacity_tokens"]} if "kv_capacity_tokens" in kv else {})},
@@ -132,12 +107,10 @@ def run_stage(ctx) -> None:
             if not (load_dir / "requests.parquet").exists():
                 raise LabError(f"fidelity: {load_dir / 'requests.parquet'} missing; run the engine stage first")
             real = pd.read_parquet(load_dir / "requests.parquet")
-            cost_csv = profile_as_token_table(profile, root / "fidelity" / variant.name / load.name / "cost_tokens.csv",
-                                              mean_context(real))
             rates = None
             if variant.speculative.method != "none":
                 rates = acceptance_curve(json.loads((load_dir / "spec_counters.json").read_text()), real)
-            sim = sim_section(engine, variant, load_dir, cost_csv, kv, rates)
+            sim = sim_section(engine, variant, load_dir, profile, kv, rates)
             inputs = prepare_inputs(sim, ctx.root, ctx.cfg.seed)
             (_summary, sim_log), = sweep_points(inputs, show_progress=False, with_requests=True)
             with atomic_path(root / "fidelity" / variant.name / load.name / "sim_requests.parquet") as tmp:

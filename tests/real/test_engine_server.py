@@ -206,15 +206,3 @@ def test_server_kv_settings_read_from_vllms_log(tmp_path):
                    "INFO config ... block_size=128, enable_prefix_caching=True\n")
     assert server_kv_settings(log) == {"kv_capacity_tokens": 43680, "block_size": 128}
     assert server_kv_settings(tmp_path / "absent.log") == {}
-
-
-def test_cost_table_from_a_profile_never_falls_with_more_tokens(tmp_path):
-    from real.engine.fidelity import profile_as_token_table
-
-    rows = pd.DataFrame({"batch": [1, 2, 1, 2] * 2, "query_tokens": [1, 1, 8, 8] * 2,
-                         "context_len": [0] * 4 + [100] * 4,
-                         "step_ms": [10.0, 12.0, 30.0, 25.0, 20.0, 22.0, 40.0, 35.0],
-                         "step_ms_p90": [0.0] * 8, "repeats": [1] * 8})
-    rows.to_csv(tmp_path / "p.csv", index=False)
-    table = pd.read_csv(profile_as_token_table(tmp_path / "p.csv", tmp_path / "t.csv", context=50))
-    assert table["tokens"].tolist() == [1, 2, 8, 16] and table["step_ms"].tolist() == [15.0, 17.0, 35.0, 35.0]

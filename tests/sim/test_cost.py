@@ -73,7 +73,7 @@ def test_profile_without_a_device_fails_at_validate(tmp_path):
     data["cost"]["profile"] = str(tmp_path)
     with pytest.raises(ValueError, match="name the device"):
         SimSection.model_validate(data)
-    data["batching"]["kv_capacity_tokens"] = 1000
+    data["engine"]["kv_capacity_tokens"] = 1000
     SimSection.model_validate(data)  # memory given directly
     with pytest.raises(LabError, match="does not exist"):
         CostModel.from_config(make_sim(hardware={"preset": "l40s"}, cost={"profile": str(tmp_path / "none")}))
