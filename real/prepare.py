@@ -31,7 +31,7 @@ from tqdm import tqdm
 from transformers import LogitsProcessorList
 
 from lab.errors import LabError
-from lab.io import atomic_path, write_json_atomic, write_text_atomic
+from lab.io import TMP_SUFFIX, atomic_path, replace_dir, write_json_atomic, write_text_atomic
 from lab.runs import RunContext
 from real.sampling import TopKTopPSampler
 
@@ -260,13 +260,15 @@ def token_counts(records: list[dict], vocab: int) -> torch.Tensor:
 
 def prepare(ctx: RunContext, target) -> dict:
     section = ctx.cfg.prepare
-    out = ctx.path("data")
+    final = ctx.path("data")
+    forced = STAGE in ctx.forced  # --force: regenerate beside the old data; it stays until the new is complete
+    out = final.with_name(f".data.redo{TMP_SUFFIX}") if forced else final
     items = collect_prompts(section, target.tokenizer)
     if not items:
         raise LabError("prepare.datasets: no prompts found")
     train_idx, held_idx = split_heldout(len(items), section.heldout_fraction, ctx.cfg.seed)
-    if STAGE in ctx.forced:  # --force: regenerate instead of resuming from earlier part files
-        shutil.rmtree(out / "regen", ignore_errors=True)
+    if forced:
+        shutil.rmtree(out, ignore_errors=True)
     records = regenerate(ctx, target, items, out)
     train = [records[i] for i in train_idx]
     heldout = [records[i] for i in held_idx]
@@ -281,6 +283,8 @@ def prepare(ctx: RunContext, target) -> dict:
                "response_tokens": sum(len(r["ids"]) - r["prompt_len"] for r in train),
                "cache_bytes": cache["bytes"] if cache else 0}
     write_json_atomic(out / "manifest.json", summary)
+    if forced:
+        replace_dir(out, final)
     return summary
 
 

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from lab.errors import LabError
-from lab.io import DIR_MODE, TMP_SUFFIX, atomic_path, write_json_atomic
+from lab.io import DIR_MODE, TMP_SUFFIX, atomic_path, replace_dir, write_json_atomic
 from lab.runs import RunContext
 from real.drafters import drafter_class
 from real.drafters.layers import init_weights
@@ -399,16 +399,6 @@ def train(ctx: RunContext, target, specs=None) -> dict:
 def retrain_dir(ctx: RunContext, name: str) -> Path:
     """Where a forced retrain of drafter `name` writes until it has finished (swept up if it never does)."""
     return ctx.path("drafters", f".{name}.retrain{TMP_SUFFIX}")
-
-
-def replace_dir(new: Path, final: Path) -> None:
-    """Put the finished directory `new` where `final` is; the old one is removed only after the swap."""
-    old = final.with_name(f".{final.name}.old{TMP_SUFFIX}")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_stage(ctx: RunContext, target=None) -> None:

@@ -91,3 +91,22 @@ def test_greedy_regeneration_follows_the_target(tiny_qwen3, tmp_path):
     for rec in load_prepared(ctx.path("data")).records["train"]:
         prompt = rec["ids"][: rec["prompt_len"]]
         assert rec["ids"][rec["prompt_len"]:] == autoregressive_decode(tiny_qwen3, prompt, 12).tokens
+
+
+def test_force_keeps_the_old_data_until_the_new_is_complete(tiny_qwen3, tmp_path, monkeypatch):
+    ctx = experiment(tmp_path, n_prompts=4, feature_mode="online")
+    prepare.run_stage(ctx, target=tiny_qwen3)
+    before = {p.relative_to(ctx.path("data")): p.read_bytes() for p in ctx.path("data").rglob("*") if p.is_file()}
+    ctx.redo("prepare")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the user stops the forced rerun halfway
+
+    monkeypatch.setattr(prepare, "regenerate", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.run_stage(ctx, target=tiny_qwen3)
+    after = {p.relative_to(ctx.path("data")): p.read_bytes() for p in ctx.path("data").rglob("*") if p.is_file()}
+    assert after == before and ctx._marker("prepare").exists()
+    monkeypatch.undo()
+    prepare.run_stage(ctx, target=tiny_qwen3)  # the rerun completes and swaps in
+    assert ctx.stage_done("prepare") and not list(ctx.root.glob(".data.redo*"))
