@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from lab.config import ProfileSection
 from lab.runs import package_versions
+from real.rng import device_generator
 from sim.step_profile import CSV_NAME, write_profile
 
 
@@ -33,7 +34,7 @@ def _sync(device: torch.device) -> None:
 def measure_profile(target, section: ProfileSection, show_progress: bool = True) -> list[dict]:
     """Rows of the step-profile CSV for every point of the section's grid (see the module docstring)."""
     device = target.device
-    generator = torch.Generator().manual_seed(section.seed)
+    generator = device_generator("cpu", section.seed)  # host-side token ids
     points = [(b, c) for c in section.context_len for b in section.batch]
     rows = []
     bar = tqdm(total=len(points) * len(section.query_tokens), desc="profile", unit="point",

@@ -20,6 +20,7 @@ import torch
 
 from lab.config import load_config
 from real.decode import autoregressive_decode
+from real.rng import device_generator
 from real.targets import load_target
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads or engine_threads or torch.get_num_threads())
     target = load_target(cfg.target.model_copy(update={"dtype": cfg.engine.dtype}))
     vocab = target.config.vocab_size
-    gen = torch.Generator().manual_seed(0)
+    gen = device_generator("cpu", 0)  # host-side token ids
     autoregressive_decode(target, torch.randint(1000, vocab, (16,), generator=gen).tolist(), 4)  # warm-up
     tokens, wall, cpu = 0, time.perf_counter(), time.process_time()
     for _ in range(args.prompts):

@@ -119,7 +119,8 @@ def test_target_sampling_draws_on_the_logits_device(accelerator):
 def test_evaluate_hands_decoding_a_generator_on_the_targets_device(tmp_path, monkeypatch, accelerator):
     cfg = load_config(Path(__file__).parents[2] / "experiments" / "smoke.yaml",
                       overrides=["decode.anchors=false"])
-    target = types.SimpleNamespace(device=torch.device("meta"), name="meta-target")
+    tokenizer = types.SimpleNamespace(batch_decode=lambda rows: [str(r[0]) for r in rows])
+    target = types.SimpleNamespace(device=torch.device("meta"), name="meta-target", tokenizer=tokenizer)
     seen = []
 
     def fake_decode(target_, prompt_ids, max_new, temperature, generator, stop_at_eos):
@@ -129,6 +130,6 @@ def test_evaluate_hands_decoding_a_generator_on_the_targets_device(tmp_path, mon
     monkeypatch.setattr(evaluate, "autoregressive_decode", fake_decode)
     ctx = types.SimpleNamespace(cfg=cfg, run_id="r", show_progress=False,
                                 path=lambda *parts: tmp_path.joinpath(*parts))
-    prompts = [types.SimpleNamespace(prompt_id="p0")]
+    prompts = [types.SimpleNamespace(prompt_id="p0", turns=["a prompt"])]
     evaluate.evaluate_group(ctx, target, [], "d", prompts, [[5, 6, 7]], temperature=1.0)
     assert seen == [torch.device("meta")]
