@@ -10,14 +10,10 @@ input file was modified after it finished.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from lab.config import STAGES, ExperimentConfig
-
-
-def _expand(path: str) -> Path:
-    return Path(os.path.expandvars(os.path.expanduser(path)))
+from lab.paths import expand_path
 
 
 def _nested(obj, *names: str):
@@ -43,7 +39,7 @@ def input_files(cfg: ExperimentConfig, stage: str) -> list[Path]:
         paths.append(_nested(cfg.sim, "acceptance", "calibration_path"))
     if stage == "sim" and cfg.sim is not None:
         paths += [_nested(cfg.sim, "hardware", "profile_csv"), _nested(cfg.sim, "workload", "trace_path")]
-    return [_expand(p) for p in paths if p]
+    return [expand_path(p) for p in paths if p]
 
 
 def newest_mtime(path: Path) -> float | None:

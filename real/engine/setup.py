@@ -12,7 +12,6 @@ to this environment only by starting `<venv>/bin/vllm serve` and speaking HTTP t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from collections import deque
 from pathlib import Path
 
 from lab.errors import LabError
+from lab.paths import expand_path
 from real.embedded import cache_root, log
 
 MARKER = "engine.json"
@@ -89,7 +89,7 @@ def setup_engine(engine: str = "vllm", venv: str | Path | None = None, device: s
         device = detect_device()
     if device not in ("cpu", "cuda"):
         raise LabError(f"--device {device!r}: expected auto, cpu or cuda")
-    venv = Path(os.path.expanduser(str(venv))) if venv else default_venv(engine)
+    venv = expand_path(venv) if venv else default_venv(engine)
     package = package or package_for(device)
     marker = read_marker(venv)
     if marker and not force and marker.get("package") == package and venv_python(venv).is_file():
@@ -132,7 +132,7 @@ def setup_engine(engine: str = "vllm", venv: str | Path | None = None, device: s
 
 def require_engine(venv: str | Path | None = None, engine: str = "vllm") -> Path:
     """The ready engine environment, or a LabError that says how to build it."""
-    path = Path(os.path.expanduser(str(venv))) if venv else default_venv(engine)
+    path = expand_path(venv) if venv else default_venv(engine)
     if not is_ready(path):
         raise LabError(f"engine.venv {path}: no {engine} environment there; run `lab engine setup {engine}`"
                        + (f" --venv {path}" if venv else ""))

@@ -25,6 +25,7 @@ import pandas as pd
 
 from lab.errors import LabError
 from lab.io import write_json_atomic, write_text_atomic
+from lab.paths import expand_path
 from real.embedded import embedded_model_dir, log
 from real.engine.loadgen import RandomTokens, TextTokens, load_summary, run_load, write_request_log
 from real.engine.metrics import counter_table, scrape_spec_counters
@@ -38,9 +39,9 @@ def served_model_dir(cfg) -> Path:
     """The checkpoint directory vLLM serves: engine.model, target.path, or the embedded model's cache."""
     section = cfg.engine
     if section.model:
-        path = Path(section.model).expanduser()
+        path = expand_path(section.model)
     elif cfg.target.path:
-        path = Path(cfg.target.path).expanduser()
+        path = expand_path(cfg.target.path)
     elif cfg.target.name.startswith("tiny-"):
         raise LabError(f"target.name {cfg.target.name!r}: built in memory, vLLM needs a checkpoint directory; "
                        "set engine.model or target.path")
