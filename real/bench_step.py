@@ -9,6 +9,8 @@ and p90 wall ms (the device synchronized around each step) and the process CPU m
 engine's last logits are compared with eager's (max abs diff) so a fast path cannot be a wrong one.
 --weights-read prints, instead of measuring, what reading a target's weights once costs on the sim's GPU
 profiles (params x bytes / bandwidth): the floor of a decode step there. BENCHMARKS.md quotes the output.
+--kernels adds, per engine, the device kernels and kernel time of one batch-1 step (torch.profiler; on a
+CPU there are none to count); --compile wraps the model's forward in torch.compile first (GPU experiment).
 """
 from __future__ import annotations
 
@@ -56,6 +58,27 @@ def time_steps(target, engine: str, batch: int, query: int, context: int, repeat
             "cpu_ms": sorted(cpus)[len(cpus) // 2], "repeats": repeats, "last_logits": out.logits[:, -1].float().cpu()}
 
 
+def kernel_profile(target, engine: str, query: int, context: int, steps: int = 5) -> dict:
+    """Device kernels per batch-1 step and their device time (torch.profiler): two profiled runs of
+    time_steps, 1 and 1 + steps timed steps; their difference / steps is one step (prefill and warm-ups
+    cancel). Top five kernels by time in the longer run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    time_steps(target, engine, 1, query, context, 1)  # warm: graphs captured, caches sized
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    totals = []
+    for repeats in (1, 1 + steps):
+        with profile(activities=activities) as prof:
+            time_steps(target, engine, 1, query, context, repeats)
+        events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+        totals.append((sum(e.count for e in events), sum(e.self_device_time_total for e in events), events))
+    (count_1, time_1, _), (count_n, time_n, events) = totals
+    top = sorted(events, key=lambda e: -e.self_device_time_total)[:5]
+    return {"engine": engine, "query_tokens": query, "context_len": context,
+            "kernels_per_step": (count_n - count_1) / steps, "device_ms_per_step": (time_n - time_1) / steps / 1e3,
+            "top": [(e.key[:60], e.count, round(e.self_device_time_total / 1e3, 2)) for e in top]}
+
+
 def weights_read_rows(target_name: str) -> list[dict]:
     """params x 2 bytes (bf16) / peak bandwidth for the sim's GPU profiles: computed, not measured."""
     from real.sizing import build_preset_model, preset_config
@@ -82,6 +105,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--weights-read", action="store_true", help="print the GPU weights-read bounds and exit")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model's forward (default mode, no cudagraphs of its own) first")
+    parser.add_argument("--kernels", action="store_true",
+                        help="torch.profiler over one extra point per engine (batch 1, first query): kernel count "
+                             "and device time per step, top kernels")
     args = parser.parse_args()
     if args.weights_read:
         for row in weights_read_rows(args.target):
@@ -90,6 +118,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     target = load_target(TargetSection(name=args.target, init=args.init, dtype=args.dtype, device=args.device))
+    if args.compile:
+        target.model.forward = torch.compile(target.model.forward, dynamic=False)
     points = [(e, int(b), int(q)) for b in args.batches.split(",") for q in args.queries.split(",")
               for e in args.engines.split(",")]
     rows, reference = [], {}
@@ -102,6 +132,9 @@ def main() -> None:
             row["max_abs_diff_vs_eager"] = float((logits - reference[(batch, query)]).abs().max())
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.kernels:
+        for engine in args.engines.split(","):
+            print(json.dumps(kernel_profile(target, engine, int(args.queries.split(",")[0]), args.context)))
     result = {"target": args.target, "init": args.init, "dtype": args.dtype, "device": args.device,
               "hardware": torch.cuda.get_device_name() if args.device.startswith("cuda") else
               f"cpu {cpu_capability()} {torch.get_num_threads()} threads",

@@ -51,8 +51,9 @@ class StaticKV(Cache):
 
     def rewind(self) -> None:
         """Empty it for the next request (the stale keys are masked, then overwritten)."""
-        for layer in self.layers:
-            layer.cumulative_length.zero_()
+        with torch.inference_mode():  # the counters may be inference tensors: see crop
+            for layer in self.layers:
+                layer.cumulative_length.zero_()
 
     def crop(self, tokens_to_remove: int) -> None:
         """Forget the last |tokens_to_remove| positions: the counters move back in place (the tensors keep
@@ -60,8 +61,12 @@ class StaticKV(Cache):
         does the same and is missing in 5.17, so it is done here."""
         n = abs(int(tokens_to_remove))
         if n:
-            for layer in self.layers:
-                layer.cumulative_length.sub_(n)
+            # StaticLayer.lazy_initialization moves its counter with .to(device) inside the target's
+            # inference_mode forward: on CUDA that copy is an inference tensor, which an in-place update
+            # outside inference mode refuses (it crashed the first H200 bench); on CPU .to() is a no-op.
+            with torch.inference_mode():
+                for layer in self.layers:
+                    layer.cumulative_length.sub_(n)
 
 
 @dataclass

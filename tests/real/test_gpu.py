@@ -69,8 +69,13 @@ def test_torchrun_one_process_ddp_trains_the_smoke_drafters(tmp_path):
     config = yaml.safe_load((ROOT / "experiments" / "smoke.yaml").read_text())
     config.update(output_dir=str(tmp_path / "runs"), run_id="gpu-ddp")
     config["target"]["device"] = "cuda"
+    # prompts from a file of our own: the DDP mechanics need no 120 MB ShareGPT package on the GPU machine
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"turns": ["Explain step {i} of making bread, briefly."]}}\n' for i in range(24)))
+    config["prepare"]["datasets"] = [{"name": "bread", "path": str(prompts)}]
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep the caller's
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
     prepare = [sys.executable, "-m", "lab.cli", "run", "ddp.yaml", "--stages", "prepare"]
     subprocess.run(prepare, cwd=tmp_path, env=env, check=True, timeout=600)
     train = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "lab.cli", "run",

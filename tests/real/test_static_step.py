@@ -55,3 +55,22 @@ def test_engine_auto_is_eager_on_cpu_and_graphs_on_cuda():
     assert resolve_engine("auto", "cpu") == "eager" and resolve_engine("auto", "cuda:0") == "graphs"
     assert resolve_engine("static", "cpu") == "static"
     assert load_target(TargetSection(name="tiny-qwen3", dtype="float32", engine="static")).engine == "static"
+
+
+def test_counters_made_inside_inference_mode_roll_back_outside_it():
+    """On CUDA, StaticLayer's lazy init moves its counter with .to(device) inside the target's inference_mode
+    forward, making it an inference tensor; a crop / rewind from ordinary code (bench_step, the decode loops'
+    callers) must still work. CPU's .to() is a no-op, so the CUDA situation is recreated here: this crashed
+    the first H200 run ("Inplace update to inference tensor outside InferenceMode")."""
+    target = tiny_target("qwen3")
+    target.engine = "static"
+    cache = target.new_cache(max_len=64)
+    target.forward(torch.tensor([prompt(12)]), cache)
+    with torch.inference_mode():
+        for layer in cache.layers:
+            layer.cumulative_length = layer.cumulative_length.clone()  # what .to("cuda") gives there
+    assert cache.layers[0].cumulative_length.is_inference()
+    target.crop(cache, 4)
+    assert cache.length() == 8
+    cache.rewind()
+    assert cache.length() == 0
