@@ -131,6 +131,8 @@ class ParametricSource:
         self._clip = bool(np.any(self._shape > 1))
         self.label = f"parametric:{'curve' if rates else f'iid{alpha:g}'}" + (
             f":beta{concentration:g}" if concentration else "")
+        self._lead = np.zeros(0, np.int64)  # the current block of draws (empty: the first draw refills)
+        self._i = 0
 
     BLOCK = 1 << 15  # random draws are made in blocks; per-step work is then slicing
 
@@ -144,21 +146,24 @@ class ParametricSource:
             a = rng.beta(m0 * self.concentration, (1 - m0) * self.concentration, size=size)
         else:
             a = np.full(size, m0)
-        self._a = np.clip(a, 1e-9, 1 - 1e-9)
-        self._loga = np.log(self._a)
-        self._logu = np.log(rng.random(size))  # used by the flat (iid) fast path
+        a = np.clip(a, 1e-9, 1 - 1e-9)
+        logu = np.log(rng.random(size))  # used by the flat (iid) fast path
+        # per-step work is then slicing these [size, gamma] / [size] blocks
+        true = a[:, None] * self._shape  # [size, gamma] each request-step's per-position rates
+        if self._clip:
+            np.clip(true, 0.0, 1.0, out=true)
+        self._true = true
+        # flat: leading successes of i.i.d. Bernoulli(a): P(X >= k) = a^k = P(log u <= k log a)
+        self._lead = (logu / np.log(a)).astype(np.int64)  # [size]
         self._i = 0
 
     def draw(self, n: int, start, pos, plen, rng: np.random.Generator):
-        i = getattr(self, "_i", None)
-        if i is None or i + n > len(self._a):
+        i = self._i
+        if i + n > len(self._lead):
             self._refill(rng, n)
             i = 0
-        self._i = i + n
-        sl = slice(i, i + n)
-        true = self._a[sl, None] * self._shape
-        if self._clip:
-            np.clip(true, 0.0, 1.0, out=true)
+        self._i = j = i + n
+        true = self._true[i:j]
         conf = true
         if self.noise > 0:
             c = np.clip(true, 1e-6, 1 - 1e-6)
@@ -166,14 +171,12 @@ class ParametricSource:
             conf = 1 / (1 + np.exp(-z))
         # the state holds views of this block's arrays, not indices: another replica's draw may refill
         # the block before this step's accept(), and the outcomes must stay those of these confidences
-        return conf, (self._logu[sl], self._loga[sl], true), None
+        return conf, (self._lead[i:j] if self._flat else true), None
 
     def accept(self, state, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        logu, loga, true = state
-        if self._flat:
-            # leading successes of i.i.d. Bernoulli(a): P(X >= k) = a^k = P(log u <= k log a)
-            return np.minimum((logu / loga).astype(np.int64), lengths)
-        ok = rng.random(true.shape) < true
+        if self._flat:  # state: leading successes drawn with the rates (capped by the verify lengths here)
+            return np.minimum(state, lengths)
+        ok = rng.random(state.shape) < state  # state: true per-position rates [n, gamma]
         lead = np.cumprod(ok, axis=1)
         return np.minimum(lead.sum(axis=1), lengths)
 

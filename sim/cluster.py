@@ -88,6 +88,7 @@ class RequestTable:
 # sequence its blocks hold with this step's draft slots (HELD x block_size - lookahead: beyond it, grow)
 RID, PSTART, PLEN, POS, REM, ENTRY, TOT, HELD, ADM, CAP = range(10)
 NCOL = 10
+SMALL_BATCH = 8  # up to this many decode rows, per-row plain Python beats numpy's per-call overhead
 
 
 class Prefill:
@@ -181,7 +182,7 @@ class Replica:
             self._joining = []
             self.kv_dec += int((rows[:, TOT] - rows[:, REM]).sum())
             self._add_rows(rows)
-        if self.kv.paged and len(self.dec):
+        if self._headroom < 0 and self.kv.paged and len(self.dec):  # some request's blocks must grow
             self._grow_decodes()
         dec = self.dec
         r = len(dec)
@@ -190,27 +191,33 @@ class Replica:
         spec = self.policy.spec and r > 0
         if spec:
             lengths, state = self._choose(dec, r)
-            n_spec = int(lengths.sum())
-        chunks = self._schedule_prefill(self.max_tokens - r - n_spec, r)
+            n_spec = sum(lengths.tolist()) if r <= SMALL_BATCH else int(lengths.sum())
+        chunks = self._schedule_prefill(self.max_tokens - r - n_spec, r) if self.prefilling or self.queue else ()
         if r == 0 and not chunks:
             return None
         kv_pf = n_pf = 0
         for item, c in chunks:
             kv_pf += item.done + c
             n_pf += c
-        self.sum_running += self.n_active
-        self.peak_running = max(self.peak_running, self.n_active)
+        n_active = self.n_active
+        self.sum_running += n_active
+        if n_active > self.peak_running:
+            self.peak_running = n_active
         return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, n_spec, chunks)
 
     def _choose(self, dec, r):
         """The policy's verify lengths [r] from the drafters' confidences, and the acceptance state."""
         cl = self.cl
-        conf, state, kcap = cl.source.draw(r, dec[:, PSTART], dec[:, POS], dec[:, PLEN], cl.rng)
+        if self._track_pos:  # a replay source reads each request's replay row
+            conf, state, kcap = cl.source.draw(r, dec[:, PSTART], dec[:, POS], dec[:, PLEN], cl.rng)
+        else:
+            conf, state, kcap = cl.source.draw(r, None, None, None, cl.rng)
         pending = 0
         for item in self.prefilling:
             pending += item.left
-        p0 = min(pending, self.max_tokens - r)
-        lengths = self.policy.choose(conf, r, self.max_tokens - r, self._sps(p0, r + len(self.prefilling), p0))
+        budget = self.max_tokens - r
+        p0 = pending if pending < budget else budget
+        lengths = self.policy.choose(conf, r, budget, self._sps(p0, r + len(self.prefilling), p0))
         if kcap is not None:
             lengths = np.minimum(lengths, kcap)
         return lengths, state
@@ -438,18 +445,22 @@ class Replica:
                 self.sum_l += n_spec
             else:
                 emitted = 1
-            rem = dec[:, REM]
-            out = np.minimum(emitted, rem)
-            rem -= out
-            n_out = int(out.sum())
+            if r <= SMALL_BATCH:
+                n_out, any_done = self._emit_few(dec, emitted)
+            else:
+                rem = dec[:, REM]
+                out = np.minimum(emitted, rem)
+                rem -= out
+                n_out = int(out.sum())
+                any_done = rem.min() == 0
             self._headroom -= n_out  # no sequence grew by more than all of them together
             self.kv_dec += n_out
             self.decode_steps += 1
             self.sum_r += r
             self.sum_emit += n_out
             cl.count_tokens(now, n_out)
-            if rem.min() == 0:
-                finished = rem == 0
+            if any_done:
+                finished = dec[:, REM] == 0
                 req = cl.req
                 for row in dec[finished]:
                     rid = int(row[RID])
@@ -459,6 +470,20 @@ class Replica:
                 self.dec = dec[~finished]
         if chunks:
             self._finish_chunks(now, chunks)
+
+    @staticmethod
+    def _emit_few(dec, emitted):
+        """apply's token accounting for a few rows in plain Python: each row emits min(emitted, REM) tokens;
+        (tokens emitted in all, whether a row finished). `emitted`: int array [R], or 1 (no speculation)."""
+        em = emitted.tolist() if not isinstance(emitted, int) else [emitted] * len(dec)
+        n_out, done = 0, False
+        for i, e in enumerate(em):
+            rem = int(dec[i, REM])
+            if e >= rem:
+                e, done = rem, True
+            dec[i, REM] = rem - e
+            n_out += e
+        return n_out, done
 
     def _finish_chunks(self, now: float, chunks):
         cl, req = self.cl, self.cl.req

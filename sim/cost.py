@@ -174,21 +174,17 @@ class CostModel:
     def sps_curve(self, prefill_tokens: int, kv_sum: float, n_reqs: int):
         """SPS(b): steps per second of a speculative step verifying b tokens beside `prefill_tokens` prefill
         tokens, `n_reqs` requests, `kv_sum` cached tokens (what a policy maximises tau x SPS over).
-        A closed form on the plain roofline (the hot path); step_time_vec otherwise."""
+        A closed form on the plain roofline (the hot path: RooflineSps); step_time_vec otherwise."""
         if self.profile is not None or self._bucket_list is not None or self._t_per_token_link or self._moe:
             def sps(b, _p0=prefill_tokens, _kv=kv_sum, _n=n_reqs):
                 return 1.0 / self.step_time_vec(b + _p0, _kv, _n, True)
             return sps
         reqs = n_reqs if n_reqs > 0 else 1
-        f = self._t_per_token_flops + kv_sum / reqs * self._t_attn
-        memory = self._t_weights + kv_sum * self._t_per_kv_token
         dc = n_reqs * self.max_draft * self._draft_per_token
-        c = (self._fixed + self.spec_overhead_s + self._draft_fixed + n_reqs * self.request_overhead_s
-             + (max(self._draft_weights, dc)))
-
-        def sps(b, _p0=prefill_tokens, _f=f, _m=memory, _c=c):
-            return 1.0 / (np.maximum((b + _p0) * _f, _m) + _c)
-        return sps
+        return RooflineSps(prefill_tokens, self._t_per_token_flops + kv_sum / reqs * self._t_attn,
+                           self._t_weights + kv_sum * self._t_per_kv_token,
+                           (self._fixed + self.spec_overhead_s + self._draft_fixed + n_reqs * self.request_overhead_s
+                            + (max(self._draft_weights, dc))))
 
     @property
     def t_per_kv_token(self) -> float:
@@ -198,6 +194,27 @@ class CostModel:
         """SPS(B) for B = 1..max_tokens at one request per token (the 'profiled once at init' table)."""
         b = np.arange(1, max_tokens + 1)
         return 1.0 / self.step_time_vec(b, kv_per_req * b, int(b[0]), spec)
+
+
+class RooflineSps:
+    """SPS(b) = 1 / (max((b + p0) x f, memory) + fixed) of one batch on the plain roofline.
+
+    Callable on a numpy array of b (the policy interface, sim/policies/base.SpsFn); `values(lo, hi)` gives
+    SPS(b) for b = lo..hi-1 as a list of floats with the same float operations in plain Python (small batches,
+    where numpy's per-call overhead would dominate; the two agree bit for bit).
+    """
+
+    __slots__ = ("c", "f", "m", "p0")
+
+    def __init__(self, p0: int, f: float, m: float, c: float):
+        self.p0, self.f, self.m, self.c = p0, f, m, c
+
+    def __call__(self, b):
+        return 1.0 / (np.maximum((b + self.p0) * self.f, self.m) + self.c)
+
+    def values(self, lo: int, hi: int) -> list[float]:
+        p0, f, m, c = self.p0, self.f, self.m, self.c
+        return [1.0 / (max((b + p0) * f, m) + c) for b in range(lo, hi)]
 
 
 def load_cost_profile(setting: str | None, run_root: str | Path | None) -> StepProfile | None:

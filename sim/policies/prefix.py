@@ -75,7 +75,8 @@ def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) 
     lengths = [0] * n
     if m == 0:
         return np.zeros(n, np.int64)
-    s = sps(_AR[n:n + m + 1]).tolist()
+    values = getattr(sps, "values", None)  # a plain-Python SPS (sim/cost.RooflineSps) skips numpy here
+    s = values(n, n + m + 1) if values is not None else sps(_AR[n:n + m + 1]).tolist()
     best = n * s[0]
     tau = float(n)
     count = 0
