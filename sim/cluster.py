@@ -165,13 +165,13 @@ class Replica:
                 yield self.wake
                 self.wake = None
                 continue
-            tokens, kv_read, n_req, spec = step[0], step[1], step[2], step[3]
+            tokens, kv_read, n_req, spec, lengths, state, n_spec, chunks = step
             dt = step_time(tokens, kv_read, n_req, spec)
             yield env.timeout(dt)
             self.busy_time += dt
             self.n_steps += 1
             self.sum_batch_tokens += tokens
-            self.apply(env.now, *step[4:])
+            self.apply(env.now, lengths, state, n_spec, chunks)
 
     def plan(self):
         """Build one step: (tokens, kv read, requests, spec, lengths, state, drafts, chunks), or None when idle."""
@@ -436,18 +436,17 @@ class Replica:
         dec = self.dec
         r = len(dec)
         if r:
+            accepted = None
             if lengths is not None:
                 accepted = cl.source.accept(state, lengths, cl.rng)
                 self.policy.observe(lengths, accepted)
-                emitted = accepted + 1
                 if self._track_pos:  # parametric sources have no replay position
-                    dec[:, POS] += emitted if cl.source.advance_by_tokens else 1
+                    dec[:, POS] += accepted + 1 if cl.source.advance_by_tokens else 1
                 self.sum_l += n_spec
-            else:
-                emitted = 1
             if r <= SMALL_BATCH:
-                n_out, any_done = self._emit_few(dec, emitted)
+                n_out, any_done = self._emit_few(dec, accepted)
             else:
+                emitted = 1 if accepted is None else accepted + 1
                 rem = dec[:, REM]
                 out = np.minimum(emitted, rem)
                 rem -= out
@@ -472,12 +471,13 @@ class Replica:
             self._finish_chunks(now, chunks)
 
     @staticmethod
-    def _emit_few(dec, emitted):
-        """apply's token accounting for a few rows in plain Python: each row emits min(emitted, REM) tokens;
-        (tokens emitted in all, whether a row finished). `emitted`: int array [R], or 1 (no speculation)."""
-        em = emitted.tolist() if not isinstance(emitted, int) else [emitted] * len(dec)
+    def _emit_few(dec, accepted):
+        """apply's token accounting for a few rows in plain Python: each row emits min(accepted + 1, REM)
+        tokens; (tokens emitted in all, whether a row finished). `accepted`: int array [R], None: no drafts."""
+        acc = accepted.tolist() if accepted is not None else [0] * len(dec)
         n_out, done = 0, False
-        for i, e in enumerate(em):
+        for i, a in enumerate(acc):
+            e = a + 1
             rem = int(dec[i, REM])
             if e >= rem:
                 e, done = rem, True

@@ -214,6 +214,8 @@ class RooflineSps:
 
     def values(self, lo: int, hi: int) -> list[float]:
         p0, f, m, c = self.p0, self.f, self.m, self.c
+        if (hi - 1 + p0) * f <= m:  # memory-bound over the whole range ((b + p0) x f grows with b)
+            return [1.0 / (m + c)] * (hi - lo)
         return [1.0 / (max((b + p0) * f, m) + c) for b in range(lo, hi)]
 
 

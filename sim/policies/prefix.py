@@ -11,6 +11,9 @@ non-improvement (non-anticipation: the decision never depends on outcomes, so it
 """
 from __future__ import annotations
 
+from itertools import accumulate, takewhile
+from operator import add, le, mul, neg
+
 import numpy as np
 
 from sim.policies.base import Policy
@@ -59,37 +62,40 @@ SMALL = 32  # up to this many candidates, pure Python beats numpy's per-call ove
 
 
 def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) -> np.ndarray:
-    """Same result as the numpy path, for tiny batches (most steps of a lightly loaded replica)."""
+    """Same result as the numpy path, for tiny batches (most steps of a lightly loaded replica).
+
+    Plain Python over lists, with the per-candidate work in C (itertools.accumulate, map, a keyed sort):
+    survivals are the running products of each row up to its first non-positive one; a stable sort by
+    descending survival keeps ties in row-major order; theta_i = (n + sum of the first i) x SPS(n + i).
+    """
     n = conf.shape[0]
-    cand = []
+    surv: list[float] = []  # candidates' prefix survivals, row-major
+    owner: list[int] = []  # each candidate's row
     for r, row in enumerate(conf.tolist()):
-        a = 1.0
-        base = r * g
-        for j in range(g):
-            a *= row[j]
-            if a <= 0:
-                break
-            cand.append((-a, base + j))  # ties: row-major order, so each row's positions stay in order
-    cand.sort()
-    m = min(len(cand), max(budget, 0))
-    lengths = [0] * n
+        a = list(accumulate(row[:g], mul))
+        if not a or min(a) <= 0:  # cut at the first non-positive survival
+            a = list(takewhile((0.0).__lt__, a))
+        surv += a
+        if n > 1:
+            owner += [r] * len(a)
+    m = min(len(surv), max(budget, 0))
     if m == 0:
         return np.zeros(n, np.int64)
+    order = sorted(range(len(surv)), key=list(map(neg, surv)).__getitem__)[:m]  # stable: ties row-major
     values = getattr(sps, "values", None)  # a plain-Python SPS (sim/cost.RooflineSps) skips numpy here
     s = values(n, n + m + 1) if values is not None else sps(_AR[n:n + m + 1]).tolist()
-    best = n * s[0]
-    tau = float(n)
-    count = 0
-    for i in range(m):
-        tau -= cand[i][0]
-        th = tau * s[i + 1]
-        if th > best:
-            best = th
-            count = i + 1
-        elif early_stop:
-            break
-    for i in range(count):
-        lengths[cand[i][1] // g] += 1
+    # theta[0..m]: tau accumulates from n in admission order
+    theta = list(map(mul, accumulate(map(surv.__getitem__, order), add, initial=float(n)), s))
+    if early_stop:  # admit while theta strictly improves
+        worse = list(map(le, theta[1:], theta))
+        count = worse.index(True) if True in worse else m
+    else:  # the first maximum: ties keep the cheaper batch
+        count = theta.index(max(theta))
+    if n == 1:
+        return np.array([count], np.int64)
+    lengths = [0] * n
+    for i in order[:count]:
+        lengths[owner[i]] += 1
     return np.array(lengths, np.int64)
 
 
