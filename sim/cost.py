@@ -94,6 +94,9 @@ class CostModel:
         self._draft_fixed = self.drafter_layers * self.layer_overhead_s
         self._bucket_list = list(self.buckets) if self.buckets else None
         self._bucket_max = self.buckets[-1] if self.buckets else 0
+        # the SPS curve has a closed form (RooflineSps) on the plain roofline
+        self._closed_sps = not (self.profile is not None or self._bucket_list is not None
+                                or self._t_per_token_link or self._moe)
 
     @classmethod
     def from_config(cls, sim, run_root: str | Path | None = None) -> CostModel:
@@ -175,7 +178,7 @@ class CostModel:
         """SPS(b): steps per second of a speculative step verifying b tokens beside `prefill_tokens` prefill
         tokens, `n_reqs` requests, `kv_sum` cached tokens (what a policy maximises tau x SPS over).
         A closed form on the plain roofline (the hot path: RooflineSps); step_time_vec otherwise."""
-        if self.profile is not None or self._bucket_list is not None or self._t_per_token_link or self._moe:
+        if not self._closed_sps:
             def sps(b, _p0=prefill_tokens, _kv=kv_sum, _n=n_reqs):
                 return 1.0 / self.step_time_vec(b + _p0, _kv, _n, True)
             return sps

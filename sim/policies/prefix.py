@@ -61,6 +61,21 @@ def best_count(values: np.ndarray, n: int, sps, budget: int, early_stop: bool) -
 SMALL = 32  # up to this many candidates, pure Python beats numpy's per-call overhead
 
 
+def _single(count: int) -> np.ndarray:
+    """lengths [1] = [count], shared and read-only (building a 1-element array costs more than the rest)."""
+    if count >= len(_SINGLE):
+        return np.array([count], np.int64)
+    return _SINGLE[count]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+_SINGLE = [_readonly(np.array([k], np.int64)) for k in range(64)]
+
+
 def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) -> np.ndarray:
     """Same result as the numpy path, for tiny batches (most steps of a lightly loaded replica).
 
@@ -68,10 +83,11 @@ def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) 
     survivals are the running products of each row up to its first non-positive one; a stable sort by
     descending survival keeps ties in row-major order; theta_i = (n + sum of the first i) x SPS(n + i).
     """
-    n = conf.shape[0]
+    rows = conf.tolist()
+    n = len(rows)
     surv: list[float] = []  # candidates' prefix survivals, row-major
     owner: list[int] = []  # each candidate's row
-    for r, row in enumerate(conf.tolist()):
+    for r, row in enumerate(rows):
         a = list(accumulate(row[:g], mul))
         if not a or min(a) <= 0:  # cut at the first non-positive survival
             a = list(takewhile((0.0).__lt__, a))
@@ -80,19 +96,23 @@ def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) 
             owner += [r] * len(a)
     m = min(len(surv), max(budget, 0))
     if m == 0:
-        return np.zeros(n, np.int64)
-    order = sorted(range(len(surv)), key=list(map(neg, surv)).__getitem__)[:m]  # stable: ties row-major
+        return _single(0) if n == 1 else np.zeros(n, np.int64)
+    if n == 1 and max(rows[0][:g]) <= 1.0:  # one row of rates <= 1: its survivals already descend
+        order, ranked = None, surv[:m]
+    else:
+        order = sorted(range(len(surv)), key=list(map(neg, surv)).__getitem__)[:m]  # stable: ties row-major
+        ranked = list(map(surv.__getitem__, order))
     values = getattr(sps, "values", None)  # a plain-Python SPS (sim/cost.RooflineSps) skips numpy here
     s = values(n, n + m + 1) if values is not None else sps(_AR[n:n + m + 1]).tolist()
     # theta[0..m]: tau accumulates from n in admission order
-    theta = list(map(mul, accumulate(map(surv.__getitem__, order), add, initial=float(n)), s))
+    theta = list(map(mul, accumulate(ranked, add, initial=float(n)), s))
     if early_stop:  # admit while theta strictly improves
         worse = list(map(le, theta[1:], theta))
         count = worse.index(True) if True in worse else m
     else:  # the first maximum: ties keep the cheaper batch
         count = theta.index(max(theta))
     if n == 1:
-        return np.array([count], np.int64)
+        return _single(count)
     lengths = [0] * n
     for i in order[:count]:
         lengths[owner[i]] += 1
