@@ -11,8 +11,7 @@ non-improvement (non-anticipation: the decision never depends on outcomes, so it
 """
 from __future__ import annotations
 
-from itertools import accumulate, takewhile
-from operator import add, le, mul, neg
+from operator import neg
 
 import numpy as np
 
@@ -79,38 +78,44 @@ _SINGLE = [_readonly(np.array([k], np.int64)) for k in range(64)]
 def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) -> np.ndarray:
     """Same result as the numpy path, for tiny batches (most steps of a lightly loaded replica).
 
-    Plain Python over lists, with the per-candidate work in C (itertools.accumulate, map, a keyed sort):
-    survivals are the running products of each row up to its first non-positive one; a stable sort by
-    descending survival keeps ties in row-major order; theta_i = (n + sum of the first i) x SPS(n + i).
+    Plain Python over lists: survivals are the running products of each row up to its first non-positive
+    one; a stable sort by descending survival keeps ties in row-major order (one row of rates <= 1 is
+    already in order); theta_i = (n + sum of the first i) x SPS(n + i), admitted while it improves.
     """
     rows = conf.tolist()
     n = len(rows)
     surv: list[float] = []  # candidates' prefix survivals, row-major
-    owner: list[int] = []  # each candidate's row
+    owner: list[int] = []  # each candidate's row (n > 1)
     for r, row in enumerate(rows):
-        a = list(accumulate(row[:g], mul))
-        if not a or min(a) <= 0:  # cut at the first non-positive survival
-            a = list(takewhile((0.0).__lt__, a))
-        surv += a
+        a = 1.0
+        for j in range(g):
+            a *= row[j]
+            if a <= 0:
+                break
+            surv.append(a)
         if n > 1:
-            owner += [r] * len(a)
+            owner += [r] * (len(surv) - len(owner))
     m = min(len(surv), max(budget, 0))
     if m == 0:
         return _single(0) if n == 1 else np.zeros(n, np.int64)
     if n == 1 and max(rows[0][:g]) <= 1.0:  # one row of rates <= 1: its survivals already descend
-        order, ranked = None, surv[:m]
+        order, ranked = None, surv
     else:
         order = sorted(range(len(surv)), key=list(map(neg, surv)).__getitem__)[:m]  # stable: ties row-major
         ranked = list(map(surv.__getitem__, order))
     values = getattr(sps, "values", None)  # a plain-Python SPS (sim/cost.RooflineSps) skips numpy here
     s = values(n, n + m + 1) if values is not None else sps(_AR[n:n + m + 1]).tolist()
-    # theta[0..m]: tau accumulates from n in admission order
-    theta = list(map(mul, accumulate(ranked, add, initial=float(n)), s))
-    if early_stop:  # admit while theta strictly improves
-        worse = list(map(le, theta[1:], theta))
-        count = worse.index(True) if True in worse else m
-    else:  # the first maximum: ties keep the cheaper batch
-        count = theta.index(max(theta))
+    best = n * s[0]
+    tau = float(n)
+    count = 0
+    for i in range(m):
+        tau += ranked[i]
+        th = tau * s[i + 1]
+        if th > best:
+            best = th
+            count = i + 1
+        elif early_stop:
+            break
     if n == 1:
         return _single(count)
     lengths = [0] * n
