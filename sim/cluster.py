@@ -201,8 +201,7 @@ class Replica:
             n_pf += c
         n_active = self.n_active
         self.sum_running += n_active
-        if n_active > self.peak_running:
-            self.peak_running = n_active
+        self.peak_running = max(self.peak_running, n_active)
         return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, n_spec, chunks)
 
     def _choose(self, dec, r):
@@ -216,7 +215,7 @@ class Replica:
         for item in self.prefilling:
             pending += item.left
         budget = self.max_tokens - r
-        p0 = pending if pending < budget else budget
+        p0 = min(pending, budget)
         lengths = self.policy.choose(conf, r, budget, self._sps(p0, r + len(self.prefilling), p0))
         if kcap is not None:
             lengths = np.minimum(lengths, kcap)

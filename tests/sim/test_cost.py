@@ -87,6 +87,25 @@ def test_sps_curve_is_the_step_time():
         assert np.allclose(sps, [1 / cm.step_time(int(x) + 16, 5000, 6, True) for x in b])
 
 
+def test_roofline_sps_values_equal_the_array_curve_bit_for_bit():
+    # RooflineSps.values (plain Python, small batches) must give the very floats of the numpy curve, on both
+    # sides of the memory/compute knee and with the whole range memory-bound (its one-value shortcut)
+    from sim.cost import RooflineSps
+
+    rng = np.random.default_rng(3)
+    cm = CostModel.from_config(make_sim())
+    for _ in range(300):
+        p0, kv, n = int(rng.integers(0, 4096)), float(rng.integers(0, 200_000)), int(rng.integers(1, 64))
+        sps = cm.sps_curve(p0 * int(rng.integers(0, 2)), kv, n)
+        assert isinstance(sps, RooflineSps)
+        lo = int(rng.integers(1, 64))
+        hi = lo + int(rng.integers(1, 300))
+        assert sps.values(lo, hi) == sps(np.arange(lo, hi)).tolist()
+    knee = RooflineSps(0, 1.0, 10.0, 0.5)  # (b x 1) vs 10: memory-bound up to b = 10
+    assert knee.values(8, 13) == knee(np.arange(8, 13)).tolist() == [1 / 10.5] * 3 + [1 / 11.5, 1 / 12.5]
+    assert knee.values(1, 11) == [1 / 10.5] * 10
+
+
 def test_tp_all_reduce_priced_on_the_configured_link():
     m = get_model("llama-2-7b")
     nvlink = CostModel(get_hardware("h100"), m, tp=2)

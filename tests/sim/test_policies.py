@@ -145,6 +145,77 @@ def test_small_batch_fast_path_matches_numpy_path(monkeypatch):
             assert small.tolist() == big.tolist()
 
 
+def _prefix_small_reference(conf, sps, budget, g, early_stop):
+    """Algorithm 1's small-batch path as it was before the speed work (tuples sorted, SPS through numpy)."""
+    from sim.policies.prefix import _AR
+
+    n = conf.shape[0]
+    cand = []
+    for r, row in enumerate(conf.tolist()):
+        a = 1.0
+        for j in range(g):
+            a *= row[j]
+            if a <= 0:
+                break
+            cand.append((-a, r * g + j))
+    cand.sort()
+    m = min(len(cand), max(budget, 0))
+    lengths = [0] * n
+    if m == 0:
+        return np.zeros(n, np.int64)
+    s = sps(_AR[n:n + m + 1]).tolist()
+    best, tau, count = n * s[0], float(n), 0
+    for i in range(m):
+        tau -= cand[i][0]
+        th = tau * s[i + 1]
+        if th > best:
+            best, count = th, i + 1
+        elif early_stop:
+            break
+    for i in range(count):
+        lengths[cand[i][1] // g] += 1
+    return np.array(lengths, np.int64)
+
+
+def test_small_batch_path_equals_the_reference_with_the_roofline_sps(monkeypatch):
+    # the plain-Python SPS values, the skipped sort of one descending row and the shared one-row results
+    # must choose exactly what the pre-speed-work code chose (ties, zeros, rates above 1, both stop rules)
+    from sim.cost import CostModel
+    from sim.policies import prefix as P
+    from tests.sim.conftest import make_sim
+
+    cm = CostModel.from_config(make_sim())
+    rng = np.random.default_rng(11)
+    for trial in range(600):
+        n, g = int(rng.integers(1, 5)), int(rng.integers(1, 8))
+        conf = rng.random((n, g))
+        conf[rng.random((n, g)) < 0.15] = 1.0
+        conf[rng.random((n, g)) < 0.05] = 0.0
+        if trial % 5 == 0:
+            conf[:] = conf[0, 0]  # equal rates: many tied survivals
+        if trial % 4 == 0:
+            conf[0, int(rng.integers(0, g))] = 1 + rng.random()  # a rate above 1: survivals rise, sort them
+        sps = cm.sps_curve(int(rng.integers(0, 3000)) * (trial % 2), float(rng.integers(0, 100_000)), n)
+        if trial % 3 == 0:  # a jagged curve, where the admission order decides where greedy stops
+            tab = np.r_[0, np.sort(rng.random(40))[::-1]] + rng.random(41) * 0.05
+            sps = lambda b, tab=tab: tab[np.asarray(b)]
+        budget = int(rng.integers(0, 30))
+        for early in (True, False):
+            got = P._prefix_small(conf, sps, budget, g, early)
+            assert got.tolist() == _prefix_small_reference(conf, sps, budget, g, early).tolist()
+            with monkeypatch.context() as mp:
+                mp.setattr(P, "SMALL", -1)  # the numpy path, SPS through the array call
+                assert got.tolist() == P.prefix_schedule(conf, sps, budget, None, early).tolist()
+    # one row whose second rate is above 1: survival 0.95 ranks before 0.5 (theta 1.95 x 0.6 > 1; 1.5 x 0.6 < 1)
+    rising = np.array([[0.5, 1.9]])
+    tab = table_sps({1: 1.0, 2: 0.6, 3: 0.1})
+    assert _prefix_small_reference(rising, tab, 10, 2, True).tolist() == [1]
+    assert P._prefix_small(rising, tab, 10, 2, True).tolist() == [1]
+    one = P.prefix_schedule(np.full((1, 7), 0.9), cm.sps_curve(0, 1000, 1), 100)
+    with pytest.raises(ValueError):  # shared one-row results are read-only
+        one[0] = 0
+
+
 def test_async_keeps_the_planned_step_size_when_the_batch_changes():
     sps = lambda b: 1.0 / (1.0 + 0.02 * np.asarray(b, float))
     pol = PrefixAsyncPolicy(max_draft=4, stale_steps=2)
