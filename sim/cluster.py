@@ -477,7 +477,7 @@ class Replica:
         n_out, done = 0, False
         for i, a in enumerate(acc):
             e = a + 1
-            rem = int(dec[i, REM])
+            rem = dec.item(i, REM)
             if e >= rem:
                 e, done = rem, True
             dec[i, REM] = rem - e
