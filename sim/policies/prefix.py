@@ -84,6 +84,9 @@ def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) 
     """
     rows = conf.tolist()
     n = len(rows)
+    values = getattr(sps, "values", None)  # a plain-Python SPS (sim/cost.RooflineSps) skips numpy here
+    if n == 1 and values is not None and max(rows[0][:g]) <= 1.0:  # one row of rates <= 1: survivals descend
+        return _single(_one_row(rows[0], values, budget, g, early_stop))
     surv: list[float] = []  # candidates' prefix survivals, row-major
     owner: list[int] = []  # each candidate's row (n > 1)
     for r, row in enumerate(rows):
@@ -98,12 +101,8 @@ def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) 
     m = min(len(surv), max(budget, 0))
     if m == 0:
         return _single(0) if n == 1 else np.zeros(n, np.int64)
-    if n == 1 and max(rows[0][:g]) <= 1.0:  # one row of rates <= 1: its survivals already descend
-        order, ranked = None, surv
-    else:
-        order = sorted(range(len(surv)), key=list(map(neg, surv)).__getitem__)[:m]  # stable: ties row-major
-        ranked = list(map(surv.__getitem__, order))
-    values = getattr(sps, "values", None)  # a plain-Python SPS (sim/cost.RooflineSps) skips numpy here
+    order = sorted(range(len(surv)), key=list(map(neg, surv)).__getitem__)[:m]  # stable: ties row-major
+    ranked = list(map(surv.__getitem__, order))
     s = values(n, n + m + 1) if values is not None else sps(_AR[n:n + m + 1]).tolist()
     best = n * s[0]
     tau = float(n)
@@ -122,6 +121,30 @@ def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) 
     for i in order[:count]:
         lengths[owner[i]] += 1
     return np.array(lengths, np.int64)
+
+
+def _one_row(row: list, sps_values, budget: int, g: int, early_stop: bool) -> int:
+    """_prefix_small's count for one request whose survivals descend: one pass admits them in order
+    (`sps_values(lo, hi)`: SPS(b) for b = lo..hi-1, computed up to the longest verify length)."""
+    m = min(g, max(budget, 0))
+    if m == 0:
+        return 0
+    s = sps_values(1, m + 2)
+    best = s[0]
+    tau = a = 1.0
+    count = 0
+    for i in range(m):
+        a *= row[i]
+        if a <= 0:
+            break
+        tau += a
+        th = tau * s[i + 1]
+        if th > best:
+            best = th
+            count = i + 1
+        elif early_stop:
+            break
+    return count
 
 
 def prefix_schedule(conf: np.ndarray, sps, budget: int, max_draft: int | None = None,

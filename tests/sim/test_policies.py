@@ -177,6 +177,19 @@ def _prefix_small_reference(conf, sps, budget, g, early_stop):
     return np.array(lengths, np.int64)
 
 
+class _TableSps:
+    """An SPS table with RooflineSps's interface: callable on arrays, values(lo, hi) as floats."""
+
+    def __init__(self, tab):
+        self.tab = tab
+
+    def __call__(self, b):
+        return self.tab[np.asarray(b)]
+
+    def values(self, lo, hi):
+        return self.tab[lo:hi].tolist()
+
+
 def test_small_batch_path_equals_the_reference_with_the_roofline_sps(monkeypatch):
     # the plain-Python SPS values, the skipped sort of one descending row and the shared one-row results
     # must choose exactly what the pre-speed-work code chose (ties, zeros, rates above 1, both stop rules)
@@ -199,6 +212,8 @@ def test_small_batch_path_equals_the_reference_with_the_roofline_sps(monkeypatch
         if trial % 3 == 0:  # a jagged curve, where the admission order decides where greedy stops
             tab = np.r_[0, np.sort(rng.random(40))[::-1]] + rng.random(41) * 0.05
             sps = lambda b, tab=tab: tab[np.asarray(b)]
+            if trial % 2:  # ... also through the plain-Python values(lo, hi) fast path
+                sps = _TableSps(tab)
         budget = int(rng.integers(0, 30))
         for early in (True, False):
             got = P._prefix_small(conf, sps, budget, g, early)
@@ -211,6 +226,7 @@ def test_small_batch_path_equals_the_reference_with_the_roofline_sps(monkeypatch
     tab = table_sps({1: 1.0, 2: 0.6, 3: 0.1})
     assert _prefix_small_reference(rising, tab, 10, 2, True).tolist() == [1]
     assert P._prefix_small(rising, tab, 10, 2, True).tolist() == [1]
+    assert P._prefix_small(rising, _TableSps(np.array([0, 1.0, 0.6, 0.1])), 10, 2, True).tolist() == [1]
     one = P.prefix_schedule(np.full((1, 7), 0.9), cm.sps_curve(0, 1000, 1), 100)
     with pytest.raises(ValueError):  # shared one-row results are read-only
         one[0] = 0
