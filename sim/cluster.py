@@ -216,14 +216,12 @@ class Replica:
             pending += item.left
         budget = self.max_tokens - r
         p0 = min(pending, budget)
-        lengths = self.policy.choose(conf, r, budget, self._sps(p0, r + len(self.prefilling), p0))
+        # the SPS curve of this batch: p0 prefill tokens beside the decodes, whose KV the step also reads
+        sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling))
+        lengths = self.policy.choose(conf, r, budget, sps)
         if kcap is not None:
             lengths = np.minimum(lengths, kcap)
         return lengths, state
-
-    def _sps(self, p0: int, n_req: int, kv_pf: int):
-        """Steps per second of this batch as a function of its decode tokens (the policy's SPS curve)."""
-        return self.cl.cost.sps_curve(p0, self.kv_dec + kv_pf, n_req)
 
     # ---- KV: growth, preemption, admission -----------------------------------------------------------
     def _grow_decodes(self):
