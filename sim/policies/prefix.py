@@ -11,7 +11,8 @@ non-improvement (non-anticipation: the decision never depends on outcomes, so it
 """
 from __future__ import annotations
 
-from operator import neg
+from itertools import accumulate, takewhile
+from operator import mul, neg
 
 import numpy as np
 
@@ -104,17 +105,7 @@ def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) 
     order = sorted(range(len(surv)), key=list(map(neg, surv)).__getitem__)[:m]  # stable: ties row-major
     ranked = list(map(surv.__getitem__, order))
     s = values(n, n + m + 1) if values is not None else sps(_AR[n:n + m + 1]).tolist()
-    best = n * s[0]
-    tau = float(n)
-    count = 0
-    for i in range(m):
-        tau += ranked[i]
-        th = tau * s[i + 1]
-        if th > best:
-            best = th
-            count = i + 1
-        elif early_stop:
-            break
+    count = _greedy_count(ranked, s, n, early_stop)
     if n == 1:
         return _single(count)
     lengths = [0] * n
@@ -124,19 +115,21 @@ def _prefix_small(conf: np.ndarray, sps, budget: int, g: int, early_stop: bool) 
 
 
 def _one_row(row: list, sps_values, budget: int, g: int, early_stop: bool) -> int:
-    """_prefix_small's count for one request whose survivals descend: one pass admits them in order
-    (`sps_values(lo, hi)`: SPS(b) for b = lo..hi-1, computed up to the longest verify length)."""
-    m = min(g, max(budget, 0))
-    if m == 0:
-        return 0
-    s = sps_values(1, m + 2)
-    best = s[0]
-    tau = a = 1.0
+    """_prefix_small's count for one request whose survivals descend: they are admitted in their order
+    (`sps_values(lo, hi)`: SPS(b) for b = lo..hi-1 as floats)."""
+    surv = list(accumulate(row[:min(g, max(budget, 0))], mul))
+    if surv and min(surv) <= 0:  # cut at the first non-positive survival
+        surv = list(takewhile((0.0).__lt__, surv))
+    return _greedy_count(surv, sps_values(1, len(surv) + 2), 1, early_stop)
+
+
+def _greedy_count(ranked: list, s: list, n: int, early_stop: bool) -> int:
+    """How many of the ranked survivals Algorithm 1 admits: theta_i = (n + sum of the first i) x s[i],
+    s[i] = SPS(n + i); greedy stops at the first non-improvement, the global variant takes the first max."""
+    best = n * s[0]
+    tau = float(n)
     count = 0
-    for i in range(m):
-        a *= row[i]
-        if a <= 0:
-            break
+    for i, a in enumerate(ranked):
         tau += a
         th = tau * s[i + 1]
         if th > best:
