@@ -22,7 +22,9 @@ tp GPUs:
           hidden x activation bytes x (ep-1)/ep on the link, + latency)
         + drafter pass + speculative overhead (when the step verifies drafts).
 Profile (sim.cost.profile: a measured step_profile.csv, sim/step_profile.py): t = the profile's step time
-at (n_reqs, tokens / n_reqs, kv_sum / n_reqs), interpolated. It already holds attention, KV reads,
+at (n_reqs, tokens / n_reqs, (kv_sum - tokens) / n_reqs), interpolated: kv_sum counts each request's KV
+including this step's own tokens, a profile row's context_len the cached tokens before the step (a fresh
+prompt's prefill is context 0, not its own length). It already holds attention, KV reads,
 overheads and the parallel layout it was measured on, so nothing of the roofline is added; the drafter pass
 is the profile's step over the drafter's share of layers. KV capacity still comes from the hardware sheet.
 Optional CUDA-graph buckets pad a step up to the next captured size (jagged SPS, as real engines) in
@@ -130,7 +132,7 @@ class CostModel:
                 mult = self.eager_penalty
         reqs = n_reqs if n_reqs > 0 else 1
         if self.profile is not None:
-            ctx = kv_sum / reqs
+            ctx = max(kv_sum - tokens, 0.0) / reqs  # the profile's context: cached tokens, the step's own excluded
             t = self.profile.step_ms(reqs, tokens / reqs, ctx) * 1e-3
             if spec:
                 t += self._frac * self.profile.step_ms(reqs, self.max_draft, ctx) * 1e-3 + self.spec_overhead_s
@@ -157,10 +159,11 @@ class CostModel:
             mult = np.where(inside, 1.0, self.eager_penalty)
         reqs = n_reqs if n_reqs > 0 else 1
         if self.profile is not None:
-            ctx = kv_sum / reqs
+            ctx = np.maximum(kv_sum - tokens, 0.0) / reqs  # as in step_time
             t = self.profile.step_ms_many(reqs, tokens / reqs, ctx) * 1e-3
             if spec:
-                t = t + (self._frac * self.profile.step_ms(reqs, self.max_draft, ctx) * 1e-3 + self.spec_overhead_s)
+                t = t + (self._frac * self.profile.step_ms_many(reqs, self.max_draft, ctx) * 1e-3
+                         + self.spec_overhead_s)
             return t * mult
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
         compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)

@@ -146,14 +146,20 @@ def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path) -
     from real.engine.step_profile import measure_step_profile
     from sim.step_profile import write_profile
 
-    rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, show_progress=ctx.show_progress)
+    checks: list[dict] = []
+    rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, show_progress=ctx.show_progress,
+                                prefix_checks=checks)
+    cold = [c for c in checks if c["prefix_hit_fraction"] < 0.8]  # nan compares False: not checkable
+    for c in cold:
+        log(f"engine step profile: batch {c['batch']} x {c['query_tokens']} over {c['context_len']}: the prefix "
+            f"cache served {c['prefix_hit_fraction']:.0%} of the prefix (the row includes recomputing the rest)")
     marker = read_marker(venv) or {}
     threads = section.threads_bind
     meta = {"source": "vllm", "model": str(model_dir), "dtype": section.dtype, "device": marker.get("device", "cpu"),
             "hardware": f"{platform.processor() or platform.machine()} {threads or 'default'} threads (vLLM)",
             "cpu_capability": None, "threads": _thread_count(threads),
             "versions": {k: marker[k] for k in ("version", "torch", "transformers") if k in marker},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "prefix_cache": checks}
     write_profile(ctx.path("engine"), rows, meta)
     log(f"engine: step profile of {len(rows)} points written to {ctx.path('engine', 'step_profile.csv')}")
 

@@ -13,6 +13,11 @@ For every point of the grid batch x query_tokens x context_len (lab.config_engin
   new tokens together with max_tokens 1: time to first token is one step that prefills batch x query_tokens
   tokens over context_len cached tokens each. step_ms = median over requests and repeats.
 Every number includes what the HTTP front end adds to a step (as the load generator sees it).
+A prefill point over a cached prefix is only that if the prefix was found in the engine's prefix cache: the
+engine's own counters (vllm:prefix_cache_hits / _queries, in tokens) are read around the measured batch;
+a point that hit less than PREFIX_HIT_MIN of its prefix tokens is primed and measured again (once), and
+every such point's hit fraction is returned in `prefix_checks` (the stage records them in the profile's
+meta), so a profile whose prefill rows paid for their prefix says so.
 """
 from __future__ import annotations
 
@@ -50,8 +55,45 @@ def decode_gaps_ms(records: list[StreamRecord]) -> list[float]:
     return gaps
 
 
+PREFIX_HIT_MIN = 0.8
+
+
+def prefix_cache_tokens(base_url: str) -> tuple[float, float]:
+    """(hit tokens, queried tokens) of the engine's prefix cache so far; (nan, nan) where not exported."""
+    from real.engine.metrics import parse_prometheus
+    from real.engine.server import http_get
+
+    status, body = http_get(f"{base_url}/metrics", timeout=10.0)
+    totals = {"vllm:prefix_cache_hits": 0.0, "vllm:prefix_cache_queries": 0.0}
+    seen = False
+    for name, _labels, value in parse_prometheus(body if status == 200 else ""):
+        key = name.removesuffix("_total")
+        if key in totals and not name.endswith("_created"):
+            totals[key] += value
+            seen = True
+    if not seen:
+        return float("nan"), float("nan")
+    return totals["vllm:prefix_cache_hits"], totals["vllm:prefix_cache_queries"]
+
+
+async def _prefill_over_prefix(client, base_url, model, prefixes, prompts) -> tuple[list[StreamRecord], float]:
+    """Prime the prefixes, then time the prompts; retried once when the prefix cache missed. Returns the
+    records and the fraction of prefix tokens the cache served (nan where the engine exports no counter)."""
+    wanted = float(sum(len(p) for p in prefixes))
+    hit_fraction = float("nan")
+    for _attempt in range(2):
+        await _batch(client, base_url, model, prefixes, 1)
+        hits_before, _ = await asyncio.to_thread(prefix_cache_tokens, base_url)
+        records = await _batch(client, base_url, model, prompts, 1)
+        hits_after, _ = await asyncio.to_thread(prefix_cache_tokens, base_url)
+        hit_fraction = (hits_after - hits_before) / wanted
+        if not hit_fraction < PREFIX_HIT_MIN:  # also nan: nothing to check against
+            break
+    return records, hit_fraction
+
+
 async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
-                        show_progress: bool = True) -> list[dict]:
+                        show_progress: bool = True, prefix_checks: list | None = None) -> list[dict]:
     import httpx
 
     rng = np.random.default_rng(seed)
@@ -69,10 +111,14 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
                     samples += decode_gaps_ms(await _batch(client, base_url, model, prompts, spec.output_tokens))
                 else:
                     prefixes = [tokens.take(c, rng) for _ in range(b)]
-                    if c:
-                        await _batch(client, base_url, model, prefixes, 1)
                     prompts = [p + tokens.take(q, rng) for p in prefixes]
-                    records = await _batch(client, base_url, model, prompts, 1)
+                    if c:
+                        records, hit = await _prefill_over_prefix(client, base_url, model, prefixes, prompts)
+                        if prefix_checks is not None:
+                            prefix_checks.append({"batch": b, "query_tokens": q, "context_len": c,
+                                                  "prefix_hit_fraction": round(hit, 4)})
+                    else:
+                        records = await _batch(client, base_url, model, prompts, 1)
                     samples += [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
             rows.append({"batch": b, "query_tokens": q, "context_len": c, "step_ms": statistics.median(samples),
                          "step_ms_p90": float(np.percentile(samples, 90)), "repeats": len(samples)})
@@ -80,5 +126,5 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
 
 
 def measure_step_profile(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
-                         show_progress: bool = True) -> list[dict]:
-    return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress))
+                         show_progress: bool = True, prefix_checks: list | None = None) -> list[dict]:
+    return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress, prefix_checks))

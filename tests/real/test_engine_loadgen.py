@@ -141,3 +141,21 @@ def test_step_profile_is_a_full_grid_in_the_shared_format(tmp_path):
     write_profile(tmp_path, rows, meta)
     profile = read_profile(tmp_path)
     assert math.isclose(profile.step_ms(1, 1, 0), rows[0]["step_ms"], rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("cache_on", [True, False])
+def test_a_prefill_point_checks_that_its_prefix_came_from_the_prefix_cache(cache_on):
+    """The engine's prefix-cache counters are read around every prefill-over-prefix point: a warm cache is
+    recorded as such; a cold one (vLLM's log showed 7-13% hits) is primed and measured again once, and
+    its hit fraction is returned so the stage can say the row paid for its prefix."""
+    from real.engine.step_profile import measure_step_profile
+
+    spec = StepProfileSpec(batches=[2], query_tokens=[1, 8], context_lens=[0, 32], output_tokens=4, repeats=1)
+    checks: list = []
+    with FakeEngine(step_s=0.005, prefix_cache=cache_on) as engine:
+        measure_step_profile(engine.base_url, spec, TOKENS, show_progress=False, prefix_checks=checks)
+        prompts = list(engine.prompts)
+    assert [(c["batch"], c["query_tokens"], c["context_len"]) for c in checks] == [(2, 8, 32)]
+    assert checks[0]["prefix_hit_fraction"] == (1.0 if cache_on else 0.0)
+    primes = [p for p in prompts if len(p) == 32]  # 2 decode prompts over context 32, then the primes
+    assert len(primes) == 2 + (2 if cache_on else 4)  # a cold point is primed and measured a second time

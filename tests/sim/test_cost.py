@@ -56,9 +56,12 @@ def test_measured_profile_is_the_step_cost_without_kv_on_top(tmp_path):
     write_grid_profile(tmp_path, ms)
     sim = make_sim(hardware={"preset": "rtx-4090"}, cost={"profile": str(tmp_path)})
     cm = CostModel.from_config(sim)
-    # the profile's own number, interpolated: no KV-read time, no overheads added on top
-    assert cm.step_time(8, 8 * 1024, 8, False) == pytest.approx(ms(8, 1, 1024) / 1e3)
-    assert cm.step_time(16, 4 * 512, 4, False) == pytest.approx(ms(4, 4, 512) / 1e3)
+    # the profile's own number, interpolated: no KV-read time, no overheads added on top. kv_sum counts
+    # the step's own tokens; the profile's context is what was cached before it
+    assert cm.step_time(8, 8 * 1025, 8, False) == pytest.approx(ms(8, 1, 1024) / 1e3)
+    assert cm.step_time(16, 4 * 516, 4, False) == pytest.approx(ms(4, 4, 512) / 1e3)
+    # a fresh prompt's prefill reads its own 512 tokens: the profile's context-0 row, not context 512
+    assert cm.step_time(512, 512, 1, False) == pytest.approx(ms(1, 512, 0) / 1e3)
     vec = cm.step_time_vec(np.array([4, 16, 32]), 4 * 512, 4, True)
     assert np.allclose(vec, [cm.step_time(t, 4 * 512, 4, True) for t in (4, 16, 32)])
     # KV capacity from the named device (24 GiB), not H100's 80
