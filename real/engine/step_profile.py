@@ -30,6 +30,16 @@ from tqdm import tqdm
 from real.engine.loadgen import PlannedRequest, StreamRecord, stream_completion
 
 
+def send_batch(base_url: str, model: str, prompts: list[list[int]], max_tokens: int) -> list[StreamRecord]:
+    """Send the prompts together (streaming) and wait for all of them; LabError if one fails."""
+    import httpx
+
+    async def run():
+        async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0), trust_env=False) as client:
+            return await _batch(client, base_url, model, prompts, max_tokens)
+    return asyncio.run(run())
+
+
 async def _batch(client, base_url, model, prompts: list[list[int]], max_tokens: int) -> list[StreamRecord]:
     import time
 

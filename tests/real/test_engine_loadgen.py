@@ -159,3 +159,17 @@ def test_a_prefill_point_checks_that_its_prefix_came_from_the_prefix_cache(cache
     assert checks[0]["prefix_hit_fraction"] == (1.0 if cache_on else 0.0)
     primes = [p for p in prompts if len(p) == 32]  # 2 decode prompts over context 32, then the primes
     assert len(primes) == 2 + (2 if cache_on else 4)  # a cold point is primed and measured a second time
+
+
+def test_each_server_is_warmed_up_with_prompts_an_ngram_proposer_can_match():
+    """The engine stage sends two requests before it profiles or drives a load (vLLM compiles its n-gram
+    matcher on first use: the first requests of a fresh n-gram server paid 3-4x the TTFT)."""
+    from real.engine.stage import _warm_up
+
+    with FakeEngine(step_s=0.002) as engine:
+        _warm_up(engine.base_url, TOKENS)
+        prompts = list(engine.prompts)
+        completions = engine.completions
+    assert completions == 2
+    for prompt in prompts:
+        assert prompt[:48] == prompt[48:96]  # the text repeats: n-gram lookups find it
