@@ -193,6 +193,10 @@ class CostSpec(StrictModel):
     profile: UserPath | Literal["run"] | None = Field(
         None, description="a measured step profile (step_profile.csv, its .json or their directory; `run`: this "
                           "run's own, written by `lab profile`) used as the step cost instead of the roofline")
+    spec_profile: UserPath | None = Field(
+        None, description="decode steps measured on the speculative server (a step profile whose query_tokens is "
+                          "1 + drafts, `lab run` engine stage: engine/<variant>/step_profile.csv): a speculative "
+                          "step costs what it adds over the profile's step of the same shape; needs profile")
     step_overhead_ms: float | None = Field(None, ge=0, description="override of the hardware's per-step overhead")
     layer_overhead_us: float | None = Field(None, ge=0, description="override of the hardware's per-layer overhead")
     request_overhead_us: float | None = Field(None, ge=0,
@@ -459,6 +463,13 @@ class SimSection(StrictModel):
                              "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")
         if self.sweep.axis == "rate" and self.workload.kind == "closed_loop":
             raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma, trace or replay_log)")
+        return self
+
+    @model_validator(mode="after")
+    def _spec_profile_needs_a_profile(self):
+        if self.cost.spec_profile is not None and self.cost.profile is None:
+            raise ValueError("sim.cost.spec_profile prices what speculation adds to the measured profile: "
+                             "set sim.cost.profile too")
         return self
 
     @model_validator(mode="after")

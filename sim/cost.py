@@ -27,6 +27,8 @@ including this step's own tokens, a profile row's context_len the cached tokens 
 prompt's prefill is context 0, not its own length). It already holds attention, KV reads,
 overheads and the parallel layout it was measured on, so nothing of the roofline is added; the drafter pass
 is the profile's step over the drafter's share of layers. KV capacity still comes from the hardware sheet.
+sim.cost.spec_profile (decode steps measured on the speculative server itself) adds, to a speculative step,
+what that server's step costs over the profile's step of the same shape.
 Optional CUDA-graph buckets pad a step up to the next captured size (jagged SPS, as real engines) in
 either mode.
 """
@@ -60,6 +62,7 @@ class CostModel:
     buckets: tuple[int, ...] | None = None
     eager_penalty: float = 1.1
     profile: StepProfile | None = None
+    spec_profile: StepProfile | None = None  # decode steps of the speculative server (query_tokens = 1 + k)
 
     def __post_init__(self):
         hw, m, tp = self.hw, self.model, self.tp
@@ -108,7 +111,8 @@ class CostModel:
                    request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
                    buckets=tuple(c.cuda_graph_buckets) if c.cuda_graph_buckets else None,
-                   eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root))
+                   eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root),
+                   spec_profile=None if c.spec_profile is None else read_profile(expand_path(c.spec_profile)))
 
     # ---- KV capacity -------------------------------------------------------------------------------
     def kv_capacity_tokens(self, gpu_mem_util: float) -> int:
@@ -136,6 +140,8 @@ class CostModel:
             t = self.profile.step_ms(reqs, tokens / reqs, ctx) * 1e-3
             if spec:
                 t += self._frac * self.profile.step_ms(reqs, self.max_draft, ctx) * 1e-3 + self.spec_overhead_s
+                if self.spec_profile is not None:
+                    t += float(self._spec_extra_ms(reqs, ctx)) * 1e-3
             return t * mult
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
         compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
@@ -164,6 +170,8 @@ class CostModel:
             if spec:
                 t = t + (self._frac * self.profile.step_ms_many(reqs, self.max_draft, ctx) * 1e-3
                          + self.spec_overhead_s)
+                if self.spec_profile is not None:
+                    t = t + self._spec_extra_ms(reqs, ctx) * 1e-3
             return t * mult
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
         compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
@@ -173,6 +181,14 @@ class CostModel:
             dc = n_reqs * self.max_draft * self._draft_per_token
             t = t + (max(dc, self._draft_weights) + self._draft_fixed + self.spec_overhead_s)
         return t * mult
+
+    def _spec_extra_ms(self, reqs, ctx):
+        """What the speculative server's decode step costs over the profile's step of the same shape (reqs
+        x (1 + k) query tokens over ctx): its draft lookup, rejection sampling and logits at every drafted
+        position, which a profile measured without speculation does not hold. May be negative."""
+        query = self.spec_profile.axes[1][0]  # the one query length of a speculative server's rows (1 + k)
+        return (self.spec_profile.step_ms_many(reqs, query, ctx)
+                - self.profile.step_ms_many(reqs, query, ctx))
 
     def sps_curve(self, prefill_tokens: int, kv_sum: float, n_reqs: int):
         """SPS(b): steps per second of a speculative step verifying b tokens beside `prefill_tokens` prefill

@@ -6,6 +6,7 @@ For each engine.variants entry (a speculative config) one `vllm serve` is starte
 stopped; each engine.loads entry is driven against it. Outputs, all under <run>/engine/:
     engine.json                         settings, versions, argv and start-up time per variant
     step_profile.csv / .json            step times (first variant, when engine.step_profile is set)
+    <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts)
     <variant>/server.log                the server's own log (kept)
     <variant>/<load>/requests.parquet   the shared per-request log
     <variant>/<load>/spec_counters.json vLLM's spec-decode counters before/after/delta (lab.metrics names)
@@ -91,7 +92,9 @@ def run_stage(ctx) -> None:
     for index, variant in enumerate(section.variants):
         want_profile = index == 0 and section.step_profile is not None and (
             forced or not ctx.path("engine", "step_profile.csv").exists())
-        if _variant_done(ctx, variant, section.loads) and not forced and not want_profile:
+        want_spec_profile = (variant.speculative.method != "none" and section.step_profile is not None
+                             and (forced or not ctx.path("engine", variant.name, "step_profile.csv").exists()))
+        if _variant_done(ctx, variant, section.loads) and not forced and not want_profile and not want_spec_profile:
             log(f"engine {variant.name}: every load done already, not started")
         else:
             argv, env = vllm_command(section, variant.speculative, model_dir, venv, SERVED_NAME)
@@ -104,6 +107,8 @@ def run_stage(ctx) -> None:
                 _warm_up(server.base_url, tokens)
                 if want_profile:
                     _profile(ctx, server.base_url, section, tokens, model_dir, venv)
+                if want_spec_profile:
+                    _spec_profile(ctx, server.base_url, section, variant, tokens, model_dir, venv)
                 for load in section.loads:
                     _drive(ctx, server.base_url, variant, load, tokens, forced)
         for load in section.loads:
@@ -167,15 +172,32 @@ def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path) -
     for c in cold:
         log(f"engine step profile: batch {c['batch']} x {c['query_tokens']} over {c['context_len']}: the prefix "
             f"cache served {c['prefix_hit_fraction']:.0%} of the prefix (the row includes recomputing the rest)")
+    meta = {**_profile_meta(section, model_dir, venv), "prefix_cache": checks}
+    write_profile(ctx.path("engine"), rows, meta)
+    log(f"engine: step profile of {len(rows)} points written to {ctx.path('engine', 'step_profile.csv')}")
+
+
+def _spec_profile(ctx, base_url: str, section, variant, tokens, model_dir: Path, venv: Path) -> None:
+    """engine/<variant>/step_profile.csv: the speculative server's decode steps (sim.cost.spec_profile)."""
+    from real.engine.step_profile import measure_spec_profile
+    from sim.step_profile import write_profile
+
+    drafts = variant.speculative.num_speculative_tokens
+    rows = measure_spec_profile(base_url, section.step_profile, tokens, drafts, SERVED_NAME,
+                                show_progress=ctx.show_progress)
+    meta = {**_profile_meta(section, model_dir, venv), "speculative": variant.speculative.model_dump(mode="json")}
+    write_profile(ctx.path("engine", variant.name), rows, meta)
+    log(f"engine {variant.name}: speculative step profile of {len(rows)} points written")
+
+
+def _profile_meta(section, model_dir: Path, venv: Path) -> dict:
     marker = read_marker(venv) or {}
     threads = section.threads_bind
-    meta = {"source": "vllm", "model": str(model_dir), "dtype": section.dtype, "device": marker.get("device", "cpu"),
+    return {"source": "vllm", "model": str(model_dir), "dtype": section.dtype, "device": marker.get("device", "cpu"),
             "hardware": f"{platform.processor() or platform.machine()} {threads or 'default'} threads (vLLM)",
             "cpu_capability": None, "threads": _thread_count(threads),
             "versions": {k: marker[k] for k in ("version", "torch", "transformers") if k in marker},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "prefix_cache": checks}
-    write_profile(ctx.path("engine"), rows, meta)
-    log(f"engine: step profile of {len(rows)} points written to {ctx.path('engine', 'step_profile.csv')}")
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def _thread_count(bind: str | None) -> int | None:

@@ -55,14 +55,50 @@ async def _batch(client, base_url, model, prompts: list[list[int]], max_tokens: 
     return records
 
 
-def decode_gaps_ms(records: list[StreamRecord]) -> list[float]:
-    """Inter-chunk gaps (ms) of one-token chunks, each request's first gap dropped."""
+def decode_gaps_ms(records: list[StreamRecord], any_chunk: bool = False) -> list[float]:
+    """Inter-chunk gaps (ms) of one-token chunks (any_chunk: of every chunk, as a speculative server
+    streams 1 + accepted tokens per step), each request's first gap dropped."""
     gaps = []
     for r in records:
         times, counts = np.asarray(r.chunk_s), np.asarray(r.chunk_tokens)
-        one_token = np.diff(counts) == 1
-        gaps.extend((np.diff(times)[one_token][1:] * 1000).tolist())
+        keep = np.diff(counts) >= 1 if any_chunk else np.diff(counts) == 1
+        gaps.extend((np.diff(times)[keep][1:] * 1000).tolist())
     return gaps
+
+
+async def measure_spec_async(base_url: str, spec, tokens, drafts: int, model: str = "target", seed: int = 0,
+                             show_progress: bool = True) -> list[dict]:
+    """Decode steps of a speculative server: `batch` requests of `context_len`-token prompts (the load's
+    kind of text, so the drafter matches as often as under load), every streamed chunk's gap a step. Rows
+    in the shared format with query_tokens = 1 + drafts (a verify step; steps with no draft included, as
+    under load)."""
+    import httpx
+
+    rng = np.random.default_rng(seed)
+    points = [(b, c) for b in spec.batches for c in spec.context_lens]
+    rows = []
+    limits = httpx.Limits(max_connections=max(spec.batches), max_keepalive_connections=max(spec.batches))
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0, connect=10.0),
+                                 trust_env=False) as client:
+        for b, c in tqdm(points, desc="speculative step profile", unit="point", disable=not show_progress):
+            samples: list[float] = []
+            for _ in range(spec.repeats):
+                prompts = [tokens.take(max(c, 1), rng) for _ in range(b)]
+                records = await _batch(client, base_url, model, prompts, spec.output_tokens)
+                samples += decode_gaps_ms(records, any_chunk=True)
+            if not samples:
+                from lab.errors import LabError
+
+                raise LabError(f"speculative step profile: no decode gaps at batch {b}, context {c}")
+            rows.append({"batch": b, "query_tokens": 1 + drafts, "context_len": c,
+                         "step_ms": statistics.median(samples), "step_ms_p90": float(np.percentile(samples, 90)),
+                         "repeats": len(samples)})
+    return rows
+
+
+def measure_spec_profile(base_url: str, spec, tokens, drafts: int, model: str = "target", seed: int = 0,
+                         show_progress: bool = True) -> list[dict]:
+    return asyncio.run(measure_spec_async(base_url, spec, tokens, drafts, model, seed, show_progress))
 
 
 PREFIX_HIT_MIN = 0.8

@@ -173,3 +173,17 @@ def test_each_server_is_warmed_up_with_prompts_an_ngram_proposer_can_match():
     assert completions == 2
     for prompt in prompts:
         assert prompt[:48] == prompt[48:96]  # the text repeats: n-gram lookups find it
+
+
+def test_a_speculative_servers_decode_steps_are_every_chunk_gap():
+    """A speculative server streams 1 + accepted tokens per step: its step profile keeps every chunk's gap
+    (the plain profiler keeps one-token chunks only) and records query_tokens = 1 + drafts."""
+    from real.engine.step_profile import measure_spec_profile
+
+    spec = StepProfileSpec(batches=[1, 2], query_tokens=[1], context_lens=[0, 16], output_tokens=8, repeats=1)
+    with FakeEngine(step_s=0.02, tokens_per_step=2, k=3) as engine:
+        rows = measure_spec_profile(engine.base_url, spec, TOKENS, drafts=3, show_progress=False)
+    assert [(r["batch"], r["query_tokens"], r["context_len"]) for r in rows] == [
+        (1, 4, 0), (1, 4, 16), (2, 4, 0), (2, 4, 16)]
+    assert all(15 < r["step_ms"] < 60 for r in rows)  # the fake's 20 ms step, 2 tokens per chunk
+    assert all(r["repeats"] == 2 * r["batch"] for r in rows)  # 4 two-token chunks: 3 gaps, first dropped

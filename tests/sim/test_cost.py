@@ -137,3 +137,33 @@ def test_moe_reads_more_experts_as_tokens_grow():
     t = cm.step_time_vec(np.array([1, 8, 64, 512]), 0, 1, False)
     assert np.all(np.diff(t) > 0) and t[2] > 5 * t[0]
     assert np.allclose(t, [cm.step_time(x, 0, 1, False) for x in (1, 8, 64, 512)])
+
+
+def test_a_speculative_servers_profile_adds_what_its_steps_cost_over_the_plain_profile(tmp_path):
+    """cost.spec_profile: rows measured on the speculative server (query_tokens = 1 + k). A speculative step
+    pays the difference to the plain profile's step of the same shape; plain steps are untouched."""
+    from sim.step_profile import write_profile
+
+    def plain(b, q, c):
+        return 10 + 0.1 * b * q + 0.002 * b * c
+    write_grid_profile(tmp_path / "plain", plain)
+    rows = [{"batch": b, "query_tokens": 5, "context_len": c, "step_ms": plain(b, 5, c) + 7 + 3 * b,
+             "step_ms_p90": 0, "repeats": 9} for b in (1, 8) for c in (0, 1024)]
+    meta = {"source": "vllm", "model": "m", "dtype": "fp32", "device": "cpu", "hardware": "rtx-4090",
+            "cpu_capability": None, "threads": 1, "versions": {}, "created": "2026-11-26T00:00:00"}
+    for r in rows:
+        r["step_ms_p90"] = r["step_ms"]
+    write_profile(tmp_path / "spec", rows, meta)
+    base = {"hardware": {"preset": "rtx-4090"}, "acceptance": {"source": "parametric", "max_draft": 4}}
+    without = CostModel.from_config(make_sim(**base, cost={"profile": str(tmp_path / "plain"), "spec_overhead_ms": 0}))
+    with_spec = CostModel.from_config(make_sim(**base, cost={"profile": str(tmp_path / "plain"), "spec_overhead_ms": 0,
+                                                             "spec_profile": str(tmp_path / "spec")}))
+    for reqs, kv in ((1, 600), (8, 8 * 700), (4, 4 * 300)):
+        extra = (7 + 3 * reqs) / 1e3  # the spec server's steps over the plain profile's, interpolated exactly
+        assert with_spec.step_time(5 * reqs, kv, reqs, True) == pytest.approx(
+            without.step_time(5 * reqs, kv, reqs, True) + extra)
+        assert with_spec.step_time(reqs, kv, reqs, False) == without.step_time(reqs, kv, reqs, False)
+        vec = with_spec.step_time_vec(np.array([5 * reqs, 6 * reqs]), kv, reqs, True)
+        assert np.allclose(vec, [with_spec.step_time(t, kv, reqs, True) for t in (5 * reqs, 6 * reqs)])
+    with pytest.raises(ValueError, match="set sim.cost.profile too"):
+        make_sim(**base, cost={"spec_profile": str(tmp_path / "spec")})
