@@ -86,8 +86,8 @@ class HardwareSheet(StrictModel):
     bw_efficiency: float = Field(0.70, gt=0, le=1, description="achievable fraction of peak memory bandwidth")
     gemm_bw_efficiency: float | None = Field(
         None, gt=0, le=1, description="achievable fraction of peak bandwidth for the weight reads of a step with "
-        "more than one query token (matrix-matrix products); null: bw_efficiency. CPU BLAS repacks each weight "
-        "matrix on every such call, so these reads are slower than a one-token step's matrix-vector products")
+        "more than one query token (matrix-matrix products); null: bw_efficiency. On a CPU these reads are "
+        "much slower than a one-token step's matrix-vector products (BLAS packs the weights per call)")
     compute_memory_overlap: float = Field(
         1.0, ge=0, le=1, description="share of the shorter of a step's compute and memory time hidden under the "
         "longer: 1 = the roofline's max (GPUs stream weights while they compute), 0 = their sum (a CPU that "

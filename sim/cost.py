@@ -24,9 +24,10 @@ tp GPUs:
           configured link, + its latency) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
           hidden x activation bytes x (ep-1)/ep on the link, + latency)
         + drafter pass (the same roofline over drafter_layers) + speculative overhead (when it verifies drafts).
-The two CPU terms (gemm_bw_efficiency, compute_memory_overlap < 1) describe eager PyTorch on a CPU, where a
-multi-token matmul repacks its weights and does not overlap reading them with computing; the defaults
-leave a GPU sheet's roofline as it was (sim.bench_profile fits them on a measured CPU profile).
+The two CPU terms (gemm_bw_efficiency, compute_memory_overlap < 1) describe eager PyTorch on a CPU: a step
+of 1 x 4 or 4 x 1 query tokens costs ~2.7x one of 1 token over the same weights (Gemma3-270M fp32, AVX2;
+BLAS takes another, slower path for matrix-matrix products and packs the weights), and reading weights
+does not hide the FLOPs; the defaults leave a GPU sheet's roofline as it was (sim.bench_profile fits them).
 Profile (sim.cost.profile: a measured step_profile.csv, sim/step_profile.py): t = the profile's step time
 at (n_reqs, tokens / n_reqs, kv_sum / n_reqs), interpolated. It already holds attention, KV reads,
 overheads and the parallel layout it was measured on, so nothing of the roofline is added; the drafter pass
