@@ -84,6 +84,14 @@ class HardwareSheet(StrictModel):
         description="GPU-to-GPU link (kind none: a single device)")
     mfu: float = Field(0.45, gt=0, le=1, description="achievable fraction of peak FLOP/s")
     bw_efficiency: float = Field(0.70, gt=0, le=1, description="achievable fraction of peak memory bandwidth")
+    gemm_bw_efficiency: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of peak bandwidth for the weight reads of a step with "
+        "more than one query token (matrix-matrix products); null: bw_efficiency. On a CPU these reads are "
+        "much slower than a one-token step's matrix-vector products (BLAS packs the weights per call)")
+    compute_memory_overlap: float = Field(
+        1.0, ge=0, le=1, description="share of the shorter of a step's compute and memory time hidden under the "
+        "longer: 1 = the roofline's max (GPUs stream weights while they compute), 0 = their sum (a CPU that "
+        "packs weights, then multiplies)")
     step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
     layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
     request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")

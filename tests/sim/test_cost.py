@@ -1,5 +1,5 @@
 """Cost model: roofline by hand, memory-bound flatness, CUDA-graph padding, measured profiles, KV capacity,
-TP on the configured link, expert parallelism."""
+TP on the configured link, expert parallelism, the CPU terms (GEMM weight bandwidth, compute/memory overlap)."""
 import numpy as np
 import pytest
 
@@ -167,3 +167,60 @@ def test_a_speculative_servers_profile_adds_what_its_steps_cost_over_the_plain_p
         assert np.allclose(vec, [with_spec.step_time(t, kv, reqs, True) for t in (5 * reqs, 6 * reqs)])
     with pytest.raises(ValueError, match="set sim.cost.profile too"):
         make_sim(**base, cost={"spec_profile": str(tmp_path / "spec")})
+
+
+def _bare(hw, m, **kw):
+    return CostModel(hw, m, step_overhead_s=0, layer_overhead_s=0, request_overhead_s=0, spec_overhead_s=0, **kw)
+
+
+def test_gemm_bandwidth_prices_multi_token_weight_reads():
+    hw, m = get_hardware("h100"), get_model("llama-2-7b")
+    assert hw.gemm_bw_efficiency is None and hw.compute_memory_overlap == 1.0  # GPU presets: terms off
+    same = hw.model_copy(update={"gemm_bw_efficiency": hw.bw_efficiency})
+    for tokens, kv, n in ((1, 0, 1), (64, 30_000, 16), (4096, 0, 1)):
+        assert _bare(same, m).step_time(tokens, kv, n, True) == _bare(hw, m).step_time(tokens, kv, n, True)
+    cpu_like = hw.model_copy(update={"gemm_bw_efficiency": 0.2})
+    base, slow = _bare(hw, m), _bare(cpu_like, m)
+    # a one-token step (matrix-vector products) reads its weights at bw_efficiency, as before
+    assert slow.step_time(1, 5_000, 1, False) == base.step_time(1, 5_000, 1, False)
+    # a 4-token step reads them at gemm_bw_efficiency; KV reads keep bw_efficiency
+    weights = 6.7e9 * 2 / 3.35e12
+    kv = 5_000 * m.kv_bytes_per_token / (3.35e12 * hw.bw_efficiency)
+    assert slow.step_time(4, 5_000, 1, False) == pytest.approx(weights / 0.2 + kv)
+    assert base.step_time(4, 5_000, 1, False) == pytest.approx(weights / hw.bw_efficiency + kv)
+
+
+def test_compute_memory_overlap_adds_the_hidden_share():
+    hw, m = get_hardware("h100"), get_model("llama-2-7b")
+    tokens, kv = 512, 20_000
+    compute = tokens * (2 * 6.7e9 + kv * m.attn_flops_per_context_token) / (989.4e12 * hw.mfu)
+    memory = (6.7e9 * 2 + kv * m.kv_bytes_per_token) / (3.35e12 * hw.bw_efficiency)
+    for overlap in (1.0, 0.5, 0.0):
+        cm = _bare(hw.model_copy(update={"compute_memory_overlap": overlap}), m)
+        expected = max(compute, memory) + (1 - overlap) * min(compute, memory)
+        assert cm.step_time(tokens, kv, 1, False) == pytest.approx(expected)
+
+
+def test_cpu_terms_agree_across_step_time_vec_and_sps_curve():
+    hw = get_hardware("cpu").model_copy(update={"gemm_bw_efficiency": 0.25, "compute_memory_overlap": 0.0})
+    cm = CostModel(hw, get_model("llama-2-7b"))
+    b = np.array([1, 2, 7, 30, 200])
+    vec = cm.step_time_vec(b, 4_000, 1, True)
+    assert np.allclose(vec, [cm.step_time(int(x), 4_000, 1, True) for x in b])
+    assert np.allclose(cm.sps_curve(0, 4_000, 1)(b), 1 / vec)
+    plain = CostModel(get_hardware("cpu"), cm.model)
+    assert vec[0] > plain.step_time(1, 4_000, 1, True)  # the drafter's multi-token pass pays the GEMM reads
+    assert vec[1] > 1.5 * plain.step_time(2, 4_000, 1, True)
+
+
+def test_kv_capacity_is_one_formula_for_cost_and_simulator():
+    from sim.kv_cache import GIB
+    from sim.simulate import kv_capacity_tokens
+
+    sim = make_sim(engine={"activation_reserve_gib": 2.0, "block_size": 16, "gpu_memory_utilization": 0.9})
+    cm = CostModel.from_config(sim)
+    m = cm.model
+    blocks = int((80 * GIB * 0.9 - 2 * GIB - m.resident_weight_bytes()) // (16 * m.kv_bytes_per_token))
+    assert kv_capacity_tokens(sim, cm) == cm.kv_capacity_tokens(0.9, 2 * GIB, 16) == blocks * 16
+    with pytest.raises(LabError, match="does not fit.*no KV memory"):
+        cm.kv_capacity_tokens(0.9, 79 * GIB, 16)
