@@ -84,6 +84,14 @@ class HardwareSheet(StrictModel):
         description="GPU-to-GPU link (kind none: a single device)")
     mfu: float = Field(0.45, gt=0, le=1, description="achievable fraction of peak FLOP/s")
     bw_efficiency: float = Field(0.70, gt=0, le=1, description="achievable fraction of peak memory bandwidth")
+    gemm_bw_efficiency: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of peak bandwidth for the weight reads of a step with "
+        "more than one query token (matrix-matrix products); null: bw_efficiency. On a CPU these reads are "
+        "much slower than a one-token step's matrix-vector products (BLAS packs the weights per call)")
+    compute_memory_overlap: float = Field(
+        1.0, ge=0, le=1, description="share of the shorter of a step's compute and memory time hidden under the "
+        "longer: 1 = the roofline's max (GPUs stream weights while they compute), 0 = their sum (a CPU that "
+        "packs weights, then multiplies)")
     step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
     layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
     request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")
@@ -193,6 +201,10 @@ class CostSpec(StrictModel):
     profile: UserPath | Literal["run"] | None = Field(
         None, description="a measured step profile (step_profile.csv, its .json or their directory; `run`: this "
                           "run's own, written by `lab profile`) used as the step cost instead of the roofline")
+    spec_profile: UserPath | None = Field(
+        None, description="decode steps measured on the speculative server (a step profile whose query_tokens is "
+                          "1 + drafts, `lab run` engine stage: engine/<variant>/step_profile.csv): a speculative "
+                          "step costs what it adds over the profile's step of the same shape; needs profile")
     step_overhead_ms: float | None = Field(None, ge=0, description="override of the hardware's per-step overhead")
     layer_overhead_us: float | None = Field(None, ge=0, description="override of the hardware's per-layer overhead")
     request_overhead_us: float | None = Field(None, ge=0,
@@ -459,6 +471,13 @@ class SimSection(StrictModel):
                              "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")
         if self.sweep.axis == "rate" and self.workload.kind == "closed_loop":
             raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma, trace or replay_log)")
+        return self
+
+    @model_validator(mode="after")
+    def _spec_profile_needs_a_profile(self):
+        if self.cost.spec_profile is not None and self.cost.profile is None:
+            raise ValueError("sim.cost.spec_profile prices what speculation adds to the measured profile: "
+                             "set sim.cost.profile too")
         return self
 
     @model_validator(mode="after")

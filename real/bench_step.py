@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from lab.config import TargetSection
 from real.rng import device_generator
-from real.static_step import StaticKV
 from real.targets import cpu_capability, load_target
 from real.timing import now_ms
 
@@ -34,12 +33,7 @@ def time_steps(target, engine: str, batch: int, query: int, context: int, repeat
     device = target.device
     ids = torch.randint(100, 5000, (batch, context + query), generator=device_generator("cpu", batch * 1000 + query))
     target.engine = engine
-    if engine == "eager":
-        cache = target.new_cache()
-    elif batch == 1:
-        cache = target.new_cache(max_len=context + query + 8)  # the decode loop's own cache (graphs need it)
-    else:
-        cache = StaticKV(target.num_layers, context + query + 8)
+    cache = target.new_batch_cache(batch, context + query + 8)
     target.forward(ids[:, :context], cache, last_logits_only=True)
     target.crop(cache, 0)
     step_ids = ids[:, context:]  # [B, query]

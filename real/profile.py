@@ -23,12 +23,8 @@ from tqdm import tqdm
 from lab.config import ProfileSection
 from lab.runs import package_versions
 from real.rng import device_generator
+from real.timing import now_ms
 from sim.step_profile import CSV_NAME, write_profile
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_profile(target, section: ProfileSection, show_progress: bool = True) -> list[dict]:
@@ -40,27 +36,31 @@ def measure_profile(target, section: ProfileSection, show_progress: bool = True)
     bar = tqdm(total=len(points) * len(section.query_tokens), desc="profile", unit="point",
                disable=not show_progress)
     for batch, context in points:
-        cache = target.new_cache()
+        # the target's engine decides the cache: eager a DynamicCache, static / graphs a StaticKV (on CUDA a
+        # batch-1 step then replays a CUDA graph, as the decode loops do)
+        cache = target.new_batch_cache(batch, context + max(section.query_tokens) + 8)
         if context:
-            # prompt ids [1, context]: random tokens of the ordinary vocabulary range, prefilled once and the
-            # cache repeated to `batch` rows (a step's cost does not depend on what the KV holds)
+            # prompt ids [1, context]: random tokens of the ordinary vocabulary range, prefilled once (a step's
+            # cost does not depend on what the KV holds)
             prompt = torch.randint(100, 5000, (1, context), generator=generator)
-            target.forward(prompt, cache, last_logits_only=True)
-            target.crop(cache, 0)
-            if batch > 1:
-                cache.batch_repeat_interleave(batch)
+            if target.engine == "eager":  # one row prefilled, the cache repeated to `batch` rows
+                target.forward(prompt, cache, last_logits_only=True)
+                target.crop(cache, 0)
+                if batch > 1:
+                    cache.batch_repeat_interleave(batch)
+            else:  # a static cache is allocated per batch: prefill every row
+                target.forward(prompt.expand(batch, -1), cache, last_logits_only=True)
+                target.crop(cache, 0)
         for query in section.query_tokens:
             step_ids = torch.randint(100, 5000, (batch, query), generator=generator)  # [batch, query]
             times = []
             for i in range(section.warmup + section.repeats):
-                _sync(device)
-                start = time.perf_counter()
+                start = now_ms(device)
                 target.forward(step_ids, cache)
-                _sync(device)
-                elapsed = time.perf_counter() - start
+                elapsed_ms = now_ms(device) - start
                 target.crop(cache, query)  # roll back: every step sees the same context
                 if i >= section.warmup:
-                    times.append(elapsed * 1e3)
+                    times.append(elapsed_ms)
             rows.append({"batch": batch, "query_tokens": query, "context_len": context,
                          "step_ms": float(np.median(times)), "step_ms_p90": float(np.percentile(times, 90)),
                          "repeats": section.repeats})
@@ -83,7 +83,7 @@ def device_meta(target, model_label: str) -> dict:
     return {"source": "lab", "model": model_label, "dtype": str(target.dtype).removeprefix("torch."),
             "device": str(device), "hardware": hardware,
             "cpu_capability": capability if device.type == "cpu" else None,
-            "threads": threads if device.type == "cpu" else None, "versions": versions,
+            "threads": threads if device.type == "cpu" else None, "versions": versions, "engine": target.engine,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 

@@ -171,6 +171,14 @@ class Target:
                 layer.activate_past_recording()
         return cache
 
+    def new_batch_cache(self, batch: int, max_len: int) -> DynamicCache | StaticKV:
+        """The cache a timed step of `batch` rows uses on this engine (profile, bench_step): eager a
+        DynamicCache; static / graphs at batch 1 the decode loops' own StaticKV (graphs replay there), a
+        fresh StaticKV of `max_len` positions for more rows."""
+        if self.engine == "eager" or batch == 1:
+            return self.new_cache(max_len=max_len)
+        return StaticKV(self.num_layers, max_len)
+
     @staticmethod
     def crop(cache: DynamicCache, tokens_to_remove: int) -> None:
         """Drop the last `tokens_to_remove` positions (0 still trims sliding layers to their window)."""

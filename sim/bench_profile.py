@@ -1,18 +1,26 @@
 """Benchmark: the roofline's step time against a measured step profile on the same machine (BENCHMARKS.md).
 
     lab profile experiments/cpu_profile.yaml                      # Gemma3-270M fp32 on this CPU
-    python -m sim.bench_profile runs/cpu_profile/<run_id> \\
+    python -m sim.bench_profile runs/cpu_profile/<run_id> [runs/cpu_profile/<another_run_id> ...] \\
         --model-config ~/.cache/dspark-lab/gemma3-270m/config.json --dtype fp32 --out bench_profile/
+
+Several profiles of the same grid (repeated `lab profile` runs) are averaged row by row, and how far one of
+them sits from that average (median over rows and profiles) is printed: the measurement's own noise, the
+floor under any cost model's error against a single profile.
 
 1. Describes this machine as a spec sheet from two micro-benchmarks: a float32 numpy matmul (peak FLOP/s)
    and a large array copy (memory bandwidth, read + write bytes), median of repeats, with process CPU time
    and load average recorded.
 2. Plain roofline: the cost model (sim/cost.py) with that sheet, mfu = bw_efficiency = 1 and no overheads,
    predicts every profile row (batch x query tokens x context); error per row and the median |error|.
-3. Fitted roofline: mfu, bw_efficiency, the per-step and per-request overheads fitted (least squares on
-   log step time) on half of the rows (alternate rows of the sorted grid) and scored on the other half.
+3. Fitted roofline: the sheet's achievable terms named by --fit (default mfu, bw_efficiency,
+   gemm_bw_efficiency, compute_memory_overlap: what eager PyTorch on a CPU needs, see sim/cost.py; the
+   step / layer / request overheads may be added) fitted by least squares on log step time over half of the
+   rows (alternate rows of the sorted grid) and scored on the other half. The same fit with the halves
+   swapped is reported beside it (a check that the score does not hang on one split), never used for it.
 Writes bench_profile.csv (row by row), spec_plain.yaml / spec_fitted.yaml (usable as sim.hardware.spec),
-summary.json and roofline_vs_profile.png into --out.
+summary.json, roofline_vs_profile.png and residuals.png (fitted error vs batch, query tokens, context and
+tokens per step) into --out.
 """
 from __future__ import annotations
 
@@ -60,12 +68,29 @@ def measure_machine(matmul_n: int = 1536, copy_mib: int = 512, repeats: int = 7)
             "cpu_s": time.process_time() - cpu0, "load_avg": os.getloadavg()[0], "cpus": os.cpu_count()}
 
 
+def given_machine(gflops: float, copy_gbs: float) -> dict:
+    """The machine's peaks as given (--peaks) rather than measured: the same mapping as measure_machine."""
+    return {"matmul_n": None, "flops_per_s": gflops * 1e9, "copy_mib": None, "copy_bytes_per_s": copy_gbs * 1e9,
+            "wall_s": 0.0, "cpu_s": 0.0, "load_avg": os.getloadavg()[0], "cpus": os.cpu_count(), "given": True}
+
+
+def parse_peaks(text: str) -> tuple[float, float]:
+    try:
+        gflops, gbs = (float(v) for v in text.split(","))
+    except ValueError:
+        raise LabError(f"--peaks: {text!r} is not GFLOPS,GBS (two numbers)") from None
+    if gflops <= 0 or gbs <= 0:
+        raise LabError(f"--peaks: {text!r}: both must be positive")
+    return gflops, gbs
+
+
 def machine_sheet(machine: dict, dtype: str, **fitted) -> HardwareSheet:
     """This machine as a spec sheet: measured peaks; achievable fractions 1 and no overheads unless fitted."""
     values = {"mfu": 1.0, "bw_efficiency": 1.0, "step_overhead_ms": 0.0, "layer_overhead_us": 0.0,
               "request_overhead_us": 0.0, **fitted}
-    return HardwareSheet(name="this-cpu", description=f"measured: numpy float32 matmul n={machine['matmul_n']}, "
-                         f"copy {machine['copy_mib']} MiB", peak_tflops={dtype: machine["flops_per_s"] / 1e12},
+    how = ("given: --peaks" if machine.get("given") else
+           f"measured: numpy float32 matmul n={machine['matmul_n']}, copy {machine['copy_mib']} MiB")
+    return HardwareSheet(name="this-cpu", description=how, peak_tflops={dtype: machine["flops_per_s"] / 1e12},
                          mem_bw_tbs=machine["copy_bytes_per_s"] / 1e12, mem_gib=16.0, **values)
 
 
@@ -75,33 +100,82 @@ def predict_ms(sheet: HardwareSheet, model, batch, query, context) -> np.ndarray
                      for b, q, c in zip(batch, query, context)])
 
 
-def fit_sheet(machine: dict, dtype: str, model, rows: dict, train: np.ndarray) -> HardwareSheet:
-    """Least squares on log step time over the training rows: mfu, bw_efficiency, step and request overhead."""
+# fittable sheet terms -> (start, lower bound, upper bound); fractions of a peak, or overheads in the sheet's units
+FIT_TERMS = {
+    "mfu": (0.5, 1e-3, 1.0), "bw_efficiency": (0.5, 1e-3, 1.0), "gemm_bw_efficiency": (0.5, 1e-3, 1.0),
+    "compute_memory_overlap": (0.5, 0.0, 1.0), "step_overhead_ms": (1.0, 0.0, 1e3),
+    "layer_overhead_us": (10.0, 0.0, 1e5), "request_overhead_us": (100.0, 0.0, 1e6),
+}
+DEFAULT_FIT = ("mfu", "bw_efficiency", "gemm_bw_efficiency", "compute_memory_overlap")
+
+
+def fit_sheet(machine: dict, dtype: str, model, rows: dict, train: np.ndarray,
+              terms: tuple[str, ...] = DEFAULT_FIT) -> HardwareSheet:
+    """Least squares on log step time over the training rows, of the sheet terms named in `terms`."""
     from scipy.optimize import least_squares
 
     b, q, c, measured = (rows[k][train] for k in ("batch", "query_tokens", "context_len", "step_ms"))
 
     def sheet_of(x):
-        return machine_sheet(machine, dtype, mfu=float(x[0]), bw_efficiency=float(x[1]),
-                             step_overhead_ms=float(x[2]), request_overhead_us=float(x[3]) * 1e3)
+        return machine_sheet(machine, dtype, **{name: float(v) for name, v in zip(terms, x)})
 
     def residuals(x):
         return np.log(predict_ms(sheet_of(x), model, b, q, c)) - np.log(measured)
 
-    fit = least_squares(residuals, x0=[0.5, 0.5, 1.0, 0.1], bounds=([1e-3, 1e-3, 0, 0], [1, 1, 1e3, 1e3]))
+    start, lower, upper = zip(*(FIT_TERMS[name] for name in terms))
+    fit = least_squares(residuals, x0=start, bounds=(lower, upper))
     return sheet_of(fit.x)
+
+
+def average_profiles(profiles) -> tuple:
+    """One frame of the profiles' grid (sorted by context, batch, query tokens) with step_ms / step_ms_p90
+    averaged over the profiles (step_ms_<k> keeps each), and the median |profile / average - 1| in percent
+    (None for a single profile). Profiles of different grids are refused."""
+    keys = ["context_len", "batch", "query_tokens"]
+    frames = [p.frame().sort_values(keys).reset_index(drop=True) for p in profiles]
+    frame = frames[0].copy()
+    for p, other in zip(profiles[1:], frames[1:]):
+        if not other[keys].equals(frame[keys]):
+            raise LabError(f"{p.path}: its grid differs from {profiles[0].path}'s; average profiles of one grid")
+    if len(frames) == 1:
+        return frame, None
+    each = np.stack([f["step_ms"].to_numpy() for f in frames])  # [profiles, rows]
+    for k, values in enumerate(each, 1):
+        frame[f"step_ms_{k}"] = values
+    frame["step_ms"] = each.mean(axis=0)
+    frame["step_ms_p90"] = np.mean([f["step_ms_p90"].to_numpy() for f in frames], axis=0)
+    frame["repeats"] = np.sum([f["repeats"].to_numpy() for f in frames], axis=0)
+    return frame, float(100 * np.median(np.abs(each / frame["step_ms"].to_numpy() - 1)))
+
+
+def fit_terms(text: str) -> tuple[str, ...]:
+    terms = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in terms if t not in FIT_TERMS]
+    if not terms or unknown:
+        raise LabError(f"--fit: {', '.join(unknown) or 'nothing named'}; fittable: {', '.join(FIT_TERMS)}")
+    return terms
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.bench_profile", description=__doc__.splitlines()[0])
-    ap.add_argument("profile", help="step_profile.csv, its .json or their directory (a run directory)")
+    ap.add_argument("profile", nargs="+",
+                    help="step_profile.csv, its .json or their directory (a run directory); several of the same "
+                         "grid are averaged")
     ap.add_argument("--model", default=None, help="model preset of the profiled target (default: --model-config)")
     ap.add_argument("--model-config", default=None, help="the profiled target's config.json")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="the profile's weight dtype")
     ap.add_argument("--out", default="bench_profile", help="output directory")
+    ap.add_argument("--peaks", default=None, metavar="GFLOPS,GBS",
+                    help="this machine's fp32 matmul GFLOP/s and copy GB/s as measured before (e.g. on a quiet "
+                         "machine) instead of measuring them now")
+    ap.add_argument("--fit", default=",".join(DEFAULT_FIT),
+                    help=f"comma-separated sheet terms to fit (of: {', '.join(FIT_TERMS)})")
     args = ap.parse_args(argv)
     try:
-        profile = read_profile(expand_path(args.profile))
+        terms = fit_terms(args.fit)
+        peaks = None if args.peaks is None else parse_peaks(args.peaks)
+        profiles = [read_profile(expand_path(p)) for p in args.profile]
+        frame, noise = average_profiles(profiles)
         if args.model_config:
             model = from_hf_config(expand_path(args.model_config))
         elif args.model:
@@ -115,25 +189,30 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    machine = measure_machine()
-    frame = profile.frame().sort_values(["context_len", "batch", "query_tokens"]).reset_index(drop=True)
+    machine = measure_machine() if peaks is None else given_machine(*peaks)
+    profile = profiles[0]
     rows = {k: frame[k].to_numpy() for k in frame.columns}
     train = np.arange(len(frame)) % 2 == 0
     plain = machine_sheet(machine, args.dtype)
-    fitted = fit_sheet(machine, args.dtype, model, rows, train)
+    fitted = fit_sheet(machine, args.dtype, model, rows, train, terms)
+    swapped = fit_sheet(machine, args.dtype, model, rows, ~train, terms)  # the check, not the score
     frame["plain_ms"] = predict_ms(plain, model, rows["batch"], rows["query_tokens"], rows["context_len"])
     frame["fitted_ms"] = predict_ms(fitted, model, rows["batch"], rows["query_tokens"], rows["context_len"])
     frame["plain_err_pct"] = 100 * (frame["plain_ms"] / frame["step_ms"] - 1)
     frame["fitted_err_pct"] = 100 * (frame["fitted_ms"] / frame["step_ms"] - 1)
     frame["split"] = np.where(train, "fit", "held-out")
+    swapped_err = 100 * (predict_ms(swapped, model, rows["batch"], rows["query_tokens"], rows["context_len"])
+                         / frame["step_ms"] - 1)
     summary = {
-        "profile": str(profile.path), "profile_meta": profile.meta, "model": model.name,
+        "profiles": [str(p.path) for p in profiles], "profile_meta": profile.meta,
+        "profile_noise_median_abs_pct": noise, "model": model.name,
         "model_params_b": model.params_b, "dtype": args.dtype, "machine": machine,
         "plain_median_abs_err_pct": float(frame["plain_err_pct"].abs().median()),
         "fitted_median_abs_err_pct_fit_rows": float(frame.loc[train, "fitted_err_pct"].abs().median()),
         "fitted_median_abs_err_pct_held_out": float(frame.loc[~train, "fitted_err_pct"].abs().median()),
-        "fitted": {k: getattr(fitted, k) for k in ("mfu", "bw_efficiency", "step_overhead_ms",
-                                                  "request_overhead_us")},
+        "fit_terms": list(terms), "fitted": {k: getattr(fitted, k) for k in terms},
+        "swapped_split": {"median_abs_err_pct_held_out": float(swapped_err[train].abs().median()),
+                          "fitted": {k: getattr(swapped, k) for k in terms}},
         "wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0,
     }
     out = Path(args.out)
@@ -144,19 +223,52 @@ def main(argv=None) -> int:
         write_text_atomic(out / f"spec_{label}.yaml", yaml.safe_dump(sheet.model_dump(mode="json"), sort_keys=False))
     write_json_atomic(out / "summary.json", summary)
     _plot(frame, out / "roofline_vs_profile.png")
+    _plot_residuals(frame, out / "residuals.png")
     print(f"machine: {machine['flops_per_s'] / 1e9:.1f} GFLOP/s fp32 matmul (n={machine['matmul_n']}), "
-          f"{machine['copy_bytes_per_s'] / 1e9:.1f} GB/s copy; load avg {machine['load_avg']:.1f} on "
+          f"{machine['copy_bytes_per_s'] / 1e9:.1f} GB/s copy{' (given)' if machine.get('given') else ''}; load avg {machine['load_avg']:.1f} on "
           f"{machine['cpus']} CPUs; micro-benchmarks wall {machine['wall_s']:.1f} s, CPU {machine['cpu_s']:.1f} s")
-    print(f"profile: {profile.path} ({profile.meta['model']} {profile.meta['dtype']} on {profile.meta['hardware']})")
+    for p in profiles:
+        print(f"profile: {p.path} ({p.meta['model']} {p.meta['dtype']} on {p.meta['hardware']}, {p.meta['created']})")
+    if noise is not None:
+        print(f"profiles averaged: {len(profiles)}; one profile's median |distance| from their average {noise:.1f}%")
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     print(f"median |error|: plain roofline {summary['plain_median_abs_err_pct']:.1f}%; fitted "
           f"{summary['fitted_median_abs_err_pct_fit_rows']:.1f}% on the fit rows, "
-          f"{summary['fitted_median_abs_err_pct_held_out']:.1f}% held out "
-          f"(mfu {fitted.mfu:.3f}, bw_efficiency {fitted.bw_efficiency:.3f}, step {fitted.step_overhead_ms:.2f} ms, "
-          f"request {fitted.request_overhead_us:.0f} us)")
+          f"{summary['fitted_median_abs_err_pct_held_out']:.1f}% held out ({_terms_text(fitted, terms)}); "
+          f"halves swapped: {summary['swapped_split']['median_abs_err_pct_held_out']:.1f}% held out "
+          f"({_terms_text(swapped, terms)})")
     print(f"wrote {out}/ (bench_profile.csv, spec_plain.yaml, spec_fitted.yaml, summary.json, "
-          f"roofline_vs_profile.png); wall {summary['wall_s']:.1f} s, CPU {summary['cpu_s']:.1f} s")
+          f"roofline_vs_profile.png, residuals.png); wall {summary['wall_s']:.1f} s, CPU {summary['cpu_s']:.1f} s")
     return 0
+
+
+def _terms_text(sheet: HardwareSheet, terms) -> str:
+    return ", ".join(f"{name} {getattr(sheet, name):.3g}" for name in terms)
+
+
+def _plot_residuals(frame, path: Path) -> None:
+    """The fitted roofline's error per row against each axis of the grid (fit and held-out rows marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_of = {"batch": frame["batch"], "query tokens": frame["query_tokens"], "context": frame["context_len"],
+               "tokens per step": frame["batch"] * frame["query_tokens"]}
+    fig, axes = plt.subplots(1, len(axes_of), figsize=(3.2 * len(axes_of), 3.2), sharey=True)
+    held = frame["split"] == "held-out"
+    for ax, (label, x) in zip(axes, axes_of.items()):
+        ax.scatter(x[~held], frame.loc[~held, "fitted_err_pct"], marker="o", label="fit rows")
+        ax.scatter(x[held], frame.loc[held, "fitted_err_pct"], marker="x", label="held-out rows")
+        ax.axhline(0, color="grey", lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("fitted roofline error %")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def _plot(frame, path: Path) -> None:

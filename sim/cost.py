@@ -6,7 +6,7 @@ The one place the step-cost formula lives (cluster.py and the policies call it, 
     cm.step_time(tokens, kv_sum, n_reqs, spec)    # seconds, scalar (hot path, pure Python)
     cm.step_time_vec(tokens_array, kv_sum, n_reqs, spec)   # numpy, same batch, different verify budgets
     sps = cm.sps_curve(prefill_tokens, kv_sum, n_reqs)     # b -> steps/s of a speculative step with b tokens
-    cm.kv_capacity_tokens(gpu_mem_util)           # KV tokens one replica holds, from the hardware's memory
+    cm.kv_capacity_tokens(gpu_mem_util, reserve_bytes, block_size)   # KV tokens one replica holds (vLLM's split)
 
 tokens = query tokens in the step (sum over requests of 1 + drafts, plus prefill chunk tokens);
 kv_sum = cached tokens the step's requests attend to; n_reqs = requests in the step.
@@ -15,16 +15,27 @@ Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/mo
 tp GPUs:
     compute = (tokens x 2 x active params + tokens x (kv_sum / n_reqs) x attention FLOPs per cached token)
               / (tp x mfu x peak[dtype])
-    memory  = (weights read(tokens) + kv_sum x KV bytes per token) / (tp x bw_efficiency x bandwidth)
-    t = max(compute, memory) + step + n_layers x layer + n_reqs x request overhead
+    memory  = weights read(tokens) / (tp x w_eff x bandwidth) + kv_sum x KV bytes per token / (tp x bw_efficiency
+              x bandwidth), w_eff = bw_efficiency for a one-token step (matrix-vector products) and
+              gemm_bw_efficiency (default: the same) for a step of more tokens (matrix-matrix products)
+    t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
+        + step + n_layers x layer + n_reqs x request overhead
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
           configured link, + its latency) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
           hidden x activation bytes x (ep-1)/ep on the link, + latency)
-        + drafter pass + speculative overhead (when the step verifies drafts).
+        + drafter pass (the same roofline over drafter_layers) + speculative overhead (when it verifies drafts).
+The two CPU terms (gemm_bw_efficiency, compute_memory_overlap < 1) describe eager PyTorch on a CPU: a step
+of 1 x 4 or 4 x 1 query tokens costs ~2.7x one of 1 token over the same weights (Gemma3-270M fp32, AVX2;
+BLAS takes another, slower path for matrix-matrix products and packs the weights), and reading weights
+does not hide the FLOPs; the defaults leave a GPU sheet's roofline as it was (sim.bench_profile fits them).
 Profile (sim.cost.profile: a measured step_profile.csv, sim/step_profile.py): t = the profile's step time
-at (n_reqs, tokens / n_reqs, kv_sum / n_reqs), interpolated. It already holds attention, KV reads,
+at (n_reqs, tokens / n_reqs, (kv_sum - tokens) / n_reqs), interpolated: kv_sum counts each request's KV
+including this step's own tokens, a profile row's context_len the cached tokens before the step (a fresh
+prompt's prefill is context 0, not its own length). It already holds attention, KV reads,
 overheads and the parallel layout it was measured on, so nothing of the roofline is added; the drafter pass
 is the profile's step over the drafter's share of layers. KV capacity still comes from the hardware sheet.
+sim.cost.spec_profile (decode steps measured on the speculative server itself) adds, to a speculative step,
+what that server's step costs over the profile's step of the same shape.
 Optional CUDA-graph buckets pad a step up to the next captured size (jagged SPS, as real engines) in
 either mode.
 """
@@ -39,6 +50,7 @@ import numpy as np
 from lab.errors import LabError
 from lab.paths import expand_path
 from sim.hardware import Hardware, achievable_bandwidth, achievable_flops, hardware_from_config
+from sim.kv_cache import GIB, kv_cache_blocks
 from sim.models import ModelShape, model_from_config
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
 
@@ -58,6 +70,7 @@ class CostModel:
     buckets: tuple[int, ...] | None = None
     eager_penalty: float = 1.1
     profile: StepProfile | None = None
+    spec_profile: StepProfile | None = None  # decode steps of the speculative server (query_tokens = 1 + k)
 
     def __post_init__(self):
         hw, m, tp = self.hw, self.model, self.tp
@@ -71,6 +84,9 @@ class CostModel:
         flops = achievable_flops(hw, m.dtype) * tp
         # per-step constants, precomputed so that step_time is a handful of float ops
         self._bw = bw
+        # weight-read time of a multi-token step (GEMM) / that of a one-token step (GEMV); 1 on GPU sheets
+        self._gemm_factor = hw.bw_efficiency / hw.gemm_bw_efficiency if hw.gemm_bw_efficiency else 1.0
+        self._serial = 1.0 - hw.compute_memory_overlap  # share of min(compute, memory) not hidden
         self._moe = bool(m.moe_experts)
         self._t_weights = m.weight_bytes_read(1, self.ep) / bw if self._moe else m.active_weight_bytes / bw
         self._t_per_token_flops = m.flops_per_token / flops
@@ -96,7 +112,7 @@ class CostModel:
         self._bucket_max = self.buckets[-1] if self.buckets else 0
         # the SPS curve has a closed form (RooflineSps) on the plain roofline
         self._closed_sps = not (self.profile is not None or self._bucket_list is not None
-                                or self._t_per_token_link or self._moe)
+                                or self._t_per_token_link or self._moe or self._gemm_factor != 1.0 or self._serial)
 
     @classmethod
     def from_config(cls, sim, run_root: str | Path | None = None) -> CostModel:
@@ -109,17 +125,19 @@ class CostModel:
                    request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
                    buckets=tuple(c.cuda_graph_buckets) if c.cuda_graph_buckets else None,
-                   eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root))
+                   eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root),
+                   spec_profile=None if c.spec_profile is None else read_profile(expand_path(c.spec_profile)))
 
     # ---- KV capacity -------------------------------------------------------------------------------
-    def kv_capacity_tokens(self, gpu_mem_util: float) -> int:
-        """KV tokens one replica (tp GPUs) holds: memory x utilisation minus the resident weights."""
-        weights = self.model.resident_weight_bytes(self.ep)
-        budget = self.hw.mem_gib * 2**30 * gpu_mem_util * self.tp - weights
-        if budget <= 0:
-            raise LabError(f"sim: model {self.model.name} ({weights / 2**30:.0f} GiB) does not fit "
-                           f"{self.tp} x {self.hw.name}; raise hardware.tp or set engine.kv_capacity_tokens")
-        return int(budget / self.model.kv_bytes_per_token)
+    def kv_capacity_tokens(self, gpu_mem_util: float, reserve_bytes: float = 0.0, block_size: int = 1) -> int:
+        """KV tokens one replica (tp GPUs) holds in whole blocks of `block_size`: vLLM's split of memory x
+        utilisation minus `reserve_bytes` of activations per GPU minus the resident weights
+        (sim/kv_cache.kv_cache_blocks, the one formula)."""
+        m = self.model
+        blocks = kv_cache_blocks(self.hw.mem_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self.ep),
+                                 reserve_bytes, block_size * m.kv_bytes_per_token, self.tp,
+                                 where=f"sim: model {m.name} on {self.tp} x {self.hw.name}")
+        return blocks * block_size
 
     # ---- step time ---------------------------------------------------------------------------------
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool) -> float:
@@ -133,20 +151,31 @@ class CostModel:
                 mult = self.eager_penalty
         reqs = n_reqs if n_reqs > 0 else 1
         if self.profile is not None:
-            ctx = kv_sum / reqs
+            ctx = max(kv_sum - tokens, 0.0) / reqs  # the profile's context: cached tokens, the step's own excluded
             t = self.profile.step_ms(reqs, tokens / reqs, ctx) * 1e-3
             if spec:
                 t += self._frac * self.profile.step_ms(reqs, self.max_draft, ctx) * 1e-3 + self.spec_overhead_s
+                if self.spec_profile is not None:
+                    t += float(self._spec_extra_ms(reqs, ctx)) * 1e-3
             return t * mult
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
+        if tokens > 1:
+            weights *= self._gemm_factor
         compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
         memory = weights + kv_sum * self._t_per_kv_token
         t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link
+        if self._serial:
+            t += self._serial * min(memory, compute)
         t += n_reqs * self.request_overhead_s
         if spec:
-            dc = n_reqs * self.max_draft * self._draft_per_token
-            t += (max(self._draft_weights, dc)) + self._draft_fixed + self.spec_overhead_s
+            t += self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s
         return t * mult
+
+    def _draft_pass(self, n_reqs: int) -> float:
+        """Roofline time of the drafter's pass over n_reqs x max_draft tokens (no fixed overheads)."""
+        dc = n_reqs * self.max_draft * self._draft_per_token
+        weights = self._draft_weights * (self._gemm_factor if n_reqs * self.max_draft > 1 else 1.0)
+        return max(weights, dc) + self._serial * min(weights, dc)
 
     def step_time_vec(self, tokens: np.ndarray, kv_sum: float, n_reqs: int, spec: bool) -> np.ndarray:
         """Vectorised step_time over an array of token counts (same batch, different verify budgets)."""
@@ -160,19 +189,34 @@ class CostModel:
             mult = np.where(inside, 1.0, self.eager_penalty)
         reqs = n_reqs if n_reqs > 0 else 1
         if self.profile is not None:
-            ctx = kv_sum / reqs
+            ctx = np.maximum(kv_sum - tokens, 0.0) / reqs  # as in step_time
             t = self.profile.step_ms_many(reqs, tokens / reqs, ctx) * 1e-3
             if spec:
-                t = t + (self._frac * self.profile.step_ms(reqs, self.max_draft, ctx) * 1e-3 + self.spec_overhead_s)
+                t = t + (self._frac * self.profile.step_ms_many(reqs, self.max_draft, ctx) * 1e-3
+                         + self.spec_overhead_s)
+                if self.spec_profile is not None:
+                    t = t + self._spec_extra_ms(reqs, ctx) * 1e-3
             return t * mult
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
+        if self._gemm_factor != 1.0:
+            weights = weights * np.where(tokens > 1, self._gemm_factor, 1.0)
         compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
-        t = np.maximum(compute, weights + kv_sum * self._t_per_kv_token)
+        memory = weights + kv_sum * self._t_per_kv_token
+        t = np.maximum(compute, memory)
+        if self._serial:
+            t = t + self._serial * np.minimum(compute, memory)
         t = t + self._fixed + tokens * self._t_per_token_link + n_reqs * self.request_overhead_s
         if spec:
-            dc = n_reqs * self.max_draft * self._draft_per_token
-            t = t + (max(dc, self._draft_weights) + self._draft_fixed + self.spec_overhead_s)
+            t = t + (self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s)
         return t * mult
+
+    def _spec_extra_ms(self, reqs, ctx):
+        """What the speculative server's decode step costs over the profile's step of the same shape (reqs
+        x (1 + k) query tokens over ctx): its draft lookup, rejection sampling and logits at every drafted
+        position, which a profile measured without speculation does not hold. May be negative."""
+        query = self.spec_profile.axes[1][0]  # the one query length of a speculative server's rows (1 + k)
+        return (self.spec_profile.step_ms_many(reqs, query, ctx)
+                - self.profile.step_ms_many(reqs, query, ctx))
 
     def sps_curve(self, prefill_tokens: int, kv_sum: float, n_reqs: int):
         """SPS(b): steps per second of a speculative step verifying b tokens beside `prefill_tokens` prefill
@@ -183,11 +227,10 @@ class CostModel:
                 return 1.0 / self.step_time_vec(b + _p0, _kv, _n, True)
             return sps
         reqs = n_reqs if n_reqs > 0 else 1
-        dc = n_reqs * self.max_draft * self._draft_per_token
         return RooflineSps(prefill_tokens, self._t_per_token_flops + kv_sum / reqs * self._t_attn,
                            self._t_weights + kv_sum * self._t_per_kv_token,
                            (self._fixed + self.spec_overhead_s + self._draft_fixed + n_reqs * self.request_overhead_s
-                            + (max(self._draft_weights, dc))))
+                            + self._draft_pass(n_reqs)))
 
     @property
     def t_per_kv_token(self) -> float:

@@ -45,8 +45,8 @@ def kv_cache_blocks(mem_bytes: float, utilization: float, weight_bytes: float, r
     budget = tp * (mem_bytes * utilization - reserve_bytes) - weight_bytes
     blocks = int(budget // block_bytes)
     if blocks < 1:
-        raise LabError(f"{where}: weights ({weight_bytes / GIB:.1f} GiB) and activations ({reserve_bytes / GIB:.1f} "
-                       f"GiB per GPU) leave no KV memory in {tp} x {mem_bytes / GIB:.0f} GiB x {utilization:g}; "
+        raise LabError(f"{where} does not fit: weights ({weight_bytes / GIB:.1f} GiB) and activations "
+                       f"({reserve_bytes / GIB:.1f} GiB per GPU) leave no KV memory in {tp} x {mem_bytes / GIB:.0f} GiB x {utilization:g}; "
                        "raise hardware.tp or engine.gpu_memory_utilization, or set engine.kv_capacity_tokens")
     return blocks
 

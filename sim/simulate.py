@@ -21,7 +21,7 @@ from lab.paths import expand_path
 from sim.acceptance import ParametricSource, TraceSource
 from sim.cluster import Cluster, CountingEnvironment
 from sim.cost import CostModel
-from sim.kv_cache import GIB, activation_reserve_bytes, kv_cache_blocks
+from sim.kv_cache import GIB, activation_reserve_bytes
 from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
 from sim.trace_rows import resolve_method
@@ -140,12 +140,9 @@ def kv_capacity_tokens(sim, cost) -> int:
     e = sim.engine
     if e.kv_capacity_tokens:
         return e.kv_capacity_tokens
-    m = cost.model
     reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
-               else activation_reserve_bytes(m.hidden, e.max_num_batched_tokens))
-    blocks = kv_cache_blocks(cost.hw.mem_gib * GIB, e.gpu_memory_utilization, m.resident_weight_bytes(cost.ep), reserve,
-                             e.block_size * m.kv_bytes_per_token, cost.tp, where=f"sim: model {m.name}")
-    return blocks * e.block_size
+               else activation_reserve_bytes(cost.model.hidden, e.max_num_batched_tokens))
+    return cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size)
 
 
 def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: int = 0,

@@ -9,6 +9,8 @@ what the engine stage recorded:
   load's mean KV length;
 - batching: vLLM's max_num_seqs and max_num_batched_tokens, paged KV with the KV capacity and block size
   the server's log reports (VLLM_CPU_KVCACHE_SPACE decides it);
+- a speculative variant's own decode-step profile (engine/<variant>/step_profile.csv, when measured) as
+  sim.cost.spec_profile: what its steps cost over the plain profile's step of the same shape;
 - speculation: none -> policy ar; ngram (k drafts) -> fixed_k with k, acceptance a per-position curve from
   vLLM's own counters of that load: survival s_j = num_accepted_tokens_per_pos[j-1] / decode steps, where
   decode steps = output tokens - accepted tokens - requests (a step without an n-gram match is a draft
@@ -61,12 +63,14 @@ def acceptance_curve(counters: dict, frame: pd.DataFrame) -> list[float]:
     return [float(np.clip(r, 0.0, 1.0)) for r in rates]
 
 
-def sim_section(engine, variant, load_dir: Path, profile: Path, kv: dict, rates: list[float] | None) -> SimSection:
+def sim_section(engine, variant, load_dir: Path, profile: Path, kv: dict, rates: list[float] | None,
+                spec_profile: Path | None = None) -> SimSection:
     spec = variant.speculative
     data = {
         "hardware": {"preset": "cpu"},  # memory only: the measured profile is the step cost
         "model": {"name": "gemma3-270m", "drafter_layers": 0},
-        "cost": {"profile": str(profile), "spec_overhead_ms": 0.0},
+        "cost": {"profile": str(profile), "spec_overhead_ms": 0.0,
+                 **({"spec_profile": str(spec_profile)} if spec_profile is not None else {})},
         "engine": {"kv_policy": "paged", "block_size": kv.get("block_size", DEFAULT_BLOCK_SIZE),
                    "max_num_seqs": engine.max_num_seqs, "max_num_batched_tokens": engine.max_num_batched_tokens,
                    **({"kv_capacity_tokens": kv["kv_capacity_tokens"]} if "kv_capacity_tokens" in kv else {})},
@@ -110,7 +114,9 @@ def run_stage(ctx) -> None:
             rates = None
             if variant.speculative.method != "none":
                 rates = acceptance_curve(json.loads((load_dir / "spec_counters.json").read_text()), real)
-            sim = sim_section(engine, variant, load_dir, profile, kv, rates)
+            spec_profile = root / variant.name / "step_profile.csv"
+            sim = sim_section(engine, variant, load_dir, profile, kv, rates,
+                              spec_profile if rates is not None and spec_profile.exists() else None)
             inputs = prepare_inputs(sim, ctx.root, ctx.cfg.seed)
             (_summary, sim_log), = sweep_points(inputs, show_progress=False, with_requests=True)
             with atomic_path(root / "fidelity" / variant.name / load.name / "sim_requests.parquet") as tmp:

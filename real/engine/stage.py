@@ -6,6 +6,7 @@ For each engine.variants entry (a speculative config) one `vllm serve` is starte
 stopped; each engine.loads entry is driven against it. Outputs, all under <run>/engine/:
     engine.json                         settings, versions, argv and start-up time per variant
     step_profile.csv / .json            step times (first variant, when engine.step_profile is set)
+    <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts)
     <variant>/server.log                the server's own log (kept)
     <variant>/<load>/requests.parquet   the shared per-request log
     <variant>/<load>/spec_counters.json vLLM's spec-decode counters before/after/delta (lab.metrics names)
@@ -91,7 +92,9 @@ def run_stage(ctx) -> None:
     for index, variant in enumerate(section.variants):
         want_profile = index == 0 and section.step_profile is not None and (
             forced or not ctx.path("engine", "step_profile.csv").exists())
-        if _variant_done(ctx, variant, section.loads) and not forced and not want_profile:
+        want_spec_profile = (variant.speculative.method != "none" and section.step_profile is not None
+                             and (forced or not ctx.path("engine", variant.name, "step_profile.csv").exists()))
+        if _variant_done(ctx, variant, section.loads) and not forced and not want_profile and not want_spec_profile:
             log(f"engine {variant.name}: every load done already, not started")
         else:
             argv, env = vllm_command(section, variant.speculative, model_dir, venv, SERVED_NAME)
@@ -101,8 +104,11 @@ def run_stage(ctx) -> None:
                 info["variants"][variant.name] = {"argv": argv, "startup_s": round(server.startup_s, 1),
                                                   "env": {k: env[k] for k in env if k.startswith("VLLM_CPU")}}
                 write_json_atomic(info_path, info)
+                _warm_up(server.base_url, tokens)
                 if want_profile:
                     _profile(ctx, server.base_url, section, tokens, model_dir, venv)
+                if want_spec_profile:
+                    _spec_profile(ctx, server.base_url, section, variant, tokens, model_dir, venv)
                 for load in section.loads:
                     _drive(ctx, server.base_url, variant, load, tokens, forced)
         for load in section.loads:
@@ -121,6 +127,19 @@ def _flat(summary: dict) -> dict:
         elif not isinstance(value, list):
             out[key] = value
     return out
+
+
+def _warm_up(base_url: str, tokens) -> None:
+    """Two requests before anything is measured. The first use of a speculative method compiles its
+    proposer (vLLM's n-gram matcher is numba-jitted): on a fresh n-gram server the first two requests of
+    a load took 3.8 and 2.9 s to the first token where the rest took 0.6-1.2 s. The prompt repeats itself,
+    so an n-gram proposer finds matches and drafts."""
+    import numpy as np
+
+    from real.engine.step_profile import send_batch
+
+    text = tokens.take(48, np.random.default_rng(0))
+    send_batch(base_url, SERVED_NAME, [text + text, text + text + text], 24)
 
 
 def _drive(ctx, base_url: str, variant, load, tokens, forced: bool) -> None:
@@ -146,16 +165,39 @@ def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path) -
     from real.engine.step_profile import measure_step_profile
     from sim.step_profile import write_profile
 
-    rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, show_progress=ctx.show_progress)
+    checks: list[dict] = []
+    rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, show_progress=ctx.show_progress,
+                                prefix_checks=checks)
+    cold = [c for c in checks if c["prefix_hit_fraction"] < 0.8]  # nan compares False: not checkable
+    for c in cold:
+        log(f"engine step profile: batch {c['batch']} x {c['query_tokens']} over {c['context_len']}: the prefix "
+            f"cache served {c['prefix_hit_fraction']:.0%} of the prefix (the row includes recomputing the rest)")
+    meta = {**_profile_meta(section, model_dir, venv), "prefix_cache": checks}
+    write_profile(ctx.path("engine"), rows, meta)
+    log(f"engine: step profile of {len(rows)} points written to {ctx.path('engine', 'step_profile.csv')}")
+
+
+def _spec_profile(ctx, base_url: str, section, variant, tokens, model_dir: Path, venv: Path) -> None:
+    """engine/<variant>/step_profile.csv: the speculative server's decode steps (sim.cost.spec_profile)."""
+    from real.engine.step_profile import measure_spec_profile
+    from sim.step_profile import write_profile
+
+    drafts = variant.speculative.num_speculative_tokens
+    rows = measure_spec_profile(base_url, section.step_profile, tokens, drafts, SERVED_NAME,
+                                show_progress=ctx.show_progress)
+    meta = {**_profile_meta(section, model_dir, venv), "speculative": variant.speculative.model_dump(mode="json")}
+    write_profile(ctx.path("engine", variant.name), rows, meta)
+    log(f"engine {variant.name}: speculative step profile of {len(rows)} points written")
+
+
+def _profile_meta(section, model_dir: Path, venv: Path) -> dict:
     marker = read_marker(venv) or {}
     threads = section.threads_bind
-    meta = {"source": "vllm", "model": str(model_dir), "dtype": section.dtype, "device": marker.get("device", "cpu"),
+    return {"source": "vllm", "model": str(model_dir), "dtype": section.dtype, "device": marker.get("device", "cpu"),
             "hardware": f"{platform.processor() or platform.machine()} {threads or 'default'} threads (vLLM)",
             "cpu_capability": None, "threads": _thread_count(threads),
             "versions": {k: marker[k] for k in ("version", "torch", "transformers") if k in marker},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_profile(ctx.path("engine"), rows, meta)
-    log(f"engine: step profile of {len(rows)} points written to {ctx.path('engine', 'step_profile.csv')}")
 
 
 def _thread_count(bind: str | None) -> int | None:

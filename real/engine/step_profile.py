@@ -13,6 +13,11 @@ For every point of the grid batch x query_tokens x context_len (lab.config_engin
   new tokens together with max_tokens 1: time to first token is one step that prefills batch x query_tokens
   tokens over context_len cached tokens each. step_ms = median over requests and repeats.
 Every number includes what the HTTP front end adds to a step (as the load generator sees it).
+A prefill point over a cached prefix is only that if the prefix was found in the engine's prefix cache: the
+engine's own counters (vllm:prefix_cache_hits / _queries, in tokens) are read around the measured batch;
+a point that hit less than PREFIX_HIT_MIN of its prefix tokens is primed and measured again (once), and
+every such point's hit fraction is returned in `prefix_checks` (the stage records them in the profile's
+meta), so a profile whose prefill rows paid for their prefix says so.
 """
 from __future__ import annotations
 
@@ -23,6 +28,16 @@ import numpy as np
 from tqdm import tqdm
 
 from real.engine.loadgen import PlannedRequest, StreamRecord, stream_completion
+
+
+def send_batch(base_url: str, model: str, prompts: list[list[int]], max_tokens: int) -> list[StreamRecord]:
+    """Send the prompts together (streaming) and wait for all of them; LabError if one fails."""
+    import httpx
+
+    async def run():
+        async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0), trust_env=False) as client:
+            return await _batch(client, base_url, model, prompts, max_tokens)
+    return asyncio.run(run())
 
 
 async def _batch(client, base_url, model, prompts: list[list[int]], max_tokens: int) -> list[StreamRecord]:
@@ -40,18 +55,91 @@ async def _batch(client, base_url, model, prompts: list[list[int]], max_tokens: 
     return records
 
 
-def decode_gaps_ms(records: list[StreamRecord]) -> list[float]:
-    """Inter-chunk gaps (ms) of one-token chunks, each request's first gap dropped."""
+def decode_gaps_ms(records: list[StreamRecord], any_chunk: bool = False) -> list[float]:
+    """Inter-chunk gaps (ms) of one-token chunks (any_chunk: of every chunk, as a speculative server
+    streams 1 + accepted tokens per step), each request's first gap dropped."""
     gaps = []
     for r in records:
         times, counts = np.asarray(r.chunk_s), np.asarray(r.chunk_tokens)
-        one_token = np.diff(counts) == 1
-        gaps.extend((np.diff(times)[one_token][1:] * 1000).tolist())
+        keep = np.diff(counts) >= 1 if any_chunk else np.diff(counts) == 1
+        gaps.extend((np.diff(times)[keep][1:] * 1000).tolist())
     return gaps
 
 
+async def measure_spec_async(base_url: str, spec, tokens, drafts: int, model: str = "target", seed: int = 0,
+                             show_progress: bool = True) -> list[dict]:
+    """Decode steps of a speculative server: `batch` requests of `context_len`-token prompts (the load's
+    kind of text, so the drafter matches as often as under load), every streamed chunk's gap a step. Rows
+    in the shared format with query_tokens = 1 + drafts (a verify step; steps with no draft included, as
+    under load)."""
+    import httpx
+
+    rng = np.random.default_rng(seed)
+    points = [(b, c) for b in spec.batches for c in spec.context_lens]
+    rows = []
+    limits = httpx.Limits(max_connections=max(spec.batches), max_keepalive_connections=max(spec.batches))
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0, connect=10.0),
+                                 trust_env=False) as client:
+        for b, c in tqdm(points, desc="speculative step profile", unit="point", disable=not show_progress):
+            samples: list[float] = []
+            for _ in range(spec.repeats):
+                prompts = [tokens.take(max(c, 1), rng) for _ in range(b)]
+                records = await _batch(client, base_url, model, prompts, spec.output_tokens)
+                samples += decode_gaps_ms(records, any_chunk=True)
+            if not samples:
+                from lab.errors import LabError
+
+                raise LabError(f"speculative step profile: no decode gaps at batch {b}, context {c}")
+            rows.append({"batch": b, "query_tokens": 1 + drafts, "context_len": c,
+                         "step_ms": statistics.median(samples), "step_ms_p90": float(np.percentile(samples, 90)),
+                         "repeats": len(samples)})
+    return rows
+
+
+def measure_spec_profile(base_url: str, spec, tokens, drafts: int, model: str = "target", seed: int = 0,
+                         show_progress: bool = True) -> list[dict]:
+    return asyncio.run(measure_spec_async(base_url, spec, tokens, drafts, model, seed, show_progress))
+
+
+PREFIX_HIT_MIN = 0.8
+
+
+def prefix_cache_tokens(base_url: str) -> tuple[float, float]:
+    """(hit tokens, queried tokens) of the engine's prefix cache so far; (nan, nan) where not exported."""
+    from real.engine.metrics import parse_prometheus
+    from real.engine.server import http_get
+
+    status, body = http_get(f"{base_url}/metrics", timeout=10.0)
+    totals = {"vllm:prefix_cache_hits": 0.0, "vllm:prefix_cache_queries": 0.0}
+    seen = False
+    for name, _labels, value in parse_prometheus(body if status == 200 else ""):
+        key = name.removesuffix("_total")
+        if key in totals and not name.endswith("_created"):
+            totals[key] += value
+            seen = True
+    if not seen:
+        return float("nan"), float("nan")
+    return totals["vllm:prefix_cache_hits"], totals["vllm:prefix_cache_queries"]
+
+
+async def _prefill_over_prefix(client, base_url, model, prefixes, prompts) -> tuple[list[StreamRecord], float]:
+    """Prime the prefixes, then time the prompts; retried once when the prefix cache missed. Returns the
+    records and the fraction of prefix tokens the cache served (nan where the engine exports no counter)."""
+    wanted = float(sum(len(p) for p in prefixes))
+    hit_fraction = float("nan")
+    for _attempt in range(2):
+        await _batch(client, base_url, model, prefixes, 1)
+        hits_before, _ = await asyncio.to_thread(prefix_cache_tokens, base_url)
+        records = await _batch(client, base_url, model, prompts, 1)
+        hits_after, _ = await asyncio.to_thread(prefix_cache_tokens, base_url)
+        hit_fraction = (hits_after - hits_before) / wanted
+        if not hit_fraction < PREFIX_HIT_MIN:  # also nan: nothing to check against
+            break
+    return records, hit_fraction
+
+
 async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
-                        show_progress: bool = True) -> list[dict]:
+                        show_progress: bool = True, prefix_checks: list | None = None) -> list[dict]:
     import httpx
 
     rng = np.random.default_rng(seed)
@@ -69,10 +157,14 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
                     samples += decode_gaps_ms(await _batch(client, base_url, model, prompts, spec.output_tokens))
                 else:
                     prefixes = [tokens.take(c, rng) for _ in range(b)]
-                    if c:
-                        await _batch(client, base_url, model, prefixes, 1)
                     prompts = [p + tokens.take(q, rng) for p in prefixes]
-                    records = await _batch(client, base_url, model, prompts, 1)
+                    if c:
+                        records, hit = await _prefill_over_prefix(client, base_url, model, prefixes, prompts)
+                        if prefix_checks is not None:
+                            prefix_checks.append({"batch": b, "query_tokens": q, "context_len": c,
+                                                  "prefix_hit_fraction": round(hit, 4)})
+                    else:
+                        records = await _batch(client, base_url, model, prompts, 1)
                     samples += [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
             rows.append({"batch": b, "query_tokens": q, "context_len": c, "step_ms": statistics.median(samples),
                          "step_ms_p90": float(np.percentile(samples, 90)), "repeats": len(samples)})
@@ -80,5 +172,5 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
 
 
 def measure_step_profile(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
-                         show_progress: bool = True) -> list[dict]:
-    return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress))
+                         show_progress: bool = True, prefix_checks: list | None = None) -> list[dict]:
+    return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress, prefix_checks))

@@ -23,7 +23,8 @@ from typing_extensions import Self
 
 class FakeEngine:
     def __init__(self, step_s: float = 0.005, tokens_per_step: int = 1, k: int = 0, health_after_s: float = 0.0,
-                 never_healthy: bool = False, port: int = 0, models_after_s: float = 0.0):
+                 never_healthy: bool = False, port: int = 0, models_after_s: float = 0.0,
+                 prefix_cache: bool = True):
         self.step_s, self.tokens_per_step, self.k = step_s, tokens_per_step, k
         self.health_after_s, self.never_healthy, self.port = health_after_s, never_healthy, port
         self.models_after_s = max(models_after_s, health_after_s)
@@ -34,6 +35,9 @@ class FakeEngine:
         self.prompts: list = []
         self.counters = {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0}
         self.per_pos = [0] * k
+        # a prefix cache in whole 16-token blocks, counted like vLLM's vllm:prefix_cache_hits / _queries
+        self.prefix_cache, self.cached_blocks = prefix_cache, set()
+        self.prefix_hits = self.prefix_queries = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server = None
@@ -83,6 +87,8 @@ class FakeEngine:
         prompt, max_tokens = body["prompt"], int(body["max_tokens"])
         self.prompts.append(prompt)
         n_in = len(prompt) if isinstance(prompt, list) else len(prompt.split())
+        if isinstance(prompt, list):
+            self._count_prefix(prompt)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
@@ -110,6 +116,18 @@ class FakeEngine:
         finally:
             self.in_flight -= 1
 
+    def _count_prefix(self, prompt: list) -> None:
+        blocks = [tuple(prompt[:end]) for end in range(16, len(prompt) + 1, 16)]
+        hit = 0
+        for block in blocks:
+            if block not in self.cached_blocks:
+                break
+            hit += 16
+        self.prefix_queries += len(prompt)
+        self.prefix_hits += hit
+        if self.prefix_cache:
+            self.cached_blocks.update(blocks)
+
     def metrics_text(self) -> str:
         lines = ["# HELP vllm:spec_decode_num_drafts Number of spec decoding drafts.",
                  "# TYPE vllm:spec_decode_num_drafts counter"]
@@ -121,6 +139,8 @@ class FakeEngine:
             lines.append(f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position="{pos}"}} '
                          f"{float(value)}")
         lines.append(f"vllm:num_requests_running{{{labels}}} {float(self.in_flight)}")
+        lines.append(f"vllm:prefix_cache_hits_total{{{labels}}} {float(self.prefix_hits)}")
+        lines.append(f"vllm:prefix_cache_queries_total{{{labels}}} {float(self.prefix_queries)}")
         return "\n".join(lines) + "\n"
 
     # --- in-process lifecycle ---------------------------------------------------------------------

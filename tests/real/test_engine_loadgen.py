@@ -141,3 +141,49 @@ def test_step_profile_is_a_full_grid_in_the_shared_format(tmp_path):
     write_profile(tmp_path, rows, meta)
     profile = read_profile(tmp_path)
     assert math.isclose(profile.step_ms(1, 1, 0), rows[0]["step_ms"], rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("cache_on", [True, False])
+def test_a_prefill_point_checks_that_its_prefix_came_from_the_prefix_cache(cache_on):
+    """The engine's prefix-cache counters are read around every prefill-over-prefix point: a warm cache is
+    recorded as such; a cold one (vLLM's log showed 7-13% hits) is primed and measured again once, and
+    its hit fraction is returned so the stage can say the row paid for its prefix."""
+    from real.engine.step_profile import measure_step_profile
+
+    spec = StepProfileSpec(batches=[2], query_tokens=[1, 8], context_lens=[0, 32], output_tokens=4, repeats=1)
+    checks: list = []
+    with FakeEngine(step_s=0.005, prefix_cache=cache_on) as engine:
+        measure_step_profile(engine.base_url, spec, TOKENS, show_progress=False, prefix_checks=checks)
+        prompts = list(engine.prompts)
+    assert [(c["batch"], c["query_tokens"], c["context_len"]) for c in checks] == [(2, 8, 32)]
+    assert checks[0]["prefix_hit_fraction"] == (1.0 if cache_on else 0.0)
+    primes = [p for p in prompts if len(p) == 32]  # 2 decode prompts over context 32, then the primes
+    assert len(primes) == 2 + (2 if cache_on else 4)  # a cold point is primed and measured a second time
+
+
+def test_each_server_is_warmed_up_with_prompts_an_ngram_proposer_can_match():
+    """The engine stage sends two requests before it profiles or drives a load (vLLM compiles its n-gram
+    matcher on first use: the first requests of a fresh n-gram server paid 3-4x the TTFT)."""
+    from real.engine.stage import _warm_up
+
+    with FakeEngine(step_s=0.002) as engine:
+        _warm_up(engine.base_url, TOKENS)
+        prompts = list(engine.prompts)
+        completions = engine.completions
+    assert completions == 2
+    for prompt in prompts:
+        assert prompt[:48] == prompt[48:96]  # the text repeats: n-gram lookups find it
+
+
+def test_a_speculative_servers_decode_steps_are_every_chunk_gap():
+    """A speculative server streams 1 + accepted tokens per step: its step profile keeps every chunk's gap
+    (the plain profiler keeps one-token chunks only) and records query_tokens = 1 + drafts."""
+    from real.engine.step_profile import measure_spec_profile
+
+    spec = StepProfileSpec(batches=[1, 2], query_tokens=[1], context_lens=[0, 16], output_tokens=8, repeats=1)
+    with FakeEngine(step_s=0.02, tokens_per_step=2, k=3) as engine:
+        rows = measure_spec_profile(engine.base_url, spec, TOKENS, drafts=3, show_progress=False)
+    assert [(r["batch"], r["query_tokens"], r["context_len"]) for r in rows] == [
+        (1, 4, 0), (1, 4, 16), (2, 4, 0), (2, 4, 16)]
+    assert all(15 < r["step_ms"] < 60 for r in rows)  # the fake's 20 ms step, 2 tokens per chunk
+    assert all(r["repeats"] == 2 * r["batch"] for r in rows)  # 4 two-token chunks: 3 gaps, first dropped

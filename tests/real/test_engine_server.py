@@ -167,6 +167,9 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
     assert "fake engine: serving" in (run / "engine" / "nospec" / "server.log").read_text()
     assert len(pd.read_csv(run / "engine" / "step_profile.csv")) == 8
     assert json.loads((run / "engine" / "step_profile.json").read_text())["source"] == "vllm"
+    # the speculative variant's own decode steps: query_tokens 1 + 2 drafts, batches x contexts
+    spec_rows = pd.read_csv(run / "engine" / "ngram" / "step_profile.csv")
+    assert len(spec_rows) == 4 and (spec_rows["query_tokens"] == 3).all() and (spec_rows["step_ms"] > 0).all()
     summary = pd.read_csv(run / "engine" / "summary.csv")
     assert sorted(zip(summary["variant"], summary["load"])) == [("ngram", "low"), ("ngram", "users"),
                                                                 ("nospec", "low"), ("nospec", "users")]

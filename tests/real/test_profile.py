@@ -24,6 +24,31 @@ def test_measure_profile_grid(tiny_qwen3, one_thread):
     assert meta["hardware"].startswith("cpu ") and "torch" in meta["versions"]
 
 
+def test_profile_times_the_targets_engine(tiny_qwen3, one_thread, monkeypatch):
+    """A GPU profile of the eager engine measured its launch-bound 26 ms floor, not the graphs engine the
+    decode loops use (BENCHMARKS.md, On an H200): the profile now steps through the target's own engine."""
+    from real.static_step import StaticKV
+
+    section = ProfileSection(batch=[1, 2], query_tokens=[1, 3], context_len=[0, 16], repeats=2, warmup=1)
+    caches = []
+    forward = tiny_qwen3.forward
+
+    def spy(ids, cache=None, **kw):
+        caches.append(type(cache))
+        return forward(ids, cache, **kw)
+
+    monkeypatch.setattr(tiny_qwen3, "forward", spy)
+    tiny_qwen3.engine = "static"
+    rows = measure_profile(tiny_qwen3, section, show_progress=False)
+    assert len(rows) == 8 and all(r["step_ms"] > 0 for r in rows)
+    assert set(caches) == {StaticKV}
+    assert device_meta(tiny_qwen3, "tiny-qwen3")["engine"] == "static"
+    tiny_qwen3.engine = "eager"
+    caches.clear()
+    measure_profile(tiny_qwen3, section, show_progress=False)
+    assert StaticKV not in set(caches)
+
+
 def test_lab_profile_then_sim_uses_it(tmp_path):
     experiment = {
         "name": "prof", "output_dir": str(tmp_path / "runs"), "stages": ["profile", "sim"],

@@ -1,5 +1,5 @@
 """Cost model: roofline by hand, memory-bound flatness, CUDA-graph padding, measured profiles, KV capacity,
-TP on the configured link, expert parallelism."""
+TP on the configured link, expert parallelism, the CPU terms (GEMM weight bandwidth, compute/memory overlap)."""
 import numpy as np
 import pytest
 
@@ -56,9 +56,12 @@ def test_measured_profile_is_the_step_cost_without_kv_on_top(tmp_path):
     write_grid_profile(tmp_path, ms)
     sim = make_sim(hardware={"preset": "rtx-4090"}, cost={"profile": str(tmp_path)})
     cm = CostModel.from_config(sim)
-    # the profile's own number, interpolated: no KV-read time, no overheads added on top
-    assert cm.step_time(8, 8 * 1024, 8, False) == pytest.approx(ms(8, 1, 1024) / 1e3)
-    assert cm.step_time(16, 4 * 512, 4, False) == pytest.approx(ms(4, 4, 512) / 1e3)
+    # the profile's own number, interpolated: no KV-read time, no overheads added on top. kv_sum counts
+    # the step's own tokens; the profile's context is what was cached before it
+    assert cm.step_time(8, 8 * 1025, 8, False) == pytest.approx(ms(8, 1, 1024) / 1e3)
+    assert cm.step_time(16, 4 * 516, 4, False) == pytest.approx(ms(4, 4, 512) / 1e3)
+    # a fresh prompt's prefill reads its own 512 tokens: the profile's context-0 row, not context 512
+    assert cm.step_time(512, 512, 1, False) == pytest.approx(ms(1, 512, 0) / 1e3)
     vec = cm.step_time_vec(np.array([4, 16, 32]), 4 * 512, 4, True)
     assert np.allclose(vec, [cm.step_time(t, 4 * 512, 4, True) for t in (4, 16, 32)])
     # KV capacity from the named device (24 GiB), not H100's 80
@@ -153,3 +156,90 @@ def test_moe_reads_more_experts_as_tokens_grow():
     t = cm.step_time_vec(np.array([1, 8, 64, 512]), 0, 1, False)
     assert np.all(np.diff(t) > 0) and t[2] > 5 * t[0]
     assert np.allclose(t, [cm.step_time(x, 0, 1, False) for x in (1, 8, 64, 512)])
+
+
+def test_a_speculative_servers_profile_adds_what_its_steps_cost_over_the_plain_profile(tmp_path):
+    """cost.spec_profile: rows measured on the speculative server (query_tokens = 1 + k). A speculative step
+    pays the difference to the plain profile's step of the same shape; plain steps are untouched."""
+    from sim.step_profile import write_profile
+
+    def plain(b, q, c):
+        return 10 + 0.1 * b * q + 0.002 * b * c
+    write_grid_profile(tmp_path / "plain", plain)
+    rows = [{"batch": b, "query_tokens": 5, "context_len": c, "step_ms": plain(b, 5, c) + 7 + 3 * b,
+             "step_ms_p90": 0, "repeats": 9} for b in (1, 8) for c in (0, 1024)]
+    meta = {"source": "vllm", "model": "m", "dtype": "fp32", "device": "cpu", "hardware": "rtx-4090",
+            "cpu_capability": None, "threads": 1, "versions": {}, "created": "2026-11-26T00:00:00"}
+    for r in rows:
+        r["step_ms_p90"] = r["step_ms"]
+    write_profile(tmp_path / "spec", rows, meta)
+    base = {"hardware": {"preset": "rtx-4090"}, "acceptance": {"source": "parametric", "max_draft": 4}}
+    without = CostModel.from_config(make_sim(**base, cost={"profile": str(tmp_path / "plain"), "spec_overhead_ms": 0}))
+    with_spec = CostModel.from_config(make_sim(**base, cost={"profile": str(tmp_path / "plain"), "spec_overhead_ms": 0,
+                                                             "spec_profile": str(tmp_path / "spec")}))
+    for reqs, kv in ((1, 600), (8, 8 * 700), (4, 4 * 300)):
+        extra = (7 + 3 * reqs) / 1e3  # the spec server's steps over the plain profile's, interpolated exactly
+        assert with_spec.step_time(5 * reqs, kv, reqs, True) == pytest.approx(
+            without.step_time(5 * reqs, kv, reqs, True) + extra)
+        assert with_spec.step_time(reqs, kv, reqs, False) == without.step_time(reqs, kv, reqs, False)
+        vec = with_spec.step_time_vec(np.array([5 * reqs, 6 * reqs]), kv, reqs, True)
+        assert np.allclose(vec, [with_spec.step_time(t, kv, reqs, True) for t in (5 * reqs, 6 * reqs)])
+    with pytest.raises(ValueError, match="set sim.cost.profile too"):
+        make_sim(**base, cost={"spec_profile": str(tmp_path / "spec")})
+
+
+def _bare(hw, m, **kw):
+    return CostModel(hw, m, step_overhead_s=0, layer_overhead_s=0, request_overhead_s=0, spec_overhead_s=0, **kw)
+
+
+def test_gemm_bandwidth_prices_multi_token_weight_reads():
+    hw, m = get_hardware("h100"), get_model("llama-2-7b")
+    assert hw.gemm_bw_efficiency is None and hw.compute_memory_overlap == 1.0  # GPU presets: terms off
+    same = hw.model_copy(update={"gemm_bw_efficiency": hw.bw_efficiency})
+    for tokens, kv, n in ((1, 0, 1), (64, 30_000, 16), (4096, 0, 1)):
+        assert _bare(same, m).step_time(tokens, kv, n, True) == _bare(hw, m).step_time(tokens, kv, n, True)
+    cpu_like = hw.model_copy(update={"gemm_bw_efficiency": 0.2})
+    base, slow = _bare(hw, m), _bare(cpu_like, m)
+    # a one-token step (matrix-vector products) reads its weights at bw_efficiency, as before
+    assert slow.step_time(1, 5_000, 1, False) == base.step_time(1, 5_000, 1, False)
+    # a 4-token step reads them at gemm_bw_efficiency; KV reads keep bw_efficiency
+    weights = 6.7e9 * 2 / 3.35e12
+    kv = 5_000 * m.kv_bytes_per_token / (3.35e12 * hw.bw_efficiency)
+    assert slow.step_time(4, 5_000, 1, False) == pytest.approx(weights / 0.2 + kv)
+    assert base.step_time(4, 5_000, 1, False) == pytest.approx(weights / hw.bw_efficiency + kv)
+
+
+def test_compute_memory_overlap_adds_the_hidden_share():
+    hw, m = get_hardware("h100"), get_model("llama-2-7b")
+    tokens, kv = 512, 20_000
+    compute = tokens * (2 * 6.7e9 + kv * m.attn_flops_per_context_token) / (989.4e12 * hw.mfu)
+    memory = (6.7e9 * 2 + kv * m.kv_bytes_per_token) / (3.35e12 * hw.bw_efficiency)
+    for overlap in (1.0, 0.5, 0.0):
+        cm = _bare(hw.model_copy(update={"compute_memory_overlap": overlap}), m)
+        expected = max(compute, memory) + (1 - overlap) * min(compute, memory)
+        assert cm.step_time(tokens, kv, 1, False) == pytest.approx(expected)
+
+
+def test_cpu_terms_agree_across_step_time_vec_and_sps_curve():
+    hw = get_hardware("cpu").model_copy(update={"gemm_bw_efficiency": 0.25, "compute_memory_overlap": 0.0})
+    cm = CostModel(hw, get_model("llama-2-7b"))
+    b = np.array([1, 2, 7, 30, 200])
+    vec = cm.step_time_vec(b, 4_000, 1, True)
+    assert np.allclose(vec, [cm.step_time(int(x), 4_000, 1, True) for x in b])
+    assert np.allclose(cm.sps_curve(0, 4_000, 1)(b), 1 / vec)
+    plain = CostModel(get_hardware("cpu"), cm.model)
+    assert vec[0] > plain.step_time(1, 4_000, 1, True)  # the drafter's multi-token pass pays the GEMM reads
+    assert vec[1] > 1.5 * plain.step_time(2, 4_000, 1, True)
+
+
+def test_kv_capacity_is_one_formula_for_cost_and_simulator():
+    from sim.kv_cache import GIB
+    from sim.simulate import kv_capacity_tokens
+
+    sim = make_sim(engine={"activation_reserve_gib": 2.0, "block_size": 16, "gpu_memory_utilization": 0.9})
+    cm = CostModel.from_config(sim)
+    m = cm.model
+    blocks = int((80 * GIB * 0.9 - 2 * GIB - m.resident_weight_bytes()) // (16 * m.kv_bytes_per_token))
+    assert kv_capacity_tokens(sim, cm) == cm.kv_capacity_tokens(0.9, 2 * GIB, 16) == blocks * 16
+    with pytest.raises(LabError, match="does not fit.*no KV memory"):
+        cm.kv_capacity_tokens(0.9, 79 * GIB, 16)
