@@ -61,6 +61,25 @@ def scrape_spec_counters(base_url: str) -> dict:
     return spec_counters(body)
 
 
+PREFIX_CACHE = ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries")
+
+
+def prefix_cache_tokens(base_url: str) -> tuple[float, float]:
+    """(hit tokens, queried tokens) of the engine's prefix cache so far, summed over engines; (nan, nan)
+    where the engine answers no /metrics or exports no such counter."""
+    status, body = http_get(f"{base_url}/metrics", timeout=10.0)
+    totals = dict.fromkeys(PREFIX_CACHE, 0.0)
+    seen = False
+    for name, _labels, value in parse_prometheus(body if status == 200 else ""):
+        key = name.removesuffix("_total")
+        if key in totals and not name.endswith("_created"):
+            totals[key] += value
+            seen = True
+    if not seen:
+        return float("nan"), float("nan")
+    return totals[PREFIX_CACHE[0]], totals[PREFIX_CACHE[1]]
+
+
 def delta(before: dict, after: dict) -> dict:
     out = {name: after[name] - before[name] for name in SCALARS}
     width = max(len(before[PER_POS]), len(after[PER_POS]))

@@ -162,13 +162,13 @@ def _drive(ctx, base_url: str, variant, load, tokens, forced: bool) -> None:
 
 
 def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path) -> None:
-    from real.engine.step_profile import measure_step_profile
+    from real.engine.step_profile import PREFIX_HIT_MIN, measure_step_profile
     from sim.step_profile import write_profile
 
     checks: list[dict] = []
     rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, show_progress=ctx.show_progress,
                                 prefix_checks=checks)
-    cold = [c for c in checks if c["prefix_hit_fraction"] < 0.8]  # nan compares False: not checkable
+    cold = [c for c in checks if c["prefix_hit_fraction"] < PREFIX_HIT_MIN]  # nan compares False: not checkable
     for c in cold:
         log(f"engine step profile: batch {c['batch']} x {c['query_tokens']} over {c['context_len']}: the prefix "
             f"cache served {c['prefix_hit_fraction']:.0%} of the prefix (the row includes recomputing the rest)")

@@ -28,16 +28,36 @@ import numpy as np
 from tqdm import tqdm
 
 from real.engine.loadgen import PlannedRequest, StreamRecord, stream_completion
+from real.engine.metrics import prefix_cache_tokens
+
+
+def _client(connections: int):
+    """The profilers' HTTP client: `connections` requests in flight, a 300 s read timeout, no proxies."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0, connect=10.0), trust_env=False)
 
 
 def send_batch(base_url: str, model: str, prompts: list[list[int]], max_tokens: int) -> list[StreamRecord]:
     """Send the prompts together (streaming) and wait for all of them; LabError if one fails."""
-    import httpx
-
     async def run():
-        async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0), trust_env=False) as client:
+        async with _client(len(prompts)) as client:
             return await _batch(client, base_url, model, prompts, max_tokens)
     return asyncio.run(run())
+
+
+def _row(batch: int, query: int, context: int, samples: list[float]) -> dict:
+    """One profile row: the median and p90 of a point's samples (ms)."""
+    return {"batch": batch, "query_tokens": query, "context_len": context, "step_ms": statistics.median(samples),
+            "step_ms_p90": float(np.percentile(samples, 90)), "repeats": len(samples)}
+
+
+async def _decode_gaps(client, base_url, model, tokens, rng, batch: int, context: int, output_tokens: int,
+                       any_chunk: bool = False) -> list[float]:
+    """`batch` requests of `context`-token prompts decoding together: their step gaps (decode_gaps_ms)."""
+    prompts = [tokens.take(max(context, 1), rng) for _ in range(batch)]
+    return decode_gaps_ms(await _batch(client, base_url, model, prompts, output_tokens), any_chunk)
 
 
 async def _batch(client, base_url, model, prompts: list[list[int]], max_tokens: int) -> list[StreamRecord]:
@@ -72,27 +92,20 @@ async def measure_spec_async(base_url: str, spec, tokens, drafts: int, model: st
     kind of text, so the drafter matches as often as under load), every streamed chunk's gap a step. Rows
     in the shared format with query_tokens = 1 + drafts (a verify step; steps with no draft included, as
     under load)."""
-    import httpx
-
     rng = np.random.default_rng(seed)
     points = [(b, c) for b in spec.batches for c in spec.context_lens]
     rows = []
-    limits = httpx.Limits(max_connections=max(spec.batches), max_keepalive_connections=max(spec.batches))
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0, connect=10.0),
-                                 trust_env=False) as client:
+    async with _client(max(spec.batches)) as client:
         for b, c in tqdm(points, desc="speculative step profile", unit="point", disable=not show_progress):
             samples: list[float] = []
             for _ in range(spec.repeats):
-                prompts = [tokens.take(max(c, 1), rng) for _ in range(b)]
-                records = await _batch(client, base_url, model, prompts, spec.output_tokens)
-                samples += decode_gaps_ms(records, any_chunk=True)
+                samples += await _decode_gaps(client, base_url, model, tokens, rng, b, c, spec.output_tokens,
+                                              any_chunk=True)
             if not samples:
                 from lab.errors import LabError
 
                 raise LabError(f"speculative step profile: no decode gaps at batch {b}, context {c}")
-            rows.append({"batch": b, "query_tokens": 1 + drafts, "context_len": c,
-                         "step_ms": statistics.median(samples), "step_ms_p90": float(np.percentile(samples, 90)),
-                         "repeats": len(samples)})
+            rows.append(_row(b, 1 + drafts, c, samples))
     return rows
 
 
@@ -102,24 +115,6 @@ def measure_spec_profile(base_url: str, spec, tokens, drafts: int, model: str = 
 
 
 PREFIX_HIT_MIN = 0.8
-
-
-def prefix_cache_tokens(base_url: str) -> tuple[float, float]:
-    """(hit tokens, queried tokens) of the engine's prefix cache so far; (nan, nan) where not exported."""
-    from real.engine.metrics import parse_prometheus
-    from real.engine.server import http_get
-
-    status, body = http_get(f"{base_url}/metrics", timeout=10.0)
-    totals = {"vllm:prefix_cache_hits": 0.0, "vllm:prefix_cache_queries": 0.0}
-    seen = False
-    for name, _labels, value in parse_prometheus(body if status == 200 else ""):
-        key = name.removesuffix("_total")
-        if key in totals and not name.endswith("_created"):
-            totals[key] += value
-            seen = True
-    if not seen:
-        return float("nan"), float("nan")
-    return totals["vllm:prefix_cache_hits"], totals["vllm:prefix_cache_queries"]
 
 
 async def _prefill_over_prefix(client, base_url, model, prefixes, prompts) -> tuple[list[StreamRecord], float]:
@@ -140,21 +135,16 @@ async def _prefill_over_prefix(client, base_url, model, prefixes, prompts) -> tu
 
 async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
                         show_progress: bool = True, prefix_checks: list | None = None) -> list[dict]:
-    import httpx
-
     rng = np.random.default_rng(seed)
     points = [(b, q, c) for b in spec.batches for q in spec.query_tokens for c in spec.context_lens]
     rows = []
-    limits = httpx.Limits(max_connections=max(spec.batches), max_keepalive_connections=max(spec.batches))
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0, connect=10.0),
-                                 trust_env=False) as client:
+    async with _client(max(spec.batches)) as client:
         await _batch(client, base_url, model, [tokens.take(16, rng)], 4)  # warm-up
         for b, q, c in tqdm(points, desc="engine step profile", unit="point", disable=not show_progress):
             samples: list[float] = []
             for _ in range(spec.repeats):
                 if q == 1:
-                    prompts = [tokens.take(max(c, 1), rng) for _ in range(b)]
-                    samples += decode_gaps_ms(await _batch(client, base_url, model, prompts, spec.output_tokens))
+                    samples += await _decode_gaps(client, base_url, model, tokens, rng, b, c, spec.output_tokens)
                 else:
                     prefixes = [tokens.take(c, rng) for _ in range(b)]
                     prompts = [p + tokens.take(q, rng) for p in prefixes]
@@ -166,8 +156,7 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
                     else:
                         records = await _batch(client, base_url, model, prompts, 1)
                     samples += [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
-            rows.append({"batch": b, "query_tokens": q, "context_len": c, "step_ms": statistics.median(samples),
-                         "step_ms_p90": float(np.percentile(samples, 90)), "repeats": len(samples)})
+            rows.append(_row(b, q, c, samples))
     return rows
 
 
