@@ -126,7 +126,7 @@ class CostModel:
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
                    buckets=tuple(c.cuda_graph_buckets) if c.cuda_graph_buckets else None,
                    eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root),
-                   spec_profile=None if c.spec_profile is None else read_profile(expand_path(c.spec_profile)))
+                   spec_profile=None if c.spec_profile is None else load_spec_profile(c.spec_profile))
 
     # ---- KV capacity -------------------------------------------------------------------------------
     def kv_capacity_tokens(self, gpu_mem_util: float, reserve_bytes: float = 0.0, block_size: int = 1) -> int:
@@ -263,6 +263,16 @@ class RooflineSps:
         if (hi - 1 + p0) * f <= m:  # memory-bound over the whole range ((b + p0) x f grows with b)
             return [1.0 / (m + c)] * (hi - lo)
         return [1.0 / (max((b + p0) * f, m) + c) for b in range(lo, hi)]
+
+
+def load_spec_profile(setting: str) -> StepProfile:
+    """sim.cost.spec_profile: a speculative server's decode steps, one query length (1 + drafts)."""
+    profile = read_profile(expand_path(setting))
+    queries = profile.axes[1]
+    if len(queries) != 1:
+        raise LabError(f"sim.cost.spec_profile {setting}: rows of one query_tokens value (1 + drafts, a "
+                       f"speculative server's decode steps) expected, found {[int(q) for q in queries]}")
+    return profile
 
 
 def load_cost_profile(setting: str | None, run_root: str | Path | None) -> StepProfile | None:

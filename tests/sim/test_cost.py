@@ -186,6 +186,10 @@ def test_a_speculative_servers_profile_adds_what_its_steps_cost_over_the_plain_p
         assert np.allclose(vec, [with_spec.step_time(t, kv, reqs, True) for t in (5 * reqs, 6 * reqs)])
     with pytest.raises(ValueError, match="set sim.cost.profile too"):
         make_sim(**base, cost={"spec_profile": str(tmp_path / "spec")})
+    # a plain profile (several query lengths) given as the speculative one is refused, not half-read
+    with pytest.raises(LabError, match="one query_tokens value"):
+        CostModel.from_config(make_sim(**base, cost={"profile": str(tmp_path / "plain"),
+                                                     "spec_profile": str(tmp_path / "plain")}))
 
 
 def _bare(hw, m, **kw):
