@@ -49,6 +49,10 @@ class TargetSection(StrictModel):
     engine: Literal["auto", "eager", "static", "graphs"] = Field(
         "auto", description="target forward: eager (DynamicCache), static (StaticCache), graphs (StaticCache "
         "+ CUDA graphs, CUDA only); auto = graphs on CUDA, eager elsewhere")
+    cpu_linear: Literal["auto", "on", "off"] = Field(
+        "auto", description="CPU only: compute few-row linear layers (verify steps, small batches) as W @ x^T "
+        "where that measured faster on this CPU (auto; measured once per shape and kept in the lab's cache), "
+        "always up to 64 rows (on), or never (off); real/cpu_linear.py")
 
     @model_validator(mode="after")
     def _embedded_or_path(self):

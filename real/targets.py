@@ -23,6 +23,7 @@ from lab.config import TargetSection
 from lab.errors import LabError
 from lab.io import write_json_atomic
 from lab.paths import expand_path
+from real.cpu_linear import use_fast_few_row_linears
 from real.static_step import GraphedSteps, StaticKV, resolve_engine
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -103,6 +104,7 @@ class Target:
         self.engine = "eager"  # or static / graphs (real/static_step.py); load_target sets it from the YAML
         self._static_kv: StaticKV | None = None
         self._graphs = GraphedSteps()
+        self.cpu_linear: dict = {"mode": "off", "applied": False}  # load_target sets it (real/cpu_linear.py)
         if not getattr(self.lm_head, "_lab_contiguous_hook", False):
             self.lm_head.register_forward_pre_hook(_contiguous_input)
             self.lm_head._lab_contiguous_hook = True
@@ -261,6 +263,7 @@ def load_target(section: TargetSection) -> Target:
     """The target an experiment names, on its engine (target.engine; auto: graphs on CUDA, else eager)."""
     target = _load_model(section)
     target.engine = resolve_engine(section.engine, section.device)
+    target.cpu_linear = use_fast_few_row_linears(target.model, section.cpu_linear, section.device)
     return target
 
 
@@ -306,6 +309,7 @@ def target_record(target: Target, section: TargetSection) -> dict:
             "dtype_requested": section.dtype,
             "device": str(target.device), "cpu_capability": cpu_capability(),
             "cpu_bf16_native": cpu_runs_bf16_natively(),
+            "cpu_linear": {k: v for k, v in target.cpu_linear.items() if k != "shapes"},
             "cuda_device": torch.cuda.get_device_name(target.device) if target.device.type == "cuda" else None}
 
 

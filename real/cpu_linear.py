@@ -1,0 +1,185 @@
+"""Few-row linear layers on CPU as W @ x^T: the same product, the fast BLAS path for a verify step.
+
+A target's linear layers compute y = x @ W^T (F.linear). On CPU with few rows -- a verify step of k
+tokens, a decode step of a small batch -- that call takes a path that is 2-4x slower than the same
+product written as (W @ x^T)^T. Measured on this 2-core AVX2 box (torch 2.13, fp32, 2 threads): the
+tied 262,144 x 640 LM head of Gemma3-270M over 4 rows took 144 ms as F.linear and 37 ms as W @ x^T;
+one row (a plain decode step, a matrix-vector product) takes 55 ms either way. A whole 4-token verify
+step fell from 249 ms to 122 ms, a 1-token decode step stayed at ~115 ms -- so on this CPU a verify was
+2.2x a decode before and ~1x after, which is what speculative decoding's economics assume.
+
+Machines differ (AVX512, AMX, other BLAS builds), so `auto` measures both forms once per weight shape,
+dtype, thread count and CPU model, at a few row counts, keeps the answer in $DSPARK_LAB_CACHE/
+cpu_linear.json, and switches a shape only up to the largest row count where W @ x^T measured faster.
+One row always stays F.linear. The result is the same product (fp32 rounding may differ in the last
+bits, as between any two BLAS kernels); greedy identity is tested with the switch on
+(tests/real/test_cpu_linear.py). CUDA and MPS targets are never touched.
+
+    record = use_fast_few_row_linears(target.model, mode="auto", device="cpu")   # load_target does this
+    python -m real.cpu_linear --model-shapes 262144x640,2048x640 --dtype float32   # print the probes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lab.io import write_json_atomic
+
+MODES = ("auto", "on", "off")
+ROW_PROBES = (4, 16, 64, 256)   # row counts `auto` times; a shape switches up to the last that won
+ON_ROW_LIMIT = 64               # `on`: switch every shape up to this many rows, unmeasured
+MIN_GAIN = 1.1                  # W @ x^T must be at least this much faster to count as a win (noise margin)
+CACHE_FILE = "cpu_linear.json"
+
+
+def transposed_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """module(x), computed as (W @ x^T)^T when x holds 2..row_limit rows; F.linear otherwise."""
+    in_features = x.shape[-1]
+    rows = x.numel() // in_features
+    if not 2 <= rows <= module._lab_row_limit:
+        return F.linear(x, module.weight, module.bias)
+    x2 = x.reshape(rows, in_features).contiguous()  # [M, in]
+    y = torch.mm(module.weight, x2.t()).t()  # [M, out], a transposed view
+    if module.bias is not None:
+        y = y + module.bias
+    return y.contiguous().reshape(*x.shape[:-1], module.weight.shape[0])
+
+
+def cpu_model_name() -> str:
+    """The CPU's model string (/proc/cpuinfo), part of the cache key: another CPU measures afresh."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def _best_ms(fn, repeats: int = 3) -> float:
+    fn()  # warm-up: first-touch of the output, BLAS buffers
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+@torch.inference_mode()
+def probe_shape(weight: torch.Tensor, rows_list=ROW_PROBES) -> list[list[float]]:
+    """[[rows, F.linear ms, W @ x^T ms], ...] for this weight [out, in]. Inputs are constants: no RNG draw,
+    so measuring never moves a run's random stream."""
+    probes = []
+    for rows in rows_list:
+        x = torch.full((rows, weight.shape[1]), 0.01, dtype=weight.dtype, device=weight.device)  # [M, in]
+        default_ms = _best_ms(lambda x=x: F.linear(x, weight))
+        transposed_ms = _best_ms(lambda x=x: torch.mm(weight, x.t()).t().contiguous())
+        probes.append([rows, round(default_ms, 4), round(transposed_ms, 4)])
+        if transposed_ms * MIN_GAIN > default_ms:
+            break  # the crossover: larger row counts only favour F.linear more
+    return probes
+
+
+def row_limit(probes: list[list[float]]) -> int:
+    """The largest probed row count up to which W @ x^T won every probe (1: never switch)."""
+    limit = 1
+    for rows, default_ms, transposed_ms in probes:
+        if transposed_ms * MIN_GAIN > default_ms:
+            break
+        limit = int(rows)
+    return limit
+
+
+def _cache_key(weight: torch.Tensor) -> str:
+    dtype = str(weight.dtype).removeprefix("torch.")
+    return (f"{cpu_model_name()} | torch {torch.__version__} | {dtype} | {torch.get_num_threads()} threads | "
+            f"{weight.shape[0]}x{weight.shape[1]}")
+
+
+def _cache_path() -> Path:
+    from real.embedded import cache_root
+
+    return cache_root() / CACHE_FILE
+
+
+def measured_limits(weights: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Per shape "OUTxIN": {"row_limit", "probes", "cached"}; probes measured once per machine and kept."""
+    path = _cache_path()
+    try:
+        cache = json.loads(path.read_text()) if path.is_file() else {}
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}  # a damaged cache is re-measured, never trusted
+    out, changed = {}, False
+    for shape, weight in weights.items():
+        key = _cache_key(weight)
+        cached = key in cache and isinstance(cache[key], list)
+        if not cached:
+            cache[key] = probe_shape(weight)
+            changed = True
+        out[shape] = {"row_limit": row_limit(cache[key]), "probes": cache[key], "cached": cached}
+    if changed:
+        try:
+            write_json_atomic(path, cache)
+        except OSError:
+            pass  # a read-only cache only costs a re-measurement next time
+    return out
+
+
+def use_fast_few_row_linears(model: torch.nn.Module, mode: str = "auto", device: str = "cpu") -> dict:
+    """Switch the model's nn.Linear layers to transposed_linear where it is faster; returns what was done
+    (target.json records it). mode: auto (measured per shape), on (every shape up to ON_ROW_LIMIT rows),
+    off (F.linear everywhere; undoes an earlier switch)."""
+    if mode not in MODES:
+        raise ValueError(f"cpu_linear mode {mode!r}: one of {MODES}")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if torch.device(device).type != "cpu":
+        return {"mode": mode, "applied": False, "reason": f"device {device}: CPU only"}
+    weights = {}
+    for m in linears:
+        weights.setdefault(f"{m.weight.shape[0]}x{m.weight.shape[1]}", m.weight)
+    if mode == "auto":
+        shapes = measured_limits(weights)
+    else:
+        limit = ON_ROW_LIMIT if mode == "on" else 1
+        shapes = {shape: {"row_limit": limit} for shape in weights}
+    for m in linears:
+        m._lab_row_limit = shapes[f"{m.weight.shape[0]}x{m.weight.shape[1]}"]["row_limit"]
+        if m._lab_row_limit > 1:
+            m.forward = types.MethodType(transposed_linear, m)
+        elif "forward" in m.__dict__:
+            del m.forward  # back to nn.Linear.forward
+    switched = sorted(s for s, v in shapes.items() if v["row_limit"] > 1)
+    return {"mode": mode, "applied": bool(switched), "threads": torch.get_num_threads(),
+            "switched_shapes": switched, "shapes": shapes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-shapes", default="262144x640,2048x640,640x2048",
+                        help="comma-separated OUTxIN weight shapes to probe")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--rows", default=",".join(str(r) for r in ROW_PROBES))
+    args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    rows = [int(r) for r in args.rows.split(",")]
+    print(f"cpu {cpu_model_name()} | capability {torch.backends.cpu.get_cpu_capability()} | "
+          f"torch {torch.__version__} | {torch.get_num_threads()} threads | {args.dtype}")
+    for shape in args.model_shapes.split(","):
+        out_features, in_features = (int(v) for v in shape.lower().split("x"))
+        weight = torch.full((out_features, in_features), 0.01, dtype=dtype)
+        for r, default_ms, transposed_ms in probe_shape(weight, rows_list=rows):
+            print(f"{shape:>12} rows {r:4d}: F.linear {default_ms:9.2f} ms   W @ x^T {transposed_ms:9.2f} ms"
+                  f"   x{default_ms / transposed_ms:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

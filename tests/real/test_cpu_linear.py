@@ -1,0 +1,112 @@
+"""Few-row linear layers as W @ x^T (real/cpu_linear.py): the same product, greedy identity kept."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from real.cpu_linear import (
+    ON_ROW_LIMIT,
+    measured_limits,
+    probe_shape,
+    row_limit,
+    transposed_linear,
+    use_fast_few_row_linears,
+)
+from real.decode import speculative_decode
+from real.drafters.ngram import NgramDrafter
+from real.targets import tiny_target
+from tests.real.drafters_for_tests import NoisyOracleDrafter
+from tests.real.test_decode import hf_greedy, prompts
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def switched_linear(out_features=48, in_features=32, bias=True, limit=8):
+    layer = torch.nn.Linear(in_features, out_features, bias=bias)
+    layer._lab_row_limit = limit
+    return layer
+
+
+@pytest.mark.parametrize("shape", [(1, 32), (2, 32), (3, 5, 32), (8, 32), (9, 32), (2, 4, 32)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_transposed_linear_is_the_same_product(shape, bias):
+    """1 row, 2..limit rows (switched) and past the limit, 2-D and 3-D inputs, with and without bias."""
+    layer = switched_linear(bias=bias)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    expected = F.linear(x, layer.weight, layer.bias)
+    got = transposed_linear(layer, x)
+    assert got.shape == expected.shape and got.is_contiguous()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_strided_input_is_handled():
+    """transformers slices hidden[:, -k:] before the LM head: a non-contiguous input."""
+    layer = switched_linear()
+    x = torch.randn(2, 10, 32)[:, -3:]  # [B, 3, d], strided
+    torch.testing.assert_close(transposed_linear(layer, x), F.linear(x, layer.weight, layer.bias))
+
+
+def test_row_limit_is_the_last_probe_of_the_leading_wins():
+    assert row_limit([[4, 10.0, 3.0], [16, 10.0, 5.0], [64, 10.0, 9.9]]) == 16
+    assert row_limit([[4, 10.0, 9.5]]) == 1  # under the 10% margin: never switch
+    assert row_limit([[4, 10.0, 3.0], [16, 10.0, 30.0], [64, 10.0, 1.0]]) == 4  # a loss ends the run
+    assert row_limit([]) == 1
+
+
+def test_modes_switch_and_restore_the_layers():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    x = torch.randn(5, 8)
+    before = model(x)
+    record = use_fast_few_row_linears(model, "on", "cpu")
+    assert record["applied"] and record["switched_shapes"] == ["16x8", "4x16"]
+    assert all(m._lab_row_limit == ON_ROW_LIMIT and "forward" in m.__dict__
+               for m in model if isinstance(m, torch.nn.Linear))
+    torch.testing.assert_close(model(x), before)
+    record = use_fast_few_row_linears(model, "off", "cpu")
+    assert not record["applied"]
+    assert all("forward" not in m.__dict__ for m in model if isinstance(m, torch.nn.Linear))
+    assert use_fast_few_row_linears(model, "on", "cuda")["applied"] is False  # never on a GPU
+    with pytest.raises(ValueError, match="cpu_linear mode"):
+        use_fast_few_row_linears(model, "fast", "cpu")
+
+
+def test_auto_measures_once_and_keeps_the_answer(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSPARK_LAB_CACHE", str(tmp_path))
+    weight = torch.nn.Linear(64, 128).weight
+    first = measured_limits({"128x64": weight})["128x64"]
+    assert not first["cached"] and first["probes"] and first["probes"][0][0] == 4
+    cache_file = tmp_path / "cpu_linear.json"
+    stored = json.loads(cache_file.read_text())
+    (key,) = stored
+    assert "128x64" in key and "float32" in key and "threads" in key
+    second = measured_limits({"128x64": weight})["128x64"]
+    assert second["cached"] and second["probes"] == first["probes"]
+    cache_file.write_text("{not json")  # a damaged cache is measured again, not trusted
+    assert measured_limits({"128x64": weight})["128x64"]["cached"] is False
+    assert json.loads(cache_file.read_text())  # and rewritten whole
+
+
+def test_probing_draws_nothing_from_the_global_rng():
+    weight = torch.nn.Linear(32, 64).weight  # built first: its init draws
+    state = torch.get_rng_state()
+    probe_shape(weight, rows_list=(4, 16))
+    assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("kind", ["qwen3", "gemma3"])
+def test_greedy_identity_with_the_switch_on(kind):
+    """fp32: spec decoding through switched layers (verify = W @ x^T, decode = F.linear) equals the
+    unswitched target's own generate() token for token -- the switch changes no token."""
+    plain = tiny_target(kind, dtype="float32")
+    switched = tiny_target(kind, dtype="float32")
+    assert use_fast_few_row_linears(switched.model, "on", "cpu")["applied"]
+    ngram = NgramDrafter("ngram", block_size=7, ngram_max=3, ngram_min=1)
+    accepted = 0
+    for i, ids in enumerate(prompts(plain.tokenizer, 20)):
+        reference = hf_greedy(plain, ids, 24)
+        assert speculative_decode(switched, ngram, ids, 24).tokens == reference, f"ngram, prompt {i}"
+        result = speculative_decode(switched, NoisyOracleDrafter(reference, len(ids), seed=i), ids, 24)
+        assert result.tokens == reference, f"noisy oracle, prompt {i}"
+        accepted += sum(s.accepted for s in result.steps)
+    assert accepted > 50  # multi-token verify steps ran through the switched layers
