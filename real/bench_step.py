@@ -11,6 +11,10 @@ engine's last logits are compared with eager's (max abs diff) so a fast path can
 profiles (params x bytes / bandwidth): the floor of a decode step there. BENCHMARKS.md quotes the output.
 --kernels adds, per engine, the device kernels and kernel time of one batch-1 step (torch.profiler; on a
 CPU there are none to count); --compile wraps the model's forward in torch.compile first (GPU experiment).
+--cpu-linear off,auto times each point with the target's few-row linears as F.linear and as W @ x^T
+(real/cpu_linear.py), side by side, and reports the logits' max |diff| against the first variant.
+
+    python -m real.bench_step --engines eager --cpu-linear off,auto --batches 1,4 --queries 1,2,4,8,16 --context 128
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from lab.config import TargetSection
+from real.cpu_linear import use_fast_few_row_linears
 from real.rng import device_generator
 from real.targets import cpu_capability, load_target
 from real.timing import now_ms
@@ -97,6 +102,8 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cpu-linear", default=None,
+                        help="comma-separated target.cpu_linear modes to time side by side (CPU: off,auto)")
     parser.add_argument("--weights-read", action="store_true", help="print the GPU weights-read bounds and exit")
     parser.add_argument("--out", default=None)
     parser.add_argument("--compile", action="store_true",
@@ -114,15 +121,20 @@ def main() -> None:
     target = load_target(TargetSection(name=args.target, init=args.init, dtype=args.dtype, device=args.device))
     if args.compile:
         target.model.forward = torch.compile(target.model.forward, dynamic=False)
-    points = [(e, int(b), int(q)) for b in args.batches.split(",") for q in args.queries.split(",")
-              for e in args.engines.split(",")]
+    linear_modes = args.cpu_linear.split(",") if args.cpu_linear else [None]
+    points = [(e, mode, int(b), int(q)) for b in args.batches.split(",") for q in args.queries.split(",")
+              for mode in linear_modes for e in args.engines.split(",")]
     rows, reference = [], {}
-    for engine, batch, query in tqdm(points, desc="steps"):
+    for engine, mode, batch, query in tqdm(points, desc="steps"):
+        if mode is not None:  # probes are cached after the first switch: switching back and forth is free
+            use_fast_few_row_linears(target.model, mode, args.device)
         row = time_steps(target, engine, batch, query, args.context, args.repeats)
+        if mode is not None:
+            row["cpu_linear"] = mode
         logits = row.pop("last_logits")
-        if engine == "eager":
+        if (batch, query) not in reference:
             reference[(batch, query)] = logits
-        elif (batch, query) in reference:
+        else:
             row["max_abs_diff_vs_eager"] = float((logits - reference[(batch, query)]).abs().max())
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -133,11 +145,13 @@ def main() -> None:
               "hardware": torch.cuda.get_device_name() if args.device.startswith("cuda") else
               f"cpu {cpu_capability()} {torch.get_num_threads()} threads",
               "cpu_capability": cpu_capability(), "load_average": os.getloadavg(), "rows": rows}
-    print("| engine | batch | query tokens | context | step ms (median) | p90 | CPU ms | max |diff| vs eager |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| engine | cpu_linear | batch | query tokens | context | step ms (median) | p90 | CPU ms | "
+          "max |diff| vs the first variant |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         diff = r.get("max_abs_diff_vs_eager")
-        print(f"| {r['engine']} | {r['batch']} | {r['query_tokens']} | {r['context_len']} | {r['step_ms']:.1f} | "
+        print(f"| {r['engine']} | {r.get('cpu_linear', target.cpu_linear['mode'])} | {r['batch']} | "
+              f"{r['query_tokens']} | {r['context_len']} | {r['step_ms']:.1f} | "
               f"{r['step_ms_p90']:.1f} | {r['cpu_ms']:.1f} | {'' if diff is None else f'{diff:.1e}'} |")
     if args.out:
         with open(args.out, "w") as f:

@@ -110,3 +110,17 @@ def test_greedy_identity_with_the_switch_on(kind):
         assert result.tokens == reference, f"noisy oracle, prompt {i}"
         accepted += sum(s.accepted for s in result.steps)
     assert accepted > 50  # multi-token verify steps ran through the switched layers
+
+
+def test_bench_step_times_both_forms_side_by_side(tmp_path, monkeypatch, capsys):
+    from real import bench_step
+
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr("sys.argv", ["bench_step", "--target", "tiny-qwen3", "--engines", "eager",
+                                     "--cpu-linear", "off,on", "--batches", "1", "--queries", "4",
+                                     "--context", "16", "--repeats", "1", "--out", str(out)])
+    bench_step.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["cpu_linear"] for r in rows] == ["off", "on"]
+    assert rows[1]["max_abs_diff_vs_eager"] < 1e-4  # the same logits through either form
+    assert "| eager | on | 1 | 4 | 16 |" in capsys.readouterr().out
