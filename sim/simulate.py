@@ -59,7 +59,7 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
     (and what needs them: sources from unread traces, the replay's warm-up check)."""
     from lab.trace import read_traces
 
-    later = written_later(run_root) if ahead else _never
+    later = written_later(run_root) if ahead else nothing_later
     inputs = SimInputs(sim=sim, seed=seed, cost=_cost_model(sim, run_root, later))
     acc = sim.acceptance
     if acc.source == "run":
@@ -76,16 +76,15 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
     if acc.use_calibration and acc.source != "parametric":
         cal = expand_path(acc.calibration_path) if acc.calibration_path else (
             Path(run_root) / "calibration.json" if run_root else None)
-        if cal is not None and later(cal):
-            pass
-        elif cal is not None and cal.is_file():
-            try:
-                inputs.calibration = json.loads(cal.read_text())
-            except json.JSONDecodeError:
-                raise LabError(f"{cal}: calibration file is not valid JSON") from None
-            inputs.notes.append(f"confidences calibrated with {cal}")
-        elif acc.calibration_path:
-            raise LabError(f"sim.acceptance.calibration_path: {cal} does not exist")
+        if cal is not None and not later(cal):
+            if cal.is_file():
+                try:
+                    inputs.calibration = json.loads(cal.read_text())
+                except json.JSONDecodeError:
+                    raise LabError(f"{cal}: calibration file is not valid JSON") from None
+                inputs.notes.append(f"confidences calibrated with {cal}")
+            elif acc.calibration_path:
+                raise LabError(f"sim.acceptance.calibration_path: {cal} does not exist")
     wl = sim.workload
     if wl.lengths.source == "csv" and not later(expand_path(wl.lengths.csv_path)):
         inputs.length_table = load_length_table(wl.lengths.csv_path)
@@ -127,11 +126,12 @@ def written_later(run_root: Path | None):
     return later
 
 
-def _never(path) -> bool:
+def nothing_later(path) -> bool:
+    """The predicate of a run whose inputs are all written already (no stage before this one runs)."""
     return False
 
 
-def read_acceptance_traces(acc, later=_never) -> tuple[pd.DataFrame | None, str]:
+def read_acceptance_traces(acc, later=nothing_later) -> tuple[pd.DataFrame | None, str]:
     """The traces `sim.acceptance.paths` names (source traces), concatenated, and where they come from;
     (None, "") while one of them is still to be written (see written_later). LabError at a missing path."""
     from lab.trace import read_traces

@@ -44,9 +44,9 @@ def calibration_traces(sim, run_root: Path, later=None) -> pd.DataFrame | None:
     """The traces the calibrate stage fits: sim.acceptance.paths (source traces) or the run's traces/;
     None when `later` (sim.simulate.written_later) says they are still to be written."""
     from lab.trace import read_traces
-    from sim.simulate import read_acceptance_traces, written_later
+    from sim.simulate import nothing_later, read_acceptance_traces
 
-    later = later or written_later(None)
+    later = later or nothing_later
     if sim.acceptance.source == "traces":
         return read_acceptance_traces(sim.acceptance, later)[0]
     tdir = Path(run_root) / "traces"
@@ -64,7 +64,7 @@ def check_calibrate(cfg, run_root: Path, ahead: bool) -> None:
     from lab.config_sim import SimSection
     from sim.simulate import written_later
 
-    calibration_traces(cfg.sim or SimSection(), run_root, written_later(run_root if ahead else None))
+    calibration_traces(cfg.sim or SimSection(), run_root, written_later(run_root) if ahead else None)
 
 
 def check_sim(cfg, run_root: Path, ahead: bool) -> None:

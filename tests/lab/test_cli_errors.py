@@ -287,6 +287,19 @@ def test_bad_sim_input_file_stops_before_the_run_directory(workdir, command, lab
     assert sorted(p.relative_to(workdir) for p in (workdir / "runs").rglob("*") if p.is_dir()) == runs_before
 
 
+@pytest.mark.parametrize("sim, fragment", [
+    (None, "calibrate: runs/cli/cli-"),  # the run's own traces, and no evaluate stage before it
+    ({"acceptance": {"source": "traces", "paths": ["garbage.parquet"]}}, "garbage.parquet: not a readable Parquet"),
+])
+def test_calibrate_without_its_traces_stops_before_the_run_directory(workdir, sim, fragment):
+    runs_before = sorted(p.relative_to(workdir) for p in (workdir / "runs").rglob("*") if p.is_dir())
+    config = "good.yaml" if sim is None else sim_yaml(workdir, sim)
+    result = lab(["run", config, "--stages", "calibrate"], workdir)
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
+    assert sorted(p.relative_to(workdir) for p in (workdir / "runs").rglob("*") if p.is_dir()) == runs_before
+
 def test_good_sim_input_files_validate(workdir):
     spec_profile = step_profile(workdir, "s", PROFILE_HEADER + "1,3,0,6.0,7.0,3\n")
     sim = {**profiled(step_profile(workdir, "p"), spec_profile=spec_profile),
