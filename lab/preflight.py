@@ -3,8 +3,12 @@
     check_inputs(cfg, cfg.stages, "x.yaml")  # LabError "x.yaml: prompts.datasets[0].path: ..." at the first bad input
 
 Prompt files (evaluation and training sets) must exist, parse and hold at least one non-empty prompt; a
-target checkpoint directory must exist and hold config.json. `lab run` checks only what its stages read,
-so a mistake in the evaluate section stops the run before prepare and train spend their hours.
+target checkpoint directory must exist and hold config.json. The simulator's stages check their own files
+through their registered checks (lab/stages.py STAGE_CHECKS: step profiles, model config.json, traces,
+calibration, workload CSVs, a replayed request log), read by the very code the stage reads them with; a file
+inside the run directory is left to the stage when a stage before it in this run may still write it. `lab run`
+checks only what its stages read, before the run directory is created, so a mistake in the evaluate or sim
+section stops the run before prepare and train spend their hours.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from lab.config import REAL_STAGES, ExperimentConfig
 from lab.errors import LabError
 from lab.paths import expand_path
 from lab.prompt_files import read_prompt_file
+from lab.runs import run_directory
+from lab.stages import stage_check
 
 
 def check_target_path(path: str) -> None:
@@ -43,3 +49,8 @@ def _check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...]) ->
         for i, spec in enumerate(cfg.prompts.datasets):
             if spec.path:
                 read_prompt_file(spec.path, f"prompts.datasets[{i}]")
+    root = run_directory(cfg)
+    for i, stage in enumerate(stages):
+        check = stage_check(stage)
+        if check is not None:
+            check(cfg, root, ahead=i > 0)

@@ -152,10 +152,15 @@ def _refuse_other_config(cfg: ExperimentConfig, root: Path, config_path: Path) -
             raise LabError(f"{root}: run_id exists with a different config; choose another run_id")
 
 
+def run_directory(cfg: ExperimentConfig) -> Path:
+    """runs/<name>/<run_id>: where `lab run` keeps this experiment's outputs (only computed here)."""
+    return Path(cfg.output_dir) / cfg.name / cfg.resolved_run_id()
+
+
 def open_run(cfg: ExperimentConfig, show_progress: bool = True) -> RunContext:
     """Create or resume runs/<name>/<run_id>, locked for this process. A different config under an existing
     id is refused."""
-    root = Path(cfg.output_dir) / cfg.name / cfg.resolved_run_id()
+    root = run_directory(cfg)
     config_path = root / "config.yaml"
     _refuse_other_config(cfg, root, config_path)  # before the lock: a refused run leaves no trace
     make_dirs(root)

@@ -267,7 +267,7 @@ class RooflineSps:
 
 def load_spec_profile(setting: str) -> StepProfile:
     """sim.cost.spec_profile: a speculative server's decode steps, one query length (1 + drafts)."""
-    profile = read_profile(expand_path(setting))
+    profile = _read_profile_of("sim.cost.spec_profile", expand_path(setting))
     queries = profile.axes[1]
     if len(queries) != 1:
         raise LabError(f"sim.cost.spec_profile {setting}: rows of one query_tokens value (1 + drafts, a "
@@ -275,16 +275,29 @@ def load_spec_profile(setting: str) -> StepProfile:
     return profile
 
 
+def cost_profile_path(setting: str, run_root: str | Path | None) -> Path:
+    """The file `sim.cost.profile` names: `run` -> <run_root>/step_profile.csv, else the path ($VARS)."""
+    if setting != "run":
+        return expand_path(setting)
+    if run_root is None:
+        raise LabError("sim.cost.profile: 'run' needs a run directory (lab run, after the profile stage)")
+    return Path(run_root) / CSV_NAME
+
+
 def load_cost_profile(setting: str | None, run_root: str | Path | None) -> StepProfile | None:
     """The step profile `sim.cost.profile` names: a path, or `run` (the run's own from `lab profile`)."""
     if setting is None:
         return None
-    if setting == "run":
-        if run_root is None:
-            raise LabError("sim.cost.profile: 'run' needs a run directory (lab run, after the profile stage)")
-        path = Path(run_root) / CSV_NAME
-        if not path.is_file():
-            raise LabError(f"sim.cost.profile: 'run' but {path} does not exist; run the profile stage first "
-                           "(lab profile X.yaml, or stages: [profile, ...])")
+    path = cost_profile_path(setting, run_root)
+    if setting == "run" and not path.is_file():
+        raise LabError(f"sim.cost.profile: 'run' but {path} does not exist; run the profile stage first "
+                       "(lab profile X.yaml, or stages: [profile, ...])")
+    return _read_profile_of("sim.cost.profile", path)
+
+
+def _read_profile_of(field: str, path: Path) -> StepProfile:
+    """read_profile, its one-line errors prefixed with the config field that named the file."""
+    try:
         return read_profile(path)
-    return read_profile(expand_path(setting))
+    except LabError as exc:
+        raise LabError(f"{field}: {exc}") from None

@@ -141,13 +141,15 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelShape:
         raise LabError(f"{path}: not a readable config.json ({exc})") from None
     cfg = {**raw, **raw.get("text_config", {})} if isinstance(raw.get("text_config"), dict) else raw
 
-    def need(key):
+    def need(key) -> int:
         if key not in cfg:
             raise LabError(f"{path}: config.json has no {key!r}")
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise LabError(f"{path}: config.json {key!r} must be a positive integer, not {cfg[key]!r}")
         return cfg[key]
 
-    h, n_layers, n_heads = int(need("hidden_size")), int(need("num_hidden_layers")), int(need("num_attention_heads"))
-    vocab = int(need("vocab_size"))
+    h, n_layers, n_heads = need("hidden_size"), need("num_hidden_layers"), need("num_attention_heads")
+    vocab = need("vocab_size")
     n_kv = int(cfg.get("num_key_value_heads") or n_heads)
     head_dim = int(cfg.get("head_dim") or h // n_heads)
     tied = bool(cfg.get("tie_word_embeddings", True))

@@ -20,7 +20,7 @@ from lab.errors import LabError
 from lab.paths import expand_path
 from sim.acceptance import ParametricSource, TraceSource
 from sim.cluster import Cluster, CountingEnvironment
-from sim.cost import CostModel
+from sim.cost import CostModel, cost_profile_path
 from sim.kv_cache import GIB, activation_reserve_bytes
 from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
@@ -51,61 +51,111 @@ class RunResult:
     cluster: Cluster | None = None
 
 
-def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0) -> SimInputs:
-    """Read traces, calibration and workload CSVs named by the config; LabError on anything missing."""
+def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool = False) -> SimInputs:
+    """Read traces, calibration and workload CSVs named by the config; LabError on anything missing.
+
+    ahead=True: the check before a run starts (sim/stages.py check_sim, for `lab validate` and `lab run`)
+    while stages before sim may still write into run_root: files inside run_root are left unread then
+    (and what needs them: sources from unread traces, the replay's warm-up check)."""
     from lab.trace import read_traces
 
-    inputs = SimInputs(sim=sim, seed=seed, cost=CostModel.from_config(sim, run_root))
+    later = written_later(run_root) if ahead else nothing_later
+    inputs = SimInputs(sim=sim, seed=seed, cost=_cost_model(sim, run_root, later))
     acc = sim.acceptance
     if acc.source == "run":
         if run_root is None:
             raise LabError("sim.acceptance.source 'run' needs a run directory (use `lab run`)")
         tdir = Path(run_root) / "traces"
-        if not tdir.is_dir():
-            raise LabError(f"sim.acceptance.source 'run': {tdir} does not exist; run the evaluate stage first "
-                           "or set acceptance.source to traces/parametric")
-        inputs.traces, inputs.traces_where = read_traces(tdir), str(tdir)
+        if not later(tdir):
+            if not tdir.is_dir():
+                raise LabError(f"sim.acceptance.source 'run': {tdir} does not exist; run the evaluate stage "
+                               "first or set acceptance.source to traces/parametric")
+            inputs.traces, inputs.traces_where = read_traces(tdir), str(tdir)
     elif acc.source == "traces":
-        files = [expand_path(p) for p in acc.paths]
-        for p in files:
-            if not p.exists():
-                raise LabError(f"sim.acceptance.paths: {p} does not exist")
-        inputs.traces = pd.concat([read_traces(p) for p in files], ignore_index=True)
-        inputs.traces_where = ", ".join(str(p) for p in files)
+        inputs.traces, inputs.traces_where = read_acceptance_traces(acc, later)
     if acc.use_calibration and acc.source != "parametric":
         cal = expand_path(acc.calibration_path) if acc.calibration_path else (
             Path(run_root) / "calibration.json" if run_root else None)
-        if cal is not None and cal.is_file():
-            try:
-                inputs.calibration = json.loads(cal.read_text())
-            except json.JSONDecodeError:
-                raise LabError(f"{cal}: calibration file is not valid JSON") from None
-            inputs.notes.append(f"confidences calibrated with {cal}")
-        elif acc.calibration_path:
-            raise LabError(f"sim.acceptance.calibration_path: {cal} does not exist")
+        if cal is not None and not later(cal):
+            if cal.is_file():
+                try:
+                    inputs.calibration = json.loads(cal.read_text())
+                except json.JSONDecodeError:
+                    raise LabError(f"{cal}: calibration file is not valid JSON") from None
+                inputs.notes.append(f"confidences calibrated with {cal}")
+            elif acc.calibration_path:
+                raise LabError(f"sim.acceptance.calibration_path: {cal} does not exist")
     wl = sim.workload
-    if wl.lengths.source == "csv":
+    if wl.lengths.source == "csv" and not later(expand_path(wl.lengths.csv_path)):
         inputs.length_table = load_length_table(wl.lengths.csv_path)
-    if wl.kind == "trace":
+    if wl.kind == "trace" and not later(expand_path(wl.trace_path)):
         inputs.arrival_trace = load_arrival_trace(wl.trace_path)
     elif wl.kind == "replay_log":
         path = expand_path(wl.log_path)
-        if not path.is_absolute() and run_root is not None and (Path(run_root) / path).exists():
-            path = Path(run_root) / path
-        log = read_request_log(path)
-        inputs.reference_log = log
-        keep = log[log["output_tokens"] >= 1].sort_values("arrival_s", kind="stable")
-        inputs.arrival_trace = keep[["arrival_s", "input_tokens", "output_tokens"]].to_numpy(np.float64)
-        if len(keep) < len(log):
-            inputs.notes.append(f"{len(log) - len(keep)} logged requests without output tokens are not replayed")
-        inputs.notes.append(f"replaying {len(keep)} requests of {path}")
-    if wl.replay and wl.warmup > 0 and wl.warmup >= float(inputs.arrival_trace[-1, 0]) * wl.time_scale:
+        in_run = Path(run_root) / path if not path.is_absolute() and run_root is not None else None
+        if in_run is not None and in_run.exists():
+            path = in_run
+        # a relative log found nowhere yet may be one an earlier stage (engine) writes into the run
+        if not (later(path) or in_run is not None and not path.exists() and later(in_run)):
+            log = read_request_log(path)
+            inputs.reference_log = log
+            keep = log[log["output_tokens"] >= 1].sort_values("arrival_s", kind="stable")
+            inputs.arrival_trace = keep[["arrival_s", "input_tokens", "output_tokens"]].to_numpy(np.float64)
+            if len(keep) < len(log):
+                inputs.notes.append(f"{len(log) - len(keep)} logged requests without output tokens are not "
+                                    "replayed")
+            inputs.notes.append(f"replaying {len(keep)} requests of {path}")
+    if (wl.replay and inputs.arrival_trace is not None and wl.warmup > 0
+            and wl.warmup >= float(inputs.arrival_trace[-1, 0]) * wl.time_scale):
         raise LabError(f"sim.workload.warmup_s: {wl.warmup:g} s is not below the replay's last arrival at "
                        f"{inputs.arrival_trace[-1, 0] * wl.time_scale:.1f} s (replays default to 0)")
     # fail early on sources that cannot be built (unknown method, dataset weights, ...)
-    for spec in sim.policies:
-        build_source(inputs, spec)
+    if acc.source == "parametric" or inputs.traces is not None:
+        for spec in sim.policies:
+            build_source(inputs, spec)
     return inputs
+
+
+def written_later(run_root: Path | None):
+    """A predicate: True for a path inside run_root (a file a stage of the run may still write)."""
+    root = Path(run_root).resolve() if run_root is not None else None
+
+    def later(path) -> bool:
+        return root is not None and Path(path).resolve().is_relative_to(root)
+
+    return later
+
+
+def nothing_later(path) -> bool:
+    """The predicate of a run whose inputs are all written already (no stage before this one runs)."""
+    return False
+
+
+def read_acceptance_traces(acc, later=nothing_later) -> tuple[pd.DataFrame | None, str]:
+    """The traces `sim.acceptance.paths` names (source traces), concatenated, and where they come from;
+    (None, "") while one of them is still to be written (see written_later). LabError at a missing path."""
+    from lab.trace import read_traces
+
+    files = [expand_path(p) for p in acc.paths]
+    if any(later(p) for p in files):
+        return None, ""
+    for p in files:
+        if not p.exists():
+            raise LabError(f"sim.acceptance.paths: {p} does not exist")
+    return pd.concat([read_traces(p) for p in files], ignore_index=True), ", ".join(str(p) for p in files)
+
+
+def _cost_model(sim, run_root: Path | None, later) -> CostModel:
+    """CostModel.from_config, less the step profiles that a stage of the run may still write."""
+    c = sim.cost
+    unwritten = {}
+    if c.profile is not None and later(cost_profile_path(c.profile, run_root)):
+        unwritten["profile"] = None
+    if c.spec_profile is not None and later(expand_path(c.spec_profile)):
+        unwritten["spec_profile"] = None
+    if unwritten:
+        sim = sim.model_copy(update={"cost": c.model_copy(update=unwritten)})
+    return CostModel.from_config(sim, run_root)
 
 
 def build_source(inputs: SimInputs, spec):

@@ -4,11 +4,15 @@
     run_calibrate(ctx)   # STS on the run's traces (or sim.acceptance paths) -> calibration.json, reliability.png
     run_sim(ctx)         # sweep every policy -> sim/results.parquet, requests.parquet, sla.csv, plots, summary.md
                          # and, replaying a real engine's log (workload.kind replay_log), fidelity.csv/.png
+    check_calibrate(cfg, run_root, ahead), check_sim(cfg, run_root, ahead)   # their input files, read before
+                         # the run starts (lab/preflight.py: `lab validate`, `lab run`); LabError at a bad one
 
 Kept apart from sim/simulate.py (one point) and sim/sweep.py (many points) so that neither imports the other
 back. Outputs are written atomically; a finished stage is skipped.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,22 +24,13 @@ from lab.io import atomic_path, write_json_atomic, write_text_atomic
 def run_calibrate(ctx) -> None:
     """Read the run's traces (or sim.acceptance paths), fit STS, write calibration.json and reliability.png."""
     from lab.config_sim import SimSection
-    from lab.paths import expand_path
-    from lab.trace import read_traces
     from sim.calibrate import calibrate_frame, plot_reliability
 
     out = ctx.path("calibration.json")
     if ctx.stage_done("calibrate") and out.exists():
         return
     sim = ctx.cfg.sim or SimSection()
-    if sim.acceptance.source == "traces":
-        frame = pd.concat([read_traces(expand_path(p)) for p in sim.acceptance.paths], ignore_index=True)
-    else:
-        tdir = ctx.path("traces")
-        if not tdir.is_dir():
-            raise LabError(f"calibrate: {tdir} does not exist; run the evaluate stage first "
-                           "(or set sim.acceptance.source: traces with paths)")
-        frame = read_traces(tdir)
+    frame = calibration_traces(sim, ctx.root)
     payload = calibrate_frame(frame, sim.calibration, ctx.cfg.seed, sim.acceptance.max_draft,
                               sim.acceptance.temperature)
     plot_reliability(payload, ctx.path("reliability.png"), sim.calibration.bins)
@@ -43,6 +38,44 @@ def run_calibrate(ctx) -> None:
         m.pop("_eval")
     write_json_atomic(out, payload)
     ctx.mark_done("calibrate", {"methods": sorted(payload["methods"])})
+
+
+def calibration_traces(sim, run_root: Path, later=None) -> pd.DataFrame | None:
+    """The traces the calibrate stage fits: sim.acceptance.paths (source traces) or the run's traces/;
+    None when `later` (sim.simulate.written_later) says they are still to be written."""
+    from lab.trace import read_traces
+    from sim.simulate import nothing_later, read_acceptance_traces
+
+    later = later or nothing_later
+    if sim.acceptance.source == "traces":
+        return read_acceptance_traces(sim.acceptance, later)[0]
+    tdir = Path(run_root) / "traces"
+    if later(tdir):
+        return None
+    if not tdir.is_dir():
+        raise LabError(f"calibrate: {tdir} does not exist; run the evaluate stage first "
+                       "(or set sim.acceptance.source: traces with paths)")
+    return read_traces(tdir)
+
+
+def check_calibrate(cfg, run_root: Path, ahead: bool) -> None:
+    """Before a run (lab/preflight.py): the traces the calibrate stage will read, read and checked as it reads
+    them; with `ahead` (stages before it in this run) files inside run_root are left to the stage."""
+    from lab.config_sim import SimSection
+    from sim.simulate import written_later
+
+    calibration_traces(cfg.sim or SimSection(), run_root, written_later(run_root) if ahead else None)
+
+
+def check_sim(cfg, run_root: Path, ahead: bool) -> None:
+    """Before a run (lab/preflight.py): every file the sim stage will read (step profiles, model config,
+    traces, calibration, workload CSVs, a replayed log), read and checked by the stage's own
+    prepare_inputs; with `ahead` (stages before it in this run) files inside run_root are left to the
+    stage. A config without a sim section is the stage's own error."""
+    from sim.simulate import prepare_inputs
+
+    if cfg.sim is not None:
+        prepare_inputs(cfg.sim, run_root, cfg.seed, ahead=ahead)
 
 
 def run_sim(ctx) -> None:

@@ -4,8 +4,11 @@
     with EngineServer(argv, env, run_dir / "engine/nospec/server.log", port=8765) as server:
         ...  # server.base_url == "http://127.0.0.1:8765"
 
-Start: the port must be free, then /health and /v1/models are polled until both answer 200; if the process exits or the
-timeout passes first, the server is stopped and a LabError carries the log's last lines. Stop (normal exit,
+Start: the port is reserved among lab processes (an flock on <tmp>/dspark-lab-<uid>/ports/<port>.lock, held until
+the server stops), so two lab runs or tests cannot both find it free and start servers on it; it must also be free
+of other processes. Then /health and /v1/models are polled until both answer 200; if the process exits or the
+timeout passes first, the server is stopped and a LabError carries the log's last lines. A port taken by someone
+else, found at the start or when the server fails to bind it, is a PortInUse (a LabError; a test can draw again). Stop (normal exit,
 errors, Ctrl-C, SIGTERM): SIGTERM to the whole process group (vLLM spawns workers), SIGKILL after a grace
 period. The server's stdout/stderr go to the log file, which is kept. Loopback (127.0.0.1) only.
 """
@@ -16,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing_extensions import Self
 
 from lab.errors import LabError
+from lab.lock import RunLock
 from real.embedded import log
 
 HOST = "127.0.0.1"
@@ -33,6 +38,20 @@ SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # what `vllm serve` runs
 # vLLM answers /health before its OpenAI routes exist (they are added after the renderer's warm-up; a
 # completion sent in between gets 405): ready means both answer 200
 READY_PATHS = ("/health", "/v1/models")
+
+
+class PortInUse(LabError):
+    """The server's port is held by another process: found at the start or when the server could not bind it."""
+
+
+def reserve_port(port: int) -> RunLock:
+    """Hold `port` among lab processes until the lock is released; PortInUse when another one holds it."""
+    directory = Path(tempfile.gettempdir()) / f"dspark-lab-{os.getuid()}" / "ports"
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return RunLock.acquire_file(directory / f"{port}.lock", f"engine.port {port}")
+    except LabError as exc:
+        raise PortInUse(f"{exc} (another lab engine server); choose another port") from None
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -76,6 +95,8 @@ class EngineServer:
         self.startup_timeout_s, self.poll_s, self.stop_grace_s, self.label = startup_timeout_s, poll_s, stop_grace_s, label
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
+        self._port_lock: RunLock | None = None
+        self._log_start = 0
         self._old_sigterm = None
 
     @property
@@ -83,14 +104,23 @@ class EngineServer:
         return f"http://{HOST}:{self.port}"
 
     def start(self) -> Self:
+        self._port_lock = reserve_port(self.port)  # before the check: no other lab process passes it meanwhile
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Self:
         if not port_is_free(self.port):
-            raise LabError(f"engine.port {self.port}: already in use on {HOST}; choose another port")
+            raise PortInUse(f"engine.port {self.port}: already in use on {HOST}; choose another port")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with open(self.log_path, "ab") as log_file:
             log_file.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} $ {' '.join(self.argv)}\n"
                            .encode())
             log_file.flush()
+            self._log_start = log_file.tell()  # the log is appended to: this start's part begins here
             try:
                 self.proc = subprocess.Popen(self.argv, stdout=log_file, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
@@ -98,11 +128,7 @@ class EngineServer:
                 raise LabError(f"{self.label}: cannot start {self.argv[0]}: {exc.strerror}") from None
         log(f"{self.label}: started pid {self.proc.pid}, waiting for {self.base_url}/health "
             f"(up to {self.startup_timeout_s:.0f} s; log {self.log_path})")
-        try:
-            self._wait_healthy(start)
-        except BaseException:
-            self.stop()
-            raise
+        self._wait_healthy(start)
         self.startup_s = time.perf_counter() - start
         log(f"{self.label}: healthy after {self.startup_s:.0f} s")
         return self
@@ -112,6 +138,9 @@ class EngineServer:
         next_note = start + 30
         while True:
             if self.proc.poll() is not None:
+                if self._bind_failed():  # another process took the port after the check
+                    raise PortInUse(f"engine.port {self.port}: taken by another process before the server bound "
+                                    f"it; {self.log_path}: {last_lines(self.log_path)}")
                 raise LabError(f"{self.label}: server exited with status {self.proc.returncode} before it was "
                                f"healthy; {self.log_path}: {last_lines(self.log_path)}")
             if all(http_get(f"{self.base_url}{path}", timeout=2.0)[0] == 200 for path in READY_PATHS):
@@ -125,10 +154,20 @@ class EngineServer:
                 next_note = now + 30
             time.sleep(self.poll_s)
 
+    def _bind_failed(self) -> bool:
+        """True when this start's part of the log says the port was taken (vLLM's and asyncio's bind errors)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_start)
+                return b"address already in use" in fh.read().lower()
+        except OSError:
+            return False
+
     def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL after the grace period; idempotent."""
+        """SIGTERM the process group, SIGKILL after the grace period, then free the port; idempotent."""
         proc, self.proc = self.proc, None
         if proc is None:
+            self._release_port()
             return
         if proc.poll() is None:
             self._signal_group(proc, signal.SIGTERM)
@@ -138,7 +177,13 @@ class EngineServer:
                 self._signal_group(proc, signal.SIGKILL)
                 proc.wait(timeout=30)
         self._signal_group(proc, signal.SIGKILL)  # stray workers left in the group after the leader exited
+        self._release_port()
         log(f"{self.label}: stopped (log kept at {self.log_path})")
+
+    def _release_port(self) -> None:
+        lock, self._port_lock = self._port_lock, None
+        if lock is not None:
+            lock.release()
 
     @staticmethod
     def _signal_group(proc: subprocess.Popen, sig: int) -> None:

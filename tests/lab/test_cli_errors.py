@@ -1,5 +1,6 @@
 """Bad inputs: one clear error line naming the field or file, exit code 2, existing results untouched."""
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -200,6 +201,114 @@ def test_bad_input_gives_one_line_and_exit_2(workdir, label, make_args, fragment
     assert "Traceback" not in result.stderr
     assert snapshot(existing) == before
 
+
+PROFILE_HEADER = "batch,query_tokens,context_len,step_ms,step_ms_p90,repeats\n"
+PROFILE_ROWS = PROFILE_HEADER + "1,1,0,5.0,6.0,3\n2,1,0,7.0,8.0,3\n"
+PROFILE_META = json.dumps({"source": "lab", "model": "m", "dtype": "float32", "device": "cpu",
+                           "hardware": "cpu", "cpu_capability": None, "threads": 1, "versions": {},
+                           "created": "2026-01-01T00:00:00"})
+
+
+def step_profile(workdir, name, rows=PROFILE_ROWS, meta=PROFILE_META) -> str:
+    """A directory holding step_profile.csv and step_profile.json with these texts; its name."""
+    (workdir / name).mkdir()
+    (workdir / name / "step_profile.csv").write_text(rows)
+    (workdir / name / "step_profile.json").write_text(meta)
+    return name
+
+
+def profiled(profile: str, **cost) -> dict:
+    return {"hardware": {"preset": "cpu"}, "cost": {"profile": profile, **cost}}
+
+
+def replayed_traces(paths, **acceptance) -> dict:
+    return {"acceptance": {"source": "traces", "paths": paths, **acceptance}, "policies": [{"kind": "ar"}]}
+
+
+# files the sim section names, read at sim time: checked by `lab validate`, and by `lab run` before the run
+# directory exists (the sim stage's own readers, one code path)
+SIM_FILE_CASES = [
+    ("missing step profile file", lambda w: profiled("no/step_profile.csv"),
+     "sim.cost.profile: no/step_profile.csv: step profile file does not exist"),
+    ("step profile with other columns", lambda w: profiled(step_profile(w, "p", "a,b\n1,2\n")),
+     "sim.cost.profile: p/step_profile.csv: step profile needs columns"),
+    ("step profile with words for numbers",
+     lambda w: profiled(step_profile(w, "p", PROFILE_HEADER + "one,1,0,5.0,6.0,3\n")),
+     "p/step_profile.csv: column batch must hold integers"),
+    ("empty step profile", lambda w: profiled(step_profile(w, "p", "")),
+     "p/step_profile.csv: not a readable CSV"),
+    ("step profile without rows", lambda w: profiled(step_profile(w, "p", PROFILE_HEADER)),
+     "p/step_profile.csv: step profile has no rows"),
+    ("step profile with a gap in its grid",
+     lambda w: profiled(step_profile(w, "p", PROFILE_ROWS + "1,4,0,9.0,9.5,3\n")), "rows must cover every"),
+    ("step profile meta not JSON", lambda w: profiled(step_profile(w, "p", meta="{")),
+     "sim.cost.profile: p/step_profile.json: not readable JSON"),
+    ("step profile meta without a source",
+     lambda w: profiled(step_profile(w, "p", meta=json.dumps({"model": "m"}))),
+     "step profile meta needs 'source'"),
+    ("missing spec profile", lambda w: profiled(step_profile(w, "p"), spec_profile="no/spec"),
+     "sim.cost.spec_profile: no/spec: step profile file does not exist"),
+    ("spec profile of two query lengths",
+     lambda w: profiled(step_profile(w, "p"), spec_profile=step_profile(
+         w, "s", PROFILE_HEADER + "1,2,0,6.0,7.0,3\n1,3,0,6.5,7.5,3\n")),
+     "sim.cost.spec_profile s: rows of one query_tokens value"),
+    ("model config without layers",
+     lambda w: {"model": {"config": write(w, "config.json", json.dumps({"hidden_size": 64}))}},
+     "config.json: config.json has no 'num_hidden_layers'"),
+    ("model config with a word for a size", lambda w: {"model": {"config": write(w, "config.json", json.dumps(
+        {"hidden_size": 64, "num_hidden_layers": "two", "num_attention_heads": 4, "vocab_size": 99}))}},
+     "config.json 'num_hidden_layers' must be a positive integer"),
+    ("missing acceptance trace", lambda w: replayed_traces(["no/traces"]), "sim.acceptance.paths:"),
+    ("corrupt acceptance trace", lambda w: replayed_traces(["garbage.parquet"]),
+     "garbage.parquet: not a readable Parquet trace"),
+    ("calibration file not JSON",
+     lambda w: replayed_traces(["runs/cli/existing/traces"], calibration_path=write(w, "cal.json", "{")),
+     "cal.json: calibration file is not valid JSON"),
+    ("lengths CSV without its columns",
+     lambda w: {"workload": {"lengths": {"source": "csv", "csv_path": write(w, "l.csv", "x,y\n1,2\n")}}},
+     "sim.workload.lengths.csv_path:"),
+    ("missing arrival trace", lambda w: {"workload": {"kind": "trace", "trace_path": "no/arrivals.csv"}},
+     "sim.workload.trace_path:"),
+    ("corrupt request log", lambda w: {"workload": {"kind": "replay_log", "log_path": "garbage.parquet"}},
+     "sim.workload.log_path:"),
+]
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("label, make_sim, fragment", SIM_FILE_CASES, ids=[c[0] for c in SIM_FILE_CASES])
+def test_bad_sim_input_file_stops_before_the_run_directory(workdir, command, label, make_sim, fragment):
+    """These failed only in the sim stage, after config.yaml and manifest.json of a new run were written."""
+    runs_before = sorted(p.relative_to(workdir) for p in (workdir / "runs").rglob("*") if p.is_dir())
+    result = lab([command, sim_yaml(workdir, make_sim(workdir))], workdir)
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
+    assert error_lines[0].startswith("error: sim.yaml: ") and "Traceback" not in result.stderr
+    assert sorted(p.relative_to(workdir) for p in (workdir / "runs").rglob("*") if p.is_dir()) == runs_before
+
+
+@pytest.mark.parametrize("sim, fragment", [
+    (None, "calibrate: runs/cli/cli-"),  # the run's own traces, and no evaluate stage before it
+    ({"acceptance": {"source": "traces", "paths": ["garbage.parquet"]}}, "garbage.parquet: not a readable Parquet"),
+])
+def test_calibrate_without_its_traces_stops_before_the_run_directory(workdir, sim, fragment):
+    runs_before = sorted(p.relative_to(workdir) for p in (workdir / "runs").rglob("*") if p.is_dir())
+    config = "good.yaml" if sim is None else sim_yaml(workdir, sim)
+    result = lab(["run", config, "--stages", "calibrate"], workdir)
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
+    assert sorted(p.relative_to(workdir) for p in (workdir / "runs").rglob("*") if p.is_dir()) == runs_before
+
+def test_good_sim_input_files_validate(workdir):
+    spec_profile = step_profile(workdir, "s", PROFILE_HEADER + "1,3,0,6.0,7.0,3\n")
+    sim = {**profiled(step_profile(workdir, "p"), spec_profile=spec_profile),
+           **replayed_traces(["runs/cli/existing/traces"])}
+    result = lab(["validate", sim_yaml(workdir, sim)], workdir)
+    assert result.returncode == 0, result.stderr
+    # the run's own profile (cost.profile: run) is written by the profile stage: validate leaves it to the run
+    result = lab(["validate", sim_yaml(workdir, profiled("run"))], workdir)
+    assert result.returncode == 0, result.stderr
 
 def test_second_lab_run_of_a_run_id_stops_at_once(workdir):
     """Two `lab run` of one run id both did all the work and train_log.csv got every step twice."""

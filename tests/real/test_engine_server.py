@@ -3,7 +3,9 @@ environment, and the setup's idempotence (fast: no vLLM)."""
 import json
 import os
 import signal
+import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -13,19 +15,40 @@ import yaml
 from lab.config import config_from_dict
 from lab.config_engine import EngineSection, SpeculativeSpec
 from lab.errors import LabError
-from real.engine.server import EngineServer, http_get, port_is_free, vllm_command
+from real.engine.server import EngineServer, PortInUse, http_get, port_is_free, reserve_port, vllm_command
 from real.engine.setup import MARKER, require_engine, setup_engine
 
 FAKE = Path(__file__).with_name("fake_engine.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+PORT_TRIES = 20
+
+
 def free_port() -> int:
+    """A port free now; another process (a second pytest run) may draw it too: start servers with served()."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def served(make_server):
+    """`with make_server(port)` on a drawn port, drawn again while another process holds it (PortInUse: a lab
+    server's port lock, a bound port, or a bind that lost the race), so parallel test runs never collide."""
+    for _ in range(PORT_TRIES):
+        server, started = make_server(free_port()), False
+        try:
+            with server:
+                started = True
+                yield server
+            return
+        except PortInUse:
+            if started:  # the test's own body: not a start that lost its port
+                raise
+    raise AssertionError(f"no free port in {PORT_TRIES} draws")
 
 
 def fake_argv(port: int, *extra: str) -> list[str]:
@@ -41,42 +64,44 @@ def alive(pid: int) -> bool:
 
 
 def test_server_is_healthy_inside_the_block_and_stopped_after_with_its_log_kept(tmp_path):
-    port = free_port()
     log = tmp_path / "engine" / "server.log"
     # /health answers after 0.3 s, the completion routes after 0.8 s (vLLM's order): ready means both
-    with EngineServer(fake_argv(port, "--health-after", "0.3", "--models-after", "0.8"), None, log, port,
-                      startup_timeout_s=30, poll_s=0.1) as server:
+    with served(lambda port: EngineServer(fake_argv(port, "--health-after", "0.3", "--models-after", "0.8"), None,
+                                          log, port, startup_timeout_s=30, poll_s=0.1)) as server:
         pid = server.proc.pid
         assert http_get(f"{server.base_url}/health")[0] == 200
         assert server.startup_s >= 0.8
-    assert not alive(pid) and port_is_free(port)
+    assert not alive(pid) and port_is_free(server.port)
     assert "fake engine: serving model" in log.read_text()
 
 
 def test_health_timeout_stops_the_server_and_quotes_its_log(tmp_path):
-    port = free_port()
-    server = EngineServer(fake_argv(port, "--never-healthy"), None, tmp_path / "server.log", port,
-                          startup_timeout_s=1.5, poll_s=0.1)
-    with pytest.raises(LabError, match=r"no healthy /health \+ /v1/models within 2 s; .*fake engine: serving model"), server:
+    servers = []
+
+    def make(port):
+        servers.append(EngineServer(fake_argv(port, "--never-healthy"), None, tmp_path / "server.log", port,
+                                    startup_timeout_s=1.5, poll_s=0.1))
+        return servers[-1]
+
+    with pytest.raises(LabError, match=r"no healthy /health \+ /v1/models within 2 s; .*fake engine: serving model"), \
+            served(make):
         pass
-    assert server.proc is None and port_is_free(port)
+    assert servers[-1].proc is None and port_is_free(servers[-1].port)
 
 
 def test_a_server_that_exits_during_start_up_is_reported(tmp_path):
-    port = free_port()
-    server = EngineServer(fake_argv(port, "--never-healthy", "--exit-after", "0.3"), None, tmp_path / "s.log",
-                          port, startup_timeout_s=30, poll_s=0.1)
-    with pytest.raises(LabError, match="exited with status 3 before it was healthy.*exiting on purpose"), server:
+    with pytest.raises(LabError, match="exited with status 3 before it was healthy.*exiting on purpose"), served(
+            lambda port: EngineServer(fake_argv(port, "--never-healthy", "--exit-after", "0.3"), None,
+                                      tmp_path / "s.log", port, startup_timeout_s=30, poll_s=0.1)):
         pass
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "error"])
 def test_server_is_stopped_on_ctrl_c_sigterm_and_errors(tmp_path, how):
-    port = free_port()
-    server = EngineServer(fake_argv(port), None, tmp_path / "s.log", port, startup_timeout_s=30, poll_s=0.1)
     expected = RuntimeError if how == "error" else KeyboardInterrupt
-    with pytest.raises(expected), server:
-        pid = server.proc.pid
+    with pytest.raises(expected), served(lambda port: EngineServer(
+            fake_argv(port), None, tmp_path / "s.log", port, startup_timeout_s=30, poll_s=0.1)) as server:
+        pid, port = server.proc.pid, server.port
         if how == "ctrl-c":
             raise KeyboardInterrupt
         if how == "sigterm":
@@ -84,6 +109,56 @@ def test_server_is_stopped_on_ctrl_c_sigterm_and_errors(tmp_path, how):
         raise RuntimeError("a stage failed")
     assert not alive(pid) and port_is_free(port)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or how != "sigterm"
+
+
+def test_a_port_held_by_another_lab_process_is_refused_before_anything_starts(tmp_path):
+    """Two lab runs (or test runs) on one port: both found it free and started a server; the second server
+    then failed to bind, or its health checks reached the first one's. The port is reserved before the check."""
+    port = free_port()
+    code = ("import sys; from real.engine.server import reserve_port; lock = reserve_port(int(sys.argv[1])); "
+            "print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        server = EngineServer(fake_argv(port), None, tmp_path / "s.log", port, startup_timeout_s=30, poll_s=0.1)
+        with pytest.raises(PortInUse, match=f"engine.port {port}: in use by pid {holder.pid}"):
+            server.start()
+        assert server.proc is None and not (tmp_path / "s.log").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    reserve_port(port).release()  # the holder's exit released it
+    with served(lambda p: EngineServer(fake_argv(p), None, tmp_path / "s.log", p, startup_timeout_s=30,
+                                       poll_s=0.1)) as server, \
+            pytest.raises(PortInUse, match=f"in use by pid {os.getpid()}"):
+        reserve_port(server.port)  # a running server holds its port ...
+    reserve_port(server.port).release()  # ... until it stops
+
+
+def test_a_port_taken_between_the_check_and_the_bind_is_port_in_use(tmp_path, monkeypatch):
+    """A process outside the lab binds the port after the check: the server cannot bind, and says so as a
+    PortInUse (served() draws again) rather than a server that exited for its own reasons."""
+    import socket
+
+    import real.engine.server as server_module
+
+    monkeypatch.setattr(server_module, "port_is_free", lambda port, host="127.0.0.1": True)
+    log = tmp_path / "s.log"
+    log.write_text("an old run's line: address already in use\n")  # a previous start's part is not read
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        server = EngineServer(fake_argv(port), None, log, port, startup_timeout_s=30, poll_s=0.1)
+        with pytest.raises(PortInUse, match=f"engine.port {port}: taken by another process"):
+            server.start()
+    assert server.proc is None and "address already in use" in log.read_text().split("fake_engine.py")[-1].lower()
+    port = free_port()  # the next start's own exit is not mistaken for a bind failure of the earlier one
+    with pytest.raises(LabError, match="exited with status 3") as failure:
+        EngineServer(fake_argv(port, "--never-healthy", "--exit-after", "0.1"), None, log, port,
+                     startup_timeout_s=30, poll_s=0.1).start()
+    assert not isinstance(failure.value, PortInUse)
 
 
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
@@ -136,15 +211,14 @@ def test_setup_is_a_no_op_when_the_marker_says_ready(tmp_path, capsys):
         require_engine(venv)
 
 
-def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
+def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
     venv = fake_engine_venv(tmp_path)
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"vocab_size": 3000}))
-    port = free_port()
     experiment = {
-        "name": "eng", "output_dir": str(tmp_path / "runs"), "stages": ["engine", "fidelity"],
-        "engine": {"venv": str(venv), "model": str(model), "port": port, "startup_timeout_s": 30,
+        "name": "eng", "stages": ["engine", "fidelity"],
+        "engine": {"venv": str(venv), "model": str(model), "startup_timeout_s": 30,
                    "variants": [{"name": "nospec"},
                                 {"name": "ngram", "speculative": {"method": "ngram", "num_speculative_tokens": 2}}],
                    "loads": [{"name": "low", "kind": "poisson", "rate": 50, "prompt_tokens": 6, "output_tokens": 4,
@@ -153,11 +227,18 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
                               "output_tokens": 6, "max_requests": 4}],
                    "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0, 8],
                                     "output_tokens": 5, "repeats": 1}}}
-    (tmp_path / "e.yaml").write_text(yaml.safe_dump(experiment))
     from lab.cli import main
 
-    assert main(["run", str(tmp_path / "e.yaml"), "--quiet"]) == 0
-    run = next((tmp_path / "runs" / "eng").iterdir())
+    for attempt in range(PORT_TRIES):  # a port drawn again while another process holds it (see served())
+        port = experiment["engine"]["port"] = free_port()
+        experiment["output_dir"] = str(tmp_path / f"runs{attempt}")
+        (tmp_path / "e.yaml").write_text(yaml.safe_dump(experiment))
+        capsys.readouterr()
+        status = main(["run", str(tmp_path / "e.yaml"), "--quiet"])
+        if status == 0 or f"error: engine.port {port}:" not in capsys.readouterr().err:
+            break
+    assert status == 0
+    run = next((tmp_path / f"runs{attempt}" / "eng").iterdir())
     frame = pd.read_parquet(run / "engine" / "ngram" / "users" / "requests.parquet")
     assert len(frame) == 4 and (frame["output_tokens"] == 6).all()
     counters = json.loads((run / "engine" / "ngram" / "low" / "spec_counters.json").read_text())

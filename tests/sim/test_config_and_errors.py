@@ -116,3 +116,22 @@ def test_engine_settings_and_the_old_batching_name():
     assert (wl.warmup, wl.duration) == (30.0, 600.0)
     wl = cfg({"workload": {"kind": "replay_log", "log_path": "x.parquet"}, "sweep": {"axis": "none"}}).sim.workload
     assert (wl.warmup, wl.duration) == (0.0, float("inf"))
+
+
+@pytest.mark.parametrize("sim, message", [
+    ({"hardware": {"preset": "cpu"}, "cost": {"profile": "run"}}, "run the profile stage first"),
+    ({"workload": {"kind": "replay_log", "log_path": "engine/nospec/low/requests.parquet"}, "sweep": {"axis": "none"}},
+     "sim.workload.log_path: engine/nospec/low/requests.parquet does not exist"),
+    ({"acceptance": {"source": "run"}}, "sim.acceptance.source 'run': .*traces does not exist"),
+])
+def test_files_a_stage_before_sim_writes_into_the_run_are_left_to_the_run(tmp_path, monkeypatch, sim, message):
+    """`lab run`/`lab validate` check sim inputs before the run starts; the run's own step profile, traces or
+    engine log are written by earlier stages of the same run, so they are checked only when none runs first."""
+    from lab.preflight import check_inputs
+
+    monkeypatch.chdir(tmp_path)
+    c = cfg(sim)
+    check_inputs(c, ["evaluate", "profile", "engine", "sim"], "x.yaml")  # earlier stages write them
+    with pytest.raises(LabError, match=message):
+        check_inputs(c, ["sim"], "x.yaml")
+    assert not (tmp_path / "runs").exists()
