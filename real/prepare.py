@@ -54,12 +54,20 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def target_features(target, ids: torch.Tensor):
-    """ids: [T] -> features [T, n_tap*d], last_hidden [T, d], lse [T] from one target forward."""
-    out = target.forward(ids[None].to(target.device), None, with_features=True)  # inference mode inside
+def target_features(target, ids: torch.Tensor, lse_from: int = 0):
+    """ids: [T] -> features [T, n_tap*d], last_hidden [T, d], lse [T] from one target forward.
+
+    lse_from: the log-normaliser is needed from this position on (training reads it at response positions
+    only, >= prompt_len); earlier entries are NaN and the LM head skips them -- on a CPU the 262k-way head
+    over the prompt was most of a training step's feature time. Features cover every position."""
+    length = ids.numel()
+    keep = max(1, length - max(0, int(lse_from)))
+    out = target.forward(ids[None].to(target.device), None, with_features=True,
+                         logits_to_keep=keep)  # inference mode inside; logits [1, keep, V]
     with torch.no_grad():  # clones are ordinary tensors, usable as inputs of autograd graphs
-        return (out.features[0].clone(), out.last_hidden[0].clone(),
-                torch.logsumexp(out.logits[0].float(), dim=-1).clone())
+        lse = torch.full((length,), float("nan"), device=out.logits.device)  # [T]
+        lse[length - keep:] = torch.logsumexp(out.logits[0].float(), dim=-1)
+        return out.features[0].clone(), out.last_hidden[0].clone(), lse
 
 
 class PreparedData:
@@ -91,7 +99,7 @@ class PreparedData:
                 lse = f.get_slice("lse")[offset:offset + n]
             dev = target.device
             return Sequence(ids[:n], rec["prompt_len"], feats.to(dev), last.to(dev), lse.to(dev))
-        feats, last, lse = target_features(target, ids)
+        feats, last, lse = target_features(target, ids, lse_from=rec["prompt_len"])
         return Sequence(ids, rec["prompt_len"], feats, last, lse)
 
 
@@ -229,7 +237,8 @@ def build_cache(ctx: RunContext, target, records: list[dict], out: Path) -> dict
         if not path.is_file():
             feats, lasts, lses = [], [], []
             for i in members:
-                f, h, lse = target_features(target, torch.tensor(records[i]["ids"][:lengths[i]]))
+                f, h, lse = target_features(target, torch.tensor(records[i]["ids"][:lengths[i]]),
+                                            lse_from=records[i]["prompt_len"])
                 feats.append(f.to(dtype).cpu())
                 lasts.append(h.to(dtype).cpu())
                 lses.append(lse.float().cpu())

@@ -189,30 +189,33 @@ class Target:
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: DynamicCache | StaticKV | None = None,
                 with_features: bool = False, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, last_logits_only: bool = False) -> TargetOutput:
+                position_ids: torch.Tensor | None = None, last_logits_only: bool = False,
+                logits_to_keep: int = 0) -> TargetOutput:
         """Run the target over input_ids [B, T] appended to `cache`.
 
         last_logits_only: logits for the last position only ([B, 1, V]) -- a prefill needs no more, and
         the LM head over every prompt position is the most expensive part of a CPU prefill.
+        logits_to_keep: logits for the last n positions only ([B, n, V]; 0 = all): training's features
+        need the log-normaliser on response positions only.
 
         The caller must follow every forward that used a cache with crop(cache, n) — n tokens rejected,
         0 if none: sliding-window layers keep their past until then so that a rejection can roll back.
         With engine graphs, batch-1 steps over the StaticKV replay a captured CUDA graph.
         """
         input_ids = input_ids.to(self.device)
-        if self.engine == "graphs" and self._graphs.usable(input_ids, cache, attention_mask, position_ids,
-                                                           last_logits_only):
+        if self.engine == "graphs" and not logits_to_keep and self._graphs.usable(
+                input_ids, cache, attention_mask, position_ids, last_logits_only):
             return self._graphs.run(self._forward_eager, input_ids, cache, with_features)  # pragma: no cover
         return self._forward_eager(input_ids, cache, with_features, attention_mask, position_ids,
-                                   last_logits_only)
+                                   last_logits_only, logits_to_keep)
 
     def _forward_eager(self, input_ids: torch.Tensor, cache, with_features: bool = False,
                        attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                       last_logits_only: bool = False) -> TargetOutput:
+                       last_logits_only: bool = False, logits_to_keep: int = 0) -> TargetOutput:
         kv = {self.cache_kwarg: cache}
         out = self.model(input_ids=input_ids, **kv, use_cache=cache is not None,
                          output_hidden_states=with_features, attention_mask=attention_mask,
-                         position_ids=position_ids, logits_to_keep=1 if last_logits_only else 0)
+                         position_ids=position_ids, logits_to_keep=1 if last_logits_only else int(logits_to_keep))
         features = last_hidden = None
         if with_features:
             hidden = out.hidden_states  # tuple of N + 1 tensors [B, T, d]; [0] = embeddings

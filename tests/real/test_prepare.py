@@ -56,7 +56,9 @@ def test_cache_matches_online_and_resumes(tiny_qwen3, tmp_path):
         b = data_online.sequence("train", i, tiny_qwen3, 48)
         assert torch.equal(a.ids, b.ids) and a.prompt_len == b.prompt_len
         for x, y in ((a.features, b.features), (a.last_hidden, b.last_hidden), (a.lse, b.lse)):
-            assert torch.allclose(x, y, atol=1e-5)
+            assert torch.allclose(x, y, atol=1e-5, equal_nan=True)
+        # the log-normaliser exists where training reads it (response positions) and only there
+        assert a.lse[a.prompt_len:].isfinite().all() and a.lse[:a.prompt_len].isnan().all()
     # a lost shard is rebuilt identically; a finished stage is skipped
     before = shards[1].read_bytes()
     shards[1].unlink()
@@ -110,3 +112,17 @@ def test_force_keeps_the_old_data_until_the_new_is_complete(tiny_qwen3, tmp_path
     monkeypatch.undo()
     prepare.run_stage(ctx, target=tiny_qwen3)  # the rerun completes and swaps in
     assert ctx.stage_done("prepare") and not list(ctx.root.glob(".data.redo*"))
+
+
+def test_features_skip_the_lm_head_over_the_prompt_but_keep_its_values(tiny_gemma3):
+    """lse_from: the LM head runs over response positions only; what it returns there equals the full pass
+    (a misaligned logits_to_keep would shift every value by a position)."""
+    from real.prepare import target_features
+
+    ids = torch.arange(100, 140)  # [40]
+    feats, last, lse = target_features(tiny_gemma3, ids)
+    feats_r, last_r, lse_r = target_features(tiny_gemma3, ids, lse_from=25)
+    assert torch.equal(feats, feats_r) and torch.equal(last, last_r)
+    assert lse_r[:25].isnan().all()
+    torch.testing.assert_close(lse_r[25:], lse[25:], rtol=1e-5, atol=1e-5)
+    assert target_features(tiny_gemma3, ids, lse_from=40)[2][-1].isfinite()  # at least the last position
