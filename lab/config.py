@@ -82,6 +82,10 @@ class DecodeSection(StrictModel):
     baseline: bool = Field(True, description="also run plain autoregressive decoding for wall-clock speedup")
     stop_at_eos: bool = True
     anchors: bool = Field(True, description="greedy runs also record dense anchor traces (exact sim replay)")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="evaluate's wall-clock budget: each (dataset, temperature) group gets an equal "
+        "share of what is left and stops before a prompt its own pace says would overrun it (at least one "
+        "prompt per group); evaluate.json and REPORT.md say how many prompts ran. None: every prompt")
 
     @field_validator("temperatures")
     @classmethod

@@ -117,6 +117,22 @@ def target_line(ctx: RunContext) -> tuple[str, str]:
     return rec["dtype"], f"{dtype} on {rec['device']}, {where}{engine}"
 
 
+def budget_lines(ctx: RunContext) -> list[str]:
+    """One paragraph when decode.time_budget_s cut evaluate short (evaluate.json), none otherwise."""
+    path = ctx.path("evaluate.json")
+    if not path.exists():
+        return []
+    record = json.loads(path.read_text())
+    groups = list(record["groups"].values())
+    decoded, available = sum(g["prompts"] for g in groups), sum(g["available"] for g in groups)
+    if decoded >= available:
+        return []
+    per_group = ", ".join(f"{g['dataset']} T={g['temperature']:g}: {g['prompts']}/{g['available']}" for g in groups)
+    return [(f"**Evaluate ran {decoded} of {available} prompts** within its time budget "
+            f"(decode.time_budget_s {record['time_budget_s']:g} s; per group {per_group}): every number below "
+            "comes from those prompts only. Raise or drop the budget for all of them."), ""]
+
+
 def build_report(ctx: RunContext) -> str:
     cfg = ctx.cfg
     dtype, target_desc = target_line(ctx)
@@ -141,6 +157,7 @@ def build_report(ctx: RunContext) -> str:
         summary = pd.read_csv(tau_path)
         flagged = summary[summary["speedup_unexplained"]] if "speedup_unexplained" in summary else summary[:0]
         summary = summary.assign(speedup=reported_speedup(summary))  # flagged values never print as results
+        lines += budget_lines(ctx)
         lines += ["## Acceptance length tau (accepted + 1 per round)", "", markdown_table(table1_layout(summary, "tau")), ""]
         lines += ["## Wall-clock speedup vs autoregressive decoding (tokens/s ratio)", "",
                   markdown_table(table1_layout(summary, "speedup")), ""]

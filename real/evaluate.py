@@ -10,17 +10,23 @@ that timings are taken side by side. Writes, inside the run directory:
   decode/<dataset>__T<t>.parquet                       per prompt and method: tokens, timings, identity,
                                                        the prompt text and each emitted token's text
   tau.csv                                              tau, speedup and identity per group
-A (dataset, temperature) whose files exist is skipped, so an interrupted run resumes.
+  evaluate.json                                        prompts decoded / available per group, the budget
+A (dataset, temperature) whose files exist is skipped, so an interrupted run resumes. With
+decode.time_budget_s each group still to decode gets an equal share of the budget left, and stops before
+a prompt its own measured pace says would overrun that share (the first prompt always runs): on a slow CPU
+the quickstart decodes fewer prompts instead of running for half an hour, and says so.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 
 import pandas as pd
 from tqdm import tqdm
 
 from lab.config import RANDOM_INIT_NOTE
-from lab.io import atomic_path, write_text_atomic
+from lab.io import atomic_path, write_json_atomic, write_text_atomic
 from lab.metrics import flag_unexplained_speedups, tau
 from lab.runs import RunContext
 from lab.trace import StepRecord, read_traces, shard_name, write_shard
@@ -73,8 +79,19 @@ def warm_up(target, drafters, prompt_ids: list[int], temperature: float, seed: i
                            device_generator(target.device, seed), False)
 
 
-def evaluate_group(ctx: RunContext, target, drafters, dataset: str, prompts, encoded, temperature: float) -> None:
-    """Decode one dataset at one temperature with the baseline and every drafter; write its files."""
+def group_deadline(stage_start: float, budget_s: float | None, groups_left: int) -> float | None:
+    """time.monotonic() by which the next group should finish: an equal share of the budget left."""
+    if budget_s is None:
+        return None
+    left = max(0.0, budget_s - (time.monotonic() - stage_start))
+    return time.monotonic() + left / max(1, groups_left)
+
+
+def evaluate_group(ctx: RunContext, target, drafters, dataset: str, prompts, encoded, temperature: float,
+                   deadline: float | None = None) -> int:
+    """Decode one dataset at one temperature with the baseline and every drafter; write its files.
+    deadline (time.monotonic()): stop before a prompt that the mean pace so far says would end past it
+    (the first prompt always runs). Returns the number of prompts decoded."""
     cfg = ctx.cfg
     greedy = temperature < GREEDY_EPS
     run_id, max_new = ctx.run_id, cfg.decode.max_new_tokens
@@ -82,7 +99,12 @@ def evaluate_group(ctx: RunContext, target, drafters, dataset: str, prompts, enc
     anchors = {d.name: [] for d in drafters}
     rows = []
     desc = f"{dataset} T={temperature:g}"
+    started, decoded = time.monotonic(), 0
     for prompt, prompt_ids in tqdm(list(zip(prompts, encoded)), desc=desc, disable=not ctx.show_progress):
+        pace = (time.monotonic() - started) / decoded if decoded else 0.0
+        if deadline is not None and decoded and time.monotonic() + pace > deadline:
+            break  # decode.time_budget_s: the next prompt would overrun this group's share
+        decoded += 1
         seed = stable_seed(cfg.seed, dataset, temperature, prompt.prompt_id)
         reference = None
         if cfg.decode.baseline or greedy:
@@ -112,6 +134,7 @@ def evaluate_group(ctx: RunContext, target, drafters, dataset: str, prompts, enc
     frame.insert(1, "temperature", temperature)
     with atomic_path(decode_path(ctx, dataset, temperature)) as tmp:
         frame.to_parquet(tmp)
+    return decoded
 
 
 def decode_path(ctx: RunContext, dataset: str, temperature: float):
@@ -159,17 +182,38 @@ def run_stage(ctx: RunContext) -> None:
     prompt_sets = load_prompt_sets(cfg.prompts)
     drafters = [build_drafter(spec, target, ctx.path("drafters", spec.name)) for spec in cfg.drafters]
     warmed: set[float] = set()
-    for dataset, prompts in prompt_sets.items():
+    groups = [(dataset, temperature) for dataset in prompt_sets for temperature in cfg.decode.temperatures
+              if not decode_path(ctx, dataset, temperature).exists() or "evaluate" in ctx.forced]
+    counts = read_counts(ctx)  # groups decoded by an earlier, interrupted invocation keep their counts
+    stage_start = time.monotonic()
+    for i, (dataset, temperature) in enumerate(groups):
+        prompts = prompt_sets[dataset]
         encoded = [encode_prompt(target.tokenizer, p, cfg.prompts.chat_template, cfg.prompts.max_prompt_tokens)
                    for p in prompts]
-        for temperature in cfg.decode.temperatures:
-            if decode_path(ctx, dataset, temperature).exists() and "evaluate" not in ctx.forced:
-                continue  # resumed run: this group is done (--force decodes it again)
-            if temperature not in warmed:
-                warm_up(target, drafters, encoded[0], temperature, cfg.seed)
-                warmed.add(temperature)
-            evaluate_group(ctx, target, drafters, dataset, prompts, encoded, temperature)
+        if temperature not in warmed:
+            warm_up(target, drafters, encoded[0], temperature, cfg.seed)
+            warmed.add(temperature)
+        deadline = group_deadline(stage_start, cfg.decode.time_budget_s, len(groups) - i)
+        decoded = evaluate_group(ctx, target, drafters, dataset, prompts, encoded, temperature, deadline)
+        counts[f"{dataset}__T{temperature:g}"] = {"dataset": dataset, "temperature": temperature,
+                                                  "prompts": decoded, "available": len(prompts)}
+        write_counts(ctx, counts)
     summary = summarize(ctx)
     write_text_atomic(ctx.path("tau.csv"), summary.to_csv(index=False))
     plot_positions(ctx.root)
-    ctx.mark_done("evaluate", {"groups": len(summary)})
+    ctx.mark_done("evaluate", {"groups": len(summary), "prompts": sum(c["prompts"] for c in counts.values()),
+                               "prompts_available": sum(c["available"] for c in counts.values())})
+
+
+COUNTS_FILE = "evaluate.json"
+
+
+def read_counts(ctx: RunContext) -> dict:
+    path = ctx.path(COUNTS_FILE)
+    return json.loads(path.read_text())["groups"] if path.exists() else {}
+
+
+def write_counts(ctx: RunContext, counts: dict) -> None:
+    """evaluate.json: {"time_budget_s", "groups": {"<dataset>__T<t>": {dataset, temperature, prompts,
+    available}}} -- what REPORT.md quotes when a budget cut a group short."""
+    write_json_atomic(ctx.path(COUNTS_FILE), {"time_budget_s": ctx.cfg.decode.time_budget_s, "groups": counts})

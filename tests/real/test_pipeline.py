@@ -1,5 +1,6 @@
 """The whole pipeline through the CLI on experiments/smoke.yaml, shrunk: prepare -> train -> evaluate ->
 calibrate -> sim -> report on the tiny random Qwen3 in fp32, then check what each stage left behind."""
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,10 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert set(traces["method"]) == {"ngram", "dspark", "dflash", "eagle3", "mtp"}
     assert set(traces["table"]) == {"rounds", "anchors"}
     assert (traces[traces["table"] == "anchors"]["temperature"] == 0).all()
+
+    counts = json.loads((run / "evaluate.json").read_text())
+    assert counts["time_budget_s"] is None and len(counts["groups"]) == 2
+    assert all(g["prompts"] == g["available"] == 2 for g in counts["groups"].values())
 
     decoded_rows = pd.read_parquet(run / "decode" / "humaneval__T1.parquet")
     # the prompt viewer's inputs: the prompt text and one text piece per emitted token
