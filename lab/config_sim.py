@@ -88,6 +88,10 @@ class HardwareSheet(StrictModel):
         None, gt=0, le=1, description="achievable fraction of peak bandwidth for the weight reads of a step with "
         "more than one query token (matrix-matrix products); null: bw_efficiency. On a CPU these reads are "
         "much slower than a one-token step's matrix-vector products (BLAS packs the weights per call)")
+    kv_bw_efficiency: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of peak bandwidth for attention's KV reads; null: "
+        "bw_efficiency. Eager attention on a CPU (KV heads repeated for grouped queries, masks built per call) "
+        "moves its KV far slower than a weight read")
     compute_memory_overlap: float = Field(
         1.0, ge=0, le=1, description="share of the shorter of a step's compute and memory time hidden under the "
         "longer: 1 = the roofline's max (GPUs stream weights while they compute), 0 = their sum (a CPU that "

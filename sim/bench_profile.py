@@ -18,6 +18,9 @@ floor under any cost model's error against a single profile.
    step / layer / request overheads may be added) fitted by least squares on log step time over half of the
    rows (alternate rows of the sorted grid) and scored on the other half. The same fit with the halves
    swapped is reported beside it (a check that the score does not hang on one split), never used for it.
+4. --validate PROFILE ...: the same terms fitted on every row of the profile(s) above, then scored on other
+   profiles -- another grid (batches, query lengths, contexts the fit never saw), measured afterwards:
+   the out-of-sample check (validate.csv).
 Writes bench_profile.csv (row by row), spec_plain.yaml / spec_fitted.yaml (usable as sim.hardware.spec),
 summary.json, roofline_vs_profile.png and residuals.png (fitted error vs batch, query tokens, context and
 tokens per step) into --out.
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from lab.config_sim import HardwareSheet
@@ -103,10 +107,11 @@ def predict_ms(sheet: HardwareSheet, model, batch, query, context) -> np.ndarray
 # fittable sheet terms -> (start, lower bound, upper bound); fractions of a peak, or overheads in the sheet's units
 FIT_TERMS = {
     "mfu": (0.5, 1e-3, 1.0), "bw_efficiency": (0.5, 1e-3, 1.0), "gemm_bw_efficiency": (0.5, 1e-3, 1.0),
-    "compute_memory_overlap": (0.5, 0.0, 1.0), "step_overhead_ms": (1.0, 0.0, 1e3),
+    "kv_bw_efficiency": (0.5, 1e-3, 1.0), "compute_memory_overlap": (0.5, 0.0, 1.0),
+    "step_overhead_ms": (1.0, 0.0, 1e3),
     "layer_overhead_us": (10.0, 0.0, 1e5), "request_overhead_us": (100.0, 0.0, 1e6),
 }
-DEFAULT_FIT = ("mfu", "bw_efficiency", "gemm_bw_efficiency", "compute_memory_overlap")
+DEFAULT_FIT = ("mfu", "bw_efficiency", "gemm_bw_efficiency", "kv_bw_efficiency", "compute_memory_overlap")
 
 
 def fit_sheet(machine: dict, dtype: str, model, rows: dict, train: np.ndarray,
@@ -148,6 +153,18 @@ def average_profiles(profiles) -> tuple:
     return frame, float(100 * np.median(np.abs(each / frame["step_ms"].to_numpy() - 1)))
 
 
+def validate_frame(sheet: HardwareSheet, model, checks) -> pd.DataFrame:
+    """Every row of the validation profiles with the sheet's prediction and its error (percent)."""
+    frames = []
+    for p in checks:
+        f = p.frame()[["batch", "query_tokens", "context_len", "step_ms", "step_ms_p90"]].copy()
+        f["fitted_ms"] = predict_ms(sheet, model, f["batch"], f["query_tokens"], f["context_len"])
+        f["fitted_err_pct"] = 100 * (f["fitted_ms"] / f["step_ms"] - 1)
+        f["profile"] = p.path.parent.name
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
 def fit_terms(text: str) -> tuple[str, ...]:
     terms = tuple(t.strip() for t in text.split(",") if t.strip())
     unknown = [t for t in terms if t not in FIT_TERMS]
@@ -168,6 +185,8 @@ def main(argv=None) -> int:
     ap.add_argument("--peaks", default=None, metavar="GFLOPS,GBS",
                     help="this machine's fp32 matmul GFLOP/s and copy GB/s as measured before (e.g. on a quiet "
                          "machine) instead of measuring them now")
+    ap.add_argument("--validate", nargs="+", default=None, metavar="PROFILE",
+                    help="profiles of another grid to score a fit on every row of the profile(s) against")
     ap.add_argument("--fit", default=",".join(DEFAULT_FIT),
                     help=f"comma-separated sheet terms to fit (of: {', '.join(FIT_TERMS)})")
     args = ap.parse_args(argv)
@@ -176,6 +195,7 @@ def main(argv=None) -> int:
         peaks = None if args.peaks is None else parse_peaks(args.peaks)
         profiles = [read_profile(expand_path(p)) for p in args.profile]
         frame, noise = average_profiles(profiles)
+        checks = [read_profile(expand_path(p)) for p in args.validate or []]
         if args.model_config:
             model = from_hf_config(expand_path(args.model_config))
         elif args.model:
@@ -203,6 +223,10 @@ def main(argv=None) -> int:
     frame["split"] = np.where(train, "fit", "held-out")
     swapped_err = 100 * (predict_ms(swapped, model, rows["batch"], rows["query_tokens"], rows["context_len"])
                          / frame["step_ms"] - 1)
+    validation = None
+    if checks:
+        every = fit_sheet(machine, args.dtype, model, rows, np.ones(len(frame), dtype=bool), terms)
+        validation = validate_frame(every, model, checks)
     summary = {
         "profiles": [str(p.path) for p in profiles], "profile_meta": profile.meta,
         "profile_noise_median_abs_pct": noise, "model": model.name,
@@ -215,6 +239,9 @@ def main(argv=None) -> int:
                           "fitted": {k: getattr(swapped, k) for k in terms}},
         "wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0,
     }
+    if validation is not None:
+        summary["validation"] = {"profiles": [str(p.path) for p in checks], "fitted": {k: getattr(every, k) for k in terms},
+                                 "median_abs_err_pct": float(validation["fitted_err_pct"].abs().median())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "bench_profile.csv") as tmp:
@@ -237,6 +264,13 @@ def main(argv=None) -> int:
           f"{summary['fitted_median_abs_err_pct_held_out']:.1f}% held out ({_terms_text(fitted, terms)}); "
           f"halves swapped: {summary['swapped_split']['median_abs_err_pct_held_out']:.1f}% held out "
           f"({_terms_text(swapped, terms)})")
+    if validation is not None:
+        with atomic_path(out / "validate.csv") as tmp:
+            validation.to_csv(tmp, index=False, float_format="%.4g")
+        print(validation.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        print(f"validation ({len(checks)} profile(s) of another grid, {len(validation)} rows): median |error| "
+              f"{summary['validation']['median_abs_err_pct']:.1f}% with the terms fitted on every row above "
+              f"({_terms_text(every, terms)})")
     print(f"wrote {out}/ (bench_profile.csv, spec_plain.yaml, spec_fitted.yaml, summary.json, "
           f"roofline_vs_profile.png, residuals.png); wall {summary['wall_s']:.1f} s, CPU {summary['cpu_s']:.1f} s")
     return 0

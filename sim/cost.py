@@ -15,16 +15,18 @@ Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/mo
 tp GPUs:
     compute = (tokens x 2 x active params + tokens x (kv_sum / n_reqs) x attention FLOPs per cached token)
               / (tp x mfu x peak[dtype])
-    memory  = weights read(tokens) / (tp x w_eff x bandwidth) + kv_sum x KV bytes per token / (tp x bw_efficiency
+    memory  = weights read(tokens) / (tp x w_eff x bandwidth) + kv_sum x KV bytes per token / (tp x kv_eff
               x bandwidth), w_eff = bw_efficiency for a one-token step (matrix-vector products) and
-              gemm_bw_efficiency (default: the same) for a step of more tokens (matrix-matrix products)
+              gemm_bw_efficiency (default: the same) for a step of more tokens (matrix-matrix products);
+              kv_eff = kv_bw_efficiency (default: bw_efficiency)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
         + step + n_layers x layer + n_reqs x request overhead
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
           configured link, + its latency) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
           hidden x activation bytes x (ep-1)/ep on the link, + latency)
         + drafter pass (the same roofline over drafter_layers) + speculative overhead (when it verifies drafts).
-The two CPU terms (gemm_bw_efficiency, compute_memory_overlap < 1) describe eager PyTorch on a CPU: a step
+The CPU terms (gemm_bw_efficiency, kv_bw_efficiency, compute_memory_overlap < 1) describe eager PyTorch on a
+CPU (kv_bw_efficiency: eager attention moves KV far slower than a weight read, sim.bench_profile). A step
 of 1 x 4 or 4 x 1 query tokens costs ~2.7x one of 1 token over the same weights (Gemma3-270M fp32, AVX2;
 BLAS takes another, slower path for matrix-matrix products and packs the weights), and reading weights
 does not hide the FLOPs; the defaults leave a GPU sheet's roofline as it was (sim.bench_profile fits them).
@@ -91,7 +93,8 @@ class CostModel:
         self._t_weights = m.weight_bytes_read(1, self.ep) / bw if self._moe else m.active_weight_bytes / bw
         self._t_per_token_flops = m.flops_per_token / flops
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
-        self._t_per_kv_token = m.kv_bytes_per_token / bw
+        kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
+        self._t_per_kv_token = m.kv_bytes_per_token / kv_bw
         self._fixed = self.step_overhead_s + m.n_layers * self.layer_overhead_s
         self._t_per_token_link = 0.0
         link = hw.interconnect

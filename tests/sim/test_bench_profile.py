@@ -81,3 +81,44 @@ def test_given_peaks_replace_the_measurement(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["machine"]["flops_per_s"] == 100e9 and summary["machine"]["given"]
     assert (out / "residuals.png").is_file() and summary["swapped_split"]["fitted"].keys() == set(DEFAULT_FIT)
+
+
+def _sheet_profile(directory, sheet, grid):
+    from dataclasses import replace
+
+    from sim.step_profile import write_profile
+
+    model = replace(get_model("gemma3-270m"), dtype="fp32", kv_dtype="fp32")  # as main() reads --dtype fp32
+    b, q, c = (np.array(x) for x in zip(*grid))
+    ms = predict_ms(sheet, model, b, q, c)
+    rows = [{"batch": int(bi), "query_tokens": int(qi), "context_len": int(ci), "step_ms": float(m),
+             "step_ms_p90": float(m), "repeats": 3} for bi, qi, ci, m in zip(b, q, c, ms)]
+    meta = {"source": "lab", "model": "gemma3-270m", "dtype": "fp32", "device": "cpu", "hardware": "cpu",
+            "cpu_capability": "AVX2", "threads": 2, "versions": {}, "created": "2026-11-26T00:00:00"}
+    write_profile(directory, rows, meta)
+    return directory
+
+
+def test_validate_scores_a_fit_on_another_grid(tmp_path, capsys):
+    """--validate: terms fitted on every row of one grid predict another grid's rows; a machine the fit can
+    describe scores ~0%, and a validation profile that is not the same machine does not."""
+    truth = machine_sheet({**MACHINE, "given": True}, "fp32", mfu=0.5, bw_efficiency=0.45, gemm_bw_efficiency=0.6,
+                          kv_bw_efficiency=0.12, compute_memory_overlap=0.0)
+    main_grid = [(b, q, c) for b in (1, 4, 16) for q in (1, 4, 8) for c in (128, 512)]
+    other_grid = [(b, q, c) for b in (2, 8) for q in (2, 6) for c in (64, 320)]
+    _sheet_profile(tmp_path / "main", truth, main_grid)
+    _sheet_profile(tmp_path / "check", truth, other_grid)
+    slower = truth.model_copy(update={"kv_bw_efficiency": 0.03})
+    _sheet_profile(tmp_path / "other_machine", slower, other_grid)
+    peaks = ["--peaks", f"{MACHINE['flops_per_s'] / 1e9},{MACHINE['copy_bytes_per_s'] / 1e9}"]
+    common = ["--model", "gemma3-270m", "--dtype", "fp32", *peaks]
+    assert main([str(tmp_path / "main"), "--validate", str(tmp_path / "check"), "--out", str(tmp_path / "o1"),
+                 *common]) == 0
+    summary = json.loads((tmp_path / "o1" / "summary.json").read_text())
+    assert summary["validation"]["median_abs_err_pct"] < 1.0
+    assert summary["validation"]["fitted"]["kv_bw_efficiency"] == pytest.approx(0.12, rel=0.05)
+    assert (tmp_path / "o1" / "validate.csv").is_file() and "validation (1 profile(s)" in capsys.readouterr().out
+    assert main([str(tmp_path / "main"), "--validate", str(tmp_path / "other_machine"), "--out",
+                 str(tmp_path / "o2"), *common]) == 0
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["validation"]["median_abs_err_pct"] > 10
+    assert main([str(tmp_path / "main"), "--validate", str(tmp_path / "nothing"), *common]) == 2

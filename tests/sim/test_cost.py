@@ -247,3 +247,16 @@ def test_kv_capacity_is_one_formula_for_cost_and_simulator():
     assert kv_capacity_tokens(sim, cm) == cm.kv_capacity_tokens(0.9, 2 * GIB, 16) == blocks * 16
     with pytest.raises(LabError, match="does not fit.*no KV memory"):
         cm.kv_capacity_tokens(0.9, 79 * GIB, 16)
+
+
+def test_kv_bandwidth_prices_attention_reads_only():
+    hw, m = get_hardware("h100"), get_model("llama-2-7b")
+    assert hw.kv_bw_efficiency is None  # GPU presets: KV reads at bw_efficiency, as before
+    same = hw.model_copy(update={"kv_bw_efficiency": hw.bw_efficiency})
+    for tokens, kv, n in ((1, 0, 1), (64, 30_000, 16), (4096, 0, 1)):
+        assert _bare(same, m).step_time(tokens, kv, n, True) == pytest.approx(_bare(hw, m).step_time(tokens, kv, n, True))
+    slow_kv = _bare(hw.model_copy(update={"kv_bw_efficiency": 0.1}), m)
+    weights = 6.7e9 * 2 / (3.35e12 * hw.bw_efficiency)
+    assert slow_kv.step_time(1, 0, 1, False) == pytest.approx(_bare(hw, m).step_time(1, 0, 1, False))  # no KV
+    kv = 5_000 * m.kv_bytes_per_token / (3.35e12 * 0.1)
+    assert slow_kv.step_time(1, 5_000, 1, False) == pytest.approx(weights + kv)
