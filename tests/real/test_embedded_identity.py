@@ -10,8 +10,11 @@ from real.targets import load_target
 
 
 @pytest.mark.slow
-def test_embedded_gemma3_ngram_greedy_identity_fp32():
-    target = load_target(TargetSection(name="gemma3-270m", dtype="float32"))
+@pytest.mark.parametrize("cpu_linear", ["on", "off"])
+def test_embedded_gemma3_ngram_greedy_identity_fp32(cpu_linear):
+    """on: every verify step's linears run as W @ x^T (real/cpu_linear.py) while decode steps use F.linear."""
+    target = load_target(TargetSection(name="gemma3-270m", dtype="float32", cpu_linear=cpu_linear))
+    assert target.cpu_linear["applied"] == (cpu_linear == "on")
     prompts = load_dataset(DatasetSpec(name="humaneval", cap=6), shuffle_seed=0)
     drafter = NgramDrafter("ngram", block_size=7)
     accepted = 0
