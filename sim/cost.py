@@ -9,7 +9,9 @@ The one place the step-cost formula lives (cluster.py and the policies call it, 
     cm.kv_capacity_tokens(gpu_mem_util, reserve_bytes, block_size)   # KV tokens one replica holds (vLLM's split)
 
 tokens = query tokens in the step (sum over requests of 1 + drafts, plus prefill chunk tokens);
-kv_sum = cached tokens the step's requests attend to; n_reqs = requests in the step.
+kv_sum = cached tokens the step's requests attend to; n_reqs = requests in the step. On a model with
+sliding-window layers the roofline counts n_reqs x attended_context(kv_sum / n_reqs) instead (sim/models.py;
+exact for equal contexts, an upper bound otherwise).
 
 Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
 tp GPUs:
@@ -90,6 +92,7 @@ class CostModel:
         self._gemm_factor = hw.bw_efficiency / hw.gemm_bw_efficiency if hw.gemm_bw_efficiency else 1.0
         self._serial = 1.0 - hw.compute_memory_overlap  # share of min(compute, memory) not hidden
         self._moe = bool(m.moe_experts)
+        self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
         self._t_weights = m.weight_bytes_read(1, self.ep) / bw if self._moe else m.active_weight_bytes / bw
         self._t_per_token_flops = m.flops_per_token / flops
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
@@ -161,6 +164,8 @@ class CostModel:
                 if self.spec_profile is not None:
                     t += float(self._spec_extra_ms(reqs, ctx)) * 1e-3
             return t * mult
+        if self._sliding:
+            kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
         if tokens > 1:
             weights *= self._gemm_factor
@@ -200,6 +205,8 @@ class CostModel:
                 if self.spec_profile is not None:
                     t = t + self._spec_extra_ms(reqs, ctx) * 1e-3
             return t * mult
+        if self._sliding:
+            kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
         if self._gemm_factor != 1.0:
             weights = weights * np.where(tokens > 1, self._gemm_factor, 1.0)
@@ -230,6 +237,8 @@ class CostModel:
                 return 1.0 / self.step_time_vec(b + _p0, _kv, _n, True)
             return sps
         reqs = n_reqs if n_reqs > 0 else 1
+        if self._sliding:
+            kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
         return RooflineSps(prefill_tokens, self._t_per_token_flops + kv_sum / reqs * self._t_attn,
                            self._t_weights + kv_sum * self._t_per_kv_token,
                            (self._fixed + self.spec_overhead_s + self._draft_fixed + n_reqs * self.request_overhead_s

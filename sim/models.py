@@ -12,13 +12,18 @@ E * (1 - (1 - k/E)^tokens) of them under uniform routing. Configs read: Qwen3-Mo
 mlp_only_layers), DeepSeek-V3 (n_routed_experts, n_shared_experts, first_k_dense_replace, moe_layer_freq and
 MLA's q_lora_rank / kv_lora_rank / qk_nope_head_dim / qk_rope_head_dim / v_head_dim: the KV cache holds
 kv_lora_rank + qk_rope_head_dim values per layer), Mixtral (num_local_experts), and dense Llama / Qwen3 /
-Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed.
+Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed. Sliding-window
+attention (Gemma3's layer_types / sliding_window_pattern, Mistral's sliding_window): those layers read KV and
+spend score FLOPs over min(context, window) only (attended_context); KV memory is still sized per full
+token on every layer (vLLM's hybrid allocator frees the out-of-window blocks; not modelled).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from lab.config_sim import MODEL_NAMES, ModelSpec, model_presets
 from lab.errors import LabError
@@ -46,6 +51,8 @@ class ModelShape:
     moe_top_k: int = 0  # routed experts per token
     expert_params_b: float = 0.0  # all routed-expert parameters, billions (part of params_b)
     moe_layers: int | None = None  # layers with routed experts (None: all, when moe_experts)
+    sliding_window: int | None = None  # tokens a sliding-window layer attends to (Gemma3, Mistral)
+    sliding_layers: int = 0  # layers that attend over the window only; the rest attend over everything
     source: str | None = None
 
     def __post_init__(self):
@@ -55,6 +62,9 @@ class ModelShape:
             value = getattr(self, field_name)
             if value is not None and value not in DTYPE_BYTES:
                 raise LabError(f"model {self.name}: {field_name} {value!r} is not one of {sorted(DTYPE_BYTES)}")
+        if self.sliding_layers and not (self.sliding_window and 0 < self.sliding_layers <= self.n_layers):
+            raise LabError(f"model {self.name}: sliding_layers {self.sliding_layers} needs a sliding_window and "
+                           f"at most {self.n_layers} layers")
         if self.moe_experts and not 0 < self.moe_top_k <= self.moe_experts:
             raise LabError(f"model {self.name}: experts per token {self.moe_top_k} not in 1..{self.moe_experts}")
 
@@ -103,6 +113,16 @@ class ModelShape:
         """FLOPs one query token spends per cached token it attends to (QK^T and AV over all layers)."""
         width = self.attn_dim if self.attn_dim else 2 * self.n_heads * self.head_dim
         return 2.0 * self.n_layers * width
+
+    def attended_context(self, context: float) -> float:
+        """Cached tokens one query token attends to, averaged over layers: `context` on full-attention layers,
+        min(context, window) on sliding-window ones (their KV reads and score FLOPs stop at the window)."""
+        if not self.sliding_layers:
+            return context
+        full = self.n_layers - self.sliding_layers
+        capped = np.minimum(context, self.sliding_window) if isinstance(context, np.ndarray) else \
+            min(context, self.sliding_window)
+        return (full * context + self.sliding_layers * capped) / self.n_layers
 
     @property
     def n_moe_layers(self) -> int:
@@ -187,12 +207,31 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelShape:
     quant = cfg.get("quantization_config") or {}
     if isinstance(quant, dict) and "fp8" in str(quant.get("quant_method", "")).lower():
         dtype = "fp8"  # fp8 weights; the KV cache stays in the activation dtype (vLLM's kv_cache_dtype auto)
+    window, sliding = _sliding_window(cfg, n_layers)
     label = name or cfg.get("_name_or_path") or path.parent.name or str(cfg.get("model_type", "model"))
     return ModelShape(name=str(label), params_b=total / 1e9, active_params_b=active / 1e9, n_layers=n_layers,
                       hidden=h, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, dtype=dtype, kv_dtype=kv_dtype,
                       kv_dim_override=kv_dim, attn_dim=attn_dim, moe_experts=experts, moe_top_k=top_k,
                       expert_params_b=expert_total / 1e9, moe_layers=n_moe if experts else None,
-                      source=str(path))
+                      sliding_window=window, sliding_layers=sliding, source=str(path))
+
+
+def _sliding_window(cfg: dict, n_layers: int) -> tuple[int | None, int]:
+    """(window, sliding layers): Gemma3's layer_types (or the older sliding_window_pattern: every p-th layer
+    full), Mistral-style all layers when only sliding_window is set; none where use_sliding_window is false
+    (Qwen2/Qwen3 carry a window they do not use)."""
+    window = cfg.get("sliding_window")
+    if cfg.get("use_sliding_window") is False or isinstance(window, bool) or not isinstance(window, int) \
+            or window < 1:
+        return None, 0
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and len(types) == n_layers:
+        sliding = sum(t == "sliding_attention" for t in types)
+    elif isinstance(cfg.get("sliding_window_pattern"), int) and cfg["sliding_window_pattern"] > 0:
+        sliding = n_layers - n_layers // cfg["sliding_window_pattern"]
+    else:
+        sliding = n_layers
+    return (window, sliding) if sliding else (None, 0)
 
 
 def _is_moe_layer(cfg: dict, i: int) -> bool:

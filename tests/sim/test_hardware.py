@@ -1,4 +1,8 @@
 """Hardware from a spec sheet and models from a config.json: presets, own specs, validation at `lab validate`."""
+import json
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import yaml
 
@@ -91,3 +95,44 @@ def test_model_config_in_a_sim_section(tmp_path):
     cm = CostModel.from_config(sim)
     assert cm.model.name and cm.model.moe_experts == 128 and cm.ep == 2
     assert cm.step_time(64, 0, 8, False) > cm.step_time(1, 0, 1, False)
+
+
+GEMMA3_LIKE = {"hidden_size": 640, "num_hidden_layers": 18, "num_attention_heads": 4, "num_key_value_heads": 1,
+               "head_dim": 256, "vocab_size": 262144, "intermediate_size": 2048, "sliding_window": 512,
+               "layer_types": ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(18)]}
+
+
+@pytest.mark.parametrize("extra, window, sliding", [
+    ({}, 512, 15),                                                                   # Gemma3: layer_types
+    ({"layer_types": None, "sliding_window_pattern": 6, "num_hidden_layers": 48}, 512, 40),  # older Gemma3
+    ({"layer_types": None}, 512, 18),                                                # Mistral: every layer
+    ({"layer_types": None, "use_sliding_window": False}, None, 0),                   # Qwen3 carries an unused one
+    ({"layer_types": None, "sliding_window": None}, None, 0),                        # Llama: none
+])
+def test_sliding_window_layers_are_read_from_config_json(tmp_path, extra, window, sliding):
+    cfg = {k: v for k, v in {**GEMMA3_LIKE, **extra}.items() if v is not None}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    m = from_hf_config(tmp_path / "config.json")
+    assert (m.sliding_window, m.sliding_layers) == (window, sliding)
+
+
+def test_sliding_layers_stop_reading_at_the_window():
+    full = replace(get_model("gemma3-12b"), sliding_window=None, sliding_layers=0)
+    gemma = get_model("gemma3-12b")  # 40 of 48 layers over a 1,024-token window
+    assert gemma.attended_context(800) == 800 and full.attended_context(8000) == 8000
+    assert gemma.attended_context(8000) == pytest.approx((8 * 8000 + 40 * 1024) / 48)
+    hw = get_hardware("h100")
+    short, long = CostModel(hw, gemma), CostModel(hw, full)
+    assert short.step_time(16, 16 * 800, 16, True) == pytest.approx(long.step_time(16, 16 * 800, 16, True))
+    assert short.step_time(16, 16 * 8000, 16, True) < 0.8 * long.step_time(16, 16 * 8000, 16, True)
+    b = np.arange(1, 9)
+    # the closed-form SPS curve, the vectorised and the scalar step time agree, array contexts included
+    assert np.allclose(short.sps_curve(0, 16 * 8000, 16)(b), 1 / short.step_time_vec(b, 16 * 8000, 16, True))
+    assert np.allclose(short.step_time_vec(b, 16 * 8000, 16, True),
+                       [short.step_time(int(x), 16 * 8000, 16, True) for x in b])
+    assert np.all(np.isfinite(short.sps_table(8, kv_per_req=4096)))
+
+
+def test_a_sliding_count_without_a_window_is_refused():
+    with pytest.raises(LabError, match="sliding_layers"):
+        replace(get_model("qwen3-8b"), sliding_layers=4)
