@@ -114,6 +114,8 @@ def target_line(ctx: RunContext) -> tuple[str, str]:
     dtype = rec["dtype"] + (" (auto)" if rec.get("dtype_requested") == "auto" else "")
     where = rec.get("cuda_device") or f"CPU capability {rec.get('cpu_capability')}"
     engine = f", {rec['engine']} engine" if rec.get("engine") else ""
+    if (rec.get("cpu_linear") or {}).get("applied"):
+        engine += f", few-row linears as W @ x^T ({rec['cpu_linear']['mode']}; target.json)"
     return rec["dtype"], f"{dtype} on {rec['device']}, {where}{engine}"
 
 

@@ -57,3 +57,13 @@ def test_auto_is_the_default_and_the_run_records_what_it_resolved_to(tmp_path, c
     assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     dtype, desc = target_line(ctx)
     assert dtype == "float32" and "float32 (auto) on cpu" in desc and "CPU capability" in desc
+
+
+def test_the_run_records_the_few_row_linear_switch(tmp_path):
+    cfg = config_from_dict({"name": "t", "output_dir": str(tmp_path), "stages": ["report"],
+                           "target": {"name": "tiny-qwen3", "dtype": "float32", "cpu_linear": "on"}})
+    ctx = open_run(cfg, show_progress=False)
+    load_run_target(ctx)
+    record = json.loads(ctx.path(targets.TARGET_RECORD).read_text())["cpu_linear"]
+    assert record["mode"] == "on" and record["applied"] and "shapes" not in record
+    assert "few-row linears as W @ x^T (on" in target_line(ctx)[1]
