@@ -335,6 +335,10 @@ class ParametricSpec(StrictModel):
                                 "drafter's confidence reports it (heterogeneity the prefix scheduler can exploit)")
     confidence_noise: float = Field(0.0, ge=0, description="std of logit noise added to reported confidences")
     output_tokens: int = Field(256, ge=1, description="'recorded' output length for parametric sources")
+    draft_probability: float = Field(
+        1.0, gt=0, le=1, description="share of request-steps that have a draft (a prompt-lookup proposer such as "
+                                     "n-gram finds none otherwise: that request verifies nothing); rates are then "
+                                     "conditional on a draft")
 
     @model_validator(mode="after")
     def _rates(self):
