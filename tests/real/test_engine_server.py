@@ -179,6 +179,14 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
     assert len(fidelity) == 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
     assert "| ngram | users |" in (run / "engine" / "fidelity.md").read_text()
     assert (run / "engine" / "fidelity.png").stat().st_size > 1000
+    # the simulator side alone, on the recorded run, into another directory: the same table, the run untouched
+    from real.engine.fidelity import main as fidelity_main
+
+    stamp = (run / "engine" / "fidelity.csv").stat().st_mtime_ns
+    assert fidelity_main([str(run), "--out", str(tmp_path / "again")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "fidelity.csv"), fidelity)
+    assert (tmp_path / "again" / "fidelity" / "ngram" / "users" / "sim_requests.parquet").exists()
+    assert (run / "engine" / "fidelity.csv").stat().st_mtime_ns == stamp
     # resumable: a second run with one load's log removed drives that load only
     (run / "engine" / "nospec" / "low" / "requests.parquet").unlink()
     before = (run / "engine" / "ngram" / "low" / "requests.parquet").stat().st_mtime_ns
@@ -189,16 +197,41 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
     assert config_from_dict(experiment).engine.variants[1].speculative.vllm_config()["method"] == "ngram"
 
 
-def test_acceptance_curve_counts_steps_without_a_draft_as_rejections():
-    from real.engine.fidelity import acceptance_curve
+def test_speculation_from_counters_separates_steps_without_a_draft():
+    """vLLM's counters of a load: drafts 60, accepted per position [45, 30, 15] (k = 3), 10 requests of 31
+    tokens. The rates are conditional on a draft (45 / 60, 30 / 45, 15 / 30) and the share of request-steps
+    with a draft is what makes these requests draft 60 times (their last step cut at max_tokens); it is
+    below 60 / (output - accepted - requests) = 60 / 210, the old reading that counted the last steps'
+    dropped surplus as emitted tokens."""
+    import numpy as np
 
-    # 2 requests x 11 tokens: 1 from prefill each, 20 from decode steps; 8 accepted -> 12 steps, 6 drafted
-    frame = pd.DataFrame({"output_tokens": [11, 11], "finish_s": [1.0, 2.0]})
-    counters = {"delta": {"num_drafts": 6, "num_accepted_tokens": 8, "num_accepted_tokens_per_pos": [5, 3, 0]}}
-    rates = acceptance_curve(counters, frame)
-    assert rates == pytest.approx([5 / 12, 3 / 5, 0.0])
-    # tokens per step implied by the curve equal what vLLM emitted: 1 + sum of survivals = 20 / 12
-    assert 1 + 5 / 12 + 3 / 12 == pytest.approx(20 / 12)
+    from real.engine.fidelity import speculation_from_counters
+    from sim.acceptance import _expected_drafts
+
+    frame = pd.DataFrame({"output_tokens": [31] * 10 + [31], "finish_s": [1.0] * 10 + [float("nan")]})
+    counters = {"delta": {"num_drafts": 60, "num_accepted_tokens": 90, "num_accepted_tokens_per_pos": [45, 30, 15]}}
+    p, rates = speculation_from_counters(counters, frame, 3)
+    assert rates == pytest.approx([0.75, 2 / 3, 0.5])
+    pmf = [0.25, 0.25, 0.25, 0.25]  # P(accepted = a | draft): survivals 1, 0.75, 0.5, 0.25
+    assert 10 * _expected_drafts(p, np.array(pmf), 30) == pytest.approx(60, rel=1e-6)
+    old_steps = 31 * 10 - 90 - 10  # 210
+    assert 60 / p > 1.02 * old_steps  # more request-steps than the old reading: ~215
+    bad = {"delta": {"num_drafts": 0, "num_accepted_tokens": 0, "num_accepted_tokens_per_pos": [0, 0, 0]}}
+    with pytest.raises(LabError, match="spec_counters.json: .*not a speculative run"):
+        speculation_from_counters(bad, frame, 3)
+
+
+def test_fidelity_entry_point_refuses_what_is_not_an_engine_run(tmp_path, capsys):
+    from real.engine.fidelity import main as fidelity_main
+
+    assert fidelity_main([str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a run directory (no config.yaml)" in err and err.count("\n") == 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"name": "plain", "stages": ["sim"],
+                                                         "sim": {"policies": [{"kind": "ar"}]}}))
+    assert fidelity_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "engine: missing" in err and err.count("\n") == 1
 
 
 def test_server_kv_settings_read_from_vllms_log(tmp_path):
