@@ -160,6 +160,9 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
     run = next((tmp_path / "runs" / "eng").iterdir())
     frame = pd.read_parquet(run / "engine" / "ngram" / "users" / "requests.parquet")
     assert len(frame) == 4 and (frame["output_tokens"] == 6).all()
+    chunks = pd.read_parquet(run / "engine" / "ngram" / "users" / "chunks.parquet")
+    assert sorted(chunks["request_id"].unique()) == sorted(frame["request_id"])
+    assert (chunks.groupby("request_id")["output_tokens"].max() == 6).all()
     counters = json.loads((run / "engine" / "ngram" / "low" / "spec_counters.json").read_text())
     assert counters["delta"]["num_draft_tokens"] == 2 * counters["delta"]["num_drafts"] > 0
     plain = json.loads((run / "engine" / "nospec" / "low" / "spec_counters.json").read_text())
