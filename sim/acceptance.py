@@ -216,8 +216,8 @@ def rates_from_counters(k: int, accepted_per_pos, drafts: int, decode_tokens) ->
     accepted_pmf = survival - np.concatenate([survival[1:], [0.0]])  # P(accepted = a | draft), a = 0..k
     lengths = np.asarray(decode_tokens, dtype=np.int64)
 
-    def expected_drafts(p: float) -> float:
-        return float(sum(_expected_drafts(p, accepted_pmf, int(m)) for m in lengths))
+    def expected_drafts(p: float) -> float:  # one recursion up to the longest request serves them all
+        return float(_expected_drafts(p, accepted_pmf, int(lengths.max(initial=0)))[lengths].sum())
 
     if expected_drafts(1.0) <= drafts:
         p = 1.0
@@ -230,14 +230,16 @@ def rates_from_counters(k: int, accepted_per_pos, drafts: int, decode_tokens) ->
     return p, [float(r) for r in np.clip(rates, 0.0, 1.0)]
 
 
-def _expected_drafts(p: float, accepted_pmf: np.ndarray, tokens: int) -> float:
-    """Expected drafts of a request emitting `tokens` decode tokens: each step has a draft with probability
-    p and then emits 1 + accepted tokens (accepted_pmf), else 1; its last step's surplus is dropped."""
+def _expected_drafts(p: float, accepted_pmf: np.ndarray, tokens: int) -> np.ndarray:
+    """[tokens + 1] expected drafts of a request emitting r = 0..tokens decode tokens: each step has a draft
+    with probability p and then emits 1 + accepted tokens (accepted_pmf), else 1; its last step's surplus
+    is dropped."""
     d = np.zeros(tokens + 1)  # d[r]: expected drafts still to come with r tokens left
+    back = np.arange(len(accepted_pmf))
     for r in range(1, tokens + 1):
-        ahead = d[np.maximum(r - 1 - np.arange(len(accepted_pmf)), 0)]
+        ahead = d[np.maximum(r - 1 - back, 0)]
         d[r] = (1 - p) * d[r - 1] + p * (1.0 + float(accepted_pmf @ ahead))
-    return float(d[tokens])
+    return d
 
 
 def expected_tokens_iid(alpha: float, k: int) -> float:
