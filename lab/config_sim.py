@@ -357,6 +357,10 @@ class AcceptanceSpec(StrictModel):
     table: Literal["auto", "anchors", "rounds"] = Field(
         "auto", description="auto: anchors (exact) where recorded, rounds (approximate) otherwise")
     max_draft: int = Field(7, ge=1, le=32, description="gamma: longest verify length a policy may pick")
+    assign: Literal["random", "in_order"] = Field(
+        "random", description="traces: which recorded prompt a request replays: a random one (weighted by datasets), "
+                              "or in_order: request i the i-th prompt (sorted by dataset, prompt_id; a replay_log "
+                              "of the very requests the traces recorded)")
     use_calibration: bool = Field(True, description="apply calibration.json (STS) to confidences when present")
     calibration_path: UserPath | None = Field(None, description="default: the run's calibration.json")
     parametric: ParametricSpec = Field(default_factory=ParametricSpec)

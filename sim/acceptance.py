@@ -4,6 +4,7 @@
     src = ParametricSource(max_draft=7, alpha=0.8)                    # i.i.d. what-if
     src = ParametricSource(4, rates=r, draft_probability=0.7)         # a proposer that sometimes finds no draft
     q, r = rates_from_counters(4, accepted_per_pos, drafts, decode_tokens)   # from an engine's counters
+    src.in_order = True                    # the i-th request replays the i-th recorded prompt (replay of a log)
     slot = src.new_request(rng)            # (start, length, recorded_output_len) of the replayed prompt
     conf, state, kcap = src.draw(rows_or_n, rng)  # conf[R, gamma] for the policy; state for accept()
     accepted = src.accept(state, lengths, rng)    # int[R], 0..lengths
@@ -56,6 +57,8 @@ class TraceSource:
         self.label = label
         self.advance_by_tokens = exact  # anchors: move by accepted + 1 tokens; rounds: one round
         self._cum = np.cumsum(self.prompt_p)
+        self.in_order = False  # True: request i replays prompt i (sorted by dataset, prompt_id), wrapping
+        self._next = 0
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, method: str | None, max_draft: int, temperature: float | None = None,
@@ -88,8 +91,11 @@ class TraceSource:
                    exact=table == "anchors", sampled=sampled, max_draft=gamma, label=label)
 
     def new_request(self, rng: np.random.Generator) -> tuple[int, int, int]:
-        i = int(np.searchsorted(self._cum, rng.random() * self._cum[-1], side="right"))
-        i = min(i, len(self.starts) - 1)
+        if self.in_order:
+            i, self._next = self._next % len(self.starts), self._next + 1
+        else:
+            i = int(np.searchsorted(self._cum, rng.random() * self._cum[-1], side="right"))
+            i = min(i, len(self.starts) - 1)
         return int(self.starts[i]), int(self.lengths[i]), int(self.out_lens[i])
 
     def draw(self, n: int, start: np.ndarray, pos: np.ndarray, plen: np.ndarray, rng: np.random.Generator):

@@ -125,8 +125,10 @@ def build_source(inputs: SimInputs, spec):
         fitted = inputs.calibration.get("methods", {})
         if method in fitted:
             temps = fitted[method].get("temperatures")
-    return TraceSource.from_frame(inputs.traces, method, gamma, acc.temperature, acc.datasets, acc.table,
-                                  temps=temps, where=inputs.traces_where)
+    source = TraceSource.from_frame(inputs.traces, method, gamma, acc.temperature, acc.datasets, acc.table,
+                                    temps=temps, where=inputs.traces_where)
+    source.in_order = acc.assign == "in_order"
+    return source
 
 
 def policy_spec(sim, label: str):

@@ -181,6 +181,12 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path):
     fidelity = pd.read_csv(run / "engine" / "fidelity.csv")
     assert len(fidelity) == 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
     assert "| ngram | users |" in (run / "engine" / "fidelity.md").read_text()
+    # acceptance from chunks: every simulated request took the decode steps its chunks show
+    simulated = pd.read_parquet(run / "engine" / "fidelity" / "ngram" / "users" / "sim_requests.parquet")
+    recorded = frame.sort_values("arrival_s")["request_id"].map(
+        lambda rid: int(((chunks.loc[chunks["request_id"] == rid, "output_tokens"].diff().fillna(
+            chunks.loc[chunks["request_id"] == rid, "output_tokens"] - 1)) > 0).sum()))
+    assert simulated.sort_values("arrival_s")["steps"].tolist() == recorded.tolist()
     assert (run / "engine" / "fidelity.png").stat().st_size > 1000
     # the simulator side alone, on the recorded run, into another directory: the same table, the run untouched
     from real.engine.fidelity import main as fidelity_main
@@ -222,6 +228,32 @@ def test_speculation_from_counters_separates_steps_without_a_draft():
     bad = {"delta": {"num_drafts": 0, "num_accepted_tokens": 0, "num_accepted_tokens_per_pos": [0, 0, 0]}}
     with pytest.raises(LabError, match="spec_counters.json: .*not a speculative run"):
         speculation_from_counters(bad, frame, 3)
+
+
+def test_chunk_rounds_replay_each_requests_own_steps():
+    """chunks.parquet -> one greedy rounds prompt per request in arrival order: each chunk after the first
+    is a step of 1 + accepted tokens; a chunk over k + 1 tokens is merged steps (split); a one-token step
+    was drafted with the probability that makes the load's drafts vLLM's; a request without decode steps
+    keeps one empty round."""
+    from real.engine.fidelity import chunk_rounds
+
+    log = pd.DataFrame({"request_id": ["b", "a", "c"], "arrival_s": [1.0, 0.0, 2.0], "input_tokens": [8, 9, 7],
+                        "output_tokens": [11, 6, 1], "first_token_s": [1.5, 0.5, 2.5], "finish_s": [3.0, 2.0, 2.5]})
+    chunks = pd.DataFrame({"request_id": ["a"] * 4 + ["b"] * 3 + ["c"],
+                           "t_s": [0.5, 0.8, 1.1, 1.4, 1.5, 1.8, 2.1, 2.5],
+                           "output_tokens": [1, 2, 5, 6, 1, 2, 11, 1]})
+    records, info = chunk_rounds(chunks, log, k=4, drafts=3, method="ngram")
+    rows = pd.DataFrame([r.__dict__ for r in records])
+    # a (arrived first) -> prompt 0: steps of 1, 3, 1 tokens; b -> prompt 1: 1, then 9 = 5 + 4 (merged)
+    assert rows.groupby("prompt_id")["accepted"].apply(list).to_dict() == {
+        "000000": [0, 2, 0], "000001": [0, 4, 3], "000002": [0]}
+    assert info["merged_chunks_split"] == 1 and info["request_steps"] == 6
+    many = 3  # steps of more than one token (always drafted)
+    assert info["p_draft_one_token_step"] == 0.0 and (rows["k"] > 0).sum() == many
+    assert rows.loc[rows["prompt_id"] == "000002", "k"].tolist() == [0]
+    records, info = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram")  # 2 of the 3 one-token steps
+    assert info["p_draft_one_token_step"] == pytest.approx(2 / 3)
+    assert all(len(r.confidence) == r.k and 0 <= r.accepted <= r.k for r in records)
 
 
 def test_fidelity_entry_point_refuses_what_is_not_an_engine_run(tmp_path, capsys):

@@ -103,6 +103,24 @@ def test_rates_from_counters_recover_the_draft_share_and_the_conditional_rates()
         rates_from_counters(4, [0, 0, 0, 0], 0, outputs)
 
 
+def test_in_order_assignment_replays_prompt_i_for_request_i(trace_dir):
+    """assign in_order: the i-th request replays the i-th recorded prompt (sorted by dataset, prompt_id),
+    wrapping; random (the default) draws prompts by weight."""
+    frame = read_traces(trace_dir)
+    src = TraceSource.from_frame(frame, "dspark", 7)
+    src.in_order = True
+    rng = np.random.default_rng(0)
+    n = len(src.starts)
+    assert [src.new_request(rng)[0] for _ in range(n + 2)] == [*src.starts.tolist(), *src.starts[:2].tolist()]
+    sim = make_sim(acceptance={"source": "traces", "paths": [str(trace_dir)], "method": "dspark",
+                               "table": "rounds", "assign": "in_order"}, policies=[{"kind": "fixed_k", "k": 3}])
+    from sim.simulate import build_source
+
+    assert build_source(prepare_inputs(sim), sim.policies[0]).in_order
+    random = TraceSource.from_frame(frame, "dspark", 7)
+    assert len({random.new_request(rng)[0] for _ in range(200)}) > 1 and not random.in_order
+
+
 def test_iid_through_the_simulator():
     sim = make_sim(acceptance={"source": "parametric", "parametric": {"kind": "iid", "alpha": 0.7}},
                    workload={"kind": "closed_loop", "concurrency": 8, "duration_s": 30, "warmup_s": 1,
