@@ -339,6 +339,10 @@ class ParametricSpec(StrictModel):
                                 "drafter's confidence reports it (heterogeneity the prefix scheduler can exploit)")
     confidence_noise: float = Field(0.0, ge=0, description="std of logit noise added to reported confidences")
     output_tokens: int = Field(256, ge=1, description="'recorded' output length for parametric sources")
+    draft_probability: float = Field(
+        1.0, gt=0, le=1, description="share of request-steps that have a draft (a prompt-lookup proposer such as "
+                                     "n-gram finds none otherwise: that request verifies nothing); rates are then "
+                                     "conditional on a draft")
 
     @model_validator(mode="after")
     def _rates(self):
@@ -357,6 +361,10 @@ class AcceptanceSpec(StrictModel):
     table: Literal["auto", "anchors", "rounds"] = Field(
         "auto", description="auto: anchors (exact) where recorded, rounds (approximate) otherwise")
     max_draft: int = Field(7, ge=1, le=32, description="gamma: longest verify length a policy may pick")
+    assign: Literal["random", "in_order"] = Field(
+        "random", description="traces: which recorded prompt a request replays: a random one (weighted by datasets), "
+                              "or in_order: request i the i-th prompt (sorted by dataset, prompt_id; a replay_log "
+                              "of the very requests the traces recorded)")
     use_calibration: bool = Field(True, description="apply calibration.json (STS) to confidences when present")
     calibration_path: UserPath | None = Field(None, description="default: the run's calibration.json")
     parametric: ParametricSpec = Field(default_factory=ParametricSpec)

@@ -2,6 +2,9 @@
 
     src = TraceSource.from_frame(read_traces(dir), method="dspark", max_draft=7, temps=None, weights=None)
     src = ParametricSource(max_draft=7, alpha=0.8)                    # i.i.d. what-if
+    src = ParametricSource(4, rates=r, draft_probability=0.7)         # a proposer that sometimes finds no draft
+    q, r = rates_from_counters(4, accepted_per_pos, drafts, decode_tokens)   # from an engine's counters
+    src.in_order = True                    # the i-th request replays the i-th recorded prompt (replay of a log)
     slot = src.new_request(rng)            # (start, length, recorded_output_len) of the replayed prompt
     conf, state, kcap = src.draw(rows_or_n, rng)  # conf[R, gamma] for the policy; state for accept()
     accepted = src.accept(state, lengths, rng)    # int[R], 0..lengths
@@ -54,6 +57,8 @@ class TraceSource:
         self.label = label
         self.advance_by_tokens = exact  # anchors: move by accepted + 1 tokens; rounds: one round
         self._cum = np.cumsum(self.prompt_p)
+        self.in_order = False  # True: request i replays prompt i (sorted by dataset, prompt_id), wrapping
+        self._next = 0
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, method: str | None, max_draft: int, temperature: float | None = None,
@@ -86,8 +91,11 @@ class TraceSource:
                    exact=table == "anchors", sampled=sampled, max_draft=gamma, label=label)
 
     def new_request(self, rng: np.random.Generator) -> tuple[int, int, int]:
-        i = int(np.searchsorted(self._cum, rng.random() * self._cum[-1], side="right"))
-        i = min(i, len(self.starts) - 1)
+        if self.in_order:
+            i, self._next = self._next % len(self.starts), self._next + 1
+        else:
+            i = int(np.searchsorted(self._cum, rng.random() * self._cum[-1], side="right"))
+            i = min(i, len(self.starts) - 1)
         return int(self.starts[i]), int(self.lengths[i]), int(self.out_lens[i])
 
     def draw(self, n: int, start: np.ndarray, pos: np.ndarray, plen: np.ndarray, rng: np.random.Generator):
@@ -109,6 +117,10 @@ class ParametricSource:
     With `concentration`, each request-step draws a rate a ~ Beta(mean, concentration); the drafter's
     confidence reports a (calibrated), plus optional logit noise. Positions accept independently with
     their rate, so accepted = number of leading successes.
+    With `draft_probability` p < 1, a request-step has a draft only with probability p (a prompt-lookup
+    proposer such as vLLM's n-gram finds no match otherwise): the other rows get a draft cap of 0, so that
+    request verifies nothing and the step carries its one token only. The rates are then conditional on a
+    draft (what vLLM's per-position counters measure: accepted at position j / drafts).
     """
 
     kind = "parametric"
@@ -117,8 +129,10 @@ class ParametricSource:
     advance_by_tokens = True
 
     def __init__(self, max_draft: int, alpha: float = 0.8, rates: list[float] | None = None,
-                 concentration: float | None = None, confidence_noise: float = 0.0, output_tokens: int = 256):
+                 concentration: float | None = None, confidence_noise: float = 0.0, output_tokens: int = 256,
+                 draft_probability: float = 1.0):
         self.max_draft = max_draft
+        self.draft_probability = float(draft_probability)
         r = np.asarray(rates[:max_draft] if rates else [alpha] * max_draft, dtype=np.float64)
         self.rates = r
         self.concentration = concentration
@@ -130,7 +144,8 @@ class ParametricSource:
         self._flat = not rates or bool(np.allclose(self.rates, self.rates[0]))
         self._clip = bool(np.any(self._shape > 1))
         self.label = f"parametric:{'curve' if rates else f'iid{alpha:g}'}" + (
-            f":beta{concentration:g}" if concentration else "")
+            f":beta{concentration:g}" if concentration else "") + (
+            f":drafts{draft_probability:g}" if draft_probability < 1 else "")
         self._lead = np.zeros(0, np.int64)  # the current block of draws (empty: the first draw refills)
         self._i = 0
 
@@ -171,7 +186,10 @@ class ParametricSource:
             conf = 1 / (1 + np.exp(-z))
         # the state holds views of this block's arrays, not indices: another replica's draw may refill
         # the block before this step's accept(), and the outcomes must stay those of these confidences
-        return conf, (self._lead[i:j] if self._flat else true), None
+        kcap = None
+        if self.draft_probability < 1.0:  # [n] drafts available per request: max_draft or none
+            kcap = np.where(rng.random(n) < self.draft_probability, self.max_draft, 0)
+        return conf, (self._lead[i:j] if self._flat else true), kcap
 
     def accept(self, state, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self._flat:  # state: leading successes drawn with the rates (capped by the verify lengths here)
@@ -179,6 +197,55 @@ class ParametricSource:
         ok = rng.random(state.shape) < state  # state: true per-position rates [n, gamma]
         lead = np.cumprod(ok, axis=1)
         return np.minimum(lead.sum(axis=1), lengths)
+
+
+def rates_from_counters(k: int, accepted_per_pos, drafts: int, decode_tokens) -> tuple[float, list[float]]:
+    """(draft probability, conditional rate per position) that reproduce an engine's spec-decode counters.
+
+    accepted_per_pos[j]: drafts whose position j was accepted (vLLM's num_accepted_tokens_per_pos), over
+    `drafts` drafts of k tokens; decode_tokens: per finished request, the tokens its decode steps emitted
+    (output tokens - 1, the first comes from prefill). Given a draft, position j survives with
+    accepted_per_pos[j] / drafts, so rate_j = accepted_per_pos[j] / accepted_per_pos[j - 1]. The share of
+    request-steps with a draft is not in the counters: it is the p for which a request that emits one token
+    per draftless step and 1 + accepted per drafted step, its last step cut at its output length, makes
+    `drafts` drafts in expectation over these requests (_expected_drafts). Counting steps as
+    output - accepted - requests instead would be wrong twice: vLLM counts accepted drafts past max_tokens
+    (the last step's surplus is dropped from the output, not from the counter), and it makes every step a
+    draft."""
+    per_pos = np.asarray(accepted_per_pos, dtype=np.float64)[:k]
+    if drafts <= 0 or len(per_pos) != k or np.any(np.diff(per_pos) > 0) or per_pos[0] > drafts:
+        raise ValueError(f"counters: {drafts} drafts with accepted per position {list(per_pos)} (k = {k}) are "
+                         "not a speculative run's (need drafts > 0 and non-increasing counts <= drafts)")
+    survival = np.concatenate([[1.0], per_pos / drafts])  # P(accepted >= j | draft), j = 0..k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = np.where(survival[:-1] > 0, survival[1:] / survival[:-1], 0.0)
+    accepted_pmf = survival - np.concatenate([survival[1:], [0.0]])  # P(accepted = a | draft), a = 0..k
+    lengths = np.asarray(decode_tokens, dtype=np.int64)
+
+    def expected_drafts(p: float) -> float:  # one recursion up to the longest request serves them all
+        return float(_expected_drafts(p, accepted_pmf, int(lengths.max(initial=0)))[lengths].sum())
+
+    if expected_drafts(1.0) <= drafts:
+        p = 1.0
+    else:  # expected drafts grow with p: bisection
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if expected_drafts(mid) < drafts else (lo, mid)
+        p = 0.5 * (lo + hi)
+    return p, [float(r) for r in np.clip(rates, 0.0, 1.0)]
+
+
+def _expected_drafts(p: float, accepted_pmf: np.ndarray, tokens: int) -> np.ndarray:
+    """[tokens + 1] expected drafts of a request emitting r = 0..tokens decode tokens: each step has a draft
+    with probability p and then emits 1 + accepted tokens (accepted_pmf), else 1; its last step's surplus
+    is dropped."""
+    d = np.zeros(tokens + 1)  # d[r]: expected drafts still to come with r tokens left
+    back = np.arange(len(accepted_pmf))
+    for r in range(1, tokens + 1):
+        ahead = d[np.maximum(r - 1 - back, 0)]
+        d[r] = (1 - p) * d[r - 1] + p * (1.0 + float(accepted_pmf @ ahead))
+    return d
 
 
 def expected_tokens_iid(alpha: float, k: int) -> float:

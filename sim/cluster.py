@@ -166,7 +166,7 @@ class Replica:
                 self.wake = None
                 continue
             tokens, kv_read, n_req, spec, lengths, state, n_spec, chunks = step
-            dt = step_time(tokens, kv_read, n_req, spec)
+            dt = step_time(tokens, kv_read, n_req, spec, n_spec)
             yield env.timeout(dt)
             self.busy_time += dt
             self.n_steps += 1
@@ -217,7 +217,7 @@ class Replica:
         budget = self.max_tokens - r
         p0 = min(pending, budget)
         # the SPS curve of this batch: p0 prefill tokens beside the decodes, whose KV the step also reads
-        sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling))
+        sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling), r)
         lengths = self.policy.choose(conf, r, budget, sps)
         if kcap is not None:
             lengths = np.minimum(lengths, kcap)

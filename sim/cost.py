@@ -3,15 +3,16 @@
 The one place the step-cost formula lives (cluster.py and the policies call it, never rebuild it).
 
     cm = CostModel.from_config(sim, run_root)     # reads a step profile when sim.cost.profile is set
-    cm.step_time(tokens, kv_sum, n_reqs, spec)    # seconds, scalar (hot path, pure Python)
-    cm.step_time_vec(tokens_array, kv_sum, n_reqs, spec)   # numpy, same batch, different verify budgets
-    sps = cm.sps_curve(prefill_tokens, kv_sum, n_reqs)     # b -> steps/s of a speculative step with b tokens
+    cm.step_time(tokens, kv_sum, n_reqs, spec, drafts)    # seconds, scalar (hot path, pure Python)
+    cm.step_time_vec(tokens_array, kv_sum, n_reqs, spec, drafts_array)   # numpy, same batch, other verify budgets
+    sps = cm.sps_curve(prefill_tokens, kv_sum, n_reqs, decode_reqs)     # b -> steps/s of a step with b decode tokens
     cm.kv_capacity_tokens(gpu_mem_util, reserve_bytes, block_size)   # KV tokens one replica holds (vLLM's split)
 
 tokens = query tokens in the step (sum over requests of 1 + drafts, plus prefill chunk tokens);
-kv_sum = cached tokens the step's requests attend to; n_reqs = requests in the step. On a model with
-sliding-window layers the roofline counts n_reqs x attended_context(kv_sum / n_reqs) instead (sim/models.py;
-exact for equal contexts, an upper bound otherwise).
+kv_sum = cached tokens the step's requests attend to; n_reqs = requests in the step; drafts = the draft
+tokens among `tokens` (what the step verifies beyond each decoding request's own token). On a model with
+sliding-window layers the roofline counts n_reqs x attended_context(kv_sum / n_reqs) instead of kv_sum
+(sim/models.py; exact for equal contexts, an upper bound otherwise).
 
 Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
 tp GPUs:
@@ -33,13 +34,20 @@ of 1 x 4 or 4 x 1 query tokens costs ~2.7x one of 1 token over the same weights 
 BLAS takes another, slower path for matrix-matrix products and packs the weights), and reading weights
 does not hide the FLOPs; the defaults leave a GPU sheet's roofline as it was (sim.bench_profile fits them).
 Profile (sim.cost.profile: a measured step_profile.csv, sim/step_profile.py): t = the profile's step time
-at (n_reqs, tokens / n_reqs, (kv_sum - tokens) / n_reqs), interpolated: kv_sum counts each request's KV
-including this step's own tokens, a profile row's context_len the cached tokens before the step (a fresh
-prompt's prefill is context 0, not its own length). It already holds attention, KV reads,
+at (n_reqs + drafts, tokens / (n_reqs + drafts), (kv_sum - tokens) / n_reqs), interpolated: kv_sum counts
+each request's KV including this step's own tokens, a profile row's context_len the cached tokens before the
+step (a fresh prompt's prefill is context 0, not its own length). A draft token is read as one more
+decoding request's token, not as one more query token of its request: the engine computes logits at every
+verified position, as for each decoding request, while a profile row of query_tokens > 1 is a prefill with
+one logit row per request (for Gemma3-270M's 262,144-token vocabulary that row costs more than the token's
+pass through the layers; vLLM's n-gram server's own decode steps, engine/ngram/step_profile.csv, agree with
+this reading and not with the query axis: 16 requests x ~3.7 verified tokens, measured 757-1,053 ms, read
+as 59 decoding requests 630-930 ms, as 16 x 3.7 query tokens 430-600 ms). It already holds attention, KV reads,
 overheads and the parallel layout it was measured on, so nothing of the roofline is added; the drafter pass
 is the profile's step over the drafter's share of layers. KV capacity still comes from the hardware sheet.
 sim.cost.spec_profile (decode steps measured on the speculative server itself) adds, to a speculative step,
-what that server's step costs over the profile's step of the same shape.
+what that server's step costs over the profile's step of the same shape (its requests x (1 + k) tokens read
+as decoding requests' tokens, as above).
 Optional CUDA-graph buckets pad a step up to the next captured size (jagged SPS, as real engines) in
 either mode.
 """
@@ -146,9 +154,11 @@ class CostModel:
         return blocks * block_size
 
     # ---- step time ---------------------------------------------------------------------------------
-    def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool) -> float:
+    def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool, drafts: int = 0) -> float:
         """Seconds for one engine step with `tokens` query tokens of `n_reqs` requests reading `kv_sum`
-        cached tokens (a speculative step also pays the drafter pass)."""
+        cached tokens, `drafts` of those tokens drafts to verify (a speculative step also pays the drafter
+        pass). `drafts` changes profile reads only (see the module docstring): the roofline prices every
+        query token alike."""
         mult = 1.0
         if self._bucket_list is not None:
             if tokens <= self._bucket_max:
@@ -158,7 +168,8 @@ class CostModel:
         reqs = n_reqs if n_reqs > 0 else 1
         if self.profile is not None:
             ctx = max(kv_sum - tokens, 0.0) / reqs  # the profile's context: cached tokens, the step's own excluded
-            t = self.profile.step_ms(reqs, tokens / reqs, ctx) * 1e-3
+            rows = reqs + drafts  # each draft token read as one more decoding request's token
+            t = self.profile.step_ms(rows, tokens / rows, ctx) * 1e-3
             if spec:
                 t += self._frac * self.profile.step_ms(reqs, self.max_draft, ctx) * 1e-3 + self.spec_overhead_s
                 if self.spec_profile is not None:
@@ -185,8 +196,10 @@ class CostModel:
         weights = self._draft_weights * (self._gemm_factor if n_reqs * self.max_draft > 1 else 1.0)
         return max(weights, dc) + self._serial * min(weights, dc)
 
-    def step_time_vec(self, tokens: np.ndarray, kv_sum: float, n_reqs: int, spec: bool) -> np.ndarray:
-        """Vectorised step_time over an array of token counts (same batch, different verify budgets)."""
+    def step_time_vec(self, tokens: np.ndarray, kv_sum: float, n_reqs: int, spec: bool,
+                      drafts: np.ndarray | int = 0) -> np.ndarray:
+        """Vectorised step_time over an array of token counts (same batch, different verify budgets);
+        `drafts`: the draft tokens among each entry's tokens (an array of the same shape, or one number)."""
         tokens = np.asarray(tokens, dtype=np.float64)
         mult = 1.0
         if self._bucket_list is not None:
@@ -198,7 +211,8 @@ class CostModel:
         reqs = n_reqs if n_reqs > 0 else 1
         if self.profile is not None:
             ctx = np.maximum(kv_sum - tokens, 0.0) / reqs  # as in step_time
-            t = self.profile.step_ms_many(reqs, tokens / reqs, ctx) * 1e-3
+            rows = reqs + np.asarray(drafts, dtype=np.float64)
+            t = self.profile.step_ms_many(rows, tokens / rows, ctx) * 1e-3
             if spec:
                 t = t + (self._frac * self.profile.step_ms_many(reqs, self.max_draft, ctx) * 1e-3
                          + self.spec_overhead_s)
@@ -226,15 +240,18 @@ class CostModel:
         position, which a profile measured without speculation does not hold. May be negative."""
         query = self.spec_profile.axes[1][0]  # the one query length of a speculative server's rows (1 + k)
         return (self.spec_profile.step_ms_many(reqs, query, ctx)
-                - self.profile.step_ms_many(reqs, query, ctx))
+                - self.profile.step_ms_many(reqs * query, 1.0, ctx))
 
-    def sps_curve(self, prefill_tokens: int, kv_sum: float, n_reqs: int):
+    def sps_curve(self, prefill_tokens: int, kv_sum: float, n_reqs: int, decode_reqs: int | None = None):
         """SPS(b): steps per second of a speculative step verifying b tokens beside `prefill_tokens` prefill
-        tokens, `n_reqs` requests, `kv_sum` cached tokens (what a policy maximises tau x SPS over).
+        tokens, `n_reqs` requests, `kv_sum` cached tokens (what a policy maximises tau x SPS over); b counts
+        the `decode_reqs` decoding requests' own tokens (default n_reqs), the rest of b are drafts.
         A closed form on the plain roofline (the hot path: RooflineSps); step_time_vec otherwise."""
         if not self._closed_sps:
-            def sps(b, _p0=prefill_tokens, _kv=kv_sum, _n=n_reqs):
-                return 1.0 / self.step_time_vec(b + _p0, _kv, _n, True)
+            own = n_reqs if decode_reqs is None else decode_reqs
+
+            def sps(b, _p0=prefill_tokens, _kv=kv_sum, _n=n_reqs, _own=own):
+                return 1.0 / self.step_time_vec(b + _p0, _kv, _n, True, np.maximum(np.asarray(b) - _own, 0))
             return sps
         reqs = n_reqs if n_reqs > 0 else 1
         if self._sliding:

@@ -167,15 +167,18 @@ def build_source(inputs: SimInputs, spec):
         alpha = spec.alpha or p.alpha
         rates = None if spec.alpha else p.rates
         return ParametricSource(gamma, alpha=alpha, rates=rates, concentration=p.concentration,
-                                confidence_noise=p.confidence_noise, output_tokens=p.output_tokens)
+                                confidence_noise=p.confidence_noise, output_tokens=p.output_tokens,
+                                draft_probability=p.draft_probability)
     method = resolve_method(inputs.traces, spec.method or acc.method, inputs.traces_where)
     temps = None
     if inputs.calibration:
         fitted = inputs.calibration.get("methods", {})
         if method in fitted:
             temps = fitted[method].get("temperatures")
-    return TraceSource.from_frame(inputs.traces, method, gamma, acc.temperature, acc.datasets, acc.table,
-                                  temps=temps, where=inputs.traces_where)
+    source = TraceSource.from_frame(inputs.traces, method, gamma, acc.temperature, acc.datasets, acc.table,
+                                    temps=temps, where=inputs.traces_where)
+    source.in_order = acc.assign == "in_order"
+    return source
 
 
 def policy_spec(sim, label: str):

@@ -1,23 +1,35 @@
 """The `fidelity` stage: the simulator against the real engine, on the very workloads the engine served.
 
     lab run experiments/fidelity_vllm.yaml          # stages engine, fidelity
+    python -m real.engine.fidelity RUN_DIR [--out DIR]   # the simulator side only, on a recorded engine run
+
+The module entry point replays a finished engine stage (RUN_DIR/config.yaml and RUN_DIR/engine/) through
+the simulator as it is now, without starting the engine, and writes the outputs below into DIR (default
+RUN_DIR/engine); a recorded run stays as it was when --out names another directory.
 
 For every engine variant x load of the run (engine/<variant>/<load>/requests.parquet), the simulator replays
 that per-request log (workload kind replay_log: same arrivals, input and output tokens) configured only from
 what the engine stage recorded:
-- step cost: the engine's measured step profile (engine/step_profile.csv, source vllm), read at the
-  load's mean KV length;
+- step cost: the engine's measured step profile (engine/step_profile.csv, source vllm), read per step by
+  sim/cost.py (a verified draft token read as one more decoding request's token);
 - batching: vLLM's max_num_seqs and max_num_batched_tokens, paged KV with the KV capacity and block size
   the server's log reports (VLLM_CPU_KVCACHE_SPACE decides it);
-- a speculative variant's own decode-step profile (engine/<variant>/step_profile.csv, when measured) as
-  sim.cost.spec_profile: what its steps cost over the plain profile's step of the same shape;
-- speculation: none -> policy ar; ngram (k drafts) -> fixed_k with k, acceptance a per-position curve from
-  vLLM's own counters of that load: survival s_j = num_accepted_tokens_per_pos[j-1] / decode steps, where
-  decode steps = output tokens - accepted tokens - requests (a step without an n-gram match is a draft
-  with nothing accepted, so tokens per step match vLLM's).
+- not the speculative variant's own decode-step profile (engine/<variant>/step_profile.csv): its rows are
+  medians of gaps with and without a draft (a bimodal sample), and with draft tokens priced as decoding
+  requests' tokens adding what they exceed the plain profile by made every n-gram load's error larger
+  (BENCHMARKS.md, issue 10); `sim.cost.spec_profile` still reads it for a simulator config that wants it;
+- speculation: none -> policy ar; ngram (k drafts) -> fixed_k with k and acceptance, `--acceptance`:
+  chunks (auto where the load kept chunks.parquet): each request replays its own steps as vLLM streamed
+  them (chunk_rounds: a greedy `rounds` trace, one prompt per request, replayed in order);
+  counters (runs before chunks.parquet): from vLLM's own counters of that load
+  (sim.acceptance.rates_from_counters), a per-position curve conditional on a draft
+  (num_accepted_tokens_per_pos[j] / num_drafts) and the share of request-steps that have a draft at all
+  (the n-gram proposer finds no match in the others: that request verifies nothing in that step), solved
+  so that these requests, their last step cut at max_tokens, make num_drafts drafts.
 Outputs: engine/fidelity.csv (variant, load, metric, sim, log, rel_error) and engine/fidelity.md (the table
 BENCHMARKS.md quotes), engine/fidelity.png (relative error per metric and load),
-engine/fidelity/<variant>/<load>/sim_requests.parquet (the simulated log).
+engine/fidelity/<variant>/<load>/sim_requests.parquet (the simulated log) and .../traces/ (the replayed
+per-request steps, acceptance chunks).
 """
 from __future__ import annotations
 
@@ -32,6 +44,7 @@ from lab.config_sim import SimSection
 from lab.errors import LabError
 from lab.io import atomic_path, write_text_atomic
 from real.embedded import log
+from sim.acceptance import rates_from_counters
 
 DEFAULT_BLOCK_SIZE = 16
 
@@ -49,28 +62,25 @@ def server_kv_settings(server_log: Path) -> dict:
     return out
 
 
-def acceptance_curve(counters: dict, frame: pd.DataFrame) -> list[float]:
-    """Conditional acceptance rate per position over ALL decode steps (see the module docstring)."""
+def speculation_from_counters(counters: dict, frame: pd.DataFrame, k: int) -> tuple[float, list[float]]:
+    """(draft probability, conditional rate per position) of a speculative load (see the module docstring)."""
     delta = counters["delta"]
-    per_pos = np.asarray(delta["num_accepted_tokens_per_pos"], dtype=np.float64)
     done = frame.dropna(subset=["finish_s"])
-    steps = float(done["output_tokens"].sum() - delta["num_accepted_tokens"] - len(done))
-    if steps <= 0 or not len(per_pos):
-        raise LabError("fidelity: the speculative load has no decode steps or no per-position counters")
-    survival = np.concatenate([[1.0], per_pos / steps])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rates = np.where(survival[:-1] > 0, survival[1:] / survival[:-1], 0.0)
-    return [float(np.clip(r, 0.0, 1.0)) for r in rates]
+    try:
+        return rates_from_counters(k, delta["num_accepted_tokens_per_pos"], int(delta["num_drafts"]),
+                                   (done["output_tokens"] - 1).clip(lower=0).tolist())
+    except ValueError as exc:
+        raise LabError(f"fidelity: spec_counters.json: {exc}") from None
 
 
-def sim_section(engine, variant, load_dir: Path, profile: Path, kv: dict, rates: list[float] | None,
-                spec_profile: Path | None = None) -> SimSection:
+def sim_section(engine, variant, load_dir: Path, profile: Path, kv: dict, acceptance: dict | None) -> SimSection:
+    """The simulator config of one variant x load: `acceptance` is the speculative variant's acceptance
+    section (counters_acceptance or chunks_acceptance), None without speculation."""
     spec = variant.speculative
     data = {
         "hardware": {"preset": "cpu"},  # memory only: the measured profile is the step cost
         "model": {"name": "gemma3-270m", "drafter_layers": 0},
-        "cost": {"profile": str(profile), "spec_overhead_ms": 0.0,
-                 **({"spec_profile": str(spec_profile)} if spec_profile is not None else {})},
+        "cost": {"profile": str(profile), "spec_overhead_ms": 0.0},
         "engine": {"kv_policy": "paged", "block_size": kv.get("block_size", DEFAULT_BLOCK_SIZE),
                    "max_num_seqs": engine.max_num_seqs, "max_num_batched_tokens": engine.max_num_batched_tokens,
                    **({"kv_capacity_tokens": kv["kv_capacity_tokens"]} if "kv_capacity_tokens" in kv else {})},
@@ -81,45 +91,132 @@ def sim_section(engine, variant, load_dir: Path, profile: Path, kv: dict, rates:
     if spec.method == "none":
         data["policies"] = [{"kind": "ar"}]
     else:
-        k = spec.num_speculative_tokens
-        data["policies"] = [{"kind": "fixed_k", "k": k}]
-        data["acceptance"] = {"source": "parametric", "max_draft": k,
-                              "parametric": {"kind": "curve", "rates": rates}}
+        data["policies"] = [{"kind": "fixed_k", "k": spec.num_speculative_tokens}]
+        data["acceptance"] = acceptance
     try:
         return SimSection.model_validate(data)
     except Exception as exc:  # noqa: BLE001 - a config we build: report it as the stage's error
         raise LabError(f"fidelity: simulator config for {variant.name}/{load_dir.name}: {exc}") from None
 
 
+def counters_acceptance(load_dir: Path, log: pd.DataFrame, k: int) -> tuple[dict, str]:
+    """The load's acceptance from vLLM's counters: the same curve and draft share for every request."""
+    drafted, rates = speculation_from_counters(json.loads((load_dir / "spec_counters.json").read_text()), log, k)
+    section = {"source": "parametric", "max_draft": k,
+               "parametric": {"kind": "curve", "rates": rates, "draft_probability": drafted}}
+    return section, f"counters: drafts in {drafted:.0%} of request-steps"
+
+
+def chunk_rounds(chunks: pd.DataFrame, log: pd.DataFrame, k: int, drafts: int, method: str,
+                 seed: int = 0) -> tuple[list, dict]:
+    """Every replayed request's own decode steps, as greedy `rounds` trace records (lab.trace.StepRecord),
+    one prompt per request in the replay's order (arrival; prompt_id = its index).
+
+    A chunk after the first is one step of that request: it emitted e = 1 + accepted tokens. e > 1 was a
+    draft of k (vLLM drafts k whenever the proposer matched); e = 1 was a draft with nothing accepted or no
+    draft at all: drafted with the probability that makes all the load's drafts vLLM's `num_drafts`. A
+    chunk of more than k + 1 tokens is several steps the server merged (split into steps of k + 1). A
+    request without decode steps gets one empty round (so that request i still replays prompt i)."""
+    from lab.trace import StepRecord
+
+    keep = log[log["output_tokens"] >= 1].sort_values("arrival_s", kind="stable")  # what replay_log replays
+    by_request = {rid: g.sort_values("t_s", kind="stable")["output_tokens"].to_numpy()
+                  for rid, g in chunks.groupby("request_id")}
+    steps: list[list[int]] = []
+    merged = 0
+    for rid in keep["request_id"]:
+        counts = by_request.get(rid, np.zeros(0, np.int64))
+        emitted = np.diff(np.concatenate([[1], counts])) if len(counts) else np.zeros(0, np.int64)
+        mine = []
+        for e in emitted.tolist():
+            while e > k + 1:
+                mine.append(k + 1)
+                e -= k + 1
+                merged += 1
+            if e > 0:
+                mine.append(e)
+        steps.append(mine)
+    many = sum(e > 1 for mine in steps for e in mine)
+    ones = sum(e == 1 for mine in steps for e in mine)
+    p_one = float(np.clip((drafts - many) / ones, 0.0, 1.0)) if ones else 0.0
+    rng = np.random.default_rng(seed)
+    records = []
+    for i, (rid, prompt, mine) in enumerate(zip(keep["request_id"], keep["input_tokens"], steps)):
+        done = 1
+        for j, e in enumerate(mine or [1]):
+            drafted = k if (e > 1 or (mine and rng.random() < p_one)) else 0
+            records.append(StepRecord(run_id="engine", method=method, target="engine", dataset="engine",
+                                      prompt_id=f"{i:06d}", table="rounds", temperature=0.0, step=j,
+                                      context_len=int(prompt) + done, k=drafted, accepted=e - 1 if mine else 0,
+                                      accept_prob=[1.0] * drafted, confidence=[1.0] * drafted))
+            done += e
+    info = {"request_steps": many + ones, "merged_chunks_split": merged, "p_draft_one_token_step": p_one}
+    return records, info
+
+
+def chunks_acceptance(load_dir: Path, log: pd.DataFrame, k: int, method: str, out_dir: Path) -> tuple[dict, str]:
+    """Each request's own recorded steps (chunk_rounds), written as a trace under out_dir and replayed in
+    order: request i verifies and accepts what vLLM's request i did, step by step."""
+    from lab.trace import shard_name, write_shard
+
+    counters = json.loads((load_dir / "spec_counters.json").read_text())["delta"]
+    records, info = chunk_rounds(pd.read_parquet(load_dir / "chunks.parquet"), log, k,
+                                 int(counters["num_drafts"]), method)
+    path = write_shard(records, out_dir / shard_name(method, "engine", "rounds", 0.0))
+    section = {"source": "traces", "paths": [str(path)], "method": method, "table": "rounds",
+               "temperature": 0.0, "max_draft": k, "assign": "in_order", "use_calibration": False}
+    return section, (f"per-request steps from chunks: {info['request_steps']} request-steps, "
+                     f"{info['merged_chunks_split']} merged chunks split, one-token steps drafted with "
+                     f"p {info['p_draft_one_token_step']:.2f}")
+
+
 def run_stage(ctx) -> None:
+    if ctx.cfg.engine is None:
+        raise LabError("stage 'fidelity' needs an engine section (and the engine stage's outputs)")
+    rows = compare(ctx.cfg, ctx.path("engine"), ctx.path("engine"), ctx.root)
+    ctx.mark_done("fidelity", {"comparisons": rows})
+
+
+ACCEPTANCE = ("auto", "chunks", "counters")
+
+
+def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, acceptance: str = "auto") -> int:
+    """Replay every variant x load of engine_dir through the simulator; write the outputs into out_dir.
+    acceptance: chunks (each request's own steps, chunks.parquet), counters (the load's counters), auto
+    (chunks where recorded). Returns the number of comparisons."""
     from sim.serving_metrics import fidelity_table
     from sim.simulate import prepare_inputs
     from sim.sweep import sweep_points
 
-    engine = ctx.cfg.engine
-    if engine is None:
-        raise LabError("stage 'fidelity' needs an engine section (and the engine stage's outputs)")
-    root = ctx.path("engine")
-    profile = root / "step_profile.csv"
+    engine = cfg.engine
+    profile = engine_dir / "step_profile.csv"
     if not profile.exists():
         raise LabError(f"fidelity: {profile} missing; run the engine stage with engine.step_profile set")
+    if acceptance == "chunks":  # refused before anything is written
+        for variant in engine.variants:
+            for load in engine.loads if variant.speculative.method != "none" else ():
+                if not (engine_dir / variant.name / load.name / "chunks.parquet").exists():
+                    raise LabError(f"fidelity: {engine_dir / variant.name / load.name / 'chunks.parquet'} missing "
+                                   "(recorded before the engine stage kept chunks); use --acceptance counters")
     rows = []
     for variant in engine.variants:
-        kv = server_kv_settings(root / variant.name / "server.log")
+        kv = server_kv_settings(engine_dir / variant.name / "server.log")
         for load in engine.loads:
-            load_dir = root / variant.name / load.name
+            load_dir = engine_dir / variant.name / load.name
             if not (load_dir / "requests.parquet").exists():
                 raise LabError(f"fidelity: {load_dir / 'requests.parquet'} missing; run the engine stage first")
             real = pd.read_parquet(load_dir / "requests.parquet")
-            rates = None
+            section, note = None, ""
             if variant.speculative.method != "none":
-                rates = acceptance_curve(json.loads((load_dir / "spec_counters.json").read_text()), real)
-            spec_profile = root / variant.name / "step_profile.csv"
-            sim = sim_section(engine, variant, load_dir, profile, kv, rates,
-                              spec_profile if rates is not None and spec_profile.exists() else None)
-            inputs = prepare_inputs(sim, ctx.root, ctx.cfg.seed)
+                k = variant.speculative.num_speculative_tokens
+                use_chunks = acceptance == "chunks" or (acceptance == "auto" and (load_dir / "chunks.parquet").exists())
+                section, note = (chunks_acceptance(load_dir, real, k, variant.speculative.method,
+                                                   out_dir / "fidelity" / variant.name / load.name / "traces")
+                                 if use_chunks else counters_acceptance(load_dir, real, k))
+            sim = sim_section(engine, variant, load_dir, profile, kv, section)
+            inputs = prepare_inputs(sim, run_root, cfg.seed)
             (_summary, sim_log), = sweep_points(inputs, show_progress=False, with_requests=True)
-            with atomic_path(root / "fidelity" / variant.name / load.name / "sim_requests.parquet") as tmp:
+            with atomic_path(out_dir / "fidelity" / variant.name / load.name / "sim_requests.parquet") as tmp:
                 sim_log.to_parquet(tmp, index=False)
             table = fidelity_table(sim_log, inputs.reference_log)
             table.insert(0, "load", load.name)
@@ -127,13 +224,13 @@ def run_stage(ctx) -> None:
             rows.append(table)
             tpot = table.set_index("metric").loc["tpot_mean_ms"]
             log(f"fidelity {variant.name}/{load.name}: TPOT mean sim {tpot.sim:.1f} ms vs vLLM {tpot.log:.1f} ms "
-                f"({tpot.rel_error * 100:+.1f}%)")
+                f"({tpot.rel_error * 100:+.1f}%)" + (f"; acceptance {note}" if note else ""))
     frame = pd.concat(rows, ignore_index=True)
-    with atomic_path(root / "fidelity.csv") as tmp:
+    with atomic_path(out_dir / "fidelity.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    write_text_atomic(root / "fidelity.md", fidelity_markdown(frame))
-    plot_fidelity(frame, root / "fidelity.png")
-    ctx.mark_done("fidelity", {"comparisons": len(rows)})
+    write_text_atomic(out_dir / "fidelity.md", fidelity_markdown(frame))
+    plot_fidelity(frame, out_dir / "fidelity.png")
+    return len(rows)
 
 
 def fidelity_markdown(frame: pd.DataFrame) -> str:
@@ -170,3 +267,37 @@ def plot_fidelity(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m real.engine.fidelity RUN_DIR [--out DIR]: the simulator side of a recorded engine run."""
+    import argparse
+    import sys
+
+    from lab.config import load_config
+
+    parser = argparse.ArgumentParser(description="Replay a recorded engine run's loads through the simulator.")
+    parser.add_argument("run", help="run directory of an experiment whose engine stage finished")
+    parser.add_argument("--out", default=None, help="where the outputs go (default: RUN/engine)")
+    parser.add_argument("--acceptance", choices=ACCEPTANCE, default="auto",
+                        help="speculative loads: each request's own steps (chunks.parquet), the load's counters, "
+                             "or auto: chunks where the run recorded them")
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    try:
+        if not (run / "config.yaml").is_file():
+            raise LabError(f"{run}: not a run directory (no config.yaml)")
+        cfg = load_config(run / "config.yaml")
+        if cfg.engine is None:
+            raise LabError(f"{run / 'config.yaml'}: engine: missing; the run has no engine stage to compare with")
+        out = Path(args.out) if args.out else run / "engine"
+        compare(cfg, run / "engine", out, run, args.acceptance)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(fidelity_markdown(pd.read_csv(out / "fidelity.csv")), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

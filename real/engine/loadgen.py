@@ -12,7 +12,8 @@ duration_s, and the whole load is cut at timeout_s (open requests are cancelled 
 
 The per-request log has the shared columns request_id, arrival_s, input_tokens, output_tokens,
 first_token_s, finish_s (seconds since the load's start; NaN for failed requests). `streams` keeps every
-request's chunk times and cumulative token counts (the step profiler reads inter-token times from them).
+request's chunk times and cumulative token counts (the step profiler reads inter-token times from them;
+chunk_frame(streams) is the engine stage's chunks.parquet: tokens per step of every request).
 """
 from __future__ import annotations
 
@@ -214,6 +215,16 @@ def request_frame(records: list[StreamRecord]) -> pd.DataFrame:
     frame = frame.astype({"request_id": str, "arrival_s": float, "input_tokens": "int64",
                           "output_tokens": "int64", "first_token_s": float, "finish_s": float})
     return frame.sort_values("arrival_s", kind="stable").reset_index(drop=True)
+
+
+def chunk_frame(records: list[StreamRecord]) -> pd.DataFrame:
+    """Every streamed chunk that carried tokens: request_id, t_s (since the load's start) and the request's
+    output tokens so far. A chunk is one engine step's output for that request (1 + accepted drafts under
+    speculation) unless the server merged the outputs of several steps, so chunks per request are a lower
+    bound on its steps."""
+    rows = [(r.request_id, t, n) for r in records for t, n in zip(r.chunk_s, r.chunk_tokens)]
+    frame = pd.DataFrame(rows, columns=["request_id", "t_s", "output_tokens"])
+    return frame.astype({"request_id": str, "t_s": float, "output_tokens": "int64"})
 
 
 def write_request_log(frame: pd.DataFrame, path: Path) -> None:

@@ -9,6 +9,8 @@ stopped; each engine.loads entry is driven against it. Outputs, all under <run>/
     <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts)
     <variant>/server.log                the server's own log (kept)
     <variant>/<load>/requests.parquet   the shared per-request log
+    <variant>/<load>/chunks.parquet     every streamed chunk: request_id, t_s, output tokens so far (one chunk
+                                        per engine step of that request unless the server merged some)
     <variant>/<load>/spec_counters.json vLLM's spec-decode counters before/after/delta (lab.metrics names)
     <variant>/<load>/summary.json       TTFT/TPOT/E2E and throughput of the load
     summary.csv                         one row per variant x load
@@ -28,7 +30,14 @@ from lab.errors import LabError
 from lab.io import write_json_atomic, write_text_atomic
 from lab.paths import expand_path
 from real.embedded import embedded_model_dir, log
-from real.engine.loadgen import RandomTokens, TextTokens, load_summary, run_load, write_request_log
+from real.engine.loadgen import (
+    RandomTokens,
+    TextTokens,
+    chunk_frame,
+    load_summary,
+    run_load,
+    write_request_log,
+)
 from real.engine.metrics import counter_table, scrape_spec_counters
 from real.engine.server import EngineServer, vllm_command
 from real.engine.setup import read_marker, require_engine
@@ -155,6 +164,7 @@ def _drive(ctx, base_url: str, variant, load, tokens, forced: bool) -> None:
     summary = {"wall_s": round(wall, 2), **load_summary(frame, records)}
     write_json_atomic(folder / "spec_counters.json", table)
     write_json_atomic(folder / "summary.json", summary)
+    write_request_log(chunk_frame(records), folder / "chunks.parquet")
     write_request_log(frame, folder / "requests.parquet")  # last: its presence marks the load done
     log(f"engine {variant.name}/{load.name}: {summary['completed']}/{summary['requests']} requests, "
         f"TPOT mean {summary['tpot_mean_ms']:.1f} ms, {summary['throughput_tok_s']:.1f} tok/s, "

@@ -13,6 +13,7 @@ from real.engine.loadgen import (
     LOG_COLUMNS,
     RandomTokens,
     TextTokens,
+    chunk_frame,
     plan_requests,
     run_load,
     write_request_log,
@@ -114,12 +115,18 @@ def test_counters_scraped_before_and_after_a_speculative_load():
     load = LoadSpec(name="s", kind="closed_loop", concurrency=2, prompt_tokens=4, output_tokens=8, max_requests=4)
     with FakeEngine(step_s=0.002, tokens_per_step=2, k=3) as engine:
         before = scrape_spec_counters(engine.base_url)
-        run_load(engine.base_url, load, TOKENS, show_progress=False)
+        _frame, records = run_load(engine.base_url, load, TOKENS, show_progress=False)
         table = counter_table(before, scrape_spec_counters(engine.base_url))
     delta = table["delta"]
     assert delta["num_drafts"] == 16 and delta["num_draft_tokens"] == 48  # 4 requests x 4 steps, k = 3
     assert delta["num_accepted_tokens_per_pos"] == [16, 0, 0]
     assert table["derived"]["tau"] == pytest.approx(2.0)
+    # every chunk: 4 per request (one per step), 2 tokens each, times increasing
+    chunks = chunk_frame(records)
+    assert list(chunks.columns) == ["request_id", "t_s", "output_tokens"]
+    per_request = chunks.groupby("request_id")
+    assert (per_request.size() == 4).all() and (per_request["output_tokens"].max() == 8).all()
+    assert (per_request["output_tokens"].diff().dropna() == 2).all() and (per_request["t_s"].diff().dropna() > 0).all()
 
 
 def test_step_profile_is_a_full_grid_in_the_shared_format(tmp_path):

@@ -241,6 +241,9 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
     run = next((tmp_path / f"runs{attempt}" / "eng").iterdir())
     frame = pd.read_parquet(run / "engine" / "ngram" / "users" / "requests.parquet")
     assert len(frame) == 4 and (frame["output_tokens"] == 6).all()
+    chunks = pd.read_parquet(run / "engine" / "ngram" / "users" / "chunks.parquet")
+    assert sorted(chunks["request_id"].unique()) == sorted(frame["request_id"])
+    assert (chunks.groupby("request_id")["output_tokens"].max() == 6).all()
     counters = json.loads((run / "engine" / "ngram" / "low" / "spec_counters.json").read_text())
     assert counters["delta"]["num_draft_tokens"] == 2 * counters["delta"]["num_drafts"] > 0
     plain = json.loads((run / "engine" / "nospec" / "low" / "spec_counters.json").read_text())
@@ -259,7 +262,21 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
     fidelity = pd.read_csv(run / "engine" / "fidelity.csv")
     assert len(fidelity) == 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
     assert "| ngram | users |" in (run / "engine" / "fidelity.md").read_text()
+    # acceptance from chunks: every simulated request took the decode steps its chunks show
+    simulated = pd.read_parquet(run / "engine" / "fidelity" / "ngram" / "users" / "sim_requests.parquet")
+    recorded = frame.sort_values("arrival_s")["request_id"].map(
+        lambda rid: int(((chunks.loc[chunks["request_id"] == rid, "output_tokens"].diff().fillna(
+            chunks.loc[chunks["request_id"] == rid, "output_tokens"] - 1)) > 0).sum()))
+    assert simulated.sort_values("arrival_s")["steps"].tolist() == recorded.tolist()
     assert (run / "engine" / "fidelity.png").stat().st_size > 1000
+    # the simulator side alone, on the recorded run, into another directory: the same table, the run untouched
+    from real.engine.fidelity import main as fidelity_main
+
+    stamp = (run / "engine" / "fidelity.csv").stat().st_mtime_ns
+    assert fidelity_main([str(run), "--out", str(tmp_path / "again")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "fidelity.csv"), fidelity)
+    assert (tmp_path / "again" / "fidelity" / "ngram" / "users" / "sim_requests.parquet").exists()
+    assert (run / "engine" / "fidelity.csv").stat().st_mtime_ns == stamp
     # resumable: a second run with one load's log removed drives that load only
     (run / "engine" / "nospec" / "low" / "requests.parquet").unlink()
     before = (run / "engine" / "ngram" / "low" / "requests.parquet").stat().st_mtime_ns
@@ -270,16 +287,67 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
     assert config_from_dict(experiment).engine.variants[1].speculative.vllm_config()["method"] == "ngram"
 
 
-def test_acceptance_curve_counts_steps_without_a_draft_as_rejections():
-    from real.engine.fidelity import acceptance_curve
+def test_speculation_from_counters_separates_steps_without_a_draft():
+    """vLLM's counters of a load: drafts 60, accepted per position [45, 30, 15] (k = 3), 10 requests of 31
+    tokens. The rates are conditional on a draft (45 / 60, 30 / 45, 15 / 30) and the share of request-steps
+    with a draft is what makes these requests draft 60 times (their last step cut at max_tokens); it is
+    below 60 / (output - accepted - requests) = 60 / 210, the old reading that counted the last steps'
+    dropped surplus as emitted tokens."""
+    import numpy as np
 
-    # 2 requests x 11 tokens: 1 from prefill each, 20 from decode steps; 8 accepted -> 12 steps, 6 drafted
-    frame = pd.DataFrame({"output_tokens": [11, 11], "finish_s": [1.0, 2.0]})
-    counters = {"delta": {"num_drafts": 6, "num_accepted_tokens": 8, "num_accepted_tokens_per_pos": [5, 3, 0]}}
-    rates = acceptance_curve(counters, frame)
-    assert rates == pytest.approx([5 / 12, 3 / 5, 0.0])
-    # tokens per step implied by the curve equal what vLLM emitted: 1 + sum of survivals = 20 / 12
-    assert 1 + 5 / 12 + 3 / 12 == pytest.approx(20 / 12)
+    from real.engine.fidelity import speculation_from_counters
+    from sim.acceptance import _expected_drafts
+
+    frame = pd.DataFrame({"output_tokens": [31] * 10 + [31], "finish_s": [1.0] * 10 + [float("nan")]})
+    counters = {"delta": {"num_drafts": 60, "num_accepted_tokens": 90, "num_accepted_tokens_per_pos": [45, 30, 15]}}
+    p, rates = speculation_from_counters(counters, frame, 3)
+    assert rates == pytest.approx([0.75, 2 / 3, 0.5])
+    pmf = [0.25, 0.25, 0.25, 0.25]  # P(accepted = a | draft): survivals 1, 0.75, 0.5, 0.25
+    assert 10 * _expected_drafts(p, np.array(pmf), 30)[30] == pytest.approx(60, rel=1e-6)
+    old_steps = 31 * 10 - 90 - 10  # 210
+    assert 60 / p > 1.02 * old_steps  # more request-steps than the old reading: ~215
+    bad = {"delta": {"num_drafts": 0, "num_accepted_tokens": 0, "num_accepted_tokens_per_pos": [0, 0, 0]}}
+    with pytest.raises(LabError, match="spec_counters.json: .*not a speculative run"):
+        speculation_from_counters(bad, frame, 3)
+
+
+def test_chunk_rounds_replay_each_requests_own_steps():
+    """chunks.parquet -> one greedy rounds prompt per request in arrival order: each chunk after the first
+    is a step of 1 + accepted tokens; a chunk over k + 1 tokens is merged steps (split); a one-token step
+    was drafted with the probability that makes the load's drafts vLLM's; a request without decode steps
+    keeps one empty round."""
+    from real.engine.fidelity import chunk_rounds
+
+    log = pd.DataFrame({"request_id": ["b", "a", "c"], "arrival_s": [1.0, 0.0, 2.0], "input_tokens": [8, 9, 7],
+                        "output_tokens": [11, 6, 1], "first_token_s": [1.5, 0.5, 2.5], "finish_s": [3.0, 2.0, 2.5]})
+    chunks = pd.DataFrame({"request_id": ["a"] * 4 + ["b"] * 3 + ["c"],
+                           "t_s": [0.5, 0.8, 1.1, 1.4, 1.5, 1.8, 2.1, 2.5],
+                           "output_tokens": [1, 2, 5, 6, 1, 2, 11, 1]})
+    records, info = chunk_rounds(chunks, log, k=4, drafts=3, method="ngram")
+    rows = pd.DataFrame([r.__dict__ for r in records])
+    # a (arrived first) -> prompt 0: steps of 1, 3, 1 tokens; b -> prompt 1: 1, then 9 = 5 + 4 (merged)
+    assert rows.groupby("prompt_id")["accepted"].apply(list).to_dict() == {
+        "000000": [0, 2, 0], "000001": [0, 4, 3], "000002": [0]}
+    assert info["merged_chunks_split"] == 1 and info["request_steps"] == 6
+    many = 3  # steps of more than one token (always drafted)
+    assert info["p_draft_one_token_step"] == 0.0 and (rows["k"] > 0).sum() == many
+    assert rows.loc[rows["prompt_id"] == "000002", "k"].tolist() == [0]
+    records, info = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram")  # 2 of the 3 one-token steps
+    assert info["p_draft_one_token_step"] == pytest.approx(2 / 3)
+    assert all(len(r.confidence) == r.k and 0 <= r.accepted <= r.k for r in records)
+
+
+def test_fidelity_entry_point_refuses_what_is_not_an_engine_run(tmp_path, capsys):
+    from real.engine.fidelity import main as fidelity_main
+
+    assert fidelity_main([str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a run directory (no config.yaml)" in err and err.count("\n") == 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"name": "plain", "stages": ["sim"],
+                                                         "sim": {"policies": [{"kind": "ar"}]}}))
+    assert fidelity_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "engine: missing" in err and err.count("\n") == 1
 
 
 def test_server_kv_settings_read_from_vllms_log(tmp_path):

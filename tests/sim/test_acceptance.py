@@ -4,7 +4,13 @@ import pytest
 
 from lab.errors import LabError
 from lab.trace import read_traces
-from sim.acceptance import ParametricSource, TraceSource, apply_temperatures, expected_tokens_iid
+from sim.acceptance import (
+    ParametricSource,
+    TraceSource,
+    apply_temperatures,
+    expected_tokens_iid,
+    rates_from_counters,
+)
 from sim.simulate import prepare_inputs, simulate
 from tests.sim.conftest import make_sim
 
@@ -32,6 +38,87 @@ def test_curve_tokens_per_step():
     acc = src.accept(state, np.full(n, 4), rng)
     expected = 1 + sum(np.prod(rates[: j + 1]) for j in range(4))
     assert abs((acc + 1).mean() - expected) < 0.01
+
+
+def test_steps_without_a_draft_verify_nothing():
+    """draft_probability p: a request-step has a draft with probability p, else its draft cap is 0 (an n-gram
+    proposer that found no match); with p = 1 nothing caps."""
+    rng = np.random.default_rng(5)
+    src = ParametricSource(4, rates=[0.8, 0.7, 0.6, 0.5], draft_probability=0.7)
+    n = 100_000
+    _, state, kcap = src.draw(n, None, None, None, rng)
+    assert set(np.unique(kcap)) == {0, 4} and abs((kcap == 4).mean() - 0.7) < 0.01
+    acc = src.accept(state, np.minimum(4, kcap), rng)
+    assert (acc[kcap == 0] == 0).all() and acc[kcap == 4].mean() == pytest.approx(0.8 + 0.8 * 0.7 + 0.8 * 0.7 * 0.6
+                                                                                   + 0.8 * 0.7 * 0.6 * 0.5, abs=0.02)
+    assert "drafts0.7" in src.label
+    assert ParametricSource(4, rates=[0.8] * 4).draw(3, None, None, None, rng)[2] is None
+
+
+def _engine_counters(rng, p, rates, outputs):
+    """What vLLM's counters say for requests emitting `outputs` decode tokens each: a step drafts k tokens
+    with probability p and emits 1 + accepted; the last step's surplus is dropped from the output but its
+    accepted drafts are counted (vLLM counts before it trims to max_tokens)."""
+    k = len(rates)
+    drafts, per_pos = 0, np.zeros(k, np.int64)
+    for m in outputs:
+        left = m
+        while left > 0:
+            accepted = 0
+            if rng.random() < p:
+                drafts += 1
+                accepted = int(np.cumprod(rng.random(k) < rates).sum())
+                per_pos[:accepted] += 1
+            left -= accepted + 1
+    return drafts, per_pos
+
+
+def test_rates_from_counters_recover_the_draft_share_and_the_conditional_rates():
+    """An engine's counters (drafts, accepted per position; trimmed last steps) give back the draft share
+    and the per-position rates given a draft. The old reading (steps = output - accepted - requests, every
+    step a draft) overstates tokens per step: it counts the dropped surplus as emitted."""
+    rng = np.random.default_rng(7)
+    truth_p, truth = 0.7, [0.8, 0.85, 0.8, 0.85]
+    outputs = [31] * 400
+    drafts, per_pos = _engine_counters(rng, truth_p, truth, outputs)
+    p, rates = rates_from_counters(4, per_pos.tolist(), drafts, outputs)
+    assert p == pytest.approx(truth_p, abs=0.02)
+    assert rates == pytest.approx(truth, abs=0.03)
+    # the simulator with these numbers makes as many drafts as the engine did
+    src = ParametricSource(4, rates=rates, draft_probability=p)
+    sim_drafts = 0
+    for m in outputs:
+        left = m
+        while left > 0:
+            _, state, kcap = src.draw(1, None, None, None, rng)
+            sim_drafts += int(kcap[0] > 0)
+            left -= int(src.accept(state, np.minimum(4, kcap), rng)[0]) + 1
+    assert sim_drafts == pytest.approx(drafts, rel=0.04)
+    steps_old = sum(outputs) - int(per_pos.sum())
+    steps_true = drafts / p
+    assert steps_true > 1.04 * steps_old
+    with pytest.raises(ValueError, match="not a speculative run"):
+        rates_from_counters(4, [3, 5, 1, 0], 10, outputs)
+    with pytest.raises(ValueError, match="not a speculative run"):
+        rates_from_counters(4, [0, 0, 0, 0], 0, outputs)
+
+
+def test_in_order_assignment_replays_prompt_i_for_request_i(trace_dir):
+    """assign in_order: the i-th request replays the i-th recorded prompt (sorted by dataset, prompt_id),
+    wrapping; random (the default) draws prompts by weight."""
+    frame = read_traces(trace_dir)
+    src = TraceSource.from_frame(frame, "dspark", 7)
+    src.in_order = True
+    rng = np.random.default_rng(0)
+    n = len(src.starts)
+    assert [src.new_request(rng)[0] for _ in range(n + 2)] == [*src.starts.tolist(), *src.starts[:2].tolist()]
+    sim = make_sim(acceptance={"source": "traces", "paths": [str(trace_dir)], "method": "dspark",
+                               "table": "rounds", "assign": "in_order"}, policies=[{"kind": "fixed_k", "k": 3}])
+    from sim.simulate import build_source
+
+    assert build_source(prepare_inputs(sim), sim.policies[0]).in_order
+    random = TraceSource.from_frame(frame, "dspark", 7)
+    assert len({random.new_request(rng)[0] for _ in range(200)}) > 1 and not random.in_order
 
 
 def test_iid_through_the_simulator():

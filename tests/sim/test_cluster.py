@@ -150,3 +150,26 @@ def test_workload_generators():
     gaps = np.diff(open_loop_arrivals(sim.workload, lengths, np.random.default_rng(0))[0])
     assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.05)
     assert (p == 512).all() and (o == 256).all()  # LengthSpec defaults
+
+
+def test_a_step_tells_the_cost_model_how_many_draft_tokens_it_verifies(monkeypatch):
+    """The replica passes each step's verified drafts to cost.step_time (a measured profile reads them as
+    decoding requests' tokens); steps without a draft (draft_probability < 1) verify none."""
+    from sim.cost import CostModel
+
+    seen = []
+    original = CostModel.step_time
+
+    def spy(self, tokens, kv_sum, n_reqs, spec, drafts=0):
+        seen.append((tokens, n_reqs, drafts))
+        return original(self, tokens, kv_sum, n_reqs, spec, drafts)
+    monkeypatch.setattr(CostModel, "step_time", spy)
+    sim = make_sim(acceptance={"source": "parametric", "max_draft": 3,
+                               "parametric": {"kind": "iid", "alpha": 0.5, "draft_probability": 0.5}},
+                   workload={"kind": "closed_loop", "concurrency": 1, "duration_s": 5, "warmup_s": 0,
+                             "lengths": {"source": "fixed", "prompt_tokens": 16, "output_tokens": 400}},
+                   policies=[{"kind": "fixed_k", "k": 3}])
+    simulate(prepare_inputs(sim), "fixed_k3", None, 0)
+    decode = [(t, d) for t, n, d in seen if n == 1 and t <= 4]  # one request decoding alone
+    assert {d for _, d in decode} == {0, 3} and all(t == 1 + d for t, d in decode)
+    assert 0.3 < np.mean([d == 3 for _, d in decode]) < 0.7

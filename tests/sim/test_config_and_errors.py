@@ -34,6 +34,8 @@ def test_defaults_validate():
     ({"acceptance": {"source": "traces"}}, "sim.acceptance"),
     ({"acceptance": {"parametric": {"kind": "curve"}}}, "sim.acceptance.parametric"),
     ({"acceptance": {"parametric": {"alpha": 1.5}}}, "sim.acceptance.parametric.alpha"),
+    ({"acceptance": {"parametric": {"draft_probability": 0}}}, "sim.acceptance.parametric.draft_probability"),
+    ({"acceptance": {"assign": "sorted"}}, "sim.acceptance.assign"),
     ({"hardware": {"name": "tpu9"}}, "sim.hardware"),
     ({"cost": {"cuda_graph_buckets": [8, 4]}}, "sim.cost"),
     ({"sweep": {"values": []}}, "sim.sweep"),

@@ -160,36 +160,69 @@ def test_moe_reads_more_experts_as_tokens_grow():
 
 def test_a_speculative_servers_profile_adds_what_its_steps_cost_over_the_plain_profile(tmp_path):
     """cost.spec_profile: rows measured on the speculative server (query_tokens = 1 + k). A speculative step
-    pays the difference to the plain profile's step of the same shape; plain steps are untouched."""
+    of that shape costs what the speculative server measured; plain steps are untouched."""
     from sim.step_profile import write_profile
 
     def plain(b, q, c):
         return 10 + 0.1 * b * q + 0.002 * b * c
     write_grid_profile(tmp_path / "plain", plain)
-    rows = [{"batch": b, "query_tokens": 5, "context_len": c, "step_ms": plain(b, 5, c) + 7 + 3 * b,
-             "step_ms_p90": 0, "repeats": 9} for b in (1, 8) for c in (0, 1024)]
+
+    def spec(b, c):
+        return plain(b, 5, c) + 7 + 3 * b
+    rows = [{"batch": b, "query_tokens": 5, "context_len": c, "step_ms": spec(b, c), "step_ms_p90": 0, "repeats": 9}
+            for b in (1, 8) for c in (0, 1024)]
     meta = {"source": "vllm", "model": "m", "dtype": "fp32", "device": "cpu", "hardware": "rtx-4090",
             "cpu_capability": None, "threads": 1, "versions": {}, "created": "2026-11-26T00:00:00"}
     for r in rows:
         r["step_ms_p90"] = r["step_ms"]
     write_profile(tmp_path / "spec", rows, meta)
-    base = {"hardware": {"preset": "rtx-4090"}, "acceptance": {"source": "parametric", "max_draft": 4}}
+    base = {"hardware": {"preset": "rtx-4090"}, "acceptance": {"source": "parametric", "max_draft": 4},
+            "model": {"name": "llama-2-7b", "drafter_layers": 0}}
     without = CostModel.from_config(make_sim(**base, cost={"profile": str(tmp_path / "plain"), "spec_overhead_ms": 0}))
     with_spec = CostModel.from_config(make_sim(**base, cost={"profile": str(tmp_path / "plain"), "spec_overhead_ms": 0,
                                                              "spec_profile": str(tmp_path / "spec")}))
     for reqs, kv in ((1, 600), (8, 8 * 700), (4, 4 * 300)):
-        extra = (7 + 3 * reqs) / 1e3  # the spec server's steps over the plain profile's, interpolated exactly
-        assert with_spec.step_time(5 * reqs, kv, reqs, True) == pytest.approx(
-            without.step_time(5 * reqs, kv, reqs, True) + extra)
+        ctx = (kv - 5 * reqs) / reqs
+        # reqs requests verifying 4 drafts each: exactly the speculative server's step, interpolated
+        assert with_spec.step_time(5 * reqs, kv, reqs, True, 4 * reqs) == pytest.approx(spec(reqs, ctx) / 1e3)
+        assert with_spec.step_time(5 * reqs, kv, reqs, True, 4 * reqs) - without.step_time(
+            5 * reqs, kv, reqs, True, 4 * reqs) == pytest.approx((spec(reqs, ctx) - plain(5 * reqs, 1, ctx)) / 1e3)
         assert with_spec.step_time(reqs, kv, reqs, False) == without.step_time(reqs, kv, reqs, False)
-        vec = with_spec.step_time_vec(np.array([5 * reqs, 6 * reqs]), kv, reqs, True)
-        assert np.allclose(vec, [with_spec.step_time(t, kv, reqs, True) for t in (5 * reqs, 6 * reqs)])
+        vec = with_spec.step_time_vec(np.array([5 * reqs, 6 * reqs]), kv, reqs, True, np.array([4 * reqs, 5 * reqs]))
+        assert np.allclose(vec, [with_spec.step_time(t, kv, reqs, True, t - reqs) for t in (5 * reqs, 6 * reqs)])
     with pytest.raises(ValueError, match="set sim.cost.profile too"):
         make_sim(**base, cost={"spec_profile": str(tmp_path / "spec")})
     # a plain profile (several query lengths) given as the speculative one is refused, not half-read
     with pytest.raises(LabError, match="one query_tokens value"):
         CostModel.from_config(make_sim(**base, cost={"profile": str(tmp_path / "plain"),
                                                      "spec_profile": str(tmp_path / "plain")}))
+
+
+def test_profile_reads_draft_tokens_as_decoding_requests_tokens(tmp_path):
+    """A verified draft token needs its logits like a decoding request's token; a profile row of
+    query_tokens > 1 is a prefill with one logit row per request. So a step of 1 request x (1 + 4 drafts)
+    is read at the profile's 5 x 1 decode row, not at its 1 x 5 prefill row; a mixed step spreads its
+    tokens over requests + drafts. The roofline (GPU sheets) prices every query token alike: unchanged."""
+    def ms(b, q, c):  # a decoding request's token (2.5 ms) costs more than a prefill token (0.5 ms)
+        return 10 + 2 * b + 0.5 * b * q + 0.002 * b * c
+    write_grid_profile(tmp_path, ms)
+    cm = CostModel.from_config(make_sim(hardware={"preset": "rtx-4090"}, cost={"profile": str(tmp_path),
+                                                                               "spec_overhead_ms": 0},
+                                        model={"name": "llama-2-7b", "drafter_layers": 0}))
+    kv = 300 + 5  # 300 cached tokens, then the step's own 5
+    assert cm.step_time(5, kv, 1, True, 4) == pytest.approx(ms(5, 1, 300) / 1e3)
+    assert cm.step_time(5, kv, 1, True, 4) > cm.step_time(5, kv, 1, True, 0) == pytest.approx(ms(1, 5, 300) / 1e3)
+    # 2 decoding requests with 3 drafts each beside a 16-token prefill chunk: 9 rows of 24 / 9 tokens
+    assert cm.step_time(24, 2 * 200 + 24, 3, True, 6) == pytest.approx(ms(9, 24 / 9, 400 / 3) / 1e3)
+    vec = cm.step_time_vec(np.array([5, 9]), kv, 1, True, np.array([4, 8]))
+    assert np.allclose(vec, [cm.step_time(5, kv, 1, True, 4), cm.step_time(9, kv, 1, True, 8)])
+    # a policy's SPS curve counts b - decode_reqs of b decode tokens as drafts
+    sps = cm.sps_curve(16, 2 * 200 + 16, 3, decode_reqs=2)
+    assert sps(np.array([8]))[0] == pytest.approx(1 / cm.step_time(24, 2 * 200 + 16, 3, True, 6))
+    roof = CostModel(get_hardware("h100"), get_model("llama-2-7b"))
+    assert roof.step_time(5, 1000, 1, True, 4) == roof.step_time(5, 1000, 1, True)
+    assert np.array_equal(roof.step_time_vec(np.array([5, 9]), 1000, 1, True, np.array([4, 8])),
+                          roof.step_time_vec(np.array([5, 9]), 1000, 1, True))
 
 
 def _bare(hw, m, **kw):
