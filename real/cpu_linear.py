@@ -21,6 +21,7 @@ bits, as between any two BLAS kernels); greedy identity is tested with the switc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 import types
@@ -51,6 +52,7 @@ def transposed_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return y.contiguous().reshape(*x.shape[:-1], module.weight.shape[0])
 
 
+@functools.cache
 def cpu_model_name() -> str:
     """The CPU's model string (/proc/cpuinfo), part of the cache key: another CPU measures afresh."""
     try:

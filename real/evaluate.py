@@ -185,11 +185,14 @@ def run_stage(ctx: RunContext) -> None:
     groups = [(dataset, temperature) for dataset in prompt_sets for temperature in cfg.decode.temperatures
               if not decode_path(ctx, dataset, temperature).exists() or "evaluate" in ctx.forced]
     counts = read_counts(ctx)  # groups decoded by an earlier, interrupted invocation keep their counts
+    encoded_sets: dict[str, list[list[int]]] = {}  # one encoding per dataset, shared by its temperatures
     stage_start = time.monotonic()
     for i, (dataset, temperature) in enumerate(groups):
         prompts = prompt_sets[dataset]
-        encoded = [encode_prompt(target.tokenizer, p, cfg.prompts.chat_template, cfg.prompts.max_prompt_tokens)
-                   for p in prompts]
+        if dataset not in encoded_sets:
+            encoded_sets[dataset] = [encode_prompt(target.tokenizer, p, cfg.prompts.chat_template,
+                                                   cfg.prompts.max_prompt_tokens) for p in prompts]
+        encoded = encoded_sets[dataset]
         if temperature not in warmed:
             warm_up(target, drafters, encoded[0], temperature, cfg.seed)
             warmed.add(temperature)
