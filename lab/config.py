@@ -27,6 +27,8 @@ from lab.yaml_load import load_yaml_bytes, load_yaml_text
 
 STAGES = ("prepare", "train", "evaluate", "profile", "engine", "fidelity", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
+# stage -> the optional sections it cannot run without (the real stages: prompts and drafters, above)
+STAGE_SECTIONS = {"sim": ("sim",), "engine": ("engine",), "fidelity": ("engine",)}
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
 # Weights-free sizing targets (target.init: random): architecture from real/presets/<name>.json
 PRESET_TARGETS = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b",
@@ -155,6 +157,15 @@ class ExperimentConfig(StrictModel):
         if self.prompts is None or not self.drafters:
             raise LabError(f"stage {stage!r} needs the experiment's prompts and drafters sections")
 
+    def require_sections(self, stage: str) -> None:
+        """Raise LabError when `stage` (e.g. named in --stages) lacks a section it reads: checked before a
+        run directory is created (lab/preflight.py), so a mistaken --stages leaves nothing behind."""
+        if stage in REAL_STAGES:
+            self.require_real_inputs(stage)
+        for section in STAGE_SECTIONS.get(stage, ()):
+            if getattr(self, section) is None:
+                raise LabError(f"stage {stage!r} needs the {section}: section in the experiment YAML")
+
     @model_validator(mode="after")
     def _unique_drafter_names(self):
         names = [d.name for d in self.drafters]
@@ -164,7 +175,9 @@ class ExperimentConfig(StrictModel):
         return self
 
     def content_hash(self) -> str:
-        payload = self.model_dump(mode="json", exclude={"run_id", "stages", "threads"})  # not results
+        # what does not change results: the run's name for itself, which stages run, threads, the engine's port
+        payload = self.model_dump(mode="json", exclude={"run_id": True, "stages": True, "threads": True,
+                                                        "engine": {"port"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
     def resolved_run_id(self) -> str:

@@ -38,6 +38,8 @@ def check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...], sou
 
 
 def _check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...]) -> None:
+    for stage in stages:
+        cfg.require_sections(stage)
     real = [s for s in stages if s in REAL_STAGES]
     if real and cfg.target.path:
         check_target_path(cfg.target.path)

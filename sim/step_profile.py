@@ -202,8 +202,12 @@ def read_profile(path: str | Path) -> StepProfile:
         csv_path, json_path = path / CSV_NAME, path / JSON_NAME
     elif path.suffix == ".json":
         csv_path, json_path = path.with_name(CSV_NAME), path
-    else:
+    elif path.suffix == ".csv":
         csv_path, json_path = path, path.with_name(JSON_NAME)
+    elif not path.exists():
+        raise LabError(f"{path}: step profile directory does not exist")
+    else:
+        raise LabError(f"{path}: not a step profile (give its directory, or its {CSV_NAME} / {JSON_NAME})")
     for p in (csv_path, json_path):
         if not p.is_file():
             raise LabError(f"{p}: step profile file does not exist")

@@ -155,7 +155,11 @@ CASES = [
     ("engine venv is a file", lambda w: ["engine", "setup", "vllm", "--device", "cpu", "--venv", "good.yaml"],
      "exists and is not a directory"),
     ("engine stage without an engine section", lambda w: ["run", "good.yaml", "--stages", "engine"],
-     "stage 'engine' needs an engine section"),
+     "stage 'engine' needs the engine: section"),
+    ("fidelity stage without an engine section", lambda w: ["run", "good.yaml", "--stages", "fidelity"],
+     "stage 'fidelity' needs the engine: section"),
+    ("sim stage without a sim section", lambda w: ["run", "good.yaml", "--stages", "sim"],
+     "stage 'sim' needs the sim: section"),
     ("engine environment missing", lambda w: ["run", "good.yaml", "--stages", "engine", "--set",
                                               "engine.venv=/no/such/venv"], "run `lab engine setup vllm`"),
     ("engine port not loopback-safe", lambda w: ["validate", "good.yaml", "--set", "engine.port=80"], "engine.port"),
@@ -200,6 +204,14 @@ def test_bad_input_gives_one_line_and_exit_2(workdir, label, make_args, fragment
     assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(existing) == before
+
+
+@pytest.mark.parametrize("stage", ["sim", "engine", "fidelity"])
+def test_a_stage_without_its_section_leaves_no_run_directory(workdir, stage):
+    runs_before = sorted(p.name for p in (workdir / "runs" / "cli").iterdir())
+    result = lab(["run", "good.yaml", "--stages", stage], workdir)
+    assert result.returncode == 2 and f"stage '{stage}' needs the" in result.stderr, result.stderr
+    assert sorted(p.name for p in (workdir / "runs" / "cli").iterdir()) == runs_before
 
 
 PROFILE_HEADER = "batch,query_tokens,context_len,step_ms,step_ms_p90,repeats\n"

@@ -122,3 +122,12 @@ def test_threads_option_does_not_change_the_run_id():
     for bad in (0, "many"):
         with pytest.raises(LabError, match="threads: Value error, .* expected a number of threads >= 1, or auto"):
             config_from_dict({**MINIMAL, "threads": bad})
+
+
+def test_engine_port_does_not_change_the_run_id():
+    engine = {"loads": [{"name": "low", "prompt_tokens": 32}]}
+    a = config_from_dict({**MINIMAL, "engine": {**engine, "port": 8765}})
+    b = config_from_dict({**MINIMAL, "engine": {**engine, "port": 9123}})
+    c = config_from_dict({**MINIMAL, "engine": {**engine, "port": 8765, "max_num_seqs": 3}})
+    assert a.resolved_run_id() == b.resolved_run_id() != c.resolved_run_id()
+    assert config_from_dict(MINIMAL).resolved_run_id() != a.resolved_run_id()

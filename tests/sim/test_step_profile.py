@@ -119,3 +119,12 @@ def test_vectorised_matches_scalar(tmp_path):
     one = read_profile(tmp_path / "one")
     assert one.step_ms_many([1, 5], [2, 8], [0, 999]).tolist() == pytest.approx(
         [one.step_ms(1, 2, 0), one.step_ms(5, 8, 999)])
+
+
+def test_a_path_that_is_not_a_profile_is_named(tmp_path):
+    other = tmp_path / "notes.md"
+    other.write_text("# not a profile\n")
+    with pytest.raises(LabError, match="notes.md: not a step profile"):
+        read_profile(other)
+    with pytest.raises(LabError, match="nowhere: step profile directory does not exist"):
+        read_profile(tmp_path / "nowhere")
