@@ -299,7 +299,9 @@ class WorkloadSpec(StrictModel):
                                 "(a replay is measured over its whole length, as vLLM's benchmark does)")
     drain: bool = Field(True, description="after duration_s, keep running until admitted requests finish")
     drain_limit_s: float = Field(600.0, ge=0, description="longest drain; later requests are reported unfinished")
-    max_requests: int | None = Field(None, ge=1, description="cap on arrivals")
+    max_requests: int | None = Field(
+        None, ge=1, description="cap on arrivals; a closed loop stops sending after this many (vLLM bench's "
+                                "--num-prompts with --max-concurrency) and ends with the last reply")
 
     @property
     def replay(self) -> bool:

@@ -523,7 +523,8 @@ class Cluster:
         self.kv_capacity = kv_capacity
         self.router = router
         self.window = window
-        self.closed_loop = closed_loop  # {"think": s, "stop_at": s, "lengths": LengthSampler}
+        # {"think": s, "stop_at": s, "lengths": LengthSampler, "max_requests": int | None}
+        self.closed_loop = closed_loop
         self.req = RequestTable()
         self.rejected: list[int] = []
         self._slots: dict[int, tuple[int, int, int]] = {}
@@ -573,6 +574,8 @@ class Cluster:
 
     def start_closed_loop(self, users: int):
         lengths = self.closed_loop["lengths"]
+        cap = self.closed_loop.get("max_requests")
+        users = min(users, cap) if cap else users
         p, o = lengths.sample(users, self.rng)
         for i in range(users):
             self.submit(int(p[i]), int(o[i]))
@@ -580,7 +583,7 @@ class Cluster:
     def on_finish(self, rid: int, now: float):
         self._track(now, -1)
         cl = self.closed_loop
-        if cl is None or now >= cl["stop_at"]:
+        if cl is None or now >= cl["stop_at"] or self._closed_loop_full():
             return
         p, o = cl["lengths"].sample(1, self.rng)
         if cl["think"] > 0:
@@ -590,8 +593,13 @@ class Cluster:
             self.submit(int(p[0]), int(o[0]))
 
     def _late_submit(self, p, o):
-        if self.env.now < self.closed_loop["stop_at"]:
+        if self.env.now < self.closed_loop["stop_at"] and not self._closed_loop_full():
             self.submit(p, o)
+
+    def _closed_loop_full(self) -> bool:
+        """True once a closed loop with max_requests has sent them all (vLLM's --num-prompts)."""
+        cap = self.closed_loop.get("max_requests")
+        return bool(cap) and self.req.n >= cap
 
     # ---- bookkeeping -------------------------------------------------------------------------------
     def _track(self, now: float, delta: int):
