@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
 from lab.config_base import StrictModel
@@ -99,13 +99,19 @@ class PublicRow(StrictModel):
     reported: Reported
     note: str | None = None
 
-    @model_validator(mode="after")
-    def _known(self):
-        if self.gpu not in HARDWARE_NAMES:
-            raise ValueError(f"gpu {self.gpu!r} is not a hardware preset {HARDWARE_NAMES}")
-        if not (REPO_ROOT / self.model_config_path).is_file():
-            raise ValueError(f"model_config {self.model_config_path!r} not found under {REPO_ROOT}")
-        return self
+    @field_validator("gpu")
+    @classmethod
+    def _preset(cls, value):
+        if value not in HARDWARE_NAMES:
+            raise ValueError(f"{value!r} is not a hardware preset {HARDWARE_NAMES}")
+        return value
+
+    @field_validator("model_config_path")
+    @classmethod
+    def _config_exists(cls, value):
+        if not (REPO_ROOT / value).is_file():
+            raise ValueError(f"{value!r} not found under {REPO_ROOT}")
+        return value
 
 
 def load_rows(path: str | Path) -> list[PublicRow]:
