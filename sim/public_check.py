@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
 from lab.config_base import StrictModel
@@ -98,6 +98,11 @@ class PublicRow(StrictModel):
     bench: BenchSpec
     reported: Reported
     note: str | None = None
+    _index: int = PrivateAttr(0)  # position in the data file: even rows fit, odd rows are held out (--fit)
+
+    @property
+    def half(self) -> str:
+        return "fit" if self._index % 2 == 0 else "held-out"
 
     @field_validator("gpu")
     @classmethod
@@ -128,11 +133,13 @@ def load_rows(path: str | Path) -> list[PublicRow]:
     rows = []
     for i, raw in enumerate(data["rows"]):
         try:
-            rows.append(PublicRow.model_validate(raw))
+            row = PublicRow.model_validate(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(x) for x in err["loc"]) or "<row>"
             raise LabError(f"{p}: rows[{i}].{field}: {err['msg']}") from None
+        row._index = i
+        rows.append(row)
     ids = [r.id for r in rows]
     dupes = sorted({x for x in ids if ids.count(x) > 1})
     if dupes:
@@ -195,7 +202,7 @@ def error_table(rows: list[PublicRow], simulated: list[dict]) -> pd.DataFrame:
     the source reports nothing)."""
     lines = []
     for row, sim in zip(rows, simulated):
-        line = {"id": row.id, "gpu": row.gpu, "model": row.model, "tp": row.tp,
+        line = {"id": row.id, "half": row.half, "gpu": row.gpu, "model": row.model, "tp": row.tp,
                 "input": row.bench.input_tokens, "output": row.bench.output_tokens,
                 "prompts": row.bench.num_prompts, "rate": row.bench.request_rate,
                 "concurrency": row.bench.max_concurrency, "source": row.source}
@@ -230,13 +237,13 @@ def markdown(table: pd.DataFrame, summary: dict) -> str:
     def pct(x):
         return "-" if not np.isfinite(x) else f"{100 * x:+.0f}%"
 
-    head = ("| row | card | in / out | prompts | rate / conc. | TPOT ms rep. / sim | err | TTFT ms rep. / sim | err "
-            "| out tok/s rep. / sim | err |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| row | half | card | in / out | prompts | rate / conc. | TPOT ms rep. / sim | err | TTFT ms rep. / sim "
+            "| err | out tok/s rep. / sim | err |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in table.itertuples(index=False):
-        load = f"c={r.concurrency}" if pd.notna(r.concurrency) else (
+        load = f"c={int(r.concurrency)}" if pd.notna(r.concurrency) else (
             "all at once" if not np.isfinite(r.rate) else f"{r.rate:g}/s")
-        cells = [r.id, r.gpu, f"{r.input} / {r.output}", str(r.prompts), load]
+        cells = [r.id, r.half, r.gpu, f"{r.input} / {r.output}", str(r.prompts), load]
         for col, _, _, _ in METRICS:
             cells += [f"{num(getattr(r, 'reported_' + col))} / {num(getattr(r, 'sim_' + col))}",
                       pct(getattr(r, "rel_err_" + col))]
@@ -306,22 +313,22 @@ def fit_loss(table: pd.DataFrame) -> float:
 
 def fit_per_card(rows: list[PublicRow]) -> list[dict]:
     """For each card: mfu and bw_efficiency picked on the file's even rows (fit half), scored on its odd rows
-    (held-out half), beside the defaults' score on both halves. TTFT is left out of the loss: it holds the
+    (held-out half), beside the score of the card's sheet as it stands (preset values) on both halves. TTFT is left out of the loss: it holds the
     API server's own latency (tokenising, HTTP), which no spec sheet describes."""
     import itertools
 
     out = []
     for gpu in sorted({r.gpu for r in rows}):
-        fit = [r for i, r in enumerate(rows) if r.gpu == gpu and i % 2 == 0]
-        held = [r for i, r in enumerate(rows) if r.gpu == gpu and i % 2 == 1]
+        fit = [r for r in rows if r.gpu == gpu and r.half == "fit"]
+        held = [r for r in rows if r.gpu == gpu and r.half == "held-out"]
         if not fit:
             continue
         grid = [dict(zip(FIT_GRID, values)) for values in itertools.product(*FIT_GRID.values())]
         scored = sorted((fit_loss(run(fit, g, progress=False)), i) for i, g in enumerate(tqdm(grid, desc=gpu)))
         best = grid[scored[0][1]]
         out.append({"gpu": gpu, "fit_rows": len(fit), "held_rows": len(held), **best,
-                    "fit_loss_default": fit_loss(run(fit, progress=False)), "fit_loss_fitted": scored[0][0],
-                    "held_loss_default": fit_loss(run(held, progress=False)) if held else float("nan"),
+                    "fit_loss_sheet": fit_loss(run(fit, progress=False)), "fit_loss_fitted": scored[0][0],
+                    "held_loss_sheet": fit_loss(run(held, progress=False)) if held else float("nan"),
                     "held_loss_fitted": fit_loss(run(held, best, progress=False)) if held else float("nan")})
     return out
 

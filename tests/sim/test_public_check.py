@@ -21,7 +21,7 @@ from sim.public_check import (
 from sim.simulate import prepare_inputs, simulate
 from tests.sim.conftest import make_sim
 
-FAST_ROWS = "gpustack-h100-qwen3-8b-c1,mushfiq-4090-mistral-7b-c4"
+FAST_ROWS = "gpustack-h100-qwen3-8b-c1,mushfiq-4090-mistral-7b-c8"
 
 
 def test_data_file_parses_and_every_row_builds_a_sim_config():
@@ -96,6 +96,7 @@ def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
     assert table["id"].tolist() == FAST_ROWS.split(",")
     assert table["sim_tpot_mean_ms"].gt(0).all() and table["sim_output_throughput_tok_s"].gt(0).all()
     assert table["sim_requests"].tolist() == [100, 300]
+    assert table["half"].tolist() == ["fit", "held-out"]  # the data file's even / odd rows
     assert (tmp_path / "public_check.png").stat().st_size > 0
     md = (tmp_path / "public_check.md").read_text()
     assert "gpustack-h100-qwen3-8b-c1" in md and "| tpot_mean_ms | 1 |" in md
