@@ -250,9 +250,11 @@ def markdown(table: pd.DataFrame, summary: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     summ = ["", "| metric | rows | mean abs err | median abs err | within 10% | mean signed err |",
             "|---|---|---|---|---|---|"]
-    for col, s in summary.items():
-        summ.append(f"| {col} | {s['rows']} | {100 * s['mean_abs']:.0f}% | {100 * s['median_abs']:.0f}% | "
-                    f"{s['within_10pct']} | {100 * s['mean_signed']:+.0f}% |")
+    halves = [("all", summary)] + [(h, error_summary(table[table["half"] == h])) for h in ("fit", "held-out")]
+    for name, part in halves:
+        for col, s in part.items():
+            summ.append(f"| {col} ({name}) | {s['rows']} | {100 * s['mean_abs']:.0f}% | {100 * s['median_abs']:.0f}% "
+                        f"| {s['within_10pct']} | {100 * s['mean_signed']:+.0f}% |")
     return head + "\n".join(lines) + "\n" + "\n".join(summ) + "\n"
 
 
@@ -263,22 +265,27 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.6))
+    colors = {gpu: f"C{i}" for i, gpu in enumerate(sorted(set(table["gpu"])))}
+    held = (table["half"] == "held-out").to_numpy()
     for ax, (col, _, _, _) in zip(axes, METRICS):
         rep, sim = table[f"reported_{col}"].to_numpy(), table[f"sim_{col}"].to_numpy()
         keep = np.isfinite(rep) & np.isfinite(sim) & (rep > 0) & (sim > 0)
-        for gpu in sorted(set(table["gpu"][keep])):
-            sel = keep & (table["gpu"] == gpu).to_numpy()
-            ax.scatter(rep[sel], sim[sel], label=gpu, s=28)
         if keep.any():
             lo, hi = min(rep[keep].min(), sim[keep].min()) / 1.5, max(rep[keep].max(), sim[keep].max()) * 1.5
             grid = np.array([lo, hi])
-            ax.plot(grid, grid, "k-", lw=0.8)
-            ax.fill_between(grid, grid * 0.9, grid * 1.1, color="0.85", label="within 10%")
+            ax.fill_between(grid, grid * 0.9, grid * 1.1, color="0.88", label="within 10%", zorder=0)
+            ax.plot(grid, grid, "k-", lw=0.8, zorder=1)
             ax.set_xscale("log")
             ax.set_yscale("log")
+        for gpu, color in colors.items():
+            for half, sel_half, face in (("fit", ~held, color), ("held-out", held, "none")):
+                sel = keep & (table["gpu"] == gpu).to_numpy() & sel_half
+                if sel.any():
+                    ax.scatter(rep[sel], sim[sel], s=30, edgecolors=color, facecolors=face, zorder=2,
+                               label=f"{gpu} ({half})")
         ax.set_xlabel(f"reported {col}")
         ax.set_ylabel(f"simulated {col}")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.suptitle("Simulator (spec-sheet roofline) vs public vLLM benchmarks")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

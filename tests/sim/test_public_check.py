@@ -99,7 +99,7 @@ def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
     assert table["half"].tolist() == ["fit", "held-out"]  # the data file's even / odd rows
     assert (tmp_path / "public_check.png").stat().st_size > 0
     md = (tmp_path / "public_check.md").read_text()
-    assert "gpustack-h100-qwen3-8b-c1" in md and "| tpot_mean_ms | 1 |" in md
+    assert "gpustack-h100-qwen3-8b-c1" in md and "| tpot_mean_ms (all) | 1 |" in md
     assert "public_check" in capsys.readouterr().out
 
 
