@@ -98,11 +98,12 @@ class PublicRow(StrictModel):
     bench: BenchSpec
     reported: Reported
     note: str | None = None
+    after_fit: bool = Field(False, description="added after the presets were fitted: held out whatever its place")
     _index: int = PrivateAttr(0)  # position in the data file: even rows fit, odd rows are held out (--fit)
 
     @property
     def half(self) -> str:
-        return "fit" if self._index % 2 == 0 else "held-out"
+        return "held-out" if self.after_fit or self._index % 2 else "fit"
 
     @field_validator("gpu")
     @classmethod
