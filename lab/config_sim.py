@@ -83,7 +83,8 @@ class HardwareSheet(StrictModel):
         default_factory=lambda: InterconnectSheet(kind="none", bandwidth_gbs=1.0),
         description="GPU-to-GPU link (kind none: a single device)")
     mfu: float = Field(0.45, gt=0, le=1, description="achievable fraction of peak FLOP/s")
-    bw_efficiency: float = Field(0.70, gt=0, le=1, description="achievable fraction of peak memory bandwidth")
+    bw_efficiency: float = Field(0.75, gt=0, le=1, description="achievable fraction of peak memory bandwidth "
+                                 "(0.75: public vLLM decode runs, sim/presets/hardware.yaml header)")
     gemm_bw_efficiency: float | None = Field(
         None, gt=0, le=1, description="achievable fraction of peak bandwidth for the weight reads of a step with "
         "more than one query token (matrix-matrix products); null: bw_efficiency. On a CPU these reads are "
@@ -299,7 +300,9 @@ class WorkloadSpec(StrictModel):
                                 "(a replay is measured over its whole length, as vLLM's benchmark does)")
     drain: bool = Field(True, description="after duration_s, keep running until admitted requests finish")
     drain_limit_s: float = Field(600.0, ge=0, description="longest drain; later requests are reported unfinished")
-    max_requests: int | None = Field(None, ge=1, description="cap on arrivals")
+    max_requests: int | None = Field(
+        None, ge=1, description="cap on arrivals; a closed loop stops sending after this many (vLLM bench's "
+                                "--num-prompts with --max-concurrency) and ends with the last reply")
 
     @property
     def replay(self) -> bool:

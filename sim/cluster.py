@@ -165,8 +165,8 @@ class Replica:
                 yield self.wake
                 self.wake = None
                 continue
-            tokens, kv_read, n_req, spec, lengths, state, n_spec, chunks = step
-            dt = step_time(tokens, kv_read, n_req, spec, n_spec)
+            tokens, kv_read, n_req, spec, lengths, state, n_spec, chunks, attn = step
+            dt = step_time(tokens, kv_read, n_req, spec, n_spec, attn)
             yield env.timeout(dt)
             self.busy_time += dt
             self.n_steps += 1
@@ -174,7 +174,10 @@ class Replica:
             self.apply(env.now, lengths, state, n_spec, chunks)
 
     def plan(self):
-        """Build one step: (tokens, kv read, requests, spec, lengths, state, drafts, chunks), or None when idle."""
+        """Build one step: (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended), or None
+        when idle; attended = the cached tokens the step's query tokens attend to, summed over them (a decoding
+        request's tokens its sequence, as if each of its drafts did too; a prefill chunk of c tokens after
+        `done` ones: c x (done + (c + 1) / 2), causal)."""
         self._preempted = False
         if self._joining:  # admitted with their KV (disaggregated) while the last step ran
             rows = np.array(self._joining, np.int64)
@@ -196,13 +199,15 @@ class Replica:
         if r == 0 and not chunks:
             return None
         kv_pf = n_pf = 0
+        attn = self.kv_dec * (r + n_spec) / r if r else 0.0
         for item, c in chunks:
             kv_pf += item.done + c
             n_pf += c
+            attn += c * (item.done + (c + 1) / 2)
         n_active = self.n_active
         self.sum_running += n_active
         self.peak_running = max(self.peak_running, n_active)
-        return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, n_spec, chunks)
+        return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, n_spec, chunks, attn)
 
     def _choose(self, dec, r):
         """The policy's verify lengths [r] from the drafters' confidences, and the acceptance state."""
@@ -523,7 +528,8 @@ class Cluster:
         self.kv_capacity = kv_capacity
         self.router = router
         self.window = window
-        self.closed_loop = closed_loop  # {"think": s, "stop_at": s, "lengths": LengthSampler}
+        # {"think": s, "stop_at": s, "lengths": LengthSampler, "max_requests": int | None}
+        self.closed_loop = closed_loop
         self.req = RequestTable()
         self.rejected: list[int] = []
         self._slots: dict[int, tuple[int, int, int]] = {}
@@ -552,7 +558,8 @@ class Cluster:
             self._rr += 1
         if self.disaggregated:
             # one prefill pass on a prefill node emits the first token, then the KV moves to `rep`
-            t_pf = self.cost.step_time(int(prompt_len), int(prompt_len), 1, False)
+            t_pf = self.cost.step_time(int(prompt_len), int(prompt_len), 1, False,
+                                       attn_ctx=prompt_len * (prompt_len + 1) / 2)
             self.req.first_token[rid] = now + t_pf
             self.count_tokens(now + t_pf, 1)
             ev = self.env.timeout(t_pf)
@@ -573,6 +580,8 @@ class Cluster:
 
     def start_closed_loop(self, users: int):
         lengths = self.closed_loop["lengths"]
+        cap = self.closed_loop.get("max_requests")
+        users = min(users, cap) if cap else users
         p, o = lengths.sample(users, self.rng)
         for i in range(users):
             self.submit(int(p[i]), int(o[i]))
@@ -580,7 +589,7 @@ class Cluster:
     def on_finish(self, rid: int, now: float):
         self._track(now, -1)
         cl = self.closed_loop
-        if cl is None or now >= cl["stop_at"]:
+        if cl is None or now >= cl["stop_at"] or self._closed_loop_full():
             return
         p, o = cl["lengths"].sample(1, self.rng)
         if cl["think"] > 0:
@@ -590,8 +599,13 @@ class Cluster:
             self.submit(int(p[0]), int(o[0]))
 
     def _late_submit(self, p, o):
-        if self.env.now < self.closed_loop["stop_at"]:
+        if self.env.now < self.closed_loop["stop_at"] and not self._closed_loop_full():
             self.submit(p, o)
+
+    def _closed_loop_full(self) -> bool:
+        """True once a closed loop with max_requests has sent them all (vLLM's --num-prompts)."""
+        cap = self.closed_loop.get("max_requests")
+        return bool(cap) and self.req.n >= cap
 
     # ---- bookkeeping -------------------------------------------------------------------------------
     def _track(self, now: float, delta: int):

@@ -3,7 +3,7 @@
 The one place the step-cost formula lives (cluster.py and the policies call it, never rebuild it).
 
     cm = CostModel.from_config(sim, run_root)     # reads a step profile when sim.cost.profile is set
-    cm.step_time(tokens, kv_sum, n_reqs, spec, drafts)    # seconds, scalar (hot path, pure Python)
+    cm.step_time(tokens, kv_sum, n_reqs, spec, drafts, attn_ctx)    # seconds, scalar (hot path, pure Python)
     cm.step_time_vec(tokens_array, kv_sum, n_reqs, spec, drafts_array)   # numpy, same batch, other verify budgets
     sps = cm.sps_curve(prefill_tokens, kv_sum, n_reqs, decode_reqs)     # b -> steps/s of a step with b decode tokens
     cm.kv_capacity_tokens(gpu_mem_util, reserve_bytes, block_size)   # KV tokens one replica holds (vLLM's split)
@@ -16,8 +16,11 @@ sliding-window layers the roofline counts n_reqs x attended_context(kv_sum / n_r
 
 Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
 tp GPUs:
-    compute = (tokens x 2 x active params + tokens x (kv_sum / n_reqs) x attention FLOPs per cached token)
-              / (tp x mfu x peak[dtype])
+    compute = (tokens x 2 x active params + attended x attention FLOPs per cached token) / (tp x mfu x peak[dtype]),
+              attended = the cached tokens each query token attends to, summed over the step's tokens
+              (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
+              prefill chunk of c tokens after `done` c x (done + (c + 1) / 2)); without it, and on a
+              sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context)
     memory  = weights read(tokens) / (tp x w_eff x bandwidth) + kv_sum x KV bytes per token / (tp x kv_eff
               x bandwidth), w_eff = bw_efficiency for a one-token step (matrix-vector products) and
               gemm_bw_efficiency (default: the same) for a step of more tokens (matrix-matrix products);
@@ -154,11 +157,14 @@ class CostModel:
         return blocks * block_size
 
     # ---- step time ---------------------------------------------------------------------------------
-    def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool, drafts: int = 0) -> float:
+    def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool, drafts: int = 0,
+                  attn_ctx: float | None = None) -> float:
         """Seconds for one engine step with `tokens` query tokens of `n_reqs` requests reading `kv_sum`
         cached tokens, `drafts` of those tokens drafts to verify (a speculative step also pays the drafter
         pass). `drafts` changes profile reads only (see the module docstring): the roofline prices every
-        query token alike."""
+        query token alike. `attn_ctx`: the cached tokens each query token attends to, summed over the step's
+        tokens (the replica's step plan knows it); None: tokens x kv_sum / n_reqs, every token at the mean
+        context (and always on a sliding-window model, whose window caps each request's context)."""
         mult = 1.0
         if self._bucket_list is not None:
             if tokens <= self._bucket_max:
@@ -180,7 +186,10 @@ class CostModel:
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
         if tokens > 1:
             weights *= self._gemm_factor
-        compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+        if attn_ctx is None or self._sliding:
+            compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+        else:  # a prefill chunk beside long decodes is not charged their context (nor they its)
+            compute = tokens * self._t_per_token_flops + attn_ctx * self._t_attn
         memory = weights + kv_sum * self._t_per_kv_token
         t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link
         if self._serial:

@@ -216,7 +216,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     end = wl.duration
     warmup = wl.warmup
     if wl.kind == "closed_loop":
-        closed = {"think": wl.think_time_s, "stop_at": end, "lengths": lengths}
+        closed = {"think": wl.think_time_s, "stop_at": end, "lengths": lengths, "max_requests": wl.max_requests}
     arrivals = None
     if wl.kind != "closed_loop":
         rate = wl.rate * value if (axis == "rate" and value is not None and not wl.replay) else None
@@ -229,9 +229,10 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
             end = max(min(end, float(arrivals[0][-1])), 1e-9)  # arrivals stop with the recording's last one
     if end <= warmup:
         raise LabError(f"sim.workload.warmup_s {warmup:g} is not below the last arrival at {end:.1f} s")
-    # a replay is measured over all its requests and their whole run (vLLM's benchmark); a synthetic
-    # workload over requests arriving in [warmup, duration] and tokens emitted then (steady state)
-    window = (warmup, float("inf") if wl.replay else end)
+    # a replay or a bounded closed loop is measured over all its requests and their whole run (vLLM's
+    # benchmark); a synthetic workload over requests arriving in [warmup, duration] and tokens emitted then
+    whole_run = wl.replay or (wl.kind == "closed_loop" and wl.max_requests is not None)
+    window = (warmup, float("inf") if whole_run else end)
     cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.engine, rng,
                       kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed)
     if wl.kind == "closed_loop":
@@ -240,7 +241,13 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     else:
         env.process(cluster.open_loop(*arrivals))
     t0 = time.perf_counter()
-    env.run(until=end)
+    if closed is not None and wl.max_requests:
+        # a bounded closed loop (vLLM's --max-concurrency with --num-prompts) ends with its last reply
+        done = env.event()
+        cluster_done_hook(cluster, done)
+        env.run(until=simpy.AnyOf(env, [done, env.timeout(end)]))
+    else:
+        env.run(until=end)
     if wl.drain and not cluster.all_done():
         done = env.event()
         cluster_done_hook(cluster, done)
@@ -248,7 +255,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     wall = time.perf_counter() - t0
     frame = cluster.requests_frame()
     n_gpus = sim.replicas * sim.hardware.tp
-    summary = summarize(frame, window, n_gpus, None if wl.replay else cluster.tokens_in_window,
+    summary = summarize(frame, window, n_gpus, None if whole_run else cluster.tokens_in_window,
                         ttft_cap_s=sim.sla.ttft_cap_s, sla_tok_s_user=sim.sla.tok_s_per_user)
     stats = cluster.step_stats()
     summary.update(stats)

@@ -1,0 +1,381 @@
+"""The simulator against public vLLM GPU serving benchmarks (issue 9): predicted vs reported TPOT, TTFT,
+output throughput, for every row of a cited data file.
+
+    python -m sim.public_check                                  # sim/validation/public_vllm.yaml -> public_check/
+    python -m sim.public_check --file rows.yaml --out DIR --rows ID1,ID2
+
+Each row is configured only through the simulator's public interface: the card as a hardware preset (its spec
+sheet, sim/presets/hardware.yaml), the model from a public config.json, the tensor-parallel size, vLLM's
+engine settings (the source's, else vLLM's defaults for that card: vllm_server_defaults), and the benchmark
+as `vllm bench serve` ran it: fixed input / output lengths, --num-prompts, and --request-rate inf with or
+without --max-concurrency (a closed loop of that many users, or of all prompts at once, that stops after
+--num-prompts) or a finite rate (Poisson arrivals). One autoregressive replica; metrics by vLLM's
+definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics).
+
+Writes DIR/public_check.csv (one row per benchmark: reported, simulated, relative error = sim / reported - 1),
+DIR/public_check.md (the table and the error summary) and DIR/public_check.png (sim vs reported, log axes).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from tqdm import tqdm
+
+from lab.config_base import StrictModel
+from lab.config_sim import HARDWARE_NAMES, SimSection
+from lab.errors import LabError
+from lab.io import write_text_atomic
+from sim.serving_metrics import fidelity_metrics
+from sim.simulate import prepare_inputs, simulate
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
+# (column in the table, key of `reported`, key of fidelity_metrics, factor from the metric's unit to the column's)
+METRICS = (("tpot_mean_ms", "tpot_mean_ms", "tpot_mean_ms", 1.0),
+           ("ttft_mean_ms", "ttft_mean_ms", "ttft_mean_s", 1e3),
+           ("output_throughput_tok_s", "output_throughput_tok_s", "throughput_tok_s", 1.0))
+# vLLM's `vllm serve` defaults (vllm/engine/arg_utils.py, get_batch_defaults, vLLM 0.8 - 0.19): a card with
+# at least 70 GiB that is not an A100 gets 8192 batched tokens and 1024 sequences, every other card 2048 and
+# 256 (the A100 exception: vLLM PR #17885)
+LARGE_CARD_GIB = 70.0
+
+
+class BenchSpec(StrictModel):
+    """`vllm bench serve` as the source ran it."""
+
+    input_tokens: int = Field(ge=1, description="--random-input-len, or the run's mean input (lengths: mean)")
+    output_tokens: int = Field(ge=1, description="--random-output-len (with --ignore-eos), or the run's mean")
+    lengths: str = Field("fixed", pattern="^(fixed|mean)$", description="fixed: as asked; mean: the run's means")
+    num_prompts: int = Field(ge=1)
+    request_rate: float = Field(gt=0, description="--request-rate; .inf: all prompts at once")
+    max_concurrency: int | None = Field(None, ge=1, description="--max-concurrency (needs request_rate inf)")
+
+    @model_validator(mode="after")
+    def _closed_needs_inf(self):
+        if self.max_concurrency is not None and math.isfinite(self.request_rate):
+            raise ValueError("max_concurrency with a finite request_rate is not supported (give one of them)")
+        return self
+
+
+class Reported(StrictModel):
+    tpot_mean_ms: float | None = Field(None, gt=0)
+    ttft_mean_ms: float | None = Field(None, gt=0)
+    output_throughput_tok_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.tpot_mean_ms is None and self.ttft_mean_ms is None and self.output_throughput_tok_s is None:
+            raise ValueError("a row needs at least one reported metric")
+        return self
+
+
+class EngineOverrides(StrictModel):
+    """Engine settings the source states (vLLM names); anything unset takes vLLM's default for the card."""
+
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=16)
+
+
+class PublicRow(StrictModel):
+    id: str = Field(min_length=1)
+    source: str = Field(pattern=r"^https?://", description="where the numbers are published")
+    gpu: str = Field(description="the card as a sim/presets/hardware.yaml preset")
+    gpu_reported: str
+    model: str = Field(description="the Hugging Face model name the source served")
+    model_config_path: str = Field(alias="model_config", description="a public config.json, repository-relative")
+    vllm: str | None = None
+    tp: int = Field(1, ge=1, le=64)
+    engine: EngineOverrides = Field(default_factory=EngineOverrides)
+    bench: BenchSpec
+    reported: Reported
+    note: str | None = None
+    after_fit: bool = Field(False, description="added after the presets were fitted: held out whatever its place")
+    _index: int = PrivateAttr(0)  # position in the data file: even rows fit, odd rows are held out (--fit)
+
+    @property
+    def half(self) -> str:
+        return "held-out" if self.after_fit or self._index % 2 else "fit"
+
+    @field_validator("gpu")
+    @classmethod
+    def _preset(cls, value):
+        if value not in HARDWARE_NAMES:
+            raise ValueError(f"{value!r} is not a hardware preset {HARDWARE_NAMES}")
+        return value
+
+    @field_validator("model_config_path")
+    @classmethod
+    def _config_exists(cls, value):
+        if not (REPO_ROOT / value).is_file():
+            raise ValueError(f"{value!r} not found under {REPO_ROOT}")
+        return value
+
+
+def load_rows(path: str | Path) -> list[PublicRow]:
+    """The rows of a data file ({rows: [...]}); LabError naming the file and field on anything wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise LabError(f"--file: {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError:
+        raise LabError(f"{p}: not valid YAML") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
+        raise LabError(f"{p}: rows: a non-empty list of benchmark rows expected")
+    rows = []
+    for i, raw in enumerate(data["rows"]):
+        try:
+            row = PublicRow.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(x) for x in err["loc"]) or "<row>"
+            raise LabError(f"{p}: rows[{i}].{field}: {err['msg']}") from None
+        row._index = i
+        rows.append(row)
+    ids = [r.id for r in rows]
+    dupes = sorted({x for x in ids if ids.count(x) > 1})
+    if dupes:
+        raise LabError(f"{p}: rows: repeated ids {dupes}")
+    return rows
+
+
+def vllm_server_defaults(hardware_preset: str) -> dict:
+    """max_num_batched_tokens / max_num_seqs `vllm serve` picks on this card (see LARGE_CARD_GIB)."""
+    from sim.hardware import get_hardware
+
+    hw = get_hardware(hardware_preset)
+    large = hw.mem_gib >= LARGE_CARD_GIB and "a100" not in hardware_preset
+    return {"max_num_batched_tokens": 8192 if large else 2048, "max_num_seqs": 1024 if large else 256}
+
+
+def row_sim_config(row: PublicRow, hardware: dict | None = None) -> SimSection:
+    """The `sim:` section that describes this benchmark; `hardware` overrides sheet terms (the fit)."""
+    b = row.bench
+    engine = {**vllm_server_defaults(row.gpu),
+              **{k: v for k, v in row.engine.model_dump().items() if v is not None}}
+    lengths = {"source": "fixed", "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens,
+               "max_prompt_tokens": max(b.input_tokens, 32768), "max_output_tokens": max(b.output_tokens, 8192)}
+    if math.isfinite(b.request_rate):
+        # Poisson arrivals until num_prompts: the arrival window is sized to hold them all
+        span = b.num_prompts / b.request_rate
+        workload = {"kind": "poisson", "rate": b.request_rate, "max_requests": b.num_prompts,
+                    "duration_s": 3 * span + 60, "warmup_s": 0.0}
+    else:
+        users = b.max_concurrency or b.num_prompts
+        workload = {"kind": "closed_loop", "concurrency": users, "max_requests": b.num_prompts,
+                    "duration_s": 1e7, "warmup_s": 0.0}
+    workload.update({"lengths": lengths, "drain": True, "drain_limit_s": 1e7})
+    hw = {"preset": row.gpu, "tp": row.tp}
+    cost = {}
+    for key, value in (hardware or {}).items():
+        (hw if key in ("mfu", "bw_efficiency") else cost)[key] = value
+    return SimSection.model_validate({
+        "hardware": hw, "cost": cost,
+        "model": {"name": row.id, "config": str(REPO_ROOT / row.model_config_path)},
+        "engine": engine, "workload": workload, "acceptance": {"source": "parametric"},
+        "policies": [{"kind": "ar"}], "sweep": {"axis": "none"}, "plots": False,
+    })
+
+
+def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0) -> dict:
+    """Simulated metrics of one row (METRICS columns) and the run's own numbers."""
+    sim = row_sim_config(row, hardware)
+    result = simulate(prepare_inputs(sim, seed=seed), "ar", seed=seed)
+    got = fidelity_metrics(result.requests)
+    out = {col: got[key] * factor for col, _, key, factor in METRICS}
+    out.update({"sim_requests": int(result.summary["requests"]), "sim_unfinished": int(result.summary["unfinished"]),
+                "sim_preemptions": int(result.summary["preemptions"]),
+                "sim_mean_decode_batch": float(result.summary["mean_decode_batch"])})
+    return out
+
+
+def error_table(rows: list[PublicRow], simulated: list[dict]) -> pd.DataFrame:
+    """One line per row: reported and simulated metrics and rel_err_<metric> = sim / reported - 1 (NaN where
+    the source reports nothing)."""
+    lines = []
+    for row, sim in zip(rows, simulated):
+        line = {"id": row.id, "half": row.half, "gpu": row.gpu, "model": row.model, "tp": row.tp,
+                "input": row.bench.input_tokens, "output": row.bench.output_tokens,
+                "prompts": row.bench.num_prompts, "rate": row.bench.request_rate,
+                "concurrency": row.bench.max_concurrency, "source": row.source}
+        for col, rep_key, _, _ in METRICS:
+            rep = getattr(row.reported, rep_key)
+            line[f"reported_{col}"] = float("nan") if rep is None else float(rep)
+            line[f"sim_{col}"] = float(sim[col])
+            line[f"rel_err_{col}"] = float(sim[col]) / rep - 1 if rep is not None else float("nan")
+        line.update({k: v for k, v in sim.items() if k.startswith("sim_") and k not in line})
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def error_summary(table: pd.DataFrame) -> dict:
+    """Per metric: rows with a reported value, mean and median |relative error|, rows within 10%, mean
+    signed error (the bias)."""
+    out = {}
+    for col, _, _, _ in METRICS:
+        err = table[f"rel_err_{col}"].dropna().to_numpy(np.float64)
+        if not err.size:
+            continue
+        out[col] = {"rows": int(err.size), "mean_abs": float(np.abs(err).mean()),
+                    "median_abs": float(np.median(np.abs(err))), "within_10pct": int((np.abs(err) <= 0.10).sum()),
+                    "mean_signed": float(err.mean())}
+    return out
+
+
+def markdown(table: pd.DataFrame, summary: dict) -> str:
+    def num(x):
+        return "-" if x is None or not np.isfinite(x) else f"{x:,.4g}"
+
+    def pct(x):
+        return "-" if not np.isfinite(x) else f"{100 * x:+.0f}%"
+
+    head = ("| row | half | card | in / out | prompts | rate / conc. | TPOT ms rep. / sim | err | TTFT ms rep. / sim "
+            "| err | out tok/s rep. / sim | err |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in table.itertuples(index=False):
+        load = f"c={int(r.concurrency)}" if pd.notna(r.concurrency) else (
+            "all at once" if not np.isfinite(r.rate) else f"{r.rate:g}/s")
+        cells = [r.id, r.half, r.gpu, f"{r.input} / {r.output}", str(r.prompts), load]
+        for col, _, _, _ in METRICS:
+            cells += [f"{num(getattr(r, 'reported_' + col))} / {num(getattr(r, 'sim_' + col))}",
+                      pct(getattr(r, "rel_err_" + col))]
+        lines.append("| " + " | ".join(cells) + " |")
+    summ = ["", "| metric | rows | mean abs err | median abs err | within 10% | mean signed err |",
+            "|---|---|---|---|---|---|"]
+    halves = [("all", summary)] + [(h, error_summary(table[table["half"] == h])) for h in ("fit", "held-out")]
+    for name, part in halves:
+        for col, s in part.items():
+            summ.append(f"| {col} ({name}) | {s['rows']} | {100 * s['mean_abs']:.0f}% | {100 * s['median_abs']:.0f}% "
+                        f"| {s['within_10pct']} | {100 * s['mean_signed']:+.0f}% |")
+    return head + "\n".join(lines) + "\n" + "\n".join(summ) + "\n"
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.6))
+    colors = {gpu: f"C{i}" for i, gpu in enumerate(sorted(set(table["gpu"])))}
+    held = (table["half"] == "held-out").to_numpy()
+    for ax, (col, _, _, _) in zip(axes, METRICS):
+        rep, sim = table[f"reported_{col}"].to_numpy(), table[f"sim_{col}"].to_numpy()
+        keep = np.isfinite(rep) & np.isfinite(sim) & (rep > 0) & (sim > 0)
+        if keep.any():
+            lo, hi = min(rep[keep].min(), sim[keep].min()) / 1.5, max(rep[keep].max(), sim[keep].max()) * 1.5
+            grid = np.array([lo, hi])
+            ax.fill_between(grid, grid * 0.9, grid * 1.1, color="0.88", label="within 10%", zorder=0)
+            ax.plot(grid, grid, "k-", lw=0.8, zorder=1)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        for gpu, color in colors.items():
+            for half, sel_half, face in (("fit", ~held, color), ("held-out", held, "none")):
+                sel = keep & (table["gpu"] == gpu).to_numpy() & sel_half
+                if sel.any():
+                    ax.scatter(rep[sel], sim[sel], s=30, edgecolors=color, facecolors=face, zorder=2,
+                               label=f"{gpu} ({half})")
+        ax.set_xlabel(f"reported {col}")
+        ax.set_ylabel(f"simulated {col}")
+        ax.legend(fontsize=6)
+    fig.suptitle("Simulator (spec-sheet roofline) vs public vLLM benchmarks")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(rows: list[PublicRow], hardware: dict | None = None, progress: bool = True) -> pd.DataFrame:
+    simulated = [simulate_row(r, hardware) for r in tqdm(rows, desc="public rows", disable=not progress)]
+    return error_table(rows, simulated)
+
+
+def write_outputs(table: pd.DataFrame, out: Path, header: str = "") -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = error_summary(table)
+    write_text_atomic(out / "public_check.csv", table.to_csv(index=False))
+    write_text_atomic(out / "public_check.md", header + markdown(table, summary))
+    plot(table, out / "public_check.png")
+    return summary
+
+
+# the per-card grid `--fit` searches (achievable fractions of the sheet's peaks)
+FIT_GRID = {"mfu": (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
+            "bw_efficiency": (0.65, 0.7, 0.75, 0.8, 0.85)}
+
+
+def fit_loss(table: pd.DataFrame) -> float:
+    """Median |log(sim / reported)| over the TPOT and output-throughput values a table has."""
+    err = np.concatenate([table["rel_err_tpot_mean_ms"].dropna().to_numpy(np.float64),
+                          table["rel_err_output_throughput_tok_s"].dropna().to_numpy(np.float64)])
+    return float(np.median(np.abs(np.log1p(err)))) if err.size else float("nan")
+
+
+def fit_per_card(rows: list[PublicRow]) -> list[dict]:
+    """For each card: mfu and bw_efficiency picked on the file's even rows (fit half), scored on its odd rows
+    (held-out half), beside the score of the card's sheet as it stands (preset values) on both halves. TTFT is left out of the loss: it holds the
+    API server's own latency (tokenising, HTTP), which no spec sheet describes."""
+    import itertools
+
+    out = []
+    for gpu in sorted({r.gpu for r in rows}):
+        fit = [r for r in rows if r.gpu == gpu and r.half == "fit"]
+        held = [r for r in rows if r.gpu == gpu and r.half == "held-out"]
+        if not fit:
+            continue
+        grid = [dict(zip(FIT_GRID, values)) for values in itertools.product(*FIT_GRID.values())]
+        scored = sorted((fit_loss(run(fit, g, progress=False)), i) for i, g in enumerate(tqdm(grid, desc=gpu)))
+        best = grid[scored[0][1]]
+        out.append({"gpu": gpu, "fit_rows": len(fit), "held_rows": len(held), **best,
+                    "fit_loss_sheet": fit_loss(run(fit, progress=False)), "fit_loss_fitted": scored[0][0],
+                    "held_loss_sheet": fit_loss(run(held, progress=False)) if held else float("nan"),
+                    "held_loss_fitted": fit_loss(run(held, best, progress=False)) if held else float("nan")})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.public_check", description=__doc__.splitlines()[0])
+    ap.add_argument("--file", default=str(DEFAULT_FILE), help="data file of cited benchmark rows")
+    ap.add_argument("--out", default="public_check", help="output directory")
+    ap.add_argument("--rows", default=None, help="comma-separated row ids to run (default: all)")
+    ap.add_argument("--fit", action="store_true",
+                    help="also pick each card's mfu / bw_efficiency on the even rows and score them on the odd "
+                         "rows (DIR/public_fit.csv); the presets are not changed")
+    args = ap.parse_args(argv)
+    try:
+        rows = load_rows(args.file)
+        if args.rows:
+            wanted = [x for x in args.rows.split(",") if x]
+            known = {r.id for r in rows}
+            unknown = [x for x in wanted if x not in known]
+            if unknown or not wanted:
+                raise LabError(f"--rows: unknown ids {unknown or wanted}; the file has {sorted(known)}")
+            rows = [r for r in rows if r.id in wanted]
+        for r in rows:  # every row builds before any runs
+            row_sim_config(r)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    table = run(rows)
+    summary = write_outputs(table, Path(args.out))
+    print(markdown(table, summary))
+    if args.fit:
+        fits = pd.DataFrame(fit_per_card(rows))
+        write_text_atomic(Path(args.out) / "public_fit.csv", fits.to_csv(index=False))
+        print(fits.round(4).to_string(index=False))
+    print(f"wrote {args.out}/public_check.{{csv,md,png}} ({len(rows)} rows, wall {time.perf_counter() - wall0:.1f} s, "
+          f"cpu {time.process_time() - cpu0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The simulator against public vLLM benchmarks (sim/public_check.py, sim/validation/public_vllm.yaml) and the
+bounded closed loop it relies on (workload.max_requests: vLLM bench's --num-prompts with --max-concurrency)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.public_check import (
+    DEFAULT_FILE,
+    PublicRow,
+    error_summary,
+    error_table,
+    load_rows,
+    main,
+    row_sim_config,
+    vllm_server_defaults,
+)
+from sim.simulate import prepare_inputs, simulate
+from tests.sim.conftest import make_sim
+
+FAST_ROWS = "gpustack-h100-qwen3-8b-c1,mushfiq-4090-mistral-7b-c8"
+
+
+def test_data_file_parses_and_every_row_builds_a_sim_config():
+    rows = load_rows(DEFAULT_FILE)
+    assert len(rows) >= 8 and len({r.gpu for r in rows}) >= 3
+    for row in rows:
+        assert row.source.startswith("https://")
+        sim = row_sim_config(row)
+        wl, b = sim.workload, row.bench
+        assert (wl.lengths.prompt_tokens, wl.lengths.output_tokens) == (b.input_tokens, b.output_tokens)
+        assert wl.max_requests == b.num_prompts
+        if math.isfinite(b.request_rate):
+            assert wl.kind == "poisson" and wl.rate == b.request_rate
+        else:  # rate inf: a closed loop of max_concurrency users, or of every prompt at once
+            assert wl.kind == "closed_loop" and wl.concurrency == (b.max_concurrency or b.num_prompts)
+        assert sim.hardware.preset == row.gpu and sim.hardware.tp == row.tp
+        for key, value in row.engine.model_dump().items():
+            if value is not None:
+                assert getattr(sim.engine, key) == value
+
+
+def test_vllm_serve_defaults_follow_the_card():
+    assert vllm_server_defaults("h100") == {"max_num_batched_tokens": 8192, "max_num_seqs": 1024}
+    assert vllm_server_defaults("a100-80g") == {"max_num_batched_tokens": 2048, "max_num_seqs": 256}
+    assert vllm_server_defaults("rtx-4090") == {"max_num_batched_tokens": 2048, "max_num_seqs": 256}
+
+
+def test_bounded_closed_loop_sends_num_prompts_and_ends_with_the_last_reply():
+    sim = make_sim(workload={"kind": "closed_loop", "concurrency": 3, "max_requests": 7, "duration_s": 50,
+                             "warmup_s": 0, "lengths": {"prompt_tokens": 64, "output_tokens": 16}})
+    res = simulate(prepare_inputs(sim), "ar")
+    log = res.requests
+    assert len(log) == 7 and log["finish_s"].notna().all()
+    assert res.summary["sim_time_s"] == pytest.approx(log["finish_s"].max())
+    # never more than 3 in flight: request i > 2 arrives when an earlier one finishes
+    times = np.sort(np.concatenate([log["arrival_s"].to_numpy(), log["finish_s"].to_numpy()]))
+    in_flight = [((log["arrival_s"] <= t) & (log["finish_s"] > t)).sum() for t in times]
+    assert max(in_flight) == 3
+    # measured like vLLM's benchmark: throughput over all requests, first arrival to last finish
+    expected = log["output_tokens"].sum() / (log["finish_s"].max() - log["arrival_s"].min())
+    assert res.summary["throughput_tok_s"] == pytest.approx(expected)
+
+
+def _row(**reported) -> PublicRow:
+    return PublicRow.model_validate({
+        "id": "t", "source": "https://example.org/x", "gpu": "h100", "gpu_reported": "H100",
+        "model": "Qwen/Qwen3-8B", "model_config": "real/presets/qwen3-8b.json", "tp": 1,
+        "bench": {"input_tokens": 100, "output_tokens": 50, "num_prompts": 10, "request_rate": "inf",
+                  "max_concurrency": 2}, "reported": reported})
+
+
+def test_error_table_is_sim_over_reported_minus_one():
+    rows = [_row(tpot_mean_ms=10.0, ttft_mean_ms=200.0, output_throughput_tok_s=1000.0),
+            _row(ttft_mean_ms=50.0, output_throughput_tok_s=400.0)]
+    sims = [{"tpot_mean_ms": 11.0, "ttft_mean_ms": 150.0, "output_throughput_tok_s": 1000.0},
+            {"tpot_mean_ms": 9.0, "ttft_mean_ms": 100.0, "output_throughput_tok_s": 380.0}]
+    table = error_table(rows, sims)
+    assert table["rel_err_tpot_mean_ms"].iloc[0] == pytest.approx(0.1)
+    assert table["rel_err_ttft_mean_ms"].tolist() == pytest.approx([-0.25, 1.0])
+    assert table["rel_err_output_throughput_tok_s"].tolist() == pytest.approx([0.0, -0.05])
+    assert np.isnan(table["rel_err_tpot_mean_ms"].iloc[1])  # the second source gives no TPOT
+    summary = error_summary(table)
+    assert summary["tpot_mean_ms"]["rows"] == 1
+    assert summary["ttft_mean_ms"]["mean_abs"] == pytest.approx(0.625)
+    assert summary["output_throughput_tok_s"]["within_10pct"] == 2
+    assert summary["ttft_mean_ms"]["mean_signed"] == pytest.approx(0.375)
+
+
+def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
+    assert main(["--rows", FAST_ROWS, "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "public_check.csv")
+    assert table["id"].tolist() == FAST_ROWS.split(",")
+    assert table["sim_tpot_mean_ms"].gt(0).all() and table["sim_output_throughput_tok_s"].gt(0).all()
+    assert table["sim_requests"].tolist() == [100, 300]
+    assert table["half"].tolist() == ["fit", "held-out"]  # the data file's even / odd rows
+    assert (tmp_path / "public_check.png").stat().st_size > 0
+    md = (tmp_path / "public_check.md").read_text()
+    assert "gpustack-h100-qwen3-8b-c1" in md and "| tpot_mean_ms (all) | 1 |" in md
+    assert "public_check" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("gpu: h100", "gpu: h900", 1), "rows[0].gpu"),
+    (lambda t: t.replace("num_prompts: 500", "num_prompts: -1", 1), "rows[0].bench.num_prompts"),
+    (lambda t: t.replace("rows:", "rowz:", 1), "rows: a non-empty list"),
+])
+def test_bad_data_file_is_one_line_and_exit_2(tmp_path, capsys, edit, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(edit(DEFAULT_FILE.read_text()))
+    out = tmp_path / "out"
+    assert main(["--file", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_unknown_row_id_is_an_error(tmp_path, capsys):
+    assert main(["--rows", "nope", "--out", str(tmp_path / "o")]) == 2
+    assert "--rows: unknown ids ['nope']" in capsys.readouterr().err
