@@ -38,13 +38,14 @@ def _parse_stages(text: str | None) -> list[str] | None:
 
 def cmd_run(args) -> int:
     from lab.freshness import stale_reason
-    from lab.preflight import check_inputs
+    from lab.preflight import check_inputs, check_sections
     from lab.runs import open_run
     from lab.stages import stage_function
     from lab.threads import apply_thread_policy
 
     cfg = load_config(args.config, args.set)
     stages = _parse_stages(args.stages) or cfg.stages
+    check_sections(cfg, stages, args.config)
     check_inputs(cfg, stages, args.config)
     ctx = open_run(cfg, show_progress=not args.quiet)
     choice = apply_thread_policy(cfg.threads)
@@ -81,12 +82,13 @@ def cmd_profile(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from lab.preflight import check_inputs
+    from lab.preflight import check_inputs, check_sections
 
     failed = 0
     for path in args.configs:  # every file is checked; one error line per bad file
         try:
             cfg = load_config(path, args.set)
+            check_sections(cfg, cfg.stages, path)  # the stages it runs; every file any stage would read
             check_inputs(cfg, STAGES, path)
         except LabError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -37,9 +37,16 @@ def check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...], sou
         raise LabError(f"{source}: {exc}") from None
 
 
+def check_sections(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...], source: str) -> None:
+    """Raise LabError, prefixed with `source`, when one of the stages that will run lacks its section."""
+    try:
+        for stage in stages:
+            cfg.require_sections(stage)
+    except LabError as exc:
+        raise LabError(f"{source}: {exc}") from None
+
+
 def _check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...]) -> None:
-    for stage in stages:
-        cfg.require_sections(stage)
     real = [s for s in stages if s in REAL_STAGES]
     if real and cfg.target.path:
         check_target_path(cfg.target.path)

@@ -259,7 +259,7 @@ SIM_FILE_CASES = [
      lambda w: profiled(step_profile(w, "p", meta=json.dumps({"model": "m"}))),
      "step profile meta needs 'source'"),
     ("missing spec profile", lambda w: profiled(step_profile(w, "p"), spec_profile="no/spec"),
-     "sim.cost.spec_profile: no/spec: step profile file does not exist"),
+     "sim.cost.spec_profile: no/spec: step profile directory does not exist"),
     ("spec profile of two query lengths",
      lambda w: profiled(step_profile(w, "p"), spec_profile=step_profile(
          w, "s", PROFILE_HEADER + "1,2,0,6.0,7.0,3\n1,3,0,6.5,7.5,3\n")),

@@ -34,7 +34,7 @@ def test_cli_sets_a_passive_wait_policy_before_torch(tmp_path):
     code = ("import os, sys; from lab import cli; sys.argv = ['lab', 'validate', 'x.yaml']; "
             "rc = cli.main(['validate', 'x.yaml']); "
             "print(rc, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('KMP_BLOCKTIME'), 'torch' in sys.modules)")
-    (tmp_path / "x.yaml").write_text("name: x\nstages: [sim]\n")
+    (tmp_path / "x.yaml").write_text("name: x\nstages: [sim]\nsim: {}\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**env, "PYTHONPATH": str(ROOT)}).stdout.split()[-4:]
     assert out == ["0", "PASSIVE", "0", "False"]
