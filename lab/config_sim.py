@@ -235,6 +235,10 @@ class EngineSpec(StrictModel):
         "paged", description="paged: vLLM's KV blocks, admission by the blocks needed now, growth per step, "
                              "preemption by recompute; reserve: prompt + output reserved at admission (old model)")
     block_size: int = Field(16, ge=1, le=1024, description="token slots per KV block (paged)")
+    hybrid_kv: bool = Field(
+        True, description="vLLM's hybrid KV cache manager (paged): sliding-window layers keep only their window's "
+                          "blocks, in KV cache groups sharing one pool; false = vLLM's "
+                          "--disable-hybrid-kv-cache-manager (every layer keeps the whole context)")
     max_num_seqs: int = Field(256, ge=1, le=8192, description="requests running at once")
     max_num_batched_tokens: int = Field(8192, ge=16,
                                         description="tokens in one step (decode + drafts + prefill chunks)")
