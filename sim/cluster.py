@@ -265,10 +265,9 @@ class Replica:
             if dec[i, CAP] >= seq[i]:
                 continue  # its blocks hold this step (hybrid: and its window drops none)
             while True:
-                held = kv.grow(int(dec[i, HELD]), int(seq[i]) + look, int(seq[i]) - 1)
-                if held is not None:
-                    dec[i, HELD] = held
-                    dec[i, CAP] = kv.row_cap(held, int(seq[i]) + look, int(seq[i]) - 1, look)
+                grown = kv.grow_decode(int(dec[i, HELD]), int(seq[i]), look)
+                if grown is not None:
+                    dec[i, HELD], dec[i, CAP] = grown
                     break
                 victim = self._newest_running(dec, alive)
                 if victim is None or victim == ("dec", i):
@@ -292,11 +291,11 @@ class Replica:
             seq = row[TOT] - row[REM]
             gap = row[CAP] - seq
             if gap < 0:
-                held = kv.grow(row[HELD], seq + look, seq - 1)
-                if held is None:
+                grown = kv.grow_decode(row[HELD], seq, look)
+                if grown is None:
                     return False
-                cap = kv.row_cap(held, seq + look, seq - 1, look)
-                dec[i, HELD], dec[i, CAP] = held, cap
+                dec[i, HELD], cap = grown
+                dec[i, CAP] = cap
                 gap = cap - seq
             head = min(head, gap)
         self._headroom = head

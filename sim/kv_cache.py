@@ -151,6 +151,18 @@ class PagedKV:
         arrays): beyond it, the step must grow it."""
         return held * self.block_size - lookahead
 
+    def grow_decode(self, held: int, seq: int, lookahead: int) -> tuple[int, int] | None:
+        """A decode step at sequence `seq` with `lookahead` draft slots: (blocks now held, row_cap), or None
+        when the blocks run out (nothing taken). grow + row_cap in one call (the replica's per-row path)."""
+        need = (seq + lookahead + self.block_size - 1) // self.block_size
+        add = need - held
+        if add > 0:
+            if add > self.free:
+                return None
+            self.free -= add
+            held = need
+        return held, held * self.block_size - lookahead
+
     def release(self, held: int) -> None:
         self.free += held
 
@@ -212,6 +224,18 @@ class HybridKV(PagedKV):
             return np.minimum(blocks_for(slots, bs) * bs - lookahead, window - 1 + (skip + 1) * bs)
         skip = max(computed - window + 1, 0) // bs
         return min(blocks_for(slots, bs) * bs - lookahead, window - 1 + (skip + 1) * bs)
+
+    def grow_decode(self, held: int, seq: int, lookahead: int) -> tuple[int, int] | None:
+        """As PagedKV's: seq + lookahead slots, seq - 1 computed (max(0, seq - window) // block_size blocks
+        skipped by each sliding group)."""
+        bs, window = self.block_size, self.window
+        n = (seq + lookahead + bs - 1) // bs
+        skip = (seq - window) // bs if seq > window else 0
+        need = self.n_groups * n - self.n_sliding * skip
+        if need - held > self.free:
+            return None
+        self.free -= need - held
+        return need, min(n * bs - lookahead, window - 1 + (skip + 1) * bs)
 
     @property
     def used_tokens(self) -> int:
