@@ -250,6 +250,10 @@ class EngineSpec(StrictModel):
                                 "default: an estimate from the model width and max_num_batched_tokens")
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
+    max_model_len: int | None = Field(
+        None, ge=1, description="the server's --max-model-len; with sliding-window layers, KV sizes in tokens "
+                                "are read and reported as newer vLLM logs them (max concurrency x max_model_len; "
+                                "sim/kv_cache.KVGroups); None: as vLLM <= 0.11 (pool blocks // groups x block_size)")
     disaggregated_prefill: bool = Field(
         False, description="prefill runs on separate prefill nodes (PD disaggregation): a request reaches its "
                            "decode replica with its KV after one prefill pass priced by the cost model "

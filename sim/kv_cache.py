@@ -59,9 +59,15 @@ class KVGroups:
         1 + 6 groups of 10, 8 padding layers);
       get_kv_cache_config_from_groups / get_num_blocks: num_blocks = KV memory // (page_size x group_size),
         page_size = block_size x one layer's KV bytes per token;
-      _report_kv_cache_config: "GPU KV cache size: num_blocks // len(groups) x block_size tokens" - the
-        capacity in tokens the simulator reports and the one `engine.kv_capacity_tokens` takes from a log
-        (so pool blocks = tokens // block_size x groups).
+      the logged "GPU KV cache size: N tokens" (what `engine.kv_capacity_tokens` takes from a log and the
+        simulator reports): vLLM <= 0.11 (_report_kv_cache_config) N = num_blocks // len(groups) x block_size,
+        so pool blocks = N // block_size x groups; newer vLLM (update_kv_cache_capacity; 0.32 in this lab)
+        N = int(max_concurrency x max_model_len), max_concurrency = num_blocks / blocks one max_model_len
+        request needs (get_max_concurrency_for_kv_cache_config: full groups ceil(max_model_len / block_size),
+        sliding groups ceil(min(window - 1 + max_num_batched_tokens, max_model_len) / block_size) + 1), used
+        here when `engine.max_model_len` is set. Checked on this lab's vLLM 0.32 CPU log (Gemma3-270M fp32,
+        2 GiB, block 128, max_model_len 1,024): groups 1 + 5 of 3 layers, 2 GiB // (128 x 3 x 2 KiB) = 2,730
+        blocks, 8 + 5 x 9 = 53 a request, "KV cache size: 52,745 tokens, Maximum concurrency ... 51.51x".
     One group of all layers (`full` 1, `sliding` 0) is a model without sliding layers, or any model with
     hybrid_kv off (vLLM's --disable-hybrid-kv-cache-manager: sliding layers keep the whole context); a model
     whose every layer slides is one sliding group of all layers either way."""
@@ -75,13 +81,32 @@ class KVGroups:
     def count(self) -> int:
         return self.full + self.sliding
 
-    def reported_tokens(self, pool_blocks: int, block_size: int) -> int:
-        """vLLM's logged "GPU KV cache size" in tokens of a pool of `pool_blocks` group-blocks."""
-        return pool_blocks // self.count * block_size
+    def request_blocks(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
+        """Group-blocks newer vLLM counts for one request of max_model_len tokens (its max concurrency)."""
+        n = -(-max_model_len // block_size)
+        if not self.sliding:
+            return self.full * n
+        sliding = -(-min(self.window - 1 + max_num_batched_tokens, max_model_len) // block_size) + 1
+        return self.full * n + self.sliding * sliding
 
-    def pool_blocks(self, reported_tokens: int, block_size: int) -> int:
-        """Pool group-blocks behind a logged KV size in tokens (its inverse, up to the rounding)."""
-        return reported_tokens // block_size * self.count
+    def reported_tokens(self, pool_blocks: int, block_size: int, max_model_len: int | None = None,
+                        max_num_batched_tokens: int = 0) -> int:
+        """vLLM's logged KV cache size in tokens of a pool of `pool_blocks` group-blocks: vLLM <= 0.11's
+        formula, or the newer one when `max_model_len` is given (see the class docstring)."""
+        if max_model_len is None:
+            return pool_blocks // self.count * block_size
+        return int(pool_blocks / self.request_blocks(max_model_len, block_size, max_num_batched_tokens)
+                   * max_model_len)
+
+    def pool_blocks(self, reported_tokens: int, block_size: int, max_model_len: int | None = None,
+                    max_num_batched_tokens: int = 0) -> int:
+        """Pool group-blocks behind a logged KV size in tokens (reported_tokens' inverse: exact for the newer
+        formula while a request needs no more blocks than max_model_len tokens; up to groups - 1 blocks low
+        for the older)."""
+        if max_model_len is None:
+            return reported_tokens // block_size * self.count
+        per_request = self.request_blocks(max_model_len, block_size, max_num_batched_tokens)
+        return -(-reported_tokens * per_request // max_model_len)
 
 
 def kv_groups(model, hybrid: bool = True) -> KVGroups:
@@ -177,12 +202,15 @@ class HybridKV(PagedKV):
     shrink as the window slides. `max_chunk`: the most new tokens one step gives a request (the token
     budget with chunked prefill; None: a whole prompt)."""
 
-    def __init__(self, total_blocks: int, block_size: int, groups: KVGroups, max_chunk: int | None):
+    def __init__(self, total_blocks: int, block_size: int, groups: KVGroups, max_chunk: int | None,
+                 capacity_tokens: int | None = None):
         super().__init__(total_blocks, block_size)
         self.groups = groups
         self.n_groups, self.n_sliding, self.window = groups.count, groups.sliding, groups.window
         self.max_chunk = max_chunk
-        self.capacity_tokens = groups.reported_tokens(total_blocks, block_size)
+        # as vLLM logs it (KVGroups.reported_tokens; the caller's, which knows max_model_len)
+        self.capacity_tokens = groups.reported_tokens(total_blocks, block_size) if capacity_tokens is None \
+            else capacity_tokens
 
     def units(self, slots, computed):
         """Group-blocks that hold `slots` slots with `computed` tokens cached (ints or int arrays)."""
@@ -283,4 +311,4 @@ def make_kv_cache(engine, capacity_tokens: int, groups: KVGroups | None = None,
         return PagedKV(capacity_tokens // engine.block_size if pool_blocks is None else pool_blocks, engine.block_size)
     blocks = groups.pool_blocks(capacity_tokens, engine.block_size) if pool_blocks is None else pool_blocks
     return HybridKV(blocks, engine.block_size, groups,
-                    engine.max_num_batched_tokens if engine.enable_chunked_prefill else None)
+                    engine.max_num_batched_tokens if engine.enable_chunked_prefill else None, capacity_tokens)

@@ -199,19 +199,23 @@ def kv_pool(sim, cost) -> tuple[int, int | None]:
     model of one KV cache group takes cost.kv_capacity_tokens; a hybrid one (sliding-window layers,
     engine.hybrid_kv) sizes its pool in blocks of one group's layers (sim/kv_cache.KVGroups)."""
     e = sim.engine
-    if e.kv_capacity_tokens:
-        return e.kv_capacity_tokens, None
-    reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
-               else activation_reserve_bytes(cost.model.hidden, e.max_num_batched_tokens))
     m = cost.model
     groups = kv_groups(m, e.hybrid_kv)
-    if e.kv_policy == "reserve" or groups.layers == m.n_layers:
+    hybrid = e.kv_policy != "reserve" and groups.layers != m.n_layers  # several groups: a group-block pool
+    if e.kv_capacity_tokens:
+        if hybrid and e.max_model_len:  # a newer vLLM's log: the pool exactly
+            return e.kv_capacity_tokens, groups.pool_blocks(e.kv_capacity_tokens, e.block_size, e.max_model_len,
+                                                            e.max_num_batched_tokens)
+        return e.kv_capacity_tokens, None
+    reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
+               else activation_reserve_bytes(m.hidden, e.max_num_batched_tokens))
+    if not hybrid:
         tokens = cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size)
         return tokens, tokens // e.block_size
     block_bytes = e.block_size * m.kv_bytes_per_token * groups.layers / m.n_layers
     blocks = kv_cache_blocks(cost.hw.mem_gib * GIB, e.gpu_memory_utilization, m.resident_weight_bytes(cost.ep),
                              reserve, block_bytes, cost.tp, where=f"sim: model {m.name} on {cost.tp} x {cost.hw.name}")
-    return groups.reported_tokens(blocks, e.block_size), blocks
+    return groups.reported_tokens(blocks, e.block_size, e.max_model_len, e.max_num_batched_tokens), blocks
 
 
 def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: int = 0,

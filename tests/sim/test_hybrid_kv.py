@@ -144,3 +144,23 @@ def test_dense_models_ignore_the_switch(name):
         res = simulate(prepare_inputs(sim), "prefix", None, 0)
         out.append((res.summary["preemptions"], res.summary["peak_running"], res.requests.to_csv()))
     assert out[0] == out[1] and out[0][0] > 0
+
+
+def test_kv_size_as_this_labs_vllm_logs_it():
+    """vLLM 0.32 (this lab's engine, CPU) served Gemma3-270M in fp32 with 2 GiB of KV, block 128, max_model_len
+    1,024 and logged "kv cache group sizes (128 x 6)" and "CPU KV cache size: 52,745 tokens, Maximum concurrency
+    for 1,024 tokens per request: 51.51x" (runs/fidelity_vllm/*/engine/nospec/server.log). By hand: 1 full + 5
+    sliding groups of 3 layers, a group-block 128 x 3 x 2 KiB, 2 GiB // that = 2,730 blocks; a 1,024-token
+    request needs 8 blocks in the full group and min(511 + budget, 1,024) / 128 + 1 = 9 in each sliding one."""
+    groups = kv_groups(replace(get_model("gemma3-270m"), dtype="fp32"))
+    assert groups == KVGroups(1, 5, 3, 512)
+    blocks = 2 * GIB // (128 * 3 * 2 * 1 * 256 * 4)
+    assert blocks == 2730 and groups.request_blocks(1024, 128, 2048) == 53
+    assert groups.reported_tokens(blocks, 128, 1024, 2048) == 52_745 and round(2730 / 53, 2) == 51.51
+    assert groups.pool_blocks(52_745, 128, 1024, 2048) == 2730  # the simulator recovers vLLM's pool
+    sim = make_sim(model={"name": "gemma3-270m", "dtype": "fp32"}, hardware={"preset": "cpu"},
+                   engine={"block_size": 128, "kv_capacity_tokens": 52_745, "max_model_len": 1024,
+                           "max_num_batched_tokens": 2048})
+    assert kv_pool(sim, CostModel.from_config(sim)) == (52_745, 2730)
+    res = simulate(prepare_inputs(sim), "ar", None, 0, keep_cluster=True)
+    assert res.cluster.replicas[0].kv.total == 2730 and res.summary["kv_capacity_tokens"] == 52_745
