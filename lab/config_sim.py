@@ -236,6 +236,10 @@ class EngineSpec(StrictModel):
         "paged", description="paged: vLLM's KV blocks, admission by the blocks needed now, growth per step, "
                              "preemption by recompute; reserve: prompt + output reserved at admission (old model)")
     block_size: int = Field(16, ge=1, le=1024, description="token slots per KV block (paged)")
+    hybrid_kv: bool = Field(
+        True, description="vLLM's hybrid KV cache manager (paged): sliding-window layers keep only their window's "
+                          "blocks, in KV cache groups sharing one pool; false = vLLM's "
+                          "--disable-hybrid-kv-cache-manager (every layer keeps the whole context)")
     max_num_seqs: int = Field(256, ge=1, le=8192, description="requests running at once")
     max_num_batched_tokens: int = Field(8192, ge=16,
                                         description="tokens in one step (decode + drafts + prefill chunks)")
@@ -247,6 +251,10 @@ class EngineSpec(StrictModel):
                                 "default: an estimate from the model width and max_num_batched_tokens")
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
+    max_model_len: int | None = Field(
+        None, ge=1, description="the server's --max-model-len; with sliding-window layers, KV sizes in tokens "
+                                "are read and reported as newer vLLM logs them (max concurrency x max_model_len; "
+                                "sim/kv_cache.KVGroups); None: as vLLM <= 0.11 (pool blocks // groups x block_size)")
     disaggregated_prefill: bool = Field(
         False, description="prefill runs on separate prefill nodes (PD disaggregation): a request reaches its "
                            "decode replica with its KV after one prefill pass priced by the cost model "

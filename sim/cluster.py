@@ -17,6 +17,9 @@ A replica step, as vLLM V1's scheduler builds it (engine settings: lab/config_si
           emits its first token (TTFT), as in vLLM.
   apply   the acceptance source says what each verify accepted; finished requests free their KV.
 kv_policy 'reserve' (the old model) instead reserves prompt + output at admission and never preempts.
+Models with sliding-window layers (engine.hybrid_kv, default on) hold group-blocks of vLLM's hybrid manager
+(sim/kv_cache.HybridKV): a sliding group frees the blocks before its window as a request grows, so a decode
+row's CAP also stops where its window drops the next block, and growth there may give blocks back.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.kv_cache import blocks_for, make_kv_cache
+from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
 
 
 class CountingEnvironment(simpy.Environment):
@@ -85,7 +88,8 @@ class RequestTable:
 # counter value when the request started decoding (steps taken = counter now - this), prompt + output
 # tokens (so the sequence so far, whose KV the next step reads, is TOT - REM), KV units held (blocks, or
 # reserved tokens), admission order (the newest running request is preempted first), and the longest
-# sequence its blocks hold with this step's draft slots (HELD x block_size - lookahead: beyond it, grow)
+# sequence its blocks hold with this step's draft slots (HELD x block_size - lookahead: beyond it, grow;
+# hybrid KV: also no further than where its sliding window drops a block, kv.row_cap)
 RID, PSTART, PLEN, POS, REM, ENTRY, TOT, HELD, ADM, CAP = range(10)
 NCOL = 10
 SMALL_BATCH = 8  # up to this many decode rows, per-row plain Python beats numpy's per-call overhead
@@ -118,7 +122,8 @@ class Replica:
         self.max_seqs = e.max_num_seqs
         self.max_tokens = e.max_num_batched_tokens
         self.chunked = e.enable_chunked_prefill
-        self.kv = make_kv_cache(e, cluster.kv_capacity)
+        self.kv = make_kv_cache(e, cluster.kv_capacity, cluster.kv_groups, cluster.kv_blocks)
+        self._hybrid = isinstance(self.kv, HybridKV)  # rows carry their CAP (kv.row_cap), growth may free
         self.lookahead = policy.max_verify()  # KV slots a decode step reserves for drafts
         self.dec = np.zeros((0, NCOL), np.int64)
         self.kv_dec = 0  # KV tokens held by decoding requests (sum of their sequences, TOT - REM)
@@ -239,13 +244,21 @@ class Replica:
         seq = dec[:, TOT] - dec[:, REM]
         gap = dec[:, CAP] - seq
         rows = np.flatnonzero(gap < 0)
-        bs = kv.block_size
-        need = blocks_for(seq[rows] + self.lookahead, bs)
-        total = int((need - dec[rows, HELD]).sum())
-        if total <= kv.free:
+        bs, look = kv.block_size, self.lookahead
+        if self._hybrid:  # net of the blocks the windows give back; fine in any order when the growth fits
+            slots, computed = seq[rows] + look, seq[rows] - 1
+            need = kv.units(slots, computed)
+            delta = need - dec[rows, HELD]
+            fits = int(np.maximum(delta, 0).sum()) <= kv.free
+            total = int(delta.sum())
+        else:
+            need = blocks_for(seq[rows] + look, bs)
+            total = int((need - dec[rows, HELD]).sum())
+            fits = total <= kv.free
+        if fits:
             kv.free -= total
             dec[rows, HELD] = need
-            dec[rows, CAP] = need * bs - self.lookahead
+            dec[rows, CAP] = kv.row_cap(need, slots, computed, look) if self._hybrid else need * bs - look
             gap[rows] = dec[rows, CAP] - seq[rows]
             self._headroom = int(gap.min()) if len(gap) else 0
             return
@@ -254,11 +267,12 @@ class Replica:
         for i in np.argsort(dec[:, ADM], kind="stable"):
             if not alive[i]:
                 continue
+            if dec[i, CAP] >= seq[i]:
+                continue  # its blocks hold this step (hybrid: and its window drops none)
             while True:
-                held = kv.grow(int(dec[i, HELD]), int(seq[i]) + self.lookahead)
-                if held is not None:
-                    dec[i, HELD] = held
-                    dec[i, CAP] = held * bs - self.lookahead
+                grown = kv.grow_decode(int(dec[i, HELD]), int(seq[i]), look)
+                if grown is not None:
+                    dec[i, HELD], dec[i, CAP] = grown
                     break
                 victim = self._newest_running(dec, alive)
                 if victim is None or victim == ("dec", i):
@@ -276,17 +290,17 @@ class Replica:
     def _grow_few(self, dec, kv) -> bool:
         """_grow_decodes for a handful of rows in plain Python (numpy calls cost more there); False when the
         blocks run out (the caller then preempts)."""
-        bs, look = kv.block_size, self.lookahead
+        look = self.lookahead
         head = 1 << 62
         for i, row in enumerate(dec.tolist()):
             seq = row[TOT] - row[REM]
             gap = row[CAP] - seq
             if gap < 0:
-                held = kv.grow(row[HELD], seq + look)
-                if held is None:
+                grown = kv.grow_decode(row[HELD], seq, look)
+                if grown is None:
                     return False
-                cap = held * bs - look
-                dec[i, HELD], dec[i, CAP] = held, cap
+                dec[i, HELD], cap = grown
+                dec[i, CAP] = cap
                 gap = cap - seq
             head = min(head, gap)
         self._headroom = head
@@ -338,13 +352,13 @@ class Replica:
             if c <= 0:
                 i += 1
                 continue
-            held = kv.grow(item.held, item.done + c)
+            held = kv.grow(item.held, item.done + c, item.done)
             while held is None:  # paged and short: preempt newer prefills, or this one
                 victim = self.prefilling[-1]
                 self._preempt_prefill(victim)
                 if victim is item:
                     break
-                held = kv.grow(item.held, item.done + c)
+                held = kv.grow(item.held, item.done + c, item.done)
             if held is None:
                 break
             item.held = held
@@ -374,7 +388,7 @@ class Replica:
                 continue
             slot = self.resume.get(rid)
             if slot is None and cl.disaggregated:  # arrives with its prompt's KV: decodes from the next step
-                held = kv.admit(prompt, output, prompt + 1)
+                held = kv.admit(prompt, output, prompt + 1, prompt)
                 if held is None:
                     break
                 self.queue.popleft()
@@ -384,7 +398,10 @@ class Replica:
                 if output <= 1:
                     self._release(rid, cl.env.now, held)
                     continue
-                self._joining.append((rid, start, length, 0, output - 1, -1, prompt + output, held, self._next_adm()))
+                row = (rid, start, length, 0, output - 1, -1, prompt + output, held, self._next_adm())
+                if self._hybrid:  # its allocation: prompt + 1 slots, the prompt cached
+                    row += (kv.row_cap(held, prompt + 1, prompt, self.lookahead),)
+                self._joining.append(row)
                 continue
             if left <= 0:
                 break
@@ -414,13 +431,16 @@ class Replica:
         return self._adm
 
     def _add_rows(self, rows):
-        """Append decode rows (all columns but CAP, which follows from HELD)."""
+        """Append decode rows: all columns (hybrid KV), or all but CAP, which then follows from HELD."""
         add = np.asarray(rows, np.int64)
-        if self.kv.paged:
-            cap = add[:, HELD] * self.kv.block_size - self.lookahead
-        else:  # a reservation covers the whole output
-            cap = np.full(len(add), 1 << 62)
-        add = np.column_stack([add, cap])
+        if add.shape[1] == NCOL:
+            cap = add[:, CAP]
+        else:
+            if self.kv.paged:
+                cap = add[:, HELD] * self.kv.block_size - self.lookahead
+            else:  # a reservation covers the whole output
+                cap = np.full(len(add), 1 << 62)
+            add = np.column_stack([add, cap])
         head = int((cap - add[:, TOT] + add[:, REM]).min())
         self._headroom = min(self._headroom, head) if len(self.dec) else head
         self.dec = np.concatenate([self.dec, add]) if len(self.dec) else add
@@ -507,7 +527,10 @@ class Replica:
                 self._release(rid, now, item.held)
             else:
                 tot = int(req.prompt_len[rid] + req.output_len[rid])
-                rows.append((rid, item.pstart, item.plen, pos, rem, entry, tot, item.held, item.adm))
+                row = (rid, item.pstart, item.plen, pos, rem, entry, tot, item.held, item.adm)
+                if self._hybrid:  # its last chunk's allocation: item.done slots, item.done - c cached
+                    row += (self.kv.row_cap(item.held, item.done, item.done - c, self.lookahead),)
+                rows.append(row)
                 self.kv_dec += item.done + 1
         self.prefilling = [item for item in self.prefilling if item.left > 0]
         if rows:
@@ -519,13 +542,15 @@ class Cluster:
 
     def __init__(self, env, cost, policy_factory, source, n_replicas: int, engine, rng: np.random.Generator,
                  kv_capacity: int, router: str = "round_robin", window: tuple[float, float] = (0.0, float("inf")),
-                 closed_loop: dict | None = None):
+                 closed_loop: dict | None = None, kv_blocks: int | None = None):
         self.env = env
         self.cost = cost
         self.source = source
         self.engine = engine
         self.rng = rng
-        self.kv_capacity = kv_capacity
+        self.kv_capacity = kv_capacity  # tokens per replica, as vLLM logs its KV cache size
+        self.kv_groups = kv_groups(cost.model, engine.hybrid_kv)
+        self.kv_blocks = kv_blocks  # the exact pool in blocks (from memory); None: from kv_capacity
         self.router = router
         self.window = window
         # {"think": s, "stop_at": s, "lengths": LengthSampler, "max_requests": int | None}

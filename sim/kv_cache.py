@@ -1,23 +1,37 @@
-"""KV-cache memory of one replica, as vLLM manages it (paged blocks) or as a whole-request reservation.
+"""KV-cache memory of one replica, as vLLM manages it (paged blocks, per attention group) or as a reservation.
 
-    kv = make_kv_cache(engine_cfg, capacity_tokens)       # PagedKV (default) or ReserveKV
+    groups = kv_groups(model, hybrid=True)                # vLLM's KV cache groups of the model
+    kv = make_kv_cache(engine_cfg, capacity_tokens, groups, pool_blocks)   # PagedKV, HybridKV or ReserveKV
     held = kv.admit(prompt, output, slots_now)           # units now held by the request, or None: no room
-    held = kv.grow(held, slots)                          # after growing to `slots` token slots, or None
+    held = kv.grow(held, slots, computed)                # after growing to `slots` token slots, or None
     kv.release(held)
     blocks = kv_cache_blocks(mem_bytes, utilization, weight_bytes, reserve_bytes, block_bytes, tp)
 
 paged (vLLM): memory is cut into blocks of `block_size` token slots. A request holds ceil(slots / block_size)
 blocks, where slots = the tokens its next step writes into the cache (prompt chunk or sequence so far
 + the step's new tokens, speculative ones included). Admission needs only the blocks of the first step;
-each later step grows the request; when a step cannot get its blocks the replica preempts (recompute) —
+each later step grows the request; when a step cannot get its blocks the replica preempts (recompute) -
 see sim/cluster.py. A "unit" of `held` is one block.
+hybrid (vLLM V1's hybrid KV cache manager, models with sliding-window layers, `engine.hybrid_kv`): the layers
+form KV cache groups of equal size (`kv_groups`), each group-block one page of every layer in its group, all
+groups drawing on one pool. A full-attention group holds ceil(slots / block_size) blocks of a request; a
+sliding-window group frees the blocks wholly before its window: ceil(slots / block_size) - skipped, skipped =
+max(0, computed - window + 1) // block_size, where computed = tokens already in the cache (vLLM's
+SlidingWindowManager.get_num_skipped_tokens; remove_skipped_blocks runs before each step's allocation).
+A "unit" of `held` is one group-block. `hybrid_kv: false` (vLLM's --disable-hybrid-kv-cache-manager) keeps
+every layer's KV for the whole context, as a model without sliding layers does.
 reserve (the simulator's old model, kept for comparison): admission reserves prompt + whole output in
 tokens and nothing grows or gets preempted. A "unit" of `held` is one token.
 
 Capacity (vLLM's gpu_memory_utilization): per GPU, utilization x memory - activation peak is for weights
-+ KV; blocks = (tp x (mem x utilization - activation) - weights) / (block_size x KV bytes per token).
++ KV; blocks = (tp x (mem x utilization - activation) - weights) / (block_size x KV bytes per token) -
+per token of one group's layers for a hybrid pool (see `KVGroups`).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
 
 from lab.errors import LabError
 
@@ -32,6 +46,81 @@ NON_TORCH_BYTES = 1 * GIB
 def blocks_for(tokens, block_size: int):
     """Blocks that hold `tokens` slots (int or numpy int array)."""
     return (tokens + block_size - 1) // block_size
+
+
+@dataclass(frozen=True)
+class KVGroups:
+    """vLLM V1's KV cache groups of a model: `full` full-attention and `sliding` sliding-window groups of
+    `layers` layers each, sharing one block pool; a block of the pool is one page (block_size slots) of every
+    layer of one group. Source: vllm/v1/core/kv_cache_utils.py (v0.10-0.11):
+      _get_kv_cache_groups_uniform_page_size: each attention type's layers split into groups of group_size
+        layers, group_size = the fewest layers of any type (the most when max < 1.5 x min); a type's last
+        group is padded (Gemma3-12B: 8 full + 40 sliding layers -> 1 + 5 groups of 8; Gemma3-27B: 10 + 52 ->
+        1 + 6 groups of 10, 8 padding layers);
+      get_kv_cache_config_from_groups / get_num_blocks: num_blocks = KV memory // (page_size x group_size),
+        page_size = block_size x one layer's KV bytes per token;
+      the logged "GPU KV cache size: N tokens" (what `engine.kv_capacity_tokens` takes from a log and the
+        simulator reports): vLLM <= 0.11 (_report_kv_cache_config) N = num_blocks // len(groups) x block_size,
+        so pool blocks = N // block_size x groups; newer vLLM (update_kv_cache_capacity; 0.32 in this lab)
+        N = int(max_concurrency x max_model_len), max_concurrency = num_blocks / blocks one max_model_len
+        request needs (get_max_concurrency_for_kv_cache_config: full groups ceil(max_model_len / block_size),
+        sliding groups ceil(min(window - 1 + max_num_batched_tokens, max_model_len) / block_size) + 1), used
+        here when `engine.max_model_len` is set. Checked on this lab's vLLM 0.32 CPU log (Gemma3-270M fp32,
+        2 GiB, block 128, max_model_len 1,024): groups 1 + 5 of 3 layers, 2 GiB // (128 x 3 x 2 KiB) = 2,730
+        blocks, 8 + 5 x 9 = 53 a request, "KV cache size: 52,745 tokens, Maximum concurrency ... 51.51x".
+    One group of all layers (`full` 1, `sliding` 0) is a model without sliding layers, or any model with
+    hybrid_kv off (vLLM's --disable-hybrid-kv-cache-manager: sliding layers keep the whole context); a model
+    whose every layer slides is one sliding group of all layers either way."""
+
+    full: int
+    sliding: int
+    layers: int
+    window: int | None = None
+
+    @property
+    def count(self) -> int:
+        return self.full + self.sliding
+
+    def request_blocks(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
+        """Group-blocks newer vLLM counts for one request of max_model_len tokens (its max concurrency)."""
+        n = -(-max_model_len // block_size)
+        if not self.sliding:
+            return self.full * n
+        sliding = -(-min(self.window - 1 + max_num_batched_tokens, max_model_len) // block_size) + 1
+        return self.full * n + self.sliding * sliding
+
+    def reported_tokens(self, pool_blocks: int, block_size: int, max_model_len: int | None = None,
+                        max_num_batched_tokens: int = 0) -> int:
+        """vLLM's logged KV cache size in tokens of a pool of `pool_blocks` group-blocks: vLLM <= 0.11's
+        formula, or the newer one when `max_model_len` is given (see the class docstring)."""
+        if max_model_len is None:
+            return pool_blocks // self.count * block_size
+        return int(pool_blocks / self.request_blocks(max_model_len, block_size, max_num_batched_tokens)
+                   * max_model_len)
+
+    def pool_blocks(self, reported_tokens: int, block_size: int, max_model_len: int | None = None,
+                    max_num_batched_tokens: int = 0) -> int:
+        """Pool group-blocks behind a logged KV size in tokens (reported_tokens' inverse: exact for the newer
+        formula while a request needs no more blocks than max_model_len tokens; up to groups - 1 blocks low
+        for the older)."""
+        if max_model_len is None:
+            return reported_tokens // block_size * self.count
+        per_request = self.request_blocks(max_model_len, block_size, max_num_batched_tokens)
+        return -(-reported_tokens * per_request // max_model_len)
+
+
+def kv_groups(model, hybrid: bool = True) -> KVGroups:
+    """vLLM's KV cache groups of `model` (sim.models.ModelShape) with the hybrid manager on or off."""
+    n, sliding = model.n_layers, model.sliding_layers
+    if not sliding or (not hybrid and sliding < n):
+        return KVGroups(full=1, sliding=0, layers=n)
+    if sliding == n:
+        return KVGroups(full=0, sliding=1, layers=n, window=model.sliding_window)
+    full = n - sliding
+    size = min(full, sliding)
+    if max(full, sliding) < 1.5 * size:
+        size = max(full, sliding)
+    return KVGroups(full=-(-full // size), sliding=-(-sliding // size), layers=size, window=model.sliding_window)
 
 
 def activation_reserve_bytes(hidden: int, max_num_batched_tokens: int) -> float:
@@ -65,14 +154,15 @@ class PagedKV:
     def fits_ever(self, tokens: int) -> bool:
         return blocks_for(tokens, self.block_size) <= self.total
 
-    def admit(self, prompt: int, output: int, slots_now: int) -> int | None:
+    def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0) -> int | None:
         need = blocks_for(slots_now, self.block_size)
         if need > self.free:
             return None
         self.free -= need
         return need
 
-    def grow(self, held: int, slots: int) -> int | None:
+    def grow(self, held: int, slots: int, computed: int = 0) -> int | None:
+        """Blocks for `slots` slots (`computed` of them already cached: unused here), or None: not enough."""
         need = blocks_for(slots, self.block_size) - held
         if need <= 0:
             return held
@@ -81,12 +171,103 @@ class PagedKV:
         self.free -= need
         return held + need
 
+    def row_cap(self, held, slots, computed, lookahead: int):
+        """The longest sequence a decoding request's allocation holds with `lookahead` draft slots (int or
+        arrays): beyond it, the step must grow it."""
+        return held * self.block_size - lookahead
+
+    def grow_decode(self, held: int, seq: int, lookahead: int) -> tuple[int, int] | None:
+        """A decode step at sequence `seq` with `lookahead` draft slots: (blocks now held, row_cap), or None
+        when the blocks run out (nothing taken). grow + row_cap in one call (the replica's per-row path)."""
+        need = (seq + lookahead + self.block_size - 1) // self.block_size
+        add = need - held
+        if add > 0:
+            if add > self.free:
+                return None
+            self.free -= add
+            held = need
+        return held, held * self.block_size - lookahead
+
     def release(self, held: int) -> None:
         self.free += held
 
     @property
     def used_tokens(self) -> int:
         return (self.total - self.free) * self.block_size
+
+
+class HybridKV(PagedKV):
+    """vLLM's hybrid pool (KVGroups): a request holds ceil(slots / block_size) group-blocks in each full group
+    and, in each sliding group, those minus the ones wholly before its window (module docstring); `held` can
+    shrink as the window slides. `max_chunk`: the most new tokens one step gives a request (the token
+    budget with chunked prefill; None: a whole prompt)."""
+
+    def __init__(self, total_blocks: int, block_size: int, groups: KVGroups, max_chunk: int | None,
+                 capacity_tokens: int | None = None):
+        super().__init__(total_blocks, block_size)
+        self.groups = groups
+        self.n_groups, self.n_sliding, self.window = groups.count, groups.sliding, groups.window
+        self.max_chunk = max_chunk
+        # as vLLM logs it (KVGroups.reported_tokens; the caller's, which knows max_model_len)
+        self.capacity_tokens = groups.reported_tokens(total_blocks, block_size) if capacity_tokens is None \
+            else capacity_tokens
+
+    def units(self, slots, computed):
+        """Group-blocks that hold `slots` slots with `computed` tokens cached (ints or int arrays)."""
+        skip = np.maximum(computed - self.window + 1, 0) // self.block_size if isinstance(computed, np.ndarray) \
+            else max(computed - self.window + 1, 0) // self.block_size
+        return self.n_groups * blocks_for(slots, self.block_size) - self.n_sliding * skip
+
+    def fits_ever(self, tokens: int) -> bool:
+        """vLLM's per-request bound (SlidingWindowSpec.max_memory_usage_bytes): full groups over all `tokens`,
+        sliding groups over at most the window - 1 + one step's new tokens, +1 block for the window's start."""
+        bs = self.block_size
+        chunk = tokens if self.max_chunk is None else min(self.max_chunk, tokens)
+        n = blocks_for(tokens, bs)
+        return self.groups.full * n + self.n_sliding * min(n, blocks_for(self.window - 1 + chunk, bs) + 1) \
+            <= self.total
+
+    def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0) -> int | None:
+        need = self.units(slots_now, computed)
+        if need > self.free:
+            return None
+        self.free -= need
+        return need
+
+    def grow(self, held: int, slots: int, computed: int = 0) -> int | None:
+        """Group-blocks for `slots` slots with `computed` of them cached: blocks out of the window come back
+        first (vLLM frees them even when the step cannot then allocate), so `need` may be negative."""
+        need = self.units(slots, computed) - held
+        if need > self.free:
+            return None
+        self.free -= need
+        return held + need
+
+    def row_cap(self, held, slots, computed, lookahead: int):
+        """As PagedKV's, and no further than the sequence whose window drops the next block: a decode step
+        at sequence s has s - 1 tokens computed, skipping max(0, s - window) // block_size blocks."""
+        bs, window = self.block_size, self.window
+        if isinstance(computed, np.ndarray):
+            skip = np.maximum(computed - window + 1, 0) // bs
+            return np.minimum(blocks_for(slots, bs) * bs - lookahead, window - 1 + (skip + 1) * bs)
+        skip = max(computed - window + 1, 0) // bs
+        return min(blocks_for(slots, bs) * bs - lookahead, window - 1 + (skip + 1) * bs)
+
+    def grow_decode(self, held: int, seq: int, lookahead: int) -> tuple[int, int] | None:
+        """As PagedKV's: seq + lookahead slots, seq - 1 computed (max(0, seq - window) // block_size blocks
+        skipped by each sliding group)."""
+        bs, window = self.block_size, self.window
+        n = (seq + lookahead + bs - 1) // bs
+        skip = (seq - window) // bs if seq > window else 0
+        need = self.n_groups * n - self.n_sliding * skip
+        if need - held > self.free:
+            return None
+        self.free -= need - held
+        return need, min(n * bs - lookahead, window - 1 + (skip + 1) * bs)
+
+    @property
+    def used_tokens(self) -> int:
+        return (self.total - self.free) // self.n_groups * self.block_size
 
 
 class ReserveKV:
@@ -102,14 +283,14 @@ class ReserveKV:
     def fits_ever(self, tokens: int) -> bool:
         return tokens <= self.capacity_tokens
 
-    def admit(self, prompt: int, output: int, slots_now: int) -> int | None:
+    def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0) -> int | None:
         need = prompt + output
         if self.reserved + need > self.capacity_tokens:
             return None
         self.reserved += need
         return need
 
-    def grow(self, held: int, slots: int) -> int | None:
+    def grow(self, held: int, slots: int, computed: int = 0) -> int | None:
         return held
 
     def release(self, held: int) -> None:
@@ -120,8 +301,14 @@ class ReserveKV:
         return self.reserved
 
 
-def make_kv_cache(engine, capacity_tokens: int) -> PagedKV | ReserveKV:
-    """The replica's KV manager for `engine.kv_policy`, `capacity_tokens` slots in all."""
+def make_kv_cache(engine, capacity_tokens: int, groups: KVGroups | None = None,
+                  pool_blocks: int | None = None) -> PagedKV | HybridKV | ReserveKV:
+    """The replica's KV manager for `engine.kv_policy`: `capacity_tokens` slots in all as vLLM reports them, or
+    exactly `pool_blocks` blocks of the pool when known (from memory); `groups` None: one group of all layers."""
     if engine.kv_policy == "reserve":
         return ReserveKV(capacity_tokens)
-    return PagedKV(capacity_tokens // engine.block_size, engine.block_size)
+    if groups is None or (groups.full, groups.sliding) == (1, 0):
+        return PagedKV(capacity_tokens // engine.block_size if pool_blocks is None else pool_blocks, engine.block_size)
+    blocks = groups.pool_blocks(capacity_tokens, engine.block_size) if pool_blocks is None else pool_blocks
+    return HybridKV(blocks, engine.block_size, groups,
+                    engine.max_num_batched_tokens if engine.enable_chunked_prefill else None, capacity_tokens)

@@ -14,8 +14,8 @@ MLA's q_lora_rank / kv_lora_rank / qk_nope_head_dim / qk_rope_head_dim / v_head_
 kv_lora_rank + qk_rope_head_dim values per layer), Mixtral (num_local_experts), and dense Llama / Qwen3 /
 Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed. Sliding-window
 attention (Gemma3's layer_types / sliding_window_pattern, Mistral's sliding_window): those layers read KV and
-spend score FLOPs over min(context, window) only (attended_context); KV memory is still sized per full
-token on every layer (vLLM's hybrid allocator frees the out-of-window blocks; not modelled).
+spend score FLOPs over min(context, window) only (attended_context); their KV memory follows vLLM's hybrid
+KV cache manager (sim/kv_cache.KVGroups / HybridKV: out-of-window blocks are freed; engine.hybrid_kv).
 """
 from __future__ import annotations
 

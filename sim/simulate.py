@@ -21,7 +21,7 @@ from lab.paths import expand_path
 from sim.acceptance import ParametricSource, TraceSource
 from sim.cluster import Cluster, CountingEnvironment
 from sim.cost import CostModel, cost_profile_path
-from sim.kv_cache import GIB, activation_reserve_bytes
+from sim.kv_cache import GIB, activation_reserve_bytes, kv_cache_blocks, kv_groups
 from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
 from sim.trace_rows import resolve_method
@@ -189,13 +189,33 @@ def policy_spec(sim, label: str):
 
 
 def kv_capacity_tokens(sim, cost) -> int:
-    """KV slots per replica: engine.kv_capacity_tokens, or vLLM's memory split (sim/kv_cache.py)."""
+    """KV slots per replica as vLLM logs them ("GPU KV cache size"): engine.kv_capacity_tokens, or vLLM's
+    memory split (sim/kv_cache.py)."""
+    return kv_pool(sim, cost)[0]
+
+
+def kv_pool(sim, cost) -> tuple[int, int | None]:
+    """(KV tokens per replica as vLLM logs them, pool blocks or None where only the tokens are known). A
+    model of one KV cache group takes cost.kv_capacity_tokens; a hybrid one (sliding-window layers,
+    engine.hybrid_kv) sizes its pool in blocks of one group's layers (sim/kv_cache.KVGroups)."""
     e = sim.engine
+    m = cost.model
+    groups = kv_groups(m, e.hybrid_kv)
+    hybrid = e.kv_policy != "reserve" and groups.layers != m.n_layers  # several groups: a group-block pool
     if e.kv_capacity_tokens:
-        return e.kv_capacity_tokens
+        if hybrid and e.max_model_len:  # a newer vLLM's log: the pool exactly
+            return e.kv_capacity_tokens, groups.pool_blocks(e.kv_capacity_tokens, e.block_size, e.max_model_len,
+                                                            e.max_num_batched_tokens)
+        return e.kv_capacity_tokens, None
     reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
-               else activation_reserve_bytes(cost.model.hidden, e.max_num_batched_tokens))
-    return cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size)
+               else activation_reserve_bytes(m.hidden, e.max_num_batched_tokens))
+    if not hybrid:
+        tokens = cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size)
+        return tokens, tokens // e.block_size
+    block_bytes = e.block_size * m.kv_bytes_per_token * groups.layers / m.n_layers
+    blocks = kv_cache_blocks(cost.hw.mem_gib * GIB, e.gpu_memory_utilization, m.resident_weight_bytes(cost.ep),
+                             reserve, block_bytes, cost.tp, where=f"sim: model {m.name} on {cost.tp} x {cost.hw.name}")
+    return groups.reported_tokens(blocks, e.block_size, e.max_model_len, e.max_num_batched_tokens), blocks
 
 
 def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: int = 0,
@@ -206,7 +226,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     wl = sim.workload
     rng = np.random.default_rng([inputs.seed, seed])
     cost = inputs.cost if inputs.cost is not None else CostModel.from_config(sim)
-    kv_cap = kv_capacity_tokens(sim, cost)
+    kv_cap, kv_blocks = kv_pool(sim, cost)
     source = build_source(inputs, spec)
     gamma = sim.acceptance.max_draft
     env = CountingEnvironment()
@@ -234,7 +254,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     whole_run = wl.replay or (wl.kind == "closed_loop" and wl.max_requests is not None)
     window = (warmup, float("inf") if whole_run else end)
     cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.engine, rng,
-                      kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed)
+                      kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed, kv_blocks=kv_blocks)
     if wl.kind == "closed_loop":
         users = int(value) if (axis == "concurrency" and value is not None) else wl.concurrency
         cluster.start_closed_loop(users)

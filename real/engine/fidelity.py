@@ -83,6 +83,7 @@ def sim_section(engine, variant, load_dir: Path, profile: Path, kv: dict, accept
         "cost": {"profile": str(profile), "spec_overhead_ms": 0.0},
         "engine": {"kv_policy": "paged", "block_size": kv.get("block_size", DEFAULT_BLOCK_SIZE),
                    "max_num_seqs": engine.max_num_seqs, "max_num_batched_tokens": engine.max_num_batched_tokens,
+                   "max_model_len": engine.max_model_len,  # how vLLM's log states a hybrid model's KV size
                    **({"kv_capacity_tokens": kv["kv_capacity_tokens"]} if "kv_capacity_tokens" in kv else {})},
         "workload": {"kind": "replay_log", "log_path": str(load_dir / "requests.parquet")},
         "sweep": {"axis": "none", "workers": 1},

@@ -5,7 +5,7 @@ import pytest
 
 from lab.errors import LabError
 from sim.cluster import HELD, REM, TOT, Replica
-from sim.kv_cache import PagedKV, ReserveKV, blocks_for, kv_cache_blocks
+from sim.kv_cache import HybridKV, PagedKV, ReserveKV, blocks_for, kv_cache_blocks
 from sim.simulate import prepare_inputs, simulate
 from tests.sim.conftest import make_sim
 
@@ -64,9 +64,13 @@ def test_reserve_admits_one_where_paged_admits_two():
     assert s["steps"] == 12
 
 
-def test_block_accounting_under_pressure_with_speculation(monkeypatch):
-    """Every step: blocks held + free == total, decoding requests hold their sequence + the drafts' slots;
-    preemptions happen and every request still finishes with its full output."""
+# a dense model, and Gemma3-270M whose sliding layers (window 512) make it a hybrid pool (sim/kv_cache.HybridKV)
+@pytest.mark.parametrize("model, capacity, prompt, output, rate", [("llama-2-7b", 4000, 300, 300, 40),
+                                                                   ("gemma3-270m", 3000, 900, 500, 60)])
+def test_block_accounting_under_pressure_with_speculation(monkeypatch, model, capacity, prompt, output, rate):
+    """Every step: blocks held + free == total, decoding requests hold their sequence + the drafts' slots
+    (hybrid: exactly vLLM's group-blocks for them, out-of-window blocks freed); preemptions happen and every
+    request still finishes with its full output, all blocks back in the pool."""
     checks = []
     original = Replica.plan
 
@@ -75,20 +79,27 @@ def test_block_accounting_under_pressure_with_speculation(monkeypatch):
         kv = self.kv
         held = int(self.dec[:, HELD].sum()) + sum(p.held for p in self.prefilling)
         assert held + kv.free == kv.total and kv.free >= 0
-        assert np.all(self.dec[:, HELD] * kv.block_size >= self.dec[:, TOT] - self.dec[:, REM] + self.lookahead)
+        seq = self.dec[:, TOT] - self.dec[:, REM]
+        if isinstance(kv, HybridKV):
+            assert np.array_equal(self.dec[:, HELD], kv.units(seq + self.lookahead, seq - 1))
+        else:
+            assert np.all(self.dec[:, HELD] * kv.block_size >= seq + self.lookahead)
         checks.append(1)
         return step
 
     monkeypatch.setattr(Replica, "plan", plan)
     for policy in ({"kind": "fixed_k", "k": 3}, {"kind": "prefix"}):
-        sim = make_sim(engine={"block_size": 16, "kv_capacity_tokens": 4000, "max_num_batched_tokens": 512},
+        sim = make_sim(model={"name": model},
+                       engine={"block_size": 16, "kv_capacity_tokens": capacity, "max_num_batched_tokens": 512},
                        acceptance={"source": "parametric", "parametric": {"alpha": 0.7, "concentration": 3}},
-                       workload={"kind": "poisson", "rate": 40, "duration_s": 3, "warmup_s": 0.5,
-                                 "lengths": {"source": "fixed", "prompt_tokens": 300, "output_tokens": 300}},
+                       workload={"kind": "poisson", "rate": rate, "duration_s": 3, "warmup_s": 0.5,
+                                 "lengths": {"source": "fixed", "prompt_tokens": prompt, "output_tokens": output}},
                        policies=[policy])
-        res = simulate(prepare_inputs(sim), sim.policies[0].label(), None, 0)
+        res = simulate(prepare_inputs(sim), sim.policies[0].label(), None, 0, keep_cluster=True)
         s = res.summary
         assert s["preemptions"] > 0 and s["unfinished"] == 0 and s["requests"] > 50
+        kv = res.cluster.replicas[0].kv
+        assert kv.free == kv.total and isinstance(kv, HybridKV) == (model == "gemma3-270m")
     assert len(checks) > 100
 
 
