@@ -11,7 +11,8 @@
       loads:
         - {name: low, kind: poisson, rate: 0.5, prompt_tokens: 128, output_tokens: 64, max_requests: 40}
         - {name: trace, kind: trace, trace_path: $DATA/azure2023_splitwise_conv.csv, time_scale: 0.05}
-      step_profile: {batches: [1, 2, 4, 8], prompt_tokens: [64, 256]}
+      step_profile: {batches: [1, 2, 4, 8], query_tokens: [1, 64, 256]}
+      spec_step_profile: false    # true: also profile each speculative server's own decode steps
 
 The `engine` stage serves the run's target (the embedded model's cached safetensors, or target.path) with
 `vllm serve` from the engine's own environment (`lab engine setup vllm`), once per variant, drives every
@@ -119,6 +120,9 @@ class EngineSection(StrictModel):
     variants: list[EngineVariant] = Field(default_factory=lambda: [EngineVariant(name="nospec")], min_length=1)
     loads: list[LoadSpec] = Field(default_factory=lambda: [LoadSpec(name="poisson")])
     step_profile: StepProfileSpec | None = Field(None, description="measure step times on the first variant")
+    spec_step_profile: bool = Field(False, description="also measure each speculative variant's own decode steps "
+                                    "(engine/<variant>/step_profile.csv, for sim.cost.spec_profile; the fidelity "
+                                    "stage does not use it; ~2.6 min per variant on 2 CPU cores)")
 
     @model_validator(mode="after")
     def _unique_and_fitting(self):

@@ -6,7 +6,8 @@ For each engine.variants entry (a speculative config) one `vllm serve` is starte
 stopped; each engine.loads entry is driven against it. Outputs, all under <run>/engine/:
     engine.json                         settings, versions, argv and start-up time per variant
     step_profile.csv / .json            step times (first variant, when engine.step_profile is set)
-    <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts)
+    <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts), only
+                                        with engine.spec_step_profile: true (the fidelity stage does not use it)
     <variant>/server.log                the server's own log (kept)
     <variant>/<load>/requests.parquet   the shared per-request log
     <variant>/<load>/chunks.parquet     every streamed chunk: request_id, t_s, output tokens so far (one chunk
@@ -102,6 +103,7 @@ def run_stage(ctx) -> None:
         want_profile = index == 0 and section.step_profile is not None and (
             forced or not ctx.path("engine", "step_profile.csv").exists())
         want_spec_profile = (variant.speculative.method != "none" and section.step_profile is not None
+                             and section.spec_step_profile
                              and (forced or not ctx.path("engine", variant.name, "step_profile.csv").exists()))
         if _variant_done(ctx, variant, section.loads) and not forced and not want_profile and not want_spec_profile:
             log(f"engine {variant.name}: every load done already, not started")

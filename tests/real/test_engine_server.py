@@ -226,7 +226,8 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
                              {"name": "users", "kind": "closed_loop", "concurrency": 2, "prompt_tokens": 6,
                               "output_tokens": 6, "max_requests": 4}],
                    "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0, 8],
-                                    "output_tokens": 5, "repeats": 1}}}
+                                    "output_tokens": 5, "repeats": 1},
+                   "spec_step_profile": True}}
     from lab.cli import main
 
     for attempt in range(PORT_TRIES):  # a port drawn again while another process holds it (see served())
