@@ -133,6 +133,29 @@ async def _prefill_over_prefix(client, base_url, model, prefixes, prompts) -> tu
     return records, hit_fraction
 
 
+async def point_samples(client, base_url: str, model: str, tokens, rng, point: tuple[int, int, int],
+                        output_tokens: int, repeats: int, prefix_checks: list | None = None) -> list[float]:
+    """The samples (ms) of one grid point (batch, query_tokens, context_len), measured as the module
+    docstring says: decode gaps for query_tokens 1, time to first token of a prefill otherwise."""
+    b, q, c = point
+    samples: list[float] = []
+    for _ in range(repeats):
+        if q == 1:
+            samples += await _decode_gaps(client, base_url, model, tokens, rng, b, c, output_tokens)
+        else:
+            prefixes = [tokens.take(c, rng) for _ in range(b)]
+            prompts = [p + tokens.take(q, rng) for p in prefixes]
+            if c:
+                records, hit = await _prefill_over_prefix(client, base_url, model, prefixes, prompts)
+                if prefix_checks is not None:
+                    prefix_checks.append({"batch": b, "query_tokens": q, "context_len": c,
+                                          "prefix_hit_fraction": round(hit, 4)})
+            else:
+                records = await _batch(client, base_url, model, prompts, 1)
+            samples += [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
+    return samples
+
+
 async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
                         show_progress: bool = True, prefix_checks: list | None = None) -> list[dict]:
     rng = np.random.default_rng(seed)
@@ -140,23 +163,10 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
     rows = []
     async with _client(max(spec.batches)) as client:
         await _batch(client, base_url, model, [tokens.take(16, rng)], 4)  # warm-up
-        for b, q, c in tqdm(points, desc="engine step profile", unit="point", disable=not show_progress):
-            samples: list[float] = []
-            for _ in range(spec.repeats):
-                if q == 1:
-                    samples += await _decode_gaps(client, base_url, model, tokens, rng, b, c, spec.output_tokens)
-                else:
-                    prefixes = [tokens.take(c, rng) for _ in range(b)]
-                    prompts = [p + tokens.take(q, rng) for p in prefixes]
-                    if c:
-                        records, hit = await _prefill_over_prefix(client, base_url, model, prefixes, prompts)
-                        if prefix_checks is not None:
-                            prefix_checks.append({"batch": b, "query_tokens": q, "context_len": c,
-                                                  "prefix_hit_fraction": round(hit, 4)})
-                    else:
-                        records = await _batch(client, base_url, model, prompts, 1)
-                    samples += [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
-            rows.append(_row(b, q, c, samples))
+        for point in tqdm(points, desc="engine step profile", unit="point", disable=not show_progress):
+            samples = await point_samples(client, base_url, model, tokens, rng, point, spec.output_tokens,
+                                          spec.repeats, prefix_checks)
+            rows.append(_row(*point, samples))
     return rows
 
 

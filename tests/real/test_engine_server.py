@@ -227,7 +227,8 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
                               "output_tokens": 6, "max_requests": 4}],
                    "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0, 8],
                                     "output_tokens": 5, "repeats": 1},
-                   "spec_step_profile": True}}
+                   "spec_step_profile": True,
+                   "reference": {"points": [[1, 1, 8], [2, 4, 8]], "output_tokens": 4}}}
     from lab.cli import main
 
     for attempt in range(PORT_TRIES):  # a port drawn again while another process holds it (see served())
@@ -261,8 +262,15 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
     assert port_is_free(port)
     # the simulator replayed every load, configured from the engine's profile and counters
     fidelity = pd.read_csv(run / "engine" / "fidelity.csv")
-    assert len(fidelity) == 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
-    assert "| ngram | users |" in (run / "engine" / "fidelity.md").read_text()
+    assert len(fidelity) == 2 * 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
+    assert fidelity.groupby("profile").size().to_dict() == {"drift_corrected": 24, "raw": 24}
+    markdown = (run / "engine" / "fidelity.md").read_text()
+    assert markdown.count("| ngram | users |") == 2 and markdown.index("Raw") < markdown.index("Drift-corrected")
+    # drift control: each load bracketed by the reference points; a speculative server measures prefills only
+    reference = json.loads((run / "engine" / "nospec" / "low" / "reference.json").read_text())
+    assert [len(reference[w]["rows"]) for w in ("before", "after")] == [2, 2] and reference["ratio"] > 0
+    spec_reference = json.loads((run / "engine" / "ngram" / "low" / "reference.json").read_text())
+    assert [(r["batch"], r["query_tokens"]) for r in spec_reference["before"]["rows"]] == [(2, 4)]
     # acceptance from chunks: every simulated request took the decode steps its chunks show
     simulated = pd.read_parquet(run / "engine" / "fidelity" / "ngram" / "users" / "sim_requests.parquet")
     recorded = frame.sort_values("arrival_s")["request_id"].map(
@@ -359,3 +367,48 @@ def test_server_kv_settings_read_from_vllms_log(tmp_path):
                    "INFO config ... block_size=128, enable_prefix_caching=True\n")
     assert server_kv_settings(log) == {"kv_capacity_tokens": 43680, "block_size": 128}
     assert server_kv_settings(tmp_path / "absent.log") == {}
+
+
+def test_drift_corrected_table_scales_the_profile_by_each_loads_reference_ratio(tmp_path):
+    """The fake engine's step is 20 ms while the profile is measured and 50 ms around and during the load
+    (the machine slowed down): the raw table is ~60% too fast, the reference points measure ~2.5x the
+    profile, and the simulator with the profile scaled by that ratio prices the load within a few %."""
+    from real.engine.drift import measure_reference
+    from real.engine.fidelity import compare
+    from real.engine.loadgen import RandomTokens, run_load, write_request_log
+    from real.engine.step_profile import measure_step_profile
+    from sim.step_profile import write_profile
+
+    cfg = config_from_dict({
+        "name": "drift", "stages": ["engine", "fidelity"],
+        "engine": {"variants": [{"name": "nospec"}], "max_num_seqs": 4,
+                   "loads": [{"name": "users", "kind": "closed_loop", "concurrency": 2, "prompt_tokens": 6,
+                              "output_tokens": 12, "max_requests": 4}],
+                   "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0, 8],
+                                    "output_tokens": 6, "repeats": 1},
+                   "reference": {"points": [[1, 1, 8], [2, 1, 8]], "output_tokens": 6}}})
+    engine_dir, tokens = tmp_path / "engine", RandomTokens(3000)
+    load_dir = engine_dir / "nospec" / "users"
+    meta = {"source": "vllm", "model": "fake", "dtype": "float32", "device": "cpu", "hardware": "test",
+            "cpu_capability": None, "threads": 1, "versions": {}, "created": "2026-01-01T00:00:00Z"}
+    from tests.real.fake_engine import FakeEngine
+
+    with FakeEngine(step_s=0.02) as engine:
+        write_profile(engine_dir, measure_step_profile(engine.base_url, cfg.engine.step_profile, tokens,
+                                                       show_progress=False), meta)
+        engine.step_s = 0.05
+        before = measure_reference(engine.base_url, cfg.engine.reference, tokens, False, seed=1)
+        frame, _records = run_load(engine.base_url, cfg.engine.loads[0], tokens, show_progress=False)
+        after = measure_reference(engine.base_url, cfg.engine.reference, tokens, False, seed=2)
+    load_dir.mkdir(parents=True)
+    write_request_log(frame, load_dir / "requests.parquet")
+    (load_dir / "reference.json").write_text(json.dumps({"before": before, "after": after}))
+    assert compare(cfg, engine_dir, tmp_path / "out") == 1
+    table = pd.read_csv(tmp_path / "out" / "fidelity.csv").set_index(["profile", "metric"])
+    scale = table.loc[("drift_corrected", "tpot_mean_ms"), "profile_scale"]
+    assert 2.0 < scale < 3.0
+    assert table.loc[("raw", "tpot_mean_ms"), "rel_error"] < -0.45  # the profile as measured: too fast
+    assert abs(table.loc[("drift_corrected", "tpot_mean_ms"), "rel_error"]) < 0.15
+    assert table.loc[("raw", "tpot_mean_ms"), "sim"] * scale == pytest.approx(
+        table.loc[("drift_corrected", "tpot_mean_ms"), "sim"], rel=0.05)
+    assert (tmp_path / "out" / "fidelity" / "nospec" / "users" / "profile_drift_corrected" / "step_profile.csv").exists()
