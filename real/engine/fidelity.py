@@ -117,15 +117,20 @@ def counters_acceptance(load_dir: Path, log: pd.DataFrame, k: int) -> tuple[dict
 
 
 def chunk_rounds(chunks: pd.DataFrame, log: pd.DataFrame, k: int, drafts: int, method: str,
-                 seed: int = 0) -> tuple[list, dict]:
+                 seed: int = 0, draft_tokens: int | None = None) -> tuple[list, dict]:
     """Every replayed request's own decode steps, as greedy `rounds` trace records (lab.trace.StepRecord),
     one prompt per request in the replay's order (arrival; prompt_id = its index).
 
     A chunk after the first is one step of that request: it emitted e = 1 + accepted tokens. e > 1 was a
-    draft of k (vLLM drafts k whenever the proposer matched); e = 1 was a draft with nothing accepted or no
+    draft (vLLM drafts whenever the proposer matched); e = 1 was a draft with nothing accepted or no
     draft at all: drafted with the probability that makes all the load's drafts vLLM's `num_drafts`. A
     chunk of more than k + 1 tokens is several steps the server merged (split into steps of k + 1). A
-    request without decode steps gets one empty round (so that request i still replays prompt i)."""
+    request without decode steps gets one empty round (so that request i still replays prompt i).
+    A draft is k tokens, or, given vLLM's `num_draft_tokens` (draft_tokens), shorter where the n-gram
+    proposer's match ran out of context (vLLM drafted 3.8-3.96 tokens per draft at k = 4 here): the k x
+    drafts - draft_tokens missing tokens are taken from drafted steps at random, never below a step's
+    accepted tokens (nor below 1), so the records' drafts sum to draft_tokens where that is possible. The
+    simulator verifies a record's k (its verify length is capped at the replayed row's drafts)."""
     from lab.trace import StepRecord
 
     keep = log[log["output_tokens"] >= 1].sort_values("arrival_s", kind="stable")  # what replay_log replays
@@ -149,18 +154,44 @@ def chunk_rounds(chunks: pd.DataFrame, log: pd.DataFrame, k: int, drafts: int, m
     ones = sum(e == 1 for mine in steps for e in mine)
     p_one = float(np.clip((drafts - many) / ones, 0.0, 1.0)) if ones else 0.0
     rng = np.random.default_rng(seed)
+    # [request][step] tokens emitted, and whether the step drafted
+    drafted = [[bool(e > 1 or rng.random() < p_one) for e in mine] for mine in steps]
+    lengths = _draft_lengths(steps, drafted, k, draft_tokens, np.random.default_rng(seed + 1))
     records = []
-    for i, (rid, prompt, mine) in enumerate(zip(keep["request_id"], keep["input_tokens"], steps)):
+    for i, (prompt, mine, flags, sizes) in enumerate(zip(keep["input_tokens"], steps, drafted, lengths)):
         done = 1
-        for j, e in enumerate(mine or [1]):
-            drafted = k if (e > 1 or (mine and rng.random() < p_one)) else 0
+        for j, (e, size) in enumerate(zip(mine or [1], sizes or [0])):
             records.append(StepRecord(run_id="engine", method=method, target="engine", dataset="engine",
                                       prompt_id=f"{i:06d}", table="rounds", temperature=0.0, step=j,
-                                      context_len=int(prompt) + done, k=drafted, accepted=e - 1 if mine else 0,
-                                      accept_prob=[1.0] * drafted, confidence=[1.0] * drafted))
+                                      context_len=int(prompt) + done, k=size, accepted=e - 1 if mine else 0,
+                                      accept_prob=[1.0] * size, confidence=[1.0] * size))
             done += e
-    info = {"request_steps": many + ones, "merged_chunks_split": merged, "p_draft_one_token_step": p_one}
+    total = sum(sum(sizes) for sizes in lengths)
+    n_drafted = sum(sum(flags) for flags in drafted)
+    info = {"request_steps": many + ones, "merged_chunks_split": merged, "p_draft_one_token_step": p_one,
+            "draft_tokens_per_draft": total / n_drafted if n_drafted else 0.0}
     return records, info
+
+
+def _draft_lengths(steps: list[list[int]], drafted: list[list[bool]], k: int, draft_tokens: int | None,
+                   rng: np.random.Generator) -> list[list[int]]:
+    """Each step's draft length: k where drafted, 0 where not; then, given the load's draft_tokens, the
+    missing k x drafts - draft_tokens tokens removed one at a time from drafted steps drawn at random
+    among their removable tokens (a step keeps at least max(accepted, 1))."""
+    lengths = [[k if flag else 0 for flag in flags] for flags in drafted]
+    if draft_tokens is None:
+        return lengths
+    where = [(i, j) for i, flags in enumerate(drafted) for j, flag in enumerate(flags) if flag]
+    # removable tokens per drafted step: k - max(accepted, 1)
+    room = np.array([k - max(steps[i][j] - 1, 1) for i, j in where], dtype=np.int64)
+    missing = int(np.clip(k * len(where) - draft_tokens, 0, room.sum()))
+    if missing:
+        slots = np.repeat(np.arange(len(where)), room)  # one entry per removable token
+        cut = np.bincount(rng.choice(len(slots), size=missing, replace=False), minlength=len(slots))
+        removed = np.bincount(slots, weights=cut, minlength=len(where)).astype(np.int64)
+        for (i, j), r in zip(where, removed.tolist()):
+            lengths[i][j] -= r
+    return lengths
 
 
 def chunks_acceptance(load_dir: Path, log: pd.DataFrame, k: int, method: str, out_dir: Path) -> tuple[dict, str]:
@@ -170,13 +201,13 @@ def chunks_acceptance(load_dir: Path, log: pd.DataFrame, k: int, method: str, ou
 
     counters = json.loads((load_dir / "spec_counters.json").read_text())["delta"]
     records, info = chunk_rounds(pd.read_parquet(load_dir / "chunks.parquet"), log, k,
-                                 int(counters["num_drafts"]), method)
+                                 int(counters["num_drafts"]), method, draft_tokens=int(counters["num_draft_tokens"]))
     path = write_shard(records, out_dir / shard_name(method, "engine", "rounds", 0.0))
     section = {"source": "traces", "paths": [str(path)], "method": method, "table": "rounds",
                "temperature": 0.0, "max_draft": k, "assign": "in_order", "use_calibration": False}
     return section, (f"per-request steps from chunks: {info['request_steps']} request-steps, "
                      f"{info['merged_chunks_split']} merged chunks split, one-token steps drafted with "
-                     f"p {info['p_draft_one_token_step']:.2f}")
+                     f"p {info['p_draft_one_token_step']:.2f}, {info['draft_tokens_per_draft']:.2f} tokens per draft")
 
 
 def run_stage(ctx) -> None:

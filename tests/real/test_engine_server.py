@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -344,6 +345,31 @@ def test_chunk_rounds_replay_each_requests_own_steps():
     records, info = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram")  # 2 of the 3 one-token steps
     assert info["p_draft_one_token_step"] == pytest.approx(2 / 3)
     assert all(len(r.confidence) == r.k and 0 <= r.accepted <= r.k for r in records)
+
+
+def test_chunk_rounds_carry_vllms_draft_length():
+    """vLLM's n-gram proposer drafts fewer than k tokens where its match runs out of context (3.8-3.96 per
+    draft at k = 4): given num_draft_tokens the replayed drafts sum to it, each still covers what its step
+    accepted (and at least one token), and the steps without a draft stay at 0."""
+    from real.engine.fidelity import chunk_rounds
+
+    log = pd.DataFrame({"request_id": ["a", "b"], "arrival_s": [0.0, 1.0], "input_tokens": [9, 8],
+                        "output_tokens": [12, 9], "first_token_s": [0.5, 1.5], "finish_s": [2.0, 3.0]})
+    # a: steps of 1, 5, 2, 1, 2 tokens (accepted 0, 4, 1, 0, 1); b: 2, 5, 1 (accepted 1, 4, 0)
+    chunks = pd.DataFrame({"request_id": ["a"] * 6 + ["b"] * 4, "t_s": np.arange(10.0),
+                           "output_tokens": [1, 2, 7, 9, 10, 12, 1, 3, 8, 9]})
+    records, info = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram")  # the 5 steps of e > 1 drafted
+    assert [r.k for r in records] == [0, 4, 4, 0, 4, 4, 4, 0]  # every draft k long: 20 tokens
+    records, info = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram", draft_tokens=16)
+    rows = pd.DataFrame([r.__dict__ for r in records])
+    assert rows["k"].sum() == 16 and info["draft_tokens_per_draft"] == pytest.approx(16 / 5)
+    drafted = rows["k"] > 0
+    assert (rows.loc[drafted, "k"] >= rows.loc[drafted, "accepted"].clip(lower=1)).all()
+    assert rows["accepted"].tolist() == [0, 4, 1, 0, 1, 1, 4, 0] and drafted.sum() == 5
+    assert all(len(r.confidence) == len(r.accept_prob) == r.k for r in records)
+    # more missing tokens than the steps can give: every draft down to max(accepted, 1)
+    records, _ = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram", draft_tokens=3)
+    assert [r.k for r in records] == [0, 4, 1, 0, 1, 1, 4, 0]
 
 
 def test_fidelity_entry_point_refuses_what_is_not_an_engine_run(tmp_path, capsys):
