@@ -396,7 +396,7 @@ def test_server_kv_settings_read_from_vllms_log(tmp_path):
 
 
 def test_drift_corrected_table_scales_the_profile_by_each_loads_reference_ratio(tmp_path):
-    """The fake engine's step is 20 ms while the profile is measured and 50 ms around and during the load
+    """The fake engine's step is 40 ms while the profile is measured and 100 ms around and during the load
     (the machine slowed down): the raw table is ~60% too fast, the reference points measure ~2.5x the
     profile, and the simulator with the profile scaled by that ratio prices the load within a few %."""
     from real.engine.drift import measure_reference
@@ -411,7 +411,7 @@ def test_drift_corrected_table_scales_the_profile_by_each_loads_reference_ratio(
                    "loads": [{"name": "users", "kind": "closed_loop", "concurrency": 2, "prompt_tokens": 6,
                               "output_tokens": 12, "max_requests": 4}],
                    "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0, 8],
-                                    "output_tokens": 6, "repeats": 1},
+                                    "output_tokens": 10, "repeats": 2},
                    "reference": {"points": [[1, 1, 8], [2, 1, 8]], "output_tokens": 6}}})
     engine_dir, tokens = tmp_path / "engine", RandomTokens(3000)
     load_dir = engine_dir / "nospec" / "users"
@@ -419,10 +419,10 @@ def test_drift_corrected_table_scales_the_profile_by_each_loads_reference_ratio(
             "cpu_capability": None, "threads": 1, "versions": {}, "created": "2026-01-01T00:00:00Z"}
     from tests.real.fake_engine import FakeEngine
 
-    with FakeEngine(step_s=0.02) as engine:
+    with FakeEngine(step_s=0.04) as engine:
         write_profile(engine_dir, measure_step_profile(engine.base_url, cfg.engine.step_profile, tokens,
                                                        show_progress=False), meta)
-        engine.step_s = 0.05
+        engine.step_s = 0.1
         before = measure_reference(engine.base_url, cfg.engine.reference, tokens, False, seed=1)
         frame, _records = run_load(engine.base_url, cfg.engine.loads[0], tokens, show_progress=False)
         after = measure_reference(engine.base_url, cfg.engine.reference, tokens, False, seed=2)
@@ -432,9 +432,9 @@ def test_drift_corrected_table_scales_the_profile_by_each_loads_reference_ratio(
     assert compare(cfg, engine_dir, tmp_path / "out") == 1
     table = pd.read_csv(tmp_path / "out" / "fidelity.csv").set_index(["profile", "metric"])
     scale = table.loc[("drift_corrected", "tpot_mean_ms"), "profile_scale"]
-    assert 2.0 < scale < 3.0
-    assert table.loc[("raw", "tpot_mean_ms"), "rel_error"] < -0.45  # the profile as measured: too fast
-    assert abs(table.loc[("drift_corrected", "tpot_mean_ms"), "rel_error"]) < 0.15
+    assert 1.8 < scale < 3.2
+    assert table.loc[("raw", "tpot_mean_ms"), "rel_error"] < -0.4  # the profile as measured: too fast
+    assert abs(table.loc[("drift_corrected", "tpot_mean_ms"), "rel_error"]) < 0.2
     assert table.loc[("raw", "tpot_mean_ms"), "sim"] * scale == pytest.approx(
         table.loc[("drift_corrected", "tpot_mean_ms"), "sim"], rel=0.05)
     assert (tmp_path / "out" / "fidelity" / "nospec" / "users" / "profile_drift_corrected" / "step_profile.csv").exists()
