@@ -127,10 +127,10 @@ def chunk_rounds(chunks: pd.DataFrame, log: pd.DataFrame, k: int, drafts: int, m
     chunk of more than k + 1 tokens is several steps the server merged (split into steps of k + 1). A
     request without decode steps gets one empty round (so that request i still replays prompt i).
     A draft is k tokens, or, given vLLM's `num_draft_tokens` (draft_tokens), shorter where the n-gram
-    proposer's match ran out of context (vLLM drafted 3.8-3.96 tokens per draft at k = 4 here): the k x
-    drafts - draft_tokens missing tokens are taken from drafted steps at random, never below a step's
-    accepted tokens (nor below 1), so the records' drafts sum to draft_tokens where that is possible. The
-    simulator verifies a record's k (its verify length is capped at the replayed row's drafts)."""
+    proposer's match ran out of context (vLLM drafted 3.8-3.96 tokens per draft at k = 4 here): the replay
+    keeps vLLM's tokens per draft (draft_tokens / drafts), the missing tokens taken from drafted steps at
+    random, never below a step's accepted tokens (nor below 1). The simulator verifies a record's k (its
+    verify length is capped at the replayed row's drafts)."""
     from lab.trace import StepRecord
 
     keep = log[log["output_tokens"] >= 1].sort_values("arrival_s", kind="stable")  # what replay_log replays
@@ -156,7 +156,8 @@ def chunk_rounds(chunks: pd.DataFrame, log: pd.DataFrame, k: int, drafts: int, m
     rng = np.random.default_rng(seed)
     # [request][step] tokens emitted, and whether the step drafted
     drafted = [[bool(e > 1 or rng.random() < p_one) for e in mine] for mine in steps]
-    lengths = _draft_lengths(steps, drafted, k, draft_tokens, np.random.default_rng(seed + 1))
+    per_draft = draft_tokens / drafts if draft_tokens is not None and drafts else None
+    lengths = _draft_lengths(steps, drafted, k, per_draft, np.random.default_rng(seed + 1))
     records = []
     for i, (prompt, mine, flags, sizes) in enumerate(zip(keep["input_tokens"], steps, drafted, lengths)):
         done = 1
@@ -173,18 +174,18 @@ def chunk_rounds(chunks: pd.DataFrame, log: pd.DataFrame, k: int, drafts: int, m
     return records, info
 
 
-def _draft_lengths(steps: list[list[int]], drafted: list[list[bool]], k: int, draft_tokens: int | None,
+def _draft_lengths(steps: list[list[int]], drafted: list[list[bool]], k: int, per_draft: float | None,
                    rng: np.random.Generator) -> list[list[int]]:
-    """Each step's draft length: k where drafted, 0 where not; then, given the load's draft_tokens, the
-    missing k x drafts - draft_tokens tokens removed one at a time from drafted steps drawn at random
-    among their removable tokens (a step keeps at least max(accepted, 1))."""
+    """Each step's draft length: k where drafted, 0 where not; then, given the load's tokens per draft, the
+    missing round(drafted steps x (k - per_draft)) tokens removed one at a time from drafted steps drawn
+    at random among their removable tokens (a step keeps at least max(accepted, 1))."""
     lengths = [[k if flag else 0 for flag in flags] for flags in drafted]
-    if draft_tokens is None:
+    if per_draft is None:
         return lengths
     where = [(i, j) for i, flags in enumerate(drafted) for j, flag in enumerate(flags) if flag]
     # removable tokens per drafted step: k - max(accepted, 1)
     room = np.array([k - max(steps[i][j] - 1, 1) for i, j in where], dtype=np.int64)
-    missing = int(np.clip(k * len(where) - draft_tokens, 0, room.sum()))
+    missing = int(np.clip(round(len(where) * (k - per_draft)), 0, room.sum()))
     if missing:
         slots = np.repeat(np.arange(len(where)), room)  # one entry per removable token
         cut = np.bincount(rng.choice(len(slots), size=missing, replace=False), minlength=len(slots))

@@ -349,8 +349,8 @@ def test_chunk_rounds_replay_each_requests_own_steps():
 
 def test_chunk_rounds_carry_vllms_draft_length():
     """vLLM's n-gram proposer drafts fewer than k tokens where its match runs out of context (3.8-3.96 per
-    draft at k = 4): given num_draft_tokens the replayed drafts sum to it, each still covers what its step
-    accepted (and at least one token), and the steps without a draft stay at 0."""
+    draft at k = 4): given num_draft_tokens the replay keeps vLLM's tokens per draft, each draft still
+    covers what its step accepted (and at least one token), and the steps without a draft stay at 0."""
     from real.engine.fidelity import chunk_rounds
 
     log = pd.DataFrame({"request_id": ["a", "b"], "arrival_s": [0.0, 1.0], "input_tokens": [9, 8],
@@ -367,6 +367,9 @@ def test_chunk_rounds_carry_vllms_draft_length():
     assert (rows.loc[drafted, "k"] >= rows.loc[drafted, "accepted"].clip(lower=1)).all()
     assert rows["accepted"].tolist() == [0, 4, 1, 0, 1, 1, 4, 0] and drafted.sum() == 5
     assert all(len(r.confidence) == len(r.accept_prob) == r.k for r in records)
+    # vLLM's 16 tokens per 4 drafts, over the replay's 5 drafted steps: 20 tokens (no shortening)
+    records, info = chunk_rounds(chunks, log, k=4, drafts=4, method="ngram", draft_tokens=16)
+    assert sum(r.k for r in records) == 20 and info["draft_tokens_per_draft"] == 4.0
     # more missing tokens than the steps can give: every draft down to max(accepted, 1)
     records, _ = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram", draft_tokens=3)
     assert [r.k for r in records] == [0, 4, 1, 0, 1, 1, 4, 0]
