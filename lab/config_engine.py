@@ -11,7 +11,9 @@
       loads:
         - {name: low, kind: poisson, rate: 0.5, prompt_tokens: 128, output_tokens: 64, max_requests: 40}
         - {name: trace, kind: trace, trace_path: $DATA/azure2023_splitwise_conv.csv, time_scale: 0.05}
-      step_profile: {batches: [1, 2, 4, 8], prompt_tokens: [64, 256]}
+      step_profile: {batches: [1, 2, 4, 8], query_tokens: [1, 64, 256]}
+      spec_step_profile: false    # true: also profile each speculative server's own decode steps
+      reference: {points: [[1, 1, 256], [1, 64, 0]], repeats: 2}   # drift control around every load
 
 The `engine` stage serves the run's target (the embedded model's cached safetensors, or target.path) with
 `vllm serve` from the engine's own environment (`lab engine setup vllm`), once per variant, drives every
@@ -102,6 +104,16 @@ class StepProfileSpec(StrictModel):
         return self
 
 
+class ReferenceSpec(StrictModel):
+    """Drift control: some of the step profile's own grid points measured again, the same way, right before
+    and right after every load (engine/<variant>/<load>/reference.json); the fidelity stage scales the
+    profile by the load's measured speed ratio for its drift-corrected table."""
+    points: list[tuple[int, int, int]] = Field(min_length=1, description="[batch, query_tokens, context_len] "
+                                               "points of engine.step_profile's grid")
+    output_tokens: int = Field(8, ge=4, description="decode points: tokens per request (the first gap dropped)")
+    repeats: int = Field(1, ge=1, le=10)
+
+
 class EngineSection(StrictModel):
     kind: Literal["vllm"] = "vllm"
     venv: str | None = Field(None, description="the engine's environment; default ~/.cache/dspark-lab/engines/vllm")
@@ -119,6 +131,11 @@ class EngineSection(StrictModel):
     variants: list[EngineVariant] = Field(default_factory=lambda: [EngineVariant(name="nospec")], min_length=1)
     loads: list[LoadSpec] = Field(default_factory=lambda: [LoadSpec(name="poisson")])
     step_profile: StepProfileSpec | None = Field(None, description="measure step times on the first variant")
+    spec_step_profile: bool = Field(False, description="also measure each speculative variant's own decode steps "
+                                    "(engine/<variant>/step_profile.csv, for sim.cost.spec_profile; the fidelity "
+                                    "stage does not use it; ~2.6 min per variant on 2 CPU cores)")
+    reference: ReferenceSpec | None = Field(None, description="re-measure some profile points before/after each "
+                                            "load (drift control; needs step_profile)")
 
     @model_validator(mode="after")
     def _unique_and_fitting(self):
@@ -134,6 +151,16 @@ class EngineSection(StrictModel):
             raise ValueError(f"engine.step_profile: largest batch exceeds max_num_seqs {self.max_num_seqs}")
         if prof and prof.context_lens[-1] + prof.query_tokens[-1] + prof.output_tokens > self.max_model_len:
             raise ValueError("engine.step_profile: context + query + output tokens exceed max_model_len")
+        if self.reference is not None:
+            if prof is None:
+                raise ValueError("engine.reference: needs engine.step_profile (its points are the profile's)")
+            grid = {(b, q, c) for b in prof.batches for q in prof.query_tokens for c in prof.context_lens}
+            off = [list(p) for p in self.reference.points if tuple(p) not in grid]
+            if off:
+                raise ValueError(f"engine.reference.points {off}: not on engine.step_profile's grid "
+                                 "(batches x query_tokens x context_lens)")
+            if len(set(self.reference.points)) != len(self.reference.points):
+                raise ValueError("engine.reference.points: repeated")
         for load in self.loads:
             if load.prompt_tokens + load.output_tokens > self.max_model_len:
                 raise ValueError(f"engine.loads {load.name!r}: prompt_tokens + output_tokens exceed max_model_len "

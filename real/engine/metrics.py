@@ -64,20 +64,36 @@ def scrape_spec_counters(base_url: str) -> dict:
 PREFIX_CACHE = ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries")
 
 
-def prefix_cache_tokens(base_url: str) -> tuple[float, float]:
-    """(hit tokens, queried tokens) of the engine's prefix cache so far, summed over engines; (nan, nan)
-    where the engine answers no /metrics or exports no such counter."""
+def metric_sums(base_url: str, names: tuple[str, ...]) -> dict[str, float] | None:
+    """Each named sample summed over engines and labels (a counter's `_total` suffix dropped), or None where
+    the engine answers no /metrics or exports none of them."""
     status, body = http_get(f"{base_url}/metrics", timeout=10.0)
-    totals = dict.fromkeys(PREFIX_CACHE, 0.0)
+    totals = dict.fromkeys(names, 0.0)
     seen = False
     for name, _labels, value in parse_prometheus(body if status == 200 else ""):
         key = name.removesuffix("_total")
         if key in totals and not name.endswith("_created"):
             totals[key] += value
             seen = True
-    if not seen:
+    return totals if seen else None
+
+
+def prefix_cache_tokens(base_url: str) -> tuple[float, float]:
+    """(hit tokens, queried tokens) of the engine's prefix cache so far, summed over engines; (nan, nan)
+    where the engine answers no /metrics or exports no such counter."""
+    totals = metric_sums(base_url, PREFIX_CACHE)
+    if totals is None:
         return float("nan"), float("nan")
     return totals[PREFIX_CACHE[0]], totals[PREFIX_CACHE[1]]
+
+
+ENGINE_STEPS = "vllm:iteration_tokens_total_count"  # the tokens-per-step histogram's sample count: steps run
+
+
+def engine_steps(base_url: str) -> float:
+    """Engine steps run so far (vLLM's tokens-per-step histogram count); nan where not exported."""
+    totals = metric_sums(base_url, (ENGINE_STEPS,))
+    return float("nan") if totals is None else totals[ENGINE_STEPS]
 
 
 def delta(before: dict, after: dict) -> dict:

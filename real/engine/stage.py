@@ -6,13 +6,16 @@ For each engine.variants entry (a speculative config) one `vllm serve` is starte
 stopped; each engine.loads entry is driven against it. Outputs, all under <run>/engine/:
     engine.json                         settings, versions, argv and start-up time per variant
     step_profile.csv / .json            step times (first variant, when engine.step_profile is set)
-    <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts)
+    <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts), only
+                                        with engine.spec_step_profile: true (the fidelity stage does not use it)
     <variant>/server.log                the server's own log (kept)
     <variant>/<load>/requests.parquet   the shared per-request log
     <variant>/<load>/chunks.parquet     every streamed chunk: request_id, t_s, output tokens so far (one chunk
                                         per engine step of that request unless the server merged some)
     <variant>/<load>/spec_counters.json vLLM's spec-decode counters before/after/delta (lab.metrics names)
     <variant>/<load>/summary.json       TTFT/TPOT/E2E and throughput of the load
+    <variant>/<load>/reference.json     with engine.reference: some profile points measured again right
+                                        before and after the load, and their ratio to the profile (drift.py)
     summary.csv                         one row per variant x load
 Resumable: a load whose requests.parquet exists is not driven again; a variant with every load done is
 not started at all.
@@ -102,6 +105,7 @@ def run_stage(ctx) -> None:
         want_profile = index == 0 and section.step_profile is not None and (
             forced or not ctx.path("engine", "step_profile.csv").exists())
         want_spec_profile = (variant.speculative.method != "none" and section.step_profile is not None
+                             and section.spec_step_profile
                              and (forced or not ctx.path("engine", variant.name, "step_profile.csv").exists()))
         if _variant_done(ctx, variant, section.loads) and not forced and not want_profile and not want_spec_profile:
             log(f"engine {variant.name}: every load done already, not started")
@@ -119,7 +123,7 @@ def run_stage(ctx) -> None:
                 if want_spec_profile:
                     _spec_profile(ctx, server.base_url, section, variant, tokens, model_dir, venv)
                 for load in section.loads:
-                    _drive(ctx, server.base_url, variant, load, tokens, forced)
+                    _drive(ctx, server.base_url, section, variant, load, tokens, forced)
         for load in section.loads:
             summary = json.loads(ctx.path("engine", variant.name, load.name, "summary.json").read_text())
             summaries.append({"variant": variant.name, "load": load.name, **_flat(summary)})
@@ -151,17 +155,23 @@ def _warm_up(base_url: str, tokens) -> None:
     send_batch(base_url, SERVED_NAME, [text + text, text + text + text], 24)
 
 
-def _drive(ctx, base_url: str, variant, load, tokens, forced: bool) -> None:
+def _drive(ctx, base_url: str, section, variant, load, tokens, forced: bool) -> None:
     folder = ctx.path("engine", variant.name, load.name)
     if (folder / "requests.parquet").exists() and not forced:
         log(f"engine {variant.name}/{load.name}: done already")
         return
+    reference = section.reference
+    if reference is not None:
+        bracket_before = _reference(base_url, reference, tokens, variant, load, "before")
     before = scrape_spec_counters(base_url)
     start = time.perf_counter()
     frame, records = run_load(base_url, load, tokens, SERVED_NAME, show_progress=ctx.show_progress)
     wall = time.perf_counter() - start
     table = counter_table(before, scrape_spec_counters(base_url))
     summary = {"wall_s": round(wall, 2), **load_summary(frame, records)}
+    if reference is not None:
+        _write_reference(ctx, folder, variant, bracket_before,
+                         _reference(base_url, reference, tokens, variant, load, "after"))
     write_json_atomic(folder / "spec_counters.json", table)
     write_json_atomic(folder / "summary.json", summary)
     write_request_log(chunk_frame(records), folder / "chunks.parquet")
@@ -169,6 +179,32 @@ def _drive(ctx, base_url: str, variant, load, tokens, forced: bool) -> None:
     log(f"engine {variant.name}/{load.name}: {summary['completed']}/{summary['requests']} requests, "
         f"TPOT mean {summary['tpot_mean_ms']:.1f} ms, {summary['throughput_tok_s']:.1f} tok/s, "
         f"tau {table['derived']['tau']}")
+
+
+def _reference(base_url: str, spec, tokens, variant, load, which: str) -> dict:
+    """One bracket of the load's drift control (real.engine.drift), prompts drawn afresh for each bracket
+    (a prompt seen before would come from the prefix cache)."""
+    import zlib
+
+    from real.engine.drift import measure_reference
+
+    seed = zlib.crc32(f"{variant.name}/{load.name}/{which}".encode())
+    return measure_reference(base_url, spec, tokens, variant.speculative.method != "none", SERVED_NAME, seed)
+
+
+def _write_reference(ctx, folder: Path, variant, before: dict, after: dict) -> None:
+    """reference.json: both brackets and, when the profile exists, their ratio to its same points."""
+    from real.engine.drift import reference_ratio
+    from sim.step_profile import read_profile
+
+    record = {"speculative_server": variant.speculative.method != "none", "before": before, "after": after}
+    profile = ctx.path("engine", "step_profile.csv")
+    if profile.exists():
+        record.update(profile=str(profile), **reference_ratio(record, read_profile(profile)))
+    write_json_atomic(folder / "reference.json", record)
+    if record.get("ratio") is not None:
+        log(f"engine {variant.name}/{folder.name}: reference points at {record['ratio']:.3f} x the profile "
+            f"(after / before {record['after_over_before']:.3f}; {before['wall_s'] + after['wall_s']:.0f} s)")
 
 
 def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path) -> None:

@@ -10,8 +10,17 @@ For every point of the grid batch x query_tokens x context_len (lab.config_engin
   dropped: other requests may still be in prefill). step_ms = median gap, step_ms_p90 = 90th percentile.
 - query_tokens > 1 (prefill): each of the `batch` requests first sends its own `context_len`-token prefix
   (one token out, so the prefix sits in the engine's prefix cache), then all send prefix + `query_tokens`
-  new tokens together with max_tokens 1: time to first token is one step that prefills batch x query_tokens
-  tokens over context_len cached tokens each. step_ms = median over requests and repeats.
+  new tokens together with max_tokens 1, and the time to the first token is one step that prefills
+  batch x query_tokens tokens over context_len cached tokens each. step_ms = median over requests and
+  repeats. One step only if the engine sees the whole batch at once: an idle vLLM steps as soon as the
+  first request arrives and takes the rest, arrived milliseconds later, in the next step (4 x 64 here: the
+  first request at 0.41 s, the other three at 1.36 s, two steps; session 16). So a batch > 1 is gated: a
+  blocker request (BLOCKER_TOKENS of prompt, one token out) is sent first, the batch GATE_S later, while the
+  blocker's prefill step runs; the batch waits in the engine's queue and is scheduled as one step when the
+  blocker's ends. A request's sample is then its first token's time minus the later of its send and the
+  blocker's first token (the step from when the engine could start it); vLLM's own step count
+  (vllm:iteration_tokens_total, two steps: blocker and batch) is checked and the point retried, up to
+  GATE_TRIES times, when it differs.
 Every number includes what the HTTP front end adds to a step (as the load generator sees it).
 A prefill point over a cached prefix is only that if the prefix was found in the engine's prefix cache: the
 engine's own counters (vllm:prefix_cache_hits / _queries, in tokens) are read around the measured batch;
@@ -22,13 +31,14 @@ meta), so a profile whose prefill rows paid for their prefix says so.
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 
 import numpy as np
 from tqdm import tqdm
 
 from real.engine.loadgen import PlannedRequest, StreamRecord, stream_completion
-from real.engine.metrics import prefix_cache_tokens
+from real.engine.metrics import engine_steps, prefix_cache_tokens
 
 
 def _client(connections: int):
@@ -60,11 +70,14 @@ async def _decode_gaps(client, base_url, model, tokens, rng, batch: int, context
     return decode_gaps_ms(await _batch(client, base_url, model, prompts, output_tokens), any_chunk)
 
 
-async def _batch(client, base_url, model, prompts: list[list[int]], max_tokens: int) -> list[StreamRecord]:
+async def _batch(client, base_url, model, prompts: list[list[int]], max_tokens: int,
+                 t0: float | None = None) -> list[StreamRecord]:
+    """Send the prompts together and wait for all; times in the records are seconds since t0 (default now)."""
     import time
 
-    t0 = time.perf_counter()
-    records = [StreamRecord(f"p{i}", len(p), 0.0) for i, p in enumerate(prompts)]
+    now = time.perf_counter()
+    t0 = now if t0 is None else t0
+    records = [StreamRecord(f"p{i}", len(p), now - t0) for i, p in enumerate(prompts)]
     await asyncio.gather(*(stream_completion(client, base_url, model, PlannedRequest(r.request_id, 0.0, p, max_tokens),
                                              t0, r) for r, p in zip(records, prompts)))
     failed = [r.error for r in records if r.error]
@@ -117,20 +130,77 @@ def measure_spec_profile(base_url: str, spec, tokens, drafts: int, model: str = 
 PREFIX_HIT_MIN = 0.8
 
 
-async def _prefill_over_prefix(client, base_url, model, prefixes, prompts) -> tuple[list[StreamRecord], float]:
-    """Prime the prefixes, then time the prompts; retried once when the prefix cache missed. Returns the
-    records and the fraction of prefix tokens the cache served (nan where the engine exports no counter)."""
+BLOCKER_TOKENS = 128  # the gate's prompt: its prefill step (~0.6 s here) outlasts sending the batch
+GATE_S = 0.1  # the batch is sent this long after the blocker (whose step has begun by then)
+GATE_TRIES = 3
+
+
+async def _prefill_samples(client, base_url, model, prompts, tokens, rng) -> list[float]:
+    """ms per request of one prefill step of all the prompts (one token out each): time to first token for
+    one prompt; several are gated behind a blocker so that they reach the engine as one step (module
+    docstring)."""
+    import time
+
+    if len(prompts) == 1:
+        records = await _batch(client, base_url, model, prompts, 1)
+        return [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
+    for _attempt in range(GATE_TRIES):
+        steps_before = await asyncio.to_thread(engine_steps, base_url)
+        t0 = time.perf_counter()
+        blocker = asyncio.create_task(_batch(client, base_url, model, [tokens.take(BLOCKER_TOKENS, rng)], 1, t0))
+        await asyncio.sleep(GATE_S)
+        records = await _batch(client, base_url, model, prompts, 1, t0)
+        (gate,) = await blocker
+        steps = await asyncio.to_thread(engine_steps, base_url) - steps_before
+        if steps == 2 or math.isnan(steps):  # blocker and batch, or an engine that does not count its steps
+            break
+    else:
+        from real.embedded import log
+
+        log(f"engine step profile: a gated batch of {len(prompts)} x {len(prompts[0])} tokens ran as {steps:.0f} "
+            f"engine steps (blocker + batch = 2) in each of {GATE_TRIES} tries; its samples span those steps")
+    return [(r.chunk_s[0] - max(r.sent_s, gate.chunk_s[0])) * 1000 for r in records]
+
+
+async def _prefill_over_prefix(client, base_url, model, prefixes, prompts, tokens,
+                               rng) -> tuple[list[float], float]:
+    """Prime the prefixes, then time the prompts (_prefill_samples); retried once when the prefix cache
+    missed. Returns the samples and the fraction of prefix tokens the cache served (nan where the engine
+    exports no counter)."""
     wanted = float(sum(len(p) for p in prefixes))
     hit_fraction = float("nan")
     for _attempt in range(2):
         await _batch(client, base_url, model, prefixes, 1)
         hits_before, _ = await asyncio.to_thread(prefix_cache_tokens, base_url)
-        records = await _batch(client, base_url, model, prompts, 1)
+        samples = await _prefill_samples(client, base_url, model, prompts, tokens, rng)
         hits_after, _ = await asyncio.to_thread(prefix_cache_tokens, base_url)
         hit_fraction = (hits_after - hits_before) / wanted
         if not hit_fraction < PREFIX_HIT_MIN:  # also nan: nothing to check against
             break
-    return records, hit_fraction
+    return samples, hit_fraction
+
+
+async def point_samples(client, base_url: str, model: str, tokens, rng, point: tuple[int, int, int],
+                        output_tokens: int, repeats: int, prefix_checks: list | None = None) -> list[float]:
+    """The samples (ms) of one grid point (batch, query_tokens, context_len), measured as the module
+    docstring says: decode gaps for query_tokens 1, time to first token of a prefill otherwise."""
+    b, q, c = point
+    samples: list[float] = []
+    for _ in range(repeats):
+        if q == 1:
+            samples += await _decode_gaps(client, base_url, model, tokens, rng, b, c, output_tokens)
+        else:
+            prefixes = [tokens.take(c, rng) for _ in range(b)]
+            prompts = [p + tokens.take(q, rng) for p in prefixes]
+            if c:
+                point_ms, hit = await _prefill_over_prefix(client, base_url, model, prefixes, prompts, tokens, rng)
+                if prefix_checks is not None:
+                    prefix_checks.append({"batch": b, "query_tokens": q, "context_len": c,
+                                          "prefix_hit_fraction": round(hit, 4)})
+            else:
+                point_ms = await _prefill_samples(client, base_url, model, prompts, tokens, rng)
+            samples += point_ms
+    return samples
 
 
 async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
@@ -140,23 +210,10 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
     rows = []
     async with _client(max(spec.batches)) as client:
         await _batch(client, base_url, model, [tokens.take(16, rng)], 4)  # warm-up
-        for b, q, c in tqdm(points, desc="engine step profile", unit="point", disable=not show_progress):
-            samples: list[float] = []
-            for _ in range(spec.repeats):
-                if q == 1:
-                    samples += await _decode_gaps(client, base_url, model, tokens, rng, b, c, spec.output_tokens)
-                else:
-                    prefixes = [tokens.take(c, rng) for _ in range(b)]
-                    prompts = [p + tokens.take(q, rng) for p in prefixes]
-                    if c:
-                        records, hit = await _prefill_over_prefix(client, base_url, model, prefixes, prompts)
-                        if prefix_checks is not None:
-                            prefix_checks.append({"batch": b, "query_tokens": q, "context_len": c,
-                                                  "prefix_hit_fraction": round(hit, 4)})
-                    else:
-                        records = await _batch(client, base_url, model, prompts, 1)
-                    samples += [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
-            rows.append(_row(b, q, c, samples))
+        for point in tqdm(points, desc="engine step profile", unit="point", disable=not show_progress):
+            samples = await point_samples(client, base_url, model, tokens, rng, point, spec.output_tokens,
+                                          spec.repeats, prefix_checks)
+            rows.append(_row(*point, samples))
     return rows
 
 

@@ -57,6 +57,11 @@ def workdir(tmp_path):
     return tmp_path
 
 
+def validate_with(*overrides: str):
+    """The arguments of `lab validate good.yaml --set O1 --set O2 ...`, as a CASES entry builds them."""
+    return lambda w: ["validate", "good.yaml", *[arg for item in overrides for arg in ("--set", item)]]
+
+
 def write(workdir, name, text):
     (workdir / name).write_text(text)
     return name
@@ -167,6 +172,15 @@ CASES = [
     ("engine load longer than the model", lambda w: ["validate", "good.yaml", "--set",
                                                      "engine.loads=[{name: x, prompt_tokens: 4000}]"],
      "exceed max_model_len"),
+    ("engine spec_step_profile not a boolean", validate_with("engine.spec_step_profile=sometimes"),
+     "engine.spec_step_profile"),
+    ("engine reference point off the profile grid",
+     validate_with("engine.step_profile={batches: [1, 2]}", "engine.reference={points: [[3, 1, 7]]}"),
+     "engine.reference.points [[3, 1, 7]]: not on engine.step_profile's grid"),
+    ("engine reference without a step profile", validate_with("engine.reference={points: [[1, 1, 0]]}"),
+     "engine.reference: needs engine.step_profile"),
+    ("engine reference point not three numbers", validate_with("engine.reference={points: [[1, 1]]}"),
+     "engine.reference.points"),
     ("unknown KV policy", lambda w: ["validate", sim_yaml(w, {"engine": {"kv_policy": "lru"}})],
      "sim.engine.kv_policy"),
     ("engine given under both names", lambda w: ["validate", sim_yaml(w, {"engine": {}, "batching": {}})],

@@ -168,6 +168,25 @@ def test_a_prefill_point_checks_that_its_prefix_came_from_the_prefix_cache(cache
     assert len(primes) == 2 + (2 if cache_on else 4)  # a cold point is primed and measured a second time
 
 
+def test_a_batch_prefill_point_is_gated_behind_a_blocker_and_sent_again_when_it_split(monkeypatch):
+    """An idle vLLM steps on the first request that arrives: 4 prefills sent together ran as two steps
+    (1, then 3: TTFT 0.41 s and 1.36 s), so a batch row was the sum of two steps. The profiler sends a
+    blocker first and the batch while the blocker's step runs (the batch queues, then runs as one step);
+    a sample counts from the later of its send and the blocker's first token; vLLM's step count is checked
+    (blocker + batch = 2 steps) and the batch sent again when it split."""
+    from real.engine import step_profile
+
+    counts = iter([0.0, 3.0, 3.0, 5.0])  # steps before/after: the first try split (3 steps), the second not
+    monkeypatch.setattr(step_profile, "engine_steps", lambda url: next(counts))
+    spec = StepProfileSpec(batches=[3], query_tokens=[8], context_lens=[0], output_tokens=4, repeats=1)
+    with FakeEngine(step_s=0.03) as engine:
+        rows = step_profile.measure_step_profile(engine.base_url, spec, TOKENS, show_progress=False)
+        lengths = [len(p) for p in engine.prompts][1:]  # after the 16-token warm-up
+    assert lengths == [step_profile.BLOCKER_TOKENS, 8, 8, 8] * 2  # blocker, then the batch; twice
+    assert rows[0]["repeats"] == 3
+    assert 25 < rows[0]["step_ms"] < 1000 * step_profile.GATE_S  # the fake's 30 ms step, not the gate's wait
+
+
 def test_each_server_is_warmed_up_with_prompts_an_ngram_proposer_can_match():
     """The engine stage sends two requests before it profiles or drives a load (vLLM compiles its n-gram
     matcher on first use: the first requests of a fresh n-gram server paid 3-4x the TTFT)."""

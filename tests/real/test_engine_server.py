@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -226,7 +227,9 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
                              {"name": "users", "kind": "closed_loop", "concurrency": 2, "prompt_tokens": 6,
                               "output_tokens": 6, "max_requests": 4}],
                    "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0, 8],
-                                    "output_tokens": 5, "repeats": 1}}}
+                                    "output_tokens": 5, "repeats": 1},
+                   "spec_step_profile": True,
+                   "reference": {"points": [[1, 1, 8], [2, 4, 8]], "output_tokens": 4}}}
     from lab.cli import main
 
     for attempt in range(PORT_TRIES):  # a port drawn again while another process holds it (see served())
@@ -260,8 +263,15 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
     assert port_is_free(port)
     # the simulator replayed every load, configured from the engine's profile and counters
     fidelity = pd.read_csv(run / "engine" / "fidelity.csv")
-    assert len(fidelity) == 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
-    assert "| ngram | users |" in (run / "engine" / "fidelity.md").read_text()
+    assert len(fidelity) == 2 * 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
+    assert fidelity.groupby("profile").size().to_dict() == {"drift_corrected": 24, "raw": 24}
+    markdown = (run / "engine" / "fidelity.md").read_text()
+    assert markdown.count("| ngram | users |") == 2 and markdown.index("Raw") < markdown.index("Drift-corrected")
+    # drift control: each load bracketed by the reference points; a speculative server measures prefills only
+    reference = json.loads((run / "engine" / "nospec" / "low" / "reference.json").read_text())
+    assert [len(reference[w]["rows"]) for w in ("before", "after")] == [2, 2] and reference["ratio"] > 0
+    spec_reference = json.loads((run / "engine" / "ngram" / "low" / "reference.json").read_text())
+    assert [(r["batch"], r["query_tokens"]) for r in spec_reference["before"]["rows"]] == [(2, 4)]
     # acceptance from chunks: every simulated request took the decode steps its chunks show
     simulated = pd.read_parquet(run / "engine" / "fidelity" / "ngram" / "users" / "sim_requests.parquet")
     recorded = frame.sort_values("arrival_s")["request_id"].map(
@@ -337,6 +347,34 @@ def test_chunk_rounds_replay_each_requests_own_steps():
     assert all(len(r.confidence) == r.k and 0 <= r.accepted <= r.k for r in records)
 
 
+def test_chunk_rounds_carry_vllms_draft_length():
+    """vLLM's n-gram proposer drafts fewer than k tokens where its match runs out of context (3.8-3.96 per
+    draft at k = 4): given num_draft_tokens the replay keeps vLLM's tokens per draft, each draft still
+    covers what its step accepted (and at least one token), and the steps without a draft stay at 0."""
+    from real.engine.fidelity import chunk_rounds
+
+    log = pd.DataFrame({"request_id": ["a", "b"], "arrival_s": [0.0, 1.0], "input_tokens": [9, 8],
+                        "output_tokens": [12, 9], "first_token_s": [0.5, 1.5], "finish_s": [2.0, 3.0]})
+    # a: steps of 1, 5, 2, 1, 2 tokens (accepted 0, 4, 1, 0, 1); b: 2, 5, 1 (accepted 1, 4, 0)
+    chunks = pd.DataFrame({"request_id": ["a"] * 6 + ["b"] * 4, "t_s": np.arange(10.0),
+                           "output_tokens": [1, 2, 7, 9, 10, 12, 1, 3, 8, 9]})
+    records, info = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram")  # the 5 steps of e > 1 drafted
+    assert [r.k for r in records] == [0, 4, 4, 0, 4, 4, 4, 0]  # every draft k long: 20 tokens
+    records, info = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram", draft_tokens=16)
+    rows = pd.DataFrame([r.__dict__ for r in records])
+    assert rows["k"].sum() == 16 and info["draft_tokens_per_draft"] == pytest.approx(16 / 5)
+    drafted = rows["k"] > 0
+    assert (rows.loc[drafted, "k"] >= rows.loc[drafted, "accepted"].clip(lower=1)).all()
+    assert rows["accepted"].tolist() == [0, 4, 1, 0, 1, 1, 4, 0] and drafted.sum() == 5
+    assert all(len(r.confidence) == len(r.accept_prob) == r.k for r in records)
+    # vLLM's 16 tokens per 4 drafts, over the replay's 5 drafted steps: 20 tokens (no shortening)
+    records, info = chunk_rounds(chunks, log, k=4, drafts=4, method="ngram", draft_tokens=16)
+    assert sum(r.k for r in records) == 20 and info["draft_tokens_per_draft"] == 4.0
+    # more missing tokens than the steps can give: every draft down to max(accepted, 1)
+    records, _ = chunk_rounds(chunks, log, k=4, drafts=5, method="ngram", draft_tokens=3)
+    assert [r.k for r in records] == [0, 4, 1, 0, 1, 1, 4, 0]
+
+
 def test_fidelity_entry_point_refuses_what_is_not_an_engine_run(tmp_path, capsys):
     from real.engine.fidelity import main as fidelity_main
 
@@ -358,3 +396,48 @@ def test_server_kv_settings_read_from_vllms_log(tmp_path):
                    "INFO config ... block_size=128, enable_prefix_caching=True\n")
     assert server_kv_settings(log) == {"kv_capacity_tokens": 43680, "block_size": 128}
     assert server_kv_settings(tmp_path / "absent.log") == {}
+
+
+def test_drift_corrected_table_scales_the_profile_by_each_loads_reference_ratio(tmp_path):
+    """The fake engine's step is 40 ms while the profile is measured and 100 ms around and during the load
+    (the machine slowed down): the raw table is ~60% too fast, the reference points measure ~2.5x the
+    profile, and the simulator with the profile scaled by that ratio prices the load within a few %."""
+    from real.engine.drift import measure_reference
+    from real.engine.fidelity import compare
+    from real.engine.loadgen import RandomTokens, run_load, write_request_log
+    from real.engine.step_profile import measure_step_profile
+    from sim.step_profile import write_profile
+
+    cfg = config_from_dict({
+        "name": "drift", "stages": ["engine", "fidelity"],
+        "engine": {"variants": [{"name": "nospec"}], "max_num_seqs": 4,
+                   "loads": [{"name": "users", "kind": "closed_loop", "concurrency": 2, "prompt_tokens": 6,
+                              "output_tokens": 12, "max_requests": 4}],
+                   "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0, 8],
+                                    "output_tokens": 10, "repeats": 2},
+                   "reference": {"points": [[1, 1, 8], [2, 1, 8]], "output_tokens": 6}}})
+    engine_dir, tokens = tmp_path / "engine", RandomTokens(3000)
+    load_dir = engine_dir / "nospec" / "users"
+    meta = {"source": "vllm", "model": "fake", "dtype": "float32", "device": "cpu", "hardware": "test",
+            "cpu_capability": None, "threads": 1, "versions": {}, "created": "2026-01-01T00:00:00Z"}
+    from tests.real.fake_engine import FakeEngine
+
+    with FakeEngine(step_s=0.04) as engine:
+        write_profile(engine_dir, measure_step_profile(engine.base_url, cfg.engine.step_profile, tokens,
+                                                       show_progress=False), meta)
+        engine.step_s = 0.1
+        before = measure_reference(engine.base_url, cfg.engine.reference, tokens, False, seed=1)
+        frame, _records = run_load(engine.base_url, cfg.engine.loads[0], tokens, show_progress=False)
+        after = measure_reference(engine.base_url, cfg.engine.reference, tokens, False, seed=2)
+    load_dir.mkdir(parents=True)
+    write_request_log(frame, load_dir / "requests.parquet")
+    (load_dir / "reference.json").write_text(json.dumps({"before": before, "after": after}))
+    assert compare(cfg, engine_dir, tmp_path / "out") == 1
+    table = pd.read_csv(tmp_path / "out" / "fidelity.csv").set_index(["profile", "metric"])
+    scale = table.loc[("drift_corrected", "tpot_mean_ms"), "profile_scale"]
+    assert 1.8 < scale < 3.2
+    assert table.loc[("raw", "tpot_mean_ms"), "rel_error"] < -0.4  # the profile as measured: too fast
+    assert abs(table.loc[("drift_corrected", "tpot_mean_ms"), "rel_error"]) < 0.2
+    assert table.loc[("raw", "tpot_mean_ms"), "sim"] * scale == pytest.approx(
+        table.loc[("drift_corrected", "tpot_mean_ms"), "sim"], rel=0.05)
+    assert (tmp_path / "out" / "fidelity" / "nospec" / "users" / "profile_drift_corrected" / "step_profile.csv").exists()
