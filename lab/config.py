@@ -27,7 +27,7 @@ from lab.yaml_load import load_yaml_bytes, load_yaml_text
 
 STAGES = ("prepare", "train", "evaluate", "profile", "engine", "fidelity", "calibrate", "sim", "report")
 REAL_STAGES = ("prepare", "train", "evaluate")
-EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
+EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3", "tiny-qwen3-hd32")
 # Weights-free sizing targets (target.init: random): architecture from real/presets/<name>.json
 PRESET_TARGETS = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b",
                   "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b")
@@ -154,6 +154,17 @@ class ExperimentConfig(StrictModel):
         """Raise LabError when a real stage was asked for (e.g. via --stages) without its sections."""
         if self.prompts is None or not self.drafters:
             raise LabError(f"stage {stage!r} needs the experiment's prompts and drafters sections")
+
+    @model_validator(mode="after")
+    def _engine_drafters_exist(self):
+        methods = {d.name: d.method for d in self.drafters}
+        for variant in self.engine.variants if self.engine else []:
+            name = variant.speculative.drafter
+            if name is not None and methods.get(name) != "eagle3":
+                found = f"a {methods[name]} drafter" if name in methods else "not in drafters"
+                raise ValueError(f"engine.variants {variant.name!r}: speculative.drafter {name!r} must name an "
+                                 f"eagle3 drafter of this experiment ({found})")
+        return self
 
     @model_validator(mode="after")
     def _unique_drafter_names(self):
