@@ -5,6 +5,8 @@
 For each engine.variants entry (a speculative config) one `vllm serve` is started, health-checked and
 stopped; each engine.loads entry is driven against it. Outputs, all under <run>/engine/:
     engine.json                         settings, versions, argv and start-up time per variant
+    export/target, export/<drafter>     a tiny-* target saved as a checkpoint; each `speculative.drafter`
+                                        exported to vLLM's eagle3 layout (real/engine/served.py)
     step_profile.csv / .json            step times (first variant, when engine.step_profile is set)
     <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts)
     <variant>/server.log                the server's own log (kept)
