@@ -216,3 +216,65 @@ def test_cli_bad_run_dir_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path), "--drafter", "e3", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "no config.yaml" in err[0]
+
+
+# ---- the engine stage's side: what it serves from a run ------------------------------------------------------
+def engine_run(tmp_path):
+    from lab.config import config_from_dict
+    from lab.runs import RunContext
+
+    cfg = config_from_dict({
+        "name": "x", "target": {"name": "tiny-qwen3-hd32", "dtype": "float32"},
+        "prompts": {"datasets": [{"name": "humaneval", "cap": 1}]},
+        "drafters": [{"name": "e3", "method": "eagle3", "block_size": 3, "draft_vocab_size": 128}],
+        "engine": {"variants": [{"name": "plain"},
+                                {"name": "spec", "speculative": {"method": "eagle3", "drafter": "e3"}}]}})
+    return RunContext(cfg=cfg, root=tmp_path / "run", show_progress=False)
+
+
+def test_engine_stage_saves_the_tiny_target_and_exports_the_named_drafter(tmp_path, one_thread):
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from lab.config_engine import EngineSection
+    from real.drafters.trained import save_model
+    from real.engine.served import exported_drafter, served_model_dir
+    from real.engine.server import vllm_command
+    from real.targets import load_target
+
+    ctx = engine_run(tmp_path)
+    target = load_target(ctx.cfg.target)
+    spec = ctx.cfg.drafters[0]
+    with pytest.raises(LabError, match="no trained weights"):
+        exported_drafter(ctx, "e3", target)
+    save_model(drafter_model(target, torch.arange(128)), spec, ctx.path("drafters", "e3"))
+    out = exported_drafter(ctx, "e3", target)
+    assert out == ctx.path("engine", "export", "e3")
+    assert json.loads((out / "config.json").read_text())["draft_vocab_size"] == 128
+    # retrained weights (newer) are exported again; unchanged ones are not
+    first = (out / "config.json").stat().st_mtime_ns
+    assert exported_drafter(ctx, "e3", target) == out and (out / "config.json").stat().st_mtime_ns == first
+    save_model(drafter_model(target, torch.arange(128), seed=1), spec, ctx.path("drafters", "e3"))
+    later = (ctx.path("drafters", "e3", "model.safetensors").stat().st_mtime_ns + 10**9) / 1e9
+    os.utime(ctx.path("drafters", "e3", "model.safetensors"), (later, later))
+    exported_drafter(ctx, "e3", target)
+    assert (out / "config.json").stat().st_mtime_ns > first
+
+    model_dir = served_model_dir(ctx.cfg, ctx)
+    assert model_dir == ctx.path("engine", "export", "target") and (model_dir / "tokenizer.json").is_file()
+    saved = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    assert saved.config.head_dim == 32
+    ids = torch.tensor([[9707, 11, 1879, 0, 576]])
+    with torch.inference_mode():
+        torch.testing.assert_close(saved(ids).logits, target.model(ids).logits)
+    argv, _ = vllm_command(EngineSection(), ctx.cfg.engine.variants[1].speculative, model_dir, tmp_path, "target", out)
+    assert json.loads(argv[argv.index("--speculative-config") + 1]) == {
+        "method": "eagle3", "num_speculative_tokens": 4, "model": str(out)}
+
+
+def test_a_drafter_variant_without_its_export_is_not_started():
+    from lab.config_engine import SpeculativeSpec
+
+    with pytest.raises(ValueError, match="not exported yet"):
+        SpeculativeSpec(method="eagle3", drafter="e3").vllm_config()
