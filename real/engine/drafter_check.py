@@ -95,6 +95,7 @@ def _serve(cfg, run_dir: Path, variant, model_dir: Path, venv: Path, drafter_dir
 def run_check(run_dir: Path, n_prompts: int | None, max_new: int | None) -> dict:
     from lab.config import load_config
     from lab.runs import RunContext
+    from lab.threads import apply_thread_policy
     from real.drafters import build_drafter
     from real.engine.served import exported_drafter, served_model_dir
     from real.engine.setup import require_engine
@@ -102,6 +103,7 @@ def run_check(run_dir: Path, n_prompts: int | None, max_new: int | None) -> dict
     from real.targets import load_target
 
     cfg = load_config(run_dir / "config.yaml")
+    apply_thread_policy(cfg.threads)  # the lab side's torch threads: the cores other processes leave free
     section = cfg.engine
     if section is None:
         raise LabError(f"{run_dir}/config.yaml: no engine section (the variants to check)")
