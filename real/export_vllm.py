@@ -185,7 +185,8 @@ def export_target(target, out_dir: Path) -> Path:
     return out_dir
 
 
-def _run_config(run_dir: Path):
+def run_config(run_dir: Path):
+    """The ExperimentConfig a run directory was made from (its config.yaml); LabError when there is none."""
     from lab.config import load_config
 
     path = Path(run_dir) / "config.yaml"
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if (args.drafter is None) != (args.out is None):
             raise LabError("--drafter and --out go together")
-        cfg = _run_config(args.run_dir)
+        cfg = run_config(args.run_dir)
         from real.targets import load_target
 
         target = load_target(cfg.target)

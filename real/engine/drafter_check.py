@@ -93,16 +93,16 @@ def _serve(cfg, run_dir: Path, variant, model_dir: Path, venv: Path, drafter_dir
 
 
 def run_check(run_dir: Path, n_prompts: int | None, max_new: int | None) -> dict:
-    from lab.config import load_config
     from lab.runs import RunContext
     from lab.threads import apply_thread_policy
     from real.drafters import build_drafter
     from real.engine.served import exported_drafter, served_model_dir
     from real.engine.setup import require_engine
+    from real.export_vllm import run_config
     from real.prompts import encode_prompt, load_prompt_sets
     from real.targets import load_target
 
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = run_config(run_dir)
     apply_thread_policy(cfg.threads)  # the lab side's torch threads: the cores other processes leave free
     section = cfg.engine
     if section is None:
@@ -167,12 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's decode.max_new_tokens")
     args = parser.parse_args(argv)
     try:
-        if not (args.run_dir / "config.yaml").is_file():
-            raise LabError(f"{args.run_dir}: not a run directory (no config.yaml)")
-        print(format_report(run_check(args.run_dir, args.prompts, args.max_new_tokens)))
+        report = run_check(args.run_dir, args.prompts, args.max_new_tokens)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(format_report(report))
     return 0
 
 

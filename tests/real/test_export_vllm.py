@@ -278,3 +278,26 @@ def test_a_drafter_variant_without_its_export_is_not_started():
 
     with pytest.raises(ValueError, match="not exported yet"):
         SpeculativeSpec(method="eagle3", drafter="e3").vllm_config()
+
+
+def test_drafter_check_compares_outputs_and_needs_a_run_with_the_variants(tmp_path, capsys):
+    import yaml
+
+    from real.engine.drafter_check import main as check_main
+    from real.engine.drafter_check import matches
+
+    assert matches([[1, 2, 3], [1, 2], [4]], [[1, 2, 3], [1, 5], [4, 4]]) == {
+        "identical": 1, "of": 3, "first_difference": [None, 1, 1]}
+    assert check_main([str(tmp_path)]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = engine_run(tmp_path).cfg.model_dump(mode="json")
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "engine": None}))
+    assert check_main([str(run)]) == 2
+    assert "no engine section" in capsys.readouterr().err
+    cfg["engine"]["variants"] = cfg["engine"]["variants"][:1]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert check_main([str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a plain variant and one with speculative.drafter" in err[0]
