@@ -7,7 +7,8 @@
       kv_cache_space_gib: 2
       threads_bind: "0-1"
       max_num_seqs: 16
-      variants: [{name: nospec}, {name: ngram, speculative: {method: ngram, num_speculative_tokens: 4}}]
+      variants: [{name: nospec}, {name: ngram, speculative: {method: ngram, num_speculative_tokens: 4}},
+                 {name: eagle3, speculative: {method: eagle3, drafter: eagle3}}]   # a trained drafter of the run
       loads:
         - {name: low, kind: poisson, rate: 0.5, prompt_tokens: 128, output_tokens: 64, max_requests: 40}
         - {name: trace, kind: trace, trace_path: $DATA/azure2023_splitwise_conv.csv, time_scale: 0.05}
