@@ -25,13 +25,13 @@ def hf_greedy(target, ids, max_new):
 
 
 @pytest.mark.parametrize("target_name", ["tiny_qwen3", "tiny_gemma3"])
-def test_greedy_identity_50_prompts(target_name, request):
-    """fp32: n-gram and noisy-oracle spec decoding equal generate() token for token on 50 prompts."""
+def test_greedy_identity_30_prompts(target_name, request):
+    """fp32: n-gram and noisy-oracle spec decoding equal generate() token for token on 30 prompts."""
     target = request.getfixturevalue(target_name)
     max_new = 32
     ngram = NgramDrafter("ngram", block_size=7, ngram_max=3, ngram_min=1)
     total_accepted = total_rejected = 0
-    for i, ids in enumerate(prompts(target.tokenizer, 50)):
+    for i, ids in enumerate(prompts(target.tokenizer, 30)):
         reference = hf_greedy(target, ids, max_new)
         if i < 10:
             assert autoregressive_decode(target, ids, max_new).tokens == reference
@@ -41,7 +41,7 @@ def test_greedy_identity_50_prompts(target_name, request):
         assert result.tokens == reference, f"noisy oracle, prompt {i}"
         total_accepted += sum(s.accepted for s in result.steps)
         total_rejected += sum(s.accepted < s.k for s in result.steps)
-    assert total_accepted > 150 and total_rejected > 50  # both paths were exercised
+    assert total_accepted > 300 and total_rejected > 100  # both paths were exercised (611 / 263 measured)
 
 
 @pytest.mark.parametrize("target_name", ["tiny_qwen3", "tiny_gemma3"])
