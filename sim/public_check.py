@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
@@ -33,6 +32,7 @@ from lab.config_base import StrictModel
 from lab.config_sim import HARDWARE_NAMES, SimSection
 from lab.errors import LabError
 from lab.io import write_text_atomic
+from lab.yaml_load import load_yaml_bytes
 from sim.serving_metrics import fidelity_metrics
 from sim.simulate import prepare_inputs, simulate
 
@@ -125,10 +125,7 @@ def load_rows(path: str | Path) -> list[PublicRow]:
     p = Path(path)
     if not p.is_file():
         raise LabError(f"--file: {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError:
-        raise LabError(f"{p}: not valid YAML") from None
+    data = load_yaml_bytes(p.read_bytes(), str(p))  # the project's safe loader: duplicate keys, alias bombs
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
         raise LabError(f"{p}: rows: a non-empty list of benchmark rows expected")
     rows = []
