@@ -20,13 +20,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AliasChoices, BeforeValidator, Field, model_validator
 
 from lab.config_base import StrictModel
 from lab.errors import LabError
 from lab.paths import UserPath, expand_path
 from lab.slug import Slug
+from lab.yaml_load import load_yaml_bytes
 
 POLICY_KINDS = ("ar", "mtp", "fixed_k", "threshold", "smartspec", "prefix", "prefix_async")
 
@@ -39,7 +39,7 @@ DTYPES = ("fp32", "bf16", "fp16", "fp8")
 
 def _read_presets(file_name: str) -> dict[str, dict]:
     path = PRESETS_DIR / file_name
-    data = yaml.safe_load(path.read_text())
+    data = load_yaml_bytes(path.read_bytes(), str(path))  # a repeated preset name is an error, not a silent overwrite
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise LabError(f"{path}: presets must be a mapping of name -> mapping")
     return data
@@ -122,10 +122,10 @@ def _load_spec_file(value):
     path = expand_path(value)
     if not path.is_file():
         raise ValueError(f"spec file {value!r} not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise ValueError(f"spec file {value!r} is not valid YAML") from None
+    try:  # the project's safe loader: duplicate keys, alias bombs and binary files are refused
+        data = load_yaml_bytes(path.read_bytes(), f"spec file {value!r}")
+    except LabError as exc:
+        raise ValueError(str(exc)) from None
     if not isinstance(data, dict):
         raise ValueError(f"spec file {value!r} must hold one mapping of HardwareSheet fields")  # noqa: TRY004 - pydantic reports ValueError
     return data

@@ -68,6 +68,16 @@ def test_mistakes_fail_at_validate(sim, message):
         config_from_dict(experiment(sim), "x.yaml")
 
 
+def test_a_spec_file_with_a_repeated_key_or_binary_bytes_is_refused(tmp_path):
+    card = tmp_path / "card.yaml"
+    card.write_text("name: x\nmem_gib: 24\nmem_gib: 48\n")
+    with pytest.raises(LabError, match="sim.hardware.*duplicate key"):
+        config_from_dict(experiment({"hardware": {"spec": str(card)}}), "x.yaml")
+    card.write_bytes(b"\x00\x9f binary")
+    with pytest.raises(LabError, match="sim.hardware.*spec file"):
+        config_from_dict(experiment({"hardware": {"spec": str(card)}}), "x.yaml")
+
+
 def test_qwen3_moe_config():
     m = from_hf_config(DATA / "qwen3_30b_a3b_config.json")
     # Qwen3-30B-A3B: 30.5B total, 3.3B activated (the model card; 3.0B without the input-embedding lookup)
