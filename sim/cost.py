@@ -150,11 +150,19 @@ class CostModel:
         """KV tokens one replica (tp GPUs) holds in whole blocks of `block_size`: vLLM's split of memory x
         utilisation minus `reserve_bytes` of activations per GPU minus the resident weights
         (sim/kv_cache.kv_cache_blocks, the one formula)."""
+        return self.kv_blocks(gpu_mem_util, reserve_bytes, block_size) * block_size
+
+    def kv_blocks(self, gpu_mem_util: float, reserve_bytes: float, block_size: int,
+                  layers: int | None = None) -> int:
+        """Blocks of `block_size` tokens over `layers` layers (default: all; a hybrid pool's block spans one
+        KV cache group's layers, sim/kv_cache.KVGroups) that one replica's KV memory holds."""
         m = self.model
-        blocks = kv_cache_blocks(self.hw.mem_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self.ep),
-                                 reserve_bytes, block_size * m.kv_bytes_per_token, self.tp,
-                                 where=f"sim: model {m.name} on {self.tp} x {self.hw.name}")
-        return blocks * block_size
+        block_bytes = block_size * m.kv_bytes_per_token
+        if layers is not None:
+            block_bytes = block_bytes * layers / m.n_layers
+        return kv_cache_blocks(self.hw.mem_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self.ep),
+                               reserve_bytes, block_bytes, self.tp,
+                               where=f"sim: model {m.name} on {self.tp} x {self.hw.name}")
 
     # ---- step time ---------------------------------------------------------------------------------
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool, drafts: int = 0,

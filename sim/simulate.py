@@ -21,7 +21,7 @@ from lab.paths import expand_path
 from sim.acceptance import ParametricSource, TraceSource
 from sim.cluster import Cluster, CountingEnvironment
 from sim.cost import CostModel, cost_profile_path
-from sim.kv_cache import GIB, activation_reserve_bytes, kv_cache_blocks, kv_groups
+from sim.kv_cache import GIB, activation_reserve_bytes, kv_groups
 from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
 from sim.trace_rows import resolve_method
@@ -212,9 +212,7 @@ def kv_pool(sim, cost) -> tuple[int, int | None]:
     if not hybrid:
         tokens = cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size)
         return tokens, tokens // e.block_size
-    block_bytes = e.block_size * m.kv_bytes_per_token * groups.layers / m.n_layers
-    blocks = kv_cache_blocks(cost.hw.mem_gib * GIB, e.gpu_memory_utilization, m.resident_weight_bytes(cost.ep),
-                             reserve, block_bytes, cost.tp, where=f"sim: model {m.name} on {cost.tp} x {cost.hw.name}")
+    blocks = cost.kv_blocks(e.gpu_memory_utilization, reserve, e.block_size, layers=groups.layers)
     return groups.reported_tokens(blocks, e.block_size, e.max_model_len, e.max_num_batched_tokens), blocks
 
 
