@@ -97,6 +97,11 @@ class HardwareSheet(StrictModel):
         1.0, ge=0, le=1, description="share of the shorter of a step's compute and memory time hidden under the "
         "longer: 1 = the roofline's max (GPUs stream weights while they compute), 0 = their sum (a CPU that "
         "packs weights, then multiplies)")
+    gemm_row_tile: int = Field(
+        1, ge=1, le=4096, description="matrix-matrix products run in tiles of this many rows (the BLAS micro-kernel's "
+        "width): a step of more query tokens than one tile is charged the FLOPs of whole tiles (12 tokens at "
+        "tile 8 cost 16). 1: off, every GPU preset. On this AVX2 CPU a 262,144 x 640 product over 9-16 rows "
+        "costs what 16 rows cost (python -m real.cpu_linear --rows ...)")
     step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
     layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
     request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")

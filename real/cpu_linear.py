@@ -37,16 +37,32 @@ ROW_PROBES = (4, 16, 64, 256)   # row counts `auto` times; a shape switches up t
 ON_ROW_LIMIT = 64               # `on`: switch every shape up to this many rows, unmeasured
 MIN_GAIN = 1.1                  # W @ x^T must be at least this much faster to count as a win (noise margin)
 CACHE_FILE = "cpu_linear.json"
+ROW_TILE = 8  # past one tile, rows are padded with zeros to whole tiles of this many (see transposed_linear)
+
+
+def padded_rows(rows: int, tile: int = ROW_TILE) -> int:
+    """The rows a switched product computes: `rows` up to one tile, whole tiles past it (12 -> 16 at tile 8)."""
+    return rows if rows <= tile else -(-rows // tile) * tile
 
 
 def transposed_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """module(x), computed as (W @ x^T)^T when x holds 2..row_limit rows; F.linear otherwise."""
+    """module(x), computed as (W @ x^T)^T when x holds 2..row_limit rows; F.linear otherwise.
+
+    Past one tile of ROW_TILE rows the input is padded with zero rows to whole tiles: on this AVX2 box the
+    262,144 x 640 LM head over 9..15 rows took 118-229 ms as it came (13-15 rows slower than 16) and 135-162
+    ms padded to 16, so a step's cost is a staircase in whole tiles, which the simulator's CPU sheet
+    describes with gemm_row_tile (sim/cost.py). Zero rows add nothing to the real rows' products."""
     in_features = x.shape[-1]
     rows = x.numel() // in_features
     if not 2 <= rows <= module._lab_row_limit:
         return F.linear(x, module.weight, module.bias)
-    x2 = x.reshape(rows, in_features).contiguous()  # [M, in]
-    y = torch.mm(module.weight, x2.t()).t()  # [M, out], a transposed view
+    x2 = x.reshape(rows, in_features)  # [M, in]
+    padded = padded_rows(rows)
+    if padded != rows:
+        x2 = torch.cat([x2, x2.new_zeros(padded - rows, in_features)])  # [M', in], zero rows past M
+    else:
+        x2 = x2.contiguous()
+    y = torch.mm(module.weight, x2.t()).t()[:rows]  # [M, out], a transposed view
     if module.bias is not None:
         y = y + module.bias
     return y.contiguous().reshape(*x.shape[:-1], module.weight.shape[0])

@@ -91,7 +91,7 @@ def parse_peaks(text: str) -> tuple[float, float]:
 def machine_sheet(machine: dict, dtype: str, **fitted) -> HardwareSheet:
     """This machine as a spec sheet: measured peaks; achievable fractions 1 and no overheads unless fitted."""
     values = {"mfu": 1.0, "bw_efficiency": 1.0, "step_overhead_ms": 0.0, "layer_overhead_us": 0.0,
-              "request_overhead_us": 0.0, **fitted}
+              "request_overhead_us": 0.0, "gemm_row_tile": machine.get("gemm_row_tile", 1), **fitted}
     how = ("given: --peaks" if machine.get("given") else
            f"measured: numpy float32 matmul n={machine['matmul_n']}, copy {machine['copy_mib']} MiB")
     return HardwareSheet(name="this-cpu", description=how, peak_tflops={dtype: machine["flops_per_s"] / 1e12},
@@ -187,6 +187,9 @@ def main(argv=None) -> int:
                          "machine) instead of measuring them now")
     ap.add_argument("--validate", nargs="+", default=None, metavar="PROFILE",
                     help="profiles of another grid to score a fit on every row of the profile(s) against")
+    ap.add_argument("--row-tile", type=int, default=1, metavar="ROWS",
+                    help="the sheet's gemm_row_tile: the row tile of this machine's matrix products, as measured by "
+                         "`python -m real.cpu_linear --row-tile` (not fitted: 1 = off)")
     ap.add_argument("--fit", default=",".join(DEFAULT_FIT),
                     help=f"comma-separated sheet terms to fit (of: {', '.join(FIT_TERMS)})")
     args = ap.parse_args(argv)
@@ -210,6 +213,7 @@ def main(argv=None) -> int:
         return 2
     cpu0, wall0 = time.process_time(), time.perf_counter()
     machine = measure_machine() if peaks is None else given_machine(*peaks)
+    machine["gemm_row_tile"] = args.row_tile
     profile = profiles[0]
     rows = {k: frame[k].to_numpy() for k in frame.columns}
     train = np.arange(len(frame)) % 2 == 0

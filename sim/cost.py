@@ -16,7 +16,8 @@ sliding-window layers the roofline counts n_reqs x attended_context(kv_sum / n_r
 
 Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
 tp GPUs:
-    compute = (tokens x 2 x active params + attended x attention FLOPs per cached token) / (tp x mfu x peak[dtype]),
+    compute = (gemm tokens x 2 x active params + attended x attention FLOPs per cached token) / (tp x mfu x peak[dtype]),
+              gemm tokens = tokens, or past one tile of gemm_row_tile rows the tokens rounded up to whole tiles
               attended = the cached tokens each query token attends to, summed over the step's tokens
               (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
               prefill chunk of c tokens after `done` c x (done + (c + 1) / 2)); without it, and on a
@@ -102,6 +103,7 @@ class CostModel:
         # weight-read time of a multi-token step (GEMM) / that of a one-token step (GEMV); 1 on GPU sheets
         self._gemm_factor = hw.bw_efficiency / hw.gemm_bw_efficiency if hw.gemm_bw_efficiency else 1.0
         self._serial = 1.0 - hw.compute_memory_overlap  # share of min(compute, memory) not hidden
+        self._row_tile = hw.gemm_row_tile  # FLOPs of a step over more tokens than a tile: whole tiles
         self._moe = bool(m.moe_experts)
         self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
         self._t_weights = m.weight_bytes_read(1, self.ep) / bw if self._moe else m.active_weight_bytes / bw
@@ -129,7 +131,8 @@ class CostModel:
         self._bucket_max = self.buckets[-1] if self.buckets else 0
         # the SPS curve has a closed form (RooflineSps) on the plain roofline
         self._closed_sps = not (self.profile is not None or self._bucket_list is not None
-                                or self._t_per_token_link or self._moe or self._gemm_factor != 1.0 or self._serial)
+                                or self._t_per_token_link or self._moe or self._gemm_factor != 1.0 or self._serial
+                                or self._row_tile > 1)
 
     @classmethod
     def from_config(cls, sim, run_root: str | Path | None = None) -> CostModel:
@@ -194,10 +197,14 @@ class CostModel:
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
         if tokens > 1:
             weights *= self._gemm_factor
+        gemm_tokens = tokens  # the rows the weight products compute: whole tiles past the first
+        if tokens > self._row_tile > 1:
+            gemm_tokens = -(-tokens // self._row_tile) * self._row_tile
         if attn_ctx is None or self._sliding:
-            compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+            compute = (tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn) if gemm_tokens == tokens
+                       else gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn)
         else:  # a prefill chunk beside long decodes is not charged their context (nor they its)
-            compute = tokens * self._t_per_token_flops + attn_ctx * self._t_attn
+            compute = gemm_tokens * self._t_per_token_flops + attn_ctx * self._t_attn
         memory = weights + kv_sum * self._t_per_kv_token
         t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link
         if self._serial:
@@ -241,7 +248,11 @@ class CostModel:
         weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
         if self._gemm_factor != 1.0:
             weights = weights * np.where(tokens > 1, self._gemm_factor, 1.0)
-        compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+        if self._row_tile > 1:  # whole tiles, as in step_time
+            gemm_tokens = np.where(tokens > self._row_tile, np.ceil(tokens / self._row_tile) * self._row_tile, tokens)
+            compute = gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn
+        else:
+            compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
         memory = weights + kv_sum * self._t_per_kv_token
         t = np.maximum(compute, memory)
         if self._serial:

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from real.cpu_linear import (
     ON_ROW_LIMIT,
+    ROW_TILE,
     measured_limits,
+    padded_rows,
     probe_shape,
     row_limit,
     transposed_linear,
@@ -28,11 +30,13 @@ def switched_linear(out_features=48, in_features=32, bias=True, limit=8):
     return layer
 
 
-@pytest.mark.parametrize("shape", [(1, 32), (2, 32), (3, 5, 32), (8, 32), (9, 32), (2, 4, 32)])
+@pytest.mark.parametrize("shape,limit", [((1, 32), 8), ((2, 32), 8), ((3, 5, 32), 8), ((8, 32), 8), ((9, 32), 8),
+                                         ((2, 4, 32), 8), ((12, 32), 16), ((3, 3, 32), 16), ((2, 8, 32), 16)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_transposed_linear_is_the_same_product(shape, bias):
-    """1 row, 2..limit rows (switched) and past the limit, 2-D and 3-D inputs, with and without bias."""
-    layer = switched_linear(bias=bias)
+def test_transposed_linear_is_the_same_product(shape, limit, bias):
+    """1 row, 2..limit rows (switched; 9-15 rows padded to a whole tile of 16) and past the limit, 2-D and 3-D
+    inputs, with and without bias."""
+    layer = switched_linear(bias=bias, limit=limit)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     expected = F.linear(x, layer.weight, layer.bias)
     got = transposed_linear(layer, x)
@@ -125,3 +129,19 @@ def test_bench_step_times_both_forms_side_by_side(tmp_path, monkeypatch, capsys)
     assert [r["cpu_linear"] for r in rows] == ["off", "on"]
     assert rows[1]["max_abs_diff_vs_eager"] < 1e-4  # the same logits through either form
     assert "| eager | on | 1 | 4 | 16 |" in capsys.readouterr().out
+
+
+def test_rows_past_one_tile_compute_whole_tiles(monkeypatch):
+    assert [padded_rows(r) for r in (1, 2, 8, 9, 12, 16, 17, 60)] == [1, 2, 8, 16, 16, 16, 24, 64]
+    seen = []
+    real_mm = torch.mm
+
+    def spy(a, b):
+        seen.append(b.shape[1])
+        return real_mm(a, b)
+
+    monkeypatch.setattr(torch, "mm", spy)
+    layer = switched_linear(limit=64)
+    for rows in (4, 8, 12, 20):
+        transposed_linear(layer, torch.ones(rows, 32))
+    assert seen == [4, 8, 2 * ROW_TILE, 3 * ROW_TILE]

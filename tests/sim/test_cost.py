@@ -293,3 +293,21 @@ def test_kv_bandwidth_prices_attention_reads_only():
     assert slow_kv.step_time(1, 0, 1, False) == pytest.approx(_bare(hw, m).step_time(1, 0, 1, False))  # no KV
     kv = 5_000 * m.kv_bytes_per_token / (3.35e12 * 0.1)
     assert slow_kv.step_time(1, 5_000, 1, False) == pytest.approx(weights + kv)
+
+
+def test_gemm_row_tile_charges_whole_tiles_past_the_first():
+    hw, m = get_hardware("h100"), get_model("llama-2-7b")
+    assert hw.gemm_row_tile == 1  # GPU presets: off
+    compute_bound = hw.model_copy(update={"compute_memory_overlap": 0.0})  # compute visible at every size
+    flat, tiled = _bare(compute_bound, m), _bare(compute_bound.model_copy(update={"gemm_row_tile": 8}), m)
+    # within the first tile nothing changes; past it a step computes whole tiles of weight products
+    for tokens in (1, 5, 8, 16, 64):
+        assert tiled.step_time(tokens, 2_000, 1, False) == flat.step_time(tokens, 2_000, 1, False)
+    assert tiled.step_time(12, 2_000, 1, False) > flat.step_time(12, 2_000, 1, False)
+    per_token_flops = 2 * 6.7e9 / (989.4e12 * hw.mfu)
+    extra = tiled.step_time(12, 0, 1, False) - flat.step_time(12, 0, 1, False)
+    assert extra == pytest.approx(4 * per_token_flops)  # 12 -> 16 rows of weight products, attention as it is
+    b = np.array([3, 9, 12, 16, 17, 40])
+    assert np.allclose(tiled.step_time_vec(b, 2_000, 1, False), [tiled.step_time(int(x), 2_000, 1, False) for x in b])
+    assert np.allclose(tiled.sps_curve(0, 2_000, 1)(b), 1 / tiled.step_time_vec(b, 2_000, 1, True,
+                                                                                   np.maximum(b - 1, 0)))
