@@ -17,6 +17,7 @@ bits, as between any two BLAS kernels); greedy identity is tested with the switc
 
     record = use_fast_few_row_linears(target.model, mode="auto", device="cpu")   # load_target does this
     python -m real.cpu_linear --model-shapes 262144x640,2048x640 --dtype float32   # print the probes
+    python -m real.cpu_linear --model-shapes 262144x640 --rows 4,8,12,16   # + the switched (padded) layer
 """
 from __future__ import annotations
 
@@ -194,8 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         out_features, in_features = (int(v) for v in shape.lower().split("x"))
         weight = torch.full((out_features, in_features), 0.01, dtype=dtype)
         for r, default_ms, transposed_ms in probe_shape(weight, rows_list=rows):
+            layer = torch.nn.Linear(in_features, out_features, bias=False, dtype=dtype)
+            layer.weight.data = weight
+            layer._lab_row_limit = r  # what a switched layer runs: padded to whole tiles past ROW_TILE rows
+            x = torch.full((r, in_features), 0.01, dtype=dtype)
+            with torch.inference_mode():
+                switched_ms = _best_ms(lambda x=x, layer=layer: transposed_linear(layer, x))
             print(f"{shape:>12} rows {r:4d}: F.linear {default_ms:9.2f} ms   W @ x^T {transposed_ms:9.2f} ms"
-                  f"   x{default_ms / transposed_ms:.2f}")
+                  f"   x{default_ms / transposed_ms:.2f}   switched ({padded_rows(r)} rows) {switched_ms:9.2f} ms")
     return 0
 
 

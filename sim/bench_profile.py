@@ -18,6 +18,8 @@ floor under any cost model's error against a single profile.
    step / layer / request overheads may be added) fitted by least squares on log step time over half of the
    rows (alternate rows of the sorted grid) and scored on the other half. The same fit with the halves
    swapped is reported beside it (a check that the score does not hang on one split), never used for it.
+   --row-tile N gives the sheet the row tile its matrix products run in (gemm_row_tile: the lab's CPU
+   linears pad 9-15 rows to 16, real/cpu_linear.py); a property of the code, so given, never fitted.
 4. --validate PROFILE ...: the same terms fitted on every row of the profile(s) above, then scored on other
    profiles -- another grid (batches, query lengths, contexts the fit never saw), measured afterwards:
    the out-of-sample check (validate.csv).
@@ -246,6 +248,12 @@ def main(argv=None) -> int:
     if validation is not None:
         summary["validation"] = {"profiles": [str(p.path) for p in checks], "fitted": {k: getattr(every, k) for k in terms},
                                  "median_abs_err_pct": float(validation["fitted_err_pct"].abs().median())}
+        if len(checks) > 1:  # the check profiles averaged row by row, as the fit's profiles are
+            check_avg, check_noise = average_profiles(checks)
+            avg_err = 100 * (predict_ms(every, model, check_avg["batch"], check_avg["query_tokens"],
+                                        check_avg["context_len"]) / check_avg["step_ms"] - 1)
+            summary["validation"].update({"averaged_median_abs_err_pct": float(np.median(np.abs(avg_err))),
+                                          "profile_noise_median_abs_pct": check_noise})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "bench_profile.csv") as tmp:
@@ -275,6 +283,11 @@ def main(argv=None) -> int:
         print(f"validation ({len(checks)} profile(s) of another grid, {len(validation)} rows): median |error| "
               f"{summary['validation']['median_abs_err_pct']:.1f}% with the terms fitted on every row above "
               f"({_terms_text(every, terms)})")
+        if "averaged_median_abs_err_pct" in summary["validation"]:
+            v = summary["validation"]
+            print(f"validation, its {len(checks)} profiles averaged row by row: median |error| "
+                  f"{v['averaged_median_abs_err_pct']:.1f}% (one of them sits a median "
+                  f"{v['profile_noise_median_abs_pct']:.1f}% from their average)")
     print(f"wrote {out}/ (bench_profile.csv, spec_plain.yaml, spec_fitted.yaml, summary.json, "
           f"roofline_vs_profile.png, residuals.png); wall {summary['wall_s']:.1f} s, CPU {summary['cpu_s']:.1f} s")
     return 0

@@ -122,3 +122,31 @@ def test_validate_scores_a_fit_on_another_grid(tmp_path, capsys):
                  str(tmp_path / "o2"), *common]) == 0
     assert json.loads((tmp_path / "o2" / "summary.json").read_text())["validation"]["median_abs_err_pct"] > 10
     assert main([str(tmp_path / "main"), "--validate", str(tmp_path / "nothing"), *common]) == 2
+
+
+def test_row_tile_is_given_and_validation_profiles_are_averaged(tmp_path, capsys):
+    """A machine whose products run in 8-row tiles: --row-tile 8 predicts the other grid's 12-token steps
+    (2 x 6), --row-tile 1 under-prices them; two check profiles are also scored averaged row by row."""
+    truth = machine_sheet({**MACHINE, "given": True}, "fp32", mfu=0.5, bw_efficiency=0.45, gemm_bw_efficiency=0.6,
+                          kv_bw_efficiency=0.12, compute_memory_overlap=0.0, gemm_row_tile=8)
+    main_grid = [(b, q, c) for b in (1, 4, 16) for q in (1, 4, 8) for c in (128, 512)]
+    other_grid = [(b, q, c) for b in (2, 8) for q in (2, 6) for c in (64, 320)]
+    _sheet_profile(tmp_path / "main", truth, main_grid)
+    _sheet_profile(tmp_path / "check_a", truth, other_grid)
+    _sheet_profile(tmp_path / "check_b", truth, other_grid)
+    peaks = ["--peaks", f"{MACHINE['flops_per_s'] / 1e9},{MACHINE['copy_bytes_per_s'] / 1e9}"]
+    errors = {}
+    for tile in (1, 8):
+        out = tmp_path / f"tile{tile}"
+        assert main([str(tmp_path / "main"), "--validate", str(tmp_path / "check_a"), str(tmp_path / "check_b"),
+                     "--model", "gemma3-270m", "--dtype", "fp32", *peaks, "--row-tile", str(tile),
+                     "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["machine"]["gemm_row_tile"] == tile and summary["validation"]["profile_noise_median_abs_pct"] == 0
+        rows = __import__("pandas").read_csv(out / "validate.csv")
+        errors[tile] = rows.loc[rows["query_tokens"] == 6, "fitted_err_pct"]
+        assert summary["validation"]["averaged_median_abs_err_pct"] == pytest.approx(
+            summary["validation"]["median_abs_err_pct"], abs=1e-6)  # identical profiles: the same score
+    assert errors[8].abs().max() < 1.0
+    assert (errors[1][rows.loc[rows["query_tokens"] == 6, "batch"] == 2] < -3).all()  # 12 rows priced as 12
+    assert "profiles averaged row by row" in capsys.readouterr().out
