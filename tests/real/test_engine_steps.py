@@ -40,3 +40,19 @@ def test_engine_steps_are_reconstructed_from_streamed_chunks_and_priced_by_the_s
     price_steps(steps.assign(accepting=[0, 1, 0, 0, 0]), cost, k=4, drafts=3, draft_tokens=12)
     drafts = [c[4] for c in cost.calls]
     assert drafts[1] == pytest.approx(4.0) and sum(drafts) == pytest.approx(12.0)
+
+
+def test_steps_entry_point_refuses_what_it_cannot_read(tmp_path, capsys):
+    """Not a run directory, or a run recorded before chunks were kept: one error line, exit 2."""
+    import yaml
+
+    from real.engine.steps import main
+
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
+        "name": "old", "stages": ["engine", "fidelity"],
+        "engine": {"variants": [{"name": "nospec"}], "loads": [{"name": "low"}]}}))
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "chunks.parquet: missing" in err and err.count("\n") == 1
