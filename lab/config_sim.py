@@ -359,6 +359,11 @@ class ParametricSpec(StrictModel):
         1.0, gt=0, le=1, description="share of request-steps that have a draft (a prompt-lookup proposer such as "
                                      "n-gram finds none otherwise: that request verifies nothing); rates are then "
                                      "conditional on a draft")
+    draft_tokens_mean: float | None = Field(
+        None, ge=1, description="mean tokens of a draft, if below max_draft (vLLM's n-gram proposer drafts fewer "
+                                "than k where its match lies near the end of the context: num_draft_tokens / "
+                                "num_drafts); drafts are then floor or ceil of it long and rates conditional on "
+                                "the position being drafted; default: every draft max_draft tokens")
 
     @model_validator(mode="after")
     def _rates(self):
@@ -391,6 +396,9 @@ class AcceptanceSpec(StrictModel):
             raise ValueError("acceptance.source 'traces' needs acceptance.paths")
         if self.parametric.kind == "curve" and self.parametric.rates and len(self.parametric.rates) < self.max_draft:
             raise ValueError(f"parametric.rates has {len(self.parametric.rates)} values, max_draft is {self.max_draft}")
+        mean = self.parametric.draft_tokens_mean
+        if mean is not None and mean > self.max_draft:
+            raise ValueError(f"parametric.draft_tokens_mean {mean:g} exceeds max_draft {self.max_draft}")
         return self
 
 

@@ -3,7 +3,8 @@
     src = TraceSource.from_frame(read_traces(dir), method="dspark", max_draft=7, temps=None, weights=None)
     src = ParametricSource(max_draft=7, alpha=0.8)                    # i.i.d. what-if
     src = ParametricSource(4, rates=r, draft_probability=0.7)         # a proposer that sometimes finds no draft
-    q, r = rates_from_counters(4, accepted_per_pos, drafts, decode_tokens)   # from an engine's counters
+    src = ParametricSource(4, rates=r, draft_tokens_mean=3.9)         # ... and drafts fewer than k tokens
+    q, r = rates_from_counters(4, accepted_per_pos, drafts, decode_tokens, draft_tokens_mean=3.9)  # engine counters
     src.in_order = True                    # the i-th request replays the i-th recorded prompt (replay of a log)
     slot = src.new_request(rng)            # (start, length, recorded_output_len) of the replayed prompt
     conf, state, kcap = src.draw(rows_or_n, rng)  # conf[R, gamma] for the policy; state for accept()
@@ -121,6 +122,12 @@ class ParametricSource:
     proposer such as vLLM's n-gram finds no match otherwise): the other rows get a draft cap of 0, so that
     request verifies nothing and the step carries its one token only. The rates are then conditional on a
     draft (what vLLM's per-position counters measure: accepted at position j / drafts).
+    With `draft_tokens_mean` m < max_draft, a draft is shorter than max_draft tokens on average (vLLM's n-gram
+    proposer returns the tokens that followed the match, at most k of them, fewer where the match lies less
+    than k tokens before the end of the context: vllm/v1/spec_decode/ngram_proposer.py, `k = min(k,
+    total_token - start_position)`): a drafted row's cap is floor(m) or floor(m) + 1 tokens (draft_lengths;
+    the least spread lengths with mean m), and `rates` are then conditional on the position being drafted
+    (rates_from_counters gives them so).
     """
 
     kind = "parametric"
@@ -130,9 +137,12 @@ class ParametricSource:
 
     def __init__(self, max_draft: int, alpha: float = 0.8, rates: list[float] | None = None,
                  concentration: float | None = None, confidence_noise: float = 0.0, output_tokens: int = 256,
-                 draft_probability: float = 1.0):
+                 draft_probability: float = 1.0, draft_tokens_mean: float | None = None):
         self.max_draft = max_draft
         self.draft_probability = float(draft_probability)
+        mean = float(max_draft if draft_tokens_mean is None else min(draft_tokens_mean, max_draft))
+        self.draft_tokens_mean = mean
+        self._short = mean < max_draft  # drafts shorter than max_draft: every row gets a cap
         r = np.asarray(rates[:max_draft] if rates else [alpha] * max_draft, dtype=np.float64)
         self.rates = r
         self.concentration = concentration
@@ -145,7 +155,8 @@ class ParametricSource:
         self._clip = bool(np.any(self._shape > 1))
         self.label = f"parametric:{'curve' if rates else f'iid{alpha:g}'}" + (
             f":beta{concentration:g}" if concentration else "") + (
-            f":drafts{draft_probability:g}" if draft_probability < 1 else "")
+            f":drafts{draft_probability:g}" if draft_probability < 1 else "") + (
+            f":len{mean:g}" if self._short else "")
         self._lead = np.zeros(0, np.int64)  # the current block of draws (empty: the first draw refills)
         self._i = 0
 
@@ -187,8 +198,10 @@ class ParametricSource:
         # the state holds views of this block's arrays, not indices: another replica's draw may refill
         # the block before this step's accept(), and the outcomes must stay those of these confidences
         kcap = None
-        if self.draft_probability < 1.0:  # [n] drafts available per request: max_draft or none
-            kcap = np.where(rng.random(n) < self.draft_probability, self.max_draft, 0)
+        if self._short:  # [n] draft lengths: floor(mean) or floor(mean) + 1
+            kcap = draft_lengths(self.draft_tokens_mean, n, rng)
+        if self.draft_probability < 1.0:  # [n] drafts available per request: a draft's length, or none
+            kcap = np.where(rng.random(n) < self.draft_probability, self.max_draft if kcap is None else kcap, 0)
         return conf, (self._lead[i:j] if self._flat else true), kcap
 
     def accept(self, state, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -199,7 +212,22 @@ class ParametricSource:
         return np.minimum(lead.sum(axis=1), lengths)
 
 
-def rates_from_counters(k: int, accepted_per_pos, drafts: int, decode_tokens) -> tuple[float, list[float]]:
+def draft_lengths(mean: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """[n] draft lengths with the given mean, the least spread there is: floor(mean) + 1 with probability
+    mean - floor(mean), else floor(mean) (ParametricSource's short drafts)."""
+    whole = int(np.floor(mean))
+    return whole + (rng.random(n) < mean - whole).astype(np.int64)
+
+
+def drafted_share(mean: float, k: int) -> np.ndarray:
+    """[k] P(a draft reaches position j), j = 1..k, for draft_lengths of that mean (1 where mean >= k)."""
+    positions = np.arange(1, k + 1)
+    whole = int(np.floor(mean))
+    return np.where(positions <= whole, 1.0, np.where(positions == whole + 1, mean - whole, 0.0))
+
+
+def rates_from_counters(k: int, accepted_per_pos, drafts: int, decode_tokens,
+                        draft_tokens_mean: float | None = None) -> tuple[float, list[float]]:
     """(draft probability, conditional rate per position) that reproduce an engine's spec-decode counters.
 
     accepted_per_pos[j]: drafts whose position j was accepted (vLLM's num_accepted_tokens_per_pos), over
@@ -211,14 +239,28 @@ def rates_from_counters(k: int, accepted_per_pos, drafts: int, decode_tokens) ->
     `drafts` drafts in expectation over these requests (_expected_drafts). Counting steps as
     output - accepted - requests instead would be wrong twice: vLLM counts accepted drafts past max_tokens
     (the last step's surplus is dropped from the output, not from the counter), and it makes every step a
-    draft."""
+    draft.
+    draft_tokens_mean (vLLM's num_draft_tokens / num_drafts): drafts shorter than k on average; a position
+    is then accepted only where the draft reached it (drafted_share, the lengths ParametricSource draws), so
+    rate_j is conditional on that too: survival_j / drafted_share_j over survival_(j-1) / drafted_share_(j-1),
+    which keeps the accepted tokens per position those of the counters. ValueError where the counters accept
+    more at a position than drafts of that mean reach it."""
     per_pos = np.asarray(accepted_per_pos, dtype=np.float64)[:k]
     if drafts <= 0 or len(per_pos) != k or np.any(np.diff(per_pos) > 0) or per_pos[0] > drafts:
         raise ValueError(f"counters: {drafts} drafts with accepted per position {list(per_pos)} (k = {k}) are "
                          "not a speculative run's (need drafts > 0 and non-increasing counts <= drafts)")
     survival = np.concatenate([[1.0], per_pos / drafts])  # P(accepted >= j | draft), j = 0..k
+    reach = np.ones(k + 1)  # P(the draft reaches position j), j = 0..k
+    if draft_tokens_mean is not None:
+        if not 1 <= draft_tokens_mean <= k:
+            raise ValueError(f"counters: {draft_tokens_mean:g} draft tokens per draft, outside [1, k = {k}]")
+        reach[1:] = drafted_share(draft_tokens_mean, k)
+        if np.any(survival[1:] > reach[1:] + 1e-9):
+            raise ValueError(f"counters: accepted per position {list(per_pos)} of {drafts} drafts exceed what "
+                             f"drafts of {draft_tokens_mean:g} tokens on average reach")
     with np.errstate(divide="ignore", invalid="ignore"):
-        rates = np.where(survival[:-1] > 0, survival[1:] / survival[:-1], 0.0)
+        given = np.where(reach > 0, survival / reach, 0.0)  # P(accepted >= j | the draft reaches j)
+        rates = np.where(given[:-1] > 0, given[1:] / given[:-1], 0.0)
     accepted_pmf = survival - np.concatenate([survival[1:], [0.0]])  # P(accepted = a | draft), a = 0..k
     lengths = np.asarray(decode_tokens, dtype=np.int64)
 

@@ -168,7 +168,7 @@ def build_source(inputs: SimInputs, spec):
         rates = None if spec.alpha else p.rates
         return ParametricSource(gamma, alpha=alpha, rates=rates, concentration=p.concentration,
                                 confidence_noise=p.confidence_noise, output_tokens=p.output_tokens,
-                                draft_probability=p.draft_probability)
+                                draft_probability=p.draft_probability, draft_tokens_mean=p.draft_tokens_mean)
     method = resolve_method(inputs.traces, spec.method or acc.method, inputs.traces_where)
     temps = None
     if inputs.calibration:

@@ -32,21 +32,22 @@ def reference_points(spec, speculative: bool) -> list[tuple[int, int, int]]:
 
 
 async def measure_reference_async(base_url: str, spec, tokens, speculative: bool, model: str = "target",
-                                  seed: int = 0) -> list[dict]:
-    """One bracket: {batch, query_tokens, context_len, step_ms (median), samples} per reference point."""
+                                  seed: int = 0, max_prompt_tokens: int | None = None) -> list[dict]:
+    """One bracket: {batch, query_tokens, context_len, step_ms (median), samples} per reference point
+    (max_prompt_tokens: the longest one-step prompt, for a gated batch's blocker; step_profile.point_samples)."""
     import numpy as np
 
-    from real.engine.step_profile import _client, point_samples
+    from real.engine.step_profile import _client, gated_connections, point_samples
 
     rng = np.random.default_rng(seed)
     points = reference_points(spec, speculative)
     rows = []
     if not points:
         return rows
-    async with _client(max(p[0] for p in points)) as client:
+    async with _client(gated_connections(max(p[0] for p in points))) as client:
         for point in points:
             samples = await point_samples(client, base_url, model, tokens, rng, point, spec.output_tokens,
-                                          spec.repeats)
+                                          spec.repeats, max_prompt_tokens=max_prompt_tokens)
             if not samples:
                 raise LabError(f"engine.reference: no samples at point {list(point)}")
             rows.append({"batch": point[0], "query_tokens": point[1], "context_len": point[2],
@@ -55,10 +56,10 @@ async def measure_reference_async(base_url: str, spec, tokens, speculative: bool
 
 
 def measure_reference(base_url: str, spec, tokens, speculative: bool, model: str = "target",
-                      seed: int = 0) -> dict:
+                      seed: int = 0, max_prompt_tokens: int | None = None) -> dict:
     """measure_reference_async with its wall-clock window: {"start", "end" (UTC ISO), "wall_s", "rows"}."""
     start, t0 = _utc_now(), time.perf_counter()
-    rows = asyncio.run(measure_reference_async(base_url, spec, tokens, speculative, model, seed))
+    rows = asyncio.run(measure_reference_async(base_url, spec, tokens, speculative, model, seed, max_prompt_tokens))
     return {"start": start, "end": _utc_now(), "wall_s": round(time.perf_counter() - t0, 2), "rows": rows}
 
 

@@ -25,7 +25,10 @@ what the engine stage recorded:
   (sim.acceptance.rates_from_counters), a per-position curve conditional on a draft
   (num_accepted_tokens_per_pos[j] / num_drafts) and the share of request-steps that have a draft at all
   (the n-gram proposer finds no match in the others: that request verifies nothing in that step), solved
-  so that these requests, their last step cut at max_tokens, make num_drafts drafts.
+  so that these requests, their last step cut at max_tokens, make num_drafts drafts; a draft is
+  num_draft_tokens / num_drafts tokens on average (sim.acceptance.parametric.draft_tokens_mean: vLLM's n-gram
+  proposer drafts fewer than k where its match lies near the end of the context), the rates conditional on
+  the position being drafted.
 Drift control: where a load recorded reference.json (engine.reference: some of the profile's points measured
 again right before and after the load, real/engine/drift.py), the load is replayed a second time with the
 profile scaled by that load's speed ratio (geometric mean of mean(before, after) / profile over the points).
@@ -71,15 +74,19 @@ def server_kv_settings(server_log: Path) -> dict:
     return out
 
 
-def speculation_from_counters(counters: dict, frame: pd.DataFrame, k: int) -> tuple[float, list[float]]:
-    """(draft probability, conditional rate per position) of a speculative load (see the module docstring)."""
+def speculation_from_counters(counters: dict, frame: pd.DataFrame, k: int) -> tuple[float, list[float], float]:
+    """(draft probability, conditional rate per position, draft tokens per draft) of a speculative load (see
+    the module docstring)."""
     delta = counters["delta"]
     done = frame.dropna(subset=["finish_s"])
+    drafts = int(delta["num_drafts"])
+    mean = min(int(delta["num_draft_tokens"]) / drafts, float(k)) if drafts else float(k)
     try:
-        return rates_from_counters(k, delta["num_accepted_tokens_per_pos"], int(delta["num_drafts"]),
-                                   (done["output_tokens"] - 1).clip(lower=0).tolist())
+        p, rates = rates_from_counters(k, delta["num_accepted_tokens_per_pos"], drafts,
+                                       (done["output_tokens"] - 1).clip(lower=0).tolist(), draft_tokens_mean=mean)
     except ValueError as exc:
         raise LabError(f"fidelity: spec_counters.json: {exc}") from None
+    return p, rates, mean
 
 
 def sim_section(engine, variant, load_dir: Path, profile: Path, kv: dict, acceptance: dict | None) -> SimSection:
@@ -111,10 +118,12 @@ def sim_section(engine, variant, load_dir: Path, profile: Path, kv: dict, accept
 
 def counters_acceptance(load_dir: Path, log: pd.DataFrame, k: int) -> tuple[dict, str]:
     """The load's acceptance from vLLM's counters: the same curve and draft share for every request."""
-    drafted, rates = speculation_from_counters(json.loads((load_dir / "spec_counters.json").read_text()), log, k)
+    drafted, rates, mean = speculation_from_counters(json.loads((load_dir / "spec_counters.json").read_text()),
+                                                     log, k)
     section = {"source": "parametric", "max_draft": k,
-               "parametric": {"kind": "curve", "rates": rates, "draft_probability": drafted}}
-    return section, f"counters: drafts in {drafted:.0%} of request-steps"
+               "parametric": {"kind": "curve", "rates": rates, "draft_probability": drafted,
+                              "draft_tokens_mean": mean}}
+    return section, f"counters: drafts in {drafted:.0%} of request-steps, {mean:.2f} tokens per draft"
 
 
 def chunk_rounds(chunks: pd.DataFrame, log: pd.DataFrame, k: int, drafts: int, method: str,

@@ -158,7 +158,7 @@ def _drive(ctx, base_url: str, section, variant, load, tokens, forced: bool) -> 
         return
     reference = section.reference
     if reference is not None:
-        bracket_before = _reference(base_url, reference, tokens, variant, load, "before")
+        bracket_before = _reference(base_url, section, tokens, variant, load, "before")
     before = scrape_spec_counters(base_url)
     start = time.perf_counter()
     frame, records = run_load(base_url, load, tokens, SERVED_NAME, show_progress=ctx.show_progress)
@@ -167,7 +167,7 @@ def _drive(ctx, base_url: str, section, variant, load, tokens, forced: bool) -> 
     summary = {"wall_s": round(wall, 2), **load_summary(frame, records)}
     if reference is not None:
         _write_reference(ctx, folder, variant, bracket_before,
-                         _reference(base_url, reference, tokens, variant, load, "after"))
+                         _reference(base_url, section, tokens, variant, load, "after"))
     write_json_atomic(folder / "spec_counters.json", table)
     write_json_atomic(folder / "summary.json", summary)
     write_request_log(chunk_frame(records), folder / "chunks.parquet")
@@ -177,15 +177,17 @@ def _drive(ctx, base_url: str, section, variant, load, tokens, forced: bool) -> 
         f"tau {table['derived']['tau']}")
 
 
-def _reference(base_url: str, spec, tokens, variant, load, which: str) -> dict:
+def _reference(base_url: str, section, tokens, variant, load, which: str) -> dict:
     """One bracket of the load's drift control (real.engine.drift), prompts drawn afresh for each bracket
     (a prompt seen before would come from the prefix cache)."""
     import zlib
 
     from real.engine.drift import measure_reference
+    from real.engine.step_profile import one_step_prompt_tokens
 
     seed = zlib.crc32(f"{variant.name}/{load.name}/{which}".encode())
-    return measure_reference(base_url, spec, tokens, variant.speculative.method != "none", SERVED_NAME, seed)
+    return measure_reference(base_url, section.reference, tokens, variant.speculative.method != "none", SERVED_NAME,
+                             seed, max_prompt_tokens=one_step_prompt_tokens(section))
 
 
 def _write_reference(ctx, folder: Path, variant, before: dict, after: dict) -> None:
@@ -204,12 +206,12 @@ def _write_reference(ctx, folder: Path, variant, before: dict, after: dict) -> N
 
 
 def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path) -> None:
-    from real.engine.step_profile import PREFIX_HIT_MIN, measure_step_profile
+    from real.engine.step_profile import PREFIX_HIT_MIN, measure_step_profile, one_step_prompt_tokens
     from sim.step_profile import write_profile
 
     checks: list[dict] = []
     rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, show_progress=ctx.show_progress,
-                                prefix_checks=checks)
+                                prefix_checks=checks, max_prompt_tokens=one_step_prompt_tokens(section))
     cold = [c for c in checks if c["prefix_hit_fraction"] < PREFIX_HIT_MIN]  # nan compares False: not checkable
     for c in cold:
         log(f"engine step profile: batch {c['batch']} x {c['query_tokens']} over {c['context_len']}: the prefix "

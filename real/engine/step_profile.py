@@ -15,12 +15,18 @@ For every point of the grid batch x query_tokens x context_len (lab.config_engin
   repeats. One step only if the engine sees the whole batch at once: an idle vLLM steps as soon as the
   first request arrives and takes the rest, arrived milliseconds later, in the next step (4 x 64 here: the
   first request at 0.41 s, the other three at 1.36 s, two steps; session 16). So a batch > 1 is gated: a
-  blocker request (BLOCKER_TOKENS of prompt, one token out) is sent first, the batch GATE_S later, while the
-  blocker's prefill step runs; the batch waits in the engine's queue and is scheduled as one step when the
-  blocker's ends. A request's sample is then its first token's time minus the later of its send and the
-  blocker's first token (the step from when the engine could start it); vLLM's own step count
-  (vllm:iteration_tokens_total, two steps: blocker and batch) is checked and the point retried, up to
-  GATE_TRIES times, when it differs.
+  blocker request (one token out) is sent first, the batch GATE_S later, while the blocker's prefill step
+  runs; the batch waits in the engine's queue and is scheduled as one step when the blocker's ends. The
+  whole batch must be in the engine's queue before the blocker's step ends. Every 16-request batch ran as
+  blocker + 2 steps in sessions 16 and 17 (never a 4-request one): the client had 16 connections, so the
+  batch's last request waited for the blocker's to close; the client now holds one for the blocker besides
+  the batch's (gated_connections). And vLLM's API server hands requests to the engine one by one, so the
+  blocker's step must outlast that: its prompt grows with the batch (blocker_tokens:
+  BLOCKER_TOKENS_PER_REQUEST per request, at least BLOCKER_TOKENS) and doubles on every retry, capped at
+  max_prompt_tokens (one step's token budget, the model length less one).
+  A request's sample is then its first token's time minus the later of its send and the blocker's first
+  token (the step from when the engine could start it); vLLM's own step count (vllm:iteration_tokens_total,
+  two steps: blocker and batch) is checked and the point retried, up to GATE_TRIES times, when it differs.
 Every number includes what the HTTP front end adds to a step (as the load generator sees it).
 A prefill point over a cached prefix is only that if the prefix was found in the engine's prefix cache: the
 engine's own counters (vllm:prefix_cache_hits / _queries, in tokens) are read around the measured batch;
@@ -130,12 +136,35 @@ def measure_spec_profile(base_url: str, spec, tokens, drafts: int, model: str = 
 PREFIX_HIT_MIN = 0.8
 
 
-BLOCKER_TOKENS = 128  # the gate's prompt: its prefill step (~0.6 s here) outlasts sending the batch
+BLOCKER_TOKENS = 128  # the gate's shortest prompt: its prefill step (~0.6 s here) outlasts sending 4 requests
+BLOCKER_TOKENS_PER_REQUEST = 32  # ... and it grows with the batch (16 requests: 512 tokens)
 GATE_S = 0.1  # the batch is sent this long after the blocker (whose step has begun by then)
 GATE_TRIES = 3
 
 
-async def _prefill_samples(client, base_url, model, prompts, tokens, rng) -> list[float]:
+def gated_connections(batch: int) -> int:
+    """HTTP connections a profiler needs for a gated batch: the batch's and the blocker's. With one fewer,
+    the batch's last request waited in the client's pool until the blocker's reply ended, so it reached
+    the engine after the blocker's step: every 16-request batch ran as 3 steps (sessions 16 and 17, a
+    16-connection client), never a 4-request one."""
+    return batch + 1
+
+
+def one_step_prompt_tokens(engine) -> int:
+    """The longest prompt an engine section's server prefills in one step (one token out): its token budget
+    per step, and the model length less that token."""
+    return min(engine.max_num_batched_tokens, engine.max_model_len - 1)
+
+
+def blocker_tokens(batch: int, attempt: int, max_prompt_tokens: int | None = None) -> int:
+    """The gate's prompt length for a batch of `batch` requests at try `attempt` (0, 1, ...): it grows with
+    the batch and doubles on every retry, capped at max_prompt_tokens (None: no cap)."""
+    size = max(BLOCKER_TOKENS, BLOCKER_TOKENS_PER_REQUEST * batch) * 2 ** attempt
+    return size if max_prompt_tokens is None else max(1, min(size, max_prompt_tokens))
+
+
+async def _prefill_samples(client, base_url, model, prompts, tokens, rng,
+                           max_prompt_tokens: int | None = None) -> list[float]:
     """ms per request of one prefill step of all the prompts (one token out each): time to first token for
     one prompt; several are gated behind a blocker so that they reach the engine as one step (module
     docstring)."""
@@ -144,10 +173,11 @@ async def _prefill_samples(client, base_url, model, prompts, tokens, rng) -> lis
     if len(prompts) == 1:
         records = await _batch(client, base_url, model, prompts, 1)
         return [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
-    for _attempt in range(GATE_TRIES):
+    for attempt in range(GATE_TRIES):
         steps_before = await asyncio.to_thread(engine_steps, base_url)
         t0 = time.perf_counter()
-        blocker = asyncio.create_task(_batch(client, base_url, model, [tokens.take(BLOCKER_TOKENS, rng)], 1, t0))
+        gate = tokens.take(blocker_tokens(len(prompts), attempt, max_prompt_tokens), rng)
+        blocker = asyncio.create_task(_batch(client, base_url, model, [gate], 1, t0))
         await asyncio.sleep(GATE_S)
         records = await _batch(client, base_url, model, prompts, 1, t0)
         (gate,) = await blocker
@@ -158,12 +188,13 @@ async def _prefill_samples(client, base_url, model, prompts, tokens, rng) -> lis
         from real.embedded import log
 
         log(f"engine step profile: a gated batch of {len(prompts)} x {len(prompts[0])} tokens ran as {steps:.0f} "
-            f"engine steps (blocker + batch = 2) in each of {GATE_TRIES} tries; its samples span those steps")
+            f"engine steps (blocker + batch = 2) in each of {GATE_TRIES} tries (blockers of "
+            f"{blocker_tokens(len(prompts), 0, max_prompt_tokens)}-{len(gate)} tokens); its samples span those steps")
     return [(r.chunk_s[0] - max(r.sent_s, gate.chunk_s[0])) * 1000 for r in records]
 
 
-async def _prefill_over_prefix(client, base_url, model, prefixes, prompts, tokens,
-                               rng) -> tuple[list[float], float]:
+async def _prefill_over_prefix(client, base_url, model, prefixes, prompts, tokens, rng,
+                               max_prompt_tokens: int | None = None) -> tuple[list[float], float]:
     """Prime the prefixes, then time the prompts (_prefill_samples); retried once when the prefix cache
     missed. Returns the samples and the fraction of prefix tokens the cache served (nan where the engine
     exports no counter)."""
@@ -172,7 +203,7 @@ async def _prefill_over_prefix(client, base_url, model, prefixes, prompts, token
     for _attempt in range(2):
         await _batch(client, base_url, model, prefixes, 1)
         hits_before, _ = await asyncio.to_thread(prefix_cache_tokens, base_url)
-        samples = await _prefill_samples(client, base_url, model, prompts, tokens, rng)
+        samples = await _prefill_samples(client, base_url, model, prompts, tokens, rng, max_prompt_tokens)
         hits_after, _ = await asyncio.to_thread(prefix_cache_tokens, base_url)
         hit_fraction = (hits_after - hits_before) / wanted
         if not hit_fraction < PREFIX_HIT_MIN:  # also nan: nothing to check against
@@ -181,9 +212,11 @@ async def _prefill_over_prefix(client, base_url, model, prefixes, prompts, token
 
 
 async def point_samples(client, base_url: str, model: str, tokens, rng, point: tuple[int, int, int],
-                        output_tokens: int, repeats: int, prefix_checks: list | None = None) -> list[float]:
+                        output_tokens: int, repeats: int, prefix_checks: list | None = None,
+                        max_prompt_tokens: int | None = None) -> list[float]:
     """The samples (ms) of one grid point (batch, query_tokens, context_len), measured as the module
-    docstring says: decode gaps for query_tokens 1, time to first token of a prefill otherwise."""
+    docstring says: decode gaps for query_tokens 1, time to first token of a prefill otherwise.
+    max_prompt_tokens: the longest prompt the engine takes in one step (caps a gated batch's blocker)."""
     b, q, c = point
     samples: list[float] = []
     for _ in range(repeats):
@@ -193,30 +226,34 @@ async def point_samples(client, base_url: str, model: str, tokens, rng, point: t
             prefixes = [tokens.take(c, rng) for _ in range(b)]
             prompts = [p + tokens.take(q, rng) for p in prefixes]
             if c:
-                point_ms, hit = await _prefill_over_prefix(client, base_url, model, prefixes, prompts, tokens, rng)
+                point_ms, hit = await _prefill_over_prefix(client, base_url, model, prefixes, prompts, tokens, rng,
+                                                           max_prompt_tokens)
                 if prefix_checks is not None:
                     prefix_checks.append({"batch": b, "query_tokens": q, "context_len": c,
                                           "prefix_hit_fraction": round(hit, 4)})
             else:
-                point_ms = await _prefill_samples(client, base_url, model, prompts, tokens, rng)
+                point_ms = await _prefill_samples(client, base_url, model, prompts, tokens, rng, max_prompt_tokens)
             samples += point_ms
     return samples
 
 
 async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
-                        show_progress: bool = True, prefix_checks: list | None = None) -> list[dict]:
+                        show_progress: bool = True, prefix_checks: list | None = None,
+                        max_prompt_tokens: int | None = None) -> list[dict]:
     rng = np.random.default_rng(seed)
     points = [(b, q, c) for b in spec.batches for q in spec.query_tokens for c in spec.context_lens]
     rows = []
-    async with _client(max(spec.batches)) as client:
+    async with _client(gated_connections(max(spec.batches))) as client:
         await _batch(client, base_url, model, [tokens.take(16, rng)], 4)  # warm-up
         for point in tqdm(points, desc="engine step profile", unit="point", disable=not show_progress):
             samples = await point_samples(client, base_url, model, tokens, rng, point, spec.output_tokens,
-                                          spec.repeats, prefix_checks)
+                                          spec.repeats, prefix_checks, max_prompt_tokens)
             rows.append(_row(*point, samples))
     return rows
 
 
 def measure_step_profile(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
-                         show_progress: bool = True, prefix_checks: list | None = None) -> list[dict]:
-    return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress, prefix_checks))
+                         show_progress: bool = True, prefix_checks: list | None = None,
+                         max_prompt_tokens: int | None = None) -> list[dict]:
+    return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress, prefix_checks,
+                                     max_prompt_tokens))

@@ -197,6 +197,11 @@ CASES = [
      "sim.engine.kv_policy"),
     ("engine given under both names", lambda w: ["validate", sim_yaml(w, {"engine": {}, "batching": {}})],
      "give sim.engine only"),
+    ("draft length above max_draft", lambda w: ["validate", sim_yaml(w, {"acceptance": {
+        "max_draft": 4, "parametric": {"draft_tokens_mean": 4.5}}})],
+     "parametric.draft_tokens_mean 4.5 exceeds max_draft 4"),
+    ("draft length below one token", lambda w: ["validate", sim_yaml(w, {"acceptance": {
+        "parametric": {"draft_tokens_mean": 0.5}}})], "sim.acceptance.parametric.draft_tokens_mean"),
     ("replay_log without a log", lambda w: ["validate", sim_yaml(w, {"workload": {"kind": "replay_log"}})],
      "needs workload.log_path"),
     ("missing per-request log", lambda w: ["run", sim_yaml(w, {"workload": {"kind": "replay_log",

@@ -8,6 +8,13 @@ Each completion streams `max_tokens` tokens, one chunk per simulated engine step
 (`tokens_per_step` tokens per chunk with speculation on), with vLLM's continuous usage stats, then a usage
 chunk and [DONE]. With speculation on, every step is one draft of `k` tokens of which tokens_per_step - 1
 are accepted, counted in the same counters vLLM exports.
+
+With `prefill_s_per_token` set, one-token requests (max_tokens 1: a prefill and its first token) go through
+one engine loop as vLLM's engine core runs them: the front end hands requests over one at a time, each after
+`admit_s` (what vLLM's API server spends on a request before the engine sees it); an idle engine steps as
+soon as a request is there and takes what is queued at that moment; a step lasts step_s +
+prefill_s_per_token x its prompt tokens; the steps are counted in vllm:iteration_tokens_total_count and
+`steps` holds each step's request count.
 """
 from __future__ import annotations
 
@@ -24,8 +31,14 @@ from typing_extensions import Self
 class FakeEngine:
     def __init__(self, step_s: float = 0.005, tokens_per_step: int = 1, k: int = 0, health_after_s: float = 0.0,
                  never_healthy: bool = False, port: int = 0, models_after_s: float = 0.0,
-                 prefix_cache: bool = True):
+                 prefix_cache: bool = True, prefill_s_per_token: float | None = None, admit_s: float = 0.0):
         self.step_s, self.tokens_per_step, self.k = step_s, tokens_per_step, k
+        self.prefill_s_per_token, self.admit_s = prefill_s_per_token, admit_s
+        self.steps: list[int] = []  # engine loop: requests per step
+        self._waiting: list = []  # engine loop: (prompt tokens, future) admitted, not yet stepped
+        self._arrived: asyncio.Event | None = None
+        self._front: asyncio.Lock | None = None
+        self._loop_task: asyncio.Task | None = None
         self.health_after_s, self.never_healthy, self.port = health_after_s, never_healthy, port
         self.models_after_s = max(models_after_s, health_after_s)
         self.started = time.monotonic()
@@ -93,9 +106,13 @@ class FakeEngine:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
         done = 0
+        stepped = self.prefill_s_per_token is not None and max_tokens == 1
         try:
             while done < max_tokens:
-                await asyncio.sleep(self.step_s)
+                if stepped:
+                    await self._engine_step(n_in)
+                else:
+                    await asyncio.sleep(self.step_s)
                 step = min(self.tokens_per_step, max_tokens - done)
                 done += step
                 if self.k:
@@ -115,6 +132,27 @@ class FakeEngine:
             self.completions += 1
         finally:
             self.in_flight -= 1
+
+    async def _engine_step(self, n_in: int) -> None:
+        """Hand the request to the engine loop (after the front end's admit_s, one request at a time) and
+        wait for the step that prefills it."""
+        async with self._front:
+            await asyncio.sleep(self.admit_s)
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((n_in, done))
+        self._arrived.set()
+        await done
+
+    async def _engine_loop(self) -> None:
+        """vLLM's engine core, prefills only: idle until a request is queued, then a step of all queued ones."""
+        while True:
+            await self._arrived.wait()
+            batch, self._waiting = self._waiting, []
+            self._arrived.clear()
+            await asyncio.sleep(self.step_s + self.prefill_s_per_token * sum(n for n, _ in batch))
+            self.steps.append(len(batch))
+            for _, done in batch:
+                done.set_result(None)
 
     def _count_prefix(self, prompt: list) -> None:
         blocks = [tuple(prompt[:end]) for end in range(16, len(prompt) + 1, 16)]
@@ -139,12 +177,17 @@ class FakeEngine:
             lines.append(f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position="{pos}"}} '
                          f"{float(value)}")
         lines.append(f"vllm:num_requests_running{{{labels}}} {float(self.in_flight)}")
+        if self.prefill_s_per_token is not None:
+            lines.append(f"vllm:iteration_tokens_total_count{{{labels}}} {float(len(self.steps))}")
         lines.append(f"vllm:prefix_cache_hits_total{{{labels}}} {float(self.prefix_hits)}")
         lines.append(f"vllm:prefix_cache_queries_total{{{labels}}} {float(self.prefix_queries)}")
         return "\n".join(lines) + "\n"
 
     # --- in-process lifecycle ---------------------------------------------------------------------
     async def _start(self) -> None:
+        self._arrived, self._front = asyncio.Event(), asyncio.Lock()
+        if self.prefill_s_per_token is not None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._engine_loop())
         self._server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 

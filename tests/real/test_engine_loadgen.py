@@ -182,9 +182,39 @@ def test_a_batch_prefill_point_is_gated_behind_a_blocker_and_sent_again_when_it_
     with FakeEngine(step_s=0.03) as engine:
         rows = step_profile.measure_step_profile(engine.base_url, spec, TOKENS, show_progress=False)
         lengths = [len(p) for p in engine.prompts][1:]  # after the 16-token warm-up
-    assert lengths == [step_profile.BLOCKER_TOKENS, 8, 8, 8] * 2  # blocker, then the batch; twice
+    blocker = step_profile.BLOCKER_TOKENS
+    assert lengths == [blocker, 8, 8, 8, 2 * blocker, 8, 8, 8]  # blocker, then the batch; twice, a longer blocker
     assert rows[0]["repeats"] == 3
     assert 25 < rows[0]["step_ms"] < 1000 * step_profile.GATE_S  # the fake's 30 ms step, not the gate's wait
+
+
+def test_the_blocker_grows_with_the_batch_and_its_retries_within_one_steps_prompt():
+    from real.engine.step_profile import BLOCKER_TOKENS, BLOCKER_TOKENS_PER_REQUEST, blocker_tokens
+
+    assert blocker_tokens(2, 0) == blocker_tokens(4, 0) == BLOCKER_TOKENS
+    assert blocker_tokens(16, 0) == 16 * BLOCKER_TOKENS_PER_REQUEST > BLOCKER_TOKENS
+    assert blocker_tokens(16, 1) == 2 * blocker_tokens(16, 0)
+    assert blocker_tokens(16, 2, max_prompt_tokens=1023) == 1023
+
+
+def test_a_16_request_batch_reaches_an_engine_that_admits_requests_one_by_one_as_one_step():
+    """Sessions 16 and 17: behind the blocker every 16-request batch still ran as 3 steps in every try. Two
+    things keep a batch out of the blocker's next step: a client of 16 connections (the 16th request waits
+    for the blocker's reply to close, i.e. for its step to end), and vLLM's API server handing requests to
+    the engine one at a time while the blocker's step is short. The fake engine admits a request every
+    12 ms and prefills at 1 ms per token; an idle engine steps on what is queued. 16 requests sent 100 ms
+    after the blocker are all in by ~300 ms: a 128-token blocker's step ends at ~140 ms (the batch splits,
+    in every try), the batch-grown one's (512 tokens) at ~530 ms, and the client holds 17 connections."""
+    from real.engine import step_profile
+
+    spec = StepProfileSpec(batches=[16], query_tokens=[8], context_lens=[0], output_tokens=4, repeats=1)
+    with FakeEngine(step_s=0.005, prefill_s_per_token=0.001, admit_s=0.012) as engine:
+        rows = step_profile.measure_step_profile(engine.base_url, spec, TOKENS, show_progress=False,
+                                                 max_prompt_tokens=2048)
+        steps = list(engine.steps)
+    assert steps == [1, 16]  # the blocker's step, then the whole batch in one (one try: no retry needed)
+    # the batch's step: 5 ms + 16 x 8 tokens x 1 ms, timed from the blocker's first token
+    assert 100 < rows[0]["step_ms"] < 400 and rows[0]["repeats"] == 16
 
 
 def test_each_server_is_warmed_up_with_prompts_an_ngram_proposer_can_match():

@@ -309,16 +309,38 @@ def test_speculation_from_counters_separates_steps_without_a_draft():
     from sim.acceptance import _expected_drafts
 
     frame = pd.DataFrame({"output_tokens": [31] * 10 + [31], "finish_s": [1.0] * 10 + [float("nan")]})
-    counters = {"delta": {"num_drafts": 60, "num_accepted_tokens": 90, "num_accepted_tokens_per_pos": [45, 30, 15]}}
-    p, rates = speculation_from_counters(counters, frame, 3)
-    assert rates == pytest.approx([0.75, 2 / 3, 0.5])
+    counters = {"delta": {"num_drafts": 60, "num_draft_tokens": 180, "num_accepted_tokens": 90,
+                          "num_accepted_tokens_per_pos": [45, 30, 15]}}
+    p, rates, mean = speculation_from_counters(counters, frame, 3)
+    assert rates == pytest.approx([0.75, 2 / 3, 0.5]) and mean == 3.0
     pmf = [0.25, 0.25, 0.25, 0.25]  # P(accepted = a | draft): survivals 1, 0.75, 0.5, 0.25
     assert 10 * _expected_drafts(p, np.array(pmf), 30)[30] == pytest.approx(60, rel=1e-6)
     old_steps = 31 * 10 - 90 - 10  # 210
     assert 60 / p > 1.02 * old_steps  # more request-steps than the old reading: ~215
-    bad = {"delta": {"num_drafts": 0, "num_accepted_tokens": 0, "num_accepted_tokens_per_pos": [0, 0, 0]}}
+    bad = {"delta": {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0,
+                     "num_accepted_tokens_per_pos": [0, 0, 0]}}
     with pytest.raises(LabError, match="spec_counters.json: .*not a speculative run"):
         speculation_from_counters(bad, frame, 3)
+
+
+def test_counters_acceptance_drafts_vllms_tokens_per_draft(tmp_path):
+    """vLLM's n-gram drafts averaged 3.8-3.96 tokens at k = 4 (num_draft_tokens / num_drafts): the counters
+    path sets the simulator's draft length from them, and its rates are then conditional on the position
+    being drafted (at 170 draft tokens per 60 drafts of k = 3, a sixth of the drafts stop at 2 tokens, so
+    position 3's rate given a 3-token draft is (15 / 60) / (5 / 6) over 30 / 60)."""
+    from real.engine.fidelity import counters_acceptance
+
+    frame = pd.DataFrame({"output_tokens": [31] * 10, "finish_s": [1.0] * 10})
+    counters = {"delta": {"num_drafts": 60, "num_draft_tokens": 170, "num_accepted_tokens": 90,
+                          "num_accepted_tokens_per_pos": [45, 30, 15]}}
+    (tmp_path / "spec_counters.json").write_text(json.dumps(counters))
+    section, note = counters_acceptance(tmp_path, frame, 3)
+    parametric = section["parametric"]
+    assert parametric["draft_tokens_mean"] == pytest.approx(170 / 60) and "2.83 tokens per draft" in note
+    assert parametric["rates"] == pytest.approx([0.75, 2 / 3, (15 / 60) / (5 / 6) / (30 / 60)])
+    from lab.config_sim import AcceptanceSpec
+
+    assert AcceptanceSpec.model_validate(section).parametric.draft_tokens_mean == pytest.approx(170 / 60)
 
 
 def test_chunk_rounds_replay_each_requests_own_steps():

@@ -103,6 +103,47 @@ def test_rates_from_counters_recover_the_draft_share_and_the_conditional_rates()
         rates_from_counters(4, [0, 0, 0, 0], 0, outputs)
 
 
+def test_short_drafts_keep_the_counters_draft_tokens_and_accepted_per_position():
+    """vLLM's n-gram proposer drafts fewer than k tokens where its match lies near the end of the context
+    (3.8-3.96 tokens per draft at k = 4 here). With draft_tokens_mean the parametric source drafts that many
+    on average, and rates_from_counters gives rates conditional on the position being drafted, so that the
+    simulator's drafts, draft tokens and accepted tokens per position are the engine's counters."""
+    rng = np.random.default_rng(11)
+    k, truth_p, truth, mean = 4, 0.7, [0.8, 0.85, 0.8, 0.85], 3.9
+    outputs = [31] * 400
+    drafts = draft_tokens = 0
+    per_pos = np.zeros(k, np.int64)
+    for m in outputs:  # the engine: a draft of 3 or 4 tokens (mean 3.9); accepted within the draft
+        left = m
+        while left > 0:
+            accepted = 0
+            if rng.random() < truth_p:
+                length = 3 + int(rng.random() < mean - 3)
+                drafts += 1
+                draft_tokens += length
+                accepted = int(np.cumprod(rng.random(length) < truth[:length]).sum())
+                per_pos[:accepted] += 1
+            left -= accepted + 1
+    p, rates = rates_from_counters(k, per_pos.tolist(), drafts, outputs, draft_tokens_mean=draft_tokens / drafts)
+    assert p == pytest.approx(truth_p, abs=0.02) and rates == pytest.approx(truth, abs=0.04)
+    src = ParametricSource(k, rates=rates, draft_probability=p, draft_tokens_mean=draft_tokens / drafts)
+    assert ":len3.9" in src.label
+    n = 200_000
+    _, state, kcap = src.draw(n, None, None, None, rng)
+    drafted = kcap > 0
+    assert set(np.unique(kcap[drafted])) == {3, 4} and kcap[drafted].mean() == pytest.approx(mean, abs=0.01)
+    acc = src.accept(state, np.minimum(k, kcap), rng)[drafted]
+    survival = [(acc > j).mean() for j in range(k)]  # accepted per position per draft, as the counters
+    assert survival == pytest.approx((per_pos / drafts).tolist(), abs=0.02)
+    # without the length, the same counters read as k-token drafts accept as much, but verify more tokens
+    _, full = rates_from_counters(k, per_pos.tolist(), drafts, outputs)
+    assert full[-1] < rates[-1]
+    with pytest.raises(ValueError, match="outside"):
+        rates_from_counters(k, per_pos.tolist(), drafts, outputs, draft_tokens_mean=4.5)
+    with pytest.raises(ValueError, match="reach"):
+        rates_from_counters(k, [10, 9, 8, 7], 10, outputs, draft_tokens_mean=3.5)
+
+
 def test_in_order_assignment_replays_prompt_i_for_request_i(trace_dir):
     """assign in_order: the i-th request replays the i-th recorded prompt (sorted by dataset, prompt_id),
     wrapping; random (the default) draws prompts by weight."""

@@ -1,0 +1,158 @@
+"""The engine's steps reconstructed from its streamed chunks, each priced by the simulator's cost model.
+
+    python -m real.engine.steps RUN_DIR [--variant nospec] [--load low] [--profile CSV] [--gap-ms 30]
+
+Where the simulator's error against vLLM comes from, step by step, without running either again. A load's
+chunks.parquet holds every streamed chunk (request, time, output tokens so far); the chunks of one engine
+step reach the client within milliseconds of each other, and steps are >= 100 ms apart here, so chunk times
+closer than --gap-ms are one step. A request's first chunk ends its prefill (the step that prefilled its
+prompt: prompts fit one step's token budget in these loads); a later chunk is one decode step of it (1 +
+accepted drafts tokens). Each step is then priced by sim/cost.py with the profile the fidelity stage uses,
+at what the step held: its decoding requests (their KV: prompt + tokens so far) and the prompts it
+prefilled; a speculative step's drafts are k for a request that accepted some, and for the others the
+load's remaining drafts (vLLM's num_drafts) spread evenly, each draft of vLLM's mean length.
+A step's measured time is the gap from the previous step's chunks; a step after an idle engine (prefills
+only, nothing decoding) starts at its earliest request's arrival instead, so it holds what the profile's
+prefill rows hold too (the HTTP front end's time to the first token).
+Step kinds: decode (decoding requests only), mixed (decoding requests and prefills), prefill (prefills
+only; `after idle` when nothing ran before it). Printed per variant x load: steps, vLLM s, simulator s,
+sim / vLLM per kind.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lab.errors import LabError
+
+GAP_S = 0.03
+
+
+def engine_steps(requests: pd.DataFrame, chunks: pd.DataFrame, gap_s: float = GAP_S) -> pd.DataFrame:
+    """One row per reconstructed step: t_s (its chunks' latest time), start_s, vllm_s (measured time),
+    decodes (requests decoding in it), decode_kv (their KV before the step, summed), emitted (their tokens),
+    accepting (decoding requests that emitted > 1 token), prefills, prefill_tokens, kind, merged (a request
+    with two chunks inside one step: --gap-ms too wide)."""
+    meta = requests.set_index("request_id")
+    frame = chunks.sort_values(["t_s", "request_id"], kind="stable").reset_index(drop=True)
+    frame["before"] = frame.groupby("request_id")["output_tokens"].shift(1)
+    frame["emitted"] = frame["output_tokens"] - frame["before"].fillna(0)
+    frame["step"] = np.cumsum(np.r_[True, np.diff(frame["t_s"].to_numpy()) > gap_s])
+    rows = []
+    last_t = None
+    for _, part in frame.groupby("step", sort=True):
+        first = part["before"].isna()
+        prefills = part[first]
+        decodes = part[~first]
+        prompts = meta.loc[prefills["request_id"], "input_tokens"].to_numpy() if len(prefills) else np.zeros(0)
+        kv = (meta.loc[decodes["request_id"], "input_tokens"].to_numpy() + decodes["before"].to_numpy() - 1
+              if len(decodes) else np.zeros(0))
+        t = float(part["t_s"].max())
+        arrived = float(meta.loc[part["request_id"], "arrival_s"].min())
+        idle = last_t is None or (not len(decodes) and arrived > last_t)
+        start = arrived if idle else last_t
+        kind = "mixed" if len(decodes) and len(prefills) else ("decode" if len(decodes) else
+                                                               ("prefill after idle" if idle else "prefill"))
+        rows.append({"t_s": t, "start_s": start, "vllm_s": t - start, "decodes": len(decodes),
+                     "decode_kv": float(kv.sum()), "emitted": int(decodes["emitted"].sum()),
+                     "accepting": int((decodes["emitted"] > 1).sum()), "prefills": len(prefills),
+                     "prefill_tokens": int(prompts.sum()), "kind": kind,
+                     "merged": int(part["request_id"].duplicated().sum())})
+        last_t = t
+    return pd.DataFrame(rows)
+
+
+def price_steps(steps: pd.DataFrame, cost, k: int = 0, drafts: int = 0, draft_tokens: int = 0) -> np.ndarray:
+    """The simulator's time (s) of every step (sim/cost.py, as cluster.Replica prices its steps). k > 0: a
+    speculative load of vLLM's `drafts` drafts and `draft_tokens` draft tokens; a decoding request that
+    accepted drafts drafted, the rest of the drafts are spread evenly over the other decoding rows."""
+    accepting = int(steps["accepting"].sum())
+    others = int((steps["decodes"] - steps["accepting"]).sum())
+    share = float(np.clip((drafts - accepting) / others, 0.0, 1.0)) if k and others else 0.0
+    per_draft = draft_tokens / drafts if k and drafts else float(k)
+    out = np.zeros(len(steps))
+    for i, s in enumerate(steps.itertuples(index=False)):
+        n_drafts = per_draft * (s.accepting + share * (s.decodes - s.accepting)) if k else 0.0
+        tokens = s.decodes + n_drafts + s.prefill_tokens
+        kv_sum = s.decode_kv + s.decodes + s.prefill_tokens  # the sequences the step reads, as Replica.plan
+        out[i] = cost.step_time(tokens, kv_sum, s.decodes + s.prefills, bool(k and s.decodes), n_drafts)
+    return out
+
+
+def by_kind(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per step kind: steps, vLLM s, simulator s, sim / vLLM."""
+    table = steps.groupby("kind").agg(steps=("vllm_s", "size"), vllm_s=("vllm_s", "sum"), sim_s=("sim_s", "sum"))
+    table.loc["all"] = [len(steps), steps["vllm_s"].sum(), steps["sim_s"].sum()]
+    table["sim_over_vllm"] = table["sim_s"] / table["vllm_s"]
+    return table
+
+
+def load_steps(run: Path, variant, load: str, profile: Path, gap_s: float = GAP_S) -> pd.DataFrame:
+    """The steps of one recorded variant x load, each priced with `profile` (the fidelity stage's config)."""
+    from real.engine.fidelity import server_kv_settings, sim_section
+    from sim.cost import CostModel
+
+    cfg_engine = _config(run).engine
+    load_dir = run / "engine" / variant.name / load
+    if not (load_dir / "chunks.parquet").exists():
+        raise LabError(f"{load_dir / 'chunks.parquet'}: missing (a run recorded before the engine stage kept chunks)")
+    requests = pd.read_parquet(load_dir / "requests.parquet")
+    steps = engine_steps(requests, pd.read_parquet(load_dir / "chunks.parquet"), gap_s)
+    k = variant.speculative.num_speculative_tokens if variant.speculative.method != "none" else 0
+    kv = server_kv_settings(run / "engine" / variant.name / "server.log")
+    section = sim_section(cfg_engine, variant, load_dir, profile, kv, None if not k else {
+        "source": "parametric", "max_draft": k})
+    counters = json.loads((load_dir / "spec_counters.json").read_text())["delta"]
+    steps["sim_s"] = price_steps(steps, CostModel.from_config(section, run), k, int(counters["num_drafts"]),
+                                 int(counters["num_draft_tokens"]))
+    return steps
+
+
+def _config(run: Path):
+    from lab.config import load_config
+
+    if not (run / "config.yaml").is_file():
+        raise LabError(f"{run}: not a run directory (no config.yaml)")
+    cfg = load_config(run / "config.yaml")
+    if cfg.engine is None:
+        raise LabError(f"{run / 'config.yaml'}: engine: missing")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Engine steps from streamed chunks, priced by the simulator.")
+    parser.add_argument("run", help="run directory of an experiment whose engine stage finished")
+    parser.add_argument("--variant", action="append", help="variant(s) (default: all)")
+    parser.add_argument("--load", action="append", help="load(s) (default: all)")
+    parser.add_argument("--profile", default=None, help="step profile CSV (default: RUN/engine/step_profile.csv)")
+    parser.add_argument("--gap-ms", type=float, default=GAP_S * 1000, help="chunks closer than this are one step")
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    try:
+        cfg = _config(run)
+        profile = Path(args.profile) if args.profile else run / "engine" / "step_profile.csv"
+        for variant in cfg.engine.variants:
+            if args.variant and variant.name not in args.variant:
+                continue
+            for load in cfg.engine.loads:
+                if args.load and load.name not in args.load:
+                    continue
+                steps = load_steps(run, variant, load.name, profile, args.gap_ms / 1000)
+                merged = int(steps["merged"].sum())
+                print(f"## {variant.name}/{load.name}: {len(steps)} steps"
+                      + (f" ({merged} chunks merged into a step: lower --gap-ms)" if merged else ""))
+                print(by_kind(steps).to_string(float_format=lambda x: f"{x:.3f}"), end="\n\n")
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
