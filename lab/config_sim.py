@@ -245,6 +245,10 @@ class EngineSpec(StrictModel):
         True, description="vLLM's hybrid KV cache manager (paged): sliding-window layers keep only their window's "
                           "blocks, in KV cache groups sharing one pool; false = vLLM's "
                           "--disable-hybrid-kv-cache-manager (every layer keeps the whole context)")
+    prefix_caching: bool = Field(
+        True, description="vLLM V1's automatic prefix caching (paged, one KV cache group): a freed request's full "
+                          "blocks stay cached until evicted (least recently freed first), so a preempted request "
+                          "resumes recomputing only what was evicted; false = --no-enable-prefix-caching")
     max_num_seqs: int = Field(256, ge=1, le=8192, description="requests running at once")
     max_num_batched_tokens: int = Field(8192, ge=16,
                                         description="tokens in one step (decode + drafts + prefill chunks)")

@@ -9,7 +9,9 @@ A replica step, as vLLM V1's scheduler builds it (engine settings: lab/config_si
   plan    running decode requests first: each grows its KV to the sequence + the policy's most drafts
           (paged: when the blocks run out, the most recently admitted running request is preempted, its
           blocks freed, and it goes back to the front of the queue; on readmission its prompt + generated
-          tokens are recomputed as prefill). The policy picks verify lengths l_r (token budget
+          tokens are recomputed as prefill, less the blocks the prefix cache still holds: with
+          engine.prefix_caching a freed request's full blocks stay cached until evicted, least recently freed
+          first, sim/prefix_cache.py). The policy picks verify lengths l_r (token budget
           max_num_batched_tokens - R). Running prefills get chunks FCFS in the budget left (growing their
           KV, preempting newer prefills when short), then - unless this step preempted - queued requests
           are admitted while a sequence slot, budget and the blocks of their first chunk are free.
@@ -30,6 +32,12 @@ import pandas as pd
 import simpy
 
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
+
+
+def chain_of(rid: int) -> tuple:
+    """A request's blocks as prefix-cache segments (sim/prefix_cache.py): its own, unshared. A workload with
+    shared prefixes would lead with (prefix key, blocks) segments here."""
+    return ((rid, None),)
 
 
 class CountingEnvironment(simpy.Environment):
@@ -100,8 +108,8 @@ class Prefill:
 
     __slots__ = ("adm", "done", "held", "left", "plen", "pstart", "resume", "rid")
 
-    def __init__(self, rid, left, pstart, plen, held, adm, resume):
-        self.rid, self.left, self.done, self.pstart, self.plen = rid, left, 0, pstart, plen
+    def __init__(self, rid, left, pstart, plen, held, adm, resume, done=0):
+        self.rid, self.left, self.done, self.pstart, self.plen = rid, left, done, pstart, plen
         self.held, self.adm = held, adm
         self.resume = resume  # None, or (pos, rem, entry, generated) of a preempted decode
 
@@ -256,7 +264,7 @@ class Replica:
             total = int((need - dec[rows, HELD]).sum())
             fits = total <= kv.free
         if fits:
-            kv.free -= total
+            kv.take(total)
             dec[rows, HELD] = need
             dec[rows, CAP] = kv.row_cap(need, slots, computed, look) if self._hybrid else need * bs - look
             gap[rows] = dec[rows, CAP] - seq[rows]
@@ -319,10 +327,11 @@ class Replica:
 
     def _preempt_decode(self, row):
         rid = int(row[RID])
-        gen = int(row[TOT]) - int(row[REM]) - int(self.cl.req.prompt_len[rid])
+        seq = int(row[TOT]) - int(row[REM])
+        gen = seq - int(self.cl.req.prompt_len[rid])
         self.resume[rid] = (int(row[PSTART]), int(row[PLEN]), int(row[POS]), int(row[REM]), int(row[ENTRY]), gen)
-        self.kv.release(int(row[HELD]))
-        self.kv_dec -= int(row[TOT]) - int(row[REM])
+        self.kv.release(int(row[HELD]), chain_of(rid), seq - 1)  # its last token's KV is not computed yet
+        self.kv_dec -= seq
         self._requeue(rid)
 
     def _preempt_prefill(self, item: Prefill):
@@ -331,7 +340,7 @@ class Replica:
             self.resume[item.rid] = (item.pstart, item.plen, *item.resume)
         else:  # not decoded yet: its acceptance slot is kept for the restart
             self.resume[item.rid] = (item.pstart, item.plen, None)
-        self.kv.release(item.held)
+        self.kv.release(item.held, chain_of(item.rid), item.done)
         self._requeue(item.rid)
 
     def _requeue(self, rid: int):
@@ -396,7 +405,7 @@ class Replica:
                 req.replica[rid] = self.idx
                 self.n_active += 1
                 if output <= 1:
-                    self._release(rid, cl.env.now, held)
+                    self._release(rid, cl.env.now, held, prompt)
                     continue
                 row = (rid, start, length, 0, output - 1, -1, prompt + output, held, self._next_adm())
                 if self._hybrid:  # its allocation: prompt + 1 slots, the prompt cached
@@ -407,10 +416,12 @@ class Replica:
                 break
             resume = slot[2:] if slot is not None and slot[2] is not None else None
             todo = prompt + (resume[3] if resume else 0)  # a preempted request recomputes its output too
-            c = self._chunk(todo, left, r, chunks)
+            chain = chain_of(rid)
+            hit = kv.lookup(chain, todo)  # tokens still in the prefix cache: not computed again
+            c = self._chunk(todo - hit, left, r, chunks)
             if c <= 0:
                 break
-            held = kv.admit(prompt, output, c)
+            held = kv.admit(prompt, output, hit + c, hit, chain)
             if held is None:
                 break
             self.queue.popleft()
@@ -420,7 +431,7 @@ class Replica:
             else:
                 start, length, _ = cl.acceptance_slot(rid)
                 req.replica[rid] = self.idx
-            item = Prefill(rid, todo, start, length, held, self._next_adm(), resume)
+            item = Prefill(rid, todo - hit, start, length, held, self._next_adm(), resume, hit)
             self.prefilling.append(item)
             self.n_active += 1
             chunks.append((item, c))
@@ -445,9 +456,10 @@ class Replica:
         self._headroom = min(self._headroom, head) if len(self.dec) else head
         self.dec = np.concatenate([self.dec, add]) if len(self.dec) else add
 
-    def _release(self, rid: int, now: float, held: int):
+    def _release(self, rid: int, now: float, held: int, computed: int):
+        """A finished request frees its blocks (`computed` tokens of KV in them: cached, with prefix caching)."""
         self.cl.req.finish[rid] = now
-        self.kv.release(held)
+        self.kv.release(held, chain_of(rid), computed)
         self.n_active -= 1
         self.cl.on_finish(rid, now)
 
@@ -487,7 +499,7 @@ class Replica:
                     rid = int(row[RID])
                     req.steps[rid] = self.decode_steps - row[ENTRY]
                     self.kv_dec -= int(row[TOT]) - int(row[REM])
-                    self._release(rid, now, int(row[HELD]))
+                    self._release(rid, now, int(row[HELD]), int(row[TOT]) - 1)
                 self.dec = dec[~finished]
         if chunks:
             self._finish_chunks(now, chunks)
@@ -524,7 +536,7 @@ class Replica:
                 pos, rem, entry, _ = item.resume
                 rem -= 1
             if rem <= 0:
-                self._release(rid, now, item.held)
+                self._release(rid, now, item.held, item.done)
             else:
                 tot = int(req.prompt_len[rid] + req.output_len[rid])
                 row = (rid, item.pstart, item.plen, pos, rem, entry, tot, item.held, item.adm)
@@ -654,6 +666,7 @@ class Cluster:
     def step_stats(self) -> dict:
         reps = self.replicas
         sum_r = sum(r.sum_r for r in reps)
+        caches = [r.kv.prefix_cache for r in reps if r.kv.prefix_cache is not None]
         return {
             "steps": sum(r.n_steps for r in reps),
             "decode_steps": sum(r.decode_steps for r in reps),
@@ -669,5 +682,8 @@ class Cluster:
             "mean_running": sum(r.sum_running for r in reps) / max(sum(r.n_steps for r in reps), 1),
             "peak_running": max(r.peak_running for r in reps),
             "preemptions": sum(r.n_preemptions for r in reps),
+            # vLLM's vllm:prefix_cache_queries / _hits: tokens looked up at admissions, tokens found cached
+            "prefix_cache_queries": sum(c.queries for c in caches),
+            "prefix_cache_hits": sum(c.hits for c in caches),
             "kv_capacity_tokens": reps[0].kv.capacity_tokens,
         }

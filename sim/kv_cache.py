@@ -2,9 +2,10 @@
 
     groups = kv_groups(model, hybrid=True)                # vLLM's KV cache groups of the model
     kv = make_kv_cache(engine_cfg, capacity_tokens, groups, pool_blocks)   # PagedKV, HybridKV or ReserveKV
-    held = kv.admit(prompt, output, slots_now)           # units now held by the request, or None: no room
+    hit = kv.lookup(chain, tokens)                       # tokens found in the prefix cache (paged; else 0)
+    held = kv.admit(prompt, output, slots_now, hit, chain)   # units now held by the request, or None: no room
     held = kv.grow(held, slots, computed)                # after growing to `slots` token slots, or None
-    kv.release(held)
+    kv.release(held, chain, computed)                    # paged: its full computed blocks stay cached
     blocks = kv_cache_blocks(mem_bytes, utilization, weight_bytes, reserve_bytes, block_bytes, tp)
 
 paged (vLLM): memory is cut into blocks of `block_size` token slots. A request holds ceil(slots / block_size)
@@ -20,6 +21,11 @@ max(0, computed - window + 1) // block_size, where computed = tokens already in 
 SlidingWindowManager.get_num_skipped_tokens; remove_skipped_blocks runs before each step's allocation).
 A "unit" of `held` is one group-block. `hybrid_kv: false` (vLLM's --disable-hybrid-kv-cache-manager) keeps
 every layer's KV for the whole context, as a model without sliding layers does.
+prefix caching (`engine.prefix_caching`, vLLM V1's default): a freed request's full computed blocks stay cached
+and are evicted least recently freed first; an admitted request (new or resumed after a preemption) that finds
+its prefix cached counts those tokens as computed (sim/prefix_cache.py). The plain paged pool only: a hybrid
+pool (above) runs without it, as with --no-enable-prefix-caching (vLLM caches there too: a hit must then be
+cached in the full groups and hold the window's last blocks in each sliding group, which is not modelled).
 reserve (the simulator's old model, kept for comparison): admission reserves prompt + whole output in
 tokens and nothing grows or gets preempted. A "unit" of `held` is one token.
 
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lab.errors import LabError
+from sim.prefix_cache import PrefixCache
 
 GIB = 2**30
 # assumption [I]: peak activation of vLLM's profiling forward ~ tokens x hidden x 16 bf16 values (residual,
@@ -141,24 +148,52 @@ def kv_cache_blocks(mem_bytes: float, utilization: float, weight_bytes: float, r
 
 
 class PagedKV:
-    """vLLM's block pool: requests hold whole blocks; blocks come back only when a request ends or is preempted."""
+    """vLLM's block pool: requests hold whole blocks; blocks come back when a request ends or is preempted.
+
+    With `prefix_caching` (vLLM V1's default, sim/prefix_cache.py) a request's full computed blocks stay cached
+    when it frees them: `free` counts them (they are free to allocate, as in vLLM's free queue), `cached` of
+    `free` are such blocks, evicted least recently freed first once the truly free ones run out; `lookup`
+    finds a request's cached prefix and `admit(..., chain=...)` takes those blocks back. Without it `cached`
+    stays 0 and every path is the plain pool's."""
 
     paged = True
 
-    def __init__(self, total_blocks: int, block_size: int):
+    def __init__(self, total_blocks: int, block_size: int, prefix_caching: bool = False):
         self.block_size = block_size
         self.total = total_blocks
         self.free = total_blocks
         self.capacity_tokens = total_blocks * block_size
+        self.prefix_cache = PrefixCache(block_size) if prefix_caching else None
+        self.cached = 0  # of `free`: blocks with an identity in the prefix cache (= prefix_cache.evictable)
 
     def fits_ever(self, tokens: int) -> bool:
         return blocks_for(tokens, self.block_size) <= self.total
 
-    def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0) -> int | None:
+    def lookup(self, chain, tokens: int) -> int:
+        """Tokens of the request's first `tokens` found cached along `chain` (0 without prefix caching)."""
+        return 0 if self.prefix_cache is None else self.prefix_cache.lookup(chain, tokens)
+
+    def take(self, n: int) -> None:
+        """Allocate `n` blocks counted by the caller (n < 0 gives blocks back): truly free blocks first,
+        then cached ones, least recently freed first."""
+        self.free -= n
+        if self.free < self.cached:
+            self._evict()
+
+    def _evict(self) -> None:
+        self.prefix_cache.evict(self.cached - self.free)
+        self.cached = self.free
+
+    def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0, chain=None) -> int | None:
+        """Blocks for the first `slots_now` slots, or None: not enough free. `computed` tokens of them were
+        found cached along `chain` (lookup): those blocks are re-referenced, not allocated anew."""
         need = blocks_for(slots_now, self.block_size)
         if need > self.free:
             return None
-        self.free -= need
+        if computed and chain is not None:
+            self.prefix_cache.take(chain, computed // self.block_size)
+            self.cached = self.prefix_cache.evictable
+        self.take(need)
         return need
 
     def grow(self, held: int, slots: int, computed: int = 0) -> int | None:
@@ -168,7 +203,7 @@ class PagedKV:
             return held
         if need > self.free:
             return None
-        self.free -= need
+        self.take(need)
         return held + need
 
     def row_cap(self, held, slots, computed, lookahead: int):
@@ -184,12 +219,17 @@ class PagedKV:
         if add > 0:
             if add > self.free:
                 return None
-            self.free -= add
+            self.take(add)
             held = need
         return held, held * self.block_size - lookahead
 
-    def release(self, held: int) -> None:
+    def release(self, held: int, chain=None, computed: int = 0) -> None:
+        """A request frees its `held` blocks; with prefix caching its full blocks of `computed` tokens stay
+        cached along `chain`."""
         self.free += held
+        if self.prefix_cache is not None and chain is not None and computed >= self.block_size:
+            self.prefix_cache.put(chain, min(computed // self.block_size, held))
+            self.cached = self.prefix_cache.evictable
 
     @property
     def used_tokens(self) -> int:
@@ -227,7 +267,7 @@ class HybridKV(PagedKV):
         return self.groups.full * n + self.n_sliding * min(n, blocks_for(self.window - 1 + chunk, bs) + 1) \
             <= self.total
 
-    def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0) -> int | None:
+    def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0, chain=None) -> int | None:
         need = self.units(slots_now, computed)
         if need > self.free:
             return None
@@ -275,6 +315,7 @@ class ReserveKV:
 
     paged = False
     block_size = 1
+    prefix_cache = None
 
     def __init__(self, capacity_tokens: int):
         self.capacity_tokens = capacity_tokens
@@ -283,7 +324,10 @@ class ReserveKV:
     def fits_ever(self, tokens: int) -> bool:
         return tokens <= self.capacity_tokens
 
-    def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0) -> int | None:
+    def lookup(self, chain, tokens: int) -> int:
+        return 0
+
+    def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0, chain=None) -> int | None:
         need = prompt + output
         if self.reserved + need > self.capacity_tokens:
             return None
@@ -293,7 +337,7 @@ class ReserveKV:
     def grow(self, held: int, slots: int, computed: int = 0) -> int | None:
         return held
 
-    def release(self, held: int) -> None:
+    def release(self, held: int, chain=None, computed: int = 0) -> None:
         self.reserved -= held
 
     @property
@@ -308,7 +352,8 @@ def make_kv_cache(engine, capacity_tokens: int, groups: KVGroups | None = None,
     if engine.kv_policy == "reserve":
         return ReserveKV(capacity_tokens)
     if groups is None or (groups.full, groups.sliding) == (1, 0):
-        return PagedKV(capacity_tokens // engine.block_size if pool_blocks is None else pool_blocks, engine.block_size)
+        return PagedKV(capacity_tokens // engine.block_size if pool_blocks is None else pool_blocks, engine.block_size,
+                       engine.prefix_caching)
     blocks = groups.pool_blocks(capacity_tokens, engine.block_size) if pool_blocks is None else pool_blocks
     return HybridKV(blocks, engine.block_size, groups,
                     engine.max_num_batched_tokens if engine.enable_chunked_prefill else None, capacity_tokens)

@@ -83,6 +83,7 @@ class EngineOverrides(StrictModel):
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     max_num_seqs: int | None = Field(None, ge=1)
     max_num_batched_tokens: int | None = Field(None, ge=16)
+    prefix_caching: bool | None = Field(None, description="false: the source ran --no-enable-prefix-caching")
 
 
 class PublicRow(StrictModel):
@@ -191,6 +192,8 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0) ->
     out = {col: got[key] * factor for col, _, key, factor in METRICS}
     out.update({"sim_requests": int(result.summary["requests"]), "sim_unfinished": int(result.summary["unfinished"]),
                 "sim_preemptions": int(result.summary["preemptions"]),
+                "sim_prefix_cache_hits": int(result.summary["prefix_cache_hits"]),
+                "sim_prefix_cache_queries": int(result.summary["prefix_cache_queries"]),
                 "sim_mean_decode_batch": float(result.summary["mean_decode_batch"])})
     return out
 

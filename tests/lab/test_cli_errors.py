@@ -195,6 +195,10 @@ CASES = [
      "engine.reference.points"),
     ("unknown KV policy", lambda w: ["validate", sim_yaml(w, {"engine": {"kv_policy": "lru"}})],
      "sim.engine.kv_policy"),
+    ("prefix caching not a boolean", lambda w: ["validate", sim_yaml(w, {"engine": {"prefix_caching": "sometimes"}})],
+     "sim.engine.prefix_caching"),
+    ("unknown engine key", lambda w: ["validate", sim_yaml(w, {"engine": {"prefix_cache": False}})],
+     "sim.engine.prefix_cache"),
     ("engine given under both names", lambda w: ["validate", sim_yaml(w, {"engine": {}, "batching": {}})],
      "give sim.engine only"),
     ("draft length above max_draft", lambda w: ["validate", sim_yaml(w, {"acceptance": {

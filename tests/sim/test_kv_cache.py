@@ -44,8 +44,9 @@ def test_paged_preemption_by_recompute_computed_by_hand():
     """Step 1 admits both (1 block each) and prefills them; steps 2-5 decode (each grows to 2 blocks at
     sequence 5: all 4 blocks used); step 6 needs 3 blocks each: B (newest) is preempted, its 2 blocks
     freed, A grows to 3 and emits its last token; step 7 readmits B, recomputing prompt 4 + its 5 generated
-    tokens as one 9-token prefill (3 blocks), which emits B's last token."""
-    res = simulate(prepare_inputs(_tiny("paged")), "ar", None, 0, keep_cluster=True)
+    tokens as one 9-token prefill (3 blocks), which emits B's last token. Without prefix caching (with it, B
+    finds its first block still cached: tests/sim/test_prefix_cache.py)."""
+    res = simulate(prepare_inputs(_tiny("paged", prefix_caching=False)), "ar", None, 0, keep_cluster=True)
     s, f = res.summary, res.requests
     assert s["finished"] == 2 and s["unfinished"] == 0
     assert s["preemptions"] == 1 and f["preemptions"].tolist() == [0, 1]
