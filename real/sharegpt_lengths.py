@@ -19,7 +19,6 @@ Writes are atomic; an existing table is kept unless --force.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 import time
 from datetime import datetime, timezone
@@ -100,16 +99,6 @@ def build_table(tokenizer, items) -> pd.DataFrame:
     return pd.DataFrame({"conversation": [p[0] for p in pairs], "prompt_tokens": prompts, "output_tokens": replies})
 
 
-def data_versions() -> dict[str, str]:
-    versions = package_versions()
-    for name in DATA_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def write_table(table: pd.DataFrame, out: Path, meta: dict) -> None:
     write_text_atomic(out, table.to_csv(index=False))
     write_json_atomic(out.with_suffix(".json"), meta)
@@ -145,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rule": "turn 0 / turn 1 of every conversation with >= 2 turns, len(tokenizer(text).input_ids) "
                         "(vllm/benchmarks/datasets.py ShareGPTDataset); the simulator applies is_valid_sequence",
                 "tokenizer": args.tokenizer, "tokenizer_dir": str(source),
-                "tokenizer_class": type(tokenizer).__name__, "versions": data_versions(),
+                "tokenizer_class": type(tokenizer).__name__, "versions": package_versions(DATA_PACKAGES),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_table(table, out, meta)
     except LabError as exc:
