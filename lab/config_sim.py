@@ -276,12 +276,29 @@ _BATCHING_KEYS = {"max_batched_tokens": "max_num_batched_tokens", "chunked_prefi
 
 
 class LengthSpec(StrictModel):
-    source: Literal["fixed", "csv", "recorded"] = Field(
-        "fixed", description="fixed numbers, sampled rows of a CSV (num_prefill_tokens, num_decode_tokens), "
-                             "or the recorded output length of the replayed prompt")
+    """Request lengths of a synthetic workload (README, "A `sim:` section"; sim/workload.py samples them)."""
+
+    source: Literal["fixed", "random", "csv", "sharegpt", "recorded"] = Field(
+        "fixed", description="fixed numbers; random: vLLM bench's --dataset-name random (uniform around "
+                             "prompt_tokens / output_tokens by range_ratio); csv: rows of a lengths table "
+                             "(yours, e.g. from a production log); sharegpt: vLLM bench's --dataset-name sharegpt "
+                             "(the ShareGPT table of `python -m real.sharegpt_lengths`, vLLM's filter); or the "
+                             "recorded output length of the replayed prompt")
     prompt_tokens: int = Field(512, ge=1)
     output_tokens: int = Field(256, ge=1)
-    csv_path: UserPath | None = Field(None, description="CSV with num_prefill_tokens,num_decode_tokens; $VARS expand")
+    range_ratio: float = Field(0.0, ge=0, lt=1, description="random: --random-range-ratio r; lengths uniform over "
+                                                            "the integers [floor(x(1 - r)), ceil(x(1 + r))]")
+    csv_path: UserPath | None = Field(
+        None, description="csv: a table with columns prompt_tokens,output_tokens (or input_tokens,output_tokens, "
+                          "or num_prefill_tokens,num_decode_tokens); sharegpt: another ShareGPT table than the "
+                          "cached one; $VARS expand")
+    tokenizer: Slug = Field("qwen3", description="sharegpt: whose token counts, the table "
+                                                 "$DSPARK_LAB_CACHE/lengths/sharegpt-<tokenizer>.csv")
+    sharegpt_output_len: int | None = Field(None, ge=1, description="sharegpt: --sharegpt-output-len (every "
+                                                                    "output this long; vLLM's filter follows it)")
+    draw: Literal["iid", "shuffle"] | None = Field(
+        None, description="csv / sharegpt rows: iid = drawn independently (csv's default); shuffle = a seeded "
+                          "permutation taken in order, distinct rows as vLLM's benchmark sends them (sharegpt's)")
     max_prompt_tokens: int = Field(32768, ge=1, description="longer prompts are clipped")
     max_output_tokens: int = Field(8192, ge=1, description="longer outputs are clipped")
 
@@ -289,7 +306,18 @@ class LengthSpec(StrictModel):
     def _csv(self):
         if self.source == "csv" and not self.csv_path:
             raise ValueError("lengths.source 'csv' needs lengths.csv_path")
+        table = self.source in ("csv", "sharegpt")
+        for name, applies, given in (("draw", table, self.draw is not None),
+                                     ("range_ratio", self.source == "random", self.range_ratio != 0),
+                                     ("sharegpt_output_len", self.source == "sharegpt", self.sharegpt_output_len)):
+            if given and not applies:
+                raise ValueError(f"lengths.{name} does not apply to lengths.source {self.source!r}")
         return self
+
+    @property
+    def table_draw(self) -> str:
+        """How table rows are drawn: `draw`, or its default for the source."""
+        return self.draw or ("shuffle" if self.source == "sharegpt" else "iid")
 
 
 REPLAY_KINDS = ("trace", "replay_log")  # workloads that replay recorded arrivals

@@ -6,7 +6,8 @@
         trace_path: UserPath | None = None   # kept as written in the YAML; expanded where it is opened
 
 Paths are stored as written (so a run id does not depend on one machine's environment) and expanded with
-expand_path at the moment a file is opened.
+expand_path at the moment a file is opened. cache_root() is the lab's cache ($DSPARK_LAB_CACHE, default
+~/.cache/dspark-lab): embedded models, downloaded wheels, length tables (real/ writes, sim/ reads).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
+CACHE_ENV = "DSPARK_LAB_CACHE"
+
 UserPath = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1),
                      Field(description="a file path; ~ and $VARS expand when it is opened")]
 
@@ -23,3 +26,8 @@ UserPath = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)
 def expand_path(raw: str | os.PathLike) -> Path:
     """`raw` with ~ and $VARS (or ${VARS}) expanded; an unset variable stays as written."""
     return Path(os.path.expandvars(os.path.expanduser(os.fspath(raw))))
+
+
+def cache_root() -> Path:
+    """$DSPARK_LAB_CACHE, default ~/.cache/dspark-lab: embedded models, downloaded wheels, length tables."""
+    return expand_path(os.environ.get(CACHE_ENV) or "~/.cache/dspark-lab")

@@ -104,9 +104,10 @@ def git_state() -> dict:
     return {"git_sha": sha or "unknown", "git_dirty": None if status is None else bool(status)}
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of TRACKED_PACKAGES and of `extra` (those not installed are left out)."""
     versions = {}
-    for name in TRACKED_PACKAGES:
+    for name in TRACKED_PACKAGES + tuple(extra):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

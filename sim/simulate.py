@@ -25,7 +25,13 @@ from sim.kv_cache import GIB, activation_reserve_bytes, kv_groups
 from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
 from sim.trace_rows import resolve_method
-from sim.workload import LengthSampler, load_arrival_trace, load_length_table, open_loop_arrivals
+from sim.workload import (
+    LengthSampler,
+    length_table_file,
+    load_arrival_trace,
+    open_loop_arrivals,
+    read_lengths,
+)
 
 
 @dataclass
@@ -86,8 +92,12 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
             elif acc.calibration_path:
                 raise LabError(f"sim.acceptance.calibration_path: {cal} does not exist")
     wl = sim.workload
-    if wl.lengths.source == "csv" and not later(expand_path(wl.lengths.csv_path)):
-        inputs.length_table = load_length_table(wl.lengths.csv_path)
+    table_file, _ = length_table_file(wl.lengths)
+    if table_file is not None and not later(table_file):
+        inputs.length_table = read_lengths(wl.lengths)
+        if wl.lengths.source == "sharegpt":
+            inputs.notes.append(f"lengths: {len(inputs.length_table)} ShareGPT conversations of {table_file} "
+                                "pass vLLM bench's filter")
     if wl.kind == "trace" and not later(expand_path(wl.trace_path)):
         inputs.arrival_trace = load_arrival_trace(wl.trace_path)
     elif wl.kind == "replay_log":

@@ -1,28 +1,46 @@
 """Workloads: who asks for what, when. Poisson, bursty (gamma), closed-loop N users, or a replay (an arrival
 CSV trace, or a real engine's per-request log read by sim/serving_metrics.read_request_log).
 
-    lengths = LengthSampler.from_spec(spec.lengths, table)     # table = load_length_table(csv) or None
+    table = read_lengths(spec.lengths)                          # csv / sharegpt rows, or None
+    lengths = LengthSampler.from_spec(spec.lengths, table)
     times, prompts, outputs = open_loop_arrivals(spec, lengths, rng)
     CSV traces (Azure 2023 / Splitwise): columns arrived_at, num_prefill_tokens, num_decode_tokens.
 
-A request's output length comes from the workload (fixed, sampled CSV row, or the trace row); with
-`source: recorded` it is the recorded output length of the prompt the acceptance source replays (-1 here).
-Constructors do no I/O; load_length_table / load_arrival_trace are the only readers.
+A request's lengths come from the workload: fixed; `random`, vLLM bench's random dataset (each length
+uniform over [floor(x(1 - r)), ceil(x(1 + r))], vllm/benchmarks/datasets.py RandomDataset); rows of a
+lengths table (`csv`: yours; `sharegpt`: ShareGPT V3's first two turns in tokens, written by
+`python -m real.sharegpt_lengths`, kept by vLLM bench's ShareGPT filter, sharegpt_filter); or the trace row.
+Table rows are drawn independently (`draw: iid`) or, as vLLM's benchmark sends its seeded-shuffled
+conversations, as a seeded permutation taken in order (`draw: shuffle`). With `source: recorded` the output
+length is the recorded output length of the prompt the acceptance source replays (-1 here).
+Constructors do no I/O; read_lengths / load_length_table / load_arrival_trace are the only readers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lab.errors import LabError
-from lab.paths import expand_path
+from lab.paths import cache_root, expand_path
 
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
+# (prompt, output) column pairs a lengths table may have, looked for in this order: this lab's tables, a
+# per-request log (the shared format), the Azure / Vidur traces
+LENGTH_COLUMN_PAIRS = (("prompt_tokens", "output_tokens"), ("input_tokens", "output_tokens"),
+                       TRACE_COLUMNS[1:])
+# vLLM bench's ShareGPT filter (vllm/benchmarks/datasets.py is_valid_sequence with its defaults): a pair is
+# dropped when prompt or output has fewer than 4 tokens, the prompt more than 1024, or both more than 2048
+SHAREGPT_MIN_LEN = 4
+SHAREGPT_MAX_PROMPT = 1024
+SHAREGPT_MAX_TOTAL = 2048
+CSV_FIELD = "sim.workload.lengths.csv_path"
 
 
-def _read_csv(path: str, field: str, columns) -> pd.DataFrame:
+def _read_csv(path: str | Path, field: str, columns=()) -> pd.DataFrame:
     p = expand_path(path)
     if not p.is_file():
         raise LabError(f"{field}: {p} does not exist")
@@ -38,10 +56,22 @@ def _read_csv(path: str, field: str, columns) -> pd.DataFrame:
     return frame
 
 
-def load_length_table(path: str) -> np.ndarray:
-    """[n, 2] int array of (prompt tokens, output tokens) rows."""
-    f = _read_csv(path, "sim.workload.lengths.csv_path", TRACE_COLUMNS[1:])
-    return f[list(TRACE_COLUMNS[1:])].to_numpy(dtype=np.int64)
+def load_length_table(path: str | Path, field: str = CSV_FIELD) -> np.ndarray:
+    """[n, 2] int array of (prompt tokens, output tokens) rows, from the first pair of LENGTH_COLUMN_PAIRS the
+    CSV has; LabError on a missing file, no such pair, or a length that is not a whole number >= 0."""
+    frame = _read_csv(path, field)
+    pair = next((list(c) for c in LENGTH_COLUMN_PAIRS if set(c) <= set(frame.columns)), None)
+    if pair is None:
+        wanted = " or ".join(",".join(c) for c in LENGTH_COLUMN_PAIRS)
+        raise LabError(f"{field}: {expand_path(path)} lacks length columns {wanted} (has {list(frame.columns)})")
+    values = frame[pair].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(values).all(axis=1)
+    bad[~bad] = ((values[~bad] < 0) | (values[~bad] % 1 != 0)).any(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LabError(f"{field}: {expand_path(path)} line {i + 2}: {pair[0]} / {pair[1]} must be whole numbers "
+                       f">= 0, got {frame[pair].iloc[i].tolist()}")
+    return values.astype(np.int64)
 
 
 def load_arrival_trace(path: str) -> np.ndarray:
@@ -49,6 +79,58 @@ def load_arrival_trace(path: str) -> np.ndarray:
     f = _read_csv(path, "sim.workload.trace_path", TRACE_COLUMNS)
     arr = f[list(TRACE_COLUMNS)].to_numpy(dtype=np.float64)
     return arr[np.argsort(arr[:, 0], kind="stable")]
+
+
+def sharegpt_table_path(tokenizer: str) -> Path:
+    """Where `python -m real.sharegpt_lengths --tokenizer NAME` writes its table and the simulator looks."""
+    return cache_root() / "lengths" / f"sharegpt-{tokenizer}.csv"
+
+
+def sharegpt_filter(table: np.ndarray, output_len: int | None = None) -> np.ndarray:
+    """The rows vLLM bench sends from ShareGPT: [n, 2] (prompt, output) pairs kept by its filter; with
+    --sharegpt-output-len (`output_len`) every output is that long and its minimum is not checked."""
+    prompt = table[:, 0]
+    output = table[:, 1] if output_len is None else np.full(len(table), int(output_len), np.int64)
+    keep = (prompt >= SHAREGPT_MIN_LEN) & (prompt <= SHAREGPT_MAX_PROMPT) & (prompt + output <= SHAREGPT_MAX_TOTAL)
+    if output_len is None:
+        keep &= output >= SHAREGPT_MIN_LEN
+    return np.stack([prompt[keep], output[keep]], axis=1)
+
+
+def length_table_file(spec) -> tuple[Path | None, str]:
+    """(the lengths table a LengthSpec reads, the field to name in errors); (None, "") when it reads none."""
+    if spec.source == "csv" or spec.source == "sharegpt" and spec.csv_path:
+        return expand_path(spec.csv_path), CSV_FIELD
+    if spec.source == "sharegpt":
+        return sharegpt_table_path(spec.tokenizer), "sim.workload.lengths.tokenizer"
+    return None, ""
+
+
+def read_lengths(spec) -> np.ndarray | None:
+    """The rows a csv / sharegpt workload draws from (sharegpt: those vLLM's filter keeps); None otherwise."""
+    path, field = length_table_file(spec)
+    if path is None:
+        return None
+    if spec.source == "sharegpt" and not spec.csv_path and not path.is_file():
+        raise LabError(f"{field}: no ShareGPT length table for {spec.tokenizer!r} at {path}; build it with "
+                       f"`python -m real.sharegpt_lengths --tokenizer {spec.tokenizer}`")
+    table = load_length_table(path, field)
+    if spec.source == "sharegpt":
+        table = sharegpt_filter(table, spec.sharegpt_output_len)
+        if not len(table):
+            raise LabError(f"{field}: {path}: no row passes vLLM's ShareGPT filter (prompt and output >= "
+                           f"{SHAREGPT_MIN_LEN} tokens, prompt <= {SHAREGPT_MAX_PROMPT}, both <= {SHAREGPT_MAX_TOTAL})")
+    return table
+
+
+def random_dataset_bounds(length: int, ratio: float, minimum: int = 0) -> tuple[int, int]:
+    """vLLM bench's random dataset: the integer range [floor(x(1 - r)), ceil(x(1 + r))] a length is drawn
+    from (both ends at least `minimum`: 1 for outputs). The float products are vLLM's own, so x = 100, r = 0.1
+    gives [90, 111], as there. Earlier vLLM versions cut both ends with int() (the top one token lower where
+    x(1 + r) is not whole); with r = 0, the default, every version sends exactly x."""
+    low = math.floor(length * (1 - ratio))
+    high = math.ceil(length * (1 + ratio))
+    return max(low, minimum), max(high, minimum)
 
 
 @dataclass
@@ -59,17 +141,37 @@ class LengthSampler:
     table: np.ndarray | None
     max_prompt: int
     max_output: int
+    range_ratio: float = 0.0
+    draw: str = "iid"
+    # draw: shuffle -- the permutation (made from the run's generator at the first draw) and rows taken so far
+    _order: np.ndarray | None = field(default=None, repr=False)
+    _taken: int = 0
 
     @classmethod
     def from_spec(cls, spec, table: np.ndarray | None) -> LengthSampler:
         return cls(spec.source, spec.prompt_tokens, spec.output_tokens, table, spec.max_prompt_tokens,
-                   spec.max_output_tokens)
+                   spec.max_output_tokens, spec.range_ratio, spec.table_draw)
+
+    def _table_rows(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """[n, 2] rows: independent draws, or the next n of one seeded permutation (cycled when exhausted)."""
+        if self.draw == "iid":
+            return self.table[rng.integers(0, len(self.table), size=n)]
+        if self._order is None:
+            self._order = rng.permutation(len(self.table))
+        index = self._order[np.arange(self._taken, self._taken + n) % len(self._order)]
+        self._taken += n
+        return self.table[index]
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(prompt lengths, output lengths); output -1 means 'the replayed prompt's recorded length'."""
-        if self.source == "csv":
-            rows = self.table[rng.integers(0, len(self.table), size=n)]
+        if self.source in ("csv", "sharegpt"):
+            rows = self._table_rows(n, rng)
             p, o = rows[:, 0], rows[:, 1]
+        elif self.source == "random":
+            p_low, p_high = random_dataset_bounds(self.prompt_tokens, self.range_ratio)
+            o_low, o_high = random_dataset_bounds(self.output_tokens, self.range_ratio, minimum=1)
+            p = rng.integers(p_low, p_high + 1, size=n)
+            o = rng.integers(o_low, o_high + 1, size=n)
         elif self.source == "recorded":
             p, o = np.full(n, self.prompt_tokens), np.full(n, -1)
         else:

@@ -314,6 +314,11 @@ SIM_FILE_CASES = [
     ("lengths CSV without its columns",
      lambda w: {"workload": {"lengths": {"source": "csv", "csv_path": write(w, "l.csv", "x,y\n1,2\n")}}},
      "sim.workload.lengths.csv_path:"),
+    ("lengths CSV with a negative length", lambda w: {"workload": {"lengths": {
+        "source": "csv", "csv_path": write(w, "l.csv", "prompt_tokens,output_tokens\n12,3\n-1,2\n")}}},
+     "sim.workload.lengths.csv_path: l.csv line 3: prompt_tokens / output_tokens must be whole numbers"),
+    ("ShareGPT lengths never tabled", lambda w: {"workload": {"lengths": {"source": "sharegpt", "tokenizer": "nope"}}},
+     "sim.workload.lengths.tokenizer: no ShareGPT length table for 'nope'"),
     ("missing arrival trace", lambda w: {"workload": {"kind": "trace", "trace_path": "no/arrivals.csv"}},
      "sim.workload.trace_path:"),
     ("corrupt request log", lambda w: {"workload": {"kind": "replay_log", "log_path": "garbage.parquet"}},

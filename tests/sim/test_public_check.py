@@ -29,9 +29,13 @@ def test_data_file_parses_and_every_row_builds_a_sim_config():
     assert len(rows) >= 8 and len({r.gpu for r in rows}) >= 3
     for row in rows:
         assert row.source.startswith("https://")
-        sim = row_sim_config(row)
+        sim = row_sim_config(row, lengths_mode="mean")
         wl, b = sim.workload, row.bench
         assert (wl.lengths.prompt_tokens, wl.lengths.output_tokens) == (b.input_tokens, b.output_tokens)
+        # vLLM's random rule where the lengths were asked for, else the run's means (the ShareGPT fallback)
+        assert wl.lengths.source == ("random" if b.lengths == "fixed" else "fixed")
+        if b.dataset == "sharegpt":
+            assert row_sim_config(row, lengths_mode="table").workload.lengths.source == "sharegpt"
         assert wl.max_requests == b.num_prompts
         if math.isfinite(b.request_rate):
             assert wl.kind == "poisson" and wl.rate == b.request_rate
@@ -107,6 +111,9 @@ def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
     (lambda t: t.replace("gpu: h100", "gpu: h900", 1), "rows[0].gpu"),
     (lambda t: t.replace("num_prompts: 500", "num_prompts: -1", 1), "rows[0].bench.num_prompts"),
     (lambda t: t.replace("rows:", "rowz:", 1), "rows: a non-empty list"),
+    (lambda t: t.replace("dataset: sharegpt, tokenizer: qwen3,", "dataset: sharegpt,", 1), "rows[2].bench: "),
+    (lambda t: t.replace("bench: {input_tokens: 512", "bench: {tokenizer: qwen3, input_tokens: 512", 1),
+     "rows[0].bench: "),
 ])
 def test_bad_data_file_is_one_line_and_exit_2(tmp_path, capsys, edit, message):
     bad = tmp_path / "bad.yaml"
@@ -121,3 +128,46 @@ def test_bad_data_file_is_one_line_and_exit_2(tmp_path, capsys, edit, message):
 def test_unknown_row_id_is_an_error(tmp_path, capsys):
     assert main(["--rows", "nope", "--out", str(tmp_path / "o")]) == 2
     assert "--rows: unknown ids ['nope']" in capsys.readouterr().err
+
+
+SHAREGPT_ROW = "gpustack-h100-qwen3-8b-c1"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("DSPARK_LAB_CACHE", str(root))
+    return root
+
+
+def test_sharegpt_rows_draw_conversations_from_the_cached_table_else_their_means(cache, tmp_path, capsys):
+    row = next(r for r in load_rows(DEFAULT_FILE) if r.id == SHAREGPT_ROW)
+    assert row.bench.dataset == "sharegpt" and row.bench.tokenizer == "qwen3"
+    assert row_sim_config(row).workload.lengths.source == "fixed"  # no table yet: the run's means
+    out = tmp_path / "out"
+    assert main(["--rows", SHAREGPT_ROW, "--out", str(out), "--lengths", "table"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sim.workload.lengths.tokenizer: no ShareGPT length table") and "\n" not in err
+    assert not out.exists()
+    # five conversations vLLM would send (and one its filter drops): 100 prompts send each exactly 20 times
+    table = cache / "lengths" / "sharegpt-qwen3.csv"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame({"conversation": range(6), "prompt_tokens": [30, 120, 200, 410, 90, 2000],
+                  "output_tokens": [400, 15, 250, 80, 310, 5]}).to_csv(table, index=False)
+    assert row_sim_config(row).workload.lengths.source == "sharegpt"
+    assert row_sim_config(row, lengths_mode="mean").workload.lengths.source == "fixed"
+    assert main(["--rows", SHAREGPT_ROW, "--out", str(out)]) == 0
+    got = pd.read_csv(out / "public_check.csv").iloc[0]
+    assert got["sim_lengths"] == "sharegpt (qwen3)" and got["sim_requests"] == 100
+    assert got["sim_mean_input"] == pytest.approx(170.0) and got["sim_mean_output"] == pytest.approx(211.0)
+    assert "sharegpt (qwen3) (170 / 211)" in (out / "public_check.md").read_text()
+    assert main(["--rows", SHAREGPT_ROW, "--out", str(out), "--lengths", "mean"]) == 0
+    got = pd.read_csv(out / "public_check.csv").iloc[0]
+    assert got["sim_lengths"] == "mean" and got["sim_mean_input"] == pytest.approx(233.0)
+
+
+def test_without_a_table_sharegpt_rows_say_they_fall_back(cache, tmp_path, capsys):
+    assert main(["--rows", SHAREGPT_ROW, "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "note: no ShareGPT length table at" in err and "python -m real.sharegpt_lengths --tokenizer qwen3" in err
+    assert pd.read_csv(tmp_path / "o" / "public_check.csv")["sim_lengths"].tolist() == ["mean"]

@@ -1,0 +1,177 @@
+"""Request lengths as vLLM's benchmark sends them (sim/workload.py): rows of a lengths table (yours, or
+ShareGPT's in tokens, kept by vLLM bench's filter), seeded draws, vLLM's random-dataset rule, bad files."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab.config_sim import LengthSpec
+from lab.errors import LabError
+from sim.simulate import prepare_inputs, simulate
+from sim.workload import (
+    LengthSampler,
+    load_length_table,
+    random_dataset_bounds,
+    read_lengths,
+    sharegpt_filter,
+    sharegpt_table_path,
+)
+from tests.sim.conftest import make_sim
+
+
+def write_csv(path, **columns):
+    pd.DataFrame(columns).to_csv(path, index=False)
+    return str(path)
+
+
+def closed_loop(lengths: dict, users: int = 3, prompts: int = 12) -> dict:
+    return {"kind": "closed_loop", "concurrency": users, "max_requests": prompts, "duration_s": 1e6,
+            "warmup_s": 0, "lengths": lengths}
+
+
+def run_log(lengths: dict, seed: int = 0) -> pd.DataFrame:
+    sim = make_sim(workload=closed_loop(lengths))
+    return simulate(prepare_inputs(sim, seed=seed), "ar", seed=seed).requests
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty $DSPARK_LAB_CACHE: where the ShareGPT length tables live."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("DSPARK_LAB_CACHE", str(root))
+    return root
+
+
+@pytest.mark.parametrize("columns", [("prompt_tokens", "output_tokens"), ("input_tokens", "output_tokens"),
+                                     ("num_prefill_tokens", "num_decode_tokens")])
+def test_lengths_from_a_file_are_what_the_requests_get(tmp_path, columns):
+    table = {columns[0]: [37, 150, 61, 290], columns[1]: [5, 40, 9, 17]}
+    log = run_log({"source": "csv", "csv_path": write_csv(tmp_path / "l.csv", **table)})
+    assert len(log) == 12 and log["finish_s"].notna().all()
+    pairs = set(zip(log["input_tokens"], log["output_tokens"]))
+    assert pairs <= set(zip(*table.values())) and len(pairs) > 1
+
+
+@pytest.mark.parametrize("draw", ["iid", "shuffle"])
+def test_draws_are_seeded(draw):
+    table = np.stack([np.arange(10, 1010), np.arange(1000, 0, -1)], axis=1)
+    spec = LengthSpec(source="csv", csv_path="x.csv", draw=draw)
+
+    def draws(seed):
+        sampler = LengthSampler.from_spec(spec, table)
+        rng = np.random.default_rng(seed)
+        return np.concatenate([sampler.sample(4, rng)[0], sampler.sample(1, rng)[0], sampler.sample(3, rng)[0]])
+
+    assert (draws(1) == draws(1)).all() and not (draws(1) == draws(2)).all()
+
+
+def test_a_run_with_table_lengths_repeats_with_its_seed(tmp_path):
+    path = write_csv(tmp_path / "l.csv", prompt_tokens=np.arange(20, 420, 4), output_tokens=np.arange(3, 103))
+    lengths = {"source": "csv", "csv_path": path}
+    first, again, other = run_log(lengths, 0), run_log(lengths, 0), run_log(lengths, 1)
+    assert first["input_tokens"].tolist() == again["input_tokens"].tolist()
+    assert first["finish_s"].tolist() == again["finish_s"].tolist()
+    assert first["input_tokens"].tolist() != other["input_tokens"].tolist()
+
+
+def test_shuffle_sends_every_row_once_before_any_twice():
+    table = np.stack([np.arange(1, 51), np.arange(101, 151)], axis=1)
+    sampler = LengthSampler.from_spec(LengthSpec(source="csv", csv_path="x.csv", draw="shuffle"), table)
+    rng = np.random.default_rng(0)
+    first = np.concatenate([sampler.sample(n, rng)[0] for n in (7, 1, 30, 12)])
+    assert sorted(first.tolist()) == list(range(1, 51))  # a permutation of the table, pairs kept together
+    later, outs = sampler.sample(50, rng)
+    assert (outs - later == 100).all() and later.tolist() == first.tolist()  # then the same order again
+    iid = LengthSampler.from_spec(LengthSpec(source="csv", csv_path="x.csv"), table).sample(50, rng)[0]
+    assert len(set(iid.tolist())) < 50  # independent draws repeat rows (P(no repeat) ~ 1e-21)
+
+
+def test_vllm_sharegpt_filter_rules():
+    rows = np.array([[3, 100], [4, 100], [100, 3], [100, 4], [1024, 100], [1025, 100],
+                     [1000, 1048], [1000, 1049], [0, 0]])
+    kept = sharegpt_filter(rows)
+    assert kept.tolist() == [[4, 100], [100, 4], [1024, 100], [1000, 1048]]
+    # --sharegpt-output-len: every output that long, its minimum not checked, the total checked with it
+    fixed = sharegpt_filter(rows, output_len=2)
+    assert fixed.tolist() == [[4, 2], [100, 2], [100, 2], [1024, 2], [1000, 2], [1000, 2]]
+    assert sharegpt_filter(rows, output_len=1045).tolist() == [[4, 1045], [100, 1045], [100, 1045], [1000, 1045],
+                                                             [1000, 1045]]  # 1024 + 1045 > 2048
+
+
+def test_sharegpt_lengths_come_from_the_cached_table_after_the_filter(cache):
+    path = sharegpt_table_path("qwen3")
+    assert path == cache / "lengths" / "sharegpt-qwen3.csv"
+    path.parent.mkdir(parents=True)
+    write_csv(path, conversation=range(6), prompt_tokens=[2, 40, 90, 1500, 300, 12],
+              output_tokens=[50, 60, 1, 10, 700, 25])
+    table = read_lengths(LengthSpec(source="sharegpt"))
+    assert table.tolist() == [[40, 60], [300, 700], [12, 25]]
+    log = run_log({"source": "sharegpt"})
+    assert set(zip(log["input_tokens"], log["output_tokens"])) == {(40, 60), (300, 700), (12, 25)}
+    # distinct conversations first, as vLLM sends its shuffled list: 3 rows, so each one in every 3 requests
+    order = sorted(log.itertuples(), key=lambda r: r.arrival_s)
+    assert len({r.input_tokens for r in order[:3]}) == 3
+    fixed = read_lengths(LengthSpec(source="sharegpt", sharegpt_output_len=128))
+    assert fixed.tolist() == [[40, 128], [90, 128], [300, 128], [12, 128]]
+
+
+def test_missing_sharegpt_table_says_how_to_build_it(cache):
+    with pytest.raises(LabError) as err:
+        prepare_inputs(make_sim(workload=closed_loop({"source": "sharegpt", "tokenizer": "gemma3"})))
+    message = str(err.value)
+    assert message.startswith("sim.workload.lengths.tokenizer: no ShareGPT length table for 'gemma3'")
+    assert "python -m real.sharegpt_lengths --tokenizer gemma3" in message and "\n" not in message
+
+
+def test_vllm_random_dataset_rule():
+    assert random_dataset_bounds(100, 0.0) == (100, 100)
+    assert random_dataset_bounds(100, 0.1) == (90, 111)  # ceil(100 * 1.1) = 111 in float, as in vLLM
+    assert random_dataset_bounds(2000, 0.5) == (1000, 3000)
+    assert random_dataset_bounds(1, 0.9, minimum=1) == (1, 2)  # outputs never below 1
+    spec = LengthSpec(source="random", prompt_tokens=2000, output_tokens=100, range_ratio=0.5)
+    p, o = LengthSampler.from_spec(spec, None).sample(5000, np.random.default_rng(0))
+    assert p.min() == 1000 and p.max() == 3000 and o.min() == 50 and o.max() == 150
+    assert abs(p.mean() - 2000) < 20 and len(np.unique(o)) == 101  # uniform over the integer range
+    exact = LengthSampler.from_spec(LengthSpec(source="random", prompt_tokens=512, output_tokens=128), None)
+    p, o = exact.sample(50, np.random.default_rng(0))
+    assert (p == 512).all() and (o == 128).all()  # range ratio 0, vLLM's default: exactly as asked
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "does not exist"),
+    ("a,b\n1,2\n", "lacks length columns prompt_tokens,output_tokens or input_tokens,output_tokens"),
+    ("prompt_tokens,output_tokens\n", "has no rows"),
+    ("prompt_tokens,output_tokens\n10,5\n12,many\n", "line 3: prompt_tokens / output_tokens must be whole"),
+    ("prompt_tokens,output_tokens\n-4,5\n", "line 2:"),
+    ("prompt_tokens,output_tokens\n4.5,5\n", "line 2:"),
+    ("prompt_tokens,output_tokens\n4,\n", "line 2:"),
+    ("\x00\x01\x02garbage", "lengths.csv_path:"),
+])
+def test_bad_lengths_file_is_one_line_naming_the_field(tmp_path, content, fragment):
+    path = tmp_path / "l.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(LabError) as err:
+        prepare_inputs(make_sim(workload=closed_loop({"source": "csv", "csv_path": str(path)})))
+    message = str(err.value)
+    assert message.startswith("sim.workload.lengths.csv_path: ") and fragment in message and "\n" not in message
+
+
+def test_a_sharegpt_table_that_the_filter_empties_is_an_error(tmp_path):
+    path = write_csv(tmp_path / "t.csv", prompt_tokens=[2, 3000], output_tokens=[10, 10])
+    with pytest.raises(LabError, match="no row passes vLLM's ShareGPT filter"):
+        read_lengths(LengthSpec(source="sharegpt", csv_path=path))
+    assert load_length_table(path).tolist() == [[2, 10], [3000, 10]]
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"source": "fixed", "draw": "shuffle"}, "lengths.draw"),
+    ({"source": "csv", "csv_path": "l.csv", "range_ratio": 0.2}, "lengths.range_ratio"),
+    ({"source": "random", "sharegpt_output_len": 64}, "lengths.sharegpt_output_len"),
+])
+def test_a_lengths_key_of_another_source_is_an_error(spec, field):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=f"{field} does not apply"):
+        LengthSpec.model_validate(spec)
