@@ -152,8 +152,9 @@ if engine.is_dir():
             replayed = ui.attempt(data.replay_counters, str(shard), mtime)
             if replayed is not None:
                 sources.append((f"{v} · {ld} · simulator replay", replayed))
-        for source, counted in sources:
-            row, positions = ui.attempt(data.counter_row, source, counted, data.decode_tokens(per)) or (None, None)
+        for source, counted in sources:  # the drafted-steps share is solved against vLLM's load only
+            tokens = data.decode_tokens(per) if source.endswith("vLLM") else None
+            row, positions = ui.attempt(data.counter_row, source, counted, tokens) or (None, None)
             if row is not None:
                 rows.append({"variant": v, "load": ld, **row})
                 if len(positions) and source.endswith("vLLM"):
