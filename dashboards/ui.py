@@ -74,12 +74,16 @@ def guard():
         st.stop()
 
 
-def attempt(fn, *args, **kwargs):
-    """fn(*args) or, when it raises LabError (a file that cannot be read), one red line and None."""
+def attempt(fn, *args, seen: set[str] | None = None, **kwargs):
+    """fn(*args) or, when it raises LabError (a file that cannot be read), one red line and None. With
+    `seen` (the messages this page run has shown so far) a file read twice is still one red line."""
     try:
         return fn(*args, **kwargs)
     except LabError as exc:
-        st.error(str(exc))
+        if seen is None or str(exc) not in seen:
+            st.error(str(exc))
+        if seen is not None:
+            seen.add(str(exc))
         return None
 
 

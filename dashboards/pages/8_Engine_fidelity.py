@@ -36,13 +36,14 @@ if not engine.is_dir() and not profiles:
             + (f"; runs under this root that have them: {', '.join(others)} (pick one in the sidebar)." if others
                else "."))
     st.stop()
+errors_seen: set[str] = set()  # a file read by two sections (a load's vLLM log) is still one red line
 
 
 def load_section(variant: str, load: str, profile: str) -> None:
     """vLLM vs the simulator on one load: TTFT / TPOT distributions, request timelines, drift control."""
     logs = {}
     for side, path in data.request_logs(run, variant, load, profile).items():
-        per = ui.attempt(data.request_log, str(path), mtime)
+        per = ui.attempt(data.request_log, str(path), mtime, seen=errors_seen)
         if per is not None:
             logs[side] = per
         elif not path.exists():
@@ -146,7 +147,8 @@ if engine.is_dir():
         counters = ui.attempt(data.spec_counters, str(run), mtime, v, ld)
         if not counters or not counters["delta"]["num_drafts"]:
             continue
-        per = ui.attempt(data.request_log, str(data.request_logs(run, v, ld, "raw")["vLLM"]), mtime)
+        per = ui.attempt(data.request_log, str(data.request_logs(run, v, ld, "raw")["vLLM"]), mtime,
+                         seen=errors_seen)
         sources = [(f"{v} · {ld} · vLLM", counters["delta"])]
         for shard in data.replay_traces(run, v, ld):
             replayed = ui.attempt(data.replay_counters, str(shard), mtime)
