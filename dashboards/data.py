@@ -4,6 +4,7 @@
     runs = data.run_dirs("runs")                        # newest first (manifest opened_at, else mtime)
     frame = data.traces(run_dir, data.stamp(run_dir))   # every readable trace shard; bad shards skipped
     tau = data.tau_csv(run_dir, data.stamp(run_dir))    # None if absent; LabError naming the file if bad
+    table = data.fidelity(run_dir, data.stamp(run_dir)) # engine/fidelity.csv: the simulator against vLLM
 
 Every file a page reads goes through `guarded_read`: a missing file is None, a file that exists but cannot
 be read (empty, truncated, malformed, wrong columns) is one LabError "<path>: <what is wrong>", which the
@@ -11,9 +12,10 @@ page shows as one red line (ui.attempt / ui.guard). Trace shards are read one by
 is reported and skipped instead of hiding every other method.
 
 Every number shown by a page comes from lab.metrics, lab.report or sim (tau, survival, conditional rates,
-vLLM counters, ECE, STS prefix probabilities, frontier, SLA table); this module only reads, groups and
-caches. Caches are keyed by path plus `mtime` (data.stamp(run): the newest mtime under the run), so a
-rerun stage shows up on reload. Nothing here imports torch.
+vLLM counters, ECE, STS prefix probabilities, frontier, SLA table, per-request serving metrics, counter
+acceptance, step profiles); this module only reads, groups and caches. Caches are keyed by path plus
+`mtime` (data.stamp(run): the newest mtime under the run), so a rerun stage shows up on reload.
+Nothing here imports torch.
 """
 
 from __future__ import annotations

@@ -47,8 +47,13 @@ def load_section(variant: str, load: str, profile: str) -> None:
         if per is not None:
             logs[side] = per
         elif not path.exists():
-            st.info(f"No {path.relative_to(run)}: " + ("run the engine stage." if side == "vLLM" else
-                    "run the fidelity stage (or `python -m real.engine.fidelity RUN`)."))
+            if side == "vLLM":
+                why = "run the engine stage."
+            elif profile != "raw" and not (engine / variant / load / "reference.json").exists():
+                why = "this load has no drift-corrected replay (the engine stage measured no reference.json for it)."
+            else:
+                why = "run the fidelity stage (or `python -m real.engine.fidelity RUN`)."
+            st.info(f"No {path.relative_to(run)}: {why}")
     if not logs:
         return
     left, right = st.columns(2)
@@ -66,8 +71,8 @@ def load_section(variant: str, load: str, profile: str) -> None:
         if chunks is not None:
             order = logs["vLLM"].set_index("request_id")["request"]
             chunk_ticks = chunks.assign(request=chunks["request_id"].map(order)).dropna(subset=["request"])
-    end_s = max(float(per["finish_s"].max()) for per in logs.values() if per["finished"].any()) \
-        if any(per["finished"].any() for per in logs.values()) else 1.0
+    end_s = max((float(per.loc[per["finished"], "finish_s"].max()) for per in logs.values() if per["finished"].any()),
+                default=1.0)  # one time axis for both timelines
     columns = st.columns(len(logs))
     for where, (side, per) in zip(columns, logs.items()):
         where.markdown(f"**{side}** timeline")

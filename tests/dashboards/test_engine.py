@@ -119,7 +119,8 @@ def test_page_shows_the_engine_run(engine_root):
     assert find(at, "goals met")["profile x"].tolist() == [1.2]
     at.selectbox(key="engine_variant").set_value("ngram").run()
     assert at.selectbox(key="engine_load").options == ["low", "high"]
-    assert any("No engine/fidelity/ngram/low/sim_requests_drift_corrected.parquet" in i.value for i in at.info)
+    assert any("No engine/fidelity/ngram/low/sim_requests_drift_corrected.parquet: this load has no drift-corrected"
+               in i.value for i in at.info)
     assert len(at.get("vega_lite_chart")) == 6 and not at.error  # vLLM's side alone: one timeline
 
 
