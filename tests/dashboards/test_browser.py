@@ -210,3 +210,32 @@ def test_live_ablation_draws_after_a_run(browser, app_url):
     # the rerun removes the parametric controls (stale elements fade first, then go)
     page.get_by_text("Parametric alpha (per-position rate)").wait_for(state="detached", timeout=PAGE_TIMEOUT_MS)
     page.close()
+
+
+# Each request's rules (arrival -> first token, first token -> finish) on a row of its own: distinct heights
+RULE_ROWS = """
+() => Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"] svg.marks')).map(svg =>
+  new Set(Array.from(svg.querySelectorAll('g.mark-rule.role-mark line')).map(l => {
+    const b = l.getBoundingClientRect(); return Math.round(b.top + b.height / 2); })).size)
+"""
+
+
+def test_engine_fidelity_draws_its_charts(browser, app_url, engine_root):
+    """The engine runs root typed into the sidebar (one server for both roots): ECDFs, a row per request in
+    both timelines, the acceptance curves, one step-profile panel per batch size."""
+    page = _open(browser, app_url, "Engine_fidelity")
+    box = page.get_by_label("Runs root", exact=True)
+    box.fill(str(engine_root["root"]))
+    box.press("Enter")
+    _settle(page, charts=7)
+    _check(page, "Engine_fidelity")
+    ttft, tpot, vllm, sim, survival, conditional, profile = page.evaluate(COUNT_MARKS)
+    for ecdf in (ttft, tpot):
+        assert ecdf["lines"] >= 2 and ecdf["points"] >= 8, ecdf  # vLLM and the simulator, 4 requests each
+    for timeline in (vllm, sim):
+        assert timeline["rules"] == 8, timeline  # 4 requests x (to first token, decoding)
+    assert page.evaluate(RULE_ROWS)[2:4] == [4, 4]
+    for curve in (survival, conditional):
+        assert curve["lines"] >= 1 and curve["points"] >= 4, curve  # ngram low and high (identical counters)
+    assert profile["lines"] >= 4 and profile["points"] >= 8, profile  # 2 batch panels x 2 context lengths
+    page.close()

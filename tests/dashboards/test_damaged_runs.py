@@ -104,7 +104,7 @@ def test_truncated_trace_shard_is_skipped_with_a_warning(copy_run, runs_root, pa
 
 
 @pytest.mark.parametrize("page", ["app", "Runs", "Acceptance", "Calibration", "Throughput_vs_SLA",
-                                  "Live_ablation", "Compare_runs", "Prompt_viewer"])
+                                  "Live_ablation", "Compare_runs", "Prompt_viewer", "Engine_fidelity"])
 def test_empty_runs_root_is_one_red_line(tmp_path, page):
     at = _open(page, tmp_path)
     _one_error(at, str(tmp_path), "no run directories")
@@ -213,3 +213,41 @@ def test_prompt_viewer_marks_accepted_spans_and_tau_per_prompt(runs_root):
     per_prompt = find(at, "prompt_id").set_index("prompt_id")
     assert per_prompt.loc["p0", "dspark"] == pytest.approx(4.0) and per_prompt.loc["p1", "mtp"] == pytest.approx(2.0)
     assert any(t.value == "Write a function <f>." for t in at.text)
+
+
+# ---- Engine fidelity: each damaged file of an engine run is one red line naming it; the rest is drawn --------
+ENGINE_DAMAGE = {
+    # several independent files at once: one line each; the profile chart and the fidelity table go
+    "tables": ([("engine/fidelity.csv", "variant,load\nnospec,low\n", "fidelity.csv: missing columns"),
+                ("engine/ngram/low/spec_counters.json", '{"delta": {"num_drafts": -1}}',
+                 "delta.num_drafts is not a non-negative integer"),
+                ("engine/nospec/low/reference.json", "{", "reference.json: not valid JSON"),
+                ("engine/step_profile.json", '{"source": "vllm"}', "step profile meta needs 'model'")],
+               6),  # 2 ECDFs, 2 timelines, survival + conditional of ngram/high; no profile chart
+    # engine.json unreadable: loads by name, so ngram/high is the default load, and its vLLM log is damaged:
+    # one line although the page reads it twice (its load section and the counters' drafted-steps share)
+    "vllm_log": ([("engine/engine.json", "[1, 2]", "engine.json: expected a JSON object, found list"),
+                  ("engine/ngram/high/requests.parquet", b"PAR1 truncated", "is not a readable Parquet file")],
+                 6),  # the simulator's ECDFs and timeline, the two curves, the profile
+    "simulator_log": ([("engine/fidelity/nospec/low/sim_requests.parquet", b"PAR1 truncated",
+                        "is not a readable Parquet file"),
+                       ("engine/nospec/low/chunks.parquet", b"PAR1 truncated", "not a readable Parquet table")],
+                      6),  # vLLM's ECDFs and timeline (without chunk ticks), the two curves, the profile
+}
+
+
+@pytest.mark.parametrize("case", list(ENGINE_DAMAGE))
+def test_damaged_engine_files_are_one_line_each(engine_root, tmp_path, case):
+    damage, charts = ENGINE_DAMAGE[case]
+    run = tmp_path / "root" / "fid" / "fid-0001"
+    shutil.copytree(engine_root["run"], run)
+    for name, content, _ in damage:
+        (run / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    at = _open("Engine_fidelity", tmp_path / "root")
+    errors = [e.value for e in at.error]
+    assert len(errors) == len(damage), errors
+    for name, _, message in damage:
+        assert len([e for e in errors if str(run / name) in e and message in e]) == 1, (name, errors)
+    assert len(at.get("vega_lite_chart")) == charts
+    counters = find(at, "num_accepted_tokens_per_pos")
+    assert "ngram · high · vLLM" in set(counters["source"])

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lab.errors import LabError
-from lab.metrics import conditional_rates, survival, tau, vllm_counters
+from lab.metrics import conditional_rates, counter_acceptance, survival, tau, vllm_counters
 from lab.trace import ARROW_SCHEMA, StepRecord, read_traces, write_shard
 
 
@@ -26,6 +26,13 @@ def test_round_trip_and_metrics(tmp_path):
     assert survival(frame).tolist() == pytest.approx([3 / 4, 2 / 4, 1 / 4])  # over all 4 rounds
     assert conditional_rates(frame).tolist() == pytest.approx([3 / 4, 2 / 3, 1.0])
     assert vllm_counters(frame)["num_accepted_tokens_per_pos"] == [3, 2, 1]
+
+    # the same numbers from the counters alone, as an engine exports them: tau over the rounds that drafted
+    derived = counter_acceptance(vllm_counters(frame))
+    assert derived["tau"] == pytest.approx(tau(frame)) and derived["survival"] == pytest.approx([3 / 4, 2 / 4, 1 / 4])
+    assert derived["draft_acceptance_rate"] == pytest.approx(6 / 11)
+    assert counter_acceptance(vllm_counters(frame.iloc[:0])) == {"draft_acceptance_rate": None, "tau": None,
+                                                                 "survival": []}
 
 
 def test_survival_is_unconditional_and_never_rises():
