@@ -238,10 +238,20 @@ def _profile_meta(section, model_dir: Path, venv: Path) -> dict:
     marker = read_marker(venv) or {}
     threads = section.threads_bind
     return {"source": "vllm", "model": str(model_dir), "dtype": section.dtype, "device": marker.get("device", "cpu"),
-            "hardware": f"{platform.processor() or platform.machine()} {threads or 'default'} threads (vLLM)",
-            "cpu_capability": None, "threads": _thread_count(threads),
+            "hardware": (f"{platform.processor() or platform.machine()}, vLLM worker on "
+                         f"{'cores ' + threads if threads else 'its default cores'}"),
+            "cpu_capability": _cpu_capability(marker.get("device", "cpu")), "threads": _thread_count(threads),
             "versions": {k: marker[k] for k in ("version", "torch", "transformers") if k in marker},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _cpu_capability(device: str) -> str | None:
+    """This CPU's SIMD level as torch reports it (AVX2, AVX512, ...), recorded with every CPU number; None on GPU."""
+    if device != "cpu":
+        return None
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def _thread_count(bind: str | None) -> int | None:

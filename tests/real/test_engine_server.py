@@ -463,3 +463,15 @@ def test_drift_corrected_table_scales_the_profile_by_each_loads_reference_ratio(
     assert table.loc[("raw", "tpot_mean_ms"), "sim"] * scale == pytest.approx(
         table.loc[("drift_corrected", "tpot_mean_ms"), "sim"], rel=0.05)
     assert (tmp_path / "out" / "fidelity" / "nospec" / "users" / "profile_drift_corrected" / "step_profile.csv").exists()
+
+
+def test_engine_profile_meta_names_the_bound_cores_and_the_cpu_capability(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from real.engine.stage import _profile_meta
+
+    meta = _profile_meta(SimpleNamespace(threads_bind="0-1", dtype="float32"), tmp_path / "m", tmp_path / "venv")
+    assert meta["threads"] == 2 and "cores 0-1" in meta["hardware"] and "0-1 threads" not in meta["hardware"]
+    assert meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
