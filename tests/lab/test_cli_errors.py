@@ -1,9 +1,13 @@
 """Bad inputs: one clear error line naming the field or file, exit code 2, existing results untouched."""
+import contextlib
 import hashlib
+import importlib
+import io
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +25,48 @@ GOOD = {"name": "cli", "output_dir": "runs", "stages": ["evaluate"],
         "drafters": [{"name": "ngram", "method": "ngram"}]}
 
 
-def lab(args, cwd):
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(main, args, cwd) -> Finished:
+    """main(args) in this process as `python -m` runs it: its exit status (a SystemExit's too), stdout and
+    stderr; the working directory, the environment and torch's thread count are restored after. (As one
+    subprocess each, the table's cases spent most of their time importing pandas, pydantic and torch again.)
+    An exception that escapes main fails the test as a traceback would; test_entry_points_print_the_same_line
+    runs some rows through the real `python -m` entry points."""
+    out, err = io.StringIO(), io.StringIO()
+    env, here = dict(os.environ), os.getcwd()
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else os.cpu_count() or 1
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's errors, and `sys.exit(main())` of the tools
+                code = exc.code
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(env)
+        if "torch" in sys.modules:  # `lab run` sets the thread count (lab/threads.py)
+            sys.modules["torch"].set_num_threads(threads)
+    return Finished(code, out.getvalue(), err.getvalue())
+
+
+def lab(args, cwd) -> Finished:
+    """`lab ARGS` in `cwd` (in this process, see in_process)."""
+    from lab.cli import main
+
+    return in_process(main, args, cwd)
+
+
+def lab_process(args, cwd):
+    """`python -m lab.cli ARGS` as a subprocess: the real entry point."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "lab.cli", *args], cwd=cwd, capture_output=True, text=True, check=False,
                           env=env, timeout=300)
@@ -438,7 +483,7 @@ def test_second_lab_run_of_a_run_id_stops_at_once(workdir):
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
-        result = lab(["run", "good.yaml", "--set", "run_id=busy"], workdir)
+        result = lab_process(["run", "good.yaml", "--set", "run_id=busy"], workdir)
     finally:
         holder.kill()
         holder.wait()
@@ -458,7 +503,12 @@ def test_traces_into_a_closed_pipe_is_one_line(workdir):
     assert stderr.strip() == "error: <stdout>: closed by the reader before the output was written (broken pipe)"
 
 
-def tool(workdir, module: str, *args: str):
+def tool(workdir, module: str, *args: str) -> Finished:
+    """`python -m MODULE ARGS` in `workdir` (in this process, see in_process)."""
+    return in_process(importlib.import_module(module).main, args, workdir)
+
+
+def tool_process(workdir, module: str, *args: str):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=workdir, capture_output=True, text=True,
                           check=False, env=env, timeout=300)
@@ -466,8 +516,8 @@ def tool(workdir, module: str, *args: str):
 
 # the `python -m ...` tools a user runs beside `lab`: the same rule (one line, exit 2, nothing damaged)
 TOOL_CASES = [
-    ("public_check: unknown option", lambda w: ["sim.public_check", "--row", "x"],
-     "error: python -m sim.public_check: unrecognized arguments: --row x"),
+    ("public_check: unknown option", lambda w: ["sim.public_check", "--bogus", "x"],
+     "error: python -m sim.public_check: unrecognized arguments: --bogus x"),
     ("public_check: --out is a file", lambda w: ["sim.public_check", "--out", "good.yaml"],
      "good.yaml: is a file, a directory is needed here"),
     ("bench_profile: NaN peaks", lambda w: ["sim.bench_profile", step_profile(w, "p"), "--model", "qwen3-8b",
@@ -508,3 +558,24 @@ def test_bad_tool_input_gives_one_line_and_exit_2(workdir, label, make_args, fra
     assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(workdir) == before  # nothing written, nothing changed
+
+
+END_TO_END = {"unknown command": "lab", "binary YAML": "lab", "missing step profile": "lab",
+              "cpu_linear: zero rows": "real.cpu_linear", "bench_profile: NaN peaks": "sim.bench_profile"}
+
+
+@pytest.mark.parametrize("label", list(END_TO_END))
+def test_entry_points_print_the_same_line(workdir, label):
+    """Some rows through the real `python -m` entry points (the tables above call main in-process): the same
+    one line on stderr and exit status 2 from a fresh interpreter, and nothing else on stderr that says error."""
+    cases = {c[0]: c for c in CASES + TOOL_CASES}
+    _, make_args, fragment = cases[label]
+    args = make_args(workdir)
+    if END_TO_END[label] == "lab":
+        result = lab_process(args, workdir)
+    else:
+        result = tool_process(workdir, *args)
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
+    assert "Traceback" not in result.stderr
