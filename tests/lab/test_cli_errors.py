@@ -72,6 +72,15 @@ def lab_process(args, cwd):
                           env=env, timeout=300)
 
 
+def assert_one_error_line(result, fragment: str) -> str:
+    """Exit status 2, exactly one `error:` line on stderr and it holds `fragment`, no traceback; the line."""
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    return error_lines[0]
+
+
 def snapshot(root: Path) -> dict:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -306,10 +315,7 @@ def test_bad_input_gives_one_line_and_exit_2(workdir, label, make_args, fragment
     existing = workdir / "runs" / "cli" / "existing"
     before = snapshot(existing)
     result = lab(make_args(workdir), workdir)
-    assert result.returncode == 2, result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_error_line(result, fragment)
     assert snapshot(existing) == before
 
 
@@ -553,10 +559,7 @@ def test_bad_tool_input_gives_one_line_and_exit_2(workdir, label, make_args, fra
     args = make_args(workdir)
     before = snapshot(workdir)  # the run directory and the case's own input files
     result = tool(workdir, *args)
-    assert result.returncode == 2, result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_error_line(result, fragment)
     assert snapshot(workdir) == before  # nothing written, nothing changed
 
 
@@ -575,7 +578,4 @@ def test_entry_points_print_the_same_line(workdir, label):
         result = lab_process(args, workdir)
     else:
         result = tool_process(workdir, *args)
-    assert result.returncode == 2, result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_error_line(result, fragment)
