@@ -14,6 +14,7 @@ from sim.sweep import sweep_points
 sim = make_sim(workload={"duration_s": 3000, "concurrency": 4},
                sweep={"axis": "concurrency", "values": [8, 16, 32, 64], "workers": 2})
 inputs = prepare_inputs(sim, None, 0)
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell starts us with SIGINT ignored
 threading.Timer(3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()  # what a terminal's Ctrl-C sends
 start = time.time()
 try:
