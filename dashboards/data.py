@@ -46,6 +46,7 @@ from lab.metrics import (
 )
 from lab.report import table1_layout
 from lab.trace import read_traces, trace_files
+from lab.yaml_load import load_yaml_bytes
 
 RUNS_ENV = "DSPARK_LAB_RUNS"
 GROUP = ["method", "dataset", "temperature", "table"]
@@ -103,19 +104,17 @@ def _json_object(path: Path) -> dict:
 
 
 def _calibration_payload(path: Path) -> dict:
-    payload = _json_object(path)
-    methods = payload.get("methods")
-    if not isinstance(methods, dict):
-        raise LabError(f"{path}: no \"methods\" object")
-    for name, entry in methods.items():
-        temps = entry.get("temperatures") if isinstance(entry, dict) else None
-        if not (isinstance(temps, list) and temps and all(isinstance(t, (int, float)) and t > 0 for t in temps)):
-            raise LabError(f"{path}: methods.{name}.temperatures is not a non-empty list of positive numbers")
-    return payload
+    from sim.calibrate import check_calibration  # the simulator's own check of what it reads
+
+    return check_calibration(_json_object(path), str(path))
 
 
 def _yaml_mapping(path: Path) -> dict:
-    return _mapping(path, yaml.safe_load, "YAML mapping")
+    # the lab's own loader: a repeated key or an alias bomb in a copied run's config.yaml is one line too
+    value = load_yaml_bytes(path.read_bytes(), str(path))
+    if not isinstance(value, dict):
+        raise LabError(f"{path}: expected a YAML mapping, found {type(value).__name__}")
+    return value
 
 
 # ---- runs ------------------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ the OpenMP wait policy are chosen before torch is imported (lab/threads.py).
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 import time
 
+from lab.arguments import ArgumentParser
 from lab.config import STAGES, load_config
 from lab.errors import LabError
 from lab.threads import WAIT_POLICY_ENV
@@ -131,8 +131,8 @@ def cmd_engine_setup(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lab", description="DSpark Lab: speculative decoding experiments")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="lab", description="DSpark Lab: speculative decoding experiments")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment's stages")
     run.add_argument("config")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from lab.config_base import DatasetSpec, StrictModel
+from lab.config_base import DatasetSpec, Seed, StrictModel
 from lab.config_engine import EngineSection
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
@@ -43,7 +43,8 @@ class TargetSection(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 where the device runs it natively (CUDA; CPUs with AVX512-BF16 "
         "or AMX), float32 elsewhere; the resolved dtype is recorded in the run's target.json and REPORT.md")
-    tap_layers: list[int] | None = Field(None, description="target layers fed to drafters; default: spec rule")
+    tap_layers: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="target layers fed to drafters (each below the last); default: spec rule")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     init: Literal["pretrained", "random"] = Field(
         "pretrained", description="random: a weights-free sizing target built from a shipped config "
@@ -73,7 +74,7 @@ class TargetSection(StrictModel):
 
 class PromptsSection(StrictModel):
     datasets: list[DatasetSpec] = Field(min_length=1)
-    shuffle_seed: int = 980406
+    shuffle_seed: Seed = 980406
     chat_template: bool = True
     max_prompt_tokens: int = Field(512, ge=8, description="longer prompts are left-truncated")
 
@@ -107,7 +108,7 @@ class ProfileSection(StrictModel):
     context_len: list[int] = Field(default_factory=lambda: [128, 512], description="cached tokens per request")
     repeats: int = Field(5, ge=1, le=1000, description="timed steps per point (median and p90 reported)")
     warmup: int = Field(2, ge=0, le=100, description="untimed steps before each point's timed ones")
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _grid(self):
@@ -120,7 +121,7 @@ class ProfileSection(StrictModel):
 
 class ExperimentConfig(StrictModel):
     name: Slug
-    seed: int = 0
+    seed: Seed = 0
     output_dir: str = "runs"
     run_id: Slug | None = Field(None, description="default: name + hash of the config, so reruns resume")
     stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
@@ -258,6 +259,8 @@ def _step_into(node: Any, part: str, dotted: str) -> Any:
 
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise LabError(f"{path}: is a directory, not an experiment file (e.g. {path}/x.yaml)")
     if not path.is_file():
         raise LabError(f"{path}: experiment file not found")
     try:
@@ -265,6 +268,8 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise LabError(f"{path}: cannot read ({exc.strerror})") from None
     data = load_yaml_bytes(raw, str(path))
+    if data is None:
+        raise LabError(f"{path}: empty; an experiment needs at least `name:` (see experiments/smoke.yaml)")
     if not isinstance(data, dict):
         raise LabError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     return data

@@ -1,6 +1,10 @@
-"""The strict base model every experiment-schema section derives from (unknown keys are errors), and the
-dataset entry shared by the evaluation prompts and the training data."""
+"""The strict base model every experiment-schema section derives from (unknown keys are errors; NaN and
+infinities are refused in every number: `.nan` as a rate or a time would otherwise pass `gt=0` checks only
+to surface as a traceback, or silently, deep in a stage), and the dataset entry shared by the evaluation
+prompts and the training data."""
 from __future__ import annotations
+
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -9,10 +13,16 @@ from lab.slug import Slug
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DatasetSpec(StrictModel):
     name: Slug = Field(description="dataset label; also the PyPI set name when `path` is unset")
     path: UserPath | None = Field(None, description="DeepSpec JSONL file {'turns': [...]} ; unset: PyPI-shipped set")
     cap: int | None = Field(None, ge=1, description="prompts kept after the seeded shuffle")
+
+
+# A seed every RNG of the lab takes: numpy's SeedSequence refuses negative numbers, torch's generators numbers
+# of 64 bits and more, and training derives seeds as (seed x 1,000,003 + crc32(name)) x 7919 + epoch (each a
+# traceback mid-stage otherwise); 31 bits keep all of them in range.
+Seed = Annotated[int, Field(ge=0, lt=2**31, description="a whole number in 0 .. 2**31 - 1")]

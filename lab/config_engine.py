@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lab.config_base import StrictModel
+from lab.config_base import Seed, StrictModel
 
 SPEC_METHODS = ("none", "ngram", "draft_model", "eagle3", "dflash", "suffix")
 
@@ -92,7 +92,7 @@ class LoadSpec(StrictModel):
     max_requests: int = Field(32, ge=1, le=100000, description="hard bound on requests sent")
     duration_s: float = Field(300.0, gt=0, description="no request is sent after this many seconds")
     timeout_s: float = Field(900.0, gt=0, description="the load is cut (open requests cancelled) after this")
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _trace(self):

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, model_validator
 
-from lab.config_base import StrictModel
+from lab.config_base import Seed, StrictModel
 from lab.errors import LabError
 from lab.paths import UserPath, expand_path
 from lab.slug import Slug
@@ -470,7 +470,8 @@ class PolicySpec(StrictModel):
 class SweepSpec(StrictModel):
     axis: Literal["concurrency", "rate", "none"] = Field("concurrency", description="what the sweep varies")
     values: list[float] = Field(default_factory=lambda: [1, 4, 16, 64], description="points on the axis")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="repeats per point (seed offsets)")
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
+                              description="repeats per point (seed offsets)")
     workers: int = Field(0, ge=0, description="worker processes; 0 = all local cores, 1 = in process")
     backend: Literal["process", "ray"] = Field("process", description="ray needs the optional `ray` extra")
 
@@ -482,8 +483,8 @@ class SweepSpec(StrictModel):
 
 
 class SlaSpec(StrictModel):
-    tok_s_per_user: list[float] = Field(default_factory=lambda: [20.0, 40.0, 80.0],
-                                        description="SLA points: per-user tok/s = 1000 / TPOT_ms")
+    tok_s_per_user: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [20.0, 40.0, 80.0], description="SLA points: per-user tok/s = 1000 / TPOT_ms")
     percentile: Literal[50, 90, 99] = Field(50,
                               description="TPOT percentile that must meet the SLA (50: median user, 90: P90)")
     ttft_cap_s: float | None = Field(None, gt=0, description="goodput: a request must also meet this TTFT")

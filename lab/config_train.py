@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lab.config_base import DatasetSpec, StrictModel
+from lab.config_base import DatasetSpec, Seed, StrictModel
 from lab.slug import Slug
 
 DrafterMethod = Literal["ngram", "dspark", "dflash", "eagle3", "mtp"]
@@ -69,7 +69,7 @@ class TrainDataset(DatasetSpec):
 
 class PrepareSection(StrictModel):
     datasets: list[TrainDataset] = Field(default_factory=lambda: [TrainDataset()], min_length=1)
-    shuffle_seed: int = 980406
+    shuffle_seed: Seed = 980406
     chat_template: bool = True
     max_prompt_tokens: int = Field(256, ge=8, description="longer prompts are left-truncated")
     max_new_tokens: int = Field(256, ge=1, description="regenerated response length cap (DeepSpec: 4096)")

@@ -38,7 +38,11 @@ def input_files(cfg: ExperimentConfig, stage: str) -> list[Path]:
             paths += list(_nested(cfg.sim, "acceptance", "paths") or [])
         paths.append(_nested(cfg.sim, "acceptance", "calibration_path"))
     if stage == "sim" and cfg.sim is not None:
-        paths += [_nested(cfg.sim, "hardware", "profile_csv"), _nested(cfg.sim, "workload", "trace_path")]
+        # every file the sim section names (a hardware spec file is read into the config: its run id changes)
+        profile = _nested(cfg.sim, "cost", "profile")
+        paths += [None if profile == "run" else profile, _nested(cfg.sim, "cost", "spec_profile"),
+                  _nested(cfg.sim, "model", "config"), _nested(cfg.sim, "workload", "trace_path"),
+                  _nested(cfg.sim, "workload", "log_path"), _nested(cfg.sim, "workload", "lengths", "csv_path")]
     return [expand_path(p) for p in paths if p]
 
 

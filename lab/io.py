@@ -47,14 +47,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same directory; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:  # a read-only run directory (copied from elsewhere, a mounted archive): one line, not a traceback
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise LabError(f"{path.parent}: cannot write {path.name} here ({exc.strerror})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, FILE_MODE)
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except IsADirectoryError:
+            raise LabError(f"{path}: is a directory, a file is needed here") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

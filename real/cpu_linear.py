@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lab.arguments import ArgumentParser, int_list
 from lab.io import write_json_atomic
 
 MODES = ("auto", "on", "off")
@@ -180,19 +181,33 @@ def use_fast_few_row_linears(model: torch.nn.Module, mode: str = "auto", device:
             "switched_shapes": switched, "shapes": shapes}
 
 
+def weight_shapes(text: str) -> list[tuple[int, int]]:
+    """An argparse `type`: comma-separated OUTxIN weight shapes ("262144x640,2048x640"), each side >= 1."""
+    shapes = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        sides = item.lower().split("x")
+        if len(sides) != 2 or not all(side.isdigit() and int(side) >= 1 for side in sides):
+            raise argparse.ArgumentTypeError(f"{item!r} is not OUTxIN (two whole numbers >= 1, e.g. 2048x640)")
+        shapes.append((int(sides[0]), int(sides[1])))
+    if not shapes:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one OUTxIN shape")
+    return shapes
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-shapes", default="262144x640,2048x640,640x2048",
+    parser = ArgumentParser(prog="python -m real.cpu_linear", description=__doc__.split("\n")[0])
+    parser.add_argument("--model-shapes", type=weight_shapes, default="262144x640,2048x640,640x2048",
                         help="comma-separated OUTxIN weight shapes to probe")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--rows", default=",".join(str(r) for r in ROW_PROBES))
+    parser.add_argument("--rows", type=int_list, default=",".join(str(r) for r in ROW_PROBES),
+                        help="comma-separated row counts to time (each >= 1)")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
-    rows = [int(r) for r in args.rows.split(",")]
+    rows = args.rows
     print(f"cpu {cpu_model_name()} | capability {torch.backends.cpu.get_cpu_capability()} | "
           f"torch {torch.__version__} | {torch.get_num_threads()} threads | {args.dtype}")
-    for shape in args.model_shapes.split(","):
-        out_features, in_features = (int(v) for v in shape.lower().split("x"))
+    for out_features, in_features in args.model_shapes:
+        shape = f"{out_features}x{in_features}"
         weight = torch.full((out_features, in_features), 0.01, dtype=dtype)
         for r, default_ms, transposed_ms in probe_shape(weight, rows_list=rows):
             layer = torch.nn.Linear(in_features, out_features, bias=False, dtype=dtype)

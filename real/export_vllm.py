@@ -26,15 +26,15 @@ token), so the same weights compute a different function there.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from lab.arguments import ArgumentParser
 from lab.errors import LabError
-from lab.io import atomic_path, write_json_atomic
+from lab.io import atomic_path, make_dirs, write_json_atomic
 
 EAGLE3_ARCHITECTURE = "Eagle3Qwen3ForCausalLM"  # vllm/model_executor/models/registry.py
 WEIGHTS_FILE = "model.safetensors"
@@ -151,8 +151,7 @@ def eagle3_checkpoint(model, target) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def write_checkpoint(out_dir: Path, config: dict, state: dict[str, torch.Tensor]) -> Path:
     """config.json + model.safetensors, each written atomically; returns out_dir."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dirs(out_dir)  # a file in the way: one LabError line
     with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     write_json_atomic(out_dir / "config.json", config)
@@ -178,11 +177,23 @@ def export_target(target, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file():
         return out_dir
+    check_target_out(out_dir, str(out_dir))
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     target.model.save_pretrained(tmp, safe_serialization=True)
     target.tokenizer.save_pretrained(tmp)
     tmp.replace(out_dir)
     return out_dir
+
+
+def check_target_out(out_dir: Path, label: str) -> None:
+    """LabError "<label>: ..." unless `out_dir` can become the saved target: absent, an empty directory, or a
+    checkpoint saved before (config.json, kept as it is)."""
+    if not out_dir.exists() or (out_dir / "config.json").is_file():
+        return
+    if not out_dir.is_dir():
+        raise LabError(f"{label}: is a file, a directory is needed here")
+    if any(out_dir.iterdir()):
+        raise LabError(f"{label}: a directory that holds no config.json; give an empty or a new one")
 
 
 def run_config(run_dir: Path):
@@ -196,7 +207,7 @@ def run_config(run_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m real.export_vllm", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m real.export_vllm", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--drafter", help="drafter name in the run's YAML (its weights: <run>/drafters/<name>)")
     parser.add_argument("--out", type=Path, help="output directory of the drafter's vLLM checkpoint")
@@ -206,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         if (args.drafter is None) != (args.out is None):
             raise LabError("--drafter and --out go together")
         cfg = run_config(args.run_dir)
+        if args.target_out:  # before the target loads: a bad path costs nothing
+            check_target_out(args.target_out, f"--target-out {args.target_out}")
+        if args.out and args.out.exists() and not args.out.is_dir():
+            raise LabError(f"--out {args.out}: is a file, a directory is needed here")
         from real.targets import load_target
 
         target = load_target(cfg.target)

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from lab.io import atomic_path
 from lab.metrics import conditional_rates, survival
 from lab.trace import read_traces
 
@@ -34,7 +35,8 @@ def plot_positions(run_dir: Path) -> list[Path]:
         axes[0].legend()
         fig.tight_layout()
         path = run_dir / f"acceptance_T{temperature:g}.png"
-        fig.savefig(path, dpi=110)
+        with atomic_path(path) as tmp:  # never half a PNG where a finished one stood (Ctrl-C, full disk)
+            fig.savefig(tmp, format="png", dpi=110)
         plt.close(fig)
         written.append(path)
     return written

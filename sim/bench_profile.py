@@ -29,7 +29,7 @@ tokens per step) into --out.
 """
 from __future__ import annotations
 
-import argparse
+import math
 import os
 import sys
 import time
@@ -39,9 +39,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from lab.arguments import ArgumentParser
 from lab.config_sim import HardwareSheet
 from lab.errors import LabError
-from lab.io import atomic_path, write_json_atomic, write_text_atomic
+from lab.io import atomic_path, make_dirs, write_json_atomic, write_text_atomic
 from lab.paths import expand_path
 from sim.cost import CostModel
 from sim.models import from_hf_config, get_model
@@ -85,8 +86,8 @@ def parse_peaks(text: str) -> tuple[float, float]:
         gflops, gbs = (float(v) for v in text.split(","))
     except ValueError:
         raise LabError(f"--peaks: {text!r} is not GFLOPS,GBS (two numbers)") from None
-    if gflops <= 0 or gbs <= 0:
-        raise LabError(f"--peaks: {text!r}: both must be positive")
+    if not (0 < gflops < math.inf and 0 < gbs < math.inf):  # NaN fails both comparisons
+        raise LabError(f"--peaks: {text!r}: both must be positive finite numbers")
     return gflops, gbs
 
 
@@ -176,7 +177,7 @@ def fit_terms(text: str) -> tuple[str, ...]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sim.bench_profile", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m sim.bench_profile", description=__doc__.splitlines()[0])
     ap.add_argument("profile", nargs="+",
                     help="step_profile.csv, its .json or their directory (a run directory); several of the same "
                          "grid are averaged")
@@ -200,6 +201,9 @@ def main(argv=None) -> int:
         peaks = None if args.peaks is None else parse_peaks(args.peaks)
         profiles = [read_profile(expand_path(p)) for p in args.profile]
         frame, noise = average_profiles(profiles)
+        if len(frame) < 2:  # the fit and its held-out score need a row each
+            raise LabError(f"{profiles[0].path}: {len(frame)} row; the fit needs at least 2 (even rows fit, odd "
+                           "rows held out)")
         checks = [read_profile(expand_path(p)) for p in args.validate or []]
         if args.model_config:
             model = from_hf_config(expand_path(args.model_config))
@@ -210,6 +214,7 @@ def main(argv=None) -> int:
         from dataclasses import replace
 
         model = replace(model, dtype=args.dtype, kv_dtype=args.dtype)
+        out = make_dirs(args.out)  # a file in the way is one line now, not a traceback after the fit
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -254,8 +259,6 @@ def main(argv=None) -> int:
                                         check_avg["context_len"]) / check_avg["step_ms"] - 1)
             summary["validation"].update({"averaged_median_abs_err_pct": float(np.median(np.abs(avg_err))),
                                           "profile_noise_median_abs_pct": check_noise})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "bench_profile.csv") as tmp:
         frame.to_csv(tmp, index=False, float_format="%.4g")
     for label, sheet in (("plain", plain), ("fitted", fitted)):

@@ -21,6 +21,23 @@ from lab.metrics import ece, reliability_bins
 from sim.trace_rows import pack_rows, select_rows
 
 
+def check_calibration(payload, where: str) -> dict:
+    """The calibration.json payload, checked as its readers use it (the simulator's replay, the dashboards):
+    a "methods" object whose entries each hold a non-empty list of positive finite temperatures. LabError
+    "<where>: ..." otherwise."""
+    if not isinstance(payload, dict):
+        raise LabError(f"{where}: expected a JSON object, found {type(payload).__name__}")
+    methods = payload.get("methods")
+    if not isinstance(methods, dict):
+        raise LabError(f'{where}: no "methods" object')
+    for name, entry in methods.items():
+        temps = entry.get("temperatures") if isinstance(entry, dict) else None
+        if not (isinstance(temps, list) and temps and all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < np.inf for t in temps)):
+            raise LabError(f"{where}: methods.{name}.temperatures is not a non-empty list of positive numbers")
+    return payload
+
+
 def _logit(c: np.ndarray) -> np.ndarray:
     c = np.clip(c.astype(np.float64), 1e-6, 1 - 1e-6)
     return np.log(c / (1 - c))

@@ -159,40 +159,60 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelShape:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise LabError(f"{path}: not a readable config.json ({exc})") from None
-    cfg = {**raw, **raw.get("text_config", {})} if isinstance(raw.get("text_config"), dict) else raw
+    if not isinstance(raw, dict):
+        raise LabError(f"{path}: config.json must hold a JSON object, not {type(raw).__name__}")
+    cfg = {**raw, **raw["text_config"]} if isinstance(raw.get("text_config"), dict) else raw
 
     def need(key) -> int:
         if key not in cfg:
             raise LabError(f"{path}: config.json has no {key!r}")
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise LabError(f"{path}: config.json {key!r} must be a positive integer, not {cfg[key]!r}")
-        return cfg[key]
+        return count(key, None)
+
+    def count(key, default: int | None, low: int = 1) -> int:
+        """cfg[key] as a whole number >= low; absent, null or 0 mean `default` (as transformers reads them)."""
+        value = cfg.get(key)
+        if default is not None and (value is None or value == 0):
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise LabError(f"{path}: config.json {key!r} must be a {'positive' if low else 'non-negative'} "
+                           f"integer, not {value!r}")
+        return value
 
     h, n_layers, n_heads = need("hidden_size"), need("num_hidden_layers"), need("num_attention_heads")
     vocab = need("vocab_size")
-    n_kv = int(cfg.get("num_key_value_heads") or n_heads)
-    head_dim = int(cfg.get("head_dim") or h // n_heads)
+    n_kv = count("num_key_value_heads", n_heads)
+    head_dim = count("head_dim", h // n_heads)
+    if head_dim < 1:
+        raise LabError(f"{path}: config.json num_attention_heads {n_heads} exceeds hidden_size {h}; give head_dim")
     tied = bool(cfg.get("tie_word_embeddings", True))
-    inter = int(cfg.get("intermediate_size") or 4 * h)
+    inter = count("intermediate_size", 4 * h)
 
     kv_dim = attn_dim = None
     if cfg.get("kv_lora_rank"):  # MLA (DeepSeek-V2/V3)
-        kv_lora, rope = int(cfg["kv_lora_rank"]), int(cfg.get("qk_rope_head_dim", 64))
-        nope, v_dim = int(cfg.get("qk_nope_head_dim", 128)), int(cfg.get("v_head_dim", 128))
-        q_lora = cfg.get("q_lora_rank")
-        q_proj = h * int(q_lora) + int(q_lora) * n_heads * (nope + rope) if q_lora else h * n_heads * (nope + rope)
+        kv_lora, rope = count("kv_lora_rank", None), count("qk_rope_head_dim", 64)
+        nope, v_dim = count("qk_nope_head_dim", 128), count("v_head_dim", 128)
+        q_lora = count("q_lora_rank", 0, low=0)
+        q_proj = h * q_lora + q_lora * n_heads * (nope + rope) if q_lora else h * n_heads * (nope + rope)
         attn = q_proj + h * (kv_lora + rope) + kv_lora * n_heads * (nope + v_dim) + n_heads * v_dim * h
         kv_dim, attn_dim = kv_lora + rope, n_heads * (nope + rope + v_dim)
     else:
         attn = 2 * h * n_heads * head_dim + 2 * h * n_kv * head_dim
 
-    experts = int(cfg.get("num_experts") or cfg.get("n_routed_experts") or cfg.get("num_local_experts") or 0)
-    top_k = int(cfg.get("num_experts_per_tok") or 0) if experts else 0
+    experts = next((count(k, None) for k in ("num_experts", "n_routed_experts", "num_local_experts")
+                    if cfg.get(k)), 0)
+    top_k = count("num_experts_per_tok", 0, low=0) if experts else 0
     if experts and not top_k:
         raise LabError(f"{path}: MoE config ({experts} experts) has no num_experts_per_tok")
-    moe_inter = int(cfg.get("moe_intermediate_size") or inter)
-    shared = 3 * h * moe_inter * int(cfg.get("n_shared_experts") or 0)
-    shared += 3 * h * int(cfg.get("shared_expert_intermediate_size") or 0)
+    moe_inter = count("moe_intermediate_size", inter)
+    shared = 3 * h * moe_inter * count("n_shared_experts", 0, low=0)
+    shared += 3 * h * count("shared_expert_intermediate_size", 0, low=0)
+    if experts:  # what _is_moe_layer reads
+        for key, low in (("first_k_dense_replace", 0), ("moe_layer_freq", 1)):
+            if key in cfg:
+                count(key, None, low)
+        count("decoder_sparse_step", 1)
+        if not isinstance(cfg.get("mlp_only_layers") or [], list):
+            raise LabError(f"{path}: config.json 'mlp_only_layers' must be a list of layer indices")
     moe_layer_ids = [i for i in range(n_layers) if experts and _is_moe_layer(cfg, i)]
     n_moe = len(moe_layer_ids)
     routed_per_layer = experts * 3 * h * moe_inter

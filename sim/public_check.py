@@ -26,7 +26,6 @@ DIR/public_check.md (the table and the error summary) and DIR/public_check.png (
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -35,13 +34,14 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
+from lab.arguments import ArgumentParser
 from lab.config_base import StrictModel
 from lab.config_sim import HARDWARE_NAMES, SimSection
 from lab.errors import LabError
-from lab.io import write_text_atomic
+from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes
 from sim.serving_metrics import fidelity_metrics
@@ -63,6 +63,7 @@ LARGE_CARD_GIB = 70.0
 class BenchSpec(StrictModel):
     """`vllm bench serve` as the source ran it."""
 
+    model_config = ConfigDict(allow_inf_nan=True)  # --request-rate inf (merged with StrictModel's config)
     dataset: Literal["random", "sharegpt"] = Field("random", description="--dataset-name")
     input_tokens: int = Field(ge=1, description="--random-input-len, or the run's mean input (lengths: mean)")
     output_tokens: int = Field(ge=1, description="--random-output-len (with --ignore-eos), or the run's mean")
@@ -346,7 +347,8 @@ def plot(table: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=6)
     fig.suptitle("Simulator (spec-sheet roofline) vs public vLLM benchmarks")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # an interrupted run never leaves half a PNG where one stood
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -358,7 +360,7 @@ def run(rows: list[PublicRow], hardware: dict | None = None, progress: bool = Tr
 
 
 def write_outputs(table: pd.DataFrame, out: Path, header: str = "") -> dict:
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     summary = error_summary(table)
     write_text_atomic(out / "public_check.csv", table.to_csv(index=False))
     write_text_atomic(out / "public_check.md", header + markdown(table, summary))
@@ -403,7 +405,7 @@ def fit_per_card(rows: list[PublicRow], lengths_mode: str = "auto") -> list[dict
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sim.public_check", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m sim.public_check", description=__doc__.splitlines()[0])
     ap.add_argument("--file", default=str(DEFAULT_FILE), help="data file of cited benchmark rows")
     ap.add_argument("--out", default="public_check", help="output directory")
     ap.add_argument("--rows", default=None, help="comma-separated row ids to run (default: all)")
@@ -425,6 +427,7 @@ def main(argv=None) -> int:
             rows = [r for r in rows if r.id in wanted]
         for r in rows:  # every row builds, and every length table reads, before any runs
             read_lengths(row_sim_config(r, lengths_mode=args.lengths).workload.lengths)
+        make_dirs(args.out)  # a file in the way stops here, before the rows run
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

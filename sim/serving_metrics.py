@@ -48,9 +48,20 @@ def read_request_log(path: str | Path, field: str = "sim.workload.log_path") -> 
         raise LabError(f"{field}: {p} lacks columns {missing} (has {list(log.columns)})")
     if len(log) == 0:
         raise LabError(f"{field}: {p} has no rows")
-    num = log[list(LOG_COLUMNS[1:])].apply(pd.to_numeric, errors="coerce")
+    raw = log[list(LOG_COLUMNS[1:])]
+    num = raw.apply(pd.to_numeric, errors="coerce")
+    words = (num.isna() & raw.notna()).any()
+    if words.any():  # NaN marks a failed request's times; a word is a broken file, not a failure
+        raise LabError(f"{field}: {p} column {words.idxmax()} holds values that are not numbers")
     if num[["arrival_s", "input_tokens", "output_tokens"]].isna().any().any():
         raise LabError(f"{field}: {p} has missing or non-numeric arrival_s / input_tokens / output_tokens")
+    arrival = num["arrival_s"].to_numpy(np.float64)
+    if not (np.isfinite(arrival) & (arrival >= 0)).all():
+        raise LabError(f"{field}: {p} column arrival_s must hold finite seconds >= 0 since the run's start")
+    for col in ("input_tokens", "output_tokens"):
+        tokens = num[col].to_numpy(np.float64)
+        if not (np.isfinite(tokens) & (tokens >= 0) & (tokens == np.round(tokens))).all():
+            raise LabError(f"{field}: {p} column {col} must hold whole numbers >= 0")
     log = log.copy()
     log[list(LOG_COLUMNS[1:])] = num
     log["request_id"] = log["request_id"].astype(str)

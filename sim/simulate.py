@@ -19,6 +19,7 @@ import simpy
 from lab.errors import LabError
 from lab.paths import expand_path
 from sim.acceptance import ParametricSource, TraceSource
+from sim.calibrate import check_calibration
 from sim.cluster import Cluster, CountingEnvironment
 from sim.cost import CostModel, cost_profile_path
 from sim.kv_cache import GIB, activation_reserve_bytes, kv_groups
@@ -85,9 +86,10 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
         if cal is not None and not later(cal):
             if cal.is_file():
                 try:
-                    inputs.calibration = json.loads(cal.read_text())
-                except json.JSONDecodeError:
+                    payload = json.loads(cal.read_text())
+                except (OSError, ValueError):  # binary bytes are a UnicodeDecodeError, a ValueError too
                     raise LabError(f"{cal}: calibration file is not valid JSON") from None
+                inputs.calibration = check_calibration(payload, str(cal))
                 inputs.notes.append(f"confidences calibrated with {cal}")
             elif acc.calibration_path:
                 raise LabError(f"sim.acceptance.calibration_path: {cal} does not exist")

@@ -13,6 +13,7 @@ interpolated between adjacent sweep points that straddle s; NaN when no point me
 from __future__ import annotations
 
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -28,6 +29,27 @@ _WITH_REQUESTS = False
 def _init_worker(inputs, with_requests: bool = False):
     global _INPUTS, _WITH_REQUESTS
     _INPUTS, _WITH_REQUESTS = inputs, with_requests
+
+
+def _init_pool_worker(inputs, with_requests: bool = False):
+    """A pool worker ignores Ctrl-C: the parent gets it and stops the pool (_stop), so the user sees one line
+    at once instead of every worker's KeyboardInterrupt and a wait for the points already queued."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(inputs, with_requests)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Drop the points not started and end the running ones now (Python 3.14 has pool.terminate_workers)."""
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def _run_point(task):
@@ -65,8 +87,12 @@ def sweep_points(inputs, show_progress: bool = False, workers: int | None = None
         return [_run_point(t) for t in _progress(tasks, show_progress)]
     # biggest points first so that the pool drains evenly
     order = sorted(range(len(tasks)), key=lambda i: -(tasks[i][1] or 0))
-    with ProcessPoolExecutor(max_workers=n, initializer=_init_worker, initargs=(inputs, with_requests)) as pool:
-        done = list(_progress(pool.map(_run_point, [tasks[i] for i in order]), show_progress, len(tasks)))
+    with ProcessPoolExecutor(max_workers=n, initializer=_init_pool_worker, initargs=(inputs, with_requests)) as pool:
+        try:
+            done = list(_progress(pool.map(_run_point, [tasks[i] for i in order]), show_progress, len(tasks)))
+        except BaseException:
+            _stop(pool)  # Ctrl-C or a failed point: leaving the block would first run every queued point
+            raise
     points = [None] * len(tasks)
     for i, point in zip(order, done):
         points[i] = point

@@ -53,6 +53,9 @@ def _read_csv(path: str | Path, field: str, columns=()) -> pd.DataFrame:
         raise LabError(f"{field}: {p} lacks columns {missing} (has {list(frame.columns)})")
     if len(frame) == 0:
         raise LabError(f"{field}: {p} has no rows")
+    values = frame[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    if not (np.isfinite(values) & (values >= 0)).all():  # NaN, words, inf, negative: a traceback later
+        raise LabError(f"{field}: {p}: columns {list(columns)} must hold finite numbers >= 0 in every row")
     return frame
 
 

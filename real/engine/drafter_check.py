@@ -15,13 +15,13 @@ Writes <run>/engine/drafter_check.json and prints a table.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from lab.arguments import ArgumentParser, positive_int
 from lab.errors import LabError
 from lab.io import write_json_atomic
 from lab.metrics import vllm_counters
@@ -111,6 +111,8 @@ def run_check(run_dir: Path, n_prompts: int | None, max_new: int | None) -> dict
     checked = [v for v in section.variants if v.speculative.drafter is not None]
     if plain_variant is None or not checked:
         raise LabError(f"{run_dir}/config.yaml: engine.variants needs a plain variant and one with speculative.drafter")
+    if cfg.prompts is None:
+        raise LabError(f"{run_dir}/config.yaml: no prompts section (the prompts both sides decode)")
     venv = require_engine(section.venv, section.kind)
     ctx = RunContext(cfg=cfg, root=run_dir)
     target = load_target(cfg.target)
@@ -161,10 +163,12 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m real.engine.drafter_check", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m real.engine.drafter_check", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--prompts", type=int, default=None, help="first N prompts of the run's sets (default all)")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's decode.max_new_tokens")
+    parser.add_argument("--prompts", type=positive_int, default=None,
+                        help="first N prompts of the run's sets (default all)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=None,
+                        help="default: the run's decode.max_new_tokens")
     args = parser.parse_args(argv)
     try:
         report = run_check(args.run_dir, args.prompts, args.max_new_tokens)

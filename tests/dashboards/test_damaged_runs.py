@@ -73,6 +73,10 @@ def test_malformed_calibration_json_is_named_not_called_missing(copy_run):
      "methods.dspark.temperatures is not a non-empty list of positive numbers"),
     ("Prompt_viewer", "decode/humaneval__T0.parquet", "PAR1 truncated", "not a readable Parquet decode file"),
     ("Live_ablation", "config.yaml", "- just\n- a list\n", "config.yaml: expected a YAML mapping, found list"),
+    # the lab's YAML loader: a repeated key was silently the last one
+    ("Live_ablation", "config.yaml", "name: a\nname: b\n", "config.yaml: duplicate key 'name' at line 2"),
+    ("Calibration", "calibration.json", '{"methods": {"dspark": {"temperatures": [1e999]}}}',
+     "methods.dspark.temperatures is not a non-empty list of positive numbers"),  # JSON's 1e999 is infinity
 ])
 def test_wrong_content_is_named(copy_run, page, name, content, message):
     root, run = copy_run

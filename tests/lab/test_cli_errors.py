@@ -1,9 +1,13 @@
 """Bad inputs: one clear error line naming the field or file, exit code 2, existing results untouched."""
+import contextlib
 import hashlib
+import importlib
+import io
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,10 +25,60 @@ GOOD = {"name": "cli", "output_dir": "runs", "stages": ["evaluate"],
         "drafters": [{"name": "ngram", "method": "ngram"}]}
 
 
-def lab(args, cwd):
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(main, args, cwd) -> Finished:
+    """main(args) in this process as `python -m` runs it: its exit status (a SystemExit's too), stdout and
+    stderr; the working directory, the environment and torch's thread count are restored after. (As one
+    subprocess each, the table's cases spent most of their time importing pandas, pydantic and torch again.)
+    An exception that escapes main fails the test as a traceback would; test_entry_points_print_the_same_line
+    runs some rows through the real `python -m` entry points."""
+    out, err = io.StringIO(), io.StringIO()
+    env, here = dict(os.environ), os.getcwd()
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else os.cpu_count() or 1
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's errors, and `sys.exit(main())` of the tools
+                code = exc.code
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(env)
+        if "torch" in sys.modules:  # `lab run` sets the thread count (lab/threads.py)
+            sys.modules["torch"].set_num_threads(threads)
+    return Finished(code, out.getvalue(), err.getvalue())
+
+
+def lab(args, cwd) -> Finished:
+    """`lab ARGS` in `cwd` (in this process, see in_process)."""
+    from lab.cli import main
+
+    return in_process(main, args, cwd)
+
+
+def lab_process(args, cwd):
+    """`python -m lab.cli ARGS` as a subprocess: the real entry point."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "lab.cli", *args], cwd=cwd, capture_output=True, text=True, check=False,
                           env=env, timeout=300)
+
+
+def assert_one_error_line(result, fragment: str) -> str:
+    """Exit status 2, exactly one `error:` line on stderr and it holds `fragment`, no traceback; the line."""
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    return error_lines[0]
 
 
 def snapshot(root: Path) -> dict:
@@ -220,7 +274,43 @@ CASES = [
         {"name": "sp", "stages": ["sim"], "sim": {"hardware": {"preset": "cpu"}, "cost": {"profile": "run"},
                                                   "acceptance": {"source": "parametric"}}}))],
      "run the profile stage first"),
+    # session 17 bad-input audit: each of these was a traceback, a wrong exit status or a silently wrong run
+    ("experiment path is a directory", lambda w: ["run", "runs"],
+     "runs: is a directory, not an experiment file"),
+    ("empty experiment file", lambda w: ["validate", write(w, "e.yaml", "# nothing yet\n")],
+     "e.yaml: empty; an experiment needs at least `name:`"),
+    ("NaN time budget", validate_with("decode.time_budget_s=.nan"), "decode.time_budget_s: Input should be a finite number"),
+    ("NaN temperature", validate_with("decode.temperatures=[0, .nan]"), "decode.temperatures.1: Input should be a finite"),
+    ("infinite learning rate", validate_with("train.lr=.inf"), "train.lr: Input should be a finite number"),
+    ("infinite arrival rate", validate_with("sim.workload.rate=.inf"), "sim.workload.rate: Input should be a finite"),
+    ("NaN sweep value",
+     lambda w: ["run", sim_yaml(w, {"sweep": {"axis": "concurrency", "values": [1, float("nan")]}})],
+     "sim.sweep.values.1: Input should be a finite number"),
+    ("NaN in a hardware spec sheet", lambda w: ["validate", sim_yaml(w, {"hardware": {"spec": write(
+        w, "card.yaml", "name: c\npeak_tflops: {bf16: .nan}\nmem_bw_tbs: 1\nmem_gib: 8\n")}})],
+     "sim.hardware.spec.peak_tflops.bf16: Input should be a finite number"),
+    ("negative seed", validate_with("seed=-1"), "seed: Input should be greater than or equal to 0"),
+    ("seed of 32 bits", validate_with("seed=2147483648"), "seed: Input should be less than 2147483648"),
+    ("negative sweep seed", lambda w: ["run", sim_yaml(w, {"sweep": {"axis": "none", "seeds": [-1]}})],
+     "sim.sweep.seeds.0: Input should be greater than or equal to 0"),
+    ("negative shuffle seed", validate_with("prompts.shuffle_seed=-5"), "prompts.shuffle_seed: Input should be greater"),
+    ("SLA of zero tok/s", lambda w: ["run", sim_yaml(w, {"sla": {"tok_s_per_user": [40, 0]}})],
+     "sim.sla.tok_s_per_user.1: Input should be greater than 0"),
+    ("a result file's place taken by a directory", lambda w: report_into_a_directory(w),
+     "runs/cli/rd/REPORT.md: is a directory, a file is needed here"),
+    # the command line itself: argparse's usage block and `lab: error:` were two lines and another form
+    ("unknown command", lambda w: ["quickstart"], "error: lab: argument command: invalid choice: 'quickstart'"),
+    ("lab run without a file", lambda w: ["run"], "error: lab run: the following arguments are required: config"),
+    ("unknown option", lambda w: ["validate", "good.yaml", "--sett", "seed=1"], "unrecognized arguments: --sett"),
 ]
+
+
+def report_into_a_directory(workdir) -> list[str]:
+    """The report stage of a run whose REPORT.md is a directory (an IsADirectoryError traceback before)."""
+    run = workdir / "runs" / "cli" / "rd"
+    (run / "REPORT.md").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({**GOOD, "run_id": "rd"}))
+    return ["run", "good.yaml", "--set", "run_id=rd", "--stages", "report"]
 
 
 def sim_yaml(workdir, sim: dict) -> str:
@@ -234,10 +324,7 @@ def test_bad_input_gives_one_line_and_exit_2(workdir, label, make_args, fragment
     existing = workdir / "runs" / "cli" / "existing"
     before = snapshot(existing)
     result = lab(make_args(workdir), workdir)
-    assert result.returncode == 2, result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_error_line(result, fragment)
     assert snapshot(existing) == before
 
 
@@ -323,7 +410,53 @@ SIM_FILE_CASES = [
      "sim.workload.trace_path:"),
     ("corrupt request log", lambda w: {"workload": {"kind": "replay_log", "log_path": "garbage.parquet"}},
      "sim.workload.log_path:"),
+    # session 17 bad-input audit
+    ("model config with a word for KV heads", lambda w: {"model": {"config": write(w, "config.json", json.dumps(
+        {**TINY_CONFIG, "num_key_value_heads": "eight"}))}},
+     "config.json 'num_key_value_heads' must be a positive integer, not 'eight'"),
+    ("MoE config with a word for its sparse step", lambda w: {"model": {"config": write(w, "config.json", json.dumps(
+        {**TINY_CONFIG, "num_experts": 4, "num_experts_per_tok": 2, "decoder_sparse_step": "two"}))}},
+     "config.json 'decoder_sparse_step' must be a positive integer, not 'two'"),
+    ("DeepSeek config with an expert layer frequency of 0", lambda w: {"model": {"config": write(
+        w, "config.json", json.dumps({**TINY_CONFIG, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                                      "moe_layer_freq": 0}))}},
+     "config.json 'moe_layer_freq' must be a positive integer, not 0"),
+    ("model config with more heads than width", lambda w: {"model": {"config": write(w, "config.json", json.dumps(
+        {**TINY_CONFIG, "num_attention_heads": 128}))}}, "num_attention_heads 128 exceeds hidden_size 64"),
+    ("calibration file that is a list",
+     lambda w: replayed_traces(["runs/cli/existing/traces"], calibration_path=write(w, "cal.json", "[1]")),
+     "cal.json: expected a JSON object, found list"),
+    ("calibration with an infinite temperature",
+     lambda w: replayed_traces(["runs/cli/existing/traces"], calibration_path=write(
+         w, "cal.json", '{"methods": {"m": {"temperatures": [1e999]}}}')),
+     "cal.json: methods.m.temperatures is not a non-empty list of positive numbers"),
+    ("calibration file of binary bytes",
+     lambda w: replayed_traces(["runs/cli/existing/traces"], calibration_path=write_bytes(w, "cal.json", b"\xff\x00")),
+     "cal.json: calibration file is not valid JSON"),
+    ("request log with a negative arrival", lambda w: replay_log(w, "r1,-3,10,5,1,2\n"),
+     "log.csv column arrival_s must hold finite seconds >= 0"),
+    ("request log with an infinite arrival", lambda w: replay_log(w, "r1,inf,10,5,1,2\n"),
+     "log.csv column arrival_s must hold finite seconds >= 0"),
+    ("request log with negative tokens", lambda w: replay_log(w, "r1,0,10,-5,1,2\n"),
+     "log.csv column output_tokens must hold whole numbers >= 0"),
+    ("request log with a word for a time", lambda w: replay_log(w, "r1,0,10,5,soon,2\n"),
+     "log.csv column first_token_s holds values that are not numbers"),
+    ("lengths CSV with an empty cell", lambda w: {"workload": {"lengths": {"source": "csv", "csv_path": write(
+        w, "l.csv", "num_prefill_tokens,num_decode_tokens\n10,\n")}}}, "must hold finite numbers >= 0 in every row"),
+    ("arrival trace with a negative time", lambda w: {
+        "workload": {"kind": "trace", "trace_path": write(w, "a.csv", ARRIVALS + "-5,10,5\n")},
+        "sweep": {"axis": "none", "workers": 1}}, "sim.workload.trace_path: a.csv: columns"),
 ]
+
+TINY_CONFIG = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 99}
+ARRIVALS = "arrived_at,num_prefill_tokens,num_decode_tokens\n1,10,5\n"
+REQUEST_LOG = "request_id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s\nr0,0,10,5,1,2\n"
+
+
+def replay_log(workdir, rows: str) -> dict:
+    """A sim section replaying log.csv: a good request, then these rows."""
+    return {"workload": {"kind": "replay_log", "log_path": write(workdir, "log.csv", REQUEST_LOG + rows)},
+            "sweep": {"axis": "none", "workers": 1}}
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
@@ -370,7 +503,7 @@ def test_second_lab_run_of_a_run_id_stops_at_once(workdir):
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
-        result = lab(["run", "good.yaml", "--set", "run_id=busy"], workdir)
+        result = lab_process(["run", "good.yaml", "--set", "run_id=busy"], workdir)
     finally:
         holder.kill()
         holder.wait()
@@ -388,3 +521,75 @@ def test_traces_into_a_closed_pipe_is_one_line(workdir):
     stderr = child.stderr.read()
     assert child.wait(timeout=120) == 2, stderr
     assert stderr.strip() == "error: <stdout>: closed by the reader before the output was written (broken pipe)"
+
+
+def tool(workdir, module: str, *args: str) -> Finished:
+    """`python -m MODULE ARGS` in `workdir` (in this process, see in_process)."""
+    return in_process(importlib.import_module(module).main, args, workdir)
+
+
+def tool_process(workdir, module: str, *args: str):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=workdir, capture_output=True, text=True,
+                          check=False, env=env, timeout=300)
+
+
+# the `python -m ...` tools a user runs beside `lab`: the same rule (one line, exit 2, nothing damaged)
+TOOL_CASES = [
+    ("public_check: unknown option", lambda w: ["sim.public_check", "--bogus", "x"],
+     "error: python -m sim.public_check: unrecognized arguments: --bogus x"),
+    ("public_check: --out is a file", lambda w: ["sim.public_check", "--out", "good.yaml"],
+     "good.yaml: is a file, a directory is needed here"),
+    ("bench_profile: NaN peaks", lambda w: ["sim.bench_profile", step_profile(w, "p"), "--model", "qwen3-8b",
+                                            "--peaks", "nan,10"], "--peaks: 'nan,10': both must be positive finite"),
+    ("bench_profile: infinite peaks", lambda w: ["sim.bench_profile", step_profile(w, "p"), "--model", "qwen3-8b",
+                                                 "--peaks", "100,inf"], "--peaks: '100,inf': both must be positive"),
+    ("bench_profile: --out is a file", lambda w: ["sim.bench_profile", step_profile(w, "p"), "--model", "qwen3-8b",
+                                                  "--peaks", "100,10", "--out", "good.yaml"],
+     "good.yaml: is a file, a directory is needed here"),
+    ("bench_profile: a profile of one row", lambda w: ["sim.bench_profile", step_profile(
+        w, "p", PROFILE_HEADER + "1,1,0,5.0,6.0,3\n"), "--model", "qwen3-8b", "--peaks", "100,10"],
+     "p/step_profile.csv: 1 row; the fit needs at least 2 (even rows fit, odd rows held out)"),
+    ("bench_profile: model config that is a list",
+     lambda w: ["sim.bench_profile", step_profile(w, "p"), "--model-config", write(w, "config.json", "[1]")],
+     "config.json: config.json must hold a JSON object, not list"),
+    ("cpu_linear: rows not numbers", lambda w: ["real.cpu_linear", "--rows", "4,many"],
+     "argument --rows: 'many' is not an integer"),
+    ("cpu_linear: zero rows", lambda w: ["real.cpu_linear", "--rows", "0"], "argument --rows: '0': must be at least 1"),
+    ("cpu_linear: shape not OUTxIN", lambda w: ["real.cpu_linear", "--model-shapes", "2048"],
+     "argument --model-shapes: '2048' is not OUTxIN"),
+    ("drafter_check: negative prompt count", lambda w: ["real.engine.drafter_check", "runs/cli/existing", "--prompts", "-1"],
+     "argument --prompts: '-1': must be at least 1"),
+    ("export_vllm: --target-out is a file", lambda w: ["real.export_vllm", "runs/cli/existing", "--target-out", "good.yaml"],
+     "--target-out good.yaml: is a file, a directory is needed here"),
+    ("export_vllm: --target-out a directory of other files",
+     lambda w: ["real.export_vllm", "runs/cli/existing", "--target-out", "runs/cli"],
+     "--target-out runs/cli: a directory that holds no config.json"),
+]
+
+
+@pytest.mark.parametrize("label, make_args, fragment", TOOL_CASES, ids=[c[0] for c in TOOL_CASES])
+def test_bad_tool_input_gives_one_line_and_exit_2(workdir, label, make_args, fragment):
+    args = make_args(workdir)
+    before = snapshot(workdir)  # the run directory and the case's own input files
+    result = tool(workdir, *args)
+    assert_one_error_line(result, fragment)
+    assert snapshot(workdir) == before  # nothing written, nothing changed
+
+
+END_TO_END = {"unknown command": "lab", "binary YAML": "lab", "missing step profile": "lab",
+              "cpu_linear: zero rows": "real.cpu_linear", "bench_profile: NaN peaks": "sim.bench_profile"}
+
+
+@pytest.mark.parametrize("label", list(END_TO_END))
+def test_entry_points_print_the_same_line(workdir, label):
+    """Some rows through the real `python -m` entry points (the tables above call main in-process): the same
+    one line on stderr and exit status 2 from a fresh interpreter, and nothing else on stderr that says error."""
+    cases = {c[0]: c for c in CASES + TOOL_CASES}
+    _, make_args, fragment = cases[label]
+    args = make_args(workdir)
+    if END_TO_END[label] == "lab":
+        result = lab_process(args, workdir)
+    else:
+        result = tool_process(workdir, *args)
+    assert_one_error_line(result, fragment)

@@ -89,6 +89,29 @@ def test_atomic_writes_get_ordinary_file_modes(tmp_path):
     assert mode == FILE_MODE and mode & stat.S_IRGRP  # 0644 under umask 022; mkstemp alone gives 0600
 
 
+def test_a_directory_that_refuses_writes_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """A run directory copied read-only: the stage's first write was a PermissionError traceback. (Root writes
+    into a 0555 directory, so the OS's refusal is simulated where the write starts.)"""
+    import lab.io
+
+    write_text_atomic(tmp_path / "REPORT.md", "old")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(lab.io.tempfile, "mkstemp", refuse)
+    with pytest.raises(LabError, match=r"cannot write REPORT.md here \(Permission denied\)$"):
+        write_text_atomic(tmp_path / "REPORT.md", "new")
+    assert (tmp_path / "REPORT.md").read_text() == "old"
+
+
+def test_a_directory_where_a_result_file_goes_is_one_line(tmp_path):
+    (tmp_path / "REPORT.md").mkdir()
+    with pytest.raises(LabError, match=r"REPORT.md: is a directory, a file is needed here$"):
+        write_text_atomic(tmp_path / "REPORT.md", "new")
+    assert (tmp_path / "REPORT.md").is_dir() and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_output_dir_that_is_a_file_is_an_error(tmp_path):
     (tmp_path / "runs").write_text("not a directory")
     cfg = config_from_dict({**BASE, "output_dir": str(tmp_path / "runs")})
@@ -140,6 +163,33 @@ def test_stage_is_stale_when_an_earlier_stage_ran_or_finished_after_it(tmp_path)
     future = time.time() + 5
     os.utime(prompts, (future, future))  # the prompt file was edited after evaluate finished
     assert stale_reason(ctx, "evaluate", set()) == f"{prompts} changed after it"
+    ctx.close()
+
+
+@pytest.mark.parametrize("key", ["cost.profile", "cost.spec_profile", "model.config", "workload.trace_path",
+                                 "workload.log_path", "workload.lengths.csv_path"])
+def test_sim_is_stale_when_a_file_its_section_names_changed(tmp_path, key):
+    """freshness looked for sim.hardware.profile_csv, a key the schema does not have: an edited step profile
+    (or arrival trace, model config, request log) left the finished sim stage as it was."""
+    named = tmp_path / "input.json"
+    named.write_text(json.dumps({"hidden_size": 64}))  # what model.config needs at validation
+    sim: dict = {"hardware": {"preset": "cpu"}, "cost": {"profile": "run"}, "workload": {"kind": "trace",
+                 "trace_path": "t.csv", "log_path": "l.csv", "lengths": {"csv_path": "c.csv"}},
+                 "sweep": {"axis": "none"}}
+    *sections, field = key.split(".")
+    node = sim
+    for part in sections:
+        node = node.setdefault(part, {})
+    node[field] = str(named)
+    if key == "cost.spec_profile":
+        sim["cost"]["profile"] = str(tmp_path / "other")
+    cfg = config_from_dict({"name": "fresh", "output_dir": str(tmp_path), "stages": ["sim"], "sim": sim})
+    ctx = open_run(cfg, show_progress=False)
+    ctx.mark_done("sim")
+    assert stale_reason(ctx, "sim", set()) is None
+    future = time.time() + 5
+    os.utime(named, (future, future))
+    assert stale_reason(ctx, "sim", set()) == f"{named} changed after it"
     ctx.close()
 
 

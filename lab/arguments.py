@@ -1,0 +1,49 @@
+"""Command-line parsing with the house rule for mistakes: one line `error: <command>: <what>`, exit status 2.
+
+    from lab.arguments import ArgumentParser, positive_int
+    parser = ArgumentParser(prog="python -m real.engine.drafter_check")
+    parser.add_argument("--prompts", type=positive_int)
+
+argparse itself prints its usage block and then `prog: error: ...` (two or more lines, and not the form every
+other mistake takes). This parser prints the one line instead, naming the command and pointing at --help.
+The `lab` command and every `python -m ...` tool a user runs build their parsers from it; its subparsers
+inherit it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's hook for every bad argument; it must not return
+        sys.stderr.write(f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    """An argparse `type`: an integer >= 1 (a count of prompts, tokens, repeats)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def int_list(text: str, low: int = 1) -> list[int]:
+    """A comma-separated list of integers >= low ("1,4,8"); ArgumentTypeError naming the bad item."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one integer")
+    values = []
+    for item in items:
+        try:
+            value = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{item!r}: must be at least {low}")
+        values.append(value)
+    return values
