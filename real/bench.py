@@ -18,6 +18,7 @@ import json
 import torch
 from tqdm import tqdm
 
+from lab.arguments import ArgumentParser
 from lab.config import DatasetSpec, PromptsSection, TargetSection
 from real.decode import autoregressive_decode, speculative_decode
 from real.drafters.ngram import NgramDrafter
@@ -98,7 +99,7 @@ def hf_assisted(target, encoded, max_new: int, label: str, **assist) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m real.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="gemma3-270m", help="embedded or tiny-* name, or a label with --target-path")
     parser.add_argument("--target-path", default=None, help="local checkpoint directory of the target")
     parser.add_argument("--dtypes", default="float32,bfloat16")

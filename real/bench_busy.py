@@ -15,7 +15,6 @@ cells alike; the load average and each child's CPU time are printed beside the w
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import resource
@@ -25,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from lab.arguments import ArgumentParser
 from lab.threads import WAIT_POLICY_ENV, choose_threads, usable_cpus
 
 POLICY_ENV_KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *WAIT_POLICY_ENV)
@@ -75,8 +75,8 @@ def measure(policy: str, busy: bool, bench_args: list[str], out: Path) -> dict:
             "feature_s": feature, "child_wall_s": wall, "child_cpu_s": cpu, "loadavg_1m": load_before}
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = ArgumentParser(prog="python -m real.bench_busy", description=__doc__.splitlines()[0])
     ap.add_argument("--policies", default="old,passive2,new")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", default="/tmp/dspark-bench-busy")
@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> None:
         for busy in (False, True):
             for policy in args.policies.split(","):
                 out = Path(args.out) / f"{repeat}-{policy}-{'busy' if busy else 'idle'}"
-                row = measure(policy, busy, bench_args, out)
+                try:
+                    row = measure(policy, busy, bench_args, out)
+                except subprocess.CalledProcessError as exc:
+                    print(f"error: python -m real.bench_busy: python -m real.bench_train {' '.join(bench_args)} failed "
+                          f"(exit {exc.returncode}); run it alone to see why", file=sys.stderr)
+                    return 2
                 rows.append(row)
                 print(f"| {repeat} | {row['load']} | {policy} | {row['threads']} | {row['step_s']:.2f} | "
                       f"{row['feature_s']:.2f} | {row['child_wall_s']:.0f} | {row['child_cpu_s']:.0f} | "
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         busy = [r["step_s"] for r in rows if r["policy"] == policy and r["load"] == "busy"]
         print(f"| {policy} | {sum(idle) / len(idle):.2f} | {sum(busy) / len(busy):.2f} | "
               f"{sum(busy) / len(busy) / (sum(idle) / len(idle)):.2f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

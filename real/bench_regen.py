@@ -11,12 +11,12 @@ Prints tokens/s of each and their ratio as a markdown table row.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from types import SimpleNamespace
 
 import torch
 
+from lab.arguments import ArgumentParser
 from lab.config import TargetSection
 from lab.config_base import DatasetSpec
 from real.prepare import left_padded, regenerate_batch
@@ -41,7 +41,7 @@ def stock_generate(target, prompts: list[list[int]], section, seed: int) -> list
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m real.bench_regen", description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="gemma3-270m")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--prompts", type=int, default=32)

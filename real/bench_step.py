@@ -26,6 +26,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from lab.arguments import ArgumentParser
 from lab.config import TargetSection
 from real.cpu_linear import use_fast_few_row_linears
 from real.rng import device_generator
@@ -91,7 +92,7 @@ def weights_read_rows(target_name: str) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m real.bench_step", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="gemma3-270m")
     parser.add_argument("--init", default="pretrained", choices=["pretrained", "random"])
     parser.add_argument("--dtype", default="float32")

@@ -10,12 +10,12 @@ every drafter). Numbers go to docs_parts/BENCHMARKS_drafters.md.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 
 import torch
 
+from lab.arguments import ArgumentParser
 from lab.config import config_from_dict
 from lab.runs import open_run
 
@@ -29,7 +29,7 @@ def drafter_specs(block: int, layers: int, rank: int, vocab: int | None) -> list
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m real.bench_train", description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="tiny-qwen3")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--prompts", type=int, default=16)

@@ -18,7 +18,6 @@ Writes are atomic; an existing table is kept unless --force.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from lab.arguments import ArgumentParser
 from lab.errors import LabError
 from lab.io import write_json_atomic, write_text_atomic
 from lab.paths import expand_path
@@ -105,7 +105,7 @@ def write_table(table: pd.DataFrame, out: Path, meta: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m real.sharegpt_lengths", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m real.sharegpt_lengths", description=__doc__.splitlines()[0])
     ap.add_argument("--tokenizer", default="qwen3",
                     help=f"{', '.join(f'{k}: {v}' for k, v in KNOWN_TOKENIZERS.items())}; or a local tokenizer "
                          "directory (another model's, e.g. one you served)")

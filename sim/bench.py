@@ -13,13 +13,13 @@ wall time moves with the load, CPU time much less) and the load average, and the
 """
 from __future__ import annotations
 
-import argparse
 import cProfile
 import os
 import pstats
 import sys
 import time
 
+from lab.arguments import ArgumentParser
 from lab.config_sim import SimSection
 from lab.errors import LabError
 
@@ -40,7 +40,7 @@ def bench_config(args, duration: float) -> SimSection:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m sim.bench", description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["azure", "hour"])
     ap.add_argument("--trace", required=True, help="arrival CSV (arrived_at,num_prefill_tokens,num_decode_tokens)")
     ap.add_argument("--time-scale", type=float, default=1.0)

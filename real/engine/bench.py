@@ -10,7 +10,6 @@ process CPU time and the machine's load average (the box is shared; BENCHMARKS.m
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from lab.arguments import ArgumentParser
 from lab.config import load_config
 from real.decode import autoregressive_decode
 from real.rng import device_generator
@@ -25,7 +25,7 @@ from real.targets import load_target
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m real.engine.bench", description=__doc__.split("\n")[0])
     parser.add_argument("run", help="run directory of an experiment with an engine stage")
     parser.add_argument("--variant", default="nospec")
     parser.add_argument("--load", default="high")

@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lab.arguments import ArgumentParser
 from lab.config_sim import SimSection
 from lab.errors import LabError
 from lab.io import atomic_path, write_text_atomic
@@ -392,12 +393,11 @@ def plot_fidelity(frame: pd.DataFrame, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m real.engine.fidelity RUN_DIR [--out DIR]: the simulator side of a recorded engine run."""
-    import argparse
     import sys
 
     from lab.config import load_config
 
-    parser = argparse.ArgumentParser(description="Replay a recorded engine run's loads through the simulator.")
+    parser = ArgumentParser(prog="python -m real.engine.fidelity", description="Replay a recorded engine run's loads through the simulator.")
     parser.add_argument("run", help="run directory of an experiment whose engine stage finished")
     parser.add_argument("--out", default=None, help="where the outputs go (default: RUN/engine)")
     parser.add_argument("--acceptance", choices=ACCEPTANCE, default="auto",

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lab.arguments import ArgumentParser
 from lab.errors import LabError
 
 GAP_S = 0.03
@@ -123,10 +124,9 @@ def _config(run: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
     import sys
 
-    parser = argparse.ArgumentParser(description="Engine steps from streamed chunks, priced by the simulator.")
+    parser = ArgumentParser(prog="python -m real.engine.steps", description="Engine steps from streamed chunks, priced by the simulator.")
     parser.add_argument("run", help="run directory of an experiment whose engine stage finished")
     parser.add_argument("--variant", action="append", help="variant(s) (default: all)")
     parser.add_argument("--load", action="append", help="load(s) (default: all)")
