@@ -442,7 +442,7 @@ SIM_FILE_CASES = [
     ("request log with a word for a time", lambda w: replay_log(w, "r1,0,10,5,soon,2\n"),
      "log.csv column first_token_s holds values that are not numbers"),
     ("lengths CSV with an empty cell", lambda w: {"workload": {"lengths": {"source": "csv", "csv_path": write(
-        w, "l.csv", "num_prefill_tokens,num_decode_tokens\n10,\n")}}}, "must hold finite numbers >= 0 in every row"),
+        w, "l.csv", "num_prefill_tokens,num_decode_tokens\n10,\n")}}}, "l.csv line 2: num_prefill_tokens / num_decode_tokens must be whole numbers >= 0"),
     ("arrival trace with a negative time", lambda w: {
         "workload": {"kind": "trace", "trace_path": write(w, "a.csv", ARRIVALS + "-5,10,5\n")},
         "sweep": {"axis": "none", "workers": 1}}, "sim.workload.trace_path: a.csv: columns"),
