@@ -210,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         shape = f"{out_features}x{in_features}"
         weight = torch.full((out_features, in_features), 0.01, dtype=dtype)
         for r, default_ms, transposed_ms in probe_shape(weight, rows_list=rows):
-            layer = torch.nn.Linear(in_features, out_features, bias=False, dtype=dtype)
-            layer.weight.data = weight
-            layer._lab_row_limit = r  # what a switched layer runs: padded to whole tiles past ROW_TILE rows
+            # what a switched layer runs (padded to whole tiles past ROW_TILE rows), on the probe's own weight:
+            # no nn.Linear, whose random init would allocate and draw a second weight per row count
+            layer = types.SimpleNamespace(weight=weight, bias=None, _lab_row_limit=r)
             x = torch.full((r, in_features), 0.01, dtype=dtype)
             with torch.inference_mode():
                 switched_ms = _best_ms(lambda x=x, layer=layer: transposed_linear(layer, x))
