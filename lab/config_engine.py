@@ -152,6 +152,10 @@ class EngineSection(StrictModel):
                                     "stage does not use it; ~2.6 min per variant on 2 CPU cores)")
     reference: ReferenceSpec | None = Field(None, description="re-measure some profile points before/after each "
                                             "load (drift control; needs step_profile)")
+    rounds: int = Field(1, ge=1, le=10, description="measure the step profile and drive every load this many "
+                        "times, interleaved (round k: profile, then the loads; prompts drawn afresh); the simulator "
+                        "reads the rounds' per-point median profile and is compared with the rounds' mean "
+                        "(real/engine/rounds.py)")
 
     @model_validator(mode="after")
     def _unique_and_fitting(self):

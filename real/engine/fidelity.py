@@ -34,6 +34,10 @@ again right before and after the load, real/engine/drift.py), the load is replay
 profile scaled by that load's speed ratio (geometric mean of mean(before, after) / profile over the points).
 The raw rows (the profile as measured) stay the headline; the drift-corrected rows say how much of the raw
 error is the machine's speed moving between the profile and the load, not the simulator.
+Rounds (engine.rounds > 1, real/engine/rounds.py): every round's log is replayed as above (the profile is the
+rounds' per-point median) and a load's row holds the means over rounds of the simulated and the engine's
+metrics, the error between those means, and the engine's own round-to-round spread (log_spread: standard
+deviation over mean); the per-round outputs go to .../<load>/round<k>/.
 Outputs: engine/fidelity.csv (variant, load, profile = raw | drift_corrected, profile_scale, metric, sim, log,
 rel_error) and engine/fidelity.md (the tables BENCHMARKS.md quotes: raw, then drift-corrected),
 engine/fidelity.png (relative error per metric and load; a second panel drift-corrected),
@@ -56,6 +60,7 @@ from lab.errors import LabError
 from lab.io import atomic_path, write_text_atomic
 from real.embedded import log
 from real.engine.drift import reference_ratio, scaled_profile
+from real.engine.rounds import aggregate_rounds, load_dirs
 from sim.acceptance import rates_from_counters
 from sim.step_profile import read_profile
 
@@ -241,50 +246,72 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
     profile = engine_dir / "step_profile.csv"
     if not profile.exists():
         raise LabError(f"fidelity: {profile} missing; run the engine stage with engine.step_profile set")
+    rounds = engine.rounds
     if acceptance == "chunks":  # refused before anything is written
         for variant in engine.variants:
             for load in engine.loads if variant.speculative.method != "none" else ():
-                if not (engine_dir / variant.name / load.name / "chunks.parquet").exists():
-                    raise LabError(f"fidelity: {engine_dir / variant.name / load.name / 'chunks.parquet'} missing "
-                                   "(recorded before the engine stage kept chunks); use --acceptance counters")
+                for load_dir in load_dirs(engine_dir, variant.name, load.name, rounds):
+                    if not (load_dir / "chunks.parquet").exists():
+                        raise LabError(f"fidelity: {load_dir / 'chunks.parquet'} missing (recorded before the engine "
+                                       "stage kept chunks); use --acceptance counters")
     measured = read_profile(profile)
     rows = []
     for variant in engine.variants:
         kv = server_kv_settings(engine_dir / variant.name / "server.log")
         for load in engine.loads:
-            load_dir = engine_dir / variant.name / load.name
-            if not (load_dir / "requests.parquet").exists():
-                raise LabError(f"fidelity: {load_dir / 'requests.parquet'} missing; run the engine stage first")
-            real = pd.read_parquet(load_dir / "requests.parquet")
-            section, note = None, ""
-            if variant.speculative.method != "none":
-                k = variant.speculative.num_speculative_tokens
-                use_chunks = acceptance == "chunks" or (acceptance == "auto" and (load_dir / "chunks.parquet").exists())
-                section, note = (chunks_acceptance(load_dir, real, k, variant.speculative.method,
-                                                   out_dir / "fidelity" / variant.name / load.name / "traces")
-                                 if use_chunks else counters_acceptance(load_dir, real, k))
-            where = out_dir / "fidelity" / variant.name / load.name
-            sim = sim_section(engine, variant, load_dir, profile, kv, section)
-            table = _simulate(sim, run_root, cfg.seed, where / "sim_requests.parquet")
-            rows.append(_label(table, variant.name, load.name, "raw", 1.0))
-            tpot = table.set_index("metric").loc["tpot_mean_ms"]
-            log(f"fidelity {variant.name}/{load.name}: TPOT mean sim {tpot.sim:.1f} ms vs vLLM {tpot.log:.1f} ms "
-                f"({tpot.rel_error * 100:+.1f}%)" + (f"; acceptance {note}" if note else ""))
-            ratio = load_ratio(load_dir, measured)
-            if ratio is not None:  # the drift-corrected table: the profile x this load's measured speed ratio
-                scaled = scaled_profile(profile, ratio, where / "profile_drift_corrected")
-                sim = sim_section(engine, variant, load_dir, scaled, kv, section)
-                table = _simulate(sim, run_root, cfg.seed, where / "sim_requests_drift_corrected.parquet")
-                rows.append(_label(table, variant.name, load.name, "drift_corrected", ratio))
+            per_profile: dict[str, list[pd.DataFrame]] = {"raw": [], "drift_corrected": []}
+            ratios = []
+            for round_index, load_dir in enumerate(load_dirs(engine_dir, variant.name, load.name, rounds)):
+                where = out_dir / "fidelity" / variant.name / load.name
+                where = where / load_dir.relative_to(engine_dir / variant.name / load.name)
+                raw, corrected, ratio = _replay_round(engine, variant, load_dir, where, profile, measured, kv,
+                                                      acceptance, run_root, cfg.seed)
+                per_profile["raw"].append(raw)
+                if corrected is not None:
+                    per_profile["drift_corrected"].append(corrected)
+                    ratios.append(ratio)
+            for kind, tables in per_profile.items():
+                if not tables:
+                    continue
+                table = aggregate_rounds(tables) if rounds > 1 else tables[0]
+                scale = 1.0 if kind == "raw" else float(np.exp(np.mean(np.log(ratios))))
+                rows.append(_label(table, variant.name, load.name, kind, scale))
                 tpot = table.set_index("metric").loc["tpot_mean_ms"]
-                log(f"fidelity {variant.name}/{load.name}, profile x {ratio:.3f} (drift-corrected): TPOT mean "
-                    f"sim {tpot.sim:.1f} ms ({tpot.rel_error * 100:+.1f}%)")
+                what = "" if kind == "raw" else f", profile x {scale:.3f} (drift-corrected)"
+                over = f" (mean of {rounds} rounds; vLLM's spread {tpot.log_spread * 100:.1f}%)" if rounds > 1 else ""
+                log(f"fidelity {variant.name}/{load.name}{what}: TPOT mean sim {tpot.sim:.1f} ms vs vLLM "
+                    f"{tpot.log:.1f} ms ({tpot.rel_error * 100:+.1f}%){over}")
     frame = pd.concat(rows, ignore_index=True)
     with atomic_path(out_dir / "fidelity.csv") as tmp:
         frame.to_csv(tmp, index=False)
     write_text_atomic(out_dir / "fidelity.md", fidelity_markdown(frame))
     plot_fidelity(frame, out_dir / "fidelity.png")
     return sum(int((t["profile"] == "raw").all()) for t in rows)
+
+
+def _replay_round(engine, variant, load_dir: Path, where: Path, profile: Path, measured, kv: dict, acceptance: str,
+                  run_root: Path | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame | None, float | None]:
+    """One round of one load through the simulator: its raw fidelity table and, where the round recorded
+    reference.json, the drift-corrected table and its profile scale (else None, None)."""
+    if not (load_dir / "requests.parquet").exists():
+        raise LabError(f"fidelity: {load_dir / 'requests.parquet'} missing; run the engine stage first")
+    real = pd.read_parquet(load_dir / "requests.parquet")
+    section, note = None, ""
+    if variant.speculative.method != "none":
+        k = variant.speculative.num_speculative_tokens
+        use_chunks = acceptance == "chunks" or (acceptance == "auto" and (load_dir / "chunks.parquet").exists())
+        section, note = (chunks_acceptance(load_dir, real, k, variant.speculative.method, where / "traces")
+                         if use_chunks else counters_acceptance(load_dir, real, k))
+        log(f"fidelity {load_dir}: acceptance {note}")
+    raw = _simulate(sim_section(engine, variant, load_dir, profile, kv, section), run_root, seed,
+                    where / "sim_requests.parquet")
+    ratio = load_ratio(load_dir, measured)
+    if ratio is None:
+        return raw, None, None
+    scaled = scaled_profile(profile, ratio, where / "profile_drift_corrected")  # the profile x this load's ratio
+    corrected = _simulate(sim_section(engine, variant, load_dir, scaled, kv, section), run_root, seed,
+                          where / "sim_requests_drift_corrected.parquet")
+    return raw, corrected, ratio
 
 
 def _simulate(sim: SimSection, run_root: Path | None, seed: int, requests_path: Path) -> pd.DataFrame:
@@ -335,7 +362,8 @@ PROFILE_TITLES = {
 
 def fidelity_markdown(frame: pd.DataFrame) -> str:
     """The raw table, and the drift-corrected one where the run measured references: one row per variant x
-    load, one column per metric, 'sim / vLLM (error)'."""
+    load, one column per metric, 'sim / vLLM (error)'; with engine.rounds > 1 both are the rounds' means and
+    the cell adds vLLM's round-to-round standard deviation over its mean ('vLLM sd')."""
     if "profile" not in frame.columns:  # a fidelity.csv written before drift correction
         return _markdown_table(frame, with_scale=False)
     parts = []
@@ -355,6 +383,9 @@ def _markdown_table(frame: pd.DataFrame, with_scale: bool) -> str:
         cells = [f"{group['profile_scale'].iloc[0]:.3f}"] if with_scale else []
         for _, r in group.set_index("metric").loc[metrics].iterrows():
             err = "n/a" if not np.isfinite(r.rel_error) else f"{r.rel_error * 100:+.1f}%"
+            spread = r.get("log_spread", float("nan"))
+            if np.isfinite(spread):  # several rounds: the engine's own round-to-round sd beside the error
+                err += f"; vLLM sd {spread * 100:.1f}%"
             cells.append(f"{r.sim:.3g} / {r.log:.3g} ({err})")
         lines.append(f"| {variant} | {load} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -84,8 +84,10 @@ class StreamRecord:
                 "finish_s": self.chunk_s[-1] if ok else math.nan}
 
 
-def plan_requests(load, tokens, trace: np.ndarray | None = None) -> list[PlannedRequest]:
-    """The requests of an open-loop load (poisson, trace) or the request pool of a closed-loop one."""
+def plan_requests(load, tokens, trace: np.ndarray | None = None, text_round: int = 0) -> list[PlannedRequest]:
+    """The requests of an open-loop load (poisson, trace) or the request pool of a closed-loop one.
+    text_round k > 0: the same arrivals and lengths with other prompt text (drawn from the seed (load.seed, k)),
+    so that a load driven again on one server (engine.rounds) does not find its prompts in the prefix cache."""
     rng = np.random.default_rng(load.seed)
     lengths = LengthSampler("fixed", load.prompt_tokens, load.output_tokens, None, load.prompt_tokens,
                             load.output_tokens)
@@ -103,7 +105,8 @@ def plan_requests(load, tokens, trace: np.ndarray | None = None) -> list[Planned
         workload = WorkloadSpec(kind=load.kind, rate=load.rate, trace_path=load.trace_path, time_scale=load.time_scale,
                                 duration_s=load.duration_s, warmup_s=0.0, max_requests=load.max_requests)
         times, p, o = open_loop_arrivals(workload, lengths, rng, trace=trace)  # the simulator's own arrivals
-    return [PlannedRequest(f"{load.name}-{i}", float(t), tokens.take(int(n_in), rng), int(n_out))
+    text_rng = rng if text_round == 0 else np.random.default_rng([load.seed, text_round])
+    return [PlannedRequest(f"{load.name}-{i}", float(t), tokens.take(int(n_in), text_rng), int(n_out))
             for i, (t, n_in, n_out) in enumerate(zip(times, p, o))]
 
 

@@ -39,10 +39,12 @@ from real.engine.loadgen import (
     TextTokens,
     chunk_frame,
     load_summary,
+    plan_requests,
     run_load,
     write_request_log,
 )
 from real.engine.metrics import counter_table, scrape_spec_counters
+from real.engine.rounds import combine_profiles, load_dirs, profile_round_dir
 from real.engine.served import exported_drafter, needs_drafters, served_model_dir
 from real.engine.server import EngineServer, vllm_command
 from real.engine.setup import read_marker, require_engine
@@ -68,8 +70,9 @@ def prompt_tokens_source(cfg, model_dir: Path):
     return TextTokens(ids)
 
 
-def _variant_done(ctx, variant, loads) -> bool:
-    return all(ctx.path("engine", variant.name, load.name, "requests.parquet").exists() for load in loads)
+def _variant_done(ctx, variant, loads, rounds: int = 1) -> bool:
+    return all((folder / "requests.parquet").exists() for load in loads
+               for folder in load_dirs(ctx.path("engine"), variant.name, load.name, rounds))
 
 
 def run_stage(ctx) -> None:
@@ -87,13 +90,15 @@ def run_stage(ctx) -> None:
     info.update(engine=read_marker(venv), model=str(model_dir), settings=section.model_dump(mode="json"))
     info.setdefault("variants", {})
     summaries = []
+    rounds = section.rounds
     for index, variant in enumerate(section.variants):
         want_profile = index == 0 and section.step_profile is not None and (
             forced or not ctx.path("engine", "step_profile.csv").exists())
         want_spec_profile = (variant.speculative.method != "none" and section.step_profile is not None
                              and section.spec_step_profile
                              and (forced or not ctx.path("engine", variant.name, "step_profile.csv").exists()))
-        if _variant_done(ctx, variant, section.loads) and not forced and not want_profile and not want_spec_profile:
+        if _variant_done(ctx, variant, section.loads, rounds) and not forced and not want_profile \
+                and not want_spec_profile:
             log(f"engine {variant.name}: every load done already, not started")
         else:
             argv, env = vllm_command(section, variant.speculative, model_dir, venv, SERVED_NAME,
@@ -105,15 +110,20 @@ def run_stage(ctx) -> None:
                                                   "env": {k: env[k] for k in env if k.startswith("VLLM_CPU")}}
                 write_json_atomic(info_path, info)
                 _warm_up(server.base_url, tokens)
-                if want_profile:
-                    _profile(ctx, server.base_url, section, tokens, model_dir, venv)
-                if want_spec_profile:
-                    _spec_profile(ctx, server.base_url, section, variant, tokens, model_dir, venv)
-                for load in section.loads:
-                    _drive(ctx, server.base_url, section, variant, load, tokens, forced)
+                for round_index in range(rounds):
+                    if want_profile:
+                        _profile_round(ctx, server.base_url, section, tokens, model_dir, venv, round_index, forced)
+                    if want_spec_profile and round_index == 0:
+                        _spec_profile(ctx, server.base_url, section, variant, tokens, model_dir, venv)
+                    for load in section.loads:
+                        folder = load_dirs(ctx.path("engine"), variant.name, load.name, rounds)[round_index]
+                        _drive(ctx, server.base_url, section, variant, load, tokens, forced, folder, round_index)
+                if want_profile and rounds > 1:
+                    _combine_profile_rounds(ctx, rounds)
         for load in section.loads:
-            summary = json.loads(ctx.path("engine", variant.name, load.name, "summary.json").read_text())
-            summaries.append({"variant": variant.name, "load": load.name, **_flat(summary)})
+            for round_index, folder in enumerate(load_dirs(ctx.path("engine"), variant.name, load.name, rounds)):
+                summary = json.loads((folder / "summary.json").read_text())
+                summaries.append({"variant": variant.name, "load": load.name, "round": round_index, **_flat(summary)})
     write_text_atomic(ctx.path("engine", "summary.csv"), pd.DataFrame(summaries).to_csv(index=False))
     write_json_atomic(info_path, info)
     ctx.mark_done("engine", {"variants": len(section.variants), "loads": len(section.loads)})
@@ -151,41 +161,44 @@ def _warm_up(base_url: str, tokens) -> None:
     send_batch(base_url, SERVED_NAME, [text + text, text + text + text], 24)
 
 
-def _drive(ctx, base_url: str, section, variant, load, tokens, forced: bool) -> None:
-    folder = ctx.path("engine", variant.name, load.name)
+def _drive(ctx, base_url: str, section, variant, load, tokens, forced: bool, folder: Path,
+           round_index: int = 0) -> None:
+    """Drive one round of one load into `folder` (real.engine.rounds.load_dirs), unless done already."""
+    label = f"{variant.name}/{load.name}" + (f" round {round_index}" if section.rounds > 1 else "")
     if (folder / "requests.parquet").exists() and not forced:
-        log(f"engine {variant.name}/{load.name}: done already")
+        log(f"engine {label}: done already")
         return
     reference = section.reference
     if reference is not None:
-        bracket_before = _reference(base_url, section, tokens, variant, load, "before")
+        bracket_before = _reference(base_url, section, tokens, variant, load, "before", round_index)
     before = scrape_spec_counters(base_url)
     start = time.perf_counter()
-    frame, records = run_load(base_url, load, tokens, SERVED_NAME, show_progress=ctx.show_progress)
+    frame, records = run_load(base_url, load, tokens, SERVED_NAME, show_progress=ctx.show_progress,
+                              plan=plan_requests(load, tokens, text_round=round_index))
     wall = time.perf_counter() - start
     table = counter_table(before, scrape_spec_counters(base_url))
     summary = {"wall_s": round(wall, 2), **load_summary(frame, records)}
     if reference is not None:
         _write_reference(ctx, folder, variant, bracket_before,
-                         _reference(base_url, section, tokens, variant, load, "after"))
+                         _reference(base_url, section, tokens, variant, load, "after", round_index))
     write_json_atomic(folder / "spec_counters.json", table)
     write_json_atomic(folder / "summary.json", summary)
     write_request_log(chunk_frame(records), folder / "chunks.parquet")
     write_request_log(frame, folder / "requests.parquet")  # last: its presence marks the load done
-    log(f"engine {variant.name}/{load.name}: {summary['completed']}/{summary['requests']} requests, "
+    log(f"engine {label}: {summary['completed']}/{summary['requests']} requests, "
         f"TPOT mean {summary['tpot_mean_ms']:.1f} ms, {summary['throughput_tok_s']:.1f} tok/s, "
         f"tau {table['derived']['tau']}")
 
 
-def _reference(base_url: str, section, tokens, variant, load, which: str) -> dict:
+def _reference(base_url: str, section, tokens, variant, load, which: str, round_index: int = 0) -> dict:
     """One bracket of the load's drift control (real.engine.drift), prompts drawn afresh for each bracket
-    (a prompt seen before would come from the prefix cache)."""
+    and round (a prompt seen before would come from the prefix cache)."""
     import zlib
 
     from real.engine.drift import measure_reference
     from real.engine.step_profile import one_step_prompt_tokens
 
-    seed = zlib.crc32(f"{variant.name}/{load.name}/{which}".encode())
+    seed = zlib.crc32(f"{variant.name}/{load.name}/{which}".encode() + (f"/{round_index}".encode() if round_index else b""))
     return measure_reference(base_url, section.reference, tokens, variant.speculative.method != "none", SERVED_NAME,
                              seed, max_prompt_tokens=one_step_prompt_tokens(section))
 
@@ -205,20 +218,42 @@ def _write_reference(ctx, folder: Path, variant, before: dict, after: dict) -> N
             f"(after / before {record['after_over_before']:.3f}; {before['wall_s'] + after['wall_s']:.0f} s)")
 
 
-def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path) -> None:
+def _profile_round(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, round_index: int,
+                   forced: bool) -> None:
+    """Round `round_index`'s step profile: engine/step_profile.csv with one round, else
+    engine/profile_rounds/round<k>/ (combined by _combine_profile_rounds); skipped where already written."""
+    if section.rounds == 1:
+        _profile(ctx, base_url, section, tokens, model_dir, venv, ctx.path("engine"))
+        return
+    out_dir = profile_round_dir(ctx.path("engine"), round_index)
+    if (out_dir / "step_profile.csv").exists() and not forced:
+        log(f"engine step profile round {round_index}: done already")
+        return
+    _profile(ctx, base_url, section, tokens, model_dir, venv, out_dir, seed=round_index)
+
+
+def _combine_profile_rounds(ctx, rounds: int) -> None:
+    """engine/step_profile.csv: the per-point median of the rounds' profiles (real.engine.rounds)."""
+    engine_dir = ctx.path("engine")
+    path = combine_profiles([profile_round_dir(engine_dir, k) / "step_profile.csv" for k in range(rounds)], engine_dir)
+    log(f"engine: the step profile's {rounds} rounds combined (per-point median) into {path}")
+
+
+def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, out_dir: Path, seed: int = 0) -> None:
     from real.engine.step_profile import PREFIX_HIT_MIN, measure_step_profile, one_step_prompt_tokens
     from sim.step_profile import write_profile
 
     checks: list[dict] = []
-    rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, show_progress=ctx.show_progress,
-                                prefix_checks=checks, max_prompt_tokens=one_step_prompt_tokens(section))
+    rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, seed=seed,
+                                show_progress=ctx.show_progress, prefix_checks=checks,
+                                max_prompt_tokens=one_step_prompt_tokens(section))
     cold = [c for c in checks if c["prefix_hit_fraction"] < PREFIX_HIT_MIN]  # nan compares False: not checkable
     for c in cold:
         log(f"engine step profile: batch {c['batch']} x {c['query_tokens']} over {c['context_len']}: the prefix "
             f"cache served {c['prefix_hit_fraction']:.0%} of the prefix (the row includes recomputing the rest)")
     meta = {**_profile_meta(section, model_dir, venv), "prefix_cache": checks}
-    write_profile(ctx.path("engine"), rows, meta)
-    log(f"engine: step profile of {len(rows)} points written to {ctx.path('engine', 'step_profile.csv')}")
+    write_profile(out_dir, rows, meta)
+    log(f"engine: step profile of {len(rows)} points written to {out_dir / 'step_profile.csv'}")
 
 
 def _spec_profile(ctx, base_url: str, section, variant, tokens, model_dir: Path, venv: Path) -> None:
