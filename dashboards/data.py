@@ -650,7 +650,8 @@ def with_goals(table: pd.DataFrame) -> pd.DataFrame:
 
 def fidelity_wide(table: pd.DataFrame, profile: str) -> pd.DataFrame:
     """One row per variant x load of one profile: the error of each metric in percent, the goals met
-    (`goals met` "k/n") and the names of those missed."""
+    (`goals met` "k/n") and the names of those missed; with engine.rounds > 1 (columns rounds, log_spread)
+    also the rounds and vLLM's own round-to-round sd of each goal metric (`<metric> vLLM sd %`)."""
     part = with_goals(table[table["profile"] == profile])
     rows = []
     for (variant, load), g in part.groupby(["variant", "load"], sort=False):
@@ -658,6 +659,10 @@ def fidelity_wide(table: pd.DataFrame, profile: str) -> pd.DataFrame:
         if profile != "raw":
             row["profile x"] = float(g["profile_scale"].iloc[0])
         row.update({f"{m} error %": e * 100 for m, e in zip(g["metric"], g["rel_error"])})
+        if "log_spread" in g.columns and g["log_spread"].notna().any():
+            row["rounds"] = int(g["rounds"].iloc[0])
+            row.update({f"{m} vLLM sd %": sd * 100 for m, sd in zip(g["metric"], g["log_spread"])
+                        if m in FIDELITY_GOALS})
         goals = g[g["verdict"] != ""]
         row["goals met"] = f"{int((goals['verdict'] == 'met').sum())}/{len(goals)}"
         row["missed"] = ", ".join(goals.loc[goals["verdict"] != "met", "metric"])

@@ -118,9 +118,10 @@ if engine.is_dir():
         judged = int(marked["verdict"].isin(["met", "missed", "n/a"]).sum())
         st.subheader(f"Error table: goals met {met} of {judged}")
         st.caption(f"error = simulator / vLLM - 1, in percent; goals (issue 10): |error| of {goals}. "
-                   "`missed` names the goal metrics outside their goal.")
+                   "`missed` names the goal metrics outside their goal. With engine.rounds > 1 both sides are "
+                   "the rounds' means and `vLLM sd %` is the engine's own round-to-round spread.")
         st.dataframe(wide, hide_index=True, width="stretch",
-                     column_config=ui.number_formats(wide, {c: 1 for c in wide.columns if c.endswith("error %")}
+                     column_config=ui.number_formats(wide, {c: 1 for c in wide.columns if c.endswith(" %")}
                                                      | {"profile x": 3}))
         with st.expander("Every metric: simulator, vLLM, error, goal, verdict"):
             shown = marked.rename(columns={"log": "vLLM"})

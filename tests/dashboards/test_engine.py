@@ -131,3 +131,14 @@ def test_profile_only_run_and_a_run_with_neither(engine_root):
     at = _open(engine_root["root"], "plain/plain-0001")
     assert not at.error and len(at.get("vega_lite_chart")) == 0
     assert "runs under this root that have them: fid/fid-0001, prof/prof-0001" in at.info[0].value
+
+
+def test_rounds_add_vllms_own_spread_beside_the_errors():
+    rows = [{"variant": "nospec", "load": "low", "profile": "raw", "profile_scale": 1.0, "metric": m, "sim": 1.0,
+             "log": 1.0, "rel_error": 0.02, "rounds": 3, "log_spread": sd}
+            for m, sd in (("tpot_mean_ms", 0.08), ("ttft_mean_s", 0.1), ("throughput_tok_s", 0.01),
+                          ("ttft_p90_s", 0.3))]
+    wide = data.fidelity_wide(pd.DataFrame(rows), "raw").iloc[0]
+    assert wide["rounds"] == 3 and wide["tpot_mean_ms vLLM sd %"] == pytest.approx(8.0)
+    assert "ttft_p90_s vLLM sd %" not in wide.index  # goal metrics only
+    assert wide["goals met"] == "3/3"
