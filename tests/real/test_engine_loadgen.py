@@ -1,4 +1,5 @@
 """The load generator, the /metrics scrape and the step profiler against an in-process fake engine (fast)."""
+import asyncio
 import itertools
 import math
 import time
@@ -243,3 +244,28 @@ def test_a_speculative_servers_decode_steps_are_every_chunk_gap():
         (1, 4, 0), (1, 4, 16), (2, 4, 0), (2, 4, 16)]
     assert all(15 < r["step_ms"] < 60 for r in rows)  # the fake's 20 ms step, 2 tokens per chunk
     assert all(r["repeats"] == 2 * r["batch"] for r in rows)  # 4 two-token chunks: 3 gaps, first dropped
+
+
+def test_a_batch_that_partly_rode_in_the_blockers_step_is_sent_again(monkeypatch):
+    """fid-s19: one round measured 4 x 64 @ 256 as 151 ms where two others measured ~1,300: three of the four
+    requests ran inside the blocker's step (their first tokens came with its first token), the fourth in the
+    next step, which vLLM's step count reads as the expected blocker + batch (2 steps). The samples say it:
+    near 0 beside a whole step. The point is sent again and the one-step try kept."""
+    from real.engine import step_profile
+    from real.engine.loadgen import StreamRecord
+
+    counts = iter([0.0, 2.0, 2.0, 4.0])  # both tries: 2 engine steps
+    monkeypatch.setattr(step_profile, "engine_steps", lambda url: next(counts))
+    batch_firsts = iter([[0.6, 0.6, 0.6, 1.9], [1.9, 1.9, 1.9, 1.9]])
+
+    async def fake_batch(client, base_url, model, prompts, max_tokens, t0=None):
+        if len(prompts) == 1:  # the blocker: its first token at 0.6 s
+            return [StreamRecord("gate", len(prompts[0]), 0.0, [0.6], [1], 1)]
+        return [StreamRecord(f"p{i}", len(p), 0.1, [t], [1], 1) for i, (p, t) in enumerate(zip(prompts, next(batch_firsts)))]
+
+    monkeypatch.setattr(step_profile, "_batch", fake_batch)
+    prompts = [TOKENS.take(8, np.random.default_rng(i)) for i in range(4)]
+    samples = asyncio.run(step_profile._prefill_samples(None, "http://x", "m", prompts, TOKENS, np.random.default_rng(0)))
+    assert samples == pytest.approx([1300.0] * 4)
+    assert step_profile.rode_with_blocker([0.0, 0.0, 0.0, 1300.0])
+    assert not step_profile.rode_with_blocker([1290.0, 1300.0, 1310.0, 1305.0]) and not step_profile.rode_with_blocker([5.0])
