@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from lab.config import config_from_dict
 from lab.errors import LabError
@@ -70,13 +69,9 @@ def test_a_later_round_sends_the_same_arrivals_and_lengths_with_other_prompts():
 
 
 def test_engine_stage_with_rounds_interleaves_profiles_and_loads_and_compares_means(tmp_path, capsys):
-    from lab.cli import main
-    from tests.real.test_engine_server import PORT_TRIES, fake_engine_venv, free_port
+    from tests.real.test_engine_server import fake_engine_venv, fake_model, run_engine_experiment
 
-    venv = fake_engine_venv(tmp_path)
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"vocab_size": 3000}))
+    venv, model = fake_engine_venv(tmp_path), fake_model(tmp_path)
     experiment = {
         "name": "rounds", "stages": ["engine", "fidelity"],
         "engine": {"venv": str(venv), "model": str(model), "startup_timeout_s": 30, "rounds": 2,
@@ -85,16 +80,9 @@ def test_engine_stage_with_rounds_interleaves_profiles_and_loads_and_compares_me
                               "max_requests": 4}],
                    "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0],
                                     "output_tokens": 5, "repeats": 1}}}
-    for attempt in range(PORT_TRIES):
-        port = experiment["engine"]["port"] = free_port()
-        experiment["output_dir"] = str(tmp_path / f"runs{attempt}")
-        (tmp_path / "e.yaml").write_text(yaml.safe_dump(experiment))
-        capsys.readouterr()
-        status = main(["run", str(tmp_path / "e.yaml"), "--quiet"])
-        if status == 0 or f"error: engine.port {port}:" not in capsys.readouterr().err:
-            break
+    status, out, _port = run_engine_experiment(tmp_path, capsys, experiment)
     assert status == 0
-    engine = next((tmp_path / f"runs{attempt}" / "rounds").iterdir()) / "engine"
+    engine = next((out / "rounds").iterdir()) / "engine"
     rounds = [read_profile(engine / "profile_rounds" / f"round{k}" / "step_profile.csv").frame() for k in (0, 1)]
     combined = read_profile(engine / "step_profile.csv").frame()
     assert np.allclose(combined["step_ms"], np.median([r["step_ms"] for r in rounds], axis=0))

@@ -212,11 +212,32 @@ def test_setup_is_a_no_op_when_the_marker_says_ready(tmp_path, capsys):
         require_engine(venv)
 
 
-def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
-    venv = fake_engine_venv(tmp_path)
-    model = tmp_path / "model"
+def fake_model(root: Path) -> Path:
+    """A model directory with only what the engine stage reads (config.json's vocab size)."""
+    model = root / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"vocab_size": 3000}))
+    return model
+
+
+def run_engine_experiment(tmp_path, capsys, experiment: dict) -> tuple[int, Path, int]:
+    """`lab run` of an engine experiment on a drawn port, drawn again while another process holds it (see
+    served()); returns the exit status, the output_dir used and the port."""
+    from lab.cli import main
+
+    for attempt in range(PORT_TRIES):
+        port = experiment["engine"]["port"] = free_port()
+        experiment["output_dir"] = str(tmp_path / f"runs{attempt}")
+        (tmp_path / "e.yaml").write_text(yaml.safe_dump(experiment))
+        capsys.readouterr()
+        status = main(["run", str(tmp_path / "e.yaml"), "--quiet"])
+        if status == 0 or f"error: engine.port {port}:" not in capsys.readouterr().err:
+            break
+    return status, Path(experiment["output_dir"]), port
+
+
+def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
+    venv, model = fake_engine_venv(tmp_path), fake_model(tmp_path)
     experiment = {
         "name": "eng", "stages": ["engine", "fidelity"],
         "engine": {"venv": str(venv), "model": str(model), "startup_timeout_s": 30,
@@ -232,16 +253,9 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
                    "reference": {"points": [[1, 1, 8], [2, 4, 8]], "output_tokens": 4}}}
     from lab.cli import main
 
-    for attempt in range(PORT_TRIES):  # a port drawn again while another process holds it (see served())
-        port = experiment["engine"]["port"] = free_port()
-        experiment["output_dir"] = str(tmp_path / f"runs{attempt}")
-        (tmp_path / "e.yaml").write_text(yaml.safe_dump(experiment))
-        capsys.readouterr()
-        status = main(["run", str(tmp_path / "e.yaml"), "--quiet"])
-        if status == 0 or f"error: engine.port {port}:" not in capsys.readouterr().err:
-            break
+    status, out, port = run_engine_experiment(tmp_path, capsys, experiment)
     assert status == 0
-    run = next((tmp_path / f"runs{attempt}" / "eng").iterdir())
+    run = next((out / "eng").iterdir())
     frame = pd.read_parquet(run / "engine" / "ngram" / "users" / "requests.parquet")
     assert len(frame) == 4 and (frame["output_tokens"] == 6).all()
     chunks = pd.read_parquet(run / "engine" / "ngram" / "users" / "chunks.parquet")
