@@ -392,8 +392,9 @@ def _markdown_table(frame: pd.DataFrame, with_scale: bool) -> str:
 
 
 def plot_fidelity(frame: pd.DataFrame, path: Path) -> None:
-    """Relative error (sim / vLLM - 1) per metric, one bar per variant x load; a second panel with the
-    drift-corrected profile where the run measured references."""
+    """Relative error (sim / vLLM - 1) per metric, one bar per variant x load (with rounds, vLLM's own
+    round-to-round sd as its error bar); a second panel with the drift-corrected profile where the run
+    measured references."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -405,9 +406,13 @@ def plot_fidelity(frame: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 4 * len(panels)), sharey=True, squeeze=False)
     for ax, profile in zip(axes[:, 0], panels):
         part = frame[frame["profile"] == profile]
-        table = part.assign(case=part["variant"] + "/" + part["load"]).pivot_table(
-            index="metric", columns="case", values="rel_error", sort=False) * 100
-        table.plot.bar(ax=ax, width=0.8)
+        cased = part.assign(case=part["variant"] + "/" + part["load"])
+        table = cased.pivot_table(index="metric", columns="case", values="rel_error", sort=False) * 100
+        spread = None  # several rounds: vLLM's own round-to-round sd as each bar's error bar
+        if "log_spread" in cased.columns and cased["log_spread"].notna().any():
+            spread = cased.pivot_table(index="metric", columns="case", values="log_spread", sort=False,
+                                       dropna=False).reindex_like(table) * 100
+        table.plot.bar(ax=ax, width=0.8, yerr=spread, capsize=2, error_kw={"elinewidth": 0.7})
         ax.axhline(0, color="black", linewidth=0.8)
         for goal in (-5, 5):
             ax.axhline(goal, color="grey", linestyle=":", linewidth=0.8)
