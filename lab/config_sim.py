@@ -271,8 +271,9 @@ class EngineSpec(StrictModel):
 
 
 class FrontendSpec(StrictModel):
-    """vLLM's API server in front of each replica's engine (sim/frontend.py): one event loop serving, first come
-    first served, each request's work before the engine sees it and each step's streamed tokens. 0 and 0 (the
+    """vLLM's API server in front of each replica's engine (sim/frontend.py): one event loop serving in turn
+    each request's work before the engine sees it and each step's streamed tokens (the output handler's work
+    never waits for the admission backlog). 0 and 0 (the
     default): no front end, requests reach the engine when they arrive and tokens the client when emitted."""
 
     request_ms: float = Field(0.0, ge=0,

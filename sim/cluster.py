@@ -149,7 +149,9 @@ class Replica:
         self.wake: simpy.Event | None = None
         self._track_pos = cluster.source.kind == "trace"
         fe = cluster.frontend
-        self.fe = Frontend(cluster.env, fe.request_ms, fe.output_token_ms) if fe is not None and fe.enabled else None
+        self.fe = (Frontend(cluster.env, fe.request_ms, fe.output_token_ms,
+                            handoff=lambda rid: cluster._dispatch(self, rid))
+                   if fe is not None and fe.enabled else None)
         self._streams = self.fe is not None and self.fe.streams  # tokens reach the client through the server
         # step statistics
         self.busy_time = 0.0
@@ -624,17 +626,11 @@ class Cluster:
         else:
             rep = self.replicas[self._rr % len(self.replicas)]
             self._rr += 1
-        if rep.fe is not None:  # the replica's API server first: the engine sees the request when it is done
-            rep.fe.in_flight += 1
-            ev = self.env.timeout(rep.fe.admit() - now)
-            ev.callbacks.append(lambda _e, rep=rep, rid=rid: self._handoff(rep, rid))
+        if rep.fe is not None:  # the replica's API server first: it hands the request to the engine when done
+            rep.fe.admit(rid)
         else:
             self._dispatch(rep, rid)
         return rid
-
-    def _handoff(self, rep: Replica, rid: int):
-        rep.fe.in_flight -= 1
-        self._dispatch(rep, rid)
 
     def _dispatch(self, rep: Replica, rid: int):
         """The request reaches replica `rep`'s engine now."""

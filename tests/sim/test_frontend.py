@@ -15,18 +15,77 @@ from tests.sim.conftest import make_sim
 TOL = 1e-12  # seconds: float sums of the same terms in another order
 
 
-def test_the_server_serves_its_jobs_first_come_first_served():
+def _server(request_ms, output_token_ms):
+    """A Frontend on a fresh clock; `handed` collects (time, rid) as requests reach the engine."""
     env = simpy.Environment()
-    fe = Frontend(env, request_ms=10.0, output_token_ms=0.5)
-    # five requests at once: the k-th (from 1) is done after k x 10 ms
-    assert [fe.admit() for _ in range(5)] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05], abs=TOL)
-    # a step's 4 tokens queue behind them: 2 ms of work from 50 ms
-    assert fe.deliver(4) == pytest.approx(0.052, abs=TOL)
-    env.run(until=1.0)  # idle: the next job starts when it arrives
-    assert fe.admit() == pytest.approx(1.01, abs=TOL)
+    handed = []
+    fe = Frontend(env, request_ms, output_token_ms, handoff=lambda rid: handed.append((env.now, rid)))
+    return env, fe, handed
+
+
+def test_requests_alone_are_served_first_come_first_served():
+    env, fe, handed = _server(request_ms=10.0, output_token_ms=0.5)
+    for rid in range(5):  # five requests at once: the k-th (from 1) reaches the engine after k x 10 ms
+        fe.admit(rid)
+    assert fe.in_flight == 5
+    env.run(until=0.5)
+    assert [rid for _, rid in handed] == [0, 1, 2, 3, 4]
+    assert [t for t, _ in handed] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05], abs=TOL)
+    assert fe.in_flight == 0
+    assert fe.deliver(4) == pytest.approx(0.502, abs=TOL)  # idle: a step's 4 tokens take 2 ms from now
+    env.run(until=1.0)
+    fe.admit(5)  # idle again: the next request starts when it arrives
+    env.run(until=2.0)
+    assert handed[-1] == (pytest.approx(1.01, abs=TOL), 5)
     assert fe.busy_s == pytest.approx(0.062, abs=TOL)
     quiet = Frontend(env, request_ms=3.0, output_token_ms=0.0)
     assert not quiet.streams and quiet.deliver(100) == env.now  # no per-token work: tokens are not held
+    at_once = []
+    free = Frontend(env, request_ms=0.0, output_token_ms=1.0, handoff=at_once.append)
+    free.deliver(1000)  # a second of output work ...
+    free.admit(7)  # ... and a request with no work of its own: the engine sees it at once
+    assert at_once == [7] and free.in_flight == 0
+
+
+def test_streamed_tokens_wait_for_the_request_in_service_not_the_backlog():
+    # 100 requests queued for admission (1 s of work), then a step's 8 tokens (4 ms) 25 ms in: the FIFO
+    # server of c2922be held them until every queued request was done (1.004 s); now they wait for the
+    # request in service (it ends at 30 ms) and their own work only
+    env, fe, handed = _server(request_ms=10.0, output_token_ms=0.5)
+    for rid in range(100):
+        fe.admit(rid)
+    env.run(until=0.025)
+    assert fe.deliver(8) == pytest.approx(0.034, abs=TOL)
+    # the next step's tokens, 5 ms later, find an output job last: the request handlers' turn comes first,
+    # one queued request (34-44 ms), then these 4 tokens (2 ms)
+    env.run(until=0.030)
+    assert fe.deliver(4) == pytest.approx(0.046, abs=TOL)
+    env.run(until=5.0)
+    times = [t for t, _ in handed]
+    assert [rid for _, rid in handed] == list(range(100))  # requests keep their order
+    assert times[:3] == pytest.approx([0.010, 0.020, 0.030], abs=TOL)
+    assert times[3] == pytest.approx(0.044, abs=TOL)  # its turn came between the two output jobs
+    # the rest follow back to back: the backlog ends 6 ms (the two output jobs) later than without them
+    assert times[-1] == pytest.approx(1.006, abs=TOL)
+    assert fe.busy_s == pytest.approx(1.006, abs=TOL) and fe.in_flight == 0
+
+
+def test_a_long_output_backlog_does_not_shut_admissions_out():
+    # output jobs of 20 ms arriving every 10 ms: the server never falls free, yet one request is admitted
+    # between each two of them (the loop takes the two kinds of work in turn)
+    env, fe, handed = _server(request_ms=5.0, output_token_ms=1.0)
+    ends = []
+    for step in range(10):
+        if step:
+            env.run(until=step * 0.010 + 1e-9)
+        if step == 1:
+            for rid in range(3):
+                fe.admit(rid)
+        ends.append(fe.deliver(20))
+    env.run(until=5.0)
+    # outputs: 0-20 ms, then [request, output] x 3 (25 ms each), then back to back
+    assert ends[:5] == pytest.approx([0.020, 0.045, 0.070, 0.095, 0.115], abs=1e-8)
+    assert [t for t, _ in handed] == pytest.approx([0.025, 0.050, 0.075], abs=1e-8)
 
 
 def _one_request(**frontend):
@@ -82,6 +141,31 @@ def test_streaming_work_slows_the_client_not_the_engine():
     tokens = 32 * 64
     assert slow.requests["finish_s"].max() >= tokens * 1e-3  # the server streamed every token, one at a time
     assert slow.summary["frontend_utilization"] > 0.9
+
+
+def test_a_burst_queued_for_admission_does_not_hold_the_first_requests_tokens():
+    # 40 users at once, 20 ms of front-end work each: the last reaches the engine after 800 ms. The first,
+    # admitted after 20 ms, streams its 20 tokens meanwhile; with one FIFO for all work (commit c2922be) its
+    # every token waited for the whole backlog (first token after > 800 ms, finish later still)
+    n, request_ms, out = 40, 20.0, 20
+    wl = {"kind": "closed_loop", "concurrency": n, "max_requests": n, "duration_s": 100, "warmup_s": 0,
+          "lengths": {"prompt_tokens": 64, "output_tokens": out}}
+    res = simulate(prepare_inputs(make_sim(workload=wl, frontend={"request_ms": request_ms,
+                                                                  "output_token_ms": 0.1})), "ar")
+    first = res.requests.sort_values("first_token_s").iloc[0]
+    quiet = simulate(prepare_inputs(make_sim(workload={**wl, "concurrency": 1, "max_requests": 1},
+                                             frontend={"request_ms": request_ms})), "ar").requests.iloc[0]
+    backlog = n * request_ms / 1e3
+    # its first token waits for its own admission, the request in service when it is emitted and its own work
+    prefill = quiet["first_token_s"] - request_ms / 1e3  # alone, without output work
+    assert first["first_token_s"] <= 2 * request_ms / 1e3 + prefill + 1e-4 + TOL
+    # and it finishes before the backlog is admitted: each step's tokens wait for at most the request in
+    # service (20 ms) beside the engine's own step, not for the queue
+    quiet_tpot = (quiet["finish_s"] - quiet["first_token_s"]) / (out - 1)
+    tpot = (first["finish_s"] - first["first_token_s"]) / (out - 1)
+    assert tpot <= request_ms / 1e3 + 2 * quiet_tpot
+    assert first["finish_s"] < backlog
+    assert res.requests["first_token_s"].max() > backlog  # the backlog itself is still served one by one
 
 
 def _digest(frame) -> str:
