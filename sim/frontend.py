@@ -11,9 +11,10 @@ asyncio event loop in one process; the engine core runs beside it in its own pro
 On that loop two kinds of task share one CPU (vllm/v1/engine/async_llm.py, vllm/entrypoints/openai/):
   - the request handlers, one task per request: `request_ms` of work each before the engine sees the request;
   - the output handler, one task for all requests (AsyncLLM.output_handler): it awaits the engine core's
-    outputs, and for each engine step turns the step's tokens into every request's output (detokenising, then
-    each request's SSE chunk), yielding to the loop between steps (and between chunks of
-    VLLM_V1_OUTPUT_PROC_CHUNK_SIZE = 128 requests), not after every queued request's handler has run.
+    outputs and turns each engine step's tokens into every request's output (detokenising), yielding to the
+    loop between steps (and between chunks of VLLM_V1_OUTPUT_PROC_CHUNK_SIZE = 128 requests), not after every
+    queued request's handler has run; each request's task then writes its SSE chunk. Both are one step's
+    output work here (`output_token_ms` per token).
 So a step's streamed tokens do not wait for the whole backlog of requests queued for admission, and a long
 output backlog does not shut admissions out either. Modelled as one server, non-preemptive, with two queues
 taken in turn (round-robin between the output handler and the request handlers):
