@@ -270,6 +270,25 @@ class EngineSpec(StrictModel):
                            "(prefill-node queueing is not modelled); TTFT = that pass")
 
 
+class FrontendSpec(StrictModel):
+    """vLLM's API server in front of each replica's engine (sim/frontend.py): one event loop serving in turn
+    each request's work before the engine sees it and each step's streamed tokens (the output handler's work
+    never waits for the admission backlog). 0 and 0 (the
+    default): no front end, requests reach the engine when they arrive and tokens the client when emitted."""
+
+    request_ms: float = Field(0.0, ge=0,
+                              description="front-end work per request before the engine sees it (HTTP, chat "
+                                          "template, tokenising, hand-off), ms; caps admissions at 1000 / this "
+                                          "per second")
+    output_token_ms: float = Field(0.0, ge=0,
+                                   description="front-end work per emitted token (detokenising, SSE streaming), "
+                                               "ms; a token reaches the client when its step's tokens are served")
+
+    @property
+    def enabled(self) -> bool:
+        return self.request_ms > 0 or self.output_token_ms > 0
+
+
 # `batching:` is the engine section's old name; its keys map onto the vLLM names
 _BATCHING_KEYS = {"max_batched_tokens": "max_num_batched_tokens", "chunked_prefill": "enable_chunked_prefill",
                   "gpu_mem_util": "gpu_memory_utilization"}
@@ -513,6 +532,7 @@ class SimSection(StrictModel):
     replicas: int = Field(1, ge=1, le=4096)
     router: Literal["round_robin", "least_loaded"] = "round_robin"
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    frontend: FrontendSpec = Field(default_factory=FrontendSpec)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     acceptance: AcceptanceSpec = Field(default_factory=AcceptanceSpec)
     policies: list[PolicySpec] = Field(default_factory=lambda: [PolicySpec(kind="mtp"), PolicySpec(kind="prefix")],
@@ -540,6 +560,13 @@ class SimSection(StrictModel):
                              "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")
         if self.sweep.axis == "rate" and self.workload.kind == "closed_loop":
             raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma, trace or replay_log)")
+        return self
+
+    @model_validator(mode="after")
+    def _frontend_streams_without_disaggregation(self):
+        if self.frontend.output_token_ms > 0 and self.engine.disaggregated_prefill:
+            raise ValueError("sim.frontend.output_token_ms with sim.engine.disaggregated_prefill is not modelled "
+                             "(the prefill node's first token bypasses the replica's API server): set one of them")
         return self
 
     @model_validator(mode="after")

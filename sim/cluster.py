@@ -22,6 +22,9 @@ kv_policy 'reserve' (the old model) instead reserves prompt + output at admissio
 Models with sliding-window layers (engine.hybrid_kv, default on) hold group-blocks of vLLM's hybrid manager
 (sim/kv_cache.HybridKV): a sliding group frees the blocks before its window as a request grows, so a decode
 row's CAP also stops where its window drops the next block, and growth there may give blocks back.
+With a front end (sim.frontend, sim/frontend.py) each replica has vLLM's API server before its engine: a request
+reaches the queue when the server has done its work, and its tokens reach the client (first_token_s,
+finish_s: the client's clock, as vLLM's benchmark measures) when the server has streamed them.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from sim.frontend import Frontend
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
 
 
@@ -144,6 +148,11 @@ class Replica:
         self._joining: list[tuple] = []  # decode rows admitted during planning, joining from the next step
         self.wake: simpy.Event | None = None
         self._track_pos = cluster.source.kind == "trace"
+        fe = cluster.frontend
+        self.fe = (Frontend(cluster.env, fe.request_ms, fe.output_token_ms,
+                            handoff=lambda rid: cluster._dispatch(self, rid))
+                   if fe is not None and fe.enabled else None)
+        self._streams = self.fe is not None and self.fe.streams  # tokens reach the client through the server
         # step statistics
         self.busy_time = 0.0
         self.n_steps = 0
@@ -158,6 +167,8 @@ class Replica:
         self.process = cluster.env.process(self.run())
 
     def load(self) -> int:
+        if self.fe is not None:  # requests still in the API server count as this replica's too
+            return self.n_active + len(self.queue) + self.fe.in_flight
         return self.n_active + len(self.queue)
 
     def enqueue(self, rid: int):
@@ -456,12 +467,17 @@ class Replica:
         self._headroom = min(self._headroom, head) if len(self.dec) else head
         self.dec = np.concatenate([self.dec, add]) if len(self.dec) else add
 
-    def _release(self, rid: int, now: float, held: int, computed: int):
-        """A finished request frees its blocks (`computed` tokens of KV in them: cached, with prefix caching)."""
-        self.cl.req.finish[rid] = now
+    def _release(self, rid: int, now: float, held: int, computed: int, client: float | None = None):
+        """A finished request frees its blocks (`computed` tokens of KV in them: cached, with prefix caching);
+        `client`: when its last token reaches the client (a front end that streams), else now."""
         self.kv.release(held, chain_of(rid), computed)
         self.n_active -= 1
-        self.cl.on_finish(rid, now)
+        if client is None or client == now:
+            self.cl.req.finish[rid] = now
+            self.cl.on_finish(rid, now)
+        else:
+            self.cl.req.finish[rid] = client
+            self.cl.finish_at(rid, client)
 
     # ---- after the step ------------------------------------------------------------------------------
     def apply(self, now: float, lengths, state, n_spec: int, chunks):
@@ -469,6 +485,7 @@ class Replica:
         cl = self.cl
         dec = self.dec
         r = len(dec)
+        client = None  # when this step's tokens reach the client, where a front end streams them
         if r:
             accepted = None
             if lengths is not None:
@@ -492,6 +509,8 @@ class Replica:
             self.sum_r += r
             self.sum_emit += n_out
             cl.count_tokens(now, n_out)
+            if self._streams:  # the step's tokens, decodes' and completed prefills', are one job of the server
+                client = self.fe.deliver(n_out + self._completing(chunks))
             if any_done:
                 finished = dec[:, REM] == 0
                 req = cl.req
@@ -499,10 +518,23 @@ class Replica:
                     rid = int(row[RID])
                     req.steps[rid] = self.decode_steps - row[ENTRY]
                     self.kv_dec -= int(row[TOT]) - int(row[REM])
-                    self._release(rid, now, int(row[HELD]), int(row[TOT]) - 1)
+                    self._release(rid, now, int(row[HELD]), int(row[TOT]) - 1, client)
                 self.dec = dec[~finished]
+        elif self._streams and chunks:
+            first = self._completing(chunks)
+            if first:
+                client = self.fe.deliver(first)
         if chunks:
-            self._finish_chunks(now, chunks)
+            self._finish_chunks(now, chunks, client)
+
+    @staticmethod
+    def _completing(chunks) -> int:
+        """Prefills (or recomputes) this step's chunks complete: each emits one token."""
+        n = 0
+        for item, c in chunks:
+            if item.left == c:
+                n += 1
+        return n
 
     @staticmethod
     def _emit_few(dec, accepted):
@@ -519,7 +551,7 @@ class Replica:
             n_out += e
         return n_out, done
 
-    def _finish_chunks(self, now: float, chunks):
+    def _finish_chunks(self, now: float, chunks, client: float | None = None):
         cl, req = self.cl, self.cl.req
         rows = []
         for item, c in chunks:
@@ -530,13 +562,13 @@ class Replica:
             rid = item.rid
             cl.count_tokens(now, 1)
             if item.resume is None:  # the prompt's prefill emits the first token
-                req.first_token[rid] = now
+                req.first_token[rid] = now if client is None else client
                 pos, rem, entry = 0, int(req.output_len[rid]) - 1, self.decode_steps
             else:  # a recompute emits the next token
                 pos, rem, entry, _ = item.resume
                 rem -= 1
             if rem <= 0:
-                self._release(rid, now, item.held, item.done)
+                self._release(rid, now, item.held, item.done, client)
             else:
                 tot = int(req.prompt_len[rid] + req.output_len[rid])
                 row = (rid, item.pstart, item.plen, pos, rem, entry, tot, item.held, item.adm)
@@ -554,7 +586,7 @@ class Cluster:
 
     def __init__(self, env, cost, policy_factory, source, n_replicas: int, engine, rng: np.random.Generator,
                  kv_capacity: int, router: str = "round_robin", window: tuple[float, float] = (0.0, float("inf")),
-                 closed_loop: dict | None = None, kv_blocks: int | None = None):
+                 closed_loop: dict | None = None, kv_blocks: int | None = None, frontend=None):
         self.env = env
         self.cost = cost
         self.source = source
@@ -576,6 +608,7 @@ class Cluster:
         self._area = 0.0
         self._last_t = 0.0
         self.disaggregated = bool(engine.disaggregated_prefill)
+        self.frontend = frontend  # lab/config_sim.FrontendSpec or None: each replica's API server
         self.replicas = [Replica(i, self, policy_factory()) for i in range(n_replicas)]
 
     # ---- arrivals ----------------------------------------------------------------------------------
@@ -593,6 +626,16 @@ class Cluster:
         else:
             rep = self.replicas[self._rr % len(self.replicas)]
             self._rr += 1
+        if rep.fe is not None:  # the replica's API server first: it hands the request to the engine when done
+            rep.fe.admit(rid)
+        else:
+            self._dispatch(rep, rid)
+        return rid
+
+    def _dispatch(self, rep: Replica, rid: int):
+        """The request reaches replica `rep`'s engine now."""
+        now = self.env.now
+        prompt_len = int(self.req.prompt_len[rid])
         if self.disaggregated:
             # one prefill pass on a prefill node emits the first token, then the KV moves to `rep`
             t_pf = self.cost.step_time(int(prompt_len), int(prompt_len), 1, False,
@@ -603,7 +646,6 @@ class Cluster:
             ev.callbacks.append(lambda _e, rep=rep, rid=rid: rep.enqueue(rid))
         else:
             rep.enqueue(rid)
-        return rid
 
     def acceptance_slot(self, rid: int):
         return self._slots.pop(rid)
@@ -622,6 +664,11 @@ class Cluster:
         p, o = lengths.sample(users, self.rng)
         for i in range(users):
             self.submit(int(p[i]), int(o[i]))
+
+    def finish_at(self, rid: int, t: float):
+        """The request's last token reaches the client at t (later than now): it finishes then."""
+        ev = self.env.timeout(t - self.env.now)
+        ev.callbacks.append(lambda _e, rid=rid, t=t: self.on_finish(rid, t))
 
     def on_finish(self, rid: int, now: float):
         self._track(now, -1)

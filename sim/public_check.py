@@ -3,6 +3,8 @@ output throughput, for every row of a cited data file.
 
     python -m sim.public_check                                  # sim/validation/public_vllm.yaml -> public_check/
     python -m sim.public_check --file rows.yaml --out DIR --rows ID1,ID2
+    python -m sim.public_check --frontend off                   # every row without vLLM's API server
+    python -m sim.public_check --fit-frontend                   # refit the front ends on the fit rows
 
 Each row is configured only through the simulator's public interface: the card as a hardware preset (its spec
 sheet, sim/presets/hardware.yaml), the model from a public config.json, the tensor-parallel size, vLLM's
@@ -11,6 +13,11 @@ as `vllm bench serve` ran it: its dataset's lengths, --num-prompts, and --reques
 --max-concurrency (a closed loop of that many users, or of all prompts at once, that stops after
 --num-prompts) or a finite rate (Poisson arrivals). One autoregressive replica; metrics by vLLM's
 definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics).
+
+Front ends (sim/frontend.py, `sim.frontend`): vLLM's API server costs host-CPU time no spec sheet gives, so the
+data file names per-source servers at its top (`frontends: {name: {request_ms, output_token_ms}}`, fitted
+on the file's fit rows of that source by --fit-frontend) and a row runs behind the one it names (`frontend:
+name`); a row that names none has no front end. --frontend off runs every row without one.
 
 Lengths (row_lengths): a random-dataset row with fixed lengths draws them by vLLM's random rule
 (`workload.lengths.source: random`, --random-range-ratio; 0, the default and every row's, gives exactly the
@@ -39,7 +46,7 @@ from tqdm import tqdm
 
 from lab.arguments import ArgumentParser
 from lab.config_base import StrictModel
-from lab.config_sim import HARDWARE_NAMES, SimSection
+from lab.config_sim import HARDWARE_NAMES, FrontendSpec, SimSection
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
@@ -122,7 +129,9 @@ class PublicRow(StrictModel):
     reported: Reported
     note: str | None = None
     after_fit: bool = Field(False, description="added after the presets were fitted: held out whatever its place")
+    frontend: Slug | None = Field(None, description="the source's API server: a name under the file's `frontends`")
     _index: int = PrivateAttr(0)  # position in the data file: even rows fit, odd rows are held out (--fit)
+    _frontend: dict | None = PrivateAttr(None)  # the named front end's settings (load_rows resolves them)
 
     @property
     def half(self) -> str:
@@ -143,14 +152,39 @@ class PublicRow(StrictModel):
         return value
 
 
+class PublicFrontend(FrontendSpec):
+    """A source's API server (sim.frontend), as fitted on the file's fit rows of that source."""
+
+    note: str | None = Field(None, description="what it was fitted on, and from where")
+
+
+def load_frontends(data: dict, p: Path) -> dict[str, dict]:
+    """The data file's `frontends:` (name -> sim.frontend settings); LabError naming the field."""
+    raw = data.get("frontends", {})
+    if not isinstance(raw, dict):
+        raise LabError(f"{p}: frontends: a mapping of name -> {{request_ms, output_token_ms}} expected")
+    out = {}
+    for name, spec in raw.items():
+        try:
+            fe = PublicFrontend.model_validate(spec)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(x) for x in err["loc"]) or "<frontend>"
+            raise LabError(f"{p}: frontends.{name}.{field}: {err['msg']}") from None
+        out[str(name)] = fe.model_dump(exclude={"note"})
+    return out
+
+
 def load_rows(path: str | Path) -> list[PublicRow]:
-    """The rows of a data file ({rows: [...]}); LabError naming the file and field on anything wrong."""
+    """The rows of a data file ({rows: [...], frontends: {...}}); LabError naming the file and field on
+    anything wrong."""
     p = Path(path)
     if not p.is_file():
         raise LabError(f"--file: {p} does not exist")
     data = load_yaml_bytes(p.read_bytes(), str(p))  # the project's safe loader: duplicate keys, alias bombs
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
         raise LabError(f"{p}: rows: a non-empty list of benchmark rows expected")
+    frontends = load_frontends(data, p)
     rows = []
     for i, raw in enumerate(data["rows"]):
         try:
@@ -160,6 +194,11 @@ def load_rows(path: str | Path) -> list[PublicRow]:
             field = ".".join(str(x) for x in err["loc"]) or "<row>"
             raise LabError(f"{p}: rows[{i}].{field}: {err['msg']}") from None
         row._index = i
+        if row.frontend is not None:
+            if row.frontend not in frontends:
+                raise LabError(f"{p}: rows[{i}].frontend: {row.frontend!r} is not under frontends "
+                               f"{sorted(frontends)}")
+            row._frontend = frontends[row.frontend]
         rows.append(row)
     ids = [r.id for r in rows]
     dupes = sorted({x for x in ids if ids.count(x) > 1})
@@ -209,8 +248,13 @@ def lengths_label(lengths: dict) -> str:
     return "mean"
 
 
-def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: str = "auto") -> SimSection:
-    """The `sim:` section that describes this benchmark; `hardware` overrides sheet terms (the fit)."""
+FRONTEND_MODES = ("file", "off")
+
+
+def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: str = "auto",
+                   frontend: dict | str = "file") -> SimSection:
+    """The `sim:` section that describes this benchmark; `hardware` overrides sheet terms (the fit);
+    `frontend`: "file" (the front end the row names, if any), "off" (none) or sim.frontend settings."""
     b = row.bench
     engine = {**vllm_server_defaults(row.gpu),
               **{k: v for k, v in row.engine.model_dump().items() if v is not None}}
@@ -229,17 +273,22 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     cost = {}
     for key, value in (hardware or {}).items():
         (hw if key in ("mfu", "bw_efficiency") else cost)[key] = value
-    return SimSection.model_validate({
+    section = {
         "hardware": hw, "cost": cost,
         "model": {"name": row.id, "config": str(REPO_ROOT / row.model_config_path)},
         "engine": engine, "workload": workload, "acceptance": {"source": "parametric"},
         "policies": [{"kind": "ar"}], "sweep": {"axis": "none"}, "plots": False,
-    })
+    }
+    fe = row._frontend if frontend == "file" else None if frontend == "off" else frontend
+    if fe is not None:
+        section["frontend"] = fe
+    return SimSection.model_validate(section)
 
 
-def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, lengths_mode: str = "auto") -> dict:
+def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, lengths_mode: str = "auto",
+                 frontend: dict | str = "file") -> dict:
     """Simulated metrics of one row (METRICS columns) and the run's own numbers."""
-    sim = row_sim_config(row, hardware, lengths_mode)
+    sim = row_sim_config(row, hardware, lengths_mode, frontend)
     result = simulate(prepare_inputs(sim, seed=seed), "ar", seed=seed)
     got = fidelity_metrics(result.requests)
     out = {col: got[key] * factor for col, _, key, factor in METRICS}
@@ -250,7 +299,10 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, le
                 "sim_preemptions": int(result.summary["preemptions"]),
                 "sim_prefix_cache_hits": int(result.summary["prefix_cache_hits"]),
                 "sim_prefix_cache_queries": int(result.summary["prefix_cache_queries"]),
-                "sim_mean_decode_batch": float(result.summary["mean_decode_batch"])})
+                "sim_mean_decode_batch": float(result.summary["mean_decode_batch"]),
+                "sim_frontend_request_ms": sim.frontend.request_ms,
+                "sim_frontend_output_token_ms": sim.frontend.output_token_ms,
+                "sim_frontend_utilization": float(result.summary.get("frontend_utilization", 0.0))})
     return out
 
 
@@ -262,7 +314,7 @@ def error_table(rows: list[PublicRow], simulated: list[dict]) -> pd.DataFrame:
         line = {"id": row.id, "half": row.half, "gpu": row.gpu, "model": row.model, "tp": row.tp,
                 "input": row.bench.input_tokens, "output": row.bench.output_tokens,
                 "prompts": row.bench.num_prompts, "rate": row.bench.request_rate,
-                "concurrency": row.bench.max_concurrency, "source": row.source}
+                "concurrency": row.bench.max_concurrency, "frontend": row.frontend or "", "source": row.source}
         for col, rep_key, _, _ in METRICS:
             rep = getattr(row.reported, rep_key)
             line[f"reported_{col}"] = float("nan") if rep is None else float(rep)
@@ -353,8 +405,8 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def run(rows: list[PublicRow], hardware: dict | None = None, progress: bool = True,
-        lengths_mode: str = "auto") -> pd.DataFrame:
-    simulated = [simulate_row(r, hardware, lengths_mode=lengths_mode)
+        lengths_mode: str = "auto", frontend: dict | str = "file") -> pd.DataFrame:
+    simulated = [simulate_row(r, hardware, lengths_mode=lengths_mode, frontend=frontend)
                  for r in tqdm(rows, desc="public rows", disable=not progress)]
     return error_table(rows, simulated)
 
@@ -404,6 +456,56 @@ def fit_per_card(rows: list[PublicRow], lengths_mode: str = "auto") -> list[dict
     return out
 
 
+# the grid `--fit-frontend` searches per front end (ms of API-server work per request and per streamed token).
+# Per token at most 0.16 ms: one vLLM API server streamed 12,148 tok/s (the kvcached row: 0.082 ms a token at
+# most, its whole output), so 0.16 leaves a 2x slower host; beyond it the fit rows of a source whose server is
+# never the bottleneck (gpustack: 1-8 users, prefill-bound bursts) trade per-token cost against the engine's
+# own residual errors (session 19: unbounded, the pick ran to every grid's top edge)
+FRONTEND_GRID = {"request_ms": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0),
+                 "output_token_ms": (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)}
+# a front end that lowers its fit rows' loss by less than this (against none) is not seen by them: left off
+FRONTEND_IDENTIFIED = 0.01
+
+
+def frontend_loss(table: pd.DataFrame) -> float:
+    """Mean |log(sim / reported)| over every reported TPOT, TTFT and output throughput of a table (TTFT is
+    what a front end moves most; a median over three metrics would ignore it)."""
+    err = np.concatenate([table[f"rel_err_{col}"].dropna().to_numpy(np.float64) for col, _, _, _ in METRICS])
+    return float(np.mean(np.abs(np.log1p(err)))) if err.size else float("nan")
+
+
+def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto") -> list[dict]:
+    """For each front end the file names: request_ms / output_token_ms picked on the fit rows that run behind it,
+    scored on its held-out rows, beside the scores with no front end and with the file's values. The file is not
+    changed. identified: the pick lowers the fit rows' loss by FRONTEND_IDENTIFIED or more against no front end
+    (else they cannot see it, and the pick means nothing)."""
+    import itertools
+
+    out = []
+    for name in sorted({r.frontend for r in rows if r.frontend}):
+        fit = [r for r in rows if r.frontend == name and r.half == "fit"]
+        held = [r for r in rows if r.frontend == name and r.half == "held-out"]
+        line = {"frontend": name, "fit_rows": " ".join(r.id for r in fit), "held_rows": " ".join(r.id for r in held)}
+        if not fit:
+            out.append(line)
+            continue
+
+        def loss(part, fe):
+            return frontend_loss(run(part, progress=False, lengths_mode=lengths_mode, frontend=fe)) if part else \
+                float("nan")
+
+        grid = [dict(zip(FRONTEND_GRID, values)) for values in itertools.product(*FRONTEND_GRID.values())]
+        scored = sorted((loss(fit, g), i) for i, g in enumerate(tqdm(grid, desc=name)))
+        best = grid[scored[0][1]]
+        off = loss(fit, "off")
+        out.append({**line, **best, "identified": off - scored[0][0] >= FRONTEND_IDENTIFIED,
+                    "fit_loss_off": off, "fit_loss_min": scored[0][0],
+                    "fit_loss_max": scored[-1][0], "fit_loss_file": loss(fit, "file"),
+                    "held_loss_off": loss(held, "off"), "held_loss_fitted": loss(held, best),
+                    "held_loss_file": loss(held, "file")})
+    return out
+
+
 def main(argv=None) -> int:
     ap = ArgumentParser(prog="python -m sim.public_check", description=__doc__.splitlines()[0])
     ap.add_argument("--file", default=str(DEFAULT_FILE), help="data file of cited benchmark rows")
@@ -415,6 +517,12 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", action="store_true",
                     help="also pick each card's mfu / bw_efficiency on the even rows and score them on the odd "
                          "rows (DIR/public_fit.csv); the presets are not changed")
+    ap.add_argument("--frontend", choices=FRONTEND_MODES, default="file",
+                    help="file = each row behind the API server (sim.frontend) it names under the file's "
+                         "`frontends`; off = every row without one")
+    ap.add_argument("--fit-frontend", action="store_true",
+                    help="also pick each front end's request_ms / output_token_ms on its fit rows and score them on "
+                         "its held-out rows (DIR/public_frontend_fit.csv); the file is not changed")
     args = ap.parse_args(argv)
     try:
         rows = load_rows(args.file)
@@ -426,7 +534,7 @@ def main(argv=None) -> int:
                 raise LabError(f"--rows: unknown ids {unknown or wanted}; the file has {sorted(known)}")
             rows = [r for r in rows if r.id in wanted]
         for r in rows:  # every row builds, and every length table reads, before any runs
-            read_lengths(row_sim_config(r, lengths_mode=args.lengths).workload.lengths)
+            read_lengths(row_sim_config(r, lengths_mode=args.lengths, frontend=args.frontend).workload.lengths)
         make_dirs(args.out)  # a file in the way stops here, before the rows run
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -439,13 +547,17 @@ def main(argv=None) -> int:
                   f"their mean lengths (build it: python -m real.sharegpt_lengths --tokenizer {name})",
                   file=sys.stderr)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    table = run(rows, lengths_mode=args.lengths)
+    table = run(rows, lengths_mode=args.lengths, frontend=args.frontend)
     summary = write_outputs(table, Path(args.out))
     print(markdown(table, summary))
     if args.fit:
         fits = pd.DataFrame(fit_per_card(rows, args.lengths))
         write_text_atomic(Path(args.out) / "public_fit.csv", fits.to_csv(index=False))
         print(fits.round(4).to_string(index=False))
+    if args.fit_frontend:
+        fits = pd.DataFrame(fit_frontends(rows, args.lengths))
+        write_text_atomic(Path(args.out) / "public_frontend_fit.csv", fits.to_csv(index=False))
+        print(fits.drop(columns=["fit_rows", "held_rows"]).round(4).to_string(index=False))
     print(f"wrote {args.out}/public_check.{{csv,md,png}} ({len(rows)} rows, wall {time.perf_counter() - wall0:.1f} s, "
           f"cpu {time.process_time() - cpu0:.1f} s)")
     return 0

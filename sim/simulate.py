@@ -264,7 +264,8 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     whole_run = wl.replay or (wl.kind == "closed_loop" and wl.max_requests is not None)
     window = (warmup, float("inf") if whole_run else end)
     cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.engine, rng,
-                      kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed, kv_blocks=kv_blocks)
+                      kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed, kv_blocks=kv_blocks,
+                      frontend=sim.frontend if sim.frontend.enabled else None)
     if wl.kind == "closed_loop":
         users = int(value) if (axis == "concurrency" and value is not None) else wl.concurrency
         cluster.start_closed_loop(users)
@@ -296,6 +297,9 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
         "sim_time_s": env.now, "wall_s": wall, "events": env.n_events, "rejected": len(cluster.rejected),
         "utilization": stats["busy_time_s"] / (sim.replicas * max(env.now, 1e-9)),
     })
+    if sim.frontend.enabled:  # the API servers' share of the run (sim/frontend.py)
+        summary["frontend_utilization"] = (sum(r.fe.busy_s for r in cluster.replicas)
+                                           / (sim.replicas * max(env.now, 1e-9)))
     return RunResult(summary, frame, cluster if keep_cluster else None)
 
 

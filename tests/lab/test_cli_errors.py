@@ -253,6 +253,15 @@ CASES = [
      "sim.engine.prefix_caching"),
     ("unknown engine key", lambda w: ["validate", sim_yaml(w, {"engine": {"prefix_cache": False}})],
      "sim.engine.prefix_cache"),
+    ("negative front-end request cost", lambda w: ["validate", sim_yaml(w, {"frontend": {"request_ms": -1}})],
+     "sim.frontend.request_ms"),
+    ("front-end token cost not a number", lambda w: ["validate", sim_yaml(w, {"frontend": {"output_token_ms": "x"}})],
+     "sim.frontend.output_token_ms"),
+    ("front-end token cost infinite", lambda w: ["validate", sim_yaml(w, {"frontend": {"output_token_ms": float("inf")}})],
+     "sim.frontend.output_token_ms"),
+    ("front end streaming beside disaggregated prefill", lambda w: ["validate", sim_yaml(w, {
+        "frontend": {"output_token_ms": 0.1}, "engine": {"disaggregated_prefill": True}})],
+     "sim.frontend.output_token_ms with sim.engine.disaggregated_prefill"),
     ("engine given under both names", lambda w: ["validate", sim_yaml(w, {"engine": {}, "batching": {}})],
      "give sim.engine only"),
     ("draft length above max_draft", lambda w: ["validate", sim_yaml(w, {"acceptance": {

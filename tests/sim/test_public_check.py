@@ -3,6 +3,7 @@ bounded closed loop it relies on (workload.max_requests: vLLM bench's --num-prom
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,10 @@ def test_data_file_parses_and_every_row_builds_a_sim_config():
         for key, value in row.engine.model_dump().items():
             if value is not None:
                 assert getattr(sim.engine, key) == value
+        # the source's API server, as the file's `frontends:` names it; off: none
+        fe = {"request_ms": 0.0, "output_token_ms": 0.0} if row.frontend is None else row._frontend
+        assert sim.frontend.model_dump() == fe
+        assert not row_sim_config(row, lengths_mode="mean", frontend="off").frontend.enabled
 
 
 def test_vllm_serve_defaults_follow_the_card():
@@ -114,6 +119,11 @@ def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
     (lambda t: t.replace("dataset: sharegpt, tokenizer: qwen3,", "dataset: sharegpt,", 1), "rows[2].bench: "),
     (lambda t: t.replace("bench: {input_tokens: 512", "bench: {tokenizer: qwen3, input_tokens: 512", 1),
      "rows[0].bench: "),
+    (lambda t: t.replace("    frontend: kvcached-h100", "    frontend: nobody", 1),
+     "rows[0].frontend: 'nobody' is not under frontends"),
+    (lambda t: re.sub(r"kvcached-h100: \{request_ms: [0-9.]+", "kvcached-h100: {request_ms: -1", t, count=1),
+     "frontends.kvcached-h100.request_ms: Input should be greater than or equal to 0"),
+    (lambda t: t.replace("frontends:", "frontends: [1]\nunused:", 1), "frontends: a mapping"),
 ])
 def test_bad_data_file_is_one_line_and_exit_2(tmp_path, capsys, edit, message):
     bad = tmp_path / "bad.yaml"
@@ -171,3 +181,19 @@ def test_without_a_table_sharegpt_rows_say_they_fall_back(cache, tmp_path, capsy
     err = capsys.readouterr().err
     assert "note: no ShareGPT length table at" in err and "python -m real.sharegpt_lengths --tokenizer qwen3" in err
     assert pd.read_csv(tmp_path / "o" / "public_check.csv")["sim_lengths"].tolist() == ["mean"]
+
+
+def test_rows_run_behind_their_sources_front_end_unless_it_is_off(tmp_path):
+    row = next(r for r in load_rows(DEFAULT_FILE) if r.id == SHAREGPT_ROW)
+    fe = row._frontend
+    assert row.frontend == "gpustack-h100" and fe["request_ms"] > 0
+    got = {}
+    for mode in ("file", "off"):
+        assert main(["--rows", SHAREGPT_ROW, "--out", str(tmp_path / mode), "--frontend", mode, "--lengths", "mean"]) == 0
+        got[mode] = pd.read_csv(tmp_path / mode / "public_check.csv").iloc[0]
+    assert got["off"]["sim_frontend_request_ms"] == 0 and got["off"]["sim_frontend_utilization"] == 0
+    assert got["file"]["sim_frontend_request_ms"] == fe["request_ms"]
+    assert got["file"]["sim_frontend_output_token_ms"] == fe["output_token_ms"]
+    assert got["file"]["frontend"] == "gpustack-h100"
+    # one user at a time: every request's TTFT grows by at least its request_ms (plus its first token's streaming)
+    assert got["file"]["sim_ttft_mean_ms"] - got["off"]["sim_ttft_mean_ms"] >= fe["request_ms"] - 1e-6

@@ -1,0 +1,122 @@
+"""vLLM's API server in front of one replica's engine: one event loop, two kinds of work, taken in turn.
+
+    fe = Frontend(env, request_ms=10.0, output_token_ms=0.02, handoff=fn)  # sim.frontend (lab/config_sim.FrontendSpec)
+    fe.admit(rid)               # request `rid` arrived now: fn(rid) is called when its front-end work ends (the
+                                # engine sees it then; at once when request_ms is 0)
+    seen = fe.deliver(n)        # the engine emitted n tokens now: the time the client has them (now if no
+                                # per-token work is configured)
+
+`vllm serve` runs the HTTP server, the chat template, tokenising and the hand-off to the engine core on one
+asyncio event loop in one process; the engine core runs beside it in its own process and never waits for it.
+On that loop two kinds of task share one CPU (vllm/v1/engine/async_llm.py, vllm/entrypoints/openai/):
+  - the request handlers, one task per request: `request_ms` of work each before the engine sees the request;
+  - the output handler, one task for all requests (AsyncLLM.output_handler): it awaits the engine core's
+    outputs and turns each engine step's tokens into every request's output (detokenising), yielding to the
+    loop between steps (and between chunks of VLLM_V1_OUTPUT_PROC_CHUNK_SIZE = 128 requests), not after every
+    queued request's handler has run; each request's task then writes its SSE chunk. Both are one step's
+    output work here (`output_token_ms` per token).
+So a step's streamed tokens do not wait for the whole backlog of requests queued for admission, and a long
+output backlog does not shut admissions out either. Modelled as one server, non-preemptive, with two queues
+taken in turn (round-robin between the output handler and the request handlers):
+  - request jobs (`request_ms` each) are served first come first served among themselves; with no output work
+    N requests that arrive at once reach the engine request_ms apart (the k-th after k x request_ms), so the
+    server admits at most 1000 / request_ms requests a second whatever the GPU could do;
+  - output jobs (one per engine step: all of the step's emitted tokens together, `output_token_ms` per token)
+    are served first come first served among themselves, and wait only for the job in service, the output
+    jobs before them and, between two output jobs, one request job (the turn of the request handlers) that
+    was already queued when the later output job arrived: never for the admission backlog. A step's tokens
+    reach the client when its job ends: a request's first token, its last token (its finish) and, in a closed
+    loop, the next request of its user follow the client's clock. With output_token_ms = 0 no output work is
+    modelled and tokens reach the client when emitted.
+The one approximation beside the work sizes: a request handler's work is one job, where vLLM's is several
+pieces between awaits (so a real output job may wait for a piece of several handlers, or less than one
+whole request). An output job's end is fixed when it arrives (a request arriving later never goes before
+it), so deliver() is exact arithmetic on when the server next falls free; request jobs start lazily (an
+event when the server falls free: an output job that arrived meanwhile may take its turn first) and end with
+one event each, the hand-off. TTFT, TPOT and E2E are then measured at the client, as vLLM's benchmark
+measures them. The engine-side token count of a synthetic workload's measurement window
+(sim/cluster.Cluster.count_tokens) stays at emission time.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+
+class Frontend:
+    """One replica's API server: one non-preemptive server taking request jobs and output jobs in turn."""
+
+    __slots__ = ("_last_out", "_wake_at", "busy_s", "env", "free_at", "handoff", "in_flight", "request_s",
+                 "token_s", "waiting")
+
+    def __init__(self, env, request_ms: float, output_token_ms: float, handoff=None):
+        self.env = env
+        self.request_s = request_ms / 1e3
+        self.token_s = output_token_ms / 1e3
+        self.handoff = handoff  # fn(rid): the request reaches the engine now
+        self.free_at = 0.0  # when the server has served every job committed to it so far
+        self.busy_s = 0.0  # work served in all (seconds)
+        self.in_flight = 0  # requests whose front-end work has not ended (a least_loaded router counts them)
+        self.waiting: deque[int] = deque()  # requests queued, their work not yet begun
+        self._last_out = False  # the last job committed is an output job
+        self._wake_at: float | None = None  # a check is due when the server falls free at this time
+
+    # ---- request jobs --------------------------------------------------------------------------------
+    def admit(self, rid: int):
+        """Request `rid` arrived now: queue its work; handoff(rid) is called when the work ends."""
+        if self.request_s <= 0:  # no work per request: the engine sees it at once
+            self.handoff(rid)
+            return
+        self.in_flight += 1
+        self.waiting.append(rid)
+        if self._wake_at is None:
+            if self.free_at <= self.env.now:  # the server is idle: begin now
+                self._commit_request(self.env.now)
+            self._arm()
+
+    def _commit_request(self, start: float):
+        """The next queued request's work runs from `start` (the server is free then)."""
+        rid = self.waiting.popleft()
+        end = start + self.request_s
+        self.free_at = end
+        self.busy_s += self.request_s
+        self._last_out = False
+        ev = self.env.timeout(max(0.0, end - self.env.now))
+        ev.callbacks.append(lambda _e, rid=rid: self._handed(rid))
+
+    def _handed(self, rid: int):
+        self.in_flight -= 1
+        self.handoff(rid)
+
+    def _arm(self):
+        """Requests wait: look again when the server falls free (work committed meanwhile may go first)."""
+        if not self.waiting:
+            self._wake_at = None
+            return
+        self._wake_at = at = self.free_at
+        ev = self.env.timeout(max(0.0, at - self.env.now))
+        ev.callbacks.append(self._wake)
+
+    def _wake(self, _e):
+        at, self._wake_at = self._wake_at, None
+        if self.waiting and self.free_at == at:  # nothing was committed since: the next request begins
+            self._commit_request(at)
+        self._arm()
+
+    # ---- output jobs ---------------------------------------------------------------------------------
+    @property
+    def streams(self) -> bool:
+        """True when emitted tokens cost front-end work (output_token_ms > 0)."""
+        return self.token_s > 0
+
+    def deliver(self, n_tokens: int) -> float:
+        """The engine emitted `n_tokens` now (one step's output): when the client has them."""
+        now = self.env.now
+        if not self.streams:
+            return now
+        if self._last_out and self.waiting:  # the request handlers' turn comes first: one queued request
+            self._commit_request(max(now, self.free_at))
+        work = n_tokens * self.token_s
+        self.free_at = max(now, self.free_at) + work
+        self.busy_s += work
+        self._last_out = True
+        return self.free_at
