@@ -15,7 +15,21 @@ sim = make_sim(workload={"duration_s": 3000, "concurrency": 4},
                sweep={"axis": "concurrency", "values": [8, 16, 32, 64], "workers": 2})
 inputs = prepare_inputs(sim, None, 0)
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell starts us with SIGINT ignored
-threading.Timer(3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()  # what a terminal's Ctrl-C sends
+def children():
+    count = 0
+    for entry in os.listdir("/proc"):
+        try:
+            count += entry.isdigit() and open(f"/proc/{entry}/stat").read().split(") ")[1].split()[1] == str(os.getpid())
+        except (OSError, IndexError):
+            pass  # a process that ended meanwhile
+    return count
+def interrupt():  # once both workers run (pool start-up takes seconds on a loaded box), then 2 s into the points
+    deadline = time.time() + 120
+    while children() < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)
+    os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C sends
+threading.Thread(target=interrupt, daemon=True).start()
 start = time.time()
 try:
     sweep_points(inputs, workers=2)
