@@ -163,16 +163,18 @@ def load_frontends(data: dict, p: Path) -> dict[str, dict]:
     raw = data.get("frontends", {})
     if not isinstance(raw, dict):
         raise LabError(f"{p}: frontends: a mapping of name -> {{request_ms, output_token_ms}} expected")
-    out = {}
-    for name, spec in raw.items():
-        try:
-            fe = PublicFrontend.model_validate(spec)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(x) for x in err["loc"]) or "<frontend>"
-            raise LabError(f"{p}: frontends.{name}.{field}: {err['msg']}") from None
-        out[str(name)] = fe.model_dump(exclude={"note"})
-    return out
+    return {str(name): _validated(PublicFrontend, spec, p, f"frontends.{name}", "<frontend>").model_dump(exclude={"note"})
+            for name, spec in raw.items()}
+
+
+def _validated(model, raw, p: Path, where: str, blank: str):
+    """model.model_validate(raw), or LabError naming the file and the first bad field under `where`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or blank
+        raise LabError(f"{p}: {where}.{field}: {err['msg']}") from None
 
 
 def load_rows(path: str | Path) -> list[PublicRow]:
@@ -187,12 +189,7 @@ def load_rows(path: str | Path) -> list[PublicRow]:
     frontends = load_frontends(data, p)
     rows = []
     for i, raw in enumerate(data["rows"]):
-        try:
-            row = PublicRow.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(x) for x in err["loc"]) or "<row>"
-            raise LabError(f"{p}: rows[{i}].{field}: {err['msg']}") from None
+        row = _validated(PublicRow, raw, p, f"rows[{i}]", "<row>")
         row._index = i
         if row.frontend is not None:
             if row.frontend not in frontends:
