@@ -243,6 +243,8 @@ CASES = [
     ("engine reference point off the profile grid",
      validate_with("engine.step_profile={batches: [1, 2]}", "engine.reference={points: [[3, 1, 7]]}"),
      "engine.reference.points [[3, 1, 7]]: not on engine.step_profile's grid"),
+    ("engine rounds zero", validate_with("engine.rounds=0"), "engine.rounds: Input should be greater than or equal to 1"),
+    ("engine rounds not a number", validate_with("engine.rounds=x"), "engine.rounds: Input should be a valid integer"),
     ("engine reference without a step profile", validate_with("engine.reference={points: [[1, 1, 0]]}"),
      "engine.reference: needs engine.step_profile"),
     ("engine reference point not three numbers", validate_with("engine.reference={points: [[1, 1]]}"),
