@@ -60,7 +60,8 @@ from lab.errors import LabError
 from lab.io import atomic_path, write_text_atomic
 from real.embedded import log
 from real.engine.drift import reference_ratio, scaled_profile
-from real.engine.rounds import aggregate_rounds, load_dirs
+from real.engine.rounds import aggregate_rounds, api_probe_path, load_dirs
+from real.engine.server_side import api_path_markdown
 from sim.acceptance import rates_from_counters
 from sim.step_profile import read_profile
 
@@ -255,13 +256,20 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
                         raise LabError(f"fidelity: {load_dir / 'chunks.parquet'} missing (recorded before the engine "
                                        "stage kept chunks); use --acceptance counters")
     measured = read_profile(profile)
-    rows = []
+    rows, api_path, api_probes = [], [], []
     for variant in engine.variants:
+        for round_index in range(rounds):
+            probe = api_probe_path(engine_dir, variant.name, round_index)
+            if probe.exists():
+                api_probes.append({"variant": variant.name, "load": "idle probe", **json.loads(probe.read_text())})
         kv = server_kv_settings(engine_dir / variant.name / "server.log")
         for load in engine.loads:
             per_profile: dict[str, list[pd.DataFrame]] = {"raw": [], "drift_corrected": []}
             ratios = []
             for round_index, load_dir in enumerate(load_dirs(engine_dir, variant.name, load.name, rounds)):
+                if (load_dir / "server_side.json").exists():  # recorded since session 20
+                    api_path.append({"variant": variant.name, "load": load.name,
+                                     **json.loads((load_dir / "server_side.json").read_text())})
                 where = out_dir / "fidelity" / variant.name / load.name
                 where = where / load_dir.relative_to(engine_dir / variant.name / load.name)
                 raw, corrected, ratio = _replay_round(engine, variant, load_dir, where, profile, measured, kv,
@@ -284,7 +292,7 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
     frame = pd.concat(rows, ignore_index=True)
     with atomic_path(out_dir / "fidelity.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    write_text_atomic(out_dir / "fidelity.md", fidelity_markdown(frame))
+    write_text_atomic(out_dir / "fidelity.md", fidelity_markdown(frame) + "\n" + api_path_markdown(api_path, api_probes))
     plot_fidelity(frame, out_dir / "fidelity.png")
     return sum(int((t["profile"] == "raw").all()) for t in rows)
 

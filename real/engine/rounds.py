@@ -38,6 +38,11 @@ def profile_round_dir(engine_dir: Path, round_index: int) -> Path:
     return Path(engine_dir) / "profile_rounds" / f"{ROUND_PREFIX}{round_index}"
 
 
+def api_probe_path(engine_dir: Path, variant: str, round_index: int) -> Path:
+    """Where a variant's idle API-path probe of round `round_index` is written (real.engine.server_side)."""
+    return Path(engine_dir) / variant / "api_probe" / f"{ROUND_PREFIX}{round_index}.json"
+
+
 def combine_profiles(round_csvs: list[Path], out_dir: Path) -> Path:
     """engine/step_profile.csv (+ .json) from the rounds' profiles: per grid point the median of the rounds'
     step_ms and of their step_ms_p90, repeats summed; meta of the first round plus the rounds' paths and their

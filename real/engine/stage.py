@@ -15,6 +15,9 @@ stopped; each engine.loads entry is driven against it. Outputs, all under <run>/
     <variant>/<load>/chunks.parquet     every streamed chunk: request_id, t_s, output tokens so far (one chunk
                                         per engine step of that request unless the server merged some)
     <variant>/<load>/spec_counters.json vLLM's spec-decode counters before/after/delta (lab.metrics names)
+    <variant>/api_probe/round<k>.json   the API path on an idle engine, each round (server_side.idle_probe)
+    <variant>/<load>/server_side.json   vLLM's own latency means and its processes' CPU time over the load,
+                                        beside the client's TTFT (real/engine/server_side.py: the API path)
     <variant>/<load>/summary.json       TTFT/TPOT/E2E and throughput of the load
     <variant>/<load>/reference.json     with engine.reference: some profile points measured again right
                                         before and after the load, and their ratio to the profile (drift.py)
@@ -44,9 +47,10 @@ from real.engine.loadgen import (
     write_request_log,
 )
 from real.engine.metrics import counter_table, scrape_spec_counters
-from real.engine.rounds import combine_profiles, load_dirs, profile_round_dir
+from real.engine.rounds import api_probe_path, combine_profiles, load_dirs, profile_round_dir
 from real.engine.served import exported_drafter, needs_drafters, served_model_dir
 from real.engine.server import EngineServer, vllm_command
+from real.engine.server_side import server_side_record, server_snapshot
 from real.engine.setup import read_marker, require_engine
 
 SERVED_NAME = "target"
@@ -115,9 +119,11 @@ def run_stage(ctx) -> None:
                         _profile_round(ctx, server.base_url, section, tokens, model_dir, venv, round_index, forced)
                     if want_spec_profile and round_index == 0:
                         _spec_profile(ctx, server.base_url, section, variant, tokens, model_dir, venv)
+                    _api_probe(ctx, server, variant, tokens, round_index, forced)
                     for load in section.loads:
                         folder = load_dirs(ctx.path("engine"), variant.name, load.name, rounds)[round_index]
-                        _drive(ctx, server.base_url, section, variant, load, tokens, forced, folder, round_index)
+                        _drive(ctx, server.base_url, section, variant, load, tokens, forced, folder, round_index,
+                               server.proc.pid)
                 if want_profile and rounds > 1:
                     _combine_profile_rounds(ctx, rounds)
         for load in section.loads:
@@ -162,7 +168,7 @@ def _warm_up(base_url: str, tokens) -> None:
 
 
 def _drive(ctx, base_url: str, section, variant, load, tokens, forced: bool, folder: Path,
-           round_index: int = 0) -> None:
+           round_index: int = 0, server_pid: int | None = None) -> None:
     """Drive one round of one load into `folder` (real.engine.rounds.load_dirs), unless done already."""
     label = f"{variant.name}/{load.name}" + (f" round {round_index}" if section.rounds > 1 else "")
     if (folder / "requests.parquet").exists() and not forced:
@@ -172,22 +178,43 @@ def _drive(ctx, base_url: str, section, variant, load, tokens, forced: bool, fol
     if reference is not None:
         bracket_before = _reference(base_url, section, tokens, variant, load, "before", round_index)
     before = scrape_spec_counters(base_url)
+    server_before = server_snapshot(base_url, server_pid)
     start = time.perf_counter()
     frame, records = run_load(base_url, load, tokens, SERVED_NAME, show_progress=ctx.show_progress,
                               plan=plan_requests(load, tokens, text_round=round_index))
     wall = time.perf_counter() - start
     table = counter_table(before, scrape_spec_counters(base_url))
+    server_side = server_side_record(server_before, server_snapshot(base_url, server_pid), frame)
     summary = {"wall_s": round(wall, 2), **load_summary(frame, records)}
     if reference is not None:
         _write_reference(ctx, folder, variant, bracket_before,
                          _reference(base_url, section, tokens, variant, load, "after", round_index))
     write_json_atomic(folder / "spec_counters.json", table)
+    write_json_atomic(folder / "server_side.json", server_side)
     write_json_atomic(folder / "summary.json", summary)
     write_request_log(chunk_frame(records), folder / "chunks.parquet")
     write_request_log(frame, folder / "requests.parquet")  # last: its presence marks the load done
     log(f"engine {label}: {summary['completed']}/{summary['requests']} requests, "
         f"TPOT mean {summary['tpot_mean_ms']:.1f} ms, {summary['throughput_tok_s']:.1f} tok/s, "
-        f"tau {table['derived']['tau']}")
+        f"tau {table['derived']['tau']}; front end {1e3 * server_side['front_end_delay_s']:.0f} ms/request, "
+        f"API server CPU {server_side['api_server_cpu_ms_per_request']:.0f} ms/request")
+
+
+def _api_probe(ctx, server, variant, tokens, round_index: int, forced: bool) -> None:
+    """The API path on an idle engine (real.engine.server_side.idle_probe), once per variant and round."""
+    import zlib
+
+    from real.engine.server_side import idle_probe
+
+    path = api_probe_path(ctx.path("engine"), variant.name, round_index)
+    if path.exists() and not forced:
+        return
+    seed = zlib.crc32(f"api-probe/{variant.name}/{round_index}".encode())
+    record = idle_probe(server.base_url, SERVED_NAME, tokens, seed, server.proc.pid)
+    write_json_atomic(path, record)
+    log(f"engine {variant.name}: idle API path {1e3 * record['front_end_delay_s']:.0f} ms/request "
+        f"(client TTFT {1e3 * record['client_ttft_mean_s']:.0f} ms), API server CPU "
+        f"{record['api_server_cpu_ms_per_request']:.0f} ms/request")
 
 
 def _reference(base_url: str, section, tokens, variant, load, which: str, round_index: int = 0) -> dict:

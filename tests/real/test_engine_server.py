@@ -280,7 +280,9 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
     assert len(fidelity) == 2 * 4 * 6 and fidelity["sim"].notna().all() and fidelity["log"].notna().all()
     assert fidelity.groupby("profile").size().to_dict() == {"drift_corrected": 24, "raw": 24}
     markdown = (run / "engine" / "fidelity.md").read_text()
-    assert markdown.count("| ngram | users |") == 2 and markdown.index("Raw") < markdown.index("Drift-corrected")
+    tables, api_path = markdown.split("**The API path**")
+    assert tables.count("| ngram | users |") == 2 and tables.index("Raw") < tables.index("Drift-corrected")
+    assert "| ngram | users |" in api_path and "| nospec | idle probe |" in api_path  # server_side.json, api_probe
     # drift control: each load bracketed by the reference points; a speculative server measures prefills only
     reference = json.loads((run / "engine" / "nospec" / "low" / "reference.json").read_text())
     assert [len(reference[w]["rows"]) for w in ("before", "after")] == [2, 2] and reference["ratio"] > 0
