@@ -28,6 +28,8 @@ For every point of the grid batch x query_tokens x context_len (lab.config_engin
   token (the step from when the engine could start it); vLLM's own step count (vllm:iteration_tokens_total,
   two steps: blocker and batch) is checked and the point retried, up to GATE_TRIES times, when it differs, or
   when the samples say part of the batch ran inside the blocker's step (rode_with_blocker: also two steps).
+  A retry also shortens the gate to a quarter of the last blocker's step where that is under GATE_S (gate_s:
+  a GPU's blocker prefill takes milliseconds, and a batch sent 0.1 s later would reach an idle engine).
 Every number includes what the HTTP front end adds to a step (as the load generator sees it).
 A prefill point over a cached prefix is only that if the prefix was found in the engine's prefix cache: the
 engine's own counters (vllm:prefix_cache_hits / _queries, in tokens) are read around the measured batch;
@@ -139,8 +141,19 @@ PREFIX_HIT_MIN = 0.8
 
 BLOCKER_TOKENS = 128  # the gate's shortest prompt: its prefill step (~0.6 s here) outlasts sending 4 requests
 BLOCKER_TOKENS_PER_REQUEST = 32  # ... and it grows with the batch (16 requests: 512 tokens)
-GATE_S = 0.1  # the batch is sent this long after the blocker (whose step has begun by then)
+GATE_S = 0.1  # the batch is sent this long after the blocker (whose step has begun by then) ...
+GATE_FRACTION = 0.25  # ... or on a retry, where the last blocker's step was short (a GPU), this part of it
 GATE_TRIES = 3
+
+
+def gate_s(last_blocker_s: float | None, growth: float) -> float:
+    """How long after the blocker the batch is sent: GATE_S, or on a retry GATE_FRACTION of the last blocker's
+    time to first token times the blocker's growth since, where that is shorter. On this CPU a blocker's
+    step is 0.6 s or more and the gate stays 0.1 s; on a GPU a 128-1024-token blocker's prefill takes 10-50 ms,
+    so a batch sent 0.1 s later reaches an idle engine and can split."""
+    if last_blocker_s is None:
+        return GATE_S
+    return min(GATE_S, GATE_FRACTION * last_blocker_s * growth)
 
 
 def gated_connections(batch: int) -> int:
@@ -174,14 +187,17 @@ async def _prefill_samples(client, base_url, model, prompts, tokens, rng,
     if len(prompts) == 1:
         records = await _batch(client, base_url, model, prompts, 1)
         return [r.chunk_s[0] * 1000 - r.sent_s * 1000 for r in records]
+    last_blocker_s, last_tokens = None, 1
     for attempt in range(GATE_TRIES):
         steps_before = await asyncio.to_thread(engine_steps, base_url)
         t0 = time.perf_counter()
         gate = tokens.take(blocker_tokens(len(prompts), attempt, max_prompt_tokens), rng)
         blocker = asyncio.create_task(_batch(client, base_url, model, [gate], 1, t0))
-        await asyncio.sleep(GATE_S)
+        await asyncio.sleep(gate_s(last_blocker_s, len(gate) / last_tokens))
         records = await _batch(client, base_url, model, prompts, 1, t0)
+        last_tokens = len(gate)
         (gate,) = await blocker
+        last_blocker_s = gate.chunk_s[0] - gate.sent_s
         steps = await asyncio.to_thread(engine_steps, base_url) - steps_before
         samples = [(r.chunk_s[0] - max(r.sent_s, gate.chunk_s[0])) * 1000 for r in records]
         # blocker and batch (or an engine that does not count its steps), and no request inside the blocker's

@@ -221,6 +221,30 @@ def test_a_16_request_batch_reaches_an_engine_that_admits_requests_one_by_one_as
     assert 100 < rows[0]["step_ms"] < 400 and rows[0]["repeats"] == 16
 
 
+def test_the_gate_shrinks_on_a_retry_after_a_short_blocker_step():
+    from real.engine.step_profile import GATE_FRACTION, GATE_S, gate_s
+
+    assert gate_s(None, 1.0) == GATE_S  # the first try
+    assert gate_s(0.6, 2.0) == GATE_S  # this CPU: a blocker's step far longer than the gate
+    assert gate_s(0.02, 2.0) == pytest.approx(GATE_FRACTION * 0.04)  # a GPU: a quarter of the doubled blocker's
+
+
+def test_a_batch_reaches_a_gpu_speed_engine_as_one_step():
+    """On a GPU a 128-token blocker's prefill takes ~10-50 ms: a batch sent GATE_S (0.1 s) after it reaches an
+    idle engine and splits in every try (the blocker doubles, the gate does not). The fake engine prefills at
+    0.15 ms a token (128 tokens: ~25 ms) and admits a request every 2 ms; on the retry the gate is a quarter of
+    the doubled blocker's step, so the batch queues behind it and runs as one step."""
+    from real.engine import step_profile
+
+    spec = StepProfileSpec(batches=[4], query_tokens=[8], context_lens=[0], output_tokens=4, repeats=1)
+    with FakeEngine(step_s=0.005, prefill_s_per_token=0.00015, admit_s=0.002) as engine:
+        rows = step_profile.measure_step_profile(engine.base_url, spec, TOKENS, show_progress=False,
+                                                 max_prompt_tokens=2048)
+        steps = list(engine.steps)
+    assert steps[-2:] == [1, 4]  # the kept try: the blocker's step, then the whole batch in one
+    assert rows[0]["repeats"] == 4 and rows[0]["step_ms"] < 1000 * step_profile.GATE_S
+
+
 def test_each_server_is_warmed_up_with_prompts_an_ngram_proposer_can_match():
     """The engine stage sends two requests before it profiles or drives a load (vLLM compiles its n-gram
     matcher on first use: the first requests of a fresh n-gram server paid 3-4x the TTFT)."""
