@@ -89,10 +89,13 @@ def process_cpu(root_pid: int | None) -> dict[str, float]:
     return {"api_server_cpu_s": stats[root_pid][2], "engine_cpu_s": engine}
 
 
-def server_snapshot(base_url: str, server_pid: int | None) -> dict:
-    """The engine's latency histograms and its processes' CPU times, now."""
+def server_snapshot(base_url: str, server_pid: int | None, cpu_first: bool = False) -> dict:
+    """The engine's latency histograms and its processes' CPU times, now. The scrape costs the API server CPU
+    of its own (rendering /metrics): a window's opening snapshot reads the CPU after it, its closing one
+    (cpu_first) before it, so neither scrape is counted in the window."""
+    cpu = process_cpu(server_pid) if cpu_first else None
     status, body = http_get(f"{base_url}/metrics", timeout=10.0)
-    return {"histograms": histogram_totals(body if status == 200 else ""), **process_cpu(server_pid)}
+    return {"histograms": histogram_totals(body if status == 200 else ""), **(cpu or process_cpu(server_pid))}
 
 
 def _mean(before: dict, after: dict, name: str) -> float:
@@ -181,4 +184,4 @@ def idle_probe(base_url: str, model: str, tokens, seed: int, server_pid: int | N
     records = []
     for _ in range(requests):
         records += send_batch(base_url, model, [tokens.take(prompt_tokens, rng)], 2)
-    return server_side_record(before, server_snapshot(base_url, server_pid), request_frame(records))
+    return server_side_record(before, server_snapshot(base_url, server_pid, cpu_first=True), request_frame(records))

@@ -183,8 +183,8 @@ def _drive(ctx, base_url: str, section, variant, load, tokens, forced: bool, fol
     frame, records = run_load(base_url, load, tokens, SERVED_NAME, show_progress=ctx.show_progress,
                               plan=plan_requests(load, tokens, text_round=round_index))
     wall = time.perf_counter() - start
+    server_side = server_side_record(server_before, server_snapshot(base_url, server_pid, cpu_first=True), frame)
     table = counter_table(before, scrape_spec_counters(base_url))
-    server_side = server_side_record(server_before, server_snapshot(base_url, server_pid), frame)
     summary = {"wall_s": round(wall, 2), **load_summary(frame, records)}
     if reference is not None:
         _write_reference(ctx, folder, variant, bracket_before,

@@ -103,3 +103,19 @@ def test_idle_probe_sends_its_requests_one_at_a_time():
     assert record["requests"] == 5 and record["output_tokens"] == 10
     assert record["client_ttft_mean_s"] > 0
     assert math.isnan(record["front_end_delay_s"])  # the fake exports no latency histograms: NaN, not a number
+
+
+def test_a_windows_closing_snapshot_reads_the_cpu_before_its_own_scrape(monkeypatch):
+    """Rendering /metrics costs the API server CPU: the closing snapshot must read the CPU first, or every
+    window counts one scrape (8 requests of an idle probe: ~1-2 ms each)."""
+    from real.engine import server_side
+
+    calls = []
+    monkeypatch.setattr(server_side, "http_get", lambda url, timeout: calls.append("scrape") or (200, BODY))
+    monkeypatch.setattr(server_side, "process_cpu", lambda pid: calls.append("cpu") or
+                        {"api_server_cpu_s": 1.0, "engine_cpu_s": 2.0})
+    server_side.server_snapshot("http://x", 1)
+    assert calls == ["scrape", "cpu"]
+    calls.clear()
+    snap = server_side.server_snapshot("http://x", 1, cpu_first=True)
+    assert calls == ["cpu", "scrape"] and snap["api_server_cpu_s"] == 1.0
