@@ -180,7 +180,9 @@ def test_a_batch_prefill_point_is_gated_behind_a_blocker_and_sent_again_when_it_
     counts = iter([0.0, 3.0, 3.0, 5.0])  # steps before/after: the first try split (3 steps), the second not
     monkeypatch.setattr(step_profile, "engine_steps", lambda url: next(counts))
     spec = StepProfileSpec(batches=[3], query_tokens=[8], context_lens=[0], output_tokens=4, repeats=1)
-    with FakeEngine(step_s=0.03) as engine:
+    # an engine loop as vLLM's: the batch queues behind the blocker's step (30 ms + 0.2 ms a prompt token); the
+    # retry's gate is a quarter of the doubled blocker's step, so the batch is in the queue before it ends
+    with FakeEngine(step_s=0.03, prefill_s_per_token=0.0002) as engine:
         rows = step_profile.measure_step_profile(engine.base_url, spec, TOKENS, show_progress=False)
         lengths = [len(p) for p in engine.prompts][1:]  # after the 16-token warm-up
     blocker = step_profile.BLOCKER_TOKENS
