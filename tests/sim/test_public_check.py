@@ -47,7 +47,7 @@ def test_data_file_parses_and_every_row_builds_a_sim_config():
             if value is not None:
                 assert getattr(sim.engine, key) == value
         # the source's API server, as the file's `frontends:` names it; off: none
-        fe = {"request_ms": 0.0, "output_token_ms": 0.0} if row.frontend is None else row._frontend
+        fe = {"latency_ms": 0.0, "request_ms": 0.0, "output_token_ms": 0.0} if row.frontend is None else row._frontend
         assert sim.frontend.model_dump() == fe
         assert not row_sim_config(row, lengths_mode="mean", frontend="off").frontend.enabled
 
