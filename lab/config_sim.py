@@ -273,8 +273,13 @@ class EngineSpec(StrictModel):
 class FrontendSpec(StrictModel):
     """vLLM's API server in front of each replica's engine (sim/frontend.py): one event loop serving in turn
     each request's work before the engine sees it and each step's streamed tokens (the output handler's work
-    never waits for the admission backlog). 0 and 0 (the
+    never waits for the admission backlog), after a pure delay per request that occupies nothing. All 0 (the
     default): no front end, requests reach the engine when they arrive and tokens the client when emitted."""
+
+    latency_ms: float = Field(0.0, ge=0,
+                              description="delay on every request's way to the engine that does not occupy the "
+                                          "server (client, HTTP, tokeniser thread, engine-core hand-off), ms; "
+                                          "many requests can be in it at once; before the request's work")
 
     request_ms: float = Field(0.0, ge=0,
                               description="front-end work per request before the engine sees it (HTTP, chat "
@@ -286,7 +291,7 @@ class FrontendSpec(StrictModel):
 
     @property
     def enabled(self) -> bool:
-        return self.request_ms > 0 or self.output_token_ms > 0
+        return self.request_ms > 0 or self.output_token_ms > 0 or self.latency_ms > 0
 
 
 # `batching:` is the engine section's old name; its keys map onto the vLLM names

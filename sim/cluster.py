@@ -23,8 +23,9 @@ Models with sliding-window layers (engine.hybrid_kv, default on) hold group-bloc
 (sim/kv_cache.HybridKV): a sliding group frees the blocks before its window as a request grows, so a decode
 row's CAP also stops where its window drops the next block, and growth there may give blocks back.
 With a front end (sim.frontend, sim/frontend.py) each replica has vLLM's API server before its engine: a request
-reaches the queue when the server has done its work, and its tokens reach the client (first_token_s,
-finish_s: the client's clock, as vLLM's benchmark measures) when the server has streamed them.
+reaches the queue when the server has done its work (after latency_ms, a delay beside the server), and its
+tokens reach the client (first_token_s, finish_s: the client's clock, as vLLM's benchmark measures) when the
+server has streamed them.
 """
 from __future__ import annotations
 
@@ -150,7 +151,7 @@ class Replica:
         self._track_pos = cluster.source.kind == "trace"
         fe = cluster.frontend
         self.fe = (Frontend(cluster.env, fe.request_ms, fe.output_token_ms,
-                            handoff=lambda rid: cluster._dispatch(self, rid))
+                            handoff=lambda rid: cluster._dispatch(self, rid), latency_ms=fe.latency_ms)
                    if fe is not None and fe.enabled else None)
         self._streams = self.fe is not None and self.fe.streams  # tokens reach the client through the server
         # step statistics

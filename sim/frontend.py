@@ -1,8 +1,10 @@
 """vLLM's API server in front of one replica's engine: one event loop, two kinds of work, taken in turn.
 
-    fe = Frontend(env, request_ms=10.0, output_token_ms=0.02, handoff=fn)  # sim.frontend (lab/config_sim.FrontendSpec)
+    fe = Frontend(env, request_ms=10.0, output_token_ms=0.02, handoff=fn, latency_ms=30.0)
+                                # sim.frontend (lab/config_sim.FrontendSpec)
     fe.admit(rid)               # request `rid` arrived now: fn(rid) is called when its front-end work ends (the
-                                # engine sees it then; at once when request_ms is 0)
+                                # engine sees it then: latency_ms + its wait + request_ms later; at once when both
+                                # are 0)
     seen = fe.deliver(n)        # the engine emitted n tokens now: the time the client has them (now if no
                                 # per-token work is configured)
 
@@ -28,6 +30,20 @@ taken in turn (round-robin between the output handler and the request handlers):
     reach the client when its job ends: a request's first token, its last token (its finish) and, in a closed
     loop, the next request of its user follow the client's clock. With output_token_ms = 0 no output work is
     modelled and tokens reach the client when emitted.
+A request's front-end delay is not all work on that loop: the client, the HTTP stack, a tokeniser thread, the
+hand-off to the engine core process (ZMQ) and its input processing take time that does not hold the loop, so
+many requests can be in it at once. `latency_ms` is that part: a pure delay on every request's path to the
+engine that occupies nothing (a request joins the request jobs' queue latency_ms after it arrives; N that arrive
+at once reach the engine latency_ms + k x request_ms later, not k x (latency_ms + request_ms)). Only request_ms
+caps the admission rate. It sits before the request's work because (1) a constant delay and a first come first
+served server commute -- a request stream shifted by L and then served leaves exactly L later than the stream
+served and then shifted -- so among requests alone the place does not change when any of them reaches the
+engine, and before is one event per request with no second queue; (2) beside output work the only difference is
+which output work committed during the delay the request waits for (it joins the queue behind it), and a request
+the loop has not yet received (client, connection) cannot hold the request handlers' turn. A latency on the
+return path (the SSE bytes' way to the client) would move TTFT and E2E by the same amount and leave TPOT alone,
+as this one does, and in a closed loop both delay the user's next request by it. Requests in the delay count in
+`in_flight` (a least_loaded router adds them to the replica's load, as it adds those queued for the loop).
 The one approximation beside the work sizes: a request handler's work is one job, where vLLM's is several
 pieces between awaits (so a real output job may wait for a piece of several handlers, or less than one
 whole request). An output job's end is fixed when it arrives (a request arriving later never goes before
@@ -45,28 +61,41 @@ from collections import deque
 class Frontend:
     """One replica's API server: one non-preemptive server taking request jobs and output jobs in turn."""
 
-    __slots__ = ("_last_out", "_wake_at", "busy_s", "env", "free_at", "handoff", "in_flight", "request_s",
-                 "token_s", "waiting")
+    __slots__ = ("_last_out", "_wake_at", "busy_s", "env", "free_at", "handoff", "in_flight", "latency_s",
+                 "request_s", "token_s", "waiting")
 
-    def __init__(self, env, request_ms: float, output_token_ms: float, handoff=None):
+    def __init__(self, env, request_ms: float, output_token_ms: float, handoff=None, latency_ms: float = 0.0):
         self.env = env
         self.request_s = request_ms / 1e3
         self.token_s = output_token_ms / 1e3
+        self.latency_s = latency_ms / 1e3  # a delay before the request's work that occupies nothing
         self.handoff = handoff  # fn(rid): the request reaches the engine now
         self.free_at = 0.0  # when the server has served every job committed to it so far
         self.busy_s = 0.0  # work served in all (seconds)
-        self.in_flight = 0  # requests whose front-end work has not ended (a least_loaded router counts them)
+        self.in_flight = 0  # requests in the delay or whose work has not ended (a least_loaded router counts them)
         self.waiting: deque[int] = deque()  # requests queued, their work not yet begun
         self._last_out = False  # the last job committed is an output job
         self._wake_at: float | None = None  # a check is due when the server falls free at this time
 
     # ---- request jobs --------------------------------------------------------------------------------
     def admit(self, rid: int):
-        """Request `rid` arrived now: queue its work; handoff(rid) is called when the work ends."""
+        """Request `rid` arrived now: queue its work (latency_ms from now); handoff(rid) is called when it ends."""
+        if self.latency_s > 0:  # many requests may be in the delay at once: one event each, no server time
+            self.in_flight += 1
+            ev = self.env.timeout(self.latency_s)
+            ev.callbacks.append(lambda _e, rid=rid: self._join(rid, counted=True))
+            return
+        self._join(rid, counted=False)
+
+    def _join(self, rid: int, counted: bool):
+        """`rid` reaches the request handlers now; `counted`: it is in in_flight already (it was in the delay)."""
         if self.request_s <= 0:  # no work per request: the engine sees it at once
+            if counted:
+                self.in_flight -= 1
             self.handoff(rid)
             return
-        self.in_flight += 1
+        if not counted:
+            self.in_flight += 1
         self.waiting.append(rid)
         if self._wake_at is None:
             if self.free_at <= self.env.now:  # the server is idle: begin now

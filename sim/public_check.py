@@ -5,6 +5,7 @@ output throughput, for every row of a cited data file.
     python -m sim.public_check --file rows.yaml --out DIR --rows ID1,ID2
     python -m sim.public_check --frontend off                   # every row without vLLM's API server
     python -m sim.public_check --fit-frontend                   # refit the front ends on the fit rows
+    python -m sim.public_check --fit-frontend --occupancy 0.5   # ... as if half of each delay held the server
 
 Each row is configured only through the simulator's public interface: the card as a hardware preset (its spec
 sheet, sim/presets/hardware.yaml), the model from a public config.json, the tensor-parallel size, vLLM's
@@ -15,9 +16,16 @@ as `vllm bench serve` ran it: its dataset's lengths, --num-prompts, and --reques
 definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics).
 
 Front ends (sim/frontend.py, `sim.frontend`): vLLM's API server costs host-CPU time no spec sheet gives, so the
-data file names per-source servers at its top (`frontends: {name: {request_ms, output_token_ms}}`, fitted
-on the file's fit rows of that source by --fit-frontend) and a row runs behind the one it names (`frontend:
-name`); a row that names none has no front end. --frontend off runs every row without one.
+data file names per-source servers at its top (`frontends: {name: {request_ms, latency_ms, output_token_ms}}`,
+fitted on the file's fit rows of that source by --fit-frontend) and a row runs behind the one it names
+(`frontend: name`); a row that names none has no front end. --frontend off runs every row without one.
+The fit searches each source's per-request delay D (and output_token_ms) and splits it by the file's top-level
+`frontend_occupancy: {fraction: F, source: "..."}`: request_ms = F x D occupies the server's loop, latency_ms =
+(1 - F) x D does not. Low-load fit rows cannot tell the two apart (one user waits D either way; only a burst
+that the server's admission rate limits can), so F comes from a measurement of the server itself, named in
+`source`, never from the rows; absent, F = 1 (all of D occupies the server). `--occupancy F` overrides it for
+a what-if fit. The fit writes DIR/public_frontend_fit.csv and every row's table with the fitted front ends
+(DIR/public_frontend_fitted.{csv,md}); the data file is not changed.
 
 Lengths (row_lengths): a random-dataset row with fixed lengths draws them by vLLM's random rule
 (`workload.lengths.source: random`, --random-range-ratio; 0, the default and every row's, gives exactly the
@@ -162,9 +170,34 @@ def load_frontends(data: dict, p: Path) -> dict[str, dict]:
     """The data file's `frontends:` (name -> sim.frontend settings); LabError naming the field."""
     raw = data.get("frontends", {})
     if not isinstance(raw, dict):
-        raise LabError(f"{p}: frontends: a mapping of name -> {{request_ms, output_token_ms}} expected")
+        raise LabError(f"{p}: frontends: a mapping of name -> {{request_ms, latency_ms, output_token_ms}} expected")
     return {str(name): _validated(PublicFrontend, spec, p, f"frontends.{name}", "<frontend>").model_dump(exclude={"note"})
             for name, spec in raw.items()}
+
+
+class FrontendOccupancy(StrictModel):
+    """Of a front end's per-request delay D, the fraction that occupies the API server's loop (request_ms = F x D;
+    the rest is latency_ms), as measured on a real server: what --fit-frontend splits each fitted D by."""
+
+    fraction: float = Field(gt=0, le=1, description="F: the share of D that holds the server's event loop")
+    source: str = Field(min_length=1, description="where F was measured (a run, a page)")
+
+    @field_validator("source")
+    @classmethod
+    def _said(cls, value):
+        if not value.strip():
+            raise ValueError("say where the fraction was measured")
+        return value
+
+
+def load_occupancy(data: dict, p: Path) -> FrontendOccupancy | None:
+    """The data file's `frontend_occupancy:` (None when absent); LabError naming the field."""
+    raw = data.get("frontend_occupancy")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise LabError(f"{p}: frontend_occupancy: a mapping {{fraction, source}} expected")
+    return _validated(FrontendOccupancy, raw, p, "frontend_occupancy", "<occupancy>")
 
 
 def _validated(model, raw, p: Path, where: str, blank: str):
@@ -180,6 +213,12 @@ def _validated(model, raw, p: Path, where: str, blank: str):
 def load_rows(path: str | Path) -> list[PublicRow]:
     """The rows of a data file ({rows: [...], frontends: {...}}); LabError naming the file and field on
     anything wrong."""
+    return load_data(path)[0]
+
+
+def load_data(path: str | Path) -> tuple[list[PublicRow], FrontendOccupancy | None]:
+    """The rows of a data file and its `frontend_occupancy` (None when absent); LabError naming the file and
+    field on anything wrong."""
     p = Path(path)
     if not p.is_file():
         raise LabError(f"--file: {p} does not exist")
@@ -187,6 +226,7 @@ def load_rows(path: str | Path) -> list[PublicRow]:
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
         raise LabError(f"{p}: rows: a non-empty list of benchmark rows expected")
     frontends = load_frontends(data, p)
+    occupancy = load_occupancy(data, p)
     rows = []
     for i, raw in enumerate(data["rows"]):
         row = _validated(PublicRow, raw, p, f"rows[{i}]", "<row>")
@@ -201,7 +241,7 @@ def load_rows(path: str | Path) -> list[PublicRow]:
     dupes = sorted({x for x in ids if ids.count(x) > 1})
     if dupes:
         raise LabError(f"{p}: rows: repeated ids {dupes}")
-    return rows
+    return rows, occupancy
 
 
 def vllm_server_defaults(hardware_preset: str) -> dict:
@@ -298,6 +338,7 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, le
                 "sim_prefix_cache_queries": int(result.summary["prefix_cache_queries"]),
                 "sim_mean_decode_batch": float(result.summary["mean_decode_batch"]),
                 "sim_frontend_request_ms": sim.frontend.request_ms,
+                "sim_frontend_latency_ms": sim.frontend.latency_ms,
                 "sim_frontend_output_token_ms": sim.frontend.output_token_ms,
                 "sim_frontend_utilization": float(result.summary.get("frontend_utilization", 0.0))})
     return out
@@ -356,14 +397,19 @@ def markdown(table: pd.DataFrame, summary: dict) -> str:
             cells += [f"{num(getattr(r, 'reported_' + col))} / {num(getattr(r, 'sim_' + col))}",
                       pct(getattr(r, "rel_err_" + col))]
         lines.append("| " + " | ".join(cells) + " |")
-    summ = ["", "| metric | rows | mean abs err | median abs err | within 10% | mean signed err |",
+    return head + "\n".join(lines) + "\n\n" + summary_markdown(table, summary)
+
+
+def summary_markdown(table: pd.DataFrame, summary: dict) -> str:
+    """The error summary of a table: all rows, then its fit and held-out halves."""
+    summ = ["| metric | rows | mean abs err | median abs err | within 10% | mean signed err |",
             "|---|---|---|---|---|---|"]
     halves = [("all", summary)] + [(h, error_summary(table[table["half"] == h])) for h in ("fit", "held-out")]
     for name, part in halves:
         for col, s in part.items():
             summ.append(f"| {col} ({name}) | {s['rows']} | {100 * s['mean_abs']:.0f}% | {100 * s['median_abs']:.0f}% "
                         f"| {s['within_10pct']} | {100 * s['mean_signed']:+.0f}% |")
-    return head + "\n".join(lines) + "\n" + "\n".join(summ) + "\n"
+    return "\n".join(summ) + "\n"
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
@@ -453,12 +499,14 @@ def fit_per_card(rows: list[PublicRow], lengths_mode: str = "auto") -> list[dict
     return out
 
 
-# the grid `--fit-frontend` searches per front end (ms of API-server work per request and per streamed token).
+# the grid `--fit-frontend` searches per front end: delay_ms, D, the front end's ms per request before the engine
+# sees it (split by the occupancy F: request_ms = F x D of API-server work, latency_ms = the rest, a delay beside
+# it; split_delay), and ms of API-server work per streamed token.
 # Per token at most 0.16 ms: one vLLM API server streamed 12,148 tok/s (the kvcached row: 0.082 ms a token at
 # most, its whole output), so 0.16 leaves a 2x slower host; beyond it the fit rows of a source whose server is
 # never the bottleneck (gpustack: 1-8 users, prefill-bound bursts) trade per-token cost against the engine's
 # own residual errors (session 19: unbounded, the pick ran to every grid's top edge)
-FRONTEND_GRID = {"request_ms": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0),
+FRONTEND_GRID = {"delay_ms": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0),
                  "output_token_ms": (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)}
 # a front end that lowers its fit rows' loss by less than this (against none) is not seen by them: left off
 FRONTEND_IDENTIFIED = 0.01
@@ -471,13 +519,22 @@ def frontend_loss(table: pd.DataFrame) -> float:
     return float(np.mean(np.abs(np.log1p(err)))) if err.size else float("nan")
 
 
-def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto") -> list[dict]:
-    """For each front end the file names: request_ms / output_token_ms picked on the fit rows that run behind it,
-    scored on its held-out rows, beside the scores with no front end and with the file's values. The file is not
-    changed. identified: the pick lowers the fit rows' loss by FRONTEND_IDENTIFIED or more against no front end
-    (else they cannot see it, and the pick means nothing)."""
+def split_delay(delay_ms: float, occupancy: float) -> dict:
+    """sim.frontend's request_ms and latency_ms for a per-request delay D of which the fraction `occupancy`
+    occupies the API server (1: all of it, latency_ms 0)."""
+    request_ms = occupancy * delay_ms
+    return {"request_ms": request_ms, "latency_ms": delay_ms - request_ms}
+
+
+def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto", occupancy: float = 1.0) -> list[dict]:
+    """For each front end the file names: the per-request delay D and output_token_ms picked on the fit rows that
+    run behind it, D split by `occupancy` (split_delay), scored on its held-out rows, beside the scores with no
+    front end and with the file's values. The file is not changed. identified: the pick lowers the fit rows' loss
+    by FRONTEND_IDENTIFIED or more against no front end (else they cannot see it, and the pick means nothing)."""
     import itertools
 
+    if not 0 < occupancy <= 1:
+        raise ValueError(f"occupancy {occupancy!r} is not in (0, 1]")
     out = []
     for name in sorted({r.frontend for r in rows if r.frontend}):
         fit = [r for r in rows if r.frontend == name and r.half == "fit"]
@@ -491,16 +548,37 @@ def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto") -> list[dic
             return frontend_loss(run(part, progress=False, lengths_mode=lengths_mode, frontend=fe)) if part else \
                 float("nan")
 
-        grid = [dict(zip(FRONTEND_GRID, values)) for values in itertools.product(*FRONTEND_GRID.values())]
+        grid = [{**split_delay(delay, occupancy), "output_token_ms": per_token}
+                for delay, per_token in itertools.product(FRONTEND_GRID["delay_ms"], FRONTEND_GRID["output_token_ms"])]
         scored = sorted((loss(fit, g), i) for i, g in enumerate(tqdm(grid, desc=name)))
         best = grid[scored[0][1]]
         off = loss(fit, "off")
-        out.append({**line, **best, "identified": off - scored[0][0] >= FRONTEND_IDENTIFIED,
+        out.append({**line, "occupancy": occupancy, "delay_ms": best["request_ms"] + best["latency_ms"], **best,
+                    "identified": off - scored[0][0] >= FRONTEND_IDENTIFIED,
                     "fit_loss_off": off, "fit_loss_min": scored[0][0],
                     "fit_loss_max": scored[-1][0], "fit_loss_file": loss(fit, "file"),
                     "held_loss_off": loss(held, "off"), "held_loss_fitted": loss(held, best),
                     "held_loss_file": loss(held, "file")})
     return out
+
+
+def fitted_frontends(fits: list[dict]) -> dict[str, dict]:
+    """sim.frontend settings per front end from fit_frontends' picks, as the data file would take them: a pick
+    its fit rows cannot see (not identified) is left off (all 0)."""
+    out = {}
+    for line in fits:
+        if "identified" not in line:  # no fit row: nothing was picked
+            continue
+        keys = ("request_ms", "latency_ms", "output_token_ms")
+        out[line["frontend"]] = {k: float(line[k]) if line["identified"] else 0.0 for k in keys}
+    return out
+
+
+def run_fitted(rows: list[PublicRow], fitted: dict[str, dict], lengths_mode: str = "auto") -> pd.DataFrame:
+    """Every row behind its source's fitted front end (fitted_frontends; one without a pick: the file's)."""
+    simulated = [simulate_row(r, lengths_mode=lengths_mode, frontend=fitted.get(r.frontend, "file"))
+                 for r in tqdm(rows, desc="fitted front ends")]
+    return error_table(rows, simulated)
 
 
 def main(argv=None) -> int:
@@ -518,11 +596,22 @@ def main(argv=None) -> int:
                     help="file = each row behind the API server (sim.frontend) it names under the file's "
                          "`frontends`; off = every row without one")
     ap.add_argument("--fit-frontend", action="store_true",
-                    help="also pick each front end's request_ms / output_token_ms on its fit rows and score them on "
-                         "its held-out rows (DIR/public_frontend_fit.csv); the file is not changed")
+                    help="also pick each front end's per-request delay / output_token_ms on its fit rows, score them "
+                         "on its held-out rows (DIR/public_frontend_fit.csv) and run every row with them "
+                         "(DIR/public_frontend_fitted.{csv,md}); the file is not changed")
+    ap.add_argument("--occupancy", type=float, default=None, metavar="F",
+                    help="with --fit-frontend: the share of each fitted delay that occupies the API server "
+                         "(request_ms = F x delay, latency_ms = the rest), for a what-if fit; default: the file's "
+                         "frontend_occupancy.fraction, else 1")
     args = ap.parse_args(argv)
     try:
-        rows = load_rows(args.file)
+        if args.occupancy is not None:
+            if not args.fit_frontend:
+                raise LabError("--occupancy: only with --fit-frontend (it splits the fitted per-request delay)")
+            if not 0 < args.occupancy <= 1:
+                raise LabError(f"--occupancy: {args.occupancy!r} is not in (0, 1] (the share of the delay that "
+                               "occupies the API server)")
+        rows, occupancy = load_data(args.file)
         if args.rows:
             wanted = [x for x in args.rows.split(",") if x]
             known = {r.id for r in rows}
@@ -552,9 +641,25 @@ def main(argv=None) -> int:
         write_text_atomic(Path(args.out) / "public_fit.csv", fits.to_csv(index=False))
         print(fits.round(4).to_string(index=False))
     if args.fit_frontend:
-        fits = pd.DataFrame(fit_frontends(rows, args.lengths))
+        if args.occupancy is not None:
+            share, said = args.occupancy, "--occupancy (what-if)"
+        elif occupancy is not None:
+            share, said = occupancy.fraction, f"frontend_occupancy ({occupancy.source})"
+        else:
+            share, said = 1.0, "none given: all of the delay occupies the server"
+        picks = fit_frontends(rows, args.lengths, share)
+        fits = pd.DataFrame(picks)
         write_text_atomic(Path(args.out) / "public_frontend_fit.csv", fits.to_csv(index=False))
+        print(f"front-end fit, occupancy F = {share:g} from {said}")
         print(fits.drop(columns=["fit_rows", "held_rows"]).round(4).to_string(index=False))
+        fitted = run_fitted(rows, fitted_frontends(picks), args.lengths)
+        header = (f"Every row behind its source's fitted front end (occupancy F = {share:g} from {said}; a pick "
+                  "its fit rows cannot see is left off).\n\n")
+        write_text_atomic(Path(args.out) / "public_frontend_fitted.csv", fitted.to_csv(index=False))
+        write_text_atomic(Path(args.out) / "public_frontend_fitted.md",
+                          header + markdown(fitted, error_summary(fitted)))
+        print(f"\nwith the fitted front ends (F = {share:g}):")
+        print(summary_markdown(fitted, error_summary(fitted)))
     print(f"wrote {args.out}/public_check.{{csv,md,png}} ({len(rows)} rows, wall {time.perf_counter() - wall0:.1f} s, "
           f"cpu {time.process_time() - cpu0:.1f} s)")
     return 0

@@ -15,11 +15,12 @@ from tests.sim.conftest import make_sim
 TOL = 1e-12  # seconds: float sums of the same terms in another order
 
 
-def _server(request_ms, output_token_ms):
+def _server(request_ms, output_token_ms, latency_ms=0.0):
     """A Frontend on a fresh clock; `handed` collects (time, rid) as requests reach the engine."""
     env = simpy.Environment()
     handed = []
-    fe = Frontend(env, request_ms, output_token_ms, handoff=lambda rid: handed.append((env.now, rid)))
+    fe = Frontend(env, request_ms, output_token_ms, handoff=lambda rid: handed.append((env.now, rid)),
+                  latency_ms=latency_ms)
     return env, fe, handed
 
 
@@ -45,6 +46,32 @@ def test_requests_alone_are_served_first_come_first_served():
     free.deliver(1000)  # a second of output work ...
     free.admit(7)  # ... and a request with no work of its own: the engine sees it at once
     assert at_once == [7] and free.in_flight == 0
+
+
+def test_latency_delays_every_request_without_occupying_the_server():
+    env, fe, handed = _server(request_ms=10.0, output_token_ms=0.0, latency_ms=30.0)
+    fe.admit(0)  # an idle front end: the engine sees it after latency + request work
+    assert fe.in_flight == 1  # in the delay, it counts (a least_loaded router reads in_flight)
+    env.run(until=1.0)
+    assert handed == [(pytest.approx(0.040, abs=TOL), 0)] and fe.in_flight == 0
+    for rid in range(1, 6):  # five at once: all in the delay together, then served 10 ms apart
+        fe.admit(rid)
+    assert fe.in_flight == 5 and not fe.waiting  # none has reached the server yet
+    env.run(until=1.035)
+    assert fe.in_flight == 5 and len(fe.waiting) == 4  # 35 ms on: the first is in service, four queued
+    env.run(until=2.0)
+    # the k-th (from 1) after 30 + k x 10 ms, not k x (30 + 10): the delay is not the server's work
+    assert [rid for _, rid in handed[1:]] == [1, 2, 3, 4, 5]
+    assert [t for t, _ in handed[1:]] == pytest.approx([1.04, 1.05, 1.06, 1.07, 1.08], abs=TOL)
+    assert fe.busy_s == pytest.approx(0.060, abs=TOL) and fe.in_flight == 0
+    # with no work per request the delay alone: the engine sees each latency_ms after it arrives
+    env, fe, handed = _server(request_ms=0.0, output_token_ms=0.0, latency_ms=25.0)
+    for rid in range(3):
+        fe.admit(rid)
+    assert fe.in_flight == 3
+    env.run(until=1.0)
+    assert handed == [(pytest.approx(0.025, abs=TOL), rid) for rid in range(3)]
+    assert fe.in_flight == 0 and fe.busy_s == 0
 
 
 def test_streamed_tokens_wait_for_the_request_in_service_not_the_backlog():
@@ -109,23 +136,60 @@ def test_one_request_waits_exactly_request_ms_and_each_token_output_token_ms():
     assert both["finish_s"] - base["finish_s"] == pytest.approx(0.04025, abs=TOL)
 
 
-def test_n_requests_at_once_reach_the_engine_request_ms_apart():
+def test_one_request_waits_latency_ms_then_request_ms():
+    base = _one_request()
+    fe = _one_request(request_ms=10.0, latency_ms=30.0)
+    assert fe["first_token_s"] - base["first_token_s"] == pytest.approx(0.040, abs=TOL)
+    assert fe["finish_s"] - base["finish_s"] == pytest.approx(0.040, abs=TOL)
+    alone = _one_request(latency_ms=30.0)  # a delay with no server work is a front end too
+    assert alone["first_token_s"] - base["first_token_s"] == pytest.approx(0.030, abs=TOL)
+
+
+@pytest.mark.parametrize("latency_ms", [0.0, 30.0])
+def test_n_requests_at_once_reach_the_engine_request_ms_apart(latency_ms):
     n, request_ms = 12, 50.0
-    sim = make_sim(frontend={"request_ms": request_ms},
+    sim = make_sim(frontend={"request_ms": request_ms, "latency_ms": latency_ms},
                    workload={"kind": "closed_loop", "concurrency": n, "max_requests": n, "duration_s": 100,
                              "warmup_s": 0, "lengths": {"prompt_tokens": 64, "output_tokens": 1}})
     res = simulate(prepare_inputs(sim), "ar")
     log = res.requests.sort_values("first_token_s")
     ttft = (log["first_token_s"] - log["arrival_s"]).to_numpy()
     assert (log["arrival_s"] == 0).all()
-    # a 64-token prefill takes far less than 50 ms, so each request runs alone: the k-th waits k x 50 ms
-    prefill = ttft[0] - request_ms / 1e3
+    # a 64-token prefill takes far less than 50 ms, so each request runs alone: the k-th waits the delay once
+    # and k x 50 ms of work (not k x (delay + work): many requests are in the delay at once)
+    lat = latency_ms / 1e3
+    prefill = ttft[0] - lat - request_ms / 1e3
     assert 0 < prefill < request_ms / 1e3
-    assert ttft == pytest.approx(np.arange(1, n + 1) * request_ms / 1e3 + prefill, abs=1e-9)
-    # the ceiling: no more than 1000 / request_ms requests a second, whatever the GPU could do
+    assert ttft == pytest.approx(lat + np.arange(1, n + 1) * request_ms / 1e3 + prefill, abs=1e-9)
+    # the ceiling: no more than 1000 / request_ms requests a second, whatever the GPU could do; the delay
+    # moves the whole burst later, it does not lower the rate
     rate = n / log["finish_s"].max()
-    assert rate < 1000.0 / request_ms and rate == pytest.approx(n / (n * request_ms / 1e3 + prefill))
+    assert rate < 1000.0 / request_ms and rate == pytest.approx(n / (lat + n * request_ms / 1e3 + prefill))
     assert res.summary["frontend_utilization"] == pytest.approx(n * request_ms / 1e3 / res.summary["sim_time_s"])
+
+
+def test_a_closed_loop_user_waits_the_delay_on_every_request():
+    wl = {"kind": "closed_loop", "concurrency": 1, "max_requests": 5, "duration_s": 100, "warmup_s": 0,
+          "lengths": {"prompt_tokens": 200, "output_tokens": 20}}
+    base = simulate(prepare_inputs(make_sim(workload=wl)), "ar").requests
+    log = simulate(prepare_inputs(make_sim(workload=wl, frontend={"request_ms": 5.0, "latency_ms": 20.0})),
+                   "ar").requests
+    assert len(log) == 5 and log["finish_s"].notna().all()
+    # the user sends its next request when the last reply reaches it; each request waits 25 ms more than alone
+    assert log["arrival_s"].iloc[1:].to_numpy() == pytest.approx(log["finish_s"].iloc[:-1].to_numpy(), abs=TOL)
+    ttft = (log["first_token_s"] - log["arrival_s"]).to_numpy()
+    assert ttft == pytest.approx((base["first_token_s"] - base["arrival_s"]).to_numpy() + 0.025, abs=1e-9)
+    assert log["finish_s"].iloc[-1] == pytest.approx(base["finish_s"].iloc[-1] + 5 * 0.025, abs=1e-9)
+
+
+def test_least_loaded_counts_requests_in_the_delay():
+    # two users at once, two replicas, the delay alone: the second request must see the first in replica 0's
+    # load (it is in the delay, not yet in any queue) and go to replica 1
+    sim = make_sim(replicas=2, router="least_loaded", frontend={"latency_ms": 20.0},
+                   workload={"kind": "closed_loop", "concurrency": 2, "max_requests": 2, "duration_s": 100,
+                             "warmup_s": 0, "lengths": {"prompt_tokens": 64, "output_tokens": 4}})
+    log = simulate(prepare_inputs(sim), "ar").requests
+    assert sorted(log["replica"].tolist()) == [0, 1]
 
 
 def test_streaming_work_slows_the_client_not_the_engine():
@@ -192,7 +256,7 @@ GOLDEN = {
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_no_front_end_reproduces_the_simulator_before_it(name):
     sections, policy, digest = GOLDEN[name]
-    for frontend in ({}, {"request_ms": 0, "output_token_ms": 0}):
+    for frontend in ({}, {"request_ms": 0, "output_token_ms": 0, "latency_ms": 0}):
         res = simulate(prepare_inputs(make_sim(**sections, frontend=frontend)), policy)
         assert _digest(res.requests) == digest
         assert "frontend_utilization" not in res.summary

@@ -9,14 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lab.errors import LabError
 from sim.public_check import (
     DEFAULT_FILE,
     PublicRow,
+    Reported,
     error_summary,
     error_table,
+    fit_frontends,
+    load_data,
     load_rows,
     main,
     row_sim_config,
+    simulate_row,
     vllm_server_defaults,
 )
 from sim.simulate import prepare_inputs, simulate
@@ -47,7 +52,7 @@ def test_data_file_parses_and_every_row_builds_a_sim_config():
             if value is not None:
                 assert getattr(sim.engine, key) == value
         # the source's API server, as the file's `frontends:` names it; off: none
-        fe = {"request_ms": 0.0, "output_token_ms": 0.0} if row.frontend is None else row._frontend
+        fe = {"latency_ms": 0.0, "request_ms": 0.0, "output_token_ms": 0.0} if row.frontend is None else row._frontend
         assert sim.frontend.model_dump() == fe
         assert not row_sim_config(row, lengths_mode="mean", frontend="off").frontend.enabled
 
@@ -124,6 +129,22 @@ def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
     (lambda t: re.sub(r"kvcached-h100: \{request_ms: [0-9.]+", "kvcached-h100: {request_ms: -1", t, count=1),
      "frontends.kvcached-h100.request_ms: Input should be greater than or equal to 0"),
     (lambda t: t.replace("frontends:", "frontends: [1]\nunused:", 1), "frontends: a mapping"),
+    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 1.5, source: a run}\nfrontends:", 1),
+     "frontend_occupancy.fraction: Input should be less than or equal to 1"),
+    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 0, source: a run}\nfrontends:", 1),
+     "frontend_occupancy.fraction: Input should be greater than 0"),
+    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: x, source: a run}\nfrontends:", 1),
+     "frontend_occupancy.fraction: Input should be a valid number"),
+    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 0.4, source: ' '}\nfrontends:", 1),
+     "frontend_occupancy.source: Value error, say where the fraction was measured"),
+    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 0.4}\nfrontends:", 1),
+     "frontend_occupancy.source: Field required"),
+    (lambda t: t.replace("frontends:", "frontend_occupancy: 0.4\nfrontends:", 1),
+     "frontend_occupancy: a mapping {fraction, source} expected"),
+    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 0.4, source: s, unit: ms}\nfrontends:", 1),
+     "frontend_occupancy.unit: Extra inputs are not permitted"),
+    (lambda t: re.sub(r"kvcached-h100: \{request_ms", "kvcached-h100: {latency_ms: -2, request_ms", t, count=1),
+     "frontends.kvcached-h100.latency_ms: Input should be greater than or equal to 0"),
 ])
 def test_bad_data_file_is_one_line_and_exit_2(tmp_path, capsys, edit, message):
     bad = tmp_path / "bad.yaml"
@@ -133,6 +154,82 @@ def test_bad_data_file_is_one_line_and_exit_2(tmp_path, capsys, edit, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not out.exists()
+
+
+def test_the_data_file_names_the_measured_occupancy(tmp_path):
+    rows, occupancy = load_data(DEFAULT_FILE)
+    assert rows and (occupancy is None or 0 < occupancy.fraction <= 1)
+    good = tmp_path / "good.yaml"
+    good.write_text(DEFAULT_FILE.read_text().replace(
+        "frontends:", "frontend_occupancy: {fraction: 0.4, source: vLLM on this box}\nfrontends:", 1))
+    occupancy = load_data(good)[1]
+    assert (occupancy.fraction, occupancy.source) == (0.4, "vLLM on this box")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("fraction: 0.4", "fraction: 1.01"))
+    with pytest.raises(LabError, match=r"bad.yaml: frontend_occupancy.fraction: "):
+        load_data(bad)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--occupancy", "0.5"], "--occupancy: only with --fit-frontend"),
+    (["--fit-frontend", "--occupancy", "0"], "--occupancy: 0.0 is not in (0, 1]"),
+    (["--fit-frontend", "--occupancy", "1.5"], "--occupancy: 1.5 is not in (0, 1]"),
+    (["--fit-frontend", "--occupancy", "nan"], "--occupancy: nan is not in (0, 1]"),
+])
+def test_bad_occupancy_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert main(["--rows", SHAREGPT_ROW, "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_the_fit_splits_the_delay_by_the_occupancy(monkeypatch):
+    # a burst of 40 prompts at once whose "reported" numbers are the simulator's own behind a server of 10 ms
+    # work and 30 ms latency a request: the fit, told F = 0.25, finds D = 40 and reproduces them exactly; one that
+    # ignored F (request_ms = D) can reproduce no grid point (40 at once reach the engine 40 ms apart, not 10)
+    row = PublicRow.model_validate({
+        "id": "burst", "source": "https://example.org/x", "gpu": "h100", "gpu_reported": "H100",
+        "model": "Qwen/Qwen3-8B", "model_config": "real/presets/qwen3-8b.json", "frontend": "x",
+        "bench": {"input_tokens": 200, "output_tokens": 20, "num_prompts": 40, "request_rate": "inf"},
+        "reported": {"tpot_mean_ms": 1.0}})
+    truth = simulate_row(row, frontend={"request_ms": 10.0, "latency_ms": 30.0})
+    row.reported = Reported(**{k: truth[k] for k in ("tpot_mean_ms", "ttft_mean_ms", "output_throughput_tok_s")})
+    monkeypatch.setattr("sim.public_check.FRONTEND_GRID", {"delay_ms": (20.0, 40.0, 80.0), "output_token_ms": (0.0,)})
+    (line,) = fit_frontends([row], occupancy=0.25)
+    assert line["delay_ms"] == 40.0 and line["occupancy"] == 0.25
+    assert (line["request_ms"], line["latency_ms"], line["output_token_ms"]) == (10.0, 30.0, 0.0)
+    assert line["fit_loss_min"] == pytest.approx(0.0, abs=1e-9) and line["identified"]
+    # all of the delay on the server (F = 1, the default): no grid point reproduces the burst
+    (whole,) = fit_frontends([row])
+    assert whole["latency_ms"] == 0.0 and whole["request_ms"] == whole["delay_ms"]
+    assert whole["fit_loss_min"] > 0.01
+
+
+def test_fit_frontend_takes_the_files_occupancy_unless_overridden(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sim.public_check.FRONTEND_GRID", {"delay_ms": (0.0, 40.0), "output_token_ms": (0.0,)})
+    data = tmp_path / "data.yaml"
+    data.write_text(DEFAULT_FILE.read_text().replace(
+        "frontends:", "frontend_occupancy: {fraction: 0.5, source: a test}\nfrontends:", 1))
+    got = {}
+    for name, extra in (("file", []), ("what-if", ["--occupancy", "0.25"])):
+        out = tmp_path / name
+        assert main(["--file", str(data), "--rows", SHAREGPT_ROW, "--out", str(out), "--lengths", "mean",
+                     "--fit-frontend", *extra]) == 0
+        fit = pd.read_csv(out / "public_frontend_fit.csv").iloc[0]
+        fitted = pd.read_csv(out / "public_frontend_fitted.csv").iloc[0]
+        got[name] = fit
+        # one user: the c1 row's TTFT gap (~46 ms) picks the 40 ms delay whatever its split
+        assert fit["frontend"] == "gpustack-h100" and fit["delay_ms"] == 40.0 and fit["identified"]
+        assert (fitted["sim_frontend_request_ms"], fitted["sim_frontend_latency_ms"]) == (
+            fit["request_ms"], fit["latency_ms"])
+        assert "| ttft_mean_ms (fit) | 1 |" in (out / "public_frontend_fitted.md").read_text()
+    assert (got["file"]["occupancy"], got["file"]["request_ms"], got["file"]["latency_ms"]) == (0.5, 20.0, 20.0)
+    assert (got["what-if"]["occupancy"], got["what-if"]["request_ms"], got["what-if"]["latency_ms"]) == (
+        0.25, 10.0, 30.0)
+    printed = capsys.readouterr().out
+    assert "occupancy F = 0.5 from frontend_occupancy (a test)" in printed
+    assert "occupancy F = 0.25 from --occupancy (what-if)" in printed
 
 
 def test_unknown_row_id_is_an_error(tmp_path, capsys):
