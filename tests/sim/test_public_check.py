@@ -117,6 +117,12 @@ def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
     assert "public_check" in capsys.readouterr().out
 
 
+def _occupancy(text: str, block: str) -> str:
+    """The data file with its frontend_occupancy section (if any) replaced by `block`."""
+    text = re.sub(r"^frontend_occupancy:.*?(?=^frontends:)", "", text, count=1, flags=re.DOTALL | re.MULTILINE)
+    return text.replace("frontends:", block + "\nfrontends:", 1)
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t.replace("gpu: h100", "gpu: h900", 1), "rows[0].gpu"),
     (lambda t: t.replace("num_prompts: 500", "num_prompts: -1", 1), "rows[0].bench.num_prompts"),
@@ -129,21 +135,21 @@ def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
     (lambda t: re.sub(r"kvcached-h100: \{request_ms: [0-9.]+", "kvcached-h100: {request_ms: -1", t, count=1),
      "frontends.kvcached-h100.request_ms: Input should be greater than or equal to 0"),
     (lambda t: t.replace("frontends:", "frontends: [1]\nunused:", 1), "frontends: a mapping"),
-    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 1.5, source: a run}\nfrontends:", 1),
+    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 1.5, source: a run}"),
      "frontend_occupancy.fraction: Input should be less than or equal to 1"),
-    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 0, source: a run}\nfrontends:", 1),
+    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 0, source: a run}"),
      "frontend_occupancy.fraction: Input should be greater than 0"),
-    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: x, source: a run}\nfrontends:", 1),
+    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: x, source: a run}"),
      "frontend_occupancy.fraction: Input should be a valid number"),
-    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 0.4, source: ' '}\nfrontends:", 1),
+    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 0.4, source: ' '}"),
      "frontend_occupancy.source: Value error, say where the fraction was measured"),
-    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 0.4}\nfrontends:", 1),
+    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 0.4}"),
      "frontend_occupancy.source: Field required"),
-    (lambda t: t.replace("frontends:", "frontend_occupancy: 0.4\nfrontends:", 1),
+    (lambda t: _occupancy(t, "frontend_occupancy: 0.4"),
      "frontend_occupancy: a mapping {fraction, source} expected"),
-    (lambda t: t.replace("frontends:", "frontend_occupancy: {fraction: 0.4, source: s, unit: ms}\nfrontends:", 1),
+    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 0.4, source: s, unit: ms}"),
      "frontend_occupancy.unit: Extra inputs are not permitted"),
-    (lambda t: re.sub(r"kvcached-h100: \{request_ms", "kvcached-h100: {latency_ms: -2, request_ms", t, count=1),
+    (lambda t: re.sub(r"(kvcached-h100: \{[^}]*?)latency_ms: [0-9.]+", r"\1latency_ms: -2", t, count=1),
      "frontends.kvcached-h100.latency_ms: Input should be greater than or equal to 0"),
 ])
 def test_bad_data_file_is_one_line_and_exit_2(tmp_path, capsys, edit, message):
@@ -158,10 +164,9 @@ def test_bad_data_file_is_one_line_and_exit_2(tmp_path, capsys, edit, message):
 
 def test_the_data_file_names_the_measured_occupancy(tmp_path):
     rows, occupancy = load_data(DEFAULT_FILE)
-    assert rows and (occupancy is None or 0 < occupancy.fraction <= 1)
+    assert rows and 0 < occupancy.fraction <= 1 and "server_side" in occupancy.source  # measured, and says where
     good = tmp_path / "good.yaml"
-    good.write_text(DEFAULT_FILE.read_text().replace(
-        "frontends:", "frontend_occupancy: {fraction: 0.4, source: vLLM on this box}\nfrontends:", 1))
+    good.write_text(_occupancy(DEFAULT_FILE.read_text(), "frontend_occupancy: {fraction: 0.4, source: vLLM on this box}"))
     occupancy = load_data(good)[1]
     assert (occupancy.fraction, occupancy.source) == (0.4, "vLLM on this box")
     bad = tmp_path / "bad.yaml"
@@ -209,8 +214,7 @@ def test_the_fit_splits_the_delay_by_the_occupancy(monkeypatch):
 def test_fit_frontend_takes_the_files_occupancy_unless_overridden(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sim.public_check.FRONTEND_GRID", {"delay_ms": (0.0, 40.0), "output_token_ms": (0.0,)})
     data = tmp_path / "data.yaml"
-    data.write_text(DEFAULT_FILE.read_text().replace(
-        "frontends:", "frontend_occupancy: {fraction: 0.5, source: a test}\nfrontends:", 1))
+    data.write_text(_occupancy(DEFAULT_FILE.read_text(), "frontend_occupancy: {fraction: 0.5, source: a test}"))
     got = {}
     for name, extra in (("file", []), ("what-if", ["--occupancy", "0.25"])):
         out = tmp_path / name
