@@ -123,6 +123,11 @@ def _occupancy(text: str, block: str) -> str:
     return text.replace("frontends:", block + "\nfrontends:", 1)
 
 
+def _bad_occupancy(block: str, message: str):
+    """A bad-file case: the frontend_occupancy section replaced by `block`, the error naming it + `message`."""
+    return (lambda t: _occupancy(t, "frontend_occupancy: " + block)), "frontend_occupancy" + message
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t.replace("gpu: h100", "gpu: h900", 1), "rows[0].gpu"),
     (lambda t: t.replace("num_prompts: 500", "num_prompts: -1", 1), "rows[0].bench.num_prompts"),
@@ -135,20 +140,13 @@ def _occupancy(text: str, block: str) -> str:
     (lambda t: re.sub(r"kvcached-h100: \{request_ms: [0-9.]+", "kvcached-h100: {request_ms: -1", t, count=1),
      "frontends.kvcached-h100.request_ms: Input should be greater than or equal to 0"),
     (lambda t: t.replace("frontends:", "frontends: [1]\nunused:", 1), "frontends: a mapping"),
-    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 1.5, source: a run}"),
-     "frontend_occupancy.fraction: Input should be less than or equal to 1"),
-    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 0, source: a run}"),
-     "frontend_occupancy.fraction: Input should be greater than 0"),
-    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: x, source: a run}"),
-     "frontend_occupancy.fraction: Input should be a valid number"),
-    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 0.4, source: ' '}"),
-     "frontend_occupancy.source: Value error, say where the fraction was measured"),
-    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 0.4}"),
-     "frontend_occupancy.source: Field required"),
-    (lambda t: _occupancy(t, "frontend_occupancy: 0.4"),
-     "frontend_occupancy: a mapping {fraction, source} expected"),
-    (lambda t: _occupancy(t, "frontend_occupancy: {fraction: 0.4, source: s, unit: ms}"),
-     "frontend_occupancy.unit: Extra inputs are not permitted"),
+    _bad_occupancy("{fraction: 1.5, source: a run}", ".fraction: Input should be less than or equal to 1"),
+    _bad_occupancy("{fraction: 0, source: a run}", ".fraction: Input should be greater than 0"),
+    _bad_occupancy("{fraction: x, source: a run}", ".fraction: Input should be a valid number"),
+    _bad_occupancy("{fraction: 0.4, source: ' '}", ".source: Value error, say where the fraction was measured"),
+    _bad_occupancy("{fraction: 0.4}", ".source: Field required"),
+    _bad_occupancy("0.4", ": a mapping {fraction, source} expected"),
+    _bad_occupancy("{fraction: 0.4, source: s, unit: ms}", ".unit: Extra inputs are not permitted"),
     (lambda t: re.sub(r"(kvcached-h100: \{[^}]*?)latency_ms: [0-9.]+", r"\1latency_ms: -2", t, count=1),
      "frontends.kvcached-h100.latency_ms: Input should be greater than or equal to 0"),
 ])
