@@ -656,6 +656,8 @@ def fidelity_wide(table: pd.DataFrame, profile: str) -> pd.DataFrame:
     rows = []
     for (variant, load), g in part.groupby(["variant", "load"], sort=False):
         row = {"variant": variant, "load": load}
+        if "priced_by" in g.columns:  # the step profile the simulator read: the first server's (".") or its own
+            row["priced by"] = "first variant" if g["priced_by"].iloc[0] == "." else "own server"
         if profile != "raw":
             row["profile x"] = float(g["profile_scale"].iloc[0])
         row.update({f"{m} error %": e * 100 for m, e in zip(g["metric"], g["rel_error"])})

@@ -13,6 +13,7 @@
         - {name: low, kind: poisson, rate: 0.5, prompt_tokens: 128, output_tokens: 64, max_requests: 40}
         - {name: trace, kind: trace, trace_path: $DATA/azure2023_splitwise_conv.csv, time_scale: 0.05}
       step_profile: {batches: [1, 2, 4, 8], query_tokens: [1, 64, 256]}
+      profile_every_variant: false   # true: the step profile on every variant's server (fidelity reads its own)
       spec_step_profile: false    # true: also profile each speculative server's own decode steps
       reference: {points: [[1, 1, 256], [1, 64, 0]], repeats: 2}   # drift control around every load
 
@@ -147,6 +148,10 @@ class EngineSection(StrictModel):
     variants: list[EngineVariant] = Field(default_factory=lambda: [EngineVariant(name="nospec")], min_length=1)
     loads: list[LoadSpec] = Field(default_factory=lambda: [LoadSpec(name="poisson")])
     step_profile: StepProfileSpec | None = Field(None, description="measure step times on the first variant")
+    profile_every_variant: bool = Field(False, description="measure the step profile on every variant's own "
+                                        "server too, every round (engine/<variant>/profile/; a speculative "
+                                        "server's from random tokens, so its proposer finds nothing to draft); the "
+                                        "fidelity stage prices each variant from its own server's profile")
     spec_step_profile: bool = Field(False, description="also measure each speculative variant's own decode steps "
                                     "(engine/<variant>/step_profile.csv, for sim.cost.spec_profile; the fidelity "
                                     "stage does not use it; ~2.6 min per variant on 2 CPU cores)")
@@ -171,6 +176,8 @@ class EngineSection(StrictModel):
             raise ValueError(f"engine.step_profile: largest batch exceeds max_num_seqs {self.max_num_seqs}")
         if prof and prof.context_lens[-1] + prof.query_tokens[-1] + prof.output_tokens > self.max_model_len:
             raise ValueError("engine.step_profile: context + query + output tokens exceed max_model_len")
+        if self.profile_every_variant and prof is None:
+            raise ValueError("engine.profile_every_variant: needs engine.step_profile (the grid each server measures)")
         if self.reference is not None:
             if prof is None:
                 raise ValueError("engine.reference: needs engine.step_profile (its points are the profile's)")

@@ -11,7 +11,10 @@ For every engine variant x load of the run (engine/<variant>/<load>/requests.par
 that per-request log (workload kind replay_log: same arrivals, input and output tokens) configured only from
 what the engine stage recorded:
 - step cost: the engine's measured step profile (engine/step_profile.csv, source vllm), read per step by
-  sim/cost.py (a verified draft token read as one more decoding request's token);
+  sim/cost.py (a verified draft token read as one more decoding request's token); with
+  engine.profile_every_variant each later variant is priced by its own server's profile
+  (engine/<variant>/profile/step_profile.csv, measured every round right before that server's loads, as the
+  first server's is before its own), `--profiles first` prices every variant by the first's (an A/B on one run);
 - batching: vLLM's max_num_seqs and max_num_batched_tokens, paged KV with the KV capacity and block size
   the server's log reports (VLLM_CPU_KVCACHE_SPACE decides it);
 - not the speculative variant's own decode-step profile (engine/<variant>/step_profile.csv): its rows are
@@ -60,7 +63,7 @@ from lab.errors import LabError
 from lab.io import atomic_path, write_text_atomic
 from real.embedded import log
 from real.engine.drift import reference_ratio, scaled_profile
-from real.engine.rounds import aggregate_rounds, api_probe_path, load_dirs
+from real.engine.rounds import aggregate_rounds, api_probe_path, load_dirs, variant_profile
 from real.engine.server_side import api_path_markdown
 from sim.acceptance import rates_from_counters
 from sim.step_profile import read_profile
@@ -238,15 +241,21 @@ def run_stage(ctx) -> None:
 ACCEPTANCE = ("auto", "chunks", "counters")
 
 
-def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, acceptance: str = "auto") -> int:
+PROFILES = ("own", "first")
+
+
+def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, acceptance: str = "auto",
+            profiles: str = "own") -> int:
     """Replay every variant x load of engine_dir through the simulator; write the outputs into out_dir.
     acceptance: chunks (each request's own steps, chunks.parquet), counters (the load's counters), auto
-    (chunks where recorded). Returns the number of comparisons (variant x load; the drift-corrected rows
-    of a load with reference.json are the same comparison)."""
+    (chunks where recorded). profiles: own (each variant priced by its own server's profile where the run
+    measured one, engine.profile_every_variant) or first (every variant by the first variant's). Returns the
+    number of comparisons (variant x load; the drift-corrected rows of a load with reference.json are the same
+    comparison)."""
     engine = cfg.engine
-    profile = engine_dir / "step_profile.csv"
-    if not profile.exists():
-        raise LabError(f"fidelity: {profile} missing; run the engine stage with engine.step_profile set")
+    first_profile = engine_dir / "step_profile.csv"
+    if not first_profile.exists():
+        raise LabError(f"fidelity: {first_profile} missing; run the engine stage with engine.step_profile set")
     rounds = engine.rounds
     if acceptance == "chunks":  # refused before anything is written
         for variant in engine.variants:
@@ -255,9 +264,11 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
                     if not (load_dir / "chunks.parquet").exists():
                         raise LabError(f"fidelity: {load_dir / 'chunks.parquet'} missing (recorded before the engine "
                                        "stage kept chunks); use --acceptance counters")
-    measured = read_profile(profile)
     rows, api_path, api_probes = [], [], []
     for variant in engine.variants:
+        profile = variant_profile(engine_dir, variant.name) if profiles == "own" else first_profile
+        measured = read_profile(profile)
+        log(f"fidelity {variant.name}: steps priced by {profile.relative_to(engine_dir)}")
         for round_index in range(rounds):
             probe = api_probe_path(engine_dir, variant.name, round_index)
             if probe.exists():
@@ -283,7 +294,8 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
                     continue
                 table = aggregate_rounds(tables) if rounds > 1 else tables[0]
                 scale = 1.0 if kind == "raw" else float(np.exp(np.mean(np.log(ratios))))
-                rows.append(_label(table, variant.name, load.name, kind, scale))
+                rows.append(_label(table, variant.name, load.name, kind, scale,
+                                   str(profile.parent.relative_to(engine_dir))))
                 tpot = table.set_index("metric").loc["tpot_mean_ms"]
                 what = "" if kind == "raw" else f", profile x {scale:.3f} (drift-corrected)"
                 over = f" (mean of {rounds} rounds; vLLM's spread {tpot.log_spread * 100:.1f}%)" if rounds > 1 else ""
@@ -335,11 +347,12 @@ def _simulate(sim: SimSection, run_root: Path | None, seed: int, requests_path: 
     return fidelity_table(sim_log, inputs.reference_log)
 
 
-def _label(table: pd.DataFrame, variant: str, load: str, profile: str, scale: float) -> pd.DataFrame:
-    """The fidelity table's leading columns: variant, load, profile (raw | drift_corrected), profile_scale."""
+def _label(table: pd.DataFrame, variant: str, load: str, profile: str, scale: float, priced_by: str = ".") -> pd.DataFrame:
+    """The fidelity table's leading columns: variant, load, profile (raw | drift_corrected), profile_scale, and
+    priced_by: the folder under engine/ of the step profile the simulator read ('.': the first variant's)."""
     table = table.copy()
     for position, (column, value) in enumerate((("variant", variant), ("load", load), ("profile", profile),
-                                                ("profile_scale", scale))):
+                                                ("profile_scale", scale), ("priced_by", priced_by))):
         table.insert(position, column, value)
     return table
 
@@ -375,6 +388,11 @@ def fidelity_markdown(frame: pd.DataFrame) -> str:
     if "profile" not in frame.columns:  # a fidelity.csv written before drift correction
         return _markdown_table(frame, with_scale=False)
     parts = []
+    if "priced_by" in frame.columns:  # which server's step profile priced each variant
+        priced = frame.drop_duplicates("variant").set_index("variant")["priced_by"]
+        parts.append("Step profiles: " + "; ".join(
+            f"{v} priced by {'the first variant' if p == '.' else 'its own server'} (engine/{p}/step_profile.csv)"
+            .replace("engine/./", "engine/") for v, p in priced.items()) + "\n")
     for profile, title in PROFILE_TITLES.items():
         part = frame[frame["profile"] == profile]
         if len(part):
@@ -444,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m real.engine.fidelity", description="Replay a recorded engine run's loads through the simulator.")
     parser.add_argument("run", help="run directory of an experiment whose engine stage finished")
     parser.add_argument("--out", default=None, help="where the outputs go (default: RUN/engine)")
+    parser.add_argument("--profiles", choices=PROFILES, default="own",
+                        help="own: each variant priced by its own server's step profile where the run measured one "
+                             "(engine.profile_every_variant); first: every variant by the first variant's")
     parser.add_argument("--acceptance", choices=ACCEPTANCE, default="auto",
                         help="speculative loads: each request's own steps (chunks.parquet), the load's counters, "
                              "or auto: chunks where the run recorded them")
@@ -456,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.engine is None:
             raise LabError(f"{run / 'config.yaml'}: engine: missing; the run has no engine stage to compare with")
         out = Path(args.out) if args.out else run / "engine"
-        compare(cfg, run / "engine", out, run, args.acceptance)
+        compare(cfg, run / "engine", out, run, args.acceptance, args.profiles)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ own round-to-round spread beside the error (what no simulator can be closer than
 
 Layout: round 0 keeps the one-round paths (<variant>/<load>/, engine/step_profile.csv), so a one-round run
 is what it always was; round k >= 1 writes <variant>/<load>/round<k>/ and every round's profile is kept in
-engine/profile_rounds/round<k>/step_profile.csv.
+engine/profile_rounds/round<k>/step_profile.csv. With engine.profile_every_variant every other variant's server
+measures the grid too, each round before its loads, under engine/<variant>/profile/ (the same layout inside).
 """
 from __future__ import annotations
 
@@ -33,9 +34,22 @@ def load_dirs(engine_dir: Path, variant: str, load: str, rounds: int) -> list[Pa
     return [base] + [base / f"{ROUND_PREFIX}{k}" for k in range(1, rounds)]
 
 
-def profile_round_dir(engine_dir: Path, round_index: int) -> Path:
-    """Where round `round_index`'s own step profile is written (engine/profile_rounds/round<k>)."""
-    return Path(engine_dir) / "profile_rounds" / f"{ROUND_PREFIX}{round_index}"
+def profile_home(engine_dir: Path, variant: str | None = None) -> Path:
+    """Where a server's step profile lives: the first variant's (variant None) in engine/, another variant's own
+    (engine.profile_every_variant) in engine/<variant>/profile/; step_profile.csv and profile_rounds/ inside."""
+    return Path(engine_dir) if variant is None else Path(engine_dir) / variant / "profile"
+
+
+def variant_profile(engine_dir: Path, variant: str) -> Path:
+    """The step profile that prices `variant`: its own server's where the run measured one, else the first
+    variant's (engine/step_profile.csv)."""
+    own = profile_home(engine_dir, variant) / "step_profile.csv"
+    return own if own.exists() else Path(engine_dir) / "step_profile.csv"
+
+
+def profile_round_dir(home: Path, round_index: int) -> Path:
+    """Where round `round_index`'s own step profile is written: <home>/profile_rounds/round<k> (profile_home)."""
+    return Path(home) / "profile_rounds" / f"{ROUND_PREFIX}{round_index}"
 
 
 def api_probe_path(engine_dir: Path, variant: str, round_index: int) -> Path:

