@@ -142,6 +142,19 @@ class StepProfile:
         return out
 
 
+def axis_weights(axis, x) -> np.ndarray:
+    """[len(x), len(axis)] weights w so that w @ values is a profile's reading along one axis at each x (as
+    step_ms reads it: clamped below the axis, the last segment extended linearly above it)."""
+    axis, x = np.asarray(axis, float), np.asarray(x, float)
+    out = np.zeros((len(x), len(axis)))
+    i, w = _locate_many(axis, x)
+    rows = np.arange(len(x))
+    out[rows, i] += 1.0 - w
+    if len(axis) > 1:
+        out[rows, i + 1] += w
+    return out
+
+
 def _locate_many(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised _locate: segment indices and weights for every entry of x."""
     if len(axis) == 1:

@@ -122,7 +122,7 @@ def run_stage(ctx) -> None:
                                                   "env": {k: env[k] for k in env if k.startswith("VLLM_CPU")}}
                 write_json_atomic(info_path, info)
                 _warm_up(server.base_url, tokens)
-                profile_tokens = _profile_tokens(tokens, variant, model_dir) if index else tokens
+                profile_tokens = _profile_tokens(tokens, variant, model_dir)
                 for round_index in range(rounds):
                     if want_profile:
                         _profile_round(ctx, server.base_url, section, profile_tokens, model_dir, venv, round_index,
@@ -265,10 +265,10 @@ def _profile_home(ctx, section, index: int, variant) -> Path | None:
 
 
 def _profile_tokens(tokens, variant, model_dir: Path):
-    """The prompts a later variant's server is profiled with: a speculative server gets random token ids, in
-    which its n-gram proposer finds nothing to draft, so its decode rows are decode steps of that server (its
-    proposer's lookups included) and a verified draft token is priced as one more such row (sim/cost.py), as
-    on the first server; the drafts it still made are counted in the profile's meta (spec_counters)."""
+    """The prompts a server is profiled with: a speculative server gets random token ids, in which its n-gram
+    proposer matches far less than in text (it still drafts where greedy output repeats itself: counted in the
+    profile's meta, spec_counters), so its decode rows (real/engine/spec_rows.py: the steps' verified drafts
+    taken out as the simulator prices them) rest mostly on steps that verified nothing."""
     if variant.speculative.method == "none":
         return tokens
     vocab = json.loads((model_dir / "config.json").read_text())
@@ -302,9 +302,10 @@ def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, o
 
     checks: list[dict] = []
     before = scrape_spec_counters(base_url)
+    speculative_k = variant.speculative.num_speculative_tokens if variant.speculative.method != "none" else 0
     rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, seed=seed,
                                 show_progress=ctx.show_progress, prefix_checks=checks,
-                                max_prompt_tokens=one_step_prompt_tokens(section))
+                                max_prompt_tokens=one_step_prompt_tokens(section), speculative_k=speculative_k)
     drafted = counter_table(before, scrape_spec_counters(base_url))["delta"]
     cold = [c for c in checks if c["prefix_hit_fraction"] < PREFIX_HIT_MIN]  # nan compares False: not checkable
     for c in cold:

@@ -30,6 +30,9 @@ For every point of the grid batch x query_tokens x context_len (lab.config_engin
   when the samples say part of the batch ran inside the blocker's step (rode_with_blocker: also two steps).
   A retry also shortens the gate to a quarter of the last blocker's step where that is under GATE_S (gate_s:
   a GPU's blocker prefill takes milliseconds, and a batch sent 0.1 s later would reach an idle engine).
+On a speculative server (speculative_k > 0) a decode point's requests also verify drafts where the proposer
+matches, so its decode rows come from its reconstructed steps and the draft tokens they verified, solved as
+the simulator prices them (real/engine/spec_rows.py); its prefill points (one token out) draft nothing.
 Every number includes what the HTTP front end adds to a step (as the load generator sees it).
 A prefill point over a cached prefix is only that if the prefix was found in the engine's prefix cache: the
 engine's own counters (vllm:prefix_cache_hits / _queries, in tokens) are read around the measured batch;
@@ -44,6 +47,7 @@ import math
 import statistics
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from real.engine.loadgen import PlannedRequest, StreamRecord, stream_completion
@@ -276,21 +280,41 @@ async def point_samples(client, base_url: str, model: str, tokens, rng, point: t
 
 async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
                         show_progress: bool = True, prefix_checks: list | None = None,
-                        max_prompt_tokens: int | None = None) -> list[dict]:
+                        max_prompt_tokens: int | None = None, speculative_k: int = 0) -> list[dict]:
+    """The grid's rows in grid order. speculative_k > 0 (a server that drafts up to k tokens): its decode
+    rows come from its steps and the drafts they verified (real.engine.spec_rows), not from gaps."""
+    from real.engine.spec_rows import decode_point_steps, decode_rows
+
     rng = np.random.default_rng(seed)
     points = [(b, q, c) for b in spec.batches for q in spec.query_tokens for c in spec.context_lens]
-    rows = []
+    rows: list[dict | None] = []
+    spec_steps: dict[tuple[int, int], pd.DataFrame] = {}
     async with _client(gated_connections(max(spec.batches))) as client:
         await _batch(client, base_url, model, [tokens.take(16, rng)], 4)  # warm-up
         for point in tqdm(points, desc="engine step profile", unit="point", disable=not show_progress):
+            b, q, c = point
+            if speculative_k and q == 1:
+                frames = [await decode_point_steps(client, base_url, model,
+                                                   [tokens.take(max(c, 1), rng) for _ in range(b)],
+                                                   spec.output_tokens, speculative_k) for _ in range(spec.repeats)]
+                spec_steps[(b, c)] = pd.concat(frames, ignore_index=True)
+                rows.append(None)  # filled below, once every decode point of its context is in
+                continue
             samples = await point_samples(client, base_url, model, tokens, rng, point, spec.output_tokens,
                                           spec.repeats, prefix_checks, max_prompt_tokens)
             rows.append(_row(*point, samples))
+    if spec_steps:
+        solved = decode_rows(spec_steps, list(spec.batches))
+        for i, (b, q, c) in enumerate(points):
+            if rows[i] is None:
+                step_ms, p90, n = solved[(b, c)]
+                rows[i] = {"batch": b, "query_tokens": q, "context_len": c, "step_ms": step_ms, "step_ms_p90": p90,
+                           "repeats": n}
     return rows
 
 
 def measure_step_profile(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
                          show_progress: bool = True, prefix_checks: list | None = None,
-                         max_prompt_tokens: int | None = None) -> list[dict]:
+                         max_prompt_tokens: int | None = None, speculative_k: int = 0) -> list[dict]:
     return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress, prefix_checks,
-                                     max_prompt_tokens))
+                                     max_prompt_tokens, speculative_k))

@@ -66,17 +66,28 @@ def engine_steps(requests: pd.DataFrame, chunks: pd.DataFrame, gap_s: float = GA
     return pd.DataFrame(rows)
 
 
+def step_draft_tokens(steps: pd.DataFrame, k: int, drafts: float, draft_tokens: float) -> np.ndarray:
+    """Draft tokens each step verified, from vLLM's counters over all the steps (it counts drafts, not which
+    step drafted): a decoding request that accepted drafts drafted once, the rest of the `drafts` are spread
+    evenly over the other decoding rows, each draft of vLLM's mean length (draft_tokens / drafts). Zeros
+    without speculation (k == 0)."""
+    if not k:
+        return np.zeros(len(steps))
+    accepting = steps["accepting"].to_numpy(float)  # [steps]
+    decodes = steps["decodes"].to_numpy(float)  # [steps]
+    others = float((decodes - accepting).sum())
+    share = float(np.clip((drafts - accepting.sum()) / others, 0.0, 1.0)) if others else 0.0
+    per_draft = draft_tokens / drafts if drafts else float(k)
+    return per_draft * (accepting + share * (decodes - accepting))
+
+
 def price_steps(steps: pd.DataFrame, cost, k: int = 0, drafts: int = 0, draft_tokens: int = 0) -> np.ndarray:
     """The simulator's time (s) of every step (sim/cost.py, as cluster.Replica prices its steps). k > 0: a
-    speculative load of vLLM's `drafts` drafts and `draft_tokens` draft tokens; a decoding request that
-    accepted drafts drafted, the rest of the drafts are spread evenly over the other decoding rows."""
-    accepting = int(steps["accepting"].sum())
-    others = int((steps["decodes"] - steps["accepting"]).sum())
-    share = float(np.clip((drafts - accepting) / others, 0.0, 1.0)) if k and others else 0.0
-    per_draft = draft_tokens / drafts if k and drafts else float(k)
+    speculative load of vLLM's `drafts` drafts and `draft_tokens` draft tokens (step_draft_tokens)."""
+    drafted = step_draft_tokens(steps, k, drafts, draft_tokens)  # [steps]
     out = np.zeros(len(steps))
     for i, s in enumerate(steps.itertuples(index=False)):
-        n_drafts = per_draft * (s.accepting + share * (s.decodes - s.accepting)) if k else 0.0
+        n_drafts = float(drafted[i])
         tokens = s.decodes + n_drafts + s.prefill_tokens
         kv_sum = s.decode_kv + s.decodes + s.prefill_tokens  # the sequences the step reads, as Replica.plan
         out[i] = cost.step_time(tokens, kv_sum, s.decodes + s.prefills, bool(k and s.decodes), n_drafts)

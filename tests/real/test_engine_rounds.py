@@ -99,7 +99,7 @@ def test_every_variant_profiles_its_own_server_each_round_and_prices_its_own_loa
     from real.engine.fidelity import main as fidelity_main
     from tests.real.test_engine_server import fake_engine_venv, fake_model, run_engine_experiment
 
-    venv, model = fake_engine_venv(tmp_path, "--draft-on-repeats"), fake_model(tmp_path)
+    venv, model = fake_engine_venv(tmp_path, "--draft-on-repeats --step-s 0.03"), fake_model(tmp_path)
     experiment = {
         "name": "own", "stages": ["engine", "fidelity"],
         "engine": {"venv": str(venv), "model": str(model), "startup_timeout_s": 30, "rounds": 2,

@@ -1,0 +1,73 @@
+"""A speculative server's decode rows from its steps and the drafts they verified (real/engine/spec_rows.py;
+fast: synthetic steps and the in-process fake engine)."""
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab.errors import LabError
+from real.engine.loadgen import StreamRecord
+from real.engine.spec_rows import decode_point_steps, decode_rows, step_gap_s
+from sim.step_profile import axis_weights
+from tests.real.fake_engine import FakeEngine
+
+BATCHES = [1, 4, 16]
+TRUE_ROWS = np.array([100.0, 110.0, 160.0])  # ms at batch 1, 4, 16 (context 128)
+
+
+def _steps(batch: int, drafted: np.ndarray, rng) -> pd.DataFrame:
+    """Steps of `batch` requests verifying `drafted` draft tokens each, timed as the simulator prices them
+    (the true rows interpolated at batch + drafts, extended above 16) with +-2% noise."""
+    rows = batch + drafted
+    t = axis_weights(BATCHES, rows) @ TRUE_ROWS * rng.uniform(0.98, 1.02, len(rows))
+    return pd.DataFrame({"step_ms": t, "rows": rows})
+
+
+def test_decode_rows_recover_the_rows_the_drafts_hide():
+    rng = np.random.default_rng(0)
+    points = {(1, 128): _steps(1, rng.choice([0, 0, 0, 4], 40), rng),
+              (4, 128): _steps(4, rng.choice([0, 4, 8], 40), rng),
+              (16, 128): _steps(16, rng.choice([0, 4, 8, 12, 16], 40), rng)}  # hardly a step without drafts
+    solved = decode_rows(points, BATCHES)
+    values = np.array([solved[(b, 128)][0] for b in BATCHES])
+    assert np.allclose(values, TRUE_ROWS, rtol=0.02)
+    raw = np.array([np.median(points[(b, 128)]["step_ms"]) for b in BATCHES])
+    assert raw[2] > 1.2 * TRUE_ROWS[2]  # what the gaps' median would have said at batch 16
+    assert all(solved[(b, 128)][2] == 40 for b in BATCHES)
+    assert solved[(16, 128)][1] >= values[2]  # p90 of the corrected steps
+
+
+def test_points_without_drafts_get_their_medians_and_contexts_are_solved_apart():
+    points = {(1, 0): pd.DataFrame({"step_ms": [10.0, 11.0, 30.0], "rows": [1.0, 1.0, 1.0]}),
+              (4, 0): pd.DataFrame({"step_ms": [20.0, 21.0, 22.0], "rows": [4.0, 4.0, 4.0]}),
+              (1, 256): pd.DataFrame({"step_ms": [50.0, 52.0, 51.0], "rows": [1.0, 1.0, 1.0]})}
+    solved = decode_rows(points, [1, 4])
+    assert solved[(1, 0)][0] == pytest.approx(11.0, abs=1e-3) and solved[(4, 0)][0] == pytest.approx(21.0, abs=1e-3)
+    assert solved[(1, 256)][0] == pytest.approx(51.0, abs=1e-3)
+
+
+def test_a_point_without_full_decode_steps_is_refused():
+    with pytest.raises(LabError, match="no decode steps of all 4 requests at context 0"):
+        decode_rows({(4, 0): pd.DataFrame({"step_ms": [], "rows": []})}, [4])
+
+
+def test_step_gap_follows_short_steps():
+    fast = [StreamRecord("a", 4, 0.0, chunk_s=[0.01 * i for i in range(6)], chunk_tokens=list(range(1, 7)))]
+    slow = [StreamRecord("a", 4, 0.0, chunk_s=[0.2 * i for i in range(6)], chunk_tokens=list(range(1, 7)))]
+    assert step_gap_s(fast) == pytest.approx(0.003)
+    assert step_gap_s(slow) == pytest.approx(0.03)
+
+
+def test_decode_point_steps_count_the_drafts_each_step_verified():
+    async def run(engine):
+        import httpx
+
+        async with httpx.AsyncClient(trust_env=False, timeout=30) as client:
+            return await decode_point_steps(client, engine.base_url, "target", [[5, 6, 7], [8, 9, 10]], 9, k=3)
+
+    with FakeEngine(step_s=0.03, tokens_per_step=2, k=3) as engine:  # every step: a 3-token draft, 1 accepted
+        steps = asyncio.run(run(engine))
+    assert len(steps) >= 2
+    assert np.allclose(steps["rows"], 2 + 2 * 3)  # 2 requests, each verifying a 3-token draft
+    assert steps["step_ms"].between(20, 200).all()
