@@ -9,6 +9,8 @@ stopped; each engine.loads entry is driven against it. Outputs, all under <run>/
                                         exported to vLLM's eagle3 layout (real/engine/served.py)
     step_profile.csv / .json            step times (first variant, when engine.step_profile is set)
     <variant>/profile/step_profile.csv  another variant's own server's step times, with engine.profile_every_variant
+                                        (a speculative server's also decode_steps.csv: the steps its decode rows
+                                        were solved from, real/engine/spec_rows.py)
     <variant>/step_profile.csv / .json  a speculative variant's decode steps (query_tokens = 1 + drafts), only
                                         with engine.spec_step_profile: true (the fidelity stage does not use it)
     <variant>/server.log                the server's own log (kept)
@@ -303,9 +305,13 @@ def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, o
     checks: list[dict] = []
     before = scrape_spec_counters(base_url)
     speculative_k = variant.speculative.num_speculative_tokens if variant.speculative.method != "none" else 0
+    decode_steps: list[pd.DataFrame] = []
     rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, seed=seed,
                                 show_progress=ctx.show_progress, prefix_checks=checks,
-                                max_prompt_tokens=one_step_prompt_tokens(section), speculative_k=speculative_k)
+                                max_prompt_tokens=one_step_prompt_tokens(section), speculative_k=speculative_k,
+                                spec_steps_out=decode_steps)
+    if decode_steps:  # a speculative server's decode steps, from which its decode rows were solved
+        write_text_atomic(out_dir / "decode_steps.csv", pd.concat(decode_steps).to_csv(index=False))
     drafted = counter_table(before, scrape_spec_counters(base_url))["delta"]
     cold = [c for c in checks if c["prefix_hit_fraction"] < PREFIX_HIT_MIN]  # nan compares False: not checkable
     for c in cold:

@@ -147,6 +147,11 @@ def measure_spec_profile(base_url: str, spec, tokens, drafts: int, model: str = 
 
 
 PREFIX_HIT_MIN = 0.8
+# a speculative server's decode point: its requests accept drafts and finish in fewer steps (greedy output of
+# random prompts repeats itself: 7-13 steps of 16 tokens x 2 batches here), so batches are sent again until
+# the point holds this many steps, up to SPEC_DECODE_MAX_BATCHES x repeats batches
+SPEC_DECODE_MIN_STEPS = 30
+SPEC_DECODE_MAX_BATCHES = 4
 
 
 BLOCKER_TOKENS = 128  # the gate's shortest prompt: its prefill step (~0.6 s here) outlasts sending 4 requests
@@ -280,9 +285,11 @@ async def point_samples(client, base_url: str, model: str, tokens, rng, point: t
 
 async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
                         show_progress: bool = True, prefix_checks: list | None = None,
-                        max_prompt_tokens: int | None = None, speculative_k: int = 0) -> list[dict]:
+                        max_prompt_tokens: int | None = None, speculative_k: int = 0,
+                        spec_steps_out: list | None = None) -> list[dict]:
     """The grid's rows in grid order. speculative_k > 0 (a server that drafts up to k tokens): its decode
-    rows come from its steps and the drafts they verified (real.engine.spec_rows), not from gaps."""
+    rows come from its steps and the drafts they verified (real.engine.spec_rows), not from gaps; those steps
+    (batch, context_len, step_ms, rows) are appended to spec_steps_out where given."""
     from real.engine.spec_rows import decode_point_steps, decode_rows
 
     rng = np.random.default_rng(seed)
@@ -294,10 +301,15 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
         for point in tqdm(points, desc="engine step profile", unit="point", disable=not show_progress):
             b, q, c = point
             if speculative_k and q == 1:
-                frames = [await decode_point_steps(client, base_url, model,
-                                                   [tokens.take(max(c, 1), rng) for _ in range(b)],
-                                                   spec.output_tokens, speculative_k) for _ in range(spec.repeats)]
+                frames: list[pd.DataFrame] = []
+                while len(frames) < spec.repeats or (sum(map(len, frames)) < SPEC_DECODE_MIN_STEPS
+                                                     and len(frames) < SPEC_DECODE_MAX_BATCHES * spec.repeats):
+                    frames.append(await decode_point_steps(client, base_url, model,
+                                                           [tokens.take(max(c, 1), rng) for _ in range(b)],
+                                                           spec.output_tokens, speculative_k))
                 spec_steps[(b, c)] = pd.concat(frames, ignore_index=True)
+                if spec_steps_out is not None:
+                    spec_steps_out.append(spec_steps[(b, c)].assign(batch=b, context_len=c))
                 rows.append(None)  # filled below, once every decode point of its context is in
                 continue
             samples = await point_samples(client, base_url, model, tokens, rng, point, spec.output_tokens,
@@ -315,6 +327,7 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
 
 def measure_step_profile(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
                          show_progress: bool = True, prefix_checks: list | None = None,
-                         max_prompt_tokens: int | None = None, speculative_k: int = 0) -> list[dict]:
+                         max_prompt_tokens: int | None = None, speculative_k: int = 0,
+                         spec_steps_out: list | None = None) -> list[dict]:
     return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress, prefix_checks,
-                                     max_prompt_tokens, speculative_k))
+                                     max_prompt_tokens, speculative_k, spec_steps_out))

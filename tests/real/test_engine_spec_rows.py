@@ -71,3 +71,19 @@ def test_decode_point_steps_count_the_drafts_each_step_verified():
     assert len(steps) >= 2
     assert np.allclose(steps["rows"], 2 + 2 * 3)  # 2 requests, each verifying a 3-token draft
     assert steps["step_ms"].between(20, 200).all()
+
+
+def test_a_speculative_servers_decode_points_are_sent_again_until_they_hold_enough_steps():
+    from lab.config_engine import StepProfileSpec
+    from real.engine.loadgen import RandomTokens
+    from real.engine.step_profile import SPEC_DECODE_MAX_BATCHES, measure_step_profile
+
+    spec = StepProfileSpec(batches=[1, 2], query_tokens=[1], context_lens=[0], output_tokens=6, repeats=1)
+    steps: list = []
+    with FakeEngine(step_s=0.03, tokens_per_step=2, k=3) as engine:  # 3 steps per request: few full steps
+        rows = measure_step_profile(engine.base_url, spec, RandomTokens(5000), show_progress=False, speculative_k=3,
+                                    spec_steps_out=steps)
+        sent = engine.completions
+    assert sent == 1 + SPEC_DECODE_MAX_BATCHES * (1 + 2)  # the warm-up, then every point sent 4 times
+    assert [r["repeats"] for r in rows] == [len(f) for f in steps]
+    assert all(f["rows"].eq(f["batch"] * (1 + 3)).all() for f in steps)  # each request verified a 3-token draft
