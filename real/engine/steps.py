@@ -137,20 +137,23 @@ def _config(run: Path):
 def main(argv: list[str] | None = None) -> int:
     import sys
 
+    from real.engine.rounds import variant_profile
+
     parser = ArgumentParser(prog="python -m real.engine.steps", description="Engine steps from streamed chunks, priced by the simulator.")
     parser.add_argument("run", help="run directory of an experiment whose engine stage finished")
     parser.add_argument("--variant", action="append", help="variant(s) (default: all)")
     parser.add_argument("--load", action="append", help="load(s) (default: all)")
-    parser.add_argument("--profile", default=None, help="step profile CSV (default: RUN/engine/step_profile.csv)")
+    parser.add_argument("--profile", default=None, help="step profile CSV (default: the one the fidelity stage "
+                        "prices each variant by: its own server's where measured, else RUN/engine/step_profile.csv)")
     parser.add_argument("--gap-ms", type=float, default=GAP_S * 1000, help="chunks closer than this are one step")
     args = parser.parse_args(argv)
     run = Path(args.run)
     try:
         cfg = _config(run)
-        profile = Path(args.profile) if args.profile else run / "engine" / "step_profile.csv"
         for variant in cfg.engine.variants:
             if args.variant and variant.name not in args.variant:
                 continue
+            profile = Path(args.profile) if args.profile else variant_profile(run / "engine", variant.name)
             for load in cfg.engine.loads:
                 if args.load and load.name not in args.load:
                     continue
