@@ -8,7 +8,7 @@ import pytest
 
 from lab.errors import LabError
 from real.engine.loadgen import StreamRecord
-from real.engine.spec_rows import decode_point_steps, decode_rows, step_gap_s
+from real.engine.spec_rows import decode_point_steps, decode_rows, step_gap_s, steps_agree
 from sim.step_profile import axis_weights
 from tests.real.fake_engine import FakeEngine
 
@@ -57,6 +57,15 @@ def test_step_gap_follows_short_steps():
     slow = [StreamRecord("a", 4, 0.0, chunk_s=[0.2 * i for i in range(6)], chunk_tokens=list(range(1, 7)))]
     assert step_gap_s(fast) == pytest.approx(0.003)
     assert step_gap_s(slow) == pytest.approx(0.03)
+    # chunks bunched at the end (the client saw none of the steps): the engine's step count still gives them
+    bunched = [StreamRecord("a", 4, 0.0, chunk_s=[1.0 + 1e-5 * i for i in range(10)], chunk_tokens=list(range(1, 11)))]
+    assert step_gap_s(bunched) < 1e-5
+    assert step_gap_s(bunched, engine_steps=10) == pytest.approx(0.03)
+
+
+def test_a_batch_whose_steps_the_chunks_do_not_show_is_refused():
+    assert steps_agree(10, 11) and steps_agree(30, 35) and steps_agree(3, float("nan"))
+    assert not steps_agree(2, 10) and not steps_agree(30, 40)
 
 
 def test_decode_point_steps_count_the_drafts_each_step_verified():
