@@ -150,8 +150,9 @@ class EngineSection(StrictModel):
     step_profile: StepProfileSpec | None = Field(None, description="measure step times on the first variant")
     profile_every_variant: bool = Field(False, description="measure the step profile on every variant's own "
                                         "server too, every round (engine/<variant>/profile/; a speculative "
-                                        "server's from random tokens, so its proposer finds nothing to draft); the "
-                                        "fidelity stage prices each variant from its own server's profile")
+                                        "server's decode rows solved from its steps and their verified drafts, "
+                                        "real/engine/spec_rows.py); the fidelity stage prices each variant from "
+                                        "its own server's profile")
     spec_step_profile: bool = Field(False, description="also measure each speculative variant's own decode steps "
                                     "(engine/<variant>/step_profile.csv, for sim.cost.spec_profile; the fidelity "
                                     "stage does not use it; ~2.6 min per variant on 2 CPU cores)")
