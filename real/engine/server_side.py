@@ -53,16 +53,15 @@ def histogram_totals(text: str) -> dict[str, list[float]]:
     return out
 
 
-def _proc_stat(pid: int) -> tuple[str, int, float] | None:
-    """(command name, parent pid, CPU seconds of this process alone) from /proc/<pid>/stat, None if gone."""
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of this process alone) from /proc/<pid>/stat, None if gone."""
     try:
         text = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    comm = text[text.index("(") + 1:text.rindex(")")]
-    fields = text[text.rindex(")") + 2:].split()  # from field 3 (state) on
+    fields = text[text.rindex(")") + 2:].split()  # from field 3 (state) on: the name before it may hold spaces
     ticks = os.sysconf("SC_CLK_TCK")
-    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks  # ppid; utime + stime
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks  # ppid; utime + stime
 
 
 def process_cpu(root_pid: int | None) -> dict[str, float]:
@@ -79,14 +78,14 @@ def process_cpu(root_pid: int | None) -> dict[str, float]:
     if root_pid not in stats:
         return nan
     children: dict[int, list[int]] = {}
-    for pid, (_comm, ppid, _cpu) in stats.items():
+    for pid, (ppid, _cpu) in stats.items():
         children.setdefault(ppid, []).append(pid)
     engine, todo = 0.0, list(children.get(root_pid, []))
     while todo:
         pid = todo.pop()
-        engine += stats[pid][2]
+        engine += stats[pid][1]
         todo += children.get(pid, [])
-    return {"api_server_cpu_s": stats[root_pid][2], "engine_cpu_s": engine}
+    return {"api_server_cpu_s": stats[root_pid][1], "engine_cpu_s": engine}
 
 
 def server_snapshot(base_url: str, server_pid: int | None, cpu_first: bool = False) -> dict:
