@@ -571,8 +571,8 @@ def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto", occupancy: 
     with no front end and with the file's values. The file is not changed. What the fit rows cannot see (a
     change of less than FRONTEND_IDENTIFIED) is not picked by them: identified (the front end against none;
     else it is left off), intake_identified (else fifo), split_identified (else request_ms = `occupancy` x D),
-    output_identified (else `prior_output_ms`, the file's frontend_prior; it is a grid point too, so a prior the
-    rows can see is judged by them). A grid without "intake" keeps the file's; one without "share" splits by
+    output_identified (else `prior_output_ms`, the file's frontend_prior, unless it moves the rows' loss by
+    FRONTEND_IDENTIFIED or more: then they see it, and the grid's pick stands). A grid without "intake" keeps the file's; one without "share" splits by
     `occupancy` only."""
     import itertools
 
@@ -593,7 +593,7 @@ def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto", occupancy: 
 
         intakes = FRONTEND_GRID.get("intake", ((fit[0]._frontend or {}).get("intake", "fifo"),))
         shares = sorted({*FRONTEND_GRID.get("share", ()), occupancy})
-        outputs = sorted({*FRONTEND_GRID["output_token_ms"], prior_output_ms})  # a prior the rows can see is judged
+        outputs = FRONTEND_GRID["output_token_ms"]
         # (loss, intake, D, share, output_token_ms) at every grid point
         scored = [(loss(fit, {**split_delay(delay, share), "output_token_ms": per_token, "intake": intake}),
                    intake, delay, share, per_token)
@@ -617,10 +617,16 @@ def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto", occupancy: 
             per_token = best(intake=intake, delay=delay, share=share)[4]
         along = [x[0] for x in scored if x[1:4] == (intake, delay, share)]
         output_seen = max(along) - min(along) >= FRONTEND_IDENTIFIED
-        if not output_seen:  # the rows cannot see the per-token cost: the prior (a measured server's), else 0
-            per_token = prior_output_ms
         pick = {**split_delay(delay, share), "output_token_ms": per_token, "intake": intake}
         fitted = loss(fit, pick)
+        if not output_seen and prior_output_ms != per_token:
+            # the rows cannot see the per-token cost on the grid: the prior (a measured server's), unless they see it
+            with_prior = {**pick, "output_token_ms": prior_output_ms}
+            prior_loss = loss(fit, with_prior)
+            if prior_loss - fitted < FRONTEND_IDENTIFIED:
+                pick, fitted = with_prior, prior_loss
+            else:
+                output_seen = True  # the prior is beyond what the rows allow: the grid's pick stands
         off = loss(fit, "off")
         out.append({**line, "occupancy": occupancy, "delay_ms": delay, "share": share, **pick,
                     "identified": off - fitted >= FRONTEND_IDENTIFIED, "intake_identified": intake_seen,
