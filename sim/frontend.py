@@ -213,6 +213,9 @@ class SharedFrontend(Frontend):
         if gen != self._gen:  # an arrival or an output job moved the head's end: a later event stands
             return
         self._advance(self.env.now)
+        # this event is the head's end by construction: snap to it (float sums may fall a hair short, and a clock
+        # of many seconds cannot resolve the remainder), so every such event hands at least the head over
+        self._v = max(self._v, self._jobs[0][1])
         done = []
         tol = 1e-9 * self.request_s  # requests that reached the loop together end together
         while self._jobs and self._jobs[0][1] <= self._v + tol:
