@@ -273,8 +273,9 @@ class EngineSpec(StrictModel):
 class FrontendSpec(StrictModel):
     """vLLM's API server in front of each replica's engine (sim/frontend.py): one event loop serving in turn
     each request's work before the engine sees it and each step's streamed tokens (the output handler's work
-    never waits for the admission backlog), after a pure delay per request that occupies nothing. All 0 (the
-    default): no front end, requests reach the engine when they arrive and tokens the client when emitted."""
+    never waits for the admission backlog), after a pure delay per request that occupies nothing; `intake` says
+    whether the requests' work is served one after another (fifo) or interleaved (shared). All 0 (the default):
+    no front end, requests reach the engine when they arrive and tokens the client when emitted."""
 
     latency_ms: float = Field(0.0, ge=0,
                               description="delay on every request's way to the engine that does not occupy the "
@@ -288,6 +289,10 @@ class FrontendSpec(StrictModel):
     output_token_ms: float = Field(0.0, ge=0,
                                    description="front-end work per emitted token (detokenising, SSE streaming), "
                                                "ms; a token reaches the client when its step's tokens are served")
+    intake: Literal["fifo", "shared"] = Field(
+        "fifo", description="how the requests' work shares the server: fifo = one after another (N at once reach "
+                            "the engine request_ms apart), shared = interleaved in pieces as asyncio runs them "
+                            "(processor sharing: N at once reach the engine together, N x request_ms later)")
 
     @property
     def enabled(self) -> bool:

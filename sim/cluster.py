@@ -25,7 +25,8 @@ row's CAP also stops where its window drops the next block, and growth there may
 With a front end (sim.frontend, sim/frontend.py) each replica has vLLM's API server before its engine: a request
 reaches the queue when the server has done its work (after latency_ms, a delay beside the server), and its
 tokens reach the client (first_token_s, finish_s: the client's clock, as vLLM's benchmark measures) when the
-server has streamed them.
+server has streamed them. Its `intake` says how the requests' work shares the server: fifo (Frontend, one after
+another) or shared (SharedFrontend, processor sharing: a burst reaches the engine together).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.frontend import Frontend
+from sim.frontend import Frontend, SharedFrontend
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
 
 
@@ -150,8 +151,9 @@ class Replica:
         self.wake: simpy.Event | None = None
         self._track_pos = cluster.source.kind == "trace"
         fe = cluster.frontend
-        self.fe = (Frontend(cluster.env, fe.request_ms, fe.output_token_ms,
-                            handoff=lambda rid: cluster._dispatch(self, rid), latency_ms=fe.latency_ms)
+        self.fe = ((SharedFrontend if fe.intake == "shared" else Frontend)(
+                       cluster.env, fe.request_ms, fe.output_token_ms,
+                       handoff=lambda rid: cluster._dispatch(self, rid), latency_ms=fe.latency_ms)
                    if fe is not None and fe.enabled else None)
         self._streams = self.fe is not None and self.fe.streams  # tokens reach the client through the server
         # step statistics

@@ -44,8 +44,8 @@ the loop has not yet received (client, connection) cannot hold the request handl
 return path (the SSE bytes' way to the client) would move TTFT and E2E by the same amount and leave TPOT alone,
 as this one does, and in a closed loop both delay the user's next request by it. Requests in the delay count in
 `in_flight` (a least_loaded router adds them to the replica's load, as it adds those queued for the loop).
-The one approximation beside the work sizes: a request handler's work is one job, where vLLM's is several
-pieces between awaits (so a real output job may wait for a piece of several handlers, or less than one
+The one approximation beside the work sizes: a request handler's work is one job (here; SharedFrontend below,
+`intake: shared`, interleaves the pieces instead), where vLLM's is several pieces between awaits (so a real output job may wait for a piece of several handlers, or less than one
 whole request). An output job's end is fixed when it arrives (a request arriving later never goes before
 it), so deliver() is exact arithmetic on when the server next falls free; request jobs start lazily (an
 event when the server falls free: an output job that arrived meanwhile may take its turn first) and end with
@@ -148,4 +148,91 @@ class Frontend:
         self.free_at = max(now, self.free_at) + work
         self.busy_s += work
         self._last_out = True
+        return self.free_at
+
+
+class SharedFrontend(Frontend):
+    """The API server with the request handlers' work shared among them (`intake: shared`): processor sharing.
+
+        fe = SharedFrontend(env, request_ms=10.0, output_token_ms=0.2, handoff=fn, latency_ms=5.0)
+
+    A vLLM request handler is several pieces of work between awaits (parse and validate, chat template, the
+    tokeniser's future, process_inputs and the hand-off to the engine core), and asyncio runs every ready
+    task's next piece in turn (one pass over the ready queue per loop iteration). With many handlers queued
+    their pieces interleave, so they progress together: the loop's time is shared equally among the requests
+    whose work has not ended (egalitarian processor sharing), and N requests that reach it at once all reach
+    the engine about N x request_ms later, together, instead of request_ms apart (FIFO, Frontend). Alone, a
+    request takes request_ms either way. Output jobs (one per engine step, output_token_ms per token) are
+    served first come first served among themselves and go before the requests' shared work (a piece of a
+    request is short beside a step's output job): deliver() stays exact arithmetic, and the requests' work
+    progresses only while no output job is in service. Equal work per request means the requests finish in
+    the order they reached the loop, so one event (the head's end) is pending at a time.
+    """
+
+    __slots__ = ("_gen", "_jobs", "_t", "_v")
+
+    def __init__(self, env, request_ms: float, output_token_ms: float, handoff=None, latency_ms: float = 0.0):
+        super().__init__(env, request_ms, output_token_ms, handoff=handoff, latency_ms=latency_ms)
+        self._v = 0.0  # service each request in the shared work has had since the start (virtual time, s)
+        self._t = 0.0  # the time _v was brought up to
+        self._jobs: deque[tuple[int, float]] = deque()  # (rid, _v at which its work ends), in arrival order
+        self._gen = 0  # the pending head-end event's number (a later schedule makes it stale)
+
+    def _join(self, rid: int, counted: bool):
+        if self.request_s <= 0:
+            super()._join(rid, counted)
+            return
+        if not counted:
+            self.in_flight += 1
+        self._advance(self.env.now)
+        self._jobs.append((rid, self._v + self.request_s))
+        self._schedule()
+
+    def _advance(self, t: float):
+        """Bring the shared work up to time t: the time since _t that no output job held is split among the
+        requests in it (output jobs committed so far end at free_at)."""
+        free = t - max(self._t, self.free_at)
+        if free > 0 and self._jobs:
+            self._v += free / len(self._jobs)
+            self.busy_s += free
+        self._t = t
+
+    def _schedule(self):
+        """One event at the end of the head request's work, as things stand now (output jobs first)."""
+        self._gen += 1
+        if not self._jobs:
+            return
+        now = self.env.now
+        left = (self._jobs[0][1] - self._v) * len(self._jobs)  # real time of shared work until the head ends
+        at = max(now, self.free_at) + max(0.0, left)
+        gen = self._gen
+        ev = self.env.timeout(at - now)
+        ev.callbacks.append(lambda _e, gen=gen: self._head_ends(gen))
+
+    def _head_ends(self, gen: int):
+        if gen != self._gen:  # an arrival or an output job moved the head's end: a later event stands
+            return
+        self._advance(self.env.now)
+        # this event is the head's end by construction: snap to it (float sums may fall a hair short, and a clock
+        # of many seconds cannot resolve the remainder), so every such event hands at least the head over
+        self._v = max(self._v, self._jobs[0][1])
+        done = []
+        tol = 1e-9 * self.request_s  # requests that reached the loop together end together
+        while self._jobs and self._jobs[0][1] <= self._v + tol:
+            done.append(self._jobs.popleft()[0])
+        self._schedule()
+        for rid in done:
+            self._handed(rid)
+
+    def deliver(self, n_tokens: int) -> float:
+        """The engine emitted `n_tokens` now: when the client has them (the requests' shared work waits)."""
+        now = self.env.now
+        if not self.streams:
+            return now
+        self._advance(now)
+        work = n_tokens * self.token_s
+        self.free_at = max(now, self.free_at) + work
+        self.busy_s += work
+        if self._jobs:
+            self._schedule()
         return self.free_at

@@ -16,16 +16,19 @@ as `vllm bench serve` ran it: its dataset's lengths, --num-prompts, and --reques
 definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics).
 
 Front ends (sim/frontend.py, `sim.frontend`): vLLM's API server costs host-CPU time no spec sheet gives, so the
-data file names per-source servers at its top (`frontends: {name: {request_ms, latency_ms, output_token_ms}}`,
-fitted on the file's fit rows of that source by --fit-frontend) and a row runs behind the one it names
+data file names per-source servers at its top (`frontends: {name: {request_ms, latency_ms, output_token_ms,
+intake}}`, fitted on the file's fit rows of that source by --fit-frontend) and a row runs behind the one it names
 (`frontend: name`); a row that names none has no front end. --frontend off runs every row without one.
-The fit searches each source's per-request delay D (and output_token_ms) and splits it by the file's top-level
-`frontend_occupancy: {fraction: F, source: "..."}`: request_ms = F x D occupies the server's loop, latency_ms =
-(1 - F) x D does not. Low-load fit rows cannot tell the two apart (one user waits D either way; only a burst
-that the server's admission rate limits can), so F comes from a measurement of the server itself, named in
-`source`, never from the rows; absent, F = 1 (all of D occupies the server). `--occupancy F` overrides it for
-a what-if fit. The fit writes DIR/public_frontend_fit.csv and every row's table with the fitted front ends
-(DIR/public_frontend_fitted.{csv,md}); the data file is not changed.
+The fit searches, on each source's fit rows, every combination of the intake (fifo: the requests' work one after
+another; shared: interleaved, processor sharing, sim.frontend.SharedFrontend), the per-request delay D, the share
+of D that occupies the server's loop (request_ms = share x D; latency_ms = the rest does not) and output_token_ms
+(FRONTEND_GRID). What its rows cannot see is not taken from them: an intake they cannot tell apart is fifo; a
+split they cannot tell apart (one user waits D either way; only a burst that the server's admission limits, or
+that a shared intake hands to the engine all at once, can) is the file's top-level `frontend_occupancy:
+{fraction: F, source: "..."}`, measured on a server, never on the rows (absent, F = 1; `--occupancy F` for a
+what-if fit); a per-token cost they cannot see is the file's `frontend_prior: {output_token_ms, source}` (absent,
+0). The fit writes DIR/public_frontend_fit.csv (with what was identified) and every row's table with the
+fitted front ends (DIR/public_frontend_fitted.{csv,md}); the data file is not changed.
 
 Lengths (row_lengths): a random-dataset row with fixed lengths draws them by vLLM's random rule
 (`workload.lengths.source: random`, --random-range-ratio; 0, the default and every row's, gives exactly the
@@ -198,6 +201,35 @@ def load_occupancy(data: dict, p: Path) -> FrontendOccupancy | None:
     if not isinstance(raw, dict):
         raise LabError(f"{p}: frontend_occupancy: a mapping {{fraction, source}} expected")
     return _validated(FrontendOccupancy, raw, p, "frontend_occupancy", "<occupancy>")
+
+
+class FrontendPrior(StrictModel):
+    """API-server work measured on a real server, for what a source's fit rows cannot see (--fit-frontend):
+    the per-token cost where streaming never limits those rows."""
+
+    output_token_ms: float = Field(ge=0, description="ms of API-server work per streamed token")
+    source: str = Field(min_length=1, description="where it was measured (a run, a page)")
+
+    @field_validator("source")
+    @classmethod
+    def _said(cls, value):
+        if not value.strip():
+            raise ValueError("say where the prior was measured")
+        return value
+
+
+def load_prior(path: str | Path) -> FrontendPrior | None:
+    """The data file's `frontend_prior:` (None when absent); LabError naming the field."""
+    p = Path(path)
+    if not p.is_file():
+        raise LabError(f"--file: {p} does not exist")
+    data = load_yaml_bytes(p.read_bytes(), str(p))
+    raw = data.get("frontend_prior") if isinstance(data, dict) else None
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise LabError(f"{p}: frontend_prior: a mapping {{output_token_ms, source}} expected")
+    return _validated(FrontendPrior, raw, p, "frontend_prior", "<prior>")
 
 
 def _validated(model, raw, p: Path, where: str, blank: str):
@@ -499,16 +531,22 @@ def fit_per_card(rows: list[PublicRow], lengths_mode: str = "auto") -> list[dict
     return out
 
 
-# the grid `--fit-frontend` searches per front end: delay_ms, D, the front end's ms per request before the engine
-# sees it (split by the occupancy F: request_ms = F x D of API-server work, latency_ms = the rest, a delay beside
-# it; split_delay), and ms of API-server work per streamed token.
+# the grid `--fit-frontend` searches per front end, every combination of: intake, how the
+# requests' work shares the API server's loop (sim.frontend: fifo, one after another; shared, interleaved as asyncio
+# runs their pieces); delay_ms, D, the front end's ms per request before the engine sees it; share, the part of D
+# that occupies the loop (request_ms = share x D, latency_ms = the rest; the file's occupancy F is always tried);
+# output_token_ms, ms of API-server work per streamed token.
 # Per token at most 0.16 ms: one vLLM API server streamed 12,148 tok/s (the kvcached row: 0.082 ms a token at
 # most, its whole output), so 0.16 leaves a 2x slower host; beyond it the fit rows of a source whose server is
 # never the bottleneck (gpustack: 1-8 users, prefill-bound bursts) trade per-token cost against the engine's
 # own residual errors (session 19: unbounded, the pick ran to every grid's top edge)
-FRONTEND_GRID = {"delay_ms": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0),
+FRONTEND_GRID = {"intake": ("fifo", "shared"),
+                 "delay_ms": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0),
+                 "share": (0.0, 0.2, 0.5, 1.0),
                  "output_token_ms": (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)}
-# a front end that lowers its fit rows' loss by less than this (against none) is not seen by them: left off
+# a choice that changes its fit rows' loss by less than this is not seen by them: a front end against none (left
+# off), an intake against the other (fifo, the model before), a split along the shares (the file's occupancy F),
+# a per-token cost along its grid (the file's frontend_prior, else 0)
 FRONTEND_IDENTIFIED = 0.01
 
 
@@ -526,11 +564,16 @@ def split_delay(delay_ms: float, occupancy: float) -> dict:
     return {"request_ms": request_ms, "latency_ms": delay_ms - request_ms}
 
 
-def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto", occupancy: float = 1.0) -> list[dict]:
-    """For each front end the file names: the per-request delay D and output_token_ms picked on the fit rows that
-    run behind it, D split by `occupancy` (split_delay), scored on its held-out rows, beside the scores with no
-    front end and with the file's values. The file is not changed. identified: the pick lowers the fit rows' loss
-    by FRONTEND_IDENTIFIED or more against no front end (else they cannot see it, and the pick means nothing)."""
+def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto", occupancy: float = 1.0,
+                  prior_output_ms: float = 0.0) -> list[dict]:
+    """For each front end the file names: intake, the per-request delay D, its split and output_token_ms picked on
+    the fit rows that run behind it (FRONTEND_GRID), scored on its held-out rows, beside the scores
+    with no front end and with the file's values. The file is not changed. What the fit rows cannot see (a
+    change of less than FRONTEND_IDENTIFIED) is not picked by them: identified (the front end against none;
+    else it is left off), intake_identified (else fifo), split_identified (else request_ms = `occupancy` x D),
+    output_identified (else `prior_output_ms`, the file's frontend_prior, unless it moves the rows' loss by
+    FRONTEND_IDENTIFIED or more: then they see it, and the grid's pick stands). A grid without "intake" keeps the file's; one without "share" splits by
+    `occupancy` only."""
     import itertools
 
     if not 0 < occupancy <= 1:
@@ -548,17 +591,49 @@ def fit_frontends(rows: list[PublicRow], lengths_mode: str = "auto", occupancy: 
             return frontend_loss(run(part, progress=False, lengths_mode=lengths_mode, frontend=fe)) if part else \
                 float("nan")
 
-        grid = [{**split_delay(delay, occupancy), "output_token_ms": per_token}
-                for delay, per_token in itertools.product(FRONTEND_GRID["delay_ms"], FRONTEND_GRID["output_token_ms"])]
-        scored = sorted((loss(fit, g), i) for i, g in enumerate(tqdm(grid, desc=name)))
-        best = grid[scored[0][1]]
+        intakes = FRONTEND_GRID.get("intake", ((fit[0]._frontend or {}).get("intake", "fifo"),))
+        shares = sorted({*FRONTEND_GRID.get("share", ()), occupancy})
+        outputs = FRONTEND_GRID["output_token_ms"]
+        # (loss, intake, D, share, output_token_ms) at every grid point
+        scored = [(loss(fit, {**split_delay(delay, share), "output_token_ms": per_token, "intake": intake}),
+                   intake, delay, share, per_token)
+                  for intake, delay, share, per_token in tqdm(
+                      list(itertools.product(intakes, FRONTEND_GRID["delay_ms"], shares, outputs)), desc=name)]
+
+        def best(scored=scored, **fixed):
+            """The lowest-loss grid point with these coordinates (intake, delay, share, per_token) fixed."""
+            keys = ("intake", "delay", "share", "per_token")
+            return min((x for x in scored if all(x[1 + keys.index(k)] == v for k, v in fixed.items())),
+                       key=lambda x: x[0])
+
+        by_intake = {i: best(intake=i)[0] for i in intakes}
+        intake_seen = max(by_intake.values()) - min(by_intake.values()) >= FRONTEND_IDENTIFIED
+        pick = best(intake="fifo") if not intake_seen and "fifo" in by_intake else best()
+        _, intake, delay, share, per_token = pick
+        along = [x[0] for x in scored if x[1:3] == (intake, delay) and x[4] == per_token]
+        split_seen = max(along) - min(along) >= FRONTEND_IDENTIFIED
+        if not split_seen:  # the rows cannot tell the split: the measured occupancy F
+            share = occupancy
+            per_token = best(intake=intake, delay=delay, share=share)[4]
+        along = [x[0] for x in scored if x[1:4] == (intake, delay, share)]
+        output_seen = max(along) - min(along) >= FRONTEND_IDENTIFIED
+        pick = {**split_delay(delay, share), "output_token_ms": per_token, "intake": intake}
+        fitted = loss(fit, pick)
+        if not output_seen and prior_output_ms != per_token:
+            # the rows cannot see the per-token cost on the grid: the prior (a measured server's), unless they see it
+            with_prior = {**pick, "output_token_ms": prior_output_ms}
+            prior_loss = loss(fit, with_prior)
+            if prior_loss - fitted < FRONTEND_IDENTIFIED:
+                pick, fitted = with_prior, prior_loss
+            else:
+                output_seen = True  # the prior is beyond what the rows allow: the grid's pick stands
         off = loss(fit, "off")
-        out.append({**line, "occupancy": occupancy, "delay_ms": best["request_ms"] + best["latency_ms"], **best,
-                    "identified": off - scored[0][0] >= FRONTEND_IDENTIFIED,
-                    "fit_loss_off": off, "fit_loss_min": scored[0][0],
-                    "fit_loss_max": scored[-1][0], "fit_loss_file": loss(fit, "file"),
-                    "held_loss_off": loss(held, "off"), "held_loss_fitted": loss(held, best),
-                    "held_loss_file": loss(held, "file")})
+        out.append({**line, "occupancy": occupancy, "delay_ms": delay, "share": share, **pick,
+                    "identified": off - fitted >= FRONTEND_IDENTIFIED, "intake_identified": intake_seen,
+                    "split_identified": split_seen, "output_identified": output_seen,
+                    "fit_loss_off": off, "fit_loss_min": fitted, "fit_loss_max": max(x[0] for x in scored),
+                    "fit_loss_file": loss(fit, "file"), "held_loss_off": loss(held, "off"),
+                    "held_loss_fitted": loss(held, pick), "held_loss_file": loss(held, "file")})
     return out
 
 
@@ -570,7 +645,8 @@ def fitted_frontends(fits: list[dict]) -> dict[str, dict]:
         if "identified" not in line:  # no fit row: nothing was picked
             continue
         keys = ("request_ms", "latency_ms", "output_token_ms")
-        out[line["frontend"]] = {k: float(line[k]) if line["identified"] else 0.0 for k in keys}
+        out[line["frontend"]] = {**{k: float(line[k]) if line["identified"] else 0.0 for k in keys},
+                                 "intake": line["intake"]}
     return out
 
 
@@ -612,6 +688,7 @@ def main(argv=None) -> int:
                 raise LabError(f"--occupancy: {args.occupancy!r} is not in (0, 1] (the share of the delay that "
                                "occupies the API server)")
         rows, occupancy = load_data(args.file)
+        prior = load_prior(args.file)
         if args.rows:
             wanted = [x for x in args.rows.split(",") if x]
             known = {r.id for r in rows}
@@ -647,10 +724,12 @@ def main(argv=None) -> int:
             share, said = occupancy.fraction, f"frontend_occupancy ({occupancy.source})"
         else:
             share, said = 1.0, "none given: all of the delay occupies the server"
-        picks = fit_frontends(rows, args.lengths, share)
+        per_token = prior.output_token_ms if prior is not None else 0.0
+        picks = fit_frontends(rows, args.lengths, share, per_token)
         fits = pd.DataFrame(picks)
         write_text_atomic(Path(args.out) / "public_frontend_fit.csv", fits.to_csv(index=False))
-        print(f"front-end fit, occupancy F = {share:g} from {said}")
+        print(f"front-end fit, occupancy F = {share:g} from {said}; per-token work where the rows cannot see it: "
+              f"{per_token:g} ms" + (f" from frontend_prior ({prior.source})" if prior is not None else ""))
         print(fits.drop(columns=["fit_rows", "held_rows"]).round(4).to_string(index=False))
         fitted = run_fitted(rows, fitted_frontends(picks), args.lengths)
         header = (f"Every row behind its source's fitted front end (occupancy F = {share:g} from {said}; a pick "

@@ -265,6 +265,8 @@ CASES = [
      "sim.frontend.output_token_ms"),
     ("front-end token cost infinite", lambda w: ["validate", sim_yaml(w, {"frontend": {"output_token_ms": float("inf")}})],
      "sim.frontend.output_token_ms"),
+    ("front-end intake unknown", lambda w: ["validate", sim_yaml(w, {"frontend": {"request_ms": 5, "intake": "lifo"}})],
+     "sim.frontend.intake: Input should be 'fifo' or 'shared'"),
     ("front end streaming beside disaggregated prefill", lambda w: ["validate", sim_yaml(w, {
         "frontend": {"output_token_ms": 0.1}, "engine": {"disaggregated_prefill": True}})],
      "sim.frontend.output_token_ms with sim.engine.disaggregated_prefill"),

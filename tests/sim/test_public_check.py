@@ -17,6 +17,7 @@ from sim.public_check import (
     error_summary,
     error_table,
     fit_frontends,
+    fitted_frontends,
     load_data,
     load_rows,
     main,
@@ -52,8 +53,8 @@ def test_data_file_parses_and_every_row_builds_a_sim_config():
             if value is not None:
                 assert getattr(sim.engine, key) == value
         # the source's API server, as the file's `frontends:` names it; off: none
-        fe = {"latency_ms": 0.0, "request_ms": 0.0, "output_token_ms": 0.0} if row.frontend is None else row._frontend
-        assert sim.frontend.model_dump() == fe
+        none = {"latency_ms": 0.0, "request_ms": 0.0, "output_token_ms": 0.0, "intake": "fifo"}
+        assert sim.frontend.model_dump() == (none if row.frontend is None else {**none, **row._frontend})
         assert not row_sim_config(row, lengths_mode="mean", frontend="off").frontend.enabled
 
 
@@ -207,6 +208,32 @@ def test_the_fit_splits_the_delay_by_the_occupancy(monkeypatch):
     (whole,) = fit_frontends([row])
     assert whole["latency_ms"] == 0.0 and whole["request_ms"] == whole["delay_ms"]
     assert whole["fit_loss_min"] > 0.01
+
+
+def test_the_fit_tells_shared_intake_and_its_split_from_a_burst(monkeypatch):
+    # a burst of 40 prompts at once, "reported" as the simulator's own behind a server whose 10 ms of work a request
+    # is shared (processor sharing, as asyncio interleaves the handlers' pieces) after 30 ms of latency: the fit
+    # finds the intake and the split (the burst sees both: the engine gets all 40 together, 400 ms in), and, the
+    # per-token cost being invisible on its grid, takes the prior for it
+    row = PublicRow.model_validate({
+        "id": "burst", "source": "https://example.org/x", "gpu": "h100", "gpu_reported": "H100",
+        "model": "Qwen/Qwen3-8B", "model_config": "real/presets/qwen3-8b.json", "frontend": "x",
+        "bench": {"input_tokens": 200, "output_tokens": 20, "num_prompts": 40, "request_rate": "inf"},
+        "reported": {"tpot_mean_ms": 1.0}})
+    truth = simulate_row(row, frontend={"request_ms": 10.0, "latency_ms": 30.0, "intake": "shared"})
+    row.reported = Reported(**{k: truth[k] for k in ("tpot_mean_ms", "ttft_mean_ms", "output_throughput_tok_s")})
+    monkeypatch.setattr("sim.public_check.FRONTEND_GRID", {"intake": ("fifo", "shared"), "delay_ms": (20.0, 40.0),
+                                                           "share": (0.25, 1.0), "output_token_ms": (0.0, 1e-4)})
+    (line,) = fit_frontends([row], occupancy=0.79, prior_output_ms=2e-4)
+    assert (line["intake"], line["delay_ms"], line["share"]) == ("shared", 40.0, 0.25)
+    assert (line["request_ms"], line["latency_ms"], line["output_token_ms"]) == (10.0, 30.0, 2e-4)
+    assert line["intake_identified"] and line["split_identified"] and not line["output_identified"]
+    assert line["identified"] and line["fit_loss_min"] < 0.01
+    assert fitted_frontends([line]) == {"x": {"request_ms": 10.0, "latency_ms": 30.0, "output_token_ms": 2e-4,
+                                              "intake": "shared"}}
+    # a prior the burst can see (0.3 ms a token: 12 ms of streaming a step) is judged by it, and not taken
+    (seen,) = fit_frontends([row], occupancy=0.79, prior_output_ms=0.3)
+    assert seen["output_identified"] and seen["output_token_ms"] < 0.3 and seen["fit_loss_min"] < 0.01
 
 
 def test_fit_frontend_takes_the_files_occupancy_unless_overridden(tmp_path, monkeypatch, capsys):
