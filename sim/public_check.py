@@ -178,19 +178,24 @@ def load_frontends(data: dict, p: Path) -> dict[str, dict]:
             for name, spec in raw.items()}
 
 
-class FrontendOccupancy(StrictModel):
-    """Of a front end's per-request delay D, the fraction that occupies the API server's loop (request_ms = F x D;
-    the rest is latency_ms), as measured on a real server: what --fit-frontend splits each fitted D by."""
+class _Measured(StrictModel):
+    """A value of the data file measured on a real server, with where it was measured."""
 
-    fraction: float = Field(gt=0, le=1, description="F: the share of D that holds the server's event loop")
-    source: str = Field(min_length=1, description="where F was measured (a run, a page)")
+    source: str = Field(min_length=1, description="where it was measured (a run, a page)")
 
     @field_validator("source")
     @classmethod
     def _said(cls, value):
         if not value.strip():
-            raise ValueError("say where the fraction was measured")
+            raise ValueError("say where it was measured")
         return value
+
+
+class FrontendOccupancy(_Measured):
+    """Of a front end's per-request delay D, the fraction that occupies the API server's loop (request_ms = F x D;
+    the rest is latency_ms), as measured on a real server: what --fit-frontend splits each fitted D by."""
+
+    fraction: float = Field(gt=0, le=1, description="F: the share of D that holds the server's event loop")
 
 
 def load_occupancy(data: dict, p: Path) -> FrontendOccupancy | None:
@@ -203,19 +208,11 @@ def load_occupancy(data: dict, p: Path) -> FrontendOccupancy | None:
     return _validated(FrontendOccupancy, raw, p, "frontend_occupancy", "<occupancy>")
 
 
-class FrontendPrior(StrictModel):
+class FrontendPrior(_Measured):
     """API-server work measured on a real server, for what a source's fit rows cannot see (--fit-frontend):
     the per-token cost where streaming never limits those rows."""
 
     output_token_ms: float = Field(ge=0, description="ms of API-server work per streamed token")
-    source: str = Field(min_length=1, description="where it was measured (a run, a page)")
-
-    @field_validator("source")
-    @classmethod
-    def _said(cls, value):
-        if not value.strip():
-            raise ValueError("say where the prior was measured")
-        return value
 
 
 def load_prior(path: str | Path) -> FrontendPrior | None:

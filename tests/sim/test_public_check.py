@@ -144,7 +144,7 @@ def _bad_occupancy(block: str, message: str):
     _bad_occupancy("{fraction: 1.5, source: a run}", ".fraction: Input should be less than or equal to 1"),
     _bad_occupancy("{fraction: 0, source: a run}", ".fraction: Input should be greater than 0"),
     _bad_occupancy("{fraction: x, source: a run}", ".fraction: Input should be a valid number"),
-    _bad_occupancy("{fraction: 0.4, source: ' '}", ".source: Value error, say where the fraction was measured"),
+    _bad_occupancy("{fraction: 0.4, source: ' '}", ".source: Value error, say where it was measured"),
     _bad_occupancy("{fraction: 0.4}", ".source: Field required"),
     _bad_occupancy("0.4", ": a mapping {fraction, source} expected"),
     _bad_occupancy("{fraction: 0.4, source: s, unit: ms}", ".unit: Extra inputs are not permitted"),
