@@ -69,9 +69,14 @@ def metric_sums(base_url: str, names: tuple[str, ...]) -> dict[str, float] | Non
     """Each named sample summed over engines and labels (a counter's `_total` suffix dropped), or None where
     the engine answers no /metrics or exports none of them."""
     status, body = http_get(f"{base_url}/metrics", timeout=10.0)
+    return sums_in(body if status == 200 else "", names)
+
+
+def sums_in(body: str, names: tuple[str, ...]) -> dict[str, float] | None:
+    """metric_sums over one /metrics body already read."""
     totals = dict.fromkeys(names, 0.0)
     seen = False
-    for name, _labels, value in parse_prometheus(body if status == 200 else ""):
+    for name, _labels, value in parse_prometheus(body):
         key = name.removesuffix("_total")
         if key in totals and not name.endswith("_created"):
             totals[key] += value
@@ -95,6 +100,16 @@ def engine_steps(base_url: str) -> float:
     """Engine steps run so far (vLLM's tokens-per-step histogram count); nan where not exported."""
     totals = metric_sums(base_url, (ENGINE_STEPS,))
     return float("nan") if totals is None else totals[ENGINE_STEPS]
+
+
+def spec_counters_and_steps(base_url: str) -> tuple[dict, float]:
+    """One /metrics scrape: the spec-decode counter table and the engine steps run so far (nan where not
+    exported)."""
+    status, body = http_get(f"{base_url}/metrics", timeout=10.0)
+    if status != 200:
+        raise LabError(f"engine: {base_url}/metrics answered {status or 'nothing'}")
+    totals = sums_in(body, (ENGINE_STEPS,))
+    return spec_counters(body), float("nan") if totals is None else totals[ENGINE_STEPS]
 
 
 def delta(before: dict, after: dict) -> dict:

@@ -40,11 +40,11 @@ async def decode_point_steps(client, base_url: str, model: str, prompts: list[li
     from real.engine.step_profile import _batch
     from real.engine.steps import engine_steps, step_draft_tokens
 
-    before = await asyncio.to_thread(metrics.scrape_spec_counters, base_url)
-    steps_before = await asyncio.to_thread(metrics.engine_steps, base_url)
+    before, steps_before = await asyncio.to_thread(metrics.spec_counters_and_steps, base_url)
     records = await _batch(client, base_url, model, prompts, output_tokens)
-    counted = await asyncio.to_thread(metrics.engine_steps, base_url) - steps_before  # nan: not exported
-    delta = metrics.counter_table(before, await asyncio.to_thread(metrics.scrape_spec_counters, base_url))["delta"]
+    after, steps_after = await asyncio.to_thread(metrics.spec_counters_and_steps, base_url)
+    counted = steps_after - steps_before  # nan: not exported
+    delta = metrics.counter_table(before, after)["delta"]
     requests = pd.DataFrame([r.row() for r in records])
     steps = engine_steps(requests, chunk_frame(records), step_gap_s(records, counted))
     if not steps_agree(len(steps), counted):  # chunks came bunched: the client's clock cannot see the steps

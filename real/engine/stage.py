@@ -69,9 +69,7 @@ SERVED_NAME = "target"
 def prompt_tokens_source(cfg, model_dir: Path):
     """Real text (the experiment's prompt datasets, tokenized) when a prompts section exists, else random ids."""
     if cfg.prompts is None:
-        vocab = json.loads((model_dir / "config.json").read_text())
-        vocab_size = vocab.get("vocab_size") or vocab.get("text_config", {}).get("vocab_size")
-        return RandomTokens(int(vocab_size))
+        return RandomTokens(_vocab_size(model_dir))
     from transformers import AutoTokenizer
 
     from real.prompts import load_prompt_sets
@@ -273,8 +271,13 @@ def _profile_tokens(tokens, variant, model_dir: Path):
     taken out as the simulator prices them) rest mostly on steps that verified nothing."""
     if variant.speculative.method == "none":
         return tokens
+    return RandomTokens(_vocab_size(model_dir))
+
+
+def _vocab_size(model_dir: Path) -> int:
+    """The served checkpoint's vocabulary size (config.json; a multimodal Gemma3 keeps it under text_config)."""
     vocab = json.loads((model_dir / "config.json").read_text())
-    return RandomTokens(int(vocab.get("vocab_size") or vocab.get("text_config", {}).get("vocab_size")))
+    return int(vocab.get("vocab_size") or vocab.get("text_config", {}).get("vocab_size"))
 
 
 def _profile_round(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, round_index: int,

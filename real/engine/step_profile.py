@@ -71,13 +71,11 @@ def send_batch(base_url: str, model: str, prompts: list[list[int]], max_tokens: 
 
 
 def _row(batch: int, query: int, context: int, samples: list[float]) -> dict:
-    """One profile row: the median and p90 of a point's samples (ms); LabError where there are none (a
-    speculative server that drafted at every step streams no one-token gaps)."""
+    """One profile row: the median and p90 of a point's samples (ms); LabError where there are none."""
     if not samples:
         from lab.errors import LabError
 
-        raise LabError(f"engine step profile: no samples at batch {batch} x {query} tokens over {context} (a "
-                       "speculative server streams no one-token decode gaps where its proposer drafts at every step)")
+        raise LabError(f"engine step profile: no samples at batch {batch} x {query} tokens over {context}")
     return {"batch": batch, "query_tokens": query, "context_len": context, "step_ms": statistics.median(samples),
             "step_ms_p90": float(np.percentile(samples, 90)), "repeats": len(samples)}
 
