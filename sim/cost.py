@@ -110,7 +110,7 @@ class CostModel:
         self._t_per_token_flops = m.flops_per_token / flops
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
-        self._t_per_kv_token = m.kv_bytes_per_token / kv_bw
+        self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
         self._fixed = self.step_overhead_s + m.n_layers * self.layer_overhead_s
         self._t_per_token_link = 0.0
         link = hw.interconnect
@@ -160,7 +160,7 @@ class CostModel:
         """Blocks of `block_size` tokens over `layers` layers (default: all; a hybrid pool's block spans one
         KV cache group's layers, sim/kv_cache.KVGroups) that one replica's KV memory holds."""
         m = self.model
-        block_bytes = block_size * m.kv_bytes_per_token
+        block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
         if layers is not None:
             block_bytes = block_bytes * layers / m.n_layers
         return kv_cache_blocks(self.hw.mem_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self.ep),

@@ -81,6 +81,15 @@ class ModelShape:
         per_layer = self.kv_dim_override if self.kv_dim_override else 2 * self.n_kv_heads * self.head_dim
         return self.n_layers * per_layer * self.kv_bytes_per_elem
 
+    def kv_replication(self, tp: int) -> float:
+        """How many times `tp` tensor-parallel GPUs store each token's KV together, over one copy: vLLM gives
+        each GPU max(1, kv_heads // tp) KV heads, so past tp = kv_heads the heads are replicated (Qwen3-235B-A22B,
+        4 KV heads, at tp 8: twice the KV memory and KV reads per token); a compressed-latent (MLA) cache is
+        not split by heads, and every GPU holds all of it (tp copies)."""
+        if self.kv_dim_override:
+            return float(tp)
+        return tp * max(1, self.n_kv_heads // tp) / self.n_kv_heads
+
     @property
     def weight_bytes(self) -> float:
         return self.params_b * 1e9 * self.bytes_per_param

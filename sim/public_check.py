@@ -62,16 +62,22 @@ from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes
-from sim.serving_metrics import fidelity_metrics
+from sim.serving_metrics import fidelity_metrics, per_request
 from sim.simulate import prepare_inputs, simulate
 from sim.workload import read_lengths, sharegpt_table_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
 # (column in the table, key of `reported`, key of fidelity_metrics, factor from the metric's unit to the column's)
+# (medians: for sources that publish only vLLM's "Median TPOT / TTFT" lines; by the same per-request definitions)
 METRICS = (("tpot_mean_ms", "tpot_mean_ms", "tpot_mean_ms", 1.0),
            ("ttft_mean_ms", "ttft_mean_ms", "ttft_mean_s", 1e3),
-           ("output_throughput_tok_s", "output_throughput_tok_s", "throughput_tok_s", 1.0))
+           ("output_throughput_tok_s", "output_throughput_tok_s", "throughput_tok_s", 1.0),
+           ("tpot_median_ms", "tpot_median_ms", "tpot_median_ms", 1.0),
+           ("ttft_median_ms", "ttft_median_ms", "ttft_median_s", 1e3))
+MAIN_METRICS = ("tpot_mean_ms", "ttft_mean_ms", "output_throughput_tok_s")  # always in the table and plot
+METRIC_LABELS = {"tpot_mean_ms": "TPOT ms", "ttft_mean_ms": "TTFT ms", "output_throughput_tok_s": "out tok/s",
+                 "tpot_median_ms": "median TPOT ms", "ttft_median_ms": "median TTFT ms"}
 # vLLM's `vllm serve` defaults (vllm/engine/arg_utils.py, get_batch_defaults, vLLM 0.8 - 0.19): a card with
 # at least 70 GiB that is not an A100 gets 8192 batched tokens and 1024 sequences, every other card 2048 and
 # 256 (the A100 exception: vLLM PR #17885)
@@ -109,10 +115,12 @@ class Reported(StrictModel):
     tpot_mean_ms: float | None = Field(None, gt=0)
     ttft_mean_ms: float | None = Field(None, gt=0)
     output_throughput_tok_s: float | None = Field(None, gt=0)
+    tpot_median_ms: float | None = Field(None, gt=0, description="vLLM bench's Median TPOT (a source without the mean)")
+    ttft_median_ms: float | None = Field(None, gt=0, description="vLLM bench's Median TTFT")
 
     @model_validator(mode="after")
     def _something(self):
-        if self.tpot_mean_ms is None and self.ttft_mean_ms is None and self.output_throughput_tok_s is None:
+        if all(getattr(self, rep_key) is None for _, rep_key, _, _ in METRICS):
             raise ValueError("a row needs at least one reported metric")
         return self
 
@@ -356,7 +364,7 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, le
     """Simulated metrics of one row (METRICS columns) and the run's own numbers."""
     sim = row_sim_config(row, hardware, lengths_mode, frontend)
     result = simulate(prepare_inputs(sim, seed=seed), "ar", seed=seed)
-    got = fidelity_metrics(result.requests)
+    got = {**fidelity_metrics(result.requests), **median_metrics(result.requests)}
     out = {col: got[key] * factor for col, _, key, factor in METRICS}
     out.update({"sim_lengths": lengths_label(sim.workload.lengths.model_dump()),
                 "sim_mean_input": float(result.requests["input_tokens"].mean()),
@@ -373,6 +381,17 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, le
     return out
 
 
+def median_metrics(log: pd.DataFrame) -> dict:
+    """Median TPOT (ms) and TTFT (s) over the finished requests of a per-request log, as vLLM's benchmark
+    prints them (TPOT = (E2E - TTFT) / (n - 1), one-token outputs left out)."""
+    per = per_request(log)
+    done = per[per["finished"]]
+    tpot, ttft = (done[col].to_numpy(np.float64) for col in ("tpot_ms", "ttft_s"))
+    tpot, ttft = tpot[np.isfinite(tpot)], ttft[np.isfinite(ttft)]
+    return {"tpot_median_ms": float(np.median(tpot)) if tpot.size else float("nan"),
+            "ttft_median_s": float(np.median(ttft)) if ttft.size else float("nan")}
+
+
 def error_table(rows: list[PublicRow], simulated: list[dict]) -> pd.DataFrame:
     """One line per row: reported and simulated metrics and rel_err_<metric> = sim / reported - 1 (NaN where
     the source reports nothing)."""
@@ -385,8 +404,9 @@ def error_table(rows: list[PublicRow], simulated: list[dict]) -> pd.DataFrame:
         for col, rep_key, _, _ in METRICS:
             rep = getattr(row.reported, rep_key)
             line[f"reported_{col}"] = float("nan") if rep is None else float(rep)
-            line[f"sim_{col}"] = float(sim[col])
-            line[f"rel_err_{col}"] = float(sim[col]) / rep - 1 if rep is not None else float("nan")
+            got = float(sim.get(col, float("nan")))
+            line[f"sim_{col}"] = got
+            line[f"rel_err_{col}"] = got / rep - 1 if rep is not None else float("nan")
         line.update({k: v for k, v in sim.items() if k.startswith("sim_") and k not in line})
         lines.append(line)
     return pd.DataFrame(lines)
@@ -406,6 +426,11 @@ def error_summary(table: pd.DataFrame) -> dict:
     return out
 
 
+def shown_metrics(table: pd.DataFrame) -> list[tuple]:
+    """The METRICS a table's markdown and plot show: the main three, and a median where some row reports it."""
+    return [m for m in METRICS if m[0] in MAIN_METRICS or table[f"reported_{m[0]}"].notna().any()]
+
+
 def markdown(table: pd.DataFrame, summary: dict) -> str:
     def num(x):
         return "-" if x is None or not np.isfinite(x) else f"{x:,.4g}"
@@ -413,16 +438,17 @@ def markdown(table: pd.DataFrame, summary: dict) -> str:
     def pct(x):
         return "-" if not np.isfinite(x) else f"{100 * x:+.0f}%"
 
-    head = ("| row | half | card | in / out | lengths (sim mean in / out) | prompts | rate / conc. | TPOT ms rep. / sim "
-            "| err | TTFT ms rep. / sim | err | out tok/s rep. / sim | err |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    shown = shown_metrics(table)
+    head = ("| row | half | card | in / out | lengths (sim mean in / out) | prompts | rate / conc. | "
+            + " | ".join(f"{METRIC_LABELS[col]} rep. / sim | err" for col, _, _, _ in shown) + " |\n"
+            + "|---" * (7 + 2 * len(shown)) + "|\n")
     lines = []
     for r in table.itertuples(index=False):
         load = f"c={int(r.concurrency)}" if pd.notna(r.concurrency) else (
             "all at once" if not np.isfinite(r.rate) else f"{r.rate:g}/s")
         cells = [r.id, r.half, r.gpu, f"{r.input} / {r.output}",
                  f"{r.sim_lengths} ({r.sim_mean_input:.0f} / {r.sim_mean_output:.0f})", str(r.prompts), load]
-        for col, _, _, _ in METRICS:
+        for col, _, _, _ in shown:
             cells += [f"{num(getattr(r, 'reported_' + col))} / {num(getattr(r, 'sim_' + col))}",
                       pct(getattr(r, "rel_err_" + col))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -447,10 +473,11 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.6))
+    shown = shown_metrics(table)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4.6))
     colors = {gpu: f"C{i}" for i, gpu in enumerate(sorted(set(table["gpu"])))}
     held = (table["half"] == "held-out").to_numpy()
-    for ax, (col, _, _, _) in zip(axes, METRICS):
+    for ax, (col, _, _, _) in zip(axes, shown):
         rep, sim = table[f"reported_{col}"].to_numpy(), table[f"sim_{col}"].to_numpy()
         keep = np.isfinite(rep) & np.isfinite(sim) & (rep > 0) & (sim > 0)
         if keep.any():

@@ -148,6 +148,28 @@ def test_kv_capacity_and_tp():
     assert tp2.step_time(1, 0, 1, False) < one.step_time(1, 0, 1, False)
 
 
+def test_kv_heads_replicated_past_their_count_under_tp():
+    """vLLM gives each GPU max(1, kv_heads // tp) KV heads: Qwen3-235B-A22B (4 KV heads) at tp 8 stores and
+    reads every token's KV twice, at tp 4 once; a compressed-latent (MLA) cache sits whole on every GPU."""
+    from sim.models import from_hf_config
+
+    m = from_hf_config("sim/validation/configs/qwen3-235b-a22b-instruct-2507.json")
+    assert m.n_kv_heads == 4
+    assert [m.kv_replication(tp) for tp in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
+    assert get_model("deepseek-v4-flash-like").kv_replication(4) == 4
+    hw = get_hardware("h100")
+    tp8 = CostModel(hw, m, tp=8, step_overhead_s=0, layer_overhead_s=0, request_overhead_s=0)
+    budget = 8 * (80 * 2**30 * 0.9) - m.resident_weight_bytes()
+    assert tp8.kv_capacity_tokens(0.9) == int(budget // (2 * m.kv_bytes_per_token))
+    # a step's KV read: each GPU reads its own copy of 1 head x 94 layers per token, at one GPU's bandwidth
+    read = tp8.step_time(1, 100_000, 1, False) - tp8.step_time(1, 0, 1, False)
+    assert read == pytest.approx(100_000 * 2 * m.kv_bytes_per_token / (8 * 3.35e12 * hw.bw_efficiency))
+    h200 = get_hardware("h200")
+    tp4 = CostModel(h200, m, tp=4)  # 4 heads on 4 GPUs: one copy (bf16 weights fit 4 x 141 GiB, not 4 x 80)
+    assert tp4.kv_capacity_tokens(0.9) == int((4 * (h200.mem_gib * 2**30 * 0.9) - m.resident_weight_bytes())
+                                              // m.kv_bytes_per_token)
+
+
 def test_moe_reads_more_experts_as_tokens_grow():
     m = get_model("deepseek-v4-flash-like")
     assert m.weight_bytes_read(1) == pytest.approx(m.active_weight_bytes)

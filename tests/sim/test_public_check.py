@@ -22,6 +22,7 @@ from sim.public_check import (
     load_rows,
     main,
     row_sim_config,
+    shown_metrics,
     simulate_row,
     vllm_server_defaults,
 )
@@ -103,6 +104,27 @@ def test_error_table_is_sim_over_reported_minus_one():
     assert summary["ttft_mean_ms"]["mean_abs"] == pytest.approx(0.625)
     assert summary["output_throughput_tok_s"]["within_10pct"] == 2
     assert summary["ttft_mean_ms"]["mean_signed"] == pytest.approx(0.375)
+
+
+def test_a_source_that_prints_only_medians_is_scored_on_the_simulated_medians():
+    """vLLM bench prints Median TPOT / TTFT beside the means; a post that quotes only the medians is compared
+    with the medians of the simulated per-request log (TPOT = (E2E - TTFT) / (n - 1), one-token outputs out)."""
+    from sim.public_check import median_metrics
+
+    log = pd.DataFrame({"arrival_s": [0.0, 0.0, 0.0, 1.0], "first_token_s": [0.1, 0.3, 0.2, 1.5],
+                        "finish_s": [1.1, 2.3, 0.2, 3.5], "output_tokens": [11, 21, 1, 5]})
+    got = median_metrics(log)  # TPOT 100, 100, -, 500 ms; TTFT 0.1, 0.3, 0.2, 0.5 s
+    assert got["tpot_median_ms"] == pytest.approx(100.0)
+    assert got["ttft_median_s"] == pytest.approx(0.25)
+    row = _row(tpot_median_ms=50.0, ttft_median_ms=200.0, output_throughput_tok_s=10.0)
+    table = error_table([row], [{"tpot_mean_ms": 9.0, "ttft_mean_ms": 300.0, "output_throughput_tok_s": 11.0,
+                                 "tpot_median_ms": 55.0, "ttft_median_ms": 150.0}])
+    assert table["rel_err_tpot_median_ms"].iloc[0] == pytest.approx(0.1)
+    assert table["rel_err_ttft_median_ms"].iloc[0] == pytest.approx(-0.25)
+    assert np.isnan(table["rel_err_tpot_mean_ms"].iloc[0])  # no mean reported: not scored
+    shown = [m[0] for m in shown_metrics(table)]  # the table and plot gain the median columns
+    assert shown[-2:] == ["tpot_median_ms", "ttft_median_ms"]
+    assert "tpot_median_ms" not in [m[0] for m in shown_metrics(error_table([_row(tpot_mean_ms=1.0)], [{}]))]
 
 
 def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
