@@ -14,14 +14,13 @@ along the batch axis and extended above it. So each measured step s, of n_s requ
 gives t_s ~ sum_j W(n_s + d_s)_j v_j, linear in the rows v_j of the batch grid (sim.step_profile.axis_weights),
 and the rows are the least-absolute-error solution over every step of one context's decode points (a point
 whose steps verified nothing gets the median of its steps, as the plain profile does). d_s comes from the
-steps reconstructed from the streamed chunks (real.engine.steps.engine_steps: chunks within 30 ms are one step)
-and vLLM's spec-decode counters over the point (real.engine.steps.step_draft_tokens); chunks closer than
-step_gap_s are one step.
+steps reconstructed from the streamed chunks (real.engine.steps.chunk_steps: chunks closer than step_gap_s,
+30 ms or less, are one step) and vLLM's spec-decode counters over the point (real.engine.steps.step_draft_tokens);
+a batch whose steps disagree with vLLM's own count (real.engine.steps.steps_agree) is dropped.
 """
 from __future__ import annotations
 
 import asyncio
-import math
 
 import numpy as np
 import pandas as pd
@@ -36,17 +35,15 @@ async def decode_point_steps(client, base_url: str, model: str, prompts: list[li
     accepted more drafts finishes earlier, so later steps hold fewer requests): step_ms and rows (requests in
     the step + draft tokens it verified)."""
     from real.engine import metrics
-    from real.engine.loadgen import chunk_frame
     from real.engine.step_profile import _batch
-    from real.engine.steps import engine_steps, step_draft_tokens
+    from real.engine.steps import chunk_steps, step_draft_tokens, steps_agree
 
     before, steps_before = await asyncio.to_thread(metrics.spec_counters_and_steps, base_url)
     records = await _batch(client, base_url, model, prompts, output_tokens)
     after, steps_after = await asyncio.to_thread(metrics.spec_counters_and_steps, base_url)
     counted = steps_after - steps_before  # nan: not exported
     delta = metrics.counter_table(before, after)["delta"]
-    requests = pd.DataFrame([r.row() for r in records])
-    steps = engine_steps(requests, chunk_frame(records), step_gap_s(records, counted))
+    steps = chunk_steps(records, counted)
     if not steps_agree(len(steps), counted):  # chunks came bunched: the client's clock cannot see the steps
         return pd.DataFrame({"step_ms": [], "rows": []})
     drafted = step_draft_tokens(steps, k, float(delta.get("num_drafts", 0)), float(delta.get("num_draft_tokens", 0)))
@@ -54,37 +51,6 @@ async def decode_point_steps(client, base_url: str, model: str, prompts: list[li
     keep = decode & np.r_[False, decode[:-1]]  # a decode step after another: not the one right after prefill
     return pd.DataFrame({"step_ms": steps["vllm_s"].to_numpy()[keep] * 1000,
                          "rows": steps["decodes"].to_numpy()[keep] + drafted[keep]})
-
-
-STEP_GAP_FRACTION = 0.3
-
-
-def step_gap_s(records, engine_steps: float = float("nan")) -> float:
-    """Chunk times closer than this are one step: real.engine.steps' 30 ms, or less where the server's steps
-    are short (a GPU's decode step takes 10-30 ms): STEP_GAP_FRACTION of its mean step, the batch's span over
-    the engine's own step count (vllm:iteration_tokens_total), or where it exports none, of the median gap
-    between a request's chunks. The chunks of one step reach the client within a few ms (the API server emits
-    them in one pass)."""
-    from real.engine.steps import GAP_S
-
-    if engine_steps > 0:
-        span = max(r.chunk_s[-1] for r in records if r.chunk_s) - min(r.sent_s for r in records)
-        return min(GAP_S, STEP_GAP_FRACTION * span / engine_steps)
-    gaps = np.concatenate([np.diff(r.chunk_s) for r in records if len(r.chunk_s) > 1] or [np.zeros(0)])
-    return GAP_S if not len(gaps) else min(GAP_S, STEP_GAP_FRACTION * float(np.median(gaps)))
-
-
-STEP_COUNT_SLACK = 0.2
-
-
-def steps_agree(reconstructed: int, engine_steps: float) -> bool:
-    """Whether the steps read from the chunks are the engine's (vllm:iteration_tokens_total over the batch),
-    within 2 steps or STEP_COUNT_SLACK of them (a chunked prefill's first part streams nothing): a batch whose
-    chunks reached the client in bursts (seen here: a whole batch's 60 chunks within 0.5 ms, with a helper's
-    jobs on the box) merges steps, and is sent again (measure_async). True where the engine counts nothing."""
-    if math.isnan(engine_steps):  # nothing to check against
-        return True
-    return abs(reconstructed - engine_steps) <= max(2.0, STEP_COUNT_SLACK * engine_steps)
 
 
 def decode_rows(points: dict[tuple[int, int], pd.DataFrame], batches: list[int]) -> dict[tuple[int, int], tuple]:

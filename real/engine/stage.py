@@ -306,13 +306,14 @@ def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, o
     from sim.step_profile import write_profile
 
     checks: list[dict] = []
+    decode_checks: list[dict] = []
     before = scrape_spec_counters(base_url)
     speculative_k = variant.speculative.num_speculative_tokens if variant.speculative.method != "none" else 0
     decode_steps: list[pd.DataFrame] = []
     rows = measure_step_profile(base_url, section.step_profile, tokens, SERVED_NAME, seed=seed,
                                 show_progress=ctx.show_progress, prefix_checks=checks,
                                 max_prompt_tokens=one_step_prompt_tokens(section), speculative_k=speculative_k,
-                                spec_steps_out=decode_steps)
+                                spec_steps_out=decode_steps, decode_checks=decode_checks)
     if decode_steps:  # a speculative server's decode steps, from which its decode rows were solved
         write_text_atomic(out_dir / "decode_steps.csv", pd.concat(decode_steps).to_csv(index=False))
     drafted = counter_table(before, scrape_spec_counters(base_url))["delta"]
@@ -320,7 +321,8 @@ def _profile(ctx, base_url: str, section, tokens, model_dir: Path, venv: Path, o
     for c in cold:
         log(f"engine step profile: batch {c['batch']} x {c['query_tokens']} over {c['context_len']}: the prefix "
             f"cache served {c['prefix_hit_fraction']:.0%} of the prefix (the row includes recomputing the rest)")
-    meta = {**_profile_meta(section, model_dir, venv), "prefix_cache": checks, "server": variant.name,
+    meta = {**_profile_meta(section, model_dir, venv), "prefix_cache": checks, "decode_resent": decode_checks,
+            "server": variant.name,
             "speculative": variant.speculative.model_dump(mode="json"),
             "spec_counters": {k: drafted[k] for k in ("num_drafts", "num_draft_tokens", "num_accepted_tokens")
                               if k in drafted}}

@@ -8,6 +8,12 @@ For every point of the grid batch x query_tokens x context_len (lab.config_engin
   start together and each asks for output_tokens with ignore_eos; the engine then runs decode steps of the
   whole batch, so the gaps between streamed chunks are its step times (the first gap of each request is
   dropped: other requests may still be in prefill). step_ms = median gap, step_ms_p90 = 90th percentile.
+  Only if the chunks reached the client as the steps ran: a loaded API server delivered a whole batch's
+  60 chunks within 0.5 ms. So vLLM's step count is read around each batch, and a batch whose chunks show
+  other than that many steps (real.engine.steps.steps_agree) is sent again, up to DECODE_TRIES in all
+  (`decode_checks`: the batches sent again per point; the stage keeps them in step_profile.json as
+  decode_resent). Where every try's chunks disagree the last is kept and logged; an engine that counts no
+  steps is not checked.
 - query_tokens > 1 (prefill): each of the `batch` requests first sends its own `context_len`-token prefix
   (one token out, so the prefix sits in the engine's prefix cache), then all send prefix + `query_tokens`
   new tokens together with max_tokens 1, and the time to the first token is one step that prefills
@@ -80,11 +86,33 @@ def _row(batch: int, query: int, context: int, samples: list[float]) -> dict:
             "step_ms_p90": float(np.percentile(samples, 90)), "repeats": len(samples)}
 
 
+DECODE_TRIES = 4  # a decode batch whose chunks hide the engine's steps is sent this many times at most
+
+
 async def _decode_gaps(client, base_url, model, tokens, rng, batch: int, context: int, output_tokens: int,
-                       any_chunk: bool = False) -> list[float]:
-    """`batch` requests of `context`-token prompts decoding together: their step gaps (decode_gaps_ms)."""
-    prompts = [tokens.take(max(context, 1), rng) for _ in range(batch)]
-    return decode_gaps_ms(await _batch(client, base_url, model, prompts, output_tokens), any_chunk)
+                       any_chunk: bool = False) -> tuple[list[float], int, bool]:
+    """`batch` requests of `context`-token prompts decoding together: their step gaps (decode_gaps_ms), the
+    batches sent again, and whether the kept batch's chunks showed the engine's steps. vLLM's step count is
+    read around the batch; where the steps the chunks show disagree with it (real.engine.steps.steps_agree:
+    the API server delivered them bunched, so the gaps are short), the batch is sent again with new prompts,
+    up to DECODE_TRIES in all, the last kept (logged) where every try disagrees. An engine that counts no
+    steps: one batch, as sent."""
+    from real.engine.steps import chunk_steps, steps_agree
+
+    for attempt in range(DECODE_TRIES):
+        prompts = [tokens.take(max(context, 1), rng) for _ in range(batch)]
+        steps_before = await asyncio.to_thread(engine_steps, base_url)
+        records = await _batch(client, base_url, model, prompts, output_tokens)
+        counted = await asyncio.to_thread(engine_steps, base_url) - steps_before  # nan: not exported
+        shown = 0 if math.isnan(counted) else len(chunk_steps(records, counted))
+        if steps_agree(shown, counted):
+            return decode_gaps_ms(records, any_chunk), attempt, True
+    from real.embedded import log
+
+    log(f"engine step profile: a decode batch of {batch} x {context} tokens ran {counted:.0f} engine steps but its "
+        f"chunks showed {shown} (delivered bunched) in each of {DECODE_TRIES} tries; the last try's gaps are kept "
+        "and may understate the step")
+    return decode_gaps_ms(records, any_chunk), DECODE_TRIES - 1, False
 
 
 async def _batch(client, base_url, model, prompts: list[list[int]], max_tokens: int,
@@ -121,7 +149,7 @@ async def measure_spec_async(base_url: str, spec, tokens, drafts: int, model: st
     """Decode steps of a speculative server: `batch` requests of `context_len`-token prompts (the load's
     kind of text, so the drafter matches as often as under load), every streamed chunk's gap a step. Rows
     in the shared format with query_tokens = 1 + drafts (a verify step; steps with no draft included, as
-    under load)."""
+    under load). Each batch is checked against the engine's step count as a plain decode point's (_decode_gaps)."""
     rng = np.random.default_rng(seed)
     points = [(b, c) for b in spec.batches for c in spec.context_lens]
     rows = []
@@ -129,8 +157,8 @@ async def measure_spec_async(base_url: str, spec, tokens, drafts: int, model: st
         for b, c in tqdm(points, desc="speculative step profile", unit="point", disable=not show_progress):
             samples: list[float] = []
             for _ in range(spec.repeats):
-                samples += await _decode_gaps(client, base_url, model, tokens, rng, b, c, spec.output_tokens,
-                                              any_chunk=True)
+                samples += (await _decode_gaps(client, base_url, model, tokens, rng, b, c, spec.output_tokens,
+                                               any_chunk=True))[0]
             if not samples:
                 from lab.errors import LabError
 
@@ -257,15 +285,20 @@ async def _prefill_over_prefix(client, base_url, model, prefixes, prompts, token
 
 async def point_samples(client, base_url: str, model: str, tokens, rng, point: tuple[int, int, int],
                         output_tokens: int, repeats: int, prefix_checks: list | None = None,
-                        max_prompt_tokens: int | None = None) -> list[float]:
+                        max_prompt_tokens: int | None = None, decode_checks: list | None = None) -> list[float]:
     """The samples (ms) of one grid point (batch, query_tokens, context_len), measured as the module
     docstring says: decode gaps for query_tokens 1, time to first token of a prefill otherwise.
-    max_prompt_tokens: the longest prompt the engine takes in one step (caps a gated batch's blocker)."""
+    max_prompt_tokens: the longest prompt the engine takes in one step (caps a gated batch's blocker).
+    decode_checks: a decode point appends {batch, context_len, resent (batches sent again: their chunks hid
+    the engine's steps), unseen (batches kept although every try's did)}."""
     b, q, c = point
     samples: list[float] = []
+    resent = unseen = 0
     for _ in range(repeats):
         if q == 1:
-            samples += await _decode_gaps(client, base_url, model, tokens, rng, b, c, output_tokens)
+            gaps, again, seen = await _decode_gaps(client, base_url, model, tokens, rng, b, c, output_tokens)
+            samples += gaps
+            resent, unseen = resent + again, unseen + (not seen)
         else:
             prefixes = [tokens.take(c, rng) for _ in range(b)]
             prompts = [p + tokens.take(q, rng) for p in prefixes]
@@ -278,16 +311,19 @@ async def point_samples(client, base_url: str, model: str, tokens, rng, point: t
             else:
                 point_ms = await _prefill_samples(client, base_url, model, prompts, tokens, rng, max_prompt_tokens)
             samples += point_ms
+    if q == 1 and decode_checks is not None:
+        decode_checks.append({"batch": b, "context_len": c, "resent": resent, "unseen": unseen})
     return samples
 
 
 async def measure_async(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
                         show_progress: bool = True, prefix_checks: list | None = None,
                         max_prompt_tokens: int | None = None, speculative_k: int = 0,
-                        spec_steps_out: list | None = None) -> list[dict]:
+                        spec_steps_out: list | None = None, decode_checks: list | None = None) -> list[dict]:
     """The grid's rows in grid order. speculative_k > 0 (a server that drafts up to k tokens): its decode
     rows come from its steps and the drafts they verified (real.engine.spec_rows), not from gaps; those steps
-    (batch, context_len, step_ms, rows) are appended to spec_steps_out where given."""
+    (batch, context_len, step_ms, rows) are appended to spec_steps_out where given. A plain server's decode
+    points append their batches sent again to decode_checks (point_samples)."""
     from real.engine.spec_rows import decode_point_steps, decode_rows
 
     rng = np.random.default_rng(seed)
@@ -311,7 +347,7 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
                 rows.append(None)  # filled below, once every decode point of its context is in
                 continue
             samples = await point_samples(client, base_url, model, tokens, rng, point, spec.output_tokens,
-                                          spec.repeats, prefix_checks, max_prompt_tokens)
+                                          spec.repeats, prefix_checks, max_prompt_tokens, decode_checks)
             rows.append(_row(*point, samples))
     if spec_steps:
         solved = decode_rows(spec_steps, list(spec.batches))
@@ -326,6 +362,6 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
 def measure_step_profile(base_url: str, spec, tokens, model: str = "target", seed: int = 0,
                          show_progress: bool = True, prefix_checks: list | None = None,
                          max_prompt_tokens: int | None = None, speculative_k: int = 0,
-                         spec_steps_out: list | None = None) -> list[dict]:
+                         spec_steps_out: list | None = None, decode_checks: list | None = None) -> list[dict]:
     return asyncio.run(measure_async(base_url, spec, tokens, model, seed, show_progress, prefix_checks,
-                                     max_prompt_tokens, speculative_k, spec_steps_out))
+                                     max_prompt_tokens, speculative_k, spec_steps_out, decode_checks))

@@ -3,6 +3,7 @@
 In process (loadgen tests):      with FakeEngine(step_s=0.01) as engine: engine.base_url ...
 As the server command (lifecycle): python fake_engine.py --model M --port N [--health-after S]
                                   [--never-healthy] [--models-after S] [--exit-after S] [--step-s S]
+                                  [--count-decode-steps] [--bunch-first-batches N]
 
 Each completion streams `max_tokens` tokens, one chunk per simulated engine step of `step_s` seconds
 (`tokens_per_step` tokens per chunk with speculation on), with vLLM's continuous usage stats, then a usage
@@ -15,6 +16,12 @@ one engine loop as vLLM's engine core runs them: the front end hands requests ov
 soon as a request is there and takes what is queued at that moment; a step lasts step_s +
 prefill_s_per_token x its prompt tokens; the steps are counted in vllm:iteration_tokens_total_count and
 `steps` holds each step's request count.
+
+With `count_decode_steps`, requests of more than one token decode on one engine clock, as vLLM's engine core
+runs them: a step every step_s of every request waiting for one, counted in vllm:iteration_tokens_total_count.
+With `bunch_first_batches` N, the first N decode batches (the requests of more than one token in flight
+together, from one with none in flight until there is none again) hold their chunks back and stream them all
+at once at the end, as a loaded API server delivered a whole batch's chunks within 0.5 ms.
 """
 from __future__ import annotations
 
@@ -33,11 +40,16 @@ class FakeEngine:
     def __init__(self, step_s: float = 0.005, tokens_per_step: int = 1, k: int = 0, health_after_s: float = 0.0,
                  never_healthy: bool = False, port: int = 0, models_after_s: float = 0.0,
                  prefix_cache: bool = True, prefill_s_per_token: float | None = None, admit_s: float = 0.0,
-                 draft_on_repeats: bool = False):
+                 draft_on_repeats: bool = False, count_decode_steps: bool = False, bunch_first_batches: int = 0):
         self.step_s, self.tokens_per_step, self.k = step_s, tokens_per_step, k
         # like vLLM's n-gram proposer: a request drafts only where its prompt (token ids) repeats a bigram
         self.draft_on_repeats = draft_on_repeats
         self.prefill_s_per_token, self.admit_s = prefill_s_per_token, admit_s
+        self.count_decode_steps, self.bunch_first_batches = count_decode_steps, bunch_first_batches
+        self.decode_steps = 0  # engine clock: decode steps run
+        self._tick: asyncio.Future | None = None  # engine clock: the step now running
+        self.decode_batches = 0  # decode batches begun
+        self._decoding = 0  # requests of more than one token in flight
         self.steps: list[int] = []  # engine loop: requests per step
         self._waiting: list = []  # engine loop: (prompt tokens, future) admitted, not yet stepped
         self._arrived: asyncio.Event | None = None
@@ -111,6 +123,8 @@ class FakeEngine:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
         done = 0
         stepped = self.prefill_s_per_token is not None and max_tokens == 1
+        decoding = max_tokens > 1
+        held = self._join_batch() if decoding else None  # a bunched batch's chunks, sent at the end
         drafts = self.k and not (self.draft_on_repeats and isinstance(prompt, list)
                                  and len(set(itertools.pairwise(prompt))) == len(prompt) - 1)
         per_step = self.tokens_per_step if drafts else 1
@@ -118,6 +132,8 @@ class FakeEngine:
             while done < max_tokens:
                 if stepped:
                     await self._engine_step(n_in)
+                elif decoding and self.count_decode_steps:
+                    await self._decode_step()
                 else:
                     await asyncio.sleep(self.step_s)
                 step = min(per_step, max_tokens - done)
@@ -131,14 +147,40 @@ class FakeEngine:
                         self.per_pos[j] += 1
                 chunk = {"choices": [{"index": 0, "text": "x" * step}],
                          "usage": {"prompt_tokens": n_in, "completion_tokens": done, "total_tokens": n_in + done}}
-                writer.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                data = f"data: {json.dumps(chunk)}\n\n".encode()
+                if held is not None:
+                    held.append(data)
+                    continue
+                writer.write(data)
                 await writer.drain()
             usage = {"prompt_tokens": n_in, "completion_tokens": done, "total_tokens": n_in + done}
-            writer.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
+            writer.write(b"".join(held or [])
+                         + f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
             await writer.drain()
             self.completions += 1
         finally:
             self.in_flight -= 1
+            self._decoding -= decoding
+
+    def _join_batch(self) -> list | None:
+        """A request of more than one token joins the decode batch in flight, or begins the next: a list to
+        hold its chunks in where that batch is one of the first bunch_first_batches, else None."""
+        if not self._decoding:
+            self.decode_batches += 1
+        self._decoding += 1
+        return [] if self.decode_batches <= self.bunch_first_batches else None
+
+    async def _decode_step(self) -> None:
+        """Wait for the engine clock's next decode step (one every step_s while any request waits for one)."""
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(self.step_s, self._end_decode_step)
+        await asyncio.shield(self._tick)
+
+    def _end_decode_step(self) -> None:
+        tick, self._tick = self._tick, None
+        self.decode_steps += 1
+        tick.set_result(None)
 
     async def _engine_step(self, n_in: int) -> None:
         """Hand the request to the engine loop (after the front end's admit_s, one request at a time) and
@@ -184,8 +226,8 @@ class FakeEngine:
             lines.append(f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position="{pos}"}} '
                          f"{float(value)}")
         lines.append(f"vllm:num_requests_running{{{labels}}} {float(self.in_flight)}")
-        if self.prefill_s_per_token is not None:
-            lines.append(f"vllm:iteration_tokens_total_count{{{labels}}} {float(len(self.steps))}")
+        if self.prefill_s_per_token is not None or self.count_decode_steps:
+            lines.append(f"vllm:iteration_tokens_total_count{{{labels}}} {float(len(self.steps) + self.decode_steps)}")
         lines.append(f"vllm:prefix_cache_hits_total{{{labels}}} {float(self.prefix_hits)}")
         lines.append(f"vllm:prefix_cache_queries_total{{{labels}}} {float(self.prefix_queries)}")
         return "\n".join(lines) + "\n"
@@ -236,11 +278,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--exit-after", type=float, default=None)
     parser.add_argument("--speculative-config", default=None)
     parser.add_argument("--draft-on-repeats", action="store_true")
+    parser.add_argument("--count-decode-steps", action="store_true")
+    parser.add_argument("--bunch-first-batches", type=int, default=0)
     args, _unknown = parser.parse_known_args(argv)  # vllm serve flags this fake does not model
     k = json.loads(args.speculative_config)["num_speculative_tokens"] if args.speculative_config else 0
     engine = FakeEngine(step_s=args.step_s, tokens_per_step=2 if k else 1, k=k, health_after_s=args.health_after,
                         never_healthy=args.never_healthy, port=args.port, models_after_s=args.models_after,
-                        draft_on_repeats=args.draft_on_repeats)
+                        draft_on_repeats=args.draft_on_repeats, count_decode_steps=args.count_decode_steps,
+                        bunch_first_batches=args.bunch_first_batches)
     print(f"fake engine: serving {args.model} on 127.0.0.1:{args.port} (k={k})", flush=True)
 
     async def run() -> None:

@@ -267,7 +267,11 @@ def test_engine_stage_serves_drives_profiles_and_resumes(tmp_path, capsys):
     assert plain["delta"]["num_drafts"] == 0
     assert "fake engine: serving" in (run / "engine" / "nospec" / "server.log").read_text()
     assert len(pd.read_csv(run / "engine" / "step_profile.csv")) == 8
-    assert json.loads((run / "engine" / "step_profile.json").read_text())["source"] == "vllm"
+    profile_meta = json.loads((run / "engine" / "step_profile.json").read_text())
+    assert profile_meta["source"] == "vllm"
+    # every decode point's batches sent again (none: the fake counts no steps, nothing to check against)
+    assert [(c["batch"], c["context_len"], c["resent"]) for c in profile_meta["decode_resent"]] == [
+        (1, 0, 0), (1, 8, 0), (2, 0, 0), (2, 8, 0)]
     # the speculative variant's own decode steps: query_tokens 1 + 2 drafts, batches x contexts
     spec_rows = pd.read_csv(run / "engine" / "ngram" / "step_profile.csv")
     assert len(spec_rows) == 4 and (spec_rows["query_tokens"] == 3).all() and (spec_rows["step_ms"] > 0).all()

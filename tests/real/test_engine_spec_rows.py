@@ -8,7 +8,8 @@ import pytest
 
 from lab.errors import LabError
 from real.engine.loadgen import StreamRecord
-from real.engine.spec_rows import decode_point_steps, decode_rows, step_gap_s, steps_agree
+from real.engine.spec_rows import decode_point_steps, decode_rows
+from real.engine.steps import step_gap_s, steps_agree
 from sim.step_profile import axis_weights
 from tests.real.fake_engine import FakeEngine
 
