@@ -14,6 +14,7 @@
         - {name: trace, kind: trace, trace_path: $DATA/azure2023_splitwise_conv.csv, time_scale: 0.05}
       step_profile: {batches: [1, 2, 4, 8], query_tokens: [1, 64, 256]}
       profile_every_variant: false   # true: the step profile on every variant's server (fidelity reads its own)
+      speculative_profile_prompts: text   # or random: token ids a speculative server's proposer rarely matches
       spec_step_profile: false    # true: also profile each speculative server's own decode steps
       reference: {points: [[1, 1, 256], [1, 64, 0]], repeats: 2}   # drift control around every load
 
@@ -153,6 +154,10 @@ class EngineSection(StrictModel):
                                         "server's decode rows solved from its steps and their verified drafts, "
                                         "real/engine/spec_rows.py); the fidelity stage prices each variant from "
                                         "its own server's profile")
+    speculative_profile_prompts: Literal["text", "random"] = Field(
+        "text", description="what a speculative server is profiled with (profile_every_variant): text, the run's "
+        "prompts as the plain server and the loads get them, so its proposer drafts as it will in the loads; "
+        "random: random token ids (it drafts only where greedy output repeats itself)")
     spec_step_profile: bool = Field(False, description="also measure each speculative variant's own decode steps "
                                     "(engine/<variant>/step_profile.csv, for sim.cost.spec_profile; the fidelity "
                                     "stage does not use it; ~2.6 min per variant on 2 CPU cores)")

@@ -122,7 +122,7 @@ def run_stage(ctx) -> None:
                                                   "env": {k: env[k] for k in env if k.startswith("VLLM_CPU")}}
                 write_json_atomic(info_path, info)
                 _warm_up(server.base_url, tokens)
-                profile_tokens = _profile_tokens(tokens, variant, model_dir)
+                profile_tokens = _profile_tokens(tokens, variant, model_dir, section.speculative_profile_prompts)
                 for round_index in range(rounds):
                     if want_profile:
                         _profile_round(ctx, server.base_url, section, profile_tokens, model_dir, venv, round_index,
@@ -264,12 +264,14 @@ def _profile_home(ctx, section, index: int, variant) -> Path | None:
     return profile_home(ctx.path("engine"), variant.name if index else None)
 
 
-def _profile_tokens(tokens, variant, model_dir: Path):
-    """The prompts a server is profiled with: a speculative server gets random token ids, in which its n-gram
-    proposer matches far less than in text (it still drafts where greedy output repeats itself: counted in the
-    profile's meta, spec_counters), so its decode rows (real/engine/spec_rows.py: the steps' verified drafts
-    taken out as the simulator prices them) rest mostly on steps that verified nothing."""
-    if variant.speculative.method == "none":
+def _profile_tokens(tokens, variant, model_dir: Path, prompts: str = "text"):
+    """The prompts a server is profiled with: the run's own (text where the experiment has prompts), and for a
+    speculative server under engine.speculative_profile_prompts `random` random token ids instead. On text its
+    proposer drafts as it does in the loads, so the steps its decode rows are solved from (real/engine/
+    spec_rows.py) hold the loads' mixes of requests and drafts: in fid-s21 (random ids) a lone request verifying
+    4 drafts was never profiled, and the loads' steps of 3-8 verified rows took 96-124 ms where the profile
+    priced 116-137 (BENCHMARKS.md, session 22). Random ids draft only where greedy output repeats itself."""
+    if variant.speculative.method == "none" or prompts == "text":
         return tokens
     return RandomTokens(_vocab_size(model_dir))
 

@@ -132,7 +132,7 @@ def test_every_variant_profiles_its_own_server_each_round_and_prices_its_own_loa
     assert "ngram priced by the first variant" in (tmp_path / "first" / "fidelity.md").read_text()
 
 
-def test_a_speculative_servers_profile_draws_random_tokens(tmp_path):
+def test_a_speculative_server_is_profiled_on_the_runs_text_or_on_random_tokens(tmp_path):
     from real.engine.loadgen import TextTokens
     from real.engine.stage import _profile_tokens
 
@@ -142,7 +142,10 @@ def test_a_speculative_servers_profile_draws_random_tokens(tmp_path):
         {"name": "nospec"}, {"name": "ngram", "speculative": {"method": "ngram"}}]}})
     nospec, ngram = cfg.engine.variants
     assert _profile_tokens(text, nospec, tmp_path) is text
-    drawn = _profile_tokens(text, ngram, tmp_path)
+    assert cfg.engine.speculative_profile_prompts == "text"
+    assert _profile_tokens(text, ngram, tmp_path, cfg.engine.speculative_profile_prompts) is text
+    assert _profile_tokens(text, nospec, tmp_path, "random") is text  # a plain server: always the run's prompts
+    drawn = _profile_tokens(text, ngram, tmp_path, "random")
     assert isinstance(drawn, RandomTokens) and drawn.high == 500
 
 
