@@ -88,7 +88,8 @@ class ModelShape:
         not split by heads, and every GPU holds all of it (tp copies)."""
         if self.kv_dim_override:
             return float(tp)
-        return tp * max(1, self.n_kv_heads // tp) / self.n_kv_heads
+        return max(1.0, tp * max(1, self.n_kv_heads // tp) / self.n_kv_heads)  # (vLLM refuses a tp that does
+        # not divide the heads or a multiple of them; no fewer than one copy whatever the tp)
 
     @property
     def weight_bytes(self) -> float:
