@@ -68,18 +68,22 @@ def test_a_later_round_sends_the_same_arrivals_and_lengths_with_other_prompts():
     assert all(a.prompt != b.prompt for a, b in zip(first, second))  # not served from the prefix cache
 
 
+def _two_round_experiment(name: str, venv, model, variants: list[dict], max_requests: int, **engine) -> dict:
+    """An engine + fidelity experiment on the fake engine: 2 rounds, one fast Poisson load, a 2 x 2 profile grid."""
+    return {"name": name, "stages": ["engine", "fidelity"],
+            "engine": {"venv": str(venv), "model": str(model), "startup_timeout_s": 30, "rounds": 2, **engine,
+                       "variants": variants,
+                       "loads": [{"name": "low", "kind": "poisson", "rate": 50, "prompt_tokens": 6,
+                                  "output_tokens": 4, "max_requests": max_requests}],
+                       "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0],
+                                        "output_tokens": 5, "repeats": 1}}}
+
+
 def test_engine_stage_with_rounds_interleaves_profiles_and_loads_and_compares_means(tmp_path, capsys):
     from tests.real.test_engine_server import fake_engine_venv, fake_model, run_engine_experiment
 
     venv, model = fake_engine_venv(tmp_path), fake_model(tmp_path)
-    experiment = {
-        "name": "rounds", "stages": ["engine", "fidelity"],
-        "engine": {"venv": str(venv), "model": str(model), "startup_timeout_s": 30, "rounds": 2,
-                   "variants": [{"name": "nospec"}],
-                   "loads": [{"name": "low", "kind": "poisson", "rate": 50, "prompt_tokens": 6, "output_tokens": 4,
-                              "max_requests": 4}],
-                   "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0],
-                                    "output_tokens": 5, "repeats": 1}}}
+    experiment = _two_round_experiment("rounds", venv, model, [{"name": "nospec"}], max_requests=4)
     status, out, _port = run_engine_experiment(tmp_path, capsys, experiment)
     assert status == 0
     engine = next((out / "rounds").iterdir()) / "engine"
@@ -100,16 +104,10 @@ def test_every_variant_profiles_its_own_server_each_round_and_prices_its_own_loa
     from tests.real.test_engine_server import fake_engine_venv, fake_model, run_engine_experiment
 
     venv, model = fake_engine_venv(tmp_path, "--draft-on-repeats --step-s 0.03"), fake_model(tmp_path)
-    experiment = {
-        "name": "own", "stages": ["engine", "fidelity"],
-        "engine": {"venv": str(venv), "model": str(model), "startup_timeout_s": 30, "rounds": 2,
-                   "profile_every_variant": True,
-                   "variants": [{"name": "nospec"},
-                                {"name": "ngram", "speculative": {"method": "ngram", "num_speculative_tokens": 2}}],
-                   "loads": [{"name": "low", "kind": "poisson", "rate": 50, "prompt_tokens": 6, "output_tokens": 4,
-                              "max_requests": 3}],
-                   "step_profile": {"batches": [1, 2], "query_tokens": [1, 4], "context_lens": [0],
-                                    "output_tokens": 5, "repeats": 1}}}
+    experiment = _two_round_experiment(
+        "own", venv, model, [{"name": "nospec"},
+                             {"name": "ngram", "speculative": {"method": "ngram", "num_speculative_tokens": 2}}],
+        max_requests=3, profile_every_variant=True)
     status, out, _port = run_engine_experiment(tmp_path, capsys, experiment)
     assert status == 0
     run = next((out / "own").iterdir())
