@@ -34,7 +34,7 @@ POLICY_KINDS = ("ar", "mtp", "fixed_k", "threshold", "smartspec", "prefix", "pre
 # The presets are data files under sim/presets/ (the one source of hardware and model names); lab reads them
 # as data, never importing sim.
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "sim" / "presets"
-DTYPES = ("fp32", "bf16", "fp16", "fp8")
+DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "fp4")
 
 
 def _read_presets(file_name: str) -> dict[str, dict]:
@@ -111,6 +111,10 @@ class HardwareSheet(StrictModel):
         if any(v <= 0 for v in self.peak_tflops.values()):
             raise ValueError("peak_tflops values must be positive")
         return self
+
+    def has_peak(self, dtype: str) -> bool:
+        """Whether the sheet gives a dense peak for `dtype` (fp16 and bf16 stand in for each other)."""
+        return dtype in self.peak_tflops or {"fp16": "bf16", "bf16": "fp16"}.get(dtype) in self.peak_tflops
 
     def peak_for(self, dtype: str) -> float:
         """Dense peak TFLOP/s for `dtype` (fp16 falls back to bf16 and back)."""
@@ -204,6 +208,12 @@ class ModelSpec(StrictModel):
             raise ValueError(f"model.config {self.config!r} is not valid JSON") from None
         if not isinstance(data, dict) or "hidden_size" not in data and "text_config" not in data:
             raise ValueError(f"model.config {self.config!r} has no hidden_size: not a transformer config.json")
+        if self.dtype is None:  # a quantized checkpoint: its method must be one the simulator prices
+            from sim.quant import quant_scheme
+            try:
+                quant_scheme(data.get("quantization_config"), f"model.config {self.config!r}")
+            except LabError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
 

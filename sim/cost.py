@@ -16,7 +16,9 @@ sliding-window layers the roofline counts n_reqs x attended_context(kv_sum / n_r
 
 Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
 tp GPUs:
-    compute = (gemm tokens x 2 x active params + attended x attention FLOPs per cached token) / (tp x mfu x peak[dtype]),
+    compute = gemm tokens x 2 x active params / (tp x mfu x peak[matmul dtype]) + attended x attention FLOPs per
+              cached token / (tp x mfu x peak[dtype]); matmul dtype = a quantized checkpoint's (fp8 / int8 / fp4,
+              sim/quant.py) where the sheet has that peak, else the activation dtype `dtype`,
               gemm tokens = tokens, or past one tile of gemm_row_tile rows the tokens rounded up to whole tiles
               attended = the cached tokens each query token attends to, summed over the step's tokens
               (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
@@ -97,7 +99,11 @@ class CostModel:
         if self.request_overhead_s is None:
             self.request_overhead_s = hw.request_overhead_us / 1e6
         bw = achievable_bandwidth(hw) * tp
-        flops = achievable_flops(hw, m.dtype) * tp
+        flops = achievable_flops(hw, m.dtype) * tp  # attention scores: the activation dtype
+        # a quantized checkpoint's matmuls at their own peak where the card has one (fp8 / int8 / fp4 w8a8-style);
+        # else, as vLLM's weight-only kernels (Marlin) do, dequantized to the activation dtype
+        matmul = m.matmul_dtype if m.matmul_dtype and hw.has_peak(m.matmul_dtype) else m.dtype
+        matmul_flops = achievable_flops(hw, matmul) * tp
         # per-step constants, precomputed so that step_time is a handful of float ops
         self._bw = bw
         # weight-read time of a multi-token step (GEMM) / that of a one-token step (GEMV); 1 on GPU sheets
@@ -107,7 +113,7 @@ class CostModel:
         self._moe = bool(m.moe_experts)
         self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
         self._t_weights = m.weight_bytes_read(1, self.ep) / bw if self._moe else m.active_weight_bytes / bw
-        self._t_per_token_flops = m.flops_per_token / flops
+        self._t_per_token_flops = m.flops_per_token / matmul_flops
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy

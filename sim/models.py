@@ -12,7 +12,11 @@ E * (1 - (1 - k/E)^tokens) of them under uniform routing. Configs read: Qwen3-Mo
 mlp_only_layers), DeepSeek-V3 (n_routed_experts, n_shared_experts, first_k_dense_replace, moe_layer_freq and
 MLA's q_lora_rank / kv_lora_rank / qk_nope_head_dim / qk_rope_head_dim / v_head_dim: the KV cache holds
 kv_lora_rank + qk_rope_head_dim values per layer), Mixtral (num_local_experts), and dense Llama / Qwen3 /
-Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed. Sliding-window
+Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed. Quantized checkpoints
+(quantization_config: AWQ, GPTQ, fp8, compressed-tensors, mxfp4, ModelOpt, bitsandbytes; sim/quant.py): the
+module classes the scheme quantizes (attention, dense MLP, routed / shared experts, an untied LM head) are stored
+at its bits per weight, the rest (embeddings, norms, routers, what it leaves out) at the activation dtype; `dtype`
+stays the activation dtype and `matmul_dtype` names the peak its quantized matmuls run at (weight-only: None). Sliding-window
 attention (Gemma3's layer_types / sliding_window_pattern, Mistral's sliding_window): those layers read KV and
 spend score FLOPs over min(context, window) only (attended_context); their KV memory follows vLLM's hybrid
 KV cache manager (sim/kv_cache.KVGroups / HybridKV: out-of-window blocks are freed; engine.hybrid_kv).
@@ -28,8 +32,9 @@ import numpy as np
 from lab.config_sim import MODEL_NAMES, ModelSpec, model_presets
 from lab.errors import LabError
 from lab.paths import expand_path
+from sim.quant import quant_scheme
 
-DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
+DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
 TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
@@ -54,11 +59,19 @@ class ModelShape:
     sliding_window: int | None = None  # tokens a sliding-window layer attends to (Gemma3, Mistral)
     sliding_layers: int = 0  # layers that attend over the window only; the rest attend over everything
     source: str | None = None
+    # a quantized checkpoint (sim/quant.py): `quant_dense_params_b` parameters outside the routed experts (and
+    # the routed experts where `quant_experts`) are stored at `quant_bits` bits each, the rest at `dtype`;
+    # the quantized matmuls run at `matmul_dtype`'s peak where the card has one (None: `dtype`, weight-only)
+    quant_method: str | None = None
+    quant_bits: float | None = None
+    quant_dense_params_b: float = 0.0
+    quant_experts: bool = False
+    matmul_dtype: str | None = None
 
     def __post_init__(self):
         if self.active_params_b is None:
             object.__setattr__(self, "active_params_b", self.params_b)
-        for field_name in ("dtype", "kv_dtype"):
+        for field_name in ("dtype", "kv_dtype", "matmul_dtype"):
             value = getattr(self, field_name)
             if value is not None and value not in DTYPE_BYTES:
                 raise LabError(f"model {self.name}: {field_name} {value!r} is not one of {sorted(DTYPE_BYTES)}")
@@ -92,16 +105,40 @@ class ModelShape:
         # not divide the heads or a multiple of them; no fewer than one copy whatever the tp)
 
     @property
+    def expert_bytes_per_param(self) -> float:
+        """Bytes of one routed-expert parameter (quantized where the checkpoint quantizes the experts)."""
+        return self.quant_bits / 8 if self.quant_bits and self.quant_experts else self.bytes_per_param
+
+    def _dense_bytes(self, dense_params_b: float) -> float:
+        """Bytes of `dense_params_b` parameters outside the routed experts, all the quantized ones among them."""
+        quantized = self.quant_dense_params_b
+        return (dense_params_b - quantized) * 1e9 * self.bytes_per_param + quantized * 1e9 * self.quant_bits / 8
+
+    @property
+    def _routed_active_b(self) -> float:
+        """Routed-expert parameters one token's matmuls touch (k of E), billions."""
+        return self.expert_params_b * self.moe_top_k / self.moe_experts if self.moe_experts else 0.0
+
+    @property
     def weight_bytes(self) -> float:
-        return self.params_b * 1e9 * self.bytes_per_param
+        if not self.quant_bits:
+            return self.params_b * 1e9 * self.bytes_per_param
+        return self._dense_bytes(self.params_b - self.expert_params_b) + \
+            self.expert_params_b * 1e9 * self.expert_bytes_per_param
 
     @property
     def active_weight_bytes(self) -> float:
-        return self.active_params_b * 1e9 * self.bytes_per_param
+        if not self.quant_bits:
+            return self.active_params_b * 1e9 * self.bytes_per_param
+        return self._dense_bytes(self.active_params_b - self._routed_active_b) + \
+            self._routed_active_b * 1e9 * self.expert_bytes_per_param
 
     def resident_weight_bytes(self, ep: int = 1) -> float:
         """Weights one expert-parallel rank holds: everything but the routed experts, plus 1/ep of those."""
-        return (self.params_b - self.expert_params_b * (1.0 - 1.0 / ep)) * 1e9 * self.bytes_per_param
+        if not self.quant_bits:
+            return (self.params_b - self.expert_params_b * (1.0 - 1.0 / ep)) * 1e9 * self.bytes_per_param
+        return self._dense_bytes(self.params_b - self.expert_params_b) + \
+            self.expert_params_b / ep * 1e9 * self.expert_bytes_per_param
 
     def weight_bytes_read(self, tokens, ep: int = 1):
         """Bytes of weights one step of `tokens` tokens reads on one rank: the dense parts always; of its E/ep
@@ -109,8 +146,11 @@ class ModelShape:
         tokens) of them under uniform routing (dense models: the active weights)."""
         if not self.moe_experts:
             return self.active_weight_bytes
-        dense = (self.active_params_b - self.expert_params_b * self.moe_top_k / self.moe_experts) * 1e9
         touched = 1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** (tokens * ep)
+        if self.quant_bits:
+            return self._dense_bytes(self.active_params_b - self._routed_active_b) + \
+                self.expert_params_b * 1e9 / ep * touched * self.expert_bytes_per_param
+        dense = (self.active_params_b - self.expert_params_b * self.moe_top_k / self.moe_experts) * 1e9
         return (dense + self.expert_params_b * 1e9 / ep * touched) * self.bytes_per_param
 
     @property
@@ -155,15 +195,20 @@ def get_model(name: str) -> ModelShape:
 def model_from_config(spec: ModelSpec) -> ModelShape:
     """The model a `sim.model` section describes: a preset or a config.json, with its dtype overrides."""
     if spec.config:
-        model = from_hf_config(expand_path(spec.config), name=spec.name if "name" in spec.model_fields_set else None)
+        model = from_hf_config(expand_path(spec.config), name=spec.name if "name" in spec.model_fields_set else None,
+                               quantized=spec.dtype is None)
     else:
         model = get_model(spec.name)
     update = {k: v for k, v in (("dtype", spec.dtype), ("kv_dtype", spec.kv_dtype)) if v is not None}
+    if spec.dtype is not None:  # every weight at that one precision: the checkpoint's quantization no longer applies
+        update.update(quant_method=None, quant_bits=None, quant_dense_params_b=0.0, quant_experts=False,
+                      matmul_dtype=None)
     return replace(model, **update) if update else model
 
 
-def from_hf_config(path: str | Path, name: str | None = None) -> ModelShape:
-    """Shape of a Hugging Face config.json (see the module docstring for the keys read)."""
+def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = True) -> ModelShape:
+    """Shape of a Hugging Face config.json (see the module docstring for the keys read); quantized=False reads
+    past its quantization_config (the caller prices every weight at one dtype of its own)."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
@@ -233,17 +278,23 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelShape:
     # an untied input embedding is a row lookup: memory, but neither read whole nor multiplied per step
     active = total - (0 if tied else embed) - (expert_total * (1 - top_k / experts) if experts else 0)
 
+    # the activation dtype: unquantized weights, and the KV cache (vLLM's kv_cache_dtype auto)
     dtype = kv_dtype = TORCH_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16")
-    quant = cfg.get("quantization_config") or {}
-    if isinstance(quant, dict) and "fp8" in str(quant.get("quant_method", "")).lower():
-        dtype = "fp8"  # fp8 weights; the KV cache stays in the activation dtype (vLLM's kv_cache_dtype auto)
+    scheme = quant_scheme(raw.get("quantization_config") or cfg.get("quantization_config"), str(path)) \
+        if quantized else None
+    classes = {"attention": n_layers * attn, "mlp": (n_layers - n_moe) * 3 * h * inter,
+               "shared_experts": n_moe * shared, "lm_head": 0 if tied else embed}  # parameters per module class
+    quant = {} if scheme is None else {
+        "quant_method": scheme.method, "quant_bits": scheme.weight_bits, "matmul_dtype": scheme.matmul_dtype,
+        "quant_dense_params_b": sum(n for c, n in classes.items() if scheme.quantizes(c)) / 1e9,
+        "quant_experts": bool(experts) and scheme.quantizes("experts")}
     window, sliding = _sliding_window(cfg, n_layers)
     label = name or cfg.get("_name_or_path") or path.parent.name or str(cfg.get("model_type", "model"))
     return ModelShape(name=str(label), params_b=total / 1e9, active_params_b=active / 1e9, n_layers=n_layers,
                       hidden=h, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, dtype=dtype, kv_dtype=kv_dtype,
                       kv_dim_override=kv_dim, attn_dim=attn_dim, moe_experts=experts, moe_top_k=top_k,
                       expert_params_b=expert_total / 1e9, moe_layers=n_moe if experts else None,
-                      sliding_window=window, sliding_layers=sliding, source=str(path))
+                      sliding_window=window, sliding_layers=sliding, source=str(path), **quant)
 
 
 def _sliding_window(cfg: dict, n_layers: int) -> tuple[int | None, int]:

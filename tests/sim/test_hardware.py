@@ -95,7 +95,14 @@ def test_deepseek_v3_config_mla_shared_experts_fp8():
     m = from_hf_config(DATA / "deepseek_v3_config.json")
     assert m.params_b == pytest.approx(671, rel=0.01)
     assert m.active_params_b + 129280 * 7168 / 1e9 == pytest.approx(37, rel=0.02)
-    assert m.n_moe_layers == 58 and m.dtype == "fp8" and m.kv_dtype == "bf16"
+    # fp8 checkpoint: every decoder matmul's weights 8-bit and run at the fp8 peak; the embeddings / LM head and
+    # the KV cache stay bf16 (the activation dtype, vLLM's kv_cache_dtype auto)
+    assert m.n_moe_layers == 58 and m.dtype == "bf16" and m.kv_dtype == "bf16"
+    assert (m.quant_method, m.quant_bits, m.matmul_dtype, m.quant_experts) == ("fp8", 8.0, "fp8", True)
+    embeddings, routers = 2 * 129280 * 7168, 58 * 7168 * 256  # input embedding + untied LM head; MoE routers
+    unquantized = (m.params_b - m.quant_dense_params_b - m.expert_params_b) * 1e9  # + norm vectors
+    assert unquantized == pytest.approx(embeddings + routers, rel=0.005)
+    assert m.weight_bytes == pytest.approx((m.params_b * 1e9 - unquantized) * 1 + unquantized * 2)
     assert m.kv_bytes_per_token == 61 * (512 + 64) * 2  # MLA latent + rope key, bf16
 
 

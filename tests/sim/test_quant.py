@@ -1,0 +1,125 @@
+"""Quantized checkpoints (sim/quant.py, sim/models.py): weight bytes per module class, matmul precision.
+
+    python -m pytest -q tests/sim/test_quant.py
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.errors import LabError
+from sim.cost import CostModel
+from sim.hardware import achievable_bandwidth, get_hardware
+from sim.models import from_hf_config, model_from_config
+from sim.quant import excluded_classes, quant_scheme
+
+REPO = Path(__file__).resolve().parents[2]
+QWEN3_32B = REPO / "real/presets/qwen3-32b.json"
+GPT_OSS_20B = REPO / "sim/validation/configs/gpt-oss-20b.json"
+
+
+def with_quant(tmp_path, base: Path, quantization_config: dict, name="quantized") -> Path:
+    cfg = json.loads(base.read_text())
+    cfg["quantization_config"] = quantization_config
+    path = tmp_path / name / "config.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_gpt_oss_20b_mxfp4_quantizes_only_its_experts():
+    m = from_hf_config(GPT_OSS_20B)
+    assert m.params_b == pytest.approx(20.9, abs=0.1) and m.active_params_b == pytest.approx(3.6, abs=0.05)
+    assert (m.quant_method, m.quant_bits, m.quant_experts, m.matmul_dtype) == ("mxfp4", 4.25, True, None)
+    assert m.quant_dense_params_b == 0.0  # attention, router, embeddings and LM head not converted
+    experts = m.expert_params_b * 1e9
+    assert m.weight_bytes == pytest.approx(experts * 4.25 / 8 + (m.params_b * 1e9 - experts) * 2)
+    # the published checkpoint (openai/gpt-oss-20b safetensors) is 13.8 GB; biases are not counted here
+    assert m.weight_bytes / 1e9 == pytest.approx(13.8, rel=0.02)
+    assert m.sliding_layers == 12 and m.sliding_window == 128
+
+
+def test_awq_4bit_reads_about_a_quarter_of_the_bf16_bytes(tmp_path):
+    dense = from_hf_config(QWEN3_32B)
+    awq = from_hf_config(with_quant(tmp_path, QWEN3_32B, {"bits": 4, "group_size": 128, "quant_method": "awq",
+                                                           "version": "gemm", "zero_point": True}))
+    bits = 4 + (16 + 4) / 128  # an fp16 scale and a 4-bit zero per 128 weights
+    assert awq.quant_bits == pytest.approx(bits) and awq.matmul_dtype is None and awq.dtype == "bf16"
+    embeddings = 2 * 151936 * 5120  # untied input embedding + LM head stay bf16
+    linear = dense.params_b * 1e9 - embeddings - (64 * 2 + 1) * 5120  # minus the RMSNorm vectors
+    assert awq.quant_dense_params_b * 1e9 == pytest.approx(linear, rel=1e-6)
+    assert awq.weight_bytes == pytest.approx(dense.weight_bytes - linear * (2 - bits / 8), rel=1e-6)
+    assert 19.0 < awq.weight_bytes / 1e9 < 19.6  # Qwen/Qwen3-32B-AWQ ships ~19.3 GB of safetensors
+    h100 = get_hardware("h100")
+    one_bf16, one_awq = CostModel(h100, dense).step_time(1, 0, 1, False), CostModel(h100, awq).step_time(1, 0, 1, False)
+    saved = (dense.active_weight_bytes - awq.active_weight_bytes) / achievable_bandwidth(h100)
+    assert one_bf16 - one_awq == pytest.approx(saved, rel=1e-6)  # a decode step: the weight reads it saves
+    assert one_awq < 0.35 * one_bf16
+    # weight-only: a compute-bound prefill costs what the bf16 model's does
+    big_bf16, big_awq = CostModel(h100, dense).step_time(8192, 0, 1, False), CostModel(h100, awq).step_time(8192, 0, 1, False)
+    assert big_awq == pytest.approx(big_bf16, rel=0.02)
+
+
+def test_fp8_w8a8_runs_at_the_fp8_peak_only_where_the_card_has_one(tmp_path):
+    fp8 = from_hf_config(with_quant(tmp_path, QWEN3_32B, {
+        "quant_method": "compressed-tensors", "format": "float-quantized", "ignore": ["lm_head"],
+        "config_groups": {"group_0": {"targets": ["Linear"],
+                                      "weights": {"num_bits": 8, "type": "float", "strategy": "channel"},
+                                      "input_activations": {"num_bits": 8, "type": "float", "dynamic": True}}}}))
+    dense = from_hf_config(QWEN3_32B)
+    assert (fp8.quant_bits, fp8.matmul_dtype) == (8.0, "fp8")
+    h100, a100 = get_hardware("h100"), get_hardware("a100-80g")
+    prefill = (8192, 0, 1, False)
+    assert CostModel(h100, fp8).step_time(*prefill) == pytest.approx(CostModel(h100, dense).step_time(*prefill) / 2,
+                                                                      rel=0.05)
+    # the A100 has no fp8 tensor cores: vLLM runs fp8 weights through Marlin at bf16
+    assert CostModel(a100, fp8).step_time(*prefill) == pytest.approx(CostModel(a100, dense).step_time(*prefill),
+                                                                      rel=0.02)
+
+
+def test_nvfp4_and_bitsandbytes_bits():
+    nvfp4 = quant_scheme({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16,
+                          "exclude_modules": ["lm_head"]}, "x")
+    assert (nvfp4.weight_bits, nvfp4.matmul_dtype, nvfp4.quantizes("lm_head")) == (4.5, "fp4", False)
+    nf4 = quant_scheme({"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True}, "x")
+    assert nf4.method == "bitsandbytes" and nf4.weight_bits == pytest.approx(4 + 8 / 64 + 32 / (64 * 256))
+    assert quant_scheme({"quant_method": "gptq_marlin", "bits": 8, "group_size": -1, "sym": True}, "x").weight_bits == 8
+    assert quant_scheme({}, "x") is None and quant_scheme(None, "x") is None
+
+
+def test_not_converted_names_map_to_module_classes():
+    names = ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head",
+             "re:.*mlp.gate$", "model.layers.0.mlp.down_proj", "visual.blocks"]
+    assert excluded_classes(names, "x", default=()) == {"attention", "lm_head"}
+    assert excluded_classes(["model.layers.*.mlp"], "x", default=()) == {"mlp", "experts", "shared_experts"}
+    assert excluded_classes(["shared_expert"], "x", default=()) == {"shared_experts"}
+    with pytest.raises(LabError, match="list of module names"):
+        excluded_classes("lm_head", "x")
+
+
+def test_unknown_method_is_one_clear_error(tmp_path):
+    path = with_quant(tmp_path, QWEN3_32B, {"quant_method": "hqq", "nbits": 4})
+    with pytest.raises(LabError, match=r"config\.json.*quant_method 'hqq' is not one the simulator reads"):
+        from_hf_config(path)
+
+
+def test_unknown_method_fails_at_validation_and_dtype_overrides_it(tmp_path):
+    from lab.config_sim import ModelSpec
+
+    path = with_quant(tmp_path, QWEN3_32B, {"quant_method": "hqq"})
+    with pytest.raises(ValueError, match="hqq"):
+        ModelSpec.model_validate({"config": str(path)})
+    spec = ModelSpec.model_validate({"config": str(path), "dtype": "fp8"})
+    m = model_from_config(spec)  # every weight fp8: the checkpoint's scheme is set aside
+    assert (m.dtype, m.quant_bits, m.matmul_dtype) == ("fp8", None, None)
+    assert m.weight_bytes == pytest.approx(m.params_b * 1e9)
+
+
+def test_dtype_override_sets_the_quantization_aside(tmp_path):
+    from lab.config_sim import ModelSpec
+
+    path = with_quant(tmp_path, QWEN3_32B, {"bits": 4, "group_size": 128, "quant_method": "awq"})
+    quantized = model_from_config(ModelSpec.model_validate({"config": str(path)}))
+    plain = model_from_config(ModelSpec.model_validate({"config": str(path), "dtype": "bf16"}))
+    assert quantized.quant_method == "awq" and plain.quant_method is None
+    assert plain.weight_bytes == pytest.approx(from_hf_config(QWEN3_32B).weight_bytes)
