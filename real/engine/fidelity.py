@@ -14,7 +14,9 @@ what the engine stage recorded:
   sim/cost.py (a verified draft token read as one more decoding request's token); with
   engine.profile_every_variant each later variant is priced by its own server's profile
   (engine/<variant>/profile/step_profile.csv, measured every round right before that server's loads, as the
-  first server's is before its own), `--profiles first` prices every variant by the first's (an A/B on one run);
+  first server's is before its own), `--profiles first` prices every variant by the first's (an A/B on one run),
+  `--profiles round` each round's log by the profile its server measured in that round (not the rounds' median;
+  on fid-s21 / s22 / s23 it met 18 / 22 / 18 of 24 goals against the median's 17 / 21 / 21: no better overall);
 - batching: vLLM's max_num_seqs and max_num_batched_tokens, paged KV with the KV capacity and block size
   the server's log reports (VLLM_CPU_KVCACHE_SPACE decides it);
 - not the speculative variant's own decode-step profile (engine/<variant>/step_profile.csv): its rows are
@@ -63,7 +65,7 @@ from lab.errors import LabError
 from lab.io import atomic_path, write_text_atomic
 from real.embedded import log
 from real.engine.drift import reference_ratio, scaled_profile
-from real.engine.rounds import aggregate_rounds, api_probe_path, load_dirs, variant_profile
+from real.engine.rounds import aggregate_rounds, api_probe_path, load_dirs, profile_round_dir, variant_profile
 from real.engine.server_side import api_path_markdown
 from sim.acceptance import rates_from_counters
 from sim.step_profile import read_profile
@@ -241,7 +243,7 @@ def run_stage(ctx) -> None:
 ACCEPTANCE = ("auto", "chunks", "counters")
 
 
-PROFILES = ("own", "first")
+PROFILES = ("own", "first", "round")
 
 
 def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, acceptance: str = "auto",
@@ -266,7 +268,7 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
                                        "stage kept chunks); use --acceptance counters")
     rows, api_path, api_probes = [], [], []
     for variant in engine.variants:
-        profile = variant_profile(engine_dir, variant.name) if profiles == "own" else first_profile
+        profile = first_profile if profiles == "first" else variant_profile(engine_dir, variant.name)
         measured = read_profile(profile)
         log(f"fidelity {variant.name}: steps priced by {profile.relative_to(engine_dir)}")
         for round_index in range(rounds):
@@ -283,7 +285,8 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
                                      **json.loads((load_dir / "server_side.json").read_text())})
                 where = out_dir / "fidelity" / variant.name / load.name
                 where = where / load_dir.relative_to(engine_dir / variant.name / load.name)
-                raw, corrected, ratio = _replay_round(engine, variant, load_dir, where, profile, measured, kv,
+                priced = round_profile(profile, round_index) if profiles == "round" else profile
+                raw, corrected, ratio = _replay_round(engine, variant, load_dir, where, priced, measured, kv,
                                                       acceptance, run_root, cfg.seed)
                 per_profile["raw"].append(raw)
                 if corrected is not None:
@@ -294,8 +297,10 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
                     continue
                 table = aggregate_rounds(tables) if rounds > 1 else tables[0]
                 scale = 1.0 if kind == "raw" else float(np.exp(np.mean(np.log(ratios))))
-                rows.append(_label(table, variant.name, load.name, kind, scale,
-                                   str(profile.parent.relative_to(engine_dir))))
+                priced_by = str(profile.parent.relative_to(engine_dir))
+                if profiles == "round":  # each round by its own round's profile
+                    priced_by += "/profile_rounds/round<k>"
+                rows.append(_label(table, variant.name, load.name, kind, scale, priced_by))
                 tpot = table.set_index("metric").loc["tpot_mean_ms"]
                 what = "" if kind == "raw" else f", profile x {scale:.3f} (drift-corrected)"
                 over = f" (mean of {rounds} rounds; vLLM's spread {tpot.log_spread * 100:.1f}%)" if rounds > 1 else ""
@@ -307,6 +312,13 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
     write_text_atomic(out_dir / "fidelity.md", fidelity_markdown(frame) + "\n" + api_path_markdown(api_path, api_probes))
     plot_fidelity(frame, out_dir / "fidelity.png")
     return sum(int((t["profile"] == "raw").all()) for t in rows)
+
+
+def round_profile(profile: Path, round_index: int) -> Path:
+    """The step profile that server measured in round `round_index` (profile_rounds/round<k>/ beside the
+    rounds' median `profile`), or `profile` itself where the run kept no per-round profiles (one round)."""
+    own = profile_round_dir(profile.parent, round_index) / profile.name
+    return own if own.exists() else profile
 
 
 def _replay_round(engine, variant, load_dir: Path, where: Path, profile: Path, measured, kv: dict, acceptance: str,
@@ -464,7 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="where the outputs go (default: RUN/engine)")
     parser.add_argument("--profiles", choices=PROFILES, default="own",
                         help="own: each variant priced by its own server's step profile where the run measured one "
-                             "(engine.profile_every_variant); first: every variant by the first variant's")
+                             "(engine.profile_every_variant; with rounds, the rounds' median); first: every variant "
+                             "by the first variant's; round: each round's log by the profile its server measured in "
+                             "that round, minutes before that round's loads")
     parser.add_argument("--acceptance", choices=ACCEPTANCE, default="auto",
                         help="speculative loads: each request's own steps (chunks.parquet), the load's counters, "
                              "or auto: chunks where the run recorded them")

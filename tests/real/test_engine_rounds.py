@@ -128,6 +128,22 @@ def test_every_variant_profiles_its_own_server_each_round_and_prices_its_own_loa
     first = pd.read_csv(tmp_path / "first" / "fidelity.csv")
     assert set(first["priced_by"]) == {"."}
     assert "ngram priced by the first variant" in (tmp_path / "first" / "fidelity.md").read_text()
+    # ... and every round's log by the profile its own server measured in that round
+    assert fidelity_main([str(run), "--out", str(tmp_path / "round"), "--profiles", "round"]) == 0
+    by_round = pd.read_csv(tmp_path / "round" / "fidelity.csv")
+    assert set(by_round["priced_by"]) == {"./profile_rounds/round<k>", "ngram/profile/profile_rounds/round<k>"}
+    assert "engine/ngram/profile/profile_rounds/round<k>/step_profile.csv" in (tmp_path / "round" / "fidelity.md").read_text()
+
+
+def test_round_profile_is_that_rounds_own_else_the_median(tmp_path):
+    from real.engine.fidelity import round_profile
+
+    median = tmp_path / "step_profile.csv"
+    own = tmp_path / "profile_rounds" / "round1" / "step_profile.csv"
+    own.parent.mkdir(parents=True)
+    own.write_text("x")
+    assert round_profile(median, 1) == own
+    assert round_profile(median, 2) == median  # a run that kept no such round's profile
 
 
 def test_a_speculative_server_is_profiled_on_the_runs_text_or_on_random_tokens(tmp_path):
