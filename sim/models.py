@@ -5,21 +5,23 @@
     m = model_from_config(sim.model)             # what the simulator calls: preset or config, dtype overrides
     m.kv_bytes_per_token; m.weight_bytes; m.weight_bytes_read(tokens)
 
-MoE: active parameters per token drive FLOPs; total parameters set memory; the weights one step reads grow
-with the tokens in it, since more distinct experts are touched: with E routed experts and k per token,
-E * (1 - (1 - k/E)^tokens) of them under uniform routing. Configs read: Qwen3-MoE / Qwen2-MoE
-(num_experts, num_experts_per_tok, moe_intermediate_size, shared_expert_intermediate_size, decoder_sparse_step,
-mlp_only_layers), DeepSeek-V3 (n_routed_experts, n_shared_experts, first_k_dense_replace, moe_layer_freq and
-MLA's q_lora_rank / kv_lora_rank / qk_nope_head_dim / qk_rope_head_dim / v_head_dim: the KV cache holds
-kv_lora_rank + qk_rope_head_dim values per layer), Mixtral (num_local_experts), and dense Llama / Qwen3 /
-Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed. Quantized checkpoints
-(quantization_config: AWQ, GPTQ, fp8, compressed-tensors, mxfp4, ModelOpt, bitsandbytes; sim/quant.py): the
-module classes the scheme quantizes (attention, dense MLP, routed / shared experts, an untied LM head) are stored
-at its bits per weight, the rest (embeddings, norms, routers, what it leaves out) at the activation dtype; `dtype`
-stays the activation dtype and `matmul_dtype` names the peak its quantized matmuls run at (weight-only: None). Sliding-window
-attention (Gemma3's layer_types / sliding_window_pattern, Mistral's sliding_window): those layers read KV and
-spend score FLOPs over min(context, window) only (attended_context); their KV memory follows vLLM's hybrid
-KV cache manager (sim/kv_cache.KVGroups / HybridKV: out-of-window blocks are freed; engine.hybrid_kv).
+MoE: active parameters per token drive FLOPs; total parameters set memory; the weights one step reads grow with the
+tokens in it, since more distinct experts are touched: with E routed experts and k per token, E * (1 - (1 -
+k/E)^tokens) of them under uniform routing. Configs read: Qwen3-MoE / Qwen2-MoE (num_experts, num_experts_per_tok,
+moe_intermediate_size, shared_expert_intermediate_size, decoder_sparse_step, mlp_only_layers), Llama 4
+(num_local_experts, interleave_moe_layer_step / moe_layers, intermediate_size_mlp for the dense layers, one shared
+expert per MoE layer, chunked attention on its RoPE layers), DeepSeek-V3 (n_routed_experts, n_shared_experts,
+first_k_dense_replace, moe_layer_freq and MLA's q_lora_rank / kv_lora_rank / qk_nope_head_dim / qk_rope_head_dim /
+v_head_dim: the KV cache holds kv_lora_rank + qk_rope_head_dim values per layer), Mixtral (num_local_experts), and
+dense Llama / Qwen3 / Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed.
+Quantized checkpoints (quantization_config: AWQ, GPTQ, fp8, compressed-tensors, mxfp4, ModelOpt, bitsandbytes;
+sim/quant.py): the module classes the scheme quantizes (attention, dense MLP, routed / shared experts, an untied LM
+head) are stored at its bits per weight, the rest (embeddings, norms, routers, what it leaves out) at the
+activation dtype; `dtype` stays the activation dtype and `matmul_dtype` names the peak its quantized matmuls run at
+(weight-only: None). Sliding-window attention (Gemma3's layer_types / sliding_window_pattern, Mistral's
+sliding_window): those layers read KV and spend score FLOPs over min(context, window) only (attended_context);
+their KV memory follows vLLM's hybrid KV cache manager (sim/kv_cache.KVGroups / HybridKV: out-of-window blocks are
+freed; engine.hybrid_kv).
 """
 from __future__ import annotations
 
@@ -261,17 +263,25 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     moe_inter = count("moe_intermediate_size", inter)
     shared = 3 * h * moe_inter * count("n_shared_experts", 0, low=0)
     shared += 3 * h * count("shared_expert_intermediate_size", 0, low=0)
+    llama4 = str(cfg.get("model_type", "")).startswith("llama4")
+    dense_inter = inter
+    if llama4:  # Llama 4: intermediate_size is an expert's, intermediate_size_mlp the dense layers'; every MoE
+        dense_inter = count("intermediate_size_mlp", inter)  # layer also runs one shared expert of intermediate_size
+        shared += 3 * h * inter if experts else 0
     if experts:  # what _is_moe_layer reads
         for key, low in (("first_k_dense_replace", 0), ("moe_layer_freq", 1)):
             if key in cfg:
                 count(key, None, low)
         count("decoder_sparse_step", 1)
-        if not isinstance(cfg.get("mlp_only_layers") or [], list):
-            raise LabError(f"{path}: config.json 'mlp_only_layers' must be a list of layer indices")
+        for key in ("mlp_only_layers", "moe_layers"):
+            layers = cfg.get(key) or []
+            if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+                raise LabError(f"{path}: config.json {key!r} must be a list of layer indices")
+        count("interleave_moe_layer_step", 1)
     moe_layer_ids = [i for i in range(n_layers) if experts and _is_moe_layer(cfg, i)]
     n_moe = len(moe_layer_ids)
     routed_per_layer = experts * 3 * h * moe_inter
-    mlp = (n_layers - n_moe) * 3 * h * inter + n_moe * (routed_per_layer + shared + h * experts)
+    mlp = (n_layers - n_moe) * 3 * h * dense_inter + n_moe * (routed_per_layer + shared + h * experts)
     embed = vocab * h
     total = embed * (1 if tied else 2) + n_layers * (attn + 2 * h) + mlp + h
     expert_total = n_moe * routed_per_layer
@@ -282,7 +292,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     dtype = kv_dtype = TORCH_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16")
     scheme = quant_scheme(raw.get("quantization_config") or cfg.get("quantization_config"), str(path)) \
         if quantized else None
-    classes = {"attention": n_layers * attn, "mlp": (n_layers - n_moe) * 3 * h * inter,
+    classes = {"attention": n_layers * attn, "mlp": (n_layers - n_moe) * 3 * h * dense_inter,
                "shared_experts": n_moe * shared, "lm_head": 0 if tied else embed}  # parameters per module class
     quant = {} if scheme is None else {
         "quant_method": scheme.method, "quant_bits": scheme.weight_bits, "matmul_dtype": scheme.matmul_dtype,
@@ -299,8 +309,21 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
 
 def _sliding_window(cfg: dict, n_layers: int) -> tuple[int | None, int]:
     """(window, sliding layers): Gemma3's layer_types (or the older sliding_window_pattern: every p-th layer
-    full), Mistral-style all layers when only sliding_window is set; none where use_sliding_window is false
-    (Qwen2/Qwen3 carry a window they do not use)."""
+    full), Gemma2's alternate layers (older configs without layer_types), Mistral-style all layers when only
+    sliding_window is set; none where use_sliding_window is false (Qwen2/Qwen3 carry a window they do not use).
+    Llama 4's chunked attention (attention_chunk_size) on its RoPE layers (no_rope_layers[i] = 1; without the
+    list, all but every no_rope_layer_interval-th) is priced as a window of one chunk: an upper bound, since a
+    token attends to its own chunk only (on average half of it)."""
+    chunk = cfg.get("attention_chunk_size")
+    if str(cfg.get("model_type", "")).startswith("llama4") and isinstance(chunk, int) and not isinstance(chunk, bool) \
+            and chunk > 0:
+        flags = cfg.get("no_rope_layers")
+        if isinstance(flags, list) and len(flags) == n_layers:
+            chunked = sum(1 for flag in flags if flag)
+        else:
+            interval = cfg.get("no_rope_layer_interval") or 4
+            chunked = n_layers - n_layers // interval if isinstance(interval, int) and interval > 0 else 0
+        return (chunk, chunked) if chunked else (None, 0)
     window = cfg.get("sliding_window")
     if cfg.get("use_sliding_window") is False or isinstance(window, bool) or not isinstance(window, int) \
             or window < 1:
@@ -310,12 +333,18 @@ def _sliding_window(cfg: dict, n_layers: int) -> tuple[int | None, int]:
         sliding = sum(t == "sliding_attention" for t in types)
     elif isinstance(cfg.get("sliding_window_pattern"), int) and cfg["sliding_window_pattern"] > 0:
         sliding = n_layers - n_layers // cfg["sliding_window_pattern"]
+    elif cfg.get("model_type") == "gemma2":  # even layers slide, odd layers attend to everything
+        sliding = n_layers - n_layers // 2
     else:
         sliding = n_layers
     return (window, sliding) if sliding else (None, 0)
 
 
 def _is_moe_layer(cfg: dict, i: int) -> bool:
+    if cfg.get("moe_layers"):  # Llama 4 lists them
+        return i in cfg["moe_layers"]
+    if cfg.get("interleave_moe_layer_step"):  # Llama 4 without the list: every step-th layer
+        return (i + 1) % int(cfg["interleave_moe_layer_step"]) == 0
     if "first_k_dense_replace" in cfg or "moe_layer_freq" in cfg:  # DeepSeek-V3
         return i >= int(cfg.get("first_k_dense_replace", 0)) and i % int(cfg.get("moe_layer_freq", 1)) == 0
     if i in (cfg.get("mlp_only_layers") or []):  # Qwen3-MoE / Qwen2-MoE

@@ -1,6 +1,7 @@
 """Hardware from a spec sheet and models from a config.json: presets, own specs, validation at `lab validate`."""
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,37 @@ def test_deepseek_v3_config_mla_shared_experts_fp8():
     assert m.kv_bytes_per_token == 61 * (512 + 64) * 2  # MLA latent + rope key, bf16
 
 
+LLAMA4_SCOUT = Path(__file__).resolve().parents[2] / "sim/validation/configs/llama-4-scout-17b-16e-instruct.json"
+
+
+def test_llama4_scout_shared_expert_every_layer_moe_and_chunked_attention():
+    m = from_hf_config(LLAMA4_SCOUT)  # published: 109B total (vision encoder included), 17B active
+    embed = 202048 * 5120
+    assert m.params_b == pytest.approx(107.8, abs=0.1)
+    assert m.active_params_b + embed / 1e9 == pytest.approx(17.2, abs=0.1)
+    assert (m.moe_experts, m.moe_top_k, m.n_moe_layers) == (16, 1, 48)
+    # one routed expert of 16 plus the shared expert per layer, both of intermediate_size 8192
+    assert m.expert_params_b * 1e9 == 48 * 16 * 3 * 5120 * 8192
+    assert (m.sliding_window, m.sliding_layers) == (8192, 36)  # chunked attention on the 36 RoPE layers
+
+
+def test_llama4_maverick_interleaves_dense_layers_of_their_own_width(tmp_path):
+    cfg = json.loads(LLAMA4_SCOUT.read_text())
+    cfg["text_config"].update(num_local_experts=128, interleave_moe_layer_step=2, no_rope_layers=None)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    m = from_hf_config(tmp_path / "config.json")  # published: 400B total, 17B active
+    assert m.n_moe_layers == 24 and m.params_b == pytest.approx(400.6, abs=0.2)
+    assert m.active_params_b + 202048 * 5120 / 1e9 == pytest.approx(17.2, abs=0.1)
+    dense_mlp = 24 * 3 * 5120 * 16384  # intermediate_size_mlp, not the experts' 8192
+    routed_active = m.expert_params_b * 1e9 / 128
+    shared = 24 * 3 * 5120 * 8192
+    attention = 48 * (2 * 5120 * 40 * 128 + 2 * 5120 * 8 * 128)
+    lm_head_and_norms = 202048 * 5120 + (2 * 48 + 1) * 5120 + 24 * 5120 * 128  # + the routers
+    assert m.active_params_b * 1e9 == pytest.approx(dense_mlp + routed_active + shared + attention
+                                                     + lm_head_and_norms)
+    assert m.sliding_layers == 36  # no no_rope_layers list: every 4th layer global
+
+
 def test_model_config_in_a_sim_section(tmp_path):
     sim = make_sim(model={"name": None, "config": str(DATA / "qwen3_30b_a3b_config.json")},
                    hardware={"preset": "rtx-pro-6000", "ep": 2})
@@ -125,6 +157,7 @@ GEMMA3_LIKE = {"hidden_size": 640, "num_hidden_layers": 18, "num_attention_heads
     ({"layer_types": None}, 512, 18),                                                # Mistral: every layer
     ({"layer_types": None, "use_sliding_window": False}, None, 0),                   # Qwen3 carries an unused one
     ({"layer_types": None, "sliding_window": None}, None, 0),                        # Llama: none
+    ({"layer_types": None, "model_type": "gemma2", "num_hidden_layers": 42}, 512, 21),  # Gemma2: every other
 ])
 def test_sliding_window_layers_are_read_from_config_json(tmp_path, extra, window, sliding):
     cfg = {k: v for k, v in {**GEMMA3_LIKE, **extra}.items() if v is not None}
