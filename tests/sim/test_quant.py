@@ -50,7 +50,7 @@ def test_awq_4bit_reads_about_a_quarter_of_the_bf16_bytes(tmp_path):
     assert awq.quant_dense_params_b * 1e9 == pytest.approx(linear, rel=1e-6)
     assert awq.weight_bytes == pytest.approx(dense.weight_bytes - linear * (2 - bits / 8), rel=1e-6)
     assert 19.0 < awq.weight_bytes / 1e9 < 19.6  # 31.2B linear weights at 4.16 bits + 1.56B bf16 embeddings
-    assert dense.weight_bytes / 1e9 == pytest.approx(65.53, abs=0.02)  # the published bf16 weights: 65.53 GB
+    assert dense.weight_bytes / 1e9 == pytest.approx(65.53, abs=0.02)  # bartowski/Qwen_Qwen3-32B-GGUF bf16 file: 65.53 GB
     h100 = get_hardware("h100")
     one_bf16, one_awq = CostModel(h100, dense).step_time(1, 0, 1, False), CostModel(h100, awq).step_time(1, 0, 1, False)
     saved = (dense.active_weight_bytes - awq.active_weight_bytes) / achievable_bandwidth(h100)
