@@ -33,7 +33,8 @@ async def decode_point_steps(client, base_url: str, model: str, prompts: list[li
     """The prompts decoding together on a speculative server: one row per engine step that only decoded (the
     first, right after the prefill, dropped as the plain profile drops each request's first gap; a request that
     accepted more drafts finishes earlier, so later steps hold fewer requests): step_ms and rows (requests in
-    the step + draft tokens it verified)."""
+    the step + draft tokens it verified). Empty, with attrs["bunched"], where the chunks hid the engine's steps
+    (their count disagrees with vLLM's own: real.engine.steps.steps_agree)."""
     from real.engine import metrics
     from real.engine.step_profile import _batch
     from real.engine.steps import chunk_steps, step_draft_tokens, steps_agree
@@ -45,7 +46,9 @@ async def decode_point_steps(client, base_url: str, model: str, prompts: list[li
     delta = metrics.counter_table(before, after)["delta"]
     steps = chunk_steps(records, counted)
     if not steps_agree(len(steps), counted):  # chunks came bunched: the client's clock cannot see the steps
-        return pd.DataFrame({"step_ms": [], "rows": []})
+        dropped = pd.DataFrame({"step_ms": [], "rows": []})
+        dropped.attrs["bunched"] = True  # the caller counts and logs such batches
+        return dropped
     drafted = step_draft_tokens(steps, k, float(delta.get("num_drafts", 0)), float(delta.get("num_draft_tokens", 0)))
     decode = (steps["kind"] == "decode").to_numpy()  # [steps]
     keep = decode & np.r_[False, decode[:-1]]  # a decode step after another: not the one right after prefill
@@ -66,7 +69,8 @@ def decode_rows(points: dict[tuple[int, int], pd.DataFrame], batches: list[int])
         for b in here:
             if points[(b, context)].empty:
                 raise LabError(f"engine step profile: no decode steps of {b} requests at context {context} "
-                               "(every request finished within two steps of its prefill)")
+                               "(every request finished within two steps of its prefill, or every batch's chunks "
+                               "arrived bunched: see the log)")
         frames = [points[(b, context)].assign(point=i) for i, b in enumerate(here)]
         steps = pd.concat(frames, ignore_index=True)
         t = steps["step_ms"].to_numpy(float)  # [steps]

@@ -342,6 +342,12 @@ async def measure_async(base_url: str, spec, tokens, model: str = "target", seed
                                                            [tokens.take(max(c, 1), rng) for _ in range(b)],
                                                            spec.output_tokens, speculative_k))
                 spec_steps[(b, c)] = pd.concat(frames, ignore_index=True)
+                bunched = sum(bool(f.attrs.get("bunched")) for f in frames)
+                if bunched:
+                    from real.embedded import log
+
+                    log(f"engine step profile: speculative decode point {b} x {c} tokens: {bunched} of {len(frames)} "
+                        "batches dropped (their chunks arrived bunched and hid the engine's steps)")
                 if spec_steps_out is not None:
                     spec_steps_out.append(spec_steps[(b, c)].assign(batch=b, context_len=c))
                 rows.append(None)  # filled below, once every decode point of its context is in

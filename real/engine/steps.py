@@ -70,15 +70,16 @@ def engine_steps(requests: pd.DataFrame, chunks: pd.DataFrame, gap_s: float = GA
 STEP_GAP_FRACTION = 0.3
 
 
-def step_gap_s(records, engine_steps: float = float("nan")) -> float:
+def step_gap_s(records, counted: float = float("nan")) -> float:
     """Chunk times closer than this are one step: GAP_S (30 ms), or less where the server's steps are short
     (a GPU's decode step takes 10-30 ms): STEP_GAP_FRACTION of its mean step, the batch's span over the
     engine's own step count (vllm:iteration_tokens_total), or where it exports none, of the median gap
     between a request's chunks. The chunks of one step reach the client within a few ms (the API server emits
-    them in one pass). records: real.engine.loadgen.StreamRecord of one batch."""
-    if engine_steps > 0:
+    them in one pass). records: real.engine.loadgen.StreamRecord of one batch; counted: the engine's own step
+    count over it (nan: not exported)."""
+    if counted > 0:
         span = max(r.chunk_s[-1] for r in records if r.chunk_s) - min(r.sent_s for r in records)
-        return min(GAP_S, STEP_GAP_FRACTION * span / engine_steps)
+        return min(GAP_S, STEP_GAP_FRACTION * span / counted)
     gaps = np.concatenate([np.diff(r.chunk_s) for r in records if len(r.chunk_s) > 1] or [np.zeros(0)])
     return GAP_S if not len(gaps) else min(GAP_S, STEP_GAP_FRACTION * float(np.median(gaps)))
 
@@ -95,15 +96,15 @@ def chunk_steps(records, counted: float = float("nan")) -> pd.DataFrame:
 STEP_COUNT_SLACK = 0.2
 
 
-def steps_agree(reconstructed: int, engine_steps: float) -> bool:
+def steps_agree(reconstructed: int, counted: float) -> bool:
     """Whether the steps read from the chunks are the engine's (vllm:iteration_tokens_total over the batch),
     within 2 steps or STEP_COUNT_SLACK of them (a chunked prefill's first part streams nothing): a batch whose
     chunks reached the client in bursts (seen here: a whole batch's 60 chunks within 0.5 ms, with a helper's
     jobs on the box) merges steps, and is sent again (real.engine.step_profile: a plain server's decode
     batches, and a speculative one's decode points). True where the engine counts nothing."""
-    if math.isnan(engine_steps):  # nothing to check against
+    if math.isnan(counted):  # nothing to check against
         return True
-    return abs(reconstructed - engine_steps) <= max(2.0, STEP_COUNT_SLACK * engine_steps)
+    return abs(reconstructed - counted) <= max(2.0, STEP_COUNT_SLACK * counted)
 
 
 def step_draft_tokens(steps: pd.DataFrame, k: int, drafts: float, draft_tokens: float) -> np.ndarray:

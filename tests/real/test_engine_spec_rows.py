@@ -61,7 +61,7 @@ def test_step_gap_follows_short_steps():
     # chunks bunched at the end (the client saw none of the steps): the engine's step count still gives them
     bunched = [StreamRecord("a", 4, 0.0, chunk_s=[1.0 + 1e-5 * i for i in range(10)], chunk_tokens=list(range(1, 11)))]
     assert step_gap_s(bunched) < 1e-5
-    assert step_gap_s(bunched, engine_steps=10) == pytest.approx(0.03)
+    assert step_gap_s(bunched, counted=10) == pytest.approx(0.03)
 
 
 def test_a_batch_whose_steps_the_chunks_do_not_show_is_refused():
@@ -97,3 +97,18 @@ def test_a_speculative_servers_decode_points_are_sent_again_until_they_hold_enou
     assert sent == 1 + SPEC_DECODE_MAX_BATCHES * (1 + 2)  # the warm-up, then every point sent 4 times
     assert [r["repeats"] for r in rows] == [len(f) for f in steps]
     assert all(f["rows"].eq(f["batch"] * (1 + 3)).all() for f in steps)  # each request verified a 3-token draft
+
+
+def test_a_speculative_point_whose_batches_all_came_bunched_is_said_and_refused(capsys):
+    from lab.config_engine import StepProfileSpec
+    from lab.errors import LabError
+    from real.engine.loadgen import RandomTokens
+    from real.engine.step_profile import SPEC_DECODE_MAX_BATCHES, measure_step_profile
+
+    spec = StepProfileSpec(batches=[1], query_tokens=[1], context_lens=[0], output_tokens=8, repeats=1)
+    with FakeEngine(step_s=0.02, tokens_per_step=2, k=3, count_decode_steps=True, bunch_first_batches=100) as engine, \
+            pytest.raises(LabError, match="arrived bunched"):
+        measure_step_profile(engine.base_url, spec, RandomTokens(5000), show_progress=False, speculative_k=3)
+    err = capsys.readouterr().err
+    assert (f"speculative decode point 1 x 0 tokens: {SPEC_DECODE_MAX_BATCHES} of {SPEC_DECODE_MAX_BATCHES} batches "
+            "dropped") in err
