@@ -185,7 +185,9 @@ class ModelSpec(StrictModel):
     name: str | None = Field("qwen3-8b", description="a preset of sim/presets/models.yaml (qwen3-8b, llama-2-7b, "
                                                      "...); with `config` a label (default: from the config)")
     config: UserPath | None = Field(None, description="a Hugging Face config.json (dense or MoE: Qwen3-MoE, "
-                                                      "DeepSeek-V3 styles); read at validation")
+                                                      "DeepSeek-V3 styles; sliding-window or hybrid linear "
+                                                      "attention: Gemma3, Qwen3-Next, Qwen3.5); read at "
+                                                      "validation")
     dtype: Literal[DTYPES] | None = Field(None, description="weight precision; default: preset's, else the "  # type: ignore[valid-type]
                                                             "config's torch_dtype, else bf16")
     kv_dtype: Literal[DTYPES] | None = Field(None, description="KV-cache precision; default: the weights'")  # type: ignore[valid-type]

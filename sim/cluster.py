@@ -136,7 +136,7 @@ class Replica:
         self.max_seqs = e.max_num_seqs
         self.max_tokens = e.max_num_batched_tokens
         self.chunked = e.enable_chunked_prefill
-        self.kv = make_kv_cache(e, cluster.kv_capacity, cluster.kv_groups, cluster.kv_blocks)
+        self.kv = make_kv_cache(e, cluster.kv_capacity, cluster.kv_groups, cluster.kv_blocks, policy.max_verify())
         self._hybrid = isinstance(self.kv, HybridKV)  # rows carry their CAP (kv.row_cap), growth may free
         self.lookahead = policy.max_verify()  # KV slots a decode step reserves for drafts
         self.dec = np.zeros((0, NCOL), np.int64)
@@ -596,7 +596,7 @@ class Cluster:
         self.engine = engine
         self.rng = rng
         self.kv_capacity = kv_capacity  # tokens per replica, as vLLM logs its KV cache size
-        self.kv_groups = kv_groups(cost.model, engine.hybrid_kv)
+        self.kv_groups = kv_groups(cost.model, engine.hybrid_kv, cost.tp, engine.block_size)
         self.kv_blocks = kv_blocks  # the exact pool in blocks (from memory); None: from kv_capacity
         self.router = router
         self.window = window

@@ -12,7 +12,10 @@ tokens = query tokens in the step (sum over requests of 1 + drafts, plus prefill
 kv_sum = cached tokens the step's requests attend to; n_reqs = requests in the step; drafts = the draft
 tokens among `tokens` (what the step verifies beyond each decoding request's own token). On a model with
 sliding-window layers the roofline counts n_reqs x attended_context(kv_sum / n_reqs) instead of kv_sum
-(sim/models.py; exact for equal contexts, an upper bound otherwise).
+(sim/models.py; exact for equal contexts, an upper bound otherwise). On a hybrid linear-attention model
+(Qwen3-Next, Qwen3.5) KV bytes per token and score FLOPs count only the full-attention layers, the linear
+layers' recurrence is part of the per-token FLOPs, and each request in a step reads and writes its fixed
+linear-attention state once: n_reqs x 2 x state bytes in the memory term below.
 
 Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
 tp GPUs:
@@ -24,9 +27,10 @@ tp GPUs:
               (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
               prefill chunk of c tokens after `done` c x (done + (c + 1) / 2)); without it, and on a
               sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context)
-    memory  = weights read(tokens) / (tp x w_eff x bandwidth) + kv_sum x KV bytes per token / (tp x kv_eff
-              x bandwidth), w_eff = bw_efficiency for a one-token step (matrix-vector products) and
-              gemm_bw_efficiency (default: the same) for a step of more tokens (matrix-matrix products);
+    memory  = weights read(tokens) / (tp x w_eff x bandwidth) + (kv_sum x KV bytes per token + n_reqs x 2 x
+              state bytes) / (tp x kv_eff x bandwidth), w_eff = bw_efficiency for a one-token step
+              (matrix-vector products) and gemm_bw_efficiency (default: the same) for a step of more tokens
+              (matrix-matrix products);
               kv_eff = kv_bw_efficiency (default: bw_efficiency)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
         + step + n_layers x layer + n_reqs x request overhead
@@ -117,6 +121,8 @@ class CostModel:
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
+        # per request in a step: its linear-attention state read and written back (split by heads over tp)
+        self._t_state = 2.0 * m.state_bytes / kv_bw
         self._fixed = self.step_overhead_s + m.n_layers * self.layer_overhead_s
         self._t_per_token_link = 0.0
         link = hw.interconnect
@@ -167,8 +173,8 @@ class CostModel:
         KV cache group's layers, sim/kv_cache.KVGroups) that one replica's KV memory holds."""
         m = self.model
         block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
-        if layers is not None:
-            block_bytes = block_bytes * layers / m.n_layers
+        if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
+            block_bytes = block_bytes * layers / m.kv_layers
         return kv_cache_blocks(self.hw.mem_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self.ep),
                                reserve_bytes, block_bytes, self.tp,
                                where=f"sim: model {m.name} on {self.tp} x {self.hw.name}")
@@ -212,6 +218,8 @@ class CostModel:
         else:  # a prefill chunk beside long decodes is not charged their context (nor they its)
             compute = gemm_tokens * self._t_per_token_flops + attn_ctx * self._t_attn
         memory = weights + kv_sum * self._t_per_kv_token
+        if self._t_state:
+            memory += n_reqs * self._t_state
         t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link
         if self._serial:
             t += self._serial * min(memory, compute)
@@ -260,6 +268,8 @@ class CostModel:
         else:
             compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
         memory = weights + kv_sum * self._t_per_kv_token
+        if self._t_state:
+            memory = memory + n_reqs * self._t_state
         t = np.maximum(compute, memory)
         if self._serial:
             t = t + self._serial * np.minimum(compute, memory)
@@ -291,7 +301,7 @@ class CostModel:
         if self._sliding:
             kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
         return RooflineSps(prefill_tokens, self._t_per_token_flops + kv_sum / reqs * self._t_attn,
-                           self._t_weights + kv_sum * self._t_per_kv_token,
+                           self._t_weights + kv_sum * self._t_per_kv_token + n_reqs * self._t_state,
                            (self._fixed + self.spec_overhead_s + self._draft_fixed + n_reqs * self.request_overhead_s
                             + self._draft_pass(n_reqs)))
 

@@ -26,8 +26,16 @@ and are evicted least recently freed first; an admitted request (new or resumed 
 its prefix cached counts those tokens as computed (sim/prefix_cache.py). The plain paged pool only: a hybrid
 pool (above) runs without it, as with --no-enable-prefix-caching (vLLM caches there too: a hit must then be
 cached in the full groups and hold the window's last blocks in each sliding group, which is not modelled).
+linear state (hybrid linear-attention models, Qwen3-Next / Qwen3.5, sim/linear_attn.py; always on, as vLLM has
+no other manager for them): the full-attention layers form full groups and the Gated DeltaNet layers state groups
+of the same size (KVGroups); a request holds ceil(slots / block_size) blocks in each full group and, for its
+whole life, 1 + spec_tokens blocks in each state group (vLLM's MambaManager, mamba_cache_mode "none": one state,
+plus one per speculative token to roll back rejected drafts). The block size grows until one page of full-
+attention KV holds one layer's state (vLLM's HybridAttentionMambaModelConfig, `state_block_size`), so the
+state page is padded to the same bytes. `StateKV`; admission needs the state blocks and the first chunk's.
 reserve (the simulator's old model, kept for comparison): admission reserves prompt + whole output in
-tokens and nothing grows or gets preempted. A "unit" of `held` is one token.
+tokens and nothing grows or gets preempted. A "unit" of `held` is one token (on a linear-attention model:
+full-attention KV only, no state).
 
 Capacity (vLLM's gpu_memory_utilization): per GPU, utilization x memory - activation peak is for weights
 + KV; blocks = (tp x (mem x utilization - activation) - weights) / (block_size x KV bytes per token) -
@@ -83,16 +91,18 @@ class KVGroups:
     sliding: int
     layers: int
     window: int | None = None
+    state: int = 0  # linear-attention (Gated DeltaNet) groups: a fixed state per request (StateKV)
+    block_size: int | None = None  # the pool's block size when the model forces one (state_block_size)
 
     @property
     def count(self) -> int:
-        return self.full + self.sliding
+        return self.full + self.sliding + self.state
 
     def request_blocks(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
         """Group-blocks newer vLLM counts for one request of max_model_len tokens (its max concurrency)."""
         n = -(-max_model_len // block_size)
-        if not self.sliding:
-            return self.full * n
+        if not self.sliding:  # a state group: one block (MambaSpec.max_memory_usage_bytes, no speculation)
+            return self.full * n + self.state
         sliding = -(-min(self.window - 1 + max_num_batched_tokens, max_model_len) // block_size) + 1
         return self.full * n + self.sliding * sliding
 
@@ -116,8 +126,11 @@ class KVGroups:
         return -(-reported_tokens * per_request // max_model_len)
 
 
-def kv_groups(model, hybrid: bool = True) -> KVGroups:
-    """vLLM's KV cache groups of `model` (sim.models.ModelShape) with the hybrid manager on or off."""
+def kv_groups(model, hybrid: bool = True, tp: int = 1, block_size: int = 16) -> KVGroups:
+    """vLLM's KV cache groups of `model` (sim.models.ModelShape) with the hybrid manager on or off; a linear-
+    attention model's groups on `tp` GPUs at the engine's `block_size` (the hybrid switch does not apply)."""
+    if model.linear_layers:
+        return _linear_groups(model, tp, block_size)
     n, sliding = model.n_layers, model.sliding_layers
     if not sliding or (not hybrid and sliding < n):
         return KVGroups(full=1, sliding=0, layers=n)
@@ -128,6 +141,28 @@ def kv_groups(model, hybrid: bool = True) -> KVGroups:
     if max(full, sliding) < 1.5 * size:
         size = max(full, sliding)
     return KVGroups(full=-(-full // size), sliding=-(-sliding // size), layers=size, window=model.sliding_window)
+
+
+def _linear_groups(model, tp: int, block_size: int) -> KVGroups:
+    """Full and state groups of equal size, by _get_kv_cache_groups_uniform_page_size's rule (the fewer layers
+    of the two kinds, or the more when max < 1.5 x min); Qwen3-Next-80B's 12 full + 36 linear: 1 + 3 of 12."""
+    full, linear = model.kv_layers, model.linear_layers
+    size = min(full, linear)
+    if max(full, linear) < 1.5 * size:
+        size = max(full, linear)
+    return KVGroups(full=-(-full // size), sliding=0, layers=size, state=-(-linear // size),
+                    block_size=state_block_size(model, tp, block_size))
+
+
+def state_block_size(model, tp: int = 1, block_size: int = 16) -> int:
+    """The block size vLLM serves a linear-attention model with: the smallest multiple of the kernel alignment
+    (max(16, block_size)) whose page of one full-attention layer's KV holds one layer's state, both per GPU, or
+    the engine's `block_size` when larger (HybridAttentionMambaModelConfig / Platform._align_hybrid_block_size,
+    mamba_cache_mode "none"). Qwen3-Next-80B bf16, tp 1: 2 KiB of KV a token a layer, a 1,097,728-byte state
+    -> 16 x ceil(1,097,728 / (16 x 2,048)) = 544 tokens."""
+    per_token = round(model.kv_bytes_per_token / model.kv_layers * model.kv_replication(tp) / tp)  # one GPU's
+    align = max(16, block_size)
+    return max(block_size, align * -(-round(model.linear.state_bytes(tp)) // (align * per_token)))
 
 
 def activation_reserve_bytes(hidden: int, max_num_batched_tokens: int) -> float:
@@ -310,6 +345,37 @@ class HybridKV(PagedKV):
         return (self.total - self.free) // self.n_groups * self.block_size
 
 
+class StateKV(HybridKV):
+    """A hybrid linear-attention model's pool (module docstring): a request holds ceil(slots / block_size)
+    group-blocks in each full group plus `fixed` = state groups x (1 + spec_tokens) blocks for its state, from
+    admission to release; nothing slides. `spec_tokens`: the speculative tokens a step verifies at most (vLLM's
+    num_speculative_tokens; 0 without speculation)."""
+
+    def __init__(self, total_blocks: int, block_size: int, groups: KVGroups, spec_tokens: int = 0,
+                 capacity_tokens: int | None = None):
+        super().__init__(total_blocks, block_size, groups, None, capacity_tokens)
+        self.n_full = groups.full
+        self.fixed = groups.state * (1 + spec_tokens)
+
+    def units(self, slots, computed):
+        """Group-blocks of a request with `slots` slots (int or int array; `computed` does not matter)."""
+        return self.n_full * blocks_for(slots, self.block_size) + self.fixed
+
+    def fits_ever(self, tokens: int) -> bool:
+        return self.units(tokens, 0) <= self.total
+
+    def row_cap(self, held, slots, computed, lookahead: int):
+        return blocks_for(slots, self.block_size) * self.block_size - lookahead
+
+    def grow_decode(self, held: int, seq: int, lookahead: int) -> tuple[int, int] | None:
+        n = (seq + lookahead + self.block_size - 1) // self.block_size
+        need = self.n_full * n + self.fixed
+        if need - held > self.free:
+            return None
+        self.free -= need - held
+        return need, n * self.block_size - lookahead
+
+
 class ReserveKV:
     """Whole-request reservation at admission (prompt + output tokens); never grows, never preempts."""
 
@@ -346,11 +412,16 @@ class ReserveKV:
 
 
 def make_kv_cache(engine, capacity_tokens: int, groups: KVGroups | None = None,
-                  pool_blocks: int | None = None) -> PagedKV | HybridKV | ReserveKV:
+                  pool_blocks: int | None = None, spec_tokens: int = 0) -> PagedKV | HybridKV | ReserveKV:
     """The replica's KV manager for `engine.kv_policy`: `capacity_tokens` slots in all as vLLM reports them, or
-    exactly `pool_blocks` blocks of the pool when known (from memory); `groups` None: one group of all layers."""
+    exactly `pool_blocks` blocks of the pool when known (from memory); `groups` None: one group of all layers;
+    `spec_tokens`: the most draft tokens a step verifies (a linear-attention model's extra state blocks)."""
     if engine.kv_policy == "reserve":
         return ReserveKV(capacity_tokens)
+    if groups is not None and groups.state:
+        bs = groups.block_size or engine.block_size
+        blocks = groups.pool_blocks(capacity_tokens, bs) if pool_blocks is None else pool_blocks
+        return StateKV(blocks, bs, groups, spec_tokens, capacity_tokens)
     if groups is None or (groups.full, groups.sliding) == (1, 0):
         return PagedKV(capacity_tokens // engine.block_size if pool_blocks is None else pool_blocks, engine.block_size,
                        engine.prefix_caching)

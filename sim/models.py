@@ -22,6 +22,11 @@ activation dtype; `dtype` stays the activation dtype and `matmul_dtype` names th
 sliding_window): those layers read KV and spend score FLOPs over min(context, window) only (attended_context);
 their KV memory follows vLLM's hybrid KV cache manager (sim/kv_cache.KVGroups / HybridKV: out-of-window blocks are
 freed; engine.hybrid_kv).
+Hybrid linear attention (Qwen3-Next, Qwen3.5: Gated DeltaNet "linear_attention" layers beside "full_attention"
+ones, sim/linear_attn.py): only the full layers hold KV (kv_layers) and attend over the context; each linear
+layer keeps a fixed state per request (state_bytes, read and written once a step; its blocks in vLLM's pool:
+sim/kv_cache.StateKV) and spends per-token FLOPs independent of the context; the full layers' q_proj is twice as
+wide (attn_output_gate: a sigmoid gate on the attention output).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import numpy as np
 from lab.config_sim import MODEL_NAMES, ModelSpec, model_presets
 from lab.errors import LabError
 from lab.paths import expand_path
+from sim.linear_attn import GatedDeltaNet, gated_deltanet
 from sim.quant import quant_scheme
 
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
@@ -69,6 +75,8 @@ class ModelShape:
     quant_dense_params_b: float = 0.0
     quant_experts: bool = False
     matmul_dtype: str | None = None
+    linear: GatedDeltaNet | None = None  # hybrid linear attention: one Gated DeltaNet layer's shape
+    linear_layers: int = 0  # of n_layers: Gated DeltaNet layers (no KV cache; a fixed state per request)
 
     def __post_init__(self):
         if self.active_params_b is None:
@@ -80,6 +88,10 @@ class ModelShape:
         if self.sliding_layers and not (self.sliding_window and 0 < self.sliding_layers <= self.n_layers):
             raise LabError(f"model {self.name}: sliding_layers {self.sliding_layers} needs a sliding_window and "
                            f"at most {self.n_layers} layers")
+        if self.linear_layers and not (self.linear and 0 < self.linear_layers < self.n_layers
+                                       and not self.sliding_layers):
+            raise LabError(f"model {self.name}: linear_layers {self.linear_layers} needs a linear layer shape, at "
+                           f"least one full-attention layer of {self.n_layers} and no sliding-window layers")
         if self.moe_experts and not 0 < self.moe_top_k <= self.moe_experts:
             raise LabError(f"model {self.name}: experts per token {self.moe_top_k} not in 1..{self.moe_experts}")
 
@@ -94,7 +106,18 @@ class ModelShape:
     @property
     def kv_bytes_per_token(self) -> float:
         per_layer = self.kv_dim_override if self.kv_dim_override else 2 * self.n_kv_heads * self.head_dim
-        return self.n_layers * per_layer * self.kv_bytes_per_elem
+        return self.kv_layers * per_layer * self.kv_bytes_per_elem
+
+    @property
+    def kv_layers(self) -> int:
+        """Layers that hold a KV cache and attend over it: all but the linear-attention ones."""
+        return self.n_layers - self.linear_layers
+
+    @property
+    def state_bytes(self) -> float:
+        """One request's fixed linear-attention state over all linear layers (conv + recurrent state, as vLLM
+        keeps it; all tp GPUs together): what each step of the request reads and writes back once (0: none)."""
+        return self.linear_layers * self.linear.state_bytes() if self.linear_layers else 0.0
 
     def kv_replication(self, tp: int) -> float:
         """How many times `tp` tensor-parallel GPUs store each token's KV together, over one copy: vLLM gives
@@ -157,18 +180,21 @@ class ModelShape:
 
     @property
     def flops_per_token(self) -> float:
-        """Matmul FLOPs per token outside attention scores: 2 x active parameters."""
+        """Matmul FLOPs per token outside attention scores: 2 x active parameters, plus the linear-attention
+        layers' recurrence (sim/linear_attn.GatedDeltaNet.flops_per_token), which no context length changes."""
+        if self.linear_layers:
+            return 2.0 * self.active_params_b * 1e9 + self.linear_layers * self.linear.flops_per_token
         return 2.0 * self.active_params_b * 1e9
 
     @property
     def attn_flops_per_context_token(self) -> float:
-        """FLOPs one query token spends per cached token it attends to (QK^T and AV over all layers)."""
+        """FLOPs one query token spends per cached token it attends to (QK^T and AV over the KV layers)."""
         width = self.attn_dim if self.attn_dim else 2 * self.n_heads * self.head_dim
-        return 2.0 * self.n_layers * width
+        return 2.0 * self.kv_layers * width
 
     def attended_context(self, context: float) -> float:
-        """Cached tokens one query token attends to, averaged over layers: `context` on full-attention layers,
-        min(context, window) on sliding-window ones (their KV reads and score FLOPs stop at the window)."""
+        """Cached tokens one query token attends to, averaged over the KV layers: `context` on full-attention
+        layers, min(context, window) on sliding-window ones (their KV reads and score FLOPs stop at the window)."""
         if not self.sliding_layers:
             return context
         full = self.n_layers - self.sliding_layers
@@ -255,6 +281,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     else:
         attn = 2 * h * n_heads * head_dim + 2 * h * n_kv * head_dim
 
+    lin, n_linear, mixers = _hybrid_linear(cfg, path, n_layers, h, n_heads * head_dim, attn)
     experts = next((count(k, None) for k in ("num_experts", "n_routed_experts", "num_local_experts")
                     if cfg.get(k)), 0)
     top_k = count("num_experts_per_tok", 0, low=0) if experts else 0
@@ -283,7 +310,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     routed_per_layer = experts * 3 * h * moe_inter
     mlp = (n_layers - n_moe) * 3 * h * dense_inter + n_moe * (routed_per_layer + shared + h * experts)
     embed = vocab * h
-    total = embed * (1 if tied else 2) + n_layers * (attn + 2 * h) + mlp + h
+    total = embed * (1 if tied else 2) + mixers + n_layers * 2 * h + mlp + h
     expert_total = n_moe * routed_per_layer
     # an untied input embedding is a row lookup: memory, but neither read whole nor multiplied per step
     active = total - (0 if tied else embed) - (expert_total * (1 - top_k / experts) if experts else 0)
@@ -292,7 +319,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     dtype = kv_dtype = TORCH_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16")
     scheme = quant_scheme(raw.get("quantization_config") or cfg.get("quantization_config"), str(path)) \
         if quantized else None
-    classes = {"attention": n_layers * attn, "mlp": (n_layers - n_moe) * 3 * h * dense_inter,
+    classes = {"attention": mixers, "mlp": (n_layers - n_moe) * 3 * h * dense_inter,
                "shared_experts": n_moe * shared, "lm_head": 0 if tied else embed}  # parameters per module class
     quant = {} if scheme is None else {
         "quant_method": scheme.method, "quant_bits": scheme.weight_bits, "matmul_dtype": scheme.matmul_dtype,
@@ -304,7 +331,21 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
                       hidden=h, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, dtype=dtype, kv_dtype=kv_dtype,
                       kv_dim_override=kv_dim, attn_dim=attn_dim, moe_experts=experts, moe_top_k=top_k,
                       expert_params_b=expert_total / 1e9, moe_layers=n_moe if experts else None,
-                      sliding_window=window, sliding_layers=sliding, source=str(path), **quant)
+                      sliding_window=window, sliding_layers=sliding, source=str(path), linear=lin,
+                      linear_layers=n_linear, **quant)
+
+
+def _hybrid_linear(cfg: dict, path: Path, n_layers: int, h: int, q_width: int, attn: int):
+    """(Gated DeltaNet shape or None, linear layers, token-mixer parameters over all layers): n_layers x `attn`
+    for an ordinary model; for a hybrid linear-attention one (sim/linear_attn.py) the full layers' attention
+    with its output gate (attn_output_gate, on unless false: q_proj emits a gate of q's width, hidden x
+    heads x head_dim more) plus the linear layers' own weights."""
+    act = TORCH_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16")
+    lin, n_linear = gated_deltanet(cfg, n_layers, act, str(path))
+    if lin is None:
+        return None, 0, n_layers * attn
+    gate = h * q_width if cfg.get("attn_output_gate", True) is not False else 0
+    return lin, n_linear, (n_layers - n_linear) * (attn + gate) + n_linear * lin.params(h)
 
 
 def _sliding_window(cfg: dict, n_layers: int) -> tuple[int | None, int]:

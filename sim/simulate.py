@@ -209,14 +209,16 @@ def kv_capacity_tokens(sim, cost) -> int:
 def kv_pool(sim, cost) -> tuple[int, int | None]:
     """(KV tokens per replica as vLLM logs them, pool blocks or None where only the tokens are known). A
     model of one KV cache group takes cost.kv_capacity_tokens; a hybrid one (sliding-window layers,
-    engine.hybrid_kv) sizes its pool in blocks of one group's layers (sim/kv_cache.KVGroups)."""
+    engine.hybrid_kv; or linear-attention layers, at the block size they force) sizes its pool in blocks of one
+    group's layers (sim/kv_cache.KVGroups)."""
     e = sim.engine
     m = cost.model
-    groups = kv_groups(m, e.hybrid_kv)
+    groups = kv_groups(m, e.hybrid_kv, cost.tp, e.block_size)
     hybrid = e.kv_policy != "reserve" and groups.layers != m.n_layers  # several groups: a group-block pool
+    bs = groups.block_size or e.block_size
     if e.kv_capacity_tokens:
         if hybrid and e.max_model_len:  # a newer vLLM's log: the pool exactly
-            return e.kv_capacity_tokens, groups.pool_blocks(e.kv_capacity_tokens, e.block_size, e.max_model_len,
+            return e.kv_capacity_tokens, groups.pool_blocks(e.kv_capacity_tokens, bs, e.max_model_len,
                                                             e.max_num_batched_tokens)
         return e.kv_capacity_tokens, None
     reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
@@ -224,8 +226,8 @@ def kv_pool(sim, cost) -> tuple[int, int | None]:
     if not hybrid:
         tokens = cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size)
         return tokens, tokens // e.block_size
-    blocks = cost.kv_blocks(e.gpu_memory_utilization, reserve, e.block_size, layers=groups.layers)
-    return groups.reported_tokens(blocks, e.block_size, e.max_model_len, e.max_num_batched_tokens), blocks
+    blocks = cost.kv_blocks(e.gpu_memory_utilization, reserve, bs, layers=groups.layers)
+    return groups.reported_tokens(blocks, bs, e.max_model_len, e.max_num_batched_tokens), blocks
 
 
 def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: int = 0,

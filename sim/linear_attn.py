@@ -1,0 +1,126 @@
+"""Gated DeltaNet linear-attention layers of hybrid models: their shape, parameters, per-request state and FLOPs.
+
+Qwen3-Next (model_type qwen3_next, e.g. Qwen3-Next-80B-A3B) and Qwen3.5 (qwen3_5 / qwen3_5_moe, the text model under
+text_config) interleave Gated DeltaNet "linear_attention" layers with ordinary "full_attention" ones (3:1). A linear
+layer keeps no KV cache: each request carries a fixed state per layer that every step reads and writes once, and the
+layer's per-token FLOPs do not grow with the context. sim/models.py reads the shape (`gated_deltanet`), sim/cost.py
+prices the state traffic, sim/kv_cache.py gives the state its blocks of vLLM's pool.
+
+    lin, n_linear = gated_deltanet(cfg, n_layers, dtype="bf16", where="config.json")  # (None, 0): not hybrid-linear
+    lin.params(hidden)        # one layer's weights
+    lin.state_bytes(tp)       # one request's state of one layer on one of tp GPUs
+    lin.flops_per_token       # one layer's recurrence FLOPs per token, outside its projections
+
+Config keys (transformers' Qwen3NextConfig, defaults in brackets): layer_types ("linear_attention" /
+"full_attention"), else full_attention_interval [4] (layer i is full when (i + 1) % interval == 0),
+linear_num_key_heads [16], linear_key_head_dim [128], linear_num_value_heads [32], linear_value_head_dim [128],
+linear_conv_kernel_dim [4]; Qwen3.5's mamba_ssm_dtype (its recurrent state's dtype, float32 in the published
+configs; vLLM follows it) else the model dtype (vLLM's mamba_ssm_cache_dtype "auto"); the conv state is always in
+the model dtype (mamba_cache_dtype "auto").
+
+One layer (transformers' Qwen3NextGatedDeltaNet; Qwen3.5 splits in_proj_qkvz / in_proj_ba into four matrices of
+the same total): key_dim = k_heads x k_dim, value_dim = v_heads x v_dim, conv_dim = 2 key_dim + value_dim;
+    in_proj_qkvz  hidden x (2 key_dim + 2 value_dim)      q, k, v and the output gate z
+    in_proj_ba    hidden x 2 v_heads                     beta (write strength) and a (decay) per value head
+    conv1d        conv_dim x kernel                      depthwise causal conv over q, k, v
+    dt_bias, A_log   v_heads each; norm (gated RMSNorm)   v_dim
+    out_proj      value_dim x hidden
+State (vLLM's MambaStateShapeCalculator.gated_delta_net_state_shape): conv state conv_dim / tp x (kernel - 1),
+recurrent state v_heads / tp x k_dim x v_dim.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab.errors import LabError
+
+STATE_DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
+_TORCH = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+# model types whose configs imply Gated DeltaNet layers even without layer_types (transformers fills it from
+# full_attention_interval); the text model's type is what a merged text_config shows
+HYBRID_LINEAR_TYPES = ("qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")
+
+
+@dataclass(frozen=True)
+class GatedDeltaNet:
+    """One Gated DeltaNet layer (see the module docstring for the weights and the state)."""
+
+    k_heads: int = 16
+    k_dim: int = 128
+    v_heads: int = 32
+    v_dim: int = 128
+    conv_kernel: int = 4
+    conv_dtype: str = "bf16"  # the conv state's dtype (the model's)
+    ssm_dtype: str = "bf16"  # the recurrent state's dtype
+
+    @property
+    def key_dim(self) -> int:
+        return self.k_heads * self.k_dim
+
+    @property
+    def value_dim(self) -> int:
+        return self.v_heads * self.v_dim
+
+    @property
+    def conv_dim(self) -> int:
+        return 2 * self.key_dim + self.value_dim
+
+    def params(self, hidden: int) -> int:
+        """Weights of one layer (projections, conv, per-head decay terms, gated norm)."""
+        return (hidden * (2 * self.key_dim + 2 * self.value_dim) + hidden * 2 * self.v_heads
+                + self.conv_dim * self.conv_kernel + 2 * self.v_heads + self.v_dim + self.value_dim * hidden)
+
+    def state_bytes(self, tp: int = 1) -> float:
+        """One request's state of one layer on one of `tp` GPUs (vLLM splits both states by heads): what one
+        decode step reads and writes back, and the real size of one page of vLLM's MambaSpec."""
+        conv = self.conv_dim // tp * (self.conv_kernel - 1) * STATE_DTYPE_BYTES[self.conv_dtype]
+        return conv + self.v_heads // tp * self.k_dim * self.v_dim * STATE_DTYPE_BYTES[self.ssm_dtype]
+
+    @property
+    def flops_per_token(self) -> float:
+        """Recurrence FLOPs of one token in one layer beyond its projections (those are 2 x params): per value
+        head the decay S *= g (k_dim x v_dim), the read S^T k, the rank-1 write S += k (x) delta and the output
+        S^T q (2 k_dim x v_dim each), so 7 k_dim x v_dim; plus the depthwise conv (2 x conv_dim x kernel). The
+        same whatever the context: a decode step's, and a prefill's to first order (its chunked form adds
+        chunk-local products that this leaves out)."""
+        return 7.0 * self.v_heads * self.k_dim * self.v_dim + 2.0 * self.conv_dim * self.conv_kernel
+
+
+def gated_deltanet(cfg: dict, n_layers: int, dtype: str, where: str) -> tuple[GatedDeltaNet | None, int]:
+    """(layer shape, linear layers) of a config (text_config already merged), or (None, 0) when it has no Gated
+    DeltaNet layers. `dtype`: the model's activation dtype (fp32 / bf16 / fp16); `where`: for error lines."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and "linear_attention" in types:
+        if len(types) != n_layers:
+            raise LabError(f"{where}: 'layer_types' lists {len(types)} layers, num_hidden_layers is {n_layers}")
+        unknown = sorted({str(t) for t in types} - {"linear_attention", "full_attention"})
+        if unknown:
+            raise LabError(f"{where}: 'layer_types' mixes linear_attention with {unknown}; only full_attention is "
+                           "read beside it")
+        n_linear = types.count("linear_attention")
+    elif cfg.get("model_type") in HYBRID_LINEAR_TYPES and not isinstance(types, list):
+        interval = _whole(cfg, "full_attention_interval", 4, where)
+        n_linear = sum(1 for i in range(n_layers) if (i + 1) % interval)
+    else:
+        return None, 0
+    if n_linear >= n_layers:
+        raise LabError(f"{where}: every layer is linear_attention; the simulator needs at least one full_attention "
+                       "layer")
+    ssm = str(cfg.get("mamba_ssm_dtype") or "")
+    layer = GatedDeltaNet(k_heads=_whole(cfg, "linear_num_key_heads", 16, where),
+                          k_dim=_whole(cfg, "linear_key_head_dim", 128, where),
+                          v_heads=_whole(cfg, "linear_num_value_heads", 32, where),
+                          v_dim=_whole(cfg, "linear_value_head_dim", 128, where),
+                          conv_kernel=_whole(cfg, "linear_conv_kernel_dim", 4, where),
+                          conv_dtype=dtype, ssm_dtype=_TORCH.get(ssm, dtype))
+    return layer, n_linear
+
+
+def _whole(cfg: dict, key: str, default: int, where: str) -> int:
+    """cfg[key] as a positive integer; absent or null: `default` (transformers' Qwen3NextConfig default)."""
+    value = cfg.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LabError(f"{where}: config.json {key!r} must be a positive integer, not {value!r}")
+    return value

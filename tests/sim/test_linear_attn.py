@@ -1,0 +1,160 @@
+"""Hybrid linear-attention models (Qwen3-Next, Qwen3.5): parameters per layer kind, KV from the full layers only,
+a fixed state per request in the step cost and in vLLM's block pool (sim/linear_attn.py, sim/kv_cache.StateKV).
+The expected numbers are computed by hand in each docstring from transformers' Qwen3NextGatedDeltaNet and vLLM
+V1's rules (HybridAttentionMambaModelConfig, _get_kv_cache_groups_uniform_page_size, MambaManager)."""
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lab.errors import LabError
+from sim.cost import CostModel
+from sim.hardware import achievable_bandwidth, get_hardware
+from sim.kv_cache import GIB, KVGroups, StateKV, activation_reserve_bytes, kv_groups
+from sim.models import from_hf_config, get_model
+from sim.simulate import kv_pool, prepare_inputs, simulate
+from tests.sim.conftest import make_sim
+
+QWEN3_NEXT = Path(__file__).resolve().parents[2] / "sim" / "validation" / "configs" / "qwen3-next-80b-a3b-instruct.json"
+
+# 4 layers, every 2nd full: layers 1 and 3 full attention, 0 and 2 Gated DeltaNet
+TINY = {"model_type": "qwen3_next", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 96, "vocab_size": 100,
+        "tie_word_embeddings": False, "full_attention_interval": 2, "linear_num_key_heads": 2,
+        "linear_key_head_dim": 8, "linear_num_value_heads": 4, "linear_value_head_dim": 8,
+        "linear_conv_kernel_dim": 4, "torch_dtype": "bfloat16"}
+
+
+def _write(tmp_path, cfg, name="config.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_params_counted_per_layer_kind(tmp_path):
+    """Full layer (gated q): q 64 x (4 x 16 x 2) = 8,192, k + v 2 x 64 x 32 = 4,096, o 64 x 64 = 4,096: 16,384.
+    Linear layer: key_dim 16, value_dim 32, conv_dim 64; in_proj_qkvz 64 x 96 = 6,144, in_proj_ba 64 x 8 = 512,
+    conv1d 64 x 4 = 256, dt_bias + A_log 8, norm 8, out_proj 32 x 64 = 2,048: 8,976.
+    MLP 3 x 64 x 96 = 18,432 a layer; norms 2 x 64 a layer + 64; untied embeddings 2 x 100 x 64 = 12,800.
+    Total 12,800 + 2 x 16,384 + 2 x 8,976 + 4 x (18,432 + 128) + 64 = 137,824; active = total - input embedding."""
+    m = from_hf_config(_write(tmp_path, TINY))
+    assert (m.linear_layers, m.kv_layers) == (2, 2)
+    assert m.linear.params(64) == 8_976
+    assert round(m.params_b * 1e9) == 137_824 and round(m.active_params_b * 1e9) == 137_824 - 6_400
+
+
+def test_kv_and_attention_only_from_full_layers(tmp_path):
+    """KV per token: 2 full layers x 2 x 2 heads x 16 x 2 bytes = 256 (all 4 layers would be 512); score FLOPs
+    per cached token 2 x 2 layers x 2 x 64 = 512. State per request and layer: conv 64 x 3 x 2 = 384 bytes +
+    recurrent 4 x 8 x 8 x 2 = 512; the recurrence 7 x 4 x 8 x 8 + 2 x 64 x 4 = 2,304 FLOPs a token a layer."""
+    m = from_hf_config(_write(tmp_path, TINY))
+    assert m.kv_bytes_per_token == 256 and m.attn_flops_per_context_token == 512
+    assert m.linear.state_bytes() == 896 and m.state_bytes == 2 * 896
+    assert m.linear.flops_per_token == 2_304
+    assert m.flops_per_token == 2 * (137_824 - 6_400) + 2 * 2_304
+    assert m.attended_context(10_000) == 10_000  # the full layers attend over everything, the linear ones not at all
+
+
+def test_layer_types_and_qwen35_text_config_read_alike(tmp_path):
+    """An explicit layer_types list is the interval's pattern; Qwen3.5 nests the text model under text_config and
+    keeps its recurrent state in float32 (mamba_ssm_dtype): 4 x 8 x 8 x 4 = 1,024 bytes + the bf16 conv 384."""
+    listed = {k: v for k, v in TINY.items() if k != "full_attention_interval"}
+    listed["layer_types"] = ["linear_attention", "full_attention"] * 2
+    a, b = from_hf_config(_write(tmp_path, TINY, "a.json")), from_hf_config(_write(tmp_path, listed, "b.json"))
+    assert replace(a, source=None, name="x") == replace(b, source=None, name="x")
+    qwen35 = {"model_type": "qwen3_5", "text_config": {**listed, "model_type": "qwen3_5_text",
+                                                       "mamba_ssm_dtype": "float32", "attn_output_gate": True}}
+    c = from_hf_config(_write(tmp_path, qwen35, "c.json"))
+    assert c.params_b == a.params_b and c.linear.state_bytes() == 384 + 1_024
+    with pytest.raises(LabError, match="layer_types"):
+        from_hf_config(_write(tmp_path, {**listed, "layer_types": ["linear_attention"] * 3}, "d.json"))
+    with pytest.raises(LabError, match="at least one full_attention"):
+        from_hf_config(_write(tmp_path, {**listed, "layer_types": ["linear_attention"] * 4}, "e.json"))
+
+
+def test_qwen3_next_80b_matches_its_card():
+    """The published config (sim/validation/configs): 48 layers, 12 full + 36 linear; ~80B total, ~3B active
+    (the card: "80B total parameters, only 3B active"). KV 12 x 2 x 2 x 256 x 2 = 24,576 bytes a token (a quarter
+    of what 48 full layers would hold); state 36 x (8,192 x 3 x 2 + 32 x 128 x 128 x 2) = 39,518,208 bytes."""
+    m = from_hf_config(QWEN3_NEXT)
+    assert (m.n_layers, m.kv_layers, m.linear_layers) == (48, 12, 36)
+    assert 79.0 < m.params_b < 81.0 and 3.0 < m.active_params_b < 3.8
+    assert m.kv_bytes_per_token == 24_576 and m.state_bytes == 36 * 1_097_728 == 39_518_208
+
+
+def test_step_cost_reads_state_once_per_request(tmp_path):
+    """One more request with the same KV adds its request overhead and one read + write of its state; one
+    more cached token adds its full-layer KV only. The SPS curve's closed form agrees with step_time."""
+    m = from_hf_config(_write(tmp_path, TINY))
+    hw = get_hardware("h100")
+    cm = CostModel(hw, m)
+    bw = achievable_bandwidth(hw)
+    t4, t5 = cm.step_time(4, 4_000, 4, False), cm.step_time(4, 4_000, 5, False)
+    assert t5 - t4 == pytest.approx(cm.request_overhead_s + 2 * 2 * 896 / bw, rel=1e-9)
+    assert cm.step_time(4, 5_000, 4, False) - t4 == pytest.approx(1_000 * 256 / bw, rel=1e-9)
+    assert float(cm.step_time_vec([4], 4_000, 5, False)[0]) == pytest.approx(t5, rel=1e-12)
+    sps = cm.sps_curve(0, 4_000, 4)
+    assert 1 / float(sps(4)) == pytest.approx(cm.step_time(4, 4_000, 4, True), rel=1e-12)
+
+
+def test_kv_groups_and_block_size_as_vllm():
+    """Qwen3-Next-80B bf16: 12 full + 36 linear layers -> groups of 12: 1 full + 3 state. tp 1: a token's KV in
+    one layer 2 x 2 x 256 x 2 = 2,048 bytes, one layer's state 1,097,728 -> block 16 x ceil(1,097,728 / 32,768)
+    = 544; tp 4: one KV head a GPU (replicated), 1,024 bytes, a quarter of the state 274,432 -> 16 x 17 = 272.
+    An engine block of 1,024 is kept (alignment max(16, 1,024)). Dense and sliding models keep their groups."""
+    m = from_hf_config(QWEN3_NEXT)
+    assert kv_groups(m) == KVGroups(full=1, sliding=0, layers=12, state=3, block_size=544)
+    assert kv_groups(m, tp=4).block_size == 272 and kv_groups(m, block_size=1024).block_size == 1024
+    assert kv_groups(m, hybrid=False) == kv_groups(m)  # vLLM has no other manager for these layers
+    assert kv_groups(get_model("qwen3-8b"), tp=4) == KVGroups(full=1, sliding=0, layers=36)
+    assert kv_groups(get_model("gemma3-12b"), tp=2) == KVGroups(full=1, sliding=5, layers=8, window=1024)
+
+
+def test_state_blocks_by_hand():
+    """Block 4, 1 full + 3 state groups, 40 blocks: a request of 10 slots holds 3 full blocks + 3 state blocks;
+    its decode grows only the full group. 1-token requests hold 4 blocks each: 10 fit where full KV alone would
+    hold 40; with 2 speculative tokens a request keeps 3 x (1 + 2) = 9 state blocks."""
+    kv = StateKV(total_blocks=40, block_size=4, groups=KVGroups(1, 0, 1, state=3))
+    held = kv.admit(prompt=10, output=5, slots_now=10)
+    assert held == 6 and kv.free == 34
+    assert kv.grow(held, 12, 10) == 6 and kv.grow(held, 13, 12) == 7 and kv.free == 33
+    assert kv.grow_decode(7, 13, 0) == (7, 16) and kv.row_cap(7, 13, 12, 0) == 16
+    kv.release(7)
+    assert kv.free == 40 and kv.fits_ever(37 * 4) and not kv.fits_ever(37 * 4 + 1)
+    assert [kv.admit(1, 1, 1) for _ in range(11)] == [4] * 10 + [None]
+    spec = StateKV(total_blocks=40, block_size=4, groups=KVGroups(1, 0, 1, state=3), spec_tokens=2)
+    assert spec.admit(1, 1, 1 + 2) == 1 + 9
+
+
+def _next_sim(policy, **engine):
+    return make_sim(model={"config": str(QWEN3_NEXT)}, hardware={"name": "h200", "tp": 2},
+                    engine={"kv_capacity_tokens": 25 * 544, **engine},
+                    workload={"kind": "closed_loop", "concurrency": 64, "duration_s": 5, "warmup_s": 0.5,
+                              "lengths": {"source": "fixed", "prompt_tokens": 100, "output_tokens": 50}},
+                    policies=[policy])
+
+
+def test_concurrency_bounded_by_state_memory():
+    """A logged KV size of 25 x 544 tokens is 25 x 4 = 100 group-blocks (vLLM <= 0.11: blocks // 4 groups x 544).
+    A 150-token request needs one full block and 3 state blocks: 25 run at once though the full-layer KV of
+    64 such requests is only 64 x 150 tokens; with fixed k = 3 each also keeps 3 x 3 more: 100 // 13 = 7."""
+    ar = simulate(prepare_inputs(_next_sim({"kind": "ar"})), "ar", None, 0, keep_cluster=True)
+    kv = ar.cluster.replicas[0].kv
+    assert isinstance(kv, StateKV) and (kv.total, kv.block_size) == (100, 544)
+    assert ar.summary["peak_running"] == 25 and ar.summary["finished"] > 0
+    k3 = simulate(prepare_inputs(_next_sim({"kind": "fixed_k", "k": 3})), "fixed_k3", None, 0)
+    assert k3.summary["peak_running"] == 7
+
+
+def test_pool_from_memory_by_hand():
+    """Qwen3-Next-80B on 2 x H200 at 0.9: a group-block is 544 slots x 12 layers x 2,048 bytes (one KV head per
+    GPU, 1,024 bytes each) = 13,369,344 bytes; pool = (2 x (141 GiB x 0.9 - activations) - weights) // that,
+    vLLM's log: pool // 4 x 544 tokens."""
+    sim = _next_sim({"kind": "ar"}, kv_capacity_tokens=None)
+    cost = CostModel.from_config(sim)
+    m = cost.model
+    budget = 2 * (get_hardware("h200").mem_gib * GIB * 0.9 - activation_reserve_bytes(2048, 8192)) \
+        - m.params_b * 1e9 * 2
+    tokens, blocks = kv_pool(sim, cost)
+    assert blocks == int(budget // (544 * 12 * 2048)) and tokens == blocks // 4 * 544
