@@ -127,6 +127,23 @@ def test_a_source_that_prints_only_medians_is_scored_on_the_simulated_medians():
     assert "tpot_median_ms" not in [m[0] for m in shown_metrics(error_table([_row(tpot_mean_ms=1.0)], [{}]))]
 
 
+def test_a_source_that_prints_only_total_throughput_is_scored_on_input_plus_output_tokens():
+    """vLLM bench's "Total Token throughput" counts the finished requests' prompt and generated tokens over the span
+    its output throughput uses (first arrival to last finish); a source that quotes only it is scored on it."""
+    from sim.public_check import total_throughput_tok_s
+
+    log = pd.DataFrame({"arrival_s": [0.0, 0.0, 1.0], "first_token_s": [0.5, 1.0, np.nan],
+                        "finish_s": [2.0, 4.0, np.nan], "input_tokens": [100, 300, 50],
+                        "output_tokens": [20, 80, 0]})
+    assert total_throughput_tok_s(log) == pytest.approx((100 + 300 + 20 + 80) / 4.0)  # the unfinished one: out
+    row = _row(total_throughput_tok_s=200.0)
+    table = error_table([row], [{"total_throughput_tok_s": 180.0, "output_throughput_tok_s": 90.0}])
+    assert table["rel_err_total_throughput_tok_s"].iloc[0] == pytest.approx(-0.1)
+    assert np.isnan(table["rel_err_output_throughput_tok_s"].iloc[0])  # not reported: not scored
+    assert "total_throughput_tok_s" in [m[0] for m in shown_metrics(table)]
+    assert "total_throughput_tok_s" not in [m[0] for m in shown_metrics(error_table([_row(tpot_mean_ms=1.0)], [{}]))]
+
+
 def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
     assert main(["--rows", FAST_ROWS, "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "public_check.csv")
