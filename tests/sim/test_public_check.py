@@ -362,3 +362,22 @@ def test_rows_run_behind_their_sources_front_end_unless_it_is_off(tmp_path):
     assert got["file"]["frontend"] == "gpustack-h100"
     # one user at a time: every request's TTFT grows by at least its request_ms (plus its first token's streaming)
     assert got["file"]["sim_ttft_mean_ms"] - got["off"]["sim_ttft_mean_ms"] >= fe["request_ms"] - 1e-6
+
+
+@pytest.mark.parametrize("name,method,bits,matmul", [
+    ("qwen3-8b-awq", "awq", 4 + 20 / 128, None), ("qwen3-8b-gptq-int4", "gptq", 4 + 16 / 128, None),
+    ("qwen3-8b-gptq-int8", "gptq", 8 + 16 / 128, None), ("qwen3-8b-w4a16", "compressed-tensors", 4 + 16 / 128, None),
+    ("qwen3-8b-fp8-static", "fp8", 8.0, "fp8"), ("qwen3-8b-fp8-dynamic", "fp8", 8 + 32 / 128 ** 2, "fp8"),
+    ("qwen3-8b-bnb-4bit", "bitsandbytes", 4 + 8 / 64 + 32 / (64 * 256), None),
+    ("deepseek-r1-0528", "fp8", 8 + 32 / 128 ** 2, "fp8")])
+def test_the_quantized_rows_configs_read_as_their_method(name, method, bits, matmul):
+    """The session-23 rows' checkpoints (sim/validation/configs/): the method, bits per weight and matmul dtype the
+    simulator prices them at; the Qwen3-8B ones keep Qwen3-8B's architecture."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    m = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / f"{name}.json")
+    assert (m.quant_method, m.matmul_dtype) == (method, matmul) and m.quant_bits == pytest.approx(bits)
+    if name.startswith("qwen3-8b"):
+        assert m.params_b == pytest.approx(from_hf_config(Path(DEFAULT_FILE).parents[2] / "real/presets/qwen3-8b.json").params_b)
