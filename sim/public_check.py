@@ -69,15 +69,18 @@ from sim.workload import read_lengths, sharegpt_table_path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
 # (column in the table, key of `reported`, key of fidelity_metrics, factor from the metric's unit to the column's)
-# (medians: for sources that publish only vLLM's "Median TPOT / TTFT" lines; by the same per-request definitions)
+# (medians: for sources that publish only vLLM's "Median TPOT / TTFT" lines; by the same per-request definitions;
+# total throughput: for sources that publish only vLLM's "Total Token throughput", input + output tokens per second)
 METRICS = (("tpot_mean_ms", "tpot_mean_ms", "tpot_mean_ms", 1.0),
            ("ttft_mean_ms", "ttft_mean_ms", "ttft_mean_s", 1e3),
            ("output_throughput_tok_s", "output_throughput_tok_s", "throughput_tok_s", 1.0),
            ("tpot_median_ms", "tpot_median_ms", "tpot_median_ms", 1.0),
-           ("ttft_median_ms", "ttft_median_ms", "ttft_median_s", 1e3))
+           ("ttft_median_ms", "ttft_median_ms", "ttft_median_s", 1e3),
+           ("total_throughput_tok_s", "total_throughput_tok_s", "total_throughput_tok_s", 1.0))
 MAIN_METRICS = ("tpot_mean_ms", "ttft_mean_ms", "output_throughput_tok_s")  # always in the table and plot
 METRIC_LABELS = {"tpot_mean_ms": "TPOT ms", "ttft_mean_ms": "TTFT ms", "output_throughput_tok_s": "out tok/s",
-                 "tpot_median_ms": "median TPOT ms", "ttft_median_ms": "median TTFT ms"}
+                 "tpot_median_ms": "median TPOT ms", "ttft_median_ms": "median TTFT ms",
+                 "total_throughput_tok_s": "total tok/s"}
 # vLLM's `vllm serve` defaults (vllm/engine/arg_utils.py, get_batch_defaults, vLLM 0.8 - 0.19): a card with
 # at least 70 GiB that is not an A100 gets 8192 batched tokens and 1024 sequences, every other card 2048 and
 # 256 (the A100 exception: vLLM PR #17885)
@@ -117,6 +120,8 @@ class Reported(StrictModel):
     output_throughput_tok_s: float | None = Field(None, gt=0)
     tpot_median_ms: float | None = Field(None, gt=0, description="vLLM bench's Median TPOT (a source without the mean)")
     ttft_median_ms: float | None = Field(None, gt=0, description="vLLM bench's Median TTFT")
+    total_throughput_tok_s: float | None = Field(None, gt=0, description="vLLM bench's Total Token throughput "
+                                                                      "(input + output tokens / s)")
 
     @model_validator(mode="after")
     def _something(self):
@@ -364,7 +369,8 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, le
     """Simulated metrics of one row (METRICS columns) and the run's own numbers."""
     sim = row_sim_config(row, hardware, lengths_mode, frontend)
     result = simulate(prepare_inputs(sim, seed=seed), "ar", seed=seed)
-    got = {**fidelity_metrics(result.requests), **median_metrics(result.requests)}
+    got = {**fidelity_metrics(result.requests), **median_metrics(result.requests),
+           "total_throughput_tok_s": total_throughput_tok_s(result.requests)}
     out = {col: got[key] * factor for col, _, key, factor in METRICS}
     out.update({"sim_lengths": lengths_label(sim.workload.lengths.model_dump()),
                 "sim_mean_input": float(result.requests["input_tokens"].mean()),
@@ -390,6 +396,18 @@ def median_metrics(log: pd.DataFrame) -> dict:
     tpot, ttft = tpot[np.isfinite(tpot)], ttft[np.isfinite(ttft)]
     return {"tpot_median_ms": float(np.median(tpot)) if tpot.size else float("nan"),
             "ttft_median_s": float(np.median(ttft)) if ttft.size else float("nan")}
+
+
+def total_throughput_tok_s(log: pd.DataFrame) -> float:
+    """vLLM bench's "Total Token throughput": input + output tokens of the finished requests / (last finish - first
+    arrival), the span its output throughput uses."""
+    per = per_request(log)
+    done = per[per["finished"]]
+    if len(done) == 0:
+        return float("nan")
+    span = float(done["finish_s"].max() - per["arrival_s"].min())
+    tokens = float(done["input_tokens"].sum() + done["output_tokens"].sum())
+    return tokens / span if span > 0 else float("nan")
 
 
 def error_table(rows: list[PublicRow], simulated: list[dict]) -> pd.DataFrame:

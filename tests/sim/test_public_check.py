@@ -127,6 +127,23 @@ def test_a_source_that_prints_only_medians_is_scored_on_the_simulated_medians():
     assert "tpot_median_ms" not in [m[0] for m in shown_metrics(error_table([_row(tpot_mean_ms=1.0)], [{}]))]
 
 
+def test_a_source_that_prints_only_total_throughput_is_scored_on_input_plus_output_tokens():
+    """vLLM bench's "Total Token throughput" counts the finished requests' prompt and generated tokens over the span
+    its output throughput uses (first arrival to last finish); a source that quotes only it is scored on it."""
+    from sim.public_check import total_throughput_tok_s
+
+    log = pd.DataFrame({"arrival_s": [0.0, 0.0, 1.0], "first_token_s": [0.5, 1.0, np.nan],
+                        "finish_s": [2.0, 4.0, np.nan], "input_tokens": [100, 300, 50],
+                        "output_tokens": [20, 80, 0]})
+    assert total_throughput_tok_s(log) == pytest.approx((100 + 300 + 20 + 80) / 4.0)  # the unfinished one: out
+    row = _row(total_throughput_tok_s=200.0)
+    table = error_table([row], [{"total_throughput_tok_s": 180.0, "output_throughput_tok_s": 90.0}])
+    assert table["rel_err_total_throughput_tok_s"].iloc[0] == pytest.approx(-0.1)
+    assert np.isnan(table["rel_err_output_throughput_tok_s"].iloc[0])  # not reported: not scored
+    assert "total_throughput_tok_s" in [m[0] for m in shown_metrics(table)]
+    assert "total_throughput_tok_s" not in [m[0] for m in shown_metrics(error_table([_row(tpot_mean_ms=1.0)], [{}]))]
+
+
 def test_script_runs_two_rows_and_writes_its_table(tmp_path, capsys):
     assert main(["--rows", FAST_ROWS, "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "public_check.csv")
@@ -345,3 +362,22 @@ def test_rows_run_behind_their_sources_front_end_unless_it_is_off(tmp_path):
     assert got["file"]["frontend"] == "gpustack-h100"
     # one user at a time: every request's TTFT grows by at least its request_ms (plus its first token's streaming)
     assert got["file"]["sim_ttft_mean_ms"] - got["off"]["sim_ttft_mean_ms"] >= fe["request_ms"] - 1e-6
+
+
+@pytest.mark.parametrize("name,method,bits,matmul", [
+    ("qwen3-8b-awq", "awq", 4 + 20 / 128, None), ("qwen3-8b-gptq-int4", "gptq", 4 + 16 / 128, None),
+    ("qwen3-8b-gptq-int8", "gptq", 8 + 16 / 128, None), ("qwen3-8b-w4a16", "compressed-tensors", 4 + 16 / 128, None),
+    ("qwen3-8b-fp8-static", "fp8", 8.0, "fp8"), ("qwen3-8b-fp8-dynamic", "fp8", 8 + 32 / 128 ** 2, "fp8"),
+    ("qwen3-8b-bnb-4bit", "bitsandbytes", 4 + 8 / 64 + 32 / (64 * 256), None),
+    ("deepseek-r1-0528", "fp8", 8 + 32 / 128 ** 2, "fp8")])
+def test_the_quantized_rows_configs_read_as_their_method(name, method, bits, matmul):
+    """The session-23 rows' checkpoints (sim/validation/configs/): the method, bits per weight and matmul dtype the
+    simulator prices them at; the Qwen3-8B ones keep Qwen3-8B's architecture."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    m = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / f"{name}.json")
+    assert (m.quant_method, m.matmul_dtype) == (method, matmul) and m.quant_bits == pytest.approx(bits)
+    if name.startswith("qwen3-8b"):
+        assert m.params_b == pytest.approx(from_hf_config(Path(DEFAULT_FILE).parents[2] / "real/presets/qwen3-8b.json").params_b)
