@@ -23,9 +23,10 @@ A "unit" of `held` is one group-block. `hybrid_kv: false` (vLLM's --disable-hybr
 every layer's KV for the whole context, as a model without sliding layers does.
 prefix caching (`engine.prefix_caching`, vLLM V1's default): a freed request's full computed blocks stay cached
 and are evicted least recently freed first; an admitted request (new or resumed after a preemption) that finds
-its prefix cached counts those tokens as computed (sim/prefix_cache.py). The plain paged pool only: a hybrid
-pool (above) runs without it, as with --no-enable-prefix-caching (vLLM caches there too: a hit must then be
-cached in the full groups and hold the window's last blocks in each sliding group, which is not modelled).
+its prefix cached counts those tokens as computed (sim/prefix_cache.py). A hybrid pool (above) caches a freed
+request's group-blocks too; a request finds its own computed prefix again while all of them are cached (a hit
+needs the full groups' blocks and each sliding group's window before it: HybridKV's docstring); a linear-state
+pool runs without prefix caching (vLLM's mamba prefix caching is not modelled).
 linear state (hybrid linear-attention models, Qwen3-Next / Qwen3.5, sim/linear_attn.py; always on, as vLLM has
 no other manager for them): the full-attention layers form full groups and the Gated DeltaNet layers state groups
 of the same size (KVGroups); a request holds ceil(slots / block_size) blocks in each full group and, for its
@@ -132,6 +133,8 @@ def kv_groups(model, hybrid: bool = True, tp: int = 1, block_size: int = 16) -> 
     if model.linear_layers:
         return _linear_groups(model, tp, block_size)
     n, sliding = model.n_layers, model.sliding_layers
+    if model.chunked_attention:  # vLLM turns its hybrid manager off for chunked local attention by default
+        hybrid = False  # ("a latency regression"; VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1, not modelled)
     if not sliding or (not hybrid and sliding < n):
         return KVGroups(full=1, sliding=0, layers=n)
     if sliding == n:
@@ -275,11 +278,19 @@ class HybridKV(PagedKV):
     """vLLM's hybrid pool (KVGroups): a request holds ceil(slots / block_size) group-blocks in each full group
     and, in each sliding group, those minus the ones wholly before its window (module docstring); `held` can
     shrink as the window slides. `max_chunk`: the most new tokens one step gives a request (the token
-    budget with chunked prefill; None: a whole prompt)."""
+    budget with chunked prefill; None: a whole prompt).
+
+    With `prefix_caching` (vLLM V1 caches under the hybrid manager too) a freed request's group-blocks of its full
+    computed blocks stay cached: every full group's and, in each sliding group, those still inside the window
+    (the ones that slid out were freed earlier, so are evicted first). A request admitted again finds its
+    computed prefix only while all of those are cached: vLLM's hit at a position needs the full groups' blocks
+    before it and the sliding groups' window before it, and eviction takes a request's blocks tail first, so
+    once any went, no earlier position keeps its window (hit 0: recomputed from the start)."""
 
     def __init__(self, total_blocks: int, block_size: int, groups: KVGroups, max_chunk: int | None,
-                 capacity_tokens: int | None = None):
-        super().__init__(total_blocks, block_size)
+                 capacity_tokens: int | None = None, prefix_caching: bool = False):
+        super().__init__(total_blocks, block_size, prefix_caching)
+        self._cached_tokens: dict = {}  # a cached request's chain key -> (units put, tokens they hold)
         self.groups = groups
         self.n_groups, self.n_sliding, self.window = groups.count, groups.sliding, groups.window
         self.max_chunk = max_chunk
@@ -302,11 +313,29 @@ class HybridKV(PagedKV):
         return self.groups.full * n + self.n_sliding * min(n, blocks_for(self.window - 1 + chunk, bs) + 1) \
             <= self.total
 
+    def lookup(self, chain, tokens: int) -> int:
+        """Tokens of the request's first `tokens` found cached along `chain`: its computed prefix where every
+        group-block it left cached still is (class docstring), else 0. Counted as one query."""
+        cache = self.prefix_cache
+        if cache is None:
+            return 0
+        key = chain[-1][0]
+        units, cached_tokens = self._cached_tokens.get(key, (0, 0))
+        whole = units > 0 and cache.queue.get(key, 0) == units
+        hit = min(cached_tokens, (tokens - 1) // self.block_size * self.block_size) if whole else 0
+        cache.queries += tokens
+        cache.hits += hit
+        return hit
+
     def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0, chain=None) -> int | None:
         need = self.units(slots_now, computed)
         if need > self.free:
             return None
-        self.free -= need
+        if computed and chain is not None and self.prefix_cache is not None:  # its cached blocks, re-referenced
+            key = chain[-1][0]
+            self.prefix_cache.take(chain, self._cached_tokens.pop(key)[0])
+            self.cached = self.prefix_cache.evictable
+        self.take(need)
         return need
 
     def grow(self, held: int, slots: int, computed: int = 0) -> int | None:
@@ -315,8 +344,23 @@ class HybridKV(PagedKV):
         need = self.units(slots, computed) - held
         if need > self.free:
             return None
-        self.free -= need
+        self.take(need)
         return held + need
+
+    def release(self, held: int, chain=None, computed: int = 0) -> None:
+        """A request frees its `held` group-blocks; with prefix caching those of its full computed blocks stay
+        cached (class docstring)."""
+        self.free += held
+        cache = self.prefix_cache
+        if cache is None or chain is None or computed < self.block_size:
+            return
+        aligned = computed // self.block_size * self.block_size
+        units = min(int(self.units(aligned, aligned)), held)
+        key = chain[-1][0]
+        self._cached_tokens.pop(key, None)
+        cache.put(((key, None),), units)
+        self.cached = cache.evictable
+        self._cached_tokens[key] = (units, aligned)
 
     def row_cap(self, held, slots, computed, lookahead: int):
         """As PagedKV's, and no further than the sequence whose window drops the next block: a decode step
@@ -337,7 +381,7 @@ class HybridKV(PagedKV):
         need = self.n_groups * n - self.n_sliding * skip
         if need - held > self.free:
             return None
-        self.free -= need - held
+        self.take(need - held)
         return need, min(n * bs - lookahead, window - 1 + (skip + 1) * bs)
 
     @property
@@ -427,4 +471,5 @@ def make_kv_cache(engine, capacity_tokens: int, groups: KVGroups | None = None,
                        engine.prefix_caching)
     blocks = groups.pool_blocks(capacity_tokens, engine.block_size) if pool_blocks is None else pool_blocks
     return HybridKV(blocks, engine.block_size, groups,
-                    engine.max_num_batched_tokens if engine.enable_chunked_prefill else None, capacity_tokens)
+                    engine.max_num_batched_tokens if engine.enable_chunked_prefill else None, capacity_tokens,
+                    engine.prefix_caching)

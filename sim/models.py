@@ -75,6 +75,7 @@ class ModelShape:
     quant_dense_params_b: float = 0.0
     quant_experts: bool = False
     matmul_dtype: str | None = None
+    chunked_attention: bool = False  # the sliding layers are Llama 4's chunked local attention (window = chunk)
     linear: GatedDeltaNet | None = None  # hybrid linear attention: one Gated DeltaNet layer's shape
     linear_layers: int = 0  # of n_layers: Gated DeltaNet layers (no KV cache; a fixed state per request)
 
@@ -326,13 +327,14 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
         "quant_dense_params_b": sum(n for c, n in classes.items() if scheme.quantizes(c)) / 1e9,
         "quant_experts": bool(experts) and scheme.quantizes("experts")}
     window, sliding = _sliding_window(cfg, n_layers)
+    chunked = bool(sliding) and llama4 and bool(cfg.get("attention_chunk_size"))
     label = name or cfg.get("_name_or_path") or path.parent.name or str(cfg.get("model_type", "model"))
     return ModelShape(name=str(label), params_b=total / 1e9, active_params_b=active / 1e9, n_layers=n_layers,
                       hidden=h, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, dtype=dtype, kv_dtype=kv_dtype,
                       kv_dim_override=kv_dim, attn_dim=attn_dim, moe_experts=experts, moe_top_k=top_k,
                       expert_params_b=expert_total / 1e9, moe_layers=n_moe if experts else None,
                       sliding_window=window, sliding_layers=sliding, source=str(path), linear=lin,
-                      linear_layers=n_linear, **quant)
+                      linear_layers=n_linear, chunked_attention=chunked, **quant)
 
 
 def _hybrid_linear(cfg: dict, path: Path, n_layers: int, h: int, q_width: int, attn: int):

@@ -119,6 +119,12 @@ def test_llama4_scout_shared_expert_every_layer_moe_and_chunked_attention():
     # one routed expert of 16 plus the shared expert per layer, both of intermediate_size 8192
     assert m.expert_params_b * 1e9 == 48 * 16 * 3 * 5120 * 8192
     assert (m.sliding_window, m.sliding_layers) == (8192, 36)  # chunked attention on the 36 RoPE layers
+    # ... its reads and score FLOPs stop at the chunk, but vLLM turns the hybrid KV manager off for chunked
+    # attention by default: every layer keeps the whole context's KV, one group
+    from sim.kv_cache import kv_groups
+
+    assert m.chunked_attention and (kv_groups(m).full, kv_groups(m).sliding) == (1, 0)
+    assert m.attended_context(32768) == (12 * 32768 + 36 * 8192) / 48
 
 
 def test_llama4_maverick_interleaves_dense_layers_of_their_own_width(tmp_path):

@@ -145,10 +145,11 @@ def test_caching_changes_nothing_without_preemption():
     assert out[0][2] == out[1][2]
 
 
-def test_a_hybrid_pool_runs_without_prefix_caching():
-    """Gemma3-270M's sliding layers make a hybrid pool (sim/kv_cache.HybridKV), which does not model caching:
-    the switch changes nothing there, preemptions included, and no lookups are counted."""
-    out = []
+def test_a_hybrid_pool_caches_a_preempted_requests_blocks():
+    """Gemma3-270M's sliding layers make a hybrid pool (sim/kv_cache.HybridKV). Under KV pressure, with prefix
+    caching a preempted request finds its computed prefix again (hits counted as vLLM counts them) and the run
+    recomputes less: it finishes no later; without it nothing is looked up and the pool has no cache."""
+    out = {}
     for caching in (True, False):
         sim = make_sim(model={"name": "gemma3-270m"},
                        engine={"block_size": 16, "kv_capacity_tokens": 3000, "max_num_batched_tokens": 512,
@@ -157,9 +158,33 @@ def test_a_hybrid_pool_runs_without_prefix_caching():
                                  "lengths": {"source": "fixed", "prompt_tokens": 900, "output_tokens": 500}},
                        policies=[{"kind": "ar"}])
         res = simulate(prepare_inputs(sim), "ar", None, 0, keep_cluster=True)
-        assert res.cluster.replicas[0].kv.prefix_cache is None
-        out.append((res.summary["preemptions"], res.summary["prefix_cache_queries"], res.requests.to_csv()))
-    assert out[0] == out[1] and out[0][0] > 0 and out[0][1] == 0
+        assert (res.cluster.replicas[0].kv.prefix_cache is None) is (not caching)
+        out[caching] = res
+    on, off = out[True].summary, out[False].summary
+    assert off["preemptions"] > 0 and off["prefix_cache_queries"] == 0 and off["prefix_cache_hits"] == 0
+    assert on["prefix_cache_hits"] > 0 and on["prefix_cache_hits"] <= on["prefix_cache_queries"]
+    assert out[True].requests["finish_s"].max() <= out[False].requests["finish_s"].max()
+
+
+def test_hybrid_prefix_hit_needs_every_block_the_request_left():
+    from sim.kv_cache import HybridKV, KVGroups
+
+    groups = KVGroups(full=1, sliding=1, layers=9, window=64)
+    kv = HybridKV(total_blocks=100, block_size=16, groups=groups, max_chunk=None, prefix_caching=True)
+    chain = ((7, None),)
+    held = kv.admit(200, 10, 201, 0, chain)  # 13 blocks in each group
+    assert held == 26
+    held = kv.grow(held, 201, 200)  # 200 computed: the sliding group keeps its window only
+    assert held == 13 + 13 - (200 - 64 + 1) // 16
+    kv.release(held, chain, 200)  # 12 full blocks: 12 full-group + 12 - 8 sliding units cached
+    assert kv.cached == 12 + 4 and kv.free == 100
+    assert kv.lookup(chain, 210) == 192  # the computed prefix, block-aligned
+    assert kv.lookup(chain, 150) == 144  # never the request's last token
+    kv.take(100 - 16 + 1)  # one cached unit evicted (tail first): the window before any hit is gone
+    assert kv.cached == 15 and kv.lookup(chain, 210) == 0
+    kv.take(-(100 - 16 + 1))
+    other = ((8, None),)
+    assert kv.lookup(other, 210) == 0
 
 
 # filled in from commit ec48e78: (requests, finished, preemptions, steps, ttft_s_mean, tpot_ms_mean)
