@@ -218,6 +218,14 @@ class ModelSpec(StrictModel):
                 raise ValueError(str(exc)) from None
         return self
 
+    @property
+    def label(self) -> str:
+        """What results call the model: the preset's name, or with `config` the name given, else the config's path
+        (the default preset name means nothing there)."""
+        if self.config is None or "name" in self.model_fields_set and self.name:
+            return str(self.name)
+        return str(self.config)
+
 
 class CostSpec(StrictModel):
     profile: UserPath | Literal["run"] | None = Field(

@@ -223,7 +223,7 @@ def _save(fig, ax, path) -> None:
 def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[str]) -> str:
     acc = sorted(set(results["acceptance"]))
     exact = bool(results["exact_replay"].all())
-    lines = [(f"{sim.replicas} x {sim.hardware.label} (tp {sim.hardware.tp}), model {sim.model.name or sim.model.config}, "
+    lines = [(f"{sim.replicas} x {sim.hardware.label} (tp {sim.hardware.tp}), model {sim.model.label}, "
               f"workload {sim.workload.kind}, {sweep_description(sim.sweep)}."),
              f"Acceptance: {', '.join(acc)} ({'exact anchor replay' if exact else 'approximate or parametric'}).",
              *[f"Note: {n}." for n in notes], "",

@@ -139,3 +139,17 @@ def test_summary_says_what_was_swept():
     swept = make_sim(workload=sim.workload.model_dump(), sweep={"axis": "concurrency", "values": [2, 16]})
     res = run_sweep(prepare_inputs(swept), workers=1)
     assert "sweep concurrency [2, 16]." in summary_markdown(res, sla_table(res, swept), swept, [])
+
+
+def test_summary_names_a_config_model_by_its_config_not_the_default_preset():
+    from sim.sweep import summary_markdown
+
+    config = "real/presets/qwen3-32b.json"
+    sim = make_sim(model={"name": None, "config": config}, workload={"kind": "closed_loop", "duration_s": 2, "warmup_s": 0,
+                                                       "lengths": {"source": "fixed", "prompt_tokens": 32,
+                                                                   "output_tokens": 8}})
+    res = run_sweep(prepare_inputs(sim), workers=1)
+    text = summary_markdown(res, sla_table(res, sim), sim, [])
+    assert f"model {config}," in text and "qwen3-8b" not in text
+    named = make_sim(model={"config": config, "name": "my-32b"})
+    assert named.model.label == "my-32b" and make_sim(model={"name": "qwen3-8b"}).model.label == "qwen3-8b"
