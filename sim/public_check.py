@@ -62,6 +62,7 @@ from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes
+from sim.models import model_from_config
 from sim.serving_metrics import fidelity_metrics, per_request
 from sim.simulate import prepare_inputs, simulate
 from sim.workload import read_lengths, sharegpt_table_path
@@ -372,7 +373,8 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, le
     got = {**fidelity_metrics(result.requests), **median_metrics(result.requests),
            "total_throughput_tok_s": total_throughput_tok_s(result.requests)}
     out = {col: got[key] * factor for col, _, key, factor in METRICS}
-    out.update({"sim_lengths": lengths_label(sim.workload.lengths.model_dump()),
+    out.update({"sim_model_kind": model_kind(model_from_config(sim.model), row.tp),
+                "sim_lengths": lengths_label(sim.workload.lengths.model_dump()),
                 "sim_mean_input": float(result.requests["input_tokens"].mean()),
                 "sim_mean_output": float(result.requests["output_tokens"].mean()),
                 "sim_requests": int(result.summary["requests"]), "sim_unfinished": int(result.summary["unfinished"]),
@@ -473,8 +475,33 @@ def markdown(table: pd.DataFrame, summary: dict) -> str:
     return head + "\n".join(lines) + "\n\n" + summary_markdown(table, summary)
 
 
+def model_kind(model, tp: int) -> str:
+    """A row's kind of model for the summary: dense or MoE (hybrid linear attention marked), its weights'
+    precision (a quantized checkpoint's method, else the dtype) and the tensor-parallel size."""
+    family = "MoE" if model.moe_experts else "dense"
+    if model.linear_layers:
+        family += " linear-attention"
+    return f"{family}, {model.quant_method or model.dtype}, tp {tp}"
+
+
+def kind_markdown(table: pd.DataFrame) -> str:
+    """The held-out rows grouped by model kind (model_kind): where the simulator holds and where it does not."""
+    held = table[table["half"] == "held-out"]
+    if "sim_model_kind" not in held.columns or held.empty:
+        return ""
+    lines = ["| held-out rows of kind | rows | TPOT within 10% | TPOT median abs err | out tok/s within 10% |",
+             "|---|---|---|---|---|"]
+    for kind, part in held.groupby("sim_model_kind", sort=True):
+        tpot = part["rel_err_tpot_mean_ms"].dropna().abs()
+        thr = part["rel_err_output_throughput_tok_s"].dropna().abs()
+        med = f"{100 * tpot.median():.0f}%" if len(tpot) else "-"
+        lines.append(f"| {kind} | {len(part)} | {int((tpot <= 0.10).sum())} of {len(tpot)} | {med} | "
+                     f"{int((thr <= 0.10).sum())} of {len(thr)} |")
+    return "\n".join(lines) + "\n"
+
+
 def summary_markdown(table: pd.DataFrame, summary: dict) -> str:
-    """The error summary of a table: all rows, then its fit and held-out halves."""
+    """The error summary of a table: all rows, then its fit and held-out halves, then the held-out rows by kind."""
     summ = ["| metric | rows | mean abs err | median abs err | within 10% | mean signed err |",
             "|---|---|---|---|---|---|"]
     halves = [("all", summary)] + [(h, error_summary(table[table["half"] == h])) for h in ("fit", "held-out")]
@@ -482,7 +509,8 @@ def summary_markdown(table: pd.DataFrame, summary: dict) -> str:
         for col, s in part.items():
             summ.append(f"| {col} ({name}) | {s['rows']} | {100 * s['mean_abs']:.0f}% | {100 * s['median_abs']:.0f}% "
                         f"| {s['within_10pct']} | {100 * s['mean_signed']:+.0f}% |")
-    return "\n".join(summ) + "\n"
+    kinds = kind_markdown(table)
+    return "\n".join(summ) + "\n" + ("\n" + kinds if kinds else "")
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:

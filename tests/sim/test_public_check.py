@@ -381,3 +381,21 @@ def test_the_quantized_rows_configs_read_as_their_method(name, method, bits, mat
     assert (m.quant_method, m.matmul_dtype) == (method, matmul) and m.quant_bits == pytest.approx(bits)
     if name.startswith("qwen3-8b"):
         assert m.params_b == pytest.approx(from_hf_config(Path(DEFAULT_FILE).parents[2] / "real/presets/qwen3-8b.json").params_b)
+
+
+def test_held_out_rows_are_summarised_by_model_kind():
+    import pandas as pd
+
+    from sim.models import from_hf_config
+    from sim.public_check import REPO_ROOT, kind_markdown, model_kind
+
+    assert model_kind(from_hf_config(REPO_ROOT / "sim/validation/configs/gpt-oss-20b.json"), 1) == "MoE, mxfp4, tp 1"
+    assert model_kind(from_hf_config(REPO_ROOT / "real/presets/qwen3-8b.json"), 2) == "dense, bf16, tp 2"
+    table = pd.DataFrame({"half": ["held-out", "held-out", "fit", "held-out"],
+                          "sim_model_kind": ["dense, bf16, tp 1", "dense, bf16, tp 1", "dense, bf16, tp 1",
+                                             "MoE, mxfp4, tp 1"],
+                          "rel_err_tpot_mean_ms": [0.05, -0.30, 0.0, float("nan")],
+                          "rel_err_output_throughput_tok_s": [0.02, 0.2, 0.0, -0.5]})
+    text = kind_markdown(table)
+    assert "| dense, bf16, tp 1 | 2 | 1 of 2 | 18% | 1 of 2 |" in text  # the fit row is not counted
+    assert "| MoE, mxfp4, tp 1 | 1 | 0 of 0 | - | 0 of 1 |" in text
