@@ -440,6 +440,16 @@ SIM_FILE_CASES = [
      "config.json 'moe_layer_freq' must be a positive integer, not 0"),
     ("model config with more heads than width", lambda w: {"model": {"config": write(w, "config.json", json.dumps(
         {**TINY_CONFIG, "num_attention_heads": 128}))}}, "num_attention_heads 128 exceeds hidden_size 64"),
+    # session 23: quantized checkpoints (sim/quant.py)
+    ("quantized config with a word for its bits", lambda w: {"model": {"config": write(w, "config.json", json.dumps(
+        {**TINY_CONFIG, "quantization_config": {"quant_method": "awq", "bits": "four"}}))}},
+     "quantization_config 'bits' must be a number, not 'four'"),
+    ("quantized config of a method the simulator does not read", lambda w: {"model": {"config": write(
+        w, "config.json", json.dumps({**TINY_CONFIG, "quantization_config": {"quant_method": "hqq"}}))}},
+     "quant_method 'hqq' is not one the simulator reads"),
+    ("compressed-tensors config without its groups", lambda w: {"model": {"config": write(
+        w, "config.json", json.dumps({**TINY_CONFIG, "quantization_config": {"quant_method": "compressed-tensors"}}))}},
+     "compressed-tensors quantization_config has no config_groups"),
     ("calibration file that is a list",
      lambda w: replayed_traces(["runs/cli/existing/traces"], calibration_path=write(w, "cal.json", "[1]")),
      "cal.json: expected a JSON object, found list"),
