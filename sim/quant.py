@@ -24,6 +24,10 @@ Methods read (vLLM's names; `*_marlin` aliases are the same formats):
   fp4); modules in `exclude_modules` stay unquantized.
 - bitsandbytes: load_in_4bit (NF4/FP4, an fp32 absmax per 64 weights, or 8-bit with double quantisation) or
   load_in_8bit (LLM.int8: an fp32 scale per row, ~8 bits); weight-only.
+- fbgemm_fp8 (Meta's Llama-3.1-405B-FP8): fp8 weights, per-token dynamic fp8 activations: as fp8.
+- quark (AMD Quark exports): global_quant_config's `weight` dtype (fp8_e4m3 / e5m2, int8 / uint8, int4 / uint4
+  with its group_size, OCP MX fp4: 4 bits + an 8-bit scale per 32) and `input_tensors` dtype (fp8, int8 or fp4
+  matmuls; none: weight-only); modules in `exclude` stay unquantized.
 An unknown method is an error (pricing its weights as bf16 would be wrong by 2-4x); `sim.model.dtype` set in the
 YAML prices every weight at that one precision instead.
 
@@ -42,9 +46,9 @@ from lab.errors import LabError
 
 MODULE_CLASSES = ("attention", "mlp", "experts", "shared_experts", "lm_head")
 WEIGHT_ONLY = None  # matmul_dtype of a weight-only scheme: the activation dtype
-METHODS = ("awq", "gptq", "fp8", "compressed-tensors", "mxfp4", "modelopt", "bitsandbytes")
+METHODS = ("awq", "gptq", "fp8", "compressed-tensors", "mxfp4", "modelopt", "bitsandbytes", "quark")
 ALIASES = {"awq_marlin": "awq", "gptq_marlin": "gptq", "marlin": "gptq", "compressed_tensors": "compressed-tensors",
-           "modelopt_fp4": "modelopt", "bnb": "bitsandbytes"}
+           "modelopt_fp4": "modelopt", "bnb": "bitsandbytes", "fbgemm_fp8": "fp8"}
 _PARTIAL = re.compile(r"layers\.\d|_proj\b|\.(w1|w2|w3)\b|visual|vision|mm_projector|multi_modal")
 
 
@@ -133,6 +137,35 @@ def _compressed_tensors(qc: dict, where: str) -> QuantScheme:
                        excluded_classes(qc.get("ignore"), where, default=()))
 
 
+def _quark(qc: dict, where: str) -> QuantScheme:
+    glob = qc.get("global_quant_config")
+    weight = glob.get("weight") if isinstance(glob, dict) else None
+    if isinstance(weight, list):  # several weight quantizers (e.g. a double-quantised scale): the first
+        weight = weight[0] if weight else None
+    if not isinstance(weight, dict) or not isinstance(weight.get("dtype"), str):
+        raise LabError(f"{where}: quark quantization_config has no global_quant_config.weight.dtype")
+    dtype = weight["dtype"].lower()
+    group = _number(weight, ("group_size",), 0, where)
+    if dtype.startswith("fp8"):
+        bits = 8.0
+    elif dtype in ("int8", "uint8"):
+        bits = 8.0 + _group_overhead(group, 16, 8 if dtype == "uint8" else 0)
+    elif dtype in ("int4", "uint4"):
+        bits = 4.0 + _group_overhead(group, 16, 4 if dtype == "uint4" else 0)
+    elif dtype in ("fp4", "mx_fp4", "mxfp4", "fp4_e2m1"):
+        bits = 4.0 + _group_overhead(group or 32, 8, 0)
+    else:
+        raise LabError(f"{where}: quark weight dtype {dtype!r} is not one the simulator reads "
+                       "(fp8_e4m3, fp8_e5m2, int8, uint8, int4, uint4, fp4)")
+    acts = glob.get("input_tensors")
+    if isinstance(acts, list):
+        acts = acts[0] if acts else None
+    act = str(acts.get("dtype", "")).lower() if isinstance(acts, dict) else ""
+    matmul = "fp8" if act.startswith("fp8") else "int8" if act in ("int8", "uint8") else \
+        "fp4" if "fp4" in act else WEIGHT_ONLY
+    return QuantScheme("quark", bits, matmul, excluded_classes(qc.get("exclude"), where, default=()))
+
+
 def quant_scheme(qc, where: str) -> QuantScheme | None:
     """The scheme of a config.json's quantization_config (None: absent or empty)."""
     if not qc:
@@ -174,5 +207,7 @@ def quant_scheme(qc, where: str) -> QuantScheme | None:
         overhead = 8 / 64 + 32 / (64 * 256) if qc.get("bnb_4bit_use_double_quant") else 32 / 64
         return QuantScheme("bitsandbytes", 4 + overhead, WEIGHT_ONLY,
                            excluded_classes(qc.get("llm_int8_skip_modules"), where))
+    if method == "quark":
+        return _quark(qc, where)
     raise LabError(f"{where}: quantization_config quant_method {raw or None!r} is not one the simulator reads "
                    f"({', '.join(METHODS)}); set sim.model.dtype to price every weight at one precision")

@@ -124,3 +124,22 @@ def test_dtype_override_sets_the_quantization_aside(tmp_path):
     plain = model_from_config(ModelSpec.model_validate({"config": str(path), "dtype": "bf16"}))
     assert quantized.quant_method == "awq" and plain.quant_method is None
     assert plain.weight_bytes == pytest.approx(from_hf_config(QWEN3_32B).weight_bytes)
+
+
+def test_quark_and_fbgemm_fp8_exports():
+    fp8 = quant_scheme({"quant_method": "quark", "exclude": ["lm_head"], "global_quant_config": {
+        "weight": {"dtype": "fp8_e4m3", "qscheme": "per_tensor"}, "input_tensors": {"dtype": "fp8_e4m3"}}}, "x")
+    assert (fp8.method, fp8.weight_bits, fp8.matmul_dtype, fp8.quantizes("lm_head")) == ("quark", 8.0, "fp8", False)
+    w4 = quant_scheme({"quant_method": "quark", "global_quant_config": {
+        "weight": {"dtype": "uint4", "qscheme": "per_group", "group_size": 128}, "input_tensors": None}}, "x")
+    assert w4.weight_bits == pytest.approx(4 + 20 / 128) and w4.matmul_dtype is None
+    mx = quant_scheme({"quant_method": "quark", "global_quant_config": {
+        "weight": {"dtype": "fp4", "group_size": 32}, "input_tensors": {"dtype": "fp4"}}}, "x")
+    assert (mx.weight_bits, mx.matmul_dtype) == (4.25, "fp4")
+    meta = quant_scheme({"quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0,
+                         "modules_to_not_convert": ["lm_head"]}, "x")
+    assert (meta.method, meta.weight_bits, meta.matmul_dtype) == ("fp8", 8.0, "fp8")
+    with pytest.raises(LabError, match="quark weight dtype 'bf8'"):
+        quant_scheme({"quant_method": "quark", "global_quant_config": {"weight": {"dtype": "bf8"}}}, "x")
+    with pytest.raises(LabError, match="no global_quant_config.weight.dtype"):
+        quant_scheme({"quant_method": "quark"}, "x")
