@@ -72,8 +72,8 @@ def excluded_classes(names, where: str, default: tuple = ("lm_head",)) -> frozen
     out = set(default)
     for name in names:
         low = name.lower()
-        if _PARTIAL.search(low):
-            continue
+        if _PARTIAL.search(low) or re.search(r"(gate|router)\W*$", low):  # one layer / projection; a router or
+            continue  # gate (mlp.gate, shared_expert_gate): never quantized here anyway
         if "lm_head" in low:
             out.add("lm_head")
         elif "shared_expert" in low:

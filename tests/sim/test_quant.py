@@ -94,6 +94,8 @@ def test_not_converted_names_map_to_module_classes():
     assert excluded_classes(names, "x", default=()) == {"attention", "lm_head"}
     assert excluded_classes(["model.layers.*.mlp"], "x", default=()) == {"mlp", "experts", "shared_experts"}
     assert excluded_classes(["shared_expert"], "x", default=()) == {"shared_experts"}
+    # gates are not the modules they sit beside (Qwen3-Next-FP8 lists mlp.gate and mlp.shared_expert_gate)
+    assert excluded_classes(["mlp.shared_expert_gate", "mlp.gate", "re:.*router$"], "x", default=()) == set()
     with pytest.raises(LabError, match="list of module names"):
         excluded_classes("lm_head", "x")
 
