@@ -321,10 +321,9 @@ class HybridKV(PagedKV):
             return 0
         key = chain[-1][0]
         units, cached_tokens = self._cached_tokens.get(key, (0, 0))
-        whole = units > 0 and cache.queue.get(key, 0) == units
+        whole = units > 0 and cache.cached(key) == units
         hit = min(cached_tokens, (tokens - 1) // self.block_size * self.block_size) if whole else 0
-        cache.queries += tokens
-        cache.hits += hit
+        cache.count(tokens, hit)
         return hit
 
     def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0, chain=None) -> int | None:

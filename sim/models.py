@@ -229,9 +229,6 @@ def model_from_config(spec: ModelSpec) -> ModelShape:
     else:
         model = get_model(spec.name)
     update = {k: v for k, v in (("dtype", spec.dtype), ("kv_dtype", spec.kv_dtype)) if v is not None}
-    if spec.dtype is not None:  # every weight at that one precision: the checkpoint's quantization no longer applies
-        update.update(quant_method=None, quant_bits=None, quant_dense_params_b=0.0, quant_experts=False,
-                      matmul_dtype=None)
     return replace(model, **update) if update else model
 
 

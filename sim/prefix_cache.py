@@ -43,6 +43,15 @@ class PrefixCache:
         self.queries = 0  # tokens looked up (vLLM's prefix_cache_queries)
         self.hits = 0  # tokens found cached (vLLM's prefix_cache_hits)
 
+    def cached(self, key) -> int:
+        """Cached blocks of segment `key` from its start (0: none)."""
+        return self.queue.get(key, 0)
+
+    def count(self, tokens: int, hit: int) -> None:
+        """One lookup of `tokens` tokens that found `hit` cached, in vLLM's prefix_cache_queries / _hits."""
+        self.queries += tokens
+        self.hits += hit
+
     def lookup(self, chain, tokens: int) -> int:
         """Tokens of a request of `tokens` tokens found cached along `chain`: whole blocks, fewer than
         `tokens` (vLLM recomputes at least the last one). Counted as one query."""
@@ -55,8 +64,7 @@ class PrefixCache:
                 break
             found += length
         hit = min(found, limit) * self.block_size
-        self.queries += tokens
-        self.hits += hit
+        self.count(tokens, hit)
         return hit
 
     def take(self, chain, blocks: int) -> None:
