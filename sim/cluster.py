@@ -136,9 +136,9 @@ class Replica:
         self.max_seqs = e.max_num_seqs
         self.max_tokens = e.max_num_batched_tokens
         self.chunked = e.enable_chunked_prefill
-        self.kv = make_kv_cache(e, cluster.kv_capacity, cluster.kv_groups, cluster.kv_blocks, policy.max_verify())
-        self._hybrid = isinstance(self.kv, HybridKV)  # rows carry their CAP (kv.row_cap), growth may free
         self.lookahead = policy.max_verify()  # KV slots a decode step reserves for drafts
+        self.kv = make_kv_cache(e, cluster.kv_capacity, cluster.kv_groups, cluster.kv_blocks, self.lookahead)
+        self._hybrid = isinstance(self.kv, HybridKV)  # rows carry their CAP (kv.row_cap), growth may free
         self.dec = np.zeros((0, NCOL), np.int64)
         self.kv_dec = 0  # KV tokens held by decoding requests (sum of their sequences, TOT - REM)
         self._headroom = 0  # a lower bound on min(CAP - sequence) over decode rows: >= 0 means none must grow
