@@ -102,6 +102,19 @@ class HardwareSheet(StrictModel):
         "width): a step of more query tokens than one tile is charged the FLOPs of whole tiles (12 tokens at "
         "tile 8 cost 16). 1: off, every GPU preset. On this AVX2 CPU a 262,144 x 640 product over 9-16 rows "
         "costs what 16 rows cost (python -m real.cpu_linear --rows ...)")
+    moe_layer_us: float = Field(
+        0.0, ge=0, description="GPU time of one MoE layer's fused-experts call beyond its weight reads and FLOPs "
+        "(routing, token sort, the grouped GEMMs' floor), per MoE layer and step; fitted on published fused-MoE "
+        "kernel timings (python -m sim.moe_kernels --fit)")
+    moe_expert_us: float = Field(
+        0.0, ge=0, description="GPU time per routed expert a step touches, per MoE layer (the grouped GEMMs' "
+        "per-expert tiles); fitted with moe_layer_us")
+    moe_bw_efficiency: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of peak bandwidth for the routed experts' weight reads "
+        "(fused-MoE kernels); null: bw_efficiency")
+    moe_mfu: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of peak FLOP/s for the routed experts' grouped GEMMs; "
+        "null: mfu")
     step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
     layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
     request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")

@@ -116,8 +116,16 @@ class CostModel:
         self._row_tile = hw.gemm_row_tile  # FLOPs of a step over more tokens than a tile: whole tiles
         self._moe = bool(m.moe_experts)
         self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
-        self._t_weights = m.weight_bytes_read(1, self.ep) / bw if self._moe else m.active_weight_bytes / bw
-        self._t_per_token_flops = m.flops_per_token / matmul_flops
+        self._t_weights = m.dense_bytes_read / bw  # a MoE model's routed experts: _experts_time
+        self._t_per_token_flops = (m.flops_per_token - m.routed_flops_per_token) / matmul_flops
+        if self._moe:  # the routed experts run as their own kernels (fused MoE): their own roofline and floor
+            moe_bw = hw.mem_bw_tbs * 1e12 * (hw.moe_bw_efficiency or hw.bw_efficiency) * tp
+            expert_dtype = matmul if m.quant_experts else m.dtype
+            moe_flops = hw.peak_for(expert_dtype) * 1e12 * (hw.moe_mfu or hw.mfu) * tp
+            self._t_per_expert_byte = 1.0 / moe_bw
+            self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
+            self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6
+            self._moe_per_expert = m.n_moe_layers * hw.moe_expert_us * 1e-6  # x experts touched per layer
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
@@ -137,7 +145,7 @@ class CostModel:
                                        * (self.ep - 1) / self.ep / (link.bandwidth_gbs * 1e9))
         self._frac = self.drafter_layers / m.n_layers
         self._draft_weights = self._frac * m.active_weight_bytes / bw
-        self._draft_per_token = self._frac * self._t_per_token_flops
+        self._draft_per_token = self._frac * m.flops_per_token / matmul_flops
         self._draft_fixed = self.drafter_layers * self.layer_overhead_s
         self._bucket_list = list(self.buckets) if self.buckets else None
         self._bucket_max = self.buckets[-1] if self.buckets else 0
@@ -206,7 +214,7 @@ class CostModel:
             return t * mult
         if self._sliding:
             kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
-        weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
+        weights = self._t_weights
         if tokens > 1:
             weights *= self._gemm_factor
         gemm_tokens = tokens  # the rows the weight products compute: whole tiles past the first
@@ -223,10 +231,34 @@ class CostModel:
         t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link
         if self._serial:
             t += self._serial * min(memory, compute)
+        if self._moe:
+            t += self._experts_time(tokens, gemm_tokens)
         t += n_reqs * self.request_overhead_s
         if spec:
             t += self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s
         return t * mult
+
+    def _experts_time(self, tokens, gemm_tokens):
+        """Seconds of the routed experts in a step of `tokens` query tokens (`gemm_tokens` of GEMM rows), all
+        MoE layers, on one rank: per layer the fused-MoE kernel's floor (moe_layer_us), moe_expert_us per
+        touched expert, and the longer of its expert-weight reads and its grouped-GEMM FLOPs (scalar or numpy)."""
+        touched = self.model.touched_experts(tokens, self.ep)
+        memory = self.model.routed_bytes_read(tokens, self.ep) * self._t_per_expert_byte
+        if self._gemm_factor != 1.0:
+            memory = memory * np.where(tokens > 1, self._gemm_factor, 1.0) if isinstance(tokens, np.ndarray) \
+                else memory * (self._gemm_factor if tokens > 1 else 1.0)
+        compute = gemm_tokens * self._t_per_token_expert_flops
+        longer = np.maximum(memory, compute) if isinstance(memory, np.ndarray) else max(memory, compute)
+        if self._serial:
+            longer = longer + self._serial * (np.minimum(memory, compute) if isinstance(memory, np.ndarray)
+                                              else min(memory, compute))
+        return longer + self._moe_fixed + self._moe_per_expert * touched
+
+    def moe_layer_time(self, tokens):
+        """Seconds of one MoE layer's routed experts over `tokens` tokens on one rank (what a fused-MoE kernel
+        benchmark times: sim/moe_kernels.py); numpy arrays work."""
+        tokens = np.asarray(tokens, dtype=np.float64)
+        return self._experts_time(tokens, tokens) / self.model.n_moe_layers
 
     def _draft_pass(self, n_reqs: int) -> float:
         """Roofline time of the drafter's pass over n_reqs x max_draft tokens (no fixed overheads)."""
@@ -259,9 +291,10 @@ class CostModel:
             return t * mult
         if self._sliding:
             kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
-        weights = self.model.weight_bytes_read(tokens, self.ep) / self._bw if self._moe else self._t_weights
+        weights = self._t_weights
         if self._gemm_factor != 1.0:
             weights = weights * np.where(tokens > 1, self._gemm_factor, 1.0)
+        gemm_tokens = tokens
         if self._row_tile > 1:  # whole tiles, as in step_time
             gemm_tokens = np.where(tokens > self._row_tile, np.ceil(tokens / self._row_tile) * self._row_tile, tokens)
             compute = gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn
@@ -273,6 +306,8 @@ class CostModel:
         t = np.maximum(compute, memory)
         if self._serial:
             t = t + self._serial * np.minimum(compute, memory)
+        if self._moe:
+            t = t + self._experts_time(tokens, gemm_tokens)
         t = t + self._fixed + tokens * self._t_per_token_link + n_reqs * self.request_overhead_s
         if spec:
             t = t + (self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s)

@@ -172,12 +172,35 @@ class ModelShape:
         tokens) of them under uniform routing (dense models: the active weights)."""
         if not self.moe_experts:
             return self.active_weight_bytes
-        touched = 1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** (tokens * ep)
+        return self.dense_bytes_read + self.routed_bytes_read(tokens, ep)
+
+    @property
+    def dense_bytes_read(self) -> float:
+        """Bytes of the weights every token reads: all but the routed experts (a dense model: all active)."""
+        if not self.moe_experts:
+            return self.active_weight_bytes
         if self.quant_bits:
-            return self._dense_bytes(self.active_params_b - self._routed_active_b) + \
-                self.expert_params_b * 1e9 / ep * touched * self.expert_bytes_per_param
-        dense = (self.active_params_b - self.expert_params_b * self.moe_top_k / self.moe_experts) * 1e9
-        return (dense + self.expert_params_b * 1e9 / ep * touched) * self.bytes_per_param
+            return self._dense_bytes(self.active_params_b - self._routed_active_b)
+        return (self.active_params_b - self._routed_active_b) * 1e9 * self.bytes_per_param
+
+    def touched_experts(self, tokens, ep: int = 1):
+        """Routed experts of one MoE layer that a step of `tokens` tokens per rank touches on one of ep ranks:
+        E/ep x (1 - (1 - k/E)^(ep x tokens)), uniform routing (numpy arrays work)."""
+        if not self.moe_experts:
+            return 0.0
+        return self.moe_experts / ep * (1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** (tokens * ep))
+
+    def routed_bytes_read(self, tokens, ep: int = 1):
+        """Routed-expert weight bytes a step of `tokens` tokens reads on one rank, all MoE layers."""
+        if not self.moe_experts:
+            return 0.0
+        return self.expert_params_b * 1e9 / self.moe_experts * self.touched_experts(tokens, ep) * \
+            self.expert_bytes_per_param
+
+    @property
+    def routed_flops_per_token(self) -> float:
+        """Matmul FLOPs per token in the routed experts (k of E per MoE layer; part of flops_per_token)."""
+        return 2.0 * self._routed_active_b * 1e9
 
     @property
     def flops_per_token(self) -> float:
