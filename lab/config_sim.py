@@ -103,12 +103,12 @@ class HardwareSheet(StrictModel):
         "tile 8 cost 16). 1: off, every GPU preset. On this AVX2 CPU a 262,144 x 640 product over 9-16 rows "
         "costs what 16 rows cost (python -m real.cpu_linear --rows ...)")
     moe_layer_us: float = Field(
-        0.0, ge=0, description="GPU time of one MoE layer's fused-experts call beyond its weight reads and FLOPs "
-        "(routing, token sort, the grouped GEMMs' floor), per MoE layer and step; fitted on published fused-MoE "
-        "kernel timings (python -m sim.moe_kernels --fit)")
+        30.9, ge=0, description="GPU time of one MoE layer's fused-experts call beyond its weight reads and FLOPs "
+        "(routing, token sort, the grouped GEMMs' floor), per MoE layer and step. 30.9: one value fitted on 106 "
+        "published fused-MoE kernel timings on four GPUs (python -m sim.moe_kernels --fit); 0 on a CPU")
     moe_expert_us: float = Field(
         0.0, ge=0, description="GPU time per routed expert a step touches, per MoE layer (the grouped GEMMs' "
-        "per-expert tiles); fitted with moe_layer_us")
+        "per-expert tiles); 0: off (python -m sim.moe_kernels --fit --terms ... fits it)")
     moe_bw_efficiency: float | None = Field(
         None, gt=0, le=1, description="achievable fraction of peak bandwidth for the routed experts' weight reads "
         "(fused-MoE kernels); null: bw_efficiency")

@@ -188,7 +188,7 @@ def load_frontends(data: dict, p: Path) -> dict[str, dict]:
     raw = data.get("frontends", {})
     if not isinstance(raw, dict):
         raise LabError(f"{p}: frontends: a mapping of name -> {{request_ms, latency_ms, output_token_ms}} expected")
-    return {str(name): _validated(PublicFrontend, spec, p, f"frontends.{name}", "<frontend>").model_dump(exclude={"note"})
+    return {str(name): validated_entry(PublicFrontend, spec, p, f"frontends.{name}", "<frontend>").model_dump(exclude={"note"})
             for name, spec in raw.items()}
 
 
@@ -219,7 +219,7 @@ def load_occupancy(data: dict, p: Path) -> FrontendOccupancy | None:
         return None
     if not isinstance(raw, dict):
         raise LabError(f"{p}: frontend_occupancy: a mapping {{fraction, source}} expected")
-    return _validated(FrontendOccupancy, raw, p, "frontend_occupancy", "<occupancy>")
+    return validated_entry(FrontendOccupancy, raw, p, "frontend_occupancy", "<occupancy>")
 
 
 class FrontendPrior(_Measured):
@@ -240,10 +240,10 @@ def load_prior(path: str | Path) -> FrontendPrior | None:
         return None
     if not isinstance(raw, dict):
         raise LabError(f"{p}: frontend_prior: a mapping {{output_token_ms, source}} expected")
-    return _validated(FrontendPrior, raw, p, "frontend_prior", "<prior>")
+    return validated_entry(FrontendPrior, raw, p, "frontend_prior", "<prior>")
 
 
-def _validated(model, raw, p: Path, where: str, blank: str):
+def validated_entry(model, raw, p: Path, where: str, blank: str):
     """model.model_validate(raw), or LabError naming the file and the first bad field under `where`."""
     try:
         return model.model_validate(raw)
@@ -272,7 +272,7 @@ def load_data(path: str | Path) -> tuple[list[PublicRow], FrontendOccupancy | No
     occupancy = load_occupancy(data, p)
     rows = []
     for i, raw in enumerate(data["rows"]):
-        row = _validated(PublicRow, raw, p, f"rows[{i}]", "<row>")
+        row = validated_entry(PublicRow, raw, p, f"rows[{i}]", "<row>")
         row._index = i
         if row.frontend is not None:
             if row.frontend not in frontends:

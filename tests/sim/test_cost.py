@@ -174,7 +174,7 @@ def test_moe_reads_more_experts_as_tokens_grow():
     m = get_model("deepseek-v4-flash-like")
     assert m.weight_bytes_read(1) == pytest.approx(m.active_weight_bytes)
     assert m.weight_bytes_read(2048) == pytest.approx(m.weight_bytes, rel=0.02)
-    cm = CostModel(get_hardware("h200"), m, tp=4)
+    cm = CostModel(get_hardware("h200").model_copy(update={"moe_layer_us": 0.0}), m, tp=4)  # reads alone
     t = cm.step_time_vec(np.array([1, 8, 64, 512]), 0, 1, False)
     assert np.all(np.diff(t) > 0) and t[2] > 5 * t[0]
     assert np.allclose(t, [cm.step_time(x, 0, 1, False) for x in (1, 8, 64, 512)])
@@ -333,3 +333,37 @@ def test_gemm_row_tile_charges_whole_tiles_past_the_first():
     assert np.allclose(tiled.step_time_vec(b, 2_000, 1, False), [tiled.step_time(int(x), 2_000, 1, False) for x in b])
     assert np.allclose(tiled.sps_curve(0, 2_000, 1)(b), 1 / tiled.step_time_vec(b, 2_000, 1, True,
                                                                                    np.maximum(b - 1, 0)))
+
+
+def test_routed_experts_priced_as_their_own_kernels():
+    """A MoE step = the dense part's roofline + per MoE layer the fused-MoE floor, moe_expert_us per touched
+    expert and the longer of the experts' reads (moe_bw_efficiency) and FLOPs (moe_mfu); a dense model and the
+    dense part never see the MoE terms."""
+    m = get_model("deepseek-v4-flash-like")
+    plain = get_hardware("h200").model_copy(update={"moe_layer_us": 0.0})
+    terms = plain.model_copy(update={"moe_layer_us": 40.0, "moe_expert_us": 0.5, "moe_bw_efficiency": 0.5,
+                                     "moe_mfu": 0.1})
+    quiet = {"step_overhead_s": 0, "layer_overhead_s": 0, "request_overhead_s": 0, "spec_overhead_s": 0}
+    base, moe = CostModel(plain, m, **quiet), CostModel(terms, m, **quiet)
+    bw, flops = plain.mem_bw_tbs * 1e12, plain.peak_for(m.dtype) * 1e12
+    for tokens in (1, 16, 4096):
+        dense = max(m.dense_bytes_read / (bw * plain.bw_efficiency),
+                    tokens * (m.flops_per_token - m.routed_flops_per_token) / (flops * plain.mfu))
+        experts = max(m.routed_bytes_read(tokens) / (bw * 0.5), tokens * m.routed_flops_per_token / (flops * 0.1))
+        fixed = m.n_moe_layers * (40e-6 + 0.5e-6 * m.touched_experts(tokens))
+        assert moe.step_time(tokens, 0, 1, False) == pytest.approx(dense + experts + fixed)
+        assert moe.moe_layer_time(tokens) == pytest.approx((experts + fixed) / m.n_moe_layers)
+    assert moe.step_time(1, 0, 1, False) > base.step_time(1, 0, 1, False)
+    t = np.array([1, 8, 64, 4096])
+    assert np.allclose(moe.step_time_vec(t, 0, 1, False), [moe.step_time(x, 0, 1, False) for x in t])
+    llama = get_model("llama-2-7b")
+    assert CostModel(terms, llama).step_time(8, 0, 1, False) == CostModel(plain, llama).step_time(8, 0, 1, False)
+
+
+def test_fused_moe_floor_is_on_by_default_on_gpus_only():
+    m = get_model("deepseek-v4-flash-like")
+    h200 = get_hardware("h200")
+    off = h200.model_copy(update={"moe_layer_us": 0.0})
+    gap = CostModel(h200, m).step_time(1, 0, 1, False) - CostModel(off, m).step_time(1, 0, 1, False)
+    assert h200.moe_layer_us > 0 and gap == pytest.approx(m.n_moe_layers * h200.moe_layer_us * 1e-6)
+    assert get_hardware("cpu").moe_layer_us == 0.0

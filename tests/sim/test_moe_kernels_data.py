@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-DATA = Path(__file__).resolve().parents[1] / "sim" / "validation" / "moe_kernels.yaml"
+DATA = Path(__file__).resolve().parents[2] / "sim" / "validation" / "moe_kernels.yaml"
 
 DEVICES = {"h100", "h200", "a100-80g", "a100-40g", "b200", "h20", "rtx-4090", "l40s", "rtx-pro-6000",
            "mi300x", "other"}

@@ -1,0 +1,87 @@
+"""sim.moe_kernels: a kernel table priced by the cost model's MoE terms, the fit recovers terms it was made with,
+cache-served points are left out, and bad files fail with one line and exit 2."""
+import numpy as np
+import pytest
+import yaml
+
+from lab.errors import LabError
+from sim import moe_kernels as mk
+from sim.cost import CostModel
+from sim.hardware import get_hardware
+
+
+def _run(rid, device, experts=128, inter=768, hidden=2048, top_k=8, dtype="bf16", times=None):
+    return {"id": rid, "url": "https://example.org/pr", "tool": "vllm", "device": device, "model": "m",
+            "experts": experts, "shard_intermediate": inter, "hidden": hidden, "top_k": top_k, "dtype": dtype,
+            "kernel_us": times or {1: 50.0}}
+
+
+def _synthetic(device, values, **shape):
+    """A run whose times are the cost model's own on `device` with the MoE terms `values`."""
+    run = mk.KernelRun.model_validate(_run("x", device, **shape))
+    tokens = np.array([1, 4, 16, 64, 256, 1024, 4096], dtype=np.float64)
+    sheet = mk.with_terms(get_hardware(device), values)
+    us = CostModel(sheet, run.layer_model(), drafter_layers=0).moe_layer_time(tokens) * 1e6
+    return {int(t): float(u) for t, u in zip(tokens, us)}
+
+
+def test_layer_model_prices_bytes_and_floor_by_hand():
+    run = mk.KernelRun.model_validate(_run("a", "h100", dtype="fp8_w8a8"))
+    sheet = get_hardware("h100").model_copy(update={"moe_layer_us": 30.0})
+    us = CostModel(sheet, run.layer_model(), drafter_layers=0).moe_layer_time(np.array([1.0]))[0] * 1e6
+    bytes_one = 8 * 3 * 2048 * 768 * 1.0  # 8 experts of fp8 weights
+    assert us == pytest.approx(30.0 + bytes_one / (3.35e12 * sheet.bw_efficiency) * 1e6)
+
+
+def test_fit_recovers_the_terms_a_table_was_made_with(tmp_path):
+    truth = {"moe_layer_us": 25.0, "moe_expert_us": 0.4, "moe_bw_efficiency": 0.85, "moe_mfu": 0.3}
+    runs = [_run("h100-a", "h100", times=_synthetic("h100", truth)),
+            _run("l40s-b", "l40s", experts=256, inter=512, times=_synthetic("l40s", truth, experts=256, inter=512)),
+            _run("h200-c", "h200", experts=8, inter=7168, hidden=4096, top_k=2,
+                 times=_synthetic("h200", truth, experts=8, inter=7168, hidden=4096, top_k=2))]
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump({"runs": runs}))
+    got = mk.fit_terms(mk.load_runs(path), tuple(truth))
+    assert got == pytest.approx(truth, rel=0.02)
+    floor_only = mk.fit_terms(mk.load_runs(path))  # the default: the floor, each sheet's own bw / mfu
+    assert set(floor_only) == {"moe_layer_us"}
+
+
+def test_points_faster_than_hbm_are_left_out_of_the_fit(tmp_path):
+    run = _run("fast", "h100", times={1: 1.0, 64: 400.0, 1024: 900.0})  # 1 us for 8 experts: from cache
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump({"runs": [run]}))
+    runs = mk.load_runs(path)
+    frame = mk.score(runs, {"h100": get_hardware("h100")})
+    assert frame.cached.tolist() == [True, False, False]
+    assert len(mk.scored(runs, {})) == 2
+
+
+@pytest.mark.parametrize("edit, field", [
+    ({"device": "tpu-v9"}, "runs[0].device"), ({"url": "http://x"}, "runs[0].url"),
+    ({"kernel_us": {1: -2.0}}, "runs[0].kernel_us"), ({"dtype": "fp3"}, "runs[0].dtype"),
+])
+def test_bad_runs_name_the_field(tmp_path, edit, field):
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump({"runs": [{**_run("a", "h100"), **edit}]}))
+    with pytest.raises(LabError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        mk.load_runs(path)
+
+
+def test_cli_bad_input_exit_2_and_a_run(tmp_path, capsys):
+    assert mk.main(["--file", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "--file" in capsys.readouterr().err
+    assert mk.main(["--terms", "moe_magic", "--out", str(tmp_path / "o")]) == 2
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump({"runs": [_run("a", "h100", times={1: 50.0, 64: 300.0}),
+                                             _run("b", "other", times={1: 10.0})]}))
+    assert mk.main(["--file", str(path), "--fit", "--out", str(tmp_path / "o")]) == 0
+    for name in ("moe_kernels.csv", "moe_kernels.md", "moe_kernels.png", "moe_fit.csv"):
+        assert (tmp_path / "o" / name).is_file()
+    assert "1 run(s) on devices without a preset" in (tmp_path / "o" / "moe_kernels.md").read_text()
+
+
+def test_the_shipped_table_prices_within_reason():
+    runs = mk.fit_runs(mk.load_runs(mk.DEFAULT_FILE))
+    frame = mk.scored(runs, {})  # the presets as shipped
+    assert len(frame) >= 50 and frame.rel_err.abs().median() < 0.2
