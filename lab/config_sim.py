@@ -301,6 +301,11 @@ class EngineSpec(StrictModel):
         False, description="prefill runs on separate prefill nodes (PD disaggregation): a request reaches its "
                            "decode replica with its KV after one prefill pass priced by the cost model "
                            "(prefill-node queueing is not modelled); TTFT = that pass")
+    dp_lockstep: bool = Field(
+        True, description="a MoE model's data-parallel replicas of one expert-parallel group (hardware.ep / "
+                          "hardware.tp replicas) step together, as vLLM's DP ranks do: every MoE layer's "
+                          "all-to-all waits for all of them, so a step lasts as long as the group's longest and an "
+                          "idle rank runs a dummy batch; false: each replica steps alone")
 
 
 class FrontendSpec(StrictModel):
@@ -610,6 +615,15 @@ class SimSection(StrictModel):
         if self.frontend.output_token_ms > 0 and self.engine.disaggregated_prefill:
             raise ValueError("sim.frontend.output_token_ms with sim.engine.disaggregated_prefill is not modelled "
                              "(the prefill node's first token bypasses the replica's API server): set one of them")
+        return self
+
+    @model_validator(mode="after")
+    def _expert_parallel_groups_are_whole(self):
+        tp, ep = self.hardware.tp, self.hardware.ep
+        if ep > tp and self.replicas > 1 and (ep % tp or self.replicas % (ep // tp)):
+            raise ValueError(f"sim.hardware.ep {ep} over tp {tp} spans {ep / tp:g} data-parallel replicas: ep must "
+                             f"be a multiple of tp and sim.replicas ({self.replicas}) a multiple of ep / tp (or 1: "
+                             "one rank of the group simulated, the others assumed alike)")
         return self
 
     @model_validator(mode="after")

@@ -27,6 +27,9 @@ reaches the queue when the server has done its work (after latency_ms, a delay b
 tokens reach the client (first_token_s, finish_s: the client's clock, as vLLM's benchmark measures) when the
 server has streamed them. Its `intake` says how the requests' work shares the server: fifo (Frontend, one after
 another) or shared (SharedFrontend, processor sharing: a burst reaches the engine together).
+Data + expert parallelism (a MoE model with hardware.ep > tp over several replicas): the ep / tp replicas of one
+expert-parallel group step together (LockstepGroup, engine.dp_lockstep): each plans and applies its own step,
+the step lasts the group's longest, and an idle rank runs vLLM's one-token dummy batch.
 """
 from __future__ import annotations
 
@@ -127,7 +130,7 @@ class Replica:
     makes each step a handful of whole-array numpy operations instead of gathers and scatters.
     """
 
-    def __init__(self, idx: int, cluster: Cluster, policy):
+    def __init__(self, idx: int, cluster: Cluster, policy, start: bool = True):
         e = cluster.engine
         self.idx = idx
         self.cl = cluster
@@ -167,7 +170,8 @@ class Replica:
         self.sum_running = 0  # sum over steps of running requests
         self.peak_running = 0
         self.n_preemptions = 0
-        self.process = cluster.env.process(self.run())
+        self.group: LockstepGroup | None = None  # set by the cluster; a grouped replica steps with its group
+        self.process = cluster.env.process(self.run()) if start else None
 
     def load(self) -> int:
         if self.fe is not None:  # requests still in the API server count as this replica's too
@@ -176,8 +180,9 @@ class Replica:
 
     def enqueue(self, rid: int):
         self.queue.append(rid)
-        if self.wake is not None and not self.wake.triggered:
-            self.wake.succeed()
+        sleeper = self.group or self
+        if sleeper.wake is not None and not sleeper.wake.triggered:
+            sleeper.wake.succeed()
 
     # ---- the engine loop -------------------------------------------------------------------------------
     def run(self):
@@ -192,13 +197,18 @@ class Replica:
                 yield self.wake
                 self.wake = None
                 continue
-            tokens, kv_read, n_req, spec, lengths, state, n_spec, chunks, attn = step
+            tokens, kv_read, n_req, spec, _lengths, _state, n_spec, _chunks, attn = step
             dt = step_time(tokens, kv_read, n_req, spec, n_spec, attn)
             yield env.timeout(dt)
-            self.busy_time += dt
-            self.n_steps += 1
-            self.sum_batch_tokens += tokens
-            self.apply(env.now, lengths, state, n_spec, chunks)
+            self.finish_step(step, dt)
+
+    def finish_step(self, step, dt: float):
+        """The step `plan` built has run for dt seconds: statistics, then its outcome (apply)."""
+        tokens, _kv, _n, _spec, lengths, state, n_spec, chunks, _attn = step
+        self.busy_time += dt
+        self.n_steps += 1
+        self.sum_batch_tokens += tokens
+        self.apply(self.cl.env.now, lengths, state, n_spec, chunks)
 
     def plan(self):
         """Build one step: (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended), or None
@@ -584,12 +594,50 @@ class Replica:
             self._add_rows(rows)
 
 
+class LockstepGroup:
+    """The data-parallel replicas of one expert-parallel group, stepping together as vLLM's DP ranks do.
+
+    Every MoE layer's dispatch / combine all-to-all waits for all ranks, so each step lasts as long as the
+    group's longest: a rank's decodes wait out another rank's prefill chunk. A rank with nothing to run while
+    the others step runs a dummy batch (vLLM's execute_dummy_batch: one token, no context). Each rank plans and
+    applies its own step (its scheduler); only the clock is shared.
+    """
+
+    def __init__(self, env, members: list[Replica], step_time):
+        self.members = members
+        self.step_time = step_time
+        self.wake: simpy.Event | None = None
+        for r in members:
+            r.group = self
+        self.dummy_s = step_time(1, 1.0, 1, False, 0, None)
+        self.process = env.process(self.run())
+
+    def run(self):
+        env = self.members[0].cl.env
+        step_time = self.step_time
+        while True:
+            steps = [r.plan() for r in self.members]
+            if all(s is None for s in steps):
+                if any(r.n_active for r in self.members):
+                    continue  # admitted work that starts next iteration (disaggregated KV arrivals)
+                self.wake = env.event()
+                yield self.wake
+                self.wake = None
+                continue
+            dt = max(self.dummy_s if s is None else step_time(s[0], s[1], s[2], s[3], s[6], s[8]) for s in steps)
+            yield env.timeout(dt)
+            for r, s in zip(self.members, steps):
+                if s is not None:
+                    r.finish_step(s, dt)
+
+
 class Cluster:
-    """Router + replicas + bookkeeping. `policy_factory()` makes one policy object per replica."""
+    """Router + replicas + bookkeeping. `policy_factory()` makes one policy object per replica; with
+    `lockstep` > 1 replicas step in groups of that many (LockstepGroup: vLLM's DP ranks of one EP group)."""
 
     def __init__(self, env, cost, policy_factory, source, n_replicas: int, engine, rng: np.random.Generator,
                  kv_capacity: int, router: str = "round_robin", window: tuple[float, float] = (0.0, float("inf")),
-                 closed_loop: dict | None = None, kv_blocks: int | None = None, frontend=None):
+                 closed_loop: dict | None = None, kv_blocks: int | None = None, frontend=None, lockstep: int = 1):
         self.env = env
         self.cost = cost
         self.source = source
@@ -612,7 +660,10 @@ class Cluster:
         self._last_t = 0.0
         self.disaggregated = bool(engine.disaggregated_prefill)
         self.frontend = frontend  # lab/config_sim.FrontendSpec or None: each replica's API server
-        self.replicas = [Replica(i, self, policy_factory()) for i in range(n_replicas)]
+        grouped = lockstep > 1
+        self.replicas = [Replica(i, self, policy_factory(), start=not grouped) for i in range(n_replicas)]
+        self.groups = [LockstepGroup(env, self.replicas[i:i + lockstep], cost.step_time)
+                       for i in range(0, n_replicas, lockstep)] if grouped else []
 
     # ---- arrivals ----------------------------------------------------------------------------------
     def submit(self, prompt_len: int, output_len: int) -> int:

@@ -230,6 +230,15 @@ def kv_pool(sim, cost) -> tuple[int, int | None]:
     return groups.reported_tokens(blocks, bs, e.max_model_len, e.max_num_batched_tokens), blocks
 
 
+def lockstep_group(sim, cost) -> int:
+    """Replicas that step together: a MoE model's data-parallel ranks of one expert-parallel group (ep / tp of
+    them, sim.engine.dp_lockstep), 1 (each alone) for a dense model, ep <= tp, or a single replica."""
+    tp, ep = sim.hardware.tp, sim.hardware.ep
+    if not (sim.engine.dp_lockstep and cost.model.moe_experts and ep > tp and sim.replicas > 1):
+        return 1
+    return ep // tp
+
+
 def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: int = 0,
              keep_cluster: bool = False) -> RunResult:
     """Run one point: policy `label` at sweep value `value` (concurrency or rate multiplier) and seed."""
@@ -267,7 +276,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     window = (warmup, float("inf") if whole_run else end)
     cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.engine, rng,
                       kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed, kv_blocks=kv_blocks,
-                      frontend=sim.frontend if sim.frontend.enabled else None)
+                      frontend=sim.frontend if sim.frontend.enabled else None, lockstep=lockstep_group(sim, cost))
     if wl.kind == "closed_loop":
         users = int(value) if (axis == "concurrency" and value is not None) else wl.concurrency
         cluster.start_closed_loop(users)

@@ -173,3 +173,39 @@ def test_a_step_tells_the_cost_model_how_many_draft_tokens_it_verifies(monkeypat
     decode = [(t, d) for t, n, d in seen if n == 1 and t <= 4]  # one request decoding alone
     assert {d for _, d in decode} == {0, 3} and all(t == 1 + d for t, d in decode)
     assert 0.3 < np.mean([d == 3 for _, d in decode]) < 0.7
+
+
+def _dp_ep(**engine):
+    from tests.sim.test_hardware import DATA
+    return make_sim(model={"name": None, "config": str(DATA / "qwen3_30b_a3b_config.json")},
+                    hardware={"preset": "h100", "tp": 1, "ep": 2}, replicas=2, router="round_robin",
+                    engine=engine, acceptance={"source": "parametric", "max_draft": 7},
+                    workload={"kind": "poisson", "rate": 6, "duration_s": 20, "warmup_s": 1,
+                              "lengths": {"source": "fixed", "prompt_tokens": 3000, "output_tokens": 200}})
+
+
+def test_dp_ranks_of_an_expert_parallel_group_step_together():
+    """vLLM DP + EP: a rank's decodes wait out the other rank's prefill chunks (each step lasts the group's
+    longest), so TPOT is longer than with each replica stepping alone; every step of one rank ends when a step of
+    the other does (one clock)."""
+    together = simulate(prepare_inputs(_dp_ep()), "ar", None, seed=1)
+    alone = simulate(prepare_inputs(_dp_ep(dp_lockstep=False)), "ar", None, seed=1)
+    for res in (together, alone):
+        assert res.summary["unfinished"] == 0
+    f, g = together.requests, alone.requests
+
+    def tpot(frame):
+        return ((frame.finish_s - frame.first_token_s) / (frame.output_tokens - 1)).mean()
+    assert tpot(f) > 1.05 * tpot(g)
+    # one clock: both ranks' tokens come out at the group's step ends, so rank 0's finishes fall on times rank 1
+    # also stepped at far more often than when each steps alone
+    def shared(frame):
+        a, b = (np.round(frame.loc[frame.replica == r, "finish_s"].to_numpy(), 9) for r in (0, 1))
+        return len(set(a) & set(np.round(frame.loc[frame.replica == 1, "first_token_s"], 9)) | set(a) & set(b))
+    assert f.replica.nunique() == 2 and shared(f) >= 5 and shared(g) == 0
+
+
+def test_expert_parallel_groups_must_be_whole():
+    with pytest.raises(Exception, match="multiple of ep / tp"):
+        make_sim(hardware={"preset": "h100", "tp": 1, "ep": 2}, replicas=3)
+    make_sim(hardware={"preset": "h100", "tp": 1, "ep": 2}, replicas=1)  # one rank simulated: allowed
