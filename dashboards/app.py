@@ -42,6 +42,9 @@ Runs root: `{root}` (newest run first in the sidebar). Pages (left):
   variant x load x metric, goals met or missed, raw or drift-corrected), per-request TTFT / TPOT
   distributions and request timelines of both, vLLM's spec-decode acceptance counters, and the measured
   step profile (engine/ or `lab profile`) with its hardware, dtype and versions.
+- **Simulator validation**: the simulator against published vLLM GPU runs (held-out rows by model kind,
+  reported vs simulated TPOT) and fused-MoE kernel timings, from `python -m sim.public_check --out DIR` and
+  `python -m sim.moe_kernels --fit --out DIR` (no run needed).
 
 Make a run with `lab run experiments/smoke.yaml`; this app never writes into a run directory.
 """)

@@ -24,13 +24,14 @@ from lab.errors import LabError
 RENDER_OPTIONS = {"embedOptions": {"renderer": "svg"}}
 
 
-def page(title: str, pick_run: bool = True) -> tuple[str, Path | None]:
+def page(title: str, pick_run: bool = True, needs_runs: bool = True) -> tuple[str, Path | None]:
+    """Page config, title and the sidebar; needs_runs False: a page that reads no run (no error without runs)."""
     st.set_page_config(page_title=f"DSpark Lab · {title}", layout="wide")
     st.title(title)
-    return sidebar(pick_run)
+    return sidebar(pick_run, needs_runs)
 
 
-def sidebar(pick_run: bool = True) -> tuple[str, Path | None]:
+def sidebar(pick_run: bool = True, needs_runs: bool = True) -> tuple[str, Path | None]:
     ss = st.session_state
     if "runs_root" not in ss:
         ss["runs_root"] = data.default_root()
@@ -41,6 +42,8 @@ def sidebar(pick_run: bool = True) -> tuple[str, Path | None]:
         help=f"a directory of runs/<name>/<run_id>/ (default ./runs or ${data.RUNS_ENV})",
     )
     runs = data.run_dirs(root)
+    if not needs_runs:
+        return root, None
     if not runs:
         why = "does not exist" if not Path(root).exists() else "has no run directories (<name>/<run_id>/manifest.json)"
         st.error(f"{root}: runs root {why}. Make a run with `lab run experiments/smoke.yaml`, or change the "

@@ -484,19 +484,35 @@ def model_kind(model, tp: int) -> str:
     return f"{family}, {model.quant_method or model.dtype}, tp {tp}"
 
 
-def kind_markdown(table: pd.DataFrame) -> str:
-    """The held-out rows grouped by model kind (model_kind): where the simulator holds and where it does not."""
+def kind_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The held-out rows grouped by model kind (model_kind): rows, TPOT within 10% of those that report it, median
+    |TPOT error|, output throughput within 10% (where the simulator holds and where it does not)."""
     held = table[table["half"] == "held-out"]
     if "sim_model_kind" not in held.columns or held.empty:
-        return ""
-    lines = ["| held-out rows of kind | rows | TPOT within 10% | TPOT median abs err | out tok/s within 10% |",
-             "|---|---|---|---|---|"]
+        return pd.DataFrame(columns=["kind", "rows", "tpot_rows", "tpot_within_10pct", "tpot_median_abs_err",
+                                     "throughput_rows", "throughput_within_10pct"])
+    out = []
     for kind, part in held.groupby("sim_model_kind", sort=True):
         tpot = part["rel_err_tpot_mean_ms"].dropna().abs()
         thr = part["rel_err_output_throughput_tok_s"].dropna().abs()
-        med = f"{100 * tpot.median():.0f}%" if len(tpot) else "-"
-        lines.append(f"| {kind} | {len(part)} | {int((tpot <= 0.10).sum())} of {len(tpot)} | {med} | "
-                     f"{int((thr <= 0.10).sum())} of {len(thr)} |")
+        out.append({"kind": kind, "rows": len(part), "tpot_rows": len(tpot),
+                    "tpot_within_10pct": int((tpot <= 0.10).sum()),
+                    "tpot_median_abs_err": float(tpot.median()) if len(tpot) else float("nan"),
+                    "throughput_rows": len(thr), "throughput_within_10pct": int((thr <= 0.10).sum())})
+    return pd.DataFrame(out)
+
+
+def kind_markdown(table: pd.DataFrame) -> str:
+    """kind_table as markdown."""
+    kinds = kind_table(table)
+    if kinds.empty:
+        return ""
+    lines = ["| held-out rows of kind | rows | TPOT within 10% | TPOT median abs err | out tok/s within 10% |",
+             "|---|---|---|---|---|"]
+    for k in kinds.itertuples(index=False):
+        med = f"{100 * k.tpot_median_abs_err:.0f}%" if k.tpot_rows else "-"
+        lines.append(f"| {k.kind} | {k.rows} | {k.tpot_within_10pct} of {k.tpot_rows} | {med} | "
+                     f"{k.throughput_within_10pct} of {k.throughput_rows} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,85 @@
+"""Simulator validation page: how far the serving simulator is from real engines, by model kind.
+
+Shows the output of `python -m sim.public_check --out DIR` (published vLLM GPU runs, each simulated through
+the public interface: held-out rows by model kind, reported vs simulated TPOT per row) and of `python -m
+sim.moe_kernels --fit --out DIR` (published fused-MoE kernel timings vs the cost model's MoE terms). The
+directories are picked in the page (defaults public_check/ and moe_kernels/, where the tools write).
+
+    python -m sim.public_check --out public_check/ && python -m sim.moe_kernels --fit --out moe_kernels/
+    streamlit run dashboards/app.py          # then "Simulator validation"
+"""
+
+import sys
+from pathlib import Path
+
+_REPO = str(Path(__file__).resolve().parents[2])
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+import altair as alt
+import streamlit as st
+
+from dashboards import ui, validation
+
+ui.page("Simulator validation", pick_run=False, needs_runs=False)
+left, right = st.columns(2)
+public_dir = left.text_input("public_check output directory", value="public_check", key="public_check_dir",
+                             help="what `python -m sim.public_check --out DIR` wrote")
+kernel_dir = right.text_input("moe_kernels output directory", value="moe_kernels", key="moe_kernels_dir",
+                              help="what `python -m sim.moe_kernels --fit --out DIR` wrote")
+
+st.subheader("Published vLLM serving runs")
+frame = ui.attempt(validation.public_check, public_dir, validation.stamp(public_dir, "public_check.csv"))
+if frame is None:
+    if not (Path(public_dir) / "public_check.csv").exists():
+        st.info(f"No {Path(public_dir) / 'public_check.csv'}: run `python -m sim.public_check --out {public_dir}` "
+                "(~15 s).")
+else:
+    for col, (label, value) in zip(st.columns(4), validation.headline(frame).items()):
+        col.metric(label, value)
+    st.markdown("Held-out rows by model kind (no simulator value was fitted on them):")
+    st.dataframe(validation.kinds(frame), hide_index=True, width="stretch")
+    points = validation.tpot_points(frame)
+    kinds = sorted(points["sim_model_kind"].unique())
+    chosen = st.multiselect("model kinds", kinds, default=kinds, key="validation_kinds")
+    points = points[points["sim_model_kind"].isin(chosen)]
+    if len(points):
+        low = float(min(points["reported_tpot_mean_ms"].min(), points["sim_tpot_mean_ms"].min()))
+        high = float(max(points["reported_tpot_mean_ms"].max(), points["sim_tpot_mean_ms"].max()))
+        scale = alt.Scale(type="log", domain=[low * 0.8, high * 1.25])
+        dots = alt.Chart(points).mark_circle(size=60).encode(
+            x=alt.X("reported_tpot_mean_ms:Q", scale=scale, title="reported TPOT mean, ms"),
+            y=alt.Y("sim_tpot_mean_ms:Q", scale=scale, title="simulated TPOT mean, ms"),
+            color=alt.Color("sim_model_kind:N", title="model kind"), shape=alt.Shape("half:N"),
+            tooltip=["id", "gpu", "model", "tp", "reported_tpot_mean_ms", "sim_tpot_mean_ms", "err_pct"])
+        band = alt.Chart(alt.Data(values=[{"r": low * 0.8}, {"r": high * 1.25}])).transform_calculate(
+            lo="datum.r * 0.9", hi="datum.r * 1.1")
+        diagonal = band.mark_line(color="gray").encode(x="r:Q", y="r:Q")
+        within = band.mark_area(opacity=0.15, color="gray").encode(x="r:Q", y="lo:Q", y2="hi:Q")
+        st.altair_chart(within + diagonal + dots, width="stretch")
+        st.caption("Gray band: within 10% of the reported TPOT.")
+        st.dataframe(points.sort_values("err_pct"), hide_index=True, width="stretch")
+
+st.subheader("Published fused-MoE kernel timings")
+kernels = ui.attempt(validation.moe_kernels, kernel_dir, validation.stamp(kernel_dir, "moe_kernels.csv"))
+if kernels is None:
+    if not (Path(kernel_dir) / "moe_kernels.csv").exists():
+        st.info(f"No {Path(kernel_dir) / 'moe_kernels.csv'}: run `python -m sim.moe_kernels --fit --out {kernel_dir}` "
+                "(~2 s).")
+else:
+    st.dataframe(validation.kernel_summary(kernels), hide_index=True, width="stretch")
+    served = kernels[~kernels["cached"].astype(bool)]
+    line = alt.Chart(served).encode(
+        x=alt.X("tokens:Q", scale=alt.Scale(type="log"), title="tokens in the step"),
+        color=alt.Color("run:N", legend=alt.Legend(labelLimit=320)))
+    chart = (line.mark_circle().encode(y=alt.Y("measured_us:Q", scale=alt.Scale(type="log"),
+                                                title="one MoE layer, us"), tooltip=["run", "tokens", "measured_us"])
+             + line.mark_line().encode(y="sim_us:Q", tooltip=["run", "tokens", "sim_us"]))
+    st.altair_chart(chart.facet(column="device:N").resolve_scale(y="independent"))
+    st.caption("Dots: published; lines: the cost model. Points faster than HBM allows (served from cache in the "
+               "benchmark's replays) are left out.")
+    fits = ui.attempt(validation.moe_fit, kernel_dir, validation.stamp(kernel_dir, "moe_fit.csv"))
+    if fits is not None:
+        st.markdown("Fitted MoE terms (pooled over the cards, and each card's own; `left_out`: each card / run "
+                    "priced by a fit without it):")
+        st.dataframe(fits, hide_index=True, width="stretch")
