@@ -28,13 +28,19 @@ public_dir = left.text_input("public_check output directory", value="public_chec
 kernel_dir = right.text_input("moe_kernels output directory", value="moe_kernels", key="moe_kernels_dir",
                               help="what `python -m sim.moe_kernels --fit --out DIR` wrote")
 
+
+
+def read_or_hint(reader, directory: str, name: str, command: str):
+    """reader(directory) or None: one red line when the file is damaged, how to make it when it is absent."""
+    frame = ui.attempt(reader, directory, validation.stamp(directory, name))
+    if frame is None and not (Path(directory) / name).exists():
+        st.info(f"No {Path(directory) / name}: run `{command} --out {directory}`.")
+    return frame
+
+
 st.subheader("Published vLLM serving runs")
-frame = ui.attempt(validation.public_check, public_dir, validation.stamp(public_dir, "public_check.csv"))
-if frame is None:
-    if not (Path(public_dir) / "public_check.csv").exists():
-        st.info(f"No {Path(public_dir) / 'public_check.csv'}: run `python -m sim.public_check --out {public_dir}` "
-                "(~15 s).")
-else:
+frame = read_or_hint(validation.public_check, public_dir, "public_check.csv", "python -m sim.public_check")
+if frame is not None:
     for col, (label, value) in zip(st.columns(4), validation.headline(frame).items()):
         col.metric(label, value)
     st.markdown("Held-out rows by model kind (no simulator value was fitted on them):")
@@ -61,12 +67,8 @@ else:
         st.dataframe(points.sort_values("err_pct"), hide_index=True, width="stretch")
 
 st.subheader("Published fused-MoE kernel timings")
-kernels = ui.attempt(validation.moe_kernels, kernel_dir, validation.stamp(kernel_dir, "moe_kernels.csv"))
-if kernels is None:
-    if not (Path(kernel_dir) / "moe_kernels.csv").exists():
-        st.info(f"No {Path(kernel_dir) / 'moe_kernels.csv'}: run `python -m sim.moe_kernels --fit --out {kernel_dir}` "
-                "(~2 s).")
-else:
+kernels = read_or_hint(validation.moe_kernels, kernel_dir, "moe_kernels.csv", "python -m sim.moe_kernels --fit")
+if kernels is not None:
     st.dataframe(validation.kernel_summary(kernels), hide_index=True, width="stretch")
     served = kernels[~kernels["cached"].astype(bool)]
     line = alt.Chart(served).encode(
