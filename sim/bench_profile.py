@@ -94,7 +94,8 @@ def parse_peaks(text: str) -> tuple[float, float]:
 def machine_sheet(machine: dict, dtype: str, **fitted) -> HardwareSheet:
     """This machine as a spec sheet: measured peaks; achievable fractions 1 and no overheads unless fitted."""
     values = {"mfu": 1.0, "bw_efficiency": 1.0, "step_overhead_ms": 0.0, "layer_overhead_us": 0.0,
-              "request_overhead_us": 0.0, "gemm_row_tile": machine.get("gemm_row_tile", 1), **fitted}
+              "request_overhead_us": 0.0, "moe_layer_us": 0.0,  # a GPU fused-MoE kernel's floor: none here
+              "gemm_row_tile": machine.get("gemm_row_tile", 1), **fitted}
     how = ("given: --peaks" if machine.get("given") else
            f"measured: numpy float32 matmul n={machine['matmul_n']}, copy {machine['copy_mib']} MiB")
     return HardwareSheet(name="this-cpu", description=how, peak_tflops={dtype: machine["flops_per_s"] / 1e12},

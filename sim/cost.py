@@ -33,6 +33,10 @@ tp GPUs:
               (matrix-matrix products);
               kv_eff = kv_bw_efficiency (default: bw_efficiency)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
+        + experts (a MoE model: its routed experts run as their own fused-MoE kernels, so compute and memory
+          above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
+          touched + max(touched experts' bytes / (moe_bw_efficiency x bandwidth), tokens x k experts' FLOPs /
+          (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings)
         + step + n_layers x layer + n_reqs x request overhead
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
           configured link, + its latency) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
