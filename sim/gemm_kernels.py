@@ -1,0 +1,122 @@
+"""Published bf16-vs-low-precision GEMM timings against the simulator's own low-precision speed-up.
+
+    python -m sim.gemm_kernels --out gemm_kernels/       # ~1 s; writes gemm_kernels.{csv,md}
+
+The data (sim/validation/gemm_kernels.yaml, each run with its URL) time one dense GEMM C[M,N] = A[M,K] W[N,K]^T of
+the same shape in bf16 (or fp16) and in fp8 / fp4 on the same card in the same source. For every low-precision
+point this prints the published speed-up over the source's fastest bf16 point of that shape, beside the speed-up the
+cost model gives the same GEMM on the card's preset (sim/cost.py: one-layer model of N x K weights, no overheads:
+max(weight bytes / achievable bandwidth, 2 M N K / (mfu x peak[dtype]))), grouped by card, dtype, whether the
+column includes the activation's on-the-fly quantization (vLLM's columns without `-noquant`), and M (<= 256:
+weight-bandwidth bound; >= 1024: compute bound). Runs on cards without a preset (`other`) are listed, not priced.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lab.arguments import ArgumentParser
+from lab.errors import LabError
+from lab.io import make_dirs, write_text_atomic
+from lab.yaml_load import load_yaml_bytes
+from sim.cost import CostModel
+from sim.hardware import get_hardware
+from sim.models import ModelShape
+
+DEFAULT_FILE = Path(__file__).parent / "validation" / "gemm_kernels.yaml"
+BASE_DTYPES = ("bf16", "fp16")
+LOW_DTYPES = {"fp8_w8a8": ("fp8", 8.0), "int8_w8a8": ("int8", 8.0), "fp4_w4a4": ("fp4", 4.5)}  # bits incl. scales
+
+
+def load_points(path: str | Path) -> pd.DataFrame:
+    """One row per published point: run, device, m, n, k, dtype, kernel, speed (1 / us, or TFLOP/s)."""
+    p = Path(path)
+    if not p.is_file():
+        raise LabError(f"--file: {p} does not exist")
+    data = load_yaml_bytes(p.read_bytes(), str(p))
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not data["runs"]:
+        raise LabError(f"{p}: runs: a non-empty list of GEMM runs expected")
+    rows = []
+    for i, run in enumerate(data["runs"]):
+        for key in ("id", "device", "unit", "points"):
+            if key not in run:
+                raise LabError(f"{p}: runs[{i}].{key}: missing")
+        if run["unit"] not in ("us", "tflops"):
+            raise LabError(f"{p}: runs[{i}].unit: {run['unit']!r} is not us or tflops")
+        for j, point in enumerate(run["points"]):
+            try:
+                m, n, k, value = (int(point["m"]), int(point["n"]), int(point["k"]), float(point["value"]))
+                dtype, kernel = str(point["dtype"]), str(point["kernel"])
+            except (KeyError, TypeError, ValueError):
+                raise LabError(f"{p}: runs[{i}].points[{j}]: m, n, k, dtype, kernel and value expected") from None
+            if min(m, n, k) < 1 or not value > 0 or dtype not in BASE_DTYPES + tuple(LOW_DTYPES):
+                raise LabError(f"{p}: runs[{i}].points[{j}]: positive m, n, k, value and a dtype of "
+                               f"{BASE_DTYPES + tuple(LOW_DTYPES)} expected")
+            rows.append({"run": run["id"], "device": run["device"], "m": m, "n": n, "k": k, "dtype": dtype,
+                         "kernel": kernel, "speed": value if run["unit"] == "tflops" else 1.0 / value})
+    return pd.DataFrame(rows)
+
+
+def sim_seconds(device: str, m: int, n: int, k: int, dtype: str) -> float:
+    """The cost model's time of one M x N x K GEMM on the preset (a one-layer model of N x K weights)."""
+    params_b = n * k / 1e9
+    low = LOW_DTYPES.get(dtype)
+    model = ModelShape(name="gemm", params_b=params_b, n_layers=1, hidden=k, n_heads=1, n_kv_heads=1, head_dim=1,
+                       dtype="bf16", quant_method=dtype if low else None, quant_bits=low[1] if low else None,
+                       quant_dense_params_b=params_b if low else 0.0, matmul_dtype=low[0] if low else None)
+    cm = CostModel(get_hardware(device), model, drafter_layers=0, step_overhead_s=0.0, layer_overhead_s=0.0,
+                   request_overhead_s=0.0)
+    return cm.step_time(m, 0.0, 1, False)
+
+
+def speedups(points: pd.DataFrame) -> pd.DataFrame:
+    """Every low-precision point with its published speed-up over the shape's fastest bf16 point, and the
+    simulator's (NaN on cards without a preset)."""
+    base = points[points.dtype.isin(BASE_DTYPES)].groupby(["run", "m", "n", "k"]).speed.max().rename("base_speed")
+    low = points[~points.dtype.isin(BASE_DTYPES)].merge(base.reset_index(), on=["run", "m", "n", "k"])
+    low["published"] = low.speed / low.base_speed
+    low["with_act_quant"] = np.where(low.kernel.str.contains("noquant"), "no",
+                                     np.where(low.kernel.str.match(r"^(fp8-|nvfp4$)"), "yes", "not stated"))
+    low["regime"] = np.where(low.m >= 1024, "M >= 1024", np.where(low.m <= 256, "M <= 256", "256 < M < 1024"))
+    low["simulated"] = [sim_seconds(d, m, n, k, "bf16") / sim_seconds(d, m, n, k, t) if d != "other" else np.nan
+                        for d, m, n, k, t in zip(low.device, low.m, low.n, low.k, low.dtype)]
+    return low
+
+
+def summary(low: pd.DataFrame) -> pd.DataFrame:
+    return (low.groupby(["device", "dtype", "with_act_quant", "regime"])
+            .agg(points=("published", "size"), published_median=("published", "median"),
+                 published_min=("published", "min"), published_max=("published", "max"),
+                 simulated_median=("simulated", "median")).round(2).reset_index())
+
+
+def main(argv=None) -> int:
+    ap = ArgumentParser(prog="python -m sim.gemm_kernels", description=__doc__.splitlines()[0])
+    ap.add_argument("--file", default=str(DEFAULT_FILE), help="data file of published GEMM timings")
+    ap.add_argument("--out", default="gemm_kernels", help="output directory")
+    args = ap.parse_args(argv)
+    try:
+        points = load_points(args.file)
+        make_dirs(args.out)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    low = speedups(points)
+    table = summary(low)
+    out = Path(args.out)
+    write_text_atomic(out / "gemm_kernels.csv", low.to_csv(index=False))
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("-" if pd.isna(v) else str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    text = ("Low-precision GEMM speed-up over bf16 of the same shape: published vs the cost model\n\n"
+            + "\n".join(lines) + "\n")
+    write_text_atomic(out / "gemm_kernels.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
