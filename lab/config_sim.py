@@ -115,6 +115,15 @@ class HardwareSheet(StrictModel):
     moe_mfu: float | None = Field(
         None, gt=0, le=1, description="achievable fraction of peak FLOP/s for the routed experts' grouped GEMMs; "
         "null: mfu")
+    lowp_matmul_efficiency: dict[Literal[DTYPES], float] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"fp8": 0.8, "fp4": 0.65},
+        description="a low-precision (fp8 / int8 / fp4) matmul's achievable fraction of its peak relative to mfu "
+        "(1: as a bf16 matmul of its own); defaults fitted on published GEMM timings of the same shapes in bf16 "
+        "and fp8 / fp4 (python -m sim.gemm_kernels --fit)")
+    act_quant_us: float = Field(
+        3.24, ge=0, description="GPU time of one on-the-fly activation quantization (a w8a8 / w4a4 checkpoint's "
+        "dynamic quant kernel before each quantized linear), per linear and step; fitted with "
+        "lowp_matmul_efficiency; 0 on a CPU")
     step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
     layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
     request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")
@@ -123,6 +132,8 @@ class HardwareSheet(StrictModel):
     def _positive_peaks(self):
         if any(v <= 0 for v in self.peak_tflops.values()):
             raise ValueError("peak_tflops values must be positive")
+        if any(not 0 < v <= 2 for v in self.lowp_matmul_efficiency.values()):
+            raise ValueError("lowp_matmul_efficiency values must be in (0, 2] (a factor on mfu)")
         return self
 
     def has_peak(self, dtype: str) -> bool:

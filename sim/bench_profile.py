@@ -94,7 +94,7 @@ def parse_peaks(text: str) -> tuple[float, float]:
 def machine_sheet(machine: dict, dtype: str, **fitted) -> HardwareSheet:
     """This machine as a spec sheet: measured peaks; achievable fractions 1 and no overheads unless fitted."""
     values = {"mfu": 1.0, "bw_efficiency": 1.0, "step_overhead_ms": 0.0, "layer_overhead_us": 0.0,
-              "request_overhead_us": 0.0, "moe_layer_us": 0.0,  # a GPU fused-MoE kernel's floor: none here
+              "request_overhead_us": 0.0, "moe_layer_us": 0.0, "act_quant_us": 0.0,  # GPU kernels' floors: none here
               "gemm_row_tile": machine.get("gemm_row_tile", 1), **fitted}
     how = ("given: --peaks" if machine.get("given") else
            f"measured: numpy float32 matmul n={machine['matmul_n']}, copy {machine['copy_mib']} MiB")

@@ -19,9 +19,10 @@ linear-attention state once: n_reqs x 2 x state bytes in the memory term below.
 
 Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
 tp GPUs:
-    compute = gemm tokens x 2 x active params / (tp x mfu x peak[matmul dtype]) + attended x attention FLOPs per
+    compute = gemm tokens x 2 x active params / (tp x mfu x eff x peak[matmul dtype]) + attended x attention FLOPs per
               cached token / (tp x mfu x peak[dtype]); matmul dtype = a quantized checkpoint's (fp8 / int8 / fp4,
-              sim/quant.py) where the sheet has that peak, else the activation dtype `dtype`,
+              sim/quant.py) where the sheet has that peak, else the activation dtype `dtype`; eff =
+              lowp_matmul_efficiency[matmul dtype] for fp8 / int8 / fp4 (1 otherwise; sim/gemm_kernels.py),
               gemm tokens = tokens, or past one tile of gemm_row_tile rows the tokens rounded up to whole tiles
               attended = the cached tokens each query token attends to, summed over the step's tokens
               (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
@@ -38,6 +39,7 @@ tp GPUs:
           touched + max(touched experts' bytes / (moe_bw_efficiency x bandwidth), tokens x k experts' FLOPs /
           (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings)
         + step + n_layers x layer + n_reqs x request overhead
+        + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
           configured link, + its latency) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
           hidden x activation bytes x (ep-1)/ep on the link, + latency)
@@ -111,7 +113,7 @@ class CostModel:
         # a quantized checkpoint's matmuls at their own peak where the card has one (fp8 / int8 / fp4 w8a8-style);
         # else, as vLLM's weight-only kernels (Marlin) do, dequantized to the activation dtype
         matmul = m.matmul_dtype if m.matmul_dtype and hw.has_peak(m.matmul_dtype) else m.dtype
-        matmul_flops = achievable_flops(hw, matmul) * tp
+        matmul_flops = achievable_flops(hw, matmul) * tp * hw.lowp_matmul_efficiency.get(matmul, 1.0)
         # per-step constants, precomputed so that step_time is a handful of float ops
         self._bw = bw
         # weight-read time of a multi-token step (GEMM) / that of a one-token step (GEMV); 1 on GPU sheets
@@ -125,7 +127,8 @@ class CostModel:
         if self._moe:  # the routed experts run as their own kernels (fused MoE): their own roofline and floor
             moe_bw = hw.mem_bw_tbs * 1e12 * (hw.moe_bw_efficiency or hw.bw_efficiency) * tp
             expert_dtype = matmul if m.quant_experts else m.dtype
-            moe_flops = hw.peak_for(expert_dtype) * 1e12 * (hw.moe_mfu or hw.mfu) * tp
+            moe_flops = (hw.peak_for(expert_dtype) * 1e12 * (hw.moe_mfu or hw.mfu) * tp
+                         * hw.lowp_matmul_efficiency.get(expert_dtype, 1.0))
             self._t_per_expert_byte = 1.0 / moe_bw
             self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
             self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6
@@ -136,6 +139,8 @@ class CostModel:
         # per request in a step: its linear-attention state read and written back (split by heads over tp)
         self._t_state = 2.0 * m.state_bytes / kv_bw
         self._fixed = self.step_overhead_s + m.n_layers * self.layer_overhead_s
+        if matmul != m.dtype:  # a w8a8 / w4a4 checkpoint quantizes each quantized linear's input on the fly
+            self._fixed += m.quant_linears * hw.act_quant_us * 1e-6
         self._t_per_token_link = 0.0
         link = hw.interconnect
         act_bytes = 4.0 if m.dtype == "fp32" else 2.0

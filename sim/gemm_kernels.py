@@ -1,6 +1,7 @@
 """Published bf16-vs-low-precision GEMM timings against the simulator's own low-precision speed-up.
 
-    python -m sim.gemm_kernels --out gemm_kernels/       # ~1 s; writes gemm_kernels.{csv,md}
+    python -m sim.gemm_kernels --out gemm_kernels/         # ~1 s; writes gemm_kernels.{csv,md}
+    python -m sim.gemm_kernels --fit --out gemm_kernels/   # + act_quant_us / lowp_matmul_efficiency (gemm_fit.json)
 
 The data (sim/validation/gemm_kernels.yaml, each run with its URL) time one dense GEMM C[M,N] = A[M,K] W[N,K]^T of
 the same shape in bf16 (or fp16) and in fp8 / fp4 on the same card in the same source. For every low-precision
@@ -12,6 +13,7 @@ weight-bandwidth bound; >= 1024: compute bound). Runs on cards without a preset 
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pandas as pd
 
 from lab.arguments import ArgumentParser
 from lab.errors import LabError
-from lab.io import make_dirs, write_text_atomic
+from lab.io import make_dirs, write_json_atomic, write_text_atomic
 from lab.yaml_load import load_yaml_bytes
 from sim.cost import CostModel
 from sim.hardware import get_hardware
@@ -55,35 +57,57 @@ def load_points(path: str | Path) -> pd.DataFrame:
             if min(m, n, k) < 1 or not value > 0 or dtype not in BASE_DTYPES + tuple(LOW_DTYPES):
                 raise LabError(f"{p}: runs[{i}].points[{j}]: positive m, n, k, value and a dtype of "
                                f"{BASE_DTYPES + tuple(LOW_DTYPES)} expected")
+            us = 2.0 * m * n * k / (value * 1e12) * 1e6 if run["unit"] == "tflops" else value
             rows.append({"run": run["id"], "device": run["device"], "m": m, "n": n, "k": k, "dtype": dtype,
-                         "kernel": kernel, "speed": value if run["unit"] == "tflops" else 1.0 / value})
+                         "kernel": kernel, "us": us, "speed": 1.0 / us})
     return pd.DataFrame(rows)
 
 
-def sim_seconds(device: str, m: int, n: int, k: int, dtype: str) -> float:
-    """The cost model's time of one M x N x K GEMM on the preset (a one-layer model of N x K weights)."""
+def sim_seconds(sheet, m: int, n: int, k: int, dtype: str, act_quant: bool = False) -> float:
+    """The cost model's time of one M x N x K GEMM on a sheet (a one-layer model of N x K weights; with
+    `act_quant` its input quantized on the fly first)."""
     params_b = n * k / 1e9
     low = LOW_DTYPES.get(dtype)
     model = ModelShape(name="gemm", params_b=params_b, n_layers=1, hidden=k, n_heads=1, n_kv_heads=1, head_dim=1,
                        dtype="bf16", quant_method=dtype if low else None, quant_bits=low[1] if low else None,
-                       quant_dense_params_b=params_b if low else 0.0, matmul_dtype=low[0] if low else None)
-    cm = CostModel(get_hardware(device), model, drafter_layers=0, step_overhead_s=0.0, layer_overhead_s=0.0,
-                   request_overhead_s=0.0)
+                       quant_dense_params_b=params_b if low else 0.0, matmul_dtype=low[0] if low else None,
+                       quant_linears=int(bool(low) and act_quant))
+    cm = CostModel(sheet, model, drafter_layers=0, step_overhead_s=0.0, layer_overhead_s=0.0, request_overhead_s=0.0)
     return cm.step_time(m, 0.0, 1, False)
 
 
-def speedups(points: pd.DataFrame) -> pd.DataFrame:
+def speedups(points: pd.DataFrame, sheets: dict | None = None) -> pd.DataFrame:
     """Every low-precision point with its published speed-up over the shape's fastest bf16 point, and the
-    simulator's (NaN on cards without a preset)."""
+    simulator's on `sheets` (default: the presets; NaN on cards without one)."""
+    sheets = sheets or {d: get_hardware(d) for d in points.device.unique() if d != "other"}
     base = points[points.dtype.isin(BASE_DTYPES)].groupby(["run", "m", "n", "k"]).speed.max().rename("base_speed")
     low = points[~points.dtype.isin(BASE_DTYPES)].merge(base.reset_index(), on=["run", "m", "n", "k"])
     low["published"] = low.speed / low.base_speed
     low["with_act_quant"] = np.where(low.kernel.str.contains("noquant"), "no",
                                      np.where(low.kernel.str.match(r"^(fp8-|nvfp4$)"), "yes", "not stated"))
     low["regime"] = np.where(low.m >= 1024, "M >= 1024", np.where(low.m <= 256, "M <= 256", "256 < M < 1024"))
-    low["simulated"] = [sim_seconds(d, m, n, k, "bf16") / sim_seconds(d, m, n, k, t) if d != "other" else np.nan
-                        for d, m, n, k, t in zip(low.device, low.m, low.n, low.k, low.dtype)]
+    low["simulated"] = [
+        sim_seconds(sheets[d], m, n, k, "bf16") / sim_seconds(sheets[d], m, n, k, t, q == "yes") if d in sheets
+        else np.nan for d, m, n, k, t, q in zip(low.device, low.m, low.n, low.k, low.dtype, low.with_act_quant)]
     return low
+
+
+def fit(points: pd.DataFrame) -> dict:
+    """act_quant_us: the median, over vLLM's paired columns (a scheme with and without `-noquant`), of the
+    microseconds the activation quantization adds to the same GEMM; lowp_matmul_efficiency per dtype: the median,
+    over compute-bound points (M >= 1024) of GEMMs timed without it on preset cards, of the published speed-up over
+    the one the cost model gives at efficiency 1 (its peak ratio there)."""
+    quant = points[points.kernel.str.match(r"^fp8-") & ~points.kernel.str.contains("noquant")]
+    bare = points[points.kernel.str.contains("noquant")].assign(kernel=lambda f: f.kernel.str.replace("-noquant", ""))
+    paired = quant.merge(bare, on=["run", "m", "n", "k", "kernel"], suffixes=("", "_bare"))
+    plain = {d: get_hardware(d).model_copy(update={"lowp_matmul_efficiency": {}})
+             for d in points.device.unique() if d != "other"}
+    low = speedups(points, plain)
+    bound = low[(low.m >= 1024) & (low.with_act_quant != "yes") & low.simulated.notna()]
+    efficiency = (bound.published / bound.simulated).groupby(bound.dtype).median()
+    return {"act_quant_us": round(float((paired.us - paired.us_bare).median()), 2), "act_quant_pairs": len(paired),
+            "lowp_matmul_efficiency": {LOW_DTYPES[t][0]: round(float(v), 3) for t, v in efficiency.items()},
+            "efficiency_points": {LOW_DTYPES[t][0]: int(n) for t, n in bound.dtype.value_counts().items()}}
 
 
 def summary(low: pd.DataFrame) -> pd.DataFrame:
@@ -97,6 +121,8 @@ def main(argv=None) -> int:
     ap = ArgumentParser(prog="python -m sim.gemm_kernels", description=__doc__.splitlines()[0])
     ap.add_argument("--file", default=str(DEFAULT_FILE), help="data file of published GEMM timings")
     ap.add_argument("--out", default="gemm_kernels", help="output directory")
+    ap.add_argument("--fit", action="store_true", help="also fit act_quant_us and lowp_matmul_efficiency "
+                    "(gemm_fit.json); the presets are not changed")
     args = ap.parse_args(argv)
     try:
         points = load_points(args.file)
@@ -113,6 +139,10 @@ def main(argv=None) -> int:
     lines += ["| " + " | ".join("-" if pd.isna(v) else str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     text = ("Low-precision GEMM speed-up over bf16 of the same shape: published vs the cost model\n\n"
             + "\n".join(lines) + "\n")
+    if args.fit:
+        fitted = fit(points)
+        write_json_atomic(out / "gemm_fit.json", fitted)
+        text += f"\nfit: {json.dumps(fitted)}\n"
     write_text_atomic(out / "gemm_kernels.md", text)
     print(text)
     return 0

@@ -75,6 +75,7 @@ class ModelShape:
     quant_dense_params_b: float = 0.0
     quant_experts: bool = False
     matmul_dtype: str | None = None
+    quant_linears: int = 0  # linear layers (fused groups) per step whose activations a w8a8 / w4a4 scheme quantizes
     chunked_attention: bool = False  # the sliding layers are Llama 4's chunked local attention (window = chunk)
     linear: GatedDeltaNet | None = None  # hybrid linear attention: one Gated DeltaNet layer's shape
     linear_layers: int = 0  # of n_layers: Gated DeltaNet layers (no KV cache; a fixed state per request)
@@ -342,10 +343,15 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
         if quantized else None
     classes = {"attention": mixers, "mlp": (n_layers - n_moe) * 3 * h * dense_inter,
                "shared_experts": n_moe * shared, "lm_head": 0 if tied else embed}  # parameters per module class
+    # linear groups as vLLM fuses them (qkv + out; gate_up + down; a shared expert's two; the LM head): each of
+    # a w8a8 / w4a4 scheme's quantizes its input activation on the fly (routed experts: inside the fused MoE)
+    groups = {"attention": 2 * n_layers, "mlp": 2 * (n_layers - n_moe), "shared_experts": 2 * n_moe if shared else 0,
+              "lm_head": 0 if tied else 1}
     quant = {} if scheme is None else {
         "quant_method": scheme.method, "quant_bits": scheme.weight_bits, "matmul_dtype": scheme.matmul_dtype,
         "quant_dense_params_b": sum(n for c, n in classes.items() if scheme.quantizes(c)) / 1e9,
-        "quant_experts": bool(experts) and scheme.quantizes("experts")}
+        "quant_experts": bool(experts) and scheme.quantizes("experts"),
+        "quant_linears": sum(g for c, g in groups.items() if scheme.quantizes(c)) if scheme.matmul_dtype else 0}
     window, sliding = _sliding_window(cfg, n_layers)
     chunked = bool(sliding) and llama4 and bool(cfg.get("attention_chunk_size"))
     label = name or cfg.get("_name_or_path") or path.parent.name or str(cfg.get("model_type", "model"))

@@ -345,7 +345,8 @@ def test_routed_experts_priced_as_their_own_kernels():
                                      "moe_mfu": 0.1})
     quiet = {"step_overhead_s": 0, "layer_overhead_s": 0, "request_overhead_s": 0, "spec_overhead_s": 0}
     base, moe = CostModel(plain, m, **quiet), CostModel(terms, m, **quiet)
-    bw, flops = plain.mem_bw_tbs * 1e12, plain.peak_for(m.dtype) * 1e12
+    bw = plain.mem_bw_tbs * 1e12
+    flops = plain.peak_for(m.dtype) * 1e12 * plain.lowp_matmul_efficiency.get(m.dtype, 1.0)  # an fp8 model
     for tokens in (1, 16, 4096):
         dense = max(m.dense_bytes_read / (bw * plain.bw_efficiency),
                     tokens * (m.flops_per_token - m.routed_flops_per_token) / (flops * plain.mfu))

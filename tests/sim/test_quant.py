@@ -71,8 +71,15 @@ def test_fp8_w8a8_runs_at_the_fp8_peak_only_where_the_card_has_one(tmp_path):
     assert (fp8.quant_bits, fp8.matmul_dtype) == (8.0, "fp8")
     h100, a100 = get_hardware("h100"), get_hardware("a100-80g")
     prefill = (8192, 0, 1, False)
-    assert CostModel(h100, fp8).step_time(*prefill) == pytest.approx(CostModel(h100, dense).step_time(*prefill) / 2,
+    ideal = h100.model_copy(update={"lowp_matmul_efficiency": {}, "act_quant_us": 0.0})  # 2x the bf16 peak, no quant
+    assert CostModel(ideal, fp8).step_time(*prefill) == pytest.approx(CostModel(h100, dense).step_time(*prefill) / 2,
                                                                       rel=0.05)
+    # as served: fp8 GEMMs reach lowp_matmul_efficiency of that fraction, and each quantized linear's input is
+    # quantized on the fly (64 layers x qkv, o, gate_up, down; the LM head is left out)
+    assert fp8.quant_linears == 64 * 4
+    served = CostModel(h100, fp8).step_time(*prefill)
+    assert served == pytest.approx(CostModel(ideal, fp8).step_time(*prefill) / h100.lowp_matmul_efficiency["fp8"]
+                                   + 256 * h100.act_quant_us * 1e-6, rel=0.02)
     # the A100 has no fp8 tensor cores: vLLM runs fp8 weights through Marlin at bf16
     assert CostModel(a100, fp8).step_time(*prefill) == pytest.approx(CostModel(a100, dense).step_time(*prefill),
                                                                       rel=0.02)
