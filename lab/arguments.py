@@ -47,3 +47,13 @@ def int_list(text: str, low: int = 1) -> list[int]:
             raise argparse.ArgumentTypeError(f"{item!r}: must be at least {low}")
         values.append(value)
     return values
+
+
+def data_check_parser(prog: str, doc: str, default_file, what: str, out: str, fit_help: str) -> ArgumentParser:
+    """The command line of a check against a published data file (sim.moe_kernels, sim.gemm_kernels): --file,
+    --out, --fit."""
+    ap = ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    ap.add_argument("--file", default=str(default_file), help=f"data file of published {what}")
+    ap.add_argument("--out", default=out, help="output directory")
+    ap.add_argument("--fit", action="store_true", help=fit_help)
+    return ap

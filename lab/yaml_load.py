@@ -91,3 +91,17 @@ def load_yaml_bytes(raw: bytes, source: str):
     if "\x00" in text:
         raise LabError(f"{source}: holds NUL bytes; is it a YAML file?")
     return load_yaml_text(text, source)
+
+
+def load_runs_list(path, what: str) -> list:
+    """The `runs:` list of a data file (published kernel timings, sim/validation/*.yaml): LabError naming --file
+    when it is missing, the file when it holds no non-empty `runs` list."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise LabError(f"--file: {p} does not exist")
+    data = load_yaml_bytes(p.read_bytes(), str(p))
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not data["runs"]:
+        raise LabError(f"{p}: runs: a non-empty list of {what} expected")
+    return data["runs"]

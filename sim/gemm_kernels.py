@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lab.arguments import ArgumentParser
+from lab.arguments import data_check_parser
 from lab.errors import LabError
 from lab.io import make_dirs, write_json_atomic, write_text_atomic
-from lab.yaml_load import load_yaml_bytes
+from lab.yaml_load import load_runs_list
 from sim.cost import CostModel
 from sim.hardware import get_hardware
 from sim.models import ModelShape
@@ -36,13 +36,8 @@ LOW_DTYPES = {"fp8_w8a8": ("fp8", 8.0), "int8_w8a8": ("int8", 8.0), "fp4_w4a4": 
 def load_points(path: str | Path) -> pd.DataFrame:
     """One row per published point: run, device, m, n, k, dtype, kernel, speed (1 / us, or TFLOP/s)."""
     p = Path(path)
-    if not p.is_file():
-        raise LabError(f"--file: {p} does not exist")
-    data = load_yaml_bytes(p.read_bytes(), str(p))
-    if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not data["runs"]:
-        raise LabError(f"{p}: runs: a non-empty list of GEMM runs expected")
     rows = []
-    for i, run in enumerate(data["runs"]):
+    for i, run in enumerate(load_runs_list(p, "GEMM runs")):
         for key in ("id", "device", "unit", "points"):
             if key not in run:
                 raise LabError(f"{p}: runs[{i}].{key}: missing")
@@ -118,11 +113,9 @@ def summary(low: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    ap = ArgumentParser(prog="python -m sim.gemm_kernels", description=__doc__.splitlines()[0])
-    ap.add_argument("--file", default=str(DEFAULT_FILE), help="data file of published GEMM timings")
-    ap.add_argument("--out", default="gemm_kernels", help="output directory")
-    ap.add_argument("--fit", action="store_true", help="also fit act_quant_us and lowp_matmul_efficiency "
-                    "(gemm_fit.json); the presets are not changed")
+    ap = data_check_parser("python -m sim.gemm_kernels", __doc__, DEFAULT_FILE, "GEMM timings", "gemm_kernels",
+                           "also fit act_quant_us and lowp_matmul_efficiency (gemm_fit.json); the presets are not "
+                           "changed")
     args = ap.parse_args(argv)
     try:
         points = load_points(args.file)

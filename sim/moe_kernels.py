@@ -31,12 +31,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from lab.arguments import ArgumentParser
+from lab.arguments import data_check_parser
 from lab.config_base import StrictModel
 from lab.config_sim import HARDWARE_NAMES
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
-from lab.yaml_load import load_yaml_bytes
+from lab.yaml_load import load_runs_list
 from sim.cost import CostModel
 from sim.hardware import Hardware, get_hardware
 from sim.models import ModelShape
@@ -119,12 +119,8 @@ class KernelRun(StrictModel):
 def load_runs(path: str | Path) -> list[KernelRun]:
     """The runs of a kernel data file; LabError naming the file and field on anything wrong."""
     p = Path(path)
-    if not p.is_file():
-        raise LabError(f"--file: {p} does not exist")
-    data = load_yaml_bytes(p.read_bytes(), str(p))
-    if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not data["runs"]:
-        raise LabError(f"{p}: runs: a non-empty list of kernel runs expected")
-    runs = [validated_entry(KernelRun, raw, p, f"runs[{i}]", "<run>") for i, raw in enumerate(data["runs"])]
+    runs = [validated_entry(KernelRun, raw, p, f"runs[{i}]", "<run>")
+            for i, raw in enumerate(load_runs_list(p, "kernel runs"))]
     ids = [r.id for r in runs]
     dupes = sorted({x for x in ids if ids.count(x) > 1})
     if dupes:
@@ -285,11 +281,9 @@ def plot(points: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = ArgumentParser(prog="python -m sim.moe_kernels", description=__doc__.splitlines()[0])
-    ap.add_argument("--file", default=str(DEFAULT_FILE), help="data file of published fused-MoE kernel timings")
-    ap.add_argument("--out", default="moe_kernels", help="output directory")
-    ap.add_argument("--fit", action="store_true", help="also fit the MoE terms (pooled over the cards and per "
-                    "card) and score them on runs left out (moe_fit.csv); the presets are not changed")
+    ap = data_check_parser("python -m sim.moe_kernels", __doc__, DEFAULT_FILE, "fused-MoE kernel timings",
+                           "moe_kernels", "also fit the MoE terms (pooled over the cards and per card) and score "
+                           "them on runs left out (moe_fit.csv); the presets are not changed")
     ap.add_argument("--terms", default=",".join(DEFAULT_TERMS),
                     help=f"with --fit: comma-separated terms to fit, of {', '.join(MOE_TERMS)} (default: the one the "
                          "presets adopted); the others stay each sheet's own")

@@ -1,0 +1,39 @@
+"""What every published kernel-timing file (sim/validation/moe_kernels.yaml, gemm_kernels.yaml) promises: unique
+lowercase ids, https sources, a card that is a hardware preset or `other` with its name. The files' own fields:
+test_moe_kernels_data.py and test_gemm_kernels_data.py."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.config_sim import HARDWARE_NAMES
+
+FILES = [Path(__file__).resolve().parents[2] / "sim" / "validation" / name
+         for name in ("moe_kernels.yaml", "gemm_kernels.yaml")]
+
+
+@pytest.fixture(scope="module", params=FILES, ids=lambda p: p.name)
+def runs(request) -> list[dict]:
+    data = yaml.safe_load(request.param.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("runs"), list) and data["runs"]
+    return data["runs"]
+
+
+def test_ids_unique_and_lowercase(runs):
+    ids = [run["id"] for run in runs]
+    assert len(ids) == len(set(ids))
+    assert all(i == i.lower() and " " not in i for i in ids)
+
+
+def test_urls_are_https(runs):
+    for run in runs:
+        for key in ("url", "also_posted"):
+            if key in run:
+                assert str(run[key]).startswith("https://"), (run["id"], key)
+
+
+def test_devices_are_presets_or_other(runs):
+    for run in runs:
+        assert run["device"] in set(HARDWARE_NAMES) | {"other"}, run["id"]
+        if run["device"] == "other":
+            assert run["device_name"], f"{run['id']}: an `other` device must say which card"
