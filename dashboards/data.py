@@ -81,7 +81,7 @@ def guarded_read(path: str | Path, reader: Callable[[Path], T], what: str) -> T 
         raise LabError(f"{path}: not a readable {what} ({type(exc).__name__}: {detail[:160]})") from None
 
 
-def _with_columns(read: Callable[[Path], pd.DataFrame], columns) -> Callable[[Path], pd.DataFrame]:
+def with_columns(read: Callable[[Path], pd.DataFrame], columns) -> Callable[[Path], pd.DataFrame]:
     def reader(path: Path) -> pd.DataFrame:
         frame = read(path)
         missing = [c for c in columns if c not in frame.columns]
@@ -274,7 +274,7 @@ def trace_problems(run: str, mtime: float) -> list[str]:
 
 @st.cache_data(show_spinner=False)
 def tau_csv(run: str, mtime: float) -> pd.DataFrame | None:
-    return guarded_read(Path(run) / "tau.csv", _with_columns(pd.read_csv, TAU_COLUMNS), "CSV table")
+    return guarded_read(Path(run) / "tau.csv", with_columns(pd.read_csv, TAU_COLUMNS), "CSV table")
 
 
 def table1(tau: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -438,13 +438,13 @@ def reliability(
 def sim_results(run: str, mtime: float) -> pd.DataFrame | None:
     """<run>/sim/results.parquet (None if absent; LabError if unreadable)."""
     return guarded_read(Path(run) / "sim" / "results.parquet",
-                        _with_columns(pd.read_parquet, RESULTS_COLUMNS), "Parquet table")
+                        with_columns(pd.read_parquet, RESULTS_COLUMNS), "Parquet table")
 
 
 @st.cache_data(show_spinner=False)
 def sim_sla(run: str, mtime: float) -> pd.DataFrame | None:
     """<run>/sim/sla.csv (None if absent; LabError if unreadable)."""
-    return guarded_read(Path(run) / "sim" / "sla.csv", _with_columns(pd.read_csv, SLA_COLUMNS), "CSV table")
+    return guarded_read(Path(run) / "sim" / "sla.csv", with_columns(pd.read_csv, SLA_COLUMNS), "CSV table")
 
 
 def frontier(results: pd.DataFrame, percentile: int = 50) -> pd.DataFrame:
@@ -534,7 +534,7 @@ def decode_files(run: str | Path) -> list[Path]:
 @st.cache_data(show_spinner=False)
 def decode_frame(path: str, mtime: float) -> pd.DataFrame | None:
     """One decode file: a row per prompt x method (tokens, timings; prompt and token_text when recorded)."""
-    return guarded_read(path, _with_columns(pd.read_parquet, DECODE_COLUMNS), "Parquet decode file")
+    return guarded_read(path, with_columns(pd.read_parquet, DECODE_COLUMNS), "Parquet decode file")
 
 
 def round_spans(n_tokens: int, accepted: list[int]) -> list[tuple[int, int, int, str]]:
@@ -624,7 +624,7 @@ def engine_cases(run: str | Path, info: dict | None) -> list[tuple[str, str]]:
 
 
 def _fidelity_table(path: Path) -> pd.DataFrame:
-    frame = _with_columns(pd.read_csv, FIDELITY_COLUMNS)(path)
+    frame = with_columns(pd.read_csv, FIDELITY_COLUMNS)(path)
     if "profile" not in frame.columns:  # written before the drift correction: every row is raw
         frame = frame.assign(profile="raw", profile_scale=1.0)
     return frame
@@ -720,7 +720,7 @@ def timeline(per: pd.DataFrame) -> pd.DataFrame:
 def chunks(run: str, mtime: float, variant: str, load: str) -> pd.DataFrame | None:
     """engine/<variant>/<load>/chunks.parquet: every streamed chunk (request_id, t_s, output tokens so far)."""
     return guarded_read(engine_dir(run) / variant / load / "chunks.parquet",
-                        _with_columns(pd.read_parquet, CHUNK_COLUMNS), "Parquet table")
+                        with_columns(pd.read_parquet, CHUNK_COLUMNS), "Parquet table")
 
 
 def _counter_file(path: Path) -> dict:

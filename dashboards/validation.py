@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboards.data import _with_columns, guarded_read
+from dashboards.data import guarded_read, with_columns
 from sim.public_check import kind_table
 
 PUBLIC_COLUMNS = ("id", "half", "gpu", "model", "tp", "reported_tpot_mean_ms", "sim_tpot_mean_ms",
@@ -26,20 +26,20 @@ KERNEL_COLUMNS = ("run", "device", "tokens", "measured_us", "sim_us", "rel_err",
 @st.cache_data(show_spinner=False)
 def public_check(directory: str, mtime: float) -> pd.DataFrame | None:
     """public_check.csv of a `python -m sim.public_check --out DIR` directory (mtime: cache key)."""
-    return guarded_read(Path(directory) / "public_check.csv", _with_columns(pd.read_csv, PUBLIC_COLUMNS),
+    return guarded_read(Path(directory) / "public_check.csv", with_columns(pd.read_csv, PUBLIC_COLUMNS),
                         "public_check table")
 
 
 @st.cache_data(show_spinner=False)
 def moe_kernels(directory: str, mtime: float) -> pd.DataFrame | None:
     """moe_kernels.csv of a `python -m sim.moe_kernels --out DIR` directory."""
-    return guarded_read(Path(directory) / "moe_kernels.csv", _with_columns(pd.read_csv, KERNEL_COLUMNS),
+    return guarded_read(Path(directory) / "moe_kernels.csv", with_columns(pd.read_csv, KERNEL_COLUMNS),
                         "moe_kernels table")
 
 
 @st.cache_data(show_spinner=False)
 def moe_fit(directory: str, mtime: float) -> pd.DataFrame | None:
-    return guarded_read(Path(directory) / "moe_fit.csv", _with_columns(pd.read_csv, ("fit", "device")),
+    return guarded_read(Path(directory) / "moe_fit.csv", with_columns(pd.read_csv, ("fit", "device")),
                         "moe_fit table")
 
 

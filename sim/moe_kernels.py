@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lab.arguments import data_check_parser
 from lab.config_base import StrictModel
@@ -66,7 +66,6 @@ class KernelRun(StrictModel):
     device_name: str | None = None
     model: str
     tp: int = Field(1, ge=1)
-    ep: int = Field(1, ge=1)
     experts: int = Field(ge=1, description="routed experts on one GPU")
     shard_intermediate: int = Field(ge=1, description="one expert's intermediate size on one GPU")
     hidden: int = Field(ge=1)
@@ -99,14 +98,15 @@ class KernelRun(StrictModel):
             raise ValueError("token counts >= 1 and positive microseconds expected")
         return v
 
+    @model_validator(mode="after")
+    def _top_k_within_experts(self):
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k {self.top_k} exceeds the {self.experts} experts")
+        return self
+
     def layer_model(self) -> ModelShape:
-        """This run's MoE layer as a one-layer model on one GPU (tp 1: the shard the GPU holds); with expert
-        parallelism the GPU's experts are a 1/ep share of the routed ones, so its top-k is scaled to the
-        experts a token routes to on this GPU."""
+        """This run's MoE layer as a one-layer model on one GPU (tp 1: the shard the GPU holds)."""
         bits, matmul, act = KERNEL_DTYPES[self.dtype]
-        total_experts = self.experts * self.ep
-        if self.top_k > total_experts:
-            raise LabError(f"moe kernel run {self.id}: top_k {self.top_k} exceeds the {total_experts} experts")
         expert_b = self.experts * 3 * self.hidden * self.shard_intermediate / 1e9
         quantized = bits != 16.0
         return ModelShape(name=self.id, params_b=expert_b, n_layers=1, hidden=self.hidden, n_heads=1, n_kv_heads=1,

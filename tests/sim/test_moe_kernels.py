@@ -85,3 +85,10 @@ def test_the_shipped_table_prices_within_reason():
     runs = mk.fit_runs(mk.load_runs(mk.DEFAULT_FILE))
     frame = mk.scored(runs, {})  # the presets as shipped
     assert len(frame) >= 50 and frame.rel_err.abs().median() < 0.2
+
+
+def test_top_k_beyond_the_experts_names_the_run(tmp_path):
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump({"runs": [_run("a", "h100", experts=4, top_k=8)]}))
+    with pytest.raises(LabError, match=r"runs\[0\].*top_k 8 exceeds the 4 experts"):
+        mk.load_runs(path)
