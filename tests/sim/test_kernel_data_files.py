@@ -1,4 +1,4 @@
-"""What every published kernel-timing file (sim/validation/moe_kernels.yaml, gemm_kernels.yaml) promises: unique
+"""What every kernel-timing file (sim/validation/moe_kernels.yaml, gemm_kernels.yaml, kernels_measured.yaml) promises: unique
 lowercase ids, https sources, a card that is a hardware preset or `other` with its name. The files' own fields:
 test_moe_kernels_data.py and test_gemm_kernels_data.py."""
 from pathlib import Path
@@ -9,7 +9,7 @@ import yaml
 from lab.config_sim import HARDWARE_NAMES
 
 FILES = [Path(__file__).resolve().parents[2] / "sim" / "validation" / name
-         for name in ("moe_kernels.yaml", "gemm_kernels.yaml")]
+         for name in ("moe_kernels.yaml", "gemm_kernels.yaml", "kernels_measured.yaml")]
 
 
 @pytest.fixture(scope="module", params=FILES, ids=lambda p: p.name)
