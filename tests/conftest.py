@@ -18,3 +18,12 @@ def tiny_gemma3():
     from real.targets import tiny_target
 
     return tiny_target("gemma3", dtype="float32")
+
+
+def pytest_report_header(config):
+    """Say when tests/dashboards is left out (no streamlit: see tests/dashboards/conftest.py)."""
+    import importlib.util
+
+    if importlib.util.find_spec("streamlit") is None:
+        return "tests/dashboards not collected: streamlit is not installed (pip install -e '.[dash]')"
+    return None

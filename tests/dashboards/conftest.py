@@ -15,7 +15,9 @@ And a second runs root for the Engine fidelity page (build_engine_root), with nu
 `streamlit run`).
 """
 
+import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +25,13 @@ import pandas as pd
 import pytest
 
 from lab.trace import StepRecord, shard_name, write_shard
+
+# A box without the dash extra (the lent GPU machines' image has no streamlit) still runs `pytest -m gpu` over the
+# whole suite: these modules are left out there (tests/conftest.py's report header says so). CI installs the extra and must test them.
+if importlib.util.find_spec("streamlit") is None:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("tests/dashboards: streamlit is not installed (CI installs the dash extra)")
+    collect_ignore_glob = ["test_*.py"]
 
 # dspark on gsm8k: k = 3, accepted 0..3 -> tau 2.5; on humaneval: always 3 accepted -> tau 4.0
 ACCEPTED = {"gsm8k": [0, 1, 2, 3], "humaneval": [3, 3, 3, 3]}
