@@ -23,7 +23,10 @@ Timing as triton.testing.do_bench: warm-up calls, then per repeat the L2 flushed
 call timed between CUDA events; the median. The card is first kept busy for ~1 s (clocks up), and the whole grid is
 timed --passes times (default 2): a point's value is the lower of its medians, `spread` the higher over the lower
 (a transient -- a clock ramp, a lazy kernel load -- shows there instead of in the value). On a CPU: perf_counter around each call, no flush (a CPU table is for
-tests and for comparison, not for a GPU sheet). Output: a YAML file in sim/validation/gemm_kernels.yaml's run format
+tests and for comparison, not for a GPU sheet). --sustained S then runs the widest layer GEMM (gate/up) at the largest
+M back to back for S seconds and writes its TFLOP/s per half second with the SM clock, board power and temperature
+(NVML through torch): a serving card is kept busy, a kernel table is not.
+Output: a YAML file in sim/validation/gemm_kernels.yaml's run format
 (unit us) plus an `attention` list, with the device, versions and date; progress on stderr.
 """
 from __future__ import annotations
@@ -242,6 +245,59 @@ def attention_points(heads: tuple[int, int, int], batches: list[int], contexts: 
     return points
 
 
+def _reading(read, device):
+    """A CUDA telemetry reading (torch.cuda.clock_rate / power_draw / temperature, through NVML), or None."""
+    try:
+        return float(read(device))
+    except Exception:  # noqa: BLE001 - no NVML, no permission, a CPU: the reading is simply absent
+        return None
+
+
+def sustained_points(shape: tuple[int, int], m: int, seconds: float, device: torch.device, seed: int,
+                     bucket_s: float = 0.5) -> list[dict]:
+    """One layer GEMM (bf16, M x N x K) launched back to back for `seconds`, as serving keeps a card busy:
+    per bucket of ~`bucket_s` its TFLOP/s and, on CUDA, the SM clock (MHz), board power (W) and temperature (C)
+    read at the bucket's end. Kernel-by-kernel timings (the L2 flushed, idle between calls) run a card cool; this
+    says what the same GEMM sustains."""
+    n, k = shape
+    gen = device_generator(device, seed)
+    weight = torch.randn(n, k, generator=gen, device=device, dtype=torch.bfloat16)  # [N, K]
+    act = torch.randn(m, k, generator=gen, device=device, dtype=torch.bfloat16)  # [M, K]
+    flops = 2.0 * m * n * k
+    torch.nn.functional.linear(act, weight)
+    per_call = max(1e-6, _timed_seconds(lambda: torch.nn.functional.linear(act, weight), device, 3) / 3)
+    calls = max(1, int(bucket_s / per_call))
+    points, started = [], time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        elapsed = _timed_seconds(lambda: torch.nn.functional.linear(act, weight), device, calls)
+        points.append({"t_s": round(time.perf_counter() - started, 2), "calls": calls,
+                       "tflops": round(flops * calls / elapsed / 1e12, 3),
+                       "sm_mhz": _reading(torch.cuda.clock_rate, device) if device.type == "cuda" else None,
+                       "power_w": _watts(_reading(torch.cuda.power_draw, device)) if device.type == "cuda" else None,
+                       "temp_c": _reading(torch.cuda.temperature, device) if device.type == "cuda" else None})
+    return points
+
+
+def _watts(milliwatts: float | None) -> float | None:
+    return None if milliwatts is None else round(milliwatts / 1e3, 1)  # NVML (torch.cuda.power_draw) reports mW
+
+
+def _timed_seconds(fn, device: torch.device, calls: int) -> float:
+    """Seconds of `calls` back-to-back calls (CUDA events on a GPU, perf_counter on a CPU)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter() - t0
+
+
 def device_facts(device: torch.device) -> dict:
     """What the table was measured on: card (or CPU capability), versions."""
     facts = {"device_type": device.type, "torch": str(torch.__version__)}
@@ -288,6 +344,9 @@ def run(args) -> dict:
             attention_passes.append(attention_points(attention_heads(config, args.tp), args.batches, args.contexts,
                                                      args.prefill, timer, args.seed + 1, bar) if do_attention else [])
     gemms, attention = best_of_passes(gemm_passes), best_of_passes(attention_passes)
+    widest = (max((nk for name, nk in shapes.items() if name != "lm_head"), key=lambda nk: nk[0] * nk[1])
+              if args.sustained else None)
+    sustained = (sustained_points(widest, max(args.m), args.sustained, device, args.seed + 2) if widest else [])
     stamp = dt.datetime.now(dt.timezone.utc)
     sheet = args.sheet or preset_for_device(facts["device_name"])
     return {"id": f"lab-{sheet}-{model}-tp{args.tp}-{stamp:%Y%m%d}", "device": sheet,
@@ -296,7 +355,9 @@ def run(args) -> dict:
             "seconds": round(time.perf_counter() - started, 1), "facts": facts,
             "versions": package_versions(), "timing": {"warmup": args.warmup, "repeats": args.repeats, "passes": args.passes,
                                                        "l2_flush_mib": FLUSH_BYTES >> 20 if timer.cuda else 0},
-            "skipped": skipped, "points": gemms, "attention": attention}
+            "skipped": skipped, "points": gemms, "attention": attention,
+            **({"sustained": {"m": max(args.m), "n": widest[0], "k": widest[1], "points": sustained}}
+               if sustained else {})}
 
 
 def _dtypes(text: str) -> list[str]:
@@ -323,6 +384,8 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=25)
     ap.add_argument("--passes", type=lambda s: int_list(s)[0], default=2, help="times the grid is timed")
+    ap.add_argument("--sustained", type=float, default=0.0,
+                    help="seconds of the widest GEMM at the largest M back to back (clock, power: see the docstring)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sheet", help="the hardware preset the table is priced on (default: from the device name)")
     ap.add_argument("--out", required=True, help="YAML file to write (atomic; an existing file gains this run)")

@@ -15,7 +15,8 @@ weight bandwidth and the per-GEMM floor (bf16 GEMMs of M <= 16 tokens, the LM he
 bytes and time, its slope as a fraction of peak bandwidth and its intercept in us: what a small kernel costs beyond
 its bytes),
 GEMM mfu (bf16, M >= 4096: 2 M N K / time / peak), fp8 over bf16 mfu (the same M: lowp_matmul_efficiency), KV read
-bandwidth (decode attention over >= 256 MiB of KV), and attention mfu (prefill of >= 4096 tokens).
+bandwidth (decode attention over >= 256 MiB of KV), attention mfu (prefill of >= 4096 tokens), and for a table
+with a `sustained` run (real.bench_kernels --sustained) the GEMM mfu its second half held with the card busy.
 
 Kernel-sum step: where a table has the LM head and the layer count, each decode point (batch, context) gives
 layers x (the four GEMMs at M = batch + decode attention) + the LM head at M = batch, in ms: the step of those
@@ -108,7 +109,8 @@ def priced_points(runs: list[dict]) -> pd.DataFrame:
                          "context": a["context"], "q_heads": a["q_heads"], "kv_heads": a["kv_heads"],
                          "head_dim": a["head_dim"], "regime": regime, "measured_us": a["value"],
                          "spread": a.get("spread"), "simulated_us": simulated})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run", "device", "kind", "name", "regime",
+                                                                   "measured_us", "simulated_us"])
     frame["ratio"] = frame.measured_us / frame.simulated_us
     return frame
 
@@ -126,6 +128,17 @@ def implied(runs: list[dict], points: pd.DataFrame) -> pd.DataFrame:
     for run in runs:
         sheet = get_hardware(run["device"])
         bw, peak = sheet.mem_bw_tbs * 1e12, sheet.peak_for("bf16") * 1e12
+        sustained = (run.get("sustained") or {}).get("points") or []
+        if sustained:  # the second half of the busy run: the clocks have settled
+            s = run["sustained"]
+            late = pd.DataFrame(sustained[len(sustained) // 2:])
+            rows.append({"run": run["id"], "device": run["device"], "term": "sustained gemm mfu",
+                         "implied": round(float(late.tflops.median() * 1e12 / peak), 3), "sheet": sheet.mfu,
+                         "points": len(late), "from": f"bf16 {s['m']} x {s['n']} x {s['k']} GEMMs back to back, "
+                         f"second half of the run: SM clock {late.sm_mhz.median():.0f} MHz, "
+                         f"power {late.power_w.median():.0f} W"})
+        if not run["points"]:
+            continue
         g = points[(points.run == run["id"]) & points.kind.str.startswith("gemm")]
         layer = g[g.name.isin(LAYER_GEMMS)]
         small = g[(g.kind == "gemm bf16") & (g.m <= 16)]  # the layer's GEMMs and the LM head

@@ -74,6 +74,17 @@ def test_bad_inputs_fail_with_one_line_and_leave_files_alone(tmp_path, capsys):
     assert exc.value.code == 2
 
 
+def test_sustained_run_on_a_cpu_has_throughput_and_no_telemetry(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "k.yaml"
+    assert bk.main(["--config", str(config), "--m", "1,256", "--dtypes", "bf16", "--attention", "none",
+                    "--sustained", "0.3", "--repeats", "2", "--out", str(out)]) == 0
+    busy = load_tables(out)[0]["sustained"]
+    assert (busy["m"], busy["n"], busy["k"]) == (256, 2 * 96, 64)  # gate/up, the widest layer GEMM
+    assert busy["points"] and all(p["tflops"] > 0 and p["sm_mhz"] is None for p in busy["points"])
+
+
 def test_kernel_timer_synchronises_cuda_events_only_on_cuda():
     """The CPU path times with perf_counter and allocates no flush buffer (a CUDA-only object on a CPU box would
     be a device bug the GPU run would hit first)."""

@@ -110,7 +110,8 @@ def test_the_repository_tables_price_every_point_and_give_a_step_per_run(tmp_pat
     points = kr.priced_points(runs)
     assert points.ratio.notna().all() and (points.measured_us > 0).all()
     steps = kr.kernel_steps(runs, points)
-    assert set(steps.run) == {r["id"] for r in runs}
+    assert set(steps.run) == {r["id"] for r in runs if r["points"]}
+    assert any(r.get("sustained") for r in runs)
     assert {"points.csv", "steps.csv", "implied.csv", "summary.md"} <= {p.name for p in tmp_path.iterdir()}
     assert "Kernel-sum decode step" in capsys.readouterr().out
 
@@ -126,3 +127,16 @@ def test_bad_files_fail_with_one_line(tmp_path, capsys):
     assert "hardware preset" in capsys.readouterr().err
     assert kr.main(["--profile", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_a_sustained_run_reports_the_mfu_of_its_settled_half(tmp_path):
+    peak = get_hardware("h100").peak_for("bf16")
+    busy = [{"t_s": i / 2, "tflops": 0.8 * peak if i < 4 else 0.6 * peak, "sm_mhz": 1980 if i < 4 else 1300,
+             "power_w": 700.0} for i in range(8)]
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump({"runs": [{"id": "busy", "device": "h100", "unit": "us", "points": [],
+                                              "sustained": {"m": 8192, "n": 8192, "k": 8192, "points": busy}}]}))
+    runs = kr.load_tables(path)
+    terms = kr.implied(runs, kr.priced_points(runs))
+    assert list(terms.term) == ["sustained gemm mfu"]
+    assert terms.implied.iloc[0] == pytest.approx(0.6, rel=1e-3) and "1300 MHz" in terms["from"].iloc[0]
