@@ -1,7 +1,9 @@
-"""Data of the Simulator validation page: the simulator's error against published vLLM runs and fused-MoE kernels.
+"""Data of the Simulator validation page: the simulator's error against published vLLM runs, fused-MoE kernels and
+GPU kernels measured on the card.
 
     python -m sim.public_check --out public_check/        # writes public_check/public_check.csv
     python -m sim.moe_kernels --fit --out moe_kernels/    # writes moe_kernels/moe_kernels.csv, moe_fit.csv
+    python -m sim.kernel_roofline --fit --out kernel_roofline/   # GPU kernels measured on the card: steps.csv, implied.csv
     frame = public_check(Path("public_check"))            # None when absent; LabError (one line) when unreadable
 
 Reads those output directories (read only, through dashboards.data.guarded_read); the numbers are the tools'
@@ -21,6 +23,9 @@ from sim.public_check import kind_table
 PUBLIC_COLUMNS = ("id", "half", "gpu", "model", "tp", "reported_tpot_mean_ms", "sim_tpot_mean_ms",
                   "rel_err_tpot_mean_ms", "rel_err_output_throughput_tok_s", "sim_model_kind")
 KERNEL_COLUMNS = ("run", "device", "tokens", "measured_us", "sim_us", "rel_err", "cached")
+STEP_COLUMNS = ("run", "device", "model", "tp", "batch", "context", "kernel_sum_ms", "roofline_ms",
+                "roofline_with_overheads_ms")
+IMPLIED_COLUMNS = ("run", "device", "term", "implied", "sheet", "points")
 
 
 @st.cache_data(show_spinner=False)
@@ -41,6 +46,26 @@ def moe_kernels(directory: str, mtime: float) -> pd.DataFrame | None:
 def moe_fit(directory: str, mtime: float) -> pd.DataFrame | None:
     return guarded_read(Path(directory) / "moe_fit.csv", with_columns(pd.read_csv, ("fit", "device")),
                         "moe_fit table")
+
+
+@st.cache_data(show_spinner=False)
+def kernel_steps(directory: str, mtime: float) -> pd.DataFrame | None:
+    """steps.csv of a `python -m sim.kernel_roofline --out DIR` directory: kernel-sum decode steps vs the sheet."""
+    return guarded_read(Path(directory) / "steps.csv", with_columns(pd.read_csv, STEP_COLUMNS), "kernel steps table")
+
+
+@st.cache_data(show_spinner=False)
+def kernel_implied(directory: str, mtime: float) -> pd.DataFrame | None:
+    """implied.csv (sim.kernel_roofline --fit): the achievable fractions the measured kernels imply."""
+    return guarded_read(Path(directory) / "implied.csv", with_columns(pd.read_csv, IMPLIED_COLUMNS),
+                        "implied terms table")
+
+
+def implied_by_card(implied: pd.DataFrame) -> pd.DataFrame:
+    """One row per (card, term): the range over the card's tables beside the sheet's value."""
+    return (implied.dropna(subset=["implied"]).groupby(["device", "term"], sort=False)
+            .agg(tables=("run", "size"), implied_min=("implied", "min"), implied_max=("implied", "max"),
+                 sheet=("sheet", "first")).round(3).reset_index())
 
 
 def stamp(directory: str | Path, name: str) -> float:

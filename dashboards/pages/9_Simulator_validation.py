@@ -2,10 +2,13 @@
 
 Shows the output of `python -m sim.public_check --out DIR` (published vLLM GPU runs, each simulated through
 the public interface: held-out rows by model kind, reported vs simulated TPOT per row) and of `python -m
-sim.moe_kernels --fit --out DIR` (published fused-MoE kernel timings vs the cost model's MoE terms). The
-directories are picked in the page (defaults public_check/ and moe_kernels/, where the tools write).
+sim.moe_kernels --fit --out DIR` (published fused-MoE kernel timings vs the cost model's MoE terms) and of
+`python -m sim.kernel_roofline --fit --out DIR` (GPU kernels measured on the card: a decode step added up from them
+beside the cost model's, and the achievable fractions they imply beside the sheet's). The directories are picked
+in the page (defaults public_check/, moe_kernels/ and kernel_roofline/, where the tools write).
 
     python -m sim.public_check --out public_check/ && python -m sim.moe_kernels --fit --out moe_kernels/
+    python -m sim.kernel_roofline --fit --out kernel_roofline/
     streamlit run dashboards/app.py          # then "Simulator validation"
 """
 
@@ -22,11 +25,13 @@ import streamlit as st
 from dashboards import ui, validation
 
 ui.page("Simulator validation", pick_run=False, needs_runs=False)
-left, right = st.columns(2)
+left, middle, right = st.columns(3)
 public_dir = left.text_input("public_check output directory", value="public_check", key="public_check_dir",
                              help="what `python -m sim.public_check --out DIR` wrote")
-kernel_dir = right.text_input("moe_kernels output directory", value="moe_kernels", key="moe_kernels_dir",
+kernel_dir = middle.text_input("moe_kernels output directory", value="moe_kernels", key="moe_kernels_dir",
                               help="what `python -m sim.moe_kernels --fit --out DIR` wrote")
+measured_dir = right.text_input("kernel_roofline output directory", value="kernel_roofline", key="kernel_roofline_dir",
+                                help="what `python -m sim.kernel_roofline --fit --out DIR` wrote")
 
 
 
@@ -85,3 +90,26 @@ if kernels is not None:
         st.markdown("Fitted MoE terms (pooled over the cards, and each card's own; `left_out`: each card / run "
                     "priced by a fit without it):")
         st.dataframe(fits, hide_index=True, width="stretch")
+
+st.subheader("GPU kernels measured on the card")
+steps = read_or_hint(validation.kernel_steps, measured_dir, "steps.csv", "python -m sim.kernel_roofline --fit")
+if steps is not None:
+    low = float(min(steps["kernel_sum_ms"].min(), steps["roofline_with_overheads_ms"].min()))
+    high = float(max(steps["kernel_sum_ms"].max(), steps["roofline_with_overheads_ms"].max()))
+    scale = alt.Scale(type="log", domain=[low * 0.8, high * 1.25])
+    dots = alt.Chart(steps).mark_circle(size=60).encode(
+        x=alt.X("kernel_sum_ms:Q", scale=scale, title="decode step from the measured kernels, ms"),
+        y=alt.Y("roofline_with_overheads_ms:Q", scale=scale, title="cost model's step on the card's sheet, ms"),
+        color=alt.Color("model:N"), shape=alt.Shape("device:N"),
+        tooltip=["run", "batch", "context", "kernel_sum_ms", "roofline_with_overheads_ms"])
+    band = alt.Chart(alt.Data(values=[{"r": low * 0.8}, {"r": high * 1.25}])).transform_calculate(
+        lo="datum.r * 0.9", hi="datum.r * 1.1")
+    st.altair_chart(band.mark_area(opacity=0.15, color="gray").encode(x="r:Q", y="lo:Q", y2="hi:Q")
+                    + band.mark_line(color="gray").encode(x="r:Q", y="r:Q") + dots, width="stretch")
+    st.caption("Each point: one decode step (batch x context) of a model, as layers x (four GEMMs + attention) + "
+               "the LM head timed one kernel at a time, against the cost model's step with the sheet's overheads. "
+               "Gray band: within 10%.")
+    implied = ui.attempt(validation.kernel_implied, measured_dir, validation.stamp(measured_dir, "implied.csv"))
+    if implied is not None:
+        st.markdown("What the kernels imply, per card (range over its tables), beside the sheet:")
+        st.dataframe(validation.implied_by_card(implied), hide_index=True, width="stretch")
