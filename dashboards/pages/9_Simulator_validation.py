@@ -43,6 +43,20 @@ def read_or_hint(reader, directory: str, name: str, command: str):
     return frame
 
 
+def against_diagonal(data, x: str, y: str, x_title: str, y_title: str, color, shape, tooltip) -> alt.LayerChart:
+    """A log-log scatter of y against x with the diagonal and a gray band of +-10% around it."""
+    low = float(min(data[x].min(), data[y].min()))
+    high = float(max(data[x].max(), data[y].max()))
+    scale = alt.Scale(type="log", domain=[low * 0.8, high * 1.25])
+    dots = alt.Chart(data).mark_circle(size=60).encode(
+        x=alt.X(f"{x}:Q", scale=scale, title=x_title), y=alt.Y(f"{y}:Q", scale=scale, title=y_title),
+        color=color, shape=shape, tooltip=tooltip)
+    band = alt.Chart(alt.Data(values=[{"r": low * 0.8}, {"r": high * 1.25}])).transform_calculate(
+        lo="datum.r * 0.9", hi="datum.r * 1.1")
+    return (band.mark_area(opacity=0.15, color="gray").encode(x="r:Q", y="lo:Q", y2="hi:Q")
+            + band.mark_line(color="gray").encode(x="r:Q", y="r:Q") + dots)
+
+
 st.subheader("Published vLLM serving runs")
 frame = read_or_hint(validation.public_check, public_dir, "public_check.csv", "python -m sim.public_check")
 if frame is not None:
@@ -55,19 +69,10 @@ if frame is not None:
     chosen = st.multiselect("model kinds", kinds, default=kinds, key="validation_kinds")
     points = points[points["sim_model_kind"].isin(chosen)]
     if len(points):
-        low = float(min(points["reported_tpot_mean_ms"].min(), points["sim_tpot_mean_ms"].min()))
-        high = float(max(points["reported_tpot_mean_ms"].max(), points["sim_tpot_mean_ms"].max()))
-        scale = alt.Scale(type="log", domain=[low * 0.8, high * 1.25])
-        dots = alt.Chart(points).mark_circle(size=60).encode(
-            x=alt.X("reported_tpot_mean_ms:Q", scale=scale, title="reported TPOT mean, ms"),
-            y=alt.Y("sim_tpot_mean_ms:Q", scale=scale, title="simulated TPOT mean, ms"),
-            color=alt.Color("sim_model_kind:N", title="model kind"), shape=alt.Shape("half:N"),
-            tooltip=["id", "gpu", "model", "tp", "reported_tpot_mean_ms", "sim_tpot_mean_ms", "err_pct"])
-        band = alt.Chart(alt.Data(values=[{"r": low * 0.8}, {"r": high * 1.25}])).transform_calculate(
-            lo="datum.r * 0.9", hi="datum.r * 1.1")
-        diagonal = band.mark_line(color="gray").encode(x="r:Q", y="r:Q")
-        within = band.mark_area(opacity=0.15, color="gray").encode(x="r:Q", y="lo:Q", y2="hi:Q")
-        st.altair_chart(within + diagonal + dots, width="stretch")
+        st.altair_chart(against_diagonal(
+            points, "reported_tpot_mean_ms", "sim_tpot_mean_ms", "reported TPOT mean, ms", "simulated TPOT mean, ms",
+            alt.Color("sim_model_kind:N", title="model kind"), alt.Shape("half:N"),
+            ["id", "gpu", "model", "tp", "reported_tpot_mean_ms", "sim_tpot_mean_ms", "err_pct"]), width="stretch")
         st.caption("Gray band: within 10% of the reported TPOT.")
         st.dataframe(points.sort_values("err_pct"), hide_index=True, width="stretch")
 
@@ -94,18 +99,10 @@ if kernels is not None:
 st.subheader("GPU kernels measured on the card")
 steps = read_or_hint(validation.kernel_steps, measured_dir, "steps.csv", "python -m sim.kernel_roofline --fit")
 if steps is not None:
-    low = float(min(steps["kernel_sum_ms"].min(), steps["roofline_with_overheads_ms"].min()))
-    high = float(max(steps["kernel_sum_ms"].max(), steps["roofline_with_overheads_ms"].max()))
-    scale = alt.Scale(type="log", domain=[low * 0.8, high * 1.25])
-    dots = alt.Chart(steps).mark_circle(size=60).encode(
-        x=alt.X("kernel_sum_ms:Q", scale=scale, title="decode step from the measured kernels, ms"),
-        y=alt.Y("roofline_with_overheads_ms:Q", scale=scale, title="cost model's step on the card's sheet, ms"),
-        color=alt.Color("model:N"), shape=alt.Shape("device:N"),
-        tooltip=["run", "batch", "context", "kernel_sum_ms", "roofline_with_overheads_ms"])
-    band = alt.Chart(alt.Data(values=[{"r": low * 0.8}, {"r": high * 1.25}])).transform_calculate(
-        lo="datum.r * 0.9", hi="datum.r * 1.1")
-    st.altair_chart(band.mark_area(opacity=0.15, color="gray").encode(x="r:Q", y="lo:Q", y2="hi:Q")
-                    + band.mark_line(color="gray").encode(x="r:Q", y="r:Q") + dots, width="stretch")
+    st.altair_chart(against_diagonal(
+        steps, "kernel_sum_ms", "roofline_with_overheads_ms", "decode step from the measured kernels, ms",
+        "cost model's step on the card's sheet, ms", alt.Color("model:N"), alt.Shape("device:N"),
+        ["run", "batch", "context", "kernel_sum_ms", "roofline_with_overheads_ms"]), width="stretch")
     st.caption("Each point: one decode step (batch x context) of a model, as layers x (four GEMMs + attention) + "
                "the LM head timed one kernel at a time, against the cost model's step with the sheet's overheads. "
                "Gray band: within 10%.")
