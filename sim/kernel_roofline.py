@@ -22,7 +22,8 @@ Kernel-sum step: where a table has the LM head and the layer count, each decode 
 layers x (the four GEMMs at M = batch + decode attention) + the LM head at M = batch, in ms: the step of those
 kernels back to back with no gaps or elementwise kernels (norms, rotary, activation, residual adds: fused in vLLM, not
 timed here), beside the cost model's step of the same model (real/presets/<model>.json) with and without the sheet's
-step / layer / request overheads (steps.csv).
+step / layer / request overheads (steps.csv). At tp > 1 both cost-model columns hold the step's all-reduces (link
+latency and bytes), which no kernel here times.
 
 --profile DIR: a `lab profile` run (step_profile.csv + .json) against the roofline of its model on --sheet (default:
 the card its json names), row by row (profile.csv): the lab's own transformers engine, not vLLM.
