@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 import time
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 from lab.arguments import ArgumentParser, int_list
 from lab.errors import LabError
-from lab.io import write_text_atomic
+from lab.io import make_dirs, write_text_atomic
 from lab.runs import package_versions
 from real.rng import device_generator
 from sim.hardware import preset_for_device
@@ -402,12 +403,15 @@ def main(argv=None) -> int:
             raise LabError(f"--out {out}: exists and is not YAML ({str(exc).splitlines()[0]}); not overwritten") from None
         if not isinstance(existing, dict) or not isinstance(existing.get("runs"), list):
             raise LabError(f"--out {out}: exists and is not a kernel table (no runs: list); not overwritten")
+        make_dirs(out.parent)
+        if not os.access(out.parent, os.W_OK):  # before minutes of measuring, not after
+            raise LabError(f"--out {out}: {out.parent} is not writable")
         table = run(args)
+        existing["runs"] = [r for r in existing["runs"] if r.get("id") != table["id"]] + [table]
+        write_text_atomic(out, yaml.safe_dump(existing, sort_keys=False, width=120, default_flow_style=None))
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    existing["runs"] = [r for r in existing["runs"] if r.get("id") != table["id"]] + [table]
-    write_text_atomic(out, yaml.safe_dump(existing, sort_keys=False, width=120, default_flow_style=None))
     print(f"{out}: {len(table['points'])} GEMM and {len(table['attention'])} attention points on "
           f"{table['device_name']} in {table['seconds']} s" + "".join(f"; skipped {s}" for s in table["skipped"]))
     return 0

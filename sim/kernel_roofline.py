@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from lab.arguments import data_check_parser
+from lab.config_sim import HARDWARE_NAMES
 from lab.errors import LabError
 from lab.io import make_dirs, write_text_atomic
 from lab.yaml_load import load_runs_list
@@ -62,16 +63,22 @@ def load_tables(path: str | Path) -> list[dict]:
                 raise LabError(f"{p}: runs[{i}].{key}: missing")
         if run["unit"] != "us":
             raise LabError(f"{p}: runs[{i}].unit: {run['unit']!r}; measured tables are in us")
-        if run["device"] in ("other", None):
-            raise LabError(f"{p}: runs[{i}].device: a hardware preset is needed to price the table")
+        if run["device"] not in HARDWARE_NAMES:
+            raise LabError(f"{p}: runs[{i}].device: {run['device']!r} is not a hardware preset (one is needed to "
+                           "price the table)")
         for j, point in enumerate(run["points"]):
-            if not all(k in point for k in ("gemm", "m", "n", "k", "dtype", "value")):
-                raise LabError(f"{p}: runs[{i}].points[{j}]: gemm, m, n, k, dtype and value expected")
+            if not all(k in point for k in ("gemm", "m", "n", "k", "dtype", "value")) or not _positive(point["value"]):
+                raise LabError(f"{p}: runs[{i}].points[{j}]: gemm, m, n, k, dtype and a positive value expected")
         for j, point in enumerate(run.get("attention") or []):
-            if not all(k in point for k in ("phase", "batch", "context", "q_heads", "kv_heads", "head_dim", "value")):
-                raise LabError(f"{p}: runs[{i}].attention[{j}]: phase, batch, context, q_heads, kv_heads, head_dim "
-                               "and value expected")
+            if (not all(k in point for k in ("phase", "batch", "context", "q_heads", "kv_heads", "head_dim", "value"))
+                    or point["phase"] not in ("decode", "prefill") or not _positive(point["value"])):
+                raise LabError(f"{p}: runs[{i}].attention[{j}]: phase (decode or prefill), batch, context, q_heads, "
+                               "kv_heads, head_dim and a positive value expected")
     return runs
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def attention_seconds(sheet, phase: str, batch: int, context: int, q_heads: int, kv_heads: int,

@@ -85,6 +85,16 @@ def test_sustained_run_on_a_cpu_has_throughput_and_no_telemetry(tmp_path):
     assert busy["points"] and all(p["tflops"] > 0 and p["sm_mhz"] is None for p in busy["points"])
 
 
+def test_an_unwritable_output_fails_before_measuring(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    measured = []
+    monkeypatch.setattr(bk, "run", lambda args: measured.append(args))
+    monkeypatch.setattr(bk.os, "access", lambda path, mode: False)  # (root ignores mode bits: fake the answer)
+    assert bk.main(["--config", str(config), "--m", "1", "--out", str(tmp_path / "out" / "k.yaml")]) == 2
+    assert "not writable" in capsys.readouterr().err and measured == []
+
+
 def test_kernel_timer_synchronises_cuda_events_only_on_cuda():
     """The CPU path times with perf_counter and allocates no flush buffer (a CUDA-only object on a CPU box would
     be a device bug the GPU run would hit first)."""

@@ -122,9 +122,14 @@ def test_bad_files_fail_with_one_line(tmp_path, capsys):
     assert kr.main(["--file", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "runs[0].unit" in err and len(err.splitlines()) == 1
-    bad.write_text(yaml.safe_dump({"runs": [{"id": "x", "device": "other", "unit": "us", "points": []}]}))
+    for device in ("other", "h1000"):
+        bad.write_text(yaml.safe_dump({"runs": [{"id": "x", "device": device, "unit": "us", "points": []}]}))
+        assert kr.main(["--file", str(bad), "--out", str(tmp_path / "o")]) == 2
+        assert "hardware preset" in capsys.readouterr().err
+    point = {"gemm": "qkv", "m": 1, "n": 8, "k": 8, "dtype": "bf16", "value": "fast"}
+    bad.write_text(yaml.safe_dump({"runs": [{"id": "x", "device": "h100", "unit": "us", "points": [point]}]}))
     assert kr.main(["--file", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "hardware preset" in capsys.readouterr().err
+    assert "runs[0].points[0]" in capsys.readouterr().err
     assert kr.main(["--profile", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "nowhere" in capsys.readouterr().err
 
