@@ -51,6 +51,7 @@ from lab.io import make_dirs, write_text_atomic
 from lab.runs import package_versions
 from real.rng import device_generator
 from sim.hardware import preset_for_device
+from sim.models import text_config
 
 M_DEFAULT = "1,2,4,8,16,32,64,128,256,512,1024,2048,4096,8192"
 FP8_KERNELS = ("fp8-tensor-w-tensor-a-noquant", "fp8-channel-w-token-a-noquant")
@@ -60,7 +61,7 @@ FLUSH_BYTES = 256 * 2**20
 
 def layer_shapes(config: dict, tp: int = 1) -> dict[str, tuple[int, int]]:
     """(N, K) of one decoder layer's four dense GEMMs and of the LM head at `tp` GPUs, from a config.json's dict."""
-    cfg = {**config, **config["text_config"]} if isinstance(config.get("text_config"), dict) else config
+    cfg = text_config(config)
     try:
         h, n_heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
         n_kv = int(cfg.get("num_key_value_heads") or n_heads)
@@ -76,13 +77,13 @@ def layer_shapes(config: dict, tp: int = 1) -> dict[str, tuple[int, int]]:
 
 
 def layer_count(config: dict) -> int:
-    cfg = {**config, **config["text_config"]} if isinstance(config.get("text_config"), dict) else config
+    cfg = text_config(config)
     return int(cfg["num_hidden_layers"])
 
 
 def attention_heads(config: dict, tp: int = 1) -> tuple[int, int, int]:
     """(query heads, KV heads, head dim) one GPU runs at `tp`."""
-    cfg = {**config, **config["text_config"]} if isinstance(config.get("text_config"), dict) else config
+    cfg = text_config(config)
     n_heads = int(cfg["num_attention_heads"])
     n_kv = int(cfg.get("num_key_value_heads") or n_heads)
     return n_heads // tp, max(1, n_kv // tp), int(cfg.get("head_dim") or int(cfg["hidden_size"]) // n_heads)

@@ -23,6 +23,7 @@ import pandas as pd
 from lab.arguments import data_check_parser
 from lab.errors import LabError
 from lab.io import make_dirs, write_json_atomic, write_text_atomic
+from lab.report import markdown_table
 from lab.yaml_load import load_runs_list
 from sim.cost import CostModel
 from sim.hardware import get_hardware
@@ -127,11 +128,8 @@ def main(argv=None) -> int:
     table = summary(low)
     out = Path(args.out)
     write_text_atomic(out / "gemm_kernels.csv", low.to_csv(index=False))
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("-" if pd.isna(v) else str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     text = ("Low-precision GEMM speed-up over bf16 of the same shape: published vs the cost model\n\n"
-            + "\n".join(lines) + "\n")
+            + markdown_table(table, floatfmt="{:g}") + "\n")
     if args.fit:
         fitted = fit(points)
         write_json_atomic(out / "gemm_fit.json", fitted)

@@ -40,6 +40,7 @@ from lab.arguments import data_check_parser
 from lab.config_sim import HARDWARE_NAMES
 from lab.errors import LabError
 from lab.io import make_dirs, write_text_atomic
+from lab.report import markdown_table
 from lab.yaml_load import load_runs_list
 from sim.cost import CostModel
 from sim.gemm_kernels import sim_seconds
@@ -245,10 +246,7 @@ def profile_vs_roofline(run_dir: str | Path, sheet_name: str | None) -> pd.DataF
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("-" if pd.isna(v) else str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(frame, floatfmt="{:g}") + "\n"  # the tables' numbers are rounded already
 
 
 def main(argv=None) -> int:

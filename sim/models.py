@@ -256,6 +256,11 @@ def model_from_config(spec: ModelSpec) -> ModelShape:
     return replace(model, **update) if update else model
 
 
+def text_config(raw: dict) -> dict:
+    """A config.json's decoder fields: a multimodal wrapper's text_config merged over its top level."""
+    return {**raw, **raw["text_config"]} if isinstance(raw.get("text_config"), dict) else raw
+
+
 def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = True) -> ModelShape:
     """Shape of a Hugging Face config.json (see the module docstring for the keys read); quantized=False reads
     past its quantization_config (the caller prices every weight at one dtype of its own)."""
@@ -266,7 +271,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
         raise LabError(f"{path}: not a readable config.json ({exc})") from None
     if not isinstance(raw, dict):
         raise LabError(f"{path}: config.json must hold a JSON object, not {type(raw).__name__}")
-    cfg = {**raw, **raw["text_config"]} if isinstance(raw.get("text_config"), dict) else raw
+    cfg = text_config(raw)
 
     def need(key) -> int:
         if key not in cfg:

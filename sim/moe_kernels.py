@@ -36,6 +36,7 @@ from lab.config_base import StrictModel
 from lab.config_sim import HARDWARE_NAMES
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
+from lab.report import markdown_table
 from lab.yaml_load import load_runs_list
 from sim.cost import CostModel
 from sim.hardware import Hardware, get_hardware
@@ -253,10 +254,7 @@ def markdown(points: pd.DataFrame, fits: pd.DataFrame | None) -> str:
               "sheet's peak bandwidth (read from cache: the benchmark replays one routing 10 times); listed, "
               "not fitted or summarised")]
     if fits is not None and len(fits):
-        cols = list(fits.columns)
-        lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-                  for row in fits.itertuples(index=False)]
+        lines += ["", markdown_table(fits, floatfmt="{:g}")]
     return "\n".join(lines) + "\n"
 
 

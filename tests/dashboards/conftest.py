@@ -27,7 +27,8 @@ import pytest
 from lab.trace import StepRecord, shard_name, write_shard
 
 # A box without the dash extra (the lent GPU machines' image has no streamlit) still runs `pytest -m gpu` over the
-# whole suite: these modules are left out there (tests/conftest.py's report header says so). CI installs the extra and must test them.
+# whole suite: these modules are left out there (tests/conftest.py's report header says so). CI installs the
+# extra and must test them.
 if importlib.util.find_spec("streamlit") is None:
     if os.environ.get("CI") == "true":
         raise RuntimeError("tests/dashboards: streamlit is not installed (CI installs the dash extra)")
