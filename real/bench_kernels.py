@@ -59,34 +59,38 @@ BACKENDS = ("flash", "cudnn", "efficient", "math")
 FLUSH_BYTES = 256 * 2**20
 
 
+def model_dims(config: dict) -> dict[str, int]:
+    """The decoder sizes this module reads from a config.json's dict, each a positive integer (LabError naming the
+    key otherwise): hidden, heads, kv_heads, head_dim, intermediate, vocab, layers."""
+    cfg = text_config(config)
+
+    def positive(key: str, default: int | None = None) -> int:
+        value = cfg.get(key) or default
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LabError(f"config.json: {key} must be a positive integer, not {cfg.get(key)!r}")
+        return value
+
+    hidden, heads = positive("hidden_size"), positive("num_attention_heads")
+    return {"hidden": hidden, "heads": heads, "kv_heads": positive("num_key_value_heads", heads),
+            "head_dim": positive("head_dim", hidden // heads), "intermediate": positive("intermediate_size"),
+            "vocab": positive("vocab_size"), "layers": positive("num_hidden_layers")}
+
+
 def layer_shapes(config: dict, tp: int = 1) -> dict[str, tuple[int, int]]:
     """(N, K) of one decoder layer's four dense GEMMs and of the LM head at `tp` GPUs, from a config.json's dict."""
-    cfg = text_config(config)
-    try:
-        h, n_heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        n_kv = int(cfg.get("num_key_value_heads") or n_heads)
-        head_dim = int(cfg.get("head_dim") or h // n_heads)
-        inter, vocab = int(cfg["intermediate_size"]), int(cfg["vocab_size"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LabError(f"config.json: hidden_size, num_attention_heads, intermediate_size and vocab_size needed ({exc})") from None
+    d = model_dims(config)
+    h, n_heads, head_dim, inter = d["hidden"], d["heads"], d["head_dim"], d["intermediate"]
     if n_heads % tp or inter % tp:
         raise LabError(f"--tp {tp}: does not divide the {n_heads} heads and {inter} intermediate size")
-    kv_tp = max(1, n_kv // tp)  # vLLM: each GPU holds max(1, kv_heads // tp) KV heads
+    kv_tp = max(1, d["kv_heads"] // tp)  # vLLM: each GPU holds max(1, kv_heads // tp) KV heads
     return {"qkv": ((n_heads // tp + 2 * kv_tp) * head_dim, h), "o": (h, n_heads // tp * head_dim),
-            "gate_up": (2 * inter // tp, h), "down": (h, inter // tp), "lm_head": (-(-vocab // tp), h)}
-
-
-def layer_count(config: dict) -> int:
-    cfg = text_config(config)
-    return int(cfg["num_hidden_layers"])
+            "gate_up": (2 * inter // tp, h), "down": (h, inter // tp), "lm_head": (-(-d["vocab"] // tp), h)}
 
 
 def attention_heads(config: dict, tp: int = 1) -> tuple[int, int, int]:
     """(query heads, KV heads, head dim) one GPU runs at `tp`."""
-    cfg = text_config(config)
-    n_heads = int(cfg["num_attention_heads"])
-    n_kv = int(cfg.get("num_key_value_heads") or n_heads)
-    return n_heads // tp, max(1, n_kv // tp), int(cfg.get("head_dim") or int(cfg["hidden_size"]) // n_heads)
+    d = model_dims(config)
+    return d["heads"] // tp, max(1, d["kv_heads"] // tp), d["head_dim"]
 
 
 class KernelTimer:
@@ -322,7 +326,10 @@ def run(args) -> dict:
         config = json.loads(Path(args.config).read_text())
     except (OSError, ValueError) as exc:
         raise LabError(f"--config {args.config}: not a readable config.json ({exc})") from None
-    shapes = layer_shapes(config, args.tp)
+    try:
+        shapes = layer_shapes(config, args.tp)
+    except LabError as exc:
+        raise LabError(f"--config {args.config}: {str(exc).removeprefix('config.json: ')}") from None
     dtypes = list(args.dtypes)
     facts = device_facts(device)
     skipped = []
@@ -353,7 +360,7 @@ def run(args) -> dict:
     sheet = args.sheet or preset_for_device(facts["device_name"])
     return {"id": f"lab-{sheet}-{model}-tp{args.tp}-{stamp:%Y%m%d}", "device": sheet,
             "device_name": facts["device_name"], "tool": "python -m real.bench_kernels", "unit": "us",
-            "model": model, "tp": args.tp, "layers": layer_count(config), "measured": stamp.isoformat(timespec="seconds"),
+            "model": model, "tp": args.tp, "layers": model_dims(config)["layers"], "measured": stamp.isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 1), "facts": facts,
             "versions": package_versions(), "timing": {"warmup": args.warmup, "repeats": args.repeats, "passes": args.passes,
                                                        "l2_flush_mib": FLUSH_BYTES >> 20 if timer.cuda else 0},

@@ -69,6 +69,10 @@ def test_bad_inputs_fail_with_one_line_and_leave_files_alone(tmp_path, capsys):
     config.write_text(json.dumps({k: v for k, v in TINY.items() if k != "vocab_size"}))
     assert bk.main(["--config", str(config), "--out", str(tmp_path / "k.yaml")]) == 2
     assert "vocab_size" in capsys.readouterr().err and not (tmp_path / "k.yaml").exists()
+    for key, value in (("hidden_size", 0), ("num_hidden_layers", "36"), ("intermediate_size", True)):
+        config.write_text(json.dumps({**TINY, key: value}))
+        assert bk.main(["--config", str(config), "--out", str(tmp_path / "k.yaml")]) == 2
+        assert key in capsys.readouterr().err and not (tmp_path / "k.yaml").exists()
     with pytest.raises(SystemExit) as exc:
         bk.main(["--config", str(config), "--dtypes", "fp16", "--out", str(tmp_path / "k.yaml")])
     assert exc.value.code == 2
