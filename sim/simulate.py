@@ -34,6 +34,13 @@ from sim.workload import (
     read_lengths,
 )
 
+LENGTHS_STREAM = 1  # the third seed word of the requests' lengths generator (the run's is [seed, seed])
+
+
+def lengths_rng(inputs_seed: int, seed: int) -> np.random.Generator:
+    """The generator a run's request lengths are drawn from: its own stream, apart from the arrivals'."""
+    return np.random.default_rng([inputs_seed, seed, LENGTHS_STREAM])
+
 
 @dataclass
 class SimInputs:
@@ -251,7 +258,8 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     source = build_source(inputs, spec)
     gamma = sim.acceptance.max_draft
     env = CountingEnvironment()
-    lengths = LengthSampler.from_spec(wl.lengths, inputs.length_table)
+    # the requests' lengths from a stream of their own: the same requests at every rate / concurrency of a sweep
+    lengths = LengthSampler.from_spec(wl.lengths, inputs.length_table, rng=lengths_rng(inputs.seed, seed))
     closed = None
     axis = sim.sweep.axis
     end = wl.duration

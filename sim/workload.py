@@ -11,7 +11,10 @@ uniform over [floor(x(1 - r)), ceil(x(1 + r))], vllm/benchmarks/datasets.py Rand
 lengths table (`csv`: yours; `sharegpt`: ShareGPT V3's first two turns in tokens, written by
 `python -m real.sharegpt_lengths`, kept by vLLM bench's ShareGPT filter, sharegpt_filter); or the trace row.
 Table rows are drawn independently (`draw: iid`) or, as vLLM's benchmark sends its seeded-shuffled
-conversations, as a seeded permutation taken in order (`draw: shuffle`). With `source: recorded` the output
+conversations, as a seeded permutation taken in order (`draw: shuffle`). A sampler given its own generator
+(the simulator gives it one, seeded by the run's seed alone) draws the same requests whatever the arrival
+process does: as vLLM's benchmark samples its dataset before and apart from the arrival times, a rate or
+concurrency sweep sends the same prompts at every point. With `source: recorded` the output
 length is the recorded output length of the prompt the acceptance source replays (-1 here).
 Constructors do no I/O; read_lengths / load_length_table / load_arrival_trace are the only readers.
 """
@@ -146,14 +149,15 @@ class LengthSampler:
     max_output: int
     range_ratio: float = 0.0
     draw: str = "iid"
+    rng: np.random.Generator | None = None  # its own stream; None: the caller's generator is used
     # draw: shuffle -- the permutation (made from the run's generator at the first draw) and rows taken so far
     _order: np.ndarray | None = field(default=None, repr=False)
     _taken: int = 0
 
     @classmethod
-    def from_spec(cls, spec, table: np.ndarray | None) -> LengthSampler:
+    def from_spec(cls, spec, table: np.ndarray | None, rng: np.random.Generator | None = None) -> LengthSampler:
         return cls(spec.source, spec.prompt_tokens, spec.output_tokens, table, spec.max_prompt_tokens,
-                   spec.max_output_tokens, spec.range_ratio, spec.table_draw)
+                   spec.max_output_tokens, spec.range_ratio, spec.table_draw, rng)
 
     def _table_rows(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """[n, 2] rows: independent draws, or the next n of one seeded permutation (cycled when exhausted)."""
@@ -166,7 +170,9 @@ class LengthSampler:
         return self.table[index]
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(prompt lengths, output lengths); output -1 means 'the replayed prompt's recorded length'."""
+        """(prompt lengths, output lengths); output -1 means 'the replayed prompt's recorded length'. Drawn
+        from the sampler's own generator where it has one, else from `rng`."""
+        rng = self.rng if self.rng is not None else rng
         if self.source in ("csv", "sharegpt"):
             rows = self._table_rows(n, rng)
             p, o = rows[:, 0], rows[:, 1]

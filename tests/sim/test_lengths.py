@@ -75,6 +75,29 @@ def test_a_run_with_table_lengths_repeats_with_its_seed(tmp_path):
     assert first["input_tokens"].tolist() != other["input_tokens"].tolist()
 
 
+@pytest.mark.parametrize("draw", ["iid", "shuffle"])
+def test_the_same_requests_at_every_rate_and_concurrency_of_a_seed(tmp_path, draw):
+    """vLLM's benchmark samples its dataset apart from the arrival times: a rate or concurrency sweep sends the
+    same prompts at every point. The simulator's lengths have a stream of their own for the same reason."""
+    path = write_csv(tmp_path / "l.csv", prompt_tokens=np.arange(20, 420, 4), output_tokens=np.arange(3, 103))
+    lengths = {"source": "csv", "csv_path": path, "draw": draw}
+
+    def sent(workload: dict, seed: int = 0) -> list[tuple[int, int]]:
+        log = simulate(prepare_inputs(make_sim(workload=workload), seed=seed), "ar", seed=seed).requests
+        log = log.sort_values(["arrival_s", "rid"] if "rid" in log else "arrival_s", kind="stable")
+        return list(zip(log["input_tokens"].tolist(), log["output_tokens"].tolist()))
+
+    def poisson(rate: float) -> dict:
+        return {"kind": "poisson", "rate": rate, "max_requests": 12, "duration_s": 1e4, "warmup_s": 0,
+                "drain": True, "lengths": lengths}
+
+    slow, fast = sent(poisson(0.5)), sent(poisson(50.0))
+    assert len(slow) == 12 and slow == fast
+    assert sent(poisson(0.5), seed=1) != slow  # another seed, other requests
+    one, four = sent(closed_loop(lengths, users=1)), sent(closed_loop(lengths, users=4))
+    assert sorted(one) == sorted(four) and sorted(one) == sorted(slow)
+
+
 def test_shuffle_sends_every_row_once_before_any_twice():
     table = np.stack([np.arange(1, 51), np.arange(101, 151)], axis=1)
     sampler = LengthSampler.from_spec(LengthSpec(source="csv", csv_path="x.csv", draw="shuffle"), table)

@@ -399,3 +399,32 @@ def test_held_out_rows_are_summarised_by_model_kind():
     text = kind_markdown(table)
     assert "| dense, bf16, tp 1 | 2 | 1 of 2 | 18% | 1 of 2 |" in text  # the fit row is not counted
     assert "| MoE, mxfp4, tp 1 | 1 | 0 of 0 | - | 0 of 1 |" in text
+
+
+def test_a_table_row_runs_the_seed_whose_draw_matches_the_runs_own_mean_lengths(cache):
+    """vLLM sent one seeded sample whose token totals it printed: of the candidate seeds, the row runs the one
+    whose drawn requests' means are nearest them, and the requests it simulates are that draw."""
+    from sim.public_check import SEED_CANDIDATES, matching_seed, simulate_row
+    from sim.simulate import lengths_rng
+    from sim.workload import LengthSampler
+
+    row = next(r for r in load_rows(DEFAULT_FILE) if r.id == SHAREGPT_ROW)
+    rng = np.random.default_rng(7)
+    table = cache / "lengths" / "sharegpt-qwen3.csv"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame({"conversation": range(400), "prompt_tokens": rng.integers(20, 600, 400),
+                  "output_tokens": rng.integers(10, 500, 400)}).to_csv(table, index=False)
+    sim = row_sim_config(row)
+    rows = prepare_inputs(sim).length_table
+    want = np.log([row.bench.input_tokens, row.bench.output_tokens])
+
+    def means(seed):
+        p, o = LengthSampler.from_spec(sim.workload.lengths, rows, rng=lengths_rng(0, seed)).sample(100, None)
+        return np.array([p.mean(), o.mean()])
+
+    seed = matching_seed(row, sim, rows)
+    gaps = {s: np.abs(np.log(means(s)) - want).sum() for s in range(SEED_CANDIDATES)}
+    assert gaps[seed] == min(gaps.values()) and gaps[seed] < gaps[0]
+    got = simulate_row(row)
+    assert got["sim_seed"] == seed and [got["sim_mean_input"], got["sim_mean_output"]] == pytest.approx(means(seed))
+    assert matching_seed(row, row_sim_config(row, lengths_mode="mean"), None) == 0  # the means: nothing drawn
