@@ -119,10 +119,10 @@ def llama3_tokenizer_dir(root: Path | None = None) -> Path:
 def main() -> int:
     try:
         print(llama3_tokenizer_dir())
-    except LabError as exc:
+        return 0
+    except LabError as exc:  # one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
