@@ -32,6 +32,25 @@ from tests.sim.conftest import make_sim
 FAST_ROWS = "gpustack-h100-qwen3-8b-c1,mushfiq-4090-mistral-7b-c8"
 
 
+IOG_FILE = re.compile(r"/(?:1ffd7960d341d7ff15e962af098ca5b08d9f253e|834d4bd5224e0700efebf3f9eb28c6d97d420344)/results/"
+                      r"vllm_200prompts(\d+)qps_(.+)_sharegpt_(\d)x(NVIDIA-H100-PCIe|NVIDIA-GeForce-RTX-4090)\.json$")
+
+
+def test_iog_rows_are_held_out_and_say_what_their_file_says():
+    """Every IOG Foundation row (sessions 24 and 26): held out, no front end, and its rate, model, GPU count (= tp)
+    and card read from its own result file's name at one of the two cited commits; 200 ShareGPT prompts each."""
+    iog = [r for r in load_rows(DEFAULT_FILE) if r.id.startswith("iog-")]
+    assert len(iog) == 110 and len({r.source for r in iog}) == 110
+    cards = {"NVIDIA-H100-PCIe": "h100-pcie", "NVIDIA-GeForce-RTX-4090": "rtx-4090"}
+    for r in iog:
+        m = IOG_FILE.search(r.source)
+        assert m, r.id
+        assert r.after_fit and r.frontend is None and r.vllm == "0.8.5", r.id
+        assert (float(m[1]), m[2], int(m[3]), cards[m[4]]) == (r.bench.request_rate, r.model.split("/")[1], r.tp,
+                                                                   r.gpu), r.id
+        assert r.bench.dataset == "sharegpt" and r.bench.num_prompts == 200 and r.bench.lengths == "mean", r.id
+
+
 def test_data_file_parses_and_every_row_builds_a_sim_config():
     rows = load_rows(DEFAULT_FILE)
     assert len(rows) >= 8 and len({r.gpu for r in rows}) >= 3
