@@ -402,6 +402,28 @@ def test_the_quantized_rows_configs_read_as_their_method(name, method, bits, mat
         assert m.params_b == pytest.approx(from_hf_config(Path(DEFAULT_FILE).parents[2] / "real/presets/qwen3-8b.json").params_b)
 
 
+@pytest.mark.parametrize("name,params_b,window,sliding", [
+    ("deepseek-r1-distill-qwen-7b", 7.62, None, 0), ("qwen2.5-7b", 7.62, None, 0), ("qwen2.5-14b", 14.77, None, 0),
+    ("qwen2.5-32b", 32.76, None, 0), ("gemma-2-9b-it", 9.24, 4096, 21), ("phi-4", 14.66, 16384, 40),
+    ("llama-3.3-70b-instruct", 70.55, None, 0), ("meta-llama-3-70b-instruct", 70.55, None, 0),
+    ("llama-3.1-nemotron-70b-instruct-fp8-dynamic", 70.55, None, 0)])
+def test_the_session_26_configs_read_as_their_published_shapes(name, params_b, window, sliding):
+    """The session-26 IOG rows' configs: the parameter counts their cards publish (R1-Distill-Qwen-7B / Qwen2.5-7B
+    7.6B, Qwen2.5-14B 14.8B, -32B 32.8B, gemma-2-9b 9.2B with alternate 4096-token windows, phi-4 14.7B, the
+    Llama-3 70B family 70.6B) and Nemotron FP8-dynamic as a w8a8 fp8 compressed-tensors checkpoint (8 bits + a
+    per-channel scale, about half the bf16 bytes)."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    m = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / f"{name}.json")
+    assert m.params_b == pytest.approx(params_b, abs=0.01) and (m.sliding_window, m.sliding_layers) == (window, sliding)
+    if "fp8" in name:
+        bf16 = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / "llama-3.3-70b-instruct.json")
+        assert (m.quant_method, m.matmul_dtype) == ("compressed-tensors", "fp8")
+        assert 0.5 < m.weight_bytes / bf16.weight_bytes < 0.53
+
+
 def test_held_out_rows_are_summarised_by_model_kind():
     import pandas as pd
 
