@@ -33,13 +33,13 @@ def hardware_from_config(section: HardwareSpec) -> Hardware:
 
 
 # device names as torch / nvidia-smi print them -> presets (the first key found in the lowercased name wins)
-DEVICE_NAME_KEYS = (("h200", "h200"), ("h100", "h100"), ("h20", "h20"), ("b200", "b200"), ("a100", "a100-80g"),
-                    ("l40s", "l40s"), ("4090", "rtx-4090"), ("rtx pro 6000", "rtx-pro-6000"), ("mi300x", "mi300x"))
+DEVICE_NAME_KEYS = (("h200", "h200"), ("h100 pcie", "h100-pcie"), ("h100", "h100"), ("h20", "h20"), ("b200", "b200"),
+                    ("a100", "a100-80g"), ("l40s", "l40s"), ("4090", "rtx-4090"), ("rtx pro 6000", "rtx-pro-6000"), ("mi300x", "mi300x"))
 
 
 def preset_for_device(device_name: str) -> str:
-    """The preset a measured device name matches ('NVIDIA H100 80GB HBM3' -> h100; a name starting 'cpu' -> cpu),
-    else 'other'. An A100 40GB reads as a100-40g."""
+    """The preset a measured device name matches ('NVIDIA H100 80GB HBM3' -> h100, 'NVIDIA H100 PCIe' -> h100-pcie;
+    a name starting 'cpu' -> cpu), else 'other'. An A100 40GB reads as a100-40g."""
     name = device_name.lower()
     if name.startswith("cpu"):
         return "cpu"

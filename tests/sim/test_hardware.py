@@ -16,7 +16,7 @@ from sim.models import MODELS, from_hf_config, get_model
 from tests.sim.conftest import make_sim
 
 DATA = __import__("pathlib").Path(__file__).parent / "data"
-NEW_CARDS = ("rtx-4090", "l40s", "rtx-pro-6000", "h20", "mi300x")
+NEW_CARDS = ("rtx-4090", "l40s", "rtx-pro-6000", "h20", "mi300x", "h100-pcie")
 
 
 def experiment(sim: dict) -> dict:
@@ -33,6 +33,16 @@ def test_every_preset_is_a_valid_sheet_with_cited_sources():
             assert sheet.sources and all(s.startswith("https://") for s in sheet.sources), name
     assert get_hardware("rtx-4090").interconnect.kind == "pcie"
     assert get_hardware("h100").interconnect.kind == "nvlink"
+
+
+def test_h100_pcie_is_the_pcie_card_of_the_h100_die():
+    """H100 PCIe 80GB: dense = half the sheet's sparsity numbers (BF16 1,513*, FP8 3,026*), 2.0 TB/s HBM2e, PCIe
+    Gen5 between cards (the IOG rows name no NVLink bridge), and the SXM part's fitted mfu (same GH100 die)."""
+    pcie, sxm = get_hardware("h100-pcie"), get_hardware("h100")
+    assert pcie.peak_tflops["bf16"] == 1513 / 2 and pcie.peak_tflops["fp8"] == 3026 / 2
+    assert pcie.mem_bw_tbs == 2.0 and pcie.mem_gib == 80 and pcie.interconnect.kind == "pcie"
+    assert pcie.mfu == sxm.mfu and pcie.bw_efficiency == sxm.bw_efficiency
+    assert pcie.peak_tflops["bf16"] < sxm.peak_tflops["bf16"] and pcie.mem_bw_tbs < sxm.mem_bw_tbs
 
 
 def test_model_presets_build_and_names_come_from_one_file():

@@ -95,6 +95,7 @@ def test_profile_rows_against_the_roofline_of_their_card(tmp_path):
 
 def test_preset_for_device_reads_torch_and_smi_names():
     assert preset_for_device("NVIDIA H100 80GB HBM3") == "h100" and preset_for_device("NVIDIA H200") == "h200"
+    assert preset_for_device("NVIDIA H100 PCIe") == "h100-pcie"
     assert preset_for_device("NVIDIA H20") == "h20" and preset_for_device("NVIDIA A100-SXM4-40GB") == "a100-40g"
     assert preset_for_device("NVIDIA GeForce RTX 4090") == "rtx-4090" and preset_for_device("cpu AVX2") == "cpu"
     assert preset_for_device("Tesla T4") == "other"

@@ -32,6 +32,25 @@ from tests.sim.conftest import make_sim
 FAST_ROWS = "gpustack-h100-qwen3-8b-c1,mushfiq-4090-mistral-7b-c8"
 
 
+IOG_FILE = re.compile(r"/(?:1ffd7960d341d7ff15e962af098ca5b08d9f253e|834d4bd5224e0700efebf3f9eb28c6d97d420344)/results/"
+                      r"vllm_200prompts(\d+)qps_(.+)_sharegpt_(\d)x(NVIDIA-H100-PCIe|NVIDIA-GeForce-RTX-4090)\.json$")
+
+
+def test_iog_rows_are_held_out_and_say_what_their_file_says():
+    """Every IOG Foundation row (sessions 24 and 26): held out, no front end, and its rate, model, GPU count (= tp)
+    and card read from its own result file's name at one of the two cited commits; 200 ShareGPT prompts each."""
+    iog = [r for r in load_rows(DEFAULT_FILE) if r.id.startswith("iog-")]
+    assert len(iog) == 110 and len({r.source for r in iog}) == 110
+    cards = {"NVIDIA-H100-PCIe": "h100-pcie", "NVIDIA-GeForce-RTX-4090": "rtx-4090"}
+    for r in iog:
+        m = IOG_FILE.search(r.source)
+        assert m, r.id
+        assert r.after_fit and r.frontend is None and r.vllm == "0.8.5", r.id
+        assert (float(m[1]), m[2], int(m[3]), cards[m[4]]) == (r.bench.request_rate, r.model.split("/")[1], r.tp,
+                                                                   r.gpu), r.id
+        assert r.bench.dataset == "sharegpt" and r.bench.num_prompts == 200 and r.bench.lengths == "mean", r.id
+
+
 def test_data_file_parses_and_every_row_builds_a_sim_config():
     rows = load_rows(DEFAULT_FILE)
     assert len(rows) >= 8 and len({r.gpu for r in rows}) >= 3
@@ -381,6 +400,28 @@ def test_the_quantized_rows_configs_read_as_their_method(name, method, bits, mat
     assert (m.quant_method, m.matmul_dtype) == (method, matmul) and m.quant_bits == pytest.approx(bits)
     if name.startswith("qwen3-8b"):
         assert m.params_b == pytest.approx(from_hf_config(Path(DEFAULT_FILE).parents[2] / "real/presets/qwen3-8b.json").params_b)
+
+
+@pytest.mark.parametrize("name,params_b,window,sliding", [
+    ("deepseek-r1-distill-qwen-7b", 7.62, None, 0), ("qwen2.5-7b", 7.62, None, 0), ("qwen2.5-14b", 14.77, None, 0),
+    ("qwen2.5-32b", 32.76, None, 0), ("gemma-2-9b-it", 9.24, 4096, 21), ("phi-4", 14.66, 16384, 40),
+    ("llama-3.3-70b-instruct", 70.55, None, 0), ("meta-llama-3-70b-instruct", 70.55, None, 0),
+    ("llama-3.1-nemotron-70b-instruct-fp8-dynamic", 70.55, None, 0)])
+def test_the_session_26_configs_read_as_their_published_shapes(name, params_b, window, sliding):
+    """The session-26 IOG rows' configs: the parameter counts their cards publish (R1-Distill-Qwen-7B / Qwen2.5-7B
+    7.6B, Qwen2.5-14B 14.8B, -32B 32.8B, gemma-2-9b 9.2B with alternate 4096-token windows, phi-4 14.7B, the
+    Llama-3 70B family 70.6B) and Nemotron FP8-dynamic as a w8a8 fp8 compressed-tensors checkpoint (8 bits + a
+    per-channel scale, about half the bf16 bytes)."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    m = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / f"{name}.json")
+    assert m.params_b == pytest.approx(params_b, abs=0.01) and (m.sliding_window, m.sliding_layers) == (window, sliding)
+    if "fp8" in name:
+        bf16 = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / "llama-3.3-70b-instruct.json")
+        assert (m.quant_method, m.matmul_dtype) == ("compressed-tensors", "fp8")
+        assert 0.5 < m.weight_bytes / bf16.weight_bytes < 0.53
 
 
 def test_held_out_rows_are_summarised_by_model_kind():
