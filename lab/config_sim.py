@@ -72,6 +72,11 @@ class HardwareSheet(StrictModel):
     """One accelerator from its spec sheet: the schema of every preset in sim/presets/hardware.yaml and of a
     YAML's own `sim.hardware.spec`."""
 
+    @property
+    def kv_budget_gib(self) -> float:
+        """The memory vLLM's gpu_memory_utilization is a fraction of: usable_mem_gib, else mem_gib."""
+        return self.usable_mem_gib or self.mem_gib
+
     name: str = Field(description="label in results")
     description: str | None = None
     sources: list[str] = Field(default_factory=list, description="public spec-sheet URLs the numbers come from")
@@ -79,6 +84,10 @@ class HardwareSheet(StrictModel):
         description="dense (no sparsity) peak TFLOP/s per dtype, e.g. {bf16: 989.4, fp8: 1978.9}", min_length=1)
     mem_bw_tbs: float = Field(gt=0, description="peak memory bandwidth, TB/s")
     mem_gib: float = Field(gt=0, description="memory size, GiB (GPU vendors' GB)")
+    usable_mem_gib: float | None = Field(
+        None, gt=0, description="the device total as CUDA / ROCm report it (torch.cuda.mem_get_info, vLLM's "
+        "'total_gpu_memory'), GiB: what gpu_memory_utilization multiplies. ECC and the driver's reservation make "
+        "it smaller than the size sold (79.2 on an 80 GB H100, 44.3 on a 48 GB L40S); null: mem_gib")
     interconnect: InterconnectSheet = Field(
         default_factory=lambda: InterconnectSheet(kind="none", bandwidth_gbs=1.0),
         description="GPU-to-GPU link (kind none: a single device)")
@@ -132,6 +141,8 @@ class HardwareSheet(StrictModel):
     def _positive_peaks(self):
         if any(v <= 0 for v in self.peak_tflops.values()):
             raise ValueError("peak_tflops values must be positive")
+        if self.usable_mem_gib is not None and self.usable_mem_gib > self.mem_gib:
+            raise ValueError(f"usable_mem_gib {self.usable_mem_gib:g} is more than mem_gib {self.mem_gib:g}")
         if any(not 0 < v <= 2 for v in self.lowp_matmul_efficiency.values()):
             raise ValueError("lowp_matmul_efficiency values must be in (0, 2] (a factor on mfu)")
         return self

@@ -192,7 +192,7 @@ class CostModel:
         block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
         if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
             block_bytes = block_bytes * layers / m.kv_layers
-        return kv_cache_blocks(self.hw.mem_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self.ep),
+        return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self.ep),
                                reserve_bytes, block_bytes, self.tp,
                                where=f"sim: model {m.name} on {self.tp} x {self.hw.name}")
 

@@ -66,11 +66,25 @@ def test_own_spec_mapping_and_spec_file(tmp_path):
         cm.kv_capacity_tokens(0.5)
 
 
+def test_kv_memory_is_what_the_device_reports_not_the_size_sold():
+    """vLLM multiplies gpu_memory_utilization into the total CUDA reports (79.2 GiB of an 80 GB H100): a sheet's
+    usable_mem_gib; without one, mem_gib."""
+    sheet = {"name": "mycard", "peak_tflops": {"bf16": 100}, "mem_bw_tbs": 1.0, "mem_gib": 48}
+    sold = CostModel.from_config(make_sim(hardware={"spec": sheet}))
+    reported = CostModel.from_config(make_sim(hardware={"spec": {**sheet, "usable_mem_gib": 44.31}}))
+    per_token = sold.model.kv_bytes_per_token
+    assert sold.kv_capacity_tokens(0.9) - reported.kv_capacity_tokens(0.9) == pytest.approx(
+        (48 - 44.31) * 2**30 * 0.9 / per_token, abs=1)
+    assert get_hardware("h100").kv_budget_gib == 79.2 and get_hardware("a100-80g").kv_budget_gib == 80
+
+
 @pytest.mark.parametrize("sim, message", [
     ({"hardware": {"preset": "tpu9"}}, "sim.hardware"),
     ({"hardware": {"preset": "h100", "spec": {"name": "x"}}}, "sim.hardware"),
     ({"hardware": {"spec": "/nonexistent/card.yaml"}}, "spec file"),
     ({"hardware": {"spec": {"name": "x", "peak_tflops": {"bf16": 1}, "mem_bw_tbs": 1}}}, "mem_gib"),
+    ({"hardware": {"spec": {"name": "x", "peak_tflops": {"bf16": 1}, "mem_bw_tbs": 1, "mem_gib": 24,
+                            "usable_mem_gib": 25}}}, "usable_mem_gib 25 is more than mem_gib 24"),
     ({"model": {"name": "gpt-9"}}, "sim.model"),
     ({"model": {"config": "/nonexistent/config.json"}}, "not found"),
 ])

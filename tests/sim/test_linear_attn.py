@@ -154,7 +154,7 @@ def test_pool_from_memory_by_hand():
     sim = _next_sim({"kind": "ar"}, kv_capacity_tokens=None)
     cost = CostModel.from_config(sim)
     m = cost.model
-    budget = 2 * (get_hardware("h200").mem_gib * GIB * 0.9 - activation_reserve_bytes(2048, 8192)) \
+    budget = 2 * (get_hardware("h200").usable_mem_gib * GIB * 0.9 - activation_reserve_bytes(2048, 8192)) \
         - m.params_b * 1e9 * 2
     tokens, blocks = kv_pool(sim, cost)
     assert blocks == int(budget // (544 * 12 * 2048)) and tokens == blocks // 4 * 544
