@@ -84,9 +84,9 @@ def headline(frame: pd.DataFrame) -> dict[str, str]:
             "out tok/s within 10%": f"{int((thr <= 0.10).sum())} of {len(thr)}"}
 
 
-def kinds(frame: pd.DataFrame) -> pd.DataFrame:
-    """kind_table with the median as a percentage, for display."""
-    table = kind_table(frame).copy()
+def kinds(frame: pd.DataFrame, by: str = "sim_model_kind") -> pd.DataFrame:
+    """kind_table (by model kind, or by `card`) with the median as a percentage, for display."""
+    table = kind_table(frame, by).copy()
     table["tpot_median_abs_err"] = (100 * table["tpot_median_abs_err"]).round(0)
     return table.rename(columns={"tpot_median_abs_err": "tpot_median_abs_err_pct"})
 

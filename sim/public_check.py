@@ -510,15 +510,21 @@ def model_kind(model, tp: int) -> str:
     return f"{family}, {model.quant_method or model.dtype}, tp {tp}"
 
 
-def kind_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The held-out rows grouped by model kind (model_kind): rows, TPOT within 10% of those that report it, median
-    |TPOT error|, output throughput within 10% (where the simulator holds and where it does not)."""
+GROUPINGS = {"sim_model_kind": "held-out rows of kind", "card": "held-out rows on card"}  # column -> table title
+
+
+def kind_table(table: pd.DataFrame, by: str = "sim_model_kind") -> pd.DataFrame:
+    """The held-out rows grouped by model kind (model_kind) or by `card` (the card and its tp): rows, TPOT within
+    10% of those that report it, median |TPOT error|, output throughput within 10% (where the simulator holds
+    and where it does not)."""
     held = table[table["half"] == "held-out"]
-    if "sim_model_kind" not in held.columns or held.empty:
+    if by == "card" and {"gpu", "tp"} <= set(held.columns):
+        held = held.assign(card=held["gpu"].astype(str) + ", tp " + held["tp"].astype(str))
+    if by not in held.columns or held.empty:
         return pd.DataFrame(columns=["kind", "rows", "tpot_rows", "tpot_within_10pct", "tpot_median_abs_err",
                                      "throughput_rows", "throughput_within_10pct"])
     out = []
-    for kind, part in held.groupby("sim_model_kind", sort=True):
+    for kind, part in held.groupby(by, sort=True):
         tpot = part["rel_err_tpot_mean_ms"].dropna().abs()
         thr = part["rel_err_output_throughput_tok_s"].dropna().abs()
         out.append({"kind": kind, "rows": len(part), "tpot_rows": len(tpot),
@@ -528,12 +534,12 @@ def kind_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def kind_markdown(table: pd.DataFrame) -> str:
+def kind_markdown(table: pd.DataFrame, by: str = "sim_model_kind") -> str:
     """kind_table as markdown."""
-    kinds = kind_table(table)
+    kinds = kind_table(table, by)
     if kinds.empty:
         return ""
-    lines = ["| held-out rows of kind | rows | TPOT within 10% | TPOT median abs err | out tok/s within 10% |",
+    lines = [f"| {GROUPINGS[by]} | rows | TPOT within 10% | TPOT median abs err | out tok/s within 10% |",
              "|---|---|---|---|---|"]
     for k in kinds.itertuples(index=False):
         med = f"{100 * k.tpot_median_abs_err:.0f}%" if k.tpot_rows else "-"
@@ -543,7 +549,8 @@ def kind_markdown(table: pd.DataFrame) -> str:
 
 
 def summary_markdown(table: pd.DataFrame, summary: dict) -> str:
-    """The error summary of a table: all rows, then its fit and held-out halves, then the held-out rows by kind."""
+    """The error summary of a table: all rows, then its fit and held-out halves, then the held-out rows by kind
+    and by card."""
     summ = ["| metric | rows | mean abs err | median abs err | within 10% | mean signed err |",
             "|---|---|---|---|---|---|"]
     halves = [("all", summary)] + [(h, error_summary(table[table["half"] == h])) for h in ("fit", "held-out")]
@@ -551,8 +558,8 @@ def summary_markdown(table: pd.DataFrame, summary: dict) -> str:
         for col, s in part.items():
             summ.append(f"| {col} ({name}) | {s['rows']} | {100 * s['mean_abs']:.0f}% | {100 * s['median_abs']:.0f}% "
                         f"| {s['within_10pct']} | {100 * s['mean_signed']:+.0f}% |")
-    kinds = kind_markdown(table)
-    return "\n".join(summ) + "\n" + ("\n" + kinds if kinds else "")
+    groups = [kind_markdown(table, by) for by in GROUPINGS]
+    return "\n".join(summ) + "\n" + "".join("\n" + g for g in groups if g)
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:

@@ -64,6 +64,8 @@ if frame is not None:
         col.metric(label, value)
     st.markdown("Held-out rows by model kind (no simulator value was fitted on them):")
     st.dataframe(validation.kinds(frame), hide_index=True, width="stretch")
+    st.markdown("Held-out rows by card and tensor-parallel size:")
+    st.dataframe(validation.kinds(frame, "card"), hide_index=True, width="stretch")
     points = validation.tpot_points(frame)
     kinds = sorted(points["sim_model_kind"].unique())
     chosen = st.multiselect("model kinds", kinds, default=kinds, key="validation_kinds")

@@ -42,8 +42,9 @@ def test_page_shows_the_tools_numbers(outputs, tmp_path):
     within = int((held.rel_err_tpot_mean_ms.abs() <= 0.10).sum())
     assert metrics["TPOT within 10%"] == f"{within} of {len(held)}"
     frames = [d.value for d in at.dataframe]
-    kinds = next(f for f in frames if "kind" in f.columns)
+    kinds, cards = [f for f in frames if "kind" in f.columns][:2]
     assert set(kinds["kind"]) == set(held.sim_model_kind)
+    assert set(cards["kind"]) == {f"{g}, tp {t}" for g, t in zip(held.gpu, held.tp)}  # the table by card
     points = next(f for f in frames if "err_pct" in f.columns)
     assert sorted(points["id"]) == sorted(table.id)
     summary = next(f for f in frames if "median_abs_err_pct" in f.columns and "run" in f.columns)
