@@ -51,3 +51,17 @@ def test_a_bad_bpe_file_is_one_line_naming_it(tmp_path):
     bad.write_bytes(b"SGVsbG8= 0\nd29ybGQ= 5\n")
     with pytest.raises(LabError, match=r"ranks are not 0..1"):
         read_bpe_ranks(bad)
+
+
+def test_without_llama_models_the_table_command_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from real import sharegpt_lengths
+
+    monkeypatch.setenv("DSPARK_LAB_CACHE", str(tmp_path / "cache"))
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_models" else real_find(name, *a))
+    assert sharegpt_lengths.main(["--tokenizer", "llama3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --tokenizer llama3: llama-models is not installed: pip install llama-models"
+    assert not (tmp_path / "cache" / "lengths").exists()  # nothing written
