@@ -12,8 +12,10 @@ sheet, sim/presets/hardware.yaml), the model from a public config.json, the tens
 engine settings (the source's, else vLLM's defaults for that card: vllm_server_defaults), and the benchmark
 as `vllm bench serve` ran it: its dataset's lengths, --num-prompts, and --request-rate inf with or without
 --max-concurrency (a closed loop of that many users, or of all prompts at once, that stops after
---num-prompts) or a finite rate (Poisson arrivals). One autoregressive replica; metrics by vLLM's
-definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics).
+--num-prompts) or a finite rate (Poisson arrivals). One autoregressive replica of `tp` GPUs, or `dp` of them
+behind one server (--data-parallel-size; least loaded first) with a MoE model's experts over `ep` GPUs
+(--enable-expert-parallel: ep = tp x dp); metrics by vLLM's definitions from the simulated per-request log
+(sim/serving_metrics.fidelity_metrics).
 
 Front ends (sim/frontend.py, `sim.frontend`): vLLM's API server costs host-CPU time no spec sheet gives, so the
 data file names per-source servers at its top (`frontends: {name: {request_ms, latency_ms, output_token_ms,
@@ -153,6 +155,8 @@ class PublicRow(StrictModel):
     model_config_path: str = Field(alias="model_config", description="a public config.json, repository-relative")
     vllm: str | None = None
     tp: int = Field(1, ge=1, le=64)
+    dp: int = Field(1, ge=1, le=64, description="--data-parallel-size: replicas of tp GPUs behind one API server")
+    ep: int = Field(1, ge=1, le=512, description="expert-parallel degree (--enable-expert-parallel: tp x dp)")
     engine: EngineOverrides = Field(default_factory=EngineOverrides)
     bench: BenchSpec
     reported: Reported
@@ -354,7 +358,7 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
         workload = {"kind": "closed_loop", "concurrency": users, "max_requests": b.num_prompts,
                     "duration_s": 1e7, "warmup_s": 0.0}
     workload.update({"lengths": lengths, "drain": True, "drain_limit_s": 1e7})
-    hw = {"preset": row.gpu, "tp": row.tp}
+    hw = {"preset": row.gpu, "tp": row.tp, "ep": row.ep}
     cost = {}
     for key, value in (hardware or {}).items():
         (hw if key in ("mfu", "bw_efficiency") else cost)[key] = value
@@ -362,6 +366,7 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
         "hardware": hw, "cost": cost,
         "model": {"name": row.id, "config": str(REPO_ROOT / row.model_config_path)},
         "engine": engine, "workload": workload, "acceptance": {"source": "parametric"},
+        "replicas": row.dp, "router": "least_loaded",
         "policies": [{"kind": "ar"}], "sweep": {"axis": "none"}, "plots": False,
     }
     fe = row._frontend if frontend == "file" else None if frontend == "off" else frontend

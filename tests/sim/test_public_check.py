@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from lab.errors import LabError
 from sim.public_check import (
@@ -473,3 +474,26 @@ def test_a_table_row_runs_the_seed_whose_draw_matches_the_runs_own_mean_lengths(
     got = simulate_row(row)
     assert got["sim_seed"] == seed and [got["sim_mean_input"], got["sim_mean_output"]] == pytest.approx(means(seed))
     assert matching_seed(row, row_sim_config(row, lengths_mode="mean"), None) == 0  # the means: nothing drawn
+
+
+def test_a_data_and_expert_parallel_row_runs_dp_replicas_with_the_experts_spread():
+    """`vllm serve --data-parallel-size 2 --enable-expert-parallel` of a MoE model: two tp-1 replicas behind one
+    server (least loaded first), the routed experts spread over both GPUs and the two ranks stepping together."""
+    from sim.public_check import simulate_row
+
+    row = PublicRow.model_validate({
+        "id": "moe-dp2", "source": "https://example.org/x", "gpu": "h100", "gpu_reported": "2 x H100",
+        "model": "Qwen/Qwen3-30B-A3B", "model_config": "sim/validation/configs/qwen3-30b-a3b.json", "tp": 1,
+        "dp": 2, "ep": 2, "bench": {"input_tokens": 200, "output_tokens": 40, "num_prompts": 16,
+                                    "request_rate": "inf", "max_concurrency": 8}, "reported": {"tpot_mean_ms": 10.0}})
+    sim = row_sim_config(row)
+    assert (sim.replicas, sim.hardware.tp, sim.hardware.ep, sim.router) == (2, 1, 2, "least_loaded")
+    one = row_sim_config(row.model_copy(update={"dp": 1, "ep": 1}))
+    from sim.cost import CostModel
+
+    spread, whole = CostModel.from_config(sim), CostModel.from_config(one)
+    assert spread.model.resident_weight_bytes(2) < whole.model.resident_weight_bytes(1)  # half the experts each
+    got = simulate_row(row)
+    assert got["sim_requests"] == 16 and got["sim_unfinished"] == 0
+    with pytest.raises(ValidationError):
+        PublicRow.model_validate({**row.model_dump(by_alias=True), "dp": 0})
