@@ -72,11 +72,6 @@ class HardwareSheet(StrictModel):
     """One accelerator from its spec sheet: the schema of every preset in sim/presets/hardware.yaml and of a
     YAML's own `sim.hardware.spec`."""
 
-    @property
-    def kv_budget_gib(self) -> float:
-        """The memory vLLM's gpu_memory_utilization is a fraction of: usable_mem_gib, else mem_gib."""
-        return self.usable_mem_gib or self.mem_gib
-
     name: str = Field(description="label in results")
     description: str | None = None
     sources: list[str] = Field(default_factory=list, description="public spec-sheet URLs the numbers come from")
@@ -146,6 +141,11 @@ class HardwareSheet(StrictModel):
         if any(not 0 < v <= 2 for v in self.lowp_matmul_efficiency.values()):
             raise ValueError("lowp_matmul_efficiency values must be in (0, 2] (a factor on mfu)")
         return self
+
+    @property
+    def kv_budget_gib(self) -> float:
+        """The memory vLLM's gpu_memory_utilization is a fraction of: usable_mem_gib, else mem_gib."""
+        return self.usable_mem_gib or self.mem_gib
 
     def has_peak(self, dtype: str) -> bool:
         """Whether the sheet gives a dense peak for `dtype` (fp16 and bf16 stand in for each other)."""

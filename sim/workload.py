@@ -150,7 +150,7 @@ class LengthSampler:
     range_ratio: float = 0.0
     draw: str = "iid"
     rng: np.random.Generator | None = None  # its own stream; None: the caller's generator is used
-    # draw: shuffle -- the permutation (made from the run's generator at the first draw) and rows taken so far
+    # draw: shuffle -- the permutation (made from the draws' generator at the first draw) and rows taken so far
     _order: np.ndarray | None = field(default=None, repr=False)
     _taken: int = 0
 
@@ -169,7 +169,7 @@ class LengthSampler:
         self._taken += n
         return self.table[index]
 
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
         """(prompt lengths, output lengths); output -1 means 'the replayed prompt's recorded length'. Drawn
         from the sampler's own generator where it has one, else from `rng`."""
         rng = self.rng if self.rng is not None else rng
