@@ -152,3 +152,16 @@ def test_quark_and_fbgemm_fp8_exports():
         quant_scheme({"quant_method": "quark", "global_quant_config": {"weight": {"dtype": "bf8"}}}, "x")
     with pytest.raises(LabError, match="no global_quant_config.weight.dtype"):
         quant_scheme({"quant_method": "quark"}, "x")
+
+
+@pytest.mark.parametrize("name", ["qwen3-30b-a3b", "qwen3-235b-a22b-instruct-2507"])
+def test_qwen3_moe_fp8_configs_are_the_bf16_shape_with_block_fp8(name):
+    """The held-out Qwen3-MoE FP8 rows' configs (sim/validation/configs/*-fp8.json): the bf16 file's architecture
+    keys plus Qwen's fp8 form (e4m3, dynamic activations, 128 x 128 weight blocks): same parameters, every linear
+    -- the experts too -- at 8 bits + block scales, matmuls at the fp8 peak."""
+    base = from_hf_config(REPO / f"sim/validation/configs/{name}.json")
+    fp8 = from_hf_config(REPO / f"sim/validation/configs/{name}-fp8.json")
+    assert (fp8.params_b, fp8.active_params_b) == (base.params_b, base.active_params_b)
+    assert (fp8.quant_method, fp8.quant_experts, fp8.matmul_dtype) == ("fp8", True, "fp8")
+    assert fp8.quant_bits == pytest.approx(8 + 32 / 128**2)  # one fp32 scale per 128 x 128 block
+    assert fp8.weight_bytes == pytest.approx(base.weight_bytes / 2, rel=0.03)  # embeddings / LM head stay bf16
