@@ -375,7 +375,7 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     return SimSection.model_validate(section)
 
 
-def matching_seed(row: PublicRow, sim: SimSection, table: np.ndarray | None) -> int:
+def matching_seed(row: PublicRow, sim: SimSection, table: np.ndarray | None, inputs_seed: int = 0) -> int:
     """The run seed (of SEED_CANDIDATES) whose drawn requests' mean prompt and output lengths are nearest the
     run's own (`bench.input_tokens` / `output_tokens`: the totals vLLM's benchmark prints, over num_prompts).
     vLLM sent one seeded sample of its dataset; which conversations it was cannot be rebuilt here (the PyPI
@@ -388,7 +388,7 @@ def matching_seed(row: PublicRow, sim: SimSection, table: np.ndarray | None) -> 
     want = np.log([row.bench.input_tokens, row.bench.output_tokens])
 
     def distance(seed: int) -> float:
-        prompts, outputs = LengthSampler.from_spec(spec, table, rng=lengths_rng(0, seed)).sample(n, None)
+        prompts, outputs = LengthSampler.from_spec(spec, table, rng=lengths_rng(inputs_seed, seed)).sample(n, None)
         return float(np.abs(np.log([prompts.mean(), outputs.mean()]) - want).sum())
 
     return min(range(SEED_CANDIDATES), key=distance)
@@ -399,7 +399,7 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str
     """Simulated metrics of one row (METRICS columns) and the run's own numbers."""
     sim = row_sim_config(row, hardware, lengths_mode, frontend)
     inputs = prepare_inputs(sim, seed=0)
-    seed = matching_seed(row, sim, inputs.length_table)
+    seed = matching_seed(row, sim, inputs.length_table, inputs.seed)
     result = simulate(inputs, "ar", seed=seed)
     got = {**fidelity_metrics(result.requests), **median_metrics(result.requests),
            "total_throughput_tok_s": total_throughput_tok_s(result.requests)}
