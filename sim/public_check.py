@@ -448,7 +448,8 @@ def error_table(rows: list[PublicRow], simulated: list[dict]) -> pd.DataFrame:
     the source reports nothing)."""
     lines = []
     for row, sim in zip(rows, simulated):
-        line = {"id": row.id, "half": row.half, "gpu": row.gpu, "model": row.model, "tp": row.tp,
+        line = {"id": row.id, "half": row.half, "gpu": row.gpu, "model": row.model, "tp": row.tp, "dp": row.dp,
+                "ep": row.ep,
                 "input": row.bench.input_tokens, "output": row.bench.output_tokens,
                 "prompts": row.bench.num_prompts, "rate": row.bench.request_rate,
                 "concurrency": row.bench.max_concurrency, "frontend": row.frontend or "", "source": row.source}
@@ -518,13 +519,23 @@ def model_kind(model, tp: int) -> str:
 GROUPINGS = {"sim_model_kind": "held-out rows of kind", "card": "held-out rows on card"}  # column -> table title
 
 
+def card_label(row) -> str:
+    """A row's card and parallelism for the by-card summary: 'h100, tp 4', with ', dp 2' / ', ep 8' where set."""
+    label = f"{row.gpu}, tp {int(row.tp)}"
+    for name in ("dp", "ep"):
+        value = getattr(row, name, 1)
+        if pd.notna(value) and int(value) > 1:
+            label += f", {name} {int(value)}"
+    return label
+
+
 def kind_table(table: pd.DataFrame, by: str = "sim_model_kind") -> pd.DataFrame:
     """The held-out rows grouped by model kind (model_kind) or by `card` (the card and its tp): rows, TPOT within
     10% of those that report it, median |TPOT error|, output throughput within 10% (where the simulator holds
     and where it does not)."""
     held = table[table["half"] == "held-out"]
     if by == "card" and {"gpu", "tp"} <= set(held.columns):
-        held = held.assign(card=held["gpu"].astype(str) + ", tp " + held["tp"].astype(str))
+        held = held.assign(card=[card_label(r) for r in held.itertuples(index=False)])
     if by not in held.columns or held.empty:
         return pd.DataFrame(columns=["kind", "rows", "tpot_rows", "tpot_within_10pct", "tpot_median_abs_err",
                                      "throughput_rows", "throughput_within_10pct"])

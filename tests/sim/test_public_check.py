@@ -442,9 +442,11 @@ def test_held_out_rows_are_summarised_by_model_kind():
     assert "| dense, bf16, tp 1 | 2 | 1 of 2 | 18% | 1 of 2 |" in text  # the fit row is not counted
     assert "| MoE, mxfp4, tp 1 | 1 | 0 of 0 | - | 0 of 1 |" in text
     # and by card: the card with its tensor-parallel size
-    cards = kind_markdown(table.assign(gpu=["rtx-4090", "rtx-4090", "rtx-4090", "h100"], tp=[1, 2, 1, 1]), "card")
+    cards = kind_markdown(table.assign(gpu=["rtx-4090", "rtx-4090", "rtx-4090", "h100"], tp=[1, 2, 1, 1],
+                                       ep=[1, 1, 1, 2], dp=[1, 1, 1, 2]), "card")
     assert cards.startswith("| held-out rows on card |")
     assert "| rtx-4090, tp 1 | 1 | 1 of 1 | 5% | 1 of 1 |" in cards and "| rtx-4090, tp 2 | 1 | 0 of 1 | 30% |" in cards
+    assert "| h100, tp 1, dp 2, ep 2 | 1 |" in cards  # data and expert parallelism named where set
 
 
 def test_a_table_row_runs_the_seed_whose_draw_matches_the_runs_own_mean_lengths(cache):
