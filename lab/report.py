@@ -135,6 +135,9 @@ def budget_lines(ctx: RunContext) -> list[str]:
             "comes from those prompts only. Raise or drop the budget for all of them."), ""]
 
 
+REAL_OUTPUTS = ("target.json", "traces", "tau.csv", "drafters")  # what the real stages leave in a run directory
+
+
 def build_report(ctx: RunContext) -> str:
     cfg = ctx.cfg
     dtype, target_desc = target_line(ctx)
@@ -143,11 +146,15 @@ def build_report(ctx: RunContext) -> str:
         lines += [(f"**{RANDOM_INIT_NOTE.capitalize()}.** The target `{cfg.target.name}` is a weights-free "
                    "sizing target (real architecture and tokenizer, random weights): its step times and the "
                    "pipeline are real, every acceptance length, rate and speedup below is not."), ""]
-    lines += [
-             (f"Target: `{cfg.target.name}` ({target_desc}); "
-             f"drafters: {', '.join(d.name for d in cfg.drafters)}; max_new_tokens {cfg.decode.max_new_tokens}."),
-             ("All numbers below were measured in this run; speedups compare the drafter and plain decoding of "
-             "the same prompts, decoded side by side."), ""]
+    if any(ctx.path(name).exists() for name in REAL_OUTPUTS):
+        lines += [
+                 (f"Target: `{cfg.target.name}` ({target_desc}); "
+                 f"drafters: {', '.join(d.name for d in cfg.drafters)}; max_new_tokens {cfg.decode.max_new_tokens}."),
+                 ("All numbers below were measured in this run; speedups compare the drafter and plain decoding of "
+                 "the same prompts, decoded side by side."), ""]
+    else:  # no real stage wrote anything here: the target section was never used
+        lines += [(f"Simulation only (stages: {', '.join(cfg.stages)}): no model was loaded and nothing was decoded; "
+                   "every number below is the simulator's."), ""]
     training = training_table(ctx.path("drafters"))
     if len(training):
         lines += section("Training (on the training batches, from each drafter's train_log.csv)",

@@ -53,3 +53,13 @@ def test_report_moves_a_flagged_speedup_out_of_the_results(tmp_path):
     speedups = results.split("## Wall-clock speedup")[1].split("##")[0]
     assert "2.520" not in speedups and "1.500" in speedups
     assert "2.520" in flagged.split("##")[0]
+
+
+def test_a_simulation_only_report_does_not_name_a_target_it_never_loaded(tmp_path):
+    cfg = config_from_dict({"name": "s", "output_dir": str(tmp_path), "stages": ["report"],
+                            "target": {"name": "tiny-qwen3"}})
+    ctx = open_run(cfg, show_progress=False)
+    report = build_report(ctx)
+    assert "Simulation only (stages: report)" in report and "Target: `" not in report
+    flag_unexplained_speedups(tau_csv()).to_csv(ctx.path("tau.csv"), index=False)  # a real stage's output
+    assert "Target: `tiny-qwen3`" in build_report(ctx)
