@@ -8,9 +8,10 @@ that print the card's total_gpu_memory, gpu_memory_utilization, the weights and 
 reserve -- what vLLM keeps back from the KV cache beside the weights: the profile run's activation peak plus
 non-torch memory (CUDA context, NCCL buffers at tp > 1) -- is total x util - weights - KV (V0 also prints the two
 parts; where a quoted log cuts off the KV figure their sum is used). Beside it stands the simulator's
-`activation_reserve_bytes(hidden, max_num_batched_tokens)` = tokens x hidden x 32 B + 1 GiB. --fit finds a (bytes
-per token x hidden), b and c (GiB) by least squares and scores the fit leave-one-out and leave-one-engine-out
-(V0 logs predict the V1 ones and back). sim/kv_cache.py's constants are not changed: the lead decides.
+`activation_reserve_bytes(hidden, max_num_batched_tokens)` = tokens x hidden x 32 B + 1 GiB; V0 logs' activation
+peak per token x hidden is listed too. --fit finds a (bytes per token x hidden), b and c (GiB) by least squares and
+by least absolute deviation, each scored leave-one-out and leave-one-engine-out (V0 logs predict the V1 ones and
+back). sim/kv_cache.py's constants are not changed: the lead decides.
 Bad input (missing file, bad field) prints one `error:` line and exits 2 with nothing written.
 """
 from __future__ import annotations
@@ -35,8 +36,8 @@ from sim.kv_cache import GIB, activation_reserve_bytes
 from sim.public_check import validated_entry
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "vllm_memory.yaml"
-COLUMNS = ["id", "device", "model", "tp", "tokens", "hidden", "engine", "version", "logged_gib", "sim_gib",
-           "error_gib"]
+COLUMNS = ["id", "device", "model", "tp", "tokens", "hidden", "engine", "version", "non_torch_gib", "activation_gib",
+           "act_b_per_token_hidden", "logged_gib", "sim_gib", "error_gib"]
 
 
 class MemoryLog(StrictModel):
@@ -50,6 +51,7 @@ class MemoryLog(StrictModel):
     total_gib: float = Field(gt=0)
     total_source: Literal["log", "usable", "preset"]
     util: float = Field(gt=0, le=1)
+    usable_gib: float | None = Field(default=None, gt=0)
     tp: int = Field(ge=1)
     tokens: int = Field(ge=1)
     tokens_basis: Literal["logged", "v0-max-model-len", "v0-chunked-default"]
@@ -77,10 +79,11 @@ class MemoryLog(StrictModel):
         return self
 
     def logged_reserve_gib(self) -> float:
-        """total x util - weights - KV; the printed parts where the KV figure is cut off."""
+        """total x util (as printed, where it is) - weights - KV; the printed parts where the KV figure is cut off."""
         if self.kv_gib is None:
             return self.non_torch_gib + self.activation_gib
-        return self.total_gib * self.util - self.weights_gib - self.kv_gib
+        usable = self.usable_gib if self.usable_gib is not None else self.total_gib * self.util
+        return usable - self.weights_gib - self.kv_gib
 
 
 def load_logs(path: str | Path) -> list[MemoryLog]:
@@ -101,8 +104,13 @@ def compare(logs: list[MemoryLog]) -> pd.DataFrame:
     for log in logs:
         logged = log.logged_reserve_gib()
         sim = activation_reserve_bytes(log.hidden, log.tokens) / GIB
+        act = log.activation_gib
         rows.append({"id": log.id, "device": log.device_name or log.device, "model": log.model, "tp": log.tp,
                      "tokens": log.tokens, "hidden": log.hidden, "engine": log.engine, "version": log.version,
+                     "non_torch_gib": log.non_torch_gib if log.non_torch_gib is not None else float("nan"),
+                     "activation_gib": act if act is not None else float("nan"),
+                     "act_b_per_token_hidden": round(act * GIB / (log.tokens * log.hidden), 1) if act is not None
+                     else float("nan"),
                      "logged_gib": round(logged, 3), "sim_gib": round(sim, 3), "error_gib": round(sim - logged, 3)})
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -112,12 +120,17 @@ def _design(df: pd.DataFrame) -> np.ndarray:
     return np.column_stack([df.tokens * df.hidden / GIB, np.ones(len(df)), (df.tp > 1).astype(float)])
 
 
-def _solve(df: pd.DataFrame) -> np.ndarray:
-    """Least-squares (a B/token/hidden, b GiB, c GiB); c is 0 when no point has tp > 1."""
+def _solve(df: pd.DataFrame, loss: str = "lsq") -> np.ndarray:
+    """(a B/token/hidden, b GiB, c GiB) by least squares, or least absolute deviation (loss="lad": iteratively
+    reweighted least squares); c is 0 when no point has tp > 1."""
     x, y = _design(df), df.logged_gib.to_numpy()
     if not (df.tp > 1).any():
         x = x[:, :2]
     coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    if loss == "lad":
+        for _ in range(200):
+            w = 1.0 / np.sqrt(np.maximum(np.abs(y - x @ coef), 1e-4))  # sqrt: rows of the weighted system
+            coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
     return np.append(coef, 0.0) if len(coef) == 2 else coef
 
 
@@ -125,29 +138,30 @@ def predict(df: pd.DataFrame, coef) -> np.ndarray:
     return _design(df) @ np.asarray(coef)
 
 
-def fit(df: pd.DataFrame) -> dict:
-    """The pooled fit with its in-sample, leave-one-out and leave-one-engine-out errors (GiB; error = fit - logged)."""
-    coef = _solve(df)
+def fit(df: pd.DataFrame, loss: str = "lsq") -> dict:
+    """The pooled fit (loss "lsq" or "lad") with its in-sample, leave-one-out and leave-one-engine-out errors (GiB;
+    error = fit - logged)."""
+    coef = _solve(df, loss)
     out = df[["id", "engine", "tp", "logged_gib"]].copy()
     out["fit_gib"] = predict(df, coef).round(3)
     out["fit_error_gib"] = (out.fit_gib - out.logged_gib).round(3)
     loo = []
     for i in range(len(df)):
         rest = df.drop(index=df.index[i])
-        loo.append(float(predict(df.iloc[[i]], _solve(rest))[0]) if len(rest) >= 3 else float("nan"))
+        loo.append(float(predict(df.iloc[[i]], _solve(rest, loss))[0]) if len(rest) >= 3 else float("nan"))
     out["loo_error_gib"] = (np.array(loo) - out.logged_gib).round(3)
     engine_out = np.full(len(df), np.nan)
     for engine in df.engine.unique():
         held = (df.engine == engine).to_numpy()
         if (~held).sum() >= 3:
-            engine_out[held] = predict(df[held], _solve(df[~held])) - df.logged_gib[held]
+            engine_out[held] = predict(df[held], _solve(df[~held], loss)) - df.logged_gib[held]
     out["engine_out_error_gib"] = np.round(engine_out, 3)
 
     def mae(col):
         v = out[col].dropna().abs()
         return round(float(v.mean()), 3) if len(v) else None
 
-    return {"a_bytes_per_token_hidden": round(float(coef[0]), 2), "b_gib": round(float(coef[1]), 3),
+    return {"loss": loss, "a_bytes_per_token_hidden": round(float(coef[0]), 2), "b_gib": round(float(coef[1]), 3),
             "c_tp_gt1_gib": round(float(coef[2]), 3), "points": len(df),
             "mae_in_sample_gib": mae("fit_error_gib"), "mae_leave_one_out_gib": mae("loo_error_gib"),
             "mae_leave_one_engine_out_gib": mae("engine_out_error_gib"), "table": out}
@@ -178,9 +192,10 @@ def main(argv=None) -> int:
             + markdown_table(table, floatfmt="{:g}") + "\n\n" + markdown_table(group_errors(table), floatfmt="{:g}")
             + "\n")
     if args.fit:
-        fitted = fit(table)
-        ftable = fitted.pop("table")
-        text += (f"\nfit: {json.dumps(fitted)}\n\n" + markdown_table(ftable, floatfmt="{:g}") + "\n")
+        for loss in ("lsq", "lad"):
+            fitted = fit(table, loss)
+            ftable = fitted.pop("table")
+            text += (f"\nfit: {json.dumps(fitted)}\n\n" + markdown_table(ftable, floatfmt="{:g}") + "\n")
     write_text_atomic(out / "vllm_memory.md", text)
     print(text)
     return 0

@@ -83,3 +83,13 @@ def test_missing_file_and_duplicate_ids(tmp_path, capsys):
     path = _write(tmp_path / "dup.yaml", [_log(0, 2048, 4096, 1, 1.0), _log(0, 4096, 4096, 1, 1.0)])
     with pytest.raises(LabError, match="duplicate id"):
         vm.load_logs(path)
+
+
+def test_lad_fit_ignores_one_outlier_that_least_squares_follows(tmp_path):
+    a, b = 40.0, 0.3
+    shapes = [(2048, 4096), (8192, 4096), (16384, 5120), (4096, 8192), (32768, 896), (2048, 2048), (4096, 1536)]
+    runs = [_log(i, t, h, 1, a * t * h / GIB + b + (3.0 if i == 0 else 0.0)) for i, (t, h) in enumerate(shapes)]
+    table = vm.compare(vm.load_logs(_write(tmp_path / "m.yaml", runs)))
+    lad, lsq = vm.fit(table, "lad"), vm.fit(table, "lsq")
+    assert lad["a_bytes_per_token_hidden"] == pytest.approx(a, abs=0.5) and lad["b_gib"] == pytest.approx(b, abs=0.02)
+    assert abs(lsq["b_gib"] - b) > 0.2
