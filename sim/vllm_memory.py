@@ -10,8 +10,8 @@ non-torch memory (CUDA context, NCCL buffers at tp > 1) -- is total x util - wei
 parts; where a quoted log cuts off the KV figure their sum is used). Beside it stands the simulator's
 `activation_reserve_bytes(hidden, max_num_batched_tokens)` = tokens x hidden x 32 B + 1 GiB; V0 logs' activation
 peak per token x hidden is listed too. --fit finds a (bytes per token x hidden), b and c (GiB) by least squares and
-by least absolute deviation, each scored leave-one-out and leave-one-engine-out (V0 logs predict the V1 ones and
-back). sim/kv_cache.py's constants are not changed: the lead decides.
+by least absolute deviation, over all logs and over the dense (non-MoE) ones, each scored leave-one-out and
+leave-one-engine-out (V0 logs predict the V1 ones and back). sim/kv_cache.py's constants are not changed: the lead decides.
 Bad input (missing file, bad field) prints one `error:` line and exits 2 with nothing written.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from sim.kv_cache import GIB, activation_reserve_bytes
 from sim.public_check import validated_entry
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "vllm_memory.yaml"
-COLUMNS = ["id", "device", "model", "tp", "tokens", "hidden", "engine", "version", "non_torch_gib", "activation_gib",
+COLUMNS = ["id", "device", "model", "moe", "tp", "tokens", "hidden", "engine", "version", "non_torch_gib", "activation_gib",
            "act_b_per_token_hidden", "logged_gib", "sim_gib", "error_gib"]
 
 
@@ -54,9 +54,10 @@ class MemoryLog(StrictModel):
     usable_gib: float | None = Field(default=None, gt=0)
     tp: int = Field(ge=1)
     tokens: int = Field(ge=1)
-    tokens_basis: Literal["logged", "v0-max-model-len", "v0-chunked-default"]
+    tokens_basis: Literal["logged", "v0-max-model-len", "v0-chunked-default", "v1-serve-default"]
     model: str
     hidden: int = Field(ge=1)
+    moe: bool = False
     engine: Literal["V0", "V1"]
     version: str
     weights_gib: float = Field(ge=0)
@@ -105,7 +106,8 @@ def compare(logs: list[MemoryLog]) -> pd.DataFrame:
         logged = log.logged_reserve_gib()
         sim = activation_reserve_bytes(log.hidden, log.tokens) / GIB
         act = log.activation_gib
-        rows.append({"id": log.id, "device": log.device_name or log.device, "model": log.model, "tp": log.tp,
+        rows.append({"id": log.id, "device": log.device_name or log.device, "model": log.model, "moe": log.moe,
+                     "tp": log.tp,
                      "tokens": log.tokens, "hidden": log.hidden, "engine": log.engine, "version": log.version,
                      "non_torch_gib": log.non_torch_gib if log.non_torch_gib is not None else float("nan"),
                      "activation_gib": act if act is not None else float("nan"),
@@ -170,7 +172,8 @@ def fit(df: pd.DataFrame, loss: str = "lsq") -> dict:
 def group_errors(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and mean-absolute simulator error per group (tp 1 / tp > 1, V0 / V1)."""
     groups = {"all": table, "tp 1": table[table.tp == 1], "tp > 1": table[table.tp > 1],
-              "V0": table[table.engine == "V0"], "V1": table[table.engine == "V1"]}
+              "V0": table[table.engine == "V0"], "V1": table[table.engine == "V1"], "dense": table[~table.moe],
+              "dense tp 1": table[~table.moe & (table.tp == 1)], "MoE": table[table.moe]}
     return pd.DataFrame([{"group": k, "points": len(g), "mean_error_gib": round(float(g.error_gib.mean()), 3),
                           "mae_gib": round(float(g.error_gib.abs().mean()), 3)} for k, g in groups.items() if len(g)])
 
@@ -192,10 +195,12 @@ def main(argv=None) -> int:
             + markdown_table(table, floatfmt="{:g}") + "\n\n" + markdown_table(group_errors(table), floatfmt="{:g}")
             + "\n")
     if args.fit:
-        for loss in ("lsq", "lad"):
-            fitted = fit(table, loss)
-            ftable = fitted.pop("table")
-            text += (f"\nfit: {json.dumps(fitted)}\n\n" + markdown_table(ftable, floatfmt="{:g}") + "\n")
+        for subset, rows in (("all", table), ("dense", table[~table.moe].reset_index(drop=True))):
+            for loss in ("lsq", "lad"):
+                fitted = fit(rows, loss)
+                ftable = fitted.pop("table")
+                text += (f"\nfit ({subset} logs): {json.dumps(fitted)}\n\n" + markdown_table(ftable, floatfmt="{:g}")
+                         + "\n")
     write_text_atomic(out / "vllm_memory.md", text)
     print(text)
     return 0

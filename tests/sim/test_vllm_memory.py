@@ -55,7 +55,8 @@ def test_fit_recovers_the_model_a_table_was_made_with(tmp_path):
 def test_main_writes_the_table_and_the_fit(tmp_path):
     assert vm.main(["--fit", "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "vllm_memory.csv").is_file()
-    assert "fit:" in (tmp_path / "o" / "vllm_memory.md").read_text()
+    text = (tmp_path / "o" / "vllm_memory.md").read_text()
+    assert "fit (all logs):" in text and "fit (dense logs):" in text
 
 
 @pytest.mark.parametrize("patch, field", [
