@@ -94,3 +94,11 @@ def test_lad_fit_ignores_one_outlier_that_least_squares_follows(tmp_path):
     lad, lsq = vm.fit(table, "lad"), vm.fit(table, "lsq")
     assert lad["a_bytes_per_token_hidden"] == pytest.approx(a, abs=0.5) and lad["b_gib"] == pytest.approx(b, abs=0.02)
     assert abs(lsq["b_gib"] - b) > 0.2
+
+
+def test_out_in_the_way_of_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "o"
+    blocker.write_text("x")
+    assert vm.main(["--out", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and blocker.read_text() == "x"
