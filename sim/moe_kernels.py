@@ -37,11 +37,10 @@ from lab.config_sim import HARDWARE_NAMES
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.report import markdown_table
-from lab.yaml_load import load_runs_list
 from sim.cost import CostModel
 from sim.hardware import Hardware, get_hardware
 from sim.models import ModelShape
-from sim.public_check import validated_entry
+from sim.public_check import validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "moe_kernels.yaml"
 # the kernel's dtype -> (bits per expert weight, matmul dtype or None for weight-only kernels, activation dtype)
@@ -119,14 +118,7 @@ class KernelRun(StrictModel):
 
 def load_runs(path: str | Path) -> list[KernelRun]:
     """The runs of a kernel data file; LabError naming the file and field on anything wrong."""
-    p = Path(path)
-    runs = [validated_entry(KernelRun, raw, p, f"runs[{i}]", "<run>")
-            for i, raw in enumerate(load_runs_list(p, "kernel runs"))]
-    ids = [r.id for r in runs]
-    dupes = sorted({x for x in ids if ids.count(x) > 1})
-    if dupes:
-        raise LabError(f"{p}: runs: repeated ids {dupes}")
-    return runs
+    return validated_runs(KernelRun, path, "kernel runs", "<run>")
 
 
 def priced_us(run: KernelRun, hw: Hardware) -> tuple[np.ndarray, np.ndarray]:

@@ -67,7 +67,7 @@ from lab.config_sim import HARDWARE_NAMES, FrontendSpec, SimSection
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
-from lab.yaml_load import load_yaml_bytes
+from lab.yaml_load import load_runs_list, load_yaml_bytes
 from sim.models import model_from_config
 from sim.serving_metrics import fidelity_metrics, per_request
 from sim.simulate import lengths_rng, prepare_inputs, simulate
@@ -261,6 +261,22 @@ def validated_entry(model, raw, p: Path, where: str, blank: str):
         raise LabError(f"{p}: {where}.{field}: {err['msg']}") from None
 
 
+def check_unique_ids(ids: list[str], p: Path, section: str) -> None:
+    """LabError naming the file and section when an id repeats."""
+    dupes = sorted({x for x in ids if ids.count(x) > 1})
+    if dupes:
+        raise LabError(f"{p}: {section}: repeated ids {dupes}")
+
+
+def validated_runs(model, path: str | Path, what: str, blank: str) -> list:
+    """The `runs:` of a data file (sim/validation/*.yaml), each validated as `model`, ids unique; LabError naming
+    the file and the first bad field."""
+    p = Path(path)
+    runs = [validated_entry(model, raw, p, f"runs[{i}]", blank) for i, raw in enumerate(load_runs_list(p, what))]
+    check_unique_ids([r.id for r in runs], p, "runs")
+    return runs
+
+
 def load_rows(path: str | Path) -> list[PublicRow]:
     """The rows of a data file ({rows: [...], frontends: {...}}); LabError naming the file and field on
     anything wrong."""
@@ -288,10 +304,7 @@ def load_data(path: str | Path) -> tuple[list[PublicRow], FrontendOccupancy | No
                                f"{sorted(frontends)}")
             row._frontend = frontends[row.frontend]
         rows.append(row)
-    ids = [r.id for r in rows]
-    dupes = sorted({x for x in ids if ids.count(x) > 1})
-    if dupes:
-        raise LabError(f"{p}: rows: repeated ids {dupes}")
+    check_unique_ids([r.id for r in rows], p, "rows")
     return rows, occupancy
 
 

@@ -31,9 +31,8 @@ from lab.config_sim import HARDWARE_NAMES
 from lab.errors import LabError
 from lab.io import make_dirs, write_text_atomic
 from lab.report import markdown_table
-from lab.yaml_load import load_runs_list
 from sim.kv_cache import GIB, activation_reserve_bytes
-from sim.public_check import validated_entry
+from sim.public_check import validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "vllm_memory.yaml"
 COLUMNS = ["id", "device", "model", "moe", "tp", "tokens", "hidden", "engine", "version", "non_torch_gib", "activation_gib",
@@ -89,14 +88,7 @@ class MemoryLog(StrictModel):
 
 def load_logs(path: str | Path) -> list[MemoryLog]:
     """The logs of a data file; LabError naming the file and the first bad field."""
-    p = Path(path)
-    logs = [validated_entry(MemoryLog, raw, p, f"runs[{i}]", "entry")
-            for i, raw in enumerate(load_runs_list(p, "vLLM memory logs"))]
-    ids = [log.id for log in logs]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        raise LabError(f"{p}: runs: duplicate id {dup[0]!r}")
-    return logs
+    return validated_runs(MemoryLog, path, "vLLM memory logs", "entry")
 
 
 def compare(logs: list[MemoryLog]) -> pd.DataFrame:

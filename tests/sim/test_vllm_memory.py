@@ -82,7 +82,7 @@ def test_missing_file_and_duplicate_ids(tmp_path, capsys):
     assert vm.main(["--file", str(tmp_path / "none.yaml"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: --file:") and not out.exists()
     path = _write(tmp_path / "dup.yaml", [_log(0, 2048, 4096, 1, 1.0), _log(0, 4096, 4096, 1, 1.0)])
-    with pytest.raises(LabError, match="duplicate id"):
+    with pytest.raises(LabError, match="repeated ids"):
         vm.load_logs(path)
 
 
