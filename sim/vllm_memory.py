@@ -31,7 +31,7 @@ from lab.config_sim import HARDWARE_NAMES
 from lab.errors import LabError
 from lab.io import make_dirs, write_text_atomic
 from lab.report import markdown_table
-from sim.kv_cache import GIB, activation_reserve_bytes
+from sim.kv_cache import ACTIVATION_BYTES_PER_TOKEN_HIDDEN, GIB, NON_TORCH_BYTES, activation_reserve_bytes
 from sim.public_check import validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "vllm_memory.yaml"
@@ -177,25 +177,32 @@ def main(argv=None) -> int:
     try:
         table = compare(load_logs(args.file))
         make_dirs(args.out)
+        text = report(table, args.fit)
+        out = Path(args.out)
+        write_text_atomic(out / "vllm_memory.csv", table.to_csv(index=False))
+        write_text_atomic(out / "vllm_memory.md", text)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    write_text_atomic(out / "vllm_memory.csv", table.to_csv(index=False))
+    print(text)
+    return 0
+
+
+def report(table: pd.DataFrame, with_fit: bool) -> str:
+    """The markdown: the per-log table, the group errors and, with_fit, the fits over all and dense logs."""
     text = ("vLLM's logged per-GPU reserve (total x util - weights - KV) vs the simulator's "
-            "tokens x hidden x 32 B + 1 GiB (GiB; error = simulator - logged)\n\n"
+            f"tokens x hidden x {ACTIVATION_BYTES_PER_TOKEN_HIDDEN} B + {NON_TORCH_BYTES / GIB:g} GiB "
+            "(GiB; error = simulator - logged)\n\n"
             + markdown_table(table, floatfmt="{:g}") + "\n\n" + markdown_table(group_errors(table), floatfmt="{:g}")
             + "\n")
-    if args.fit:
+    if with_fit:
         for subset, rows in (("all", table), ("dense", table[~table.moe].reset_index(drop=True))):
             for loss in ("lsq", "lad"):
                 fitted = fit(rows, loss)
                 ftable = fitted.pop("table")
                 text += (f"\nfit ({subset} logs): {json.dumps(fitted)}\n\n" + markdown_table(ftable, floatfmt="{:g}")
                          + "\n")
-    write_text_atomic(out / "vllm_memory.md", text)
-    print(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":
