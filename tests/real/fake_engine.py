@@ -79,6 +79,8 @@ class FakeEngine:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request_line = (await reader.readline()).decode()
+            if len(request_line.split(" ", 2)) < 3:  # a client that connected and left (a poll at shutdown)
+                return
             headers = {}
             while True:
                 line = (await reader.readline()).decode().strip()
