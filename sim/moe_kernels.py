@@ -59,13 +59,14 @@ class KernelRun(StrictModel):
     """One published table: a fused-MoE shape on one GPU, tokens -> microseconds."""
 
     id: str = Field(min_length=1)
-    url: str
-    tool: Literal["vllm", "sglang"]
-    harness: Literal["benchmark_moe", "tuning_fused_moe_triton", "other"] = "benchmark_moe"
+    url: str | None = None  # required for published runs; the lab's own (tool lab) say how in `note`
+    tool: Literal["vllm", "sglang", "lab"]
+    harness: Literal["benchmark_moe", "tuning_fused_moe_triton", "bench_moe", "other"] = "benchmark_moe"
     device: str = Field(description="a hardware preset name, or `other` (not priced)")
     device_name: str | None = None
     model: str
     tp: int = Field(1, ge=1)
+    ep: int = Field(1, ge=1, description="expert-parallel ranks: the layer's tokens are all ranks' tokens")
     experts: int = Field(ge=1, description="routed experts on one GPU")
     shard_intermediate: int = Field(ge=1, description="one expert's intermediate size on one GPU")
     hidden: int = Field(ge=1)
@@ -76,11 +77,13 @@ class KernelRun(StrictModel):
     partial: bool = False  # the source's table was read only in part
     also_posted: str | None = None
     kernel_us: dict[int, float] = Field(min_length=1)
+    align_us: dict[int, float] | None = None  # real.bench_moe: its token sort, timed alone, not in kernel_us
+    tiles: dict[int, str] | None = None  # real.bench_moe's searched run: the tile choice that won at each M
 
     @field_validator("url")
     @classmethod
-    def _https(cls, v: str) -> str:
-        if not v.startswith("https://"):
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("https://"):
             raise ValueError("an https:// address of the source expected")
         return v
 
@@ -100,18 +103,21 @@ class KernelRun(StrictModel):
 
     @model_validator(mode="after")
     def _top_k_within_experts(self):
-        if self.top_k > self.experts:
-            raise ValueError(f"top_k {self.top_k} exceeds the {self.experts} experts")
+        if self.top_k > self.experts * self.ep:
+            raise ValueError(f"top_k {self.top_k} exceeds the {self.experts * self.ep} experts")
+        if self.url is None and self.tool != "lab":
+            raise ValueError("url: a published run needs the https:// address of its source")
         return self
 
     def layer_model(self) -> ModelShape:
-        """This run's MoE layer as a one-layer model on one GPU (tp 1: the shard the GPU holds)."""
+        """This run's MoE layer as a one-layer model (tp 1: the shard one GPU holds; all ep ranks' experts)."""
         bits, matmul, act = KERNEL_DTYPES[self.dtype]
-        expert_b = self.experts * 3 * self.hidden * self.shard_intermediate / 1e9
+        experts = self.experts * self.ep
+        expert_b = experts * 3 * self.hidden * self.shard_intermediate / 1e9
         quantized = bits != 16.0
         return ModelShape(name=self.id, params_b=expert_b, n_layers=1, hidden=self.hidden, n_heads=1, n_kv_heads=1,
-                          head_dim=1, active_params_b=expert_b * self.top_k / self.experts, dtype=act,
-                          moe_experts=self.experts, moe_top_k=self.top_k, expert_params_b=expert_b,
+                          head_dim=1, active_params_b=expert_b * self.top_k / experts, dtype=act,
+                          moe_experts=experts, moe_top_k=self.top_k, expert_params_b=expert_b,
                           quant_method=self.dtype if quantized else None, quant_bits=bits if quantized else None,
                           quant_experts=quantized, matmul_dtype=matmul)
 
@@ -124,8 +130,14 @@ def load_runs(path: str | Path) -> list[KernelRun]:
 def priced_us(run: KernelRun, hw: Hardware) -> tuple[np.ndarray, np.ndarray]:
     """(tokens, priced microseconds) of a run on a sheet: the cost model's one MoE layer."""
     tokens = np.array(sorted(run.kernel_us), dtype=np.float64)
-    cm = CostModel(hw, run.layer_model(), drafter_layers=0)
-    return tokens, cm.moe_layer_time(tokens) * 1e6
+    return tokens, layer_us(run, hw, tokens)
+
+
+def layer_us(run: KernelRun, hw: Hardware, tokens: np.ndarray) -> np.ndarray:
+    """The cost model's microseconds of the run's layer over `tokens` tokens entering it (all ep ranks' tokens;
+    the cost model counts one rank's own)."""
+    cm = CostModel(hw, run.layer_model(), ep=run.ep, drafter_layers=0)
+    return cm.moe_layer_time(tokens / run.ep) * 1e6
 
 
 def score(runs: list[KernelRun], sheets: dict[str, Hardware]) -> pd.DataFrame:
@@ -137,7 +149,7 @@ def score(runs: list[KernelRun], sheets: dict[str, Hardware]) -> pd.DataFrame:
         hw = sheets[run.device]
         tokens, priced = priced_us(run, hw)
         model = run.layer_model()
-        hbm_us = model.routed_bytes_read(tokens) / (hw.mem_bw_tbs * 1e12) * 1e6  # at the sheet's peak
+        hbm_us = model.routed_bytes_read(tokens / run.ep, run.ep) / (hw.mem_bw_tbs * 1e12) * 1e6  # at the peak
         for m, sim, bound in zip(tokens, priced, hbm_us):
             measured = run.kernel_us[int(m)]
             rows.append({"run": run.id, "device": run.device, "model": run.model, "kernel_dtype": run.dtype,
@@ -167,9 +179,8 @@ def fit_terms(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> 
 
     def residuals(x):
         values = dict(zip(terms, x))
-        priced = [CostModel(with_terms(sheets[r.device], values), r.layer_model(), drafter_layers=0)
-                  .moe_layer_time(t) for r, t in priced_runs]
-        return np.log(np.concatenate(priced) * 1e6) - measured
+        priced = [layer_us(r, with_terms(sheets[r.device], values), t) for r, t in priced_runs]
+        return np.log(np.concatenate(priced)) - measured
 
     first, low, high = (np.array(v) for v in zip(*(MOE_TERMS[t] for t in terms)))
     best = None

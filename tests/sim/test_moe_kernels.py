@@ -92,3 +92,25 @@ def test_top_k_beyond_the_experts_names_the_run(tmp_path):
     path.write_text(yaml.safe_dump({"runs": [_run("a", "h100", experts=4, top_k=8)]}))
     with pytest.raises(LabError, match=r"runs\[0\].*top_k 8 exceeds the 4 experts"):
         mk.load_runs(path)
+
+
+def test_an_expert_parallel_run_is_priced_on_all_ranks_tokens():
+    """ep 2: the rank holds 64 of 128 experts and sees every rank's tokens; it touches 64 x (1 - (1 - 8/128)^M)
+    of its experts, the bytes of those only."""
+    run = mk.KernelRun.model_validate({**_run("ep", "h100", experts=64), "ep": 2})
+    sheet = get_hardware("h100")
+    us = mk.layer_us(run, sheet, np.array([10.0]))[0]
+    touched = 64 * (1 - (1 - 8 / 128) ** 10)
+    expert_bytes = 3 * 2048 * 768 * 2.0
+    assert us == pytest.approx(sheet.moe_layer_us + touched * expert_bytes / (3.35e12 * sheet.bw_efficiency) * 1e6)
+
+
+def test_the_labs_own_runs_need_no_url_but_published_ones_do(tmp_path):
+    path = tmp_path / "k.yaml"
+    own = {**_run("lab-a", "h100"), "tool": "lab", "harness": "bench_moe", "url": None,
+           "align_us": {1: 12.0}, "tiles": {1: "m16n64k128g1w4s3"}}
+    path.write_text(yaml.safe_dump({"runs": [own]}))
+    assert mk.load_runs(path)[0].align_us == {1: 12.0}
+    path.write_text(yaml.safe_dump({"runs": [{**_run("pub", "h100"), "url": None}]}))
+    with pytest.raises(LabError, match="url"):
+        mk.load_runs(path)
