@@ -60,6 +60,7 @@ class AllReduceRun(StrictModel):
     harness: Literal["nccl-tests", "other"]
     nccl: str | None = None
     cuda_graph: bool | None = None
+    exclude: str | None = Field(default=None, description="why a run is kept out of the fit (it is still scored)")
     note: str | None = None
     time_us: dict[Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0)]] = Field(min_length=1)
 
@@ -71,8 +72,8 @@ class AllReduceRun(StrictModel):
 
     @property
     def fittable(self) -> bool:
-        """Timed by nccl-tests on a setup a serving box runs (not a patched driver)."""
-        return self.harness == "nccl-tests" and self.p2p != "patched"
+        """Timed by nccl-tests on a setup a serving box runs (not a patched driver), not excluded."""
+        return self.harness == "nccl-tests" and self.p2p != "patched" and self.exclude is None
 
 
 def load_runs(path: str | Path) -> list[AllReduceRun]:
