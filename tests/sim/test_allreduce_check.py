@@ -76,6 +76,15 @@ def test_missing_file_and_an_inverted_size_range_exit_2(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 2 and not (tmp_path / "o").exists()
 
 
+def test_an_out_path_that_is_a_file_is_one_line_and_left_alone(tmp_path, capsys):
+    blocker = tmp_path / "o"
+    blocker.write_text("keep")
+    assert ac.main(["--out", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and str(blocker) in err[0]
+    assert blocker.read_text() == "keep"
+
+
 def test_main_writes_the_tables_the_figure_and_the_fit(tmp_path):
     assert ac.main(["--fit", "--out", str(tmp_path / "o")]) == 0
     for name in ("allreduce.csv", "allreduce_fit.csv", "allreduce.md", "allreduce.png"):
