@@ -10,12 +10,12 @@ with -- on the card's preset interconnect: latency_us + 2 (N-1)/N x B / bandwidt
 the link terms, so the serving rows of public_vllm.yaml stay held out from them.
 
 --fit, per card, over the runs timed by nccl-tests on a stock setup (p2p disabled / enabled / nvlink; a patched
-driver and other harnesses are listed, not fitted) and the sizes in --min-bytes..--max-bytes (default 8 KiB..64
+driver, other harnesses and runs marked `exclude` are listed, not fitted) and the sizes in --min-bytes..--max-bytes (default 8 KiB..64
 MiB, what one decode or prefill step moves: tokens x hidden x 2 bytes): latency_us and bandwidth_gbs by least
 squares on log time, each host weighing alike; beside it the same with a tp-dependent latency (latency_us +
-2 (N-1) x per-step us, the ring's steps; or + log2 N x us), each scored leave-one-run-out and leave-one-host-out,
-so that a tp term is only worth adopting where it prices runs it was not fitted on better; and each run's own fit, which shows how much
-the hosts differ. Writes allreduce.csv (every point), allreduce_fit.csv, allreduce.md and allreduce.png into --out.
+2 (N-1) x per-step us, the ring's steps; or + log2 N x us), each scored leave-one-run-out and
+leave-one-host-out, so that a tp term is only worth adopting where it prices runs it was not fitted on better;
+and each run's own fit, which shows how much the hosts differ. Writes allreduce.csv (every point), allreduce_fit.csv, allreduce.md and allreduce.png into --out.
 Bad input (missing file, bad field) prints one `error:` line and exits 2 with nothing written.
 """
 from __future__ import annotations
@@ -231,7 +231,8 @@ def plot(points: pd.DataFrame, path: Path) -> None:
 def main(argv=None) -> int:
     ap = data_check_parser("python -m sim.allreduce_check", __doc__, DEFAULT_FILE, "all-reduce timings", "allreduce",
                            "also fit latency_us and bandwidth_gbs per card, with and without a tp-dependent latency, "
-                           "scored leave-one-run-out (allreduce_fit.csv); the presets are not changed")
+                           "scored leave-one-run-out and leave-one-host-out (allreduce_fit.csv); the presets are not "
+                           "changed")
     ap.add_argument("--min-bytes", type=positive_int, default=FIT_BYTES[0], help="smallest size scored and fitted")
     ap.add_argument("--max-bytes", type=positive_int, default=FIT_BYTES[1], help="largest size scored and fitted")
     args = ap.parse_args(argv)
