@@ -57,3 +57,19 @@ def data_check_parser(prog: str, doc: str, default_file, what: str, out: str, fi
     ap.add_argument("--out", default=out, help="output directory")
     ap.add_argument("--fit", action="store_true", help=fit_help)
     return ap
+
+
+def load_inputs(load, args):
+    """The data checks' start (sim.allreduce_check, ...): load(args.file) and create args.out. On a user's mistake
+    (LabError: a missing or bad file, an unwritable --out) prints the one `error:` line and returns None, for the
+    caller to exit 2 with nothing written."""
+    from lab.errors import LabError
+    from lab.io import make_dirs
+
+    try:
+        data = load(args.file)
+        make_dirs(args.out)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return data

@@ -41,7 +41,8 @@ tp GPUs:
         + step + n_layers x layer + n_reqs x request overhead
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
-          configured link, + its latency) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
+          configured link, + its latency; allreduce_time_s, scored on published collective timings by
+          sim.allreduce_check) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
           hidden x activation bytes x (ep-1)/ep on the link, + latency)
         + drafter pass (the same roofline over drafter_layers) + speculative overhead (when it verifies drafts).
 The CPU terms (gemm_bw_efficiency, kv_bw_efficiency, compute_memory_overlap < 1) describe eager PyTorch on a
@@ -81,6 +82,25 @@ from sim.hardware import Hardware, achievable_bandwidth, achievable_flops, hardw
 from sim.kv_cache import GIB, kv_cache_blocks
 from sim.models import ModelShape, model_from_config
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
+
+
+def allreduce_latency_s(link, tp: int) -> float:
+    """The fixed part of one ring all-reduce on `tp` GPUs over `link` (an InterconnectSheet), seconds: its
+    latency_us (per collective call, whatever the size)."""
+    return link.latency_us * 1e-6
+
+
+def allreduce_s_per_byte(link, tp: int) -> float:
+    """Seconds per byte of the reduced tensor for one ring all-reduce on `tp` GPUs: each GPU sends and receives
+    2 (tp-1)/tp of it at the link's bandwidth_gbs."""
+    return 2 * (tp - 1) / tp / (link.bandwidth_gbs * 1e9)
+
+
+def allreduce_time_s(link, tp: int, nbytes):
+    """One ring all-reduce of `nbytes` (scalar or array) on `tp` GPUs, seconds: latency_us + 2 (tp-1)/tp x bytes /
+    bandwidth. The cost model prices each tensor-parallel layer's two all-reduces with it; sim.allreduce_check
+    scores it against published collective timings (sim/validation/allreduce.yaml)."""
+    return allreduce_latency_s(link, tp) + nbytes * allreduce_s_per_byte(link, tp)
 
 
 @dataclass
@@ -144,10 +164,9 @@ class CostModel:
         self._t_per_token_link = 0.0
         link = hw.interconnect
         act_bytes = 4.0 if m.dtype == "fp32" else 2.0
-        if tp > 1:  # two ring all-reduces of the hidden states per layer
-            self._fixed += 2 * m.n_layers * link.latency_us * 1e-6
-            self._t_per_token_link += (2 * m.n_layers * 2 * (tp - 1) / tp * m.hidden * act_bytes
-                                       / (link.bandwidth_gbs * 1e9))
+        if tp > 1:  # two ring all-reduces of the hidden states per layer (allreduce_time_s)
+            self._fixed += 2 * m.n_layers * allreduce_latency_s(link, tp)
+            self._t_per_token_link += 2 * m.n_layers * m.hidden * act_bytes * allreduce_s_per_byte(link, tp)
         if self.ep > 1 and self._moe:  # dispatch + combine all-to-all per MoE layer
             self._fixed += 2 * m.n_moe_layers * link.latency_us * 1e-6
             self._t_per_token_link += (2 * m.n_moe_layers * m.moe_top_k * m.hidden * act_bytes

@@ -35,10 +35,11 @@ from lab.arguments import data_check_parser
 from lab.config_base import StrictModel
 from lab.config_sim import HARDWARE_NAMES
 from lab.errors import LabError
-from lab.io import atomic_path, make_dirs, write_text_atomic
+from lab.io import make_dirs, write_text_atomic
 from lab.report import markdown_table
 from sim.cost import CostModel
 from sim.hardware import Hardware, get_hardware
+from sim.measured_plot import plot_measured_vs_priced
 from sim.models import ModelShape
 from sim.public_check import validated_runs
 
@@ -262,23 +263,8 @@ def markdown(points: pd.DataFrame, fits: pd.DataFrame | None) -> str:
 
 
 def plot(points: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    devices = sorted(points.device.unique())
-    fig, axes = plt.subplots(1, len(devices), figsize=(5 * len(devices), 4), squeeze=False)
-    for ax, device in zip(axes[0], devices):
-        for run, f in points[points.device == device].groupby("run"):
-            line, = ax.plot(f.tokens, f.measured_us, "o", ms=3)
-            ax.plot(f.tokens, f.sim_us, "-", color=line.get_color(), lw=1, label=run[:38])
-        ax.set(xscale="log", yscale="log", xlabel="tokens in the step", ylabel="one MoE layer, us", title=device)
-        ax.legend(fontsize=5)
-    fig.suptitle("fused-MoE kernel: published (dots) vs the cost model (lines)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    plot_measured_vs_priced(points, path, x="tokens", xlabel="tokens in the step", ylabel="one MoE layer, us",
+                            title="fused-MoE kernel: published (dots) vs the cost model (lines)")
 
 
 def main(argv=None) -> int:

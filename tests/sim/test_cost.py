@@ -3,9 +3,9 @@ TP on the configured link, expert parallelism, the CPU terms (GEMM weight bandwi
 import numpy as np
 import pytest
 
-from lab.config_sim import SimSection
+from lab.config_sim import InterconnectSheet, SimSection
 from lab.errors import LabError
-from sim.cost import CostModel
+from sim.cost import CostModel, allreduce_time_s
 from sim.hardware import get_hardware
 from sim.models import get_model
 from tests.sim.conftest import make_sim
@@ -112,7 +112,8 @@ def test_roofline_sps_values_equal_the_array_curve_bit_for_bit():
 def test_tp_all_reduce_priced_on_the_configured_link():
     m = get_model("llama-2-7b")
     nvlink = CostModel(get_hardware("h100"), m, tp=2)
-    pcie = get_hardware("h100").model_copy(update={"interconnect": get_hardware("rtx-4090").interconnect})
+    link = InterconnectSheet(kind="pcie", bandwidth_gbs=25, latency_us=15)
+    pcie = get_hardware("h100").model_copy(update={"interconnect": link})
     slow = CostModel(pcie, m, tp=2)
     gap = slow.step_time(1024, 0, 8, False) - nvlink.step_time(1024, 0, 8, False)
     per_token = 2 * 32 * 2 * 0.5 * 4096 * 2  # bytes: 2 all-reduces x layers x ring factor x hidden x bf16
@@ -122,6 +123,36 @@ def test_tp_all_reduce_priced_on_the_configured_link():
                                  "interconnect": {"kind": "pcie", "bandwidth_gbs": 25, "latency_us": 15}})
     assert CostModel.from_config(section).step_time(1024, 0, 8, False) == pytest.approx(
         slow.step_time(1024, 0, 8, False))
+
+
+def test_one_all_reduce_by_hand_and_the_step_prices_two_per_layer():
+    """allreduce_time_s (what sim.allreduce_check scores on published timings) by hand, and a tp > 1 step's link
+    time is 2 x layers x one all-reduce of its hidden states; tp 1 has none."""
+    link = InterconnectSheet(kind="pcie", bandwidth_gbs=4, latency_us=30)
+    assert allreduce_time_s(link, 4, 8 * 2 ** 20) * 1e6 == pytest.approx(30 + 1.5 * 8388608 / 4000)  # 3175.728 us
+    assert allreduce_time_s(link, 2, 0) * 1e6 == pytest.approx(30)
+    m = get_model("llama-2-7b")  # 32 layers, hidden 4096, bf16
+    hw = get_hardware("h100").model_copy(update={"interconnect": link})
+    cm = CostModel(hw, m, tp=4)
+    no_link = CostModel(hw.model_copy(update={"interconnect": InterconnectSheet(kind="none", bandwidth_gbs=1e12)}),
+                        m, tp=4)
+    gap = cm.step_time(1024, 0, 8, False) - no_link.step_time(1024, 0, 8, False)
+    assert gap == pytest.approx(2 * 32 * allreduce_time_s(link, 4, 1024 * 4096 * 2), rel=1e-6)
+    assert gap == pytest.approx(2 * 32 * (30 + 1.5 * 1024 * 4096 * 2 / 4000) * 1e-6, rel=1e-6)
+    assert CostModel(hw, m, tp=1).step_time(1024, 0, 8, False) == CostModel(
+        get_hardware("h100"), m, tp=1).step_time(1024, 0, 8, False)
+
+
+def test_rtx_4090_link_is_the_fit_on_published_all_reduce_timings():
+    """sim.allreduce_check --fit's pooled RTX 4090 link (no tp term); a tp 2 step costs the hand-computed extra over
+    the old 25 GB/s / 15 us sheet, a tp 1 step nothing."""
+    hw, m = get_hardware("rtx-4090"), get_model("llama-2-7b")
+    assert (hw.interconnect.bandwidth_gbs, hw.interconnect.latency_us) == (5.54, 33.3)
+    old = hw.model_copy(update={"interconnect": InterconnectSheet(kind="pcie", bandwidth_gbs=25, latency_us=15)})
+    extra = 2 * 32 * ((33.3 - 15) * 1e-6 + 1024 * 4096 * 2 * (1 / 5.54e9 - 1 / 25e9))  # ring factor 1 at tp 2
+    assert CostModel(hw, m, tp=2).step_time(1024, 0, 8, False) - CostModel(old, m, tp=2).step_time(
+        1024, 0, 8, False) == pytest.approx(extra)
+    assert CostModel(hw, m, tp=1).step_time(1024, 0, 8, False) == CostModel(old, m, tp=1).step_time(1024, 0, 8, False)
 
 
 def test_expert_parallel_all_to_all_and_memory():

@@ -1,0 +1,93 @@
+"""sim.allreduce_check: a point priced by hand, the fit recovers the link a synthetic table was made with (and no tp
+term it was made without), the data file loads, bad input is one `error:` line, exit 2, nothing written."""
+import pytest
+import yaml
+
+from lab.config_sim import InterconnectSheet
+from sim import allreduce_check as ac
+
+
+def _run(i, gpus, times, host="h", **extra):
+    return {"id": f"synthetic-{i}", "url": "https://example.org", "host": host, "device": "rtx-4090", "gpus": gpus,
+            "p2p": "disabled", "harness": "nccl-tests", "time_us": times, **extra}
+
+
+def _write(path, runs):
+    path.write_text(yaml.safe_dump({"runs": runs}))
+    return path
+
+
+def test_a_point_is_priced_by_the_cost_models_formula(tmp_path):
+    runs = ac.load_runs(_write(tmp_path / "a.yaml", [_run(0, 4, {1048576: 250.0, 8192: 40.0})]))
+    link = InterconnectSheet(kind="pcie", bandwidth_gbs=10, latency_us=20)
+    table = ac.score(runs, {"rtx-4090": link})
+    # 20 us + 2 (4-1)/4 x 1 MiB / 10 GB/s = 20 + 157.2864; 20 + 1.5 x 8192 / 1e4 = 21.2288
+    assert table.bytes.tolist() == [8192, 1048576]
+    assert table.sim_us.tolist() == pytest.approx([21.2288, 177.2864], abs=1e-3)
+    assert table.rel_err.tolist() == pytest.approx([21.2288 / 40 - 1, 177.2864 / 250 - 1], abs=1e-5)
+
+
+def test_fit_recovers_latency_and_bandwidth_and_wants_no_tp_term(tmp_path):
+    link = InterconnectSheet(kind="pcie", bandwidth_gbs=4.0, latency_us=30.0)
+    sizes = [2 ** k for k in range(13, 27, 2)]
+    runs = []
+    for i, (gpus, host) in enumerate([(2, "a"), (4, "a"), (8, "b"), (4, "b")]):
+        shell = ac.AllReduceRun.model_validate(_run(i, gpus, {b: 1.0 for b in sizes}, host=host))
+        runs.append(_run(i, gpus, dict(zip(sizes, ac.priced_us(shell, link).tolist())), host=host))
+    loaded = ac.load_runs(_write(tmp_path / "a.yaml", runs))
+    fitted = ac.fit_link(loaded, link.model_copy(update={"latency_us": 1.0, "bandwidth_gbs": 50.0}))
+    assert fitted["latency_us"] == pytest.approx(30.0, rel=1e-3)
+    assert fitted["bandwidth_gbs"] == pytest.approx(4.0, rel=1e-3)
+    table = ac.fit_all(loaded).set_index(["fit", "tp_term"])
+    assert table.loc[("pooled", "none"), "median_abs_err_pct"] == pytest.approx(0, abs=0.05)
+    assert table.loc[("pooled", "ring-steps"), "tp_term_us"] == pytest.approx(0, abs=0.05)
+    assert table.loc[("pooled", "none"), "host_out_median_abs_err_pct"] == pytest.approx(0, abs=0.1)
+
+
+def test_the_data_file_loads_with_stock_4090_tables_at_2_4_and_8_gpus():
+    runs = ac.load_runs(ac.DEFAULT_FILE)
+    stock = [r for r in runs if r.device == "rtx-4090" and r.fittable]
+    assert {r.gpus for r in stock} == {2, 4, 8} and all(r.p2p == "disabled" for r in stock)
+    assert len({r.host for r in stock}) >= 2
+    for r in runs:
+        assert r.url or (r.find_string and r.where), r.id
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"gpus": 1}, "runs[0].gpus"),
+    ({"device": "rtx-9090"}, "runs[0].device"),
+    ({"time_us": {8192: -1.0}}, "runs[0].time_us"),
+    ({"url": None}, "runs[0]"),
+])
+def test_a_bad_file_is_one_error_line_exit_2_and_nothing_written(tmp_path, capsys, bad, field):
+    path = _write(tmp_path / "bad.yaml", [{**_run(0, 2, {8192: 20.0}), **bad}])
+    out = tmp_path / "out"
+    assert ac.main(["--file", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and str(path) in err[0] and field in err[0]
+    assert not out.exists()
+
+
+def test_missing_file_and_an_inverted_size_range_exit_2(tmp_path, capsys):
+    assert ac.main(["--file", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")]) == 2
+    with pytest.raises(SystemExit) as stop:
+        ac.main(["--min-bytes", "100", "--max-bytes", "10", "--out", str(tmp_path / "o")])
+    assert stop.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2 and not (tmp_path / "o").exists()
+
+
+def test_an_out_path_that_is_a_file_is_one_line_and_left_alone(tmp_path, capsys):
+    blocker = tmp_path / "o"
+    blocker.write_text("keep")
+    assert ac.main(["--out", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and str(blocker) in err[0]
+    assert blocker.read_text() == "keep"
+
+
+def test_main_writes_the_tables_the_figure_and_the_fit(tmp_path):
+    assert ac.main(["--fit", "--out", str(tmp_path / "o")]) == 0
+    for name in ("allreduce.csv", "allreduce_fit.csv", "allreduce.md", "allreduce.png"):
+        assert (tmp_path / "o" / name).is_file(), name
+    text = (tmp_path / "o" / "allreduce.md").read_text()
+    assert "kalavai-docker-2x4090" in text and "| rtx-4090 | pooled | none |" in text
