@@ -114,8 +114,13 @@ class HardwareSheet(StrictModel):
         0.0, ge=0, description="GPU time per routed expert a step touches, per MoE layer (the grouped GEMMs' "
         "per-expert tiles); 0: off (python -m sim.moe_kernels --fit --terms ... fits it)")
     moe_bw_efficiency: float | None = Field(
-        None, gt=0, le=1, description="achievable fraction of peak bandwidth for the routed experts' weight reads "
-        "(fused-MoE kernels); null: bw_efficiency")
+        0.85, gt=0, le=1, description="achievable fraction of peak bandwidth for the routed experts' 16-bit weight "
+        "reads (fused-MoE kernels); null: bw_efficiency. 0.85: fitted on fused-MoE layers timed in bf16 (two "
+        "published runs, H100 and B200, three measured by real.bench_moe on an H100; python -m sim.moe_kernels)")
+    moe_quant_bw_efficiency: float | None = Field(
+        0.75, gt=0, le=1, description="the same for quantized experts (fp8 / int8 / int4 / mxfp4 fused-MoE kernels "
+        "stream their narrower weights at a lower fraction of peak: 0.71-0.75 on the published fp8 timings); null: "
+        "moe_bw_efficiency")
     moe_mfu: float | None = Field(
         None, gt=0, le=1, description="achievable fraction of peak FLOP/s for the routed experts' grouped GEMMs; "
         "null: mfu")

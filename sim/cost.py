@@ -36,7 +36,7 @@ tp GPUs:
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
         + experts (a MoE model: its routed experts run as their own fused-MoE kernels, so compute and memory
           above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
-          touched + max(touched experts' bytes / (moe_bw_efficiency x bandwidth), tokens x k experts' FLOPs /
+          touched + max(touched experts' bytes / (moe_[quant_]bw_efficiency x bandwidth), tokens x k experts' FLOPs /
           (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings)
         + step + n_layers x layer + n_reqs x request overhead
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
@@ -145,7 +145,10 @@ class CostModel:
         self._t_weights = m.dense_bytes_read / bw  # a MoE model's routed experts: _experts_time
         self._t_per_token_flops = (m.flops_per_token - m.routed_flops_per_token) / matmul_flops
         if self._moe:  # the routed experts run as their own kernels (fused MoE): their own roofline and floor
-            moe_bw = hw.mem_bw_tbs * 1e12 * (hw.moe_bw_efficiency or hw.bw_efficiency) * tp
+            moe_eff = hw.moe_bw_efficiency or hw.bw_efficiency
+            if m.quant_experts and hw.moe_quant_bw_efficiency:
+                moe_eff = hw.moe_quant_bw_efficiency
+            moe_bw = hw.mem_bw_tbs * 1e12 * moe_eff * tp
             expert_dtype = matmul if m.quant_experts else m.dtype
             moe_flops = (hw.peak_for(expert_dtype) * 1e12 * (hw.moe_mfu or hw.mfu) * tp
                          * hw.lowp_matmul_efficiency.get(expert_dtype, 1.0))

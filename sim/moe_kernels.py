@@ -52,7 +52,8 @@ KERNEL_DTYPES = {
 }
 # fittable MoE terms of the hardware sheet -> (start, lower bound, upper bound)
 MOE_TERMS = {"moe_layer_us": (20.0, 0.0, 500.0), "moe_expert_us": (0.1, 0.0, 20.0),
-             "moe_bw_efficiency": (0.8, 0.05, 1.0), "moe_mfu": (0.3, 0.01, 1.0)}
+             "moe_bw_efficiency": (0.8, 0.05, 1.0), "moe_quant_bw_efficiency": (0.8, 0.05, 1.0),
+             "moe_mfu": (0.3, 0.01, 1.0)}
 DEFAULT_TERMS = ("moe_layer_us",)  # what the presets adopted (BENCHMARKS.md, "fused-MoE kernels")
 
 
@@ -80,6 +81,7 @@ class KernelRun(StrictModel):
     kernel_us: dict[int, float] = Field(min_length=1)
     align_us: dict[int, float] | None = None  # real.bench_moe: its token sort, timed alone, not in kernel_us
     tiles: dict[int, str] | None = None  # real.bench_moe's searched run: the tile choice that won at each M
+    exclude: str | None = None  # why the run is scored but not fitted (None: fitted)
 
     @field_validator("url")
     @classmethod
@@ -193,8 +195,9 @@ def fit_terms(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> 
 
 
 def fit_runs(runs: list[KernelRun]) -> list[KernelRun]:
-    """The runs a fit uses: on a preset card, timed by vLLM's or SGLang's own kernel benchmark."""
-    return [r for r in runs if r.device != "other" and r.harness != "other"]
+    """The runs a fit uses: on a preset card, timed by vLLM's or SGLang's own kernel benchmark or by
+    real.bench_moe, and not excluded (`exclude` says why)."""
+    return [r for r in runs if r.device != "other" and r.harness != "other" and r.exclude is None]
 
 
 def scored(runs: list[KernelRun], values) -> pd.DataFrame:

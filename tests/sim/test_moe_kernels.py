@@ -102,7 +102,7 @@ def test_an_expert_parallel_run_is_priced_on_all_ranks_tokens():
     us = mk.layer_us(run, sheet, np.array([10.0]))[0]
     touched = 64 * (1 - (1 - 8 / 128) ** 10)
     expert_bytes = 3 * 2048 * 768 * 2.0
-    assert us == pytest.approx(sheet.moe_layer_us + touched * expert_bytes / (3.35e12 * sheet.bw_efficiency) * 1e6)
+    assert us == pytest.approx(sheet.moe_layer_us + touched * expert_bytes / (3.35e12 * sheet.moe_bw_efficiency) * 1e6)
 
 
 def test_the_labs_own_runs_need_no_url_but_published_ones_do(tmp_path):
@@ -114,3 +114,28 @@ def test_the_labs_own_runs_need_no_url_but_published_ones_do(tmp_path):
     path.write_text(yaml.safe_dump({"runs": [{**_run("pub", "h100"), "url": None}]}))
     with pytest.raises(LabError, match="url"):
         mk.load_runs(path)
+
+
+def test_16_bit_and_quantized_experts_stream_at_their_own_fractions():
+    """GPU sheets: bf16 experts at moe_bw_efficiency (0.85, fitted on bf16 fused-MoE timings), quantized ones at
+    moe_quant_bw_efficiency (0.75); the CPU sheet keeps its bw_efficiency for both (no fused kernels there)."""
+    sheet = get_hardware("h100").model_copy(update={"moe_layer_us": 0.0})
+    bytes_one = 8 * 3 * 2048 * 768  # 8 experts touched by one token, per byte of weight
+    for dtype, bytes_per, eff in (("bf16", 2.0, 0.85), ("fp8_w8a8", 1.0, 0.75)):
+        run = mk.KernelRun.model_validate(_run("a", "h100", dtype=dtype))
+        assert mk.layer_us(run, sheet, np.array([1.0]))[0] == pytest.approx(
+            bytes_one * bytes_per / (3.35e12 * eff) * 1e6)
+    cpu = get_hardware("cpu")
+    assert cpu.moe_bw_efficiency is None and cpu.moe_quant_bw_efficiency is None
+    run = mk.KernelRun.model_validate(_run("c", "h100"))
+    assert mk.layer_us(run, cpu, np.array([1.0]))[0] == pytest.approx(
+        bytes_one * 2.0 / (cpu.mem_bw_tbs * 1e12 * cpu.bw_efficiency) * 1e6)
+
+
+def test_excluded_runs_are_scored_not_fitted(tmp_path):
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump({"runs": [_run("a", "h100", times={1: 50.0}),
+                                             {**_run("b", "h100", times={1: 90.0}), "exclude": "untuned tiles"}]}))
+    runs = mk.load_runs(path)
+    assert [r.id for r in mk.fit_runs(runs)] == ["a"]
+    assert set(mk.score(runs, {"h100": get_hardware("h100")}).run) == {"a", "b"}
