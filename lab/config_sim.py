@@ -185,6 +185,12 @@ class HardwareSpec(StrictModel):
     ep: int = Field(1, ge=1, le=1024, description="expert-parallel degree for MoE models: routed experts are "
                                                   "spread over this many GPUs (data-parallel replicas or TP "
                                                   "ranks) and tokens reach them through an all-to-all")
+    all2all: Literal["allgather_reducescatter", "naive", "dispatch"] = Field(
+        "allgather_reducescatter", description="vLLM's all2all backend (--all2all-backend / VLLM_ALL2ALL_BACKEND) "
+        "for ep over ep / tp > 1 data-parallel ranks, priced per MoE layer by the bytes it moves (sim/cost.py "
+        "all2all_cost): allgather_reducescatter (vLLM's default since 0.11: every rank gathers all ranks' hidden "
+        "states, then reduce-scatters the expert output), naive (the default up to 0.10: broadcasts + an "
+        "all-reduce), dispatch (pplx / deepep: each token to its top-k experts' ranks only)")
     interconnect: InterconnectSheet | None = Field(None, description="override of the sheet's link (e.g. PCIe)")
     mfu: float | None = Field(None, gt=0, le=1, description="override of the sheet's achievable FLOP/s fraction")
     bw_efficiency: float | None = Field(None, gt=0, le=1,

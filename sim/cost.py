@@ -41,8 +41,9 @@ tp GPUs:
         + step + n_layers x layer + n_reqs x request overhead
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
-          configured link, + its latency) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
-          hidden x activation bytes x (ep-1)/ep on the link, + latency)
+          configured link, + its latency) + EP communication over dp = ep / tp > 1 data-parallel ranks
+          (dispatch and combine per MoE layer as vLLM's all2all backend moves them, all2all_cost: by default
+          an all-gather and a reduce-scatter of (dp-1) x tokens x hidden x activation bytes each, + latency)
         + drafter pass (the same roofline over drafter_layers) + speculative overhead (when it verifies drafts).
 The CPU terms (gemm_bw_efficiency, kv_bw_efficiency, compute_memory_overlap < 1) describe eager PyTorch on a
 CPU (kv_bw_efficiency: eager attention moves KV far slower than a weight read, sim.bench_profile). A step
@@ -82,6 +83,35 @@ from sim.kv_cache import GIB, kv_cache_blocks
 from sim.models import ModelShape, model_from_config
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
 
+ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "dispatch")
+
+
+def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, experts: int,
+                 act_bytes: float) -> tuple[int, float]:
+    """One MoE layer's expert-parallel communication on one of dp data-parallel ranks (ep GPUs in all): (collective
+    calls, each paying the link's latency; bytes per token of the rank's step each way on its link). Every rank's
+    batch is padded to the group's largest (cluster.LockstepGroup), so each of the other dp - 1 ranks sends as
+    many tokens as this one. vLLM's backends (vllm/distributed/device_communicators/all2all.py):
+      allgather_reducescatter (the default since v0.11): dispatch = one grouped all_gatherv of every rank's hidden
+          states (tokens x hidden, not x top_k) with their top-k weights and ids (fp32 + int32); the rank runs its
+          experts over all dp ranks' tokens; combine = one grouped reduce_scatterv of the tokens x hidden sums:
+          2 calls, (dp - 1) x (2 x hidden x act_bytes + 8 x top_k) bytes
+      naive (the default up to v0.10; removed in 2026, PR #33728): dispatch = dp broadcasts of the hidden states
+          and dp of the router logits (experts values per token); combine = an all-reduce of all dp ranks'
+          tokens x hidden (ring: 2 (dp - 1) x the rank's share): 2 dp + 1 calls, (dp - 1) x (3 x hidden +
+          experts) x act_bytes bytes
+      dispatch (pplx / deepep_*: a token goes only where its top_k experts live): 2 calls, 2 x top_k x hidden
+          x act_bytes x (ep - 1) / ep bytes
+    dp 1 (ep = tp): no all-to-all at all -- the tokens are already on every TP rank and the MoE output joins the
+    tensor-parallel all-reduce; the caller skips it."""
+    if backend == "allgather_reducescatter":
+        return 2, (dp - 1) * (2 * hidden * act_bytes + 8 * top_k)
+    if backend == "naive":
+        return 2 * dp + 1, (dp - 1) * (3 * hidden + experts) * act_bytes
+    if backend == "dispatch":
+        return 2, 2 * top_k * hidden * act_bytes * (ep - 1) / ep
+    raise LabError(f"sim: all2all {backend!r} is not one of {ALL2ALL_BACKENDS}")
+
 
 @dataclass
 class CostModel:
@@ -89,6 +119,7 @@ class CostModel:
     model: ModelShape
     tp: int = 1
     ep: int = 1
+    all2all: str = "allgather_reducescatter"  # vLLM's all2all backend for ep over dp > 1 ranks (ALL2ALL_BACKENDS)
     drafter_layers: int = 2
     max_draft: int = 7
     step_overhead_s: float | None = None  # None: the hardware sheet's
@@ -148,10 +179,14 @@ class CostModel:
             self._fixed += 2 * m.n_layers * link.latency_us * 1e-6
             self._t_per_token_link += (2 * m.n_layers * 2 * (tp - 1) / tp * m.hidden * act_bytes
                                        / (link.bandwidth_gbs * 1e9))
-        if self.ep > 1 and self._moe:  # dispatch + combine all-to-all per MoE layer
-            self._fixed += 2 * m.n_moe_layers * link.latency_us * 1e-6
-            self._t_per_token_link += (2 * m.n_moe_layers * m.moe_top_k * m.hidden * act_bytes
-                                       * (self.ep - 1) / self.ep / (link.bandwidth_gbs * 1e9))
+        if self.all2all not in ALL2ALL_BACKENDS:
+            raise LabError(f"sim: all2all {self.all2all!r} is not one of {ALL2ALL_BACKENDS}")
+        dp = self.ep // tp if self.ep > tp else 1  # vLLM: ep = tp x dp; with dp 1 there is no all-to-all
+        if dp > 1 and self._moe:  # dispatch + combine per MoE layer (per token, per rank; see all2all_cost)
+            calls, per_token = all2all_cost(self.all2all, dp, self.ep, m.hidden, m.moe_top_k, m.moe_experts,
+                                            act_bytes)
+            self._fixed += m.n_moe_layers * calls * link.latency_us * 1e-6
+            self._t_per_token_link += m.n_moe_layers * per_token / (link.bandwidth_gbs * 1e9)
         self._frac = self.drafter_layers / m.n_layers
         self._draft_weights = self._frac * m.active_weight_bytes / bw
         self._draft_per_token = self._frac * m.flops_per_token / matmul_flops
@@ -168,7 +203,7 @@ class CostModel:
         """The cost model a `sim:` section describes; `run_root` resolves `cost.profile: run`."""
         c = sim.cost
         return cls(hw=hardware_from_config(sim.hardware), model=model_from_config(sim.model), tp=sim.hardware.tp,
-                   ep=sim.hardware.ep, drafter_layers=sim.model.drafter_layers, max_draft=sim.acceptance.max_draft,
+                   ep=sim.hardware.ep, all2all=sim.hardware.all2all, drafter_layers=sim.model.drafter_layers, max_draft=sim.acceptance.max_draft,
                    step_overhead_s=None if c.step_overhead_ms is None else c.step_overhead_ms / 1e3,
                    layer_overhead_s=None if c.layer_overhead_us is None else c.layer_overhead_us / 1e6,
                    request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,

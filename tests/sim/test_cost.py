@@ -127,13 +127,15 @@ def test_tp_all_reduce_priced_on_the_configured_link():
 def test_expert_parallel_all_to_all_and_memory():
     m = get_model("deepseek-v4-flash-like")
     one = CostModel(get_hardware("h200"), m, tp=4)
-    ep2 = CostModel(get_hardware("h200"), m, tp=4, ep=2)
-    assert ep2.kv_capacity_tokens(0.9) > one.kv_capacity_tokens(0.9)  # half the experts resident
-    # a decode step of few tokens: each rank reads fewer expert bytes; the all-to-all adds latency
+    ep8 = CostModel(get_hardware("h200"), m, tp=4, ep=8)  # --tensor-parallel-size 4 --data-parallel-size 2 + EP
+    assert ep8.kv_capacity_tokens(0.9) > one.kv_capacity_tokens(0.9)  # fewer experts resident
+    # a decode step of few tokens: each rank reads fewer expert bytes; vLLM's default all2all
+    # (allgather_reducescatter) gathers the other DP rank's hidden states + top-8 ids / weights and
+    # reduce-scatters the output: 2 calls per MoE layer
     link = get_hardware("h200").interconnect
-    a2a = 2 * 43 * (link.latency_us * 1e-6 + 1 * 8 * 4096 * 2 * 0.5 / (link.bandwidth_gbs * 1e9))
-    reads = (m.weight_bytes_read(1, 2) - m.weight_bytes_read(1)) / one._bw
-    assert ep2.step_time(1, 0, 1, False) - one.step_time(1, 0, 1, False) == pytest.approx(a2a + reads)
+    a2a = 43 * (2 * link.latency_us * 1e-6 + 1 * (2 * 4096 * 2 + 8 * 8) / (link.bandwidth_gbs * 1e9))
+    reads = (m.weight_bytes_read(1, 8) - m.weight_bytes_read(1)) / one._bw
+    assert ep8.step_time(1, 0, 1, False) - one.step_time(1, 0, 1, False) == pytest.approx(a2a + reads)
 
 
 def test_kv_capacity_and_tp():
