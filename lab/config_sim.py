@@ -183,8 +183,9 @@ class HardwareSpec(StrictModel):
                           "holding one")
     tp: int = Field(1, ge=1, le=64, description="tensor-parallel degree (GPUs per replica)")
     ep: int = Field(1, ge=1, le=1024, description="expert-parallel degree for MoE models: routed experts are "
-                                                  "spread over this many GPUs (data-parallel replicas or TP "
-                                                  "ranks) and tokens reach them through an all-to-all")
+                                                  "spread over this many GPUs, tp x dp as vLLM's "
+                                                  "--enable-expert-parallel lays them (1 or a multiple of tp); "
+                                                  "over dp > 1 replicas tokens reach them through all2all")
     all2all: Literal["allgather_reducescatter", "naive", "dispatch"] = Field(
         "allgather_reducescatter", description="vLLM's all2all backend (--all2all-backend / VLLM_ALL2ALL_BACKEND) "
         "for ep over ep / tp > 1 data-parallel ranks, priced per MoE layer by the bytes it moves (sim/cost.py "
@@ -648,6 +649,10 @@ class SimSection(StrictModel):
     @model_validator(mode="after")
     def _expert_parallel_groups_are_whole(self):
         tp, ep = self.hardware.tp, self.hardware.ep
+        if ep > 1 and ep % tp:
+            raise ValueError(f"sim.hardware.ep {ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs "
+                             "(--enable-expert-parallel: ep = tp x data-parallel size), so ep must be 1 or a "
+                             "multiple of tp")
         if ep > tp and self.replicas > 1 and (ep % tp or self.replicas % (ep // tp)):
             raise ValueError(f"sim.hardware.ep {ep} over tp {tp} spans {ep / tp:g} data-parallel replicas: ep must "
                              f"be a multiple of tp and sim.replicas ({self.replicas}) a multiple of ep / tp (or 1: "

@@ -37,7 +37,9 @@ tp GPUs:
         + experts (a MoE model: its routed experts run as their own fused-MoE kernels, so compute and memory
           above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
           touched + max(touched experts' bytes / (moe_bw_efficiency x bandwidth), tokens x k experts' FLOPs /
-          (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings)
+          (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings;
+          without EP each GPU reads a 1/tp slice of every touched expert, with EP (ep = tp x dp, as vLLM lays
+          it) each GPU reads its own E/ep experts whole, touched by the tokens of all dp ranks)
         + step + n_layers x layer + n_reqs x request overhead
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
@@ -155,8 +157,14 @@ class CostModel:
         self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
         self._t_weights = m.dense_bytes_read / bw  # a MoE model's routed experts: _experts_time
         self._t_per_token_flops = (m.flops_per_token - m.routed_flops_per_token) / matmul_flops
+        if self.ep > 1 and self.ep % tp:
+            raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
+                           "must be 1 or a multiple of tp")
+        self._dp = self.ep // tp if self.ep > 1 else 1  # data-parallel ranks of one EP group (vLLM: ep = tp x dp)
         if self._moe:  # the routed experts run as their own kernels (fused MoE): their own roofline and floor
-            moe_bw = hw.mem_bw_tbs * 1e12 * (hw.moe_bw_efficiency or hw.bw_efficiency) * tp
+            # without EP each of the tp GPUs reads a 1/tp slice of every touched expert (the replica's bytes over tp
+            # GPUs); with EP each GPU reads its own whole experts (routed_bytes_read per GPU, one GPU's bandwidth)
+            moe_bw = hw.mem_bw_tbs * 1e12 * (hw.moe_bw_efficiency or hw.bw_efficiency) * (1 if self.ep > 1 else tp)
             expert_dtype = matmul if m.quant_experts else m.dtype
             moe_flops = (hw.peak_for(expert_dtype) * 1e12 * (hw.moe_mfu or hw.mfu) * tp
                          * hw.lowp_matmul_efficiency.get(expert_dtype, 1.0))
@@ -181,7 +189,7 @@ class CostModel:
                                        / (link.bandwidth_gbs * 1e9))
         if self.all2all not in ALL2ALL_BACKENDS:
             raise LabError(f"sim: all2all {self.all2all!r} is not one of {ALL2ALL_BACKENDS}")
-        dp = self.ep // tp if self.ep > tp else 1  # vLLM: ep = tp x dp; with dp 1 there is no all-to-all
+        dp = self._dp  # with dp 1 (ep = tp) there is no all-to-all
         if dp > 1 and self._moe:  # dispatch + combine per MoE layer (per token, per rank; see all2all_cost)
             calls, per_token = all2all_cost(self.all2all, dp, self.ep, m.hidden, m.moe_top_k, m.moe_experts,
                                             act_bytes)
@@ -227,7 +235,7 @@ class CostModel:
         block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
         if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
             block_bytes = block_bytes * layers / m.kv_layers
-        return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self.ep),
+        return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self._dp),
                                reserve_bytes, block_bytes, self.tp,
                                where=f"sim: model {m.name} on {self.tp} x {self.hw.name}")
 
@@ -286,8 +294,8 @@ class CostModel:
         """Seconds of the routed experts in a step of `tokens` query tokens (`gemm_tokens` of GEMM rows), all
         MoE layers, on one rank: per layer the fused-MoE kernel's floor (moe_layer_us), moe_expert_us per
         touched expert, and the longer of its expert-weight reads and its grouped-GEMM FLOPs (scalar or numpy)."""
-        touched = self.model.touched_experts(tokens, self.ep)
-        memory = self.model.routed_bytes_read(tokens, self.ep) * self._t_per_expert_byte
+        touched = self.model.touched_experts(tokens, self.ep, self._dp)  # one GPU's kernel
+        memory = self.model.routed_bytes_read(tokens, self.ep, self._dp) * self._t_per_expert_byte
         if self._gemm_factor != 1.0:
             memory = memory * np.where(tokens > 1, self._gemm_factor, 1.0) if isinstance(tokens, np.ndarray) \
                 else memory * (self._gemm_factor if tokens > 1 else 1.0)
