@@ -334,7 +334,8 @@ class EngineSpec(StrictModel):
         True, description="a MoE model's data-parallel replicas of one expert-parallel group (hardware.ep / "
                           "hardware.tp replicas) step together, as vLLM's DP ranks do: every MoE layer's "
                           "all-to-all waits for all of them, so a step lasts as long as the group's longest and an "
-                          "idle rank runs a dummy batch; false: each replica steps alone")
+                          "idle rank runs a dummy batch; inside CUDA graphs every rank is padded to the group's "
+                          "most tokens (vLLM's DP padding); false: each replica steps alone")
 
 
 class FrontendSpec(StrictModel):

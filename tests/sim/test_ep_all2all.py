@@ -95,3 +95,46 @@ def test_config_names_the_backend():
     assert make_sim(hardware={"preset": "h100"}).hardware.all2all == "allgather_reducescatter"
     with pytest.raises(Exception, match="'allgather_reducescatter', 'naive' or 'dispatch'"):
         make_sim(hardware={"preset": "h100", "tp": 1, "ep": 2, "all2all": "pplx"}, replicas=2)
+
+
+class _Rank:
+    """A stand-in for a Replica inside a LockstepGroup: fixed step plans, the group's step lengths recorded."""
+
+    def __init__(self, env, plans):
+        from types import SimpleNamespace
+        self.cl, self.plans, self.n_active, self.dts = SimpleNamespace(env=env), list(plans), 0, []
+
+    def plan(self):
+        return self.plans.pop(0) if self.plans else None
+
+    def finish_step(self, step, dt):
+        self.dts.append(dt)
+
+
+def _group_steps(plans_a, plans_b, pad_limit):
+    import simpy
+
+    from sim.cluster import LockstepGroup
+    env = simpy.Environment()
+    a, b = _Rank(env, plans_a), _Rank(env, plans_b)
+
+    def step_time(tokens, kv, reqs, spec, drafts, attn):  # 1 ms per token, 1 us per cached token read
+        return tokens * 1e-3 + kv * 1e-6
+    LockstepGroup(env, [a, b], step_time, pad_limit)
+    env.run(until=100)
+    return a.dts
+
+
+def _plan(tokens, kv):  # (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended)
+    return (tokens, kv, 1, False, None, None, 0, None, None)
+
+
+def test_dp_ranks_are_padded_to_the_groups_most_tokens_inside_cuda_graphs():
+    """vLLM (coordinate_batch_across_dp): while every rank runs a CUDA graph, each rank runs the group's most
+    tokens -- rank b's 8 decode tokens over 100,000 cached ones are padded to rank a's 64; past the largest graph
+    (here 512 tokens) no padding, each rank its own tokens, the step the longer of the two."""
+    a, b = [_plan(64, 100), _plan(1000, 100)], [_plan(8, 100_000), _plan(8, 100_000)]
+    padded = _group_steps(list(a), list(b), pad_limit=512)
+    assert padded == pytest.approx([64e-3 + 0.1, 1.0 + 1e-4])
+    unpadded = _group_steps(list(a), list(b), pad_limit=0)
+    assert unpadded == pytest.approx([8e-3 + 0.1, 1.0 + 1e-4])
