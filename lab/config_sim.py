@@ -334,8 +334,13 @@ class EngineSpec(StrictModel):
         True, description="a MoE model's data-parallel replicas of one expert-parallel group (hardware.ep / "
                           "hardware.tp replicas) step together, as vLLM's DP ranks do: every MoE layer's "
                           "all-to-all waits for all of them, so a step lasts as long as the group's longest and an "
-                          "idle rank runs a dummy batch; inside CUDA graphs every rank is padded to the group's "
-                          "most tokens (vLLM's DP padding); false: each replica steps alone")
+                          "idle rank runs a dummy batch (padded as dp_padding says); false: each replica steps "
+                          "alone")
+    dp_padding: Literal["cuda_graphs", "always", "none"] = Field(
+        "cuda_graphs", description="vLLM's DP padding of a lockstep group (each rank runs the group's most "
+        "tokens): cuda_graphs (vLLM since PR #34102, 2026-02: only while every rank's step fits a CUDA graph -- "
+        "the last cost.cuda_graph_buckets, else min(2 x max_num_seqs, 512)), always (vLLM before it, 0.10 / 0.11 "
+        "included: every step unless --enforce-eager), none")
 
 
 class FrontendSpec(StrictModel):

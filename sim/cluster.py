@@ -675,9 +675,10 @@ class Cluster:
         self.frontend = frontend  # lab/config_sim.FrontendSpec or None: each replica's API server
         grouped = lockstep > 1
         self.replicas = [Replica(i, self, policy_factory(), start=not grouped) for i in range(n_replicas)]
-        # vLLM's largest captured CUDA graph: the configured buckets' last, else its default
-        # min(2 x max_num_seqs, 512) (vllm/config/vllm.py; 1,024 on Blackwell, not modelled)
-        pad_limit = cost.buckets[-1] if cost.buckets else min(2 * engine.max_num_seqs, 512)
+        # DP padding up to: vLLM's largest captured CUDA graph -- the configured buckets' last, else its default
+        # min(2 x max_num_seqs, 512) (vllm/config/vllm.py; 1,024 on Blackwell, not modelled) -- or every step
+        pad_limit = {"none": 0, "always": float("inf")}.get(
+            engine.dp_padding, cost.buckets[-1] if cost.buckets else min(2 * engine.max_num_seqs, 512))
         self.groups = [LockstepGroup(env, self.replicas[i:i + lockstep], cost.step_time, pad_limit)
                        for i in range(0, n_replicas, lockstep)] if grouped else []
 

@@ -138,3 +138,31 @@ def test_dp_ranks_are_padded_to_the_groups_most_tokens_inside_cuda_graphs():
     assert padded == pytest.approx([64e-3 + 0.1, 1.0 + 1e-4])
     unpadded = _group_steps(list(a), list(b), pad_limit=0)
     assert unpadded == pytest.approx([8e-3 + 0.1, 1.0 + 1e-4])
+
+
+def test_dp_padding_option():
+    """engine.dp_padding picks the limit the cluster hands its lockstep groups: current vLLM pads inside CUDA
+    graphs only (min(2 x max_num_seqs, 512), or the last configured bucket), vLLM <= 0.11 every step."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import simpy
+
+    from sim.cluster import Cluster
+    from sim.policies import make_policy
+    from tests.sim.conftest import make_sim
+
+    def limit(**kw):
+        cost = kw.pop("cost", {})
+        sim = make_sim(model={"name": None, "config": str(DATA / "qwen3_30b_a3b_config.json")},
+                       hardware={"preset": "h100", "tp": 1, "ep": 2}, replicas=2, cost=cost, engine=kw)
+        cm = CostModel.from_config(sim)
+        cl = Cluster(simpy.Environment(), cm, lambda: make_policy(sim.policies[0], 7),
+                     SimpleNamespace(kind="parametric"), 2, sim.engine, np.random.default_rng(0),
+                     kv_capacity=100_000, lockstep=2)
+        return cl.groups[0].pad_limit
+    assert limit() == 512 and limit(max_num_seqs=64) == 128
+    assert limit(cost={"cuda_graph_buckets": [1, 2, 4, 8, 16, 32]}) == 32
+    assert limit(dp_padding="always") == float("inf") and limit(dp_padding="none") == 0
+    with pytest.raises(Exception, match="'cuda_graphs', 'always' or 'none'"):
+        limit(dp_padding="sometimes")
