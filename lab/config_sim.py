@@ -188,8 +188,15 @@ class HardwareSpec(StrictModel):
                           "holding one")
     tp: int = Field(1, ge=1, le=64, description="tensor-parallel degree (GPUs per replica)")
     ep: int = Field(1, ge=1, le=1024, description="expert-parallel degree for MoE models: routed experts are "
-                                                  "spread over this many GPUs (data-parallel replicas or TP "
-                                                  "ranks) and tokens reach them through an all-to-all")
+                                                  "spread over this many GPUs, tp x dp as vLLM's "
+                                                  "--enable-expert-parallel lays them (1 or a multiple of tp); "
+                                                  "over dp > 1 replicas tokens reach them through all2all")
+    all2all: Literal["allgather_reducescatter", "naive", "dispatch"] = Field(
+        "allgather_reducescatter", description="vLLM's all2all backend (--all2all-backend / VLLM_ALL2ALL_BACKEND) "
+        "for ep over ep / tp > 1 data-parallel ranks, priced per MoE layer by the bytes it moves (sim/cost.py "
+        "all2all_cost): allgather_reducescatter (vLLM's default since 0.11: every rank gathers all ranks' hidden "
+        "states, then reduce-scatters the expert output), naive (the default up to 0.10: broadcasts + an "
+        "all-reduce), dispatch (pplx / deepep: each token to its top-k experts' ranks only)")
     interconnect: InterconnectSheet | None = Field(None, description="override of the sheet's link (e.g. PCIe)")
     mfu: float | None = Field(None, gt=0, le=1, description="override of the sheet's achievable FLOP/s fraction")
     bw_efficiency: float | None = Field(None, gt=0, le=1,
@@ -332,7 +339,13 @@ class EngineSpec(StrictModel):
         True, description="a MoE model's data-parallel replicas of one expert-parallel group (hardware.ep / "
                           "hardware.tp replicas) step together, as vLLM's DP ranks do: every MoE layer's "
                           "all-to-all waits for all of them, so a step lasts as long as the group's longest and an "
-                          "idle rank runs a dummy batch; false: each replica steps alone")
+                          "idle rank runs a dummy batch (padded as dp_padding says); false: each replica steps "
+                          "alone")
+    dp_padding: Literal["cuda_graphs", "always", "none"] = Field(
+        "cuda_graphs", description="vLLM's DP padding of a lockstep group (each rank runs the group's most "
+        "tokens): cuda_graphs (vLLM since PR #34102, 2026-02: only while every rank's step fits a CUDA graph -- "
+        "the last cost.cuda_graph_buckets, else min(2 x max_num_seqs, 512)), always (vLLM before it, 0.10 / 0.11 "
+        "included: every step unless --enforce-eager), none")
 
 
 class FrontendSpec(StrictModel):
@@ -647,6 +660,10 @@ class SimSection(StrictModel):
     @model_validator(mode="after")
     def _expert_parallel_groups_are_whole(self):
         tp, ep = self.hardware.tp, self.hardware.ep
+        if ep > 1 and ep % tp:
+            raise ValueError(f"sim.hardware.ep {ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs "
+                             "(--enable-expert-parallel: ep = tp x data-parallel size), so ep must be 1 or a "
+                             "multiple of tp")
         if ep > tp and self.replicas > 1 and (ep % tp or self.replicas % (ep // tp)):
             raise ValueError(f"sim.hardware.ep {ep} over tp {tp} spans {ep / tp:g} data-parallel replicas: ep must "
                              f"be a multiple of tp and sim.replicas ({self.replicas}) a multiple of ep / tp (or 1: "

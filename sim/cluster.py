@@ -29,7 +29,8 @@ server has streamed them. Its `intake` says how the requests' work shares the se
 another) or shared (SharedFrontend, processor sharing: a burst reaches the engine together).
 Data + expert parallelism (a MoE model with hardware.ep > tp over several replicas): the ep / tp replicas of one
 expert-parallel group step together (LockstepGroup, engine.dp_lockstep): each plans and applies its own step,
-the step lasts the group's longest, and an idle rank runs vLLM's one-token dummy batch.
+the step lasts the group's longest, and an idle rank runs vLLM's one-token dummy batch. While every rank's step
+fits a CUDA graph, vLLM pads every rank to the group's most tokens (DP padding), and so does the group.
 """
 from __future__ import annotations
 
@@ -601,11 +602,17 @@ class LockstepGroup:
     group's longest: a rank's decodes wait out another rank's prefill chunk. A rank with nothing to run while
     the others step runs a dummy batch (vLLM's execute_dummy_batch: one token, no context). Each rank plans and
     applies its own step (its scheduler); only the clock is shared.
+
+    DP padding: each step the ranks all-reduce their token counts (vllm/v1/worker/dp_utils.py
+    coordinate_batch_across_dp) and, when every rank runs a CUDA graph, each pads its batch to the largest
+    count of the group, so each rank's step is priced at the group's most tokens over its own requests and KV.
+    `pad_limit`: the most tokens a step may have for that (the largest captured graph); 0: never padded.
     """
 
-    def __init__(self, env, members: list[Replica], step_time):
+    def __init__(self, env, members: list[Replica], step_time, pad_limit: int = 0):
         self.members = members
         self.step_time = step_time
+        self.pad_limit = pad_limit
         self.wake: simpy.Event | None = None
         for r in members:
             r.group = self
@@ -624,7 +631,13 @@ class LockstepGroup:
                 yield self.wake
                 self.wake = None
                 continue
-            dt = max(self.dummy_s if s is None else step_time(s[0], s[1], s[2], s[3], s[6], s[8]) for s in steps)
+            top = max(s[0] for s in steps if s is not None)
+            if top <= self.pad_limit:  # every rank runs `top` tokens (the idle one a dummy batch of that many)
+                dt = max(step_time(top, 1.0, 1, False, 0, None) if s is None
+                         else step_time(top, s[1], s[2], s[3], s[6], s[8]) for s in steps)
+            else:
+                dt = max(self.dummy_s if s is None else step_time(s[0], s[1], s[2], s[3], s[6], s[8])
+                         for s in steps)
             yield env.timeout(dt)
             for r, s in zip(self.members, steps):
                 if s is not None:
@@ -662,7 +675,11 @@ class Cluster:
         self.frontend = frontend  # lab/config_sim.FrontendSpec or None: each replica's API server
         grouped = lockstep > 1
         self.replicas = [Replica(i, self, policy_factory(), start=not grouped) for i in range(n_replicas)]
-        self.groups = [LockstepGroup(env, self.replicas[i:i + lockstep], cost.step_time)
+        # DP padding up to: vLLM's largest captured CUDA graph -- the configured buckets' last, else its default
+        # min(2 x max_num_seqs, 512) (vllm/config/vllm.py; 1,024 on Blackwell, not modelled) -- or every step
+        pad_limit = {"none": 0, "always": float("inf")}.get(
+            engine.dp_padding, cost.buckets[-1] if cost.buckets else min(2 * engine.max_num_seqs, 512))
+        self.groups = [LockstepGroup(env, self.replicas[i:i + lockstep], cost.step_time, pad_limit)
                        for i in range(0, n_replicas, lockstep)] if grouped else []
 
     # ---- arrivals ----------------------------------------------------------------------------------

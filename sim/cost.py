@@ -37,13 +37,16 @@ tp GPUs:
         + experts (a MoE model: its routed experts run as their own fused-MoE kernels, so compute and memory
           above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
           touched + max(touched experts' bytes / (moe_[quant_]bw_efficiency x bandwidth), tokens x k experts' FLOPs /
-          (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings)
+          (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings;
+          without EP each GPU reads a 1/tp slice of every touched expert, with EP (ep = tp x dp, as vLLM lays
+          it) each GPU reads its own E/ep experts whole, touched by the tokens of all dp ranks)
         + step + n_layers x layer + n_reqs x request overhead
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
           configured link, + its latency; allreduce_time_s, scored on published collective timings by
-          sim.allreduce_check) + EP all-to-all (dispatch and combine per MoE layer: tokens x k x
-          hidden x activation bytes x (ep-1)/ep on the link, + latency)
+          sim.allreduce_check) + EP communication over dp = ep / tp > 1 data-parallel ranks
+          (dispatch and combine per MoE layer as vLLM's all2all backend moves them, all2all_cost: by default
+          an all-gather and a reduce-scatter of (dp-1) x tokens x hidden x activation bytes each, + latency)
         + drafter pass (the same roofline over drafter_layers) + speculative overhead (when it verifies drafts).
 The CPU terms (gemm_bw_efficiency, kv_bw_efficiency, compute_memory_overlap < 1) describe eager PyTorch on a
 CPU (kv_bw_efficiency: eager attention moves KV far slower than a weight read, sim.bench_profile). A step
@@ -83,6 +86,35 @@ from sim.kv_cache import GIB, kv_cache_blocks
 from sim.models import ModelShape, model_from_config
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
 
+ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "dispatch")
+
+
+def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, experts: int,
+                 act_bytes: float) -> tuple[int, float]:
+    """One MoE layer's expert-parallel communication on one of dp data-parallel ranks (ep GPUs in all): (collective
+    calls, each paying the link's latency; bytes per token of the rank's step each way on its link). Every rank's
+    batch is padded to the group's largest (cluster.LockstepGroup), so each of the other dp - 1 ranks sends as
+    many tokens as this one. vLLM's backends (vllm/distributed/device_communicators/all2all.py):
+      allgather_reducescatter (the default since v0.11): dispatch = one grouped all_gatherv of every rank's hidden
+          states (tokens x hidden, not x top_k) with their top-k weights and ids (fp32 + int32); the rank runs its
+          experts over all dp ranks' tokens; combine = one grouped reduce_scatterv of the tokens x hidden sums:
+          2 calls, (dp - 1) x (2 x hidden x act_bytes + 8 x top_k) bytes
+      naive (the default up to v0.10; removed in 2026, PR #33728): dispatch = dp broadcasts of the hidden states
+          and dp of the router logits (experts values per token); combine = an all-reduce of all dp ranks'
+          tokens x hidden (ring: 2 (dp - 1) x the rank's share): 2 dp + 1 calls, (dp - 1) x (3 x hidden +
+          experts) x act_bytes bytes
+      dispatch (pplx / deepep_*: a token goes only where its top_k experts live): 2 calls, 2 x top_k x hidden
+          x act_bytes x (ep - 1) / ep bytes
+    dp 1 (ep = tp): no all-to-all at all -- the tokens are already on every TP rank and the MoE output joins the
+    tensor-parallel all-reduce; the caller skips it."""
+    if backend == "allgather_reducescatter":
+        return 2, (dp - 1) * (2 * hidden * act_bytes + 8 * top_k)
+    if backend == "naive":
+        return 2 * dp + 1, (dp - 1) * (3 * hidden + experts) * act_bytes
+    if backend == "dispatch":
+        return 2, 2 * top_k * hidden * act_bytes * (ep - 1) / ep
+    raise LabError(f"sim: all2all {backend!r} is not one of {ALL2ALL_BACKENDS}")
+
 
 def allreduce_latency_s(link, tp: int) -> float:
     """The fixed part of one ring all-reduce on `tp` GPUs over `link` (an InterconnectSheet), seconds: its
@@ -109,6 +141,7 @@ class CostModel:
     model: ModelShape
     tp: int = 1
     ep: int = 1
+    all2all: str = "allgather_reducescatter"  # vLLM's all2all backend for ep over dp > 1 ranks (ALL2ALL_BACKENDS)
     drafter_layers: int = 2
     max_draft: int = 7
     step_overhead_s: float | None = None  # None: the hardware sheet's
@@ -144,11 +177,17 @@ class CostModel:
         self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
         self._t_weights = m.dense_bytes_read / bw  # a MoE model's routed experts: _experts_time
         self._t_per_token_flops = (m.flops_per_token - m.routed_flops_per_token) / matmul_flops
+        if self.ep > 1 and self.ep % tp:
+            raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
+                           "must be 1 or a multiple of tp")
+        self._dp = self.ep // tp if self.ep > 1 else 1  # data-parallel ranks of one EP group (vLLM: ep = tp x dp)
         if self._moe:  # the routed experts run as their own kernels (fused MoE): their own roofline and floor
             moe_eff = hw.moe_bw_efficiency or hw.bw_efficiency
             if m.quant_experts and hw.moe_quant_bw_efficiency:
                 moe_eff = hw.moe_quant_bw_efficiency
-            moe_bw = hw.mem_bw_tbs * 1e12 * moe_eff * tp
+            # without EP each of the tp GPUs reads a 1/tp slice of every touched expert (the replica's bytes over tp
+            # GPUs); with EP each GPU reads its own whole experts (routed_bytes_read per GPU, one GPU's bandwidth)
+            moe_bw = hw.mem_bw_tbs * 1e12 * moe_eff * (1 if self.ep > 1 else tp)
             expert_dtype = matmul if m.quant_experts else m.dtype
             moe_flops = (hw.peak_for(expert_dtype) * 1e12 * (hw.moe_mfu or hw.mfu) * tp
                          * hw.lowp_matmul_efficiency.get(expert_dtype, 1.0))
@@ -170,10 +209,14 @@ class CostModel:
         if tp > 1:  # two ring all-reduces of the hidden states per layer (allreduce_time_s)
             self._fixed += 2 * m.n_layers * allreduce_latency_s(link, tp)
             self._t_per_token_link += 2 * m.n_layers * m.hidden * act_bytes * allreduce_s_per_byte(link, tp)
-        if self.ep > 1 and self._moe:  # dispatch + combine all-to-all per MoE layer
-            self._fixed += 2 * m.n_moe_layers * link.latency_us * 1e-6
-            self._t_per_token_link += (2 * m.n_moe_layers * m.moe_top_k * m.hidden * act_bytes
-                                       * (self.ep - 1) / self.ep / (link.bandwidth_gbs * 1e9))
+        if self.all2all not in ALL2ALL_BACKENDS:
+            raise LabError(f"sim: all2all {self.all2all!r} is not one of {ALL2ALL_BACKENDS}")
+        dp = self._dp  # with dp 1 (ep = tp) there is no all-to-all
+        if dp > 1 and self._moe:  # dispatch + combine per MoE layer (per token, per rank; see all2all_cost)
+            calls, per_token = all2all_cost(self.all2all, dp, self.ep, m.hidden, m.moe_top_k, m.moe_experts,
+                                            act_bytes)
+            self._fixed += m.n_moe_layers * calls * link.latency_us * 1e-6
+            self._t_per_token_link += m.n_moe_layers * per_token / (link.bandwidth_gbs * 1e9)
         self._frac = self.drafter_layers / m.n_layers
         self._draft_weights = self._frac * m.active_weight_bytes / bw
         self._draft_per_token = self._frac * m.flops_per_token / matmul_flops
@@ -190,7 +233,7 @@ class CostModel:
         """The cost model a `sim:` section describes; `run_root` resolves `cost.profile: run`."""
         c = sim.cost
         return cls(hw=hardware_from_config(sim.hardware), model=model_from_config(sim.model), tp=sim.hardware.tp,
-                   ep=sim.hardware.ep, drafter_layers=sim.model.drafter_layers, max_draft=sim.acceptance.max_draft,
+                   ep=sim.hardware.ep, all2all=sim.hardware.all2all, drafter_layers=sim.model.drafter_layers, max_draft=sim.acceptance.max_draft,
                    step_overhead_s=None if c.step_overhead_ms is None else c.step_overhead_ms / 1e3,
                    layer_overhead_s=None if c.layer_overhead_us is None else c.layer_overhead_us / 1e6,
                    request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,
@@ -214,7 +257,7 @@ class CostModel:
         block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
         if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
             block_bytes = block_bytes * layers / m.kv_layers
-        return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self.ep),
+        return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self._dp),
                                reserve_bytes, block_bytes, self.tp,
                                where=f"sim: model {m.name} on {self.tp} x {self.hw.name}")
 
@@ -273,8 +316,8 @@ class CostModel:
         """Seconds of the routed experts in a step of `tokens` query tokens (`gemm_tokens` of GEMM rows), all
         MoE layers, on one rank: per layer the fused-MoE kernel's floor (moe_layer_us), moe_expert_us per
         touched expert, and the longer of its expert-weight reads and its grouped-GEMM FLOPs (scalar or numpy)."""
-        touched = self.model.touched_experts(tokens, self.ep)
-        memory = self.model.routed_bytes_read(tokens, self.ep) * self._t_per_expert_byte
+        touched = self.model.touched_experts(tokens, self.ep, self._dp)  # one GPU's kernel
+        memory = self.model.routed_bytes_read(tokens, self.ep, self._dp) * self._t_per_expert_byte
         if self._gemm_factor != 1.0:
             memory = memory * np.where(tokens > 1, self._gemm_factor, 1.0) if isinstance(tokens, np.ndarray) \
                 else memory * (self._gemm_factor if tokens > 1 else 1.0)

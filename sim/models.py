@@ -161,7 +161,8 @@ class ModelShape:
             self._routed_active_b * 1e9 * self.expert_bytes_per_param
 
     def resident_weight_bytes(self, ep: int = 1) -> float:
-        """Weights one expert-parallel rank holds: everything but the routed experts, plus 1/ep of those."""
+        """Weights one expert-parallel rank holds: everything but the routed experts, plus 1/ep of those (a
+        replica of tp GPUs over ep = tp x dp: pass dp, its share of the experts)."""
         if not self.quant_bits:
             return (self.params_b - self.expert_params_b * (1.0 - 1.0 / ep)) * 1e9 * self.bytes_per_param
         return self._dense_bytes(self.params_b - self.expert_params_b) + \
@@ -184,18 +185,22 @@ class ModelShape:
             return self._dense_bytes(self.active_params_b - self._routed_active_b)
         return (self.active_params_b - self._routed_active_b) * 1e9 * self.bytes_per_param
 
-    def touched_experts(self, tokens, ep: int = 1):
-        """Routed experts of one MoE layer that a step of `tokens` tokens per rank touches on one of ep ranks:
-        E/ep x (1 - (1 - k/E)^(ep x tokens)), uniform routing (numpy arrays work)."""
+    def touched_experts(self, tokens, ep: int = 1, dp: int | None = None):
+        """Routed experts of one MoE layer that a step of `tokens` tokens per rank touches on one of ep GPUs:
+        E/ep x (1 - (1 - k/E)^(dp x tokens)), uniform routing (numpy arrays work). dp: the data-parallel ranks
+        whose tokens every GPU's experts see (vLLM: ep = tp x dp; each DP rank's tokens are gathered to all,
+        the TP ranks of one DP rank share its tokens); None: ep (tp 1)."""
         if not self.moe_experts:
             return 0.0
-        return self.moe_experts / ep * (1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** (tokens * ep))
+        gathered = tokens * (ep if dp is None else dp)
+        return self.moe_experts / ep * (1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** gathered)
 
-    def routed_bytes_read(self, tokens, ep: int = 1):
-        """Routed-expert weight bytes a step of `tokens` tokens reads on one rank, all MoE layers."""
+    def routed_bytes_read(self, tokens, ep: int = 1, dp: int | None = None):
+        """Routed-expert weight bytes a step of `tokens` tokens reads on one of ep GPUs (ep 1: the whole
+        replica's), all MoE layers; dp as in touched_experts."""
         if not self.moe_experts:
             return 0.0
-        return self.expert_params_b * 1e9 / self.moe_experts * self.touched_experts(tokens, ep) * \
+        return self.expert_params_b * 1e9 / self.moe_experts * self.touched_experts(tokens, ep, dp) * \
             self.expert_bytes_per_param
 
     @property

@@ -158,13 +158,36 @@ def test_rtx_4090_link_is_the_fit_on_published_all_reduce_timings():
 def test_expert_parallel_all_to_all_and_memory():
     m = get_model("deepseek-v4-flash-like")
     one = CostModel(get_hardware("h200"), m, tp=4)
-    ep2 = CostModel(get_hardware("h200"), m, tp=4, ep=2)
-    assert ep2.kv_capacity_tokens(0.9) > one.kv_capacity_tokens(0.9)  # half the experts resident
-    # a decode step of few tokens: each rank reads fewer expert bytes; the all-to-all adds latency
+    ep8 = CostModel(get_hardware("h200"), m, tp=4, ep=8)  # --tensor-parallel-size 4 --data-parallel-size 2 + EP
+    assert ep8.kv_capacity_tokens(0.9) > one.kv_capacity_tokens(0.9)  # fewer experts resident
+    # a decode step of few tokens: each rank reads fewer expert bytes; vLLM's default all2all
+    # (allgather_reducescatter) gathers the other DP rank's hidden states + top-8 ids / weights and
+    # reduce-scatters the output: 2 calls per MoE layer
     link = get_hardware("h200").interconnect
-    a2a = 2 * 43 * (link.latency_us * 1e-6 + 1 * 8 * 4096 * 2 * 0.5 / (link.bandwidth_gbs * 1e9))
-    reads = (m.weight_bytes_read(1, 2) - m.weight_bytes_read(1)) * one._t_per_expert_byte  # the experts' reads
-    assert ep2.step_time(1, 0, 1, False) - one.step_time(1, 0, 1, False) == pytest.approx(a2a + reads)
+    a2a = 43 * (2 * link.latency_us * 1e-6 + 1 * (2 * 4096 * 2 + 8 * 8) / (link.bandwidth_gbs * 1e9))
+    # expert reads: at ep 1 the 8 experts one token touches, a quarter of each on each of the 4 GPUs; at ep 8 each
+    # GPU reads its own 32 experts whole, of which the two DP ranks' tokens touch 32 x (1 - (1 - 8/256)^2)
+    expert = m.expert_params_b * 1e9 / 256 * m.expert_bytes_per_param
+    per_gpu = 1 / (one._t_per_expert_byte * 4)  # one GPU's expert bandwidth (moe_[quant_]bw_efficiency)
+    reads = (32 * (1 - (1 - 8 / 256) ** 2) - 8 / 4) * expert / per_gpu
+    assert ep8.step_time(1, 0, 1, False) - one.step_time(1, 0, 1, False) == pytest.approx(a2a + reads)
+
+
+def test_expert_parallel_is_tp_times_dp():
+    """vLLM lays ep over tp x dp GPUs. ep = tp (dp 1): no all-to-all, all experts resident in the replica, and
+    a big step's expert reads are the same bytes as without EP, now whole experts per GPU; ep not a multiple of tp
+    is no vLLM layout."""
+    m = get_model("deepseek-v4-flash-like")
+    tp8 = CostModel(get_hardware("h200"), m, tp=8)
+    ep8 = CostModel(get_hardware("h200"), m, tp=8, ep=8)
+    assert ep8.kv_capacity_tokens(0.9) == tp8.kv_capacity_tokens(0.9)
+    assert ep8._t_per_token_link == tp8._t_per_token_link
+    # 4096 tokens touch every expert: 256 experts / 8 GPUs, each GPU its 32 whole = 256 slices of 1/8
+    assert ep8._experts_time(4096, 4096) == pytest.approx(tp8._experts_time(4096, 4096), rel=1e-9)
+    with pytest.raises(LabError, match="multiple of tp"):
+        CostModel(get_hardware("h200"), m, tp=4, ep=2)
+    with pytest.raises(Exception, match="multiple of tp"):
+        make_sim(hardware={"preset": "h200", "tp": 4, "ep": 2})
 
 
 def test_kv_capacity_and_tp():
