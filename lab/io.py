@@ -83,3 +83,27 @@ def replace_dir(new: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(new, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def add_runs_to_file(out: str | Path, measure, what: str = "run file") -> list[dict]:
+    """Write the runs `measure()` returns into the YAML file `out` (a `runs:` list; an existing file keeps its
+    other runs, those with the same ids are replaced), atomically. The file is checked before `measure` runs
+    (minutes on a device), so a file that is not a run list, or a folder that cannot be written, fails first with
+    one LabError naming --out; nothing is written then."""
+    import yaml
+
+    out = Path(out)
+    try:
+        existing = yaml.safe_load(out.read_text()) if out.is_file() else {"runs": []}
+    except yaml.YAMLError as exc:
+        raise LabError(f"--out {out}: exists and is not YAML ({str(exc).splitlines()[0]}); not overwritten") from None
+    if not isinstance(existing, dict) or not isinstance(existing.get("runs"), list):
+        raise LabError(f"--out {out}: exists and is not a {what} (no runs: list); not overwritten")
+    make_dirs(out.parent)
+    if not os.access(out.parent, os.W_OK):
+        raise LabError(f"--out {out}: {out.parent} is not writable")
+    runs = measure()
+    ids = {r["id"] for r in runs}
+    existing["runs"] = [r for r in existing["runs"] if r.get("id") not in ids] + runs
+    write_text_atomic(out, yaml.safe_dump(existing, sort_keys=False, width=120, default_flow_style=None))
+    return runs

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import statistics
 import sys
 import time
@@ -42,12 +41,11 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm import tqdm
 
 from lab.arguments import ArgumentParser, int_list
 from lab.errors import LabError
-from lab.io import make_dirs, write_text_atomic
+from lab.io import add_runs_to_file
 from lab.runs import package_versions
 from real.rng import device_generator
 from sim.hardware import preset_for_device
@@ -377,14 +375,27 @@ def _dtypes(text: str) -> list[str]:
     return values
 
 
-def parse_args(argv=None):
-    ap = ArgumentParser(prog="python -m real.bench_kernels", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True, help="a Hugging Face config.json (e.g. real/presets/qwen3-8b.json)")
+def bench_parser(prog: str, doc: str, config_help: str, device: str, m_default: str, m_help: str,
+                 tp_help: str) -> ArgumentParser:
+    """The arguments a device benchmark that writes a kernel-run file shares (real.bench_kernels, real.bench_moe):
+    --config --name --device --tp --m --dtypes --seed --sheet --out."""
+    ap = ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    ap.add_argument("--config", required=True, help=config_help)
     ap.add_argument("--name", help="model label in the output (default: the config file's stem)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--tp", type=lambda s: int_list(s)[0], default=1, help="tensor-parallel split of the shapes")
-    ap.add_argument("--m", type=int_list, default=int_list(M_DEFAULT), help="token counts M of the GEMMs")
+    ap.add_argument("--device", default=device, help="cpu, cuda or cuda:N" if device == "cpu" else "cuda or cuda:N")
+    ap.add_argument("--tp", type=lambda s: int_list(s)[0], default=1, help=tp_help)
+    ap.add_argument("--m", type=int_list, default=int_list(m_default), help=m_help)
     ap.add_argument("--dtypes", type=_dtypes, default=["bf16", "fp8"], help="bf16,fp8")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sheet", help="the hardware preset the runs are priced on (default: from the device name)")
+    ap.add_argument("--out", required=True, help="YAML file to write (atomic; an existing file gains this run)")
+    return ap
+
+
+def parse_args(argv=None):
+    ap = bench_parser("python -m real.bench_kernels", __doc__, "a Hugging Face config.json (e.g. "
+                      "real/presets/qwen3-8b.json)", "cpu", M_DEFAULT, "token counts M of the GEMMs",
+                      "tensor-parallel split of the shapes")
     ap.add_argument("--attention", choices=("sdpa", "none"), default="sdpa")
     ap.add_argument("--batches", type=int_list, default=int_list("1,8,32,128"), help="decode batches")
     ap.add_argument("--contexts", type=int_list, default=int_list("512,2048,8192"), help="decode KV lengths")
@@ -395,32 +406,17 @@ def parse_args(argv=None):
     ap.add_argument("--passes", type=lambda s: int_list(s)[0], default=2, help="times the grid is timed")
     ap.add_argument("--sustained", type=float, default=0.0,
                     help="seconds of the widest GEMM at the largest M back to back (clock, power: see the docstring)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sheet", help="the hardware preset the table is priced on (default: from the device name)")
-    ap.add_argument("--out", required=True, help="YAML file to write (atomic; an existing file gains this run)")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = Path(args.out)
     try:
-        try:
-            existing = yaml.safe_load(out.read_text()) if out.is_file() else {"runs": []}
-        except yaml.YAMLError as exc:
-            raise LabError(f"--out {out}: exists and is not YAML ({str(exc).splitlines()[0]}); not overwritten") from None
-        if not isinstance(existing, dict) or not isinstance(existing.get("runs"), list):
-            raise LabError(f"--out {out}: exists and is not a kernel table (no runs: list); not overwritten")
-        make_dirs(out.parent)
-        if not os.access(out.parent, os.W_OK):  # before minutes of measuring, not after
-            raise LabError(f"--out {out}: {out.parent} is not writable")
-        table = run(args)
-        existing["runs"] = [r for r in existing["runs"] if r.get("id") != table["id"]] + [table]
-        write_text_atomic(out, yaml.safe_dump(existing, sort_keys=False, width=120, default_flow_style=None))
+        table, = add_runs_to_file(args.out, lambda: [run(args)], "kernel table")
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{out}: {len(table['points'])} GEMM and {len(table['attention'])} attention points on "
+    print(f"{args.out}: {len(table['points'])} GEMM and {len(table['attention'])} attention points on "
           f"{table['device_name']} in {table['seconds']} s" + "".join(f"; skipped {s}" for s in table["skipped"]))
     return 0
 

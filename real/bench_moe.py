@@ -26,20 +26,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm import tqdm
 
-from lab.arguments import ArgumentParser, int_list
+from lab.arguments import int_list
 from lab.errors import LabError
-from lab.io import make_dirs, write_text_atomic
-from lab.runs import package_versions
-from real.bench_kernels import device_facts, spin_up
+from lab.io import add_runs_to_file
+from real.bench_kernels import bench_parser, device_facts, spin_up
 from real.fused_moe import (
     SEARCH_CONFIGS,
     KernelConfig,
@@ -50,6 +47,7 @@ from real.fused_moe import (
     quantize_experts,
     reference_moe,
     route_uniform,
+    tile_label,
     triton,
 )
 from sim.hardware import preset_for_device
@@ -177,7 +175,7 @@ def measure(args) -> list[dict]:
     for dtype in args.dtypes:
         fp8 = dtype == "fp8"
         layers = Layers(shape, args.layers, device, generator, fp8)
-        choices = {"default": None, **{c.label(): c for c in SEARCH_CONFIGS}}
+        choices = {"default": None, **{tile_label(c): c for c in SEARCH_CONFIGS}}
         for label, config_choice in choices.items():
             chosen = config_choice or default_config(CHECK_TOKENS, shape["experts_local"])
             err = check_config(layers, shape, chosen, fp8, generator, device, rank)
@@ -208,7 +206,7 @@ def measure(args) -> list[dict]:
                      "kernel_us": {m: round(by_choice["default"][m][0], 2) for m in args.m},
                      "align_us": {m: round(by_choice["default"][m][1], 2) for m in args.m}})
         runs.append({"id": f"lab-{sheet}-{model}-tp{args.tp}-ep{args.ep}-{dtype}-searched", **base,
-                     "config": "searched", "note": note + "; best of " + ", ".join(c.label() for c in SEARCH_CONFIGS),
+                     "config": "searched", "note": note + "; best of " + ", ".join(tile_label(c) for c in SEARCH_CONFIGS),
                      "kernel_us": {m: round(best[m][0], 2) for m in args.m},
                      "tiles": {m: best[m][1] for m in args.m},
                      "align_us": {m: round(by_choice[best[m][1]][m][1], 2) for m in args.m}})
@@ -217,53 +215,24 @@ def measure(args) -> list[dict]:
     return runs
 
 
-def _dtypes(text: str) -> list[str]:
-    values = [t.strip() for t in text.split(",") if t.strip()]
-    if not values or any(v not in KERNEL_DTYPE for v in values):
-        raise ValueError(text)
-    return values
-
-
 def parse_args(argv=None):
-    ap = ArgumentParser(prog="python -m real.bench_moe", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True, help="a MoE model's config.json")
-    ap.add_argument("--name", help="model label in the output (default: the config file's stem)")
-    ap.add_argument("--device", default="cuda", help="cuda or cuda:N")
-    ap.add_argument("--tp", type=lambda s: int_list(s)[0], default=1, help="expert intermediate split")
+    ap = bench_parser("python -m real.bench_moe", __doc__, "a MoE model's config.json", "cuda", M_DEFAULT,
+                      "tokens entering the layer", "expert intermediate split")
     ap.add_argument("--ep", type=lambda s: int_list(s)[0], default=1, help="expert-parallel ranks")
-    ap.add_argument("--m", type=int_list, default=int_list(M_DEFAULT), help="tokens entering the layer")
-    ap.add_argument("--dtypes", type=_dtypes, default=["bf16", "fp8"], help="bf16,fp8")
     ap.add_argument("--layers", type=lambda s: int_list(s)[0], default=8, help="distinct layers per graph")
     ap.add_argument("--repeats", type=lambda s: int_list(s)[0], default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sheet", help="the hardware preset the runs are priced on (default: from the device name)")
-    ap.add_argument("--out", required=True, help="YAML file to write (atomic; an existing file gains these runs)")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = Path(args.out)
+    started = time.perf_counter()
     try:
-        try:
-            existing = yaml.safe_load(out.read_text()) if out.is_file() else {"runs": []}
-        except yaml.YAMLError as exc:
-            raise LabError(f"--out {out}: exists and is not YAML ({str(exc).splitlines()[0]}); not overwritten") from None
-        if not isinstance(existing, dict) or not isinstance(existing.get("runs"), list):
-            raise LabError(f"--out {out}: exists and is not a kernel-run file (no runs: list); not overwritten")
-        make_dirs(out.parent)
-        if not os.access(out.parent, os.W_OK):
-            raise LabError(f"--out {out}: {out.parent} is not writable")
-        started = time.perf_counter()
-        runs = measure(args)
-        ids = {r["id"] for r in runs}
-        existing["runs"] = [r for r in existing["runs"] if r.get("id") not in ids] + runs
-        existing.setdefault("versions", package_versions())
-        write_text_atomic(out, yaml.safe_dump(existing, sort_keys=False, width=120, default_flow_style=None))
+        runs = add_runs_to_file(args.out, lambda: measure(args), "kernel-run file")
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{out}: {len(runs)} runs in {time.perf_counter() - started:.0f} s")
+    print(f"{args.out}: {len(runs)} runs in {time.perf_counter() - started:.0f} s")
     return 0
 
 

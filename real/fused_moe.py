@@ -26,6 +26,7 @@ activations, the accumulator scaled back in the kernel's epilogue.
 """
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 
 import torch
@@ -37,19 +38,14 @@ except ImportError:  # pragma: no cover - depends on the environment
     triton = None
 
 
-@dataclass(frozen=True)
-class KernelConfig:
-    """Tile sizes of the grouped GEMMs (vLLM's config-file keys BLOCK_SIZE_M/N/K, GROUP_SIZE_M)."""
-    block_m: int = 16
-    block_n: int = 32
-    block_k: int = 64
-    group_m: int = 1
-    num_warps: int = 4
-    num_stages: int = 3
+# Tile sizes of the grouped GEMMs (vLLM's config-file keys BLOCK_SIZE_M/N/K, GROUP_SIZE_M) and the launch
+KernelConfig = namedtuple("KernelConfig", "block_m block_n block_k group_m num_warps num_stages",
+                          defaults=(16, 32, 64, 1, 4, 3))
 
-    def label(self) -> str:
-        return (f"m{self.block_m}n{self.block_n}k{self.block_k}g{self.group_m}"
-                f"w{self.num_warps}s{self.num_stages}")
+
+def tile_label(config: KernelConfig) -> str:
+    """m16n32k64g1w4s3: a tile choice as the runs' `tiles` name it."""
+    return "m{}n{}k{}g{}w{}s{}".format(*config)
 
 
 def default_config(tokens: int, experts: int) -> KernelConfig:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import lab.io
 from real import bench_kernels as bk
 from sim.kernel_roofline import load_tables, priced_points
 
@@ -94,7 +95,7 @@ def test_an_unwritable_output_fails_before_measuring(tmp_path, capsys, monkeypat
     config.write_text(json.dumps(TINY))
     measured = []
     monkeypatch.setattr(bk, "run", lambda args: measured.append(args))
-    monkeypatch.setattr(bk.os, "access", lambda path, mode: False)  # (root ignores mode bits: fake the answer)
+    monkeypatch.setattr(lab.io.os, "access", lambda path, mode: False)  # (root ignores mode bits: fake the answer)
     assert bk.main(["--config", str(config), "--m", "1", "--out", str(tmp_path / "out" / "k.yaml")]) == 2
     assert "not writable" in capsys.readouterr().err and measured == []
 
