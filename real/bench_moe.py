@@ -50,6 +50,7 @@ from real.fused_moe import (
     tile_label,
     triton,
 )
+from real.rng import device_generator
 from sim.hardware import preset_for_device
 from sim.models import text_config
 
@@ -169,7 +170,7 @@ def measure(args) -> list[dict]:
     sheet = args.sheet or preset_for_device(facts["device_name"])
     model = args.name or Path(args.config).stem
     rank = 0
-    generator = torch.Generator(device=device).manual_seed(args.seed)  # device-side draws: no host copies
+    generator = device_generator(device, args.seed)  # device-side draws: no host copies
     spin_up(device)
     runs = []
     for dtype in args.dtypes:
