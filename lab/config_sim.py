@@ -58,6 +58,7 @@ def model_presets() -> dict[str, dict]:
 
 
 HARDWARE_NAMES = tuple(hardware_presets())
+ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "dispatch")  # vLLM's expert-parallel backends (sim/cost.py)
 MODEL_NAMES = tuple(model_presets())
 
 
@@ -191,7 +192,7 @@ class HardwareSpec(StrictModel):
                                                   "spread over this many GPUs, tp x dp as vLLM's "
                                                   "--enable-expert-parallel lays them (1 or a multiple of tp); "
                                                   "over dp > 1 replicas tokens reach them through all2all")
-    all2all: Literal["allgather_reducescatter", "naive", "dispatch"] = Field(
+    all2all: Literal[ALL2ALL_BACKENDS] = Field(  # type: ignore[valid-type]
         "allgather_reducescatter", description="vLLM's all2all backend (--all2all-backend / VLLM_ALL2ALL_BACKEND) "
         "for ep over ep / tp > 1 data-parallel ranks, priced per MoE layer by the bytes it moves (sim/cost.py "
         "all2all_cost): allgather_reducescatter (vLLM's default since 0.11: every rank gathers all ranks' hidden "

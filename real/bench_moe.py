@@ -14,8 +14,8 @@ is their mean: no layer finds its weights in L2. Per M and dtype two tile choice
 default (fused_moe.get_default_config) and the best of a small search (real/fused_moe.SEARCH_CONFIGS; vLLM
 tunes per shape with a larger one). `kernel_us` leaves the token sort out: here it is ~15 torch ops (58-143 us
 per layer on an H100, timed alone in a graph of its own and written as `align_us`), where vLLM runs one CUDA
-kernel of a few microseconds (moe_align_block_size) that its published times include. Before timing, each tile choice's output is checked against real/fused_moe.reference_moe
-(fp32) at one M; a mismatch stops the run (exit 2).
+kernel of a few microseconds (moe_align_block_size) that its published times include. Before timing, each tile
+choice's output is checked against real/fused_moe.reference_moe (fp32) at one M; a mismatch stops the run (exit 2).
 
 Expert parallel (--ep N > 1): the rank's layer sees the tokens of all N data-parallel ranks (M counts them all),
 holds E / N experts, and computes only the slots routed to them (vLLM's all-gather / reduce-scatter layout).
@@ -207,7 +207,8 @@ def measure(args) -> list[dict]:
                      "kernel_us": {m: round(by_choice["default"][m][0], 2) for m in args.m},
                      "align_us": {m: round(by_choice["default"][m][1], 2) for m in args.m}})
         runs.append({"id": f"lab-{sheet}-{model}-tp{args.tp}-ep{args.ep}-{dtype}-searched", **base,
-                     "config": "searched", "note": note + "; best of " + ", ".join(tile_label(c) for c in SEARCH_CONFIGS),
+                     "config": "searched",
+                     "note": note + "; best of " + ", ".join(tile_label(c) for c in SEARCH_CONFIGS),
                      "kernel_us": {m: round(best[m][0], 2) for m in args.m},
                      "tiles": {m: best[m][1] for m in args.m},
                      "align_us": {m: round(by_choice[best[m][1]][m][1], 2) for m in args.m}})

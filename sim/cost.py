@@ -79,14 +79,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lab.config_sim import ALL2ALL_BACKENDS
 from lab.errors import LabError
 from lab.paths import expand_path
 from sim.hardware import Hardware, achievable_bandwidth, achievable_flops, hardware_from_config
 from sim.kv_cache import GIB, kv_cache_blocks
 from sim.models import ModelShape, model_from_config
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
-
-ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "dispatch")
 
 
 def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, experts: int,
@@ -233,7 +232,8 @@ class CostModel:
         """The cost model a `sim:` section describes; `run_root` resolves `cost.profile: run`."""
         c = sim.cost
         return cls(hw=hardware_from_config(sim.hardware), model=model_from_config(sim.model), tp=sim.hardware.tp,
-                   ep=sim.hardware.ep, all2all=sim.hardware.all2all, drafter_layers=sim.model.drafter_layers, max_draft=sim.acceptance.max_draft,
+                   ep=sim.hardware.ep, all2all=sim.hardware.all2all, drafter_layers=sim.model.drafter_layers,
+                   max_draft=sim.acceptance.max_draft,
                    step_overhead_s=None if c.step_overhead_ms is None else c.step_overhead_ms / 1e3,
                    layer_overhead_s=None if c.layer_overhead_us is None else c.layer_overhead_us / 1e6,
                    request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,
