@@ -17,7 +17,8 @@ dtype) by CostModel.moe_layer_time on its card's preset: per layer, moe_layer_us
 sheet's own: bw_efficiency and mfu where moe_bw_efficiency / moe_mfu are unset) by least squares on log time:
 pooled over every card's runs (each on its own sheet), scored on each card with that card's runs left out of the
 fit, and per card with each run left out in turn. Runs on devices without a preset (`other`) or timed by another
-harness are kept in the file but not fitted. Writes moe_kernels.csv (every run x
+harness are kept in the file but not fitted; the lab's own runs (tool lab) inform the read and FLOP fractions only,
+not the per-call floor (fit_runs). Writes moe_kernels.csv (every run x
 batch), moe_fit.csv, moe_kernels.md and moe_kernels.png (measured and priced time per run) into --out.
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ MOE_TERMS = {"moe_layer_us": (20.0, 0.0, 500.0), "moe_expert_us": (0.1, 0.0, 20.
              "moe_bw_efficiency": (0.8, 0.05, 1.0), "moe_quant_bw_efficiency": (0.8, 0.05, 1.0),
              "moe_mfu": (0.3, 0.01, 1.0)}
 DEFAULT_TERMS = ("moe_layer_us",)  # what the presets adopted (BENCHMARKS.md, "fused-MoE kernels")
+LAB_TERMS = ("moe_bw_efficiency", "moe_quant_bw_efficiency", "moe_mfu")  # what the lab's own kernel runs inform
 
 
 class KernelRun(StrictModel):
@@ -194,10 +196,14 @@ def fit_terms(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> 
     return {t: float(v) for t, v in zip(terms, best.x)}
 
 
-def fit_runs(runs: list[KernelRun]) -> list[KernelRun]:
-    """The runs a fit uses: on a preset card, timed by vLLM's or SGLang's own kernel benchmark or by
-    real.bench_moe, and not excluded (`exclude` says why)."""
-    return [r for r in runs if r.device != "other" and r.harness != "other" and r.exclude is None]
+def fit_runs(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> list[KernelRun]:
+    """The runs a fit of `terms` uses: on a preset card, timed by vLLM's or SGLang's own kernel benchmark or by
+    real.bench_moe, and not excluded (`exclude` says why). The lab's own runs (tool lab) inform only LAB_TERMS:
+    its kernel is vLLM's algorithm (the same reads and FLOPs) but not vLLM's code, so its per-call floor and
+    per-expert cost are its own (its floor fits 44 us where vLLM's and SGLang's published tables fit 31)."""
+    own_code_ok = set(terms) <= set(LAB_TERMS)
+    return [r for r in runs if r.device != "other" and r.harness != "other" and r.exclude is None
+            and (r.tool != "lab" or own_code_ok)]
 
 
 def scored(runs: list[KernelRun], values) -> pd.DataFrame:
@@ -210,7 +216,7 @@ def fit_all(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> tu
     """One set of the MoE terms for every card (`pooled`: all fit runs, each on its own sheet), scored on each
     card with that card's runs left out of the fit (leave one card out); beside it each card's own fit with its
     in-sample error and a leave-one-run-out check. Returns (the table, the left-out points of the pooled fit)."""
-    usable = fit_runs(runs)
+    usable = fit_runs(runs, terms)
     pooled = fit_terms(usable, terms)
     rows, left_out = [], []
 

@@ -139,3 +139,17 @@ def test_excluded_runs_are_scored_not_fitted(tmp_path):
     runs = mk.load_runs(path)
     assert [r.id for r in mk.fit_runs(runs)] == ["a"]
     assert set(mk.score(runs, {"h100": get_hardware("h100")}).run) == {"a", "b"}
+
+
+def test_the_labs_own_runs_inform_the_read_fractions_not_vllms_floor(tmp_path):
+    """A lab run (its kernel is vLLM's algorithm, not vLLM's code) joins a fit of moe_bw_efficiency but not one
+    of the per-call floor; with it the floor would take the lab kernel's larger overhead."""
+    path = tmp_path / "k.yaml"
+    own = {**_run("lab-a", "h100", times={1: 500.0, 64: 900.0}), "tool": "lab", "harness": "bench_moe", "url": None}
+    path.write_text(yaml.safe_dump({"runs": [_run("pub", "h100", times={1: 50.0, 64: 300.0}), own]}))
+    runs = mk.load_runs(path)
+    assert [r.id for r in mk.fit_runs(runs)] == ["pub"]
+    assert [r.id for r in mk.fit_runs(runs, ("moe_bw_efficiency",))] == ["pub", "lab-a"]
+    assert [r.id for r in mk.fit_runs(runs, ("moe_layer_us", "moe_bw_efficiency"))] == ["pub"]
+    table, _ = mk.fit_all(runs)
+    assert table.iloc[0].runs == 1
