@@ -84,6 +84,11 @@ class HardwareSheet(StrictModel):
         None, gt=0, description="the device total as CUDA / ROCm report it (torch.cuda.mem_get_info, vLLM's "
         "'total_gpu_memory'), GiB: what gpu_memory_utilization multiplies. ECC and the driver's reservation make "
         "it smaller than the size sold (79.2 on an 80 GB H100, 44.3 on a 48 GB L40S); null: mem_gib")
+    l2_mib: float | None = Field(
+        None, gt=0, description="on-chip L2 cache, MiB (whitepaper / spec sheet). Not used to price steps (a "
+        "serving step streams many layers' weights through it); kernel-timing checks (sim.moe_kernels) treat a "
+        "benchmark point whose touched weights fit in it as cache-served (the benchmarks replay one routing). "
+        "null: unknown")
     interconnect: InterconnectSheet = Field(
         default_factory=lambda: InterconnectSheet(kind="none", bandwidth_gbs=1.0),
         description="GPU-to-GPU link (kind none: a single device)")
@@ -108,9 +113,10 @@ class HardwareSheet(StrictModel):
         "tile 8 cost 16). 1: off, every GPU preset. On this AVX2 CPU a 262,144 x 640 product over 9-16 rows "
         "costs what 16 rows cost (python -m real.cpu_linear --rows ...)")
     moe_layer_us: float = Field(
-        30.9, ge=0, description="GPU time of one MoE layer's fused-experts call beyond its weight reads and FLOPs "
-        "(routing, token sort, the grouped GEMMs' floor), per MoE layer and step. 30.9: one value fitted on 106 "
-        "published fused-MoE kernel timings on four GPUs (python -m sim.moe_kernels --fit); 0 on a CPU")
+        33.1, ge=0, description="GPU time of one MoE layer's fused-experts call beyond its weight reads and FLOPs "
+        "(routing, token sort, the grouped GEMMs' floor), per MoE layer and step. 33.1: one value fitted on 108 "
+        "published fused-MoE kernel timings on five GPUs, points served from cache left out (python -m "
+        "sim.moe_kernels --fit); 0 on a CPU")
     moe_expert_us: float = Field(
         0.0, ge=0, description="GPU time per routed expert a step touches, per MoE layer (the grouped GEMMs' "
         "per-expert tiles); 0: off (python -m sim.moe_kernels --fit --terms ... fits it)")

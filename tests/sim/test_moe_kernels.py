@@ -153,3 +153,17 @@ def test_the_labs_own_runs_inform_the_read_fractions_not_vllms_floor(tmp_path):
     assert [r.id for r in mk.fit_runs(runs, ("moe_layer_us", "moe_bw_efficiency"))] == ["pub"]
     table, _ = mk.fit_all(runs)
     assert table.iloc[0].runs == 1
+
+
+def test_points_whose_touched_weights_fit_in_l2_are_cache_served():
+    """rtx-pro-6000 (128 MiB L2): at 1 token the layer touches 8 x 3 MiB of bf16 experts (N 512, hidden 2048) -- a
+    replayed routing finds them in L2 even when the time is above the HBM bound; at 64 tokens ~110 experts
+    (~340 MiB) do not fit. A sheet without l2_mib keeps only the HBM-bound test."""
+    run = mk.KernelRun.model_validate(_run("a", "rtx-pro-6000", experts=256, inter=512,
+                                           times={1: 1000.0, 64: 1000.0}))
+    sheet = get_hardware("rtx-pro-6000")
+    assert sheet.l2_mib == 128
+    frame = mk.score([run], {"rtx-pro-6000": sheet}).set_index("tokens")
+    assert bool(frame.cached[1]) and not bool(frame.cached[64])
+    frame = mk.score([run], {"rtx-pro-6000": sheet.model_copy(update={"l2_mib": None})}).set_index("tokens")
+    assert not frame.cached.any()
