@@ -45,8 +45,9 @@ FIT_BYTES = (8 * 1024, 64 * 1024 * 1024)
 TP_TERMS = {"none": lambda n: 0.0 * n, "ring-steps": lambda n: 2.0 * (n - 1), "log2": lambda n: np.log2(n)}
 
 
-class AllReduceRun(StrictModel):
-    """One published table: all-reduces on `gpus` GPUs of one node, bytes -> microseconds."""
+class SourcedRun(StrictModel):
+    """What every published run of the link checks carries (this module's all-reduce tables,
+    sim.tp_decode_check's serving timings): an id, where it was read, the host and card, the GPUs' P2P state."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     url: str | None = Field(default=None, pattern=r"^https://")
@@ -55,20 +56,25 @@ class AllReduceRun(StrictModel):
     host: str = Field(min_length=1, description="the machine the run is from; the fit weighs hosts alike")
     device: Literal[tuple(HARDWARE_NAMES)] = Field(description="a hardware preset name")  # type: ignore[valid-type]
     device_name: str | None = None
-    gpus: int = Field(ge=2, le=64)
     p2p: Literal["disabled", "enabled", "patched", "nvlink"]
-    harness: Literal["nccl-tests", "other"]
-    nccl: str | None = None
-    cuda_graph: bool | None = None
     exclude: str | None = Field(default=None, description="why a run is kept out of the fit (it is still scored)")
     note: str | None = None
-    time_us: dict[Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0)]] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _source(self):
         if self.url is None and not (self.find_string and self.where):
             raise ValueError("a url, or find_string and where, is required")
         return self
+
+
+class AllReduceRun(SourcedRun):
+    """One published table: all-reduces on `gpus` GPUs of one node, bytes -> microseconds."""
+
+    gpus: int = Field(ge=2, le=64)
+    harness: Literal["nccl-tests", "other"]
+    nccl: str | None = None
+    cuda_graph: bool | None = None
+    time_us: dict[Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0)]] = Field(min_length=1)
 
     @property
     def fittable(self) -> bool:
