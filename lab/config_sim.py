@@ -113,8 +113,8 @@ class HardwareSheet(StrictModel):
         "tile 8 cost 16). 1: off, every GPU preset. On this AVX2 CPU a 262,144 x 640 product over 9-16 rows "
         "costs what 16 rows cost (python -m real.cpu_linear --rows ...)")
     moe_layer_us: float = Field(
-        33.1, ge=0, description="GPU time of one MoE layer's fused-experts call beyond its weight reads and FLOPs "
-        "(routing, token sort, the grouped GEMMs' floor), per MoE layer and step. 33.1: one value fitted on 108 "
+        35.8, ge=0, description="GPU time of one MoE layer's fused-experts call beyond its weight reads and FLOPs "
+        "(routing, token sort, the grouped GEMMs' floor), per MoE layer and step. 35.8: one value fitted on 111 "
         "published fused-MoE kernel timings on five GPUs, points served from cache left out (python -m "
         "sim.moe_kernels --fit); 0 on a CPU")
     moe_expert_us: float = Field(
