@@ -44,12 +44,12 @@ from sim.kv_cache import (
     SAMPLER_BYTES_PER_LOGIT,
     activation_reserve_bytes,
 )
-from sim.public_check import validated_runs
+from sim.public_check import REPO_ROOT, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "vllm_memory.yaml"
 COLUMNS = ["id", "device", "model", "moe", "tp", "all_reduce", "tokens", "hidden", "vocab", "max_num_seqs", "sampler", "engine",
            "version", "source", "non_torch_gib", "activation_gib", "act_b_per_token_hidden", "act_b_per_logit",
-           "logged_gib", "sim_gib", "error_gib"]
+           "logged_gib", "sim_gib", "error_gib", "weights_gib", "sim_weights_gib"]
 SIM_SAMPLER_FOR_UNKNOWN = "sort"  # the simulator's column prices a log of unstated sampler as the costliest
 
 
@@ -70,6 +70,7 @@ class MemoryLog(StrictModel):
     tokens: int = Field(ge=1)
     tokens_basis: Literal["logged", "v0-max-model-len", "v0-chunked-default", "v1-serve-default"]
     model: str
+    config: str | None = None
     hidden: int = Field(ge=1)
     vocab: int | None = Field(default=None, ge=1)
     max_num_seqs: int | None = Field(default=None, ge=1)
@@ -140,8 +141,21 @@ def compare(logs: list[MemoryLog]) -> pd.DataFrame:
                      "act_b_per_token_hidden": round(act * GIB / (log.tokens * log.hidden), 1) if act is not None
                      else float("nan"),
                      "act_b_per_logit": round(act * GIB / logits, 1) if act is not None and logits else float("nan"),
-                     "logged_gib": round(logged, 3), "sim_gib": round(sim, 3), "error_gib": round(sim - logged, 3)})
+                     "logged_gib": round(logged, 3), "sim_gib": round(sim, 3), "error_gib": round(sim - logged, 3),
+                     "weights_gib": log.weights_gib if log.weights_gib is not None else float("nan"),
+                     "sim_weights_gib": round(sim_weights_gib(log), 2) if log.config else float("nan")})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def sim_weights_gib(log: MemoryLog) -> float:
+    """The simulator's resident weights per GPU for the log's `config` (GiB): the replica's over tp, in vLLM's
+    Marlin layout where an mxfp4 checkpoint runs on a card without FP4 matmuls (sim/cost.py does the same)."""
+    from sim.hardware import get_hardware
+    from sim.models import from_hf_config
+
+    m = from_hf_config(REPO_ROOT / log.config)
+    fp4 = log.device != "other" and "fp4" in get_hardware(log.device).peak_tflops
+    return (m.resident_weight_bytes() + (0.0 if fp4 else m.marlin_mxfp4_pad_bytes(log.tp))) / log.tp / GIB
 
 
 def _design(df: pd.DataFrame) -> np.ndarray:

@@ -115,6 +115,11 @@ def test_marlin_mxfp4_layout_matches_vllms_logged_weights():
     assert (m.resident_weight_bytes() + m.marlin_mxfp4_pad_bytes(1)) / GIB == pytest.approx(65.97, abs=0.2)
     assert (m.resident_weight_bytes() + m.marlin_mxfp4_pad_bytes(4)) / 4 / GIB == pytest.approx(17.22, abs=0.15)
     assert get_model("qwen3-8b").marlin_mxfp4_pad_bytes(1) == 0.0
+    # every log with a config: the simulator's weights per GPU within 0.2 GiB of vLLM's, V0's DeepSeek-R1 at tp 8
+    # (MLA, fp8) aside
+    table = vm.compare(vm.load_logs(vm.DEFAULT_FILE))
+    with_config = table[table.sim_weights_gib.notna() & (table.id != "deepseek-r1-h200-tp8")]
+    assert len(with_config) >= 20 and ((with_config.sim_weights_gib - with_config.weights_gib).abs() < 0.2).all()
     # the cost model pads on a card without FP4 matmuls (H100) and not on one with them (B200)
     block = 16 * m.kv_bytes_per_token
     for card, padded in (("h100", True), ("b200", False)):
