@@ -59,6 +59,8 @@ def model_presets() -> dict[str, dict]:
 
 HARDWARE_NAMES = tuple(hardware_presets())
 ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "dispatch")  # vLLM's expert-parallel backends (sim/cost.py)
+# how vLLM's sampler applies top-k / top-p, which sets the profile run's sampler peak (sim/kv_cache.py)
+SAMPLERS = ("sort", "flashinfer", "triton")
 MODEL_NAMES = tuple(model_presets())
 
 
@@ -331,7 +333,13 @@ class EngineSpec(StrictModel):
                                           description="fraction of GPU memory for weights, activations and KV")
     activation_reserve_gib: float | None = Field(
         None, ge=0, description="per-GPU memory kept from the KV cache for activations (vLLM's profiled peak); "
-                                "default: an estimate from the model width and max_num_batched_tokens")
+                                "default: an estimate from the model width and vocab, max_num_batched_tokens, "
+                                "max_num_seqs and the sampler (sim/kv_cache.activation_reserve_bytes)")
+    sampler: Literal[SAMPLERS] = Field(  # type: ignore[valid-type]
+        "flashinfer", description="how vLLM's sampler applies top-k / top-p, which sets the memory its profile "
+        "run's dummy sampler (max_num_seqs rows of vocab logits) keeps back from the KV cache: sort (PyTorch "
+        "sort: vLLM V0, V1 0.11.1 - 0.16, or wherever FlashInfer is absent), flashinfer (V1 0.8 - 0.11.0 where "
+        "installed, as in the official images, and from PR 40376 on: the default here), triton (0.17 - 0.19)")
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(

@@ -257,7 +257,10 @@ class CostModel:
         block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
         if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
             block_bytes = block_bytes * layers / m.kv_layers
-        return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, m.resident_weight_bytes(self._dp),
+        weights = m.resident_weight_bytes(self._dp)
+        if "fp4" not in self.hw.peak_tflops:  # vLLM runs an mxfp4 checkpoint through Marlin: a padded layout
+            weights += m.marlin_mxfp4_pad_bytes(self.tp, self._dp, self.ep > 1)
+        return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, weights,
                                reserve_bytes, block_bytes, self.tp,
                                where=f"sim: model {m.name} on {self.tp} x {self.hw.name}")
 

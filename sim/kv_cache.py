@@ -52,11 +52,22 @@ from lab.errors import LabError
 from sim.prefix_cache import PrefixCache
 
 GIB = 2**30
-# assumption [I]: peak activation of vLLM's profiling forward ~ tokens x hidden x 16 bf16 values (residual,
-# QKV, attention out, gate/up/act of an MLP ~3.5x wider) + ~1 GiB non-torch and CUDA-graph memory; this
-# puts Llama-3-8B at 8,192 tokens at ~2 GiB. Set engine.activation_reserve_gib to what your vLLM log prints.
-ACTIVATION_BYTES_PER_TOKEN_HIDDEN = 32
-NON_TORCH_BYTES = 1 * GIB
+# vLLM's profile run (V0 and V1) keeps back from the KV cache its torch peak plus the non-torch memory it grew by.
+# The torch peak is the larger of two passes run one after the other: the forward over max_num_batched_tokens
+# tokens (~ tokens x hidden x A bytes: residual, QKV, attention out, a ~3.5x wider MLP) and the dummy sampler over
+# min(max_num_seqs, tokens) rows of [vocab] logits (V1 gpu_model_runner._dummy_sampler_run; V0 samples its
+# max_num_seqs dummy sequences with top_k = vocab - 1): fp32 logits and, by how top-k / top-p runs, a full sort
+# with int64 indices, softmax, cumsum and scatter (`sort`), FlashInfer's kernels or vLLM's Triton kernels
+# (PR 33538) -- bytes per logit in SAMPLER_BYTES_PER_LOGIT. Fitted to 48 public startup logs of a known sampler
+# (sim/validation/vllm_memory.yaml; `python -m sim.vllm_memory --fit`, BENCHMARKS.md session 28). Set
+# engine.activation_reserve_gib to what your vLLM log prints to override.
+# The least-absolute-deviation fit of max(forward, sampler) + non-torch (leave-one-out MAE 0.37 GiB over the 48
+# logs, 0.19 over their 30 V1 ones; the old tokens x hidden x 32 B + 1 GiB: 1.18 / 1.33).
+ACTIVATION_BYTES_PER_TOKEN_HIDDEN = 38.7
+SAMPLER_BYTES_PER_LOGIT = {"sort": 33.4, "flashinfer": 8.2, "triton": 15.0}
+NON_TORCH_BYTES = 0.26 * GIB
+NON_TORCH_TP_BYTES = 1.88 * GIB  # more at tp > 1 with vLLM's custom all-reduce (P2P: NVLink) beside NCCL's buffers
+NON_TORCH_TP_NCCL_BYTES = 0.10 * GIB  # more at tp > 1 on NCCL alone (no P2P: PCIe cards, ranks on several nodes)
 
 
 def blocks_for(tokens, block_size: int):
@@ -168,9 +179,15 @@ def state_block_size(model, tp: int = 1, block_size: int = 16) -> int:
     return max(block_size, align * -(-round(model.linear.state_bytes(tp)) // (align * per_token)))
 
 
-def activation_reserve_bytes(hidden: int, max_num_batched_tokens: int) -> float:
-    """Default per-GPU memory kept back from the KV cache for activations (see ACTIVATION_BYTES_...)."""
-    return max_num_batched_tokens * hidden * ACTIVATION_BYTES_PER_TOKEN_HIDDEN + NON_TORCH_BYTES
+def activation_reserve_bytes(hidden: int, max_num_batched_tokens: int, vocab: int = 0, max_num_seqs: int = 0,
+                             sampler: str = "flashinfer", tp: int = 1, custom_all_reduce: bool = True) -> float:
+    """Default per-GPU memory vLLM keeps back from the KV cache beside the weights (see the constants above):
+    max(forward, sampler) + non-torch; vocab or max_num_seqs 0 leaves the sampler out; custom_all_reduce: tp > 1
+    over P2P links (NVLink), where vLLM's custom all-reduce keeps its buffers too."""
+    forward = max_num_batched_tokens * hidden * ACTIVATION_BYTES_PER_TOKEN_HIDDEN
+    logits = min(max_num_seqs, max_num_batched_tokens) * vocab  # the dummy sampler's [rows, vocab]
+    multi = (NON_TORCH_TP_BYTES if custom_all_reduce else NON_TORCH_TP_NCCL_BYTES) if tp > 1 else 0.0
+    return max(forward, logits * SAMPLER_BYTES_PER_LOGIT[sampler]) + NON_TORCH_BYTES + multi
 
 
 def kv_cache_blocks(mem_bytes: float, utilization: float, weight_bytes: float, reserve_bytes: float,

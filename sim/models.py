@@ -79,6 +79,8 @@ class ModelShape:
     chunked_attention: bool = False  # the sliding layers are Llama 4's chunked local attention (window = chunk)
     linear: GatedDeltaNet | None = None  # hybrid linear attention: one Gated DeltaNet layer's shape
     linear_layers: int = 0  # of n_layers: Gated DeltaNet layers (no KV cache; a fixed state per request)
+    vocab: int = 0  # vocab_size: the logits vLLM's profile run samples (sim/kv_cache.activation_reserve_bytes)
+    moe_intermediate: int = 0  # a routed expert's intermediate size (0: unknown; the mxfp4 Marlin layout needs it)
 
     def __post_init__(self):
         if self.active_params_b is None:
@@ -167,6 +169,24 @@ class ModelShape:
             return (self.params_b - self.expert_params_b * (1.0 - 1.0 / ep)) * 1e9 * self.bytes_per_param
         return self._dense_bytes(self.params_b - self.expert_params_b) + \
             self.expert_params_b / ep * 1e9 * self.expert_bytes_per_param
+
+    def marlin_mxfp4_pad_bytes(self, tp: int = 1, dp: int = 1, expert_parallel: bool = False) -> float:
+        """Bytes an mxfp4 checkpoint's routed experts grow by in vLLM's Marlin layout, all tp GPUs together (0:
+        another scheme, or the expert shape unknown). Source: vllm/model_executor/layers/quantization/mxfp4.py
+        (v0.10 - 0.11), Mxfp4MoEMethod.create_weights for Mxfp4Backend.MARLIN -- "the moe marlin kernel requires
+        that for each linear n % 256 == 0 and k % 128 == 0": each rank's intermediate size rounds up to a
+        multiple of 128 and the hidden size to one of 256, weights and scales alike; vLLM picks Marlin for mxfp4
+        on cards without FP4 matmuls (its log: "Your GPU does not have native support for FP4 computation ...
+        Marlin"). gpt-oss-120b (hidden 2880, intermediate 2880): x (2944 x 3072) / 2880^2 = 1.090 at tp 1, 65.7
+        GiB where vLLM 0.10.1 logs 65.97 on one H100 (issue 23278); x 1.138 at tp 4, 17.1 GiB a GPU where it logs
+        17.22 (four A100s, sim/validation/vllm_memory.yaml). With expert parallelism a rank holds whole experts
+        (intermediate not split), a replica 1/dp of them (as resident_weight_bytes). vLLM's Triton mxfp4 backend
+        (0.14+ on Hopper: 64.38 GiB in issue 33155) lays them out otherwise; not modelled."""
+        if self.quant_method != "mxfp4" or not (self.quant_experts and self.moe_intermediate and self.moe_experts):
+            return 0.0
+        inter = self.moe_intermediate if expert_parallel else self.moe_intermediate // tp
+        padded = (-(-inter // 128) * 128) * (-(-self.hidden // 256) * 256)
+        return self.expert_params_b * 1e9 * self.expert_bytes_per_param / dp * (padded / (inter * self.hidden) - 1)
 
     def weight_bytes_read(self, tokens, ep: int = 1):
         """Bytes of weights one step of `tokens` tokens reads on one rank: the dense parts always; of its E/ep
@@ -370,7 +390,8 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
                       kv_dim_override=kv_dim, attn_dim=attn_dim, moe_experts=experts, moe_top_k=top_k,
                       expert_params_b=expert_total / 1e9, moe_layers=n_moe if experts else None,
                       sliding_window=window, sliding_layers=sliding, source=str(path), linear=lin,
-                      linear_layers=n_linear, chunked_attention=chunked, **quant)
+                      linear_layers=n_linear, chunked_attention=chunked, vocab=vocab,
+                      moe_intermediate=moe_inter if experts else 0, **quant)
 
 
 def _hybrid_linear(cfg: dict, path: Path, n_layers: int, h: int, q_width: int, attn: int):

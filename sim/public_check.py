@@ -51,6 +51,7 @@ DIR/public_check.md (the table and the error summary) and DIR/public_check.png (
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -317,6 +318,22 @@ def vllm_server_defaults(hardware_preset: str) -> dict:
     return {"max_num_batched_tokens": 8192 if large else 2048, "max_num_seqs": 1024 if large else 256}
 
 
+def vllm_sampler(version: str) -> str:
+    """How the vLLM `version`'s official image applies top-k / top-p by default (engine.sampler, which sets the
+    profile run's sampler peak, sim/kv_cache.py): V0 (before 0.8) sorts; 0.8 - 0.11.0 use FlashInfer's kernels
+    (the 0.8 images ship FlashInfer 0.2.1.post2, older than the 0.2.3 API that 0.8 refuses and PR 15777 adopted;
+    a pip install without FlashInfer sorts instead), 0.11.1 - 0.16 sort (PR 26859 turned FlashInfer's off),
+    0.17 - 0.19 run vLLM's Triton kernels (PR 33538), later releases FlashInfer's again (PR 40376)."""
+    major, minor, patch = (tuple(int(x) for x in re.findall(r"\d+", version)[:3]) + (0, 0, 0))[:3]
+    if (major, minor) < (0, 8):
+        return "sort"
+    if (major, minor, patch) <= (0, 11, 0):
+        return "flashinfer"
+    if (major, minor) < (0, 17):
+        return "sort"
+    return "triton" if (major, minor) < (0, 20) else "flashinfer"
+
+
 LENGTH_MODES = ("auto", "table", "mean")
 SEED_CANDIDATES = 64  # run seeds tried for a row whose lengths are drawn from a table (matching_seed)
 
@@ -358,7 +375,7 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     """The `sim:` section that describes this benchmark; `hardware` overrides sheet terms (the fit);
     `frontend`: "file" (the front end the row names, if any), "off" (none) or sim.frontend settings."""
     b = row.bench
-    engine = {**vllm_server_defaults(row.gpu),
+    engine = {**vllm_server_defaults(row.gpu), **({"sampler": vllm_sampler(row.vllm)} if row.vllm else {}),
               **{k: v for k, v in row.engine.model_dump().items() if v is not None}}
     lengths = row_lengths(row, lengths_mode)
     if math.isfinite(b.request_rate):

@@ -229,12 +229,21 @@ def kv_pool(sim, cost) -> tuple[int, int | None]:
                                                             e.max_num_batched_tokens)
         return e.kv_capacity_tokens, None
     reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
-               else activation_reserve_bytes(m.hidden, e.max_num_batched_tokens))
+               else engine_reserve_bytes(sim, cost))
     if not hybrid:
         tokens = cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size)
         return tokens, tokens // e.block_size
     blocks = cost.kv_blocks(e.gpu_memory_utilization, reserve, bs, layers=groups.layers)
     return groups.reported_tokens(blocks, bs, e.max_model_len, e.max_num_batched_tokens), blocks
+
+
+def engine_reserve_bytes(sim, cost) -> float:
+    """vLLM's default per-GPU reserve beside the weights for this engine and the cost model's model, card and tp
+    (sim/kv_cache.activation_reserve_bytes): max_num_batched_tokens and max_num_seqs, the sampler, and custom
+    all-reduce buffers where the GPUs talk over NVLink (vLLM turns custom all-reduce off without P2P)."""
+    e, m = sim.engine, cost.model
+    return activation_reserve_bytes(m.hidden, e.max_num_batched_tokens, m.vocab, e.max_num_seqs, e.sampler, cost.tp,
+                                    cost.hw.interconnect.kind == "nvlink")
 
 
 def lockstep_group(sim, cost) -> int:

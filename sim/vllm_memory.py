@@ -1,17 +1,21 @@
 """vLLM's own memory logs against the simulator's KV-memory reserve (sim/kv_cache.py activation_reserve_bytes).
 
     python -m sim.vllm_memory --out vllm_memory/          # ~1 s; writes vllm_memory.{csv,md}
-    python -m sim.vllm_memory --fit --out vllm_memory/    # + fits reserve = a x tokens x hidden + b + c x (tp > 1)
+    python -m sim.vllm_memory --fit --out vllm_memory/    # + scores every reserve model in and out of sample (~5 s)
 
 The data (sim/validation/vllm_memory.yaml, each log with its URL or stored-file id) are public vLLM startup logs
 that print the card's total_gpu_memory, gpu_memory_utilization, the weights and the KV result per GPU. Each log's
-reserve -- what vLLM keeps back from the KV cache beside the weights: the profile run's activation peak plus
-non-torch memory (CUDA context, NCCL buffers at tp > 1) -- is total x util - weights - KV (V0 also prints the two
-parts; where a quoted log cuts off the KV figure their sum is used). Beside it stands the simulator's
-`activation_reserve_bytes(hidden, max_num_batched_tokens)` = tokens x hidden x 32 B + 1 GiB; V0 logs' activation
-peak per token x hidden is listed too. --fit finds a (bytes per token x hidden), b and c (GiB) by least squares and
-by least absolute deviation, over all logs and over the dense (non-MoE) ones, each scored leave-one-out and
-leave-one-engine-out (V0 logs predict the V1 ones and back). sim/kv_cache.py's constants are not changed: the lead decides.
+reserve -- what vLLM keeps back from the KV cache beside the weights: the profile run's torch peak plus non-torch
+memory (CUDA context, NCCL and custom all-reduce buffers at tp > 1) -- is total x util - weights - KV (V0 and V1
+DEBUG logs also print the two parts; where a quoted log cuts off the KV figure their sum is used). Beside it stands
+the simulator's `activation_reserve_bytes`: max(forward, sampler) + non-torch, the forward tokens x hidden x a B,
+the profile run's dummy sampler min(max_num_seqs, tokens) x vocab x s B with s by how top-k / top-p runs (sort,
+flashinfer, triton; the log's `sampler`). --fit scores, on the logs of a known sampler: the simulator's constants;
+the old form a x tokens x hidden + b + c x (tp > 1); and the sampler-aware forms max(...) and sum(...) + b + c
+(tp > 1 with custom all-reduce) + d (tp > 1, NCCL only), each by least squares and least absolute deviation, with
+leave-one-out, leave-one-engine-out (V0 <-> V1) and leave-one-source-out (every log of one page or file held out
+together) errors; logs of unknown sampler are priced as sort and as flashinfer beside. The constants in
+sim/kv_cache.py are the max form's least-absolute-deviation fit (BENCHMARKS.md, session 28).
 Bad input (missing file, bad field) prints one `error:` line and exits 2 with nothing written.
 """
 from __future__ import annotations
@@ -27,16 +31,26 @@ from pydantic import Field, model_validator
 
 from lab.arguments import data_check_parser
 from lab.config_base import StrictModel
-from lab.config_sim import HARDWARE_NAMES
+from lab.config_sim import HARDWARE_NAMES, SAMPLERS
 from lab.errors import LabError
 from lab.io import make_dirs, write_text_atomic
 from lab.report import markdown_table
-from sim.kv_cache import ACTIVATION_BYTES_PER_TOKEN_HIDDEN, GIB, NON_TORCH_BYTES, activation_reserve_bytes
-from sim.public_check import validated_runs
+from sim.kv_cache import (
+    ACTIVATION_BYTES_PER_TOKEN_HIDDEN,
+    GIB,
+    NON_TORCH_BYTES,
+    NON_TORCH_TP_BYTES,
+    NON_TORCH_TP_NCCL_BYTES,
+    SAMPLER_BYTES_PER_LOGIT,
+    activation_reserve_bytes,
+)
+from sim.public_check import REPO_ROOT, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "vllm_memory.yaml"
-COLUMNS = ["id", "device", "model", "moe", "tp", "tokens", "hidden", "engine", "version", "non_torch_gib", "activation_gib",
-           "act_b_per_token_hidden", "logged_gib", "sim_gib", "error_gib"]
+COLUMNS = ["id", "device", "model", "moe", "tp", "all_reduce", "tokens", "hidden", "vocab", "max_num_seqs", "sampler", "engine",
+           "version", "source", "non_torch_gib", "activation_gib", "act_b_per_token_hidden", "act_b_per_logit",
+           "logged_gib", "sim_gib", "error_gib", "weights_gib", "sim_weights_gib"]
+SIM_SAMPLER_FOR_UNKNOWN = "sort"  # the simulator's column prices a log of unstated sampler as the costliest
 
 
 class MemoryLog(StrictModel):
@@ -48,22 +62,28 @@ class MemoryLog(StrictModel):
     device: str
     device_name: str | None = None
     total_gib: float = Field(gt=0)
-    total_source: Literal["log", "usable", "preset"]
+    total_source: Literal["log", "usable", "preset", "card"]
     util: float = Field(gt=0, le=1)
     usable_gib: float | None = Field(default=None, gt=0)
     tp: int = Field(ge=1)
+    all_reduce: Literal["custom", "nccl"] | None = None
     tokens: int = Field(ge=1)
     tokens_basis: Literal["logged", "v0-max-model-len", "v0-chunked-default", "v1-serve-default"]
     model: str
+    config: str | None = None
     hidden: int = Field(ge=1)
+    vocab: int | None = Field(default=None, ge=1)
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    seqs_basis: Literal["logged", "default"] | None = None
     moe: bool = False
     engine: Literal["V0", "V1"]
     version: str
-    weights_gib: float = Field(ge=0)
+    weights_gib: float | None = Field(default=None, ge=0)
     kv_gib: float | None = None
     non_torch_gib: float | None = Field(default=None, ge=0)
     activation_gib: float | None = Field(default=None, ge=0)
     cuda_graphs: bool
+    sampler: Literal[(*SAMPLERS, "unknown")] = "unknown"  # type: ignore[valid-type]
     notes: str | None = None
 
     @model_validator(mode="after")
@@ -76,7 +96,18 @@ class MemoryLog(StrictModel):
             raise ValueError("an `other` device needs device_name")
         if self.kv_gib is None and (self.non_torch_gib is None or self.activation_gib is None):
             raise ValueError("kv_gib, or non_torch_gib and activation_gib, is required")
+        if self.kv_gib is not None and self.weights_gib is None:
+            raise ValueError("weights_gib is required with kv_gib")
+        if (self.all_reduce is None) != (self.tp == 1):
+            raise ValueError("all_reduce (custom or nccl) is given for tp > 1 and only then")
+        if (self.vocab is None) != (self.max_num_seqs is None):
+            raise ValueError("vocab and max_num_seqs come together (the sampler term needs both)")
         return self
+
+    @property
+    def sampler_rows(self) -> int:
+        """Rows of logits the profile run samples: min(max_num_seqs, tokens) (0: not known)."""
+        return min(self.max_num_seqs, self.tokens) if self.max_num_seqs else 0
 
     def logged_reserve_gib(self) -> float:
         """total x util (as printed, where it is) - weights - KV; the printed parts where the KV figure is cut off."""
@@ -96,17 +127,35 @@ def compare(logs: list[MemoryLog]) -> pd.DataFrame:
     rows = []
     for log in logs:
         logged = log.logged_reserve_gib()
-        sim = activation_reserve_bytes(log.hidden, log.tokens) / GIB
+        sampler = SIM_SAMPLER_FOR_UNKNOWN if log.sampler == "unknown" else log.sampler
+        sim = activation_reserve_bytes(log.hidden, log.tokens, log.vocab or 0, log.max_num_seqs or 0, sampler,
+                                       log.tp, log.all_reduce != "nccl") / GIB
         act = log.activation_gib
+        logits = log.sampler_rows * (log.vocab or 0)  # the dummy sampler's [rows, vocab] logits
         rows.append({"id": log.id, "device": log.device_name or log.device, "model": log.model, "moe": log.moe,
-                     "tp": log.tp,
-                     "tokens": log.tokens, "hidden": log.hidden, "engine": log.engine, "version": log.version,
+                     "tp": log.tp, "all_reduce": log.all_reduce or "", "tokens": log.tokens, "hidden": log.hidden,
+                     "vocab": log.vocab or 0, "max_num_seqs": log.max_num_seqs or 0, "sampler": log.sampler,
+                     "engine": log.engine, "version": log.version, "source": log.url or f"id {log.find_string}",
                      "non_torch_gib": log.non_torch_gib if log.non_torch_gib is not None else float("nan"),
                      "activation_gib": act if act is not None else float("nan"),
                      "act_b_per_token_hidden": round(act * GIB / (log.tokens * log.hidden), 1) if act is not None
                      else float("nan"),
-                     "logged_gib": round(logged, 3), "sim_gib": round(sim, 3), "error_gib": round(sim - logged, 3)})
+                     "act_b_per_logit": round(act * GIB / logits, 1) if act is not None and logits else float("nan"),
+                     "logged_gib": round(logged, 3), "sim_gib": round(sim, 3), "error_gib": round(sim - logged, 3),
+                     "weights_gib": log.weights_gib if log.weights_gib is not None else float("nan"),
+                     "sim_weights_gib": round(sim_weights_gib(log), 2) if log.config else float("nan")})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def sim_weights_gib(log: MemoryLog) -> float:
+    """The simulator's resident weights per GPU for the log's `config` (GiB): the replica's over tp, in vLLM's
+    Marlin layout where an mxfp4 checkpoint runs on a card without FP4 matmuls (sim/cost.py does the same)."""
+    from sim.hardware import get_hardware
+    from sim.models import from_hf_config
+
+    m = from_hf_config(REPO_ROOT / log.config)
+    fp4 = log.device != "other" and "fp4" in get_hardware(log.device).peak_tflops
+    return (m.resident_weight_bytes() + (0.0 if fp4 else m.marlin_mxfp4_pad_bytes(log.tp))) / log.tp / GIB
 
 
 def _design(df: pd.DataFrame) -> np.ndarray:
@@ -150,15 +199,25 @@ def fit(df: pd.DataFrame, loss: str = "lsq") -> dict:
         if (~held).sum() >= 3:
             engine_out[held] = predict(df[held], _solve(df[~held], loss)) - df.logged_gib[held]
     out["engine_out_error_gib"] = np.round(engine_out, 3)
+    source_out = np.full(len(df), np.nan)
+    for source in df.source.unique():
+        held = (df.source == source).to_numpy()
+        if (~held).sum() >= 3:
+            source_out[held] = predict(df[held], _solve(df[~held], loss)) - df.logged_gib[held]
+    out["source_out_error_gib"] = np.round(source_out, 3)
 
-    def mae(col):
-        v = out[col].dropna().abs()
+    def mae(col, rows=None):
+        v = (out[col] if rows is None else out[col][rows]).dropna().abs()
         return round(float(v.mean()), 3) if len(v) else None
 
+    v1 = (out.engine == "V1").to_numpy()
     return {"loss": loss, "a_bytes_per_token_hidden": round(float(coef[0]), 2), "b_gib": round(float(coef[1]), 3),
             "c_tp_gt1_gib": round(float(coef[2]), 3), "points": len(df),
-            "mae_in_sample_gib": mae("fit_error_gib"), "mae_leave_one_out_gib": mae("loo_error_gib"),
-            "mae_leave_one_engine_out_gib": mae("engine_out_error_gib"), "table": out}
+            "mae_in_sample_gib": mae("fit_error_gib"), "mae_in_sample_v1_gib": mae("fit_error_gib", v1),
+            "mae_leave_one_out_gib": mae("loo_error_gib"), "mae_leave_one_out_v1_gib": mae("loo_error_gib", v1),
+            "mae_leave_one_engine_out_gib": mae("engine_out_error_gib"),
+            "mae_leave_one_source_out_gib": mae("source_out_error_gib"),
+            "mae_leave_one_source_out_v1_gib": mae("source_out_error_gib", v1), "table": out}
 
 
 def group_errors(table: pd.DataFrame) -> pd.DataFrame:
@@ -170,9 +229,95 @@ def group_errors(table: pd.DataFrame) -> pd.DataFrame:
                           "mae_gib": round(float(g.error_gib.abs().mean()), 3)} for k, g in groups.items() if len(g)])
 
 
+# ---- the sampler-aware reserve: max(forward, sampler) + non-torch (sim/kv_cache.activation_reserve_bytes) ----
+
+def _columns(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """(tokens x hidden, sampler logits = min(max_num_seqs, tokens) x vocab, tp > 1 with vLLM's custom all-reduce,
+    tp > 1 on NCCL alone), the first two in GiB per byte per element."""  # shapes (n,) each
+    rows = np.minimum(df.max_num_seqs.to_numpy(), df.tokens.to_numpy())
+    multi = df.tp.to_numpy() > 1
+    nccl = (df.all_reduce == "nccl").to_numpy()
+    return (df.tokens.to_numpy() * df.hidden.to_numpy() / GIB, rows * df.vocab.to_numpy() / GIB,
+            (multi & ~nccl).astype(float), (multi & nccl).astype(float))
+
+
+def predict_sampler(df: pd.DataFrame, params: dict, form: str = "max") -> np.ndarray:
+    """GiB per GPU: form "max" = max(a x T x H, s_kind x R x V) + b + c x (tp > 1, custom all-reduce) + d x (tp > 1,
+    NCCL only) (the profile peak is the larger of the forward's and the sampler's: vLLM runs one after the other),
+    "sum" = the two added. A log whose kind has no s (unknown, or none of its kind in the fit) gets NaN."""
+    th, logits, custom, nccl = _columns(df)
+    s = np.array([params.get(f"s_{kind}", np.nan) for kind in df.sampler])
+    forward, sampler = params["a"] * th, s * logits
+    torch_peak = np.maximum(forward, sampler) if form == "max" else forward + sampler
+    return torch_peak + params["b"] + params.get("c", 0.0) * custom + params.get("d", 0.0) * nccl
+
+
+def _solve_sampler(df: pd.DataFrame, loss: str, form: str) -> dict:
+    """Fit a, b, c and d (where some log has that tp > 1 kind) and s_kind per sampler kind present (bytes per
+    element; GiB), all >= 0: least squares, or least absolute deviation (loss "lad", a smooth L1 of 0.02 GiB scale)."""
+    from scipy.optimize import least_squares
+
+    kinds = [k for k in SAMPLERS if (df.sampler == k).any()]
+    _, _, custom, nccl = _columns(df)
+    names = ["a", "b"] + (["c"] if custom.any() else []) + (["d"] if nccl.any() else []) + [f"s_{k}" for k in kinds]
+    y = df.logged_gib.to_numpy()
+
+    def residual(x):
+        return predict_sampler(df, dict(zip(names, x)), form) - y
+
+    x0 = np.array([30.0, 0.3] + [1.0] * (("c" in names) + ("d" in names)) + [20.0] * len(kinds))
+    sol = least_squares(residual, x0, bounds=(0.0, np.inf), loss="linear" if loss == "lsq" else "soft_l1",
+                        f_scale=0.02)
+    return dict(zip(names, sol.x))
+
+
+def fit_sampler(df: pd.DataFrame, loss: str = "lsq", form: str = "max") -> dict:
+    """The sampler-aware fit over the logs of a known sampler, with its in-sample, leave-one-out,
+    leave-one-engine-out (V0 <-> V1) and leave-one-source-out (every log of one page or stored file held out
+    together) errors, GiB, error = fit - logged; logs of unknown sampler are scored with the fit's sort and
+    flashinfer terms beside."""
+    known = df[df.sampler != "unknown"].reset_index(drop=True)
+    params = _solve_sampler(known, loss, form)
+    out = known[["id", "engine", "sampler", "tp", "logged_gib"]].copy()
+    out["fit_gib"] = predict_sampler(known, params, form).round(3)
+    out["fit_error_gib"] = (out.fit_gib - out.logged_gib).round(3)
+
+    def held_out(groups) -> np.ndarray:
+        err = np.full(len(known), np.nan)
+        for g in pd.unique(groups):
+            held = (groups == g)
+            rest = known[~held]
+            if len(rest) >= 4:
+                err[held] = predict_sampler(known[held], _solve_sampler(rest, loss, form), form) - \
+                    known.logged_gib[held]
+        return np.round(err, 3)
+
+    out["loo_error_gib"] = held_out(np.arange(len(known)))
+    out["engine_out_error_gib"] = held_out(known.engine.to_numpy())
+    out["source_out_error_gib"] = held_out(known.source.to_numpy())
+
+    def mae(col, rows=None):
+        v = (out[col] if rows is None else out[col][rows]).dropna().abs()
+        return round(float(v.mean()), 3) if len(v) else None
+
+    v1 = (out.engine == "V1").to_numpy()
+    unknown = df[df.sampler == "unknown"]
+    scored = pd.DataFrame({"id": unknown.id, "logged_gib": unknown.logged_gib})
+    for kind in ("sort", "flashinfer"):
+        scored[f"fit_as_{kind}_gib"] = predict_sampler(unknown.assign(sampler=kind), params, form).round(3)
+    return {"loss": loss, "form": form, "points": len(known),
+            **{k: round(float(v), 3) for k, v in params.items()},
+            "mae_in_sample_gib": mae("fit_error_gib"), "mae_in_sample_v1_gib": mae("fit_error_gib", v1),
+            "mae_leave_one_out_gib": mae("loo_error_gib"), "mae_leave_one_out_v1_gib": mae("loo_error_gib", v1),
+            "mae_leave_one_engine_out_gib": mae("engine_out_error_gib"),
+            "mae_leave_one_source_out_gib": mae("source_out_error_gib"),
+            "mae_leave_one_source_out_v1_gib": mae("source_out_error_gib", v1),
+            "table": out, "unknown": scored}
+
+
 def main(argv=None) -> int:
     ap = data_check_parser("python -m sim.vllm_memory", __doc__, DEFAULT_FILE, "vLLM memory logs", "vllm_memory",
-                           "also fit reserve = a x tokens x hidden + b + c x (tp > 1); kv_cache.py is not changed")
+                           "also fit and score the reserve models (kv_cache.py is not changed)")
     args = ap.parse_args(argv)
     try:
         table = compare(load_logs(args.file))
@@ -188,20 +333,61 @@ def main(argv=None) -> int:
     return 0
 
 
+SUMMARY_KEYS = ["points", "mae_in_sample_gib", "mae_in_sample_v1_gib", "mae_leave_one_out_gib", "mae_leave_one_out_v1_gib",
+                "mae_leave_one_engine_out_gib", "mae_leave_one_source_out_gib", "mae_leave_one_source_out_v1_gib"]
+
+
+def summary(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Every model scored on the logs of a known sampler: the simulator's formula as it stands (no fit), the old
+    form a x T x H + b + c x (tp > 1), and the sampler-aware forms max / sum, each by least squares and least
+    absolute deviation. Returns the table and the fits (their per-log tables inside)."""
+    known = table[table.sampler != "unknown"].reset_index(drop=True)
+    v1 = known.engine == "V1"
+    rows = [{"model": "the simulator's constants (sim/kv_cache.py)", "loss": "-", "params": "-", "points": len(known),
+             "mae_in_sample_gib": round(float(known.error_gib.abs().mean()), 3),
+             "mae_in_sample_v1_gib": round(float(known.error_gib[v1].abs().mean()), 3)}]
+    fits = {}
+    for loss in ("lsq", "lad"):
+        f = fit(known, loss)
+        fits[("linear", loss)] = f
+        rows.append({"model": "a T H + b + c [tp > 1]", "loss": loss,
+                     "params": f"a {f['a_bytes_per_token_hidden']:g} B, b {f['b_gib']:g}, c {f['c_tp_gt1_gib']:g} GiB",
+                     **{k: f.get(k) for k in SUMMARY_KEYS}})
+    for form in ("max", "sum"):
+        for loss in ("lsq", "lad"):
+            f = fit_sampler(table, loss, form)
+            fits[(form, loss)] = f
+            params = ", ".join(f"{k} {f[k]:g}" for k in ("a", "s_sort", "s_flashinfer", "s_triton", "b", "c", "d")
+                               if k in f)
+            rows.append({"model": f"{form}(a T H, s R V) + b + c/d [tp > 1]", "loss": loss, "params": params,
+                         **{k: f.get(k) for k in SUMMARY_KEYS}})
+    return pd.DataFrame(rows), fits
+
+
 def report(table: pd.DataFrame, with_fit: bool) -> str:
-    """The markdown: the per-log table, the group errors and, with_fit, the fits over all and dense logs."""
+    """The markdown: the per-log table, the group errors and, with_fit, every model's scores on the logs of a known
+    sampler (summary), the chosen fits' per-log errors and the logs of unknown sampler scored as sort / flashinfer."""
     text = ("vLLM's logged per-GPU reserve (total x util - weights - KV) vs the simulator's "
-            f"tokens x hidden x {ACTIVATION_BYTES_PER_TOKEN_HIDDEN} B + {NON_TORCH_BYTES / GIB:g} GiB "
-            "(GiB; error = simulator - logged)\n\n"
-            + markdown_table(table, floatfmt="{:g}") + "\n\n" + markdown_table(group_errors(table), floatfmt="{:g}")
-            + "\n")
+            "max(tokens x hidden x a, min(max_num_seqs, tokens) x vocab x s_sampler) + non-torch "
+            f"(a {ACTIVATION_BYTES_PER_TOKEN_HIDDEN:g} B, s {SAMPLER_BYTES_PER_LOGIT}, non-torch "
+            f"{NON_TORCH_BYTES / GIB:g} GiB + {NON_TORCH_TP_BYTES / GIB:g} at tp > 1 with custom all-reduce, "
+            f"{NON_TORCH_TP_NCCL_BYTES / GIB:g} on NCCL alone; a log of unknown sampler priced as "
+            f"{SIM_SAMPLER_FOR_UNKNOWN}) (GiB; error = simulator - logged)\n\n"
+            + markdown_table(table.drop(columns=["source"]), floatfmt="{:g}") + "\n\n"
+            + markdown_table(group_errors(table), floatfmt="{:g}") + "\n")
     if with_fit:
-        for subset, rows in (("all", table), ("dense", table[~table.moe].reset_index(drop=True))):
-            for loss in ("lsq", "lad"):
-                fitted = fit(rows, loss)
-                ftable = fitted.pop("table")
-                text += (f"\nfit ({subset} logs): {json.dumps(fitted)}\n\n" + markdown_table(ftable, floatfmt="{:g}")
-                         + "\n")
+        scores, fits = summary(table)
+        text += ("\nscores on the logs of a known sampler (MAE, GiB; leave-one-out, leave-one-engine-out V0 <-> V1, "
+                 "leave-one-source-out: every log of one page or stored file held out together)\n\n"
+                 + markdown_table(scores, floatfmt="{:g}") + "\n")
+        for key in (("max", "lad"), ("linear", "lad")):
+            fitted = dict(fits[key])
+            ftable = fitted.pop("table")
+            unknown = fitted.pop("unknown", None)
+            text += f"\nfit {key[0]} / {key[1]}: {json.dumps(fitted)}\n\n" + markdown_table(ftable, floatfmt="{:g}") + "\n"
+            if unknown is not None:
+                text += "\nlogs of unknown sampler, as the fit prices them\n\n" + \
+                    markdown_table(unknown, floatfmt="{:g}") + "\n"
     return text
 
 

@@ -13,7 +13,8 @@ def _log(i, tokens, hidden, tp, reserve_gib, engine="V0"):
     return {"id": f"synthetic-{i}", "url": "https://example.org", "device": "h100", "total_gib": 80.0,
             "total_source": "log", "util": 0.9, "tp": tp, "tokens": tokens, "tokens_basis": "logged",
             "model": "m", "hidden": hidden, "engine": engine, "version": "0.0", "weights_gib": 10.0,
-            "kv_gib": 80.0 * 0.9 - 10.0 - reserve_gib, "cuda_graphs": False}
+            "kv_gib": 80.0 * 0.9 - 10.0 - reserve_gib, "cuda_graphs": False,
+            **({"all_reduce": "custom"} if tp > 1 else {})}
 
 
 def _write(path, runs):
@@ -56,7 +57,8 @@ def test_main_writes_the_table_and_the_fit(tmp_path):
     assert vm.main(["--fit", "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "vllm_memory.csv").is_file()
     text = (tmp_path / "o" / "vllm_memory.md").read_text()
-    assert "fit (all logs):" in text and "fit (dense logs):" in text
+    assert "scores on the logs of a known sampler" in text and "fit max / lad:" in text
+    assert "logs of unknown sampler, as the fit prices them" in text
 
 
 @pytest.mark.parametrize("patch, field", [
