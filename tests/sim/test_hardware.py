@@ -75,7 +75,7 @@ def test_kv_memory_is_what_the_device_reports_not_the_size_sold():
     per_token = sold.model.kv_bytes_per_token
     assert sold.kv_capacity_tokens(0.9) - reported.kv_capacity_tokens(0.9) == pytest.approx(
         (48 - 44.31) * 2**30 * 0.9 / per_token, abs=1)
-    assert get_hardware("h100").kv_budget_gib == 79.2 and get_hardware("a100-80g").kv_budget_gib == 80
+    assert get_hardware("h100").kv_budget_gib == 79.2 and get_hardware("a100-80g").kv_budget_gib == 79.21
 
 
 @pytest.mark.parametrize("sim, message", [
