@@ -325,9 +325,12 @@ class EngineSpec(StrictModel):
         True, description="vLLM V1's automatic prefix caching (paged, one KV cache group): a freed request's full "
                           "blocks stay cached until evicted (least recently freed first), so a preempted request "
                           "resumes recomputing only what was evicted; false = --no-enable-prefix-caching")
-    max_num_seqs: int = Field(256, ge=1, le=8192, description="requests running at once")
-    max_num_batched_tokens: int = Field(8192, ge=16,
-                                        description="tokens in one step (decode + drafts + prefill chunks)")
+    max_num_seqs: int | None = Field(None, ge=1, le=8192, description="requests running at once; null: what "
+                                     "`vllm serve` picks on the card (1024 on a device of >= 70 GiB that is not "
+                                     "an A100, else 256; sim.hardware.vllm_serve_batch_defaults)")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=16, description="tokens in one step (decode + drafts + prefill chunks); null: what `vllm serve` "
+                                 "picks on the card (8192 on a device of >= 70 GiB that is not an A100, else 2048)")
     enable_chunked_prefill: bool = Field(True, description="split prompts into chunks that fit the token budget")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1,
                                           description="fraction of GPU memory for weights, activations and KV")

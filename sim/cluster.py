@@ -41,6 +41,7 @@ import pandas as pd
 import simpy
 
 from sim.frontend import Frontend, SharedFrontend
+from sim.hardware import engine_with_defaults
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
 
 
@@ -654,6 +655,7 @@ class Cluster:
         self.env = env
         self.cost = cost
         self.source = source
+        engine = engine_with_defaults(engine, cost.hw)  # null batch limits: what `vllm serve` picks on the card
         self.engine = engine
         self.rng = rng
         self.kv_capacity = kv_capacity  # tokens per replica, as vLLM logs its KV cache size

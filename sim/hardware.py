@@ -15,8 +15,13 @@ from lab.errors import LabError
 
 Hardware = HardwareSheet
 
-__all__ = ["HARDWARE_NAMES", "Hardware", "achievable_bandwidth", "achievable_flops", "get_hardware",
-           "hardware_from_config"]
+__all__ = ["HARDWARE_NAMES", "Hardware", "achievable_bandwidth", "achievable_flops", "engine_with_defaults",
+           "get_hardware", "hardware_from_config", "vllm_serve_batch_defaults"]
+
+# `vllm serve`'s batch defaults by card (vllm/engine/arg_utils.py, usage context OPENAI_API_SERVER, vLLM 0.8 on;
+# get_batch_defaults in later versions; PRs 12369, 17073, 17885): a device of at least 70 GiB whose name has no "a100" runs 8192 batched tokens and 1024
+# sequences, every other device 2048 and 256 (the A100 exception: larger batches lowered its throughput)
+LARGE_CARD_GIB = 70.0
 
 
 def get_hardware(name: str, mfu: float | None = None, bw_eff: float | None = None) -> Hardware:
@@ -47,6 +52,20 @@ def preset_for_device(device_name: str) -> str:
         if key in name:
             return "a100-40g" if preset == "a100-80g" and "40gb" in name else preset
     return "other"
+
+
+def vllm_serve_batch_defaults(hw: Hardware) -> dict[str, int]:
+    """max_num_batched_tokens / max_num_seqs `vllm serve` picks on this card (LARGE_CARD_GIB): by the memory
+    CUDA reports (the sheet's usable_mem_gib, else mem_gib) and whether its name or description says A100."""
+    large = hw.kv_budget_gib >= LARGE_CARD_GIB and "a100" not in f"{hw.name} {hw.description or ''}".lower()
+    return {"max_num_batched_tokens": 8192 if large else 2048, "max_num_seqs": 1024 if large else 256}
+
+
+def engine_with_defaults(engine, hw: Hardware):
+    """The engine section (lab.config_sim) with the max_num_seqs / max_num_batched_tokens it left null set to what
+    `vllm serve` picks on this card."""
+    missing = {k: v for k, v in vllm_serve_batch_defaults(hw).items() if getattr(engine, k) is None}
+    return engine.model_copy(update=missing) if missing else engine
 
 
 def achievable_flops(hw: Hardware, dtype: str) -> float:

@@ -89,11 +89,6 @@ MAIN_METRICS = ("tpot_mean_ms", "ttft_mean_ms", "output_throughput_tok_s")  # al
 METRIC_LABELS = {"tpot_mean_ms": "TPOT ms", "ttft_mean_ms": "TTFT ms", "output_throughput_tok_s": "out tok/s",
                  "tpot_median_ms": "median TPOT ms", "ttft_median_ms": "median TTFT ms",
                  "total_throughput_tok_s": "total tok/s"}
-# vLLM's `vllm serve` defaults (vllm/engine/arg_utils.py, get_batch_defaults, vLLM 0.8 - 0.19): a card with
-# at least 70 GiB that is not an A100 gets 8192 batched tokens and 1024 sequences, every other card 2048 and
-# 256 (the A100 exception: vLLM PR #17885)
-LARGE_CARD_GIB = 70.0
-
 
 class BenchSpec(StrictModel):
     """`vllm bench serve` as the source ran it."""
@@ -310,12 +305,10 @@ def load_data(path: str | Path) -> tuple[list[PublicRow], FrontendOccupancy | No
 
 
 def vllm_server_defaults(hardware_preset: str) -> dict:
-    """max_num_batched_tokens / max_num_seqs `vllm serve` picks on this card (see LARGE_CARD_GIB)."""
-    from sim.hardware import get_hardware
+    """max_num_batched_tokens / max_num_seqs `vllm serve` picks on this card (sim.hardware.vllm_serve_batch_defaults)."""
+    from sim.hardware import get_hardware, vllm_serve_batch_defaults
 
-    hw = get_hardware(hardware_preset)
-    large = hw.mem_gib >= LARGE_CARD_GIB and "a100" not in hardware_preset
-    return {"max_num_batched_tokens": 8192 if large else 2048, "max_num_seqs": 1024 if large else 256}
+    return vllm_serve_batch_defaults(get_hardware(hardware_preset))
 
 
 def vllm_sampler(version: str) -> str:

@@ -22,6 +22,7 @@ from sim.acceptance import ParametricSource, TraceSource
 from sim.calibrate import check_calibration
 from sim.cluster import Cluster, CountingEnvironment
 from sim.cost import CostModel, cost_profile_path
+from sim.hardware import engine_with_defaults
 from sim.kv_cache import GIB, activation_reserve_bytes, kv_groups
 from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
@@ -74,7 +75,9 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
     from lab.trace import read_traces
 
     later = written_later(run_root) if ahead else nothing_later
-    inputs = SimInputs(sim=sim, seed=seed, cost=_cost_model(sim, run_root, later))
+    cost = _cost_model(sim, run_root, later)
+    sim = sim.model_copy(update={"engine": engine_with_defaults(sim.engine, cost.hw)})  # `vllm serve`'s batch sizes
+    inputs = SimInputs(sim=sim, seed=seed, cost=cost)
     acc = sim.acceptance
     if acc.source == "run":
         if run_root is None:
@@ -218,7 +221,7 @@ def kv_pool(sim, cost) -> tuple[int, int | None]:
     model of one KV cache group takes cost.kv_capacity_tokens; a hybrid one (sliding-window layers,
     engine.hybrid_kv; or linear-attention layers, at the block size they force) sizes its pool in blocks of one
     group's layers (sim/kv_cache.KVGroups)."""
-    e = sim.engine
+    e = engine_with_defaults(sim.engine, cost.hw)
     m = cost.model
     groups = kv_groups(m, e.hybrid_kv, cost.tp, e.block_size)
     hybrid = e.kv_policy != "reserve" and groups.layers != m.n_layers  # several groups: a group-block pool
@@ -241,7 +244,7 @@ def engine_reserve_bytes(sim, cost) -> float:
     """vLLM's default per-GPU reserve beside the weights for this engine and the cost model's model, card and tp
     (sim/kv_cache.activation_reserve_bytes): max_num_batched_tokens and max_num_seqs, the sampler, and custom
     all-reduce buffers where the GPUs talk over NVLink (vLLM turns custom all-reduce off without P2P)."""
-    e, m = sim.engine, cost.model
+    e, m = engine_with_defaults(sim.engine, cost.hw), cost.model
     return activation_reserve_bytes(m.hidden, e.max_num_batched_tokens, m.vocab, e.max_num_seqs, e.sampler, cost.tp,
                                     cost.hw.interconnect.kind == "nvlink")
 

@@ -216,3 +216,30 @@ def test_sliding_layers_stop_reading_at_the_window():
 def test_a_sliding_count_without_a_window_is_refused():
     with pytest.raises(LabError, match="sliding_layers"):
         replace(get_model("qwen3-8b"), sliding_layers=4)
+
+
+@pytest.mark.parametrize("preset, seqs, tokens", [("h100", 1024, 8192), ("rtx-pro-6000", 1024, 8192),
+                                                  ("a100-80g", 256, 2048), ("rtx-4090", 256, 2048),
+                                                  ("l40s", 256, 2048), ("cpu", 256, 2048)])
+def test_engine_batch_limits_left_null_are_what_vllm_serve_picks_on_the_card(preset, seqs, tokens):
+    """vLLM's rule (arg_utils, PR 17885): >= 70 GiB and not an A100 -> 1024 sequences / 8192 tokens, else
+    256 / 2048; a value the YAML sets is kept, and the simulator's replicas run with the resolved ones."""
+    from sim.hardware import engine_with_defaults, vllm_serve_batch_defaults
+    from sim.simulate import prepare_inputs
+
+    hw = get_hardware(preset)
+    assert vllm_serve_batch_defaults(hw) == {"max_num_seqs": seqs, "max_num_batched_tokens": tokens}
+    sim = make_sim(hardware={"preset": preset})
+    assert sim.engine.max_num_seqs is None and sim.engine.max_num_batched_tokens is None
+    resolved = prepare_inputs(sim).sim.engine
+    assert (resolved.max_num_seqs, resolved.max_num_batched_tokens) == (seqs, tokens)
+    kept = engine_with_defaults(make_sim(hardware={"preset": preset}, engine={"max_num_seqs": 7}).engine, hw)
+    assert (kept.max_num_seqs, kept.max_num_batched_tokens) == (7, tokens)
+
+
+def test_a_sheet_that_says_a100_keeps_the_small_batch_defaults():
+    from sim.hardware import vllm_serve_batch_defaults
+
+    sheet = get_hardware("h100").model_copy(update={"name": "my-card", "description": "NVIDIA A100 SXM4 80GB"})
+    assert vllm_serve_batch_defaults(sheet)["max_num_seqs"] == 256
+    assert vllm_serve_batch_defaults(sheet.model_copy(update={"description": "A800 80GB"}))["max_num_seqs"] == 1024
