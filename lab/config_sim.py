@@ -340,6 +340,12 @@ class EngineSpec(StrictModel):
         "run's dummy sampler (max_num_seqs rows of vocab logits) keeps back from the KV cache: sort (PyTorch "
         "sort: vLLM V0, V1 0.11.1 - 0.16, or wherever FlashInfer is absent), flashinfer (V1 0.8 - 0.11.0 where "
         "installed, as in the official images, and from PR 40376 on: the default here), triton (0.17 - 0.19)")
+    cuda_graph_memory: Literal["estimate", "none"] | Annotated[float, Field(ge=0)] = Field(
+        "estimate", description="per-GPU CUDA-graph memory vLLM keeps back from the KV cache beside the reserve: "
+        "estimate (vLLM 0.20+ default, VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1: its capture-and-extrapolate "
+        "estimate priced from max_num_seqs and max_num_batched_tokens, sim/cuda_graphs.py), none (--enforce-eager, "
+        "-O0, VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0, or vLLM before 0.20, which captured graphs after sizing "
+        "the KV cache), or GiB (what your log's 'Estimated CUDA graph memory' prints)")
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(
