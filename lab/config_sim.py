@@ -86,6 +86,9 @@ class HardwareSheet(StrictModel):
         None, gt=0, description="the device total as CUDA / ROCm report it (torch.cuda.mem_get_info, vLLM's "
         "'total_gpu_memory'), GiB: what gpu_memory_utilization multiplies. ECC and the driver's reservation make "
         "it smaller than the size sold (79.2 on an 80 GB H100, 44.3 on a 48 GB L40S); null: mem_gib")
+    graphs: bool = Field(True, description="the device replays captured CUDA / HIP graphs (vLLM's default on "
+                         "GPUs), whose memory vLLM 0.20+ keeps back from the KV cache (engine.cuda_graph_memory); "
+                         "false on a CPU")
     l2_mib: float | None = Field(
         None, gt=0, description="on-chip L2 cache, MiB (whitepaper / spec sheet). Not used to price steps (a "
         "serving step streams many layers' weights through it); kernel-timing checks (sim.moe_kernels) treat a "
@@ -332,8 +335,9 @@ class EngineSpec(StrictModel):
         None, ge=16, description="tokens in one step (decode + drafts + prefill chunks); null: what `vllm serve` "
                                  "picks on the card (8192 on a device of >= 70 GiB that is not an A100, else 2048)")
     enable_chunked_prefill: bool = Field(True, description="split prompts into chunks that fit the token budget")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1,
-                                          description="fraction of GPU memory for weights, activations and KV")
+    gpu_memory_utilization: float = Field(
+        0.92, gt=0, le=1, description="fraction of GPU memory for weights, activations, CUDA graphs and KV; 0.92: "
+        "vLLM's default since 0.20, which keeps the CUDA-graph estimate back too (PR 38284; 0.9 before)")
     activation_reserve_gib: float | None = Field(
         None, ge=0, description="per-GPU memory kept from the KV cache for activations (vLLM's profiled peak); "
                                 "default: an estimate from the model width and vocab, max_num_batched_tokens, "
@@ -343,6 +347,12 @@ class EngineSpec(StrictModel):
         "run's dummy sampler (max_num_seqs rows of vocab logits) keeps back from the KV cache: sort (PyTorch "
         "sort: vLLM V0, V1 0.11.1 - 0.16, or wherever FlashInfer is absent), flashinfer (V1 0.8 - 0.11.0 where "
         "installed, as in the official images, and from PR 40376 on: the default here), triton (0.17 - 0.19)")
+    cuda_graph_memory: Literal["estimate", "none"] | Annotated[float, Field(ge=0)] = Field(
+        "estimate", description="per-GPU CUDA-graph memory vLLM keeps back from the KV cache beside the reserve: "
+        "estimate (vLLM 0.20+ default, VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1: its capture-and-extrapolate "
+        "estimate priced from max_num_seqs and max_num_batched_tokens, sim/cuda_graphs.py), none (--enforce-eager, "
+        "-O0, VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0, or vLLM before 0.20, which captured graphs after sizing "
+        "the KV cache), or GiB (what your log's 'Estimated CUDA graph memory' prints)")
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(

@@ -38,9 +38,10 @@ reserve (the simulator's old model, kept for comparison): admission reserves pro
 tokens and nothing grows or gets preempted. A "unit" of `held` is one token (on a linear-attention model:
 full-attention KV only, no state).
 
-Capacity (vLLM's gpu_memory_utilization): per GPU, utilization x memory - activation peak is for weights
-+ KV; blocks = (tp x (mem x utilization - activation) - weights) / (block_size x KV bytes per token) -
-per token of one group's layers for a hybrid pool (see `KVGroups`).
+Capacity (vLLM's gpu_memory_utilization): per GPU, utilization x memory - activation peak (- from vLLM 0.20
+its CUDA-graph estimate, sim/cuda_graphs.py; sim/simulate.py adds it to the reserve) is for weights + KV;
+blocks = (tp x (mem x utilization - reserve) - weights) / (block_size x KV bytes per token) - per token of one
+group's layers for a hybrid pool (see `KVGroups`).
 """
 from __future__ import annotations
 

@@ -311,13 +311,18 @@ def vllm_server_defaults(hardware_preset: str) -> dict:
     return vllm_serve_batch_defaults(get_hardware(hardware_preset))
 
 
+def _version(version: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a version string such as 0.19.2rc1.dev8."""
+    return (tuple(int(x) for x in re.findall(r"\d+", version)[:3]) + (0, 0, 0))[:3]
+
+
 def vllm_sampler(version: str) -> str:
     """How the vLLM `version`'s official image applies top-k / top-p by default (engine.sampler, which sets the
     profile run's sampler peak, sim/kv_cache.py): V0 (before 0.8) sorts; 0.8 - 0.11.0 use FlashInfer's kernels
     (the 0.8 images ship FlashInfer 0.2.1.post2, older than the 0.2.3 API that 0.8 refuses and PR 15777 adopted;
     a pip install without FlashInfer sorts instead), 0.11.1 - 0.16 sort (PR 26859 turned FlashInfer's off),
     0.17 - 0.19 run vLLM's Triton kernels (PR 33538), later releases FlashInfer's again (PR 40376)."""
-    major, minor, patch = (tuple(int(x) for x in re.findall(r"\d+", version)[:3]) + (0, 0, 0))[:3]
+    major, minor, patch = _version(version)
     if (major, minor) < (0, 8):
         return "sort"
     if (major, minor, patch) <= (0, 11, 0):
@@ -325,6 +330,22 @@ def vllm_sampler(version: str) -> str:
     if (major, minor) < (0, 17):
         return "sort"
     return "triton" if (major, minor) < (0, 20) else "flashinfer"
+
+
+# vLLM PR #38284 (in 0.20.0; its log says "default since v0.21.0"): the worker takes its CUDA-graph estimate off the
+# KV cache (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1) and the default --gpu-memory-utilization rises 0.9 -> 0.92
+CUDA_GRAPH_ESTIMATE_SINCE = (0, 20, 0)
+
+
+def vllm_version_defaults(version: str | None) -> dict:
+    """Engine settings that follow the vLLM `version` (None: a row that does not say, priced as before): the
+    sampler, engine.cuda_graph_memory (estimate from 0.20, none before: graphs were captured after sizing the KV
+    cache) and the default gpu_memory_utilization (0.92 from 0.20, 0.9 before)."""
+    if version is None:
+        return {"cuda_graph_memory": "none", "gpu_memory_utilization": 0.9}
+    if _version(version) < CUDA_GRAPH_ESTIMATE_SINCE:
+        return {"sampler": vllm_sampler(version), "cuda_graph_memory": "none", "gpu_memory_utilization": 0.9}
+    return {"sampler": vllm_sampler(version), "cuda_graph_memory": "estimate", "gpu_memory_utilization": 0.92}
 
 
 LENGTH_MODES = ("auto", "table", "mean")
@@ -368,7 +389,7 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     """The `sim:` section that describes this benchmark; `hardware` overrides sheet terms (the fit);
     `frontend`: "file" (the front end the row names, if any), "off" (none) or sim.frontend settings."""
     b = row.bench
-    engine = {**vllm_server_defaults(row.gpu), **({"sampler": vllm_sampler(row.vllm)} if row.vllm else {}),
+    engine = {**vllm_server_defaults(row.gpu), **vllm_version_defaults(row.vllm),
               **{k: v for k, v in row.engine.model_dump().items() if v is not None}}
     lengths = row_lengths(row, lengths_mode)
     if math.isfinite(b.request_rate):

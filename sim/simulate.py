@@ -22,6 +22,7 @@ from sim.acceptance import ParametricSource, TraceSource
 from sim.calibrate import check_calibration
 from sim.cluster import Cluster, CountingEnvironment
 from sim.cost import CostModel, cost_profile_path
+from sim.cuda_graphs import cuda_graph_memory_bytes, graph_counts
 from sim.hardware import engine_with_defaults
 from sim.kv_cache import GIB, activation_reserve_bytes, kv_groups
 from sim.policies import make_policy
@@ -232,7 +233,7 @@ def kv_pool(sim, cost) -> tuple[int, int | None]:
                                                             e.max_num_batched_tokens)
         return e.kv_capacity_tokens, None
     reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
-               else engine_reserve_bytes(sim, cost))
+               else engine_reserve_bytes(sim, cost)) + engine_cuda_graph_bytes(sim, cost)
     if not hybrid:
         tokens = cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size)
         return tokens, tokens // e.block_size
@@ -247,6 +248,18 @@ def engine_reserve_bytes(sim, cost) -> float:
     e, m = engine_with_defaults(sim.engine, cost.hw), cost.model
     return activation_reserve_bytes(m.hidden, e.max_num_batched_tokens, m.vocab, e.max_num_seqs, e.sampler, cost.tp,
                                     cost.hw.interconnect.kind == "nvlink")
+
+
+def engine_cuda_graph_bytes(sim, cost) -> float:
+    """Per-GPU CUDA-graph memory vLLM keeps back from the KV cache beside the reserve (engine.cuda_graph_memory):
+    vLLM 0.20+'s estimate for the default capture sizes of this engine's max_num_seqs and max_num_batched_tokens
+    (sim/cuda_graphs.py), none, or the GiB given; none on a device without graphs (the sheet's `graphs`)."""
+    e = engine_with_defaults(sim.engine, cost.hw)
+    if e.cuda_graph_memory == "none" or not cost.hw.graphs:
+        return 0.0
+    if e.cuda_graph_memory == "estimate":
+        return cuda_graph_memory_bytes(*graph_counts(e.max_num_seqs, e.max_num_batched_tokens))
+    return float(e.cuda_graph_memory) * GIB
 
 
 def lockstep_group(sim, cost) -> int:

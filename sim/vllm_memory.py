@@ -1,6 +1,6 @@
 """vLLM's own memory logs against the simulator's KV-memory reserve (sim/kv_cache.py activation_reserve_bytes).
 
-    python -m sim.vllm_memory --out vllm_memory/          # ~1 s; writes vllm_memory.{csv,md}
+    python -m sim.vllm_memory --out vllm_memory/          # ~1 s; writes vllm_memory.{csv,md}, cuda_graphs.csv
     python -m sim.vllm_memory --fit --out vllm_memory/    # + scores every reserve model in and out of sample (~5 s)
 
 The data (sim/validation/vllm_memory.yaml, each log with its URL or stored-file id) are public vLLM startup logs
@@ -16,6 +16,10 @@ the old form a x tokens x hidden + b + c x (tp > 1); and the sampler-aware forms
 leave-one-out, leave-one-engine-out (V0 <-> V1) and leave-one-source-out (every log of one page or file held out
 together) errors; logs of unknown sampler are priced as sort and as flashinfer beside. The constants in
 sim/kv_cache.py are the max form's least-absolute-deviation fit (BENCHMARKS.md, session 28).
+Logs that print vLLM's CUDA-graph estimate ("Estimated CUDA graph memory", vLLM 0.18+; taken off the KV cache from
+0.20, `cuda_graphs: true`) are scored against sim/cuda_graphs.py, and --fit refits its two constants (first
+capture + per further graph) with leave-one-out and leave-one-source-out errors; a log with `reserve_fit: false`
+(its profile run holds what the reserve model leaves out, e.g. a vision encoder) counts for that only.
 Bad input (missing file, bad field) prints one `error:` line and exits 2 with nothing written.
 """
 from __future__ import annotations
@@ -35,6 +39,12 @@ from lab.config_sim import HARDWARE_NAMES, SAMPLERS
 from lab.errors import LabError
 from lab.io import make_dirs, write_text_atomic
 from lab.report import markdown_table
+from sim.cuda_graphs import (
+    CUDA_GRAPH_FIRST_BYTES,
+    CUDA_GRAPH_PER_GRAPH_BYTES,
+    cuda_graph_memory_bytes,
+    graph_counts,
+)
 from sim.kv_cache import (
     ACTIVATION_BYTES_PER_TOKEN_HIDDEN,
     GIB,
@@ -62,7 +72,7 @@ class MemoryLog(StrictModel):
     device: str
     device_name: str | None = None
     total_gib: float = Field(gt=0)
-    total_source: Literal["log", "usable", "preset", "card"]
+    total_source: Literal["log", "usable", "preset", "card", "cuda-graph"]
     util: float = Field(gt=0, le=1)
     usable_gib: float | None = Field(default=None, gt=0)
     tp: int = Field(ge=1)
@@ -71,7 +81,7 @@ class MemoryLog(StrictModel):
     tokens_basis: Literal["logged", "v0-max-model-len", "v0-chunked-default", "v1-serve-default"]
     model: str
     config: str | None = None
-    hidden: int = Field(ge=1)
+    hidden: int | None = Field(default=None, ge=1)
     vocab: int | None = Field(default=None, ge=1)
     max_num_seqs: int | None = Field(default=None, ge=1)
     seqs_basis: Literal["logged", "default"] | None = None
@@ -83,6 +93,11 @@ class MemoryLog(StrictModel):
     non_torch_gib: float | None = Field(default=None, ge=0)
     activation_gib: float | None = Field(default=None, ge=0)
     cuda_graphs: bool
+    cuda_graph_gib: float | None = Field(default=None, ge=0)
+    cuda_graph_actual_gib: float | None = Field(default=None, ge=0)
+    piecewise_graphs: int | None = Field(default=None, ge=0)
+    full_graphs: int | None = Field(default=None, ge=0)
+    reserve_fit: bool = True
     sampler: Literal[(*SAMPLERS, "unknown")] = "unknown"  # type: ignore[valid-type]
     notes: str | None = None
 
@@ -102,6 +117,12 @@ class MemoryLog(StrictModel):
             raise ValueError("all_reduce (custom or nccl) is given for tp > 1 and only then")
         if (self.vocab is None) != (self.max_num_seqs is None):
             raise ValueError("vocab and max_num_seqs come together (the sampler term needs both)")
+        if self.reserve_fit and self.hidden is None:
+            raise ValueError("hidden is required for a log the reserve is scored on (reserve_fit)")
+        if self.cuda_graphs and self.cuda_graph_gib is None:
+            raise ValueError("cuda_graphs (the KV figure has the CUDA-graph estimate taken off) needs cuda_graph_gib")
+        if (self.cuda_graph_gib is None) != (self.piecewise_graphs is None or self.full_graphs is None):
+            raise ValueError("cuda_graph_gib comes with piecewise_graphs and full_graphs (the log's counts)")
         return self
 
     @property
@@ -110,11 +131,12 @@ class MemoryLog(StrictModel):
         return min(self.max_num_seqs, self.tokens) if self.max_num_seqs else 0
 
     def logged_reserve_gib(self) -> float:
-        """total x util (as printed, where it is) - weights - KV; the printed parts where the KV figure is cut off."""
+        """total x util (as printed, where it is) - weights - KV - the CUDA-graph estimate where vLLM took it off
+        (cuda_graphs); the printed parts where the KV figure is cut off."""
         if self.kv_gib is None:
             return self.non_torch_gib + self.activation_gib
         usable = self.usable_gib if self.usable_gib is not None else self.total_gib * self.util
-        return usable - self.weights_gib - self.kv_gib
+        return usable - self.weights_gib - self.kv_gib - (self.cuda_graph_gib if self.cuda_graphs else 0.0)
 
 
 def load_logs(path: str | Path) -> list[MemoryLog]:
@@ -125,7 +147,7 @@ def load_logs(path: str | Path) -> list[MemoryLog]:
 def compare(logs: list[MemoryLog]) -> pd.DataFrame:
     """One row per log: the logged reserve beside the simulator's (GiB per GPU), error = simulator - logged."""
     rows = []
-    for log in logs:
+    for log in (x for x in logs if x.reserve_fit):
         logged = log.logged_reserve_gib()
         sampler = SIM_SAMPLER_FOR_UNKNOWN if log.sampler == "unknown" else log.sampler
         sim = activation_reserve_bytes(log.hidden, log.tokens, log.vocab or 0, log.max_num_seqs or 0, sampler,
@@ -315,16 +337,112 @@ def fit_sampler(df: pd.DataFrame, loss: str = "lsq", form: str = "max") -> dict:
             "table": out, "unknown": scored}
 
 
+# ---- the CUDA-graph estimate vLLM 0.20+ takes off the KV cache (sim/cuda_graphs.py) ----
+
+CUDA_GRAPH_COLUMNS = ["id", "version", "applied", "model", "tokens", "max_num_seqs", "piecewise", "full",
+                      "default_counts", "logged_gib", "actual_gib", "sim_gib", "error_gib", "source"]
+
+
+def compare_cuda_graphs(logs: list[MemoryLog]) -> pd.DataFrame:
+    """One row per log that prints vLLM's CUDA-graph estimate: the logged "Estimated CUDA graph memory" beside
+    the simulator's (sim/cuda_graphs.cuda_graph_memory_bytes of the log's graph counts), GiB, error = sim -
+    logged; `applied`: vLLM took it off the KV cache (0.20+ default); `default_counts`: the counts vLLM's default
+    capture sizes give for the log's max_num_seqs and max_num_batched_tokens ("" where max_num_seqs is unknown)."""
+    rows = []
+    for log in (x for x in logs if x.cuda_graph_gib is not None):
+        sim = cuda_graph_memory_bytes(log.piecewise_graphs, log.full_graphs) / GIB
+        default = "/".join(map(str, graph_counts(log.max_num_seqs, log.tokens))) if log.max_num_seqs else ""
+        rows.append({"id": log.id, "version": log.version, "applied": log.cuda_graphs, "model": log.model,
+                     "tokens": log.tokens, "max_num_seqs": log.max_num_seqs or 0, "piecewise": log.piecewise_graphs,
+                     "full": log.full_graphs, "default_counts": default, "logged_gib": log.cuda_graph_gib,
+                     "actual_gib": log.cuda_graph_actual_gib if log.cuda_graph_actual_gib is not None
+                     else float("nan"), "sim_gib": round(sim, 3), "error_gib": round(sim - log.cuda_graph_gib, 3),
+                     "source": log.url or f"id {log.find_string}"})
+    return pd.DataFrame(rows, columns=CUDA_GRAPH_COLUMNS)
+
+
+def _graph_design(df: pd.DataFrame, form: str) -> np.ndarray:
+    """[1, further graphs (each mode's count - 1; not in form "constant"), max_num_batched_tokens / 2^16 (form
+    "tokens")]."""  # shape (n, 1|2|3)
+    further = np.maximum(df.piecewise.to_numpy() - 1, 0) + np.maximum(df.full.to_numpy() - 1, 0)
+    cols = [np.ones(len(df))] + ([] if form == "constant" else [further.astype(float)])
+    if form == "tokens":
+        cols.append(df.tokens.to_numpy() / 2**16)
+    return np.column_stack(cols)
+
+
+def _solve_graphs(df: pd.DataFrame, loss: str, form: str) -> np.ndarray:
+    """Least squares, or least absolute deviation (loss "lad": iteratively reweighted), of the logged estimate
+    on _graph_design; GiB per column."""
+    x, y = _graph_design(df, form), df.logged_gib.to_numpy()
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    if loss == "lad":
+        for _ in range(200):
+            w = 1.0 / np.sqrt(np.maximum(np.abs(y - x @ coef), 1e-4))
+            coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
+    return coef
+
+
+def fit_cuda_graphs(df: pd.DataFrame, loss: str = "lad", form: str = "graphs") -> dict:
+    """Fit first + per_graph x further graphs (form "graphs": the simulator's), that + c x max_num_batched_tokens
+    (form "tokens") or one constant (form "constant"), for comparison, on compare_cuda_graphs' table, with
+    in-sample, leave-one-out and leave-one-source-out errors (GiB, fit - logged)."""
+    coef = _solve_graphs(df, loss, form)
+    x, y = _graph_design(df, form), df.logged_gib.to_numpy()
+
+    def held_out(groups) -> np.ndarray:
+        err = np.full(len(df), np.nan)
+        for g in pd.unique(groups):
+            held = np.asarray(groups == g)
+            if (~held).sum() >= x.shape[1] + 1:
+                err[held] = x[held] @ _solve_graphs(df[~held], loss, form) - y[held]
+        return err
+
+    loo = held_out(np.arange(len(df)))
+    source = held_out(df.source.to_numpy())
+
+    def mae(v):
+        v = np.abs(v[~np.isnan(v)])
+        return round(float(v.mean()), 3) if len(v) else None
+
+    out = {"loss": loss, "form": form, "points": len(df), "first_mib": round(float(coef[0]) * 1024, 1),
+           "per_graph_mib": round(float(coef[1]) * 1024, 2) if len(coef) > 1 else 0.0}
+    if form == "tokens":
+        out["per_64k_tokens_mib"] = round(float(coef[2]) * 1024, 1)
+    return {**out, "mae_in_sample_gib": mae(x @ coef - y), "mae_leave_one_out_gib": mae(loo),
+            "mae_leave_one_source_out_gib": mae(source), "loo_error_gib": np.round(loo, 3)}
+
+
+def cuda_graph_report(logs: list[MemoryLog], with_fit: bool) -> str:
+    """The CUDA-graph section of the markdown: the per-log table, its MAE and, with_fit, the fits."""
+    table = compare_cuda_graphs(logs)
+    if table.empty:
+        return ""
+    text = (f"\nvLLM's logged CUDA-graph estimate vs the simulator's {CUDA_GRAPH_FIRST_BYTES / 2**20:g} MiB + "
+            f"{CUDA_GRAPH_PER_GRAPH_BYTES / 2**20:g} MiB x further graphs (sim/cuda_graphs.py; GiB, error = "
+            f"simulator - logged; MAE {table.error_gib.abs().mean():.3f} over {len(table)} logs; `applied`: vLLM "
+            "took it off the KV cache)\n\n" + markdown_table(table.drop(columns=["source"]), floatfmt="{:g}") + "\n")
+    if with_fit:
+        fits = [fit_cuda_graphs(table, loss, form) for form in ("graphs", "tokens", "constant")
+                for loss in ("lad", "lsq")]
+        scores = pd.DataFrame([{k: v for k, v in f.items() if k != "loo_error_gib"} for f in fits])
+        text += ("\nCUDA-graph fits (MAE, GiB; leave-one-source-out: every log of one page or stored file held out "
+                 "together)\n\n" + markdown_table(scores, floatfmt="{:g}") + "\n")
+    return text
+
+
 def main(argv=None) -> int:
     ap = data_check_parser("python -m sim.vllm_memory", __doc__, DEFAULT_FILE, "vLLM memory logs", "vllm_memory",
                            "also fit and score the reserve models (kv_cache.py is not changed)")
     args = ap.parse_args(argv)
     try:
-        table = compare(load_logs(args.file))
+        logs = load_logs(args.file)
+        table = compare(logs)
         make_dirs(args.out)
-        text = report(table, args.fit)
+        text = report(table, args.fit) + cuda_graph_report(logs, args.fit)
         out = Path(args.out)
         write_text_atomic(out / "vllm_memory.csv", table.to_csv(index=False))
+        write_text_atomic(out / "cuda_graphs.csv", compare_cuda_graphs(logs).to_csv(index=False))
         write_text_atomic(out / "vllm_memory.md", text)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -346,14 +346,16 @@ def test_cpu_terms_agree_across_step_time_vec_and_sps_curve():
 
 
 def test_kv_capacity_is_one_formula_for_cost_and_simulator():
+    from sim.cuda_graphs import cuda_graph_memory_bytes, graph_counts
     from sim.kv_cache import GIB
     from sim.simulate import kv_capacity_tokens
 
     sim = make_sim(engine={"activation_reserve_gib": 2.0, "block_size": 16, "gpu_memory_utilization": 0.9})
     cm = CostModel.from_config(sim)
     m = cm.model
-    blocks = int((79.2 * GIB * 0.9 - 2 * GIB - m.resident_weight_bytes()) // (16 * m.kv_bytes_per_token))
-    assert kv_capacity_tokens(sim, cm) == cm.kv_capacity_tokens(0.9, 2 * GIB, 16) == blocks * 16
+    graphs = cuda_graph_memory_bytes(*graph_counts(1024, 8192))  # vLLM 0.20+'s estimate, vllm serve's H100 limits
+    blocks = int((79.2 * GIB * 0.9 - 2 * GIB - graphs - m.resident_weight_bytes()) // (16 * m.kv_bytes_per_token))
+    assert kv_capacity_tokens(sim, cm) == cm.kv_capacity_tokens(0.9, 2 * GIB + graphs, 16) == blocks * 16
     with pytest.raises(LabError, match="does not fit.*no KV memory"):
         cm.kv_capacity_tokens(0.9, 79 * GIB, 16)
 

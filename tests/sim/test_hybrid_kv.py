@@ -7,6 +7,7 @@ import pytest
 
 from sim.cluster import HELD, REM, TOT
 from sim.cost import CostModel
+from sim.cuda_graphs import cuda_graph_memory_bytes, graph_counts
 from sim.hardware import get_hardware
 from sim.kv_cache import GIB, HybridKV, KVGroups, activation_reserve_bytes, kv_groups
 from sim.models import get_model
@@ -84,21 +85,22 @@ def test_hybrid_admits_more_long_requests_than_the_full_layer_footprint():
 
 
 def test_hybrid_pool_from_memory_by_hand():
-    """Gemma3-12B on an L40S (48 GB sold, 44.31 GiB reported) at 0.9: one layer keeps 2 x 8 heads x 256 x 2 bytes
-    = 8 KiB per token, a group-block (16 slots x 8 layers) 1 MiB; pool = (44.31 x 0.9 GiB - activations over
-    `vllm serve`'s 2,048-token budget on a card under 70 GiB - weights) // 1 MiB. vLLM logs
+    """Gemma3-12B on an L40S (48 GB sold, 44.31 GiB reported) at 0.92 (vLLM 0.20+'s default): one layer keeps 2 x 8 heads x 256 x 2 bytes
+    = 8 KiB per token, a group-block (16 slots x 8 layers) 1 MiB; pool = (44.31 x 0.92 GiB - activations over
+    `vllm serve`'s 2,048-token budget on a card under 70 GiB - CUDA-graph estimate - weights) // 1 MiB. vLLM logs
     pool // 6 x 16 tokens: the same as the whole-model count here (6 groups x 8 = 48 layers, no padding)."""
     sim = make_sim(model={"name": "gemma3-12b"}, hardware={"name": "l40s"})
     cost = CostModel(get_hardware("l40s"), get_model("gemma3-12b"))
-    budget = 44.31 * GIB * 0.9 - activation_reserve_bytes(3840, 2048) - 12.2e9 * 2
+    reserve = activation_reserve_bytes(3840, 2048) + cuda_graph_memory_bytes(*graph_counts(256, 2048))  # + graphs
+    budget = 44.31 * GIB * 0.92 - reserve - 12.2e9 * 2
     tokens, blocks = kv_pool(sim, cost)
     assert blocks == int(budget // 2**20) and tokens == blocks // 6 * 16 == kv_capacity_tokens(sim, cost)
-    assert tokens == cost.kv_capacity_tokens(0.9, activation_reserve_bytes(3840, 2048), 16)
+    assert tokens == cost.kv_capacity_tokens(0.92, reserve, 16)
     # a padded layout (Gemma3-27B-like: 7 groups of 10 for 62 layers) logs fewer tokens than 62 layers' worth
     padded = CostModel(get_hardware("l40s"), replace(get_model("gemma3-12b"), n_layers=62, sliding_layers=52,
                                                      params_b=6.0))
     tokens, blocks = kv_pool(sim, padded)
-    assert tokens == blocks // 7 * 16 < padded.kv_capacity_tokens(0.9, activation_reserve_bytes(3840, 2048), 16)
+    assert tokens == blocks // 7 * 16 < padded.kv_capacity_tokens(0.92, reserve, 16)
 
 
 @pytest.mark.parametrize("name", ["qwen3-8b", "llama-2-7b"])

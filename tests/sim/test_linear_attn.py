@@ -10,6 +10,7 @@ import pytest
 
 from lab.errors import LabError
 from sim.cost import CostModel
+from sim.cuda_graphs import cuda_graph_memory_bytes, graph_counts
 from sim.hardware import achievable_bandwidth, get_hardware
 from sim.kv_cache import GIB, KVGroups, StateKV, activation_reserve_bytes, kv_groups
 from sim.models import from_hf_config, get_model
@@ -148,15 +149,17 @@ def test_concurrency_bounded_by_state_memory():
 
 
 def test_pool_from_memory_by_hand():
-    """Qwen3-Next-80B on 2 x H200 at 0.9: a group-block is 544 slots x 12 layers x 2,048 bytes (one KV head per
-    GPU, 1,024 bytes each) = 13,369,344 bytes; pool = (2 x (141 GiB x 0.9 - reserve) - weights) // that, the
+    """Qwen3-Next-80B on 2 x H200 at 0.92 (vLLM 0.20+'s default): a group-block is 544 slots x 12 layers x 2,048 bytes (one KV head per
+    GPU, 1,024 bytes each) = 13,369,344 bytes; pool = (2 x (141 GiB x 0.92 - reserve) - weights) // that, the
     reserve the engine's (`vllm serve`'s defaults on an H200: 8,192 tokens, 1,024 sequences of its 151,936-token
-    vocab; FlashInfer's sampler, custom all-reduce over NVLink); vLLM's log: pool // 4 x 544 tokens."""
+    vocab; FlashInfer's sampler, custom all-reduce over NVLink) and vLLM 0.20+'s CUDA-graph estimate; vLLM's log:
+    pool // 4 x 544 tokens."""
     sim = _next_sim({"kind": "ar"}, kv_capacity_tokens=None)
     cost = CostModel.from_config(sim)
     m = cost.model
     assert (m.vocab, sim.engine.max_num_seqs, sim.engine.sampler) == (151936, None, "flashinfer")
-    reserve = activation_reserve_bytes(2048, 8192, 151936, 1024, "flashinfer", tp=2, custom_all_reduce=True)
-    budget = 2 * (get_hardware("h200").usable_mem_gib * GIB * 0.9 - reserve) - m.params_b * 1e9 * 2
+    reserve = activation_reserve_bytes(2048, 8192, 151936, 1024, "flashinfer", tp=2, custom_all_reduce=True) + \
+        cuda_graph_memory_bytes(*graph_counts(1024, 8192))  # vLLM 0.20+'s CUDA-graph estimate
+    budget = 2 * (get_hardware("h200").usable_mem_gib * GIB * 0.92 - reserve) - m.params_b * 1e9 * 2
     tokens, blocks = kv_pool(sim, cost)
     assert blocks == int(budget // (544 * 12 * 2048)) and tokens == blocks // 4 * 544
