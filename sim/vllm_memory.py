@@ -215,18 +215,13 @@ def fit(df: pd.DataFrame, loss: str = "lsq") -> dict:
         rest = df.drop(index=df.index[i])
         loo.append(float(predict(df.iloc[[i]], _solve(rest, loss))[0]) if len(rest) >= 3 else float("nan"))
     out["loo_error_gib"] = (np.array(loo) - out.logged_gib).round(3)
-    engine_out = np.full(len(df), np.nan)
-    for engine in df.engine.unique():
-        held = (df.engine == engine).to_numpy()
-        if (~held).sum() >= 3:
-            engine_out[held] = predict(df[held], _solve(df[~held], loss)) - df.logged_gib[held]
-    out["engine_out_error_gib"] = np.round(engine_out, 3)
-    source_out = np.full(len(df), np.nan)
-    for source in df.source.unique():
-        held = (df.source == source).to_numpy()
-        if (~held).sum() >= 3:
-            source_out[held] = predict(df[held], _solve(df[~held], loss)) - df.logged_gib[held]
-    out["source_out_error_gib"] = np.round(source_out, 3)
+    for column in ("engine", "source"):  # each engine version's / source's logs predicted by the others' fit
+        group_out = np.full(len(df), np.nan)
+        for value in df[column].unique():
+            held = (df[column] == value).to_numpy()
+            if (~held).sum() >= 3:
+                group_out[held] = predict(df[held], _solve(df[~held], loss)) - df.logged_gib[held]
+        out[f"{column}_out_error_gib"] = np.round(group_out, 3)
 
     def mae(col, rows=None):
         v = (out[col] if rows is None else out[col][rows]).dropna().abs()

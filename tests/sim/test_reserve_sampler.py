@@ -5,18 +5,10 @@ import pytest
 import yaml
 
 from lab.errors import LabError
+from sim import kv_cache as kc
 from sim import vllm_memory as vm
 from sim.cost import CostModel
 from sim.hardware import get_hardware
-from sim.kv_cache import (
-    ACTIVATION_BYTES_PER_TOKEN_HIDDEN,
-    GIB,
-    NON_TORCH_BYTES,
-    NON_TORCH_TP_BYTES,
-    NON_TORCH_TP_NCCL_BYTES,
-    SAMPLER_BYTES_PER_LOGIT,
-    activation_reserve_bytes,
-)
 from sim.models import from_hf_config, get_model
 from sim.public_check import DEFAULT_FILE as PUBLIC_ROWS
 from sim.public_check import load_rows, row_sim_config, vllm_sampler
@@ -25,19 +17,19 @@ GPT_OSS_120B = "sim/validation/configs/gpt-oss-120b.json"
 
 
 def test_reserve_is_the_larger_of_forward_and_sampler_plus_non_torch():
-    a, s = ACTIVATION_BYTES_PER_TOKEN_HIDDEN, SAMPLER_BYTES_PER_LOGIT
+    a, s = kc.ACTIVATION_BYTES_PER_TOKEN_HIDDEN, kc.SAMPLER_BYTES_PER_LOGIT
     # no vocab: the forward alone (the old form)
-    assert activation_reserve_bytes(4096, 8192) == pytest.approx(8192 * 4096 * a + NON_TORCH_BYTES)
+    assert kc.activation_reserve_bytes(4096, 8192) == pytest.approx(8192 * 4096 * a + kc.NON_TORCH_BYTES)
     # Qwen3-Next on two H200s (vLLM 0.10.2, PyTorch sort): 1,024 rows of 151,936 logits outweigh 8,192 x 2,048
     sampler = 1024 * 151936 * s["sort"]
     assert sampler > 8192 * 2048 * a
-    assert activation_reserve_bytes(2048, 8192, 151936, 1024, "sort", tp=2) == pytest.approx(
-        sampler + NON_TORCH_BYTES + NON_TORCH_TP_BYTES)
-    assert activation_reserve_bytes(2048, 8192, 151936, 1024, "sort", tp=2, custom_all_reduce=False) == \
-        pytest.approx(sampler + NON_TORCH_BYTES + NON_TORCH_TP_NCCL_BYTES)
+    assert kc.activation_reserve_bytes(2048, 8192, 151936, 1024, "sort", tp=2) == pytest.approx(
+        sampler + kc.NON_TORCH_BYTES + kc.NON_TORCH_TP_BYTES)
+    assert kc.activation_reserve_bytes(2048, 8192, 151936, 1024, "sort", tp=2, custom_all_reduce=False) == \
+        pytest.approx(sampler + kc.NON_TORCH_BYTES + kc.NON_TORCH_TP_NCCL_BYTES)
     # rows = min(max_num_seqs, tokens): a 512-token budget samples 512 dummy requests
-    assert activation_reserve_bytes(2048, 512, 151936, 1024, "sort") == pytest.approx(
-        512 * 151936 * s["sort"] + NON_TORCH_BYTES)
+    assert kc.activation_reserve_bytes(2048, 512, 151936, 1024, "sort") == pytest.approx(
+        512 * 151936 * s["sort"] + kc.NON_TORCH_BYTES)
     # a full sort with int64 indices costs most, vLLM's Triton kernels less, FlashInfer's least
     assert s["sort"] > s["triton"] > s["flashinfer"] > 0
 
@@ -46,7 +38,7 @@ def test_the_adopted_reserve_prices_vllms_v1_logs_and_the_old_one_did_not():
     table = vm.compare(vm.load_logs(vm.DEFAULT_FILE))
     v1 = table[(table.engine == "V1") & (table.sampler != "unknown")]
     assert len(v1) >= 25 and v1.error_gib.abs().mean() < 0.3
-    old = v1.tokens * v1.hidden * 32 / GIB + 1.0  # tokens x hidden x 32 B + 1 GiB, before session 28
+    old = v1.tokens * v1.hidden * 32 / kc.GIB + 1.0  # tokens x hidden x 32 B + 1 GiB, before session 28
     assert (old - v1.logged_gib).abs().mean() > 1.0
     # the V1 MoE logs of unstated sampler that kept back 7.5 GiB: priced as a sort within 1.5 GiB (old: 2 GiB)
     unknown = table[table.sampler == "unknown"]
@@ -73,7 +65,7 @@ def test_fit_sampler_recovers_the_model_a_table_was_made_with(tmp_path):
     for i, (t, h, v, n, kind, tp) in enumerate(shapes):
         ar = "nccl" if i in (9, 10) else "custom"
         multi = (p["c"] if ar == "custom" else p["d"]) if tp > 1 else 0.0
-        reserve = max(p["a"] * t * h, p[f"s_{kind}"] * min(n, t) * v) / GIB + p["b"] + multi
+        reserve = max(p["a"] * t * h, p[f"s_{kind}"] * min(n, t) * v) / kc.GIB + p["b"] + multi
         runs.append(_log(i, t, h, v, n, kind, tp, reserve, ar))
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump({"runs": runs}))
@@ -111,9 +103,9 @@ def test_marlin_mxfp4_layout_matches_vllms_logged_weights():
     """gpt-oss-120b in vLLM's Marlin layout: 65.97 GiB logged on one H100 (issue 23278), 17.22 GiB a GPU at tp 4 on
     A100s; the checkpoint's own bytes are 60.7 GiB."""
     m = from_hf_config(GPT_OSS_120B)
-    assert m.resident_weight_bytes() / GIB == pytest.approx(60.7, abs=0.1)
-    assert (m.resident_weight_bytes() + m.marlin_mxfp4_pad_bytes(1)) / GIB == pytest.approx(65.97, abs=0.2)
-    assert (m.resident_weight_bytes() + m.marlin_mxfp4_pad_bytes(4)) / 4 / GIB == pytest.approx(17.22, abs=0.15)
+    assert m.resident_weight_bytes() / kc.GIB == pytest.approx(60.7, abs=0.1)
+    assert (m.resident_weight_bytes() + m.marlin_mxfp4_pad_bytes(1)) / kc.GIB == pytest.approx(65.97, abs=0.2)
+    assert (m.resident_weight_bytes() + m.marlin_mxfp4_pad_bytes(4)) / 4 / kc.GIB == pytest.approx(17.22, abs=0.15)
     assert get_model("qwen3-8b").marlin_mxfp4_pad_bytes(1) == 0.0
     # every log with a config: the simulator's weights per GPU within 0.2 GiB of vLLM's, V0's DeepSeek-R1 at tp 8
     # (MLA, fp8) aside
@@ -124,7 +116,7 @@ def test_marlin_mxfp4_layout_matches_vllms_logged_weights():
     block = 16 * m.kv_bytes_per_token
     for card, padded in (("h100", True), ("b200", False)):
         hw = get_hardware(card)
-        blocks = CostModel(hw, m).kv_blocks(0.9, 2 * GIB, 16)
-        expect = (hw.kv_budget_gib * GIB * 0.9 - 2 * GIB - m.resident_weight_bytes()
+        blocks = CostModel(hw, m).kv_blocks(0.9, 2 * kc.GIB, 16)
+        expect = (hw.kv_budget_gib * kc.GIB * 0.9 - 2 * kc.GIB - m.resident_weight_bytes()
                   - (m.marlin_mxfp4_pad_bytes(1) if padded else 0.0)) // block
         assert blocks == int(expect), card
