@@ -243,21 +243,40 @@ class CostModel:
                    spec_profile=None if c.spec_profile is None else load_spec_profile(c.spec_profile))
 
     # ---- KV capacity -------------------------------------------------------------------------------
-    def kv_capacity_tokens(self, gpu_mem_util: float, reserve_bytes: float = 0.0, block_size: int = 1) -> int:
+    def kv_capacity_tokens(self, gpu_mem_util: float, reserve_bytes: float = 0.0, block_size: int = 1,
+                           drafter: bool = False) -> int:
         """KV tokens one replica (tp GPUs) holds in whole blocks of `block_size`: vLLM's split of memory x
         utilisation minus `reserve_bytes` of activations per GPU minus the resident weights
-        (sim/kv_cache.kv_cache_blocks, the one formula)."""
-        return self.kv_blocks(gpu_mem_util, reserve_bytes, block_size) * block_size
+        (sim/kv_cache.kv_cache_blocks, the one formula); `drafter`: a speculative server's, whose drafter
+        layers hold weights and KV too (drafter_memory_bytes)."""
+        return self.kv_blocks(gpu_mem_util, reserve_bytes, block_size, drafter=drafter) * block_size
+
+    def drafter_memory_bytes(self) -> tuple[float, float]:
+        """(weight bytes of one replica, KV bytes per token of one replica) of the drafter's `drafter_layers`
+        layers of target width, priced as the step cost prices them (that share of the target's active
+        weights): vLLM loads a model drafter (EAGLE / MTP / draft model) on the GPU beside the target and gives
+        its attention layers KV in the same block pool (one more layer per block row); an n-gram drafter
+        (drafter_layers 0) has neither."""
+        m = self.model
+        weights = self._frac * m.active_weight_bytes
+        kv_per_token = self.drafter_layers / m.kv_layers * m.kv_bytes_per_token * m.kv_replication(self.tp) \
+            if m.kv_layers else 0.0
+        return weights, kv_per_token
 
     def kv_blocks(self, gpu_mem_util: float, reserve_bytes: float, block_size: int,
-                  layers: int | None = None) -> int:
+                  layers: int | None = None, drafter: bool = False) -> int:
         """Blocks of `block_size` tokens over `layers` layers (default: all; a hybrid pool's block spans one
-        KV cache group's layers, sim/kv_cache.KVGroups) that one replica's KV memory holds."""
+        KV cache group's layers, sim/kv_cache.KVGroups) that one replica's KV memory holds; `drafter`: a
+        speculative server's pool, which also holds the drafter's weights and its layers' KV."""
         m = self.model
         block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
         if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
             block_bytes = block_bytes * layers / m.kv_layers
         weights = m.resident_weight_bytes(self._dp)
+        if drafter:  # the drafter's layers take a share of every block row (as many blocks as the target's)
+            drafter_weights, drafter_kv = self.drafter_memory_bytes()
+            weights += drafter_weights
+            block_bytes *= 1.0 + drafter_kv / (m.kv_bytes_per_token * m.kv_replication(self.tp))
         if "fp4" not in self.hw.peak_tflops:  # vLLM runs an mxfp4 checkpoint through Marlin: a padded layout
             weights += m.marlin_mxfp4_pad_bytes(self.tp, self._dp, self.ep > 1)
         return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, weights,

@@ -211,17 +211,20 @@ def policy_spec(sim, label: str):
     raise LabError(f"sim.policies: no policy labelled {label!r}")
 
 
-def kv_capacity_tokens(sim, cost) -> int:
+def kv_capacity_tokens(sim, cost, spec_tokens: int = 0) -> int:
     """KV slots per replica as vLLM logs them ("GPU KV cache size"): engine.kv_capacity_tokens, or vLLM's
-    memory split (sim/kv_cache.py)."""
-    return kv_pool(sim, cost)[0]
+    memory split (sim/kv_cache.py); `spec_tokens` > 0: a speculative server's (kv_pool)."""
+    return kv_pool(sim, cost, spec_tokens)[0]
 
 
-def kv_pool(sim, cost) -> tuple[int, int | None]:
+def kv_pool(sim, cost, spec_tokens: int = 0) -> tuple[int, int | None]:
     """(KV tokens per replica as vLLM logs them, pool blocks or None where only the tokens are known). A
     model of one KV cache group takes cost.kv_capacity_tokens; a hybrid one (sliding-window layers,
     engine.hybrid_kv; or linear-attention layers, at the block size they force) sizes its pool in blocks of one
-    group's layers (sim/kv_cache.KVGroups)."""
+    group's layers (sim/kv_cache.KVGroups). `spec_tokens` > 0 sizes a speculative server's pool (vLLM's
+    --speculative-config num_speculative_tokens): its drafter's weights and KV (cost.drafter_memory_bytes,
+    none for drafter_layers 0, an n-gram drafter) and CUDA graphs captured for 1 + spec_tokens tokens per
+    sequence (sim/cuda_graphs.py) come out of the same memory."""
     e = engine_with_defaults(sim.engine, cost.hw)
     m = cost.model
     groups = kv_groups(m, e.hybrid_kv, cost.tp, e.block_size)
@@ -233,11 +236,12 @@ def kv_pool(sim, cost) -> tuple[int, int | None]:
                                                             e.max_num_batched_tokens)
         return e.kv_capacity_tokens, None
     reserve = (e.activation_reserve_gib * GIB if e.activation_reserve_gib is not None
-               else engine_reserve_bytes(sim, cost)) + engine_cuda_graph_bytes(sim, cost)
+               else engine_reserve_bytes(sim, cost)) + engine_cuda_graph_bytes(sim, cost, spec_tokens)
+    drafter = spec_tokens > 0
     if not hybrid:
-        tokens = cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size)
+        tokens = cost.kv_capacity_tokens(e.gpu_memory_utilization, reserve, e.block_size, drafter=drafter)
         return tokens, tokens // e.block_size
-    blocks = cost.kv_blocks(e.gpu_memory_utilization, reserve, bs, layers=groups.layers)
+    blocks = cost.kv_blocks(e.gpu_memory_utilization, reserve, bs, layers=groups.layers, drafter=drafter)
     return groups.reported_tokens(blocks, bs, e.max_model_len, e.max_num_batched_tokens), blocks
 
 
@@ -250,15 +254,16 @@ def engine_reserve_bytes(sim, cost) -> float:
                                     cost.hw.interconnect.kind == "nvlink")
 
 
-def engine_cuda_graph_bytes(sim, cost) -> float:
+def engine_cuda_graph_bytes(sim, cost, spec_tokens: int = 0) -> float:
     """Per-GPU CUDA-graph memory vLLM keeps back from the KV cache beside the reserve (engine.cuda_graph_memory):
     vLLM 0.20+'s estimate for the default capture sizes of this engine's max_num_seqs and max_num_batched_tokens
-    (sim/cuda_graphs.py), none, or the GiB given; none on a device without graphs (the sheet's `graphs`)."""
+    (and a speculative server's 1 + spec_tokens tokens per sequence; sim/cuda_graphs.py), none, or the GiB
+    given; none on a device without graphs (the sheet's `graphs`)."""
     e = engine_with_defaults(sim.engine, cost.hw)
     if e.cuda_graph_memory == "none" or not cost.hw.graphs:
         return 0.0
     if e.cuda_graph_memory == "estimate":
-        return cuda_graph_memory_bytes(*graph_counts(e.max_num_seqs, e.max_num_batched_tokens))
+        return cuda_graph_memory_bytes(*graph_counts(e.max_num_seqs, e.max_num_batched_tokens, spec_tokens))
     return float(e.cuda_graph_memory) * GIB
 
 
@@ -279,9 +284,11 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     wl = sim.workload
     rng = np.random.default_rng([inputs.seed, seed])
     cost = inputs.cost if inputs.cost is not None else CostModel.from_config(sim)
-    kv_cap, kv_blocks = kv_pool(sim, cost)
     source = build_source(inputs, spec)
     gamma = sim.acceptance.max_draft
+    # a speculative policy runs on a speculative server: its drafter and wider graphs share the KV memory
+    probe = make_policy(spec, gamma)
+    kv_cap, kv_blocks = kv_pool(sim, cost, probe.max_verify())
     env = CountingEnvironment()
     # the requests' lengths from a stream of their own: the same requests at every rate / concurrency of a sweep
     lengths = LengthSampler.from_spec(wl.lengths, inputs.length_table, rng=lengths_rng(inputs.seed, seed))
