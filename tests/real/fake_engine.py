@@ -156,10 +156,12 @@ class FakeEngine:
                 writer.write(data)
                 await writer.drain()
             usage = {"prompt_tokens": n_in, "completion_tokens": done, "total_tokens": n_in + done}
+            # counted before the last bytes go out: a client that has read [DONE] always sees its completion
+            # counted (counting after the drain raced the test thread on a busy box)
+            self.completions += 1
             writer.write(b"".join(held or [])
                          + f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
             await writer.drain()
-            self.completions += 1
         finally:
             self.in_flight -= 1
             self._decoding -= decoding
