@@ -1,0 +1,198 @@
+"""vLLM's per-step floor on GPUs: published decode-step timings of small models against the cost model's fixed
+terms and roofline.
+
+    python -m sim.step_floor_check --out step_floor/          # price every published step on its preset card
+    python -m sim.step_floor_check --fit --out step_floor/    # + one scale on the fixed terms, left-one-host-out
+
+The data (sim/validation/step_floor.yaml, each run with its URL) are decode steps of one model at low batch on one
+card, measured as the TPOT of a pure-decode phase. The check prices each step with CostModel (the run's config.json,
+its preset card, `batch` requests of `context_tokens` each, one token each) and splits the price into the fixed
+terms (step_overhead + n_layers x layer_overhead + batch x request_overhead, the sheet's) and the rest (the roofline:
+weights, KV, attention, LM head). `implied fixed` is what the measurement leaves for the fixed terms once the
+roofline is paid: measured - roofline. On a small model that is most of the step, so these rows say whether the
+fixed terms are right in level; on a bandwidth-bound model they mostly check bw_efficiency.
+
+--fit pools one factor k on the fixed terms (k x (step + layers + requests), the roofline kept) over the runs, each
+host weighing alike (least squares on log(priced / measured)), and scores each host priced with the k fitted on the
+others beside k = 1 (the sheets' values): a new level is only worth adopting where it prices the hosts it was not
+fitted on better than the sheets do. Nothing is changed. The held-out serving rows of public_vllm.yaml are not here
+and choose nothing: they are scored by sim.public_check. Writes step_floor.csv (every priced point),
+step_floor_fit.csv and step_floor.md into --out. Bad input (missing file, bad field) prints one `error:` line and
+exits 2 with nothing written.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator
+
+from lab.arguments import data_check_parser, load_inputs
+from lab.config_base import StrictModel
+from lab.config_sim import HARDWARE_NAMES
+from lab.io import write_text_atomic
+from lab.report import markdown_table
+from sim.cost import CostModel
+from sim.hardware import get_hardware
+from sim.models import from_hf_config
+from sim.public_check import REPO_ROOT, validated_runs
+
+DEFAULT_FILE = Path(__file__).parent / "validation" / "step_floor.yaml"
+SCALE_RANGE = (0.0, 5.0)  # where the factor on the fixed terms is looked for
+
+
+class StepPoint(StrictModel):
+    """One measured decode step: `batch` requests, `context_tokens` cached each."""
+
+    batch: int = Field(ge=1, le=4096)
+    context_tokens: int = Field(ge=0)
+    step_ms: float = Field(gt=0)
+
+
+class StepFloorRun(StrictModel):
+    """One source: decode steps of one model on one card at one or more batch sizes / contexts."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    url: str = Field(pattern=r"^https://")
+    where: str = Field(min_length=1)
+    host: str = Field(min_length=1, description="the machine the run is from; the fit weighs hosts alike")
+    device: str = Field(description="a hardware preset name")
+    device_name: str = Field(min_length=1)
+    engine: str = Field(min_length=1)
+    engine_version: str | None = None
+    cuda_graphs: str | None = None
+    model: str = Field(min_length=1)
+    model_config_path: str = Field(alias="model_config", description="a config.json, repository-relative")
+    points: list[StepPoint] = Field(min_length=1)
+    note: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _preset(cls, value):
+        if value not in HARDWARE_NAMES:
+            raise ValueError(f"{value!r} is not a hardware preset {HARDWARE_NAMES}")
+        return value
+
+    @field_validator("model_config_path")
+    @classmethod
+    def _config_exists(cls, value):
+        if not (REPO_ROOT / value).is_file():
+            raise ValueError(f"{value!r} not found under {REPO_ROOT}")
+        return value
+
+
+def load_runs(path: str | Path) -> list[StepFloorRun]:
+    """The runs of a step-floor data file; LabError naming the file and the first bad field."""
+    return validated_runs(StepFloorRun, path, "decode-step timings", "<run>")
+
+
+@cache
+def _model(config_path: str):
+    return from_hf_config(REPO_ROOT / config_path)
+
+
+def priced(run: StepFloorRun, point: StepPoint) -> tuple[float, float]:
+    """(fixed, roofline) of the cost model's decode step of `point` on the run's preset card, ms: fixed = step +
+    n_layers x layer + batch x request overhead (the sheet's), roofline = the rest of CostModel.step_time."""
+    model = _model(run.model_config_path)
+    cost = CostModel(hw=get_hardware(run.device), model=model, tp=1)
+    b = point.batch
+    total = cost.step_time(b, b * point.context_tokens, b, False) * 1e3
+    fixed = (cost.step_overhead_s + model.n_layers * cost.layer_overhead_s + b * cost.request_overhead_s) * 1e3
+    return fixed, total - fixed
+
+
+def score(runs: list[StepFloorRun]) -> pd.DataFrame:
+    """Every point: measured, priced (fixed + roofline), relative error (priced / measured - 1), implied fixed."""
+    rows = []
+    for run in runs:
+        layers = _model(run.model_config_path).n_layers
+        for p in run.points:
+            fixed, roof = priced(run, p)
+            rows.append({"run": run.id, "host": run.host, "device": run.device, "device_name": run.device_name,
+                         "model": run.model, "layers": layers, "batch": p.batch, "context_tokens": p.context_tokens,
+                         "measured_ms": p.step_ms, "sim_ms": fixed + roof, "fixed_ms": fixed, "roofline_ms": roof,
+                         "rel_err": (fixed + roof) / p.step_ms - 1, "implied_fixed_ms": p.step_ms - roof})
+    return pd.DataFrame(rows)
+
+
+def fit_scale(points: pd.DataFrame) -> float:
+    """The factor k on the fixed terms that prices `points` best: least squares on log((k fixed + roofline) /
+    measured), each host weighing alike and each point alike within its host."""
+    from scipy.optimize import minimize_scalar
+
+    w = 1.0 / points.groupby("host")["host"].transform("size").to_numpy()
+    fixed, roof, meas = (points[c].to_numpy() for c in ("fixed_ms", "roofline_ms", "measured_ms"))
+
+    def loss(k):
+        return float(np.sum(w * np.log((k * fixed + roof) / meas) ** 2))
+
+    return float(minimize_scalar(loss, bounds=SCALE_RANGE, method="bounded", options={"xatol": 1e-4}).x)
+
+
+def _abs_err_pct(points: pd.DataFrame, k: float) -> float:
+    e = (k * points.fixed_ms + points.roofline_ms) / points.measured_ms - 1
+    return round(100 * float(np.median(np.abs(e))), 1)
+
+
+def fit_all(points: pd.DataFrame) -> pd.DataFrame:
+    """Per host: its own k, the pooled k, and its error at k = 1 (the sheets), at the pooled k and at the k fitted on
+    the other hosts (leave-one-host-out); median |error| over its points."""
+    pooled = fit_scale(points)
+    rows = []
+    for host in sorted(points.host.unique()):
+        mine, others = points[points.host == host], points[points.host != host]
+        out = fit_scale(others) if len(others) else float("nan")
+        rows.append({"host": host, "points": len(mine), "own_k": round(fit_scale(mine), 3),
+                     "sheet_abs_err_pct": _abs_err_pct(mine, 1.0), "pooled_k": round(pooled, 3),
+                     "pooled_abs_err_pct": _abs_err_pct(mine, pooled), "left_out_k": round(out, 3),
+                     "left_out_abs_err_pct": _abs_err_pct(mine, out) if len(others) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def markdown(points: pd.DataFrame, fits: pd.DataFrame | None) -> str:
+    lines = [("vLLM decode steps of small models: measured vs the cost model on each run's preset card "
+              "(error = priced / measured - 1; fixed = step + layers + requests overhead; implied fixed = measured "
+              "- roofline)"), "",
+             ("| run | card (preset) | layers | batch | context | measured ms | priced ms | error | fixed ms | "
+              "roofline ms | implied fixed ms |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, p in points.iterrows():
+        lines.append(f"| {p.run} | {p.device_name} ({p.device}) | {p.layers} | {p.batch} | {p.context_tokens} | "
+                     f"{p.measured_ms:.4g} | {p.sim_ms:.4g} | {100 * p.rel_err:+.1f}% | {p.fixed_ms:.3f} | "
+                     f"{p.roofline_ms:.3f} | {p.implied_fixed_ms:.3f} |")
+    e = points.rel_err.abs()
+    lines += ["", f"{len(points)} points: median |error| {100 * e.median():.1f}%, within 10%: {(e <= 0.10).sum()}"]
+    if fits is not None and len(fits):
+        lines += ["", "One factor k on the fixed terms, pooled and left one host out (k = 1: the sheets):", "",
+                  markdown_table(fits, floatfmt="{:g}")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = data_check_parser("python -m sim.step_floor_check", __doc__, DEFAULT_FILE, "decode-step timings",
+                           "step_floor", "also fit one factor on the fixed terms, scored leave-one-host-out beside "
+                           "the sheets' (step_floor_fit.csv); the sheets are not changed")
+    args = ap.parse_args(argv)
+    runs = load_inputs(load_runs, args)
+    if runs is None:
+        return 2
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    points = score(runs)
+    fits = fit_all(points) if args.fit else None
+    text = markdown(points, fits)
+    write_text_atomic(Path(args.out) / "step_floor.csv", points.to_csv(index=False))
+    if fits is not None:
+        write_text_atomic(Path(args.out) / "step_floor_fit.csv", fits.to_csv(index=False))
+    write_text_atomic(Path(args.out) / "step_floor.md", text)
+    print(text)
+    print(f"wall {time.perf_counter() - wall0:.1f} s, process CPU {time.process_time() - cpu0:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""sim.step_floor_check: a step split into the sheet's fixed terms and the roofline by hand, the fit gives back the
+factor a run was made with and scores each host left out, the data file loads and its small-model steps are priced
+within 10% at batch 1, the Qwen2.5-0.5B config reads as its published size, bad input is one `error:` line, exit 2,
+nothing written."""
+import pytest
+import yaml
+
+from sim import step_floor_check as sf
+
+CONFIG = "sim/validation/configs/qwen2.5-0.5b-instruct.json"
+
+
+def _run(i, points, host="h", device="h100-pcie", config=CONFIG, **extra):
+    return {"id": f"run-{i}", "url": "https://example.org", "where": "a table", "host": host, "device": device,
+            "device_name": "a card", "engine": "vllm", "model": "m", "model_config": config, "points": points,
+            **extra}
+
+
+def _write(path, runs):
+    path.write_text(yaml.safe_dump({"runs": runs}))
+    return path
+
+
+def _made_with(k, i=0, host="h", batches=(1, 8)):
+    """A run whose step_ms are the cost model's own with its fixed terms scaled by k."""
+    shell = sf.StepFloorRun.model_validate(_run(i, [{"batch": b, "context_tokens": 256, "step_ms": 1.0}
+                                                    for b in batches], host=host))
+    pts = []
+    for p in shell.points:
+        fixed, roof = sf.priced(shell, p)
+        pts.append({"batch": p.batch, "context_tokens": p.context_tokens, "step_ms": k * fixed + roof})
+    return _run(i, pts, host=host)
+
+
+def test_a_step_is_the_sheets_fixed_terms_plus_the_roofline(tmp_path):
+    runs = sf.load_runs(_write(tmp_path / "a.yaml", [_run(0, [{"batch": 1, "context_tokens": 128, "step_ms": 2.0}])]))
+    table = sf.score(runs)
+    # the GPU sheet's defaults (lab.config_sim.HardwareSheet): 0.13 ms + 24 layers x 32 us + 1 request x 4 us
+    assert table.fixed_ms.tolist() == pytest.approx([0.13 + 24 * 0.032 + 0.004])
+    row = table.iloc[0]
+    assert row.sim_ms == pytest.approx(row.fixed_ms + row.roofline_ms)
+    assert row.rel_err == pytest.approx(row.sim_ms / 2.0 - 1)
+    assert row.implied_fixed_ms == pytest.approx(2.0 - row.roofline_ms)
+    assert 0.5 < row.roofline_ms < 1.0  # ~1 GB of bf16 weights at 0.75 x 2.0 TB/s
+
+
+def test_the_fit_gives_back_the_factor_the_runs_were_made_with(tmp_path):
+    runs = sf.load_runs(_write(tmp_path / "a.yaml", [_made_with(1.5, i=0, host="a"), _made_with(1.5, i=1, host="b")]))
+    points = sf.score(runs)
+    assert sf.fit_scale(points) == pytest.approx(1.5, abs=1e-3)
+    fits = sf.fit_all(points)
+    assert fits.host.tolist() == ["a", "b"]
+    assert fits.left_out_k.tolist() == pytest.approx([1.5, 1.5], abs=1e-3)
+    assert (fits.left_out_abs_err_pct < 0.1).all() and (fits.sheet_abs_err_pct > 5).all()
+
+
+def test_the_data_file_loads_and_prices_the_small_models_steps_at_batch_one_within_ten_percent():
+    runs = sf.load_runs(sf.DEFAULT_FILE)
+    table = sf.score(runs)
+    assert {"h100-pcie", "a100-80g"} <= set(table.device)
+    one = table[table.batch == 1]
+    assert len(one) >= 4 and (one.rel_err.abs() < 0.10).all(), one[["run", "rel_err"]]
+
+
+def test_the_qwen2_5_0_5b_config_reads_as_its_published_size():
+    """Qwen/Qwen2.5-0.5B-Instruct: 0.49B parameters (0.36B without the tied embedding), 24 layers, head dim 64."""
+    m = sf.from_hf_config(sf.REPO_ROOT / CONFIG)
+    assert m.n_layers == 24
+    assert m.params_b == pytest.approx(0.494, abs=0.01)
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda r: r.update(device="no-such-card"), "device"),
+    (lambda r: r.update(model_config="no/such.json"), "model_config"),
+    (lambda r: r.update(points=[]), "points"),
+    (lambda r: r["points"][0].update(step_ms=0), "step_ms"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, edit, field):
+    run = _run(0, [{"batch": 1, "context_tokens": 128, "step_ms": 2.0}])
+    edit(run)
+    path = _write(tmp_path / "a.yaml", [run])
+    out = tmp_path / "out"
+    assert sf.main(["--file", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and field in err[0], err
+    assert not out.exists()
+
+
+def test_the_command_writes_its_tables(tmp_path):
+    path = _write(tmp_path / "a.yaml", [_made_with(1.2, i=0, host="a"), _made_with(1.0, i=1, host="b")])
+    assert sf.main(["--file", str(path), "--out", str(tmp_path / "o"), "--fit"]) == 0
+    assert {p.name for p in (tmp_path / "o").iterdir()} == {"step_floor.csv", "step_floor_fit.csv", "step_floor.md"}
