@@ -52,6 +52,54 @@ def test_iog_rows_are_held_out_and_say_what_their_file_says():
         assert r.bench.dataset == "sharegpt" and r.bench.num_prompts == 200 and r.bench.lengths == "mean", r.id
 
 
+CLOUDRIFT_FILE = re.compile(r"/cloudrift-ai/server-benchmark/blob/[0-9a-f]{40}/results/(?:rtx4900_rtx5900_pro6000_08_10_2025/)?"
+                            r"(rtx4090|rtx5090|pro6000|l40s)_x_(\d)_(QuantTrio|ibnzterrell)_.+_vllm_benchmark\.txt$")
+
+
+def test_cloudrift_rows_are_held_out_and_say_what_their_file_says():
+    """Every CloudRift server-benchmark row (session 29): held out, no front end, random 1000 / 1000 with outputs
+    forced (997 prompt tokens on average), one tp-1 server per card (dp = the file name's GPU count, nginx in front)
+    and the card its file names; the Qwen3-Coder AWQ config keeps Qwen3-30B-A3B's shape at 4-bit AWQ."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    rows = [r for r in load_rows(DEFAULT_FILE) if r.id.startswith("cloudrift-")]
+    assert len(rows) == 9 and len({r.source for r in rows}) == 9
+    cards = {"rtx4090": "rtx-4090", "rtx5090": "rtx-5090", "pro6000": "rtx-pro-6000", "l40s": "l40s"}
+    for r in rows:
+        m = CLOUDRIFT_FILE.search(r.source)
+        assert m, r.id
+        assert r.after_fit and r.half == "held-out" and r.frontend is None and r.vllm == "0.11.0", r.id
+        assert (cards[m[1]], int(m[2]), r.tp) == (r.gpu, r.dp, 1), r.id
+        assert (r.bench.input_tokens, r.bench.output_tokens, r.bench.lengths) == (997, 1000, "mean"), r.id
+        assert r.engine.gpu_memory_utilization == 0.9 and r.bench.max_concurrency in (200, 400), r.id
+    configs = Path(DEFAULT_FILE).parent / "configs"
+    coder, base = (from_hf_config(configs / f"{n}.json") for n in ("qwen3-coder-30b-a3b-instruct-awq", "qwen3-30b-a3b"))
+    assert coder.params_b == pytest.approx(base.params_b) and coder.quant_method == "awq"
+    assert coder.quant_bits == pytest.approx(4 + 20 / 128)
+
+
+DEPLODOCK_FILE = re.compile(r"/cloudrift-ai/deplodock/blob/[0-9a-f]{40}/experiments/Qwen3-Coder-30B-A3B-Instruct-AWQ/"
+                            r"optimal_mcr_rtx5090/2026-03-03_02-07-22_417ad7f8/rtx5090x1_mc(\d+)_np80_mcr(\d+)_vllm_benchmark\.txt$")
+
+
+def test_deplodock_rtx5090_sweep_alternates_fit_and_held_out_in_one_block():
+    """The RTX 5090 sweep (session 29): nine contiguous rows at C = 8..40 by 4 (its own file's --max-concurrency and
+    --max-num-seqs), 80 prompts of 4000 / 4000, starting at an odd position so C 8 is held out and the fit half is
+    C 12, 20, 28, 36; no vLLM version (the file prints none)."""
+    rows = load_rows(DEFAULT_FILE)
+    sweep = [r for r in rows if r.id.startswith("deplodock-5090-")]
+    assert [r.bench.max_concurrency for r in sweep] == list(range(8, 41, 4))
+    assert [r._index for r in sweep] == list(range(sweep[0]._index, sweep[0]._index + 9)) and sweep[0]._index % 2
+    assert [r.bench.max_concurrency for r in sweep if r.half == "fit"] == [12, 20, 28, 36]
+    for r in sweep:
+        m = DEPLODOCK_FILE.search(r.source)
+        assert m and int(m[1]) == int(m[2]) == r.bench.max_concurrency == r.engine.max_num_seqs, r.id
+        assert (r.gpu, r.tp, r.dp, r.vllm, r.after_fit) == ("rtx-5090", 1, 1, None, False), r.id
+        assert (r.bench.input_tokens, r.bench.output_tokens, r.bench.lengths, r.bench.num_prompts) == (4000, 4000,
+                                                                                                       "fixed", 80)
+
 def test_data_file_parses_and_every_row_builds_a_sim_config():
     rows = load_rows(DEFAULT_FILE)
     assert len(rows) >= 8 and len({r.gpu for r in rows}) >= 3
