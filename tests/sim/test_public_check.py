@@ -80,25 +80,42 @@ def test_cloudrift_rows_are_held_out_and_say_what_their_file_says():
     assert coder.quant_bits == pytest.approx(4 + 20 / 128)
 
 
-DEPLODOCK_FILE = re.compile(r"/cloudrift-ai/deplodock/blob/[0-9a-f]{40}/experiments/Qwen3-Coder-30B-A3B-Instruct-AWQ/"
-                            r"optimal_mcr_rtx5090/2026-03-03_02-07-22_417ad7f8/rtx5090x1_mc(\d+)_np80_mcr(\d+)_vllm_benchmark\.txt$")
+DEPLODOCK_FILE = re.compile(r"/cloudrift-ai/deplodock/blob/[0-9a-f]{40}/experiments/(Qwen3-Coder-30B-A3B-Instruct-AWQ|"
+                            r"Qwen3-Coder-Next-FP8)/optimal_mcr_(rtx5090|pro6000_vllm)/2026-03-0[34]_[0-9_-]+_[0-9a-f]{8}/"
+                            r"(?:rtx5090|pro6000)x1_mc(\d+)_np80_mcr(\d+)_vllm_benchmark\.txt$")
 
 
-def test_deplodock_rtx5090_sweep_alternates_fit_and_held_out_in_one_block():
-    """The RTX 5090 sweep (session 29): nine contiguous rows at C = 8..40 by 4 (its own file's --max-concurrency and
-    --max-num-seqs), 80 prompts of 4000 / 4000, starting at an odd position so C 8 is held out and the fit half is
-    C 12, 20, 28, 36; no vLLM version (the file prints none)."""
-    rows = load_rows(DEFAULT_FILE)
-    sweep = [r for r in rows if r.id.startswith("deplodock-5090-")]
-    assert [r.bench.max_concurrency for r in sweep] == list(range(8, 41, 4))
-    assert [r._index for r in sweep] == list(range(sweep[0]._index, sweep[0]._index + 9)) and sweep[0]._index % 2
-    assert [r.bench.max_concurrency for r in sweep if r.half == "fit"] == [12, 20, 28, 36]
+@pytest.mark.parametrize("prefix,gpu,concurrency,fit", [
+    ("deplodock-5090-", "rtx-5090", list(range(8, 41, 4)), [12, 20, 28, 36]),
+    ("deplodock-rtxpro6000-", "rtx-pro-6000", [8, 12, 16, 20, 24, 32, 40, 48], [8, 16, 24, 40])])
+def test_deplodock_sweeps_alternate_fit_and_held_out_in_one_block(prefix, gpu, concurrency, fit):
+    """The two deplodock sweeps (session 29): contiguous rows, one per --max-concurrency C (= --max-num-seqs, as each
+    file's name and serve command say), 80 prompts of 4000 / 4000, alternating fit / held-out by position; no vLLM
+    version (the files print none); the RTX 5090 block starts at an odd position (C 8 held out), the PRO 6000 block
+    right after it."""
+    sweep = [r for r in load_rows(DEFAULT_FILE) if r.id.startswith(prefix)]
+    assert [r.bench.max_concurrency for r in sweep] == concurrency
+    assert [r._index for r in sweep] == list(range(sweep[0]._index, sweep[0]._index + len(sweep)))
+    assert [r.bench.max_concurrency for r in sweep if r.half == "fit"] == fit
     for r in sweep:
         m = DEPLODOCK_FILE.search(r.source)
-        assert m and int(m[1]) == int(m[2]) == r.bench.max_concurrency == r.engine.max_num_seqs, r.id
-        assert (r.gpu, r.tp, r.dp, r.vllm, r.after_fit) == ("rtx-5090", 1, 1, None, False), r.id
+        assert m and int(m[3]) == int(m[4]) == r.bench.max_concurrency == r.engine.max_num_seqs, r.id
+        assert (r.gpu, r.tp, r.dp, r.vllm, r.after_fit) == (gpu, 1, 1, None, False), r.id
         assert (r.bench.input_tokens, r.bench.output_tokens, r.bench.lengths, r.bench.num_prompts) == (4000, 4000,
                                                                                                        "fixed", 80)
+
+
+def test_the_qwen3_coder_next_fp8_config_is_qwen3_next_at_block_fp8():
+    """Qwen3-Coder-Next keeps Qwen3-Next-80B-A3B's architecture keys; the FP8 checkpoint: fp8 block-128 weights and
+    fp8 matmuls, about half the bf16 bytes."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    configs = Path(DEFAULT_FILE).parent / "configs"
+    fp8, bf16 = (from_hf_config(configs / f"{n}.json") for n in ("qwen3-coder-next-fp8", "qwen3-next-80b-a3b-instruct"))
+    assert fp8.params_b == pytest.approx(bf16.params_b) and (fp8.quant_method, fp8.matmul_dtype) == ("fp8", "fp8")
+    assert 0.5 < fp8.weight_bytes / bf16.weight_bytes < 0.53
 
 def test_data_file_parses_and_every_row_builds_a_sim_config():
     rows = load_rows(DEFAULT_FILE)
