@@ -39,7 +39,7 @@ def hardware_from_config(section: HardwareSpec) -> Hardware:
 
 # device names as torch / nvidia-smi print them -> presets (the first key found in the lowercased name wins)
 DEVICE_NAME_KEYS = (("h200", "h200"), ("h100 pcie", "h100-pcie"), ("h100", "h100"), ("h20", "h20"), ("b200", "b200"),
-                    ("a100", "a100-80g"), ("l40s", "l40s"), ("4090", "rtx-4090"), ("rtx pro 6000", "rtx-pro-6000"), ("mi300x", "mi300x"))
+                    ("a100", "a100-80g"), ("l40s", "l40s"), ("4090", "rtx-4090"), ("5090", "rtx-5090"), ("rtx pro 6000", "rtx-pro-6000"), ("mi300x", "mi300x"))
 
 
 def preset_for_device(device_name: str) -> str:

@@ -16,7 +16,7 @@ from sim.models import MODELS, from_hf_config, get_model
 from tests.sim.conftest import make_sim
 
 DATA = __import__("pathlib").Path(__file__).parent / "data"
-NEW_CARDS = ("rtx-4090", "l40s", "rtx-pro-6000", "h20", "mi300x", "h100-pcie")
+NEW_CARDS = ("rtx-4090", "l40s", "rtx-pro-6000", "rtx-5090", "h20", "mi300x", "h100-pcie")
 
 
 def experiment(sim: dict) -> dict:
@@ -44,6 +44,21 @@ def test_h100_pcie_is_the_pcie_card_of_the_h100_die():
     assert pcie.mfu == sxm.mfu and pcie.bw_efficiency == sxm.bw_efficiency
     assert pcie.peak_tflops["bf16"] < sxm.peak_tflops["bf16"] and pcie.mem_bw_tbs < sxm.mem_bw_tbs
 
+
+
+def test_rtx_5090_is_the_geforce_gb202_priced_as_the_rtx_pro_6000_sheet():
+    """RTX 5090: dense = half the sheet's sparse tensor numbers (FP16 838.4*, FP8 1,676.8*, FP4 3,352*), the same
+    derivation as the RTX PRO 6000 (one GB202 die, 170 vs 188 SMs); 1,792 GB/s GDDR7 as the PRO 6000, 32 GB (31.4 GiB
+    in torch), PCIe, no fitted fractions (no fit rows: the GPU defaults); torch / nvidia-smi names map to it."""
+    from sim.hardware import preset_for_device
+
+    card, pro = get_hardware("rtx-5090"), get_hardware("rtx-pro-6000")
+    assert card.peak_tflops == {"bf16": 838.4 / 2, "fp8": 1676.8 / 2, "fp4": 3352 / 2}
+    assert card.mem_bw_tbs == pro.mem_bw_tbs == 1.792 and card.mem_gib == 32 and card.usable_mem_gib == 31.4
+    assert card.interconnect.kind == "pcie" and (card.mfu, card.bw_efficiency) == (pro.mfu, pro.bw_efficiency)
+    assert card.l2_mib == 96 < pro.l2_mib
+    assert preset_for_device("NVIDIA GeForce RTX 5090") == "rtx-5090"
+    assert preset_for_device("NVIDIA RTX PRO 6000 Blackwell Server Edition") == "rtx-pro-6000"
 
 def test_model_presets_build_and_names_come_from_one_file():
     raw = yaml.safe_load((PRESETS_DIR / "models.yaml").read_text())

@@ -52,6 +52,71 @@ def test_iog_rows_are_held_out_and_say_what_their_file_says():
         assert r.bench.dataset == "sharegpt" and r.bench.num_prompts == 200 and r.bench.lengths == "mean", r.id
 
 
+CLOUDRIFT_FILE = re.compile(r"/cloudrift-ai/server-benchmark/blob/[0-9a-f]{40}/results/(?:rtx4900_rtx5900_pro6000_08_10_2025/)?"
+                            r"(rtx4090|rtx5090|pro6000|l40s)_x_(\d)_(QuantTrio|ibnzterrell)_.+_vllm_benchmark\.txt$")
+
+
+def test_cloudrift_rows_are_held_out_and_say_what_their_file_says():
+    """Every CloudRift server-benchmark row (session 29): held out, no front end, random 1000 / 1000 with outputs
+    forced (997 prompt tokens on average), one tp-1 server per card (dp = the file name's GPU count, nginx in front)
+    and the card its file names; the Qwen3-Coder AWQ config keeps Qwen3-30B-A3B's shape at 4-bit AWQ."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    rows = [r for r in load_rows(DEFAULT_FILE) if r.id.startswith("cloudrift-")]
+    assert len(rows) == 9 and len({r.source for r in rows}) == 9
+    cards = {"rtx4090": "rtx-4090", "rtx5090": "rtx-5090", "pro6000": "rtx-pro-6000", "l40s": "l40s"}
+    for r in rows:
+        m = CLOUDRIFT_FILE.search(r.source)
+        assert m, r.id
+        assert r.after_fit and r.half == "held-out" and r.frontend is None and r.vllm == "0.11.0", r.id
+        assert (cards[m[1]], int(m[2]), r.tp) == (r.gpu, r.dp, 1), r.id
+        assert (r.bench.input_tokens, r.bench.output_tokens, r.bench.lengths) == (997, 1000, "mean"), r.id
+        assert r.engine.gpu_memory_utilization == 0.9 and r.bench.max_concurrency in (200, 400), r.id
+    configs = Path(DEFAULT_FILE).parent / "configs"
+    coder, base = (from_hf_config(configs / f"{n}.json") for n in ("qwen3-coder-30b-a3b-instruct-awq", "qwen3-30b-a3b"))
+    assert coder.params_b == pytest.approx(base.params_b) and coder.quant_method == "awq"
+    assert coder.quant_bits == pytest.approx(4 + 20 / 128)
+
+
+DEPLODOCK_FILE = re.compile(r"/cloudrift-ai/deplodock/blob/[0-9a-f]{40}/experiments/(Qwen3-Coder-30B-A3B-Instruct-AWQ|"
+                            r"Qwen3-Coder-Next-FP8)/optimal_mcr_(rtx5090|pro6000_vllm)/2026-03-0[34]_[0-9_-]+_[0-9a-f]{8}/"
+                            r"(?:rtx5090|pro6000)x1_mc(\d+)_np80_mcr(\d+)_vllm_benchmark\.txt$")
+
+
+@pytest.mark.parametrize("prefix,gpu,concurrency,fit", [
+    ("deplodock-5090-", "rtx-5090", list(range(8, 41, 4)), [12, 20, 28, 36]),
+    ("deplodock-rtxpro6000-", "rtx-pro-6000", [8, 12, 16, 20, 24, 32, 40, 48], [8, 16, 24, 40])])
+def test_deplodock_sweeps_alternate_fit_and_held_out_in_one_block(prefix, gpu, concurrency, fit):
+    """The two deplodock sweeps (session 29): contiguous rows, one per --max-concurrency C (= --max-num-seqs, as each
+    file's name and serve command say), 80 prompts of 4000 / 4000, alternating fit / held-out by position; no vLLM
+    version (the files print none); the RTX 5090 block starts at an odd position (C 8 held out), the PRO 6000 block
+    right after it."""
+    sweep = [r for r in load_rows(DEFAULT_FILE) if r.id.startswith(prefix)]
+    assert [r.bench.max_concurrency for r in sweep] == concurrency
+    assert [r._index for r in sweep] == list(range(sweep[0]._index, sweep[0]._index + len(sweep)))
+    assert [r.bench.max_concurrency for r in sweep if r.half == "fit"] == fit
+    for r in sweep:
+        m = DEPLODOCK_FILE.search(r.source)
+        assert m and int(m[3]) == int(m[4]) == r.bench.max_concurrency == r.engine.max_num_seqs, r.id
+        assert (r.gpu, r.tp, r.dp, r.vllm, r.after_fit) == (gpu, 1, 1, None, False), r.id
+        assert (r.bench.input_tokens, r.bench.output_tokens, r.bench.lengths, r.bench.num_prompts) == (4000, 4000,
+                                                                                                       "fixed", 80)
+
+
+def test_the_qwen3_coder_next_fp8_config_is_qwen3_next_at_block_fp8():
+    """Qwen3-Coder-Next keeps Qwen3-Next-80B-A3B's architecture keys; the FP8 checkpoint: fp8 block-128 weights and
+    fp8 matmuls, about half the bf16 bytes."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    configs = Path(DEFAULT_FILE).parent / "configs"
+    fp8, bf16 = (from_hf_config(configs / f"{n}.json") for n in ("qwen3-coder-next-fp8", "qwen3-next-80b-a3b-instruct"))
+    assert fp8.params_b == pytest.approx(bf16.params_b) and (fp8.quant_method, fp8.matmul_dtype) == ("fp8", "fp8")
+    assert 0.5 < fp8.weight_bytes / bf16.weight_bytes < 0.53
+
 def test_data_file_parses_and_every_row_builds_a_sim_config():
     rows = load_rows(DEFAULT_FILE)
     assert len(rows) >= 8 and len({r.gpu for r in rows}) >= 3
