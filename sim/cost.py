@@ -39,7 +39,8 @@ tp GPUs:
           touched + max(touched experts' bytes / (moe_[quant_]bw_efficiency x bandwidth), tokens x k experts' FLOPs /
           (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings;
           without EP each GPU reads a 1/tp slice of every touched expert, with EP (ep = tp x dp, as vLLM lays
-          it) each GPU reads its own E/ep experts whole, touched by the tokens of all dp ranks)
+          it) each GPU reads its own E/ep experts whole, touched by the tokens of all dp ranks; with EP also
+          the work vLLM's fused-MoE call spends on the other ranks' token-expert pairs, ep_remote_pair_bytes)
         + step + n_layers x layer + n_reqs x request overhead
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
@@ -113,6 +114,32 @@ def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, expert
     if backend == "dispatch":
         return 2, 2 * top_k * hidden * act_bytes * (ep - 1) / ep
     raise LabError(f"sim: all2all {backend!r} is not one of {ALL2ALL_BACKENDS}")
+
+
+def ep_remote_pair_bytes(tokens, dp: int, ep: int, top_k: int, intermediate: int, hidden: int, act_bytes: float,
+                         marlin: bool = False):
+    """Activation bytes one EP rank's fused-MoE call moves per MoE layer, beyond TP's layout, for the token-expert
+    pairs whose expert lives on another rank, in a step of `tokens` tokens per DP rank (scalar or numpy). vLLM
+    hands the call every pair of its tokens (its own DP rank's and, over dp > 1, the gathered others': dp x tokens
+    x top_k) and sizes the intermediate caches for all of them at the width of the rank's own experts, which under
+    EP are whole (2 x intermediate for gate and up) where TP holds 1/tp of every expert (fused_moe.py
+    fused_experts_impl / TritonExperts.apply: cache1 = M x top_k x N, N = w1's width; moe_align_block_size maps the
+    other ranks' experts to -1 through expert_map). Of each pair a share 1 - 1/ep is another rank's:
+      Triton (fused_moe_kernel; vLLM 0.10 / 0.11): GEMM1 writes zeros into those rows (`if off_experts == -1:
+          write_zeros_to_output`), and silu_and_mul reads 2 x intermediate and writes intermediate of every row:
+          5 x intermediate x (1 - 1/ep) x act_bytes per pair. GEMM2 writes those rows' hidden-wide outputs as
+          zeros, but TP writes every row of that output too: nothing over TP.
+      marlin (fused_marlin_moe: weight-only and fp8-on-Ampere experts): GEMM1 skips them (is_ep), silu_and_mul
+          runs over every row (3 x intermediate x (1 - 1/ep)), and the down projection's output (M x top_k x
+          hidden) is zeroed first (`if expert_map is not None: intermediate_cache3.zero_()`), which TP does not do:
+          (3 x intermediate x (1 - 1/ep) + hidden) x act_bytes per pair.
+    vLLM issue #28887 (8 x H200, DeepSeek-R1 FP8, nsys): the context phase's MoE layer took 3.4 ms at EP 8 vs 3.1
+    ms at TP 8, "mainly from MoE gemm (FC1, act, FC2)". ep 1: 0."""
+    if ep <= 1:
+        return 0.0 * tokens
+    remote = 1.0 - 1.0 / ep
+    per_pair = (3.0 * intermediate * remote + hidden) if marlin else 5.0 * intermediate * remote
+    return dp * tokens * top_k * per_pair * act_bytes
 
 
 def allreduce_latency_s(link, tp: int) -> float:
@@ -194,6 +221,12 @@ class CostModel:
             self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
             self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6
             self._moe_per_expert = m.n_moe_layers * hw.moe_expert_us * 1e-6  # x experts touched per layer
+            # EP: the pairs of other ranks' experts the fused-MoE call still writes and activates
+            # (ep_remote_pair_bytes), per token of the rank's step, all MoE layers, at one GPU's achievable bandwidth
+            marlin = m.quant_experts and expert_dtype == m.dtype  # quantized experts run dequantized: Marlin
+            self._t_ep_remote_per_token = (m.n_moe_layers * ep_remote_pair_bytes(
+                1.0, self._dp, self.ep, m.moe_top_k, m.routed_intermediate, m.hidden, 4.0 if m.dtype == "fp32" else 2.0, marlin)
+                / achievable_bandwidth(hw))
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
@@ -348,7 +381,7 @@ class CostModel:
         if self._serial:
             longer = longer + self._serial * (np.minimum(memory, compute) if isinstance(memory, np.ndarray)
                                               else min(memory, compute))
-        return longer + self._moe_fixed + self._moe_per_expert * touched
+        return longer + self._moe_fixed + self._moe_per_expert * touched + tokens * self._t_ep_remote_per_token
 
     def moe_layer_time(self, tokens):
         """Seconds of one MoE layer's routed experts over `tokens` tokens on one rank (what a fused-MoE kernel

@@ -253,6 +253,14 @@ class ModelShape:
         return (full * context + self.sliding_layers * capped) / self.n_layers
 
     @property
+    def routed_intermediate(self) -> float:
+        """A routed expert's intermediate size: moe_intermediate, else what its parameters give (gate, up and down
+        projections: 3 x hidden x intermediate each)."""
+        if not self.moe_experts:
+            return 0.0
+        return self.moe_intermediate or self.expert_params_b * 1e9 / (self.n_moe_layers * self.moe_experts * 3 * self.hidden)
+
+    @property
     def n_moe_layers(self) -> int:
         if not self.moe_experts:
             return 0

@@ -5,8 +5,8 @@ import pytest
 
 from lab.config_sim import InterconnectSheet, SimSection
 from lab.errors import LabError
-from sim.cost import CostModel, allreduce_time_s
-from sim.hardware import get_hardware
+from sim.cost import CostModel, allreduce_time_s, ep_remote_pair_bytes
+from sim.hardware import achievable_bandwidth, get_hardware
 from sim.models import get_model
 from tests.sim.conftest import make_sim
 
@@ -170,12 +170,15 @@ def test_expert_parallel_all_to_all_and_memory():
     expert = m.expert_params_b * 1e9 / 256 * m.expert_bytes_per_param
     per_gpu = 1 / (one._t_per_expert_byte * 4)  # one GPU's expert bandwidth (moe_[quant_]bw_efficiency)
     reads = (32 * (1 - (1 - 8 / 256) ** 2) - 8 / 4) * expert / per_gpu
-    assert ep8.step_time(1, 0, 1, False) - one.step_time(1, 0, 1, False) == pytest.approx(a2a + reads)
+    # and the fused-MoE call's rows of the 2 x 8 pairs it is handed, 7/8 of them other ranks' (ep_remote_pair_bytes)
+    remote = m.n_moe_layers * 2 * 8 * 5 * m.routed_intermediate * (1 - 1 / 8) * 2 / achievable_bandwidth(get_hardware("h200"))
+    assert ep8.step_time(1, 0, 1, False) - one.step_time(1, 0, 1, False) == pytest.approx(a2a + reads + remote)
 
 
 def test_expert_parallel_is_tp_times_dp():
     """vLLM lays ep over tp x dp GPUs. ep = tp (dp 1): no all-to-all, all experts resident in the replica, and
-    a big step's expert reads are the same bytes as without EP, now whole experts per GPU; ep not a multiple of tp
+    a big step's expert reads are the same bytes as without EP, now whole experts per GPU -- the step's only
+    extra is the fused-MoE call's rows of the other ranks' pairs (ep_remote_pair_bytes); ep not a multiple of tp
     is no vLLM layout."""
     m = get_model("deepseek-v4-flash-like")
     tp8 = CostModel(get_hardware("h200"), m, tp=8)
@@ -183,7 +186,9 @@ def test_expert_parallel_is_tp_times_dp():
     assert ep8.kv_capacity_tokens(0.9) == tp8.kv_capacity_tokens(0.9)
     assert ep8._t_per_token_link == tp8._t_per_token_link
     # 4096 tokens touch every expert: 256 experts / 8 GPUs, each GPU its 32 whole = 256 slices of 1/8
-    assert ep8._experts_time(4096, 4096) == pytest.approx(tp8._experts_time(4096, 4096), rel=1e-9)
+    remote = m.n_moe_layers * ep_remote_pair_bytes(4096, 1, 8, 8, m.routed_intermediate, m.hidden, 2.0)
+    assert ep8._experts_time(4096, 4096) == pytest.approx(
+        tp8._experts_time(4096, 4096) + remote / achievable_bandwidth(get_hardware("h200")), rel=1e-9)
     with pytest.raises(LabError, match="multiple of tp"):
         CostModel(get_hardware("h200"), m, tp=4, ep=2)
     with pytest.raises(Exception, match="multiple of tp"):
@@ -424,3 +429,32 @@ def test_fused_moe_floor_is_on_by_default_on_gpus_only():
     gap = CostModel(h200, m).step_time(1, 0, 1, False) - CostModel(off, m).step_time(1, 0, 1, False)
     assert h200.moe_layer_us > 0 and gap == pytest.approx(m.n_moe_layers * h200.moe_layer_us * 1e-6)
     assert get_hardware("cpu").moe_layer_us == 0.0
+
+
+def test_ep_remote_pair_bytes_by_hand():
+    """vLLM's fused-MoE call on an EP rank sizes its rows for every pair it is handed at its whole experts' width:
+    Triton writes zeros into the other ranks' GEMM1 rows (2 I) and the activation reads 2 I and writes I of every
+    row; Marlin skips those GEMM1 rows but zeroes the down projection's output (hidden) first."""
+    # Qwen3-30B-A3B at dp 2, ep 2: 100 tokens per rank, 8 experts each, 768 wide, half of the pairs elsewhere
+    assert ep_remote_pair_bytes(100, 2, 2, 8, 768, 2048, 2.0) == 2 * 100 * 8 * 5 * 768 * 0.5 * 2.0
+    assert ep_remote_pair_bytes(100, 2, 2, 8, 768, 2048, 2.0, marlin=True) == 2 * 100 * 8 * (3 * 768 * 0.5 + 2048) * 2.0
+    assert ep_remote_pair_bytes(100, 1, 1, 8, 768, 2048, 2.0) == 0.0
+    assert np.allclose(ep_remote_pair_bytes(np.array([1.0, 10.0]), 1, 4, 8, 1536, 4096, 2.0),
+                       [ep_remote_pair_bytes(1.0, 1, 4, 8, 1536, 4096, 2.0),
+                        ep_remote_pair_bytes(10.0, 1, 4, 8, 1536, 4096, 2.0)])
+
+
+def test_expert_parallel_at_dp_1_costs_the_remote_pairs_over_tp():
+    """`-tp 4 --enable-expert-parallel` vs `-tp 4` (Qwen3-235B-A22B FP8, the public gpustack pairs): the same expert
+    bytes, no all-to-all, but an 8192-token step's fused-MoE calls move each rank's other-rank pairs' rows --
+    Triton's path on an H100 (fp8 peak), Marlin's on an A100 (fp8 weights dequantized)."""
+    from sim.models import from_hf_config
+
+    m = from_hf_config("sim/validation/configs/qwen3-235b-a22b-instruct-2507-fp8.json")
+    for card, marlin in (("h100", False), ("a100-80g", True)):
+        hw = get_hardware(card)
+        tp4, ep4 = CostModel(hw, m, tp=4), CostModel(hw, m, tp=4, ep=4)
+        extra = m.n_moe_layers * ep_remote_pair_bytes(8192, 1, 4, 8, 1536, 4096, 2.0, marlin) / achievable_bandwidth(hw)
+        assert m.routed_intermediate == 1536 and m.n_moe_layers == 94
+        assert ep4.step_time(8192, 0, 1, False) - tp4.step_time(8192, 0, 1, False) == pytest.approx(extra, rel=1e-6)
+        assert ep4.step_time(1, 0, 1, False) - tp4.step_time(1, 0, 1, False) == pytest.approx(extra / 8192, rel=1e-3)

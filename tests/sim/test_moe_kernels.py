@@ -96,13 +96,16 @@ def test_top_k_beyond_the_experts_names_the_run(tmp_path):
 
 def test_an_expert_parallel_run_is_priced_on_all_ranks_tokens():
     """ep 2: the rank holds 64 of 128 experts and sees every rank's tokens; it touches 64 x (1 - (1 - 8/128)^M)
-    of its experts, the bytes of those only."""
+    of its experts, the bytes of those only, and writes / activates the M x 8 pairs' rows at its experts' full
+    width, half of them the other rank's (sim.cost.ep_remote_pair_bytes: 5 x 768 x 1/2 x 2 bytes a pair)."""
     run = mk.KernelRun.model_validate({**_run("ep", "h100", experts=64), "ep": 2})
     sheet = get_hardware("h100")
     us = mk.layer_us(run, sheet, np.array([10.0]))[0]
     touched = 64 * (1 - (1 - 8 / 128) ** 10)
     expert_bytes = 3 * 2048 * 768 * 2.0
-    assert us == pytest.approx(sheet.moe_layer_us + touched * expert_bytes / (3.35e12 * sheet.moe_bw_efficiency) * 1e6)
+    remote = 10 * 8 * 5 * 768 * 0.5 * 2.0 / (3.35e12 * sheet.bw_efficiency)
+    assert us == pytest.approx(sheet.moe_layer_us + touched * expert_bytes / (3.35e12 * sheet.moe_bw_efficiency) * 1e6
+                               + remote * 1e6)
 
 
 def test_the_labs_own_runs_need_no_url_but_published_ones_do(tmp_path):
