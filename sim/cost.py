@@ -134,7 +134,8 @@ def ep_remote_pair_bytes(tokens, dp: int, ep: int, top_k: int, intermediate: int
           hidden) is zeroed first (`if expert_map is not None: intermediate_cache3.zero_()`), which TP does not do:
           (3 x intermediate x (1 - 1/ep) + hidden) x act_bytes per pair.
     vLLM issue #28887 (8 x H200, DeepSeek-R1 FP8, nsys): the context phase's MoE layer took 3.4 ms at EP 8 vs 3.1
-    ms at TP 8, "mainly from MoE gemm (FC1, act, FC2)". ep 1: 0."""
+    ms at TP 8, "mainly from MoE gemm (FC1, act, FC2)". ep 1: 0. A dispatch backend (pplx / DeepEP) over dp > 1
+    ranks hands each rank only the pairs of its own experts: the cost model adds nothing then."""
     if ep <= 1:
         return 0.0 * tokens
     remote = 1.0 - 1.0 / ep
@@ -224,7 +225,9 @@ class CostModel:
             # EP: the pairs of other ranks' experts the fused-MoE call still writes and activates
             # (ep_remote_pair_bytes), per token of the rank's step, all MoE layers, at one GPU's achievable bandwidth
             marlin = m.quant_experts and expert_dtype == m.dtype  # quantized experts run dequantized: Marlin
-            self._t_ep_remote_per_token = (m.n_moe_layers * ep_remote_pair_bytes(
+            # a dispatch backend (pplx / DeepEP) over dp > 1 ranks sends each rank only the pairs of its own experts
+            remote_pairs = not (self._dp > 1 and self.all2all == "dispatch")
+            self._t_ep_remote_per_token = remote_pairs * (m.n_moe_layers * ep_remote_pair_bytes(
                 1.0, self._dp, self.ep, m.moe_top_k, m.routed_intermediate, m.hidden, 4.0 if m.dtype == "fp32" else 2.0, marlin)
                 / achievable_bandwidth(hw))
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)

@@ -458,3 +458,17 @@ def test_expert_parallel_at_dp_1_costs_the_remote_pairs_over_tp():
         assert m.routed_intermediate == 1536 and m.n_moe_layers == 94
         assert ep4.step_time(8192, 0, 1, False) - tp4.step_time(8192, 0, 1, False) == pytest.approx(extra, rel=1e-6)
         assert ep4.step_time(1, 0, 1, False) - tp4.step_time(1, 0, 1, False) == pytest.approx(extra / 8192, rel=1e-3)
+
+
+def test_a_dispatch_backend_over_dp_ranks_moves_no_remote_pairs():
+    """pplx / DeepEP (all2all: dispatch) send each DP rank only the pairs of its own experts, so the fused-MoE call
+    has no other-rank rows to zero or activate; the gathering backends hand it every rank's pairs (dp x tokens)."""
+    from sim.models import from_hf_config
+
+    m = from_hf_config("sim/validation/configs/qwen3-30b-a3b.json")
+    hw = get_hardware("h100")
+    gathered = CostModel(hw, m, tp=1, ep=2, all2all="allgather_reducescatter")
+    dispatched = CostModel(hw, m, tp=1, ep=2, all2all="dispatch")
+    assert dispatched._t_ep_remote_per_token == 0.0
+    per_token = m.n_moe_layers * ep_remote_pair_bytes(1.0, 2, 2, m.moe_top_k, m.routed_intermediate, m.hidden, 2.0)
+    assert gathered._t_ep_remote_per_token == pytest.approx(per_token / achievable_bandwidth(hw))
