@@ -309,15 +309,18 @@ class CostModel:
         if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
             block_bytes = block_bytes * layers / m.kv_layers
         weights = m.resident_weight_bytes(self._dp)
+        where = f"sim: model {m.name} on {self.tp} x {self.hw.name}"
         if drafter:  # the drafter's layers take a share of every block row (as many blocks as the target's)
             drafter_weights, drafter_kv = self.drafter_memory_bytes()
             weights += drafter_weights
             block_bytes *= 1.0 + drafter_kv / (m.kv_bytes_per_token * m.kv_replication(self.tp))
+            where = (f"sim: model {m.name} with a speculative policy's drafter ({self.drafter_layers} layers, "
+                     f"{drafter_weights / GIB:.1f} GiB) on {self.tp} x {self.hw.name}")
         if "fp4" not in self.hw.peak_tflops:  # vLLM runs an mxfp4 checkpoint through Marlin: a padded layout
             weights += m.marlin_mxfp4_pad_bytes(self.tp, self._dp, self.ep > 1)
         return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, weights,
                                reserve_bytes, block_bytes, self.tp,
-                               where=f"sim: model {m.name} on {self.tp} x {self.hw.name}")
+                               where=where)
 
     # ---- step time ---------------------------------------------------------------------------------
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool, drafts: int = 0,

@@ -57,3 +57,14 @@ def test_simulate_gives_a_speculative_policy_the_speculative_servers_pool():
     fixed = simulate(inputs, "fixed_k3", keep_cluster=True)
     assert ar.cluster.kv_capacity == kv_pool(sim, cost)[0]
     assert fixed.cluster.kv_capacity == kv_pool(sim, cost, spec_tokens=3)[0] < ar.cluster.kv_capacity
+
+
+def test_a_drafter_that_leaves_no_kv_memory_is_named_in_the_error():
+    """The plain server fits, the speculative one does not: the one-line error says the drafter is why."""
+    from lab.errors import LabError
+
+    sim = make_sim(**{**RTX_4090_8B, "engine": {"block_size": 16, "gpu_memory_utilization": 0.72}})
+    cost = _cost_model(sim, None, None)
+    assert kv_pool(sim, cost)[0] > 0
+    with pytest.raises(LabError, match=r"speculative policy's drafter \(2 layers"):
+        kv_pool(sim, cost, spec_tokens=7)
