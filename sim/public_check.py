@@ -55,11 +55,19 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from tqdm import tqdm
 
 from lab.arguments import ArgumentParser
@@ -76,6 +84,24 @@ from sim.workload import LengthSampler, read_lengths, sharegpt_table_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
+
+
+def _hardware_preset(value: str) -> str:
+    if value not in HARDWARE_NAMES:
+        raise ValueError(f"{value!r} is not a hardware preset {HARDWARE_NAMES}")
+    return value
+
+
+def _repo_file(value: str | None) -> str | None:
+    if value is not None and not (REPO_ROOT / value).is_file():
+        raise ValueError(f"{value!r} not found under {REPO_ROOT}")
+    return value
+
+
+# the field types the validation data files share: a sim/presets/hardware.yaml name, a repository-relative file
+HardwarePreset = Annotated[str, AfterValidator(_hardware_preset)]
+RepoFile = Annotated[str, AfterValidator(_repo_file)]
+
 # (column in the table, key of `reported`, key of fidelity_metrics, factor from the metric's unit to the column's)
 # (medians: for sources that publish only vLLM's "Median TPOT / TTFT" lines; by the same per-request definitions;
 # total throughput: for sources that publish only vLLM's "Total Token throughput", input + output tokens per second)
@@ -145,10 +171,10 @@ class EngineOverrides(StrictModel):
 class PublicRow(StrictModel):
     id: str = Field(min_length=1)
     source: str = Field(pattern=r"^https?://", description="where the numbers are published")
-    gpu: str = Field(description="the card as a sim/presets/hardware.yaml preset")
+    gpu: HardwarePreset = Field(description="the card as a sim/presets/hardware.yaml preset")
     gpu_reported: str
     model: str = Field(description="the Hugging Face model name the source served")
-    model_config_path: str = Field(alias="model_config", description="a public config.json, repository-relative")
+    model_config_path: RepoFile = Field(alias="model_config", description="a public config.json, repository-relative")
     vllm: str | None = None
     tp: int = Field(1, ge=1, le=64)
     dp: int = Field(1, ge=1, le=64, description="--data-parallel-size: replicas of tp GPUs behind one API server")
@@ -165,20 +191,6 @@ class PublicRow(StrictModel):
     @property
     def half(self) -> str:
         return "held-out" if self.after_fit or self._index % 2 else "fit"
-
-    @field_validator("gpu")
-    @classmethod
-    def _preset(cls, value):
-        if value not in HARDWARE_NAMES:
-            raise ValueError(f"{value!r} is not a hardware preset {HARDWARE_NAMES}")
-        return value
-
-    @field_validator("model_config_path")
-    @classmethod
-    def _config_exists(cls, value):
-        if not (REPO_ROOT / value).is_file():
-            raise ValueError(f"{value!r} not found under {REPO_ROOT}")
-        return value
 
 
 class PublicFrontend(FrontendSpec):

@@ -29,17 +29,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from lab.arguments import data_check_parser, load_inputs
 from lab.config_base import StrictModel
-from lab.config_sim import HARDWARE_NAMES
 from lab.io import write_text_atomic
 from lab.report import markdown_table
 from sim.cost import CostModel
 from sim.hardware import get_hardware
 from sim.models import from_hf_config
-from sim.public_check import REPO_ROOT, validated_runs
+from sim.public_check import REPO_ROOT, HardwarePreset, RepoFile, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "step_floor.yaml"
 SCALE_RANGE = (0.0, 5.0)  # where the factor on the fixed terms is looked for
@@ -60,29 +59,15 @@ class StepFloorRun(StrictModel):
     url: str = Field(pattern=r"^https://")
     where: str = Field(min_length=1)
     host: str = Field(min_length=1, description="the machine the run is from; the fit weighs hosts alike")
-    device: str = Field(description="a hardware preset name")
+    device: HardwarePreset = Field(description="a hardware preset name")
     device_name: str = Field(min_length=1)
     engine: str = Field(min_length=1)
     engine_version: str | None = None
     cuda_graphs: str | None = None
     model: str = Field(min_length=1)
-    model_config_path: str = Field(alias="model_config", description="a config.json, repository-relative")
+    model_config_path: RepoFile = Field(alias="model_config", description="a config.json, repository-relative")
     points: list[StepPoint] = Field(min_length=1)
     note: str | None = None
-
-    @field_validator("device")
-    @classmethod
-    def _preset(cls, value):
-        if value not in HARDWARE_NAMES:
-            raise ValueError(f"{value!r} is not a hardware preset {HARDWARE_NAMES}")
-        return value
-
-    @field_validator("model_config_path")
-    @classmethod
-    def _config_exists(cls, value):
-        if not (REPO_ROOT / value).is_file():
-            raise ValueError(f"{value!r} not found under {REPO_ROOT}")
-        return value
 
 
 def load_runs(path: str | Path) -> list[StepFloorRun]:

@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from lab.arguments import data_check_parser, load_inputs
 from lab.config_sim import InterconnectSheet
@@ -40,7 +40,7 @@ from sim.allreduce_check import SourcedRun
 from sim.cost import CostModel, allreduce_time_s
 from sim.hardware import get_hardware
 from sim.models import from_hf_config
-from sim.public_check import REPO_ROOT, validated_runs
+from sim.public_check import REPO_ROOT, RepoFile, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "tp_decode.yaml"
 LATENCY_RANGE_US = (0.0, 2000.0)  # where an implied latency is looked for
@@ -55,20 +55,13 @@ class TpDecodeRun(SourcedRun):
     custom_allreduce: bool | None = Field(None, description="whether the engine's own all-reduce kernel ran")
     # decode
     model: str | None = None
-    model_config_path: str | None = Field(None, alias="model_config", description="a config.json, repository-relative")
+    model_config_path: RepoFile | None = Field(None, alias="model_config", description="a config.json, repository-relative")
     batch: int | None = Field(None, ge=1, le=4096)
     context_tokens: int | None = Field(None, ge=0)
     output_tok_s: dict[Annotated[int, Field(ge=1, le=64)], Annotated[float, Field(gt=0)]] | None = None
     # serving-allreduce
     gpus: int | None = Field(None, ge=2, le=64)
     time_us: dict[Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0)]] | None = None
-
-    @field_validator("model_config_path")
-    @classmethod
-    def _config_exists(cls, value):
-        if value is not None and not (REPO_ROOT / value).is_file():
-            raise ValueError(f"{value!r} not found under {REPO_ROOT}")
-        return value
 
     @model_validator(mode="after")
     def _kind_fields(self):
