@@ -64,11 +64,16 @@ def distinct_experts(tokens, n_experts: int, top_k: int, cv: float = 0.0):
     """Expected distinct experts of one layer that `tokens` independently routed tokens touch (numpy arrays work)."""
     if cv <= 0.0:
         return n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens)
-    pi = inclusion(n_experts, top_k, float(cv))
-    untouched = 1.0 - pi
     if isinstance(tokens, np.ndarray):
+        untouched = 1.0 - inclusion(n_experts, top_k, float(cv))
         return (1.0 - untouched ** tokens[..., None]).sum(axis=-1)
-    return float((1.0 - untouched ** tokens).sum())
+    return _distinct_one(float(tokens), n_experts, top_k, float(cv))
+
+
+@lru_cache(maxsize=65536)
+def _distinct_one(tokens: float, n_experts: int, top_k: int, cv: float) -> float:
+    """distinct_experts of one token count, memoised: a simulation prices the same step sizes over and over."""
+    return float((1.0 - (1.0 - inclusion(n_experts, top_k, cv)) ** tokens).sum())
 
 
 def concentration(p: np.ndarray) -> float:
