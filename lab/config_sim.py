@@ -62,6 +62,11 @@ ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "dispatch")  # vLLM's ex
 # how vLLM's sampler applies top-k / top-p, which sets the profile run's sampler peak (sim/kv_cache.py)
 SAMPLERS = ("sort", "flashinfer", "triton")
 MODEL_NAMES = tuple(model_presets())
+# a MoE layer's expert-popularity spread while serving (coefficient of variation of the experts' shares;
+# sim/routing.py): the gamma shape whose concentration (1 - normalized entropy) is the 0.111 of a published
+# Qwen3-30B-A3B trace over diverse prompts (sim/validation/moe_routing.yaml; python -m sim.moe_routing_check prints
+# the fit, a test holds this to it)
+ROUTING_SKEW = 1.16
 
 
 class InterconnectSheet(StrictModel):
@@ -252,6 +257,13 @@ class ModelSpec(StrictModel):
     kv_dtype: Literal[DTYPES] | None = Field(None, description="KV-cache precision; default: the weights'")  # type: ignore[valid-type]
     drafter_layers: int = Field(2, ge=0, le=16,
                                 description="drafter decoder layers of target width (DSpark: 2); prices drafting")
+    routing_skew: float = Field(ROUTING_SKEW, ge=0, le=10,
+                                description="MoE models: how unevenly a layer's router spreads tokens over its experts "
+                                "(coefficient of variation of the experts' shares of the selections; sim/routing.py): "
+                                "a skewed router's step of B tokens touches fewer distinct experts, so reads fewer "
+                                "expert bytes, than uniform routing; 0: uniform (what fused-MoE kernel benchmarks "
+                                "route); default: the published Qwen3-30B-A3B skew over diverse prompts "
+                                "(python -m sim.moe_routing_check)")
 
     @model_validator(mode="after")
     def _known(self):

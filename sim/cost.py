@@ -38,6 +38,8 @@ tp GPUs:
           above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
           touched + max(touched experts' bytes / (moe_[quant_]bw_efficiency x bandwidth), tokens x k experts' FLOPs /
           (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings;
+          experts touched: sim/models.touched_experts -- uniform routing in the kernel checks, a serving router's
+          skew (model.routing_skew, sim/routing.py) in a `sim.model` section's runs: fewer distinct experts;
           without EP each GPU reads a 1/tp slice of every touched expert, with EP (ep = tp x dp, as vLLM lays
           it) each GPU reads its own E/ep experts whole, touched by the tokens of all dp ranks; with EP also
           the work vLLM's fused-MoE call spends on the other ranks' token-expert pairs, ep_remote_pair_bytes)

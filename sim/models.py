@@ -7,8 +7,9 @@
 
 MoE: active parameters per token drive FLOPs; total parameters set memory; the weights one step reads grow with the
 tokens in it, since more distinct experts are touched: with E routed experts and k per token, E * (1 - (1 -
-k/E)^tokens) of them under uniform routing. Configs read: Qwen3-MoE / Qwen2-MoE (num_experts, num_experts_per_tok,
-moe_intermediate_size, shared_expert_intermediate_size, decoder_sparse_step, mlp_only_layers), Llama 4
+k/E)^tokens) of them under uniform routing, fewer under a serving router's skew (routing_skew, sim/routing.py; a
+`sim.model` section's default is the published Qwen3-30B-A3B skew, a bare ModelShape routes uniformly).
+Configs read: Qwen3-MoE / Qwen2-MoE (num_experts, num_experts_per_tok, moe_intermediate_size, shared_expert_intermediate_size, decoder_sparse_step, mlp_only_layers), Llama 4
 (num_local_experts, interleave_moe_layer_step / moe_layers, intermediate_size_mlp for the dense layers, one shared
 expert per MoE layer, chunked attention on its RoPE layers), DeepSeek-V3 (n_routed_experts, n_shared_experts,
 first_k_dense_replace, moe_layer_freq and MLA's q_lora_rank / kv_lora_rank / qk_nope_head_dim / qk_rope_head_dim /
@@ -41,6 +42,7 @@ from lab.errors import LabError
 from lab.paths import expand_path
 from sim.linear_attn import GatedDeltaNet, gated_deltanet
 from sim.quant import quant_scheme
+from sim.routing import distinct_experts
 
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
 TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -81,6 +83,7 @@ class ModelShape:
     linear_layers: int = 0  # of n_layers: Gated DeltaNet layers (no KV cache; a fixed state per request)
     vocab: int = 0  # vocab_size: the logits vLLM's profile run samples (sim/kv_cache.activation_reserve_bytes)
     moe_intermediate: int = 0  # a routed expert's intermediate size (0: unknown; the mxfp4 Marlin layout needs it)
+    routing_skew: float = 0.0  # spread of one MoE layer's expert popularity (sim/routing.py); 0: uniform routing
 
     def __post_init__(self):
         if self.active_params_b is None:
@@ -206,14 +209,17 @@ class ModelShape:
         return (self.active_params_b - self._routed_active_b) * 1e9 * self.bytes_per_param
 
     def touched_experts(self, tokens, ep: int = 1, dp: int | None = None):
-        """Routed experts of one MoE layer that a step of `tokens` tokens per rank touches on one of ep GPUs:
-        E/ep x (1 - (1 - k/E)^(dp x tokens)), uniform routing (numpy arrays work). dp: the data-parallel ranks
-        whose tokens every GPU's experts see (vLLM: ep = tp x dp; each DP rank's tokens are gathered to all,
-        the TP ranks of one DP rank share its tokens); None: ep (tp 1)."""
+        """Routed experts of one MoE layer that a step of `tokens` tokens per rank touches on one of ep GPUs,
+        averaged over the GPUs (numpy arrays work): uniform routing (routing_skew 0) E/ep x (1 - (1 - k/E)^(dp x
+        tokens)); skewed, sim/routing.distinct_experts / ep (popular experts shared by more tokens: fewer). dp: the
+        data-parallel ranks whose tokens every GPU's experts see (vLLM: ep = tp x dp; each DP rank's tokens are
+        gathered to all, the TP ranks of one DP rank share its tokens); None: ep (tp 1)."""
         if not self.moe_experts:
             return 0.0
         gathered = tokens * (ep if dp is None else dp)
-        return self.moe_experts / ep * (1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** gathered)
+        if not self.routing_skew:
+            return self.moe_experts / ep * (1.0 - (1.0 - self.moe_top_k / self.moe_experts) ** gathered)
+        return distinct_experts(gathered, self.moe_experts, self.moe_top_k, self.routing_skew) / ep
 
     def routed_bytes_read(self, tokens, ep: int = 1, dp: int | None = None):
         """Routed-expert weight bytes a step of `tokens` tokens reads on one of ep GPUs (ep 1: the whole
@@ -286,6 +292,8 @@ def model_from_config(spec: ModelSpec) -> ModelShape:
     else:
         model = get_model(spec.name)
     update = {k: v for k, v in (("dtype", spec.dtype), ("kv_dtype", spec.kv_dtype)) if v is not None}
+    if model.moe_experts:
+        update["routing_skew"] = spec.routing_skew
     return replace(model, **update) if update else model
 
 

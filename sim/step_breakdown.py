@@ -78,7 +78,8 @@ def markdown(row_id: str, model: str, batch: int, context: float, terms: dict[st
     lines.append(f"| **total (step_time)** | **{total * 1e3:.3f}** | 100% |")
     if cm._moe:
         touched = cm.model.touched_experts(batch, cm.ep, cm._dp)
-        lines += ["", f"experts touched per MoE layer: {touched:.1f} of {cm.model.moe_experts} (uniform routing)"]
+        routing = f"routing skew {cm.model.routing_skew:g}" if cm.model.routing_skew else "uniform routing"
+        lines += ["", f"experts touched per MoE layer: {touched:.1f} of {cm.model.moe_experts} ({routing})"]
     return "\n".join(lines) + "\n"
 
 

@@ -49,6 +49,6 @@ def test_bad_batch_is_refused():
 def test_command_line(capsys):
     assert sb.main([MOE, "--batch", "10", "--context", "2550"]) == 0
     out = capsys.readouterr().out
-    assert "total (step_time)" in out and "moe floor" in out and "60.9 of 128" in out
+    assert "total (step_time)" in out and "moe floor" in out and "47.9 of 128 (routing skew 1.16)" in out
     assert sb.main(["no-such-row", "--batch", "1", "--context", "1"]) == 2
     assert "no row" in capsys.readouterr().err
