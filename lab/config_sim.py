@@ -58,6 +58,7 @@ def model_presets() -> dict[str, dict]:
 
 
 HARDWARE_NAMES = tuple(hardware_presets())
+DRAFTER_PASSES = ("one", "per_token")  # how a drafter proposes its k tokens (sim/cost.py)
 ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "dispatch")  # vLLM's expert-parallel backends (sim/cost.py)
 # how vLLM's sampler applies top-k / top-p, which sets the profile run's sampler peak (sim/kv_cache.py)
 SAMPLERS = ("sort", "flashinfer", "triton")
@@ -257,6 +258,13 @@ class ModelSpec(StrictModel):
     kv_dtype: Literal[DTYPES] | None = Field(None, description="KV-cache precision; default: the weights'")  # type: ignore[valid-type]
     drafter_layers: int = Field(2, ge=0, le=16,
                                 description="drafter decoder layers of target width (DSpark: 2); prices drafting")
+    drafter_passes: Literal[DRAFTER_PASSES] = Field(  # type: ignore[valid-type]
+        "one", description="one: the drafter proposes every draft in one pass (DSpark, DFlash); per_token: one pass "
+                           "per draft token in a chain (EAGLE, EAGLE-3, MTP as vLLM runs them)")
+    drafter_head_vocab: int = Field(0, ge=0, le=4_000_000,
+                                    description="LM-head rows each drafter pass reads beyond its layers (EAGLE / "
+                                                "DSpark share the target's head: its vocabulary; EAGLE-3: its "
+                                                "32k draft vocabulary); 0: not counted")
     routing_skew: float = Field(ROUTING_SKEW, ge=0, le=10,
                                 description="MoE models: how unevenly a layer's router spreads tokens over its experts "
                                 "(coefficient of variation of the experts' shares of the selections; sim/routing.py): "

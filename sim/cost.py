@@ -50,7 +50,10 @@ tp GPUs:
           sim.allreduce_check) + EP communication over dp = ep / tp > 1 data-parallel ranks
           (dispatch and combine per MoE layer as vLLM's all2all backend moves them, all2all_cost: by default
           an all-gather and a reduce-scatter of (dp-1) x tokens x hidden x activation bytes each, + latency)
-        + drafter pass (the same roofline over drafter_layers) + speculative overhead (when it verifies drafts).
+        + drafter pass (the same roofline over drafter_layers, plus drafter_head_vocab x hidden LM-head weights where
+          given; one pass over every draft position -- DSpark, DFlash -- or, drafter_passes per_token, max_draft
+          passes in a row of one token per request, each with the drafter layers' overhead -- EAGLE / MTP chains as
+          vLLM runs them) + speculative overhead (when it verifies drafts).
 The CPU terms (gemm_bw_efficiency, kv_bw_efficiency, compute_memory_overlap < 1) describe eager PyTorch on a
 CPU (kv_bw_efficiency: eager attention moves KV far slower than a weight read, sim.bench_profile). A step
 of 1 x 4 or 4 x 1 query tokens costs ~2.7x one of 1 token over the same weights (Gemma3-270M fp32, AVX2;
@@ -82,7 +85,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.config_sim import ALL2ALL_BACKENDS
+from lab.config_sim import ALL2ALL_BACKENDS, DRAFTER_PASSES
 from lab.errors import LabError
 from lab.paths import expand_path
 from sim.hardware import Hardware, achievable_bandwidth, achievable_flops, hardware_from_config
@@ -173,6 +176,8 @@ class CostModel:
     all2all: str = "allgather_reducescatter"  # vLLM's all2all backend for ep over dp > 1 ranks (ALL2ALL_BACKENDS)
     drafter_layers: int = 2
     max_draft: int = 7
+    drafter_passes: str = "one"  # one: all drafts in one pass (DSpark, DFlash); per_token: a chain (EAGLE, MTP)
+    drafter_head_vocab: int = 0  # LM-head rows each drafter pass reads beyond its layers (0: none counted)
     step_overhead_s: float | None = None  # None: the hardware sheet's
     layer_overhead_s: float | None = None
     request_overhead_s: float | None = None
@@ -255,9 +260,17 @@ class CostModel:
             self._fixed += m.n_moe_layers * calls * link.latency_us * 1e-6
             self._t_per_token_link += m.n_moe_layers * per_token / (link.bandwidth_gbs * 1e9)
         self._frac = self.drafter_layers / m.n_layers
-        self._draft_weights = self._frac * m.active_weight_bytes / bw
-        self._draft_per_token = self._frac * m.flops_per_token / matmul_flops
-        self._draft_fixed = self.drafter_layers * self.layer_overhead_s
+        if self.drafter_passes not in DRAFTER_PASSES:
+            raise LabError(f"sim: drafter_passes {self.drafter_passes!r} is not one of {DRAFTER_PASSES}")
+        # a pass reads the drafter's layers (that share of the target's active weights) and, where given, its LM
+        # head (drafter_head_vocab x hidden); a chain runs max_draft passes of one token per request, each paying
+        # the drafter layers' overhead, where a parallel drafter runs one pass over every draft position
+        self._draft_passes = self.max_draft if self.drafter_passes == "per_token" else 1
+        self._draft_tokens = 1 if self.drafter_passes == "per_token" else self.max_draft  # per request, per pass
+        head = float(self.drafter_head_vocab) * m.hidden
+        self._draft_weights = (self._frac * m.active_weight_bytes + head * m.bytes_per_param) / bw
+        self._draft_per_token = (self._frac * m.flops_per_token + 2.0 * head) / matmul_flops
+        self._draft_fixed = self._draft_passes * self.drafter_layers * self.layer_overhead_s
         self._bucket_list = list(self.buckets) if self.buckets else None
         self._bucket_max = self.buckets[-1] if self.buckets else 0
         # the SPS curve has a closed form (RooflineSps) on the plain roofline
@@ -271,6 +284,7 @@ class CostModel:
         c = sim.cost
         return cls(hw=hardware_from_config(sim.hardware), model=model_from_config(sim.model), tp=sim.hardware.tp,
                    ep=sim.hardware.ep, all2all=sim.hardware.all2all, drafter_layers=sim.model.drafter_layers,
+                   drafter_passes=sim.model.drafter_passes, drafter_head_vocab=sim.model.drafter_head_vocab,
                    max_draft=sim.acceptance.max_draft,
                    step_overhead_s=None if c.step_overhead_ms is None else c.step_overhead_ms / 1e3,
                    layer_overhead_s=None if c.layer_overhead_us is None else c.layer_overhead_us / 1e6,
@@ -345,7 +359,7 @@ class CostModel:
             rows = reqs + drafts  # each draft token read as one more decoding request's token
             t = self.profile.step_ms(rows, tokens / rows, ctx) * 1e-3
             if spec:
-                t += self._frac * self.profile.step_ms(reqs, self.max_draft, ctx) * 1e-3 + self.spec_overhead_s
+                t += self._profile_draft_ms(reqs, ctx) * 1e-3 + self.spec_overhead_s
                 if self.spec_profile is not None:
                     t += float(self._spec_extra_ms(reqs, ctx)) * 1e-3
             return t * mult
@@ -398,10 +412,17 @@ class CostModel:
         return self._experts_time(tokens, tokens) / self.model.n_moe_layers
 
     def _draft_pass(self, n_reqs: int) -> float:
-        """Roofline time of the drafter's pass over n_reqs x max_draft tokens (no fixed overheads)."""
-        dc = n_reqs * self.max_draft * self._draft_per_token
-        weights = self._draft_weights * (self._gemm_factor if n_reqs * self.max_draft > 1 else 1.0)
-        return max(weights, dc) + self._serial * min(weights, dc)
+        """Roofline time of the drafter's passes (no fixed overheads): one over n_reqs x max_draft tokens, or
+        (drafter_passes per_token) max_draft in a row over n_reqs tokens each."""
+        rows = n_reqs * self._draft_tokens
+        dc = rows * self._draft_per_token
+        weights = self._draft_weights * (self._gemm_factor if rows > 1 else 1.0)
+        return self._draft_passes * (max(weights, dc) + self._serial * min(weights, dc))
+
+    def _profile_draft_ms(self, reqs, ctx, many: bool = False):
+        """A measured profile's drafter: its step over the drafter's share of layers, per pass."""
+        step = self.profile.step_ms_many if many else self.profile.step_ms
+        return self._draft_passes * self._frac * step(reqs, self._draft_tokens, ctx)
 
     def step_time_vec(self, tokens: np.ndarray, kv_sum: float, n_reqs: int, spec: bool,
                       drafts: np.ndarray | int = 0) -> np.ndarray:
@@ -421,8 +442,7 @@ class CostModel:
             rows = reqs + np.asarray(drafts, dtype=np.float64)
             t = self.profile.step_ms_many(rows, tokens / rows, ctx) * 1e-3
             if spec:
-                t = t + (self._frac * self.profile.step_ms_many(reqs, self.max_draft, ctx) * 1e-3
-                         + self.spec_overhead_s)
+                t = t + (self._profile_draft_ms(reqs, ctx, many=True) * 1e-3 + self.spec_overhead_s)
                 if self.spec_profile is not None:
                     t = t + self._spec_extra_ms(reqs, ctx) * 1e-3
             return t * mult

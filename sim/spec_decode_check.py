@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 
 from lab.arguments import data_check_parser, load_inputs
 from lab.config_base import StrictModel
+from lab.config_sim import DRAFTER_PASSES
 from lab.io import write_text_atomic
 from sim.cost import CostModel
 from sim.hardware import get_hardware
@@ -79,6 +80,9 @@ class SpecDecodeRun(StrictModel):
     method: Literal["eagle", "eagle3", "mtp", "ngram", "draft-model"]
     drafter: str | None = None
     drafter_layers: int = Field(ge=0, le=16, description="EAGLE / EAGLE-3: 1; MTP: the MTP layers; n-gram: 0")
+    drafter_passes: Literal[DRAFTER_PASSES] = Field(  # type: ignore[valid-type]
+        "one", description="as sim.model.drafter_passes: per_token for a chain (vLLM's EAGLE / MTP proposers)")
+    drafter_head_vocab: int = Field(0, ge=0, description="as sim.model.drafter_head_vocab: LM-head rows per pass")
     concurrency: int = Field(ge=1, le=4096)
     context_tokens: int = Field(ge=0)
     baseline_tpot_ms: float = Field(gt=0)
@@ -104,7 +108,8 @@ def _model(config_path: str):
 
 def _cost(run: SpecDecodeRun, k: int) -> CostModel:
     return CostModel(hw=get_hardware(run.device), model=_model(run.model_config_path), tp=run.tp,
-                     drafter_layers=run.drafter_layers, max_draft=k)
+                     drafter_layers=run.drafter_layers, max_draft=k, drafter_passes=run.drafter_passes,
+                     drafter_head_vocab=run.drafter_head_vocab)
 
 
 def priced(run: SpecDecodeRun, k: int) -> dict[str, float]:

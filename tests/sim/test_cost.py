@@ -472,3 +472,22 @@ def test_a_dispatch_backend_over_dp_ranks_moves_no_remote_pairs():
     assert dispatched._t_ep_remote_per_token == 0.0
     per_token = m.n_moe_layers * ep_remote_pair_bytes(1.0, 2, 2, m.moe_top_k, m.routed_intermediate, m.hidden, 2.0)
     assert gathered._t_ep_remote_per_token == pytest.approx(per_token / achievable_bandwidth(hw))
+
+
+def test_the_drafters_passes_and_head_come_from_the_model_section():
+    """sim.model.drafter_passes / drafter_head_vocab reach the cost model: a chain of k one-token passes costs k
+    times one such pass; one pass over every draft position (the default, DSpark's) is unchanged by them."""
+    import pydantic
+
+    from tests.sim.conftest import make_sim
+
+    chain = CostModel.from_config(make_sim(model={"name": "llama-2-7b", "drafter_layers": 1,
+                                                  "drafter_passes": "per_token", "drafter_head_vocab": 32000}))
+    assert chain.drafter_passes == "per_token" and chain.drafter_head_vocab == 32000
+    single = CostModel(chain.hw, chain.model, drafter_layers=1, max_draft=1, drafter_passes="per_token",
+                       drafter_head_vocab=32000)
+    assert chain._draft_pass(4) == pytest.approx(chain.max_draft * single._draft_pass(4))
+    default = CostModel.from_config(make_sim(model={"name": "llama-2-7b", "drafter_layers": 1}))
+    assert default.drafter_passes == "one" and default._draft_fixed == default.layer_overhead_s
+    with pytest.raises(pydantic.ValidationError, match="drafter_passes"):
+        make_sim(model={"name": "llama-2-7b", "drafter_passes": "tree"})

@@ -47,6 +47,19 @@ def test_a_speculative_step_priced_by_hand(tmp_path):
     assert row.drafter_ms_per_k == pytest.approx((13.5 - 10.0) / 2, rel=1e-3)
 
 
+def test_a_chain_drafter_pays_k_passes_each_reading_its_head(tmp_path):
+    """drafter_passes per_token (vLLM's EAGLE proposer): K passes of one token per request, each the layer's share +
+    drafter_head_vocab x hidden bf16 weights at the sheet's bandwidth + the layer's overhead; one: a single pass."""
+    from sim.hardware import achievable_bandwidth, get_hardware
+
+    one, chain = sd.score(sd.load_runs(_write(tmp_path / "b.yaml", [
+        _run(0), _run(1, drafter_passes="per_token", drafter_head_vocab=128256)]))).groupby("run", sort=False)
+    head_ms = 128256 * 4096 * 2 / achievable_bandwidth(get_hardware("h100")) * 1e3
+    for (_, a), (_, b) in zip(one[1].iterrows(), chain[1].iterrows(), strict=True):
+        assert b.drafter_ms == pytest.approx(b.k * (a.drafter_ms + head_ms), rel=1e-3)
+        assert b.verify_ms == pytest.approx(a.verify_ms)
+
+
 def test_the_data_file_loads_and_prices_the_baselines_within_five_percent():
     runs = sd.load_runs(sd.DEFAULT_FILE)
     assert {r.method for r in runs} >= {"eagle", "eagle3"}
