@@ -598,6 +598,14 @@ class PolicySpec(StrictModel):
     method: str | None = Field(None, description="trace method this policy replays (e.g. mtp); default: acceptance's")
     alpha: float | None = Field(None, gt=0, lt=1,
                                 description="parametric override of the acceptance rate for this policy (e.g. MTP)")
+    drafter_layers: int | None = Field(None, ge=0, le=16, description="this policy's drafter: layers of target width "
+                                                                      "(default: sim.model.drafter_layers)")
+    drafter_passes: Literal[DRAFTER_PASSES] | None = Field(  # type: ignore[valid-type]
+        None, description="this policy's drafter: one | per_token (a chain of k passes, EAGLE / MTP; default: "
+                          "sim.model.drafter_passes)")
+    drafter_head_vocab: int | None = Field(None, ge=0, le=4_000_000,
+                                           description="this policy's drafter: LM-head rows per pass (default: "
+                                                       "sim.model.drafter_head_vocab)")
     stale_steps: int = Field(2, ge=0, le=8, description="prefix_async: age of the confidences that set the budget")
     k0_bonus: float = Field(1.1, ge=1, description="smartspec: goodput bonus for k=0")
     ema: float = Field(0.15, gt=0, le=1, description="smartspec: weight of the newest acceptance observation")

@@ -7,6 +7,7 @@ The `sim` stage that sweeps points and writes outputs is sim/stages.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -211,6 +212,17 @@ def policy_spec(sim, label: str):
     raise LabError(f"sim.policies: no policy labelled {label!r}")
 
 
+def policy_cost(cost: CostModel, spec, policy) -> CostModel:
+    """The cost model of the server a policy runs on: its own drafter where the policy names one (drafter_layers /
+    drafter_passes / drafter_head_vocab, else the model's), and a chain drafter (per_token) drafting the policy's
+    own most tokens each step, as vLLM drafts num_speculative_tokens whatever it verifies."""
+    changes = {key: getattr(spec, key) for key in ("drafter_layers", "drafter_passes", "drafter_head_vocab")
+               if getattr(spec, key) is not None}
+    if changes.get("drafter_passes", cost.drafter_passes) == "per_token" and policy.spec:
+        changes["max_draft"] = policy.max_verify()
+    return dataclasses.replace(cost, **changes) if changes else cost
+
+
 def kv_capacity_tokens(sim, cost, spec_tokens: int = 0) -> int:
     """KV slots per replica as vLLM logs them ("GPU KV cache size"): engine.kv_capacity_tokens, or vLLM's
     memory split (sim/kv_cache.py); `spec_tokens` > 0: a speculative server's (kv_pool)."""
@@ -283,11 +295,11 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     spec = policy_spec(sim, label)
     wl = sim.workload
     rng = np.random.default_rng([inputs.seed, seed])
-    cost = inputs.cost if inputs.cost is not None else CostModel.from_config(sim)
     source = build_source(inputs, spec)
     gamma = sim.acceptance.max_draft
-    # a speculative policy runs on a speculative server: its drafter and wider graphs share the KV memory
     probe = make_policy(spec, gamma)
+    cost = policy_cost(inputs.cost if inputs.cost is not None else CostModel.from_config(sim), spec, probe)
+    # a speculative policy runs on a speculative server: its drafter and wider graphs share the KV memory
     kv_cap, kv_blocks = kv_pool(sim, cost, probe.max_verify())
     env = CountingEnvironment()
     # the requests' lengths from a stream of their own: the same requests at every rate / concurrency of a sweep
