@@ -59,6 +59,34 @@ def data_check_parser(prog: str, doc: str, default_file, what: str, out: str, fi
     return ap
 
 
+def start_data_check(load, argv, prog: str, doc: str, default_file, what: str, out: str, fit_help: str):
+    """The data checks' start in one call: their command line (data_check_parser) parsed from argv, the data file
+    loaded and --out made (load_inputs: None on a user's mistake, the one error line printed), and the clocks:
+    (args, data or None, process CPU time, wall time)."""
+    import time
+
+    args = data_check_parser(prog, doc, default_file, what, out, fit_help).parse_args(argv)
+    return args, load_inputs(load, args), time.process_time(), time.perf_counter()
+
+
+def write_check_outputs(out, tables: dict, md_name: str, text: str, cpu0: float, wall0: float) -> int:
+    """The data checks' end: each table of `tables` (file name -> DataFrame; None: not written) as csv and `text` as
+    `md_name` into `out` (atomically), the text printed, wall and process CPU time since (cpu0, wall0) on stderr;
+    returns exit code 0."""
+    import time
+    from pathlib import Path
+
+    from lab.io import write_text_atomic
+
+    for name, table in tables.items():
+        if table is not None:
+            write_text_atomic(Path(out) / name, table.to_csv(index=False))
+    write_text_atomic(Path(out) / md_name, text)
+    print(text)
+    print(f"wall {time.perf_counter() - wall0:.1f} s, process CPU {time.process_time() - cpu0:.1f} s", file=sys.stderr)
+    return 0
+
+
 def load_inputs(load, args):
     """The data checks' start (sim.allreduce_check, ...): load(args.file) and create args.out. On a user's mistake
     (LabError: a missing or bad file, an unwritable --out) prints the one `error:` line and returns None, for the

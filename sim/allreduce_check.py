@@ -29,10 +29,9 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lab.arguments import data_check_parser, load_inputs, positive_int
+from lab.arguments import data_check_parser, load_inputs, positive_int, write_check_outputs
 from lab.config_base import StrictModel
 from lab.config_sim import HARDWARE_NAMES, InterconnectSheet
-from lab.io import write_text_atomic
 from lab.report import markdown_table
 from sim.cost import allreduce_time_s
 from sim.hardware import get_hardware
@@ -251,15 +250,9 @@ def main(argv=None) -> int:
     points = score(runs, preset_links(runs))
     fits = fit_all(runs, args.min_bytes, args.max_bytes) if args.fit else None
     text = markdown(points, fits, args.min_bytes, args.max_bytes)
-    tables = {"allreduce.csv": points, "allreduce_fit.csv": fits}
-    for name, table in tables.items():
-        if table is not None:
-            write_text_atomic(Path(args.out) / name, table.to_csv(index=False))
-    write_text_atomic(Path(args.out) / "allreduce.md", text)
     plot(points, Path(args.out) / "allreduce.png")
-    print(text)
-    print(f"wall {time.perf_counter() - wall0:.1f} s, process CPU {time.process_time() - cpu0:.1f} s", file=sys.stderr)
-    return 0
+    return write_check_outputs(args.out, {"allreduce.csv": points, "allreduce_fit.csv": fits}, "allreduce.md", text,
+                               cpu0, wall0)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ import math
 import re
 import sys
 import time
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -77,7 +78,7 @@ from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
 from lab.yaml_load import load_runs_list, load_yaml_bytes
-from sim.models import model_from_config
+from sim.models import from_hf_config, model_from_config
 from sim.serving_metrics import fidelity_metrics, per_request
 from sim.simulate import lengths_rng, prepare_inputs, simulate
 from sim.workload import LengthSampler, read_lengths, sharegpt_table_path
@@ -101,6 +102,12 @@ def _repo_file(value: str | None) -> str | None:
 # the field types the validation data files share: a sim/presets/hardware.yaml name, a repository-relative file
 HardwarePreset = Annotated[str, AfterValidator(_hardware_preset)]
 RepoFile = Annotated[str, AfterValidator(_repo_file)]
+
+
+@cache
+def repo_model(config_path: str):
+    """The ModelShape of a repository-relative config.json (a RepoFile), read once per process."""
+    return from_hf_config(REPO_ROOT / config_path)
 
 # (column in the table, key of `reported`, key of fidelity_metrics, factor from the metric's unit to the column's)
 # (medians: for sources that publish only vLLM's "Median TPOT / TTFT" lines; by the same per-request definitions;

@@ -26,8 +26,6 @@ written.
 from __future__ import annotations
 
 import sys
-import time
-from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -35,14 +33,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lab.arguments import data_check_parser, load_inputs
+from lab.arguments import start_data_check, write_check_outputs
 from lab.config_base import StrictModel
 from lab.config_sim import DRAFTER_PASSES
-from lab.io import write_text_atomic
 from sim.cost import CostModel
 from sim.hardware import get_hardware
-from sim.models import from_hf_config
-from sim.public_check import REPO_ROOT, HardwarePreset, RepoFile, validated_runs
+from sim.public_check import HardwarePreset, RepoFile, repo_model, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "spec_decode.yaml"
 
@@ -101,13 +97,9 @@ def load_runs(path: str | Path) -> list[SpecDecodeRun]:
     return validated_runs(SpecDecodeRun, path, "speculative decoding runs", "<run>")
 
 
-@cache
-def _model(config_path: str):
-    return from_hf_config(REPO_ROOT / config_path)
-
 
 def _cost(run: SpecDecodeRun, k: int) -> CostModel:
-    return CostModel(hw=get_hardware(run.device), model=_model(run.model_config_path), tp=run.tp,
+    return CostModel(hw=get_hardware(run.device), model=repo_model(run.model_config_path), tp=run.tp,
                      drafter_layers=run.drafter_layers, max_draft=k, drafter_passes=run.drafter_passes,
                      drafter_head_vocab=run.drafter_head_vocab)
 
@@ -207,22 +199,16 @@ def markdown(points: pd.DataFrame, sums: pd.DataFrame, what_if: bool) -> str:
 
 
 def main(argv=None) -> int:
-    ap = data_check_parser("python -m sim.spec_decode_check", __doc__, DEFAULT_FILE, "speculative decoding runs",
-                           "spec_decode", "also price the what-if of a drafter run as K passes in a row (columns "
-                           "sim_tpot_seq_ms, sim_speedup_seq are always in the csv); the cost model is not changed")
-    args = ap.parse_args(argv)
-    runs = load_inputs(load_runs, args)
+    args, runs, cpu0, wall0 = start_data_check(
+        load_runs, argv, "python -m sim.spec_decode_check", __doc__, DEFAULT_FILE, "speculative decoding runs",
+        "spec_decode", "also price the what-if of a drafter run as K passes in a row (columns sim_tpot_seq_ms, "
+        "sim_speedup_seq are always in the csv); the cost model is not changed")
     if runs is None:
         return 2
-    cpu0, wall0 = time.process_time(), time.perf_counter()
     points = score(runs)
     sums = summary(points)
     text = markdown(points, sums, args.fit)
-    write_text_atomic(Path(args.out) / "spec_decode.csv", points.to_csv(index=False))
-    write_text_atomic(Path(args.out) / "spec_decode.md", text)
-    print(text)
-    print(f"wall {time.perf_counter() - wall0:.1f} s, process CPU {time.process_time() - cpu0:.1f} s", file=sys.stderr)
-    return 0
+    return write_check_outputs(args.out, {"spec_decode.csv": points}, "spec_decode.md", text, cpu0, wall0)
 
 
 if __name__ == "__main__":

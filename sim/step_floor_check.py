@@ -23,22 +23,18 @@ exits 2 with nothing written.
 from __future__ import annotations
 
 import sys
-import time
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from lab.arguments import data_check_parser, load_inputs
+from lab.arguments import start_data_check, write_check_outputs
 from lab.config_base import StrictModel
-from lab.io import write_text_atomic
 from lab.report import markdown_table
 from sim.cost import CostModel
 from sim.hardware import get_hardware
-from sim.models import from_hf_config
-from sim.public_check import REPO_ROOT, HardwarePreset, RepoFile, validated_runs
+from sim.public_check import HardwarePreset, RepoFile, repo_model, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "step_floor.yaml"
 SCALE_RANGE = (0.0, 5.0)  # where the factor on the fixed terms is looked for
@@ -75,15 +71,11 @@ def load_runs(path: str | Path) -> list[StepFloorRun]:
     return validated_runs(StepFloorRun, path, "decode-step timings", "<run>")
 
 
-@cache
-def _model(config_path: str):
-    return from_hf_config(REPO_ROOT / config_path)
-
 
 def priced(run: StepFloorRun, point: StepPoint) -> tuple[float, float]:
     """(fixed, roofline) of the cost model's decode step of `point` on the run's preset card, ms: fixed = step +
     n_layers x layer + batch x request overhead (the sheet's), roofline = the rest of CostModel.step_time."""
-    model = _model(run.model_config_path)
+    model = repo_model(run.model_config_path)
     cost = CostModel(hw=get_hardware(run.device), model=model, tp=1)
     b = point.batch
     total = cost.step_time(b, b * point.context_tokens, b, False) * 1e3
@@ -95,7 +87,7 @@ def score(runs: list[StepFloorRun]) -> pd.DataFrame:
     """Every point: measured, priced (fixed + roofline), relative error (priced / measured - 1), implied fixed."""
     rows = []
     for run in runs:
-        layers = _model(run.model_config_path).n_layers
+        layers = repo_model(run.model_config_path).n_layers
         for p in run.points:
             fixed, roof = priced(run, p)
             rows.append({"run": run.id, "host": run.host, "device": run.device, "device_name": run.device_name,
@@ -159,24 +151,17 @@ def markdown(points: pd.DataFrame, fits: pd.DataFrame | None) -> str:
 
 
 def main(argv=None) -> int:
-    ap = data_check_parser("python -m sim.step_floor_check", __doc__, DEFAULT_FILE, "decode-step timings",
-                           "step_floor", "also fit one factor on the fixed terms, scored leave-one-host-out beside "
-                           "the sheets' (step_floor_fit.csv); the sheets are not changed")
-    args = ap.parse_args(argv)
-    runs = load_inputs(load_runs, args)
+    args, runs, cpu0, wall0 = start_data_check(
+        load_runs, argv, "python -m sim.step_floor_check", __doc__, DEFAULT_FILE, "decode-step timings", "step_floor",
+        "also fit one factor on the fixed terms, scored leave-one-host-out beside the sheets' (step_floor_fit.csv); "
+        "the sheets are not changed")
     if runs is None:
         return 2
-    cpu0, wall0 = time.process_time(), time.perf_counter()
     points = score(runs)
     fits = fit_all(points) if args.fit else None
     text = markdown(points, fits)
-    write_text_atomic(Path(args.out) / "step_floor.csv", points.to_csv(index=False))
-    if fits is not None:
-        write_text_atomic(Path(args.out) / "step_floor_fit.csv", fits.to_csv(index=False))
-    write_text_atomic(Path(args.out) / "step_floor.md", text)
-    print(text)
-    print(f"wall {time.perf_counter() - wall0:.1f} s, process CPU {time.process_time() - cpu0:.1f} s", file=sys.stderr)
-    return 0
+    return write_check_outputs(args.out, {"step_floor.csv": points, "step_floor_fit.csv": fits}, "step_floor.md",
+                               text, cpu0, wall0)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ tp_decode_fit.csv and tp_decode.md into --out. Bad input (missing file, bad fiel
 from __future__ import annotations
 
 import sys
-import time
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -32,15 +30,13 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lab.arguments import data_check_parser, load_inputs
+from lab.arguments import start_data_check, write_check_outputs
 from lab.config_sim import InterconnectSheet
-from lab.io import write_text_atomic
 from lab.report import markdown_table
 from sim.allreduce_check import SourcedRun
 from sim.cost import CostModel, allreduce_time_s
 from sim.hardware import get_hardware
-from sim.models import from_hf_config
-from sim.public_check import REPO_ROOT, RepoFile, validated_runs
+from sim.public_check import RepoFile, repo_model, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "tp_decode.yaml"
 LATENCY_RANGE_US = (0.0, 2000.0)  # where an implied latency is looked for
@@ -90,10 +86,6 @@ def load_runs(path: str | Path) -> list[TpDecodeRun]:
     return validated_runs(TpDecodeRun, path, "tensor-parallel serving runs", "<run>")
 
 
-@cache
-def _model(config_path: str):
-    return from_hf_config(REPO_ROOT / config_path)
-
 
 def with_latency(link: InterconnectSheet, latency_us: float) -> InterconnectSheet:
     return link.model_copy(update={"latency_us": latency_us})
@@ -103,7 +95,7 @@ def step_ms(run: TpDecodeRun, link: InterconnectSheet, tp: int) -> float:
     """The cost model's decode step of the run at tensor-parallel size `tp` on its preset card with `link`: `batch`
     requests, one token each, `context_tokens` cached each; milliseconds."""
     hw = get_hardware(run.device).model_copy(update={"interconnect": link})
-    cost = CostModel(hw=hw, model=_model(run.model_config_path), tp=tp)
+    cost = CostModel(hw=hw, model=repo_model(run.model_config_path), tp=tp)
     b = run.batch
     return cost.step_time(b, b * run.context_tokens, b, False) * 1e3
 
@@ -232,25 +224,18 @@ def markdown(points: pd.DataFrame, fits: pd.DataFrame | None) -> str:
 
 
 def main(argv=None) -> int:
-    ap = data_check_parser("python -m sim.tp_decode_check", __doc__, DEFAULT_FILE, "tensor-parallel serving timings",
-                           "tp_decode", "also fit one serving latency per all-reduce per link class, scored "
-                           "leave-one-source-out beside the preset's (tp_decode_fit.csv); the presets are not changed")
-    args = ap.parse_args(argv)
-    runs = load_inputs(load_runs, args)
+    args, runs, cpu0, wall0 = start_data_check(
+        load_runs, argv, "python -m sim.tp_decode_check", __doc__, DEFAULT_FILE, "tensor-parallel serving timings",
+        "tp_decode", "also fit one serving latency per all-reduce per link class, scored leave-one-source-out beside "
+        "the preset's (tp_decode_fit.csv); the presets are not changed")
     if runs is None:
         return 2
-    cpu0, wall0 = time.process_time(), time.perf_counter()
     links = preset_links(runs)
     points = score(runs, links)
     fits = fit_all(runs, links) if args.fit else None
     text = markdown(points, fits)
-    write_text_atomic(Path(args.out) / "tp_decode.csv", points.to_csv(index=False))
-    if fits is not None:
-        write_text_atomic(Path(args.out) / "tp_decode_fit.csv", fits.to_csv(index=False))
-    write_text_atomic(Path(args.out) / "tp_decode.md", text)
-    print(text)
-    print(f"wall {time.perf_counter() - wall0:.1f} s, process CPU {time.process_time() - cpu0:.1f} s", file=sys.stderr)
-    return 0
+    return write_check_outputs(args.out, {"tp_decode.csv": points, "tp_decode_fit.csv": fits}, "tp_decode.md", text,
+                               cpu0, wall0)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from sim import step_floor_check as sf
+from sim.public_check import repo_model
 
 CONFIG = "sim/validation/configs/qwen2.5-0.5b-instruct.json"
 
@@ -64,7 +65,7 @@ def test_the_data_file_loads_and_prices_the_small_models_steps_at_batch_one_with
 
 def test_the_qwen2_5_0_5b_config_reads_as_its_published_size():
     """Qwen/Qwen2.5-0.5B-Instruct: 0.49B parameters (0.36B without the tied embedding), 24 layers, head dim 64."""
-    m = sf.from_hf_config(sf.REPO_ROOT / CONFIG)
+    m = repo_model(CONFIG)
     assert m.n_layers == 24
     assert m.params_b == pytest.approx(0.494, abs=0.01)
 

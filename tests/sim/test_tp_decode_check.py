@@ -6,6 +6,7 @@ import yaml
 
 from lab.config_sim import InterconnectSheet
 from sim import tp_decode_check as td
+from sim.public_check import REPO_ROOT
 
 CONFIG = "sim/validation/configs/llama-3.1-8b-instruct.json"
 
@@ -104,7 +105,7 @@ def test_the_3090_ti_runs_config_reads_as_a_4_bit_awq_llama_70b():
     """sim/validation/configs/meta-llama-3.1-70b-instruct-awq-int4.json: Llama-3.3-70B's shape, AWQ 4-bit g128."""
     from sim.models import from_hf_config
 
-    configs = td.REPO_ROOT / "sim" / "validation" / "configs"
+    configs = REPO_ROOT / "sim" / "validation" / "configs"
     m = from_hf_config(configs / "meta-llama-3.1-70b-instruct-awq-int4.json")
     assert (m.quant_method, m.matmul_dtype) == ("awq", None) and m.quant_bits == pytest.approx(4 + 20 / 128)
     assert m.params_b == pytest.approx(from_hf_config(configs / "llama-3.3-70b-instruct.json").params_b)
