@@ -7,10 +7,9 @@ The `sim` stage that sweeps points and writes outputs is sim/stages.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +219,7 @@ def policy_cost(cost: CostModel, spec, policy) -> CostModel:
                if getattr(spec, key) is not None}
     if changes.get("drafter_passes", cost.drafter_passes) == "per_token" and policy.spec:
         changes["max_draft"] = policy.max_verify()
-    return dataclasses.replace(cost, **changes) if changes else cost
+    return replace(cost, **changes) if changes else cost
 
 
 def kv_capacity_tokens(sim, cost, spec_tokens: int = 0) -> int:
