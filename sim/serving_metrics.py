@@ -34,15 +34,31 @@ FIDELITY = (("ttft_mean_s", "ttft_s", "mean"), ("ttft_p90_s", "ttft_s", "p90"),
 
 
 def read_request_log(path: str | Path, field: str = "sim.workload.log_path") -> pd.DataFrame:
-    """A per-request log (Parquet, or CSV by extension) with the shared columns; LabError naming `field`."""
+    """A per-request log (Parquet, CSV by extension, or a `vllm bench serve --save-detailed` result JSON:
+    sim/vllm_bench_log) with the shared columns; LabError naming `field`."""
     p = Path(path)
     if not p.is_file():
         raise LabError(f"{field}: {p} does not exist")
+    if p.suffix.lower() == ".json":
+        from sim.vllm_bench_log import read_vllm_bench_json
+
+        log = read_vllm_bench_json(p, field)
+    else:
+        log = _read_table(p, field)
+    return _checked_log(log, p, field)
+
+
+def _read_table(p: Path, field: str) -> pd.DataFrame:
     try:
         log = pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
         raise LabError(f"{field}: {p} is not a readable {'CSV' if p.suffix.lower() == '.csv' else 'Parquet'} "
                        f"file ({type(exc).__name__})") from None
+    return log
+
+
+def _checked_log(log: pd.DataFrame, p: Path, field: str) -> pd.DataFrame:
+    """The shared columns present, numeric and in range; request_id as text."""
     missing = [c for c in LOG_COLUMNS if c not in log.columns]
     if missing:
         raise LabError(f"{field}: {p} lacks columns {missing} (has {list(log.columns)})")

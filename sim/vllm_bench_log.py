@@ -1,0 +1,182 @@
+"""A `vllm bench serve --save-result --save-detailed` result JSON as the lab's per-request log.
+
+    python -m sim.vllm_bench_log result.json                   # vLLM's own means beside the lab's, from the records
+    python -m sim.vllm_bench_log result.json --out requests.parquet   # ... and write the shared per-request log
+
+    log = read_vllm_bench_json("result.json")   # request_id, arrival_s, input_tokens, output_tokens,
+                                                # first_token_s, finish_s (sim/serving_metrics.LOG_COLUMNS)
+
+A simulation replays such a file directly: `sim.workload: {kind: replay_log, log_path: result.json}` (a `.json`
+log path is read here, any other through sim.serving_metrics.read_request_log's Parquet / CSV reader).
+
+What vLLM's benchmark saves per request with --save-detailed (vllm/benchmarks/serve.py, `benchmark()`'s result
+and `main_async`, which drops these lists without the flag; benchmarks/benchmark_serving.py before it):
+  input_lens[i]   prompt tokens
+  output_lens[i]  generated tokens (0 for a failed request)
+  start_times[i]  the client's time.perf_counter() when request i was sent (newer vLLM; absent in older ones)
+  ttfts[i]        seconds from send to the first streamed token (0 for a failed request)
+  itls[i]         seconds between successive streamed chunks after the first
+  errors[i]       "" for a request that succeeded
+The request function sets latency = the last chunk's time - send time and appends every later chunk's gap to
+itl, so finish = send + ttft + sum(itls) is exactly the time its E2E latency ends; TPOT = (E2E - TTFT) /
+(output - 1) is then vLLM's own per-request TPOT (sim/serving_metrics). Arrivals are the send times less the
+first one. A file without start_times has no arrivals, except a run that sent everything at once
+(`request_rate: inf` and no `max_concurrency`): every request arrives at 0 there. Any other such file is
+refused with one line (its Poisson draws or its users' order cannot be recovered).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lab.errors import LabError
+from lab.io import atomic_path
+
+DETAILED = ("input_lens", "output_lens", "ttfts", "itls")  # per-request lists the reader needs
+# vLLM's summary fields the CLI sets beside the lab's numbers: (vLLM key, lab metric, scale to vLLM's unit)
+SUMMARY_KEYS = (("mean_ttft_ms", "ttft_mean_s", 1e3), ("mean_tpot_ms", "tpot_mean_ms", 1.0),
+                ("output_throughput", "throughput_tok_s", 1.0))
+
+
+def _load_result(path: Path, field: str) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabError(f"{field}: {path} cannot be read ({type(exc).__name__})") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError:
+        if len(lines) > 1 and all(line.lstrip().startswith("{") for line in lines):
+            raise LabError(f"{field}: {path} holds {len(lines)} results, one per line (--append-result): "
+                           "keep the one to replay in a file of its own") from None
+        raise LabError(f"{field}: {path} is not a JSON file") from None
+    if not isinstance(result, dict):
+        raise LabError(f"{field}: {path} is not a vLLM benchmark result (a JSON object)")
+    return result
+
+
+def _per_request_lists(result: dict, path: Path, field: str) -> tuple[dict, int]:
+    missing = [k for k in DETAILED if k not in result]
+    if missing:
+        raise LabError(f"{field}: {path} has no per-request records ({', '.join(missing)} missing): save the "
+                       "benchmark with --save-result --save-detailed")
+    lists = {k: result[k] for k in (*DETAILED, "start_times", "errors") if k in result}
+    sizes = {k: len(v) for k, v in lists.items() if isinstance(v, list)}
+    if len(sizes) < len(lists) or len(set(sizes.values())) != 1:
+        raise LabError(f"{field}: {path} per-request lists must be lists of one length (got {sizes})")
+    n = next(iter(sizes.values()))
+    if n == 0:
+        raise LabError(f"{field}: {path} holds no requests")
+    return lists, n
+
+
+def _numbers(values, name: str, path: Path, field: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)  # [n]
+    except (TypeError, ValueError):
+        raise LabError(f"{field}: {path} {name} holds values that are not numbers") from None
+    if arr.ndim != 1 or not np.isfinite(arr).all() or (arr < 0).any():
+        raise LabError(f"{field}: {path} {name} must hold finite numbers >= 0")
+    return arr
+
+
+def _arrivals(result: dict, lists: dict, n: int, path: Path, field: str) -> np.ndarray:
+    """Send times less the first one [n]; all zero for a burst file without start_times."""
+    if "start_times" in lists:
+        start = np.asarray(lists["start_times"], dtype=np.float64) if all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in lists["start_times"]) else None
+        if start is None or not np.isfinite(start).all():
+            raise LabError(f"{field}: {path} start_times holds values that are not numbers")
+        return start - start.min()
+    rate = result.get("request_rate", "inf")
+    burst = (str(rate).lower() == "inf" or (isinstance(rate, (int, float)) and math.isinf(rate))) \
+        and result.get("max_concurrency") is None
+    if not burst:
+        raise LabError(f"{field}: {path} has no start_times (older vLLM) and was not sent all at once "
+                       f"(request_rate {rate}, max_concurrency {result.get('max_concurrency')}): its arrivals "
+                       "cannot be recovered; rerun with a vLLM whose result saves start_times")
+    return np.zeros(n)
+
+
+def read_vllm_bench_json(path: str | Path, field: str = "sim.workload.log_path") -> pd.DataFrame:
+    """The result's requests in the shared per-request log format (LOG_COLUMNS; NaN times for a failed
+    request); LabError naming `field` for a file that is not a detailed vLLM benchmark result."""
+    p = Path(path)
+    if not p.is_file():
+        raise LabError(f"{field}: {p} does not exist")
+    result = _load_result(p, field)
+    lists, n = _per_request_lists(result, p, field)
+    input_tokens = _numbers(lists["input_lens"], "input_lens", p, field)
+    output_tokens = _numbers(lists["output_lens"], "output_lens", p, field)
+    ttft = _numbers(lists["ttfts"], "ttfts", p, field)
+    for name, tokens in (("input_lens", input_tokens), ("output_lens", output_tokens)):
+        if (tokens != np.round(tokens)).any():
+            raise LabError(f"{field}: {p} {name} must hold whole numbers")
+    decode_s = np.empty(n)  # [n] sum of each request's inter-token gaps
+    for i, gaps in enumerate(lists["itls"]):
+        if not isinstance(gaps, list):
+            raise LabError(f"{field}: {p} itls[{i}] is not a list of seconds")
+        decode_s[i] = _numbers(gaps, f"itls[{i}]", p, field).sum() if gaps else 0.0
+    arrival = _arrivals(result, lists, n, p, field)
+    errors = lists.get("errors", [""] * n)
+    failed = np.array([bool(e) for e in errors]) | (output_tokens == 0)  # [n]
+    first = np.where(failed, np.nan, arrival + ttft)
+    finish = np.where(failed, np.nan, arrival + ttft + decode_s)
+    return pd.DataFrame({"request_id": [str(i) for i in range(n)], "arrival_s": arrival,
+                         "input_tokens": input_tokens, "output_tokens": output_tokens,
+                         "first_token_s": first, "finish_s": finish})
+
+
+def compare_with_summary(result: dict, log: pd.DataFrame) -> pd.DataFrame:
+    """vLLM's own summary numbers of the file beside the lab's from its records (sim.serving_metrics)."""
+    from sim.serving_metrics import fidelity_metrics
+
+    ours = fidelity_metrics(log)
+    rows = []
+    for key, metric, scale in SUMMARY_KEYS:
+        theirs = result.get(key)
+        mine = ours[metric] * scale
+        rel = mine / theirs - 1 if isinstance(theirs, (int, float)) and theirs else float("nan")
+        rows.append({"metric": key, "vllm": theirs, "lab": mine, "rel_diff": rel})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.vllm_bench_log", description=__doc__.split("\n")[0])
+    ap.add_argument("result", help="a `vllm bench serve --save-result --save-detailed` JSON")
+    ap.add_argument("--out", help="write the per-request log here (.parquet or .csv)")
+    args = ap.parse_args(argv)
+    try:
+        log = read_vllm_bench_json(args.result, field="result")
+        result = _load_result(Path(args.result), "result")
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = int(log["finish_s"].isna().sum())
+    print(f"{args.result}: {len(log)} requests ({failed} failed), arrivals over "
+          f"{log['arrival_s'].max():.2f} s, {int(log['output_tokens'].sum())} output tokens")
+    print(compare_with_summary(result, log).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() not in (".parquet", ".csv"):
+            print(f"error: --out: {out} must end in .parquet or .csv", file=sys.stderr)
+            return 2
+        try:
+            with atomic_path(out) as tmp:
+                log.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else log.to_parquet(tmp, index=False)
+        except LabError as exc:
+            print(f"error: --out: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""A `vllm bench serve --save-result --save-detailed` JSON read as the shared per-request log: vLLM's own
+per-request definitions reproduced, burst files without start_times, one-line errors, the replay and the CLI."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab.errors import LabError
+from sim.serving_metrics import LOG_COLUMNS, fidelity_metrics, read_request_log
+from sim.simulate import prepare_inputs, simulate
+from sim.vllm_bench_log import main, read_vllm_bench_json
+from tests.sim.conftest import make_sim
+
+
+def _vllm_result(n=12, seed=0, start_times=True, failed=(), rate=4.0, max_concurrency=None):
+    """A result JSON as vLLM's benchmark writes it, with its own summary computed as vLLM computes it
+    (vllm/benchmarks/serve.py calculate_metrics: TPOT over outputs > 1 token, latency = ttft + sum(itl))."""
+    rng = np.random.default_rng(seed)
+    t0 = 1234.5  # time.perf_counter() is not since the run's start
+    send = t0 + np.sort(rng.uniform(0, 5, n))
+    out = rng.integers(1, 40, n)
+    ttft = rng.uniform(0.02, 0.3, n)
+    itls = [list(rng.uniform(0.005, 0.03, int(k) - 1)) for k in out]
+    errors = ["" if i not in failed else "ClientError" for i in range(n)]
+    ok = [i for i in range(n) if i not in failed]
+    for i in failed:
+        out[i], ttft[i], itls[i] = 0, 0.0, []
+    latency = ttft + np.array([sum(g) for g in itls])
+    tpots = [(latency[i] - ttft[i]) / (out[i] - 1) for i in ok if out[i] > 1]
+    finish = (send + latency)[ok]
+    result = {"date": "20261128-101010", "backend": "vllm", "model_id": "Qwen/Qwen3-8B", "num_prompts": n,
+              "request_rate": rate, "burstiness": 1.0, "max_concurrency": max_concurrency,
+              "duration": float(finish.max() - t0 + 0.01), "completed": len(ok),
+              "mean_ttft_ms": float(np.mean(ttft[ok]) * 1e3), "mean_tpot_ms": float(np.mean(tpots) * 1e3),
+              "input_lens": [int(x) for x in rng.integers(10, 500, n)], "output_lens": [int(x) for x in out],
+              "ttfts": [float(x) for x in ttft], "itls": itls, "generated_texts": ["x"] * n, "errors": errors}
+    if start_times:
+        result["start_times"] = [float(x) for x in send]
+    return result, send, latency
+
+
+def _write(tmp_path, result, name="result.json"):
+    p = tmp_path / name
+    p.write_text(json.dumps(result))
+    return p
+
+
+def test_records_become_the_shared_log_with_vllms_own_definitions(tmp_path):
+    result, send, latency = _vllm_result(failed=(3,))
+    log = read_request_log(_write(tmp_path, result))  # .json goes through the vLLM reader
+    assert list(log.columns) == list(LOG_COLUMNS)
+    np.testing.assert_allclose(log["arrival_s"], send - send.min())
+    ok = log["finish_s"].notna().to_numpy()
+    assert ok.sum() == 11 and not ok[3] and np.isnan(log["first_token_s"][3])
+    np.testing.assert_allclose((log["finish_s"] - log["arrival_s"])[ok], latency[ok])  # E2E = vLLM's latency
+    m = fidelity_metrics(log)
+    assert m["ttft_mean_s"] * 1e3 == pytest.approx(result["mean_ttft_ms"], rel=1e-12)
+    assert m["tpot_mean_ms"] == pytest.approx(result["mean_tpot_ms"], rel=1e-12)
+
+
+def test_a_burst_file_without_start_times_arrives_at_zero_and_others_are_refused(tmp_path):
+    result, _, latency = _vllm_result(start_times=False, rate="inf")
+    log = read_vllm_bench_json(_write(tmp_path, result))
+    assert (log["arrival_s"] == 0).all()
+    np.testing.assert_allclose(log["finish_s"], latency)
+    for rate, conc in ((4.0, None), ("inf", 32)):
+        result, _, _ = _vllm_result(start_times=False, rate=rate, max_concurrency=conc)
+        with pytest.raises(LabError, match="has no start_times .* cannot be recovered"):
+            read_vllm_bench_json(_write(tmp_path, result, f"r{conc}.json"))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: r.pop("itls"), "no per-request records .*--save-detailed"),
+    (lambda r: r["ttfts"].pop(), "must be lists of one length"),
+    (lambda r: r["input_lens"].__setitem__(0, "many"), "input_lens holds values that are not numbers"),
+    (lambda r: r["output_lens"].__setitem__(0, 2.5), "output_lens must hold whole numbers"),
+    (lambda r: r["ttfts"].__setitem__(0, -1.0), "ttfts must hold finite numbers >= 0"),
+    (lambda r: r["itls"].__setitem__(1, 0.3), r"itls\[1\] is not a list"),
+    (lambda r: r["start_times"].__setitem__(2, None), "start_times holds values that are not numbers"),
+])
+def test_bad_files_are_one_line_errors_naming_the_field(tmp_path, edit, match):
+    result, _, _ = _vllm_result()
+    edit(result)
+    with pytest.raises(LabError, match=f"^sim.workload.log_path: .*{match}"):
+        read_request_log(_write(tmp_path, result))
+
+
+def test_not_json_and_appended_results_are_refused(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    with pytest.raises(LabError, match="is not a JSON file"):
+        read_request_log(bad)
+    result, _, _ = _vllm_result()
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps(result) + "\n" + json.dumps(result) + "\n")
+    with pytest.raises(LabError, match="holds 2 results, one per line"):
+        read_request_log(two)
+
+
+def test_the_simulator_replays_a_vllm_result(tmp_path):
+    result, send, _ = _vllm_result(n=20, failed=(5,))
+    sim = make_sim(workload={"kind": "replay_log", "log_path": str(_write(tmp_path, result)), "warmup_s": None,
+                             "duration_s": None}, policies=[{"kind": "ar"}])
+    inputs = prepare_inputs(sim)
+    res = simulate(inputs, "ar", None, 0)
+    assert res.summary["requests"] == 19  # the failed request had no output tokens: not replayed
+    np.testing.assert_allclose(np.sort(res.requests["arrival_s"]), np.sort(np.delete(send - send.min(), 5)))
+
+
+def test_cli_prints_both_summaries_and_writes_the_log(tmp_path, capsys):
+    result, _, _ = _vllm_result()
+    out = tmp_path / "log.parquet"
+    assert main([str(_write(tmp_path, result)), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mean_tpot_ms" in text and "12 requests (0 failed)" in text
+    log = pd.read_parquet(out)
+    assert list(log.columns) == list(LOG_COLUMNS) and len(log) == 12
+    assert main([str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
