@@ -142,6 +142,12 @@ class HardwareSheet(StrictModel):
     moe_mfu: float | None = Field(
         None, gt=0, le=1, description="achievable fraction of peak FLOP/s for the routed experts' grouped GEMMs; "
         "null: mfu")
+    marlin_efficiency: float | None = Field(
+        None, gt=0, le=1, description="a weight-only quantized checkpoint's matmuls (linears and routed experts) "
+        "relative to bf16 ones: a factor on mfu (moe_mfu for the experts). vLLM runs them through Marlin, which "
+        "dequantizes in the kernel and multiplies at the activation dtype (GPTQ / AWQ, and fp8 or mxfp4 weights on "
+        "a card without that peak, e.g. an A100). null: 1 (as bf16). a100: 0.61, Marlin's published A100 timings at "
+        "M >= 1024 (sim/validation/gemm_kernels.yaml; python -m sim.gemm_kernels --fit)")
     lowp_matmul_efficiency: dict[Literal[DTYPES], float] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"fp8": 0.8, "fp4": 0.65},
         description="a low-precision (fp8 / int8 / fp4) matmul's achievable fraction of its peak relative to mfu "

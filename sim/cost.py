@@ -210,7 +210,13 @@ class CostModel:
         self._moe = bool(m.moe_experts)
         self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
         self._t_weights = m.dense_bytes_read / bw  # a MoE model's routed experts: _experts_time
-        self._t_per_token_flops = (m.flops_per_token - m.routed_flops_per_token) / matmul_flops
+        # a weight-only checkpoint (GPTQ / AWQ, or fp8 / mxfp4 weights on a card without that peak) runs its
+        # quantized linears through Marlin: dequantized in the kernel, multiplied at marlin_efficiency x a bf16 rate
+        self._marlin = bool(m.quant_method) and matmul == m.dtype and hw.marlin_efficiency is not None
+        marlin_eff = hw.marlin_efficiency if self._marlin else 1.0
+        quant_flops = 2.0 * m.quant_dense_params_b * 1e9 if self._marlin else 0.0  # per token, quantized linears
+        self._t_per_token_flops = ((m.flops_per_token - m.routed_flops_per_token - quant_flops) / matmul_flops
+                                   + quant_flops / (matmul_flops * marlin_eff))
         if self.ep > 1 and self.ep % tp:
             raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
                            "must be 1 or a multiple of tp")
@@ -223,15 +229,16 @@ class CostModel:
             # GPUs); with EP each GPU reads its own whole experts (routed_bytes_read per GPU, one GPU's bandwidth)
             moe_bw = hw.mem_bw_tbs * 1e12 * moe_eff * (1 if self.ep > 1 else tp)
             expert_dtype = matmul if m.quant_experts else m.dtype
+            marlin = m.quant_experts and expert_dtype == m.dtype  # quantized experts run dequantized: Marlin
             moe_flops = (hw.peak_for(expert_dtype) * 1e12 * (hw.moe_mfu or hw.mfu) * tp
-                         * hw.lowp_matmul_efficiency.get(expert_dtype, 1.0))
+                         * hw.lowp_matmul_efficiency.get(expert_dtype, 1.0)
+                         * ((hw.marlin_efficiency or 1.0) if marlin else 1.0))  # fused_marlin_moe
             self._t_per_expert_byte = 1.0 / moe_bw
             self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
             self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6
             self._moe_per_expert = m.n_moe_layers * hw.moe_expert_us * 1e-6  # x experts touched per layer
             # EP: the pairs of other ranks' experts the fused-MoE call still writes and activates
             # (ep_remote_pair_bytes), per token of the rank's step, all MoE layers, at one GPU's achievable bandwidth
-            marlin = m.quant_experts and expert_dtype == m.dtype  # quantized experts run dequantized: Marlin
             # a dispatch backend (pplx / DeepEP) over dp > 1 ranks sends each rank only the pairs of its own experts
             remote_pairs = not (self._dp > 1 and self.all2all == "dispatch")
             self._t_ep_remote_per_token = remote_pairs * (m.n_moe_layers * ep_remote_pair_bytes(

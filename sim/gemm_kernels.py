@@ -1,10 +1,12 @@
 """Published bf16-vs-low-precision GEMM timings against the simulator's own low-precision speed-up.
 
     python -m sim.gemm_kernels --out gemm_kernels/         # ~1 s; writes gemm_kernels.{csv,md}
-    python -m sim.gemm_kernels --fit --out gemm_kernels/   # + act_quant_us / lowp_matmul_efficiency (gemm_fit.json)
+    python -m sim.gemm_kernels --fit --out gemm_kernels/   # + act_quant_us / lowp_matmul_efficiency /
+                                                           #   marlin_efficiency (gemm_fit.json)
 
 The data (sim/validation/gemm_kernels.yaml, each run with its URL) time one dense GEMM C[M,N] = A[M,K] W[N,K]^T of
-the same shape in bf16 (or fp16) and in fp8 / fp4 on the same card in the same source. For every low-precision
+the same shape in bf16 (or fp16) and in fp8 / fp4, or weight-only int4 (Marlin, int4_w4a16: dequantized in the
+kernel, multiplied in fp16 / bf16), on the same card in the same source. For every low-precision
 point this prints the published speed-up over the source's fastest bf16 point of that shape, beside the speed-up the
 cost model gives the same GEMM on the card's preset (sim/cost.py: one-layer model of N x K weights, no overheads:
 max(weight bytes / achievable bandwidth, 2 M N K / (mfu x peak[dtype]))), grouped by card, dtype, whether the
@@ -31,7 +33,10 @@ from sim.models import ModelShape
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "gemm_kernels.yaml"
 BASE_DTYPES = ("bf16", "fp16")
-LOW_DTYPES = {"fp8_w8a8": ("fp8", 8.0), "int8_w8a8": ("int8", 8.0), "fp4_w4a4": ("fp4", 4.5)}  # bits incl. scales
+# the kernel's dtype -> (matmul dtype, None: weight-only at the activation dtype; bits per weight incl. scales)
+LOW_DTYPES = {"fp8_w8a8": ("fp8", 8.0), "int8_w8a8": ("int8", 8.0), "fp4_w4a4": ("fp4", 4.5),
+              "int4_w4a16": (None, 4.125)}  # GPTQ 4-bit, an fp16 scale per 128 (Marlin)
+WEIGHT_ONLY = tuple(t for t, (matmul, _) in LOW_DTYPES.items() if matmul is None)
 
 
 def load_points(path: str | Path) -> pd.DataFrame:
@@ -67,7 +72,7 @@ def sim_seconds(sheet, m: int, n: int, k: int, dtype: str, act_quant: bool = Fal
     model = ModelShape(name="gemm", params_b=params_b, n_layers=1, hidden=k, n_heads=1, n_kv_heads=1, head_dim=1,
                        dtype="bf16", quant_method=dtype if low else None, quant_bits=low[1] if low else None,
                        quant_dense_params_b=params_b if low else 0.0, matmul_dtype=low[0] if low else None,
-                       quant_linears=int(bool(low) and act_quant))
+                       quant_linears=int(bool(low) and low[0] is not None and act_quant))
     cm = CostModel(sheet, model, drafter_layers=0, step_overhead_s=0.0, layer_overhead_s=0.0, request_overhead_s=0.0)
     return cm.step_time(m, 0.0, 1, False)
 
@@ -79,7 +84,7 @@ def speedups(points: pd.DataFrame, sheets: dict | None = None) -> pd.DataFrame:
     base = points[points.dtype.isin(BASE_DTYPES)].groupby(["run", "m", "n", "k"]).speed.max().rename("base_speed")
     low = points[~points.dtype.isin(BASE_DTYPES)].merge(base.reset_index(), on=["run", "m", "n", "k"])
     low["published"] = low.speed / low.base_speed
-    low["with_act_quant"] = np.where(low.kernel.str.contains("noquant"), "no",
+    low["with_act_quant"] = np.where(low.kernel.str.contains("noquant") | low.dtype.isin(WEIGHT_ONLY), "no",
                                      np.where(low.kernel.str.match(r"^(fp8-|nvfp4$)"), "yes", "not stated"))
     low["regime"] = np.where(low.m >= 1024, "M >= 1024", np.where(low.m <= 256, "M <= 256", "256 < M < 1024"))
     low["simulated"] = [
@@ -92,18 +97,24 @@ def fit(points: pd.DataFrame) -> dict:
     """act_quant_us: the median, over vLLM's paired columns (a scheme with and without `-noquant`), of the
     microseconds the activation quantization adds to the same GEMM; lowp_matmul_efficiency per dtype: the median,
     over compute-bound points (M >= 1024) of GEMMs timed without it on preset cards, of the published speed-up over
-    the one the cost model gives at efficiency 1 (its peak ratio there)."""
+    the one the cost model gives at efficiency 1 (its peak ratio there); marlin_efficiency per card: the same median
+    over its weight-only (Marlin) points, whose peak ratio is 1 (both multiply at the activation dtype)."""
     quant = points[points.kernel.str.match(r"^fp8-") & ~points.kernel.str.contains("noquant")]
     bare = points[points.kernel.str.contains("noquant")].assign(kernel=lambda f: f.kernel.str.replace("-noquant", ""))
     paired = quant.merge(bare, on=["run", "m", "n", "k", "kernel"], suffixes=("", "_bare"))
-    plain = {d: get_hardware(d).model_copy(update={"lowp_matmul_efficiency": {}})
+    plain = {d: get_hardware(d).model_copy(update={"lowp_matmul_efficiency": {}, "marlin_efficiency": None})
              for d in points.device.unique() if d != "other"}
     low = speedups(points, plain)
     bound = low[(low.m >= 1024) & (low.with_act_quant != "yes") & low.simulated.notna()]
-    efficiency = (bound.published / bound.simulated).groupby(bound.dtype).median()
+    ratio = bound.published / bound.simulated
+    lowp = ~bound.dtype.isin(WEIGHT_ONLY)
+    efficiency = ratio[lowp].groupby(bound.dtype[lowp]).median()
+    marlin = ratio[~lowp].groupby(bound.device[~lowp]).median()
     return {"act_quant_us": round(float((paired.us - paired.us_bare).median()), 2), "act_quant_pairs": len(paired),
             "lowp_matmul_efficiency": {LOW_DTYPES[t][0]: round(float(v), 3) for t, v in efficiency.items()},
-            "efficiency_points": {LOW_DTYPES[t][0]: int(n) for t, n in bound.dtype.value_counts().items()}}
+            "efficiency_points": {LOW_DTYPES[t][0]: int(n) for t, n in bound.dtype[lowp].value_counts().items()},
+            "marlin_efficiency": {d: round(float(v), 3) for d, v in marlin.items()},
+            "marlin_points": {d: int(n) for d, n in bound.device[~lowp].value_counts().items()}}
 
 
 def summary(low: pd.DataFrame) -> pd.DataFrame:
@@ -115,8 +126,8 @@ def summary(low: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     ap = data_check_parser("python -m sim.gemm_kernels", __doc__, DEFAULT_FILE, "GEMM timings", "gemm_kernels",
-                           "also fit act_quant_us and lowp_matmul_efficiency (gemm_fit.json); the presets are not "
-                           "changed")
+                           "also fit act_quant_us, lowp_matmul_efficiency and marlin_efficiency (gemm_fit.json); the "
+                           "presets are not changed")
     args = ap.parse_args(argv)
     try:
         points = load_points(args.file)

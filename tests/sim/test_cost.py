@@ -491,3 +491,30 @@ def test_the_drafters_passes_and_head_come_from_the_model_section():
     assert default.drafter_passes == "one" and default._draft_fixed == default.layer_overhead_s
     with pytest.raises(pydantic.ValidationError, match="drafter_passes"):
         make_sim(model={"name": "llama-2-7b", "drafter_passes": "tree"})
+
+
+def test_weight_only_checkpoints_multiply_at_the_marlin_efficiency():
+    """A weight-only checkpoint's quantized linears and routed experts run through Marlin (dequantized in the
+    kernel, bf16 math): on a sheet with marlin_efficiency e their FLOPs take 1 / e of a bf16 matmul's time; the
+    unquantized rest (LM head, attention scores) and a card that has the checkpoint's own peak are unchanged."""
+    from sim.models import from_hf_config
+
+    fp8 = from_hf_config("sim/validation/configs/qwen3-235b-a22b-instruct-2507-fp8.json")  # fp8 blocks, experts too
+    a100 = get_hardware("a100-80g")
+    assert a100.marlin_efficiency == pytest.approx(0.61)  # Marlin's published A100 table (sim.gemm_kernels --fit)
+    bf16_rate = a100.model_copy(update={"marlin_efficiency": None})
+    marlin, plain = CostModel(a100, fp8, tp=4), CostModel(bf16_rate, fp8, tp=4)
+    quant = 2.0 * fp8.quant_dense_params_b * 1e9  # FLOPs per token of the quantized linears
+    rest = fp8.flops_per_token - fp8.routed_flops_per_token - quant
+    assert quant > 0 and rest > 0  # the LM head stays bf16 (lm_head excluded by default)
+    assert marlin._t_per_token_flops / plain._t_per_token_flops == pytest.approx((quant / 0.61 + rest) / (quant + rest))
+    assert marlin._t_per_token_expert_flops == pytest.approx(plain._t_per_token_expert_flops / 0.61)
+    assert marlin.step_time(8192, 0, 1, False) > 1.2 * plain.step_time(8192, 0, 1, False)  # a compute-bound step
+    assert marlin.step_time(1, 0, 1, False) == pytest.approx(plain.step_time(1, 0, 1, False))  # weight reads
+    # an H100 has an fp8 peak (w8a8 Triton / CUTLASS, no Marlin), and a bf16 checkpoint has nothing to dequantize
+    h100 = get_hardware("h100")
+    assert CostModel(h100.model_copy(update={"marlin_efficiency": 0.5}), fp8, tp=4).step_time(8192, 0, 1, False) == \
+        pytest.approx(CostModel(h100, fp8, tp=4).step_time(8192, 0, 1, False))
+    bf16 = from_hf_config("sim/validation/configs/qwen3-235b-a22b-instruct-2507.json")
+    assert CostModel(a100, bf16, tp=8).step_time(8192, 0, 1, False) == \
+        pytest.approx(CostModel(bf16_rate, bf16, tp=8).step_time(8192, 0, 1, False))

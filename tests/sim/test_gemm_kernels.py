@@ -58,3 +58,33 @@ def test_cli(tmp_path, capsys):
     assert gk.main(["--fit", "--out", str(tmp_path / "o")]) == 0  # the shipped table
     for name in ("gemm_kernels.csv", "gemm_kernels.md", "gemm_fit.json"):
         assert (tmp_path / "o" / name).is_file()
+
+
+def test_fit_recovers_the_marlin_efficiency_of_weight_only_points(tmp_path):
+    """Weight-only int4 (Marlin) points at M >= 1024 timed at 0.55 of the bf16 rate of the same shape give
+    marlin_efficiency 0.55 for their card; the w8a8 / w4a4 fits do not see them; the cost model then prices the
+    weight-only GEMM at that fraction."""
+    a100 = get_hardware("a100-80g").model_copy(update={"marlin_efficiency": None})
+    points = []
+    for m in (1, 2048, 8192):
+        bf16 = gk.sim_seconds(a100, m, 8192, 8192, "bf16") * 1e6
+        marlin = gk.sim_seconds(a100, m, 8192, 8192, "int4_w4a16") * 1e6
+        points += [{"m": m, "n": 8192, "k": 8192, "dtype": "bf16", "kernel": "torch-bf16", "value": bf16},
+                   {"m": m, "n": 8192, "k": 8192, "dtype": "int4_w4a16", "kernel": "marlin",
+                    "value": marlin / 0.55 if m >= 1024 else marlin}]
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"runs": [{"id": "w4a16", "url": "https://example.org", "device": "a100-80g",
+                                              "unit": "us", "points": points}]}))
+    fitted = gk.fit(gk.load_points(path))
+    assert fitted["marlin_efficiency"] == {"a100-80g": pytest.approx(0.55, rel=1e-3)}
+    assert fitted["marlin_points"] == {"a100-80g": 2} and fitted["lowp_matmul_efficiency"] == {}
+    assert gk.sim_seconds(a100, 1, 8192, 8192, "int4_w4a16") < gk.sim_seconds(a100, 1, 8192, 8192, "bf16") / 3
+    priced = a100.model_copy(update={"marlin_efficiency": 0.55})
+    assert gk.sim_seconds(priced, 8192, 8192, 8192, "int4_w4a16") == pytest.approx(
+        gk.sim_seconds(a100, 8192, 8192, 8192, "bf16") / 0.55, rel=1e-3)
+
+
+def test_the_shipped_marlin_table_gives_the_a100_presets_value():
+    fitted = gk.fit(gk.load_points(gk.DEFAULT_FILE))
+    assert fitted["marlin_efficiency"]["a100-40g"] == pytest.approx(get_hardware("a100-40g").marlin_efficiency, abs=0.01)
+    assert get_hardware("a100-80g").marlin_efficiency == get_hardware("a100-40g").marlin_efficiency

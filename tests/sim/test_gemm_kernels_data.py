@@ -10,7 +10,7 @@ import yaml
 DATA = Path(__file__).resolve().parents[2] / "sim" / "validation" / "gemm_kernels.yaml"
 
 HIGH = {"bf16", "fp16"}
-LOW = {"fp8_w8a8", "int8_w8a8", "fp4_w4a4"}
+LOW = {"fp8_w8a8", "int8_w8a8", "fp4_w4a4", "int4_w4a16"}
 UNITS = {"us", "tflops"}
 REQUIRED = ("id", "url", "device", "device_name", "tool", "unit", "note", "points")
 POINT_KEYS = ("m", "n", "k", "dtype", "kernel", "value")
