@@ -148,6 +148,11 @@ class HardwareSheet(StrictModel):
         "dequantizes in the kernel and multiplies at the activation dtype (GPTQ / AWQ, and fp8 or mxfp4 weights on "
         "a card without that peak, e.g. an A100). null: 1 (as bf16). a100: 0.61, Marlin's published A100 timings at "
         "M >= 1024 (sim/validation/gemm_kernels.yaml; python -m sim.gemm_kernels --fit)")
+    attn_mfu: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of peak FLOP/s for attention's score FLOPs (QK^T and "
+        "PV over the cached tokens each query token attends to: the FlashAttention kernel vLLM runs, FA3 on "
+        "Hopper, FA2 on Ampere / Ada); null: mfu. Set from published FlashAttention forward benchmarks (python "
+        "-m sim.attention_kernels), not from serving rows")
     lowp_matmul_efficiency: dict[Literal[DTYPES], float] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"fp8": 0.8, "fp4": 0.65},
         description="a low-precision (fp8 / int8 / fp4) matmul's achievable fraction of its peak relative to mfu "
@@ -223,6 +228,8 @@ class HardwareSpec(StrictModel):
         "all-reduce), dispatch (pplx / deepep: each token to its top-k experts' ranks only)")
     interconnect: InterconnectSheet | None = Field(None, description="override of the sheet's link (e.g. PCIe)")
     mfu: float | None = Field(None, gt=0, le=1, description="override of the sheet's achievable FLOP/s fraction")
+    attn_mfu: float | None = Field(None, gt=0, le=1,
+                                   description="override of the sheet's achievable FLOP/s fraction for attention")
     bw_efficiency: float | None = Field(None, gt=0, le=1,
                                         description="override of the sheet's achievable bandwidth fraction")
 
@@ -244,7 +251,8 @@ class HardwareSpec(StrictModel):
         """The effective spec sheet: preset or own spec (default h100), with this section's overrides."""
         sheet = self.spec or HardwareSheet.model_validate(hardware_presets()[self.preset or "h100"])
         update = {k: v for k, v in (("interconnect", self.interconnect), ("mfu", self.mfu),
-                                    ("bw_efficiency", self.bw_efficiency)) if v is not None}
+                                    ("attn_mfu", self.attn_mfu), ("bw_efficiency", self.bw_efficiency))
+                  if v is not None}
         return sheet.model_copy(update=update) if update else sheet
 
     @property

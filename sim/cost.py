@@ -20,10 +20,12 @@ linear-attention state once: n_reqs x 2 x state bytes in the memory term below.
 Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
 tp GPUs:
     compute = gemm tokens x 2 x active params / (tp x mfu x eff x peak[matmul dtype]) + attended x attention FLOPs per
-              cached token / (tp x mfu x peak[dtype]); matmul dtype = a quantized checkpoint's (fp8 / int8 / fp4,
+              cached token / (tp x mfu_a x peak[dtype]); matmul dtype = a quantized checkpoint's (fp8 / int8 / fp4,
               sim/quant.py) where the sheet has that peak, else the activation dtype `dtype`; eff =
               lowp_matmul_efficiency[matmul dtype] for fp8 / int8 / fp4 (1 otherwise; sim/gemm_kernels.py),
-              gemm tokens = tokens, or past one tile of gemm_row_tile rows the tokens rounded up to whole tiles
+              gemm tokens = tokens, or past one tile of gemm_row_tile rows the tokens rounded up to whole tiles;
+              attention's mfu_a = attn_mfu (the FlashAttention kernel's own fraction of peak, from published
+              kernel benchmarks: sim.attention_kernels), or mfu where the sheet gives none
               attended = the cached tokens each query token attends to, summed over the step's tokens
               (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
               prefill chunk of c tokens after `done` c x (done + (c + 1) / 2)); without it, and on a
@@ -88,7 +90,13 @@ import numpy as np
 from lab.config_sim import ALL2ALL_BACKENDS, DRAFTER_PASSES
 from lab.errors import LabError
 from lab.paths import expand_path
-from sim.hardware import Hardware, achievable_bandwidth, achievable_flops, hardware_from_config
+from sim.hardware import (
+    Hardware,
+    achievable_attention_flops,
+    achievable_bandwidth,
+    achievable_flops,
+    hardware_from_config,
+)
 from sim.kv_cache import GIB, kv_cache_blocks
 from sim.models import ModelShape, model_from_config
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
@@ -196,7 +204,8 @@ class CostModel:
         if self.request_overhead_s is None:
             self.request_overhead_s = hw.request_overhead_us / 1e6
         bw = achievable_bandwidth(hw) * tp
-        flops = achievable_flops(hw, m.dtype) * tp  # attention scores: the activation dtype
+        # attention scores: the activation dtype, at the attention kernel's own fraction of peak (attn_mfu)
+        flops = achievable_attention_flops(hw, m.dtype) * tp
         # a quantized checkpoint's matmuls at their own peak where the card has one (fp8 / int8 / fp4 w8a8-style);
         # else, as vLLM's weight-only kernels (Marlin) do, dequantized to the activation dtype
         matmul = m.matmul_dtype if m.matmul_dtype and hw.has_peak(m.matmul_dtype) else m.dtype
@@ -417,6 +426,12 @@ class CostModel:
         benchmark times: sim/moe_kernels.py); numpy arrays work."""
         tokens = np.asarray(tokens, dtype=np.float64)
         return self._experts_time(tokens, tokens) / self.model.n_moe_layers
+
+    def attention_time(self, attended):
+        """Seconds of attention's score FLOPs over `attended` (query token x cached token) pairs, all KV layers, on
+        the replica (the compute term's attention part alone: what a FlashAttention forward benchmark times,
+        sim/attention_kernels.py); numpy arrays work."""
+        return attended * self._t_attn
 
     def _draft_pass(self, n_reqs: int) -> float:
         """Roofline time of the drafter's passes (no fixed overheads): one over n_reqs x max_draft tokens, or

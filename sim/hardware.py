@@ -2,10 +2,10 @@
 
     hw = get_hardware("h100")              # a preset (names: HARDWARE_NAMES, read from the preset file)
     hw = hardware_from_config(sim.hardware)   # preset or own spec, with the section's overrides
-    achievable_flops(hw, "bf16"), achievable_bandwidth(hw)
+    achievable_flops(hw, "bf16"), achievable_attention_flops(hw, "bf16"), achievable_bandwidth(hw)
 
 The schema (HardwareSheet: dense peak TFLOP/s per dtype, memory bandwidth and size, interconnect kind /
-bandwidth / latency, achievable fractions mfu and bw_efficiency, per-step/layer/request overheads) lives in
+bandwidth / latency, achievable fractions mfu, attn_mfu and bw_efficiency, per-step/layer/request overheads) lives in
 lab/config_sim.py so that `lab validate` checks a YAML's sheet; this module is what the simulator calls.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from lab.errors import LabError
 
 Hardware = HardwareSheet
 
-__all__ = ["HARDWARE_NAMES", "Hardware", "achievable_bandwidth", "achievable_flops", "engine_with_defaults",
-           "get_hardware", "hardware_from_config", "vllm_serve_batch_defaults"]
+__all__ = ["HARDWARE_NAMES", "Hardware", "achievable_attention_flops", "achievable_bandwidth", "achievable_flops",
+           "engine_with_defaults", "get_hardware", "hardware_from_config", "vllm_serve_batch_defaults"]
 
 # `vllm serve`'s batch defaults by card (vllm/engine/arg_utils.py, usage context OPENAI_API_SERVER, vLLM 0.8 on;
 # get_batch_defaults in later versions; PRs 12369, 17073, 17885): a device of at least 70 GiB whose name has no "a100" runs 8192 batched tokens and 1024
@@ -71,6 +71,12 @@ def engine_with_defaults(engine, hw: Hardware):
 def achievable_flops(hw: Hardware, dtype: str) -> float:
     """FLOP/s one device sustains for `dtype` matmuls: mfu x the sheet's dense peak."""
     return hw.peak_for(dtype) * 1e12 * hw.mfu
+
+
+def achievable_attention_flops(hw: Hardware, dtype: str) -> float:
+    """FLOP/s one device sustains for attention's score FLOPs in `dtype`: attn_mfu x the sheet's dense peak (the
+    FlashAttention kernel's own fraction, sim.attention_kernels), or mfu x peak where the sheet gives none."""
+    return hw.peak_for(dtype) * 1e12 * (hw.mfu if hw.attn_mfu is None else hw.attn_mfu)
 
 
 def achievable_bandwidth(hw: Hardware) -> float:

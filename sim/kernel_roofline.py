@@ -15,8 +15,8 @@ weight bandwidth and the per-GEMM floor (bf16 GEMMs of M <= 16 tokens, the LM he
 bytes and time, its slope as a fraction of peak bandwidth and its intercept in us: what a small kernel costs beyond
 its bytes),
 GEMM mfu (bf16, M >= 4096: 2 M N K / time / peak), fp8 over bf16 mfu (the same M: lowp_matmul_efficiency), KV read
-bandwidth (decode attention over >= 256 MiB of KV), attention mfu (prefill of >= 4096 tokens), and for a table
-with a `sustained` run (real.bench_kernels --sustained) the GEMM mfu its second half held with the card busy.
+bandwidth (decode attention over >= 256 MiB of KV), attention mfu (prefill of >= 4096 tokens; beside the sheet's
+attn_mfu, else mfu: torch's SDPA runs FlashAttention 2, vLLM FA3 on Hopper), and for a table with a `sustained` run (real.bench_kernels --sustained) the GEMM mfu its second half held with the card busy.
 
 Kernel-sum step: where a table has the LM head and the layer count, each decode point (batch, context) gives
 layers x (the four GEMMs at M = batch + decode attention) + the LM head at M = batch, in ms: the step of those
@@ -180,7 +180,8 @@ def implied(runs: list[dict], points: pd.DataFrame) -> pd.DataFrame:
         add("kv_bw_efficiency", (kv_bytes[dec_big] / (dec.measured_us[dec_big] * 1e-6) / bw).median(),
             sheet.kv_bw_efficiency or sheet.bw_efficiency, int(dec_big.sum()),
             "decode attention over >= 256 MiB of KV: KV bytes / time / peak bandwidth")
-        add("attention mfu", (pre_flops / (pre.measured_us * 1e-6) / peak).median(), sheet.mfu, len(pre),
+        add("attention mfu", (pre_flops / (pre.measured_us * 1e-6) / peak).median(),
+            sheet.mfu if sheet.attn_mfu is None else sheet.attn_mfu, len(pre),
             "causal prefill attention, >= 4096 tokens: 4 H d L(L+1)/2 / time / peak")
         add("small-GEMM floor us", intercept, sheet.layer_overhead_us / len(LAYER_GEMMS), len(small),
             "bf16 GEMMs, M <= 16: intercept of the same line (a kernel's cost beyond its bytes); sheet column: "

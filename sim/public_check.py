@@ -424,7 +424,7 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     hw = {"preset": row.gpu, "tp": row.tp, "ep": row.ep}
     cost = {}
     for key, value in (hardware or {}).items():
-        (hw if key in ("mfu", "bw_efficiency") else cost)[key] = value
+        (hw if key in ("mfu", "attn_mfu", "bw_efficiency") else cost)[key] = value
     section = {
         "hardware": hw, "cost": cost,
         "model": {"name": row.id, "config": str(REPO_ROOT / row.model_config_path)},

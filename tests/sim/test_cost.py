@@ -330,7 +330,8 @@ def test_gemm_bandwidth_prices_multi_token_weight_reads():
 def test_compute_memory_overlap_adds_the_hidden_share():
     hw, m = get_hardware("h100"), get_model("llama-2-7b")
     tokens, kv = 512, 20_000
-    compute = tokens * (2 * 6.7e9 + kv * m.attn_flops_per_context_token) / (989.4e12 * hw.mfu)
+    # attention's score FLOPs at the sheet's attn_mfu (the FlashAttention kernel's fraction), the GEMMs at mfu
+    compute = tokens * (2 * 6.7e9 / hw.mfu + kv * m.attn_flops_per_context_token / (hw.attn_mfu or hw.mfu)) / 989.4e12
     memory = (6.7e9 * 2 + kv * m.kv_bytes_per_token) / (3.35e12 * hw.bw_efficiency)
     for overlap in (1.0, 0.5, 0.0):
         cm = _bare(hw.model_copy(update={"compute_memory_overlap": overlap}), m)

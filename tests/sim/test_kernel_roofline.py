@@ -17,7 +17,8 @@ SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (24576, 4096), "dow
 
 def _table(path, bw=0.6, mfu=0.7, kv=0.5):
     """A qwen3-8b-shaped H100 table made from the cost model itself on a sheet with planted fractions."""
-    sheet = get_hardware("h100").model_copy(update={"bw_efficiency": bw, "mfu": mfu, "kv_bw_efficiency": kv,
+    sheet = get_hardware("h100").model_copy(update={"bw_efficiency": bw, "mfu": mfu, "attn_mfu": mfu,
+                                                    "kv_bw_efficiency": kv,
                                                     "lowp_matmul_efficiency": {"fp8": 0.9}})
     points = []
     for name, (n, k) in SHAPES.items():
