@@ -36,8 +36,11 @@ Lengths (row_lengths): a random-dataset row with fixed lengths draws them by vLL
 (`workload.lengths.source: random`, --random-range-ratio; 0, the default and every row's, gives exactly the
 asked lengths); a ShareGPT row draws distinct conversations from the ShareGPT length table of its model's
 tokenizer (`source: sharegpt`; built once by `python -m real.sharegpt_lengths --tokenizer T`) when that table
-is in the cache, and otherwise -- a fresh machine -- falls back to the run's mean lengths, with a note on
-stderr; `--lengths mean` forces the fallback, `--lengths table` makes a missing table an error. Rows whose
+is in the cache, and otherwise -- a fresh machine, or a tokenizer no table was built for -- falls back to the
+run's mean lengths, with a note on stderr; `--lengths proxy` replaces that fallback by the conversations of
+PROXY_TOKENIZER's table (qwen3) with every prompt and output scaled so the table's means are the run's
+(scaled_to_means; `sim_lengths` says "qwen3 scaled as T"); `--lengths mean` forces the means, `--lengths table`
+makes a missing table of the row's own an error. Rows whose
 lengths are not known beyond their mean (`lengths: mean`: outputs not forced) run at the means. Which
 conversations vLLM sent cannot be rebuilt (the PyPI ShareGPT file is a part of the one it read), but their
 token totals are printed: a row drawn from a table runs the seed (of SEED_CANDIDATES) whose draw's mean
@@ -367,24 +370,54 @@ def vllm_version_defaults(version: str | None) -> dict:
     return {"sampler": vllm_sampler(version), "cuda_graph_memory": "estimate", "gpu_memory_utilization": 0.92}
 
 
-LENGTH_MODES = ("auto", "table", "mean")
+LENGTH_MODES = ("auto", "proxy", "table", "mean")
 SEED_CANDIDATES = 64  # run seeds tried for a row whose lengths are drawn from a table (matching_seed)
+# Under `--lengths proxy` a ShareGPT row whose tokenizer has no length table in the cache borrows this one's
+# conversations, scaled to the run's mean lengths (proxy_tokenizer, scaled_to_means): at the means alone a
+# burst's requests all start and end together (one decode batch of every request for the whole run) where
+# ShareGPT's spread of lengths leaves a tail of short replies whose few tokens share steps with the burst's
+# prefills. Not the default: on the public rows it moves held-out TPOT within 10% from 95 to 91 of 263, the
+# bursts better and Poisson rows near saturation worse (BENCHMARKS.md, "Session 30: bursts of 1000 prompts").
+PROXY_TOKENIZER = "qwen3"
 
 
 def uses_sharegpt_table(row: PublicRow, mode: str = "auto") -> bool:
-    """True when the row draws ShareGPT conversations from a length table: a sharegpt row under mode `table`,
-    or under `auto` when its tokenizer's table is in the cache ($DSPARK_LAB_CACHE/lengths/)."""
+    """True when the row draws ShareGPT conversations from its tokenizer's length table: a sharegpt row under mode
+    `table`, or under `auto` / `proxy` when that table is in the cache ($DSPARK_LAB_CACHE/lengths/)."""
     if row.bench.dataset != "sharegpt" or mode == "mean":
         return False
     return mode == "table" or sharegpt_table_path(row.bench.tokenizer).is_file()
 
 
+def proxy_tokenizer(row: PublicRow, mode: str = "auto") -> str | None:
+    """The tokenizer whose ShareGPT table a sharegpt row borrows under `proxy` when its own is not in the cache:
+    PROXY_TOKENIZER where that table is (its conversations, scaled to the run's means by scaled_to_means); None
+    where the row reads its own table, is not sharegpt, runs another mode, or the proxy's table is missing too."""
+    if row.bench.dataset != "sharegpt" or mode != "proxy" or uses_sharegpt_table(row, mode):
+        return None
+    return PROXY_TOKENIZER if sharegpt_table_path(PROXY_TOKENIZER).is_file() else None
+
+
+def scaled_to_means(table: np.ndarray, prompt_mean: float, output_mean: float | None) -> np.ndarray:
+    """[n, 2] (prompt, output) rows of a borrowed ShareGPT table with every prompt (and, where `output_mean` is
+    given, every output) multiplied by one factor so that the table's mean is the run's: the same conversations
+    counted by another tokenizer, taken as proportional (one text, one ratio of tokens per character). Rounded,
+    at least 1 token; vLLM's filter was applied to the borrowed counts (read_lengths) and is not applied again."""
+    out = np.asarray(table, np.float64).copy()  # [n, 2]
+    out[:, 0] *= prompt_mean / out[:, 0].mean()
+    if output_mean is not None:
+        out[:, 1] *= output_mean / out[:, 1].mean()
+    return np.maximum(np.rint(out), 1).astype(np.int64)
+
+
 def row_lengths(row: PublicRow, mode: str = "auto") -> dict:
-    """`workload.lengths` for this row: ShareGPT conversations (a table), vLLM's random rule, or the run's means."""
+    """`workload.lengths` for this row: ShareGPT conversations (its tokenizer's table, or PROXY_TOKENIZER's to be
+    scaled: proxy_tokenizer), vLLM's random rule, or the run's means."""
     b = row.bench
     caps = {"max_prompt_tokens": max(b.input_tokens, 32768), "max_output_tokens": max(b.output_tokens, 8192)}
-    if uses_sharegpt_table(row, mode):
-        return {"source": "sharegpt", "tokenizer": b.tokenizer, "sharegpt_output_len": b.sharegpt_output_len, **caps}
+    tokenizer = b.tokenizer if uses_sharegpt_table(row, mode) else proxy_tokenizer(row, mode)
+    if tokenizer is not None:
+        return {"source": "sharegpt", "tokenizer": tokenizer, "sharegpt_output_len": b.sharegpt_output_len, **caps}
     if b.dataset == "random" and b.lengths == "fixed":
         return {"source": "random", "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens,
                 "range_ratio": b.range_ratio, **caps}
@@ -462,13 +495,20 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str
     """Simulated metrics of one row (METRICS columns) and the run's own numbers."""
     sim = row_sim_config(row, hardware, lengths_mode, frontend)
     inputs = prepare_inputs(sim, seed=0)
+    proxy = proxy_tokenizer(row, lengths_mode)
+    label = lengths_label(sim.workload.lengths.model_dump())
+    if proxy is not None:
+        b = row.bench
+        inputs.length_table = scaled_to_means(inputs.length_table, b.input_tokens,
+                                              b.output_tokens if b.sharegpt_output_len is None else None)
+        label = f"sharegpt ({proxy} scaled as {b.tokenizer})"
     seed = matching_seed(row, sim, inputs.length_table, inputs.seed)
     result = simulate(inputs, "ar", seed=seed)
     got = {**fidelity_metrics(result.requests), **median_metrics(result.requests),
            "total_throughput_tok_s": total_throughput_tok_s(result.requests)}
     out = {col: got[key] * factor for col, _, key, factor in METRICS}
     out.update({"sim_model_kind": model_kind(model_from_config(sim.model), row.tp),
-                "sim_lengths": lengths_label(sim.workload.lengths.model_dump()), "sim_seed": seed,
+                "sim_lengths": label, "sim_seed": seed,
                 "sim_mean_input": float(result.requests["input_tokens"].mean()),
                 "sim_mean_output": float(result.requests["output_tokens"].mean()),
                 "sim_requests": int(result.summary["requests"]), "sim_unfinished": int(result.summary["unfinished"]),
@@ -862,7 +902,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=None, help="comma-separated row ids to run (default: all)")
     ap.add_argument("--lengths", choices=LENGTH_MODES, default="auto",
                     help="ShareGPT rows: auto = conversations from the cached length table where there is one, "
-                         "else the run's mean lengths; table = the table or an error; mean = the means")
+                         "else the run's mean lengths; proxy = as auto, but a row whose tokenizer has no table "
+                         "draws qwen3's conversations scaled to the run's means; table = the table or an error; "
+                         "mean = the means")
     ap.add_argument("--fit", action="store_true",
                     help="also pick each card's mfu / bw_efficiency on the even rows and score them on the odd "
                          "rows (DIR/public_fit.csv); the presets are not changed")
@@ -901,12 +943,13 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     fallback = [r for r in rows if r.bench.dataset == "sharegpt" and not uses_sharegpt_table(r, args.lengths)]
-    if fallback and args.lengths == "auto":
+    if fallback and args.lengths in ("auto", "proxy"):
+        proxy = PROXY_TOKENIZER if args.lengths == "proxy" and sharegpt_table_path(PROXY_TOKENIZER).is_file() else None
+        instead = f"draw {proxy}'s conversations scaled to their mean lengths" if proxy else "run at their mean lengths"
         for name in sorted({r.bench.tokenizer for r in fallback}):
             count = sum(r.bench.tokenizer == name for r in fallback)
-            print(f"note: no ShareGPT length table at {sharegpt_table_path(name)}: {count} ShareGPT rows run at "
-                  f"their mean lengths (build it: python -m real.sharegpt_lengths --tokenizer {name})",
-                  file=sys.stderr)
+            print(f"note: no ShareGPT length table at {sharegpt_table_path(name)}: {count} ShareGPT rows {instead} "
+                  f"(build it: python -m real.sharegpt_lengths --tokenizer {name})", file=sys.stderr)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     table = run(rows, lengths_mode=args.lengths, frontend=args.frontend)
     summary = write_outputs(table, Path(args.out))

@@ -564,3 +564,47 @@ def test_a_data_and_expert_parallel_row_runs_dp_replicas_with_the_experts_spread
     assert got["sim_requests"] == 16 and got["sim_unfinished"] == 0
     with pytest.raises(ValidationError):
         PublicRow.model_validate({**row.model_dump(by_alias=True), "dp": 0})
+
+
+def test_scaled_to_means_keeps_each_conversations_share_and_matches_the_runs_means():
+    from sim.public_check import scaled_to_means
+
+    table = np.array([[10, 400], [100, 20], [190, 180]])  # [3, 2] prompt / output; means 100 / 200
+    got = scaled_to_means(table, 150.0, 100.0)
+    assert got.tolist() == [[15, 200], [150, 10], [285, 90]] and got.dtype == np.int64
+    assert scaled_to_means(table, 150.0, None)[:, 1].tolist() == [400, 20, 180]  # outputs forced: kept
+    assert scaled_to_means(np.array([[1, 1], [999, 999]]), 10.0, 10.0).min() == 1  # never below one token
+
+
+PROXY_ROW = "iog-h100pcie-r1-distill-qwen-7b-sharegpt-rate-1"  # deepseek-r1-distill-qwen: no table built for it
+
+
+def test_proxy_lengths_borrow_qwen3s_conversations_scaled_to_the_runs_means(cache, tmp_path, capsys):
+    """Under --lengths proxy a ShareGPT row whose tokenizer has no table draws qwen3's conversations scaled to its
+    own means (auto keeps the means); a row with its own table, or with no qwen3 table either, is unchanged."""
+    from sim.public_check import proxy_tokenizer, simulate_row
+
+    row = next(r for r in load_rows(DEFAULT_FILE) if r.id == PROXY_ROW)
+    assert row.bench.tokenizer != "qwen3" and (row.bench.input_tokens, row.bench.output_tokens) == (208, 218)
+    assert proxy_tokenizer(row, "proxy") is None  # no qwen3 table yet either
+    assert row_sim_config(row, lengths_mode="proxy").workload.lengths.source == "fixed"
+    rng = np.random.default_rng(3)
+    table = cache / "lengths" / "sharegpt-qwen3.csv"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame({"conversation": range(500), "prompt_tokens": rng.integers(20, 900, 500),
+                  "output_tokens": rng.integers(10, 900, 500)}).to_csv(table, index=False)
+    assert proxy_tokenizer(row, "proxy") == "qwen3"
+    assert [proxy_tokenizer(row, m) for m in ("auto", "table", "mean")] == [None] * 3
+    assert row_sim_config(row).workload.lengths.source == "fixed"  # auto: still the means
+    sim = row_sim_config(row, lengths_mode="proxy")
+    assert (sim.workload.lengths.source, sim.workload.lengths.tokenizer) == ("sharegpt", "qwen3")
+    own = next(r for r in load_rows(DEFAULT_FILE) if r.id == SHAREGPT_ROW)
+    assert proxy_tokenizer(own, "proxy") is None  # qwen3 reads its own table
+    got = simulate_row(row, lengths_mode="proxy")
+    assert got["sim_lengths"] == "sharegpt (qwen3 scaled as deepseek-r1-distill-qwen)"
+    # 200 of the 500 scaled conversations, the seed whose draw is nearest the run's means: near, not exact
+    assert got["sim_mean_input"] == pytest.approx(208, rel=0.1) and got["sim_mean_output"] == pytest.approx(218, rel=0.1)
+    sizes = simulate_row(row, lengths_mode="mean")
+    assert sizes["sim_lengths"] == "mean" and sizes["sim_mean_input"] == 208
+    assert main(["--rows", PROXY_ROW, "--out", str(tmp_path / "o"), "--lengths", "proxy"]) == 0
+    assert "rows draw qwen3's conversations scaled to their mean lengths" in capsys.readouterr().err
