@@ -129,6 +129,24 @@ def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, expert
     raise LabError(f"sim: all2all {backend!r} is not one of {ALL2ALL_BACKENDS}")
 
 
+def moe_pair_bytes(tokens, top_k: int, width: float, hidden: int, act_bytes: float, own_share: float = 1.0):
+    """Activation bytes one rank's fused-MoE call moves through HBM per MoE layer for its token-expert pairs, in a
+    step of `tokens` tokens handed to the call (scalar or numpy) -- what its weight reads and FLOPs leave out, and
+    what does not shrink with tensor parallelism (a pair's rows are hidden-wide on every tp GPU). vLLM's Triton
+    path (fused_moe.py fused_experts_impl, vllm-project/vllm@000d1458098ebf47491dad470d164d443ab18a9c) per pair:
+    GEMM1 gathers the token's hidden-wide input row (read) and writes intermediate_cache1 (M x top_k x N, N = 2 x
+    the rank's expert width); silu_and_mul reads it and writes intermediate_cache2 (width wide); GEMM2 reads that
+    and writes intermediate_cache3 (M x top_k x hidden); ops.moe_sum reads cache3 back and writes one hidden row
+    per token: 3 x hidden + 6 x width per pair (+ hidden per token), x act_bytes. `width` is the rank's slice of an
+    expert's intermediate size (intermediate / tp; whole experts under EP), `own_share` the share of pairs whose
+    expert the rank holds (1 under TP; the others' width-wide rows are ep_remote_pair_bytes'). At tp 8 on
+    Qwen3-235B-A22B (hidden 4096, width 192, top 8) that is ~220 KB per token and layer, about as long at HBM speed
+    as the token's expert FLOPs; at tp 1 on Qwen3-30B-A3B (hidden 2048, width 768) ~170 KB against 8x the FLOPs
+    per byte -- the reason MoE rows at high tp were priced too fast where tp 1 rows were not."""
+    per_pair = 3.0 * hidden + 6.0 * width * own_share
+    return tokens * (top_k * per_pair + hidden) * act_bytes
+
+
 def ep_remote_pair_bytes(tokens, dp: int, ep: int, top_k: int, intermediate: int, hidden: int, act_bytes: float,
                          marlin: bool = False):
     """Activation bytes one EP rank's fused-MoE call moves per MoE layer, beyond TP's layout, for the token-expert
@@ -253,6 +271,18 @@ class CostModel:
             self._t_ep_remote_per_token = remote_pairs * (m.n_moe_layers * ep_remote_pair_bytes(
                 1.0, self._dp, self.ep, m.moe_top_k, m.routed_intermediate, m.hidden, 4.0 if m.dtype == "fp32" else 2.0, marlin)
                 / achievable_bandwidth(hw))
+            # every pair's activation rows through HBM (moe_pair_bytes), per token of the rank's step, all MoE
+            # layers, at one GPU's achievable bandwidth: the call is handed dp x tokens tokens (a dispatch backend:
+            # only its own experts' pairs, top_k / ep of each of dp x tokens tokens, ~top_k / tp per step token)
+            act = 4.0 if m.dtype == "fp32" else 2.0
+            if self.ep == 1:  # a 1/tp slice of every expert, all pairs of the step's tokens
+                pairs_tokens, width, own_share = 1.0, m.routed_intermediate / tp, 1.0
+            elif remote_pairs:  # whole experts; dp x tokens tokens' pairs, 1/ep of them the rank's own
+                pairs_tokens, width, own_share = float(self._dp), m.routed_intermediate, 1.0 / self.ep
+            else:  # dispatch: only the rank's own pairs
+                pairs_tokens, width, own_share = 1.0 / tp, m.routed_intermediate, 1.0
+            self._t_moe_pairs_per_token = (m.n_moe_layers * moe_pair_bytes(
+                pairs_tokens, m.moe_top_k, width, m.hidden, act, own_share) / achievable_bandwidth(hw))
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
@@ -419,7 +449,8 @@ class CostModel:
         if self._serial:
             longer = longer + self._serial * (np.minimum(memory, compute) if isinstance(memory, np.ndarray)
                                               else min(memory, compute))
-        return longer + self._moe_fixed + self._moe_per_expert * touched + tokens * self._t_ep_remote_per_token
+        return (longer + self._moe_fixed + self._moe_per_expert * touched
+                + tokens * (self._t_ep_remote_per_token + self._t_moe_pairs_per_token))
 
     def moe_layer_time(self, tokens):
         """Seconds of one MoE layer's routed experts over `tokens` tokens on one rank (what a fused-MoE kernel
