@@ -55,8 +55,10 @@ def decode_terms(cm: CostModel, batch: int, context: float) -> dict[str, float]:
         touched = m.touched_experts(tokens, cm.ep, cm._dp)
         experts = cm._experts_time(tokens, tokens)
         floor, per_expert = cm._moe_fixed, cm._moe_per_expert * touched
+        pairs = tokens * cm._t_moe_pairs_per_token  # the pairs' activation rows (sim.cost.moe_pair_bytes)
         terms.update({"moe floor (moe_layer_us)": floor, "moe per-expert (moe_expert_us)": per_expert,
-                      "moe reads / flops": experts - floor - per_expert})
+                      "moe pair activations (moe_pair_bytes)": pairs,
+                      "moe reads / flops": experts - floor - per_expert - pairs})
     terms["request overhead"] = n_reqs * cm.request_overhead_s
     total = cm.step_time(tokens, raw_kv, n_reqs, False)
     if abs(sum(terms.values()) - total) > TOLERANCE:

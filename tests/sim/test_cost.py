@@ -5,7 +5,7 @@ import pytest
 
 from lab.config_sim import InterconnectSheet, SimSection
 from lab.errors import LabError
-from sim.cost import CostModel, allreduce_time_s, ep_remote_pair_bytes
+from sim.cost import CostModel, allreduce_time_s, ep_remote_pair_bytes, moe_pair_bytes
 from sim.hardware import achievable_bandwidth, get_hardware
 from sim.models import get_model
 from tests.sim.conftest import make_sim
@@ -172,7 +172,12 @@ def test_expert_parallel_all_to_all_and_memory():
     reads = (32 * (1 - (1 - 8 / 256) ** 2) - 8 / 4) * expert / per_gpu
     # and the fused-MoE call's rows of the 2 x 8 pairs it is handed, 7/8 of them other ranks' (ep_remote_pair_bytes)
     remote = m.n_moe_layers * 2 * 8 * 5 * m.routed_intermediate * (1 - 1 / 8) * 2 / achievable_bandwidth(get_hardware("h200"))
-    assert ep8.step_time(1, 0, 1, False) - one.step_time(1, 0, 1, False) == pytest.approx(a2a + reads + remote)
+    # every pair's activation rows (moe_pair_bytes): 2 tokens' pairs, the rank's 1/8 of them at the whole width,
+    # against one token's pairs at a quarter of the width
+    pairs = m.n_moe_layers * (moe_pair_bytes(2, 8, m.routed_intermediate, m.hidden, 2.0, own_share=1 / 8)
+                              - moe_pair_bytes(1, 8, m.routed_intermediate / 4, m.hidden, 2.0)) \
+        / achievable_bandwidth(get_hardware("h200"))
+    assert ep8.step_time(1, 0, 1, False) - one.step_time(1, 0, 1, False) == pytest.approx(a2a + reads + remote + pairs)
 
 
 def test_expert_parallel_is_tp_times_dp():
@@ -399,8 +404,8 @@ def test_gemm_row_tile_charges_whole_tiles_past_the_first():
 
 def test_routed_experts_priced_as_their_own_kernels():
     """A MoE step = the dense part's roofline + per MoE layer the fused-MoE floor, moe_expert_us per touched
-    expert and the longer of the experts' reads (moe_bw_efficiency) and FLOPs (moe_mfu); a dense model and the
-    dense part never see the MoE terms."""
+    expert, the longer of the experts' reads (moe_bw_efficiency) and FLOPs (moe_mfu) and its pairs' activation
+    rows (moe_pair_bytes); a dense model and the dense part never see the MoE terms."""
     m = get_model("deepseek-v4-flash-like")
     plain = get_hardware("h200").model_copy(update={"moe_layer_us": 0.0})
     terms = plain.model_copy(update={"moe_layer_us": 40.0, "moe_expert_us": 0.5, "moe_bw_efficiency": 0.5,
@@ -414,8 +419,10 @@ def test_routed_experts_priced_as_their_own_kernels():
                     tokens * (m.flops_per_token - m.routed_flops_per_token) / (flops * plain.mfu))
         experts = max(m.routed_bytes_read(tokens) / (bw * 0.5), tokens * m.routed_flops_per_token / (flops * 0.1))
         fixed = m.n_moe_layers * (40e-6 + 0.5e-6 * m.touched_experts(tokens))
-        assert moe.step_time(tokens, 0, 1, False) == pytest.approx(dense + experts + fixed)
-        assert moe.moe_layer_time(tokens) == pytest.approx((experts + fixed) / m.n_moe_layers)
+        pairs = m.n_moe_layers * moe_pair_bytes(tokens, m.moe_top_k, m.routed_intermediate, m.hidden, 2.0) \
+            / achievable_bandwidth(plain)  # every token-expert pair's activation rows (moe_pair_bytes)
+        assert moe.step_time(tokens, 0, 1, False) == pytest.approx(dense + experts + fixed + pairs)
+        assert moe.moe_layer_time(tokens) == pytest.approx((experts + fixed + pairs) / m.n_moe_layers)
     assert moe.step_time(1, 0, 1, False) > base.step_time(1, 0, 1, False)
     t = np.array([1, 8, 64, 4096])
     assert np.allclose(moe.step_time_vec(t, 0, 1, False), [moe.step_time(x, 0, 1, False) for x in t])
@@ -443,6 +450,48 @@ def test_ep_remote_pair_bytes_by_hand():
     assert np.allclose(ep_remote_pair_bytes(np.array([1.0, 10.0]), 1, 4, 8, 1536, 4096, 2.0),
                        [ep_remote_pair_bytes(1.0, 1, 4, 8, 1536, 4096, 2.0),
                         ep_remote_pair_bytes(10.0, 1, 4, 8, 1536, 4096, 2.0)])
+
+
+def test_moe_pair_bytes_by_hand():
+    """vLLM's Triton fused-MoE call per token-expert pair: the gathered input row (hidden), cache1 written and read
+    (2 x width each), cache2 written and read (width each), cache3 written and read back by moe_sum (hidden each),
+    + one output row per token; Qwen3-235B-A22B at tp 8: hidden 4096, width 1536 / 8 = 192, top 8."""
+    assert moe_pair_bytes(1, 8, 192, 4096, 2.0) == (8 * (3 * 4096 + 6 * 192) + 4096) * 2.0
+    assert moe_pair_bytes(100, 8, 1536, 4096, 2.0, own_share=0.25) == 100 * (8 * (3 * 4096 + 6 * 384) + 4096) * 2.0
+    assert np.allclose(moe_pair_bytes(np.array([1.0, 10.0]), 8, 192, 4096, 2.0),
+                       [moe_pair_bytes(1.0, 8, 192, 4096, 2.0), moe_pair_bytes(10.0, 8, 192, 4096, 2.0)])
+
+
+def test_moe_pair_traffic_does_not_shrink_with_tp():
+    """The expert reads and FLOPs of a GPU fall as 1 / tp; its pairs' hidden-wide rows do not (every tp GPU
+    handles every pair at its 1 / tp width): from tp 4 to tp 8 on Qwen3-235B-A22B the per-token pair time falls by
+    only the width share, and under EP at dp 1 (whole experts, 1 / ep of the pairs the rank's own) it is TP's."""
+    from sim.models import from_hf_config
+
+    m = from_hf_config("sim/validation/configs/qwen3-235b-a22b-instruct-2507.json")
+    hw = get_hardware("h100")
+    tp4, tp8, ep8 = CostModel(hw, m, tp=4), CostModel(hw, m, tp=8), CostModel(hw, m, tp=8, ep=8)
+    per_token = {tp: m.n_moe_layers * moe_pair_bytes(1.0, 8, 1536 / tp, 4096, 2.0) / achievable_bandwidth(hw)
+                 for tp in (4, 8)}
+    assert tp4._t_moe_pairs_per_token == pytest.approx(per_token[4])
+    assert tp8._t_moe_pairs_per_token == pytest.approx(per_token[8])
+    assert tp8._t_moe_pairs_per_token / tp4._t_moe_pairs_per_token > 0.9  # vs 0.5 for the expert reads / FLOPs
+    assert ep8._t_moe_pairs_per_token == pytest.approx(tp8._t_moe_pairs_per_token)
+    assert CostModel(hw, get_model("llama-2-7b"), tp=8)._moe is False
+
+
+def test_moe_pair_traffic_prices_the_lab_tp8_kernel_table():
+    """The lab's fused-MoE timings at Qwen3-235B-A22B's tp-8 slice on an H100 (sim/validation/moe_kernels.yaml,
+    python -m real.bench_moe, searched tiles): at 1024 and 4096 tokens the call is 355 / 752 us where the expert
+    reads and FLOPs alone price 248 / 482 us (-30% / -36%); with the pairs' activation rows within 15%."""
+    from sim.moe_kernels import layer_us, load_runs
+
+    run = next(r for r in load_runs("sim/validation/moe_kernels.yaml")
+               if r.id == "lab-h100-qwen3-235b-a22b-instruct-2507-tp8-ep1-bf16-searched")
+    tokens = np.array([1024.0, 4096.0])
+    priced = layer_us(run, get_hardware(run.device), tokens)
+    measured = np.array([run.kernel_us[1024], run.kernel_us[4096]])
+    assert np.all(np.abs(priced / measured - 1) < 0.15)
 
 
 def test_expert_parallel_at_dp_1_costs_the_remote_pairs_over_tp():

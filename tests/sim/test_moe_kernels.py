@@ -6,8 +6,8 @@ import yaml
 
 from lab.errors import LabError
 from sim import moe_kernels as mk
-from sim.cost import CostModel
-from sim.hardware import get_hardware
+from sim.cost import CostModel, moe_pair_bytes
+from sim.hardware import achievable_bandwidth, get_hardware
 
 
 def _run(rid, device, experts=128, inter=768, hidden=2048, top_k=8, dtype="bf16", times=None):
@@ -25,12 +25,17 @@ def _synthetic(device, values, **shape):
     return {int(t): float(u) for t, u in zip(tokens, us)}
 
 
+def _pairs_us(sheet, tokens, width=768, hidden=2048, top_k=8, own_share=1.0):
+    """The call's token-expert pairs' activation rows (sim.cost.moe_pair_bytes), microseconds."""
+    return moe_pair_bytes(tokens, top_k, width, hidden, 2.0, own_share) / achievable_bandwidth(sheet) * 1e6
+
+
 def test_layer_model_prices_bytes_and_floor_by_hand():
     run = mk.KernelRun.model_validate(_run("a", "h100", dtype="fp8_w8a8"))
     sheet = get_hardware("h100").model_copy(update={"moe_layer_us": 30.0})
     us = CostModel(sheet, run.layer_model(), drafter_layers=0).moe_layer_time(np.array([1.0]))[0] * 1e6
     bytes_one = 8 * 3 * 2048 * 768 * 1.0  # 8 experts of fp8 weights
-    assert us == pytest.approx(30.0 + bytes_one / (3.35e12 * sheet.bw_efficiency) * 1e6)
+    assert us == pytest.approx(30.0 + bytes_one / (3.35e12 * sheet.bw_efficiency) * 1e6 + _pairs_us(sheet, 1.0))
 
 
 def test_fit_recovers_the_terms_a_table_was_made_with(tmp_path):
@@ -104,8 +109,9 @@ def test_an_expert_parallel_run_is_priced_on_all_ranks_tokens():
     touched = 64 * (1 - (1 - 8 / 128) ** 10)
     expert_bytes = 3 * 2048 * 768 * 2.0
     remote = 10 * 8 * 5 * 768 * 0.5 * 2.0 / (3.35e12 * sheet.bw_efficiency)
+    pairs = _pairs_us(sheet, 10.0, own_share=0.5)  # all 10 tokens' pairs, the rank's half at the whole width
     assert us == pytest.approx(sheet.moe_layer_us + touched * expert_bytes / (3.35e12 * sheet.moe_bw_efficiency) * 1e6
-                               + remote * 1e6)
+                               + remote * 1e6 + pairs)
 
 
 def test_the_labs_own_runs_need_no_url_but_published_ones_do(tmp_path):
@@ -127,12 +133,12 @@ def test_16_bit_and_quantized_experts_stream_at_their_own_fractions():
     for dtype, bytes_per, eff in (("bf16", 2.0, 0.85), ("fp8_w8a8", 1.0, 0.75)):
         run = mk.KernelRun.model_validate(_run("a", "h100", dtype=dtype))
         assert mk.layer_us(run, sheet, np.array([1.0]))[0] == pytest.approx(
-            bytes_one * bytes_per / (3.35e12 * eff) * 1e6)
+            bytes_one * bytes_per / (3.35e12 * eff) * 1e6 + _pairs_us(sheet, 1.0))
     cpu = get_hardware("cpu")
     assert cpu.moe_bw_efficiency is None and cpu.moe_quant_bw_efficiency is None
     run = mk.KernelRun.model_validate(_run("c", "h100"))
     assert mk.layer_us(run, cpu, np.array([1.0]))[0] == pytest.approx(
-        bytes_one * 2.0 / (cpu.mem_bw_tbs * 1e12 * cpu.bw_efficiency) * 1e6)
+        bytes_one * 2.0 / (cpu.mem_bw_tbs * 1e12 * cpu.bw_efficiency) * 1e6 + _pairs_us(cpu, 1.0))
 
 
 def test_excluded_runs_are_scored_not_fitted(tmp_path):
