@@ -44,7 +44,9 @@ tp GPUs:
           skew (model.routing_skew, sim/routing.py) in a `sim.model` section's runs: fewer distinct experts;
           without EP each GPU reads a 1/tp slice of every touched expert, with EP (ep = tp x dp, as vLLM lays
           it) each GPU reads its own E/ep experts whole, touched by the tokens of all dp ranks; with EP also
-          the work vLLM's fused-MoE call spends on the other ranks' token-expert pairs, ep_remote_pair_bytes)
+          the work vLLM's fused-MoE call spends on the other ranks' token-expert pairs, ep_remote_pair_bytes;
+          and every pair's activation rows through HBM -- gathered input, intermediate caches, moe_sum -- which
+          do not shrink with tp, moe_pair_bytes)
         + step + n_layers x layer + n_reqs x request overhead
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
