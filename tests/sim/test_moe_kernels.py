@@ -176,3 +176,18 @@ def test_points_whose_touched_weights_fit_in_l2_are_cache_served():
     assert bool(frame.cached[1]) and not bool(frame.cached[64])
     frame = mk.score([run], {"rtx-pro-6000": sheet.model_copy(update={"l2_mib": None})}).set_index("tokens")
     assert not frame.cached.any()
+
+
+def test_the_gb202_presets_take_their_own_kernel_tables_floor():
+    """rtx-pro-6000 / rtx-5090 (one GB202 die): moe_layer_us is the PRO 6000's own fit on its published fused-MoE tables
+    (session 30), not the pooled 35.8 us -- which is more than the whole measured call at one token on that die."""
+    runs = [r for r in mk.fit_runs(mk.load_runs(mk.DEFAULT_FILE)) if r.device == "rtx-pro-6000"]
+    assert len(runs) >= 2
+    own = mk.fit_terms(runs)["moe_layer_us"]
+    one_token = min(r.kernel_us[1] for r in runs if 1 in r.kernel_us)  # the whole call, served from L2
+    for card in ("rtx-pro-6000", "rtx-5090"):
+        floor = get_hardware(card).moe_layer_us
+        assert floor == pytest.approx(own, abs=0.5)
+        assert floor < one_token < get_hardware("h100").moe_layer_us
+    pooled = mk.scored(runs, {})  # the presets as shipped price the die's non-cached points within 10% (median)
+    assert pooled.rel_err.abs().median() < 0.10
