@@ -114,6 +114,11 @@ class HardwareSheet(StrictModel):
         None, gt=0, le=1, description="achievable fraction of peak bandwidth for attention's KV reads; null: "
         "bw_efficiency. Eager attention on a CPU (KV heads repeated for grouped queries, masks built per call) "
         "moves its KV far slower than a weight read")
+    linear_state_bw_efficiency: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of peak bandwidth for a hybrid linear-attention model's "
+        "recurrent state (Gated DeltaNet: each request's state read and written back by the fused recurrent decode "
+        "kernel); null: kv_bw_efficiency. Fitted on published kernel timings (python -m sim.gdn_kernels --fit; "
+        "vLLM PR 31722: 0.54 on an H200, 0.43 on a B200)")
     compute_memory_overlap: float = Field(
         1.0, ge=0, le=1, description="share of the shorter of a step's compute and memory time hidden under the "
         "longer: 1 = the roofline's max (GPUs stream weights while they compute), 0 = their sum (a CPU that "

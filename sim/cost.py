@@ -31,10 +31,11 @@ tp GPUs:
               prefill chunk of c tokens after `done` c x (done + (c + 1) / 2)); without it, and on a
               sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context)
     memory  = weights read(tokens) / (tp x w_eff x bandwidth) + (kv_sum x KV bytes per token + n_reqs x 2 x
-              state bytes) / (tp x kv_eff x bandwidth), w_eff = bw_efficiency for a one-token step
+              state bytes x kv_eff / state_eff) / (tp x kv_eff x bandwidth), w_eff = bw_efficiency for a one-token step
               (matrix-vector products) and gemm_bw_efficiency (default: the same) for a step of more tokens
               (matrix-matrix products);
-              kv_eff = kv_bw_efficiency (default: bw_efficiency)
+              kv_eff = kv_bw_efficiency (default: bw_efficiency); state_eff = linear_state_bw_efficiency (default:
+              kv_eff), the fused recurrent GDN kernel's own fraction of peak (sim.gdn_kernels, published timings)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
         + experts (a MoE model: its routed experts run as their own fused-MoE kernels, so compute and memory
           above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
@@ -176,6 +177,14 @@ def ep_remote_pair_bytes(tokens, dp: int, ep: int, top_k: int, intermediate: int
     return dp * tokens * top_k * per_pair * act_bytes
 
 
+def linear_state_bandwidth(hw: Hardware) -> float:
+    """Bytes/s one device moves a hybrid linear-attention model's recurrent state at (the fused recurrent GDN decode
+    kernel reading each request's state and writing it back): linear_state_bw_efficiency x peak, else the KV reads'
+    fraction (kv_bw_efficiency, else bw_efficiency). sim.gdn_kernels scores it on published kernel timings."""
+    eff = hw.linear_state_bw_efficiency or hw.kv_bw_efficiency or hw.bw_efficiency
+    return hw.mem_bw_tbs * 1e12 * eff
+
+
 def allreduce_latency_s(link, tp: int) -> float:
     """The fixed part of one ring all-reduce on `tp` GPUs over `link` (an InterconnectSheet), seconds: its
     latency_us (per collective call, whatever the size)."""
@@ -288,8 +297,9 @@ class CostModel:
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
-        # per request in a step: its linear-attention state read and written back (split by heads over tp)
-        self._t_state = 2.0 * m.state_bytes / kv_bw
+        # per request in a step: its linear-attention state read and written back (split by heads over tp), at the
+        # fused recurrent kernel's own fraction of peak (linear_state_bandwidth; sim.gdn_kernels)
+        self._t_state = 2.0 * m.state_bytes / (linear_state_bandwidth(hw) * tp)
         self._fixed = self.step_overhead_s + m.n_layers * self.layer_overhead_s
         if matmul != m.dtype:  # a w8a8 / w4a4 checkpoint quantizes each quantized linear's input on the fly
             self._fixed += m.quant_linears * hw.act_quant_us * 1e-6

@@ -1,5 +1,5 @@
 """What every kernel-timing file (sim/validation/moe_kernels.yaml, gemm_kernels.yaml, kernels_measured.yaml,
-attention_kernels.yaml) and the vLLM memory-log file (vllm_memory.yaml) promise: unique lowercase ids, https sources, a card that is a hardware preset
+attention_kernels.yaml, gdn_kernels.yaml) and the vLLM memory-log file (vllm_memory.yaml) promise: unique lowercase ids, https sources, a card that is a hardware preset
 or `other` with its name. The files' own fields: test_moe_kernels_data.py, test_gemm_kernels_data.py, test_vllm_memory.py,
 test_attention_kernels.py."""
 from pathlib import Path
@@ -11,7 +11,7 @@ from lab.config_sim import HARDWARE_NAMES
 
 FILES = [Path(__file__).resolve().parents[2] / "sim" / "validation" / name
          for name in ("moe_kernels.yaml", "gemm_kernels.yaml", "kernels_measured.yaml", "vllm_memory.yaml",
-                      "attention_kernels.yaml")]
+                      "attention_kernels.yaml", "gdn_kernels.yaml")]
 
 
 @pytest.fixture(scope="module", params=FILES, ids=lambda p: p.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.errors import LabError
-from sim.cost import CostModel
+from sim.cost import CostModel, linear_state_bandwidth
 from sim.cuda_graphs import cuda_graph_memory_bytes, graph_counts
 from sim.hardware import achievable_bandwidth, get_hardware
 from sim.kv_cache import GIB, KVGroups, StateKV, activation_reserve_bytes, kv_groups
@@ -90,13 +90,31 @@ def test_step_cost_reads_state_once_per_request(tmp_path):
     m = from_hf_config(_write(tmp_path, TINY))
     hw = get_hardware("h100")
     cm = CostModel(hw, m)
-    bw = achievable_bandwidth(hw)
+    bw, state_bw = achievable_bandwidth(hw), linear_state_bandwidth(hw)
     t4, t5 = cm.step_time(4, 4_000, 4, False), cm.step_time(4, 4_000, 5, False)
-    assert t5 - t4 == pytest.approx(cm.request_overhead_s + 2 * 2 * 896 / bw, rel=1e-9)
+    assert t5 - t4 == pytest.approx(cm.request_overhead_s + 2 * 2 * 896 / state_bw, rel=1e-9)
     assert cm.step_time(4, 5_000, 4, False) - t4 == pytest.approx(1_000 * 256 / bw, rel=1e-9)
     assert float(cm.step_time_vec([4], 4_000, 5, False)[0]) == pytest.approx(t5, rel=1e-12)
     sps = cm.sps_curve(0, 4_000, 4)
     assert 1 / float(sps(4)) == pytest.approx(cm.step_time(4, 4_000, 4, True), rel=1e-12)
+
+
+def test_state_moves_at_the_recurrent_kernels_fraction(tmp_path):
+    """The recurrent state moves at linear_state_bw_efficiency x peak (the fused recurrent GDN kernel's fraction,
+    0.54 on the GH100 cards from vLLM PR 31722's H200 timings), not at the KV reads' 0.75: one more request costs
+    2 x 2 x 896 B / (0.54 x 3.35 TB/s) on an H100. A sheet without the field keeps the KV fraction, and a
+    sheet's kv_bw_efficiency does not move the state when the field is set."""
+    m = from_hf_config(_write(tmp_path, TINY))
+    hw = get_hardware("h100")
+    assert hw.linear_state_bw_efficiency == 0.54
+    assert linear_state_bandwidth(hw) == pytest.approx(0.54 * 3.35e12)
+    cm = CostModel(hw, m)
+    extra = cm.step_time(4, 4_000, 5, False) - cm.step_time(4, 4_000, 4, False) - cm.request_overhead_s
+    assert extra == pytest.approx(2 * 2 * 896 / (0.54 * 3.35e12), rel=1e-9)
+    plain = hw.model_copy(update={"linear_state_bw_efficiency": None, "kv_bw_efficiency": 0.6})
+    assert linear_state_bandwidth(plain) == pytest.approx(0.6 * 3.35e12)
+    assert linear_state_bandwidth(hw.model_copy(update={"kv_bw_efficiency": 0.6})) == pytest.approx(0.54 * 3.35e12)
+    assert linear_state_bandwidth(get_hardware("a100-80g")) == pytest.approx(0.75 * 2.039e12)
 
 
 def test_kv_groups_and_block_size_as_vllm():
