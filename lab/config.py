@@ -169,13 +169,24 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _engine_drafters_exist(self):
-        methods = {d.name: d.method for d in self.drafters}
+        specs = {d.name: d for d in self.drafters}
         for variant in self.engine.variants if self.engine else []:
-            name = variant.speculative.drafter
-            if name is not None and methods.get(name) != "eagle3":
-                found = f"a {methods[name]} drafter" if name in methods else "not in drafters"
-                raise ValueError(f"engine.variants {variant.name!r}: speculative.drafter {name!r} must name an "
-                                 f"eagle3 drafter of this experiment ({found})")
+            spec, name = variant.speculative, variant.speculative.drafter
+            if name is None:
+                continue
+            drafter = specs.get(name)
+            if drafter is None or drafter.method != spec.method:
+                found = f"a {drafter.method} drafter" if drafter else "not in drafters"
+                article = "an" if spec.method[0] in "aeiou" else "a"
+                raise ValueError(f"engine.variants {variant.name!r}: speculative.drafter {name!r} must name "
+                                 f"{article} {spec.method} drafter of this experiment ({found})")
+            if spec.method == "dflash" and drafter.block_layout != "vllm":
+                raise ValueError(f"engine.variants {variant.name!r}: speculative.drafter {name!r} has block_layout "
+                                 f"{drafter.block_layout!r}; only block_layout vllm exports to vLLM's DFlash")
+            if spec.method == "dflash" and spec.num_speculative_tokens != drafter.block_size:
+                raise ValueError(f"engine.variants {variant.name!r}: speculative.num_speculative_tokens "
+                                 f"{spec.num_speculative_tokens} != drafter {name!r} block_size {drafter.block_size}: "
+                                 "vLLM's DFlash would run a block of another length than the one trained")
         return self
 
     @model_validator(mode="after")
@@ -190,6 +201,9 @@ class ExperimentConfig(StrictModel):
         # what does not change results: the run's name for itself, which stages run, threads, the engine's port
         payload = self.model_dump(mode="json", exclude={"run_id": True, "stages": True, "threads": True,
                                                         "engine": {"port"}})
+        for drafter in payload.get("drafters") or []:  # the default layout: run ids from before the key stay
+            if drafter.get("block_layout") == "lab":
+                del drafter["block_layout"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
     def resolved_run_id(self) -> str:

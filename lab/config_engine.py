@@ -9,6 +9,7 @@
       max_num_seqs: 16
       variants: [{name: nospec}, {name: ngram, speculative: {method: ngram, num_speculative_tokens: 4}},
                  {name: eagle3, speculative: {method: eagle3, drafter: eagle3}}]   # a trained drafter of the run
+                 # (a dflash one too: block_layout vllm, num_speculative_tokens = its block_size)
       loads:
         - {name: low, kind: poisson, rate: 0.5, prompt_tokens: 128, output_tokens: 64, max_requests: 40}
         - {name: trace, kind: trace, trace_path: $DATA/azure2023_splitwise_conv.csv, time_scale: 0.05}
@@ -40,21 +41,22 @@ class SpeculativeSpec(StrictModel):
     prompt_lookup_min: int = Field(2, ge=1, description="ngram: shortest n-gram matched in the context")
     prompt_lookup_max: int = Field(4, ge=1, description="ngram: longest n-gram matched in the context")
     model: str | None = Field(None, description="draft_model/eagle3/dflash: drafter checkpoint directory")
-    drafter: str | None = Field(None, description="eagle3: a trained drafter of this run (a name in drafters:), "
-                                "exported to vLLM's layout by the engine stage (real/export_vllm.py)")
+    drafter: str | None = Field(None, description="eagle3/dflash: a trained drafter of this run (a name in "
+                                "drafters:; dflash: block_layout vllm), exported to vLLM's layout by the engine "
+                                "stage (real/export_vllm.py)")
 
     @model_validator(mode="after")
     def _needs_model(self):
         if self.drafter is not None:
-            if self.method != "eagle3":
-                raise ValueError(f"speculative.drafter: only method eagle3 exports a lab drafter to vLLM, not "
-                                 f"{self.method!r} (the lab's DFlash block layout differs from vLLM's; README)")
+            if self.method not in ("eagle3", "dflash"):
+                raise ValueError(f"speculative.drafter: only methods eagle3 and dflash export a lab drafter to "
+                                 f"vLLM, not {self.method!r}")
             if self.model:
                 raise ValueError("speculative: give drafter (this run's trained drafter) or model (a "
                                  "checkpoint directory), not both")
         elif self.method in ("draft_model", "eagle3", "dflash") and not self.model:
             raise ValueError(f"speculative.method {self.method!r} needs speculative.model (a checkpoint dir) "
-                             "or, for eagle3, speculative.drafter (a drafter of this run)")
+                             "or, for eagle3/dflash, speculative.drafter (a drafter of this run)")
         if self.prompt_lookup_min > self.prompt_lookup_max:
             raise ValueError("speculative.prompt_lookup_min must not exceed prompt_lookup_max")
         return self

@@ -28,6 +28,11 @@ class DrafterSpec(StrictModel):
     name: Slug = Field(description="label used in traces and reports and as a directory, e.g. dspark-r64")
     method: DrafterMethod
     block_size: int = Field(7, ge=1, le=32, description="draft tokens per round (k at full block)")
+    block_layout: Literal["lab", "vllm"] = Field(
+        "lab", description="dflash draft block: lab = [anchor, mask x (k-1)], every slot drafts (the anchor "
+                           "slot the next token); vllm = [anchor, mask x k], the k mask slots draft and the "
+                           "anchor slot's output is unused -- vLLM's DFlash layout, which real/export_vllm.py "
+                           "exports")
     # n-gram / prompt-lookup drafting (training-free)
     ngram_max: int = Field(4, ge=1, le=16, description="longest suffix n-gram to look up")
     ngram_min: int = Field(1, ge=1, le=16, description="shortest suffix n-gram to look up")
@@ -56,6 +61,13 @@ class DrafterSpec(StrictModel):
     def _ngram_order(self):
         if self.ngram_min > self.ngram_max:
             raise ValueError(f"ngram_min {self.ngram_min} > ngram_max {self.ngram_max}")
+        return self
+
+    @model_validator(mode="after")
+    def _block_layout_is_dflash(self):
+        if self.block_layout != "lab" and self.method != "dflash":
+            raise ValueError(f"block_layout {self.block_layout!r}: only dflash drafters have a vllm block layout, "
+                             f"not {self.method}")
         return self
 
     @property

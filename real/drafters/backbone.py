@@ -10,6 +10,12 @@ RoPE at true positions. Block input [anchor, mask x (k-1)] at positions P..P+k-1
 in-block attention: slot j predicts the token at P+j+1 (the anchor slot predicts the next token), so k
 slots give k drafts. Embedding and LM head are the target's, frozen.
 
+block_layout "vllm" (DFlash only; vLLM's DFlash, vllm/v1/spec_decode/dflash.py + utils.py
+copy_and_expand_dflash_inputs_kernel): the block is [anchor, mask x k] at positions P..P+k, still
+bidirectional, and the k mask slots give the k drafts -- mask slot j (1..k) at position P+j predicts the
+token at P+j; the anchor slot's output is computed (its K/V feed the mask slots) but never drafts. Either
+way every consumer sees k slot hiddens [.., k, d] whose slot i predicts the token at P+1+i.
+
 Because context K/V are projections of H_ctx only (never of earlier draft layers), the inference cache
 is built straight from committed target features; block K/V are never stored, so nothing needs
 cropping after a round.
@@ -83,10 +89,19 @@ class ParallelDraftModel(nn.Module):
         h_ctx = self.fc_norm(self.fc(features.to(self.fc.weight.dtype)))  # [B, C, d]
         return [layer.kv(h_ctx, pos) for layer in self.layers]
 
+    @property
+    def first_draft_slot(self) -> int:
+        """Index of the block slot holding the first draft: 0 (lab layout), 1 (vllm: the anchor slot is skipped)."""
+        return 1 if self.dims.block_layout == "vllm" else 0
+
+    @property
+    def block_len(self) -> int:
+        """Slots in the block fed to the layers: k (lab) or k + 1 (vllm)."""
+        return self.dims.block_size + self.first_draft_slot
+
     def block_input(self, anchor_ids: torch.Tensor) -> torch.Tensor:
-        """anchor_ids: [A] -> block token ids [A, k] = [anchor, mask, ..., mask]."""
-        k = self.dims.block_size
-        block = torch.full((anchor_ids.numel(), k), self.mask_token_id, dtype=torch.long,
+        """anchor_ids: [A] -> block token ids [A, block_len] = [anchor, mask, ..., mask]."""
+        block = torch.full((anchor_ids.numel(), self.block_len), self.mask_token_id, dtype=torch.long,
                            device=anchor_ids.device)
         block[:, 0] = anchor_ids
         return block
@@ -101,17 +116,19 @@ class ParallelDraftModel(nn.Module):
     # ---- training / dense evaluation ---------------------------------------------------------------
     def forward_anchors(self, features: torch.Tensor, ids: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """One sequence, many anchors at once. features: [T, n_tap*d_t]; ids: [T]; anchors: [A] positions
-        P >= 1 of the anchor tokens. Anchor P sees context features < P and its own block -> [A, k, d]."""
-        t, k, a = ids.numel(), self.dims.block_size, anchors.numel()
+        P >= 1 of the anchor tokens. Anchor P sees context features < P and its own block -> [A, k, d],
+        the k drafting slots (vllm layout: the block's n = k + 1 slots minus the anchor slot)."""
+        t, n, a = ids.numel(), self.block_len, anchors.numel()
         dev = ids.device
         ctx = self.context_kv(features[None], torch.arange(t, device=dev)[None])
-        block_ids = self.block_input(ids[anchors]).view(1, a * k)  # [1, A*k]
-        pos = (anchors[:, None] + torch.arange(k, device=dev)[None]).view(1, a * k)  # [1, A*k]
-        owner = torch.arange(a, device=dev).repeat_interleave(k)  # [A*k] block of each query
-        see_ctx = torch.arange(t, device=dev)[None, :] < anchors[owner][:, None]  # [A*k, T]
-        see_blk = owner[:, None] == owner[None, :]  # [A*k, A*k] bidirectional inside a block
-        mask = torch.cat([see_ctx, see_blk], dim=1)[None]  # [1, A*k, T + A*k]
-        return self.run_layers(block_ids, pos, ctx, mask).view(a, k, -1)
+        block_ids = self.block_input(ids[anchors]).view(1, a * n)  # [1, A*n]
+        pos = (anchors[:, None] + torch.arange(n, device=dev)[None]).view(1, a * n)  # [1, A*n]
+        owner = torch.arange(a, device=dev).repeat_interleave(n)  # [A*n] block of each query
+        see_ctx = torch.arange(t, device=dev)[None, :] < anchors[owner][:, None]  # [A*n, T]
+        see_blk = owner[:, None] == owner[None, :]  # [A*n, A*n] bidirectional inside a block
+        mask = torch.cat([see_ctx, see_blk], dim=1)[None]  # [1, A*n, T + A*n]
+        hidden = self.run_layers(block_ids, pos, ctx, mask).view(a, n, -1)  # [A, n, d]
+        return hidden[:, self.first_draft_slot:]  # [A, k, d]
 
     def forward(self, features: torch.Tensor, ids: torch.Tensor, anchors: torch.Tensor):
         """Training entry point (what DDP wraps): -> logits [A, k, Vd], confidence logits [A, k] or None."""
@@ -170,9 +187,9 @@ class ParallelDrafter(TrainedDrafter):
         cache.extend(model, state.features[cache.length:].to(dev))
         p = len(state.tokens)  # the anchor's position
         kb = model.dims.block_size
-        block = model.block_input(torch.tensor([anchor], device=dev))  # [1, kb]
-        pos = torch.arange(p, p + kb, device=dev)[None]
-        hidden = model.run_layers(block, pos, cache.kv, None)[0]  # [kb, d]
+        block = model.block_input(torch.tensor([anchor], device=dev))  # [1, n]: n = kb (lab) or kb + 1 (vllm)
+        pos = torch.arange(p, p + model.block_len, device=dev)[None]  # [1, n]
+        hidden = model.run_layers(block, pos, cache.kv, None)[0][model.first_draft_slot:]  # [kb, d]
         u = model.io.head(model.out_proj(hidden))  # [kb, Vd]
         prev = model.io.to_draft(torch.tensor([anchor], device=dev))  # [1]
         mstate = model.markov.init_state(1, dev) if model.markov is not None else None

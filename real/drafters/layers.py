@@ -37,6 +37,7 @@ class DraftDims:
     markov_rank: int = 0
     markov_variant: str = "vanilla"
     confidence_head: bool = False
+    block_layout: str = "lab"  # parallel drafters: "lab" [anchor, mask x (k-1)] or "vllm" [anchor, mask x k]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +65,8 @@ def draft_dims(target, spec, vocab_size: int, layers: int | None = None) -> Draf
     return DraftDims(target_hidden=d_t, n_tap=len(target.tap_layers), hidden=d, heads=heads, kv_heads=kv,
                      head_dim=head_dim, intermediate=inter, layers=layers or spec.num_layers,
                      rope_theta=rope_theta_of(cfg), eps=float(getattr(cfg, "rms_norm_eps", 1e-6)),
-                     vocab=vocab_size, target_vocab=target.vocab_size, block_size=spec.block_size)
+                     vocab=vocab_size, target_vocab=target.vocab_size, block_size=spec.block_size,
+                     block_layout=getattr(spec, "block_layout", "lab"))
 
 
 class RMSNorm(nn.Module):

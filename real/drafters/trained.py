@@ -48,6 +48,11 @@ def load_model_state(directory: Path | None, spec, feature_source: str = "tapped
         if saved.get("method") not in (None, spec.method):
             raise LabError(f"drafter {spec.name!r}: checkpoint {directory} holds a {saved.get('method')} "
                            f"drafter, the spec says {spec.method}")
+        layout = getattr(spec, "block_layout", "lab")
+        if saved.get("block_layout", "lab") != layout:  # same weights, another function: never load silently
+            raise LabError(f"drafter {spec.name!r}: checkpoint {directory} was trained in block_layout "
+                           f"{saved.get('block_layout', 'lab')!r}, the spec says {layout!r}; retrain it "
+                           "(lab run --force) or fix the YAML")
         trained_on = meta.get("feature_source", "tapped")
         if trained_on != feature_source:  # e.g. an MTP trained before it read the final hidden state
             raise LabError(f"drafter {spec.name!r}: checkpoint {directory} was trained on {trained_on} target "

@@ -224,8 +224,24 @@ CASES = [
     ("engine port not loopback-safe", lambda w: ["validate", "good.yaml", "--set", "engine.port=80"], "engine.port"),
     ("engine host not loopback", lambda w: ["validate", "good.yaml", "--set", "engine.host=0.0.0.0"], "engine.host"),
     ("engine drafter with a method that does not export", lambda w: [
+        "validate", "good.yaml", "--set", "engine.variants=[{name: d, speculative: {method: ngram, drafter: ngram}}]"],
+     "speculative.drafter: only methods eagle3 and dflash export"),
+    ("block_layout vllm on a drafter that is not dflash",
+     validate_with("drafters=[{name: d, method: dspark, block_layout: vllm}]"),
+     "block_layout 'vllm': only dflash drafters have a vllm block layout, not dspark"),
+    ("block_layout that does not exist", validate_with("drafters=[{name: d, method: dflash, block_layout: gpu}]"),
+     "drafters.0.block_layout"),
+    ("engine dflash drafter in the lab block layout", validate_with(
+        "drafters=[{name: f, method: dflash, block_size: 4}]",
+        "engine.variants=[{name: e, speculative: {method: dflash, drafter: f}}]"),
+     "speculative.drafter 'f' has block_layout 'lab'; only block_layout vllm exports"),
+    ("engine dflash drafter served at another k than its block", validate_with(
+        "drafters=[{name: f, method: dflash, block_size: 5, block_layout: vllm}]",
+        "engine.variants=[{name: e, speculative: {method: dflash, drafter: f, num_speculative_tokens: 4}}]"),
+     "speculative.num_speculative_tokens 4 != drafter 'f' block_size 5"),
+    ("engine dflash drafter that is not a dflash drafter of the run", lambda w: [
         "validate", "good.yaml", "--set", "engine.variants=[{name: d, speculative: {method: dflash, drafter: ngram}}]"],
-     "speculative.drafter: only method eagle3 exports"),
+     "speculative.drafter 'ngram' must name a dflash drafter of this experiment (a ngram drafter)"),
     ("engine drafter that is not an eagle3 drafter of the run", lambda w: [
         "validate", "good.yaml", "--set", "engine.variants=[{name: e, speculative: {method: eagle3, drafter: ngram}}]"],
      "speculative.drafter 'ngram' must name an eagle3 drafter of this experiment (a ngram drafter)"),

@@ -23,6 +23,7 @@ SPECS = {
                               "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "num_kv_heads": 1, "head_dim": 16},
     "dspark-vocab": {"method": "dspark", "block_size": 4, "markov_rank": 8, "draft_vocab_size": 256},
     "dflash": {"method": "dflash", "block_size": 4},
+    "dflash-vllm": {"method": "dflash", "block_size": 4, "block_layout": "vllm"},
     "eagle3": {"method": "eagle3", "block_size": 4},
     "eagle3-vocab": {"method": "eagle3", "block_size": 3, "draft_vocab_size": 256},
     "mtp": {"method": "mtp", "block_size": 1},
@@ -135,6 +136,51 @@ def test_parallel_inference_matches_training_forward(tiny_qwen3):
     assert torch.allclose(hidden, inf, atol=1e-5)
 
 
+def test_vllm_block_layout_drafts_from_the_mask_slots(tiny_qwen3):
+    """block_layout vllm: the block is [anchor, mask x k] at positions P..P+k; the k mask slots are the k
+    drafts (the same weights in the lab layout compute another function), and the cached inference path
+    gives the training path's slot hiddens."""
+    target = tiny_qwen3
+    seq = a_sequence(target)
+    _, lab = build(target, make_spec("dflash"), seed=3)
+    cls, vllm = build(target, make_spec("dflash-vllm"), seed=3)
+    vllm.load_state_dict(lab.state_dict())
+    lab.eval(), vllm.eval()
+    assert (lab.block_len, lab.first_draft_slot, vllm.block_len, vllm.first_draft_slot) == (4, 0, 5, 1)
+    anchor_pos = 25
+    block = vllm.block_input(seq.ids[anchor_pos:anchor_pos + 1])  # [1, k + 1]
+    assert block[0, 0] == seq.ids[anchor_pos] and bool((block[0, 1:] == target.mask_token_id).all())
+    with torch.no_grad():
+        hidden = vllm.forward_anchors(seq.features, seq.ids, torch.tensor([anchor_pos]))[0]  # [k, d]
+        other = lab.forward_anchors(seq.features, seq.ids, torch.tensor([anchor_pos]))[0]  # [k, d]
+        # by hand: the full k + 1 block over the context < P; drop the anchor slot
+        ctx = vllm.context_kv(seq.features[None, :anchor_pos], torch.arange(anchor_pos)[None])
+        pos = torch.arange(anchor_pos, anchor_pos + 5)[None]  # [1, k + 1]
+        full = vllm.run_layers(block, pos, ctx, None)[0]  # [k + 1, d]
+    assert hidden.shape == other.shape == (4, target.hidden_size)
+    torch.testing.assert_close(hidden, full[1:], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(hidden, other, atol=1e-3)
+    drafter = cls("d", 4, vllm)
+    state = drafter.start(seq.ids[:10].tolist(), seq.features[:10])
+    drafter.commit(state, seq.ids[10:anchor_pos].tolist(), seq.features[10:anchor_pos])
+    proposal = drafter.propose(state, int(seq.ids[anchor_pos]), 4, 0.0, None)
+    expect = vllm.io.to_target(vllm.io.head(hidden).argmax(-1))  # [k] target ids
+    assert torch.equal(proposal.tokens, expect)
+
+
+def test_a_checkpoint_loads_only_in_the_block_layout_it_was_trained_in(tiny_qwen3, tmp_path):
+    from lab.errors import LabError
+    from real.drafters.trained import save_model
+
+    target = tiny_qwen3
+    spec = make_spec("dflash-vllm")
+    _, model = build(target, spec)
+    save_model(model, spec, tmp_path / "d")
+    drafter_class("dflash").from_spec(spec, target, tmp_path / "d")
+    with pytest.raises(LabError, match="trained in block_layout 'vllm', the spec says 'lab'"):
+        drafter_class("dflash").from_spec(make_spec("dflash"), target, tmp_path / "d")
+
+
 def train_briefly(target, spec, seqs, steps):
     section = TrainSection(steps=steps, batch_size=len(seqs), num_anchors=16, lr=3e-3, warmup_fraction=0.0)
     counts = torch.zeros(target.vocab_size)
@@ -157,7 +203,7 @@ def test_greedy_identity_every_drafter(request, kind):
                for n in torch.randint(4, 20, (10,), generator=gen)]
     seq = a_sequence(target)
     refs = [autoregressive_decode(target, prompt, 24).tokens for prompt in prompts]
-    for name in ("dspark", "dspark-vocab", "dflash", "eagle3", "mtp"):
+    for name in ("dspark", "dspark-vocab", "dflash", "dflash-vllm", "eagle3", "mtp"):
         spec = make_spec(name)
         model = train_briefly(target, spec, [seq], steps=3)
         drafter = drafter_class(spec.method)(name, spec.block_size, model.eval())
@@ -216,7 +262,7 @@ def expected(logits: torch.Tensor, observed: np.ndarray) -> np.ndarray:
     return p / p.sum() * observed.sum()
 
 
-@pytest.mark.parametrize("name", ["dspark", "dflash", "eagle3", "mtp"])
+@pytest.mark.parametrize("name", ["dspark", "dflash", "dflash-vllm", "eagle3", "mtp"])
 def test_teacher_forced_drafts_give_exact_accept_lengths(tiny_qwen3, name):
     """One batched pass over a known greedy output gives the same accepted length as propose() at every anchor."""
     target = tiny_qwen3
