@@ -2,7 +2,7 @@
 
     model_dir = served_model_dir(cfg, ctx)                 # engine.model, target.path, embedded cache, or
                                                            # <run>/engine/export/target for a tiny-* target
-    drafter_dir = exported_drafter(ctx, "eagle3", target)  # <run>/engine/export/eagle3 (vLLM eagle3 layout)
+    drafter_dir = exported_drafter(ctx, "eagle3", target)  # <run>/engine/export/eagle3 (vLLM eagle3/dflash layout)
 
 A tiny-* target is built in memory (random weights from a seed); it is saved once, with the Qwen3 tokenizer,
 as a checkpoint directory vLLM can load. A variant's `speculative.drafter` names a trained drafter of the
@@ -49,8 +49,8 @@ def needs_drafters(section) -> bool:
 
 
 def exported_drafter(ctx, name: str, target) -> Path:
-    """<run>/engine/export/<name>: the run's trained drafter `name` in vLLM's eagle3 layout (re-exported when
-    the trained checkpoint is newer than the export)."""
+    """<run>/engine/export/<name>: the run's trained drafter `name` in vLLM's eagle3 or dflash layout
+    (re-exported when the trained checkpoint is newer than the export)."""
     from real.drafters.trained import MODEL_FILE
     from real.export_vllm import export_drafter
 

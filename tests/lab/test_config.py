@@ -131,3 +131,18 @@ def test_engine_port_does_not_change_the_run_id():
     c = config_from_dict({**MINIMAL, "engine": {**engine, "port": 8765, "max_num_seqs": 3}})
     assert a.resolved_run_id() == b.resolved_run_id() != c.resolved_run_id()
     assert config_from_dict(MINIMAL).resolved_run_id() != a.resolved_run_id()
+
+
+def test_the_default_block_layout_keeps_run_ids_from_before_the_key():
+    """drafters[].block_layout: lab (the default) leaves the hash as it was without the key; vllm changes it."""
+    import hashlib
+    import json
+
+    cfg = config_from_dict({**MINIMAL, "drafters": [{"name": "f", "method": "dflash"}]})
+    payload = cfg.model_dump(mode="json", exclude={"run_id": True, "stages": True, "threads": True,
+                                                   "engine": {"port"}})
+    del payload["drafters"][0]["block_layout"]  # what the config dumped before the key existed
+    before = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+    assert cfg.content_hash() == before
+    vllm = config_from_dict({**MINIMAL, "drafters": [{"name": "f", "method": "dflash", "block_layout": "vllm"}]})
+    assert vllm.content_hash() != before
