@@ -4,7 +4,8 @@
     drafter = DFlashDrafter.from_spec(spec, target, run.path("drafters", "dflash"))
 
 Equivalent to DSpark with markov_rank 0 and no confidence head (tests/real/test_drafters.py checks it);
-its per-slot confidence is the draft probability of the chosen token.
+its per-slot confidence is the draft probability of the chosen token. With block_layout "vllm" its block is
+vLLM's [anchor, mask x k] (real/drafters/backbone.py), and real/export_vllm.py exports it to vLLM's DFlash.
 """
 from __future__ import annotations
 
