@@ -153,21 +153,7 @@ def eagle3_checkpoint(model, target) -> tuple[dict, dict[str, torch.Tensor]]:
     state["fc.weight"] = _sorted_fc(state["fc.weight"], target.tap_layers, d_t)  # vLLM's sorted aux order
     _draft_head(model.io, target, state)
     config = {
-        "architectures": [EAGLE3_ARCHITECTURE],
-        "model_type": "qwen3",
-        "hidden_size": dims.hidden,
-        "intermediate_size": dims.intermediate,
-        "num_hidden_layers": 1,
-        "num_attention_heads": dims.heads,
-        "num_key_value_heads": dims.kv_heads,
-        "head_dim": dims.head_dim,
-        "hidden_act": "silu",
-        "rms_norm_eps": dims.eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": dims.rope_theta},
-        "rope_theta": dims.rope_theta,
-        "max_position_embeddings": int(getattr(cfg, "max_position_embeddings", 32768)),
-        "attention_bias": False,
-        "tie_word_embeddings": False,
+        **_qwen3_layer_config(EAGLE3_ARCHITECTURE, dims, cfg, layers=1),
         "vocab_size": dims.target_vocab,
         "draft_vocab_size": dims.vocab,
         "target_hidden_size": d_t,
@@ -237,21 +223,7 @@ def dflash_checkpoint(model, target) -> tuple[dict, dict[str, torch.Tensor]]:
     state["fc.weight"] = _sorted_fc(state["fc.weight"], target.tap_layers, dims.target_hidden)
     _draft_head(model.io, target, state)
     config = {
-        "architectures": [DFLASH_ARCHITECTURE],
-        "model_type": "qwen3",
-        "hidden_size": dims.hidden,
-        "intermediate_size": dims.intermediate,
-        "num_hidden_layers": dims.layers,
-        "num_attention_heads": dims.heads,
-        "num_key_value_heads": dims.kv_heads,
-        "head_dim": dims.head_dim,
-        "hidden_act": "silu",
-        "rms_norm_eps": dims.eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": dims.rope_theta},
-        "rope_theta": dims.rope_theta,
-        "max_position_embeddings": int(getattr(cfg, "max_position_embeddings", 32768)),
-        "attention_bias": False,
-        "tie_word_embeddings": False,
+        **_qwen3_layer_config(DFLASH_ARCHITECTURE, dims, cfg, layers=dims.layers),
         "use_sliding_window": False,
         "layer_types": ["full_attention"] * dims.layers,
         "vocab_size": dims.target_vocab,
@@ -362,6 +334,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
+
+
+def _qwen3_layer_config(architecture: str, dims, cfg, layers: int) -> dict:
+    """The Qwen3 decoder-layer keys both exported drafters' config.json share (EAGLE-3 and DFlash)."""
+    return {
+        "architectures": [architecture],
+        "model_type": "qwen3",
+        "hidden_size": dims.hidden,
+        "intermediate_size": dims.intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": dims.heads,
+        "num_key_value_heads": dims.kv_heads,
+        "head_dim": dims.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": dims.eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": dims.rope_theta},
+        "rope_theta": dims.rope_theta,
+        "max_position_embeddings": int(getattr(cfg, "max_position_embeddings", 32768)),
+        "attention_bias": False,
+        "tie_word_embeddings": False,
+    }
 
 if __name__ == "__main__":
     sys.exit(main())
