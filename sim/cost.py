@@ -204,6 +204,21 @@ def allreduce_time_s(link, tp: int, nbytes):
     return allreduce_latency_s(link, tp) + nbytes * allreduce_s_per_byte(link, tp)
 
 
+def check_tp_split(model: ModelShape, tp: int) -> None:
+    """LabError where vLLM would refuse to start the model at tensor-parallel size `tp`: its attention heads must
+    split evenly over the GPUs (vllm/config ModelConfig.verify_with_parallel_config), and its KV heads either split
+    evenly or, below tp, be replicated a whole number of times (QKVParallelLinear's assertion)."""
+    if tp <= 1:
+        return
+    if model.n_heads % tp:
+        raise LabError(f"sim.hardware.tp {tp}: the model's {model.n_heads} attention heads ({model.name}) do not split "
+                       f"over {tp} GPUs (vLLM refuses to start it at this tensor-parallel size)")
+    kv = model.n_kv_heads
+    if not model.kv_dim_override and kv and (kv % tp if kv >= tp else tp % kv):
+        raise LabError(f"sim.hardware.tp {tp}: the model's {kv} KV heads ({model.name}) neither split evenly over "
+                       f"{tp} GPUs nor replicate evenly on them (vLLM refuses to start it at this tensor-parallel size)")
+
+
 @dataclass
 class CostModel:
     hw: Hardware
@@ -340,7 +355,9 @@ class CostModel:
     def from_config(cls, sim, run_root: str | Path | None = None) -> CostModel:
         """The cost model a `sim:` section describes; `run_root` resolves `cost.profile: run`."""
         c = sim.cost
-        return cls(hw=hardware_from_config(sim.hardware), model=model_from_config(sim.model), tp=sim.hardware.tp,
+        model = model_from_config(sim.model)
+        check_tp_split(model, sim.hardware.tp)
+        return cls(hw=hardware_from_config(sim.hardware), model=model, tp=sim.hardware.tp,
                    ep=sim.hardware.ep, all2all=sim.hardware.all2all, drafter_layers=sim.model.drafter_layers,
                    drafter_passes=sim.model.drafter_passes, drafter_head_vocab=sim.model.drafter_head_vocab,
                    max_draft=sim.acceptance.max_draft,

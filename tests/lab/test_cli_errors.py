@@ -486,6 +486,14 @@ SIM_FILE_CASES = [
      "log.csv column first_token_s holds values that are not numbers"),
     ("lengths CSV with an empty cell", lambda w: {"workload": {"lengths": {"source": "csv", "csv_path": write(
         w, "l.csv", "num_prefill_tokens,num_decode_tokens\n10,\n")}}}, "l.csv line 2: num_prefill_tokens / num_decode_tokens must be whole numbers >= 0"),
+    # session 31: a tensor-parallel size vLLM refuses for the model (sim/cost.py check_tp_split)
+    ("tensor-parallel size that does not split the heads", lambda w: {
+        "hardware": {"preset": "h100", "tp": 3}, "model": {"config": write(w, "config.json", json.dumps(TINY_CONFIG))}},
+     "sim.hardware.tp 3: the model's 4 attention heads"),
+    ("tensor-parallel size that splits the KV heads unevenly", lambda w: {
+        "hardware": {"preset": "h100", "tp": 4}, "model": {"config": write(w, "config.json", json.dumps(
+            {**TINY_CONFIG, "num_attention_heads": 8, "num_key_value_heads": 6, "head_dim": 8}))}},
+     "sim.hardware.tp 4: the model's 6 KV heads"),
     ("arrival trace with a negative time", lambda w: {
         "workload": {"kind": "trace", "trace_path": write(w, "a.csv", ARRIVALS + "-5,10,5\n")},
         "sweep": {"axis": "none", "workers": 1}}, "sim.workload.trace_path: a.csv: columns"),
