@@ -78,6 +78,7 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
     later = written_later(run_root) if ahead else nothing_later
     cost = _cost_model(sim, run_root, later)
     sim = sim.model_copy(update={"engine": engine_with_defaults(sim.engine, cost.hw)})  # `vllm serve`'s batch sizes
+    kv_pool(sim, cost)  # a model whose weights leave no KV memory fails here, before any run directory is written
     inputs = SimInputs(sim=sim, seed=seed, cost=cost)
     acc = sim.acceptance
     if acc.source == "run":

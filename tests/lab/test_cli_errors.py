@@ -494,6 +494,10 @@ SIM_FILE_CASES = [
         "hardware": {"preset": "h100", "tp": 4}, "model": {"config": write(w, "config.json", json.dumps(
             {**TINY_CONFIG, "num_attention_heads": 8, "num_key_value_heads": 6, "head_dim": 8}))}},
      "sim.hardware.tp 4: the model's 6 KV heads"),
+    ("model that leaves no KV memory on the card", lambda w: {
+        "hardware": {"preset": "rtx-4090"}, "model": {"config": write(w, "config.json", json.dumps(
+            {**TINY_CONFIG, "hidden_size": 8192, "num_hidden_layers": 64, "num_attention_heads": 64}))}},
+     "does not fit: weights"),
     ("arrival trace with a negative time", lambda w: {
         "workload": {"kind": "trace", "trace_path": write(w, "a.csv", ARRIVALS + "-5,10,5\n")},
         "sweep": {"axis": "none", "workers": 1}}, "sim.workload.trace_path: a.csv: columns"),
