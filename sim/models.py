@@ -320,7 +320,7 @@ UNSUPPORTED_KEYS = {
     "attn_layer_period": "Jamba-style interleaved Mamba layers", "attn_layer_indices": "interleaved Mamba layers",
     "hybrid_override_pattern": "Nemotron-H hybrid Mamba layers", "layers_block_type": "hybrid Mamba layers",
     "mamba_d_state": "Mamba (state-space) layers", "mamba_d_ssm": "Mamba (state-space) layers",
-    "ssm_state_size": "state-space layers", "attn_type_list": "MiniMax-01 lightning-attention layers",
+    "ssm_state_size": "state-space layers",
     "hidden_size_per_layer_input": "Gemma 3n per-layer inputs (AltUp)",
 }
 LAYER_KINDS = {"full_attention", "sliding_attention", "linear_attention", "chunked_attention"}
@@ -335,6 +335,10 @@ def _refuse_unsupported(raw: dict, cfg: dict, path: Path, quantized: bool) -> No
         if key in cfg:
             raise LabError(f"{path}: config.json {key!r} describes {what}, which the simulator does not price "
                            f"(model_type {cfg.get('model_type')!r})")
+    kinds = cfg.get("attn_type_list")  # MiniMax: 1 softmax attention (MiniMax-M2: every layer), 0 lightning
+    if isinstance(kinds, list) and any(k != 1 for k in kinds):
+        raise LabError(f"{path}: config.json 'attn_type_list' has lightning (linear) attention layers (MiniMax-01 / "
+                       f"M1), which the simulator does not price; only softmax layers (1) are")
     types = cfg.get("layer_types")
     if isinstance(types, list):
         unknown = sorted({str(t) for t in types} - LAYER_KINDS)
