@@ -14,7 +14,12 @@ Configs read: Qwen3-MoE / Qwen2-MoE (num_experts, num_experts_per_tok, moe_inter
 expert per MoE layer, chunked attention on its RoPE layers), DeepSeek-V3 (n_routed_experts, n_shared_experts,
 first_k_dense_replace, moe_layer_freq and MLA's q_lora_rank / kv_lora_rank / qk_nope_head_dim / qk_rope_head_dim /
 v_head_dim: the KV cache holds kv_lora_rank + qk_rope_head_dim values per layer), Mixtral (num_local_experts), and
-dense Llama / Qwen3 / Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed.
+dense Llama / Qwen3 / Gemma3 (text_config, llm_config or language_config is read for multimodal wrappers), MiniMax-M2,
+GLM-4.5 / 4.7 (Flash: MLA), Kimi K2. Keys a config.json leaves out take transformers' class defaults for its
+model_type (sim/hf_defaults.py: tie_word_embeddings, a minimal Gemma 3 text_config's sizes). Gated MLPs (3 matrices)
+except the families in hf_defaults.NON_GATED_MLP (2); Falcon's KV heads from multi_query / num_kv_heads. Configs of
+layer kinds without a cost model here (hybrid Mamba / state-space, MiniMax-01 lightning attention, Gemma 3n's
+per-layer inputs, encoder-decoders, an MLX checkpoint's `quantization`) fail with one line naming the key.
 Quantized checkpoints (quantization_config: AWQ, GPTQ, fp8, compressed-tensors, mxfp4, ModelOpt, bitsandbytes;
 sim/quant.py): the module classes the scheme quantizes (attention, dense MLP, routed / shared experts, an untied LM
 head) are stored at its bits per weight, the rest (embeddings, norms, routers, what it leaves out) at the
