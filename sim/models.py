@@ -327,7 +327,15 @@ UNSUPPORTED_KEYS = {
     "mamba_d_state": "Mamba (state-space) layers", "mamba_d_ssm": "Mamba (state-space) layers",
     "ssm_state_size": "state-space layers",
     "hidden_size_per_layer_input": "Gemma 3n per-layer inputs (AltUp)",
+    "moe_layer_start_index": "Ernie-4.5-style MoE layer placement (start / end / interval)",
+    "moe_layer_interval": "Ernie-4.5-style MoE layer placement (start / end / interval)",
 }
+# the names MoE configs give the same numbers (first found wins): routed experts, experts a token picks, shared
+# experts' total width, shared expert count
+EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
+TOP_K_KEYS = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token", "moe_k", "moe_topk")
+SHARED_WIDTH_KEYS = ("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size", "shared_intermediate_size")
+SHARED_COUNT_KEYS = ("n_shared_experts", "num_shared_experts", "moe_num_shared_experts")
 LAYER_KINDS = {"full_attention", "sliding_attention", "linear_attention", "chunked_attention"}
 
 
@@ -406,14 +414,15 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
         attn = 2 * h * n_heads * head_dim + 2 * h * n_kv * head_dim
 
     lin, n_linear, mixers = _hybrid_linear(cfg, path, n_layers, h, n_heads * head_dim, attn)
-    experts = next((count(k, None) for k in ("num_experts", "n_routed_experts", "num_local_experts")
-                    if cfg.get(k)), 0)
-    top_k = count("num_experts_per_tok", 0, low=0) if experts else 0
+    experts = next((count(k, None) for k in EXPERT_KEYS if cfg.get(k)), 0)
+    top_k = next((count(k, None) for k in TOP_K_KEYS if cfg.get(k)), 0) if experts else 0
     if experts and not top_k:
         raise LabError(f"{path}: MoE config ({experts} experts) has no num_experts_per_tok")
     moe_inter = count("moe_intermediate_size", inter)
-    shared = 3 * h * moe_inter * count("n_shared_experts", 0, low=0)
-    shared += 3 * h * count("shared_expert_intermediate_size", 0, low=0)
+    # shared experts: one width given outright (Qwen2-MoE; GLM's moe_shared_expert_intermediate_size, MiniMax's
+    # shared_intermediate_size), else a count of routed-expert-wide ones (DeepSeek, GLM-4.5, Kimi)
+    width = next((count(k, None) for k in SHARED_WIDTH_KEYS if cfg.get(k)), 0)
+    shared = 3 * h * (width or moe_inter * next((count(k, None) for k in SHARED_COUNT_KEYS if cfg.get(k)), 0))
     llama4 = model_type.startswith("llama4")
     dense_inter = inter
     if llama4:  # Llama 4: intermediate_size is an expert's, intermediate_size_mlp the dense layers'; every MoE

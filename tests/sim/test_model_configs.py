@@ -211,6 +211,7 @@ TINY = {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4, "vo
     ({"is_encoder_decoder": True}, "'is_encoder_decoder' is true"),
     ({"quantization": {"group_size": 64, "bits": 4}}, "'quantization' is an MLX checkpoint's"),
     ({"hidden_size_per_layer_input": 256}, "'hidden_size_per_layer_input'"),
+    ({"moe_num_experts": 8, "moe_k": 2, "moe_layer_start_index": 1}, "'moe_layer_start_index' describes Ernie"),
 ])
 def test_unsupported_architectures_fail_with_one_line(tmp_path, extra, needle):
     path = tmp_path / "config.json"
@@ -253,3 +254,24 @@ def test_non_gated_mlp_and_falcon_multi_query(tmp_path):
     two.write_text(json.dumps({**TINY, "model_type": "starcoder2", "intermediate_size": 256, "tie_word_embeddings": True}))
     three.write_text(json.dumps({**TINY, "model_type": "llama", "intermediate_size": 256, "tie_word_embeddings": True}))
     assert round((from_hf_config(three).params_b - from_hf_config(two).params_b) * 1e9) == 4 * 64 * 256  # a matrix
+
+
+def test_moe_key_aliases_and_one_shared_expert_named_twice(tmp_path):
+    """Other names for the same MoE numbers: gpt-oss's experts_per_token, Ernie's moe_num_experts / moe_k; a config
+    that gives a shared expert's width and its count (1) holds one shared expert, not two."""
+    base = {**TINY, "model_type": "x", "tie_word_embeddings": True, "moe_intermediate_size": 16}
+    counted, named_twice, aliased = (tmp_path / f"{n}.json" for n in ("a", "b", "c"))
+    counted.write_text(json.dumps({**base, "num_experts": 8, "num_experts_per_tok": 2, "n_shared_experts": 1}))
+    named_twice.write_text(json.dumps({**base, "num_experts": 8, "num_experts_per_tok": 2, "num_shared_experts": 1,
+                                       "moe_shared_expert_intermediate_size": 16}))
+    aliased.write_text(json.dumps({**base, "moe_num_experts": 8, "moe_k": 2, "moe_num_shared_experts": 1}))
+    a, b, c = (from_hf_config(p) for p in (counted, named_twice, aliased))
+    assert a.params_b == b.params_b == c.params_b and (c.moe_experts, c.moe_top_k) == (8, 2)
+    # one shared expert (3 x 64 x 16) over the routed ones' 8 x 3 x 64 x 16 and the router's 64 x 8, per layer
+    dense = from_hf_config(_write(tmp_path / "d.json", {**base}))
+    assert round((a.params_b - dense.params_b) * 1e9) == 4 * (9 * 3 * 64 * 16 + 64 * 8 - 3 * 64 * 4 * 64)
+
+
+def _write(path: Path, cfg: dict) -> Path:
+    path.write_text(json.dumps(cfg))
+    return path
