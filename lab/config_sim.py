@@ -306,7 +306,8 @@ class ModelSpec(StrictModel):
             data = json.loads(path.read_text())
         except ValueError:
             raise ValueError(f"model.config {self.config!r} is not valid JSON") from None
-        if not isinstance(data, dict) or "hidden_size" not in data and "text_config" not in data:
+        # a decoder's own keys, or a multimodal wrapper's (sim/models.py TEXT_CONFIG_KEYS reads them)
+        if not isinstance(data, dict) or not {"hidden_size", "text_config", "llm_config", "language_config"} & set(data):
             raise ValueError(f"model.config {self.config!r} has no hidden_size: not a transformer config.json")
         if self.dtype is None:  # a quantized checkpoint: its method must be one the simulator prices
             from sim.quant import quant_scheme

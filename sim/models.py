@@ -14,7 +14,12 @@ Configs read: Qwen3-MoE / Qwen2-MoE (num_experts, num_experts_per_tok, moe_inter
 expert per MoE layer, chunked attention on its RoPE layers), DeepSeek-V3 (n_routed_experts, n_shared_experts,
 first_k_dense_replace, moe_layer_freq and MLA's q_lora_rank / kv_lora_rank / qk_nope_head_dim / qk_rope_head_dim /
 v_head_dim: the KV cache holds kv_lora_rank + qk_rope_head_dim values per layer), Mixtral (num_local_experts), and
-dense Llama / Qwen3 / Gemma3 (text_config is read for multimodal wrappers). Gated MLPs (3 matrices) are assumed.
+dense Llama / Qwen3 / Gemma3 (text_config, llm_config or language_config is read for multimodal wrappers), MiniMax-M2,
+GLM-4.5 / 4.7 (Flash: MLA), Kimi K2. Keys a config.json leaves out take transformers' class defaults for its
+model_type (sim/hf_defaults.py: tie_word_embeddings, a minimal Gemma 3 text_config's sizes). Gated MLPs (3 matrices)
+except the families in hf_defaults.NON_GATED_MLP (2); Falcon's KV heads from multi_query / num_kv_heads. Configs of
+layer kinds without a cost model here (hybrid Mamba / state-space, MiniMax-01 lightning attention, Gemma 3n's
+per-layer inputs, encoder-decoders, an MLX checkpoint's `quantization`) fail with one line naming the key.
 Quantized checkpoints (quantization_config: AWQ, GPTQ, fp8, compressed-tensors, mxfp4, ModelOpt, bitsandbytes;
 sim/quant.py): the module classes the scheme quantizes (attention, dense MLP, routed / shared experts, an untied LM
 head) are stored at its bits per weight, the rest (embeddings, norms, routers, what it leaves out) at the
@@ -40,6 +45,7 @@ import numpy as np
 from lab.config_sim import MODEL_NAMES, ModelSpec, model_presets
 from lab.errors import LabError
 from lab.paths import expand_path
+from sim.hf_defaults import NON_GATED_MLP, with_defaults
 from sim.linear_attn import GatedDeltaNet, gated_deltanet
 from sim.quant import quant_scheme
 from sim.routing import distinct_experts
@@ -297,9 +303,64 @@ def model_from_config(spec: ModelSpec) -> ModelShape:
     return replace(model, **update) if update else model
 
 
+# where multimodal wrappers keep their language model's config: transformers' text_config (Gemma 3, Llama 4,
+# Qwen-VL, Mistral 3, LLaVA), InternVL's llm_config, DeepSeek-VL2 / Janus's language_config
+TEXT_CONFIG_KEYS = ("text_config", "llm_config", "language_config")
+
+
 def text_config(raw: dict) -> dict:
-    """A config.json's decoder fields: a multimodal wrapper's text_config merged over its top level."""
-    return {**raw, **raw["text_config"]} if isinstance(raw.get("text_config"), dict) else raw
+    """A config.json's decoder fields: a multimodal wrapper's text_config (or llm_config / language_config)
+    merged over its top level."""
+    for key in TEXT_CONFIG_KEYS:
+        if isinstance(raw.get(key), dict):
+            return {**raw, **raw[key]}
+    return raw
+
+
+# keys of layer kinds the simulator has no cost model for: state-space (Mamba) and convolution layers of
+# hybrid models (Jamba, Zamba, Bamba, Falcon-H1, Nemotron-H, Granite 4 hybrids), MiniMax-01's lightning
+# attention, Gemma 3n's per-layer inputs; a config with one fails at `lab validate` instead of being priced as an
+# ordinary transformer
+UNSUPPORTED_KEYS = {
+    "attn_layer_period": "Jamba-style interleaved Mamba layers", "attn_layer_indices": "interleaved Mamba layers",
+    "hybrid_override_pattern": "Nemotron-H hybrid Mamba layers", "layers_block_type": "hybrid Mamba layers",
+    "mamba_d_state": "Mamba (state-space) layers", "mamba_d_ssm": "Mamba (state-space) layers",
+    "ssm_state_size": "state-space layers",
+    "hidden_size_per_layer_input": "Gemma 3n per-layer inputs (AltUp)",
+    "moe_layer_start_index": "Ernie-4.5-style MoE layer placement (start / end / interval)",
+    "moe_layer_interval": "Ernie-4.5-style MoE layer placement (start / end / interval)",
+}
+# the names MoE configs give the same numbers (first found wins): routed experts, experts a token picks, shared
+# experts' total width, shared expert count
+EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
+TOP_K_KEYS = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token", "moe_k", "moe_topk")
+SHARED_WIDTH_KEYS = ("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size", "shared_intermediate_size")
+SHARED_COUNT_KEYS = ("n_shared_experts", "num_shared_experts", "moe_num_shared_experts")
+LAYER_KINDS = {"full_attention", "sliding_attention", "linear_attention", "chunked_attention"}
+
+
+def _refuse_unsupported(raw: dict, cfg: dict, path: Path, quantized: bool) -> None:
+    """One LabError line naming the key of an architecture the simulator would price wrong (quantized=False: the
+    caller prices every weight at its own dtype, so a checkpoint's quantization key does not matter)."""
+    if raw.get("is_encoder_decoder") is True or cfg.get("is_encoder_decoder") is True:
+        raise LabError(f"{path}: config.json 'is_encoder_decoder' is true; the simulator prices decoder-only models")
+    for key, what in UNSUPPORTED_KEYS.items():
+        if key in cfg:
+            raise LabError(f"{path}: config.json {key!r} describes {what}, which the simulator does not price "
+                           f"(model_type {cfg.get('model_type')!r})")
+    kinds = cfg.get("attn_type_list")  # MiniMax: 1 softmax attention (MiniMax-M2: every layer), 0 lightning
+    if isinstance(kinds, list) and any(k != 1 for k in kinds):
+        raise LabError(f"{path}: config.json 'attn_type_list' has lightning (linear) attention layers (MiniMax-01 / "
+                       f"M1), which the simulator does not price; only softmax layers (1) are")
+    types = cfg.get("layer_types")
+    if isinstance(types, list):
+        unknown = sorted({str(t) for t in types} - LAYER_KINDS)
+        if unknown:
+            raise LabError(f"{path}: config.json 'layer_types' has {unknown}; the simulator prices "
+                           f"{sorted(LAYER_KINDS)} layers only")
+    if quantized and "quantization" in raw and not raw.get("quantization_config"):
+        raise LabError(f"{path}: config.json 'quantization' is an MLX checkpoint's (vLLM serves Hugging Face "
+                       f"checkpoints); give sim.model.dtype to price every weight at one dtype")
 
 
 def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = True) -> ModelShape:
@@ -312,7 +373,8 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
         raise LabError(f"{path}: not a readable config.json ({exc})") from None
     if not isinstance(raw, dict):
         raise LabError(f"{path}: config.json must hold a JSON object, not {type(raw).__name__}")
-    cfg = text_config(raw)
+    cfg = with_defaults(text_config(raw))  # as transformers reads it: the family's class defaults under it
+    _refuse_unsupported(raw, cfg, path, quantized)
 
     def need(key) -> int:
         if key not in cfg:
@@ -331,12 +393,14 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
 
     h, n_layers, n_heads = need("hidden_size"), need("num_hidden_layers"), need("num_attention_heads")
     vocab = need("vocab_size")
-    n_kv = count("num_key_value_heads", n_heads)
+    model_type = str(cfg.get("model_type", ""))
+    n_kv = count("num_key_value_heads", n_heads) if model_type != "falcon" else _falcon_kv_heads(cfg, n_heads, path)
     head_dim = count("head_dim", h // n_heads)
     if head_dim < 1:
         raise LabError(f"{path}: config.json num_attention_heads {n_heads} exceeds hidden_size {h}; give head_dim")
     tied = bool(cfg.get("tie_word_embeddings", True))
-    inter = count("intermediate_size", 4 * h)
+    inter = count("intermediate_size", count("ffn_hidden_size", 4 * h))
+    mlp_mats = 2 if model_type in NON_GATED_MLP else 3  # up + down, or gate + up + down
 
     kv_dim = attn_dim = None
     if cfg.get("kv_lora_rank"):  # MLA (DeepSeek-V2/V3)
@@ -350,15 +414,16 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
         attn = 2 * h * n_heads * head_dim + 2 * h * n_kv * head_dim
 
     lin, n_linear, mixers = _hybrid_linear(cfg, path, n_layers, h, n_heads * head_dim, attn)
-    experts = next((count(k, None) for k in ("num_experts", "n_routed_experts", "num_local_experts")
-                    if cfg.get(k)), 0)
-    top_k = count("num_experts_per_tok", 0, low=0) if experts else 0
+    experts = next((count(k, None) for k in EXPERT_KEYS if cfg.get(k)), 0)
+    top_k = next((count(k, None) for k in TOP_K_KEYS if cfg.get(k)), 0) if experts else 0
     if experts and not top_k:
         raise LabError(f"{path}: MoE config ({experts} experts) has no num_experts_per_tok")
     moe_inter = count("moe_intermediate_size", inter)
-    shared = 3 * h * moe_inter * count("n_shared_experts", 0, low=0)
-    shared += 3 * h * count("shared_expert_intermediate_size", 0, low=0)
-    llama4 = str(cfg.get("model_type", "")).startswith("llama4")
+    # shared experts: one width given outright (Qwen2-MoE; GLM's moe_shared_expert_intermediate_size, MiniMax's
+    # shared_intermediate_size), else a count of routed-expert-wide ones (DeepSeek, GLM-4.5, Kimi)
+    width = next((count(k, None) for k in SHARED_WIDTH_KEYS if cfg.get(k)), 0)
+    shared = 3 * h * (width or moe_inter * next((count(k, None) for k in SHARED_COUNT_KEYS if cfg.get(k)), 0))
+    llama4 = model_type.startswith("llama4")
     dense_inter = inter
     if llama4:  # Llama 4: intermediate_size is an expert's, intermediate_size_mlp the dense layers'; every MoE
         dense_inter = count("intermediate_size_mlp", inter)  # layer also runs one shared expert of intermediate_size
@@ -376,7 +441,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     moe_layer_ids = [i for i in range(n_layers) if experts and _is_moe_layer(cfg, i)]
     n_moe = len(moe_layer_ids)
     routed_per_layer = experts * 3 * h * moe_inter
-    mlp = (n_layers - n_moe) * 3 * h * dense_inter + n_moe * (routed_per_layer + shared + h * experts)
+    mlp = (n_layers - n_moe) * mlp_mats * h * dense_inter + n_moe * (routed_per_layer + shared + h * experts)
     embed = vocab * h
     total = embed * (1 if tied else 2) + mixers + n_layers * 2 * h + mlp + h
     expert_total = n_moe * routed_per_layer
@@ -387,7 +452,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     dtype = kv_dtype = TORCH_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16")
     scheme = quant_scheme(raw.get("quantization_config") or cfg.get("quantization_config"), str(path)) \
         if quantized else None
-    classes = {"attention": mixers, "mlp": (n_layers - n_moe) * 3 * h * dense_inter,
+    classes = {"attention": mixers, "mlp": (n_layers - n_moe) * mlp_mats * h * dense_inter,
                "shared_experts": n_moe * shared, "lm_head": 0 if tied else embed}  # parameters per module class
     # linear groups as vLLM fuses them (qkv + out; gate_up + down; a shared expert's two; the LM head): each of
     # a w8a8 / w4a4 scheme's quantizes its input activation on the fly (routed experts: inside the fused MoE)
@@ -408,6 +473,17 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
                       sliding_window=window, sliding_layers=sliding, source=str(path), linear=lin,
                       linear_layers=n_linear, chunked_attention=chunked, vocab=vocab,
                       moe_intermediate=moe_inter if experts else 0, **quant)
+
+
+def _falcon_kv_heads(cfg: dict, n_heads: int, path: Path) -> int:
+    """Falcon's KV heads (transformers' FalconConfig): num_kv_heads with new_decoder_architecture (40B, 180B),
+    else one shared head under multi_query (7B; the default) or one per query head."""
+    if cfg.get("new_decoder_architecture"):
+        value = cfg.get("num_kv_heads") or n_heads
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LabError(f"{path}: config.json 'num_kv_heads' must be a positive integer, not {value!r}")
+        return value
+    return 1 if cfg.get("multi_query", True) else n_heads
 
 
 def _hybrid_linear(cfg: dict, path: Path, n_layers: int, h: int, q_width: int, attn: int):

@@ -466,6 +466,13 @@ SIM_FILE_CASES = [
     ("compressed-tensors config without its groups", lambda w: {"model": {"config": write(
         w, "config.json", json.dumps({**TINY_CONFIG, "quantization_config": {"quant_method": "compressed-tensors"}}))}},
      "compressed-tensors quantization_config has no config_groups"),
+    # session 31: architectures the simulator would price wrong (sim/models.py UNSUPPORTED_KEYS)
+    ("hybrid Mamba config", lambda w: {"model": {"config": write(w, "config.json", json.dumps(
+        {**TINY_CONFIG, "attn_layer_period": 8, "mamba_d_state": 16}))}},
+     "config.json 'attn_layer_period' describes Jamba-style interleaved Mamba layers"),
+    ("MLX checkpoint config", lambda w: {"model": {"config": write(w, "config.json", json.dumps(
+        {**TINY_CONFIG, "quantization": {"group_size": 64, "bits": 4}}))}},
+     "config.json 'quantization' is an MLX checkpoint's"),
     ("calibration file that is a list",
      lambda w: replayed_traces(["runs/cli/existing/traces"], calibration_path=write(w, "cal.json", "[1]")),
      "cal.json: expected a JSON object, found list"),
