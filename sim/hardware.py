@@ -38,8 +38,12 @@ def hardware_from_config(section: HardwareSpec) -> Hardware:
 
 
 # device names as torch / nvidia-smi print them -> presets (the first key found in the lowercased name wins)
+# (a key that is a prefix of another card's name comes after that card's: a100 before a10g / a10, l40s before l40 / l4;
+# "nvidia a10" / "nvidia a40" so that the RTX A1000 / A4000 workstation cards do not read as them)
 DEVICE_NAME_KEYS = (("h200", "h200"), ("h100 pcie", "h100-pcie"), ("h100", "h100"), ("h20", "h20"), ("b200", "b200"),
-                    ("a100", "a100-80g"), ("l40s", "l40s"), ("4090", "rtx-4090"), ("5090", "rtx-5090"), ("rtx pro 6000", "rtx-pro-6000"), ("mi300x", "mi300x"))
+                    ("a100", "a100-80g"), ("nvidia a10g", "a10g"), ("nvidia a10", "a10"), ("nvidia a40", "a40"), ("rtx a6000", "rtx-a6000"),
+                    ("6000 ada", "rtx-6000-ada"), ("l40s", "l40s"), ("nvidia l40", "l40"), ("nvidia l4", "l4"), ("3090", "rtx-3090"),
+                    ("4090", "rtx-4090"), ("5090", "rtx-5090"), ("rtx pro 6000", "rtx-pro-6000"), ("mi300x", "mi300x"))
 
 
 def preset_for_device(device_name: str) -> str:

@@ -17,6 +17,8 @@ from tests.sim.conftest import make_sim
 
 DATA = __import__("pathlib").Path(__file__).parent / "data"
 NEW_CARDS = ("rtx-4090", "l40s", "rtx-pro-6000", "rtx-5090", "h20", "mi300x", "h100-pcie")
+# session 31 (issue 9, "hardware from a spec sheet"): cloud / workstation cards with no public row fitted on them
+SPEC_SHEET_CARDS = ("l4", "a10", "a10g", "rtx-3090", "rtx-a6000", "a40", "l40", "rtx-6000-ada")
 
 
 def experiment(sim: dict) -> dict:
@@ -33,6 +35,51 @@ def test_every_preset_is_a_valid_sheet_with_cited_sources():
             assert sheet.sources and all(s.startswith("https://") for s in sheet.sources), name
     assert get_hardware("rtx-4090").interconnect.kind == "pcie"
     assert get_hardware("h100").interconnect.kind == "nvlink"
+
+
+def test_every_gpu_preset_cites_its_sheet_and_says_what_it_is():
+    """Each GPU preset: at least one https source, no source twice, a description, a dense bf16 (or fp16) peak and the
+    memory it is sold with; usable_mem_gib, where given, a little below it (ECC / driver reservation: within 10%)."""
+    for name in HARDWARE_NAMES:
+        if name == "cpu":
+            continue
+        sheet = get_hardware(name)
+        assert sheet.description and sheet.sources and len(set(sheet.sources)) == len(sheet.sources), name
+        assert all(s.startswith("https://") for s in sheet.sources) and sheet.has_peak("bf16"), name
+        if sheet.usable_mem_gib is not None:
+            assert 0.9 * sheet.mem_gib < sheet.usable_mem_gib <= sheet.mem_gib, name
+
+
+def test_spec_sheet_cards_are_their_sheets_with_the_fractions_they_carry_over():
+    """Session 31: dense = half the sheets' sparse numbers (L4 BF16 242* / FP8 485*, A10 BF16 250*, RTX A6000 309.7*,
+    A40 299.4*, L40 362.1* / FP8 724*, RTX 6000 Ada FP8 1,457*); the RTX 3090 at its FP32-accumulate rate (71);
+    Ampere (GA102) sheets have no fp8 peak, Ada ones do; none has a fitted fraction (the L40S's GPU defaults, not
+    the RTX 4090's 0.55 / 0.85); the GeForce RTX 3090 takes the RTX 4090's no-P2P NCCL link, the others PCIe 4.0 as
+    the L40S; and torch / nvidia-smi device names map to them."""
+    from sim.hardware import preset_for_device
+
+    cards = {n: get_hardware(n) for n in SPEC_SHEET_CARDS}
+    assert set(SPEC_SHEET_CARDS) <= set(HARDWARE_NAMES)
+    assert cards["l4"].peak_tflops == {"bf16": 242 / 2, "fp8": 485 / 2, "int8": 485 / 2}
+    assert cards["a10"].peak_tflops["bf16"] == 250 / 2 and cards["rtx-a6000"].peak_tflops["bf16"] == 154.8
+    assert cards["a40"].peak_tflops["bf16"] == 149.7 and cards["rtx-3090"].peak_tflops["bf16"] == 71
+    assert cards["l40"].peak_tflops == {"bf16": 362.1 / 2, "fp8": 724 / 2, "int8": 724 / 2}
+    assert cards["rtx-6000-ada"].peak_tflops == {"bf16": 1457 / 4, "fp8": 1457 / 2}
+    assert [c.mem_bw_tbs for c in cards.values()] == [0.3, 0.6, 0.6, 0.936, 0.768, 0.696, 0.864, 0.96]
+    ampere, ada = ("a10", "a10g", "rtx-3090", "rtx-a6000", "a40"), ("l4", "l40", "rtx-6000-ada")
+    assert not any(cards[n].has_peak("fp8") for n in ampere) and all(cards[n].has_peak("fp8") for n in ada)
+    l40s, rtx4090 = get_hardware("l40s"), get_hardware("rtx-4090")
+    for name, card in cards.items():
+        assert (card.mfu, card.bw_efficiency, card.attn_mfu, card.marlin_efficiency) == (
+            l40s.mfu, l40s.bw_efficiency, None, None), name
+        assert card.interconnect == (rtx4090 if name == "rtx-3090" else l40s).interconnect, name
+    assert (rtx4090.mfu, rtx4090.bw_efficiency) != (l40s.mfu, l40s.bw_efficiency)
+    assert cards["l40"].l2_mib == cards["rtx-6000-ada"].l2_mib == l40s.l2_mib == 96 and cards["a40"].l2_mib == 6
+    names = {"NVIDIA L4": "l4", "NVIDIA L40": "l40", "NVIDIA L40S": "l40s", "NVIDIA A10G": "a10g", "NVIDIA A10": "a10",
+             "NVIDIA A100-SXM4-80GB": "a100-80g", "NVIDIA A40": "a40", "NVIDIA RTX A6000": "rtx-a6000",
+             "NVIDIA RTX 6000 Ada Generation": "rtx-6000-ada", "NVIDIA GeForce RTX 3090": "rtx-3090",
+             "NVIDIA RTX A4000": "other"}
+    assert {n: preset_for_device(n) for n in names} == names
 
 
 def test_h100_pcie_is_the_pcie_card_of_the_h100_die():

@@ -105,6 +105,35 @@ def test_deplodock_sweeps_alternate_fit_and_held_out_in_one_block(prefix, gpu, c
                                                                                                        "fixed", 80)
 
 
+def test_session_31_rows_are_held_out_on_the_new_cards_and_load():
+    """The session-31 rows (issue 9, "hardware from a spec sheet"): at the end of the file, held out, on cards that had
+    no preset before (L4, A10G, A40), no front end; the wmx L4 sweep is a closed loop at C = 1..32 of random 256 / 128
+    at --gpu-memory-utilization 0.6, scored on output throughput and median TTFT only; the DatabaseMart A40 rows are 50
+    prompts at once of random 100 in, outputs at the run's means; every row builds a sim config; the
+    deepseek-coder-1.3b config reads as its published 1.35B Llama shape."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    rows = load_rows(DEFAULT_FILE)
+    new = [r for r in rows if r.id.startswith(("wmx-l4-", "arc53-l4-", "vllm4030-a10g-", "dbm-a40-"))]
+    assert [r.id for r in rows[-len(new):]] == [r.id for r in new] and len(new) == 14
+    for r in new:
+        assert r.after_fit and r.half == "held-out" and r.frontend is None and r.gpu in ("l4", "a10g", "a40"), r.id
+        assert row_sim_config(r).hardware.preset == r.gpu
+    wmx = [r for r in new if r.id.startswith("wmx-")]
+    assert [r.bench.max_concurrency for r in wmx] == [1, 2, 4, 8, 16, 32]
+    for r in wmx:
+        assert (r.vllm, r.engine.gpu_memory_utilization, r.bench.input_tokens, r.bench.output_tokens) == (
+            "0.23.0", 0.6, 256, 128), r.id
+        assert r.reported.tpot_mean_ms is None and r.reported.ttft_median_ms and r.reported.output_throughput_tok_s
+    a40 = [r for r in new if r.gpu == "a40"]
+    assert len(a40) == 6 and all((r.bench.num_prompts, r.bench.input_tokens, r.bench.lengths, r.bench.max_concurrency)
+                                 == (50, 100, "mean", None) and r.bench.output_tokens < 600 for r in a40)
+    coder = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / "deepseek-coder-1.3b-instruct.json")
+    assert coder.params_b == pytest.approx(1.346, abs=0.001) and (coder.n_layers, coder.n_kv_heads) == (24, 16)
+
+
 def test_the_qwen3_coder_next_fp8_config_is_qwen3_next_at_block_fp8():
     """Qwen3-Coder-Next keeps Qwen3-Next-80B-A3B's architecture keys; the FP8 checkpoint: fp8 block-128 weights and
     fp8 matmuls, about half the bf16 bytes."""
