@@ -173,10 +173,11 @@ def test_untied_lm_head_when_the_config_omits_the_key():
 
 
 def _tp_for(m) -> int:
-    """Fewest H200s (a power of two, dividing the KV heads or MLA) that hold the weights at 70% of their memory."""
+    """Fewest H200s (a power of two dividing the attention heads, and the KV heads or a multiple of them, as vLLM
+    requires: sim/cost.check_tp_split) that hold the weights in 85% of their memory."""
     for tp in (1, 2, 4, 8, 16, 32, 64):
-        if m.weight_bytes <= 0.7 * tp * 141e9 and (m.kv_dim_override or m.n_kv_heads % tp == 0
-                                                     or tp % m.n_kv_heads == 0):
+        if m.weight_bytes <= 0.85 * tp * 141e9 and m.n_heads % tp == 0 and (
+                m.kv_dim_override or m.n_kv_heads % tp == 0 or tp % m.n_kv_heads == 0):
             return tp
     raise AssertionError(f"{m.name}: no tp holds it")
 
