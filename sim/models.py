@@ -51,7 +51,17 @@ from sim.quant import quant_scheme
 from sim.routing import distinct_experts
 
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
-TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+# the dtype vLLM serves a checkpoint's unquantized weights (and KV cache) in under its default `--dtype auto`: the
+# config's torch_dtype, except that float32 -- or no dtype at all, which vLLM reads as float32 -- is downcast to the
+# platform's preferred 16-bit dtype (vllm/config/model.py _resolve_auto_dtype, "Downcast for float32 models": bf16 on
+# GPUs of compute capability 8.0+ and on CPUs with bf16; fp16 before, the same 2 bytes). `sim.model.dtype: fp32`
+# prices a server started with --dtype float32.
+SERVED_DTYPES = {"float32": "bf16", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def served_dtype(cfg: dict) -> str:
+    """The dtype `vllm serve --dtype auto` runs this config.json's model in (SERVED_DTYPES)."""
+    return SERVED_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32"), "bf16")
 
 
 @dataclass(frozen=True)
@@ -449,7 +459,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     active = total - (0 if tied else embed) - (expert_total * (1 - top_k / experts) if experts else 0)
 
     # the activation dtype: unquantized weights, and the KV cache (vLLM's kv_cache_dtype auto)
-    dtype = kv_dtype = TORCH_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16")
+    dtype = kv_dtype = served_dtype(cfg)
     scheme = quant_scheme(raw.get("quantization_config") or cfg.get("quantization_config"), str(path)) \
         if quantized else None
     classes = {"attention": mixers, "mlp": (n_layers - n_moe) * mlp_mats * h * dense_inter,
@@ -491,7 +501,7 @@ def _hybrid_linear(cfg: dict, path: Path, n_layers: int, h: int, q_width: int, a
     for an ordinary model; for a hybrid linear-attention one (sim/linear_attn.py) the full layers' attention
     with its output gate (attn_output_gate, on unless false: q_proj emits a gate of q's width, hidden x
     heads x head_dim more) plus the linear layers' own weights."""
-    act = TORCH_DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16")
+    act = served_dtype(cfg)
     lin, n_linear = gated_deltanet(cfg, n_layers, act, str(path))
     if lin is None:
         return None, 0, n_layers * attn

@@ -276,3 +276,20 @@ def test_moe_key_aliases_and_one_shared_expert_named_twice(tmp_path):
 def _write(path: Path, cfg: dict) -> Path:
     path.write_text(json.dumps(cfg))
     return path
+
+
+# -- the dtype vLLM serves a checkpoint in ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("stored,served", [("float32", "bf16"), (None, "bf16"), ("bfloat16", "bf16"),
+                                           ("float16", "fp16")])
+def test_a_float32_checkpoint_is_served_in_16_bits(tmp_path, stored, served):
+    """vLLM's --dtype auto downcasts a float32 checkpoint (or one that names no dtype) to a 16-bit dtype
+    (_resolve_auto_dtype): its weights and KV cost 2 bytes a value, not 4; sim.model.dtype fp32 keeps 4."""
+    cfg = {**TINY, "torch_dtype": stored} if stored else dict(TINY)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    m = model_from_config(ModelSpec(config=str(path)))
+    assert m.dtype == served and m.kv_dtype == served
+    assert m.weight_bytes == pytest.approx(m.params_b * 1e9 * 2)
+    fp32 = model_from_config(ModelSpec(config=str(path), dtype="fp32"))
+    assert fp32.weight_bytes == pytest.approx(2 * m.weight_bytes)
