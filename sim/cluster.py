@@ -30,7 +30,9 @@ another) or shared (SharedFrontend, processor sharing: a burst reaches the engin
 Data + expert parallelism (a MoE model with hardware.ep > tp over several replicas): the ep / tp replicas of one
 expert-parallel group step together (LockstepGroup, engine.dp_lockstep): each plans and applies its own step,
 the step lasts the group's longest, and an idle rank runs vLLM's one-token dummy batch. While every rank's step
-fits a CUDA graph, vLLM pads every rank to the group's most tokens (DP padding), and so does the group.
+fits a CUDA graph, vLLM pads every rank to the group's most tokens (DP padding), and so does the group; past it, each
+rank's experts still run on all of the group's tokens (the all-gather dispatch). Router least_loaded is vLLM's DP
+load balancer (Cluster._least_loaded).
 """
 from __future__ import annotations
 
