@@ -30,7 +30,9 @@ another) or shared (SharedFrontend, processor sharing: a burst reaches the engin
 Data + expert parallelism (a MoE model with hardware.ep > tp over several replicas): the ep / tp replicas of one
 expert-parallel group step together (LockstepGroup, engine.dp_lockstep): each plans and applies its own step,
 the step lasts the group's longest, and an idle rank runs vLLM's one-token dummy batch. While every rank's step
-fits a CUDA graph, vLLM pads every rank to the group's most tokens (DP padding), and so does the group.
+fits a CUDA graph, vLLM pads every rank to the group's most tokens (DP padding), and so does the group; past it, each
+rank's experts still run on all of the group's tokens (the all-gather dispatch). Router least_loaded is vLLM's DP
+load balancer (Cluster._least_loaded).
 """
 from __future__ import annotations
 
@@ -608,6 +610,11 @@ class LockstepGroup:
     coordinate_batch_across_dp) and, when every rank runs a CUDA graph, each pads its batch to the largest
     count of the group, so each rank's step is priced at the group's most tokens over its own requests and KV.
     `pad_limit`: the most tokens a step may have for that (the largest captured graph); 0: never padded.
+    Unpadded (a step past the largest graph: a prefill chunk), each rank runs its own tokens through attention, but
+    its experts run on every rank's tokens: the default all2all backend's dispatch is an all_gatherv of the ranks'
+    hidden states sized by num_tokens_across_dp, its combine a reduce_scatterv (AgRsAll2AllManager,
+    vllm/distributed/device_communicators/all2all.py, vLLM 0.32.0), so each rank's MoE layers are priced on the
+    group's total tokens (CostModel.step_time moe_tokens), not dp x its own. The step function must take that keyword.
     """
 
     def __init__(self, env, members: list[Replica], step_time, pad_limit: int = 0):
@@ -617,7 +624,6 @@ class LockstepGroup:
         self.wake: simpy.Event | None = None
         for r in members:
             r.group = self
-        self.dummy_s = step_time(1, 1.0, 1, False, 0, None)
         self.process = env.process(self.run())
 
     def run(self):
@@ -636,9 +642,10 @@ class LockstepGroup:
             if top <= self.pad_limit:  # every rank runs `top` tokens (the idle one a dummy batch of that many)
                 dt = max(step_time(top, 1.0, 1, False, 0, None) if s is None
                          else step_time(top, s[1], s[2], s[3], s[6], s[8]) for s in steps)
-            else:
-                dt = max(self.dummy_s if s is None else step_time(s[0], s[1], s[2], s[3], s[6], s[8])
-                         for s in steps)
+            else:  # each rank its own tokens; every rank's experts run on all of the group's tokens, gathered
+                moe = sum(1 if s is None else s[0] for s in steps) / len(steps)
+                dt = max(step_time(1, 1.0, 1, False, 0, None, moe_tokens=moe) if s is None
+                         else step_time(s[0], s[1], s[2], s[3], s[6], s[8], moe_tokens=moe) for s in steps)
             yield env.timeout(dt)
             for r, s in zip(self.members, steps):
                 if s is not None:
@@ -669,6 +676,7 @@ class Cluster:
         self.rejected: list[int] = []
         self._slots: dict[int, tuple[int, int, int]] = {}
         self._rr = 0
+        self._lb_start = 0  # least_loaded: the engine its next scan starts at (vLLM's eng_start_index)
         self.tokens_in_window = 0
         self.in_system = 0
         self._area = 0.0
@@ -695,7 +703,7 @@ class Cluster:
         self._slots[rid] = (start, length, rec_out)
         self._track(now, +1)
         if self.router == "least_loaded":
-            rep = min(self.replicas, key=Replica.load)
+            rep = self._least_loaded()
         else:
             rep = self.replicas[self._rr % len(self.replicas)]
             self._rr += 1
@@ -704,6 +712,26 @@ class Cluster:
         else:
             self._dispatch(rep, rid)
         return rid
+
+    def _least_loaded(self) -> Replica:
+        """vLLM's DP load balancer (DPLBAsyncMPClient.get_core_engine_for_request, vllm/v1/engine/core_client.py,
+        vLLM 0.32.0 lines 1642-1697): the engine with the lowest score, score = its unfinished requests (the
+        client's exact in-flight count; Replica.load) + waiting x 6 x max(0, KV usage - 0.5) (a queue on a
+        KV-bound engine drains slowly); the scan starts one engine further on at every request, so that ties
+        (idle engines) go round robin instead of always to engine 0."""
+        reps = self.replicas
+        n = len(reps)
+        start = self._lb_start
+        self._lb_start = (start + 1) % n
+        best, best_score = None, float("inf")
+        for i in range(n):
+            rep = reps[(start + i) % n]
+            score = float(rep.load())
+            if rep.queue and rep.kv.paged:
+                score += len(rep.queue) * 6.0 * max(0.0, 1.0 - rep.kv.free / rep.kv.total - 0.5)
+            if score < best_score:
+                best, best_score = rep, score
+        return best
 
     def _dispatch(self, rep: Replica, rid: int):
         """The request reaches replica `rep`'s engine now."""

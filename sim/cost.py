@@ -415,13 +415,17 @@ class CostModel:
 
     # ---- step time ---------------------------------------------------------------------------------
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool, drafts: int = 0,
-                  attn_ctx: float | None = None) -> float:
+                  attn_ctx: float | None = None, moe_tokens: float | None = None) -> float:
         """Seconds for one engine step with `tokens` query tokens of `n_reqs` requests reading `kv_sum`
         cached tokens, `drafts` of those tokens drafts to verify (a speculative step also pays the drafter
         pass). `drafts` changes profile reads only (see the module docstring): the roofline prices every
         query token alike. `attn_ctx`: the cached tokens each query token attends to, summed over the step's
         tokens (the replica's step plan knows it); None: tokens x kv_sum / n_reqs, every token at the mean
-        context (and always on a sliding-window model, whose window caps each request's context)."""
+        context (and always on a sliding-window model, whose window caps each request's context).
+        `moe_tokens`: the tokens per data-parallel rank the routed experts see, where the ranks of an expert-parallel
+        group run unequal steps (cluster.LockstepGroup without DP padding): vLLM's dispatch gathers every rank's
+        tokens (all_gatherv over the DP group), so each rank's experts run on the group's total, which is dp x this;
+        None: the step's own `tokens` (one rank, or every rank padded to the same count)."""
         mult = 1.0
         if self._bucket_list is not None:
             if tokens <= self._bucket_max:
@@ -458,7 +462,10 @@ class CostModel:
         if self._serial:
             t += self._serial * min(memory, compute)
         if self._moe:
-            t += self._experts_time(tokens, gemm_tokens)
+            if moe_tokens is None:
+                t += self._experts_time(tokens, gemm_tokens)
+            else:  # the group's gathered tokens (per rank), not this rank's own; no tiles on a GPU sheet
+                t += self._experts_time(moe_tokens, moe_tokens)
         t += n_reqs * self.request_overhead_s
         if spec:
             t += self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s

@@ -329,11 +329,12 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.engine, rng,
                       kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed, kv_blocks=kv_blocks,
                       frontend=sim.frontend if sim.frontend.enabled else None, lockstep=lockstep_group(sim, cost))
+    feeder = None
     if wl.kind == "closed_loop":
         users = int(value) if (axis == "concurrency" and value is not None) else wl.concurrency
         cluster.start_closed_loop(users)
     else:
-        env.process(cluster.open_loop(*arrivals))
+        feeder = env.process(cluster.open_loop(*arrivals))
     t0 = time.perf_counter()
     if closed is not None and wl.max_requests:
         # a bounded closed loop (vLLM's --max-concurrency with --num-prompts) ends with its last reply
@@ -342,7 +343,9 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
         env.run(until=simpy.AnyOf(env, [done, env.timeout(end)]))
     else:
         env.run(until=end)
-    if wl.drain and not cluster.all_done():
+    # a replay ends at its last arrival, and run(until=t) stops before the events at t: with nothing in the system
+    # then, that last request would never be sent (the feeder is still alive) -- drain it like any other
+    if wl.drain and (not cluster.all_done() or (wl.replay and feeder is not None and feeder.is_alive)):
         done = env.event()
         cluster_done_hook(cluster, done)
         env.run(until=simpy.AnyOf(env, [done, env.timeout(wl.drain_limit_s)]))

@@ -120,7 +120,7 @@ def _group_steps(plans_a, plans_b, pad_limit):
     env = simpy.Environment()
     a, b = _Rank(env, plans_a), _Rank(env, plans_b)
 
-    def step_time(tokens, kv, reqs, spec, drafts, attn):  # 1 ms per token, 1 us per cached token read
+    def step_time(tokens, kv, reqs, spec, drafts, attn, moe_tokens=None):  # 1 ms per token, 1 us per cached token
         return tokens * 1e-3 + kv * 1e-6
     LockstepGroup(env, [a, b], step_time, pad_limit)
     env.run(until=100)
