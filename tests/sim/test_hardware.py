@@ -86,8 +86,8 @@ def test_amd_instinct_fractions_come_from_amds_kernel_measurements():
     """mi300x / mi325x / mi355x (session 31): dense peaks of the sheets (MI355X: 256 CUs x 2.4 GHz x 4,096 / 8,192 /
     16,384 FLOPs per CU and clock), attn_mfu = aiter's own fwd_v3 tables' fit (the MI325X takes the MI300X's: same
     gfx942 die), bw_efficiency = AMD's measured HBM roofline (3,910.62 / 4,287.31 / 5,690.42 GB/s) x the GH100 cards'
-    serving-over-measured stream ratio (0.75 / 0.865), mfu the GPU default (no GEMM table read); ROCm device names map
-    to them."""
+    serving-over-measured stream ratio (0.75 / 0.865), mfu = the bf16 MAMF fraction x the H100's serving-over-MAMF
+    ratio; ROCm device names map to them."""
     from sim.hardware import preset_for_device
 
     mi300x, mi325x, mi355x = (get_hardware(n) for n in ("mi300x", "mi325x", "mi355x"))
@@ -99,7 +99,10 @@ def test_amd_instinct_fractions_come_from_amds_kernel_measurements():
     ratio = 0.75 / 0.865
     for card, hbm_gbs in ((mi300x, 3910.62), (mi325x, 4287.31), (mi355x, 5690.42)):
         assert card.bw_efficiency == pytest.approx(ratio * hbm_gbs / 1000 / card.mem_bw_tbs, abs=0.006), card.name
-        assert card.mfu == 0.45 and card.interconnect.kind == "infinity_fabric", card.name
+        assert card.interconnect.kind == "infinity_fabric", card.name
+    # bf16 MAMF (TFLOP/s) over the sheet's peak, at the H100's serving-over-MAMF ratio 0.35 / (794.5 / 989.4)
+    for card, mamf in ((mi300x, 668.4), (mi325x, 784.9), (mi355x, 1565.0)):
+        assert card.mfu == pytest.approx(0.35 / (794.5 / 989.4) * mamf / card.peak_tflops["bf16"], abs=0.006), card.name
     assert mi325x.attn_mfu == mi300x.attn_mfu < mi355x.attn_mfu < get_hardware("h100").attn_mfu
     names = {"AMD Instinct MI300X": "mi300x", "AMD Instinct MI300X VF": "mi300x", "AMD Instinct MI325X": "mi325x",
              "AMD Instinct MI355X": "mi355x", "AMD Instinct MI250X": "other"}
