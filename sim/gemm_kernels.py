@@ -2,7 +2,7 @@
 
     python -m sim.gemm_kernels --out gemm_kernels/         # ~1 s; writes gemm_kernels.{csv,md}
     python -m sim.gemm_kernels --fit --out gemm_kernels/   # + act_quant_us / lowp_matmul_efficiency /
-                                                           #   marlin_efficiency (gemm_fit.json)
+                                                           #   marlin_efficiency / mfu_from_mamf (gemm_fit.json)
 
 The data (sim/validation/gemm_kernels.yaml, each run with its URL) time one dense GEMM C[M,N] = A[M,K] W[N,K]^T of
 the same shape in bf16 (or fp16) and in fp8 / fp4, or weight-only int4 (Marlin, int4_w4a16: dequantized in the
@@ -12,6 +12,9 @@ cost model gives the same GEMM on the card's preset (sim/cost.py: one-layer mode
 max(weight bytes / achievable bandwidth, 2 M N K / (mfu x peak[dtype]))), grouped by card, dtype, whether the
 column includes the activation's on-the-fly quantization (vLLM's columns without `-noquant`), and M (<= 256:
 weight-bandwidth bound; >= 1024: compute bound). Runs on cards without a preset (`other`) are listed, not priced.
+Runs marked `mamf: true` hold one bf16 point each, a card's Maximum Achievable Matmul FLOPS (the best shape of a
+torch.matmul grid): --fit turns them into mfu_from_mamf, the H100 sheet's serving mfu scaled by the card's MAMF
+fraction of its own peak over the H100's (how the AMD sheets' mfu is set, sim/presets/hardware.yaml).
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ WEIGHT_ONLY = tuple(t for t, (matmul, _) in LOW_DTYPES.items() if matmul is None
 
 
 def load_points(path: str | Path) -> pd.DataFrame:
-    """One row per published point: run, device, m, n, k, dtype, kernel, speed (1 / us, or TFLOP/s)."""
+    """One row per published point: run, device, m, n, k, dtype, kernel, us, speed (1 / us), mamf (the run is a
+    card's Maximum Achievable Matmul FLOPS point)."""
     p = Path(path)
     rows = []
     for i, run in enumerate(load_runs_list(p, "GEMM runs")):
@@ -49,6 +53,11 @@ def load_points(path: str | Path) -> pd.DataFrame:
                 raise LabError(f"{p}: runs[{i}].{key}: missing")
         if run["unit"] not in ("us", "tflops"):
             raise LabError(f"{p}: runs[{i}].unit: {run['unit']!r} is not us or tflops")
+        mamf = run.get("mamf", False)
+        pts = run["points"]
+        one_bf16 = isinstance(pts, list) and len(pts) == 1 and isinstance(pts[0], dict) and pts[0].get("dtype") == "bf16"
+        if not isinstance(mamf, bool) or (mamf and not one_bf16):
+            raise LabError(f"{p}: runs[{i}].mamf: true or false; a mamf run holds one bf16 point")
         for j, point in enumerate(run["points"]):
             try:
                 m, n, k, value = (int(point["m"]), int(point["n"]), int(point["k"]), float(point["value"]))
@@ -60,7 +69,7 @@ def load_points(path: str | Path) -> pd.DataFrame:
                                f"{BASE_DTYPES + tuple(LOW_DTYPES)} expected")
             us = 2.0 * m * n * k / (value * 1e12) * 1e6 if run["unit"] == "tflops" else value
             rows.append({"run": run["id"], "device": run["device"], "m": m, "n": n, "k": k, "dtype": dtype,
-                         "kernel": kernel, "us": us, "speed": 1.0 / us})
+                         "kernel": kernel, "us": us, "speed": 1.0 / us, "mamf": mamf})
     return pd.DataFrame(rows)
 
 
@@ -98,7 +107,9 @@ def fit(points: pd.DataFrame) -> dict:
     microseconds the activation quantization adds to the same GEMM; lowp_matmul_efficiency per dtype: the median,
     over compute-bound points (M >= 1024) of GEMMs timed without it on preset cards, of the published speed-up over
     the one the cost model gives at efficiency 1 (its peak ratio there); marlin_efficiency per card: the same median
-    over its weight-only (Marlin) points, whose peak ratio is 1 (both multiply at the activation dtype)."""
+    over its weight-only (Marlin) points, whose peak ratio is 1 (both multiply at the activation dtype);
+    mfu_from_mamf per card with a MAMF run: the h100 sheet's mfu x (the card's MAMF / its bf16 peak) / (the H100's MAMF
+    / its bf16 peak) -- the H100's serving-fitted mfu carried over at the ratio of measured matmul fractions."""
     quant = points[points.kernel.str.match(r"^fp8-") & ~points.kernel.str.contains("noquant")]
     bare = points[points.kernel.str.contains("noquant")].assign(kernel=lambda f: f.kernel.str.replace("-noquant", ""))
     paired = quant.merge(bare, on=["run", "m", "n", "k", "kernel"], suffixes=("", "_bare"))
@@ -114,7 +125,22 @@ def fit(points: pd.DataFrame) -> dict:
             "lowp_matmul_efficiency": {LOW_DTYPES[t][0]: round(float(v), 3) for t, v in efficiency.items()},
             "efficiency_points": {LOW_DTYPES[t][0]: int(n) for t, n in bound.dtype[lowp].value_counts().items()},
             "marlin_efficiency": {d: round(float(v), 3) for d, v in marlin.items()},
-            "marlin_points": {d: int(n) for d, n in bound.device[~lowp].value_counts().items()}}
+            "marlin_points": {d: int(n) for d, n in bound.device[~lowp].value_counts().items()},
+            **mamf_mfu(points)}
+
+
+def mamf_mfu(points: pd.DataFrame) -> dict:
+    """mamf_fraction (each MAMF run's TFLOP/s over its card's bf16 peak) and mfu_from_mamf (see fit); empty without
+    an h100 MAMF run."""
+    mamf = points[points.mamf & (points.device != "other")]
+    # [cards] achieved bf16 TFLOP/s of the best shape over the sheet's peak
+    fraction = {d: 2.0 * m * n * k / (us * 1e6) / get_hardware(d).peak_for("bf16")
+                for d, m, n, k, us in zip(mamf.device, mamf.m, mamf.n, mamf.k, mamf.us)}
+    if "h100" not in fraction:
+        return {"mamf_fraction": {}, "mfu_from_mamf": {}}
+    ratio = get_hardware("h100").mfu / fraction["h100"]
+    return {"mamf_fraction": {d: round(f, 3) for d, f in fraction.items()},
+            "mfu_from_mamf": {d: round(ratio * f, 3) for d, f in fraction.items()}}
 
 
 def summary(low: pd.DataFrame) -> pd.DataFrame:
@@ -126,8 +152,8 @@ def summary(low: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     ap = data_check_parser("python -m sim.gemm_kernels", __doc__, DEFAULT_FILE, "GEMM timings", "gemm_kernels",
-                           "also fit act_quant_us, lowp_matmul_efficiency and marlin_efficiency (gemm_fit.json); the "
-                           "presets are not changed")
+                           "also fit act_quant_us, lowp_matmul_efficiency, marlin_efficiency and mfu_from_mamf "
+                           "(gemm_fit.json); the presets are not changed")
     args = ap.parse_args(argv)
     try:
         points = load_points(args.file)

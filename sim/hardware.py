@@ -43,7 +43,8 @@ def hardware_from_config(section: HardwareSpec) -> Hardware:
 DEVICE_NAME_KEYS = (("h200", "h200"), ("h100 pcie", "h100-pcie"), ("h100", "h100"), ("h20", "h20"), ("b200", "b200"),
                     ("a100", "a100-80g"), ("nvidia a10g", "a10g"), ("nvidia a10", "a10"), ("nvidia a40", "a40"), ("rtx a6000", "rtx-a6000"),
                     ("6000 ada", "rtx-6000-ada"), ("l40s", "l40s"), ("nvidia l40", "l40"), ("nvidia l4", "l4"), ("3090", "rtx-3090"),
-                    ("4090", "rtx-4090"), ("5090", "rtx-5090"), ("rtx pro 6000", "rtx-pro-6000"), ("mi300x", "mi300x"))
+                    ("4090", "rtx-4090"), ("5090", "rtx-5090"), ("rtx pro 6000", "rtx-pro-6000"), ("mi300x", "mi300x"),
+                    ("mi325x", "mi325x"), ("mi355x", "mi355x"))
 
 
 def preset_for_device(device_name: str) -> str:

@@ -88,3 +88,26 @@ def test_the_shipped_marlin_table_gives_the_a100_presets_value():
     fitted = gk.fit(gk.load_points(gk.DEFAULT_FILE))
     assert fitted["marlin_efficiency"]["a100-40g"] == pytest.approx(get_hardware("a100-40g").marlin_efficiency, abs=0.01)
     assert get_hardware("a100-80g").marlin_efficiency == get_hardware("a100-40g").marlin_efficiency
+
+
+def test_the_shipped_mamf_table_gives_the_amd_presets_mfu():
+    """The AMD sheets' mfu is the H100's serving mfu at the ratio of bf16 MAMF fractions (sim.gemm_kernels --fit);
+    the H100 maps to itself."""
+    fitted = gk.fit(gk.load_points(gk.DEFAULT_FILE))
+    assert fitted["mfu_from_mamf"]["h100"] == pytest.approx(get_hardware("h100").mfu)
+    assert fitted["mamf_fraction"]["h100"] == pytest.approx(794.5 / 989.4, abs=1e-3)
+    for card in ("mi300x", "mi325x", "mi355x"):
+        assert get_hardware(card).mfu == pytest.approx(fitted["mfu_from_mamf"][card], abs=0.006), card
+
+
+@pytest.mark.parametrize("run", [
+    {"id": "m", "device": "h100", "unit": "tflops", "mamf": "yes",
+     "points": [{"m": 1, "n": 1, "k": 1, "dtype": "bf16", "kernel": "k", "value": 1}]},
+    {"id": "m", "device": "h100", "unit": "tflops", "mamf": True,
+     "points": [{"m": 1, "n": 1, "k": 1, "dtype": "fp8_w8a8", "kernel": "k", "value": 1}]},
+])
+def test_a_bad_mamf_run_names_the_field(tmp_path, run):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"runs": [run]}))
+    with pytest.raises(LabError, match=r"runs\[0\]\.mamf"):
+        gk.load_points(path)

@@ -16,7 +16,7 @@ from sim.models import MODELS, from_hf_config, get_model
 from tests.sim.conftest import make_sim
 
 DATA = __import__("pathlib").Path(__file__).parent / "data"
-NEW_CARDS = ("rtx-4090", "l40s", "rtx-pro-6000", "rtx-5090", "h20", "mi300x", "h100-pcie")
+NEW_CARDS = ("rtx-4090", "l40s", "rtx-pro-6000", "rtx-5090", "h20", "mi300x", "h100-pcie", "mi325x", "mi355x")
 # session 31 (issue 9, "hardware from a spec sheet"): cloud / workstation cards with no public row fitted on them
 SPEC_SHEET_CARDS = ("l4", "a10", "a10g", "rtx-3090", "rtx-a6000", "a40", "l40", "rtx-6000-ada")
 
@@ -79,6 +79,33 @@ def test_spec_sheet_cards_are_their_sheets_with_the_fractions_they_carry_over():
              "NVIDIA A100-SXM4-80GB": "a100-80g", "NVIDIA A40": "a40", "NVIDIA RTX A6000": "rtx-a6000",
              "NVIDIA RTX 6000 Ada Generation": "rtx-6000-ada", "NVIDIA GeForce RTX 3090": "rtx-3090",
              "NVIDIA RTX A4000": "other"}
+    assert {n: preset_for_device(n) for n in names} == names
+
+
+def test_amd_instinct_fractions_come_from_amds_kernel_measurements():
+    """mi300x / mi325x / mi355x (session 31): dense peaks of the sheets (MI355X: 256 CUs x 2.4 GHz x 4,096 / 8,192 /
+    16,384 FLOPs per CU and clock), attn_mfu = aiter's own fwd_v3 tables' fit (the MI325X takes the MI300X's: same
+    gfx942 die), bw_efficiency = AMD's measured HBM roofline (3,910.62 / 4,287.31 / 5,690.42 GB/s) x the GH100 cards'
+    serving-over-measured stream ratio (0.75 / 0.865), mfu = the bf16 MAMF fraction x the H100's serving-over-MAMF
+    ratio; ROCm device names map to them."""
+    from sim.hardware import preset_for_device
+
+    mi300x, mi325x, mi355x = (get_hardware(n) for n in ("mi300x", "mi325x", "mi355x"))
+    assert mi325x.peak_tflops == mi300x.peak_tflops == {"bf16": 1307.4, "fp8": 2614.9}
+    assert mi355x.peak_tflops == pytest.approx({k: 256 * 2.4e9 * f / 1e12 for k, f in
+                                                (("bf16", 4096), ("fp8", 8192), ("fp4", 16384))}, abs=0.1)
+    assert [c.mem_bw_tbs for c in (mi300x, mi325x, mi355x)] == [5.3, 6.0, 8.0]
+    assert [c.mem_gib for c in (mi300x, mi325x, mi355x)] == [192, 256, 288]
+    ratio = 0.75 / 0.865
+    for card, hbm_gbs in ((mi300x, 3910.62), (mi325x, 4287.31), (mi355x, 5690.42)):
+        assert card.bw_efficiency == pytest.approx(ratio * hbm_gbs / 1000 / card.mem_bw_tbs, abs=0.006), card.name
+        assert card.interconnect.kind == "infinity_fabric", card.name
+    # bf16 MAMF (TFLOP/s) over the sheet's peak, at the H100's serving-over-MAMF ratio 0.35 / (794.5 / 989.4)
+    for card, mamf in ((mi300x, 668.4), (mi325x, 784.9), (mi355x, 1565.0)):
+        assert card.mfu == pytest.approx(0.35 / (794.5 / 989.4) * mamf / card.peak_tflops["bf16"], abs=0.006), card.name
+    assert mi325x.attn_mfu == mi300x.attn_mfu < mi355x.attn_mfu < get_hardware("h100").attn_mfu
+    names = {"AMD Instinct MI300X": "mi300x", "AMD Instinct MI300X VF": "mi300x", "AMD Instinct MI325X": "mi325x",
+             "AMD Instinct MI355X": "mi355x", "AMD Instinct MI250X": "other"}
     assert {n: preset_for_device(n) for n in names} == names
 
 

@@ -102,6 +102,8 @@ PUBLISHED = [
     ("qwen2.5-32b", 32.5, None, None, 0.01, "Qwen/Qwen2.5-32B card: 32.5B"),
     ("phi-4", 14.7, None, None, 0.01, "microsoft/phi-4 hub: 14.7B"),
     ("gemma-2-9b-it", 9.24, None, None, 0.01, "google/gemma-2-9b-it hub: 9.24B"),
+    ("ministral-3-8b-2512", 8.4, None, None, 0.015,
+     "Ministral 3 8B card: 8.4B language model + 0.4B vision encoder (the encoder not modelled)"),
 ]
 
 
@@ -142,6 +144,7 @@ KV_BY_HAND = [
     ("gemma-2-27b-it", 46 * 2 * 16 * 128 * 2),
     ("phi-3-mini-4k-instruct", 32 * 2 * 32 * (3072 // 32) * 2),
     ("minimax-m2.7", 62 * 2 * 8 * 128 * 2),
+    ("ministral-3-8b-2512", 34 * 2 * 8 * 128 * 2),  # text_config of a Mistral 3 wrapper
 ]
 
 

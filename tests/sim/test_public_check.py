@@ -117,7 +117,9 @@ def test_session_31_rows_are_held_out_on_the_new_cards_and_load():
 
     rows = load_rows(DEFAULT_FILE)
     new = [r for r in rows if r.id.startswith(("wmx-l4-", "arc53-l4-", "vllm4030-a10g-", "dbm-a40-"))]
-    assert [r.id for r in rows[-len(new):]] == [r.id for r in new] and len(new) == 14
+    ids = [r.id for r in rows]
+    start = ids.index(new[0].id)  # one block, after every earlier row (the AMD rows below follow it)
+    assert ids[start:start + len(new)] == [r.id for r in new] and len(new) == 14
     for r in new:
         assert r.after_fit and r.half == "held-out" and r.frontend is None and r.gpu in ("l4", "a10g", "a40"), r.id
         assert row_sim_config(r).hardware.preset == r.gpu
@@ -132,6 +134,28 @@ def test_session_31_rows_are_held_out_on_the_new_cards_and_load():
                                  == (50, 100, "mean", None) and r.bench.output_tokens < 600 for r in a40)
     coder = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / "deepseek-coder-1.3b-instruct.json")
     assert coder.params_b == pytest.approx(1.346, abs=0.001) and (coder.n_layers, coder.n_kv_heads) == (24, 16)
+
+
+def test_session_31_amd_rows_are_held_out_at_the_end_and_load():
+    """The MI300X rows of vLLM recipes PRs #431 / #443 (one harness: random 1024 / 1024, 100 prompts at 32 users, tp 1):
+    held out; #443's Ministral-3-8B-Reasoning row is the file's last and reads as an 8.49B untied Mistral-style decoder
+    (8.4B on the card: the language model; the 0.4B vision encoder is not modelled)."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    rows = load_rows(DEFAULT_FILE)
+    amd = [r for r in rows if r.gpu in ("mi300x", "mi325x", "mi355x")]
+    assert [r.id for r in amd] == ["vllmrecipes-mi300x-qwen3guard-gen-8b-c32",
+                                   "vllmrecipes-mi300x-ministral-3-8b-reasoning-c32"]
+    assert rows[-1].id == amd[-1].id
+    for r in amd:
+        assert r.after_fit and r.half == "held-out" and r.tp == 1, r.id
+        assert (r.bench.input_tokens, r.bench.output_tokens, r.bench.num_prompts, r.bench.max_concurrency) == (
+            1024, 1024, 100, 32), r.id
+        assert row_sim_config(r).hardware.preset == "mi300x"
+    m = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / "ministral-3-8b-2512.json")
+    assert m.params_b == pytest.approx(8.49, abs=0.01) and (m.n_layers, m.n_kv_heads, m.vocab) == (34, 8, 131072)
 
 
 def test_the_qwen3_coder_next_fp8_config_is_qwen3_next_at_block_fp8():
