@@ -240,7 +240,8 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
             "verify_per_req_step"]
     per = results.groupby(["policy", "value"], sort=False, dropna=False)[cols].mean().reset_index()
     for _, r in per.iterrows():
-        lines.append(f"| {r.policy} | {r.value:g} | {_fmt(r.throughput_per_gpu)} | {r.tpot_ms_p50:.1f} / "
+        point = "-" if pd.isna(r.value) else f"{r.value:g}"  # no sweep: the one point has no axis value
+        lines.append(f"| {r.policy} | {point} | {_fmt(r.throughput_per_gpu)} | {r.tpot_ms_p50:.1f} / "
                      f"{r.tpot_ms_p90:.1f} | {r.ttft_s_p50:.2f} / {r.ttft_s_p99:.2f} | {r.tau:.2f} | "
                      f"{r.verify_per_req_step:.2f} |")
     unfinished = int(results["unfinished"].sum())

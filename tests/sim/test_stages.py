@@ -136,6 +136,7 @@ def test_summary_says_what_was_swept():
     res = run_sweep(prepare_inputs(sim), workers=1)
     text = summary_markdown(res, sla_table(res, sim), sim, [])
     assert "one point (no sweep)" in text and "[1, 4, 16, 64]" not in text and "none" not in text
+    assert "nan" not in text  # the one point's row says "-" where a sweep names its value
     swept = make_sim(workload=sim.workload.model_dump(), sweep={"axis": "concurrency", "values": [2, 16]})
     res = run_sweep(prepare_inputs(swept), workers=1)
     assert "sweep concurrency [2, 16]." in summary_markdown(res, sla_table(res, swept), swept, [])
