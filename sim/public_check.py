@@ -53,6 +53,7 @@ DIR/public_check.md (the table and the error summary) and DIR/public_check.png (
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import sys
@@ -934,7 +935,10 @@ def main(argv=None) -> int:
             known = {r.id for r in rows}
             unknown = [x for x in wanted if x not in known]
             if unknown or not wanted:
-                raise LabError(f"--rows: unknown ids {unknown or wanted}; the file has {sorted(known)}")
+                near = sorted({m for x in unknown for m in difflib.get_close_matches(x, known, n=3, cutoff=0.6)})
+                raise LabError(f"--rows: unknown ids {unknown or wanted}; the file has {len(known)} rows"
+                               + (f" (nearest: {', '.join(near)})" if near else "")
+                               + f"; list them with: grep '  - id:' {args.file}")
             rows = [r for r in rows if r.id in wanted]
         for r in rows:  # every row builds, and every length table reads, before any runs
             read_lengths(row_sim_config(r, lengths_mode=args.lengths, frontend=args.frontend).workload.lengths)

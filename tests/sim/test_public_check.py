@@ -441,6 +441,10 @@ def test_fit_frontend_takes_the_files_occupancy_unless_overridden(tmp_path, monk
 def test_unknown_row_id_is_an_error(tmp_path, capsys):
     assert main(["--rows", "nope", "--out", str(tmp_path / "o")]) == 2
     assert "--rows: unknown ids ['nope']" in capsys.readouterr().err
+    # a near miss names the nearest ids, not the whole file
+    assert main(["--rows", "gpustack-h100-qwen3-8b-c3", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "nearest: gpustack-h100-qwen3-8b-c2" in err and "iog-4090" not in err and len(err.splitlines()) == 1
 
 
 SHAREGPT_ROW = "gpustack-h100-qwen3-8b-c1"
