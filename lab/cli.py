@@ -95,6 +95,10 @@ def cmd_validate(args) -> int:
             failed += 1
             continue
         print(f"{path}: ok (run id {cfg.resolved_run_id()}, stages {','.join(cfg.stages)})")
+        if cfg.sim is not None and "sim" in cfg.stages:
+            described = importlib.import_module("sim.stages").describe_sim(cfg.sim)
+            if described:
+                print(f"  {described}")
     return 2 if failed else 0
 
 

@@ -475,7 +475,9 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
         "quant_linears": sum(g for c, g in groups.items() if scheme.quantizes(c)) if scheme.matmul_dtype else 0}
     window, sliding = _sliding_window(cfg, n_layers)
     chunked = bool(sliding) and llama4 and bool(cfg.get("attention_chunk_size"))
-    label = name or cfg.get("_name_or_path") or path.parent.name or str(cfg.get("model_type", "model"))
+    # a checkpoint's config.json is named by its folder; a config kept under its own name (qwen3-4b.json) by that
+    label = name or cfg.get("_name_or_path") or (path.parent.name if path.name == "config.json" else path.stem) \
+        or str(cfg.get("model_type", "model"))
     return ModelShape(name=str(label), params_b=total / 1e9, active_params_b=active / 1e9, n_layers=n_layers,
                       hidden=h, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, dtype=dtype, kv_dtype=kv_dtype,
                       kv_dim_override=kv_dim, attn_dim=attn_dim, moe_experts=experts, moe_top_k=top_k,

@@ -171,3 +171,26 @@ def fidelity_markdown(fidelity: pd.DataFrame, where: str) -> str:
         err = "n/a" if not np.isfinite(r.rel_error) else f"{r.rel_error * 100:+.1f}%"
         lines.append(f"| {r.policy} | {point} | {r.metric} | {r.sim:.4g} | {r.log:.4g} | {err} |")
     return "\n".join(lines) + "\n"
+
+
+def describe_sim(sim) -> str | None:
+    """One line for `lab validate`: what the simulator will serve -- the model's size, the KV cache one replica holds
+    and the engine limits it runs with (vLLM's defaults for the card where the YAML leaves them out), to compare with
+    the `vllm serve` log of the server being modelled ("GPU KV cache size: N tokens"). None where the step cost
+    needs files a stage of the run writes first (cost.profile: run)."""
+    from sim.cost import CostModel
+    from sim.hardware import engine_with_defaults
+    from sim.simulate import kv_pool
+
+    try:
+        cost = CostModel.from_config(sim)
+    except LabError:
+        return None
+    engine = engine_with_defaults(sim.engine, cost.hw)
+    tokens, _ = kv_pool(sim.model_copy(update={"engine": engine}), cost)
+    m = cost.model
+    gib = m.weight_bytes / 2**30
+    return (f"sim: {sim.replicas} x {cost.hw.name} (tp {cost.tp}), {m.name}: {m.params_b:.2f} B parameters "
+            f"({gib:.1f} GiB of weights, {m.dtype}); KV cache {tokens:,} tokens per replica; max_num_seqs "
+            f"{engine.max_num_seqs}, max_num_batched_tokens {engine.max_num_batched_tokens} (compare the served "
+            "engine's log: 'GPU KV cache size')")

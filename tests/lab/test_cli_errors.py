@@ -557,6 +557,20 @@ def test_good_sim_input_files_validate(workdir):
     result = lab(["validate", sim_yaml(workdir, profiled("run"))], workdir)
     assert result.returncode == 0, result.stderr
 
+def test_validate_says_what_the_simulator_will_serve(workdir):
+    """`lab validate` of a sim YAML prints the model, its KV cache and the engine limits (vLLM's defaults for the card
+    where the YAML leaves them out: 1024 / 8192 on an H100), to hold against the served engine's log."""
+    config = write(workdir, "qwen3-4b.json", json.dumps({**TINY_CONFIG, "torch_dtype": "bfloat16"}))
+    result = lab(["validate", sim_yaml(workdir, {"hardware": {"preset": "h100"}, "model": {"config": config}})], workdir)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[-1]
+    assert line.startswith("  sim: 1 x h100 (tp 1), qwen3-4b: ") and "tokens per replica" in line, result.stdout
+    assert "max_num_seqs 1024, max_num_batched_tokens 8192" in line
+    result = lab(["validate", sim_yaml(workdir, {"hardware": {"preset": "h100"}, "model": {"config": config},
+                                                 "engine": {"max_num_seqs": 64}})], workdir)
+    assert "max_num_seqs 64, max_num_batched_tokens 8192" in result.stdout
+
+
 def test_second_lab_run_of_a_run_id_stops_at_once(workdir):
     """Two `lab run` of one run id both did all the work and train_log.csv got every step twice."""
     code = ("import time; from lab.config import load_config; from lab.runs import open_run; "
