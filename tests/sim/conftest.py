@@ -57,3 +57,17 @@ def trace_dir(tmp_path):
     write_shard(synthetic_records(rng, method="mtp", k=1, alpha=0.7, table="rounds"),
                 d / "rounds__mtp__gsm8k__T0.parquet")
     return d
+
+
+class LockstepRank:
+    """A stand-in for a Replica inside a LockstepGroup: fixed step plans, the group's step lengths recorded."""
+
+    def __init__(self, env, plans):
+        from types import SimpleNamespace
+        self.cl, self.plans, self.n_active, self.dts = SimpleNamespace(env=env), list(plans), 0, []
+
+    def plan(self):
+        return self.plans.pop(0) if self.plans else None
+
+    def finish_step(self, step, dt):
+        self.dts.append(dt)

@@ -15,7 +15,7 @@ from sim.cost import CostModel
 from sim.hardware import get_hardware
 from sim.models import from_hf_config
 from sim.simulate import prepare_inputs, simulate
-from tests.sim.conftest import make_sim
+from tests.sim.conftest import LockstepRank, make_sim
 from tests.sim.test_hardware import DATA
 
 
@@ -36,17 +36,6 @@ def test_moe_tokens_prices_the_experts_on_the_gathered_tokens_only():
     assert fewer < 0.9 * base  # the experts of 2 x 2,080 tokens vs those of 2,112: a large share of the step
 
 
-class _Rank:
-    def __init__(self, env, plans):
-        from types import SimpleNamespace
-        self.cl, self.plans, self.n_active, self.dts = SimpleNamespace(env=env), list(plans), 0, []
-
-    def plan(self):
-        return self.plans.pop(0) if self.plans else None
-
-    def finish_step(self, step, dt):
-        self.dts.append(dt)
-
 
 def _plan(tokens, kv, reqs):  # (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended)
     return (tokens, kv, reqs, False, None, None, 0, None, None)
@@ -59,7 +48,7 @@ def test_an_unpadded_lockstep_step_runs_each_ranks_experts_on_the_groups_tokens(
     cm = _qwen3_30b_ep2()
     a, b = [_plan(2080, 60_000.0, 33)], [_plan(32, 30_000.0, 32)]
     env = simpy.Environment()
-    ra, rb = _Rank(env, a), _Rank(env, b)
+    ra, rb = LockstepRank(env, a), LockstepRank(env, b)
     LockstepGroup(env, [ra, rb], cm.step_time, pad_limit=512)
     env.run(until=10)
     gathered = (2080 + 32) / 2
@@ -69,7 +58,7 @@ def test_an_unpadded_lockstep_step_runs_each_ranks_experts_on_the_groups_tokens(
     assert want < 0.9 * cm.step_time(2080, 60_000.0, 33, False)  # what it was priced at before
     # an idle rank: its dummy batch (1 token) adds one token to what the experts see
     env = simpy.Environment()
-    ra, rb = _Rank(env, [_plan(2080, 60_000.0, 33)]), _Rank(env, [])
+    ra, rb = LockstepRank(env, [_plan(2080, 60_000.0, 33)]), LockstepRank(env, [])
     LockstepGroup(env, [ra, rb], cm.step_time, pad_limit=512)
     env.run(until=10)
     assert ra.dts == pytest.approx([cm.step_time(2080, 60_000.0, 33, False, moe_tokens=2081 / 2)])

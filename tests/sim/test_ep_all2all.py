@@ -11,6 +11,7 @@ from lab.errors import LabError
 from sim.cost import CostModel
 from sim.hardware import get_hardware
 from sim.models import from_hf_config
+from tests.sim.conftest import LockstepRank
 from tests.sim.test_hardware import DATA
 
 LAYERS, HIDDEN, EXPERTS, TOP_K, BF16 = 48, 2048, 128, 8, 2
@@ -99,26 +100,13 @@ def test_config_names_the_backend():
         make_sim(hardware={"preset": "h100", "tp": 1, "ep": 2, "all2all": "pplx"}, replicas=2)
 
 
-class _Rank:
-    """A stand-in for a Replica inside a LockstepGroup: fixed step plans, the group's step lengths recorded."""
-
-    def __init__(self, env, plans):
-        from types import SimpleNamespace
-        self.cl, self.plans, self.n_active, self.dts = SimpleNamespace(env=env), list(plans), 0, []
-
-    def plan(self):
-        return self.plans.pop(0) if self.plans else None
-
-    def finish_step(self, step, dt):
-        self.dts.append(dt)
-
 
 def _group_steps(plans_a, plans_b, pad_limit):
     import simpy
 
     from sim.cluster import LockstepGroup
     env = simpy.Environment()
-    a, b = _Rank(env, plans_a), _Rank(env, plans_b)
+    a, b = LockstepRank(env, plans_a), LockstepRank(env, plans_b)
 
     def step_time(tokens, kv, reqs, spec, drafts, attn, moe_tokens=None):  # 1 ms per token, 1 us per cached token
         return tokens * 1e-3 + kv * 1e-6
