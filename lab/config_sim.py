@@ -652,7 +652,9 @@ class PolicySpec(StrictModel):
 
 
 class SweepSpec(StrictModel):
-    axis: Literal["concurrency", "rate", "none"] = Field("concurrency", description="what the sweep varies")
+    axis: Literal["concurrency", "rate", "none"] = Field(
+        "concurrency", description="what the sweep varies (left out: concurrency for a closed-loop workload; for an "
+                                   "open-loop one rate when values are given, else none)")
     values: list[float] = Field(default_factory=lambda: [1, 4, 16, 64], description="points on the axis")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
                               description="repeats per point (seed offsets)")
@@ -720,6 +722,10 @@ class SimSection(StrictModel):
 
     @model_validator(mode="after")
     def _axis_fits_workload(self):
+        if "axis" not in self.sweep.model_fields_set and self.workload.kind != "closed_loop":
+            # the default axis (concurrency) belongs to closed-loop users; an open-loop workload left without one
+            # runs at its own rate, or sweeps the rate multiplier over the values it gives
+            self.sweep.axis = "rate" if "values" in self.sweep.model_fields_set else "none"
         if self.sweep.axis == "concurrency" and self.workload.kind != "closed_loop":
             raise ValueError("sweep.axis 'concurrency' needs workload.kind closed_loop "
                              "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")

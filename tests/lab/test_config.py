@@ -146,3 +146,14 @@ def test_the_default_block_layout_keeps_run_ids_from_before_the_key():
     assert cfg.content_hash() == before
     vllm = config_from_dict({**MINIMAL, "drafters": [{"name": "f", "method": "dflash", "block_layout": "vllm"}]})
     assert vllm.content_hash() != before
+
+
+@pytest.mark.parametrize("sweep, axis", [(None, "none"), ({"seeds": [0, 1]}, "none"), ({"values": [1, 2]}, "rate")])
+def test_an_open_loop_workload_without_a_sweep_axis_runs_at_its_rate(sweep, axis):
+    sim = {"workload": {"kind": "poisson", "rate": 2.0}, **({"sweep": sweep} if sweep else {})}
+    cfg = config_from_dict({"name": "s", "stages": ["sim"], "sim": sim})
+    assert cfg.sim.sweep.axis == axis
+    closed = config_from_dict({"name": "s", "stages": ["sim"], "sim": {"workload": {"kind": "closed_loop"}}})
+    assert closed.sim.sweep.axis == "concurrency"
+    with pytest.raises(LabError, match="sweep.axis 'concurrency' needs workload.kind closed_loop"):
+        config_from_dict({"name": "s", "stages": ["sim"], "sim": {**sim, "sweep": {"axis": "concurrency"}}})
