@@ -154,7 +154,8 @@ def priced_categories(cm: CostModel, tokens: int, context: float) -> dict[str, f
 def profile_table(profiles: list[DecodeProfile]) -> pd.DataFrame:
     """One row per profile and category it publishes (and a total row): published and priced ms of one step, and
     priced / published. A profile that publishes `moe` (experts + routing together) is compared on moe_gemm +
-    moe_routing priced; an unpriced profile's priced column is NaN."""
+    moe_routing priced; one that splits them gets a `moe` row of their sum too (not counted twice in the total); an
+    unpriced profile's priced column is NaN."""
     rows = []
     for p in profiles:
         pub = p.published_ms()
@@ -165,8 +166,18 @@ def profile_table(profiles: list[DecodeProfile]) -> pd.DataFrame:
             if "moe" in pub:
                 priced["moe"] = priced.pop("moe_gemm") + priced.pop("moe_routing")
         cats = [c for c in CATEGORIES if c in pub or (c in priced and c != "total")]
+        # the MoE floor (moe_layer_us) holds routing: the layer is compared whole as well
+        if "moe" not in cats and "moe_routing" in cats:
+            cats.insert(cats.index("moe_routing") + 1, "moe")
+            if priced:
+                priced["moe"] = priced["moe_gemm"] + priced["moe_routing"]
         for c in cats + ["total"]:
-            published = sum(pub.values()) if c == "total" else pub.get(c, 0.0)
+            if c == "total":
+                published = sum(pub.values())
+            elif c == "moe" and "moe" not in pub:
+                published = pub.get("moe_gemm", 0.0) + pub.get("moe_routing", 0.0)
+            else:
+                published = pub.get(c, 0.0)
             sim = priced.get(c, float("nan"))
             rows.append({"profile": p.id, "device": p.device, "engine": f"{p.engine} {p.engine_version}",
                          "tokens": p.tokens, "category": c, "published_ms": published, "priced_ms": sim,
