@@ -405,10 +405,19 @@ class EngineSpec(StrictModel):
                            "(prefill-node queueing is not modelled); TTFT = that pass")
     dp_lockstep: bool = Field(
         True, description="a MoE model's data-parallel replicas of one expert-parallel group (hardware.ep / "
-                          "hardware.tp replicas) step together, as vLLM's DP ranks do: every MoE layer's "
+                          "hardware.tp replicas; all replicas under dp_mode vllm) step together, as vLLM's DP ranks do: every MoE layer's "
                           "all-to-all waits for all of them, so a step lasts as long as the group's longest and an "
                           "idle rank runs a dummy batch (padded as dp_padding says); false: each replica steps "
                           "alone")
+    dp_mode: Literal["separate", "vllm"] = Field(
+        "separate", description="what sim.replicas > 1 of a MoE model are when hardware.ep is 1: separate (each "
+        "replica a whole copy with every expert, stepping alone), vllm (one `vllm serve --data-parallel-size "
+        "replicas` without --enable-expert-parallel: attention and the dense layers replicated per DP rank, the MoE "
+        "layers tensor-parallel over replicas x tp GPUs -- vLLM's FusedMoEParallelConfig.make flattens tp across dp "
+        "-- so each GPU holds 1/(replicas x tp) of every expert, every MoE layer all-gathers the DP ranks' tokens "
+        "and reduce-scatters its output on the link, and the ranks step in lockstep as engine.dp_lockstep says). "
+        "vllm needs hardware.ep 1 (or tp x replicas: expert parallelism, as without dp_mode). A dense model's DP "
+        "ranks are independent replicas in vLLM too: separate whatever this says")
     dp_padding: Literal["cuda_graphs", "always", "none"] = Field(
         "cuda_graphs", description="vLLM's DP padding of a lockstep group (each rank runs the group's most "
         "tokens): cuda_graphs (vLLM since PR #34102, 2026-02: only while every rank's step fits a CUDA graph -- "
@@ -751,6 +760,15 @@ class SimSection(StrictModel):
             raise ValueError(f"sim.hardware.ep {ep} over tp {tp} spans {ep / tp:g} data-parallel replicas: ep must "
                              f"be a multiple of tp and sim.replicas ({self.replicas}) a multiple of ep / tp (or 1: "
                              "one rank of the group simulated, the others assumed alike)")
+        return self
+
+    @model_validator(mode="after")
+    def _vllm_data_parallel_is_one_group(self):
+        tp, ep, n = self.hardware.tp, self.hardware.ep, self.replicas
+        if self.engine.dp_mode == "vllm" and ep not in (1, tp * n):
+            raise ValueError(f"sim.hardware.ep {ep} with sim.engine.dp_mode vllm: the {n} replicas are one vLLM "
+                             f"server's data-parallel ranks, so ep must be 1 (MoE layers tensor-parallel over "
+                             f"{tp * n} GPUs) or tp x replicas = {tp * n} (--enable-expert-parallel)")
         return self
 
     @model_validator(mode="after")

@@ -54,7 +54,10 @@ tp GPUs:
           configured link, + its latency; allreduce_time_s, scored on published collective timings by
           sim.allreduce_check) + EP communication over dp = ep / tp > 1 data-parallel ranks
           (dispatch and combine per MoE layer as vLLM's all2all backend moves them, all2all_cost: by default
-          an all-gather and a reduce-scatter of (dp-1) x tokens x hidden x activation bytes each, + latency)
+          an all-gather and a reduce-scatter of (dp-1) x tokens x hidden x activation bytes each, + latency),
+          or, vLLM's DP without EP (moe_dp > 1, engine.dp_mode vllm: every expert split over moe_dp x tp GPUs, each
+          GPU's experts run on all moe_dp ranks' tokens), the same all-gather and reduce-scatter around every MoE
+          layer (dp_moe_collective_cost)
         + drafter pass (the same roofline over drafter_layers, plus drafter_head_vocab x hidden LM-head weights where
           given; one pass over every draft position -- DSpark, DFlash -- or, drafter_passes per_token, max_draft
           passes in a row of one token per request, each with the drafter layers' overhead -- EAGLE / MTP chains as
@@ -130,6 +133,30 @@ def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, expert
     if backend == "dispatch":
         return 2, 2 * top_k * hidden * act_bytes * (ep - 1) / ep
     raise LabError(f"sim: all2all {backend!r} is not one of {ALL2ALL_BACKENDS}")
+
+
+def dp_moe_collective_cost(backend: str, dp: int, hidden: int, experts: int, act_bytes: float) -> tuple[int, float]:
+    """One MoE layer's collectives on one of dp data-parallel ranks of a vLLM server run without expert parallelism
+    (--data-parallel-size dp, no --enable-expert-parallel; CostModel.moe_dp): (collective calls, bytes per token of
+    the rank's step on its link). vLLM then shards every expert over dp x tp GPUs (FusedMoEParallelConfig.make:
+    flatten_tp_across_dp, use_ep False, so use_all2all_kernels is False) and FusedMoE takes its naive dispatch /
+    combine path (do_naive_dispatch_combine: dp_size > 1): get_ep_group().dispatch_router_logits gathers the DP
+    ranks' hidden states and router logits (experts values per token, act dtype) before the experts, combine
+    reduce-scatters their partial sums back after (vllm/model_executor/layers/fused_moe/layer.py,
+    vllm/distributed/device_communicators/all2all.py). Every rank is padded to the group's largest batch
+    (cluster.LockstepGroup), so each of the other dp - 1 ranks sends as many tokens as this one:
+      allgather_reducescatter (AgRsAll2AllManager): one all_gatherv of [hidden states, router logits] over the DP
+          group and one reduce_scatterv of the output: 2 calls, (dp - 1) x (2 x hidden + experts) x act_bytes
+      naive (NaiveAll2AllManager): dp broadcasts of each and an all-reduce of all dp ranks' outputs: 2 dp + 1
+          calls, (dp - 1) x (3 x hidden + experts) x act_bytes (all2all_cost's naive: the same traffic)
+    dispatch (pplx / DeepEP) needs expert parallelism (their all2all kernels run only with use_ep): a LabError."""
+    if backend == "allgather_reducescatter":
+        return 2, (dp - 1) * (2 * hidden + experts) * act_bytes
+    if backend == "naive":
+        return 2 * dp + 1, (dp - 1) * (3 * hidden + experts) * act_bytes
+    raise LabError(f"sim.hardware.all2all {backend!r} with sim.engine.dp_mode vllm and hardware.ep 1: vLLM's "
+                   "dispatch all2all kernels (pplx / DeepEP) run only with expert parallelism; set all2all "
+                   "allgather_reducescatter or naive, or hardware.ep to tp x replicas")
 
 
 def moe_pair_bytes(tokens, top_k: int, width: float, hidden: int, act_bytes: float, own_share: float = 1.0):
@@ -219,6 +246,16 @@ def check_tp_split(model: ModelShape, tp: int) -> None:
                        f"{tp} GPUs nor replicate evenly on them (vLLM refuses to start it at this tensor-parallel size)")
 
 
+def moe_data_parallel(sim, model: ModelShape) -> int:
+    """DP ranks a `sim:` section's MoE layers are tensor-parallel across (CostModel.moe_dp): sim.replicas under
+    engine.dp_mode vllm with hardware.ep 1 (vLLM's --data-parallel-size without --enable-expert-parallel); 1
+    otherwise -- separate replicas, expert parallelism, or a dense model (vLLM's DP ranks of a dense model share
+    nothing)."""
+    if sim.engine.dp_mode != "vllm" or not model.moe_experts or sim.hardware.ep > 1:
+        return 1
+    return sim.replicas
+
+
 @dataclass
 class CostModel:
     hw: Hardware
@@ -226,6 +263,7 @@ class CostModel:
     tp: int = 1
     ep: int = 1
     all2all: str = "allgather_reducescatter"  # vLLM's all2all backend for ep over dp > 1 ranks (ALL2ALL_BACKENDS)
+    moe_dp: int = 1  # vLLM --data-parallel-size without EP (engine.dp_mode vllm): MoE layers TP over moe_dp x tp GPUs
     drafter_layers: int = 2
     max_draft: int = 7
     drafter_passes: str = "one"  # one: all drafts in one pass (DSpark, DFlash); per_token: a chain (EAGLE, MTP)
@@ -274,13 +312,20 @@ class CostModel:
             raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
                            "must be 1 or a multiple of tp")
         self._dp = self.ep // tp if self.ep > 1 else 1  # data-parallel ranks of one EP group (vLLM: ep = tp x dp)
+        if self.moe_dp > 1 and self.ep > 1:
+            raise LabError(f"sim: moe_dp {self.moe_dp} with ep {self.ep}: vLLM's data parallelism without expert "
+                           "parallelism (engine.dp_mode vllm) needs hardware.ep 1")
+        # DP ranks whose tokens each GPU's experts run on (vLLM gathers them): an EP group's, or moe_dp's
+        self._gather = self._dp if self.ep > 1 else self.moe_dp
+        # GPUs one replica's routed-expert bytes are spread over: tp, or tp x moe_dp (each holds 1/(tp x dp) of each)
+        moe_split = tp * self.moe_dp
         if self._moe:  # the routed experts run as their own kernels (fused MoE): their own roofline and floor
             moe_eff = hw.moe_bw_efficiency or hw.bw_efficiency
             if m.quant_experts and hw.moe_quant_bw_efficiency:
                 moe_eff = hw.moe_quant_bw_efficiency
             # without EP each of the tp GPUs reads a 1/tp slice of every touched expert (the replica's bytes over tp
             # GPUs); with EP each GPU reads its own whole experts (routed_bytes_read per GPU, one GPU's bandwidth)
-            moe_bw = hw.mem_bw_tbs * 1e12 * moe_eff * (1 if self.ep > 1 else tp)
+            moe_bw = hw.mem_bw_tbs * 1e12 * moe_eff * (1 if self.ep > 1 else moe_split)
             expert_dtype = matmul if m.quant_experts else m.dtype
             marlin = m.quant_experts and expert_dtype == m.dtype  # quantized experts run dequantized: Marlin
             moe_flops = (hw.peak_for(expert_dtype) * 1e12 * (hw.moe_mfu or hw.mfu) * tp
@@ -301,8 +346,8 @@ class CostModel:
             # layers, at one GPU's achievable bandwidth: the call is handed dp x tokens tokens (a dispatch backend:
             # only its own experts' pairs, top_k / ep of each of dp x tokens tokens, ~top_k / tp per step token)
             act = 4.0 if m.dtype == "fp32" else 2.0
-            if self.ep == 1:  # a 1/tp slice of every expert, all pairs of the step's tokens
-                pairs_tokens, width, own_share = 1.0, m.routed_intermediate / tp, 1.0
+            if self.ep == 1:  # a 1/tp slice of every expert (1/(tp x moe_dp)), all pairs of the moe_dp ranks' tokens
+                pairs_tokens, width, own_share = float(self.moe_dp), m.routed_intermediate / moe_split, 1.0
             elif remote_pairs:  # whole experts; dp x tokens tokens' pairs, 1/ep of them the rank's own
                 pairs_tokens, width, own_share = float(self._dp), m.routed_intermediate, 1.0 / self.ep
             else:  # dispatch: only the rank's own pairs
@@ -332,6 +377,10 @@ class CostModel:
                                             act_bytes)
             self._fixed += m.n_moe_layers * calls * link.latency_us * 1e-6
             self._t_per_token_link += m.n_moe_layers * per_token / (link.bandwidth_gbs * 1e9)
+        if self.moe_dp > 1 and self._moe:  # DP without EP: all-gather + reduce-scatter per MoE layer
+            calls, per_token = dp_moe_collective_cost(self.all2all, self.moe_dp, m.hidden, m.moe_experts, act_bytes)
+            self._fixed += m.n_moe_layers * calls * link.latency_us * 1e-6
+            self._t_per_token_link += m.n_moe_layers * per_token / (link.bandwidth_gbs * 1e9)
         self._frac = self.drafter_layers / m.n_layers
         if self.drafter_passes not in DRAFTER_PASSES:
             raise LabError(f"sim: drafter_passes {self.drafter_passes!r} is not one of {DRAFTER_PASSES}")
@@ -358,7 +407,8 @@ class CostModel:
         model = model_from_config(sim.model)
         check_tp_split(model, sim.hardware.tp)
         return cls(hw=hardware_from_config(sim.hardware), model=model, tp=sim.hardware.tp,
-                   ep=sim.hardware.ep, all2all=sim.hardware.all2all, drafter_layers=sim.model.drafter_layers,
+                   ep=sim.hardware.ep, all2all=sim.hardware.all2all, moe_dp=moe_data_parallel(sim, model),
+                   drafter_layers=sim.model.drafter_layers,
                    drafter_passes=sim.model.drafter_passes, drafter_head_vocab=sim.model.drafter_head_vocab,
                    max_draft=sim.acceptance.max_draft,
                    step_overhead_s=None if c.step_overhead_ms is None else c.step_overhead_ms / 1e3,
@@ -399,7 +449,7 @@ class CostModel:
         block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
         if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
             block_bytes = block_bytes * layers / m.kv_layers
-        weights = m.resident_weight_bytes(self._dp)
+        weights = m.resident_weight_bytes(self._dp * self.moe_dp)  # one replica's share of the experts
         where = f"sim: model {m.name} on {self.tp} x {self.hw.name}"
         if drafter:  # the drafter's layers take a share of every block row (as many blocks as the target's)
             drafter_weights, drafter_kv = self.drafter_memory_bytes()
@@ -408,7 +458,7 @@ class CostModel:
             where = (f"sim: model {m.name} with a speculative policy's drafter ({self.drafter_layers} layers, "
                      f"{drafter_weights / GIB:.1f} GiB) on {self.tp} x {self.hw.name}")
         if "fp4" not in self.hw.peak_tflops:  # vLLM runs an mxfp4 checkpoint through Marlin: a padded layout
-            weights += m.marlin_mxfp4_pad_bytes(self.tp, self._dp, self.ep > 1)
+            weights += m.marlin_mxfp4_pad_bytes(self.tp * self.moe_dp, self._dp * self.moe_dp, self.ep > 1)
         return kv_cache_blocks(self.hw.kv_budget_gib * GIB, gpu_mem_util, weights,
                                reserve_bytes, block_bytes, self.tp,
                                where=where)
@@ -475,8 +525,8 @@ class CostModel:
         """Seconds of the routed experts in a step of `tokens` query tokens (`gemm_tokens` of GEMM rows), all
         MoE layers, on one rank: per layer the fused-MoE kernel's floor (moe_layer_us), moe_expert_us per
         touched expert, and the longer of its expert-weight reads and its grouped-GEMM FLOPs (scalar or numpy)."""
-        touched = self.model.touched_experts(tokens, self.ep, self._dp)  # one GPU's kernel
-        memory = self.model.routed_bytes_read(tokens, self.ep, self._dp) * self._t_per_expert_byte
+        touched = self.model.touched_experts(tokens, self.ep, self._gather)  # one GPU's kernel
+        memory = self.model.routed_bytes_read(tokens, self.ep, self._gather) * self._t_per_expert_byte
         if self._gemm_factor != 1.0:
             memory = memory * np.where(tokens > 1, self._gemm_factor, 1.0) if isinstance(tokens, np.ndarray) \
                 else memory * (self._gemm_factor if tokens > 1 else 1.0)

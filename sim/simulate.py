@@ -281,11 +281,12 @@ def engine_cuda_graph_bytes(sim, cost, spec_tokens: int = 0) -> float:
 
 def lockstep_group(sim, cost) -> int:
     """Replicas that step together: a MoE model's data-parallel ranks of one expert-parallel group (ep / tp of
-    them, sim.engine.dp_lockstep), 1 (each alone) for a dense model, ep <= tp, or a single replica."""
+    them) or of one vLLM server whose MoE layers span them without EP (cost.moe_dp, engine.dp_mode vllm), while
+    sim.engine.dp_lockstep; 1 (each alone) for a dense model, separate replicas, or a single replica."""
     tp, ep = sim.hardware.tp, sim.hardware.ep
-    if not (sim.engine.dp_lockstep and cost.model.moe_experts and ep > tp and sim.replicas > 1):
+    if not (sim.engine.dp_lockstep and cost.model.moe_experts and sim.replicas > 1):
         return 1
-    return ep // tp
+    return ep // tp if ep > tp else cost.moe_dp
 
 
 def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: int = 0,

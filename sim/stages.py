@@ -173,6 +173,25 @@ def fidelity_markdown(fidelity: pd.DataFrame, where: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def expert_split(cost) -> str:
+    """`lab validate`'s words for where a MoE model's routed experts live and the weights one GPU holds ("" for a
+    dense model): each replica whole, spread over an expert-parallel group, or split over the DP ranks (dp_mode
+    vllm: vLLM's DP without EP)."""
+    m = cost.model
+    if not m.moe_experts:
+        return ""
+    ranks = cost._dp * cost.moe_dp  # replicas sharing one copy of the experts
+    per_gpu = m.resident_weight_bytes(ranks) / cost.tp / 2**30
+    if cost.moe_dp > 1:
+        where = (f"every expert split over {cost.moe_dp} DP ranks x tp {cost.tp} = {cost.moe_dp * cost.tp} GPUs, "
+                 "dp_mode vllm")
+    elif cost.ep > 1:
+        where = f"experts spread over ep {cost.ep} GPUs"
+    else:
+        where = f"every expert on each replica's {cost.tp} GPU{'s' if cost.tp > 1 else ''}"
+    return f", {per_gpu:.1f} GiB per GPU ({where})"
+
+
 def describe_sim(sim) -> str | None:
     """One line for `lab validate`: what the simulator will serve -- the model's size, the KV cache one replica holds
     and the engine limits it runs with (vLLM's defaults for the card where the YAML leaves them out), to compare with
@@ -191,6 +210,7 @@ def describe_sim(sim) -> str | None:
     m = cost.model
     gib = m.weight_bytes / 2**30
     return (f"sim: {sim.replicas} x {cost.hw.name} (tp {cost.tp}), {m.name}: {m.params_b:.2f} B parameters "
-            f"({gib:.1f} GiB of weights, {m.dtype}); KV cache {tokens:,} tokens per replica; max_num_seqs "
+            f"({gib:.1f} GiB of weights, {m.dtype}){expert_split(cost)}; KV cache {tokens:,} tokens per replica; "
+            "max_num_seqs "
             f"{engine.max_num_seqs}, max_num_batched_tokens {engine.max_num_batched_tokens} (compare the served "
             "engine's log: 'GPU KV cache size')")

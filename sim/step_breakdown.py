@@ -52,7 +52,7 @@ def decode_terms(cm: CostModel, batch: int, context: float) -> dict[str, float]:
                   "other fixed (act quant, collective latency)": cm._fixed - cm.step_overhead_s - layers,
                   "collective bytes": tokens * cm._t_per_token_link})
     if cm._moe:
-        touched = m.touched_experts(tokens, cm.ep, cm._dp)
+        touched = m.touched_experts(tokens, cm.ep, cm._gather)
         experts = cm._experts_time(tokens, tokens)
         floor, per_expert = cm._moe_fixed, cm._moe_per_expert * touched
         pairs = tokens * cm._t_moe_pairs_per_token  # the pairs' activation rows (sim.cost.moe_pair_bytes)
@@ -79,7 +79,7 @@ def markdown(row_id: str, model: str, batch: int, context: float, terms: dict[st
             lines.append(f"| {name} | {seconds * 1e3:.3f} | {seconds / total:.0%} |")
     lines.append(f"| **total (step_time)** | **{total * 1e3:.3f}** | 100% |")
     if cm._moe:
-        touched = cm.model.touched_experts(batch, cm.ep, cm._dp)
+        touched = cm.model.touched_experts(batch, cm.ep, cm._gather)
         routing = f"routing skew {cm.model.routing_skew:g}" if cm.model.routing_skew else "uniform routing"
         lines += ["", f"experts touched per MoE layer: {touched:.1f} of {cm.model.moe_experts} ({routing})"]
     return "\n".join(lines) + "\n"
