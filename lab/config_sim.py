@@ -750,6 +750,19 @@ class SimSection(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _vllm_data_parallel_is_one_group(self):  # before the EP check: the more specific line
+        tp, ep, n = self.hardware.tp, self.hardware.ep, self.replicas
+        if self.engine.dp_mode == "vllm" and ep not in (1, tp * n):
+            raise ValueError(f"sim.hardware.ep {ep} with sim.engine.dp_mode vllm: the {n} replicas are one vLLM "
+                             f"server's data-parallel ranks, so ep must be 1 (MoE layers tensor-parallel over "
+                             f"{tp * n} GPUs) or tp x replicas = {tp * n} (--enable-expert-parallel)")
+        if self.engine.dp_mode == "vllm" and ep == 1 and n > 1 and self.hardware.all2all == "dispatch":
+            raise ValueError("sim.hardware.all2all dispatch with sim.engine.dp_mode vllm and hardware.ep 1: vLLM's "
+                             "dispatch all2all kernels (pplx / DeepEP) run only with expert parallelism; set all2all "
+                             "allgather_reducescatter or naive, or hardware.ep to tp x replicas")
+        return self
+
+    @model_validator(mode="after")
     def _expert_parallel_groups_are_whole(self):
         tp, ep = self.hardware.tp, self.hardware.ep
         if ep > 1 and ep % tp:
@@ -760,15 +773,6 @@ class SimSection(StrictModel):
             raise ValueError(f"sim.hardware.ep {ep} over tp {tp} spans {ep / tp:g} data-parallel replicas: ep must "
                              f"be a multiple of tp and sim.replicas ({self.replicas}) a multiple of ep / tp (or 1: "
                              "one rank of the group simulated, the others assumed alike)")
-        return self
-
-    @model_validator(mode="after")
-    def _vllm_data_parallel_is_one_group(self):
-        tp, ep, n = self.hardware.tp, self.hardware.ep, self.replicas
-        if self.engine.dp_mode == "vllm" and ep not in (1, tp * n):
-            raise ValueError(f"sim.hardware.ep {ep} with sim.engine.dp_mode vllm: the {n} replicas are one vLLM "
-                             f"server's data-parallel ranks, so ep must be 1 (MoE layers tensor-parallel over "
-                             f"{tp * n} GPUs) or tp x replicas = {tp * n} (--enable-expert-parallel)")
         return self
 
     @model_validator(mode="after")
