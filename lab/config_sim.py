@@ -147,6 +147,13 @@ class HardwareSheet(StrictModel):
     moe_mfu: float | None = Field(
         None, gt=0, le=1, description="achievable fraction of peak FLOP/s for the routed experts' grouped GEMMs; "
         "null: mfu")
+    moe_lowp_efficiency: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of the sheet's fp8 / int8 peak FLOP/s for the routed "
+        "experts' grouped GEMMs of a w8a8 checkpoint (vLLM's Triton fused-MoE fp8 / int8 kernels, per-tensor or "
+        "block scales), in place of (moe_mfu or mfu) x lowp_matmul_efficiency -- the dense fp8 GEMMs' fraction, "
+        "which those kernels do not reach. null: that product (today's pricing); fp4 and weight-only (Marlin) "
+        "experts never use it. Fitted on published and lab fused-MoE fp8 kernel timings (python -m sim.moe_kernels "
+        "--fit --terms moe_lowp_efficiency)")
     marlin_efficiency: float | None = Field(
         None, gt=0, le=1, description="a weight-only quantized checkpoint's matmuls (linears and routed experts) "
         "relative to bf16 ones: a factor on mfu (moe_mfu for the experts). vLLM runs them through Marlin, which "

@@ -40,7 +40,8 @@ tp GPUs:
         + experts (a MoE model: its routed experts run as their own fused-MoE kernels, so compute and memory
           above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
           touched + max(touched experts' bytes / (moe_[quant_]bw_efficiency x bandwidth), tokens x k experts' FLOPs /
-          (moe_mfu x peak[the experts' dtype])); sim/moe_kernels.py fits these on published kernel timings;
+          (moe_mfu x peak[the experts' dtype]), or for w8a8 experts (fp8 / int8) moe_lowp_efficiency x that peak
+          where the sheet sets it); sim/moe_kernels.py fits these on published kernel timings;
           experts touched: sim/models.touched_experts -- uniform routing in the kernel checks, a serving router's
           skew (model.routing_skew, sim/routing.py) in a `sim.model` section's runs: fewer distinct experts;
           without EP each GPU reads a 1/tp slice of every touched expert, with EP (ep = tp x dp, as vLLM lays
@@ -105,6 +106,7 @@ from sim.hardware import (
 )
 from sim.kv_cache import GIB, kv_cache_blocks
 from sim.models import ModelShape, model_from_config
+from sim.quant import W8A8_DTYPES
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
 
 
@@ -331,6 +333,8 @@ class CostModel:
             moe_flops = (hw.peak_for(expert_dtype) * 1e12 * (hw.moe_mfu or hw.mfu) * tp
                          * hw.lowp_matmul_efficiency.get(expert_dtype, 1.0)
                          * ((hw.marlin_efficiency or 1.0) if marlin else 1.0))  # fused_marlin_moe
+            if expert_dtype in W8A8_DTYPES and hw.moe_lowp_efficiency is not None:  # w8a8 fused-MoE kernels'
+                moe_flops = hw.peak_for(expert_dtype) * 1e12 * hw.moe_lowp_efficiency * tp  # own fraction of peak
             self._t_per_expert_byte = 1.0 / moe_bw
             self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
             self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6

@@ -18,7 +18,8 @@ sheet's own: bw_efficiency and mfu where moe_bw_efficiency / moe_mfu are unset) 
 pooled over every card's runs (each on its own sheet), scored on each card with that card's runs left out of the
 fit, and per card with each run left out in turn. Runs on devices without a preset (`other`) or timed by another
 harness are kept in the file but not fitted; the lab's own runs (tool lab) inform the read and FLOP fractions only,
-not the per-call floor (fit_runs). Writes moe_kernels.csv (every run x
+not the per-call floor (fit_runs). --terms moe_lowp_efficiency (the w8a8 experts' own fraction of the fp8 / int8
+peak) fits on the fp8 / int8 runs alone. Writes moe_kernels.csv (every run x
 batch), moe_fit.csv, moe_kernels.md and moe_kernels.png (measured and priced time per run) into --out.
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ from sim.hardware import Hardware, get_hardware
 from sim.measured_plot import plot_measured_vs_priced
 from sim.models import ModelShape
 from sim.public_check import validated_runs
+from sim.quant import W8A8_DTYPES
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "moe_kernels.yaml"
 # the kernel's dtype -> (bits per expert weight, matmul dtype or None for weight-only kernels, activation dtype)
@@ -54,9 +56,11 @@ KERNEL_DTYPES = {
 # fittable MoE terms of the hardware sheet -> (start, lower bound, upper bound)
 MOE_TERMS = {"moe_layer_us": (20.0, 0.0, 500.0), "moe_expert_us": (0.1, 0.0, 20.0),
              "moe_bw_efficiency": (0.8, 0.05, 1.0), "moe_quant_bw_efficiency": (0.8, 0.05, 1.0),
-             "moe_mfu": (0.3, 0.01, 1.0)}
+             "moe_mfu": (0.3, 0.01, 1.0), "moe_lowp_efficiency": (0.2, 0.01, 1.0)}
 DEFAULT_TERMS = ("moe_layer_us",)  # what the presets adopted (BENCHMARKS.md, "fused-MoE kernels")
-LAB_TERMS = ("moe_bw_efficiency", "moe_quant_bw_efficiency", "moe_mfu")  # what the lab's own kernel runs inform
+LAB_TERMS = ("moe_bw_efficiency", "moe_quant_bw_efficiency", "moe_mfu",  # what the lab's own kernel runs inform
+             "moe_lowp_efficiency")
+W8A8_TERMS = ("moe_lowp_efficiency",)  # terms only w8a8 (fp8 / int8 matmul) runs depend on
 
 
 class KernelRun(StrictModel):
@@ -207,8 +211,9 @@ def fit_runs(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> l
     its kernel is vLLM's algorithm (the same reads and FLOPs) but not vLLM's code, so its per-call floor and
     per-expert cost are its own (its floor fits 44 us where vLLM's and SGLang's published tables fit 31)."""
     own_code_ok = set(terms) <= set(LAB_TERMS)
+    w8a8_only = set(terms) <= set(W8A8_TERMS)  # a fit of those alone: the runs they price (others add constants)
     return [r for r in runs if r.device != "other" and r.harness != "other" and r.exclude is None
-            and (r.tool != "lab" or own_code_ok)]
+            and (r.tool != "lab" or own_code_ok) and (not w8a8_only or KERNEL_DTYPES[r.dtype][1] in W8A8_DTYPES)]
 
 
 def scored(runs: list[KernelRun], values) -> pd.DataFrame:

@@ -46,6 +46,7 @@ from lab.errors import LabError
 
 MODULE_CLASSES = ("attention", "mlp", "experts", "shared_experts", "lm_head")
 WEIGHT_ONLY = None  # matmul_dtype of a weight-only scheme: the activation dtype
+W8A8_DTYPES = ("fp8", "int8")  # matmul dtypes of w8a8 schemes (8-bit weights and activations; fp4 is w4a4)
 METHODS = ("awq", "gptq", "fp8", "compressed-tensors", "mxfp4", "modelopt", "bitsandbytes", "quark")
 ALIASES = {"awq_marlin": "awq", "gptq_marlin": "gptq", "marlin": "gptq", "compressed_tensors": "compressed-tensors",
            "modelopt_fp4": "modelopt", "bnb": "bitsandbytes", "fbgemm_fp8": "fp8"}

@@ -407,7 +407,7 @@ def test_routed_experts_priced_as_their_own_kernels():
     expert, the longer of the experts' reads (moe_bw_efficiency) and FLOPs (moe_mfu) and its pairs' activation
     rows (moe_pair_bytes); a dense model and the dense part never see the MoE terms."""
     m = get_model("deepseek-v4-flash-like")
-    plain = get_hardware("h200").model_copy(update={"moe_layer_us": 0.0})
+    plain = get_hardware("h200").model_copy(update={"moe_layer_us": 0.0, "moe_lowp_efficiency": None})
     terms = plain.model_copy(update={"moe_layer_us": 40.0, "moe_expert_us": 0.5, "moe_bw_efficiency": 0.5,
                                      "moe_mfu": 0.1})
     quiet = {"step_overhead_s": 0, "layer_overhead_s": 0, "request_overhead_s": 0, "spec_overhead_s": 0}
@@ -423,6 +423,12 @@ def test_routed_experts_priced_as_their_own_kernels():
             / achievable_bandwidth(plain)  # every token-expert pair's activation rows (moe_pair_bytes)
         assert moe.step_time(tokens, 0, 1, False) == pytest.approx(dense + experts + fixed + pairs)
         assert moe.moe_layer_time(tokens) == pytest.approx((experts + fixed + pairs) / m.n_moe_layers)
+    # fp8 experts (w8a8) with the sheet's moe_lowp_efficiency: that fraction of the fp8 peak replaces moe_mfu x eff
+    lowp = CostModel(terms.model_copy(update={"moe_lowp_efficiency": 0.05}), m, **quiet)
+    experts = max(m.routed_bytes_read(tokens) / (bw * 0.5),
+                  tokens * m.routed_flops_per_token / (plain.peak_for("fp8") * 1e12 * 0.05))
+    assert lowp.moe_layer_time(tokens) == pytest.approx((experts + fixed + pairs) / m.n_moe_layers)
+    assert lowp.moe_layer_time(tokens) > moe.moe_layer_time(tokens)
     assert moe.step_time(1, 0, 1, False) > base.step_time(1, 0, 1, False)
     t = np.array([1, 8, 64, 4096])
     assert np.allclose(moe.step_time_vec(t, 0, 1, False), [moe.step_time(x, 0, 1, False) for x in t])
