@@ -82,7 +82,7 @@ def read_table(csv_path: str | Path) -> pd.DataFrame:
     for col in ("dp", "ep"):
         if col not in table.columns:
             table[col] = 1
-    table["frontend"] = table["frontend"].fillna("").astype(str)
+    table["frontend"] = ["" if pd.isna(x) else str(x) for x in table["frontend"]]
     return table
 
 
