@@ -302,12 +302,14 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
         ax2.fill_between([lo, hi], [lo / 1.25, hi / 1.25], [lo * 1.25, hi * 1.25], color="0.88", zorder=0,
                          label="within 25% of the inverse")
         ax2.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-        for j, repo in enumerate(sorted(set(b["source_repo"]))):
-            sel = (b["source_repo"] == repo).to_numpy()
-            ax2.scatter(x[sel], y[sel], s=16, color=f"C{j}", label=repo)
+        # one colour per source page: a burst's residual is a property of how that page measured
+        cmap = plt.get_cmap("tab20")
+        for j, page in enumerate(sorted(set(b["page"]))):
+            sel = (b["page"] == page).to_numpy()
+            ax2.scatter(x[sel], y[sel], s=16, color=cmap(j % 20), label=page.split(": ")[-1][:48])
         ax2.set_xscale("log")
         ax2.set_yscale("log")
-        ax2.legend(fontsize=6)
+        ax2.legend(fontsize=5)
     ax2.set_xlabel("1 / (sim / reported throughput)")
     ax2.set_ylabel("sim / reported mean TTFT")
     ax2.set_title(f"Bursts ({len(b)} rows)")
