@@ -322,10 +322,7 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
 def breakdown(csv_path: str | Path, file: str | Path = DEFAULT_FILE, half: str = "held-out") -> tuple:
     """(annotated rows of `half`, falling open-loop series) of a public_check.csv with its data file's metadata."""
     table = read_table(csv_path)
-    if file is not None:
-        table = table.merge(row_metadata(file, table["id"]), on="id", how="left")
-    else:
-        table["vllm"], table["dataset"] = "?", "?"
+    table = table.merge(row_metadata(file, table["id"]), on="id", how="left")
     rows = annotate(table, half)
     if rows.empty:
         raise LabError(f"--csv: {csv_path} has no {half} row with a reported mean TTFT")
