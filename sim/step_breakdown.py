@@ -1,10 +1,18 @@
-"""Where the cost model's time for one decode step of a public row goes, term by term (sim/cost.py's formula).
+"""Where the cost model's time for one engine step of a public row goes, term by term (sim/cost.py's formula).
 
     python -m sim.step_breakdown vllm23151-h100-qwen3-30b-a3b-2k-c10 --batch 10 --context 2550
     python -m sim.step_breakdown ROW_ID --batch 10 --context 2550 --file sim/validation/public_vllm.yaml
+    python -m sim.step_breakdown ROW_ID --batch 64 --context 4100 --chunk 2048 --done 2048   # + a prefill chunk
+    python -m sim.step_breakdown ROW_ID --batch 0 --context 1 --chunk 8192                  # a prefill-only step
 
 A decode step of `batch` requests, each one query token over `context` cached tokens (its own included), on the
-row's card, model and tensor-parallel layout (sim.public_check.row_sim_config): the roofline's weight reads, KV
+row's card, model and tensor-parallel layout (sim.public_check.row_sim_config), and with --chunk C a prefill chunk
+of C prompt tokens of one more request that already has --done D tokens in its KV cache, in the same step (vLLM's
+chunked prefill: the scheduler fills the step's token budget with decodes first, then a prompt's next chunk). The
+step is priced as the simulator's replica plans it (sim.cluster: C more query tokens, D + C more KV tokens, one
+more request, the chunk attending causally to C x (D + (C + 1) / 2) cached tokens); the chunk's own KV reads, GEMM
+and attention FLOPs are shown beside the decodes', and the step's time without the chunk under it (what the chunk
+adds). --chunk 0 (the default) is the decode step alone. The terms: the roofline's weight reads, KV
 reads, linear-attention state traffic and FLOPs (the longer of reads and FLOPs is the time; the rest is hidden),
 the routed experts' fused-MoE kernels (floor, per-expert term, reads or FLOPs), the fixed per-step and per-layer
 overheads, collectives and the per-request overhead. The terms are read from CostModel's precomputed constants and
@@ -24,43 +32,80 @@ from sim.public_check import DEFAULT_FILE, load_rows, row_sim_config
 TOLERANCE = 1e-9  # seconds: the terms must add up to step_time to float precision
 
 
-def decode_terms(cm: CostModel, batch: int, context: float) -> dict[str, float]:
+def check_step(batch: int, context: float, chunk: int = 0, done: int = 0) -> None:
+    """LabError naming the bad value: decodes need a context of at least 1, a chunk is at least 1 token after 0 or
+    more done, and a step holds something."""
+    if batch < 0 or chunk < 0 or done < 0:
+        raise LabError(f"sim.step_breakdown: --batch {batch}, --chunk {chunk} and --done {done} cannot be negative")
+    if done and not chunk:
+        raise LabError(f"sim.step_breakdown: --done {done} is the tokens a prefill chunk's request already has: "
+                       "it needs --chunk of at least 1")
+    if batch + chunk < 1:
+        raise LabError(f"sim.step_breakdown: batch {batch} and chunk {chunk}: the step needs at least 1 token")
+    if batch and context < 1:
+        raise LabError(f"sim.step_breakdown: batch {batch} and context {context} must be at least 1")
+
+
+def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done: int = 0) -> dict[str, float]:
     """Seconds per term of a decode step of `batch` requests at `context` cached tokens each (tokens = n_reqs =
-    batch, kv_sum = batch x context); 'total' is CostModel.step_time of the same step. Shapes: scalars."""
+    batch, kv_sum = batch x context) and, with `chunk` > 0, a prefill chunk of `chunk` tokens of one more request
+    with `done` tokens already cached (tokens + chunk, kv_sum + done + chunk, n_reqs + 1, the chunk attending to
+    chunk x (done + (chunk + 1) / 2) tokens, as sim.cluster's plan); 'total' is CostModel.step_time of the same step
+    (called as the simulator calls it: with attn_ctx only where there is a chunk). The chunk's KV reads, GEMM and
+    attention FLOPs are their own terms; the decodes' are labelled '(decodes)' beside them (chunk 0: today's names).
+    A sliding-window model ignores attn_ctx (step_time: every token at the mean, window-capped context): its KV and
+    attention terms are split between decodes and chunk by their shares of the step's raw KV and tokens.
+    Shapes: scalars."""
     if cm.profile is not None or cm._bucket_list is not None:
         raise LabError("sim.step_breakdown: the cost model reads a step profile or pads to CUDA-graph buckets: "
                        "no roofline terms to split")
-    if batch < 1 or context < 1:
-        raise LabError(f"sim.step_breakdown: batch {batch} and context {context} must be at least 1")
+    check_step(batch, context, chunk, done)
     m = cm.model
-    tokens = n_reqs = batch
-    kv_sum = raw_kv = batch * float(context)
-    if cm._sliding:  # as step_time: the window caps each request's context
+    tokens, n_reqs = batch + chunk, batch + (1 if chunk else 0)
+    dec_kv, pf_kv = batch * float(context), float(done + chunk) if chunk else 0.0
+    kv_sum = raw_kv = dec_kv + pf_kv
+    dec_attended, pf_attended = dec_kv, chunk * (done + (chunk + 1) / 2)  # cached tokens attended, summed over tokens
+    if cm._sliding:  # as step_time: the window caps each request's context, every token at the mean
         kv_sum = n_reqs * m.attended_context(kv_sum / n_reqs)
+        dec_attended, pf_attended = batch * kv_sum / n_reqs, chunk * kv_sum / n_reqs
+    gemm_tokens = tokens  # as step_time: past one tile, whole tiles of rows
+    if tokens > cm._row_tile > 1:
+        gemm_tokens = -(-tokens // cm._row_tile) * cm._row_tile
     weights = cm._t_weights * (cm._gemm_factor if tokens > 1 else 1.0)
     kv = kv_sum * cm._t_per_kv_token
     state = n_reqs * cm._t_state if cm._t_state else 0.0
-    gemm = tokens * cm._t_per_token_flops
-    attention = tokens * kv_sum / n_reqs * cm._t_attn
+    gemm = gemm_tokens * cm._t_per_token_flops
+    attention = (dec_attended + pf_attended) * cm._t_attn
     memory, compute = weights + kv + state, gemm + attention
     roofline = max(memory, compute) + cm._serial * min(memory, compute)
-    terms = {"weights (non-expert)": weights, "kv reads": kv, "linear-attention state": state,
-             "gemm flops": gemm, "attention flops": attention,
-             "hidden (overlapped)": roofline - memory - compute}
+    mine = (lambda name: f"{name} (decodes)") if chunk else (lambda name: name)
+    pf_share = pf_kv / raw_kv
+    terms = {"weights (non-expert)": weights, mine("kv reads"): kv * (1 - pf_share)}
+    if chunk:
+        terms["chunk kv reads"] = kv * pf_share
+    terms.update({"linear-attention state": state, mine("gemm flops"): batch * cm._t_per_token_flops})
+    if chunk:
+        terms["chunk gemm flops"] = chunk * cm._t_per_token_flops
+    terms["gemm tile padding"] = (gemm_tokens - tokens) * cm._t_per_token_flops
+    terms[mine("attention flops")] = dec_attended * cm._t_attn
+    if chunk:
+        terms["chunk attention flops"] = pf_attended * cm._t_attn
+    terms["hidden (overlapped)"] = roofline - memory - compute
     layers = m.n_layers * cm.layer_overhead_s
     terms.update({"step overhead": cm.step_overhead_s, "layer overhead": layers,
                   "other fixed (act quant, collective latency)": cm._fixed - cm.step_overhead_s - layers,
                   "collective bytes": tokens * cm._t_per_token_link})
     if cm._moe:
         touched = m.touched_experts(tokens, cm.ep, cm._gather)
-        experts = cm._experts_time(tokens, tokens)
+        experts = cm._experts_time(tokens, gemm_tokens)
         floor, per_expert = cm._moe_fixed, cm._moe_per_expert * touched
         pairs = tokens * cm._t_moe_pairs_per_token  # the pairs' activation rows (sim.cost.moe_pair_bytes)
         terms.update({"moe floor (moe_layer_us)": floor, "moe per-expert (moe_expert_us)": per_expert,
                       "moe pair activations (moe_pair_bytes)": pairs,
                       "moe reads / flops": experts - floor - per_expert - pairs})
     terms["request overhead"] = n_reqs * cm.request_overhead_s
-    total = cm.step_time(tokens, raw_kv, n_reqs, False)
+    attn_ctx = dec_kv + chunk * (done + (chunk + 1) / 2) if chunk else None  # sim.cluster's plan
+    total = cm.step_time(tokens, raw_kv, n_reqs, False, attn_ctx=attn_ctx)
     if abs(sum(terms.values()) - total) > TOLERANCE:
         raise LabError(f"sim.step_breakdown: the terms add up to {sum(terms.values()) * 1e3:.6f} ms, step_time says "
                        f"{total * 1e3:.6f} ms: sim/cost.py's formula changed, update decode_terms")
@@ -68,10 +113,22 @@ def decode_terms(cm: CostModel, batch: int, context: float) -> dict[str, float]:
     return terms
 
 
-def markdown(row_id: str, model: str, batch: int, context: float, terms: dict[str, float], cm: CostModel) -> str:
-    """The terms as a table: ms and share of the step (terms of zero left out)."""
+def chunk_cost(cm: CostModel, batch: int, context: float, chunk: int, done: int) -> float:
+    """Seconds a prefill chunk of `chunk` tokens after `done` adds to a step of `batch` decodes at `context`: the
+    step's step_time with it minus without it (the whole step where there are no decodes)."""
+    alone = decode_terms(cm, batch, context)["total"] if batch else 0.0
+    return decode_terms(cm, batch, context, chunk, done)["total"] - alone
+
+
+def markdown(row_id: str, model: str, batch: int, context: float, terms: dict[str, float], cm: CostModel,
+             chunk: int = 0, done: int = 0) -> str:
+    """The terms as a table: ms and share of the step (terms of zero left out); with a chunk, what it adds."""
     total = terms["total"]
-    lines = [f"# {row_id}: one decode step of {batch} requests at {context:g} cached tokens each",
+    title = f"one decode step of {batch} requests at {context:g} cached tokens each"
+    if chunk:
+        title = (f"one step of {batch} decodes at {context:g} cached tokens each and a prefill chunk of {chunk} "
+                 f"tokens after {done} done")
+    lines = [f"# {row_id}: {title}",
              "", f"{model} on {cm.hw.name}, tp {cm.tp}, ep {cm.ep}", "",
              "| term | ms | share |", "| --- | ---: | ---: |"]
     for name, seconds in terms.items():
@@ -79,9 +136,14 @@ def markdown(row_id: str, model: str, batch: int, context: float, terms: dict[st
             lines.append(f"| {name} | {seconds * 1e3:.3f} | {seconds / total:.0%} |")
     lines.append(f"| **total (step_time)** | **{total * 1e3:.3f}** | 100% |")
     if cm._moe:
-        touched = cm.model.touched_experts(batch, cm.ep, cm._gather)
+        touched = cm.model.touched_experts(batch + chunk, cm.ep, cm._gather)
         routing = f"routing skew {cm.model.routing_skew:g}" if cm.model.routing_skew else "uniform routing"
         lines += ["", f"experts touched per MoE layer: {touched:.1f} of {cm.model.moe_experts} ({routing})"]
+    if chunk:
+        added = chunk_cost(cm, batch, context, chunk, done)
+        rate = f": {chunk / added:,.0f} prompt tokens/s at that price" if added > 0 else ""
+        lines += ["", f"the chunk adds {added * 1e3:.3f} ms to the {(total - added) * 1e3:.3f} ms of the decodes "
+                      f"alone{rate}"]
     return "\n".join(lines) + "\n"
 
 
@@ -90,19 +152,24 @@ def main(argv=None) -> int:
     ap.add_argument("row", help="a row id of the public rows file")
     ap.add_argument("--batch", type=int, required=True, help="decoding requests in the step")
     ap.add_argument("--context", type=float, required=True, help="cached tokens per request (its own included)")
+    ap.add_argument("--chunk", type=int, default=0, help="prompt tokens of one prefill chunk in the same step "
+                                                          "(0: decodes only)")
+    ap.add_argument("--done", type=int, default=0, help="tokens the chunk's request already has in its KV cache")
     ap.add_argument("--file", default=str(DEFAULT_FILE), help="public rows file (sim.public_check's format)")
     args = ap.parse_args(argv)
     try:
+        check_step(args.batch, args.context, args.chunk, args.done)
         rows = {r.id: r for r in load_rows(args.file)}
         if args.row not in rows:
             raise LabError(f"sim.step_breakdown: no row {args.row!r} in {args.file}")
         row = rows[args.row]
         cm = CostModel.from_config(row_sim_config(row))
-        terms = decode_terms(cm, args.batch, args.context)
+        terms = decode_terms(cm, args.batch, args.context, args.chunk, args.done)
+        text = markdown(args.row, row.model, args.batch, args.context, terms, cm, args.chunk, args.done)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(markdown(args.row, row.model, args.batch, args.context, terms, cm), end="")
+    print(text, end="")
     return 0
 
 

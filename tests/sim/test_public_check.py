@@ -136,10 +136,14 @@ def test_session_31_rows_are_held_out_on_the_new_cards_and_load():
     assert coder.params_b == pytest.approx(1.346, abs=0.001) and (coder.n_layers, coder.n_kv_heads) == (24, 16)
 
 
+GLM_AIR = "-tp4-glm-4.5-air-"  # the session-33 rows, the file's last
+
+
 def test_session_31_amd_rows_are_held_out_at_the_end_and_load():
     """The MI300X rows of vLLM recipes PRs #431 / #443 (one harness: random 1024 / 1024, 100 prompts at 32 users, tp 1):
-    held out; #443's Ministral-3-8B-Reasoning row is the file's last and reads as an 8.49B untied Mistral-style decoder
-    (8.4B on the card: the language model; the 0.4B vision encoder is not modelled)."""
+    held out; #443's Ministral-3-8B-Reasoning row closes the session-31 additions (only the session-33 GLM-4.5-Air
+    blocks follow it) and reads as an 8.49B untied Mistral-style decoder (8.4B on the card: the language model; the
+    0.4B vision encoder is not modelled)."""
     from pathlib import Path
 
     from sim.models import from_hf_config
@@ -148,7 +152,8 @@ def test_session_31_amd_rows_are_held_out_at_the_end_and_load():
     amd = [r for r in rows if r.gpu in ("mi300x", "mi325x", "mi355x")]
     assert [r.id for r in amd] == ["vllmrecipes-mi300x-qwen3guard-gen-8b-c32",
                                    "vllmrecipes-mi300x-ministral-3-8b-reasoning-c32"]
-    assert rows[-1].id == amd[-1].id
+    ids = [r.id for r in rows]
+    assert ids[ids.index(amd[-1].id) + 1:] == [r.id for r in rows if GLM_AIR in r.id]
     for r in amd:
         assert r.after_fit and r.half == "held-out" and r.tp == 1, r.id
         assert (r.bench.input_tokens, r.bench.output_tokens, r.bench.num_prompts, r.bench.max_concurrency) == (
@@ -156,6 +161,48 @@ def test_session_31_amd_rows_are_held_out_at_the_end_and_load():
         assert row_sim_config(r).hardware.preset == "mi300x"
     m = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / "ministral-3-8b-2512.json")
     assert m.params_b == pytest.approx(8.49, abs=0.01) and (m.n_layers, m.n_kv_heads, m.vocab) == (34, 8, 131072)
+
+
+def test_session_33_glm_4_5_air_rows_are_the_pages_vllm_runs_held_out_at_the_end():
+    """gpustack performance-lab glm-4.5-air/a100.md (commit 1dbc3b8): `vllm serve zai-org/GLM-4.5-Air -tp 4` on 4 x A100
+    SXM 80GB, vLLM v0.11.0 -- its ShareGPT run and four random baseline runs, all at once -- then the H100 page's
+    (48d8b10) runs of the same command as their control: its ShareGPT block, and its four random runs from the summary
+    table (TPOT and total tok/s only; the page's blocks are the A100 page's); held out, the file's last rows; every
+    mean is a page's token totals over its successful requests (the H100 random rows: the A100 runs' prompts, the asked
+    outputs), and the config reads as the model card's 106B-total MoE."""
+    from pathlib import Path
+
+    from sim.models import from_hf_config
+
+    rows = load_rows(DEFAULT_FILE)
+    glm = rows[-10:]
+    assert [r.id for r in rows if GLM_AIR in r.id] == [r.id for r in glm]
+    shapes = ("sharegpt-rate-inf", "32k-rate-inf", "4k-rate-inf", "2k-rate-inf", "128-rate-inf")
+    assert [r.id.split(GLM_AIR) for r in glm] == [["gpustack-a100", w] for w in shapes] + [
+        ["gpustack-h100", w] for w in shapes]
+    totals = {"a100-sharegpt": (214465, 199904, 1000), "a100-32k": (3200000, 9987, 100),
+              "a100-4k": (1999787, 99547, 500), "a100-2k": (999429, 50000, 500), "a100-128": (127881, 4000, 1000),
+              "h100-sharegpt": (214465, 199895, 1000), "h100-32k": (3200000, 100 * 100, 100),
+              "h100-4k": (1999787, 200 * 500, 500), "h100-2k": (999429, 100 * 500, 500),
+              "h100-128": (127881, 4 * 1000, 1000)}  # the pages' bench outputs (h100 random: see the docstring)
+    summary = {"32k": (176.99, 20732.85), "4k": (82.53, 21705.53), "2k": (125.44, 22582.76), "128": (214.38, 7066.67)}
+    page = {"a100": "1dbc3b8130da92d31539404545a1aff5c3992f8c", "h100": "48d8b104d50ac4d41edb33b5cc0300177ead2427"}
+    for r in glm:
+        card, shape = r.gpu[:4], r.id.split(GLM_AIR)[1].split("-")[0]
+        assert r.source.endswith(f"{page[card]}/docs/performance-lab/glm-4.5-air/{card}.md"), r.id
+        assert (r.gpu, r.tp, r.ep, r.vllm, r.frontend, r.after_fit, r.half) == (
+            {"a100": "a100-80g", "h100": "h100"}[card], 4, 1, "0.11.0", f"gpustack-{card}", True, "held-out"), r.id
+        inp, out, n = totals[f"{card}-{shape}"]
+        b = r.bench
+        assert (b.num_prompts, b.input_tokens, b.output_tokens, b.lengths) == (n, round(inp / n), round(out / n),
+                                                                               "mean"), r.id
+        assert math.isinf(b.request_rate) and b.max_concurrency is None, r.id
+        assert row_sim_config(r).hardware.preset == r.gpu
+        if card == "h100" and shape in summary:
+            rep = r.reported
+            assert (rep.tpot_mean_ms, rep.total_throughput_tok_s) == summary[shape] and rep.ttft_mean_ms is None, r.id
+    m = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / "glm-4.5-air.json")
+    assert m.params_b == pytest.approx(106.85, abs=0.01) and (m.n_layers, m.n_moe_layers, m.moe_experts) == (46, 45, 128)
 
 
 def test_the_qwen3_coder_next_fp8_config_is_qwen3_next_at_block_fp8():

@@ -1,5 +1,7 @@
-"""sim.step_breakdown: a decode step's terms add up to CostModel.step_time on dense, MoE and hybrid rows, a formula
-the breakdown does not follow fails loudly, and the command line prints the table or exits 2 on an unknown row."""
+"""sim.step_breakdown: a decode step's terms add up to CostModel.step_time on dense, MoE and hybrid rows, with or
+without a prefill chunk (priced as sim.cluster's plan prices it); the chunk's cost grows with its tokens and with
+the tokens its request already has; a formula the breakdown does not follow fails loudly; the command line prints
+the table (--chunk 0: the decode step alone) or exits 2 with one line on a bad row or value."""
 import pytest
 
 from lab.errors import LabError
@@ -11,6 +13,7 @@ ROWS = {r.id: r for r in load_rows(DEFAULT_FILE)}
 MOE = "vllm23151-h100-qwen3-30b-a3b-2k-c10"
 DENSE = "gpustack-h100-qwen3-8b-c8"
 HYBRID = "gpustack-h200-qwen3.5-35b-a3b-fp8-sharegpt-rate-8"
+SLIDING = "gpustack-a100-gpt-oss-20b-32k-rate-inf"  # gpt-oss: every other layer a 128-token window
 
 
 def _cost(row_id):
@@ -23,6 +26,45 @@ def test_terms_add_up_to_step_time(row_id):
     terms = sb.decode_terms(cm, 10, 2550)
     assert terms["total"] == pytest.approx(cm.step_time(10, 10 * 2550.0, 10, False), rel=1e-12)
     assert sum(v for k, v in terms.items() if k != "total") == pytest.approx(terms["total"], rel=1e-9)
+
+
+@pytest.mark.parametrize("row_id", [MOE, DENSE, HYBRID, SLIDING])
+@pytest.mark.parametrize("batch", [0, 10])
+def test_a_step_with_a_prefill_chunk_is_priced_as_the_replicas_plan_prices_it(row_id, batch):
+    """sim.cluster's plan: C more query tokens, D + C more KV tokens, one more request, the decodes attending to
+    their contexts and the chunk causally to C x (D + (C + 1) / 2)."""
+    cm, chunk, done, context = _cost(row_id), 2048, 6000, 2550
+    terms = sb.decode_terms(cm, batch, context, chunk, done)
+    attended = batch * context + chunk * (done + (chunk + 1) / 2)
+    step = cm.step_time(batch + chunk, batch * context + done + chunk, batch + 1, False, attn_ctx=attended)
+    assert terms["total"] == pytest.approx(step, rel=1e-12)
+    assert sum(v for k, v in terms.items() if k != "total") == pytest.approx(terms["total"], rel=1e-9)
+    assert terms["chunk gemm flops"] == pytest.approx(chunk * cm._t_per_token_flops)
+    assert terms["gemm flops (decodes)"] == pytest.approx(batch * cm._t_per_token_flops)
+    if not cm._sliding:  # a window model prices every token at the mean context (step_time), split by tokens
+        assert terms["chunk attention flops"] == pytest.approx(chunk * (done + (chunk + 1) / 2) * cm._t_attn)
+    assert "gemm flops" not in terms and "kv reads" not in terms  # the decodes' terms say whose they are
+
+
+def test_chunk_0_is_the_decode_step_alone():
+    cm = _cost(MOE)
+    alone, zero = sb.decode_terms(cm, 10, 2550), sb.decode_terms(cm, 10, 2550, 0, 0)
+    assert alone == zero and not any("chunk" in k or "(decodes)" in k for k in alone)
+    assert sb.chunk_cost(cm, 10, 2550, 1, 0) > 0
+
+
+def test_the_chunk_costs_more_with_more_tokens_and_with_more_done():
+    """More prompt tokens in the chunk: more GEMM rows, KV and attention; more tokens already done: the chunk's
+    attention grows by C x the extra done tokens (its GEMM stays), on a compute-bound step."""
+    cm, chunk = _cost(DENSE), 2048
+    by_chunk = [sb.chunk_cost(cm, 10, 2550, c, 0) for c in (256, 1024, 4096)]
+    assert by_chunk[0] < by_chunk[1] < by_chunk[2]
+    by_done = [sb.decode_terms(cm, 10, 2550, chunk, d) for d in (0, 8192, 32768)]
+    costs = [sb.chunk_cost(cm, 10, 2550, chunk, d) for d in (0, 8192, 32768)]
+    assert costs[0] < costs[1] < costs[2]
+    grown = by_done[2]["chunk attention flops"] - by_done[0]["chunk attention flops"]
+    assert grown == pytest.approx(chunk * 32768 * cm._t_attn, rel=1e-9)
+    assert by_done[2]["chunk gemm flops"] == by_done[0]["chunk gemm flops"]
 
 
 def test_moe_floor_is_the_sheets_per_layer_floor_over_moe_layers():
@@ -41,14 +83,27 @@ def test_a_formula_the_breakdown_does_not_follow_fails(monkeypatch):
         sb.decode_terms(cm, 10, 2550)
 
 
-def test_bad_batch_is_refused():
-    with pytest.raises(LabError, match="at least 1"):
-        sb.decode_terms(_cost(DENSE), 0, 100)
+@pytest.mark.parametrize("batch, context, chunk, done, says", [
+    (0, 100, 0, 0, "at least 1 token"), (10, 0, 0, 0, "context 0 must be at least 1"),
+    (-1, 100, 0, 0, "cannot be negative"), (10, 100, -5, 0, "cannot be negative"),
+    (10, 100, 512, -1, "cannot be negative"), (10, 100, 0, 300, "--done 300")])
+def test_bad_values_are_refused(batch, context, chunk, done, says):
+    with pytest.raises(LabError, match=says):
+        sb.decode_terms(_cost(DENSE), batch, context, chunk, done)
 
 
 def test_command_line(capsys):
     assert sb.main([MOE, "--batch", "10", "--context", "2550"]) == 0
     out = capsys.readouterr().out
     assert "total (step_time)" in out and "moe floor" in out and "47.9 of 128 (routing skew 1.16)" in out
+    assert sb.main([MOE, "--batch", "10", "--context", "2550", "--chunk", "0"]) == 0
+    assert capsys.readouterr().out == out  # --chunk 0: today's table
+    assert sb.main([MOE, "--batch", "10", "--context", "2550", "--chunk", "2048", "--done", "4096"]) == 0
+    chunked = capsys.readouterr().out
+    assert "prefill chunk of 2048 tokens after 4096 done" in chunked and "| chunk attention flops |" in chunked
+    assert "the chunk adds" in chunked and "of the decodes alone" in chunked
     assert sb.main(["no-such-row", "--batch", "1", "--context", "1"]) == 2
     assert "no row" in capsys.readouterr().err
+    assert sb.main([MOE, "--batch", "10", "--context", "2550", "--chunk", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--chunk -3" in err
