@@ -302,7 +302,9 @@ class CostModel:
         self._row_tile = hw.gemm_row_tile  # FLOPs of a step over more tokens than a tile: whole tiles
         self._moe = bool(m.moe_experts)
         self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
-        self._t_weights = m.dense_bytes_read / bw  # a MoE model's routed experts: _experts_time
+        # a MoE model's routed experts: _experts_time; the weights vLLM replicates (MLA's down-projections, the
+        # routers: sim/models.REPLICATED) every GPU reads whole, (tp - 1) more copies than the 1/tp split prices
+        self._t_weights = (m.dense_bytes_read + m.replicated_extra_bytes(tp)) / bw
         # a weight-only checkpoint (GPTQ / AWQ, or fp8 / mxfp4 weights on a card without that peak) runs its
         # quantized linears through Marlin: dequantized in the kernel, multiplied at marlin_efficiency x a bf16 rate
         self._marlin = bool(m.quant_method) and matmul == m.dtype and hw.marlin_efficiency is not None
@@ -453,7 +455,8 @@ class CostModel:
         block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
         if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
             block_bytes = block_bytes * layers / m.kv_layers
-        weights = m.resident_weight_bytes(self._dp * self.moe_dp)  # one replica's share of the experts
+        # one replica's share of the experts, and each of its tp GPUs' own copy of the replicated weights
+        weights = m.resident_weight_bytes(self._dp * self.moe_dp) + m.replicated_extra_bytes(self.tp)
         where = f"sim: model {m.name} on {self.tp} x {self.hw.name}"
         if drafter:  # the drafter's layers take a share of every block row (as many blocks as the target's)
             drafter_weights, drafter_kv = self.drafter_memory_bytes()
