@@ -34,6 +34,9 @@ tp GPUs:
               state bytes x kv_eff / state_eff) / (tp x kv_eff x bandwidth), w_eff = bw_efficiency for a one-token step
               (matrix-vector products) and gemm_bw_efficiency (default: the same) for a step of more tokens
               (matrix-matrix products);
+              the linears vLLM keeps whole on every GPU (MLA's down-projections, MoE routers: sim/models.REPLICATED)
+              count tp times in both terms: weights read + (tp - 1) x replicated bytes, active params + (tp - 1) x
+              replicated params (each GPU multiplies its own whole copy); tp 1 or a model without them: unchanged
               kv_eff = kv_bw_efficiency (default: bw_efficiency); state_eff = linear_state_bw_efficiency (default:
               kv_eff), the fused recurrent GDN kernel's own fraction of peak (sim.gdn_kernels, published timings)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
@@ -309,8 +312,12 @@ class CostModel:
         # quantized linears through Marlin: dequantized in the kernel, multiplied at marlin_efficiency x a bf16 rate
         self._marlin = bool(m.quant_method) and matmul == m.dtype and hw.marlin_efficiency is not None
         marlin_eff = hw.marlin_efficiency if self._marlin else 1.0
-        quant_flops = 2.0 * m.quant_dense_params_b * 1e9 if self._marlin else 0.0  # per token, quantized linears
-        self._t_per_token_flops = ((m.flops_per_token - m.routed_flops_per_token - quant_flops) / matmul_flops
+        # per token, all tp GPUs together: the replicated linears each GPU multiplies whole, (tp - 1) more times
+        # than the split prices; of those and the rest, the quantized linears (Marlin)
+        extra = 2.0 * m.replicated_params_b * 1e9 * (tp - 1)
+        quant_flops = 2.0 * (m.quant_dense_params_b + m.replicated_quant_params_b * (tp - 1)) * 1e9 \
+            if self._marlin else 0.0
+        self._t_per_token_flops = ((m.flops_per_token + extra - m.routed_flops_per_token - quant_flops) / matmul_flops
                                    + quant_flops / (matmul_flops * marlin_eff))
         if self.ep > 1 and self.ep % tp:
             raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "

@@ -562,7 +562,8 @@ def test_weight_only_checkpoints_multiply_at_the_marlin_efficiency():
     bf16_rate = a100.model_copy(update={"marlin_efficiency": None})
     marlin, plain = CostModel(a100, fp8, tp=4), CostModel(bf16_rate, fp8, tp=4)
     quant = 2.0 * fp8.quant_dense_params_b * 1e9  # FLOPs per token of the quantized linears
-    rest = fp8.flops_per_token - fp8.routed_flops_per_token - quant
+    # the unquantized rest, with the routers (bf16) each of the 4 GPUs multiplies whole: 3 more copies
+    rest = fp8.flops_per_token - fp8.routed_flops_per_token - quant + 2.0 * fp8.replicated_params_b * 1e9 * 3
     assert quant > 0 and rest > 0  # the LM head stays bf16 (lm_head excluded by default)
     assert marlin._t_per_token_flops / plain._t_per_token_flops == pytest.approx((quant / 0.61 + rest) / (quant + rest))
     assert marlin._t_per_token_expert_flops == pytest.approx(plain._t_per_token_expert_flops / 0.61)
@@ -597,6 +598,11 @@ def test_replicated_weights_are_read_and_held_on_every_tp_gpu():
     assert eight._t_weights - eight_split._t_weights == pytest.approx(extra, rel=1e-9)
     assert 0.15e-3 < extra < 0.35e-3
     assert eight.step_time(1, 4096, 1, False) > eight_split.step_time(1, 4096, 1, False)
+    # every GPU also multiplies its whole copy: 2 x replicated params x 7 more FLOPs per token at 8 GPUs' fp8 rate
+    assert one._t_per_token_flops == one_split._t_per_token_flops
+    per_flop = one_split._t_per_token_flops / (m.flops_per_token - m.routed_flops_per_token) / 8
+    assert eight._t_per_token_flops - eight_split._t_per_token_flops == \
+        pytest.approx(2 * m.replicated_params_b * 1e9 * 7 * per_flop, rel=1e-9)
     blocks, blocks_split = (c.kv_blocks(0.9, 4 * 2**30, 16) for c in (eight, eight_split))
     assert blocks_split - blocks == pytest.approx(m.replicated_bytes * 7 / (16 * m.kv_bytes_per_token * 8), abs=1)
     llama = from_hf_config(CONFIG_DIR / "llama-3.1-8b-instruct.json")
