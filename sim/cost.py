@@ -34,6 +34,9 @@ tp GPUs:
               state bytes x kv_eff / state_eff) / (tp x kv_eff x bandwidth), w_eff = bw_efficiency for a one-token step
               (matrix-vector products) and gemm_bw_efficiency (default: the same) for a step of more tokens
               (matrix-matrix products);
+              the linears vLLM keeps whole on every GPU (MLA's down-projections, MoE routers: sim/models.REPLICATED)
+              count tp times in both terms: weights read + (tp - 1) x replicated bytes, active params + (tp - 1) x
+              replicated params (each GPU multiplies its own whole copy); tp 1 or a model without them: unchanged
               kv_eff = kv_bw_efficiency (default: bw_efficiency); state_eff = linear_state_bw_efficiency (default:
               kv_eff), the fused recurrent GDN kernel's own fraction of peak (sim.gdn_kernels, published timings)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
@@ -302,13 +305,19 @@ class CostModel:
         self._row_tile = hw.gemm_row_tile  # FLOPs of a step over more tokens than a tile: whole tiles
         self._moe = bool(m.moe_experts)
         self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
-        self._t_weights = m.dense_bytes_read / bw  # a MoE model's routed experts: _experts_time
+        # a MoE model's routed experts: _experts_time; the weights vLLM replicates (MLA's down-projections, the
+        # routers: sim/models.REPLICATED) every GPU reads whole, (tp - 1) more copies than the 1/tp split prices
+        self._t_weights = (m.dense_bytes_read + m.replicated_extra_bytes(tp)) / bw
         # a weight-only checkpoint (GPTQ / AWQ, or fp8 / mxfp4 weights on a card without that peak) runs its
         # quantized linears through Marlin: dequantized in the kernel, multiplied at marlin_efficiency x a bf16 rate
         self._marlin = bool(m.quant_method) and matmul == m.dtype and hw.marlin_efficiency is not None
         marlin_eff = hw.marlin_efficiency if self._marlin else 1.0
-        quant_flops = 2.0 * m.quant_dense_params_b * 1e9 if self._marlin else 0.0  # per token, quantized linears
-        self._t_per_token_flops = ((m.flops_per_token - m.routed_flops_per_token - quant_flops) / matmul_flops
+        # per token, all tp GPUs together: the replicated linears each GPU multiplies whole, (tp - 1) more times
+        # than the split prices; of those and the rest, the quantized linears (Marlin)
+        extra = 2.0 * m.replicated_params_b * 1e9 * (tp - 1)
+        quant_flops = 2.0 * (m.quant_dense_params_b + m.replicated_quant_params_b * (tp - 1)) * 1e9 \
+            if self._marlin else 0.0
+        self._t_per_token_flops = ((m.flops_per_token + extra - m.routed_flops_per_token - quant_flops) / matmul_flops
                                    + quant_flops / (matmul_flops * marlin_eff))
         if self.ep > 1 and self.ep % tp:
             raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
@@ -453,7 +462,8 @@ class CostModel:
         block_bytes = block_size * m.kv_bytes_per_token * m.kv_replication(self.tp)  # all of the tp GPUs' copies
         if layers is not None:  # a linear-attention group's state page is padded to the same bytes (KVGroups)
             block_bytes = block_bytes * layers / m.kv_layers
-        weights = m.resident_weight_bytes(self._dp * self.moe_dp)  # one replica's share of the experts
+        # one replica's share of the experts, and each of its tp GPUs' own copy of the replicated weights
+        weights = m.resident_weight_bytes(self._dp * self.moe_dp) + m.replicated_extra_bytes(self.tp)
         where = f"sim: model {m.name} on {self.tp} x {self.hw.name}"
         if drafter:  # the drafter's layers take a share of every block row (as many blocks as the target's)
             drafter_weights, drafter_kv = self.drafter_memory_bytes()

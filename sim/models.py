@@ -100,6 +100,10 @@ class ModelShape:
     vocab: int = 0  # vocab_size: the logits vLLM's profile run samples (sim/kv_cache.activation_reserve_bytes)
     moe_intermediate: int = 0  # a routed expert's intermediate size (0: unknown; the mxfp4 Marlin layout needs it)
     routing_skew: float = 0.0  # spread of one MoE layer's expert popularity (sim/routing.py); 0: uniform routing
+    # parameters vLLM holds whole on every tensor-parallel GPU (part of params_b and active_params_b): MLA's
+    # down-projections, the MoE routers; `replicated_quant_params_b` of them stored at quant_bits (REPLICATED)
+    replicated_params_b: float = 0.0
+    replicated_quant_params_b: float = 0.0
 
     def __post_init__(self):
         if self.active_params_b is None:
@@ -188,6 +192,18 @@ class ModelShape:
             return (self.params_b - self.expert_params_b * (1.0 - 1.0 / ep)) * 1e9 * self.bytes_per_param
         return self._dense_bytes(self.params_b - self.expert_params_b) + \
             self.expert_params_b / ep * 1e9 * self.expert_bytes_per_param
+
+    @property
+    def replicated_bytes(self) -> float:
+        """Bytes of the weights vLLM replicates on every tensor-parallel GPU (one copy; see REPLICATED)."""
+        quantized = self.replicated_quant_params_b
+        return (self.replicated_params_b - quantized) * 1e9 * self.bytes_per_param + \
+            (quantized * 1e9 * self.quant_bits / 8 if quantized else 0.0)
+
+    def replicated_extra_bytes(self, tp: int) -> float:
+        """Bytes tp GPUs together hold (and each step reads) beyond one copy of the model because every GPU keeps
+        its own whole copy of the replicated weights: replicated_bytes x (tp - 1); 0 at tp 1."""
+        return self.replicated_bytes * (tp - 1)
 
     def marlin_mxfp4_pad_bytes(self, tp: int = 1, dp: int = 1, expert_parallel: bool = False) -> float:
         """Bytes an mxfp4 checkpoint's routed experts grow by in vLLM's Marlin layout, all tp GPUs together (0:
@@ -347,6 +363,17 @@ TOP_K_KEYS = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token
 SHARED_WIDTH_KEYS = ("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size", "shared_intermediate_size")
 SHARED_COUNT_KEYS = ("n_shared_experts", "num_shared_experts", "moe_num_shared_experts")
 LAYER_KINDS = {"full_attention", "sliding_attention", "linear_attention", "chunked_attention"}
+# REPLICATED: linears vLLM builds unsplit, whole on every tensor-parallel GPU, where the rest of a layer is split
+# over tp (each GPU stores and reads a full copy): MLA's down-projections q_a_proj (hidden x q_lora_rank) and
+# kv_a_proj_with_mqa (hidden x (kv_lora_rank + qk_rope_head_dim)) -- ReplicatedLinear in
+# vllm/model_executor/models/deepseek_v2.py, fused since into DeepSeekV2FusedQkvAProjLinear, a
+# MergedColumnParallelLinear with disable_tp=True (vllm-project/vllm commit 002d6073aa03), both built with the
+# model's quant_config, so quantized where the checkpoint quantizes attention -- and every MoE layer's router
+# `gate` (hidden x experts): ReplicatedLinear(..., quant_config=None) in qwen3_moe.py (commit 002456df36fc) and
+# mixtral.py ("Gate always runs at half / full precision"), GateLinear(ReplicatedLinear) with quant_config=None in
+# deepseek_v2.py (002d6073aa03; layers/fused_moe/router/gate_linear.py): always at the activation dtype. (MLA's
+# q_a / kv_a RMSNorms, q_lora + kv_lora values a layer, are replicated too; like the other norms they are left
+# out of the parameter count.)
 
 
 def _refuse_unsupported(raw: dict, cfg: dict, path: Path, quantized: bool) -> None:
@@ -420,8 +447,10 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
         q_proj = h * q_lora + q_lora * n_heads * (nope + rope) if q_lora else h * n_heads * (nope + rope)
         attn = q_proj + h * (kv_lora + rope) + kv_lora * n_heads * (nope + v_dim) + n_heads * v_dim * h
         kv_dim, attn_dim = kv_lora + rope, n_heads * (nope + rope + v_dim)
+        attn_replicated = h * q_lora + h * (kv_lora + rope)  # q_a_proj, kv_a_proj_with_mqa (REPLICATED)
     else:
         attn = 2 * h * n_heads * head_dim + 2 * h * n_kv * head_dim
+        attn_replicated = 0
 
     lin, n_linear, mixers = _hybrid_linear(cfg, path, n_layers, h, n_heads * head_dim, attn)
     experts = next((count(k, None) for k in EXPERT_KEYS if cfg.get(k)), 0)
@@ -468,6 +497,11 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     # a w8a8 / w4a4 scheme's quantizes its input activation on the fly (routed experts: inside the fused MoE)
     groups = {"attention": 2 * n_layers, "mlp": 2 * (n_layers - n_moe), "shared_experts": 2 * n_moe if shared else 0,
               "lm_head": 0 if tied else 1}
+    # REPLICATED: MLA's down-projections on the attention layers, the router of every MoE layer
+    replicated_attn = (n_layers - n_linear) * attn_replicated
+    replicated = {"replicated_params_b": (replicated_attn + n_moe * h * experts) / 1e9,
+                  "replicated_quant_params_b": replicated_attn / 1e9
+                  if scheme is not None and scheme.quantizes("attention") else 0.0}
     quant = {} if scheme is None else {
         "quant_method": scheme.method, "quant_bits": scheme.weight_bits, "matmul_dtype": scheme.matmul_dtype,
         "quant_dense_params_b": sum(n for c, n in classes.items() if scheme.quantizes(c)) / 1e9,
@@ -484,7 +518,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
                       expert_params_b=expert_total / 1e9, moe_layers=n_moe if experts else None,
                       sliding_window=window, sliding_layers=sliding, source=str(path), linear=lin,
                       linear_layers=n_linear, chunked_attention=chunked, vocab=vocab,
-                      moe_intermediate=moe_inter if experts else 0, **quant)
+                      moe_intermediate=moe_inter if experts else 0, **replicated, **quant)
 
 
 def _falcon_kv_heads(cfg: dict, n_heads: int, path: Path) -> int:

@@ -181,7 +181,7 @@ def expert_split(cost) -> str:
     if not m.moe_experts:
         return ""
     ranks = cost._dp * cost.moe_dp  # replicas sharing one copy of the experts
-    per_gpu = m.resident_weight_bytes(ranks) / cost.tp / 2**30
+    per_gpu = (m.resident_weight_bytes(ranks) + m.replicated_extra_bytes(cost.tp)) / cost.tp / 2**30
     if cost.moe_dp > 1:
         where = (f"every expert split over {cost.moe_dp} DP ranks x tp {cost.tp} = {cost.moe_dp * cost.tp} GPUs, "
                  "dp_mode vllm")

@@ -170,14 +170,15 @@ def compare(logs: list[MemoryLog]) -> pd.DataFrame:
 
 
 def sim_weights_gib(log: MemoryLog) -> float:
-    """The simulator's resident weights per GPU for the log's `config` (GiB): the replica's over tp, in vLLM's
-    Marlin layout where an mxfp4 checkpoint runs on a card without FP4 matmuls (sim/cost.py does the same)."""
+    """The simulator's resident weights per GPU for the log's `config` (GiB): the replica's over tp plus each GPU's
+    own copy of the replicated weights (sim/models.REPLICATED), in vLLM's Marlin layout where an mxfp4 checkpoint runs on a card without FP4 matmuls (sim/cost.py does the same)."""
     from sim.hardware import get_hardware
     from sim.models import from_hf_config
 
     m = from_hf_config(REPO_ROOT / log.config)
     fp4 = log.device != "other" and "fp4" in get_hardware(log.device).peak_tflops
-    return (m.resident_weight_bytes() + (0.0 if fp4 else m.marlin_mxfp4_pad_bytes(log.tp))) / log.tp / GIB
+    return (m.resident_weight_bytes() + m.replicated_extra_bytes(log.tp)
+            + (0.0 if fp4 else m.marlin_mxfp4_pad_bytes(log.tp))) / log.tp / GIB
 
 
 def _design(df: pd.DataFrame) -> np.ndarray:

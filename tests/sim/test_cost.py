@@ -223,14 +223,15 @@ def test_kv_heads_replicated_past_their_count_under_tp():
     assert get_model("deepseek-v4-flash-like").kv_replication(4) == 4
     hw = get_hardware("h100")
     tp8 = CostModel(hw, m, tp=8, step_overhead_s=0, layer_overhead_s=0, request_overhead_s=0)
-    budget = 8 * (79.2 * 2**30 * 0.9) - m.resident_weight_bytes()
+    budget = 8 * (79.2 * 2**30 * 0.9) - m.resident_weight_bytes() - 7 * m.replicated_bytes  # routers: on each GPU
     assert tp8.kv_capacity_tokens(0.9) == int(budget // (2 * m.kv_bytes_per_token))
     # a step's KV read: each GPU reads its own copy of 1 head x 94 layers per token, at one GPU's bandwidth
     read = tp8.step_time(1, 100_000, 1, False) - tp8.step_time(1, 0, 1, False)
     assert read == pytest.approx(100_000 * 2 * m.kv_bytes_per_token / (8 * 3.35e12 * hw.bw_efficiency))
     h200 = get_hardware("h200")
     tp4 = CostModel(h200, m, tp=4)  # 4 heads on 4 GPUs: one copy (bf16 weights fit 4 x 141 GiB, not 4 x 80)
-    assert tp4.kv_capacity_tokens(0.9) == int((4 * (h200.usable_mem_gib * 2**30 * 0.9) - m.resident_weight_bytes())
+    assert tp4.kv_capacity_tokens(0.9) == int((4 * (h200.usable_mem_gib * 2**30 * 0.9) - m.resident_weight_bytes()
+                                               - 3 * m.replicated_bytes)
                                               // m.kv_bytes_per_token)
 
 
@@ -561,7 +562,8 @@ def test_weight_only_checkpoints_multiply_at_the_marlin_efficiency():
     bf16_rate = a100.model_copy(update={"marlin_efficiency": None})
     marlin, plain = CostModel(a100, fp8, tp=4), CostModel(bf16_rate, fp8, tp=4)
     quant = 2.0 * fp8.quant_dense_params_b * 1e9  # FLOPs per token of the quantized linears
-    rest = fp8.flops_per_token - fp8.routed_flops_per_token - quant
+    # the unquantized rest, with the routers (bf16) each of the 4 GPUs multiplies whole: 3 more copies
+    rest = fp8.flops_per_token - fp8.routed_flops_per_token - quant + 2.0 * fp8.replicated_params_b * 1e9 * 3
     assert quant > 0 and rest > 0  # the LM head stays bf16 (lm_head excluded by default)
     assert marlin._t_per_token_flops / plain._t_per_token_flops == pytest.approx((quant / 0.61 + rest) / (quant + rest))
     assert marlin._t_per_token_expert_flops == pytest.approx(plain._t_per_token_expert_flops / 0.61)
@@ -574,3 +576,36 @@ def test_weight_only_checkpoints_multiply_at_the_marlin_efficiency():
     bf16 = from_hf_config("sim/validation/configs/qwen3-235b-a22b-instruct-2507.json")
     assert CostModel(a100, bf16, tp=8).step_time(8192, 0, 1, False) == \
         pytest.approx(CostModel(bf16_rate, bf16, tp=8).step_time(8192, 0, 1, False))
+
+
+def test_replicated_weights_are_read_and_held_on_every_tp_gpu():
+    """DeepSeek-R1's replicated linears (sim/models.REPLICATED) cost nothing extra at tp 1; at tp 8 each GPU reads
+    its whole copy, replicated bytes x 7 / (8 x one GPU's bandwidth) more weight time per step, and holds it (fewer KV
+    blocks); a dense Llama, with none, prices the same weights split over tp at any tp."""
+    from dataclasses import replace
+
+    from sim.models import from_hf_config
+    from tests.sim.test_model_configs import CONFIG_DIR
+
+    hw = get_hardware("h200")
+    m = from_hf_config(CONFIG_DIR / "deepseek-r1-0528.json")
+    split = replace(m, replicated_params_b=0.0, replicated_quant_params_b=0.0)  # everything split over tp
+    one, one_split = CostModel(hw, m, tp=1), CostModel(hw, split, tp=1)
+    assert one._t_weights == one_split._t_weights
+    assert one.step_time(1, 4096, 1, False) == one_split.step_time(1, 4096, 1, False)
+    eight, eight_split = CostModel(hw, m, tp=8), CostModel(hw, split, tp=8)
+    extra = m.replicated_bytes * 7 / (8 * achievable_bandwidth(hw))
+    assert eight._t_weights - eight_split._t_weights == pytest.approx(extra, rel=1e-9)
+    assert 0.15e-3 < extra < 0.35e-3
+    assert eight.step_time(1, 4096, 1, False) > eight_split.step_time(1, 4096, 1, False)
+    # every GPU also multiplies its whole copy: 2 x replicated params x 7 more FLOPs per token at 8 GPUs' fp8 rate
+    assert one._t_per_token_flops == one_split._t_per_token_flops
+    per_flop = one_split._t_per_token_flops / (m.flops_per_token - m.routed_flops_per_token) / 8
+    assert eight._t_per_token_flops - eight_split._t_per_token_flops == \
+        pytest.approx(2 * m.replicated_params_b * 1e9 * 7 * per_flop, rel=1e-9)
+    blocks, blocks_split = (c.kv_blocks(0.9, 4 * 2**30, 16) for c in (eight, eight_split))
+    assert blocks_split - blocks == pytest.approx(m.replicated_bytes * 7 / (16 * m.kv_bytes_per_token * 8), abs=1)
+    llama = from_hf_config(CONFIG_DIR / "llama-3.1-8b-instruct.json")
+    for tp in (1, 2, 8):
+        cm = CostModel(hw, llama, tp=tp)
+        assert cm._t_weights == llama.dense_bytes_read / (achievable_bandwidth(hw) * tp)

@@ -178,6 +178,8 @@ def test_pool_from_memory_by_hand():
     assert (m.vocab, sim.engine.max_num_seqs, sim.engine.sampler) == (151936, None, "flashinfer")
     reserve = activation_reserve_bytes(2048, 8192, 151936, 1024, "flashinfer", tp=2, custom_all_reduce=True) + \
         cuda_graph_memory_bytes(*graph_counts(1024, 8192))  # vLLM 0.20+'s CUDA-graph estimate
-    budget = 2 * (get_hardware("h200").usable_mem_gib * GIB * 0.92 - reserve) - m.params_b * 1e9 * 2
+    # the weights, and the second GPU's own copy of the MoE routers (vLLM replicates them: sim/models.REPLICATED)
+    budget = 2 * (get_hardware("h200").usable_mem_gib * GIB * 0.92 - reserve) - m.params_b * 1e9 * 2 \
+        - m.replicated_params_b * 1e9 * 2
     tokens, blocks = kv_pool(sim, cost)
     assert blocks == int(budget // (544 * 12 * 2048)) and tokens == blocks // 4 * 544

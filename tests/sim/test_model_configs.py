@@ -296,3 +296,23 @@ def test_a_float32_checkpoint_is_served_in_16_bits(tmp_path, stored, served):
     assert m.weight_bytes == pytest.approx(m.params_b * 1e9 * 2)
     fp32 = model_from_config(ModelSpec(config=str(path), dtype="fp32"))
     assert fp32.weight_bytes == pytest.approx(2 * m.weight_bytes)
+
+
+def test_replicated_weights_by_hand():
+    """The linears vLLM keeps whole on every TP GPU (sim/models.REPLICATED), counted from config.json: DeepSeek-R1
+    (V3 shape, fp8 blocks): 61 layers of q_a_proj (7168 x 1536) + kv_a_proj_with_mqa (7168 x (512 + 64)), fp8 like
+    the rest of its attention, and 58 MoE layers' routers (7168 x 256) at bf16; V2-Lite (no q_lora_rank): the
+    kv_a projection and 26 routers; Qwen3-30B-A3B: 48 routers only; a dense Llama: none."""
+    r1 = load("deepseek-r1-0528")
+    attn, gate = 61 * (7168 * 1536 + 7168 * (512 + 64)), 58 * 7168 * 256
+    assert r1.replicated_params_b * 1e9 == pytest.approx(attn + gate, rel=1e-12)
+    assert r1.replicated_quant_params_b * 1e9 == pytest.approx(attn, rel=1e-12)
+    assert r1.replicated_bytes == pytest.approx(attn * r1.quant_bits / 8 + gate * 2.0, rel=1e-12)
+    assert r1.replicated_extra_bytes(8) / 8 == pytest.approx(0.994e9, rel=1e-3)  # ~1 GB more on each of 8 GPUs
+    lite = load("deepseek-coder-v2-lite-base")
+    assert lite.replicated_params_b * 1e9 == pytest.approx(27 * 2048 * (512 + 64) + 26 * 2048 * 64, rel=1e-12)
+    assert lite.replicated_quant_params_b == 0.0
+    qwen = load("qwen3-30b-a3b")
+    assert qwen.replicated_params_b * 1e9 == pytest.approx(48 * 2048 * 128, rel=1e-12)
+    llama = load("llama-3.1-8b-instruct")
+    assert llama.replicated_params_b == 0.0 and llama.replicated_extra_bytes(8) == 0.0
