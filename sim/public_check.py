@@ -673,8 +673,8 @@ def kind_markdown(table: pd.DataFrame, by: str = "sim_model_kind") -> str:
 def summary_markdown(table: pd.DataFrame, summary: dict) -> str:
     """The error summary of a table: all rows, then its fit and held-out halves, then the bursts' TTFT error
     against the inverse of their throughput error per half, then the held-out rows by kind and by card."""
-    summ = ["| metric | rows | mean abs err | median abs err | within 10% | mean signed err | median signed err "
-            "| geo mean sim/rep - 1 |",
+    summ = [("| metric | rows | mean abs err | median abs err | within 10% | mean signed err | median signed err "
+             "| geo mean sim/rep - 1 |"),
             "|---|---|---|---|---|---|---|---|"]
     halves = [("all", table, summary)] + [(h, table[table["half"] == h], None) for h in ("fit", "held-out")]
     for name, rows, part in halves:

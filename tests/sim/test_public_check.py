@@ -328,7 +328,7 @@ def test_summary_has_median_signed_geomean_and_the_bursts_ttft_against_inverse_t
     assert "| output_throughput_tok_s (all) | 3 | 15% | 20% | 1 | +2% | +0.0% | +0.0% |" in text
     assert "tpot_mean_ms" not in text  # no row reports it: no line, as before
     assert re.search(r"TTFT against inverse throughput .*: all \+20\.0% \(3 rows\), fit \+20\.0% \(3 rows\), "
-                     r"held-out - \(0 rows\)$", text, re.M)
+                     r"held-out - \(0 rows\)$", text, re.MULTILINE)
     assert "nan" not in text.lower()
 
 
