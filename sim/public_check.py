@@ -82,6 +82,7 @@ from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
 from lab.yaml_load import load_runs_list, load_yaml_bytes
+from sim.error_stats import burst_inverse_error, pct, signed_stats
 from sim.models import from_hf_config, model_from_config
 from sim.serving_metrics import fidelity_metrics, per_request
 from sim.simulate import lengths_rng, prepare_inputs, simulate
@@ -570,7 +571,8 @@ def error_table(rows: list[PublicRow], simulated: list[dict]) -> pd.DataFrame:
 
 def error_summary(table: pd.DataFrame) -> dict:
     """Per metric: rows with a reported value, mean and median |relative error|, rows within 10%, mean
-    signed error (the bias)."""
+    signed error (the bias), and the two a few far rows cannot drag: median signed error and geometric mean of
+    sim / reported - 1 (sim.error_stats.signed_stats)."""
     out = {}
     for col, _, _, _ in METRICS:
         err = table[f"rel_err_{col}"].dropna().to_numpy(np.float64)
@@ -578,7 +580,7 @@ def error_summary(table: pd.DataFrame) -> dict:
             continue
         out[col] = {"rows": int(err.size), "mean_abs": float(np.abs(err).mean()),
                     "median_abs": float(np.median(np.abs(err))), "within_10pct": int((np.abs(err) <= 0.10).sum()),
-                    "mean_signed": float(err.mean())}
+                    "mean_signed": float(err.mean()), **signed_stats(err)}
     return out
 
 
@@ -669,15 +671,21 @@ def kind_markdown(table: pd.DataFrame, by: str = "sim_model_kind") -> str:
 
 
 def summary_markdown(table: pd.DataFrame, summary: dict) -> str:
-    """The error summary of a table: all rows, then its fit and held-out halves, then the held-out rows by kind
-    and by card."""
-    summ = ["| metric | rows | mean abs err | median abs err | within 10% | mean signed err |",
-            "|---|---|---|---|---|---|"]
-    halves = [("all", summary)] + [(h, error_summary(table[table["half"] == h])) for h in ("fit", "held-out")]
-    for name, part in halves:
-        for col, s in part.items():
+    """The error summary of a table: all rows, then its fit and held-out halves, then the bursts' TTFT error
+    against the inverse of their throughput error per half, then the held-out rows by kind and by card."""
+    summ = [("| metric | rows | mean abs err | median abs err | within 10% | mean signed err | median signed err "
+             "| geo mean sim/rep - 1 |"),
+            "|---|---|---|---|---|---|---|---|"]
+    halves = [("all", table, summary)] + [(h, table[table["half"] == h], None) for h in ("fit", "held-out")]
+    for name, rows, part in halves:
+        for col, s in (part if part is not None else error_summary(rows)).items():
             summ.append(f"| {col} ({name}) | {s['rows']} | {100 * s['mean_abs']:.0f}% | {100 * s['median_abs']:.0f}% "
-                        f"| {s['within_10pct']} | {100 * s['mean_signed']:+.0f}% |")
+                        f"| {s['within_10pct']} | {100 * s['mean_signed']:+.0f}% | {pct(s['median_signed'])} "
+                        f"| {pct(s['geomean_ratio_minus_1'])} |")
+    bursts = [(name, burst_inverse_error(rows)) for name, rows, _ in halves]
+    summ += ["", "TTFT against inverse throughput (burst rows with a mean TTFT and a throughput; median of "
+             "(sim / reported TTFT) / (reported / sim throughput) - 1): "
+             + ", ".join(f"{name} {pct(b['median'])} ({b['rows']} rows)" for name, b in bursts)]
     groups = [kind_markdown(table, by) for by in GROUPINGS]
     return "\n".join(summ) + "\n" + "".join("\n" + g for g in groups if g)
 

@@ -44,6 +44,7 @@ from lab.arguments import ArgumentParser
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.report import markdown_table
+from sim.error_stats import burst_throughput, load_shape, pct, signed_stats
 from sim.public_check import DEFAULT_FILE, card_label, load_rows
 
 GROUPINGS = ("source", "page", "frontend", "hardware", "load", "dataset", "vllm")
@@ -97,17 +98,6 @@ def row_metadata(file: str | Path, ids: pd.Series) -> pd.DataFrame:
                          "dataset": [rows[x].bench.dataset for x in ids]})
 
 
-def load_shape(rate: float, concurrency: float, prompts: float) -> str:
-    """A row's load shape from its --request-rate, --max-concurrency (NaN: none) and --num-prompts."""
-    if (pd.notna(concurrency) and concurrency <= 1) or prompts <= 1:
-        return "single-user"
-    if np.isfinite(rate):
-        return "open-loop"
-    if pd.notna(concurrency) and concurrency < prompts:
-        return "closed-loop"
-    return "burst"
-
-
 def source_repo(url: str) -> str:
     """The publisher of a source URL: a GitHub owner/repo, else the site."""
     parsed = urlparse(url)
@@ -137,11 +127,7 @@ def annotate(table: pd.DataFrame, half: str = "held-out") -> pd.DataFrame:
     rows["hardware"] = [card_label(r) for r in rows.itertuples(index=False)]
     total = err.sum()
     rows["share"] = err / total if total != 0 else np.nan
-    out_thr = rows["rel_err_output_throughput_tok_s"]
-    thr_err = out_thr.where(out_thr.notna(), rows["rel_err_total_throughput_tok_s"])
-    burst = (rows["load"] == "burst").to_numpy() & thr_err.notna().to_numpy()
-    rows["throughput_ratio"] = np.where(burst, 1.0 + thr_err, np.nan)
-    rows["throughput_metric"] = np.where(~burst, "", np.where(out_thr.notna(), "output", "total"))
+    rows["throughput_ratio"], rows["throughput_metric"] = burst_throughput(rows, rows["load"])
     rows["inverse_throughput_ratio"] = 1.0 / rows["throughput_ratio"]
     rows["burst_residual"] = rows["ttft_ratio"] * rows["throughput_ratio"]
     return rows
@@ -154,8 +140,7 @@ def summarize(part: pd.DataFrame, total: float) -> dict:
     if not err.size:
         return {"rows": 0}
     return {"rows": int(err.size), "within_10pct": int((np.abs(err) <= 0.10).sum()),
-            "mean_signed": float(err.mean()), "median_signed": float(np.median(err)),
-            "geomean_ratio_minus_1": float(np.exp(np.log1p(err).mean()) - 1.0),
+            "mean_signed": float(err.mean()), **signed_stats(err),
             "median_abs": float(np.median(np.abs(err))),
             "signed_sum": float(err.sum()), "share_of_sum": float(err.sum() / total) if total != 0 else np.nan}
 
@@ -218,10 +203,6 @@ def falling_series(table: pd.DataFrame) -> pd.DataFrame:
                     "fall_ratio": float(drop[worst]),
                     "ids": " ".join(part["id"])})
     return pd.DataFrame(out)
-
-
-def pct(x: float) -> str:
-    return "-" if x is None or not np.isfinite(x) else f"{100 * x:+.1f}%"
 
 
 def summary_lines(name: str, s: dict) -> str:

@@ -291,6 +291,57 @@ def test_error_table_is_sim_over_reported_minus_one():
     assert summary["ttft_mean_ms"]["mean_signed"] == pytest.approx(0.375)
 
 
+def _load_row(row_id: str, max_concurrency: int | None, **reported) -> PublicRow:
+    return PublicRow.model_validate({
+        "id": row_id, "source": "https://example.org/x", "gpu": "h100", "gpu_reported": "H100",
+        "model": "Qwen/Qwen3-8B", "model_config": "real/presets/qwen3-8b.json", "tp": 1,
+        "bench": {"input_tokens": 100, "output_tokens": 50, "num_prompts": 10, "request_rate": "inf",
+                  "max_concurrency": max_concurrency}, "reported": reported})
+
+
+def test_summary_has_median_signed_geomean_and_the_bursts_ttft_against_inverse_throughput():
+    """Three bursts (no --max-concurrency) and one closed loop, all in the fit half. TTFT sim / reported 1.5, 0.5,
+    2, 4: median signed (0.5 + 1) / 2 = +75%, geometric mean 6 ** (1 / 4) - 1 = +56.5% (the mean, +100%, is
+    the far row's). Output throughput 0.8, 1.25, -, 1: median 0%, geometric mean 1 - 1 = 0%. The bursts' TTFT ratio x
+    throughput ratio (the third by its total throughput, the only one it reports): 1.2, 0.625, 2 -> median +20%.
+    The held-out half has no row: its burst line prints '-', never nan."""
+    from sim.public_check import summary_markdown
+
+    rows = [_load_row("b1", None, ttft_mean_ms=200.0, output_throughput_tok_s=1000.0),
+            _load_row("b2", None, ttft_mean_ms=100.0, output_throughput_tok_s=400.0),
+            _load_row("b3", None, ttft_mean_ms=100.0, total_throughput_tok_s=1000.0),
+            _load_row("c4", 2, ttft_mean_ms=100.0, output_throughput_tok_s=100.0)]
+    sims = [{"ttft_mean_ms": 300.0, "output_throughput_tok_s": 800.0, "total_throughput_tok_s": 2400.0},
+            {"ttft_mean_ms": 50.0, "output_throughput_tok_s": 500.0, "total_throughput_tok_s": 1500.0},
+            {"ttft_mean_ms": 200.0, "output_throughput_tok_s": 300.0, "total_throughput_tok_s": 1000.0},
+            {"ttft_mean_ms": 400.0, "output_throughput_tok_s": 100.0, "total_throughput_tok_s": 300.0}]
+    table = error_table(rows, sims)
+    summary = error_summary(table)
+    assert summary["ttft_mean_ms"]["median_signed"] == pytest.approx(0.75)
+    assert summary["ttft_mean_ms"]["geomean_ratio_minus_1"] == pytest.approx(6 ** 0.25 - 1)
+    assert summary["ttft_mean_ms"]["mean_signed"] == pytest.approx(1.0)
+    assert summary["output_throughput_tok_s"]["median_signed"] == pytest.approx(0.0)
+    assert summary["output_throughput_tok_s"]["geomean_ratio_minus_1"] == pytest.approx(0.0, abs=1e-12)
+    text = summary_markdown(table, summary)
+    assert "| ttft_mean_ms (all) | 4 | 125% | 75% | 0 | +100% | +75.0% | +56.5% |" in text
+    assert "| ttft_mean_ms (fit) | 4 | 125% | 75% | 0 | +100% | +75.0% | +56.5% |" in text
+    assert "| output_throughput_tok_s (all) | 3 | 15% | 20% | 1 | +2% | +0.0% | +0.0% |" in text
+    assert "tpot_mean_ms" not in text  # no row reports it: no line, as before
+    assert re.search(r"TTFT against inverse throughput .*: all \+20\.0% \(3 rows\), fit \+20\.0% \(3 rows\), "
+                     r"held-out - \(0 rows\)$", text, re.MULTILINE)
+    assert "nan" not in text.lower()
+
+
+def test_signed_stats_of_no_rows_print_a_dash():
+    from sim.error_stats import burst_inverse_error, pct, signed_stats
+
+    empty = signed_stats(np.array([]))
+    assert [pct(v) for v in empty.values()] == ["-", "-"]
+    closed = error_table([_load_row("c", 2, ttft_mean_ms=100.0, output_throughput_tok_s=100.0)],
+                         [{"ttft_mean_ms": 50.0, "output_throughput_tok_s": 100.0}])
+    assert burst_inverse_error(closed) == {"rows": 0, "median": pytest.approx(float("nan"), nan_ok=True)}
+
+
 def test_a_source_that_prints_only_medians_is_scored_on_the_simulated_medians():
     """vLLM bench prints Median TPOT / TTFT beside the means; a post that quotes only the medians is compared
     with the medians of the simulated per-request log (TPOT = (E2E - TTFT) / (n - 1), one-token outputs out)."""
