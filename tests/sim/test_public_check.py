@@ -136,13 +136,14 @@ def test_session_31_rows_are_held_out_on_the_new_cards_and_load():
     assert coder.params_b == pytest.approx(1.346, abs=0.001) and (coder.n_layers, coder.n_kv_heads) == (24, 16)
 
 
-GLM_AIR = "-tp4-glm-4.5-air-"  # the session-33 rows, the file's last
+GLM_AIR = "-tp4-glm-4.5-air-"  # the session-33 GLM-4.5-Air rows
+LAMBDA = "lambda-"  # the session-33 Lambda Llama-3-70B rows, the file's last
 
 
 def test_session_31_amd_rows_are_held_out_at_the_end_and_load():
     """The MI300X rows of vLLM recipes PRs #431 / #443 (one harness: random 1024 / 1024, 100 prompts at 32 users, tp 1):
     held out; #443's Ministral-3-8B-Reasoning row closes the session-31 additions (only the session-33 GLM-4.5-Air
-    blocks follow it) and reads as an 8.49B untied Mistral-style decoder (8.4B on the card: the language model; the
+    and Lambda Llama-3-70B blocks follow it) and reads as an 8.49B untied Mistral-style decoder (8.4B on the card: the language model; the
     0.4B vision encoder is not modelled)."""
     from pathlib import Path
 
@@ -153,7 +154,8 @@ def test_session_31_amd_rows_are_held_out_at_the_end_and_load():
     assert [r.id for r in amd] == ["vllmrecipes-mi300x-qwen3guard-gen-8b-c32",
                                    "vllmrecipes-mi300x-ministral-3-8b-reasoning-c32"]
     ids = [r.id for r in rows]
-    assert ids[ids.index(amd[-1].id) + 1:] == [r.id for r in rows if GLM_AIR in r.id]
+    later = [r.id for r in rows if GLM_AIR in r.id] + [r.id for r in rows if r.id.startswith(LAMBDA)]
+    assert ids[ids.index(amd[-1].id) + 1:] == later
     for r in amd:
         assert r.after_fit and r.half == "held-out" and r.tp == 1, r.id
         assert (r.bench.input_tokens, r.bench.output_tokens, r.bench.num_prompts, r.bench.max_concurrency) == (
@@ -167,7 +169,7 @@ def test_session_33_glm_4_5_air_rows_are_the_pages_vllm_runs_held_out_at_the_end
     """gpustack performance-lab glm-4.5-air/a100.md (commit 1dbc3b8): `vllm serve zai-org/GLM-4.5-Air -tp 4` on 4 x A100
     SXM 80GB, vLLM v0.11.0 -- its ShareGPT run and four random baseline runs, all at once -- then the H100 page's
     (48d8b10) runs of the same command as their control: its ShareGPT block, and its four random runs from the summary
-    table (TPOT and total tok/s only; the page's blocks are the A100 page's); held out, the file's last rows; every
+    table (TPOT and total tok/s only; the page's blocks are the A100 page's); held out, one block after the AMD rows; every
     mean is a page's token totals over its successful requests (the H100 random rows: the A100 runs' prompts, the asked
     outputs), and the config reads as the model card's 106B-total MoE."""
     from pathlib import Path
@@ -175,8 +177,10 @@ def test_session_33_glm_4_5_air_rows_are_the_pages_vllm_runs_held_out_at_the_end
     from sim.models import from_hf_config
 
     rows = load_rows(DEFAULT_FILE)
-    glm = rows[-10:]
-    assert [r.id for r in rows if GLM_AIR in r.id] == [r.id for r in glm]
+    ids = [r.id for r in rows]
+    glm = [r for r in rows if GLM_AIR in r.id]
+    start = ids.index(glm[0].id)
+    assert ids[start:start + 10] == [r.id for r in glm]
     shapes = ("sharegpt-rate-inf", "32k-rate-inf", "4k-rate-inf", "2k-rate-inf", "128-rate-inf")
     assert [r.id.split(GLM_AIR) for r in glm] == [["gpustack-a100", w] for w in shapes] + [
         ["gpustack-h100", w] for w in shapes]
@@ -203,6 +207,36 @@ def test_session_33_glm_4_5_air_rows_are_the_pages_vllm_runs_held_out_at_the_end
             assert (rep.tpot_mean_ms, rep.total_throughput_tok_s) == summary[shape] and rep.ttft_mean_ms is None, r.id
     m = from_hf_config(Path(DEFAULT_FILE).parent / "configs" / "glm-4.5-air.json")
     assert m.params_b == pytest.approx(106.85, abs=0.01) and (m.n_layers, m.n_moe_layers, m.moe_experts) == (46, 45, 128)
+
+
+def test_session_33_lambda_llama_3_70b_rows_are_the_ten_prompt_runs_held_out_at_the_end():
+    """LambdaLabsML/vllm-benchmark's 10-prompt ShareGPT runs of Meta-Llama-3-70B-Instruct at tp 2 / 4 / 8 on A100 SXM
+    (commit a9b42a5) and, as their control, on H100 SXM (a4f9f43): the file's last rows, held out, tp = the results
+    folder's GPU count; each is the eight prompts that streamed (the files' 1369 input tokens less the two empty
+    prompts' 399 + 328), its output mean the file's total_output_tokens / 8; no TTFT mean or throughput scored."""
+    rows = load_rows(DEFAULT_FILE)
+    lam = rows[-6:]
+    assert [r.id for r in rows if r.id.startswith(LAMBDA)] == [r.id for r in lam]
+    commit = {"a100": "a9b42a5f83bc39976bcb6bd44a96b2b15d820e10", "h100": "a4f9f4371a1ccac781293837fce2bce0cc6d25cc"}
+    outputs = {("a100", 2): 2149, ("a100", 4): 2009, ("a100", 8): 2089,
+               ("h100", 2): 2091, ("h100", 4): 2091, ("h100", 8): 2054}  # the files' total_output_tokens
+    assert [(r.gpu, r.tp) for r in lam] == [("a100-80g", tp) for tp in (2, 4, 8)] + [("h100", tp) for tp in (2, 4, 8)]
+    for r in lam:
+        card = r.gpu[:4]
+        folder = f"{r.tp}x{card.upper()}-80GB-SXM"
+        length = {"a100": 2000, "h100": 2048}[card]
+        assert r.source.endswith(f"{commit[card]}/results/prompt_10/{folder}/Meta-Llama-3-70B-Instruct_tp{r.tp}_len"
+                                 f"{length}.json"), r.id
+        assert (r.model_config_path, r.vllm, r.after_fit, r.half) == (
+            "sim/validation/configs/meta-llama-3-70b-instruct.json", None, True, "held-out"), r.id
+        b = r.bench
+        assert (b.dataset, b.tokenizer, b.num_prompts, b.lengths) == ("sharegpt", "llama3", 8, "mean"), r.id
+        assert (b.input_tokens, b.output_tokens) == (round((1369 - 399 - 328) / 8), round(outputs[card, r.tp] / 8))
+        assert math.isinf(b.request_rate) and b.max_concurrency is None, r.id
+        rep = r.reported
+        assert rep.ttft_mean_ms is None and rep.output_throughput_tok_s is None, r.id
+        assert rep.tpot_median_ms < rep.tpot_mean_ms and rep.ttft_median_ms > 0, r.id
+        assert row_sim_config(r).hardware.preset == r.gpu and row_sim_config(r).hardware.tp == r.tp
 
 
 def test_the_qwen3_coder_next_fp8_config_is_qwen3_next_at_block_fp8():
