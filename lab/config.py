@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from lab.config_base import DatasetSpec, Seed, StrictModel
+from lab.config_base import DatasetSpec, Seed, StrictModel, validation_message
 from lab.config_engine import EngineSection
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
@@ -211,17 +211,7 @@ class ExperimentConfig(StrictModel):
 
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "<root>"
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif err["type"] == "missing":
-        message = "required key is missing"
-    elif err["type"] == "string_pattern_mismatch" and err["loc"][-1:] == ("device",):
-        message = f"{err['input']!r} is not a device: expected cpu, cuda, cuda:N or mps"
-    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {field}: {message}{more}"
+    return f"{source}: {validation_message(exc)}"
 
 
 def apply_override(data: dict, dotted: str) -> dict:

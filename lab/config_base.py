@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lab.paths import UserPath
 from lab.slug import Slug
@@ -14,6 +14,22 @@ from lab.slug import Slug
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """`field.path: message (+N more)` of a ValidationError's first error, in the lab's words (unknown key,
+    required key is missing): the part of the one error line after the file it names."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "<root>"
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    elif err["type"] == "string_pattern_mismatch" and err["loc"][-1:] == ("device",):
+        message = f"{err['input']!r} is not a device: expected cpu, cuda, cuda:N or mps"
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{field}: {message}{more}"
 
 
 class DatasetSpec(StrictModel):

@@ -20,9 +20,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, model_validator
 
-from lab.config_base import Seed, StrictModel
+from lab.config_base import Seed, StrictModel, validation_message
 from lab.errors import LabError
 from lab.paths import UserPath, expand_path
 from lab.slug import Slug
@@ -218,7 +218,10 @@ def _load_spec_file(value):
         raise ValueError(str(exc)) from None
     if not isinstance(data, dict):
         raise ValueError(f"spec file {value!r} must hold one mapping of HardwareSheet fields")  # noqa: TRY004 - pydantic reports ValueError
-    return data
+    try:  # checked here, so that the error names the file and the field in it, not only sim.hardware.spec
+        return HardwareSheet.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"spec file {value!r}: {validation_message(exc)}") from None
 
 
 class HardwareSpec(StrictModel):

@@ -321,7 +321,26 @@ CASES = [
      "sim.sweep.values.1: Input should be a finite number"),
     ("NaN in a hardware spec sheet", lambda w: ["validate", sim_yaml(w, {"hardware": {"spec": write(
         w, "card.yaml", "name: c\npeak_tflops: {bf16: .nan}\nmem_bw_tbs: 1\nmem_gib: 8\n")}})],
-     "sim.hardware.spec.peak_tflops.bf16: Input should be a finite number"),
+     "sim.hardware.spec: Value error, spec file 'card.yaml': peak_tflops.bf16: Input should be a finite number"),
+    # a spec FILE's field is named in the file (the error named sim.hardware.spec.<field>, not card.yaml)
+    *[(f"spec file with {label}", lambda w, text=text: ["validate", sim_yaml(w, {"hardware": {"spec": write(
+        w, "card.yaml", "name: c\npeak_tflops: {bf16: 100, fp8: 200}\nmem_bw_tbs: 1\nmem_gib: 8\n" + text)}})],
+       fragment) for label, text, fragment in [
+        ("moe_lowp_efficiency 0", "moe_lowp_efficiency: 0\n",
+         "spec file 'card.yaml': moe_lowp_efficiency: Input should be greater than 0"),
+        ("moe_lowp_efficiency above 1", "moe_lowp_efficiency: 1.5\n",
+         "spec file 'card.yaml': moe_lowp_efficiency: Input should be less than or equal to 1"),
+        ("moe_lowp_efficiency a word", "moe_lowp_efficiency: high\n",
+         "spec file 'card.yaml': moe_lowp_efficiency: Input should be a valid number"),
+        ("a misspelt key", "moe_lowp_eff: 0.5\n", "spec file 'card.yaml': moe_lowp_eff: unknown key"),
+        ("usable memory above its size", "usable_mem_gib: 9\n",
+         "spec file 'card.yaml': <root>: Value error, usable_mem_gib 9 is more than mem_gib 8")]],
+    ("spec file without a required key", lambda w: ["validate", sim_yaml(w, {"hardware": {"spec": write(
+        w, "card.yaml", "name: c\npeak_tflops: {bf16: 1}\nmem_gib: 8\n")}})],
+     "spec file 'card.yaml': mem_bw_tbs: required key is missing"),
+    ("inline spec's moe_lowp_efficiency 0", lambda w: ["validate", sim_yaml(w, {"hardware": {"spec": {
+        "name": "c", "peak_tflops": {"bf16": 1}, "mem_bw_tbs": 1, "mem_gib": 8, "moe_lowp_efficiency": 0}}})],
+     "sim.hardware.spec.moe_lowp_efficiency: Input should be greater than 0"),
     ("negative seed", validate_with("seed=-1"), "seed: Input should be greater than or equal to 0"),
     ("seed of 32 bits", validate_with("seed=2147483648"), "seed: Input should be less than 2147483648"),
     ("negative sweep seed", lambda w: ["run", sim_yaml(w, {"sweep": {"axis": "none", "seeds": [-1]}})],
