@@ -41,7 +41,7 @@ from lab.report import markdown_table
 from sim.cost import CostModel
 from sim.hardware import get_hardware
 from sim.public_check import RepoFile, repo_model, validated_runs
-from sim.step_breakdown import TOLERANCE, decode_terms
+from sim.step_breakdown import adds_up, decode_terms
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "decode_profiles.yaml"
 CATEGORIES = ("attention", "dense_gemm", "act_quant", "moe_gemm", "moe_routing", "moe", "allreduce",
@@ -144,7 +144,7 @@ def priced_categories(cm: CostModel, tokens: int, context: float) -> dict[str, f
            "moe_gemm": sum(t.get(k, 0.0) for k in moe_keys), "moe_routing": 0.0,
            "allreduce": t["other fixed (act quant, collective latency)"] - act_quant + t["collective bytes"],
            "norm_elementwise": t["layer overhead"], "other": t["step overhead"] + t["request overhead"]}
-    if abs(sum(out.values()) - t["total"]) > TOLERANCE:
+    if not adds_up(sum(out.values()), t["total"]):
         raise LabError(f"sim.decode_profile_check: the categories add up to {sum(out.values()) * 1e3:.6f} ms, "
                        f"step_time says {t['total'] * 1e3:.6f} ms: update priced_categories")
     out["total"] = t["total"]
@@ -161,7 +161,10 @@ def profile_table(profiles: list[DecodeProfile]) -> pd.DataFrame:
         pub = p.published_ms()
         priced = {}
         if p.priced:
-            sec = priced_categories(cost_model(p), p.tokens, p.context_tokens)
+            try:
+                sec = priced_categories(cost_model(p), p.tokens, p.context_tokens)
+            except LabError as exc:  # a pricing refusal (ep that is not a multiple of tp, ...) names its profile
+                raise LabError(f"profile {p.id!r}: {exc}") from None
             priced = {k: v * 1e3 for k, v in sec.items()}
             if "moe" in pub:
                 priced["moe"] = priced.pop("moe_gemm") + priced.pop("moe_routing")
@@ -234,6 +237,15 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def load_and_price(path) -> tuple[list[DecodeProfile], pd.DataFrame]:
+    """The file's profiles and their table; a pricing refusal (LabError) names the file and the profile."""
+    profiles = load_profiles(path)
+    try:
+        return profiles, profile_table(profiles)
+    except LabError as exc:
+        raise LabError(f"{path}: {exc}") from None
+
+
 def main(argv=None) -> int:
     import time
 
@@ -242,14 +254,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="decode_profiles", help="output directory")
     args = ap.parse_args(argv)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    profiles = load_inputs(load_profiles, args)
-    if profiles is None:
+    loaded = load_inputs(load_and_price, args)  # priced before --out is made: a refusal leaves no empty directory
+    if loaded is None:
         return 2
-    try:
-        table = profile_table(profiles)
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    profiles, table = loaded
     plot(table, Path(args.out) / "decode_profiles.png")
     return write_check_outputs(args.out, {"decode_profiles.csv": table}, "decode_profiles.md",
                                report(profiles, table), cpu0, wall0)

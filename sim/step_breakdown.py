@@ -22,6 +22,7 @@ CUDA-graph buckets, has no terms to split (LabError).
 """
 from __future__ import annotations
 
+import math
 import sys
 
 from lab.arguments import ArgumentParser
@@ -30,6 +31,12 @@ from sim.cost import CostModel
 from sim.public_check import DEFAULT_FILE, load_rows, row_sim_config
 
 TOLERANCE = 1e-9  # seconds: the terms must add up to step_time to float precision
+
+
+def adds_up(parts: float, total: float) -> bool:
+    """Whether terms summing to `parts` seconds make `total` to float precision: TOLERANCE, or 1e-12 of the total
+    where a huge context makes the step longer than the absolute tolerance can resolve (1e15 tokens: ~1e8 s)."""
+    return math.isclose(parts, total, rel_tol=1e-12, abs_tol=TOLERANCE)
 
 
 def check_step(batch: int, context: float, chunk: int = 0, done: int = 0) -> None:
@@ -42,6 +49,8 @@ def check_step(batch: int, context: float, chunk: int = 0, done: int = 0) -> Non
                        "it needs --chunk of at least 1")
     if batch + chunk < 1:
         raise LabError(f"sim.step_breakdown: batch {batch} and chunk {chunk}: the step needs at least 1 token")
+    if not math.isfinite(context):
+        raise LabError(f"sim.step_breakdown: --context {context}: a finite number of cached tokens is needed")
     if batch and context < 1:
         raise LabError(f"sim.step_breakdown: batch {batch} and context {context} must be at least 1")
 
@@ -106,7 +115,7 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     terms["request overhead"] = n_reqs * cm.request_overhead_s
     attn_ctx = dec_kv + chunk * (done + (chunk + 1) / 2) if chunk else None  # sim.cluster's plan
     total = cm.step_time(tokens, raw_kv, n_reqs, False, attn_ctx=attn_ctx)
-    if abs(sum(terms.values()) - total) > TOLERANCE:
+    if not adds_up(sum(terms.values()), total):
         raise LabError(f"sim.step_breakdown: the terms add up to {sum(terms.values()) * 1e3:.6f} ms, step_time says "
                        f"{total * 1e3:.6f} ms: sim/cost.py's formula changed, update decode_terms")
     terms["total"] = total

@@ -139,3 +139,14 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "tokens" in err[0]
     assert not out.exists()
+
+
+def test_a_pricing_refusal_names_the_file_and_the_profile(tmp_path, capsys):
+    """ep 7 over tp 8 passes the loader (ep is a number in range) and the cost model refuses it: the line said
+    only 'sim: ep 7 over tp 8', naming neither the data file nor the profile."""
+    out = tmp_path / "out"
+    path = _write(tmp_path / "p.yaml", [_profile(), _profile(1, ep=7)])
+    assert dp.main(["--file", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: profile 'p-1': sim: ep 7 over tp 8"), err
+    assert not out.exists()

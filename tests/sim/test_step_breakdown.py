@@ -2,6 +2,8 @@
 without a prefill chunk (priced as sim.cluster's plan prices it); the chunk's cost grows with its tokens and with
 the tokens its request already has; a formula the breakdown does not follow fails loudly; the command line prints
 the table (--chunk 0: the decode step alone) or exits 2 with one line on a bad row or value."""
+import math
+
 import pytest
 
 from lab.errors import LabError
@@ -86,10 +88,21 @@ def test_a_formula_the_breakdown_does_not_follow_fails(monkeypatch):
 @pytest.mark.parametrize("batch, context, chunk, done, says", [
     (0, 100, 0, 0, "at least 1 token"), (10, 0, 0, 0, "context 0 must be at least 1"),
     (-1, 100, 0, 0, "cannot be negative"), (10, 100, -5, 0, "cannot be negative"),
-    (10, 100, 512, -1, "cannot be negative"), (10, 100, 0, 300, "--done 300")])
+    (10, 100, 512, -1, "cannot be negative"), (10, 100, 0, 300, "--done 300"),
+    # --context nan / inf printed a table of inf ms and nan% shares with exit 0
+    (10, float("nan"), 0, 0, "--context nan: a finite number"), (10, float("inf"), 0, 0, "--context inf: a finite"),
+    (0, float("nan"), 512, 0, "--context nan")])
 def test_bad_values_are_refused(batch, context, chunk, done, says):
     with pytest.raises(LabError, match=says):
         sb.decode_terms(_cost(DENSE), batch, context, chunk, done)
+
+
+def test_a_huge_context_adds_up_to_float_precision():
+    """At 1e15 cached tokens the step is ~1e8 s: its terms differ from step_time by more than 1e-9 s of rounding
+    alone, which raised 'formula changed' (sim.decode_profile_check with context_tokens 1e15 did)."""
+    terms = sb.decode_terms(_cost(MOE), 10, 1e15)
+    assert terms["total"] > 1e6 and math.isclose(sum(v for k, v in terms.items() if k != "total"), terms["total"],
+                                                  rel_tol=1e-12)
 
 
 def test_command_line(capsys):
