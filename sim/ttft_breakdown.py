@@ -73,6 +73,8 @@ def read_table(csv_path: str | Path) -> pd.DataFrame:
     missing = [c for c in NEEDED if c not in table.columns]
     if missing:
         raise LabError(f"--csv: {p} has no column {missing[0]!r} (a sim.public_check public_check.csv expected)")
+    if table.empty:  # a header alone: the merge with the data file's ids raised a pandas traceback
+        raise LabError(f"--csv: {p} has a header but no rows")
     for col in NEEDED:
         if col not in ("id", "half", "gpu", "model", "frontend", "source"):
             bad = pd.to_numeric(table[col], errors="coerce").isna() & table[col].notna()
@@ -80,6 +82,11 @@ def read_table(csv_path: str | Path) -> pd.DataFrame:
                 raise LabError(f"--csv: {p}: column {col!r} row {int(np.flatnonzero(bad)[0])}: "
                                f"{table[col][bad].iloc[0]!r} is not a number")
             table[col] = pd.to_numeric(table[col], errors="coerce")
+    for col in ("reported_ttft_mean_ms", "sim_ttft_mean_ms"):  # a ratio's denominator: 0 divided by zero
+        bad = ~(np.isfinite(table[col]) & (table[col] > 0)) & table[col].notna()
+        if bad.any():
+            raise LabError(f"--csv: {p}: column {col!r} row {int(np.flatnonzero(bad)[0])}: "
+                           f"{float(table[col][bad].iloc[0]):g} is not a positive finite time")
     for col in ("dp", "ep"):
         if col not in table.columns:
             table[col] = 1

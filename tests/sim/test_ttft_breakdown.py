@@ -159,6 +159,12 @@ def test_main_writes_the_report_and_the_plot(tmp_path, capsys):
     ("by", "--by"),
     ("id", "has no row 'ghost'"),
     ("text", "'fast' is not a number"),
+    # a header alone raised pandas' merge ValueError (a traceback); a reported TTFT of 0 printed numpy's
+    # RuntimeWarning (three lines) and a report; inf or a negative time passed into the ratios
+    ("header", "has a header but no rows"),
+    ("zero", "column 'reported_ttft_mean_ms' row 1: 0 is not a positive finite time"),
+    ("inf", "column 'reported_ttft_mean_ms' row 0: inf is not a positive finite time"),
+    ("negative", "column 'sim_ttft_mean_ms' row 1: -5 is not a positive finite time"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, needle):
     csv, data = write(tmp_path, [line("a", 100, 400), line("b", 100, 50, rate=2.0)])
@@ -174,6 +180,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, needle):
         table.assign(id=["a", "ghost"]).to_csv(csv, index=False)
     elif case == "text":
         table.assign(rate=["inf", "fast"]).to_csv(csv, index=False)
+    elif case == "header":
+        table.head(0).to_csv(csv, index=False)
+    elif case == "zero":
+        table.assign(reported_ttft_mean_ms=[100, 0]).to_csv(csv, index=False)
+    elif case == "inf":
+        table.assign(reported_ttft_mean_ms=["inf", 100]).to_csv(csv, index=False)
+    elif case == "negative":
+        table.assign(sim_ttft_mean_ms=[400, -5]).to_csv(csv, index=False)
     if case == "by":  # argparse's choices: the parser's one line, then SystemExit(2)
         with pytest.raises(SystemExit) as raised:
             main(argv)
