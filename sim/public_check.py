@@ -718,7 +718,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
                                label=f"{gpu} ({half})")
         ax.set_xlabel(f"reported {col}")
         ax.set_ylabel(f"simulated {col}")
-        ax.legend(fontsize=6)
+        if keep.any():
+            ax.legend(fontsize=6)
+        else:  # no row reports this metric: matplotlib's legend() warned on stderr (two lines) for an empty panel
+            ax.text(0.5, 0.5, "no row reports it", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle("Simulator (spec-sheet roofline) vs public vLLM benchmarks")
     fig.tight_layout()
     with atomic_path(path) as tmp:  # an interrupted run never leaves half a PNG where one stood

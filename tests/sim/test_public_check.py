@@ -797,3 +797,18 @@ def test_proxy_lengths_borrow_qwen3s_conversations_scaled_to_the_runs_means(cach
     assert sizes["sim_lengths"] == "mean" and sizes["sim_mean_input"] == 208
     assert main(["--rows", PROXY_ROW, "--out", str(tmp_path / "o"), "--lengths", "proxy"]) == 0
     assert "rows draw qwen3's conversations scaled to their mean lengths" in capsys.readouterr().err
+
+
+def test_the_plot_of_rows_that_report_no_ttft_warns_nothing(tmp_path):
+    """`--rows` of rows without a reported TTFT (musgrave-a100-40g-llama-3.1-8b-c1): the empty panel's legend()
+    printed matplotlib's two-line 'No artists with labels' warning on stderr; the panel now says so itself."""
+    import warnings
+
+    from sim.public_check import plot
+
+    table = error_table([_row(tpot_mean_ms=10.0)], [{"tpot_mean_ms": 11.0, "ttft_mean_ms": 90.0,
+                                                     "output_throughput_tok_s": 70.0}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot(table, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
