@@ -93,6 +93,11 @@ def load_yaml_bytes(raw: bytes, source: str):
     return load_yaml_text(text, source)
 
 
+def missing_file_message(p) -> str:
+    """The error of a --file that is not a file: a directory says so (it read 'does not exist')."""
+    return f"--file: {p} is a directory, a file is needed here" if p.is_dir() else f"--file: {p} does not exist"
+
+
 def load_runs_list(path, what: str) -> list:
     """The `runs:` list of a data file (published kernel timings, sim/validation/*.yaml): LabError naming --file
     when it is missing, the file when it holds no non-empty `runs` list."""
@@ -100,7 +105,7 @@ def load_runs_list(path, what: str) -> list:
 
     p = Path(path)
     if not p.is_file():
-        raise LabError(f"--file: {p} does not exist")
+        raise LabError(missing_file_message(p))
     data = load_yaml_bytes(p.read_bytes(), str(p))
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not data["runs"]:
         raise LabError(f"{p}: runs: a non-empty list of {what} expected")

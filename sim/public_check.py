@@ -81,7 +81,7 @@ from lab.config_sim import HARDWARE_NAMES, FrontendSpec, SimSection
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
-from lab.yaml_load import load_runs_list, load_yaml_bytes
+from lab.yaml_load import load_runs_list, load_yaml_bytes, missing_file_message
 from sim.error_stats import burst_inverse_error, pct, signed_stats
 from sim.models import from_hf_config, model_from_config
 from sim.serving_metrics import fidelity_metrics, per_request
@@ -261,7 +261,7 @@ def load_prior(path: str | Path) -> FrontendPrior | None:
     """The data file's `frontend_prior:` (None when absent); LabError naming the field."""
     p = Path(path)
     if not p.is_file():
-        raise LabError(f"--file: {p} does not exist")
+        raise LabError(missing_file_message(p))
     data = load_yaml_bytes(p.read_bytes(), str(p))
     raw = data.get("frontend_prior") if isinstance(data, dict) else None
     if raw is None:
@@ -308,7 +308,7 @@ def load_data(path: str | Path) -> tuple[list[PublicRow], FrontendOccupancy | No
     field on anything wrong."""
     p = Path(path)
     if not p.is_file():
-        raise LabError(f"--file: {p} does not exist")
+        raise LabError(missing_file_message(p))
     data = load_yaml_bytes(p.read_bytes(), str(p))  # the project's safe loader: duplicate keys, alias bombs
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
         raise LabError(f"{p}: rows: a non-empty list of benchmark rows expected")

@@ -150,3 +150,12 @@ def test_a_pricing_refusal_names_the_file_and_the_profile(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {path}: profile 'p-1': sim: ep 7 over tp 8"), err
     assert not out.exists()
+
+
+def test_a_directory_given_as_the_file_says_so(tmp_path):
+    """--file DIR read '--file: DIR does not exist' (sim.decode_profile_check, sim.step_breakdown, sim.public_check)."""
+    from sim.public_check import load_rows
+
+    for load in (dp.load_profiles, load_rows):
+        with pytest.raises(LabError, match=r"--file: .* is a directory, a file is needed here"):
+            load(tmp_path)
