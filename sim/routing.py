@@ -65,9 +65,37 @@ def distinct_experts(tokens, n_experts: int, top_k: int, cv: float = 0.0):
     if cv <= 0.0:
         return n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens)
     if isinstance(tokens, np.ndarray):
+        whole = np.rint(tokens)
+        if tokens.size and np.array_equal(whole, tokens) and whole.min() >= 0:  # token counts: looked up
+            table = _distinct_table(n_experts, top_k, float(cv), int(whole.max()))
+            return table[whole.astype(np.int64)]
         untouched = 1.0 - inclusion(n_experts, top_k, float(cv))
         return (1.0 - untouched ** tokens[..., None]).sum(axis=-1)
     return _distinct_one(float(tokens), n_experts, top_k, float(cv))
+
+
+_TABLES: dict[tuple[int, int, float], np.ndarray] = {}
+TABLE_ROWS = 1024  # token counts computed at a time (rows x experts floats of scratch)
+
+
+def _distinct_table(n_experts: int, top_k: int, cv: float, upto: int) -> np.ndarray:
+    """(upto + 1 or more,) distinct_experts of every whole token count 0..upto, grown in place as larger counts are
+    asked for: a scheduler that prices every candidate step size each step (the prefix policy's sps_curve) would
+    otherwise raise E inclusion probabilities to each count's power, every step."""
+    key = (n_experts, top_k, cv)
+    table = _TABLES.get(key, np.zeros(0))
+    if len(table) > upto:
+        return table
+    untouched = 1.0 - inclusion(n_experts, top_k, cv)  # (E,)
+    size = max(upto + 1, 2 * len(table), TABLE_ROWS)
+    parts = [table]
+    for start in range(len(table), size, TABLE_ROWS):
+        counts = np.arange(start, min(start + TABLE_ROWS, size), dtype=np.float64)  # (rows,)
+        parts.append((1.0 - untouched ** counts[:, None]).sum(axis=-1))  # (rows,)
+    table = np.concatenate(parts)
+    table.setflags(write=False)
+    _TABLES[key] = table
+    return table
 
 
 @lru_cache(maxsize=65536)

@@ -85,3 +85,18 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     out = tmp_path / "out"
     assert mrc.main(["--file", str(bad), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error:") and not out.exists()
+
+
+def test_distinct_experts_of_whole_token_counts_come_from_the_table_exactly():
+    """The array path looks whole token counts up in a table grown on demand: the same values as the formula, for
+    counts past the first table and mixed with a fractional count (which takes the formula)."""
+    from sim.routing import distinct_experts, inclusion
+    untouched = 1.0 - inclusion(128, 8, 1.16)
+    counts = np.array([[0.0, 1.0, 7.0], [2047.0, 5000.0, 3.0]])  # (2, 3)
+    direct = (1.0 - untouched ** counts[..., None]).sum(axis=-1)
+    assert distinct_experts(counts, 128, 8, 1.16).shape == (2, 3)
+    np.testing.assert_allclose(distinct_experts(counts, 128, 8, 1.16), direct, rtol=0, atol=1e-12)
+    mixed = np.array([2.5, 4.0])
+    np.testing.assert_allclose(distinct_experts(mixed, 128, 8, 1.16),
+                               (1.0 - untouched ** mixed[:, None]).sum(axis=-1), rtol=0, atol=1e-12)
+    assert distinct_experts(np.array([6.0]), 128, 8, 1.16)[0] == distinct_experts(6, 128, 8, 1.16)
