@@ -66,7 +66,7 @@ def distinct_experts(tokens, n_experts: int, top_k: int, cv: float = 0.0):
         return n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens)
     if isinstance(tokens, np.ndarray):
         whole = np.rint(tokens)
-        if tokens.size and np.array_equal(whole, tokens) and whole.min() >= 0:  # token counts: looked up
+        if tokens.size and np.array_equal(whole, tokens) and 0 <= whole.min() and whole.max() <= TABLE_MAX:
             table = _distinct_table(n_experts, top_k, float(cv), int(whole.max()))
             return table[whole.astype(np.int64)]
         untouched = 1.0 - inclusion(n_experts, top_k, float(cv))
@@ -76,6 +76,7 @@ def distinct_experts(tokens, n_experts: int, top_k: int, cv: float = 0.0):
 
 _TABLES: dict[tuple[int, int, float], np.ndarray] = {}
 TABLE_ROWS = 1024  # token counts computed at a time (rows x experts floats of scratch)
+TABLE_MAX = 1 << 17  # whole token counts up to this are looked up (a table of <= 1 MiB); larger ones computed
 
 
 def _distinct_table(n_experts: int, top_k: int, cv: float, upto: int) -> np.ndarray:

@@ -100,3 +100,13 @@ def test_distinct_experts_of_whole_token_counts_come_from_the_table_exactly():
     np.testing.assert_allclose(distinct_experts(mixed, 128, 8, 1.16),
                                (1.0 - untouched ** mixed[:, None]).sum(axis=-1), rtol=0, atol=1e-12)
     assert distinct_experts(np.array([6.0]), 128, 8, 1.16)[0] == distinct_experts(6, 128, 8, 1.16)
+
+
+def test_distinct_experts_past_the_table_bound_are_computed_not_tabled():
+    """A count past TABLE_MAX (a huge data-parallel gather) is computed from the formula, growing no table."""
+    from sim.routing import TABLE_MAX, _TABLES, distinct_experts, inclusion
+    _TABLES.pop((64, 4, 0.9), None)
+    big = np.array([float(TABLE_MAX + 1), 3.0])
+    direct = (1.0 - (1.0 - inclusion(64, 4, 0.9)) ** big[:, None]).sum(axis=-1)
+    np.testing.assert_allclose(distinct_experts(big, 64, 4, 0.9), direct, rtol=0, atol=1e-12)
+    assert (64, 4, 0.9) not in _TABLES
