@@ -236,18 +236,19 @@ def allreduce_time_s(link, tp: int, nbytes):
     return allreduce_latency_s(link, tp) + nbytes * allreduce_s_per_byte(link, tp)
 
 
-def check_tp_split(model: ModelShape, tp: int) -> None:
+def check_tp_split(model: ModelShape, tp: int, field: str = "sim.hardware.tp") -> None:
     """LabError where vLLM would refuse to start the model at tensor-parallel size `tp`: its attention heads must
     split evenly over the GPUs (vllm/config ModelConfig.verify_with_parallel_config), and its KV heads either split
-    evenly or, below tp, be replicated a whole number of times (QKVParallelLinear's assertion)."""
+    evenly or, below tp, be replicated a whole number of times (QKVParallelLinear's assertion). `field`: the setting
+    the error line names."""
     if tp <= 1:
         return
     if model.n_heads % tp:
-        raise LabError(f"sim.hardware.tp {tp}: the model's {model.n_heads} attention heads ({model.name}) do not split "
+        raise LabError(f"{field} {tp}: the model's {model.n_heads} attention heads ({model.name}) do not split "
                        f"over {tp} GPUs (vLLM refuses to start it at this tensor-parallel size)")
     kv = model.n_kv_heads
     if not model.kv_dim_override and kv and (kv % tp if kv >= tp else tp % kv):
-        raise LabError(f"sim.hardware.tp {tp}: the model's {kv} KV heads ({model.name}) neither split evenly over "
+        raise LabError(f"{field} {tp}: the model's {kv} KV heads ({model.name}) neither split evenly over "
                        f"{tp} GPUs nor replicate evenly on them (vLLM refuses to start it at this tensor-parallel size)")
 
 

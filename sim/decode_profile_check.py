@@ -38,7 +38,7 @@ from lab.config_sim import HARDWARE_NAMES, ROUTING_SKEW
 from lab.errors import LabError
 from lab.io import atomic_path
 from lab.report import markdown_table
-from sim.cost import CostModel
+from sim.cost import CostModel, check_tp_split
 from sim.hardware import get_hardware
 from sim.public_check import RepoFile, repo_model, validated_runs
 from sim.step_breakdown import adds_up, decode_terms
@@ -117,8 +117,9 @@ def load_profiles(path: str | Path) -> list[DecodeProfile]:
 
 def cost_model(profile: DecodeProfile) -> CostModel:
     """The profile's step as the public rows price it: its preset card, its config.json with the serving routing
-    skew (sim.models.model_from_config's default), tp / ep."""
+    skew (sim.models.model_from_config's default), tp / ep; LabError for a tp whose heads do not split."""
     model = repo_model(profile.model_config_path)
+    check_tp_split(model, profile.tp, field="tp")  # a tp vLLM would refuse to start is one error line, not a price
     if model.moe_experts:
         model = replace(model, routing_skew=ROUTING_SKEW)
     return CostModel(hw=get_hardware(profile.device), model=model, tp=profile.tp, ep=profile.ep)

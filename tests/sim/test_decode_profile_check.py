@@ -159,3 +159,14 @@ def test_a_directory_given_as_the_file_says_so(tmp_path):
     for load in (dp.load_profiles, load_rows):
         with pytest.raises(LabError, match=r"--file: .* is a directory, a file is needed here"):
             load(tmp_path)
+
+
+def test_a_tp_whose_heads_do_not_split_is_refused(tmp_path, capsys):
+    """DeepSeek-R1's 128 attention heads over tp 3: vLLM refuses to start it; the check priced it (a fractional head
+    count per GPU) and printed a table. Now one error line naming the file, the profile and its tp."""
+    out = tmp_path / "out"
+    path = _write(tmp_path / "p.yaml", [_profile(), _profile(1, tp=3)])
+    assert dp.main(["--file", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: profile 'p-1': tp 3: the model's 128 attention"), err
+    assert not out.exists()
