@@ -24,8 +24,15 @@ With one f at every tp the residuals move by mem(tp) x (1 / preset - 1 / f), and
     most growth one bandwidth fraction at every tp can leave -- an upper bound.
 Each is also given per all-reduce (growth / (2 x layers)): what an all-reduce latency growing with tp could carry.
 
+    python -m sim.tp_growth_check --public-csv pc/public_check.csv --rows ID,ID,ID --out tp_growth/
+
+adds held-out rows of sim/validation/public_vllm.yaml read the same way, as a diagnostic (scored only, nothing is
+chosen on them): the named rows (one model on one card at three or more tps) with their reported and simulated
+median TPOT (the mean where a row reports no median) from a public_check.csv, their reads at peak from CostModel at
+the row's simulated mean decode batch and mid-reply context. They have no tp-1 point, so no f_floor.
+
 Writes tp_growth.csv (every run x tp), tp_growth_summary.csv and tp_growth.md into --out. Bad input (missing file,
-bad field) prints one `error:` line and exits 2 with nothing written.
+bad field, an unknown row) prints one `error:` line and exits 2 with nothing written.
 """
 from __future__ import annotations
 
@@ -37,13 +44,15 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lab.arguments import start_data_check, write_check_outputs
+from lab.arguments import data_check_parser, load_inputs, write_check_outputs
 from lab.config_base import StrictModel
+from lab.errors import LabError
 from lab.report import markdown_table
 from sim.allreduce_check import SourcedRun
 from sim.cost import CostModel
 from sim.hardware import get_hardware
-from sim.public_check import RepoFile, repo_model, validated_runs
+from sim.public_check import DEFAULT_FILE as PUBLIC_FILE
+from sim.public_check import RepoFile, load_rows, repo_model, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "tp_growth.yaml"
 
@@ -163,6 +172,58 @@ def floor_fraction(terms: dict) -> float:
     return terms["mem"][tp] / terms["measured"][tp]
 
 
+def public_terms(csv_path: str | Path, ids: list[str], rows_file: str | Path = PUBLIC_FILE) -> tuple[dict, dict]:
+    """(terms, about) of public rows read as one series: their reported / simulated median TPOT (mean where a row
+    reports no median) from a public_check.csv as measured / priced, the reads at peak from CostModel at the row's
+    simulated mean decode batch and mid-reply context; LabError on a row that is not in both files, rows of more
+    than one model or card, fewer than three tps of 2 or more, or a TPOT missing."""
+    rows = {r.id: r for r in load_rows(rows_file)}
+    path = Path(csv_path)
+    if not path.is_file():
+        raise LabError(f"--public-csv: {path} is not a file")
+    table = pd.read_csv(path).set_index("id")
+    picked = []
+    for rid in ids:
+        if rid not in rows or rid not in table.index:
+            raise LabError(f"--rows: {rid!r} is not a row of both {rows_file} and {path}")
+        picked.append((rows[rid], table.loc[rid]))
+    if len({(r.model_config_path, r.gpu) for r, _ in picked}) != 1:
+        raise LabError("--rows: the rows are not one model on one card")
+    if len({r.tp for r, _ in picked if r.tp >= 2}) < 3 or len({r.tp for r, _ in picked}) != len(picked):
+        raise LabError("--rows: a series needs three or more distinct tensor-parallel sizes of 2 or more")
+    row0 = picked[0][0]
+    preset = get_hardware(row0.gpu).bw_efficiency
+    model = repo_model(row0.model_config_path)
+    terms = {"tps": sorted(r.tp for r, _ in picked), "measured": {}, "priced": {}, "mem": {}, "preset": preset}
+    for r, c in picked:
+        kind = "median" if pd.notna(c.get("reported_tpot_median_ms")) else "mean"
+        rep, sim = c.get(f"reported_tpot_{kind}_ms"), c.get(f"sim_tpot_{kind}_ms")
+        if pd.isna(rep) or pd.isna(sim):
+            raise LabError(f"--rows: {r.id} has no reported and simulated TPOT in {path}")
+        terms["measured"][r.tp], terms["priced"][r.tp] = float(rep), float(sim)
+        batch = float(c["sim_mean_decode_batch"])
+        kv = batch * (float(c["sim_mean_input"]) + float(c["sim_mean_output"]) / 2)  # mid-reply context
+        step = {f: CostModel(hw=get_hardware(r.gpu, bw_eff=f), model=model, tp=r.tp).step_time(batch, kv, batch, False)
+                for f in (preset, 1.0)}
+        terms["mem"][r.tp] = 1e3 * (step[preset] - step[1.0]) / (1.0 / preset - 1.0)
+    about = {"run": "public rows: " + ", ".join(ids), "device": row0.gpu, "layers": model.n_layers}
+    return terms, about
+
+
+def public_summary(terms: dict, about: dict) -> dict:
+    """The summary row of public rows read as a series: growth at the preset and at f_pair (no tp 1: no f_floor)."""
+    f_pair = pair_fraction(terms)
+    per_ar = 2 * about["layers"]
+    row = {**about, "engine": "", "tps": "/".join(map(str, terms["tps"])), "preset_bw": terms["preset"],
+           "f_pair": f_pair, "f_floor": float("nan")}
+    g = {"preset": growth_ms(residuals_at(terms, terms["preset"])),
+         "fpair": growth_ms(residuals_at(terms, f_pair)) if np.isfinite(f_pair) else float("nan"), "max": float("nan")}
+    for key, value in g.items():
+        row[f"growth_{key}_ms"] = value
+        row[f"growth_{key}_us_per_allreduce"] = 1e3 * value / per_ar
+    return row
+
+
 def check(runs: list[TpSeries]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(points, summary): every run x tp measured and priced; per run the growth at the preset, f_pair and f_floor."""
     points, summary = [], []
@@ -216,12 +277,29 @@ def markdown(points: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def main(argv=None) -> int:
-    args, runs, cpu0, wall0 = start_data_check(
-        load_runs, argv, "python -m sim.tp_growth_check", __doc__, DEFAULT_FILE, "tensor-parallel decode series",
-        "tp_growth", "(no fit: every series is read at its own bandwidth fractions in any case; presets unchanged)")
+    import time
+
+    ap = data_check_parser("python -m sim.tp_growth_check", __doc__, DEFAULT_FILE, "tensor-parallel decode series",
+                           "tp_growth", "(no fit: every series is read at its own bandwidth fractions in any case)")
+    ap.add_argument("--public-csv", default=None, help="a public_check.csv whose --rows to read as one series too")
+    ap.add_argument("--rows", default=None, help="comma-separated row ids of one model on one card at 3+ tps")
+    args = ap.parse_args(argv)
+    if (args.public_csv is None) != (args.rows is None):
+        ap.error("--public-csv and --rows go together")
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    extra = None
+    if args.public_csv is not None:
+        try:
+            extra = public_summary(*public_terms(args.public_csv, [x for x in args.rows.split(",") if x]))
+        except LabError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    runs = load_inputs(load_runs, args)
     if runs is None:
         return 2
     points, summary = check(runs)
+    if extra is not None:
+        summary = pd.concat([summary, pd.DataFrame([extra])], ignore_index=True)
     return write_check_outputs(args.out, {"tp_growth.csv": points, "tp_growth_summary.csv": summary},
                                "tp_growth.md", markdown(points, summary), cpu0, wall0)
 

@@ -144,3 +144,52 @@ def test_an_out_that_is_a_file_is_one_error_line(tmp_path, capsys):
     assert tg.main(["--file", str(path), "--out", str(tmp_path / "taken")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "taken" in err[0], err
+
+
+LAMBDA_H100 = [f"lambda-{n}xh100-tp{n}-llama-3-70b-sharegpt-10" for n in (2, 4, 8)]
+
+
+def _public_csv(path, reported, sim, ids=LAMBDA_H100):
+    """A public_check.csv of the named rows: reported / simulated median TPOT, a batch of 8, 80 / 257 tokens."""
+    import pandas as pd
+
+    pd.DataFrame({"id": ids, "reported_tpot_median_ms": reported, "sim_tpot_median_ms": sim,
+                  "sim_mean_decode_batch": [8.0] * len(ids), "sim_mean_input": [80.0] * len(ids),
+                  "sim_mean_output": [257.0] * len(ids)}).to_csv(path, index=False)
+    return path
+
+
+def test_held_out_rows_read_as_a_series(tmp_path):
+    """Rows priced exactly show no growth and the preset's fraction; rows whose reads run at 0.9 of peak where the
+    simulation prices 0.75 give 0.9 back and no growth -- the held-out 70B rows' diagnostic, nothing fitted."""
+    terms, _ = tg.public_terms(_public_csv(tmp_path / "a.csv", [30.0, 18.0, 12.0], [30.0, 18.0, 12.0]), LAMBDA_H100)
+    assert terms["tps"] == [2, 4, 8] and terms["mem"][2] == pytest.approx(2 * terms["mem"][4], rel=0.01)
+    row = tg.public_summary(terms, {"run": "x", "device": "h100", "layers": 80})
+    assert row["growth_preset_ms"] == pytest.approx(0) and row["f_pair"] == pytest.approx(0.75)
+    sim = [30.0, 18.0, 12.0]
+    faster = [s - terms["mem"][tp] * (1 / 0.75 - 1 / 0.9) for s, tp in zip(sim, (2, 4, 8))]
+    terms, about = tg.public_terms(_public_csv(tmp_path / "b.csv", faster, sim), LAMBDA_H100)
+    row = tg.public_summary(terms, about)
+    assert row["growth_preset_ms"] > 0.5 and row["f_pair"] == pytest.approx(0.9, abs=1e-6)
+    assert row["growth_fpair_ms"] == pytest.approx(0, abs=1e-6) and about["layers"] == 80
+
+
+@pytest.mark.parametrize("rows, fragment", [
+    (LAMBDA_H100[:2], "three or more distinct"),
+    (LAMBDA_H100[:2] + ["lambda-8xa100-tp8-llama-3-70b-sharegpt-10"], "one model on one card"),
+    (LAMBDA_H100[:2] + ["no-such-row"], "'no-such-row' is not a row"),
+])
+def test_bad_public_rows_are_one_error_line(tmp_path, capsys, rows, fragment):
+    a100 = "lambda-8xa100-tp8-llama-3-70b-sharegpt-10"
+    csv = _public_csv(tmp_path / "a.csv", [30.0, 18.0, 12.0, 20.0], [30.0, 18.0, 12.0, 15.0], ids=LAMBDA_H100 + [a100])
+    out = tmp_path / "out"
+    assert tg.main(["--public-csv", str(csv), "--rows", ",".join(rows), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert not out.exists()
+
+
+def test_public_csv_without_rows_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        tg.main(["--public-csv", str(tmp_path / "a.csv"), "--out", str(tmp_path / "o")])
+    assert stop.value.code == 2 and "go together" in capsys.readouterr().err
