@@ -405,12 +405,11 @@ class EngineSpec(StrictModel):
         "estimate priced from max_num_seqs and max_num_batched_tokens, sim/cuda_graphs.py), none (--enforce-eager, "
         "-O0, VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0, or vLLM before 0.20, which captured graphs after sizing "
         "the KV cache), or GiB (what your log's 'Estimated CUDA graph memory' prints)")
+    # full_and_piecewise: vLLM 0.11+ (PR 25444), a decode step one graph, what the sheets' fixed terms are scored on;
+    # piecewise: V1 0.8 - 0.10 (or -O.cudagraph_mode=PIECEWISE), attention eager between graphs (sim/cuda_graphs.py)
     cuda_graph_mode: Literal[CUDA_GRAPH_MODES] = Field(  # type: ignore[valid-type]
-        "full_and_piecewise", description="the CUDA-graph layout the server replays, which sets a per-layer cost of "
-        "each step (sim/cuda_graphs.py): full_and_piecewise (vLLM 0.11+ default, PR 25444: a decode step is one "
-        "graph; what the sheets' fixed terms are scored on), piecewise (vLLM V1 0.8 - 0.10, or -O.cudagraph_mode="
-        "PIECEWISE: each layer's attention runs eagerly between graphs, 14.3 us more per layer and step, measured in "
-        "vLLM PR 20059)")
+        "full_and_piecewise", description="the CUDA-graph layout the server replays: piecewise pays 14.3 us more "
+        "per layer and step than full_and_piecewise (vLLM PR 20059's measured gap)")
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(
