@@ -62,6 +62,8 @@ DRAFTER_PASSES = ("one", "per_token")  # how a drafter proposes its k tokens (si
 ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "dispatch")  # vLLM's expert-parallel backends (sim/cost.py)
 # how vLLM's sampler applies top-k / top-p, which sets the profile run's sampler peak (sim/kv_cache.py)
 SAMPLERS = ("sort", "flashinfer", "triton")
+# the CUDA-graph layout vLLM replays (sim/cuda_graphs.py): FULL_AND_PIECEWISE (0.11+ default), PIECEWISE (V1 0.8 - 0.10)
+CUDA_GRAPH_MODES = ("full_and_piecewise", "piecewise")
 MODEL_NAMES = tuple(model_presets())
 # a MoE layer's expert-popularity spread while serving (coefficient of variation of the experts' shares;
 # sim/routing.py): the gamma shape whose concentration (1 - normalized entropy) is the 0.111 of a published
@@ -403,6 +405,11 @@ class EngineSpec(StrictModel):
         "estimate priced from max_num_seqs and max_num_batched_tokens, sim/cuda_graphs.py), none (--enforce-eager, "
         "-O0, VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0, or vLLM before 0.20, which captured graphs after sizing "
         "the KV cache), or GiB (what your log's 'Estimated CUDA graph memory' prints)")
+    # full_and_piecewise: vLLM 0.11+ (PR 25444), a decode step one graph, what the sheets' fixed terms are scored on;
+    # piecewise: V1 0.8 - 0.10 (or -O.cudagraph_mode=PIECEWISE), attention eager between graphs (sim/cuda_graphs.py)
+    cuda_graph_mode: Literal[CUDA_GRAPH_MODES] = Field(  # type: ignore[valid-type]
+        "full_and_piecewise", description="the CUDA-graph layout the server replays: piecewise pays 14.3 us more "
+        "per layer and step than full_and_piecewise (vLLM PR 20059's measured gap)")
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(

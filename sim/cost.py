@@ -52,7 +52,9 @@ tp GPUs:
           the work vLLM's fused-MoE call spends on the other ranks' token-expert pairs, ep_remote_pair_bytes;
           and every pair's activation rows through HBM -- gathered input, intermediate caches, moe_sum -- which
           do not shrink with tp, moe_pair_bytes)
-        + step + n_layers x layer + n_reqs x request overhead
+        + step + n_layers x (layer + graph layout) + n_reqs x request overhead (graph layout: 0 on the
+          FULL_AND_PIECEWISE graphs the sheets are scored on, 14.3 us for a PIECEWISE server, engine.cuda_graph_mode;
+          sim/cuda_graphs.py)
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
           configured link, + its latency; allreduce_time_s, scored on published collective timings by
@@ -100,6 +102,7 @@ import numpy as np
 from lab.config_sim import ALL2ALL_BACKENDS, DRAFTER_PASSES
 from lab.errors import LabError
 from lab.paths import expand_path
+from sim.cuda_graphs import graph_mode_layer_s
 from sim.hardware import (
     Hardware,
     achievable_attention_flops,
@@ -277,6 +280,7 @@ class CostModel:
     step_overhead_s: float | None = None  # None: the hardware sheet's
     layer_overhead_s: float | None = None
     request_overhead_s: float | None = None
+    graph_layer_s: float = 0.0  # per layer and step beyond the sheets' FULL_AND_PIECEWISE layout (sim/cuda_graphs.py)
     spec_overhead_s: float = 0.3e-3
     buckets: tuple[int, ...] | None = None
     eager_penalty: float = 1.1
@@ -374,7 +378,8 @@ class CostModel:
         # per request in a step: its linear-attention state read and written back (split by heads over tp), at the
         # fused recurrent kernel's own fraction of peak (linear_state_bandwidth; sim.gdn_kernels)
         self._t_state = 2.0 * m.state_bytes / (linear_state_bandwidth(hw) * tp)
-        self._fixed = self.step_overhead_s + m.n_layers * self.layer_overhead_s
+        # a PIECEWISE server launches each layer's attention from Python between graphs (engine.cuda_graph_mode)
+        self._fixed = self.step_overhead_s + m.n_layers * (self.layer_overhead_s + self.graph_layer_s)
         if matmul != m.dtype:  # a w8a8 / w4a4 checkpoint quantizes each quantized linear's input on the fly
             self._fixed += m.quant_linears * hw.act_quant_us * 1e-6
         self._t_per_token_link = 0.0
@@ -420,7 +425,8 @@ class CostModel:
         c = sim.cost
         model = model_from_config(sim.model)
         check_tp_split(model, sim.hardware.tp)
-        return cls(hw=hardware_from_config(sim.hardware), model=model, tp=sim.hardware.tp,
+        hw = hardware_from_config(sim.hardware)
+        return cls(hw=hw, model=model, tp=sim.hardware.tp,
                    ep=sim.hardware.ep, all2all=sim.hardware.all2all, moe_dp=moe_data_parallel(sim, model),
                    drafter_layers=sim.model.drafter_layers,
                    drafter_passes=sim.model.drafter_passes, drafter_head_vocab=sim.model.drafter_head_vocab,
@@ -428,6 +434,7 @@ class CostModel:
                    step_overhead_s=None if c.step_overhead_ms is None else c.step_overhead_ms / 1e3,
                    layer_overhead_s=None if c.layer_overhead_us is None else c.layer_overhead_us / 1e6,
                    request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,
+                   graph_layer_s=graph_mode_layer_s(sim.engine.cuda_graph_mode, hw.graphs),
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
                    buckets=tuple(c.cuda_graph_buckets) if c.cuda_graph_buckets else None,
                    eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root),

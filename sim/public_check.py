@@ -77,7 +77,7 @@ from tqdm import tqdm
 
 from lab.arguments import ArgumentParser
 from lab.config_base import StrictModel
-from lab.config_sim import HARDWARE_NAMES, FrontendSpec, SimSection
+from lab.config_sim import CUDA_GRAPH_MODES, HARDWARE_NAMES, FrontendSpec, SimSection
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
@@ -178,6 +178,9 @@ class EngineOverrides(StrictModel):
     max_num_seqs: int | None = Field(None, ge=1)
     max_num_batched_tokens: int | None = Field(None, ge=16)
     prefix_caching: bool | None = Field(None, description="false: the source ran --no-enable-prefix-caching")
+    cuda_graph_mode: Literal[CUDA_GRAPH_MODES] | None = Field(  # type: ignore[valid-type]
+        None, description="the CUDA-graph layout the source states (-O.cudagraph_mode); unset: full_and_piecewise, "
+                          "what the sheets are scored on, whatever the row's `vllm` (vllm_version_defaults)")
 
 
 class PublicRow(StrictModel):
@@ -359,12 +362,25 @@ def vllm_sampler(version: str) -> str:
 # vLLM PR #38284 (in 0.20.0; its log says "default since v0.21.0"): the worker takes its CUDA-graph estimate off the
 # KV cache (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1) and the default --gpu-memory-utilization rises 0.9 -> 0.92
 CUDA_GRAPH_ESTIMATE_SINCE = (0, 20, 0)
+# V1 (the default engine from 0.8.0) replayed PIECEWISE graphs until PR 25444 (2025-09-23) made FULL_AND_PIECEWISE the
+# default in 0.11.0 (sim/cuda_graphs.py)
+PIECEWISE_SINCE, FULL_AND_PIECEWISE_SINCE = (0, 8, 0), (0, 11, 0)
+
+
+def vllm_cuda_graph_mode(version: str) -> str:
+    """The CUDA-graph layout the vLLM `version` replays by default (engine.cuda_graph_mode, sim/cuda_graphs.py):
+    piecewise for V1 from 0.8.0 (the release that made V1 the default engine) to 0.10.x, full_and_piecewise from
+    0.11.0 (PR 25444). V0 (before 0.8) captured each decode batch as one whole-model graph: full_and_piecewise."""
+    return "piecewise" if PIECEWISE_SINCE <= _version(version) < FULL_AND_PIECEWISE_SINCE else "full_and_piecewise"
 
 
 def vllm_version_defaults(version: str | None) -> dict:
     """Engine settings that follow the vLLM `version` (None: a row that does not say, priced as before): the
     sampler, engine.cuda_graph_memory (estimate from 0.20, none before: graphs were captured after sizing the KV
-    cache) and the default gpu_memory_utilization (0.92 from 0.20, 0.9 before)."""
+    cache) and the default gpu_memory_utilization (0.92 from 0.20, 0.9 before). Not engine.cuda_graph_mode: a row
+    takes PIECEWISE only where its source states the layout (EngineOverrides.cuda_graph_mode). Applied by version
+    (vllm_cuda_graph_mode) it moved held-out TPOT within 10% from 110 to 104 of 281 (session 34, BENCHMARKS.md): the
+    0.8.5 IOG H100 PCIe rows, already priced slow, got slower; the measured gap (PR 20059) is one A100 host's."""
     if version is None:
         return {"cuda_graph_memory": "none", "gpu_memory_utilization": 0.9}
     if _version(version) < CUDA_GRAPH_ESTIMATE_SINCE:

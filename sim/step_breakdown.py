@@ -100,9 +100,10 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     if chunk:
         terms["chunk attention flops"] = pf_attended * cm._t_attn
     terms["hidden (overlapped)"] = roofline - memory - compute
-    layers = m.n_layers * cm.layer_overhead_s
+    layers, graphs = m.n_layers * cm.layer_overhead_s, m.n_layers * cm.graph_layer_s
     terms.update({"step overhead": cm.step_overhead_s, "layer overhead": layers,
-                  "other fixed (act quant, collective latency)": cm._fixed - cm.step_overhead_s - layers,
+                  "piecewise graphs (engine.cuda_graph_mode)": graphs,
+                  "other fixed (act quant, collective latency)": cm._fixed - cm.step_overhead_s - layers - graphs,
                   "collective bytes": tokens * cm._t_per_token_link})
     if cm._moe:
         touched = m.touched_experts(tokens, cm.ep, cm._gather)

@@ -99,6 +99,7 @@ PUBLISHED = [
     ("llama-3.3-70b-instruct", 70.6, None, None, 0.01, "meta-llama/Llama-3.3-70B hub: 70.6B"),
     ("mistral-7b-instruct-v0.3", 7.25, None, None, 0.01, "mistralai/Mistral-7B-Instruct-v0.3 hub: 7.25B"),
     ("qwen2.5-7b", 7.61, None, None, 0.01, "Qwen/Qwen2.5-7B card: 7.61B"),
+    ("qwen2.5-1.5b-instruct", 1.54, None, None, 0.01, "Qwen/Qwen2.5-1.5B-Instruct card: 1.54B"),
     ("qwen2.5-32b", 32.5, None, None, 0.01, "Qwen/Qwen2.5-32B card: 32.5B"),
     ("phi-4", 14.7, None, None, 0.01, "microsoft/phi-4 hub: 14.7B"),
     ("gemma-2-9b-it", 9.24, None, None, 0.01, "google/gemma-2-9b-it hub: 9.24B"),
