@@ -157,6 +157,10 @@ class BenchSpec(StrictModel):
 
 class Reported(StrictModel):
     tpot_mean_ms: float | None = Field(None, gt=0)
+    tpot_mean_of: Literal["requests", "totals"] = Field(
+        "requests", description="requests: vLLM bench's Mean TPOT, the mean over requests of (E2E - TTFT) / (n - 1); "
+                                "totals: a TPOT the source derived from run totals, (mean E2E - mean TTFT) / (mean "
+                                "output - 1) -- the mean request's per-token time (mean_request_tpot_ms)")
     ttft_mean_ms: float | None = Field(None, gt=0)
     output_throughput_tok_s: float | None = Field(None, gt=0)
     tpot_median_ms: float | None = Field(None, gt=0, description="vLLM bench's Median TPOT (a source without the mean)")
@@ -525,6 +529,8 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str
     got = {**fidelity_metrics(result.requests), **median_metrics(result.requests),
            "total_throughput_tok_s": total_throughput_tok_s(result.requests)}
     out = {col: got[key] * factor for col, _, key, factor in METRICS}
+    if row.reported.tpot_mean_of == "totals":  # the source's TPOT is the mean request's, not vLLM's mean
+        out["tpot_mean_ms"] = mean_request_tpot_ms(result.requests)
     out.update({"sim_model_kind": model_kind(model_from_config(sim.model), row.tp),
                 "sim_lengths": label, "sim_seed": seed,
                 "sim_mean_input": float(result.requests["input_tokens"].mean()),
@@ -550,6 +556,19 @@ def median_metrics(log: pd.DataFrame) -> dict:
     tpot, ttft = tpot[np.isfinite(tpot)], ttft[np.isfinite(ttft)]
     return {"tpot_median_ms": float(np.median(tpot)) if tpot.size else float("nan"),
             "ttft_median_s": float(np.median(ttft)) if ttft.size else float("nan")}
+
+
+def mean_request_tpot_ms(log: pd.DataFrame) -> float:
+    """(mean E2E - mean TTFT) / (mean output - 1) over the finished requests of a per-request log, in ms: the
+    mean request's per-token time, a TPOT derived from run totals (Reported.tpot_mean_of `totals`). Where every
+    output has one length it equals vLLM's per-request mean; where lengths vary it weighs each request by its
+    output (a short reply whose few tokens shared a burst's prefill steps counts for few tokens, not one request)."""
+    per = per_request(log)
+    done = per[per["finished"]]
+    n = float(done["output_tokens"].mean()) if len(done) else float("nan")
+    if not n > 1:
+        return float("nan")
+    return float((done["e2e_s"].mean() - done["ttft_s"].mean()) / (n - 1) * 1e3)
 
 
 def total_throughput_tok_s(log: pd.DataFrame) -> float:

@@ -397,6 +397,42 @@ def test_a_source_that_prints_only_medians_is_scored_on_the_simulated_medians():
     assert "tpot_median_ms" not in [m[0] for m in shown_metrics(error_table([_row(tpot_mean_ms=1.0)], [{}]))]
 
 
+def test_a_tpot_from_run_totals_is_compared_with_the_simulated_mean_request(monkeypatch):
+    """A source whose TPOT is (mean latency - mean TTFT) / (mean output - 1) (the Qwen3.5 guidellm rows:
+    `tpot_mean_of: totals`) is compared with that statistic of the simulated log, not vLLM's per-request mean: a
+    burst's short replies, whose few tokens shared its prefill steps, weigh by their tokens, not as one request each."""
+    from types import SimpleNamespace
+
+    import sim.public_check as pc
+
+    log = pd.DataFrame({"arrival_s": [0.0, 0.0, 0.0], "first_token_s": [1.0, 1.0, 2.0],
+                        "finish_s": [2.0, 11.0, 2.0], "output_tokens": [3, 101, 1], "input_tokens": [10, 10, 10]})
+    # per request: 500 ms and 100 ms (the one-token reply has none): vLLM's mean 300 ms; the mean request:
+    # (mean E2E 5.0 s - mean TTFT 1.333 s) / (mean output 35 - 1) = 107.8 ms
+    assert pc.mean_request_tpot_ms(log) == pytest.approx((5.0 - 4.0 / 3) / 34 * 1e3)
+    assert pc.mean_request_tpot_ms(log.iloc[[2]]) != pc.mean_request_tpot_ms(log.iloc[[2]])  # one-token: NaN
+    summary = {"requests": 3, "unfinished": 0, "preemptions": 0, "prefix_cache_hits": 0, "prefix_cache_queries": 0,
+               "mean_decode_batch": 1.0}
+    monkeypatch.setattr(pc, "simulate", lambda *a, **k: SimpleNamespace(requests=log, summary=summary))
+    row = next(r for r in load_rows(DEFAULT_FILE) if r.id == "gpustack-h200-qwen3.5-35b-a3b-sharegpt-c512")
+    assert row.reported.tpot_mean_of == "totals"
+    assert simulate_row(row)["tpot_mean_ms"] == pytest.approx(pc.mean_request_tpot_ms(log))
+    vllm_bench = row.model_copy(update={"reported": row.reported.model_copy(update={"tpot_mean_of": "requests"})})
+    assert simulate_row(vllm_bench)["tpot_mean_ms"] == pytest.approx(300.0)
+    with pytest.raises(ValidationError, match="tpot_mean_of"):
+        Reported.model_validate({"tpot_mean_ms": 1.0, "tpot_mean_of": "tokens"})
+
+
+def test_the_rows_whose_tpot_comes_from_totals_are_the_qwen3_5_guidellm_runs():
+    """The file's Qwen3.5 ShareGPT rows (gpustack's guidellm runs: TPOT = (mean latency - mean TTFT) / (mean output -
+    1), their notes say) and no other row (vLLM bench's Mean TPOT, the default) carry tpot_mean_of: totals."""
+    rows = load_rows(DEFAULT_FILE)
+    totals = {r.id for r in rows if r.reported.tpot_mean_of == "totals"}
+    assert len(totals) == 16
+    assert totals == {r.id for r in rows if r.bench.tokenizer == "qwen3.5"}
+    assert all("the mean request's per-token time" in r.note for r in rows if r.id in totals)
+
+
 def test_a_source_that_prints_only_total_throughput_is_scored_on_input_plus_output_tokens():
     """vLLM bench's "Total Token throughput" counts the finished requests' prompt and generated tokens over the span
     its output throughput uses (first arrival to last finish); a source that quotes only it is scored on it."""
