@@ -282,7 +282,11 @@ class ModelShape:
 
     def attended_context(self, context: float) -> float:
         """Cached tokens one query token attends to, averaged over the KV layers: `context` on full-attention
-        layers, min(context, window) on sliding-window ones (their KV reads and score FLOPs stop at the window)."""
+        layers, min(context, window) on sliding-window ones (their KV reads and score FLOPs stop at the window).
+        True of the kernels vLLM runs on the public rows: FlashAttention (window_size) and, for gpt-oss's attention
+        sinks on pre-Hopper cards, the Triton unified kernel's 2D path from 0.11.0 (PR 24390); its split-KV 3D path
+        (decode-only steps of few requests) scans the whole context until PR 31984 (2026-01), not modelled
+        (BENCHMARKS.md, session 34, gpt-oss kernels)."""
         if not self.sliding_layers:
             return context
         full = self.n_layers - self.sliding_layers
