@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from lab.errors import LabError
@@ -222,6 +223,8 @@ def test_vllm_before_0_23_runs_mixed_steps_unified():
     assert vllm_version_defaults("0.23.0")["linear_attn_mixed"] == "split"
     assert "linear_attn_mixed" not in vllm_version_defaults(None)
     assert make_sim().engine.linear_attn_mixed == "split"
+    with pytest.raises(pydantic.ValidationError, match="linear_attn_mixed"):
+        make_sim(engine={"linear_attn_mixed": "fused"})
 
 
 def _mixed_sim(mode, model=None):
