@@ -387,6 +387,12 @@ class EngineSpec(StrictModel):
         None, ge=16, description="tokens in one step (decode + drafts + prefill chunks); null: what `vllm serve` "
                                  "picks on the card (8192 on a device of >= 70 GiB that is not an A100, else 2048)")
     enable_chunked_prefill: bool = Field(True, description="split prompts into chunks that fit the token budget")
+    linear_attn_mixed: Literal["unified", "split"] = Field(
+        "split", description="how a step holding prefills beside single-token decodes runs a hybrid linear-attention "
+        "model's Gated DeltaNet layers (Qwen3-Next / Qwen3.5; others: no effect): unified (vLLM before PR 44700, "
+        "2026-06-06: every request not verifying drafts goes through the chunked kernel, its recurrent state "
+        "gathered into a copy and scattered back in every linear layer), split (from it: the prefill requests "
+        "only; the decodes update their states in place). sim/linear_attn.py")
     gpu_memory_utilization: float = Field(
         0.92, gt=0, le=1, description="fraction of GPU memory for weights, activations, CUDA graphs and KV; 0.92: "
         "vLLM's default since 0.20, which keeps the CUDA-graph estimate back too (PR 38284; 0.9 before)")

@@ -45,6 +45,7 @@ import simpy
 from sim.frontend import Frontend, SharedFrontend
 from sim.hardware import engine_with_defaults
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
+from sim.linear_attn import state_copies
 
 
 def chain_of(rid: int) -> tuple:
@@ -143,6 +144,8 @@ class Replica:
         self.max_seqs = e.max_num_seqs
         self.max_tokens = e.max_num_batched_tokens
         self.chunked = e.enable_chunked_prefill
+        # a hybrid linear-attention model's mixed steps copy recurrent states (sim/linear_attn.py); None: no such layers
+        self.linear_mixed = e.linear_attn_mixed if cluster.cost.model.linear_layers else None
         self.lookahead = policy.max_verify()  # KV slots a decode step reserves for drafts
         self.kv = make_kv_cache(e, cluster.kv_capacity, cluster.kv_groups, cluster.kv_blocks, self.lookahead)
         self._hybrid = isinstance(self.kv, HybridKV)  # rows carry their CAP (kv.row_cap), growth may free
@@ -201,24 +204,26 @@ class Replica:
                 yield self.wake
                 self.wake = None
                 continue
-            tokens, kv_read, n_req, spec, _lengths, _state, n_spec, _chunks, attn = step
-            dt = step_time(tokens, kv_read, n_req, spec, n_spec, attn)
+            tokens, kv_read, n_req, spec, _lengths, _state, n_spec, _chunks, attn, copies = step
+            dt = step_time(tokens, kv_read, n_req, spec, n_spec, attn, state_copies=copies)
             yield env.timeout(dt)
             self.finish_step(step, dt)
 
     def finish_step(self, step, dt: float):
         """The step `plan` built has run for dt seconds: statistics, then its outcome (apply)."""
-        tokens, _kv, _n, _spec, lengths, state, n_spec, chunks, _attn = step
+        tokens, _kv, _n, _spec, lengths, state, n_spec, chunks, _attn, _copies = step
         self.busy_time += dt
         self.n_steps += 1
         self.sum_batch_tokens += tokens
         self.apply(self.cl.env.now, lengths, state, n_spec, chunks)
 
     def plan(self):
-        """Build one step: (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended), or None
-        when idle; attended = the cached tokens the step's query tokens attend to, summed over them (a decoding
-        request's tokens its sequence, as if each of its drafts did too; a prefill chunk of c tokens after
-        `done` ones: c x (done + (c + 1) / 2), causal)."""
+        """Build one step: (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended, state
+        copies), or None when idle; attended = the cached tokens the step's query tokens attend to, summed over
+        them (a decoding request's tokens its sequence, as if each of its drafts did too; a prefill chunk of c
+        tokens after `done` ones: c x (done + (c + 1) / 2), causal); state copies = the requests whose
+        linear-attention states the step gathers and scatters back (sim/linear_attn.state_copies; 0 on other
+        models)."""
         self._preempted = False
         if self._joining:  # admitted with their KV (disaggregated) while the last step ran
             rows = np.array(self._joining, np.int64)
@@ -248,7 +253,10 @@ class Replica:
         n_active = self.n_active
         self.sum_running += n_active
         self.peak_running = max(self.peak_running, n_active)
-        return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, n_spec, chunks, attn)
+        copies = state_copies(r, [c for _, c in chunks], spec, self.linear_mixed) if self.linear_mixed and chunks \
+            else 0
+        return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, n_spec, chunks, attn,
+                copies)
 
     def _choose(self, dec, r):
         """The policy's verify lengths [r] from the drafters' confidences, and the acceptance state."""
@@ -641,11 +649,12 @@ class LockstepGroup:
             top = max(s[0] for s in steps if s is not None)
             if top <= self.pad_limit:  # every rank runs `top` tokens (the idle one a dummy batch of that many)
                 dt = max(step_time(top, 1.0, 1, False, 0, None) if s is None
-                         else step_time(top, s[1], s[2], s[3], s[6], s[8]) for s in steps)
+                         else step_time(top, s[1], s[2], s[3], s[6], s[8], state_copies=s[9]) for s in steps)
             else:  # each rank its own tokens; every rank's experts run on all of the group's tokens, gathered
                 moe = sum(1 if s is None else s[0] for s in steps) / len(steps)
                 dt = max(step_time(1, 1.0, 1, False, 0, None, moe_tokens=moe) if s is None
-                         else step_time(s[0], s[1], s[2], s[3], s[6], s[8], moe_tokens=moe) for s in steps)
+                         else step_time(s[0], s[1], s[2], s[3], s[6], s[8], moe_tokens=moe, state_copies=s[9])
+                         for s in steps)
             yield env.timeout(dt)
             for r, s in zip(self.members, steps):
                 if s is not None:
@@ -739,8 +748,9 @@ class Cluster:
         prompt_len = int(self.req.prompt_len[rid])
         if self.disaggregated:
             # one prefill pass on a prefill node emits the first token, then the KV moves to `rep`
+            copies = 1 if self.cost.model.linear_layers and prompt_len > 1 else 0  # its state: gathered, scattered
             t_pf = self.cost.step_time(int(prompt_len), int(prompt_len), 1, False,
-                                       attn_ctx=prompt_len * (prompt_len + 1) / 2)
+                                       attn_ctx=prompt_len * (prompt_len + 1) / 2, state_copies=copies)
             self.req.first_token[rid] = now + t_pf
             self.count_tokens(now + t_pf, 1)
             ev = self.env.timeout(t_pf)

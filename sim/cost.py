@@ -56,6 +56,10 @@ tp GPUs:
           FULL_AND_PIECEWISE graphs the sheets are scored on, 14.3 us for a PIECEWISE server, engine.cuda_graph_mode;
           sim/cuda_graphs.py)
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
+        + state copies x 4 x state bytes / (tp x bw_efficiency x bandwidth): a hybrid linear-attention model's step
+          with a prefill, where vLLM gathers the recurrent states of the requests its chunked kernel runs over into
+          a contiguous copy and scatters them back, two plain copies beside the kernel (step_time's
+          `state_copies`, counted by sim/linear_attn.state_copies; 0 otherwise)
         + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
           configured link, + its latency; allreduce_time_s, scored on published collective timings by
           sim.allreduce_check) + EP communication over dp = ep / tp > 1 data-parallel ranks
@@ -111,6 +115,7 @@ from sim.hardware import (
     hardware_from_config,
 )
 from sim.kv_cache import GIB, kv_cache_blocks
+from sim.linear_attn import STATE_COPY_PASSES
 from sim.models import ModelShape, model_from_config
 from sim.quant import W8A8_DTYPES
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
@@ -378,6 +383,9 @@ class CostModel:
         # per request in a step: its linear-attention state read and written back (split by heads over tp), at the
         # fused recurrent kernel's own fraction of peak (linear_state_bandwidth; sim.gdn_kernels)
         self._t_state = 2.0 * m.state_bytes / (linear_state_bandwidth(hw) * tp)
+        # per request whose state a step with a prefill gathers into a contiguous copy and scatters back (vLLM's
+        # chunked GDN path, sim/linear_attn.py): read + write twice, plain copies at the streaming fraction
+        self._t_state_copy = STATE_COPY_PASSES * m.state_bytes / bw  # bw: all tp GPUs, each its heads' share
         # a PIECEWISE server launches each layer's attention from Python between graphs (engine.cuda_graph_mode)
         self._fixed = self.step_overhead_s + m.n_layers * (self.layer_overhead_s + self.graph_layer_s)
         if matmul != m.dtype:  # a w8a8 / w4a4 checkpoint quantizes each quantized linear's input on the fly
@@ -487,7 +495,7 @@ class CostModel:
 
     # ---- step time ---------------------------------------------------------------------------------
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool, drafts: int = 0,
-                  attn_ctx: float | None = None, moe_tokens: float | None = None) -> float:
+                  attn_ctx: float | None = None, moe_tokens: float | None = None, state_copies: int = 0) -> float:
         """Seconds for one engine step with `tokens` query tokens of `n_reqs` requests reading `kv_sum`
         cached tokens, `drafts` of those tokens drafts to verify (a speculative step also pays the drafter
         pass). `drafts` changes profile reads only (see the module docstring): the roofline prices every
@@ -497,7 +505,9 @@ class CostModel:
         `moe_tokens`: the tokens per data-parallel rank the routed experts see, where the ranks of an expert-parallel
         group run unequal steps (cluster.LockstepGroup without DP padding): vLLM's dispatch gathers every rank's
         tokens (all_gatherv over the DP group), so each rank's experts run on the group's total, which is dp x this;
-        None: the step's own `tokens` (one rank, or every rank padded to the same count)."""
+        None: the step's own `tokens` (one rank, or every rank padded to the same count).
+        `state_copies`: the requests whose linear-attention states the step gathers and scatters back (a hybrid
+        linear-attention model's step with a prefill: sim/linear_attn.state_copies); 0 on other models."""
         mult = 1.0
         if self._bucket_list is not None:
             if tokens <= self._bucket_max:
@@ -538,7 +548,7 @@ class CostModel:
                 t += self._experts_time(tokens, gemm_tokens)
             else:  # the group's gathered tokens (per rank), not this rank's own; no tiles on a GPU sheet
                 t += self._experts_time(moe_tokens, moe_tokens)
-        t += n_reqs * self.request_overhead_s
+        t += n_reqs * self.request_overhead_s + state_copies * self._t_state_copy
         if spec:
             t += self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s
         return t * mult

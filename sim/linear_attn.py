@@ -27,6 +27,20 @@ the same total): key_dim = k_heads x k_dim, value_dim = v_heads x v_dim, conv_di
     out_proj      value_dim x hidden
 State (vLLM's MambaStateShapeCalculator.gated_delta_net_state_shape): conv state conv_dim / tp x (kernel - 1),
 recurrent state v_heads / tp x k_dim x v_dim.
+
+A step that mixes prefills with decodes (vllm/model_executor/layers/mamba/gdn_linear_attn.py, GatedDeltaNetAttention.
+_forward_core at 0218d05; the same code in models/qwen3_next.py before it): vLLM splits a step's requests by query
+length (split_decodes_and_prefills, decode_threshold 1: a request of more than one query token is a prefill). A step
+of decodes alone updates each state in place (causal_conv1d_update + the fused recurrent kernel). A step with any
+prefill runs causal_conv1d_fn and the chunked kernel (chunk_gated_delta_rule: FlashInfer's on compute capability 9.0
+from vLLM PR 32846, 2026-02, else FLA's Triton) over its "non-spec" requests, and around the kernel copies their
+recurrent states twice per linear layer: `initial_state = ssm_state[non_spec_state_indices_tensor].contiguous()` (a
+gather: each state read and written once) and `ssm_state[non_spec_state_indices_tensor] = last_recurrent_state.to(
+ssm_state.dtype)` (a scatter: read and written once more) -- 4 x the state's bytes beyond the kernel's own read and
+write. Which requests are non-spec (`state_copies`): until vLLM PR 44700 (merged 2026-06-06) every request that is
+not a speculative decode -- the single-token decodes of the step too ("unified"); from it the decodes are peeled off
+to the recurrent kernel and only the prefill requests are gathered ("split"). sim/cost.py prices the copies
+(CostModel.step_time's `state_copies`), sim/cluster.py counts them per step, engine.linear_attn_mixed names the mode.
 """
 from __future__ import annotations
 
@@ -39,6 +53,8 @@ _TORCH = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 # model types whose configs imply Gated DeltaNet layers even without layer_types (transformers fills it from
 # full_attention_interval); the text model's type is what a merged text_config shows
 HYBRID_LINEAR_TYPES = ("qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")
+MIXED_MODES = ("unified", "split")  # how vLLM runs a step of prefills beside decodes (module docstring)
+STATE_COPY_PASSES = 4  # a gathered state is read and written, and scattered back: read and written again
 
 
 @dataclass(frozen=True)
@@ -124,3 +140,19 @@ def _whole(cfg: dict, key: str, default: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise LabError(f"{where}: config.json {key!r} must be a positive integer, not {value!r}")
     return value
+
+
+def state_copies(decodes: int, chunks, spec: bool, mode: str) -> int:
+    """Requests of one step whose recurrent states vLLM gathers into a contiguous copy and scatters back (module
+    docstring): none in a step without a prefill (no request of more than one query token); else the prefill
+    requests (`mode` split) or every request that is not a speculative decode (`mode` unified: the `chunks`'
+    requests, a one-token chunk included, and the `decodes` unless the step verifies drafts, `spec`, which vLLM
+    updates in place on its speculative path). `chunks`: each prefill request's query tokens in the step."""
+    if mode not in MIXED_MODES:
+        raise LabError(f"engine.linear_attn_mixed {mode!r} is not one of {MIXED_MODES}")
+    prefills = sum(1 for c in chunks if c > 1)
+    if not prefills:
+        return 0
+    if mode == "split":
+        return prefills
+    return len(chunks) + (0 if spec else decodes)

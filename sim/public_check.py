@@ -378,18 +378,28 @@ def vllm_cuda_graph_mode(version: str) -> str:
     return "piecewise" if PIECEWISE_SINCE <= _version(version) < FULL_AND_PIECEWISE_SINCE else "full_and_piecewise"
 
 
+# vLLM PR #44700 (merged 2026-06-06) runs a mixed step's decodes through the recurrent GDN kernel instead of the chunked
+# one with their states gathered and scattered (sim/linear_attn.py). v0.22.0 predates it (public engine logs of
+# v0.22.0 dated 2026-05-30); v0.23.0 (logs from 2026-06-15) may or may not hold it: not established, taken as split
+LINEAR_ATTN_SPLIT_SINCE = (0, 23, 0)
+
+
 def vllm_version_defaults(version: str | None) -> dict:
     """Engine settings that follow the vLLM `version` (None: a row that does not say, priced as before): the
     sampler, engine.cuda_graph_memory (estimate from 0.20, none before: graphs were captured after sizing the KV
-    cache) and the default gpu_memory_utilization (0.92 from 0.20, 0.9 before). Not engine.cuda_graph_mode: a row
-    takes PIECEWISE only where its source states the layout (EngineOverrides.cuda_graph_mode). Applied by version
-    (vllm_cuda_graph_mode) it moved held-out TPOT within 10% from 110 to 104 of 281 (session 34, BENCHMARKS.md): the
-    0.8.5 IOG H100 PCIe rows, already priced slow, got slower; the measured gap (PR 20059) is one A100 host's."""
+    cache), the default gpu_memory_utilization (0.92 from 0.20, 0.9 before) and engine.linear_attn_mixed (unified
+    before 0.23, split from it: LINEAR_ATTN_SPLIT_SINCE). Not engine.cuda_graph_mode: a row takes PIECEWISE only where
+    its source states the layout (EngineOverrides.cuda_graph_mode). Applied by version (vllm_cuda_graph_mode) it moved
+    held-out TPOT within 10% from 110 to 104 of 281 (session 34, BENCHMARKS.md): the 0.8.5 IOG H100 PCIe rows, already
+    priced slow, got slower; the measured gap (PR 20059) is one A100 host's."""
     if version is None:
         return {"cuda_graph_memory": "none", "gpu_memory_utilization": 0.9}
+    mixed = {"linear_attn_mixed": "unified" if _version(version) < LINEAR_ATTN_SPLIT_SINCE else "split"}
     if _version(version) < CUDA_GRAPH_ESTIMATE_SINCE:
-        return {"sampler": vllm_sampler(version), "cuda_graph_memory": "none", "gpu_memory_utilization": 0.9}
-    return {"sampler": vllm_sampler(version), "cuda_graph_memory": "estimate", "gpu_memory_utilization": 0.92}
+        return {"sampler": vllm_sampler(version), "cuda_graph_memory": "none", "gpu_memory_utilization": 0.9,
+                **mixed}
+    return {"sampler": vllm_sampler(version), "cuda_graph_memory": "estimate", "gpu_memory_utilization": 0.92,
+            **mixed}
 
 
 LENGTH_MODES = ("auto", "proxy", "table", "mean")

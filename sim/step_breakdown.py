@@ -14,6 +14,7 @@ more request, the chunk attending causally to C x (D + (C + 1) / 2) cached token
 and attention FLOPs are shown beside the decodes', and the step's time without the chunk under it (what the chunk
 adds). --chunk 0 (the default) is the decode step alone. The terms: the roofline's weight reads, KV
 reads, linear-attention state traffic and FLOPs (the longer of reads and FLOPs is the time; the rest is hidden),
+the linear-attention state copies of a mixed step (sim/linear_attn.py; the row's engine.linear_attn_mixed),
 the routed experts' fused-MoE kernels (floor, per-expert term, reads or FLOPs), the fixed per-step and per-layer
 overheads, collectives and the per-request overhead. The terms are read from CostModel's precomputed constants and
 checked to add up to CostModel.step_time, so a change to the formula that this breakdown does not follow fails
@@ -28,6 +29,7 @@ import sys
 from lab.arguments import ArgumentParser
 from lab.errors import LabError
 from sim.cost import CostModel
+from sim.linear_attn import state_copies
 from sim.public_check import DEFAULT_FILE, load_rows, row_sim_config
 
 TOLERANCE = 1e-9  # seconds: the terms must add up to step_time to float precision
@@ -55,7 +57,8 @@ def check_step(batch: int, context: float, chunk: int = 0, done: int = 0) -> Non
         raise LabError(f"sim.step_breakdown: batch {batch} and context {context} must be at least 1")
 
 
-def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done: int = 0) -> dict[str, float]:
+def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done: int = 0,
+                 mixed: str = "split") -> dict[str, float]:
     """Seconds per term of a decode step of `batch` requests at `context` cached tokens each (tokens = n_reqs =
     batch, kv_sum = batch x context) and, with `chunk` > 0, a prefill chunk of `chunk` tokens of one more request
     with `done` tokens already cached (tokens + chunk, kv_sum + done + chunk, n_reqs + 1, the chunk attending to
@@ -64,6 +67,8 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     attention FLOPs are their own terms; the decodes' are labelled '(decodes)' beside them (chunk 0: today's names).
     A sliding-window model ignores attn_ctx (step_time: every token at the mean, window-capped context): its KV and
     attention terms are split between decodes and chunk by their shares of the step's raw KV and tokens.
+    `mixed`: engine.linear_attn_mixed, which requests' linear-attention states a step with a chunk of more than
+    one token gathers and scatters back (sim/linear_attn.state_copies; a model without such layers: none).
     Shapes: scalars."""
     if cm.profile is not None or cm._bucket_list is not None:
         raise LabError("sim.step_breakdown: the cost model reads a step profile or pads to CUDA-graph buckets: "
@@ -114,8 +119,10 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
                       "moe pair activations (moe_pair_bytes)": pairs,
                       "moe reads / flops": experts - floor - per_expert - pairs})
     terms["request overhead"] = n_reqs * cm.request_overhead_s
+    copies = state_copies(batch, [chunk] if chunk else [], False, mixed) if m.linear_layers else 0
+    terms["linear-attention state copies (mixed step)"] = copies * cm._t_state_copy
     attn_ctx = dec_kv + chunk * (done + (chunk + 1) / 2) if chunk else None  # sim.cluster's plan
-    total = cm.step_time(tokens, raw_kv, n_reqs, False, attn_ctx=attn_ctx)
+    total = cm.step_time(tokens, raw_kv, n_reqs, False, attn_ctx=attn_ctx, state_copies=copies)
     if not adds_up(sum(terms.values()), total):
         raise LabError(f"sim.step_breakdown: the terms add up to {sum(terms.values()) * 1e3:.6f} ms, step_time says "
                        f"{total * 1e3:.6f} ms: sim/cost.py's formula changed, update decode_terms")
@@ -123,15 +130,15 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     return terms
 
 
-def chunk_cost(cm: CostModel, batch: int, context: float, chunk: int, done: int) -> float:
+def chunk_cost(cm: CostModel, batch: int, context: float, chunk: int, done: int, mixed: str = "split") -> float:
     """Seconds a prefill chunk of `chunk` tokens after `done` adds to a step of `batch` decodes at `context`: the
     step's step_time with it minus without it (the whole step where there are no decodes)."""
     alone = decode_terms(cm, batch, context)["total"] if batch else 0.0
-    return decode_terms(cm, batch, context, chunk, done)["total"] - alone
+    return decode_terms(cm, batch, context, chunk, done, mixed)["total"] - alone
 
 
 def markdown(row_id: str, model: str, batch: int, context: float, terms: dict[str, float], cm: CostModel,
-             chunk: int = 0, done: int = 0) -> str:
+             chunk: int = 0, done: int = 0, mixed: str = "split") -> str:
     """The terms as a table: ms and share of the step (terms of zero left out); with a chunk, what it adds."""
     total = terms["total"]
     title = f"one decode step of {batch} requests at {context:g} cached tokens each"
@@ -150,7 +157,7 @@ def markdown(row_id: str, model: str, batch: int, context: float, terms: dict[st
         routing = f"routing skew {cm.model.routing_skew:g}" if cm.model.routing_skew else "uniform routing"
         lines += ["", f"experts touched per MoE layer: {touched:.1f} of {cm.model.moe_experts} ({routing})"]
     if chunk:
-        added = chunk_cost(cm, batch, context, chunk, done)
+        added = chunk_cost(cm, batch, context, chunk, done, mixed)
         rate = f": {chunk / added:,.0f} prompt tokens/s at that price" if added > 0 else ""
         lines += ["", f"the chunk adds {added * 1e3:.3f} ms to the {(total - added) * 1e3:.3f} ms of the decodes "
                       f"alone{rate}"]
@@ -173,9 +180,10 @@ def main(argv=None) -> int:
         if args.row not in rows:
             raise LabError(f"sim.step_breakdown: no row {args.row!r} in {args.file}")
         row = rows[args.row]
-        cm = CostModel.from_config(row_sim_config(row))
-        terms = decode_terms(cm, args.batch, args.context, args.chunk, args.done)
-        text = markdown(args.row, row.model, args.batch, args.context, terms, cm, args.chunk, args.done)
+        sim = row_sim_config(row)
+        cm, mixed = CostModel.from_config(sim), sim.engine.linear_attn_mixed
+        terms = decode_terms(cm, args.batch, args.context, args.chunk, args.done, mixed)
+        text = markdown(args.row, row.model, args.batch, args.context, terms, cm, args.chunk, args.done, mixed)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,8 +37,8 @@ def test_moe_tokens_prices_the_experts_on_the_gathered_tokens_only():
 
 
 
-def _plan(tokens, kv, reqs):  # (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended)
-    return (tokens, kv, reqs, False, None, None, 0, None, None)
+def _plan(tokens, kv, reqs):  # (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended, copies)
+    return (tokens, kv, reqs, False, None, None, 0, None, None, 0)
 
 
 def test_an_unpadded_lockstep_step_runs_each_ranks_experts_on_the_groups_tokens():

@@ -108,15 +108,15 @@ def _group_steps(plans_a, plans_b, pad_limit):
     env = simpy.Environment()
     a, b = LockstepRank(env, plans_a), LockstepRank(env, plans_b)
 
-    def step_time(tokens, kv, reqs, spec, drafts, attn, moe_tokens=None):  # 1 ms per token, 1 us per cached token
+    def step_time(tokens, kv, reqs, spec, drafts, attn, moe_tokens=None, state_copies=0):  # 1 ms/token, 1 us/KV token
         return tokens * 1e-3 + kv * 1e-6
     LockstepGroup(env, [a, b], step_time, pad_limit)
     env.run(until=100)
     return a.dts
 
 
-def _plan(tokens, kv):  # (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended)
-    return (tokens, kv, 1, False, None, None, 0, None, None)
+def _plan(tokens, kv):  # (tokens, kv read, requests, spec, lengths, state, drafts, chunks, attended, state copies)
+    return (tokens, kv, 1, False, None, None, 0, None, None, 0)
 
 
 def test_dp_ranks_are_padded_to_the_groups_most_tokens_inside_cuda_graphs():

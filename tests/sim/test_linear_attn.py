@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from lab.errors import LabError
@@ -13,7 +14,10 @@ from sim.cost import CostModel, linear_state_bandwidth
 from sim.cuda_graphs import cuda_graph_memory_bytes, graph_counts
 from sim.hardware import achievable_bandwidth, get_hardware
 from sim.kv_cache import GIB, KVGroups, StateKV, activation_reserve_bytes, kv_groups
+from sim.linear_attn import state_copies
 from sim.models import from_hf_config, get_model
+from sim.public_check import vllm_version_defaults
+from sim.serving_metrics import per_request
 from sim.simulate import kv_pool, prepare_inputs, simulate
 from tests.sim.conftest import make_sim
 
@@ -183,3 +187,64 @@ def test_pool_from_memory_by_hand():
         - m.replicated_params_b * 1e9 * 2
     tokens, blocks = kv_pool(sim, cost)
     assert blocks == int(budget // (544 * 12 * 2048)) and tokens == blocks // 4 * 544
+
+
+def test_state_copies_follow_vllms_mixed_step_rule():
+    """vLLM's GDN layer (gdn_linear_attn.py _forward_core): a step without a request of more than one query token
+    copies nothing; with one, before PR 44700 (unified) every non-speculative request's state is gathered and
+    scattered back -- the chunks' (a 1-token chunk too) and the decodes' unless they verify drafts; from it (split)
+    only the prefill requests'."""
+    assert state_copies(8, [], False, "unified") == 0 and state_copies(8, [1, 1], False, "unified") == 0
+    assert state_copies(8, [342], False, "unified") == 9 and state_copies(8, [342, 1], False, "unified") == 10
+    assert state_copies(8, [342, 1], True, "unified") == 2  # drafting decodes: the speculative path, in place
+    assert state_copies(8, [342, 1], False, "split") == 1 and state_copies(0, [342, 90], False, "split") == 2
+    with pytest.raises(LabError, match="linear_attn_mixed"):
+        state_copies(8, [342], False, "fused")
+
+
+def test_a_state_copy_costs_four_passes_at_the_streaming_fraction(tmp_path):
+    """TINY's 2 linear layers hold 2 x 896 bytes of state a request: each copied request adds 4 x 1,792 bytes at
+    bw_efficiency x peak (0.75 x 3.35 TB/s on an H100), outside the roofline's max (the copies are kernels of their
+    own); a model without linear layers has nothing to copy."""
+    m = from_hf_config(_write(tmp_path, TINY))
+    cm = CostModel(get_hardware("h100"), m)
+    base = cm.step_time(104, 4_000, 5, False)
+    assert cm.step_time(104, 4_000, 5, False, state_copies=3) - base == pytest.approx(
+        3 * 4 * 1_792 / (0.75 * 3.35e12), rel=1e-9)
+    dense = CostModel(get_hardware("h100"), get_model("qwen3-8b"))
+    assert dense.step_time(104, 4_000, 5, False, state_copies=3) == dense.step_time(104, 4_000, 5, False)
+
+
+def test_vllm_before_0_23_runs_mixed_steps_unified():
+    """v0.22.0 predates PR 44700 (merged 2026-06-06; v0.22.0 logs from 2026-05-30); 0.23 on is taken as split, and a
+    row that names no version keeps the engine default (split: priced as before for its decodes)."""
+    assert vllm_version_defaults("0.17.1")["linear_attn_mixed"] == "unified"
+    assert vllm_version_defaults("0.22.1rc2")["linear_attn_mixed"] == "unified"
+    assert vllm_version_defaults("0.23.0")["linear_attn_mixed"] == "split"
+    assert "linear_attn_mixed" not in vllm_version_defaults(None)
+    assert make_sim().engine.linear_attn_mixed == "split"
+    with pytest.raises(pydantic.ValidationError, match="linear_attn_mixed"):
+        make_sim(engine={"linear_attn_mixed": "fused"})
+
+
+def _mixed_sim(mode, model=None):
+    return make_sim(model=model or {"config": str(QWEN3_NEXT)}, hardware={"name": "h200", "tp": 2},
+                    engine={"linear_attn_mixed": mode},
+                    workload={"kind": "poisson", "rate": 30.0, "max_requests": 150, "duration_s": 60,
+                              "warmup_s": 0.0, "drain": True,
+                              "lengths": {"source": "fixed", "prompt_tokens": 300, "output_tokens": 300}})
+
+
+def test_unified_mixed_steps_slow_a_hybrids_decodes_under_load():
+    """Poisson arrivals beside running decodes: unified, every step that takes a new prompt also copies the
+    running requests' states, so TPOT rises over split; TTFT rises with it (slower steps). A dense model runs alike
+    under either setting."""
+    out = {mode: simulate(prepare_inputs(_mixed_sim(mode)), "ar", None, 0) for mode in ("split", "unified")}
+    tpot = {mode: float(per_request(r.requests)["tpot_ms"].mean()) for mode, r in out.items()}
+    assert tpot["unified"] > 1.015 * tpot["split"]
+    ttft = {mode: float(per_request(r.requests)["ttft_s"].mean()) for mode, r in out.items()}
+    assert ttft["unified"] > ttft["split"]
+    dense = {mode: simulate(prepare_inputs(_mixed_sim(mode, {"name": "qwen3-8b"})), "ar", None, 0)
+             for mode in ("split", "unified")}
+    assert per_request(dense["split"].requests)["tpot_ms"].mean() == per_request(dense["unified"].requests)[
+        "tpot_ms"].mean()

@@ -38,7 +38,9 @@ def test_a_step_with_a_prefill_chunk_is_priced_as_the_replicas_plan_prices_it(ro
     cm, chunk, done, context = _cost(row_id), 2048, 6000, 2550
     terms = sb.decode_terms(cm, batch, context, chunk, done)
     attended = batch * context + chunk * (done + (chunk + 1) / 2)
-    step = cm.step_time(batch + chunk, batch * context + done + chunk, batch + 1, False, attn_ctx=attended)
+    copies = 1 if cm.model.linear_layers else 0  # split (the default): the chunk's own state gathered, scattered
+    step = cm.step_time(batch + chunk, batch * context + done + chunk, batch + 1, False, attn_ctx=attended,
+                        state_copies=copies)
     assert terms["total"] == pytest.approx(step, rel=1e-12)
     assert sum(v for k, v in terms.items() if k != "total") == pytest.approx(terms["total"], rel=1e-9)
     assert terms["chunk gemm flops"] == pytest.approx(chunk * cm._t_per_token_flops)
@@ -120,3 +122,26 @@ def test_command_line(capsys):
     assert sb.main([MOE, "--batch", "10", "--context", "2550", "--chunk", "-3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--chunk -3" in err
+
+
+@pytest.mark.parametrize("batch", [0, 10, 200])
+def test_a_hybrid_rows_mixed_step_copies_every_state_before_vllm_0_23(batch):
+    """vLLM 0.17.1 (the gpustack Qwen3.5 rows: engine.linear_attn_mixed unified) gathers and scatters the state of
+    every request of a step with a prefill chunk, its decodes' too: (batch + 1) x 4 x the state bytes at the
+    streaming fraction -- 30 layers x 2,146,304 bytes (fp32 recurrent state) on an H200 at 0.75 x 4.8 TB/s; split
+    copies the chunk's request's only, and a decode step nothing."""
+    row = ROWS[HYBRID]
+    sim = row_sim_config(row)
+    assert row.vllm == "0.17.1" and sim.engine.linear_attn_mixed == "unified"
+    cm = CostModel.from_config(sim)
+    per_request = 4 * 30 * 2_146_304 / (0.75 * 4.8e12)
+    assert cm._t_state_copy == pytest.approx(per_request, rel=1e-3)
+    unified = sb.decode_terms(cm, batch, 500, 342, 0, "unified")
+    split = sb.decode_terms(cm, batch, 500, 342, 0, "split")
+    key = "linear-attention state copies (mixed step)"
+    assert unified[key] == pytest.approx((batch + 1) * cm._t_state_copy) and split[key] == cm._t_state_copy
+    assert unified["total"] - split["total"] == pytest.approx(batch * cm._t_state_copy, rel=1e-9)
+    if batch:
+        assert sb.decode_terms(cm, batch, 500, 0, 0, "unified")[key] == 0.0  # no prefill: in place
+        assert sb.decode_terms(cm, batch, 500, 1, 0, "unified")[key] == 0.0  # a 1-token chunk is a decode
+    assert sb.decode_terms(_cost(DENSE), batch, 500, 342, 0, "unified")[key] == 0.0  # no linear layers
