@@ -36,8 +36,9 @@ Lengths (row_lengths): a random-dataset row with fixed lengths draws them by vLL
 (`workload.lengths.source: random`, --random-range-ratio; 0, the default and every row's, gives exactly the
 asked lengths); a ShareGPT row draws distinct conversations from the ShareGPT length table of its model's
 tokenizer (`source: sharegpt`; built once by `python -m real.sharegpt_lengths --tokenizer T`) when that table
-is in the cache, and otherwise -- a fresh machine, or a tokenizer no table was built for -- falls back to the
-run's mean lengths, with a note on stderr; `--lengths proxy` replaces that fallback by the conversations of
+is in the cache (a tokenizer with Qwen3's vocabulary and a BOS, deepseek-r1-distill-qwen, reads Qwen3's table
+with one token more on every prompt and reply: sim/workload.py SHAREGPT_TABLE_ALIASES), and otherwise -- a fresh
+machine, or a tokenizer no table was built for -- falls back to the run's mean lengths, with a note on stderr; `--lengths proxy` replaces that fallback by the conversations of
 PROXY_TOKENIZER's table (qwen3) with every prompt and output scaled so the table's means are the run's
 (scaled_to_means; `sim_lengths` says "qwen3 scaled as T"); `--lengths mean` forces the means, `--lengths table`
 makes a missing table of the row's own an error. Rows whose
@@ -86,7 +87,7 @@ from sim.error_stats import burst_inverse_error, pct, signed_stats
 from sim.models import from_hf_config, model_from_config
 from sim.serving_metrics import fidelity_metrics, per_request
 from sim.simulate import lengths_rng, prepare_inputs, simulate
-from sim.workload import LengthSampler, read_lengths, sharegpt_table_path
+from sim.workload import LengthSampler, read_lengths, sharegpt_table_label, sharegpt_table_path, sharegpt_table_source
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
@@ -415,10 +416,11 @@ PROXY_TOKENIZER = "qwen3"
 
 def uses_sharegpt_table(row: PublicRow, mode: str = "auto") -> bool:
     """True when the row draws ShareGPT conversations from its tokenizer's length table: a sharegpt row under mode
-    `table`, or under `auto` / `proxy` when that table is in the cache ($DSPARK_LAB_CACHE/lengths/)."""
+    `table`, or under `auto` / `proxy` when that table is in the cache ($DSPARK_LAB_CACHE/lengths/) -- its own, or
+    the one it shares with another tokenizer (sim/workload.py SHAREGPT_TABLE_ALIASES)."""
     if row.bench.dataset != "sharegpt" or mode == "mean":
         return False
-    return mode == "table" or sharegpt_table_path(row.bench.tokenizer).is_file()
+    return mode == "table" or sharegpt_table_source(row.bench.tokenizer)[0].is_file()
 
 
 def proxy_tokenizer(row: PublicRow, mode: str = "auto") -> str | None:
@@ -459,7 +461,7 @@ def row_lengths(row: PublicRow, mode: str = "auto") -> dict:
 def lengths_label(lengths: dict) -> str:
     """How a row's lengths were drawn, for the table."""
     if lengths["source"] == "sharegpt":
-        return f"sharegpt ({lengths['tokenizer']})"
+        return f"sharegpt ({sharegpt_table_label(lengths['tokenizer'])})"
     if lengths["source"] == "random":
         return f"random r={lengths['range_ratio']:g}"
     return "mean"
@@ -1008,8 +1010,10 @@ def main(argv=None) -> int:
         instead = f"draw {proxy}'s conversations scaled to their mean lengths" if proxy else "run at their mean lengths"
         for name in sorted({r.bench.tokenizer for r in fallback}):
             count = sum(r.bench.tokenizer == name for r in fallback)
-            print(f"note: no ShareGPT length table at {sharegpt_table_path(name)}: {count} ShareGPT rows {instead} "
-                  f"(build it: python -m real.sharegpt_lengths --tokenizer {name})", file=sys.stderr)
+            path = sharegpt_table_source(name)[0]
+            print(f"note: no ShareGPT length table at {path}: {count} ShareGPT rows {instead} "
+                  f"(build it: python -m real.sharegpt_lengths --tokenizer {path.stem.removeprefix('sharegpt-')})",
+                  file=sys.stderr)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     table = run(rows, lengths_mode=args.lengths, frontend=args.frontend)
     summary = write_outputs(table, Path(args.out))

@@ -9,7 +9,8 @@ CSV trace, or a real engine's per-request log read by sim/serving_metrics.read_r
 A request's lengths come from the workload: fixed; `random`, vLLM bench's random dataset (each length
 uniform over [floor(x(1 - r)), ceil(x(1 + r))], vllm/benchmarks/datasets.py RandomDataset); rows of a
 lengths table (`csv`: yours; `sharegpt`: ShareGPT V3's first two turns in tokens, written by
-`python -m real.sharegpt_lengths`, kept by vLLM bench's ShareGPT filter, sharegpt_filter); or the trace row.
+`python -m real.sharegpt_lengths`, kept by vLLM bench's ShareGPT filter, sharegpt_filter; a tokenizer with
+another's vocabulary and only a BOS more reads that one's table shifted, SHAREGPT_TABLE_ALIASES); or the trace row.
 Table rows are drawn independently (`draw: iid`) or, as vLLM's benchmark sends its seeded-shuffled
 conversations, as a seeded permutation taken in order (`draw: shuffle`). A sampler given its own generator
 (the simulator gives it one, seeded by the run's seed alone) draws the same requests whatever the arrival
@@ -92,6 +93,49 @@ def sharegpt_table_path(tokenizer: str) -> Path:
     return cache_root() / "lengths" / f"sharegpt-{tokenizer}.csv"
 
 
+@dataclass(frozen=True)
+class TableAlias:
+    """A tokenizer with another's vocabulary, pre-tokenizer and merges, that counts every text as that one does
+    plus a fixed number of special tokens (vLLM's ShareGPT sampler counts prompt and reply alike with
+    `tokenizer(text).input_ids`, so a BOS adds one token to both)."""
+    table: str  # the tokenizer whose ShareGPT table is read
+    prompt_offset: int  # tokens added to every prompt count
+    output_offset: int  # tokens added to every reply count
+    why: str  # the public evidence that the two count alike
+
+
+# ShareGPT tables shared between tokenizers (sharegpt_table_source): a name here with no table of its own in the
+# cache reads the aliased one's, its counts shifted before vLLM's filter (which may then keep other rows).
+SHAREGPT_TABLE_ALIASES = {
+    "deepseek-r1-distill-qwen": TableAlias(
+        "qwen3", 1, 1,
+        "DeepSeek-R1-Distill-Qwen-* keep their Qwen2.5 base's byte-level BPE (vocab 152,064 in config.json, as "
+        "Qwen2.5-7B's; llama.cpp convert_hf_to_gguf.py names its pre-tokenizer deepseek-r1-qwen and "
+        "src/llama-vocab.cpp runs it as LLAMA_VOCAB_PRE_TYPE_QWEN2), which Qwen3's tokenizer shares for "
+        "ordinary text; only the added tokens differ, and the distill's tokenizer adds a BOS "
+        "<｜begin▁of▁sentence｜> (151646) to every text where Qwen's adds none"),
+}
+
+
+def sharegpt_table_source(tokenizer: str) -> tuple[Path, int, int]:
+    """(the table a `sharegpt` workload of this tokenizer reads, prompt offset, output offset): its own table when
+    the cache has it, else the table its SHAREGPT_TABLE_ALIASES entry names with that entry's offsets."""
+    own = sharegpt_table_path(tokenizer)
+    alias = SHAREGPT_TABLE_ALIASES.get(tokenizer)
+    if alias is None or own.is_file():
+        return own, 0, 0
+    return sharegpt_table_path(alias.table), alias.prompt_offset, alias.output_offset
+
+
+def sharegpt_table_label(tokenizer: str) -> str:
+    """How a `sharegpt` workload of this tokenizer counts, for tables and notes: `qwen3`, or `qwen3 +1 / +1 as
+    deepseek-r1-distill-qwen` where it reads an alias's table."""
+    path, prompt, output = sharegpt_table_source(tokenizer)
+    if path == sharegpt_table_path(tokenizer):
+        return tokenizer
+    return f"{SHAREGPT_TABLE_ALIASES[tokenizer].table} {prompt:+d} / {output:+d} as {tokenizer}"
+
+
 def sharegpt_filter(table: np.ndarray, output_len: int | None = None) -> np.ndarray:
     """The rows vLLM bench sends from ShareGPT: [n, 2] (prompt, output) pairs kept by its filter; with
     --sharegpt-output-len (`output_len`) every output is that long and its minimum is not checked."""
@@ -108,7 +152,7 @@ def length_table_file(spec) -> tuple[Path | None, str]:
     if spec.source == "csv" or spec.source == "sharegpt" and spec.csv_path:
         return expand_path(spec.csv_path), CSV_FIELD
     if spec.source == "sharegpt":
-        return sharegpt_table_path(spec.tokenizer), "sim.workload.lengths.tokenizer"
+        return sharegpt_table_source(spec.tokenizer)[0], "sim.workload.lengths.tokenizer"
     return None, ""
 
 
@@ -118,10 +162,14 @@ def read_lengths(spec) -> np.ndarray | None:
     if path is None:
         return None
     if spec.source == "sharegpt" and not spec.csv_path and not path.is_file():
+        build = path.stem.removeprefix("sharegpt-")  # the alias's table where spec.tokenizer has one
         raise LabError(f"{field}: no ShareGPT length table for {spec.tokenizer!r} at {path}; build it with "
-                       f"`python -m real.sharegpt_lengths --tokenizer {spec.tokenizer}`")
+                       f"`python -m real.sharegpt_lengths --tokenizer {build}`")
     table = load_length_table(path, field)
     if spec.source == "sharegpt":
+        if not spec.csv_path:
+            _, prompt, output = sharegpt_table_source(spec.tokenizer)
+            table = table + np.array([prompt, output], np.int64)  # [n, 2]: counted as spec.tokenizer counts
         table = sharegpt_filter(table, spec.sharegpt_output_len)
         if not len(table):
             raise LabError(f"{field}: {path}: no row passes vLLM's ShareGPT filter (prompt and output >= "

@@ -15,6 +15,7 @@ from sim.workload import (
     random_dataset_bounds,
     read_lengths,
     sharegpt_filter,
+    sharegpt_table_label,
     sharegpt_table_path,
 )
 from tests.sim.conftest import make_sim
@@ -137,6 +138,29 @@ def test_sharegpt_lengths_come_from_the_cached_table_after_the_filter(cache):
     assert len({r.input_tokens for r in order[:3]}) == 3
     fixed = read_lengths(LengthSpec(source="sharegpt", sharegpt_output_len=128))
     assert fixed.tolist() == [[40, 128], [90, 128], [300, 128], [12, 128]]
+
+
+def test_a_tokenizer_sharing_qwen3s_vocabulary_reads_its_table_with_the_bos_counted(cache):
+    """deepseek-r1-distill-qwen (SHAREGPT_TABLE_ALIASES): Qwen3's counts + 1 on prompt and reply (its BOS), shifted
+    before vLLM's filter -- a 3-token prompt now passes, a 1024-token one and a 2048-token pair no longer do; a
+    table of its own, once built, wins."""
+    distill = LengthSpec(source="sharegpt", tokenizer="deepseek-r1-distill-qwen")
+    with pytest.raises(LabError, match="sharegpt-qwen3.csv; build it with `python -m real.sharegpt_lengths "
+                                       "--tokenizer qwen3`"):
+        read_lengths(distill)
+    path = sharegpt_table_path("qwen3")
+    path.parent.mkdir(parents=True)
+    write_csv(path, conversation=range(5), prompt_tokens=[3, 40, 1024, 1000, 12], output_tokens=[50, 60, 10, 1047, 3])
+    assert read_lengths(LengthSpec(source="sharegpt")).tolist() == [[40, 60], [1024, 10], [1000, 1047]]
+    assert read_lengths(distill).tolist() == [[4, 51], [41, 61], [13, 4]]
+    assert sharegpt_table_label("deepseek-r1-distill-qwen") == "qwen3 +1 / +1 as deepseek-r1-distill-qwen"
+    assert sharegpt_table_label("qwen3") == "qwen3"
+    log = run_log({"source": "sharegpt", "tokenizer": "deepseek-r1-distill-qwen"})
+    assert set(zip(log["input_tokens"], log["output_tokens"])) == {(4, 51), (41, 61), (13, 4)}
+    own = sharegpt_table_path("deepseek-r1-distill-qwen")
+    write_csv(own, conversation=[0], prompt_tokens=[77], output_tokens=[88])
+    assert read_lengths(distill).tolist() == [[77, 88]]
+    assert sharegpt_table_label("deepseek-r1-distill-qwen") == "deepseek-r1-distill-qwen"
 
 
 def test_missing_sharegpt_table_says_how_to_build_it(cache):

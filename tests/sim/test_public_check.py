@@ -801,7 +801,8 @@ def test_scaled_to_means_keeps_each_conversations_share_and_matches_the_runs_mea
     assert scaled_to_means(np.array([[1, 1], [999, 999]]), 10.0, 10.0).min() == 1  # never below one token
 
 
-PROXY_ROW = "iog-h100pcie-r1-distill-qwen-7b-sharegpt-rate-1"  # deepseek-r1-distill-qwen: no table built for it
+PROXY_ROW = "iog-h100pcie-phi-4-sharegpt-rate-1"  # phi4: no table built for it, none it shares
+DISTILL_ROW = "iog-h100pcie-r1-distill-qwen-7b-sharegpt-rate-1"  # deepseek-r1-distill-qwen: reads qwen3's table
 
 
 def test_proxy_lengths_borrow_qwen3s_conversations_scaled_to_the_runs_means(cache, tmp_path, capsys):
@@ -810,7 +811,7 @@ def test_proxy_lengths_borrow_qwen3s_conversations_scaled_to_the_runs_means(cach
     from sim.public_check import proxy_tokenizer, simulate_row
 
     row = next(r for r in load_rows(DEFAULT_FILE) if r.id == PROXY_ROW)
-    assert row.bench.tokenizer != "qwen3" and (row.bench.input_tokens, row.bench.output_tokens) == (208, 218)
+    assert row.bench.tokenizer == "phi4" and (row.bench.input_tokens, row.bench.output_tokens) == (203, 118)
     assert proxy_tokenizer(row, "proxy") is None  # no qwen3 table yet either
     assert row_sim_config(row, lengths_mode="proxy").workload.lengths.source == "fixed"
     rng = np.random.default_rng(3)
@@ -826,13 +827,36 @@ def test_proxy_lengths_borrow_qwen3s_conversations_scaled_to_the_runs_means(cach
     own = next(r for r in load_rows(DEFAULT_FILE) if r.id == SHAREGPT_ROW)
     assert proxy_tokenizer(own, "proxy") is None  # qwen3 reads its own table
     got = simulate_row(row, lengths_mode="proxy")
-    assert got["sim_lengths"] == "sharegpt (qwen3 scaled as deepseek-r1-distill-qwen)"
+    assert got["sim_lengths"] == "sharegpt (qwen3 scaled as phi4)"
     # 200 of the 500 scaled conversations, the seed whose draw is nearest the run's means: near, not exact
-    assert got["sim_mean_input"] == pytest.approx(208, rel=0.1) and got["sim_mean_output"] == pytest.approx(218, rel=0.1)
+    assert got["sim_mean_input"] == pytest.approx(203, rel=0.1) and got["sim_mean_output"] == pytest.approx(118, rel=0.1)
     sizes = simulate_row(row, lengths_mode="mean")
-    assert sizes["sim_lengths"] == "mean" and sizes["sim_mean_input"] == 208
+    assert sizes["sim_lengths"] == "mean" and sizes["sim_mean_input"] == 203
     assert main(["--rows", PROXY_ROW, "--out", str(tmp_path / "o"), "--lengths", "proxy"]) == 0
     assert "rows draw qwen3's conversations scaled to their mean lengths" in capsys.readouterr().err
+
+
+def test_distill_qwen_rows_draw_qwen3s_conversations_with_their_bos(cache, tmp_path, capsys):
+    """R1-Distill-Qwen rows count ShareGPT with Qwen's vocabulary plus a BOS (sim/workload.py
+    SHAREGPT_TABLE_ALIASES): by default they draw qwen3's table, one token more on every prompt and reply."""
+    row = next(r for r in load_rows(DEFAULT_FILE) if r.id == DISTILL_ROW)
+    assert row.bench.tokenizer == "deepseek-r1-distill-qwen"
+    assert row_sim_config(row).workload.lengths.source == "fixed"  # no qwen3 table yet: the run's means
+    assert main(["--rows", DISTILL_ROW, "--out", str(tmp_path / "o")]) == 0
+    assert "sharegpt-qwen3.csv: 1 ShareGPT rows run at their mean lengths (build it: python -m " \
+           "real.sharegpt_lengths --tokenizer qwen3)" in capsys.readouterr().err
+    table = cache / "lengths" / "sharegpt-qwen3.csv"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame({"conversation": range(4), "prompt_tokens": [99, 199, 299, 3], "output_tokens": [149, 249, 199, 9]}
+                 ).to_csv(table, index=False)
+    sim = row_sim_config(row)
+    assert (sim.workload.lengths.source, sim.workload.lengths.tokenizer) == ("sharegpt", "deepseek-r1-distill-qwen")
+    assert main(["--rows", DISTILL_ROW, "--out", str(tmp_path / "o")]) == 0
+    got = pd.read_csv(tmp_path / "o" / "public_check.csv").iloc[0]
+    assert got["sim_lengths"] == "sharegpt (qwen3 +1 / +1 as deepseek-r1-distill-qwen)"
+    # 200 requests over the 4 conversations vLLM's filter keeps once the BOS is counted (3 -> 4 tokens passes)
+    assert got["sim_mean_input"] == pytest.approx((100 + 200 + 300 + 4) / 4)
+    assert got["sim_mean_output"] == pytest.approx((150 + 250 + 200 + 10) / 4)
 
 
 def test_the_plot_of_rows_that_report_no_ttft_warns_nothing(tmp_path):
