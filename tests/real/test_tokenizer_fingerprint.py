@@ -1,0 +1,38 @@
+"""llama.cpp's tokenizer fingerprint (real/tokenizer_fingerprint.py) of the lab's tokenizers: the evidence that the
+R1-Distill-Qwen rows may read qwen3's ShareGPT table with one token more (sim/workload.py SHAREGPT_TABLE_ALIASES),
+and that the converted Llama 3 tokenizer encodes as Meta's."""
+from __future__ import annotations
+
+import pytest
+
+from real.targets import qwen3_tokenizer_dir
+from real.tokenizer_fingerprint import KNOWN_BOS, LLAMA_CPP_HASHES, encode_chk, fingerprint, fingerprint_rows, main
+from sim.workload import SHAREGPT_TABLE_ALIASES
+
+
+def named(h: str) -> str:
+    return LLAMA_CPP_HASHES.get(h, ("-",))[0]
+
+
+def test_qwen3_with_the_distills_bos_encodes_as_r1_distill_qwen():
+    ids = encode_chk(qwen3_tokenizer_dir())
+    assert named(fingerprint(ids)) == "qwen2"  # Qwen's BPE, no BOS
+    bos = KNOWN_BOS["qwen3"]["<｜begin▁of▁sentence｜> (DeepSeek-R1-Distill-Qwen)"]
+    assert named(fingerprint([bos] + ids)) == "deepseek-r1-qwen"
+    assert named(fingerprint(ids + [bos])) == "-" and named(fingerprint([151643] + ids)) == "-"  # only that BOS, first
+    alias = SHAREGPT_TABLE_ALIASES["deepseek-r1-distill-qwen"]
+    assert (alias.table, alias.prompt_offset, alias.output_offset) == ("qwen3", 1, 1)  # one BOS on prompt and reply
+
+
+def test_the_converted_llama3_tokenizer_encodes_as_metas(tmp_path):
+    pytest.importorskip("llama_models")
+    from real.llama3_tokenizer import llama3_tokenizer_dir
+
+    rows = fingerprint_rows("llama3", llama3_tokenizer_dir(tmp_path), {})
+    assert [r["llama.cpp"] for r in rows] == ["llama-bpe"]
+
+
+def test_a_missing_tokenizer_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["--tokenizer", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --tokenizer:") and "tokenizer.json does not exist" in err and err.count("\n") == 1
