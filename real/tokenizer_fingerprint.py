@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.tokenizer:
-            jobs = [(args.tokenizer, Path(args.tokenizer), {"BOS": b for b in args.bos})]
+            jobs = [(args.tokenizer, Path(args.tokenizer), {f"BOS ({n + 1})": b for n, b in enumerate(args.bos)})]
         else:
             from real.llama3_tokenizer import llama3_tokenizer_dir
             from real.sharegpt_lengths import tokenizer_dir

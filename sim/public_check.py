@@ -87,7 +87,13 @@ from sim.error_stats import burst_inverse_error, pct, signed_stats
 from sim.models import from_hf_config, model_from_config
 from sim.serving_metrics import fidelity_metrics, per_request
 from sim.simulate import lengths_rng, prepare_inputs, simulate
-from sim.workload import LengthSampler, read_lengths, sharegpt_table_label, sharegpt_table_path, sharegpt_table_source
+from sim.workload import (
+    LengthSampler,
+    read_lengths,
+    sharegpt_table_label,
+    sharegpt_table_path,
+    sharegpt_table_source,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from real.targets import qwen3_tokenizer_dir
-from real.tokenizer_fingerprint import KNOWN_BOS, LLAMA_CPP_HASHES, encode_chk, fingerprint, fingerprint_rows, main
+from real.tokenizer_fingerprint import (
+    KNOWN_BOS,
+    LLAMA_CPP_HASHES,
+    encode_chk,
+    fingerprint,
+    fingerprint_rows,
+    main,
+)
 from sim.workload import SHAREGPT_TABLE_ALIASES
 
 
