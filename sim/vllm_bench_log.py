@@ -7,7 +7,9 @@
                                                 # first_token_s, finish_s (sim/serving_metrics.LOG_COLUMNS)
 
 A simulation replays such a file directly: `sim.workload: {kind: replay_log, log_path: result.json}` (a `.json`
-log path is read here, any other through sim.serving_metrics.read_request_log's Parquet / CSV reader).
+or `.jsonl` log path is read here, any other through sim.serving_metrics.read_request_log's Parquet / CSV reader).
+SGLang's `python -m sglang.bench_serving --output-details` line (one run per JSONL line, the same per-request
+lists, no start_times) reads the same way when the file holds that one run.
 
 What vLLM's benchmark saves per request with --save-detailed (vllm/benchmarks/serve.py, `benchmark()`'s result
 and `main_async`, which drops these lists without the flag; benchmarks/benchmark_serving.py before it):
@@ -23,6 +25,10 @@ itl, so finish = send + ttft + sum(itls) is exactly the time its E2E latency end
 first one. A file without start_times has no arrivals, except a run that sent everything at once
 (`request_rate: inf` and no `max_concurrency`): every request arrives at 0 there. Any other such file is
 refused with one line (its Poisson draws or its users' order cannot be recovered).
+Also refused, each with one line naming the file: a result saved without the per-request lists (vLLM without
+--save-detailed keeps only aggregates and, in newer versions, `latencies` / `queue_times`: no arrivals, no token
+counts), several runs appended one per line (vLLM --append-result, SGLang's JSONL; the line says which runs carry
+records), and vLLM's `<result>.pytorch.json` companion (a JSON list of per-metric records).
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ from lab.errors import LabError
 from lab.io import atomic_path
 
 DETAILED = ("input_lens", "output_lens", "ttfts", "itls")  # per-request lists the reader needs
+SAVE_DETAILED = ("rerun the benchmark with --save-result --save-detailed (vLLM's benchmark_serving.py before the "
+                 "flag saved them with --save-result alone; SGLang's bench_serving: --output-details)")
 # vLLM's summary fields the CLI sets beside the lab's numbers: (vLLM key, lab metric, scale to vLLM's unit)
 SUMMARY_KEYS = (("mean_ttft_ms", "ttft_mean_s", 1e3), ("mean_tpot_ms", "tpot_mean_ms", 1.0),
                 ("output_throughput", "throughput_tok_s", 1.0))
@@ -54,19 +62,36 @@ def _load_result(path: Path, field: str) -> dict:
         result = json.loads(text)
     except json.JSONDecodeError:
         if len(lines) > 1 and all(line.lstrip().startswith("{") for line in lines):
-            raise LabError(f"{field}: {path} holds {len(lines)} results, one per line (--append-result): "
-                           "keep the one to replay in a file of its own") from None
+            _refuse_appended(lines, path, field)
         raise LabError(f"{field}: {path} is not a JSON file") from None
+    if isinstance(result, list):
+        raise LabError(f"{field}: {path} is a JSON list, not one benchmark result (vLLM writes its per-metric "
+                       "records to <result>.pytorch.json beside the result: point at the result JSON itself)")
     if not isinstance(result, dict):
         raise LabError(f"{field}: {path} is not a vLLM benchmark result (a JSON object)")
     return result
 
 
+def _refuse_appended(lines: list[str], path: Path, field: str) -> None:
+    """One run per line (vLLM --append-result, SGLang's --output-file JSONL): name the lines worth keeping."""
+    try:
+        runs = [json.loads(line) for line in lines]
+    except json.JSONDecodeError:
+        raise LabError(f"{field}: {path} is not a JSON file (nor one JSON result per line)") from None
+    detailed = [i + 1 for i, run in enumerate(runs) if isinstance(run, dict) and all(k in run for k in DETAILED)]
+    if not detailed:
+        raise LabError(f"{field}: {path} holds {len(runs)} results, one per line, none with per-request records "
+                       f"({', '.join(DETAILED)}): aggregates alone cannot be replayed; {SAVE_DETAILED}")
+    raise LabError(f"{field}: {path} holds {len(runs)} results, one per line (--append-result / SGLang's "
+                   f"--output-file): keep the one to replay in a file of its own (per-request records on line(s) "
+                   f"{', '.join(map(str, detailed))})")
+
+
 def _per_request_lists(result: dict, path: Path, field: str) -> tuple[dict, int]:
     missing = [k for k in DETAILED if k not in result]
     if missing:
-        raise LabError(f"{field}: {path} has no per-request records ({', '.join(missing)} missing): save the "
-                       "benchmark with --save-result --save-detailed")
+        raise LabError(f"{field}: {path} has no per-request records ({', '.join(missing)} missing; aggregates "
+                       f"and per-request latencies alone carry no arrivals or token counts): {SAVE_DETAILED}")
     lists = {k: result[k] for k in (*DETAILED, "start_times", "errors") if k in result}
     sizes = {k: len(v) for k, v in lists.items() if isinstance(v, list)}
     if len(sizes) < len(lists) or len(set(sizes.values())) != 1:
@@ -99,9 +124,10 @@ def _arrivals(result: dict, lists: dict, n: int, path: Path, field: str) -> np.n
     burst = (str(rate).lower() == "inf" or (isinstance(rate, (int, float)) and math.isinf(rate))) \
         and result.get("max_concurrency") is None
     if not burst:
-        raise LabError(f"{field}: {path} has no start_times (older vLLM) and was not sent all at once "
-                       f"(request_rate {rate}, max_concurrency {result.get('max_concurrency')}): its arrivals "
-                       "cannot be recovered; rerun with a vLLM whose result saves start_times")
+        raise LabError(f"{field}: {path} has no start_times (vLLM before `vllm bench serve` saved them, or "
+                       f"SGLang) and was not sent all at once (request_rate {rate}, max_concurrency "
+                       f"{result.get('max_concurrency')}): its arrivals cannot be recovered; rerun with a vLLM "
+                       "whose result saves start_times, or at --request-rate inf without --max-concurrency")
     return np.zeros(n)
 
 

@@ -133,3 +133,55 @@ def test_a_real_vllm_result_replays_with_vllms_own_means():
     assert m["tpot_mean_ms"] == pytest.approx(result["mean_tpot_ms"], rel=1e-9)
     # vLLM's duration starts before the first send: the lab's span (first arrival to last finish) is shorter
     assert m["throughput_tok_s"] == pytest.approx(result["output_throughput"], rel=0.02)
+
+
+# ---- result files of other client versions (tests/sim/data/bench_logs/README.md cites each) ----
+BENCH_LOGS = Path(__file__).parent / "data" / "bench_logs"
+
+
+def test_appended_aggregate_only_runs_say_they_cannot_be_replayed():
+    # vLLM 0.8-0.9 benchmark_serving.py --save-result (no --save-detailed), 2 of 9 appended runs: splitting the
+    # file would not help, so the line says what is missing, not "keep one run"
+    with pytest.raises(LabError, match=r"^sim.workload.log_path: .*vllm09_appended_aggregates.json holds 2 results, "
+                                       r"one per line, none with per-request records .*--save-detailed"):
+        read_request_log(BENCH_LOGS / "vllm09_appended_aggregates.json")
+
+
+def test_appended_runs_name_the_lines_with_records(tmp_path):
+    result, _, _ = _vllm_result()
+    aggregate = {k: v for k, v in result.items() if k not in ("input_lens", "output_lens", "ttfts", "itls")}
+    p = tmp_path / "runs.json"
+    p.write_text(json.dumps(aggregate) + "\n" + json.dumps(result) + "\n")
+    with pytest.raises(LabError, match=r"holds 2 results, one per line .*records on line\(s\) 2\)$"):
+        read_request_log(p)
+
+
+def test_a_result_without_save_detailed_keeps_latencies_but_is_refused():
+    # newest vllm bench serve without --save-detailed: latencies / queue_times survive, arrivals and tokens do not
+    path = BENCH_LOGS / "vllm_no_detailed.json"
+    assert len(json.loads(path.read_text())["latencies"]) == 24
+    with pytest.raises(LabError, match=r"no per-request records \(input_lens, output_lens, ttfts, itls missing; "
+                                       r".*latencies alone carry no arrivals"):
+        read_request_log(path)
+
+
+def test_sglang_jsonl_is_read_as_a_result_not_as_parquet(tmp_path):
+    # a real-run SGLang --output-details line at 2 req/s has no start_times: refused for its arrivals, by the
+    # JSON reader (before: "is not a readable Parquet file")
+    with pytest.raises(LabError, match=r"sglang_output_details.jsonl has no start_times .*request_rate 2.0"):
+        read_request_log(BENCH_LOGS / "sglang_output_details.jsonl")
+    # SGLang dumps request_rate inf as the JSON literal Infinity; a burst run replays, every arrival at 0
+    result, _, latency = _vllm_result(start_times=False, rate=float("inf"))
+    p = tmp_path / "sglang_0101_12_sharegpt.jsonl"
+    p.write_text(json.dumps(result) + "\n")
+    assert "Infinity" in p.read_text()
+    log = read_request_log(p)
+    assert (log["arrival_s"] == 0).all()
+    np.testing.assert_allclose(log["finish_s"], latency)
+
+
+def test_the_pytorch_json_companion_is_named(tmp_path):
+    p = tmp_path / "vllm-2.0qps-gemma-20261128.pytorch.json"
+    p.write_text(json.dumps([{"benchmark": {"name": "vLLM benchmark"}, "metric": {"name": "mean_ttft_ms"}}]))
+    with pytest.raises(LabError, match=r"is a JSON list, not one benchmark result .*\.pytorch\.json"):
+        read_request_log(p)
