@@ -22,9 +22,14 @@ and `main_async`, which drops these lists without the flag; benchmarks/benchmark
 The request function sets latency = the last chunk's time - send time and appends every later chunk's gap to
 itl, so finish = send + ttft + sum(itls) is exactly the time its E2E latency ends; TPOT = (E2E - TTFT) /
 (output - 1) is then vLLM's own per-request TPOT (sim/serving_metrics). Arrivals are the send times less the
-first one. A file without start_times has no arrivals, except a run that sent everything at once
-(`request_rate: inf` and no `max_concurrency`): every request arrives at 0 there. Any other such file is
-refused with one line (its Poisson draws or its users' order cannot be recovered).
+first one. A file without start_times (vLLM's benchmark_serving.py before them, SGLang) has no arrivals, except
+a run sent at `request_rate: inf`: with no `max_concurrency` every request arrives at 0; with --max-concurrency N
+(vLLM 0.6.2+) its client created every request at once and N semaphore slots sent them first come first served,
+each slot its next request when its last ended, so the send times follow from the latencies in list order
+(_slot_sends; a failed request holds its slot for its `latencies` entry where saved, else 0). A run at a finite
+rate without start_times is refused with one line (its Poisson draws cannot be recovered). A --max-concurrency
+run at --request-rate inf replays closed-loop (closed_loop_users; sim/simulate.py): N simulated users take the
+log's requests in send order, so the simulated engine's own pace sets the sends, not the real engine's.
 Also refused, each with one line naming the file: a result saved without the per-request lists (vLLM without
 --save-detailed keeps only aggregates and, in newer versions, `latencies` / `queue_times`: no arrivals, no token
 counts), several runs appended one per line (vLLM --append-result, SGLang's JSONL; the line says which runs carry
@@ -112,8 +117,41 @@ def _numbers(values, name: str, path: Path, field: str) -> np.ndarray:
     return arr
 
 
-def _arrivals(result: dict, lists: dict, n: int, path: Path, field: str) -> np.ndarray:
-    """Send times less the first one [n]; all zero for a burst file without start_times."""
+def _is_inf(rate) -> bool:
+    """vLLM saves an unbounded --request-rate as the string "inf"; SGLang as the JSON literal Infinity."""
+    return str(rate).lower() == "inf" or (isinstance(rate, (int, float)) and math.isinf(rate))
+
+
+def closed_loop_users(result: dict) -> int | None:
+    """--max-concurrency N of a run sent at --request-rate inf: its N client slots, else None (open loop)."""
+    users = result.get("max_concurrency")
+    if not _is_inf(result.get("request_rate", "inf")) or users is None:
+        return None
+    if not isinstance(users, int) or isinstance(users, bool) or users < 1:
+        return None
+    return users
+
+
+def bench_closed_loop_users(path: str | Path, field: str = "sim.workload.log_path") -> int | None:
+    """closed_loop_users of the result JSON at `path` (read by read_vllm_bench_json already)."""
+    return closed_loop_users(_load_result(Path(path), field))
+
+
+def _slot_sends(latency: np.ndarray, users: int) -> np.ndarray:
+    """Send times [n] of requests taken in order by `users` client slots, each freed when its request ends:
+    vLLM's semaphore at --request-rate inf (every task created at once, woken first come first served)."""
+    free = np.zeros(users)  # [users] when each slot is next free
+    send = np.empty(len(latency))
+    for i, lat in enumerate(latency):
+        k = int(np.argmin(free))
+        send[i] = free[k]
+        free[k] += lat
+    return send
+
+
+def _arrivals(result: dict, lists: dict, n: int, latency: np.ndarray, path: Path, field: str) -> np.ndarray:
+    """Send times less the first one [n]; for a file without start_times: all zero for a burst, the slots'
+    send times for --max-concurrency at --request-rate inf."""
     if "start_times" in lists:
         start = np.asarray(lists["start_times"], dtype=np.float64) if all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in lists["start_times"]) else None
@@ -121,13 +159,14 @@ def _arrivals(result: dict, lists: dict, n: int, path: Path, field: str) -> np.n
             raise LabError(f"{field}: {path} start_times holds values that are not numbers")
         return start - start.min()
     rate = result.get("request_rate", "inf")
-    burst = (str(rate).lower() == "inf" or (isinstance(rate, (int, float)) and math.isinf(rate))) \
-        and result.get("max_concurrency") is None
-    if not burst:
+    users = closed_loop_users(result)
+    if _is_inf(rate) and users is not None:
+        return _slot_sends(latency, users)
+    if not (_is_inf(rate) and result.get("max_concurrency") is None):
         raise LabError(f"{field}: {path} has no start_times (vLLM before `vllm bench serve` saved them, or "
                        f"SGLang) and was not sent all at once (request_rate {rate}, max_concurrency "
                        f"{result.get('max_concurrency')}): its arrivals cannot be recovered; rerun with a vLLM "
-                       "whose result saves start_times, or at --request-rate inf without --max-concurrency")
+                       "whose result saves start_times, or at --request-rate inf")
     return np.zeros(n)
 
 
@@ -150,9 +189,13 @@ def read_vllm_bench_json(path: str | Path, field: str = "sim.workload.log_path")
         if not isinstance(gaps, list):
             raise LabError(f"{field}: {p} itls[{i}] is not a list of seconds")
         decode_s[i] = _numbers(gaps, f"itls[{i}]", p, field).sum() if gaps else 0.0
-    arrival = _arrivals(result, lists, n, p, field)
     errors = lists.get("errors", [""] * n)
     failed = np.array([bool(e) for e in errors]) | (output_tokens == 0)  # [n]
+    # a failed request held its slot until it failed: newer vLLM saves that time in latencies, older ones not
+    held = result.get("latencies")
+    held = (np.asarray(held, dtype=np.float64) if isinstance(held, list) and len(held) == n
+            and all(isinstance(v, (int, float)) for v in held) else np.zeros(n))
+    arrival = _arrivals(result, lists, n, np.where(failed, held, ttft + decode_s), p, field)
     first = np.where(failed, np.nan, arrival + ttft)
     finish = np.where(failed, np.nan, arrival + ttft + decode_s)
     return pd.DataFrame({"request_id": [str(i) for i in range(n)], "arrival_s": arrival,

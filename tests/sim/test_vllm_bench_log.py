@@ -65,7 +65,7 @@ def test_a_burst_file_without_start_times_arrives_at_zero_and_others_are_refused
     log = read_vllm_bench_json(_write(tmp_path, result))
     assert (log["arrival_s"] == 0).all()
     np.testing.assert_allclose(log["finish_s"], latency)
-    for rate, conc in ((4.0, None), ("inf", 32)):
+    for rate, conc in ((4.0, None), (4.0, 32)):  # ("inf", 32): the slots' sends (test below)
         result, _, _ = _vllm_result(start_times=False, rate=rate, max_concurrency=conc)
         with pytest.raises(LabError, match="has no start_times .* cannot be recovered"):
             read_vllm_bench_json(_write(tmp_path, result, f"r{conc}.json"))
@@ -185,3 +185,48 @@ def test_the_pytorch_json_companion_is_named(tmp_path):
     p.write_text(json.dumps([{"benchmark": {"name": "vLLM benchmark"}, "metric": {"name": "mean_ttft_ms"}}]))
     with pytest.raises(LabError, match=r"is a JSON list, not one benchmark result .*\.pytorch\.json"):
         read_request_log(p)
+
+
+def _closed_loop_result(n=16, users=3, seed=4, start_times=True):
+    """A --max-concurrency run at --request-rate inf: each of `users` slots sends its next request when its last
+    one ends (vLLM's semaphore, first come first served)."""
+    result, _, latency = _vllm_result(n=n, seed=seed, rate="inf", max_concurrency=users)
+    free, send = [0.0] * users, []
+    for lat in latency:
+        k = min(range(users), key=free.__getitem__)
+        send.append(free[k])
+        free[k] += float(lat)
+    result["start_times"] = [900.0 + t for t in send]
+    if not start_times:
+        del result["start_times"]
+    return result, np.array(send), latency
+
+
+def test_a_max_concurrency_burst_without_start_times_gets_its_slots_send_times(tmp_path):
+    # vLLM 0.6.2-0.9: --max-concurrency saved, start_times not: the sends follow from the latencies
+    result, send, _ = _closed_loop_result(start_times=False)
+    log = read_vllm_bench_json(_write(tmp_path, result))
+    np.testing.assert_allclose(log["arrival_s"], send, atol=1e-12)
+    with_times, _, _ = _closed_loop_result(start_times=True)
+    np.testing.assert_allclose(read_vllm_bench_json(_write(tmp_path, with_times, "t.json"))["arrival_s"], send,
+                               atol=1e-9)
+
+
+def test_a_max_concurrency_run_replays_closed_loop(tmp_path):
+    result, _, _ = _closed_loop_result(n=16, users=3)
+    path = _write(tmp_path, result)
+    sim = make_sim(workload={"kind": "replay_log", "log_path": str(path), "warmup_s": None, "duration_s": None},
+                   policies=[{"kind": "ar"}])
+    inputs = prepare_inputs(sim)
+    assert inputs.replay_users == 3 and any("closed loop as sent" in n for n in inputs.notes)
+    res = simulate(inputs, "ar", None, 0)
+    req = res.requests.sort_values("arrival_s")
+    assert len(req) == 16 and res.summary["requests"] == 16
+    # never more than 3 in flight: each arrival after the first 3 is some earlier request's finish
+    starts, ends = req["arrival_s"].to_numpy(), req["finish_s"].to_numpy()
+    for t in starts:
+        assert ((starts <= t) & (ends > t)).sum() <= 3
+    assert np.sort(req["output_tokens"].to_numpy()).tolist() == sorted(result["output_lens"])
+    with pytest.raises(LabError, match="sim.sweep.axis: 'rate' cannot scale .*--max-concurrency 3"):
+        prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": str(path)}, policies=[{"kind": "ar"}],
+                                sweep={"axis": "rate", "values": [1.0]}))
