@@ -24,7 +24,7 @@ itl, so finish = send + ttft + sum(itls) is exactly the time its E2E latency end
 (output - 1) is then vLLM's own per-request TPOT (sim/serving_metrics). Arrivals are the send times less the
 first one. A file without start_times (vLLM's benchmark_serving.py before them, SGLang) has no arrivals, except
 a run sent at `request_rate: inf`: with no `max_concurrency` every request arrives at 0; with --max-concurrency N
-(vLLM 0.6.2+) its client created every request at once and N semaphore slots sent them first come first served,
+(saved since the flag came) its client created every request at once and N semaphore slots sent them first come first served,
 each slot its next request when its last ended, so the send times follow from the latencies in list order
 (_slot_sends; a failed request holds its slot for its `latencies` entry where saved, else 0). A run at a finite
 rate without start_times is refused with one line (its Poisson draws cannot be recovered). A --max-concurrency

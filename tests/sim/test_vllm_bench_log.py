@@ -140,7 +140,7 @@ BENCH_LOGS = Path(__file__).parent / "data" / "bench_logs"
 
 
 def test_appended_aggregate_only_runs_say_they_cannot_be_replayed():
-    # vLLM 0.8-0.9 benchmark_serving.py --save-result (no --save-detailed), 2 of 9 appended runs: splitting the
+    # benchmark_serving.py of May 2025, --save-result (no --save-detailed), 2 of 9 appended runs: splitting the
     # file would not help, so the line says what is missing, not "keep one run"
     with pytest.raises(LabError, match=r"^sim.workload.log_path: .*vllm09_appended_aggregates.json holds 2 results, "
                                        r"one per line, none with per-request records .*--save-detailed"):
@@ -203,7 +203,7 @@ def _closed_loop_result(n=16, users=3, seed=4, start_times=True):
 
 
 def test_a_max_concurrency_burst_without_start_times_gets_its_slots_send_times(tmp_path):
-    # vLLM 0.6.2-0.9: --max-concurrency saved, start_times not: the sends follow from the latencies
+    # older benchmark_serving.py: --max-concurrency saved, start_times not: the sends follow from the latencies
     result, send, _ = _closed_loop_result(start_times=False)
     log = read_vllm_bench_json(_write(tmp_path, result))
     np.testing.assert_allclose(log["arrival_s"], send, atol=1e-12)
