@@ -137,6 +137,9 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
                 if inputs.replay_users and sim.sweep.axis == "rate":
                     raise LabError(f"sim.sweep.axis: 'rate' cannot scale {path}: it was sent closed-loop "
                                    f"(--max-concurrency {inputs.replay_users} at --request-rate inf)")
+                if inputs.replay_users and wl.time_scale != 1:
+                    raise LabError(f"sim.workload.time_scale: {path} was sent closed-loop (--max-concurrency "
+                                   f"{inputs.replay_users} at --request-rate inf): it has no arrival times to scale")
                 if inputs.replay_users:
                     inputs.notes.append(f"closed loop as sent (--max-concurrency {inputs.replay_users} at "
                                         f"--request-rate inf): {inputs.replay_users} users take the log's "

@@ -231,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = int(log["finish_s"].isna().sum())
     print(f"{args.result}: {len(log)} requests ({failed} failed), arrivals over "
           f"{log['arrival_s'].max():.2f} s, {int(log['output_tokens'].sum())} output tokens")
+    users = closed_loop_users(result)
+    if users:
+        print(f"sent with --max-concurrency {users} at --request-rate inf: a replay runs it closed-loop, "
+              f"{users} users taking its requests in send order")
     print(compare_with_summary(result, log).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.out:
         out = Path(args.out)

@@ -230,3 +230,12 @@ def test_a_max_concurrency_run_replays_closed_loop(tmp_path):
     with pytest.raises(LabError, match="sim.sweep.axis: 'rate' cannot scale .*--max-concurrency 3"):
         prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": str(path)}, policies=[{"kind": "ar"}],
                                 sweep={"axis": "rate", "values": [1.0]}))
+    with pytest.raises(LabError, match="sim.workload.time_scale: .* no arrival times to scale"):
+        prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": str(path), "time_scale": 0.5},
+                                policies=[{"kind": "ar"}]))
+
+
+def test_cli_says_a_max_concurrency_run_replays_closed_loop(tmp_path, capsys):
+    result, _, _ = _closed_loop_result(users=3, start_times=False)
+    assert main([str(_write(tmp_path, result))]) == 0
+    assert "--max-concurrency 3 at --request-rate inf: a replay runs it closed-loop" in capsys.readouterr().out
