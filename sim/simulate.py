@@ -28,7 +28,7 @@ from sim.kv_cache import GIB, activation_reserve_bytes, kv_groups
 from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
 from sim.trace_rows import resolve_method
-from sim.vllm_bench_log import bench_closed_loop_users
+from sim.vllm_bench_log import bench_client
 from sim.workload import (
     LengthSampler,
     LogQueue,
@@ -59,6 +59,7 @@ class SimInputs:
     arrival_trace: np.ndarray | None = None
     reference_log: pd.DataFrame | None = None  # replay_log: the real engine's per-request log
     replay_users: int | None = None  # replay_log of a --max-concurrency run at --request-rate inf: its slots
+    client_limit: int | None = None  # replay_log of a --max-concurrency run at a finite rate: at most this in flight
     cost: CostModel | None = None  # built once here (it may read a step profile)
     notes: list[str] = field(default_factory=list)
 
@@ -133,7 +134,20 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
                                     "replayed")
             inputs.notes.append(f"replaying {len(keep)} requests of {path}")
             if path.suffix.lower() in (".json", ".jsonl"):
-                inputs.replay_users = bench_closed_loop_users(path)
+                limit, burst = bench_client(path)
+                inputs.replay_users = limit if burst else None
+                if limit and not burst and "client_wait_s" in keep:
+                    # offered when the client drew them (send - slot wait), sent while fewer than N are in flight
+                    offered = (keep["arrival_s"] - keep["client_wait_s"]).to_numpy(np.float64)  # [n]
+                    order = np.argsort(offered, kind="stable")
+                    trace = inputs.arrival_trace[order].copy()
+                    trace[:, 0] = offered[order] - offered.min()
+                    inputs.arrival_trace, inputs.client_limit = trace, limit
+                    inputs.notes.append(f"--max-concurrency {limit} at a finite rate: requests offered at their "
+                                        f"send less their client wait (queue_times), at most {limit} in flight")
+                elif limit and not burst:
+                    inputs.notes.append(f"--max-concurrency {limit} at a finite rate, no queue_times saved: "
+                                        "replayed open-loop at the recorded sends (after the client's queue)")
                 if inputs.replay_users and sim.sweep.axis == "rate":
                     raise LabError(f"sim.sweep.axis: 'rate' cannot scale {path}: it was sent closed-loop "
                                    f"(--max-concurrency {inputs.replay_users} at --request-rate inf)")
@@ -358,7 +372,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     elif closed is not None:
         cluster.start_closed_loop(inputs.replay_users)
     else:
-        feeder = env.process(cluster.open_loop(*arrivals))
+        feeder = env.process(cluster.open_loop(*arrivals, limit=inputs.client_limit))
     t0 = time.perf_counter()
     if closed is not None and closed["max_requests"]:
         # a bounded closed loop (vLLM's --max-concurrency with --num-prompts) ends with its last reply

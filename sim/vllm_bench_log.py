@@ -27,6 +27,9 @@ a run sent at `request_rate: inf`: with no `max_concurrency` every request arriv
 (saved since the flag came) its client created every request at once and N semaphore slots sent them first come first served,
 each slot its next request when its last ended, so the send times follow from the latencies in list order
 (_slot_sends; a failed request holds its slot for its `latencies` entry where saved, else 0). A run at a finite
+rate with --max-concurrency N whose result saves `queue_times` (newer vLLM: each request's wait for a slot,
+start_times being the sends after it) gets a `client_wait_s` column: the replay offers request i at its send less
+that wait and holds it while N are in flight (first come first served), as the client did. A run at a finite
 rate without start_times is refused with one line (its Poisson draws cannot be recovered). A --max-concurrency
 run at --request-rate inf replays closed-loop (closed_loop_users; sim/simulate.py): N simulated users take the
 log's requests in send order, so the simulated engine's own pace sets the sends, not the real engine's.
@@ -122,19 +125,23 @@ def _is_inf(rate) -> bool:
     return str(rate).lower() == "inf" or (isinstance(rate, (int, float)) and math.isinf(rate))
 
 
-def closed_loop_users(result: dict) -> int | None:
-    """--max-concurrency N of a run sent at --request-rate inf: its N client slots, else None (open loop)."""
+def client_limit(result: dict) -> int | None:
+    """The run's --max-concurrency N (its client's semaphore slots), else None."""
     users = result.get("max_concurrency")
-    if not _is_inf(result.get("request_rate", "inf")) or users is None:
-        return None
     if not isinstance(users, int) or isinstance(users, bool) or users < 1:
         return None
     return users
 
 
-def bench_closed_loop_users(path: str | Path, field: str = "sim.workload.log_path") -> int | None:
-    """closed_loop_users of the result JSON at `path` (read by read_vllm_bench_json already)."""
-    return closed_loop_users(_load_result(Path(path), field))
+def closed_loop_users(result: dict) -> int | None:
+    """--max-concurrency N of a run sent at --request-rate inf: its N client slots, else None (open loop)."""
+    return client_limit(result) if _is_inf(result.get("request_rate", "inf")) else None
+
+
+def bench_client(path: str | Path, field: str = "sim.workload.log_path") -> tuple[int | None, bool]:
+    """(--max-concurrency N or None, sent at --request-rate inf) of the result JSON at `path`."""
+    result = _load_result(Path(path), field)
+    return client_limit(result), _is_inf(result.get("request_rate", "inf"))
 
 
 def _slot_sends(latency: np.ndarray, users: int) -> np.ndarray:
@@ -198,9 +205,14 @@ def read_vllm_bench_json(path: str | Path, field: str = "sim.workload.log_path")
     arrival = _arrivals(result, lists, n, np.where(failed, held, ttft + decode_s), p, field)
     first = np.where(failed, np.nan, arrival + ttft)
     finish = np.where(failed, np.nan, arrival + ttft + decode_s)
-    return pd.DataFrame({"request_id": [str(i) for i in range(n)], "arrival_s": arrival,
-                         "input_tokens": input_tokens, "output_tokens": output_tokens,
-                         "first_token_s": first, "finish_s": finish})
+    log = pd.DataFrame({"request_id": [str(i) for i in range(n)], "arrival_s": arrival,
+                        "input_tokens": input_tokens, "output_tokens": output_tokens,
+                        "first_token_s": first, "finish_s": finish})
+    waits = result.get("queue_times")  # newer vLLM: seconds each request waited for a client slot before its send
+    if ("start_times" in lists and client_limit(result) and closed_loop_users(result) is None
+            and isinstance(waits, list) and len(waits) == n):
+        log["client_wait_s"] = _numbers(waits, "queue_times", p, field)  # [n]
+    return log
 
 
 def compare_with_summary(result: dict, log: pd.DataFrame) -> pd.DataFrame:

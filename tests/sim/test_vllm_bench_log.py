@@ -239,3 +239,45 @@ def test_cli_says_a_max_concurrency_run_replays_closed_loop(tmp_path, capsys):
     result, _, _ = _closed_loop_result(users=3, start_times=False)
     assert main([str(_write(tmp_path, result))]) == 0
     assert "--max-concurrency 3 at --request-rate inf: a replay runs it closed-loop" in capsys.readouterr().out
+
+
+def _limited_rate_result(n=20, users=2, seed=5, queue_times=True):
+    """--request-rate 8 with --max-concurrency 2 as newer vLLM saves it: start_times are the sends after the client
+    semaphore, queue_times each request's wait for a slot (first come first served)."""
+    result, _, latency = _vllm_result(n=n, seed=seed, rate=8.0, max_concurrency=users)
+    offered = np.cumsum(np.random.default_rng(seed).exponential(1 / 8.0, n))
+    free, send = [0.0] * users, []
+    for a, lat in zip(offered, latency):
+        k = min(range(users), key=free.__getitem__)
+        send.append(max(a, free[k]))
+        free[k] = send[-1] + float(lat)
+    send = np.array(send)
+    result["start_times"] = [50.0 + t for t in send]
+    if queue_times:
+        result["queue_times"] = [float(x) for x in send - offered]
+    return result, offered, send
+
+
+def test_a_limited_rate_run_is_offered_at_its_draws_and_held_by_its_slots(tmp_path):
+    result, offered, send = _limited_rate_result()
+    path = _write(tmp_path, result)
+    log = read_request_log(path)
+    np.testing.assert_allclose(log["arrival_s"] - log["client_wait_s"], offered - send.min(), atol=1e-9)
+    sim = make_sim(workload={"kind": "replay_log", "log_path": str(path), "warmup_s": None, "duration_s": None},
+                   policies=[{"kind": "ar"}])
+    inputs = prepare_inputs(sim)
+    assert inputs.client_limit == 2 and inputs.replay_users is None
+    np.testing.assert_allclose(inputs.arrival_trace[:, 0], offered - offered.min(), atol=1e-9)
+    res = simulate(inputs, "ar", None, 0)
+    req = res.requests
+    assert len(req) == 20
+    starts, ends = req["arrival_s"].to_numpy(), req["finish_s"].to_numpy()
+    for t in starts:
+        assert ((starts <= t) & (ends > t)).sum() <= 2  # never more than 2 in flight
+    # each request is sent no earlier than the client drew it
+    assert (np.sort(starts) >= np.sort(offered - offered.min()) - 1e-9).all()
+    # without queue_times (older vllm bench serve): the recorded sends, open loop, and a note saying so
+    old, _, _ = _limited_rate_result(queue_times=False)
+    inputs = prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": str(_write(tmp_path, old, "o.json"))},
+                                     policies=[{"kind": "ar"}]))
+    assert inputs.client_limit is None and any("no queue_times saved" in n for n in inputs.notes)
