@@ -59,7 +59,7 @@ class SimInputs:
     arrival_trace: np.ndarray | None = None
     reference_log: pd.DataFrame | None = None  # replay_log: the real engine's per-request log
     replay_users: int | None = None  # replay_log of a --max-concurrency run at --request-rate inf: its slots
-    client_limit: int | None = None  # replay_log of a --max-concurrency run at a finite rate: at most this in flight
+    client_limit: int | None = None  # replay_log of a --max-concurrency run at a finite rate: its slots
     cost: CostModel | None = None  # built once here (it may read a step profile)
     notes: list[str] = field(default_factory=list)
 
@@ -153,7 +153,8 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
                                    f"(--max-concurrency {inputs.replay_users} at --request-rate inf)")
                 if inputs.replay_users and wl.time_scale != 1:
                     raise LabError(f"sim.workload.time_scale: {path} was sent closed-loop (--max-concurrency "
-                                   f"{inputs.replay_users} at --request-rate inf): it has no arrival times to scale")
+                                   f"{inputs.replay_users} at --request-rate inf): it has no arrival times to "
+                                   "scale")
                 if inputs.replay_users:
                     inputs.notes.append(f"closed loop as sent (--max-concurrency {inputs.replay_users} at "
                                         f"--request-rate inf): {inputs.replay_users} users take the log's "

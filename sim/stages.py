@@ -163,8 +163,8 @@ def plot_fidelity(points, reference_log: pd.DataFrame, path) -> None:
 def fidelity_markdown(fidelity: pd.DataFrame, where: str, users: int | None = None) -> str:
     """The 'Simulator vs the replayed log' section of summary.md (and so of REPORT.md); `users`: the log's
     --max-concurrency, replayed closed-loop."""
-    sent = (f"The same requests in send order to {users} closed-loop users (--max-concurrency {users}), same input "
-            "and output tokens" if users else "Same arrivals, input and output tokens")
+    sent = (f"The same requests in send order to {users} closed-loop users (--max-concurrency {users}), same "
+            "input and output tokens" if users else "Same arrivals, input and output tokens")
     lines = [f"### Simulator vs the replayed log ({where})", "",
              (f"{sent}; vLLM benchmark definitions (sim/serving_metrics.py): "
               "TPOT = (E2E - TTFT) / (output tokens - 1), throughput = output tokens / (last finish - first "

@@ -23,10 +23,11 @@ The request function sets latency = the last chunk's time - send time and append
 itl, so finish = send + ttft + sum(itls) is exactly the time its E2E latency ends; TPOT = (E2E - TTFT) /
 (output - 1) is then vLLM's own per-request TPOT (sim/serving_metrics). Arrivals are the send times less the
 first one. A file without start_times (vLLM's benchmark_serving.py before them, SGLang) has no arrivals, except
-a run sent at `request_rate: inf`: with no `max_concurrency` every request arrives at 0; with --max-concurrency N
-(saved since the flag came) its client created every request at once and N semaphore slots sent them first come first served,
-each slot its next request when its last ended, so the send times follow from the latencies in list order
-(_slot_sends; a failed request holds its slot for its `latencies` entry where saved, else 0). A run at a finite
+a run sent at `request_rate: inf`: with no `max_concurrency` every request arrives at 0; with --max-concurrency
+N (saved since the flag came) its client created every request at once and N semaphore slots sent them first
+come first served, each slot its next request when its last ended, so the send times follow from the
+latencies in list order (_slot_sends; a failed request holds its slot for its `latencies` entry where saved,
+else 0). A run at a finite
 rate with --max-concurrency N whose result saves `queue_times` (newer vLLM: each request's wait for a slot,
 start_times being the sends after it) gets a `client_wait_s` column: the replay offers request i at its send less
 that wait and holds it while N are in flight (first come first served), as the client did. A run at a finite

@@ -278,6 +278,7 @@ def test_a_limited_rate_run_is_offered_at_its_draws_and_held_by_its_slots(tmp_pa
     assert (np.sort(starts) >= np.sort(offered - offered.min()) - 1e-9).all()
     # without queue_times (older vllm bench serve): the recorded sends, open loop, and a note saying so
     old, _, _ = _limited_rate_result(queue_times=False)
-    inputs = prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": str(_write(tmp_path, old, "o.json"))},
+    old_path = str(_write(tmp_path, old, "o.json"))
+    inputs = prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": old_path},
                                      policies=[{"kind": "ar"}]))
     assert inputs.client_limit is None and any("no queue_times saved" in n for n in inputs.notes)
