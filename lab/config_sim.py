@@ -542,7 +542,8 @@ class WorkloadSpec(StrictModel):
     log_path: UserPath | None = Field(
         None, description="replay_log: per-request log (Parquet or CSV: request_id, arrival_s, input_tokens, "
                           "output_tokens, first_token_s, finish_s; or a `vllm bench serve --save-result "
-                          "--save-detailed` JSON); a relative path is looked up in the run first")
+                          "--save-detailed` JSON, or SGLang bench_serving's --output-details .jsonl of one "
+                          "run); a relative path is looked up in the run first")
     time_scale: float = Field(1.0, gt=0, description="trace replay: arrival times are multiplied by this")
     lengths: LengthSpec = Field(default_factory=LengthSpec)
     duration_s: float | None = Field(

@@ -688,6 +688,7 @@ class Cluster:
         self._lb_start = 0  # least_loaded: the engine its next scan starts at (vLLM's eng_start_index)
         self.tokens_in_window = 0
         self.in_system = 0
+        self._slot_free = None  # open_loop's client limit: triggered when a request finishes
         self._area = 0.0
         self._last_t = 0.0
         self.disaggregated = bool(engine.disaggregated_prefill)
@@ -761,11 +762,16 @@ class Cluster:
     def acceptance_slot(self, rid: int):
         return self._slots.pop(rid)
 
-    def open_loop(self, times: np.ndarray, prompts: np.ndarray, outputs: np.ndarray):
+    def open_loop(self, times: np.ndarray, prompts: np.ndarray, outputs: np.ndarray, limit: int | None = None):
+        """Submit each request at its time; with `limit` (a benchmark client's --max-concurrency) a request
+        waits, first come first served, while `limit` are in flight, as vLLM's client semaphore holds it."""
         env = self.env
         for t, p, o in zip(times.tolist(), prompts.tolist(), outputs.tolist()):
             if t > env.now:
                 yield env.timeout(t - env.now)
+            while limit and self.in_system - len(self.rejected) >= limit:
+                self._slot_free = env.event()
+                yield self._slot_free
             self.submit(p, o)
 
     def start_closed_loop(self, users: int):
@@ -783,6 +789,8 @@ class Cluster:
 
     def on_finish(self, rid: int, now: float):
         self._track(now, -1)
+        if self._slot_free is not None and not self._slot_free.triggered:
+            self._slot_free.succeed()  # a client slot is free (open_loop's limit)
         cl = self.closed_loop
         if cl is None or now >= cl["stop_at"] or self._closed_loop_full():
             return

@@ -34,12 +34,13 @@ FIDELITY = (("ttft_mean_s", "ttft_s", "mean"), ("ttft_p90_s", "ttft_s", "p90"),
 
 
 def read_request_log(path: str | Path, field: str = "sim.workload.log_path") -> pd.DataFrame:
-    """A per-request log (Parquet, CSV by extension, or a `vllm bench serve --save-detailed` result JSON:
-    sim/vllm_bench_log) with the shared columns; LabError naming `field`."""
+    """A per-request log (Parquet, CSV by extension, or a `vllm bench serve --save-detailed` result JSON / an
+    SGLang bench_serving --output-details JSONL line: sim/vllm_bench_log) with the shared columns; LabError
+    naming `field`."""
     p = Path(path)
     if not p.is_file():
         raise LabError(f"{field}: {p} does not exist")
-    if p.suffix.lower() == ".json":
+    if p.suffix.lower() in (".json", ".jsonl"):  # vLLM's result JSON, SGLang's one-run-per-line JSONL
         from sim.vllm_bench_log import read_vllm_bench_json
 
         log = read_vllm_bench_json(p, field)

@@ -28,8 +28,10 @@ from sim.kv_cache import GIB, activation_reserve_bytes, kv_groups
 from sim.policies import make_policy
 from sim.serving_metrics import read_request_log, summarize
 from sim.trace_rows import resolve_method
+from sim.vllm_bench_log import bench_client
 from sim.workload import (
     LengthSampler,
+    LogQueue,
     length_table_file,
     load_arrival_trace,
     open_loop_arrivals,
@@ -56,6 +58,8 @@ class SimInputs:
     length_table: np.ndarray | None = None
     arrival_trace: np.ndarray | None = None
     reference_log: pd.DataFrame | None = None  # replay_log: the real engine's per-request log
+    replay_users: int | None = None  # replay_log of a --max-concurrency run at --request-rate inf: its slots
+    client_limit: int | None = None  # replay_log of a --max-concurrency run at a finite rate: its slots
     cost: CostModel | None = None  # built once here (it may read a step profile)
     notes: list[str] = field(default_factory=list)
 
@@ -129,6 +133,32 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
                 inputs.notes.append(f"{len(log) - len(keep)} logged requests without output tokens are not "
                                     "replayed")
             inputs.notes.append(f"replaying {len(keep)} requests of {path}")
+            if path.suffix.lower() in (".json", ".jsonl"):
+                limit, burst = bench_client(path)
+                inputs.replay_users = limit if burst else None
+                if limit and not burst and "client_wait_s" in keep:
+                    # offered when the client drew them (send - slot wait), sent while fewer than N are in flight
+                    offered = (keep["arrival_s"] - keep["client_wait_s"]).to_numpy(np.float64)  # [n]
+                    order = np.argsort(offered, kind="stable")
+                    trace = inputs.arrival_trace[order].copy()
+                    trace[:, 0] = offered[order] - offered.min()
+                    inputs.arrival_trace, inputs.client_limit = trace, limit
+                    inputs.notes.append(f"--max-concurrency {limit} at a finite rate: requests offered at their "
+                                        f"send less their client wait (queue_times), at most {limit} in flight")
+                elif limit and not burst:
+                    inputs.notes.append(f"--max-concurrency {limit} at a finite rate, no queue_times saved: "
+                                        "replayed open-loop at the recorded sends (after the client's queue)")
+                if inputs.replay_users and sim.sweep.axis == "rate":
+                    raise LabError(f"sim.sweep.axis: 'rate' cannot scale {path}: it was sent closed-loop "
+                                   f"(--max-concurrency {inputs.replay_users} at --request-rate inf)")
+                if inputs.replay_users and wl.time_scale != 1:
+                    raise LabError(f"sim.workload.time_scale: {path} was sent closed-loop (--max-concurrency "
+                                   f"{inputs.replay_users} at --request-rate inf): it has no arrival times to "
+                                   "scale")
+                if inputs.replay_users:
+                    inputs.notes.append(f"closed loop as sent (--max-concurrency {inputs.replay_users} at "
+                                        f"--request-rate inf): {inputs.replay_users} users take the log's "
+                                        "requests in send order, each sending its next when its last ends")
     if (wl.replay and inputs.arrival_trace is not None and wl.warmup > 0
             and wl.warmup >= float(inputs.arrival_trace[-1, 0]) * wl.time_scale):
         raise LabError(f"sim.workload.warmup_s: {wl.warmup:g} s is not below the replay's last arrival at "
@@ -311,8 +341,14 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     warmup = wl.warmup
     if wl.kind == "closed_loop":
         closed = {"think": wl.think_time_s, "stop_at": end, "lengths": lengths, "max_requests": wl.max_requests}
+    elif inputs.replay_users:  # the log's requests in send order to its client's slots (vLLM's semaphore)
+        rows = inputs.arrival_trace[:wl.max_requests or None].copy()  # [n, 3] arrival, input, output tokens
+        rows[:, 1] = np.clip(rows[:, 1], 1, lengths.max_prompt)
+        rows[:, 2] = np.clip(rows[:, 2], 1, lengths.max_output)
+        end = min(end, 1e9)
+        closed = {"think": 0.0, "stop_at": end, "lengths": LogQueue(rows), "max_requests": len(rows)}
     arrivals = None
-    if wl.kind != "closed_loop":
+    if closed is None:
         rate = wl.rate * value if (axis == "rate" and value is not None and not wl.replay) else None
         trace = inputs.arrival_trace
         if wl.replay and axis == "rate" and value is not None:
@@ -334,10 +370,12 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     if wl.kind == "closed_loop":
         users = int(value) if (axis == "concurrency" and value is not None) else wl.concurrency
         cluster.start_closed_loop(users)
+    elif closed is not None:
+        cluster.start_closed_loop(inputs.replay_users)
     else:
-        feeder = env.process(cluster.open_loop(*arrivals))
+        feeder = env.process(cluster.open_loop(*arrivals, limit=inputs.client_limit))
     t0 = time.perf_counter()
-    if closed is not None and wl.max_requests:
+    if closed is not None and closed["max_requests"]:
         # a bounded closed loop (vLLM's --max-concurrency with --num-prompts) ends with its last reply
         done = env.event()
         cluster_done_hook(cluster, done)

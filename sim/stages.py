@@ -108,7 +108,7 @@ def run_sim(ctx) -> None:
         fidelity = fidelity_frame(points, inputs.reference_log)
         with atomic_path(out / "fidelity.csv") as tmp:
             fidelity.to_csv(tmp, index=False)
-        section = fidelity_markdown(fidelity, sim.workload.log_path)
+        section = fidelity_markdown(fidelity, sim.workload.log_path, inputs.replay_users)
         print(section)
         text += "\n" + section
         if sim.plots:
@@ -160,10 +160,13 @@ def plot_fidelity(points, reference_log: pd.DataFrame, path) -> None:
     plt.close(fig)
 
 
-def fidelity_markdown(fidelity: pd.DataFrame, where: str) -> str:
-    """The 'Simulator vs the replayed log' section of summary.md (and so of REPORT.md)."""
+def fidelity_markdown(fidelity: pd.DataFrame, where: str, users: int | None = None) -> str:
+    """The 'Simulator vs the replayed log' section of summary.md (and so of REPORT.md); `users`: the log's
+    --max-concurrency, replayed closed-loop."""
+    sent = (f"The same requests in send order to {users} closed-loop users (--max-concurrency {users}), same "
+            "input and output tokens" if users else "Same arrivals, input and output tokens")
     lines = [f"### Simulator vs the replayed log ({where})", "",
-             ("Same arrivals, input and output tokens; vLLM benchmark definitions (sim/serving_metrics.py): "
+             (f"{sent}; vLLM benchmark definitions (sim/serving_metrics.py): "
               "TPOT = (E2E - TTFT) / (output tokens - 1), throughput = output tokens / (last finish - first "
               "arrival)."), "", "| policy | point | metric | sim | log | error |", "|---|---|---|---|---|---|"]
     for _, r in fidelity.iterrows():

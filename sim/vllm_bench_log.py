@@ -7,7 +7,9 @@
                                                 # first_token_s, finish_s (sim/serving_metrics.LOG_COLUMNS)
 
 A simulation replays such a file directly: `sim.workload: {kind: replay_log, log_path: result.json}` (a `.json`
-log path is read here, any other through sim.serving_metrics.read_request_log's Parquet / CSV reader).
+or `.jsonl` log path is read here, any other through sim.serving_metrics.read_request_log's Parquet / CSV reader).
+SGLang's `python -m sglang.bench_serving --output-details` line (one run per JSONL line, the same per-request
+lists, no start_times) reads the same way when the file holds that one run.
 
 What vLLM's benchmark saves per request with --save-detailed (vllm/benchmarks/serve.py, `benchmark()`'s result
 and `main_async`, which drops these lists without the flag; benchmarks/benchmark_serving.py before it):
@@ -20,9 +22,22 @@ and `main_async`, which drops these lists without the flag; benchmarks/benchmark
 The request function sets latency = the last chunk's time - send time and appends every later chunk's gap to
 itl, so finish = send + ttft + sum(itls) is exactly the time its E2E latency ends; TPOT = (E2E - TTFT) /
 (output - 1) is then vLLM's own per-request TPOT (sim/serving_metrics). Arrivals are the send times less the
-first one. A file without start_times has no arrivals, except a run that sent everything at once
-(`request_rate: inf` and no `max_concurrency`): every request arrives at 0 there. Any other such file is
-refused with one line (its Poisson draws or its users' order cannot be recovered).
+first one. A file without start_times (vLLM's benchmark_serving.py before them, SGLang) has no arrivals, except
+a run sent at `request_rate: inf`: with no `max_concurrency` every request arrives at 0; with --max-concurrency
+N (saved since the flag came) its client created every request at once and N semaphore slots sent them first
+come first served, each slot its next request when its last ended, so the send times follow from the
+latencies in list order (_slot_sends; a failed request holds its slot for its `latencies` entry where saved,
+else 0). A run at a finite
+rate with --max-concurrency N whose result saves `queue_times` (newer vLLM: each request's wait for a slot,
+start_times being the sends after it) gets a `client_wait_s` column: the replay offers request i at its send less
+that wait and holds it while N are in flight (first come first served), as the client did. A run at a finite
+rate without start_times is refused with one line (its Poisson draws cannot be recovered). A --max-concurrency
+run at --request-rate inf replays closed-loop (closed_loop_users; sim/simulate.py): N simulated users take the
+log's requests in send order, so the simulated engine's own pace sets the sends, not the real engine's.
+Also refused, each with one line naming the file: a result saved without the per-request lists (vLLM without
+--save-detailed keeps only aggregates and, in newer versions, `latencies` / `queue_times`: no arrivals, no token
+counts), several runs appended one per line (vLLM --append-result, SGLang's JSONL; the line says which runs carry
+records), and vLLM's `<result>.pytorch.json` companion (a JSON list of per-metric records).
 """
 from __future__ import annotations
 
@@ -39,6 +54,8 @@ from lab.errors import LabError
 from lab.io import atomic_path
 
 DETAILED = ("input_lens", "output_lens", "ttfts", "itls")  # per-request lists the reader needs
+SAVE_DETAILED = ("rerun the benchmark with --save-result --save-detailed (vLLM's benchmark_serving.py before the "
+                 "flag saved them with --save-result alone; SGLang's bench_serving: --output-details)")
 # vLLM's summary fields the CLI sets beside the lab's numbers: (vLLM key, lab metric, scale to vLLM's unit)
 SUMMARY_KEYS = (("mean_ttft_ms", "ttft_mean_s", 1e3), ("mean_tpot_ms", "tpot_mean_ms", 1.0),
                 ("output_throughput", "throughput_tok_s", 1.0))
@@ -54,19 +71,36 @@ def _load_result(path: Path, field: str) -> dict:
         result = json.loads(text)
     except json.JSONDecodeError:
         if len(lines) > 1 and all(line.lstrip().startswith("{") for line in lines):
-            raise LabError(f"{field}: {path} holds {len(lines)} results, one per line (--append-result): "
-                           "keep the one to replay in a file of its own") from None
+            _refuse_appended(lines, path, field)
         raise LabError(f"{field}: {path} is not a JSON file") from None
+    if isinstance(result, list):
+        raise LabError(f"{field}: {path} is a JSON list, not one benchmark result (vLLM writes its per-metric "
+                       "records to <result>.pytorch.json beside the result: point at the result JSON itself)")
     if not isinstance(result, dict):
         raise LabError(f"{field}: {path} is not a vLLM benchmark result (a JSON object)")
     return result
 
 
+def _refuse_appended(lines: list[str], path: Path, field: str) -> None:
+    """One run per line (vLLM --append-result, SGLang's --output-file JSONL): name the lines worth keeping."""
+    try:
+        runs = [json.loads(line) for line in lines]
+    except json.JSONDecodeError:
+        raise LabError(f"{field}: {path} is not a JSON file (nor one JSON result per line)") from None
+    detailed = [i + 1 for i, run in enumerate(runs) if isinstance(run, dict) and all(k in run for k in DETAILED)]
+    if not detailed:
+        raise LabError(f"{field}: {path} holds {len(runs)} results, one per line, none with per-request records "
+                       f"({', '.join(DETAILED)}): aggregates alone cannot be replayed; {SAVE_DETAILED}")
+    raise LabError(f"{field}: {path} holds {len(runs)} results, one per line (--append-result / SGLang's "
+                   f"--output-file): keep the one to replay in a file of its own (per-request records on line(s) "
+                   f"{', '.join(map(str, detailed))})")
+
+
 def _per_request_lists(result: dict, path: Path, field: str) -> tuple[dict, int]:
     missing = [k for k in DETAILED if k not in result]
     if missing:
-        raise LabError(f"{field}: {path} has no per-request records ({', '.join(missing)} missing): save the "
-                       "benchmark with --save-result --save-detailed")
+        raise LabError(f"{field}: {path} has no per-request records ({', '.join(missing)} missing; aggregates "
+                       f"and per-request latencies alone carry no arrivals or token counts): {SAVE_DETAILED}")
     lists = {k: result[k] for k in (*DETAILED, "start_times", "errors") if k in result}
     sizes = {k: len(v) for k, v in lists.items() if isinstance(v, list)}
     if len(sizes) < len(lists) or len(set(sizes.values())) != 1:
@@ -87,8 +121,45 @@ def _numbers(values, name: str, path: Path, field: str) -> np.ndarray:
     return arr
 
 
-def _arrivals(result: dict, lists: dict, n: int, path: Path, field: str) -> np.ndarray:
-    """Send times less the first one [n]; all zero for a burst file without start_times."""
+def _is_inf(rate) -> bool:
+    """vLLM saves an unbounded --request-rate as the string "inf"; SGLang as the JSON literal Infinity."""
+    return str(rate).lower() == "inf" or (isinstance(rate, (int, float)) and math.isinf(rate))
+
+
+def client_limit(result: dict) -> int | None:
+    """The run's --max-concurrency N (its client's semaphore slots), else None."""
+    users = result.get("max_concurrency")
+    if not isinstance(users, int) or isinstance(users, bool) or users < 1:
+        return None
+    return users
+
+
+def closed_loop_users(result: dict) -> int | None:
+    """--max-concurrency N of a run sent at --request-rate inf: its N client slots, else None (open loop)."""
+    return client_limit(result) if _is_inf(result.get("request_rate", "inf")) else None
+
+
+def bench_client(path: str | Path, field: str = "sim.workload.log_path") -> tuple[int | None, bool]:
+    """(--max-concurrency N or None, sent at --request-rate inf) of the result JSON at `path`."""
+    result = _load_result(Path(path), field)
+    return client_limit(result), _is_inf(result.get("request_rate", "inf"))
+
+
+def _slot_sends(latency: np.ndarray, users: int) -> np.ndarray:
+    """Send times [n] of requests taken in order by `users` client slots, each freed when its request ends:
+    vLLM's semaphore at --request-rate inf (every task created at once, woken first come first served)."""
+    free = np.zeros(users)  # [users] when each slot is next free
+    send = np.empty(len(latency))
+    for i, lat in enumerate(latency):
+        k = int(np.argmin(free))
+        send[i] = free[k]
+        free[k] += lat
+    return send
+
+
+def _arrivals(result: dict, lists: dict, n: int, latency: np.ndarray, path: Path, field: str) -> np.ndarray:
+    """Send times less the first one [n]; for a file without start_times: all zero for a burst, the slots'
+    send times for --max-concurrency at --request-rate inf."""
     if "start_times" in lists:
         start = np.asarray(lists["start_times"], dtype=np.float64) if all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in lists["start_times"]) else None
@@ -96,12 +167,14 @@ def _arrivals(result: dict, lists: dict, n: int, path: Path, field: str) -> np.n
             raise LabError(f"{field}: {path} start_times holds values that are not numbers")
         return start - start.min()
     rate = result.get("request_rate", "inf")
-    burst = (str(rate).lower() == "inf" or (isinstance(rate, (int, float)) and math.isinf(rate))) \
-        and result.get("max_concurrency") is None
-    if not burst:
-        raise LabError(f"{field}: {path} has no start_times (older vLLM) and was not sent all at once "
-                       f"(request_rate {rate}, max_concurrency {result.get('max_concurrency')}): its arrivals "
-                       "cannot be recovered; rerun with a vLLM whose result saves start_times")
+    users = closed_loop_users(result)
+    if _is_inf(rate) and users is not None:
+        return _slot_sends(latency, users)
+    if not (_is_inf(rate) and result.get("max_concurrency") is None):
+        raise LabError(f"{field}: {path} has no start_times (vLLM before `vllm bench serve` saved them, or "
+                       f"SGLang) and was not sent all at once (request_rate {rate}, max_concurrency "
+                       f"{result.get('max_concurrency')}): its arrivals cannot be recovered; rerun with a vLLM "
+                       "whose result saves start_times, or at --request-rate inf")
     return np.zeros(n)
 
 
@@ -124,14 +197,23 @@ def read_vllm_bench_json(path: str | Path, field: str = "sim.workload.log_path")
         if not isinstance(gaps, list):
             raise LabError(f"{field}: {p} itls[{i}] is not a list of seconds")
         decode_s[i] = _numbers(gaps, f"itls[{i}]", p, field).sum() if gaps else 0.0
-    arrival = _arrivals(result, lists, n, p, field)
     errors = lists.get("errors", [""] * n)
     failed = np.array([bool(e) for e in errors]) | (output_tokens == 0)  # [n]
+    # a failed request held its slot until it failed: newer vLLM saves that time in latencies, older ones not
+    held = result.get("latencies")
+    held = (np.asarray(held, dtype=np.float64) if isinstance(held, list) and len(held) == n
+            and all(isinstance(v, (int, float)) for v in held) else np.zeros(n))
+    arrival = _arrivals(result, lists, n, np.where(failed, held, ttft + decode_s), p, field)
     first = np.where(failed, np.nan, arrival + ttft)
     finish = np.where(failed, np.nan, arrival + ttft + decode_s)
-    return pd.DataFrame({"request_id": [str(i) for i in range(n)], "arrival_s": arrival,
-                         "input_tokens": input_tokens, "output_tokens": output_tokens,
-                         "first_token_s": first, "finish_s": finish})
+    log = pd.DataFrame({"request_id": [str(i) for i in range(n)], "arrival_s": arrival,
+                        "input_tokens": input_tokens, "output_tokens": output_tokens,
+                        "first_token_s": first, "finish_s": finish})
+    waits = result.get("queue_times")  # newer vLLM: seconds each request waited for a client slot before its send
+    if ("start_times" in lists and client_limit(result) and closed_loop_users(result) is None
+            and isinstance(waits, list) and len(waits) == n):
+        log["client_wait_s"] = _numbers(waits, "queue_times", p, field)  # [n]
+    return log
 
 
 def compare_with_summary(result: dict, log: pd.DataFrame) -> pd.DataFrame:
@@ -162,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = int(log["finish_s"].isna().sum())
     print(f"{args.result}: {len(log)} requests ({failed} failed), arrivals over "
           f"{log['arrival_s'].max():.2f} s, {int(log['output_tokens'].sum())} output tokens")
+    users = closed_loop_users(result)
+    if users:
+        print(f"sent with --max-concurrency {users} at --request-rate inf: a replay runs it closed-loop, "
+              f"{users} users taking its requests in send order")
     print(compare_with_summary(result, log).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.out:
         out = Path(args.out)

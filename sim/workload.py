@@ -1,5 +1,7 @@
 """Workloads: who asks for what, when. Poisson, bursty (gamma), closed-loop N users, or a replay (an arrival
-CSV trace, or a real engine's per-request log read by sim/serving_metrics.read_request_log).
+CSV trace, or a real engine's per-request log read by sim/serving_metrics.read_request_log; a benchmark run
+sent with --max-concurrency N at --request-rate inf replays closed-loop: N users take its requests in order,
+LogQueue).
 
     table = read_lengths(spec.lengths)                          # csv / sharegpt rows, or None
     lengths = LengthSampler.from_spec(spec.lengths, table)
@@ -241,6 +243,22 @@ class LengthSampler:
         p = np.clip(p, 1, self.max_prompt)
         o = np.where(o < 0, -1, np.clip(o, 1, self.max_output))
         return p.astype(np.int64), o.astype(np.int64)
+
+
+class LogQueue:
+    """A replayed log's requests handed out in its send order to closed-loop users (a `replay_log` of a run sent
+    with --max-concurrency at --request-rate inf): sample(n, rng) gives the next n (prompts [n], outputs [n])."""
+
+    def __init__(self, trace: np.ndarray):
+        self.rows = trace  # [n, 3] arrival_s, input_tokens, output_tokens, sorted by arrival
+        self.next = 0
+
+    def sample(self, n: int, rng=None) -> tuple[np.ndarray, np.ndarray]:
+        take = self.rows[self.next:self.next + n]
+        if len(take) < n:
+            raise LabError(f"replay: {n} requests asked of a log with {len(self.rows) - self.next} left")
+        self.next += n
+        return take[:, 1].astype(np.int64), take[:, 2].astype(np.int64)
 
 
 def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,

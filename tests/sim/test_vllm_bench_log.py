@@ -65,7 +65,7 @@ def test_a_burst_file_without_start_times_arrives_at_zero_and_others_are_refused
     log = read_vllm_bench_json(_write(tmp_path, result))
     assert (log["arrival_s"] == 0).all()
     np.testing.assert_allclose(log["finish_s"], latency)
-    for rate, conc in ((4.0, None), ("inf", 32)):
+    for rate, conc in ((4.0, None), (4.0, 32)):  # ("inf", 32): the slots' sends (test below)
         result, _, _ = _vllm_result(start_times=False, rate=rate, max_concurrency=conc)
         with pytest.raises(LabError, match="has no start_times .* cannot be recovered"):
             read_vllm_bench_json(_write(tmp_path, result, f"r{conc}.json"))
@@ -133,3 +133,152 @@ def test_a_real_vllm_result_replays_with_vllms_own_means():
     assert m["tpot_mean_ms"] == pytest.approx(result["mean_tpot_ms"], rel=1e-9)
     # vLLM's duration starts before the first send: the lab's span (first arrival to last finish) is shorter
     assert m["throughput_tok_s"] == pytest.approx(result["output_throughput"], rel=0.02)
+
+
+# ---- result files of other client versions (tests/sim/data/bench_logs/README.md cites each) ----
+BENCH_LOGS = Path(__file__).parent / "data" / "bench_logs"
+
+
+def test_appended_aggregate_only_runs_say_they_cannot_be_replayed():
+    # benchmark_serving.py of May 2025, --save-result (no --save-detailed), 2 of 9 appended runs: splitting the
+    # file would not help, so the line says what is missing, not "keep one run"
+    with pytest.raises(LabError, match=r"^sim.workload.log_path: .*vllm09_appended_aggregates.json holds 2 results, "
+                                       r"one per line, none with per-request records .*--save-detailed"):
+        read_request_log(BENCH_LOGS / "vllm09_appended_aggregates.json")
+
+
+def test_appended_runs_name_the_lines_with_records(tmp_path):
+    result, _, _ = _vllm_result()
+    aggregate = {k: v for k, v in result.items() if k not in ("input_lens", "output_lens", "ttfts", "itls")}
+    p = tmp_path / "runs.json"
+    p.write_text(json.dumps(aggregate) + "\n" + json.dumps(result) + "\n")
+    with pytest.raises(LabError, match=r"holds 2 results, one per line .*records on line\(s\) 2\)$"):
+        read_request_log(p)
+
+
+def test_a_result_without_save_detailed_keeps_latencies_but_is_refused():
+    # newest vllm bench serve without --save-detailed: latencies / queue_times survive, arrivals and tokens do not
+    path = BENCH_LOGS / "vllm_no_detailed.json"
+    assert len(json.loads(path.read_text())["latencies"]) == 24
+    with pytest.raises(LabError, match=r"no per-request records \(input_lens, output_lens, ttfts, itls missing; "
+                                       r".*latencies alone carry no arrivals"):
+        read_request_log(path)
+
+
+def test_sglang_jsonl_is_read_as_a_result_not_as_parquet(tmp_path):
+    # a real-run SGLang --output-details line at 2 req/s has no start_times: refused for its arrivals, by the
+    # JSON reader (before: "is not a readable Parquet file")
+    with pytest.raises(LabError, match=r"sglang_output_details.jsonl has no start_times .*request_rate 2.0"):
+        read_request_log(BENCH_LOGS / "sglang_output_details.jsonl")
+    # SGLang dumps request_rate inf as the JSON literal Infinity; a burst run replays, every arrival at 0
+    result, _, latency = _vllm_result(start_times=False, rate=float("inf"))
+    p = tmp_path / "sglang_0101_12_sharegpt.jsonl"
+    p.write_text(json.dumps(result) + "\n")
+    assert "Infinity" in p.read_text()
+    log = read_request_log(p)
+    assert (log["arrival_s"] == 0).all()
+    np.testing.assert_allclose(log["finish_s"], latency)
+
+
+def test_the_pytorch_json_companion_is_named(tmp_path):
+    p = tmp_path / "vllm-2.0qps-gemma-20261128.pytorch.json"
+    p.write_text(json.dumps([{"benchmark": {"name": "vLLM benchmark"}, "metric": {"name": "mean_ttft_ms"}}]))
+    with pytest.raises(LabError, match=r"is a JSON list, not one benchmark result .*\.pytorch\.json"):
+        read_request_log(p)
+
+
+def _closed_loop_result(n=16, users=3, seed=4, start_times=True):
+    """A --max-concurrency run at --request-rate inf: each of `users` slots sends its next request when its last
+    one ends (vLLM's semaphore, first come first served)."""
+    result, _, latency = _vllm_result(n=n, seed=seed, rate="inf", max_concurrency=users)
+    free, send = [0.0] * users, []
+    for lat in latency:
+        k = min(range(users), key=free.__getitem__)
+        send.append(free[k])
+        free[k] += float(lat)
+    result["start_times"] = [900.0 + t for t in send]
+    if not start_times:
+        del result["start_times"]
+    return result, np.array(send), latency
+
+
+def test_a_max_concurrency_burst_without_start_times_gets_its_slots_send_times(tmp_path):
+    # older benchmark_serving.py: --max-concurrency saved, start_times not: the sends follow from the latencies
+    result, send, _ = _closed_loop_result(start_times=False)
+    log = read_vllm_bench_json(_write(tmp_path, result))
+    np.testing.assert_allclose(log["arrival_s"], send, atol=1e-12)
+    with_times, _, _ = _closed_loop_result(start_times=True)
+    np.testing.assert_allclose(read_vllm_bench_json(_write(tmp_path, with_times, "t.json"))["arrival_s"], send,
+                               atol=1e-9)
+
+
+def test_a_max_concurrency_run_replays_closed_loop(tmp_path):
+    result, _, _ = _closed_loop_result(n=16, users=3)
+    path = _write(tmp_path, result)
+    sim = make_sim(workload={"kind": "replay_log", "log_path": str(path), "warmup_s": None, "duration_s": None},
+                   policies=[{"kind": "ar"}])
+    inputs = prepare_inputs(sim)
+    assert inputs.replay_users == 3 and any("closed loop as sent" in n for n in inputs.notes)
+    res = simulate(inputs, "ar", None, 0)
+    req = res.requests.sort_values("arrival_s")
+    assert len(req) == 16 and res.summary["requests"] == 16
+    # never more than 3 in flight: each arrival after the first 3 is some earlier request's finish
+    starts, ends = req["arrival_s"].to_numpy(), req["finish_s"].to_numpy()
+    for t in starts:
+        assert ((starts <= t) & (ends > t)).sum() <= 3
+    assert np.sort(req["output_tokens"].to_numpy()).tolist() == sorted(result["output_lens"])
+    with pytest.raises(LabError, match="sim.sweep.axis: 'rate' cannot scale .*--max-concurrency 3"):
+        prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": str(path)}, policies=[{"kind": "ar"}],
+                                sweep={"axis": "rate", "values": [1.0]}))
+    with pytest.raises(LabError, match="sim.workload.time_scale: .* no arrival times to scale"):
+        prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": str(path), "time_scale": 0.5},
+                                policies=[{"kind": "ar"}]))
+
+
+def test_cli_says_a_max_concurrency_run_replays_closed_loop(tmp_path, capsys):
+    result, _, _ = _closed_loop_result(users=3, start_times=False)
+    assert main([str(_write(tmp_path, result))]) == 0
+    assert "--max-concurrency 3 at --request-rate inf: a replay runs it closed-loop" in capsys.readouterr().out
+
+
+def _limited_rate_result(n=20, users=2, seed=5, queue_times=True):
+    """--request-rate 8 with --max-concurrency 2 as newer vLLM saves it: start_times are the sends after the client
+    semaphore, queue_times each request's wait for a slot (first come first served)."""
+    result, _, latency = _vllm_result(n=n, seed=seed, rate=8.0, max_concurrency=users)
+    offered = np.cumsum(np.random.default_rng(seed).exponential(1 / 8.0, n))
+    free, send = [0.0] * users, []
+    for a, lat in zip(offered, latency):
+        k = min(range(users), key=free.__getitem__)
+        send.append(max(a, free[k]))
+        free[k] = send[-1] + float(lat)
+    send = np.array(send)
+    result["start_times"] = [50.0 + t for t in send]
+    if queue_times:
+        result["queue_times"] = [float(x) for x in send - offered]
+    return result, offered, send
+
+
+def test_a_limited_rate_run_is_offered_at_its_draws_and_held_by_its_slots(tmp_path):
+    result, offered, send = _limited_rate_result()
+    path = _write(tmp_path, result)
+    log = read_request_log(path)
+    np.testing.assert_allclose(log["arrival_s"] - log["client_wait_s"], offered - send.min(), atol=1e-9)
+    sim = make_sim(workload={"kind": "replay_log", "log_path": str(path), "warmup_s": None, "duration_s": None},
+                   policies=[{"kind": "ar"}])
+    inputs = prepare_inputs(sim)
+    assert inputs.client_limit == 2 and inputs.replay_users is None
+    np.testing.assert_allclose(inputs.arrival_trace[:, 0], offered - offered.min(), atol=1e-9)
+    res = simulate(inputs, "ar", None, 0)
+    req = res.requests
+    assert len(req) == 20
+    starts, ends = req["arrival_s"].to_numpy(), req["finish_s"].to_numpy()
+    for t in starts:
+        assert ((starts <= t) & (ends > t)).sum() <= 2  # never more than 2 in flight
+    # each request is sent no earlier than the client drew it
+    assert (np.sort(starts) >= np.sort(offered - offered.min()) - 1e-9).all()
+    # without queue_times (older vllm bench serve): the recorded sends, open loop, and a note saying so
+    old, _, _ = _limited_rate_result(queue_times=False)
+    old_path = str(_write(tmp_path, old, "o.json"))
+    inputs = prepare_inputs(make_sim(workload={"kind": "replay_log", "log_path": old_path},
+                                     policies=[{"kind": "ar"}]))
+    assert inputs.client_limit is None and any("no queue_times saved" in n for n in inputs.notes)
