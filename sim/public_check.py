@@ -172,6 +172,8 @@ class Reported(StrictModel):
     def _something(self):
         if all(getattr(self, rep_key) is None for _, rep_key, _, _ in METRICS):
             raise ValueError("a row needs at least one reported metric")
+        if "tpot_mean_of" in self.model_fields_set and self.tpot_mean_ms is None:  # it was accepted and ignored
+            raise ValueError("tpot_mean_of says how tpot_mean_ms was derived: give tpot_mean_ms or drop tpot_mean_of")
         return self
 
 
