@@ -52,7 +52,7 @@ from sim.allreduce_check import SourcedRun
 from sim.cost import CostModel, check_tp_split
 from sim.hardware import get_hardware
 from sim.public_check import DEFAULT_FILE as PUBLIC_FILE
-from sim.public_check import RepoFile, load_rows, repo_model, validated_runs
+from sim.public_check import RepoFile, load_rows, read_public_csv, repo_model, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "tp_growth.yaml"
 
@@ -186,19 +186,10 @@ CSV_SIZES = ("sim_mean_decode_batch", "sim_mean_input", "sim_mean_output")
 CSV_COLUMNS = ("id", *CSV_SIZES)  # the TPOTs: median or mean (public_terms)
 
 
-def read_public_csv(path: Path) -> pd.DataFrame:
-    """A public_check.csv indexed by row id; LabError naming --public-csv and the file when it is missing, is not a
-    CSV table, lacks a column public_terms reads or repeats an id."""
-    if not path.is_file():
-        raise LabError(f"--public-csv: {path} is not a file")
-    try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise LabError(f"--public-csv: {path} is not a CSV table ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in CSV_COLUMNS if c not in table.columns]
-    if missing:
-        raise LabError(f"--public-csv: {path} has no column {missing[0]!r} (a sim.public_check public_check.csv "
-                       "expected)")
+def read_csv_by_id(path: Path) -> pd.DataFrame:
+    """The --public-csv indexed by row id; LabError naming it when it is missing, is not a CSV table, lacks a column
+    public_terms reads or repeats an id."""
+    table = read_public_csv(path, "--public-csv", CSV_COLUMNS)
     repeated = table["id"][table["id"].duplicated()]
     if len(repeated):
         raise LabError(f"--public-csv: {path}: id {repeated.iloc[0]!r} on more than one line")
@@ -214,7 +205,7 @@ def public_terms(csv_path: str | Path, ids: list[str], rows_file: str | Path = P
         raise LabError("--rows: no row ids")
     rows = {r.id: r for r in load_rows(rows_file)}
     path = Path(csv_path)
-    table = read_public_csv(path)
+    table = read_csv_by_id(path)
     picked = []
     for rid in ids:
         if rid not in rows or rid not in table.index:

@@ -718,6 +718,10 @@ TOOL_CASES = [
      f"row {LAMBDA_70B[0]} sim_mean_decode_batch 'nan' is not a positive finite number"),
     ("tp_growth_check: --public-csv zero batch", lambda w: ["sim.tp_growth_check", *public_csv(w, batch="0")],
      "sim_mean_decode_batch '0.0' is not a positive finite number"),
+    ("ttft_breakdown: --csv a directory", lambda w: ["sim.ttft_breakdown", "--csv", "runs"],
+     "--csv: runs is a directory, a file is needed here"),  # it said "does not exist (write it with: ...)"
+    ("tp_growth_check: --public-csv a directory", lambda w: [
+        "sim.tp_growth_check", "--public-csv", "runs", "--rows", "a"], "--public-csv: runs is a directory"),
     ("tp_growth_check: --rows of no ids", lambda w: [
         "sim.tp_growth_check", "--public-csv", write(w, "pc.csv", "id\n"), "--rows", ","], "--rows: no row ids"),
     ("export_vllm: --target-out a directory of other files",
