@@ -415,7 +415,8 @@ class EngineSpec(StrictModel):
     # piecewise: V1 0.8 - 0.10 (or -O.cudagraph_mode=PIECEWISE), attention eager between graphs (sim/cuda_graphs.py)
     cuda_graph_mode: Literal[CUDA_GRAPH_MODES] = Field(  # type: ignore[valid-type]
         "full_and_piecewise", description="the CUDA-graph layout the server replays: piecewise pays 14.3 us more "
-        "per layer and step than full_and_piecewise (vLLM PR 20059's measured gap)")
+        "per layer and step than full_and_piecewise (vLLM PR 20059's measured gap); no effect on a device without "
+        "graphs (cpu) or with a measured sim.cost.profile")
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(

@@ -179,6 +179,8 @@ class Reported(StrictModel):
     def _something(self):
         if all(getattr(self, rep_key) is None for _, rep_key, _, _ in METRICS):
             raise ValueError("a row needs at least one reported metric")
+        if "tpot_mean_of" in self.model_fields_set and self.tpot_mean_ms is None:  # it was accepted and ignored
+            raise ValueError("tpot_mean_of says how tpot_mean_ms was derived: give tpot_mean_ms or drop tpot_mean_of")
         return self
 
 
@@ -587,6 +589,24 @@ def mean_request_tpot_ms(log: pd.DataFrame) -> float:
     if not n > 1:
         return float("nan")
     return float((done["e2e_s"].mean() - done["ttft_s"].mean()) / (n - 1) * 1e3)
+
+
+def read_public_csv(path: str | Path, flag: str, needed) -> pd.DataFrame:
+    """A public_check.csv a tool reads (given as its option `flag`); LabError naming the option and the file when
+    it is missing or a directory, not a CSV table, or lacks a column of `needed`."""
+    p = Path(path)
+    if p.is_dir():
+        raise LabError(f"{flag}: {p} is a directory, a file is needed here")
+    if not p.is_file():
+        raise LabError(f"{flag}: {p} does not exist (write it with: python -m sim.public_check --out DIR)")
+    try:
+        table = pd.read_csv(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise LabError(f"{flag}: {p} is not a CSV table ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise LabError(f"{flag}: {p} has no column {missing[0]!r} (a sim.public_check public_check.csv expected)")
+    return table
 
 
 def total_throughput_tok_s(log: pd.DataFrame) -> float:

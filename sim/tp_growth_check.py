@@ -49,10 +49,10 @@ from lab.config_base import StrictModel
 from lab.errors import LabError
 from lab.report import markdown_table
 from sim.allreduce_check import SourcedRun
-from sim.cost import CostModel
+from sim.cost import CostModel, check_tp_split
 from sim.hardware import get_hardware
 from sim.public_check import DEFAULT_FILE as PUBLIC_FILE
-from sim.public_check import RepoFile, load_rows, repo_model, validated_runs
+from sim.public_check import RepoFile, load_rows, read_public_csv, repo_model, validated_runs
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "tp_growth.yaml"
 
@@ -97,8 +97,17 @@ class TpSeries(SourcedRun):
 
 
 def load_runs(path: str | Path) -> list[TpSeries]:
-    """The series of a tp-growth data file; LabError naming the file and the first bad field."""
-    return validated_runs(TpSeries, path, "tensor-parallel decode series", "<run>")
+    """The series of a tp-growth data file; LabError naming the file and the first bad field, or a point whose tp
+    vLLM would refuse to start the model at (it was priced with a fractional head count per GPU)."""
+    runs = validated_runs(TpSeries, path, "tensor-parallel decode series", "<run>")
+    for i, run in enumerate(runs):
+        model = repo_model(run.model_config_path)
+        for tp in run.points:
+            try:
+                check_tp_split(model, tp, field="tp")
+            except LabError as exc:
+                raise LabError(f"{path}: runs[{i}].points.{tp}: {exc}") from None
+    return runs
 
 
 def measured_step_ms(point: SeriesPoint) -> float:
@@ -172,16 +181,31 @@ def floor_fraction(terms: dict) -> float:
     return terms["mem"][tp] / terms["measured"][tp]
 
 
+# the public_check.csv columns public_terms reads beside the TPOTs (a row's simulated mean batch and lengths)
+CSV_SIZES = ("sim_mean_decode_batch", "sim_mean_input", "sim_mean_output")
+CSV_COLUMNS = ("id", *CSV_SIZES)  # the TPOTs: median or mean (public_terms)
+
+
+def read_csv_by_id(path: Path) -> pd.DataFrame:
+    """The --public-csv indexed by row id; LabError naming it when it is missing, is not a CSV table, lacks a column
+    public_terms reads or repeats an id."""
+    table = read_public_csv(path, "--public-csv", CSV_COLUMNS)
+    repeated = table["id"][table["id"].duplicated()]
+    if len(repeated):
+        raise LabError(f"--public-csv: {path}: id {repeated.iloc[0]!r} on more than one line")
+    return table.set_index("id")
+
+
 def public_terms(csv_path: str | Path, ids: list[str], rows_file: str | Path = PUBLIC_FILE) -> tuple[dict, dict]:
     """(terms, about) of public rows read as one series: their reported / simulated median TPOT (mean where a row
     reports no median) from a public_check.csv as measured / priced, the reads at peak from CostModel at the row's
     simulated mean decode batch and mid-reply context; LabError on a row that is not in both files, rows of more
     than one model or card, fewer than three tps of 2 or more, or a TPOT missing."""
+    if not ids:
+        raise LabError("--rows: no row ids")
     rows = {r.id: r for r in load_rows(rows_file)}
     path = Path(csv_path)
-    if not path.is_file():
-        raise LabError(f"--public-csv: {path} is not a file")
-    table = pd.read_csv(path).set_index("id")
+    table = read_csv_by_id(path)
     picked = []
     for rid in ids:
         if rid not in rows or rid not in table.index:
@@ -200,6 +224,11 @@ def public_terms(csv_path: str | Path, ids: list[str], rows_file: str | Path = P
         rep, sim = c.get(f"reported_tpot_{kind}_ms"), c.get(f"sim_tpot_{kind}_ms")
         if pd.isna(rep) or pd.isna(sim):
             raise LabError(f"--rows: {r.id} has no reported and simulated TPOT in {path}")
+        for col in (f"reported_tpot_{kind}_ms", f"sim_tpot_{kind}_ms", *CSV_SIZES):  # a word, nan, inf, 0
+            value = pd.to_numeric(c[col], errors="coerce")
+            if not (np.isfinite(value) and value > 0):
+                raise LabError(f"--public-csv: {path}: row {r.id} {col} {str(c[col])!r} is not a positive finite "
+                               "number")
         terms["measured"][r.tp], terms["priced"][r.tp] = float(rep), float(sim)
         batch = float(c["sim_mean_decode_batch"])
         kv = batch * (float(c["sim_mean_input"]) + float(c["sim_mean_output"]) / 2)  # mid-reply context

@@ -45,7 +45,7 @@ from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.report import markdown_table
 from sim.error_stats import burst_throughput, load_shape, pct, signed_stats
-from sim.public_check import DEFAULT_FILE, card_label, load_rows
+from sim.public_check import DEFAULT_FILE, card_label, load_rows, read_public_csv
 
 GROUPINGS = ("source", "page", "frontend", "hardware", "load", "dataset", "vllm")
 LOAD_SHAPES = ("single-user", "closed-loop", "open-loop", "burst")
@@ -64,15 +64,7 @@ TOP_ROWS = 15
 def read_table(csv_path: str | Path) -> pd.DataFrame:
     """public_check.csv as a DataFrame; LabError naming the file or the first missing column."""
     p = Path(csv_path)
-    if not p.is_file():
-        raise LabError(f"--csv: {p} does not exist (write it with: python -m sim.public_check --out DIR)")
-    try:
-        table = pd.read_csv(p)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise LabError(f"--csv: {p} is not a CSV table ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in NEEDED if c not in table.columns]
-    if missing:
-        raise LabError(f"--csv: {p} has no column {missing[0]!r} (a sim.public_check public_check.csv expected)")
+    table = read_public_csv(p, "--csv", NEEDED)
     if table.empty:  # a header alone: the merge with the data file's ids raised a pandas traceback
         raise LabError(f"--csv: {p} has a header but no rows")
     for col in NEEDED:

@@ -629,6 +629,33 @@ def tool_process(workdir, module: str, *args: str):
                           check=False, env=env, timeout=300)
 
 
+def public_row_file(workdir, **reported) -> str:
+    """A public_check data file of one Qwen3.5-9B row on an H100 reporting `reported`."""
+    row = {"id": "r", "source": "https://example.org/r", "gpu": "h100", "gpu_reported": "H100", "model": "Qwen3.5-9B",
+           "model_config": "sim/validation/configs/qwen3.5-9b.json", "vllm": "0.17.1",
+           "bench": {"input_tokens": 100, "output_tokens": 50, "num_prompts": 4, "request_rate": 1.0},
+           "reported": reported}
+    return write(workdir, "rows.yaml", yaml.safe_dump({"rows": [row]}))
+
+
+def tp_series_file(workdir, tp: int) -> str:
+    """sim/validation/tp_growth.yaml's first series with one more point, at `tp` (a copy of its tp 2 point)."""
+    run = yaml.safe_load((ROOT / "sim" / "validation" / "tp_growth.yaml").read_text())["runs"][0]
+    run["points"][tp] = run["points"][2]
+    return write(workdir, "tp.yaml", yaml.safe_dump({"runs": [run]}))
+
+
+LAMBDA_70B = [f"lambda-{n}xh100-tp{n}-llama-3-70b-sharegpt-10" for n in (2, 4, 8)]  # one model, one card, 3 tps
+
+
+def public_csv(workdir, batch="4.0", ids=LAMBDA_70B) -> list[str]:
+    """The tp_growth_check arguments reading a public_check.csv of the Lambda 70B H100 rows (their first row's
+    mean decode batch `batch`)."""
+    lines = ["id,reported_tpot_mean_ms,sim_tpot_mean_ms,sim_mean_decode_batch,sim_mean_input,sim_mean_output"]
+    lines += [f"{rid},20.0,19.0,{batch if i == 0 else '4.0'},200.0,300.0" for i, rid in enumerate(ids)]
+    return ["--public-csv", write(workdir, "pc.csv", "\n".join(lines) + "\n"), "--rows", ",".join(LAMBDA_70B)]
+
+
 # the `python -m ...` tools a user runs beside `lab`: the same rule (one line, exit 2, nothing damaged)
 TOOL_CASES = [
     ("public_check: unknown option", lambda w: ["sim.public_check", "--bogus", "x"],
@@ -665,6 +692,38 @@ TOOL_CASES = [
      "error: python -m real.sharegpt_lengths: unrecognized arguments: --bogus"),
     ("sim.bench: unknown option", lambda w: ["sim.bench", "hour", "--trace", "t.csv", "--bogus"],
      "error: python -m sim.bench: unrecognized arguments: --bogus"),
+    # session 34's features: tpot_mean_of without the TPOT it qualifies was accepted and ignored; a tp_growth series
+    # point at a tp that does not split the heads was priced with fractional heads; a bad --public-csv was a pandas
+    # traceback (empty, not UTF-8, no id column, a repeated id) or a table of nan (a nan / zero batch)
+    ("public_check: tpot_mean_of without tpot_mean_ms", lambda w: [
+        "sim.public_check", "--file", public_row_file(w, tpot_mean_of="totals", ttft_mean_ms=30.0), "--out", "pc"],
+     "rows[0].reported: Value error, tpot_mean_of says how tpot_mean_ms was derived"),
+    ("tp_growth_check: a tp whose heads do not split", lambda w: [
+        "sim.tp_growth_check", "--file", tp_series_file(w, 3), "--out", "tg"],
+     "tp.yaml: runs[0].points.3: tp 3: the model's 32 attention heads"),
+    ("tp_growth_check: empty --public-csv", lambda w: [
+        "sim.tp_growth_check", "--public-csv", write(w, "pc.csv", ""), "--rows", "a", "--out", "tg"],
+     "--public-csv: pc.csv is not a CSV table"),
+    ("tp_growth_check: --public-csv not UTF-8", lambda w: [
+        "sim.tp_growth_check", "--public-csv", write_bytes(w, "pc.csv", b"\xff\xfe\x00"), "--rows", "a"],
+     "--public-csv: pc.csv is not a CSV table"),
+    ("tp_growth_check: --public-csv without ids", lambda w: [
+        "sim.tp_growth_check", "--public-csv", write(w, "pc.csv", "a,b\n1,2\n"), "--rows", "a"],
+     "--public-csv: pc.csv has no column 'id'"),
+    ("tp_growth_check: --public-csv repeats a row", lambda w: [
+        "sim.tp_growth_check", *public_csv(w, ids=LAMBDA_70B + LAMBDA_70B[:1]), "--out", "tg"],
+     f"--public-csv: pc.csv: id '{LAMBDA_70B[0]}' on more than one line"),
+    ("tp_growth_check: --public-csv nan batch", lambda w: [
+        "sim.tp_growth_check", *public_csv(w, batch="nan"), "--out", "tg"],
+     f"row {LAMBDA_70B[0]} sim_mean_decode_batch 'nan' is not a positive finite number"),
+    ("tp_growth_check: --public-csv zero batch", lambda w: ["sim.tp_growth_check", *public_csv(w, batch="0")],
+     "sim_mean_decode_batch '0.0' is not a positive finite number"),
+    ("ttft_breakdown: --csv a directory", lambda w: ["sim.ttft_breakdown", "--csv", "runs"],
+     "--csv: runs is a directory, a file is needed here"),  # it said "does not exist (write it with: ...)"
+    ("tp_growth_check: --public-csv a directory", lambda w: [
+        "sim.tp_growth_check", "--public-csv", "runs", "--rows", "a"], "--public-csv: runs is a directory"),
+    ("tp_growth_check: --rows of no ids", lambda w: [
+        "sim.tp_growth_check", "--public-csv", write(w, "pc.csv", "id\n"), "--rows", ","], "--rows: no row ids"),
     ("export_vllm: --target-out a directory of other files",
      lambda w: ["real.export_vllm", "runs/cli/existing", "--target-out", "runs/cli"],
      "--target-out runs/cli: a directory that holds no config.json"),
