@@ -141,14 +141,20 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_a_pricing_refusal_names_the_file_and_the_profile(tmp_path, capsys):
-    """ep 7 over tp 8 passes the loader (ep is a number in range) and the cost model refuses it: the line said
-    only 'sim: ep 7 over tp 8', naming neither the data file nor the profile."""
+@pytest.mark.parametrize("extra, line", [
+    # ep 7 over tp 8 passes the loader (ep is a number in range) and the cost model refuses it: the line said only
+    # 'sim: ep 7 over tp 8', naming neither the data file nor the profile
+    ({"ep": 7}, "sim: ep 7 over tp 8"),
+    # DeepSeek-R1's 128 attention heads over tp 3: vLLM refuses to start it; the check priced it (a fractional head
+    # count per GPU) and printed a table
+    ({"tp": 3}, "tp 3: the model's 128 attention"),
+])
+def test_a_pricing_refusal_names_the_file_and_the_profile(tmp_path, capsys, extra, line):
     out = tmp_path / "out"
-    path = _write(tmp_path / "p.yaml", [_profile(), _profile(1, ep=7)])
+    path = _write(tmp_path / "p.yaml", [_profile(), _profile(1, **extra)])
     assert dp.main(["--file", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {path}: profile 'p-1': sim: ep 7 over tp 8"), err
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: profile 'p-1': {line}"), err
     assert not out.exists()
 
 
@@ -159,14 +165,3 @@ def test_a_directory_given_as_the_file_says_so(tmp_path):
     for load in (dp.load_profiles, load_rows):
         with pytest.raises(LabError, match=r"--file: .* is a directory, a file is needed here"):
             load(tmp_path)
-
-
-def test_a_tp_whose_heads_do_not_split_is_refused(tmp_path, capsys):
-    """DeepSeek-R1's 128 attention heads over tp 3: vLLM refuses to start it; the check priced it (a fractional head
-    count per GPU) and printed a table. Now one error line naming the file, the profile and its tp."""
-    out = tmp_path / "out"
-    path = _write(tmp_path / "p.yaml", [_profile(), _profile(1, tp=3)])
-    assert dp.main(["--file", str(path), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {path}: profile 'p-1': tp 3: the model's 128 attention"), err
-    assert not out.exists()
