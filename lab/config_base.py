@@ -16,11 +16,12 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-def validation_message(exc: ValidationError) -> str:
+def validation_message(exc: ValidationError, blank: str = "<root>") -> str:
     """`field.path: message (+N more)` of a ValidationError's first error, in the lab's words (unknown key,
-    required key is missing): the part of the one error line after the file it names."""
+    required key is missing): the part of the one error line after the file it names (`blank` when the error is
+    the whole entry's)."""
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "<root>"
+    field = ".".join(str(p) for p in err["loc"]) or blank
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = "unknown key"

@@ -93,9 +93,11 @@ def load_yaml_bytes(raw: bytes, source: str):
     return load_yaml_text(text, source)
 
 
-def missing_file_message(p) -> str:
-    """The error of a --file that is not a file: a directory says so (it read 'does not exist')."""
-    return f"--file: {p} is a directory, a file is needed here" if p.is_dir() else f"--file: {p} does not exist"
+def missing_file_message(p, flag: str | None = "--file") -> str:
+    """The error of a --file (or, flag None, of a file a field names) that is not a file: a directory says so
+    (it read 'does not exist')."""
+    head = f"{flag}: " if flag else ""
+    return f"{head}{p} is a directory, a file is needed here" if p.is_dir() else f"{head}{p} does not exist"
 
 
 def load_runs_list(path, what: str) -> list:

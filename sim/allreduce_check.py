@@ -210,17 +210,21 @@ def markdown(points: pd.DataFrame, fits: pd.DataFrame | None, lo: int, hi: int) 
               "median abs err | err at smallest / largest |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for run, f in points.groupby("run", sort=False):
         inside = f[(f.bytes >= lo) & (f.bytes <= hi)]
-        f = inside if len(inside) else f
-        first, last = f.iloc[0], f.iloc[-1]
-        lines.append(f"| {run} | {first.device} | {first.gpus} | {first.p2p} | {first.harness} | "
-                     f"{'yes' if first.fittable else 'no'} | {first.measured_us:.4g} .. {last.measured_us:.4g} | "
-                     f"{first.sim_us:.4g} .. {last.sim_us:.4g} | {100 * f.rel_err.abs().median():.0f}% | "
+        first, last = (inside if len(inside) else f).iloc[[0, -1]].itertuples()
+        head = (f"| {run} | {first.device} | {first.gpus} | {first.p2p} | {first.harness} | "
+                f"{'yes' if first.fittable and len(inside) else 'no'} | ")  # fit_all drops a run with no size in range
+        if not len(inside):  # its sizes were shown under "in range" (and scored) as if they were in it
+            lines.append(head + f"none in range (its sizes: {first.bytes:,}..{last.bytes:,} bytes) | - | - | - |")
+            continue
+        lines.append(head + f"{first.measured_us:.4g} .. {last.measured_us:.4g} | "
+                     f"{first.sim_us:.4g} .. {last.sim_us:.4g} | {100 * inside.rel_err.abs().median():.0f}% | "
                      f"{100 * first.rel_err:+.0f}% / {100 * last.rel_err:+.0f}% |")
     inside = points[(points.bytes >= lo) & (points.bytes <= hi)]
     by_card = inside[inside.fittable].groupby(["device", "gpus"]).rel_err.agg(
         lambda e: f"{100 * e.abs().median():.0f}% (median signed {100 * e.median():+.0f}%)")
     lines += ["", "median |error| of the fitted runs' points by card and GPU count: "
-              + "; ".join(f"{d} x{g}: {v}" for (d, g), v in by_card.items())]
+              + ("; ".join(f"{d} x{g}: {v}" for (d, g), v in by_card.items()) if len(by_card) else
+                 "none fitted (no fittable run has a size in range)")]
     if fits is not None and len(fits):
         lines += ["", markdown_table(fits, floatfmt="{:g}")]
     return "\n".join(lines) + "\n"

@@ -77,7 +77,7 @@ from pydantic import (
 from tqdm import tqdm
 
 from lab.arguments import ArgumentParser
-from lab.config_base import StrictModel
+from lab.config_base import StrictModel, validation_message
 from lab.config_sim import CUDA_GRAPH_MODES, HARDWARE_NAMES, FrontendSpec, SimSection
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
@@ -106,6 +106,8 @@ def _hardware_preset(value: str) -> str:
 
 
 def _repo_file(value: str | None) -> str | None:
+    if value is not None and (REPO_ROOT / value).is_dir():
+        raise ValueError(missing_file_message(REPO_ROOT / value, flag=None))  # it said "not found"
     if value is not None and not (REPO_ROOT / value).is_file():
         raise ValueError(f"{value!r} not found under {REPO_ROOT}")
     return value
@@ -291,10 +293,8 @@ def validated_entry(model, raw, p: Path, where: str, blank: str):
     """model.model_validate(raw), or LabError naming the file and the first bad field under `where`."""
     try:
         return model.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or blank
-        raise LabError(f"{p}: {where}.{field}: {err['msg']}") from None
+    except ValidationError as exc:  # in `lab validate`'s words: unknown key, required key is missing
+        raise LabError(f"{p}: {where}.{validation_message(exc, blank)}") from None
 
 
 def check_unique_ids(ids: list[str], p: Path, section: str) -> None:

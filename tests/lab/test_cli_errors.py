@@ -629,12 +629,13 @@ def tool_process(workdir, module: str, *args: str):
                           check=False, env=env, timeout=300)
 
 
-def public_row_file(workdir, **reported) -> str:
-    """A public_check data file of one Qwen3.5-9B row on an H100 reporting `reported`."""
+def public_row_file(workdir, extra: dict | None = None, **reported) -> str:
+    """A public_check data file of one Qwen3.5-9B row on an H100 reporting `reported` (keys of `extra` set on
+    the row)."""
     row = {"id": "r", "source": "https://example.org/r", "gpu": "h100", "gpu_reported": "H100", "model": "Qwen3.5-9B",
            "model_config": "sim/validation/configs/qwen3.5-9b.json", "vllm": "0.17.1",
            "bench": {"input_tokens": 100, "output_tokens": 50, "num_prompts": 4, "request_rate": 1.0},
-           "reported": reported}
+           "reported": reported, **(extra or {})}
     return write(workdir, "rows.yaml", yaml.safe_dump({"rows": [row]}))
 
 
@@ -724,6 +725,15 @@ TOOL_CASES = [
         "sim.tp_growth_check", "--public-csv", "runs", "--rows", "a"], "--public-csv: runs is a directory"),
     ("tp_growth_check: --rows of no ids", lambda w: [
         "sim.tp_growth_check", "--public-csv", write(w, "pc.csv", "id\n"), "--rows", ","], "--rows: no row ids"),
+    # a directory as model_config said "'...' not found under <repo>"; an unknown key in a data file said
+    # pydantic's "Extra inputs are not permitted" where `lab validate` says "unknown key"
+    ("public_check: model_config a directory", lambda w: [
+        "sim.public_check", "--file", public_row_file(w, {"model_config": "sim/validation/configs"}, tpot_mean_ms=9.0),
+        "--out", "pc"], "rows.yaml: rows[0].model_config: Value error, "
+                        f"{ROOT / 'sim' / 'validation' / 'configs'} is a directory, a file is needed here"),
+    ("public_check: unknown key in a row", lambda w: [
+        "sim.public_check", "--file", public_row_file(w, {"gpu_count": 1}, tpot_mean_ms=9.0), "--out", "pc"],
+     "rows.yaml: rows[0].gpu_count: unknown key"),
     ("export_vllm: --target-out a directory of other files",
      lambda w: ["real.export_vllm", "runs/cli/existing", "--target-out", "runs/cli"],
      "--target-out runs/cli: a directory that holds no config.json"),

@@ -91,3 +91,19 @@ def test_main_writes_the_tables_the_figure_and_the_fit(tmp_path):
         assert (tmp_path / "o" / name).is_file(), name
     text = (tmp_path / "o" / "allreduce.md").read_text()
     assert "kalavai-docker-2x4090" in text and "| rtx-4090 | pooled | none |" in text
+
+
+def test_a_run_with_no_size_in_range_and_no_fitted_run_say_so(tmp_path):
+    """A run whose sizes all lie outside --min-bytes..--max-bytes was shown under the "in range" column (and as
+    fitted); with no fitted run, the summary line ended in nothing."""
+    path = _write(tmp_path / "a.yaml", [_run(0, 2, {8192: 40.0, 65536: 60.0}),
+                                        _run(1, 4, {8: 20.0, 16: 21.0}),
+                                        _run(2, 8, {8192: 40.0}, exclude="kept out")])
+    assert ac.main(["--file", str(path), "--out", str(tmp_path / "o")]) == 0
+    rows = {line.split(" | ")[0]: line for line in (tmp_path / "o" / "allreduce.md").read_text().splitlines()}
+    assert rows["| synthetic-1"].endswith("| no | none in range (its sizes: 8..16 bytes) | - | - | - |")
+    assert "| yes | 40 .. 60 |" in rows["| synthetic-0"]
+    path = _write(tmp_path / "b.yaml", [_run(2, 8, {8192: 40.0}, exclude="kept out")])
+    assert ac.main(["--file", str(path), "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "allreduce.md").read_text().splitlines()[-1].endswith(
+        "by card and GPU count: none fitted (no fittable run has a size in range)")

@@ -490,9 +490,9 @@ def _bad_occupancy(block: str, message: str):
     _bad_occupancy("{fraction: 0, source: a run}", ".fraction: Input should be greater than 0"),
     _bad_occupancy("{fraction: x, source: a run}", ".fraction: Input should be a valid number"),
     _bad_occupancy("{fraction: 0.4, source: ' '}", ".source: Value error, say where it was measured"),
-    _bad_occupancy("{fraction: 0.4}", ".source: Field required"),
+    _bad_occupancy("{fraction: 0.4}", ".source: required key is missing"),
     _bad_occupancy("0.4", ": a mapping {fraction, source} expected"),
-    _bad_occupancy("{fraction: 0.4, source: s, unit: ms}", ".unit: Extra inputs are not permitted"),
+    _bad_occupancy("{fraction: 0.4, source: s, unit: ms}", ".unit: unknown key"),
     (lambda t: re.sub(r"(kvcached-h100: \{[^}]*?)latency_ms: [0-9.]+", r"\1latency_ms: -2", t, count=1),
      "frontends.kvcached-h100.latency_ms: Input should be greater than or equal to 0"),
 ])
