@@ -674,8 +674,8 @@ WITHIN = 0.10  # the summary's "within 10%": |sim / reported - 1| at most this
 def draw_spread(row: PublicRow, sim: dict) -> dict:
     """The spread columns of one row under --draws: `sim_draws` (the draws run: 1 for a row not drawn from a
     table) and per metric the least and greatest relative error over them (draws_min_rel_err_<metric>,
-    draws_max_rel_err_<metric>; NaN where the source reports nothing) and draws_flip_<metric>: whether the
-    within-10% verdict differs between them."""
+    draws_max_rel_err_<metric>; NaN where the source reports nothing), draws_flip_<metric>: whether the
+    within-10% verdict differs between them, and draws_rel_err_<metric>: each draw's error, space-separated."""
     runs = sim.get("draw_metrics", [sim])
     out = {"sim_draws": len(runs)}
     for col, rep_key, _, _ in METRICS:
@@ -687,13 +687,23 @@ def draw_spread(row: PublicRow, sim: dict) -> dict:
         out[f"draws_max_rel_err_{col}"] = float(seen.max()) if seen.size else float("nan")
         within = np.abs(seen) <= WITHIN
         out[f"draws_flip_{col}"] = bool(within.any() and not within.all())
+        out[f"draws_rel_err_{col}"] = " ".join(repr(float(e)) for e in err)  # each draw's, the chosen seed's first
     return out
+
+
+def by_draw_within(rows: pd.DataFrame, col: str) -> list[int]:
+    """Rows within 10% had every row run its j-th draw (j = 1 .. K; a row with fewer draws, its own every time):
+    one joint draw each, beside the envelope of draws_markdown."""
+    errs = [np.array(str(text).split(), np.float64) for text in rows[f"draws_rel_err_{col}"]]
+    k = max(len(e) for e in errs)
+    return [int(sum(abs(e[min(j, len(e) - 1)]) <= WITHIN for e in errs)) for j in range(k)]
 
 
 def draws_markdown(table: pd.DataFrame) -> str:
     """Under --draws: per shown metric, the held-out rows within 10% with the chosen seeds, and between how many
     they would be had every row drawn its least and its most favourable of its draws (within in all of them /
-    in any), and how many rows' verdicts flip. '' for a table without spread columns."""
+    in any), how many rows' verdicts flip, and the count with every row at its j-th draw (by_draw_within). ''
+    for a table without spread columns."""
     if "sim_draws" not in table.columns:
         return ""
     held = table[table["half"] == "held-out"]
@@ -711,7 +721,7 @@ def draws_markdown(table: pd.DataFrame) -> str:
         label = METRIC_LABELS[col].removesuffix(" ms")
         lines.append(f"- held-out {label} within 10%: {int((err.abs() <= WITHIN).sum())} of {len(rows)} "
                      f"(draws: between {always} and {sometimes}; {int(rows[f'draws_flip_{col}'].astype(bool).sum())} "
-                     "rows flip)")
+                     f"rows flip; by draw {' / '.join(map(str, by_draw_within(rows, col)))})")
     return "\n".join(lines) + "\n"
 
 

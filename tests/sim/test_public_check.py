@@ -914,12 +914,15 @@ def test_draws_run_a_table_rows_next_matching_seeds_and_bracket_its_error(cache,
     for col in ("tpot_mean_ms", "output_throughput_tok_s"):
         lo, err, hi = (drawn[f"{p}rel_err_{col}"] for p in ("draws_min_", "", "draws_max_"))
         assert lo <= err <= hi and lo < hi  # three draws of 100 requests do not all run alike
+        each = [float(x) for x in drawn[f"draws_rel_err_{col}"].split()]
+        assert len(each) == 3 and each[0] == pytest.approx(err, rel=1e-5) \
+            and [min(each), max(each)] == pytest.approx([lo, hi], rel=1e-5)
         spread = [fixed[f"{p}rel_err_{col}"] for p in ("draws_min_", "", "draws_max_")]  # NaN: none reported
         assert np.array_equal(spread, [spread[1]] * 3, equal_nan=True) and not fixed[f"draws_flip_{col}"]
     assert math.isnan(fixed["rel_err_tpot_mean_ms"]) and fixed["rel_err_output_throughput_tok_s"] > -1
     md = (tmp_path / "public_check.md").read_text()
     assert "Draw noise (--draws 3" in md and "1 such rows" in md  # the held-out row (fixed lengths) has one draw
-    assert "- held-out out tok/s within 10%: 1 of 1 (draws: between 1 and 1; 0 rows flip)" in md
+    assert "- held-out out tok/s within 10%: 1 of 1 (draws: between 1 and 1; 0 rows flip; by draw 1)" in md
 
 
 def test_the_draw_summary_counts_rows_within_in_every_draw_and_in_any(monkeypatch):
@@ -931,11 +934,12 @@ def test_the_draw_summary_counts_rows_within_in_every_draw_and_in_any(monkeypatc
                           "rel_err_tpot_mean_ms": [0.05, 0.20, 0.15, 0.0],
                           "draws_min_rel_err_tpot_mean_ms": [0.05, -0.08, 0.15, -0.3],
                           "draws_max_rel_err_tpot_mean_ms": [0.05, 0.20, 0.30, 0.0],
-                          "draws_flip_tpot_mean_ms": [False, True, False, True]})
+                          "draws_flip_tpot_mean_ms": [False, True, False, True],
+                          "draws_rel_err_tpot_mean_ms": ["0.05", "0.2 -0.08 0.1", "0.15 0.3 0.2", "0 -0.3 -0.1"]})
     monkeypatch.setattr("sim.public_check.shown_metrics", lambda t: [("tpot_mean_ms", None, None, None)])
     text = draws_markdown(table)
     assert "--draws 3" in text and "3 such rows" in text
-    assert "- held-out TPOT within 10%: 1 of 3 (draws: between 1 and 2; 1 rows flip)" in text
+    assert "- held-out TPOT within 10%: 1 of 3 (draws: between 1 and 2; 1 rows flip; by draw 1 / 2 / 2)" in text
     assert draws_markdown(table.drop(columns="sim_draws")) == ""
 
 
