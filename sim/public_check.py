@@ -571,7 +571,7 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str
     seed = seeds[0]
     result = simulate(inputs, "ar", seed=seed)
     out = run_metrics(row, result.requests)
-    if draws > 1:  # the next-nearest draws, for the spread a row's choice of conversations leaves (DRAW_COLUMNS)
+    if draws > 1:  # the next-nearest draws, for the spread a row's choice of conversations leaves (draw_spread)
         out["sim_draw_seeds"] = " ".join(map(str, seeds))
         out["draw_metrics"] = [out.copy()] + [run_metrics(row, simulate(inputs, "ar", seed=s).requests)
                                               for s in seeds[1:]]
