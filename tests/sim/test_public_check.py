@@ -872,3 +872,83 @@ def test_the_plot_of_rows_that_report_no_ttft_warns_nothing(tmp_path):
         warnings.simplefilter("error")
         plot(table, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def _qwen3_table(cache, n=400):
+    """A synthetic ShareGPT qwen3 length table of `n` conversations in the test's cache."""
+    rng = np.random.default_rng(7)
+    table = cache / "lengths" / "sharegpt-qwen3.csv"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame({"conversation": range(n), "prompt_tokens": rng.integers(20, 600, n),
+                  "output_tokens": rng.integers(10, 500, n)}).to_csv(table, index=False)
+
+
+DRAW_ROWS = f"{SHAREGPT_ROW},mushfiq-4090-mistral-7b-c8"  # one drawn from the table, one at fixed lengths
+
+
+def test_one_draw_writes_what_the_check_wrote_before(cache, tmp_path):
+    _qwen3_table(cache)
+    assert main(["--rows", DRAW_ROWS, "--out", str(tmp_path / "a")]) == 0
+    assert main(["--rows", DRAW_ROWS, "--out", str(tmp_path / "b"), "--draws", "1"]) == 0
+    for name in ("public_check.csv", "public_check.md"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    assert "draws" not in (tmp_path / "a" / "public_check.csv").read_text()
+
+
+def test_draws_run_a_table_rows_next_matching_seeds_and_bracket_its_error(cache, tmp_path):
+    """--draws 3: the table row also runs its 2nd and 3rd nearest seeds (matching_seeds, the chosen one first);
+    its spread columns hold the chosen seed's error between their min and max; the fixed-length row runs once."""
+    from sim.public_check import matching_seed, matching_seeds
+
+    _qwen3_table(cache)
+    assert main(["--rows", DRAW_ROWS, "--out", str(tmp_path), "--draws", "3"]) == 0
+    got = pd.read_csv(tmp_path / "public_check.csv").set_index("id")
+    row = next(r for r in load_rows(DEFAULT_FILE) if r.id == SHAREGPT_ROW)
+    sim = row_sim_config(row)
+    table = prepare_inputs(sim).length_table
+    seeds = matching_seeds(row, sim, table, count=3)
+    assert seeds[0] == matching_seed(row, sim, table) and len(set(seeds)) == 3
+    drawn, fixed = got.loc[SHAREGPT_ROW], got.loc["mushfiq-4090-mistral-7b-c8"]
+    assert drawn["sim_draws"] == 3 and drawn["sim_draw_seeds"] == " ".join(map(str, seeds))
+    assert drawn["sim_seed"] == seeds[0] and fixed["sim_draws"] == 1
+    for col in ("tpot_mean_ms", "output_throughput_tok_s"):
+        lo, err, hi = (drawn[f"{p}rel_err_{col}"] for p in ("draws_min_", "", "draws_max_"))
+        assert lo <= err <= hi and lo < hi  # three draws of 100 requests do not all run alike
+        each = [float(x) for x in drawn[f"draws_rel_err_{col}"].split()]
+        assert len(each) == 3 and each[0] == pytest.approx(err, rel=1e-5) \
+            and [min(each), max(each)] == pytest.approx([lo, hi], rel=1e-5)
+        spread = [fixed[f"{p}rel_err_{col}"] for p in ("draws_min_", "", "draws_max_")]  # NaN: none reported
+        assert np.array_equal(spread, [spread[1]] * 3, equal_nan=True) and not fixed[f"draws_flip_{col}"]
+    assert math.isnan(fixed["rel_err_tpot_mean_ms"]) and fixed["rel_err_output_throughput_tok_s"] > -1
+    md = (tmp_path / "public_check.md").read_text()
+    assert "Draw noise (--draws 3" in md and "1 such rows" in md  # the held-out row (fixed lengths) has one draw
+    assert "- held-out out tok/s within 10%: 1 of 1 (draws: between 1 and 1; 0 rows flip; by draw 1)" in md
+
+
+def test_the_draw_summary_counts_rows_within_in_every_draw_and_in_any(monkeypatch):
+    """held-out rows with TPOT errors over their draws: +5% (all within), -8%..+20% (flips; chosen +20%),
+    +15%..+30% (none within), and a fit row (not counted): 1 within with the chosen seeds, between 1 and 2."""
+    from sim.public_check import draws_markdown
+
+    table = pd.DataFrame({"half": ["held-out", "held-out", "held-out", "fit"], "sim_draws": [1, 3, 3, 3],
+                          "rel_err_tpot_mean_ms": [0.05, 0.20, 0.15, 0.0],
+                          "draws_min_rel_err_tpot_mean_ms": [0.05, -0.08, 0.15, -0.3],
+                          "draws_max_rel_err_tpot_mean_ms": [0.05, 0.20, 0.30, 0.0],
+                          "draws_flip_tpot_mean_ms": [False, True, False, True],
+                          "draws_rel_err_tpot_mean_ms": ["0.05", "0.2 -0.08 0.1", "0.15 0.3 0.2", "0 -0.3 -0.1"]})
+    monkeypatch.setattr("sim.public_check.shown_metrics", lambda t: [("tpot_mean_ms", None, None, None)])
+    text = draws_markdown(table)
+    assert "--draws 3" in text and "3 such rows" in text
+    assert "- held-out TPOT within 10%: 1 of 3 (draws: between 1 and 2; 1 rows flip; by draw 1 / 2 / 2)" in text
+    assert draws_markdown(table.drop(columns="sim_draws")) == ""
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1000"])
+def test_bad_draws_is_one_line_and_exit_2(tmp_path, capsys, value):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        main(["--rows", SHAREGPT_ROW, "--out", str(out), "--draws", value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: python -m sim.public_check: argument --draws") and "\n" not in err
+    assert not out.exists()
