@@ -619,10 +619,9 @@ def read_public_csv(path: str | Path, flag: str, needed) -> pd.DataFrame:
     """A public_check.csv a tool reads (given as its option `flag`); LabError naming the option and the file when
     it is missing or a directory, not a CSV table, or lacks a column of `needed`."""
     p = Path(path)
-    if p.is_dir():
-        raise LabError(f"{flag}: {p} is a directory, a file is needed here")
     if not p.is_file():
-        raise LabError(f"{flag}: {p} does not exist (write it with: python -m sim.public_check --out DIR)")
+        hint = "" if p.is_dir() else " (write it with: python -m sim.public_check --out DIR)"
+        raise LabError(missing_file_message(p, flag) + hint)
     try:
         table = pd.read_csv(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
