@@ -90,9 +90,9 @@ DEPLODOCK_FILE = re.compile(r"/cloudrift-ai/deplodock/blob/[0-9a-f]{40}/experime
     ("deplodock-rtxpro6000-", "rtx-pro-6000", [8, 12, 16, 20, 24, 32, 40, 48], [8, 16, 24, 40])])
 def test_deplodock_sweeps_alternate_fit_and_held_out_in_one_block(prefix, gpu, concurrency, fit):
     """The two deplodock sweeps (session 29): contiguous rows, one per --max-concurrency C (= --max-num-seqs, as each
-    file's name and serve command say), 80 prompts of 4000 / 4000, alternating fit / held-out by position; no vLLM
-    version (the files print none); the RTX 5090 block starts at an odd position (C 8 held out), the PRO 6000 block
-    right after it."""
+    file's name and serve command say), 80 prompts of 4000 / 4000, alternating fit / held-out by position; vLLM
+    0.16.0, inferred (the files print none; session 35: `latest` pulled on the run day); the RTX 5090 block starts at
+    an odd position (C 8 held out), the PRO 6000 block right after it."""
     sweep = [r for r in load_rows(DEFAULT_FILE) if r.id.startswith(prefix)]
     assert [r.bench.max_concurrency for r in sweep] == concurrency
     assert [r._index for r in sweep] == list(range(sweep[0]._index, sweep[0]._index + len(sweep)))
@@ -100,7 +100,7 @@ def test_deplodock_sweeps_alternate_fit_and_held_out_in_one_block(prefix, gpu, c
     for r in sweep:
         m = DEPLODOCK_FILE.search(r.source)
         assert m and int(m[3]) == int(m[4]) == r.bench.max_concurrency == r.engine.max_num_seqs, r.id
-        assert (r.gpu, r.tp, r.dp, r.vllm, r.after_fit) == (gpu, 1, 1, None, False), r.id
+        assert (r.gpu, r.tp, r.dp, r.vllm, r.after_fit) == (gpu, 1, 1, "0.16.0", False), r.id
         assert (r.bench.input_tokens, r.bench.output_tokens, r.bench.lengths, r.bench.num_prompts) == (4000, 4000,
                                                                                                        "fixed", 80)
 
@@ -213,7 +213,9 @@ def test_session_33_lambda_llama_3_70b_rows_are_the_ten_prompt_runs_held_out_at_
     """LambdaLabsML/vllm-benchmark's 10-prompt ShareGPT runs of Meta-Llama-3-70B-Instruct at tp 2 / 4 / 8 on A100 SXM
     (commit a9b42a5) and, as their control, on H100 SXM (a4f9f43): the file's last rows, held out, tp = the results
     folder's GPU count; each is the eight prompts that streamed (the files' 1369 input tokens less the two empty
-    prompts' 399 + 328), its output mean the file's total_output_tokens / 8; no TTFT mean or throughput scored."""
+    prompts' 399 + 328), its output mean the file's total_output_tokens / 8; no TTFT mean or throughput scored; `vllm`
+    null although 0.6.0 is inferred (session 35: the streams' ~10-token chunks are multi-step scheduling, which the
+    script's v0.5.4 lacks; a V0 version's sorting sampler at V1's 1024-sequence default leaves 2 x H100 no KV)."""
     rows = load_rows(DEFAULT_FILE)
     lam = rows[-6:]
     assert [r.id for r in rows if r.id.startswith(LAMBDA)] == [r.id for r in lam]
@@ -250,6 +252,24 @@ def test_the_qwen3_coder_next_fp8_config_is_qwen3_next_at_block_fp8():
     fp8, bf16 = (from_hf_config(configs / f"{n}.json") for n in ("qwen3-coder-next-fp8", "qwen3-next-80b-a3b-instruct"))
     assert fp8.params_b == pytest.approx(bf16.params_b) and (fp8.quant_method, fp8.matmul_dtype) == ("fp8", "fp8")
     assert 0.5 < fp8.weight_bytes / bf16.weight_bytes < 0.53
+
+
+# Rows whose `vllm` the source does not state but its evidence fixes (sessions 34-35; public_vllm.yaml's block
+# comments say how): id prefix -> the version taken
+INFERRED_VLLM = {"tenstorrent-a100-qwen3-0.6b-": "0.9.1", "tenstorrent-a100-qwen3-1.7b-": "0.9.1",
+                 "tenstorrent-a100-qwen3-14b-": "0.9.2", "vllm23151-": "0.10.1", "deplodock-": "0.16.0",
+                 "arc53-l4-": "0.5.4"}
+
+
+def test_an_inferred_vllm_version_says_so_in_its_note():
+    """A `vllm` the source does not print is marked in the row's note ("`vllm`: inferred", the block comment giving
+    the evidence: a `latest` image or `pip install vllm` on a dated run, a source checkout's date, a stream's
+    multi-step chunks): exactly the rows of INFERRED_VLLM carry the mark, each at its family's version."""
+    rows = load_rows(DEFAULT_FILE)
+    marked = {r.id: r.vllm for r in rows if "`vllm`: inferred" in (r.note or "")}
+    expected = {r.id: v for r in rows for prefix, v in INFERRED_VLLM.items() if r.id.startswith(prefix)}
+    assert len(expected) == 14 + 1 + 17 + 1 and marked == expected
+
 
 def test_data_file_parses_and_every_row_builds_a_sim_config():
     rows = load_rows(DEFAULT_FILE)
