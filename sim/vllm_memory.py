@@ -15,7 +15,8 @@ the old form a x tokens x hidden + b + c x (tp > 1); and the sampler-aware forms
 (tp > 1 with custom all-reduce) + d (tp > 1, NCCL only), each by least squares and least absolute deviation, with
 leave-one-out, leave-one-engine-out (V0 <-> V1) and leave-one-source-out (every log of one page or file held out
 together) errors; logs of unknown sampler are priced as sort and as flashinfer beside. The constants in
-sim/kv_cache.py are the max form's least-absolute-deviation fit (BENCHMARKS.md, session 28).
+sim/kv_cache.py are the max form's least-absolute-deviation fit (BENCHMARKS.md, session 28) but FlashInfer's bytes
+per logit, counted from vLLM's source (session 35); --fit also refits the max form with that term pinned.
 Logs that print vLLM's CUDA-graph estimate ("Estimated CUDA graph memory", vLLM 0.18+; taken off the KV cache from
 0.20, `cuda_graphs: true`) are scored against sim/cuda_graphs.py, and --fit refits its two constants (first
 capture + per further graph) with leave-one-out and leave-one-source-out errors; a log with `reserve_fit: false`
