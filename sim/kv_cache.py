@@ -65,7 +65,17 @@ GIB = 2**30
 # The least-absolute-deviation fit of max(forward, sampler) + non-torch (leave-one-out MAE 0.37 GiB over the 48
 # logs, 0.19 over their 30 V1 ones; the old tokens x hidden x 32 B + 1 GiB: 1.18 / 1.33).
 ACTIVATION_BYTES_PER_TOKEN_HIDDEN = 38.7
-SAMPLER_BYTES_PER_LOGIT = {"sort": 33.4, "flashinfer": 8.2, "triton": 15.0}
+# FlashInfer's sampler term is counted from vLLM's source, not fitted (BENCHMARKS.md session 35): every log of it
+# samples 39 - 51 M logits (256 rows), where the fit trades bytes per logit against the non-torch constant (it put
+# 8.2 B), while vLLM's H100 / H200 default of 1,024 rows samples 156 - 206 M. The tensors live together at the
+# peak (V1 gpu_model_runner._dummy_sampler_run -> Sampler.forward -> TopKTopPSampler.forward_cuda -> flashinfer_sample
+# -> flashinfer.sampling.top_k_top_p_sampling_from_logits, top_k_first, vLLM 0.10 - 0.11.0 and the current file):
+FLASHINFER_SAMPLER_BYTES_PER_LOGIT = (
+    2    # the runner's logits in the model's dtype (bf16), held by _dummy_sampler_run for the whole call
+    + 4  # Sampler.forward's fp32 copy (logits.to(torch.float32); temperature then divides it in place)
+    + 4  # FlashInfer's top_k_mask_logits output (fp32, a new tensor; top_k = vocab - 1 in the dummy run)
+    + 4)  # the softmax of that (fp32 probs), alive beside it while top_p_sampling_from_probs runs
+SAMPLER_BYTES_PER_LOGIT = {"sort": 33.4, "flashinfer": FLASHINFER_SAMPLER_BYTES_PER_LOGIT, "triton": 15.0}
 NON_TORCH_BYTES = 0.26 * GIB
 NON_TORCH_TP_BYTES = 1.88 * GIB  # more at tp > 1 with vLLM's custom all-reduce (P2P: NVLink) beside NCCL's buffers
 NON_TORCH_TP_NCCL_BYTES = 0.10 * GIB  # more at tp > 1 on NCCL alone (no P2P: PCIe cards, ranks on several nodes)

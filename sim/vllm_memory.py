@@ -15,7 +15,8 @@ the old form a x tokens x hidden + b + c x (tp > 1); and the sampler-aware forms
 (tp > 1 with custom all-reduce) + d (tp > 1, NCCL only), each by least squares and least absolute deviation, with
 leave-one-out, leave-one-engine-out (V0 <-> V1) and leave-one-source-out (every log of one page or file held out
 together) errors; logs of unknown sampler are priced as sort and as flashinfer beside. The constants in
-sim/kv_cache.py are the max form's least-absolute-deviation fit (BENCHMARKS.md, session 28).
+sim/kv_cache.py are the max form's least-absolute-deviation fit (BENCHMARKS.md, session 28) but FlashInfer's bytes
+per logit, counted from vLLM's source (session 35); --fit also refits the max form with that term pinned.
 Logs that print vLLM's CUDA-graph estimate ("Estimated CUDA graph memory", vLLM 0.18+; taken off the KV cache from
 0.20, `cuda_graphs: true`) are scored against sim/cuda_graphs.py, and --fit refits its two constants (first
 capture + per further graph) with leave-one-out and leave-one-source-out errors; a log with `reserve_fit: false`
@@ -47,6 +48,7 @@ from sim.cuda_graphs import (
 )
 from sim.kv_cache import (
     ACTIVATION_BYTES_PER_TOKEN_HIDDEN,
+    FLASHINFER_SAMPLER_BYTES_PER_LOGIT,
     GIB,
     NON_TORCH_BYTES,
     NON_TORCH_TP_BYTES,
@@ -270,32 +272,35 @@ def predict_sampler(df: pd.DataFrame, params: dict, form: str = "max") -> np.nda
     return torch_peak + params["b"] + params.get("c", 0.0) * custom + params.get("d", 0.0) * nccl
 
 
-def _solve_sampler(df: pd.DataFrame, loss: str, form: str) -> dict:
+def _solve_sampler(df: pd.DataFrame, loss: str, form: str, pinned: dict | None = None) -> dict:
     """Fit a, b, c and d (where some log has that tp > 1 kind) and s_kind per sampler kind present (bytes per
-    element; GiB), all >= 0: least squares, or least absolute deviation (loss "lad", a smooth L1 of 0.02 GiB scale)."""
+    element; GiB), all >= 0: least squares, or least absolute deviation (loss "lad", a smooth L1 of 0.02 GiB scale).
+    `pinned` holds parameters given, not fitted (e.g. {"s_flashinfer": 14}: a term counted from vLLM's source)."""
     from scipy.optimize import least_squares
 
+    pinned = pinned or {}
     kinds = [k for k in SAMPLERS if (df.sampler == k).any()]
     _, _, custom, nccl = _columns(df)
     names = ["a", "b"] + (["c"] if custom.any() else []) + (["d"] if nccl.any() else []) + [f"s_{k}" for k in kinds]
+    start = {"a": 30.0, "b": 0.3, "c": 1.0, "d": 1.0, **{f"s_{k}": 20.0 for k in kinds}}
+    free = [n for n in names if n not in pinned]
     y = df.logged_gib.to_numpy()
 
     def residual(x):
-        return predict_sampler(df, dict(zip(names, x)), form) - y
+        return predict_sampler(df, {**pinned, **dict(zip(free, x))}, form) - y
 
-    x0 = np.array([30.0, 0.3] + [1.0] * (("c" in names) + ("d" in names)) + [20.0] * len(kinds))
-    sol = least_squares(residual, x0, bounds=(0.0, np.inf), loss="linear" if loss == "lsq" else "soft_l1",
-                        f_scale=0.02)
-    return dict(zip(names, sol.x))
+    sol = least_squares(residual, np.array([start[n] for n in free]), bounds=(0.0, np.inf),
+                        loss="linear" if loss == "lsq" else "soft_l1", f_scale=0.02)
+    return {**dict(zip(free, sol.x)), **{k: v for k, v in pinned.items() if k in names}}
 
 
-def fit_sampler(df: pd.DataFrame, loss: str = "lsq", form: str = "max") -> dict:
+def fit_sampler(df: pd.DataFrame, loss: str = "lsq", form: str = "max", pinned: dict | None = None) -> dict:
     """The sampler-aware fit over the logs of a known sampler, with its in-sample, leave-one-out,
     leave-one-engine-out (V0 <-> V1) and leave-one-source-out (every log of one page or stored file held out
     together) errors, GiB, error = fit - logged; logs of unknown sampler are scored with the fit's sort and
-    flashinfer terms beside."""
+    flashinfer terms beside. `pinned`: parameters held at the values given in every refit (_solve_sampler)."""
     known = df[df.sampler != "unknown"].reset_index(drop=True)
-    params = _solve_sampler(known, loss, form)
+    params = _solve_sampler(known, loss, form, pinned)
     out = known[["id", "engine", "sampler", "tp", "logged_gib"]].copy()
     out["fit_gib"] = predict_sampler(known, params, form).round(3)
     out["fit_error_gib"] = (out.fit_gib - out.logged_gib).round(3)
@@ -306,7 +311,7 @@ def fit_sampler(df: pd.DataFrame, loss: str = "lsq", form: str = "max") -> dict:
             held = (groups == g)
             rest = known[~held]
             if len(rest) >= 4:
-                err[held] = predict_sampler(known[held], _solve_sampler(rest, loss, form), form) - \
+                err[held] = predict_sampler(known[held], _solve_sampler(rest, loss, form, pinned), form) - \
                     known.logged_gib[held]
         return np.round(err, 3)
 
@@ -475,6 +480,13 @@ def summary(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                                if k in f)
             rows.append({"model": f"{form}(a T H, s R V) + b + c/d [tp > 1]", "loss": loss, "params": params,
                          **{k: f.get(k) for k in SUMMARY_KEYS}})
+    for loss in ("lsq", "lad"):  # FlashInfer's bytes per logit held at vLLM's source count (sim/kv_cache.py)
+        f = fit_sampler(table, loss, "max", pinned={"s_flashinfer": FLASHINFER_SAMPLER_BYTES_PER_LOGIT})
+        fits[("max-pinned", loss)] = f
+        params = ", ".join(f"{k} {f[k]:g}" for k in ("a", "s_sort", "s_flashinfer", "s_triton", "b", "c", "d")
+                           if k in f)
+        rows.append({"model": "max(a T H, s R V) + b + c/d [tp > 1], s_flashinfer counted", "loss": loss,
+                     "params": params, **{k: f.get(k) for k in SUMMARY_KEYS}})
     return pd.DataFrame(rows), fits
 
 

@@ -12,6 +12,7 @@ from sim.hardware import get_hardware
 from sim.models import from_hf_config, get_model
 from sim.public_check import DEFAULT_FILE as PUBLIC_ROWS
 from sim.public_check import load_rows, row_sim_config, vllm_sampler
+from sim.simulate import engine_reserve_bytes
 
 GPT_OSS_120B = "sim/validation/configs/gpt-oss-120b.json"
 
@@ -120,3 +121,47 @@ def test_marlin_mxfp4_layout_matches_vllms_logged_weights():
         expect = (hw.kv_budget_gib * kc.GIB * 0.9 - 2 * kc.GIB - m.resident_weight_bytes()
                   - (m.marlin_mxfp4_pad_bytes(1) if padded else 0.0)) // block
         assert blocks == int(expect), card
+
+
+def test_flashinfer_sampler_term_is_the_four_tensors_vllm_holds_at_its_peak():
+    """V1's dummy sampler on FlashInfer (vLLM 0.10 - 0.11.0) holds, per logit, the runner's bf16 logits (2 B), the
+    sampler's fp32 copy (4 B), FlashInfer's top-k-masked logits (4 B) and their softmax (4 B) at once. At vLLM's H100
+    defaults (1,024 rows) a 201K vocab makes that 2.68 GiB: the gpustack gpt-oss-120b row keeps it back (session 35;
+    the fitted 8.2 B per logit kept back 1.57 GiB)."""
+    assert kc.SAMPLER_BYTES_PER_LOGIT["flashinfer"] == kc.FLASHINFER_SAMPLER_BYTES_PER_LOGIT == 2 + 4 + 4 + 4
+    rows = {row.id: row for row in load_rows(PUBLIC_ROWS)}
+    sim = row_sim_config(rows["gpustack-h100-gpt-oss-120b-32k-rate-inf"], lengths_mode="mean")
+    cost = CostModel.from_config(sim)
+    assert (sim.engine.sampler, sim.engine.max_num_seqs, cost.model.vocab) == ("flashinfer", 1024, 201088)
+    reserve = engine_reserve_bytes(sim, cost)
+    assert reserve == pytest.approx(1024 * 201088 * 14 + kc.NON_TORCH_BYTES)
+    assert (reserve - kc.NON_TORCH_BYTES) / kc.GIB == pytest.approx(2.68, abs=0.01)
+    # the forward over 8,192 tokens stays below it: the sampler sets the peak
+    assert 8192 * cost.model.hidden * kc.ACTIVATION_BYTES_PER_TOKEN_HIDDEN < reserve - kc.NON_TORCH_BYTES
+
+
+def test_fit_sampler_holds_a_pinned_term_and_fits_the_rest(tmp_path):
+    """A table made with FlashInfer's counted 14 B per logit and a non-torch constant of 0.05 GiB: pinned at 14, the
+    fit recovers the other terms and reports the pinned one as given."""
+    p = {"a": 40.0, "s_sort": 36.0, "s_flashinfer": 14.0, "s_triton": 15.0, "b": 0.05, "c": 1.9, "d": 0.1}
+    shapes = [(8192, 4096, 128256, 1024, "sort", 1), (2048, 3584, 152064, 256, "sort", 1),
+              (32768, 3584, 152064, 256, "sort", 1), (8192, 2048, 151936, 1024, "sort", 2),
+              (8192, 4096, 128256, 1024, "triton", 1), (8192, 4096, 32016, 1024, "triton", 1),
+              (8192, 3584, 256000, 1024, "triton", 4), (2048, 3584, 152064, 256, "flashinfer", 1),
+              (2048, 2880, 201088, 256, "flashinfer", 2), (2048, 4096, 152064, 256, "sort", 2),
+              (4096, 5120, 100352, 256, "triton", 1)]
+    runs = []
+    for i, (t, h, v, n, kind, tp) in enumerate(shapes):
+        ar = "nccl" if i in (8, 9) else "custom"
+        multi = (p["c"] if ar == "custom" else p["d"]) if tp > 1 else 0.0
+        reserve = max(p["a"] * t * h, p[f"s_{kind}"] * min(n, t) * v) / kc.GIB + p["b"] + multi
+        runs.append(_log(i, t, h, v, n, kind, tp, reserve, ar))
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"runs": runs}))
+    table = vm.compare(vm.load_logs(path))
+    fitted = vm.fit_sampler(table, "lsq", "max", pinned={"s_flashinfer": 14.0})
+    assert fitted["s_flashinfer"] == 14.0
+    for key, value in p.items():
+        assert fitted[key] == pytest.approx(value, rel=0.02, abs=0.01), key
+    # the leave-one-out refits keep the pinned term too: every log comes back
+    assert fitted["mae_leave_one_out_gib"] < 0.05
