@@ -537,6 +537,12 @@ class WorkloadSpec(StrictModel):
                                    "of a real engine's per-request log (compared with it: sim/fidelity.csv)")
     rate: float = Field(1.0, gt=0, description="requests/s (poisson, gamma); the sweep axis 'rate' overrides it")
     cv: float = Field(2.0, gt=0, description="gamma inter-arrival coefficient of variation (burstiness)")
+    client_seed: int | None = Field(
+        None, ge=0, le=2**32 - 1,
+        description="poisson / gamma: send the requests when vLLM's benchmark client run with --seed N sent them "
+                    "(benchmark_serving.py up to vLLM 0.9 with a ShareGPT dataset: numpy's legacy "
+                    "generator seeded N, the first request at 0 and one gamma gap after each, shape 1 / cv^2, 1 for "
+                    "poisson; sim/workload.py vllm_client_send_times); unset: the run's own draw, new with each seed")
     concurrency: int = Field(8, ge=1, description="closed-loop users; the sweep axis 'concurrency' overrides it")
     think_time_s: float = Field(0.0, ge=0, description="closed-loop pause between a reply and the next request")
     trace_path: UserPath | None = Field(None, description="arrival CSV arrived_at,num_prefill_tokens,num_decode_tokens")
@@ -583,6 +589,8 @@ class WorkloadSpec(StrictModel):
             raise ValueError("workload.kind 'trace' needs workload.trace_path")
         if self.kind == "replay_log" and not self.log_path:
             raise ValueError("workload.kind 'replay_log' needs workload.log_path")
+        if self.client_seed is not None and self.kind not in ("poisson", "gamma"):
+            raise ValueError(f"workload.client_seed applies to kind poisson / gamma, not {self.kind!r}")
         if self.warmup >= self.duration:
             raise ValueError("workload.warmup_s must be below workload.duration_s")
         return self

@@ -13,10 +13,11 @@ sheet, sim/presets/hardware.yaml), the model from a public config.json, the tens
 engine settings (the source's, else vLLM's defaults for that card: vllm_server_defaults), and the benchmark
 as `vllm bench serve` ran it: its dataset's lengths, --num-prompts, and --request-rate inf with or without
 --max-concurrency (a closed loop of that many users, or of all prompts at once, that stops after
---num-prompts) or a finite rate (Poisson arrivals). One autoregressive replica of `tp` GPUs, or `dp` of them
-behind one server (--data-parallel-size; least loaded first) with a MoE model's experts over `ep` GPUs
-(--enable-expert-parallel: ep = tp x dp); metrics by vLLM's definitions from the simulated per-request log
-(sim/serving_metrics.fidelity_metrics).
+--num-prompts) or a finite rate (Poisson arrivals: vLLM's client's own seeded send times where they can be
+rebuilt, benchmark_serving.py before vLLM 0.10 with a ShareGPT dataset, client_send_seed; elsewhere the run's
+draw). One autoregressive replica of `tp` GPUs, or `dp` of them behind one server (--data-parallel-size; least
+loaded first) with a MoE model's experts over `ep` GPUs (--enable-expert-parallel: ep = tp x dp); metrics by
+vLLM's definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics).
 
 Front ends (sim/frontend.py, `sim.frontend`): vLLM's API server costs host-CPU time no spec sheet gives, so the
 data file names per-source servers at its top (`frontends: {name: {request_ms, latency_ms, output_token_ms,
@@ -156,6 +157,8 @@ class BenchSpec(StrictModel):
     num_prompts: int = Field(ge=1)
     request_rate: float = Field(gt=0, description="--request-rate; .inf: all prompts at once")
     max_concurrency: int | None = Field(None, ge=1, description="--max-concurrency (needs request_rate inf)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="--seed (vLLM's default 0): which conversations the client "
+                                                          "sampled and, at a finite rate, when it sent them")
 
     @model_validator(mode="after")
     def _closed_needs_inf(self):
@@ -415,6 +418,24 @@ def vllm_version_defaults(version: str | None) -> dict:
             **mixed}
 
 
+# vllm-project/vllm PR 21108 (July 2025, in 0.10.0): `vllm bench serve` precomputes its send gaps and rescales them to
+# end at num_prompts / rate; before it, benchmark_serving.py slept one fresh gap after each send (client_send_seed)
+CLIENT_RESCALED_SINCE = (0, 10, 0)
+
+
+def client_send_seed(row: PublicRow) -> int | None:
+    """The --seed whose send times the simulator replays for this row (workload.client_seed: vLLM's benchmark client
+    drew them from numpy's legacy generator seeded with it, sim/workload.py vllm_client_send_times), where they can be
+    rebuilt: a finite --request-rate, a ShareGPT dataset (its sampler draws only from Python's `random`, so the
+    gaps are numpy's first draws; a random dataset draws its lengths from numpy first) and a vLLM before 0.10
+    (benchmark_serving.py; later clients rescale their gaps: CLIENT_RESCALED_SINCE). None elsewhere (a row without
+    a version, or another client -- guidellm's rows name vLLM 0.17): the run's own Poisson draw, as before."""
+    b = row.bench
+    if not math.isfinite(b.request_rate) or b.dataset != "sharegpt" or row.vllm is None:
+        return None
+    return b.seed if _version(row.vllm) < CLIENT_RESCALED_SINCE else None
+
+
 LENGTH_MODES = ("auto", "proxy", "table", "mean")
 SEED_CANDIDATES = 64  # run seeds tried for a row whose lengths are drawn from a table (matching_seed)
 # Under `--lengths proxy` a ShareGPT row whose tokenizer has no length table in the cache borrows this one's
@@ -494,7 +515,7 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
         # Poisson arrivals until num_prompts: the arrival window is sized to hold them all
         span = b.num_prompts / b.request_rate
         workload = {"kind": "poisson", "rate": b.request_rate, "max_requests": b.num_prompts,
-                    "duration_s": 3 * span + 60, "warmup_s": 0.0}
+                    "duration_s": 3 * span + 60, "warmup_s": 0.0, "client_seed": client_send_seed(row)}
     else:
         users = b.max_concurrency or b.num_prompts
         workload = {"kind": "closed_loop", "concurrency": users, "max_requests": b.num_prompts,

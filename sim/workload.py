@@ -8,6 +8,9 @@ LogQueue).
     times, prompts, outputs = open_loop_arrivals(spec, lengths, rng)
     CSV traces (Azure 2023 / Splitwise): columns arrived_at, num_prefill_tokens, num_decode_tokens.
 
+Poisson / gamma arrivals are the run's own draw (new with each seed) or, with `client_seed`, the send times of
+vLLM's benchmark client run with that --seed (vllm_client_send_times).
+
 A request's lengths come from the workload: fixed; `random`, vLLM bench's random dataset (each length
 uniform over [floor(x(1 - r)), ceil(x(1 + r))], vllm/benchmarks/datasets.py RandomDataset); rows of a
 lengths table (`csv`: yours; `sharegpt`: ShareGPT V3's first two turns in tokens, written by
@@ -261,9 +264,23 @@ class LogQueue:
         return take[:, 1].astype(np.int64), take[:, 2].astype(np.int64)
 
 
+def vllm_client_send_times(n: int, rate: float, shape: float, seed: int) -> np.ndarray:
+    """[n] send times (s) of vLLM's benchmark client at --request-rate `rate`, --burstiness `shape` and --seed `seed`,
+    as benchmark_serving.py (vLLM 0.4 to 0.9) sends them: main() seeds numpy's legacy global generator
+    (np.random.seed), the ShareGPT sampler draws only from Python's `random`, and get_request yields a
+    request, then sleeps np.random.gamma(shape, 1 / (rate * shape)): the first request goes at 0, the k-th after k
+    gaps. The legacy generator's gamma of shape 1 is its exponential draw for draw, so vLLM 0.4's
+    np.random.exponential(1 / rate) sends the same times. Not `vllm bench serve` since vLLM 0.10 (vllm-project/vllm
+    PR 21108): it precomputes the gaps, waits the first one and rescales them to end at n / rate. Nor a random
+    dataset: its lengths are drawn from numpy's generator first."""
+    gaps = np.random.RandomState(seed).gamma(shape, 1.0 / (rate * shape), size=max(n - 1, 0))  # [n - 1]
+    return np.concatenate([[0.0], np.cumsum(gaps)])
+
+
 def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
                        trace: np.ndarray | None = None, rate: float | None = None):
-    """Arrival times (s), prompt and output lengths for poisson, gamma and replayed (trace, replay_log) ones."""
+    """Arrival times (s), prompt and output lengths for poisson, gamma and replayed (trace, replay_log) ones;
+    with `client_seed`, poisson / gamma arrive at vLLM's benchmark client's send times (vllm_client_send_times)."""
     duration = spec.duration
     cap = spec.max_requests or 10**9
     if spec.replay:
@@ -275,12 +292,13 @@ def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
         return times, p, o
     rate = rate or spec.rate
     n_guess = int(rate * duration * 1.5 + 10 * np.sqrt(rate * duration) + 20)
-    if spec.kind == "poisson":
-        gaps = rng.exponential(1.0 / rate, size=n_guess)
-    else:  # gamma: mean 1/rate, coefficient of variation cv
-        shape = 1.0 / spec.cv**2
-        gaps = rng.gamma(shape, 1.0 / (rate * shape), size=n_guess)
-    times = np.cumsum(gaps)
+    shape = 1.0 if spec.kind == "poisson" else 1.0 / spec.cv**2  # gamma: mean 1/rate, coefficient of variation cv
+    if spec.client_seed is not None:
+        times = vllm_client_send_times(min(n_guess, cap), rate, shape, spec.client_seed)
+    elif spec.kind == "poisson":
+        times = np.cumsum(rng.exponential(1.0 / rate, size=n_guess))
+    else:
+        times = np.cumsum(rng.gamma(shape, 1.0 / (rate * shape), size=n_guess))
     times = times[times <= duration][:cap]
     p, o = lengths.sample(len(times), rng)
     return times, p, o

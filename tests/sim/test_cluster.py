@@ -209,3 +209,35 @@ def test_expert_parallel_groups_must_be_whole():
     with pytest.raises(Exception, match="multiple of ep / tp"):
         make_sim(hardware={"preset": "h100", "tp": 1, "ep": 2}, replicas=3)
     make_sim(hardware={"preset": "h100", "tp": 1, "ep": 2}, replicas=1)  # one rank simulated: allowed
+
+
+def test_client_seed_sends_at_vllm_benchmark_clients_times_whatever_the_run_seed():
+    """benchmark_serving.py (vLLM 0.4 - 0.9): np.random.seed(--seed) in main, then get_request yields a request and
+    sleeps np.random.gamma(burstiness, 1 / (rate * burstiness)) -- the first at 0, numpy's legacy generator's draws
+    in order (its gamma of shape 1 is its exponential, vLLM 0.4's np.random.exponential(1 / rate)). The run's seed
+    still draws everything else, and without client_seed the arrivals are the run's own as before."""
+    from sim.workload import LengthSampler, open_loop_arrivals, vllm_client_send_times
+
+    np.random.seed(0)  # what vLLM's client does, with its global generator
+    gaps = [np.random.gamma(1.0, 1.0 / 4.0) for _ in range(9)]
+    want = np.concatenate([[0.0], np.cumsum(gaps)])
+    assert vllm_client_send_times(10, 4.0, 1.0, 0) == pytest.approx(want, rel=1e-12)
+    assert np.diff(want) == pytest.approx(np.random.RandomState(0).exponential(0.25, 9), rel=1e-12)
+    np.random.seed(7)
+    bursty = np.cumsum([np.random.gamma(0.25, 1.0 / (2.0 * 0.25)) for _ in range(4)])
+    assert vllm_client_send_times(5, 2.0, 0.25, 7)[1:] == pytest.approx(bursty, rel=1e-12)
+
+    spec = {"kind": "poisson", "rate": 4.0, "duration_s": 500, "warmup_s": 0, "max_requests": 10}
+    sim = _sim(workload={**spec, "client_seed": 0})
+    lengths = LengthSampler.from_spec(sim.workload.lengths, None)
+    a = open_loop_arrivals(sim.workload, lengths, np.random.default_rng(1))[0]
+    b = open_loop_arrivals(sim.workload, lengths, np.random.default_rng(2))[0]
+    assert a == pytest.approx(want, rel=1e-12) and b == pytest.approx(want, rel=1e-12)
+    own = _sim(workload=spec).workload
+    c = open_loop_arrivals(own, lengths, np.random.default_rng(1))[0]
+    assert c == pytest.approx(np.cumsum(np.random.default_rng(1).exponential(0.25, 10)))  # unchanged without it
+    gamma = _sim(workload={**spec, "kind": "gamma", "cv": 2.0, "client_seed": 7}).workload
+    assert open_loop_arrivals(gamma, lengths, np.random.default_rng(1))[0] == pytest.approx(
+        vllm_client_send_times(10, 4.0, 0.25, 7), rel=1e-12)  # burstiness = 1 / cv^2
+    first = simulate(prepare_inputs(sim), "prefix", None, seed=3).requests["arrival_s"].sort_values().to_numpy()
+    assert first == pytest.approx(want, rel=1e-12)

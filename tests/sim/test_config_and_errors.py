@@ -30,6 +30,8 @@ def test_defaults_validate():
     ({"policies": [{"kind": "prefix"}, {"kind": "prefix"}]}, "sim"),
     ({"workload": {"kind": "trace"}}, "sim.workload"),
     ({"workload": {"duration_s": 10, "warmup_s": 20}}, "sim.workload"),
+    ({"workload": {"kind": "closed_loop", "client_seed": 0}}, "sim.workload"),
+    ({"workload": {"kind": "poisson", "client_seed": -1}}, "sim.workload.client_seed"),
     ({"workload": {"lengths": {"source": "csv"}}}, "sim.workload.lengths"),
     ({"acceptance": {"source": "traces"}}, "sim.acceptance"),
     ({"acceptance": {"parametric": {"kind": "curve"}}}, "sim.acceptance.parametric"),

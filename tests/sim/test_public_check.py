@@ -972,3 +972,34 @@ def test_bad_draws_is_one_line_and_exit_2(tmp_path, capsys, value):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: python -m sim.public_check: argument --draws") and "\n" not in err
     assert not out.exists()
+
+
+def test_a_poisson_sharegpt_row_of_benchmark_serving_is_sent_at_its_clients_seeded_times():
+    """IOG's rows ran benchmark_serving.py of vLLM 0.8.5 at --seed 0: their send times are numpy's legacy draws
+    (client_send_seed -> workload.client_seed), the same for every run seed, so the seed a row runs (matching_seed)
+    chooses its conversations only. Not a burst, a random dataset (numpy drew its lengths first), a vLLM from 0.10
+    (`vllm bench serve` rescales its gaps) or a row without a version."""
+    from sim.public_check import client_send_seed
+    from sim.workload import vllm_client_send_times
+
+    iog = next(r for r in load_rows(DEFAULT_FILE) if r.id.startswith("iog-") and r.bench.request_rate == 4.0)
+    sim = row_sim_config(iog)
+    assert client_send_seed(iog) == 0 and sim.workload.kind == "poisson" and sim.workload.client_seed == 0
+    inputs = prepare_inputs(row_sim_config(iog, lengths_mode="mean"))
+    want = vllm_client_send_times(200, 4.0, 1.0, 0)
+    for seed in (0, 5):
+        got = simulate(inputs, "ar", seed=seed).requests["arrival_s"].sort_values().to_numpy()
+        assert got == pytest.approx(want, rel=1e-12)
+
+    def variant(**changes):
+        data = iog.model_dump(by_alias=True)
+        for key, value in changes.items():
+            where, field = key.split("__") if "__" in key else (None, key)
+            (data[where] if where else data)[field] = value
+        return PublicRow.model_validate(data)
+
+    assert client_send_seed(variant(bench__seed=42)) == 42
+    assert client_send_seed(variant(vllm="0.10.0")) is None and client_send_seed(variant(vllm=None)) is None
+    assert client_send_seed(variant(bench__request_rate=float("inf"))) is None
+    random_row = variant(bench__dataset="random", bench__tokenizer=None, bench__lengths="fixed")
+    assert client_send_seed(random_row) is None and row_sim_config(random_row).workload.client_seed is None
