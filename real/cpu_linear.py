@@ -11,7 +11,9 @@ step fell from 249 ms to 122 ms, a 1-token decode step stayed at ~115 ms -- so o
 Machines differ (AVX512, AMX, other BLAS builds), so `auto` measures both forms once per weight shape,
 dtype, thread count and CPU model, at a few row counts, keeps the answer in $DSPARK_LAB_CACHE/
 cpu_linear.json, and switches a shape only up to the largest row count where W @ x^T measured faster.
-One row always stays F.linear. The result is the same product (fp32 rounding may differ in the last
+One row (a batch-1 decode step) is measured on its own and switched only where W @ x measured faster:
+on the AVX2 box it made no difference, on a faster AVX512 EPYC (session 35) F.linear over one row ran the
+LM head at the speed of four rows. The result is the same product (fp32 rounding may differ in the last
 bits, as between any two BLAS kernels); greedy identity is tested with the switch on
 (tests/real/test_cpu_linear.py). CUDA and MPS targets are never touched.
 
@@ -36,6 +38,8 @@ from lab.io import write_json_atomic
 
 MODES = ("auto", "on", "off")
 ROW_PROBES = (4, 16, 64, 256)   # row counts `auto` times; a shape switches up to the last that won
+ONE_ROW = 1                     # timed on its own: a decode step's matrix-vector product is another kernel
+ONE_ROW_PADDED = 2              # ... switched, one row is computed as two (a zero row added): a matrix product
 ON_ROW_LIMIT = 64               # `on`: switch every shape up to this many rows, unmeasured
 MIN_GAIN = 1.1                  # W @ x^T must be at least this much faster to count as a win (noise margin)
 CACHE_FILE = "cpu_linear.json"
@@ -43,12 +47,16 @@ ROW_TILE = 8  # past one tile, rows are padded with zeros to whole tiles of this
 
 
 def padded_rows(rows: int, tile: int = ROW_TILE) -> int:
-    """The rows a switched product computes: `rows` up to one tile, whole tiles past it (12 -> 16 at tile 8)."""
+    """The rows a switched product computes: one row as two (BLAS runs one row as a matrix-vector product, the
+    slow kernel here), `rows` up to one tile, whole tiles past it (12 -> 16 at tile 8)."""
+    if rows == ONE_ROW:
+        return ONE_ROW_PADDED
     return rows if rows <= tile else -(-rows // tile) * tile
 
 
 def transposed_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """module(x), computed as (W @ x^T)^T when x holds 2..row_limit rows; F.linear otherwise.
+    """module(x), computed as (W @ x^T)^T when x holds 2..row_limit rows, or one row where that was
+    measured faster (module._lab_one_row); F.linear otherwise.
 
     Past one tile of ROW_TILE rows the input is padded with zero rows to whole tiles: on this AVX2 box the
     262,144 x 640 LM head over 9..15 rows took 118-229 ms as it came (13-15 rows slower than 16) and 135-162
@@ -56,7 +64,7 @@ def transposed_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     describes with gemm_row_tile (sim/cost.py). Zero rows add nothing to the real rows' products."""
     in_features = x.shape[-1]
     rows = x.numel() // in_features
-    if not 2 <= rows <= module._lab_row_limit:
+    if not (2 <= rows <= module._lab_row_limit or (rows == 1 and getattr(module, "_lab_one_row", False))):
         return F.linear(x, module.weight, module.bias)
     x2 = x.reshape(rows, in_features)  # [M, in]
     padded = padded_rows(rows)
@@ -95,26 +103,39 @@ def _best_ms(fn, repeats: int = 3) -> float:
 @torch.inference_mode()
 def probe_shape(weight: torch.Tensor, rows_list=ROW_PROBES) -> list[list[float]]:
     """[[rows, F.linear ms, W @ x^T ms], ...] for this weight [out, in]. Inputs are constants: no RNG draw,
-    so measuring never moves a run's random stream."""
+    so measuring never moves a run's random stream. Past the first multi-row loss it stops (the crossover:
+    larger row counts only favour F.linear more); one row is a kernel of its own and never stops it."""
     probes = []
     for rows in rows_list:
         x = torch.full((rows, weight.shape[1]), 0.01, dtype=weight.dtype, device=weight.device)  # [M, in]
+        padded = torch.cat([x, x.new_zeros(padded_rows(rows) - rows, weight.shape[1])])  # [M', in]
         default_ms = _best_ms(lambda x=x: F.linear(x, weight))
-        transposed_ms = _best_ms(lambda x=x: torch.mm(weight, x.t()).t().contiguous())
+        transposed_ms = _best_ms(lambda x=padded, rows=rows: torch.mm(weight, x.t()).t()[:rows].contiguous())
         probes.append([rows, round(default_ms, 4), round(transposed_ms, 4)])
-        if transposed_ms * MIN_GAIN > default_ms:
-            break  # the crossover: larger row counts only favour F.linear more
+        if rows != ONE_ROW and transposed_ms * MIN_GAIN > default_ms:
+            break
     return probes
 
 
+def _wins(default_ms: float, transposed_ms: float) -> bool:
+    return transposed_ms * MIN_GAIN <= default_ms
+
+
 def row_limit(probes: list[list[float]]) -> int:
-    """The largest probed row count up to which W @ x^T won every probe (1: never switch)."""
+    """The largest probed row count (>= 2) up to which W @ x^T won every multi-row probe (1: never switch)."""
     limit = 1
     for rows, default_ms, transposed_ms in probes:
-        if transposed_ms * MIN_GAIN > default_ms:
+        if rows == ONE_ROW:
+            continue
+        if not _wins(default_ms, transposed_ms):
             break
         limit = int(rows)
     return limit
+
+
+def one_row_wins(probes: list[list[float]]) -> bool:
+    """Whether W @ x beat F.linear over one row (False when one row was not probed)."""
+    return any(rows == ONE_ROW and _wins(default_ms, transposed_ms) for rows, default_ms, transposed_ms in probes)
 
 
 def _cache_key(weight: torch.Tensor) -> str:
@@ -130,7 +151,8 @@ def _cache_path() -> Path:
 
 
 def measured_limits(weights: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """Per shape "OUTxIN": {"row_limit", "probes", "cached"}; probes measured once per machine and kept."""
+    """Per shape "OUTxIN": {"row_limit", "one_row", "probes", "cached"}; probes measured once per machine and
+    kept. An entry from before one row was probed (its first probe is not one row) is measured again."""
     path = _cache_path()
     try:
         cache = json.loads(path.read_text()) if path.is_file() else {}
@@ -140,11 +162,13 @@ def measured_limits(weights: dict[str, torch.Tensor]) -> dict[str, dict]:
     out, changed = {}, False
     for shape, weight in weights.items():
         key = _cache_key(weight)
-        cached = key in cache and isinstance(cache[key], list)
+        entry = cache.get(key)
+        cached = isinstance(entry, list) and bool(entry) and isinstance(entry[0], list) and entry[0][:1] == [ONE_ROW]
         if not cached:
-            cache[key] = probe_shape(weight)
+            cache[key] = probe_shape(weight, rows_list=(ONE_ROW, *ROW_PROBES))
             changed = True
-        out[shape] = {"row_limit": row_limit(cache[key]), "probes": cache[key], "cached": cached}
+        out[shape] = {"row_limit": row_limit(cache[key]), "one_row": one_row_wins(cache[key]),
+                      "probes": cache[key], "cached": cached}
     if changed:
         try:
             write_json_atomic(path, cache)
@@ -155,8 +179,8 @@ def measured_limits(weights: dict[str, torch.Tensor]) -> dict[str, dict]:
 
 def use_fast_few_row_linears(model: torch.nn.Module, mode: str = "auto", device: str = "cpu") -> dict:
     """Switch the model's nn.Linear layers to transposed_linear where it is faster; returns what was done
-    (target.json records it). mode: auto (measured per shape), on (every shape up to ON_ROW_LIMIT rows),
-    off (F.linear everywhere; undoes an earlier switch)."""
+    (target.json records it). mode: auto (measured per shape, one row on its own), on (every shape from one
+    row up to ON_ROW_LIMIT rows), off (F.linear everywhere; undoes an earlier switch)."""
     if mode not in MODES:
         raise ValueError(f"cpu_linear mode {mode!r}: one of {MODES}")
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -169,14 +193,15 @@ def use_fast_few_row_linears(model: torch.nn.Module, mode: str = "auto", device:
         shapes = measured_limits(weights)
     else:
         limit = ON_ROW_LIMIT if mode == "on" else 1
-        shapes = {shape: {"row_limit": limit} for shape in weights}
+        shapes = {shape: {"row_limit": limit, "one_row": mode == "on"} for shape in weights}
     for m in linears:
-        m._lab_row_limit = shapes[f"{m.weight.shape[0]}x{m.weight.shape[1]}"]["row_limit"]
-        if m._lab_row_limit > 1:
+        decided = shapes[f"{m.weight.shape[0]}x{m.weight.shape[1]}"]
+        m._lab_row_limit, m._lab_one_row = decided["row_limit"], decided["one_row"]
+        if m._lab_row_limit > 1 or m._lab_one_row:
             m.forward = types.MethodType(transposed_linear, m)
         elif "forward" in m.__dict__:
             del m.forward  # back to nn.Linear.forward
-    switched = sorted(s for s, v in shapes.items() if v["row_limit"] > 1)
+    switched = sorted(s for s, v in shapes.items() if v["row_limit"] > 1 or v["one_row"])
     return {"mode": mode, "applied": bool(switched), "threads": torch.get_num_threads(),
             "switched_shapes": switched, "shapes": shapes}
 
@@ -199,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-shapes", type=weight_shapes, default="262144x640,2048x640,640x2048",
                         help="comma-separated OUTxIN weight shapes to probe")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--rows", type=int_list, default=",".join(str(r) for r in ROW_PROBES),
+    parser.add_argument("--rows", type=int_list, default=",".join(str(r) for r in (ONE_ROW, *ROW_PROBES)),
                         help="comma-separated row counts to time (each >= 1)")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
@@ -212,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         for r, default_ms, transposed_ms in probe_shape(weight, rows_list=rows):
             # what a switched layer runs (padded to whole tiles past ROW_TILE rows), on the probe's own weight:
             # no nn.Linear, whose random init would allocate and draw a second weight per row count
-            layer = types.SimpleNamespace(weight=weight, bias=None, _lab_row_limit=r)
+            layer = types.SimpleNamespace(weight=weight, bias=None, _lab_row_limit=r, _lab_one_row=True)
             x = torch.full((r, in_features), 0.01, dtype=dtype)
             with torch.inference_mode():
                 switched_ms = _best_ms(lambda x=x, layer=layer: transposed_linear(layer, x))

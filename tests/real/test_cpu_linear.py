@@ -9,6 +9,7 @@ from real.cpu_linear import (
     ON_ROW_LIMIT,
     ROW_TILE,
     measured_limits,
+    one_row_wins,
     padded_rows,
     probe_shape,
     row_limit,
@@ -24,19 +25,20 @@ from tests.real.test_decode import hf_greedy, prompts
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def switched_linear(out_features=48, in_features=32, bias=True, limit=8):
+def switched_linear(out_features=48, in_features=32, bias=True, limit=8, one_row=False):
     layer = torch.nn.Linear(in_features, out_features, bias=bias)
-    layer._lab_row_limit = limit
+    layer._lab_row_limit, layer._lab_one_row = limit, one_row
     return layer
 
 
 @pytest.mark.parametrize("shape,limit", [((1, 32), 8), ((2, 32), 8), ((3, 5, 32), 8), ((8, 32), 8), ((9, 32), 8),
                                          ((2, 4, 32), 8), ((12, 32), 16), ((3, 3, 32), 16), ((2, 8, 32), 16)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_transposed_linear_is_the_same_product(shape, limit, bias):
-    """1 row, 2..limit rows (switched; 9-15 rows padded to a whole tile of 16) and past the limit, 2-D and 3-D
-    inputs, with and without bias."""
-    layer = switched_linear(bias=bias, limit=limit)
+@pytest.mark.parametrize("one_row", [False, True])
+def test_transposed_linear_is_the_same_product(shape, limit, bias, one_row):
+    """1 row (F.linear, or W @ x where one row is switched), 2..limit rows (switched; 9-15 rows padded to a whole
+    tile of 16) and past the limit, 2-D and 3-D inputs, with and without bias."""
+    layer = switched_linear(bias=bias, limit=limit, one_row=one_row)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     expected = F.linear(x, layer.weight, layer.bias)
     got = transposed_linear(layer, x)
@@ -56,6 +58,23 @@ def test_row_limit_is_the_last_probe_of_the_leading_wins():
     assert row_limit([[4, 10.0, 9.5]]) == 1  # under the 10% margin: never switch
     assert row_limit([[4, 10.0, 3.0], [16, 10.0, 30.0], [64, 10.0, 1.0]]) == 4  # a loss ends the run
     assert row_limit([]) == 1
+    assert row_limit([[1, 10.0, 20.0], [4, 10.0, 3.0]]) == 4  # one row is a kernel of its own: not part of the run
+    assert row_limit([[1, 10.0, 2.0], [4, 10.0, 9.5]]) == 1
+
+
+def test_one_row_is_decided_on_its_own_probe():
+    assert one_row_wins([[1, 10.0, 5.0], [4, 10.0, 20.0]])
+    assert not one_row_wins([[1, 10.0, 9.5], [4, 10.0, 3.0]])  # under the 10% margin
+    assert not one_row_wins([[4, 10.0, 3.0]])  # never probed: never switched
+
+
+def test_probing_goes_past_a_one_row_loss(monkeypatch):
+    """A one-row loss must not end the probe before the multi-row counts (the crossover rule is theirs)."""
+    times = iter([10.0, 20.0, 10.0, 3.0, 10.0, 30.0])  # (F.linear, W @ x^T) at 1, 4, 16 rows
+    monkeypatch.setattr("real.cpu_linear._best_ms", lambda fn, repeats=3: next(times))
+    probes = probe_shape(torch.zeros(8, 4), rows_list=(1, 4, 16, 64))
+    assert [p[0] for p in probes] == [1, 4, 16]  # stopped at 16's loss, not at one row's
+    assert row_limit(probes) == 4 and not one_row_wins(probes)
 
 
 def test_modes_switch_and_restore_the_layers():
@@ -64,8 +83,9 @@ def test_modes_switch_and_restore_the_layers():
     before = model(x)
     record = use_fast_few_row_linears(model, "on", "cpu")
     assert record["applied"] and record["switched_shapes"] == ["16x8", "4x16"]
-    assert all(m._lab_row_limit == ON_ROW_LIMIT and "forward" in m.__dict__
+    assert all(m._lab_row_limit == ON_ROW_LIMIT and m._lab_one_row and "forward" in m.__dict__
                for m in model if isinstance(m, torch.nn.Linear))
+    torch.testing.assert_close(model(x[:1]), before[:1])  # one row through W @ x
     torch.testing.assert_close(model(x), before)
     record = use_fast_few_row_linears(model, "off", "cpu")
     assert not record["applied"]
@@ -79,7 +99,8 @@ def test_auto_measures_once_and_keeps_the_answer(tmp_path, monkeypatch):
     monkeypatch.setenv("DSPARK_LAB_CACHE", str(tmp_path))
     weight = torch.nn.Linear(64, 128).weight
     first = measured_limits({"128x64": weight})["128x64"]
-    assert not first["cached"] and first["probes"] and first["probes"][0][0] == 4
+    assert not first["cached"] and [p[0] for p in first["probes"]][:2] == [1, 4]  # one row first, then the run
+    assert first["one_row"] == one_row_wins(first["probes"])
     cache_file = tmp_path / "cpu_linear.json"
     stored = json.loads(cache_file.read_text())
     (key,) = stored
@@ -89,6 +110,10 @@ def test_auto_measures_once_and_keeps_the_answer(tmp_path, monkeypatch):
     cache_file.write_text("{not json")  # a damaged cache is measured again, not trusted
     assert measured_limits({"128x64": weight})["128x64"]["cached"] is False
     assert json.loads(cache_file.read_text())  # and rewritten whole
+    stored = json.loads(cache_file.read_text())
+    cache_file.write_text(json.dumps({key: stored[key][1:]}))  # an entry from before one row was probed
+    again = measured_limits({"128x64": weight})["128x64"]
+    assert not again["cached"] and again["probes"][0][0] == 1  # measured again, one row included
 
 
 def test_probing_draws_nothing_from_the_global_rng():
@@ -100,7 +125,7 @@ def test_probing_draws_nothing_from_the_global_rng():
 
 @pytest.mark.parametrize("kind", ["qwen3", "gemma3"])
 def test_greedy_identity_with_the_switch_on(kind):
-    """fp32: spec decoding through switched layers (verify = W @ x^T, decode = F.linear) equals the
+    """fp32: spec decoding through switched layers (verify and one-row decode = W @ x^T) equals the
     unswitched target's own generate() token for token -- the switch changes no token (8 prompts here;
     the slow test_embedded_identity runs the real Gemma3-270M with it on)."""
     plain = tiny_target(kind, dtype="float32")
@@ -132,7 +157,7 @@ def test_bench_step_times_both_forms_side_by_side(tmp_path, monkeypatch, capsys)
 
 
 def test_rows_past_one_tile_compute_whole_tiles(monkeypatch):
-    assert [padded_rows(r) for r in (1, 2, 8, 9, 12, 16, 17, 60)] == [1, 2, 8, 16, 16, 16, 24, 64]
+    assert [padded_rows(r) for r in (1, 2, 8, 9, 12, 16, 17, 60)] == [2, 2, 8, 16, 16, 16, 24, 64]
     seen = []
     real_mm = torch.mm
 
@@ -141,7 +166,7 @@ def test_rows_past_one_tile_compute_whole_tiles(monkeypatch):
         return real_mm(a, b)
 
     monkeypatch.setattr(torch, "mm", spy)
-    layer = switched_linear(limit=64)
-    for rows in (4, 8, 12, 20):
+    layer = switched_linear(limit=64, one_row=True)
+    for rows in (1, 4, 8, 12, 20):
         transposed_linear(layer, torch.ones(rows, 32))
-    assert seen == [4, 8, 2 * ROW_TILE, 3 * ROW_TILE]
+    assert seen == [2, 4, 8, 2 * ROW_TILE, 3 * ROW_TILE]  # one row as a two-row matrix product, not a vector one
