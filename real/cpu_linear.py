@@ -108,7 +108,7 @@ def probe_shape(weight: torch.Tensor, rows_list=ROW_PROBES) -> list[list[float]]
     probes = []
     for rows in rows_list:
         x = torch.full((rows, weight.shape[1]), 0.01, dtype=weight.dtype, device=weight.device)  # [M, in]
-        padded = torch.cat([x, x.new_zeros(padded_rows(rows) - rows, weight.shape[1])])  # [M', in]
+        padded = x if padded_rows(rows) == rows else torch.cat([x, x.new_zeros(padded_rows(rows) - rows, weight.shape[1])])  # [M', in]
         default_ms = _best_ms(lambda x=x: F.linear(x, weight))
         transposed_ms = _best_ms(lambda x=padded, rows=rows: torch.mm(weight, x.t()).t()[:rows].contiguous())
         probes.append([rows, round(default_ms, 4), round(transposed_ms, 4)])

@@ -69,22 +69,27 @@ def read_bpe_ranks(path: Path) -> dict[bytes, int]:
     return ranks
 
 
-def build_tokenizer(path: Path):
-    """A tokenizers.Tokenizer equal to Meta's: byte-level BPE of `path`, the special tokens, a BOS per text."""
-    from tokenizers import processors
+def ranks_to_tokenizer(ranks: dict[bytes, int], path: Path, pattern: str, specials: list[str]):
+    """A byte-level BPE tokenizers.Tokenizer of tiktoken `ranks` (read from `path`), split by `pattern`, with
+    `specials` after the ranks (transformers' TikTokenConverter, fed the ranks instead of tiktoken's download)."""
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    ranks = read_bpe_ranks(path)
-    if len(ranks) != BASE_TOKENS:
-        raise LabError(f"{path}: {len(ranks)} BPE ranks, Llama 3 has {BASE_TOKENS}")
-
-    class FileConverter(TikTokenConverter):  # the ranks come from read_bpe_ranks, not tiktoken
+    class FileConverter(TikTokenConverter):
         @staticmethod
         def load_tiktoken_bpe(_url: str) -> dict[bytes, int]:
             return ranks
 
-    specials = special_tokens()
-    tokenizer = FileConverter(vocab_file=str(path), pattern=SPLIT_PATTERN, extra_special_tokens=specials).converted()
+    return FileConverter(vocab_file=str(path), pattern=pattern, extra_special_tokens=specials).converted()
+
+
+def build_tokenizer(path: Path):
+    """A tokenizers.Tokenizer equal to Meta's: byte-level BPE of `path`, the special tokens, a BOS per text."""
+    from tokenizers import processors
+
+    ranks = read_bpe_ranks(path)
+    if len(ranks) != BASE_TOKENS:
+        raise LabError(f"{path}: {len(ranks)} BPE ranks, Llama 3 has {BASE_TOKENS}")
+    tokenizer = ranks_to_tokenizer(ranks, path, SPLIT_PATTERN, special_tokens())
     bos_id = tokenizer.token_to_id(BOS)
     if bos_id != BASE_TOKENS:
         raise LabError(f"{path}: {BOS} got id {bos_id}, Llama 3 has {BASE_TOKENS}")

@@ -33,7 +33,7 @@ from lab.arguments import ArgumentParser
 from lab.errors import LabError
 from lab.io import make_dirs, replace_dir, write_json_atomic
 from lab.paths import cache_root
-from real.llama3_tokenizer import read_bpe_ranks
+from real.llama3_tokenizer import ranks_to_tokenizer, read_bpe_ranks
 
 
 @dataclass(frozen=True)
@@ -140,21 +140,12 @@ def rank_file(encoding: str) -> tuple[Path, str, bytes]:
 def build_tokenizer(name: str, path: Path):
     """A tokenizers.Tokenizer of served tokenizer `name` from the rank file `path`: byte-level BPE, its split, its
     special tokens at their ids, nothing added around a text."""
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
     served = TOKENIZERS[name]
     encoding = ENCODINGS[served.encoding]
     ranks = read_bpe_ranks(path)
     if len(ranks) != encoding.ranks:
         raise LabError(f"{path}: {len(ranks)} BPE ranks, {served.encoding} has {encoding.ranks}")
-
-    class FileConverter(TikTokenConverter):  # the ranks come from read_bpe_ranks, not tiktoken's download
-        @staticmethod
-        def load_tiktoken_bpe(_url: str) -> dict[bytes, int]:
-            return ranks
-
-    tokenizer = FileConverter(vocab_file=str(path), pattern=encoding.pattern,
-                              extra_special_tokens=list(served.special)).converted()
+    tokenizer = ranks_to_tokenizer(ranks, path, encoding.pattern, list(served.special))
     for offset, token in enumerate(served.special):
         if tokenizer.token_to_id(token) != encoding.ranks + offset:
             raise LabError(f"{path}: {token} got id {tokenizer.token_to_id(token)}, {name} has {encoding.ranks + offset}")
