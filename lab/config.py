@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from lab.config_base import DatasetSpec, Seed, StrictModel, validation_message
+from lab.config_base import DatasetSpec, Seed, StrictModel, YamlSwitch, validation_message
 from lab.config_engine import EngineSection
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
@@ -52,9 +52,10 @@ class TargetSection(StrictModel):
     engine: Literal["auto", "eager", "static", "graphs"] = Field(
         "auto", description="target forward: eager (DynamicCache), static (StaticCache), graphs (StaticCache "
         "+ CUDA graphs, CUDA only); auto = graphs on CUDA, eager elsewhere")
-    cpu_linear: Literal["auto", "on", "off"] = Field(
+    cpu_linear: Annotated[Literal["auto", "on", "off"], YamlSwitch] = Field(
         "auto", description="CPU only: compute few-row linear layers (verify steps, small batches) as W @ x^T "
-        "where that measured faster on this CPU (auto; measured once per shape and kept in the lab's cache), "
+        "where that measured faster on this CPU (auto; whole forward passes of the model measured once and kept in "
+        "the lab's cache), "
         "always up to 64 rows (on), or never (off); real/cpu_linear.py")
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from lab.paths import UserPath
 from lab.slug import Slug
@@ -43,3 +43,13 @@ class DatasetSpec(StrictModel):
 # of 64 bits and more, and training derives seeds as (seed x 1,000,003 + crc32(name)) x 7919 + epoch (each a
 # traceback mid-stage otherwise); 31 bits keep all of them in range.
 Seed = Annotated[int, Field(ge=0, lt=2**31, description="a whole number in 0 .. 2**31 - 1")]
+
+
+def _switch_word(value):
+    """YAML 1.1 reads an unquoted on / off / yes / no as true / false: give a switch setting its word back."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+# A setting whose values include "on" / "off": `cpu_linear: off` in a file (or --set target.cpu_linear=on) is
+# the word the user wrote, not a boolean that fails the Literal with "Input should be 'auto', 'on' or 'off'".
+YamlSwitch = BeforeValidator(_switch_word)

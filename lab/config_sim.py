@@ -130,6 +130,12 @@ class HardwareSheet(StrictModel):
         "width): a step of more query tokens than one tile is charged the FLOPs of whole tiles (12 tokens at "
         "tile 8 cost 16). 1: off, every GPU preset. On this AVX2 CPU a 262,144 x 640 product over 9-16 rows "
         "costs what 16 rows cost (python -m real.cpu_linear --rows ...)")
+    gemv_rows: int = Field(
+        1, ge=1, le=4096, description="a step of up to this many query tokens reads its weights as a one-token step "
+        "does (bw_efficiency; more tokens: gemm_bw_efficiency): the BLAS runs a product of so few rows as a "
+        "matrix-vector one. 1: only one-token steps, every GPU preset. On the AVX512 EPYC of session 36 the lab's "
+        "switched linears read the 262,144 x 640 LM head in 16-19 ms over 1-4 rows, 21.6 at 5, 35 at 8: 4 "
+        "(python -m real.cpu_linear --gemv-rows)")
     moe_layer_us: float = Field(
         35.8, ge=0, description="GPU time of one MoE layer's fused-experts call beyond its weight reads and FLOPs "
         "(routing, token sort, the grouped GEMMs' floor), per MoE layer and step. 35.8: one value fitted on 111 "

@@ -13,11 +13,11 @@ DeepSpec's build_draft_config does; unset loss weights come from the method (dsp
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from lab.config_base import DatasetSpec, Seed, StrictModel
+from lab.config_base import DatasetSpec, Seed, StrictModel, YamlSwitch
 from lab.slug import Slug
 
 DrafterMethod = Literal["ngram", "dspark", "dflash", "eagle3", "mtp"]
@@ -108,7 +108,7 @@ class TrainSection(StrictModel):
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    autocast: Literal["off", "bf16", "auto"] = Field(
+    autocast: Annotated[Literal["off", "bf16", "auto"], YamlSwitch] = Field(
         "auto", description="bf16 autocast: auto = on for CUDA, off for CPU (measured slower there)")
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
     drafters: list[str] | None = Field(None, description="train only these drafter names (default: all)")

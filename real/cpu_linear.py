@@ -8,24 +8,29 @@ one row (a plain decode step, a matrix-vector product) takes 55 ms either way. A
 step fell from 249 ms to 122 ms, a 1-token decode step stayed at ~115 ms -- so on this CPU a verify was
 2.2x a decode before and ~1x after, which is what speculative decoding's economics assume.
 
-Machines differ (AVX512, AMX, other BLAS builds), so `auto` measures both forms once per weight shape,
-dtype, thread count and CPU model, at a few row counts, keeps the answer in $DSPARK_LAB_CACHE/
-cpu_linear.json, and switches a shape only up to the largest row count where W @ x^T measured faster.
-One row (a batch-1 decode step) is measured on its own and switched only where W @ x measured faster:
-on the AVX2 box it made no difference, on a faster AVX512 EPYC (session 35) F.linear over one row ran the
-LM head at the speed of four rows. The result is the same product (fp32 rounding may differ in the last
-bits, as between any two BLAS kernels); greedy identity is tested with the switch on
-(tests/real/test_cpu_linear.py). CUDA and MPS targets are never touched.
+Machines differ (AVX512, AMX, other BLAS builds), so `auto` measures once per model, dtype, thread count
+and CPU model and keeps the answer in $DSPARK_LAB_CACHE/cpu_linear.json: whole forward passes of the model
+itself over 1, 4, 16 and 64 rows, every linear layer as F.linear against every layer switched (interleaved,
+best of 3), and switches all layers up to the largest row count before F.linear first wins a pass by 10% (one
+row, a batch-1 decode step's matrix-vector product, decided on its own; a tie switches). Whole passes, not each weight shape timed
+alone: on a faster AVX512 EPYC (session 35) the small projections' F.linear won alone but lost inside the
+model, and per-shape decisions ran a 1 x 8 verify step in 113 ms where switching every layer ran it in 71.
+$DSPARK_LAB_CPU_LINEAR_CACHE, if set, names another file. A measurement taken while the machine is busy (1-minute load average past the core count + 1) is used for
+that run only and not kept. The result is the same product (fp32 rounding may differ in the last bits, as
+between any two BLAS kernels); greedy identity is tested with the switch on (tests/real/test_cpu_linear.py).
+CUDA and MPS targets are never touched.
 
     record = use_fast_few_row_linears(target.model, mode="auto", device="cpu")   # load_target does this
-    python -m real.cpu_linear --model-shapes 262144x640,2048x640 --dtype float32   # print the probes
+    python -m real.cpu_linear --model-shapes 262144x640,2048x640 --dtype float32   # one weight shape alone
     python -m real.cpu_linear --model-shapes 262144x640 --rows 4,8,12,16   # + the switched (padded) layer
+    python -m real.cpu_linear --model-shapes 262144x640 --gemv-rows        # rows read at the one-row rate
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import os
 import time
 import types
 from pathlib import Path
@@ -37,12 +42,14 @@ from lab.arguments import ArgumentParser, int_list
 from lab.io import write_json_atomic
 
 MODES = ("auto", "on", "off")
-ROW_PROBES = (4, 16, 64, 256)   # row counts `auto` times; a shape switches up to the last that won
+ROW_PROBES = (4, 16, 64, 256)   # row counts the per-shape probe (the CLI) times
+MODEL_ROW_PROBES = (4, 16, 64)  # row counts `auto` times whole forward passes at; switched up to the last that won
 ONE_ROW = 1                     # timed on its own: a decode step's matrix-vector product is another kernel
 ONE_ROW_PADDED = 2              # ... switched, one row is computed as two (a zero row added): a matrix product
 ON_ROW_LIMIT = 64               # `on`: switch every shape up to this many rows, unmeasured
 MIN_GAIN = 1.1                  # W @ x^T must be at least this much faster to count as a win (noise margin)
 CACHE_FILE = "cpu_linear.json"
+PROBE = "whole passes v2"        # in the cache key: entries of another probe or rule are measured again
 ROW_TILE = 8  # past one tile, rows are padded with zeros to whole tiles of this many (see transposed_linear)
 
 
@@ -117,93 +124,182 @@ def probe_shape(weight: torch.Tensor, rows_list=ROW_PROBES) -> list[list[float]]
     return probes
 
 
-def _wins(default_ms: float, transposed_ms: float) -> bool:
-    return transposed_ms * MIN_GAIN <= default_ms
+def _f_linear_wins(default_ms: float, transposed_ms: float) -> bool:
+    return default_ms * MIN_GAIN <= transposed_ms
 
 
 def row_limit(probes: list[list[float]]) -> int:
-    """The largest probed row count (>= 2) up to which W @ x^T won every multi-row probe (1: never switch)."""
+    """The largest probed row count (>= 2, at most ON_ROW_LIMIT) up to which F.linear won no probe by the margin
+    (1: never switch). A tie switches: then the step's cost stays one staircase of whole tiles up to the limit,
+    the shape the simulator's CPU sheet describes (gemm_row_tile), instead of turning on noise between forms."""
     limit = 1
     for rows, default_ms, transposed_ms in probes:
         if rows == ONE_ROW:
             continue
-        if not _wins(default_ms, transposed_ms):
+        if rows > ON_ROW_LIMIT or _f_linear_wins(default_ms, transposed_ms):
             break
         limit = int(rows)
     return limit
 
 
-def one_row_wins(probes: list[list[float]]) -> bool:
-    """Whether W @ x beat F.linear over one row (False when one row was not probed)."""
-    return any(rows == ONE_ROW and _wins(default_ms, transposed_ms) for rows, default_ms, transposed_ms in probes)
+def one_row_switched(probes: list[list[float]]) -> bool:
+    """Whether one row is switched: probed, and F.linear did not win it by the margin (False when not probed)."""
+    return any(rows == ONE_ROW and not _f_linear_wins(default_ms, transposed_ms)
+               for rows, default_ms, transposed_ms in probes)
 
 
-def _cache_key(weight: torch.Tensor) -> str:
-    dtype = str(weight.dtype).removeprefix("torch.")
+def _shape(module: torch.nn.Linear) -> str:
+    return f"{module.weight.shape[0]}x{module.weight.shape[1]}"
+
+
+def _cache_key(model: torch.nn.Module, linears: list[torch.nn.Linear]) -> str:
+    """CPU model, torch, dtype, threads and the model: its class and every linear weight shape with its count."""
+    dtype = str(linears[0].weight.dtype).removeprefix("torch.")
+    counts: dict[str, int] = {}
+    for m in linears:
+        counts[_shape(m)] = counts.get(_shape(m), 0) + 1
+    layers = ",".join(f"{shape}*{n}" for shape, n in sorted(counts.items()))
     return (f"{cpu_model_name()} | torch {torch.__version__} | {dtype} | {torch.get_num_threads()} threads | "
-            f"{weight.shape[0]}x{weight.shape[1]}")
+            f"{type(model).__name__} | {layers} | {PROBE}")
+
+
+CACHE_ENV = "DSPARK_LAB_CPU_LINEAR_CACHE"  # where auto keeps its probes, if set (the tests point it at a scratch file)
 
 
 def _cache_path() -> Path:
     from real.embedded import cache_root
 
-    return cache_root() / CACHE_FILE
+    return Path(os.environ[CACHE_ENV]).expanduser() if os.environ.get(CACHE_ENV) else cache_root() / CACHE_FILE
 
 
-def measured_limits(weights: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """Per shape "OUTxIN": {"row_limit", "one_row", "probes", "cached"}; probes measured once per machine and
-    kept. An entry from before one row was probed (its first probe is not one row) is measured again."""
+def machine_busy() -> tuple[bool, float]:
+    """(busy, 1-minute load average): busy when more runnable work than cores + 1 -- another process is
+    competing for the cores, and a timing taken now would not describe this machine."""
+    load = os.getloadavg()[0]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return load > cores + 1, round(load, 2)
+
+
+def _switch(linears: list[torch.nn.Linear], row_limit: int, one_row: bool) -> None:
+    """Every layer computes 2..row_limit rows (and one row, if one_row) as W @ x^T, F.linear otherwise."""
+    for m in linears:
+        m._lab_row_limit, m._lab_one_row = row_limit, one_row
+        if row_limit > 1 or one_row:
+            m.forward = types.MethodType(transposed_linear, m)
+        elif "forward" in m.__dict__:
+            del m.forward  # back to nn.Linear.forward
+
+
+def _dummy_ids(model: torch.nn.Module, rows: int) -> torch.Tensor:
+    config = getattr(model, "config", None)
+    token = getattr(config, "bos_token_id", None)
+    token = token if isinstance(token, int) else 1
+    device = next(model.parameters()).device
+    return torch.full((1, rows), token, dtype=torch.long, device=device)  # [1, rows]: one sequence of `rows` tokens
+
+
+@torch.inference_mode()
+def probe_model(model: torch.nn.Module, linears: list[torch.nn.Linear], rows_list=MODEL_ROW_PROBES,
+                repeats: int = 3, forward=None) -> list[list[float]]:
+    """[[rows, F.linear ms, switched ms], ...]: whole forward passes over `rows` tokens (one sequence, no KV
+    cache: every linear layer sees `rows` rows), all layers F.linear against all switched, interleaved and best
+    of `repeats` each. One row first (a kernel of its own, never ends the probe), then `rows_list` until
+    F.linear first wins a multi-row count by the margin (larger row counts only favour F.linear more). Constant inputs: no RNG draw. The
+    layers are left as F.linear. `forward(ids)` defaults to model(input_ids=ids, use_cache=False)."""
+    forward = forward or (lambda ids: model(input_ids=ids, use_cache=False))
+    probes = []
+    for rows in (ONE_ROW, *rows_list):
+        ids = _dummy_ids(model, rows)
+        best = {"off": float("inf"), "on": float("inf")}
+        for variant in ("off", "on", "off", "on"):  # warm-up round, not timed
+            _switch(linears, rows if variant == "on" else 1, variant == "on")
+            forward(ids)
+        for _ in range(repeats):
+            for variant in ("off", "on"):
+                _switch(linears, rows if variant == "on" else 1, variant == "on")
+                start = time.perf_counter()
+                forward(ids)
+                best[variant] = min(best[variant], (time.perf_counter() - start) * 1e3)
+        _switch(linears, 1, False)
+        probes.append([rows, round(best["off"], 3), round(best["on"], 3)])
+        if rows != ONE_ROW and _f_linear_wins(best["off"], best["on"]):
+            break
+    return probes
+
+
+def measured_model_limits(model: torch.nn.Module, linears: list[torch.nn.Linear], forward=None) -> dict:
+    """{"row_limit", "one_row", "probes", "cached", "kept", "load_average"}: the whole-pass probe of this model
+    on this machine, measured once and kept -- unless measured while the machine was busy (then used for this
+    run only, and measured again next time)."""
     path = _cache_path()
     try:
         cache = json.loads(path.read_text()) if path.is_file() else {}
         cache = cache if isinstance(cache, dict) else {}
     except (OSError, ValueError):
         cache = {}  # a damaged cache is re-measured, never trusted
-    out, changed = {}, False
-    for shape, weight in weights.items():
-        key = _cache_key(weight)
-        entry = cache.get(key)
-        cached = isinstance(entry, list) and bool(entry) and isinstance(entry[0], list) and entry[0][:1] == [ONE_ROW]
-        if not cached:
-            cache[key] = probe_shape(weight, rows_list=(ONE_ROW, *ROW_PROBES))
-            changed = True
-        out[shape] = {"row_limit": row_limit(cache[key]), "one_row": one_row_wins(cache[key]),
-                      "probes": cache[key], "cached": cached}
-    if changed:
-        try:
-            write_json_atomic(path, cache)
-        except OSError:
-            pass  # a read-only cache only costs a re-measurement next time
-    return out
+    key = _cache_key(model, linears)
+    entry = cache.get(key)
+    cached = (isinstance(entry, dict) and isinstance(entry.get("probes"), list) and bool(entry["probes"])
+              and all(isinstance(p, list) and len(p) == 3 for p in entry["probes"]))
+    kept = cached
+    if not cached:
+        busy, load = machine_busy()
+        entry = {"probes": probe_model(model, linears, forward=forward), "load_average": load}
+        if not busy:
+            cache = {k: v for k, v in cache.items() if isinstance(v, dict)}  # per-shape entries of before: dropped
+            cache[key] = entry
+            try:
+                write_json_atomic(path, cache)
+                kept = True
+            except OSError:
+                pass  # a read-only cache only costs a re-measurement next time
+    return {"row_limit": row_limit(entry["probes"]), "one_row": one_row_switched(entry["probes"]),
+            "probes": entry["probes"], "cached": cached, "kept": kept, "load_average": entry.get("load_average")}
 
 
-def use_fast_few_row_linears(model: torch.nn.Module, mode: str = "auto", device: str = "cpu") -> dict:
+def use_fast_few_row_linears(model: torch.nn.Module, mode: str = "auto", device: str = "cpu", forward=None) -> dict:
     """Switch the model's nn.Linear layers to transposed_linear where it is faster; returns what was done
-    (target.json records it). mode: auto (measured per shape, one row on its own), on (every shape from one
-    row up to ON_ROW_LIMIT rows), off (F.linear everywhere; undoes an earlier switch)."""
+    (target.json records it). mode: auto (measured on whole forward passes, one row on its own; the same
+    decision for every layer), on (every layer from one row up to ON_ROW_LIMIT rows), off (F.linear
+    everywhere; undoes an earlier switch). `forward(ids)`: how auto runs the model (default
+    model(input_ids=ids, use_cache=False))."""
     if mode not in MODES:
         raise ValueError(f"cpu_linear mode {mode!r}: one of {MODES}")
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if torch.device(device).type != "cpu":
         return {"mode": mode, "applied": False, "reason": f"device {device}: CPU only"}
-    weights = {}
-    for m in linears:
-        weights.setdefault(f"{m.weight.shape[0]}x{m.weight.shape[1]}", m.weight)
-    if mode == "auto":
-        shapes = measured_limits(weights)
+    record = {"mode": mode, "threads": torch.get_num_threads()}
+    if not linears:
+        decided = {"row_limit": 1, "one_row": False}
+    elif mode == "auto":
+        decided = measured_model_limits(model, linears, forward=forward)
     else:
-        limit = ON_ROW_LIMIT if mode == "on" else 1
-        shapes = {shape: {"row_limit": limit, "one_row": mode == "on"} for shape in weights}
-    for m in linears:
-        decided = shapes[f"{m.weight.shape[0]}x{m.weight.shape[1]}"]
-        m._lab_row_limit, m._lab_one_row = decided["row_limit"], decided["one_row"]
-        if m._lab_row_limit > 1 or m._lab_one_row:
-            m.forward = types.MethodType(transposed_linear, m)
-        elif "forward" in m.__dict__:
-            del m.forward  # back to nn.Linear.forward
-    switched = sorted(s for s, v in shapes.items() if v["row_limit"] > 1 or v["one_row"])
-    return {"mode": mode, "applied": bool(switched), "threads": torch.get_num_threads(),
-            "switched_shapes": switched, "shapes": shapes}
+        decided = {"row_limit": ON_ROW_LIMIT if mode == "on" else 1, "one_row": mode == "on"}
+    _switch(linears, decided["row_limit"], decided["one_row"])
+    applied = decided["row_limit"] > 1 or decided["one_row"]
+    return {**record, "applied": applied, **decided,
+            "switched_shapes": sorted({_shape(m) for m in linears}) if applied else []}
+
+
+GEMV_TOLERANCE = 1.2  # a row count whose switched product costs at most this x one row's reads at the one-row rate
+GEMV_MAX_ROWS = 16
+
+
+@torch.inference_mode()
+def matrix_vector_rows(weight: torch.Tensor, max_rows: int = GEMV_MAX_ROWS) -> tuple[int, list[list[float]]]:
+    """(rows, [[rows, ms], ...]): the most rows a switched product over `weight` [out, in] (as transposed_linear
+    computes it, whole tiles past ROW_TILE) reads at the one-row rate -- the largest count within GEMV_TOLERANCE
+    of the fastest of one and two rows (odd counts run a little slower than the even ones around them: on the
+    AVX512 box 3 rows took 1.1-1.3x what 4 did, so a count below it may miss the tolerance). The simulator's CPU
+    sheet calls it gemv_rows: a step of so few tokens costs a one-token step's weight read (sim/cost.py).
+    Constant inputs: no RNG draw."""
+    layer = types.SimpleNamespace(weight=weight, bias=None, _lab_row_limit=max_rows, _lab_one_row=True)
+    timed = []
+    for rows in range(1, max_rows + 1):
+        x = torch.full((rows, weight.shape[1]), 0.01, dtype=weight.dtype, device=weight.device)  # [M, in]
+        timed.append([rows, round(_best_ms(lambda x=x: transposed_linear(layer, x), repeats=5), 4)])
+    floor = min(ms for _, ms in timed[:2])
+    return max(rows for rows, ms in timed if ms <= GEMV_TOLERANCE * floor), timed
 
 
 def weight_shapes(text: str) -> list[tuple[int, int]]:
@@ -226,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--rows", type=int_list, default=",".join(str(r) for r in (ONE_ROW, *ROW_PROBES)),
                         help="comma-separated row counts to time (each >= 1)")
+    parser.add_argument("--gemv-rows", action="store_true",
+                        help="instead: the most rows each shape's switched product reads at the one-row rate (the "
+                             "simulator's gemv_rows; sim.bench_profile --gemv-rows)")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     rows = args.rows
@@ -234,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     for out_features, in_features in args.model_shapes:
         shape = f"{out_features}x{in_features}"
         weight = torch.full((out_features, in_features), 0.01, dtype=dtype)
+        if args.gemv_rows:
+            limit, timed = matrix_vector_rows(weight)
+            print(f"{shape:>12}: gemv_rows {limit} -- switched product ms by rows: "
+                  + ", ".join(f"{r}: {ms:.2f}" for r, ms in timed))
+            continue
         for r, default_ms, transposed_ms in probe_shape(weight, rows_list=rows):
             # what a switched layer runs (padded to whole tiles past ROW_TILE rows), on the probe's own weight:
             # no nn.Linear, whose random init would allocate and draw a second weight per row count

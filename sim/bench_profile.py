@@ -19,7 +19,9 @@ floor under any cost model's error against a single profile.
    rows (alternate rows of the sorted grid) and scored on the other half. The same fit with the halves
    swapped is reported beside it (a check that the score does not hang on one split), never used for it.
    --row-tile N gives the sheet the row tile its matrix products run in (gemm_row_tile: the lab's CPU
-   linears pad 9-15 rows to 16, real/cpu_linear.py); a property of the code, so given, never fitted.
+   linears pad 9-15 rows to 16, real/cpu_linear.py) and --gemv-rows N the most rows whose products read
+   the weights at the one-row rate (gemv_rows: 4 on session 36's AVX512 box); properties of the code and
+   the BLAS, measured by `python -m real.cpu_linear`, so given, never fitted.
 4. --validate PROFILE ...: the same terms fitted on every row of the profile(s) above, then scored on other
    profiles -- another grid (batches, query lengths, contexts the fit never saw), measured afterwards:
    the out-of-sample check (validate.csv).
@@ -39,7 +41,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lab.arguments import ArgumentParser
+from lab.arguments import ArgumentParser, positive_int
 from lab.config_sim import HardwareSheet
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_json_atomic, write_text_atomic
@@ -95,7 +97,7 @@ def machine_sheet(machine: dict, dtype: str, **fitted) -> HardwareSheet:
     """This machine as a spec sheet: measured peaks; achievable fractions 1 and no overheads unless fitted."""
     values = {"mfu": 1.0, "bw_efficiency": 1.0, "step_overhead_ms": 0.0, "layer_overhead_us": 0.0,
               "request_overhead_us": 0.0, "moe_layer_us": 0.0, "act_quant_us": 0.0,  # GPU kernels' floors: none here
-              "gemm_row_tile": machine.get("gemm_row_tile", 1), **fitted}
+              "gemm_row_tile": machine.get("gemm_row_tile", 1), "gemv_rows": machine.get("gemv_rows", 1), **fitted}
     how = ("given: --peaks" if machine.get("given") else
            f"measured: numpy float32 matmul n={machine['matmul_n']}, copy {machine['copy_mib']} MiB")
     return HardwareSheet(name="this-cpu", description=how, peak_tflops={dtype: machine["flops_per_s"] / 1e12},
@@ -191,9 +193,12 @@ def main(argv=None) -> int:
                          "machine) instead of measuring them now")
     ap.add_argument("--validate", nargs="+", default=None, metavar="PROFILE",
                     help="profiles of another grid to score a fit on every row of the profile(s) against")
-    ap.add_argument("--row-tile", type=int, default=1, metavar="ROWS",
+    ap.add_argument("--row-tile", type=positive_int, default=1, metavar="ROWS",
                     help="the sheet's gemm_row_tile: the row tile of this machine's matrix products, as measured by "
                          "`python -m real.cpu_linear --row-tile` (not fitted: 1 = off)")
+    ap.add_argument("--gemv-rows", type=positive_int, default=1, metavar="ROWS",
+                    help="the sheet's gemv_rows: the most rows this machine's products read their weights at the "
+                         "one-row rate, as measured by `python -m real.cpu_linear --gemv-rows` (not fitted: 1 = off)")
     ap.add_argument("--fit", default=",".join(DEFAULT_FIT),
                     help=f"comma-separated sheet terms to fit (of: {', '.join(FIT_TERMS)})")
     args = ap.parse_args(argv)
@@ -222,6 +227,7 @@ def main(argv=None) -> int:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     machine = measure_machine() if peaks is None else given_machine(*peaks)
     machine["gemm_row_tile"] = args.row_tile
+    machine["gemv_rows"] = args.gemv_rows
     profile = profiles[0]
     rows = {k: frame[k].to_numpy() for k in frame.columns}
     train = np.arange(len(frame)) % 2 == 0

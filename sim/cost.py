@@ -32,8 +32,8 @@ tp GPUs:
               sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context)
     memory  = weights read(tokens) / (tp x w_eff x bandwidth) + (kv_sum x KV bytes per token + n_reqs x 2 x
               state bytes x kv_eff / state_eff) / (tp x kv_eff x bandwidth), w_eff = bw_efficiency for a one-token step
-              (matrix-vector products) and gemm_bw_efficiency (default: the same) for a step of more tokens
-              (matrix-matrix products);
+              (matrix-vector products; on a CPU sheet with gemv_rows > 1 a step of up to gemv_rows tokens too) and
+              gemm_bw_efficiency (default: the same) for a step of more tokens (matrix-matrix products);
               the linears vLLM keeps whole on every GPU (MLA's down-projections, MoE routers: sim/models.REPLICATED)
               count tp times in both terms: weights read + (tp - 1) x replicated bytes, active params + (tp - 1) x
               replicated params (each GPU multiplies its own whole copy); tp 1 or a model without them: unchanged
@@ -313,6 +313,7 @@ class CostModel:
         self._gemm_factor = hw.bw_efficiency / hw.gemm_bw_efficiency if hw.gemm_bw_efficiency else 1.0
         self._serial = 1.0 - hw.compute_memory_overlap  # share of min(compute, memory) not hidden
         self._row_tile = hw.gemm_row_tile  # FLOPs of a step over more tokens than a tile: whole tiles
+        self._gemv_rows = hw.gemv_rows  # a step of up to this many tokens reads weights at the one-token rate
         self._moe = bool(m.moe_experts)
         self._sliding = bool(m.sliding_layers)  # roofline: KV reads / score FLOPs stop at the window
         # a MoE model's routed experts: _experts_time; the weights vLLM replicates (MLA's down-projections, the
@@ -527,7 +528,7 @@ class CostModel:
         if self._sliding:
             kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
         weights = self._t_weights
-        if tokens > 1:
+        if tokens > self._gemv_rows:
             weights *= self._gemm_factor
         gemm_tokens = tokens  # the rows the weight products compute: whole tiles past the first
         if tokens > self._row_tile > 1:
@@ -560,8 +561,8 @@ class CostModel:
         touched = self.model.touched_experts(tokens, self.ep, self._gather)  # one GPU's kernel
         memory = self.model.routed_bytes_read(tokens, self.ep, self._gather) * self._t_per_expert_byte
         if self._gemm_factor != 1.0:
-            memory = memory * np.where(tokens > 1, self._gemm_factor, 1.0) if isinstance(tokens, np.ndarray) \
-                else memory * (self._gemm_factor if tokens > 1 else 1.0)
+            memory = memory * np.where(tokens > self._gemv_rows, self._gemm_factor, 1.0) \
+                if isinstance(tokens, np.ndarray) else memory * (self._gemm_factor if tokens > self._gemv_rows else 1.0)
         compute = gemm_tokens * self._t_per_token_expert_flops
         longer = np.maximum(memory, compute) if isinstance(memory, np.ndarray) else max(memory, compute)
         if self._serial:
@@ -587,7 +588,7 @@ class CostModel:
         (drafter_passes per_token) max_draft in a row over n_reqs tokens each."""
         rows = n_reqs * self._draft_tokens
         dc = rows * self._draft_per_token
-        weights = self._draft_weights * (self._gemm_factor if rows > 1 else 1.0)
+        weights = self._draft_weights * (self._gemm_factor if rows > self._gemv_rows else 1.0)
         return self._draft_passes * (max(weights, dc) + self._serial * min(weights, dc))
 
     def _profile_draft_ms(self, reqs, ctx, many: bool = False):
@@ -621,7 +622,7 @@ class CostModel:
             kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
         weights = self._t_weights
         if self._gemm_factor != 1.0:
-            weights = weights * np.where(tokens > 1, self._gemm_factor, 1.0)
+            weights = weights * np.where(tokens > self._gemv_rows, self._gemm_factor, 1.0)
         gemm_tokens = tokens
         if self._row_tile > 1:  # whole tiles, as in step_time
             gemm_tokens = np.where(tokens > self._row_tile, np.ceil(tokens / self._row_tile) * self._row_tile, tokens)

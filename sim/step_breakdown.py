@@ -85,7 +85,7 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     gemm_tokens = tokens  # as step_time: past one tile, whole tiles of rows
     if tokens > cm._row_tile > 1:
         gemm_tokens = -(-tokens // cm._row_tile) * cm._row_tile
-    weights = cm._t_weights * (cm._gemm_factor if tokens > 1 else 1.0)
+    weights = cm._t_weights * (cm._gemm_factor if tokens > cm._gemv_rows else 1.0)
     kv = kv_sum * cm._t_per_kv_token
     state = n_reqs * cm._t_state if cm._t_state else 0.0
     gemm = gemm_tokens * cm._t_per_token_flops

@@ -1,9 +1,12 @@
 """Shared fixtures: tiny random targets (built once per session), offline hub, a scratch run dir."""
 import os
+import tempfile
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# cpu_linear's auto probes (real/cpu_linear.py) go to a scratch file, not the user's cache; subprocesses inherit it
+os.environ["DSPARK_LAB_CPU_LINEAR_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="dspark-cpu-linear-"), "cpu_linear.json")
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,15 @@ def test_overrides_reach_lists_and_parse_yaml_values():
     assert cfg.drafters[0].block_size == 3 and cfg.decode.temperatures == [0, 1.0]
 
 
+def test_on_and_off_are_words_not_yaml_booleans():
+    """YAML 1.1 reads unquoted on / off as true / false; a switch setting takes them as the words written."""
+    assert config_from_dict(MINIMAL, overrides=["target.cpu_linear=on"]).target.cpu_linear == "on"
+    assert config_from_dict(MINIMAL, overrides=["target.cpu_linear=off"]).target.cpu_linear == "off"
+    assert config_from_dict({**MINIMAL, "target": {**MINIMAL.get("target", {}), "cpu_linear": False}}).target.cpu_linear == "off"
+    with pytest.raises(LabError, match=r"target\.cpu_linear"):
+        config_from_dict(MINIMAL, overrides=["target.cpu_linear=7"])
+
+
 @pytest.mark.parametrize("override, fragment", [
     ("decode.max_new_tokens=-1", "decode.max_new_tokens"),
     ("decode.bogus=1", "decode.bogus: unknown key"),

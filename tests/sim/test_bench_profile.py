@@ -150,3 +150,35 @@ def test_row_tile_is_given_and_validation_profiles_are_averaged(tmp_path, capsys
     assert errors[8].abs().max() < 1.0
     assert (errors[1][rows.loc[rows["query_tokens"] == 6, "batch"] == 2] < -3).all()  # 12 rows priced as 12
     assert "profiles averaged row by row" in capsys.readouterr().out
+
+
+def test_gemv_rows_is_given_and_prices_few_row_steps_at_the_one_row_rate(tmp_path):
+    """A machine whose products read weights at the one-row rate up to 4 rows (session 36's AVX512 box): with
+    --gemv-rows 4 the fit recovers it to ~0% on both grids; with 1 it cannot (4-token steps charged the slow
+    matrix-matrix read)."""
+    truth = machine_sheet({**MACHINE, "given": True}, "fp32", mfu=0.5, bw_efficiency=0.6, gemm_bw_efficiency=0.3,
+                          kv_bw_efficiency=0.2, compute_memory_overlap=0.0, gemm_row_tile=8, gemv_rows=4)
+    main_grid = [(b, q, c) for b in (1, 4, 16) for q in (1, 4, 8) for c in (128, 512)]
+    other_grid = [(b, q, c) for b in (2, 8) for q in (2, 6) for c in (64, 320)]
+    _sheet_profile(tmp_path / "main", truth, main_grid)
+    _sheet_profile(tmp_path / "check", truth, other_grid)
+    peaks = ["--peaks", f"{MACHINE['flops_per_s'] / 1e9},{MACHINE['copy_bytes_per_s'] / 1e9}"]
+    scores = {}
+    for rows in (1, 4):
+        out = tmp_path / f"gemv{rows}"
+        assert main([str(tmp_path / "main"), "--validate", str(tmp_path / "check"), "--model", "gemma3-270m",
+                     "--dtype", "fp32", *peaks, "--row-tile", "8", "--gemv-rows", str(rows), "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["machine"]["gemv_rows"] == rows
+        assert __import__("yaml").safe_load((out / "spec_fitted.yaml").read_text())["gemv_rows"] == rows
+        scores[rows] = (summary["fitted_median_abs_err_pct_fit_rows"], summary["validation"]["median_abs_err_pct"])
+    assert max(scores[4]) < 1.0 and max(scores[1]) > 3.0
+
+
+def test_zero_rows_are_one_error_line(tmp_path, capsys):
+    for flag in ("--row-tile", "--gemv-rows"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(tmp_path), "--model", "gemma3-270m", flag, "0"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"argument {flag}: '0': must be at least 1" in err[0]

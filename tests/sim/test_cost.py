@@ -403,6 +403,23 @@ def test_gemm_row_tile_charges_whole_tiles_past_the_first():
                                                                                    np.maximum(b - 1, 0)))
 
 
+def test_gemv_rows_reads_few_row_steps_at_the_one_row_rate():
+    """gemv_rows 4 (a CPU BLAS that runs a product of up to 4 rows as a matrix-vector one): steps of 2-4 tokens
+    read the weights at bw_efficiency, 5+ at gemm_bw_efficiency; the default (1) and every GPU preset: unchanged."""
+    hw, m = get_hardware("h100"), get_model("llama-2-7b")
+    assert hw.gemv_rows == 1
+    cpu_like = hw.model_copy(update={"gemm_bw_efficiency": hw.bw_efficiency / 3, "compute_memory_overlap": 0.0})
+    plain, gemv = _bare(cpu_like, m), _bare(cpu_like.model_copy(update={"gemv_rows": 4}), m)
+    weights = 6.7e9 * 2 / (3.35e12 * hw.bw_efficiency)  # the one-token step's read
+    for tokens in (2, 4):
+        assert plain.step_time(tokens, 0, 1, False) - gemv.step_time(tokens, 0, 1, False) == pytest.approx(
+            2 * weights, rel=1e-3)  # 3x the read without it, 1x with it
+    for tokens in (1, 5, 64):
+        assert gemv.step_time(tokens, 0, 1, False) == plain.step_time(tokens, 0, 1, False)
+    b = np.array([1, 3, 4, 5, 9])
+    assert np.allclose(gemv.step_time_vec(b, 2_000, 1, False), [gemv.step_time(int(x), 2_000, 1, False) for x in b])
+
+
 def test_routed_experts_priced_as_their_own_kernels():
     """A MoE step = the dense part's roofline + per MoE layer the fused-MoE floor, moe_expert_us per touched
     expert, the longer of the experts' reads (moe_bw_efficiency) and FLOPs (moe_mfu) and its pairs' activation
