@@ -105,6 +105,14 @@ def mlp():
                                torch.nn.ReLU(), torch.nn.Linear(64, 128))
 
 
+def probed_mlp(tmp_path, monkeypatch, busy=False):
+    """A small model, its linear layers, auto's cache on a scratch file and the machine's load as given."""
+    monkeypatch.setenv("DSPARK_LAB_CPU_LINEAR_CACHE", str(tmp_path / "cpu_linear.json"))
+    monkeypatch.setattr("real.cpu_linear.machine_busy", lambda: (busy, 6.0 if busy else 0.5))
+    model = mlp()
+    return model, [m for m in model if isinstance(m, torch.nn.Linear)]
+
+
 def mlp_forward(model):
     """How auto runs a model that is not a transformers one: the ids only give the row count."""
     return lambda ids: model(torch.full((ids.shape[1], 64), 0.01))
@@ -127,10 +135,7 @@ def scripted_clock(monkeypatch, step_ms: dict):
 def test_auto_decides_from_whole_forward_passes(tmp_path, monkeypatch):
     """One decision for every layer, from whole passes: switched wins at 1 and 4 rows, ties at 16, loses at 64 ->
     every layer switched up to 16 rows and one row too; the probe stops where F.linear first wins."""
-    monkeypatch.setenv("DSPARK_LAB_CPU_LINEAR_CACHE", str(tmp_path / "cpu_linear.json"))
-    monkeypatch.setattr("real.cpu_linear.machine_busy", lambda: (False, 0.5))
-    model = mlp()
-    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    model, linears = probed_mlp(tmp_path, monkeypatch)
     steps = {(1, False): 10.0, (1, True): 6.0, (4, False): 30.0, (4, True): 10.0, (16, False): 40.0,
              (16, True): 42.0, (64, False): 50.0, (64, True): 60.0}  # 16 rows a tie, 64 F.linear's by 20%
     forward_for = scripted_clock(monkeypatch, steps)
@@ -148,10 +153,7 @@ def test_auto_decides_from_whole_forward_passes(tmp_path, monkeypatch):
 
 
 def test_auto_measures_once_and_keeps_the_answer(tmp_path, monkeypatch):
-    monkeypatch.setenv("DSPARK_LAB_CPU_LINEAR_CACHE", str(tmp_path / "cpu_linear.json"))
-    monkeypatch.setattr("real.cpu_linear.machine_busy", lambda: (False, 0.5))
-    model = mlp()
-    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    model, linears = probed_mlp(tmp_path, monkeypatch)
     first = measured_model_limits(model, linears, forward=mlp_forward(model))
     assert not first["cached"] and first["kept"] and [p[0] for p in first["probes"]][:2] == [1, 4]
     assert first["one_row"] == one_row_switched(first["probes"]) and first["row_limit"] == row_limit(first["probes"])
@@ -171,10 +173,7 @@ def test_auto_measures_once_and_keeps_the_answer(tmp_path, monkeypatch):
 
 def test_a_probe_taken_on_a_busy_machine_is_not_kept(tmp_path, monkeypatch):
     """Session 35: a probe taken under load recorded the switch as slower and kept the slow path for good."""
-    monkeypatch.setenv("DSPARK_LAB_CPU_LINEAR_CACHE", str(tmp_path / "cpu_linear.json"))
-    monkeypatch.setattr("real.cpu_linear.machine_busy", lambda: (True, 6.0))
-    model = mlp()
-    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    model, linears = probed_mlp(tmp_path, monkeypatch, busy=True)
     busy = measured_model_limits(model, linears, forward=mlp_forward(model))
     assert not busy["cached"] and not busy["kept"] and busy["load_average"] == 6.0
     assert not (tmp_path / "cpu_linear.json").exists()  # used for this run only

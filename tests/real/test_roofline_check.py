@@ -6,14 +6,12 @@ import pytest
 
 from sim.bench_profile import machine_sheet
 from real.roofline_check import main
-from tests.sim.test_bench_profile import MACHINE, _sheet_profile
+from tests.sim.test_bench_profile import MACHINE, MAIN_GRID, OTHER_GRID, _sheet_profile
 
 
 def _grids(runs, sheet):
-    _sheet_profile(runs / "cpu_profile" / "a", sheet, [(b, q, c) for b in (1, 4, 16) for q in (1, 4, 8)
-                                                        for c in (128, 512)])
-    _sheet_profile(runs / "cpu_profile_check" / "a", sheet, [(b, q, c) for b in (2, 8) for q in (2, 6)
-                                                              for c in (64, 320)])
+    _sheet_profile(runs / "cpu_profile" / "a", sheet, MAIN_GRID)
+    _sheet_profile(runs / "cpu_profile_check" / "a", sheet, OTHER_GRID)
 
 
 def test_scores_the_profiles_it_holds(tmp_path, capsys):

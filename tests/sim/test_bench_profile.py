@@ -9,6 +9,8 @@ from sim.bench_profile import DEFAULT_FIT, fit_sheet, machine_sheet, main, predi
 from sim.models import get_model
 
 MACHINE = {"matmul_n": 512, "flops_per_s": 200e9, "copy_mib": 64, "copy_bytes_per_s": 20e9}
+MAIN_GRID = [(b, q, c) for b in (1, 4, 16) for q in (1, 4, 8) for c in (128, 512)]  # experiments/cpu_profile.yaml
+OTHER_GRID = [(b, q, c) for b in (2, 8) for q in (2, 6) for c in (64, 320)]  # experiments/cpu_profile_check.yaml
 
 
 def _grid():
@@ -104,12 +106,10 @@ def test_validate_scores_a_fit_on_another_grid(tmp_path, capsys):
     describe scores ~0%, and a validation profile that is not the same machine does not."""
     truth = machine_sheet({**MACHINE, "given": True}, "fp32", mfu=0.5, bw_efficiency=0.45, gemm_bw_efficiency=0.6,
                           kv_bw_efficiency=0.12, compute_memory_overlap=0.0)
-    main_grid = [(b, q, c) for b in (1, 4, 16) for q in (1, 4, 8) for c in (128, 512)]
-    other_grid = [(b, q, c) for b in (2, 8) for q in (2, 6) for c in (64, 320)]
-    _sheet_profile(tmp_path / "main", truth, main_grid)
-    _sheet_profile(tmp_path / "check", truth, other_grid)
+    _sheet_profile(tmp_path / "main", truth, MAIN_GRID)
+    _sheet_profile(tmp_path / "check", truth, OTHER_GRID)
     slower = truth.model_copy(update={"kv_bw_efficiency": 0.03})
-    _sheet_profile(tmp_path / "other_machine", slower, other_grid)
+    _sheet_profile(tmp_path / "other_machine", slower, OTHER_GRID)
     peaks = ["--peaks", f"{MACHINE['flops_per_s'] / 1e9},{MACHINE['copy_bytes_per_s'] / 1e9}"]
     common = ["--model", "gemma3-270m", "--dtype", "fp32", *peaks]
     assert main([str(tmp_path / "main"), "--validate", str(tmp_path / "check"), "--out", str(tmp_path / "o1"),
@@ -129,11 +129,9 @@ def test_row_tile_is_given_and_validation_profiles_are_averaged(tmp_path, capsys
     (2 x 6), --row-tile 1 under-prices them; two check profiles are also scored averaged row by row."""
     truth = machine_sheet({**MACHINE, "given": True}, "fp32", mfu=0.5, bw_efficiency=0.45, gemm_bw_efficiency=0.6,
                           kv_bw_efficiency=0.12, compute_memory_overlap=0.0, gemm_row_tile=8)
-    main_grid = [(b, q, c) for b in (1, 4, 16) for q in (1, 4, 8) for c in (128, 512)]
-    other_grid = [(b, q, c) for b in (2, 8) for q in (2, 6) for c in (64, 320)]
-    _sheet_profile(tmp_path / "main", truth, main_grid)
-    _sheet_profile(tmp_path / "check_a", truth, other_grid)
-    _sheet_profile(tmp_path / "check_b", truth, other_grid)
+    _sheet_profile(tmp_path / "main", truth, MAIN_GRID)
+    _sheet_profile(tmp_path / "check_a", truth, OTHER_GRID)
+    _sheet_profile(tmp_path / "check_b", truth, OTHER_GRID)
     peaks = ["--peaks", f"{MACHINE['flops_per_s'] / 1e9},{MACHINE['copy_bytes_per_s'] / 1e9}"]
     errors = {}
     for tile in (1, 8):
@@ -158,10 +156,8 @@ def test_gemv_rows_is_given_and_prices_few_row_steps_at_the_one_row_rate(tmp_pat
     matrix-matrix read)."""
     truth = machine_sheet({**MACHINE, "given": True}, "fp32", mfu=0.5, bw_efficiency=0.6, gemm_bw_efficiency=0.3,
                           kv_bw_efficiency=0.2, compute_memory_overlap=0.0, gemm_row_tile=8, gemv_rows=4)
-    main_grid = [(b, q, c) for b in (1, 4, 16) for q in (1, 4, 8) for c in (128, 512)]
-    other_grid = [(b, q, c) for b in (2, 8) for q in (2, 6) for c in (64, 320)]
-    _sheet_profile(tmp_path / "main", truth, main_grid)
-    _sheet_profile(tmp_path / "check", truth, other_grid)
+    _sheet_profile(tmp_path / "main", truth, MAIN_GRID)
+    _sheet_profile(tmp_path / "check", truth, OTHER_GRID)
     peaks = ["--peaks", f"{MACHINE['flops_per_s'] / 1e9},{MACHINE['copy_bytes_per_s'] / 1e9}"]
     scores = {}
     for rows in (1, 4):
