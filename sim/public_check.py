@@ -63,7 +63,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
-import re
 import sys
 import time
 from functools import cache
