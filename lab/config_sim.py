@@ -386,13 +386,23 @@ class EngineSpec(StrictModel):
         True, description="vLLM V1's automatic prefix caching (paged, one KV cache group): a freed request's full "
                           "blocks stay cached until evicted (least recently freed first), so a preempted request "
                           "resumes recomputing only what was evicted; false = --no-enable-prefix-caching")
+    vllm_version: str | None = Field(
+        None, pattern=r"^\d+\.\d+", description="the vLLM release being modelled (e.g. 0.6.0): every engine "
+        "setting this section leaves unset takes that release's `vllm serve` default (sim/vllm_versions.py) -- "
+        "before 0.8 (the V0 engine) 256 sequences, chunked prefill off (on for max_model_len > 32K from 0.5.3), "
+        "max(max_model_len, 2048) batched tokens unchunked (512, from 0.6.5 2048, chunked), no prefix caching, "
+        "the sorting sampler and 0.9 of the GPU; null: the current release's defaults")
     max_num_seqs: int | None = Field(None, ge=1, le=8192, description="requests running at once; null: what "
                                      "`vllm serve` picks on the card (1024 on a device of >= 70 GiB that is not "
-                                     "an A100, else 256; sim.hardware.vllm_serve_batch_defaults)")
+                                     "an A100, else 256; sim.hardware.vllm_serve_batch_defaults; 256 before "
+                                     "vLLM 0.8: vllm_version)")
     max_num_batched_tokens: int | None = Field(
         None, ge=16, description="tokens in one step (decode + drafts + prefill chunks); null: what `vllm serve` "
-                                 "picks on the card (8192 on a device of >= 70 GiB that is not an A100, else 2048)")
-    enable_chunked_prefill: bool = Field(True, description="split prompts into chunks that fit the token budget")
+                                 "picks on the card (8192 on a device of >= 70 GiB that is not an A100, else 2048; "
+                                 "before vLLM 0.8 by max_model_len: vllm_version)")
+    enable_chunked_prefill: bool | None = Field(
+        None, description="split prompts into chunks that fit the token budget; null: what `vllm serve` picks "
+                          "(on from vLLM 0.8; before it off unless max_model_len > 32K: vllm_version)")
     linear_attn_mixed: Literal["unified", "split"] = Field(
         "split", description="how a step holding prefills beside single-token decodes runs a hybrid linear-attention "
         "model's Gated DeltaNet layers (Qwen3-Next / Qwen3.5; others: no effect): unified (vLLM before PR 44700, "
@@ -428,7 +438,9 @@ class EngineSpec(StrictModel):
     max_model_len: int | None = Field(
         None, ge=1, description="the server's --max-model-len; with sliding-window layers, KV sizes in tokens "
                                 "are read and reported as newer vLLM logs them (max concurrency x max_model_len; "
-                                "sim/kv_cache.KVGroups); None: as vLLM <= 0.11 (pool blocks // groups x block_size)")
+                                "sim/kv_cache.KVGroups); None: as vLLM <= 0.11 (pool blocks // groups x block_size). "
+                                "Before vLLM 0.8 (vllm_version) it also sets the default batch limits and chunked "
+                                "prefill; None there: the length vLLM derives from the model's config.json")
     disaggregated_prefill: bool = Field(
         False, description="prefill runs on separate prefill nodes (PD disaggregation): a request reaches its "
                            "decode replica with its KV after one prefill pass priced by the cost model "

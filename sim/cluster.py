@@ -671,7 +671,7 @@ class Cluster:
         self.env = env
         self.cost = cost
         self.source = source
-        engine = engine_with_defaults(engine, cost.hw)  # null batch limits: what `vllm serve` picks on the card
+        engine = engine_with_defaults(engine, cost.hw, cost.model)  # null limits: what `vllm serve` picks
         self.engine = engine
         self.rng = rng
         self.kv_capacity = kv_capacity  # tokens per replica, as vLLM logs its KV cache size

@@ -10,6 +10,8 @@ lab/config_sim.py so that `lab validate` checks a YAML's sheet; this module is w
 """
 from __future__ import annotations
 
+import re
+
 from lab.config_sim import HARDWARE_NAMES, HardwareSheet, HardwareSpec, hardware_presets
 from lab.errors import LabError
 
@@ -66,11 +68,24 @@ def vllm_serve_batch_defaults(hw: Hardware) -> dict[str, int]:
     return {"max_num_batched_tokens": 8192 if large else 2048, "max_num_seqs": 1024 if large else 256}
 
 
-def engine_with_defaults(engine, hw: Hardware):
-    """The engine section (lab.config_sim) with the max_num_seqs / max_num_batched_tokens it left null set to what
-    `vllm serve` picks on this card."""
-    missing = {k: v for k, v in vllm_serve_batch_defaults(hw).items() if getattr(engine, k) is None}
+def engine_with_defaults(engine, hw: Hardware, model=None):
+    """The engine section (lab.config_sim) with the max_num_seqs / max_num_batched_tokens / enable_chunked_prefill
+    it left null set to what `vllm serve` picks on this card, and with engine.vllm_version every setting it left
+    unset to that release's default (sim.vllm_versions.release_defaults; `model`, a sim.models.ModelShape, gives
+    a V0 release the context length its defaults follow)."""
+    from sim.vllm_versions import release_defaults
+
+    missing = release_defaults(engine, vllm_serve_batch_defaults(hw), model, vllm_platform(hw))
     return engine.model_copy(update=missing) if missing else engine
+
+
+def vllm_platform(hw: Hardware) -> str:
+    """The platform vLLM would see on this card: cpu (the cpu preset, a sheet named cpu...), rocm (AMD Instinct:
+    its name or description says AMD, Instinct or MI<digits>), else cuda."""
+    name, text = hw.name.lower(), f"{hw.name} {hw.description or ''}".lower()
+    if name.startswith("cpu"):
+        return "cpu"
+    return "rocm" if re.search(r"\bamd\b|instinct|\bmi\d{3}", text) else "cuda"
 
 
 def achievable_flops(hw: Hardware, dtype: str) -> float:

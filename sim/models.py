@@ -98,6 +98,7 @@ class ModelShape:
     linear: GatedDeltaNet | None = None  # hybrid linear attention: one Gated DeltaNet layer's shape
     linear_layers: int = 0  # of n_layers: Gated DeltaNet layers (no KV cache; a fixed state per request)
     vocab: int = 0  # vocab_size: the logits vLLM's profile run samples (sim/kv_cache.activation_reserve_bytes)
+    max_model_len: int = 0  # vLLM's length without --max-model-len (derived_max_model_len); 0: unknown (presets)
     moe_intermediate: int = 0  # a routed expert's intermediate size (0: unknown; the mxfp4 Marlin layout needs it)
     routing_skew: float = 0.0  # spread of one MoE layer's expert popularity (sim/routing.py); 0: uniform routing
     # parameters vLLM holds whole on every tensor-parallel GPU (part of params_b and active_params_b): MLA's
@@ -404,6 +405,30 @@ def _refuse_unsupported(raw: dict, cfg: dict, path: Path, quantized: bool) -> No
                        f"checkpoints); give sim.model.dtype to price every weight at one dtype")
 
 
+# config.json keys vLLM reads a model's context length from, the smallest present winning (vllm/config.py
+# _get_and_verify_max_len, the same list at v0.4.0.post1 - v0.7.3)
+MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                "max_sequence_length", "max_seq_length", "seq_len")
+# rope scaling types whose factor vLLM does not multiply the length by (the config's length already covers it)
+UNSCALED_ROPE_TYPES = ("su", "longrope", "llama3")
+
+
+def derived_max_model_len(cfg: dict) -> int:
+    """The max_model_len vLLM (V0, 0.4 - 0.7) serves a config.json at without --max-model-len: the smallest of
+    MAX_LEN_KEYS present (2048 where none is), times rope_scaling.factor unless its type is in UNSCALED_ROPE_TYPES
+    (yarn: times original_max_position_embeddings). DeepSeek-Coder's 16,384 with linear factor 4 -> 65,536."""
+    lengths = [v for v in (cfg.get(k) for k in MAX_LEN_KEYS) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    length = min(lengths) if lengths else 2048
+    rope = cfg.get("rope_scaling")
+    if isinstance(rope, dict) and isinstance(rope.get("factor"), (int, float)):
+        kind = rope.get("type", rope.get("rope_type"))
+        if kind not in UNSCALED_ROPE_TYPES:
+            if kind == "yarn" and isinstance(rope.get("original_max_position_embeddings"), int):
+                length = rope["original_max_position_embeddings"]
+            length *= rope["factor"]
+    return int(length)
+
+
 def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = True) -> ModelShape:
     """Shape of a Hugging Face config.json (see the module docstring for the keys read); quantized=False reads
     past its quantization_config (the caller prices every weight at one dtype of its own)."""
@@ -522,6 +547,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
                       expert_params_b=expert_total / 1e9, moe_layers=n_moe if experts else None,
                       sliding_window=window, sliding_layers=sliding, source=str(path), linear=lin,
                       linear_layers=n_linear, chunked_attention=chunked, vocab=vocab,
+                      max_model_len=derived_max_model_len(cfg),
                       moe_intermediate=moe_inter if experts else 0, **replicated, **quant)
 
 

@@ -10,7 +10,8 @@ output throughput, for every row of a cited data file.
 
 Each row is configured only through the simulator's public interface: the card as a hardware preset (its spec
 sheet, sim/presets/hardware.yaml), the model from a public config.json, the tensor-parallel size, vLLM's
-engine settings (the source's, else vLLM's defaults for that card: vllm_server_defaults), and the benchmark
+engine settings (the source's, else those `vllm serve` of the row's release picks on that card for that model:
+sim.hardware.engine_with_defaults, sim/vllm_versions.py), and the benchmark
 as `vllm bench serve` ran it: its dataset's lengths, --num-prompts, and --request-rate inf with or without
 --max-concurrency (a closed loop of that many users, or of all prompts at once, that stops after
 --num-prompts) or a finite rate (Poisson arrivals: vLLM's client's own seeded send times where they can be
@@ -62,7 +63,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
-import re
 import sys
 import time
 from functools import cache
@@ -93,6 +93,16 @@ from sim.error_stats import burst_inverse_error, pct, signed_stats
 from sim.models import from_hf_config, model_from_config
 from sim.serving_metrics import fidelity_metrics, per_request
 from sim.simulate import lengths_rng, prepare_inputs, simulate
+from sim.vllm_versions import (  # noqa: F401 -- the version rules, re-exported where rows and tests read them
+    CUDA_GRAPH_ESTIMATE_SINCE,
+    FULL_AND_PIECEWISE_SINCE,
+    LINEAR_ATTN_SPLIT_SINCE,
+    PIECEWISE_SINCE,
+    version_tuple,
+    vllm_cuda_graph_mode,
+    vllm_sampler,
+    vllm_version_defaults,
+)
 from sim.workload import (
     LengthSampler,
     read_lengths,
@@ -204,6 +214,10 @@ class EngineOverrides(StrictModel):
     cuda_graph_mode: Literal[CUDA_GRAPH_MODES] | None = Field(  # type: ignore[valid-type]
         None, description="the CUDA-graph layout the source states (-O.cudagraph_mode); unset: full_and_piecewise, "
                           "what the sheets are scored on, whatever the row's `vllm` (vllm_version_defaults)")
+    max_model_len: int | None = Field(None, ge=1, description="--max-model-len the source states (before vLLM 0.8 "
+                                                              "it sets the default batch limits)")
+    enable_chunked_prefill: bool | None = Field(None, description="the source's --[no-]enable-chunked-prefill; unset: "
+                                                                  "its release's default (sim/vllm_versions.py)")
 
 
 class PublicRow(StrictModel):
@@ -359,64 +373,7 @@ def vllm_server_defaults(hardware_preset: str) -> dict:
     return vllm_serve_batch_defaults(get_hardware(hardware_preset))
 
 
-def _version(version: str) -> tuple[int, int, int]:
-    """(major, minor, patch) of a version string such as 0.19.2rc1.dev8."""
-    return (tuple(int(x) for x in re.findall(r"\d+", version)[:3]) + (0, 0, 0))[:3]
-
-
-def vllm_sampler(version: str) -> str:
-    """How the vLLM `version`'s official image applies top-k / top-p by default (engine.sampler, which sets the
-    profile run's sampler peak, sim/kv_cache.py): V0 (before 0.8) sorts; 0.8 - 0.11.0 use FlashInfer's kernels
-    (the 0.8 images ship FlashInfer 0.2.1.post2, older than the 0.2.3 API that 0.8 refuses and PR 15777 adopted;
-    a pip install without FlashInfer sorts instead), 0.11.1 - 0.16 sort (PR 26859 turned FlashInfer's off),
-    0.17 - 0.19 run vLLM's Triton kernels (PR 33538), later releases FlashInfer's again (PR 40376)."""
-    major, minor, patch = _version(version)
-    if (major, minor) < (0, 8):
-        return "sort"
-    if (major, minor, patch) <= (0, 11, 0):
-        return "flashinfer"
-    if (major, minor) < (0, 17):
-        return "sort"
-    return "triton" if (major, minor) < (0, 20) else "flashinfer"
-
-
-# vLLM PR #38284 (in 0.20.0; its log says "default since v0.21.0"): the worker takes its CUDA-graph estimate off the
-# KV cache (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1) and the default --gpu-memory-utilization rises 0.9 -> 0.92
-CUDA_GRAPH_ESTIMATE_SINCE = (0, 20, 0)
-# V1 (the default engine from 0.8.0) replayed PIECEWISE graphs until PR 25444 (2025-09-23) made FULL_AND_PIECEWISE the
-# default in 0.11.0 (sim/cuda_graphs.py)
-PIECEWISE_SINCE, FULL_AND_PIECEWISE_SINCE = (0, 8, 0), (0, 11, 0)
-
-
-def vllm_cuda_graph_mode(version: str) -> str:
-    """The CUDA-graph layout the vLLM `version` replays by default (engine.cuda_graph_mode, sim/cuda_graphs.py):
-    piecewise for V1 from 0.8.0 (the release that made V1 the default engine) to 0.10.x, full_and_piecewise from
-    0.11.0 (PR 25444). V0 (before 0.8) captured each decode batch as one whole-model graph: full_and_piecewise."""
-    return "piecewise" if PIECEWISE_SINCE <= _version(version) < FULL_AND_PIECEWISE_SINCE else "full_and_piecewise"
-
-
-# vLLM PR #44700 (merged 2026-06-06) runs a mixed step's decodes through the recurrent GDN kernel instead of the chunked
-# one with their states gathered and scattered (sim/linear_attn.py). v0.22.0 predates it (public engine logs of
-# v0.22.0 dated 2026-05-30); v0.23.0 (logs from 2026-06-15) may or may not hold it: not established, taken as split
-LINEAR_ATTN_SPLIT_SINCE = (0, 23, 0)
-
-
-def vllm_version_defaults(version: str | None) -> dict:
-    """Engine settings that follow the vLLM `version` (None: a row that does not say, priced as before): the
-    sampler, engine.cuda_graph_memory (estimate from 0.20, none before: graphs were captured after sizing the KV
-    cache), the default gpu_memory_utilization (0.92 from 0.20, 0.9 before) and engine.linear_attn_mixed (unified
-    before 0.23, split from it: LINEAR_ATTN_SPLIT_SINCE). Not engine.cuda_graph_mode: a row takes PIECEWISE only where
-    its source states the layout (EngineOverrides.cuda_graph_mode). Applied by version (vllm_cuda_graph_mode) it moved
-    held-out TPOT within 10% from 110 to 104 of 281 (session 34, BENCHMARKS.md): the 0.8.5 IOG H100 PCIe rows, already
-    priced slow, got slower; the measured gap (PR 20059) is one A100 host's."""
-    if version is None:
-        return {"cuda_graph_memory": "none", "gpu_memory_utilization": 0.9}
-    mixed = {"linear_attn_mixed": "unified" if _version(version) < LINEAR_ATTN_SPLIT_SINCE else "split"}
-    if _version(version) < CUDA_GRAPH_ESTIMATE_SINCE:
-        return {"sampler": vllm_sampler(version), "cuda_graph_memory": "none", "gpu_memory_utilization": 0.9,
-                **mixed}
-    return {"sampler": vllm_sampler(version), "cuda_graph_memory": "estimate", "gpu_memory_utilization": 0.92,
-            **mixed}
+_version = version_tuple  # (major, minor, patch) of a version string (sim.vllm_versions)
 
 
 # vllm-project/vllm PR 21108 (July 2025, in 0.10.0): `vllm bench serve` precomputes its send gaps and rescales them to
@@ -509,8 +466,8 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     """The `sim:` section that describes this benchmark; `hardware` overrides sheet terms (the fit);
     `frontend`: "file" (the front end the row names, if any), "off" (none) or sim.frontend settings."""
     b = row.bench
-    engine = {**vllm_server_defaults(row.gpu), **vllm_version_defaults(row.vllm),
-              **{k: v for k, v in row.engine.model_dump().items() if v is not None}}
+    engine = {**vllm_version_defaults(row.vllm), **{k: v for k, v in row.engine.model_dump().items() if v is not None},
+              "vllm_version": row.vllm}  # the batch limits: that release's on the card (section_with_defaults)
     lengths = row_lengths(row, lengths_mode)
     if math.isfinite(b.request_rate):
         # Poisson arrivals until num_prompts: the arrival window is sized to hold them all
@@ -536,7 +493,16 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     fe = row._frontend if frontend == "file" else None if frontend == "off" else frontend
     if fe is not None:
         section["frontend"] = fe
-    return SimSection.model_validate(section)
+    return section_with_defaults(SimSection.model_validate(section))
+
+
+def section_with_defaults(sim: SimSection) -> SimSection:
+    """`sim` with the engine settings it leaves unset as `vllm serve` of its engine.vllm_version picks them on its
+    card for its model (sim.hardware.engine_with_defaults), written out so that the row's section says them."""
+    from sim.hardware import engine_with_defaults, hardware_from_config
+
+    engine = engine_with_defaults(sim.engine, hardware_from_config(sim.hardware), model_from_config(sim.model))
+    return sim.model_copy(update={"engine": engine})
 
 
 def matching_seeds(row: PublicRow, sim: SimSection, table: np.ndarray | None, inputs_seed: int = 0,

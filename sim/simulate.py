@@ -81,7 +81,8 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
 
     later = written_later(run_root) if ahead else nothing_later
     cost = _cost_model(sim, run_root, later)
-    sim = sim.model_copy(update={"engine": engine_with_defaults(sim.engine, cost.hw)})  # `vllm serve`'s batch sizes
+    # `vllm serve`'s batch sizes (and, with engine.vllm_version, that release's defaults)
+    sim = sim.model_copy(update={"engine": engine_with_defaults(sim.engine, cost.hw, cost.model)})
     kv_pool(sim, cost)  # a model whose weights leave no KV memory fails here, before any run directory is written
     inputs = SimInputs(sim=sim, seed=seed, cost=cost)
     acc = sim.acceptance
@@ -267,7 +268,7 @@ def kv_pool(sim, cost, spec_tokens: int = 0) -> tuple[int, int | None]:
     --speculative-config num_speculative_tokens): its drafter's weights and KV (cost.drafter_memory_bytes,
     none for drafter_layers 0, an n-gram drafter) and CUDA graphs captured for 1 + spec_tokens tokens per
     sequence (sim/cuda_graphs.py) come out of the same memory."""
-    e = engine_with_defaults(sim.engine, cost.hw)
+    e = engine_with_defaults(sim.engine, cost.hw, cost.model)
     m = cost.model
     groups = kv_groups(m, e.hybrid_kv, cost.tp, e.block_size)
     hybrid = e.kv_policy != "reserve" and groups.layers != m.n_layers  # several groups: a group-block pool
@@ -291,7 +292,7 @@ def engine_reserve_bytes(sim, cost) -> float:
     """vLLM's default per-GPU reserve beside the weights for this engine and the cost model's model, card and tp
     (sim/kv_cache.activation_reserve_bytes): max_num_batched_tokens and max_num_seqs, the sampler, and custom
     all-reduce buffers where the GPUs talk over NVLink (vLLM turns custom all-reduce off without P2P)."""
-    e, m = engine_with_defaults(sim.engine, cost.hw), cost.model
+    e, m = engine_with_defaults(sim.engine, cost.hw, cost.model), cost.model
     return activation_reserve_bytes(m.hidden, e.max_num_batched_tokens, m.vocab, e.max_num_seqs, e.sampler, cost.tp,
                                     cost.hw.interconnect.kind == "nvlink")
 
@@ -301,7 +302,7 @@ def engine_cuda_graph_bytes(sim, cost, spec_tokens: int = 0) -> float:
     vLLM 0.20+'s estimate for the default capture sizes of this engine's max_num_seqs and max_num_batched_tokens
     (and a speculative server's 1 + spec_tokens tokens per sequence; sim/cuda_graphs.py), none, or the GiB
     given; none on a device without graphs (the sheet's `graphs`)."""
-    e = engine_with_defaults(sim.engine, cost.hw)
+    e = engine_with_defaults(sim.engine, cost.hw, cost.model)
     if e.cuda_graph_memory == "none" or not cost.hw.graphs:
         return 0.0
     if e.cuda_graph_memory == "estimate":

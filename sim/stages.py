@@ -208,7 +208,7 @@ def describe_sim(sim) -> str | None:
         cost = CostModel.from_config(sim)
     except LabError:
         return None
-    engine = engine_with_defaults(sim.engine, cost.hw)
+    engine = engine_with_defaults(sim.engine, cost.hw, cost.model)
     tokens, _ = kv_pool(sim.model_copy(update={"engine": engine}), cost)
     m = cost.model
     gib = m.weight_bytes / 2**30

@@ -214,8 +214,9 @@ def test_session_33_lambda_llama_3_70b_rows_are_the_ten_prompt_runs_held_out_at_
     (commit a9b42a5) and, as their control, on H100 SXM (a4f9f43): the file's last rows, held out, tp = the results
     folder's GPU count; each is the eight prompts that streamed (the files' 1369 input tokens less the two empty
     prompts' 399 + 328), its output mean the file's total_output_tokens / 8; no TTFT mean or throughput scored; `vllm`
-    null although 0.6.0 is inferred (session 35: the streams' ~10-token chunks are multi-step scheduling, which the
-    script's v0.5.4 lacks; a V0 version's sorting sampler at V1's 1024-sequence default leaves 2 x H100 no KV)."""
+    0.6.0, inferred (the streams' ~10-token chunks are multi-step scheduling, which the script's v0.5.4 lacks; the
+    repository's report ran it on v0.6.0; session 36), at the folder's --max-model-len, so V0's defaults: 256
+    sequences, unchunked, max(len, 2048) = 2048 batched tokens (sim/vllm_versions.py)."""
     rows = load_rows(DEFAULT_FILE)
     lam = rows[-6:]
     assert [r.id for r in rows if r.id.startswith(LAMBDA)] == [r.id for r in lam]
@@ -229,8 +230,8 @@ def test_session_33_lambda_llama_3_70b_rows_are_the_ten_prompt_runs_held_out_at_
         length = {"a100": 2000, "h100": 2048}[card]
         assert r.source.endswith(f"{commit[card]}/results/prompt_10/{folder}/Meta-Llama-3-70B-Instruct_tp{r.tp}_len"
                                  f"{length}.json"), r.id
-        assert (r.model_config_path, r.vllm, r.after_fit, r.half) == (
-            "sim/validation/configs/meta-llama-3-70b-instruct.json", None, True, "held-out"), r.id
+        assert (r.model_config_path, r.vllm, r.engine.max_model_len, r.after_fit, r.half) == (
+            "sim/validation/configs/meta-llama-3-70b-instruct.json", "0.6.0", length, True, "held-out"), r.id
         b = r.bench
         assert (b.dataset, b.tokenizer, b.num_prompts, b.lengths) == ("sharegpt", "llama3", 8, "mean"), r.id
         assert (b.input_tokens, b.output_tokens) == (round((1369 - 399 - 328) / 8), round(outputs[card, r.tp] / 8))
@@ -238,7 +239,11 @@ def test_session_33_lambda_llama_3_70b_rows_are_the_ten_prompt_runs_held_out_at_
         rep = r.reported
         assert rep.ttft_mean_ms is None and rep.output_throughput_tok_s is None, r.id
         assert rep.tpot_median_ms < rep.tpot_mean_ms and rep.ttft_median_ms > 0, r.id
-        assert row_sim_config(r).hardware.preset == r.gpu and row_sim_config(r).hardware.tp == r.tp
+        sim = row_sim_config(r)
+        assert sim.hardware.preset == r.gpu and sim.hardware.tp == r.tp
+        e = sim.engine
+        assert (e.max_num_seqs, e.max_num_batched_tokens, e.enable_chunked_prefill, e.sampler) == \
+            (256, 2048, False, "sort"), r.id
 
 
 def test_the_qwen3_coder_next_fp8_config_is_qwen3_next_at_block_fp8():
@@ -254,11 +259,11 @@ def test_the_qwen3_coder_next_fp8_config_is_qwen3_next_at_block_fp8():
     assert 0.5 < fp8.weight_bytes / bf16.weight_bytes < 0.53
 
 
-# Rows whose `vllm` the source does not state but its evidence fixes (sessions 34-35; public_vllm.yaml's block
+# Rows whose `vllm` the source does not state but its evidence fixes (sessions 34-36; public_vllm.yaml's block
 # comments say how): id prefix -> the version taken
 INFERRED_VLLM = {"tenstorrent-a100-qwen3-0.6b-": "0.9.1", "tenstorrent-a100-qwen3-1.7b-": "0.9.1",
                  "tenstorrent-a100-qwen3-14b-": "0.9.2", "vllm23151-": "0.10.1", "deplodock-": "0.16.0",
-                 "arc53-l4-": "0.5.4"}
+                 "arc53-l4-": "0.5.4", "lambda-": "0.6.0"}
 
 
 def test_an_inferred_vllm_version_says_so_in_its_note():
@@ -268,7 +273,7 @@ def test_an_inferred_vllm_version_says_so_in_its_note():
     rows = load_rows(DEFAULT_FILE)
     marked = {r.id: r.vllm for r in rows if "`vllm`: inferred" in (r.note or "")}
     expected = {r.id: v for r in rows for prefix, v in INFERRED_VLLM.items() if r.id.startswith(prefix)}
-    assert len(expected) == 14 + 1 + 17 + 1 and marked == expected
+    assert len(expected) == 14 + 1 + 17 + 1 + 6 and marked == expected
 
 
 def test_data_file_parses_and_every_row_builds_a_sim_config():
