@@ -33,8 +33,8 @@ WARN_SHARE = 0.05
 class ProfileCoverage:
     """Per-axis counts and seconds of one replica's steps read outside a profile's measured axes."""
 
-    __slots__ = ("lo", "hi", "below_steps", "above_steps", "below_s", "above_s", "above_max", "outside_steps",
-                 "outside_s")
+    __slots__ = ("above_max", "above_s", "above_steps", "below_s", "below_steps", "hi", "lo", "outside_s",
+                 "outside_steps")
 
     def __init__(self, axes: Sequence[Sequence[float]]):
         self.lo = tuple(float(a[0]) for a in axes)  # [3] first measured value per axis
@@ -62,8 +62,7 @@ class ProfileCoverage:
             elif x > hi[i]:
                 self.above_steps[i] += 1
                 self.above_s[i] += dt
-                if x > self.above_max[i]:
-                    self.above_max[i] = x
+                self.above_max[i] = max(self.above_max[i], x)
 
 
 def coverage_summary(coverages: Iterable[ProfileCoverage], busy_s: float) -> dict:

@@ -429,9 +429,9 @@ def fidelity_markdown(frame: pd.DataFrame) -> str:
 def coverage_markdown(coverage: pd.DataFrame) -> str:
     """fidelity.md's table of the steps each load's raw replay priced outside its step profile's measured grid
     (sim/profile_coverage.py; steps summed over rounds, shares of the simulated step time)."""
-    lines = [f"**Step profile coverage** (the raw replays' steps priced outside the measured grid: below an axis' "
-             f"first value clamped, above its last extrapolated; summed over rounds; warned at "
-             f">= {100 * WARN_SHARE:g}% of step time, fidelity_coverage.csv)", "",
+    lines = [(f"**Step profile coverage** (the raw replays' steps priced outside the measured grid: below an axis' "
+              f"first value clamped, above its last extrapolated; summed over rounds; warned at "
+              f">= {100 * WARN_SHARE:g}% of step time, fidelity_coverage.csv)"), "",
              "| variant | load | steps | outside (share of time) | " + " | ".join(AXES) + " |",
              "|---|---|---|---|" + "---|" * len(AXES)]
     for _, r in coverage.iterrows():
