@@ -46,6 +46,7 @@ from sim.frontend import Frontend, SharedFrontend
 from sim.hardware import engine_with_defaults
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
 from sim.linear_attn import state_copies
+from sim.profile_coverage import ProfileCoverage
 
 
 def chain_of(rid: int) -> tuple:
@@ -177,6 +178,9 @@ class Replica:
         self.sum_running = 0  # sum over steps of running requests
         self.peak_running = 0
         self.n_preemptions = 0
+        # a measured step profile prices the steps: which of them it read outside its grid (sim/profile_coverage.py)
+        profile = cluster.cost.profile
+        self.coverage = ProfileCoverage(profile.axes) if profile is not None else None
         self.group: LockstepGroup | None = None  # set by the cluster; a grouped replica steps with its group
         self.process = cluster.env.process(self.run()) if start else None
 
@@ -211,10 +215,12 @@ class Replica:
 
     def finish_step(self, step, dt: float):
         """The step `plan` built has run for dt seconds: statistics, then its outcome (apply)."""
-        tokens, _kv, _n, _spec, lengths, state, n_spec, chunks, _attn, _copies = step
+        tokens, kv_sum, n_req, _spec, lengths, state, n_spec, chunks, _attn, _copies = step
         self.busy_time += dt
         self.n_steps += 1
         self.sum_batch_tokens += tokens
+        if self.coverage is not None:  # the point its own shape reads (a DP-padded lockstep step: its unpadded one)
+            self.coverage.add(*self.cl.cost.profile_point(tokens, kv_sum, n_req, n_spec), dt)
         self.apply(self.cl.env.now, lengths, state, n_spec, chunks)
 
     def plan(self):

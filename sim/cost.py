@@ -5,6 +5,7 @@ The one place the step-cost formula lives (cluster.py and the policies call it, 
     cm = CostModel.from_config(sim, run_root)     # reads a step profile when sim.cost.profile is set
     cm.step_time(tokens, kv_sum, n_reqs, spec, drafts, attn_ctx)    # seconds, scalar (hot path, pure Python)
     cm.step_time_vec(tokens_array, kv_sum, n_reqs, spec, drafts_array)   # numpy, same batch, other verify budgets
+    cm.profile_point(tokens, kv_sum, n_reqs, drafts)   # (batch, query_tokens, context_len) a profile is read at
     sps = cm.sps_curve(prefill_tokens, kv_sum, n_reqs, decode_reqs)     # b -> steps/s of a step with b decode tokens
     cm.kv_capacity_tokens(gpu_mem_util, reserve_bytes, block_size)   # KV tokens one replica holds (vLLM's split)
 
@@ -517,9 +518,8 @@ class CostModel:
                 mult = self.eager_penalty
         reqs = n_reqs if n_reqs > 0 else 1
         if self.profile is not None:
-            ctx = max(kv_sum - tokens, 0.0) / reqs  # the profile's context: cached tokens, the step's own excluded
-            rows = reqs + drafts  # each draft token read as one more decoding request's token
-            t = self.profile.step_ms(rows, tokens / rows, ctx) * 1e-3
+            rows, query, ctx = profile_point(tokens, kv_sum, reqs, drafts)
+            t = self.profile.step_ms(rows, query, ctx) * 1e-3
             if spec:
                 t += self._profile_draft_ms(reqs, ctx) * 1e-3 + self.spec_overhead_s
                 if self.spec_profile is not None:
@@ -553,6 +553,13 @@ class CostModel:
         if spec:
             t += self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s
         return t * mult
+
+    def profile_point(self, tokens: int, kv_sum: float, n_reqs: int, drafts: float = 0) -> tuple[float, float, float]:
+        """(batch, query_tokens, context_len) at which step_time reads the measured profile for this step, after
+        CUDA-graph bucket padding (what sim/profile_coverage.py checks against the profile's grid)."""
+        if self._bucket_list is not None and tokens <= self._bucket_max:
+            tokens = self._bucket_list[bisect.bisect_left(self._bucket_list, tokens)]
+        return profile_point(tokens, kv_sum, n_reqs if n_reqs > 0 else 1, drafts)
 
     def _experts_time(self, tokens, gemm_tokens):
         """Seconds of the routed experts in a step of `tokens` query tokens (`gemm_tokens` of GEMM rows), all
@@ -677,6 +684,15 @@ class CostModel:
         """SPS(B) for B = 1..max_tokens at one request per token (the 'profiled once at init' table)."""
         b = np.arange(1, max_tokens + 1)
         return 1.0 / self.step_time_vec(b, kv_per_req * b, int(b[0]), spec)
+
+
+def profile_point(tokens, kv_sum: float, reqs: int, drafts=0) -> tuple[float, float, float]:
+    """A step's point in a measured profile (the module docstring's reading): batch = requests + drafts (each draft
+    token read as one more decoding request's token), query_tokens = tokens / batch, context_len = the cached tokens
+    per request before the step (kv_sum counts the step's own tokens; a fresh prompt's prefill is context 0).
+    `reqs` >= 1. The one formula step_time and CostModel.profile_point share."""
+    rows = reqs + drafts
+    return rows, tokens / rows, max(kv_sum - tokens, 0.0) / reqs
 
 
 class RooflineSps:

@@ -26,6 +26,7 @@ from sim.cuda_graphs import cuda_graph_memory_bytes, graph_counts
 from sim.hardware import engine_with_defaults
 from sim.kv_cache import GIB, activation_reserve_bytes, kv_groups
 from sim.policies import make_policy
+from sim.profile_coverage import coverage_summary
 from sim.serving_metrics import read_request_log, summarize
 from sim.trace_rows import resolve_method
 from sim.vllm_bench_log import bench_client
@@ -396,6 +397,8 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
                         ttft_cap_s=sim.sla.ttft_cap_s, sla_tok_s_user=sim.sla.tok_s_per_user)
     stats = cluster.step_stats()
     summary.update(stats)
+    if cost.profile is not None:  # how much of the run the profile priced outside its grid (profile_* keys)
+        summary.update(coverage_summary([r.coverage for r in cluster.replicas], stats["busy_time_s"]))
     summary.update({
         "policy": label, "kind": spec.kind, "value": float(value) if value is not None else float("nan"),
         "axis": axis, "seed": seed, "acceptance": source.label, "exact_replay": bool(source.exact),

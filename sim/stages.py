@@ -104,6 +104,11 @@ def run_sim(ctx) -> None:
     if sim.plots:
         plot_results(results, sla, sim, out)
     text = summary_markdown(results, sla, sim, inputs.notes)
+    if inputs.cost is not None and inputs.cost.profile is not None:
+        lines = coverage_lines(results, inputs.cost.profile.axes)
+        for line in lines[1:]:  # the warning (stdout too)
+            print(line)
+        text += "\n" + "\n".join(lines) + "\n"
     if inputs.reference_log is not None:
         fidelity = fidelity_frame(points, inputs.reference_log)
         with atomic_path(out / "fidelity.csv") as tmp:
@@ -115,6 +120,21 @@ def run_sim(ctx) -> None:
             plot_fidelity(points, inputs.reference_log, out / "fidelity.png")
     write_text_atomic(out / "summary.md", text)
     ctx.mark_done("sim", {"points": len(results)})
+
+
+def coverage_lines(results: pd.DataFrame, axes) -> list[str]:
+    """summary.md's step-profile coverage (sim/profile_coverage.py): one line over all points, then, where some
+    point's share of step time outside the measured grid reaches WARN_SHARE, one warning line for the worst."""
+    from sim.profile_coverage import coverage_text, coverage_warning, pooled
+
+    rows = results.to_dict("records")
+    lines = [f"Step profile coverage (all {len(rows)} points): {coverage_text(pooled(rows), axes)}."]
+    worst = max(rows, key=lambda r: r["profile_outside_share"])
+    warning = coverage_warning(worst, axes)
+    if warning is not None:
+        point = "" if not np.isfinite(worst["value"]) else f" at {worst['value']:g}"
+        lines.append(f"{warning} [worst point: {worst['policy']}{point}, seed {worst['seed']}]")
+    return lines
 
 
 def fidelity_frame(points, reference_log: pd.DataFrame) -> pd.DataFrame:

@@ -44,7 +44,9 @@ rounds' per-point median) and a load's row holds the means over rounds of the si
 metrics, the error between those means, and the engine's own round-to-round spread (log_spread: standard
 deviation over mean); the per-round outputs go to .../<load>/round<k>/.
 Outputs: engine/fidelity.csv (variant, load, profile = raw | drift_corrected, profile_scale, metric, sim, log,
-rel_error) and engine/fidelity.md (the tables BENCHMARKS.md quotes: raw, then drift-corrected),
+rel_error), engine/fidelity_coverage.csv (per variant x load: the raw replays' steps and share of step time the
+profile priced outside its measured grid, per axis, sim/profile_coverage.py; a log line warns at >= 5%) and
+engine/fidelity.md (the tables BENCHMARKS.md quotes: raw, then drift-corrected; the API path; that coverage),
 engine/fidelity.png (relative error per metric and load; a second panel drift-corrected),
 engine/fidelity/<variant>/<load>/sim_requests.parquet (the simulated log), sim_requests_drift_corrected.parquet
 and profile_drift_corrected/ (the scaled profile), and .../traces/ (the replayed per-request steps,
@@ -68,6 +70,7 @@ from real.engine.drift import reference_ratio, scaled_profile
 from real.engine.rounds import aggregate_rounds, api_probe_path, load_dirs, profile_round_dir, variant_profile
 from real.engine.server_side import api_path_markdown
 from sim.acceptance import rates_from_counters
+from sim.profile_coverage import AXES, WARN_SHARE, coverage_warning, pooled
 from sim.step_profile import read_profile
 
 DEFAULT_BLOCK_SIZE = 16
@@ -266,7 +269,7 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
                     if not (load_dir / "chunks.parquet").exists():
                         raise LabError(f"fidelity: {load_dir / 'chunks.parquet'} missing (recorded before the engine "
                                        "stage kept chunks); use --acceptance counters")
-    rows, api_path, api_probes = [], [], []
+    rows, api_path, api_probes, coverage = [], [], [], []
     for variant in engine.variants:
         profile = first_profile if profiles == "first" else variant_profile(engine_dir, variant.name)
         measured = read_profile(profile)
@@ -278,7 +281,7 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
         kv = server_kv_settings(engine_dir / variant.name / "server.log")
         for load in engine.loads:
             per_profile: dict[str, list[pd.DataFrame]] = {"raw": [], "drift_corrected": []}
-            ratios = []
+            ratios, summaries = [], []
             for round_index, load_dir in enumerate(load_dirs(engine_dir, variant.name, load.name, rounds)):
                 if (load_dir / "server_side.json").exists():  # recorded since session 20
                     api_path.append({"variant": variant.name, "load": load.name,
@@ -286,12 +289,18 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
                 where = out_dir / "fidelity" / variant.name / load.name
                 where = where / load_dir.relative_to(engine_dir / variant.name / load.name)
                 priced = round_profile(profile, round_index) if profiles == "round" else profile
-                raw, corrected, ratio = _replay_round(engine, variant, load_dir, where, priced, measured, kv,
-                                                      acceptance, run_root, cfg.seed)
+                raw, summary, corrected, ratio = _replay_round(engine, variant, load_dir, where, priced, measured,
+                                                               kv, acceptance, run_root, cfg.seed)
                 per_profile["raw"].append(raw)
+                summaries.append(summary)
                 if corrected is not None:
                     per_profile["drift_corrected"].append(corrected)
                     ratios.append(ratio)
+            covered = {"variant": variant.name, "load": load.name, "rounds": len(summaries), **pooled(summaries)}
+            coverage.append(covered)
+            warning = coverage_warning(covered, measured.axes)
+            if warning is not None:
+                log(f"fidelity {variant.name}/{load.name}: {warning}")
             for kind, tables in per_profile.items():
                 if not tables:
                     continue
@@ -309,7 +318,11 @@ def compare(cfg, engine_dir: Path, out_dir: Path, run_root: Path | None = None, 
     frame = pd.concat(rows, ignore_index=True)
     with atomic_path(out_dir / "fidelity.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    write_text_atomic(out_dir / "fidelity.md", fidelity_markdown(frame) + "\n" + api_path_markdown(api_path, api_probes))
+    coverage_frame = pd.DataFrame(coverage)
+    with atomic_path(out_dir / "fidelity_coverage.csv") as tmp:
+        coverage_frame.to_csv(tmp, index=False)
+    write_text_atomic(out_dir / "fidelity.md", fidelity_markdown(frame) + "\n" + api_path_markdown(api_path, api_probes)
+                      + "\n" + coverage_markdown(coverage_frame))
     plot_fidelity(frame, out_dir / "fidelity.png")
     return sum(int((t["profile"] == "raw").all()) for t in rows)
 
@@ -322,9 +335,9 @@ def round_profile(profile: Path, round_index: int) -> Path:
 
 
 def _replay_round(engine, variant, load_dir: Path, where: Path, profile: Path, measured, kv: dict, acceptance: str,
-                  run_root: Path | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame | None, float | None]:
-    """One round of one load through the simulator: its raw fidelity table and, where the round recorded
-    reference.json, the drift-corrected table and its profile scale (else None, None)."""
+                  run_root: Path | None, seed: int) -> tuple[pd.DataFrame, dict, pd.DataFrame | None, float | None]:
+    """One round of one load through the simulator: its raw fidelity table, the raw run's summary and, where the
+    round recorded reference.json, the drift-corrected table and its profile scale (else None, None)."""
     if not (load_dir / "requests.parquet").exists():
         raise LabError(f"fidelity: {load_dir / 'requests.parquet'} missing; run the engine stage first")
     real = pd.read_parquet(load_dir / "requests.parquet")
@@ -335,28 +348,29 @@ def _replay_round(engine, variant, load_dir: Path, where: Path, profile: Path, m
         section, note = (chunks_acceptance(load_dir, real, k, variant.speculative.method, where / "traces")
                          if use_chunks else counters_acceptance(load_dir, real, k))
         log(f"fidelity {load_dir}: acceptance {note}")
-    raw = _simulate(sim_section(engine, variant, load_dir, profile, kv, section), run_root, seed,
-                    where / "sim_requests.parquet")
+    raw, summary = _simulate(sim_section(engine, variant, load_dir, profile, kv, section), run_root, seed,
+                             where / "sim_requests.parquet")
     ratio = load_ratio(load_dir, measured)
     if ratio is None:
-        return raw, None, None
+        return raw, summary, None, None
     scaled = scaled_profile(profile, ratio, where / "profile_drift_corrected")  # the profile x this load's ratio
-    corrected = _simulate(sim_section(engine, variant, load_dir, scaled, kv, section), run_root, seed,
-                          where / "sim_requests_drift_corrected.parquet")
-    return raw, corrected, ratio
+    corrected, _ = _simulate(sim_section(engine, variant, load_dir, scaled, kv, section), run_root, seed,
+                             where / "sim_requests_drift_corrected.parquet")
+    return raw, summary, corrected, ratio
 
 
-def _simulate(sim: SimSection, run_root: Path | None, seed: int, requests_path: Path) -> pd.DataFrame:
-    """Run one replay; write its simulated log to requests_path; the fidelity table against the engine's."""
+def _simulate(sim: SimSection, run_root: Path | None, seed: int, requests_path: Path) -> tuple[pd.DataFrame, dict]:
+    """Run one replay; write its simulated log to requests_path; the fidelity table against the engine's, and
+    the run's summary (its profile_* keys: the steps the profile priced outside its grid)."""
     from sim.serving_metrics import fidelity_table
     from sim.simulate import prepare_inputs
     from sim.sweep import sweep_points
 
     inputs = prepare_inputs(sim, run_root, seed)
-    (_summary, sim_log), = sweep_points(inputs, show_progress=False, with_requests=True)
+    (summary, sim_log), = sweep_points(inputs, show_progress=False, with_requests=True)
     with atomic_path(requests_path) as tmp:
         sim_log.to_parquet(tmp, index=False)
-    return fidelity_table(sim_log, inputs.reference_log)
+    return fidelity_table(sim_log, inputs.reference_log), summary
 
 
 def _label(table: pd.DataFrame, variant: str, load: str, profile: str, scale: float, priced_by: str = ".") -> pd.DataFrame:
@@ -410,6 +424,31 @@ def fidelity_markdown(frame: pd.DataFrame) -> str:
         if len(part):
             parts.append(f"**{title}**\n\n" + _markdown_table(part, with_scale=profile != "raw"))
     return "\n".join(parts)
+
+
+def coverage_markdown(coverage: pd.DataFrame) -> str:
+    """fidelity.md's table of the steps each load's raw replay priced outside its step profile's measured grid
+    (sim/profile_coverage.py; steps summed over rounds, shares of the simulated step time)."""
+    lines = [(f"**Step profile coverage** (the raw replays' steps priced outside the measured grid: below an axis' "
+              f"first value clamped, above its last extrapolated; summed over rounds; warned at "
+              f">= {100 * WARN_SHARE:g}% of step time, fidelity_coverage.csv)"), "",
+             "| variant | load | steps | outside (share of time) | " + " | ".join(AXES) + " |",
+             "|---|---|---|---|" + "---|" * len(AXES)]
+    for _, r in coverage.iterrows():
+        cells = []
+        for axis in AXES:
+            parts = []
+            if r[f"profile_{axis}_below_steps"]:
+                parts.append(f"below {int(r[f'profile_{axis}_below_steps'])} "
+                             f"({100 * r[f'profile_{axis}_below_share']:.1f}%)")
+            if r[f"profile_{axis}_above_steps"]:
+                parts.append(f"above {int(r[f'profile_{axis}_above_steps'])} "
+                             f"({100 * r[f'profile_{axis}_above_share']:.1f}%, up to "
+                             f"{r[f'profile_{axis}_above_max']:.4g})")
+            cells.append("; ".join(parts) or "-")
+        lines.append(f"| {r.variant} | {r.load} | {int(r.steps)} | {int(r.profile_outside_steps)} "
+                     f"({100 * r.profile_outside_share:.1f}%) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _markdown_table(frame: pd.DataFrame, with_scale: bool) -> str:

@@ -16,7 +16,8 @@ only, nothing decoding) starts at its earliest request's arrival instead, so it 
 prefill rows hold too (the HTTP front end's time to the first token).
 Step kinds: decode (decoding requests only), mixed (decoding requests and prefills), prefill (prefills
 only; `after idle` when nothing ran before it). Printed per variant x load: steps, vLLM s, simulator s,
-sim / vLLM per kind.
+sim / vLLM per kind, then per kind and axis for the steps the profile read outside its measured grid
+(`kind | query_tokens above`: extrapolated; `below`: clamped; sim/profile_coverage.py) and inside / outside it.
 """
 from __future__ import annotations
 
@@ -122,22 +123,52 @@ def step_draft_tokens(steps: pd.DataFrame, k: int, drafts: float, draft_tokens: 
     return per_draft * (accepting + share * (decodes - accepting))
 
 
-def price_steps(steps: pd.DataFrame, cost, k: int = 0, drafts: int = 0, draft_tokens: int = 0) -> np.ndarray:
-    """The simulator's time (s) of every step (sim/cost.py, as cluster.Replica prices its steps). k > 0: a
-    speculative load of vLLM's `drafts` drafts and `draft_tokens` draft tokens (step_draft_tokens)."""
+def step_shapes(steps: pd.DataFrame, k: int = 0, drafts: int = 0, draft_tokens: int = 0):
+    """Per step, what CostModel.step_time takes: (tokens, kv_sum, n_reqs, spec, drafts), as cluster.Replica
+    plans it; k > 0: a speculative load of vLLM's `drafts` drafts and `draft_tokens` draft tokens
+    (step_draft_tokens)."""
     drafted = step_draft_tokens(steps, k, drafts, draft_tokens)  # [steps]
-    out = np.zeros(len(steps))
     for i, s in enumerate(steps.itertuples(index=False)):
         n_drafts = float(drafted[i])
         tokens = s.decodes + n_drafts + s.prefill_tokens
         kv_sum = s.decode_kv + s.decodes + s.prefill_tokens  # the sequences the step reads, as Replica.plan
-        out[i] = cost.step_time(tokens, kv_sum, s.decodes + s.prefills, bool(k and s.decodes), n_drafts)
-    return out
+        yield tokens, kv_sum, s.decodes + s.prefills, bool(k and s.decodes), n_drafts
+
+
+def price_steps(steps: pd.DataFrame, cost, k: int = 0, drafts: int = 0, draft_tokens: int = 0) -> np.ndarray:
+    """The simulator's time (s) of every step (sim/cost.py, as cluster.Replica prices its steps). k > 0: a
+    speculative load of vLLM's `drafts` drafts and `draft_tokens` draft tokens (step_draft_tokens)."""
+    return np.array([cost.step_time(tokens, kv_sum, n, spec, n_drafts)
+                     for tokens, kv_sum, n, spec, n_drafts in step_shapes(steps, k, drafts, draft_tokens)], float)
+
+
+def profile_reach(steps: pd.DataFrame, cost, k: int = 0, drafts: int = 0, draft_tokens: int = 0) -> pd.Series:
+    """Per step, where the cost model's profile read it relative to the measured grid (sim/profile_coverage.py):
+    'inside', or the axes it left, e.g. 'query_tokens above' or 'batch below, context_len above'."""
+    from sim.profile_coverage import AXES
+
+    axes = cost.profile.axes
+    out = []
+    for tokens, kv_sum, n, _spec, n_drafts in step_shapes(steps, k, drafts, draft_tokens):
+        point = cost.profile_point(tokens, kv_sum, n, n_drafts)
+        where = [f"{axis} {'below' if x < axis_values[0] else 'above'}"
+                 for axis, x, axis_values in zip(AXES, point, axes) if not axis_values[0] <= x <= axis_values[-1]]
+        out.append(", ".join(where) or "inside")
+    return pd.Series(out, index=steps.index, dtype=object)
 
 
 def by_kind(steps: pd.DataFrame) -> pd.DataFrame:
-    """Per step kind: steps, vLLM s, simulator s, sim / vLLM."""
+    """Per step kind: steps, vLLM s, simulator s, sim / vLLM; with a `reach` column (profile_reach) also per
+    kind and place in the profile's grid ('prefill after idle | query_tokens above')."""
     table = steps.groupby("kind").agg(steps=("vllm_s", "size"), vllm_s=("vllm_s", "sum"), sim_s=("sim_s", "sum"))
+    if "reach" in steps.columns:
+        outside = steps[steps["reach"] != "inside"]
+        if len(outside):
+            reach = outside.groupby(outside["kind"] + " | " + outside["reach"]).agg(
+                steps=("vllm_s", "size"), vllm_s=("vllm_s", "sum"), sim_s=("sim_s", "sum"))
+            table = pd.concat([table, reach])
+        for name, part in (("inside the grid", steps[steps["reach"] == "inside"]), ("outside the grid", outside)):
+            table.loc[name] = [len(part), part["vllm_s"].sum(), part["sim_s"].sum()]
     table.loc["all"] = [len(steps), steps["vllm_s"].sum(), steps["sim_s"].sum()]
     table["sim_over_vllm"] = table["sim_s"] / table["vllm_s"]
     return table
@@ -159,8 +190,10 @@ def load_steps(run: Path, variant, load: str, profile: Path, gap_s: float = GAP_
     section = sim_section(cfg_engine, variant, load_dir, profile, kv, None if not k else {
         "source": "parametric", "max_draft": k})
     counters = json.loads((load_dir / "spec_counters.json").read_text())["delta"]
-    steps["sim_s"] = price_steps(steps, CostModel.from_config(section, run), k, int(counters["num_drafts"]),
-                                 int(counters["num_draft_tokens"]))
+    cost = CostModel.from_config(section, run)
+    spec = (k, int(counters["num_drafts"]), int(counters["num_draft_tokens"]))
+    steps["sim_s"] = price_steps(steps, cost, *spec)
+    steps["reach"] = profile_reach(steps, cost, *spec)  # where each step lies in the profile's grid
     return steps
 
 

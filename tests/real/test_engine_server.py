@@ -483,6 +483,12 @@ def test_drift_corrected_table_scales_the_profile_by_each_loads_reference_ratio(
     assert table.loc[("raw", "tpot_mean_ms"), "sim"] * scale == pytest.approx(
         table.loc[("drift_corrected", "tpot_mean_ms"), "sim"], rel=0.05)
     assert (tmp_path / "out" / "fidelity" / "nospec" / "users" / "profile_drift_corrected" / "step_profile.csv").exists()
+    # decodes over 6-token prompts + up to 12 outputs read past the grid's last context (8): counted and tabled
+    coverage = pd.read_csv(tmp_path / "out" / "fidelity_coverage.csv").iloc[0]
+    assert (coverage["variant"], coverage["load"]) == ("nospec", "users")
+    assert 0 < coverage["profile_context_len_above_steps"] <= coverage["profile_outside_steps"] <= coverage["steps"]
+    assert coverage["profile_context_len_above_max"] > 8 and 0 < coverage["profile_outside_share"] <= 1
+    assert "**Step profile coverage**" in (tmp_path / "out" / "fidelity.md").read_text()
 
 
 def test_engine_profile_meta_names_the_bound_cores_and_the_cpu_capability(tmp_path):

@@ -42,6 +42,31 @@ def test_engine_steps_are_reconstructed_from_streamed_chunks_and_priced_by_the_s
     assert drafts[1] == pytest.approx(4.0) and sum(drafts) == pytest.approx(12.0)
 
 
+def test_steps_priced_off_the_profiles_grid_are_named_by_axis(tmp_path):
+    """A 100-token prompt prefilled alone on a grid measured up to 64 query tokens: that step is extrapolated
+    (query_tokens above), the decodes and the mixed step (2 rows x 25.5 tokens) lie inside."""
+    from real.engine.steps import by_kind, engine_steps, price_steps, profile_reach
+    from sim.cost import CostModel
+    from tests.sim.conftest import make_sim
+    from tests.sim.test_profile_coverage import write_profile_grid
+
+    requests = pd.DataFrame({"request_id": ["a", "b"], "arrival_s": [0.0, 0.5], "input_tokens": [100, 50],
+                             "output_tokens": [4, 3]})
+    chunks = pd.DataFrame({"request_id": ["a", "a", "a", "b", "a", "b", "b"],
+                           "t_s": [0.4, 0.6, 0.9, 0.902, 1.1, 1.101, 1.3],
+                           "output_tokens": [1, 2, 3, 1, 4, 2, 3]})
+    steps = engine_steps(requests, chunks)
+    profile = write_profile_grid(tmp_path, (1, 8), (1, 64), (0, 1024))
+    cost = CostModel.from_config(make_sim(hardware={"preset": "rtx-4090"}, cost={"profile": str(profile)}))
+    steps["sim_s"] = price_steps(steps, cost)
+    steps["reach"] = profile_reach(steps, cost)
+    assert steps["reach"].tolist() == ["query_tokens above", "inside", "inside", "inside", "inside"]
+    table = by_kind(steps)
+    assert table.loc["prefill after idle | query_tokens above", "steps"] == 1
+    assert table.loc["outside the grid", "vllm_s"] == pytest.approx(0.4)
+    assert table.loc["inside the grid", "steps"] == 4 and table.loc["all", "steps"] == 5
+
+
 def test_steps_entry_point_refuses_what_it_cannot_read(tmp_path, capsys):
     """Not a run directory, or a run recorded before chunks were kept: one error line, exit 2."""
     import yaml
