@@ -19,7 +19,10 @@ GLM-4.5 / 4.7 (Flash: MLA), Kimi K2. Keys a config.json leaves out take transfor
 model_type (sim/hf_defaults.py: tie_word_embeddings, a minimal Gemma 3 text_config's sizes). Gated MLPs (3 matrices)
 except the families in hf_defaults.NON_GATED_MLP (2); Falcon's KV heads from multi_query / num_kv_heads. Configs of
 layer kinds without a cost model here (hybrid Mamba / state-space, MiniMax-01 lightning attention, Gemma 3n's
-per-layer inputs, encoder-decoders, an MLX checkpoint's `quantization`) fail with one line naming the key.
+per-layer inputs, encoder-decoders, an MLX checkpoint's `quantization`; attention over part of the context:
+DeepSeek-V4's compressed sparse attention, DeepSeek Sparse Attention of DeepSeek-V3.2 / GLM-5, MiniMax-M3's
+block-sparse attention; head counts or block shapes that differ by layer) fail with one line naming the key.
+transformers 5's mlp_layer_types ("dense" / "sparse" per layer) places the MoE layers where a config gives it.
 Quantized checkpoints (quantization_config: AWQ, GPTQ, fp8, compressed-tensors, mxfp4, ModelOpt, bitsandbytes;
 sim/quant.py): the module classes the scheme quantizes (attention, dense MLP, routed / shared experts, an untied LM
 head) are stored at its bits per weight, the rest (embeddings, norms, routers, what it leaves out) at the
@@ -360,12 +363,24 @@ UNSUPPORTED_KEYS = {
     "hidden_size_per_layer_input": "Gemma 3n per-layer inputs (AltUp)",
     "moe_layer_start_index": "Ernie-4.5-style MoE layer placement (start / end / interval)",
     "moe_layer_interval": "Ernie-4.5-style MoE layer placement (start / end / interval)",
+    # attention that reads only part of the context, each kind its own way (BENCHMARKS.md, session 36): DeepSeek-V4's
+    # compressed sparse / heavily compressed attention (KV compressed 4x or 128x per layer, a 128-token window,
+    # hyper-connections), DeepSeek Sparse Attention's top-k token indexer (DeepSeek-V3.2, GLM-5), MiniMax-M3's
+    # block-sparse attention; read as ordinary attention they are mispriced without a word (GLM-5 as dense MLA over
+    # the whole context, DeepSeek-V4's sliding_window as a 128-token window on every layer)
+    "compress_ratios": "DeepSeek-V4 compressed sparse attention (CSA / HCA)",
+    "index_topk": "DeepSeek Sparse Attention (a top-k token indexer: DeepSeek-V3.2, GLM-5)",
+    "num_attention_heads_per_layer": "attention head counts that differ by layer",
+    "block_configs": "per-layer block shapes (Nemotron-NAS / DeciLM: Llama-3.1/3.3-Nemotron Super and Ultra)",
 }
+# model types whose attention is DeepSeek Sparse Attention even when a trimmed copy of the config leaves index_topk out
+SPARSE_ATTENTION_TYPES = {"deepseek_v32": "DeepSeek-V3.2", "glm_moe_dsa": "GLM-5"}
 # the names MoE configs give the same numbers (first found wins): routed experts, experts a token picks, shared
 # experts' total width, shared expert count
 EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
 TOP_K_KEYS = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token", "moe_k", "moe_topk")
-SHARED_WIDTH_KEYS = ("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size", "shared_intermediate_size")
+SHARED_WIDTH_KEYS = ("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size", "shared_intermediate_size",
+                     "share_expert_dim")  # (the last: Step-3 / 3.5 / 3.7, vLLM's step3_text.py share_expert)
 SHARED_COUNT_KEYS = ("n_shared_experts", "num_shared_experts", "moe_num_shared_experts")
 LAYER_KINDS = {"full_attention", "sliding_attention", "linear_attention", "chunked_attention"}
 # REPLICATED: linears vLLM builds unsplit, whole on every tensor-parallel GPU, where the rest of a layer is split
@@ -390,6 +405,14 @@ def _refuse_unsupported(raw: dict, cfg: dict, path: Path, quantized: bool) -> No
         if key in cfg:
             raise LabError(f"{path}: config.json {key!r} describes {what}, which the simulator does not price "
                            f"(model_type {cfg.get('model_type')!r})")
+    if str(cfg.get("model_type")) in SPARSE_ATTENTION_TYPES:
+        raise LabError(f"{path}: config.json model_type {cfg['model_type']!r} "
+                       f"({SPARSE_ATTENTION_TYPES[str(cfg['model_type'])]}) uses DeepSeek Sparse Attention, which the "
+                       f"simulator does not price")
+    sparse = cfg.get("sparse_attention_config")
+    if isinstance(sparse, dict) and sparse.get("use_sparse_attention"):
+        raise LabError(f"{path}: config.json 'sparse_attention_config' turns on block-sparse attention (MiniMax-M3), "
+                       f"which the simulator does not price")
     kinds = cfg.get("attn_type_list")  # MiniMax: 1 softmax attention (MiniMax-M2: every layer), 0 lightning
     if isinstance(kinds, list) and any(k != 1 for k in kinds):
         raise LabError(f"{path}: config.json 'attn_type_list' has lightning (linear) attention layers (MiniMax-01 / "
@@ -506,6 +529,11 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
             if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
                 raise LabError(f"{path}: config.json {key!r} must be a list of layer indices")
         count("interleave_moe_layer_step", 1)
+        kinds = cfg.get("mlp_layer_types")
+        if kinds is not None and not (isinstance(kinds, list) and len(kinds) == n_layers
+                                      and all(k in ("dense", "sparse") for k in kinds)):
+            raise LabError(f"{path}: config.json 'mlp_layer_types' must name 'dense' or 'sparse' for each of its "
+                           f"{n_layers} layers")
     moe_layer_ids = [i for i in range(n_layers) if experts and _is_moe_layer(cfg, i)]
     n_moe = len(moe_layer_ids)
     routed_per_layer = experts * 3 * h * moe_inter
@@ -609,6 +637,9 @@ def _sliding_window(cfg: dict, n_layers: int) -> tuple[int | None, int]:
 
 
 def _is_moe_layer(cfg: dict, i: int) -> bool:
+    kinds = cfg.get("mlp_layer_types")  # transformers 5's per-layer list ("dense" / "sparse"): Laguna, GLM-5.x
+    if isinstance(kinds, list) and len(kinds) == int(cfg["num_hidden_layers"]):
+        return kinds[i] == "sparse"
     if cfg.get("moe_layers"):  # Llama 4 lists them
         return i in cfg["moe_layers"]
     if cfg.get("interleave_moe_layer_step"):  # Llama 4 without the list: every step-th layer

@@ -105,6 +105,10 @@ PUBLISHED = [
     ("gemma-2-9b-it", 9.24, None, None, 0.01, "google/gemma-2-9b-it hub: 9.24B"),
     ("ministral-3-8b-2512", 8.4, None, None, 0.015,
      "Ministral 3 8B card: 8.4B language model + 0.4B vision encoder (the encoder not modelled)"),
+    ("qwen3.5-397b-a17b", 397.0, 17.0, "all", 0.01, "Qwen/Qwen3.5-397B-A17B: 397B total, 17B activated (name)"),
+    # (its "~11B active" is not compared: the abridged copy leaves tie_word_embeddings out, 10.3B tied, 10.9B untied)
+    ("step-3.7-flash", 196.0, None, None, 0.01,
+     "vLLM recipe stepfun-ai/Step-3.7-Flash: 196B language backbone (+ 1.8B vision encoder), ~11B active"),
 ]
 
 
@@ -131,6 +135,10 @@ def test_published_table_covers_every_new_config():
     assert new <= named and new <= {p.stem for p in CONFIGS}
 
 
+def test_session_36_configs_are_checked():
+    assert {"qwen3.5-397b-a17b", "step-3.7-flash"} <= {row[0] for row in PUBLISHED} & {p.stem for p in CONFIGS}
+
+
 # KV bytes per token worked out by hand from each config's keys (bf16 cache: 2 bytes a value)
 KV_BY_HAND = [
     ("llama-3.2-3b", 28 * 2 * 8 * 128 * 2),  # GQA, head_dim given
@@ -146,6 +154,8 @@ KV_BY_HAND = [
     ("phi-3-mini-4k-instruct", 32 * 2 * 32 * (3072 // 32) * 2),
     ("minimax-m2.7", 62 * 2 * 8 * 128 * 2),
     ("ministral-3-8b-2512", 34 * 2 * 8 * 128 * 2),  # text_config of a Mistral 3 wrapper
+    ("qwen3.5-397b-a17b", 15 * 2 * 2 * 256 * 2),  # 15 full-attention layers of 60 hold KV (45 Gated DeltaNet)
+    ("step-3.7-flash", 45 * 2 * 8 * 128 * 2),
 ]
 
 
@@ -161,6 +171,7 @@ def test_kv_bytes_per_token_by_hand(stem, kv):
     ("phi-3-mini-4k-instruct", 2047, 32, 32),  # Mistral-style: every layer
     ("mistral-nemo-12b", None, 0, 40),  # sliding_window null
     ("llama-4-maverick-17b-128e-instruct", 8192, 36, 48),  # chunked attention on 3 of 4 layers
+    ("step-3.7-flash", 512, 33, 45),  # layer_types: 3 sliding of every 4, 12 full
 ])
 def test_sliding_windows(stem, window, sliding, n_layers):
     m = load(stem)
@@ -225,6 +236,61 @@ def test_unsupported_architectures_fail_with_one_line(tmp_path, extra, needle):
         from_hf_config(path)
     message = str(err.value)
     assert needle in message and str(path) in message and "\n" not in message
+
+
+# session 36: public configs of architectures whose attention (or layer shapes) the cost model does not know; each
+# must fail with one line naming the file and the key, not be priced as dense attention (sources: configs/README.md)
+REFUSED_DIR = CONFIG_DIR / "refused"
+REFUSED = [
+    ("deepseek-v4-flash-fp8", "'compress_ratios' describes DeepSeek-V4 compressed sparse attention"),
+    ("deepseek-v4-pro-fp8", "'compress_ratios' describes DeepSeek-V4 compressed sparse attention"),
+    ("glm-5.2-fp8", "'index_topk' describes DeepSeek Sparse Attention"),
+    ("glm-5-fp8", "model_type 'glm_moe_dsa' (GLM-5) uses DeepSeek Sparse Attention"),  # a copy without index_topk
+    ("minimax-m3", "'sparse_attention_config' turns on block-sparse attention"),
+    ("laguna-xs.2-fp8", "'num_attention_heads_per_layer' describes attention head counts that differ by layer"),
+]
+
+
+@pytest.mark.parametrize("stem,needle", REFUSED, ids=[r[0] for r in REFUSED])
+def test_public_configs_of_unpriced_attention_are_refused(stem, needle):
+    path = REFUSED_DIR / f"{stem}.json"
+    with pytest.raises(LabError) as err:
+        model_from_config(ModelSpec(config=str(path)))
+    message = str(err.value)
+    assert needle in message and str(path) in message and "\n" not in message
+    assert {p.stem for p in REFUSED_DIR.glob("*.json")} == {r[0] for r in REFUSED}
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ({"block_configs": [{"attention": {"n_heads_in_group": 8}, "ffn": {"ffn_mult": 2.0}}] * 4}, "'block_configs'"),
+    ({"model_type": "deepseek_v32", "kv_lora_rank": 512}, "'deepseek_v32' (DeepSeek-V3.2)"),
+    ({"num_experts": 4, "num_experts_per_tok": 2, "mlp_layer_types": ["dense", "sparse"]}, "'mlp_layer_types' must"),
+])
+def test_more_unpriced_shapes_fail_with_one_line(tmp_path, extra, needle):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY, **extra}))
+    with pytest.raises(LabError) as err:
+        from_hf_config(path)
+    assert needle in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_mlp_layer_types_place_the_dense_layers_and_a_step_shared_expert_is_read(tmp_path):
+    """transformers 5's mlp_layer_types ("dense" / "sparse" per layer) decides which layers hold routed experts
+    (Laguna, GLM-5.x); Step-3's share_expert_dim is its shared expert's width."""
+    moe = {**TINY, "intermediate_size": 256, "moe_intermediate_size": 32, "num_experts": 8, "num_experts_per_tok": 2}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**moe, "mlp_layer_types": ["dense", "sparse", "sparse", "dense"]}))
+    m = from_hf_config(path)
+    assert m.moe_layers == 2 and m.expert_params_b * 1e9 == 2 * 8 * 3 * 64 * 32
+    path.write_text(json.dumps(moe))
+    assert from_hf_config(path).moe_layers == 4
+    path.write_text(json.dumps({**moe, "share_expert_dim": 48}))
+    shared = from_hf_config(path)
+    path.write_text(json.dumps({**moe, "share_expert_dim": 48, "n_shared_experts": 1}))
+    both = from_hf_config(path)
+    assert both.params_b == pytest.approx(shared.params_b)  # the width is given: the count does not multiply it
+    path.write_text(json.dumps(moe))
+    assert (shared.params_b - from_hf_config(path).params_b) * 1e9 == pytest.approx(4 * 3 * 64 * 48)
 
 
 def test_minimax_m2_full_attention_list_is_accepted_and_mlx_config_prices_at_the_yaml_dtype():
