@@ -402,7 +402,9 @@ class EngineSpec(StrictModel):
                                  "before vLLM 0.8 by max_model_len: vllm_version)")
     enable_chunked_prefill: bool | None = Field(
         None, description="split prompts into chunks that fit the token budget; null: what `vllm serve` picks "
-                          "(on from vLLM 0.8; before it off unless max_model_len > 32K: vllm_version)")
+                          "(on from vLLM 0.8; before it off unless max_model_len > 32K: vllm_version). Off on a "
+                          "V0 release (vllm_version before 0.8) a step runs whole prompts alone, the running decodes "
+                          "paused, or decodes alone (sim.vllm_versions.v0_prefill_steps)")
     linear_attn_mixed: Literal["unified", "split"] = Field(
         "split", description="how a step holding prefills beside single-token decodes runs a hybrid linear-attention "
         "model's Gated DeltaNet layers (Qwen3-Next / Qwen3.5; others: no effect): unified (vLLM before PR 44700, "

@@ -18,6 +18,9 @@ A replica step, as vLLM V1's scheduler builds it (engine settings: lab/config_si
   prefill the step lasts cost.step_time(...); chunks advance; the step that completes a prompt's prefill
           emits its first token (TTFT), as in vLLM.
   apply   the acceptance source says what each verify accepted; finished requests free their KV.
+V0 without chunked prefill (engine.vllm_version before 0.8, sim.vllm_versions.v0_prefill_steps) runs a step of
+          whole prompts alone while waiting requests fit, its running decodes paused (Replica._prefill_step), else
+          a step of decodes that admits nothing.
 kv_policy 'reserve' (the old model) instead reserves prompt + output at admission and never preempts.
 Models with sliding-window layers (engine.hybrid_kv, default on) hold group-blocks of vLLM's hybrid manager
 (sim/kv_cache.HybridKV): a sliding group frees the blocks before its window as a request grows, so a decode
@@ -47,6 +50,7 @@ from sim.hardware import engine_with_defaults
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
 from sim.linear_attn import state_copies
 from sim.profile_coverage import ProfileCoverage
+from sim.vllm_versions import v0_prefill_steps
 
 
 def chain_of(rid: int) -> tuple:
@@ -145,6 +149,9 @@ class Replica:
         self.max_seqs = e.max_num_seqs
         self.max_tokens = e.max_num_batched_tokens
         self.chunked = e.enable_chunked_prefill
+        # V0 without chunked prefill (before vLLM 0.8): a step runs whole prompts or decodes, never both (plan)
+        self.prefill_steps = v0_prefill_steps(e)
+        self._decodes_wait = False  # this step is prefill-only: the running decodes wait it out (apply)
         # a hybrid linear-attention model's mixed steps copy recurrent states (sim/linear_attn.py); None: no such layers
         self.linear_mixed = e.linear_attn_mixed if cluster.cost.model.linear_layers else None
         self.lookahead = policy.max_verify()  # KV slots a decode step reserves for drafts
@@ -231,6 +238,11 @@ class Replica:
         linear-attention states the step gathers and scatters back (sim/linear_attn.state_copies; 0 on other
         models)."""
         self._preempted = False
+        self._decodes_wait = False
+        if self.prefill_steps and self.queue:
+            step = self._prefill_step()
+            if step is not None:
+                return step
         if self._joining:  # admitted with their KV (disaggregated) while the last step ran
             rows = np.array(self._joining, np.int64)
             rows[:, ENTRY] = self.decode_steps
@@ -247,9 +259,14 @@ class Replica:
         if spec:
             lengths, state = self._choose(dec, r)
             n_spec = sum(lengths.tolist()) if r <= SMALL_BATCH else int(lengths.sum())
-        chunks = self._schedule_prefill(self.max_tokens - r - n_spec, r) if self.prefilling or self.queue else ()
+        chunks = self._schedule_prefill(self.max_tokens - r - n_spec, r) \
+            if (self.prefilling or self.queue) and not self.prefill_steps else ()
         if r == 0 and not chunks:
             return None
+        return self._step(r, n_spec, spec, lengths, state, chunks)
+
+    def _step(self, r: int, n_spec: int, spec: bool, lengths, state, chunks):
+        """plan's step tuple for r decode rows (n_spec drafts) and the prefill chunks [(Prefill, tokens)]."""
         kv_pf = n_pf = 0
         attn = self.kv_dec * (r + n_spec) / r if r else 0.0
         for item, c in chunks:
@@ -261,8 +278,23 @@ class Replica:
         self.peak_running = max(self.peak_running, n_active)
         copies = state_copies(r, [c for _, c in chunks], spec, self.linear_mixed) if self.linear_mixed and chunks \
             else 0
-        return (r + n_spec + n_pf, self.kv_dec + kv_pf, r + len(chunks), spec, lengths, state, n_spec, chunks, attn,
-                copies)
+        kv_read = (0 if self._decodes_wait else self.kv_dec) + kv_pf  # waiting decodes read nothing
+        return r + n_spec + n_pf, kv_read, r + len(chunks), spec, lengths, state, n_spec, chunks, attn, copies
+
+    def _prefill_step(self):
+        """V0's step when chunked prefill is off (vllm/core/scheduler.py: Scheduler._schedule at v0.4.0.post1,
+        _schedule_default at v0.6.0): while no request is swapped out, waiting requests are admitted FCFS, each a
+        whole prompt (a preempted one's prompt + output so far, recomputed), while max_num_batched_tokens, a
+        sequence slot (the running requests hold theirs) and its blocks are free; if any was, the step is those
+        prefills alone ("Don't schedule decodes if prefills are scheduled") and the running decodes wait. Else
+        None: a decode step (blocks grown, the newest preempted for recompute when short), admitting nothing.
+        Not modelled: the block manager's 1% watermark; a prompt over the budget runs alone (V0 ignores it)."""
+        chunks = []
+        self._admit(self.max_tokens, 0, chunks)
+        if not chunks:
+            return None
+        self._decodes_wait = len(self.dec) > 0
+        return self._step(0, 0, False, None, None, chunks)
 
     def _choose(self, dec, r):
         """The policy's verify lengths [r] from the drafters' confidences, and the acceptance state."""
@@ -515,7 +547,7 @@ class Replica:
         """What the step did: accepted drafts, emitted tokens, finished requests, completed prefills."""
         cl = self.cl
         dec = self.dec
-        r = len(dec)
+        r = 0 if self._decodes_wait else len(dec)  # a V0 prefill-only step: the decodes did not run
         client = None  # when this step's tokens reach the client, where a front end streams them
         if r:
             accepted = None

@@ -91,9 +91,9 @@ def vllm_version_defaults(version: str | None) -> dict:
 #     v0.4.0.post1 (no chunked default yet), 768 at v0.4.1, 512 from v0.4.2, 2048 from v0.6.5 (PR 10544);
 #   max_model_len without --max-model-len: sim.models.derived_max_model_len (_get_and_verify_max_len);
 #   no automatic prefix caching: EngineArgs.enable_prefix_caching = False (v0.6.5 - v0.7.x: bool(VLLM_USE_V1)).
-# Not modelled: V0's scheduler runs a step of prefills or a step of decodes, never both, when chunked prefill is off
-# (the simulator mixes them as V1 does); multi-step scheduling (--num-scheduler-steps, v0.5.5 - v0.7.x: the scheduler
-# runs once per round of n decode steps and the round's tokens are streamed together).
+# Without chunked prefill V0's scheduler runs a step of prefills or a step of decodes, never both (v0_prefill_steps).
+# Not modelled: multi-step scheduling (--num-scheduler-steps, v0.5.5 - v0.7.x: the scheduler runs once per round of
+# n decode steps and the round's tokens are streamed together).
 V1_DEFAULT_SINCE = (0, 8, 0)
 V0_MAX_NUM_SEQS = 256
 V0_MIN_BATCHED_TOKENS = 2048  # the unchunked budget's floor: max(max_model_len, 2048)
@@ -108,6 +108,14 @@ V0_CHUNK_BUDGETS = (((0, 0, 0), None), ((0, 4, 1), 768), ((0, 4, 2), 512), ((0, 
 def is_v0(version: str) -> bool:
     """Whether `vllm serve` of this release runs the V0 engine by default (before 0.8.0)."""
     return version_tuple(version) < V1_DEFAULT_SINCE
+
+
+def v0_prefill_steps(engine) -> bool:
+    """Whether a resolved engine (sim.hardware.engine_with_defaults) schedules as V0 does without chunked prefill:
+    a step of whole prompts whenever waiting requests fit, the running decodes paused for it, else a step of decodes
+    (vllm/core/scheduler.py: Scheduler._schedule at v0.4.0.post1, _schedule_default at v0.6.0; sim.cluster.Replica
+    ._prefill_step). V1, and V0 with chunked prefill, mix decodes and prefill chunks in one step."""
+    return engine.vllm_version is not None and is_v0(engine.vllm_version) and not engine.enable_chunked_prefill
 
 
 def v0_chunked_prefill(version: str, max_model_len: int, device: str = "cuda", sliding_window: bool = False,
