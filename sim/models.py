@@ -21,7 +21,10 @@ except the families in hf_defaults.NON_GATED_MLP (2); Falcon's KV heads from mul
 layer kinds without a cost model here (hybrid Mamba / state-space, MiniMax-01 lightning attention, Gemma 3n's
 per-layer inputs, encoder-decoders, an MLX checkpoint's `quantization`; attention over part of the context:
 DeepSeek-V4's compressed sparse attention, DeepSeek Sparse Attention of DeepSeek-V3.2 / GLM-5, MiniMax-M3's
-block-sparse attention; head counts or block shapes that differ by layer) fail with one line naming the key.
+block-sparse attention; head counts or block shapes that differ by layer; Hunyuan-Large's cross-layer attention)
+fail with one line naming the key. A number given per layer as a list (Hunyuan's moe_topk, num_shared_expert,
+moe_intermediate_size) is read where every entry is equal, else fails the same way (config_integer); Hunyuan's
+shared MLP is intermediate_size x num_shared_expert wide where use_mixed_mlp_moe.
 transformers 5's mlp_layer_types ("dense" / "sparse" per layer) places the MoE layers where a config gives it.
 Quantized checkpoints (quantization_config: AWQ, GPTQ, fp8, compressed-tensors, mxfp4, ModelOpt, bitsandbytes;
 sim/quant.py): the module classes the scheme quantizes (attention, dense MLP, routed / shared experts, an untied LM
@@ -413,6 +416,10 @@ def _refuse_unsupported(raw: dict, cfg: dict, path: Path, quantized: bool) -> No
     if isinstance(sparse, dict) and sparse.get("use_sparse_attention"):
         raise LabError(f"{path}: config.json 'sparse_attention_config' turns on block-sparse attention (MiniMax-M3), "
                        f"which the simulator does not price")
+    if cfg.get("use_cla") and cfg.get("cla_share_factor", 1) not in (None, 0, 1):
+        raise LabError(f"{path}: config.json 'use_cla' is true with cla_share_factor {cfg.get('cla_share_factor')!r}: "
+                       f"cross-layer attention (Hunyuan-Large: layers that reuse an earlier layer's KV), which the "
+                       f"simulator does not price")
     kinds = cfg.get("attn_type_list")  # MiniMax: 1 softmax attention (MiniMax-M2: every layer), 0 lightning
     if isinstance(kinds, list) and any(k != 1 for k in kinds):
         raise LabError(f"{path}: config.json 'attn_type_list' has lightning (linear) attention layers (MiniMax-01 / "
@@ -452,6 +459,23 @@ def derived_max_model_len(cfg: dict) -> int:
     return int(length)
 
 
+def config_integer(value, key: str, path: Path, per_layer: bool = True):
+    """A config.json value where the loader expects one number: `value` itself, or the one value of a list whose
+    entries are all equal (per_layer: vLLM reads such keys per layer, list[layer_id] -- Hunyuan's moe_topk,
+    num_shared_expert and moe_intermediate_size, vllm/model_executor/models/hunyuan_v1.py -- so equal entries are
+    exactly that number on every layer). LabError naming the file and the key for a list whose entries differ
+    (the cost model prices one shape for every layer), for an empty one, and for any list where not per_layer."""
+    if not isinstance(value, list):
+        return value
+    shown = str(value[:4])[:-1] + (", ...]" if len(value) > 4 else "]")
+    if per_layer and value and len({json.dumps(v) for v in value}) == 1:
+        return value[0]
+    why = "per-layer values are not supported (only a list whose entries are all equal)" if per_layer else \
+        "it is one setting of the whole model"
+    raise LabError(f"{path}: config.json {key!r} is a list ({shown}, {len(value)} entries) where the simulator reads "
+                   f"one integer: {why}")
+
+
 def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = True) -> ModelShape:
     """Shape of a Hugging Face config.json (see the module docstring for the keys read); quantized=False reads
     past its quantization_config (the caller prices every weight at one dtype of its own)."""
@@ -468,11 +492,13 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     def need(key) -> int:
         if key not in cfg:
             raise LabError(f"{path}: config.json has no {key!r}")
-        return count(key, None)
+        return count(key, None, per_layer=False)  # the model's width, depth, heads and vocabulary: one number each
 
-    def count(key, default: int | None, low: int = 1) -> int:
-        """cfg[key] as a whole number >= low; absent, null or 0 mean `default` (as transformers reads them)."""
-        value = cfg.get(key)
+    def count(key, default: int | None, low: int = 1, per_layer: bool = True) -> int:
+        """cfg[key] as a whole number >= low; absent, null or 0 mean `default` (as transformers reads them); a list
+        (one value per layer) of equal entries is that value, unless not `per_layer` (a setting of the whole model:
+        refused, config_integer)."""
+        value = config_integer(cfg.get(key), key, path, per_layer)
         if default is not None and (value is None or value == 0):
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -514,6 +540,10 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     # shared_intermediate_size), else a count of routed-expert-wide ones (DeepSeek, GLM-4.5, Kimi)
     width = next((count(k, None) for k in SHARED_WIDTH_KEYS if cfg.get(k)), 0)
     shared = 3 * h * (width or moe_inter * next((count(k, None) for k in SHARED_COUNT_KEYS if cfg.get(k)), 0))
+    if experts and not shared and cfg.get("num_shared_expert") and cfg.get("use_mixed_mlp_moe"):
+        # Hunyuan (hunyuan_v1_moe): one shared MLP of intermediate_size x num_shared_expert on every MoE layer
+        # (vllm/model_executor/models/hunyuan_v1.py HunYuanSparseMoeBlock: `if config.use_mixed_mlp_moe > 0`)
+        shared = 3 * h * inter * count("num_shared_expert", None)
     llama4 = model_type.startswith("llama4")
     dense_inter = inter
     if llama4:  # Llama 4: intermediate_size is an expert's, intermediate_size_mlp the dense layers'; every MoE
@@ -522,13 +552,13 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
     if experts:  # what _is_moe_layer reads
         for key, low in (("first_k_dense_replace", 0), ("moe_layer_freq", 1)):
             if key in cfg:
-                count(key, None, low)
-        count("decoder_sparse_step", 1)
+                count(key, None, low, per_layer=False)
+        count("decoder_sparse_step", 1, per_layer=False)
         for key in ("mlp_only_layers", "moe_layers"):
             layers = cfg.get(key) or []
             if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
                 raise LabError(f"{path}: config.json {key!r} must be a list of layer indices")
-        count("interleave_moe_layer_step", 1)
+        count("interleave_moe_layer_step", 1, per_layer=False)
         kinds = cfg.get("mlp_layer_types")
         if kinds is not None and not (isinstance(kinds, list) and len(kinds) == n_layers
                                       and all(k in ("dense", "sparse") for k in kinds)):
@@ -564,7 +594,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
         "quant_dense_params_b": sum(n for c, n in classes.items() if scheme.quantizes(c)) / 1e9,
         "quant_experts": bool(experts) and scheme.quantizes("experts"),
         "quant_linears": sum(g for c, g in groups.items() if scheme.quantizes(c)) if scheme.matmul_dtype else 0}
-    window, sliding = _sliding_window(cfg, n_layers)
+    window, sliding = _sliding_window(cfg, n_layers, path)
     chunked = bool(sliding) and llama4 and bool(cfg.get("attention_chunk_size"))
     # a checkpoint's config.json is named by its folder; a config kept under its own name (qwen3-4b.json) by that
     label = name or cfg.get("_name_or_path") or (path.parent.name if path.name == "config.json" else path.stem) \
@@ -583,7 +613,7 @@ def _falcon_kv_heads(cfg: dict, n_heads: int, path: Path) -> int:
     """Falcon's KV heads (transformers' FalconConfig): num_kv_heads with new_decoder_architecture (40B, 180B),
     else one shared head under multi_query (7B; the default) or one per query head."""
     if cfg.get("new_decoder_architecture"):
-        value = cfg.get("num_kv_heads") or n_heads
+        value = config_integer(cfg.get("num_kv_heads"), "num_kv_heads", path) or n_heads
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise LabError(f"{path}: config.json 'num_kv_heads' must be a positive integer, not {value!r}")
         return value
@@ -603,7 +633,7 @@ def _hybrid_linear(cfg: dict, path: Path, n_layers: int, h: int, q_width: int, a
     return lin, n_linear, (n_layers - n_linear) * (attn + gate) + n_linear * lin.params(h)
 
 
-def _sliding_window(cfg: dict, n_layers: int) -> tuple[int | None, int]:
+def _sliding_window(cfg: dict, n_layers: int, path: Path) -> tuple[int | None, int]:
     """(window, sliding layers): Gemma3's layer_types (or the older sliding_window_pattern: every p-th layer
     full), Gemma2's alternate layers (older configs without layer_types), Mistral-style all layers when only
     sliding_window is set; none where use_sliding_window is false (Qwen2/Qwen3 carry a window they do not use).
@@ -620,9 +650,10 @@ def _sliding_window(cfg: dict, n_layers: int) -> tuple[int | None, int]:
             interval = cfg.get("no_rope_layer_interval") or 4
             chunked = n_layers - n_layers // interval if isinstance(interval, int) and interval > 0 else 0
         return (chunk, chunked) if chunked else (None, 0)
-    window = cfg.get("sliding_window")
-    if cfg.get("use_sliding_window") is False or isinstance(window, bool) or not isinstance(window, int) \
-            or window < 1:
+    if cfg.get("use_sliding_window") is False:
+        return None, 0
+    window = config_integer(cfg.get("sliding_window"), "sliding_window", path)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         return None, 0
     types = cfg.get("layer_types")
     if isinstance(types, list) and len(types) == n_layers:

@@ -461,13 +461,22 @@ def lengths_label(lengths: dict) -> str:
 FRONTEND_MODES = ("file", "off")
 
 
+def release_engine(vllm: str | None, settings: dict | None = None) -> dict:
+    """The `engine:` settings of a run served by `vllm serve` of release `vllm` (None: a run that does not say,
+    priced at the current release's defaults): that release's version rules (vllm_version_defaults), the source's
+    own `settings` over them, and engine.vllm_version, from which section_with_defaults sets the release's batch
+    limits and scheduling on the card (V0 before 0.8: 256 sequences, chunked prefill past 32K only, prefill-only
+    steps). Every row here, and sim.tp_growth_check's series, are read through it."""
+    return {**vllm_version_defaults(vllm), **(settings or {}), "vllm_version": vllm}
+
+
 def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: str = "auto",
                    frontend: dict | str = "file") -> SimSection:
     """The `sim:` section that describes this benchmark; `hardware` overrides sheet terms (the fit);
     `frontend`: "file" (the front end the row names, if any), "off" (none) or sim.frontend settings."""
     b = row.bench
-    engine = {**vllm_version_defaults(row.vllm), **{k: v for k, v in row.engine.model_dump().items() if v is not None},
-              "vllm_version": row.vllm}  # the batch limits: that release's on the card (section_with_defaults)
+    # the batch limits: that release's on the card (section_with_defaults)
+    engine = release_engine(row.vllm, {k: v for k, v in row.engine.model_dump().items() if v is not None})
     lengths = row_lengths(row, lengths_mode)
     if math.isfinite(b.request_rate):
         # Poisson arrivals until num_prompts: the arrival window is sized to hold them all

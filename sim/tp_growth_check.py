@@ -5,8 +5,13 @@
 The data (sim/validation/tp_growth.yaml, each point with its URL) are decode series: one dense model served by one
 engine on one box at tensor parallel 1 / 2 / 4 / 8 with the same prompts, all sent at once. At each tp the longest
 reply ends the run, so its mean decode step is (duration - its TTFT) / (its output tokens - 1): the measured step.
-The check prices the same decode steps with CostModel on the run's preset card: step t (1 .. longest - 1) holds the
-requests with more than t output tokens, each reading its prompt + t + 1 cached tokens; the priced step is their mean.
+The check prices the same decode steps with the cost model the simulator builds for the run (CostModel.from_config of
+the `sim:` section sim.public_check would write for it: its preset card, its config.json, the engine `vllm serve` of
+its engine_version picks -- sim.public_check.release_engine, section_with_defaults): step t (1 .. longest - 1) holds
+the requests with more than t output tokens, each reading its prompt + t + 1 cached tokens; the priced step is their
+mean. That schedule -- every prompt prefilled in one step, then decode steps alone -- is the one that release runs
+only where the prompts fit in one step's max_num_seqs and max_num_batched_tokens (V0 before 0.8: 256 sequences);
+a point beyond them is refused (load_runs). An engine_version of another engine than vllm is not passed on.
 
     residual(tp) = measured - priced, ms;   growth = residual(largest tp) - residual(tp 2)
 
@@ -46,13 +51,23 @@ from pydantic import Field, model_validator
 
 from lab.arguments import data_check_parser, load_inputs, write_check_outputs
 from lab.config_base import StrictModel
+from lab.config_sim import SimSection
 from lab.errors import LabError
 from lab.report import markdown_table
 from sim.allreduce_check import SourcedRun
 from sim.cost import CostModel, check_tp_split
 from sim.hardware import get_hardware
 from sim.public_check import DEFAULT_FILE as PUBLIC_FILE
-from sim.public_check import RepoFile, load_rows, read_public_csv, repo_model, validated_runs
+from sim.public_check import (
+    REPO_ROOT,
+    RepoFile,
+    load_rows,
+    read_public_csv,
+    release_engine,
+    repo_model,
+    section_with_defaults,
+    validated_runs,
+)
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "tp_growth.yaml"
 
@@ -72,6 +87,8 @@ class TpSeries(SourcedRun):
     url_pattern: str | None = Field(None, pattern=r"^https://.*\{n\}")
     engine: str = Field(min_length=1)
     engine_version: str | None = None
+    max_model_len: int | None = Field(None, ge=1, description="the server's --max-model-len (a V0 release's batch "
+                                                                "limits and chunked prefill follow it)")
     model: str = Field(min_length=1)
     model_config_path: RepoFile = Field(alias="model_config", description="a config.json, repository-relative")
     input_tokens: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
@@ -95,16 +112,50 @@ class TpSeries(SourcedRun):
     def n_layers(self) -> int:
         return repo_model(self.model_config_path).n_layers
 
+    @property
+    def vllm_version(self) -> str | None:
+        """The vLLM release the series was served by (engine_version of a vllm run; None: not said, or another
+        engine: priced at the current release's defaults)."""
+        return self.engine_version if self.engine == "vllm" else None
+
+
+def run_section(run: TpSeries, tp: int, bw_efficiency: float | None = None) -> SimSection:
+    """The `sim:` section of the run's point at `tp` as sim.public_check writes a row's: its preset card (with
+    bw_efficiency, the reads' fraction of peak, where given), its config.json, and the engine settings `vllm serve`
+    of its release picks there for its --max-model-len (release_engine, then section_with_defaults: the batch
+    limits and scheduling)."""
+    hardware = {"preset": run.device, "tp": tp, **({} if bw_efficiency is None else {"bw_efficiency": bw_efficiency})}
+    section = {"hardware": hardware, "model": {"name": run.id, "config": str(REPO_ROOT / run.model_config_path)},
+               "engine": release_engine(run.vllm_version, {} if run.max_model_len is None else
+                                        {"max_model_len": run.max_model_len}), "policies": [{"kind": "ar"}], "sweep": {"axis": "none"},
+               "plots": False}
+    return section_with_defaults(SimSection.model_validate(section))
+
+
+def check_one_prefill_step(run: TpSeries, tp: int) -> None:
+    """LabError unless the engine of the run's release (run_section) prefills every prompt in one step before
+    decoding, as decode_schedule prices it: all requests within max_num_seqs, their prompts within
+    max_num_batched_tokens."""
+    engine = run_section(run, tp).engine
+    release = f"vLLM {run.vllm_version}" if run.vllm_version else "the current vLLM"
+    n, tokens = len(run.input_tokens), sum(run.input_tokens)
+    if n > engine.max_num_seqs or tokens > engine.max_num_batched_tokens:
+        raise LabError(f"{n} requests of {tokens} prompt tokens do not prefill in one step on {release} "
+                       f"(max_num_seqs {engine.max_num_seqs}, max_num_batched_tokens {engine.max_num_batched_tokens} "
+                       f"on {run.device}); the check's decode schedule assumes they do")
+
 
 def load_runs(path: str | Path) -> list[TpSeries]:
-    """The series of a tp-growth data file; LabError naming the file and the first bad field, or a point whose tp
-    vLLM would refuse to start the model at (it was priced with a fractional head count per GPU)."""
+    """The series of a tp-growth data file; LabError naming the file and the first bad field, a point whose tp
+    vLLM would refuse to start the model at (it was priced with a fractional head count per GPU), or one whose
+    prompts the run's release would not prefill in one step (check_one_prefill_step)."""
     runs = validated_runs(TpSeries, path, "tensor-parallel decode series", "<run>")
     for i, run in enumerate(runs):
         model = repo_model(run.model_config_path)
         for tp in run.points:
             try:
                 check_tp_split(model, tp, field="tp")
+                check_one_prefill_step(run, tp)
             except LabError as exc:
                 raise LabError(f"{path}: runs[{i}].points.{tp}: {exc}") from None
     return runs
@@ -128,10 +179,10 @@ def decode_schedule(inputs: list[int], outputs: list[int]) -> tuple[np.ndarray, 
 
 
 def priced_step_ms(run: TpSeries, tp: int, bw_efficiency: float | None = None) -> float:
-    """The cost model's mean decode step of the run's point at `tp`, ms, on its preset card (bw_efficiency: the
-    weight and KV reads' fraction of peak, at most 1; None: the preset's)."""
-    hw = get_hardware(run.device, bw_eff=bw_efficiency)
-    cost = CostModel(hw=hw, model=repo_model(run.model_config_path), tp=tp)
+    """The cost model's mean decode step of the run's point at `tp`, ms, as the simulator prices it at the run's
+    release on its preset card (run_section; bw_efficiency: the weight and KV reads' fraction of peak, at most 1;
+    None: the preset's)."""
+    cost = CostModel.from_config(run_section(run, tp, bw_efficiency))
     batch, kv = decode_schedule(run.input_tokens, run.points[tp].output_tokens)
     steps = [cost.step_time(int(b), float(k), int(b), False) for b, k in zip(batch, kv)]
     return 1e3 * float(np.mean(steps))

@@ -343,6 +343,55 @@ def test_moe_key_aliases_and_one_shared_expert_named_twice(tmp_path):
     assert round((a.params_b - dense.params_b) * 1e9) == 4 * (9 * 3 * 64 * 16 + 64 * 8 - 3 * 64 * 4 * 64)
 
 
+# Hunyuan-A13B's MoE numbers as its config.json gives them: one entry per layer (4 layers here), all equal
+HUNYUAN = {**TINY, "model_type": "hunyuan_v1_moe", "intermediate_size": 48, "num_experts": 8, "use_mixed_mlp_moe": True,
+           "moe_topk": [2] * 4, "num_shared_expert": [1] * 4, "moe_intermediate_size": [16] * 4, "use_cla": False}
+
+
+@pytest.mark.parametrize("key,value", [
+    ("moe_topk", [2, 2, 1, 2]), ("moe_intermediate_size", [16, 16, 32, 16]), ("num_shared_expert", [1, 0, 1, 1]),
+    ("num_key_value_heads", [4, 2, 4, 2]), ("head_dim", [16, 8, 16, 8]), ("sliding_window", [64, 128, 64, 128]),
+    ("head_dim", []),
+])
+def test_per_layer_values_that_differ_fail_with_one_line_naming_the_key(tmp_path, key, value):
+    """Any number the loader reads once for every layer, given as a list whose entries differ (or none), is one
+    line naming the file, the key and that per-layer values are not supported -- not 'must be a positive integer'
+    with the whole list, and never a window silently dropped."""
+    path = _write(tmp_path / "config.json", {**HUNYUAN, key: value})
+    with pytest.raises(LabError) as err:
+        from_hf_config(path)
+    message = str(err.value)
+    assert str(path) in message and f"{key!r} is a list" in message and "\n" not in message, message
+    assert "per-layer values are not supported" in message, message
+
+
+@pytest.mark.parametrize("key", ["decoder_sparse_step", "interleave_moe_layer_step", "first_k_dense_replace"])
+def test_a_whole_model_setting_given_as_a_list_fails_with_one_line(tmp_path, key):
+    path = _write(tmp_path / "config.json", {**HUNYUAN, key: [1] * 4})
+    with pytest.raises(LabError) as err:
+        from_hf_config(path)
+    assert str(path) in str(err.value) and f"{key!r} is a list" in str(err.value) and "whole model" in str(err.value)
+
+
+def test_per_layer_lists_of_equal_entries_read_as_the_one_value_with_hunyuans_shared_mlp(tmp_path):
+    """Hunyuan-A13B gives moe_topk / num_shared_expert / moe_intermediate_size per layer, every entry equal: the
+    same shape as the one numbers. Its shared MLP is intermediate_size x num_shared_expert wide (vLLM's
+    hunyuan_v1.py HunYuanSparseMoeBlock, use_mixed_mlp_moe), counted; Hunyuan-Large's cross-layer attention
+    (use_cla, cla_share_factor 2) is refused."""
+    listed = from_hf_config(_write(tmp_path / "lists.json", HUNYUAN))
+    scalars = {**HUNYUAN, "moe_topk": 2, "num_shared_expert": 1, "moe_intermediate_size": 16}
+    one = from_hf_config(_write(tmp_path / "one.json", scalars))
+    assert listed.params_b == one.params_b and listed.active_params_b == one.active_params_b
+    assert (listed.moe_experts, listed.moe_top_k, listed.moe_intermediate) == (8, 2, 16)
+    unshared = from_hf_config(_write(tmp_path / "unshared.json", {**scalars, "use_mixed_mlp_moe": False}))
+    assert round((one.params_b - unshared.params_b) * 1e9) == 4 * 3 * 64 * 48  # intermediate_size wide, 4 layers
+    two = from_hf_config(_write(tmp_path / "two.json", {**scalars, "num_shared_expert": [2] * 4}))
+    assert round((two.params_b - unshared.params_b) * 1e9) == 4 * 3 * 64 * 96
+    cla = _write(tmp_path / "cla.json", {**HUNYUAN, "use_cla": True, "cla_share_factor": 2})
+    with pytest.raises(LabError, match="'use_cla' is true with cla_share_factor 2"):
+        from_hf_config(cla)
+
+
 def _write(path: Path, cfg: dict) -> Path:
     path.write_text(json.dumps(cfg))
     return path

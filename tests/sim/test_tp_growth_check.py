@@ -91,7 +91,7 @@ def test_a_weight_read_at_another_bandwidth_is_not_taken_for_growth(tmp_path):
 
 
 def test_the_data_files_nvlink_series_leave_no_tp_growth_of_the_70b_rows_size():
-    """Lambda's Llama-3-8B (H100, A100) and Mistral-Nemo-12B (H100) at tp 1 / 2 / 4 / 8 (vLLM 0.5.4) on the boxes of the
+    """Lambda's Llama-3-8B (H100, A100) and Mistral-Nemo-12B (H100) at tp 1 / 2 / 4 / 8 (vLLM 0.6.0, V0) on the boxes of the
     held-out lambda-* 70B rows, which at the preset bandwidth lack ~3.1 (A100) / 3.4 (H100) ms more a step at tp 8
     than at tp 2 (public_check at main e0ba880): over their 160 all-reduces that is 19-21 us each. These series,
     whatever one bandwidth fraction their reads run at, leave less than that per all-reduce and under a millisecond
@@ -107,6 +107,56 @@ def test_the_data_files_nvlink_series_leave_no_tp_growth_of_the_70b_rows_size():
     steps = points.groupby("run").measured_ms.apply(list)
     assert steps["lambda-h100-sxm-llama-3-8b-sharegpt-10"] == pytest.approx([7.168, 5.020, 3.667, 3.072], abs=2e-3)
     assert steps["lambda-a100-sxm-llama-3-8b-sharegpt-10"] == pytest.approx([11.389, 7.474, 4.941, 3.907], abs=2e-3)
+
+
+def test_each_run_is_priced_at_its_vllm_release():
+    """engine_version reaches the simulator's engine as public_check passes a row's `vllm`: 0.6.0 is V0 (256
+    sequences, no chunked prefill at Llama-3's 8K); none is the current release's (V1 on an H100: 1024, chunked);
+    another engine's version is not a vLLM release. The priced step is the simulator's own cost model's."""
+    v0 = tg.run_section(tg.TpSeries.model_validate(_series({2: 1.0, 4: 1.0, 8: 1.0}, engine_version="0.6.0")), 2)
+    assert v0.engine.vllm_version == "0.6.0" and v0.engine.max_num_seqs == 256
+    assert v0.engine.enable_chunked_prefill is False and v0.engine.max_num_batched_tokens == 8192
+    assert v0.engine.sampler == "sort" and v0.hardware.tp == 2
+    current = tg.run_section(_shell(), 4).engine
+    assert current.vllm_version is None and current.max_num_seqs == 1024 and current.enable_chunked_prefill is True
+    other = tg.TpSeries.model_validate(_series({2: 1.0, 4: 1.0, 8: 1.0}, engine="sglang", engine_version="0.4.0"))
+    assert other.vllm_version is None and tg.run_section(other, 2).engine.vllm_version is None
+    from sim.cost import CostModel
+
+    batch, kv = tg.decode_schedule(INPUTS, OUTPUTS)
+    cost = CostModel.from_config(v0)
+    expected = 1e3 * np.mean([cost.step_time(int(b), float(k), int(b), False) for b, k in zip(batch, kv)])
+    assert tg.priced_step_ms(tg.TpSeries.model_validate(_series({2: 1.0, 4: 1.0, 8: 1.0}, engine_version="0.6.0")),
+                             2) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_series_its_release_would_not_prefill_in_one_step_is_refused(tmp_path, capsys):
+    """300 requests sent at once: vLLM 0.6.0 (V0) runs at most 256 sequences, so its first step is not every prompt
+    and the check's schedule does not hold -- one error line; the current release (1024 on an H100) takes them."""
+    inputs, outputs = [10] * 300, [2] * 299 + [50]
+    points = {tp: {"duration_s": 1.0, "ttft_s": 0.05, "output_tokens": outputs} for tp in (1, 2, 4, 8)}
+    series = {**_series({1: 1.0}), "input_tokens": inputs, "points": points}
+    assert len(tg.load_runs(_write(tmp_path / "v1.yaml", [series]))) == 1
+    out = tmp_path / "out"
+    assert tg.main(["--file", str(_write(tmp_path / "v0.yaml", [{**series, "engine_version": "0.6.0"}])),
+                    "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "runs[0].points.1" in err[0] and "vLLM 0.6.0" in err[0] and "max_num_seqs 256" in err[0]
+    assert not out.exists()
+
+
+def test_the_servers_max_model_len_sets_a_v0_releases_prefill():
+    """Mistral-Nemo's config allows 1,024,000 tokens: vLLM 0.6.0 left to that length chunks prefills (over 32K) at
+    512 tokens a step, and the ten ShareGPT prompts (1,391 tokens) would not prefill in one step; Lambda served it
+    at --max-model-len 2048 (max_model_len in the data file): unchunked, 2,048 tokens a step, one prefill."""
+    run = next(r for r in tg.load_runs(tg.DEFAULT_FILE) if "mistral-nemo" in r.id)
+    engine = tg.run_section(run, 2).engine
+    assert (run.max_model_len, engine.enable_chunked_prefill, engine.max_num_batched_tokens) == (2048, False, 2048)
+    unbounded = run.model_copy(update={"max_model_len": None})
+    engine = tg.run_section(unbounded, 2).engine
+    assert (engine.enable_chunked_prefill, engine.max_num_batched_tokens) == (True, 512)
+    with pytest.raises(tg.LabError, match="1391 prompt tokens do not prefill in one step on vLLM 0.6.0"):
+        tg.check_one_prefill_step(unbounded, 2)
 
 
 @pytest.mark.parametrize("bad, field", [
