@@ -3,18 +3,23 @@ import pandas as pd
 import pytest
 
 
+def two_requests():
+    """(requests, chunks): a arrives at an idle engine, b while a decodes, then both decode."""
+    requests = pd.DataFrame({"request_id": ["a", "b"], "arrival_s": [0.0, 0.5], "input_tokens": [100, 50],
+                             "output_tokens": [4, 3]})
+    chunks = pd.DataFrame({"request_id": ["a", "a", "a", "b", "a", "b", "b"],
+                           "t_s": [0.4, 0.6, 0.9, 0.902, 1.1, 1.101, 1.3],
+                           "output_tokens": [1, 2, 3, 1, 4, 2, 3]})
+    return requests, chunks
+
+
 def test_engine_steps_are_reconstructed_from_streamed_chunks_and_priced_by_the_simulator():
     """Chunks within a few ms are one engine step; a request's first chunk ends its prefill. a arrives at an
     idle engine (a prefill step from its arrival), b arrives while a decodes (a mixed step, timed from the
     step before), then both decode; the simulator prices each step at what it held."""
     from real.engine.steps import by_kind, engine_steps, price_steps
 
-    requests = pd.DataFrame({"request_id": ["a", "b"], "arrival_s": [0.0, 0.5], "input_tokens": [100, 50],
-                             "output_tokens": [4, 3]})
-    chunks = pd.DataFrame({"request_id": ["a", "a", "a", "b", "a", "b", "b"],
-                           "t_s": [0.4, 0.6, 0.9, 0.902, 1.1, 1.101, 1.3],
-                           "output_tokens": [1, 2, 3, 1, 4, 2, 3]})
-    steps = engine_steps(requests, chunks)
+    steps = engine_steps(*two_requests())
     assert steps["kind"].tolist() == ["prefill after idle", "decode", "mixed", "decode", "decode"]
     assert steps["vllm_s"].tolist() == pytest.approx([0.4, 0.2, 0.302, 0.199, 0.199])
     assert steps["decodes"].tolist() == [0, 1, 1, 2, 1] and steps["prefill_tokens"].tolist() == [100, 0, 50, 0, 0]
@@ -50,12 +55,7 @@ def test_steps_priced_off_the_profiles_grid_are_named_by_axis(tmp_path):
     from tests.sim.conftest import make_sim
     from tests.sim.test_profile_coverage import write_profile_grid
 
-    requests = pd.DataFrame({"request_id": ["a", "b"], "arrival_s": [0.0, 0.5], "input_tokens": [100, 50],
-                             "output_tokens": [4, 3]})
-    chunks = pd.DataFrame({"request_id": ["a", "a", "a", "b", "a", "b", "b"],
-                           "t_s": [0.4, 0.6, 0.9, 0.902, 1.1, 1.101, 1.3],
-                           "output_tokens": [1, 2, 3, 1, 4, 2, 3]})
-    steps = engine_steps(requests, chunks)
+    steps = engine_steps(*two_requests())
     profile = write_profile_grid(tmp_path, (1, 8), (1, 64), (0, 1024))
     cost = CostModel.from_config(make_sim(hardware={"preset": "rtx-4090"}, cost={"profile": str(profile)}))
     steps["sim_s"] = price_steps(steps, cost)
