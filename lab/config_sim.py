@@ -371,6 +371,13 @@ class CostSpec(StrictModel):
         return self
 
 
+
+def _version_text(value):
+    """A release number must be text: YAML reads an unquoted 0.10 as the number 0.1 (and 0.8 as 0.8, by luck)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"{value!r} is a number: quote the release, e.g. '0.10.1' (YAML reads an unquoted 0.10 as 0.1)")
+    return value
+
 class EngineSpec(StrictModel):
     """One replica's engine settings, named as vLLM names them (sim/kv_cache.py, sim/cluster.py)."""
 
@@ -386,7 +393,7 @@ class EngineSpec(StrictModel):
         True, description="vLLM V1's automatic prefix caching (paged, one KV cache group): a freed request's full "
                           "blocks stay cached until evicted (least recently freed first), so a preempted request "
                           "resumes recomputing only what was evicted; false = --no-enable-prefix-caching")
-    vllm_version: str | None = Field(
+    vllm_version: Annotated[str | None, BeforeValidator(_version_text)] = Field(
         None, pattern=r"^\d+\.\d+", description="the vLLM release being modelled (e.g. 0.6.0): every engine "
         "setting this section leaves unset takes that release's `vllm serve` default (sim/vllm_versions.py) -- "
         "before 0.8 (the V0 engine) 256 sequences, chunked prefill off (on for max_model_len > 32K from 0.5.3), "

@@ -44,6 +44,8 @@ def test_defaults_validate():
     ({"sla": {"percentile": 75}}, "sim.sla.percentile"),
     ({"workload": {"kind": "poisson"}, "sweep": {"axis": "concurrency"}}, "sim"),
     ({"sweep": {"axis": "rate"}}, "sim"),
+    ({"engine": {"vllm_version": 0.10}}, "sim.engine.vllm_version: Value error, 0.1 is a number: quote the release"),
+    ({"engine": {"vllm_version": "banana"}}, "sim.engine.vllm_version"),
 ])
 def test_bad_configs_name_the_field(sim, field):
     with pytest.raises(LabError) as err:
