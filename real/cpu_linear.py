@@ -190,7 +190,7 @@ def _switch(linears: list[torch.nn.Linear], row_limit: int, one_row: bool) -> No
             del m.forward  # back to nn.Linear.forward
 
 
-def _dummy_ids(model: torch.nn.Module, rows: int) -> torch.Tensor:
+def _probe_ids(model: torch.nn.Module, rows: int) -> torch.Tensor:
     config = getattr(model, "config", None)
     token = getattr(config, "bos_token_id", None)
     token = token if isinstance(token, int) else 1
@@ -209,7 +209,7 @@ def probe_model(model: torch.nn.Module, linears: list[torch.nn.Linear], rows_lis
     forward = forward or (lambda ids: model(input_ids=ids, use_cache=False))
     probes = []
     for rows in (ONE_ROW, *rows_list):
-        ids = _dummy_ids(model, rows)
+        ids = _probe_ids(model, rows)
         best = {"off": float("inf"), "on": float("inf")}
         for variant in ("off", "on", "off", "on"):  # warm-up round, not timed
             _switch(linears, rows if variant == "on" else 1, variant == "on")
