@@ -366,16 +366,6 @@ def load_data(path: str | Path) -> tuple[list[PublicRow], FrontendOccupancy | No
     return rows, occupancy
 
 
-def vllm_server_defaults(hardware_preset: str) -> dict:
-    """max_num_batched_tokens / max_num_seqs `vllm serve` picks on this card (sim.hardware.vllm_serve_batch_defaults)."""
-    from sim.hardware import get_hardware, vllm_serve_batch_defaults
-
-    return vllm_serve_batch_defaults(get_hardware(hardware_preset))
-
-
-_version = version_tuple  # (major, minor, patch) of a version string (sim.vllm_versions)
-
-
 # vllm-project/vllm PR 21108 (July 2025, in 0.10.0): `vllm bench serve` precomputes its send gaps and rescales them to
 # end at num_prompts / rate; before it, benchmark_serving.py slept one fresh gap after each send (client_send_seed)
 CLIENT_RESCALED_SINCE = (0, 10, 0)
@@ -391,7 +381,7 @@ def client_send_seed(row: PublicRow) -> int | None:
     b = row.bench
     if not math.isfinite(b.request_rate) or b.dataset != "sharegpt" or row.vllm is None:
         return None
-    return b.seed if _version(row.vllm) < CLIENT_RESCALED_SINCE else None
+    return b.seed if version_tuple(row.vllm) < CLIENT_RESCALED_SINCE else None
 
 
 LENGTH_MODES = ("auto", "proxy", "table", "mean")

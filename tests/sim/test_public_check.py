@@ -25,7 +25,6 @@ from sim.public_check import (
     row_sim_config,
     shown_metrics,
     simulate_row,
-    vllm_server_defaults,
 )
 from sim.simulate import prepare_inputs, simulate
 from tests.sim.conftest import make_sim
@@ -301,6 +300,12 @@ def test_data_file_parses_and_every_row_builds_a_sim_config():
         none = {"latency_ms": 0.0, "request_ms": 0.0, "output_token_ms": 0.0, "intake": "fifo"}
         assert sim.frontend.model_dump() == (none if row.frontend is None else {**none, **row._frontend})
         assert not row_sim_config(row, lengths_mode="mean", frontend="off").frontend.enabled
+
+
+def vllm_server_defaults(hardware_preset: str) -> dict:
+    from sim.hardware import get_hardware, vllm_serve_batch_defaults
+
+    return vllm_serve_batch_defaults(get_hardware(hardware_preset))
 
 
 def test_vllm_serve_defaults_follow_the_card():
