@@ -24,7 +24,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, mode
 
 from lab.config_base import Seed, StrictModel, validation_message
 from lab.errors import LabError
-from lab.paths import UserPath, expand_path
+from lab.paths import UserPath, config_json_path, expand_path
 from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes
 
@@ -286,7 +286,8 @@ class HardwareSpec(StrictModel):
 class ModelSpec(StrictModel):
     name: str | None = Field("qwen3-8b", description="a preset of sim/presets/models.yaml (qwen3-8b, llama-2-7b, "
                                                      "...); with `config` a label (default: from the config)")
-    config: UserPath | None = Field(None, description="a Hugging Face config.json (dense or MoE: Qwen3-MoE, "
+    config: UserPath | None = Field(None, description="a Hugging Face config.json, or a checkpoint directory "
+                                                      "holding one (dense or MoE: Qwen3-MoE, "
                                                       "DeepSeek-V3 styles; sliding-window or hybrid linear "
                                                       "attention: Gemma3, Qwen3-Next, Qwen3.5); read at "
                                                       "validation")
@@ -317,9 +318,10 @@ class ModelSpec(StrictModel):
                 raise ValueError(f"model {self.name!r} is not a preset {MODEL_NAMES}; or set model.config "
                                  "to a Hugging Face config.json")
             return self
-        path = expand_path(self.config)
+        path = config_json_path(self.config)
         if not path.is_file():
-            raise ValueError(f"model.config {self.config!r} not found")
+            raise ValueError(f"model.config {self.config!r} not found" + (
+                f" (no config.json in the directory)" if expand_path(self.config).is_dir() else ""))
         try:
             data = json.loads(path.read_text())
         except ValueError:

@@ -9,3 +9,8 @@ class LabError(Exception):
     """An error the user caused and can fix (bad YAML, missing file, corrupt trace)."""
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        """The message on one line: a wrapped library error (pandas' CSV parser, a JSON decoder) may carry line
+        breaks, and the user gets one `error:` line."""
+        return " ".join(line.strip() for line in super().__str__().splitlines() if line.strip())

@@ -28,6 +28,14 @@ def expand_path(raw: str | os.PathLike) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(os.fspath(raw))))
 
 
+def config_json_path(raw: str | os.PathLike) -> Path:
+    """A model's config.json from a user's `raw` path: the file itself, or a checkpoint directory holding one
+    (what `target.path` takes); ~ and $VARS expanded. A directory without config.json gives that file's path, for
+    the caller's "not found"."""
+    path = expand_path(raw)
+    return path / "config.json" if path.is_dir() else path
+
+
 def cache_root() -> Path:
     """$DSPARK_LAB_CACHE, default ~/.cache/dspark-lab: embedded models, downloaded wheels, length tables."""
     return expand_path(os.environ.get(CACHE_ENV) or "~/.cache/dspark-lab")

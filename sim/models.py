@@ -50,7 +50,7 @@ import numpy as np
 
 from lab.config_sim import MODEL_NAMES, ModelSpec, model_presets
 from lab.errors import LabError
-from lab.paths import expand_path
+from lab.paths import config_json_path
 from sim.hf_defaults import NON_GATED_MLP, with_defaults
 from sim.linear_attn import GatedDeltaNet, gated_deltanet
 from sim.quant import quant_scheme
@@ -330,7 +330,7 @@ def get_model(name: str) -> ModelShape:
 def model_from_config(spec: ModelSpec) -> ModelShape:
     """The model a `sim.model` section describes: a preset or a config.json, with its dtype overrides."""
     if spec.config:
-        model = from_hf_config(expand_path(spec.config), name=spec.name if "name" in spec.model_fields_set else None,
+        model = from_hf_config(config_json_path(spec.config), name=spec.name if "name" in spec.model_fields_set else None,
                                quantized=spec.dtype is None)
     else:
         model = get_model(spec.name)

@@ -121,6 +121,11 @@ def write(workdir, name, text):
     return name
 
 
+def make_dir(workdir, name):
+    (workdir / name).mkdir()
+    return name
+
+
 def write_bytes(workdir, name, data):
     (workdir / name).write_bytes(data)
     return name
@@ -524,6 +529,12 @@ SIM_FILE_CASES = [
         "hardware": {"preset": "rtx-4090"}, "model": {"config": write(w, "config.json", json.dumps(
             {**TINY_CONFIG, "hidden_size": 8192, "num_hidden_layers": 64, "num_attention_heads": 64}))}},
      "does not fit: weights"),
+    # session 37: a checkpoint directory is taken for its config.json; one without it is named
+    ("model directory without config.json", lambda w: {"model": {"config": make_dir(w, "ckpt")}},
+     "model.config 'ckpt' not found (no config.json in the directory)"),
+    ("arrival trace pandas cannot parse (its message has a line break)", lambda w: {
+        "workload": {"kind": "trace", "trace_path": write(w, "r.csv", "a\n1\n2,3\n")},
+        "sweep": {"axis": "none", "workers": 1}}, "r.csv is not a readable CSV"),
     ("arrival trace with a negative time", lambda w: {
         "workload": {"kind": "trace", "trace_path": write(w, "a.csv", ARRIVALS + "-5,10,5\n")},
         "sweep": {"axis": "none", "workers": 1}}, "sim.workload.trace_path: a.csv: columns"),
@@ -550,6 +561,8 @@ def test_bad_sim_input_file_stops_before_the_run_directory(workdir, command, lab
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and fragment in error_lines[0], result.stderr
     assert error_lines[0].startswith("error: sim.yaml: ") and "Traceback" not in result.stderr
+    after = result.stderr.split(error_lines[0], 1)[1]
+    assert not after.strip(), f"the error continues past its line: {after!r}"
     assert sorted(p.relative_to(workdir) for p in (workdir / "runs").rglob("*") if p.is_dir()) == runs_before
 
 

@@ -166,3 +166,9 @@ def test_an_open_loop_workload_without_a_sweep_axis_runs_at_its_rate(sweep, axis
     assert closed.sim.sweep.axis == "concurrency"
     with pytest.raises(LabError, match="sweep.axis 'concurrency' needs workload.kind closed_loop"):
         config_from_dict({"name": "s", "stages": ["sim"], "sim": {**sim, "sweep": {"axis": "concurrency"}}})
+
+
+def test_a_lab_error_is_one_line():
+    """A wrapped library message (pandas' CSV parser) with line breaks still prints as one `error:` line."""
+    assert str(LabError("x.csv: not a readable CSV (Error tokenizing data.\n  saw 2\n)")) == \
+        "x.csv: not a readable CSV (Error tokenizing data. saw 2 )"

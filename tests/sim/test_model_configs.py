@@ -432,3 +432,12 @@ def test_replicated_weights_by_hand():
     assert qwen.replicated_params_b * 1e9 == pytest.approx(48 * 2048 * 128, rel=1e-12)
     llama = load("llama-3.1-8b-instruct")
     assert llama.replicated_params_b == 0.0 and llama.replicated_extra_bytes(8) == 0.0
+
+
+def test_a_checkpoint_directory_reads_its_config_json(tmp_path):
+    """`sim.model.config` takes a checkpoint directory as `target.path` does (session 37)."""
+    source = next(p for p in CONFIGS if p.stem not in NEEDS_DTYPE)
+    (tmp_path / "config.json").write_text(source.read_text())
+    by_dir = model_from_config(ModelSpec(config=str(tmp_path)))
+    by_file = model_from_config(ModelSpec(config=str(tmp_path / "config.json")))
+    assert by_dir == by_file and by_dir.n_layers > 0
