@@ -45,7 +45,9 @@ tp GPUs:
           above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
           touched + max(touched experts' bytes / (moe_[quant_]bw_efficiency x bandwidth), tokens x k experts' FLOPs /
           (moe_mfu x peak[the experts' dtype]), or for w8a8 experts (fp8 / int8) moe_lowp_efficiency x that peak
-          where the sheet sets it); sim/moe_kernels.py fits these on published kernel timings;
+          where the sheet sets it, or for unquantized experts on vLLM's built-in tiles (engine.moe_tiles default: no
+          tuned config file for the shape) moe_default_tile_mfu x that peak where the sheet sets it); sim/moe_kernels.py
+          fits these on published kernel timings;
           experts touched: sim/models.touched_experts -- uniform routing in the kernel checks, a serving router's
           skew (model.routing_skew, sim/routing.py) in a `sim.model` section's runs: fewer distinct experts;
           without EP each GPU reads a 1/tp slice of every touched expert, with EP (ep = tp x dp, as vLLM lays
@@ -104,7 +106,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.config_sim import ALL2ALL_BACKENDS, DRAFTER_PASSES
+from lab.config_sim import ALL2ALL_BACKENDS, DRAFTER_PASSES, MOE_TILES
 from lab.errors import LabError
 from lab.paths import expand_path
 from sim.cuda_graphs import graph_mode_layer_s
@@ -279,6 +281,7 @@ class CostModel:
     ep: int = 1
     all2all: str = "allgather_reducescatter"  # vLLM's all2all backend for ep over dp > 1 ranks (ALL2ALL_BACKENDS)
     moe_dp: int = 1  # vLLM --data-parallel-size without EP (engine.dp_mode vllm): MoE layers TP over moe_dp x tp GPUs
+    moe_tiles: str = "tuned"  # vLLM's fused-MoE Triton tiles: a tuned config file's, or its built-in ones (MOE_TILES)
     drafter_layers: int = 2
     max_draft: int = 7
     drafter_passes: str = "one"  # one: all drafts in one pass (DSpark, DFlash); per_token: a chain (EAGLE, MTP)
@@ -356,6 +359,12 @@ class CostModel:
                          * ((hw.marlin_efficiency or 1.0) if marlin else 1.0))  # fused_marlin_moe
             if expert_dtype in W8A8_DTYPES and hw.moe_lowp_efficiency is not None:  # w8a8 fused-MoE kernels'
                 moe_flops = hw.peak_for(expert_dtype) * 1e12 * hw.moe_lowp_efficiency * tp  # own fraction of peak
+            if self.moe_tiles not in MOE_TILES:
+                raise LabError(f"sim: moe_tiles {self.moe_tiles!r} is not one of {MOE_TILES}")
+            # unquantized experts on vLLM's built-in tiles (no tuned file for the shape; get_default_config before
+            # vLLM PR 34846: 64 x 64 x 32 past E tokens) run their grouped GEMMs at the sheet's own fraction for them
+            if self.moe_tiles == "default" and not m.quant_experts and hw.moe_default_tile_mfu is not None:
+                moe_flops = hw.peak_for(expert_dtype) * 1e12 * hw.moe_default_tile_mfu * tp
             self._t_per_expert_byte = 1.0 / moe_bw
             self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
             self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6
@@ -438,6 +447,7 @@ class CostModel:
         hw = hardware_from_config(sim.hardware)
         return cls(hw=hw, model=model, tp=sim.hardware.tp,
                    ep=sim.hardware.ep, all2all=sim.hardware.all2all, moe_dp=moe_data_parallel(sim, model),
+                   moe_tiles=sim.engine.moe_tiles,
                    drafter_layers=sim.model.drafter_layers,
                    drafter_passes=sim.model.drafter_passes, drafter_head_vocab=sim.model.drafter_head_vocab,
                    max_draft=sim.acceptance.max_draft,
