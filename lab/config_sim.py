@@ -169,9 +169,13 @@ class HardwareSheet(StrictModel):
         "(bf16 / fp16) grouped GEMMs when vLLM runs its built-in Triton tiles -- no tuned config file for the "
         "shape at that release, so it logs 'Using default MoE config. Performance might be sub-optimal!' -- as "
         "get_default_config chose them before vLLM PR 34846 (64 x 64 x 32 tiles past E tokens, no warps / stages "
-        "set); used only where sim.engine.moe_tiles is default, in place of moe_mfu / mfu. null: as tuned tiles. "
-        "Fitted on the lab's H100 / H200 runs of those tiles (python -m sim.moe_kernels --fit --terms "
-        "moe_default_tile_mfu)")
+        "set); used only where sim.engine.moe_tiles is default and the fused-MoE call's tokens exceed the GPU's "
+        "experts (that function's 64 x 64 x 32 branch), in place of moe_mfu / mfu. null: as tuned tiles. Fitted on "
+        "the lab's H100 / H200 runs of those tiles (python -m sim.moe_kernels --fit --terms "
+        "moe_default_tile_mfu,moe_default_tile_bw_efficiency)")
+    moe_default_tile_bw_efficiency: float | None = Field(
+        None, gt=0, le=1, description="the same tiles' achievable fraction of peak bandwidth for the unquantized "
+        "experts' weight reads, in place of moe_bw_efficiency (same cases); null: as tuned tiles")
     marlin_efficiency: float | None = Field(
         None, gt=0, le=1, description="a weight-only quantized checkpoint's matmuls (linears and routed experts) "
         "relative to bf16 ones: a factor on mfu (moe_mfu for the experts). vLLM runs them through Marlin, which "

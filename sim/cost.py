@@ -46,8 +46,9 @@ tp GPUs:
           touched + max(touched experts' bytes / (moe_[quant_]bw_efficiency x bandwidth), tokens x k experts' FLOPs /
           (moe_mfu x peak[the experts' dtype]), or for w8a8 experts (fp8 / int8) moe_lowp_efficiency x that peak
           where the sheet sets it, or for unquantized experts on vLLM's built-in tiles (engine.moe_tiles default: no
-          tuned config file for the shape) moe_default_tile_mfu x that peak where the sheet sets it); sim/moe_kernels.py
-          fits these on published kernel timings;
+          tuned config file for the shape) moe_default_tile_mfu x that peak and moe_default_tile_bw_efficiency for the
+          reads where the sheet sets them, once the call's tokens pass the GPU's experts, vLLM's 64 x 64 x 32 branch);
+          sim/moe_kernels.py fits these on published kernel timings;
           experts touched: sim/models.touched_experts -- uniform routing in the kernel checks, a serving router's
           skew (model.routing_skew, sim/routing.py) in a `sim.model` section's runs: fewer distinct experts;
           without EP each GPU reads a 1/tp slice of every touched expert, with EP (ep = tp x dp, as vLLM lays
@@ -361,12 +362,21 @@ class CostModel:
                 moe_flops = hw.peak_for(expert_dtype) * 1e12 * hw.moe_lowp_efficiency * tp  # own fraction of peak
             if self.moe_tiles not in MOE_TILES:
                 raise LabError(f"sim: moe_tiles {self.moe_tiles!r} is not one of {MOE_TILES}")
-            # unquantized experts on vLLM's built-in tiles (no tuned file for the shape; get_default_config before
-            # vLLM PR 34846: 64 x 64 x 32 past E tokens) run their grouped GEMMs at the sheet's own fraction for them
-            if self.moe_tiles == "default" and not m.quant_experts and hw.moe_default_tile_mfu is not None:
-                moe_flops = hw.peak_for(expert_dtype) * 1e12 * hw.moe_default_tile_mfu * tp
             self._t_per_expert_byte = 1.0 / moe_bw
             self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
+            # unquantized experts on vLLM's built-in tiles (no tuned file for the shape): get_default_config before
+            # vLLM PR 34846 takes 16 x 32 x 64 tiles while the call's tokens M <= E (the GPU's experts) and 64 x 64 x
+            # 32 past that (fused_moe.py, vllm-project/vllm@000d1458); in that branch the grouped GEMMs run at the
+            # sheet's own FLOP and read fractions for them (moe_default_tile_mfu / _bw_efficiency; null: as tuned)
+            self._builtin_past = np.inf  # tokens per rank past which the 64 x 64 x 32 tiles run (inf: never)
+            self._t_byte_builtin, self._t_flops_builtin = self._t_per_expert_byte, self._t_per_token_expert_flops
+            if self.moe_tiles == "default" and not m.quant_experts:
+                self._builtin_past = m.moe_experts / self.ep / self._gather  # M = tokens x the DP ranks gathered
+                if hw.moe_default_tile_mfu is not None:
+                    self._t_flops_builtin = m.routed_flops_per_token / (
+                        hw.peak_for(expert_dtype) * 1e12 * hw.moe_default_tile_mfu * tp)
+                if hw.moe_default_tile_bw_efficiency is not None:
+                    self._t_byte_builtin = moe_eff / hw.moe_default_tile_bw_efficiency / moe_bw
             self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6
             self._moe_per_expert = m.n_moe_layers * hw.moe_expert_us * 1e-6  # x experts touched per layer
             # EP: the pairs of other ranks' experts the fused-MoE call still writes and activates
@@ -576,11 +586,16 @@ class CostModel:
         MoE layers, on one rank: per layer the fused-MoE kernel's floor (moe_layer_us), moe_expert_us per
         touched expert, and the longer of its expert-weight reads and its grouped-GEMM FLOPs (scalar or numpy)."""
         touched = self.model.touched_experts(tokens, self.ep, self._gather)  # one GPU's kernel
-        memory = self.model.routed_bytes_read(tokens, self.ep, self._gather) * self._t_per_expert_byte
+        builtin = tokens > self._builtin_past  # vLLM's 64 x 64 x 32 built-in tiles (engine.moe_tiles default)
+        per_byte = np.where(builtin, self._t_byte_builtin, self._t_per_expert_byte) if isinstance(tokens, np.ndarray) \
+            else (self._t_byte_builtin if builtin else self._t_per_expert_byte)
+        per_flop = np.where(builtin, self._t_flops_builtin, self._t_per_token_expert_flops) \
+            if isinstance(tokens, np.ndarray) else (self._t_flops_builtin if builtin else self._t_per_token_expert_flops)
+        memory = self.model.routed_bytes_read(tokens, self.ep, self._gather) * per_byte
         if self._gemm_factor != 1.0:
             memory = memory * np.where(tokens > self._gemv_rows, self._gemm_factor, 1.0) \
                 if isinstance(tokens, np.ndarray) else memory * (self._gemm_factor if tokens > self._gemv_rows else 1.0)
-        compute = gemm_tokens * self._t_per_token_expert_flops
+        compute = gemm_tokens * per_flop
         longer = np.maximum(memory, compute) if isinstance(memory, np.ndarray) else max(memory, compute)
         if self._serial:
             longer = longer + self._serial * (np.minimum(memory, compute) if isinstance(memory, np.ndarray)

@@ -59,12 +59,12 @@ KERNEL_DTYPES = {
 MOE_TERMS = {"moe_layer_us": (20.0, 0.0, 500.0), "moe_expert_us": (0.1, 0.0, 20.0),
              "moe_bw_efficiency": (0.8, 0.05, 1.0), "moe_quant_bw_efficiency": (0.8, 0.05, 1.0),
              "moe_mfu": (0.3, 0.01, 1.0), "moe_lowp_efficiency": (0.2, 0.01, 1.0),
-             "moe_default_tile_mfu": (0.2, 0.01, 1.0)}
+             "moe_default_tile_mfu": (0.2, 0.01, 1.0), "moe_default_tile_bw_efficiency": (0.6, 0.05, 1.0)}
 DEFAULT_TERMS = ("moe_layer_us",)  # what the presets adopted (BENCHMARKS.md, "fused-MoE kernels")
 LAB_TERMS = ("moe_bw_efficiency", "moe_quant_bw_efficiency", "moe_mfu",  # what the lab's own kernel runs inform
              "moe_lowp_efficiency")
 W8A8_TERMS = ("moe_lowp_efficiency",)  # terms only w8a8 (fp8 / int8 matmul) runs depend on
-DEFAULT_TILE_TERMS = ("moe_default_tile_mfu",)  # terms only runs of vLLM's built-in tiles depend on (builtin_tiles)
+DEFAULT_TILE_TERMS = ("moe_default_tile_mfu", "moe_default_tile_bw_efficiency")  # terms only runs of vLLM's built-in tiles depend on (builtin_tiles)
 
 
 def builtin_tiles(run: "KernelRun") -> bool:
