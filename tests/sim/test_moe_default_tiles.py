@@ -130,6 +130,10 @@ def test_the_glm_45_air_rows_ran_the_builtin_tiles_and_no_other_row_says_so():
 def test_a_bad_setting_is_refused():
     with pytest.raises(pydantic.ValidationError, match="moe_tiles"):
         make_sim(engine={"moe_tiles": "searched"})
+    with pytest.raises(LabError, match="sim.engine.moe_tiles") as err:  # a YAML's: one line naming the field
+        config_from_dict({"name": "t", "stages": ["sim"], "sim": {"acceptance": {"source": "parametric"},
+                                                                  "engine": {"moe_tiles": "searched"}}}, "x.yaml")
+    assert "\n" not in str(err.value).strip()
     with pytest.raises(LabError, match="moe_tiles"):
         CostModel(get_hardware("h100"), from_hf_config(GLM), moe_tiles="searched")
 
