@@ -459,7 +459,7 @@ class EngineSpec(StrictModel):
     moe_tiles: Literal[MOE_TILES] = Field(  # type: ignore[valid-type]
         "tuned", description="the Triton tiles vLLM's fused-MoE kernel runs for an unquantized MoE model's "
         "per-GPU expert shape: tuned (a config file E=..,N=..,device_name=.. ships for it, or vLLM PR 34846's "
-        "batch-aware defaults, within 2-11% of tuned in published tables) or default (vLLM before PR 34846 found "
+        "batch-aware defaults, within 0-11% of tuned in the published bf16 tables of vLLM PRs 40542 / 44818) or default (vLLM before PR 34846 found "
         "no file and logged 'Using default MoE config. Performance might be sub-optimal!': its expert GEMMs run at "
         "the sheet's moe_default_tile_mfu where the sheet sets one)")
     kv_capacity_tokens: int | None = Field(
