@@ -64,6 +64,8 @@ ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "dispatch")  # vLLM's ex
 SAMPLERS = ("sort", "flashinfer", "triton")
 # the CUDA-graph layout vLLM replays (sim/cuda_graphs.py): FULL_AND_PIECEWISE (0.11+ default), PIECEWISE (V1 0.8 - 0.10)
 CUDA_GRAPH_MODES = ("full_and_piecewise", "piecewise")
+# the Triton tiles of vLLM's fused-MoE kernel (engine.moe_tiles, sim/cost.py): a tuned config file, or its built-in ones
+MOE_TILES = ("tuned", "default")
 MODEL_NAMES = tuple(model_presets())
 # a MoE layer's expert-popularity spread while serving (coefficient of variation of the experts' shares;
 # sim/routing.py): the gamma shape whose concentration (1 - normalized entropy) is the 0.111 of a published
@@ -162,6 +164,18 @@ class HardwareSheet(StrictModel):
         "which those kernels do not reach. null: that product (today's pricing); fp4 and weight-only (Marlin) "
         "experts never use it. Fitted on published and lab fused-MoE fp8 kernel timings (python -m sim.moe_kernels "
         "--fit --terms moe_lowp_efficiency)")
+    moe_default_tile_mfu: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of peak FLOP/s for the routed experts' unquantized "
+        "(bf16 / fp16) grouped GEMMs when vLLM runs its built-in Triton tiles -- no tuned config file for the "
+        "shape at that release, so it logs 'Using default MoE config. Performance might be sub-optimal!' -- as "
+        "get_default_config chose them before vLLM PR 34846 (64 x 64 x 32 tiles past E tokens, no warps / stages "
+        "set); used only where sim.engine.moe_tiles is default and the fused-MoE call's tokens exceed the GPU's "
+        "experts (that function's 64 x 64 x 32 branch), in place of moe_mfu / mfu. null: as tuned tiles. Fitted on "
+        "the lab's H100 / H200 runs of those tiles (python -m sim.moe_kernels --fit --terms "
+        "moe_default_tile_mfu,moe_default_tile_bw_efficiency)")
+    moe_default_tile_bw_efficiency: float | None = Field(
+        None, gt=0, le=1, description="the same tiles' achievable fraction of peak bandwidth for the unquantized "
+        "experts' weight reads, in place of moe_bw_efficiency (same cases); null: as tuned tiles")
     marlin_efficiency: float | None = Field(
         None, gt=0, le=1, description="a weight-only quantized checkpoint's matmuls (linears and routed experts) "
         "relative to bf16 ones: a factor on mfu (moe_mfu for the experts). vLLM runs them through Marlin, which "
@@ -444,6 +458,12 @@ class EngineSpec(StrictModel):
         "full_and_piecewise", description="the CUDA-graph layout the server replays: piecewise pays 14.3 us more "
         "per layer and step than full_and_piecewise (vLLM PR 20059's measured gap); no effect on a device without "
         "graphs (cpu) or with a measured sim.cost.profile")
+    moe_tiles: Literal[MOE_TILES] = Field(  # type: ignore[valid-type]
+        "tuned", description="the Triton tiles vLLM's fused-MoE kernel runs for an unquantized MoE model's "
+        "per-GPU expert shape: tuned (a config file E=..,N=..,device_name=.. ships for it, or vLLM PR 34846's "
+        "batch-aware defaults, within 0-11% of tuned in the published bf16 tables of vLLM PRs 40542 / 44818) or default (vLLM before PR 34846 found "
+        "no file and logged 'Using default MoE config. Performance might be sub-optimal!': its expert GEMMs run at "
+        "the sheet's moe_default_tile_mfu where the sheet sets one)")
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(

@@ -45,7 +45,10 @@ tp GPUs:
           above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
           touched + max(touched experts' bytes / (moe_[quant_]bw_efficiency x bandwidth), tokens x k experts' FLOPs /
           (moe_mfu x peak[the experts' dtype]), or for w8a8 experts (fp8 / int8) moe_lowp_efficiency x that peak
-          where the sheet sets it); sim/moe_kernels.py fits these on published kernel timings;
+          where the sheet sets it, or for unquantized experts on vLLM's built-in tiles (engine.moe_tiles default: no
+          tuned config file for the shape) moe_default_tile_mfu x that peak and moe_default_tile_bw_efficiency for the
+          reads where the sheet sets them, once the call's tokens pass the GPU's experts, vLLM's 64 x 64 x 32 branch);
+          sim/moe_kernels.py fits these on published kernel timings;
           experts touched: sim/models.touched_experts -- uniform routing in the kernel checks, a serving router's
           skew (model.routing_skew, sim/routing.py) in a `sim.model` section's runs: fewer distinct experts;
           without EP each GPU reads a 1/tp slice of every touched expert, with EP (ep = tp x dp, as vLLM lays
@@ -104,7 +107,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.config_sim import ALL2ALL_BACKENDS, DRAFTER_PASSES
+from lab.config_sim import ALL2ALL_BACKENDS, DRAFTER_PASSES, MOE_TILES
 from lab.errors import LabError
 from lab.paths import expand_path
 from sim.cuda_graphs import graph_mode_layer_s
@@ -279,6 +282,7 @@ class CostModel:
     ep: int = 1
     all2all: str = "allgather_reducescatter"  # vLLM's all2all backend for ep over dp > 1 ranks (ALL2ALL_BACKENDS)
     moe_dp: int = 1  # vLLM --data-parallel-size without EP (engine.dp_mode vllm): MoE layers TP over moe_dp x tp GPUs
+    moe_tiles: str = "tuned"  # vLLM's fused-MoE Triton tiles: a tuned config file's, or its built-in ones (MOE_TILES)
     drafter_layers: int = 2
     max_draft: int = 7
     drafter_passes: str = "one"  # one: all drafts in one pass (DSpark, DFlash); per_token: a chain (EAGLE, MTP)
@@ -356,8 +360,23 @@ class CostModel:
                          * ((hw.marlin_efficiency or 1.0) if marlin else 1.0))  # fused_marlin_moe
             if expert_dtype in W8A8_DTYPES and hw.moe_lowp_efficiency is not None:  # w8a8 fused-MoE kernels'
                 moe_flops = hw.peak_for(expert_dtype) * 1e12 * hw.moe_lowp_efficiency * tp  # own fraction of peak
+            if self.moe_tiles not in MOE_TILES:
+                raise LabError(f"sim: moe_tiles {self.moe_tiles!r} is not one of {MOE_TILES}")
             self._t_per_expert_byte = 1.0 / moe_bw
             self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
+            # unquantized experts on vLLM's built-in tiles (no tuned file for the shape): get_default_config before
+            # vLLM PR 34846 takes 16 x 32 x 64 tiles while the call's tokens M <= E (the GPU's experts) and 64 x 64 x
+            # 32 past that (fused_moe.py, vllm-project/vllm@000d1458); in that branch the grouped GEMMs run at the
+            # sheet's own FLOP and read fractions for them (moe_default_tile_mfu / _bw_efficiency; null: as tuned)
+            self._builtin_past = np.inf  # tokens per rank past which the 64 x 64 x 32 tiles run (inf: never)
+            self._t_byte_builtin, self._t_flops_builtin = self._t_per_expert_byte, self._t_per_token_expert_flops
+            if self.moe_tiles == "default" and not m.quant_experts:
+                self._builtin_past = m.moe_experts / self.ep / self._gather  # M = tokens x the DP ranks gathered
+                if hw.moe_default_tile_mfu is not None:
+                    self._t_flops_builtin = m.routed_flops_per_token / (
+                        hw.peak_for(expert_dtype) * 1e12 * hw.moe_default_tile_mfu * tp)
+                if hw.moe_default_tile_bw_efficiency is not None:
+                    self._t_byte_builtin = moe_eff / hw.moe_default_tile_bw_efficiency / moe_bw
             self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6
             self._moe_per_expert = m.n_moe_layers * hw.moe_expert_us * 1e-6  # x experts touched per layer
             # EP: the pairs of other ranks' experts the fused-MoE call still writes and activates
@@ -438,6 +457,7 @@ class CostModel:
         hw = hardware_from_config(sim.hardware)
         return cls(hw=hw, model=model, tp=sim.hardware.tp,
                    ep=sim.hardware.ep, all2all=sim.hardware.all2all, moe_dp=moe_data_parallel(sim, model),
+                   moe_tiles=sim.engine.moe_tiles,
                    drafter_layers=sim.model.drafter_layers,
                    drafter_passes=sim.model.drafter_passes, drafter_head_vocab=sim.model.drafter_head_vocab,
                    max_draft=sim.acceptance.max_draft,
@@ -566,11 +586,16 @@ class CostModel:
         MoE layers, on one rank: per layer the fused-MoE kernel's floor (moe_layer_us), moe_expert_us per
         touched expert, and the longer of its expert-weight reads and its grouped-GEMM FLOPs (scalar or numpy)."""
         touched = self.model.touched_experts(tokens, self.ep, self._gather)  # one GPU's kernel
-        memory = self.model.routed_bytes_read(tokens, self.ep, self._gather) * self._t_per_expert_byte
+        builtin = tokens > self._builtin_past  # vLLM's 64 x 64 x 32 built-in tiles (engine.moe_tiles default)
+        per_byte = np.where(builtin, self._t_byte_builtin, self._t_per_expert_byte) if isinstance(tokens, np.ndarray) \
+            else (self._t_byte_builtin if builtin else self._t_per_expert_byte)
+        per_flop = np.where(builtin, self._t_flops_builtin, self._t_per_token_expert_flops) \
+            if isinstance(tokens, np.ndarray) else (self._t_flops_builtin if builtin else self._t_per_token_expert_flops)
+        memory = self.model.routed_bytes_read(tokens, self.ep, self._gather) * per_byte
         if self._gemm_factor != 1.0:
             memory = memory * np.where(tokens > self._gemv_rows, self._gemm_factor, 1.0) \
                 if isinstance(tokens, np.ndarray) else memory * (self._gemm_factor if tokens > self._gemv_rows else 1.0)
-        compute = gemm_tokens * self._t_per_token_expert_flops
+        compute = gemm_tokens * per_flop
         longer = np.maximum(memory, compute) if isinstance(memory, np.ndarray) else max(memory, compute)
         if self._serial:
             longer = longer + self._serial * (np.minimum(memory, compute) if isinstance(memory, np.ndarray)

@@ -19,7 +19,9 @@ pooled over every card's runs (each on its own sheet), scored on each card with 
 fit, and per card with each run left out in turn. Runs on devices without a preset (`other`) or timed by another
 harness are kept in the file but not fitted; the lab's own runs (tool lab) inform the read and FLOP fractions only,
 not the per-call floor (fit_runs). --terms moe_lowp_efficiency (the w8a8 experts' own fraction of the fp8 / int8
-peak) fits on the fp8 / int8 runs alone. Writes moe_kernels.csv (every run x
+peak) fits on the fp8 / int8 runs alone; --terms moe_default_tile_mfu (unquantized experts on vLLM's built-in tiles,
+sim.engine.moe_tiles default) on the lab's bf16 runs of those tiles alone (builtin_tiles), which every other fit leaves
+out. Writes moe_kernels.csv (every run x
 batch), moe_fit.csv, moe_kernels.md and moe_kernels.png (measured and priced time per run) into --out.
 """
 from __future__ import annotations
@@ -56,11 +58,24 @@ KERNEL_DTYPES = {
 # fittable MoE terms of the hardware sheet -> (start, lower bound, upper bound)
 MOE_TERMS = {"moe_layer_us": (20.0, 0.0, 500.0), "moe_expert_us": (0.1, 0.0, 20.0),
              "moe_bw_efficiency": (0.8, 0.05, 1.0), "moe_quant_bw_efficiency": (0.8, 0.05, 1.0),
-             "moe_mfu": (0.3, 0.01, 1.0), "moe_lowp_efficiency": (0.2, 0.01, 1.0)}
+             "moe_mfu": (0.3, 0.01, 1.0), "moe_lowp_efficiency": (0.2, 0.01, 1.0),
+             "moe_default_tile_mfu": (0.2, 0.01, 1.0), "moe_default_tile_bw_efficiency": (0.6, 0.05, 1.0)}
 DEFAULT_TERMS = ("moe_layer_us",)  # what the presets adopted (BENCHMARKS.md, "fused-MoE kernels")
 LAB_TERMS = ("moe_bw_efficiency", "moe_quant_bw_efficiency", "moe_mfu",  # what the lab's own kernel runs inform
              "moe_lowp_efficiency")
 W8A8_TERMS = ("moe_lowp_efficiency",)  # terms only w8a8 (fp8 / int8 matmul) runs depend on
+DEFAULT_TILE_TERMS = ("moe_default_tile_mfu", "moe_default_tile_bw_efficiency")  # terms only runs of vLLM's built-in tiles depend on (builtin_tiles)
+
+
+def builtin_tiles(run: "KernelRun") -> bool:
+    """Whether a run timed vLLM's built-in Triton tiles as get_default_config chose them before vLLM PR 34846
+    (https://github.com/vllm-project/vllm/pull/34846, merged 2026-02-18: BLOCK_SIZE_K 32, no warps / stages set;
+    vllm/model_executor/layers/fused_moe/fused_moe.py at vllm-project/vllm@000d1458): the lab's `default` runs,
+    whose tiles real/fused_moe.default_config copies from that function. The published `default` columns here are
+    of vLLM PR 34846's batch-aware defaults (PRs 40542, 44688, 45142, 45379, 53710, 53819: dated 2026-04 on),
+    SGLang's own, or stop at 96 tokens or fewer (PRs 19049, 31448), where the FLOPs never bind; they are priced as
+    tuned tiles."""
+    return run.tool == "lab" and run.config == "default"
 
 
 class KernelRun(StrictModel):
@@ -145,7 +160,8 @@ def priced_us(run: KernelRun, hw: Hardware) -> tuple[np.ndarray, np.ndarray]:
 def layer_us(run: KernelRun, hw: Hardware, tokens: np.ndarray) -> np.ndarray:
     """The cost model's microseconds of the run's layer over `tokens` tokens entering it (all ep ranks' tokens;
     the cost model counts one rank's own)."""
-    cm = CostModel(hw, run.layer_model(), ep=run.ep, drafter_layers=0)
+    cm = CostModel(hw, run.layer_model(), ep=run.ep, drafter_layers=0,
+                   moe_tiles="default" if builtin_tiles(run) else "tuned")
     return cm.moe_layer_time(tokens / run.ep) * 1e6
 
 
@@ -210,6 +226,9 @@ def fit_runs(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> l
     real.bench_moe, and not excluded (`exclude` says why). The lab's own runs (tool lab) inform only LAB_TERMS:
     its kernel is vLLM's algorithm (the same reads and FLOPs) but not vLLM's code, so its per-call floor and
     per-expert cost are its own (its floor fits 44 us where vLLM's and SGLang's published tables fit 31)."""
+    if set(terms) <= set(DEFAULT_TILE_TERMS):  # the built-in tiles' own runs, unquantized (their `exclude` keeps
+        return [r for r in runs if builtin_tiles(r) and r.device != "other"  # them out of every other fit)
+                and KERNEL_DTYPES[r.dtype][0] == 16.0]
     own_code_ok = set(terms) <= set(LAB_TERMS)
     w8a8_only = set(terms) <= set(W8A8_TERMS)  # a fit of those alone: the runs they price (others add constants)
     return [r for r in runs if r.device != "other" and r.harness != "other" and r.exclude is None

@@ -84,7 +84,7 @@ from tqdm import tqdm
 
 from lab.arguments import ArgumentParser
 from lab.config_base import StrictModel, validation_message
-from lab.config_sim import CUDA_GRAPH_MODES, HARDWARE_NAMES, FrontendSpec, SimSection
+from lab.config_sim import CUDA_GRAPH_MODES, HARDWARE_NAMES, MOE_TILES, FrontendSpec, SimSection
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
@@ -218,6 +218,10 @@ class EngineOverrides(StrictModel):
                                                               "it sets the default batch limits)")
     enable_chunked_prefill: bool | None = Field(None, description="the source's --[no-]enable-chunked-prefill; unset: "
                                                                   "its release's default (sim/vllm_versions.py)")
+    moe_tiles: Literal[MOE_TILES] | None = Field(  # type: ignore[valid-type]
+        None, description="default: the row's release shipped no tuned fused-MoE config file for its per-GPU expert "
+                          "shape on its card (vLLM then logs 'Using default MoE config'), as read from that "
+                          "release's fused_moe/configs listing; unset: tuned (sim.engine.moe_tiles)")
 
 
 class PublicRow(StrictModel):
