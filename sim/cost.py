@@ -363,7 +363,7 @@ class CostModel:
             self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
             # fused_marlin_moe multiplies whole token blocks of its own fixed size: the padded rows (sim/marlin_moe.py)
             self._marlin_moe = marlin
-            self._local_experts = m.moe_experts // self.ep if self.ep > 1 else m.moe_experts
+            self._local_experts = max(1, m.moe_experts // self.ep) if self.ep > 1 else m.moe_experts
             self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6
             self._moe_per_expert = m.n_moe_layers * hw.moe_expert_us * 1e-6  # x experts touched per layer
             # EP: the pairs of other ranks' experts the fused-MoE call still writes and activates
