@@ -6,8 +6,8 @@
 A weight-only quantized MoE checkpoint's routed experts (GPTQ / AWQ int4, fp8 weights on a card without fp8
 tensor cores, gpt-oss's mxfp4 below Hopper or without triton_kernels) run through fused_marlin_moe
 (vllm/model_executor/layers/fused_moe/fused_marlin_moe.py). It has no tuned config files: it picks the token block
-of its two moe_wna16_marlin_gemm calls with one fixed rule, the same text from vLLM 0.8 (PR 14447) to the 2026
-releases (vllm-project/vllm@00a130a03146d74300d01c0bcf806f323f887fbb, fused_marlin_moe):
+of its two moe_wna16_marlin_gemm calls with one fixed rule, the same text in every version read (the 0.10 / 0.11
+file, find_string id 66031868617, and vllm-project/vllm@00a130a03146d74300d01c0bcf806f323f887fbb, fused_marlin_moe):
 
     for block_size_m in [8, 16, 32, 48, 64]:
         if M * topk / E / block_size_m < 0.9:
