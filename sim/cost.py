@@ -47,7 +47,9 @@ tp GPUs:
           (moe_mfu x peak[the experts' dtype]), or for w8a8 experts (fp8 / int8) moe_lowp_efficiency x that peak
           where the sheet sets it, or for unquantized experts on vLLM's built-in tiles (engine.moe_tiles default: no
           tuned config file for the shape) moe_default_tile_mfu x that peak and moe_default_tile_bw_efficiency for the
-          reads where the sheet sets them, once the call's tokens pass the GPU's experts, vLLM's 64 x 64 x 32 branch);
+          reads where the sheet sets them, once the call's tokens pass the GPU's experts, vLLM's 64 x 64 x 32 branch;
+          weight-only quantized experts (fused_marlin_moe) multiply whole token blocks of the size vLLM's fixed rule
+          picks, their FLOPs x the expected padded rows over the routed rows, sim/marlin_moe.py);
           sim/moe_kernels.py fits these on published kernel timings;
           experts touched: sim/models.touched_experts -- uniform routing in the kernel checks, a serving router's
           skew (model.routing_skew, sim/routing.py) in a `sim.model` section's runs: fewer distinct experts;
@@ -120,6 +122,7 @@ from sim.hardware import (
 )
 from sim.kv_cache import GIB, kv_cache_blocks
 from sim.linear_attn import STATE_COPY_PASSES
+from sim.marlin_moe import marlin_padding_factor
 from sim.models import ModelShape, model_from_config
 from sim.quant import W8A8_DTYPES
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
@@ -377,6 +380,9 @@ class CostModel:
                         hw.peak_for(expert_dtype) * 1e12 * hw.moe_default_tile_mfu * tp)
                 if hw.moe_default_tile_bw_efficiency is not None:
                     self._t_byte_builtin = moe_eff / hw.moe_default_tile_bw_efficiency / moe_bw
+            # fused_marlin_moe multiplies whole token blocks of its own fixed size: the padded rows (sim/marlin_moe.py)
+            self._marlin_moe = marlin
+            self._local_experts = max(1, m.moe_experts // self.ep) if self.ep > 1 else m.moe_experts
             self._moe_fixed = m.n_moe_layers * hw.moe_layer_us * 1e-6
             self._moe_per_expert = m.n_moe_layers * hw.moe_expert_us * 1e-6  # x experts touched per layer
             # EP: the pairs of other ranks' experts the fused-MoE call still writes and activates
@@ -596,6 +602,9 @@ class CostModel:
             memory = memory * np.where(tokens > self._gemv_rows, self._gemm_factor, 1.0) \
                 if isinstance(tokens, np.ndarray) else memory * (self._gemm_factor if tokens > self._gemv_rows else 1.0)
         compute = gemm_tokens * per_flop
+        if self._marlin_moe:  # the call gets the gathered tokens of the ranks it serves (vLLM's M)
+            compute = compute * marlin_padding_factor(tokens * self._gather, self.model.moe_top_k,
+                                                      self.model.moe_experts, self._local_experts)
         longer = np.maximum(memory, compute) if isinstance(memory, np.ndarray) else max(memory, compute)
         if self._serial:
             longer = longer + self._serial * (np.minimum(memory, compute) if isinstance(memory, np.ndarray)

@@ -54,6 +54,7 @@ KERNEL_DTYPES = {
     "bf16": (16.0, None, "bf16"), "fp16": (16.0, None, "fp16"),
     "fp8_w8a8": (8.0, "fp8", "bf16"), "fp8_w8a8_block": (8.0 + 32 / 128 ** 2, "fp8", "bf16"),
     "int8_w8a8": (8.0, "int8", "bf16"), "int8_w8a16": (8.0, None, "bf16"), "int4_w4a16": (4.25, None, "bf16"),
+    "mxfp4_w4a16": (4.25, None, "bf16"),  # gpt-oss's format through Marlin: 4-bit e2m1 + an 8-bit scale per 32
 }
 # fittable MoE terms of the hardware sheet -> (start, lower bound, upper bound)
 MOE_TERMS = {"moe_layer_us": (20.0, 0.0, 500.0), "moe_expert_us": (0.1, 0.0, 20.0),
