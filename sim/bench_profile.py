@@ -106,7 +106,9 @@ def machine_sheet(machine: dict, dtype: str, **fitted) -> HardwareSheet:
 
 def predict_ms(sheet: HardwareSheet, model, batch, query, context) -> np.ndarray:
     cm = CostModel(sheet, model, drafter_layers=0)
-    return np.array([cm.step_time(int(b * q), float(b * c), int(b), False) * 1e3
+    # a `lab profile` step computes logits at every new position (real/profile.py: a verify step), so every one
+    # of its b x q tokens is a sampled row: b requests + b x (q - 1) more, as drafts are (sim/cost.py)
+    return np.array([cm.step_time(int(b * q), float(b * c), int(b), False, int(b * q) - int(b)) * 1e3
                      for b, q, c in zip(batch, query, context)])
 
 

@@ -25,6 +25,11 @@ tp GPUs:
               sim/quant.py) where the sheet has that peak, else the activation dtype `dtype`; eff =
               lowp_matmul_efficiency[matmul dtype] for fp8 / int8 / fp4 (1 otherwise; sim/gemm_kernels.py),
               gemm tokens = tokens, or past one tile of gemm_row_tile rows the tokens rounded up to whole tiles;
+              less (tokens - n_reqs - drafts) x 2 x LM-head params (vocab x hidden): vLLM multiplies the LM head
+              only at the rows it samples from -- the last scheduled token of each request and each verified draft
+              (V1 gpu_model_runner: logits_indices = query_start_loc[1:] - 1, compute_logits(hidden_states[
+              logits_indices]); V0 alike, its sampling metadata's selected_token_indices) -- so a prefill chunk's
+              earlier prompt tokens pay only the layers' FLOPs (a decode step: unchanged);
               attention's mfu_a = attn_mfu (the FlashAttention kernel's own fraction of peak, from published
               kernel benchmarks: sim.attention_kernels), or mfu where the sheet gives none
               attended = the cached tokens each query token attends to, summed over the step's tokens
@@ -338,6 +343,9 @@ class CostModel:
             if self._marlin else 0.0
         self._t_per_token_flops = ((m.flops_per_token + extra - m.routed_flops_per_token - quant_flops) / matmul_flops
                                    + quant_flops / (matmul_flops * marlin_eff))
+        # the LM head's share of that, which vLLM multiplies only at the rows it samples from (logits_indices: the
+        # last scheduled token of each request, plus each draft it verifies), not at every prompt token of a chunk
+        self._t_head_flops = m.head_flops_per_token / matmul_flops
         if self.ep > 1 and self.ep % tp:
             raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
                            "must be 1 or a multiple of tp")
@@ -564,6 +572,9 @@ class CostModel:
                        else gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn)
         else:  # a prefill chunk beside long decodes is not charged their context (nor they its)
             compute = gemm_tokens * self._t_per_token_flops + attn_ctx * self._t_attn
+        unsampled = tokens - reqs - drafts  # prompt tokens before each request's last: no LM-head row
+        if unsampled > 0:
+            compute -= unsampled * self._t_head_flops
         memory = weights + kv_sum * self._t_per_kv_token
         if self._t_state:
             memory += n_reqs * self._t_state
@@ -670,6 +681,8 @@ class CostModel:
             compute = gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn
         else:
             compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+        if self._t_head_flops:  # as in step_time: no LM-head row for a prompt token before its request's last
+            compute = compute - np.maximum(tokens - reqs - np.asarray(drafts, dtype=np.float64), 0.0) * self._t_head_flops
         memory = weights + kv_sum * self._t_per_kv_token
         if self._t_state:
             memory = memory + n_reqs * self._t_state
@@ -705,7 +718,13 @@ class CostModel:
         reqs = n_reqs if n_reqs > 0 else 1
         if self._sliding:
             kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
-        return RooflineSps(prefill_tokens, self._t_per_token_flops + kv_sum / reqs * self._t_attn,
+        per_token = self._t_per_token_flops + kv_sum / reqs * self._t_attn
+        # the prompt tokens without an LM-head row (step_time's `unsampled`: tokens - requests - drafts) do not
+        # depend on b: b + p0 tokens, n_reqs + (b - own) sampled rows; folded into the prefill tokens' count
+        own = n_reqs if decode_reqs is None else decode_reqs
+        unsampled = max(prefill_tokens - (reqs - own), 0)
+        prefill = prefill_tokens - unsampled * self._t_head_flops / per_token if unsampled else prefill_tokens
+        return RooflineSps(prefill, per_token,
                            self._t_weights + kv_sum * self._t_per_kv_token + n_reqs * self._t_state,
                            (self._fixed + self.spec_overhead_s + self._draft_fixed + n_reqs * self.request_overhead_s
                             + self._draft_pass(n_reqs)))
@@ -717,7 +736,7 @@ class CostModel:
     def sps_table(self, max_tokens: int, kv_per_req: float = 1024, spec: bool = True) -> np.ndarray:
         """SPS(B) for B = 1..max_tokens at one request per token (the 'profiled once at init' table)."""
         b = np.arange(1, max_tokens + 1)
-        return 1.0 / self.step_time_vec(b, kv_per_req * b, int(b[0]), spec)
+        return 1.0 / self.step_time_vec(b, kv_per_req * b, int(b[0]), spec, b - b[0])  # every token sampled
 
 
 def profile_point(tokens, kv_sum: float, reqs: int, drafts=0) -> tuple[float, float, float]:

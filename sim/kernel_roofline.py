@@ -240,7 +240,8 @@ def profile_vs_roofline(run_dir: str | Path, sheet_name: str | None) -> pd.DataF
         b, q, c = int(b), int(q), int(c)
         rows.append({"hardware": meta.get("hardware"), "sheet": sheet.name, "engine": meta.get("engine"),
                      "batch": b, "query_tokens": q, "context_len": c, "measured_ms": round(float(ms), 3),
-                     "roofline_ms": round(cm.step_time(b * q, float(b * (c + q)), b, False) * 1e3, 3)})
+                     # logits at every new position, as `lab profile` computes them (real/profile.py)
+                     "roofline_ms": round(cm.step_time(b * q, float(b * (c + q)), b, False, b * q - b) * 1e3, 3)})
     frame = pd.DataFrame(rows)
     frame["measured_over_roofline"] = (frame.measured_ms / frame.roofline_ms).round(2)
     return frame

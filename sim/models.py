@@ -282,6 +282,14 @@ class ModelShape:
         return 2.0 * self.active_params_b * 1e9
 
     @property
+    def head_flops_per_token(self) -> float:
+        """Matmul FLOPs of the LM head (vocab x hidden, tied or not) per row it multiplies; part of flops_per_token.
+        vLLM multiplies it only at the positions it samples from -- one per request in a step, plus each draft
+        token verified -- not at every prompt token (sim/cost.py, CostModel._t_head_flops). 0 where the vocabulary
+        is unknown (vocab 0: a preset shape)."""
+        return 2.0 * min(float(self.vocab) * self.hidden, self.active_params_b * 1e9) if self.vocab else 0.0
+
+    @property
     def attn_flops_per_context_token(self) -> float:
         """FLOPs one query token spends per cached token it attends to (QK^T and AV over the KV layers)."""
         width = self.attn_dim if self.attn_dim else 2 * self.n_heads * self.head_dim

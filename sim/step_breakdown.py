@@ -88,7 +88,9 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     weights = cm._t_weights * (cm._gemm_factor if tokens > cm._gemv_rows else 1.0)
     kv = kv_sum * cm._t_per_kv_token
     state = n_reqs * cm._t_state if cm._t_state else 0.0
-    gemm = gemm_tokens * cm._t_per_token_flops
+    # the chunk's tokens before its last have no LM-head row (vLLM's logits_indices; CostModel._t_head_flops)
+    unsampled_head = max(chunk - 1, 0) * cm._t_head_flops
+    gemm = gemm_tokens * cm._t_per_token_flops - unsampled_head
     attention = (dec_attended + pf_attended) * cm._t_attn
     memory, compute = weights + kv + state, gemm + attention
     roofline = max(memory, compute) + cm._serial * min(memory, compute)
@@ -99,7 +101,7 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
         terms["chunk kv reads"] = kv * pf_share
     terms.update({"linear-attention state": state, mine("gemm flops"): batch * cm._t_per_token_flops})
     if chunk:
-        terms["chunk gemm flops"] = chunk * cm._t_per_token_flops
+        terms["chunk gemm flops"] = chunk * cm._t_per_token_flops - unsampled_head
     terms["gemm tile padding"] = (gemm_tokens - tokens) * cm._t_per_token_flops
     terms[mine("attention flops")] = dec_attended * cm._t_attn
     if chunk:

@@ -178,3 +178,17 @@ def test_zero_rows_are_one_error_line(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"argument {flag}: '0': must be at least 1" in err[0]
+
+
+def test_a_profile_row_samples_every_new_position():
+    """`lab profile` computes logits at every new position (real/profile.py), so a row of q > 1 tokens per request
+    is priced with the LM head on all b x q rows (as drafts), not only on each request's last (vLLM's prefill)."""
+    from sim.cost import CostModel
+    from sim.models import from_hf_config
+
+    model = from_hf_config("real/presets/gemma3-270m.json")  # vocab 262,144: the head is most of its FLOPs
+    sheet = machine_sheet(MACHINE, "bf16")
+    cm = CostModel(sheet, model, drafter_layers=0)
+    ms = predict_ms(sheet, model, np.array([4]), np.array([8]), np.array([128]))[0]
+    assert ms == pytest.approx(cm.step_time(32, 4 * 128.0, 4, False, 28) * 1e3, rel=1e-12)
+    assert ms > cm.step_time(32, 4 * 128.0, 4, False) * 1e3 * 1.2  # a prefill's one row each would be far cheaper

@@ -626,3 +626,29 @@ def test_replicated_weights_are_read_and_held_on_every_tp_gpu():
     for tp in (1, 2, 8):
         cm = CostModel(hw, llama, tp=tp)
         assert cm._t_weights == llama.dense_bytes_read / (achievable_bandwidth(hw) * tp)
+
+
+def test_the_lm_head_multiplies_only_the_rows_vllm_samples():
+    """vLLM computes logits at logits_indices only (the last scheduled token of each request, plus each verified
+    draft): a prefill chunk's earlier tokens pay the layers' FLOPs without the LM head's; decode steps unchanged."""
+    from dataclasses import replace
+
+    hw = get_hardware("h100")
+    m = replace(get_model("llama-2-7b"), vocab=32000)
+    cm = CostModel(hw, m, step_overhead_s=0, layer_overhead_s=0, request_overhead_s=0, spec_overhead_s=0)
+    flops, head = 989.4e12 * hw.mfu, 2.0 * 32000 * 4096
+    body = 2 * 6.7e9 - head  # the rest of a token's matmul FLOPs
+    assert m.head_flops_per_token == head
+    assert cm.step_time(8192, 0, 1, False) == pytest.approx((8192 * body + head) / flops)  # one prompt: one row
+    assert cm.step_time(8192, 0, 4, False) == pytest.approx((8192 * body + 4 * head) / flops)  # four chunks
+    # a verify step samples every token (requests + drafts): the whole 2 x params per token, as before
+    assert cm.step_time(8192, 0, 1024, False, drafts=7168) == pytest.approx(8192 * (body + head) / flops)
+    # the vectorised step and the closed-form SPS curve price the same rows
+    b = np.array([1, 64, 512, 4096])
+    assert np.allclose(cm.step_time_vec(b + 4096, 0, 9, True, b - 8),
+                       [cm.step_time(int(x) + 4096, 0, 9, True, int(x) - 8) for x in b])
+    assert np.allclose(cm.sps_curve(4096, 0, 9, decode_reqs=8)(b), 1 / cm.step_time_vec(b + 4096, 0, 9, True, b - 8))
+    # a shape without a vocabulary (a preset) keeps pricing every token's head
+    plain = CostModel(hw, get_model("llama-2-7b"), step_overhead_s=0, layer_overhead_s=0, request_overhead_s=0,
+                      spec_overhead_s=0)
+    assert plain.step_time(8192, 0, 1, False) == pytest.approx(8192 * 2 * 6.7e9 / flops)

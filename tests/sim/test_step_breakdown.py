@@ -43,7 +43,9 @@ def test_a_step_with_a_prefill_chunk_is_priced_as_the_replicas_plan_prices_it(ro
                         state_copies=copies)
     assert terms["total"] == pytest.approx(step, rel=1e-12)
     assert sum(v for k, v in terms.items() if k != "total") == pytest.approx(terms["total"], rel=1e-9)
-    assert terms["chunk gemm flops"] == pytest.approx(chunk * cm._t_per_token_flops)
+    # the LM head multiplies the chunk's last token only (vLLM's logits_indices): C tokens' layers, one head row
+    assert cm._t_head_flops > 0
+    assert terms["chunk gemm flops"] == pytest.approx(chunk * cm._t_per_token_flops - (chunk - 1) * cm._t_head_flops)
     assert terms["gemm flops (decodes)"] == pytest.approx(batch * cm._t_per_token_flops)
     if not cm._sliding:  # a window model prices every token at the mean context (step_time), split by tokens
         assert terms["chunk attention flops"] == pytest.approx(chunk * (done + (chunk + 1) / 2) * cm._t_attn)
