@@ -93,8 +93,9 @@ at (n_reqs + drafts, tokens / (n_reqs + drafts), (kv_sum - tokens) / n_reqs), in
 each request's KV including this step's own tokens, a profile row's context_len the cached tokens before the
 step (a fresh prompt's prefill is context 0, not its own length). A draft token is read as one more
 decoding request's token, not as one more query token of its request: the engine computes logits at every
-verified position, as for each decoding request, while a profile row of query_tokens > 1 is a prefill with
-one logit row per request (for Gemma3-270M's 262,144-token vocabulary that row costs more than the token's
+verified position, as for each decoding request, while a vLLM server's profile row of query_tokens > 1
+(real.engine) is a prefill with one logit row per request (`lab profile`'s rows, real/profile.py, compute logits
+at every new position instead; sim.bench_profile prices them so) (for Gemma3-270M's 262,144-token vocabulary that row costs more than the token's
 pass through the layers; vLLM's n-gram server's own decode steps, engine/ngram/step_profile.csv, agree with
 this reading and not with the query axis: 16 requests x ~3.7 verified tokens, measured 757-1,053 ms, read
 as 59 decoding requests 630-930 ms, as 16 x 3.7 query tokens 430-600 ms). It already holds attention, KV reads,
