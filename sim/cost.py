@@ -16,7 +16,7 @@ sliding-window layers the roofline counts n_reqs x attended_context(kv_sum / n_r
 (sim/models.py; exact for equal contexts, an upper bound otherwise). On a hybrid linear-attention model
 (Qwen3-Next, Qwen3.5) KV bytes per token and score FLOPs count only the full-attention layers, the linear
 layers' recurrence is part of the per-token FLOPs, and each request in a step reads and writes its fixed
-linear-attention state once: n_reqs x 2 x state bytes in the memory term below.
+linear-attention state once: n_reqs x 2 x state bytes, its own kernel's term below.
 
 Roofline (hardware from its spec sheet, sim/hardware.py; model shape from sim/models.py), per replica of
 tp GPUs:
@@ -36,16 +36,21 @@ tp GPUs:
               (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
               prefill chunk of c tokens after `done` c x (done + (c + 1) / 2)); without it, and on a
               sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context)
-    memory  = weights read(tokens) / (tp x w_eff x bandwidth) + (kv_sum x KV bytes per token + n_reqs x 2 x
-              state bytes x kv_eff / state_eff) / (tp x kv_eff x bandwidth), w_eff = bw_efficiency for a one-token step
+    memory  = weights read(tokens) / (tp x w_eff x bandwidth) + kv_sum x KV bytes per token / (tp x kv_eff x
+              bandwidth), w_eff = bw_efficiency for a one-token step
               (matrix-vector products; on a CPU sheet with gemv_rows > 1 a step of up to gemv_rows tokens too) and
               gemm_bw_efficiency (default: the same) for a step of more tokens (matrix-matrix products);
               the linears vLLM keeps whole on every GPU (MLA's down-projections, MoE routers: sim/models.REPLICATED)
               count tp times in both terms: weights read + (tp - 1) x replicated bytes, active params + (tp - 1) x
               replicated params (each GPU multiplies its own whole copy); tp 1 or a model without them: unchanged
-              kv_eff = kv_bw_efficiency (default: bw_efficiency); state_eff = linear_state_bw_efficiency (default:
-              kv_eff), the fused recurrent GDN kernel's own fraction of peak (sim.gdn_kernels, published timings)
+              kv_eff = kv_bw_efficiency (default: bw_efficiency)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
+        + n_reqs x 2 x state bytes / (tp x state_eff x bandwidth): a hybrid linear-attention model's recurrent states,
+          each read and written back by the fused recurrent GDN kernel, a kernel of its own between the layer's
+          projections (vLLM's GDN layer: in_proj GEMMs, conv update, the recurrent kernel, gated norm, out_proj
+          GEMM, one after another), so its time adds to the step rather than hiding under the GEMMs' FLOPs, as
+          state_eff was fitted: linear_state_bw_efficiency (default: kv_eff), that kernel's own fraction of peak,
+          its published timings alone (sim.gdn_kernels)
         + experts (a MoE model: its routed experts run as their own fused-MoE kernels, so compute and memory
           above hold only the rest; per MoE layer moe_layer_us (the kernel's floor) + moe_expert_us x experts
           touched + max(touched experts' bytes / (moe_[quant_]bw_efficiency x bandwidth), tokens x k experts' FLOPs /
@@ -577,9 +582,9 @@ class CostModel:
         if unsampled > 0:
             compute -= unsampled * self._t_head_flops
         memory = weights + kv_sum * self._t_per_kv_token
-        if self._t_state:
-            memory += n_reqs * self._t_state
         t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link
+        if self._t_state:  # the recurrent GDN kernel's own state traffic, after the GEMMs, not beside them
+            t += n_reqs * self._t_state
         if self._serial:
             t += self._serial * min(memory, compute)
         if self._moe:
@@ -685,9 +690,7 @@ class CostModel:
         if self._t_head_flops:  # as in step_time: no LM-head row for a prompt token before its request's last
             compute = compute - np.maximum(tokens - reqs - np.asarray(drafts, dtype=np.float64), 0.0) * self._t_head_flops
         memory = weights + kv_sum * self._t_per_kv_token
-        if self._t_state:
-            memory = memory + n_reqs * self._t_state
-        t = np.maximum(compute, memory)
+        t = np.maximum(compute, memory) + n_reqs * self._t_state  # as step_time: the state kernel on its own
         if self._serial:
             t = t + self._serial * np.minimum(compute, memory)
         if self._moe:
@@ -725,10 +728,9 @@ class CostModel:
         own = n_reqs if decode_reqs is None else decode_reqs
         unsampled = max(prefill_tokens - (reqs - own), 0)
         prefill = prefill_tokens - unsampled * self._t_head_flops / per_token if unsampled else prefill_tokens
-        return RooflineSps(prefill, per_token,
-                           self._t_weights + kv_sum * self._t_per_kv_token + n_reqs * self._t_state,
+        return RooflineSps(prefill, per_token, self._t_weights + kv_sum * self._t_per_kv_token,
                            (self._fixed + self.spec_overhead_s + self._draft_fixed + n_reqs * self.request_overhead_s
-                            + self._draft_pass(n_reqs)))
+                            + n_reqs * self._t_state + self._draft_pass(n_reqs)))
 
     @property
     def t_per_kv_token(self) -> float:

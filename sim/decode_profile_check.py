@@ -10,8 +10,8 @@ check divides. The step is priced with CostModel on the profile's preset card an
 routing skew, sim.public_check's pricing), `tokens` decoding requests of `context_tokens` each, and
 sim.step_breakdown's terms are mapped to the same categories:
     roofline (max of weight + KV reads and GEMM + score FLOPs): split between dense_gemm (non-expert weights, or the
-        GEMM FLOPs where the step is compute-bound) and attention (KV reads / linear state, or the score FLOPs)
-        in proportion to the bound side's parts
+        GEMM FLOPs where the step is compute-bound) and attention (KV reads, or the score FLOPs) in proportion to
+        the bound side's parts; a hybrid model's linear-attention state (its own kernel) to attention too
     act_quant = quantized linears x act_quant_us; allreduce = the rest of the fixed collective latency + the
         collective bytes; moe_gemm = moe floor (moe_layer_us: the fused call's routing, sort and GEMM floor) +
         per-expert + pair activations + expert reads / FLOPs; moe_routing = 0 (no term of its own: it is inside
@@ -129,11 +129,11 @@ def priced_categories(cm: CostModel, tokens: int, context: float) -> dict[str, f
     """Seconds of a decode step of `tokens` requests at `context` cached tokens each, per category (PRICED), from
     sim.step_breakdown.decode_terms mapped as the module docstring says; they add up to its total (LabError if not)."""
     t = decode_terms(cm, tokens, context)
-    memory = t["weights (non-expert)"] + t["kv reads"] + t["linear-attention state"]
+    memory = t["weights (non-expert)"] + t["kv reads"]
     compute = t["gemm flops"] + t["attention flops"]
     roofline = memory + compute + t["hidden (overlapped)"]
     if memory >= compute:  # the bound side's parts share its time
-        dense, attention = t["weights (non-expert)"] / memory, (t["kv reads"] + t["linear-attention state"]) / memory
+        dense, attention = t["weights (non-expert)"] / memory, t["kv reads"] / memory
     else:
         dense, attention = t["gemm flops"] / compute, t["attention flops"] / compute
     m, hw = cm.model, cm.hw
@@ -141,7 +141,8 @@ def priced_categories(cm: CostModel, tokens: int, context: float) -> dict[str, f
     act_quant = m.quant_linears * hw.act_quant_us * 1e-6 if quantized else 0.0
     moe_keys = ("moe floor (moe_layer_us)", "moe per-expert (moe_expert_us)", "moe pair activations (moe_pair_bytes)",
                 "moe reads / flops")
-    out = {"attention": roofline * attention, "dense_gemm": roofline * dense, "act_quant": act_quant,
+    out = {"attention": roofline * attention + t["linear-attention state"],  # the recurrent kernel: its own term
+           "dense_gemm": roofline * dense, "act_quant": act_quant,
            "moe_gemm": sum(t.get(k, 0.0) for k in moe_keys), "moe_routing": 0.0,
            "allreduce": t["other fixed (act quant, collective latency)"] - act_quant + t["collective bytes"],
            "norm_elementwise": t["layer overhead"], "other": t["step overhead"] + t["request overhead"]}

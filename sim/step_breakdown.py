@@ -13,7 +13,8 @@ step is priced as the simulator's replica plans it (sim.cluster: C more query to
 more request, the chunk attending causally to C x (D + (C + 1) / 2) cached tokens); the chunk's own KV reads, GEMM
 and attention FLOPs are shown beside the decodes', and the step's time without the chunk under it (what the chunk
 adds). --chunk 0 (the default) is the decode step alone. The terms: the roofline's weight reads, KV
-reads, linear-attention state traffic and FLOPs (the longer of reads and FLOPs is the time; the rest is hidden),
+reads and FLOPs (the longer of reads and FLOPs is the time; the rest is hidden), the linear-attention state traffic
+of the recurrent GDN kernel (added: a kernel of its own),
 the linear-attention state copies of a mixed step (sim/linear_attn.py; the row's engine.linear_attn_mixed),
 the routed experts' fused-MoE kernels (floor, per-expert term, reads or FLOPs), the fixed per-step and per-layer
 overheads, collectives and the per-request overhead. The terms are read from CostModel's precomputed constants and
@@ -92,7 +93,7 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     unsampled_head = max(chunk - 1, 0) * cm._t_head_flops
     gemm = gemm_tokens * cm._t_per_token_flops - unsampled_head
     attention = (dec_attended + pf_attended) * cm._t_attn
-    memory, compute = weights + kv + state, gemm + attention
+    memory, compute = weights + kv, gemm + attention  # the state: its own kernel, added (sim/cost.py)
     roofline = max(memory, compute) + cm._serial * min(memory, compute)
     mine = (lambda name: f"{name} (decodes)") if chunk else (lambda name: name)
     pf_share = pf_kv / raw_kv

@@ -248,3 +248,25 @@ def test_unified_mixed_steps_slow_a_hybrids_decodes_under_load():
              for mode in ("split", "unified")}
     assert per_request(dense["split"].requests)["tpot_ms"].mean() == per_request(dense["unified"].requests)[
         "tpot_ms"].mean()
+
+
+def test_the_state_kernel_adds_to_a_compute_bound_step(tmp_path):
+    """The recurrent GDN kernel that reads and writes each request's state is a kernel of its own between the
+    layer's projections (vLLM runs them one after another), and linear_state_bw_efficiency was fitted on its
+    timings alone (sim.gdn_kernels): in a step whose GEMMs bind (8192 prompt tokens), one more request still adds
+    its 2 x state bytes at that fraction, not nothing (hidden under the FLOPs). The vector and closed-form SPS
+    paths agree; a memory-bound step (4 tokens) costs what it did, weights + KV + state."""
+    m = from_hf_config(_write(tmp_path, TINY))
+    hw = get_hardware("h100")
+    cm = CostModel(hw, m)
+    big = 8192
+    assert big * cm._t_per_token_flops > cm._t_weights + 4_000 * cm._t_per_kv_token  # the GEMMs bind
+    attended = big * 2_000.0  # the same attention either way (step_time's attn_ctx)
+    five, four = (cm.step_time(big, 4_000, n, False, attn_ctx=attended) for n in (5, 4))
+    extra = five - four - cm.request_overhead_s - cm._t_head_flops  # one more request: one more logit row too
+    assert extra == pytest.approx(2 * 2 * 896 / linear_state_bandwidth(hw), rel=1e-9)
+    assert float(cm.step_time_vec([big], 4_000, 5, False)[0]) == pytest.approx(cm.step_time(big, 4_000, 5, False))
+    sps = cm.sps_curve(big, 4_000, 5, 4)
+    assert 1 / float(sps(4)) == pytest.approx(cm.step_time(big + 4, 4_000, 5, True), rel=1e-12)
+    memory_bound = cm.step_time(4, 4_000, 4, False) - cm._fixed - 4 * cm.request_overhead_s
+    assert memory_bound == pytest.approx(cm._t_weights + 4_000 * cm._t_per_kv_token + 4 * cm._t_state, rel=1e-9)
