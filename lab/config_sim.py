@@ -553,6 +553,12 @@ class LengthSpec(StrictModel):
                                                  "$DSPARK_LAB_CACHE/lengths/sharegpt-<tokenizer>.csv")
     sharegpt_output_len: int | None = Field(None, ge=1, description="sharegpt: --sharegpt-output-len (every "
                                                                     "output this long; vLLM's filter follows it)")
+    borrow: bool = Field(
+        False, description="sharegpt: where `tokenizer` has no table (nor an alias's) in the cache, draw another "
+                           "tokenizer's conversations (the cached table whose kept prompt mean is nearest "
+                           "prompt_tokens), every prompt and output scaled by one factor and vLLM's filter applied "
+                           "again so the kept rows' means are prompt_tokens / output_tokens (sim/workload.py "
+                           "borrowed_sharegpt_table)")
     draw: Literal["iid", "shuffle"] | None = Field(
         None, description="csv / sharegpt rows: iid = drawn independently (csv's default); shuffle = a seeded "
                           "permutation taken in order, distinct rows as vLLM's benchmark sends them (sharegpt's)")
@@ -566,9 +572,12 @@ class LengthSpec(StrictModel):
         table = self.source in ("csv", "sharegpt")
         for name, applies, given in (("draw", table, self.draw is not None),
                                      ("range_ratio", self.source == "random", self.range_ratio != 0),
-                                     ("sharegpt_output_len", self.source == "sharegpt", self.sharegpt_output_len)):
+                                     ("sharegpt_output_len", self.source == "sharegpt", self.sharegpt_output_len),
+                                     ("borrow", self.source == "sharegpt", self.borrow)):
             if given and not applies:
                 raise ValueError(f"lengths.{name} does not apply to lengths.source {self.source!r}")
+        if self.borrow and self.csv_path:
+            raise ValueError("lengths.borrow does not apply with lengths.csv_path (that table is read as it is)")
         return self
 
     @property

@@ -40,10 +40,12 @@ Lengths (row_lengths): a random-dataset row with fixed lengths draws them by vLL
 asked lengths); a ShareGPT row draws distinct conversations from the ShareGPT length table of its model's
 tokenizer (`source: sharegpt`; built once by `python -m real.sharegpt_lengths --tokenizer T`) when that table
 is in the cache (a tokenizer with Qwen3's vocabulary and a BOS, deepseek-r1-distill-qwen, reads Qwen3's table
-with one token more on every prompt and reply: sim/workload.py SHAREGPT_TABLE_ALIASES), and otherwise -- a fresh
-machine, or a tokenizer no table was built for -- falls back to the run's mean lengths, with a note on stderr; `--lengths proxy` replaces that fallback by the conversations of
-PROXY_TOKENIZER's table (qwen3) with every prompt and output scaled so the table's means are the run's
-(scaled_to_means; `sim_lengths` says "qwen3 scaled as T"); `--lengths mean` forces the means, `--lengths table`
+with one token more on every prompt and reply: sim/workload.py SHAREGPT_TABLE_ALIASES); a tokenizer no table was
+built for borrows another's (`borrow`: the cached table whose kept prompts' mean is nearest the run's, every prompt
+and output scaled by one factor and vLLM's filter applied again so the kept rows' means are the run's,
+sim/workload.py borrowed_sharegpt_table; `sim_lengths` says "qwen3 scaled to 203 / 118 as phi4"), and a fresh
+machine with no table at all falls back to the run's mean lengths, with a note on stderr. `--lengths own` runs
+a row without a table of its own at its means, `--lengths mean` forces the means, `--lengths table`
 makes a missing table of the row's own an error. Rows whose
 lengths are not known beyond their mean (`lengths: mean`: outputs not forced) run at the means. Which
 conversations vLLM sent cannot be rebuilt (the PyPI ShareGPT file is a part of the one it read), but their
@@ -84,7 +86,7 @@ from tqdm import tqdm
 
 from lab.arguments import ArgumentParser
 from lab.config_base import StrictModel, validation_message
-from lab.config_sim import CUDA_GRAPH_MODES, HARDWARE_NAMES, MOE_TILES, FrontendSpec, SimSection
+from lab.config_sim import CUDA_GRAPH_MODES, HARDWARE_NAMES, MOE_TILES, FrontendSpec, LengthSpec, SimSection
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
@@ -105,9 +107,9 @@ from sim.vllm_versions import (  # noqa: F401 -- the version rules, re-exported 
 )
 from sim.workload import (
     LengthSampler,
+    cached_sharegpt_tables,
     read_lengths,
-    sharegpt_table_label,
-    sharegpt_table_path,
+    sharegpt_lengths_label,
     sharegpt_table_source,
 )
 
@@ -388,55 +390,40 @@ def client_send_seed(row: PublicRow) -> int | None:
     return b.seed if version_tuple(row.vllm) < CLIENT_RESCALED_SINCE else None
 
 
-LENGTH_MODES = ("auto", "proxy", "table", "mean")
+LENGTH_MODES = ("auto", "own", "table", "mean")
 SEED_CANDIDATES = 64  # run seeds tried for a row whose lengths are drawn from a table (matching_seed)
-# Under `--lengths proxy` a ShareGPT row whose tokenizer has no length table in the cache borrows this one's
-# conversations, scaled to the run's mean lengths (proxy_tokenizer, scaled_to_means): at the means alone a
-# burst's requests all start and end together (one decode batch of every request for the whole run) where
-# ShareGPT's spread of lengths leaves a tail of short replies whose few tokens share steps with the burst's
-# prefills. Not the default: on the public rows it moves held-out TPOT within 10% from 95 to 91 of 263, the
-# bursts better and Poisson rows near saturation worse (BENCHMARKS.md, "Session 30: bursts of 1000 prompts").
-PROXY_TOKENIZER = "qwen3"
 
 
 def uses_sharegpt_table(row: PublicRow, mode: str = "auto") -> bool:
     """True when the row draws ShareGPT conversations from its tokenizer's length table: a sharegpt row under mode
-    `table`, or under `auto` / `proxy` when that table is in the cache ($DSPARK_LAB_CACHE/lengths/) -- its own, or
+    `table`, or under `auto` / `own` when that table is in the cache ($DSPARK_LAB_CACHE/lengths/) -- its own, or
     the one it shares with another tokenizer (sim/workload.py SHAREGPT_TABLE_ALIASES)."""
     if row.bench.dataset != "sharegpt" or mode == "mean":
         return False
     return mode == "table" or sharegpt_table_source(row.bench.tokenizer)[0].is_file()
 
 
-def proxy_tokenizer(row: PublicRow, mode: str = "auto") -> str | None:
-    """The tokenizer whose ShareGPT table a sharegpt row borrows under `proxy` when its own is not in the cache:
-    PROXY_TOKENIZER where that table is (its conversations, scaled to the run's means by scaled_to_means); None
-    where the row reads its own table, is not sharegpt, runs another mode, or the proxy's table is missing too."""
-    if row.bench.dataset != "sharegpt" or mode != "proxy" or uses_sharegpt_table(row, mode):
-        return None
-    return PROXY_TOKENIZER if sharegpt_table_path(PROXY_TOKENIZER).is_file() else None
-
-
-def scaled_to_means(table: np.ndarray, prompt_mean: float, output_mean: float | None) -> np.ndarray:
-    """[n, 2] (prompt, output) rows of a borrowed ShareGPT table with every prompt (and, where `output_mean` is
-    given, every output) multiplied by one factor so that the table's mean is the run's: the same conversations
-    counted by another tokenizer, taken as proportional (one text, one ratio of tokens per character). Rounded,
-    at least 1 token; vLLM's filter was applied to the borrowed counts (read_lengths) and is not applied again."""
-    out = np.asarray(table, np.float64).copy()  # [n, 2]
-    out[:, 0] *= prompt_mean / out[:, 0].mean()
-    if output_mean is not None:
-        out[:, 1] *= output_mean / out[:, 1].mean()
-    return np.maximum(np.rint(out), 1).astype(np.int64)
+def borrows_sharegpt_table(row: PublicRow, mode: str = "auto") -> bool:
+    """True when a sharegpt row draws another tokenizer's conversations scaled to its run's means (`borrow`,
+    sim/workload.py borrowed_sharegpt_table): under `auto`, where its own table is not in the cache and another
+    is. At the means alone a burst's requests all start and end together, one decode batch of every request for
+    the whole run, where ShareGPT's spread leaves a tail of short replies whose few tokens share steps with the
+    burst's prefills (BENCHMARKS.md, session 30 and session 37)."""
+    if row.bench.dataset != "sharegpt" or mode != "auto" or uses_sharegpt_table(row, mode):
+        return False
+    return any(name != row.bench.tokenizer for name in cached_sharegpt_tables())
 
 
 def row_lengths(row: PublicRow, mode: str = "auto") -> dict:
-    """`workload.lengths` for this row: ShareGPT conversations (its tokenizer's table, or PROXY_TOKENIZER's to be
-    scaled: proxy_tokenizer), vLLM's random rule, or the run's means."""
+    """`workload.lengths` for this row: ShareGPT conversations (its tokenizer's table, or another's scaled to the
+    run's means: borrows_sharegpt_table), vLLM's random rule, or the run's means."""
     b = row.bench
     caps = {"max_prompt_tokens": max(b.input_tokens, 32768), "max_output_tokens": max(b.output_tokens, 8192)}
-    tokenizer = b.tokenizer if uses_sharegpt_table(row, mode) else proxy_tokenizer(row, mode)
-    if tokenizer is not None:
-        return {"source": "sharegpt", "tokenizer": tokenizer, "sharegpt_output_len": b.sharegpt_output_len, **caps}
+    if uses_sharegpt_table(row, mode):
+        return {"source": "sharegpt", "tokenizer": b.tokenizer, "sharegpt_output_len": b.sharegpt_output_len, **caps}
+    if borrows_sharegpt_table(row, mode):
+        return {"source": "sharegpt", "tokenizer": b.tokenizer, "sharegpt_output_len": b.sharegpt_output_len,
+                "borrow": True, "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens, **caps}
     if b.dataset == "random" and b.lengths == "fixed":
         return {"source": "random", "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens,
                 "range_ratio": b.range_ratio, **caps}
@@ -446,7 +433,7 @@ def row_lengths(row: PublicRow, mode: str = "auto") -> dict:
 def lengths_label(lengths: dict) -> str:
     """How a row's lengths were drawn, for the table."""
     if lengths["source"] == "sharegpt":
-        return f"sharegpt ({sharegpt_table_label(lengths['tokenizer'])})"
+        return f"sharegpt ({sharegpt_lengths_label(LengthSpec.model_validate(lengths))})"
     if lengths["source"] == "random":
         return f"random r={lengths['range_ratio']:g}"
     return "mean"
@@ -551,13 +538,7 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str
     once."""
     sim = row_sim_config(row, hardware, lengths_mode, frontend)
     inputs = prepare_inputs(sim, seed=0)
-    proxy = proxy_tokenizer(row, lengths_mode)
     label = lengths_label(sim.workload.lengths.model_dump())
-    if proxy is not None:
-        b = row.bench
-        inputs.length_table = scaled_to_means(inputs.length_table, b.input_tokens,
-                                              b.output_tokens if b.sharegpt_output_len is None else None)
-        label = f"sharegpt ({proxy} scaled as {b.tokenizer})"
     seeds = matching_seeds(row, sim, inputs.length_table, inputs.seed, draws)
     seed = seeds[0]
     result = simulate(inputs, "ar", seed=seed)
@@ -1071,10 +1052,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="public_check", help="output directory")
     ap.add_argument("--rows", default=None, help="comma-separated row ids to run (default: all)")
     ap.add_argument("--lengths", choices=LENGTH_MODES, default="auto",
-                    help="ShareGPT rows: auto = conversations from the cached length table where there is one, "
-                         "else the run's mean lengths; proxy = as auto, but a row whose tokenizer has no table "
-                         "draws qwen3's conversations scaled to the run's means; table = the table or an error; "
-                         "mean = the means")
+                    help="ShareGPT rows: auto = conversations from the cached length table of the row's "
+                         "tokenizer, else another tokenizer's cached table scaled to the run's means, else the "
+                         "run's mean lengths; own = its own table, else the means; table = its own table or an "
+                         "error; mean = the means")
     ap.add_argument("--fit", action="store_true",
                     help="also pick each card's mfu / bw_efficiency on the even rows and score them on the odd "
                          "rows (DIR/public_fit.csv); the presets are not changed")
@@ -1120,10 +1101,11 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     fallback = [r for r in rows if r.bench.dataset == "sharegpt" and not uses_sharegpt_table(r, args.lengths)]
-    if fallback and args.lengths in ("auto", "proxy"):
-        proxy = PROXY_TOKENIZER if args.lengths == "proxy" and sharegpt_table_path(PROXY_TOKENIZER).is_file() else None
-        instead = f"draw {proxy}'s conversations scaled to their mean lengths" if proxy else "run at their mean lengths"
+    if fallback and args.lengths in ("auto", "own"):
         for name in sorted({r.bench.tokenizer for r in fallback}):
+            borrow = next(borrows_sharegpt_table(r, args.lengths) for r in fallback if r.bench.tokenizer == name)
+            instead = ("draw another tokenizer's conversations scaled to their mean lengths (sim_lengths names it)"
+                       if borrow else "run at their mean lengths")
             count = sum(r.bench.tokenizer == name for r in fallback)
             path = sharegpt_table_source(name)[0]
             print(f"note: no ShareGPT length table at {path}: {count} ShareGPT rows {instead} "

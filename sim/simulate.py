@@ -37,6 +37,7 @@ from sim.workload import (
     load_arrival_trace,
     open_loop_arrivals,
     read_lengths,
+    sharegpt_lengths_label,
 )
 
 LENGTHS_STREAM = 1  # the third seed word of the requests' lengths generator (the run's is [seed, seed])
@@ -116,8 +117,9 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
     if table_file is not None and not later(table_file):
         inputs.length_table = read_lengths(wl.lengths)
         if wl.lengths.source == "sharegpt":
-            inputs.notes.append(f"lengths: {len(inputs.length_table)} ShareGPT conversations of {table_file} "
-                                "pass vLLM bench's filter")
+            counted = f" (counted as {sharegpt_lengths_label(wl.lengths)})" if wl.lengths.borrow else ""
+            inputs.notes.append(f"lengths: {len(inputs.length_table)} ShareGPT conversations of {table_file}"
+                                f"{counted} pass vLLM bench's filter")
     if wl.kind == "trace" and not later(expand_path(wl.trace_path)):
         inputs.arrival_trace = load_arrival_trace(wl.trace_path)
     elif wl.kind == "replay_log":

@@ -15,7 +15,9 @@ A request's lengths come from the workload: fixed; `random`, vLLM bench's random
 uniform over [floor(x(1 - r)), ceil(x(1 + r))], vllm/benchmarks/datasets.py RandomDataset); rows of a
 lengths table (`csv`: yours; `sharegpt`: ShareGPT V3's first two turns in tokens, written by
 `python -m real.sharegpt_lengths`, kept by vLLM bench's ShareGPT filter, sharegpt_filter; a tokenizer with
-another's vocabulary and only a BOS more reads that one's table shifted, SHAREGPT_TABLE_ALIASES); or the trace row.
+another's vocabulary and only a BOS more reads that one's table shifted, SHAREGPT_TABLE_ALIASES; with `borrow`, a
+tokenizer with no table draws another's conversations scaled to the given means, borrowed_sharegpt_table); or the
+trace row.
 Table rows are drawn independently (`draw: iid`) or, as vLLM's benchmark sends its seeded-shuffled
 conversations, as a seeded permutation taken in order (`draw: shuffle`). A sampler given its own generator
 (the simulator gives it one, seeded by the run's seed alone) draws the same requests whatever the arrival
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +149,82 @@ def sharegpt_table_label(tokenizer: str) -> str:
     return f"{SHAREGPT_TABLE_ALIASES[tokenizer].table} {prompt:+d} / {output:+d} as {tokenizer}"
 
 
+# `borrow`: the kept rows' means must come within this of the asked ones (else the means cannot be had by scaling
+# that table under vLLM's filter: an error), found in at most BORROW_ITERATIONS steps
+BORROW_TOLERANCE = 0.005
+BORROW_ITERATIONS = 60
+
+
+def cached_sharegpt_tables() -> list[str]:
+    """The tokenizers that have a ShareGPT table of their own in the cache, by name."""
+    folder = sharegpt_table_path("x").parent
+    return sorted(p.stem.removeprefix("sharegpt-") for p in folder.glob("sharegpt-*.csv")) if folder.is_dir() else []
+
+
+@lru_cache(maxsize=64)
+def _kept_prompt_mean(path: str, stamp: tuple, output_len: int | None) -> float:
+    """The mean prompt of the rows of a cached ShareGPT table that vLLM's filter keeps (stamp: mtime, size)."""
+    kept = sharegpt_filter(load_length_table(path, "sim.workload.lengths.borrow"), output_len)
+    return float(kept[:, 0].mean()) if len(kept) else math.nan
+
+
+def borrowed_table_name(spec) -> str | None:
+    """The tokenizer whose ShareGPT table a `borrow` workload draws: None where `borrow` is off, the workload reads
+    a table of its own (or its alias's, SHAREGPT_TABLE_ALIASES), or the cache holds none; else the cached table
+    whose kept prompts' mean is nearest `prompt_tokens` (|log ratio|, a tie to the first name). Prompts decide
+    because their count is the client tokenizer's alone; a run's output mean also holds where the model stopped."""
+    if spec.source != "sharegpt" or not spec.borrow or spec.csv_path or sharegpt_table_source(spec.tokenizer)[0].is_file():
+        return None
+
+    def distance(name: str) -> float:
+        path = sharegpt_table_path(name)
+        stat = path.stat()
+        mean = _kept_prompt_mean(str(path), (stat.st_mtime_ns, stat.st_size), spec.sharegpt_output_len)
+        return abs(math.log(mean / spec.prompt_tokens)) if mean > 0 else math.inf
+
+    names = [n for n in cached_sharegpt_tables() if n != spec.tokenizer]
+    return min(names, key=distance) if names else None
+
+
+def borrowed_sharegpt_table(raw: np.ndarray, prompt_mean: float, output_mean: float,
+                            output_len: int | None = None, where: str = "sim.workload.lengths") -> np.ndarray:
+    """[n, 2] (prompt, output) rows that vLLM's filter keeps of another tokenizer's ShareGPT counts `raw` ([m, 2],
+    unfiltered), every prompt multiplied by one factor and every output by another (rounded, at least 1 token) so
+    that the kept rows' means are `prompt_mean` / `output_mean`: the same conversations counted by a tokenizer that
+    spends proportionally more or fewer tokens on every text. Across six tokenizers' tables (qwen3, llama3, gemma3,
+    o200k_harmony, phi4, deepseek-v3) any one scaled so reproduces another's kept lengths to a two-sample KS
+    distance of 0.03 or less, where equal lengths are 0.6 away (BENCHMARKS.md, "Session 37: ShareGPT lengths of a
+    tokenizer without a table"). Scaled first and filtered after, as vLLM's sampler filters the served
+    tokenizer's counts. With `output_len` (--sharegpt-output-len) every output is that long: only prompts scale.
+    The factors are a fixed point of f <- f x asked mean / kept mean (from 1); LabError naming `where` when the
+    means cannot be reached within BORROW_TOLERANCE."""
+    raw = np.asarray(raw, np.float64)  # [m, 2]
+    want = np.array([prompt_mean, output_mean if output_len is None else output_len], np.float64)
+    factor = np.ones(2)
+    got = np.zeros(2)
+    for _ in range(BORROW_ITERATIONS):
+        kept = sharegpt_filter(np.maximum(np.rint(raw * factor), 1).astype(np.int64), output_len)  # [n, 2]
+        if not len(kept):
+            break
+        got = kept.mean(axis=0)
+        if np.all(np.abs(got / want - 1) <= BORROW_TOLERANCE):
+            return kept
+        factor *= want / got
+    raise LabError(f"{where}.prompt_tokens / output_tokens: means {want[0]:g} / {want[1]:g} cannot be had by "
+                   f"scaling this ShareGPT table under vLLM's filter (prompt {SHAREGPT_MIN_LEN}..{SHAREGPT_MAX_PROMPT}, "
+                   f"both <= {SHAREGPT_MAX_TOTAL} tokens; nearest kept means {got[0]:.1f} / {got[1]:.1f})")
+
+
+def sharegpt_lengths_label(spec) -> str:
+    """How a `sharegpt` workload counts, for tables and notes: `qwen3`; `qwen3 +1 / +1 as deepseek-r1-distill-qwen`
+    (an alias's table); `qwen3 scaled to 203 / 118 as phi4` (borrowed)."""
+    borrowed = borrowed_table_name(spec)
+    if borrowed is None:
+        return sharegpt_table_label(spec.tokenizer)
+    output = spec.output_tokens if spec.sharegpt_output_len is None else spec.sharegpt_output_len
+    return f"{borrowed} scaled to {spec.prompt_tokens} / {output} as {spec.tokenizer}"
+
+
 def sharegpt_filter(table: np.ndarray, output_len: int | None = None) -> np.ndarray:
     """The rows vLLM bench sends from ShareGPT: [n, 2] (prompt, output) pairs kept by its filter; with
     --sharegpt-output-len (`output_len`) every output is that long and its minimum is not checked."""
@@ -162,6 +241,9 @@ def length_table_file(spec) -> tuple[Path | None, str]:
     if spec.source == "csv" or spec.source == "sharegpt" and spec.csv_path:
         return expand_path(spec.csv_path), CSV_FIELD
     if spec.source == "sharegpt":
+        borrowed = borrowed_table_name(spec)
+        if borrowed is not None:
+            return sharegpt_table_path(borrowed), "sim.workload.lengths.borrow"
         return sharegpt_table_source(spec.tokenizer)[0], "sim.workload.lengths.tokenizer"
     return None, ""
 
@@ -173,9 +255,12 @@ def read_lengths(spec) -> np.ndarray | None:
         return None
     if spec.source == "sharegpt" and not spec.csv_path and not path.is_file():
         build = path.stem.removeprefix("sharegpt-")  # the alias's table where spec.tokenizer has one
-        raise LabError(f"{field}: no ShareGPT length table for {spec.tokenizer!r} at {path}; build it with "
+        either = " (nor any other tokenizer's to borrow)" if spec.borrow else ""
+        raise LabError(f"{field}: no ShareGPT length table for {spec.tokenizer!r} at {path}{either}; build it with "
                        f"`python -m real.sharegpt_lengths --tokenizer {build}`")
     table = load_length_table(path, field)
+    if field == "sim.workload.lengths.borrow":  # another tokenizer's counts, scaled to this one's means
+        return borrowed_sharegpt_table(table, spec.prompt_tokens, spec.output_tokens, spec.sharegpt_output_len)
     if spec.source == "sharegpt":
         if not spec.csv_path:
             _, prompt, output = sharegpt_table_source(spec.tokenizer)
