@@ -10,11 +10,15 @@ from lab.config_sim import LengthSpec
 from lab.errors import LabError
 from sim.simulate import prepare_inputs, simulate
 from sim.workload import (
+    BORROW_TOLERANCE,
     LengthSampler,
+    borrowed_sharegpt_table,
+    borrowed_table_name,
     load_length_table,
     random_dataset_bounds,
     read_lengths,
     sharegpt_filter,
+    sharegpt_lengths_label,
     sharegpt_table_label,
     sharegpt_table_path,
 )
@@ -161,6 +165,73 @@ def test_a_tokenizer_sharing_qwen3s_vocabulary_reads_its_table_with_the_bos_coun
     write_csv(own, conversation=[0], prompt_tokens=[77], output_tokens=[88])
     assert read_lengths(distill).tolist() == [[77, 88]]
     assert sharegpt_table_label("deepseek-r1-distill-qwen") == "deepseek-r1-distill-qwen"
+
+
+def test_a_borrowed_table_is_scaled_first_then_filtered_to_the_asked_means():
+    """Every prompt times one factor, every output times another, then vLLM's filter on the scaled counts (as vLLM
+    filters the served tokenizer's): conversations the scaling pushes past its limits drop out, and the kept
+    rows' means are the asked ones."""
+    rng = np.random.default_rng(0)
+    raw = np.stack([rng.integers(1, 1400, 4000), rng.integers(1, 1400, 4000)], axis=1)  # [4000, 2], unfiltered
+    kept = borrowed_sharegpt_table(raw, 600.0, 300.0)
+    assert kept.dtype == np.int64
+    assert np.all(np.abs(kept.mean(axis=0) / [600.0, 300.0] - 1) <= BORROW_TOLERANCE)
+    assert np.array_equal(sharegpt_filter(kept), kept)  # all within vLLM's limits
+    # the prompts grew (600 against the filtered table's ~440): more of them now pass 1024 and are dropped, where
+    # scaling the already-filtered rows would keep prompts up to ~1400
+    assert len(kept) < len(sharegpt_filter(raw)) and kept[:, 0].max() <= 1024
+    # a table already at the asked means comes back as vLLM's filter keeps it (factors of 1)
+    same = sharegpt_filter(raw).mean(axis=0)
+    assert np.array_equal(borrowed_sharegpt_table(raw, *same), sharegpt_filter(raw))
+    # --sharegpt-output-len: every output that long, only prompts scale
+    fixed = borrowed_sharegpt_table(raw, 300.0, 999.0, output_len=128)
+    assert set(fixed[:, 1].tolist()) == {128} and abs(fixed[:, 0].mean() / 300 - 1) <= BORROW_TOLERANCE
+
+
+def test_a_borrowed_table_that_cannot_reach_the_means_is_an_error():
+    raw = np.array([[100, 100], [200, 50], [300, 400]])
+    with pytest.raises(LabError, match=r"sim.workload.lengths.prompt_tokens / output_tokens: means 1500 / 100 "
+                                       r"cannot be had"):
+        borrowed_sharegpt_table(raw, 1500.0, 100.0)  # vLLM keeps no prompt above 1024
+
+
+def test_borrow_draws_the_nearest_cached_table_scaled_to_the_given_means(cache):
+    """A tokenizer without a table of its own borrows the cached table whose kept prompts' mean is nearest
+    prompt_tokens; its own table, once built, wins; without `borrow` it is the missing-table error."""
+    spec = LengthSpec(source="sharegpt", tokenizer="phi4", borrow=True, prompt_tokens=110, output_tokens=40)
+    assert borrowed_table_name(spec) is None  # nothing cached
+    with pytest.raises(LabError, match="no ShareGPT length table for 'phi4' .* \\(nor any other tokenizer's to borrow\\)"):
+        read_lengths(spec)
+    (cache / "lengths").mkdir(parents=True)
+    write_csv(sharegpt_table_path("qwen3"), conversation=range(4), prompt_tokens=[40, 80, 120, 160],
+              output_tokens=[10, 20, 30, 40])  # kept prompt mean 100
+    write_csv(sharegpt_table_path("llama3"), conversation=range(4), prompt_tokens=[400, 800, 1000, 600],
+              output_tokens=[10, 20, 30, 40])  # 700
+    assert borrowed_table_name(spec) == "qwen3"
+    assert borrowed_table_name(spec.model_copy(update={"prompt_tokens": 600})) == "llama3"
+    assert borrowed_table_name(spec.model_copy(update={"borrow": False})) is None
+    table = read_lengths(spec)
+    assert table.tolist() == [[44, 16], [88, 32], [132, 48], [176, 64]]  # x 1.1 / x 1.6
+    assert sharegpt_lengths_label(spec) == "qwen3 scaled to 110 / 40 as phi4"
+    log = run_log({"source": "sharegpt", "tokenizer": "phi4", "borrow": True, "prompt_tokens": 110,
+                   "output_tokens": 40})
+    assert set(zip(log["input_tokens"], log["output_tokens"])) == {tuple(r) for r in table.tolist()}
+    own = sharegpt_table_path("phi4")
+    write_csv(own, conversation=[0], prompt_tokens=[77], output_tokens=[88])
+    assert borrowed_table_name(spec) is None and read_lengths(spec).tolist() == [[77, 88]]
+    assert sharegpt_lengths_label(spec) == "phi4"
+    # a tokenizer with an alias reads the alias's table, shifted, not a scaled one
+    distill = LengthSpec(source="sharegpt", tokenizer="deepseek-r1-distill-qwen", borrow=True, prompt_tokens=500)
+    assert borrowed_table_name(distill) is None and read_lengths(distill)[0].tolist() == [41, 11]
+
+
+@pytest.mark.parametrize("lengths, message", [
+    ({"source": "fixed", "borrow": True}, "lengths.borrow does not apply to lengths.source 'fixed'"),
+    ({"source": "sharegpt", "borrow": True, "csv_path": "x.csv"}, "lengths.borrow does not apply with lengths.csv_path"),
+])
+def test_borrow_belongs_to_a_cached_sharegpt_table(lengths, message):
+    with pytest.raises(ValueError, match=message):
+        LengthSpec(**lengths)
 
 
 def test_missing_sharegpt_table_says_how_to_build_it(cache):

@@ -821,49 +821,42 @@ def test_a_data_and_expert_parallel_row_runs_dp_replicas_with_the_experts_spread
         PublicRow.model_validate({**row.model_dump(by_alias=True), "dp": 0})
 
 
-def test_scaled_to_means_keeps_each_conversations_share_and_matches_the_runs_means():
-    from sim.public_check import scaled_to_means
-
-    table = np.array([[10, 400], [100, 20], [190, 180]])  # [3, 2] prompt / output; means 100 / 200
-    got = scaled_to_means(table, 150.0, 100.0)
-    assert got.tolist() == [[15, 200], [150, 10], [285, 90]] and got.dtype == np.int64
-    assert scaled_to_means(table, 150.0, None)[:, 1].tolist() == [400, 20, 180]  # outputs forced: kept
-    assert scaled_to_means(np.array([[1, 1], [999, 999]]), 10.0, 10.0).min() == 1  # never below one token
-
-
 PROXY_ROW = "iog-h100pcie-phi-4-sharegpt-rate-1"  # phi4: no table built for it, none it shares
 DISTILL_ROW = "iog-h100pcie-r1-distill-qwen-7b-sharegpt-rate-1"  # deepseek-r1-distill-qwen: reads qwen3's table
 
 
-def test_proxy_lengths_borrow_qwen3s_conversations_scaled_to_the_runs_means(cache, tmp_path, capsys):
-    """Under --lengths proxy a ShareGPT row whose tokenizer has no table draws qwen3's conversations scaled to its
-    own means (auto keeps the means); a row with its own table, or with no qwen3 table either, is unchanged."""
-    from sim.public_check import proxy_tokenizer, simulate_row
+def test_rows_without_a_table_borrow_another_tokenizers_conversations_scaled_to_their_means(cache, tmp_path, capsys):
+    """A ShareGPT row whose tokenizer has no table (phi4) draws the nearest cached table's conversations scaled to
+    its run's means (`borrow`, sim/workload.py borrowed_sharegpt_table) under the default `auto`; `own` keeps the
+    old fallback (the means), as does a cache with no table at all; a row with its own table is unchanged."""
+    from sim.public_check import borrows_sharegpt_table, simulate_row
 
     row = next(r for r in load_rows(DEFAULT_FILE) if r.id == PROXY_ROW)
     assert row.bench.tokenizer == "phi4" and (row.bench.input_tokens, row.bench.output_tokens) == (203, 118)
-    assert proxy_tokenizer(row, "proxy") is None  # no qwen3 table yet either
-    assert row_sim_config(row, lengths_mode="proxy").workload.lengths.source == "fixed"
+    assert not borrows_sharegpt_table(row) and row_sim_config(row).workload.lengths.source == "fixed"  # none cached
+    assert main(["--rows", PROXY_ROW, "--out", str(tmp_path / "o0")]) == 0
+    assert "sharegpt-phi4.csv: 1 ShareGPT rows run at their mean lengths" in capsys.readouterr().err
     rng = np.random.default_rng(3)
     table = cache / "lengths" / "sharegpt-qwen3.csv"
     table.parent.mkdir(parents=True)
     pd.DataFrame({"conversation": range(500), "prompt_tokens": rng.integers(20, 900, 500),
                   "output_tokens": rng.integers(10, 900, 500)}).to_csv(table, index=False)
-    assert proxy_tokenizer(row, "proxy") == "qwen3"
-    assert [proxy_tokenizer(row, m) for m in ("auto", "table", "mean")] == [None] * 3
-    assert row_sim_config(row).workload.lengths.source == "fixed"  # auto: still the means
-    sim = row_sim_config(row, lengths_mode="proxy")
-    assert (sim.workload.lengths.source, sim.workload.lengths.tokenizer) == ("sharegpt", "qwen3")
+    assert borrows_sharegpt_table(row)
+    assert [borrows_sharegpt_table(row, m) for m in ("own", "table", "mean")] == [False] * 3
+    assert row_sim_config(row, lengths_mode="own").workload.lengths.source == "fixed"
+    lengths = row_sim_config(row).workload.lengths
+    assert (lengths.source, lengths.tokenizer, lengths.borrow) == ("sharegpt", "phi4", True)
+    assert (lengths.prompt_tokens, lengths.output_tokens) == (203, 118)
     own = next(r for r in load_rows(DEFAULT_FILE) if r.id == SHAREGPT_ROW)
-    assert proxy_tokenizer(own, "proxy") is None  # qwen3 reads its own table
-    got = simulate_row(row, lengths_mode="proxy")
-    assert got["sim_lengths"] == "sharegpt (qwen3 scaled as phi4)"
-    # 200 of the 500 scaled conversations, the seed whose draw is nearest the run's means: near, not exact
+    assert not borrows_sharegpt_table(own) and not row_sim_config(own).workload.lengths.borrow  # qwen3: its own
+    got = simulate_row(row)
+    assert got["sim_lengths"] == "sharegpt (qwen3 scaled to 203 / 118 as phi4)"
+    # 200 of the ~490 scaled conversations, the seed whose draw is nearest the run's means: near, not exact
     assert got["sim_mean_input"] == pytest.approx(203, rel=0.1) and got["sim_mean_output"] == pytest.approx(118, rel=0.1)
-    sizes = simulate_row(row, lengths_mode="mean")
-    assert sizes["sim_lengths"] == "mean" and sizes["sim_mean_input"] == 203
-    assert main(["--rows", PROXY_ROW, "--out", str(tmp_path / "o"), "--lengths", "proxy"]) == 0
-    assert "rows draw qwen3's conversations scaled to their mean lengths" in capsys.readouterr().err
+    assert simulate_row(row, lengths_mode="own")["sim_lengths"] == "mean"
+    assert main(["--rows", PROXY_ROW, "--out", str(tmp_path / "o")]) == 0
+    assert "1 ShareGPT rows draw another tokenizer's conversations scaled to their mean lengths" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "o" / "public_check.csv").iloc[0]["sim_lengths"] == got["sim_lengths"]
 
 
 def test_distill_qwen_rows_draw_qwen3s_conversations_with_their_bos(cache, tmp_path, capsys):
