@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -275,6 +276,11 @@ class HardwareSpec(StrictModel):
         if self.preset is not None and self.spec is not None:
             raise ValueError("give hardware.preset or hardware.spec, not both")
         if self.preset is not None and self.preset not in HARDWARE_NAMES:
+            # as a card is written on its sheet: "H100", "RTX PRO 6000", "MI300X" name the presets h100, ...
+            spelled = "-".join(self.preset.lower().replace("_", " ").split())
+            if spelled in HARDWARE_NAMES:
+                self.preset = spelled
+        if self.preset is not None and self.preset not in HARDWARE_NAMES:
             raise ValueError(f"hardware preset {self.preset!r} is not one of {HARDWARE_NAMES}; "
                              "or describe the device with hardware.spec")
         return self
@@ -389,9 +395,14 @@ class CostSpec(StrictModel):
 
 
 def _version_text(value):
-    """A release number must be text: YAML reads an unquoted 0.10 as the number 0.1 (and 0.8 as 0.8, by luck)."""
+    """A release number must be text: YAML reads an unquoted 0.10 as the number 0.1 (and 0.8 as 0.8, by luck).
+    vLLM's release tag (v0.10.1) reads as its number."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         raise ValueError(f"{value!r} is a number: quote the release, e.g. '0.10.1' (YAML reads an unquoted 0.10 as 0.1)")
+    if isinstance(value, str) and value[:1] in ("v", "V") and value[1:2].isdigit():
+        value = value[1:]
+    if isinstance(value, str) and not re.match(r"\d+\.\d+", value):
+        raise ValueError(f"{value!r} is not a vLLM release: give its number, e.g. '0.10.1' (`vllm --version`)")
     return value
 
 class EngineSpec(StrictModel):
