@@ -614,11 +614,11 @@ class WorkloadSpec(StrictModel):
     time_scale: float = Field(1.0, gt=0, description="trace replay: arrival times are multiplied by this")
     lengths: LengthSpec = Field(default_factory=LengthSpec)
     duration_s: float | None = Field(
-        None, gt=0, description="simulated seconds of arrivals; default 600, replays: the whole recording (cut at "
-                                "this time when set)")
+        None, gt=0, description="simulated seconds of arrivals; default 600, replays and bounded runs "
+                                "(max_requests): the whole run, every request sent (cut at this time when set)")
     warmup_s: float | None = Field(
-        None, ge=0, description="requests arriving before this are excluded from metrics; default 30 s, replays: 0 "
-                                "(a replay is measured over its whole length, as vLLM's benchmark does)")
+        None, ge=0, description="requests arriving before this are excluded from metrics; default 30 s, replays and "
+                                "bounded runs (max_requests): 0 (measured over the whole run, as vLLM's benchmark is)")
     drain: bool = Field(True, description="after duration_s, keep running until admitted requests finish")
     drain_limit_s: float = Field(600.0, ge=0, description="longest drain; later requests are reported unfinished")
     max_requests: int | None = Field(
@@ -630,18 +630,24 @@ class WorkloadSpec(StrictModel):
         return self.kind in REPLAY_KINDS
 
     @property
+    def bounded(self) -> bool:
+        """A synthetic workload of max_requests requests (vLLM bench's --num-prompts): like vLLM's benchmark, it sends
+        them all and is measured over all of them and its whole run, not over a steady-state window."""
+        return self.max_requests is not None and not self.replay
+
+    @property
     def warmup(self) -> float:
-        """warmup_s, or its default for the kind."""
+        """warmup_s, or its default for the kind: 0 for replays and bounded runs, else 30 s."""
         if self.warmup_s is not None:
             return self.warmup_s
-        return 0.0 if self.replay else 30.0
+        return 0.0 if self.replay or self.bounded else 30.0
 
     @property
     def duration(self) -> float:
-        """duration_s, or its default: 600 s, or no cut for replays."""
+        """duration_s, or its default: 600 s, or no cut for replays and bounded runs."""
         if self.duration_s is not None:
             return self.duration_s
-        return float("inf") if self.replay else 600.0
+        return float("inf") if self.replay or self.bounded else 600.0
 
     @model_validator(mode="after")
     def _trace(self):
@@ -755,8 +761,9 @@ class PolicySpec(StrictModel):
 
 class SweepSpec(StrictModel):
     axis: Literal["concurrency", "rate", "none"] = Field(
-        "concurrency", description="what the sweep varies (left out: concurrency for a closed-loop workload; for an "
-                                   "open-loop one rate when values are given, else none)")
+        "concurrency", description="what the sweep varies (left out: concurrency for a closed-loop workload, none "
+                                   "when it gives workload.concurrency and no sweep.values; for an open-loop one "
+                                   "rate when values are given, else none)")
     values: list[float] = Field(default_factory=lambda: [1, 4, 16, 64], description="points on the axis")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
                               description="repeats per point (seed offsets)")
@@ -828,6 +835,11 @@ class SimSection(StrictModel):
             # the default axis (concurrency) belongs to closed-loop users; an open-loop workload left without one
             # runs at its own rate, or sweeps the rate multiplier over the values it gives
             self.sweep.axis = "rate" if "values" in self.sweep.model_fields_set else "none"
+        if (not {"axis", "values"} & self.sweep.model_fields_set and self.workload.kind == "closed_loop"
+                and "concurrency" in self.workload.model_fields_set):
+            # a closed loop that names its users (vLLM bench's --max-concurrency) runs at them, not at the default
+            # sweep's [1, 4, 16, 64]; sweep.values (or axis) asks for a sweep
+            self.sweep.axis = "none"
         if self.sweep.axis == "concurrency" and self.workload.kind != "closed_loop":
             raise ValueError("sweep.axis 'concurrency' needs workload.kind closed_loop "
                              "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")
