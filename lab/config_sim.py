@@ -283,6 +283,12 @@ class HardwareSpec(StrictModel):
         if self.preset is not None and self.preset not in HARDWARE_NAMES:
             raise ValueError(f"hardware preset {self.preset!r} is not one of {HARDWARE_NAMES}; "
                              "or describe the device with hardware.spec")
+        if (self.tp > 1 or self.ep > 1) and self.interconnect is None and self.spec is not None \
+                and self.spec.interconnect.kind == "none":
+            # the sheet's default link is none (a single device): collectives would be priced at its 1 GB/s
+            raise ValueError(f"hardware.tp {self.tp} / ep {self.ep} price collectives on the GPUs' link, and "
+                             "hardware.spec gives none: set spec.interconnect (kind: pcie | nvlink | "
+                             "infinity_fabric | ethernet, bandwidth_gbs per GPU and direction, latency_us)")
         return self
 
     @property

@@ -210,6 +210,23 @@ def test_a_vllm_release_tag_reads_as_its_number(written, release):
     assert cfg.sim.engine.vllm_version == release
 
 
+def test_a_spec_sheet_without_a_link_is_refused_over_several_gpus():
+    """A hand-written spec's link defaults to none (1 GB/s): at tp 2 every all-reduce was priced on it, silently."""
+    spec = {"name": "my-card", "peak_tflops": {"bf16": 100}, "mem_bw_tbs": 1.0, "mem_gib": 24}
+
+    def hardware(**hw):
+        return config_from_dict({"name": "s", "stages": ["sim"], "sim": {"hardware": {"spec": spec, **hw}}}).sim.hardware
+
+    assert hardware(tp=1).tp == 1
+    for bad in ({"tp": 2}, {"ep": 2}):
+        with pytest.raises(LabError, match="hardware.spec gives none: set spec.interconnect"):
+            hardware(**bad)
+    link = {"kind": "pcie", "bandwidth_gbs": 25, "latency_us": 10}
+    assert hardware(tp=2, interconnect=link).sheet().interconnect.kind == "pcie"
+    assert config_from_dict({"name": "s", "stages": ["sim"], "sim": {"hardware": {
+        "spec": {**spec, "interconnect": link}, "tp": 2}}}).sim.hardware.tp == 2
+
+
 def test_a_lab_error_is_one_line():
     """A wrapped library message (pandas' CSV parser) with line breaks still prints as one `error:` line."""
     assert str(LabError("x.csv: not a readable CSV (Error tokenizing data.\n  saw 2\n)")) == \
