@@ -346,8 +346,11 @@ class ModelSpec(StrictModel):
             return self
         path = config_json_path(self.config)
         if not path.is_file():
+            hub = re.fullmatch(r"[\w.-]+/[\w.-]+", str(self.config)) and not expand_path(self.config).parent.exists()
             raise ValueError(f"model.config {self.config!r} not found" + (
-                f" (no config.json in the directory)" if expand_path(self.config).is_dir() else ""))
+                f" (no config.json in the directory)" if expand_path(self.config).is_dir() else
+                f" (nothing is fetched from a model hub: save https://huggingface.co/{self.config}/blob/main/"
+                "config.json and give its path)" if hub else ""))
         try:
             data = json.loads(path.read_text())
         except ValueError:

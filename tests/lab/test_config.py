@@ -227,6 +227,16 @@ def test_a_spec_sheet_without_a_link_is_refused_over_several_gpus():
         "spec": {**spec, "interconnect": link}, "tp": 2}}}).sim.hardware.tp == 2
 
 
+def test_a_hub_id_as_model_config_says_to_save_its_config_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LabError, match=r"'Qwen/Qwen3-8B' not found \(nothing is fetched from a model hub: save "
+                                       r"https://huggingface.co/Qwen/Qwen3-8B/blob/main/config.json"):
+        config_from_dict({"name": "s", "stages": ["sim"], "sim": {"model": {"config": "Qwen/Qwen3-8B"}}})
+    (tmp_path / "configs").mkdir()
+    with pytest.raises(LabError, match=r"'configs/x.json' not found$"):  # a local path: no hub hint
+        config_from_dict({"name": "s", "stages": ["sim"], "sim": {"model": {"config": "configs/x.json"}}})
+
+
 def test_a_lab_error_is_one_line():
     """A wrapped library message (pandas' CSV parser) with line breaks still prints as one `error:` line."""
     assert str(LabError("x.csv: not a readable CSV (Error tokenizing data.\n  saw 2\n)")) == \
