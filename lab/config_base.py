@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from lab.paths import UserPath
 from lab.slug import Slug
+from lab.vllm_flags import flag_hint
 
 
 class StrictModel(BaseModel):
@@ -24,7 +25,8 @@ def validation_message(exc: ValidationError, blank: str = "<root>") -> str:
     field = ".".join(str(p) for p in err["loc"]) or blank
     message = err["msg"]
     if err["type"] == "extra_forbidden":
-        message = "unknown key"
+        hint = flag_hint(err["loc"])  # a vLLM flag's name: the key that says it here
+        message = f"unknown key ({hint})" if hint else "unknown key"
     elif err["type"] == "missing":
         message = "required key is missing"
     elif err["type"] == "string_pattern_mismatch" and err["loc"][-1:] == ("device",):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -275,8 +276,19 @@ class HardwareSpec(StrictModel):
         if self.preset is not None and self.spec is not None:
             raise ValueError("give hardware.preset or hardware.spec, not both")
         if self.preset is not None and self.preset not in HARDWARE_NAMES:
+            # as a card is written on its sheet: "H100", "RTX PRO 6000", "MI300X" name the presets h100, ...
+            spelled = "-".join(self.preset.lower().replace("_", " ").split())
+            if spelled in HARDWARE_NAMES:
+                self.preset = spelled
+        if self.preset is not None and self.preset not in HARDWARE_NAMES:
             raise ValueError(f"hardware preset {self.preset!r} is not one of {HARDWARE_NAMES}; "
                              "or describe the device with hardware.spec")
+        if (self.tp > 1 or self.ep > 1) and self.interconnect is None and self.spec is not None \
+                and self.spec.interconnect.kind == "none":
+            # the sheet's default link is none (a single device): collectives would be priced at its 1 GB/s
+            raise ValueError(f"hardware.tp {self.tp} / ep {self.ep} price collectives on the GPUs' link, and "
+                             "hardware.spec gives none: set spec.interconnect (kind: pcie | nvlink | "
+                             "infinity_fabric | ethernet, bandwidth_gbs per GPU and direction, latency_us)")
         return self
 
     @property
@@ -334,8 +346,11 @@ class ModelSpec(StrictModel):
             return self
         path = config_json_path(self.config)
         if not path.is_file():
+            hub = re.fullmatch(r"[\w.-]+/[\w.-]+", str(self.config)) and not expand_path(self.config).parent.exists()
             raise ValueError(f"model.config {self.config!r} not found" + (
-                f" (no config.json in the directory)" if expand_path(self.config).is_dir() else ""))
+                f" (no config.json in the directory)" if expand_path(self.config).is_dir() else
+                f" (nothing is fetched from a model hub: save https://huggingface.co/{self.config}/blob/main/"
+                "config.json and give its path)" if hub else ""))
         try:
             data = json.loads(path.read_text())
         except ValueError:
@@ -389,9 +404,14 @@ class CostSpec(StrictModel):
 
 
 def _version_text(value):
-    """A release number must be text: YAML reads an unquoted 0.10 as the number 0.1 (and 0.8 as 0.8, by luck)."""
+    """A release number must be text: YAML reads an unquoted 0.10 as the number 0.1 (and 0.8 as 0.8, by luck).
+    vLLM's release tag (v0.10.1) reads as its number."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         raise ValueError(f"{value!r} is a number: quote the release, e.g. '0.10.1' (YAML reads an unquoted 0.10 as 0.1)")
+    if isinstance(value, str) and value[:1] in ("v", "V") and value[1:2].isdigit():
+        value = value[1:]
+    if isinstance(value, str) and not re.match(r"\d+\.\d+", value):
+        raise ValueError(f"{value!r} is not a vLLM release: give its number, e.g. '0.10.1' (`vllm --version`)")
     return value
 
 class EngineSpec(StrictModel):
@@ -612,11 +632,11 @@ class WorkloadSpec(StrictModel):
     time_scale: float = Field(1.0, gt=0, description="trace replay: arrival times are multiplied by this")
     lengths: LengthSpec = Field(default_factory=LengthSpec)
     duration_s: float | None = Field(
-        None, gt=0, description="simulated seconds of arrivals; default 600, replays: the whole recording (cut at "
-                                "this time when set)")
+        None, gt=0, description="simulated seconds of arrivals; default 600, replays and bounded runs "
+                                "(max_requests): the whole run, every request sent (cut at this time when set)")
     warmup_s: float | None = Field(
-        None, ge=0, description="requests arriving before this are excluded from metrics; default 30 s, replays: 0 "
-                                "(a replay is measured over its whole length, as vLLM's benchmark does)")
+        None, ge=0, description="requests arriving before this are excluded from metrics; default 30 s, replays and "
+                                "bounded runs (max_requests): 0 (measured over the whole run, as vLLM's benchmark is)")
     drain: bool = Field(True, description="after duration_s, keep running until admitted requests finish")
     drain_limit_s: float = Field(600.0, ge=0, description="longest drain; later requests are reported unfinished")
     max_requests: int | None = Field(
@@ -628,18 +648,24 @@ class WorkloadSpec(StrictModel):
         return self.kind in REPLAY_KINDS
 
     @property
+    def bounded(self) -> bool:
+        """A synthetic workload of max_requests requests (vLLM bench's --num-prompts): like vLLM's benchmark, it sends
+        them all and is measured over all of them and its whole run, not over a steady-state window."""
+        return self.max_requests is not None and not self.replay
+
+    @property
     def warmup(self) -> float:
-        """warmup_s, or its default for the kind."""
+        """warmup_s, or its default for the kind: 0 for replays and bounded runs, else 30 s."""
         if self.warmup_s is not None:
             return self.warmup_s
-        return 0.0 if self.replay else 30.0
+        return 0.0 if self.replay or self.bounded else 30.0
 
     @property
     def duration(self) -> float:
-        """duration_s, or its default: 600 s, or no cut for replays."""
+        """duration_s, or its default: 600 s, or no cut for replays and bounded runs."""
         if self.duration_s is not None:
             return self.duration_s
-        return float("inf") if self.replay else 600.0
+        return float("inf") if self.replay or self.bounded else 600.0
 
     @model_validator(mode="after")
     def _trace(self):
@@ -753,8 +779,9 @@ class PolicySpec(StrictModel):
 
 class SweepSpec(StrictModel):
     axis: Literal["concurrency", "rate", "none"] = Field(
-        "concurrency", description="what the sweep varies (left out: concurrency for a closed-loop workload; for an "
-                                   "open-loop one rate when values are given, else none)")
+        "concurrency", description="what the sweep varies (left out: concurrency for a closed-loop workload, none "
+                                   "when it gives workload.concurrency and no sweep.values; for an open-loop one "
+                                   "rate when values are given, else none)")
     values: list[float] = Field(default_factory=lambda: [1, 4, 16, 64], description="points on the axis")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
                               description="repeats per point (seed offsets)")
@@ -826,6 +853,11 @@ class SimSection(StrictModel):
             # the default axis (concurrency) belongs to closed-loop users; an open-loop workload left without one
             # runs at its own rate, or sweeps the rate multiplier over the values it gives
             self.sweep.axis = "rate" if "values" in self.sweep.model_fields_set else "none"
+        if (not {"axis", "values"} & self.sweep.model_fields_set and self.workload.kind == "closed_loop"
+                and "concurrency" in self.workload.model_fields_set):
+            # a closed loop that names its users (vLLM bench's --max-concurrency) runs at them, not at the default
+            # sweep's [1, 4, 16, 64]; sweep.values (or axis) asks for a sweep
+            self.sweep.axis = "none"
         if self.sweep.axis == "concurrency" and self.workload.kind != "closed_loop":
             raise ValueError("sweep.axis 'concurrency' needs workload.kind closed_loop "
                              "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")

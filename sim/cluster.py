@@ -848,6 +848,10 @@ class Cluster:
         cap = self.closed_loop.get("max_requests")
         return bool(cap) and self.req.n >= cap
 
+    def closed_loop_sent_all(self) -> bool:
+        """True once a bounded closed loop has sent its max_requests, or its users stopped sending at stop_at."""
+        return self._closed_loop_full() or self.env.now >= self.closed_loop["stop_at"]
+
     # ---- bookkeeping -------------------------------------------------------------------------------
     def _track(self, now: float, delta: int):
         self._area += self.in_system * (now - self._last_t)

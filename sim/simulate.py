@@ -344,6 +344,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     end = wl.duration
     warmup = wl.warmup
     if wl.kind == "closed_loop":
+        end = min(end, 1e9)  # a bounded loop (max_requests) is not cut: it ends with its last reply
         closed = {"think": wl.think_time_s, "stop_at": end, "lengths": lengths, "max_requests": wl.max_requests}
     elif inputs.replay_users:  # the log's requests in send order to its client's slots (vLLM's semaphore)
         rows = inputs.arrival_trace[:wl.max_requests or None].copy()  # [n, 3] arrival, input, output tokens
@@ -358,14 +359,15 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
         if wl.replay and axis == "rate" and value is not None:
             trace = trace.copy()
             trace[:, 0] /= value  # rate multiplier = 1 / time scale
-        arrivals = open_loop_arrivals(wl, lengths, rng, trace=trace, rate=rate)
-        if wl.replay and len(arrivals[0]):
-            end = max(min(end, float(arrivals[0][-1])), 1e-9)  # arrivals stop with the recording's last one
+        arrivals = open_loop_arrivals(bounded_arrival_horizon(wl, rate), lengths, rng, trace=trace, rate=rate)
+        if (wl.replay or wl.bounded) and len(arrivals[0]):
+            end = max(min(end, float(arrivals[0][-1])), 1e-9)  # arrivals stop with the recording's (or cap's) last
     if end <= warmup:
         raise LabError(f"sim.workload.warmup_s {warmup:g} is not below the last arrival at {end:.1f} s")
-    # a replay or a bounded closed loop is measured over all its requests and their whole run (vLLM's
-    # benchmark); a synthetic workload over requests arriving in [warmup, duration] and tokens emitted then
-    whole_run = wl.replay or (wl.kind == "closed_loop" and wl.max_requests is not None)
+    # a replay or a bounded run (max_requests: vLLM bench's --num-prompts) is measured over all its requests and
+    # their whole run (vLLM's benchmark); a synthetic workload over requests arriving in [warmup, duration] and
+    # tokens emitted then
+    whole_run = wl.replay or wl.bounded
     window = (warmup, float("inf") if whole_run else end)
     cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.engine, rng,
                       kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed, kv_blocks=kv_blocks,
@@ -381,14 +383,15 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     t0 = time.perf_counter()
     if closed is not None and closed["max_requests"]:
         # a bounded closed loop (vLLM's --max-concurrency with --num-prompts) ends with its last reply
-        done = env.event()
-        cluster_done_hook(cluster, done)
+        done = env.event()  # not at an idle moment between a reply and a user's next request (think_time_s)
+        cluster_done_hook(cluster, done, sent_all=cluster.closed_loop_sent_all)
         env.run(until=simpy.AnyOf(env, [done, env.timeout(end)]))
     else:
         env.run(until=end)
     # a replay ends at its last arrival, and run(until=t) stops before the events at t: with nothing in the system
     # then, that last request would never be sent (the feeder is still alive) -- drain it like any other
-    if wl.drain and (not cluster.all_done() or (wl.replay and feeder is not None and feeder.is_alive)):
+    if wl.drain and (not cluster.all_done() or ((wl.replay or wl.bounded) and feeder is not None
+                                                and feeder.is_alive)):
         done = env.event()
         cluster_done_hook(cluster, done)
         env.run(until=simpy.AnyOf(env, [done, env.timeout(wl.drain_limit_s)]))
@@ -414,13 +417,23 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     return RunResult(summary, frame, cluster if keep_cluster else None)
 
 
-def cluster_done_hook(cluster: Cluster, done):
-    """Trigger `done` when the last admitted request finishes (drain phase)."""
+def bounded_arrival_horizon(wl, rate: float | None):
+    """`wl` as open_loop_arrivals should read it: a bounded Poisson / gamma run (max_requests, no duration_s) with
+    an arrival window that holds all its requests, three times their mean span at the point's rate and a minute
+    more (its run still ends with the last arrival's reply); any other workload as it is."""
+    if not wl.bounded or wl.kind == "closed_loop" or wl.duration_s is not None:
+        return wl
+    return wl.model_copy(update={"duration_s": 3.0 * wl.max_requests / (rate or wl.rate) + 60.0})
+
+
+def cluster_done_hook(cluster: Cluster, done, sent_all=lambda: True):
+    """Trigger `done` when the last admitted request finishes (drain phase), once `sent_all()` says no more will
+    come."""
     original = cluster.on_finish
 
     def on_finish(rid, now):
         original(rid, now)
-        if cluster.all_done() and not done.triggered:
+        if cluster.all_done() and sent_all() and not done.triggered:
             done.succeed()
 
     cluster.on_finish = on_finish

@@ -81,7 +81,7 @@ def check_sim(cfg, run_root: Path, ahead: bool) -> None:
 def run_sim(ctx) -> None:
     """Sweep every policy; write results.parquet, requests.parquet, sla.csv, plots, summary.md (+ fidelity.csv)."""
     from sim.simulate import prepare_inputs
-    from sim.sweep import plot_results, sla_table, summary_markdown, sweep_points
+    from sim.sweep import bench_serve_lines, plot_results, sla_table, summary_markdown, sweep_points
 
     sim = ctx.cfg.sim
     if sim is None:
@@ -104,6 +104,7 @@ def run_sim(ctx) -> None:
     if sim.plots:
         plot_results(results, sla, sim, out)
     text = summary_markdown(results, sla, sim, inputs.notes)
+    print("\n".join(bench_serve_lines(results, sim)))  # the numbers to hold against a benchmark's, on the terminal
     if inputs.cost is not None and inputs.cost.profile is not None:
         lines = coverage_lines(results, inputs.cost.profile.axes)
         for line in lines[1:]:  # the warning (stdout too)

@@ -226,7 +226,7 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
     lines = [(f"{sim.replicas} x {sim.hardware.label} (tp {sim.hardware.tp}), model {sim.model.label}, "
               f"workload {sim.workload.kind}, {sweep_description(sim.sweep)}."),
              f"Acceptance: {', '.join(acc)} ({'exact anchor replay' if exact else 'approximate or parametric'}).",
-             *[f"Note: {n}." for n in notes], "",
+             *[f"Note: {n}." for n in notes], "", *bench_serve_lines(results, sim), "",
              (f"Throughput per GPU (output tok/s) at each SLA (per-user tok/s at TPOT P{sim.sla.percentile}); "
               f"gains vs {sim.sla.baseline} and vs the best fixed-k:"), "",
              "| SLA tok/s/user | policy | tok/s/GPU | vs baseline | vs best fixed-k |", "|---|---|---|---|---|"]
@@ -248,6 +248,34 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
     lines += ["", (f"Points: {len(results)}; unfinished requests over all points: {unfinished}; "
                    f"simulator wall time {results['wall_s'].sum():.1f} s."), ""]
     return "\n".join(lines)
+
+
+def bench_serve_lines(results: pd.DataFrame, sim) -> list[str]:
+    """Each point's numbers under the names `vllm bench serve` prints them (ms for TTFT and TPOT, output token
+    throughput of all the GPUs), the ones to hold against a benchmark's result (mean over seeds)."""
+    wl = sim.workload
+    if wl.replay or wl.bounded:
+        over = "every request of the run, measured over its whole length as vLLM's benchmark is"
+    else:
+        over = (f"the requests arriving in [{wl.warmup:g}, {wl.duration:g}] s (a steady-state window: set "
+                "workload.max_requests, vLLM bench's --num-prompts, to measure a whole run as vLLM's benchmark does)")
+    cols = ["measured_requests", "finished", "throughput_tok_s", "ttft_s_mean", "ttft_s_p50", "tpot_ms_mean",
+            "tpot_ms_p50", "tpot_ms_p99"]
+    per = results.groupby(["policy", "value"], sort=False, dropna=False)[cols].mean().reset_index()
+    axis = sim.sweep.axis if sim.sweep.axis != "none" else "point"
+    lines = [f"As `vllm bench serve` prints them, over {over}:", "",
+             f"| policy | {axis} | Successful requests | Output token throughput (tok/s) | Mean TTFT (ms) | Median TTFT (ms) | "
+             "Mean TPOT (ms) | Median TPOT (ms) | P99 TPOT (ms) |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in per.iterrows():
+        point = "-" if pd.isna(r.value) else f"{r.value:g}"
+        lines.append(f"| {r.policy} | {point} | {r.finished:g} | {_num(r.throughput_tok_s, 1)} | "
+                     f"{_num(r.ttft_s_mean * 1e3, 2)} | {_num(r.ttft_s_p50 * 1e3, 2)} | {_num(r.tpot_ms_mean, 2)} | "
+                     f"{_num(r.tpot_ms_p50, 2)} | {_num(r.tpot_ms_p99, 2)} |")
+    return lines
+
+
+def _num(v, digits: int) -> str:
+    return "n/a" if not np.isfinite(v) else f"{v:,.{digits}f}"
 
 
 def sweep_description(sweep) -> str:

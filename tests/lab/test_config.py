@@ -168,6 +168,75 @@ def test_an_open_loop_workload_without_a_sweep_axis_runs_at_its_rate(sweep, axis
         config_from_dict({"name": "s", "stages": ["sim"], "sim": {**sim, "sweep": {"axis": "concurrency"}}})
 
 
+def test_a_closed_loop_that_names_its_users_runs_at_them_unless_a_sweep_is_asked():
+    """vLLM bench's --max-concurrency C is one point: the default sweep [1, 4, 16, 64] ran in its place before."""
+    def axis(workload: dict, sweep: dict | None = None) -> str:
+        sim = {"workload": workload, **({"sweep": sweep} if sweep is not None else {})}
+        return config_from_dict({"name": "s", "stages": ["sim"], "sim": sim}).sim.sweep.axis
+
+    assert axis({"kind": "closed_loop", "concurrency": 16}) == "none"
+    assert axis({"kind": "closed_loop", "concurrency": 16}, {"seeds": [0, 1]}) == "none"
+    assert axis({"kind": "closed_loop", "concurrency": 16}, {"values": [1, 8]}) == "concurrency"
+    assert axis({"kind": "closed_loop", "concurrency": 16}, {"axis": "concurrency"}) == "concurrency"
+    assert axis({"kind": "closed_loop"}) == "concurrency"  # no users named: the default sweep, as before
+
+
+def test_bounded_runs_default_to_the_whole_run():
+    """workload.max_requests (vLLM bench's --num-prompts): no warm-up, no cut, unless the YAML sets them."""
+    def workload(**wl):
+        return config_from_dict({"name": "s", "stages": ["sim"], "sim": {"workload": wl}}).sim.workload
+
+    for kind in ("closed_loop", "poisson", "gamma"):
+        bounded = workload(kind=kind, max_requests=50)
+        assert bounded.bounded and bounded.warmup == 0.0 and bounded.duration == float("inf")
+        unbounded = workload(kind=kind)
+        assert not unbounded.bounded and (unbounded.warmup, unbounded.duration) == (30.0, 600.0)
+    given = workload(kind="poisson", max_requests=50, warmup_s=5, duration_s=100)
+    assert (given.warmup, given.duration) == (5.0, 100.0)
+
+
+@pytest.mark.parametrize("written, preset", [("H100", "h100"), ("RTX PRO 6000", "rtx-pro-6000"),
+                                             ("MI300X", "mi300x"), ("rtx_4090", "rtx-4090"), ("h20", "h20")])
+def test_a_hardware_preset_as_the_sheet_spells_it(written, preset):
+    cfg = config_from_dict({"name": "s", "stages": ["sim"], "sim": {"hardware": {"preset": written}}})
+    assert cfg.sim.hardware.preset == preset
+    with pytest.raises(LabError, match="hardware preset 'rtx4090' is not one of"):
+        config_from_dict({"name": "s", "stages": ["sim"], "sim": {"hardware": {"preset": "rtx4090"}}})
+
+
+@pytest.mark.parametrize("written, release", [("v0.9.2", "0.9.2"), ("V0.10.1", "0.10.1"), ("0.11.0", "0.11.0")])
+def test_a_vllm_release_tag_reads_as_its_number(written, release):
+    cfg = config_from_dict({"name": "s", "stages": ["sim"], "sim": {"engine": {"vllm_version": written}}})
+    assert cfg.sim.engine.vllm_version == release
+
+
+def test_a_spec_sheet_without_a_link_is_refused_over_several_gpus():
+    """A hand-written spec's link defaults to none (1 GB/s): at tp 2 every all-reduce was priced on it, silently."""
+    spec = {"name": "my-card", "peak_tflops": {"bf16": 100}, "mem_bw_tbs": 1.0, "mem_gib": 24}
+
+    def hardware(**hw):
+        return config_from_dict({"name": "s", "stages": ["sim"], "sim": {"hardware": {"spec": spec, **hw}}}).sim.hardware
+
+    assert hardware(tp=1).tp == 1
+    for bad in ({"tp": 2}, {"ep": 2}):
+        with pytest.raises(LabError, match="hardware.spec gives none: set spec.interconnect"):
+            hardware(**bad)
+    link = {"kind": "pcie", "bandwidth_gbs": 25, "latency_us": 10}
+    assert hardware(tp=2, interconnect=link).sheet().interconnect.kind == "pcie"
+    assert config_from_dict({"name": "s", "stages": ["sim"], "sim": {"hardware": {
+        "spec": {**spec, "interconnect": link}, "tp": 2}}}).sim.hardware.tp == 2
+
+
+def test_a_hub_id_as_model_config_says_to_save_its_config_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LabError, match=r"'Qwen/Qwen3-8B' not found \(nothing is fetched from a model hub: save "
+                                       r"https://huggingface.co/Qwen/Qwen3-8B/blob/main/config.json"):
+        config_from_dict({"name": "s", "stages": ["sim"], "sim": {"model": {"config": "Qwen/Qwen3-8B"}}})
+    (tmp_path / "configs").mkdir()
+    with pytest.raises(LabError, match=r"'configs/x.json' not found$"):  # a local path: no hub hint
+        config_from_dict({"name": "s", "stages": ["sim"], "sim": {"model": {"config": "configs/x.json"}}})
+
+
 def test_a_lab_error_is_one_line():
     """A wrapped library message (pandas' CSV parser) with line breaks still prints as one `error:` line."""
     assert str(LabError("x.csv: not a readable CSV (Error tokenizing data.\n  saw 2\n)")) == \

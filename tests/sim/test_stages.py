@@ -38,7 +38,7 @@ def _experiment(tmp_path, sim):
     return config_from_dict(data)
 
 
-def test_calibrate_and_sim_stages_on_run_traces(tmp_path, trace_dir):
+def test_calibrate_and_sim_stages_on_run_traces(tmp_path, trace_dir, capsys):
     from sim import stages
 
     sim = {"replicas": 1, "model": {"name": "llama-2-7b"},
@@ -55,7 +55,11 @@ def test_calibrate_and_sim_stages_on_run_traces(tmp_path, trace_dir):
     assert set(cal["methods"]) == {"dspark", "mtp"}
     assert len(cal["methods"]["dspark"]["temperatures"]) == 7
     assert ctx.path("reliability.png").stat().st_size > 1000
+    capsys.readouterr()
     stages.run_sim(ctx)
+    printed = capsys.readouterr().out  # the points under vLLM bench's names, on the terminal as in summary.md
+    assert "As `vllm bench serve` prints them, over the requests arriving in [2, 15] s" in printed
+    assert printed.count("| prefix | ") == 2 and "| Mean TPOT (ms) |" in printed
     out = ctx.path("sim")
     res = pd.read_parquet(out / "results.parquet")
     assert len(res) == 3 * 2 and set(res["policy"]) == {"mtp1", "fixed_k2", "prefix"}
