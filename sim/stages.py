@@ -81,8 +81,14 @@ def check_sim(cfg, run_root: Path, ahead: bool) -> None:
 def run_sim(ctx) -> None:
     """Sweep every policy; write results.parquet, requests.parquet, sla.csv, plots, summary.md (+ fidelity.csv)."""
     from sim.simulate import prepare_inputs
-    from sim.sweep import (bench_serve_lines, compares_policies, plot_results, sla_table, summary_markdown,
-                           sweep_points)
+    from sim.sweep import (
+        bench_serve_lines,
+        compares_policies,
+        plot_results,
+        sla_table,
+        summary_markdown,
+        sweep_points,
+    )
 
     sim = ctx.cfg.sim
     if sim is None:

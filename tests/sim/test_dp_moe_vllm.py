@@ -168,8 +168,8 @@ def test_a_spec_sheet_without_a_link_is_refused_under_vllm_data_parallelism(tmp_
                    engine={"dp_mode": "vllm"})
     assert CostModel.from_config(one).moe_dp == 1
     exp = _experiment(tmp_path)  # `lab validate`: one line, exit 2
-    done = lab(["validate", str(exp), "--set", "sim.hardware={spec: {name: my-card, peak_tflops: {bf16: 990}, "
-                "mem_bw_tbs: 3.35, mem_gib: 80}}"], tmp_path)
+    hardware = "sim.hardware={spec: {name: my-card, peak_tflops: {bf16: 990}, mem_bw_tbs: 3.35, mem_gib: 80}}"
+    done = lab(["validate", str(exp), "--set", hardware], tmp_path)
     assert_one_error_line(done, "sim.hardware.spec.interconnect: sim.engine.dp_mode vllm over 2 replicas")
 
 
