@@ -288,6 +288,19 @@ def moe_data_parallel(sim, model: ModelShape) -> int:
     return sim.replicas
 
 
+def check_dp_link(sim, moe_dp: int) -> None:
+    """LabError naming sim.hardware.spec.interconnect where vLLM's DP without EP (moe_dp > 1) would price every MoE
+    layer's all-gather and reduce-scatter on a hand-written spec sheet's default link (kind none, 1 GB/s: a
+    single device's); tp / ep > 1 on such a sheet is refused at validation (lab/config_sim.py HardwareSpec),
+    this case needs the model, read here."""
+    hw = sim.hardware
+    if moe_dp > 1 and hw.spec is not None and hw.interconnect is None and hw.spec.interconnect.kind == "none":
+        raise LabError(f"sim.hardware.spec.interconnect: sim.engine.dp_mode vllm over {moe_dp} replicas of a MoE model "
+                       "prices every MoE layer's all-gather and reduce-scatter on the GPUs' link, and hardware.spec "
+                       "gives none: set spec.interconnect (kind: pcie | nvlink | infinity_fabric | ethernet, "
+                       "bandwidth_gbs per GPU and direction, latency_us)")
+
+
 @dataclass
 class CostModel:
     hw: Hardware
@@ -474,9 +487,11 @@ class CostModel:
         c = sim.cost
         model = model_from_config(sim.model)
         check_tp_split(model, sim.hardware.tp)
+        moe_dp = moe_data_parallel(sim, model)
+        check_dp_link(sim, moe_dp)
         hw = hardware_from_config(sim.hardware)
         return cls(hw=hw, model=model, tp=sim.hardware.tp,
-                   ep=sim.hardware.ep, all2all=sim.hardware.all2all, moe_dp=moe_data_parallel(sim, model),
+                   ep=sim.hardware.ep, all2all=sim.hardware.all2all, moe_dp=moe_dp,
                    moe_tiles=sim.engine.moe_tiles,
                    drafter_layers=sim.model.drafter_layers,
                    drafter_passes=sim.model.drafter_passes, drafter_head_vocab=sim.model.drafter_head_vocab,

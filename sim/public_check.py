@@ -109,6 +109,7 @@ from sim.workload import (
     LengthSampler,
     cached_sharegpt_tables,
     read_lengths,
+    sharegpt_build_command,
     sharegpt_lengths_label,
     sharegpt_table_source,
 )
@@ -1109,7 +1110,7 @@ def main(argv=None) -> int:
             count = sum(r.bench.tokenizer == name for r in fallback)
             path = sharegpt_table_source(name)[0]
             print(f"note: no ShareGPT length table at {path}: {count} ShareGPT rows {instead} "
-                  f"(build it: python -m real.sharegpt_lengths --tokenizer {path.stem.removeprefix('sharegpt-')})",
+                  f"(build it: {sharegpt_build_command(path.stem.removeprefix('sharegpt-'))})",
                   file=sys.stderr)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     table = run(rows, lengths_mode=args.lengths, frontend=args.frontend, draws=args.draws)

@@ -81,7 +81,14 @@ def check_sim(cfg, run_root: Path, ahead: bool) -> None:
 def run_sim(ctx) -> None:
     """Sweep every policy; write results.parquet, requests.parquet, sla.csv, plots, summary.md (+ fidelity.csv)."""
     from sim.simulate import prepare_inputs
-    from sim.sweep import bench_serve_lines, plot_results, sla_table, summary_markdown, sweep_points
+    from sim.sweep import (
+        bench_serve_lines,
+        compares_policies,
+        plot_results,
+        sla_table,
+        summary_markdown,
+        sweep_points,
+    )
 
     sim = ctx.cfg.sim
     if sim is None:
@@ -101,7 +108,7 @@ def run_sim(ctx) -> None:
     sla = sla_table(results, sim)
     with atomic_path(out / "sla.csv") as tmp:
         sla.to_csv(tmp, index=False)
-    if sim.plots:
+    if sim.plots and compares_policies(results, sim):  # fig7 / fig8 compare policies: none for `ar` alone
         plot_results(results, sla, sim, out)
     text = summary_markdown(results, sla, sim, inputs.notes)
     print("\n".join(bench_serve_lines(results, sim)))  # the numbers to hold against a benchmark's, on the terminal

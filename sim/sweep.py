@@ -180,6 +180,19 @@ def _gain(v: float, base: float) -> float:
     return v / base - 1.0
 
 
+def compares_policies(results: pd.DataFrame, sim) -> bool:
+    """True where a run's SLA gains (vs sim.sla.baseline, vs the best fixed-k) and its Fig. 7 / 8 plots mean
+    something: more than one policy ran, the baseline among them. A lone `ar` (a plain vLLM server's prediction)
+    has nothing to compare."""
+    policies = set(results["policy"])
+    return len(policies) > 1 and sim.sla.baseline in policies
+
+
+def speculates(results: pd.DataFrame) -> bool:
+    """True where some policy drafts (any but `ar`): only then does the acceptance source shape the results."""
+    return bool((results["kind"] != "ar").any())
+
+
 def plot_results(results: pd.DataFrame, sla: pd.DataFrame, sim, out_dir) -> None:
     import matplotlib
 
@@ -224,16 +237,23 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
     acc = sorted(set(results["acceptance"]))
     exact = bool(results["exact_replay"].all())
     lines = [(f"{sim.replicas} x {sim.hardware.label} (tp {sim.hardware.tp}), model {sim.model.label}, "
-              f"workload {sim.workload.kind}, {sweep_description(sim.sweep)}."),
-             f"Acceptance: {', '.join(acc)} ({'exact anchor replay' if exact else 'approximate or parametric'}).",
-             *[f"Note: {n}." for n in notes], "", *bench_serve_lines(results, sim), "",
-             (f"Throughput per GPU (output tok/s) at each SLA (per-user tok/s at TPOT P{sim.sla.percentile}); "
-              f"gains vs {sim.sla.baseline} and vs the best fixed-k:"), "",
-             "| SLA tok/s/user | policy | tok/s/GPU | vs baseline | vs best fixed-k |", "|---|---|---|---|---|"]
-    for _, r in sla.iterrows():
-        lines.append(f"| {r.sla_tok_s_user:g} | {r.policy} | {_fmt(r.throughput_per_gpu)} | "
-                     f"{_pct(r.gain_vs_baseline)} | {_pct(r.gain_vs_best_fixed_k)} |")
-    lines += ["", "Per point (mean over seeds):", "",
+              f"workload {sim.workload.kind}, {sweep_description(sim.sweep)}.")]
+    if speculates(results):  # a run of `ar` alone accepts nothing
+        lines.append(f"Acceptance: {', '.join(acc)} "
+                     f"({'exact anchor replay' if exact else 'approximate or parametric'}).")
+    lines += [*[f"Note: {n}." for n in notes], "", *bench_serve_lines(results, sim), ""]
+    if compares_policies(results, sim):
+        lines += [(f"Throughput per GPU (output tok/s) at each SLA (per-user tok/s at TPOT P{sim.sla.percentile}); "
+                   f"gains vs {sim.sla.baseline} and vs the best fixed-k:"), "",
+                  "| SLA tok/s/user | policy | tok/s/GPU | vs baseline | vs best fixed-k |", "|---|---|---|---|---|"]
+        for _, r in sla.iterrows():
+            lines.append(f"| {r.sla_tok_s_user:g} | {r.policy} | {_fmt(r.throughput_per_gpu)} | "
+                         f"{_pct(r.gain_vs_baseline)} | {_pct(r.gain_vs_best_fixed_k)} |")
+        lines.append("")
+    elif results["policy"].nunique() > 1:
+        lines += [(f"No gains at the SLAs and no fig7 / fig8 plots: the SLA baseline {sim.sla.baseline} is not "
+                   "among the policies (set sim.sla.baseline to one of them)."), ""]
+    lines += ["Per point (mean over seeds):", "",
               (f"| policy | {sim.sweep.axis if sim.sweep.axis != 'none' else 'point'} | tok/s/GPU | TPOT P50 / P90 ms | TTFT P50 / P99 s | tau | "
                "verify tok/req/step |"), "|---|---|---|---|---|---|---|"]
     cols = ["throughput_per_gpu", "tpot_ms_p50", "tpot_ms_p90", "ttft_s_p50", "ttft_s_p99", "tau",

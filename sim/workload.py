@@ -101,6 +101,22 @@ def sharegpt_table_path(tokenizer: str) -> Path:
     return cache_root() / "lengths" / f"sharegpt-{tokenizer}.csv"
 
 
+# the tokenizers `python -m real.sharegpt_lengths --tokenizer NAME` knows by name (real/sharegpt_lengths.py
+# KNOWN_TOKENIZERS, which sim may not import; tests/real/test_sharegpt_lengths.py holds the two equal); any other
+# tokenizer's table is built from a local tokenizer directory
+SHAREGPT_BUILDER_NAMES = ("qwen3", "gemma3", "llama3", "deepseek-v3", "o200k_harmony", "phi4")
+
+
+def sharegpt_build_command(tokenizer: str) -> str:
+    """The command that writes tokenizer `tokenizer`'s ShareGPT table where the simulator looks: the builder's own
+    name where it knows it; else the model's tokenizer directory, written with --out to that path (the builder
+    would name a directory's table after the directory)."""
+    if tokenizer in SHAREGPT_BUILDER_NAMES:
+        return f"python -m real.sharegpt_lengths --tokenizer {tokenizer}"
+    return (f"python -m real.sharegpt_lengths --tokenizer <{tokenizer}'s tokenizer directory> --out "
+            f"{sharegpt_table_path(tokenizer)}")
+
+
 @dataclass(frozen=True)
 class TableAlias:
     """A tokenizer with another's vocabulary, pre-tokenizer and merges, that counts every text as that one does
@@ -248,16 +264,27 @@ def length_table_file(spec) -> tuple[Path | None, str]:
     return None, ""
 
 
+def missing_sharegpt_table(spec, path: Path, field: str) -> str:
+    """The one-line error of a `sharegpt` workload whose table `path` is not in the cache: how to build it (the
+    builder's name for it, or a tokenizer directory, sharegpt_build_command) and, where other tokenizers' tables
+    are cached and `borrow` is off, that `borrow` would draw one of them scaled to the given means."""
+    build = path.stem.removeprefix("sharegpt-")  # the alias's table where spec.tokenizer has one
+    either = " (nor any other tokenizer's to borrow)" if spec.borrow else ""
+    others = [] if spec.borrow else [n for n in cached_sharegpt_tables() if n != spec.tokenizer]
+    borrow = (f"; or set sim.workload.lengths.borrow: true to draw a cached table's conversations "
+              f"({', '.join(others)}) scaled to lengths.prompt_tokens / output_tokens, your run's mean lengths"
+              if others else "")
+    return (f"{field}: no ShareGPT length table for {spec.tokenizer!r} at {path}{either}; build it with "
+            f"`{sharegpt_build_command(build)}`{borrow}")
+
+
 def read_lengths(spec) -> np.ndarray | None:
     """The rows a csv / sharegpt workload draws from (sharegpt: those vLLM's filter keeps); None otherwise."""
     path, field = length_table_file(spec)
     if path is None:
         return None
     if spec.source == "sharegpt" and not spec.csv_path and not path.is_file():
-        build = path.stem.removeprefix("sharegpt-")  # the alias's table where spec.tokenizer has one
-        either = " (nor any other tokenizer's to borrow)" if spec.borrow else ""
-        raise LabError(f"{field}: no ShareGPT length table for {spec.tokenizer!r} at {path}{either}; build it with "
-                       f"`python -m real.sharegpt_lengths --tokenizer {build}`")
+        raise LabError(missing_sharegpt_table(spec, path, field))
     table = load_length_table(path, field)
     if field == "sim.workload.lengths.borrow":  # another tokenizer's counts, scaled to this one's means
         return borrowed_sharegpt_table(table, spec.prompt_tokens, spec.output_tokens, spec.sharegpt_output_len)

@@ -9,8 +9,8 @@ import pytest
 
 from lab.errors import LabError
 from real import prompts
-from real.sharegpt_lengths import first_two_turns, main, tokenizer_dir
-from sim.workload import read_lengths, sharegpt_table_path
+from real.sharegpt_lengths import KNOWN_TOKENIZERS, first_two_turns, main, tokenizer_dir
+from sim.workload import SHAREGPT_BUILDER_NAMES, read_lengths, sharegpt_build_command, sharegpt_table_path
 
 ITEMS = [
     {"id": "a", "conversations": [{"from": "human", "value": "What is the capital of France?"},
@@ -55,6 +55,28 @@ def test_table_counts_qwen3_tokens_and_the_simulator_reads_it(cache, capsys):
 
     assert read_lengths(LengthSpec(source="sharegpt")).tolist() == [list(r[1:]) for r in expected[:2]]
     assert main([]) == 0 and "exists" in capsys.readouterr().out  # kept; --force rebuilds
+
+
+def test_the_simulator_knows_the_builders_names():
+    """sim/workload.py SHAREGPT_BUILDER_NAMES (sim may not import real) are the names this builder knows."""
+    assert sorted(SHAREGPT_BUILDER_NAMES) == sorted(KNOWN_TOKENIZERS)
+
+
+def test_the_command_a_missing_table_suggests_builds_the_table_the_simulator_reads(cache, capsys):
+    """A tokenizer the builder does not know by name (here 'mistral', counted with Qwen3's tokenizer directory to
+    stay offline): the suggested `--tokenizer DIR --out PATH` writes the table the simulator looks for."""
+    from lab.config_sim import LengthSpec
+
+    spec = LengthSpec(source="sharegpt", tokenizer="mistral")
+    with pytest.raises(LabError) as err:
+        read_lengths(spec)
+    command = sharegpt_build_command("mistral")
+    assert f"`{command}`" in str(err.value)
+    args = command.replace("<mistral's tokenizer directory>", str(tokenizer_dir("qwen3"))).split()
+    assert args[:3] == ["python", "-m", "real.sharegpt_lengths"]
+    assert main(args[3:]) == 0
+    assert sharegpt_table_path("mistral").is_file()
+    assert len(read_lengths(spec)) == 2  # "ok" is 1 token: vLLM's filter drops it
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -143,6 +143,36 @@ def test_the_cost_model_refuses_a_dispatch_backend_without_ep():
         CostModel(hw=sep.hw, model=sep.model, moe_dp=2, ep=2)
 
 
+def test_a_spec_sheet_without_a_link_is_refused_under_vllm_data_parallelism(tmp_path):
+    """A hand-written spec's link defaults to none (1 GB/s); tp / ep > 1 on it is refused at validation, and so is
+    dp_mode vllm over 2 replicas of a MoE model at tp 1 / ep 1, whose MoE collectives are priced on that link too.
+    A dense model's DP ranks share nothing: no link needed."""
+    spec = {"name": "my-card", "peak_tflops": {"bf16": 990}, "mem_bw_tbs": 3.35, "mem_gib": 80}
+
+    def sim(model=None, **hardware):
+        return make_sim(hardware={"spec": spec, **hardware}, model=model or {"name": None, "config": QWEN3},
+                        replicas=2, engine={"dp_mode": "vllm"})
+
+    with pytest.raises(LabError) as err:
+        CostModel.from_config(sim())
+    assert str(err.value).startswith("sim.hardware.spec.interconnect: sim.engine.dp_mode vllm over 2 replicas of a "
+                                     "MoE model prices every MoE layer's all-gather and reduce-scatter on the GPUs' "
+                                     "link, and hardware.spec gives none: set spec.interconnect")
+    link = {"kind": "nvlink", "bandwidth_gbs": 450, "latency_us": 8}
+    assert CostModel.from_config(sim(interconnect=link)).moe_dp == 2
+    assert CostModel.from_config(make_sim(hardware={"spec": {**spec, "interconnect": link}},
+                                          model={"name": None, "config": QWEN3}, replicas=2,
+                                          engine={"dp_mode": "vllm"})).moe_dp == 2
+    assert CostModel.from_config(sim(model={"name": "llama-2-7b"})).moe_dp == 1  # dense: separate replicas
+    one = make_sim(hardware={"spec": spec}, model={"name": None, "config": QWEN3}, replicas=1,
+                   engine={"dp_mode": "vllm"})
+    assert CostModel.from_config(one).moe_dp == 1
+    exp = _experiment(tmp_path)  # `lab validate`: one line, exit 2
+    hardware = "sim.hardware={spec: {name: my-card, peak_tflops: {bf16: 990}, mem_bw_tbs: 3.35, mem_gib: 80}}"
+    done = lab(["validate", str(exp), "--set", hardware], tmp_path)
+    assert_one_error_line(done, "sim.hardware.spec.interconnect: sim.engine.dp_mode vllm over 2 replicas")
+
+
 def _experiment(tmp_path: Path) -> Path:
     folder = tmp_path / "tests" / "sim" / "data"
     folder.mkdir(parents=True, exist_ok=True)

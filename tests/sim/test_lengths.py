@@ -242,6 +242,33 @@ def test_missing_sharegpt_table_says_how_to_build_it(cache):
     assert "python -m real.sharegpt_lengths --tokenizer gemma3" in message and "\n" not in message
 
 
+def test_a_missing_table_of_a_tokenizer_the_builder_does_not_know_says_what_works(cache):
+    """`--tokenizer mistral` is refused by the builder (it knows qwen3, llama3, ... by name): the error names a
+    tokenizer directory written with --out where the simulator looks, and `borrow` once another table is cached."""
+    spec = LengthSpec(source="sharegpt", tokenizer="mistral", prompt_tokens=300, output_tokens=200)
+    path = sharegpt_table_path("mistral")
+    with pytest.raises(LabError) as err:
+        read_lengths(spec)
+    message = str(err.value)
+    assert message == (f"sim.workload.lengths.tokenizer: no ShareGPT length table for 'mistral' at {path}; build it "
+                       "with `python -m real.sharegpt_lengths --tokenizer <mistral's tokenizer directory> --out "
+                       f"{path}`")
+    (cache / "lengths").mkdir(parents=True)
+    write_csv(sharegpt_table_path("qwen3"), conversation=range(2), prompt_tokens=[40, 80], output_tokens=[10, 20])
+    with pytest.raises(LabError) as err:
+        read_lengths(spec)
+    message = str(err.value)
+    assert message.endswith("; or set sim.workload.lengths.borrow: true to draw a cached table's conversations "
+                            "(qwen3) scaled to lengths.prompt_tokens / output_tokens, your run's mean lengths")
+    assert "\n" not in message
+    # a name the builder knows keeps its own command, with the borrow option beside it
+    with pytest.raises(LabError, match="build it with `python -m real.sharegpt_lengths --tokenizer gemma3`; or set "
+                                       r"sim.workload.lengths.borrow: true .*\(qwen3\)"):
+        read_lengths(LengthSpec(source="sharegpt", tokenizer="gemma3"))
+    # borrow set and a table to borrow: no error at all
+    assert len(read_lengths(spec.model_copy(update={"borrow": True})))
+
+
 def test_vllm_random_dataset_rule():
     assert random_dataset_bounds(100, 0.0) == (100, 100)
     assert random_dataset_bounds(100, 0.1) == (90, 111)  # ceil(100 * 1.1) = 111 in float, as in vLLM

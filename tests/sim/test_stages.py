@@ -76,6 +76,44 @@ def test_calibrate_and_sim_stages_on_run_traces(tmp_path, trace_dir, capsys):
     assert (out / "results.parquet").stat().st_mtime_ns == mtime
 
 
+def test_a_plain_servers_prediction_has_no_gains_acceptance_or_policy_plots(tmp_path):
+    """`policies: [{kind: ar}]` (a vLLM server without --speculative-config, README's bench-serve example): no
+    "vs mtp1" SLA table, no acceptance line and no fig7 / fig8 in summary.md and REPORT.md; sla.csv keeps its
+    columns for the dashboards. Two policies without the SLA baseline say how to get the gains."""
+    from lab.report import run_stage as run_report
+    from sim import stages
+
+    sim = {"hardware": {"preset": "l40s"}, "model": {"name": "llama-2-7b"},
+           "workload": {"kind": "closed_loop", "concurrency": 4, "max_requests": 12,
+                        "lengths": {"source": "fixed", "prompt_tokens": 64, "output_tokens": 16}},
+           "acceptance": {"source": "parametric"}, "policies": [{"kind": "ar"}]}
+
+    def run(sim, name):
+        cfg = config_from_dict({"name": name, "output_dir": str(tmp_path / "runs"), "stages": ["sim", "report"],
+                                "sim": sim})
+        ctx = open_run(cfg, show_progress=False)
+        stages.run_sim(ctx)
+        run_report(ctx)
+        return ctx.path("sim"), ctx.path("REPORT.md").read_text()
+
+    out, report = run(sim, "plain")
+    summary = (out / "summary.md").read_text()
+    for text in (summary, report):
+        assert "| ar | - | 12 |" in text  # the point, under vLLM bench's names
+        assert "Acceptance:" not in text and "SLA tok/s/user" not in text and "mtp1" not in text
+        assert "fig7" not in text and "fig8" not in text
+    assert not (out / "fig7_sla.png").exists() and not (out / "fig8_budget.png").exists()
+    sla_columns = {"sla_tok_s_user", "policy", "throughput_per_gpu", "gain_vs_baseline", "gain_vs_best_fixed_k"}
+    assert sla_columns <= set(pd.read_csv(out / "sla.csv").columns)  # dashboards/data.py SLA_COLUMNS
+    out, report = run({**sim, "policies": [{"kind": "ar"}, {"kind": "prefix"}]}, "nobase")
+    summary = (out / "summary.md").read_text()
+    assert "Acceptance: parametric" in summary and "SLA tok/s/user" not in summary
+    assert "the SLA baseline mtp1 is not among the policies (set sim.sla.baseline to one of them)" in summary
+    out, report = run({**sim, "policies": [{"kind": "ar"}, {"kind": "prefix"}], "sla": {"baseline": "ar"}}, "based")
+    assert "| SLA tok/s/user |" in (out / "summary.md").read_text() and (out / "fig7_sla.png").exists()
+    assert "![fig8_budget](sim/fig8_budget.png)" in report
+
+
 def test_sim_stage_without_traces_is_a_lab_error(tmp_path):
     from lab.errors import LabError
     from sim import stages
