@@ -330,11 +330,11 @@ CASES = [
     ("infinite learning rate", validate_with("train.lr=.inf"), "train.lr: Input should be a finite number"),
     # --request-rate inf is a poisson / gamma workload's rate .inf (every request at once); a closed loop has no rate
     ("infinite rate of a closed loop", validate_with("sim.workload.rate=.inf"),
-     "sim.workload: Value error, workload.rate .inf (--request-rate inf) applies to kind poisson / gamma, not "
-     "'closed_loop'"),
+     ("sim.workload: Value error, workload.rate .inf (--request-rate inf) applies to kind poisson / gamma, not "
+      "'closed_loop'")),
     ("infinite rate without a count", validate_with("sim.workload.kind=poisson", "sim.workload.rate=.inf"),
-     "workload.rate .inf sends every request at once: give workload.max_requests (--num-prompts) or "
-     "workload.max_concurrency"),
+     ("workload.rate .inf sends every request at once: give workload.max_requests (--num-prompts) or "
+      "workload.max_concurrency")),
     ("NaN arrival rate", validate_with("sim.workload.kind=poisson", "sim.workload.rate=.nan"),
      "sim.workload.rate: Value error, Input should be a number of requests/s > 0, or .inf, not NaN"),
     ("rate sweep of an infinite rate", validate_with("sim.workload.kind=poisson", "sim.workload.rate=.inf",
@@ -346,8 +346,8 @@ CASES = [
     ("max_concurrency a word", validate_with("sim.workload.kind=poisson", "sim.workload.max_concurrency=many"),
      "sim.workload.max_concurrency: Input should be a valid integer"),
     ("max_concurrency of a closed loop", validate_with("sim.workload.max_concurrency=4"),
-     "workload.max_concurrency (--max-concurrency beside --request-rate) applies to kind poisson / gamma, not "
-     "'closed_loop'; a closed loop's users are workload.concurrency"),
+     ("workload.max_concurrency (--max-concurrency beside --request-rate) applies to kind poisson / gamma, not "
+      "'closed_loop'; a closed loop's users are workload.concurrency")),
     ("NaN sweep value",
      lambda w: ["run", sim_yaml(w, {"sweep": {"axis": "concurrency", "values": [1, float("nan")]}})],
      "sim.sweep.values.1: Input should be a finite number"),
