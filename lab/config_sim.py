@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from lab.config_base import Seed, StrictModel, validation_message
 from lab.errors import LabError
@@ -609,11 +610,17 @@ class LengthSpec(StrictModel):
 REPLAY_KINDS = ("trace", "replay_log")  # workloads that replay recorded arrivals
 
 
+CLOSED_LOOP_USERS = 8  # a closed loop's users where workload.concurrency leaves them out
+
+
 class WorkloadSpec(StrictModel):
     kind: Literal["poisson", "gamma", "closed_loop", "trace", "replay_log"] = Field(
         "closed_loop", description="Poisson, bursty gamma, N concurrent users, replay of an arrival CSV, or replay "
                                    "of a real engine's per-request log (compared with it: sim/fidelity.csv)")
-    rate: float = Field(1.0, gt=0, description="requests/s (poisson, gamma); the sweep axis 'rate' overrides it")
+    rate: float = Field(1.0, gt=0, allow_inf_nan=True,
+                        description="requests/s (poisson, gamma); the sweep axis 'rate' overrides it. .inf (vLLM "
+                                    "bench's --request-rate inf): every request at once, run as the closed loop of "
+                                    "max_concurrency users, or of max_requests where it gives none (all_at_once)")
     cv: float = Field(2.0, gt=0, description="gamma inter-arrival coefficient of variation (burstiness)")
     client_seed: int | None = Field(
         None, ge=0, le=2**32 - 1,
@@ -621,7 +628,12 @@ class WorkloadSpec(StrictModel):
                     "(benchmark_serving.py up to vLLM 0.9 with a ShareGPT dataset: numpy's legacy "
                     "generator seeded N, the first request at 0 and one gamma gap after each, shape 1 / cv^2, 1 for "
                     "poisson; sim/workload.py vllm_client_send_times); unset: the run's own draw, new with each seed")
-    concurrency: int = Field(8, ge=1, description="closed-loop users; the sweep axis 'concurrency' overrides it")
+    concurrency: int = Field(CLOSED_LOOP_USERS, ge=1,
+                             description="closed-loop users; the sweep axis 'concurrency' overrides it")
+    max_concurrency: int | None = Field(
+        None, ge=1, description="poisson / gamma: vLLM bench's --max-concurrency beside --request-rate: at most this "
+                                "many requests in flight; one whose arrival comes while they are waits in the client "
+                                "for a slot, first come first served, and is timed (TTFT, E2E) from its send")
     think_time_s: float = Field(0.0, ge=0, description="closed-loop pause between a reply and the next request")
     trace_path: UserPath | None = Field(None, description="arrival CSV arrived_at,num_prefill_tokens,num_decode_tokens")
     log_path: UserPath | None = Field(
@@ -643,9 +655,36 @@ class WorkloadSpec(StrictModel):
         None, ge=1, description="cap on arrivals; a closed loop stops sending after this many (vLLM bench's "
                                 "--num-prompts with --max-concurrency) and ends with the last reply")
 
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rate_is_a_number(cls, value):
+        """NaN is refused as NaN (.inf is --request-rate inf; gt=0 would call NaN 'not greater than 0')."""
+        if isinstance(value, (float, str)) and str(value).strip().lower() in ("nan", ".nan"):
+            raise ValueError("Input should be a number of requests/s > 0, or .inf, not NaN")
+        return value
+
     @property
     def replay(self) -> bool:
         return self.kind in REPLAY_KINDS
+
+    @property
+    def all_at_once(self) -> bool:
+        """poisson / gamma at rate .inf (vLLM bench's --request-rate inf): every request created at once, at most
+        `max_concurrency` of them (else all) in flight -- the closed loop of that many users (`users`)."""
+        return self.kind in ("poisson", "gamma") and math.isinf(self.rate)
+
+    @property
+    def users(self) -> int:
+        """The users of a closed loop: `concurrency` (kind closed_loop); at rate .inf (all_at_once)
+        `max_concurrency`, else max_requests (every request in flight at once)."""
+        if not self.all_at_once:
+            return self.concurrency
+        return self.max_concurrency or self.max_requests
+
+    @property
+    def client_limit(self) -> int | None:
+        """The benchmark client's --max-concurrency over Poisson / gamma arrivals at a finite rate (None: no limit)."""
+        return None if self.all_at_once else self.max_concurrency
 
     @property
     def bounded(self) -> bool:
@@ -675,6 +714,19 @@ class WorkloadSpec(StrictModel):
             raise ValueError("workload.kind 'replay_log' needs workload.log_path")
         if self.client_seed is not None and self.kind not in ("poisson", "gamma"):
             raise ValueError(f"workload.client_seed applies to kind poisson / gamma, not {self.kind!r}")
+        if self.max_concurrency is not None and self.kind not in ("poisson", "gamma"):
+            where = {"closed_loop": "; a closed loop's users are workload.concurrency",
+                     "replay_log": "; a replayed log's own --max-concurrency is read from it"}.get(self.kind, "")
+            raise ValueError(f"workload.max_concurrency (--max-concurrency beside --request-rate) applies to kind "
+                             f"poisson / gamma, not {self.kind!r}{where}")
+        if math.isinf(self.rate) and self.kind not in ("poisson", "gamma"):
+            raise ValueError(f"workload.rate .inf (--request-rate inf) applies to kind poisson / gamma, not "
+                             f"{self.kind!r}")
+        if self.all_at_once and self.max_concurrency is None and self.max_requests is None:
+            raise ValueError("workload.rate .inf sends every request at once: give workload.max_requests "
+                             "(--num-prompts) or workload.max_concurrency (--max-concurrency)")
+        if self.all_at_once and self.client_seed is not None:
+            raise ValueError("workload.client_seed draws send times at a finite rate: not with workload.rate .inf")
         if self.warmup >= self.duration:
             raise ValueError("workload.warmup_s must be below workload.duration_s")
         return self
@@ -863,6 +915,8 @@ class SimSection(StrictModel):
                              "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")
         if self.sweep.axis == "rate" and self.workload.kind == "closed_loop":
             raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma, trace or replay_log)")
+        if self.sweep.axis == "rate" and self.workload.all_at_once:
+            raise ValueError("sweep.axis 'rate' cannot scale workload.rate .inf (every request at once)")
         return self
 
     @model_validator(mode="after")

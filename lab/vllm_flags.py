@@ -21,8 +21,9 @@ SIM_KEYS = {
     "dtype": "sim.model.dtype",
     "quantization": "sim.model.config (the checkpoint config.json's quantization_config)",
     "num_prompts": "sim.workload.max_requests",
-    "max_concurrency": "sim.workload.concurrency (kind: closed_loop, as sent at --request-rate inf)",
-    "request_rate": "sim.workload.rate (kind: poisson; inf: kind closed_loop)",
+    "max_concurrency": "sim.workload.max_concurrency beside a poisson / gamma rate (at --request-rate inf: "
+                       "sim.workload.concurrency, kind closed_loop)",
+    "request_rate": "sim.workload.rate (kind: poisson; inf: .inf, or kind closed_loop)",
     "burstiness": "sim.workload.cv = 1 / sqrt(burstiness) (kind: gamma)",
     "dataset_name": "sim.workload.lengths.source",
     "random_input_len": "sim.workload.lengths.prompt_tokens (source: random)",

@@ -74,11 +74,14 @@ class CountingEnvironment(simpy.Environment):
 class RequestTable:
     """Per-request records in growable numpy arrays (index = request id)."""
 
-    FIELDS = ("arrival", "first_token", "finish", "prompt_len", "output_len", "replica", "steps", "preemptions")
-    # frame() columns (field, name): the per-request log format (sim/serving_metrics.LOG_COLUMNS), then extras
+    FIELDS = ("arrival", "first_token", "finish", "prompt_len", "output_len", "replica", "steps", "preemptions",
+              "client_wait")
+    # frame() columns (field, name): the per-request log format (sim/serving_metrics.LOG_COLUMNS), then extras.
+    # arrival is the send; client_wait the time before it that the request waited in the benchmark client for a
+    # --max-concurrency slot (vLLM's queue_times: send - the arrival clock's tick), not part of TTFT or E2E
     COLUMNS = (("arrival", "arrival_s"), ("prompt_len", "input_tokens"), ("output_len", "output_tokens"),
                ("first_token", "first_token_s"), ("finish", "finish_s"), ("replica", "replica"),
-               ("steps", "steps"), ("preemptions", "preemptions"))
+               ("steps", "steps"), ("preemptions", "preemptions"), ("client_wait", "client_wait_s"))
 
     def __init__(self, capacity: int = 1024):
         self.n = 0
@@ -90,8 +93,9 @@ class RequestTable:
         self.replica = np.full(capacity, -1, np.int64)
         self.steps = np.zeros(capacity, np.int64)
         self.preemptions = np.zeros(capacity, np.int64)
+        self.client_wait = np.zeros(capacity)
 
-    def add(self, t: float, prompt: int, output: int) -> int:
+    def add(self, t: float, prompt: int, output: int, client_wait: float = 0.0) -> int:
         if self.n == len(self.arrival):
             for f in self.FIELDS:
                 old = getattr(self, f)
@@ -100,6 +104,7 @@ class RequestTable:
                 setattr(self, f, new)
         i = self.n
         self.arrival[i], self.prompt_len[i], self.output_len[i] = t, prompt, output
+        self.client_wait[i] = client_wait
         self.n += 1
         return i
 
@@ -741,13 +746,14 @@ class Cluster:
                        for i in range(0, n_replicas, lockstep)] if grouped else []
 
     # ---- arrivals ----------------------------------------------------------------------------------
-    def submit(self, prompt_len: int, output_len: int) -> int:
-        """A request arrives now; output_len -1 takes the replayed prompt's recorded output length."""
+    def submit(self, prompt_len: int, output_len: int, offered: float | None = None) -> int:
+        """A request is sent now; output_len -1 takes the replayed prompt's recorded output length. `offered`: when
+        the client's arrival clock released it (it waited for a --max-concurrency slot since; None: now)."""
         now = self.env.now
         start, length, rec_out = self.source.new_request(self.rng)
         if output_len < 0:
             output_len = rec_out
-        rid = self.req.add(now, prompt_len, max(int(output_len), 1))
+        rid = self.req.add(now, prompt_len, max(int(output_len), 1), 0.0 if offered is None else now - offered)
         self._slots[rid] = (start, length, rec_out)
         self._track(now, +1)
         if self.router == "least_loaded":
@@ -802,15 +808,21 @@ class Cluster:
 
     def open_loop(self, times: np.ndarray, prompts: np.ndarray, outputs: np.ndarray, limit: int | None = None):
         """Submit each request at its time; with `limit` (a benchmark client's --max-concurrency) a request
-        waits, first come first served, while `limit` are in flight, as vLLM's client semaphore holds it."""
+        waits, first come first served, while `limit` are in flight, as vLLM's client semaphore holds it: its
+        arrival clock ticks on regardless (each request a task created at its time, waiting on the semaphore), the
+        request is sent when it holds a slot and timed from then (vllm/benchmarks/serve.py limited_request_func).
+        An interrupt (the end of a steady-state window) stops it: requests still waiting for a slot are never sent."""
         env = self.env
-        for t, p, o in zip(times.tolist(), prompts.tolist(), outputs.tolist()):
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            while limit and self.in_system - len(self.rejected) >= limit:
-                self._slot_free = env.event()
-                yield self._slot_free
-            self.submit(p, o)
+        try:
+            for t, p, o in zip(times.tolist(), prompts.tolist(), outputs.tolist()):
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                while limit and self.in_system - len(self.rejected) >= limit:
+                    self._slot_free = env.event()
+                    yield self._slot_free
+                self.submit(p, o, offered=t)
+        except simpy.Interrupt:
+            return
 
     def start_closed_loop(self, users: int):
         lengths = self.closed_loop["lengths"]
@@ -818,7 +830,14 @@ class Cluster:
         users = min(users, cap) if cap else users
         p, o = lengths.sample(users, self.rng)
         for i in range(users):
-            self.submit(int(p[i]), int(o[i]))
+            self.submit(int(p[i]), int(o[i]), self._closed_loop_offer())
+
+    def _closed_loop_offer(self) -> float | None:
+        """When a closed loop's next request was created: a bounded loop without think time is vLLM's client at
+        --request-rate inf with --max-concurrency, every request a task created at 0 (so its client wait is its
+        send time, as vLLM's queue_times); None (sent when created) for users that think or never stop."""
+        cl = self.closed_loop
+        return 0.0 if cl.get("max_requests") and not cl["think"] else None
 
     def finish_at(self, rid: int, t: float):
         """The request's last token reaches the client at t (later than now): it finishes then."""
@@ -837,7 +856,7 @@ class Cluster:
             ev = self.env.timeout(cl["think"])
             ev.callbacks.append(lambda _e, p=int(p[0]), o=int(o[0]): self._late_submit(p, o))
         else:
-            self.submit(int(p[0]), int(o[0]))
+            self.submit(int(p[0]), int(o[0]), self._closed_loop_offer())
 
     def _late_submit(self, p, o):
         if self.env.now < self.closed_loop["stop_at"] and not self._closed_loop_full():

@@ -16,7 +16,7 @@ as `vllm bench serve` ran it: its dataset's lengths, --num-prompts, and --reques
 --max-concurrency (a closed loop of that many users, or of all prompts at once, that stops after
 --num-prompts) or a finite rate (Poisson arrivals: vLLM's client's own seeded send times where they can be
 rebuilt, benchmark_serving.py before vLLM 0.10 with a ShareGPT dataset, client_send_seed; elsewhere the run's
-draw). One autoregressive replica of `tp` GPUs, or `dp` of them behind one server (--data-parallel-size; least
+draw; with --max-concurrency too, at most that many in flight, the rest waiting in the client). One autoregressive replica of `tp` GPUs, or `dp` of them behind one server (--data-parallel-size; least
 loaded first) with a MoE model's experts over `ep` GPUs (--enable-expert-parallel: ep = tp x dp); metrics by
 vLLM's definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics).
 
@@ -170,14 +170,13 @@ class BenchSpec(StrictModel):
     sharegpt_output_len: int | None = Field(None, ge=1, description="--sharegpt-output-len")
     num_prompts: int = Field(ge=1)
     request_rate: float = Field(gt=0, description="--request-rate; .inf: all prompts at once")
-    max_concurrency: int | None = Field(None, ge=1, description="--max-concurrency (needs request_rate inf)")
+    max_concurrency: int | None = Field(None, ge=1, description="--max-concurrency (at a finite request_rate: at "
+                                                                "most that many of its arrivals in flight)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="--seed (vLLM's default 0): which conversations the client "
                                                           "sampled and, at a finite rate, when it sent them")
 
     @model_validator(mode="after")
     def _closed_needs_inf(self):
-        if self.max_concurrency is not None and math.isfinite(self.request_rate):
-            raise ValueError("max_concurrency with a finite request_rate is not supported (give one of them)")
         if self.dataset == "sharegpt" and (self.tokenizer is None or self.lengths != "mean"):
             raise ValueError("a sharegpt row needs `tokenizer` and `lengths: mean` (the run's means: the fallback)")
         if self.dataset != "sharegpt" and (self.tokenizer is not None or self.sharegpt_output_len is not None):
@@ -464,7 +463,8 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
         # Poisson arrivals until num_prompts: the arrival window is sized to hold them all
         span = b.num_prompts / b.request_rate
         workload = {"kind": "poisson", "rate": b.request_rate, "max_requests": b.num_prompts,
-                    "duration_s": 3 * span + 60, "warmup_s": 0.0, "client_seed": client_send_seed(row)}
+                    "duration_s": 3 * span + 60, "warmup_s": 0.0, "client_seed": client_send_seed(row),
+                    "max_concurrency": b.max_concurrency}  # --max-concurrency too: the client holds the rest
     else:
         users = b.max_concurrency or b.num_prompts
         workload = {"kind": "closed_loop", "concurrency": users, "max_requests": b.num_prompts,
@@ -730,8 +730,9 @@ def markdown(table: pd.DataFrame, summary: dict) -> str:
             + "|---" * (7 + 2 * len(shown)) + "|\n")
     lines = []
     for r in table.itertuples(index=False):
-        load = f"c={int(r.concurrency)}" if pd.notna(r.concurrency) else (
-            "all at once" if not np.isfinite(r.rate) else f"{r.rate:g}/s")
+        rate = "all at once" if not np.isfinite(r.rate) else f"{r.rate:g}/s"
+        load = rate if pd.isna(r.concurrency) else (
+            f"c={int(r.concurrency)}" if not np.isfinite(r.rate) else f"{rate}, c={int(r.concurrency)}")
         cells = [r.id, r.half, r.gpu, f"{r.input} / {r.output}",
                  f"{r.sim_lengths} ({r.sim_mean_input:.0f} / {r.sim_mean_output:.0f})", str(r.prompts), load]
         for col, _, _, _ in shown:

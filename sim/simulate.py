@@ -343,7 +343,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     axis = sim.sweep.axis
     end = wl.duration
     warmup = wl.warmup
-    if wl.kind == "closed_loop":
+    if wl.kind == "closed_loop" or wl.all_at_once:  # rate .inf: vLLM's client at --request-rate inf, a closed loop
         end = min(end, 1e9)  # a bounded loop (max_requests) is not cut: it ends with its last reply
         closed = {"think": wl.think_time_s, "stop_at": end, "lengths": lengths, "max_requests": wl.max_requests}
     elif inputs.replay_users:  # the log's requests in send order to its client's slots (vLLM's semaphore)
@@ -373,13 +373,15 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
                       kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed, kv_blocks=kv_blocks,
                       frontend=sim.frontend if sim.frontend.enabled else None, lockstep=lockstep_group(sim, cost))
     feeder = None
-    if wl.kind == "closed_loop":
-        users = int(value) if (axis == "concurrency" and value is not None) else wl.concurrency
+    # the benchmark client's --max-concurrency over open-loop arrivals: a replayed log's, or the workload's own
+    limit = inputs.client_limit or wl.client_limit
+    if wl.kind == "closed_loop" or wl.all_at_once:
+        users = int(value) if (axis == "concurrency" and value is not None) else wl.users
         cluster.start_closed_loop(users)
     elif closed is not None:
         cluster.start_closed_loop(inputs.replay_users)
     else:
-        feeder = env.process(cluster.open_loop(*arrivals, limit=inputs.client_limit))
+        feeder = env.process(cluster.open_loop(*arrivals, limit=limit))
     t0 = time.perf_counter()
     if closed is not None and closed["max_requests"]:
         # a bounded closed loop (vLLM's --max-concurrency with --num-prompts) ends with its last reply
@@ -388,6 +390,12 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
         env.run(until=simpy.AnyOf(env, [done, env.timeout(end)]))
     else:
         env.run(until=end)
+    if limit and feeder.is_alive and wl.drain:
+        if whole_run:  # every request is sent, as vLLM's client sends them: those still waiting for a slot too
+            env.run(until=feeder)
+        else:  # a steady-state window's end: requests still waiting for a slot are not sent
+            feeder.interrupt()
+            env.run(until=feeder)
     # a replay ends at its last arrival, and run(until=t) stops before the events at t: with nothing in the system
     # then, that last request would never be sent (the feeder is still alive) -- drain it like any other
     if wl.drain and (not cluster.all_done() or ((wl.replay or wl.bounded) and feeder is not None

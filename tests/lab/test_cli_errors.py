@@ -328,7 +328,26 @@ CASES = [
     ("NaN time budget", validate_with("decode.time_budget_s=.nan"), "decode.time_budget_s: Input should be a finite number"),
     ("NaN temperature", validate_with("decode.temperatures=[0, .nan]"), "decode.temperatures.1: Input should be a finite"),
     ("infinite learning rate", validate_with("train.lr=.inf"), "train.lr: Input should be a finite number"),
-    ("infinite arrival rate", validate_with("sim.workload.rate=.inf"), "sim.workload.rate: Input should be a finite"),
+    # --request-rate inf is a poisson / gamma workload's rate .inf (every request at once); a closed loop has no rate
+    ("infinite rate of a closed loop", validate_with("sim.workload.rate=.inf"),
+     ("sim.workload: Value error, workload.rate .inf (--request-rate inf) applies to kind poisson / gamma, not "
+      "'closed_loop'")),
+    ("infinite rate without a count", validate_with("sim.workload.kind=poisson", "sim.workload.rate=.inf"),
+     ("workload.rate .inf sends every request at once: give workload.max_requests (--num-prompts) or "
+      "workload.max_concurrency")),
+    ("NaN arrival rate", validate_with("sim.workload.kind=poisson", "sim.workload.rate=.nan"),
+     "sim.workload.rate: Value error, Input should be a number of requests/s > 0, or .inf, not NaN"),
+    ("rate sweep of an infinite rate", validate_with("sim.workload.kind=poisson", "sim.workload.rate=.inf",
+                                                     "sim.workload.max_requests=10", "sim.sweep.axis=rate"),
+     "sim: Value error, sweep.axis 'rate' cannot scale workload.rate .inf"),
+    # --max-concurrency beside --request-rate: workload.max_concurrency, a poisson / gamma workload's
+    ("max_concurrency 0", validate_with("sim.workload.kind=poisson", "sim.workload.max_concurrency=0"),
+     "sim.workload.max_concurrency: Input should be greater than or equal to 1"),
+    ("max_concurrency a word", validate_with("sim.workload.kind=poisson", "sim.workload.max_concurrency=many"),
+     "sim.workload.max_concurrency: Input should be a valid integer"),
+    ("max_concurrency of a closed loop", validate_with("sim.workload.max_concurrency=4"),
+     ("workload.max_concurrency (--max-concurrency beside --request-rate) applies to kind poisson / gamma, not "
+      "'closed_loop'; a closed loop's users are workload.concurrency")),
     ("NaN sweep value",
      lambda w: ["run", sim_yaml(w, {"sweep": {"axis": "concurrency", "values": [1, float("nan")]}})],
      "sim.sweep.values.1: Input should be a finite number"),

@@ -22,6 +22,7 @@ from sim.public_check import (
     load_data,
     load_rows,
     main,
+    markdown,
     row_sim_config,
     shown_metrics,
     simulate_row,
@@ -288,8 +289,8 @@ def test_data_file_parses_and_every_row_builds_a_sim_config():
         if b.dataset == "sharegpt":
             assert row_sim_config(row, lengths_mode="table").workload.lengths.source == "sharegpt"
         assert wl.max_requests == b.num_prompts
-        if math.isfinite(b.request_rate):
-            assert wl.kind == "poisson" and wl.rate == b.request_rate
+        if math.isfinite(b.request_rate):  # with --max-concurrency too, at most that many in flight
+            assert wl.kind == "poisson" and wl.rate == b.request_rate and wl.max_concurrency == b.max_concurrency
         else:  # rate inf: a closed loop of max_concurrency users, or of every prompt at once
             assert wl.kind == "closed_loop" and wl.concurrency == (b.max_concurrency or b.num_prompts)
         assert sim.hardware.preset == row.gpu and sim.hardware.tp == row.tp
@@ -328,6 +329,23 @@ def test_bounded_closed_loop_sends_num_prompts_and_ends_with_the_last_reply():
     # measured like vLLM's benchmark: throughput over all requests, first arrival to last finish
     expected = log["output_tokens"].sum() / (log["finish_s"].max() - log["arrival_s"].min())
     assert res.summary["throughput_tok_s"] == pytest.approx(expected)
+
+
+def test_a_row_with_a_rate_and_a_max_concurrency_runs_both():
+    """`--request-rate 4 --max-concurrency 2`: Poisson arrivals at 4 req/s, at most 2 in flight (before: refused,
+    'max_concurrency with a finite request_rate is not supported'); the table says both."""
+    row = PublicRow.model_validate({
+        "id": "t", "source": "https://example.org/x", "gpu": "h100", "gpu_reported": "H100",
+        "model": "Qwen/Qwen3-8B", "model_config": "real/presets/qwen3-8b.json", "tp": 1,
+        "bench": {"input_tokens": 100, "output_tokens": 50, "num_prompts": 10, "request_rate": 4.0,
+                  "max_concurrency": 2}, "reported": {"tpot_mean_ms": 10.0}})
+    wl = row_sim_config(row, lengths_mode="mean").workload
+    assert (wl.kind, wl.rate, wl.max_concurrency, wl.client_limit, wl.max_requests) == ("poisson", 4.0, 2, 2, 10)
+    simulated = simulate_row(row)  # 10 prompts through the simulator, at most 2 of them in flight
+    assert simulated["sim_requests"] == 10 and simulated["sim_unfinished"] == 0
+    table = error_table([row], [simulated])
+    text = markdown(table, error_summary(table))
+    assert "| 4/s, c=2 |" in text
 
 
 def _row(**reported) -> PublicRow:
