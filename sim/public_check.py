@@ -86,7 +86,15 @@ from tqdm import tqdm
 
 from lab.arguments import ArgumentParser
 from lab.config_base import StrictModel, validation_message
-from lab.config_sim import CUDA_GRAPH_MODES, HARDWARE_NAMES, MOE_TILES, FrontendSpec, LengthSpec, SimSection
+from lab.config_sim import (
+    ALL2ALL_BACKENDS,
+    CUDA_GRAPH_MODES,
+    HARDWARE_NAMES,
+    MOE_TILES,
+    FrontendSpec,
+    LengthSpec,
+    SimSection,
+)
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_text_atomic
 from lab.slug import Slug
@@ -101,6 +109,7 @@ from sim.vllm_versions import (  # noqa: F401 -- the version rules, re-exported 
     LINEAR_ATTN_SPLIT_SINCE,
     PIECEWISE_SINCE,
     version_tuple,
+    vllm_all2all,
     vllm_cuda_graph_mode,
     vllm_sampler,
     vllm_version_defaults,
@@ -237,6 +246,10 @@ class PublicRow(StrictModel):
     tp: int = Field(1, ge=1, le=64)
     dp: int = Field(1, ge=1, le=64, description="--data-parallel-size: replicas of tp GPUs behind one API server")
     ep: int = Field(1, ge=1, le=512, description="expert-parallel degree (--enable-expert-parallel: tp x dp)")
+    all2all: Literal[ALL2ALL_BACKENDS] | None = Field(  # type: ignore[valid-type]
+        None, description="the all2all backend the source states for ep over dp > 1 ranks (VLLM_ALL2ALL_BACKEND / "
+                          "--all2all-backend; pplx and deepep_* are `dispatch`); unset: its release's default "
+                          "(sim.vllm_versions.vllm_all2all: naive before 0.11, allgather_reducescatter from it)")
     engine: EngineOverrides = Field(default_factory=EngineOverrides)
     bench: BenchSpec
     reported: Reported
@@ -245,6 +258,13 @@ class PublicRow(StrictModel):
     frontend: Slug | None = Field(None, description="the source's API server: a name under the file's `frontends`")
     _index: int = PrivateAttr(0)  # position in the data file: even rows fit, odd rows are held out (--fit)
     _frontend: dict | None = PrivateAttr(None)  # the named front end's settings (load_rows resolves them)
+
+    @model_validator(mode="after")
+    def _all2all_needs_dp_ep(self):
+        if self.all2all is not None and (self.dp < 2 or self.ep < 2):
+            raise ValueError("all2all is the backend of expert parallelism over data-parallel ranks: it needs dp > 1 "
+                             "and ep > 1 (with dp 1 vLLM runs no all2all)")
+        return self
 
     @property
     def half(self) -> str:
@@ -471,6 +491,8 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
                     "duration_s": 1e7, "warmup_s": 0.0}
     workload.update({"lengths": lengths, "drain": True, "drain_limit_s": 1e7})
     hw = {"preset": row.gpu, "tp": row.tp, "ep": row.ep}
+    if row.dp > 1 and row.ep > 1:  # expert parallelism over data-parallel ranks: the source's backend or its release's
+        hw["all2all"] = row.all2all or vllm_all2all(row.vllm)
     cost = {}
     for key, value in (hardware or {}).items():
         (hw if key in ("mfu", "attn_mfu", "bw_efficiency") else cost)[key] = value

@@ -51,6 +51,23 @@ def vllm_cuda_graph_mode(version: str) -> str:
         else "full_and_piecewise"
 
 
+# vLLM's all2all backend for expert parallelism over data-parallel ranks (sim.hardware.all2all, sim/cost.py
+# all2all_cost) when the server is not told one (VLLM_ALL2ALL_BACKEND, later --all2all-backend): "naive" up to 0.10
+# (vllm/envs.py: `os.getenv("VLLM_ALL2ALL_BACKEND", "naive")`), "allgather_reducescatter" once PR #23964 (opened
+# 2025-08-29) added the AgRs manager (a main between 0.10.2 and 0.11.0 already declares it the default in vllm/envs.py;
+# PR #33728, 2026-02: "allgather_reducescatter is already the default"). Taken from 0.11.0, as lab/config_sim.py says
+ALLGATHER_REDUCESCATTER_SINCE = (0, 11, 0)
+
+
+def vllm_all2all(version: str | None) -> str:
+    """The all2all backend `vllm serve` of release `version` runs by default for --enable-expert-parallel over
+    --data-parallel-size > 1: naive before 0.11, allgather_reducescatter from 0.11 (ALLGATHER_REDUCESCATTER_SINCE)
+    and for a run that does not name its release (priced at the current release's defaults)."""
+    if version is not None and version_tuple(version) < ALLGATHER_REDUCESCATTER_SINCE:
+        return "naive"
+    return "allgather_reducescatter"
+
+
 # vLLM PR #44700 (merged 2026-06-06) runs a mixed step's decodes through the recurrent GDN kernel instead of the chunked
 # one with their states gathered and scattered (sim/linear_attn.py). v0.22.0 predates it (public engine logs of
 # v0.22.0 dated 2026-05-30); v0.23.0 (logs from 2026-06-15) may or may not hold it: not established, taken as split

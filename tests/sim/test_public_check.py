@@ -356,6 +356,34 @@ def _row(**reported) -> PublicRow:
                   "max_concurrency": 2}, "reported": reported})
 
 
+def _dp_ep_row(vllm: str | None, **extra) -> PublicRow:
+    """Qwen3-30B-A3B as `vllm serve --data-parallel-size 2 --enable-expert-parallel` of release `vllm`."""
+    return PublicRow.model_validate({
+        "id": "dpep", "source": "https://example.org/x", "gpu": "h100", "gpu_reported": "2 x H100",
+        "model": "Qwen/Qwen3-30B-A3B", "model_config": "sim/validation/configs/qwen3-30b-a3b.json", "vllm": vllm,
+        "tp": 1, "dp": 2, "ep": 2, **extra,
+        "bench": {"input_tokens": 100, "output_tokens": 50, "num_prompts": 10, "request_rate": "inf"},
+        "reported": {"tpot_mean_ms": 10.0}})
+
+
+@pytest.mark.parametrize("vllm, extra, backend", [
+    ("0.10.1", {}, "naive"),  # vLLM's default up to 0.10 (was priced as 0.11's allgather_reducescatter)
+    ("0.11.0", {}, "allgather_reducescatter"),
+    (None, {}, "allgather_reducescatter"),  # a run that does not name its release: the current one's
+    ("0.10.1", {"all2all": "dispatch"}, "dispatch"),  # the source's VLLM_ALL2ALL_BACKEND=deepep_* / pplx wins
+    ("0.11.0", {"all2all": "naive"}, "naive"),
+])
+def test_a_dp_ep_row_runs_its_all2all_backend(vllm, extra, backend):
+    sim = row_sim_config(_dp_ep_row(vllm, **extra))
+    assert (sim.replicas, sim.hardware.ep, sim.hardware.all2all) == (2, 2, backend)
+
+
+@pytest.mark.parametrize("fields", [{"dp": 1, "ep": 2, "tp": 2}, {"dp": 2, "ep": 1}])
+def test_all2all_needs_expert_parallelism_over_data_parallel_ranks(fields):
+    with pytest.raises(ValidationError, match="all2all is the backend of expert parallelism over data-parallel"):
+        _dp_ep_row("0.11.0", all2all="naive", **fields)
+
+
 def test_error_table_is_sim_over_reported_minus_one():
     rows = [_row(tpot_mean_ms=10.0, ttft_mean_ms=200.0, output_throughput_tok_s=1000.0),
             _row(ttft_mean_ms=50.0, output_throughput_tok_s=400.0)]
@@ -543,6 +571,7 @@ def _bad_occupancy(block: str, message: str):
     _bad_occupancy("{fraction: 0.4, source: s, unit: ms}", ".unit: unknown key"),
     (lambda t: re.sub(r"(kvcached-h100: \{[^}]*?)latency_ms: [0-9.]+", r"\1latency_ms: -2", t, count=1),
      "frontends.kvcached-h100.latency_ms: Input should be greater than or equal to 0"),
+    (lambda t: t.replace("    dp: 2\n", "    dp: 2\n    all2all: pplx\n", 1), ".all2all: Input should be"),
 ])
 def test_bad_data_file_is_one_line_and_exit_2(tmp_path, capsys, edit, message):
     bad = tmp_path / "bad.yaml"

@@ -121,3 +121,11 @@ def test_public_rows_take_their_release_defaults():
         ("0.6.0", 256, 2048, False)
     v1 = row_sim_config(rows["gpustack-h100-gpt-oss-120b-32k-rate-inf"], lengths_mode="mean").engine
     assert (v1.max_num_seqs, v1.max_num_batched_tokens, v1.enable_chunked_prefill) == (1024, 8192, True)
+
+
+@pytest.mark.parametrize("version, backend", [
+    ("0.8.5", "naive"), ("0.10.2", "naive"), ("0.11.0", "allgather_reducescatter"),
+    ("0.19.2rc1.dev8", "allgather_reducescatter"), (None, "allgather_reducescatter")])
+def test_the_release_names_its_default_all2all_backend(version, backend):
+    from sim.vllm_versions import vllm_all2all
+    assert vllm_all2all(version) == backend
