@@ -264,7 +264,8 @@ class HardwareSpec(StrictModel):
         "for ep over ep / tp > 1 data-parallel ranks, priced per MoE layer by the bytes it moves (sim/cost.py "
         "all2all_cost): allgather_reducescatter (vLLM's default since 0.11: every rank gathers all ranks' hidden "
         "states, then reduce-scatters the expert output), naive (the default up to 0.10: broadcasts + an "
-        "all-reduce), dispatch (pplx / deepep: each token to its top-k experts' ranks only)")
+        "all-reduce), dispatch (pplx / deepep: each token to its top-k experts' ranks only). Left out: the default "
+        "of sim.engine.vllm_version's release (naive before 0.11)")
     interconnect: InterconnectSheet | None = Field(None, description="override of the sheet's link (e.g. PCIe)")
     mfu: float | None = Field(None, gt=0, le=1, description="override of the sheet's achievable FLOP/s fraction")
     attn_mfu: float | None = Field(None, gt=0, le=1,

@@ -137,6 +137,7 @@ from sim.marlin_moe import marlin_padding_factor
 from sim.models import ModelShape, model_from_config
 from sim.quant import W8A8_DTYPES
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
+from sim.vllm_versions import vllm_all2all
 
 
 def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, experts: int,
@@ -276,6 +277,15 @@ def check_tp_split(model: ModelShape, tp: int, field: str = "sim.hardware.tp") -
     if not model.kv_dim_override and kv and (kv % tp if kv >= tp else tp % kv):
         raise LabError(f"{field} {tp}: the model's {kv} KV heads ({model.name}) neither split evenly over "
                        f"{tp} GPUs nor replicate evenly on them (vLLM refuses to start it at this tensor-parallel size)")
+
+
+def hardware_all2all(sim) -> str:
+    """The all2all backend a `sim:` section runs: sim.hardware.all2all where the YAML sets it, else the default of
+    `vllm serve` at sim.engine.vllm_version (sim.vllm_versions.vllm_all2all: naive before 0.11; the current
+    release's allgather_reducescatter when no release is named)."""
+    if "all2all" in sim.hardware.model_fields_set:
+        return sim.hardware.all2all
+    return vllm_all2all(sim.engine.vllm_version)
 
 
 def moe_data_parallel(sim, model: ModelShape) -> int:
@@ -491,7 +501,7 @@ class CostModel:
         check_dp_link(sim, moe_dp)
         hw = hardware_from_config(sim.hardware)
         return cls(hw=hw, model=model, tp=sim.hardware.tp,
-                   ep=sim.hardware.ep, all2all=sim.hardware.all2all, moe_dp=moe_dp,
+                   ep=sim.hardware.ep, all2all=hardware_all2all(sim), moe_dp=moe_dp,
                    moe_tiles=sim.engine.moe_tiles,
                    drafter_layers=sim.model.drafter_layers,
                    drafter_passes=sim.model.drafter_passes, drafter_head_vocab=sim.model.drafter_head_vocab,

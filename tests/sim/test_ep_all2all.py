@@ -156,3 +156,19 @@ def test_dp_padding_option():
     assert limit(dp_padding="always") == float("inf") and limit(dp_padding="none") == 0
     with pytest.raises(Exception, match="'cuda_graphs', 'always' or 'none'"):
         limit(dp_padding="sometimes")
+
+
+def test_an_unset_backend_follows_the_yamls_vllm_release():
+    """A YAML naming vLLM 0.10 without an all2all runs that release's naive backend (session 37: it ran 0.11's)."""
+    from tests.sim.conftest import make_sim
+    moe = {"name": None, "config": str(DATA / "qwen3_30b_a3b_config.json")}
+    dp_ep = {"preset": "h100", "tp": 1, "ep": 2}
+
+    def backend(engine: dict, hardware: dict = dp_ep) -> str:
+        return CostModel.from_config(make_sim(model=moe, hardware=hardware, replicas=2, engine=engine)).all2all
+
+    assert backend({"vllm_version": "0.10.1"}) == "naive"
+    assert backend({"vllm_version": "0.11.0"}) == "allgather_reducescatter"
+    assert backend({}) == "allgather_reducescatter"  # no release named: the current one's
+    assert backend({"vllm_version": "0.10.1"}, {**dp_ep, "all2all": "allgather_reducescatter"}) == \
+        "allgather_reducescatter"  # a YAML's own choice wins
