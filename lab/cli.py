@@ -4,7 +4,7 @@
     lab profile experiments/quickstart.yaml [--set profile.batch=[1,8]]   # the target's step times
     lab validate experiments/*.yaml
     lab targets [--prepare gemma3-270m]
-    lab traces runs/<name>/<run_id>/traces
+    lab traces runs/<name>/<run_id>[/traces]
     lab engine setup vllm [--venv PATH] [--device auto|cpu|cuda] [--force]
 
 Errors a user can cause print one line `error: ...` and exit with status 2. A run directory is locked
@@ -117,7 +117,12 @@ def cmd_traces(args) -> int:
     from lab.metrics import tau_table, vllm_counters
     from lab.trace import read_traces
 
-    frame = read_traces(args.path)
+    from pathlib import Path
+
+    path = Path(args.path)
+    if (path / "traces").is_dir():  # a run directory: its traces, not its decode/ and sim/ Parquet files
+        path = path / "traces"
+    frame = read_traces(path)
     print(f"{len(frame)} rows, tables {sorted(frame['table'].unique())}, "
           f"methods {sorted(frame['method'].unique())}, datasets {sorted(frame['dataset'].unique())}")
     table = tau_table(frame, by=("table", "method", "dataset", "temperature"))

@@ -210,6 +210,20 @@ CASES = [
       for label, name, text, fragment in [
           ("empty prompt file", "e.jsonl", "\n", "e.jsonl: no prompts in the file"),
           ("empty first turn", "t.jsonl", EMPTY_TURN, "t.jsonl:2: the first turn is empty")]],
+    # session 37 audit: a Latin-1 file ran with U+FFFD in its prompts; a lone surrogate escape was a
+    # TypeError traceback from the tokenizer mid-evaluate; a directory was "not found"
+    *[(f"{label} at {command}",
+       lambda w, command=command, name=name, data=data: [
+           command, "good.yaml", "--set", f"prompts.datasets.0.path={write_bytes(w, name, data)}"], fragment)
+      for command in ("validate", "run")
+      for label, name, data, fragment in [
+          ("Latin-1 prompt file", "l1.jsonl", '{"turns": ["ok"]}\n{"turns": ["caf\u00e9"]}\n'.encode("latin-1"),
+           "l1.jsonl:2: not UTF-8 text (byte 0xe9 at column 16)"),
+          ("lone surrogate escape", "s.jsonl", b'{"turns": ["fine", "lone \\ud800 half"]}\n',
+           "s.jsonl:1: turns[1] holds a lone surrogate (\\ud800 at character 5)")]],
+    ("prompt path that is a directory",
+     lambda w: ["validate", "good.yaml", "--set", f"prompts.datasets.0.path={make_dir(w, 'p.jsonl')}"],
+     "prompts.datasets[0].path: 'p.jsonl' is a directory"),
     ("missing prompt file at validate",
      lambda w: ["validate", "good.yaml", "--set", "prompts.datasets.0.path=missing.jsonl"],
      "prompts.datasets[0].path: prompt file 'missing.jsonl' not found"),
@@ -626,6 +640,24 @@ def test_second_lab_run_of_a_run_id_stops_at_once(workdir):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"error: runs/cli/busy: in use by pid {holder.pid}"
     assert "starting" not in result.stdout
+
+
+def test_a_prompt_file_with_a_byte_order_mark_validates(workdir):
+    """A UTF-8 file saved by a Windows editor starts with a BOM: read, not 'malformed JSON' at line 1."""
+    name = write_bytes(workdir, "bom.jsonl", b'\xef\xbb\xbf{"turns": ["caf\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd"]}\n')
+    result = lab(["validate", "good.yaml", "--set", f"prompts.datasets.0.path={name}"], workdir)
+    assert result.returncode == 0 and "good.yaml: ok" in result.stdout, result.stderr
+    from lab.prompt_files import read_jsonl_turns
+    assert read_jsonl_turns(workdir / name) == [["caf\u00e9 \u4f60\u597d"]]
+
+
+def test_traces_of_a_run_directory_reads_its_traces(workdir):
+    """`lab traces runs/x/<id>` (the run, not its traces/): its decode/ and sim/ Parquet files are not traces."""
+    run = workdir / "runs" / "cli" / "existing"
+    (run / "decode").mkdir()
+    pq.write_table(pa.table({"method": ["ngram"]}), run / "decode" / "d__T0.parquet")
+    result = lab(["traces", str(run)], workdir)
+    assert result.returncode == 0 and result.stdout.startswith("1 rows"), result.stderr
 
 
 def test_traces_into_a_closed_pipe_is_one_line(workdir):
