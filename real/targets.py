@@ -312,6 +312,16 @@ def _load_model(section: TargetSection) -> Target:
 TARGET_RECORD = "target.json"
 
 
+def require_context(target: Target, needed: int, fields: str) -> None:
+    """LabError naming `fields` when a prompt and its reply may run past the target's context window: past
+    max_position_embeddings the positions are ones the model never saw, and its output went on, silently
+    wrong (vLLM refuses such requests against max_model_len)."""
+    limit = getattr(target.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and needed > limit:
+        raise LabError(f"{fields} = {needed} tokens exceeds the context of target {target.name} "
+                       f"({limit}, its max_position_embeddings); lower them")
+
+
 def target_record(target: Target, section: TargetSection) -> dict:
     """What a run's numbers were measured on: the dtype actually used (target.dtype may say auto)."""
     dtype = str(target.dtype).removeprefix("torch.")
