@@ -114,10 +114,10 @@ def cmd_targets(args) -> int:
 
 
 def cmd_traces(args) -> int:
+    from pathlib import Path
+
     from lab.metrics import tau_table, vllm_counters
     from lab.trace import read_traces
-
-    from pathlib import Path
 
     path = Path(args.path)
     if (path / "traces").is_dir():  # a run directory: its traces, not its decode/ and sim/ Parquet files

