@@ -359,6 +359,8 @@ CASES = [
      "e.yaml: empty; an experiment needs at least `name:`"),
     ("NaN time budget", validate_with("decode.time_budget_s=.nan"), "decode.time_budget_s: Input should be a finite number"),
     ("NaN temperature", validate_with("decode.temperatures=[0, .nan]"), "decode.temperatures.1: Input should be a finite"),
+    ("repeated temperature", validate_with("decode.temperatures=[0, 1, 0.0]"),
+     "decode.temperatures: Value error, temperature 0 is given twice"),
     ("infinite learning rate", validate_with("train.lr=.inf"), "train.lr: Input should be a finite number"),
     ("infinite arrival rate", validate_with("sim.workload.rate=.inf"), "sim.workload.rate: Input should be a finite"),
     ("NaN sweep value",
