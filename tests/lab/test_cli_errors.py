@@ -427,6 +427,27 @@ def test_bad_input_gives_one_line_and_exit_2(workdir, label, make_args, fragment
     assert snapshot(existing) == before
 
 
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda_here(), reason="checks a CPU-only machine's answer to a CUDA experiment")
+def test_a_cuda_experiment_on_a_cpu_machine(workdir):
+    """`lab run` stops before the run directory (it was created, then the stage failed); `lab validate` passes the
+    file and says in a note what this machine lacks (a GPU experiment may be checked on a laptop)."""
+    result = lab(["run", "good.yaml", "--set", "target.device=cuda", "--set", "run_id=gpu"], workdir)
+    assert_one_error_line(result, "good.yaml: target.device 'cuda': CUDA is not available on this machine")
+    assert not (workdir / "runs" / "cli" / "gpu").exists()
+    result = lab(["validate", "good.yaml", "--set", "target.device=cuda"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "note: target.device 'cuda': CUDA is not available on this machine; `lab run` of its evaluate" in result.stdout
+    result = lab(["validate", "good.yaml", "--set", "target.device=cuda", "--set", "stages=[sim]",
+                  "--set", "sim={sweep: {axis: none}}"], workdir)
+    assert "note" not in result.stdout  # a sim-only experiment loads no target
+
+
 @pytest.mark.parametrize("stage", ["sim", "engine", "fidelity"])
 def test_a_stage_without_its_section_leaves_no_run_directory(workdir, stage):
     runs_before = sorted(p.name for p in (workdir / "runs" / "cli").iterdir())
