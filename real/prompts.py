@@ -35,7 +35,12 @@ import numpy as np
 
 from lab.config import DatasetSpec, PromptsSection
 from lab.errors import LabError
-from lab.prompt_files import read_jsonl_turns, read_prompt_file  # noqa: F401 -- read_jsonl_turns re-exported
+from lab.prompt_files import (
+    PYPI_PROMPT_SETS,
+    check_dataset_source,
+    read_jsonl_turns,  # noqa: F401 -- re-exported
+    read_prompt_file,
+)
 from real.embedded import cache_root, log
 
 # The paper's evaluation counts (seeded shuffle, then capped); mt-bench is evaluated on its first turn.
@@ -193,12 +198,11 @@ PYPI_SETS: dict[str, Callable[[], list[list[str] | None]]] = {
     "arena-hard-v2": arena_hard_v2_turns,
     "alpaca": alpaca_turns,
 }
+assert tuple(PYPI_SETS) == PYPI_PROMPT_SETS, "lab/prompt_files.py lists the PyPI-shipped sets for preflight"
 
 
 def _pypi_source(spec: DatasetSpec, where: str) -> list[list[str] | None]:
-    if spec.name not in PYPI_SETS:
-        raise LabError(f"{where}.name {spec.name!r}: no such PyPI-shipped prompt set (known: "
-                       f"{', '.join(sorted(PYPI_SETS))}); set {where}.path to a JSONL file for other sets")
+    check_dataset_source(spec.name, spec.path, where)  # lab's list of the sets, which preflight checks too
     return PYPI_SETS[spec.name]()
 
 

@@ -277,10 +277,25 @@ def load_target(section: TargetSection) -> Target:
     return target
 
 
+def device_problem(device: str) -> str | None:
+    """Why target.device cannot be used on this machine (None when it can): `lab run` asks before it creates
+    the run directory, `lab validate` prints it as a note (a GPU experiment may be checked on a laptop)."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"target.device {device!r}: CUDA is not available on this machine"
+        count, index = torch.cuda.device_count(), device.partition(":")[2]
+        if index and int(index) >= count:
+            return f"target.device {device!r}: this machine has {count} CUDA device(s), cuda:0 .. cuda:{count - 1}"
+    if device == "mps" and not torch.backends.mps.is_available():
+        return f"target.device {device!r}: Apple's MPS is not available on this machine"
+    return None
+
+
 def _load_model(section: TargetSection) -> Target:
     """Load the target an experiment names: a local checkpoint directory or an embedded model."""
-    if section.device.startswith("cuda") and not torch.cuda.is_available():
-        raise LabError(f"target.device {section.device!r}: CUDA is not available on this machine")
+    problem = device_problem(section.device)
+    if problem:
+        raise LabError(problem)
     dtype_name = resolve_dtype(section.dtype, section.device)
     dtype = DTYPES[dtype_name]
     if section.init == "random":
@@ -310,6 +325,16 @@ def _load_model(section: TargetSection) -> Target:
 
 
 TARGET_RECORD = "target.json"
+
+
+def require_context(target: Target, needed: int, fields: str) -> None:
+    """LabError naming `fields` when a prompt and its reply may run past the target's context window: past
+    max_position_embeddings the positions are ones the model never saw, and its output went on, silently
+    wrong (vLLM refuses such requests against max_model_len)."""
+    limit = getattr(target.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and needed > limit:
+        raise LabError(f"{fields} = {needed} tokens exceeds the context of target {target.name} "
+                       f"({limit}, its max_position_embeddings); lower them")
 
 
 def target_record(target: Target, section: TargetSection) -> dict:

@@ -114,6 +114,22 @@ def test_empty_runs_root_is_one_red_line(tmp_path, page):
     _one_error(at, str(tmp_path), "no run directories")
 
 
+def test_a_run_whose_drafter_never_drafted_shows_its_pages(copy_run):
+    """Every round k = 0 (an n-gram drafter on prompts without repeats, or a too-short output): the
+    Acceptance page says so instead of a KeyError 'method' from an empty positions table."""
+    from lab.trace import shard_name, write_shard
+    from tests.dashboards.conftest import record
+
+    root, run = copy_run
+    shutil.rmtree(run / "traces")
+    write_shard([record("ngram", "gsm8k", "rounds", 0.0, step, 0, 0) for step in range(3)],
+                run / "traces" / shard_name("ngram", "gsm8k", "rounds", 0.0))
+    (run / "tau.csv").unlink()
+    at = _open("Acceptance", root)
+    assert any("none drafted a token (k = 0)" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert find(at, "num_drafts")["num_drafts"].tolist() == [0]
+
+
 def test_malformed_manifest_is_named_on_the_runs_page(copy_run):
     root, run = copy_run
     (run / "manifest.json").write_text("{not json")

@@ -210,6 +210,38 @@ CASES = [
       for label, name, text, fragment in [
           ("empty prompt file", "e.jsonl", "\n", "e.jsonl: no prompts in the file"),
           ("empty first turn", "t.jsonl", EMPTY_TURN, "t.jsonl:2: the first turn is empty")]],
+    # session 37 audit: a Latin-1 file ran with U+FFFD in its prompts; a lone surrogate escape was a
+    # TypeError traceback from the tokenizer mid-evaluate; a directory was "not found"
+    *[(f"{label} at {command}",
+       lambda w, command=command, name=name, data=data: [
+           command, "good.yaml", "--set", f"prompts.datasets.0.path={write_bytes(w, name, data)}"], fragment)
+      for command in ("validate", "run")
+      for label, name, data, fragment in [
+          ("Latin-1 prompt file", "l1.jsonl", '{"turns": ["ok"]}\n{"turns": ["caf\u00e9"]}\n'.encode("latin-1"),
+           "l1.jsonl:2: not UTF-8 text (byte 0xe9 at column 16)"),
+          ("lone surrogate escape", "s.jsonl", b'{"turns": ["fine", "lone \\ud800 half"]}\n',
+           "s.jsonl:1: turns[1] holds a lone surrogate (\\ud800 at character 5)")]],
+    # tiny-qwen3's context is 4096 positions: a longer prompt + reply ran on, on positions it never saw
+    ("prompt and reply past the target's context",
+     lambda w: ["run", "good.yaml", "--set", "prompts.max_prompt_tokens=4090", "--set", "decode.max_new_tokens=16"],
+     "prompts.max_prompt_tokens + decode.max_new_tokens = 4106 tokens exceeds the context of target tiny-qwen3 (4096"),
+    ("regenerated prompt and reply past the target's context",
+     lambda w: ["run", "good.yaml", "--stages", "prepare", "--set", "prepare.max_prompt_tokens=4000",
+                "--set", "prepare.max_new_tokens=200"],
+     "prepare.max_prompt_tokens + prepare.max_new_tokens = 4200 tokens exceeds the context of target tiny-qwen3"),
+    # a dataset without a path that no package ships (gsm8k is the paper's): validate said ok, and the
+    # evaluate stage stopped at it, after prepare and train had run
+    *[(f"{label} at {command}", validate_with(override) if command == "validate" else
+       lambda w, override=override: ["run", "good.yaml", "--stages", "prepare,evaluate", "--set", override], fragment)
+      for command in ("validate", "run")
+      for label, override, fragment in [
+          ("unshipped prompt set", "prompts.datasets=[{name: gsm8k}]",
+           "good.yaml: prompts.datasets[0].name 'gsm8k': no such PyPI-shipped prompt set"),
+          ("unshipped training set", "prepare={datasets: [{name: gsm8k}]}",
+           "good.yaml: prepare.datasets[0].name 'gsm8k': no such PyPI-shipped prompt set")]],
+    ("prompt path that is a directory",
+     lambda w: ["validate", "good.yaml", "--set", f"prompts.datasets.0.path={make_dir(w, 'p.jsonl')}"],
+     "prompts.datasets[0].path: 'p.jsonl' is a directory"),
     ("missing prompt file at validate",
      lambda w: ["validate", "good.yaml", "--set", "prompts.datasets.0.path=missing.jsonl"],
      "prompts.datasets[0].path: prompt file 'missing.jsonl' not found"),
@@ -327,6 +359,8 @@ CASES = [
      "e.yaml: empty; an experiment needs at least `name:`"),
     ("NaN time budget", validate_with("decode.time_budget_s=.nan"), "decode.time_budget_s: Input should be a finite number"),
     ("NaN temperature", validate_with("decode.temperatures=[0, .nan]"), "decode.temperatures.1: Input should be a finite"),
+    ("repeated temperature", validate_with("decode.temperatures=[0, 1, 0.0]"),
+     "decode.temperatures: Value error, temperature 0 is given twice"),
     ("infinite learning rate", validate_with("train.lr=.inf"), "train.lr: Input should be a finite number"),
     # --request-rate inf is a poisson / gamma workload's rate .inf (every request at once); a closed loop has no rate
     ("infinite rate of a closed loop", validate_with("sim.workload.rate=.inf"),
@@ -410,6 +444,27 @@ def test_bad_input_gives_one_line_and_exit_2(workdir, label, make_args, fragment
     result = lab(make_args(workdir), workdir)
     assert_one_error_line(result, fragment)
     assert snapshot(existing) == before
+
+
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda_here(), reason="checks a CPU-only machine's answer to a CUDA experiment")
+def test_a_cuda_experiment_on_a_cpu_machine(workdir):
+    """`lab run` stops before the run directory (it was created, then the stage failed); `lab validate` passes the
+    file and says in a note what this machine lacks (a GPU experiment may be checked on a laptop)."""
+    result = lab(["run", "good.yaml", "--set", "target.device=cuda", "--set", "run_id=gpu"], workdir)
+    assert_one_error_line(result, "good.yaml: target.device 'cuda': CUDA is not available on this machine")
+    assert not (workdir / "runs" / "cli" / "gpu").exists()
+    result = lab(["validate", "good.yaml", "--set", "target.device=cuda"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "note: target.device 'cuda': CUDA is not available on this machine; `lab run` of its evaluate" in result.stdout
+    result = lab(["validate", "good.yaml", "--set", "target.device=cuda", "--set", "stages=[sim]",
+                  "--set", "sim={sweep: {axis: none}}"], workdir)
+    assert "note" not in result.stdout  # a sim-only experiment loads no target
 
 
 @pytest.mark.parametrize("stage", ["sim", "engine", "fidelity"])
@@ -645,6 +700,24 @@ def test_second_lab_run_of_a_run_id_stops_at_once(workdir):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"error: runs/cli/busy: in use by pid {holder.pid}"
     assert "starting" not in result.stdout
+
+
+def test_a_prompt_file_with_a_byte_order_mark_validates(workdir):
+    """A UTF-8 file saved by a Windows editor starts with a BOM: read, not 'malformed JSON' at line 1."""
+    name = write_bytes(workdir, "bom.jsonl", b'\xef\xbb\xbf{"turns": ["caf\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd"]}\n')
+    result = lab(["validate", "good.yaml", "--set", f"prompts.datasets.0.path={name}"], workdir)
+    assert result.returncode == 0 and "good.yaml: ok" in result.stdout, result.stderr
+    from lab.prompt_files import read_jsonl_turns
+    assert read_jsonl_turns(workdir / name) == [["caf\u00e9 \u4f60\u597d"]]
+
+
+def test_traces_of_a_run_directory_reads_its_traces(workdir):
+    """`lab traces runs/x/<id>` (the run, not its traces/): its decode/ and sim/ Parquet files are not traces."""
+    run = workdir / "runs" / "cli" / "existing"
+    (run / "decode").mkdir()
+    pq.write_table(pa.table({"method": ["ngram"]}), run / "decode" / "d__T0.parquet")
+    result = lab(["traces", str(run)], workdir)
+    assert result.returncode == 0 and result.stdout.startswith("1 rows"), result.stderr
 
 
 def test_traces_into_a_closed_pipe_is_one_line(workdir):

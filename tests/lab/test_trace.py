@@ -65,6 +65,14 @@ def test_writer_refuses_inconsistent_records(tmp_path):
     (lambda t: t.replace_schema_metadata({b"dspark_lab_schema_version": b"99"}), "schema version 99"),
     (lambda t: t.replace_schema_metadata({}), "not a DSpark Lab trace"),
     (lambda t: t.drop_columns(["k"]), "missing columns"),
+    # session 37 audit: each of these was a TypeError, ValueError or OSError traceback, or a row with k=nan
+    (lambda t: t.set_column(t.schema.get_field_index("k"), "k", pa.array(["3"])),
+     "trace column k has type string, expected int16"),
+    (lambda t: t.replace_schema_metadata({b"dspark_lab_schema_version": b"v1"}), "trace schema version v1"),
+    (lambda t: t.set_column(t.schema.get_field_index("k"), "k", pa.array([None], pa.int16())),
+     "trace column k has 1 null value"),
+    (lambda t: t.set_column(t.schema.get_field_index("table"), "table", pa.array([None], pa.string())),
+     "trace column table has 1 null value"),
 ])
 def test_reader_rejects_bad_traces(tmp_path, mutate, message):
     from lab.trace import records_to_table
@@ -80,3 +88,26 @@ def test_reader_rejects_garbage_file(tmp_path):
     with pytest.raises(LabError, match="not a readable Parquet trace"):
         read_traces(tmp_path)
     assert ARROW_SCHEMA.field("k").type == pa.int16()
+
+
+def test_reader_reads_wider_columns_of_another_writer(tmp_path):
+    """int32 for int16, float64 for float32, large strings: the same trace, read (not refused as a wrong type)."""
+    from lab.trace import records_to_table
+
+    table = records_to_table([record(3, 1), record(2, 2)])
+    wide = pa.table({name: (table.column(name).cast(pa.int32()) if name in ("k", "accepted") else
+                            table.column(name).cast(pa.float64()) if name == "temperature" else
+                            table.column(name).cast(pa.large_string()) if name == "method" else table.column(name))
+                     for name in table.column_names}).replace_schema_metadata(table.schema.metadata)
+    pq.write_table(wide, tmp_path / "wide.parquet")
+    assert list(read_traces(tmp_path / "wide.parquet")["accepted"]) == [1, 2]
+
+
+def test_reader_names_a_trace_whose_data_pages_are_damaged(tmp_path):
+    """The footer whole, a data page overwritten: one LabError naming the file, not pyarrow's OSError."""
+    path = write_shard([record(3, 1)] * 3, tmp_path / "x.parquet")
+    data = bytearray(path.read_bytes())
+    data[8:400] = b"\xab" * 392  # the first column chunk's pages; the footer (its schema) at the end stays
+    path.write_bytes(bytes(data))
+    with pytest.raises(LabError, match=r"x.parquet: not a readable Parquet trace, its data is damaged"):
+        read_traces(path)

@@ -6,7 +6,7 @@ from lab.errors import LabError
 from sim.simulate import prepare_inputs
 from tests.sim.conftest import make_sim
 
-BASE = {"name": "t", "prompts": {"datasets": [{"name": "gsm8k"}]},
+BASE = {"name": "t", "prompts": {"datasets": [{"name": "humaneval"}]},
         "drafters": [{"name": "dspark", "method": "dspark"}], "stages": ["sim"]}
 
 
