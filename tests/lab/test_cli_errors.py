@@ -229,6 +229,17 @@ CASES = [
      lambda w: ["run", "good.yaml", "--stages", "prepare", "--set", "prepare.max_prompt_tokens=4000",
                 "--set", "prepare.max_new_tokens=200"],
      "prepare.max_prompt_tokens + prepare.max_new_tokens = 4200 tokens exceeds the context of target tiny-qwen3"),
+    # training sequences cut to more tokens than the target's context: features of positions it never saw
+    ("training length past the target's context",
+     lambda w: ["run", "good.yaml", "--stages", "train", "--set", "drafters=[{name: d, method: dspark}]",
+                "--set", "train.max_length=4097"],
+     "train.max_length = 4097 tokens exceeds the context of target tiny-qwen3 (4096, its max_position_embeddings); "
+     "lower it"),
+    # at the context itself the check passes: the stage goes on to its prepared data (none in this run)
+    ("training length at the target's context",
+     lambda w: ["run", "good.yaml", "--stages", "train", "--set", "drafters=[{name: d, method: dspark}]",
+                "--set", "train.max_length=4096"],
+     "data: no prepared data (manifest.json missing); run the prepare stage first"),
     # a dataset without a path that no package ships (gsm8k is the paper's): validate said ok, and the
     # evaluate stage stopped at it, after prepare and train had run
     *[(f"{label} at {command}", validate_with(override) if command == "validate" else
