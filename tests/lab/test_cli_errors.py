@@ -373,6 +373,9 @@ CASES = [
     ("repeated temperature", validate_with("decode.temperatures=[0, 1, 0.0]"),
      "decode.temperatures: Value error, temperature 0 is given twice"),
     ("infinite learning rate", validate_with("train.lr=.inf"), "train.lr: Input should be a finite number"),
+    # pydantic's lax mode read a YAML true / false in a number field as 1 / 0
+    ("true for a whole number", validate_with("prompts.datasets.0.cap=true"),
+     "good.yaml: prompts.datasets.0.cap: expected a number, not true"),
     # --request-rate inf is a poisson / gamma workload's rate .inf (every request at once); a closed loop has no rate
     ("infinite rate of a closed loop", validate_with("sim.workload.rate=.inf"),
      ("sim.workload: Value error, workload.rate .inf (--request-rate inf) applies to kind poisson / gamma, not "
