@@ -1,20 +1,91 @@
 """The strict base model every experiment-schema section derives from (unknown keys are errors; NaN and
 infinities are refused in every number: `.nan` as a rate or a time would otherwise pass `gt=0` checks only
-to surface as a traceback, or silently, deep in a stage), and the dataset entry shared by the evaluation
+to surface as a traceback, or silently, deep in a stage; so is a YAML true / false where a number belongs, which
+pydantic's lax mode reads as 1 / 0: `cap: true` kept one prompt), and the dataset entry shared by the evaluation
 prompts and the training data."""
 from __future__ import annotations
 
-from typing import Annotated
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from lab.paths import UserPath
 from lab.slug import Slug
 from lab.vllm_flags import flag_hint
 
 
+def _arms(annotation) -> list:
+    """The types `annotation` admits: X | Y and Optional split, Annotated's constraints dropped."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _arms(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [arm for alternative in get_args(annotation) for arm in _arms(alternative)]
+    return [annotation]
+
+
+def _literal_types(arm) -> set[type]:
+    return {type(value) for value in get_args(arm)} if get_origin(arm) is Literal else set()
+
+
+def _number_not_bool(arms: list) -> bool:
+    """True when the types take a number (int, float, a numeric Literal) and no boolean."""
+    numbers = any(arm in (int, float) or _literal_types(arm) & {int, float} for arm in arms)
+    booleans = any(arm in (bool, Any, object) or bool in _literal_types(arm) for arm in arms)
+    return numbers and not booleans
+
+
+def _item_arms(arms: list, key, container) -> list:
+    """The types an item (index or key `key`) of a list / tuple / set / dict of these types admits."""
+    items = []
+    for arm in arms:
+        origin, args = get_origin(arm), get_args(arm)
+        if not args:
+            continue
+        if isinstance(container, dict) and origin is dict:
+            items += _arms(args[1])
+        elif origin is tuple and not isinstance(container, dict):
+            if len(args) == 2 and args[1] is Ellipsis:
+                items += _arms(args[0])
+            elif key < len(args):
+                items += _arms(args[key])
+        elif origin in (list, set, frozenset) and not isinstance(container, dict):
+            items += _arms(args[0])
+    return items
+
+
+def _stray_bool(arms: list, value) -> tuple[str, bool] | None:
+    """Where in `value` a true / false stands that these types would read as the number 1 / 0 ('' for the value
+    itself, '[2]' for an item) and which, or None where there is none."""
+    if isinstance(value, bool):
+        return ("", value) if _number_not_bool(arms) else None
+    if isinstance(value, (list, tuple, dict)):
+        keyed = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in keyed:
+            found = _stray_bool(_item_arms(arms, key, value), item)
+            if found is not None:
+                return f"[{key}]{found[0]}", found[1]
+    return None
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value, info: ValidationInfo):
+        """Refuse a YAML true / false (on, yes, ...) in a number field: pydantic's lax int and float take it as 1 / 0.
+        A boolean field, and a YamlSwitch setting's on / off words, take it as they did."""
+        if not isinstance(value, (bool, list, tuple, dict)) or info.field_name is None:
+            return value
+        found = _stray_bool(_arms(cls.model_fields[info.field_name].annotation), value)
+        if found is not None:
+            where, flag = found
+            raise PydanticCustomError("bool_for_a_number", "expected a number, not {word}{at}",
+                                      {"word": "true" if flag else "false", "at": f" (item {where})" if where else ""})
+        return value
 
 
 def validation_message(exc: ValidationError, blank: str = "<root>") -> str:

@@ -334,7 +334,7 @@ def require_context(target: Target, needed: int, fields: str) -> None:
     limit = getattr(target.config, "max_position_embeddings", None)
     if isinstance(limit, int) and needed > limit:
         raise LabError(f"{fields} = {needed} tokens exceeds the context of target {target.name} "
-                       f"({limit}, its max_position_embeddings); lower them")
+                       f"({limit}, its max_position_embeddings); lower {'them' if '+' in fields else 'it'}")
 
 
 def target_record(target: Target, section: TargetSection) -> dict:

@@ -342,6 +342,10 @@ def train(ctx: RunContext, target, specs=None) -> dict:
              and (section.drafters is None or s.name in section.drafters)]
     if not specs:
         return {}
+    from real.targets import require_context
+
+    # a training sequence past the target's context: its features come from positions the target never saw
+    require_context(target, section.max_length, "train.max_length")
     dist = init_distributed(target.device.type)
     if section.batch_size % dist.world:
         raise LabError(f"train.batch_size {section.batch_size} must be a multiple of the {dist.world} ranks")

@@ -21,7 +21,7 @@ trace row.
 Table rows are drawn independently (`draw: iid`) or, as vLLM's benchmark sends its seeded-shuffled
 conversations, as a seeded permutation taken in order (`draw: shuffle`). A sampler given its own generator
 (the simulator gives it one, seeded by the run's seed alone) draws the same requests whatever the arrival
-process does: as vLLM's benchmark samples its dataset before and apart from the arrival times, a rate or
+process does, request by request however the draws are split (a closed loop's C users first, then one at a time): as vLLM's benchmark samples its dataset before and apart from the arrival times, a rate or
 concurrency sweep sends the same prompts at every point. With `source: recorded` the output
 length is the recorded output length of the prompt the acceptance source replays (-1 here).
 Constructors do no I/O; read_lengths / load_length_table / load_arrival_trace are the only readers.
@@ -349,8 +349,11 @@ class LengthSampler:
         elif self.source == "random":
             p_low, p_high = random_dataset_bounds(self.prompt_tokens, self.range_ratio)
             o_low, o_high = random_dataset_bounds(self.output_tokens, self.range_ratio, minimum=1)
-            p = rng.integers(p_low, p_high + 1, size=n)
-            o = rng.integers(o_low, o_high + 1, size=n)
+            # [n, 2] each request's prompt and output in turn: request i has the same lengths however the draws
+            # are split (a closed loop draws its C users' first, then one at a time), so every point of a
+            # concurrency sweep sends the same requests (numpy draws an [n, 2] block as n blocks of [1, 2])
+            pairs = rng.integers((p_low, o_low), (p_high + 1, o_high + 1), size=(n, 2))
+            p, o = pairs[:, 0], pairs[:, 1]
         elif self.source == "recorded":
             p, o = np.full(n, self.prompt_tokens), np.full(n, -1)
         else:

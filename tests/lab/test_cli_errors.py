@@ -229,6 +229,17 @@ CASES = [
      lambda w: ["run", "good.yaml", "--stages", "prepare", "--set", "prepare.max_prompt_tokens=4000",
                 "--set", "prepare.max_new_tokens=200"],
      "prepare.max_prompt_tokens + prepare.max_new_tokens = 4200 tokens exceeds the context of target tiny-qwen3"),
+    # training sequences cut to more tokens than the target's context: features of positions it never saw
+    ("training length past the target's context",
+     lambda w: ["run", "good.yaml", "--stages", "train", "--set", "drafters=[{name: d, method: dspark}]",
+                "--set", "train.max_length=4097"],
+     "train.max_length = 4097 tokens exceeds the context of target tiny-qwen3 (4096, its max_position_embeddings); "
+     "lower it"),
+    # at the context itself the check passes: the stage goes on to its prepared data (none in this run)
+    ("training length at the target's context",
+     lambda w: ["run", "good.yaml", "--stages", "train", "--set", "drafters=[{name: d, method: dspark}]",
+                "--set", "train.max_length=4096"],
+     "data: no prepared data (manifest.json missing); run the prepare stage first"),
     # a dataset without a path that no package ships (gsm8k is the paper's): validate said ok, and the
     # evaluate stage stopped at it, after prepare and train had run
     *[(f"{label} at {command}", validate_with(override) if command == "validate" else
@@ -362,6 +373,9 @@ CASES = [
     ("repeated temperature", validate_with("decode.temperatures=[0, 1, 0.0]"),
      "decode.temperatures: Value error, temperature 0 is given twice"),
     ("infinite learning rate", validate_with("train.lr=.inf"), "train.lr: Input should be a finite number"),
+    # pydantic's lax mode read a YAML true / false in a number field as 1 / 0
+    ("true for a whole number", validate_with("prompts.datasets.0.cap=true"),
+     "good.yaml: prompts.datasets.0.cap: expected a number, not true"),
     # --request-rate inf is a poisson / gamma workload's rate .inf (every request at once); a closed loop has no rate
     ("infinite rate of a closed loop", validate_with("sim.workload.rate=.inf"),
      ("sim.workload: Value error, workload.rate .inf (--request-rate inf) applies to kind poisson / gamma, not "

@@ -40,6 +40,37 @@ def test_on_and_off_are_words_not_yaml_booleans():
         config_from_dict(MINIMAL, overrides=["target.cpu_linear=7"])
 
 
+# pydantic's lax int and float read a YAML true / false as 1 / 0: `cap: true` kept one prompt, `lr: true` trained
+# at 1.0; every number field of the schema refuses it, naming the field (and the item of a list)
+@pytest.mark.parametrize("override, message", [
+    ("prompts.datasets.0.cap=true", "prompts.datasets.0.cap: expected a number, not true"),
+    ("train.max_length=yes", "train.max_length: expected a number, not true"),
+    ("train.lr=false", "train.lr: expected a number, not false"),
+    ("seed=true", "seed: expected a number, not true"),
+    ("threads=on", "threads: expected a number, not true"),  # int | 'auto'
+    ("target.tap_layers=[1, false]", "target.tap_layers: expected a number, not false (item [1])"),
+    ("decode.temperatures=[0, true]", "decode.temperatures: expected a number, not true (item [1])"),
+    ("sim={workload: {kind: closed_loop, concurrency: true}}", "sim.workload.concurrency: expected a number, not true"),
+    ("sim={sweep: {values: [1, true]}}", "sim.sweep.values: expected a number, not true (item [1])"),
+    ("sim={acceptance: {datasets: {humaneval: true}}}",
+     "sim.acceptance.datasets: expected a number, not true (item [humaneval])"),
+])
+def test_a_boolean_is_not_a_number(override, message):
+    with pytest.raises(LabError) as err:
+        config_from_dict(MINIMAL, overrides=[override])
+    assert str(err.value).endswith(message)
+
+
+def test_booleans_still_reach_boolean_fields():
+    """Boolean fields (plain and optional) and on / off switches take true / false as before."""
+    cfg = config_from_dict(MINIMAL, overrides=["decode.baseline=false", "prompts.chat_template=no",
+                                               "drafters.0.confidence_head=off", "train.autocast=off",
+                                               "sim={engine: {enable_chunked_prefill: false}, plots: off}"])
+    assert (cfg.decode.baseline, cfg.prompts.chat_template, cfg.drafters[0].confidence_head) == (False, False, False)
+    assert cfg.train.autocast == "off" and cfg.sim.engine.enable_chunked_prefill is False and cfg.sim.plots is False
+    assert config_from_dict(MINIMAL, overrides=["prompts.datasets.0.cap=3"]).prompts.datasets[0].cap == 3
+
+
 @pytest.mark.parametrize("override, fragment", [
     ("decode.max_new_tokens=-1", "decode.max_new_tokens"),
     ("decode.bogus=1", "decode.bogus: unknown key"),

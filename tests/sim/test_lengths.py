@@ -80,12 +80,15 @@ def test_a_run_with_table_lengths_repeats_with_its_seed(tmp_path):
     assert first["input_tokens"].tolist() != other["input_tokens"].tolist()
 
 
-@pytest.mark.parametrize("draw", ["iid", "shuffle"])
+@pytest.mark.parametrize("draw", ["iid", "shuffle", "random"])
 def test_the_same_requests_at_every_rate_and_concurrency_of_a_seed(tmp_path, draw):
     """vLLM's benchmark samples its dataset apart from the arrival times: a rate or concurrency sweep sends the
-    same prompts at every point. The simulator's lengths have a stream of their own for the same reason."""
+    same prompts at every point. The simulator's lengths have a stream of their own for the same reason, and
+    are drawn request by request, though a closed loop draws its users' first ones together, then one at a time
+    (random lengths with a range ratio drew the C first prompts, then their outputs: request i's changed with C)."""
     path = write_csv(tmp_path / "l.csv", prompt_tokens=np.arange(20, 420, 4), output_tokens=np.arange(3, 103))
-    lengths = {"source": "csv", "csv_path": path, "draw": draw}
+    lengths = ({"source": "random", "prompt_tokens": 200, "output_tokens": 50, "range_ratio": 0.5} if draw == "random"
+               else {"source": "csv", "csv_path": path, "draw": draw})
 
     def sent(workload: dict, seed: int = 0) -> list[tuple[int, int]]:
         log = simulate(prepare_inputs(make_sim(workload=workload), seed=seed), "ar", seed=seed).requests
@@ -267,6 +270,18 @@ def test_a_missing_table_of_a_tokenizer_the_builder_does_not_know_says_what_work
         read_lengths(LengthSpec(source="sharegpt", tokenizer="gemma3"))
     # borrow set and a table to borrow: no error at all
     assert len(read_lengths(spec.model_copy(update={"borrow": True})))
+
+
+@pytest.mark.parametrize("users", [1, 4, 16])
+def test_a_random_requests_lengths_do_not_depend_on_how_the_draws_are_split(users):
+    """Request i's lengths when a closed loop of `users` draws them (its users' first requests together, then
+    one at a time) are those of one draw of all the requests: the same requests at every concurrency."""
+    spec = LengthSpec(source="random", prompt_tokens=300, output_tokens=80, range_ratio=0.4)
+    whole = LengthSampler.from_spec(spec, None, rng=np.random.default_rng(7)).sample(40, None)
+    sampler = LengthSampler.from_spec(spec, None, rng=np.random.default_rng(7))
+    parts = [sampler.sample(users, None)] + [sampler.sample(1, None) for _ in range(40 - users)]
+    assert (np.concatenate([p for p, _ in parts]) == whole[0]).all()
+    assert (np.concatenate([o for _, o in parts]) == whole[1]).all()
 
 
 def test_vllm_random_dataset_rule():
