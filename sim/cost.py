@@ -635,10 +635,12 @@ class CostModel:
         touched expert, and the longer of its expert-weight reads and its grouped-GEMM FLOPs (scalar or numpy)."""
         touched = self.model.touched_experts(tokens, self.ep, self._gather)  # one GPU's kernel
         builtin = tokens > self._builtin_past  # vLLM's 64 x 64 x 32 built-in tiles (engine.moe_tiles default)
-        per_byte = np.where(builtin, self._t_byte_builtin, self._t_per_expert_byte) if isinstance(tokens, np.ndarray) \
-            else (self._t_byte_builtin if builtin else self._t_per_expert_byte)
-        per_flop = np.where(builtin, self._t_flops_builtin, self._t_per_token_expert_flops) \
-            if isinstance(tokens, np.ndarray) else (self._t_flops_builtin if builtin else self._t_per_token_expert_flops)
+
+        def pick(on_builtin, on_tuned):  # per token count (scalar or numpy)
+            return np.where(builtin, on_builtin, on_tuned) if isinstance(tokens, np.ndarray) \
+                else (on_builtin if builtin else on_tuned)
+        per_byte = pick(self._t_byte_builtin, self._t_per_expert_byte)
+        per_flop = pick(self._t_flops_builtin, self._t_per_token_expert_flops)
         memory = self.model.routed_bytes_read(tokens, self.ep, self._gather) * per_byte
         if self._gemm_factor != 1.0:
             memory = memory * np.where(tokens > self._gemv_rows, self._gemm_factor, 1.0) \

@@ -439,11 +439,11 @@ def row_lengths(row: PublicRow, mode: str = "auto") -> dict:
     run's means: borrows_sharegpt_table), vLLM's random rule, or the run's means."""
     b = row.bench
     caps = {"max_prompt_tokens": max(b.input_tokens, 32768), "max_output_tokens": max(b.output_tokens, 8192)}
+    sharegpt = {"source": "sharegpt", "tokenizer": b.tokenizer, "sharegpt_output_len": b.sharegpt_output_len, **caps}
     if uses_sharegpt_table(row, mode):
-        return {"source": "sharegpt", "tokenizer": b.tokenizer, "sharegpt_output_len": b.sharegpt_output_len, **caps}
-    if borrows_sharegpt_table(row, mode):
-        return {"source": "sharegpt", "tokenizer": b.tokenizer, "sharegpt_output_len": b.sharegpt_output_len,
-                "borrow": True, "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens, **caps}
+        return sharegpt
+    if borrows_sharegpt_table(row, mode):  # scaled to the run's means
+        return {**sharegpt, "borrow": True, "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens}
     if b.dataset == "random" and b.lengths == "fixed":
         return {"source": "random", "prompt_tokens": b.input_tokens, "output_tokens": b.output_tokens,
                 "range_ratio": b.range_ratio, **caps}

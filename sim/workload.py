@@ -50,6 +50,7 @@ SHAREGPT_MIN_LEN = 4
 SHAREGPT_MAX_PROMPT = 1024
 SHAREGPT_MAX_TOTAL = 2048
 CSV_FIELD = "sim.workload.lengths.csv_path"
+BORROW_FIELD = "sim.workload.lengths.borrow"  # also what read_lengths tells a borrowed table by
 
 
 def _read_csv(path: str | Path, field: str, columns=()) -> pd.DataFrame:
@@ -180,7 +181,7 @@ def cached_sharegpt_tables() -> list[str]:
 @lru_cache(maxsize=64)
 def _kept_prompt_mean(path: str, stamp: tuple, output_len: int | None) -> float:
     """The mean prompt of the rows of a cached ShareGPT table that vLLM's filter keeps (stamp: mtime, size)."""
-    kept = sharegpt_filter(load_length_table(path, "sim.workload.lengths.borrow"), output_len)
+    kept = sharegpt_filter(load_length_table(path, BORROW_FIELD), output_len)
     return float(kept[:, 0].mean()) if len(kept) else math.nan
 
 
@@ -259,7 +260,7 @@ def length_table_file(spec) -> tuple[Path | None, str]:
     if spec.source == "sharegpt":
         borrowed = borrowed_table_name(spec)
         if borrowed is not None:
-            return sharegpt_table_path(borrowed), "sim.workload.lengths.borrow"
+            return sharegpt_table_path(borrowed), BORROW_FIELD
         return sharegpt_table_source(spec.tokenizer)[0], "sim.workload.lengths.tokenizer"
     return None, ""
 
@@ -286,7 +287,7 @@ def read_lengths(spec) -> np.ndarray | None:
     if spec.source == "sharegpt" and not spec.csv_path and not path.is_file():
         raise LabError(missing_sharegpt_table(spec, path, field))
     table = load_length_table(path, field)
-    if field == "sim.workload.lengths.borrow":  # another tokenizer's counts, scaled to this one's means
+    if field == BORROW_FIELD:  # another tokenizer's counts, scaled to this one's means
         return borrowed_sharegpt_table(table, spec.prompt_tokens, spec.output_tokens, spec.sharegpt_output_len)
     if spec.source == "sharegpt":
         if not spec.csv_path:
