@@ -17,8 +17,8 @@ dtype) by CostModel.moe_layer_time on its card's preset: per layer, moe_layer_us
 sheet's own: bw_efficiency and mfu where moe_bw_efficiency / moe_mfu are unset) by least squares on log time:
 pooled over every card's runs (each on its own sheet), scored on each card with that card's runs left out of the
 fit, and per card with each run left out in turn. Runs on devices without a preset (`other`) or timed by another
-harness are kept in the file but not fitted; the lab's own runs (tool lab) inform the read and FLOP fractions only,
-not the per-call floor (fit_runs). --terms moe_lowp_efficiency (the w8a8 experts' own fraction of the fp8 / int8
+harness are kept in the file but not fitted; the lab's own runs (tool lab) and vLLM's fused_experts timed by a third
+party's harness (harness fused_experts) inform the read and FLOP fractions only, not the per-call floor (fit_runs). --terms moe_lowp_efficiency (the w8a8 experts' own fraction of the fp8 / int8
 peak) fits on the fp8 / int8 runs alone; --terms moe_default_tile_mfu (unquantized experts on vLLM's built-in tiles,
 sim.engine.moe_tiles default) on the lab's bf16 runs of those tiles alone (builtin_tiles), which every other fit leaves
 out. Writes moe_kernels.csv (every run x
@@ -85,7 +85,7 @@ class KernelRun(StrictModel):
     id: str = Field(min_length=1)
     url: str | None = None  # required for published runs; the lab's own (tool lab) say how in `note`
     tool: Literal["vllm", "sglang", "lab"]
-    harness: Literal["benchmark_moe", "tuning_fused_moe_triton", "bench_moe", "other"] = "benchmark_moe"
+    harness: Literal["benchmark_moe", "tuning_fused_moe_triton", "bench_moe", "fused_experts", "other"] = "benchmark_moe"
     device: str = Field(description="a hardware preset name, or `other` (not priced)")
     device_name: str | None = None
     model: str
@@ -222,18 +222,26 @@ def fit_terms(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> 
     return {t: float(v) for t, v in zip(terms, best.x)}
 
 
+def own_floor(run: KernelRun) -> bool:
+    """Whether a run's per-call floor is vLLM's or SGLang's own kernel benchmark's: not the lab's kernel (tool lab:
+    vLLM's algorithm in the lab's code) nor vLLM's fused_experts timed by a third party's harness (harness
+    fused_experts: its own router, launches and timer around vLLM's kernels)."""
+    return run.tool != "lab" and run.harness != "fused_experts"
+
+
 def fit_runs(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> list[KernelRun]:
-    """The runs a fit of `terms` uses: on a preset card, timed by vLLM's or SGLang's own kernel benchmark or by
-    real.bench_moe, and not excluded (`exclude` says why). The lab's own runs (tool lab) inform only LAB_TERMS:
-    its kernel is vLLM's algorithm (the same reads and FLOPs) but not vLLM's code, so its per-call floor and
-    per-expert cost are its own (its floor fits 44 us where vLLM's and SGLang's published tables fit 31)."""
+    """The runs a fit of `terms` uses: on a preset card, timed by vLLM's or SGLang's own kernel benchmark, by
+    real.bench_moe or by another harness around vLLM's fused_experts, and not excluded (`exclude` says why). The
+    last two inform only LAB_TERMS (own_floor): the lab's kernel is vLLM's algorithm (the same reads and FLOPs) but
+    not vLLM's code, and a third party's harness adds its own router and launches, so their per-call floor and
+    per-expert cost are their own (the lab's floor fits 44 us where vLLM's and SGLang's published tables fit 31)."""
     if set(terms) <= set(DEFAULT_TILE_TERMS):  # the built-in tiles' own runs, unquantized (their `exclude` keeps
         return [r for r in runs if builtin_tiles(r) and r.device != "other"  # them out of every other fit)
                 and KERNEL_DTYPES[r.dtype][0] == 16.0]
     own_code_ok = set(terms) <= set(LAB_TERMS)
     w8a8_only = set(terms) <= set(W8A8_TERMS)  # a fit of those alone: the runs they price (others add constants)
     return [r for r in runs if r.device != "other" and r.harness != "other" and r.exclude is None
-            and (r.tool != "lab" or own_code_ok) and (not w8a8_only or KERNEL_DTYPES[r.dtype][1] in W8A8_DTYPES)]
+            and (own_floor(r) or own_code_ok) and (not w8a8_only or KERNEL_DTYPES[r.dtype][1] in W8A8_DTYPES)]
 
 
 def scored(runs: list[KernelRun], values) -> pd.DataFrame:

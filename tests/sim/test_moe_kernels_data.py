@@ -10,7 +10,7 @@ import yaml
 DATA = Path(__file__).resolve().parents[2] / "sim" / "validation" / "moe_kernels.yaml"
 
 TOOLS = {"vllm", "sglang", "lab"}
-HARNESSES = {"benchmark_moe", "tuning_fused_moe_triton", "bench_moe", "other"}
+HARNESSES = {"benchmark_moe", "tuning_fused_moe_triton", "bench_moe", "fused_experts", "other"}
 DTYPES = {"bf16", "fp16", "fp8_w8a8", "fp8_w8a8_block", "int8_w8a16", "int4_w4a16", "mxfp4_w4a16"}
 POSITIVE_INTS = ("tp", "experts", "shard_intermediate", "hidden", "top_k")
 REQUIRED = ("id", "tool", "harness", "device", "device_name", "model", *POSITIVE_INTS, "dtype",
