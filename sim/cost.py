@@ -513,8 +513,8 @@ class CostModel:
         self._bucket_max = self.buckets[-1] if self.buckets else 0
         # the SPS curve has a closed form (RooflineSps) on the plain roofline
         self._closed_sps = not (self.profile is not None or self._bucket_list is not None
-                                or self._t_per_token_link or self._t_per_sampled_row_link or self._moe or self._gemm_factor != 1.0 or self._serial
-                                or self._row_tile > 1)
+                                or self._t_per_token_link or self._t_per_sampled_row_link or self._moe
+                                or self._gemm_factor != 1.0 or self._serial or self._row_tile > 1)
 
     @classmethod
     def from_config(cls, sim, run_root: str | Path | None = None) -> CostModel:
