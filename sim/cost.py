@@ -76,9 +76,11 @@ tp GPUs:
           with a prefill, where vLLM gathers the recurrent states of the requests its chunked kernel runs over into
           a contiguous copy and scatters them back, two plain copies beside the kernel (step_time's
           `state_copies`, counted by sim/linear_attn.state_copies; 0 otherwise)
-        + TP all-reduce (2 per layer, ring: 2 (tp-1)/tp x tokens x hidden x activation bytes on the
-          configured link, + its latency; allreduce_time_s, scored on published collective timings by
-          sim.allreduce_check) + EP communication over dp = ep / tp > 1 data-parallel ranks
+        + TP all-reduce (2 per layer and 1 for the vocab-parallel input embedding, ring: 2 (tp-1)/tp x tokens x
+          hidden x activation bytes on the configured link, + its latency; allreduce_time_s, scored on published
+          collective timings by sim.allreduce_check) + the logits' gather once a step ((tp-1)/tp x sampled rows x
+          vocab x activation bytes + one latency: the vocab-parallel LM head's columns joined for the sampler)
+          + EP communication over dp = ep / tp > 1 data-parallel ranks
           (dispatch and combine per MoE layer as vLLM's all2all backend moves them, all2all_cost: by default
           an all-gather and a reduce-scatter of (dp-1) x tokens x hidden x activation bytes each, + latency),
           or, vLLM's DP without EP (moe_dp > 1, engine.dp_mode vllm: every expert split over moe_dp x tp GPUs, each
@@ -254,6 +256,21 @@ def allreduce_s_per_byte(link, tp: int) -> float:
     """Seconds per byte of the reduced tensor for one ring all-reduce on `tp` GPUs: each GPU sends and receives
     2 (tp-1)/tp of it at the link's bandwidth_gbs."""
     return 2 * (tp - 1) / tp / (link.bandwidth_gbs * 1e9)
+
+
+def allgather_s_per_byte(link, tp: int) -> float:
+    """Seconds per byte of the gathered (whole) tensor for one ring all-gather (or gather to one rank) on `tp` GPUs:
+    each GPU sends or receives the other (tp-1)/tp of it at the link's bandwidth_gbs; the latency is
+    allreduce_latency_s's (one collective call)."""
+    return (tp - 1) / tp / (link.bandwidth_gbs * 1e9)
+
+
+def tp_step_collectives(n_layers: int) -> int:
+    """All-reduces of the hidden states in one tensor-parallel forward pass: two per layer (RowParallelLinear's
+    o_proj and down_proj) and one for the input embedding (VocabParallelEmbedding.forward masks the tokens outside
+    its vocabulary shard and all-reduces the rows: vllm/model_executor/layers/vocab_parallel_embedding.py, every
+    release the lab prices)."""
+    return 2 * n_layers + 1
 
 
 def allreduce_time_s(link, tp: int, nbytes):
@@ -455,11 +472,19 @@ class CostModel:
         if matmul != m.dtype:  # a w8a8 / w4a4 checkpoint quantizes each quantized linear's input on the fly
             self._fixed += m.quant_linears * hw.act_quant_us * 1e-6
         self._t_per_token_link = 0.0
+        self._t_per_sampled_row_link = 0.0  # per row the LM head computes (a request's sampled token, each draft)
         link = hw.interconnect
         act_bytes = 4.0 if m.dtype == "fp32" else 2.0
-        if tp > 1:  # two ring all-reduces of the hidden states per layer (allreduce_time_s)
-            self._fixed += 2 * m.n_layers * allreduce_latency_s(link, tp)
-            self._t_per_token_link += 2 * m.n_layers * m.hidden * act_bytes * allreduce_s_per_byte(link, tp)
+        if tp > 1:  # ring all-reduces of the hidden states (allreduce_time_s): 2 per layer + the embedding's
+            collectives = tp_step_collectives(m.n_layers)
+            self._fixed += collectives * allreduce_latency_s(link, tp)
+            self._t_per_token_link += collectives * m.hidden * act_bytes * allreduce_s_per_byte(link, tp)
+            # the LM head's logits are vocab-parallel: each GPU computes vocab / tp columns of every sampled row and
+            # LogitsProcessor._gather_logits joins them once a step -- an all-gather in V1, whose every worker runs
+            # the sampler (vLLM PR 9856), a gather to the driver in V0 -- (tp-1)/tp of rows x vocab x activation
+            # bytes over the link, plus one call's latency (vllm/model_executor/layers/logits_processor.py)
+            self._fixed += allreduce_latency_s(link, tp)
+            self._t_per_sampled_row_link = m.vocab * act_bytes * allgather_s_per_byte(link, tp)
         if self.all2all not in ALL2ALL_BACKENDS:
             raise LabError(f"sim: all2all {self.all2all!r} is not one of {ALL2ALL_BACKENDS}")
         dp = self._dp  # with dp 1 (ep = tp) there is no all-to-all
@@ -488,8 +513,8 @@ class CostModel:
         self._bucket_max = self.buckets[-1] if self.buckets else 0
         # the SPS curve has a closed form (RooflineSps) on the plain roofline
         self._closed_sps = not (self.profile is not None or self._bucket_list is not None
-                                or self._t_per_token_link or self._moe or self._gemm_factor != 1.0 or self._serial
-                                or self._row_tile > 1)
+                                or self._t_per_token_link or self._t_per_sampled_row_link or self._moe
+                                or self._gemm_factor != 1.0 or self._serial or self._row_tile > 1)
 
     @classmethod
     def from_config(cls, sim, run_root: str | Path | None = None) -> CostModel:
@@ -608,6 +633,8 @@ class CostModel:
             compute -= unsampled * self._t_head_flops
         memory = weights + kv_sum * self._t_per_kv_token
         t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link
+        if self._t_per_sampled_row_link:  # the logits' gather: the rows the LM head computed
+            t += (tokens - unsampled if unsampled > 0 else tokens) * self._t_per_sampled_row_link
         if self._t_state:  # the recurrent GDN kernel's own state traffic, after the GEMMs, not beside them
             t += n_reqs * self._t_state
         if self._serial:
@@ -723,6 +750,8 @@ class CostModel:
         if self._moe:
             t = t + self._experts_time(tokens, gemm_tokens)
         t = t + self._fixed + tokens * self._t_per_token_link + n_reqs * self.request_overhead_s
+        if self._t_per_sampled_row_link:  # as step_time: the logits' gather over the sampled rows
+            t = t + np.minimum(tokens, reqs + np.asarray(drafts, dtype=np.float64)) * self._t_per_sampled_row_link
         if spec:
             t = t + (self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s)
         return t * mult

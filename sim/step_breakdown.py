@@ -112,7 +112,8 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     terms.update({"step overhead": cm.step_overhead_s, "layer overhead": layers,
                   "piecewise graphs (engine.cuda_graph_mode)": graphs,
                   "other fixed (act quant, collective latency)": cm._fixed - cm.step_overhead_s - layers - graphs,
-                  "collective bytes": tokens * cm._t_per_token_link})
+                  "collective bytes": tokens * cm._t_per_token_link
+                  + min(tokens, n_reqs) * cm._t_per_sampled_row_link})  # the logits' gather: one row per request
     if cm._moe:
         touched = m.touched_experts(tokens, cm.ep, cm._gather)
         experts = cm._experts_time(tokens, gemm_tokens)

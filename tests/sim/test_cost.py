@@ -7,7 +7,7 @@ from lab.config_sim import InterconnectSheet, SimSection
 from lab.errors import LabError
 from sim.cost import CostModel, allreduce_time_s, ep_remote_pair_bytes, moe_pair_bytes
 from sim.hardware import achievable_bandwidth, get_hardware
-from sim.models import get_model
+from sim.models import from_hf_config, get_model
 from tests.sim.conftest import make_sim
 
 
@@ -116,8 +116,8 @@ def test_tp_all_reduce_priced_on_the_configured_link():
     pcie = get_hardware("h100").model_copy(update={"interconnect": link})
     slow = CostModel(pcie, m, tp=2)
     gap = slow.step_time(1024, 0, 8, False) - nvlink.step_time(1024, 0, 8, False)
-    per_token = 2 * 32 * 2 * 0.5 * 4096 * 2  # bytes: 2 all-reduces x layers x ring factor x hidden x bf16
-    latency = 2 * 32 * (15 - 8) * 1e-6
+    per_token = 65 * 2 * 0.5 * 4096 * 2  # bytes: (2 x layers + the embedding's) all-reduces x ring factor x hidden x bf16
+    latency = (65 + 1) * (15 - 8) * 1e-6  # + the logits' gather (a preset shape: no vocabulary, so no bytes)
     assert gap == pytest.approx(1024 * per_token * (1 / 25e9 - 1 / 450e9) + latency)
     section = make_sim(hardware={"preset": "h100", "tp": 2,
                                  "interconnect": {"kind": "pcie", "bandwidth_gbs": 25, "latency_us": 15}})
@@ -127,7 +127,8 @@ def test_tp_all_reduce_priced_on_the_configured_link():
 
 def test_one_all_reduce_by_hand_and_the_step_prices_two_per_layer():
     """allreduce_time_s (what sim.allreduce_check scores on published timings) by hand, and a tp > 1 step's link
-    time is 2 x layers x one all-reduce of its hidden states; tp 1 has none."""
+    time is 2 x layers + 1 (the embedding's) all-reduces of its hidden states and the logits' gather (its latency
+    alone on a preset shape without a vocabulary); tp 1 has none."""
     link = InterconnectSheet(kind="pcie", bandwidth_gbs=4, latency_us=30)
     assert allreduce_time_s(link, 4, 8 * 2 ** 20) * 1e6 == pytest.approx(30 + 1.5 * 8388608 / 4000)  # 3175.728 us
     assert allreduce_time_s(link, 2, 0) * 1e6 == pytest.approx(30)
@@ -137,19 +138,47 @@ def test_one_all_reduce_by_hand_and_the_step_prices_two_per_layer():
     no_link = CostModel(hw.model_copy(update={"interconnect": InterconnectSheet(kind="none", bandwidth_gbs=1e12)}),
                         m, tp=4)
     gap = cm.step_time(1024, 0, 8, False) - no_link.step_time(1024, 0, 8, False)
-    assert gap == pytest.approx(2 * 32 * allreduce_time_s(link, 4, 1024 * 4096 * 2), rel=1e-6)
-    assert gap == pytest.approx(2 * 32 * (30 + 1.5 * 1024 * 4096 * 2 / 4000) * 1e-6, rel=1e-6)
+    assert gap == pytest.approx(65 * allreduce_time_s(link, 4, 1024 * 4096 * 2) + 30e-6, rel=1e-6)
+    assert gap == pytest.approx((65 * (30 + 1.5 * 1024 * 4096 * 2 / 4000) + 30) * 1e-6, rel=1e-6)
     assert CostModel(hw, m, tp=1).step_time(1024, 0, 8, False) == CostModel(
         get_hardware("h100"), m, tp=1).step_time(1024, 0, 8, False)
+
+
+def test_tp_step_all_reduces_the_embedding_and_gathers_the_sampled_logits():
+    """At tp > 1 vLLM's forward pass all-reduces the vocab-parallel embedding's rows once beside the layers' two
+    all-reduces each, and LogitsProcessor gathers the vocab-parallel logits of the sampled rows once a step (V1: an
+    all-gather, every worker samples): (tp-1)/tp x rows x vocab x 2 bytes + one latency. A prefill chunk's earlier
+    prompt tokens have no logits row; a verified draft has one. tp 1 has none of it."""
+    m = from_hf_config("sim/validation/configs/llama-3.1-8b-instruct.json")  # 32 layers, hidden 4096, vocab 128,256
+    assert (m.n_layers, m.hidden, m.vocab) == (32, 4096, 128256)
+    link = InterconnectSheet(kind="pcie", bandwidth_gbs=5.0, latency_us=40)
+    hw = get_hardware("rtx-4090").model_copy(update={"interconnect": link})
+    free = hw.model_copy(update={"interconnect": InterconnectSheet(kind="none", bandwidth_gbs=1e12, latency_us=0)})
+    cm, no_link = CostModel(hw, m, tp=4), CostModel(free, m, tp=4)
+
+    def gap(tokens, n_reqs, drafts=0):
+        return cm.step_time(tokens, 300.0 * n_reqs, n_reqs, False, drafts) - no_link.step_time(
+            tokens, 300.0 * n_reqs, n_reqs, False, drafts)
+
+    all_reduce = lambda tokens: 65 * (40e-6 + 1.5 * tokens * 4096 * 2 / 5e9)  # noqa: E731
+    gather = lambda rows: 40e-6 + 0.75 * rows * 128256 * 2 / 5e9  # noqa: E731
+    assert gap(3, 3) == pytest.approx(all_reduce(3) + gather(3), rel=1e-9)  # 2.97 ms, the gather 0.27 of it
+    assert gap(3 + 512, 4) == pytest.approx(all_reduce(515) + gather(4), rel=1e-9)  # a chunk: one row for it
+    assert gap(3 * 4, 3, drafts=9) == pytest.approx(all_reduce(12) + gather(12), rel=1e-9)  # each draft sampled
+    assert cm.step_time_vec(np.array([3.0, 515.0]), 1200.0, 4, False, 0)[1] == pytest.approx(
+        cm.step_time(515, 1200.0, 4, False), rel=1e-12)
+    one = CostModel(hw, m, tp=1)
+    assert one.step_time(3, 900.0, 3, False) == CostModel(free, m, tp=1).step_time(3, 900.0, 3, False)
 
 
 def test_rtx_4090_link_is_the_fit_on_published_all_reduce_timings():
     """The RTX 4090 link: sim.allreduce_check --fit's bandwidth (nccl-tests), sim.tp_decode_check --fit's serving
     latency; a tp 2 step costs the hand-computed extra over the old 25 GB/s / 15 us sheet, a tp 1 step nothing."""
     hw, m = get_hardware("rtx-4090"), get_model("llama-2-7b")
-    assert (hw.interconnect.bandwidth_gbs, hw.interconnect.latency_us) == (5.54, 37.2)
+    assert (hw.interconnect.bandwidth_gbs, hw.interconnect.latency_us) == (5.54, 37.1)
     old = hw.model_copy(update={"interconnect": InterconnectSheet(kind="pcie", bandwidth_gbs=25, latency_us=15)})
-    extra = 2 * 32 * ((37.2 - 15) * 1e-6 + 1024 * 4096 * 2 * (1 / 5.54e9 - 1 / 25e9))  # ring factor 1 at tp 2
+    extra = 65 * ((37.1 - 15) * 1e-6 + 1024 * 4096 * 2 * (1 / 5.54e9 - 1 / 25e9))  # ring factor 1 at tp 2
+    extra += (37.1 - 15) * 1e-6  # the logits' gather: its latency (no vocabulary on a preset shape)
     assert CostModel(hw, m, tp=2).step_time(1024, 0, 8, False) - CostModel(old, m, tp=2).step_time(
         1024, 0, 8, False) == pytest.approx(extra)
     assert CostModel(hw, m, tp=1).step_time(1024, 0, 8, False) == CostModel(old, m, tp=1).step_time(1024, 0, 8, False)
