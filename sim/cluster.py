@@ -190,6 +190,8 @@ class Replica:
         self.sum_running = 0  # sum over steps of running requests
         self.peak_running = 0
         self.n_preemptions = 0
+        # with cluster.record_steps: one (seconds, decoding requests, prefill chunks, chunk tokens) per step, in order
+        self.step_log: list[tuple[float, int, int, int]] | None = [] if cluster.record_steps else None
         # a measured step profile prices the steps: which of them it read outside its grid (sim/profile_coverage.py)
         profile = cluster.cost.profile
         self.coverage = ProfileCoverage(profile.axes) if profile is not None else None
@@ -231,6 +233,8 @@ class Replica:
         self.busy_time += dt
         self.n_steps += 1
         self.sum_batch_tokens += tokens
+        if self.step_log is not None:  # a decode row emits a token this step; a chunk's request at most its first
+            self.step_log.append((dt, n_req - len(chunks), len(chunks), sum(c for _, c in chunks)))
         if self.coverage is not None:  # the point its own shape reads (a DP-padded lockstep step: its unpadded one)
             self.coverage.add(*self.cl.cost.profile_point(tokens, kv_sum, n_req, n_spec), dt)
         self.apply(self.cl.env.now, lengths, state, n_spec, chunks)
@@ -710,8 +714,10 @@ class Cluster:
 
     def __init__(self, env, cost, policy_factory, source, n_replicas: int, engine, rng: np.random.Generator,
                  kv_capacity: int, router: str = "round_robin", window: tuple[float, float] = (0.0, float("inf")),
-                 closed_loop: dict | None = None, kv_blocks: int | None = None, frontend=None, lockstep: int = 1):
+                 closed_loop: dict | None = None, kv_blocks: int | None = None, frontend=None, lockstep: int = 1,
+                 record_steps: bool = False):
         self.env = env
+        self.record_steps = record_steps  # each replica keeps its steps' shapes (Replica.step_log)
         self.cost = cost
         self.source = source
         engine = engine_with_defaults(engine, cost.hw, cost.model)  # null limits: what `vllm serve` picks

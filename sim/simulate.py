@@ -324,8 +324,9 @@ def lockstep_group(sim, cost) -> int:
 
 
 def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: int = 0,
-             keep_cluster: bool = False) -> RunResult:
-    """Run one point: policy `label` at sweep value `value` (concurrency or rate multiplier) and seed."""
+             keep_cluster: bool = False, record_steps: bool = False) -> RunResult:
+    """Run one point: policy `label` at sweep value `value` (concurrency or rate multiplier) and seed.
+    `record_steps`: every replica keeps its steps' shapes (sim.cluster Replica.step_log; with keep_cluster)."""
     sim = inputs.sim
     spec = policy_spec(sim, label)
     wl = sim.workload
@@ -371,7 +372,8 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     window = (warmup, float("inf") if whole_run else end)
     cluster = Cluster(env, cost, lambda: make_policy(spec, gamma), source, sim.replicas, sim.engine, rng,
                       kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed, kv_blocks=kv_blocks,
-                      frontend=sim.frontend if sim.frontend.enabled else None, lockstep=lockstep_group(sim, cost))
+                      frontend=sim.frontend if sim.frontend.enabled else None, lockstep=lockstep_group(sim, cost),
+                      record_steps=record_steps)
     feeder = None
     # the benchmark client's --max-concurrency over open-loop arrivals: a replayed log's, or the workload's own
     limit = inputs.client_limit or wl.client_limit
