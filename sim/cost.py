@@ -59,7 +59,9 @@ tp GPUs:
           tuned config file for the shape) moe_default_tile_mfu x that peak and moe_default_tile_bw_efficiency for the
           reads where the sheet sets them, once the call's tokens pass the GPU's experts, vLLM's 64 x 64 x 32 branch;
           weight-only quantized experts (fused_marlin_moe) multiply whole token blocks of the size vLLM's fixed rule
-          picks, their FLOPs x the expected padded rows over the routed rows, sim/marlin_moe.py);
+          picks, their FLOPs x the expected padded rows over the routed rows, sim/marlin_moe.py; an mxfp4
+          checkpoint's experts there run at vLLM's padded Marlin layout, ModelShape.marlin_mxfp4_dims: reads, FLOPs
+          and the pairs' activation rows x the padded sizes, gpt-oss at tp 1 x 1.090);
           sim/moe_kernels.py fits these on published kernel timings;
           experts touched: sim/models.touched_experts -- uniform routing in the kernel checks, a serving router's
           skew (model.routing_skew, sim/routing.py) in a `sim.model` section's runs: fewer distinct experts;
@@ -419,8 +421,14 @@ class CostModel:
                 moe_flops = hw.peak_for(expert_dtype) * 1e12 * hw.moe_lowp_efficiency * tp  # own fraction of peak
             if self.moe_tiles not in MOE_TILES:
                 raise LabError(f"sim: moe_tiles {self.moe_tiles!r} is not one of {MOE_TILES}")
-            self._t_per_expert_byte = 1.0 / moe_bw
-            self._t_per_token_expert_flops = m.routed_flops_per_token / moe_flops
+            # an mxfp4 checkpoint's experts through Marlin (a card without FP4 matmuls, as kv_blocks' weights) run at
+            # vLLM's padded layout (ModelShape.marlin_mxfp4_dims): each touched expert's padded bytes read, each pair's
+            # padded GEMMs multiplied (gpt-oss at tp 1: x 1.090)
+            marlin_layout = marlin and "fp4" not in hw.peak_tflops
+            marlin_dims = m.marlin_mxfp4_dims(moe_split, self.ep > 1) if marlin_layout else None
+            pad = m.marlin_mxfp4_pad_factor(moe_split, self.ep > 1) if marlin_layout else 1.0
+            self._t_per_expert_byte = pad / moe_bw
+            self._t_per_token_expert_flops = pad * m.routed_flops_per_token / moe_flops
             # unquantized experts on vLLM's built-in tiles (no tuned file for the shape): get_default_config before
             # vLLM PR 34846 takes 16 x 32 x 64 tiles while the call's tokens M <= E (the GPU's experts) and 64 x 64 x
             # 32 past that (fused_moe.py, vllm-project/vllm@000d1458); in that branch the grouped GEMMs run at the
@@ -443,21 +451,25 @@ class CostModel:
             # (ep_remote_pair_bytes), per token of the rank's step, all MoE layers, at one GPU's achievable bandwidth
             # a dispatch backend (pplx / DeepEP) over dp > 1 ranks sends each rank only the pairs of its own experts
             remote_pairs = not (self._dp > 1 and self.all2all == "dispatch")
+            # the activation rows of Marlin's padded mxfp4 layout are padded too (FusedMoE pads the hidden rows)
+            hidden = marlin_dims[1] if marlin_dims else m.hidden
+            expert_width = marlin_dims[0] if marlin_dims else None  # one rank's padded intermediate
+            whole_width = expert_width if (marlin_dims and self.ep > 1) else m.routed_intermediate
             self._t_ep_remote_per_token = remote_pairs * (m.n_moe_layers * ep_remote_pair_bytes(
-                1.0, self._dp, self.ep, m.moe_top_k, m.routed_intermediate, m.hidden, 4.0 if m.dtype == "fp32" else 2.0, marlin)
+                1.0, self._dp, self.ep, m.moe_top_k, whole_width, hidden, 4.0 if m.dtype == "fp32" else 2.0, marlin)
                 / achievable_bandwidth(hw))
             # every pair's activation rows through HBM (moe_pair_bytes), per token of the rank's step, all MoE
             # layers, at one GPU's achievable bandwidth: the call is handed dp x tokens tokens (a dispatch backend:
             # only its own experts' pairs, top_k / ep of each of dp x tokens tokens, ~top_k / tp per step token)
             act = 4.0 if m.dtype == "fp32" else 2.0
             if self.ep == 1:  # a 1/tp slice of every expert (1/(tp x moe_dp)), all pairs of the moe_dp ranks' tokens
-                pairs_tokens, width, own_share = float(self.moe_dp), m.routed_intermediate / moe_split, 1.0
+                pairs_tokens, width, own_share = float(self.moe_dp), expert_width or m.routed_intermediate / moe_split, 1.0
             elif remote_pairs:  # whole experts; dp x tokens tokens' pairs, 1/ep of them the rank's own
-                pairs_tokens, width, own_share = float(self._dp), m.routed_intermediate, 1.0 / self.ep
+                pairs_tokens, width, own_share = float(self._dp), whole_width, 1.0 / self.ep
             else:  # dispatch: only the rank's own pairs
-                pairs_tokens, width, own_share = 1.0 / tp, m.routed_intermediate, 1.0
+                pairs_tokens, width, own_share = 1.0 / tp, whole_width, 1.0
             self._t_moe_pairs_per_token = (m.n_moe_layers * moe_pair_bytes(
-                pairs_tokens, m.moe_top_k, width, m.hidden, act, own_share) / achievable_bandwidth(hw))
+                pairs_tokens, m.moe_top_k, width, hidden, act, own_share) / achievable_bandwidth(hw))
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy

@@ -224,11 +224,31 @@ class ModelShape:
         17.22 (four A100s, sim/validation/vllm_memory.yaml). With expert parallelism a rank holds whole experts
         (intermediate not split), a replica 1/dp of them (as resident_weight_bytes). vLLM's Triton mxfp4 backend
         (0.14+ on Hopper: 64.38 GiB in issue 33155) lays them out otherwise; not modelled."""
+        return self.expert_params_b * 1e9 * self.expert_bytes_per_param / dp * (
+            self.marlin_mxfp4_pad_factor(tp, expert_parallel) - 1.0)
+
+    def marlin_mxfp4_dims(self, tp: int = 1, expert_parallel: bool = False) -> tuple[int, int] | None:
+        """(intermediate, hidden) of one rank's routed experts in vLLM's Marlin mxfp4 layout: the rank's intermediate
+        size rounded up to a multiple of 128 and the hidden size to one of 256 (Mxfp4MoEMethod.create_weights, the
+        MARLIN branch, v0.10 - 0.11; see marlin_mxfp4_pad_bytes), e.g. gpt-oss (2880, 2880) -> (2944, 3072) at tp 1.
+        The kernels run at these sizes: the padded weights are stored and multiplied whole, and FusedMoE pads each
+        token's hidden row with zeros to the layer's padded hidden size before the call (forward_native: `F.pad(
+        hidden_states, (0, self.hidden_size - og_hidden_states))`, output sliced back after). None: another scheme, or
+        the expert shape unknown (no padding)."""
         if self.quant_method != "mxfp4" or not (self.quant_experts and self.moe_intermediate and self.moe_experts):
-            return 0.0
+            return None
         inter = self.moe_intermediate if expert_parallel else self.moe_intermediate // tp
-        padded = (-(-inter // 128) * 128) * (-(-self.hidden // 256) * 256)
-        return self.expert_params_b * 1e9 * self.expert_bytes_per_param / dp * (padded / (inter * self.hidden) - 1)
+        return -(-inter // 128) * 128, -(-self.hidden // 256) * 256
+
+    def marlin_mxfp4_pad_factor(self, tp: int = 1, expert_parallel: bool = False) -> float:
+        """How many times one rank's routed-expert matrices grow in vLLM's Marlin mxfp4 layout (marlin_mxfp4_dims):
+        their bytes, the bytes a step reads of each touched expert, and each token-expert pair's GEMM FLOPs alike.
+        gpt-oss at tp 1: 2944 x 3072 / 2880^2 = 1.090. 1.0 where nothing is padded."""
+        dims = self.marlin_mxfp4_dims(tp, expert_parallel)
+        if dims is None:
+            return 1.0
+        inter = self.moe_intermediate if expert_parallel else self.moe_intermediate // tp
+        return dims[0] * dims[1] / (inter * self.hidden)
 
     def weight_bytes_read(self, tokens, ep: int = 1):
         """Bytes of weights one step of `tokens` tokens reads on one rank: the dense parts always; of its E/ep

@@ -21,7 +21,8 @@ harness are kept in the file but not fitted; the lab's own runs (tool lab) and v
 party's harness (harness fused_experts) inform the read and FLOP fractions only, not the per-call floor (fit_runs). --terms moe_lowp_efficiency (the w8a8 experts' own fraction of the fp8 / int8
 peak) fits on the fp8 / int8 runs alone; --terms moe_default_tile_mfu (unquantized experts on vLLM's built-in tiles,
 sim.engine.moe_tiles default) on the lab's bf16 runs of those tiles alone (builtin_tiles), which every other fit leaves
-out. Writes moe_kernels.csv (every run x
+out; --terms marlin_efficiency (weight-only experts through vLLM's fused_marlin_moe, their FLOPs' fraction of the
+bf16 rate) on the published runs of that kernel alone (marlin_runs), whichever harness timed them. Writes moe_kernels.csv (every run x
 batch), moe_fit.csv, moe_kernels.md and moe_kernels.png (measured and priced time per run) into --out.
 """
 from __future__ import annotations
@@ -60,12 +61,21 @@ KERNEL_DTYPES = {
 MOE_TERMS = {"moe_layer_us": (20.0, 0.0, 500.0), "moe_expert_us": (0.1, 0.0, 20.0),
              "moe_bw_efficiency": (0.8, 0.05, 1.0), "moe_quant_bw_efficiency": (0.8, 0.05, 1.0),
              "moe_mfu": (0.3, 0.01, 1.0), "moe_lowp_efficiency": (0.2, 0.01, 1.0),
-             "moe_default_tile_mfu": (0.2, 0.01, 1.0), "moe_default_tile_bw_efficiency": (0.6, 0.05, 1.0)}
+             "moe_default_tile_mfu": (0.2, 0.01, 1.0), "moe_default_tile_bw_efficiency": (0.6, 0.05, 1.0),
+             "marlin_efficiency": (0.8, 0.05, 1.0)}
 DEFAULT_TERMS = ("moe_layer_us",)  # what the presets adopted (BENCHMARKS.md, "fused-MoE kernels")
 LAB_TERMS = ("moe_bw_efficiency", "moe_quant_bw_efficiency", "moe_mfu",  # what the lab's own kernel runs inform
              "moe_lowp_efficiency")
 W8A8_TERMS = ("moe_lowp_efficiency",)  # terms only w8a8 (fp8 / int8 matmul) runs depend on
 DEFAULT_TILE_TERMS = ("moe_default_tile_mfu", "moe_default_tile_bw_efficiency")  # terms only runs of vLLM's built-in tiles depend on (builtin_tiles)
+MARLIN_TERMS = ("marlin_efficiency",)  # terms only weight-only experts (vLLM's fused_marlin_moe: marlin_runs) depend on
+
+
+def marlin_runs(run: "KernelRun") -> bool:
+    """Whether a run timed weight-only quantized experts, which vLLM runs through fused_marlin_moe (dequantized in the
+    kernel, bf16 math: KERNEL_DTYPES' quantized weights with no matmul dtype of their own)."""
+    bits, matmul, _ = KERNEL_DTYPES[run.dtype]
+    return bits < 16.0 and matmul is None
 
 
 def builtin_tiles(run: "KernelRun") -> bool:
@@ -238,6 +248,9 @@ def fit_runs(runs: list[KernelRun], terms: tuple[str, ...] = DEFAULT_TERMS) -> l
     if set(terms) <= set(DEFAULT_TILE_TERMS):  # the built-in tiles' own runs, unquantized (their `exclude` keeps
         return [r for r in runs if builtin_tiles(r) and r.device != "other"  # them out of every other fit)
                 and KERNEL_DTYPES[r.dtype][0] == 16.0]
+    if set(terms) <= set(MARLIN_TERMS):  # vLLM's own fused_marlin_moe, whoever's harness timed it: the FLOP fraction
+        return [r for r in runs if marlin_runs(r) and r.device != "other"  # is read where the FLOPs bind, past the
+                and r.tool != "lab" and r.exclude is None]                   # harness's per-call floor
     own_code_ok = set(terms) <= set(LAB_TERMS)
     w8a8_only = set(terms) <= set(W8A8_TERMS)  # a fit of those alone: the runs they price (others add constants)
     return [r for r in runs if r.device != "other" and r.harness != "other" and r.exclude is None

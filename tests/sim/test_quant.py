@@ -56,9 +56,14 @@ def test_awq_4bit_reads_about_a_quarter_of_the_bf16_bytes(tmp_path):
     saved = (dense.active_weight_bytes - awq.active_weight_bytes) / achievable_bandwidth(h100)
     assert one_bf16 - one_awq == pytest.approx(saved, rel=1e-6)  # a decode step: the weight reads it saves
     assert one_awq < 0.35 * one_bf16
-    # weight-only: a compute-bound prefill costs what the bf16 model's does
-    big_bf16, big_awq = CostModel(h100, dense).step_time(8192, 0, 1, False), CostModel(h100, awq).step_time(8192, 0, 1, False)
+    # weight-only: a compute-bound prefill costs what the bf16 model's does at Marlin's own rate -- the bf16 rate on a
+    # sheet without marlin_efficiency, 1 / 0.922 of it on the H100's (its quantized linears; the LM head stays bf16)
+    bf16_rate = h100.model_copy(update={"marlin_efficiency": None})
+    big_bf16, big_awq = CostModel(h100, dense).step_time(8192, 0, 1, False), CostModel(bf16_rate, awq).step_time(8192, 0, 1, False)
     assert big_awq == pytest.approx(big_bf16, rel=0.02)
+    marlin_awq = CostModel(h100, awq).step_time(8192, 0, 1, False)
+    assert h100.marlin_efficiency == pytest.approx(0.922)
+    assert big_awq * 1.04 < marlin_awq < big_awq / h100.marlin_efficiency
 
 
 def test_fp8_w8a8_runs_at_the_fp8_peak_only_where_the_card_has_one(tmp_path):
