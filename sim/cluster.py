@@ -596,8 +596,22 @@ class Replica:
             first = self._completing(chunks)
             if first:
                 client = self.fe.deliver(first)
+        if cl.token_log is not None:
+            self._log_tokens(now if client is None else client, dec[:, RID] if r else None, chunks)
         if chunks:
             self._finish_chunks(now, chunks, client)
+
+    def _log_tokens(self, client: float, rows, chunks):
+        """Cluster.token_log's entry for this step: the requests one of whose later tokens (not a first) reached the
+        client at `client` -- every decoding row (`rows`, request ids; None: none decoded), the finished ones too,
+        and each preempted request whose recompute completed (it emits its next token)."""
+        resumed = [item.rid for item, c in chunks if item.left == c and item.resume is not None]
+        if rows is None and not resumed:
+            return
+        ids = rows.copy() if rows is not None else np.zeros(0, np.int64)
+        if resumed:
+            ids = np.concatenate([ids, np.array(resumed, np.int64)])
+        self.cl.token_log.append((client, ids))
 
     @staticmethod
     def _completing(chunks) -> int:
@@ -742,6 +756,9 @@ class Cluster:
         self._last_t = 0.0
         self.disaggregated = bool(engine.disaggregated_prefill)
         self.frontend = frontend  # lab/config_sim.FrontendSpec or None: each replica's API server
+        # when recorded (simulate's record_tokens; sim.client_cadence): one (client time, request ids [R]) per step
+        # that decoded, the time its decoding requests' tokens reached the client (one streamed chunk each)
+        self.token_log: list | None = None
         grouped = lockstep > 1
         self.replicas = [Replica(i, self, policy_factory(), start=not grouped) for i in range(n_replicas)]
         # DP padding up to: vLLM's largest captured CUDA graph -- the configured buckets' last, else its default

@@ -71,6 +71,7 @@ class RunResult:
     summary: dict
     requests: pd.DataFrame
     cluster: Cluster | None = None
+    token_log: list | None = None  # record_tokens: (client time, request ids) per decoding step (Cluster.token_log)
 
 
 def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool = False) -> SimInputs:
@@ -324,9 +325,11 @@ def lockstep_group(sim, cost) -> int:
 
 
 def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: int = 0,
-             keep_cluster: bool = False, record_steps: bool = False) -> RunResult:
+             keep_cluster: bool = False, record_steps: bool = False, record_tokens: bool = False) -> RunResult:
     """Run one point: policy `label` at sweep value `value` (concurrency or rate multiplier) and seed.
-    `record_steps`: every replica keeps its steps' shapes (sim.cluster Replica.step_log; with keep_cluster)."""
+    `record_steps`: every replica keeps its steps' shapes (sim.cluster Replica.step_log; with keep_cluster).
+    `record_tokens`: keep when each decoding step's tokens reached the client (RunResult.token_log; the streamed
+    chunks sim.client_cadence reads vLLM bench's ITL and peak output throughput from)."""
     sim = inputs.sim
     spec = policy_spec(sim, label)
     wl = sim.workload
@@ -374,6 +377,8 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
                       kv_capacity=kv_cap, router=sim.router, window=window, closed_loop=closed, kv_blocks=kv_blocks,
                       frontend=sim.frontend if sim.frontend.enabled else None, lockstep=lockstep_group(sim, cost),
                       record_steps=record_steps)
+    if record_tokens:
+        cluster.token_log = []
     feeder = None
     # the benchmark client's --max-concurrency over open-loop arrivals: a replayed log's, or the workload's own
     limit = inputs.client_limit or wl.client_limit
@@ -424,7 +429,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     if sim.frontend.enabled:  # the API servers' share of the run (sim/frontend.py)
         summary["frontend_utilization"] = (sum(r.fe.busy_s for r in cluster.replicas)
                                            / (sim.replicas * max(env.now, 1e-9)))
-    return RunResult(summary, frame, cluster if keep_cluster else None)
+    return RunResult(summary, frame, cluster if keep_cluster else None, cluster.token_log)
 
 
 def bounded_arrival_horizon(wl, rate: float | None):
