@@ -15,7 +15,8 @@ MiB, what one decode or prefill step moves: tokens x hidden x 2 bytes): latency_
 squares on log time, each host weighing alike; beside it the same with a tp-dependent latency (latency_us +
 2 (N-1) x per-step us, the ring's steps; or + log2 N x us), each scored leave-one-run-out and
 leave-one-host-out, so that a tp term is only worth adopting where it prices runs it was not fitted on better;
-and each run's own fit, which shows how much the hosts differ. Writes allreduce.csv (every point), allreduce_fit.csv, allreduce.md and allreduce.png into --out.
+and each run's own fit, which shows how much the hosts differ. A run with `fit_with: CARD` (a card whose link is
+the same part) is fitted in CARD's block, priced on its own card's preset. Writes allreduce.csv (every point), allreduce_fit.csv, allreduce.md and allreduce.png into --out.
 Bad input (missing file, bad field) prints one `error:` line and exits 2 with nothing written.
 """
 from __future__ import annotations
@@ -74,6 +75,14 @@ class AllReduceRun(SourcedRun):
     nccl: str | None = None
     cuda_graph: bool | None = None
     time_us: dict[Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0)]] = Field(min_length=1)
+    fit_with: Literal[tuple(HARDWARE_NAMES)] | None = Field(  # type: ignore[valid-type]
+        default=None, description="fit this run in that card's block, not its own device's: a card with the same "
+        "link (the A100 SXM4 40GB's NVLink 3 / NVSwitch is the 80GB's); it is still priced on its own device's preset")
+
+    @property
+    def fit_card(self) -> str:
+        """The card whose link this run's points are fitted with (fit_with, else its own device)."""
+        return self.fit_with or self.device
 
     @property
     def fittable(self) -> bool:
@@ -168,8 +177,8 @@ def fit_all(runs: list[AllReduceRun], lo: int = FIT_BYTES[0], hi: int = FIT_BYTE
     def pct(errors):
         return round(100 * float(np.median(errors)), 1) if len(errors) else float("nan")
 
-    for device in sorted({r.device for r in usable}):
-        mine = [r for r in usable if r.device == device]
+    for device in sorted({r.fit_card for r in usable}):
+        mine = [r for r in usable if r.fit_card == device]
         base = get_hardware(device).interconnect
         rows.append({"device": device, "fit": "preset", "tp_term": "none", "runs": len(mine),
                      "points": sum(len(r.time_us) for r in mine), "latency_us": base.latency_us,

@@ -53,6 +53,45 @@ def test_the_data_file_loads_with_stock_4090_tables_at_2_4_and_8_gpus():
         assert r.url or (r.find_string and r.where), r.id
 
 
+def test_the_a100_links_are_the_pooled_fit_of_the_nvlink_8_gpu_tables():
+    """a100-80g's link is sim.allreduce_check --fit's pooled fit of the A100 SXM nccl-tests tables (8 KiB..64 MiB),
+    the 40GB boxes' among them (fit_with: same NVLink 3 / NVSwitch); a100-40g takes it. The line-rate sheet it
+    replaced priced the same points at under half their time."""
+    from sim.hardware import get_hardware
+
+    runs = ac.load_runs(ac.DEFAULT_FILE)
+    lo, hi = ac.FIT_BYTES
+    fitted = [ac._in_range(r, lo, hi) for r in runs if r.fit_card == "a100-80g" and r.fittable]
+    fitted = [r for r in fitted if r.time_us]  # as fit_all: a run with no size in range is listed, not fitted
+    assert {r.device for r in fitted} == {"a100-80g", "a100-40g"} and len({r.host for r in fitted}) >= 2
+    assert all(r.p2p == "nvlink" and r.gpus == 8 for r in fitted)
+    link = get_hardware("a100-80g").interconnect
+    table = ac.fit_all(runs).set_index(["device", "fit", "tp_term"])
+    pooled = table.loc[("a100-80g", "pooled", "none")]
+    assert pooled.latency_us == pytest.approx(link.latency_us, rel=0.01)
+    assert pooled.bandwidth_gbs == pytest.approx(link.bandwidth_gbs, rel=0.01)
+    assert pooled.runs == len(fitted) and pooled.host_out_median_abs_err_pct < 25
+    assert ("a100-40g", "pooled", "none") not in table.index  # its runs sit in the 80GB block
+    assert get_hardware("a100-40g").interconnect == link
+    before = link.model_copy(update={"latency_us": 8.0, "bandwidth_gbs": 300.0})
+    points = ac.score(fitted, {"a100-80g": before, "a100-40g": before})
+    assert points.rel_err.median() < -0.5
+
+
+def test_fit_with_pools_a_run_into_another_cards_block_priced_on_its_own(tmp_path):
+    link = InterconnectSheet(kind="pcie", bandwidth_gbs=4.0, latency_us=30.0)
+    sizes = [2 ** k for k in range(13, 27, 2)]
+    shell = ac.AllReduceRun.model_validate(_run(0, 8, {b: 1.0 for b in sizes}))
+    times = dict(zip(sizes, ac.priced_us(shell, link).tolist()))
+    runs = ac.load_runs(_write(tmp_path / "a.yaml", [
+        _run(0, 8, times, host="a"), _run(1, 8, times, host="b", device="rtx-3090", fit_with="rtx-4090")]))
+    table = ac.fit_all(runs).set_index(["device", "fit"])
+    assert table.loc[("rtx-4090", "pooled"), "runs"].max() == 2 and "rtx-3090" not in table.index.get_level_values(0)
+    assert ac.score(runs, ac.preset_links(runs)).device.tolist().count("rtx-3090") == len(sizes)
+    with pytest.raises(Exception, match="fit_with"):
+        ac.load_runs(_write(tmp_path / "b.yaml", [_run(0, 8, times, fit_with="rtx-9090")]))
+
+
 @pytest.mark.parametrize("bad, field", [
     ({"gpus": 1}, "runs[0].gpus"),
     ({"device": "rtx-9090"}, "runs[0].device"),

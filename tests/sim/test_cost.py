@@ -184,6 +184,22 @@ def test_rtx_4090_link_is_the_fit_on_published_all_reduce_timings():
     assert CostModel(hw, m, tp=1).step_time(1024, 0, 8, False) == CostModel(old, m, tp=1).step_time(1024, 0, 8, False)
 
 
+def test_a100_link_is_the_fit_on_published_nvlink_all_reduce_timings():
+    """The A100 SXM link: sim.allreduce_check --fit's pooled nccl-tests fit (36.8 us, 143.1 GB/s); a tp 8 step
+    costs the hand-computed extra over the old line-rate sheet (8 us, 300 GB/s), a tp 1 step nothing."""
+    for name in ("a100-80g", "a100-40g"):
+        link = get_hardware(name).interconnect
+        assert (link.kind, link.bandwidth_gbs, link.latency_us) == ("nvlink", 143.1, 36.8), name
+    hw, m = get_hardware("a100-80g"), get_model("llama-2-7b")
+    old = hw.model_copy(update={"interconnect": InterconnectSheet(kind="nvlink", bandwidth_gbs=300, latency_us=8)})
+    ring = 2 * (8 - 1) / 8
+    extra = 65 * ((36.8 - 8) * 1e-6 + 2048 * 4096 * 2 * ring * (1 / 143.1e9 - 1 / 300e9))  # 2 x 32 layers + embedding
+    extra += (36.8 - 8) * 1e-6  # the logits' gather: its latency (no vocabulary on a preset shape)
+    assert CostModel(hw, m, tp=8).step_time(2048, 0, 8, False) - CostModel(old, m, tp=8).step_time(
+        2048, 0, 8, False) == pytest.approx(extra)
+    assert CostModel(hw, m, tp=1).step_time(2048, 0, 8, False) == CostModel(old, m, tp=1).step_time(2048, 0, 8, False)
+
+
 def test_expert_parallel_all_to_all_and_memory():
     m = get_model("deepseek-v4-flash-like")
     one = CostModel(get_hardware("h200"), m, tp=4)
