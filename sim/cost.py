@@ -72,7 +72,10 @@ tp GPUs:
           do not shrink with tp, moe_pair_bytes)
         + step + n_layers x (layer + graph layout) + n_reqs x request overhead (graph layout: 0 on the
           FULL_AND_PIECEWISE graphs the sheets are scored on, 14.3 us for a PIECEWISE server, engine.cuda_graph_mode;
-          sim/cuda_graphs.py)
+          sim/cuda_graphs.py; request overhead: the engine core's host time per running request, in series with
+          the rest -- or, under async scheduling (engine.async_scheduling, vLLM's default from 0.14), overlapping
+          it: the step lasts max(the rest, n_reqs x request overhead), as AsyncScheduler prepares step N+1 while
+          step N runs)
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + state copies x 4 x state bytes / (tp x bw_efficiency x bandwidth): a hybrid linear-attention model's step
           with a prefill, where vLLM gathers the recurrent states of the requests its chunked kernel runs over into
@@ -347,6 +350,7 @@ class CostModel:
     layer_overhead_s: float | None = None
     request_overhead_s: float | None = None
     graph_layer_s: float = 0.0  # per layer and step beyond the sheets' FULL_AND_PIECEWISE layout (sim/cuda_graphs.py)
+    async_scheduling: bool = False  # the per-request host time overlaps the GPU's (engine.async_scheduling)
     spec_overhead_s: float = 0.3e-3
     buckets: tuple[int, ...] | None = None
     eager_penalty: float = 1.1
@@ -524,7 +528,7 @@ class CostModel:
         self._bucket_list = list(self.buckets) if self.buckets else None
         self._bucket_max = self.buckets[-1] if self.buckets else 0
         # the SPS curve has a closed form (RooflineSps) on the plain roofline
-        self._closed_sps = not (self.profile is not None or self._bucket_list is not None
+        self._closed_sps = not (self.profile is not None or self._bucket_list is not None or self.async_scheduling
                                 or self._t_per_token_link or self._t_per_sampled_row_link or self._moe
                                 or self._gemm_factor != 1.0 or self._serial or self._row_tile > 1)
 
@@ -547,6 +551,7 @@ class CostModel:
                    layer_overhead_s=None if c.layer_overhead_us is None else c.layer_overhead_us / 1e6,
                    request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,
                    graph_layer_s=graph_mode_layer_s(sim.engine.cuda_graph_mode, hw.graphs),
+                   async_scheduling=sim.engine.async_scheduling,
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
                    buckets=tuple(c.cuda_graph_buckets) if c.cuda_graph_buckets else None,
                    eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root),
@@ -656,10 +661,13 @@ class CostModel:
                 t += self._experts_time(tokens, gemm_tokens)
             else:  # the group's gathered tokens (per rank), not this rank's own; no tiles on a GPU sheet
                 t += self._experts_time(moe_tokens, moe_tokens)
-        t += n_reqs * self.request_overhead_s + state_copies * self._t_state_copy
+        t += state_copies * self._t_state_copy
         if spec:
             t += self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s
-        return t * mult
+        host = n_reqs * self.request_overhead_s
+        if self.async_scheduling:  # the engine core's host work for the next step runs beside this one
+            return max(t * mult, host)
+        return (t + host) * mult
 
     def profile_point(self, tokens: int, kv_sum: float, n_reqs: int, drafts: float = 0) -> tuple[float, float, float]:
         """(batch, query_tokens, context_len) at which step_time reads the measured profile for this step, after
@@ -761,12 +769,15 @@ class CostModel:
             t = t + self._serial * np.minimum(compute, memory)
         if self._moe:
             t = t + self._experts_time(tokens, gemm_tokens)
-        t = t + self._fixed + tokens * self._t_per_token_link + n_reqs * self.request_overhead_s
+        t = t + self._fixed + tokens * self._t_per_token_link
         if self._t_per_sampled_row_link:  # as step_time: the logits' gather over the sampled rows
             t = t + np.minimum(tokens, reqs + np.asarray(drafts, dtype=np.float64)) * self._t_per_sampled_row_link
         if spec:
             t = t + (self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s)
-        return t * mult
+        host = n_reqs * self.request_overhead_s
+        if self.async_scheduling:  # as step_time: overlapping the GPU's time
+            return np.maximum(t * mult, host)
+        return (t + host) * mult
 
     def _spec_extra_ms(self, reqs, ctx):
         """What the speculative server's decode step costs over the profile's step of the same shape (reqs

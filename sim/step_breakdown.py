@@ -122,9 +122,13 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
         terms.update({"moe floor (moe_layer_us)": floor, "moe per-expert (moe_expert_us)": per_expert,
                       "moe pair activations (moe_pair_bytes)": pairs,
                       "moe reads / flops": experts - floor - per_expert - pairs})
-    terms["request overhead"] = n_reqs * cm.request_overhead_s
     copies = state_copies(batch, [chunk] if chunk else [], False, mixed) if m.linear_layers else 0
-    terms["linear-attention state copies (mixed step)"] = copies * cm._t_state_copy
+    copy_time = copies * cm._t_state_copy
+    host = n_reqs * cm.request_overhead_s
+    if cm.async_scheduling:  # overlapping the rest (engine.async_scheduling): only what outlasts it shows
+        host = max(host - sum(terms.values()) - copy_time, 0.0)
+    terms["request overhead"] = host
+    terms["linear-attention state copies (mixed step)"] = copy_time
     attn_ctx = dec_kv + chunk * (done + (chunk + 1) / 2) if chunk else None  # sim.cluster's plan
     total = cm.step_time(tokens, raw_kv, n_reqs, False, attn_ctx=attn_ctx, state_copies=copies)
     if not adds_up(sum(terms.values()), total):

@@ -1,7 +1,7 @@
 """Engine settings that follow the vLLM release being modelled (`sim.engine.vllm_version`, a public row's `vllm`).
 
     from sim.vllm_versions import release_defaults, vllm_version_defaults
-    vllm_version_defaults("0.8.5")   # sampler, cuda_graph_memory, gpu_memory_utilization, linear_attn_mixed
+    vllm_version_defaults("0.8.5")   # sampler, cuda_graph_memory, gpu_memory_utilization, linear_attn_mixed, async_scheduling
     release_defaults(engine, v1_limits, model, "cuda")   # engine.vllm_version 0.6.0: 256 sequences, unchunked, ...
 
 sim.hardware.engine_with_defaults applies both to the engine fields a YAML leaves unset; sim.public_check applies
@@ -68,6 +68,24 @@ def vllm_all2all(version: str | None) -> str:
     return "allgather_reducescatter"
 
 
+# Async scheduling (vLLM PR #19970, `--async-scheduling`, experimental from 0.10.0): the engine core schedules step N+1
+# and the model runner prepares its inputs while step N runs on the GPU (AsyncScheduler with the executor's
+# max_concurrent_batches = 2, EngineCore.step_with_batch_queue), and applies step N's sampled tokens
+# (Scheduler.update_from_output) while N+1 runs. Off by default through 0.13; on by default from v0.14.0 (release notes:
+# "Async scheduling is now enabled by default", PR #27614; quoted at https://github.com/OpenBMB/UltraRAG/pull/259;
+# v0.11.1's notes: "We expect --async-scheduling to be enabled by default in the next release",
+# https://github.com/replicate/cog/pull/2566), except pipeline parallelism, the CPU backend and speculative methods
+# other than EAGLE / MTP (PR #31998). V0 never had it (it overlapped output processing only, from 0.6.0: not modelled).
+ASYNC_SCHEDULING_SINCE = (0, 14, 0)
+
+
+def vllm_async_scheduling(version: str | None) -> bool:
+    """Whether `vllm serve` of release `version` runs async scheduling by default (engine.async_scheduling):
+    from 0.14.0 (ASYNC_SCHEDULING_SINCE); False before it and for a run that does not name its release (priced as
+    before: the per-request host time in series with the GPU's)."""
+    return version is not None and version_tuple(version) >= ASYNC_SCHEDULING_SINCE
+
+
 # vLLM PR #44700 (merged 2026-06-06) runs a mixed step's decodes through the recurrent GDN kernel instead of the chunked
 # one with their states gathered and scattered (sim/linear_attn.py). v0.22.0 predates it (public engine logs of
 # v0.22.0 dated 2026-05-30); v0.23.0 (logs from 2026-06-15) may or may not hold it: not established, taken as split
@@ -77,15 +95,17 @@ LINEAR_ATTN_SPLIT_SINCE = (0, 23, 0)
 def vllm_version_defaults(version: str | None) -> dict:
     """Engine settings that follow the vLLM `version` (None: a row that does not say, priced as before): the
     sampler, engine.cuda_graph_memory (estimate from 0.20, none before: graphs were captured after sizing the KV
-    cache), the default gpu_memory_utilization (0.92 from 0.20, 0.9 before) and engine.linear_attn_mixed (unified
-    before 0.23, split from it: LINEAR_ATTN_SPLIT_SINCE). Not engine.cuda_graph_mode: a row takes PIECEWISE only where
-    its source states the layout (EngineOverrides.cuda_graph_mode). Applied by version (vllm_cuda_graph_mode) it moved
-    held-out TPOT within 10% from 110 to 104 of 281 (session 34, BENCHMARKS.md): the 0.8.5 IOG H100 PCIe rows, already
-    priced slow, got slower; the measured gap (PR 20059) is one A100 host's. The scheduler's limits follow the
+    cache), the default gpu_memory_utilization (0.92 from 0.20, 0.9 before), engine.linear_attn_mixed (unified
+    before 0.23, split from it: LINEAR_ATTN_SPLIT_SINCE) and engine.async_scheduling (from 0.14:
+    vllm_async_scheduling). Not engine.cuda_graph_mode: a row takes PIECEWISE only where its source states the
+    layout (EngineOverrides.cuda_graph_mode). Applied by version (vllm_cuda_graph_mode) it moved held-out TPOT
+    within 10% from 110 to 104 of 281 (session 34, BENCHMARKS.md): the 0.8.5 IOG H100 PCIe rows, already priced slow,
+    got slower; the measured gap (PR 20059) is one A100 host's. The scheduler's limits follow the
     version too (scheduler_defaults), but through the card and the model: sim.hardware.engine_with_defaults."""
     if version is None:
         return {"cuda_graph_memory": "none", "gpu_memory_utilization": 0.9}
-    mixed = {"linear_attn_mixed": "unified" if version_tuple(version) < LINEAR_ATTN_SPLIT_SINCE else "split"}
+    mixed = {"linear_attn_mixed": "unified" if version_tuple(version) < LINEAR_ATTN_SPLIT_SINCE else "split",
+             "async_scheduling": vllm_async_scheduling(version)}
     if version_tuple(version) < CUDA_GRAPH_ESTIMATE_SINCE:
         return {"sampler": vllm_sampler(version), "cuda_graph_memory": "none", "gpu_memory_utilization": 0.9,
                 **mixed}

@@ -1,0 +1,83 @@
+"""Async scheduling (engine.async_scheduling; vLLM's default from 0.14.0, PR 27614): the engine core's per-request
+host time (cost.request_overhead_us x the step's requests) overlaps the GPU's time instead of adding to it, and the
+public rows take the setting from their vLLM release (sim.vllm_versions.vllm_async_scheduling)."""
+import numpy as np
+import pytest
+
+from sim.cost import CostModel
+from sim.public_check import REPO_ROOT, load_rows, row_sim_config
+from sim.simulate import _cost_model
+from sim.step_breakdown import decode_terms
+from sim.vllm_versions import ASYNC_SCHEDULING_SINCE, vllm_async_scheduling, vllm_version_defaults
+from tests.sim.conftest import make_sim
+
+ROWS = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
+QWEN3_06B = str(REPO_ROOT / "real/presets/qwen3-0.6b.json")
+
+
+@pytest.mark.parametrize("version, on", [
+    ("0.6.0", False),  # V0
+    ("0.8.5", False), ("0.9.2", False), ("0.10.2", False), ("0.11.0", False), ("0.13.0", False),  # opt-in only
+    ("0.14.0", True), ("0.17.1", True), ("0.19.2rc1.dev8", True),  # the v0.14.0 release notes: on by default
+    (None, False),  # a run that does not say: priced as before
+])
+def test_the_release_sets_the_default(version, on):
+    assert ASYNC_SCHEDULING_SINCE == (0, 14, 0)
+    assert vllm_async_scheduling(version) is on
+    if version is not None:
+        assert vllm_version_defaults(version)["async_scheduling"] is on
+
+
+def _cost(async_scheduling: bool, **engine) -> CostModel:
+    sim = make_sim(hardware={"preset": "h100"}, model={"config": QWEN3_06B},
+                   engine={"async_scheduling": async_scheduling, **engine})
+    return _cost_model(sim, None, lambda p: False)
+
+
+def test_the_request_overhead_overlaps_the_gpu_time_under_async_scheduling():
+    sync, overlap = _cost(False), _cost(True)
+    assert not sync.async_scheduling and overlap.async_scheduling
+    n, kv = 256, 256 * 600.0
+    host = n * sync.request_overhead_s
+    assert host > 0
+    t_sync, t_async = sync.step_time(n, kv, n, False), overlap.step_time(n, kv, n, False)
+    # the GPU's part outlasts the host's here: async hides all of it
+    assert t_sync - host > host
+    assert t_async == pytest.approx(t_sync - host, rel=1e-12)
+    # the default (sync) prices as the cost model's own default did: the term added
+    bare = CostModel(hw=sync.hw, model=sync.model)
+    assert t_sync == pytest.approx(bare.step_time(n, kv, n, False), rel=1e-12)
+
+
+def test_a_host_bound_step_lasts_the_host_time():
+    # 1 ms per request (a what-if far above the sheets'): 256 requests' host time outlasts a 0.6B model's step
+    sim = make_sim(hardware={"preset": "h100"}, model={"config": QWEN3_06B}, engine={"async_scheduling": True},
+                   cost={"request_overhead_us": 1000.0})
+    cm = _cost_model(sim, None, lambda p: False)
+    assert cm.step_time(256, 256 * 600.0, 256, False) == pytest.approx(0.256, rel=1e-12)
+
+
+def test_the_vectorised_step_agrees():
+    overlap = _cost(True)
+    tokens = np.array([64, 256, 1024])
+    vec = overlap.step_time_vec(tokens, 64 * 600.0, 64, False)
+    one = [overlap.step_time(int(t), 64 * 600.0, 64, False) for t in tokens]
+    assert vec == pytest.approx(one, rel=1e-12)
+
+
+def test_the_step_breakdown_adds_up_under_async_scheduling():
+    overlap = _cost(True)
+    terms = decode_terms(overlap, 256, 600.0)  # raises if its terms do not add up to step_time
+    assert terms["request overhead"] == 0.0  # hidden under the GPU's time
+    assert decode_terms(_cost(False), 256, 600.0)["request overhead"] > 0.0
+
+
+def test_the_public_rows_take_it_from_their_release():
+    rows = {r.id: r for r in load_rows(ROWS)}
+    assert row_sim_config(rows["gpustack-h100-qwen3-14b-2k-rate-inf"]).engine.async_scheduling is False  # 0.11.0
+    assert row_sim_config(rows["kvcached-h100-qwen3-0.6b-rate-inf"]).engine.async_scheduling is True  # 0.19.0
+    # a source that states --async-scheduling on an older release is priced with it
+    row = rows["gpustack-h100-qwen3-14b-2k-rate-inf"]
+    stated = row.model_copy(update={"engine": row.engine.model_copy(update={"async_scheduling": True})})
+    stated._frontend = row._frontend
+    assert row_sim_config(stated).engine.async_scheduling is True
