@@ -76,11 +76,43 @@ MODEL_NAMES = tuple(model_presets())
 ROUTING_SKEW = 1.16
 
 
+class CustomAllReduceSheet(StrictModel):
+    """vLLM's custom all-reduce (CUDA IPC one-shot / two-shot kernels, vllm/distributed/device_communicators/
+    custom_all_reduce.py) on a card: its own latency and bandwidth, used for the tensor-parallel all-reduces below
+    max_bytes; NCCL (the interconnect's own pair) prices the rest."""
+
+    latency_us: float = Field(ge=0, description="per call, microseconds")
+    bandwidth_gbs: float = Field(gt=0, description="per GPU and direction, GB/s (priced as the ring's "
+                                 "2 (tp-1)/tp x bytes, as NCCL's pair)")
+    max_bytes: int | dict[Annotated[int, Field(ge=2)], Annotated[int, Field(ge=1)]] = Field(
+        description="all-reduces of fewer bytes run the custom kernel (should_custom_ar: inp_size < max_size): one "
+        "size for every tp (8 MiB, CustomAllreduce's constructor default, where vLLM's per-architecture table does "
+        "not apply), or a mapping tp -> bytes (a tp missing from it runs NCCL throughout)")
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError("max_bytes must be at least 1")
+        return v
+
+
 class InterconnectSheet(StrictModel):
     kind: Literal["nvlink", "pcie", "infinity_fabric", "ethernet", "none"] = Field(
         description="the link tensor-parallel all-reduces and expert all-to-alls use")
-    bandwidth_gbs: float = Field(gt=0, description="per GPU and direction, GB/s")
-    latency_us: float = Field(0.0, ge=0, description="per collective call, microseconds")
+    bandwidth_gbs: float = Field(gt=0, description="per GPU and direction, GB/s (NCCL's achieved rate)")
+    latency_us: float = Field(0.0, ge=0, description="per collective call, microseconds (NCCL's)")
+    custom_allreduce: CustomAllReduceSheet | None = Field(
+        None, description="vLLM's custom all-reduce where the GPUs have P2P: its own latency / bandwidth below "
+        "max_bytes (sim.cost.allreduce_time_s; vLLM runs it at tp 2, 4, 6, 8 over NVLink / Infinity Fabric, and "
+        "over PCIe at tp 2 only). null: every all-reduce at the pair above")
+
+    @model_validator(mode="after")
+    def _custom_needs_p2p(self):
+        if self.custom_allreduce is not None and self.kind in ("none", "ethernet"):
+            raise ValueError(f"custom_allreduce needs GPU peer-to-peer on one node; kind {self.kind} has none "
+                             "(vLLM disables its custom all-reduce across nodes)")
+        return self
 
 
 class HardwareSheet(StrictModel):

@@ -1,12 +1,14 @@
 """Published all-reduce timings against the cost model's tensor-parallel all-reduce, and its fit per card.
 
     python -m sim.allreduce_check --out allreduce/          # score the presets' links on every published point
-    python -m sim.allreduce_check --fit --out allreduce/    # + fit latency and bandwidth per card (presets unchanged)
+    python -m sim.allreduce_check --fit --out allreduce/    # + fit latency and bandwidth per card and kernel
 
 The data (sim/validation/allreduce.yaml, each run with its URL or stored-file id) are nccl-tests all_reduce_perf
-tables and a few other NCCL timings on one node: the time of one all-reduce of B bytes on N GPUs. Each point is
-priced by sim.cost.allreduce_time_s -- the function CostModel prices every tensor-parallel layer's two all-reduces
-with -- on the card's preset interconnect: latency_us + 2 (N-1)/N x B / bandwidth_gbs. These are the fit rows for
+tables and a few other NCCL timings on one node, and tables of vLLM's custom all-reduce kernel (kernel: custom):
+the time of one all-reduce of B bytes on N GPUs. Each point is priced by sim.cost.allreduce_time_s -- the function
+CostModel prices every tensor-parallel layer's two all-reduces with -- on the card's preset interconnect, at the
+kernel the table timed: latency_us + 2 (N-1)/N x B / bandwidth_gbs of the link's own (NCCL) pair, or of its
+custom_allreduce pair for a custom-kernel table (the NCCL pair where the card has none). These are the fit rows for
 the link terms, so the serving rows of public_vllm.yaml stay held out from them.
 
 --fit, per card, over the runs timed by nccl-tests on a stock setup (p2p disabled / enabled / nvlink; a patched
@@ -16,7 +18,10 @@ squares on log time, each host weighing alike; beside it the same with a tp-depe
 2 (N-1) x per-step us, the ring's steps; or + log2 N x us), each scored leave-one-run-out and
 leave-one-host-out, so that a tp term is only worth adopting where it prices runs it was not fitted on better;
 and each run's own fit, which shows how much the hosts differ. A run with `fit_with: CARD` (a card whose link is
-the same part) is fitted in CARD's block, priced on its own card's preset. Writes allreduce.csv (every point), allreduce_fit.csv, allreduce.md and allreduce.png into --out.
+the same part) is fitted in CARD's block, priced on its own card's preset. The custom-kernel tables (any harness,
+not excluded) are fitted apart, per card, the same way: rows `custom: pooled`, `custom: own: ...` (the
+interconnect's custom_allreduce latency_us / bandwidth_gbs); `custom: preset` is what the preset prices them at now.
+Writes allreduce.csv (every point), allreduce_fit.csv, allreduce.md and allreduce.png into --out.
 Bad input (missing file, bad field) prints one `error:` line and exits 2 with nothing written.
 """
 from __future__ import annotations
@@ -34,7 +39,7 @@ from lab.arguments import data_check_parser, load_inputs, positive_int, write_ch
 from lab.config_base import StrictModel
 from lab.config_sim import HARDWARE_NAMES, InterconnectSheet
 from lab.report import markdown_table
-from sim.cost import allreduce_time_s
+from sim.cost import allreduce_time_s, kernel_link
 from sim.hardware import get_hardware
 from sim.measured_plot import plot_measured_vs_priced
 from sim.public_check import validated_runs
@@ -75,6 +80,9 @@ class AllReduceRun(SourcedRun):
     nccl: str | None = None
     cuda_graph: bool | None = None
     time_us: dict[Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0)]] = Field(min_length=1)
+    kernel: Literal["nccl", "custom"] = Field(
+        "nccl", description="what the table timed: nccl (ncclAllReduce, pynccl, torch.distributed) or custom "
+        "(vLLM's custom all-reduce kernel, the interconnect's custom_allreduce pair)")
     fit_with: Literal[tuple(HARDWARE_NAMES)] | None = Field(  # type: ignore[valid-type]
         default=None, description="fit this run in that card's block, not its own device's: a card with the same "
         "link (the A100 SXM4 40GB's NVLink 3 / NVSwitch is the 80GB's); it is still priced on its own device's preset")
@@ -86,8 +94,10 @@ class AllReduceRun(SourcedRun):
 
     @property
     def fittable(self) -> bool:
-        """Timed by nccl-tests on a setup a serving box runs (not a patched driver), not excluded."""
-        return self.harness == "nccl-tests" and self.p2p != "patched" and self.exclude is None
+        """On a setup a serving box runs (not a patched driver), not excluded, and for an NCCL table timed by
+        nccl-tests (the custom kernel has only other harnesses' tables: vLLM's and SGLang's benchmarks)."""
+        harness_ok = self.harness == "nccl-tests" or self.kernel == "custom"
+        return harness_ok and self.p2p != "patched" and self.exclude is None
 
 
 def load_runs(path: str | Path) -> list[AllReduceRun]:
@@ -96,8 +106,10 @@ def load_runs(path: str | Path) -> list[AllReduceRun]:
 
 
 def priced_us(run: AllReduceRun, link: InterconnectSheet, extra_latency_us: float = 0.0) -> np.ndarray:
-    """The cost model's time of each of the run's sizes (ascending) on `link`, microseconds; extra_latency_us is
-    added to the link's latency (a candidate tp term of the fit)."""
+    """The cost model's time of each of the run's sizes (ascending) on `link` at the kernel the run timed
+    (kernel_link: its NCCL or custom pair), microseconds; extra_latency_us is added to that pair's latency (a
+    candidate tp term of the fit)."""
+    link = kernel_link(link, run.kernel)
     if extra_latency_us:
         link = link.model_copy(update={"latency_us": link.latency_us + extra_latency_us})
     nbytes = np.array(sorted(run.time_us), dtype=np.float64)
@@ -112,7 +124,8 @@ def score(runs: list[AllReduceRun], links: dict[str, InterconnectSheet]) -> pd.D
         for nbytes, sim in zip(sorted(run.time_us), priced_us(run, link)):
             measured = run.time_us[nbytes]
             rows.append({"run": run.id, "host": run.host, "device": run.device, "gpus": run.gpus, "p2p": run.p2p,
-                         "harness": run.harness, "fittable": run.fittable, "bytes": nbytes, "measured_us": measured,
+                         "kernel": run.kernel, "harness": run.harness, "fittable": run.fittable, "bytes": nbytes,
+                         "measured_us": measured,
                          "sim_us": round(float(sim), 3), "rel_err": float(sim / measured - 1)})
     return pd.DataFrame(rows)
 
@@ -177,10 +190,11 @@ def fit_all(runs: list[AllReduceRun], lo: int = FIT_BYTES[0], hi: int = FIT_BYTE
     def pct(errors):
         return round(100 * float(np.median(errors)), 1) if len(errors) else float("nan")
 
-    for device in sorted({r.fit_card for r in usable}):
-        mine = [r for r in usable if r.fit_card == device]
-        base = get_hardware(device).interconnect
-        rows.append({"device": device, "fit": "preset", "tp_term": "none", "runs": len(mine),
+    for device, kernel in sorted({(r.fit_card, r.kernel) for r in usable}, key=lambda k: (k[0], k[1] != "nccl")):
+        mine = [r for r in usable if r.fit_card == device and r.kernel == kernel]
+        base = kernel_link(get_hardware(device).interconnect, kernel)  # one pair: the one being fitted
+        tag = "" if kernel == "nccl" else f"{kernel}: "  # custom-kernel rows: "custom: pooled", ...
+        rows.append({"device": device, "kernel": kernel, "fit": f"{tag}preset", "tp_term": "none", "runs": len(mine),
                      "points": sum(len(r.time_us) for r in mine), "latency_us": base.latency_us,
                      "bandwidth_gbs": base.bandwidth_gbs, "median_abs_err_pct":
                      pct(_abs_errors(mine, base, {"latency_us": base.latency_us,
@@ -189,7 +203,7 @@ def fit_all(runs: list[AllReduceRun], lo: int = FIT_BYTES[0], hi: int = FIT_BYTE
             if tp_term != "none" and len({r.gpus for r in mine}) < 2:
                 continue  # one GPU count cannot tell a tp term from the latency
             values = fit_link(mine, base, tp_term)
-            row = {"device": device, "fit": "pooled", "tp_term": tp_term, "runs": len(mine),
+            row = {"device": device, "kernel": kernel, "fit": f"{tag}pooled", "tp_term": tp_term, "runs": len(mine),
                    "points": sum(len(r.time_us) for r in mine), **{k: round(v, 3) for k, v in values.items()},
                    "median_abs_err_pct": pct(_abs_errors(mine, base, values, tp_term))}
             if len(mine) > 2:
@@ -204,7 +218,7 @@ def fit_all(runs: list[AllReduceRun], lo: int = FIT_BYTES[0], hi: int = FIT_BYTE
             rows.append(row)
         for r in mine:
             values = fit_link([r], base)
-            rows.append({"device": device, "fit": f"own: {r.id}", "tp_term": "none", "runs": 1,
+            rows.append({"device": device, "kernel": kernel, "fit": f"{tag}own: {r.id}", "tp_term": "none", "runs": 1,
                          "points": len(r.time_us), **{k: round(v, 3) for k, v in values.items()},
                          "median_abs_err_pct": pct(_abs_errors([r], base, values, "none"))})
     return pd.DataFrame(rows)
@@ -229,10 +243,11 @@ def markdown(points: pd.DataFrame, fits: pd.DataFrame | None, lo: int, hi: int) 
                      f"{first.sim_us:.4g} .. {last.sim_us:.4g} | {100 * inside.rel_err.abs().median():.0f}% | "
                      f"{100 * first.rel_err:+.0f}% / {100 * last.rel_err:+.0f}% |")
     inside = points[(points.bytes >= lo) & (points.bytes <= hi)]
-    by_card = inside[inside.fittable].groupby(["device", "gpus"]).rel_err.agg(
+    by_card = inside[inside.fittable].groupby(["device", "kernel", "gpus"]).rel_err.agg(
         lambda e: f"{100 * e.abs().median():.0f}% (median signed {100 * e.median():+.0f}%)")
     lines += ["", "median |error| of the fitted runs' points by card and GPU count: "
-              + ("; ".join(f"{d} x{g}: {v}" for (d, g), v in by_card.items()) if len(by_card) else
+              + ("; ".join(f"{d} x{g}{'' if k == 'nccl' else f' ({k} kernel)'}: {v}"
+                           for (d, k, g), v in by_card.items()) if len(by_card) else
                  "none fitted (no fittable run has a size in range)")]
     if fits is not None and len(fits):
         lines += ["", markdown_table(fits, floatfmt="{:g}")]
@@ -248,7 +263,8 @@ def plot(points: pd.DataFrame, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = data_check_parser("python -m sim.allreduce_check", __doc__, DEFAULT_FILE, "all-reduce timings", "allreduce",
-                           "also fit latency_us and bandwidth_gbs per card, with and without a tp-dependent latency, "
+                           "also fit latency_us and bandwidth_gbs per card and kernel (NCCL, vLLM's custom "
+                           "all-reduce), with and without a tp-dependent latency, "
                            "scored leave-one-run-out and leave-one-host-out (allreduce_fit.csv); the presets are not "
                            "changed")
     ap.add_argument("--min-bytes", type=positive_int, default=FIT_BYTES[0], help="smallest size scored and fitted")

@@ -278,11 +278,60 @@ def tp_step_collectives(n_layers: int) -> int:
     return 2 * n_layers + 1
 
 
-def allreduce_time_s(link, tp: int, nbytes):
+# world sizes vLLM's custom all-reduce runs at (CustomAllreduce._SUPPORTED_WORLD_SIZES, custom_all_reduce.py)
+CUSTOM_ALLREDUCE_WORLD_SIZES = (2, 4, 6, 8)
+ALLREDUCE_KERNELS = ("auto", "nccl", "custom")
+
+
+def custom_allreduce_max_bytes(link, tp: int) -> int:
+    """Bytes below which vLLM runs its custom all-reduce on `tp` GPUs over `link` (0: never). CustomAllreduce
+    (vllm/distributed/device_communicators/custom_all_reduce.py, v0.11.0) is disabled outside world sizes 2 / 4 /
+    6 / 8, and on GPUs that are not fully connected (PCIe) at tp > 2 ("not supported on more than two PCIe-only
+    GPUs"); should_custom_ar then takes a tensor while inp_size < max_size. A card without a custom_allreduce
+    pair (no P2P, or no published custom-kernel timing) prices every all-reduce at the link's one pair."""
+    custom = getattr(link, "custom_allreduce", None)
+    if custom is None or tp not in CUSTOM_ALLREDUCE_WORLD_SIZES:
+        return 0
+    if link.kind == "pcie" and tp > 2:
+        return 0
+    if isinstance(custom.max_bytes, dict):
+        return int(custom.max_bytes.get(tp, 0))
+    return int(custom.max_bytes)
+
+
+def kernel_link(link, kernel: str):
+    """The InterconnectSheet whose one pair prices `kernel`'s all-reduces on `link`: custom -> the custom kernel's
+    latency / bandwidth (the link itself where it has none), nccl -> the link's own pair; neither carries a
+    custom pair, so allreduce_time_s prices it as one regime."""
+    if kernel not in ALLREDUCE_KERNELS[1:]:
+        raise LabError(f"all-reduce kernel {kernel!r} is not one of {ALLREDUCE_KERNELS[1:]}")
+    custom = getattr(link, "custom_allreduce", None)
+    if custom is None:
+        return link
+    if kernel == "custom":
+        return link.model_copy(update={"latency_us": custom.latency_us, "bandwidth_gbs": custom.bandwidth_gbs,
+                                       "custom_allreduce": None})
+    return link.model_copy(update={"custom_allreduce": None})
+
+
+def allreduce_time_s(link, tp: int, nbytes, kernel: str = "auto"):
     """One ring all-reduce of `nbytes` (scalar or array) on `tp` GPUs, seconds: latency_us + 2 (tp-1)/tp x bytes /
-    bandwidth. The cost model prices each tensor-parallel layer's two all-reduces with it; sim.allreduce_check
-    scores it against published collective timings (sim/validation/allreduce.yaml)."""
-    return allreduce_latency_s(link, tp) + nbytes * allreduce_s_per_byte(link, tp)
+    bandwidth. Two regimes as vLLM runs them (kernel auto): its custom all-reduce's pair (link.custom_allreduce)
+    below custom_allreduce_max_bytes, NCCL's (the link's own) from there up; kernel nccl / custom forces one
+    (sim.allreduce_check prices each published table at the kernel it timed). The cost model prices each
+    tensor-parallel layer's two all-reduces with it; sim.allreduce_check scores it against published collective
+    timings (sim/validation/allreduce.yaml)."""
+    if kernel != "auto":
+        link = kernel_link(link, kernel)
+    limit = custom_allreduce_max_bytes(link, tp)
+    nccl = allreduce_latency_s(link, tp) + nbytes * allreduce_s_per_byte(link, tp)
+    if not limit:
+        return nccl
+    custom = kernel_link(link, "custom")
+    fast = allreduce_latency_s(custom, tp) + nbytes * allreduce_s_per_byte(custom, tp)
+    if isinstance(nbytes, np.ndarray):
+        return np.where(nbytes < limit, fast, nccl)
+    return fast if nbytes < limit else nccl
 
 
 def check_tp_split(model: ModelShape, tp: int, field: str = "sim.hardware.tp") -> None:
@@ -491,10 +540,11 @@ class CostModel:
         self._t_per_sampled_row_link = 0.0  # per row the LM head computes (a request's sampled token, each draft)
         link = hw.interconnect
         act_bytes = 4.0 if m.dtype == "fp32" else 2.0
-        if tp > 1:  # ring all-reduces of the hidden states (allreduce_time_s): 2 per layer + the embedding's
-            collectives = tp_step_collectives(m.n_layers)
-            self._fixed += collectives * allreduce_latency_s(link, tp)
-            self._t_per_token_link += collectives * m.hidden * act_bytes * allreduce_s_per_byte(link, tp)
+        # ring all-reduces of the hidden states, 2 per layer + the embedding's (tp_allreduce_s: each at the custom
+        # kernel's pair below the card's custom max size, at NCCL's above -- allreduce_time_s)
+        self._tp_collectives = tp_step_collectives(m.n_layers) if tp > 1 else 0
+        self._tp_allreduce_bytes_per_token = m.hidden * act_bytes
+        if tp > 1:
             # the LM head's logits are vocab-parallel: each GPU computes vocab / tp columns of every sampled row and
             # LogitsProcessor._gather_logits joins them once a step -- an all-gather in V1, whose every worker runs
             # the sampler (vLLM PR 9856), a gather to the driver in V0 -- (tp-1)/tp of rows x vocab x activation
@@ -530,6 +580,7 @@ class CostModel:
         # the SPS curve has a closed form (RooflineSps) on the plain roofline
         self._closed_sps = not (self.profile is not None or self._bucket_list is not None or self.async_scheduling
                                 or self._t_per_token_link or self._t_per_sampled_row_link or self._moe
+                                or self._tp_collectives
                                 or self._gemm_factor != 1.0 or self._serial or self._row_tile > 1)
 
     @classmethod
@@ -649,7 +700,7 @@ class CostModel:
         if unsampled > 0:
             compute -= unsampled * self._t_head_flops
         memory = weights + kv_sum * self._t_per_kv_token
-        t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link
+        t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link + self.tp_allreduce_s(tokens)
         if self._t_per_sampled_row_link:  # the logits' gather: the rows the LM head computed
             t += (tokens - unsampled if unsampled > 0 else tokens) * self._t_per_sampled_row_link
         if self._t_state:  # the recurrent GDN kernel's own state traffic, after the GEMMs, not beside them
@@ -668,6 +719,15 @@ class CostModel:
         if self.async_scheduling:  # the engine core's host work for the next step runs beside this one
             return max(t * mult, host)
         return (t + host) * mult
+
+    def tp_allreduce_s(self, tokens):
+        """Seconds of one step's tensor-parallel all-reduces of the hidden states (scalar or numpy `tokens`, the
+        step's padded query tokens): tp_step_collectives of tokens x hidden x activation bytes each, priced by
+        allreduce_time_s (custom kernel or NCCL by size); 0 at tp 1."""
+        if not self._tp_collectives:
+            return 0.0 * tokens
+        return self._tp_collectives * allreduce_time_s(self.hw.interconnect, self.tp,
+                                                       tokens * self._tp_allreduce_bytes_per_token)
 
     def profile_point(self, tokens: int, kv_sum: float, n_reqs: int, drafts: float = 0) -> tuple[float, float, float]:
         """(batch, query_tokens, context_len) at which step_time reads the measured profile for this step, after
@@ -769,7 +829,7 @@ class CostModel:
             t = t + self._serial * np.minimum(compute, memory)
         if self._moe:
             t = t + self._experts_time(tokens, gemm_tokens)
-        t = t + self._fixed + tokens * self._t_per_token_link
+        t = t + self._fixed + tokens * self._t_per_token_link + self.tp_allreduce_s(tokens)
         if self._t_per_sampled_row_link:  # as step_time: the logits' gather over the sampled rows
             t = t + np.minimum(tokens, reqs + np.asarray(drafts, dtype=np.float64)) * self._t_per_sampled_row_link
         if spec:

@@ -12,8 +12,8 @@ sim.step_breakdown's terms are mapped to the same categories:
     roofline (max of weight + KV reads and GEMM + score FLOPs): split between dense_gemm (non-expert weights, or the
         GEMM FLOPs where the step is compute-bound) and attention (KV reads, or the score FLOPs) in proportion to
         the bound side's parts; a hybrid model's linear-attention state (its own kernel) to attention too
-    act_quant = quantized linears x act_quant_us; allreduce = the rest of the fixed collective latency + the
-        collective bytes; moe_gemm = moe floor (moe_layer_us: the fused call's routing, sort and GEMM floor) +
+    act_quant = quantized linears x act_quant_us; allreduce = the tensor-parallel all-reduces + the rest of the
+        fixed collective latency + the collective bytes; moe_gemm = moe floor (moe_layer_us: the fused call's routing, sort and GEMM floor) +
         per-expert + pair activations + expert reads / FLOPs; moe_routing = 0 (no term of its own: it is inside
         moe_layer_us, so compare `moe` = moe_gemm + moe_routing); norm_elementwise = layer overhead (the per-layer
         small kernels the formula has no other term for); other = step + request overhead.
@@ -144,7 +144,8 @@ def priced_categories(cm: CostModel, tokens: int, context: float) -> dict[str, f
     out = {"attention": roofline * attention + t["linear-attention state"],  # the recurrent kernel: its own term
            "dense_gemm": roofline * dense, "act_quant": act_quant,
            "moe_gemm": sum(t.get(k, 0.0) for k in moe_keys), "moe_routing": 0.0,
-           "allreduce": t["other fixed (act quant, collective latency)"] - act_quant + t["collective bytes"],
+           "allreduce": t["other fixed (act quant, collective latency)"] - act_quant + t["collective bytes"]
+           + t["tensor-parallel all-reduces"],
            "norm_elementwise": t["layer overhead"], "other": t["step overhead"] + t["request overhead"]}
     if not adds_up(sum(out.values()), t["total"]):
         raise LabError(f"sim.decode_profile_check: the categories add up to {sum(out.values()) * 1e3:.6f} ms, "

@@ -112,6 +112,7 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     terms.update({"step overhead": cm.step_overhead_s, "layer overhead": layers,
                   "piecewise graphs (engine.cuda_graph_mode)": graphs,
                   "other fixed (act quant, collective latency)": cm._fixed - cm.step_overhead_s - layers - graphs,
+                  "tensor-parallel all-reduces": cm.tp_allreduce_s(tokens),  # custom kernel or NCCL by size
                   "collective bytes": tokens * cm._t_per_token_link
                   + min(tokens, n_reqs) * cm._t_per_sampled_row_link})  # the logits' gather: one row per request
     if cm._moe:

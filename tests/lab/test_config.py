@@ -258,6 +258,30 @@ def test_a_spec_sheet_without_a_link_is_refused_over_several_gpus():
         "spec": {**spec, "interconnect": link}, "tp": 2}}}).sim.hardware.tp == 2
 
 
+def test_a_custom_allreduce_pair_is_validated_where_a_spec_sheet_gives_it():
+    """interconnect.custom_allreduce (vLLM's custom kernel below max_bytes): accepted on a P2P link, with one size
+    or a size per tp; refused on a link without GPU peer-to-peer (ethernet, none) and with a size under 1 byte or
+    a tp under 2, each error naming the field."""
+    spec = {"name": "my-card", "peak_tflops": {"bf16": 100}, "mem_bw_tbs": 1.0, "mem_gib": 24}
+    custom = {"latency_us": 10, "bandwidth_gbs": 150, "max_bytes": 8388608}
+
+    def hardware(link):
+        return config_from_dict({"name": "s", "stages": ["sim"], "sim": {"hardware": {
+            "spec": {**spec, "interconnect": link}, "tp": 2}}}).sim.hardware
+
+    nvlink = {"kind": "nvlink", "bandwidth_gbs": 100, "latency_us": 30}
+    assert hardware({**nvlink, "custom_allreduce": custom}).sheet().interconnect.custom_allreduce.max_bytes == 8388608
+    per_tp = hardware({**nvlink, "custom_allreduce": {**custom, "max_bytes": {2: 64 << 20, 8: 256 << 10}}})
+    assert per_tp.sheet().interconnect.custom_allreduce.max_bytes == {2: 64 << 20, 8: 256 << 10}
+    for link, field in (({**nvlink, "kind": "ethernet", "custom_allreduce": custom}, "custom_allreduce"),
+                        ({**nvlink, "custom_allreduce": {**custom, "max_bytes": 0}}, "max_bytes"),
+                        ({**nvlink, "custom_allreduce": {**custom, "max_bytes": {1: 1024}}}, "max_bytes"),
+                        ({**nvlink, "custom_allreduce": {**custom, "bandwidth_gbs": 0}}, "bandwidth_gbs"),
+                        ({**nvlink, "custom_allreduce": {"latency_us": 10, "bandwidth_gbs": 150}}, "max_bytes")):
+        with pytest.raises(LabError, match=field):
+            hardware(link)
+
+
 def test_a_hub_id_as_model_config_says_to_save_its_config_json(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LabError, match=r"'Qwen/Qwen3-8B' not found \(nothing is fetched from a model hub: save "

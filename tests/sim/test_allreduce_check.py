@@ -61,7 +61,7 @@ def test_the_a100_links_are_the_pooled_fit_of_the_nvlink_8_gpu_tables():
 
     runs = ac.load_runs(ac.DEFAULT_FILE)
     lo, hi = ac.FIT_BYTES
-    fitted = [ac._in_range(r, lo, hi) for r in runs if r.fit_card == "a100-80g" and r.fittable]
+    fitted = [ac._in_range(r, lo, hi) for r in runs if r.fit_card == "a100-80g" and r.fittable and r.kernel == "nccl"]
     fitted = [r for r in fitted if r.time_us]  # as fit_all: a run with no size in range is listed, not fitted
     assert {r.device for r in fitted} == {"a100-80g", "a100-40g"} and len({r.host for r in fitted}) >= 2
     assert all(r.p2p == "nvlink" and r.gpus == 8 for r in fitted)
@@ -76,6 +76,45 @@ def test_the_a100_links_are_the_pooled_fit_of_the_nvlink_8_gpu_tables():
     before = link.model_copy(update={"latency_us": 8.0, "bandwidth_gbs": 300.0})
     points = ac.score(fitted, {"a100-80g": before, "a100-40g": before})
     assert points.rel_err.median() < -0.5
+
+
+def test_the_a100_custom_allreduce_pair_is_the_fit_of_vllms_kernel_tables():
+    """a100-80g / a100-40g's custom_allreduce pair is --fit's `custom: pooled` over SGLang PR 2688's tables of vLLM's
+    custom kernel (tp 2 / 4 / 8), within 8 MiB (CustomAllreduce's max_size on compute capability 8.0); the NCCL pair
+    alone priced those tables at over twice their time, the custom pair within 20% at every point (median 7%)."""
+    from sim.hardware import get_hardware
+
+    runs = ac.load_runs(ac.DEFAULT_FILE)
+    custom = [r for r in runs if r.kernel == "custom" and r.device == "a100-80g"]
+    assert {r.gpus for r in custom} == {2, 4, 8} and all(r.fittable and r.harness == "other" for r in custom)
+    link = get_hardware("a100-80g").interconnect
+    pair = link.custom_allreduce
+    table = ac.fit_all(runs).set_index(["device", "fit", "tp_term"])
+    pooled = table.loc[("a100-80g", "custom: pooled", "none")]
+    assert pooled.kernel == "custom" and pooled.runs == 3
+    assert pooled.latency_us == pytest.approx(pair.latency_us, rel=0.01)
+    assert pooled.bandwidth_gbs == pytest.approx(pair.bandwidth_gbs, rel=0.01)
+    assert pair.max_bytes == 8 * 1024 * 1024 and get_hardware("a100-40g").interconnect == link
+    lo, hi = ac.FIT_BYTES
+    in_range = [ac._in_range(r, lo, hi) for r in custom]
+    now = ac.score(in_range, {"a100-80g": link})
+    before = ac.score(in_range, {"a100-80g": link.model_copy(update={"custom_allreduce": None})})
+    assert now.rel_err.abs().max() < 0.2 and now.rel_err.abs().median() < 0.08 and before.rel_err.min() > 0.7
+
+
+def test_custom_kernel_tables_are_priced_at_the_custom_pair_and_nccl_ones_at_the_links(tmp_path):
+    link = InterconnectSheet(kind="nvlink", bandwidth_gbs=100, latency_us=30,
+                             custom_allreduce={"latency_us": 10, "bandwidth_gbs": 200, "max_bytes": 1024})
+    runs = ac.load_runs(_write(tmp_path / "a.yaml", [
+        _run(0, 2, {1048576: 30.0}, p2p="nvlink"), _run(1, 2, {1048576: 10.0}, p2p="nvlink", harness="other",
+                                                          kernel="custom")]))
+    table = ac.score(runs, {"rtx-4090": link}).set_index("run")
+    # 1 MiB at tp 2: 1 x 1048576 B / 100 GB/s = 10.486 us + 30; at the custom pair 5.243 + 10 (max_bytes not asked)
+    assert table.loc["synthetic-0", "sim_us"] == pytest.approx(40.486, abs=1e-3)
+    assert table.loc["synthetic-1", "sim_us"] == pytest.approx(15.243, abs=1e-3)
+    assert [r.fittable for r in runs] == [True, True]  # a custom-kernel table of another harness is fitted
+    fits = ac.fit_all(runs)
+    assert set(fits.fit) >= {"preset", "pooled", "custom: preset", "custom: pooled"}
 
 
 def test_fit_with_pools_a_run_into_another_cards_block_priced_on_its_own(tmp_path):
@@ -97,6 +136,7 @@ def test_fit_with_pools_a_run_into_another_cards_block_priced_on_its_own(tmp_pat
     ({"device": "rtx-9090"}, "runs[0].device"),
     ({"time_us": {8192: -1.0}}, "runs[0].time_us"),
     ({"url": None}, "runs[0]"),
+    ({"kernel": "symm_mem"}, "runs[0].kernel"),
 ])
 def test_a_bad_file_is_one_error_line_exit_2_and_nothing_written(tmp_path, capsys, bad, field):
     path = _write(tmp_path / "bad.yaml", [{**_run(0, 2, {8192: 20.0}), **bad}])
@@ -129,7 +169,8 @@ def test_main_writes_the_tables_the_figure_and_the_fit(tmp_path):
     for name in ("allreduce.csv", "allreduce_fit.csv", "allreduce.md", "allreduce.png"):
         assert (tmp_path / "o" / name).is_file(), name
     text = (tmp_path / "o" / "allreduce.md").read_text()
-    assert "kalavai-docker-2x4090" in text and "| rtx-4090 | pooled | none |" in text
+    assert "kalavai-docker-2x4090" in text and "| rtx-4090 | nccl | pooled | none |" in text
+    assert "| a100-80g | custom | custom: pooled | none |" in text
 
 
 def test_a_run_with_no_size_in_range_and_no_fitted_run_say_so(tmp_path):

@@ -200,6 +200,61 @@ def test_a100_link_is_the_fit_on_published_nvlink_all_reduce_timings():
     assert CostModel(hw, m, tp=1).step_time(2048, 0, 8, False) == CostModel(old, m, tp=1).step_time(2048, 0, 8, False)
 
 
+def test_all_reduce_runs_the_custom_kernel_below_its_max_size_and_nccl_from_it():
+    """vLLM's should_custom_ar takes a tensor while inp_size < max_size: one byte-multiple of 16 under the limit is
+    priced at the custom pair, the limit itself at NCCL's (the link's own); scalar and array alike."""
+    link = InterconnectSheet(kind="nvlink", bandwidth_gbs=100, latency_us=30,
+                             custom_allreduce={"latency_us": 10, "bandwidth_gbs": 200, "max_bytes": 8 * 2 ** 20})
+    below, at = 8 * 2 ** 20 - 16, 8 * 2 ** 20
+    assert allreduce_time_s(link, 4, below) * 1e6 == pytest.approx(10 + 1.5 * below / 2e5)  # 72.9 us
+    assert allreduce_time_s(link, 4, at) * 1e6 == pytest.approx(30 + 1.5 * at / 1e5)  # 155.8 us
+    both = allreduce_time_s(link, 4, np.array([float(below), float(at)])) * 1e6
+    assert both == pytest.approx([10 + 1.5 * below / 2e5, 30 + 1.5 * at / 1e5])
+    assert allreduce_time_s(link, 4, 8192, kernel="nccl") == allreduce_time_s(
+        link.model_copy(update={"custom_allreduce": None}), 4, 8192)
+    per_tp = link.model_copy(update={"custom_allreduce": link.custom_allreduce.model_copy(
+        update={"max_bytes": {2: 64 * 2 ** 20, 8: 256 * 1024}})})  # vLLM's SM 9.0 table with symmetric memory
+    assert allreduce_time_s(per_tp, 8, 256 * 1024 - 16) * 1e6 == pytest.approx(10 + 1.75 * (256 * 1024 - 16) / 2e5)
+    assert allreduce_time_s(per_tp, 8, 256 * 1024) * 1e6 == pytest.approx(30 + 1.75 * 256 * 1024 / 1e5)
+    assert allreduce_time_s(per_tp, 4, 8192) * 1e6 == pytest.approx(30 + 1.5 * 8192 / 1e5)  # tp 4 not in the map
+
+
+def test_custom_all_reduce_is_off_on_pcie_past_two_gpus_and_at_unsupported_world_sizes():
+    """CustomAllreduce: PCIe GPUs (not fully connected) run it at tp 2 only ("not supported on more than two
+    PCIe-only GPUs"); world sizes outside 2 / 4 / 6 / 8 never; NVLink at 2 / 4 / 6 / 8."""
+    custom = {"latency_us": 10, "bandwidth_gbs": 200, "max_bytes": 8 * 2 ** 20}
+    pcie = InterconnectSheet(kind="pcie", bandwidth_gbs=25, latency_us=15, custom_allreduce=custom)
+    nvlink = pcie.model_copy(update={"kind": "nvlink"})
+    nbytes = 8192
+    assert allreduce_time_s(pcie, 2, nbytes) * 1e6 == pytest.approx(10 + nbytes / 2e5)
+    for tp in (4, 8):
+        assert allreduce_time_s(pcie, tp, nbytes) * 1e6 == pytest.approx(15 + 2 * (tp - 1) / tp * nbytes / 2.5e4)
+        assert allreduce_time_s(nvlink, tp, nbytes) * 1e6 == pytest.approx(10 + 2 * (tp - 1) / tp * nbytes / 2e5)
+    for tp in (3, 16):
+        assert allreduce_time_s(nvlink, tp, nbytes) * 1e6 == pytest.approx(15 + 2 * (tp - 1) / tp * nbytes / 2.5e4)
+
+
+def test_a100_decode_steps_run_the_custom_kernel_and_prefill_chunks_nccl():
+    """The A100 sheets' custom_allreduce pair (sim.allreduce_check --fit over SGLang PR 2688's tables of vLLM's
+    kernel: 13.1 us, 192.5 GB/s, below 8 MiB): a tp 8 decode step of 64 requests (512 KiB all-reduces) pays 65 of
+    them at that pair where the NCCL pair alone priced them ~26 us dearer each; a 2048-token chunk (16 MiB) runs
+    NCCL, unchanged; step_time_vec agrees with step_time on both sides of the limit."""
+    for name in ("a100-80g", "a100-40g"):
+        custom = get_hardware(name).interconnect.custom_allreduce
+        assert (custom.latency_us, custom.bandwidth_gbs, custom.max_bytes) == (13.1, 192.5, 8 * 2 ** 20), name
+    hw, m = get_hardware("a100-80g"), get_model("llama-2-7b")  # hidden 4096, bf16: 8 KiB a token
+    nccl_only = hw.model_copy(update={"interconnect": hw.interconnect.model_copy(update={"custom_allreduce": None})})
+    now, before = CostModel(hw, m, tp=8), CostModel(nccl_only, m, tp=8)
+    ring, nbytes = 2 * 7 / 8, 64 * 4096 * 2
+    saved = 65 * ((36.8 - 13.1) * 1e-6 + nbytes * ring * (1 / 143.1e9 - 1 / 192.5e9))
+    assert before.step_time(64, 64 * 500, 64, False) - now.step_time(64, 64 * 500, 64, False) == pytest.approx(saved)
+    assert now.step_time(2048, 0, 8, False) == before.step_time(2048, 0, 8, False)
+    tokens = np.array([64.0, 1023.0, 1024.0, 2048.0])  # 1024 tokens: exactly 8 MiB -> NCCL
+    assert now.step_time_vec(tokens, 64 * 500, 64, False) == pytest.approx(
+        [now.step_time(int(t), 64 * 500, 64, False) for t in tokens], rel=1e-12)
+    assert now.tp_allreduce_s(1024) == before.tp_allreduce_s(1024) > now.tp_allreduce_s(1023)
+
+
 def test_expert_parallel_all_to_all_and_memory():
     m = get_model("deepseek-v4-flash-like")
     one = CostModel(get_hardware("h200"), m, tp=4)
