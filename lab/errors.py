@@ -5,6 +5,10 @@ exit status 2 without a traceback.
 """
 
 
+import sys
+from collections.abc import Callable
+
+
 class LabError(Exception):
     """An error the user caused and can fix (bad YAML, missing file, corrupt trace)."""
 
@@ -14,3 +18,15 @@ class LabError(Exception):
         """The message on one line: a wrapped library error (pandas' CSV parser, a JSON decoder) may carry line
         breaks, and the user gets one `error:` line."""
         return " ".join(line.strip() for line in super().__str__().splitlines() if line.strip())
+
+
+def print_or_fail(build: Callable[[], str]) -> int:
+    """A command-line tool's last step: print the text build() returns and return exit status 0; on a LabError
+    print its one `error: ...` line to stderr instead and return 2 (nothing printed to stdout)."""
+    try:
+        text = build()
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(text, end="")
+    return 0

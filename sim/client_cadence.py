@@ -36,9 +36,9 @@ import pandas as pd
 
 from lab.arguments import ArgumentParser
 from lab.config_sim import CostSpec
-from lab.errors import LabError
+from lab.errors import LabError, print_or_fail
 from lab.report import markdown_table
-from sim.public_check import DEFAULT_FILE, FRONTEND_MODES, load_rows, matching_seed, row_sim_config
+from sim.public_check import DEFAULT_FILE, FRONTEND_MODES, matching_seed, row_sim_config, rows_by_id
 from sim.serving_metrics import per_request
 from sim.simulate import prepare_inputs, simulate
 
@@ -142,19 +142,13 @@ def main(argv=None) -> int:
     ap.add_argument("--frontend", choices=FRONTEND_MODES, default="file",
                     help="file: the row's front end; off: none (the engine alone)")
     args = ap.parse_args(argv)
-    try:
-        settings = parse_settings(args.set)
-        rows = {r.id: r for r in load_rows(args.file)}
-        missing = [rid for rid in args.rows if rid not in rows]
-        if missing:
-            raise LabError(f"sim.client_cadence: no row {missing[0]!r} in {args.file}")
-        table = pd.DataFrame([{"row": rid, **row_stats(rows[rid], settings, args.frontend)} for rid in args.rows])
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(markdown_table(table, floatfmt="{:.1f}"))
-    return 0
 
+    def table() -> str:
+        settings = parse_settings(args.set)
+        rows = rows_by_id(args.file, args.rows, "sim.client_cadence")
+        frame = pd.DataFrame([{"row": rid, **row_stats(row, settings, args.frontend)} for rid, row in rows.items()])
+        return markdown_table(frame, floatfmt="{:.1f}") + "\n"
+    return print_or_fail(table)
 
 if __name__ == "__main__":
     sys.exit(main())

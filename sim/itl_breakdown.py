@@ -23,8 +23,8 @@ import sys
 import numpy as np
 
 from lab.arguments import ArgumentParser
-from lab.errors import LabError
-from sim.public_check import DEFAULT_FILE, load_rows, matching_seed, row_sim_config
+from lab.errors import print_or_fail
+from sim.public_check import DEFAULT_FILE, matching_seed, row_sim_config, rows_by_id
 from sim.simulate import prepare_inputs, simulate
 
 COLUMNS = ["steps", "decode-only steps", "decode-only ms (median)", "mixed steps", "mixed ms (median)",
@@ -86,18 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument("rows", nargs="+", help="row ids of the public rows file")
     ap.add_argument("--file", default=str(DEFAULT_FILE), help="public rows file (sim.public_check's format)")
     args = ap.parse_args(argv)
-    try:
-        rows = {r.id: r for r in load_rows(args.file)}
-        missing = [r for r in args.rows if r not in rows]
-        if missing:
-            raise LabError(f"sim.itl_breakdown: no row {missing[0]!r} in {args.file}")
-        text = markdown({rid: itl_stats(row_steps(rows[rid])) for rid in args.rows})
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(text, end="")
-    return 0
-
+    return print_or_fail(lambda: markdown({rid: itl_stats(row_steps(row)) for rid, row in
+                                           rows_by_id(args.file, args.rows, "sim.itl_breakdown").items()}))
 
 if __name__ == "__main__":
     sys.exit(main())

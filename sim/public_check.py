@@ -369,6 +369,16 @@ def load_rows(path: str | Path) -> list[PublicRow]:
     return load_data(path)[0]
 
 
+def rows_by_id(path: str | Path, wanted: list[str], prog: str) -> dict[str, PublicRow]:
+    """The rows of a data file that `wanted` names, by id in its order; LabError naming the first id the file
+    lacks (`prog`: the tool that asked)."""
+    rows = {r.id: r for r in load_rows(path)}
+    missing = [rid for rid in wanted if rid not in rows]
+    if missing:
+        raise LabError(f"{prog}: no row {missing[0]!r} in {path}")
+    return {rid: rows[rid] for rid in wanted}
+
+
 def load_data(path: str | Path) -> tuple[list[PublicRow], FrontendOccupancy | None]:
     """The rows of a data file and its `frontend_occupancy` (None when absent); LabError naming the file and
     field on anything wrong."""

@@ -28,10 +28,10 @@ import math
 import sys
 
 from lab.arguments import ArgumentParser
-from lab.errors import LabError
+from lab.errors import LabError, print_or_fail
 from sim.cost import CostModel
 from sim.linear_attn import state_copies
-from sim.public_check import DEFAULT_FILE, load_rows, row_sim_config
+from sim.public_check import DEFAULT_FILE, row_sim_config, rows_by_id
 
 TOLERANCE = 1e-9  # seconds: the terms must add up to step_time to float precision
 
@@ -183,22 +183,15 @@ def main(argv=None) -> int:
     ap.add_argument("--done", type=int, default=0, help="tokens the chunk's request already has in its KV cache")
     ap.add_argument("--file", default=str(DEFAULT_FILE), help="public rows file (sim.public_check's format)")
     args = ap.parse_args(argv)
-    try:
+
+    def table() -> str:
         check_step(args.batch, args.context, args.chunk, args.done)
-        rows = {r.id: r for r in load_rows(args.file)}
-        if args.row not in rows:
-            raise LabError(f"sim.step_breakdown: no row {args.row!r} in {args.file}")
-        row = rows[args.row]
+        row = rows_by_id(args.file, [args.row], "sim.step_breakdown")[args.row]
         sim = row_sim_config(row)
         cm, mixed = CostModel.from_config(sim), sim.engine.linear_attn_mixed
         terms = decode_terms(cm, args.batch, args.context, args.chunk, args.done, mixed)
-        text = markdown(args.row, row.model, args.batch, args.context, terms, cm, args.chunk, args.done, mixed)
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(text, end="")
-    return 0
-
+        return markdown(args.row, row.model, args.batch, args.context, terms, cm, args.chunk, args.done, mixed)
+    return print_or_fail(table)
 
 if __name__ == "__main__":
     sys.exit(main())
