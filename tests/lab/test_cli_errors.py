@@ -173,6 +173,8 @@ CASES = [
     ("corrupt Parquet", lambda w: ["traces", "garbage.parquet"], "not a readable Parquet trace"),
     ("inconsistent Parquet", lambda w: ["traces", "inconsistent.parquet"], "accepted=3 outside 0..k=2"),
     ("missing trace path", lambda w: ["traces", "no/such/dir"], "trace path does not exist"),
+    ("traces of two runs in one folder", lambda w: ["traces", mixed_traces(w)],
+     "mixed: shards of 2 runs mixed: run_id 'a' in rounds__a.parquet; run_id 'b' in rounds__b.parquet"),
     # names that become paths are slugs (a drafter named ../../victim trained outside its run)
     ("run_id climbing out of output_dir", lambda w: ["validate", "good.yaml", "--set", "run_id=../.."],
      "run_id: Value error, '../..' is not a slug"),
@@ -508,6 +510,14 @@ def profiled(profile: str, **cost) -> dict:
     return {"hardware": {"preset": "cpu"}, "cost": {"profile": profile, **cost}}
 
 
+def mixed_traces(workdir, name="mixed") -> str:
+    """A traces folder holding shards of two runs (one copied in from another run); its name."""
+    for run_id in ("a", "b"):
+        write_shard([StepRecord(run_id, "ngram", "t", "d", "p", "rounds", 0.0, 0, 5, 2, 1, [1.0, 0.0], [1.0, 1.0])],
+                    workdir / name / f"rounds__{run_id}.parquet")
+    return name
+
+
 def replayed_traces(paths, **acceptance) -> dict:
     return {"acceptance": {"source": "traces", "paths": paths, **acceptance}, "policies": [{"kind": "ar"}]}
 
@@ -548,6 +558,8 @@ SIM_FILE_CASES = [
     ("missing acceptance trace", lambda w: replayed_traces(["no/traces"]), "sim.acceptance.paths:"),
     ("corrupt acceptance trace", lambda w: replayed_traces(["garbage.parquet"]),
      "garbage.parquet: not a readable Parquet trace"),
+    ("acceptance traces of two runs in one folder", lambda w: replayed_traces([mixed_traces(w)]),
+     "mixed: shards of 2 runs mixed: run_id 'a' in rounds__a.parquet; run_id 'b' in rounds__b.parquet"),
     ("calibration file not JSON",
      lambda w: replayed_traces(["runs/cli/existing/traces"], calibration_path=write(w, "cal.json", "{")),
      "cal.json: calibration file is not valid JSON"),
