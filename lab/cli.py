@@ -104,7 +104,7 @@ def cmd_validate(args) -> int:
         try:
             cfg = load_config(path, args.set)
             check_sections(cfg, cfg.stages, path)  # the stages it runs; every file any stage would read
-            check_inputs(cfg, STAGES, path)
+            check_inputs(cfg, STAGES, path, run_stages=cfg.stages)
         except LabError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
