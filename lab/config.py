@@ -133,7 +133,7 @@ class ExperimentConfig(StrictModel):
     output_dir: str = "runs"
     run_id: Slug | None = Field(None, description="default: name + hash of the config, so reruns resume")
     stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
-    threads: int | str = Field(
+    threads: int | Literal["auto"] = Field(
         "auto", description="CPU intra-op threads; auto: the cores other processes leave free (lab/threads.py)")
     target: TargetSection = Field(default_factory=TargetSection)
     prompts: PromptsSection | None = Field(None, description="needed by the real stages (evaluate)")
@@ -145,12 +145,13 @@ class ExperimentConfig(StrictModel):
     sim: SimSection | None = None
     engine: EngineSection | None = Field(None, description="a real serving engine beside the lab (vLLM)")
 
-    @field_validator("threads")
+    @field_validator("threads", mode="before")
     @classmethod
-    def _threads(cls, value: int | str) -> int | str:
-        if value != "auto" and not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{value!r}: expected a number of threads >= 1, or auto")
-        return value
+    def _threads(cls, value):
+        """One message for any value but a whole number >= 1 or auto (a YAML true / false: StrictModel's words)."""
+        if isinstance(value, bool) or value == "auto" or isinstance(value, int) and value >= 1:
+            return value
+        raise ValueError(f"{value!r}: expected a number of threads >= 1, or auto")
 
     @model_validator(mode="after")
     def _real_stages_have_inputs(self):
