@@ -375,6 +375,8 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     feeder = None
     # the benchmark client's --max-concurrency over open-loop arrivals: a replayed log's, or the workload's own
     limit = inputs.client_limit or wl.client_limit
+    if axis == "concurrency" and value is not None and wl.client_limit is not None:
+        limit = int(value)  # the sweep varies --max-concurrency at the workload's own rate
     if wl.kind == "closed_loop" or wl.all_at_once:
         users = int(value) if (axis == "concurrency" and value is not None) else wl.users
         cluster.start_closed_loop(users)

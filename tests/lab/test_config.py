@@ -216,7 +216,8 @@ def test_an_open_loop_workload_without_a_sweep_axis_runs_at_its_rate(sweep, axis
     assert cfg.sim.sweep.axis == axis
     closed = config_from_dict({"name": "s", "stages": ["sim"], "sim": {"workload": {"kind": "closed_loop"}}})
     assert closed.sim.sweep.axis == "concurrency"
-    with pytest.raises(LabError, match="sweep.axis 'concurrency' needs workload.kind closed_loop"):
+    with pytest.raises(LabError, match="sweep.axis 'concurrency' has no concurrency to vary in a poisson workload "
+                                       "without workload.max_concurrency"):
         config_from_dict({"name": "s", "stages": ["sim"], "sim": {**sim, "sweep": {"axis": "concurrency"}}})
 
 
