@@ -21,7 +21,7 @@ from lab.config_engine import EngineSection
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
-from lab.paths import UserPath
+from lab.paths import PathText, UserPath
 from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes, load_yaml_text
 
@@ -130,7 +130,7 @@ class ProfileSection(StrictModel):
 class ExperimentConfig(StrictModel):
     name: Slug
     seed: Seed = 0
-    output_dir: str = "runs"
+    output_dir: PathText = "runs"
     run_id: Slug | None = Field(None, description="default: name + hash of the config, so reruns resume")
     stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
     threads: int | Literal["auto"] = Field(

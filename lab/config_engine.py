@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lab.config_base import Seed, StrictModel
+from lab.paths import UserPath
 
 SPEC_METHODS = ("none", "ngram", "draft_model", "eagle3", "dflash", "suffix")
 
@@ -88,7 +89,7 @@ class LoadSpec(StrictModel):
     kind: Literal["poisson", "trace", "closed_loop"] = "poisson"
     rate: float = Field(1.0, gt=0, description="poisson: requests/s")
     concurrency: int = Field(4, ge=1, description="closed_loop: users, each sends its next request on reply")
-    trace_path: str | None = Field(None, description="trace: CSV arrived_at,num_prefill_tokens,num_decode_tokens")
+    trace_path: UserPath | None = Field(None, description="trace: CSV arrived_at,num_prefill_tokens,num_decode_tokens")
     time_scale: float = Field(1.0, gt=0, description="trace: arrival times are multiplied by this")
     trace_offset: int = Field(0, ge=0, description="trace: first row replayed")
     prompt_tokens: int = Field(128, ge=1, description="fixed prompt length (trace: the cap on its lengths)")

@@ -55,6 +55,8 @@ BORROW_FIELD = "sim.workload.lengths.borrow"  # also what read_lengths tells a b
 
 def _read_csv(path: str | Path, field: str, columns=()) -> pd.DataFrame:
     p = expand_path(path)
+    if p.is_dir():
+        raise LabError(f"{field}: {p} is a directory, not a CSV file")
     if not p.is_file():
         raise LabError(f"{field}: {p} does not exist")
     try:
@@ -90,9 +92,9 @@ def load_length_table(path: str | Path, field: str = CSV_FIELD) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def load_arrival_trace(path: str) -> np.ndarray:
-    """[n, 3] float array of (arrival s, prompt tokens, output tokens), sorted by arrival."""
-    f = _read_csv(path, "sim.workload.trace_path", TRACE_COLUMNS)
+def load_arrival_trace(path: str, field: str = "sim.workload.trace_path") -> np.ndarray:
+    """[n, 3] float array of (arrival s, prompt tokens, output tokens), sorted by arrival; LabError naming `field`."""
+    f = _read_csv(path, field, TRACE_COLUMNS)
     arr = f[list(TRACE_COLUMNS)].to_numpy(dtype=np.float64)
     return arr[np.argsort(arr[:, 0], kind="stable")]
 

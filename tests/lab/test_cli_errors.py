@@ -96,6 +96,7 @@ def workdir(tmp_path):
     (run / "REPORT.md").write_text("# existing results\n")
     (run / "config.yaml").write_text(yaml.safe_dump({**GOOD, "run_id": "existing"}))
     (tmp_path / "garbage.parquet").write_bytes(b"PAR1 but not really")
+    (tmp_path / "trace.csv").write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1.5,20,8\n")
     bad_trace = StepRecord("x", "m", "t", "d", "p", "rounds", 0.0, 0, 5, 2, 1, [1.0, 0.0], [1.0, 1.0])
     write_shard([bad_trace], tmp_path / "inconsistent.parquet")
     table = pq.read_table(tmp_path / "inconsistent.parquet")
@@ -279,6 +280,21 @@ CASES = [
      "stage 'sim' needs the sim: section"),
     ("engine environment missing", lambda w: ["run", "good.yaml", "--stages", "engine", "--set",
                                               "engine.venv=/no/such/venv"], "run `lab engine setup vllm`"),
+    # an engine load's arrival CSV was read only when the load started, after vLLM's server had come up (minutes)
+    *[(f"engine trace load {label}", validate_with(
+        f"engine.loads=[{{name: t, kind: trace, trace_path: {path}, prompt_tokens: 64, output_tokens: 16}}]"),
+       fragment) for label, path, fragment in [
+          ("missing", "no/such.csv", "good.yaml: engine.loads[0].trace_path: no/such.csv does not exist"),
+          ("a directory", ".", "engine.loads[0].trace_path: . is a directory, not a CSV file"),
+          ("without its columns", "garbage.parquet", "engine.loads[0].trace_path: garbage.parquet lacks columns")]],
+    ("engine trace load past its rows", validate_with(
+        "engine.loads=[{name: t, kind: trace, trace_path: trace.csv, trace_offset: 2, prompt_tokens: 64, "
+        "output_tokens: 16}]"), "engine.loads[0].trace_offset: 2 is beyond the trace's 2 rows"),
+    # Python's path calls raise ValueError at a NUL character: a traceback where validate resolved the path
+    ("a path holding a NUL character", validate_with('sim={workload: {kind: trace, trace_path: "a\\0b.csv"}}'),
+     "sim.workload.trace_path: Value error, 'a\\x00b.csv': a path cannot hold a NUL character"),
+    ("an output_dir holding a NUL character", validate_with('output_dir="r\\0uns"'),
+     "output_dir: Value error, 'r\\x00uns': a path cannot hold a NUL character"),
     ("engine port not loopback-safe", lambda w: ["validate", "good.yaml", "--set", "engine.port=80"], "engine.port"),
     ("engine host not loopback", lambda w: ["validate", "good.yaml", "--set", "engine.host=0.0.0.0"], "engine.host"),
     ("engine drafter with a method that does not export", lambda w: [
