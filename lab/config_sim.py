@@ -612,6 +612,9 @@ REPLAY_KINDS = ("trace", "replay_log")  # workloads that replay recorded arrival
 
 
 CLOSED_LOOP_USERS = 8  # a closed loop's users where workload.concurrency leaves them out
+# The most closed-loop users one simulated point runs: each is a request in flight from the start (10^18 of them was
+# an "Unable to allocate 6.94 EiB" traceback); far above any served batch (vLLM's max_num_seqs tops out at 8192)
+MAX_USERS = 1_000_000
 
 
 class WorkloadSpec(StrictModel):
@@ -930,7 +933,27 @@ class SimSection(StrictModel):
             raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma, trace or replay_log)")
         if self.sweep.axis == "rate" and self.workload.all_at_once:
             raise ValueError("sweep.axis 'rate' cannot scale workload.rate .inf (every request at once)")
+        self._users_fit()
         return self
+
+    def _users_fit(self) -> None:
+        """Concurrency values are whole numbers (0.5 ran int(0.5) = 0 users: an empty point) and a closed loop's
+        users, as many as its requests at most, no more than MAX_USERS."""
+        wl, sweep = self.workload, self.sweep
+        if sweep.axis == "concurrency":
+            fractional = [v for v in sweep.values if v != int(v)]
+            if fractional:
+                raise ValueError(f"sweep.values {fractional[0]:g}: a concurrency is a whole number of requests")
+        if not (wl.kind == "closed_loop" or wl.all_at_once):
+            return
+        swept = sweep.axis == "concurrency"
+        points = [(int(v), "sweep.values") for v in sweep.values] if swept else [
+            (wl.users, "workload.concurrency" if wl.kind == "closed_loop" else
+             "workload.max_concurrency" if wl.max_concurrency else "workload.max_requests")]
+        for users, field in points:
+            if min(users, wl.max_requests or users) > MAX_USERS:
+                raise ValueError(f"{field}: {users:,} closed-loop users, more than the simulator runs at once "
+                                 f"({MAX_USERS:,}, each a request in flight from the start)")
 
     @model_validator(mode="after")
     def _frontend_streams_without_disaggregation(self):

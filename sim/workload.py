@@ -395,6 +395,23 @@ def vllm_client_send_times(n: int, rate: float, shape: float, seed: int) -> np.n
     return np.concatenate([[0.0], np.cumsum(gaps)])
 
 
+# The most inter-arrival gaps one point draws (400 MB of float64): a rate or duration_s of 1e300 asked numpy for more
+# than an array can hold ("Maximum allowed dimension exceeded", a traceback mid-sweep)
+MAX_ARRIVAL_DRAWS = 50_000_000
+
+
+def arrival_draws(rate: float, duration: float) -> int:
+    """The gaps open_loop_arrivals draws for `duration` seconds at `rate` (half again the mean count, and some);
+    LabError naming the workload's fields when that is more than MAX_ARRIVAL_DRAWS."""
+    mean = rate * duration
+    draws = mean * 1.5 + 10 * math.sqrt(mean) + 20
+    if not draws <= MAX_ARRIVAL_DRAWS:  # inf and NaN (inf x 0) too
+        raise LabError(f"sim.workload: {rate:g} req/s over {duration:g} s is ~{mean:.3g} arrivals, more than the "
+                       f"simulator draws for one point ({MAX_ARRIVAL_DRAWS:,}): lower the rate (or the swept rate "
+                       "values) or sim.workload.duration_s / max_requests")
+    return int(draws)
+
+
 def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
                        trace: np.ndarray | None = None, rate: float | None = None):
     """Arrival times (s), prompt and output lengths for poisson, gamma and replayed (trace, replay_log) ones;
@@ -409,7 +426,7 @@ def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
         o = np.clip(trace[keep][:cap, 2].astype(np.int64), 1, lengths.max_output)
         return times, p, o
     rate = rate or spec.rate
-    n_guess = int(rate * duration * 1.5 + 10 * np.sqrt(rate * duration) + 20)
+    n_guess = arrival_draws(rate, duration)
     shape = 1.0 if spec.kind == "poisson" else 1.0 / spec.cv**2  # gamma: mean 1/rate, coefficient of variation cv
     if spec.client_seed is not None:
         times = vllm_client_send_times(min(n_guess, cap), rate, shape, spec.client_seed)

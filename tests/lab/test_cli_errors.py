@@ -295,6 +295,25 @@ CASES = [
      "sim.workload.trace_path: Value error, 'a\\x00b.csv': a path cannot hold a NUL character"),
     ("an output_dir holding a NUL character", validate_with('output_dir="r\\0uns"'),
      "output_dir: Value error, 'r\\x00uns': a path cannot hold a NUL character"),
+    # more arrivals or users than one point can hold: numpy's "Maximum allowed dimension exceeded" / "Unable to
+    # allocate 6.94 EiB" tracebacks mid-sweep, after validate had passed the file
+    *[(f"sim {label}", validate_with(f"sim={{workload: {workload}, acceptance: {{source: parametric}}, "
+                                     f"policies: [{{kind: ar}}]{sweep}}}"), fragment)
+      for label, workload, sweep, fragment in [
+          ("rate past what a point draws", "{kind: poisson, rate: 1e300}", "",
+           "sim.workload: 1e+300 req/s over 600 s is ~6e+302 arrivals, more than the simulator draws for one point "
+           "(50,000,000)"),
+          ("swept rate past what a point draws", "{kind: gamma, rate: 2, duration_s: 60}",
+           ", sweep: {axis: rate, values: [1, 1e12]}", "sim.workload: 2e+12 req/s over 60 s is ~1.2e+14 arrivals"),
+          ("bounded run past what a point draws", "{kind: poisson, rate: 2, max_requests: 1000000000000000}", "",
+           "sim.workload: 2 req/s over 1.5e+15 s"),
+          ("closed loop past the users a point runs", "{kind: closed_loop, concurrency: 1000000000000000000}", "",
+           "sim: Value error, workload.concurrency: 1,000,000,000,000,000,000 closed-loop users, more than the "
+           "simulator runs at once (1,000,000"),
+          ("swept users past what a point runs", "{kind: closed_loop}", ", sweep: {values: [8, 2000000]}",
+           "sim: Value error, sweep.values: 2,000,000 closed-loop users"),
+          ("a fractional concurrency", "{kind: closed_loop}", ", sweep: {values: [0.5, 2]}",
+           "sim: Value error, sweep.values 0.5: a concurrency is a whole number of requests")]],
     ("engine port not loopback-safe", lambda w: ["validate", "good.yaml", "--set", "engine.port=80"], "engine.port"),
     ("engine host not loopback", lambda w: ["validate", "good.yaml", "--set", "engine.host=0.0.0.0"], "engine.host"),
     ("engine drafter with a method that does not export", lambda w: [
