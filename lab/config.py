@@ -132,7 +132,9 @@ class ExperimentConfig(StrictModel):
     seed: Seed = 0
     output_dir: PathText = "runs"
     run_id: Slug | None = Field(None, description="default: name + hash of the config, so reruns resume")
-    stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
+    stages: list[Literal[STAGES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["evaluate", "report"],
+        description="stages `lab run` runs, in order (at least one: `stages: []` made a run directory and ran nothing)")
     threads: int | Literal["auto"] = Field(
         "auto", description="CPU intra-op threads; auto: the cores other processes leave free (lab/threads.py)")
     target: TargetSection = Field(default_factory=TargetSection)
@@ -144,6 +146,13 @@ class ExperimentConfig(StrictModel):
     profile: ProfileSection = Field(default_factory=ProfileSection)
     sim: SimSection | None = None
     engine: EngineSection | None = Field(None, description="a real serving engine beside the lab (vLLM)")
+
+    @field_validator("stages")
+    @classmethod
+    def _some_stage(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"empty; name at least one of {list(STAGES)}")
+        return value
 
     @field_validator("threads", mode="before")
     @classmethod

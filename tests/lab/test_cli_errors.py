@@ -314,6 +314,23 @@ CASES = [
            "sim: Value error, sweep.values: 2,000,000 closed-loop users"),
           ("a fractional concurrency", "{kind: closed_loop}", ", sweep: {values: [0.5, 2]}",
            "sim: Value error, sweep.values 0.5: a concurrency is a whole number of requests")]],
+    ("no stage at all", validate_with("stages=[]"), "good.yaml: stages: Value error, empty; name at least one of"),
+    # acceptance.source run replays the traces evaluate writes (a method per drafter name): a name outside them
+    # stopped the sim stage after prepare, train and evaluate had run
+    *[(f"sim replaying {label}", validate_with("stages=[evaluate, sim]", f"sim={{acceptance: {{source: run{acc}}}, "
+                                               f"policies: [{{kind: ar{policy}}}]}}", *more), fragment)
+      for label, acc, policy, more, fragment in [
+          ("a method no drafter is", ", method: dspark", "", (),
+           "good.yaml: sim.acceptance.method 'dspark': not a drafter of this experiment, whose traces the sim "
+           "replays (drafters: ngram)"),
+          ("a policy method no drafter is", "", ", method: mtp", (),
+           "sim.policies[0].method 'mtp': not a drafter of this experiment"),
+          ("several drafters unnamed", "", "", ("drafters=[{name: a, method: ngram}, {name: b, method: ngram}]",),
+           "sim.acceptance.method: the traces will hold several drafters (a, b); name the one to replay"),
+          ("a dataset no prompt set is", ", datasets: {gsm8k: 1.0}", "", (),
+           "sim.acceptance.datasets: ['gsm8k'] are not prompt sets of this experiment (prompts.datasets: humaneval)"),
+          ("a temperature not decoded", ", temperature: 0.7", "", (),
+           "sim.acceptance.temperature 0.7: not one of decode.temperatures [0.0]")]],
     ("engine port not loopback-safe", lambda w: ["validate", "good.yaml", "--set", "engine.port=80"], "engine.port"),
     ("engine host not loopback", lambda w: ["validate", "good.yaml", "--set", "engine.host=0.0.0.0"], "engine.host"),
     ("engine drafter with a method that does not export", lambda w: [
@@ -939,3 +956,11 @@ def test_entry_points_print_the_same_line(workdir, label):
     else:
         result = tool_process(workdir, *args)
     assert_one_error_line(result, fragment)
+
+
+def test_sim_replaying_this_experiments_own_names_validates(workdir):
+    """The names check_replayed_names refuses outside the drafters, prompt sets and temperatures pass inside them."""
+    result = lab(validate_with("stages=[evaluate, sim]", "sim={acceptance: {source: run, method: ngram, datasets: "
+                               "{humaneval: 1.0}, temperature: 0}, policies: [{kind: ar}, {kind: fixed_k, k: 2, "
+                               "method: ngram}]}")(workdir), workdir)
+    assert result.returncode == 0, result.stderr
