@@ -229,7 +229,8 @@ class ExperimentConfig(StrictModel):
 
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
-    return f"{source}: {validation_message(exc)}"
+    # a check across sections (engine variants vs drafters) names its fields itself: no "<root>: " before it
+    return f"{source}: {validation_message(exc, blank='')}"
 
 
 def apply_override(data: dict, dotted: str) -> dict:

@@ -112,7 +112,7 @@ class StrictModel(BaseModel):
 def validation_message(exc: ValidationError, blank: str = "<root>") -> str:
     """`field.path: message (+N more)` of a ValidationError's first error, in the lab's words (unknown key,
     required key is missing): the part of the one error line after the file it names (`blank` when the error is
-    the whole entry's)."""
+    the whole entry's; blank "": the message alone, which names its fields itself)."""
     errors = exc.errors()
     err = errors[0]
     arms = _union_arms(errors)
@@ -127,7 +127,7 @@ def validation_message(exc: ValidationError, blank: str = "<root>") -> str:
         message = f"{err['input']!r} is not a device: expected cpu, cuda, cuda:N or mps"
     shown = len(arms) or 1
     more = f" (+{len(errors) - shown} more)" if len(errors) > shown else ""
-    return f"{field}: {message}{more}"
+    return f"{field}: {message}{more}" if field else f"{message}{more}"
 
 
 def _is_union_tag(part) -> bool:

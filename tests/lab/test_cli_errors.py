@@ -315,6 +315,9 @@ CASES = [
           ("a fractional concurrency", "{kind: closed_loop}", ", sweep: {values: [0.5, 2]}",
            "sim: Value error, sweep.values 0.5: a concurrency is a whole number of requests")]],
     ("no stage at all", validate_with("stages=[]"), "good.yaml: stages: Value error, empty; name at least one of"),
+    # a check across sections names its own fields: the line said "good.yaml: <root>: Value error, ..."
+    ("a check across sections", validate_with("drafters=[{name: a, method: ngram}, {name: a, method: ngram}]"),
+     "good.yaml: Value error, drafter names must be unique, repeated: ['a']"),
     # acceptance.source run replays the traces evaluate writes (a method per drafter name): a name outside them
     # stopped the sim stage after prepare, train and evaluate had run
     *[(f"sim replaying {label}", validate_with("stages=[evaluate, sim]", f"sim={{acceptance: {{source: run{acc}}}, "
