@@ -33,6 +33,9 @@ def _parse_stages(text: str | None) -> list[str] | None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise LabError(f"--stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
+    repeated = sorted({s for s in stages if stages.count(s) > 1})
+    if repeated:
+        raise LabError(f"--stages: {', '.join(repeated)} listed twice; each stage once")
     return stages
 
 

@@ -152,6 +152,9 @@ class ExperimentConfig(StrictModel):
     def _some_stage(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError(f"empty; name at least one of {list(STAGES)}")
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed twice; each stage once")
         return value
 
     @field_validator("threads", mode="before")

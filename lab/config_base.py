@@ -123,11 +123,29 @@ def validation_message(exc: ValidationError, blank: str = "<root>") -> str:
         message = f"unknown key ({hint})" if hint else "unknown key"
     elif err["type"] == "missing":
         message = "required key is missing"
+    elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        # "Input should be a valid dictionary or instance of DecodeSection": the class is no word of the YAML's
+        message = f"expected a mapping of keys, not {_yaml_kind(err.get('input'))}"
+    elif err.get("input", ...) is None and err["type"].endswith("_type"):
+        message = f"{message}, not null (`key:` with nothing after it, or `--set key=`)"
     elif err["type"] == "string_pattern_mismatch" and err["loc"][-1:] == ("device",):
         message = f"{err['input']!r} is not a device: expected cpu, cuda, cuda:N or mps"
     shown = len(arms) or 1
     more = f" (+{len(errors) - shown} more)" if len(errors) > shown else ""
     return f"{field}: {message}{more}" if field else f"{message}{more}"
+
+
+def _yaml_kind(value) -> str:
+    """What a YAML value is, in the YAML's words: null, true, a number, text, a list."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    return "a list" if isinstance(value, (list, tuple)) else type(value).__name__
 
 
 def _is_union_tag(part) -> bool:

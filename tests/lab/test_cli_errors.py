@@ -315,6 +315,17 @@ CASES = [
           ("a fractional concurrency", "{kind: closed_loop}", ", sweep: {values: [0.5, 2]}",
            "sim: Value error, sweep.values 0.5: a concurrency is a whole number of requests")]],
     ("no stage at all", validate_with("stages=[]"), "good.yaml: stages: Value error, empty; name at least one of"),
+    ("a stage listed twice", validate_with("stages=[evaluate, report, evaluate]"),
+     "good.yaml: stages: Value error, evaluate listed twice; each stage once"),
+    ("a stage given twice to --stages", lambda w: ["run", "good.yaml", "--stages", "evaluate,evaluate"],
+     "--stages: evaluate listed twice; each stage once"),
+    # pydantic's words named its classes ("a valid dictionary or instance of DecodeSection") and read `key:` with
+    # nothing after it as though a string were expected
+    ("a section that is a number", validate_with("decode=5"), "good.yaml: decode: expected a mapping of keys, not "
+     "the number 5"),
+    ("a list entry that is null", validate_with("drafters.0="), "drafters.0: expected a mapping of keys, not null"),
+    ("a required value left empty", validate_with("name="),
+     "good.yaml: name: Input should be a valid string, not null (`key:` with nothing after it, or `--set key=`)"),
     # a check across sections names its own fields: the line said "good.yaml: <root>: Value error, ..."
     ("a check across sections", validate_with("drafters=[{name: a, method: ngram}, {name: a, method: ngram}]"),
      "good.yaml: Value error, drafter names must be unique, repeated: ['a']"),
