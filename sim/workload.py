@@ -83,19 +83,34 @@ def load_length_table(path: str | Path, field: str = CSV_FIELD) -> np.ndarray:
         wanted = " or ".join(",".join(c) for c in LENGTH_COLUMN_PAIRS)
         raise LabError(f"{field}: {expand_path(path)} lacks length columns {wanted} (has {list(frame.columns)})")
     values = frame[pair].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(values).all(axis=1)
-    bad[~bad] = ((values[~bad] < 0) | (values[~bad] % 1 != 0)).any(axis=1)
+    bad = ~token_counts(values).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
         raise LabError(f"{field}: {expand_path(path)} line {i + 2}: {pair[0]} / {pair[1]} must be whole numbers "
-                       f">= 0, got {frame[pair].iloc[i].tolist()}")
+                       f"in 0 .. {MAX_TOKENS:,}, got {frame[pair].iloc[i].tolist()}")
     return values.astype(np.int64)
+
+
+# The most tokens a request's prompt or reply may count in a file the simulator reads (the trace schema's int32
+# context_len): 1e300 read as a whole number and cast to int64 wrapped to a negative count, clipped to 1 token
+MAX_TOKENS = 2**31 - 1
+
+
+def token_counts(values: np.ndarray) -> np.ndarray:
+    """Which of `values` (float) are token counts: finite whole numbers in 0 .. MAX_TOKENS (same shape, bool)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values >= 0) & (values <= MAX_TOKENS) & (values % 1 == 0)
 
 
 def load_arrival_trace(path: str, field: str = "sim.workload.trace_path") -> np.ndarray:
     """[n, 3] float array of (arrival s, prompt tokens, output tokens), sorted by arrival; LabError naming `field`."""
     f = _read_csv(path, field, TRACE_COLUMNS)
     arr = f[list(TRACE_COLUMNS)].to_numpy(dtype=np.float64)
+    bad = ~token_counts(arr[:, 1:]).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LabError(f"{field}: {expand_path(path)} line {i + 2}: {TRACE_COLUMNS[1]} / {TRACE_COLUMNS[2]} must be "
+                       f"whole numbers in 0 .. {MAX_TOKENS:,}, got {arr[i, 1:].tolist()}")
     return arr[np.argsort(arr[:, 0], kind="stable")]
 
 

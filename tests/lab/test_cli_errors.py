@@ -635,6 +635,20 @@ SIM_FILE_CASES = [
     ("lengths CSV with a negative length", lambda w: {"workload": {"lengths": {
         "source": "csv", "csv_path": write(w, "l.csv", "prompt_tokens,output_tokens\n12,3\n-1,2\n")}}},
      "sim.workload.lengths.csv_path: l.csv line 3: prompt_tokens / output_tokens must be whole numbers"),
+    # 1e300 passed as a whole number, was cast to int64 (a negative count) and clipped to a 1-token prompt
+    ("lengths CSV with a length past any token count", lambda w: {"workload": {"lengths": {
+        "source": "csv", "csv_path": write(w, "l.csv", "prompt_tokens,output_tokens\n12,3\n1e300,2\n")}}},
+     "l.csv line 3: prompt_tokens / output_tokens must be whole numbers in 0 .. 2,147,483,647, got [1e+300, 2.0]"),
+    ("arrival trace with a prompt past any token count", lambda w: {"workload": {"kind": "trace", "trace_path": write(
+        w, "a.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1,9223372036854775808,5\n")}},
+     "sim.workload.trace_path: a.csv line 3: num_prefill_tokens / num_decode_tokens must be whole numbers in 0 .. "
+     "2,147,483,647"),
+    ("arrival trace with a fractional token count", lambda w: {"workload": {"kind": "trace", "trace_path": write(
+        w, "a.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10.5,5\n")}},
+     "a.csv line 2: num_prefill_tokens / num_decode_tokens must be whole numbers"),
+    ("request log with a token count past any", lambda w: {"workload": {"kind": "replay_log", "log_path": write(
+        w, "log.csv", "request_id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s\n"
+        "a,0,1e300,4,0.1,0.5\n")}}, "log.csv column input_tokens must hold whole numbers in 0 .. 2,147,483,647"),
     ("ShareGPT lengths never tabled", lambda w: {"workload": {"lengths": {"source": "sharegpt", "tokenizer": "nope"}}},
      "sim.workload.lengths.tokenizer: no ShareGPT length table for 'nope'"),
     ("missing arrival trace", lambda w: {"workload": {"kind": "trace", "trace_path": "no/arrivals.csv"}},
@@ -686,11 +700,11 @@ SIM_FILE_CASES = [
     ("request log with an infinite arrival", lambda w: replay_log(w, "r1,inf,10,5,1,2\n"),
      "log.csv column arrival_s must hold finite seconds >= 0"),
     ("request log with negative tokens", lambda w: replay_log(w, "r1,0,10,-5,1,2\n"),
-     "log.csv column output_tokens must hold whole numbers >= 0"),
+     "log.csv column output_tokens must hold whole numbers in 0 .. 2,147,483,647"),
     ("request log with a word for a time", lambda w: replay_log(w, "r1,0,10,5,soon,2\n"),
      "log.csv column first_token_s holds values that are not numbers"),
     ("lengths CSV with an empty cell", lambda w: {"workload": {"lengths": {"source": "csv", "csv_path": write(
-        w, "l.csv", "num_prefill_tokens,num_decode_tokens\n10,\n")}}}, "l.csv line 2: num_prefill_tokens / num_decode_tokens must be whole numbers >= 0"),
+        w, "l.csv", "num_prefill_tokens,num_decode_tokens\n10,\n")}}}, "l.csv line 2: num_prefill_tokens / num_decode_tokens must be whole numbers in 0 .. 2,147,483,647"),
     # session 31: a tensor-parallel size vLLM refuses for the model (sim/cost.py check_tp_split)
     ("tensor-parallel size that does not split the heads", lambda w: {
         "hardware": {"preset": "h100", "tp": 3}, "model": {"config": write(w, "config.json", json.dumps(TINY_CONFIG))}},
