@@ -31,6 +31,7 @@ REAL_STAGES = ("prepare", "train", "evaluate")
 STAGE_SECTIONS = {"sim": ("sim",), "engine": ("engine",), "fidelity": ("engine",)}
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3", "tiny-qwen3-hd32")
 TINY_CONTEXT = 4096  # the tiny test targets' max_position_embeddings (real/targets.py tiny_target)
+TINY_LAYERS = 6  # the tiny test targets' num_hidden_layers (real/targets.py tiny_target)
 # Weights-free sizing targets (target.init: random): architecture from real/presets/<name>.json
 PRESET_TARGETS = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b",
                   "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b")

@@ -1,5 +1,6 @@
-"""The target's context window from its config.json, read without loading the model (no torch): what lets
-`lab validate` and `lab run` refuse a budget past it before any stage spends its hours.
+"""The target's context window (and depth) from its config.json, read without loading the model (no torch): what
+lets `lab validate` and `lab run` refuse a budget past it, or a tapped layer it lacks, before any stage spends its
+hours.
 
     from lab.target_context import check_context, target_context
     target_context(cfg.target)           # (32768, '~/.cache/dspark-lab/gemma3-270m/config.json') or None
@@ -15,11 +16,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lab.config import TINY_CONTEXT, ExperimentConfig, TargetSection
+from lab.config import TINY_CONTEXT, TINY_LAYERS, ExperimentConfig, TargetSection
 from lab.errors import LabError
 from lab.paths import cache_root, expand_path
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "real" / "presets"
+TARGET_LOADING_STAGES = ("prepare", "train", "evaluate", "profile")  # the stages that load the target
 
 
 def target_config_file(section: TargetSection) -> Path | None:
@@ -35,8 +37,8 @@ def target_config_file(section: TargetSection) -> Path | None:
     return path if path.is_file() else None
 
 
-def context_of_config(path: Path) -> int | None:
-    """max_position_embeddings of a config.json (of its text_config where it has one, as transformers'
+def config_size(path: Path, key: str) -> int | None:
+    """A positive whole-number size of a config.json (of its text_config where it has one, as transformers'
     get_text_config reads it); None when it does not say. LabError naming the file when it is not JSON."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -45,17 +47,28 @@ def context_of_config(path: Path) -> int | None:
     if not isinstance(config, dict):
         raise LabError(f"{path}: config.json must hold a JSON object")
     text = config.get("text_config")
-    limit = (text if isinstance(text, dict) else config).get("max_position_embeddings")
-    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+    value = (text if isinstance(text, dict) else config).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def context_of_config(path: Path) -> int | None:
+    """max_position_embeddings of a config.json (see config_size)."""
+    return config_size(path, "max_position_embeddings")
+
+
+def target_size(section: TargetSection, key: str) -> tuple[int, str] | None:
+    """(the target's config value `key`, where it comes from), or None when unknown before loading."""
+    if section.init != "random" and section.path is None and section.name.startswith("tiny-"):
+        tiny = {"max_position_embeddings": TINY_CONTEXT, "num_hidden_layers": TINY_LAYERS}
+        return (tiny[key], f"its {key}") if key in tiny else None
+    path = target_config_file(section)
+    value = config_size(path, key) if path is not None else None
+    return (value, f"its {key} in {path}") if value is not None else None
 
 
 def target_context(section: TargetSection) -> tuple[int, str] | None:
     """(the target's context in tokens, where that number comes from), or None when unknown before loading."""
-    if section.init != "random" and section.path is None and section.name.startswith("tiny-"):
-        return TINY_CONTEXT, "its max_position_embeddings"
-    path = target_config_file(section)
-    limit = context_of_config(path) if path is not None else None
-    return (limit, f"its max_position_embeddings in {path}") if limit is not None else None
+    return target_size(section, "max_position_embeddings")
 
 
 def context_budgets(cfg: ExperimentConfig, stages) -> list[tuple[str, int]]:
@@ -75,8 +88,22 @@ def context_budgets(cfg: ExperimentConfig, stages) -> list[tuple[str, int]]:
     return budgets
 
 
+def check_tap_layers(cfg: ExperimentConfig, stages) -> None:
+    """LabError when target.tap_layers names a layer the target lacks (or its last), where its depth is known and a
+    stage of `stages` loads it (real/targets.py Target makes the same check once the model is loaded)."""
+    taps = cfg.target.tap_layers
+    if not taps or not set(stages) & set(TARGET_LOADING_STAGES):
+        return
+    known = target_size(cfg.target, "num_hidden_layers")
+    if known is not None and any(i >= known[0] - 1 for i in taps):
+        raise LabError(f"target.tap_layers {taps}: ids must lie in 0..{known[0] - 2} (the final layer is never "
+                       f"tapped; {known[0]} layers, {known[1]})")
+
+
 def check_context(cfg: ExperimentConfig, stages) -> None:
-    """LabError at the first budget of `stages` past the target's context, where the context is known."""
+    """LabError at the first budget of `stages` past the target's context, where the context is known; and at a
+    tapped layer the target lacks (check_tap_layers)."""
+    check_tap_layers(cfg, stages)
     budgets = context_budgets(cfg, stages)
     known = target_context(cfg.target) if budgets else None
     if known is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from lab.config import TINY_CONTEXT, TargetSection
+from lab.config import TINY_CONTEXT, TINY_LAYERS, TargetSection
 from lab.errors import LabError
 from lab.io import write_json_atomic
 from lab.paths import expand_path
@@ -238,7 +238,7 @@ def qwen3_tokenizer_dir() -> Path:
 TINY_KINDS = {"qwen3": ("qwen3", 16), "gemma3": ("gemma3", 16), "qwen3-hd32": ("qwen3", 32)}
 
 
-def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: int = 6,
+def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: int = TINY_LAYERS,
                 hidden_size: int = 64, sliding_window: int = 16) -> Target:
     """A tiny random Qwen3 or Gemma3 with the real Qwen3 tokenizer, built from a config (no hub, no files)."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, Qwen3Config, Qwen3ForCausalLM

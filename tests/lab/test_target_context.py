@@ -95,3 +95,19 @@ def test_config_json_forms(tmp_path):
     path.write_bytes(b"\xff\xfe{}")
     with pytest.raises(LabError, match="not a readable config.json"):
         context_of_config(path)
+
+
+def test_tapped_layers_past_the_targets_depth_are_refused_before_loading(tmp_path):
+    """target.tap_layers naming the last layer or one past it failed when the first stage had loaded the target."""
+    path = checkpoint(tmp_path, {"max_position_embeddings": 4096, "num_hidden_layers": 8})
+    target = {"name": "mine", "path": path, "tap_layers": [1, 7]}
+    assert_one_error_line(lab(["validate", experiment(tmp_path, target=target)], tmp_path),
+                          "x.yaml: target.tap_layers [1, 7]: ids must lie in 0..6 (the final layer is never tapped; "
+                          f"8 layers, its num_hidden_layers in {path}/config.json)")
+    assert lab(["validate", experiment(tmp_path, target={**target, "tap_layers": [1, 6]})], tmp_path).returncode == 0
+    # a sim-only experiment loads no target: its taps are not checked
+    assert lab(["validate", experiment(tmp_path, target=target, stages=["sim"], sim={"policies": [{"kind": "ar"}],
+                                       "acceptance": {"source": "parametric"}})], tmp_path).returncode == 0
+    tiny = ExperimentConfig.model_validate({**TRAINS, "target": {"name": "tiny-qwen3", "tap_layers": [5]}})
+    with pytest.raises(LabError, match=r"ids must lie in 0..4 \(the final layer is never tapped; 6 layers"):
+        check_context(tiny, ["evaluate"])
