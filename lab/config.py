@@ -188,6 +188,8 @@ class ExperimentConfig(StrictModel):
         for section in STAGE_SECTIONS.get(stage, ()):
             if getattr(self, section) is None:
                 raise LabError(f"stage {stage!r} needs the {section}: section in the experiment YAML")
+        if stage == "fidelity" and not self.engine.loads:  # its comparison of nothing ended in pandas' concat error
+            raise LabError("engine.loads: empty; stage 'fidelity' compares the simulator with the engine on them")
 
     @model_validator(mode="after")
     def _engine_drafters_exist(self):

@@ -26,7 +26,7 @@ bounded: each load by max_requests and timeout_s, the server start by startup_ti
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -148,7 +148,9 @@ class EngineSection(StrictModel):
     max_num_batched_tokens: int = Field(2048, ge=16)
     max_model_len: int = Field(2048, ge=32)
     startup_timeout_s: float = Field(600.0, gt=0, description="the server must answer /health within this")
-    extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` arguments")
+    extra_args: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="more `vllm serve` arguments (an empty one reached vllm serve's parser "
+                                          "after the engine's environment had started)")
     variants: list[EngineVariant] = Field(default_factory=lambda: [EngineVariant(name="nospec")], min_length=1)
     loads: list[LoadSpec] = Field(default_factory=lambda: [LoadSpec(name="poisson")])
     step_profile: StepProfileSpec | None = Field(None, description="measure step times on the first variant")

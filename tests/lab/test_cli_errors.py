@@ -345,6 +345,13 @@ CASES = [
            "sim.acceptance.datasets: ['gsm8k'] are not prompt sets of this experiment (prompts.datasets: humaneval)"),
           ("a temperature not decoded", ", temperature: 0.7", "", (),
            "sim.acceptance.temperature 0.7: not one of decode.temperatures [0.0]")]],
+    # the engine stage ran (vLLM started) and the fidelity stage then ended in pandas' "No objects to concatenate"
+    ("fidelity over no engine loads", validate_with("stages=[engine, fidelity]", "engine={loads: []}"),
+     "good.yaml: engine.loads: empty; stage 'fidelity' compares the simulator with the engine on them"),
+    ("fidelity over no engine loads, by --stages", lambda w: [
+        "run", "good.yaml", "--stages", "fidelity", "--set", "engine={loads: []}"], "engine.loads: empty"),
+    ("an empty vllm serve argument", validate_with('engine={extra_args: ["--enforce-eager", ""]}'),
+     "engine.extra_args.1: String should have at least 1 character"),
     ("engine port not loopback-safe", lambda w: ["validate", "good.yaml", "--set", "engine.port=80"], "engine.port"),
     ("engine host not loopback", lambda w: ["validate", "good.yaml", "--set", "engine.host=0.0.0.0"], "engine.host"),
     ("engine drafter with a method that does not export", lambda w: [
