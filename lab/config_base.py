@@ -162,7 +162,8 @@ def _union_arms(errors: list[dict]) -> list[dict]:
     loc = errors[0]["loc"]
     if len(errors) < 2 or not loc or not _is_union_tag(loc[-1]):
         return []
-    arms = [e for e in errors if e["loc"][:-1] == loc[:-1] and len(e["loc"]) == len(loc) and _is_union_tag(e["loc"][-1])]
+    arms = [e for e in errors
+            if len(e["loc"]) == len(loc) and e["loc"][:-1] == loc[:-1] and _is_union_tag(e["loc"][-1])]
     return arms if len(arms) > 1 else []
 
 

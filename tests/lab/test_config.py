@@ -70,8 +70,9 @@ def test_a_boolean_is_not_a_number(override, message):
 @pytest.mark.parametrize("override, message", [
     ("sim={engine: {cuda_graph_memory: -1}}",
      "sim.engine.cuda_graph_memory: Input should be 'estimate' or 'none', or greater than or equal to 0"),
-    ("sim={engine: {cuda_graph_memory: lots}}", "sim.engine.cuda_graph_memory: Input should be 'estimate' or "
-     "'none', or a valid number, unable to parse string as a number"),
+    ("sim={engine: {cuda_graph_memory: lots}}",
+     ("sim.engine.cuda_graph_memory: Input should be 'estimate' or 'none', or a valid number, unable to parse string "
+      "as a number")),
     ("sim={cost: {profile: 5}}", "sim.cost.profile: Input should be a valid string, or 'run'"),
     ("threads=2.5", "threads: Value error, 2.5: expected a number of threads >= 1, or auto"),
     ("threads=[2]", "threads: Value error, [2]: expected a number of threads >= 1, or auto"),
