@@ -312,6 +312,9 @@ CASES = [
             "simulator runs at once (1,000,000")),
           ("swept users past what a point runs", "{kind: closed_loop}", ", sweep: {values: [8, 2000000]}",
            "sim: Value error, sweep.values: 2,000,000 closed-loop users"),
+          # 1e300 GiB is infinite bytes: the KV budget NaN, int(NaN) a ValueError
+          ("an activation reserve of 1e300 GiB", "{kind: closed_loop}", ", engine: {activation_reserve_gib: 1e300}",
+           "sim: model qwen3-8b on 1 x h100 does not fit: weights (15.3 GiB) and activations (inf GiB per GPU)"),
           ("a fractional concurrency", "{kind: closed_loop}", ", sweep: {values: [0.5, 2]}",
            "sim: Value error, sweep.values 0.5: a concurrency is a whole number of requests")]],
     ("no stage at all", validate_with("stages=[]"), "good.yaml: stages: Value error, empty; name at least one of"),
