@@ -45,7 +45,7 @@ from lab.metrics import (
     vllm_counters,
 )
 from lab.report import table1_layout
-from lab.trace import read_traces, trace_files
+from lab.trace import read_traces, run_ids_by_file, trace_files
 from lab.yaml_load import load_yaml_bytes
 
 RUNS_ENV = "DSPARK_LAB_RUNS"
@@ -261,10 +261,31 @@ def trace_shards(run: str, mtime: float) -> tuple[pd.DataFrame, list[str], list[
     for f in files:
         try:
             frames.append(read_traces(f))
-            good.append(str(f))
+            good.append(f)
         except LabError as exc:
             problems.append(str(exc))
-    return (pd.concat(frames, ignore_index=True) if frames else empty), good, problems
+    frames, good, foreign = own_run_shards(Path(run).name, frames, good)
+    problems += foreign
+    return (pd.concat(frames, ignore_index=True) if frames else empty), [str(f) for f in good], problems
+
+
+def own_run_shards(run_id: str, frames: list[pd.DataFrame], files: list[Path]):
+    """(frames, files, one line per file left out): the shards of one run when another run's were copied in
+    beside them -- those of run_id (the run directory's name), or of the run most files hold when none is."""
+    owners = run_ids_by_file(files, frames)
+    if len(owners) <= 1:
+        return frames, files, []
+    keep = run_id if run_id in owners else max(owners, key=lambda r: len(owners[r]))
+    kept, kept_files, left_out = [], [], []
+    for f, frame in zip(files, frames):
+        others = sorted(set(map(str, pd.unique(frame["run_id"]))) - {keep})
+        if others:
+            left_out.append(f"{f}: rows of run_id {', '.join(repr(o) for o in others)}, not this run's {keep!r} "
+                            "(another run's shard copied in; left out)")
+        else:
+            kept.append(frame)
+            kept_files.append(f)
+    return kept, kept_files, left_out
 
 
 def traces(run: str, mtime: float) -> pd.DataFrame:

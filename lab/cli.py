@@ -33,6 +33,9 @@ def _parse_stages(text: str | None) -> list[str] | None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise LabError(f"--stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
+    repeated = sorted({s for s in stages if stages.count(s) > 1})
+    if repeated:
+        raise LabError(f"--stages: {', '.join(repeated)} listed twice; each stage once")
     return stages
 
 
@@ -104,7 +107,7 @@ def cmd_validate(args) -> int:
         try:
             cfg = load_config(path, args.set)
             check_sections(cfg, cfg.stages, path)  # the stages it runs; every file any stage would read
-            check_inputs(cfg, STAGES, path)
+            check_inputs(cfg, STAGES, path, run_stages=cfg.stages)
         except LabError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1

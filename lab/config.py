@@ -21,7 +21,7 @@ from lab.config_engine import EngineSection
 from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
-from lab.paths import UserPath
+from lab.paths import PathText, UserPath
 from lab.slug import Slug
 from lab.yaml_load import load_yaml_bytes, load_yaml_text
 
@@ -30,6 +30,8 @@ REAL_STAGES = ("prepare", "train", "evaluate")
 # stage -> the optional sections it cannot run without (the real stages: prompts and drafters, above)
 STAGE_SECTIONS = {"sim": ("sim",), "engine": ("engine",), "fidelity": ("engine",)}
 EMBEDDED_TARGETS = ("gemma3-270m", "tiny-qwen3", "tiny-gemma3", "tiny-qwen3-hd32")
+TINY_CONTEXT = 4096  # the tiny test targets' max_position_embeddings (real/targets.py tiny_target)
+TINY_LAYERS = 6  # the tiny test targets' num_hidden_layers (real/targets.py tiny_target)
 # Weights-free sizing targets (target.init: random): architecture from real/presets/<name>.json
 PRESET_TARGETS = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b",
                   "gemma3-270m", "gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b")
@@ -129,10 +131,12 @@ class ProfileSection(StrictModel):
 class ExperimentConfig(StrictModel):
     name: Slug
     seed: Seed = 0
-    output_dir: str = "runs"
+    output_dir: PathText = "runs"
     run_id: Slug | None = Field(None, description="default: name + hash of the config, so reruns resume")
-    stages: list[Literal[STAGES]] = Field(default_factory=lambda: ["evaluate", "report"])  # type: ignore[valid-type]
-    threads: int | str = Field(
+    stages: list[Literal[STAGES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["evaluate", "report"],
+        description="stages `lab run` runs, in order (at least one: `stages: []` made a run directory and ran nothing)")
+    threads: int | Literal["auto"] = Field(
         "auto", description="CPU intra-op threads; auto: the cores other processes leave free (lab/threads.py)")
     target: TargetSection = Field(default_factory=TargetSection)
     prompts: PromptsSection | None = Field(None, description="needed by the real stages (evaluate)")
@@ -144,12 +148,23 @@ class ExperimentConfig(StrictModel):
     sim: SimSection | None = None
     engine: EngineSection | None = Field(None, description="a real serving engine beside the lab (vLLM)")
 
-    @field_validator("threads")
+    @field_validator("stages")
     @classmethod
-    def _threads(cls, value: int | str) -> int | str:
-        if value != "auto" and not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{value!r}: expected a number of threads >= 1, or auto")
+    def _some_stage(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"empty; name at least one of {list(STAGES)}")
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed twice; each stage once")
         return value
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value):
+        """One message for any value but a whole number >= 1 or auto (a YAML true / false: StrictModel's words)."""
+        if isinstance(value, bool) or value == "auto" or isinstance(value, int) and value >= 1:
+            return value
+        raise ValueError(f"{value!r}: expected a number of threads >= 1, or auto")
 
     @model_validator(mode="after")
     def _real_stages_have_inputs(self):
@@ -173,6 +188,8 @@ class ExperimentConfig(StrictModel):
         for section in STAGE_SECTIONS.get(stage, ()):
             if getattr(self, section) is None:
                 raise LabError(f"stage {stage!r} needs the {section}: section in the experiment YAML")
+        if stage == "fidelity" and not self.engine.loads:  # its comparison of nothing ended in pandas' concat error
+            raise LabError("engine.loads: empty; stage 'fidelity' compares the simulator with the engine on them")
 
     @model_validator(mode="after")
     def _engine_drafters_exist(self):
@@ -218,7 +235,8 @@ class ExperimentConfig(StrictModel):
 
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
-    return f"{source}: {validation_message(exc)}"
+    # a check across sections (engine variants vs drafters) names its fields itself: no "<root>: " before it
+    return f"{source}: {validation_message(exc, blank='')}"
 
 
 def apply_override(data: dict, dotted: str) -> dict:

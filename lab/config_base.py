@@ -56,18 +56,38 @@ def _item_arms(arms: list, key, container) -> list:
     return items
 
 
-def _stray_bool(arms: list, value) -> tuple[str, bool] | None:
+def _stray_bool(arms: list, value) -> tuple[str, bool, list] | None:
     """Where in `value` a true / false stands that these types would read as the number 1 / 0 ('' for the value
-    itself, '[2]' for an item) and which, or None where there is none."""
+    itself, '[2]' for an item), which, and the types that place admits; None where there is none."""
     if isinstance(value, bool):
-        return ("", value) if _number_not_bool(arms) else None
+        return ("", value, arms) if _number_not_bool(arms) else None
     if isinstance(value, (list, tuple, dict)):
         keyed = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in keyed:
             found = _stray_bool(_item_arms(arms, key, value), item)
             if found is not None:
-                return f"[{key}]{found[0]}", found[1]
+                return f"[{key}]{found[0]}", found[1], found[2]
     return None
+
+
+def _one_of(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _allowed(arms: list) -> str:
+    """What these types take, in words: 'a number', "a number or 'auto'", '50, 90 or 99' (a YAML true / false
+    in `threads`, int | 'auto', said "expected a number" as though auto were not allowed)."""
+    words = ["a number"] if any(arm in (int, float) for arm in arms) else []
+    for arm in arms:
+        if get_origin(arm) is Literal:
+            words += [repr(v) if isinstance(v, str) else str(v) for v in get_args(arm) if not isinstance(v, bool)]
+        elif arm is str:
+            words.append("text")
+        elif get_origin(arm) in (list, tuple, set, frozenset):
+            words.append("a list")
+        elif get_origin(arm) is dict or isinstance(arm, type) and issubclass(arm, BaseModel):
+            words.append("a mapping")
+    return _one_of(list(dict.fromkeys(words)) or ["a number"])
 
 
 class StrictModel(BaseModel):
@@ -82,28 +102,77 @@ class StrictModel(BaseModel):
             return value
         found = _stray_bool(_arms(cls.model_fields[info.field_name].annotation), value)
         if found is not None:
-            where, flag = found
-            raise PydanticCustomError("bool_for_a_number", "expected a number, not {word}{at}",
-                                      {"word": "true" if flag else "false", "at": f" (item {where})" if where else ""})
+            where, flag, arms = found
+            raise PydanticCustomError("bool_for_a_number", "expected {allowed}, not {word}{at}",
+                                      {"allowed": _allowed(arms), "word": "true" if flag else "false",
+                                       "at": f" (item {where})" if where else ""})
         return value
 
 
 def validation_message(exc: ValidationError, blank: str = "<root>") -> str:
     """`field.path: message (+N more)` of a ValidationError's first error, in the lab's words (unknown key,
     required key is missing): the part of the one error line after the file it names (`blank` when the error is
-    the whole entry's)."""
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or blank
-    message = err["msg"]
+    the whole entry's; blank "": the message alone, which names its fields itself)."""
+    errors = exc.errors()
+    err = errors[0]
+    arms = _union_arms(errors)
+    field = ".".join(str(p) for p in (err["loc"][:-1] if arms else err["loc"])) or blank
+    message = _union_message(arms) if arms else err["msg"]
     if err["type"] == "extra_forbidden":
         hint = flag_hint(err["loc"])  # a vLLM flag's name: the key that says it here
         message = f"unknown key ({hint})" if hint else "unknown key"
     elif err["type"] == "missing":
         message = "required key is missing"
+    elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        # "Input should be a valid dictionary or instance of DecodeSection": the class is no word of the YAML's
+        message = f"expected a mapping of keys, not {_yaml_kind(err.get('input'))}"
+    elif err.get("input", ...) is None and err["type"].endswith("_type"):
+        message = f"{message}, not null (`key:` with nothing after it, or `--set key=`)"
     elif err["type"] == "string_pattern_mismatch" and err["loc"][-1:] == ("device",):
         message = f"{err['input']!r} is not a device: expected cpu, cuda, cuda:N or mps"
-    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{field}: {message}{more}"
+    shown = len(arms) or 1
+    more = f" (+{len(errors) - shown} more)" if len(errors) > shown else ""
+    return f"{field}: {message}{more}" if field else f"{message}{more}"
+
+
+def _yaml_kind(value) -> str:
+    """What a YAML value is, in the YAML's words: null, true, a number, text, a list."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    return "a list" if isinstance(value, (list, tuple)) else type(value).__name__
+
+
+def _is_union_tag(part) -> bool:
+    """A loc element pydantic adds for a union's member ('int', 'constrained-str', "literal['run']", a model's
+    class name), not a field name or list index of the schema (snake_case keys here)."""
+    return isinstance(part, str) and (part in ("int", "float", "str", "bool", "list", "dict") or "-" in part
+                                      or "[" in part or part[:1].isupper())
+
+
+def _union_arms(errors: list[dict]) -> list[dict]:
+    """The errors of one union field that none of its members took (pydantic gives one per member, loc ending in
+    the member's tag, and the first alone read as though that member were the only thing allowed:
+    `cuda_graph_memory: -1` said "Input should be 'estimate' or 'none'"); [] when the first error is not one."""
+    loc = errors[0]["loc"]
+    if len(errors) < 2 or not loc or not _is_union_tag(loc[-1]):
+        return []
+    arms = [e for e in errors
+            if len(e["loc"]) == len(loc) and e["loc"][:-1] == loc[:-1] and _is_union_tag(e["loc"][-1])]
+    return arms if len(arms) > 1 else []
+
+
+def _union_message(arms: list[dict]) -> str:
+    """Each member's complaint, joined: "Input should be 'estimate' or 'none', or greater than or equal to 0"."""
+    prefix = "Input should be "
+    parts = [arms[0]["msg"]] + [e["msg"].removeprefix(prefix) if arms[0]["msg"].startswith(prefix) else e["msg"]
+                                for e in arms[1:]]
+    return ", or ".join(parts) if all(e["msg"].startswith(prefix) for e in arms) else "; or ".join(parts)
 
 
 class DatasetSpec(StrictModel):

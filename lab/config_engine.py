@@ -26,11 +26,12 @@ bounded: each load by max_requests and timeout_s, the server start by startup_ti
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from lab.config_base import Seed, StrictModel
+from lab.paths import UserPath
 
 SPEC_METHODS = ("none", "ngram", "draft_model", "eagle3", "dflash", "suffix")
 
@@ -88,7 +89,7 @@ class LoadSpec(StrictModel):
     kind: Literal["poisson", "trace", "closed_loop"] = "poisson"
     rate: float = Field(1.0, gt=0, description="poisson: requests/s")
     concurrency: int = Field(4, ge=1, description="closed_loop: users, each sends its next request on reply")
-    trace_path: str | None = Field(None, description="trace: CSV arrived_at,num_prefill_tokens,num_decode_tokens")
+    trace_path: UserPath | None = Field(None, description="trace: CSV arrived_at,num_prefill_tokens,num_decode_tokens")
     time_scale: float = Field(1.0, gt=0, description="trace: arrival times are multiplied by this")
     trace_offset: int = Field(0, ge=0, description="trace: first row replayed")
     prompt_tokens: int = Field(128, ge=1, description="fixed prompt length (trace: the cap on its lengths)")
@@ -147,7 +148,9 @@ class EngineSection(StrictModel):
     max_num_batched_tokens: int = Field(2048, ge=16)
     max_model_len: int = Field(2048, ge=32)
     startup_timeout_s: float = Field(600.0, gt=0, description="the server must answer /health within this")
-    extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` arguments")
+    extra_args: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="more `vllm serve` arguments (an empty one reached vllm serve's parser "
+                                          "after the engine's environment had started)")
     variants: list[EngineVariant] = Field(default_factory=lambda: [EngineVariant(name="nospec")], min_length=1)
     loads: list[LoadSpec] = Field(default_factory=lambda: [LoadSpec(name="poisson")])
     step_profile: StepProfileSpec | None = Field(None, description="measure step times on the first variant")

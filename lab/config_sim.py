@@ -649,6 +649,9 @@ REPLAY_KINDS = ("trace", "replay_log")  # workloads that replay recorded arrival
 
 
 CLOSED_LOOP_USERS = 8  # a closed loop's users where workload.concurrency leaves them out
+# The most closed-loop users one simulated point runs: each is a request in flight from the start (10^18 of them was
+# an "Unable to allocate 6.94 EiB" traceback); far above any served batch (vLLM's max_num_seqs tops out at 8192)
+MAX_USERS = 1_000_000
 
 
 class WorkloadSpec(StrictModel):
@@ -671,7 +674,8 @@ class WorkloadSpec(StrictModel):
     max_concurrency: int | None = Field(
         None, ge=1, description="poisson / gamma: vLLM bench's --max-concurrency beside --request-rate: at most this "
                                 "many requests in flight; one whose arrival comes while they are waits in the client "
-                                "for a slot, first come first served, and is timed (TTFT, E2E) from its send")
+                                "for a slot, first come first served, and is timed (TTFT, E2E) from its send; the "
+                                "sweep axis 'concurrency' overrides it")
     think_time_s: float = Field(0.0, ge=0, description="closed-loop pause between a reply and the next request")
     trace_path: UserPath | None = Field(None, description="arrival CSV arrived_at,num_prefill_tokens,num_decode_tokens")
     log_path: UserPath | None = Field(
@@ -723,6 +727,13 @@ class WorkloadSpec(StrictModel):
     def client_limit(self) -> int | None:
         """The benchmark client's --max-concurrency over Poisson / gamma arrivals at a finite rate (None: no limit)."""
         return None if self.all_at_once else self.max_concurrency
+
+    @property
+    def sweeps_concurrency(self) -> bool:
+        """Whether a sweep axis 'concurrency' has a concurrency here to vary: a closed loop's users (kind closed_loop,
+        or rate .inf: vLLM bench's --request-rate inf --max-concurrency C), or the client's --max-concurrency beside
+        a finite rate (vLLM bench takes the two together: the rate initiates, the limit caps what runs)."""
+        return self.kind == "closed_loop" or self.all_at_once or self.client_limit is not None
 
     @property
     def bounded(self) -> bool:
@@ -941,21 +952,45 @@ class SimSection(StrictModel):
     def _axis_fits_workload(self):
         if "axis" not in self.sweep.model_fields_set and self.workload.kind != "closed_loop":
             # the default axis (concurrency) belongs to closed-loop users; an open-loop workload left without one
-            # runs at its own rate, or sweeps the rate multiplier over the values it gives
-            self.sweep.axis = "rate" if "values" in self.sweep.model_fields_set else "none"
+            # runs at its own rate, or sweeps the rate multiplier over the values it gives (at rate .inf, whose
+            # rate cannot scale, its users: --max-concurrency)
+            given = "values" in self.sweep.model_fields_set
+            self.sweep.axis = ("concurrency" if self.workload.all_at_once else "rate") if given else "none"
         if (not {"axis", "values"} & self.sweep.model_fields_set and self.workload.kind == "closed_loop"
                 and "concurrency" in self.workload.model_fields_set):
             # a closed loop that names its users (vLLM bench's --max-concurrency) runs at them, not at the default
             # sweep's [1, 4, 16, 64]; sweep.values (or axis) asks for a sweep
             self.sweep.axis = "none"
-        if self.sweep.axis == "concurrency" and self.workload.kind != "closed_loop":
-            raise ValueError("sweep.axis 'concurrency' needs workload.kind closed_loop "
-                             "(open-loop workloads sweep 'rate', a multiplier of the arrival rate)")
+        if self.sweep.axis == "concurrency" and not self.workload.sweeps_concurrency:
+            raise ValueError(f"sweep.axis 'concurrency' has no concurrency to vary in a {self.workload.kind} workload "
+                             "without workload.max_concurrency: it varies closed-loop users (kind closed_loop, or "
+                             "rate .inf) or vLLM bench's --max-concurrency beside a poisson / gamma rate; sweep "
+                             "'rate' (a multiplier of the arrival rate) instead, or set workload.max_concurrency")
         if self.sweep.axis == "rate" and self.workload.kind == "closed_loop":
             raise ValueError("sweep.axis 'rate' needs an open-loop workload (poisson, gamma, trace or replay_log)")
         if self.sweep.axis == "rate" and self.workload.all_at_once:
             raise ValueError("sweep.axis 'rate' cannot scale workload.rate .inf (every request at once)")
+        self._users_fit()
         return self
+
+    def _users_fit(self) -> None:
+        """Concurrency values are whole numbers (0.5 ran int(0.5) = 0 users: an empty point) and a closed loop's
+        users, as many as its requests at most, no more than MAX_USERS."""
+        wl, sweep = self.workload, self.sweep
+        if sweep.axis == "concurrency":
+            fractional = [v for v in sweep.values if v != int(v)]
+            if fractional:
+                raise ValueError(f"sweep.values {fractional[0]:g}: a concurrency is a whole number of requests")
+        if not (wl.kind == "closed_loop" or wl.all_at_once):
+            return
+        swept = sweep.axis == "concurrency"
+        points = [(int(v), "sweep.values") for v in sweep.values] if swept else [
+            (wl.users, "workload.concurrency" if wl.kind == "closed_loop" else
+             "workload.max_concurrency" if wl.max_concurrency else "workload.max_requests")]
+        for users, field in points:
+            if min(users, wl.max_requests or users) > MAX_USERS:
+                raise ValueError(f"{field}: {users:,} closed-loop users, more than the simulator runs at once "
+                                 f"({MAX_USERS:,}, each a request in flight from the start)")
 
     @model_validator(mode="after")
     def _frontend_streams_without_disaggregation(self):

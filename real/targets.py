@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from lab.config import TargetSection
+from lab.config import TINY_CONTEXT, TINY_LAYERS, TargetSection
 from lab.errors import LabError
 from lab.io import write_json_atomic
 from lab.paths import expand_path
@@ -238,7 +238,7 @@ def qwen3_tokenizer_dir() -> Path:
 TINY_KINDS = {"qwen3": ("qwen3", 16), "gemma3": ("gemma3", 16), "qwen3-hd32": ("qwen3", 32)}
 
 
-def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: int = 6,
+def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: int = TINY_LAYERS,
                 hidden_size: int = 64, sliding_window: int = 16) -> Target:
     """A tiny random Qwen3 or Gemma3 with the real Qwen3 tokenizer, built from a config (no hub, no files)."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, Qwen3Config, Qwen3ForCausalLM
@@ -249,7 +249,7 @@ def tiny_target(kind: str, dtype: str = "float32", seed: int = 0, num_layers: in
     tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     common = {"vocab_size": 151936, "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
                   "num_hidden_layers": num_layers, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": head_dim,
-                  "max_position_embeddings": 4096, "tie_word_embeddings": False,
+                  "max_position_embeddings": TINY_CONTEXT, "tie_word_embeddings": False,
                   "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                   "pad_token_id": tokenizer.pad_token_id}
     if arch == "qwen3":

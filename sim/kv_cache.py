@@ -45,6 +45,7 @@ group's layers for a hybrid pool (see `KVGroups`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,7 +206,8 @@ def kv_cache_blocks(mem_bytes: float, utilization: float, weight_bytes: float, r
                     block_bytes: float, tp: int = 1, where: str = "sim") -> int:
     """KV blocks of one replica of `tp` GPUs: (tp x (mem x utilization - reserve) - weights) / block bytes."""
     budget = tp * (mem_bytes * utilization - reserve_bytes) - weight_bytes
-    blocks = int(budget // block_bytes)
+    # a reserve of 1e300 GiB is infinite bytes: -inf // block_bytes is NaN, and int(NaN) a ValueError traceback
+    blocks = int(budget // block_bytes) if math.isfinite(budget) else 0
     if blocks < 1:
         raise LabError(f"{where} does not fit: weights ({weight_bytes / GIB:.1f} GiB) and activations "
                        f"({reserve_bytes / GIB:.1f} GiB per GPU) leave no KV memory in {tp} x {mem_bytes / GIB:.0f} GiB x {utilization:g}; "

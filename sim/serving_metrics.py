@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import LabError
+from sim.workload import MAX_TOKENS, token_counts
 
 LOG_COLUMNS = ("request_id", "arrival_s", "input_tokens", "output_tokens", "first_token_s", "finish_s")
 PCTS = (50, 90, 99)
@@ -76,9 +77,8 @@ def _checked_log(log: pd.DataFrame, p: Path, field: str) -> pd.DataFrame:
     if not (np.isfinite(arrival) & (arrival >= 0)).all():
         raise LabError(f"{field}: {p} column arrival_s must hold finite seconds >= 0 since the run's start")
     for col in ("input_tokens", "output_tokens"):
-        tokens = num[col].to_numpy(np.float64)
-        if not (np.isfinite(tokens) & (tokens >= 0) & (tokens == np.round(tokens))).all():
-            raise LabError(f"{field}: {p} column {col} must hold whole numbers >= 0")
+        if not token_counts(num[col].to_numpy(np.float64)).all():
+            raise LabError(f"{field}: {p} column {col} must hold whole numbers in 0 .. {MAX_TOKENS:,}")
     log = log.copy()
     log[list(LOG_COLUMNS[1:])] = num
     log["request_id"] = log["request_id"].astype(str)

@@ -33,6 +33,7 @@ from sim.vllm_bench_log import bench_client
 from sim.workload import (
     LengthSampler,
     LogQueue,
+    arrival_draws,
     length_table_file,
     load_arrival_trace,
     open_loop_arrivals,
@@ -168,6 +169,9 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
             and wl.warmup >= float(inputs.arrival_trace[-1, 0]) * wl.time_scale):
         raise LabError(f"sim.workload.warmup_s: {wl.warmup:g} s is not below the replay's last arrival at "
                        f"{inputs.arrival_trace[-1, 0] * wl.time_scale:.1f} s (replays default to 0)")
+    if wl.kind in ("poisson", "gamma") and not wl.all_at_once:  # arrivals a point could not draw, before any runs
+        for rate in ([wl.rate * v for v in sim.sweep.values] if sim.sweep.axis == "rate" else [wl.rate]):
+            arrival_draws(rate, bounded_arrival_horizon(wl, rate).duration)
     # fail early on sources that cannot be built (unknown method, dataset weights, ...)
     if acc.source == "parametric" or inputs.traces is not None:
         for spec in sim.policies:
@@ -382,6 +386,8 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     feeder = None
     # the benchmark client's --max-concurrency over open-loop arrivals: a replayed log's, or the workload's own
     limit = inputs.client_limit or wl.client_limit
+    if axis == "concurrency" and value is not None and wl.client_limit is not None:
+        limit = int(value)  # the sweep varies --max-concurrency at the workload's own rate
     if wl.kind == "closed_loop" or wl.all_at_once:
         users = int(value) if (axis == "concurrency" and value is not None) else wl.users
         cluster.start_closed_loop(users)

@@ -75,7 +75,38 @@ def check_sim(cfg, run_root: Path, ahead: bool) -> None:
     from sim.simulate import prepare_inputs
 
     if cfg.sim is not None:
+        check_replayed_names(cfg)
         prepare_inputs(cfg.sim, run_root, cfg.seed, ahead=ahead)
+
+
+def check_replayed_names(cfg) -> None:
+    """acceptance.source run replays the traces this experiment's evaluate stage writes: one method per drafter
+    (its name), its prompt sets, its temperatures. A method, dataset or temperature the sim section names outside
+    them stopped the sim stage after prepare, train and evaluate had run (sim/trace_rows.py's own errors)."""
+    acc = cfg.sim.acceptance
+    if acc.source != "run" or not cfg.drafters or cfg.prompts is None:
+        return
+    methods = [d.name for d in cfg.drafters]
+    named = [("sim.acceptance.method", acc.method)] + [
+        (f"sim.policies[{i}].method", p.method) for i, p in enumerate(cfg.sim.policies)]
+    for field, method in named:
+        if method is not None and method not in methods:
+            raise LabError(f"{field} {method!r}: not a drafter of this experiment, whose traces the sim replays "
+                           f"(drafters: {', '.join(methods)})")
+    unnamed = acc.method is None and any(p.method is None for p in cfg.sim.policies)
+    if unnamed and len(methods) > 1 and "dspark" not in methods:
+        raise LabError(f"sim.acceptance.method: the traces will hold several drafters ({', '.join(methods)}); "
+                       "name the one to replay")
+    if acc.datasets:
+        sets = [d.name for d in cfg.prompts.datasets]
+        unknown = sorted(set(acc.datasets) - set(sets))
+        if unknown:
+            raise LabError(f"sim.acceptance.datasets: {unknown} are not prompt sets of this experiment "
+                           f"(prompts.datasets: {', '.join(sets)})")
+    temps = cfg.decode.temperatures
+    if acc.temperature is not None and not any(abs(acc.temperature - t) <= 1e-8 + 1e-5 * abs(t) for t in temps):
+        raise LabError(f"sim.acceptance.temperature {acc.temperature:g}: not one of decode.temperatures "
+                       f"{[float(t) for t in temps]}")
 
 
 def run_sim(ctx) -> None:

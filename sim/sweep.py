@@ -237,7 +237,7 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
     acc = sorted(set(results["acceptance"]))
     exact = bool(results["exact_replay"].all())
     lines = [(f"{sim.replicas} x {sim.hardware.label} (tp {sim.hardware.tp}), model {sim.model.label}, "
-              f"workload {sim.workload.kind}, {sweep_description(sim.sweep)}.")]
+              f"{workload_description(sim.workload, sim.sweep.axis)}, {sweep_description(sim.sweep)}.")]
     if speculates(results):  # a run of `ar` alone accepts nothing
         lines.append(f"Acceptance: {', '.join(acc)} "
                      f"({'exact anchor replay' if exact else 'approximate or parametric'}).")
@@ -296,6 +296,25 @@ def bench_serve_lines(results: pd.DataFrame, sim) -> list[str]:
 
 def _num(v, digits: int) -> str:
     return "n/a" if not np.isfinite(v) else f"{v:,.{digits}f}"
+
+
+def workload_description(wl, axis: str) -> str:
+    """'workload poisson at 4 req/s, at most 16 in flight (--max-concurrency 16), 200 requests (--num-prompts)':
+    the workload as vLLM bench's flags give it (the client's limit changes every number it prints)."""
+    text = f"workload {wl.kind}"
+    if wl.kind in ("poisson", "gamma"):
+        rate = "rate .inf (every request at once)" if wl.all_at_once else f"{wl.rate:g} req/s"
+        text += f" at {rate}{' x each swept rate value' if axis == 'rate' else ''}"
+        text += f", cv {wl.cv:g}" if wl.kind == "gamma" and not wl.all_at_once else ""
+        if axis == "concurrency":
+            text += ", at most the swept concurrency in flight (--max-concurrency)"
+        elif wl.max_concurrency is not None:
+            text += f", at most {wl.max_concurrency} in flight (--max-concurrency {wl.max_concurrency})"
+    elif wl.kind == "closed_loop" and axis != "concurrency":
+        text += f" of {wl.concurrency} users"
+    if wl.max_requests is not None and not wl.replay:
+        text += f", {wl.max_requests} requests (--num-prompts)"
+    return text
 
 
 def sweep_description(sweep) -> str:

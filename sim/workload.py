@@ -55,6 +55,8 @@ BORROW_FIELD = "sim.workload.lengths.borrow"  # also what read_lengths tells a b
 
 def _read_csv(path: str | Path, field: str, columns=()) -> pd.DataFrame:
     p = expand_path(path)
+    if p.is_dir():
+        raise LabError(f"{field}: {p} is a directory, not a CSV file")
     if not p.is_file():
         raise LabError(f"{field}: {p} does not exist")
     try:
@@ -81,19 +83,34 @@ def load_length_table(path: str | Path, field: str = CSV_FIELD) -> np.ndarray:
         wanted = " or ".join(",".join(c) for c in LENGTH_COLUMN_PAIRS)
         raise LabError(f"{field}: {expand_path(path)} lacks length columns {wanted} (has {list(frame.columns)})")
     values = frame[pair].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(values).all(axis=1)
-    bad[~bad] = ((values[~bad] < 0) | (values[~bad] % 1 != 0)).any(axis=1)
+    bad = ~token_counts(values).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
         raise LabError(f"{field}: {expand_path(path)} line {i + 2}: {pair[0]} / {pair[1]} must be whole numbers "
-                       f">= 0, got {frame[pair].iloc[i].tolist()}")
+                       f"in 0 .. {MAX_TOKENS:,}, got {frame[pair].iloc[i].tolist()}")
     return values.astype(np.int64)
 
 
-def load_arrival_trace(path: str) -> np.ndarray:
-    """[n, 3] float array of (arrival s, prompt tokens, output tokens), sorted by arrival."""
-    f = _read_csv(path, "sim.workload.trace_path", TRACE_COLUMNS)
+# The most tokens a request's prompt or reply may count in a file the simulator reads (the trace schema's int32
+# context_len): 1e300 read as a whole number and cast to int64 wrapped to a negative count, clipped to 1 token
+MAX_TOKENS = 2**31 - 1
+
+
+def token_counts(values: np.ndarray) -> np.ndarray:
+    """Which of `values` (float) are token counts: finite whole numbers in 0 .. MAX_TOKENS (same shape, bool)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values >= 0) & (values <= MAX_TOKENS) & (values % 1 == 0)
+
+
+def load_arrival_trace(path: str, field: str = "sim.workload.trace_path") -> np.ndarray:
+    """[n, 3] float array of (arrival s, prompt tokens, output tokens), sorted by arrival; LabError naming `field`."""
+    f = _read_csv(path, field, TRACE_COLUMNS)
     arr = f[list(TRACE_COLUMNS)].to_numpy(dtype=np.float64)
+    bad = ~token_counts(arr[:, 1:]).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LabError(f"{field}: {expand_path(path)} line {i + 2}: {TRACE_COLUMNS[1]} / {TRACE_COLUMNS[2]} must be "
+                       f"whole numbers in 0 .. {MAX_TOKENS:,}, got {arr[i, 1:].tolist()}")
     return arr[np.argsort(arr[:, 0], kind="stable")]
 
 
@@ -393,6 +410,23 @@ def vllm_client_send_times(n: int, rate: float, shape: float, seed: int) -> np.n
     return np.concatenate([[0.0], np.cumsum(gaps)])
 
 
+# The most inter-arrival gaps one point draws (400 MB of float64): a rate or duration_s of 1e300 asked numpy for more
+# than an array can hold ("Maximum allowed dimension exceeded", a traceback mid-sweep)
+MAX_ARRIVAL_DRAWS = 50_000_000
+
+
+def arrival_draws(rate: float, duration: float) -> int:
+    """The gaps open_loop_arrivals draws for `duration` seconds at `rate` (half again the mean count, and some);
+    LabError naming the workload's fields when that is more than MAX_ARRIVAL_DRAWS."""
+    mean = rate * duration
+    draws = mean * 1.5 + 10 * math.sqrt(mean) + 20
+    if not draws <= MAX_ARRIVAL_DRAWS:  # inf and NaN (inf x 0) too
+        raise LabError(f"sim.workload: {rate:g} req/s over {duration:g} s is ~{mean:.3g} arrivals, more than the "
+                       f"simulator draws for one point ({MAX_ARRIVAL_DRAWS:,}): lower the rate (or the swept rate "
+                       "values) or sim.workload.duration_s / max_requests")
+    return int(draws)
+
+
 def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
                        trace: np.ndarray | None = None, rate: float | None = None):
     """Arrival times (s), prompt and output lengths for poisson, gamma and replayed (trace, replay_log) ones;
@@ -407,7 +441,7 @@ def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
         o = np.clip(trace[keep][:cap, 2].astype(np.int64), 1, lengths.max_output)
         return times, p, o
     rate = rate or spec.rate
-    n_guess = int(rate * duration * 1.5 + 10 * np.sqrt(rate * duration) + 20)
+    n_guess = arrival_draws(rate, duration)
     shape = 1.0 if spec.kind == "poisson" else 1.0 / spec.cv**2  # gamma: mean 1/rate, coefficient of variation cv
     if spec.client_seed is not None:
         times = vllm_client_send_times(min(n_guess, cap), rate, shape, spec.client_seed)

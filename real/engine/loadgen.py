@@ -84,6 +84,26 @@ class StreamRecord:
                 "finish_s": self.chunk_s[-1] if ok else math.nan}
 
 
+def trace_rows(load, where: str) -> np.ndarray:
+    """A trace load's arrival rows from its trace_offset on, times from 0 ([n, 3]); LabError naming `where`."""
+    trace = load_arrival_trace(load.trace_path, f"{where}.trace_path")
+    if load.trace_offset >= len(trace):
+        raise LabError(f"{where}.trace_offset: {load.trace_offset} is beyond the trace's {len(trace)} rows")
+    trace = trace[load.trace_offset:].copy()
+    trace[:, 0] -= trace[0, 0]
+    return trace
+
+
+def check_loads(cfg, run_root: Path, ahead: bool) -> None:
+    """Before a run (lab/stages.py STAGE_CHECKS, `lab validate` and `lab run`): each trace load's CSV read as the
+    engine stage reads it -- a missing or malformed one stopped the stage after vLLM had started (minutes)."""
+    if cfg.engine is None:
+        return
+    for i, load in enumerate(cfg.engine.loads):
+        if load.kind == "trace":
+            trace_rows(load, f"engine.loads[{i}]")
+
+
 def plan_requests(load, tokens, trace: np.ndarray | None = None, text_round: int = 0) -> list[PlannedRequest]:
     """The requests of an open-loop load (poisson, trace) or the request pool of a closed-loop one.
     text_round k > 0: the same arrivals and lengths with other prompt text (drawn from the seed (load.seed, k)),
@@ -95,8 +115,9 @@ def plan_requests(load, tokens, trace: np.ndarray | None = None, text_round: int
         times = np.zeros(load.max_requests)
         p, o = lengths.sample(load.max_requests, rng)
     else:
-        if load.kind == "trace":
-            trace = trace if trace is not None else load_arrival_trace(load.trace_path)
+        if load.kind == "trace" and trace is None:
+            trace = trace_rows(load, f"engine.loads {load.name!r}")
+        elif load.kind == "trace":
             if load.trace_offset >= len(trace):
                 raise LabError(f"engine.loads {load.name!r}: trace_offset {load.trace_offset} beyond the "
                                f"trace's {len(trace)} rows")

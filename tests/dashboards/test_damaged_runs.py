@@ -271,3 +271,21 @@ def test_damaged_engine_files_are_one_line_each(engine_root, tmp_path, case):
     assert len(at.get("vega_lite_chart")) == charts
     counters = find(at, "num_accepted_tokens_per_pos")
     assert "ngram · high · vLLM" in set(counters["source"])
+
+
+@pytest.mark.parametrize("page", ["Acceptance", "Live_ablation"])
+def test_another_runs_shard_copied_in_is_left_out_with_a_warning(copy_run, runs_root, page):
+    """A shard of zzz-0001 copied into demo-0001's traces/ (same method, dataset, table, another name) mixed
+    its rows into the page's tau silently: it is named and left out; the run's own shards are shown."""
+    root, run = copy_run
+    foreign = run / "traces" / "copied__dspark__gsm8k.parquet"
+    shutil.copy(runs_root["old"] / "traces" / "rounds__dspark__gsm8k__T0.parquet", foreign)
+    at = _open(page, root)
+    assert not at.error, [e.value for e in at.error]
+    warnings = [w.value for w in at.warning if "Skipped a trace shard" in w.value]
+    assert len(warnings) == 1 and str(foreign) in warnings[0], warnings
+    assert "run_id 'zzz-0001', not this run's 'demo-0001'" in warnings[0]
+    if page == "Acceptance":
+        tau = find(at, "draft_acceptance_rate")
+        gsm8k = tau[(tau["method"] == "dspark") & (tau["dataset"] == "gsm8k") & (tau["table"] == "rounds")]
+        assert gsm8k["tau"].tolist() == pytest.approx([2.5])  # its own rows only (zzz's would pull it to 1.5)

@@ -96,6 +96,7 @@ def workdir(tmp_path):
     (run / "REPORT.md").write_text("# existing results\n")
     (run / "config.yaml").write_text(yaml.safe_dump({**GOOD, "run_id": "existing"}))
     (tmp_path / "garbage.parquet").write_bytes(b"PAR1 but not really")
+    (tmp_path / "trace.csv").write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1.5,20,8\n")
     bad_trace = StepRecord("x", "m", "t", "d", "p", "rounds", 0.0, 0, 5, 2, 1, [1.0, 0.0], [1.0, 1.0])
     write_shard([bad_trace], tmp_path / "inconsistent.parquet")
     table = pq.read_table(tmp_path / "inconsistent.parquet")
@@ -173,6 +174,8 @@ CASES = [
     ("corrupt Parquet", lambda w: ["traces", "garbage.parquet"], "not a readable Parquet trace"),
     ("inconsistent Parquet", lambda w: ["traces", "inconsistent.parquet"], "accepted=3 outside 0..k=2"),
     ("missing trace path", lambda w: ["traces", "no/such/dir"], "trace path does not exist"),
+    ("traces of two runs in one folder", lambda w: ["traces", mixed_traces(w)],
+     "mixed: shards of 2 runs mixed: run_id 'a' in rounds__a.parquet; run_id 'b' in rounds__b.parquet"),
     # names that become paths are slugs (a drafter named ../../victim trained outside its run)
     ("run_id climbing out of output_dir", lambda w: ["validate", "good.yaml", "--set", "run_id=../.."],
      "run_id: Value error, '../..' is not a slug"),
@@ -277,6 +280,81 @@ CASES = [
      "stage 'sim' needs the sim: section"),
     ("engine environment missing", lambda w: ["run", "good.yaml", "--stages", "engine", "--set",
                                               "engine.venv=/no/such/venv"], "run `lab engine setup vllm`"),
+    # an engine load's arrival CSV was read only when the load started, after vLLM's server had come up (minutes)
+    *[(f"engine trace load {label}", validate_with(
+        f"engine.loads=[{{name: t, kind: trace, trace_path: {path}, prompt_tokens: 64, output_tokens: 16}}]"),
+       fragment) for label, path, fragment in [
+          ("missing", "no/such.csv", "good.yaml: engine.loads[0].trace_path: no/such.csv does not exist"),
+          ("a directory", ".", "engine.loads[0].trace_path: . is a directory, not a CSV file"),
+          ("without its columns", "garbage.parquet", "engine.loads[0].trace_path: garbage.parquet lacks columns")]],
+    ("engine trace load past its rows", validate_with(
+        "engine.loads=[{name: t, kind: trace, trace_path: trace.csv, trace_offset: 2, prompt_tokens: 64, "
+        "output_tokens: 16}]"), "engine.loads[0].trace_offset: 2 is beyond the trace's 2 rows"),
+    # Python's path calls raise ValueError at a NUL character: a traceback where validate resolved the path
+    ("a path holding a NUL character", validate_with('sim={workload: {kind: trace, trace_path: "a\\0b.csv"}}'),
+     "sim.workload.trace_path: Value error, 'a\\x00b.csv': a path cannot hold a NUL character"),
+    ("an output_dir holding a NUL character", validate_with('output_dir="r\\0uns"'),
+     "output_dir: Value error, 'r\\x00uns': a path cannot hold a NUL character"),
+    # more arrivals or users than one point can hold: numpy's "Maximum allowed dimension exceeded" / "Unable to
+    # allocate 6.94 EiB" tracebacks mid-sweep, after validate had passed the file
+    *[(f"sim {label}", validate_with(f"sim={{workload: {workload}, acceptance: {{source: parametric}}, "
+                                     f"policies: [{{kind: ar}}]{sweep}}}"), fragment)
+      for label, workload, sweep, fragment in [
+          ("rate past what a point draws", "{kind: poisson, rate: 1e300}", "",
+           ("sim.workload: 1e+300 req/s over 600 s is ~6e+302 arrivals, more than the simulator draws for one point "
+            "(50,000,000)")),
+          ("swept rate past what a point draws", "{kind: gamma, rate: 2, duration_s: 60}",
+           ", sweep: {axis: rate, values: [1, 1e12]}", "sim.workload: 2e+12 req/s over 60 s is ~1.2e+14 arrivals"),
+          ("bounded run past what a point draws", "{kind: poisson, rate: 2, max_requests: 1000000000000000}", "",
+           "sim.workload: 2 req/s over 1.5e+15 s"),
+          ("closed loop past the users a point runs", "{kind: closed_loop, concurrency: 1000000000000000000}", "",
+           ("sim: Value error, workload.concurrency: 1,000,000,000,000,000,000 closed-loop users, more than the "
+            "simulator runs at once (1,000,000")),
+          ("swept users past what a point runs", "{kind: closed_loop}", ", sweep: {values: [8, 2000000]}",
+           "sim: Value error, sweep.values: 2,000,000 closed-loop users"),
+          # 1e300 GiB is infinite bytes: the KV budget NaN, int(NaN) a ValueError
+          ("an activation reserve of 1e300 GiB", "{kind: closed_loop}", ", engine: {activation_reserve_gib: 1e300}",
+           "sim: model qwen3-8b on 1 x h100 does not fit: weights (15.3 GiB) and activations (inf GiB per GPU)"),
+          ("a fractional concurrency", "{kind: closed_loop}", ", sweep: {values: [0.5, 2]}",
+           "sim: Value error, sweep.values 0.5: a concurrency is a whole number of requests")]],
+    ("no stage at all", validate_with("stages=[]"), "good.yaml: stages: Value error, empty; name at least one of"),
+    ("a stage listed twice", validate_with("stages=[evaluate, report, evaluate]"),
+     "good.yaml: stages: Value error, evaluate listed twice; each stage once"),
+    ("a stage given twice to --stages", lambda w: ["run", "good.yaml", "--stages", "evaluate,evaluate"],
+     "--stages: evaluate listed twice; each stage once"),
+    # pydantic's words named its classes ("a valid dictionary or instance of DecodeSection") and read `key:` with
+    # nothing after it as though a string were expected
+    ("a section that is a number", validate_with("decode=5"),
+     "good.yaml: decode: expected a mapping of keys, not the number 5"),
+    ("a list entry that is null", validate_with("drafters.0="), "drafters.0: expected a mapping of keys, not null"),
+    ("a required value left empty", validate_with("name="),
+     "good.yaml: name: Input should be a valid string, not null (`key:` with nothing after it, or `--set key=`)"),
+    # a check across sections names its own fields: the line said "good.yaml: <root>: Value error, ..."
+    ("a check across sections", validate_with("drafters=[{name: a, method: ngram}, {name: a, method: ngram}]"),
+     "good.yaml: Value error, drafter names must be unique, repeated: ['a']"),
+    # acceptance.source run replays the traces evaluate writes (a method per drafter name): a name outside them
+    # stopped the sim stage after prepare, train and evaluate had run
+    *[(f"sim replaying {label}", validate_with("stages=[evaluate, sim]", f"sim={{acceptance: {{source: run{acc}}}, "
+                                               f"policies: [{{kind: ar{policy}}}]}}", *more), fragment)
+      for label, acc, policy, more, fragment in [
+          ("a method no drafter is", ", method: dspark", "", (),
+           ("good.yaml: sim.acceptance.method 'dspark': not a drafter of this experiment, whose traces the sim "
+            "replays (drafters: ngram)")),
+          ("a policy method no drafter is", "", ", method: mtp", (),
+           "sim.policies[0].method 'mtp': not a drafter of this experiment"),
+          ("several drafters unnamed", "", "", ("drafters=[{name: a, method: ngram}, {name: b, method: ngram}]",),
+           "sim.acceptance.method: the traces will hold several drafters (a, b); name the one to replay"),
+          ("a dataset no prompt set is", ", datasets: {gsm8k: 1.0}", "", (),
+           "sim.acceptance.datasets: ['gsm8k'] are not prompt sets of this experiment (prompts.datasets: humaneval)"),
+          ("a temperature not decoded", ", temperature: 0.7", "", (),
+           "sim.acceptance.temperature 0.7: not one of decode.temperatures [0.0]")]],
+    # the engine stage ran (vLLM started) and the fidelity stage then ended in pandas' "No objects to concatenate"
+    ("fidelity over no engine loads", validate_with("stages=[engine, fidelity]", "engine={loads: []}"),
+     "good.yaml: engine.loads: empty; stage 'fidelity' compares the simulator with the engine on them"),
+    ("fidelity over no engine loads, by --stages", lambda w: [
+        "run", "good.yaml", "--stages", "fidelity", "--set", "engine={loads: []}"], "engine.loads: empty"),
+    ("an empty vllm serve argument", validate_with('engine={extra_args: ["--enforce-eager", ""]}'),
+     "engine.extra_args.1: String should have at least 1 character"),
     ("engine port not loopback-safe", lambda w: ["validate", "good.yaml", "--set", "engine.port=80"], "engine.port"),
     ("engine host not loopback", lambda w: ["validate", "good.yaml", "--set", "engine.host=0.0.0.0"], "engine.host"),
     ("engine drafter with a method that does not export", lambda w: [
@@ -508,6 +586,14 @@ def profiled(profile: str, **cost) -> dict:
     return {"hardware": {"preset": "cpu"}, "cost": {"profile": profile, **cost}}
 
 
+def mixed_traces(workdir, name="mixed") -> str:
+    """A traces folder holding shards of two runs (one copied in from another run); its name."""
+    for run_id in ("a", "b"):
+        write_shard([StepRecord(run_id, "ngram", "t", "d", "p", "rounds", 0.0, 0, 5, 2, 1, [1.0, 0.0], [1.0, 1.0])],
+                    workdir / name / f"rounds__{run_id}.parquet")
+    return name
+
+
 def replayed_traces(paths, **acceptance) -> dict:
     return {"acceptance": {"source": "traces", "paths": paths, **acceptance}, "policies": [{"kind": "ar"}]}
 
@@ -548,6 +634,8 @@ SIM_FILE_CASES = [
     ("missing acceptance trace", lambda w: replayed_traces(["no/traces"]), "sim.acceptance.paths:"),
     ("corrupt acceptance trace", lambda w: replayed_traces(["garbage.parquet"]),
      "garbage.parquet: not a readable Parquet trace"),
+    ("acceptance traces of two runs in one folder", lambda w: replayed_traces([mixed_traces(w)]),
+     "mixed: shards of 2 runs mixed: run_id 'a' in rounds__a.parquet; run_id 'b' in rounds__b.parquet"),
     ("calibration file not JSON",
      lambda w: replayed_traces(["runs/cli/existing/traces"], calibration_path=write(w, "cal.json", "{")),
      "cal.json: calibration file is not valid JSON"),
@@ -557,6 +645,20 @@ SIM_FILE_CASES = [
     ("lengths CSV with a negative length", lambda w: {"workload": {"lengths": {
         "source": "csv", "csv_path": write(w, "l.csv", "prompt_tokens,output_tokens\n12,3\n-1,2\n")}}},
      "sim.workload.lengths.csv_path: l.csv line 3: prompt_tokens / output_tokens must be whole numbers"),
+    # 1e300 passed as a whole number, was cast to int64 (a negative count) and clipped to a 1-token prompt
+    ("lengths CSV with a length past any token count", lambda w: {"workload": {"lengths": {
+        "source": "csv", "csv_path": write(w, "l.csv", "prompt_tokens,output_tokens\n12,3\n1e300,2\n")}}},
+     "l.csv line 3: prompt_tokens / output_tokens must be whole numbers in 0 .. 2,147,483,647, got [1e+300, 2.0]"),
+    ("arrival trace with a prompt past any token count", lambda w: {"workload": {"kind": "trace", "trace_path": write(
+        w, "a.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1,9223372036854775808,5\n")}},
+     ("sim.workload.trace_path: a.csv line 3: num_prefill_tokens / num_decode_tokens must be whole numbers in 0 .. "
+      "2,147,483,647")),
+    ("arrival trace with a fractional token count", lambda w: {"workload": {"kind": "trace", "trace_path": write(
+        w, "a.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10.5,5\n")}},
+     "a.csv line 2: num_prefill_tokens / num_decode_tokens must be whole numbers"),
+    ("request log with a token count past any", lambda w: {"workload": {"kind": "replay_log", "log_path": write(
+        w, "log.csv", "request_id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s\n"
+        "a,0,1e300,4,0.1,0.5\n")}}, "log.csv column input_tokens must hold whole numbers in 0 .. 2,147,483,647"),
     ("ShareGPT lengths never tabled", lambda w: {"workload": {"lengths": {"source": "sharegpt", "tokenizer": "nope"}}},
      "sim.workload.lengths.tokenizer: no ShareGPT length table for 'nope'"),
     ("missing arrival trace", lambda w: {"workload": {"kind": "trace", "trace_path": "no/arrivals.csv"}},
@@ -608,11 +710,11 @@ SIM_FILE_CASES = [
     ("request log with an infinite arrival", lambda w: replay_log(w, "r1,inf,10,5,1,2\n"),
      "log.csv column arrival_s must hold finite seconds >= 0"),
     ("request log with negative tokens", lambda w: replay_log(w, "r1,0,10,-5,1,2\n"),
-     "log.csv column output_tokens must hold whole numbers >= 0"),
+     "log.csv column output_tokens must hold whole numbers in 0 .. 2,147,483,647"),
     ("request log with a word for a time", lambda w: replay_log(w, "r1,0,10,5,soon,2\n"),
      "log.csv column first_token_s holds values that are not numbers"),
     ("lengths CSV with an empty cell", lambda w: {"workload": {"lengths": {"source": "csv", "csv_path": write(
-        w, "l.csv", "num_prefill_tokens,num_decode_tokens\n10,\n")}}}, "l.csv line 2: num_prefill_tokens / num_decode_tokens must be whole numbers >= 0"),
+        w, "l.csv", "num_prefill_tokens,num_decode_tokens\n10,\n")}}}, "l.csv line 2: num_prefill_tokens / num_decode_tokens must be whole numbers in 0 .. 2,147,483,647"),
     # session 31: a tensor-parallel size vLLM refuses for the model (sim/cost.py check_tp_split)
     ("tensor-parallel size that does not split the heads", lambda w: {
         "hardware": {"preset": "h100", "tp": 3}, "model": {"config": write(w, "config.json", json.dumps(TINY_CONFIG))}},
@@ -892,3 +994,11 @@ def test_entry_points_print_the_same_line(workdir, label):
     else:
         result = tool_process(workdir, *args)
     assert_one_error_line(result, fragment)
+
+
+def test_sim_replaying_this_experiments_own_names_validates(workdir):
+    """The names check_replayed_names refuses outside the drafters, prompt sets and temperatures pass inside them."""
+    result = lab(validate_with("stages=[evaluate, sim]", "sim={acceptance: {source: run, method: ngram, datasets: "
+                               "{humaneval: 1.0}, temperature: 0}, policies: [{kind: ar}, {kind: fixed_k, k: 2, "
+                               "method: ngram}]}")(workdir), workdir)
+    assert result.returncode == 0, result.stderr

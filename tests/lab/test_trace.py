@@ -111,3 +111,26 @@ def test_reader_names_a_trace_whose_data_pages_are_damaged(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(LabError, match=r"x.parquet: not a readable Parquet trace, its data is damaged"):
         read_traces(path)
+
+
+def test_reader_refuses_a_folder_of_two_runs_naming_the_files(tmp_path):
+    """Another run's shard copied into traces/ mixed its rows into tau silently: now one line per run_id."""
+    write_shard([record(3, 3)], tmp_path / "a.parquet")
+    write_shard([record(3, 1)], tmp_path / "b.parquet")
+    write_shard([record(3, 0, run_id="other")], tmp_path / "c.parquet")
+    with pytest.raises(LabError) as info:
+        read_traces(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path}: shards of 2 runs mixed")
+    assert "run_id 'r' in a.parquet, b.parquet; run_id 'other' in c.parquet" in message
+    with pytest.raises(LabError, match="run_id 'other' in .*c.parquet"):  # a list of files, likewise
+        read_traces([tmp_path / "a.parquet", tmp_path / "c.parquet"])
+    assert list(read_traces([tmp_path / "a.parquet", tmp_path / "b.parquet"])["accepted"]) == [3, 1]
+    assert list(read_traces(tmp_path / "c.parquet")["run_id"]) == ["other"]  # a single shard reads
+
+
+def test_reader_refuses_one_shard_of_two_runs(tmp_path):
+    write_shard([record(3, 3), record(3, 1, run_id="other")], tmp_path / "m.parquet")
+    with pytest.raises(LabError, match=r"m.parquet: shards of 2 runs mixed: run_id 'r' in .*m.parquet; "
+                                       r"run_id 'other' in .*m.parquet"):
+        read_traces(tmp_path / "m.parquet")

@@ -17,6 +17,7 @@ RANDOM = {"source": "random", "prompt_tokens": 256, "output_tokens": 64, "range_
 FIXED = {"source": "fixed", "prompt_tokens": 256, "output_tokens": 64}
 # bookkeeping of the simulation itself, not of what it simulated
 NOT_RESULTS = {"wall_s", "events"}
+SWEEP_POINT = {"axis", "value"}  # where a swept point sits, beside the same run given as one point
 
 
 def run(workload: dict, lengths: dict = RANDOM, seed: int = 0):
@@ -26,10 +27,10 @@ def run(workload: dict, lengths: dict = RANDOM, seed: int = 0):
     return simulate(prepare_inputs(SimSection.model_validate(section)), "ar", None, seed)
 
 
-def same_results(a, b) -> None:
+def same_results(a, b, ignore: set[str] = frozenset()) -> None:
     pd.testing.assert_frame_equal(a.requests, b.requests)
-    keys = set(a.summary) - NOT_RESULTS
-    assert keys == set(b.summary) - NOT_RESULTS
+    keys = set(a.summary) - NOT_RESULTS - ignore
+    assert keys == set(b.summary) - NOT_RESULTS - ignore
     for key in keys:
         x, y = a.summary[key], b.summary[key]
         assert x == y or (isinstance(x, float) and np.isnan(x) and np.isnan(y)), key
@@ -134,3 +135,57 @@ def test_a_steady_state_window_sends_nothing_after_it():
     assert log["arrival_s"].max() <= 6.0 and log["finish_s"].notna().all()
     assert peak_in_flight(log) == 2
     assert len(log) < 40 * 6 * 0.5  # far fewer than arrived: the rest waited in the client and were dropped
+
+
+def sweep_section(workload: dict, sweep: dict) -> SimSection:
+    section = make_sim().model_dump()
+    section["workload"] = {"lengths": RANDOM, **workload}
+    section["sweep"] = {"workers": 1, **sweep}
+    return SimSection.model_validate(section)
+
+
+def test_a_concurrency_sweep_at_a_finite_rate_varies_the_clients_limit():
+    """`vllm bench serve --request-rate R --max-concurrency C` run at several C (vLLM takes the pair together: the
+    rate initiates requests, the limit caps how many run): sweep.axis concurrency was refused ("needs workload.kind
+    closed_loop"); each point is now the run with workload.max_concurrency = C, request for request."""
+    workload = {"kind": "poisson", "rate": 20.0, "max_requests": 40, "max_concurrency": 64}
+    sim = sweep_section(workload, {"axis": "concurrency", "values": [1, 3]})
+    inputs = prepare_inputs(sim)
+    for limit in (1, 3):
+        swept = simulate(inputs, "ar", limit, 0)
+        same_results(swept, run({**workload, "max_concurrency": limit}), ignore=SWEEP_POINT)
+        assert peak_in_flight(swept.requests) == limit and swept.summary["axis"] == "concurrency"
+
+
+def test_which_workloads_sweep_concurrency():
+    # rate .inf: its users (--max-concurrency); given values and no axis, they are that, not a rate it cannot scale
+    inf = sweep_section({"kind": "poisson", "rate": "inf", "max_requests": 30}, {"values": [2, 4]})
+    assert inf.sweep.axis == "concurrency"
+    same_results(simulate(prepare_inputs(inf), "ar", 4, 0),
+                 run({"kind": "closed_loop", "concurrency": 4, "max_requests": 30}), ignore=SWEEP_POINT)
+    # a finite rate with values and no axis stays a rate sweep: the values are multipliers of its rate
+    assert sweep_section({"kind": "poisson", "rate": 2.0, "max_concurrency": 4}, {"values": [1, 2]}).sweep.axis == "rate"
+    with pytest.raises(ValueError, match="no concurrency to vary in a poisson workload without "
+                                         "workload.max_concurrency: .*sweep 'rate'"):
+        sweep_section({"kind": "poisson", "rate": 2.0}, {"axis": "concurrency", "values": [1, 2]})
+    with pytest.raises(ValueError, match="no concurrency to vary in a trace workload"):
+        sweep_section({"kind": "trace", "trace_path": "t.csv"}, {"axis": "concurrency", "values": [1, 2]})
+
+
+def test_summary_header_names_the_clients_limit():
+    from sim.sweep import run_sweep, sla_table, summary_markdown
+
+    def header(workload: dict, sweep: dict) -> str:
+        sim = sweep_section({**workload, "lengths": FIXED}, sweep)
+        res = run_sweep(prepare_inputs(sim), workers=1)
+        return summary_markdown(res, sla_table(res, sim), sim, []).splitlines()[0]
+
+    one = header({"kind": "poisson", "rate": 20.0, "max_requests": 12, "max_concurrency": 2}, {"axis": "none"})
+    assert ("workload poisson at 20 req/s, at most 2 in flight (--max-concurrency 2), 12 requests (--num-prompts), "
+            "one point (no sweep).") in one
+    swept = header({"kind": "poisson", "rate": 20.0, "max_requests": 12, "max_concurrency": 2},
+                   {"axis": "concurrency", "values": [1, 2]})
+    assert "at most the swept concurrency in flight (--max-concurrency), 12 requests" in swept
+    assert swept.endswith("sweep concurrency [1, 2].")
+    assert "workload poisson at 20 req/s, 12 requests" in header({"kind": "poisson", "rate": 20.0, "max_requests": 12},
+                                                                 {"axis": "none"})
