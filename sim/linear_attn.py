@@ -58,7 +58,8 @@ STATE_COPY_PASSES = 4  # a gathered state is read and written, and scattered bac
 # The first prefill of a fresh server autotunes FLA's Triton kernels (first_prefill_autotune_s): cards of compute
 # capability 9.0 run FlashInfer's chunked kernel instead (PR 32846; PR 36599: "non-SM90 GPUs" only); releases from
 # GDN_AUTOTUNE_FIXED_SINCE warm the autotuner with the real dtypes during the profile run (PR 37338, merged
-# 2026-03-18; the first release after it taken as 0.18.0: not established).
+# 2026-03-18; the first release after it taken as 0.18.0: not established; PR 39169, 2026-04-07, aligned the warm-up
+# with the real prefill path further, so 0.18 - 0.19 may still pay part of it: not priced).
 SM90_CARDS = ("h100", "h100-pcie", "h200", "h20")
 GDN_AUTOTUNE_FIXED_SINCE = (0, 18, 0)
 # Its seconds: fitted on the fit half of the deplodock RTX PRO 6000 sweep (C 8, 16, 24, 40; jointly with that host's
