@@ -18,6 +18,8 @@ A replica step, as vLLM V1's scheduler builds it (engine settings: lab/config_si
   prefill the step lasts cost.step_time(...); chunks advance; the step that completes a prompt's prefill
           emits its first token (TTFT), as in vLLM.
   apply   the acceptance source says what each verify accepted; finished requests free their KV.
+A Gated DeltaNet hybrid's first step holding a prefill lasts engine.linear_attn_autotune_s longer, once per replica (a
+fresh server's Triton autotuning of FLA's kernels, sim.linear_attn.first_prefill_autotune_s; not in LockstepGroup).
 V0 without chunked prefill (engine.vllm_version before 0.8, sim.vllm_versions.v0_prefill_steps) runs a step of
           whole prompts alone while waiting requests fit, its running decodes paused (Replica._prefill_step), else
           a step of decodes that admits nothing.
@@ -159,6 +161,8 @@ class Replica:
         self._decodes_wait = False  # this step is prefill-only: the running decodes wait it out (apply)
         # a hybrid linear-attention model's mixed steps copy recurrent states (sim/linear_attn.py); None: no such layers
         self.linear_mixed = e.linear_attn_mixed if cluster.cost.model.linear_layers else None
+        # a fresh server's first prefill autotunes FLA's kernels once (sim.linear_attn.first_prefill_autotune_s)
+        self.autotune_s = e.linear_attn_autotune_s if cluster.cost.model.linear_layers else 0.0
         self.lookahead = policy.max_verify()  # KV slots a decode step reserves for drafts
         self.kv = make_kv_cache(e, cluster.kv_capacity, cluster.kv_groups, cluster.kv_blocks, self.lookahead)
         self._hybrid = isinstance(self.kv, HybridKV)  # rows carry their CAP (kv.row_cap), growth may free
@@ -224,6 +228,8 @@ class Replica:
                 continue
             tokens, kv_read, n_req, spec, _lengths, _state, n_spec, _chunks, attn, copies = step
             dt = step_time(tokens, kv_read, n_req, spec, n_spec, attn, state_copies=copies)
+            if self.autotune_s and any(c > 1 for _, c in _chunks):  # the first chunked GDN call: its autotuning
+                dt, self.autotune_s = dt + self.autotune_s, 0.0
             yield env.timeout(dt)
             self.finish_step(step, dt)
 

@@ -72,10 +72,17 @@ def engine_with_defaults(engine, hw: Hardware, model=None):
     """The engine section (lab.config_sim) with the max_num_seqs / max_num_batched_tokens / enable_chunked_prefill
     it left null set to what `vllm serve` picks on this card, and with engine.vllm_version every setting it left
     unset to that release's default (sim.vllm_versions.release_defaults; `model`, a sim.models.ModelShape, gives
-    a V0 release the context length its defaults follow)."""
+    a V0 release the context length its defaults follow, and a Gated DeltaNet hybrid its first prefill's autotuning
+    on this card, sim.linear_attn.first_prefill_autotune_s)."""
     from sim.vllm_versions import release_defaults
 
+    from sim.linear_attn import first_prefill_autotune_s
+
     missing = release_defaults(engine, vllm_serve_batch_defaults(hw), model, vllm_platform(hw))
+    if "linear_attn_autotune_s" not in engine.model_fields_set and model is not None:
+        autotune = first_prefill_autotune_s(engine.vllm_version, hw.name, bool(model.linear_layers))
+        if autotune:  # the release's first prefill autotunes FLA's kernels on this card
+            missing["linear_attn_autotune_s"] = autotune
     return engine.model_copy(update=missing) if missing else engine
 
 

@@ -55,6 +55,18 @@ _TORCH = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 HYBRID_LINEAR_TYPES = ("qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text")
 MIXED_MODES = ("unified", "split")  # how vLLM runs a step of prefills beside decodes (module docstring)
 STATE_COPY_PASSES = 4  # a gathered state is read and written, and scattered back: read and written again
+# The first prefill of a fresh server autotunes FLA's Triton kernels (first_prefill_autotune_s): cards of compute
+# capability 9.0 run FlashInfer's chunked kernel instead (PR 32846; PR 36599: "non-SM90 GPUs" only); releases from
+# GDN_AUTOTUNE_FIXED_SINCE warm the autotuner with the real dtypes during the profile run (PR 37338, merged
+# 2026-03-18; the first release after it taken as 0.18.0: not established; PR 39169, 2026-04-07, aligned the warm-up
+# with the real prefill path further, so 0.18 - 0.19 may still pay part of it: not priced).
+SM90_CARDS = ("h100", "h100-pcie", "h200", "h20")
+GDN_AUTOTUNE_FIXED_SINCE = (0, 18, 0)
+# Its seconds: fitted on the fit half of the deplodock RTX PRO 6000 sweep (C 8, 16, 24, 40; jointly with that host's
+# front end; grid 6-14 by 2, then 10-12 by 1). Beside it, not fitted: Triton times each config for at least its
+# do_bench budget, warmup=25 + rep=100 ms (https://github.com/triton-lang/triton/blob/main/python/triton/testing.py),
+# and PR 37338's 746 autotuning events over 8 dp ranks are ~93 configs a rank: >= 11.7 s before compiling them.
+FIRST_PREFILL_AUTOTUNE_S = 11.0
 
 
 @dataclass(frozen=True)
@@ -156,3 +168,25 @@ def state_copies(decodes: int, chunks, spec: bool, mode: str) -> int:
     if mode == "split":
         return prefills
     return len(chunks) + (0 if spec else decodes)
+
+
+def first_prefill_autotune_s(version: str | None, card: str, hybrid_linear: bool) -> float:
+    """Seconds a fresh vLLM server's first step holding a prefill adds, once, on a Gated DeltaNet hybrid model
+    (engine.linear_attn_autotune_s; sim/cluster.py adds it to each replica's first such step). Up to vLLM 0.17
+    the profile run skips the linear layers' kernels (`_forward_core` returns while attn_metadata is None), so the
+    first real prefill launches FLA's @triton.autotune'd chunked kernels (chunk_local_cumsum,
+    chunk_scaled_dot_kkt, solve_tril, recompute_w_u, chunk_gated_delta_rule_fwd_h, chunk_fwd_o) for the first
+    time and Triton compiles and times every config of each before it runs
+    (https://github.com/vllm-project/vllm/pull/36599: "The first real inference then triggers the Triton
+    autotuner ... non-SM90 GPUs"; https://github.com/vllm-project/vllm/pull/37338: 746 autotuning events over 6
+    FLA kernels in the first batch of a dp 8 server, after the warm-up PR 36599 added missed them;
+    https://github.com/vllm-project/vllm/pull/37188: autotuning "adds significant latency to the first inference
+    request after each server start"). 0 for a model without linear layers, a release that does not say
+    (`version` None), one from GDN_AUTOTUNE_FIXED_SINCE, or a card of SM90_CARDS (FlashInfer's kernel, no
+    autotuner). FIRST_PREFILL_AUTOTUNE_S is the one-off's size (BENCHMARKS.md, "Session 38: ... closed loops"),
+    fitted on the fit half of the deplodock RTX PRO 6000 sweep: no published timing of it was found."""
+    from sim.vllm_versions import version_tuple
+
+    if not hybrid_linear or version is None or card in SM90_CARDS:
+        return 0.0
+    return FIRST_PREFILL_AUTOTUNE_S if version_tuple(version) < GDN_AUTOTUNE_FIXED_SINCE else 0.0

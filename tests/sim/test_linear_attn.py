@@ -270,3 +270,49 @@ def test_the_state_kernel_adds_to_a_compute_bound_step(tmp_path):
     assert 1 / float(sps(4)) == pytest.approx(cm.step_time(big + 4, 4_000, 5, True), rel=1e-12)
     memory_bound = cm.step_time(4, 4_000, 4, False) - cm._fixed - 4 * cm.request_overhead_s
     assert memory_bound == pytest.approx(cm._t_weights + 4_000 * cm._t_per_kv_token + 4 * cm._t_state, rel=1e-9)
+
+
+CODER_NEXT_FP8 = QWEN3_NEXT.parent / "qwen3-coder-next-fp8.json"
+
+
+def test_first_prefill_autotunes_fla_kernels_before_0_18_off_sm90():
+    """vLLM up to 0.17 skips the GDN kernels in its profile run, so a fresh server's first prefill autotunes FLA's
+    Triton kernels (PR 36599, non-SM90 only; PR 37338's fix taken from 0.18): the one-off is set for a hybrid on an
+    RTX PRO 6000 at 0.16.0, not on an H200 (FlashInfer's kernel), not from 0.18, not without a release, not for a
+    model without linear layers; engine_with_defaults writes it, a value the section gives stands."""
+    from sim.hardware import engine_with_defaults, hardware_from_config
+    from sim.linear_attn import FIRST_PREFILL_AUTOTUNE_S, first_prefill_autotune_s
+    from sim.models import model_from_config
+
+    assert first_prefill_autotune_s("0.16.0", "rtx-pro-6000", True) == FIRST_PREFILL_AUTOTUNE_S > 0
+    assert first_prefill_autotune_s("0.17.1", "rtx-5090", True) == FIRST_PREFILL_AUTOTUNE_S
+    assert first_prefill_autotune_s("0.16.0", "h200", True) == 0.0
+    assert first_prefill_autotune_s("0.18.0", "rtx-pro-6000", True) == 0.0
+    assert first_prefill_autotune_s(None, "rtx-pro-6000", True) == 0.0
+    assert first_prefill_autotune_s("0.16.0", "rtx-pro-6000", False) == 0.0
+
+    def engine(**kw):
+        sim = make_sim(model={"config": str(CODER_NEXT_FP8)}, hardware={"name": "rtx-pro-6000"},
+                       engine={"vllm_version": "0.16.0", **kw})
+        return engine_with_defaults(sim.engine, hardware_from_config(sim.hardware), model_from_config(sim.model))
+
+    assert engine().linear_attn_autotune_s == FIRST_PREFILL_AUTOTUNE_S
+    assert engine(linear_attn_autotune_s=0.0).linear_attn_autotune_s == 0.0
+
+
+def _autotune_run(seconds):
+    sim = make_sim(model={"config": str(CODER_NEXT_FP8)}, hardware={"name": "rtx-pro-6000"},
+                   engine={"linear_attn_autotune_s": seconds},
+                   workload={"kind": "closed_loop", "concurrency": 2, "max_requests": 6, "duration_s": 1e4,
+                             "warmup_s": 0.0, "drain": True,
+                             "lengths": {"source": "fixed", "prompt_tokens": 600, "output_tokens": 20}})
+    return per_request(simulate(prepare_inputs(sim), "ar", None, 0).requests).sort_values("request_id")
+
+
+def test_the_autotune_is_paid_once_by_the_first_prefill_step():
+    """The one-off lengthens the replica's first step that holds a prefill only: both requests of the first wave
+    (one step of 1200 prompt tokens) wait the extra seconds; every later request's TTFT is as without it."""
+    base, tuned = _autotune_run(0.0), _autotune_run(5.0)
+    extra = tuned["ttft_s"].to_numpy() - base["ttft_s"].to_numpy()
+    assert extra[:2] == pytest.approx([5.0, 5.0], abs=1e-6)
+    assert extra[2:] == pytest.approx([0.0] * 4, abs=1e-6)

@@ -1053,3 +1053,25 @@ def test_a_poisson_sharegpt_row_of_benchmark_serving_is_sent_at_its_clients_seed
     assert client_send_seed(variant(bench__request_rate=float("inf"))) is None
     random_row = variant(bench__dataset="random", bench__tokenizer=None, bench__lengths="fixed")
     assert client_send_seed(random_row) is None and row_sim_config(random_row).workload.client_seed is None
+
+
+def test_the_deplodock_sweeps_run_behind_their_hosts_front_ends():
+    """Each deplodock host (RTX 5090 VM, RTX PRO 6000 VM) has its own front end, fitted on its sweep's fit rows:
+    every row of a sweep names its host's, with a per-request delay (request_ms + latency_ms) above 0."""
+    rows = [r for r in load_rows(DEFAULT_FILE) if r.id.startswith("deplodock-")]
+    assert len(rows) == 17
+    for r in rows:
+        host = "deplodock-5090" if r.gpu == "rtx-5090" else "deplodock-pro6000"
+        assert r.frontend == host and r._frontend["request_ms"] + r._frontend["latency_ms"] > 0
+
+
+def test_a_closed_loop_of_equal_requests_bunches_behind_a_front_end_delay():
+    """80 equal 4000 / 4000 requests from 8 users on the RTX 5090 (the deplodock c8 row): with no delay between a
+    finish and the next prompt's admission the users stay staggered a prefill apart (every later TTFT one
+    prefill, ~0.2 s); with the host's delay the requests that finish while a prompt is on its way finish in
+    decode steps, so their successors arrive together and their prefills queue: the median TTFT is several
+    prefills (the run printed 844 ms), while TPOT barely moves."""
+    row = next(r for r in load_rows(DEFAULT_FILE) if r.id == "deplodock-5090-qwen3-coder-30b-a3b-awq-4k-c8")
+    off, on = simulate_row(row, frontend="off"), simulate_row(row)
+    assert off["ttft_median_ms"] < 250 and on["ttft_median_ms"] > 2.5 * off["ttft_median_ms"]
+    assert on["tpot_mean_ms"] == pytest.approx(off["tpot_mean_ms"], rel=0.02)
