@@ -136,7 +136,7 @@ def test_fit_with_pools_a_run_into_another_cards_block_priced_on_its_own(tmp_pat
     ({"device": "rtx-9090"}, "runs[0].device"),
     ({"time_us": {8192: -1.0}}, "runs[0].time_us"),
     ({"url": None}, "runs[0]"),
-    ({"kernel": "symm_mem"}, "runs[0].kernel"),
+    ({"kernel": "quick_reduce"}, "runs[0].kernel"),
 ])
 def test_a_bad_file_is_one_error_line_exit_2_and_nothing_written(tmp_path, capsys, bad, field):
     path = _write(tmp_path / "bad.yaml", [{**_run(0, 2, {8192: 20.0}), **bad}])

@@ -255,6 +255,38 @@ def test_a100_decode_steps_run_the_custom_kernel_and_prefill_chunks_nccl():
     assert now.tp_allreduce_s(1024) == before.tp_allreduce_s(1024) > now.tp_allreduce_s(1023)
 
 
+def test_symmetric_memory_takes_the_middle_sizes_on_the_releases_that_run_it():
+    """vLLM 0.11+ (VLLM_ALLREDUCE_USE_SYMM_MEM on): CudaCommunicator tries the custom kernel (its max size lowered to
+    min(own, CUSTOM_ALL_REDUCE_MAX_SIZES[tp])), then torch symmetric memory below SYMM_MEM_ALL_REDUCE_MAX_SIZES[tp],
+    then NCCL. Off (symm_mem False, a release before 0.11.0) the custom kernel keeps its own max size; a tp the
+    sheet's table lacks runs without symmetric memory; kernel symm_mem forces its pair."""
+    link = InterconnectSheet(
+        kind="nvlink", bandwidth_gbs=100, latency_us=30,
+        custom_allreduce={"latency_us": 10, "bandwidth_gbs": 200, "max_bytes": 8 * 2 ** 20},
+        symm_mem_allreduce={"latency_us": 12, "bandwidth_gbs": 300, "max_bytes": {4: 32 * 2 ** 20, 8: 64 * 2 ** 20},
+                            "custom_max_bytes": {4: 32 * 2 ** 20, 8: 256 * 1024}})
+    custom = lambda tp, b: 10 + 2 * (tp - 1) / tp * b / 2e5  # noqa: E731 -- microseconds at each pair
+    symm = lambda tp, b: 12 + 2 * (tp - 1) / tp * b / 3e5  # noqa: E731
+    nccl = lambda tp, b: 30 + 2 * (tp - 1) / tp * b / 1e5  # noqa: E731
+    kib, mib = 1024, 2 ** 20
+    on = {b: allreduce_time_s(link, 8, b, symm_mem=True) * 1e6 for b in (256 * kib - 16, 256 * kib, 64 * mib - 16, 64 * mib)}
+    assert on == pytest.approx({256 * kib - 16: custom(8, 256 * kib - 16), 256 * kib: symm(8, 256 * kib),
+                                64 * mib - 16: symm(8, 64 * mib - 16), 64 * mib: nccl(8, 64 * mib)})
+    # tp 4: the custom kernel's own 8 MiB is the smaller limit; symmetric memory from it to 32 MiB
+    assert allreduce_time_s(link, 4, 8 * mib - 16, symm_mem=True) * 1e6 == pytest.approx(custom(4, 8 * mib - 16))
+    assert allreduce_time_s(link, 4, 8 * mib, symm_mem=True) * 1e6 == pytest.approx(symm(4, 8 * mib))
+    assert allreduce_time_s(link, 4, 32 * mib, symm_mem=True) * 1e6 == pytest.approx(nccl(4, 32 * mib))
+    sizes = np.array([8192.0, 256 * kib, 8 * mib, 64 * mib])
+    assert allreduce_time_s(link, 8, sizes, symm_mem=True) * 1e6 == pytest.approx(
+        [custom(8, 8192), symm(8, 256 * kib), symm(8, 8 * mib), nccl(8, 64 * mib)])
+    assert allreduce_time_s(link, 8, sizes) * 1e6 == pytest.approx(  # off: custom below 8 MiB, NCCL from it
+        [custom(8, 8192), custom(8, 256 * kib), nccl(8, 8 * mib), nccl(8, 64 * mib)])
+    assert allreduce_time_s(link, 2, 16 * mib, symm_mem=True) * 1e6 == pytest.approx(nccl(2, 16 * mib))  # no tp 2
+    assert allreduce_time_s(link, 8, 8192, kernel="symm_mem", symm_mem=True) * 1e6 == pytest.approx(symm(8, 8192))
+    with pytest.raises(Exception, match="symm_mem_allreduce"):
+        InterconnectSheet(kind="pcie", bandwidth_gbs=25, latency_us=15, symm_mem_allreduce=link.symm_mem_allreduce)
+
+
 def test_expert_parallel_all_to_all_and_memory():
     m = get_model("deepseek-v4-flash-like")
     one = CostModel(get_hardware("h200"), m, tp=4)
