@@ -97,6 +97,26 @@ class CustomAllReduceSheet(StrictModel):
         return v
 
 
+class SymmMemAllReduceSheet(StrictModel):
+    """vLLM's torch symmetric-memory all-reduce (SymmMemCommunicator, vllm/distributed/device_communicators/
+    symm_mem.py: torch.ops.symm_mem multimem_all_reduce_ at tp 4 / 6 / 8 on compute capability 9.0, two_shot_all_reduce_
+    at tp 2; NVLink multicast needed), on by default from vLLM 0.11.0 (VLLM_ALLREDUCE_USE_SYMM_MEM, PR 24111; off
+    before, sim.vllm_versions.vllm_symm_mem_allreduce). Where it is on, CustomAllreduce's max size drops to
+    min(its own, custom_max_bytes[tp]) (CUSTOM_ALL_REDUCE_MAX_SIZES), this pair prices the sizes from there up to
+    max_bytes[tp] (SYMM_MEM_ALL_REDUCE_MAX_SIZES), NCCL the rest (CudaCommunicator.all_reduce)."""
+
+    latency_us: float = Field(ge=0, description="per call, microseconds")
+    bandwidth_gbs: float = Field(gt=0, description="per GPU and direction, GB/s (priced as the ring's "
+                                 "2 (tp-1)/tp x bytes, as NCCL's pair)")
+    max_bytes: dict[Annotated[int, Field(ge=2)], Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, description="tp -> bytes: all-reduces of fewer bytes (and at least the custom kernel's limit) "
+        "run symmetric memory (SYMM_MEM_ALL_REDUCE_MAX_SIZES; a tp missing from it: the communicator is off there)")
+    custom_max_bytes: dict[Annotated[int, Field(ge=2)], Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="tp -> bytes: the custom kernel's max size while symmetric memory is on "
+        "(CUSTOM_ALL_REDUCE_MAX_SIZES; the smaller of it and custom_allreduce.max_bytes applies; a tp missing: "
+        "custom_allreduce.max_bytes)")
+
+
 class InterconnectSheet(StrictModel):
     kind: Literal["nvlink", "pcie", "infinity_fabric", "ethernet", "none"] = Field(
         description="the link tensor-parallel all-reduces and expert all-to-alls use")
@@ -106,12 +126,19 @@ class InterconnectSheet(StrictModel):
         None, description="vLLM's custom all-reduce where the GPUs have P2P: its own latency / bandwidth below "
         "max_bytes (sim.cost.allreduce_time_s; vLLM runs it at tp 2, 4, 6, 8 over NVLink / Infinity Fabric, and "
         "over PCIe at tp 2 only). null: every all-reduce at the pair above")
+    symm_mem_allreduce: SymmMemAllReduceSheet | None = Field(
+        None, description="vLLM's torch symmetric-memory all-reduce (NVLink multicast; on by default from vLLM "
+        "0.11.0): its own latency / bandwidth between the custom kernel's limit and max_bytes[tp] on the releases "
+        "that run it (sim.cost.allreduce_time_s). null: none (the custom kernel and NCCL only)")
 
     @model_validator(mode="after")
     def _custom_needs_p2p(self):
         if self.custom_allreduce is not None and self.kind in ("none", "ethernet"):
             raise ValueError(f"custom_allreduce needs GPU peer-to-peer on one node; kind {self.kind} has none "
                              "(vLLM disables its custom all-reduce across nodes)")
+        if self.symm_mem_allreduce is not None and self.kind != "nvlink":
+            raise ValueError(f"symm_mem_allreduce needs NVLink multicast; kind {self.kind} has none "
+                             "(vLLM's SymmMemCommunicator turns itself off where handle.multicast_ptr is 0)")
         return self
 
 

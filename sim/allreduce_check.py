@@ -4,11 +4,13 @@
     python -m sim.allreduce_check --fit --out allreduce/    # + fit latency and bandwidth per card and kernel
 
 The data (sim/validation/allreduce.yaml, each run with its URL or stored-file id) are nccl-tests all_reduce_perf
-tables and a few other NCCL timings on one node, and tables of vLLM's custom all-reduce kernel (kernel: custom):
+tables and a few other NCCL timings on one node, and tables of vLLM's custom all-reduce kernel (kernel: custom) and
+of torch symmetric memory as vLLM runs it (kernel: symm_mem):
 the time of one all-reduce of B bytes on N GPUs. Each point is priced by sim.cost.allreduce_time_s -- the function
 CostModel prices every tensor-parallel layer's two all-reduces with -- on the card's preset interconnect, at the
 kernel the table timed: latency_us + 2 (N-1)/N x B / bandwidth_gbs of the link's own (NCCL) pair, or of its
-custom_allreduce pair for a custom-kernel table (the NCCL pair where the card has none). These are the fit rows for
+custom_allreduce / symm_mem_allreduce pair for a custom-kernel / symmetric-memory table (the NCCL pair where the
+card has none). These are the fit rows for
 the link terms, so the serving rows of public_vllm.yaml stay held out from them.
 
 --fit, per card, over the runs timed by nccl-tests on a stock setup (p2p disabled / enabled / nvlink; a patched
@@ -20,7 +22,8 @@ leave-one-host-out, so that a tp term is only worth adopting where it prices run
 and each run's own fit, which shows how much the hosts differ. A run with `fit_with: CARD` (a card whose link is
 the same part) is fitted in CARD's block, priced on its own card's preset. The custom-kernel tables (any harness,
 not excluded) are fitted apart, per card, the same way: rows `custom: pooled`, `custom: own: ...` (the
-interconnect's custom_allreduce latency_us / bandwidth_gbs); `custom: preset` is what the preset prices them at now.
+interconnect's custom_allreduce latency_us / bandwidth_gbs); `custom: preset` is what the preset prices them at now;
+and so are torch symmetric memory's (kernel: symm_mem; rows `symm_mem: ...`, the symm_mem_allreduce pair).
 Writes allreduce.csv (every point), allreduce_fit.csv, allreduce.md and allreduce.png into --out.
 Bad input (missing file, bad field) prints one `error:` line and exits 2 with nothing written.
 """
@@ -80,9 +83,10 @@ class AllReduceRun(SourcedRun):
     nccl: str | None = None
     cuda_graph: bool | None = None
     time_us: dict[Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0)]] = Field(min_length=1)
-    kernel: Literal["nccl", "custom"] = Field(
-        "nccl", description="what the table timed: nccl (ncclAllReduce, pynccl, torch.distributed) or custom "
-        "(vLLM's custom all-reduce kernel, the interconnect's custom_allreduce pair)")
+    kernel: Literal["nccl", "custom", "symm_mem"] = Field(
+        "nccl", description="what the table timed: nccl (ncclAllReduce, pynccl, torch.distributed), custom "
+        "(vLLM's custom all-reduce kernel, the interconnect's custom_allreduce pair) or symm_mem (torch symmetric "
+        "memory as vLLM's SymmMemCommunicator runs it, the interconnect's symm_mem_allreduce pair)")
     fit_with: Literal[tuple(HARDWARE_NAMES)] | None = Field(  # type: ignore[valid-type]
         default=None, description="fit this run in that card's block, not its own device's: a card with the same "
         "link (the A100 SXM4 40GB's NVLink 3 / NVSwitch is the 80GB's); it is still priced on its own device's preset")
@@ -95,8 +99,9 @@ class AllReduceRun(SourcedRun):
     @property
     def fittable(self) -> bool:
         """On a setup a serving box runs (not a patched driver), not excluded, and for an NCCL table timed by
-        nccl-tests (the custom kernel has only other harnesses' tables: vLLM's and SGLang's benchmarks)."""
-        harness_ok = self.harness == "nccl-tests" or self.kernel == "custom"
+        nccl-tests (the custom kernel and torch symmetric memory have only other harnesses' tables: vLLM's and
+        SGLang's benchmarks)."""
+        harness_ok = self.harness == "nccl-tests" or self.kernel != "nccl"
         return harness_ok and self.p2p != "patched" and self.exclude is None
 
 
@@ -107,7 +112,7 @@ def load_runs(path: str | Path) -> list[AllReduceRun]:
 
 def priced_us(run: AllReduceRun, link: InterconnectSheet, extra_latency_us: float = 0.0) -> np.ndarray:
     """The cost model's time of each of the run's sizes (ascending) on `link` at the kernel the run timed
-    (kernel_link: its NCCL or custom pair), microseconds; extra_latency_us is added to that pair's latency (a
+    (kernel_link: its NCCL, custom or symmetric-memory pair), microseconds; extra_latency_us is added to that pair's latency (a
     candidate tp term of the fit)."""
     link = kernel_link(link, run.kernel)
     if extra_latency_us:

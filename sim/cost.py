@@ -144,7 +144,7 @@ from sim.marlin_moe import marlin_padding_factor
 from sim.models import ModelShape, model_from_config
 from sim.quant import W8A8_DTYPES
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
-from sim.vllm_versions import vllm_all2all
+from sim.vllm_versions import vllm_all2all, vllm_symm_mem_allreduce
 
 
 def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, experts: int,
@@ -280,58 +280,80 @@ def tp_step_collectives(n_layers: int) -> int:
 
 # world sizes vLLM's custom all-reduce runs at (CustomAllreduce._SUPPORTED_WORLD_SIZES, custom_all_reduce.py)
 CUSTOM_ALLREDUCE_WORLD_SIZES = (2, 4, 6, 8)
-ALLREDUCE_KERNELS = ("auto", "nccl", "custom")
+ALLREDUCE_KERNELS = ("auto", "nccl", "custom", "symm_mem")
 
 
-def custom_allreduce_max_bytes(link, tp: int) -> int:
+def custom_allreduce_max_bytes(link, tp: int, symm_mem: bool = False) -> int:
     """Bytes below which vLLM runs its custom all-reduce on `tp` GPUs over `link` (0: never). CustomAllreduce
     (vllm/distributed/device_communicators/custom_all_reduce.py, v0.11.0) is disabled outside world sizes 2 / 4 /
     6 / 8, and on GPUs that are not fully connected (PCIe) at tp > 2 ("not supported on more than two PCIe-only
-    GPUs"); should_custom_ar then takes a tensor while inp_size < max_size. A card without a custom_allreduce
-    pair (no P2P, or no published custom-kernel timing) prices every all-reduce at the link's one pair."""
+    GPUs"); should_custom_ar then takes a tensor while inp_size < max_size. Where torch symmetric memory runs
+    (`symm_mem`, a release from 0.11.0, and the link has a symm_mem_allreduce sheet covering tp) max_size is the
+    smaller of that and CUSTOM_ALL_REDUCE_MAX_SIZES[tp] (symm_mem_allreduce.custom_max_bytes). A card without a
+    custom_allreduce pair (no P2P, or no published custom-kernel timing) prices every all-reduce at the link's one
+    pair."""
     custom = getattr(link, "custom_allreduce", None)
     if custom is None or tp not in CUSTOM_ALLREDUCE_WORLD_SIZES:
         return 0
     if link.kind == "pcie" and tp > 2:
         return 0
-    if isinstance(custom.max_bytes, dict):
-        return int(custom.max_bytes.get(tp, 0))
-    return int(custom.max_bytes)
+    limit = int(custom.max_bytes.get(tp, 0)) if isinstance(custom.max_bytes, dict) else int(custom.max_bytes)
+    if symm_mem_allreduce_max_bytes(link, tp, symm_mem):
+        limit = min(limit, int(link.symm_mem_allreduce.custom_max_bytes.get(tp, limit)))
+    return limit
+
+
+def symm_mem_allreduce_max_bytes(link, tp: int, symm_mem: bool) -> int:
+    """Bytes below which vLLM runs torch symmetric-memory all-reduce on `tp` GPUs (0: it does not run): its
+    SYMM_MEM_ALL_REDUCE_MAX_SIZES[tp] (link.symm_mem_allreduce.max_bytes) where `symm_mem` (the release runs it:
+    sim.vllm_versions.vllm_symm_mem_allreduce) and the link has the sheet; SymmMemCommunicator is off at a world size
+    its table lacks (vllm/distributed/device_communicators/symm_mem.py, v0.11.0)."""
+    sheet = getattr(link, "symm_mem_allreduce", None)
+    if not symm_mem or sheet is None:
+        return 0
+    return int(sheet.max_bytes.get(tp, 0))
 
 
 def kernel_link(link, kernel: str):
     """The InterconnectSheet whose one pair prices `kernel`'s all-reduces on `link`: custom -> the custom kernel's
-    latency / bandwidth (the link itself where it has none), nccl -> the link's own pair; neither carries a
-    custom pair, so allreduce_time_s prices it as one regime."""
+    latency / bandwidth, symm_mem -> torch symmetric memory's (the link itself where it has no such pair), nccl ->
+    the link's own pair; none carries a custom or symmetric-memory pair, so allreduce_time_s prices it as one
+    regime."""
     if kernel not in ALLREDUCE_KERNELS[1:]:
         raise LabError(f"all-reduce kernel {kernel!r} is not one of {ALLREDUCE_KERNELS[1:]}")
-    custom = getattr(link, "custom_allreduce", None)
-    if custom is None:
-        return link
-    if kernel == "custom":
-        return link.model_copy(update={"latency_us": custom.latency_us, "bandwidth_gbs": custom.bandwidth_gbs,
-                                       "custom_allreduce": None})
-    return link.model_copy(update={"custom_allreduce": None})
+    bare = {"custom_allreduce": None, "symm_mem_allreduce": None}
+    sheet = {"custom": getattr(link, "custom_allreduce", None),
+             "symm_mem": getattr(link, "symm_mem_allreduce", None)}.get(kernel)
+    if sheet is not None:
+        return link.model_copy(update={"latency_us": sheet.latency_us, "bandwidth_gbs": sheet.bandwidth_gbs, **bare})
+    return link.model_copy(update=bare)
 
 
-def allreduce_time_s(link, tp: int, nbytes, kernel: str = "auto"):
+def _pair_time_s(link, tp: int, nbytes):
+    return allreduce_latency_s(link, tp) + nbytes * allreduce_s_per_byte(link, tp)
+
+
+def allreduce_time_s(link, tp: int, nbytes, kernel: str = "auto", symm_mem: bool = False):
     """One ring all-reduce of `nbytes` (scalar or array) on `tp` GPUs, seconds: latency_us + 2 (tp-1)/tp x bytes /
-    bandwidth. Two regimes as vLLM runs them (kernel auto): its custom all-reduce's pair (link.custom_allreduce)
-    below custom_allreduce_max_bytes, NCCL's (the link's own) from there up; kernel nccl / custom forces one
-    (sim.allreduce_check prices each published table at the kernel it timed). The cost model prices each
-    tensor-parallel layer's two all-reduces with it; sim.allreduce_check scores it against published collective
-    timings (sim/validation/allreduce.yaml)."""
+    bandwidth. The regimes as vLLM runs them (kernel auto; CudaCommunicator.all_reduce tries the custom kernel, then
+    torch symmetric memory, then pynccl): its custom all-reduce's pair (link.custom_allreduce) below
+    custom_allreduce_max_bytes; where `symm_mem` (the release runs torch symmetric memory: vllm_symm_mem_allreduce)
+    the symmetric-memory pair (link.symm_mem_allreduce) from there below symm_mem_allreduce_max_bytes; NCCL's (the
+    link's own) from there up. kernel nccl / custom / symm_mem forces one (sim.allreduce_check prices each published
+    table at the kernel it timed). The cost model prices each tensor-parallel layer's two all-reduces with it;
+    sim.allreduce_check scores it against published collective timings (sim/validation/allreduce.yaml)."""
     if kernel != "auto":
         link = kernel_link(link, kernel)
-    limit = custom_allreduce_max_bytes(link, tp)
-    nccl = allreduce_latency_s(link, tp) + nbytes * allreduce_s_per_byte(link, tp)
-    if not limit:
+    nccl = _pair_time_s(link, tp, nbytes)
+    limit = custom_allreduce_max_bytes(link, tp, symm_mem)
+    symm_limit = symm_mem_allreduce_max_bytes(link, tp, symm_mem)
+    if not limit and not symm_limit:
         return nccl
-    custom = kernel_link(link, "custom")
-    fast = allreduce_latency_s(custom, tp) + nbytes * allreduce_s_per_byte(custom, tp)
+    fast = _pair_time_s(kernel_link(link, "custom"), tp, nbytes) if limit else nccl
+    middle = _pair_time_s(kernel_link(link, "symm_mem"), tp, nbytes) if symm_limit > limit else nccl
     if isinstance(nbytes, np.ndarray):
-        return np.where(nbytes < limit, fast, nccl)
-    return fast if nbytes < limit else nccl
+        return np.where(nbytes < limit, fast, np.where(nbytes < symm_limit, middle, nccl))
+    return fast if nbytes < limit else (middle if nbytes < symm_limit else nccl)
 
 
 def check_tp_split(model: ModelShape, tp: int, field: str = "sim.hardware.tp") -> None:
@@ -400,6 +422,7 @@ class CostModel:
     request_overhead_s: float | None = None
     graph_layer_s: float = 0.0  # per layer and step beyond the sheets' FULL_AND_PIECEWISE layout (sim/cuda_graphs.py)
     async_scheduling: bool = False  # the per-request host time overlaps the GPU's (engine.async_scheduling)
+    symm_mem_allreduce: bool = False  # the release runs torch symmetric-memory all-reduce (vllm_symm_mem_allreduce)
     spec_overhead_s: float = 0.3e-3
     buckets: tuple[int, ...] | None = None
     eager_penalty: float = 1.1
@@ -603,6 +626,7 @@ class CostModel:
                    request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,
                    graph_layer_s=graph_mode_layer_s(sim.engine.cuda_graph_mode, hw.graphs),
                    async_scheduling=sim.engine.async_scheduling,
+                   symm_mem_allreduce=vllm_symm_mem_allreduce(sim.engine.vllm_version),
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
                    buckets=tuple(c.cuda_graph_buckets) if c.cuda_graph_buckets else None,
                    eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root),
@@ -723,11 +747,13 @@ class CostModel:
     def tp_allreduce_s(self, tokens):
         """Seconds of one step's tensor-parallel all-reduces of the hidden states (scalar or numpy `tokens`, the
         step's padded query tokens): tp_step_collectives of tokens x hidden x activation bytes each, priced by
-        allreduce_time_s (custom kernel or NCCL by size); 0 at tp 1."""
+        allreduce_time_s (custom kernel, torch symmetric memory on the releases that run it, or NCCL by size); 0 at
+        tp 1."""
         if not self._tp_collectives:
             return 0.0 * tokens
         return self._tp_collectives * allreduce_time_s(self.hw.interconnect, self.tp,
-                                                       tokens * self._tp_allreduce_bytes_per_token)
+                                                       tokens * self._tp_allreduce_bytes_per_token,
+                                                       symm_mem=self.symm_mem_allreduce)
 
     def profile_point(self, tokens: int, kv_sum: float, n_reqs: int, drafts: float = 0) -> tuple[float, float, float]:
         """(batch, query_tokens, context_len) at which step_time reads the measured profile for this step, after

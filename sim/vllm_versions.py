@@ -86,6 +86,21 @@ def vllm_async_scheduling(version: str | None) -> bool:
     return version is not None and version_tuple(version) >= ASYNC_SCHEDULING_SINCE
 
 
+# Torch symmetric-memory all-reduce (vLLM PR #20759, VLLM_ALLREDUCE_USE_SYMM_MEM): off by default through 0.10.2
+# (vllm/envs.py of the v0.10.2 wheel: `os.getenv("VLLM_ALLREDUCE_USE_SYMM_MEM", "0")`), on from 0.11.0 (the v0.11.0
+# wheel: "1"; PR #24111 "Enable Torch Symmetric Memory All-Reduce By Default"); still "1" in later releases read (0.17).
+# Where it is on, CudaCommunicator builds a SymmMemCommunicator and CustomAllreduce(symm_mem_enabled=True) lowers its
+# max size to CUSTOM_ALL_REDUCE_MAX_SIZES[capability][tp] (interconnect.symm_mem_allreduce, sim/cost.py)
+SYMM_MEM_ALLREDUCE_SINCE = (0, 11, 0)
+
+
+def vllm_symm_mem_allreduce(version: str | None) -> bool:
+    """Whether `vllm serve` of release `version` runs torch symmetric-memory all-reduce by default: from 0.11.0
+    (SYMM_MEM_ALLREDUCE_SINCE) and for a run that does not name its release (priced at the current release's
+    default); False before 0.11.0."""
+    return version is None or version_tuple(version) >= SYMM_MEM_ALLREDUCE_SINCE
+
+
 # vLLM PR #44700 (merged 2026-06-06) runs a mixed step's decodes through the recurrent GDN kernel instead of the chunked
 # one with their states gathered and scattered (sim/linear_attn.py). v0.22.0 predates it (public engine logs of
 # v0.22.0 dated 2026-05-30); v0.23.0 (logs from 2026-06-15) may or may not hold it: not established, taken as split

@@ -305,6 +305,30 @@ def test_a_custom_allreduce_pair_is_validated_where_a_spec_sheet_gives_it():
             hardware(link)
 
 
+def test_a_symmetric_memory_pair_is_validated_where_a_spec_sheet_gives_it():
+    """interconnect.symm_mem_allreduce (torch symmetric memory from vLLM 0.11.0): accepted on NVLink with its
+    per-tp sizes; refused on a link without NVLink multicast (PCIe), with an empty or sub-byte size table, a tp
+    under 2 or a bandwidth of 0, each error naming the field."""
+    spec = {"name": "my-card", "peak_tflops": {"bf16": 100}, "mem_bw_tbs": 1.0, "mem_gib": 24}
+    symm = {"latency_us": 12, "bandwidth_gbs": 300, "max_bytes": {4: 32 << 20, 8: 64 << 20},
+            "custom_max_bytes": {8: 256 << 10}}
+
+    def hardware(link):
+        return config_from_dict({"name": "s", "stages": ["sim"], "sim": {"hardware": {
+            "spec": {**spec, "interconnect": link}, "tp": 2}}}).sim.hardware
+
+    nvlink = {"kind": "nvlink", "bandwidth_gbs": 100, "latency_us": 30}
+    sheet = hardware({**nvlink, "symm_mem_allreduce": symm}).sheet().interconnect.symm_mem_allreduce
+    assert sheet.max_bytes == {4: 32 << 20, 8: 64 << 20} and sheet.custom_max_bytes == {8: 256 << 10}
+    for link, field in (({**nvlink, "kind": "pcie", "symm_mem_allreduce": symm}, "symm_mem_allreduce"),
+                        ({**nvlink, "symm_mem_allreduce": {**symm, "max_bytes": {}}}, "max_bytes"),
+                        ({**nvlink, "symm_mem_allreduce": {**symm, "max_bytes": {8: 0}}}, "max_bytes"),
+                        ({**nvlink, "symm_mem_allreduce": {**symm, "custom_max_bytes": {1: 1024}}}, "custom_max_bytes"),
+                        ({**nvlink, "symm_mem_allreduce": {**symm, "bandwidth_gbs": 0}}, "bandwidth_gbs")):
+        with pytest.raises(LabError, match=field):
+            hardware(link)
+
+
 def test_a_hub_id_as_model_config_says_to_save_its_config_json(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LabError, match=r"'Qwen/Qwen3-8B' not found \(nothing is fetched from a model hub: save "

@@ -102,6 +102,35 @@ def test_the_a100_custom_allreduce_pair_is_the_fit_of_vllms_kernel_tables():
     assert now.rel_err.abs().max() < 0.2 and now.rel_err.abs().median() < 0.08 and before.rel_err.min() > 0.7
 
 
+def test_the_h100_pairs_are_the_fits_and_price_the_other_hosts_nccl_tables():
+    """h100 / h200 (NVLink 4): the NCCL pair is --fit's pooled fit of the one stock H100 nccl-tests table in range
+    (Azure ND H100 v5, 8 GPUs); out of sample it prices the three other hosts' NCCL tables (vLLM's pynccl at tp 4 /
+    6, torch's at tp 8) within 20% (median of each), where the line-rate sheet it replaced was 40-60% fast. The
+    custom pair is `custom: pooled`, the symmetric-memory pair `symm_mem: pooled` (its multimem tables, tp 4 / 6);
+    the H200 shares all three (an 8 x H200 nccl-tests point is fitted in the H100 block: fit_with)."""
+    from sim.hardware import get_hardware
+
+    runs = ac.load_runs(ac.DEFAULT_FILE)
+    link = get_hardware("h100").interconnect
+    assert get_hardware("h200").interconnect == link
+    table = ac.fit_all(runs).set_index(["device", "fit", "tp_term"])
+    for fit, pair in (("pooled", link), ("custom: pooled", link.custom_allreduce),
+                      ("symm_mem: pooled", link.symm_mem_allreduce)):
+        row = table.loc[("h100", fit, "none")]
+        assert row.latency_us == pytest.approx(pair.latency_us, rel=0.01), fit
+        assert row.bandwidth_gbs == pytest.approx(pair.bandwidth_gbs, rel=0.01), fit
+    assert table.loc[("h100", "pooled", "none")].runs == 1
+    assert [r.fit_card for r in runs if r.device == "h200"] == ["h100"]
+    lo, hi = ac.FIT_BYTES
+    others = [ac._in_range(r, lo, hi) for r in runs if r.device == "h100" and r.kernel == "nccl" and not r.fittable]
+    assert sorted(r.gpus for r in others) == [4, 6, 8]
+    line_rate = link.model_copy(update={"latency_us": 8.0, "bandwidth_gbs": 450.0, "custom_allreduce": None})
+    for run in others:
+        now = ac.score([run], {"h100": link}).rel_err
+        before = ac.score([run], {"h100": line_rate}).rel_err
+        assert now.abs().median() < 0.2 and before.median() < -0.4, run.id
+
+
 def test_custom_kernel_tables_are_priced_at_the_custom_pair_and_nccl_ones_at_the_links(tmp_path):
     link = InterconnectSheet(kind="nvlink", bandwidth_gbs=100, latency_us=30,
                              custom_allreduce={"latency_us": 10, "bandwidth_gbs": 200, "max_bytes": 1024})
@@ -136,7 +165,7 @@ def test_fit_with_pools_a_run_into_another_cards_block_priced_on_its_own(tmp_pat
     ({"device": "rtx-9090"}, "runs[0].device"),
     ({"time_us": {8192: -1.0}}, "runs[0].time_us"),
     ({"url": None}, "runs[0]"),
-    ({"kernel": "symm_mem"}, "runs[0].kernel"),
+    ({"kernel": "quick_reduce"}, "runs[0].kernel"),
 ])
 def test_a_bad_file_is_one_error_line_exit_2_and_nothing_written(tmp_path, capsys, bad, field):
     path = _write(tmp_path / "bad.yaml", [{**_run(0, 2, {8192: 20.0}), **bad}])

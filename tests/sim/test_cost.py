@@ -117,8 +117,9 @@ def test_tp_all_reduce_priced_on_the_configured_link():
     slow = CostModel(pcie, m, tp=2)
     gap = slow.step_time(1024, 0, 8, False) - nvlink.step_time(1024, 0, 8, False)
     per_token = 65 * 2 * 0.5 * 4096 * 2  # bytes: (2 x layers + the embedding's) all-reduces x ring factor x hidden x bf16
-    latency = (65 + 1) * (15 - 8) * 1e-6  # + the logits' gather (a preset shape: no vocabulary, so no bytes)
-    assert gap == pytest.approx(1024 * per_token * (1 / 25e9 - 1 / 450e9) + latency)
+    # 1024 tokens x 8 KiB = 8 MiB an all-reduce: not below the custom kernel's 8 MiB, so the H100's NCCL pair
+    latency = (65 + 1) * (15 - 20.1) * 1e-6  # + the logits' gather (a preset shape: no vocabulary, so no bytes)
+    assert gap == pytest.approx(1024 * per_token * (1 / 25e9 - 1 / 311.4e9) + latency)
     section = make_sim(hardware={"preset": "h100", "tp": 2,
                                  "interconnect": {"kind": "pcie", "bandwidth_gbs": 25, "latency_us": 15}})
     assert CostModel.from_config(section).step_time(1024, 0, 8, False) == pytest.approx(
@@ -253,6 +254,58 @@ def test_a100_decode_steps_run_the_custom_kernel_and_prefill_chunks_nccl():
     assert now.step_time_vec(tokens, 64 * 500, 64, False) == pytest.approx(
         [now.step_time(int(t), 64 * 500, 64, False) for t in tokens], rel=1e-12)
     assert now.tp_allreduce_s(1024) == before.tp_allreduce_s(1024) > now.tp_allreduce_s(1023)
+
+
+def test_symmetric_memory_takes_the_middle_sizes_on_the_releases_that_run_it():
+    """vLLM 0.11+ (VLLM_ALLREDUCE_USE_SYMM_MEM on): CudaCommunicator tries the custom kernel (its max size lowered to
+    min(own, CUSTOM_ALL_REDUCE_MAX_SIZES[tp])), then torch symmetric memory below SYMM_MEM_ALL_REDUCE_MAX_SIZES[tp],
+    then NCCL. Off (symm_mem False, a release before 0.11.0) the custom kernel keeps its own max size; a tp the
+    sheet's table lacks runs without symmetric memory; kernel symm_mem forces its pair."""
+    link = InterconnectSheet(
+        kind="nvlink", bandwidth_gbs=100, latency_us=30,
+        custom_allreduce={"latency_us": 10, "bandwidth_gbs": 200, "max_bytes": 8 * 2 ** 20},
+        symm_mem_allreduce={"latency_us": 12, "bandwidth_gbs": 300, "max_bytes": {4: 32 * 2 ** 20, 8: 64 * 2 ** 20},
+                            "custom_max_bytes": {4: 32 * 2 ** 20, 8: 256 * 1024}})
+    custom = lambda tp, b: 10 + 2 * (tp - 1) / tp * b / 2e5  # noqa: E731 -- microseconds at each pair
+    symm = lambda tp, b: 12 + 2 * (tp - 1) / tp * b / 3e5  # noqa: E731
+    nccl = lambda tp, b: 30 + 2 * (tp - 1) / tp * b / 1e5  # noqa: E731
+    kib, mib = 1024, 2 ** 20
+    on = {b: allreduce_time_s(link, 8, b, symm_mem=True) * 1e6 for b in (256 * kib - 16, 256 * kib, 64 * mib - 16, 64 * mib)}
+    assert on == pytest.approx({256 * kib - 16: custom(8, 256 * kib - 16), 256 * kib: symm(8, 256 * kib),
+                                64 * mib - 16: symm(8, 64 * mib - 16), 64 * mib: nccl(8, 64 * mib)})
+    # tp 4: the custom kernel's own 8 MiB is the smaller limit; symmetric memory from it to 32 MiB
+    assert allreduce_time_s(link, 4, 8 * mib - 16, symm_mem=True) * 1e6 == pytest.approx(custom(4, 8 * mib - 16))
+    assert allreduce_time_s(link, 4, 8 * mib, symm_mem=True) * 1e6 == pytest.approx(symm(4, 8 * mib))
+    assert allreduce_time_s(link, 4, 32 * mib, symm_mem=True) * 1e6 == pytest.approx(nccl(4, 32 * mib))
+    sizes = np.array([8192.0, 256 * kib, 8 * mib, 64 * mib])
+    assert allreduce_time_s(link, 8, sizes, symm_mem=True) * 1e6 == pytest.approx(
+        [custom(8, 8192), symm(8, 256 * kib), symm(8, 8 * mib), nccl(8, 64 * mib)])
+    assert allreduce_time_s(link, 8, sizes) * 1e6 == pytest.approx(  # off: custom below 8 MiB, NCCL from it
+        [custom(8, 8192), custom(8, 256 * kib), nccl(8, 8 * mib), nccl(8, 64 * mib)])
+    assert allreduce_time_s(link, 2, 16 * mib, symm_mem=True) * 1e6 == pytest.approx(nccl(2, 16 * mib))  # no tp 2
+    assert allreduce_time_s(link, 8, 8192, kernel="symm_mem", symm_mem=True) * 1e6 == pytest.approx(symm(8, 8192))
+    with pytest.raises(Exception, match="symm_mem_allreduce"):
+        InterconnectSheet(kind="pcie", bandwidth_gbs=25, latency_us=15, symm_mem_allreduce=link.symm_mem_allreduce)
+
+
+def test_h100_all_reduces_follow_the_rows_release():
+    """The H100 / H200 sheets carry three pairs (sim.allreduce_check --fit): NCCL (Azure's nccl-tests table: 20.1 us,
+    311.4 GB/s), vLLM's custom kernel below 8 MiB (8.4 us, 208.9 GB/s) and torch symmetric memory (12.2 us, 348.8
+    GB/s) with vLLM 0.11.0's SM 9.0 tables. A tp 8 decode step of 64 requests (512 KiB all-reduces at hidden 4096)
+    runs the custom kernel on 0.10.2 and symmetric memory on 0.11.0 (CostModel.from_config takes the rule from
+    engine.vllm_version); a 64-token step (128 KiB) runs the custom kernel on both."""
+    for name in ("h100", "h200"):
+        link = get_hardware(name).interconnect
+        assert (link.latency_us, link.bandwidth_gbs) == (20.1, 311.4), name
+        assert (link.custom_allreduce.latency_us, link.custom_allreduce.bandwidth_gbs) == (8.4, 208.9), name
+        assert link.symm_mem_allreduce.custom_max_bytes[8] == 256 * 1024 == link.symm_mem_allreduce.max_bytes[8] // 256
+    models = {v: CostModel.from_config(make_sim(hardware={"preset": "h100", "tp": 8},
+                                               engine={"vllm_version": v})) for v in ("0.10.2", "0.11.0")}
+    assert not models["0.10.2"].symm_mem_allreduce and models["0.11.0"].symm_mem_allreduce
+    ring, nbytes = 2 * 7 / 8, 64 * 4096 * 2
+    saved = 65 * ((8.4 - 12.2) * 1e-6 + nbytes * ring * (1 / 208.9e9 - 1 / 348.8e9))
+    assert models["0.10.2"].tp_allreduce_s(64) - models["0.11.0"].tp_allreduce_s(64) == pytest.approx(saved)
+    assert models["0.10.2"].tp_allreduce_s(16) == models["0.11.0"].tp_allreduce_s(16)
 
 
 def test_expert_parallel_all_to_all_and_memory():

@@ -81,7 +81,8 @@ def test_categories_follow_the_terms():
     cm = CostModel(hw=hw, model=m, tp=8)
     cats = dp.priced_categories(cm, 4, 600)
     assert cats["act_quant"] == pytest.approx(m.quant_linears * hw.act_quant_us * 1e-6)
-    assert cats["allreduce"] >= 2 * m.n_layers * hw.interconnect.latency_us * 1e-6
+    # a 4-request decode step's all-reduces are small: vLLM's custom kernel (below its 8 MiB), at that pair's latency
+    assert cats["allreduce"] >= 2 * m.n_layers * hw.interconnect.custom_allreduce.latency_us * 1e-6
     assert cats["moe_gemm"] > m.n_moe_layers * hw.moe_layer_us * 1e-6
     assert cats["moe_routing"] == 0.0
     slower = dp.priced_categories(CostModel(hw=hw, model=m, tp=8, layer_overhead_s=cm.layer_overhead_s + 1e-5), 4, 600)

@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python -m pytest -q tests/sim/test_ep_all2all.py
 
-Qwen3-30B-A3B (48 MoE layers, hidden 2048, 128 experts, top 8, bf16) on 2 x H100 (NVLink 450 GB/s per direction,
-8 us per collective call), --data-parallel-size 2 --enable-expert-parallel: tp 1, ep 2, dp 2.
+Qwen3-30B-A3B (48 MoE layers, hidden 2048, 128 experts, top 8, bf16) on 2 x H100 (the preset's NCCL pair: 311.4 GB/s
+per direction, 20.1 us per collective call), --data-parallel-size 2 --enable-expert-parallel: tp 1, ep 2, dp 2.
 """
 import pytest
 
@@ -15,7 +15,7 @@ from tests.sim.conftest import LockstepRank
 from tests.sim.test_hardware import DATA
 
 LAYERS, HIDDEN, EXPERTS, TOP_K, BF16 = 48, 2048, 128, 8, 2
-LAT, BW = 8e-6, 450e9  # the h100 preset's interconnect
+LAT, BW = 20.1e-6, 311.4e9  # the h100 preset's interconnect (NCCL pair)
 
 
 def _qwen3_30b():
@@ -59,12 +59,12 @@ def test_ep2_backends_by_hand():
     extra = {b: CostModel(hw, m, tp=1, ep=2, all2all=b).step_time(64, 4096.0, 64, False)
              - CostModel(_no_link(hw), m, tp=1, ep=2, all2all=b).step_time(64, 4096.0, 64, False)
              for b in EXPECTED}
-    # allgather_reducescatter: 48 x (2 x 8 us + 64 x 8,256 B / 450 GB/s) = 768 us + 56.36 us
-    assert extra["allgather_reducescatter"] * 1e6 == pytest.approx(768 + 56.3610, abs=1e-3)
-    # naive: 48 x (5 x 8 us + 64 x 12,544 B / 450 GB/s) = 1,920 us + 85.63 us
-    assert extra["naive"] * 1e6 == pytest.approx(1920 + 85.6337, abs=1e-3)
-    # dispatch: 48 x (2 x 8 us + 64 x 32,768 B / 450 GB/s) = 768 us + 223.7 us
-    assert extra["dispatch"] * 1e6 == pytest.approx(768 + 223.6962, abs=1e-3)
+    # allgather_reducescatter: 48 x (2 x 20.1 us + 64 x 8,256 B / 311.4 GB/s) = 1,929.6 us + 81.45 us
+    assert extra["allgather_reducescatter"] * 1e6 == pytest.approx(1929.6 + 81.4465, abs=1e-3)
+    # naive: 48 x (5 x 20.1 us + 64 x 12,544 B / 311.4 GB/s) = 4,824 us + 123.75 us
+    assert extra["naive"] * 1e6 == pytest.approx(4824 + 123.7481, abs=1e-3)
+    # dispatch: 48 x (2 x 20.1 us + 64 x 32,768 B / 311.4 GB/s) = 1,929.6 us + 323.26 us
+    assert extra["dispatch"] * 1e6 == pytest.approx(1929.6 + 323.2604, abs=1e-3)
 
 
 def test_default_backend_is_vllms():

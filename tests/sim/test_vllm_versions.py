@@ -129,3 +129,13 @@ def test_public_rows_take_their_release_defaults():
 def test_the_release_names_its_default_all2all_backend(version, backend):
     from sim.vllm_versions import vllm_all2all
     assert vllm_all2all(version) == backend
+
+
+@pytest.mark.parametrize("version, on", [("0.6.0", False), ("0.10.2", False), ("0.11.0", True), ("0.17.1", True),
+                                         (None, True)])
+def test_torch_symmetric_memory_all_reduce_is_on_from_0_11(version, on):
+    """VLLM_ALLREDUCE_USE_SYMM_MEM defaults to "0" in the v0.10.2 wheel's vllm/envs.py and to "1" from v0.11.0
+    (PR 24111); a run that names no release is priced at the current default."""
+    from sim.vllm_versions import vllm_symm_mem_allreduce
+
+    assert vllm_symm_mem_allreduce(version) is on
