@@ -140,7 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a sheet's cost term for a what-if (repeatable)")
     ap.add_argument("--frontend", choices=FRONTEND_MODES, default="file",
-                    help="file: the row's front end; off: none (the engine alone)")
+                    help="file: the row's front end; prior: that, else the file's frontend_prior per-request "
+                         "terms (a what-if); off: none (the engine alone)")
     args = ap.parse_args(argv)
 
     def table() -> str:

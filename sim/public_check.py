@@ -4,6 +4,7 @@ output throughput, for every row of a cited data file.
     python -m sim.public_check                                  # sim/validation/public_vllm.yaml -> public_check/
     python -m sim.public_check --file rows.yaml --out DIR --rows ID1,ID2
     python -m sim.public_check --frontend off                   # every row without vLLM's API server
+    python -m sim.public_check --frontend prior                 # rows naming none: the prior (what-if)
     python -m sim.public_check --fit-frontend                   # refit the front ends on the fit rows
     python -m sim.public_check --fit-frontend --occupancy 0.5   # ... as if half of each delay held the server
     python -m sim.public_check --draws 4                        # + each table-drawn row's spread over 4 seeds
@@ -23,7 +24,10 @@ vLLM's definitions from the simulated per-request log (sim/serving_metrics.fidel
 Front ends (sim/frontend.py, `sim.frontend`): vLLM's API server costs host-CPU time no spec sheet gives, so the
 data file names per-source servers at its top (`frontends: {name: {request_ms, latency_ms, output_token_ms,
 intake}}`, fitted on the file's fit rows of that source by --fit-frontend) and a row runs behind the one it names
-(`frontend: name`); a row that names none has no front end. --frontend off runs every row without one.
+(`frontend: name`); a row that names none has no front end. --frontend off runs every row without one;
+--frontend prior runs a row that names none behind the per-request terms of the file's `frontend_prior`
+(request_ms, latency_ms, intake: the GPU hosts' fitted front ends' medians, a what-if that session 38 scored and
+did not adopt -- held-out TTFT worse; BENCHMARKS.md "Session 38").
 The fit searches, on each source's fit rows, every combination of the intake (fifo: the requests' work one after
 another; shared: interleaved, processor sharing, sim.frontend.SharedFrontend), the per-request delay D, the share
 of D that occupies the server's loop (request_ms = share x D; latency_ms = the rest does not) and output_token_ms
@@ -260,6 +264,7 @@ class PublicRow(StrictModel):
     frontend: Slug | None = Field(None, description="the source's API server: a name under the file's `frontends`")
     _index: int = PrivateAttr(0)  # position in the data file: even rows fit, odd rows are held out (--fit)
     _frontend: dict | None = PrivateAttr(None)  # the named front end's settings (load_rows resolves them)
+    _prior_frontend: dict | None = PrivateAttr(None)  # a row naming none: the file's prior per-request terms, if any
 
     @model_validator(mode="after")
     def _all2all_needs_dp_ep(self):
@@ -320,9 +325,21 @@ def load_occupancy(data: dict, p: Path) -> FrontendOccupancy | None:
 
 class FrontendPrior(_Measured):
     """API-server work measured on a real server, for what a source's fit rows cannot see (--fit-frontend):
-    the per-token cost where streaming never limits those rows."""
+    the per-token cost where streaming never limits those rows; and the per-request terms a row whose source has
+    no fitted front end runs behind under `--frontend prior` (a what-if; by default such a row has none)."""
 
     output_token_ms: float = Field(ge=0, description="ms of API-server work per streamed token")
+    request_ms: float = Field(0.0, ge=0, description="--frontend prior: loop work per request (sim.frontend)")
+    latency_ms: float = Field(0.0, ge=0, description="--frontend prior: delay per request that holds no loop")
+    intake: Literal["fifo", "shared"] = Field("fifo", description="--frontend prior: how the requests' work shares "
+                                                                   "the loop (sim.frontend.intake)")
+
+    def per_request(self) -> dict | None:
+        """sim.frontend settings of the prior's per-request terms (no per-token work); None when it has none."""
+        if self.request_ms <= 0 and self.latency_ms <= 0:
+            return None
+        return {"request_ms": self.request_ms, "latency_ms": self.latency_ms, "output_token_ms": 0.0,
+                "intake": self.intake}
 
 
 def load_prior(path: str | Path) -> FrontendPrior | None:
@@ -331,7 +348,12 @@ def load_prior(path: str | Path) -> FrontendPrior | None:
     if not p.is_file():
         raise LabError(missing_file_message(p))
     data = load_yaml_bytes(p.read_bytes(), str(p))
-    raw = data.get("frontend_prior") if isinstance(data, dict) else None
+    return prior_of(data, p) if isinstance(data, dict) else None
+
+
+def prior_of(data: dict, p: Path) -> FrontendPrior | None:
+    """The `frontend_prior:` of a loaded data file (None when absent); LabError naming the field."""
+    raw = data.get("frontend_prior")
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -390,6 +412,8 @@ def load_data(path: str | Path) -> tuple[list[PublicRow], FrontendOccupancy | No
         raise LabError(f"{p}: rows: a non-empty list of benchmark rows expected")
     frontends = load_frontends(data, p)
     occupancy = load_occupancy(data, p)
+    prior = prior_of(data, p)
+    prior_frontend = prior.per_request() if prior is not None else None
     rows = []
     for i, raw in enumerate(data["rows"]):
         row = validated_entry(PublicRow, raw, p, f"rows[{i}]", "<row>")
@@ -399,6 +423,8 @@ def load_data(path: str | Path) -> tuple[list[PublicRow], FrontendOccupancy | No
                 raise LabError(f"{p}: rows[{i}].frontend: {row.frontend!r} is not under frontends "
                                f"{sorted(frontends)}")
             row._frontend = frontends[row.frontend]
+        else:
+            row._prior_frontend = prior_frontend
         rows.append(row)
     check_unique_ids([r.id for r in rows], p, "rows")
     return rows, occupancy
@@ -471,7 +497,7 @@ def lengths_label(lengths: dict) -> str:
     return "mean"
 
 
-FRONTEND_MODES = ("file", "off")
+FRONTEND_MODES = ("file", "prior", "off")
 
 
 def release_engine(vllm: str | None, settings: dict | None = None) -> dict:
@@ -486,7 +512,8 @@ def release_engine(vllm: str | None, settings: dict | None = None) -> dict:
 def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: str = "auto",
                    frontend: dict | str = "file") -> SimSection:
     """The `sim:` section that describes this benchmark; `hardware` overrides sheet terms (the fit);
-    `frontend`: "file" (the front end the row names, if any), "off" (none) or sim.frontend settings."""
+    `frontend`: "file" (the front end the row names, if any), "prior" (that, else the file's frontend_prior's
+    per-request terms), "off" (none) or sim.frontend settings."""
     b = row.bench
     # the batch limits: that release's on the card (section_with_defaults)
     engine = release_engine(row.vllm, {k: v for k, v in row.engine.model_dump().items() if v is not None})
@@ -515,7 +542,11 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
         "replicas": row.dp, "router": "least_loaded",
         "policies": [{"kind": "ar"}], "sweep": {"axis": "none"}, "plots": False,
     }
-    fe = row._frontend if frontend == "file" else None if frontend == "off" else frontend
+    if frontend == "prior" and row._frontend is None and row._prior_frontend is None:
+        raise LabError(f"--frontend prior: row {row.id} names no front end and the data file's frontend_prior gives "
+                       "no request_ms / latency_ms")
+    fe = (row._frontend if frontend == "file" else (row._frontend or row._prior_frontend) if frontend == "prior"
+          else None if frontend == "off" else frontend)
     if fe is not None:
         section["frontend"] = fe
     return section_with_defaults(SimSection.model_validate(section))
@@ -1097,7 +1128,8 @@ def main(argv=None) -> int:
                          "rows (DIR/public_fit.csv); the presets are not changed")
     ap.add_argument("--frontend", choices=FRONTEND_MODES, default="file",
                     help="file = each row behind the API server (sim.frontend) it names under the file's "
-                         "`frontends`; off = every row without one")
+                         "`frontends`; prior = that, and a row that names none behind the per-request terms of "
+                         "the file's `frontend_prior` (a what-if); off = every row without one")
     ap.add_argument("--fit-frontend", action="store_true",
                     help="also pick each front end's per-request delay / output_token_ms on its fit rows, score them "
                          "on its held-out rows (DIR/public_frontend_fit.csv) and run every row with them "

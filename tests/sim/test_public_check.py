@@ -751,6 +751,51 @@ def test_rows_run_behind_their_sources_front_end_unless_it_is_off(tmp_path):
     assert got["file"]["sim_ttft_mean_ms"] - got["off"]["sim_ttft_mean_ms"] >= fe["request_ms"] - 1e-6
 
 
+PRIOR_ROW = "tenstorrent-a100-qwen3-0.6b-128-128-c1"  # its source has no front end; 8 prompts, one user
+
+
+def test_a_row_without_a_front_end_runs_behind_the_files_prior_only_when_asked(tmp_path):
+    rows = {r.id: r for r in load_rows(DEFAULT_FILE)}
+    prior = rows[PRIOR_ROW]._prior_frontend
+    assert rows[PRIOR_ROW].frontend is None and prior["request_ms"] > 0 and prior["latency_ms"] > 0
+    assert prior["output_token_ms"] == 0  # the prior's per-request terms only: its per-token cost is the fit's
+    assert rows[SHAREGPT_ROW]._prior_frontend is None  # a row naming a front end never takes the prior
+    got = {}
+    for mode in ("file", "prior"):
+        assert main(["--rows", f"{PRIOR_ROW},{SHAREGPT_ROW}", "--out", str(tmp_path / mode), "--frontend", mode,
+                     "--lengths", "mean"]) == 0
+        got[mode] = pd.read_csv(tmp_path / mode / "public_check.csv").set_index("id")
+    plain, behind = got["file"].loc[PRIOR_ROW], got["prior"].loc[PRIOR_ROW]
+    assert plain["sim_frontend_request_ms"] == 0 and plain["sim_frontend_latency_ms"] == 0  # the default: none
+    assert (behind["sim_frontend_request_ms"], behind["sim_frontend_latency_ms"]) == (prior["request_ms"],
+                                                                                    prior["latency_ms"])
+    # one user at a time: every request reaches the engine request_ms + latency_ms later, and its TPOT is unchanged
+    delay = prior["request_ms"] + prior["latency_ms"]
+    assert behind["sim_ttft_mean_ms"] - plain["sim_ttft_mean_ms"] == pytest.approx(delay, abs=1e-6)
+    assert behind["sim_tpot_mean_ms"] == pytest.approx(plain["sim_tpot_mean_ms"], rel=1e-9)
+    named = [got[m].loc[SHAREGPT_ROW].drop(["frontend"]) for m in ("file", "prior")]
+    pd.testing.assert_series_equal(*named)  # the named front end's row runs as before
+
+
+@pytest.mark.parametrize("prior, message", [
+    ("{output_token_ms: 0.05, source: a page}", "row tenstorrent-a100-qwen3-0.6b-128-128-c1 names no front end "
+                                                "and the data file's frontend_prior gives no request_ms / latency_ms"),
+    ("{output_token_ms: 0.05, request_ms: -1, source: a page}",
+     "frontend_prior.request_ms: Input should be greater than or equal to 0"),
+    ("{output_token_ms: 0.05, latency_ms: 8, intake: lifo, source: a page}", "frontend_prior.intake: Input should be"),
+])
+def test_bad_prior_is_one_line_and_exit_2(tmp_path, capsys, prior, message):
+    bad = tmp_path / "bad.yaml"
+    text = re.sub(r"^frontend_prior:.*?(?=^frontends:)", "frontend_prior: " + prior + "\n", DEFAULT_FILE.read_text(),
+                  count=1, flags=re.DOTALL | re.MULTILINE)
+    bad.write_text(text)
+    out = tmp_path / "out"
+    assert main(["--file", str(bad), "--rows", PRIOR_ROW, "--out", str(out), "--frontend", "prior"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name,method,bits,matmul", [
     ("qwen3-8b-awq", "awq", 4 + 20 / 128, None), ("qwen3-8b-gptq-int4", "gptq", 4 + 16 / 128, None),
     ("qwen3-8b-gptq-int8", "gptq", 8 + 16 / 128, None), ("qwen3-8b-w4a16", "compressed-tensors", 4 + 16 / 128, None),
