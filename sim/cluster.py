@@ -50,7 +50,7 @@ import simpy
 from sim.frontend import Frontend, SharedFrontend
 from sim.hardware import engine_with_defaults
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
-from sim.linear_attn import state_copies
+from sim.linear_attn import prefill_chunk_tokens, state_copies
 from sim.profile_coverage import ProfileCoverage
 from sim.vllm_versions import v0_prefill_steps
 
@@ -227,7 +227,7 @@ class Replica:
                 self.wake = None
                 continue
             tokens, kv_read, n_req, spec, _lengths, _state, n_spec, _chunks, attn, copies = step
-            dt = step_time(tokens, kv_read, n_req, spec, n_spec, attn, state_copies=copies)
+            dt = step_time(tokens, kv_read, n_req, spec, n_spec, attn, state_copies=copies, **_chunk_kw(_chunks))
             if self.autotune_s and any(c > 1 for _, c in _chunks):  # the first chunked GDN call: its autotuning
                 dt, self.autotune_s = dt + self.autotune_s, 0.0
             yield env.timeout(dt)
@@ -673,6 +673,15 @@ class Replica:
             self._add_rows(rows)
 
 
+def _chunk_kw(chunks) -> dict:
+    """step_time's chunk_max / chunk_sum keywords for a step's prefill chunks [(Prefill, tokens)]; none when it has
+    none (a step function without them, as tests pass, still works on decode steps)."""
+    if not chunks:
+        return {}
+    longest, total = prefill_chunk_tokens([c for _, c in chunks])
+    return {"chunk_max": longest, "chunk_sum": total}
+
+
 class LockstepGroup:
     """The data-parallel replicas of one expert-parallel group, stepping together as vLLM's DP ranks do.
 
@@ -716,11 +725,13 @@ class LockstepGroup:
             top = max(s[0] for s in steps if s is not None)
             if top <= self.pad_limit:  # every rank runs `top` tokens (the idle one a dummy batch of that many)
                 dt = max(step_time(top, 1.0, 1, False, 0, None) if s is None
-                         else step_time(top, s[1], s[2], s[3], s[6], s[8], state_copies=s[9]) for s in steps)
+                         else step_time(top, s[1], s[2], s[3], s[6], s[8], state_copies=s[9],
+                                        **_chunk_kw(s[7])) for s in steps)
             else:  # each rank its own tokens; every rank's experts run on all of the group's tokens, gathered
                 moe = sum(1 if s is None else s[0] for s in steps) / len(steps)
                 dt = max(step_time(1, 1.0, 1, False, 0, None, moe_tokens=moe) if s is None
-                         else step_time(s[0], s[1], s[2], s[3], s[6], s[8], moe_tokens=moe, state_copies=s[9])
+                         else step_time(s[0], s[1], s[2], s[3], s[6], s[8], moe_tokens=moe, state_copies=s[9],
+                                        **_chunk_kw(s[7]))
                          for s in steps)
             yield env.timeout(dt)
             for r, s in zip(self.members, steps):
@@ -824,7 +835,8 @@ class Cluster:
             # one prefill pass on a prefill node emits the first token, then the KV moves to `rep`
             copies = 1 if self.cost.model.linear_layers and prompt_len > 1 else 0  # its state: gathered, scattered
             t_pf = self.cost.step_time(int(prompt_len), int(prompt_len), 1, False,
-                                       attn_ctx=prompt_len * (prompt_len + 1) / 2, state_copies=copies)
+                                       attn_ctx=prompt_len * (prompt_len + 1) / 2, state_copies=copies,
+                                       chunk_max=prompt_len, chunk_sum=prompt_len)
             self.req.first_token[rid] = now + t_pf
             self.count_tokens(now + t_pf, 1)
             ev = self.env.timeout(t_pf)

@@ -81,6 +81,11 @@ tp GPUs:
           with a prefill, where vLLM gathers the recurrent states of the requests its chunked kernel runs over into
           a contiguous copy and scatters them back, two plain copies beside the kernel (step_time's
           `state_copies`, counted by sim/linear_attn.state_copies; 0 otherwise)
+        + linear layers x FlashInfer's chunked GDN prefill kernel (gdn_prefill_sms > 0: a hybrid model on a card and
+          release that run FlashInfer's SM90 kernel, sim/linear_attn.flashinfer_prefill_sms): a step whose longest
+          prefill chunk is chunk_max tokens and whose prefill chunks hold chunk_sum, sim/linear_attn.
+          gdn_prefill_kernel_s(chunk_max, chunk_sum x value heads per GPU / SMs), its published H100 time; the
+          recurrence FLOPs of those chunk_sum tokens leave `compute` (the kernel's time holds them)
         + TP all-reduce (2 per layer and 1 for the vocab-parallel input embedding, ring: 2 (tp-1)/tp x tokens x
           hidden x activation bytes on the configured link, + its latency; allreduce_time_s, scored on published
           collective timings by sim.allreduce_check) + the logits' gather once a step ((tp-1)/tp x sampled rows x
@@ -139,7 +144,7 @@ from sim.hardware import (
     hardware_from_config,
 )
 from sim.kv_cache import GIB, kv_cache_blocks
-from sim.linear_attn import STATE_COPY_PASSES
+from sim.linear_attn import STATE_COPY_PASSES, flashinfer_prefill_sms, gdn_prefill_kernel_s
 from sim.marlin_moe import marlin_padding_factor
 from sim.models import ModelShape, model_from_config
 from sim.quant import W8A8_DTYPES
@@ -423,6 +428,7 @@ class CostModel:
     graph_layer_s: float = 0.0  # per layer and step beyond the sheets' FULL_AND_PIECEWISE layout (sim/cuda_graphs.py)
     async_scheduling: bool = False  # the per-request host time overlaps the GPU's (engine.async_scheduling)
     symm_mem_allreduce: bool = False  # the release runs torch symmetric-memory all-reduce (vllm_symm_mem_allreduce)
+    gdn_prefill_sms: int = 0  # SMs of a card running FlashInfer's SM90 GDN prefill kernel (flashinfer_prefill_sms)
     spec_overhead_s: float = 0.3e-3
     buckets: tuple[int, ...] | None = None
     eager_penalty: float = 1.1
@@ -555,6 +561,13 @@ class CostModel:
         # per request whose state a step with a prefill gathers into a contiguous copy and scatters back (vLLM's
         # chunked GDN path, sim/linear_attn.py): read + write twice, plain copies at the streaming fraction
         self._t_state_copy = STATE_COPY_PASSES * m.state_bytes / bw  # bw: all tp GPUs, each its heads' share
+        # FlashInfer's chunked GDN prefill kernel at its published time (sim/linear_attn.gdn_prefill_kernel_s) where
+        # the card and release run it: per prefill chunk token, the work spread over the SMs, and the recurrence
+        # FLOPs the roofline charged those tokens refunded
+        self._gdn_prefill = bool(self.gdn_prefill_sms and m.linear_layers)
+        self._gdn_spread = (m.linear.v_heads // tp) / self.gdn_prefill_sms if self._gdn_prefill else 0.0
+        self._t_gdn_refund = (m.linear_layers * m.linear.recurrence_flops_per_token / matmul_flops
+                              if self._gdn_prefill else 0.0)
         # a PIECEWISE server launches each layer's attention from Python between graphs (engine.cuda_graph_mode)
         self._fixed = self.step_overhead_s + m.n_layers * (self.layer_overhead_s + self.graph_layer_s)
         if matmul != m.dtype:  # a w8a8 / w4a4 checkpoint quantizes each quantized linear's input on the fly
@@ -627,6 +640,7 @@ class CostModel:
                    graph_layer_s=graph_mode_layer_s(sim.engine.cuda_graph_mode, hw.graphs),
                    async_scheduling=sim.engine.async_scheduling,
                    symm_mem_allreduce=vllm_symm_mem_allreduce(sim.engine.vllm_version),
+                   gdn_prefill_sms=flashinfer_prefill_sms(sim.engine.vllm_version, hw.name, bool(model.linear_layers)),
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
                    buckets=tuple(c.cuda_graph_buckets) if c.cuda_graph_buckets else None,
                    eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root),
@@ -679,7 +693,8 @@ class CostModel:
 
     # ---- step time ---------------------------------------------------------------------------------
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool, drafts: int = 0,
-                  attn_ctx: float | None = None, moe_tokens: float | None = None, state_copies: int = 0) -> float:
+                  attn_ctx: float | None = None, moe_tokens: float | None = None, state_copies: int = 0,
+                  chunk_max: int = 0, chunk_sum: int = 0) -> float:
         """Seconds for one engine step with `tokens` query tokens of `n_reqs` requests reading `kv_sum`
         cached tokens, `drafts` of those tokens drafts to verify (a speculative step also pays the drafter
         pass). `drafts` changes profile reads only (see the module docstring): the roofline prices every
@@ -691,7 +706,10 @@ class CostModel:
         tokens (all_gatherv over the DP group), so each rank's experts run on the group's total, which is dp x this;
         None: the step's own `tokens` (one rank, or every rank padded to the same count).
         `state_copies`: the requests whose linear-attention states the step gathers and scatters back (a hybrid
-        linear-attention model's step with a prefill: sim/linear_attn.state_copies); 0 on other models."""
+        linear-attention model's step with a prefill: sim/linear_attn.state_copies); 0 on other models.
+        `chunk_max` / `chunk_sum`: the longest and the total query tokens of the step's prefill chunks of more than
+        one token (sim/linear_attn.prefill_chunk_tokens), which FlashInfer's chunked GDN kernel runs over where
+        gdn_prefill_sms prices it; ignored otherwise."""
         mult = 1.0
         if self._bucket_list is not None:
             if tokens <= self._bucket_max:
@@ -723,6 +741,10 @@ class CostModel:
         unsampled = tokens - reqs - drafts  # prompt tokens before each request's last: no LM-head row
         if unsampled > 0:
             compute -= unsampled * self._t_head_flops
+        gdn = 0.0
+        if self._gdn_prefill and chunk_max > 1:  # the chunked kernel's own time, not its FLOPs at the card's mfu
+            compute -= chunk_sum * self._t_gdn_refund
+            gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
         memory = weights + kv_sum * self._t_per_kv_token
         t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link + self.tp_allreduce_s(tokens)
         if self._t_per_sampled_row_link:  # the logits' gather: the rows the LM head computed
@@ -736,7 +758,7 @@ class CostModel:
                 t += self._experts_time(tokens, gemm_tokens)
             else:  # the group's gathered tokens (per rank), not this rank's own; no tiles on a GPU sheet
                 t += self._experts_time(moe_tokens, moe_tokens)
-        t += state_copies * self._t_state_copy
+        t += state_copies * self._t_state_copy + gdn
         if spec:
             t += self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s
         host = n_reqs * self.request_overhead_s

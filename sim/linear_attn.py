@@ -41,6 +41,10 @@ write. Which requests are non-spec (`state_copies`): until vLLM PR 44700 (merged
 not a speculative decode -- the single-token decodes of the step too ("unified"); from it the decodes are peeled off
 to the recurrent kernel and only the prefill requests are gathered ("split"). sim/cost.py prices the copies
 (CostModel.step_time's `state_copies`), sim/cluster.py counts them per step, engine.linear_attn_mixed names the mode.
+
+The chunked kernel itself: on the H100 / H200 from FLASHINFER_GDN_PREFILL_SINCE, FlashInfer's SM90 kernel at its
+published time (gdn_prefill_kernel_s, flashinfer_prefill_sms; CostModel.step_time's chunk_max / chunk_sum, from
+prefill_chunk_tokens); elsewhere its recurrence FLOPs (flops_per_token) at the card's mfu, as before.
 """
 from __future__ import annotations
 
@@ -67,6 +71,22 @@ GDN_AUTOTUNE_FIXED_SINCE = (0, 18, 0)
 # do_bench budget, warmup=25 + rep=100 ms (https://github.com/triton-lang/triton/blob/main/python/triton/testing.py),
 # and PR 37338's 746 autotuning events over 8 dp ranks are ~93 configs a rank: >= 11.7 s before compiling them.
 FIRST_PREFILL_AUTOTUNE_S = 11.0
+# The chunked prefill kernel's own time on the cards that run FlashInfer's SM90 kernel (flashinfer_prefill_sms;
+# gdn_prefill_kernel_s). vLLM PR 32846 ("[Kernel] use flashinfer for gdn prefill", merged 2026-02-09, sha 285bab4;
+# https://github.com/vllm-project/vllm/pull/32846) routes chunk_gated_delta_rule to FlashInfer on compute capability
+# 9.0, and Qwen3.5 took the same ChunkGatedDeltaRule layer that week (PR 34198); the first release holding both taken
+# as 0.16.0 (not established; the public rows it moves are all 0.17.1). Its time, fitted on FlashInfer PR 3477's
+# H100 80GB HBM3 table (https://github.com/flashinfer-ai/flashinfer/pull/3477, column "FI Hopper (main)": the CUTLASS
+# kernel before that PR's CuTe-DSL rewrite), rows "35B/9B/4B TP1" (16 key / 32 value heads of dim 128, Qwen3.5-9B's
+# and -35B-A3B's shape): 1x2048 0.098 ms, 1x4096 0.189, 1x8192 0.372 -> 6.5 us + 44.6 ns per token of the longest
+# sequence (least squares). The kernel walks each (sequence, head)'s 64-token chunks in order, one CTA each, so one
+# sequence's time does not depend on the heads (1x8192: 0.371 ms at 8 value heads, 0.372 at 32, 0.380 at 64 in the
+# same table) and several sequences run side by side until the SMs are full (2048x4 at 32 heads 0.110 ms, at 64 heads
+# 0.208): time = floor + per token x max(longest sequence, all sequences' tokens x heads / SMs).
+FLASHINFER_GDN_PREFILL_SINCE = (0, 16, 0)
+FLASHINFER_GDN_PREFILL_SMS = {"h100": 132, "h200": 132}  # the GH100 SXM cards' SMs (H100 SXM5 and H200: 132 each)
+GDN_PREFILL_FLOOR_S = 6.5e-6
+GDN_PREFILL_S_PER_TOKEN = 44.6e-9
 
 
 @dataclass(frozen=True)
@@ -105,13 +125,19 @@ class GatedDeltaNet:
         return conv + self.v_heads // tp * self.k_dim * self.v_dim * STATE_DTYPE_BYTES[self.ssm_dtype]
 
     @property
+    def recurrence_flops_per_token(self) -> float:
+        """The recurrence's share of flops_per_token (7 k_dim x v_dim per value head), the part the chunked prefill
+        kernel computes (where its published time prices it, sim/cost.py refunds these FLOPs for prefill tokens)."""
+        return 7.0 * self.v_heads * self.k_dim * self.v_dim
+
+    @property
     def flops_per_token(self) -> float:
         """Recurrence FLOPs of one token in one layer beyond its projections (those are 2 x params): per value
         head the decay S *= g (k_dim x v_dim), the read S^T k, the rank-1 write S += k (x) delta and the output
         S^T q (2 k_dim x v_dim each), so 7 k_dim x v_dim; plus the depthwise conv (2 x conv_dim x kernel). The
         same whatever the context: a decode step's, and a prefill's to first order (its chunked form adds
         chunk-local products that this leaves out)."""
-        return 7.0 * self.v_heads * self.k_dim * self.v_dim + 2.0 * self.conv_dim * self.conv_kernel
+        return self.recurrence_flops_per_token + 2.0 * self.conv_dim * self.conv_kernel
 
 
 def gated_deltanet(cfg: dict, n_layers: int, dtype: str, where: str) -> tuple[GatedDeltaNet | None, int]:
@@ -190,3 +216,39 @@ def first_prefill_autotune_s(version: str | None, card: str, hybrid_linear: bool
     if not hybrid_linear or version is None or card in SM90_CARDS:
         return 0.0
     return FIRST_PREFILL_AUTOTUNE_S if version_tuple(version) < GDN_AUTOTUNE_FIXED_SINCE else 0.0
+
+
+def flashinfer_prefill_sms(version: str | None, card: str, hybrid_linear: bool) -> int:
+    """SMs of the card where vLLM runs FlashInfer's SM90 chunked GDN prefill kernel and its published time prices
+    it (CostModel.gdn_prefill_sms; FLASHINFER_GDN_PREFILL_SMS), else 0: a model without linear layers, another card
+    (FLA's Triton kernel, or FlashInfer on a card with no table read: priced by its FLOPs, as before), or a release
+    before FLASHINFER_GDN_PREFILL_SINCE. `version` None (a row that does not say): a current release's."""
+    from sim.vllm_versions import version_tuple
+
+    if not hybrid_linear or card not in FLASHINFER_GDN_PREFILL_SMS:
+        return 0
+    if version is not None and version_tuple(version) < FLASHINFER_GDN_PREFILL_SINCE:
+        return 0
+    return FLASHINFER_GDN_PREFILL_SMS[card]
+
+
+def gdn_prefill_kernel_s(longest: int, spread: float) -> float:
+    """Seconds of FlashInfer's SM90 chunked kernel in one linear layer of a step whose longest prefill chunk is
+    `longest` tokens, `spread` = all its prefill chunks' tokens x value heads per GPU / SMs (the work spread over
+    the card): GDN_PREFILL_FLOOR_S + GDN_PREFILL_S_PER_TOKEN x max(longest, spread); 0 without a chunk of more than
+    one token. The steps' one-token decodes that vLLM 0.17 also runs through it ("unified" mixed steps) are not
+    counted: no SM90 timing of one-token sequences was found (BENCHMARKS.md, session 34)."""
+    if longest <= 1:
+        return 0.0
+    return GDN_PREFILL_FLOOR_S + GDN_PREFILL_S_PER_TOKEN * max(float(longest), spread)
+
+
+def prefill_chunk_tokens(chunks) -> tuple[int, int]:
+    """(longest, total) query tokens of a step's prefill chunks of more than one token (`chunks`: token counts):
+    what CostModel.step_time's chunk_max / chunk_sum take."""
+    longest = total = 0
+    for c in chunks:
+        if c > 1:
+            total += c
+            longest = c if c > longest else longest
+    return longest, total

@@ -16,6 +16,8 @@ adds). --chunk 0 (the default) is the decode step alone. The terms: the roofline
 reads and FLOPs (the longer of reads and FLOPs is the time; the rest is hidden), the linear-attention state traffic
 of the recurrent GDN kernel (added: a kernel of its own),
 the linear-attention state copies of a mixed step (sim/linear_attn.py; the row's engine.linear_attn_mixed),
+FlashInfer's chunked GDN prefill kernel over the chunk where the row's card and release run it (its published time;
+the recurrence FLOPs it holds leave the chunk's GEMM FLOPs),
 the routed experts' fused-MoE kernels (floor, per-expert term, reads or FLOPs), the fixed per-step and per-layer
 overheads, collectives and the per-request overhead. The terms are read from CostModel's precomputed constants and
 checked to add up to CostModel.step_time, so a change to the formula that this breakdown does not follow fails
@@ -30,7 +32,7 @@ import sys
 from lab.arguments import ArgumentParser
 from lab.errors import LabError, print_or_fail
 from sim.cost import CostModel
-from sim.linear_attn import state_copies
+from sim.linear_attn import gdn_prefill_kernel_s, state_copies
 from sim.public_check import DEFAULT_FILE, row_sim_config, rows_by_id
 
 TOLERANCE = 1e-9  # seconds: the terms must add up to step_time to float precision
@@ -91,7 +93,11 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     state = n_reqs * cm._t_state if cm._t_state else 0.0
     # the chunk's tokens before its last have no LM-head row (vLLM's logits_indices; CostModel._t_head_flops)
     unsampled_head = max(chunk - 1, 0) * cm._t_head_flops
-    gemm = gemm_tokens * cm._t_per_token_flops - unsampled_head
+    # FlashInfer's chunked GDN kernel over the chunk (CostModel._gdn_prefill): its own time, its FLOPs refunded
+    gdn_chunk = chunk if cm._gdn_prefill and chunk > 1 else 0
+    gdn_refund = gdn_chunk * cm._t_gdn_refund
+    gdn_kernel = m.linear_layers * gdn_prefill_kernel_s(gdn_chunk, gdn_chunk * cm._gdn_spread) if gdn_chunk else 0.0
+    gemm = gemm_tokens * cm._t_per_token_flops - unsampled_head - gdn_refund
     attention = (dec_attended + pf_attended) * cm._t_attn
     memory, compute = weights + kv, gemm + attention  # the state: its own kernel, added (sim/cost.py)
     roofline = max(memory, compute) + cm._serial * min(memory, compute)
@@ -102,7 +108,7 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
         terms["chunk kv reads"] = kv * pf_share
     terms.update({"linear-attention state": state, mine("gemm flops"): batch * cm._t_per_token_flops})
     if chunk:
-        terms["chunk gemm flops"] = chunk * cm._t_per_token_flops - unsampled_head
+        terms["chunk gemm flops"] = chunk * cm._t_per_token_flops - unsampled_head - gdn_refund
     terms["gemm tile padding"] = (gemm_tokens - tokens) * cm._t_per_token_flops
     terms[mine("attention flops")] = dec_attended * cm._t_attn
     if chunk:
@@ -127,11 +133,13 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     copy_time = copies * cm._t_state_copy
     host = n_reqs * cm.request_overhead_s
     if cm.async_scheduling:  # overlapping the rest (engine.async_scheduling): only what outlasts it shows
-        host = max(host - sum(terms.values()) - copy_time, 0.0)
+        host = max(host - sum(terms.values()) - copy_time - gdn_kernel, 0.0)
     terms["request overhead"] = host
     terms["linear-attention state copies (mixed step)"] = copy_time
+    terms["GDN prefill kernel (FlashInfer SM90)"] = gdn_kernel
     attn_ctx = dec_kv + chunk * (done + (chunk + 1) / 2) if chunk else None  # sim.cluster's plan
-    total = cm.step_time(tokens, raw_kv, n_reqs, False, attn_ctx=attn_ctx, state_copies=copies)
+    total = cm.step_time(tokens, raw_kv, n_reqs, False, attn_ctx=attn_ctx, state_copies=copies,
+                         chunk_max=chunk, chunk_sum=chunk if chunk > 1 else 0)
     if not adds_up(sum(terms.values()), total):
         raise LabError(f"sim.step_breakdown: the terms add up to {sum(terms.values()) * 1e3:.6f} ms, step_time says "
                        f"{total * 1e3:.6f} ms: sim/cost.py's formula changed, update decode_terms")

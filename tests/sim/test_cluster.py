@@ -160,9 +160,9 @@ def test_a_step_tells_the_cost_model_how_many_draft_tokens_it_verifies(monkeypat
     seen = []
     original = CostModel.step_time
 
-    def spy(self, tokens, kv_sum, n_reqs, spec, drafts=0, attn_ctx=None, state_copies=0):
+    def spy(self, tokens, kv_sum, n_reqs, spec, drafts=0, attn_ctx=None, **keywords):
         seen.append((tokens, n_reqs, drafts))
-        return original(self, tokens, kv_sum, n_reqs, spec, drafts, attn_ctx, state_copies=state_copies)
+        return original(self, tokens, kv_sum, n_reqs, spec, drafts, attn_ctx, **keywords)
     monkeypatch.setattr(CostModel, "step_time", spy)
     sim = make_sim(acceptance={"source": "parametric", "max_draft": 3,
                                "parametric": {"kind": "iid", "alpha": 0.5, "draft_probability": 0.5}},

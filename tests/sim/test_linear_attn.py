@@ -316,3 +316,83 @@ def test_the_autotune_is_paid_once_by_the_first_prefill_step():
     extra = tuned["ttft_s"].to_numpy() - base["ttft_s"].to_numpy()
     assert extra[:2] == pytest.approx([5.0, 5.0], abs=1e-6)
     assert extra[2:] == pytest.approx([0.0] * 4, abs=1e-6)
+
+
+# FlashInfer PR 3477's H100 80GB HBM3 table, column "FI Hopper (main)" (the CUTLASS SM90 kernel vLLM 0.16 - 0.17 ran),
+# https://github.com/flashinfer-ai/flashinfer/pull/3477: (value heads, sequences, ms); "35B/9B/4B TP1" rows (32 value
+# heads, Qwen3.5-9B's shape) and two other head counts of the same table
+FI_SM90_MAIN_MS = [(32, [8192], 0.372), (32, [4096], 0.189), (32, [2048], 0.098), (32, [6144, 2048], 0.282),
+                   (32, [4096, 4096], 0.191), (32, [2048, 6144], 0.282), (32, [1024, 7168], 0.329),
+                   (32, [2048] * 4, 0.110), (32, [1024] * 8, 0.121), (8, [8192], 0.371), (8, [1024] * 8, 0.055),
+                   (64, [8192], 0.380), (64, [2048] * 4, 0.208), (64, [1024] * 8, 0.228)]
+
+
+def test_the_gdn_prefill_kernel_prices_flashinfers_published_h100_times():
+    """One linear layer's chunked kernel, floor + per token x max(longest sequence, tokens x heads / SMs), against
+    every point of the published table it was fitted on (3 of them) or not: one or two sequences within 3%, four or
+    eight side by side within 25% (the wave quantisation the max() leaves out: all priced faster, not slower)."""
+    from sim.linear_attn import FLASHINFER_GDN_PREFILL_SMS, gdn_prefill_kernel_s, prefill_chunk_tokens
+
+    sms = FLASHINFER_GDN_PREFILL_SMS["h100"]
+    for heads, seqs, ms in FI_SM90_MAIN_MS:
+        longest, total = prefill_chunk_tokens(seqs)
+        priced = gdn_prefill_kernel_s(longest, total * heads / sms) * 1e3
+        tolerance = 0.03 if len(seqs) <= 2 else 0.25
+        assert priced == pytest.approx(ms, rel=tolerance), (heads, seqs)
+        assert len(seqs) <= 2 or priced <= ms
+    assert gdn_prefill_kernel_s(1, 0.2) == 0.0  # a one-token "chunk" (a decode) is not a prefill
+    assert prefill_chunk_tokens([1, 300, 1, 8000]) == (8000, 8300)
+
+
+def test_flashinfer_gdn_prefill_only_where_vllm_runs_it():
+    """FlashInfer's SM90 kernel from vLLM PR 32846 (taken as 0.16.0) on the H100 / H200 sheets, whose table was
+    read: 0.17.1 and a row without a release get it; 0.15.1, another card and a model without linear layers do not
+    (their chunked kernel stays priced by its FLOPs); the row's cost model carries it."""
+    from sim.linear_attn import flashinfer_prefill_sms
+
+    assert flashinfer_prefill_sms("0.17.1", "h100", True) == 132
+    assert flashinfer_prefill_sms(None, "h200", True) == 132
+    assert flashinfer_prefill_sms("0.15.1", "h100", True) == 0
+    assert flashinfer_prefill_sms("0.17.1", "rtx-pro-6000", True) == 0
+    assert flashinfer_prefill_sms("0.17.1", "h100", False) == 0
+    sim = make_sim(model={"config": str(QWEN3_NEXT)}, hardware={"name": "h200", "tp": 2},
+                   engine={"vllm_version": "0.17.1"})
+    assert CostModel.from_config(sim).gdn_prefill_sms == 132
+    dense = make_sim(model={"name": "qwen3-8b"}, hardware={"name": "h200"}, engine={"vllm_version": "0.17.1"})
+    assert CostModel.from_config(dense).gdn_prefill_sms == 0
+
+
+def test_a_long_prefill_chunk_pays_the_chunked_gdn_kernel_on_hopper():
+    """An 8192-token chunk of Qwen3-Next (36 linear layers) at tp 2 on an H200: each linear layer adds the kernel's
+    published time (6.5 us + 8192 x 44.6 ns = 0.372 ms; 8192 x 16 heads / 132 SMs < 8192) and gives back the
+    recurrence FLOPs the roofline had charged those tokens; a step without a chunk of more than one token, and a
+    cost model without the kernel (gdn_prefill_sms 0), cost what they did."""
+    model = from_hf_config(QWEN3_NEXT)
+    hw = get_hardware("h200")
+    on, off = CostModel(hw, model, tp=2, gdn_prefill_sms=132), CostModel(hw, model, tp=2)
+    big, attended = 8192, 8192 * 4096.5
+    with_kernel = on.step_time(big, big, 1, False, attn_ctx=attended, chunk_max=big, chunk_sum=big)
+    base = off.step_time(big, big, 1, False, attn_ctx=attended, chunk_max=big, chunk_sum=big)
+    assert base == off.step_time(big, big, 1, False, attn_ctx=attended)
+    kernel = model.linear_layers * (6.5e-6 + big * 44.6e-9)
+    refund = big * model.linear_layers * model.linear.recurrence_flops_per_token / (
+        hw.peak_for("bf16") * 1e12 * hw.mfu * 2)
+    assert with_kernel - base == pytest.approx(kernel - refund, rel=1e-6)
+    assert on.step_time(64, 64 * 500, 64, False) == off.step_time(64, 64 * 500, 64, False)  # decodes only
+
+
+def test_the_replica_passes_its_prefill_chunks_to_the_gdn_kernel():
+    """A Poisson run of Qwen3-Next on an H200 at 0.17.1: with the kernel priced each step holding a prefill lasts
+    longer, so TTFT rises; TPOT too (the same steps carry decodes); a dense model's run does not change."""
+    def run(sms, model=None):
+        sim = _mixed_sim("unified", model)
+        sim = sim.model_copy(update={"engine": sim.engine.model_copy(update={"vllm_version": "0.17.1"})})
+        inputs = prepare_inputs(sim)
+        inputs = replace(inputs, cost=replace(inputs.cost, gdn_prefill_sms=sms))
+        return per_request(simulate(inputs, "ar", None, 0).requests)
+
+    on, off = run(132), run(0)
+    assert on["ttft_s"].mean() > off["ttft_s"].mean()
+    assert on["tpot_ms"].mean() > off["tpot_ms"].mean()
+    dense_on, dense_off = run(132, {"name": "qwen3-8b"}), run(0, {"name": "qwen3-8b"})
+    assert dense_on["ttft_s"].mean() == dense_off["ttft_s"].mean()

@@ -34,18 +34,22 @@ def test_terms_add_up_to_step_time(row_id):
 @pytest.mark.parametrize("batch", [0, 10])
 def test_a_step_with_a_prefill_chunk_is_priced_as_the_replicas_plan_prices_it(row_id, batch):
     """sim.cluster's plan: C more query tokens, D + C more KV tokens, one more request, the decodes attending to
-    their contexts and the chunk causally to C x (D + (C + 1) / 2)."""
+    their contexts and the chunk causally to C x (D + (C + 1) / 2), its C tokens the step's prefill chunks (the
+    chunked GDN kernel's, where the row's card and release price it: the 0.17.1 hybrid row on an H200)."""
     cm, chunk, done, context = _cost(row_id), 2048, 6000, 2550
     terms = sb.decode_terms(cm, batch, context, chunk, done)
     attended = batch * context + chunk * (done + (chunk + 1) / 2)
     copies = 1 if cm.model.linear_layers else 0  # split (the default): the chunk's own state gathered, scattered
     step = cm.step_time(batch + chunk, batch * context + done + chunk, batch + 1, False, attn_ctx=attended,
-                        state_copies=copies)
+                        state_copies=copies, chunk_max=chunk, chunk_sum=chunk)
     assert terms["total"] == pytest.approx(step, rel=1e-12)
     assert sum(v for k, v in terms.items() if k != "total") == pytest.approx(terms["total"], rel=1e-9)
-    # the LM head multiplies the chunk's last token only (vLLM's logits_indices): C tokens' layers, one head row
+    assert (terms["GDN prefill kernel (FlashInfer SM90)"] > 0) == (row_id == HYBRID)
+    # the LM head multiplies the chunk's last token only (vLLM's logits_indices): C tokens' layers, one head row;
+    # the GDN kernel's tokens give back their recurrence FLOPs (0 off the hybrid row)
     assert cm._t_head_flops > 0
-    assert terms["chunk gemm flops"] == pytest.approx(chunk * cm._t_per_token_flops - (chunk - 1) * cm._t_head_flops)
+    assert terms["chunk gemm flops"] == pytest.approx(chunk * cm._t_per_token_flops - (chunk - 1) * cm._t_head_flops
+                                                      - chunk * cm._t_gdn_refund)
     assert terms["gemm flops (decodes)"] == pytest.approx(batch * cm._t_per_token_flops)
     if not cm._sliding:  # a window model prices every token at the mean context (step_time), split by tokens
         assert terms["chunk attention flops"] == pytest.approx(chunk * (done + (chunk + 1) / 2) * cm._t_attn)
