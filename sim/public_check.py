@@ -645,11 +645,12 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str
     seed = seeds[0]
     record = needs_client_times(row)
     result = simulate(inputs, "ar", seed=seed, record_tokens=record)
-    out = run_metrics(row, result.requests, result.token_log)
+    out = run_metrics(row, result.requests, result.token_log if record else None)
     if draws > 1:  # the next-nearest draws, for the spread a row's choice of conversations leaves (draw_spread)
         out["sim_draw_seeds"] = " ".join(map(str, seeds))
         drawn = [simulate(inputs, "ar", seed=s, record_tokens=record) for s in seeds[1:]]
-        out["draw_metrics"] = [out.copy()] + [run_metrics(row, d.requests, d.token_log) for d in drawn]
+        out["draw_metrics"] = [out.copy()] + [run_metrics(row, d.requests, d.token_log if record else None)
+                                              for d in drawn]
     out.update({"sim_model_kind": model_kind(model_from_config(sim.model), row.tp),
                 "sim_lengths": label, "sim_seed": seed,
                 "sim_mean_input": float(result.requests["input_tokens"].mean()),
