@@ -19,7 +19,11 @@ as `vllm bench serve` ran it: its dataset's lengths, --num-prompts, and --reques
 rebuilt, benchmark_serving.py before vLLM 0.10 with a ShareGPT dataset, client_send_seed; elsewhere the run's
 draw; with --max-concurrency too, at most that many in flight, the rest waiting in the client). One autoregressive replica of `tp` GPUs, or `dp` of them behind one server (--data-parallel-size; least
 loaded first) with a MoE model's experts over `ep` GPUs (--enable-expert-parallel: ep = tp x dp); metrics by
-vLLM's definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics).
+vLLM's definitions from the simulated per-request log (sim/serving_metrics.fidelity_metrics). A row's `reported:`
+holds what its source printed: mean TPOT / TTFT and output throughput, or any of the block's other lines -- median
+and P99 TPOT / TTFT, mean / median / P99 ITL, total and peak output token throughput (CLIENT_METRICS: the P99s,
+ITLs and peak are computed as sim.client_cadence computes them, from the client's chunk times, which a run keeps only
+for a row that reports one); each is scored where reported, and the summary gives every metric's counts.
 
 Front ends (sim/frontend.py, `sim.frontend`): vLLM's API server costs host-CPU time no spec sheet gives, so the
 data file names per-source servers at its top (`frontends: {name: {request_ms, latency_ms, output_token_ms,
@@ -164,10 +168,24 @@ METRICS = (("tpot_mean_ms", "tpot_mean_ms", "tpot_mean_ms", 1.0),
            ("tpot_median_ms", "tpot_median_ms", "tpot_median_ms", 1.0),
            ("ttft_median_ms", "ttft_median_ms", "ttft_median_s", 1e3),
            ("total_throughput_tok_s", "total_throughput_tok_s", "total_throughput_tok_s", 1.0))
+# the rest of a vLLM bench block (sim.client_cadence.client_stats keys): P99 TPOT / TTFT, mean / median / P99 ITL
+# and "Peak output token throughput" (vLLM's result key max_output_tokens_per_s: the most chunks in one 1-s bucket).
+# They need the client's chunk times (simulate(..., record_tokens=True)), kept only for a row that reports one of
+# them (needs_client_times); the fits' losses (fit_loss, frontend_loss) leave them out.
+CLIENT_METRICS = (("tpot_p99_ms", "tpot_p99_ms", "tpot_p99_ms", 1.0),
+                  ("ttft_p99_ms", "ttft_p99_ms", "ttft_p99_ms", 1.0),
+                  ("itl_mean_ms", "itl_mean_ms", "itl_mean_ms", 1.0),
+                  ("itl_median_ms", "itl_median_ms", "itl_median_ms", 1.0),
+                  ("itl_p99_ms", "itl_p99_ms", "itl_p99_ms", 1.0),
+                  ("peak_output_throughput_tok_s", "peak_output_throughput_tok_s", "peak_output_tok_s", 1.0))
+METRICS = METRICS + CLIENT_METRICS
+LOSS_METRICS = tuple(m for m in METRICS if m not in CLIENT_METRICS)  # what --fit-frontend's loss scores
 MAIN_METRICS = ("tpot_mean_ms", "ttft_mean_ms", "output_throughput_tok_s")  # always in the table and plot
 METRIC_LABELS = {"tpot_mean_ms": "TPOT ms", "ttft_mean_ms": "TTFT ms", "output_throughput_tok_s": "out tok/s",
                  "tpot_median_ms": "median TPOT ms", "ttft_median_ms": "median TTFT ms",
-                 "total_throughput_tok_s": "total tok/s"}
+                 "total_throughput_tok_s": "total tok/s", "tpot_p99_ms": "P99 TPOT ms", "ttft_p99_ms": "P99 TTFT ms",
+                 "itl_mean_ms": "ITL ms", "itl_median_ms": "median ITL ms", "itl_p99_ms": "P99 ITL ms",
+                 "peak_output_throughput_tok_s": "peak out tok/s"}
 
 class BenchSpec(StrictModel):
     """`vllm bench serve` as the source ran it."""
@@ -209,6 +227,15 @@ class Reported(StrictModel):
     ttft_median_ms: float | None = Field(None, gt=0, description="vLLM bench's Median TTFT")
     total_throughput_tok_s: float | None = Field(None, gt=0, description="vLLM bench's Total Token throughput "
                                                                       "(input + output tokens / s)")
+    tpot_p99_ms: float | None = Field(None, gt=0, description="vLLM bench's P99 TPOT")
+    ttft_p99_ms: float | None = Field(None, gt=0, description="vLLM bench's P99 TTFT")
+    itl_mean_ms: float | None = Field(None, gt=0, description="vLLM bench's Mean ITL (every gap between a request's "
+                                                              "streamed chunks, pooled)")
+    itl_median_ms: float | None = Field(None, gt=0, description="vLLM bench's Median ITL")
+    itl_p99_ms: float | None = Field(None, gt=0, description="vLLM bench's P99 ITL")
+    peak_output_throughput_tok_s: float | None = Field(
+        None, gt=0, description="vLLM bench's Peak output token throughput (result key max_output_tokens_per_s; "
+                                "vLLM 0.10.1 on)")
 
     @model_validator(mode="after")
     def _something(self):
@@ -587,10 +614,19 @@ def matching_seed(row: PublicRow, sim: SimSection, table: np.ndarray | None, inp
     return matching_seeds(row, sim, table, inputs_seed)[0]
 
 
-def run_metrics(row: PublicRow, log: pd.DataFrame) -> dict:
-    """The METRICS columns of one simulated per-request log, by the row's source's definitions."""
+def needs_client_times(row: PublicRow) -> bool:
+    """Whether a row reports a CLIENT_METRICS statistic, so that its run keeps the client's chunk times."""
+    return any(getattr(row.reported, rep_key) is not None for _, rep_key, _, _ in CLIENT_METRICS)
+
+
+def run_metrics(row: PublicRow, log: pd.DataFrame, token_log: list | None = None) -> dict:
+    """The METRICS columns of one simulated per-request log, by the row's source's definitions; the CLIENT_METRICS
+    ones from the run's token log (sim.client_cadence.client_stats) where the row reports one, else NaN."""
     got = {**fidelity_metrics(log), **median_metrics(log), "total_throughput_tok_s": total_throughput_tok_s(log)}
-    out = {col: got[key] * factor for col, _, key, factor in METRICS}
+    if needs_client_times(row):
+        from sim.client_cadence import client_stats  # it imports this module: imported when first needed
+        got.update(client_stats(log, token_log))
+    out = {col: got.get(key, float("nan")) * factor for col, _, key, factor in METRICS}
     if row.reported.tpot_mean_of == "totals":  # the source's TPOT is the mean request's, not vLLM's mean
         out["tpot_mean_ms"] = mean_request_tpot_ms(log)
     return out
@@ -607,12 +643,14 @@ def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str
     label = lengths_label(sim.workload.lengths.model_dump())
     seeds = matching_seeds(row, sim, inputs.length_table, inputs.seed, draws)
     seed = seeds[0]
-    result = simulate(inputs, "ar", seed=seed)
-    out = run_metrics(row, result.requests)
+    record = needs_client_times(row)
+    result = simulate(inputs, "ar", seed=seed, record_tokens=record)
+    out = run_metrics(row, result.requests, result.token_log if record else None)
     if draws > 1:  # the next-nearest draws, for the spread a row's choice of conversations leaves (draw_spread)
         out["sim_draw_seeds"] = " ".join(map(str, seeds))
-        out["draw_metrics"] = [out.copy()] + [run_metrics(row, simulate(inputs, "ar", seed=s).requests)
-                                              for s in seeds[1:]]
+        drawn = [simulate(inputs, "ar", seed=s, record_tokens=record) for s in seeds[1:]]
+        out["draw_metrics"] = [out.copy()] + [run_metrics(row, d.requests, d.token_log if record else None)
+                                              for d in drawn]
     out.update({"sim_model_kind": model_kind(model_from_config(sim.model), row.tp),
                 "sim_lengths": label, "sim_seed": seed,
                 "sim_mean_input": float(result.requests["input_tokens"].mean()),
@@ -778,7 +816,8 @@ def error_summary(table: pd.DataFrame) -> dict:
 
 
 def shown_metrics(table: pd.DataFrame) -> list[tuple]:
-    """The METRICS a table's markdown and plot show: the main three, and a median where some row reports it."""
+    """The METRICS a table's markdown and plot show: the main three, and any other (a median, the total throughput,
+    a CLIENT_METRICS statistic) where some row reports it."""
     return [m for m in METRICS if m[0] in MAIN_METRICS or table[f"reported_{m[0]}"].notna().any()]
 
 
@@ -877,12 +916,19 @@ def summary_markdown(table: pd.DataFrame, summary: dict) -> str:
             summ.append(f"| {col} ({name}) | {s['rows']} | {100 * s['mean_abs']:.0f}% | {100 * s['median_abs']:.0f}% "
                         f"| {s['within_10pct']} | {100 * s['mean_signed']:+.0f}% | {pct(s['median_signed'])} "
                         f"| {pct(s['geomean_ratio_minus_1'])} |")
+    held = error_summary(table[table["half"] == "held-out"])
+    summ += ["", "Held-out within 10%, per metric: " + ", ".join(
+        f"{METRIC_LABELS[col].removesuffix(' ms')} {held[col]['within_10pct']} of {held[col]['rows']}"
+        for col, _, _, _ in METRICS if col in held)]
     bursts = [(name, burst_inverse_error(rows)) for name, rows, _ in halves]
     summ += ["", "TTFT against inverse throughput (burst rows with a mean TTFT and a throughput; median of "
              "(sim / reported TTFT) / (reported / sim throughput) - 1): "
              + ", ".join(f"{name} {pct(b['median'])} ({b['rows']} rows)" for name, b in bursts)]
     groups = [kind_markdown(table, by) for by in GROUPINGS]
     return "\n".join(summ) + "\n" + "".join("\n" + g for g in groups if g)
+
+
+PLOT_COLUMNS = 5  # panels per row of the plot: the client statistics wrap onto further rows
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
@@ -892,7 +938,12 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = shown_metrics(table)
-    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4.6))
+    ncols = min(len(shown), PLOT_COLUMNS)
+    nrows = -(-len(shown) // ncols)
+    fig, grid_axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 4.6 * nrows), squeeze=False)
+    axes = grid_axes.ravel()
+    for ax in axes[len(shown):]:  # the last row's empty places
+        ax.set_axis_off()
     colors = {gpu: f"C{i}" for i, gpu in enumerate(sorted(set(table["gpu"])))}
     held = (table["half"] == "held-out").to_numpy()
     for ax, (col, _, _, _) in zip(axes, shown):
@@ -997,8 +1048,9 @@ FRONTEND_IDENTIFIED = 0.01
 
 def frontend_loss(table: pd.DataFrame) -> float:
     """Mean |log(sim / reported)| over every reported TPOT, TTFT and output throughput of a table (TTFT is
-    what a front end moves most; a median over three metrics would ignore it)."""
-    err = np.concatenate([table[f"rel_err_{col}"].dropna().to_numpy(np.float64) for col, _, _, _ in METRICS])
+    what a front end moves most; a median over three metrics would ignore it); LOSS_METRICS, the client
+    statistics left out."""
+    err = np.concatenate([table[f"rel_err_{col}"].dropna().to_numpy(np.float64) for col, _, _, _ in LOSS_METRICS])
     return float(np.mean(np.abs(np.log1p(err)))) if err.size else float("nan")
 
 
