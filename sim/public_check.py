@@ -1120,8 +1120,10 @@ def main(argv=None) -> int:
                                "occupies the API server)")
         rows, occupancy = load_data(args.file)
         prior = load_prior(args.file)
-        if args.rows:
+        if args.rows is not None:  # --rows "" (an unset shell variable) names no row: not every row
             wanted = [x for x in args.rows.split(",") if x]
+            if not wanted:
+                raise LabError(f"--rows: {args.rows!r} names no row id (leave --rows out to run every row)")
             known = {r.id for r in rows}
             unknown = [x for x in wanted if x not in known]
             if unknown or not wanted:

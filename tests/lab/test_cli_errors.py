@@ -784,6 +784,19 @@ def public_csv(workdir, batch="4.0", ids=LAMBDA_70B) -> list[str]:
     return ["--public-csv", write(workdir, "pc.csv", "\n".join(lines) + "\n"), "--rows", ",".join(LAMBDA_70B)]
 
 
+def arrivals(workdir) -> str:
+    """A two-request arrival CSV of sim.bench's --trace."""
+    return write(workdir, "arrivals.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1,10,5\n")
+
+
+def engine_run(workdir) -> str:
+    """A run directory of experiments/fidelity_vllm.yaml whose engine stage has not run (no engine/ results)."""
+    run = workdir / "runs" / "fid" / "x"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text((ROOT / "experiments" / "fidelity_vllm.yaml").read_text())
+    return "runs/fid/x"
+
+
 # the `python -m ...` tools a user runs beside `lab`: the same rule (one line, exit 2, nothing damaged)
 TOOL_CASES = [
     ("public_check: unknown option", lambda w: ["sim.public_check", "--bogus", "x"],
@@ -861,6 +874,23 @@ TOOL_CASES = [
     ("public_check: unknown key in a row", lambda w: [
         "sim.public_check", "--file", public_row_file(w, {"gpu_count": 1}, tpot_mean_ms=9.0), "--out", "pc"],
      "rows.yaml: rows[0].gpu_count: unknown key"),
+    # session 38 (h119): flags the sim section refuses were a pydantic traceback (sim.bench); a run directory without
+    # an engine section, an unknown --load, a missing summary.json were tracebacks (real.engine.bench); --rows ""
+    # (an unset shell variable) ran every row for minutes; an --out under a file failed after minutes of tokenizing
+    ("sim.bench: --replicas 0", lambda w: ["sim.bench", "azure", "--trace", arrivals(w), "--replicas", "0"],
+     "error: python -m sim.bench: --replicas: replicas: Input should be greater than or equal to 1"),
+    ("sim.bench: unknown --policy", lambda w: ["sim.bench", "azure", "--trace", arrivals(w), "--policy", "fast"],
+     "error: python -m sim.bench: --policy: policies.0.kind: Input should be"),
+    ("engine bench: a run without an engine section", lambda w: ["real.engine.bench", "runs/cli/existing"],
+     "config.yaml: no engine section"),
+    ("engine bench: an unknown --load", lambda w: ["real.engine.bench", engine_run(w), "--load", "peak"],
+     "--load: 'peak' is not one of the run's loads ['low', 'mid', 'high', 'azure']"),
+    ("engine bench: no summary.json", lambda w: ["real.engine.bench", engine_run(w)],
+     "engine/nospec/high/summary.json: not found"),
+    ("public_check: --rows of no ids", lambda w: ["sim.public_check", "--rows", "", "--out", "pc"],
+     "--rows: '' names no row id"),
+    ("sharegpt_lengths: --out under a file", lambda w: ["real.sharegpt_lengths", "--out", "good.yaml/lengths.csv"],
+     "good.yaml: is a file, a directory is needed here"),
     ("export_vllm: --target-out a directory of other files",
      lambda w: ["real.export_vllm", "runs/cli/existing", "--target-out", "runs/cli"],
      "--target-out runs/cli: a directory that holds no config.json"),
