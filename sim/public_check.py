@@ -518,7 +518,10 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
     fe = row._frontend if frontend == "file" else None if frontend == "off" else frontend
     if fe is not None:
         section["frontend"] = fe
-    return section_with_defaults(SimSection.model_validate(section))
+    try:
+        return section_with_defaults(SimSection.model_validate(section))
+    except ValidationError as exc:  # a field the row's own schema lets through (vllm: 'latest' is no release)
+        raise LabError(f"row {row.id}: as a sim section, {validation_message(exc)}") from None
 
 
 def section_with_defaults(sim: SimSection) -> SimSection:

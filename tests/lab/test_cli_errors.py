@@ -887,6 +887,12 @@ TOOL_CASES = [
      "--load: 'peak' is not one of the run's loads ['low', 'mid', 'high', 'azure']"),
     ("engine bench: no summary.json", lambda w: ["real.engine.bench", engine_run(w)],
      "engine/nospec/high/summary.json: not found"),
+    ("public_check: a row's vllm that is no release", lambda w: [
+        "sim.public_check", "--file", public_row_file(w, {"vllm": "latest"}, tpot_mean_ms=9.0), "--out", "pc"],
+     "row r: as a sim section, engine.vllm_version: Value error, 'latest' is not a vLLM release"),
+    ("step_breakdown: a row's vllm that is no release", lambda w: [
+        "sim.step_breakdown", "r", "--batch", "1", "--context", "10",
+        "--file", public_row_file(w, {"vllm": "latest"}, tpot_mean_ms=9.0)], "'latest' is not a vLLM release"),
     ("public_check: --rows of no ids", lambda w: ["sim.public_check", "--rows", "", "--out", "pc"],
      "--rows: '' names no row id"),
     ("sharegpt_lengths: --out under a file", lambda w: ["real.sharegpt_lengths", "--out", "good.yaml/lengths.csv"],
