@@ -819,6 +819,8 @@ TOOL_CASES = [
     ("cpu_linear: rows not numbers", lambda w: ["real.cpu_linear", "--rows", "4,many"],
      "argument --rows: 'many' is not an integer"),
     ("cpu_linear: zero rows", lambda w: ["real.cpu_linear", "--rows", "0"], "argument --rows: '0': must be at least 1"),
+    ("cpu_linear: a shape past memory", lambda w: ["real.cpu_linear", "--model-shapes", "99999999999x99999999"],
+     "argument --model-shapes: '99999999999x99999999': more than 2147483648 weights"),  # was torch's overflow
     ("cpu_linear: shape not OUTxIN", lambda w: ["real.cpu_linear", "--model-shapes", "2048"],
      "argument --model-shapes: '2048' is not OUTxIN"),
     ("drafter_check: negative prompt count", lambda w: ["real.engine.drafter_check", "runs/cli/existing", "--prompts", "-1"],
