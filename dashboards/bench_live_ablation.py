@@ -10,7 +10,6 @@ The run directory must be the only run under its runs root's <name>/ level (the 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -37,12 +36,16 @@ def time_sweep(page: Path, root: Path, source: str) -> tuple[float, float]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from lab.arguments import ArgumentParser, positive_int  # after __main__'s sys.path entry
+
+    parser = ArgumentParser(prog="python -m dashboards.bench_live_ablation", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run directory runs/<name>/<run_id>")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--pages", type=Path, default=Path(__file__).resolve().parent,
                         help="the dashboards/ directory whose page is timed")
     args = parser.parse_args(argv)
+    if not (args.run / "traces").is_dir():  # the page's "run traces" source lists only runs that have them
+        parser.error(f"{args.run}: not a run directory with traces/ (runs/<name>/<run_id> of a finished evaluate)")
     page = next((args.pages / "pages").glob("*_Live_ablation.py"))
     root = args.run.resolve().parents[1]
     for source in ("run traces", "parametric"):

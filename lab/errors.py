@@ -5,6 +5,7 @@ exit status 2 without a traceback.
 """
 
 
+import functools
 import sys
 from collections.abc import Callable
 
@@ -30,3 +31,25 @@ def print_or_fail(build: Callable[[], str]) -> int:
         return exc.exit_code
     print(text, end="")
     return 0
+
+
+def exit_on_user_error(prog: str):
+    """A decorator for the main() of a tool that builds lab sections from its flags (real.bench, real.bench_step):
+    a LabError, or pydantic's ValidationError of a section a flag made invalid (--dtype float7, --prompts 0), prints
+    one `error: PROG: ...` line to stderr and exits with status 2 instead of a traceback."""
+    def decorate(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def wrapped(*args, **kwargs):
+            from pydantic import ValidationError
+
+            try:
+                return main(*args, **kwargs)
+            except LabError as exc:
+                print(f"error: {prog}: {exc}", file=sys.stderr)
+            except ValidationError as exc:
+                from lab.config_base import validation_message
+
+                print(f"error: {prog}: {validation_message(exc, blank='the flags')}", file=sys.stderr)
+            sys.exit(LabError.exit_code)
+        return wrapped
+    return decorate

@@ -93,10 +93,14 @@ def add_runs_to_file(out: str | Path, measure, what: str = "run file") -> list[d
     import yaml
 
     out = Path(out)
+    if out.is_dir():
+        raise LabError(f"--out {out}: is a directory, a YAML file path is needed")
     try:
         existing = yaml.safe_load(out.read_text()) if out.is_file() else {"runs": []}
     except yaml.YAMLError as exc:
         raise LabError(f"--out {out}: exists and is not YAML ({str(exc).splitlines()[0]}); not overwritten") from None
+    except UnicodeDecodeError:
+        raise LabError(f"--out {out}: exists and is not UTF-8 text (a binary file?); not overwritten") from None
     if not isinstance(existing, dict) or not isinstance(existing.get("runs"), list):
         raise LabError(f"--out {out}: exists and is not a {what} (no runs: list); not overwritten")
     make_dirs(out.parent)

@@ -102,7 +102,7 @@ def missing_file_message(p, flag: str | None = "--file") -> str:
 
 def load_runs_list(path, what: str) -> list:
     """The `runs:` list of a data file (published kernel timings, sim/validation/*.yaml): LabError naming --file
-    when it is missing, the file when it holds no non-empty `runs` list."""
+    when it is missing, the file when it holds no non-empty `runs` list or an id twice."""
     from pathlib import Path
 
     p = Path(path)
@@ -111,4 +111,8 @@ def load_runs_list(path, what: str) -> list:
     data = load_yaml_bytes(p.read_bytes(), str(p))
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not data["runs"]:
         raise LabError(f"{p}: runs: a non-empty list of {what} expected")
+    ids = [str(run["id"]) for run in data["runs"] if isinstance(run, dict) and "id" in run]
+    repeated = sorted({x for x in ids if ids.count(x) > 1})  # a copied run counted twice in every fit and median
+    if repeated:
+        raise LabError(f"{p}: runs: repeated ids {repeated}")
     return data["runs"]

@@ -18,8 +18,9 @@ import json
 import torch
 from tqdm import tqdm
 
-from lab.arguments import ArgumentParser
+from lab.arguments import ArgumentParser, positive_int
 from lab.config import DatasetSpec, PromptsSection, TargetSection
+from lab.errors import exit_on_user_error
 from real.decode import autoregressive_decode, speculative_decode
 from real.drafters.ngram import NgramDrafter
 from real.prompts import encode_prompt, load_prompt_sets
@@ -98,22 +99,23 @@ def hf_assisted(target, encoded, max_new: int, label: str, **assist) -> dict:
             "identical_prompts": identical, "prompts": len(encoded)}
 
 
-def main() -> None:
+@exit_on_user_error("python -m real.bench")
+def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m real.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="gemma3-270m", help="embedded or tiny-* name, or a label with --target-path")
     parser.add_argument("--target-path", default=None, help="local checkpoint directory of the target")
     parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--prompts", type=int, default=8, help="prompts per dataset")
+    parser.add_argument("--prompts", type=positive_int, default=8, help="prompts per dataset")
     parser.add_argument("--datasets", default="humaneval,sharegpt")
-    parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--block-size", type=int, default=7)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=96)
+    parser.add_argument("--block-size", type=positive_int, default=7)
     parser.add_argument("--chat-template", action="store_true")
     parser.add_argument("--assistant", default=None,
                         help="local path of a small LM with the target's tokenizer (e.g. Qwen3-0.6B for "
                              "Qwen3-8B): adds transformers' assisted generation with it, side by side")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     section = PromptsSection(datasets=[DatasetSpec(name=n, cap=args.prompts) for n in args.datasets.split(",")])
     prompt_sets = load_prompt_sets(section)

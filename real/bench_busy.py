@@ -15,6 +15,7 @@ cells alike; the load average and each child's CPU time are printed beside the w
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import resource
@@ -24,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab.arguments import ArgumentParser
+from lab.arguments import ArgumentParser, positive_int
 from lab.threads import WAIT_POLICY_ENV, choose_threads, usable_cpus
 
 POLICY_ENV_KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *WAIT_POLICY_ENV)
@@ -75,10 +76,21 @@ def measure(policy: str, busy: bool, bench_args: list[str], out: Path) -> dict:
             "feature_s": feature, "child_wall_s": wall, "child_cpu_s": cpu, "loadavg_1m": load_before}
 
 
+POLICIES = ("old", "passive2", "new")  # child_env's
+
+
+def _policies(text: str) -> list[str]:
+    """An argparse `type`: comma-separated policies of POLICIES (an unknown name ran as `new`)."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names or any(p not in POLICIES for p in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated policies of {', '.join(POLICIES)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m real.bench_busy", description=__doc__.splitlines()[0])
-    ap.add_argument("--policies", default="old,passive2,new")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--policies", type=_policies, default="old,passive2,new")
+    ap.add_argument("--repeats", type=positive_int, default=1)
     ap.add_argument("--out", default="/tmp/dspark-bench-busy")
     args, bench_args = ap.parse_known_args(argv)
     bench_args = [a for a in bench_args if a != "--"]
@@ -92,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for repeat in range(args.repeats):
         for busy in (False, True):
-            for policy in args.policies.split(","):
+            for policy in args.policies:
                 out = Path(args.out) / f"{repeat}-{policy}-{'busy' if busy else 'idle'}"
                 try:
                     row = measure(policy, busy, bench_args, out)
@@ -105,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{row['feature_s']:.2f} | {row['child_wall_s']:.0f} | {row['child_cpu_s']:.0f} | "
                       f"{row['loadavg_1m']:.2f} |", flush=True)
     print("\n| policy | idle s/step | busy s/step | busy / idle |\n|---|---|---|---|")
-    for policy in args.policies.split(","):
+    for policy in args.policies:
         idle = [r["step_s"] for r in rows if r["policy"] == policy and r["load"] == "idle"]
         busy = [r["step_s"] for r in rows if r["policy"] == policy and r["load"] == "busy"]
         print(f"| {policy} | {sum(idle) / len(idle):.2f} | {sum(busy) / len(busy):.2f} | "

@@ -43,12 +43,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lab.arguments import ArgumentParser, int_list
+from lab.arguments import ArgumentParser, int_list, positive_int
 from lab.errors import LabError
 from lab.io import add_runs_to_file
 from lab.runs import package_versions
 from real.rng import device_generator
-from sim.hardware import preset_for_device
+from sim.hardware import HARDWARE_NAMES, preset_for_device
 from sim.models import text_config
 
 M_DEFAULT = "1,2,4,8,16,32,64,128,256,512,1024,2048,4096,8192"
@@ -320,10 +320,7 @@ def run(args) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LabError(f"--device {args.device}: CUDA is not available on this machine")
-    try:
-        config = json.loads(Path(args.config).read_text())
-    except (OSError, ValueError) as exc:
-        raise LabError(f"--config {args.config}: not a readable config.json ({exc})") from None
+    config = read_config(args.config)
     try:
         shapes = layer_shapes(config, args.tp)
     except LabError as exc:
@@ -367,6 +364,44 @@ def run(args) -> dict:
                if sustained else {})}
 
 
+def read_config(path: str) -> dict:
+    """The --config file's JSON object; LabError naming --config when it is unreadable or not one mapping."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"--config {path}: not a readable config.json ({exc})") from None
+    if not isinstance(config, dict):
+        raise LabError(f"--config {path}: a config.json holds one JSON object, not a {type(config).__name__}")
+    return config
+
+
+def _device(text: str) -> str:
+    """An argparse `type`: a torch device name (cpu, cuda, cuda:N); whether this machine has it is run's check."""
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: cpu, cuda or cuda:N") from None
+    return text
+
+
+def _sheet(text: str) -> str:
+    """An argparse `type`: a hardware preset (sim/presets/hardware.yaml), checked before minutes of timing."""
+    if text not in HARDWARE_NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hardware preset ({', '.join(HARDWARE_NAMES)})")
+    return text
+
+
+def _seconds(text: str) -> float:
+    """An argparse `type`: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a finite number of seconds, 0 or more")
+    return value
+
+
 def _dtypes(text: str) -> list[str]:
     values = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in values if t not in ("bf16", "fp8")]
@@ -382,12 +417,13 @@ def bench_parser(prog: str, doc: str, config_help: str, device: str, m_default: 
     ap = ArgumentParser(prog=prog, description=doc.splitlines()[0])
     ap.add_argument("--config", required=True, help=config_help)
     ap.add_argument("--name", help="model label in the output (default: the config file's stem)")
-    ap.add_argument("--device", default=device, help="cpu, cuda or cuda:N" if device == "cpu" else "cuda or cuda:N")
+    ap.add_argument("--device", type=_device, default=device,
+                    help="cpu, cuda or cuda:N" if device == "cpu" else "cuda or cuda:N")
     ap.add_argument("--tp", type=lambda s: int_list(s)[0], default=1, help=tp_help)
     ap.add_argument("--m", type=int_list, default=int_list(m_default), help=m_help)
     ap.add_argument("--dtypes", type=_dtypes, default=["bf16", "fp8"], help="bf16,fp8")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sheet", help="the hardware preset the runs are priced on (default: from the device name)")
+    ap.add_argument("--sheet", type=_sheet, help="the hardware preset the runs are priced on (default: from the device name)")
     ap.add_argument("--out", required=True, help="YAML file to write (atomic; an existing file gains this run)")
     return ap
 
@@ -401,10 +437,10 @@ def parse_args(argv=None):
     ap.add_argument("--contexts", type=int_list, default=int_list("512,2048,8192"), help="decode KV lengths")
     ap.add_argument("--prefill", type=lambda s: int_list(s) if s != "none" else [],
                     default=int_list("512,1024,2048,4096,8192"), help="prefill lengths, or none")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=25)
+    ap.add_argument("--warmup", type=lambda s: int_list(s, low=0)[0], default=5)
+    ap.add_argument("--repeats", type=positive_int, default=25)
     ap.add_argument("--passes", type=lambda s: int_list(s)[0], default=2, help="times the grid is timed")
-    ap.add_argument("--sustained", type=float, default=0.0,
+    ap.add_argument("--sustained", type=_seconds, default=0.0,
                     help="seconds of the widest GEMM at the largest M back to back (clock, power: see the docstring)")
     return ap.parse_args(argv)
 

@@ -25,7 +25,6 @@ reference; the kernel itself is checked against the reference here, on the GPU).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from tqdm import tqdm
 from lab.arguments import int_list
 from lab.errors import LabError
 from lab.io import add_runs_to_file
-from real.bench_kernels import bench_parser, device_facts, spin_up
+from real.bench_kernels import bench_parser, device_facts, read_config, spin_up
 from real.fused_moe import (
     SEARCH_CONFIGS,
     KernelConfig,
@@ -153,10 +152,7 @@ def replay_us(fn, device: torch.device, repeats: int) -> float:
 
 def measure(args) -> list[dict]:
     """The runs (moe_kernels.yaml format) of one shape: per dtype, the default tiles and the searched best."""
-    try:
-        config = json.loads(Path(args.config).read_text())
-    except (OSError, ValueError) as exc:
-        raise LabError(f"--config {args.config}: not a readable config.json ({exc})") from None
+    config = read_config(args.config)
     try:
         shape = moe_shape(config, args.tp, args.ep)
     except LabError as exc:

@@ -16,9 +16,10 @@ from types import SimpleNamespace
 
 import torch
 
-from lab.arguments import ArgumentParser
+from lab.arguments import ArgumentParser, positive_int
 from lab.config import TargetSection
 from lab.config_base import DatasetSpec
+from lab.errors import exit_on_user_error
 from real.prepare import left_padded, regenerate_batch
 from real.prompts import encode_prompt, load_dataset
 from real.targets import load_target
@@ -40,15 +41,16 @@ def stock_generate(target, prompts: list[list[int]], section, seed: int) -> list
         target.lm_head._forward_pre_hooks.update(hooks)
 
 
+@exit_on_user_error("python -m real.bench_regen")
 def main(argv: list[str] | None = None) -> None:
     ap = ArgumentParser(prog="python -m real.bench_regen", description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="gemma3-270m")
     ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--prompts", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--max-prompt-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--prompts", type=positive_int, default=32)
+    ap.add_argument("--batch", type=positive_int, default=16)
+    ap.add_argument("--max-new-tokens", type=positive_int, default=64)
+    ap.add_argument("--max-prompt-tokens", type=positive_int, default=128)
+    ap.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     target = load_target(TargetSection(name=args.target, dtype=args.dtype))

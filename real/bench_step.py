@@ -26,9 +26,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from lab.arguments import ArgumentParser
+from lab.arguments import ArgumentParser, int_list, positive_int
 from lab.config import TargetSection
-from real.cpu_linear import use_fast_few_row_linears
+from lab.errors import exit_on_user_error
+from real.cpu_linear import MODES, use_fast_few_row_linears
 from real.rng import device_generator
 from real.targets import cpu_capability, load_target
 from real.timing import now_ms
@@ -91,19 +92,28 @@ def weights_read_rows(target_name: str) -> list[dict]:
             for name in ("h100", "h200")]
 
 
-def main() -> None:
+def _linear_modes(text: str) -> list[str]:
+    """An argparse `type`: comma-separated target.cpu_linear modes."""
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated modes of {', '.join(MODES)}")
+    return modes
+
+
+@exit_on_user_error("python -m real.bench_step")
+def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m real.bench_step", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="gemma3-270m")
     parser.add_argument("--init", default="pretrained", choices=["pretrained", "random"])
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--engines", default="eager,static")
-    parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--queries", default="1,8")
-    parser.add_argument("--context", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--cpu-linear", default=None,
+    parser.add_argument("--batches", type=int_list, default="1,4")
+    parser.add_argument("--queries", type=int_list, default="1,8")
+    parser.add_argument("--context", type=positive_int, default=256)
+    parser.add_argument("--repeats", type=positive_int, default=7)
+    parser.add_argument("--threads", type=positive_int, default=None)
+    parser.add_argument("--cpu-linear", type=_linear_modes, default=None,
                         help="comma-separated target.cpu_linear modes to time side by side (CPU: off,auto)")
     parser.add_argument("--weights-read", action="store_true", help="print the GPU weights-read bounds and exit")
     parser.add_argument("--out", default=None)
@@ -112,7 +122,7 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true",
                         help="torch.profiler over one extra point per engine (batch 1, first query): kernel count "
                              "and device time per step, top kernels")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.weights_read:
         for row in weights_read_rows(args.target):
             print(json.dumps(row))
@@ -122,8 +132,8 @@ def main() -> None:
     target = load_target(TargetSection(name=args.target, init=args.init, dtype=args.dtype, device=args.device))
     if args.compile:
         target.model.forward = torch.compile(target.model.forward, dynamic=False)
-    linear_modes = args.cpu_linear.split(",") if args.cpu_linear else [None]
-    points = [(e, mode, int(b), int(q)) for b in args.batches.split(",") for q in args.queries.split(",")
+    linear_modes = args.cpu_linear or [None]
+    points = [(e, mode, b, q) for b in args.batches for q in args.queries
               for mode in linear_modes for e in args.engines.split(",")]
     rows, reference = [], {}
     for engine, mode, batch, query in tqdm(points, desc="steps"):
@@ -141,7 +151,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     if args.kernels:
         for engine in args.engines.split(","):
-            print(json.dumps(kernel_profile(target, engine, int(args.queries.split(",")[0]), args.context)))
+            print(json.dumps(kernel_profile(target, engine, args.queries[0], args.context)))
     result = {"target": args.target, "init": args.init, "dtype": args.dtype, "device": args.device,
               "hardware": torch.cuda.get_device_name() if args.device.startswith("cuda") else
               f"cpu {cpu_capability()} {torch.get_num_threads()} threads",

@@ -15,8 +15,9 @@ import time
 
 import torch
 
-from lab.arguments import ArgumentParser
+from lab.arguments import ArgumentParser, int_list, positive_int
 from lab.config import config_from_dict
+from lab.errors import exit_on_user_error
 from lab.runs import open_run
 
 
@@ -28,20 +29,21 @@ def drafter_specs(block: int, layers: int, rank: int, vocab: int | None) -> list
             {"name": "mtp", "method": "mtp", **common, "block_size": 1}]
 
 
+@exit_on_user_error("python -m real.bench_train")
 def main(argv: list[str] | None = None) -> None:
     ap = ArgumentParser(prog="python -m real.bench_train", description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="tiny-qwen3")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--anchors", type=int, default=32)
-    ap.add_argument("--block", type=int, default=7)
-    ap.add_argument("--layers", type=int, default=1)
-    ap.add_argument("--rank", type=int, default=64)
-    ap.add_argument("--vocab", type=int, default=8192, help="draft vocab size; 0 = full")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--prompts", type=positive_int, default=16)
+    ap.add_argument("--max-new-tokens", type=positive_int, default=96)
+    ap.add_argument("--steps", type=positive_int, default=20)
+    ap.add_argument("--batch", type=positive_int, default=4)
+    ap.add_argument("--anchors", type=positive_int, default=32)
+    ap.add_argument("--block", type=positive_int, default=7)
+    ap.add_argument("--layers", type=positive_int, default=1)
+    ap.add_argument("--rank", type=positive_int, default=64)
+    ap.add_argument("--vocab", type=lambda s: int_list(s, low=0)[0], default=8192, help="draft vocab size; 0 = full")
+    ap.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
     ap.add_argument("--autocast", default="off", choices=["off", "bf16"])
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--only", default="", help="comma-separated drafter names (default: all four)")

@@ -302,6 +302,9 @@ def matrix_vector_rows(weight: torch.Tensor, max_rows: int = GEMV_MAX_ROWS) -> t
     return max(rows for rows, ms in timed if ms <= GEMV_TOLERANCE * floor), timed
 
 
+MAX_WEIGHT_ELEMENTS = 2**31  # one probed weight; the largest default (Gemma3's 262144 x 640 LM head) is 1.7e8
+
+
 def weight_shapes(text: str) -> list[tuple[int, int]]:
     """An argparse `type`: comma-separated OUTxIN weight shapes ("262144x640,2048x640"), each side >= 1."""
     shapes = []
@@ -309,6 +312,8 @@ def weight_shapes(text: str) -> list[tuple[int, int]]:
         sides = item.lower().split("x")
         if len(sides) != 2 or not all(side.isdigit() and int(side) >= 1 for side in sides):
             raise argparse.ArgumentTypeError(f"{item!r} is not OUTxIN (two whole numbers >= 1, e.g. 2048x640)")
+        if int(sides[0]) * int(sides[1]) > MAX_WEIGHT_ELEMENTS:  # torch's storage-size overflow, or an OOM
+            raise argparse.ArgumentTypeError(f"{item!r}: more than {MAX_WEIGHT_ELEMENTS} weights (8 GiB in float32)")
         shapes.append((int(sides[0]), int(sides[1])))
     if not shapes:
         raise argparse.ArgumentTypeError(f"{text!r}: give at least one OUTxIN shape")

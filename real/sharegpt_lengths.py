@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from lab.arguments import ArgumentParser
 from lab.errors import LabError
-from lab.io import write_json_atomic, write_text_atomic
+from lab.io import make_dirs, write_json_atomic, write_text_atomic
 from lab.paths import expand_path
 from lab.runs import package_versions
 from lab.slug import check_slug
@@ -152,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         if out.is_file() and not args.force:
             print(f"{out} exists (--force rebuilds it)")
             return 0
+        source = tokenizer_dir(args.tokenizer)
+        make_dirs(out.parent)  # a file in the way or an unwritable place fails here, not after minutes of tokenizing
         from transformers import AutoTokenizer
 
         from real.prompts import sharegpt_items
 
-        source = tokenizer_dir(args.tokenizer)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(source)
         items = list(sharegpt_items())

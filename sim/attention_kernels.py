@@ -16,6 +16,7 @@ dominates a serving step, weigh the most.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from sim.hardware import HARDWARE_NAMES, get_hardware
 from sim.models import ModelShape
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "attention_kernels.yaml"
+MAX_SIZE = 2**31  # a point's batch, seqlen, heads or head_dim (1e308 read as an integer overflows the FLOP count)
 POINT_KEYS = ("batch", "seqlen", "heads", "head_dim")
 
 
@@ -58,9 +60,10 @@ def load_points(path: str | Path) -> pd.DataFrame:
             except (KeyError, TypeError, ValueError):
                 raise LabError(f"{p}: runs[{i}].points[{j}]: batch, seqlen, heads, head_dim, causal and value "
                                "expected") from None
-            if min(batch, seqlen, heads, head_dim) < 1 or not value > 0 or not isinstance(causal, bool):
-                raise LabError(f"{p}: runs[{i}].points[{j}]: positive batch, seqlen, heads, head_dim and value, "
-                               "causal true or false expected")
+            sizes = (batch, seqlen, heads, head_dim)
+            if min(sizes) < 1 or max(sizes) > MAX_SIZE or not 0 < value < math.inf or not isinstance(causal, bool):
+                raise LabError(f"{p}: runs[{i}].points[{j}]: batch, seqlen, heads, head_dim from 1 to {MAX_SIZE}, a "
+                               "positive finite value, causal true or false expected")
             flops = 4.0 * batch * seqlen**2 * heads * head_dim / (2.0 if causal else 1.0)
             rows.append({"run": run["id"], "device": run["device"], "kernel": str(run["kernel"]), "fit": run["fit"],
                          "batch": batch, "seqlen": seqlen, "heads": heads, "head_dim": head_dim, "causal": causal,

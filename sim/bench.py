@@ -19,7 +19,10 @@ import pstats
 import sys
 import time
 
+from pydantic import ValidationError
+
 from lab.arguments import ArgumentParser
+from lab.config_base import validation_message
 from lab.config_sim import SimSection
 from lab.errors import LabError
 
@@ -29,14 +32,25 @@ def bench_config(args, duration: float) -> SimSection:
            "parametric": {"kind": "iid", "alpha": args.alpha, "concentration": 4.0}}
     if args.traces:
         acc = {"source": "traces", "paths": [args.traces], "max_draft": 7}
-    return SimSection.model_validate({
+    section = {
         "hardware": {"name": args.hardware}, "model": {"name": args.model, "drafter_layers": 2},
         "replicas": args.replicas, "router": "round_robin",
         "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 4096},
         "workload": {"kind": "trace", "trace_path": args.trace, "time_scale": args.time_scale,
                      "duration_s": duration, "warmup_s": 0.0, "drain": True, "drain_limit_s": 3600},
         "acceptance": acc, "policies": [{"kind": args.policy}], "sweep": {"axis": "none"},
-    })
+    }
+    try:
+        return SimSection.model_validate(section)
+    except ValidationError as exc:  # a flag's value the sim section refuses (--replicas 0, --alpha nan, --policy x)
+        field = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        flag = next((f for key, f in FLAG_OF_FIELD.items() if field.startswith(key)), "the command line")
+        raise LabError(f"python -m sim.bench: {flag}: {validation_message(exc)}") from None
+
+
+FLAG_OF_FIELD = {"workload.time_scale": "--time-scale", "workload.duration_s": "--time-scale", "replicas": "--replicas",
+                 "hardware": "--hardware", "model": "--model", "policies": "--policy", "acceptance.parametric.alpha":
+                 "--alpha", "acceptance": "--traces", "workload.trace_path": "--trace"}
 
 
 def main(argv=None) -> int:

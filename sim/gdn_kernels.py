@@ -44,7 +44,7 @@ def load_points(path: str | Path) -> pd.DataFrame:
                 raise LabError(f"{p}: runs[{i}].{key}: missing")
         if run["device"] not in HARDWARE_NAMES:
             raise LabError(f"{p}: runs[{i}].device: {run['device']!r} is not a hardware preset {HARDWARE_NAMES}")
-        if run["state_dtype"] not in STATE_DTYPE_BYTES:
+        if not isinstance(run["state_dtype"], str) or run["state_dtype"] not in STATE_DTYPE_BYTES:
             raise LabError(f"{p}: runs[{i}].state_dtype: {run['state_dtype']!r} is not one of "
                            f"{sorted(STATE_DTYPE_BYTES)}")
         if not isinstance(run["fit"], bool):

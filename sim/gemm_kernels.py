@@ -19,6 +19,7 @@ fraction of its own peak over the H100's (how the AMD sheets' mfu is set, sim/pr
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from lab.io import make_dirs, write_json_atomic, write_text_atomic
 from lab.report import markdown_table
 from lab.yaml_load import load_runs_list
 from sim.cost import CostModel
-from sim.hardware import get_hardware
+from sim.hardware import HARDWARE_NAMES, get_hardware
 from sim.models import ModelShape
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "gemm_kernels.yaml"
@@ -51,8 +52,12 @@ def load_points(path: str | Path) -> pd.DataFrame:
         for key in ("id", "device", "unit", "points"):
             if key not in run:
                 raise LabError(f"{p}: runs[{i}].{key}: missing")
+        if run["device"] != "other" and run["device"] not in HARDWARE_NAMES:
+            raise LabError(f"{p}: runs[{i}].device: {run['device']!r} is neither a hardware preset nor `other`")
         if run["unit"] not in ("us", "tflops"):
             raise LabError(f"{p}: runs[{i}].unit: {run['unit']!r} is not us or tflops")
+        if not isinstance(run["points"], list) or not run["points"]:
+            raise LabError(f"{p}: runs[{i}].points: a non-empty list of points expected")
         mamf = run.get("mamf", False)
         pts = run["points"]
         one_bf16 = isinstance(pts, list) and len(pts) == 1 and isinstance(pts[0], dict) and pts[0].get("dtype") == "bf16"
@@ -62,12 +67,14 @@ def load_points(path: str | Path) -> pd.DataFrame:
             try:
                 m, n, k, value = (int(point["m"]), int(point["n"]), int(point["k"]), float(point["value"]))
                 dtype, kernel = str(point["dtype"]), str(point["kernel"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 raise LabError(f"{p}: runs[{i}].points[{j}]: m, n, k, dtype, kernel and value expected") from None
             if min(m, n, k) < 1 or not value > 0 or dtype not in BASE_DTYPES + tuple(LOW_DTYPES):
                 raise LabError(f"{p}: runs[{i}].points[{j}]: positive m, n, k, value and a dtype of "
                                f"{BASE_DTYPES + tuple(LOW_DTYPES)} expected")
             us = 2.0 * m * n * k / (value * 1e12) * 1e6 if run["unit"] == "tflops" else value
+            if not 0.0 < us < math.inf:  # 1e308 TFLOP/s is 0 us
+                raise LabError(f"{p}: runs[{i}].points[{j}].value: {value!r} {run['unit']} is not a finite time")
             rows.append({"run": run["id"], "device": run["device"], "m": m, "n": n, "k": k, "dtype": dtype,
                          "kernel": kernel, "us": us, "speed": 1.0 / us, "mamf": mamf})
     return pd.DataFrame(rows)

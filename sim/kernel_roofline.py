@@ -30,6 +30,7 @@ the card its json names), row by row (profile.csv): the lab's own transformers e
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -67,19 +68,34 @@ def load_tables(path: str | Path) -> list[dict]:
         if run["device"] not in HARDWARE_NAMES:
             raise LabError(f"{p}: runs[{i}].device: {run['device']!r} is not a hardware preset (one is needed to "
                            "price the table)")
+        for key in ("tp", "layers"):  # optional; when given, the decode-step table multiplies by them
+            if key in run and not _positive_int(run[key]):
+                raise LabError(f"{p}: runs[{i}].{key}: {run[key]!r}; a positive integer expected")
+        for key, points in (("points", run["points"]), ("attention", run.get("attention") or [])):
+            if not isinstance(points, list) or not all(isinstance(x, dict) for x in points):
+                raise LabError(f"{p}: runs[{i}].{key}: a list of mappings expected")
         for j, point in enumerate(run["points"]):
-            if not all(k in point for k in ("gemm", "m", "n", "k", "dtype", "value")) or not _positive(point["value"]):
-                raise LabError(f"{p}: runs[{i}].points[{j}]: gemm, m, n, k, dtype and a positive value expected")
+            if (not all(k in point for k in ("gemm", "m", "n", "k", "dtype", "value")) or not _positive(point["value"])
+                    or not all(_positive_int(point[k]) for k in ("m", "n", "k"))
+                    or not all(isinstance(point[k], str) for k in ("gemm", "dtype"))):
+                raise LabError(f"{p}: runs[{i}].points[{j}]: gemm and dtype (words), positive integers m, n, k and a "
+                               "positive value expected")
         for j, point in enumerate(run.get("attention") or []):
-            if (not all(k in point for k in ("phase", "batch", "context", "q_heads", "kv_heads", "head_dim", "value"))
-                    or point["phase"] not in ("decode", "prefill") or not _positive(point["value"])):
-                raise LabError(f"{p}: runs[{i}].attention[{j}]: phase (decode or prefill), batch, context, q_heads, "
-                               "kv_heads, head_dim and a positive value expected")
+            sizes = ("batch", "context", "q_heads", "kv_heads", "head_dim")
+            if (not all(k in point for k in ("phase", *sizes, "value"))
+                    or point["phase"] not in ("decode", "prefill") or not _positive(point["value"])
+                    or not all(_positive_int(point[k]) for k in sizes)):
+                raise LabError(f"{p}: runs[{i}].attention[{j}]: phase (decode or prefill), positive integers batch, "
+                               "context, q_heads, kv_heads, head_dim and a positive value expected")
     return runs
 
 
 def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def attention_seconds(sheet, phase: str, batch: int, context: int, q_heads: int, kv_heads: int,
@@ -121,6 +137,9 @@ def priced_points(runs: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run", "device", "kind", "name", "regime",
                                                                    "measured_us", "simulated_us"])
     frame["ratio"] = frame.measured_us / frame.simulated_us
+    for column in ("m", "n", "k", "batch", "context", "q_heads", "kv_heads", "head_dim"):  # a file of one kind only
+        if column not in frame:
+            frame[column] = np.nan
     return frame
 
 
@@ -186,7 +205,7 @@ def implied(runs: list[dict], points: pd.DataFrame) -> pd.DataFrame:
         add("small-GEMM floor us", intercept, sheet.layer_overhead_us / len(LAYER_GEMMS), len(small),
             "bf16 GEMMs, M <= 16: intercept of the same line (a kernel's cost beyond its bytes); sheet column: "
             "layer_overhead_us / 4 GEMMs")
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["run", "device", "term", "implied", "sheet", "points", "from"])
 
 
 def kernel_steps(runs: list[dict], points: pd.DataFrame) -> pd.DataFrame:

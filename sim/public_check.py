@@ -576,7 +576,10 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
           else None if frontend == "off" else frontend)
     if fe is not None:
         section["frontend"] = fe
-    return section_with_defaults(SimSection.model_validate(section))
+    try:
+        return section_with_defaults(SimSection.model_validate(section))
+    except ValidationError as exc:  # a field the row's own schema lets through (vllm: 'latest' is no release)
+        raise LabError(f"row {row.id}: as a sim section, {validation_message(exc)}") from None
 
 
 def section_with_defaults(sim: SimSection) -> SimSection:
@@ -1204,8 +1207,10 @@ def main(argv=None) -> int:
                                "occupies the API server)")
         rows, occupancy = load_data(args.file)
         prior = load_prior(args.file)
-        if args.rows:
+        if args.rows is not None:  # --rows "" (an unset shell variable) names no row: not every row
             wanted = [x for x in args.rows.split(",") if x]
+            if not wanted:
+                raise LabError(f"--rows: {args.rows!r} names no row id (leave --rows out to run every row)")
             known = {r.id for r in rows}
             unknown = [x for x in wanted if x not in known]
             if unknown or not wanted:

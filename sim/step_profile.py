@@ -251,7 +251,8 @@ def _from_frame(frame, meta, csv_path: Path, json_path: Path | None = None) -> S
     arrays = {}
     for col in INT_COLUMNS:
         values = np.asarray(frame[col])
-        if values.dtype.kind not in "iuf" or not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+        if (values.dtype.kind not in "iuf" or not np.all(np.isfinite(values)) or np.any(values != np.round(values))
+                or np.any(np.abs(values) > 2**53)):  # 1e308 is a whole float, and no int64 (numpy warns, wraps)
             raise LabError(f"{csv_path}: column {col} must hold integers")
         arrays[col] = values.astype(np.int64)
     for col in FLOAT_COLUMNS:

@@ -47,10 +47,10 @@ from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from lab.arguments import data_check_parser, load_inputs, write_check_outputs
-from lab.config_base import StrictModel
+from lab.config_base import StrictModel, validation_message
 from lab.config_sim import SimSection
 from lab.errors import LabError
 from lab.report import markdown_table
@@ -158,6 +158,8 @@ def load_runs(path: str | Path) -> list[TpSeries]:
                 check_one_prefill_step(run, tp)
             except LabError as exc:
                 raise LabError(f"{path}: runs[{i}].points.{tp}: {exc}") from None
+            except ValidationError as exc:  # the sim section the run makes (engine_version: 'abc' is no release)
+                raise LabError(f"{path}: runs[{i}]: as a sim section, {validation_message(exc)}") from None
     return runs
 
 

@@ -65,6 +65,9 @@ COLUMNS = ["id", "device", "model", "moe", "tp", "all_reduce", "tokens", "hidden
 SIM_SAMPLER_FOR_UNKNOWN = "sort"  # the simulator's column prices a log of unstated sampler as the costliest
 
 
+MAX_CARD_GIB = 4096  # per GPU; the largest card in the presets holds 288 GB
+
+
 class MemoryLog(StrictModel):
     """One public startup log, per GPU (see the data file's header for each field)."""
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
@@ -121,6 +124,12 @@ class MemoryLog(StrictModel):
             raise ValueError("vocab and max_num_seqs come together (the sampler term needs both)")
         if self.reserve_fit and self.hidden is None:
             raise ValueError("hidden is required for a log the reserve is scored on (reserve_fit)")
+        over = [name for name in ("usable_gib", "weights_gib", "kv_gib", "non_torch_gib", "activation_gib",
+                                  "cuda_graph_gib", "cuda_graph_actual_gib")
+                if getattr(self, name) is not None and abs(getattr(self, name)) > self.total_gib]
+        if over or self.total_gib > MAX_CARD_GIB:  # a mistyped 1e308 overflowed the least-squares fits
+            raise ValueError(f"{', '.join(over) or 'total_gib'}: more than one GPU holds (total_gib {self.total_gib:g}, "
+                             f"at most {MAX_CARD_GIB} GiB)")
         if self.cuda_graphs and self.cuda_graph_gib is None:
             raise ValueError("cuda_graphs (the KV figure has the CUDA-graph estimate taken off) needs cuda_graph_gib")
         if (self.cuda_graph_gib is None) != (self.piecewise_graphs is None or self.full_graphs is None):

@@ -12,16 +12,46 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from lab.arguments import ArgumentParser
+from lab.arguments import ArgumentParser, positive_int
 from lab.config import load_config
+from lab.errors import LabError
 from real.decode import autoregressive_decode
 from real.rng import device_generator
 from real.targets import load_target
+
+
+def _engine_run(run: Path, variant: str, load_name: str):
+    """The engine run's config, its load `load_name`, that load's summary.json and the engine's worker threads;
+    LabError naming the file or flag a finished engine stage would have given."""
+    cfg = load_config(run / "config.yaml")
+    if cfg.engine is None:
+        raise LabError(f"{run / 'config.yaml'}: no engine section (the run of an experiment with an engine stage)")
+    load = next((x for x in cfg.engine.loads if x.name == load_name), None)
+    if load is None:
+        raise LabError(f"--load: {load_name!r} is not one of the run's loads {[x.name for x in cfg.engine.loads]}")
+    files = [run / "engine" / variant / load_name / "summary.json", run / "engine" / "step_profile.json"]
+    data = []
+    for path in files:
+        try:
+            data.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise LabError(f"{path}: not found (did the engine stage finish, and is --variant {variant!r} one of "
+                           "its variants?)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LabError(f"{path}: unreadable JSON ({exc})") from None
+        if not isinstance(data[-1], dict):
+            raise LabError(f"{path}: a JSON object expected")
+    summary, profile = data
+    for key in ("throughput_tok_s", "completed"):
+        if not isinstance(summary.get(key), (int, float)) or isinstance(summary[key], bool) or not summary[key] > 0:
+            raise LabError(f"{files[0]}: {key}: a positive number expected")
+    return cfg, load, summary, profile.get("threads")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -29,15 +59,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run", help="run directory of an experiment with an engine stage")
     parser.add_argument("--variant", default="nospec")
     parser.add_argument("--load", default="high")
-    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--prompts", type=positive_int, default=4)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of the lab's loop (default: the engine's worker threads)")
     args = parser.parse_args(argv)
-    run = Path(args.run)
-    cfg = load_config(run / "config.yaml")
-    load = next(x for x in cfg.engine.loads if x.name == args.load)
-    summary = json.loads((run / "engine" / args.variant / args.load / "summary.json").read_text())
-    engine_threads = json.loads((run / "engine" / "step_profile.json").read_text()).get("threads")
+    try:
+        cfg, load, summary, engine_threads = _engine_run(Path(args.run), args.variant, args.load)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     torch.set_num_threads(args.threads or engine_threads or torch.get_num_threads())
     target = load_target(cfg.target.model_copy(update={"dtype": cfg.engine.dtype}))
     vocab = target.config.vocab_size

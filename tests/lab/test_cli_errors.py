@@ -886,6 +886,19 @@ def public_csv(workdir, batch="4.0", ids=LAMBDA_70B) -> list[str]:
     return ["--public-csv", write(workdir, "pc.csv", "\n".join(lines) + "\n"), "--rows", ",".join(LAMBDA_70B)]
 
 
+def arrivals(workdir) -> str:
+    """A two-request arrival CSV of sim.bench's --trace."""
+    return write(workdir, "arrivals.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1,10,5\n")
+
+
+def engine_run(workdir) -> str:
+    """A run directory of experiments/fidelity_vllm.yaml whose engine stage has not run (no engine/ results)."""
+    run = workdir / "runs" / "fid" / "x"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text((ROOT / "experiments" / "fidelity_vllm.yaml").read_text())
+    return "runs/fid/x"
+
+
 # the `python -m ...` tools a user runs beside `lab`: the same rule (one line, exit 2, nothing damaged)
 TOOL_CASES = [
     ("public_check: unknown option", lambda w: ["sim.public_check", "--bogus", "x"],
@@ -908,6 +921,8 @@ TOOL_CASES = [
     ("cpu_linear: rows not numbers", lambda w: ["real.cpu_linear", "--rows", "4,many"],
      "argument --rows: 'many' is not an integer"),
     ("cpu_linear: zero rows", lambda w: ["real.cpu_linear", "--rows", "0"], "argument --rows: '0': must be at least 1"),
+    ("cpu_linear: a shape past memory", lambda w: ["real.cpu_linear", "--model-shapes", "99999999999x99999999"],
+     "argument --model-shapes: '99999999999x99999999': more than 2147483648 weights"),  # was torch's overflow
     ("cpu_linear: shape not OUTxIN", lambda w: ["real.cpu_linear", "--model-shapes", "2048"],
      "argument --model-shapes: '2048' is not OUTxIN"),
     ("drafter_check: negative prompt count", lambda w: ["real.engine.drafter_check", "runs/cli/existing", "--prompts", "-1"],
@@ -963,6 +978,48 @@ TOOL_CASES = [
     ("public_check: unknown key in a row", lambda w: [
         "sim.public_check", "--file", public_row_file(w, {"gpu_count": 1}, tpot_mean_ms=9.0), "--out", "pc"],
      "rows.yaml: rows[0].gpu_count: unknown key"),
+    # session 38 (h119): flags the sim section refuses were a pydantic traceback (sim.bench); a run directory without
+    # an engine section, an unknown --load, a missing summary.json were tracebacks (real.engine.bench); --rows ""
+    # (an unset shell variable) ran every row for minutes; an --out under a file failed after minutes of tokenizing
+    ("sim.bench: --replicas 0", lambda w: ["sim.bench", "azure", "--trace", arrivals(w), "--replicas", "0"],
+     "error: python -m sim.bench: --replicas: replicas: Input should be greater than or equal to 1"),
+    ("sim.bench: unknown --policy", lambda w: ["sim.bench", "azure", "--trace", arrivals(w), "--policy", "fast"],
+     "error: python -m sim.bench: --policy: policies.0.kind: Input should be"),
+    ("engine bench: a run without an engine section", lambda w: ["real.engine.bench", "runs/cli/existing"],
+     "config.yaml: no engine section"),
+    ("engine bench: an unknown --load", lambda w: ["real.engine.bench", engine_run(w), "--load", "peak"],
+     "--load: 'peak' is not one of the run's loads ['low', 'mid', 'high', 'azure']"),
+    ("engine bench: no summary.json", lambda w: ["real.engine.bench", engine_run(w)],
+     "engine/nospec/high/summary.json: not found"),
+    ("public_check: a row's vllm that is no release", lambda w: [
+        "sim.public_check", "--file", public_row_file(w, {"vllm": "latest"}, tpot_mean_ms=9.0), "--out", "pc"],
+     "row r: as a sim section, engine.vllm_version: Value error, 'latest' is not a vLLM release"),
+    ("step_breakdown: a row's vllm that is no release", lambda w: [
+        "sim.step_breakdown", "r", "--batch", "1", "--context", "10",
+        "--file", public_row_file(w, {"vllm": "latest"}, tpot_mean_ms=9.0)], "'latest' is not a vLLM release"),
+    ("public_check: --rows of no ids", lambda w: ["sim.public_check", "--rows", "", "--out", "pc"],
+     "--rows: '' names no row id"),
+    ("sharegpt_lengths: --out under a file", lambda w: ["real.sharegpt_lengths", "--out", "good.yaml/lengths.csv"],
+     "good.yaml: is a file, a directory is needed here"),
+    # the bench scripts built their lab sections from the flags unguarded: pydantic / LabError tracebacks, a
+    # --block-size 0 that never ended, a --cpu-linear mode found after the target loaded
+    ("real.bench: --dtypes float7", lambda w: ["real.bench", "--target", "tiny-qwen3", "--dtypes", "float7"],
+     "error: python -m real.bench: dtype: Input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
+    ("real.bench: --block-size 0", lambda w: ["real.bench", "--target", "tiny-qwen3", "--block-size", "0"],
+     "error: python -m real.bench: argument --block-size: '0': must be at least 1"),
+    ("real.bench_step: a target not embedded", lambda w: ["real.bench_step", "--target", "nope"],
+     "error: python -m real.bench_step: the flags: Value error, target.name 'nope' is not embedded"),
+    ("real.bench_step: --cpu-linear of no mode", lambda w: ["real.bench_step", "--target", "tiny-qwen3",
+                                                            "--cpu-linear", "fast"],
+     "error: python -m real.bench_step: argument --cpu-linear: 'fast': comma-separated modes of auto, on, off"),
+    ("real.bench_regen: --batch 0", lambda w: ["real.bench_regen", "--target", "tiny-qwen3", "--batch", "0"],
+     "error: python -m real.bench_regen: argument --batch: '0': must be at least 1"),
+    ("real.bench_train: --only no drafter", lambda w: ["real.bench_train", "--only", "medusa", "--out", "bt"],
+     "error: python -m real.bench_train: <config>: <root>: Value error, stages ['evaluate'] need at least one drafter"),
+    ("real.bench_busy: an unknown policy", lambda w: ["real.bench_busy", "--policies", "old,spin", "--out", "bb"],
+     "error: python -m real.bench_busy: argument --policies: 'old,spin': comma-separated policies of old, passive2, new"),
+    ("bench_live_ablation: a directory without traces", lambda w: ["dashboards.bench_live_ablation", "runs/cli"],
+     "runs/cli: not a run directory with traces/"),
     ("export_vllm: --target-out a directory of other files",
      lambda w: ["real.export_vllm", "runs/cli/existing", "--target-out", "runs/cli"],
      "--target-out runs/cli: a directory that holds no config.json"),

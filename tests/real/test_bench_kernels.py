@@ -100,6 +100,33 @@ def test_an_unwritable_output_fails_before_measuring(tmp_path, capsys, monkeypat
     assert "not writable" in capsys.readouterr().err and measured == []
 
 
+@pytest.mark.parametrize("args, fragment", [
+    (["--out", "{tmp}"], "is a directory, a YAML file path is needed"),  # was found after measuring
+    (["--out", "{tmp}/binary.yaml"], "exists and is not UTF-8 text"),  # was a UnicodeDecodeError traceback
+    (["--config", "{tmp}/list.json"], "a config.json holds one JSON object, not a list"),  # was AttributeError
+    (["--sheet", "h1000"], "argument --sheet: 'h1000' is not a hardware preset"),  # was written into the table
+    (["--device", "tpu"], "argument --device: 'tpu' is not a device"),  # was torch's RuntimeError
+    (["--repeats", "0"], "argument --repeats: '0': must be at least 1"),  # was StatisticsError after the warm-up
+    (["--sustained", "nan"], "argument --sustained: 'nan': a finite number of seconds"),
+])
+def test_bad_arguments_fail_before_measuring_with_one_line(tmp_path, capsys, monkeypatch, args, fragment):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "binary.yaml").write_bytes(b"\x81\xff\x00runs")
+    measured = []
+    monkeypatch.setattr(bk, "spin_up", lambda device: measured.append(device))  # the first step of measuring
+    argv = ["--config", str(config), "--m", "1", "--attention", "none", "--out", str(tmp_path / "k.yaml")]
+    try:
+        code = bk.main(argv + [a.format(tmp=tmp_path) for a in args])
+    except SystemExit as exc:  # argparse's one line
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and fragment in err and "\n" not in err, err
+    assert measured == [] and not (tmp_path / "k.yaml").exists()
+    assert (tmp_path / "binary.yaml").read_bytes() == b"\x81\xff\x00runs"
+
+
 def test_kernel_timer_synchronises_cuda_events_only_on_cuda():
     """The CPU path times with perf_counter and allocates no flush buffer (a CUDA-only object on a CPU box would
     be a device bug the GPU run would hit first)."""

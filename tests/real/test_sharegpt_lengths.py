@@ -91,6 +91,19 @@ def test_bad_arguments_are_one_line_and_exit_2(cache, capsys, args, fragment):
     assert not cache.exists()
 
 
+def test_an_out_in_an_unwritable_place_fails_before_the_tokenizer_loads(cache, capsys, monkeypatch, tmp_path):
+    """--out under a file was found only when the table was written, after minutes of tokenizing."""
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda *a, **k: pytest.fail("--out was checked after the tokenizer loaded"))
+    (tmp_path / "taken").write_text("x")
+    assert main(["--out", str(tmp_path / "taken" / "lengths.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'taken'}: is a file, a directory is needed here"
+    assert (tmp_path / "taken").read_text() == "x"
+
+
 def test_a_tokenizer_package_that_is_not_installed_says_how_to_install_it():
     from real.sharegpt_lengths import package_dir
 

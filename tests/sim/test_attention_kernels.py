@@ -115,6 +115,8 @@ def test_the_check_runs_and_writes_its_tables(tmp_path, capsys):
 @pytest.mark.parametrize(("changes", "field"), [({"device": "tpu"}, "device"), ({"unit": "us"}, "unit"),
                                                  ({"fit": "yes"}, "fit"), ({"points": []}, "points"),
                                                  ({"points": [{"batch": 1, "seqlen": 0, "heads": 1, "head_dim": 64,
+                                                               "causal": True, "value": 1.0}]}, "points[0]"),
+                                                 ({"points": [{"batch": 1, "seqlen": 1e308, "heads": 1, "head_dim": 64,
                                                                "causal": True, "value": 1.0}]}, "points[0]")])
 def test_a_bad_file_fails_with_one_line_naming_the_field(tmp_path, capsys, changes, field):
     path = _table(tmp_path / "bad.yaml", **changes)

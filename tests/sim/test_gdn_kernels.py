@@ -45,6 +45,10 @@ def test_bad_input_one_line(tmp_path):
                    "state_dtype: int4, fit: true, kernel_us: {32: 1.0}}\n")
     with pytest.raises(LabError, match=r"runs\[0\]\.state_dtype"):
         load_points(bad)
+    bad.write_text("runs:\n  - {id: x, url: 'https://a', device: h200, v_heads: 8, k_dim: 128, v_dim: 128, "
+                   "state_dtype: [bf16], fit: true, kernel_us: {32: 1.0}}\n")
+    with pytest.raises(LabError, match=r"runs\[0\]\.state_dtype"):  # a list: was 'unhashable type'
+        load_points(bad)
     assert main(["--file", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
 
 

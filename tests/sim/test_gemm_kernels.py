@@ -44,6 +44,11 @@ def test_speedups_name_what_each_column_includes(tmp_path):
     ([{"id": "a", "device": "h100", "unit": "us", "points": [{"m": 1, "n": 2, "k": 3, "dtype": "fp3",
                                                              "kernel": "x", "value": 1.0}]}], "points[0]"),
     ([{"id": "a", "unit": "us", "points": []}], "device"),
+    ([{"id": "a", "device": "tpu", "unit": "us", "points": []}], "device"),  # was a traceback after the load
+    ([{"id": "a", "device": "h100", "unit": "us", "points": None}], "points"),
+    ([{"id": "a", "device": "h100", "unit": "us", "points": []}], "points"),
+    ([{"id": "a", "device": "h100", "unit": "tflops", "points": [{"m": 1, "n": 2, "k": 3, "dtype": "bf16",
+                                                                 "kernel": "x", "value": 1e308}]}], "points[0].value"),
 ])
 def test_bad_files_name_the_field(tmp_path, runs, field):
     path = tmp_path / "g.yaml"

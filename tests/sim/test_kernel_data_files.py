@@ -39,3 +39,19 @@ def test_devices_are_presets_or_other(runs):
         assert run["device"] in set(HARDWARE_NAMES) | {"other"}, run["id"]
         if run["device"] == "other":
             assert run["device_name"], f"{run['id']}: an `other` device must say which card"
+
+
+@pytest.mark.parametrize("module", ["sim.gemm_kernels", "sim.attention_kernels", "sim.gdn_kernels", "sim.kernel_roofline"])
+def test_a_hand_edited_file_that_repeats_a_run_is_one_error_line(tmp_path, capsys, module):
+    """A run pasted twice was read twice (counted twice in every fit and median) by the checks that read the plain
+    runs list; the pydantic-validated files (moe_kernels, allreduce, ...) already refused it."""
+    import importlib
+
+    tool = importlib.import_module(module)
+    first = yaml.safe_load(Path(tool.DEFAULT_FILE).read_text())["runs"][0]
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump({"runs": [first, first]}))
+    assert tool.main(["--file", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {path}: runs: repeated ids ['{first['id']}']"
+    assert not (tmp_path / "o").exists()

@@ -136,6 +136,38 @@ def test_bad_files_fail_with_one_line(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
 
 
+POINT = {"gemm": "qkv", "m": 1, "n": 8, "k": 8, "dtype": "bf16", "value": 1.0}
+ATTENTION = {"phase": "decode", "batch": 1, "context": 64, "q_heads": 8, "kv_heads": 8, "head_dim": 64, "value": 1.0}
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"tp": "two"}, "runs[0].tp"), ({"tp": 0}, "runs[0].tp"), ({"layers": [36]}, "runs[0].layers"),
+    ({"points": None}, "runs[0].points"), ({"points": 5}, "runs[0].points"), ({"points": [1]}, "runs[0].points"),
+    ({"points": [{**POINT, "m": "one"}]}, "runs[0].points[0]"), ({"points": [{**POINT, "n": None}]}, "runs[0].points[0]"),
+    ({"points": [{**POINT, "gemm": ["qkv"]}]}, "runs[0].points[0]"),
+    ({"attention": [{**ATTENTION, "batch": 1.5}]}, "runs[0].attention[0]"), ({"attention": 3}, "runs[0].attention"),
+])
+def test_a_bad_field_is_one_line_not_a_traceback(tmp_path, capsys, changes, field):
+    """Each of these passed the loader and failed later in pricing with a TypeError / ValueError traceback."""
+    bad = tmp_path / "k.yaml"
+    bad.write_text(yaml.safe_dump({"runs": [{"id": "x", "device": "h100", "unit": "us", "model": "qwen3-8b",
+                                             "layers": 36, "points": [POINT], **changes}]}))
+    assert kr.main(["--fit", "--file", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and field in err[0], err
+    assert not (tmp_path / "o" / "points.csv").exists()
+
+
+def test_a_table_of_gemms_only_or_of_no_points_still_fits(tmp_path):
+    """--fit over a file without attention rows (or a run with no points) wrote nothing and raised AttributeError /
+    KeyError; the terms it cannot see are left empty."""
+    path = tmp_path / "k.yaml"
+    for points in ([POINT], []):
+        path.write_text(yaml.safe_dump({"runs": [{"id": "x", "device": "h100", "unit": "us", "points": points}]}))
+        assert kr.main(["--fit", "--file", str(path), "--out", str(tmp_path / "o")]) == 0
+        assert (tmp_path / "o" / "implied.csv").is_file()
+
+
 def test_a_sustained_run_reports_the_mfu_of_its_settled_half(tmp_path):
     peak = get_hardware("h100").peak_for("bf16")
     busy = [{"t_s": i / 2, "tflops": 0.8 * peak if i < 4 else 0.6 * peak, "sm_mhz": 1980 if i < 4 else 1300,

@@ -165,6 +165,7 @@ def test_the_servers_max_model_len_sets_a_v0_releases_prefill():
     ({"model_config": "sim/validation/configs/no-such.json"}, "runs[0].model_config"),
     ({"device": "rtx-9090"}, "runs[0].device"),
     ({"url_pattern": "https://example.org/no-placeholder"}, "runs[0].url_pattern"),
+    ({"engine": "vllm", "engine_version": "latest"}, "engine.vllm_version"),  # was a pydantic traceback
 ])
 def test_bad_runs_are_one_error_line(tmp_path, capsys, bad, field):
     path = _write(tmp_path / "bad.yaml", [{**_series({1: 5.0, 2: 4.0, 4: 3.0, 8: 2.0}), **bad}])

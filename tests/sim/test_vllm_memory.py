@@ -67,6 +67,9 @@ def test_main_writes_the_table_and_the_fit(tmp_path):
     ({"url": "http://example.org"}, "url"),
     ({"device": "no-such-card"}, "entry"),
     ({"kv_gib": None}, "entry"),
+    ({"kv_gib": 1e308}, "entry"),  # more than the card: was numpy's LinAlgError in the fits
+    ({"weights_gib": 1e308}, "entry"),
+    ({"total_gib": 1e308, "usable_gib": None}, "entry"),
 ])
 def test_bad_field_is_one_error_line_and_exit_2(tmp_path, capsys, patch, field):
     run = {**_log(0, 2048, 4096, 1, 1.0), **patch}
