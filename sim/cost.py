@@ -840,7 +840,11 @@ class CostModel:
     def step_time_vec(self, tokens: np.ndarray, kv_sum: float, n_reqs: int, spec: bool,
                       drafts: np.ndarray | int = 0) -> np.ndarray:
         """Vectorised step_time over an array of token counts (same batch, different verify budgets);
-        `drafts`: the draft tokens among each entry's tokens (an array of the same shape, or one number)."""
+        `drafts`: the draft tokens among each entry's tokens (an array of the same shape, or one number).
+        Without step_time's per-step terms that do not vary with the verify budget -- a hybrid model's state copies
+        and FlashInfer GDN prefill kernel (state_copies, chunk_max / chunk_sum), attn_ctx, moe_tokens: it prices
+        what a policy compares (sps_curve, sps_table; sim/cluster.py Replica._choose), never a step's duration,
+        which step_time gives (tests/sim/test_cost.py holds the two equal where both apply)."""
         tokens = np.asarray(tokens, dtype=np.float64)
         mult = 1.0
         if self._bucket_list is not None:
