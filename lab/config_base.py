@@ -114,10 +114,19 @@ def validation_message(exc: ValidationError, blank: str = "<root>") -> str:
     required key is missing): the part of the one error line after the file it names (`blank` when the error is
     the whole entry's; blank "": the message alone, which names its fields itself)."""
     errors = exc.errors()
-    err = errors[0]
-    arms = _union_arms(errors)
-    field = ".".join(str(p) for p in (err["loc"][:-1] if arms else err["loc"])) or blank
+    inside = _inside_arm(errors)
+    err = inside or errors[0]
+    arms = [] if inside else _union_arms(errors)
+    loc = _without_arm_tag(err["loc"], len(errors[0]["loc"]) - 1) if inside else err["loc"]
+    if arms:
+        loc = loc[:-1]
+    key = None
+    if loc[-1:] == ("[key]",):  # a mapping's key, not its value: "max_bytes: key 1: ...", not "max_bytes.1.[key]"
+        key, loc = loc[-2], loc[:-2]
+    field = ".".join(str(p) for p in loc) or blank
     message = _union_message(arms) if arms else err["msg"]
+    if key is not None:
+        message = f"key {key}: {message}"
     if err["type"] == "extra_forbidden":
         hint = flag_hint(err["loc"])  # a vLLM flag's name: the key that says it here
         message = f"unknown key ({hint})" if hint else "unknown key"
@@ -130,7 +139,7 @@ def validation_message(exc: ValidationError, blank: str = "<root>") -> str:
         message = f"{message}, not null (`key:` with nothing after it, or `--set key=`)"
     elif err["type"] == "string_pattern_mismatch" and err["loc"][-1:] == ("device",):
         message = f"{err['input']!r} is not a device: expected cpu, cuda, cuda:N or mps"
-    shown = len(arms) or 1
+    shown = len(arms) or (2 if inside else 1)
     more = f" (+{len(errors) - shown} more)" if len(errors) > shown else ""
     return f"{field}: {message}{more}" if field else f"{message}{more}"
 
@@ -165,6 +174,26 @@ def _union_arms(errors: list[dict]) -> list[dict]:
     arms = [e for e in errors
             if len(e["loc"]) == len(loc) and e["loc"][:-1] == loc[:-1] and _is_union_tag(e["loc"][-1])]
     return arms if len(arms) > 1 else []
+
+
+def _inside_arm(errors: list[dict]) -> dict | None:
+    """Where one member of a union refused the value's type outright and another took the type and failed inside
+    it (`max_bytes: {1: 8}`, int | dict[tp, bytes]: int said "Input should be a valid integer", the mapping's key 1
+    is below 2), the latter's first error: what the value got wrong. None otherwise."""
+    loc = errors[0]["loc"]
+    if len(errors) < 2 or not loc or not _is_union_tag(loc[-1]):
+        return None
+    at = len(loc) - 1
+    for e in errors[1:]:
+        deeper = e["loc"]
+        if len(deeper) > len(loc) and deeper[:at] == loc[:at] and _is_union_tag(deeper[at]):
+            return e
+    return None
+
+
+def _without_arm_tag(loc: tuple, at: int) -> tuple:
+    """`loc` without the union member's tag at position `at`."""
+    return tuple(loc[:at]) + tuple(loc[at + 1:])
 
 
 def _union_message(arms: list[dict]) -> str:

@@ -516,10 +516,11 @@ class EngineSpec(StrictModel):
         "gathered into a copy and scattered back in every linear layer), split (from it: the prefill requests "
         "only; the decodes update their states in place). sim/linear_attn.py")
     linear_attn_autotune_s: float = Field(
-        0.0, ge=0, description="seconds a Gated DeltaNet hybrid model's (Qwen3-Next / Qwen3.5) first step holding a "
-        "prefill adds once per replica: a fresh server's Triton autotuning of FLA's chunked kernels (others: no "
-        "effect); unset: what engine.vllm_version does on the card (sim.linear_attn.first_prefill_autotune_s: "
-        "before 0.18 on cards other than compute capability 9.0)")
+        0.0, ge=0, le=3600, description="seconds a Gated DeltaNet hybrid model's (Qwen3-Next / Qwen3.5) first step "
+        "holding a prefill adds once per replica: a fresh server's Triton autotuning of FLA's chunked kernels (others: "
+        "no effect); unset: what engine.vllm_version does on the card (sim.linear_attn.first_prefill_autotune_s: "
+        "before 0.18 on cards other than compute capability 9.0); at most an hour (1e300 stalled every replica's "
+        "clock past any run's end)")
     gpu_memory_utilization: float = Field(
         0.92, gt=0, le=1, description="fraction of GPU memory for weights, activations, CUDA graphs and KV; 0.92: "
         "vLLM's default since 0.20, which keeps the CUDA-graph estimate back too (PR 38284; 0.9 before)")

@@ -30,12 +30,15 @@ and exits 2. Nothing is written.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import TypeAdapter, ValidationError
 
 from lab.arguments import ArgumentParser
-from lab.config_sim import CostSpec
+from lab.config_base import validation_message
+from lab.config_sim import CostSpec, HardwareSpec
 from lab.errors import LabError, print_or_fail
 from lab.report import markdown_table
 from sim.public_check import DEFAULT_FILE, FRONTEND_MODES, matching_seed, row_sim_config, rows_by_id
@@ -118,8 +121,15 @@ def parse_settings(items: list[str]) -> dict:
             number = float(value)
         except ValueError:
             raise LabError(f"sim.client_cadence: --set {item!r}: {value!r} is not a number") from None
-        if not np.isfinite(number) or number < 0:
-            raise LabError(f"sim.client_cadence: --set {item!r}: a finite value of at least 0 is needed")
+        if not np.isfinite(number):
+            raise LabError(f"sim.client_cadence: --set {item!r}: a finite value is needed")
+        # the field's own bounds (mfu 0 or 2, eager_penalty 0.5 were pydantic tracebacks from row_sim_config)
+        section = HardwareSpec if key in HARDWARE_TERMS else CostSpec
+        field = section.model_fields[key]
+        try:
+            TypeAdapter(Annotated[field.annotation, field]).validate_python(number)
+        except ValidationError as exc:
+            raise LabError(f"sim.client_cadence: --set {validation_message(exc, key)}") from None
         settings[key] = number
     return settings
 

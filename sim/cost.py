@@ -142,6 +142,7 @@ from sim.hardware import (
     achievable_bandwidth,
     achievable_flops,
     hardware_from_config,
+    vllm_platform,
 )
 from sim.kv_cache import GIB, kv_cache_blocks
 from sim.linear_attn import STATE_COPY_PASSES, flashinfer_prefill_sms, gdn_prefill_kernel_s
@@ -149,7 +150,7 @@ from sim.marlin_moe import marlin_padding_factor
 from sim.models import ModelShape, model_from_config
 from sim.quant import W8A8_DTYPES
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
-from sim.vllm_versions import vllm_all2all, vllm_symm_mem_allreduce
+from sim.vllm_versions import engine_async_scheduling, vllm_all2all, vllm_symm_mem_allreduce
 
 
 def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, experts: int,
@@ -638,7 +639,7 @@ class CostModel:
                    layer_overhead_s=None if c.layer_overhead_us is None else c.layer_overhead_us / 1e6,
                    request_overhead_s=None if c.request_overhead_us is None else c.request_overhead_us / 1e6,
                    graph_layer_s=graph_mode_layer_s(sim.engine.cuda_graph_mode, hw.graphs),
-                   async_scheduling=sim.engine.async_scheduling,
+                   async_scheduling=engine_async_scheduling(sim.engine, vllm_platform(hw)),
                    symm_mem_allreduce=vllm_symm_mem_allreduce(sim.engine.vllm_version),
                    gdn_prefill_sms=flashinfer_prefill_sms(sim.engine.vllm_version, hw.name, bool(model.linear_layers)),
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
@@ -839,7 +840,11 @@ class CostModel:
     def step_time_vec(self, tokens: np.ndarray, kv_sum: float, n_reqs: int, spec: bool,
                       drafts: np.ndarray | int = 0) -> np.ndarray:
         """Vectorised step_time over an array of token counts (same batch, different verify budgets);
-        `drafts`: the draft tokens among each entry's tokens (an array of the same shape, or one number)."""
+        `drafts`: the draft tokens among each entry's tokens (an array of the same shape, or one number).
+        Without step_time's per-step terms that do not vary with the verify budget -- a hybrid model's state copies
+        and FlashInfer GDN prefill kernel (state_copies, chunk_max / chunk_sum), attn_ctx, moe_tokens: it prices
+        what a policy compares (sps_curve, sps_table; sim/cluster.py Replica._choose), never a step's duration,
+        which step_time gives (tests/sim/test_cost.py holds the two equal where both apply)."""
         tokens = np.asarray(tokens, dtype=np.float64)
         mult = 1.0
         if self._bucket_list is not None:

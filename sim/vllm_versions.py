@@ -79,11 +79,21 @@ def vllm_all2all(version: str | None) -> str:
 ASYNC_SCHEDULING_SINCE = (0, 14, 0)
 
 
-def vllm_async_scheduling(version: str | None) -> bool:
+def vllm_async_scheduling(version: str | None, device: str = "cuda") -> bool:
     """Whether `vllm serve` of release `version` runs async scheduling by default (engine.async_scheduling):
-    from 0.14.0 (ASYNC_SCHEDULING_SINCE); False before it and for a run that does not name its release (priced as
-    before: the per-request host time in series with the GPU's)."""
-    return version is not None and version_tuple(version) >= ASYNC_SCHEDULING_SINCE
+    from 0.14.0 (ASYNC_SCHEDULING_SINCE) on a GPU; False before it, on the CPU backend (`device` cpu, which the
+    default leaves out, PR #31998) and for a run that does not name its release (priced as before: the per-request
+    host time in series with the GPU's)."""
+    return version is not None and device != "cpu" and version_tuple(version) >= ASYNC_SCHEDULING_SINCE
+
+
+def engine_async_scheduling(engine, device: str = "cuda") -> bool:
+    """engine.async_scheduling where the section sets it, else (left unset) its release's default on `device`
+    (vllm_async_scheduling): what sim.cost.CostModel.from_config prices, from the section as written (the cost model
+    is built before sim.hardware.engine_with_defaults fills in the rest)."""
+    if "async_scheduling" in engine.model_fields_set:
+        return engine.async_scheduling
+    return vllm_async_scheduling(engine.vllm_version, device)
 
 
 # Torch symmetric-memory all-reduce (vLLM PR #20759, VLLM_ALLREDUCE_USE_SYMM_MEM): off by default through 0.10.2
@@ -223,6 +233,8 @@ def release_defaults(engine, v1_limits: dict, model=None, device: str = "cuda") 
             budget_needs_length = not chunked or version_tuple(version) < V0_CHUNK_BUDGETS[1][0]
             limits["max_num_batched_tokens"] = v0_batched_tokens(version, chunked,
                                                                  length() if budget_needs_length else None)
+    if "async_scheduling" in out:  # the release's default on this device (the CPU backend runs none)
+        out["async_scheduling"] = vllm_async_scheduling(version, device)
     if engine.enable_chunked_prefill is None:
         out["enable_chunked_prefill"] = chunked
     out.update({k: v for k, v in limits.items() if getattr(engine, k) is None})

@@ -422,6 +422,31 @@ CASES = [
      "sim.frontend.output_token_ms with sim.engine.disaggregated_prefill"),
     ("engine given under both names", lambda w: ["validate", sim_yaml(w, {"engine": {}, "batching": {}})],
      "give sim.engine only"),
+    # the session's new engine and interconnect fields
+    ("async scheduling not a boolean", lambda w: ["validate", sim_yaml(w, {"engine": {"async_scheduling": "maybe"}})],
+     "sim.engine.async_scheduling: Input should be a valid boolean"),
+    ("negative autotune time", lambda w: ["validate", sim_yaml(w, {"engine": {"linear_attn_autotune_s": -1}})],
+     "sim.engine.linear_attn_autotune_s: Input should be greater than or equal to 0"),
+    ("huge autotune time", lambda w: ["validate", sim_yaml(w, {"engine": {"linear_attn_autotune_s": 1e300}})],
+     "sim.engine.linear_attn_autotune_s: Input should be less than or equal to 3600"),
+    # max_bytes is a number or a mapping tp -> bytes: a tp key below 2 said "max_bytes.int: Input should be a valid
+    # integer (+1 more)", the arm the mapping was never meant for
+    ("custom all-reduce tp key below 2", lambda w: ["validate", sim_yaml(w, {"hardware": {"preset": "h100", "interconnect": {
+        "kind": "nvlink", "bandwidth_gbs": 300, "custom_allreduce": {"latency_us": 5, "bandwidth_gbs": 100,
+                                                                     "max_bytes": {1: 8}}}}})],
+     "sim.hardware.interconnect.custom_allreduce.max_bytes: key 1: Input should be greater than or equal to 2"),
+    ("symmetric-memory tp key below 2", lambda w: ["validate", sim_yaml(w, {"hardware": {"preset": "h100", "interconnect": {
+        "kind": "nvlink", "bandwidth_gbs": 300, "symm_mem_allreduce": {"latency_us": 5, "bandwidth_gbs": 100,
+                                                                       "max_bytes": {0: 8}}}}})],
+     "sim.hardware.interconnect.symm_mem_allreduce.max_bytes: key 0: Input should be greater than or equal to 2"),
+    ("custom all-reduce without P2P", lambda w: ["validate", sim_yaml(w, {"hardware": {"preset": "h100", "interconnect": {
+        "kind": "ethernet", "bandwidth_gbs": 300, "custom_allreduce": {"latency_us": 5, "bandwidth_gbs": 100,
+                                                                       "max_bytes": 8388608}}}})],
+     "custom_allreduce needs GPU peer-to-peer on one node; kind ethernet has none"),
+    ("symmetric memory over PCIe", lambda w: ["validate", sim_yaml(w, {"hardware": {"preset": "h100", "interconnect": {
+        "kind": "pcie", "bandwidth_gbs": 30, "symm_mem_allreduce": {"latency_us": 5, "bandwidth_gbs": 100,
+                                                                    "max_bytes": {4: 8}}}}})],
+     "symm_mem_allreduce needs NVLink multicast; kind pcie has none"),
     ("draft length above max_draft", lambda w: ["validate", sim_yaml(w, {"acceptance": {
         "max_draft": 4, "parametric": {"draft_tokens_mean": 4.5}}})],
      "parametric.draft_tokens_mean 4.5 exceeds max_draft 4"),

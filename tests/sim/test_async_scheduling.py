@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sim.cost import CostModel
+from sim.hardware import engine_with_defaults
 from sim.public_check import REPO_ROOT, load_rows, row_sim_config
 from sim.simulate import _cost_model
 from sim.step_breakdown import decode_terms
@@ -81,3 +82,23 @@ def test_the_public_rows_take_it_from_their_release():
     stated = row.model_copy(update={"engine": row.engine.model_copy(update={"async_scheduling": True})})
     stated._frontend = row._frontend
     assert row_sim_config(stated).engine.async_scheduling is True
+
+
+def test_a_yaml_naming_its_release_is_priced_with_that_release_s_default():
+    # the cost model is built from the section as written, before engine_with_defaults fills it in: a YAML's
+    # engine.vllm_version 0.15.0 without async_scheduling was priced in series (the README says the version sets it)
+    def cost(hardware="h100", **engine):
+        sim = make_sim(hardware={"preset": hardware}, model={"config": QWEN3_06B}, engine=engine)
+        return _cost_model(sim, None, lambda p: False)
+
+    assert cost(vllm_version="0.15.0").async_scheduling is True
+    assert cost(vllm_version="0.13.0").async_scheduling is False
+    assert cost().async_scheduling is False  # no release named: as before
+    assert cost(vllm_version="0.15.0", async_scheduling=False).async_scheduling is False  # the YAML's own word
+    assert cost(vllm_version="0.11.0", async_scheduling=True).async_scheduling is True
+    # the CPU backend runs no async scheduling by default (PR 31998), here and in the engine section's defaults
+    assert cost("cpu", vllm_version="0.15.0").async_scheduling is False
+    assert vllm_async_scheduling("0.15.0", "cpu") is False
+    sim = make_sim(hardware={"preset": "cpu"}, model={"config": QWEN3_06B}, engine={"vllm_version": "0.15.0"})
+    cm = _cost_model(sim, None, lambda p: False)
+    assert engine_with_defaults(sim.engine, cm.hw, cm.model).async_scheduling is False

@@ -69,7 +69,14 @@ def test_command_line(capsys):
                          ([BURST_ROW, "--set", "mfu"], "expected KEY=VALUE"),
                          ([BURST_ROW, "--set", "weights=1"], "expected KEY=VALUE"),
                          ([BURST_ROW, "--set", "mfu=fast"], "is not a number"),
-                         ([BURST_ROW, "--set", "request_overhead_us=-1"], "at least 0")]:
+                         ([BURST_ROW, "--set", "request_overhead_us=-1"],
+                          "request_overhead_us: Input should be greater than or equal to 0"),
+                         ([BURST_ROW, "--set", "mfu=nan"], "a finite value"),
+                         # the field's own bounds: these were pydantic tracebacks (exit 1) once the row was built
+                         ([BURST_ROW, "--set", "mfu=0"], "mfu: Input should be greater than 0"),
+                         ([BURST_ROW, "--set", "mfu=2"], "mfu: Input should be less than or equal to 1"),
+                         ([BURST_ROW, "--set", "eager_penalty=0.5"],
+                          "eager_penalty: Input should be greater than or equal to 1")]:
         assert cc.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: sim.client_cadence:") and needle in err and err.count("\n") == 1
