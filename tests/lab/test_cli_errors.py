@@ -1040,7 +1040,7 @@ TOOL_CASES = [
     ("real.bench_regen: --batch 0", lambda w: ["real.bench_regen", "--target", "tiny-qwen3", "--batch", "0"],
      "error: python -m real.bench_regen: argument --batch: '0': must be at least 1"),
     ("real.bench_train: --only no drafter", lambda w: ["real.bench_train", "--only", "medusa", "--out", "bt"],
-     "error: python -m real.bench_train: <config>: <root>: Value error, stages ['evaluate'] need at least one drafter"),
+     "error: python -m real.bench_train: <config>: Value error, stages ['evaluate'] need at least one drafter"),
     ("real.bench_busy: an unknown policy", lambda w: ["real.bench_busy", "--policies", "old,spin", "--out", "bb"],
      "error: python -m real.bench_busy: argument --policies: 'old,spin': comma-separated policies of old, passive2, new"),
     ("bench_live_ablation: a directory without traces", lambda w: ["dashboards.bench_live_ablation", "runs/cli"],
