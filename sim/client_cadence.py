@@ -41,9 +41,8 @@ from lab.config_base import validation_message
 from lab.config_sim import CostSpec, HardwareSpec
 from lab.errors import LabError, print_or_fail
 from lab.report import markdown_table
-from sim.public_check import DEFAULT_FILE, FRONTEND_MODES, matching_seed, row_sim_config, rows_by_id
+from sim.public_check import DEFAULT_FILE, FRONTEND_MODES, rows_by_id, run_row
 from sim.serving_metrics import per_request
-from sim.simulate import prepare_inputs, simulate
 
 # the statistics, in a vllm bench block's order (ms, and output tokens / s for the peak)
 STATS = ("ttft_mean_ms", "ttft_median_ms", "ttft_p99_ms", "tpot_mean_ms", "tpot_median_ms", "tpot_p99_ms",
@@ -83,7 +82,9 @@ def peak_chunks_per_s(t: np.ndarray, start: float) -> float:
     return float(np.bincount(buckets[buckets >= 0]).max())
 
 
-def _mean_median_p99(values: np.ndarray, scale: float) -> tuple[float, float, float]:
+def mean_median_p99(values: np.ndarray, scale: float) -> tuple[float, float, float]:
+    """Mean, median and P99 (numpy's linear interpolation, as vLLM's benchmark) of the finite `values` x `scale`;
+    nan each where none is finite."""
     values = values[np.isfinite(values)]
     if not len(values):
         return (float("nan"),) * 3
@@ -99,11 +100,11 @@ def client_stats(requests: pd.DataFrame, token_log: list | None) -> dict:
     done = per[per["finished"]]
     rid, t = chunk_times(requests, token_log)
     out = dict(zip(("ttft_mean_ms", "ttft_median_ms", "ttft_p99_ms"),
-                   _mean_median_p99(done["ttft_s"].to_numpy(np.float64), 1e3)))
+                   mean_median_p99(done["ttft_s"].to_numpy(np.float64), 1e3)))
     out.update(zip(("tpot_mean_ms", "tpot_median_ms", "tpot_p99_ms"),
-                   _mean_median_p99(done["tpot_ms"].to_numpy(np.float64), 1.0)))
+                   mean_median_p99(done["tpot_ms"].to_numpy(np.float64), 1.0)))
     out.update(zip(("itl_mean_ms", "itl_median_ms", "itl_p99_ms"),
-                   _mean_median_p99(inter_token_latencies(rid, t), 1e3)))
+                   mean_median_p99(inter_token_latencies(rid, t), 1e3)))
     start = float(done["arrival_s"].min()) if len(done) else 0.0
     out["peak_output_tok_s"] = peak_chunks_per_s(t, start)
     return out
@@ -136,10 +137,7 @@ def parse_settings(items: list[str]) -> dict:
 
 def row_stats(row, settings: dict | None = None, frontend: str = "file") -> dict:
     """client_stats of one public row run as sim.public_check.simulate_row runs it (config, matching seed)."""
-    sim = row_sim_config(row, settings or None, frontend=frontend)
-    inputs = prepare_inputs(sim, seed=0)
-    seed = matching_seed(row, sim, inputs.length_table, inputs.seed)
-    result = simulate(inputs, "ar", seed=seed, record_tokens=True)
+    result = run_row(row, settings or None, frontend, record_tokens=True)
     return client_stats(result.requests, result.token_log)
 
 

@@ -24,8 +24,8 @@ import numpy as np
 
 from lab.arguments import ArgumentParser
 from lab.errors import print_or_fail
-from sim.public_check import DEFAULT_FILE, matching_seed, row_sim_config, rows_by_id
-from sim.simulate import prepare_inputs, simulate
+from sim.client_cadence import mean_median_p99
+from sim.public_check import DEFAULT_FILE, rows_by_id, run_row
 
 COLUMNS = ["steps", "decode-only steps", "decode-only ms (median)", "mixed steps", "mixed ms (median)",
            "mixed chunk tokens (median)", "prefill-only steps", "prefill-only s", "run s",
@@ -44,26 +44,21 @@ def itl_stats(steps: np.ndarray) -> dict[str, float]:
     steps = np.asarray(steps, dtype=np.float64).reshape(-1, 4)
     dt, dec, chunks, chunk_tokens = steps.T
     alone, mixed, prefill = (dec > 0) & (chunks == 0), (dec > 0) & (chunks > 0), dec == 0
-    itl = np.repeat(dt, dec.astype(np.int64))
+    itl_mean, itl_median, itl_p99 = mean_median_p99(np.repeat(dt, dec.astype(np.int64)), 1e3)
     return {
         "steps": len(steps), "decode-only steps": int(alone.sum()),
         "decode-only ms (median)": 1e3 * median_or_nan(dt[alone]),
         "mixed steps": int(mixed.sum()), "mixed ms (median)": 1e3 * median_or_nan(dt[mixed]),
         "mixed chunk tokens (median)": median_or_nan(chunk_tokens[mixed]),
         "prefill-only steps": int(prefill.sum()), "prefill-only s": float(dt[prefill].sum()), "run s": float(dt.sum()),
-        "ITL mean ms": 1e3 * float(itl.mean()) if len(itl) else float("nan"),
-        "ITL median ms": 1e3 * median_or_nan(itl),
-        "ITL P99 ms": 1e3 * float(np.percentile(itl, 99)) if len(itl) else float("nan"),
+        "ITL mean ms": itl_mean, "ITL median ms": itl_median, "ITL P99 ms": itl_p99,
         "mixed share of ITLs": float(dec[mixed].sum() / dec.sum()) if dec.sum() else float("nan"),
     }
 
 
 def row_steps(row) -> np.ndarray:
     """The simulated steps of one public row, every replica's in turn: [n, 4] as itl_stats reads them."""
-    sim = row_sim_config(row)
-    inputs = prepare_inputs(sim, seed=0)
-    seed = matching_seed(row, sim, inputs.length_table, inputs.seed)
-    result = simulate(inputs, "ar", seed=seed, keep_cluster=True, record_steps=True)
+    result = run_row(row, keep_cluster=True, record_steps=True)
     logs = [rep.step_log for rep in result.cluster.replicas]
     return np.array([s for log in logs for s in log], dtype=np.float64).reshape(-1, 4)
 

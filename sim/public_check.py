@@ -635,6 +635,16 @@ def run_metrics(row: PublicRow, log: pd.DataFrame, token_log: list | None = None
     return out
 
 
+def run_row(row: PublicRow, hardware: dict | None = None, frontend: dict | str = "file", **simulate_kwargs):
+    """One run of a row as simulate_row runs it (its config and matching seed, policy ar); `simulate_kwargs` go to
+    sim.simulate.simulate (record_tokens, record_steps, keep_cluster): what the per-row tools (sim.client_cadence,
+    sim.itl_breakdown) read besides the metrics."""
+    sim = row_sim_config(row, hardware, frontend=frontend)
+    inputs = prepare_inputs(sim, seed=0)
+    seed = matching_seed(row, sim, inputs.length_table, inputs.seed)
+    return simulate(inputs, "ar", seed=seed, **simulate_kwargs)
+
+
 def simulate_row(row: PublicRow, hardware: dict | None = None, lengths_mode: str = "auto",
                  frontend: dict | str = "file", draws: int = 1) -> dict:
     """Simulated metrics of one row (METRICS columns) and the run's own numbers. `draws` > 1: a row whose lengths
