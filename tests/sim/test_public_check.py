@@ -52,6 +52,9 @@ def test_iog_rows_are_held_out_and_say_what_their_file_says():
                                                                    r.gpu), r.id
         assert r.bench.dataset == "sharegpt" and r.bench.num_prompts == 200 and r.bench.lengths == "mean", r.id
         assert r.bench.seed == 42, r.id  # run_benchmark.sh's --seed (834d4bd)
+        # run_benchmark.sh loops --request-rate 32, 16, 8, 4, 1 against one server: every point after the first
+        # sends the prompts the one before sent
+        assert r.bench.after_same_prompts == (r.bench.request_rate < 32), r.id
 
 
 CLOUDRIFT_FILE = re.compile(r"/cloudrift-ai/server-benchmark/blob/[0-9a-f]{40}/results/(?:rtx4900_rtx5900_pro6000_08_10_2025/)?"
@@ -1098,7 +1101,7 @@ def test_a_poisson_sharegpt_row_of_benchmark_serving_is_sent_at_its_clients_seed
 
     assert client_send_seed(variant(bench__seed=0)) == 0
     assert client_send_seed(variant(vllm="0.10.0")) is None and client_send_seed(variant(vllm=None)) is None
-    assert client_send_seed(variant(bench__request_rate=float("inf"))) is None
+    assert client_send_seed(variant(bench__request_rate=float("inf"), bench__after_same_prompts=False)) is None
     random_row = variant(bench__dataset="random", bench__tokenizer=None, bench__lengths="fixed")
     assert client_send_seed(random_row) is None and row_sim_config(random_row).workload.client_seed is None
 

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from lab.errors import LabError
 from sim.kv_cache import HybridKV, KVGroups, PagedKV
-from sim.public_check import BenchSpec
+from sim.public_check import DEFAULT_FILE, BenchSpec, row_sim_config, rows_by_id, run_row
 from sim.simulate import prepare_inputs, simulate
 from tests.sim.conftest import make_sim
 
@@ -94,3 +94,19 @@ def test_public_rows_after_same_prompts_needs_a_finite_rate():
     assert BenchSpec.model_validate({**base, "request_rate": 4.0, "after_same_prompts": True}).after_same_prompts
     with pytest.raises(ValidationError, match="after_same_prompts needs a finite request_rate"):
         BenchSpec.model_validate({**base, "request_rate": float("inf"), "after_same_prompts": True})
+
+
+def test_iog_rows_after_the_first_rate_start_warm_where_the_pool_held_the_run():
+    """IOG's 16 req/s rows ran right after its 32 req/s ones on the same server. On one H100 PCIe, Llama-3-8B's pool
+    (27.8k blocks) holds the whole earlier run (4.9k): every prompt but its last block is found. DeepSeek-R1-Distill-
+    Qwen-32B's bf16 weights leave 2.0k blocks for a run of 5.1k: nothing survives the run's own first requests (as
+    its reported P99 TTFT, 2.5x its median, says too). The 32 req/s row, the sweep's first, starts cold."""
+    ids = ["iog-h100pcie-llama-3-8b-sharegpt-rate-16", "iog-h100pcie-llama-3-8b-sharegpt-rate-32",
+           "iog-h100pcie-r1-distill-qwen-32b-sharegpt-rate-16"]
+    rows = rows_by_id(str(DEFAULT_FILE), ids, "test")
+    assert [row_sim_config(rows[i]).workload.warm_prefix_cache for i in ids] == [True, False, True]
+    share = {}
+    for i in ids:
+        s = run_row(rows[i]).summary
+        share[i] = s["prefix_cache_hits"] / s["prefix_cache_queries"]
+    assert share[ids[0]] > 0.9 and share[ids[1]] == 0 and share[ids[2]] == 0
