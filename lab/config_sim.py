@@ -729,6 +729,12 @@ class WorkloadSpec(StrictModel):
     max_requests: int | None = Field(
         None, ge=1, description="cap on arrivals; a closed loop stops sending after this many (vLLM bench's "
                                 "--num-prompts with --max-concurrency) and ends with the last reply")
+    warm_prefix_cache: bool = Field(
+        False, description="poisson / gamma: the same requests ran once before on this server -- a sweep of vLLM's "
+                           "benchmark client, one --seed (so the same sampled prompts at every point) against one "
+                           "`vllm serve` -- so the run starts with their full KV blocks (prompt and reply) in each "
+                           "replica's prefix cache (engine.prefix_caching), freed in request order, the least "
+                           "recently freed evicted past the pool (sim.cluster Cluster.warm_prefix_cache)")
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -809,6 +815,10 @@ class WorkloadSpec(StrictModel):
                              "(--num-prompts) or workload.max_concurrency (--max-concurrency)")
         if self.all_at_once and self.client_seed is not None:
             raise ValueError("workload.client_seed draws send times at a finite rate: not with workload.rate .inf")
+        if self.warm_prefix_cache and (self.kind not in ("poisson", "gamma") or self.all_at_once):
+            raise ValueError("workload.warm_prefix_cache applies to kind poisson / gamma at a finite rate (the "
+                             "requests are drawn before the run), not "
+                             f"{self.kind!r}{' at rate .inf' if self.all_at_once else ''}")
         if self.warmup >= self.duration:
             raise ValueError("workload.warmup_s must be below workload.duration_s")
         return self

@@ -18,6 +18,8 @@ A replica step, as vLLM V1's scheduler builds it (engine settings: lab/config_si
   prefill the step lasts cost.step_time(...); chunks advance; the step that completes a prompt's prefill
           emits its first token (TTFT), as in vLLM.
   apply   the acceptance source says what each verify accepted; finished requests free their KV.
+A run can start with its requests' blocks already in the prefix cache (workload.warm_prefix_cache: the same prompts
+          ran before on this server, an earlier point of a benchmark sweep at one --seed; Cluster.warm_prefix_cache).
 A Gated DeltaNet hybrid's first step holding a prefill lasts engine.linear_attn_autotune_s longer, once per replica (a
 fresh server's Triton autotuning of FLA's kernels, sim.linear_attn.first_prefill_autotune_s; not in LockstepGroup).
 V0 without chunked prefill (engine.vllm_version before 0.8, sim.vllm_versions.v0_prefill_steps) runs a step of
@@ -47,6 +49,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from lab.errors import LabError
 from sim.frontend import Frontend, SharedFrontend
 from sim.hardware import engine_with_defaults
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
@@ -784,6 +787,26 @@ class Cluster:
             engine.dp_padding, cost.buckets[-1] if cost.buckets else min(2 * engine.max_num_seqs, 512))
         self.groups = [LockstepGroup(env, self.replicas[i:i + lockstep], cost.step_time, pad_limit)
                        for i in range(0, n_replicas, lockstep)] if grouped else []
+
+    def warm_prefix_cache(self, prompts, outputs) -> None:
+        """Before any request: the run's requests (`prompts`, `outputs` [n] token counts, in send order; an output
+        below 1 counts as 1) ran once before on these replicas and finished in send order, so each replica's prefix
+        cache holds their full blocks (sim/kv_cache.PagedKV.warm) and request i, sent again with the same prompt,
+        finds its prompt's blocks while they were not evicted. That is one `vllm serve` answering a sweep of vLLM's
+        benchmark client at one --seed: every point samples the same prompts (benchmark_serving.py / `vllm bench
+        serve` seed their dataset sampler with it), and V1 caches freed blocks by their tokens' hashes
+        (vllm/v1/core/block_pool.py), so a prompt sent again reuses all of its full blocks but the one holding its
+        last token. Request i ran on replica i mod n: round_robin (least_loaded's choice depends on the load: a
+        LabError with more than one replica). Finishing in send order stands in for the earlier run's own order,
+        which only matters where the pool holds part of the run."""
+        reps = self.replicas
+        if len(reps) > 1 and self.router != "round_robin":
+            raise LabError(f"sim.workload.warm_prefix_cache: which of {len(reps)} replicas served each request before "
+                           f"depends on router {self.router!r}'s load: use router round_robin or one replica")
+        for rid, (prompt, output) in enumerate(zip(np.asarray(prompts).tolist(), np.asarray(outputs).tolist())):
+            kv = reps[rid % len(reps)].kv
+            if kv.prefix_cache is not None:  # the request's own chain: it is rid again in this run
+                kv.warm(chain_of(rid), int(prompt) + max(int(output), 1) - 1)  # its last token's KV never computed
 
     # ---- arrivals ----------------------------------------------------------------------------------
     def submit(self, prompt_len: int, output_len: int, offered: float | None = None) -> int:

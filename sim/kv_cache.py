@@ -6,6 +6,7 @@
     held = kv.admit(prompt, output, slots_now, hit, chain)   # units now held by the request, or None: no room
     held = kv.grow(held, slots, computed)                # after growing to `slots` token slots, or None
     kv.release(held, chain, computed)                    # paged: its full computed blocks stay cached
+    kv.warm(chain, computed)                             # the same, for a request of a run before this one
     blocks = kv_cache_blocks(mem_bytes, utilization, weight_bytes, reserve_bytes, block_bytes, tp)
 
 paged (vLLM): memory is cut into blocks of `block_size` token slots. A request holds ceil(slots / block_size)
@@ -27,6 +28,9 @@ its prefix cached counts those tokens as computed (sim/prefix_cache.py). A hybri
 request's group-blocks too; a request finds its own computed prefix again while all of them are cached (a hit
 needs the full groups' blocks and each sliding group's window before it: HybridKV's docstring); a linear-state
 pool runs without prefix caching (vLLM's mamba prefix caching is not modelled).
+A run can start warm (`workload.warm_prefix_cache`, `warm`): the requests it will send already ran once on this
+server and freed their blocks, as when one `vllm serve` answers a sweep of vLLM's benchmark that samples the same
+prompts at every point; each then finds its prompt's full blocks cached while the pool has kept them.
 linear state (hybrid linear-attention models, Qwen3-Next / Qwen3.5, sim/linear_attn.py; always on, as vLLM has
 no other manager for them): the full-attention layers form full groups and the Gated DeltaNet layers state groups
 of the same size (KVGroups); a request holds ceil(slots / block_size) blocks in each full group and, for its
@@ -299,6 +303,24 @@ class PagedKV:
             self.prefix_cache.put(chain, min(computed // self.block_size, held))
             self.cached = self.prefix_cache.evictable
 
+    def cached_units(self, computed: int) -> int:
+        """The blocks `release` leaves cached for a request with `computed` tokens of KV: its full ones."""
+        return computed // self.block_size
+
+    def warm(self, chain, computed: int) -> None:
+        """A request that ran on this server before the simulated run began (an earlier point of a benchmark sweep
+        that sent the same prompts) freed its `computed` tokens' blocks along `chain`: they are cached as `release`
+        leaves them, behind those freed before, and past the pool the least recently freed are evicted (vLLM's
+        free queue after that run: every block in it, the most recently freed still hashed). The pool stays
+        empty of running requests. Nothing without prefix caching."""
+        if self.prefix_cache is None:
+            return
+        units = self.cached_units(computed)
+        self.free -= units  # held for the moment of its release
+        self.release(units, chain, computed)
+        if self.cached > self.free:
+            self._evict()
+
     @property
     def used_tokens(self) -> int:
         return (self.total - self.free) * self.block_size
@@ -375,6 +397,11 @@ class HybridKV(PagedKV):
             return None
         self.take(need)
         return held + need
+
+    def cached_units(self, computed: int) -> int:
+        """The group-blocks `release` leaves cached for a request with `computed` tokens of KV (class docstring)."""
+        aligned = computed // self.block_size * self.block_size
+        return int(self.units(aligned, aligned))
 
     def release(self, held: int, chain=None, computed: int = 0) -> None:
         """A request frees its `held` group-blocks; with prefix caching those of its full computed blocks stay

@@ -205,6 +205,11 @@ class BenchSpec(StrictModel):
                                                                 "most that many of its arrivals in flight)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="--seed (vLLM's default 0): which conversations the client "
                                                           "sampled and, at a finite rate, when it sent them")
+    after_same_prompts: bool = Field(
+        False, description="the server had just answered a run of the same prompts (a sweep of this client at one "
+                           "--seed against one `vllm serve`, e.g. IOG's run_benchmark.sh: --request-rate 32, 16, 8, "
+                           "4, 1 in turn): the run starts with their blocks in the prefix cache "
+                           "(workload.warm_prefix_cache); a finite request_rate")
 
     @model_validator(mode="after")
     def _closed_needs_inf(self):
@@ -212,6 +217,8 @@ class BenchSpec(StrictModel):
             raise ValueError("a sharegpt row needs `tokenizer` and `lengths: mean` (the run's means: the fallback)")
         if self.dataset != "sharegpt" and (self.tokenizer is not None or self.sharegpt_output_len is not None):
             raise ValueError("tokenizer / sharegpt_output_len belong to dataset: sharegpt")
+        if self.after_same_prompts and not math.isfinite(self.request_rate):
+            raise ValueError("after_same_prompts needs a finite request_rate (the prompts drawn before the run)")
         return self
 
 
@@ -551,6 +558,8 @@ def row_sim_config(row: PublicRow, hardware: dict | None = None, lengths_mode: s
         workload = {"kind": "poisson", "rate": b.request_rate, "max_requests": b.num_prompts,
                     "duration_s": 3 * span + 60, "warmup_s": 0.0, "client_seed": client_send_seed(row),
                     "max_concurrency": b.max_concurrency}  # --max-concurrency too: the client holds the rest
+        if b.after_same_prompts:  # their blocks still in the prefix cache (sim.cluster Cluster.warm_prefix_cache)
+            workload["warm_prefix_cache"] = True
     else:
         users = b.max_concurrency or b.num_prompts
         workload = {"kind": "closed_loop", "concurrency": users, "max_requests": b.num_prompts,

@@ -383,6 +383,8 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
                       record_steps=record_steps)
     if record_tokens:
         cluster.token_log = []
+    if wl.warm_prefix_cache:  # the same requests ran on this server just before (a sweep at one --seed)
+        cluster.warm_prefix_cache(arrivals[1], arrivals[2])
     feeder = None
     # the benchmark client's --max-concurrency over open-loop arrivals: a replayed log's, or the workload's own
     limit = inputs.client_limit or wl.client_limit

@@ -39,7 +39,8 @@ IOG_FILE = re.compile(r"/(?:1ffd7960d341d7ff15e962af098ca5b08d9f253e|834d4bd5224
 
 def test_iog_rows_are_held_out_and_say_what_their_file_says():
     """Every IOG Foundation row (sessions 24 and 26): held out, no front end, and its rate, model, GPU count (= tp)
-    and card read from its own result file's name at one of the two cited commits; 200 ShareGPT prompts each."""
+    and card read from its own result file's name at one of the two cited commits; 200 ShareGPT prompts each, sent
+    by run_benchmark.sh at --seed 42."""
     iog = [r for r in load_rows(DEFAULT_FILE) if r.id.startswith("iog-")]
     assert len(iog) == 110 and len({r.source for r in iog}) == 110
     cards = {"NVIDIA-H100-PCIe": "h100-pcie", "NVIDIA-GeForce-RTX-4090": "rtx-4090"}
@@ -50,6 +51,10 @@ def test_iog_rows_are_held_out_and_say_what_their_file_says():
         assert (float(m[1]), m[2], int(m[3]), cards[m[4]]) == (r.bench.request_rate, r.model.split("/")[1], r.tp,
                                                                    r.gpu), r.id
         assert r.bench.dataset == "sharegpt" and r.bench.num_prompts == 200 and r.bench.lengths == "mean", r.id
+        assert r.bench.seed == 42, r.id  # run_benchmark.sh's --seed (834d4bd)
+        # run_benchmark.sh loops --request-rate 32, 16, 8, 4, 1 against one server: every point after the first
+        # sends the prompts the one before sent
+        assert r.bench.after_same_prompts == (r.bench.request_rate < 32), r.id
 
 
 CLOUDRIFT_FILE = re.compile(r"/cloudrift-ai/server-benchmark/blob/[0-9a-f]{40}/results/(?:rtx4900_rtx5900_pro6000_08_10_2025/)?"
@@ -1070,8 +1075,9 @@ def test_bad_draws_is_one_line_and_exit_2(tmp_path, capsys, value):
 
 
 def test_a_poisson_sharegpt_row_of_benchmark_serving_is_sent_at_its_clients_seeded_times():
-    """IOG's rows ran benchmark_serving.py of vLLM 0.8.5 at --seed 0: their send times are numpy's legacy draws
-    (client_send_seed -> workload.client_seed), the same for every run seed, so the seed a row runs (matching_seed)
+    """IOG's rows ran benchmark_serving.py of vLLM 0.8.5 at --seed 42 (run_benchmark.sh): their send times are
+    numpy's legacy draws (client_send_seed -> workload.client_seed), the same for every run seed, so the seed a row
+    runs (matching_seed)
     chooses its conversations only. Not a burst, a random dataset (numpy drew its lengths first), a vLLM from 0.10
     (`vllm bench serve` rescales its gaps) or a row without a version."""
     from sim.public_check import client_send_seed
@@ -1079,9 +1085,9 @@ def test_a_poisson_sharegpt_row_of_benchmark_serving_is_sent_at_its_clients_seed
 
     iog = next(r for r in load_rows(DEFAULT_FILE) if r.id.startswith("iog-") and r.bench.request_rate == 4.0)
     sim = row_sim_config(iog)
-    assert client_send_seed(iog) == 0 and sim.workload.kind == "poisson" and sim.workload.client_seed == 0
+    assert client_send_seed(iog) == 42 and sim.workload.kind == "poisson" and sim.workload.client_seed == 42
     inputs = prepare_inputs(row_sim_config(iog, lengths_mode="mean"))
-    want = vllm_client_send_times(200, 4.0, 1.0, 0)
+    want = vllm_client_send_times(200, 4.0, 1.0, 42)
     for seed in (0, 5):
         got = simulate(inputs, "ar", seed=seed).requests["arrival_s"].sort_values().to_numpy()
         assert got == pytest.approx(want, rel=1e-12)
@@ -1093,9 +1099,9 @@ def test_a_poisson_sharegpt_row_of_benchmark_serving_is_sent_at_its_clients_seed
             (data[where] if where else data)[field] = value
         return PublicRow.model_validate(data)
 
-    assert client_send_seed(variant(bench__seed=42)) == 42
+    assert client_send_seed(variant(bench__seed=0)) == 0
     assert client_send_seed(variant(vllm="0.10.0")) is None and client_send_seed(variant(vllm=None)) is None
-    assert client_send_seed(variant(bench__request_rate=float("inf"))) is None
+    assert client_send_seed(variant(bench__request_rate=float("inf"), bench__after_same_prompts=False)) is None
     random_row = variant(bench__dataset="random", bench__tokenizer=None, bench__lengths="fixed")
     assert client_send_seed(random_row) is None and row_sim_config(random_row).workload.client_seed is None
 
