@@ -35,7 +35,10 @@ tp GPUs:
               attended = the cached tokens each query token attends to, summed over the step's tokens
               (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
               prefill chunk of c tokens after `done` c x (done + (c + 1) / 2)); without it, and on a
-              sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context)
+              sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context);
+              + in a step with a prefill chunk on a card whose FA2 kernel pads decodes (mixed_decode_tile_rows), each
+              decoding request's context x (rows - 1) more, its context rounded up to whole key blocks
+              (mixed_decode_tile_flops: vLLM V1 runs the mixed batch as one paged varlen call)
     memory  = weights read(tokens) / (tp x w_eff x bandwidth) + kv_sum x KV bytes per token / (tp x kv_eff x
               bandwidth), w_eff = bw_efficiency for a one-token step
               (matrix-vector products; on a CPU sheet with gemv_rows > 1 a step of up to gemv_rows tokens too) and
