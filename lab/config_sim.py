@@ -248,6 +248,13 @@ class HardwareSheet(StrictModel):
         "PV over the cached tokens each query token attends to: the FlashAttention kernel vLLM runs, FA3 on "
         "Hopper, FA2 on Ampere / Ada); null: mfu. Set from published FlashAttention forward benchmarks (python "
         "-m sim.attention_kernels), not from serving rows")
+    mixed_decode_tile_rows: int | None = Field(
+        None, ge=2, le=256, description="query rows vLLM's attention kernel computes, per query head, for each "
+        "decoding request of a step that also runs a prefill chunk (V1 engine): FA2 (compute capability 8.x) runs "
+        "the whole mixed batch as one paged flash_attn_varlen_func call, the split-KV kernel's kBlockM = 64 rows "
+        "per (request, query head) tile, and packs GQA heads only when every query is one token (max_seqlen_q == "
+        "1); so a decode there costs 64 rows x its context (rounded up to kBlockN = 128) of attention FLOPs per "
+        "query head, at attn_mfu. null: its own row (FA3 packs GQA heads and schedules tiles)")
     lowp_matmul_efficiency: dict[Literal[DTYPES], float] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"fp8": 0.8, "fp4": 0.65},
         description="a low-precision (fp8 / int8 / fp4) matmul's achievable fraction of its peak relative to mfu "

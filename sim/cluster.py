@@ -677,12 +677,15 @@ class Replica:
 
 
 def _chunk_kw(chunks) -> dict:
-    """step_time's chunk_max / chunk_sum keywords for a step's prefill chunks [(Prefill, tokens)]; none when it has
-    none (a step function without them, as tests pass, still works on decode steps)."""
+    """step_time's chunk_max / chunk_sum / chunk_kv / chunk_reqs keywords for a step's prefill chunks [(Prefill,
+    tokens)]: the longest chunk, their tokens, the cached tokens their requests hold after the step (done + chunk:
+    what the step's kv read counts for them) and how many; none when it has none (a step function without them,
+    as tests pass, still works on decode steps)."""
     if not chunks:
         return {}
     longest, total = prefill_chunk_tokens([c for _, c in chunks])
-    return {"chunk_max": longest, "chunk_sum": total}
+    return {"chunk_max": longest, "chunk_sum": total, "chunk_kv": float(sum(item.done + c for item, c in chunks)),
+            "chunk_reqs": len(chunks)}
 
 
 class LockstepGroup:

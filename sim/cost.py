@@ -35,7 +35,10 @@ tp GPUs:
               attended = the cached tokens each query token attends to, summed over the step's tokens
               (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
               prefill chunk of c tokens after `done` c x (done + (c + 1) / 2)); without it, and on a
-              sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context)
+              sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context);
+              + in a step with a prefill chunk on a card whose FA2 kernel pads decodes (mixed_decode_tile_rows), each
+              decoding request's context x (rows - 1) more, its context rounded up to whole key blocks
+              (mixed_decode_tile_flops: vLLM V1 runs the mixed batch as one paged varlen call)
     memory  = weights read(tokens) / (tp x w_eff x bandwidth) + kv_sum x KV bytes per token / (tp x kv_eff x
               bandwidth), w_eff = bw_efficiency for a one-token step
               (matrix-vector products; on a CPU sheet with gemv_rows > 1 a step of up to gemv_rows tokens too) and
@@ -150,7 +153,7 @@ from sim.marlin_moe import marlin_padding_factor
 from sim.models import ModelShape, model_from_config
 from sim.quant import W8A8_DTYPES
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
-from sim.vllm_versions import engine_async_scheduling, vllm_all2all, vllm_symm_mem_allreduce
+from sim.vllm_versions import engine_async_scheduling, is_v0, vllm_all2all, vllm_symm_mem_allreduce
 
 
 def all2all_cost(backend: str, dp: int, ep: int, hidden: int, top_k: int, experts: int,
@@ -285,6 +288,19 @@ def tp_step_collectives(n_layers: int) -> int:
 
 
 # world sizes vLLM's custom all-reduce runs at (CustomAllreduce._SUPPORTED_WORLD_SIZES, custom_all_reduce.py)
+FA2_KEY_BLOCK = 128  # kBlockN of FA2's split-KV kernel at head dim <= 128 (run_mha_fwd_splitkv_dispatch)
+
+
+def mixed_decode_rows(hw: Hardware, version: str | None) -> int:
+    """Query rows per head a decoding request of a mixed step (decodes beside a prefill chunk) costs in attention:
+    the sheet's mixed_decode_tile_rows (FA2 cards) under vLLM's V1 engine -- one flash_attn_varlen_func call over
+    the whole batch -- for a release from 0.8 or one not named; 0 (its own row) otherwise. V0's FlashAttention
+    backend ran a step's prefills and decodes as two calls (vllm/attention/backends/flash_attn.py, the decode
+    through flash_attn_with_kvcache / a varlen call of its own), so its decodes took the GQA-packed path."""
+    rows = hw.mixed_decode_tile_rows or 0
+    return 0 if version is not None and is_v0(version) else rows
+
+
 CUSTOM_ALLREDUCE_WORLD_SIZES = (2, 4, 6, 8)
 ALLREDUCE_KERNELS = ("auto", "nccl", "custom", "symm_mem")
 
@@ -430,6 +446,7 @@ class CostModel:
     async_scheduling: bool = False  # the per-request host time overlaps the GPU's (engine.async_scheduling)
     symm_mem_allreduce: bool = False  # the release runs torch symmetric-memory all-reduce (vllm_symm_mem_allreduce)
     gdn_prefill_sms: int = 0  # SMs of a card running FlashInfer's SM90 GDN prefill kernel (flashinfer_prefill_sms)
+    mixed_decode_rows: int = 0  # attention rows per query head a decode of a step with a prefill chunk pays (0: 1)
     spec_overhead_s: float = 0.3e-3
     buckets: tuple[int, ...] | None = None
     eager_penalty: float = 1.1
@@ -554,6 +571,11 @@ class CostModel:
             self._t_moe_pairs_per_token = (m.n_moe_layers * moe_pair_bytes(
                 pairs_tokens, m.moe_top_k, width, hidden, act, own_share) / achievable_bandwidth(hw))
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
+        # FA2's mixed batch (mixed_decode_rows > 1): each decoding request a whole kBlockM-row tile per query head
+        # over its context rounded up to kBlockN; not where vLLM runs another attention kernel (MLA) or the
+        # sliding-window roofline applies (attended context capped, priced at the mean)
+        self._pad_rows = (self.mixed_decode_rows if self.mixed_decode_rows > 1 and not self._sliding
+                          and m.kv_dim_override is None else 0)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
         # per request in a step: its linear-attention state read and written back (split by heads over tp), at the
@@ -642,6 +664,7 @@ class CostModel:
                    async_scheduling=engine_async_scheduling(sim.engine, vllm_platform(hw)),
                    symm_mem_allreduce=vllm_symm_mem_allreduce(sim.engine.vllm_version),
                    gdn_prefill_sms=flashinfer_prefill_sms(sim.engine.vllm_version, hw.name, bool(model.linear_layers)),
+                   mixed_decode_rows=mixed_decode_rows(hw, sim.engine.vllm_version),
                    spec_overhead_s=c.spec_overhead_ms / 1e3,
                    buckets=tuple(c.cuda_graph_buckets) if c.cuda_graph_buckets else None,
                    eager_penalty=c.eager_penalty, profile=load_cost_profile(c.profile, run_root),
@@ -695,7 +718,7 @@ class CostModel:
     # ---- step time ---------------------------------------------------------------------------------
     def step_time(self, tokens: int, kv_sum: float, n_reqs: int, spec: bool, drafts: int = 0,
                   attn_ctx: float | None = None, moe_tokens: float | None = None, state_copies: int = 0,
-                  chunk_max: int = 0, chunk_sum: int = 0) -> float:
+                  chunk_max: int = 0, chunk_sum: int = 0, chunk_kv: float = 0.0, chunk_reqs: int = 0) -> float:
         """Seconds for one engine step with `tokens` query tokens of `n_reqs` requests reading `kv_sum`
         cached tokens, `drafts` of those tokens drafts to verify (a speculative step also pays the drafter
         pass). `drafts` changes profile reads only (see the module docstring): the roofline prices every
@@ -710,7 +733,10 @@ class CostModel:
         linear-attention model's step with a prefill: sim/linear_attn.state_copies); 0 on other models.
         `chunk_max` / `chunk_sum`: the longest and the total query tokens of the step's prefill chunks of more than
         one token (sim/linear_attn.prefill_chunk_tokens), which FlashInfer's chunked GDN kernel runs over where
-        gdn_prefill_sms prices it; ignored otherwise."""
+        gdn_prefill_sms prices it; ignored otherwise. `chunk_kv` / `chunk_reqs`: the cached tokens (done + chunk)
+        and the requests of those chunks, so that kv_sum - chunk_kv is what the step's n_reqs - chunk_reqs decoding
+        requests hold: on a card whose attention kernel pads a mixed step's decodes (mixed_decode_rows, FA2) they
+        pay mixed_decode_tile_flops; ignored otherwise."""
         mult = 1.0
         if self._bucket_list is not None:
             if tokens <= self._bucket_max:
@@ -739,6 +765,8 @@ class CostModel:
                        else gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn)
         else:  # a prefill chunk beside long decodes is not charged their context (nor they its)
             compute = gemm_tokens * self._t_per_token_flops + attn_ctx * self._t_attn
+            if self._pad_rows and chunk_max > 1:
+                compute += self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs) * self._t_attn
         unsampled = tokens - reqs - drafts  # prompt tokens before each request's last: no LM-head row
         if unsampled > 0:
             compute -= unsampled * self._t_head_flops
@@ -766,6 +794,24 @@ class CostModel:
         if self.async_scheduling:  # the engine core's host work for the next step runs beside this one
             return max(t * mult, host)
         return (t + host) * mult
+
+    def mixed_decode_tile_flops(self, decode_kv: float, decodes: int) -> float:
+        """The attended (query row x cached token) pairs beyond the decodes' own that `decodes` decoding requests
+        holding `decode_kv` cached tokens cost in a step with a prefill chunk, where the attention kernel pads each
+        to mixed_decode_rows query rows per head (0 where it does not, CostModel._pad_rows). vLLM's FA2 (compute
+        capability 8.x, V1 engine) runs the mixed batch as one paged flash_attn_varlen_func call
+        (vllm/v1/attention/backends/flash_attn.py FlashAttentionImpl.forward, vllm-project/vllm@0084b783); a block
+        table forces the split-KV kernel (run_mha_fwd(params, stream, /*force_split_kernel=*/paged_KV)), whose
+        tiles are kBlockM = 64 query rows x kBlockN = 128 keys at head dim 128 (run_mha_fwd_splitkv_dispatch), one
+        CTA per (query block, request, query head), every key block of the request's context; the GQA heads are
+        packed into the rows (seqlenq_ngroups_swapped) only when max_seqlen_q == 1 (mha_varlen_fwd; csrc/flash_attn/
+        flash_api.cpp and src/flash_fwd_launch_template.h, vllm-project/flash-attention@04325b67). So a decode beside
+        a chunk multiplies 64 rows x its context, rounded up to whole key blocks (on average half a block more).
+        Shapes: scalars or numpy arrays alike."""
+        if not self._pad_rows:
+            return 0.0 * decode_kv
+        padded = decode_kv + decodes * (FA2_KEY_BLOCK - 1) / 2  # each context rounded up to whole key blocks
+        return self._pad_rows * padded - decode_kv
 
     def tp_allreduce_s(self, tokens):
         """Seconds of one step's tensor-parallel all-reduces of the hidden states (scalar or numpy `tokens`, the

@@ -18,6 +18,8 @@ of the recurrent GDN kernel (added: a kernel of its own),
 the linear-attention state copies of a mixed step (sim/linear_attn.py; the row's engine.linear_attn_mixed),
 FlashInfer's chunked GDN prefill kernel over the chunk where the row's card and release run it (its published time;
 the recurrence FLOPs it holds leave the chunk's GEMM FLOPs),
+the decodes' padded attention tiles where a card's FA2 kernel pads each decode beside a chunk to 64 query rows per
+head (the sheet's mixed_decode_tile_rows; CostModel.mixed_decode_tile_flops),
 the routed experts' fused-MoE kernels (floor, per-expert term, reads or FLOPs), the fixed per-step and per-layer
 overheads, collectives and the per-request overhead. The terms are read from CostModel's precomputed constants and
 checked to add up to CostModel.step_time, so a change to the formula that this breakdown does not follow fails
@@ -98,7 +100,9 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     gdn_refund = gdn_chunk * cm._t_gdn_refund
     gdn_kernel = m.linear_layers * gdn_prefill_kernel_s(gdn_chunk, gdn_chunk * cm._gdn_spread) if gdn_chunk else 0.0
     gemm = gemm_tokens * cm._t_per_token_flops - unsampled_head - gdn_refund
-    attention = (dec_attended + pf_attended) * cm._t_attn
+    # FA2's mixed batch pads each decode beside a chunk to whole 64-row tiles (CostModel.mixed_decode_tile_flops)
+    padded = cm.mixed_decode_tile_flops(dec_kv, batch) * cm._t_attn if chunk > 1 and not cm._sliding else 0.0
+    attention = (dec_attended + pf_attended) * cm._t_attn + padded
     memory, compute = weights + kv, gemm + attention  # the state: its own kernel, added (sim/cost.py)
     roofline = max(memory, compute) + cm._serial * min(memory, compute)
     mine = (lambda name: f"{name} (decodes)") if chunk else (lambda name: name)
@@ -113,6 +117,7 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     terms[mine("attention flops")] = dec_attended * cm._t_attn
     if chunk:
         terms["chunk attention flops"] = pf_attended * cm._t_attn
+    terms["decodes' padded attention tiles (FA2 mixed step)"] = padded
     terms["hidden (overlapped)"] = roofline - memory - compute
     layers, graphs = m.n_layers * cm.layer_overhead_s, m.n_layers * cm.graph_layer_s
     terms.update({"step overhead": cm.step_overhead_s, "layer overhead": layers,
@@ -139,7 +144,8 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     terms["GDN prefill kernel (FlashInfer SM90)"] = gdn_kernel
     attn_ctx = dec_kv + chunk * (done + (chunk + 1) / 2) if chunk else None  # sim.cluster's plan
     total = cm.step_time(tokens, raw_kv, n_reqs, False, attn_ctx=attn_ctx, state_copies=copies,
-                         chunk_max=chunk, chunk_sum=chunk if chunk > 1 else 0)
+                         chunk_max=chunk, chunk_sum=chunk if chunk > 1 else 0,
+                         chunk_kv=pf_kv, chunk_reqs=1 if chunk else 0)
     if not adds_up(sum(terms.values()), total):
         raise LabError(f"sim.step_breakdown: the terms add up to {sum(terms.values()) * 1e3:.6f} ms, step_time says "
                        f"{total * 1e3:.6f} ms: sim/cost.py's formula changed, update decode_terms")
