@@ -5,11 +5,12 @@
     rows = read_prompt_file(spec.path, "prompts.datasets[0]")   # PromptRows, for a config's path field
 
 One {"turns": ["first user turn", ...]} per line, UTF-8 (a leading byte-order mark is fine, and CRLF line
-ends); blank lines are skipped. A line may also carry a system turn, {"system": "You are terse.", "turns":
-[...]}: real/prompts.py puts it before the first user turn (a system message of the chat template, else
-its text and a blank line). A line that is not UTF-8 (UTF-16 is named as such), a malformed line, a line
-without a non-empty list of strings (a chat "messages" list is named as such), a first turn that is blank,
-a system turn that is not a string, a turn with a lone surrogate escape, or a file without any prompt is a
+ends; a raw tab or other control character inside a string is read as itself); blank lines are skipped. A
+line may also carry a system turn, {"system": "You are terse.", "turns": [...]}: real/prompts.py puts it
+before the first user turn (a system message of the chat template, else its text and a blank line). A line
+that is not UTF-8 (UTF-16 is named as such), a malformed line (with its column), a line without a non-empty
+list of strings (a chat "messages" list is named as such), a first turn that is blank, a system turn that
+is not a string, a turn with a lone surrogate escape, or a file without any prompt is a
 LabError naming file:line. real/prompts.py reads evaluation and training sets through this module.
 """
 from __future__ import annotations
@@ -71,16 +72,18 @@ def read_prompt_rows(path: Path) -> list[PromptRow]:
     # Split on \n only: some prompts hold a bare \r, which universal-newline reading would split on.
     for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
         try:  # replacing bad bytes with U+FFFD ran a Latin-1 file's prompts, changed, without a word
-            line = line_bytes.decode("utf-8").strip()
+            text = line_bytes.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise LabError(f"{path}:{number}: not UTF-8 text (byte 0x{line_bytes[exc.start]:02x} at column "
                            f"{exc.start + 1}); convert the file, e.g. iconv -f latin1 -t utf-8") from None
+        line = text.strip()
         if not line:
             continue
-        try:
-            obj = json.loads(line)
+        try:  # strict=False: a raw tab inside a string (code pasted by hand) is the tab it shows, not an error
+            obj = json.loads(line, strict=False)
         except json.JSONDecodeError as exc:
-            raise LabError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+            column = exc.colno + len(text) - len(text.lstrip())
+            raise LabError(f"{path}:{number}: malformed JSON ({exc.msg} at column {column})") from None
         where = f"{path}:{number}"
         rows.append(PromptRow(turns_of(obj, where), system_of(obj, where)))
     if not rows:

@@ -23,6 +23,8 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lab.config import DatasetSpec
+from lab.errors import LabError
+from lab.prompt_files import read_jsonl_turns
 from lab.report import read_tau_csv
 from lab.trace import read_traces
 from real.decode import speculative_decode
@@ -84,6 +86,21 @@ def test_the_file_reads_every_prompt_as_written(unseen_prompts):
     assert [p.prompt_id for p in unseen_prompts] == [f"unseen-{i}" for i in range(len(UNSEEN) + 1)]
     assert all(p.turns[1] == "a second turn" for p in unseen_prompts[:-1])
     assert [p.system for p in unseen_prompts] == [None] * len(UNSEEN) + [SYSTEM]
+
+
+def test_a_raw_tab_inside_a_string_is_read_as_the_tab(tmp_path):
+    """Code pasted into a JSONL file by hand keeps its raw tabs; strict JSON refused the line as 'malformed
+    JSON (Invalid control character at)', without saying where."""
+    path = tmp_path / "tabs.jsonl"
+    path.write_bytes(b'{"turns": ["def f():\\n\treturn\t1"]}\n')
+    assert read_jsonl_turns(path) == [["def f():\n\treturn\t1"]]
+
+
+def test_malformed_json_names_its_column(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"turns": ["ok"]}\n  {"turns": ["a" "b"]}\n')
+    with pytest.raises(LabError, match=r"bad\.jsonl:2: malformed JSON \(Expecting ',' delimiter at column 18\)"):
+        read_jsonl_turns(path)
 
 
 @pytest.mark.usefixtures("one_thread")
