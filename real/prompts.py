@@ -244,9 +244,15 @@ def encode_prompt(tokenizer, prompt: Prompt, chat_template: bool, max_prompt_tok
     """
     text = prompt.turns[0]
     if chat_template and getattr(tokenizer, "chat_template", None):
+        from jinja2 import TemplateError
+
         system = [{"role": "system", "content": prompt.system}] if prompt.system else []
-        rendered = tokenizer.apply_chat_template([*system, {"role": "user", "content": text}], tokenize=False,
-                                                 add_generation_prompt=True, enable_thinking=False)
+        try:  # a template may refuse a system turn (raise_exception): one line, not a traceback mid-stage
+            rendered = tokenizer.apply_chat_template([*system, {"role": "user", "content": text}], tokenize=False,
+                                                     add_generation_prompt=True, enable_thinking=False)
+        except TemplateError as exc:
+            raise LabError(f"prompt {prompt.prompt_id}: the tokenizer's chat template refuses it ({exc}); "
+                           "drop its system turn or set prompts.chat_template: false") from None
         ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]  # the template wrote any BOS
     else:
         if prompt.system:

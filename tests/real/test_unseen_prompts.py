@@ -130,6 +130,17 @@ def test_the_system_turn_reaches_the_prompt(tiny_qwen3, unseen_prompts):
     assert SYSTEM not in tokenizer.decode(encode_prompt(tokenizer, without, True, 512))
 
 
+def test_a_template_that_refuses_a_system_turn_is_one_line(tiny_qwen3, unseen_prompts, monkeypatch):
+    """A checkpoint whose chat template raises on a system role: a LabError naming the prompt, not a
+    jinja2 traceback in the middle of the evaluate stage."""
+    tokenizer = tiny_qwen3.tokenizer
+    refusing = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}x"
+    monkeypatch.setattr(tokenizer, "chat_template", refusing)
+    with pytest.raises(LabError, match=r"prompt unseen-12: the tokenizer's chat template refuses it \(System role "
+                                       r"not supported\); drop its system turn or set prompts.chat_template: false"):
+        encode_prompt(tokenizer, unseen_prompts[-1], True, 512)
+
+
 def embedded_gemma3_tokenizer():
     from transformers import AutoTokenizer
 
