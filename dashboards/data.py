@@ -44,7 +44,7 @@ from lab.metrics import (
     tau_table,
     vllm_counters,
 )
-from lab.report import table1_layout
+from lab.report import read_tau_csv, table1_layout
 from lab.trace import read_traces, run_ids_by_file, trace_files
 from lab.yaml_load import load_yaml_bytes
 
@@ -299,7 +299,7 @@ def trace_problems(run: str, mtime: float) -> list[str]:
 
 @st.cache_data(show_spinner=False)
 def tau_csv(run: str, mtime: float) -> pd.DataFrame | None:
-    return guarded_read(Path(run) / "tau.csv", with_columns(pd.read_csv, TAU_COLUMNS), "CSV table")
+    return guarded_read(Path(run) / "tau.csv", with_columns(read_tau_csv, TAU_COLUMNS), "CSV table")
 
 
 def table1(tau: pd.DataFrame, value: str) -> pd.DataFrame:

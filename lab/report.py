@@ -19,6 +19,20 @@ from lab.runs import RunContext
 from lab.trace import read_traces
 
 
+TAU_TEXT_COLUMNS = ("method", "dataset")  # names: a dataset called NA, null or 007 stays that name
+
+
+def read_tau_csv(path) -> pd.DataFrame:
+    """tau.csv as evaluate wrote it. pandas reads a dataset (or drafter) named NA, nan, null or None as a
+    missing value, and 007 or 1e3 as a number: the NA dataset's column vanished from REPORT.md's tables and
+    its macro average; so the name columns are read again as plain text."""
+    frame = pd.read_csv(path)
+    text = [c for c in TAU_TEXT_COLUMNS if c in frame.columns]
+    if text and len(frame):
+        frame[text] = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False)[text]
+    return frame
+
+
 def markdown_table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     def cell(v):
         if isinstance(v, (float, np.floating)):
@@ -163,7 +177,7 @@ def build_report(ctx: RunContext) -> str:
                          "1 + sum_j prod_(i<=j) accept@i; s/step = the drafter's own update time.", training)
     tau_path = ctx.path("tau.csv")
     if tau_path.exists():
-        summary = pd.read_csv(tau_path)
+        summary = read_tau_csv(tau_path)
         flagged = summary[summary["speedup_unexplained"]] if "speedup_unexplained" in summary else summary[:0]
         summary = summary.assign(speedup=reported_speedup(summary))  # flagged values never print as results
         lines += budget_lines(ctx)

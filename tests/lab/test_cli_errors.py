@@ -223,7 +223,21 @@ CASES = [
           ("Latin-1 prompt file", "l1.jsonl", '{"turns": ["ok"]}\n{"turns": ["caf\u00e9"]}\n'.encode("latin-1"),
            "l1.jsonl:2: not UTF-8 text (byte 0xe9 at column 16)"),
           ("lone surrogate escape", "s.jsonl", b'{"turns": ["fine", "lone \\ud800 half"]}\n',
-           "s.jsonl:1: turns[1] holds a lone surrogate (\\ud800 at character 5)")]],
+           "s.jsonl:1: turns[1] holds a lone surrogate (\\ud800 at character 5)"),
+          # session 39, unseen prompts: a whitespace-only prompt (tab, ideographic space) is empty too; Windows
+          # PowerShell's `>` writes UTF-16 (it was "byte 0xff ... iconv -f latin1"); an OpenAI-style
+          # "messages" line; a "system" turn that is not text (a string one is read: tests/real/test_unseen_prompts.py)
+          ("whitespace-only first turn", "w.jsonl", b'{"turns": ["ok"]}\r\n\r\n{"turns": [" \\t\\n\\u3000"]}\r\n',
+           "w.jsonl:3: the first turn is empty"),
+          ("UTF-16 prompt file", "u16.jsonl", '{"turns": ["hi"]}\n'.encode("utf-16"),
+           "u16.jsonl: UTF-16 text (byte-order mark 0xff 0xfe), not UTF-8; convert the file, e.g. iconv -f utf-16"),
+          ("chat messages line", "m.jsonl",
+           b'{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}\n',
+           'm.jsonl:1: a chat "messages" list is not read; write {"system": "...", "turns": ["first user turn", ...]}'),
+          ("system turn not a string", "st.jsonl", b'{"turns": ["ok"]}\n{"system": ["be brief"], "turns": ["hi"]}\n',
+           'st.jsonl:2: "system" must be a string (the system turn), not list'),
+          ("lone surrogate in the system turn", "ss.jsonl", b'{"system": "x\\udc00", "turns": ["hi"]}\n',
+           "ss.jsonl:1: system holds a lone surrogate (\\udc00 at character 1)")]],
     # tiny-qwen3's context is 4096 positions: a longer prompt + reply ran on, on positions it never saw
     ("prompt and reply past the target's context",
      lambda w: ["run", "good.yaml", "--set", "prompts.max_prompt_tokens=4090", "--set", "decode.max_new_tokens=16"],

@@ -19,8 +19,11 @@ def prompts(tokenizer, n):
 
 
 def hf_greedy(target, ids, max_new):
-    out = target.model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False,
-                                eos_token_id=sorted(target.eos_token_ids), pad_token_id=0)
+    """generate()'s greedy output. The attention mask is given: generate() infers one from pad_token_id, and
+    Qwen3's token 0 is "!", so a prompt ending in "!" had that token masked out and a different reference."""
+    prompt = torch.tensor([ids])
+    out = target.model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new,
+                                do_sample=False, eos_token_id=sorted(target.eos_token_ids), pad_token_id=0)
     return out[0, len(ids):].tolist()
 
 
