@@ -190,7 +190,7 @@ def test_embedded_encodes_chat_prompts(gemma_dir):
 
 
 @pytest.mark.slow
-def test_embedded_fp32_perplexity_is_sane_and_loads_fast(gemma_dir):
+def test_embedded_fp32_perplexity_is_sane(gemma_dir):
     import torch
 
     from lab.config import TargetSection
@@ -205,5 +205,4 @@ def test_embedded_fp32_perplexity_is_sane_and_loads_fast(gemma_dir):
         perplexity = math.exp(torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).item())
         print(f"\ngemma3-270m fp32 perplexity {label}: {perplexity:.2f} over {ids.shape[1]} tokens")
         assert perplexity < bound, f"{label}: perplexity {perplexity:.1f}; the GGUF conversion is broken"
-    print(f"load_target {load_seconds:.1f} s")
-    assert load_seconds < 60
+    print(f"load_target {load_seconds:.1f} s (a speed goal lives in BENCHMARKS.md, not here)")
