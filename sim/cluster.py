@@ -325,8 +325,10 @@ class Replica:
         p0 = min(pending, budget)
         # the SPS curve of this batch: p0 prefill tokens beside the decodes, whose KV the step also reads; on a
         # hybrid linear-attention model also what step_time charges its prefill chunks (_linear_terms)
-        gdn = self._linear_terms(p0, r) if self.linear_mixed and p0 else _NO_TERMS
-        sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling), r, **gdn)
+        if self.linear_mixed and p0:
+            sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling), r, **self._linear_terms(p0, r))
+        else:
+            sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling), r)
         lengths = self.policy.choose(conf, r, budget, sps)
         if kcap is not None:
             lengths = np.minimum(lengths, kcap)
@@ -690,9 +692,6 @@ class Replica:
         self.prefilling = [item for item in self.prefilling if item.left > 0]
         if rows:
             self._add_rows(rows)
-
-
-_NO_TERMS: dict = {}  # sps_curve without hybrid-model keywords (read only)
 
 
 def _chunk_kw(chunks) -> dict:

@@ -985,12 +985,17 @@ class RooflineSps:
         return 1.0 / (np.maximum(np.maximum((b + self.p0) * self.f, self.m) + self.c, self.h) + self.e)
 
     def values(self, lo: int, hi: int) -> list[float]:
-        p0, f, m, c, h, e = self.p0, self.f, self.m, self.c, self.h, self.e
-        if (hi - 1 + p0) * f <= m:  # memory-bound over the whole range ((b + p0) x f grows with b)
-            return [1.0 / (max(m + c, h) + e)] * (hi - lo)
-        if not (h or e):  # the common case, two float operations fewer (the same floats: max(x, 0) + 0 is x)
-            return [1.0 / (max((b + p0) * f, m) + c) for b in range(lo, hi)]
-        return [1.0 / (max(max((b + p0) * f, m) + c, h) + e) for b in range(lo, hi)]
+        p0, f, m, c = self.p0, self.f, self.m, self.c
+        memory_bound = (hi - 1 + p0) * f <= m  # over the whole range ((b + p0) x f grows with b)
+        if self.h or self.e:
+            h, e = self.h, self.e
+            if memory_bound:
+                return [1.0 / (max(m + c, h) + e)] * (hi - lo)
+            return [1.0 / (max(max((b + p0) * f, m) + c, h) + e) for b in range(lo, hi)]
+        # no floor, nothing beyond: two float operations fewer, the same floats (max(x, 0) + 0 is x for x > 0)
+        if memory_bound:
+            return [1.0 / (m + c)] * (hi - lo)
+        return [1.0 / (max((b + p0) * f, m) + c) for b in range(lo, hi)]
 
 
 def load_spec_profile(setting: str) -> StepProfile:
