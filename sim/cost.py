@@ -7,6 +7,7 @@ The one place the step-cost formula lives (cluster.py and the policies call it, 
     cm.step_time_vec(tokens_array, kv_sum, n_reqs, spec, drafts_array)   # numpy, same batch, other verify budgets
     cm.profile_point(tokens, kv_sum, n_reqs, drafts)   # (batch, query_tokens, context_len) a profile is read at
     sps = cm.sps_curve(prefill_tokens, kv_sum, n_reqs, decode_reqs)     # b -> steps/s of a step with b decode tokens
+    #   = 1 / step_time of that step (+ a hybrid's state_copies / chunk_max / chunk_sum, once_s: its autotune)
     cm.kv_capacity_tokens(gpu_mem_util, reserve_bytes, block_size)   # KV tokens one replica holds (vLLM's split)
 
 tokens = query tokens in the step (sum over requests of 1 + drafts, plus prefill chunk tokens);
