@@ -556,7 +556,8 @@ class EngineSpec(StrictModel):
         False, description="the engine core schedules step N+1 and prepares its inputs while step N runs on the "
         "GPU (vLLM --async-scheduling; the default from vLLM 0.14: vllm_version): the per-request host time "
         "(cost.request_overhead_us x the step's requests) overlaps the GPU's instead of adding to it, so a step "
-        "lasts the longer of the two; false (vLLM 0.8 - 0.13's default, and the pricing before): in series")
+        "lasts the longer of the two; false (vLLM 0.8 - 0.13's default): in series. Left out, the release's default "
+        "(engine.vllm_version; no release named: the current release's, on; the CPU backend: off)")
     moe_tiles: Literal[MOE_TILES] = Field(  # type: ignore[valid-type]
         "tuned", description="the Triton tiles vLLM's fused-MoE kernel runs for an unquantized MoE model's "
         "per-GPU expert shape: tuned (a config file E=..,N=..,device_name=.. ships for it, or vLLM PR 34846's "

@@ -4,6 +4,7 @@
     python -m sim.bench azure   --trace ... --time-scale 0.25          # 4x the arrival rate
     python -m sim.bench hour    --trace ...                            # 1 simulated hour, 8 replicas, ~80% busy
     python -m sim.bench azure ... --profile                            # cProfile top 25
+    python -m sim.bench azure ... --async-scheduling on                # engine.async_scheduling set (default: unset)
 
 Setup mirrors the Vidur anchor: Llama-2-7B on an A100-80G profile, 8 replicas, round-robin, chunked
 prefill, speculative decoding with the DSpark prefix scheduler (gamma 7) over a parametric acceptance source
@@ -40,6 +41,8 @@ def bench_config(args, duration: float) -> SimSection:
                      "duration_s": duration, "warmup_s": 0.0, "drain": True, "drain_limit_s": 3600},
         "acceptance": acc, "policies": [{"kind": args.policy}], "sweep": {"axis": "none"},
     }
+    if args.async_scheduling is not None:  # unset: the default of the release (none named: sim.vllm_versions)
+        section["engine"]["async_scheduling"] = args.async_scheduling == "on"
     try:
         return SimSection.model_validate(section)
     except ValidationError as exc:  # a flag's value the sim section refuses (--replicas 0, --alpha nan, --policy x)
@@ -65,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha", type=float, default=0.8)
     ap.add_argument("--traces", default=None, help="replay recorded traces instead of the parametric source")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--async-scheduling", choices=["on", "off"], default=None,
+                    help="engine.async_scheduling (default: unset, the release's default)")
     args = ap.parse_args(argv)
     from sim.simulate import prepare_inputs, simulate
 

@@ -326,12 +326,33 @@ class Replica:
             pending += item.left
         budget = self.max_tokens - r
         p0 = min(pending, budget)
-        # the SPS curve of this batch: p0 prefill tokens beside the decodes, whose KV the step also reads
-        sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling), r)
+        # the SPS curve of this batch: p0 prefill tokens beside the decodes, whose KV the step also reads; on a
+        # hybrid linear-attention model also what step_time charges its prefill chunks (_linear_terms)
+        if self.linear_mixed and p0:
+            sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling), r, **self._linear_terms(p0, r))
+        else:
+            sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling), r)
         lengths = self.policy.choose(conf, r, budget, sps)
         if kcap is not None:
             lengths = np.minimum(lengths, kcap)
         return lengths, state
+
+    def _linear_terms(self, p0: int, r: int) -> dict:
+        """sps_curve's hybrid-model keywords for a speculative step of r decodes beside p0 tokens of the running
+        prefills: their chunks FCFS in p0 (as _schedule_prefill hands them out), the state copies, chunk_max /
+        chunk_sum and the first chunked step's autotune, as run() prices the step (step_time + autotune_s)."""
+        chunks = []
+        left = p0
+        for item in self.prefilling:
+            if left <= 0:
+                break
+            c = self._chunk(item.left, left, r, chunks)
+            if c > 0:
+                chunks.append(c)
+                left -= c
+        longest, total = prefill_chunk_tokens(chunks)
+        return {"state_copies": state_copies(r, chunks, True, self.linear_mixed), "chunk_max": longest,
+                "chunk_sum": total, "once_s": self.autotune_s if longest > 1 else 0.0}
 
     # ---- KV: growth, preemption, admission -----------------------------------------------------------
     def _grow_decodes(self):
@@ -714,6 +735,7 @@ class LockstepGroup:
         self.wake: simpy.Event | None = None
         for r in members:
             r.group = self
+            r.autotune_s = 0.0  # the group's clock charges no first-prefill autotune (module docstring): nor its SPS
         self.process = env.process(self.run())
 
     def run(self):

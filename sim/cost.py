@@ -7,6 +7,7 @@ The one place the step-cost formula lives (cluster.py and the policies call it, 
     cm.step_time_vec(tokens_array, kv_sum, n_reqs, spec, drafts_array)   # numpy, same batch, other verify budgets
     cm.profile_point(tokens, kv_sum, n_reqs, drafts)   # (batch, query_tokens, context_len) a profile is read at
     sps = cm.sps_curve(prefill_tokens, kv_sum, n_reqs, decode_reqs)     # b -> steps/s of a step with b decode tokens
+    #   = 1 / step_time of that step (+ a hybrid's state_copies / chunk_max / chunk_sum, once_s: its autotune)
     cm.kv_capacity_tokens(gpu_mem_util, reserve_bytes, block_size)   # KV tokens one replica holds (vLLM's split)
 
 tokens = query tokens in the step (sum over requests of 1 + drafts, plus prefill chunk tokens);
@@ -636,8 +637,8 @@ class CostModel:
         self._draft_fixed = self._draft_passes * self.drafter_layers * self.layer_overhead_s
         self._bucket_list = list(self.buckets) if self.buckets else None
         self._bucket_max = self.buckets[-1] if self.buckets else 0
-        # the SPS curve has a closed form (RooflineSps) on the plain roofline
-        self._closed_sps = not (self.profile is not None or self._bucket_list is not None or self.async_scheduling
+        # the SPS curve has a closed form (RooflineSps) on the plain roofline, async scheduling's overlap included
+        self._closed_sps = not (self.profile is not None or self._bucket_list is not None
                                 or self._t_per_token_link or self._t_per_sampled_row_link or self._moe
                                 or self._tp_collectives
                                 or self._gemm_factor != 1.0 or self._serial or self._row_tile > 1)
@@ -884,13 +885,14 @@ class CostModel:
         return self._draft_passes * self._frac * step(reqs, self._draft_tokens, ctx)
 
     def step_time_vec(self, tokens: np.ndarray, kv_sum: float, n_reqs: int, spec: bool,
-                      drafts: np.ndarray | int = 0) -> np.ndarray:
+                      drafts: np.ndarray | int = 0, state_copies: int = 0, chunk_max: int = 0,
+                      chunk_sum: int = 0) -> np.ndarray:
         """Vectorised step_time over an array of token counts (same batch, different verify budgets);
-        `drafts`: the draft tokens among each entry's tokens (an array of the same shape, or one number).
-        Without step_time's per-step terms that do not vary with the verify budget -- a hybrid model's state copies
-        and FlashInfer GDN prefill kernel (state_copies, chunk_max / chunk_sum), attn_ctx, moe_tokens: it prices
-        what a policy compares (sps_curve, sps_table; sim/cluster.py Replica._choose), never a step's duration,
-        which step_time gives (tests/sim/test_cost.py holds the two equal where both apply)."""
+        `drafts`: the draft tokens among each entry's tokens (an array of the same shape, or one number);
+        `state_copies`, `chunk_max` / `chunk_sum`: a hybrid model's state copies and FlashInfer GDN prefill chunks,
+        as step_time's (the same for every entry). Without step_time's attn_ctx and moe_tokens: it prices what a
+        policy compares (sps_curve, sps_table; sim/cluster.py Replica._choose), never a step's duration, which
+        step_time gives (tests/sim/test_sps_closed_form.py holds the two equal)."""
         tokens = np.asarray(tokens, dtype=np.float64)
         mult = 1.0
         if self._bucket_list is not None:
@@ -922,12 +924,17 @@ class CostModel:
             compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
         if self._t_head_flops:  # as in step_time: no LM-head row for a prompt token before its request's last
             compute = compute - np.maximum(tokens - reqs - np.asarray(drafts, dtype=np.float64), 0.0) * self._t_head_flops
+        gdn = 0.0
+        if self._gdn_prefill and chunk_max > 1:  # as step_time: the chunked kernel's own time, its FLOPs refunded
+            compute = compute - chunk_sum * self._t_gdn_refund
+            gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
         memory = weights + kv_sum * self._t_per_kv_token
         t = np.maximum(compute, memory) + n_reqs * self._t_state  # as step_time: the state kernel on its own
         if self._serial:
             t = t + self._serial * np.minimum(compute, memory)
         if self._moe:
             t = t + self._experts_time(tokens, gemm_tokens)
+        t = t + (state_copies * self._t_state_copy + gdn)
         t = t + self._fixed + tokens * self._t_per_token_link + self.tp_allreduce_s(tokens)
         if self._t_per_sampled_row_link:  # as step_time: the logits' gather over the sampled rows
             t = t + np.minimum(tokens, reqs + np.asarray(drafts, dtype=np.float64)) * self._t_per_sampled_row_link
@@ -946,29 +953,45 @@ class CostModel:
         return (self.spec_profile.step_ms_many(reqs, query, ctx)
                 - self.profile.step_ms_many(reqs * query, 1.0, ctx))
 
-    def sps_curve(self, prefill_tokens: int, kv_sum: float, n_reqs: int, decode_reqs: int | None = None):
+    def sps_curve(self, prefill_tokens: int, kv_sum: float, n_reqs: int, decode_reqs: int | None = None,
+                  state_copies: int = 0, chunk_max: int = 0, chunk_sum: int = 0, once_s: float = 0.0):
         """SPS(b): steps per second of a speculative step verifying b tokens beside `prefill_tokens` prefill
         tokens, `n_reqs` requests, `kv_sum` cached tokens (what a policy maximises tau x SPS over); b counts
         the `decode_reqs` decoding requests' own tokens (default n_reqs), the rest of b are drafts.
+        `state_copies`, `chunk_max` / `chunk_sum`: a hybrid model's state copies and GDN prefill chunks of the
+        step, as step_time takes them; `once_s`: seconds the step adds beyond step_time (a GDN hybrid's one-off
+        Triton autotune, engine.linear_attn_autotune_s: sim/cluster.py). SPS(b) = 1 / (step_time(b +
+        prefill_tokens, kv_sum, n_reqs, True, b - decode_reqs, state_copies=..., chunk_max=..., chunk_sum=...) +
+        once_s), the step's mean-context attention (attn_ctx None), host overlap under async scheduling included.
         A closed form on the plain roofline (the hot path: RooflineSps); step_time_vec otherwise."""
+        own = n_reqs if decode_reqs is None else decode_reqs
         if not self._closed_sps:
-            own = n_reqs if decode_reqs is None else decode_reqs
-
             def sps(b, _p0=prefill_tokens, _kv=kv_sum, _n=n_reqs, _own=own):
-                return 1.0 / self.step_time_vec(b + _p0, _kv, _n, True, np.maximum(np.asarray(b) - _own, 0))
+                return 1.0 / (self.step_time_vec(b + _p0, _kv, _n, True, np.maximum(np.asarray(b) - _own, 0),
+                                                 state_copies, chunk_max, chunk_sum) + once_s)
             return sps
         reqs = n_reqs if n_reqs > 0 else 1
         if self._sliding:
             kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
         per_token = self._t_per_token_flops + kv_sum / reqs * self._t_attn
-        # the prompt tokens without an LM-head row (step_time's `unsampled`: tokens - requests - drafts) do not
-        # depend on b: b + p0 tokens, n_reqs + (b - own) sampled rows; folded into the prefill tokens' count
-        own = n_reqs if decode_reqs is None else decode_reqs
+        # the compute step_time takes off (b + p0) x per_token does not depend on b: the prompt tokens without an
+        # LM-head row (its `unsampled`: tokens - requests - drafts; b + p0 tokens, n_reqs + (b - own) sampled rows)
+        # and the recurrence FLOPs of the GDN prefill chunks FlashInfer's kernel runs; folded into the prefill count
         unsampled = max(prefill_tokens - (reqs - own), 0)
-        prefill = prefill_tokens - unsampled * self._t_head_flops / per_token if unsampled else prefill_tokens
-        return RooflineSps(prefill, per_token, self._t_weights + kv_sum * self._t_per_kv_token,
-                           (self._fixed + self.spec_overhead_s + self._draft_fixed + n_reqs * self.request_overhead_s
-                            + n_reqs * self._t_state + self._draft_pass(n_reqs)))
+        refund = unsampled * self._t_head_flops
+        host = n_reqs * self.request_overhead_s
+        fixed = self._fixed + self.spec_overhead_s + self._draft_fixed
+        if not self.async_scheduling:  # the host work in series; under async scheduling a floor under the step
+            fixed += host
+        fixed = fixed + n_reqs * self._t_state + self._draft_pass(n_reqs)
+        if state_copies:
+            fixed += state_copies * self._t_state_copy
+        if self._gdn_prefill and chunk_max > 1:
+            refund += chunk_sum * self._t_gdn_refund
+            fixed += self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
+        prefill = prefill_tokens - refund / per_token if refund else prefill_tokens
+        return RooflineSps(prefill, per_token, self._t_weights + kv_sum * self._t_per_kv_token, fixed,
+                           host if self.async_scheduling else 0.0, once_s)
 
     @property
     def t_per_kv_token(self) -> float:
@@ -990,24 +1013,34 @@ def profile_point(tokens, kv_sum: float, reqs: int, drafts=0) -> tuple[float, fl
 
 
 class RooflineSps:
-    """SPS(b) = 1 / (max((b + p0) x f, memory) + fixed) of one batch on the plain roofline.
+    """SPS(b) = 1 / (max(max((b + p0) x f, m) + c, h) + e) of one batch on the plain roofline: f the seconds per
+    query token, m the memory time, c the step's other seconds, h the host floor (async scheduling: the engine
+    core's host work overlapping the step; 0 otherwise, that work then in c), e seconds beyond the step (a one-off
+    autotune; 0 otherwise).
 
     Callable on a numpy array of b (the policy interface, sim/policies/base.SpsFn); `values(lo, hi)` gives
     SPS(b) for b = lo..hi-1 as a list of floats with the same float operations in plain Python (small batches,
     where numpy's per-call overhead would dominate; the two agree bit for bit).
     """
 
-    __slots__ = ("c", "f", "m", "p0")
+    __slots__ = ("c", "e", "f", "h", "m", "p0")
 
-    def __init__(self, p0: int, f: float, m: float, c: float):
-        self.p0, self.f, self.m, self.c = p0, f, m, c
+    def __init__(self, p0: float, f: float, m: float, c: float, h: float = 0.0, e: float = 0.0):
+        self.p0, self.f, self.m, self.c, self.h, self.e = p0, f, m, c, h, e
 
     def __call__(self, b):
-        return 1.0 / (np.maximum((b + self.p0) * self.f, self.m) + self.c)
+        return 1.0 / (np.maximum(np.maximum((b + self.p0) * self.f, self.m) + self.c, self.h) + self.e)
 
     def values(self, lo: int, hi: int) -> list[float]:
         p0, f, m, c = self.p0, self.f, self.m, self.c
-        if (hi - 1 + p0) * f <= m:  # memory-bound over the whole range ((b + p0) x f grows with b)
+        memory_bound = (hi - 1 + p0) * f <= m  # over the whole range ((b + p0) x f grows with b)
+        if self.h or self.e:
+            h, e = self.h, self.e
+            if memory_bound:
+                return [1.0 / (max(m + c, h) + e)] * (hi - lo)
+            return [1.0 / (max(max((b + p0) * f, m) + c, h) + e) for b in range(lo, hi)]
+        # no floor, nothing beyond: two float operations fewer, the same floats (max(x, 0) + 0 is x for x > 0)
+        if memory_bound:
             return [1.0 / (m + c)] * (hi - lo)
         return [1.0 / (max((b + p0) * f, m) + c) for b in range(lo, hi)]
 

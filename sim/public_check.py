@@ -264,7 +264,8 @@ class EngineOverrides(StrictModel):
         None, description="the CUDA-graph layout the source states (-O.cudagraph_mode); unset: full_and_piecewise, "
                           "what the sheets are scored on, whatever the row's `vllm` (vllm_version_defaults)")
     async_scheduling: bool | None = Field(None, description="the source's --[no-]async-scheduling; unset: its "
-                                                             "release's default (on from vLLM 0.14)")
+                                                             "release's default (on from vLLM 0.14, and for a row "
+                                                             "naming no release)")
     max_model_len: int | None = Field(None, ge=1, description="--max-model-len the source states (before vLLM 0.8 "
                                                               "it sets the default batch limits)")
     enable_chunked_prefill: bool | None = Field(None, description="the source's --[no-]enable-chunked-prefill; unset: "

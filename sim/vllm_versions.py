@@ -81,10 +81,12 @@ ASYNC_SCHEDULING_SINCE = (0, 14, 0)
 
 def vllm_async_scheduling(version: str | None, device: str = "cuda") -> bool:
     """Whether `vllm serve` of release `version` runs async scheduling by default (engine.async_scheduling):
-    from 0.14.0 (ASYNC_SCHEDULING_SINCE) on a GPU; False before it, on the CPU backend (`device` cpu, which the
-    default leaves out, PR #31998) and for a run that does not name its release (priced as before: the per-request
-    host time in series with the GPU's)."""
-    return version is not None and device != "cpu" and version_tuple(version) >= ASYNC_SCHEDULING_SINCE
+    from 0.14.0 (ASYNC_SCHEDULING_SINCE) on a GPU, and for a run that does not name its release (the current
+    release's default, as vllm_all2all and vllm_symm_mem_allreduce take it); False before 0.14 and on the CPU
+    backend (`device` cpu, which the default leaves out, PR #31998)."""
+    if device == "cpu":
+        return False
+    return version is None or version_tuple(version) >= ASYNC_SCHEDULING_SINCE
 
 
 def engine_async_scheduling(engine, device: str = "cuda") -> bool:
@@ -118,7 +120,8 @@ LINEAR_ATTN_SPLIT_SINCE = (0, 23, 0)
 
 
 def vllm_version_defaults(version: str | None) -> dict:
-    """Engine settings that follow the vLLM `version` (None: a row that does not say, priced as before): the
+    """Engine settings that follow the vLLM `version` (None: a row that does not say, priced as before, except
+    engine.async_scheduling, which release_defaults gives the current release's default, on): the
     sampler, engine.cuda_graph_memory (estimate from 0.20, none before: graphs were captured after sizing the KV
     cache), the default gpu_memory_utilization (0.92 from 0.20, 0.9 before), engine.linear_attn_mixed (unified
     before 0.23, split from it: LINEAR_ATTN_SPLIT_SINCE) and engine.async_scheduling (from 0.14:
@@ -233,8 +236,8 @@ def release_defaults(engine, v1_limits: dict, model=None, device: str = "cuda") 
             budget_needs_length = not chunked or version_tuple(version) < V0_CHUNK_BUDGETS[1][0]
             limits["max_num_batched_tokens"] = v0_batched_tokens(version, chunked,
                                                                  length() if budget_needs_length else None)
-    if "async_scheduling" in out:  # the release's default on this device (the CPU backend runs none)
-        out["async_scheduling"] = vllm_async_scheduling(version, device)
+    if "async_scheduling" not in given:  # the release's default on this device (the CPU backend runs none; no
+        out["async_scheduling"] = vllm_async_scheduling(version, device)  # release named: the current one's)
     if engine.enable_chunked_prefill is None:
         out["enable_chunked_prefill"] = chunked
     out.update({k: v for k, v in limits.items() if getattr(engine, k) is None})

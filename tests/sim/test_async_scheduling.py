@@ -20,7 +20,7 @@ QWEN3_06B = str(REPO_ROOT / "real/presets/qwen3-0.6b.json")
     ("0.6.0", False),  # V0
     ("0.8.5", False), ("0.9.2", False), ("0.10.2", False), ("0.11.0", False), ("0.13.0", False),  # opt-in only
     ("0.14.0", True), ("0.17.1", True), ("0.19.2rc1.dev8", True),  # the v0.14.0 release notes: on by default
-    (None, False),  # a run that does not say: priced as before
+    (None, True),  # a run that does not say: the current release's default, as its all2all and symm-mem all-reduce
 ])
 def test_the_release_sets_the_default(version, on):
     assert ASYNC_SCHEDULING_SINCE == (0, 14, 0)
@@ -93,7 +93,8 @@ def test_a_yaml_naming_its_release_is_priced_with_that_release_s_default():
 
     assert cost(vllm_version="0.15.0").async_scheduling is True
     assert cost(vllm_version="0.13.0").async_scheduling is False
-    assert cost().async_scheduling is False  # no release named: as before
+    assert cost().async_scheduling is True  # no release named: the current release's default
+    assert engine_with_defaults(make_sim().engine, cost().hw, cost().model).async_scheduling is True
     assert cost(vllm_version="0.15.0", async_scheduling=False).async_scheduling is False  # the YAML's own word
     assert cost(vllm_version="0.11.0", async_scheduling=True).async_scheduling is True
     # the CPU backend runs no async scheduling by default (PR 31998), here and in the engine section's defaults

@@ -121,7 +121,8 @@ def test_tp_all_reduce_priced_on_the_configured_link():
     latency = (65 + 1) * (15 - 20.1) * 1e-6  # + the logits' gather (a preset shape: no vocabulary, so no bytes)
     assert gap == pytest.approx(1024 * per_token * (1 / 25e9 - 1 / 311.4e9) + latency)
     section = make_sim(hardware={"preset": "h100", "tp": 2,
-                                 "interconnect": {"kind": "pcie", "bandwidth_gbs": 25, "latency_us": 15}})
+                                 "interconnect": {"kind": "pcie", "bandwidth_gbs": 25, "latency_us": 15}},
+                       engine={"async_scheduling": False})  # as `slow`: the host time in series
     assert CostModel.from_config(section).step_time(1024, 0, 8, False) == pytest.approx(
         slow.step_time(1024, 0, 8, False))
 

@@ -43,7 +43,7 @@ def test_the_default_layout_prices_as_before():
     sim = make_sim(hardware={"preset": "a100-80g"})
     assert sim.engine.cuda_graph_mode == "full_and_piecewise"
     cm = _cost_model(sim, None, lambda p: False)
-    bare = CostModel(hw=cm.hw, model=cm.model)  # the cost model's own default: no graph term
+    bare = CostModel(hw=cm.hw, model=cm.model, async_scheduling=cm.async_scheduling)  # its own default: no graph term
     assert cm.step_time(4, 4096, 4, False) == pytest.approx(bare.step_time(4, 4096, 4, False), rel=1e-12)
 
 

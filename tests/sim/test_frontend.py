@@ -240,7 +240,9 @@ def _digest(frame) -> str:
 
 # simulations whose per-request logs were hashed on the code before the front end (commit ae683bd); attention at
 # the sheet's mfu as then (attn_mfu = mfu prices every step bit for bit as a sheet without it)
+# and the host time in series with the GPU's (async scheduling off, the unnamed release's default then)
 OLD_PRICING = {"hardware": {"name": "h100", "attn_mfu": 0.35}}
+OLD_ENGINE = {"async_scheduling": False}
 GOLDEN = {
     "closed-loop-spec": ({"policies": [{"kind": "ar"}, {"kind": "fixed_k", "k": 3}],
                           "workload": {"kind": "closed_loop", "concurrency": 8, "duration_s": 8, "warmup_s": 1}},
@@ -260,7 +262,7 @@ GOLDEN = {
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_no_front_end_reproduces_the_simulator_before_it(name):
     sections, policy, digest = GOLDEN[name]
-    sections = {**OLD_PRICING, **sections}
+    sections = {**OLD_PRICING, **sections, "engine": {**OLD_ENGINE, **sections.get("engine", {})}}
     for frontend in ({}, {"request_ms": 0, "output_token_ms": 0, "latency_ms": 0}):
         res = simulate(prepare_inputs(make_sim(**sections, frontend=frontend)), policy)
         assert _digest(res.requests) == digest

@@ -110,9 +110,10 @@ def test_a_preempted_request_whose_blocks_were_evicted_recomputes_everything():
 
 
 def _pressure(caching):
-    # attention at the sheet's mfu, as when the golden numbers were taken (attn_mfu = mfu: bit for bit the same)
+    # attention at the sheet's mfu and the host time in series (async scheduling off), as when the golden numbers
+    # were taken (attn_mfu = mfu: bit for bit the same)
     return make_sim(hardware={"name": "h100", "attn_mfu": 0.35}, model={"name": "llama-2-7b"},
-                    engine={"block_size": 16, "kv_capacity_tokens": 4000, "max_num_batched_tokens": 512,
+                    engine={"async_scheduling": False, "block_size": 16, "kv_capacity_tokens": 4000, "max_num_batched_tokens": 512,
                             "prefix_caching": caching},
                     acceptance={"source": "parametric", "parametric": {"alpha": 0.7, "concentration": 3}},
                     workload={"kind": "poisson", "rate": 40, "duration_s": 3, "warmup_s": 0.5,
