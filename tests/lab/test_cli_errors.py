@@ -174,6 +174,9 @@ CASES = [
     ("corrupt Parquet", lambda w: ["traces", "garbage.parquet"], "not a readable Parquet trace"),
     ("inconsistent Parquet", lambda w: ["traces", "inconsistent.parquet"], "accepted=3 outside 0..k=2"),
     ("missing trace path", lambda w: ["traces", "no/such/dir"], "trace path does not exist"),
+    # a folder of shards without a row printed "0 rows" and an empty table, exit status 0
+    ("traces without a row", lambda w: ["traces", empty_traces(w)],
+     "empty: the trace files hold no rows (no verify step recorded): nothing to summarize"),
     ("traces of two runs in one folder", lambda w: ["traces", mixed_traces(w)],
      "mixed: shards of 2 runs mixed: run_id 'a' in rounds__a.parquet; run_id 'b' in rounds__b.parquet"),
     # names that become paths are slugs (a drafter named ../../victim trained outside its run)
@@ -616,6 +619,12 @@ def mixed_traces(workdir, name="mixed") -> str:
     for run_id in ("a", "b"):
         write_shard([StepRecord(run_id, "ngram", "t", "d", "p", "rounds", 0.0, 0, 5, 2, 1, [1.0, 0.0], [1.0, 1.0])],
                     workdir / name / f"rounds__{run_id}.parquet")
+    return name
+
+
+def empty_traces(workdir, name="empty") -> str:
+    """A traces folder whose one shard is valid and holds no row; its name."""
+    write_shard([], workdir / name / "rounds__ngram__d__T0.parquet")
     return name
 
 
