@@ -171,7 +171,7 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
                        f"{inputs.arrival_trace[-1, 0] * wl.time_scale:.1f} s (replays default to 0)")
     if wl.kind in ("poisson", "gamma") and not wl.all_at_once:  # arrivals a point could not draw, before any runs
         for rate in ([wl.rate * v for v in sim.sweep.values] if sim.sweep.axis == "rate" else [wl.rate]):
-            arrival_draws(rate, bounded_arrival_horizon(wl, rate).duration)
+            arrival_draws(rate, bounded_arrival_horizon(wl, rate).duration, wl.max_requests)
     # fail early on sources that cannot be built (unknown method, dataset weights, ...)
     if acc.source == "parametric" or inputs.traces is not None:
         for spec in sim.policies:

@@ -415,11 +415,21 @@ def vllm_client_send_times(n: int, rate: float, shape: float, seed: int) -> np.n
 MAX_ARRIVAL_DRAWS = 50_000_000
 
 
-def arrival_draws(rate: float, duration: float) -> int:
-    """The gaps open_loop_arrivals draws for `duration` seconds at `rate` (half again the mean count, and some);
+# A bounded run (max_requests) keeps its first max_requests arrivals: past this many gaps for its window, it draws only
+# those (the same first gaps, a generator draws them in order). Below it every draw is as it always was, so an ordinary
+# run's generator is left where it was left before (the acceptance draws after the arrivals unchanged)
+BOUNDED_DRAWS_SHORTCUT = 1_000_000
+
+
+def arrival_draws(rate: float, duration: float, cap: int | None = None) -> int:
+    """The gaps open_loop_arrivals draws for `duration` seconds at `rate` (half again the mean count, and some), or
+    for a bounded run (`cap`: max_requests) whose window would take more than BOUNDED_DRAWS_SHORTCUT, its `cap`
+    (1,000 requests at 10^6 req/s drew 9 x 10^7 gaps for a window of 3 x 1,000 / rate + 60 s, and was refused);
     LabError naming the workload's fields when that is more than MAX_ARRIVAL_DRAWS."""
     mean = rate * duration
     draws = mean * 1.5 + 10 * math.sqrt(mean) + 20
+    if cap is not None and draws > BOUNDED_DRAWS_SHORTCUT and cap < draws:  # NaN stays NaN (refused below)
+        draws = cap
     if not draws <= MAX_ARRIVAL_DRAWS:  # inf and NaN (inf x 0) too
         raise LabError(f"sim.workload: {rate:g} req/s over {duration:g} s is ~{mean:.3g} arrivals, more than the "
                        f"simulator draws for one point ({MAX_ARRIVAL_DRAWS:,}): lower the rate (or the swept rate "
@@ -441,7 +451,7 @@ def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
         o = np.clip(trace[keep][:cap, 2].astype(np.int64), 1, lengths.max_output)
         return times, p, o
     rate = rate or spec.rate
-    n_guess = arrival_draws(rate, duration)
+    n_guess = arrival_draws(rate, duration, spec.max_requests)
     shape = 1.0 if spec.kind == "poisson" else 1.0 / spec.cv**2  # gamma: mean 1/rate, coefficient of variation cv
     if spec.client_seed is not None:
         times = vllm_client_send_times(min(n_guess, cap), rate, shape, spec.client_seed)
