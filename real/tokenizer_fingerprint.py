@@ -92,7 +92,7 @@ def check_bos_ids(tokenizer_dir: Path, bos: dict[str, int]) -> None:
     """LabError naming --bos where an id is past the tokenizer's vocabulary (no token has it: its hash names no
     model, and the row said only 'no listed model')."""
     size = load_tokenizer(Path(tokenizer_dir) / "tokenizer.json").get_vocab_size(with_added_tokens=True)
-    for label, token in bos.items():
+    for token in bos.values():
         if token >= size:
             raise LabError(f"--bos {token}: not a token id of {tokenizer_dir} (its vocabulary has ids 0 .. {size - 1})")
 

@@ -437,6 +437,35 @@ def arrival_draws(rate: float, duration: float, cap: int | None = None) -> int:
     return int(draws)
 
 
+# The most engine steps one closed-loop point may take (~10-40 minutes of simulation at the 20-80 k steps/s of
+# sim.bench's CPUs): a duration_s of 10^18 ran until the loop's cut at 10^9 simulated seconds, hours of steps
+MAX_CLOSED_LOOP_STEPS = 50_000_000
+CLOSED_LOOP_CUT_S = 1e9  # a closed loop stops sending at min(duration, this) (sim/simulate.py)
+
+
+def check_closed_loop_size(wl, replicas: int, cheapest_step_s: float) -> None:
+    """LabError naming the field when a closed loop (kind closed_loop, or rate .inf) could not end in reasonable
+    time: more max_requests than a point holds (MAX_ARRIVAL_DRAWS), or, without max_requests, a duration_s whose
+    steps -- replicas x duration / the cheapest step (one token, no KV), all a busy loop can take -- number more
+    than MAX_CLOSED_LOOP_STEPS. Open-loop workloads are bounded by their arrivals (arrival_draws)."""
+    if not (wl.kind == "closed_loop" or wl.all_at_once):
+        return
+    if wl.max_requests is not None:  # a bounded loop ends with its last reply, whatever duration_s says
+        if wl.max_requests > MAX_ARRIVAL_DRAWS:
+            raise LabError(f"sim.workload.max_requests: {wl.max_requests:,} requests in a closed loop, more than "
+                           f"the simulator runs for one point ({MAX_ARRIVAL_DRAWS:,})")
+        return
+    if not cheapest_step_s > 0:
+        return
+    span = min(wl.duration, CLOSED_LOOP_CUT_S)
+    steps = replicas * span / cheapest_step_s
+    if steps > MAX_CLOSED_LOOP_STEPS:
+        raise LabError(f"sim.workload.duration_s: {wl.duration:g} s of a closed loop on {replicas} replica(s) is up "
+                       f"to {steps:.3g} engine steps of at least {cheapest_step_s * 1e3:.3g} ms (one token, no KV), "
+                       f"more than the simulator runs for one point ({MAX_CLOSED_LOOP_STEPS:,}): lower duration_s "
+                       "or set max_requests (the loop then ends with its last reply)")
+
+
 def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
                        trace: np.ndarray | None = None, rate: float | None = None):
     """Arrival times (s), prompt and output lengths for poisson, gamma and replayed (trace, replay_log) ones;

@@ -313,6 +313,13 @@ CASES = [
           ("closed loop past the users a point runs", "{kind: closed_loop, concurrency: 1000000000000000000}", "",
            ("sim: Value error, workload.concurrency: 1,000,000,000,000,000,000 closed-loop users, more than the "
             "simulator runs at once (1,000,000")),
+          # a closed loop of 10^18 s ran until its cut at 10^9 simulated seconds: hours of steps, no error
+          ("closed loop that would not end", "{kind: closed_loop, duration_s: 1e18}", "",
+           ("sim.workload.duration_s: 1e+18 s of a closed loop on 1 replica(s) is up to 1.28e+11 engine steps of at "
+            "least 7.81 ms (one token, no KV), more than the simulator runs for one point (50,000,000)")),
+          ("closed loop of more requests than a point runs", "{kind: closed_loop, max_requests: 1000000000000000}", "",
+           ("sim.workload.max_requests: 1,000,000,000,000,000 requests in a closed loop, more than the simulator "
+            "runs for one point (50,000,000)")),
           ("swept users past what a point runs", "{kind: closed_loop}", ", sweep: {values: [8, 2000000]}",
            "sim: Value error, sweep.values: 2,000,000 closed-loop users"),
           # 1e300 GiB is infinite bytes: the KV budget NaN, int(NaN) a ValueError
