@@ -36,6 +36,7 @@ from sim.workload import (
     LogQueue,
     arrival_draws,
     check_closed_loop_size,
+    check_requests_fit,
     length_table_file,
     load_arrival_trace,
     open_loop_arrivals,
@@ -172,6 +173,12 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
         raise LabError(f"sim.workload.warmup_s: {wl.warmup:g} s is not below the replay's last arrival at "
                        f"{inputs.arrival_trace[-1, 0] * wl.time_scale:.1f} s (replays default to 0)")
     check_closed_loop_size(wl, sim.replicas, cost.step_time(1, 0.0, 1, False))  # a loop that would not end
+    field = {"trace": "sim.workload.trace_path", "replay_log": "sim.workload.log_path"}.get(wl.kind,
+                                                                                           "sim.workload.lengths")
+    if not (wl.replay and inputs.arrival_trace is None):  # a replayed file a stage before sim writes: left to it
+        check_requests_fit(LengthSampler.from_spec(wl.lengths, inputs.length_table),
+                           inputs.arrival_trace if wl.replay else None,
+                           sim.engine.max_model_len or cost.model.stated_max_model_len, field)
     if wl.kind in ("poisson", "gamma") and not wl.all_at_once:  # arrivals a point could not draw, before any runs
         for rate in ([wl.rate * v for v in sim.sweep.values] if sim.sweep.axis == "rate" else [wl.rate]):
             arrival_draws(rate, bounded_arrival_horizon(wl, rate).duration, wl.max_requests)
@@ -433,6 +440,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
         "axis": axis, "seed": seed, "acceptance": source.label, "exact_replay": bool(source.exact),
         "kv_policy": sim.engine.kv_policy,
         "sim_time_s": env.now, "wall_s": wall, "events": env.n_events, "rejected": len(cluster.rejected),
+        "too_long": len(cluster.too_long),
         "utilization": stats["busy_time_s"] / (sim.replicas * max(env.now, 1e-9)),
     })
     if sim.frontend.enabled:  # the API servers' share of the run (sim/frontend.py)

@@ -381,6 +381,37 @@ class LengthSampler:
         return p.astype(np.int64), o.astype(np.int64)
 
 
+    def shortest(self) -> int | None:
+        """The fewest tokens (prompt + output) a request it draws can have; None where its table is not read yet."""
+        if self.source in ("csv", "sharegpt"):
+            if self.table is None or not len(self.table):
+                return None
+            return int((np.clip(self.table[:, 0], 1, self.max_prompt) + np.clip(self.table[:, 1], 1, self.max_output)).min())
+        p, o = self.prompt_tokens, self.output_tokens
+        if self.source == "random":
+            p = random_dataset_bounds(p, self.range_ratio)[0]
+            o = random_dataset_bounds(o, self.range_ratio, minimum=1)[0]
+        elif self.source == "recorded":
+            o = 1  # each replayed prompt's own output, at least one token
+        return int(min(max(p, 1), self.max_prompt) + min(max(o, 1), self.max_output))
+
+
+def check_requests_fit(lengths: LengthSampler, rows: np.ndarray | None, max_model_len: int, field: str) -> None:
+    """LabError naming `field` where every request is longer than max_model_len (prompt + output tokens): vLLM's
+    server refuses each one, and a closed loop of them would resend at once forever. `rows`: a replayed trace's
+    [n, 3] arrival, prompt, output (its lengths instead of the sampler's)."""
+    if not max_model_len:
+        return
+    if rows is not None and len(rows):
+        shortest = int((np.clip(rows[:, 1], 1, lengths.max_prompt) + np.clip(rows[:, 2], 1, lengths.max_output)).min())
+    else:
+        shortest = lengths.shortest()
+    if shortest is not None and shortest > max_model_len:
+        raise LabError(f"{field}: every request is longer than max_model_len {max_model_len:,} (the shortest "
+                       f"{shortest:,} tokens, prompt + output), and vLLM's server refuses each one: shorten them, or "
+                       "set sim.engine.max_model_len to the server's --max-model-len")
+
+
 class LogQueue:
     """A replayed log's requests handed out in its send order to closed-loop users (a `replay_log` of a run sent
     with --max-concurrency at --request-rate inf): sample(n, rng) gives the next n (prompts [n], outputs [n])."""

@@ -774,6 +774,15 @@ SIM_FILE_CASES = [
     ("arrival trace pandas cannot parse (its message has a line break)", lambda w: {
         "workload": {"kind": "trace", "trace_path": write(w, "r.csv", "a\n1\n2,3\n")},
         "sweep": {"axis": "none", "workers": 1}}, "r.csv is not a readable CSV"),
+    # vLLM's server refuses a request whose prompt + output pass max_model_len: a workload of nothing else served none
+    # (and a closed loop of them resent at once forever)
+    ("every request past the model's context", lambda w: {
+        "model": {"config": write(w, "config.json", json.dumps({**TINY_CONFIG, "max_position_embeddings": 256}))},
+        "workload": {"lengths": {"source": "fixed", "prompt_tokens": 512, "output_tokens": 8}}},
+     "sim.workload.lengths: every request is longer than max_model_len 256 (the shortest 520 tokens, prompt + output)"),
+    ("every replayed request past --max-model-len", lambda w: {
+        "engine": {"max_model_len": 12}, "workload": {"kind": "trace", "trace_path": write(w, "a.csv", ARRIVALS)}},
+     "sim.workload.trace_path: every request is longer than max_model_len 12 (the shortest 15 tokens"),
     ("arrival trace with a negative time", lambda w: {
         "workload": {"kind": "trace", "trace_path": write(w, "a.csv", ARRIVALS + "-5,10,5\n")},
         "sweep": {"axis": "none", "workers": 1}}, "sim.workload.trace_path: a.csv: columns"),
