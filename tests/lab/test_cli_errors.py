@@ -752,6 +752,11 @@ SIM_FILE_CASES = [
      "log.csv column arrival_s must hold finite seconds >= 0"),
     ("request log with negative tokens", lambda w: replay_log(w, "r1,0,10,-5,1,2\n"),
      "log.csv column output_tokens must hold whole numbers in 0 .. 2,147,483,647"),
+    # times out of order gave negative TTFTs / E2Es in sim/fidelity.csv without a word
+    ("request log with a first token before its arrival", lambda w: replay_log(w, "r1,5,10,5,1,6\n"),
+     "log.csv row 2: first_token_s 1 is before its arrival_s 5"),
+    ("request log finished before its first token", lambda w: replay_log(w, "r1,0,10,5,3,2\n"),
+     "log.csv row 2: finish_s 2 is before its first_token_s 3"),
     ("request log with a word for a time", lambda w: replay_log(w, "r1,0,10,5,soon,2\n"),
      "log.csv column first_token_s holds values that are not numbers"),
     ("lengths CSV with an empty cell", lambda w: {"workload": {"lengths": {"source": "csv", "csv_path": write(
