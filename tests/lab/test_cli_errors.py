@@ -528,6 +528,20 @@ CASES = [
         ("a misspelt key", "moe_lowp_eff: 0.5\n", "spec file 'card.yaml': moe_lowp_eff: unknown key"),
         ("usable memory above its size", "usable_mem_gib: 9\n",
          "spec file 'card.yaml': <root>: Value error, usable_mem_gib 9 is more than mem_gib 8")]],
+    # 1e300 TFLOP/s was a ZeroDivisionError traceback mid-run; 1e300 GiB "does not fit ... in inf GiB"
+    *[(f"spec file with {label}", lambda w, text=text: ["validate", sim_yaml(w, {"hardware": {"spec": write(
+        w, "card.yaml", text)}})], fragment) for label, text, fragment in [
+        ("a peak past any device", "name: c\npeak_tflops: {bf16: 1e300}\nmem_bw_tbs: 1\nmem_gib: 8\n",
+         "spec file 'card.yaml': <root>: Value error, peak_tflops values must be positive and at most 1,000,000 TFLOP/s"),
+        ("memory past any device", "name: c\npeak_tflops: {bf16: 100}\nmem_bw_tbs: 1\nmem_gib: 1e300\n",
+         "spec file 'card.yaml': mem_gib: Input should be less than or equal to 1000000"),
+        ("bandwidth past any device", "name: c\npeak_tflops: {bf16: 100}\nmem_bw_tbs: 1e300\nmem_gib: 8\n",
+         "spec file 'card.yaml': mem_bw_tbs: Input should be less than or equal to 1000"),
+        ("a negative bandwidth", "name: c\npeak_tflops: {bf16: 100}\nmem_bw_tbs: -1\nmem_gib: 8\n",
+         "spec file 'card.yaml': mem_bw_tbs: Input should be greater than 0"),
+        ("a word for a size", "name: c\npeak_tflops: {bf16: 100}\nmem_bw_tbs: 1\nmem_gib: twenty\n",
+         "spec file 'card.yaml': mem_gib: Input should be a valid number"),
+        ("a list", "- 1\n", "spec file 'card.yaml' must hold one mapping of HardwareSheet fields")]],
     ("spec file without a required key", lambda w: ["validate", sim_yaml(w, {"hardware": {"spec": write(
         w, "card.yaml", "name: c\npeak_tflops: {bf16: 1}\nmem_gib: 8\n")}})],
      "spec file 'card.yaml': mem_bw_tbs: required key is missing"),
