@@ -21,15 +21,20 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def positive_int(text: str) -> int:
-    """An argparse `type`: an integer >= 1 (a count of prompts, tokens, repeats)."""
+def positive_int(text: str, low: int = 1) -> int:
+    """An argparse `type`: an integer >= 1 (a count of prompts, tokens, repeats), or >= `low`."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least {low}")
     return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse `type`: an integer >= 0 (a token id, an offset)."""
+    return positive_int(text, low=0)
 
 
 def int_list(text: str, low: int = 1) -> list[int]:

@@ -145,6 +145,8 @@ def cmd_traces(args) -> int:
     if (path / "traces").is_dir():  # a run directory: its traces, not its decode/ and sim/ Parquet files
         path = path / "traces"
     frame = read_traces(path)
+    if frame.empty:  # the summary promised has nothing to summarize (an evaluate that decoded no prompt)
+        raise LabError(f"{args.path}: the trace files hold no rows (no verify step recorded): nothing to summarize")
     print(f"{len(frame)} rows, tables {sorted(frame['table'].unique())}, "
           f"methods {sorted(frame['method'].unique())}, datasets {sorted(frame['dataset'].unique())}")
     table = tau_table(frame, by=("table", "method", "dataset", "temperature"))

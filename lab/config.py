@@ -107,6 +107,9 @@ class DecodeSection(StrictModel):
         return values
 
 
+MAX_PROFILE_BATCH = 8192  # sim.engine.max_num_seqs's own bound
+
+
 class ProfileSection(StrictModel):
     """`lab profile`: the target's forward step time on its device over batch x query tokens x context
     (written as step_profile.csv/json in the run directory; the simulator's `cost.profile: run`)."""
@@ -125,6 +128,9 @@ class ProfileSection(StrictModel):
             values = getattr(self, name)
             if not values or any(v < low for v in values) or len(set(values)) != len(values):
                 raise ValueError(f"profile.{name} must be a non-empty list of distinct integers >= {low}")
+        if max(self.batch) > MAX_PROFILE_BATCH:  # 10^12 passed validate and asked torch for a cache of that many rows
+            raise ValueError(f"profile.batch {max(self.batch):,}: at most {MAX_PROFILE_BATCH:,} requests per step "
+                             "(vLLM's max_num_seqs tops out there)")
         return self
 
 

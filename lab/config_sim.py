@@ -120,7 +120,7 @@ class SymmMemAllReduceSheet(StrictModel):
 class InterconnectSheet(StrictModel):
     kind: Literal["nvlink", "pcie", "infinity_fabric", "ethernet", "none"] = Field(
         description="the link tensor-parallel all-reduces and expert all-to-alls use")
-    bandwidth_gbs: float = Field(gt=0, description="per GPU and direction, GB/s (NCCL's achieved rate)")
+    bandwidth_gbs: float = Field(gt=0, le=1_000_000, description="per GPU and direction, GB/s (NCCL's achieved rate)")
     latency_us: float = Field(0.0, ge=0, description="per collective call, microseconds (NCCL's)")
     custom_allreduce: CustomAllReduceSheet | None = Field(
         None, description="vLLM's custom all-reduce where the GPUs have P2P: its own latency / bandwidth below "
@@ -142,6 +142,9 @@ class InterconnectSheet(StrictModel):
         return self
 
 
+MAX_PEAK_TFLOPS = 1_000_000  # a sheet's peak_tflops at most: ~100x the largest preset's
+
+
 class HardwareSheet(StrictModel):
     """One accelerator from its spec sheet: the schema of every preset in sim/presets/hardware.yaml and of a
     YAML's own `sim.hardware.spec`."""
@@ -151,10 +154,12 @@ class HardwareSheet(StrictModel):
     sources: list[str] = Field(default_factory=list, description="public spec-sheet URLs the numbers come from")
     peak_tflops: dict[Literal[DTYPES], float] = Field(  # type: ignore[valid-type]
         description="dense (no sparsity) peak TFLOP/s per dtype, e.g. {bf16: 989.4, fp8: 1978.9}", min_length=1)
-    mem_bw_tbs: float = Field(gt=0, description="peak memory bandwidth, TB/s")
-    mem_gib: float = Field(gt=0, description="memory size, GiB (GPU vendors' GB)")
+    # upper bounds ~100x past any device (the presets top out at 10,066 TFLOP/s, 8 TB/s, 288 GiB): 1e300 TFLOP/s
+    # divided by zero mid-run, 1e300 GiB was infinite bytes ("does not fit ... in inf GiB")
+    mem_bw_tbs: float = Field(gt=0, le=1000, description="peak memory bandwidth, TB/s")
+    mem_gib: float = Field(gt=0, le=1_000_000, description="memory size, GiB (GPU vendors' GB)")
     usable_mem_gib: float | None = Field(
-        None, gt=0, description="the device total as CUDA / ROCm report it (torch.cuda.mem_get_info, vLLM's "
+        None, gt=0, le=1_000_000, description="the device total as CUDA / ROCm report it (torch.cuda.mem_get_info, vLLM's "
         "'total_gpu_memory'), GiB: what gpu_memory_utilization multiplies. ECC and the driver's reservation make "
         "it smaller than the size sold (79.2 on an 80 GB H100, 44.3 on a 48 GB L40S); null: mem_gib")
     graphs: bool = Field(True, description="the device replays captured CUDA / HIP graphs (vLLM's default on "
@@ -270,8 +275,8 @@ class HardwareSheet(StrictModel):
 
     @model_validator(mode="after")
     def _positive_peaks(self):
-        if any(v <= 0 for v in self.peak_tflops.values()):
-            raise ValueError("peak_tflops values must be positive")
+        if any(not 0 < v <= MAX_PEAK_TFLOPS for v in self.peak_tflops.values()):
+            raise ValueError(f"peak_tflops values must be positive and at most {MAX_PEAK_TFLOPS:,} TFLOP/s")
         if self.usable_mem_gib is not None and self.usable_mem_gib > self.mem_gib:
             raise ValueError(f"usable_mem_gib {self.usable_mem_gib:g} is more than mem_gib {self.mem_gib:g}")
         if any(not 0 < v <= 2 for v in self.lowp_matmul_efficiency.values()):

@@ -85,6 +85,9 @@ def context_budgets(cfg: ExperimentConfig, stages) -> list[tuple[str, int]]:
     if "evaluate" in stages and cfg.prompts is not None:
         budgets.append(("prompts.max_prompt_tokens + decode.max_new_tokens",
                         cfg.prompts.max_prompt_tokens + cfg.decode.max_new_tokens))
+    if "profile" in stages:  # its longest step: the largest cache plus the longest query appended to it
+        budgets.append(("profile.context_len + profile.query_tokens",
+                        max(cfg.profile.context_len) + max(cfg.profile.query_tokens)))
     return budgets
 
 

@@ -89,7 +89,7 @@ def device_meta(target, model_label: str) -> dict:
 
 def run_stage(ctx) -> None:
     """The `profile` stage: measure the run's target and write step_profile.csv/json into the run directory."""
-    from real.targets import load_target
+    from real.targets import load_target, require_context
 
     cfg = ctx.cfg
     out = ctx.root
@@ -98,6 +98,8 @@ def run_stage(ctx) -> None:
         ctx.mark_done("profile")
         return
     target = load_target(cfg.target)
+    require_context(target, max(cfg.profile.context_len) + max(cfg.profile.query_tokens),
+                    "profile.context_len + profile.query_tokens")
     section = cfg.profile
     n_points = len(section.batch) * len(section.query_tokens) * len(section.context_len)
     print(f"profile: {cfg.target.name} ({cfg.target.dtype}) on {cfg.target.device}, {n_points} points x "

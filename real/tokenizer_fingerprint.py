@@ -24,7 +24,7 @@ import sys
 from hashlib import sha256
 from pathlib import Path
 
-from lab.arguments import ArgumentParser
+from lab.arguments import ArgumentParser, nonnegative_int
 from lab.errors import LabError
 
 # llama.cpp convert_hf_to_gguf_update.py CHK_TXT (the 😶 and 🌫️ are joined by U+200D)
@@ -71,17 +71,37 @@ def fingerprint(ids: list[int]) -> str:
 
 def encode_chk(tokenizer_dir: Path) -> list[int]:
     """CHK_TXT's ids by the tokenizer.json in `tokenizer_dir`, its own post-processor's special tokens added."""
-    from tokenizers import Tokenizer
-
     path = Path(tokenizer_dir) / "tokenizer.json"
     if not path.is_file():
         raise LabError(f"--tokenizer: {path} does not exist")
-    return Tokenizer.from_file(str(path)).encode(CHK_TXT).ids
+    return load_tokenizer(path).encode(CHK_TXT).ids
+
+
+def load_tokenizer(path: Path):
+    """The tokenizers library's Tokenizer of tokenizer.json `path`; LabError naming the file when it cannot read it
+    (cut short, not JSON, not a tokenizer: the library's Exception was a traceback)."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 -- tokenizers raises a bare Exception for every unreadable file
+        raise LabError(f"--tokenizer: {path}: not a readable tokenizer.json ({exc})") from None
+
+
+def check_bos_ids(tokenizer_dir: Path, bos: dict[str, int]) -> None:
+    """LabError naming --bos where an id is past the tokenizer's vocabulary (no token has it: its hash names no
+    model, and the row said only 'no listed model')."""
+    size = load_tokenizer(Path(tokenizer_dir) / "tokenizer.json").get_vocab_size(with_added_tokens=True)
+    for token in bos.values():
+        if token >= size:
+            raise LabError(f"--bos {token}: not a token id of {tokenizer_dir} (its vocabulary has ids 0 .. {size - 1})")
 
 
 def fingerprint_rows(name: str, tokenizer_dir: Path, bos: dict[str, int]) -> list[dict]:
     """One row per encoding (bare, then each BOS in front): what was hashed, the hash, the llama.cpp model it names."""
     ids = encode_chk(tokenizer_dir)
+    if bos:
+        check_bos_ids(tokenizer_dir, bos)
     rows = []
     for label, seq in [("as it encodes", ids)] + [(f"+ {b} {i}", [i] + ids) for b, i in bos.items()]:
         h = fingerprint(seq)
@@ -95,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m real.tokenizer_fingerprint", description=__doc__.splitlines()[0])
     ap.add_argument("--tokenizer", default=None, help="a tokenizer directory with tokenizer.json (default: the "
                                                       "lab's qwen3 and llama3)")
-    ap.add_argument("--bos", type=int, action="append", default=[], help="a BOS id to try in front (repeatable)")
+    ap.add_argument("--bos", type=nonnegative_int, action="append", default=[],
+                    help="a BOS id to try in front (repeatable)")
     args = ap.parse_args(argv)
+    if args.bos and not args.tokenizer:  # the lab's own tokenizers try their known BOS ids (KNOWN_BOS) only
+        ap.error("--bos applies to a --tokenizer directory")
     try:
         if args.tokenizer:
             jobs = [(args.tokenizer, Path(args.tokenizer), {f"BOS ({n + 1})": b for n, b in enumerate(args.bos)})]

@@ -791,6 +791,10 @@ class Cluster:
         self.closed_loop = closed_loop
         self.req = RequestTable()
         self.rejected: list[int] = []
+        # vLLM's OpenAI server answers 400 to a request whose prompt + max_tokens pass max_model_len (--max-model-len,
+        # else the length the config.json states; 0: none stated, a preset's): such requests are never scheduled
+        self.max_model_len = engine.max_model_len or cost.model.stated_max_model_len
+        self.too_long: list[int] = []
         self._slots: dict[int, tuple[int, int, int]] = {}
         self._rr = 0
         self._lb_start = 0  # least_loaded: the engine its next scan starts at (vLLM's eng_start_index)
@@ -842,8 +846,14 @@ class Cluster:
         if output_len < 0:
             output_len = rec_out
         rid = self.req.add(now, prompt_len, max(int(output_len), 1), 0.0 if offered is None else now - offered)
-        self._slots[rid] = (start, length, rec_out)
         self._track(now, +1)
+        if self.max_model_len and prompt_len + max(int(output_len), 1) > self.max_model_len:
+            # vLLM's server refuses it at once (serving_engine.py: prompt + max_tokens > max_model_len, an error per
+            # request): unfinished, never on a replica; its client slot (a closed loop's user) is free again
+            self.too_long.append(rid)
+            self.env.timeout(0).callbacks.append(lambda _e, rid=rid: self.on_finish(rid, self.env.now))
+            return rid
+        self._slots[rid] = (start, length, rec_out)
         if self.router == "least_loaded":
             rep = self._least_loaded()
         else:

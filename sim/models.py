@@ -105,6 +105,9 @@ class ModelShape:
     linear_layers: int = 0  # of n_layers: Gated DeltaNet layers (no KV cache; a fixed state per request)
     vocab: int = 0  # vocab_size: the logits vLLM's profile run samples (sim/kv_cache.activation_reserve_bytes)
     max_model_len: int = 0  # vLLM's length without --max-model-len (derived_max_model_len); 0: unknown (presets)
+    # that length where the config.json states one (MAX_LEN_KEYS), the limit vLLM refuses longer requests at;
+    # 0 where it states none (a trimmed config: vLLM V0's fallback 2048 is no limit of the served model)
+    stated_max_model_len: int = 0
     moe_intermediate: int = 0  # a routed expert's intermediate size (0: unknown; the mxfp4 Marlin layout needs it)
     routing_skew: float = 0.0  # spread of one MoE layer's expert popularity (sim/routing.py); 0: uniform routing
     # parameters vLLM holds whole on every tensor-parallel GPU (part of params_b and active_params_b): MLA's
@@ -634,6 +637,7 @@ def from_hf_config(path: str | Path, name: str | None = None, quantized: bool = 
                       sliding_window=window, sliding_layers=sliding, source=str(path), linear=lin,
                       linear_layers=n_linear, chunked_attention=chunked, vocab=vocab,
                       max_model_len=derived_max_model_len(cfg),
+                      stated_max_model_len=derived_max_model_len(cfg) if any(k in cfg for k in MAX_LEN_KEYS) else 0,
                       moe_intermediate=moe_inter if experts else 0, **replicated, **quant)
 
 

@@ -79,6 +79,15 @@ def _checked_log(log: pd.DataFrame, p: Path, field: str) -> pd.DataFrame:
     for col in ("input_tokens", "output_tokens"):
         if not token_counts(num[col].to_numpy(np.float64)).all():
             raise LabError(f"{field}: {p} column {col} must hold whole numbers in 0 .. {MAX_TOKENS:,}")
+    # a failed request's times are NaN; a time before the one it follows gave negative TTFTs and E2Es silently
+    first, finish = num["first_token_s"].to_numpy(np.float64), num["finish_s"].to_numpy(np.float64)
+    for col, later, earlier, what in (("first_token_s", first, arrival, "arrival_s"),
+                                      ("finish_s", finish, first, "first_token_s")):
+        early = later < earlier - 1e-6  # NaN compares False: a failed request, or no first token logged
+        if early.any():
+            row = int(np.argmax(early))
+            raise LabError(f"{field}: {p} row {row + 1}: {col} {later[row]:g} is before its {what} "
+                           f"{earlier[row]:g}")
     log = log.copy()
     log[list(LOG_COLUMNS[1:])] = num
     log["request_id"] = log["request_id"].astype(str)

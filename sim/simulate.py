@@ -31,9 +31,12 @@ from sim.serving_metrics import read_request_log, summarize
 from sim.trace_rows import resolve_method
 from sim.vllm_bench_log import bench_client
 from sim.workload import (
+    CLOSED_LOOP_CUT_S,
     LengthSampler,
     LogQueue,
     arrival_draws,
+    check_closed_loop_size,
+    check_requests_fit,
     length_table_file,
     load_arrival_trace,
     open_loop_arrivals,
@@ -169,9 +172,16 @@ def prepare_inputs(sim, run_root: Path | None = None, seed: int = 0, ahead: bool
             and wl.warmup >= float(inputs.arrival_trace[-1, 0]) * wl.time_scale):
         raise LabError(f"sim.workload.warmup_s: {wl.warmup:g} s is not below the replay's last arrival at "
                        f"{inputs.arrival_trace[-1, 0] * wl.time_scale:.1f} s (replays default to 0)")
+    check_closed_loop_size(wl, sim.replicas, cost.step_time(1, 0.0, 1, False))  # a loop that would not end
+    field = {"trace": "sim.workload.trace_path", "replay_log": "sim.workload.log_path"}.get(wl.kind,
+                                                                                           "sim.workload.lengths")
+    if not (wl.replay and inputs.arrival_trace is None):  # a replayed file a stage before sim writes: left to it
+        check_requests_fit(LengthSampler.from_spec(wl.lengths, inputs.length_table),
+                           inputs.arrival_trace if wl.replay else None,
+                           sim.engine.max_model_len or cost.model.stated_max_model_len, field)
     if wl.kind in ("poisson", "gamma") and not wl.all_at_once:  # arrivals a point could not draw, before any runs
         for rate in ([wl.rate * v for v in sim.sweep.values] if sim.sweep.axis == "rate" else [wl.rate]):
-            arrival_draws(rate, bounded_arrival_horizon(wl, rate).duration)
+            arrival_draws(rate, bounded_arrival_horizon(wl, rate).duration, wl.max_requests)
     # fail early on sources that cannot be built (unknown method, dataset weights, ...)
     if acc.source == "parametric" or inputs.traces is not None:
         for spec in sim.policies:
@@ -352,13 +362,13 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
     end = wl.duration
     warmup = wl.warmup
     if wl.kind == "closed_loop" or wl.all_at_once:  # rate .inf: vLLM's client at --request-rate inf, a closed loop
-        end = min(end, 1e9)  # a bounded loop (max_requests) is not cut: it ends with its last reply
+        end = min(end, CLOSED_LOOP_CUT_S)  # a bounded loop (max_requests) is not cut: it ends with its last reply
         closed = {"think": wl.think_time_s, "stop_at": end, "lengths": lengths, "max_requests": wl.max_requests}
     elif inputs.replay_users:  # the log's requests in send order to its client's slots (vLLM's semaphore)
         rows = inputs.arrival_trace[:wl.max_requests or None].copy()  # [n, 3] arrival, input, output tokens
         rows[:, 1] = np.clip(rows[:, 1], 1, lengths.max_prompt)
         rows[:, 2] = np.clip(rows[:, 2], 1, lengths.max_output)
-        end = min(end, 1e9)
+        end = min(end, CLOSED_LOOP_CUT_S)
         closed = {"think": 0.0, "stop_at": end, "lengths": LogQueue(rows), "max_requests": len(rows)}
     arrivals = None
     if closed is None:
@@ -432,6 +442,7 @@ def simulate(inputs: SimInputs, label: str, value: float | None = None, seed: in
         "axis": axis, "seed": seed, "acceptance": source.label, "exact_replay": bool(source.exact),
         "kv_policy": sim.engine.kv_policy,
         "sim_time_s": env.now, "wall_s": wall, "events": env.n_events, "rejected": len(cluster.rejected),
+        "too_long": len(cluster.too_long),
         "utilization": stats["busy_time_s"] / (sim.replicas * max(env.now, 1e-9)),
     })
     if sim.frontend.enabled:  # the API servers' share of the run (sim/frontend.py)

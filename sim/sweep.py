@@ -265,7 +265,10 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
                      f"{r.tpot_ms_p90:.1f} | {r.ttft_s_p50:.2f} / {r.ttft_s_p99:.2f} | {r.tau:.2f} | "
                      f"{r.verify_per_req_step:.2f} |")
     unfinished = int(results["unfinished"].sum())
-    lines += ["", (f"Points: {len(results)}; unfinished requests over all points: {unfinished}; "
+    too_long = int(results["too_long"].sum()) if "too_long" in results else 0
+    refused = (f" ({too_long} of them refused as longer than max_model_len, prompt + output, as vLLM's server "
+               "refuses each such request)") if too_long else ""
+    lines += ["", (f"Points: {len(results)}; unfinished requests over all points: {unfinished}{refused}; "
                    f"simulator wall time {results['wall_s'].sum():.1f} s."), ""]
     return "\n".join(lines)
 

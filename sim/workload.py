@@ -381,6 +381,37 @@ class LengthSampler:
         return p.astype(np.int64), o.astype(np.int64)
 
 
+    def shortest(self) -> int | None:
+        """The fewest tokens (prompt + output) a request it draws can have; None where its table is not read yet."""
+        if self.source in ("csv", "sharegpt"):
+            if self.table is None or not len(self.table):
+                return None
+            return int((np.clip(self.table[:, 0], 1, self.max_prompt) + np.clip(self.table[:, 1], 1, self.max_output)).min())
+        p, o = self.prompt_tokens, self.output_tokens
+        if self.source == "random":
+            p = random_dataset_bounds(p, self.range_ratio)[0]
+            o = random_dataset_bounds(o, self.range_ratio, minimum=1)[0]
+        elif self.source == "recorded":
+            o = 1  # each replayed prompt's own output, at least one token
+        return int(min(max(p, 1), self.max_prompt) + min(max(o, 1), self.max_output))
+
+
+def check_requests_fit(lengths: LengthSampler, rows: np.ndarray | None, max_model_len: int, field: str) -> None:
+    """LabError naming `field` where every request is longer than max_model_len (prompt + output tokens): vLLM's
+    server refuses each one, and a closed loop of them would resend at once forever. `rows`: a replayed trace's
+    [n, 3] arrival, prompt, output (its lengths instead of the sampler's)."""
+    if not max_model_len:
+        return
+    if rows is not None and len(rows):
+        shortest = int((np.clip(rows[:, 1], 1, lengths.max_prompt) + np.clip(rows[:, 2], 1, lengths.max_output)).min())
+    else:
+        shortest = lengths.shortest()
+    if shortest is not None and shortest > max_model_len:
+        raise LabError(f"{field}: every request is longer than max_model_len {max_model_len:,} (the shortest "
+                       f"{shortest:,} tokens, prompt + output), and vLLM's server refuses each one: shorten them, or "
+                       "set sim.engine.max_model_len to the server's --max-model-len")
+
+
 class LogQueue:
     """A replayed log's requests handed out in its send order to closed-loop users (a `replay_log` of a run sent
     with --max-concurrency at --request-rate inf): sample(n, rng) gives the next n (prompts [n], outputs [n])."""
@@ -415,16 +446,55 @@ def vllm_client_send_times(n: int, rate: float, shape: float, seed: int) -> np.n
 MAX_ARRIVAL_DRAWS = 50_000_000
 
 
-def arrival_draws(rate: float, duration: float) -> int:
-    """The gaps open_loop_arrivals draws for `duration` seconds at `rate` (half again the mean count, and some);
+# A bounded run (max_requests) keeps its first max_requests arrivals: past this many gaps for its window, it draws only
+# those (the same first gaps, a generator draws them in order). Below it every draw is as it always was, so an ordinary
+# run's generator is left where it was left before (the acceptance draws after the arrivals unchanged)
+BOUNDED_DRAWS_SHORTCUT = 1_000_000
+
+
+def arrival_draws(rate: float, duration: float, cap: int | None = None) -> int:
+    """The gaps open_loop_arrivals draws for `duration` seconds at `rate` (half again the mean count, and some), or
+    for a bounded run (`cap`: max_requests) whose window would take more than BOUNDED_DRAWS_SHORTCUT, its `cap`
+    (1,000 requests at 10^6 req/s drew 9 x 10^7 gaps for a window of 3 x 1,000 / rate + 60 s, and was refused);
     LabError naming the workload's fields when that is more than MAX_ARRIVAL_DRAWS."""
     mean = rate * duration
     draws = mean * 1.5 + 10 * math.sqrt(mean) + 20
+    if cap is not None and draws > BOUNDED_DRAWS_SHORTCUT and cap < draws:  # NaN stays NaN (refused below)
+        draws = cap
     if not draws <= MAX_ARRIVAL_DRAWS:  # inf and NaN (inf x 0) too
         raise LabError(f"sim.workload: {rate:g} req/s over {duration:g} s is ~{mean:.3g} arrivals, more than the "
                        f"simulator draws for one point ({MAX_ARRIVAL_DRAWS:,}): lower the rate (or the swept rate "
                        "values) or sim.workload.duration_s / max_requests")
     return int(draws)
+
+
+# The most engine steps one closed-loop point may take (~10-40 minutes of simulation at the 20-80 k steps/s of
+# sim.bench's CPUs): a duration_s of 10^18 ran until the loop's cut at 10^9 simulated seconds, hours of steps
+MAX_CLOSED_LOOP_STEPS = 50_000_000
+CLOSED_LOOP_CUT_S = 1e9  # a closed loop stops sending at min(duration, this) (sim/simulate.py)
+
+
+def check_closed_loop_size(wl, replicas: int, cheapest_step_s: float) -> None:
+    """LabError naming the field when a closed loop (kind closed_loop, or rate .inf) could not end in reasonable
+    time: more max_requests than a point holds (MAX_ARRIVAL_DRAWS), or, without max_requests, a duration_s whose
+    steps -- replicas x duration / the cheapest step (one token, no KV), all a busy loop can take -- number more
+    than MAX_CLOSED_LOOP_STEPS. Open-loop workloads are bounded by their arrivals (arrival_draws)."""
+    if not (wl.kind == "closed_loop" or wl.all_at_once):
+        return
+    if wl.max_requests is not None:  # a bounded loop ends with its last reply, whatever duration_s says
+        if wl.max_requests > MAX_ARRIVAL_DRAWS:
+            raise LabError(f"sim.workload.max_requests: {wl.max_requests:,} requests in a closed loop, more than "
+                           f"the simulator runs for one point ({MAX_ARRIVAL_DRAWS:,})")
+        return
+    if not cheapest_step_s > 0:
+        return
+    span = min(wl.duration, CLOSED_LOOP_CUT_S)
+    steps = replicas * span / cheapest_step_s
+    if steps > MAX_CLOSED_LOOP_STEPS:
+        raise LabError(f"sim.workload.duration_s: {wl.duration:g} s of a closed loop on {replicas} replica(s) is up "
+                       f"to {steps:.3g} engine steps of at least {cheapest_step_s * 1e3:.3g} ms (one token, no KV), "
+                       f"more than the simulator runs for one point ({MAX_CLOSED_LOOP_STEPS:,}): lower duration_s "
+                       "or set max_requests (the loop then ends with its last reply)")
 
 
 def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
@@ -441,7 +511,7 @@ def open_loop_arrivals(spec, lengths: LengthSampler, rng: np.random.Generator,
         o = np.clip(trace[keep][:cap, 2].astype(np.int64), 1, lengths.max_output)
         return times, p, o
     rate = rate or spec.rate
-    n_guess = arrival_draws(rate, duration)
+    n_guess = arrival_draws(rate, duration, spec.max_requests)
     shape = 1.0 if spec.kind == "poisson" else 1.0 / spec.cv**2  # gamma: mean 1/rate, coefficient of variation cv
     if spec.client_seed is not None:
         times = vllm_client_send_times(min(n_guess, cap), rate, shape, spec.client_seed)

