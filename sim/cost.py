@@ -108,7 +108,9 @@ The CPU terms (gemm_bw_efficiency, kv_bw_efficiency, compute_memory_overlap < 1)
 CPU (kv_bw_efficiency: eager attention moves KV far slower than a weight read, sim.bench_profile). A step
 of 1 x 4 or 4 x 1 query tokens costs ~2.7x one of 1 token over the same weights (Gemma3-270M fp32, AVX2;
 BLAS takes another, slower path for matrix-matrix products and packs the weights), and reading weights
-does not hide the FLOPs; the defaults leave a GPU sheet's roofline as it was (sim.bench_profile fits them).
+does not hide the FLOPs; the defaults leave a GPU sheet's roofline as it was (sim.bench_profile fits them), but for
+the Ada sheets' compute_memory_overlap < 1: there a decode GEMM's time grows with its rows by 0.36 of their FLOPs' time
+at the tensor peak (published L40S timings, sim.gemm_growth).
 Profile (sim.cost.profile: a measured step_profile.csv, sim/step_profile.py): t = the profile's step time
 at (n_reqs + drafts, tokens / (n_reqs + drafts), (kv_sum - tokens) / n_reqs), interpolated: kv_sum counts
 each request's KV including this step's own tokens, a profile row's context_len the cached tokens before the
