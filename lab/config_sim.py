@@ -256,7 +256,8 @@ class HardwareSheet(StrictModel):
         "-m sim.attention_kernels), not from serving rows")
     mixed_decode_tile_rows: int | None = Field(
         None, ge=2, le=256, description="query rows vLLM's attention kernel computes, per query head, for each "
-        "decoding request of a step that also runs a prefill chunk (V1 engine): FA2 (compute capability 8.x) runs "
+        "decoding request of a step that also runs a prefill chunk (V1 engine): FA2 (compute capability 8.x and "
+        "12.x: vLLM's FLASH_ATTN takes FA3 on 9.x only, FlashInfer leads on 10.x) runs "
         "the whole mixed batch as one paged flash_attn_varlen_func call, the split-KV kernel's kBlockM = 64 rows "
         "per (request, query head) tile, and packs GQA heads only when every query is one token (max_seqlen_q == "
         "1); so a decode there costs 64 rows x its context (rounded up to kBlockN = 128) of attention FLOPs per "

@@ -575,10 +575,11 @@ class CostModel:
                 pairs_tokens, m.moe_top_k, width, hidden, act, own_share) / achievable_bandwidth(hw))
         self._t_attn = m.attn_flops_per_context_token / flops  # per (query token x cached token)
         # FA2's mixed batch (mixed_decode_rows > 1): each decoding request a whole kBlockM-row tile per query head
-        # over its context rounded up to kBlockN; not where vLLM runs another attention kernel (MLA) or the
-        # sliding-window roofline applies (attended context capped, priced at the mean)
+        # over its context rounded up to kBlockN; not where vLLM runs another attention kernel (MLA; a 1-byte KV
+        # cache, which FLASH_ATTN takes on FA3 only -- flash_attn_supports_fp8 -- so FA2 cards run Triton /
+        # FlashInfer there) or the sliding-window roofline applies (attended context capped, priced at the mean)
         self._pad_rows = (self.mixed_decode_rows if self.mixed_decode_rows > 1 and not self._sliding
-                          and m.kv_dim_override is None else 0)
+                          and m.kv_dim_override is None and m.kv_bytes_per_elem >= 2 else 0)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
         # per request in a step: its linear-attention state read and written back (split by heads over tp), at the
@@ -802,7 +803,7 @@ class CostModel:
         """The attended (query row x cached token) pairs beyond the decodes' own that `decodes` decoding requests
         holding `decode_kv` cached tokens cost in a step with a prefill chunk, where the attention kernel pads each
         to mixed_decode_rows query rows per head (0 where it does not, CostModel._pad_rows). vLLM's FA2 (compute
-        capability 8.x, V1 engine) runs the mixed batch as one paged flash_attn_varlen_func call
+        capability 8.x and 12.x, V1 engine) runs the mixed batch as one paged flash_attn_varlen_func call
         (vllm/v1/attention/backends/flash_attn.py FlashAttentionImpl.forward, vllm-project/vllm@0084b783); a block
         table forces the split-KV kernel (run_mha_fwd(params, stream, /*force_split_kernel=*/paged_KV)), whose
         tiles are kBlockM = 64 query rows x kBlockN = 128 keys at head dim 128 (run_mha_fwd_splitkv_dispatch), one

@@ -20,11 +20,45 @@ def bare(hw_name: str, model: str = "qwen3-14b", rows: int | None = None, **kw) 
                      mixed_decode_rows=hw.mixed_decode_tile_rows or 0 if rows is None else rows, **kw)
 
 
-def test_the_ampere_sheets_pad_hopper_does_not():
-    assert get_hardware("a100-80g").mixed_decode_tile_rows == 64
-    assert get_hardware("a100-40g").mixed_decode_tile_rows == 64
-    for name in ("h100", "h200", "h100-pcie"):  # FA3 packs GQA heads and schedules its tiles
-        assert get_hardware(name).mixed_decode_tile_rows is None
+# presets vLLM V1 runs FlashAttention 2 on (FLASH_ATTN leads everywhere but 10.x; get_flash_attn_version takes FA3 on
+# 9.x only): compute capability 8.0, 8.6, 8.9 and 12.0 (BENCHMARKS.md session 39, h133). rtx-4090 (8.9) is held null
+# until its decode-only step is repriced (hardware.yaml), so it is in neither list.
+FA2_CARDS = ("a100-80g", "a100-40g", "a10", "a10g", "a40", "rtx-3090", "rtx-a6000", "l4", "l40", "l40s",
+             "rtx-6000-ada", "rtx-5090", "rtx-pro-6000")
+# FA3 (Hopper: GQA packed with vLLM's 16-token pages, tiles per request's own rows), FlashInfer (B200), ROCm, CPU
+NOT_FA2 = ("h100", "h200", "h100-pcie", "h20", "b200", "mi300x", "mi325x", "mi355x", "cpu")
+
+
+def test_the_fa2_sheets_pad_the_others_do_not():
+    for name in FA2_CARDS:
+        assert get_hardware(name).mixed_decode_tile_rows == 64, name
+    for name in NOT_FA2:
+        assert get_hardware(name).mixed_decode_tile_rows is None, name
+    assert set(FA2_CARDS) | set(NOT_FA2) | {"rtx-4090"} == set(hardware_presets())  # a new preset is placed
+
+
+@pytest.mark.parametrize("card", ["l40s", "a10g", "rtx-5090"])
+def test_an_ada_ampere_or_gb202_mixed_step_pays_the_same_tiles(card):
+    """The padded FLOPs on the other FA2 cards follow the A100's arithmetic at the card's own attention rate:
+    48 decodes at 1,500 cached tokens of Qwen3-8B beside a 2,048-token chunk."""
+    pad, flat = bare(card, "qwen3-8b"), bare(card, "qwen3-8b", rows=0)
+    m, hw = pad.model, get_hardware(card)
+    dec, ctx, chunk = 48, 1500.0, 2048
+    kw = {"chunk_max": chunk, "chunk_sum": chunk, "chunk_kv": float(chunk), "chunk_reqs": 1}
+    kv, attn = dec * ctx + chunk, dec * ctx + chunk * (chunk + 1) / 2
+    extra = (64 * (dec * ctx + dec * (FA2_KEY_BLOCK - 1) / 2) - dec * ctx) * 4 * m.n_heads * m.head_dim * m.n_layers
+    rate = hw.peak_for("bf16") * 1e12 * (hw.attn_mfu or hw.mfu)
+    gap = pad.step_time(dec + chunk, kv, dec + 1, False, attn_ctx=attn, **kw) - \
+        flat.step_time(dec + chunk, kv, dec + 1, False, attn_ctx=attn, **kw)
+    assert gap == pytest.approx(extra / rate, rel=1e-9) and gap > 0
+
+
+def test_an_fp8_kv_cache_takes_another_backend():
+    """vLLM's FLASH_ATTN takes an fp8 KV cache on FA3 only (flash_attn_supports_fp8), so on an FA2 card such a
+    model runs Triton / FlashInfer attention: no padded tiles."""
+    fp8_kv = dataclasses.replace(get_model("qwen3-8b"), kv_dtype="fp8")
+    assert CostModel(get_hardware("l40s"), fp8_kv, mixed_decode_rows=64)._pad_rows == 0
+    assert CostModel(get_hardware("l40s"), get_model("qwen3-8b"), mixed_decode_rows=64)._pad_rows == 64
 
 
 def test_a_mixed_step_pays_the_padded_rows_by_hand():
