@@ -8,7 +8,8 @@ terms and roofline.
 The data (sim/validation/step_floor.yaml, each run with its URL) are decode steps of one model at low batch on one
 card, measured as the TPOT of a pure-decode phase. The check prices each step with CostModel (the run's config.json,
 its preset card, `batch` requests of `context_tokens` each, one token each) and splits the price into the fixed
-terms (step_overhead + n_layers x layer_overhead + batch x request_overhead, the sheet's) and the rest (the roofline:
+terms (step_overhead + n_layers x layer_overhead + step_host + batch x request_overhead, the sheet's; the two host
+terms overlap the GPU's step where the run had async scheduling, and are left out of it there) and the rest (the roofline:
 weights, KV, attention, LM head). `implied fixed` is what the measurement leaves for the fixed terms once the
 roofline is paid: measured - roofline. On a small model that is most of the step, so these rows say whether the
 fixed terms are right in level; on a bandwidth-bound model they mostly check bw_efficiency.
@@ -67,6 +68,8 @@ class StepFloorRun(StrictModel):
     engine: str = Field(min_length=1)
     engine_version: str | None = None
     cuda_graphs: str | None = None
+    async_scheduling: bool = Field(False, description="whether the server ran async scheduling (vLLM's default from "
+                                                      "0.14): the sheet's host terms then overlap the GPU's step")
     model: str = Field(min_length=1)
     model_config_path: RepoFile = Field(alias="model_config", description="a config.json, repository-relative")
     points: list[StepPoint] = Field(min_length=1)
@@ -83,10 +86,11 @@ def priced(run: StepFloorRun, point: StepPoint) -> tuple[float, float]:
     """(fixed, roofline) of the cost model's decode step of `point` on the run's preset card, ms: fixed = step +
     n_layers x layer + batch x request overhead (the sheet's), roofline = the rest of CostModel.step_time."""
     model = repo_model(run.model_config_path)
-    cost = CostModel(hw=get_hardware(run.device), model=model, tp=1)
+    cost = CostModel(hw=get_hardware(run.device), model=model, tp=1, async_scheduling=run.async_scheduling)
     b = point.batch
     total = cost.step_time(b, b * point.context_tokens, b, False) * 1e3
-    fixed = (cost.step_overhead_s + model.n_layers * cost.layer_overhead_s + b * cost.request_overhead_s) * 1e3
+    host = 0.0 if run.async_scheduling else cost.step_host_s + b * cost.request_overhead_s  # beside the GPU's if async
+    fixed = (cost.step_overhead_s + model.n_layers * cost.layer_overhead_s + host) * 1e3
     return fixed, total - fixed
 
 
@@ -95,8 +99,8 @@ def priced_without_layers(run: StepFloorRun, point: StepPoint, bw_efficiency: fl
     ms: everything but n_layers x layer_overhead, which adds to it linearly (sim/cost.py's fixed terms)."""
     hw = get_hardware(run.device).model_copy(update={"bw_efficiency": bw_efficiency, "layer_overhead_us": 0.0})
     b = point.batch
-    return CostModel(hw=hw, model=repo_model(run.model_config_path), tp=1).step_time(
-        b, b * point.context_tokens, b, False) * 1e3
+    return CostModel(hw=hw, model=repo_model(run.model_config_path), tp=1,
+                     async_scheduling=run.async_scheduling).step_time(b, b * point.context_tokens, b, False) * 1e3
 
 
 def _layer_us_for(rest_ms: np.ndarray, layers: np.ndarray, measured: np.ndarray) -> float:
