@@ -74,11 +74,12 @@ tp GPUs:
           the work vLLM's fused-MoE call spends on the other ranks' token-expert pairs, ep_remote_pair_bytes;
           and every pair's activation rows through HBM -- gathered input, intermediate caches, moe_sum -- which
           do not shrink with tp, moe_pair_bytes)
-        + step + n_layers x (layer + graph layout) + n_reqs x request overhead (graph layout: 0 on the
+        + step + n_layers x (layer + graph layout) + step host + n_reqs x request overhead (graph layout: 0 on the
           FULL_AND_PIECEWISE graphs the sheets are scored on, 14.3 us for a PIECEWISE server, engine.cuda_graph_mode;
-          sim/cuda_graphs.py; request overhead: the engine core's host time per running request, in series with
+          sim/cuda_graphs.py; step host (the sheet's step_host_ms) + request overhead: the engine core's host time
+          per step and per running request, in series with
           the rest -- or, under async scheduling (engine.async_scheduling, vLLM's default from 0.14), overlapping
-          it: the step lasts max(the rest, n_reqs x request overhead), as AsyncScheduler prepares step N+1 while
+          it: the step lasts max(the rest, step host + n_reqs x request overhead), as AsyncScheduler prepares step N+1 while
           step N runs)
         + quantized linears x act_quant_us (a w8a8 / w4a4 checkpoint quantizes their inputs on the fly)
         + state copies x 4 x state bytes / (tp x bw_efficiency x bandwidth): a hybrid linear-attention model's step
@@ -445,6 +446,7 @@ class CostModel:
     step_overhead_s: float | None = None  # None: the hardware sheet's
     layer_overhead_s: float | None = None
     request_overhead_s: float | None = None
+    step_host_s: float | None = None  # None: the sheet's step_host_ms
     graph_layer_s: float = 0.0  # per layer and step beyond the sheets' FULL_AND_PIECEWISE layout (sim/cuda_graphs.py)
     async_scheduling: bool = False  # the per-request host time overlaps the GPU's (engine.async_scheduling)
     symm_mem_allreduce: bool = False  # the release runs torch symmetric-memory all-reduce (vllm_symm_mem_allreduce)
@@ -464,6 +466,8 @@ class CostModel:
             self.layer_overhead_s = hw.layer_overhead_us / 1e6
         if self.request_overhead_s is None:
             self.request_overhead_s = hw.request_overhead_us / 1e6
+        if self.step_host_s is None:
+            self.step_host_s = hw.step_host_ms / 1e3
         bw = achievable_bandwidth(hw) * tp
         # attention scores: the activation dtype, at the attention kernel's own fraction of peak (attn_mfu)
         flops = achievable_attention_flops(hw, m.dtype) * tp
@@ -794,7 +798,7 @@ class CostModel:
         t += state_copies * self._t_state_copy + gdn
         if spec:
             t += self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s
-        host = n_reqs * self.request_overhead_s
+        host = self.step_host_s + n_reqs * self.request_overhead_s
         if self.async_scheduling:  # the engine core's host work for the next step runs beside this one
             return max(t * mult, host)
         return (t + host) * mult
@@ -943,7 +947,7 @@ class CostModel:
             t = t + np.minimum(tokens, reqs + np.asarray(drafts, dtype=np.float64)) * self._t_per_sampled_row_link
         if spec:
             t = t + (self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s)
-        host = n_reqs * self.request_overhead_s
+        host = self.step_host_s + n_reqs * self.request_overhead_s
         if self.async_scheduling:  # as step_time: overlapping the GPU's time
             return np.maximum(t * mult, host)
         return (t + host) * mult
@@ -982,7 +986,7 @@ class CostModel:
         # and the recurrence FLOPs of the GDN prefill chunks FlashInfer's kernel runs; folded into the prefill count
         unsampled = max(prefill_tokens - (reqs - own), 0)
         refund = unsampled * self._t_head_flops
-        host = n_reqs * self.request_overhead_s
+        host = self.step_host_s + n_reqs * self.request_overhead_s
         fixed = self._fixed + self.spec_overhead_s + self._draft_fixed
         if not self.async_scheduling:  # the host work in series; under async scheduling a floor under the step
             fixed += host

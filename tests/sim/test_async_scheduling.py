@@ -39,7 +39,7 @@ def test_the_request_overhead_overlaps_the_gpu_time_under_async_scheduling():
     sync, overlap = _cost(False), _cost(True)
     assert not sync.async_scheduling and overlap.async_scheduling
     n, kv = 256, 256 * 600.0
-    host = n * sync.request_overhead_s
+    host = sync.step_host_s + n * sync.request_overhead_s  # the sheet's step host time + the requests' (h100: 0.66 ms)
     assert host > 0
     t_sync, t_async = sync.step_time(n, kv, n, False), overlap.step_time(n, kv, n, False)
     # the GPU's part outlasts the host's here: async hides all of it
@@ -103,3 +103,25 @@ def test_a_yaml_naming_its_release_is_priced_with_that_release_s_default():
     sim = make_sim(hardware={"preset": "cpu"}, model={"config": QWEN3_06B}, engine={"vllm_version": "0.15.0"})
     cm = _cost_model(sim, None, lambda p: False)
     assert engine_with_defaults(sim.engine, cm.hw, cm.model).async_scheduling is False
+
+
+def test_the_sheets_step_host_time_is_in_series_without_async_scheduling_and_beside_the_gpu_with_it():
+    """step_host_ms (a sheet field, default 0; session 39's byte / layer split trial fitted 0.66 ms on gpustack's vLLM
+    0.11 Qwen3-8B one-user row): the engine core's host time a step beyond the per-request term. Without async
+    scheduling it adds to the step; with it the step lasts the longer of GPU and host time; at 0 nothing moves."""
+    sync, overlap = _cost(False), _cost(True)
+    assert sync.step_host_s == 0.0  # no preset sets it
+    hw = sync.hw.model_copy(update={"step_host_ms": 0.66})
+    on_sync = CostModel(hw=hw, model=sync.model)
+    on_async = CostModel(hw=hw, model=sync.model, async_scheduling=True)
+    t_bare, t_sync, t_async = (c.step_time(1, 600.0, 1, False) for c in (sync, on_sync, on_async))
+    assert t_sync - t_bare == pytest.approx(0.66e-3, rel=1e-9)
+    assert t_async == pytest.approx(overlap.step_time(1, 600.0, 1, False), rel=1e-12)  # hidden beside the GPU's
+    assert t_sync - t_async == pytest.approx(0.66e-3 + sync.request_overhead_s, rel=1e-9)
+    # a host-bound async step lasts the host time: 0.6B at one request is ~1 ms of GPU, 5 ms of host
+    slow = CostModel(hw=sync.hw.model_copy(update={"step_host_ms": 5.0}), model=sync.model, async_scheduling=True)
+    assert slow.step_time(1, 600.0, 1, False) == pytest.approx(5e-3 + sync.request_overhead_s, rel=1e-12)
+    # the closed-form SPS curve (sync, plain roofline) carries the same term as step_time_vec
+    b = np.array([1, 8, 64])
+    closed, vec = on_sync.sps_curve(0, 600.0, 1), 1.0 / on_sync.step_time_vec(b, 600.0, 1, True, b - 1)
+    assert closed(b) == pytest.approx(vec, rel=1e-9)
