@@ -326,8 +326,11 @@ class Replica:
         budget = self.max_tokens - r
         # the SPS curve of the step plan builds at each verify length b: these decodes, and the prefill chunks the
         # budget then leaves room for, priced as run() prices the step (CostModel.step_sps_curve)
-        sps = cl.cost.step_sps_curve(r, self.kv_dec, self._prefill_outlook(r), self.max_tokens, self.chunked,
-                                     self.linear_mixed, self.autotune_s)
+        if self.prefilling or self.queue:
+            sps = cl.cost.step_sps_curve(r, self.kv_dec, self._prefill_outlook(r), self.max_tokens, self.chunked,
+                                         self.linear_mixed, self.autotune_s)
+        else:  # the decodes alone (step_sps_curve's own answer, without its calls: most steps of a light load)
+            sps = cl.cost.sps_curve(0, self.kv_dec, r, r)
         lengths = self.policy.choose(conf, r, budget, sps)
         if kcap is not None:
             lengths = np.minimum(lengths, kcap)
