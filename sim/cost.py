@@ -988,7 +988,9 @@ class CostModel:
         Triton autotune, engine.linear_attn_autotune_s: sim/cluster.py). SPS(b) = 1 / (step_time(b +
         prefill_tokens, kv_sum, n_reqs, True, b - decode_reqs, state_copies=..., chunk_max=..., chunk_sum=...) +
         once_s), the step's mean-context attention (attn_ctx None), host overlap under async scheduling included.
-        A closed form on the plain roofline (the hot path: RooflineSps); step_time_vec otherwise."""
+        A closed form on the plain roofline (RooflineSps); step_time_vec otherwise. What a replica hands its policy
+        is step_sps_curve (the attention, tiles and prefill of the step it builds at each b); this one is its
+        decode-only case and the mean-context curve of a batch (tables, tests)."""
         own = n_reqs if decode_reqs is None else decode_reqs
         if not self._closed_sps:
             def sps(b, _p0=prefill_tokens, _kv=kv_sum, _n=n_reqs, _own=own):
