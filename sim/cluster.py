@@ -12,7 +12,9 @@ A replica step, as vLLM V1's scheduler builds it (engine settings: lab/config_si
           tokens are recomputed as prefill, less the blocks the prefix cache still holds: with
           engine.prefix_caching a freed request's full blocks stay cached until evicted, least recently freed
           first, sim/prefix_cache.py). The policy picks verify lengths l_r (token budget
-          max_num_batched_tokens - R). Running prefills get chunks FCFS in the budget left (growing their
+          max_num_batched_tokens - R), maximising tau x the SPS of the step this plan then builds at each
+          verify length (CostModel.step_sps_curve over _prefill_outlook). Running prefills get chunks FCFS in
+          the budget left (growing their
           KV, preempting newer prefills when short), then - unless this step preempted - queued requests
           are admitted while a sequence slot, budget and the blocks of their first chunk are free.
   prefill the step lasts cost.step_time(...); chunks advance; the step that completes a prompt's prefill
@@ -321,38 +323,75 @@ class Replica:
             conf, state, kcap = cl.source.draw(r, dec[:, PSTART], dec[:, POS], dec[:, PLEN], cl.rng)
         else:
             conf, state, kcap = cl.source.draw(r, None, None, None, cl.rng)
-        pending = 0
-        for item in self.prefilling:
-            pending += item.left
         budget = self.max_tokens - r
-        p0 = min(pending, budget)
-        # the SPS curve of this batch: p0 prefill tokens beside the decodes, whose KV the step also reads; on a
-        # hybrid linear-attention model also what step_time charges its prefill chunks (_linear_terms)
-        if self.linear_mixed and p0:
-            sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling), r, **self._linear_terms(p0, r))
-        else:
-            sps = cl.cost.sps_curve(p0, self.kv_dec + p0, r + len(self.prefilling), r)
+        # the SPS curve of the step plan builds at each verify length b: these decodes, and the prefill chunks the
+        # budget then leaves room for, priced as run() prices the step (CostModel.step_sps_curve)
+        if self.prefilling or self.queue:
+            sps = cl.cost.step_sps_curve(r, self.kv_dec, self._prefill_outlook(r), self.max_tokens, self.chunked,
+                                         self.linear_mixed, self.autotune_s)
+        else:  # the decodes alone (step_sps_curve's own answer, without its calls: most steps of a light load)
+            sps = cl.cost.sps_curve(0, self.kv_dec, r, r)
         lengths = self.policy.choose(conf, r, budget, sps)
         if kcap is not None:
             lengths = np.minimum(lengths, kcap)
         return lengths, state
 
-    def _linear_terms(self, p0: int, r: int) -> dict:
-        """sps_curve's hybrid-model keywords for a speculative step of r decodes beside p0 tokens of the running
-        prefills: their chunks FCFS in p0 (as _schedule_prefill hands them out), the state copies, chunk_max /
-        chunk_sum and the first chunked step's autotune, as run() prices the step (step_time + autotune_s)."""
-        chunks = []
-        left = p0
+    def _prefill_outlook(self, r: int) -> list[tuple[int, int, bool]]:
+        """What _schedule_prefill may hand chunks to beside r decodes and their drafts, in its order, as (tokens to
+        compute, tokens cached before, stops: a queued request that does not fit whole stops the admissions):
+        the running prefills FCFS, then -- unless this step preempted -- the queue's requests _admit would take
+        while a sequence slot is free and the KV of their first chunk at the largest prefill budget (no drafts,
+        max_num_batched_tokens - r) fits (their prompt's cached prefix found without counting a query), up to that
+        budget. Not foreseen: a running prefill's growth running out of blocks (it preempts newer prefills), the
+        blocks running prefills take before admissions. None under V0's prefill-only steps (decodes never share a
+        step with a prefill there)."""
+        if self.prefill_steps:
+            return []
+        room = self.max_tokens - r
+        left = room  # at the largest budget, as the scheduler hands it out
+        items = []
         for item in self.prefilling:
+            if item.left <= left:
+                left -= item.left
+            elif self.chunked:
+                left = 0
+            elif item.left > room:
+                continue  # never fits whole beside these decodes
+            items.append((item.left, item.done, False))
+            if left <= 0 and self.chunked:
+                return items
+        if self._preempted or not self.queue or left <= 0:
+            return items
+        cl, kv, req = self.cl, self.kv, self.cl.req
+        free = kv.free
+        slots = self.max_seqs - self.n_active
+        look = self.lookahead if kv.paged else 0
+        for rid in self.queue:
+            if slots <= 0:
+                break
+            prompt, output = int(req.prompt_len[rid]), int(req.output_len[rid])
+            if not kv.fits_ever(prompt + output + look):
+                continue  # rejected at admission
+            slot = self.resume.get(rid)
+            if slot is None and cl.disaggregated:  # joins with its KV: a slot, no chunk
+                slots -= 1
+                continue
+            todo = prompt + (slot[5] if slot is not None and slot[2] is not None else 0)
+            hit = kv.lookup(chain_of(rid), todo, count=False)
+            need = todo - hit
+            if need > left and not self.chunked:
+                break
+            c = min(need, left)
+            units = kv.admit_units(prompt, output, hit + c, hit)
+            if units > free:
+                break
+            free -= units
+            slots -= 1
+            items.append((need, hit, True))
+            left -= c
             if left <= 0:
                 break
-            c = self._chunk(item.left, left, r, chunks)
-            if c > 0:
-                chunks.append(c)
-                left -= c
-        longest, total = prefill_chunk_tokens(chunks)
-        return {"state_copies": state_copies(r, chunks, True, self.linear_mixed), "chunk_max": longest,
-                "chunk_sum": total, "once_s": self.autotune_s if longest > 1 else 0.0}
+        return items
 
     # ---- KV: growth, preemption, admission -----------------------------------------------------------
     def _grow_decodes(self):

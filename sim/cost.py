@@ -8,6 +8,9 @@ The one place the step-cost formula lives (cluster.py and the policies call it, 
     cm.profile_point(tokens, kv_sum, n_reqs, drafts)   # (batch, query_tokens, context_len) a profile is read at
     sps = cm.sps_curve(prefill_tokens, kv_sum, n_reqs, decode_reqs)     # b -> steps/s of a step with b decode tokens
     #   = 1 / step_time of that step (+ a hybrid's state_copies / chunk_max / chunk_sum, once_s: its autotune)
+    sps = cm.step_sps_curve(decodes, decode_kv, prefills, budget, chunked)   # b -> steps/s of the step a replica
+    #   plans: its decodes verify b tokens and the prefill chunks fit in budget - b (sim/prefill_outlook.py), each
+    #   priced as Replica.run prices it (attn_ctx, FA2's padded decode tiles, the chunks' cached tokens)
     cm.kv_capacity_tokens(gpu_mem_util, reserve_bytes, block_size)   # KV tokens one replica holds (vLLM's split)
 
 tokens = query tokens in the step (sum over requests of 1 + drafts, plus prefill chunk tokens);
@@ -152,9 +155,19 @@ from sim.hardware import (
     vllm_platform,
 )
 from sim.kv_cache import GIB, kv_cache_blocks
-from sim.linear_attn import STATE_COPY_PASSES, flashinfer_prefill_sms, gdn_prefill_kernel_s
+from sim.linear_attn import (
+    GDN_PREFILL_FLOOR_S,
+    GDN_PREFILL_S_PER_TOKEN,
+    STATE_COPY_PASSES,
+    flashinfer_prefill_sms,
+    gdn_prefill_kernel_s,
+)
+from sim.linear_attn import (
+    state_copies as linear_state_copies,
+)
 from sim.marlin_moe import marlin_padding_factor
 from sim.models import ModelShape, model_from_config
+from sim.prefill_outlook import PrefillPiece, prefill_pieces
 from sim.quant import W8A8_DTYPES
 from sim.step_profile import CSV_NAME, StepProfile, read_profile
 from sim.vllm_versions import engine_async_scheduling, is_v0, vllm_all2all, vllm_symm_mem_allreduce
@@ -891,15 +904,17 @@ class CostModel:
         step = self.profile.step_ms_many if many else self.profile.step_ms
         return self._draft_passes * self._frac * step(reqs, self._draft_tokens, ctx)
 
-    def step_time_vec(self, tokens: np.ndarray, kv_sum: float, n_reqs: int, spec: bool,
-                      drafts: np.ndarray | int = 0, state_copies: int = 0, chunk_max: int = 0,
-                      chunk_sum: int = 0) -> np.ndarray:
+    def step_time_vec(self, tokens: np.ndarray, kv_sum, n_reqs: int, spec: bool,
+                      drafts: np.ndarray | int = 0, state_copies: int = 0, chunk_max=0,
+                      chunk_sum=0, attn_ctx=None, chunk_kv=0.0, chunk_reqs: int = 0) -> np.ndarray:
         """Vectorised step_time over an array of token counts (same batch, different verify budgets);
         `drafts`: the draft tokens among each entry's tokens (an array of the same shape, or one number);
-        `state_copies`, `chunk_max` / `chunk_sum`: a hybrid model's state copies and FlashInfer GDN prefill chunks,
-        as step_time's (the same for every entry). Without step_time's attn_ctx and moe_tokens: it prices what a
-        policy compares (sps_curve, sps_table; sim/cluster.py Replica._choose), never a step's duration, which
-        step_time gives (tests/sim/test_sps_closed_form.py holds the two equal)."""
+        `kv_sum`, `attn_ctx`, `chunk_max` / `chunk_sum`, `chunk_kv`: as step_time's, one number or an array of that
+        shape (a step whose prefill shrinks as its verify tokens grow: step_sps_curve), where every entry has a
+        chunk of more than one token or none does; `state_copies`, `chunk_reqs`: as step_time's, one number.
+        Without step_time's moe_tokens: it prices what a policy compares (sps_curve, step_sps_curve, sps_table;
+        sim/cluster.py Replica._choose), never a step's duration, which step_time gives
+        (tests/sim/test_sps_closed_form.py holds the two equal)."""
         tokens = np.asarray(tokens, dtype=np.float64)
         mult = 1.0
         if self._bucket_list is not None:
@@ -926,15 +941,25 @@ class CostModel:
         gemm_tokens = tokens
         if self._row_tile > 1:  # whole tiles, as in step_time
             gemm_tokens = np.where(tokens > self._row_tile, np.ceil(tokens / self._row_tile) * self._row_tile, tokens)
+        big = np.any(np.asarray(chunk_max) > 1)  # a prefill chunk of more than one token (each entry alike)
+        if attn_ctx is not None and not self._sliding:  # as step_time: the plan's attention, FA2's padded decodes
+            compute = gemm_tokens * self._t_per_token_flops + attn_ctx * self._t_attn
+            if self._pad_rows and big:
+                compute = compute + self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs) * self._t_attn
+        elif self._row_tile > 1:
             compute = gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn
         else:
             compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
         if self._t_head_flops:  # as in step_time: no LM-head row for a prompt token before its request's last
             compute = compute - np.maximum(tokens - reqs - np.asarray(drafts, dtype=np.float64), 0.0) * self._t_head_flops
         gdn = 0.0
-        if self._gdn_prefill and chunk_max > 1:  # as step_time: the chunked kernel's own time, its FLOPs refunded
+        if self._gdn_prefill and big:  # as step_time: the chunked kernel's own time, its FLOPs refunded
             compute = compute - chunk_sum * self._t_gdn_refund
-            gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
+            if isinstance(chunk_max, np.ndarray) or isinstance(chunk_sum, np.ndarray):
+                gdn = self.model.linear_layers * (GDN_PREFILL_FLOOR_S + GDN_PREFILL_S_PER_TOKEN * np.maximum(
+                    chunk_max, chunk_sum * self._gdn_spread))
+            else:
+                gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
         memory = weights + kv_sum * self._t_per_kv_token
         t = np.maximum(compute, memory) + n_reqs * self._t_state  # as step_time: the state kernel on its own
         if self._serial:
@@ -970,7 +995,9 @@ class CostModel:
         Triton autotune, engine.linear_attn_autotune_s: sim/cluster.py). SPS(b) = 1 / (step_time(b +
         prefill_tokens, kv_sum, n_reqs, True, b - decode_reqs, state_copies=..., chunk_max=..., chunk_sum=...) +
         once_s), the step's mean-context attention (attn_ctx None), host overlap under async scheduling included.
-        A closed form on the plain roofline (the hot path: RooflineSps); step_time_vec otherwise."""
+        A closed form on the plain roofline (RooflineSps); step_time_vec otherwise. What a replica hands its policy
+        is step_sps_curve (the attention, tiles and prefill of the step it builds at each b); this one is its
+        decode-only case and the mean-context curve of a batch (tables, tests)."""
         own = n_reqs if decode_reqs is None else decode_reqs
         if not self._closed_sps:
             def sps(b, _p0=prefill_tokens, _kv=kv_sum, _n=n_reqs, _own=own):
@@ -999,6 +1026,94 @@ class CostModel:
         prefill = prefill_tokens - refund / per_token if refund else prefill_tokens
         return RooflineSps(prefill, per_token, self._t_weights + kv_sum * self._t_per_kv_token, fixed,
                            host if self.async_scheduling else 0.0, once_s)
+
+    def step_sps_curve(self, decodes: int, decode_kv: float, prefills, budget: int, chunked: bool = True,
+                       linear_mixed: str | None = None, once_s: float = 0.0):
+        """SPS(b) of the step a replica plans (sim/cluster.py Replica._choose): `decodes` decoding requests holding
+        `decode_kv` cached tokens verify b tokens (their own and b - decodes drafts), and the prefill chunks the
+        scheduler then fits in budget - b tokens (`budget`: max_num_batched_tokens) go beside them: `prefills`, the
+        (tokens to compute, tokens cached before, stops) of the running prefills and the queued admissions in its
+        order, `chunked`: chunked prefill (sim/prefill_outlook.py). At each b, 1 / (step_time + once_s) of that
+        step as Replica.run prices it: attn_ctx (each decode's tokens its sequence, a chunk of c after `done`
+        c x (done + (c + 1) / 2)), the chunks' cached tokens in kv_sum, FA2's padded decodes beside a chunk
+        (chunk_kv / chunk_reqs: mixed_decode_tile_flops), a hybrid's state copies (`linear_mixed`: the engine's
+        mode, None on other models) and GDN prefill kernel, and `once_s` (the first chunked step's autotune) where a
+        chunk holds more than one token. Defined for b >= decodes. No prefills: sps_curve's closed form of the
+        decodes alone (RooflineSps, the same floats). On the plain roofline (not sliding-window) a closed form per
+        piece of b (PiecewiseSps); step_time_vec per piece otherwise (PlanSps)."""
+        r = decodes
+        if not prefills:
+            return self.sps_curve(0, decode_kv, r, r, once_s=0.0)
+        pieces = prefill_pieces(prefills, budget, chunked, r)
+        if self._closed_sps and not self._sliding:
+            return PiecewiseSps([self._closed_piece(r, decode_kv, p, linear_mixed, once_s) for p in pieces])
+        return PlanSps(self, r, decode_kv, pieces, linear_mixed, once_s)
+
+    def _piece_terms(self, r: int, p: PrefillPiece, linear_mixed: str | None):
+        """The terms of a piece's step that do not depend on b: (whole chunks' tokens, attended pairs, cached
+        tokens after the step, chunks, whole chunks of more than one token: tokens and the longest, any chunk of
+        more than one token, state copies)."""
+        tokens = attended = kv = 0.0
+        big_sum = big_max = 0
+        sizes = []
+        for c, done in p.whole:
+            tokens += c
+            attended += c * (done + (c + 1) / 2)
+            kv += done + c
+            sizes.append(c)
+            if c > 1:
+                big_sum += c
+                big_max = max(big_max, c)
+        k = len(p.whole)
+        if p.part_top is not None:
+            k += 1
+            sizes.append(2 if p.part_big else 1)  # what state_copies reads: more than one token or not
+        big = big_max > 1 or p.part_big
+        copies = linear_state_copies(r, sizes, True, linear_mixed) if linear_mixed else 0
+        return tokens, attended, kv, k, big_sum, big_max, big, copies
+
+    def _closed_piece(self, r: int, decode_kv: float, p: PrefillPiece, linear_mixed: str | None, once_s: float):
+        """PiecewiseSps's coefficients of one piece (its docstring), step_time's terms rearranged in b."""
+        tokens, attended, kv, k, big_sum, big_max, big, copies = self._piece_terms(r, p, linear_mixed)
+        t_tok, t_attn, t_head, t_kv = self._t_per_token_flops, self._t_attn, self._t_head_flops, self._t_per_kv_token
+        n = r + k
+        per_draft = decode_kv / r  # attended pairs per verify token (each decode's tokens its sequence)
+        tile = self.mixed_decode_tile_flops(decode_kv, r) * t_attn if self._pad_rows and big else 0.0
+        gdn = self._gdn_prefill and big
+        if p.part_top is None:  # tokens b + whole, LM-head-free rows whole - k (each chunk's last samples)
+            q2, q1 = 0.0, t_tok + per_draft * t_attn
+            q0 = tokens * t_tok + attended * t_attn + tile - (tokens - k) * t_head
+            m0, m1 = self._t_weights + (decode_kv + kv) * t_kv, 0.0
+            if gdn:
+                q0 -= big_sum * self._t_gdn_refund
+        else:  # + the partial chunk u = top - b after `done`: b + u = top tokens, u x (done + (u + 1) / 2) pairs
+            top, half = float(p.part_top), p.part_done + 0.5
+            q2 = 0.5 * t_attn
+            q1 = (per_draft - half - top) * t_attn + t_head
+            q0 = ((tokens + top) * t_tok + (attended + top * half + 0.5 * top * top) * t_attn + tile
+                  - (tokens + top - k) * t_head)
+            m0, m1 = self._t_weights + (decode_kv + kv + p.part_done + top) * t_kv, -t_kv
+            if gdn:
+                q0 -= (big_sum + (top if p.part_big else 0.0)) * self._t_gdn_refund
+                if p.part_big:
+                    q1 += self._t_gdn_refund
+        host = n * self.request_overhead_s
+        c = self._fixed + self.spec_overhead_s + self._draft_fixed
+        if not self.async_scheduling:
+            c += host
+        c = c + n * self._t_state + self._draft_pass(n) + copies * self._t_state_copy
+        gk = lines = None
+        if gdn:  # linear layers x (floor + per token x max(longest chunk, chunk tokens x spread)), lines in b
+            c += self.model.linear_layers * GDN_PREFILL_FLOOR_S
+            gk = self.model.linear_layers * GDN_PREFILL_S_PER_TOKEN
+            spread = self._gdn_spread
+            if p.part_big:
+                top = float(p.part_top)
+                lines = (float(big_max), top, -1.0, spread * (big_sum + top), -spread)
+            else:
+                lines = (float(big_max), spread * big_sum, 0.0, spread * big_sum, 0.0)
+        return (p.hi, q0, q1, q2, m0, m1, c, host if self.async_scheduling else 0.0, once_s if big else 0.0,
+                gk, lines)
 
     @property
     def t_per_kv_token(self) -> float:
@@ -1050,6 +1165,95 @@ class RooflineSps:
         if memory_bound:
             return [1.0 / (m + c)] * (hi - lo)
         return [1.0 / (max((b + p0) * f, m) + c) for b in range(lo, hi)]
+
+
+class PiecewiseSps:
+    """SPS(b) of a step whose prefill shrinks as its verify tokens b grow (CostModel.step_sps_curve), on the plain
+    roofline: per piece of b (sim/prefill_outlook.py) 1 / (max(max(q0 + q1 b + q2 b^2, m0 + m1 b) + c + g(b), h)
+    + e), compute quadratic in b (a partial chunk of u = top - b tokens attends to u x (done + (u + 1) / 2)
+    cached ones), memory linear (its cached tokens), g(b) = gk x max(a0, a1 + s1 b, a2 + s2 b) FlashInfer's GDN
+    prefill kernel (longest chunk vs spread work; None: none). Pieces are (hi, q0, q1, q2, m0, m1, c, h, e, gk,
+    lines), in order of b, each for the b up to its hi (the last: inf).
+
+    Callable on a numpy array of b (the policy interface, sim/policies/base.SpsFn); `values(lo, hi)` gives the same
+    curve for b = lo..hi-1 as a list of floats in plain Python (small batches).
+    """
+
+    __slots__ = ("his", "pieces")
+
+    def __init__(self, pieces: list[tuple]):
+        self.pieces = pieces
+        self.his = np.array([p[0] for p in pieces])
+
+    def __call__(self, b):
+        b = np.asarray(b, dtype=np.float64)
+        which = np.searchsorted(self.his, b)  # the piece holding each b: the first whose hi >= b
+        out = np.empty(b.shape)
+        for i in np.unique(which).tolist():
+            _, q0, q1, q2, m0, m1, c, h, e, gk, lines = self.pieces[i]
+            x = b[which == i]
+            t = np.maximum(q0 + x * (q1 + x * q2), m0 + m1 * x) + c
+            if gk:
+                a0, a1, s1, a2, s2 = lines
+                t = t + gk * np.maximum(np.maximum(a0, a1 + s1 * x), a2 + s2 * x)
+            out[which == i] = 1.0 / (np.maximum(t, h) + e)
+        return out
+
+    def values(self, lo: int, hi: int) -> list[float]:
+        out = []
+        pieces = iter(self.pieces)
+        top, q0, q1, q2, m0, m1, c, h, e, gk, lines = next(pieces)
+        for b in range(lo, hi):
+            while b > top:
+                top, q0, q1, q2, m0, m1, c, h, e, gk, lines = next(pieces)
+            comp = q0 + b * (q1 + b * q2)
+            mem = m0 + m1 * b
+            t = max(comp, mem) + c
+            if gk:
+                a0, a1, s1, a2, s2 = lines
+                t += gk * max(a0, a1 + s1 * b, a2 + s2 * b)
+            out.append(1.0 / (max(t, h) + e))
+        return out
+
+
+class PlanSps:
+    """CostModel.step_sps_curve off the plain roofline (a MoE, tensor parallelism, a measured profile, CUDA-graph
+    buckets, a sliding-window model...): per piece of b, the step's shape as arrays over its b and
+    CostModel.step_time_vec. The same interface as PiecewiseSps."""
+
+    __slots__ = ("cost", "decode_kv", "his", "linear_mixed", "once_s", "pieces", "r")
+
+    def __init__(self, cost: CostModel, r: int, decode_kv: float, pieces: list[PrefillPiece],
+                 linear_mixed: str | None, once_s: float):
+        self.cost, self.r, self.decode_kv, self.pieces = cost, r, decode_kv, pieces
+        self.linear_mixed, self.once_s = linear_mixed, once_s
+        self.his = np.array([p.hi for p in pieces])
+
+    def __call__(self, b):
+        b = np.asarray(b, dtype=np.float64)
+        which = np.searchsorted(self.his, b)
+        out = np.empty(b.shape)
+        cm, r = self.cost, self.r
+        for i in np.unique(which).tolist():
+            p = self.pieces[i]
+            x = b[which == i]
+            tokens, attended, kv, k, big_sum, big_max, big, copies = cm._piece_terms(r, p, self.linear_mixed)
+            attn = self.decode_kv * x / r + attended
+            chunk_kv, chunk_sum, chunk_max = kv, big_sum, big_max
+            if p.part_top is not None:
+                u = p.part_top - x
+                tokens = tokens + u
+                attn = attn + u * (p.part_done + (u + 1) / 2)
+                chunk_kv = kv + p.part_done + u
+                if p.part_big:
+                    chunk_sum, chunk_max = big_sum + u, np.maximum(big_max, u)
+            t = cm.step_time_vec(x + tokens, self.decode_kv + chunk_kv, r + k, True, x - r, copies, chunk_max,
+                                 chunk_sum, attn_ctx=attn, chunk_kv=chunk_kv, chunk_reqs=k)
+            out[which == i] = 1.0 / (t + (self.once_s if big else 0.0))
+        return out
+
+    def values(self, lo: int, hi: int) -> list[float]:
+        return self(np.arange(lo, hi)).tolist()
 
 
 def load_spec_profile(setting: str) -> StepProfile:

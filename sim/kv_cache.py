@@ -241,9 +241,14 @@ class PagedKV:
     def fits_ever(self, tokens: int) -> bool:
         return blocks_for(tokens, self.block_size) <= self.total
 
-    def lookup(self, chain, tokens: int) -> int:
-        """Tokens of the request's first `tokens` found cached along `chain` (0 without prefix caching)."""
-        return 0 if self.prefix_cache is None else self.prefix_cache.lookup(chain, tokens)
+    def lookup(self, chain, tokens: int, count: bool = True) -> int:
+        """Tokens of the request's first `tokens` found cached along `chain` (0 without prefix caching); `count`
+        False: not counted as a query (PrefixCache.lookup)."""
+        return 0 if self.prefix_cache is None else self.prefix_cache.lookup(chain, tokens, count)
+
+    def admit_units(self, prompt: int, output: int, slots_now: int, computed: int = 0) -> int:
+        """Blocks `admit` would need for these arguments, nothing taken (compared with `free`)."""
+        return blocks_for(slots_now, self.block_size)
 
     def take(self, n: int) -> None:
         """Allocate `n` blocks counted by the caller (n < 0 gives blocks back): truly free blocks first,
@@ -365,9 +370,10 @@ class HybridKV(PagedKV):
         return self.groups.full * n + self.n_sliding * min(n, blocks_for(self.window - 1 + chunk, bs) + 1) \
             <= self.total
 
-    def lookup(self, chain, tokens: int) -> int:
+    def lookup(self, chain, tokens: int, count: bool = True) -> int:
         """Tokens of the request's first `tokens` found cached along `chain`: its computed prefix where every
-        group-block it left cached still is (class docstring), else 0. Counted as one query."""
+        group-block it left cached still is (class docstring), else 0. Counted as one query (unless `count` is
+        False)."""
         cache = self.prefix_cache
         if cache is None:
             return 0
@@ -375,8 +381,12 @@ class HybridKV(PagedKV):
         units, cached_tokens = self._cached_tokens.get(key, (0, 0))
         whole = units > 0 and cache.cached(key) == units
         hit = min(cached_tokens, (tokens - 1) // self.block_size * self.block_size) if whole else 0
-        cache.count(tokens, hit)
+        if count:
+            cache.count(tokens, hit)
         return hit
+
+    def admit_units(self, prompt: int, output: int, slots_now: int, computed: int = 0) -> int:
+        return int(self.units(slots_now, computed))
 
     def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0, chain=None) -> int | None:
         need = self.units(slots_now, computed)
@@ -490,8 +500,16 @@ class ReserveKV:
     def fits_ever(self, tokens: int) -> bool:
         return tokens <= self.capacity_tokens
 
-    def lookup(self, chain, tokens: int) -> int:
+    def lookup(self, chain, tokens: int, count: bool = True) -> int:
         return 0
+
+    @property
+    def free(self) -> int:
+        """Tokens not reserved (what admit_units is compared with)."""
+        return self.capacity_tokens - self.reserved
+
+    def admit_units(self, prompt: int, output: int, slots_now: int, computed: int = 0) -> int:
+        return prompt + output
 
     def admit(self, prompt: int, output: int, slots_now: int, computed: int = 0, chain=None) -> int | None:
         need = prompt + output

@@ -52,9 +52,10 @@ class PrefixCache:
         self.queries += tokens
         self.hits += hit
 
-    def lookup(self, chain, tokens: int) -> int:
+    def lookup(self, chain, tokens: int, count: bool = True) -> int:
         """Tokens of a request of `tokens` tokens found cached along `chain`: whole blocks, fewer than
-        `tokens` (vLLM recomputes at least the last one). Counted as one query."""
+        `tokens` (vLLM recomputes at least the last one). Counted as one query (`count` False: a look that
+        vLLM's scheduler does not make, the SPS curve's outlook: not counted)."""
         limit = (tokens - 1) // self.block_size
         found = 0
         for key, length in chain:
@@ -64,7 +65,8 @@ class PrefixCache:
                 break
             found += length
         hit = min(found, limit) * self.block_size
-        self.count(tokens, hit)
+        if count:
+            self.count(tokens, hit)
         return hit
 
     def take(self, chain, blocks: int) -> None:

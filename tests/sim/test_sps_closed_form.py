@@ -2,7 +2,12 @@
 price: 1 / (step_time + the autotune run() adds) at every verify length, for a dense model, a MoE and a Gated
 DeltaNet hybrid, with async scheduling on and off, with and without prefill chunks -- host overlap, the hybrid's
 state copies, FlashInfer's GDN prefill kernel and the one-off autotune included. The closed form stays on under
-async scheduling. sim/cluster.Replica._choose hands the curve the terms its step will be charged."""
+async scheduling. The replica's curve (CostModel.step_sps_curve, what sim/cluster.Replica._choose hands the policy)
+is the step the replica then builds at each verify length b: the prefill chunks the budget leaves beside b tokens
+(running prefills, queued admissions, the last one cut), priced with run()'s attn_ctx, the A100's padded FA2 decode
+tiles (chunk_kv / chunk_reqs), state copies, GDN terms and autotune; end to end, at every speculative step's chosen
+length, it is 1 / the step's seconds."""
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -129,29 +134,213 @@ def test_values_agree_with_the_array_curve_under_a_host_floor():
     assert sps.values(1, 5) == [1 / 17.0] * 4  # memory-bound range: the floor
 
 
-def _replica_like(lefts, mode: str, autotune_s: float, chunked: bool = True):
-    """The parts of a Replica that _linear_terms reads: its running prefills (tokens left each), the mixed-step mode,
-    the pending autotune, chunked prefill."""
+# ---- the curve of the step a replica plans (CostModel.step_sps_curve, Replica._choose) -----------------------------
+BUDGET = 8192  # max_num_batched_tokens
+# the prefills beside the decodes, in the scheduler's order: (tokens to compute, tokens cached before, stops)
+OUTLOOKS = (
+    ((3000, 0, False),),  # one running prompt, whole up to b = 5192, then cut
+    ((1, 700, False), (37, 0, True), (9000, 256, True)),  # a one-token chunk, a short admission, a long one cut
+    ((300, 1200, False), (5000, 0, False), (2500, 4096, True)),  # three, the last whole only for small b
+)
+SLIDING = {"name": "gemma3-12b"}  # sliding-window layers: the mean context per request, step_time_vec's path
+
+
+def _fill(left: int, outlook, chunked: bool):
+    """The chunks Replica._schedule_prefill / _admit hand out in `left` tokens (the scheduler's rules restated):
+    [(Prefill, tokens)]."""
+    from sim.cluster import Prefill
+
+    chunks = []
+    for i, (need, done, stops) in enumerate(outlook):
+        if left <= 0:
+            break
+        c = need if need <= left else (left if chunked else 0)
+        if c <= 0:
+            if stops:
+                break
+            continue
+        chunks.append((Prefill(i, need, 0, 0, 0, i, None, done), c))
+        left -= c
+    return chunks
+
+
+def _run_step_time(cm: CostModel, r: int, decode_kv: float, b: int, outlook, chunked: bool, mixed, once_s: float):
+    """1 / the seconds Replica.run charges the step Replica._step builds for r decodes verifying b tokens and the
+    chunks the scheduler fits beside them (its attn_ctx, state copies, chunk keywords, the autotune)."""
     from types import SimpleNamespace
 
-    from sim.cluster import Replica
+    from sim.cluster import Replica, _chunk_kw
 
-    rep = SimpleNamespace(prefilling=[SimpleNamespace(left=n) for n in lefts], linear_mixed=mode,
-                          autotune_s=autotune_s, chunked=chunked)
-    rep._chunk = lambda need, left, r, chunks: Replica._chunk(rep, need, left, r, chunks)
-    return lambda p0, r: Replica._linear_terms(rep, p0, r)
+    chunks = _fill(BUDGET - b, outlook, chunked)
+    rep = SimpleNamespace(kv_dec=decode_kv, n_active=0, sum_running=0, peak_running=0, linear_mixed=mixed,
+                          _decodes_wait=False)
+    tokens, kv_read, n_req, spec, _, _, n_spec, _, attn, copies = Replica._step(rep, r, b - r, True, None, None,
+                                                                                 chunks)
+    dt = cm.step_time(tokens, kv_read, n_req, spec, n_spec, attn, state_copies=copies, **_chunk_kw(chunks))
+    return 1.0 / (dt + (once_s if any(c > 1 for _, c in chunks) else 0.0))
 
 
-def test_choose_hands_the_curve_the_chunks_its_step_runs():
-    """Replica._linear_terms: the running prefills' chunks FCFS in p0 (as _schedule_prefill), their state copies
-    (a speculative step: unified copies the chunks' requests, split the prefills of more than one token), the
-    longest / total chunk of more than one token, and the autotune only where a chunk runs the chunked kernel."""
-    terms = _replica_like([300, 5000, 1], "unified", 11.0)
-    assert terms(3000, 8) == {"state_copies": 2, "chunk_max": 2700, "chunk_sum": 3000, "once_s": 11.0}
-    assert terms(5301, 8) == {"state_copies": 3, "chunk_max": 5000, "chunk_sum": 5300, "once_s": 11.0}
-    split = _replica_like([300, 5000, 1], "split", 0.0)
-    assert split(5301, 8) == {"state_copies": 2, "chunk_max": 5000, "chunk_sum": 5300, "once_s": 0.0}
-    lone = _replica_like([1], "unified", 11.0)  # a one-token chunk: no chunked kernel, no autotune, no copy
-    assert lone(1, 4) == {"state_copies": 0, "chunk_max": 0, "chunk_sum": 0, "once_s": 0.0}
-    whole = _replica_like([300, 5000], "unified", 0.0, chunked=False)  # unchunked: a prompt past the budget waits
-    assert whole(3000, 8) == {"state_copies": 1, "chunk_max": 300, "chunk_sum": 300, "once_s": 0.0}
+def _verify_lengths(r: int, outlook) -> list[int]:
+    """b from r: every drafts-per-request step, and each side of where a chunk is cut or dropped."""
+    bs = {r * (1 + d) for d in DRAFTS}
+    edge = BUDGET
+    for need, _, _ in outlook:
+        edge -= need
+        bs |= {edge - 2, edge - 1, edge, edge + 1, edge + 2}
+    bs |= {BUDGET - 1, BUDGET - 2, BUDGET - 3}
+    return sorted(b for b in bs if r <= b <= BUDGET)
+
+
+PLANS = [  # (model, hardware, mixed mode, engine settings, closed form expected)
+    (DENSE, "a100-80g", None, {}, True),  # FA2: decodes beside a chunk pay 64-row tiles
+    (DENSE, "h200", None, {}, True),
+    (MOE, "a100-80g", None, {}, False),
+    (SLIDING, "h200", None, {}, False),
+    (HYBRID, "h200", "unified", {}, True),  # FlashInfer's GDN prefill kernel, state copies
+    (HYBRID, "h200", "split", {}, True),
+    (HYBRID, "rtx-pro-6000", "unified", {"vllm_version": "0.17.0"}, True),  # + the first chunked step's autotune
+]
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+@pytest.mark.parametrize("async_on", [False, True])
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p[1]}-{next(iter(p[0].values())).split('/')[-1]}-{p[2]}")
+def test_plan_curve_is_the_step_run_prices(plan, async_on, chunked):
+    """At every verify length b the curve is 1 / (step_time + autotune) of the step the replica builds: the
+    decodes' b tokens first, then the prefill chunks in the budget left (fewer as b grows, the last one cut), priced
+    with run()'s attn_ctx, chunk_kv / chunk_reqs (the A100's padded decode tiles), state copies and GDN terms."""
+    model, hardware, mixed, engine, closed = plan
+    cm = _cost(model, async_on, hardware=hardware, host_us=250.0 if mixed else 100.0, **engine)
+    once = 11.0 if engine else 0.0
+    for r in BATCHES:
+        for outlook in OUTLOOKS:
+            decode_kv = 300.0 * r
+            sps = cm.step_sps_curve(r, decode_kv, list(outlook), BUDGET, chunked, mixed, once)
+            assert (type(sps).__name__ == "PiecewiseSps") == closed
+            bs = _verify_lengths(r, outlook)
+            got = np.asarray(sps(np.array(bs)), dtype=np.float64)
+            one_by_one = [sps.values(b, b + 1)[0] for b in bs]
+            run = [sps.values(bs[0], bs[-1] + 1)[b - bs[0]] for b in bs]
+            want = np.array([_run_step_time(cm, r, decode_kv, b, outlook, chunked, mixed, once) for b in bs])
+            for curve in (got, np.array(one_by_one), np.array(run)):
+                worst = float(np.max(np.abs(curve / want - 1.0)))
+                assert worst <= REL, f"r {r}, {outlook}: off 1 / step_time by {worst:.3g}"
+
+
+def test_a100_curve_holds_the_padded_decode_tiles_and_the_chunks_context():
+    """On an A100 (FA2's 64-row tiles, mixed_decode_rows) the mean-context curve misses what a prefill chunk beside
+    long decodes costs: the decodes' padded tiles, the chunk's own causal context instead of the decodes' mean.
+    The step's curve holds them, and the prefill it prices shrinks as b grows (tokens stay at the budget)."""
+    cm = _cost(DENSE, False, hardware="a100-80g")
+    assert cm._pad_rows == 64
+    r, decode_kv = 16, 16 * 20_000.0  # long decodes beside a fresh 6,000-token prompt
+    outlook = [(6000, 0, True)]
+    plan = cm.step_sps_curve(r, decode_kv, outlook, BUDGET)
+    b = np.array([r, 2 * r, 4 * r, 8 * r])
+    want = [_run_step_time(cm, r, decode_kv, int(x), outlook, True, None, 0.0) for x in b]
+    assert np.allclose(plan(b), want, rtol=REL, atol=0)
+    mean = cm.sps_curve(6000, decode_kv + 6000, r + 1, r)  # the old curve: every token at the mean context
+    assert np.all(np.abs(mean(b) / plan(b) - 1) > 0.05)
+    no_tile = [1.0 / cm.step_time(int(x) + 6000, decode_kv + 6000, r + 1, True, int(x) - r,
+                                  decode_kv * x / r + 6000 * 6001 / 2) for x in b]  # what run() paid before h125
+    assert np.all(plan(b) < np.array(no_tile) * 0.95)
+
+
+def test_prefill_pieces_are_the_scheduler_fill_at_every_b():
+    """sim/prefill_outlook.prefill_pieces: at every b the piece's chunks are what the scheduler hands out in
+    budget - b tokens (chunked and not), for random prefill lists."""
+    from sim.prefill_outlook import prefill_pieces
+
+    rng = np.random.default_rng(7)
+    budget = 600
+    for _ in range(200):
+        outlook = [(int(rng.integers(1, 300)), int(rng.integers(0, 50)), bool(rng.integers(0, 2)))
+                   for _ in range(int(rng.integers(1, 6)))]
+        for chunked in (True, False):
+            r = int(rng.integers(1, 40))
+            pieces = prefill_pieces(outlook, budget, chunked, r)
+            assert pieces[0].lo == -np.inf and pieces[-1].hi == np.inf
+            assert all(a.hi == b.lo for a, b in pairwise(pieces))
+            for b in range(r, budget + 2):
+                p = next(p for p in pieces if p.lo < b <= p.hi)
+                chunks = [(item.done, c) for item, c in _fill(budget - b, outlook, chunked)]
+                got = [(done, c) for c, done in p.whole]
+                if p.part_top is not None:
+                    got.append((p.part_done, p.part_top - b))
+                    assert p.part_big == (p.part_top - b > 1)
+                assert got == chunks
+
+
+def _source(rng_seed: int = 0):
+    """A parametric acceptance source the replica can draw from: confidences U(0.3, 0.98), accepted = a random
+    prefix of each verify length."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(rng_seed)
+    return SimpleNamespace(kind="parametric", new_request=lambda _rng: (0, 0, 100),
+                           draw=lambda r, *_: (rng.uniform(0.3, 0.98, (r, 7)), None, None),
+                           accept=lambda _state, lengths, _rng: rng.integers(0, np.asarray(lengths) + 1),
+                           advance_by_tokens=False)
+
+
+@pytest.mark.parametrize("hardware,async_on,caching", [("a100-80g", False, True), ("a100-80g", True, False),
+                                                       ("h200", False, True)])
+def test_choose_prices_the_step_the_replica_runs(hardware, async_on, caching):
+    """End to end: a replica under the prefix policy (A100: FA2's padded tiles) with decodes, running prefills
+    and queued admissions side by side; at every speculative step the curve _choose handed the policy, at the verify
+    length it chose, is 1 / the seconds run() charged the step (its prefill chunks, admissions included, as the
+    scheduler then fitted them; the prefix cache's hits after a preemption-free warm start)."""
+    import simpy
+
+    from sim.cluster import Cluster
+    from sim.policies import make_policy
+
+    sim = make_sim(model=DENSE, hardware={"name": hardware}, policies=[{"kind": "prefix"}],
+                   engine={"async_scheduling": async_on, "max_num_batched_tokens": 2048, "max_num_seqs": 12,
+                           "prefix_caching": caching})
+    cm = CostModel.from_config(sim)
+    env = simpy.Environment()
+    cl = Cluster(env, cm, lambda: make_policy(sim.policies[0], 7), _source(), 1, sim.engine,
+                 np.random.default_rng(0), kv_capacity=400_000)
+    rep = cl.replicas[0]
+    if caching:  # requests 0..3 ran before: their prompts' blocks are cached
+        cl.warm_prefix_cache([3000, 1500, 800, 5000], [100] * 4)
+    curves, checked = [], []
+    choose, finish = rep._choose, rep.finish_step
+
+    def recording_choose(dec, r):
+        out = choose(dec, r)
+        curves.append(rep.policy_curve)
+        return out
+
+    def checking_finish(step, dt):
+        _, _, n_req, spec, _, _, n_spec, chunks, _, _ = step
+        if spec:
+            r = n_req - len(chunks)
+            got = float(np.asarray(curves[-1](np.array([r + n_spec])))[0])
+            checked.append((got * dt, bool(chunks)))
+        finish(step, dt)
+
+    policy_choose = rep.policy.choose
+
+    def keep_curve(conf, n, budget, sps):
+        rep.policy_curve = sps
+        return policy_choose(conf, n, budget, sps)
+
+    rep.policy.choose = keep_curve
+    rep._choose, rep.finish_step = recording_choose, checking_finish
+    rng = np.random.default_rng(1)
+
+    def arrivals():
+        for i in range(24):
+            cl.submit(int([3000, 1500, 800, 5000][i] if i < 4 else rng.integers(200, 4000)), int(rng.integers(20, 120)))
+            yield env.timeout(float(rng.exponential(0.08)))
+
+    env.process(arrivals())
+    env.run(until=60.0)
+    assert np.isfinite(cl.req.finish[:24]).all()
+    mixed = [x for x, with_chunks in checked if with_chunks]
+    assert len(mixed) >= 20 and len(checked) > len(mixed)  # steps with a prefill beside the decodes, and without
+    assert rep.n_preemptions == 0
+    worst = max(abs(x - 1.0) for x, _ in checked)
+    assert worst <= REL, f"the chosen step's SPS is off 1 / its step time by {worst:.3g}"
