@@ -1097,7 +1097,7 @@ class CostModel:
                 q0 -= (big_sum + (top if p.part_big else 0.0)) * self._t_gdn_refund
                 if p.part_big:
                     q1 += self._t_gdn_refund
-        host = n * self.request_overhead_s
+        host = self.step_host_s + n * self.request_overhead_s
         c = self._fixed + self.spec_overhead_s + self._draft_fixed
         if not self.async_scheduling:
             c += host

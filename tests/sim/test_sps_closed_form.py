@@ -344,3 +344,23 @@ def test_choose_prices_the_step_the_replica_runs(hardware, async_on, caching):
     assert rep.n_preemptions == 0
     worst = max(abs(x - 1.0) for x, _ in checked)
     assert worst <= REL, f"the chosen step's SPS is off 1 / its step time by {worst:.3g}"
+
+
+@pytest.mark.parametrize("async_on", [False, True])
+def test_curves_carry_the_sheets_per_step_host_time(async_on):
+    """A sheet's step_host_ms (host time per step, in series without async scheduling, a floor with it) is in both
+    curves as step_time charges it: the mean-context sps_curve and the planned step's step_sps_curve."""
+    cm = _cost(DENSE, async_on)
+    cm.step_host_s = 0.7e-3
+    _check(_grid(cm, None))
+    model, hardware, mixed, engine, _ = PLANS[0]
+    cm = _cost(model, async_on, hardware=hardware, host_us=250.0 if mixed else 100.0, **engine)
+    cm.step_host_s = 0.7e-3
+    once = 11.0 if engine else 0.0
+    for r in BATCHES:
+        for outlook in OUTLOOKS:
+            sps = cm.step_sps_curve(r, 300.0 * r, list(outlook), BUDGET, True, mixed, once)
+            bs = _verify_lengths(r, outlook)
+            want = np.array([_run_step_time(cm, r, 300.0 * r, b, outlook, True, mixed, once) for b in bs])
+            got = np.asarray(sps(np.array(bs)), dtype=np.float64)
+            assert float(np.max(np.abs(got / want - 1.0))) <= REL, f"r {r}, {outlook}"
