@@ -39,6 +39,7 @@ from lab.metrics import (
     conditional_rates,
     counter_acceptance,
     ece,
+    num_drafts,
     reliability_bins,
     survival,
     tau_table,
@@ -57,7 +58,7 @@ SLA_COLUMNS = ("sla_tok_s_user", "policy", "throughput_per_gpu", "gain_vs_baseli
 DECODE_COLUMNS = ("method", "prompt_id", "tokens", "n_tokens")
 # the derived tables' columns, also when no trace row (or no drafted token) is there to make a row from
 TAU_TABLE_COLUMNS = (*GROUP, "tau", "rounds", "draft_acceptance_rate", "prompts")
-POSITION_COLUMNS = ("method", "dataset", "temperature", "position", "survival", "rounds", "conditional", "reached")
+POSITION_COLUMNS = ("method", "dataset", "temperature", "position", "survival", "drafts", "conditional", "reached")
 COUNTER_COLUMNS = (*GROUP, "num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_accepted_tokens_per_pos")
 
 T = TypeVar("T")
@@ -325,8 +326,9 @@ def coverage(run: str, mtime: float) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False)
 def positions(run: str, mtime: float, table: str) -> pd.DataFrame:
-    """Long frame per method x dataset x temperature x position j: survival s_j over all `rounds` of the
-    group, and the conditional rate c_j over the `reached` drafts that drafted and reached j (lab.metrics)."""
+    """Long frame per method x dataset x temperature x position j: survival s_j over the group's `drafts`
+    (rounds with k > 0, vLLM's num_drafts), and the conditional rate c_j over the `reached` drafts that
+    drafted and reached j (lab.metrics)."""
     f = traces(run, mtime)
     f = f[f["table"] == table]
     rows = []
@@ -340,7 +342,7 @@ def positions(run: str, mtime: float, table: str) -> pd.DataFrame:
                     "temperature": float(temp),
                     "position": j,
                     "survival": s,
-                    "rounds": len(g),
+                    "drafts": num_drafts(g),
                     "conditional": c,
                     "reached": int(n),
                 }

@@ -215,7 +215,7 @@ def build_report(ctx: RunContext) -> str:
         if len(positions):
             lines += section("Per-position acceptance",
                              "conditional c_j = P(accepted >= j | accepted >= j-1), in brackets the drafts that "
-                             "reached position j (c1 = P(first draft accepted)). rounds: real decode rounds; anchors "
+                             "reached position j (c1 = P(first draft accepted) = s1, the survival curve's first point, over the rounds that drafted). rounds: real decode rounds; anchors "
                              "(greedy): a draft at every position of the target's own output. A falling c_j is "
                              "suffix decay.", positions)
     calibration = ctx.path("calibration.json")
