@@ -45,7 +45,7 @@ from lab.metrics import (
     tau_table,
     vllm_counters,
 )
-from lab.report import read_tau_csv, table1_layout
+from lab.report import read_named_csv, table1_layout
 from lab.trace import read_traces, run_ids_by_file, trace_files
 from lab.yaml_load import load_yaml_bytes
 
@@ -300,7 +300,7 @@ def trace_problems(run: str, mtime: float) -> list[str]:
 
 @st.cache_data(show_spinner=False)
 def tau_csv(run: str, mtime: float) -> pd.DataFrame | None:
-    return guarded_read(Path(run) / "tau.csv", with_columns(read_tau_csv, TAU_COLUMNS), "CSV table")
+    return guarded_read(Path(run) / "tau.csv", with_columns(read_named_csv, TAU_COLUMNS), "CSV table")
 
 
 def table1(tau: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -474,7 +474,7 @@ def sim_results(run: str, mtime: float) -> pd.DataFrame | None:
 @st.cache_data(show_spinner=False)
 def sim_sla(run: str, mtime: float) -> pd.DataFrame | None:
     """<run>/sim/sla.csv (None if absent; LabError if unreadable)."""
-    return guarded_read(Path(run) / "sim" / "sla.csv", with_columns(pd.read_csv, SLA_COLUMNS), "CSV table")
+    return guarded_read(Path(run) / "sim" / "sla.csv", with_columns(read_named_csv, SLA_COLUMNS), "CSV table")
 
 
 def frontier(results: pd.DataFrame, percentile: int = 50) -> pd.DataFrame:
@@ -654,7 +654,7 @@ def engine_cases(run: str | Path, info: dict | None) -> list[tuple[str, str]]:
 
 
 def _fidelity_table(path: Path) -> pd.DataFrame:
-    frame = with_columns(pd.read_csv, FIDELITY_COLUMNS)(path)
+    frame = with_columns(read_named_csv, FIDELITY_COLUMNS)(path)
     if "profile" not in frame.columns:  # written before the drift correction: every row is raw
         frame = frame.assign(profile="raw", profile_scale=1.0)
     return frame
