@@ -271,8 +271,11 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
                      f"{r.verify_per_req_step:.2f} |")
     unfinished = int(results["unfinished"].sum())
     too_long = int(results["too_long"].sum()) if "too_long" in results else 0
-    refused = (f" ({too_long} of them refused as longer than max_model_len, prompt + output, as vLLM's server "
-               "refuses each such request)") if too_long else ""
+    rejected = int(results["rejected"].sum()) if "rejected" in results else 0
+    why = ([f"{too_long} of them refused as longer than max_model_len, prompt + output, as vLLM's server refuses "
+            "each such request"] if too_long else []) + (
+        [f"{rejected} of them rejected as never fitting in a replica's KV cache"] if rejected else [])
+    refused = f" ({'; '.join(why)})" if why else ""
     lines += ["", (f"Points: {len(results)}; unfinished requests over all points: {unfinished}{refused}; "
                    f"simulator wall time {results['wall_s'].sum():.1f} s."), ""]
     return "\n".join(lines)
