@@ -272,9 +272,10 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
     unfinished = int(results["unfinished"].sum())
     too_long = int(results["too_long"].sum()) if "too_long" in results else 0
     rejected = int(results["rejected"].sum()) if "rejected" in results else 0
-    why = ([f"{too_long} of them refused as longer than max_model_len, prompt + output, as vLLM's server refuses "
-            "each such request"] if too_long else []) + (
-        [f"{rejected} of them rejected as never fitting in a replica's KV cache"] if rejected else [])
+    why = [(f"{too_long} of them refused as longer than max_model_len, prompt + output, as vLLM's server refuses "
+            "each such request")] if too_long else []
+    if rejected:  # answered with an error, as vLLM's client gets one: a closed loop's user sends on
+        why.append(f"{rejected} of them rejected as never fitting in a replica's KV cache")
     refused = f" ({'; '.join(why)})" if why else ""
     lines += ["", (f"Points: {len(results)}; unfinished requests over all points: {unfinished}{refused}; "
                    f"simulator wall time {results['wall_s'].sum():.1f} s."), ""]

@@ -359,8 +359,8 @@ CASES = [
     # trace files are <table>__<drafter>__<dataset>__T<t>.parquet: a name holding "__" split wrongly (the Live
     # ablation page kept every shard); names differing only by case are one file on macOS' or Windows' disk
     ("a dataset name holding the trace file's separator", validate_with("prompts.datasets.0.name=a__b"),
-     "good.yaml: prompts.datasets: Value error, [0].name 'a__b' holds '__', which separates the parts of a trace "
-     "file's name"),
+     ("good.yaml: prompts.datasets: Value error, [0].name 'a__b' holds '__', which separates the parts of a trace "
+      "file's name")),
     ("a drafter name holding the trace file's separator", validate_with("drafters.0.name=ng__x"),
      "good.yaml: drafters.0.name: Value error, 'ng__x' holds '__'"),
     ("datasets that differ only by case",
@@ -697,8 +697,8 @@ SIM_FILE_CASES = [
      "p/step_profile.csv: step profile has no rows"),
     ("step profile with a p90 below its median",  # a 90th percentile under the median was priced as measured
      lambda w: profiled(step_profile(w, "p", PROFILE_HEADER + "1,1,0,5.0,6.0,3\n2,1,0,7.0,2.5,3\n")),
-     "sim.cost.profile: p/step_profile.csv: row 2 (batch=2 query_tokens=1 context_len=0): step_ms_p90 2.5 is below "
-     "its median step_ms 7; a 90th percentile is never below the median"),
+     ("sim.cost.profile: p/step_profile.csv: row 2 (batch=2 query_tokens=1 context_len=0): step_ms_p90 2.5 is below "
+      "its median step_ms 7; a 90th percentile is never below the median")),
     ("step profile with a gap in its grid",
      lambda w: profiled(step_profile(w, "p", PROFILE_ROWS + "1,4,0,9.0,9.5,3\n")), "rows must cover every"),
     ("step profile meta not JSON", lambda w: profiled(step_profile(w, "p", meta="{")),

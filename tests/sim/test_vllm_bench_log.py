@@ -80,8 +80,8 @@ def test_a_burst_file_without_start_times_arrives_at_zero_and_others_are_refused
     (lambda r: r["itls"].__setitem__(1, 0.3), r"itls\[1\] is not a list"),
     (lambda r: r["start_times"].__setitem__(2, None), "start_times holds values that are not numbers"),
     # past vLLM's benchmark client's 6-hour request timeout: an ITL of 1e300 s made a mean TPOT of 1e299 ms
-    (lambda r: r["itls"].__setitem__(2, [0.01, 1e300]), r"itls\[2\]\[1\] = 1e\+300 s: past the benchmark client's "
-                                                        "6-hour request timeout"),
+    (lambda r: r["itls"].__setitem__(2, [0.01, 1e300]),
+     r"itls\[2\]\[1\] = 1e\+300 s: past the benchmark client's 6-hour request timeout"),
     (lambda r: r["itls"].__setitem__(2, [0.01, -0.5]), r"itls\[2\] must hold finite numbers >= 0"),
     (lambda r: r["ttfts"].__setitem__(3, 1e300), r"ttfts\[3\] = 1e\+300 s: past"),
     (lambda r: (r["ttfts"].__setitem__(3, 21000.0), r["itls"].__setitem__(3, [700.0])),
