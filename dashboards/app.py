@@ -26,7 +26,7 @@ st.markdown(f"""
 Runs root: `{root}` (newest run first in the sidebar). Pages (left):
 
 - **Runs**: every run with its manifest, config and REPORT.md.
-- **Acceptance**: tau per drafter x dataset (Table-1 layout), per-position survival (over all rounds) and
+- **Acceptance**: tau per drafter x dataset (Table-1 layout), per-position survival (per draft, as vLLM) and
   conditional curves with their sample counts, vLLM-compatible spec-decode counters; filters for drafter,
   dataset, temperature and trace table.
 - **Calibration**: reliability of the prefix-product confidence against the accepted prefix, ECE per

@@ -39,12 +39,13 @@ from lab.metrics import (
     conditional_rates,
     counter_acceptance,
     ece,
+    num_drafts,
     reliability_bins,
     survival,
     tau_table,
     vllm_counters,
 )
-from lab.report import read_tau_csv, table1_layout
+from lab.report import read_named_csv, table1_layout
 from lab.trace import read_traces, run_ids_by_file, trace_files
 from lab.yaml_load import load_yaml_bytes
 
@@ -57,7 +58,7 @@ SLA_COLUMNS = ("sla_tok_s_user", "policy", "throughput_per_gpu", "gain_vs_baseli
 DECODE_COLUMNS = ("method", "prompt_id", "tokens", "n_tokens")
 # the derived tables' columns, also when no trace row (or no drafted token) is there to make a row from
 TAU_TABLE_COLUMNS = (*GROUP, "tau", "rounds", "draft_acceptance_rate", "prompts")
-POSITION_COLUMNS = ("method", "dataset", "temperature", "position", "survival", "rounds", "conditional", "reached")
+POSITION_COLUMNS = ("method", "dataset", "temperature", "position", "survival", "drafts", "conditional", "reached")
 COUNTER_COLUMNS = (*GROUP, "num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_accepted_tokens_per_pos")
 
 T = TypeVar("T")
@@ -299,7 +300,7 @@ def trace_problems(run: str, mtime: float) -> list[str]:
 
 @st.cache_data(show_spinner=False)
 def tau_csv(run: str, mtime: float) -> pd.DataFrame | None:
-    return guarded_read(Path(run) / "tau.csv", with_columns(read_tau_csv, TAU_COLUMNS), "CSV table")
+    return guarded_read(Path(run) / "tau.csv", with_columns(read_named_csv, TAU_COLUMNS), "CSV table")
 
 
 def table1(tau: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -325,8 +326,9 @@ def coverage(run: str, mtime: float) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False)
 def positions(run: str, mtime: float, table: str) -> pd.DataFrame:
-    """Long frame per method x dataset x temperature x position j: survival s_j over all `rounds` of the
-    group, and the conditional rate c_j over the `reached` drafts that drafted and reached j (lab.metrics)."""
+    """Long frame per method x dataset x temperature x position j: survival s_j over the group's `drafts`
+    (rounds with k > 0, vLLM's num_drafts), and the conditional rate c_j over the `reached` drafts that
+    drafted and reached j (lab.metrics)."""
     f = traces(run, mtime)
     f = f[f["table"] == table]
     rows = []
@@ -340,7 +342,7 @@ def positions(run: str, mtime: float, table: str) -> pd.DataFrame:
                     "temperature": float(temp),
                     "position": j,
                     "survival": s,
-                    "rounds": len(g),
+                    "drafts": num_drafts(g),
                     "conditional": c,
                     "reached": int(n),
                 }
@@ -472,7 +474,7 @@ def sim_results(run: str, mtime: float) -> pd.DataFrame | None:
 @st.cache_data(show_spinner=False)
 def sim_sla(run: str, mtime: float) -> pd.DataFrame | None:
     """<run>/sim/sla.csv (None if absent; LabError if unreadable)."""
-    return guarded_read(Path(run) / "sim" / "sla.csv", with_columns(pd.read_csv, SLA_COLUMNS), "CSV table")
+    return guarded_read(Path(run) / "sim" / "sla.csv", with_columns(read_named_csv, SLA_COLUMNS), "CSV table")
 
 
 def frontier(results: pd.DataFrame, percentile: int = 50) -> pd.DataFrame:
@@ -652,7 +654,7 @@ def engine_cases(run: str | Path, info: dict | None) -> list[tuple[str, str]]:
 
 
 def _fidelity_table(path: Path) -> pd.DataFrame:
-    frame = with_columns(pd.read_csv, FIDELITY_COLUMNS)(path)
+    frame = with_columns(read_named_csv, FIDELITY_COLUMNS)(path)
     if "profile" not in frame.columns:  # written before the drift correction: every row is raw
         frame = frame.assign(profile="raw", profile_scale=1.0)
     return frame

@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards.data import guarded_read, with_columns
+from lab.report import read_named_csv
 from sim.public_check import kind_table
 
 PUBLIC_COLUMNS = ("id", "half", "gpu", "model", "tp", "reported_tpot_mean_ms", "sim_tpot_mean_ms",
@@ -31,33 +32,33 @@ IMPLIED_COLUMNS = ("run", "device", "term", "implied", "sheet", "points")
 @st.cache_data(show_spinner=False)
 def public_check(directory: str, mtime: float) -> pd.DataFrame | None:
     """public_check.csv of a `python -m sim.public_check --out DIR` directory (mtime: cache key)."""
-    return guarded_read(Path(directory) / "public_check.csv", with_columns(pd.read_csv, PUBLIC_COLUMNS),
+    return guarded_read(Path(directory) / "public_check.csv", with_columns(read_named_csv, PUBLIC_COLUMNS),
                         "public_check table")
 
 
 @st.cache_data(show_spinner=False)
 def moe_kernels(directory: str, mtime: float) -> pd.DataFrame | None:
     """moe_kernels.csv of a `python -m sim.moe_kernels --out DIR` directory."""
-    return guarded_read(Path(directory) / "moe_kernels.csv", with_columns(pd.read_csv, KERNEL_COLUMNS),
+    return guarded_read(Path(directory) / "moe_kernels.csv", with_columns(read_named_csv, KERNEL_COLUMNS),
                         "moe_kernels table")
 
 
 @st.cache_data(show_spinner=False)
 def moe_fit(directory: str, mtime: float) -> pd.DataFrame | None:
-    return guarded_read(Path(directory) / "moe_fit.csv", with_columns(pd.read_csv, ("fit", "device")),
+    return guarded_read(Path(directory) / "moe_fit.csv", with_columns(read_named_csv, ("fit", "device")),
                         "moe_fit table")
 
 
 @st.cache_data(show_spinner=False)
 def kernel_steps(directory: str, mtime: float) -> pd.DataFrame | None:
     """steps.csv of a `python -m sim.kernel_roofline --out DIR` directory: kernel-sum decode steps vs the sheet."""
-    return guarded_read(Path(directory) / "steps.csv", with_columns(pd.read_csv, STEP_COLUMNS), "kernel steps table")
+    return guarded_read(Path(directory) / "steps.csv", with_columns(read_named_csv, STEP_COLUMNS), "kernel steps table")
 
 
 @st.cache_data(show_spinner=False)
 def kernel_implied(directory: str, mtime: float) -> pd.DataFrame | None:
     """implied.csv (sim.kernel_roofline --fit): the achievable fractions the measured kernels imply."""
-    return guarded_read(Path(directory) / "implied.csv", with_columns(pd.read_csv, IMPLIED_COLUMNS),
+    return guarded_read(Path(directory) / "implied.csv", with_columns(read_named_csv, IMPLIED_COLUMNS),
                         "implied terms table")
 
 

@@ -22,7 +22,7 @@ from lab.config_sim import SimSection
 from lab.config_train import DrafterSpec, PrepareSection, TrainSection
 from lab.errors import LabError
 from lab.paths import PathText, UserPath
-from lab.slug import Slug
+from lab.slug import Slug, case_collision, check_shard_part
 from lab.yaml_load import load_yaml_bytes, load_yaml_text
 
 STAGES = ("prepare", "train", "evaluate", "profile", "engine", "fidelity", "calibrate", "sim", "report")
@@ -80,6 +80,21 @@ class PromptsSection(StrictModel):
     shuffle_seed: Seed = 980406
     chat_template: bool = True
     max_prompt_tokens: int = Field(512, ge=8, description="longer prompts are left-truncated")
+
+    @field_validator("datasets")
+    @classmethod
+    def _names_make_distinct_files(cls, datasets: list[DatasetSpec]) -> list[DatasetSpec]:
+        """Each dataset names its own trace, decode and tau rows: no '__' (the trace file name's separator),
+        no repeat, and no two that differ only by case (one file on macOS' or Windows' filesystem)."""
+        for i, spec in enumerate(datasets):
+            try:
+                check_shard_part(spec.name)
+            except ValueError as exc:
+                raise ValueError(f"[{i}].name {exc}") from None
+        clash = case_collision([spec.name for spec in datasets], "dataset")
+        if clash:
+            raise ValueError(clash)
+        return datasets
 
 
 class DecodeSection(StrictModel):
@@ -225,6 +240,9 @@ class ExperimentConfig(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"drafter names must be unique, repeated: {dupes}")
+        clash = case_collision(names, "drafter")  # drafters/<name>/ and the trace files
+        if clash:
+            raise ValueError(f"drafters: {clash}")
         return self
 
     def content_hash(self) -> str:

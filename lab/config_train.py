@@ -18,14 +18,15 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from lab.config_base import DatasetSpec, Seed, StrictModel, YamlSwitch
-from lab.slug import Slug
+from lab.slug import ShardPart, Slug
 
 DrafterMethod = Literal["ngram", "dspark", "dflash", "eagle3", "mtp"]
 TRAINED_METHODS = ("dspark", "dflash", "eagle3", "mtp")
 
 
 class DrafterSpec(StrictModel):
-    name: Slug = Field(description="label used in traces and reports and as a directory, e.g. dspark-r64")
+    name: ShardPart = Field(description="label used in traces and reports and as a directory, e.g. dspark-r64 "
+                                        "(no '__': it separates the parts of a trace file's name)")
     method: DrafterMethod
     block_size: int = Field(7, ge=1, le=32, description="draft tokens per round (k at full block)")
     block_layout: Literal["lab", "vllm"] = Field(

@@ -2,9 +2,11 @@
 
 Glossary (DESIGN.md, vLLM's spec-decode counters):
 - tau (acceptance length) = mean over rounds of accepted + 1 (the bonus or recovered token included).
-- survival s_j = P(accepted >= j) over ALL verify rounds, j = 1..k (a round that drafted fewer than j
-  tokens counts as not reaching j, so s_j never rises with j); vLLM's num_accepted_tokens_per_pos[j-1] /
-  num_drafts when every round drafts.
+- survival s_j = P(accepted >= j | a draft) over the rounds that drafted (k > 0), j = 1..k: vLLM's
+  num_accepted_tokens_per_pos[j-1] / num_drafts (its scheduler counts a draft only for a request that had
+  draft tokens scheduled, vllm/v1/core/sched/scheduler.py). A draft shorter than j counts as not reaching
+  j, so s_j never rises with j, and s_1 = c_1. Rounds with no draft (an n-gram drafter finding no match)
+  are left out: over every round, s_1 = 0.06 stood beside c_1 = 0.54 for the same drafter.
 - conditional rate c_j = P(accepted >= j | accepted >= j-1, drafted >= j) = s_j / s_(j-1) (s_0 = 1) when
   every round drafts k tokens: the paper's Fig. 2 per-position acceptance.
 - draft acceptance rate = accepted draft tokens / drafted tokens (vLLM's spec_decode acceptance rate).
@@ -30,16 +32,23 @@ def tau(frame: pd.DataFrame) -> float:
 
 
 def survival(frame: pd.DataFrame, max_k: int | None = None) -> np.ndarray:
-    """s_j = P(accepted >= j) over every round of the frame, j = 1..max_k (NaN for an empty frame).
+    """s_j = P(accepted >= j | a draft) over the frame's rounds that drafted (k > 0), j = 1..max_k (NaN when
+    none drafted): vllm_counters' num_accepted_tokens_per_pos[j-1] / num_drafts.
 
-    Unconditional: a round that drafted fewer than j tokens did not reach j, so it counts in the
-    denominator; the curve is non-increasing. The rounds behind every point: len(frame)."""
+    A draft shorter than j did not reach j, so it stays in the denominator; the curve is non-increasing
+    and s_1 = c_1. The drafts behind every point: num_drafts(frame)."""
     k = frame["k"].to_numpy()
     accepted = frame["accepted"].to_numpy()
     max_k = int(max_k if max_k is not None else (k.max() if len(k) else 0))
-    if len(accepted) == 0:
+    drafted = accepted[k > 0]
+    if len(drafted) == 0:
         return np.full(max_k, np.nan)
-    return np.array([float((accepted >= j).mean()) for j in range(1, max_k + 1)])
+    return np.array([float((drafted >= j).mean()) for j in range(1, max_k + 1)])
+
+
+def num_drafts(frame: pd.DataFrame) -> int:
+    """Rounds that drafted at least one token (vLLM's spec_decode_num_drafts): survival's denominator."""
+    return int((frame["k"].to_numpy() > 0).sum())
 
 
 def conditional_counts(frame: pd.DataFrame, max_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +79,7 @@ def vllm_counters(frame: pd.DataFrame) -> dict:
     max_k = int(k.max()) if len(k) else 0
     per_pos = [int((accepted >= j + 1).sum()) for j in range(max_k)]
     return {
-        "num_drafts": int((k > 0).sum()),
+        "num_drafts": num_drafts(frame),
         "num_draft_tokens": int(k.sum()),
         "num_accepted_tokens": int(accepted.sum()),
         "num_accepted_tokens_per_pos": per_pos,

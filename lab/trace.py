@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from lab.errors import LabError
 from lab.io import atomic_path
+from lab.slug import SHARD_SEPARATOR
 
 SCHEMA_VERSION = 1
 TABLES = ("rounds", "anchors")
@@ -84,7 +85,9 @@ def write_shard(records: list[StepRecord], path: str | Path) -> Path:
 
 
 def shard_name(method: str, dataset: str, table: str, temperature: float) -> str:
-    return f"{table}__{method}__{dataset}__T{temperature:g}.parquet"
+    """<table>__<method>__<dataset>__T<t>.parquet; the config refuses a drafter or dataset name holding
+    "__" (lab.slug.SHARD_SEPARATOR), so the name splits back into its four parts."""
+    return SHARD_SEPARATOR.join([table, method, dataset, f"T{temperature:g}"]) + ".parquet"
 
 
 def _read_one(path: Path) -> pd.DataFrame:

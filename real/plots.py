@@ -33,7 +33,7 @@ def plot_positions(run_dir: Path) -> list[Path]:
         axes[0].set(title=f"conditional acceptance c_j (T={temperature:g})", xlabel="draft position j",
                     ylabel="P(acc >= j | acc >= j-1)", ylim=(0, 1.02))
         axes[1].set(title=f"survival s_j (T={temperature:g})", xlabel="draft position j",
-                    ylabel="P(accepted >= j)", ylim=(0, 1.02))
+                    ylabel="P(accepted >= j | a draft)", ylim=(0, 1.02))
         # labels given to legend() itself: a label= starting with "_" (a drafter named _ng2) is left out
         axes[0].legend(lines, names)
         fig.tight_layout()

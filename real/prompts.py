@@ -58,6 +58,7 @@ class Prompt:
     prompt_id: str
     turns: list[str] = field(hash=False)
     system: str | None = None  # a JSONL line's "system" turn
+    source: str = field(default="", compare=False)  # <file>:<line>, or the PyPI-shipped set's name: for errors
 
 
 @dataclass(frozen=True)
@@ -218,18 +219,15 @@ def load_dataset(spec: DatasetSpec, shuffle_seed: int, where: str = "prompts.dat
     cap = spec.cap or PAPER_CAPS.get(spec.name) or len(indices)
     chosen = [indices[j] for j in order[:cap]]
     return [Prompt(dataset=spec.name, prompt_id=f"{spec.name}-{i}", turns=list(source[i].turns),
-                   system=source[i].system) for i in chosen]
+                   system=source[i].system, source=source[i].where or f"the PyPI-shipped set {spec.name}")
+            for i in chosen]
 
 
 def load_prompt_sets(section: PromptsSection) -> dict[str, list[Prompt]]:
-    """Every dataset of an experiment's `prompts:` section, keyed by name, in YAML order."""
-    sets: dict[str, list[Prompt]] = {}
-    for i, spec in enumerate(section.datasets):
-        where = f"prompts.datasets[{i}]"
-        if spec.name in sets:
-            raise LabError(f"{where}.name {spec.name!r}: repeated; dataset names must be unique")
-        sets[spec.name] = load_dataset(spec, section.shuffle_seed, where)
-    return sets
+    """Every dataset of an experiment's `prompts:` section, keyed by name, in YAML order (the section refuses
+    a repeated name)."""
+    return {spec.name: load_dataset(spec, section.shuffle_seed, f"prompts.datasets[{i}]")
+            for i, spec in enumerate(section.datasets)}
 
 
 # ---------------------------------------------------------------- encoding
@@ -251,7 +249,7 @@ def encode_prompt(tokenizer, prompt: Prompt, chat_template: bool, max_prompt_tok
             rendered = tokenizer.apply_chat_template([*system, {"role": "user", "content": text}], tokenize=False,
                                                      add_generation_prompt=True, enable_thinking=False)
         except TemplateError as exc:
-            raise LabError(f"prompt {prompt.prompt_id}: the tokenizer's chat template refuses it ({exc}); "
+            raise LabError(f"{_named(prompt)}: the tokenizer's chat template refuses it ({exc}); "
                            "drop its system turn or set prompts.chat_template: false") from None
         ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]  # the template wrote any BOS
     else:
@@ -259,8 +257,13 @@ def encode_prompt(tokenizer, prompt: Prompt, chat_template: bool, max_prompt_tok
             text = f"{prompt.system}\n\n{text}"
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     if not ids:  # zero tokens would reach the embedding as an empty batch
-        raise LabError(f"prompt {prompt.prompt_id}: encodes to no tokens; give it some text")
+        raise LabError(f"{_named(prompt)}: encodes to no tokens; give it some text")
     return left_truncate(ids, max_prompt_tokens, tokenizer.bos_token_id)
+
+
+def _named(prompt: Prompt) -> str:
+    """'p.jsonl:3: prompt NA-1' (the file and line it came from, and its id), or 'prompt NA-1'."""
+    return f"{prompt.source}: prompt {prompt.prompt_id}" if prompt.source else f"prompt {prompt.prompt_id}"
 
 
 def left_truncate(ids: list[int], limit: int, bos_token_id: int | None) -> list[int]:

@@ -545,7 +545,7 @@ class Replica:
             prompt, output = int(req.prompt_len[rid]), int(req.output_len[rid])
             if not kv.fits_ever(prompt + output + (self.lookahead if kv.paged else 0)):
                 self.queue.popleft()  # can never fit: left unfinished, reported as rejected
-                cl.rejected.append(rid)
+                cl.reject(rid)
                 continue
             slot = self.resume.get(rid)
             if slot is None and cl.disaggregated:  # arrives with its prompt's KV: decodes from the next step
@@ -890,7 +890,7 @@ class Cluster:
             # vLLM's server refuses it at once (serving_engine.py: prompt + max_tokens > max_model_len, an error per
             # request): unfinished, never on a replica; its client slot (a closed loop's user) is free again
             self.too_long.append(rid)
-            self.env.timeout(0).callbacks.append(lambda _e, rid=rid: self.on_finish(rid, self.env.now))
+            self._answer_error(rid)
             return rid
         self._slots[rid] = (start, length, rec_out)
         if self.router == "least_loaded":
@@ -903,6 +903,18 @@ class Cluster:
         else:
             self._dispatch(rep, rid)
         return rid
+
+    def reject(self, rid: int):
+        """A request that can never fit in its replica's KV cache: unfinished, counted, and answered with an error
+        (its client slot, a closed loop's user, free again: vLLM's benchmark client then sends its next request;
+        the user was out of the loop for good before, and the request counted in the system to the end)."""
+        self.rejected.append(rid)
+        self._answer_error(rid)
+
+    def _answer_error(self, rid: int):
+        """The client gets an error reply for `rid` now: the request leaves the system unfinished (on_finish
+        without a finish time), so its slot or closed-loop user sends on."""
+        self.env.timeout(0).callbacks.append(lambda _e, rid=rid: self.on_finish(rid, self.env.now))
 
     def _least_loaded(self) -> Replica:
         """vLLM's DP load balancer (DPLBAsyncMPClient.get_core_engine_for_request, vllm/v1/engine/core_client.py,
@@ -955,7 +967,7 @@ class Cluster:
             for t, p, o in zip(times.tolist(), prompts.tolist(), outputs.tolist()):
                 if t > env.now:
                     yield env.timeout(t - env.now)
-                while limit and self.in_system - len(self.rejected) >= limit:
+                while limit and self.in_system >= limit:
                     self._slot_free = env.event()
                     yield self._slot_free
                 self.submit(p, o, offered=t)
@@ -1023,7 +1035,7 @@ class Cluster:
             self.tokens_in_window += n
 
     def all_done(self) -> bool:
-        return self.in_system - len(self.rejected) <= 0
+        return self.in_system <= 0
 
     def requests_frame(self) -> pd.DataFrame:
         return self.req.frame()

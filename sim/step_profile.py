@@ -263,6 +263,12 @@ def _from_frame(frame, meta, csv_path: Path, json_path: Path | None = None) -> S
     for col, low in (("batch", 1), ("query_tokens", 1), ("context_len", 0), ("repeats", 1)):
         if np.any(arrays[col] < low):
             raise LabError(f"{csv_path}: column {col} must be >= {low}")
+    below = np.flatnonzero(arrays["step_ms_p90"] < arrays["step_ms"])  # a 90th percentile under its median
+    if below.size:
+        i = int(below[0])
+        raise LabError(f"{csv_path}: row {i + 1} (batch={arrays['batch'][i]} query_tokens={arrays['query_tokens'][i]} "
+                       f"context_len={arrays['context_len'][i]}): step_ms_p90 {arrays['step_ms_p90'][i]:g} is below "
+                       f"its median step_ms {arrays['step_ms'][i]:g}; a 90th percentile is never below the median")
     _check_meta(meta, json_path or csv_path.with_name(JSON_NAME))
     return StepProfile(batch=arrays["batch"], query_tokens=arrays["query_tokens"],
                        context_len=arrays["context_len"], step_ms_median=arrays["step_ms"],

@@ -201,32 +201,37 @@ def plot_results(results: pd.DataFrame, sla: pd.DataFrame, sim, out_dir) -> None
 
     front = frontier(results, sim.sla.percentile)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    lines, names = [], []
     for policy, g in front.groupby("policy", sort=False):
-        ax.plot(g["tok_s_user"], g["throughput_per_gpu"], marker="o", label=policy)
+        lines += ax.plot(g["tok_s_user"], g["throughput_per_gpu"], marker="o")
+        names.append(policy)
     for s in sim.sla.tok_s_per_user:
         ax.axvline(s, color="grey", ls=":", lw=1)
     ax.set_xlabel(f"per-user tok/s (1000 / TPOT P{sim.sla.percentile})")
     ax.set_ylabel("output tok/s per GPU")
     ax.set_title("Throughput vs SLA (Fig. 7 shape)")
-    _save(fig, ax, out_dir / "fig7_sla.png")
+    _save(fig, ax, lines, names, out_dir / "fig7_sla.png")
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    lines, names = [], []
     for policy, g in front.groupby("policy", sort=False):
-        ax.plot(g["value"], g["verify_per_req_step"], marker="o", label=policy)
+        lines += ax.plot(g["value"], g["verify_per_req_step"], marker="o")
+        names.append(policy)
     ax.set_xlabel(sim.sweep.axis)
     ax.set_ylabel("verify tokens per request per step (incl. its own)")
     if sim.sweep.axis != "none":
         ax.set_xscale("log")
     ax.set_title("Verify budget vs load (Fig. 8 shape)")
-    _save(fig, ax, out_dir / "fig8_budget.png")
+    _save(fig, ax, lines, names, out_dir / "fig8_budget.png")
 
 
-def _save(fig, ax, path) -> None:
-    """Legend, layout, atomic PNG write, close."""
+def _save(fig, ax, lines, names, path) -> None:
+    """Legend (one entry per policy line), layout, atomic PNG write, close."""
     import matplotlib.pyplot as plt
 
     from lab.io import atomic_path
 
-    ax.legend(fontsize=8)
+    # labels given to legend() itself: a label= starting with "_" (a policy named _k3) is left out
+    ax.legend(lines, names, fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -266,8 +271,12 @@ def summary_markdown(results: pd.DataFrame, sla: pd.DataFrame, sim, notes: list[
                      f"{r.verify_per_req_step:.2f} |")
     unfinished = int(results["unfinished"].sum())
     too_long = int(results["too_long"].sum()) if "too_long" in results else 0
-    refused = (f" ({too_long} of them refused as longer than max_model_len, prompt + output, as vLLM's server "
-               "refuses each such request)") if too_long else ""
+    rejected = int(results["rejected"].sum()) if "rejected" in results else 0
+    why = [(f"{too_long} of them refused as longer than max_model_len, prompt + output, as vLLM's server refuses "
+            "each such request")] if too_long else []
+    if rejected:  # answered with an error, as vLLM's client gets one: a closed loop's user sends on
+        why.append(f"{rejected} of them rejected as never fitting in a replica's KV cache")
+    refused = f" ({'; '.join(why)})" if why else ""
     lines += ["", (f"Points: {len(results)}; unfinished requests over all points: {unfinished}{refused}; "
                    f"simulator wall time {results['wall_s'].sum():.1f} s."), ""]
     return "\n".join(lines)

@@ -54,6 +54,10 @@ from lab.errors import LabError
 from lab.io import atomic_path
 
 DETAILED = ("input_lens", "output_lens", "ttfts", "itls")  # per-request lists the reader needs
+# vLLM's benchmark client gives each request at most 6 hours (AIOHTTP_TIMEOUT = aiohttp.ClientTimeout(total=6 *
+# 60 * 60), https://github.com/vllm-project/vllm/blob/main/vllm/benchmarks/lib/endpoint_request_func.py): a TTFT,
+# gap or whole request past it is no measurement (an ITL of 1e300 s made a TPOT of 2.5e302 ms)
+CLIENT_TIMEOUT_S = 6 * 60 * 60
 SAVE_DETAILED = ("rerun the benchmark with --save-result --save-detailed (vLLM's benchmark_serving.py before the "
                  "flag saved them with --save-result alone; SGLang's bench_serving: --output-details)")
 # vLLM's summary fields the CLI sets beside the lab's numbers: (vLLM key, lab metric, scale to vLLM's unit)
@@ -111,13 +115,18 @@ def _per_request_lists(result: dict, path: Path, field: str) -> tuple[dict, int]
     return lists, n
 
 
-def _numbers(values, name: str, path: Path, field: str) -> np.ndarray:
+def _numbers(values, name: str, path: Path, field: str, seconds: bool = False) -> np.ndarray:
+    """values as floats [n], all finite and >= 0; `seconds`: also at most the client's timeout, each."""
     try:
         arr = np.asarray(values, dtype=np.float64)  # [n]
     except (TypeError, ValueError):
         raise LabError(f"{field}: {path} {name} holds values that are not numbers") from None
     if arr.ndim != 1 or not np.isfinite(arr).all() or (arr < 0).any():
         raise LabError(f"{field}: {path} {name} must hold finite numbers >= 0")
+    if seconds and (arr > CLIENT_TIMEOUT_S).any():
+        at = int(np.argmax(arr > CLIENT_TIMEOUT_S))
+        raise LabError(f"{field}: {path} {name}[{at}] = {arr[at]:.6g} s: past the benchmark client's "
+                       f"{CLIENT_TIMEOUT_S // 3600}-hour request timeout, no measured time")
     return arr
 
 
@@ -188,7 +197,7 @@ def read_vllm_bench_json(path: str | Path, field: str = "sim.workload.log_path")
     lists, n = _per_request_lists(result, p, field)
     input_tokens = _numbers(lists["input_lens"], "input_lens", p, field)
     output_tokens = _numbers(lists["output_lens"], "output_lens", p, field)
-    ttft = _numbers(lists["ttfts"], "ttfts", p, field)
+    ttft = _numbers(lists["ttfts"], "ttfts", p, field, seconds=True)
     for name, tokens in (("input_lens", input_tokens), ("output_lens", output_tokens)):
         if (tokens != np.round(tokens)).any():
             raise LabError(f"{field}: {p} {name} must hold whole numbers")
@@ -196,7 +205,10 @@ def read_vllm_bench_json(path: str | Path, field: str = "sim.workload.log_path")
     for i, gaps in enumerate(lists["itls"]):
         if not isinstance(gaps, list):
             raise LabError(f"{field}: {p} itls[{i}] is not a list of seconds")
-        decode_s[i] = _numbers(gaps, f"itls[{i}]", p, field).sum() if gaps else 0.0
+        decode_s[i] = _numbers(gaps, f"itls[{i}]", p, field, seconds=True).sum() if gaps else 0.0
+        if ttft[i] + decode_s[i] > CLIENT_TIMEOUT_S:
+            raise LabError(f"{field}: {p} request {i}: ttfts[{i}] + sum(itls[{i}]) = {ttft[i] + decode_s[i]:.6g} s, "
+                           f"past the benchmark client's {CLIENT_TIMEOUT_S // 3600}-hour request timeout")
     errors = lists.get("errors", [""] * n)
     failed = np.array([bool(e) for e in errors]) | (output_tokens == 0)  # [n]
     # a failed request held its slot until it failed: newer vLLM saves that time in latencies, older ones not

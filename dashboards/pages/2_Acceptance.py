@@ -66,12 +66,13 @@ if absent:
 if pos.empty:
     st.info(f"No {table} rows with drafts for this selection.")
 else:
-    pos = pos.assign(series=pos["method"] + " · " + pos["dataset"] + " (" + pos["rounds"].map(str) + " rounds)")
+    pos = pos.assign(series=pos["method"] + " · " + pos["dataset"] + " (" + pos["drafts"].map(str) + " drafts)")
     left, right = st.columns(2)
     with left:
-        st.caption("survival s_j = P(accepted >= j) over all rounds (a round that drafted fewer than j tokens "
-                   "counts as not reaching j); n = rounds, in the legend")
-        st.altair_chart(ui.curve_chart(pos, "survival", "series", "survival s_j", "rounds", "rounds (n)"),
+        st.caption("survival s_j = P(accepted >= j) per draft, as vLLM's num_accepted_tokens_per_pos / num_drafts "
+                   "(rounds with no draft left out; a draft shorter than j counts as not reaching j, so s_1 = c_1); "
+                   "n = drafts, in the legend")
+        st.altair_chart(ui.curve_chart(pos, "survival", "series", "survival s_j", "drafts", "drafts (n)"),
                         width="stretch")
     with right:
         st.caption("conditional c_j = P(accepted >= j | accepted >= j-1, drafted >= j); point size and tooltip: "

@@ -70,10 +70,10 @@ else:
             if pos.empty:
                 st.info(f"No {table} rows with drafts for this selection.")
                 continue
-            pos = pos.assign(series=pos["method"] + " · " + pos["dataset"] + " (" + pos["rounds"].map(str)
-                             + " rounds)")
-            st.caption("survival s_j = P(accepted >= j) over all rounds")
-            st.altair_chart(ui.curve_chart(pos, "survival", "series", "survival s_j", "rounds", "rounds (n)"),
+            pos = pos.assign(series=pos["method"] + " · " + pos["dataset"] + " (" + pos["drafts"].map(str)
+                             + " drafts)")
+            st.caption("survival s_j = P(accepted >= j) per draft (vLLM's num_accepted_tokens_per_pos / num_drafts)")
+            st.altair_chart(ui.curve_chart(pos, "survival", "series", "survival s_j", "drafts", "drafts (n)"),
                             width="stretch")
             st.caption("conditional c_j = P(accepted >= j | accepted >= j-1, drafted >= j); size: n reaching j")
             st.altair_chart(ui.curve_chart(pos, "conditional", "series", "conditional rate c_j", "reached",

@@ -80,7 +80,10 @@ def decode_rows(points: dict[tuple[int, int], pd.DataFrame], batches: list[int])
         for i, b in enumerate(here):
             mine = point == i
             corrected = t[mine] - (weights[mine] @ values - values[i])
-            out[(b, context)] = (float(values[i]), float(np.percentile(corrected, 90)), int(mine.sum()))
+            # the fit's median can sit above most of one point's own corrected steps: the p90 is kept at
+            # least that median, which sim.step_profile requires of every row
+            p90 = max(float(np.percentile(corrected, 90)), float(values[i]))
+            out[(b, context)] = (float(values[i]), p90, int(mine.sum()))
     return out
 
 

@@ -38,7 +38,8 @@ if importlib.util.find_spec("streamlit") is None:
 ACCEPTED = {"gsm8k": [0, 1, 2, 3], "humaneval": [3, 3, 3, 3]}
 OLD_ACCEPTED = {"gsm8k": [0, 0, 1, 1], "humaneval": [1, 1, 1, 1]}
 TEMPS = [1.5, 1.2, 1.0]
-# ngram at T=0 on gsm8k: short and empty proposals -- the conditioned "survival" rose to 1.0 at j = 4
+# ngram at T=0 on gsm8k: short and empty proposals -- the survival conditioned on drafted >= j rose to 1.0 at
+# j = 4; per draft (k > 0, as vLLM) it is 1/4 at every j
 NGRAM_K, NGRAM_ACCEPTED = [1, 1, 1, 4, 0], [0, 0, 0, 4, 0]
 # decode/humaneval__T0.parquet: one text piece per token; dspark's prompt p0 had rounds (steps 0, 2) with
 # 3 accepted each -> prefill token, drafts w1-w3, target w4, drafts w5-w7, target w8

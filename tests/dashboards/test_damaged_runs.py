@@ -146,13 +146,13 @@ def test_defaults_are_the_newest_run_and_dspark(runs_root):
     assert next(s for s in at.selectbox if s.label == "Trace method").value == "dspark"
 
 
-def test_survival_is_unconditional_and_absent_drafters_are_named(runs_root):
+def test_survival_is_per_draft_and_absent_drafters_are_named(runs_root):
     at = _open("Acceptance", runs_root["root"])
     pos = find(at, "survival")
     ngram = pos[pos["method"] == "ngram"].sort_values("position")
-    # rounds drafted k = 1, 1, 1, 4, 0 and accepted 0, 0, 0, 4, 0: one round in five reaches every position
-    assert ngram["survival"].tolist() == pytest.approx([0.2] * 4)
-    assert ngram["rounds"].tolist() == [5] * 4
+    # rounds drafted k = 1, 1, 1, 4, 0 and accepted 0, 0, 0, 4, 0: one draft in four reaches every position
+    assert ngram["survival"].tolist() == pytest.approx([0.25] * 4)
+    assert ngram["drafts"].tolist() == [4] * 4
     assert ngram["reached"].tolist() == [4, 1, 1, 1]
     next(s for s in at.selectbox if s.label == "Temperature").set_value(1.0).run()
     assert any("ngram: 3 rounds rows at T=1, none drafted a token" in w.value for w in at.warning)

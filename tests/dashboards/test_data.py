@@ -59,3 +59,29 @@ def test_runs_are_newest_first(tmp_path):
         (tmp_path / name / "manifest.json").write_text(json.dumps({"opened_at": opened}))
     assert [r.parent.name for r in data.run_dirs(tmp_path)] == ["a", "c", "b"]
     assert np.isclose(data.opened_at(tmp_path / "c" / "c-1"), 2.0)
+
+
+def test_name_keyed_csvs_keep_names_pandas_reads_as_missing_or_numbers(tmp_path):
+    """A policy, engine variant or load named NA, None or 007 stays that name in the dashboards' tables
+    (plain pd.read_csv made NA and None missing values and 007 the number 7), as tau.csv's datasets."""
+    from dashboards import validation
+
+    names = ["NA", "None", "007", "nan"]
+    (tmp_path / "sim").mkdir()
+    pd.DataFrame({"sla_tok_s_user": [50.0] * 4, "policy": names, "throughput_per_gpu": [1.0, 2.0, 3.0, 4.0],
+                  "gain_vs_baseline": [float("nan")] * 4, "gain_vs_best_fixed_k": [0.1] * 4}).to_csv(
+        tmp_path / "sim" / "sla.csv", index=False)
+    sla = data.sim_sla(str(tmp_path), 0.0)
+    assert sla["policy"].tolist() == names and sla["gain_vs_baseline"].isna().all()
+    wide = data.gains_wide(sla)  # one SLA point, each policy's throughput a column of it
+    assert [f"{n} throughput_per_gpu" in wide.columns for n in names] == [True] * 4
+    (tmp_path / "engine").mkdir()
+    pd.DataFrame({"variant": names, "load": names[::-1], "metric": ["tpot_mean_ms"] * 4, "sim": [1.0] * 4,
+                  "log": [1.1] * 4, "rel_error": [-0.09] * 4}).to_csv(tmp_path / "engine" / "fidelity.csv",
+                                                                    index=False)
+    fidelity = data.fidelity(str(tmp_path), 0.0)
+    assert fidelity["variant"].tolist() == names and fidelity["load"].tolist() == names[::-1]
+    pd.DataFrame({"run": names, "device": ["h100"] * 4, "tokens": [1, 2, 3, 4], "measured_us": [1.0] * 4,
+                  "sim_us": [1.0] * 4, "rel_err": [0.0] * 4, "cached": [False] * 4}).to_csv(
+        tmp_path / "moe_kernels.csv", index=False)
+    assert validation.moe_kernels(str(tmp_path), 0.0)["run"].tolist() == names

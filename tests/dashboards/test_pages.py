@@ -54,7 +54,7 @@ def test_acceptance_page(runs_root):
     assert pos.loc[("dspark", "gsm8k", 1), "survival"] == pytest.approx(0.75)
     assert pos.loc[("dspark", "gsm8k", 3), "conditional"] == pytest.approx(0.5)
     assert pos.loc[("dspark", "gsm8k", 3), "reached"] == 2  # n behind c_3: rounds with accepted >= 2
-    assert pos.loc[("dspark", "gsm8k", 3), "rounds"] == 4  # n behind s_3: every round
+    assert pos.loc[("dspark", "gsm8k", 3), "drafts"] == 4  # n behind s_3: every draft
     counters = find(at, "num_drafts")
     g = counters[(counters["dataset"] == "gsm8k") & (counters["method"] == "dspark")].iloc[0]
     assert (g["num_drafts"], g["num_draft_tokens"], g["num_accepted_tokens"]) == (4, 12, 6)

@@ -356,6 +356,20 @@ CASES = [
     # a check across sections names its own fields: the line said "good.yaml: <root>: Value error, ..."
     ("a check across sections", validate_with("drafters=[{name: a, method: ngram}, {name: a, method: ngram}]"),
      "good.yaml: Value error, drafter names must be unique, repeated: ['a']"),
+    # trace files are <table>__<drafter>__<dataset>__T<t>.parquet: a name holding "__" split wrongly (the Live
+    # ablation page kept every shard); names differing only by case are one file on macOS' or Windows' disk
+    ("a dataset name holding the trace file's separator", validate_with("prompts.datasets.0.name=a__b"),
+     ("good.yaml: prompts.datasets: Value error, [0].name 'a__b' holds '__', which separates the parts of a trace "
+      "file's name")),
+    ("a drafter name holding the trace file's separator", validate_with("drafters.0.name=ng__x"),
+     "good.yaml: drafters.0.name: Value error, 'ng__x' holds '__'"),
+    ("datasets that differ only by case",
+     validate_with("prompts.datasets=[{name: NA, path: p.jsonl}, {name: na, path: p.jsonl}]"),
+     "good.yaml: prompts.datasets: Value error, 'NA' and 'na' differ only by case: on a case-insensitive filesystem"),
+    ("a dataset given twice", validate_with("prompts.datasets=[{name: humaneval}, {name: humaneval, cap: 2}]"),
+     "good.yaml: prompts.datasets: Value error, 'humaneval' is given twice; each dataset once"),
+    ("drafters that differ only by case", validate_with("drafters=[{name: ng, method: ngram}, {name: NG, method: ngram}]"),
+     "good.yaml: Value error, drafters: 'ng' and 'NG' differ only by case"),
     # acceptance.source run replays the traces evaluate writes (a method per drafter name): a name outside them
     # stopped the sim stage after prepare, train and evaluate had run
     *[(f"sim replaying {label}", validate_with("stages=[evaluate, sim]", f"sim={{acceptance: {{source: run{acc}}}, "
@@ -681,6 +695,10 @@ SIM_FILE_CASES = [
      "p/step_profile.csv: not a readable CSV"),
     ("step profile without rows", lambda w: profiled(step_profile(w, "p", PROFILE_HEADER)),
      "p/step_profile.csv: step profile has no rows"),
+    ("step profile with a p90 below its median",  # a 90th percentile under the median was priced as measured
+     lambda w: profiled(step_profile(w, "p", PROFILE_HEADER + "1,1,0,5.0,6.0,3\n2,1,0,7.0,2.5,3\n")),
+     ("sim.cost.profile: p/step_profile.csv: row 2 (batch=2 query_tokens=1 context_len=0): step_ms_p90 2.5 is below "
+      "its median step_ms 7; a 90th percentile is never below the median")),
     ("step profile with a gap in its grid",
      lambda w: profiled(step_profile(w, "p", PROFILE_ROWS + "1,4,0,9.0,9.5,3\n")), "rows must cover every"),
     ("step profile meta not JSON", lambda w: profiled(step_profile(w, "p", meta="{")),

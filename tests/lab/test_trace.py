@@ -35,15 +35,18 @@ def test_round_trip_and_metrics(tmp_path):
                                                                  "survival": []}
 
 
-def test_survival_is_unconditional_and_never_rises():
-    """Rounds that drafted fewer tokens (an n-gram drafter's short or empty proposals) count as not reaching
-    the later positions: conditioning on drafted >= j made s_j rise with j."""
+def test_survival_is_per_draft_and_never_rises():
+    """Drafts shorter than j (an n-gram drafter's short proposals) count as not reaching j: conditioning on
+    drafted >= j made s_j rise with j. A round with no draft (k = 0) is not a draft, as vLLM's num_drafts:
+    counting it made s_1 disagree with c_1."""
     import pandas as pd
 
     frame = pd.DataFrame({"k": [1, 1, 1, 4, 0], "accepted": [0, 0, 0, 4, 0]})
     s = survival(frame)
-    assert s.tolist() == pytest.approx([1 / 5] * 4)
-    assert (np.diff(s) <= 0).all()
+    assert s.tolist() == pytest.approx([1 / 4] * 4)
+    assert (np.diff(s) <= 0).all() and s[0] == conditional_rates(frame)[0]
+    assert survival(frame[frame["k"] == 0]).shape == (0,)  # no draft: no position
+    assert np.isnan(survival(frame[frame["k"] == 0], max_k=2)).all()
     # the conditional rate is the one conditioned on reaching (and drafting) position j
     assert conditional_rates(frame).tolist() == pytest.approx([1 / 4, 1.0, 1.0, 1.0])
     assert survival(frame.iloc[:0], max_k=3).shape == (3,)

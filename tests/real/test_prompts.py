@@ -127,9 +127,12 @@ def test_unknown_pypi_set_lists_known_names():
 
 
 def test_repeated_dataset_name_is_an_error(ten_prompts):
+    """The prompts section refuses it (once the evaluate stage did, after prepare and train had run)."""
+    from pydantic import ValidationError
+
     spec = DatasetSpec(name="a", path=str(ten_prompts))
-    with pytest.raises(LabError, match=r"prompts\.datasets\[1\]\.name 'a': repeated"):
-        load_prompt_sets(PromptsSection(datasets=[spec, spec]))
+    with pytest.raises(ValidationError, match=r"'a' is given twice; each dataset once"):
+        PromptsSection(datasets=[spec, spec])
 
 
 def test_load_prompt_sets_keeps_yaml_order(ten_prompts):
@@ -248,6 +251,24 @@ def test_encode_falls_back_to_raw_text_when_tokenizer_has_no_template(qwen_token
     monkeypatch.setattr(qwen_tokenizer, "chat_template", None)
     prompt = Prompt("d", "d-0", ["plain words here"])
     assert encode_prompt(qwen_tokenizer, prompt, True, 512) == qwen_tokenizer("plain words here")["input_ids"]
+
+
+def test_a_prompt_that_encodes_to_no_tokens_names_its_file_and_line(tmp_path):
+    """The error named the prompt id (d-1) but not the file (nor the line: ids count prompts, lines skip blanks)."""
+
+    class NoTokens:  # a tokenizer that drops every character of this text
+        chat_template, bos_token_id = None, None
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [] if text == "dropped" else [1]}
+
+    file = tmp_path / "p.jsonl"
+    file.write_text('{"turns": ["kept"]}\n\n{"turns": ["dropped"]}\n')
+    dropped = next(p for p in load_dataset(DatasetSpec(name="d", path=str(file)), 0) if p.turns == ["dropped"])
+    with pytest.raises(LabError, match=rf"^{file}:3: prompt d-1: encodes to no tokens; give it some text$"):
+        encode_prompt(NoTokens(), dropped, True, 512)
+    humaneval = load_dataset(DatasetSpec(name="humaneval", cap=1), 0)[0]
+    assert humaneval.source == "the PyPI-shipped set humaneval"
 
 
 def test_encode_left_truncates_keeping_the_end(qwen_tokenizer):

@@ -202,13 +202,13 @@ def test_tau_csv_keeps_dataset_names_pandas_reads_as_missing_or_numbers(tmp_path
 
 def test_lab_run_on_unseen_prompts_with_odd_names(tmp_path, unseen_file):
     """`lab run` (evaluate, report) of the unseen file, from a path with spaces and a non-ASCII letter, as
-    datasets NA, 007 and _x__T0 with drafters ngram and _ng2: greedy output identical to plain decoding on
+    datasets NA, 007 and _x_T0 with drafters ngram and _ng2: greedy output identical to plain decoding on
     every prompt, the prompt text intact in decode/*.parquet, and every dataset in REPORT.md's tables."""
     experiment = {"name": "unseen", "seed": 0, "stages": ["evaluate", "report"], "output_dir": str(tmp_path / "runs"),
                   "run_id": "odd", "target": {"name": "tiny-qwen3", "dtype": "float32"},
                   "prompts": {"datasets": [{"name": "NA", "path": str(unseen_file)},
                                            {"name": "007", "path": str(unseen_file), "cap": 1},
-                                           {"name": "_x__T0", "path": str(unseen_file), "cap": 1}],
+                                           {"name": "_x_T0", "path": str(unseen_file), "cap": 1}],
                               "max_prompt_tokens": MAX_PROMPT_TOKENS},
                   "decode": {"max_new_tokens": MAX_NEW, "temperatures": [0.0], "anchors": False},
                   "drafters": [{"name": "ngram", "method": "ngram", "block_size": 5},
@@ -221,7 +221,7 @@ def test_lab_run_on_unseen_prompts_with_odd_names(tmp_path, unseen_file):
     run = tmp_path / "runs" / "unseen" / "odd"
 
     summary = read_tau_csv(run / "tau.csv")
-    assert set(summary["dataset"]) == {"NA", "007", "_x__T0"} and set(summary["method"]) == {"ngram", "_ng2"}
+    assert set(summary["dataset"]) == {"NA", "007", "_x_T0"} and set(summary["method"]) == {"ngram", "_ng2"}
     assert (summary["identical_to_ar"] == 1.0).all()  # fp32, greedy: lossless on every prompt
     assert summary.loc[summary["dataset"] == "NA", "prompts"].tolist() == [len(UNSEEN) + 1] * 2
 
@@ -231,7 +231,7 @@ def test_lab_run_on_unseen_prompts_with_odd_names(tmp_path, unseen_file):
     duplicates = decoded[decoded["prompt_id"].isin(["NA-10", "NA-11"]) & (decoded["method"] == "ar")]
     assert len(duplicates) == 2 and duplicates["tokens"].map(tuple).nunique() == 1  # same text, same output
 
-    assert set(read_traces(run / "traces")["dataset"]) == {"NA", "007", "_x__T0"}
+    assert set(read_traces(run / "traces")["dataset"]) == {"NA", "007", "_x_T0"}
     report = (run / "REPORT.md").read_text()
-    assert "| temperature | method | 007 | NA | _x__T0 | macro |" in report
+    assert "| temperature | method | 007 | NA | _x_T0 | macro |" in report
     assert f"| _ng2 | NA | {len(UNSEEN) + 1} | 1.000 |" in report  # the greedy identity table

@@ -116,3 +116,23 @@ def test_requests_past_max_model_len_are_refused_counted_and_reported(workload):
     text = summary_markdown(res, sla_table(res, sim), sim, [])
     assert (f"unfinished requests over all points: {long.sum()} ({long.sum()} of them refused as longer than "
             "max_model_len") in text
+
+
+def test_requests_that_never_fit_the_kv_cache_keep_a_closed_loops_user_sending():
+    """A request that can never fit in a replica's KV cache took its closed-loop user out of the loop for good:
+    the loop stopped sending once every user had drawn one. vLLM's benchmark client answers an error reply with
+    the user's next request; now every request of the 60 is sent, and the rejected ones are unfinished, counted
+    (summary rejected) and named in summary.md."""
+    section = _sim(bounded(kind="closed_loop", concurrency=2, max_requests=60, lengths=RANDOM)).model_dump()
+    section["engine"].update(kv_policy="reserve", kv_capacity_tokens=700)
+    sim = SimSection.model_validate(section)
+    result = simulate(prepare_inputs(sim), "ar", None, 0)
+    frame = result.requests
+    never = (frame["input_tokens"] + frame["output_tokens"] > 700).to_numpy()
+    assert len(frame) == 60 and 0 < never.sum() < 60
+    assert result.summary["rejected"] == never.sum() and frame.loc[never, "finish_s"].isna().all()
+    assert np.isfinite(frame.loc[~never, "finish_s"]).all() and result.summary["finished"] == 60 - never.sum()
+    res = run_sweep(prepare_inputs(sim), workers=1)
+    text = summary_markdown(res, sla_table(res, sim), sim, [])
+    assert (f"unfinished requests over all points: {never.sum()} ({never.sum()} of them rejected as never fitting "
+            "in a replica's KV cache)") in text

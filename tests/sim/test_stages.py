@@ -196,3 +196,25 @@ def test_summary_names_a_config_model_by_its_config_not_the_default_preset():
     assert f"model {config}," in text and "qwen3-8b" not in text
     named = make_sim(model={"config": config, "name": "my-32b"})
     assert named.model.label == "my-32b" and make_sim(model={"name": "qwen3-8b"}).model.label == "qwen3-8b"
+
+
+def test_policy_names_with_a_leading_underscore_keep_their_legend_entries(tmp_path, monkeypatch):
+    """matplotlib leaves a label= that starts with "_" out of the legend: policies _ar and _pre had none in
+    fig7_sla.png and fig8_budget.png."""
+    import matplotlib.pyplot as plt
+
+    from sim import stages
+
+    sim = {"hardware": {"preset": "l40s"}, "model": {"name": "llama-2-7b"},
+           "workload": {"kind": "closed_loop", "concurrency": 4, "max_requests": 12,
+                        "lengths": {"source": "fixed", "prompt_tokens": 64, "output_tokens": 16}},
+           "acceptance": {"source": "parametric"},
+           "policies": [{"kind": "ar", "name": "_ar"}, {"kind": "prefix", "name": "_pre"}], "sla": {"baseline": "_ar"}}
+    cfg = config_from_dict({"name": "underscore", "output_dir": str(tmp_path / "runs"), "stages": ["sim"], "sim": sim})
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), real_close(fig)))
+    stages.run_sim(open_run(cfg, show_progress=False))
+    legends = [[t.get_text() for t in fig.axes[0].get_legend().get_texts()] for fig in figures
+               if fig is not None and fig.axes and fig.axes[0].get_legend() is not None]
+    assert legends.count(["_ar", "_pre"]) == 2  # fig7 and fig8

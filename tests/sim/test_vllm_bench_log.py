@@ -79,6 +79,13 @@ def test_a_burst_file_without_start_times_arrives_at_zero_and_others_are_refused
     (lambda r: r["ttfts"].__setitem__(0, -1.0), "ttfts must hold finite numbers >= 0"),
     (lambda r: r["itls"].__setitem__(1, 0.3), r"itls\[1\] is not a list"),
     (lambda r: r["start_times"].__setitem__(2, None), "start_times holds values that are not numbers"),
+    # past vLLM's benchmark client's 6-hour request timeout: an ITL of 1e300 s made a mean TPOT of 1e299 ms
+    (lambda r: r["itls"].__setitem__(2, [0.01, 1e300]),
+     r"itls\[2\]\[1\] = 1e\+300 s: past the benchmark client's 6-hour request timeout"),
+    (lambda r: r["itls"].__setitem__(2, [0.01, -0.5]), r"itls\[2\] must hold finite numbers >= 0"),
+    (lambda r: r["ttfts"].__setitem__(3, 1e300), r"ttfts\[3\] = 1e\+300 s: past"),
+    (lambda r: (r["ttfts"].__setitem__(3, 21000.0), r["itls"].__setitem__(3, [700.0])),
+     r"request 3: ttfts\[3\] \+ sum\(itls\[3\]\) = 21700 s, past the benchmark client's 6-hour request timeout"),
 ])
 def test_bad_files_are_one_line_errors_naming_the_field(tmp_path, edit, match):
     result, _, _ = _vllm_result()
@@ -119,6 +126,10 @@ def test_cli_prints_both_summaries_and_writes_the_log(tmp_path, capsys):
     assert list(log.columns) == list(LOG_COLUMNS) and len(log) == 12
     assert main([str(tmp_path / "missing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    result["itls"][0] = [1e300]
+    assert main([str(_write(tmp_path, result, "absurd.json"))]) == 2
+    assert capsys.readouterr().err == (f"error: result: {tmp_path / 'absurd.json'} itls[0][0] = 1e+300 s: past the "
+                                       "benchmark client's 6-hour request timeout, no measured time\n")
 
 
 def test_a_real_vllm_result_replays_with_vllms_own_means():
