@@ -194,9 +194,9 @@ def markdown(row_id: str, model: str, batch: int, context: float, terms: dict[st
         routing = f"routing skew {cm.model.routing_skew:g}" if cm.model.routing_skew else "uniform routing"
         lines += ["", f"experts touched per MoE layer: {touched:.1f} of {cm.model.moe_experts} ({routing})"]
     if cm._mixed_groups and chunk > 1:
-        lines += ["", f"FlashAttention 2 mixed step (mixed_decode_tile_rows): the attention kernel runs after the GEMMs "
-                      f"and reads each request's KV once per query head ({cm._mixed_groups:g} per KV head) where one "
-                      f"layer's KV of one KV head outgrows the L2 ({cm._l2_kv_tokens:,.0f} cached tokens)"]
+        lines += ["", (f"FlashAttention 2 mixed step (mixed_decode_tile_rows): the attention kernel runs after the "
+                       f"GEMMs and reads each request's KV once per query head ({cm._mixed_groups:g} per KV head) "
+                       f"where one layer's KV of one KV head outgrows the L2 ({cm._l2_kv_tokens:,.0f} cached tokens)")]
     if chunk:
         added = chunk_cost(cm, batch, context, chunk, done, mixed)
         rate = f": {chunk / added:,.0f} prompt tokens/s at that price" if added > 0 else ""

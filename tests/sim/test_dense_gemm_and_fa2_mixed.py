@@ -29,7 +29,7 @@ def _cost(hw, model="qwen3-14b", rows=None, **kw):
 def test_the_fraction_is_log_linear_between_points_and_flat_outside():
     log_rows, fractions = dense_gemm_points(get_hardware("a100-80g"))
     assert [round(math.exp(x)) for x in log_rows] == sorted(A100_CURVE) and fractions == list(A100_CURVE.values())
-    at = lambda rows: dense_gemm_fraction(log_rows, fractions, 0.65, rows)  # noqa: E731
+    at = lambda rows: dense_gemm_fraction(log_rows, fractions, 0.65, rows)
     for rows, fraction in A100_CURVE.items():
         assert at(rows) == pytest.approx(fraction)
     assert at(1) == at(64) == 0.447 and at(65536) == 0.742  # flat outside the points
