@@ -261,10 +261,13 @@ class HardwareSheet(StrictModel):
         "the whole mixed batch as one paged flash_attn_varlen_func call, the split-KV kernel's kBlockM = 64 rows "
         "per (request, query head) tile, and packs GQA heads only when every query is one token (max_seqlen_q == "
         "1); so a decode there costs 64 rows x its context (rounded up to kBlockN = 128) of attention FLOPs per "
-        "query head, at attn_mfu; and each (request, query head) tile loads the request's K / V itself, so the "
-        "step's attention kernel, after its GEMMs, lasts the longer of those FLOPs and the KV read once per query "
-        "head (once where one layer's KV of one KV head fits in l2_mib). null: its own row (FA3 packs GQA heads "
-        "and schedules tiles)")
+        "query head, at attn_mfu. null: its own row (FA3 packs GQA heads and schedules tiles)")
+    mixed_kv_reread: bool = Field(
+        False, description="with mixed_decode_tile_rows: each (request, query head) tile of that FA2 kernel loads "
+        "the request's K / V itself (the grid runs every request of one query head before the next), so a step "
+        "with a prefill chunk prices its attention as a kernel of its own after the GEMMs, the longer of its FLOPs "
+        "(the padded tiles too) and its KV read once per query head of a group (once where one layer's KV of one "
+        "KV head fits in l2_mib). Set where checked against serving rows: a100-80g / a100-40g (session 39)")
     dense_gemm_mfu: dict[int, float] | None = Field(
         None, description="achievable fraction of the matmul peak for the dense (non-expert) linears' GEMMs by the "
         "step's GEMM rows M (its query tokens): {M: fraction}, interpolated linearly in log M between the points and "

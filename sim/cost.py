@@ -54,13 +54,14 @@ tp GPUs:
               replicated params (each GPU multiplies its own whole copy); tp 1 or a model without them: unchanged
               kv_eff = kv_bw_efficiency (default: bw_efficiency)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
-        -- except a step with a prefill chunk where FA2's mixed kernel pads its decodes (mixed_decode_tile_rows, V1):
+        -- except a step with a prefill chunk where FA2's mixed kernel pads its decodes (mixed_decode_tile_rows, V1)
+          on a sheet with mixed_kv_reread:
           that kernel runs a CTA per (request, query head), each loading its request's K / V, the grouped query
           heads packed onto one read only when max_seqlen_q == 1 (vllm-project/flash-attention flash_api.cpp
           mha_varlen_fwd), so the attention kernel, after the GEMMs, lasts max(attention FLOPs with the padded
           tiles, kv_sum x KV bytes x query heads per KV head / (tp x kv_eff x bandwidth)) -- x 1 where one layer's
           KV of one KV head (kv_sum x 2 x head_dim x KV bytes) fits in l2_mib -- and t = max(weights, compute less
-          attention) + that kernel (step_time only: step_time_vec has no chunk contents, as for the padding)
+          attention) + that kernel (step_time_vec alike where it is given the chunks, as for the padding)
         + n_reqs x 2 x state bytes / (tp x state_eff x bandwidth): a hybrid linear-attention model's recurrent states,
           each read and written back by the fused recurrent GDN kernel, a kernel of its own between the layer's
           projections (vLLM's GDN layer: in_proj GEMMs, conv update, the recurrent kernel, gated norm, out_proj
@@ -613,10 +614,12 @@ class CostModel:
                           and m.kv_dim_override is None and m.kv_bytes_per_elem >= 2 else 0)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
-        # the same FA2 kernel (where _pad_rows) reads each request's KV once per query head of its group: a
-        # (request, query head) CTA loads its K / V itself, the GQA heads packed only at max_seqlen_q == 1
+        # the same FA2 kernel (where _pad_rows; priced where the sheet sets mixed_kv_reread) reads each request's KV
+        # once per query head of its group: a (request, query head) CTA loads its K / V itself, the GQA heads
+        # packed only at max_seqlen_q == 1
         kv_heads_gpu = max(1, m.n_kv_heads // tp)
-        self._mixed_groups = max(1.0, m.n_heads / tp / kv_heads_gpu) if self._pad_rows else 0.0
+        self._mixed_groups = (max(1.0, m.n_heads / tp / kv_heads_gpu) if self._pad_rows and hw.mixed_kv_reread
+                              else 0.0)
         # cached tokens whose KV of one layer and one KV head fill the L2 (no L2 given: never): below, the next
         # query head's CTAs find the K / V there (the grid runs every request of one query head, then the next)
         head_bytes = 2.0 * m.head_dim * m.kv_bytes_per_elem
@@ -977,9 +980,10 @@ class CostModel:
             gemm_tokens = np.where(tokens > self._row_tile, np.ceil(tokens / self._row_tile) * self._row_tile, tokens)
         big = np.any(np.asarray(chunk_max) > 1)  # a prefill chunk of more than one token (each entry alike)
         if attn_ctx is not None and not self._sliding:  # as step_time: the plan's attention, FA2's padded decodes
-            compute = gemm_tokens * self._t_per_token_flops + attn_ctx * self._t_attn
+            attention = attn_ctx * self._t_attn
             if self._pad_rows and big:
-                compute = compute + self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs) * self._t_attn
+                attention = attention + self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs) * self._t_attn
+            compute = gemm_tokens * self._t_per_token_flops + attention
         elif self._row_tile > 1:
             compute = gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn
         else:
@@ -1001,8 +1005,15 @@ class CostModel:
                     chunk_max, chunk_sum * self._gdn_spread))
             else:
                 gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
-        memory = weights + kv_sum * self._t_per_kv_token
-        t = np.maximum(compute, memory) + n_reqs * self._t_state  # as step_time: the state kernel on its own
+        if self._mixed_groups and big and attn_ctx is not None:  # as step_time: FA2's mixed kernel after the GEMMs
+            groups = np.where(kv_sum > self._l2_kv_tokens, self._mixed_groups, 1.0)
+            t = (np.maximum(weights, compute - attention)
+                 + np.maximum(attention, kv_sum * self._t_per_kv_token * groups))
+            memory = weights
+        else:
+            memory = weights + kv_sum * self._t_per_kv_token
+            t = np.maximum(compute, memory)
+        t = t + n_reqs * self._t_state  # as step_time: the state kernel on its own
         if self._serial:
             t = t + self._serial * np.minimum(compute, memory)
         if self._moe:
