@@ -103,3 +103,7 @@ def test_only_where_the_kernel_pads():
     assert _cost(hw, "qwen3-32b")._mixed_groups == 8.0
     assert _cost(hw, "qwen3-32b", tp=2)._mixed_groups == 8.0  # 32 / 4 per GPU
     assert _cost(get_hardware("h100"))._mixed_groups == 0.0  # FA3 packs GQA in every step
+    l40s = _cost(get_hardware("l40s"))  # FA2 pads here too (h133), the re-reads are not checked there
+    assert l40s._pad_rows == 64 and l40s._mixed_groups == 0.0 and not get_hardware("l40s").mixed_kv_reread
+    assert _cost(hw.model_copy(update={"mixed_kv_reread": False}))._mixed_groups == 0.0
+    assert get_hardware("a100-40g").mixed_kv_reread
