@@ -262,6 +262,18 @@ class HardwareSheet(StrictModel):
         "per (request, query head) tile, and packs GQA heads only when every query is one token (max_seqlen_q == "
         "1); so a decode there costs 64 rows x its context (rounded up to kBlockN = 128) of attention FLOPs per "
         "query head, at attn_mfu. null: its own row (FA3 packs GQA heads and schedules tiles)")
+    mixed_kv_reread: bool = Field(
+        False, description="with mixed_decode_tile_rows: each (request, query head) tile of that FA2 kernel loads "
+        "the request's K / V itself (the grid runs every request of one query head before the next), so a step "
+        "with a prefill chunk prices its attention as a kernel of its own after the GEMMs, the longer of its FLOPs "
+        "(the padded tiles too) and its KV read once per query head of a group (once where one layer's KV of one "
+        "KV head fits in l2_mib). Set where checked against serving rows: a100-80g / a100-40g (session 39)")
+    dense_gemm_mfu: dict[int, float] | None = Field(
+        None, description="achievable fraction of the matmul peak for the dense (non-expert) linears' GEMMs by the "
+        "step's GEMM rows M (its query tokens): {M: fraction}, interpolated linearly in log M between the points and "
+        "flat outside them; it replaces mfu for those linears only (routed experts: moe_mfu / mfu; attention: "
+        "attn_mfu / mfu; a drafter: mfu). null: mfu at every M. Set from published GEMM timings at a model's layer "
+        "shapes (sim/validation/gemm_kernels.yaml)")
     lowp_matmul_efficiency: dict[Literal[DTYPES], float] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"fp8": 0.8, "fp4": 0.65},
         description="a low-precision (fp8 / int8 / fp4) matmul's achievable fraction of its peak relative to mfu "
@@ -288,6 +300,9 @@ class HardwareSheet(StrictModel):
             raise ValueError(f"usable_mem_gib {self.usable_mem_gib:g} is more than mem_gib {self.mem_gib:g}")
         if any(not 0 < v <= 2 for v in self.lowp_matmul_efficiency.values()):
             raise ValueError("lowp_matmul_efficiency values must be in (0, 2] (a factor on mfu)")
+        if self.dense_gemm_mfu is not None and (not self.dense_gemm_mfu or any(
+                m < 1 or not 0 < f <= 1 for m, f in self.dense_gemm_mfu.items())):
+            raise ValueError("dense_gemm_mfu: a non-empty {rows >= 1: fraction in (0, 1]} mapping, or null")
         return self
 
     @property

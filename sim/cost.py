@@ -27,7 +27,9 @@ tp GPUs:
     compute = gemm tokens x 2 x active params / (tp x mfu x eff x peak[matmul dtype]) + attended x attention FLOPs per
               cached token / (tp x mfu_a x peak[dtype]); matmul dtype = a quantized checkpoint's (fp8 / int8 / fp4,
               sim/quant.py) where the sheet has that peak, else the activation dtype `dtype`; eff =
-              lowp_matmul_efficiency[matmul dtype] for fp8 / int8 / fp4 (1 otherwise; sim/gemm_kernels.py),
+              lowp_matmul_efficiency[matmul dtype] for fp8 / int8 / fp4 (1 otherwise; sim/gemm_kernels.py); where
+              the sheet gives dense_gemm_mfu ({GEMM rows: fraction}, from published GEMM timings) the dense
+              linears take its fraction at the step's gemm tokens (log-linear between its points) in place of mfu,
               gemm tokens = tokens, or past one tile of gemm_row_tile rows the tokens rounded up to whole tiles;
               less (tokens - n_reqs - drafts) x 2 x LM-head params (vocab x hidden): vLLM multiplies the LM head
               only at the rows it samples from -- the last scheduled token of each request and each verified draft
@@ -52,6 +54,14 @@ tp GPUs:
               replicated params (each GPU multiplies its own whole copy); tp 1 or a model without them: unchanged
               kv_eff = kv_bw_efficiency (default: bw_efficiency)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
+        -- except a step with a prefill chunk where FA2's mixed kernel pads its decodes (mixed_decode_tile_rows, V1)
+          on a sheet with mixed_kv_reread:
+          that kernel runs a CTA per (request, query head), each loading its request's K / V, the grouped query
+          heads packed onto one read only when max_seqlen_q == 1 (vllm-project/flash-attention flash_api.cpp
+          mha_varlen_fwd), so the attention kernel, after the GEMMs, lasts max(attention FLOPs with the padded
+          tiles, kv_sum x KV bytes x query heads per KV head / (tp x kv_eff x bandwidth)) -- x 1 where one layer's
+          KV of one KV head (kv_sum x 2 x head_dim x KV bytes) fits in l2_mib -- and t = max(weights, compute less
+          attention) + that kernel (step_time_vec alike where it is given the chunks, as for the padding)
         + n_reqs x 2 x state bytes / (tp x state_eff x bandwidth): a hybrid linear-attention model's recurrent states,
           each read and written back by the fused recurrent GDN kernel, a kernel of its own between the layer's
           projections (vLLM's GDN layer: in_proj GEMMs, conv update, the recurrent kernel, gated norm, out_proj
@@ -151,6 +161,8 @@ from sim.hardware import (
     achievable_attention_flops,
     achievable_bandwidth,
     achievable_flops,
+    dense_gemm_fraction,
+    dense_gemm_points,
     hardware_from_config,
     vllm_platform,
 )
@@ -514,6 +526,9 @@ class CostModel:
         # the LM head's share of that, which vLLM multiplies only at the rows it samples from (logits_indices: the
         # last scheduled token of each request, plus each draft it verifies), not at every prompt token of a chunk
         self._t_head_flops = m.head_flops_per_token / matmul_flops
+        # the dense linears' fraction of peak by GEMM rows where the sheet gives one (dense_gemm_mfu): their FLOP
+        # time above, priced at mfu, is scaled by mfu / that fraction at each step's rows
+        self._gemm_log_rows, self._gemm_fractions = dense_gemm_points(hw)
         if self.ep > 1 and self.ep % tp:
             raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
                            "must be 1 or a multiple of tp")
@@ -599,6 +614,16 @@ class CostModel:
                           and m.kv_dim_override is None and m.kv_bytes_per_elem >= 2 else 0)
         kv_bw = bw * (hw.kv_bw_efficiency / hw.bw_efficiency if hw.kv_bw_efficiency else 1.0)
         self._t_per_kv_token = m.kv_bytes_per_token * m.kv_replication(tp) / kv_bw  # each GPU reads its copy
+        # the same FA2 kernel (where _pad_rows; priced where the sheet sets mixed_kv_reread) reads each request's KV
+        # once per query head of its group: a (request, query head) CTA loads its K / V itself, the GQA heads
+        # packed only at max_seqlen_q == 1
+        kv_heads_gpu = max(1, m.n_kv_heads // tp)
+        self._mixed_groups = (max(1.0, m.n_heads / tp / kv_heads_gpu) if self._pad_rows and hw.mixed_kv_reread
+                              else 0.0)
+        # cached tokens whose KV of one layer and one KV head fill the L2 (no L2 given: never): below, the next
+        # query head's CTAs find the K / V there (the grid runs every request of one query head, then the next)
+        head_bytes = 2.0 * m.head_dim * m.kv_bytes_per_elem
+        self._l2_kv_tokens = hw.l2_mib * 2 ** 20 / head_bytes if hw.l2_mib else 0.0
         # per request in a step: its linear-attention state read and written back (split by heads over tp), at the
         # fused recurrent kernel's own fraction of peak (linear_state_bandwidth; sim.gdn_kernels)
         self._t_state = 2.0 * m.state_bytes / (linear_state_bandwidth(hw) * tp)
@@ -661,7 +686,8 @@ class CostModel:
         self._closed_sps = not (self.profile is not None or self._bucket_list is not None
                                 or self._t_per_token_link or self._t_per_sampled_row_link or self._moe
                                 or self._tp_collectives
-                                or self._gemm_factor != 1.0 or self._serial or self._row_tile > 1)
+                                or self._gemm_factor != 1.0 or self._serial or self._row_tile > 1
+                                or self._gemm_fractions or self._mixed_groups)
 
     @classmethod
     def from_config(cls, sim, run_root: str | Path | None = None) -> CostModel:
@@ -781,22 +807,33 @@ class CostModel:
         gemm_tokens = tokens  # the rows the weight products compute: whole tiles past the first
         if tokens > self._row_tile > 1:
             gemm_tokens = -(-tokens // self._row_tile) * self._row_tile
+        per_token, head = self._t_per_token_flops, self._t_head_flops
+        if self._gemm_fractions:  # the dense linears at their fraction of peak for this many rows
+            scale = self.hw.mfu / dense_gemm_fraction(self._gemm_log_rows, self._gemm_fractions, self.hw.mfu,
+                                                      gemm_tokens)
+            per_token, head = per_token * scale, head * scale
         if attn_ctx is None or self._sliding:
-            compute = (tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn) if gemm_tokens == tokens
-                       else gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn)
+            compute = (tokens * (per_token + kv_sum / reqs * self._t_attn) if gemm_tokens == tokens
+                       else gemm_tokens * per_token + tokens * kv_sum / reqs * self._t_attn)
         else:  # a prefill chunk beside long decodes is not charged their context (nor they its)
-            compute = gemm_tokens * self._t_per_token_flops + attn_ctx * self._t_attn
-            if self._pad_rows and chunk_max > 1:
-                compute += self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs) * self._t_attn
+            attention = (attn_ctx + (self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs)
+                                     if self._pad_rows and chunk_max > 1 else 0.0)) * self._t_attn
+            compute = gemm_tokens * per_token + attention
         unsampled = tokens - reqs - drafts  # prompt tokens before each request's last: no LM-head row
         if unsampled > 0:
-            compute -= unsampled * self._t_head_flops
+            compute -= unsampled * head
         gdn = 0.0
         if self._gdn_prefill and chunk_max > 1:  # the chunked kernel's own time, not its FLOPs at the card's mfu
             compute -= chunk_sum * self._t_gdn_refund
             gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
-        memory = weights + kv_sum * self._t_per_kv_token
-        t = (max(memory, compute)) + self._fixed + tokens * self._t_per_token_link + self.tp_allreduce_s(tokens)
+        if self._mixed_groups and chunk_max > 1 and attn_ctx is not None:  # FA2's mixed kernel, after the GEMMs
+            groups = self._mixed_groups if kv_sum > self._l2_kv_tokens else 1.0  # KV re-read per query head
+            t = max(weights, compute - attention) + max(attention, kv_sum * self._t_per_kv_token * groups)
+            memory = weights
+        else:
+            memory = weights + kv_sum * self._t_per_kv_token
+            t = max(memory, compute)
+        t = t + self._fixed + tokens * self._t_per_token_link + self.tp_allreduce_s(tokens)
         if self._t_per_sampled_row_link:  # the logits' gather: the rows the LM head computed
             t += (tokens - unsampled if unsampled > 0 else tokens) * self._t_per_sampled_row_link
         if self._t_state:  # the recurrent GDN kernel's own state traffic, after the GEMMs, not beside them
@@ -943,15 +980,23 @@ class CostModel:
             gemm_tokens = np.where(tokens > self._row_tile, np.ceil(tokens / self._row_tile) * self._row_tile, tokens)
         big = np.any(np.asarray(chunk_max) > 1)  # a prefill chunk of more than one token (each entry alike)
         if attn_ctx is not None and not self._sliding:  # as step_time: the plan's attention, FA2's padded decodes
-            compute = gemm_tokens * self._t_per_token_flops + attn_ctx * self._t_attn
+            attention = attn_ctx * self._t_attn
             if self._pad_rows and big:
-                compute = compute + self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs) * self._t_attn
+                attention = attention + self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs) * self._t_attn
+            compute = gemm_tokens * self._t_per_token_flops + attention
         elif self._row_tile > 1:
             compute = gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn
         else:
             compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+        head = self._t_head_flops
+        if self._gemm_fractions:  # as in step_time: the dense linears at their fraction of peak for these rows
+            scale = self.hw.mfu / np.array([dense_gemm_fraction(self._gemm_log_rows, self._gemm_fractions,
+                                                                self.hw.mfu, float(g))
+                                            for g in np.ravel(gemm_tokens)]).reshape(np.shape(gemm_tokens))
+            compute = compute + gemm_tokens * self._t_per_token_flops * (scale - 1.0)
+            head = head * scale
         if self._t_head_flops:  # as in step_time: no LM-head row for a prompt token before its request's last
-            compute = compute - np.maximum(tokens - reqs - np.asarray(drafts, dtype=np.float64), 0.0) * self._t_head_flops
+            compute = compute - np.maximum(tokens - reqs - np.asarray(drafts, dtype=np.float64), 0.0) * head
         gdn = 0.0
         if self._gdn_prefill and big:  # as step_time: the chunked kernel's own time, its FLOPs refunded
             compute = compute - chunk_sum * self._t_gdn_refund
@@ -960,8 +1005,15 @@ class CostModel:
                     chunk_max, chunk_sum * self._gdn_spread))
             else:
                 gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
-        memory = weights + kv_sum * self._t_per_kv_token
-        t = np.maximum(compute, memory) + n_reqs * self._t_state  # as step_time: the state kernel on its own
+        if self._mixed_groups and big and attn_ctx is not None:  # as step_time: FA2's mixed kernel after the GEMMs
+            groups = np.where(kv_sum > self._l2_kv_tokens, self._mixed_groups, 1.0)
+            t = (np.maximum(weights, compute - attention)
+                 + np.maximum(attention, kv_sum * self._t_per_kv_token * groups))
+            memory = weights
+        else:
+            memory = weights + kv_sum * self._t_per_kv_token
+            t = np.maximum(compute, memory)
+        t = t + n_reqs * self._t_state  # as step_time: the state kernel on its own
         if self._serial:
             t = t + self._serial * np.minimum(compute, memory)
         if self._moe:

@@ -2,7 +2,8 @@
 
     python -m sim.gemm_kernels --out gemm_kernels/         # ~1 s; writes gemm_kernels.{csv,md}
     python -m sim.gemm_kernels --fit --out gemm_kernels/   # + act_quant_us / lowp_matmul_efficiency /
-                                                           #   marlin_efficiency / mfu_from_mamf (gemm_fit.json)
+                                                           #   marlin_efficiency / mfu_from_mamf /
+                                                           #   dense_gemm_mfu (gemm_fit.json)
 
 The data (sim/validation/gemm_kernels.yaml, each run with its URL) time one dense GEMM C[M,N] = A[M,K] W[N,K]^T of
 the same shape in bf16 (or fp16) and in fp8 / fp4, or weight-only int4 (Marlin, int4_w4a16: dequantized in the
@@ -14,7 +15,9 @@ column includes the activation's on-the-fly quantization (vLLM's columns without
 weight-bandwidth bound; >= 1024: compute bound). Runs on cards without a preset (`other`) are listed, not priced.
 Runs marked `mamf: true` hold one bf16 point each, a card's Maximum Achievable Matmul FLOPS (the best shape of a
 torch.matmul grid): --fit turns them into mfu_from_mamf, the H100 sheet's serving mfu scaled by the card's MAMF
-fraction of its own peak over the H100's (how the AMD sheets' mfu is set, sim/presets/hardware.yaml).
+fraction of its own peak over the H100's (how the AMD sheets' mfu is set, sim/presets/hardware.yaml). --fit's
+dense_gemm_mfu: per card, the bf16 / fp16 points' achieved fraction of the bf16 peak at each M >= DENSE_MIN_ROWS (the
+median over the card's runs, MAMF runs left out): a sheet's dense_gemm_mfu, the dense linears' fraction by GEMM rows.
 """
 from __future__ import annotations
 
@@ -41,6 +44,9 @@ BASE_DTYPES = ("bf16", "fp16")
 LOW_DTYPES = {"fp8_w8a8": ("fp8", 8.0), "int8_w8a8": ("int8", 8.0), "fp4_w4a4": ("fp4", 4.5),
               "int4_w4a16": (None, 4.125)}  # GPTQ 4-bit, an fp16 scale per 128 (Marlin)
 WEIGHT_ONLY = tuple(t for t, (matmul, _) in LOW_DTYPES.items() if matmul is None)
+# dense_gemm_mfu's smallest M: below it a bf16 GEMM of a layer's weights is paced by their reads, not its FLOPs (the
+# vllm2497 A100 points: M 16-64 move the weights at 0.9 of the card's bandwidth), so a FLOP fraction there says nothing
+DENSE_MIN_ROWS = 128
 
 
 def load_points(path: str | Path) -> pd.DataFrame:
@@ -133,7 +139,20 @@ def fit(points: pd.DataFrame) -> dict:
             "efficiency_points": {LOW_DTYPES[t][0]: int(n) for t, n in bound.dtype[lowp].value_counts().items()},
             "marlin_efficiency": {d: round(float(v), 3) for d, v in marlin.items()},
             "marlin_points": {d: int(n) for d, n in bound.device[~lowp].value_counts().items()},
-            **mamf_mfu(points)}
+            **mamf_mfu(points), "dense_gemm_mfu": dense_gemm_mfu(points)}
+
+
+def dense_gemm_mfu(points: pd.DataFrame) -> dict:
+    """{card: {M: fraction}}: each bf16 / fp16 point's achieved TFLOP/s over the card's bf16 peak, the median per M
+    over the card's runs, for M >= DENSE_MIN_ROWS (MAMF runs and cards without a preset left out)."""
+    base = points[points.dtype.isin(BASE_DTYPES) & ~points.mamf & (points.device != "other")
+                  & (points.m >= DENSE_MIN_ROWS)]
+    # [points] achieved fraction of the card's bf16 peak
+    fraction = [2.0 * m * n * k / (us * 1e6) / get_hardware(d).peak_for("bf16")
+                for d, m, n, k, us in zip(base.device, base.m, base.n, base.k, base.us)]
+    per_m = base.assign(fraction=fraction).groupby(["device", "m"]).fraction.median()
+    return {d: {int(m): round(float(f), 3) for (dev, m), f in per_m.items() if dev == d}
+            for d in sorted(base.device.unique())}
 
 
 def mamf_mfu(points: pd.DataFrame) -> dict:
@@ -159,7 +178,8 @@ def summary(low: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     ap = data_check_parser("python -m sim.gemm_kernels", __doc__, DEFAULT_FILE, "GEMM timings", "gemm_kernels",
-                           "also fit act_quant_us, lowp_matmul_efficiency, marlin_efficiency and mfu_from_mamf "
+                           "also fit act_quant_us, lowp_matmul_efficiency, marlin_efficiency, mfu_from_mamf and "
+                           "dense_gemm_mfu "
                            "(gemm_fit.json); the presets are not changed")
     args = ap.parse_args(argv)
     try:

@@ -10,6 +10,8 @@ lab/config_sim.py so that `lab validate` checks a YAML's sheet; this module is w
 """
 from __future__ import annotations
 
+import bisect
+import math
 import re
 
 from lab.config_sim import HARDWARE_NAMES, HardwareSheet, HardwareSpec, hardware_presets
@@ -98,6 +100,27 @@ def vllm_platform(hw: Hardware) -> str:
 def achievable_flops(hw: Hardware, dtype: str) -> float:
     """FLOP/s one device sustains for `dtype` matmuls: mfu x the sheet's dense peak."""
     return hw.peak_for(dtype) * 1e12 * hw.mfu
+
+
+def dense_gemm_points(hw: Hardware) -> tuple[list[float], list[float]]:
+    """(log M, fraction) of the sheet's dense_gemm_mfu points in M order; ([], []) without them (mfu at every M)."""
+    points = sorted((hw.dense_gemm_mfu or {}).items())
+    return [math.log(m) for m, _ in points], [f for _, f in points]
+
+
+def dense_gemm_fraction(log_rows: list[float], fractions: list[float], mfu: float, rows: float) -> float:
+    """The dense linears' achievable fraction of peak at a GEMM of `rows` rows: dense_gemm_points interpolated
+    linearly in log rows, flat outside them; `mfu` without points."""
+    if not fractions:
+        return mfu
+    x = math.log(max(rows, 1.0))
+    i = bisect.bisect_right(log_rows, x)
+    if i == 0:
+        return fractions[0]
+    if i == len(log_rows):
+        return fractions[-1]
+    w = (x - log_rows[i - 1]) / (log_rows[i] - log_rows[i - 1])
+    return fractions[i - 1] + w * (fractions[i] - fractions[i - 1])
 
 
 def achievable_attention_flops(hw: Hardware, dtype: str) -> float:

@@ -13,7 +13,9 @@ step is priced as the simulator's replica plans it (sim.cluster: C more query to
 more request, the chunk attending causally to C x (D + (C + 1) / 2) cached tokens); the chunk's own KV reads, GEMM
 and attention FLOPs are shown beside the decodes', and the step's time without the chunk under it (what the chunk
 adds). --chunk 0 (the default) is the decode step alone. The terms: the roofline's weight reads, KV
-reads and FLOPs (the longer of reads and FLOPs is the time; the rest is hidden), the linear-attention state traffic
+reads and FLOPs (the longer of reads and FLOPs is the time; the rest is hidden -- on a sheet with mixed_decode_tile_rows
+a step with a chunk where FA2 pads the decodes takes the GEMMs' longer, then the attention kernel's, its KV reads once
+per query head where they outgrow the L2: sim/cost.py), the linear-attention state traffic
 of the recurrent GDN kernel (added: a kernel of its own),
 the linear-attention state copies of a mixed step (sim/linear_attn.py; the row's engine.linear_attn_mixed),
 FlashInfer's chunked GDN prefill kernel over the chunk where the row's card and release run it (its published time;
@@ -34,6 +36,7 @@ import sys
 from lab.arguments import ArgumentParser
 from lab.errors import LabError, print_or_fail
 from sim.cost import CostModel
+from sim.hardware import dense_gemm_fraction
 from sim.linear_attn import gdn_prefill_kernel_s, state_copies
 from sim.public_check import DEFAULT_FILE, row_sim_config, rows_by_id
 
@@ -91,29 +94,40 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
     if tokens > cm._row_tile > 1:
         gemm_tokens = -(-tokens // cm._row_tile) * cm._row_tile
     weights = cm._t_weights * (cm._gemm_factor if tokens > cm._gemv_rows else 1.0)
-    kv = kv_sum * cm._t_per_kv_token
+    # a step with a chunk where FA2's mixed kernel pads the decodes (sim/cost.py step_time): its attention kernel
+    # reads each request's KV once per query head of a group (once where one layer's KV of one KV head fits in the
+    # L2), after the GEMMs
+    fa2_mixed = bool(cm._mixed_groups) and chunk > 1
+    groups = cm._mixed_groups if fa2_mixed and kv_sum > cm._l2_kv_tokens else 1.0
+    kv = kv_sum * cm._t_per_kv_token * groups
     state = n_reqs * cm._t_state if cm._t_state else 0.0
+    # the dense linears at the sheet's fraction for this many GEMM rows (dense_gemm_mfu; mfu without it)
+    per_token = cm._t_per_token_flops * cm.hw.mfu / dense_gemm_fraction(cm._gemm_log_rows, cm._gemm_fractions,
+                                                                         cm.hw.mfu, gemm_tokens)
     # the chunk's tokens before its last have no LM-head row (vLLM's logits_indices; CostModel._t_head_flops)
-    unsampled_head = max(chunk - 1, 0) * cm._t_head_flops
+    unsampled_head = max(chunk - 1, 0) * cm._t_head_flops * per_token / cm._t_per_token_flops
     # FlashInfer's chunked GDN kernel over the chunk (CostModel._gdn_prefill): its own time, its FLOPs refunded
     gdn_chunk = chunk if cm._gdn_prefill and chunk > 1 else 0
     gdn_refund = gdn_chunk * cm._t_gdn_refund
     gdn_kernel = m.linear_layers * gdn_prefill_kernel_s(gdn_chunk, gdn_chunk * cm._gdn_spread) if gdn_chunk else 0.0
-    gemm = gemm_tokens * cm._t_per_token_flops - unsampled_head - gdn_refund
+    gemm = gemm_tokens * per_token - unsampled_head - gdn_refund
     # FA2's mixed batch pads each decode beside a chunk to whole 64-row tiles (CostModel.mixed_decode_tile_flops)
     padded = cm.mixed_decode_tile_flops(dec_kv, batch) * cm._t_attn if chunk > 1 and not cm._sliding else 0.0
     attention = (dec_attended + pf_attended) * cm._t_attn + padded
     memory, compute = weights + kv, gemm + attention  # the state: its own kernel, added (sim/cost.py)
-    roofline = max(memory, compute) + cm._serial * min(memory, compute)
+    if fa2_mixed:  # the GEMMs, then the attention kernel (sim/cost.py step_time)
+        roofline = max(weights, gemm) + max(attention, kv) + cm._serial * min(weights, compute)
+    else:
+        roofline = max(memory, compute) + cm._serial * min(memory, compute)
     mine = (lambda name: f"{name} (decodes)") if chunk else (lambda name: name)
     pf_share = pf_kv / raw_kv
     terms = {"weights (non-expert)": weights, mine("kv reads"): kv * (1 - pf_share)}
     if chunk:
         terms["chunk kv reads"] = kv * pf_share
-    terms.update({"linear-attention state": state, mine("gemm flops"): batch * cm._t_per_token_flops})
+    terms.update({"linear-attention state": state, mine("gemm flops"): batch * per_token})
     if chunk:
-        terms["chunk gemm flops"] = chunk * cm._t_per_token_flops - unsampled_head - gdn_refund
-    terms["gemm tile padding"] = (gemm_tokens - tokens) * cm._t_per_token_flops
+        terms["chunk gemm flops"] = chunk * per_token - unsampled_head - gdn_refund
+    terms["gemm tile padding"] = (gemm_tokens - tokens) * per_token
     terms[mine("attention flops")] = dec_attended * cm._t_attn
     if chunk:
         terms["chunk attention flops"] = pf_attended * cm._t_attn
@@ -179,6 +193,10 @@ def markdown(row_id: str, model: str, batch: int, context: float, terms: dict[st
         touched = cm.model.touched_experts(batch + chunk, cm.ep, cm._gather)
         routing = f"routing skew {cm.model.routing_skew:g}" if cm.model.routing_skew else "uniform routing"
         lines += ["", f"experts touched per MoE layer: {touched:.1f} of {cm.model.moe_experts} ({routing})"]
+    if cm._mixed_groups and chunk > 1:
+        lines += ["", (f"FlashAttention 2 mixed step (mixed_decode_tile_rows): the attention kernel runs after the "
+                       f"GEMMs and reads each request's KV once per query head ({cm._mixed_groups:g} per KV head) "
+                       f"where one layer's KV of one KV head outgrows the L2 ({cm._l2_kv_tokens:,.0f} cached tokens)")]
     if chunk:
         added = chunk_cost(cm, batch, context, chunk, done, mixed)
         rate = f": {chunk / added:,.0f} prompt tokens/s at that price" if added > 0 else ""

@@ -192,7 +192,7 @@ def _verify_lengths(r: int, outlook) -> list[int]:
 
 
 PLANS = [  # (model, hardware, mixed mode, engine settings, closed form expected)
-    (DENSE, "a100-80g", None, {}, True),  # FA2: decodes beside a chunk pay 64-row tiles
+    (DENSE, "a100-80g", None, {}, False),  # FA2: 64-row tiles, KV re-reads after the GEMMs, GEMMs by rows (h130)
     (DENSE, "h200", None, {}, True),
     (MOE, "a100-80g", None, {}, False),
     (SLIDING, "h200", None, {}, False),

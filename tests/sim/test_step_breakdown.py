@@ -9,6 +9,7 @@ import pytest
 from lab.errors import LabError
 from sim import step_breakdown as sb
 from sim.cost import CostModel
+from sim.hardware import dense_gemm_fraction
 from sim.public_check import DEFAULT_FILE, load_rows, row_sim_config
 
 ROWS = {r.id: r for r in load_rows(DEFAULT_FILE)}
@@ -48,12 +49,41 @@ def test_a_step_with_a_prefill_chunk_is_priced_as_the_replicas_plan_prices_it(ro
     # the LM head multiplies the chunk's last token only (vLLM's logits_indices): C tokens' layers, one head row;
     # the GDN kernel's tokens give back their recurrence FLOPs (0 off the hybrid row)
     assert cm._t_head_flops > 0
-    assert terms["chunk gemm flops"] == pytest.approx(chunk * cm._t_per_token_flops - (chunk - 1) * cm._t_head_flops
+    # the dense linears at the sheet's fraction for the step's rows (dense_gemm_mfu: the A100 rows; 1 elsewhere)
+    scale = cm.hw.mfu / dense_gemm_fraction(cm._gemm_log_rows, cm._gemm_fractions, cm.hw.mfu, batch + chunk)
+    assert (scale != 1.0) == (cm.hw.name.startswith("a100"))
+    assert terms["chunk gemm flops"] == pytest.approx(scale * (chunk * cm._t_per_token_flops
+                                                               - (chunk - 1) * cm._t_head_flops)
                                                       - chunk * cm._t_gdn_refund)
-    assert terms["gemm flops (decodes)"] == pytest.approx(batch * cm._t_per_token_flops)
+    assert terms["gemm flops (decodes)"] == pytest.approx(batch * cm._t_per_token_flops * scale)
     if not cm._sliding:  # a window model prices every token at the mean context (step_time), split by tokens
         assert terms["chunk attention flops"] == pytest.approx(chunk * (done + (chunk + 1) / 2) * cm._t_attn)
     assert "gemm flops" not in terms and "kv reads" not in terms  # the decodes' terms say whose they are
+
+
+FA2_DENSE = "gpustack-a100-qwen3-14b-2k-rate-inf"  # Qwen3-14B (40 query heads, 8 KV heads) on an A100, vLLM 0.11
+
+
+@pytest.mark.parametrize("batch, context, groups", [(81, 2050, 5), (48, 130, 1)])
+def test_an_fa2_mixed_step_reads_the_decodes_kv_per_query_head_after_the_gemms(batch, context, groups):
+    """On an A100 (mixed_decode_tile_rows) a step with a chunk runs the GEMMs, then FA2's padded kernel: KV read once
+    per query head (5 for Qwen3-14B) where one layer's KV of one KV head outgrows the 40 MiB L2 (81 x 2,050 tokens:
+    166 K x 512 B = 81 MiB), once where it fits (48 x 130); the terms still add up to step_time."""
+    cm, chunk = _cost(FA2_DENSE), 2000
+    assert cm._mixed_groups == 5 and cm._l2_kv_tokens == pytest.approx(40 * 2 ** 20 / 512)
+    terms = sb.decode_terms(cm, batch, context, chunk, 0)
+    assert sum(v for k, v in terms.items() if k != "total") == pytest.approx(terms["total"], rel=1e-9)
+    kv_sum = batch * context + chunk
+    assert terms["kv reads (decodes)"] + terms["chunk kv reads"] == pytest.approx(
+        kv_sum * cm._t_per_kv_token * groups)
+    gemm = sum(v for k, v in terms.items() if "gemm flops" in k)
+    attention = sum(v for k, v in terms.items() if "attention flops" in k or "attention tiles" in k)
+    kernel = max(attention, kv_sum * cm._t_per_kv_token * groups)
+    fixed = terms["total"] - max(terms["weights (non-expert)"], gemm) - kernel
+    assert fixed == pytest.approx(terms["step overhead"] + terms["layer overhead"] + terms["request overhead"])
+    # the decodes alone (max_seqlen_q == 1): FA2 packs the grouped heads, KV read once and hidden under nothing new
+    alone = sb.decode_terms(cm, batch, context)
+    assert alone["kv reads"] == pytest.approx(batch * context * cm._t_per_kv_token)
 
 
 def test_chunk_0_is_the_decode_step_alone():
