@@ -267,7 +267,8 @@ class HardwareSheet(StrictModel):
         "the request's K / V itself (the grid runs every request of one query head before the next), so a step "
         "with a prefill chunk prices its attention as a kernel of its own after the GEMMs, the longer of its FLOPs "
         "(the padded tiles too) and its KV read once per query head of a group (once where one layer's KV of one "
-        "KV head fits in l2_mib). Set where checked against serving rows: a100-80g / a100-40g (session 39)")
+        "KV head fits in l2_mib). Set on every sheet with mixed_decode_tile_rows (the same kernel): a100-80g / a100-40g (session 39, h130), "
+        "the other FA2 cards (h138); not rtx-4090 (held, as its tile rows)")
     dense_gemm_mfu: dict[int, float] | None = Field(
         None, description="achievable fraction of the matmul peak for the dense (non-expert) linears' GEMMs by the "
         "step's GEMM rows M (its query tokens): {M: fraction}, interpolated linearly in log M between the points and "

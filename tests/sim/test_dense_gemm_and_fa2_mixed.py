@@ -103,7 +103,51 @@ def test_only_where_the_kernel_pads():
     assert _cost(hw, "qwen3-32b")._mixed_groups == 8.0
     assert _cost(hw, "qwen3-32b", tp=2)._mixed_groups == 8.0  # 32 / 4 per GPU
     assert _cost(get_hardware("h100"))._mixed_groups == 0.0  # FA3 packs GQA in every step
-    l40s = _cost(get_hardware("l40s"))  # FA2 pads here too (h133), the re-reads are not checked there
-    assert l40s._pad_rows == 64 and l40s._mixed_groups == 0.0 and not get_hardware("l40s").mixed_kv_reread
+    l40s = _cost(get_hardware("l40s"))  # FA2 pads here too (h133) and re-reads alike (h138)
+    assert l40s._pad_rows == 64 and l40s._mixed_groups == 5.0 and get_hardware("l40s").mixed_kv_reread
+    assert _cost(get_hardware("rtx-4090"))._mixed_groups == 0.0  # held: no padded tiles there (hardware.yaml)
     assert _cost(hw.model_copy(update={"mixed_kv_reread": False}))._mixed_groups == 0.0
     assert get_hardware("a100-40g").mixed_kv_reread
+
+
+# every card vLLM V1 runs FA2 on (h133's list) but the held rtx-4090: the same split kernel, so the same re-reads
+FA2_REREAD_CARDS = ("a100-80g", "a100-40g", "a10", "a10g", "a40", "rtx-3090", "rtx-a6000", "l4", "l40", "l40s",
+                    "rtx-6000-ada", "rtx-5090", "rtx-pro-6000")
+
+
+def test_every_padding_fa2_card_rereads_and_no_other_does():
+    from sim.hardware import hardware_presets
+    for name in hardware_presets():
+        hw = get_hardware(name)
+        assert bool(hw.mixed_kv_reread) == (name in FA2_REREAD_CARDS), name
+        if hw.mixed_kv_reread:  # the re-reads are priced only where the kernel pads (same call)
+            assert hw.mixed_decode_tile_rows == 64, name
+
+
+@pytest.mark.parametrize("card, l2_mib", [("l40s", 96), ("l4", 48), ("a10", 6), ("rtx-5090", 96),
+                                          ("rtx-pro-6000", 128), ("a100-40g", 40)])
+def test_the_l2_decides_per_step_on_each_card(card, l2_mib):
+    """Qwen3-14B (5 query heads per KV head, 512 B of K + V per token and KV head): decodes at 2,050 tokens beside a
+    128-token chunk read their KV once while one layer's KV of one KV head fits in the card's L2 (Ada's 96 MiB:
+    196,608 tokens; GA102's 6 MiB: 12,288), five times once it does not -- one decode more tips it."""
+    hw = get_hardware(card)
+    assert hw.l2_mib == l2_mib
+    fa2, no_l2 = _cost(hw), _cost(hw.model_copy(update={"l2_mib": None}))
+    assert fa2._l2_kv_tokens == pytest.approx(l2_mib * 2 ** 20 / 512) and no_l2._l2_kv_tokens == 0.0
+    context, chunk = 2050, 128  # a short chunk: its own causal attention does not hide the reads (GA102: 6 decodes)
+    fits = int((fa2._l2_kv_tokens - chunk) // context)
+    assert fits >= 1
+    for decodes, groups in ((fits, 1.0), (fits + 1, 5.0)):
+        kv, attn = decodes * context + chunk, decodes * context + chunk * (chunk + 1) / 2
+        assert (kv <= fa2._l2_kv_tokens) == (groups == 1.0)
+        kw = {"chunk_max": chunk, "chunk_sum": chunk, "chunk_kv": float(chunk), "chunk_reqs": 1}
+        args = (decodes + chunk, kv, decodes + 1, False)
+        t, t_no_l2 = fa2.step_time(*args, attn_ctx=attn, **kw), no_l2.step_time(*args, attn_ctx=attn, **kw)
+        attention = (attn + fa2.mixed_decode_tile_flops(decodes * context, decodes)) * fa2._t_attn
+        reads = kv * fa2._t_per_kv_token
+        # the kernel is the only term the L2 changes: max(attention, groups x reads) against 5 x reads without it
+        assert t - t_no_l2 == pytest.approx(max(attention, groups * reads) - max(attention, 5 * reads),
+                                            rel=1e-6, abs=1e-12)
+        vec = fa2.step_time_vec(np.array([float(decodes + chunk)]), kv, decodes + 1, False, attn_ctx=attn, **kw)
+        assert vec[0] == pytest.approx(t, rel=1e-9)
+    assert 5 * reads > attention  # the re-reads bound the kernel past the L2: the two sides of the line differ
