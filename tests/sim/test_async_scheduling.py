@@ -9,7 +9,8 @@ from sim.hardware import engine_with_defaults
 from sim.public_check import REPO_ROOT, load_rows, row_sim_config
 from sim.simulate import _cost_model
 from sim.step_breakdown import HOST_TERM, decode_terms
-from sim.vllm_versions import ASYNC_SCHEDULING_SINCE, vllm_async_scheduling, vllm_version_defaults
+from sim.vllm_versions import (ASYNC_SCHEDULING_SINCE, engine_async_scheduling, vllm_async_scheduling,
+                               vllm_version_defaults)
 from tests.sim.conftest import make_sim
 
 ROWS = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
@@ -141,3 +142,23 @@ def test_step_breakdown_holds_the_sheets_step_host_time(async_on):
             assert terms["total"] == pytest.approx(host, rel=1e-12) and 0 < terms[HOST_TERM] < host
         else:
             assert terms[HOST_TERM] == pytest.approx(host, rel=1e-12)
+
+
+def test_sim_bench_flag_sets_async_scheduling_or_leaves_the_release_default(tmp_path):
+    """python -m sim.bench --async-scheduling on / off writes engine.async_scheduling; left out, the section does not
+    set it, so the release default prices the run (no release named: on)."""
+    from types import SimpleNamespace
+
+    from sim.bench import bench_config
+
+    trace = tmp_path / "arrivals.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1,10,5\n")
+    flags = {"hardware": "a100-80g", "model": "llama-2-7b", "replicas": 1, "trace": str(trace), "time_scale": 1.0,
+             "alpha": 0.8, "traces": None, "policy": "prefix"}
+
+    def engine(flag):
+        return bench_config(SimpleNamespace(**flags, async_scheduling=flag), 60.0).engine
+
+    assert (engine_async_scheduling(engine("on")), engine_async_scheduling(engine("off"))) == (True, False)
+    unset = engine(None)
+    assert "async_scheduling" not in unset.model_fields_set and engine_async_scheduling(unset) is True
