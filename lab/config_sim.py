@@ -595,9 +595,12 @@ class EngineSpec(StrictModel):
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(
-        None, ge=1, description="the server's --max-model-len; with sliding-window layers, KV sizes in tokens "
-                                "are read and reported as newer vLLM logs them (max concurrency x max_model_len; "
-                                "sim/kv_cache.KVGroups); None: as vLLM <= 0.11 (pool blocks // groups x block_size). "
+        None, ge=1, description="the server's --max-model-len: a request whose prompt + output pass it is refused "
+                                "as vLLM's server refuses it (never scheduled, counted too_long; unset: the length "
+                                "the model's config.json states, none for a preset); with sliding-window layers, KV "
+                                "sizes in tokens are read and reported as newer vLLM logs them (max concurrency x "
+                                "max_model_len; sim/kv_cache.KVGroups); None: as vLLM <= 0.11 (pool blocks // "
+                                "groups x block_size). "
                                 "Before vLLM 0.8 (vllm_version) it also sets the default batch limits and chunked "
                                 "prefill; None there: the length vLLM derives from the model's config.json")
     disaggregated_prefill: bool = Field(
