@@ -9,8 +9,12 @@ from sim.hardware import engine_with_defaults
 from sim.public_check import REPO_ROOT, load_rows, row_sim_config
 from sim.simulate import _cost_model
 from sim.step_breakdown import HOST_TERM, decode_terms
-from sim.vllm_versions import (ASYNC_SCHEDULING_SINCE, engine_async_scheduling, vllm_async_scheduling,
-                               vllm_version_defaults)
+from sim.vllm_versions import (
+    ASYNC_SCHEDULING_SINCE,
+    engine_async_scheduling,
+    vllm_async_scheduling,
+    vllm_version_defaults,
+)
 from tests.sim.conftest import make_sim
 
 ROWS = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
