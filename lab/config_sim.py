@@ -287,11 +287,12 @@ class HardwareSheet(StrictModel):
     step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
     layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
     request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")
-    step_host_ms: float = Field(
-        0.0, ge=0, description="the engine core's host time per step beyond the per-request term (scheduling, input "
-        "preparation, output processing): in series with the GPU's without async scheduling (vLLM before 0.14), "
-        "beside it with it (engine.async_scheduling: the step lasts the longer of the two); 0: none beyond "
-        "step_overhead_ms. Fitted per card (sim/presets/hardware.yaml)")
+    step_host_ms: float = Field(  # at most a second a step (1e300 passed validate)
+        0.0, ge=0, le=1000, description="the engine core's host time per step beyond the per-request term "
+        "(scheduling, input preparation, output processing), ms, <= 1,000: in series with the GPU's without async "
+        "scheduling (vLLM before 0.14), beside it with it (engine.async_scheduling: the step lasts the longer of the "
+        "two); 0: none beyond step_overhead_ms. No preset sets it (session 39's byte / layer split trial, "
+        "BENCHMARKS.md; python -m sim.step_floor_check --fit)")
 
     @model_validator(mode="after")
     def _positive_peaks(self):
@@ -595,9 +596,12 @@ class EngineSpec(StrictModel):
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(
-        None, ge=1, description="the server's --max-model-len; with sliding-window layers, KV sizes in tokens "
-                                "are read and reported as newer vLLM logs them (max concurrency x max_model_len; "
-                                "sim/kv_cache.KVGroups); None: as vLLM <= 0.11 (pool blocks // groups x block_size). "
+        None, ge=1, description="the server's --max-model-len: a request whose prompt + output pass it is refused "
+                                "as vLLM's server refuses it (never scheduled, counted too_long; unset: the length "
+                                "the model's config.json states, none for a preset); with sliding-window layers, KV "
+                                "sizes in tokens are read and reported as newer vLLM logs them (max concurrency x "
+                                "max_model_len; sim/kv_cache.KVGroups); None: as vLLM <= 0.11 (pool blocks // "
+                                "groups x block_size). "
                                 "Before vLLM 0.8 (vllm_version) it also sets the default batch limits and chunked "
                                 "prefill; None there: the length vLLM derives from the model's config.json")
     disaggregated_prefill: bool = Field(

@@ -343,7 +343,7 @@ class Replica:
         while a sequence slot is free and the KV of their first chunk at the largest prefill budget (no drafts,
         max_num_batched_tokens - r) fits (their prompt's cached prefix found without counting a query), up to that
         budget. Not foreseen: a running prefill's growth running out of blocks (it preempts newer prefills), the
-        blocks running prefills take before admissions. None under V0's prefill-only steps (decodes never share a
+        blocks running prefills take before admissions. Empty under V0's prefill-only steps (decodes never share a
         step with a prefill there)."""
         if self.prefill_steps:
             return []

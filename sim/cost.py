@@ -473,7 +473,7 @@ class CostModel:
     request_overhead_s: float | None = None
     step_host_s: float | None = None  # None: the sheet's step_host_ms
     graph_layer_s: float = 0.0  # per layer and step beyond the sheets' FULL_AND_PIECEWISE layout (sim/cuda_graphs.py)
-    async_scheduling: bool = False  # the per-request host time overlaps the GPU's (engine.async_scheduling)
+    async_scheduling: bool = False  # the engine core's host time (host_s) overlaps the GPU's (engine.async_scheduling)
     symm_mem_allreduce: bool = False  # the release runs torch symmetric-memory all-reduce (vllm_symm_mem_allreduce)
     gdn_prefill_sms: int = 0  # SMs of a card running FlashInfer's SM90 GDN prefill kernel (flashinfer_prefill_sms)
     mixed_decode_rows: int = 0  # attention rows per query head a decode of a step with a prefill chunk pays (0: 1)
@@ -848,7 +848,7 @@ class CostModel:
         t += state_copies * self._t_state_copy + gdn
         if spec:
             t += self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s
-        host = self.step_host_s + n_reqs * self.request_overhead_s
+        host = self.host_s(n_reqs)
         if self.async_scheduling:  # the engine core's host work for the next step runs beside this one
             return max(t * mult, host)
         return (t + host) * mult
@@ -1024,7 +1024,7 @@ class CostModel:
             t = t + np.minimum(tokens, reqs + np.asarray(drafts, dtype=np.float64)) * self._t_per_sampled_row_link
         if spec:
             t = t + (self._draft_pass(n_reqs) + self._draft_fixed + self.spec_overhead_s)
-        host = self.step_host_s + n_reqs * self.request_overhead_s
+        host = self.host_s(n_reqs)
         if self.async_scheduling:  # as step_time: overlapping the GPU's time
             return np.maximum(t * mult, host)
         return (t + host) * mult
@@ -1065,19 +1065,29 @@ class CostModel:
         # and the recurrence FLOPs of the GDN prefill chunks FlashInfer's kernel runs; folded into the prefill count
         unsampled = max(prefill_tokens - (reqs - own), 0)
         refund = unsampled * self._t_head_flops
-        host = self.step_host_s + n_reqs * self.request_overhead_s
-        fixed = self._fixed + self.spec_overhead_s + self._draft_fixed
-        if not self.async_scheduling:  # the host work in series; under async scheduling a floor under the step
-            fixed += host
-        fixed = fixed + n_reqs * self._t_state + self._draft_pass(n_reqs)
-        if state_copies:
-            fixed += state_copies * self._t_state_copy
+        fixed, floor = self._closed_fixed(n_reqs, state_copies)
         if self._gdn_prefill and chunk_max > 1:
             refund += chunk_sum * self._t_gdn_refund
             fixed += self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
         prefill = prefill_tokens - refund / per_token if refund else prefill_tokens
-        return RooflineSps(prefill, per_token, self._t_weights + kv_sum * self._t_per_kv_token, fixed,
-                           host if self.async_scheduling else 0.0, once_s)
+        return RooflineSps(prefill, per_token, self._t_weights + kv_sum * self._t_per_kv_token, fixed, floor, once_s)
+
+    def host_s(self, n_reqs: int) -> float:
+        """Seconds of the engine core's host work for a step of `n_reqs` requests: the sheet's step_host_ms and
+        n_reqs x request_overhead_us, in series with the GPU's time or, under async scheduling, beside it (step_time
+        and every SPS curve take it from here)."""
+        return self.step_host_s + n_reqs * self.request_overhead_s
+
+    def _closed_fixed(self, n_reqs: int, state_copies: int) -> tuple[float, float]:
+        """The closed forms' (RooflineSps, PiecewiseSps) seconds beside a speculative step's roofline max that do not
+        depend on b, and its host floor: fixed overheads, the drafter, a hybrid's recurrent states and state copies,
+        and the host work (host_s) -- in the first without async scheduling, the second (a floor) with it."""
+        host = self.host_s(n_reqs)
+        fixed = self._fixed + self.spec_overhead_s + self._draft_fixed
+        if not self.async_scheduling:
+            fixed += host
+        fixed = fixed + n_reqs * self._t_state + self._draft_pass(n_reqs) + state_copies * self._t_state_copy
+        return fixed, host if self.async_scheduling else 0.0
 
     def step_sps_curve(self, decodes: int, decode_kv: float, prefills, budget: int, chunked: bool = True,
                        linear_mixed: str | None = None, once_s: float = 0.0):
@@ -1149,11 +1159,7 @@ class CostModel:
                 q0 -= (big_sum + (top if p.part_big else 0.0)) * self._t_gdn_refund
                 if p.part_big:
                     q1 += self._t_gdn_refund
-        host = self.step_host_s + n * self.request_overhead_s
-        c = self._fixed + self.spec_overhead_s + self._draft_fixed
-        if not self.async_scheduling:
-            c += host
-        c = c + n * self._t_state + self._draft_pass(n) + copies * self._t_state_copy
+        c, floor = self._closed_fixed(n, copies)
         gk = lines = None
         if gdn:  # linear layers x (floor + per token x max(longest chunk, chunk tokens x spread)), lines in b
             c += self.model.linear_layers * GDN_PREFILL_FLOOR_S
@@ -1164,8 +1170,7 @@ class CostModel:
                 lines = (float(big_max), top, -1.0, spread * (big_sum + top), -spread)
             else:
                 lines = (float(big_max), spread * big_sum, 0.0, spread * big_sum, 0.0)
-        return (p.hi, q0, q1, q2, m0, m1, c, host if self.async_scheduling else 0.0, once_s if big else 0.0,
-                gk, lines)
+        return (p.hi, q0, q1, q2, m0, m1, c, floor, once_s if big else 0.0, gk, lines)
 
     @property
     def t_per_kv_token(self) -> float:

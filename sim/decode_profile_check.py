@@ -41,7 +41,7 @@ from lab.report import markdown_table
 from sim.cost import CostModel, check_tp_split
 from sim.hardware import get_hardware
 from sim.public_check import RepoFile, repo_model, validated_runs
-from sim.step_breakdown import adds_up, decode_terms
+from sim.step_breakdown import HOST_TERM, adds_up, decode_terms
 
 DEFAULT_FILE = Path(__file__).parent / "validation" / "decode_profiles.yaml"
 CATEGORIES = ("attention", "dense_gemm", "act_quant", "moe_gemm", "moe_routing", "moe", "allreduce",
@@ -146,7 +146,7 @@ def priced_categories(cm: CostModel, tokens: int, context: float) -> dict[str, f
            "moe_gemm": sum(t.get(k, 0.0) for k in moe_keys), "moe_routing": 0.0,
            "allreduce": t["other fixed (act quant, collective latency)"] - act_quant + t["collective bytes"]
            + t["tensor-parallel all-reduces"],
-           "norm_elementwise": t["layer overhead"], "other": t["step overhead"] + t["request overhead"]}
+           "norm_elementwise": t["layer overhead"], "other": t["step overhead"] + t[HOST_TERM]}
     if not adds_up(sum(out.values()), t["total"]):
         raise LabError(f"sim.decode_profile_check: the categories add up to {sum(out.values()) * 1e3:.6f} ms, "
                        f"step_time says {t['total'] * 1e3:.6f} ms: update priced_categories")

@@ -23,7 +23,7 @@ the recurrence FLOPs it holds leave the chunk's GEMM FLOPs),
 the decodes' padded attention tiles where a card's FA2 kernel pads each decode beside a chunk to 64 query rows per
 head (the sheet's mixed_decode_tile_rows; CostModel.mixed_decode_tile_flops),
 the routed experts' fused-MoE kernels (floor, per-expert term, reads or FLOPs), the fixed per-step and per-layer
-overheads, collectives and the per-request overhead. The terms are read from CostModel's precomputed constants and
+overheads, collectives and the engine core's host time (step_host_ms and the per-request overhead). The terms are read from CostModel's precomputed constants and
 checked to add up to CostModel.step_time, so a change to the formula that this breakdown does not follow fails
 loudly instead of printing a wrong split. Roofline models only: a row priced from a measured step profile, or with
 CUDA-graph buckets, has no terms to split (LabError).
@@ -63,6 +63,9 @@ def check_step(batch: int, context: float, chunk: int = 0, done: int = 0) -> Non
         raise LabError(f"sim.step_breakdown: --context {context}: a finite number of cached tokens is needed")
     if batch and context < 1:
         raise LabError(f"sim.step_breakdown: batch {batch} and context {context} must be at least 1")
+
+
+HOST_TERM = "engine-core host (step_host_ms + request overhead)"  # its name among decode_terms' terms
 
 
 def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done: int = 0,
@@ -150,10 +153,10 @@ def decode_terms(cm: CostModel, batch: int, context: float, chunk: int = 0, done
                       "moe reads / flops": experts - floor - per_expert - pairs})
     copies = state_copies(batch, [chunk] if chunk else [], False, mixed) if m.linear_layers else 0
     copy_time = copies * cm._t_state_copy
-    host = n_reqs * cm.request_overhead_s
+    host = cm.host_s(n_reqs)  # step_host_ms too: without it a sheet that sets one failed the adds_up check below
     if cm.async_scheduling:  # overlapping the rest (engine.async_scheduling): only what outlasts it shows
         host = max(host - sum(terms.values()) - copy_time - gdn_kernel, 0.0)
-    terms["request overhead"] = host
+    terms[HOST_TERM] = host
     terms["linear-attention state copies (mixed step)"] = copy_time
     terms["GDN prefill kernel (FlashInfer SM90)"] = gdn_kernel
     attn_ctx = dec_kv + chunk * (done + (chunk + 1) / 2) if chunk else None  # sim.cluster's plan

@@ -89,7 +89,7 @@ def priced(run: StepFloorRun, point: StepPoint) -> tuple[float, float]:
     cost = CostModel(hw=get_hardware(run.device), model=model, tp=1, async_scheduling=run.async_scheduling)
     b = point.batch
     total = cost.step_time(b, b * point.context_tokens, b, False) * 1e3
-    host = 0.0 if run.async_scheduling else cost.step_host_s + b * cost.request_overhead_s  # beside the GPU's if async
+    host = 0.0 if run.async_scheduling else cost.host_s(b)  # beside the GPU's if async
     fixed = (cost.step_overhead_s + model.n_layers * cost.layer_overhead_s + host) * 1e3
     return fixed, total - fixed
 

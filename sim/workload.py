@@ -381,12 +381,16 @@ class LengthSampler:
         return p.astype(np.int64), o.astype(np.int64)
 
 
+    def shortest_of(self, prompts: np.ndarray, outputs: np.ndarray) -> int:
+        """The fewest tokens (prompt + output) among requests of these lengths [n] as this sampler clips them."""
+        return int((np.clip(prompts, 1, self.max_prompt) + np.clip(outputs, 1, self.max_output)).min())
+
     def shortest(self) -> int | None:
         """The fewest tokens (prompt + output) a request it draws can have; None where its table is not read yet."""
         if self.source in ("csv", "sharegpt"):
             if self.table is None or not len(self.table):
                 return None
-            return int((np.clip(self.table[:, 0], 1, self.max_prompt) + np.clip(self.table[:, 1], 1, self.max_output)).min())
+            return self.shortest_of(self.table[:, 0], self.table[:, 1])
         p, o = self.prompt_tokens, self.output_tokens
         if self.source == "random":
             p = random_dataset_bounds(p, self.range_ratio)[0]
@@ -403,7 +407,7 @@ def check_requests_fit(lengths: LengthSampler, rows: np.ndarray | None, max_mode
     if not max_model_len:
         return
     if rows is not None and len(rows):
-        shortest = int((np.clip(rows[:, 1], 1, lengths.max_prompt) + np.clip(rows[:, 2], 1, lengths.max_output)).min())
+        shortest = lengths.shortest_of(rows[:, 1], rows[:, 2])
     else:
         shortest = lengths.shortest()
     if shortest is not None and shortest > max_model_len:

@@ -555,7 +555,21 @@ CASES = [
          "spec file 'card.yaml': moe_lowp_efficiency: Input should be a valid number"),
         ("a misspelt key", "moe_lowp_eff: 0.5\n", "spec file 'card.yaml': moe_lowp_eff: unknown key"),
         ("usable memory above its size", "usable_mem_gib: 9\n",
-         "spec file 'card.yaml': <root>: Value error, usable_mem_gib 9 is more than mem_gib 8")]],
+         "spec file 'card.yaml': <root>: Value error, usable_mem_gib 9 is more than mem_gib 8"),
+        # session 39's sheet fields (h131 / h132 / h125): each bound, named on its one line
+        ("a step's host time past a second", "step_host_ms: 1e300\n",
+         "spec file 'card.yaml': step_host_ms: Input should be less than or equal to 1000"),
+        ("a negative step host time", "step_host_ms: -0.1\n",
+         "spec file 'card.yaml': step_host_ms: Input should be greater than or equal to 0"),
+        ("a NaN step host time", "step_host_ms: .nan\n", "spec file 'card.yaml': step_host_ms: Input should be a finite"),
+        ("an overlap past all of it", "compute_memory_overlap: 1.5\n",
+         "spec file 'card.yaml': compute_memory_overlap: Input should be less than or equal to 1"),
+        ("a negative overlap", "compute_memory_overlap: -0.2\n",
+         "spec file 'card.yaml': compute_memory_overlap: Input should be greater than or equal to 0"),
+        ("a one-row decode tile", "mixed_decode_tile_rows: 1\n",
+         "spec file 'card.yaml': mixed_decode_tile_rows: Input should be greater than or equal to 2"),
+        ("a decode tile past any kernel's", "mixed_decode_tile_rows: 100000\n",
+         "spec file 'card.yaml': mixed_decode_tile_rows: Input should be less than or equal to 256")]],
     # 1e300 TFLOP/s was a ZeroDivisionError traceback mid-run; 1e300 GiB "does not fit ... in inf GiB"
     *[(f"spec file with {label}", lambda w, text=text: ["validate", sim_yaml(w, {"hardware": {"spec": write(
         w, "card.yaml", text)}})], fragment) for label, text, fragment in [
@@ -1086,6 +1100,9 @@ TOOL_CASES = [
      "error: python -m sim.bench: --replicas: replicas: Input should be greater than or equal to 1"),
     ("sim.bench: unknown --policy", lambda w: ["sim.bench", "azure", "--trace", arrivals(w), "--policy", "fast"],
      "error: python -m sim.bench: --policy: policies.0.kind: Input should be"),
+    ("sim.bench: --async-scheduling neither on nor off",
+     lambda w: ["sim.bench", "azure", "--trace", arrivals(w), "--async-scheduling", "true"],
+     "error: python -m sim.bench: argument --async-scheduling: invalid choice: 'true' (choose from 'on', 'off')"),
     ("engine bench: a run without an engine section", lambda w: ["real.engine.bench", "runs/cli/existing"],
      "config.yaml: no engine section"),
     ("engine bench: an unknown --load", lambda w: ["real.engine.bench", engine_run(w), "--load", "peak"],

@@ -8,8 +8,13 @@ from sim.cost import CostModel
 from sim.hardware import engine_with_defaults
 from sim.public_check import REPO_ROOT, load_rows, row_sim_config
 from sim.simulate import _cost_model
-from sim.step_breakdown import decode_terms
-from sim.vllm_versions import ASYNC_SCHEDULING_SINCE, vllm_async_scheduling, vllm_version_defaults
+from sim.step_breakdown import HOST_TERM, decode_terms
+from sim.vllm_versions import (
+    ASYNC_SCHEDULING_SINCE,
+    engine_async_scheduling,
+    vllm_async_scheduling,
+    vllm_version_defaults,
+)
 from tests.sim.conftest import make_sim
 
 ROWS = REPO_ROOT / "sim" / "validation" / "public_vllm.yaml"
@@ -69,8 +74,8 @@ def test_the_vectorised_step_agrees():
 def test_the_step_breakdown_adds_up_under_async_scheduling():
     overlap = _cost(True)
     terms = decode_terms(overlap, 256, 600.0)  # raises if its terms do not add up to step_time
-    assert terms["request overhead"] == 0.0  # hidden under the GPU's time
-    assert decode_terms(_cost(False), 256, 600.0)["request overhead"] > 0.0
+    assert terms[HOST_TERM] == 0.0  # hidden under the GPU's time
+    assert decode_terms(_cost(False), 256, 600.0)[HOST_TERM] > 0.0
 
 
 def test_the_public_rows_take_it_from_their_release():
@@ -125,3 +130,39 @@ def test_the_sheets_step_host_time_is_in_series_without_async_scheduling_and_bes
     b = np.array([1, 8, 64])
     closed, vec = on_sync.sps_curve(0, 600.0, 1), 1.0 / on_sync.step_time_vec(b, 600.0, 1, True, b - 1)
     assert closed(b) == pytest.approx(vec, rel=1e-9)
+
+
+@pytest.mark.parametrize("async_on", [False, True])
+def test_step_breakdown_holds_the_sheets_step_host_time(async_on):
+    """sim.step_breakdown's terms add up to step_time on a sheet with step_host_ms: its host term is the engine core's
+    whole host time (CostModel.host_s), in series or what outlasts the GPU's (decode_terms raised 'the terms add up
+    to ...' when it held the per-request part alone)."""
+    base = _cost(async_on)
+    cm = CostModel(hw=base.hw.model_copy(update={"step_host_ms": 5.0}), model=base.model, async_scheduling=async_on)
+    for batch, chunk in ((1, 0), (64, 0), (8, 512)):
+        terms = decode_terms(cm, batch, 600.0, chunk)  # raises unless its terms add up to step_time
+        host = 5e-3 + (batch + (1 if chunk else 0)) * cm.request_overhead_s  # the chunk's request too
+        if async_on:  # 5 ms of host work outlasts a 0.6B model's GPU step: the step is the host time
+            assert terms["total"] == pytest.approx(host, rel=1e-12) and 0 < terms[HOST_TERM] < host
+        else:
+            assert terms[HOST_TERM] == pytest.approx(host, rel=1e-12)
+
+
+def test_sim_bench_flag_sets_async_scheduling_or_leaves_the_release_default(tmp_path):
+    """python -m sim.bench --async-scheduling on / off writes engine.async_scheduling; left out, the section does not
+    set it, so the release default prices the run (no release named: on)."""
+    from types import SimpleNamespace
+
+    from sim.bench import bench_config
+
+    trace = tmp_path / "arrivals.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1,10,5\n")
+    flags = {"hardware": "a100-80g", "model": "llama-2-7b", "replicas": 1, "trace": str(trace), "time_scale": 1.0,
+             "alpha": 0.8, "traces": None, "policy": "prefix"}
+
+    def engine(flag):
+        return bench_config(SimpleNamespace(**flags, async_scheduling=flag), 60.0).engine
+
+    assert (engine_async_scheduling(engine("on")), engine_async_scheduling(engine("off"))) == (True, False)
+    unset = engine(None)
+    assert "async_scheduling" not in unset.model_fields_set and engine_async_scheduling(unset) is True

@@ -1,6 +1,6 @@
 """The SPS curve a policy maximises tau x SPS over (CostModel.sps_curve, its closed form RooflineSps) is the step's
-price: 1 / (step_time + the autotune run() adds) at every verify length, for a dense model, a MoE and a Gated
-DeltaNet hybrid, with async scheduling on and off, with and without prefill chunks -- host overlap, the hybrid's
+price: 1 / (step_time + the autotune run() adds) at every verify length, for a dense model (on an Ada sheet too,
+whose compute_memory_overlap < 1 leaves the closed form), a MoE and a Gated DeltaNet hybrid, with async scheduling on and off, with and without prefill chunks -- host overlap, the hybrid's
 state copies, FlashInfer's GDN prefill kernel and the one-off autotune included. The closed form stays on under
 async scheduling. The replica's curve (CostModel.step_sps_curve, what sim/cluster.Replica._choose hands the policy)
 is the step the replica then builds at each verify length b: the prefill chunks the budget leaves beside b tokens
@@ -89,6 +89,17 @@ def test_moe_sps_is_the_step_time(async_on):
     assert not any(closed for *_, closed, _ in rows)  # the routed experts: step_time_vec's path
     _check(rows)
     assert any(binds for *_, binds in rows) == async_on
+
+
+@pytest.mark.parametrize("async_on", [False, True])
+def test_ada_sps_charges_the_compute_the_weight_stream_leaves_unhidden(async_on):
+    """The Ada sheets hide only compute_memory_overlap of the shorter of a step's compute and memory time (h132):
+    RooflineSps has no such term, so the curve is step_time_vec's, 1 / step_time with the unhidden share in it."""
+    cm = _cost(DENSE, async_on, hardware="rtx-4090")
+    assert cm._serial > 0
+    rows = _grid(cm, None)
+    assert not any(closed for *_, closed, _ in rows)
+    _check(rows)
 
 
 @pytest.mark.parametrize("mode", ["unified", "split"])
@@ -198,6 +209,7 @@ def _verify_lengths(r: int, outlook) -> list[int]:
 PLANS = [  # (model, hardware, mixed mode, engine settings, closed form expected)
     (DENSE, "a100-80g", None, {}, False),  # FA2: 64-row tiles, KV re-reads after the GEMMs, GEMMs by rows (h130)
     (DENSE, "h200", None, {}, True),
+    (DENSE, "l40s", None, {}, False),  # FA2 tiles and Ada's unhidden compute (compute_memory_overlap < 1)
     (MOE, "a100-80g", None, {}, False),
     (SLIDING, "h200", None, {}, False),
     (HYBRID, "h200", "unified", {}, True),  # FlashInfer's GDN prefill kernel, state copies
