@@ -42,9 +42,10 @@ tp GPUs:
               (step_time's attn_ctx: the replica's plan gives a decoding request's tokens its sequence and a
               prefill chunk of c tokens after `done` c x (done + (c + 1) / 2)); without it, and on a
               sliding-window model, tokens x kv_sum / n_reqs (every token at the mean context);
-              + in a step with a prefill chunk on a card whose FA2 kernel pads decodes (mixed_decode_tile_rows), each
-              decoding request's context x (rows - 1) more, its context rounded up to whole key blocks
-              (mixed_decode_tile_flops: vLLM V1 runs the mixed batch as one paged varlen call)
+              + in a step with a prefill chunk or drafts to verify (max_seqlen_q > 1) on a card whose FA2 kernel pads
+              decodes (mixed_decode_tile_rows), each decoding request's context x (rows - 1 - its drafts) more, its
+              context rounded up to whole key blocks (mixed_decode_tile_flops: vLLM V1 runs the batch as one paged
+              varlen call; a decode's 1 + d rows share one tile)
     memory  = weights read(tokens) / (tp x w_eff x bandwidth) + kv_sum x KV bytes per token / (tp x kv_eff x
               bandwidth), w_eff = bw_efficiency for a one-token step
               (matrix-vector products; on a CPU sheet with gemv_rows > 1 a step of up to gemv_rows tokens too) and
@@ -54,8 +55,8 @@ tp GPUs:
               replicated params (each GPU multiplies its own whole copy); tp 1 or a model without them: unchanged
               kv_eff = kv_bw_efficiency (default: bw_efficiency)
     t = max(compute, memory) + (1 - compute_memory_overlap) x min(compute, memory)   [overlap 1: the roofline]
-        -- except a step with a prefill chunk where FA2's mixed kernel pads its decodes (mixed_decode_tile_rows, V1)
-          on a sheet with mixed_kv_reread:
+        -- except a step with a prefill chunk or drafts where FA2's unpacked kernel pads its decodes
+          (mixed_decode_tile_rows, V1) on a sheet with mixed_kv_reread:
           that kernel runs a CTA per (request, query head), each loading its request's K / V, the grouped query
           heads packed onto one read only when max_seqlen_q == 1 (vllm-project/flash-attention flash_api.cpp
           mha_varlen_fwd), so the attention kernel, after the GEMMs, lasts max(attention FLOPs with the padded
@@ -687,7 +688,7 @@ class CostModel:
                                 or self._t_per_token_link or self._t_per_sampled_row_link or self._moe
                                 or self._tp_collectives
                                 or self._gemm_factor != 1.0 or self._serial or self._row_tile > 1
-                                or self._gemm_fractions or self._mixed_groups)
+                                or self._gemm_fractions or self._mixed_groups or self._pad_rows)
 
     @classmethod
     def from_config(cls, sim, run_root: str | Path | None = None) -> CostModel:
@@ -812,12 +813,21 @@ class CostModel:
             scale = self.hw.mfu / dense_gemm_fraction(self._gemm_log_rows, self._gemm_fractions, self.hw.mfu,
                                                       gemm_tokens)
             per_token, head = per_token * scale, head * scale
+        # FA2's varlen call at max_seqlen_q > 1 (a prefill chunk, or a verify step's drafts): no GQA packing, each
+        # decode a whole tile per query head (mixed_decode_tile_flops) and, on a sheet with mixed_kv_reread, its KV
+        # read per query head (below)
+        unpacked = bool(self._pad_rows) and (chunk_max > 1 or drafts > 0)
         if attn_ctx is None or self._sliding:
             compute = (tokens * (per_token + kv_sum / reqs * self._t_attn) if gemm_tokens == tokens
                        else gemm_tokens * per_token + tokens * kv_sum / reqs * self._t_attn)
+            unpacked = unpacked and chunk_max <= 1  # a verify step alone: every request a decode at the mean context
+            if unpacked:
+                tile = self.mixed_decode_tile_flops(kv_sum, n_reqs, drafts) * self._t_attn
+                attention = tokens * kv_sum / reqs * self._t_attn + tile
+                compute += tile
         else:  # a prefill chunk beside long decodes is not charged their context (nor they its)
-            attention = (attn_ctx + (self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs)
-                                     if self._pad_rows and chunk_max > 1 else 0.0)) * self._t_attn
+            attention = (attn_ctx + (self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs, drafts)
+                                     if unpacked else 0.0)) * self._t_attn
             compute = gemm_tokens * per_token + attention
         unsampled = tokens - reqs - drafts  # prompt tokens before each request's last: no LM-head row
         if unsampled > 0:
@@ -826,7 +836,7 @@ class CostModel:
         if self._gdn_prefill and chunk_max > 1:  # the chunked kernel's own time, not its FLOPs at the card's mfu
             compute -= chunk_sum * self._t_gdn_refund
             gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
-        if self._mixed_groups and chunk_max > 1 and attn_ctx is not None:  # FA2's mixed kernel, after the GEMMs
+        if self._mixed_groups and unpacked:  # FA2's unpacked kernel (a chunk or drafts in the step), after the GEMMs
             groups = self._mixed_groups if kv_sum > self._l2_kv_tokens else 1.0  # KV re-read per query head
             t = max(weights, compute - attention) + max(attention, kv_sum * self._t_per_kv_token * groups)
             memory = weights
@@ -853,7 +863,7 @@ class CostModel:
             return max(t * mult, host)
         return (t + host) * mult
 
-    def mixed_decode_tile_flops(self, decode_kv: float, decodes: int) -> float:
+    def mixed_decode_tile_flops(self, decode_kv: float, decodes: int, drafts=0) -> float:
         """The attended (query row x cached token) pairs beyond the decodes' own that `decodes` decoding requests
         holding `decode_kv` cached tokens cost in a step with a prefill chunk, where the attention kernel pads each
         to mixed_decode_rows query rows per head (0 where it does not, CostModel._pad_rows). vLLM's FA2 (compute
@@ -865,11 +875,20 @@ class CostModel:
         packed into the rows (seqlenq_ngroups_swapped) only when max_seqlen_q == 1 (mha_varlen_fwd; csrc/flash_attn/
         flash_api.cpp and src/flash_fwd_launch_template.h, vllm-project/flash-attention@04325b67). So a decode beside
         a chunk multiplies 64 rows x its context, rounded up to whole key blocks (on average half a block more).
-        Shapes: scalars or numpy arrays alike."""
+        `drafts`: the draft tokens the decodes verify in the step. A speculative decode's 1 + d query rows sit in that
+        same tile (cdiv(1 + d, 64) tiles: one below 64), and its drafts' rows are already in the step's attended
+        pairs (attn_ctx: each decode's 1 + d tokens its sequence, the mean context), so the tile costs what is beyond
+        those, not 64 rows more per draft. The same padding holds in a verify step with no chunk: max_seqlen_q = 1 + k
+        > 1 there too (vLLM's FLASH_ATTN calls the same flash_attn_varlen_func with max_seqlen_q = max_query_len;
+        its FlashAttentionMetadataBuilder notes FA2's packed-GQA handling is for max_query_len = 1 only; session 39,
+        h139). Shapes: scalars or numpy arrays alike."""
         if not self._pad_rows:
             return 0.0 * decode_kv
+        per_req = 1.0 + np.asarray(drafts, dtype=np.float64) / max(decodes, 1)  # query rows per decode (mean)
+        rows = self._pad_rows * np.ceil(per_req / self._pad_rows)  # whole tiles per decode and query head
         padded = decode_kv + decodes * (FA2_KEY_BLOCK - 1) / 2  # each context rounded up to whole key blocks
-        return self._pad_rows * padded - decode_kv
+        out = rows * padded - decode_kv * per_req
+        return float(out) if np.ndim(out) == 0 else out
 
     def tp_allreduce_s(self, tokens):
         """Seconds of one step's tensor-parallel all-reduces of the hidden states (scalar or numpy `tokens`, the
@@ -979,15 +998,25 @@ class CostModel:
         if self._row_tile > 1:  # whole tiles, as in step_time
             gemm_tokens = np.where(tokens > self._row_tile, np.ceil(tokens / self._row_tile) * self._row_tile, tokens)
         big = np.any(np.asarray(chunk_max) > 1)  # a prefill chunk of more than one token (each entry alike)
+        drafted = np.asarray(drafts, dtype=np.float64) > 0
+        # as step_time: FA2's call at max_seqlen_q > 1 (a chunk, or drafts: per entry) pads and re-reads
+        unpacked = (np.logical_or(big, drafted) if self._pad_rows else np.zeros_like(drafted)) & np.ones_like(tokens, bool)
         if attn_ctx is not None and not self._sliding:  # as step_time: the plan's attention, FA2's padded decodes
             attention = attn_ctx * self._t_attn
-            if self._pad_rows and big:
-                attention = attention + self.mixed_decode_tile_flops(kv_sum - chunk_kv, n_reqs - chunk_reqs) * self._t_attn
+            if np.any(unpacked):
+                attention = attention + np.where(unpacked, self.mixed_decode_tile_flops(
+                    kv_sum - chunk_kv, n_reqs - chunk_reqs, drafts) * self._t_attn, 0.0)
             compute = gemm_tokens * self._t_per_token_flops + attention
-        elif self._row_tile > 1:
-            compute = gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn
         else:
-            compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+            if self._row_tile > 1:
+                compute = gemm_tokens * self._t_per_token_flops + tokens * kv_sum / reqs * self._t_attn
+            else:
+                compute = tokens * (self._t_per_token_flops + kv_sum / reqs * self._t_attn)
+            unpacked = unpacked & (not big)  # as step_time: a verify step alone, at the mean context
+            if np.any(unpacked):
+                tile = np.where(unpacked, self.mixed_decode_tile_flops(kv_sum, n_reqs, drafts) * self._t_attn, 0.0)
+                attention = tokens * kv_sum / reqs * self._t_attn + tile
+                compute = compute + tile
         head = self._t_head_flops
         if self._gemm_fractions:  # as in step_time: the dense linears at their fraction of peak for these rows
             scale = self.hw.mfu / np.array([dense_gemm_fraction(self._gemm_log_rows, self._gemm_fractions,
@@ -1005,11 +1034,13 @@ class CostModel:
                     chunk_max, chunk_sum * self._gdn_spread))
             else:
                 gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
-        if self._mixed_groups and big and attn_ctx is not None:  # as step_time: FA2's mixed kernel after the GEMMs
+        if self._mixed_groups and np.any(unpacked):  # as step_time: FA2's unpacked kernel after the GEMMs
             groups = np.where(kv_sum > self._l2_kv_tokens, self._mixed_groups, 1.0)
-            t = (np.maximum(weights, compute - attention)
-                 + np.maximum(attention, kv_sum * self._t_per_kv_token * groups))
-            memory = weights
+            split = (np.maximum(weights, compute - attention)
+                     + np.maximum(attention, kv_sum * self._t_per_kv_token * groups))
+            plain = weights + kv_sum * self._t_per_kv_token
+            t = np.where(unpacked, split, np.maximum(compute, plain))
+            memory = np.where(unpacked, weights, plain)
         else:
             memory = weights + kv_sum * self._t_per_kv_token
             t = np.maximum(compute, memory)
@@ -1140,7 +1171,7 @@ class CostModel:
         t_tok, t_attn, t_head, t_kv = self._t_per_token_flops, self._t_attn, self._t_head_flops, self._t_per_kv_token
         n = r + k
         per_draft = decode_kv / r  # attended pairs per verify token (each decode's tokens its sequence)
-        tile = self.mixed_decode_tile_flops(decode_kv, r) * t_attn if self._pad_rows and big else 0.0
+        tile = 0.0  # FA2's tiles (_pad_rows) take PlanSps: a decode's tile does not stay one line in b (h139)
         gdn = self._gdn_prefill and big
         if p.part_top is None:  # tokens b + whole, LM-head-free rows whole - k (each chunk's last samples)
             q2, q1 = 0.0, t_tok + per_draft * t_attn
