@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from lab.config_base import Seed, StrictModel, validation_message
+from lab.config_base import MAX_MODEL_LEN, Seed, StrictModel, validation_message
 from lab.errors import LabError
 from lab.paths import UserPath, config_json_path, expand_path
 from lab.slug import Slug
@@ -143,6 +143,11 @@ class InterconnectSheet(StrictModel):
 
 
 MAX_PEAK_TFLOPS = 1_000_000  # a sheet's peak_tflops at most: ~100x the largest preset's
+# the fixed host / launch terms at most (sheet and cost overrides; 1e300 and inf passed validate): the ranges
+# sim.bench_profile's fit searches them within (its FIT_TERMS), a second a step or a request, 0.1 s a layer
+MAX_STEP_OVERHEAD_MS = 1_000
+MAX_LAYER_OVERHEAD_US = 100_000
+MAX_REQUEST_OVERHEAD_US = 1_000_000
 
 
 class HardwareSheet(StrictModel):
@@ -284,9 +289,12 @@ class HardwareSheet(StrictModel):
         3.24, ge=0, description="GPU time of one on-the-fly activation quantization (a w8a8 / w4a4 checkpoint's "
         "dynamic quant kernel before each quantized linear), per linear and step; fitted with "
         "lowp_matmul_efficiency; 0 on a CPU")
-    step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
-    layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
-    request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")
+    step_overhead_ms: float = Field(0.13, ge=0, le=MAX_STEP_OVERHEAD_MS,
+                                    description="per-step CPU/launch overhead (BLIS beta7 ~126 us), ms, <= 1,000")
+    layer_overhead_us: float = Field(32.0, ge=0, le=MAX_LAYER_OVERHEAD_US,
+                                     description="per-layer overhead (BLIS beta5 ~32 us), us, <= 100,000")
+    request_overhead_us: float = Field(4.0, ge=0, le=MAX_REQUEST_OVERHEAD_US,
+                                       description="per-request overhead (BLIS beta6 ~4 us), us, <= 1,000,000")
     step_host_ms: float = Field(  # at most a second a step (1e300 passed validate)
         0.0, ge=0, le=1000, description="the engine core's host time per step beyond the per-request term "
         "(scheduling, input preparation, output processing), ms, <= 1,000: in series with the GPU's without async "
@@ -480,10 +488,12 @@ class CostSpec(StrictModel):
         None, description="decode steps measured on the speculative server (a step profile whose query_tokens is "
                           "1 + drafts, `lab run` engine stage: engine/<variant>/step_profile.csv): a speculative "
                           "step costs what it adds over the profile's step of the same shape; needs profile")
-    step_overhead_ms: float | None = Field(None, ge=0, description="override of the hardware's per-step overhead")
-    layer_overhead_us: float | None = Field(None, ge=0, description="override of the hardware's per-layer overhead")
-    request_overhead_us: float | None = Field(None, ge=0,
-                                              description="override of the hardware's per-request overhead")
+    step_overhead_ms: float | None = Field(None, ge=0, le=MAX_STEP_OVERHEAD_MS,
+                                           description="override of the hardware's per-step overhead, ms")
+    layer_overhead_us: float | None = Field(None, ge=0, le=MAX_LAYER_OVERHEAD_US,
+                                            description="override of the hardware's per-layer overhead, us")
+    request_overhead_us: float | None = Field(None, ge=0, le=MAX_REQUEST_OVERHEAD_US,
+                                              description="override of the hardware's per-request overhead, us")
     spec_overhead_ms: float = Field(0.3, ge=0,
                                     description="extra per-step cost of any speculative mode (sampler, rejection)")
     cuda_graph_buckets: list[int] | None = Field(
@@ -596,7 +606,7 @@ class EngineSpec(StrictModel):
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(
-        None, ge=1, description="the server's --max-model-len: a request whose prompt + output pass it is refused "
+        None, ge=1, le=MAX_MODEL_LEN, description="the server's --max-model-len (at most 2**24 tokens): a request whose prompt + output pass it is refused "
                                 "as vLLM's server refuses it (never scheduled, counted too_long; unset: the length "
                                 "the model's config.json states, none for a preset); with sliding-window layers, KV "
                                 "sizes in tokens are read and reported as newer vLLM logs them (max concurrency x "
