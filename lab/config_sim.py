@@ -591,12 +591,13 @@ class EngineSpec(StrictModel):
         "full_and_piecewise", description="the CUDA-graph layout the server replays: piecewise pays 14.3 us more "
         "per layer and step than full_and_piecewise (vLLM PR 20059's measured gap); no effect on a device without "
         "graphs (cpu) or with a measured sim.cost.profile")
-    async_scheduling: bool = Field(
-        False, description="the engine core schedules step N+1 and prepares its inputs while step N runs on the "
+    async_scheduling: bool | None = Field(
+        None, description="the engine core schedules step N+1 and prepares its inputs while step N runs on the "
         "GPU (vLLM --async-scheduling; the default from vLLM 0.14: vllm_version): the per-request host time "
         "(cost.request_overhead_us x the step's requests) overlaps the GPU's instead of adding to it, so a step "
-        "lasts the longer of the two; false (vLLM 0.8 - 0.13's default): in series. Left out, the release's default "
-        "(engine.vllm_version; no release named: the current release's, on; the CPU backend: off)")
+        "lasts the longer of the two; false (vLLM 0.8 - 0.13's default): in series. null (left out): the release's "
+        "default (engine.vllm_version; no release named: the current release's, on; the CPU backend: off; "
+        "sim.vllm_versions.engine_async_scheduling)")
     moe_tiles: Literal[MOE_TILES] = Field(  # type: ignore[valid-type]
         "tuned", description="the Triton tiles vLLM's fused-MoE kernel runs for an unquantized MoE model's "
         "per-GPU expert shape: tuned (a config file E=..,N=..,device_name=.. ships for it, or vLLM PR 34846's "
