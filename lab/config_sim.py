@@ -197,7 +197,7 @@ class HardwareSheet(StrictModel):
     compute_memory_overlap: float = Field(
         1.0, ge=0, le=1, description="share of the shorter of a step's compute and memory time hidden under the "
         "longer: 1 = the roofline's max (GPUs stream weights while they compute), 0 = their sum (a CPU that "
-        "packs weights, then multiplies); the Ada sheets (rtx-4090, l40s) 1 - 0.362 x mfu, the share of a decode "
+        "packs weights, then multiplies); the Ada sheets (rtx-4090, l40s, l40, rtx-6000-ada, l4) 1 - 0.362 x mfu, the share of a decode "
         "GEMM's FLOP time published L40S timings leave unhidden (python -m sim.gemm_growth)")
     gemm_row_tile: int = Field(
         1, ge=1, le=4096, description="matrix-matrix products run in tiles of this many rows (the BLAS micro-kernel's "
