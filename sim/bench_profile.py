@@ -42,8 +42,7 @@ import pandas as pd
 import yaml
 
 from lab.arguments import ArgumentParser, positive_int
-from lab.config_sim import (MAX_LAYER_OVERHEAD_US, MAX_REQUEST_OVERHEAD_US, MAX_STEP_OVERHEAD_MS,
-                            HardwareSheet)
+from lab.config_sim import MAX_LAYER_OVERHEAD_US, MAX_REQUEST_OVERHEAD_US, MAX_STEP_OVERHEAD_MS, HardwareSheet
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_json_atomic, write_text_atomic
 from lab.paths import expand_path

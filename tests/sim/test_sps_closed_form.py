@@ -168,7 +168,7 @@ def _fill(left: int, outlook, chunked: bool):
     from sim.cluster import Prefill
     from sim.prefill_outlook import fill
 
-    whole, total, part = fill(left, outlook, chunked)
+    whole, _, part = fill(left, outlook, chunked)
     chunks = [(Prefill(i, need, 0, 0, 0, i, None, done), need) for i, (need, done) in enumerate(whole)]
     if part is not None:
         done, before, need = part
@@ -322,7 +322,7 @@ def test_fill_is_what_the_scheduler_hands_out():
         outlook = [(need, done, False) for need, done in running] + [(need, hit, True) for need, hit in queued]
         for chunked in (True, False):
             left = int(rng.integers(1, 700))
-            whole, total, part = fill(left, outlook, chunked)
+            whole, _, part = fill(left, outlook, chunked)
             want = [(done, need) for need, done in whole]
             if part is not None:
                 want.append((part[0], left - part[1]))
