@@ -215,6 +215,11 @@ class DatasetSpec(StrictModel):
 # traceback mid-stage otherwise); 31 bits keep all of them in range.
 Seed = Annotated[int, Field(ge=0, lt=2**31, description="a whole number in 0 .. 2**31 - 1")]
 
+# a server's --max-model-len at most (engine.max_model_len, sim.engine.max_model_len): 2**24 tokens, above the longest
+# context an open model's config.json states (Llama 4 Scout's max_position_embeddings 10,485,760,
+# https://huggingface.co/meta-llama/Llama-4-Scout-17B-16E-Instruct/blob/main/config.json); 10**12 passed validate
+MAX_MODEL_LEN = 2**24
+
 
 def _switch_word(value):
     """YAML 1.1 reads an unquoted on / off / yes / no as true / false: give a switch setting its word back."""

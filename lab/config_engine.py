@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from lab.config_base import Seed, StrictModel
+from lab.config_base import MAX_MODEL_LEN, Seed, StrictModel
 from lab.paths import UserPath
 
 SPEC_METHODS = ("none", "ngram", "draft_model", "eagle3", "dflash", "suffix")
@@ -146,7 +146,7 @@ class EngineSection(StrictModel):
     threads_bind: str | None = Field("0-1", description="VLLM_CPU_OMP_THREADS_BIND (CPU); null: vLLM's default")
     max_num_seqs: int = Field(16, ge=1, le=4096)
     max_num_batched_tokens: int = Field(2048, ge=16)
-    max_model_len: int = Field(2048, ge=32)
+    max_model_len: int = Field(2048, ge=32, le=MAX_MODEL_LEN)
     startup_timeout_s: float = Field(600.0, gt=0, description="the server must answer /health within this")
     extra_args: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="more `vllm serve` arguments (an empty one reached vllm serve's parser "

@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from lab.config_base import Seed, StrictModel, validation_message
+from lab.config_base import MAX_MODEL_LEN, Seed, StrictModel, validation_message
 from lab.errors import LabError
 from lab.paths import UserPath, config_json_path, expand_path
 from lab.slug import Slug
@@ -143,6 +143,11 @@ class InterconnectSheet(StrictModel):
 
 
 MAX_PEAK_TFLOPS = 1_000_000  # a sheet's peak_tflops at most: ~100x the largest preset's
+# the fixed host / launch terms at most (sheet and cost overrides; 1e300 and inf passed validate): the ranges
+# sim.bench_profile's fit searches them within (its FIT_TERMS), a second a step or a request, 0.1 s a layer
+MAX_STEP_OVERHEAD_MS = 1_000
+MAX_LAYER_OVERHEAD_US = 100_000
+MAX_REQUEST_OVERHEAD_US = 1_000_000
 
 
 class HardwareSheet(StrictModel):
@@ -192,7 +197,7 @@ class HardwareSheet(StrictModel):
     compute_memory_overlap: float = Field(
         1.0, ge=0, le=1, description="share of the shorter of a step's compute and memory time hidden under the "
         "longer: 1 = the roofline's max (GPUs stream weights while they compute), 0 = their sum (a CPU that "
-        "packs weights, then multiplies); the Ada sheets (rtx-4090, l40s) 1 - 0.362 x mfu, the share of a decode "
+        "packs weights, then multiplies); the Ada sheets (rtx-4090, l40s, l40, rtx-6000-ada, l4) 1 - 0.362 x mfu, the share of a decode "
         "GEMM's FLOP time published L40S timings leave unhidden (python -m sim.gemm_growth)")
     gemm_row_tile: int = Field(
         1, ge=1, le=4096, description="matrix-matrix products run in tiles of this many rows (the BLAS micro-kernel's "
@@ -284,9 +289,12 @@ class HardwareSheet(StrictModel):
         3.24, ge=0, description="GPU time of one on-the-fly activation quantization (a w8a8 / w4a4 checkpoint's "
         "dynamic quant kernel before each quantized linear), per linear and step; fitted with "
         "lowp_matmul_efficiency; 0 on a CPU")
-    step_overhead_ms: float = Field(0.13, ge=0, description="per-step CPU/launch overhead (BLIS beta7 ~126 us)")
-    layer_overhead_us: float = Field(32.0, ge=0, description="per-layer overhead (BLIS beta5 ~32 us)")
-    request_overhead_us: float = Field(4.0, ge=0, description="per-request overhead (BLIS beta6 ~4 us)")
+    step_overhead_ms: float = Field(0.13, ge=0, le=MAX_STEP_OVERHEAD_MS,
+                                    description="per-step CPU/launch overhead (BLIS beta7 ~126 us), ms, <= 1,000")
+    layer_overhead_us: float = Field(32.0, ge=0, le=MAX_LAYER_OVERHEAD_US,
+                                     description="per-layer overhead (BLIS beta5 ~32 us), us, <= 100,000")
+    request_overhead_us: float = Field(4.0, ge=0, le=MAX_REQUEST_OVERHEAD_US,
+                                       description="per-request overhead (BLIS beta6 ~4 us), us, <= 1,000,000")
     step_host_ms: float = Field(  # at most a second a step (1e300 passed validate)
         0.0, ge=0, le=1000, description="the engine core's host time per step beyond the per-request term "
         "(scheduling, input preparation, output processing), ms, <= 1,000: in series with the GPU's without async "
@@ -480,10 +488,12 @@ class CostSpec(StrictModel):
         None, description="decode steps measured on the speculative server (a step profile whose query_tokens is "
                           "1 + drafts, `lab run` engine stage: engine/<variant>/step_profile.csv): a speculative "
                           "step costs what it adds over the profile's step of the same shape; needs profile")
-    step_overhead_ms: float | None = Field(None, ge=0, description="override of the hardware's per-step overhead")
-    layer_overhead_us: float | None = Field(None, ge=0, description="override of the hardware's per-layer overhead")
-    request_overhead_us: float | None = Field(None, ge=0,
-                                              description="override of the hardware's per-request overhead")
+    step_overhead_ms: float | None = Field(None, ge=0, le=MAX_STEP_OVERHEAD_MS,
+                                           description="override of the hardware's per-step overhead, ms")
+    layer_overhead_us: float | None = Field(None, ge=0, le=MAX_LAYER_OVERHEAD_US,
+                                            description="override of the hardware's per-layer overhead, us")
+    request_overhead_us: float | None = Field(None, ge=0, le=MAX_REQUEST_OVERHEAD_US,
+                                              description="override of the hardware's per-request overhead, us")
     spec_overhead_ms: float = Field(0.3, ge=0,
                                     description="extra per-step cost of any speculative mode (sampler, rejection)")
     cuda_graph_buckets: list[int] | None = Field(
@@ -581,12 +591,13 @@ class EngineSpec(StrictModel):
         "full_and_piecewise", description="the CUDA-graph layout the server replays: piecewise pays 14.3 us more "
         "per layer and step than full_and_piecewise (vLLM PR 20059's measured gap); no effect on a device without "
         "graphs (cpu) or with a measured sim.cost.profile")
-    async_scheduling: bool = Field(
-        False, description="the engine core schedules step N+1 and prepares its inputs while step N runs on the "
+    async_scheduling: bool | None = Field(
+        None, description="the engine core schedules step N+1 and prepares its inputs while step N runs on the "
         "GPU (vLLM --async-scheduling; the default from vLLM 0.14: vllm_version): the per-request host time "
         "(cost.request_overhead_us x the step's requests) overlaps the GPU's instead of adding to it, so a step "
-        "lasts the longer of the two; false (vLLM 0.8 - 0.13's default): in series. Left out, the release's default "
-        "(engine.vllm_version; no release named: the current release's, on; the CPU backend: off)")
+        "lasts the longer of the two; false (vLLM 0.8 - 0.13's default): in series. null (left out): the release's "
+        "default (engine.vllm_version; no release named: the current release's, on; the CPU backend: off; "
+        "sim.vllm_versions.engine_async_scheduling)")
     moe_tiles: Literal[MOE_TILES] = Field(  # type: ignore[valid-type]
         "tuned", description="the Triton tiles vLLM's fused-MoE kernel runs for an unquantized MoE model's "
         "per-GPU expert shape: tuned (a config file E=..,N=..,device_name=.. ships for it, or vLLM PR 34846's "
@@ -596,7 +607,7 @@ class EngineSpec(StrictModel):
     kv_capacity_tokens: int | None = Field(
         None, ge=1, description="KV cache size in tokens per replica, overriding the memory computation")
     max_model_len: int | None = Field(
-        None, ge=1, description="the server's --max-model-len: a request whose prompt + output pass it is refused "
+        None, ge=1, le=MAX_MODEL_LEN, description="the server's --max-model-len (at most 2**24 tokens): a request whose prompt + output pass it is refused "
                                 "as vLLM's server refuses it (never scheduled, counted too_long; unset: the length "
                                 "the model's config.json states, none for a preset); with sliding-window layers, KV "
                                 "sizes in tokens are read and reported as newer vLLM logs them (max concurrency x "

@@ -42,7 +42,7 @@ import pandas as pd
 import yaml
 
 from lab.arguments import ArgumentParser, positive_int
-from lab.config_sim import HardwareSheet
+from lab.config_sim import MAX_LAYER_OVERHEAD_US, MAX_REQUEST_OVERHEAD_US, MAX_STEP_OVERHEAD_MS, HardwareSheet
 from lab.errors import LabError
 from lab.io import atomic_path, make_dirs, write_json_atomic, write_text_atomic
 from lab.paths import expand_path
@@ -116,8 +116,8 @@ def predict_ms(sheet: HardwareSheet, model, batch, query, context) -> np.ndarray
 FIT_TERMS = {
     "mfu": (0.5, 1e-3, 1.0), "bw_efficiency": (0.5, 1e-3, 1.0), "gemm_bw_efficiency": (0.5, 1e-3, 1.0),
     "kv_bw_efficiency": (0.5, 1e-3, 1.0), "compute_memory_overlap": (0.5, 0.0, 1.0),
-    "step_overhead_ms": (1.0, 0.0, 1e3),
-    "layer_overhead_us": (10.0, 0.0, 1e5), "request_overhead_us": (100.0, 0.0, 1e6),
+    "step_overhead_ms": (1.0, 0.0, MAX_STEP_OVERHEAD_MS),  # the sheet's own bounds (lab/config_sim.py)
+    "layer_overhead_us": (10.0, 0.0, MAX_LAYER_OVERHEAD_US), "request_overhead_us": (100.0, 0.0, MAX_REQUEST_OVERHEAD_US),
 }
 DEFAULT_FIT = ("mfu", "bw_efficiency", "gemm_bw_efficiency", "kv_bw_efficiency", "compute_memory_overlap")
 

@@ -56,6 +56,7 @@ from sim.frontend import Frontend, SharedFrontend
 from sim.hardware import engine_with_defaults
 from sim.kv_cache import HybridKV, blocks_for, kv_groups, make_kv_cache
 from sim.linear_attn import prefill_chunk_tokens, state_copies
+from sim.prefill_outlook import chunk_tokens
 from sim.profile_coverage import ProfileCoverage
 from sim.vllm_versions import v0_prefill_steps
 
@@ -351,12 +352,10 @@ class Replica:
         left = room  # at the largest budget, as the scheduler hands it out
         items = []
         for item in self.prefilling:
-            if item.left <= left:
-                left -= item.left
-            elif self.chunked:
-                left = 0
-            elif item.left > room:
+            c = chunk_tokens(item.left, left, self.chunked)
+            if c == 0 and not self.chunked and item.left > room:
                 continue  # never fits whole beside these decodes
+            left -= c  # chunked: a cut chunk takes the rest (and the outlook ends)
             items.append((item.left, item.done, False))
             if left <= 0 and self.chunked:
                 return items
@@ -379,9 +378,9 @@ class Replica:
             todo = prompt + (slot[5] if slot is not None and slot[2] is not None else 0)
             hit = kv.lookup(chain_of(rid), todo, count=False)
             need = todo - hit
-            if need > left and not self.chunked:
+            c = chunk_tokens(need, left, self.chunked)
+            if c <= 0:
                 break
-            c = min(need, left)
             units = kv.admit_units(prompt, output, hit + c, hit)
             if units > free:
                 break
@@ -531,11 +530,10 @@ class Replica:
         return chunks
 
     def _chunk(self, need: int, left: int, r: int, chunks) -> int:
-        if need <= left:
-            return need
-        if self.chunked:
-            return left
-        return need if (r == 0 and not chunks) else 0  # an unchunkable prompt larger than the budget runs alone
+        """The tokens an item gets (sim.prefill_outlook.chunk_tokens), but for V0's unchunkable prompt larger than
+        the budget, which runs alone."""
+        c = chunk_tokens(need, left, self.chunked)
+        return need if (c == 0 and not self.chunked and r == 0 and not chunks) else c
 
     def _admit(self, left: int, r: int, chunks: list):
         """Admit queued requests FCFS while a sequence slot, token budget and first-chunk KV are free."""

@@ -1029,11 +1029,7 @@ class CostModel:
         gdn = 0.0
         if self._gdn_prefill and big:  # as step_time: the chunked kernel's own time, its FLOPs refunded
             compute = compute - chunk_sum * self._t_gdn_refund
-            if isinstance(chunk_max, np.ndarray) or isinstance(chunk_sum, np.ndarray):
-                gdn = self.model.linear_layers * (GDN_PREFILL_FLOOR_S + GDN_PREFILL_S_PER_TOKEN * np.maximum(
-                    chunk_max, chunk_sum * self._gdn_spread))
-            else:
-                gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
+            gdn = self.model.linear_layers * gdn_prefill_kernel_s(chunk_max, chunk_sum * self._gdn_spread)
         if self._mixed_groups and np.any(unpacked):  # as step_time: FA2's unpacked kernel after the GEMMs
             groups = np.where(kv_sum > self._l2_kv_tokens, self._mixed_groups, 1.0)
             split = (np.maximum(weights, compute - attention)

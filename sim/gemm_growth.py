@@ -14,7 +14,8 @@ memory) the growth is (1 - overlap) x FLOPs / (mfu x peak): a sheet reproduces t
 The leak that prices a card is its die's mean over the runs of the library vLLM's unquantized linears call
 (torch: cuBLAS / cuBLASLt), LIBRARY. Published: the L40S (AD102, the RTX 4090's die; vLLM PR 6677, fp8) leaks 0.26-0.46
 with torch._scaled_mm, 0.43-0.78 with vLLM's CUTLASS kernels; the H100 (PR 49363, bf16) 0.19 -- Ada's tensor
-work hides under its weight stream far less than Hopper's. PRICED: the sheets that take their die's value.
+work hides under its weight stream far less than Hopper's. PRICED: the sheets that take their die's value -- every
+Ada preset: the AD102 boards (L40S, RTX 4090, L40, RTX 6000 Ada) measured, the L4 (AD104, the same Ada SM) inferred.
 Bad input (a missing or malformed file, a run on no preset, a run without both M = 1 and M = 128 of one kernel,
 weights that fit the card's L2) prints one `error:` line and exits 2.
 """
@@ -34,8 +35,10 @@ from sim.hardware import get_hardware
 DEFAULT_FILE = Path(__file__).parent / "validation" / "gemm_growth.yaml"
 M_REF = 128       # rows: still weight-bound on every sheet here, and the largest M every run prints
 LIBRARY = "torch"  # the kernel family vLLM's unquantized linears run (torch.nn.functional.linear -> cuBLAS)
-DIE_OF = {"l40s": "ada", "rtx-4090": "ada", "h100": "hopper"}  # preset -> its die (AD102, GH100)
-PRICED = ("l40s", "rtx-4090")  # the sheets whose compute_memory_overlap is their die's leak (hardware.yaml)
+# preset -> its architecture's leak: AD102 (l40s, rtx-4090, l40, rtx-6000-ada), AD104 (l4: the same Ada SM, inferred,
+# no AD104 timings read), GH100
+DIE_OF = {"l40s": "ada", "rtx-4090": "ada", "l40": "ada", "rtx-6000-ada": "ada", "l4": "ada", "h100": "hopper"}
+PRICED = ("l40s", "rtx-4090", "l40", "rtx-6000-ada", "l4")  # sheets whose compute_memory_overlap is the Ada leak
 WEIGHT_BYTES = {"bf16": 2, "fp16": 2, "fp8_w8a8": 1}
 
 

@@ -50,6 +50,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from lab.errors import LabError
 
 STATE_DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
@@ -232,12 +234,16 @@ def flashinfer_prefill_sms(version: str | None, card: str, hybrid_linear: bool) 
     return FLASHINFER_GDN_PREFILL_SMS[card]
 
 
-def gdn_prefill_kernel_s(longest: int, spread: float) -> float:
+def gdn_prefill_kernel_s(longest, spread):
     """Seconds of FlashInfer's SM90 chunked kernel in one linear layer of a step whose longest prefill chunk is
     `longest` tokens, `spread` = all its prefill chunks' tokens x value heads per GPU / SMs (the work spread over
     the card): GDN_PREFILL_FLOOR_S + GDN_PREFILL_S_PER_TOKEN x max(longest, spread); 0 without a chunk of more than
-    one token. The steps' one-token decodes that vLLM 0.17 also runs through it ("unified" mixed steps) are not
-    counted: no SM90 timing of one-token sequences was found (BENCHMARKS.md, session 34)."""
+    one token. Numbers (step_time), or arrays of one shape (or an array and a number) for steps entry by entry
+    (step_time_vec's). The steps' one-token decodes that vLLM 0.17 also runs through it ("unified" mixed steps) are
+    not counted: no SM90 timing of one-token sequences was found (BENCHMARKS.md, session 34)."""
+    if isinstance(longest, np.ndarray) or isinstance(spread, np.ndarray):
+        return np.where(np.asarray(longest) > 1,
+                        GDN_PREFILL_FLOOR_S + GDN_PREFILL_S_PER_TOKEN * np.maximum(longest, spread), 0.0)
     if longest <= 1:
         return 0.0
     return GDN_PREFILL_FLOOR_S + GDN_PREFILL_S_PER_TOKEN * max(float(longest), spread)

@@ -35,19 +35,30 @@ class PrefillPiece:
     part_big: bool = False
 
 
+def chunk_tokens(need: int, left: int, chunked: bool) -> int:
+    """The tokens the scheduler hands an item of `need` tokens when `left` remain: all of them if they fit, else
+    with chunked prefill what is left (0 when nothing is), else none (the one rule: sim/cluster.py
+    Replica._chunk, Replica._prefill_outlook and fill)."""
+    if need <= left:
+        return need
+    return max(left, 0) if chunked else 0
+
+
 def fill(left: int, prefills, chunked: bool):
     """The chunks the scheduler hands out in `left` tokens: (whole items [(tokens, done)], their tokens, the
-    partial item's (done, tokens before it) or None)."""
+    partial item's (done, tokens before it, tokens to compute) or None). An item that gets nothing is passed
+    over, or stops the hand-out where its `stops` says so (a queued request: Replica._admit)."""
     whole, total = [], 0
     for need, done, stops in prefills:
         if left <= 0:
             break
-        if need <= left:
+        c = chunk_tokens(need, left, chunked)
+        if c == need:
             whole.append((need, done))
             total += need
             left -= need
-        elif chunked:
-            return whole, total, (done, total)
+        elif c > 0:
+            return whole, total, (done, total, need)
         elif stops:
             break
     return whole, total, None

@@ -90,10 +90,10 @@ def vllm_async_scheduling(version: str | None, device: str = "cuda") -> bool:
 
 
 def engine_async_scheduling(engine, device: str = "cuda") -> bool:
-    """engine.async_scheduling where the section sets it, else (left unset) its release's default on `device`
-    (vllm_async_scheduling): what sim.cost.CostModel.from_config prices, from the section as written (the cost model
-    is built before sim.hardware.engine_with_defaults fills in the rest)."""
-    if "async_scheduling" in engine.model_fields_set:
+    """engine.async_scheduling where the section sets it, else (None: left out or null) its release's default on
+    `device` (vllm_async_scheduling): what sim.cost.CostModel.from_config prices, from the section as written (the
+    cost model is built before sim.hardware.engine_with_defaults fills in the rest)."""
+    if engine.async_scheduling is not None:
         return engine.async_scheduling
     return vllm_async_scheduling(engine.vllm_version, device)
 
@@ -236,7 +236,7 @@ def release_defaults(engine, v1_limits: dict, model=None, device: str = "cuda") 
             budget_needs_length = not chunked or version_tuple(version) < V0_CHUNK_BUDGETS[1][0]
             limits["max_num_batched_tokens"] = v0_batched_tokens(version, chunked,
                                                                  length() if budget_needs_length else None)
-    if "async_scheduling" not in given:  # the release's default on this device (the CPU backend runs none; no
+    if engine.async_scheduling is None:  # the release's default on this device (the CPU backend runs none; no
         out["async_scheduling"] = vllm_async_scheduling(version, device)  # release named: the current one's)
     if engine.enable_chunked_prefill is None:
         out["enable_chunked_prefill"] = chunked

@@ -569,7 +569,27 @@ CASES = [
         ("a one-row decode tile", "mixed_decode_tile_rows: 1\n",
          "spec file 'card.yaml': mixed_decode_tile_rows: Input should be greater than or equal to 2"),
         ("a decode tile past any kernel's", "mixed_decode_tile_rows: 100000\n",
-         "spec file 'card.yaml': mixed_decode_tile_rows: Input should be less than or equal to 256")]],
+         "spec file 'card.yaml': mixed_decode_tile_rows: Input should be less than or equal to 256"),
+        # the fixed host / launch terms took 1e300 (h140; inf was already refused as not finite): at most bench_profile's fit ranges
+        ("a step overhead past a second", "step_overhead_ms: 1e300\n",
+         "spec file 'card.yaml': step_overhead_ms: Input should be less than or equal to 1000"),
+        ("a layer overhead past 0.1 s", "layer_overhead_us: 100001\n",
+         "spec file 'card.yaml': layer_overhead_us: Input should be less than or equal to 100000"),
+        ("a request overhead past a second", "request_overhead_us: 1e300\n",
+         "spec file 'card.yaml': request_overhead_us: Input should be less than or equal to 1000000")]],
+    ("cost override of the step overhead past a second",
+     lambda w: ["validate", sim_yaml(w, {"cost": {"step_overhead_ms": 1e300}})],
+     "sim.cost.step_overhead_ms: Input should be less than or equal to 1000"),
+    ("cost override of the request overhead past a second",
+     lambda w: ["validate", sim_yaml(w, {"cost": {"request_overhead_us": 2e6}})],
+     "sim.cost.request_overhead_us: Input should be less than or equal to 1000000"),
+    ("cost override of the layer overhead past 0.1 s",
+     lambda w: ["validate", sim_yaml(w, {"cost": {"layer_overhead_us": 1e6}})],
+     "sim.cost.layer_overhead_us: Input should be less than or equal to 100000"),
+    ("a max_model_len of 10**12 tokens", lambda w: ["validate", sim_yaml(w, {"engine": {"max_model_len": 10**12}})],
+     "sim.engine.max_model_len: Input should be less than or equal to 16777216"),
+    ("engine stage max_model_len of 10**12 tokens", validate_with("engine.max_model_len=1000000000000"),
+     "engine.max_model_len: Input should be less than or equal to 16777216"),
     # 1e300 TFLOP/s was a ZeroDivisionError traceback mid-run; 1e300 GiB "does not fit ... in inf GiB"
     *[(f"spec file with {label}", lambda w, text=text: ["validate", sim_yaml(w, {"hardware": {"spec": write(
         w, "card.yaml", text)}})], fragment) for label, text, fragment in [

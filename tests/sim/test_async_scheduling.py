@@ -110,6 +110,21 @@ def test_a_yaml_naming_its_release_is_priced_with_that_release_s_default():
     assert engine_with_defaults(sim.engine, cm.hw, cm.model).async_scheduling is False
 
 
+def test_the_schema_default_is_the_release_s_and_null_says_the_same():
+    """The schema's default is None, "the release's default" (it read false while a run leaving the field out got
+    the release's; h140): a YAML's explicit `async_scheduling: null` is priced and filled in as one that leaves it
+    out, not in series."""
+    from lab.config_sim import EngineSpec
+
+    assert EngineSpec.model_fields["async_scheduling"].default is None
+    for version, on in (("0.15.0", True), ("0.13.0", False), (None, True)):
+        sim = make_sim(hardware={"preset": "h100"}, model={"config": QWEN3_06B},
+                       engine={"vllm_version": version, "async_scheduling": None})
+        cm = _cost_model(sim, None, lambda p: False)
+        assert cm.async_scheduling is on
+        assert engine_with_defaults(sim.engine, cm.hw, cm.model).async_scheduling is on
+
+
 def test_the_sheets_step_host_time_is_in_series_without_async_scheduling_and_beside_the_gpu_with_it():
     """step_host_ms (a sheet field, default 0; session 39's byte / layer split trial fitted 0.66 ms on gpustack's vLLM
     0.11 Qwen3-8B one-user row): the engine core's host time a step beyond the per-request term. Without async

@@ -27,13 +27,14 @@ def test_published_leaks_ada_torch_cutlass_and_hopper():
 
 
 def test_ada_sheets_take_their_dies_leak_and_others_stay_the_roofline():
-    """rtx-4090 and l40s: compute_memory_overlap = 1 - leak x mfu (a sheet edit that skips it fails here); every other
-    GPU sheet keeps the roofline's max (overlap 1)."""
+    """Every Ada sheet (rtx-4090, l40s, l40, rtx-6000-ada: AD102; l4: AD104): compute_memory_overlap = 1 - leak x mfu
+    (a sheet edit that skips it fails here); every other GPU sheet keeps the roofline's max (overlap 1)."""
     leak = gg.die_leaks(gg.leak_table(load_points(gg.DEFAULT_FILE)))["ada"]
     for name in gg.PRICED:
         hw = get_hardware(name)
         assert hw.compute_memory_overlap == gg.implied_overlap(leak, hw.mfu) < 1, name
-    for name in ("h100", "h200", "h100-pcie", "a100-80g", "rtx-5090", "rtx-pro-6000", "l4", "rtx-6000-ada"):
+    assert set(gg.PRICED) == {"rtx-4090", "l40s", "l40", "rtx-6000-ada", "l4"}
+    for name in ("h100", "h200", "h100-pcie", "a100-80g", "rtx-5090", "rtx-pro-6000", "a40", "rtx-a6000", "a10g"):
         assert get_hardware(name).compute_memory_overlap == 1.0, name
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pydantic
 import pytest
 
@@ -342,6 +343,11 @@ def test_the_gdn_prefill_kernel_prices_flashinfers_published_h100_times():
         assert len(seqs) <= 2 or priced <= ms
     assert gdn_prefill_kernel_s(1, 0.2) == 0.0  # a one-token "chunk" (a decode) is not a prefill
     assert prefill_chunk_tokens([1, 300, 1, 8000]) == (8000, 8300)
+    # arrays (step_time_vec's steps, entry by entry) price each entry as the numbers do, bit for bit
+    longest, spread = np.array([1, 300, 8000, 2]), np.array([0.2, 900.0, 10.0, 0.0])
+    want = [gdn_prefill_kernel_s(int(n), float(s)) for n, s in zip(longest, spread)]
+    assert gdn_prefill_kernel_s(longest, spread).tolist() == want and want[0] == 0.0
+    assert gdn_prefill_kernel_s(300, spread).tolist() == [gdn_prefill_kernel_s(300, float(s)) for s in spread]
 
 
 def test_flashinfer_gdn_prefill_only_where_vllm_runs_it():

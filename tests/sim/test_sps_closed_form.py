@@ -162,21 +162,18 @@ SLIDING = {"name": "gemma3-12b"}  # sliding-window layers: the mean context per 
 
 
 def _fill(left: int, outlook, chunked: bool):
-    """The chunks Replica._schedule_prefill / _admit hand out in `left` tokens (the scheduler's rules restated):
-    [(Prefill, tokens)]."""
+    """The chunks the scheduler hands out in `left` tokens as Replica._step takes them, [(Prefill, tokens)]: the
+    one fill (sim.prefill_outlook.fill, on the rule Replica._chunk shares), not restated here; its pieces are checked
+    against it at every b (test_prefill_pieces_are_the_scheduler_fill_at_every_b) and it against the scheduler's
+    own chunks (test_fill_is_what_the_scheduler_hands_out)."""
     from sim.cluster import Prefill
+    from sim.prefill_outlook import fill
 
-    chunks = []
-    for i, (need, done, stops) in enumerate(outlook):
-        if left <= 0:
-            break
-        c = need if need <= left else (left if chunked else 0)
-        if c <= 0:
-            if stops:
-                break
-            continue
-        chunks.append((Prefill(i, need, 0, 0, 0, i, None, done), c))
-        left -= c
+    whole, _, part = fill(left, outlook, chunked)
+    chunks = [(Prefill(i, need, 0, 0, 0, i, None, done), need) for i, (need, done) in enumerate(whole)]
+    if part is not None:
+        done, before, need = part
+        chunks.append((Prefill(len(whole), need, 0, 0, 0, len(whole), None, done), left - before))
     return chunks
 
 
@@ -288,6 +285,50 @@ def test_prefill_pieces_are_the_scheduler_fill_at_every_b():
                     got.append((p.part_done, p.part_top - b))
                     assert p.part_big == (p.part_top - b > 1)
                 assert got == chunks
+
+
+def _scheduler_chunks(left: int, running, queued, chunked: bool, r: int = 1):
+    """[(done, tokens)] Replica._schedule_prefill itself hands out in `left` tokens beside r decodes: `running`
+    prefills [(tokens to compute, done)], then the queue's requests [(tokens to compute, cached prefix)], with KV,
+    sequence slots and prefix lookups that never refuse (fill's outlook holds only what they would admit)."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from sim.cluster import Prefill, Replica
+
+    prompts = [need + hit for need, hit in queued]
+    kv = SimpleNamespace(paged=True, grow=lambda held, *_: held + 1, fits_ever=lambda _: True,
+                         lookup=lambda chain, todo: queued[chain[0][0]][1], admit=lambda *_a: 1)
+    req = SimpleNamespace(prompt_len=np.array(prompts, dtype=np.int64), output_len=np.full(len(queued), 10),
+                          replica=np.zeros(len(queued), dtype=np.int64))
+    cl = SimpleNamespace(req=req, disaggregated=False, acceptance_slot=lambda rid: (0, 0, None))
+    rep = SimpleNamespace(kv=kv, cl=cl, chunked=chunked, queue=deque(range(len(queued))), resume={}, n_active=0,
+                          max_seqs=10**6, lookahead=0, idx=0, _preempted=False, _adm=0,
+                          prefilling=[Prefill(-1 - i, need, 0, 0, 0, i, None, done)
+                                      for i, (need, done) in enumerate(running)])
+    for name in ("_chunk", "_admit", "_next_adm"):
+        setattr(rep, name, getattr(Replica, name).__get__(rep))
+    return [(item.done, c) for item, c in Replica._schedule_prefill(rep, left, r)]
+
+
+def test_fill_is_what_the_scheduler_hands_out():
+    """sim/prefill_outlook.fill on an outlook (running prefills, then queued requests that stop the admissions) is
+    the chunks Replica._schedule_prefill / _admit give, chunked and not, for random lists and budgets: the oracle of
+    _fill and of every piece above is the scheduler itself."""
+    from sim.prefill_outlook import fill
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        running = [(int(rng.integers(1, 300)), int(rng.integers(0, 50))) for _ in range(int(rng.integers(0, 4)))]
+        queued = [(int(rng.integers(1, 300)), int(rng.integers(0, 50))) for _ in range(int(rng.integers(0, 4)))]
+        outlook = [(need, done, False) for need, done in running] + [(need, hit, True) for need, hit in queued]
+        for chunked in (True, False):
+            left = int(rng.integers(1, 700))
+            whole, _, part = fill(left, outlook, chunked)
+            want = [(done, need) for need, done in whole]
+            if part is not None:
+                want.append((part[0], left - part[1]))
+            assert _scheduler_chunks(left, running, queued, chunked) == want, (left, outlook, chunked)
 
 
 def _source(rng_seed: int = 0):
