@@ -7,8 +7,9 @@ same run, against the cost model's speculative step.
 The data (sim/validation/spec_decode.yaml, each run with its URL) are decode timings of one target at one
 concurrency without speculation (baseline_tpot_ms) and with a drafter at K = num_speculative_tokens, each with the
 mean acceptance length AL of the same run (tokens per verify step, the bonus token included). The check prices, with
-CostModel (the run's config.json, its preset card, drafter_layers, max_draft = K), `concurrency` requests of
-`context_tokens` each:
+CostModel (the run's config.json, its preset card, drafter_layers, max_draft = K; a V1 engine's FLASH_ATTN, so on an
+FA2 card a verify step pays FA2's unpacked tiles and KV re-reads, sim.cost.mixed_decode_rows), `concurrency` requests
+of `context_tokens` each:
     priced baseline TPOT = step_time(n, one token each)
     priced spec TPOT     = step_time(n x (1 + K) tokens, spec=True, drafts = n x K) / AL
 and splits the speculative step into verify (the target over 1 + K tokens), drafter (the pass over n x K tokens +
@@ -36,7 +37,7 @@ from pydantic import Field, model_validator
 from lab.arguments import start_data_check, write_check_outputs
 from lab.config_base import StrictModel
 from lab.config_sim import DRAFTER_PASSES
-from sim.cost import CostModel
+from sim.cost import CostModel, mixed_decode_rows
 from sim.hardware import get_hardware
 from sim.public_check import HardwarePreset, RepoFile, repo_model, validated_runs
 
@@ -99,9 +100,12 @@ def load_runs(path: str | Path) -> list[SpecDecodeRun]:
 
 
 def _cost(run: SpecDecodeRun, k: int) -> CostModel:
-    return CostModel(hw=get_hardware(run.device), model=repo_model(run.model_config_path), tp=run.tp,
+    """The run's cost model as CostModel.from_config builds it for a V1 engine: on an FA2 card (the sheet's
+    mixed_decode_tile_rows) a verify step takes FA2's unpacked kernel (64-row tiles, per-query-head KV reads)."""
+    hw = get_hardware(run.device)
+    return CostModel(hw=hw, model=repo_model(run.model_config_path), tp=run.tp,
                      drafter_layers=run.drafter_layers, max_draft=k, drafter_passes=run.drafter_passes,
-                     drafter_head_vocab=run.drafter_head_vocab)
+                     drafter_head_vocab=run.drafter_head_vocab, mixed_decode_rows=mixed_decode_rows(hw, None))
 
 
 def priced(run: SpecDecodeRun, k: int) -> dict[str, float]:

@@ -60,6 +60,25 @@ def test_a_chain_drafter_pays_k_passes_each_reading_its_head(tmp_path):
         assert b.verify_ms == pytest.approx(a.verify_ms)
 
 
+def test_a_verify_step_on_an_fa2_card_pays_its_tiles(tmp_path):
+    """On the A100 (FA2, mixed_decode_tile_rows 64) the check prices a verify step as CostModel.from_config does for
+    a V1 engine: FA2's unpacked kernel, dearer than the same step priced without the tiles; the H100 (FA3) is not."""
+    from sim.cost import CostModel
+    from sim.hardware import get_hardware
+    from sim.public_check import repo_model
+
+    run = sd.load_runs(_write(tmp_path / "c.yaml", [_run(0, device="a100-80g", concurrency=64,
+                                                         context_tokens=2000)]))[0]
+    n, kv, k = 64, 64 * 2000, 3
+    bare = CostModel(hw=get_hardware("a100-80g"), model=repo_model(CONFIG), drafter_layers=1, max_draft=k)
+    assert sd.priced(run, k)["verify"] > 1.5 * bare.step_time(n * (1 + k), kv, n, False, drafts=n * k) * 1e3
+    assert sd.priced(run, k)["base"] == pytest.approx(bare.step_time(n, kv, n, False) * 1e3)  # no drafts: packed
+    h100 = run.model_copy(update={"device": "h100"})
+    bare_h100 = CostModel(hw=get_hardware("h100"), model=repo_model(CONFIG), drafter_layers=1, max_draft=k)
+    assert sd.priced(h100, k)["verify"] == pytest.approx(
+        bare_h100.step_time(n * (1 + k), kv, n, False, drafts=n * k) * 1e3)
+
+
 def test_the_data_file_loads_and_prices_the_baselines_within_five_percent():
     runs = sd.load_runs(sd.DEFAULT_FILE)
     assert {r.method for r in runs} >= {"eagle", "eagle3"}
