@@ -1304,56 +1304,67 @@ class MeanContextSps:
         if cm._gdn_prefill and big:
             refund = self.chunk_sum * cm._t_gdn_refund
             gdn = cm.model.linear_layers * gdn_prefill_kernel_s(self.chunk_max, self.chunk_sum * cm._gdn_spread)
-        groups = (cm._mixed_groups if kv_sum > cm._l2_kv_tokens else 1.0) if cm._mixed_groups else 0.0
+        mixed = bool(cm._mixed_groups)
+        reread = plain_kv * ((cm._mixed_groups if kv_sum > cm._l2_kv_tokens else 1.0) if mixed else 0.0)
         state = n_reqs * cm._t_state
         copies = self.state_copies * cm._t_state_copy + gdn
         spec = cm._draft_pass(n_reqs) + cm._draft_fixed + cm.spec_overhead_s
-        host = cm.host_s(n_reqs)
+        host, floor = cm.host_s(n_reqs), cm.async_scheduling
+        serial, fixed, link, row_link = cm._serial, cm._fixed, cm._t_per_token_link, cm._t_per_sampled_row_link
         tp = bool(cm._tp_collectives)
+        weights_gemv, weights_gemm = cm._t_weights, cm._t_weights * gemm_factor  # weights x 1.0 is weights
+        # FA2's tile (mixed_decode_tile_flops, inlined: the same floats): each decode a whole tile per query head
+        pad = 0 if big else cm._pad_rows
+        decodes = max(n_reqs, 1)
+        padded = kv_sum + n_reqs * (FA2_KEY_BLOCK - 1) / 2
+        scales, fractions, once_s = cm._gemm_scales, cm._gemm_fractions, self.once_s
+        ceil = math.ceil
         out = []
         for b in range(lo, hi):
             tokens = float(b + p0)
-            drafts = float(max(b - own, 0))
-            weights = cm._t_weights
-            if gemm_factor != 1.0:
-                weights = weights * (gemm_factor if tokens > gemv_rows else 1.0)
+            drafts = float(b - own) if b > own else 0.0
+            weights = weights_gemm if tokens > gemv_rows else weights_gemv
             gemm_tokens = tokens
-            if row_tile > 1 and tokens > row_tile:
-                gemm_tokens = float(math.ceil(tokens / row_tile)) * row_tile
-            unpacked = bool(cm._pad_rows) and drafts > 0 and not big
             if row_tile > 1:
+                if tokens > row_tile:
+                    gemm_tokens = float(ceil(tokens / row_tile)) * row_tile
                 compute = gemm_tokens * t_tok + tokens * kv_sum / reqs * t_attn
             else:
                 compute = tokens * (t_tok + kv_per_req * t_attn)
+            unpacked = pad and drafts > 0
             if unpacked:
-                tile = cm.mixed_decode_tile_flops(kv_sum, n_reqs, drafts) * t_attn
+                per_req = 1.0 + drafts / decodes
+                tile = (pad * float(ceil(per_req / pad)) * padded - kv_sum * per_req) * t_attn
                 attention = tokens * kv_sum / reqs * t_attn + tile
                 compute = compute + tile
             head = t_head
-            if cm._gemm_fractions:
-                scale = cm._gemm_scale(gemm_tokens)
+            if fractions:
+                scale = scales.get(gemm_tokens)
+                if scale is None:
+                    scale = cm._gemm_scale(gemm_tokens)
                 compute = compute + gemm_tokens * t_tok * (scale - 1.0)
                 head = head * scale
             if t_head:
-                compute = compute - max(tokens - reqs - drafts, 0.0) * head
+                unsampled = tokens - reqs - drafts
+                compute = compute - (unsampled if unsampled > 0.0 else 0.0) * head
             if refund:
                 compute = compute - refund
-            if cm._mixed_groups and unpacked:
-                t = max(weights, compute - attention) + max(attention, plain_kv * groups)
+            if mixed and unpacked:
+                t = max(weights, compute - attention) + max(attention, reread)
                 memory = weights
             else:
                 memory = weights + plain_kv
-                t = max(compute, memory)
+                t = compute if compute > memory else memory
             t = t + state
-            if cm._serial:
-                t = t + cm._serial * min(compute, memory)
+            if serial:
+                t = t + serial * min(compute, memory)
             t = t + copies
-            t = t + cm._fixed + tokens * cm._t_per_token_link + (cm.tp_allreduce_s(tokens) if tp else 0.0)
-            if cm._t_per_sampled_row_link:
-                t = t + min(tokens, reqs + drafts) * cm._t_per_sampled_row_link
+            t = t + fixed + tokens * link + (cm.tp_allreduce_s(tokens) if tp else 0.0)
+            if row_link:
+                t = t + min(tokens, reqs + drafts) * row_link
             t = t + spec
-            t = max(t, host) if cm.async_scheduling else t + host
-            out.append(1.0 / (t + self.once_s))
+            t = (t if t > host else host) if floor else t + host
+            out.append(1.0 / (t + once_s))
         return out
 
 
