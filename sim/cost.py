@@ -532,6 +532,7 @@ class CostModel:
         # time above, priced at mfu, is scaled by mfu / that fraction at each step's rows
         self._gemm_log_rows, self._gemm_fractions = dense_gemm_points(hw)
         self._gemm_scales: dict[float, float] = {}  # _gemm_scale's memo: GEMM rows -> mfu / fraction
+        self._mean_terms: dict[tuple, list[tuple]] = {}  # _mean_context_terms' memo
         if self.ep > 1 and self.ep % tp:
             raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
                            "must be 1 or a multiple of tp")
@@ -863,6 +864,46 @@ class CostModel:
         if self.async_scheduling:  # the engine core's host work for the next step runs beside this one
             return max(t * mult, host)
         return (t + host) * mult
+
+    def _mean_context_terms(self, p0: int, own: int, n_reqs: int, big: bool, hi: int) -> list[tuple]:
+        """MeanContextSps.values' terms of b = 0..hi-1 that do not depend on the cached tokens, memoised per (p0, own,
+        n_reqs, big): (tokens, drafts, weights, GEMM FLOP time, the GEMM-rate curve's extra FLOP time, the LM-head
+        time of unsampled rows, query rows per decode, FA2's padded rows per decode and query head (0: packed),
+        per-token link time, all-reduce time, sampled-row link time), each as step_time_vec computes it."""
+        key = (p0, own, n_reqs, big)
+        table = self._mean_terms.get(key)
+        if table is None:
+            if len(self._mean_terms) >= 4096:  # many prefill sizes (p0): start over rather than grow without bound
+                self._mean_terms.clear()
+            table = self._mean_terms[key] = []
+        if len(table) < hi:
+            reqs = n_reqs if n_reqs > 0 else 1
+            pad = 0 if big else self._pad_rows
+            decodes = max(n_reqs, 1)
+            t_tok, row_tile = self._t_per_token_flops, self._row_tile
+            for b in range(len(table), hi):
+                tokens = float(b + p0)
+                drafts = float(b - own) if b > own else 0.0
+                weights = self._t_weights
+                if self._gemm_factor != 1.0:
+                    weights = weights * (self._gemm_factor if tokens > self._gemv_rows else 1.0)
+                gemm_tokens = tokens
+                if row_tile > 1 and tokens > row_tile:
+                    gemm_tokens = float(math.ceil(tokens / row_tile)) * row_tile
+                head, gemm_term = self._t_head_flops, 0.0
+                if self._gemm_fractions:
+                    scale = self._gemm_scale(gemm_tokens)
+                    gemm_term = gemm_tokens * t_tok * (scale - 1.0)
+                    head = head * scale
+                unsampled = tokens - reqs - drafts
+                per_req = 1.0 + drafts / decodes
+                rows = pad * float(math.ceil(per_req / pad)) if pad and drafts > 0 else 0.0
+                table.append((tokens, drafts, weights, gemm_tokens * t_tok, gemm_term,
+                              (max(0.0, unsampled)) * head, per_req, rows,
+                              tokens * self._t_per_token_link,
+                              self.tp_allreduce_s(tokens) if self._tp_collectives else 0.0,
+                              min(tokens, reqs + drafts) * self._t_per_sampled_row_link))
+        return table
 
     def _gemm_scale(self, gemm_rows) -> float:
         """mfu / the dense linears' fraction of peak at `gemm_rows` GEMM rows (dense_gemm_fraction), the factor
@@ -1296,7 +1337,7 @@ class MeanContextSps:
         if cm._sliding:
             kv_sum = reqs * cm.model.attended_context(kv_sum / reqs)
         t_tok, t_attn, t_head, t_kv = cm._t_per_token_flops, cm._t_attn, cm._t_head_flops, cm._t_per_kv_token
-        row_tile, gemm_factor, gemv_rows = cm._row_tile, cm._gemm_factor, cm._gemv_rows
+        row_tile = cm._row_tile
         big = self.chunk_max > 1
         kv_per_req = kv_sum / reqs
         plain_kv = kv_sum * t_kv
@@ -1310,60 +1351,43 @@ class MeanContextSps:
         copies = self.state_copies * cm._t_state_copy + gdn
         spec = cm._draft_pass(n_reqs) + cm._draft_fixed + cm.spec_overhead_s
         host, floor = cm.host_s(n_reqs), cm.async_scheduling
-        serial, fixed, link, row_link = cm._serial, cm._fixed, cm._t_per_token_link, cm._t_per_sampled_row_link
-        tp = bool(cm._tp_collectives)
-        weights_gemv, weights_gemm = cm._t_weights, cm._t_weights * gemm_factor  # weights x 1.0 is weights
+        serial, fixed, row_link = cm._serial, cm._fixed, cm._t_per_sampled_row_link
         # FA2's tile (mixed_decode_tile_flops, inlined: the same floats): each decode a whole tile per query head
-        pad = 0 if big else cm._pad_rows
-        decodes = max(n_reqs, 1)
         padded = kv_sum + n_reqs * (FA2_KEY_BLOCK - 1) / 2
-        scales, fractions, once_s = cm._gemm_scales, cm._gemm_fractions, self.once_s
-        ceil = math.ceil
+        per_token = t_tok + kv_per_req * t_attn
+        fractions, once_s = cm._gemm_fractions, self.once_s
         out = []
-        for b in range(lo, hi):
-            tokens = float(b + p0)
-            drafts = float(b - own) if b > own else 0.0
-            weights = weights_gemm if tokens > gemv_rows else weights_gemv
-            gemm_tokens = tokens
+        for (tokens, drafts, weights, gemm_flops, gemm_term, unsampled_head, per_req, rows, link_term, allreduce,
+             row_term) in cm._mean_context_terms(p0, own, n_reqs, big, hi)[lo:hi]:
             if row_tile > 1:
-                if tokens > row_tile:
-                    gemm_tokens = float(ceil(tokens / row_tile)) * row_tile
-                compute = gemm_tokens * t_tok + tokens * kv_sum / reqs * t_attn
+                compute = gemm_flops + tokens * kv_sum / reqs * t_attn
             else:
-                compute = tokens * (t_tok + kv_per_req * t_attn)
-            unpacked = pad and drafts > 0
-            if unpacked:
-                per_req = 1.0 + drafts / decodes
-                tile = (pad * float(ceil(per_req / pad)) * padded - kv_sum * per_req) * t_attn
+                compute = tokens * per_token
+            if rows:  # FA2's unpacked call: the verify step's drafts
+                tile = (rows * padded - kv_sum * per_req) * t_attn
                 attention = tokens * kv_sum / reqs * t_attn + tile
                 compute = compute + tile
-            head = t_head
             if fractions:
-                scale = scales.get(gemm_tokens)
-                if scale is None:
-                    scale = cm._gemm_scale(gemm_tokens)
-                compute = compute + gemm_tokens * t_tok * (scale - 1.0)
-                head = head * scale
+                compute = compute + gemm_term
             if t_head:
-                unsampled = tokens - reqs - drafts
-                compute = compute - (unsampled if unsampled > 0.0 else 0.0) * head
+                compute = compute - unsampled_head
             if refund:
                 compute = compute - refund
-            if mixed and unpacked:
+            if mixed and rows:
                 t = max(weights, compute - attention) + max(attention, reread)
                 memory = weights
             else:
                 memory = weights + plain_kv
-                t = compute if compute > memory else memory
+                t = max(memory, compute)
             t = t + state
             if serial:
                 t = t + serial * min(compute, memory)
             t = t + copies
-            t = t + fixed + tokens * link + (cm.tp_allreduce_s(tokens) if tp else 0.0)
+            t = t + fixed + link_term + allreduce
             if row_link:
-                t = t + min(tokens, reqs + drafts) * row_link
+                t = t + row_term
             t = t + spec
-            t = (t if t > host else host) if floor else t + host
+            t = (max(host, t)) if floor else t + host
             out.append(1.0 / (t + once_s))
         return out
 
