@@ -533,6 +533,7 @@ class CostModel:
         self._gemm_log_rows, self._gemm_fractions = dense_gemm_points(hw)
         self._gemm_scales: dict[float, float] = {}  # _gemm_scale's memo: GEMM rows -> mfu / fraction
         self._mean_terms: dict[tuple, list[tuple]] = {}  # _mean_context_terms' memo
+        self._mean_values: dict[tuple, tuple] = {}  # MeanContextSps.values' memo
         if self.ep > 1 and self.ep % tp:
             raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
                            "must be 1 or a multiple of tp")
@@ -1304,6 +1305,9 @@ class RooflineSps:
         return [1.0 / (max((b + p0) * f, m) + c) for b in range(lo, hi)]
 
 
+MEAN_VALUES_MEMO = 1 << 16  # MeanContextSps.values' memo starts over past this many curves (bounded memory)
+
+
 class MeanContextSps:
     """CostModel.sps_curve off the plain roofline: SPS(b) = 1 / (step_time_vec(b + p0, kv_sum, n_reqs, True,
     max(b - own, 0), ...) + once_s), the mean-context curve of a batch. Callable on a numpy array of b (the policy
@@ -1329,7 +1333,20 @@ class MeanContextSps:
                                               self.chunk_max, self.chunk_sum) + self.once_s)
 
     def _values(self, lo: int, hi: int) -> list[float]:
-        """step_time_vec's roofline branch (attn_ctx None, one spec step, no profile / buckets / MoE), scalar."""
+        """step_time_vec's roofline branch (attn_ctx None, one spec step, no profile / buckets / MoE), scalar;
+        memoised per curve and range (a decode's context recurs across requests: most of a light load's curves)."""
+        cm = self.cost
+        key = (self.p0, self.own, self.n_reqs, self.kv_sum, self.state_copies, self.chunk_max, self.chunk_sum,
+               self.once_s, lo, hi)
+        memo = cm._mean_values
+        got = memo.get(key)
+        if got is None:
+            if len(memo) >= MEAN_VALUES_MEMO:
+                memo.clear()
+            got = memo[key] = tuple(self._compute_values(lo, hi))
+        return list(got)
+
+    def _compute_values(self, lo: int, hi: int) -> list[float]:
         cm = self.cost
         n_reqs, own, p0 = self.n_reqs, self.own, self.p0
         reqs = n_reqs if n_reqs > 0 else 1

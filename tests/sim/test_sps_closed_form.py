@@ -148,6 +148,20 @@ def test_fa2_mean_context_values_are_the_array_curve(hardware, async_on):
         assert sps.values(lo, lo + 600) == sps(np.arange(lo, lo + 600)).tolist()
 
 
+def test_mean_context_memo_returns_the_curve_it_stored(monkeypatch):
+    """MeanContextSps.values' memo (per curve and range) hands back the same floats, a fresh list each time, and
+    starts over once full."""
+    import sim.cost as cost_module
+    monkeypatch.setattr(cost_module, "MEAN_VALUES_MEMO", 3)
+    cm = _cost(DENSE, False, hardware="a100-80g")
+    for kv in (900.0, 1800.0, 2700.0, 3600.0, 900.0):
+        sps = cm.sps_curve(0, kv, 1, 1)
+        first = sps.values(1, 9)
+        first.append(0.0)  # the caller's own list
+        assert sps.values(1, 9) == sps(np.arange(1, 9)).tolist()
+        assert len(cm._mean_values) <= 3
+
+
 def test_mean_context_values_hold_tensor_parallel_and_sliding_terms():
     """The scalar path keeps step_time_vec's all-reduces (tp 2) and a sliding-window model's capped context."""
     for model, hw, tp in ((DENSE, "a100-80g", 2), ({"config": str(CONFIGS / "gemma-3-12b-it.json")}, "a100-80g", 1)):
