@@ -148,6 +148,7 @@ either mode.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -530,6 +531,9 @@ class CostModel:
         # the dense linears' fraction of peak by GEMM rows where the sheet gives one (dense_gemm_mfu): their FLOP
         # time above, priced at mfu, is scaled by mfu / that fraction at each step's rows
         self._gemm_log_rows, self._gemm_fractions = dense_gemm_points(hw)
+        self._gemm_scales: dict[float, float] = {}  # _gemm_scale's memo: GEMM rows -> mfu / fraction
+        self._mean_terms: dict[tuple, list[tuple]] = {}  # _mean_context_terms' memo
+        self._mean_values: dict[tuple, tuple] = {}  # MeanContextSps.values' memo
         if self.ep > 1 and self.ep % tp:
             raise LabError(f"sim: ep {self.ep} over tp {tp}: vLLM's expert parallelism spans tp x dp GPUs, so ep "
                            "must be 1 or a multiple of tp")
@@ -810,8 +814,7 @@ class CostModel:
             gemm_tokens = -(-tokens // self._row_tile) * self._row_tile
         per_token, head = self._t_per_token_flops, self._t_head_flops
         if self._gemm_fractions:  # the dense linears at their fraction of peak for this many rows
-            scale = self.hw.mfu / dense_gemm_fraction(self._gemm_log_rows, self._gemm_fractions, self.hw.mfu,
-                                                      gemm_tokens)
+            scale = self._gemm_scale(gemm_tokens)
             per_token, head = per_token * scale, head * scale
         # FA2's varlen call at max_seqlen_q > 1 (a prefill chunk, or a verify step's drafts): no GQA packing, each
         # decode a whole tile per query head (mixed_decode_tile_flops) and, on a sheet with mixed_kv_reread, its KV
@@ -863,6 +866,56 @@ class CostModel:
             return max(t * mult, host)
         return (t + host) * mult
 
+    def _mean_context_terms(self, p0: int, own: int, n_reqs: int, big: bool, hi: int) -> list[tuple]:
+        """MeanContextSps.values' terms of b = 0..hi-1 that do not depend on the cached tokens, memoised per (p0, own,
+        n_reqs, big): (tokens, drafts, weights, GEMM FLOP time, the GEMM-rate curve's extra FLOP time, the LM-head
+        time of unsampled rows, query rows per decode, FA2's padded rows per decode and query head (0: packed),
+        per-token link time, all-reduce time, sampled-row link time), each as step_time_vec computes it."""
+        key = (p0, own, n_reqs, big)
+        table = self._mean_terms.get(key)
+        if table is None:
+            if len(self._mean_terms) >= 4096:  # many prefill sizes (p0): start over rather than grow without bound
+                self._mean_terms.clear()
+            table = self._mean_terms[key] = []
+        if len(table) < hi:
+            reqs = n_reqs if n_reqs > 0 else 1
+            pad = 0 if big else self._pad_rows
+            decodes = max(n_reqs, 1)
+            t_tok, row_tile = self._t_per_token_flops, self._row_tile
+            for b in range(len(table), hi):
+                tokens = float(b + p0)
+                drafts = float(b - own) if b > own else 0.0
+                weights = self._t_weights
+                if self._gemm_factor != 1.0:
+                    weights = weights * (self._gemm_factor if tokens > self._gemv_rows else 1.0)
+                gemm_tokens = tokens
+                if row_tile > 1 and tokens > row_tile:
+                    gemm_tokens = float(math.ceil(tokens / row_tile)) * row_tile
+                head, gemm_term = self._t_head_flops, 0.0
+                if self._gemm_fractions:
+                    scale = self._gemm_scale(gemm_tokens)
+                    gemm_term = gemm_tokens * t_tok * (scale - 1.0)
+                    head = head * scale
+                unsampled = tokens - reqs - drafts
+                per_req = 1.0 + drafts / decodes
+                rows = pad * float(math.ceil(per_req / pad)) if pad and drafts > 0 else 0.0
+                table.append((tokens, drafts, weights, gemm_tokens * t_tok, gemm_term,
+                              (max(0.0, unsampled)) * head, per_req, rows,
+                              tokens * self._t_per_token_link,
+                              self.tp_allreduce_s(tokens) if self._tp_collectives else 0.0,
+                              min(tokens, reqs + drafts) * self._t_per_sampled_row_link))
+        return table
+
+    def _gemm_scale(self, gemm_rows) -> float:
+        """mfu / the dense linears' fraction of peak at `gemm_rows` GEMM rows (dense_gemm_fraction), the factor
+        step_time and step_time_vec scale their FLOP time by; memoised per row count (the same floats)."""
+        rows = float(gemm_rows)
+        scale = self._gemm_scales.get(rows)
+        if scale is None:
+            scale = self.hw.mfu / dense_gemm_fraction(self._gemm_log_rows, self._gemm_fractions, self.hw.mfu, rows)
+            self._gemm_scales[rows] = scale
+        return scale
+
     def mixed_decode_tile_flops(self, decode_kv: float, decodes: int, drafts=0) -> float:
         """The attended (query row x cached token) pairs beyond the decodes' own that `decodes` decoding requests
         holding `decode_kv` cached tokens cost in a step with a prefill chunk, where the attention kernel pads each
@@ -884,6 +937,10 @@ class CostModel:
         h139). Shapes: scalars or numpy arrays alike."""
         if not self._pad_rows:
             return 0.0 * decode_kv
+        if not isinstance(drafts, np.ndarray) and not isinstance(decode_kv, np.ndarray):  # scalars: the same floats
+            per_req = 1.0 + float(drafts) / max(decodes, 1)
+            rows = self._pad_rows * float(math.ceil(per_req / self._pad_rows))
+            return float(rows * (decode_kv + decodes * (FA2_KEY_BLOCK - 1) / 2) - decode_kv * per_req)
         per_req = 1.0 + np.asarray(drafts, dtype=np.float64) / max(decodes, 1)  # query rows per decode (mean)
         rows = self._pad_rows * np.ceil(per_req / self._pad_rows)  # whole tiles per decode and query head
         padded = decode_kv + decodes * (FA2_KEY_BLOCK - 1) / 2  # each context rounded up to whole key blocks
@@ -1019,9 +1076,8 @@ class CostModel:
                 compute = compute + tile
         head = self._t_head_flops
         if self._gemm_fractions:  # as in step_time: the dense linears at their fraction of peak for these rows
-            scale = self.hw.mfu / np.array([dense_gemm_fraction(self._gemm_log_rows, self._gemm_fractions,
-                                                                self.hw.mfu, float(g))
-                                            for g in np.ravel(gemm_tokens)]).reshape(np.shape(gemm_tokens))
+            scale = np.array([self._gemm_scale(g) for g in np.ravel(gemm_tokens).tolist()]).reshape(
+                np.shape(gemm_tokens))
             compute = compute + gemm_tokens * self._t_per_token_flops * (scale - 1.0)
             head = head * scale
         if self._t_head_flops:  # as in step_time: no LM-head row for a prompt token before its request's last
@@ -1079,10 +1135,8 @@ class CostModel:
         decode-only case and the mean-context curve of a batch (tables, tests)."""
         own = n_reqs if decode_reqs is None else decode_reqs
         if not self._closed_sps:
-            def sps(b, _p0=prefill_tokens, _kv=kv_sum, _n=n_reqs, _own=own):
-                return 1.0 / (self.step_time_vec(b + _p0, _kv, _n, True, np.maximum(np.asarray(b) - _own, 0),
-                                                 state_copies, chunk_max, chunk_sum) + once_s)
-            return sps
+            return MeanContextSps(self, prefill_tokens, kv_sum, n_reqs, own, state_copies, chunk_max, chunk_sum,
+                                  once_s)
         reqs = n_reqs if n_reqs > 0 else 1
         if self._sliding:
             kv_sum = reqs * self.model.attended_context(kv_sum / reqs)
@@ -1249,6 +1303,110 @@ class RooflineSps:
         if memory_bound:
             return [1.0 / (m + c)] * (hi - lo)
         return [1.0 / (max((b + p0) * f, m) + c) for b in range(lo, hi)]
+
+
+MEAN_VALUES_MEMO = 1 << 16  # MeanContextSps.values' memo starts over past this many curves (bounded memory)
+
+
+class MeanContextSps:
+    """CostModel.sps_curve off the plain roofline: SPS(b) = 1 / (step_time_vec(b + p0, kv_sum, n_reqs, True,
+    max(b - own, 0), ...) + once_s), the mean-context curve of a batch. Callable on a numpy array of b (the policy
+    interface); `values(lo, hi)` gives SPS(b) for b = lo..hi-1 as a list of floats, on a GPU roofline (no measured
+    profile, CUDA-graph buckets or MoE) with step_time_vec's float operations in plain Python, one b at a time
+    (most steps of a light load price a few b: numpy's per-call overhead was most of sim.bench's time on FA2
+    cards, session 39 h142); the two agree bit for bit (tests/sim/test_sps_closed_form.py)."""
+
+    __slots__ = ("chunk_max", "chunk_sum", "cost", "kv_sum", "n_reqs", "once_s", "own", "p0", "state_copies",
+                 "values")
+
+    def __init__(self, cost: CostModel, p0: int, kv_sum: float, n_reqs: int, own: int, state_copies: int,
+                 chunk_max: int, chunk_sum: int, once_s: float):
+        self.cost, self.p0, self.kv_sum, self.n_reqs, self.own = cost, p0, kv_sum, n_reqs, own
+        self.state_copies, self.chunk_max, self.chunk_sum, self.once_s = state_copies, chunk_max, chunk_sum, once_s
+        scalar = (cost.profile is None and cost._bucket_list is None and not cost._moe
+                  and not isinstance(kv_sum, np.ndarray))
+        self.values = self._values if scalar else None  # prefix.py reads `values` (None: numpy only)
+
+    def __call__(self, b):
+        return 1.0 / (self.cost.step_time_vec(b + self.p0, self.kv_sum, self.n_reqs, True,
+                                              np.maximum(np.asarray(b) - self.own, 0), self.state_copies,
+                                              self.chunk_max, self.chunk_sum) + self.once_s)
+
+    def _values(self, lo: int, hi: int) -> list[float]:
+        """step_time_vec's roofline branch (attn_ctx None, one spec step, no profile / buckets / MoE), scalar;
+        memoised per curve and range (a decode's context recurs across requests: most of a light load's curves)."""
+        cm = self.cost
+        key = (self.p0, self.own, self.n_reqs, self.kv_sum, self.state_copies, self.chunk_max, self.chunk_sum,
+               self.once_s, lo, hi)
+        memo = cm._mean_values
+        got = memo.get(key)
+        if got is None:
+            if len(memo) >= MEAN_VALUES_MEMO:
+                memo.clear()
+            got = memo[key] = tuple(self._compute_values(lo, hi))
+        return list(got)
+
+    def _compute_values(self, lo: int, hi: int) -> list[float]:
+        cm = self.cost
+        n_reqs, own, p0 = self.n_reqs, self.own, self.p0
+        reqs = n_reqs if n_reqs > 0 else 1
+        kv_sum = self.kv_sum
+        if cm._sliding:
+            kv_sum = reqs * cm.model.attended_context(kv_sum / reqs)
+        t_tok, t_attn, t_head, t_kv = cm._t_per_token_flops, cm._t_attn, cm._t_head_flops, cm._t_per_kv_token
+        row_tile = cm._row_tile
+        big = self.chunk_max > 1
+        kv_per_req = kv_sum / reqs
+        plain_kv = kv_sum * t_kv
+        gdn, refund = 0.0, 0.0
+        if cm._gdn_prefill and big:
+            refund = self.chunk_sum * cm._t_gdn_refund
+            gdn = cm.model.linear_layers * gdn_prefill_kernel_s(self.chunk_max, self.chunk_sum * cm._gdn_spread)
+        mixed = bool(cm._mixed_groups)
+        reread = plain_kv * ((cm._mixed_groups if kv_sum > cm._l2_kv_tokens else 1.0) if mixed else 0.0)
+        state = n_reqs * cm._t_state
+        copies = self.state_copies * cm._t_state_copy + gdn
+        spec = cm._draft_pass(n_reqs) + cm._draft_fixed + cm.spec_overhead_s
+        host, floor = cm.host_s(n_reqs), cm.async_scheduling
+        serial, fixed, row_link = cm._serial, cm._fixed, cm._t_per_sampled_row_link
+        # FA2's tile (mixed_decode_tile_flops, inlined: the same floats): each decode a whole tile per query head
+        padded = kv_sum + n_reqs * (FA2_KEY_BLOCK - 1) / 2
+        per_token = t_tok + kv_per_req * t_attn
+        fractions, once_s = cm._gemm_fractions, self.once_s
+        out = []
+        for (tokens, drafts, weights, gemm_flops, gemm_term, unsampled_head, per_req, rows, link_term, allreduce,
+             row_term) in cm._mean_context_terms(p0, own, n_reqs, big, hi)[lo:hi]:
+            if row_tile > 1:
+                compute = gemm_flops + tokens * kv_sum / reqs * t_attn
+            else:
+                compute = tokens * per_token
+            if rows:  # FA2's unpacked call: the verify step's drafts
+                tile = (rows * padded - kv_sum * per_req) * t_attn
+                attention = tokens * kv_sum / reqs * t_attn + tile
+                compute = compute + tile
+            if fractions:
+                compute = compute + gemm_term
+            if t_head:
+                compute = compute - unsampled_head
+            if refund:
+                compute = compute - refund
+            if mixed and rows:
+                t = max(weights, compute - attention) + max(attention, reread)
+                memory = weights
+            else:
+                memory = weights + plain_kv
+                t = max(memory, compute)
+            t = t + state
+            if serial:
+                t = t + serial * min(compute, memory)
+            t = t + copies
+            t = t + fixed + link_term + allreduce
+            if row_link:
+                t = t + row_term
+            t = t + spec
+            t = (max(host, t)) if floor else t + host
+            out.append(1.0 / (t + once_s))
+        return out
 
 
 class PiecewiseSps:

@@ -57,7 +57,7 @@ def _grid(cm: CostModel, mode: str | None, once_s: float = 0.0):
             kw.pop("once_s", None)
             b = np.array([r * (1 + d) for d in DRAFTS])
             got = np.asarray(sps(b), dtype=np.float64)
-            if isinstance(sps, RooflineSps):  # its plain-Python values, at each b, the same floats
+            if getattr(sps, "values", None) is not None:  # its plain-Python values, at each b, the same floats
                 assert [sps.values(int(x), int(x) + 1)[0] for x in b] == got.tolist()
             for x, g in zip(b.tolist(), got.tolist()):
                 step = cm.step_time(x + p0, kv, n_reqs, True, x - r, **kw)
@@ -129,6 +129,46 @@ def test_hybrid_sps_holds_the_autotune_off_sm90(async_on):
         rows = _grid(cm, "unified", once_s=11.0)
         assert all(c == closed for *_, c, _ in rows)
         _check(rows)
+
+
+@pytest.mark.parametrize("async_on", [False, True])
+@pytest.mark.parametrize("hardware", ["a100-80g", "rtx-4090", "rtx-pro-6000"])
+def test_fa2_mean_context_values_are_the_array_curve(hardware, async_on):
+    """Off the closed form on a GPU roofline (the A100's GEMM-rate curve and FA2 verify tiles / KV re-reads, an Ada
+    card's unhidden share), MeanContextSps.values -- step_time_vec's floats in plain Python, what the prefix policy
+    reads for small batches -- is the numpy curve bit for bit over whole ranges of b, and 1 / step_time."""
+    cm = _cost(DENSE, async_on, hardware=hardware)
+    assert not cm._closed_sps
+    rows = _grid(cm, None)  # asserts values == the array curve at each b
+    _check(rows)
+    for p0, kv, n, own in ((0, 900.0, 1, 1), (0, 40_000.0, 1, 1), (0, 3e6, 64, 64), (37, 5e5, 9, 8)):
+        sps = cm.sps_curve(p0, kv, n, own)
+        assert sps.values is not None
+        lo = own
+        assert sps.values(lo, lo + 600) == sps(np.arange(lo, lo + 600)).tolist()
+
+
+def test_mean_context_memo_returns_the_curve_it_stored(monkeypatch):
+    """MeanContextSps.values' memo (per curve and range) hands back the same floats, a fresh list each time, and
+    starts over once full."""
+    import sim.cost as cost_module
+    monkeypatch.setattr(cost_module, "MEAN_VALUES_MEMO", 3)
+    cm = _cost(DENSE, False, hardware="a100-80g")
+    for kv in (900.0, 1800.0, 2700.0, 3600.0, 900.0):
+        sps = cm.sps_curve(0, kv, 1, 1)
+        first = sps.values(1, 9)
+        first.append(0.0)  # the caller's own list
+        assert sps.values(1, 9) == sps(np.arange(1, 9)).tolist()
+        assert len(cm._mean_values) <= 3
+
+
+def test_mean_context_values_hold_tensor_parallel_and_sliding_terms():
+    """The scalar path keeps step_time_vec's all-reduces (tp 2) and a sliding-window model's capped context."""
+    for model, hw, tp in ((DENSE, "a100-80g", 2), ({"config": str(CONFIGS / "gemma-3-12b-it.json")}, "a100-80g", 1)):
+        cm = CostModel.from_config(make_sim(model=model, hardware={"name": hw, "tp": tp}))
+        for kv, n in ((900.0, 1), (2e6, 48)):
+            sps = cm.sps_curve(0, kv, n, n)
+            assert sps.values(n, n + 300) == sps(np.arange(n, n + 300)).tolist()
 
 
 def test_closed_form_keeps_its_floats_off_async():
