@@ -1186,7 +1186,7 @@ class CostModel:
         piece of b (PiecewiseSps); step_time_vec per piece otherwise (PlanSps)."""
         r = decodes
         if not prefills:
-            return self.sps_curve(0, decode_kv, r, r, once_s=0.0)
+            return self.sps_curve(0, decode_kv, r, r)
         pieces = prefill_pieces(prefills, budget, chunked, r)
         if self._closed_sps and not self._sliding:
             return PiecewiseSps([self._closed_piece(r, decode_kv, p, linear_mixed, once_s) for p in pieces])
@@ -1221,11 +1221,11 @@ class CostModel:
         t_tok, t_attn, t_head, t_kv = self._t_per_token_flops, self._t_attn, self._t_head_flops, self._t_per_kv_token
         n = r + k
         per_draft = decode_kv / r  # attended pairs per verify token (each decode's tokens its sequence)
-        tile = 0.0  # FA2's tiles (_pad_rows) take PlanSps: a decode's tile does not stay one line in b (h139)
+        # no FA2 tile term: _pad_rows rules out the closed forms (_closed_sps), PlanSps prices it (h139)
         gdn = self._gdn_prefill and big
         if p.part_top is None:  # tokens b + whole, LM-head-free rows whole - k (each chunk's last samples)
             q2, q1 = 0.0, t_tok + per_draft * t_attn
-            q0 = tokens * t_tok + attended * t_attn + tile - (tokens - k) * t_head
+            q0 = tokens * t_tok + attended * t_attn - (tokens - k) * t_head
             m0, m1 = self._t_weights + (decode_kv + kv) * t_kv, 0.0
             if gdn:
                 q0 -= big_sum * self._t_gdn_refund
@@ -1233,7 +1233,7 @@ class CostModel:
             top, half = float(p.part_top), p.part_done + 0.5
             q2 = 0.5 * t_attn
             q1 = (per_draft - half - top) * t_attn + t_head
-            q0 = ((tokens + top) * t_tok + (attended + top * half + 0.5 * top * top) * t_attn + tile
+            q0 = ((tokens + top) * t_tok + (attended + top * half + 0.5 * top * top) * t_attn
                   - (tokens + top - k) * t_head)
             m0, m1 = self._t_weights + (decode_kv + kv + p.part_done + top) * t_kv, -t_kv
             if gdn:
